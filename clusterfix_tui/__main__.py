@@ -1,0 +1,3 @@
+from clusterfix_tui.cli import main
+
+raise SystemExit(main())

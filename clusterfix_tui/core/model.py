@@ -1,0 +1,139 @@
+"""Plain data shared by every layer. No I/O, no third-party imports.
+
+Everything here is a frozen dataclass with a `to_dict()` so that the journal, the report and
+`--json` outputs serialise the same objects the UI shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "error", "warning", "info"]
+SEVERITY_ORDER: dict[str, int] = {"critical": 0, "error": 1, "warning": 2, "info": 3}
+
+# The runbook's helpers, in the runbook's order, as step names (see core/fixes/).
+STEP_ORDER: tuple[str, ...] = (
+    "iptables",  # fix_iptables_compatibility.sh
+    "cni_bridge",  # fix_cni_bridge_conflict.sh
+    "pods",  # fix_remaining_pod_issues.sh
+    "worker_kubeconfig",  # fix_worker_kubectl_config.sh
+    "host_network",  # troubleshooting section: ip_forward, br_netfilter, firewall REJECT
+)
+# validate_cluster_communication.sh is core/validate.py, run after the steps.
+
+CLUSTER = "cluster"  # target of actions and findings that are not about one node
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Serialisable:
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class Finding(_Serialisable):
+    """One problem, on one node (or the cluster), with the lines that prove it."""
+
+    code: str  # stable, e.g. "IPTABLES_BACKEND_CONFLICT"
+    severity: Severity
+    node: str  # node name, or CLUSTER
+    title: str  # one line
+    evidence: tuple[str, ...] = ()  # the exact lines that prove it
+    explanation: str = ""  # short why, for humans
+    reference: str = ""  # upstream doc or issue it rests on
+    step: str | None = None  # the STEP_ORDER name that addresses it, if any
+    data: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # for the fix steps
+
+
+@dataclass(frozen=True)
+class CommandResult(_Serialisable):
+    """What one command did. exit_code is None when it never finished (timeout, lost connection)."""
+
+    exit_code: int | None
+    stdout: str = ""
+    stderr: str = ""
+    duration: float = 0.0
+    timed_out: bool = False
+    error: str | None = None  # transport-level failure, in words
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+@dataclass(frozen=True)
+class Action(_Serialisable):
+    """One mutating (or reading) thing a step will do, exactly as shown to the user.
+
+    kind "shell": `command` is the exact shell command run on node `target`.
+    kind "api": `api` names a ClusterAPI write ({"verb": "delete_pod", "namespace": ..., "name": ...});
+    `command` is its human rendering (the kubectl equivalent).
+    """
+
+    id: str  # unique within a plan, stable: "<step>:<node>:<n>"
+    target: str  # node name or CLUSTER
+    kind: Literal["shell", "api"]
+    command: str
+    why: str = ""
+    finding_codes: tuple[str, ...] = ()
+    risk: str = ""
+    mutating: bool = True
+    timeout: float = 60.0
+    api: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    rollback: Action | None = None  # automatic rollback, when one exists
+    rollback_note: str = ""  # manual rollback instructions when there is no automatic one
+
+
+@dataclass(frozen=True)
+class Plan(_Serialisable):
+    """What a step would do, built from findings and facts, with no side effects."""
+
+    step: str
+    title: str
+    findings: tuple[Finding, ...] = ()
+    actions: tuple[Action, ...] = ()
+    notes: tuple[str, ...] = ()  # risks, warnings, "reported only" items (e.g. version skew)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.actions
+
+
+@dataclass(frozen=True)
+class ActionOutcome(_Serialisable):
+    action_id: str
+    target: str
+    command: str
+    result: CommandResult | None  # None: not run (cancelled, dry-run, earlier failure on the node)
+    status: Literal["ok", "failed", "skipped", "dry-run", "cancelled"]
+
+
+@dataclass(frozen=True)
+class StepOutcome(_Serialisable):
+    step: str
+    status: Literal["changed", "unchanged", "partial", "failed", "skipped", "dry-run", "cancelled"]
+    actions: tuple[ActionOutcome, ...] = ()
+    changes: tuple[dict[str, Any], ...] = ()  # {"node":..., "what":..., "before":..., "after":...}
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult(_Serialisable):
+    """One validation check (validate_cluster_communication)."""
+
+    name: str  # e.g. "node-ready", "nodeport", "pod-to-pod"
+    target: str  # node name, service, or CLUSTER
+    passed: bool
+    detail: str = ""
+    fix_step: str | None = None  # the step that likely fixes a failure
