@@ -103,3 +103,20 @@ class ClusterAPI(Protocol):
         ...
 
     def patch_deployment(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class ShellFactory(Protocol):
+    """Gives the (reused) shell of a node. `address` is the node's InternalIP, used when the SSH
+    config has no Host entry for the node name. Raises TransportError subclasses."""
+
+    def __call__(self, node: str, address: str | None = None) -> NodeShell: ...
+
+
+class ActionRunner(Protocol):
+    """Runs one approved core.model.Action: shell actions on their node, api actions on the
+    ClusterAPI. The dry-run runner (transports/dryrun.py) records and runs nothing; which runner a
+    session gets is decided once, in clusterfix_tui/runtime.py."""
+
+    dry_run: bool
+
+    def run_action(self, action: Any, *, on_line: LineCallback | None = None) -> CommandResult: ...
