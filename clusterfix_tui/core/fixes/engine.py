@@ -1,0 +1,535 @@
+"""The step interface and the engine that applies, and rolls back, a step's Plan.
+
+THE STEP INTERFACE (what core/fixes/<step>.py modules implement)
+-----------------------------------------------------------------
+A step is an object (usually a module-level instance of a small class) with:
+
+    name: str            # a core.model.STEP_ORDER name, e.g. "iptables"
+    title: str           # one line for humans, e.g. "iptables / nftables compatibility"
+    runbook_helper: str  # the runbook helper it replaces, e.g. "fix_iptables_compatibility.sh"
+    def plan(self, diagnosis) -> Plan
+
+`plan()` is PURE: it reads `diagnosis.findings` (core.model.Finding, use `finding.data`, see
+docs/findings.md), `diagnosis.facts` (dict node -> NodeFacts) and `diagnosis.snapshot`, and returns
+a `core.model.Plan`. It never runs anything. Nothing to do -> a Plan with no actions and `notes`
+saying why (e.g. "no IPTABLES_* findings"). Reported-only problems (e.g. version skew) go in notes.
+
+Each `Action` in the plan:
+  - id: `action_id(step, target, n)` -> "<step>:<target>:<n>", unique within the plan; opt-in
+    actions (never approved by default, e.g. the probe workaround) come from `opt_in_id(...)`.
+  - target: the node name for shell actions AND for api actions about one node (e.g. deleting the
+    kube-proxy pod of node-2 targets "node-2", so it is skipped when node-2's cleanup failed);
+    core.model.CLUSTER for cluster-wide api actions.
+  - command: the exact shell command (every value passed through shlex.quote; use `q()`), or for
+    kind "api" the kubectl rendering of `api` ({"verb": "delete_pod"|"restart_daemonset"|
+    "patch_deployment", ...}).
+  - mutating=True for anything that changes state; rollback=Action(...) with the exact command
+    that undoes it, or rollback_note="why none is possible / what to do by hand".
+    `check_rollbacks(plan)` returns the mutating actions that have neither (tests assert it is []).
+  - Backups go to `backup_dir(step, stamp)` on the node, created by the step's first action on
+    that node; `stamp` comes from `plan_stamp()` (read once per plan: the plan shows the exact path).
+Extra per-action data for the report (before/after, opt-in, revert-after-validation) is carried by
+`FixAction`, a subclass of Action with three more fields; plain Actions work everywhere too.
+
+THE ENGINE
+----------
+`apply_plan(plan, approved_ids, runner, journal, on_line=None, cancel=None) -> StepOutcome` runs
+exactly the approved actions, in plan order, through `runner.run_action` (the runtime decides
+whether it is the real or the dry-run runner). Between actions it checks `cancel` (a
+threading.Event); after a failure on a target, later actions on that same target are skipped.
+Every command is journaled `command_start` (before it runs, with the full action) and
+`command_end` (after). It journals `step_end` with the outcome.
+
+`rollback(source, runner, journal, ...)` runs the rollback actions of what DID run (started),
+newest first; `source` is a (plan, outcome) pair or a list of journal events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from clusterfix_tui.core.model import (
+    CLUSTER,
+    Action,
+    ActionOutcome,
+    CommandResult,
+    Finding,
+    Plan,
+    StepOutcome,
+)
+
+# on_line(node, stream, line): what the session and the UI receive.
+NodeLineCallback = Callable[[str, str, str], None]
+
+BACKUP_ROOT = "/var/backups/clusterfix"
+OPT_IN_PREFIX = "opt-in"
+_MAX_JOURNAL_OUTPUT = 64 * 1024  # per stream per command; the tail is kept
+
+
+class Diagnosis(Protocol):
+    """What steps read (core/diagnose.py builds the real one)."""
+
+    findings: Sequence[Finding]
+    facts: dict[str, Any]
+    snapshot: Any
+
+
+class Step(Protocol):
+    name: str
+    title: str
+    runbook_helper: str
+
+    def plan(self, diagnosis: Diagnosis) -> Plan: ...
+
+
+class Runner(Protocol):
+    dry_run: bool
+
+    def run_action(self, action: Any, *, on_line: Any = None) -> CommandResult: ...
+
+
+class JournalLike(Protocol):
+    def write(self, type_: str, **fields: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class FixAction(Action):
+    """An Action with what the report and the session need beyond core.model.Action.
+
+    change: {"what": ..., "before": ..., "after": ...} the state this action changes, as the plan
+        knew it (from the diagnosis); copied into StepOutcome.changes when the action succeeds.
+    opt_in: never approved by default (`default_approved`), e.g. the readiness-probe workaround.
+    revert_after_validation: the session runs its rollback once validation passes (workarounds).
+    """
+
+    change: dict[str, Any] | None = dataclasses.field(default=None, hash=False, compare=False)
+    opt_in: bool = False
+    revert_after_validation: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers for step authors
+
+
+def q(value: Any) -> str:
+    """shlex.quote for any value (node names, pod names, paths, addresses)."""
+    return shlex.quote(str(value))
+
+
+def action_id(step: str, target: str, n: int) -> str:
+    return f"{step}:{target}:{n}"
+
+
+def opt_in_id(step: str, target: str, name: str) -> str:
+    return f"{step}:{target}:{OPT_IN_PREFIX}-{name}"
+
+
+def is_opt_in(action: Action) -> bool:
+    return bool(getattr(action, "opt_in", False)) or action.id.rsplit(":", 1)[-1].startswith(
+        OPT_IN_PREFIX
+    )
+
+
+def default_approved(plan: Plan) -> list[str]:
+    """The ids `--yes` (and the wizard's default selection) approve: everything but opt-ins."""
+    return [a.id for a in plan.actions if not is_opt_in(a)]
+
+
+def plan_stamp(now: _dt.datetime | None = None) -> str:
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def backup_dir(step: str, stamp: str) -> str:
+    return f"{BACKUP_ROOT}/{stamp}-{step}"
+
+
+def nothing_to_do(step: Any, why: str, findings: Iterable[Finding] = ()) -> Plan:
+    return Plan(step=step.name, title=step.title, findings=tuple(findings), actions=(), notes=(why,))
+
+
+def findings_for(diagnosis: Any, codes: Iterable[str]) -> list[Finding]:
+    wanted = set(codes)
+    return [f for f in getattr(diagnosis, "findings", ()) or () if f.code in wanted]
+
+
+def check_rollbacks(plan: Plan) -> list[str]:
+    """Ids of mutating actions with neither a rollback nor a rollback_note (must be empty)."""
+    return [a.id for a in plan.actions if a.mutating and a.rollback is None and not a.rollback_note]
+
+
+def action_from_dict(d: dict[str, Any]) -> Action:
+    """Rebuild an Action (FixAction) from its to_dict() form, e.g. out of a journal."""
+    rb = d.get("rollback")
+    extra = {k: d[k] for k in ("change", "opt_in", "revert_after_validation") if k in d}
+    cls = FixAction if extra else Action
+    return cls(  # type: ignore[call-arg]
+        id=d["id"],
+        target=d["target"],
+        kind=d.get("kind", "shell"),
+        command=d.get("command", ""),
+        why=d.get("why", ""),
+        finding_codes=tuple(d.get("finding_codes") or ()),
+        risk=d.get("risk", ""),
+        mutating=bool(d.get("mutating", True)),
+        timeout=float(d.get("timeout", 60.0)),
+        api=d.get("api"),
+        rollback=action_from_dict(rb) if isinstance(rb, dict) else None,
+        rollback_note=d.get("rollback_note", ""),
+        **extra,
+    )
+
+
+def plan_from_dict(d: dict[str, Any]) -> Plan:
+    from clusterfix_tui.core.model import Finding as _F
+
+    findings = []
+    for f in d.get("findings") or ():
+        try:
+            findings.append(
+                _F(
+                    code=f["code"], severity=f.get("severity", "info"), node=f.get("node", CLUSTER),
+                    title=f.get("title", ""), evidence=tuple(f.get("evidence") or ()),
+                    explanation=f.get("explanation", ""), reference=f.get("reference", ""),
+                    step=f.get("step"), data=dict(f.get("data") or {}),
+                )
+            )
+        except (KeyError, TypeError):
+            continue
+    return Plan(
+        step=d["step"],
+        title=d.get("title", d["step"]),
+        findings=tuple(findings),
+        actions=tuple(action_from_dict(a) for a in d.get("actions") or ()),
+        notes=tuple(d.get("notes") or ()),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+
+
+def _tail(text: str) -> str:
+    if len(text) <= _MAX_JOURNAL_OUTPUT:
+        return text
+    return "[... truncated ...]\n" + text[-_MAX_JOURNAL_OUTPUT:]
+
+
+def _run_one(
+    action: Action,
+    step: str,
+    runner: Runner,
+    journal: JournalLike | None,
+    on_line: NodeLineCallback | None,
+    *,
+    rollback_of: str | None = None,
+) -> CommandResult:
+    if journal is not None:
+        journal.write(
+            "command_start",
+            step=step,
+            action_id=action.id,
+            node=action.target,
+            command=action.command,
+            kind=action.kind,
+            rollback=rollback_of is not None,
+            rollback_of=rollback_of,
+            mutating=action.mutating,
+            dry_run=bool(getattr(runner, "dry_run", False)),
+            action=action.to_dict(),
+        )
+
+    def _line(stream: str, line: str) -> None:
+        if on_line is not None:
+            try:
+                on_line(action.target, stream, line)
+            except Exception:  # a display callback must never break a repair
+                pass
+
+    t0 = time.monotonic()
+    try:
+        result = runner.run_action(action, on_line=_line)
+    except Exception as exc:  # TransportError and anything else: recorded, never propagated
+        result = CommandResult(
+            exit_code=None, duration=time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}"
+        )
+    if journal is not None:
+        journal.write(
+            "command_end",
+            step=step,
+            action_id=action.id,
+            node=action.target,
+            exit_code=result.exit_code,
+            duration=round(result.duration, 3),
+            stdout=_tail(result.stdout),
+            stderr=_tail(result.stderr),
+            timed_out=result.timed_out,
+            error=result.error,
+            rollback=rollback_of is not None,
+        )
+    return result
+
+
+def _execute(
+    step: str,
+    actions: Sequence[Action],
+    approved: set[str],
+    runner: Runner,
+    journal: JournalLike | None,
+    on_line: NodeLineCallback | None,
+    cancel: threading.Event | None,
+    rollback_of: dict[str, str] | None = None,
+) -> tuple[list[ActionOutcome], bool]:
+    dry = bool(getattr(runner, "dry_run", False))
+    failed_targets: set[str] = set()
+    outcomes: list[ActionOutcome] = []
+    cancelled = False
+    for action in actions:
+        if action.id not in approved:
+            outcomes.append(ActionOutcome(action.id, action.target, action.command, None, "skipped"))
+            continue
+        if cancelled or (cancel is not None and cancel.is_set()):
+            cancelled = True
+            outcomes.append(
+                ActionOutcome(action.id, action.target, action.command, None, "cancelled")
+            )
+            continue
+        if action.target in failed_targets:
+            outcomes.append(ActionOutcome(action.id, action.target, action.command, None, "skipped"))
+            continue
+        result = _run_one(
+            action, step, runner, journal, on_line,
+            rollback_of=(rollback_of or {}).get(action.id) if rollback_of is not None else None,
+        )
+        if dry and action.mutating:
+            status = "dry-run"
+        elif result.ok:
+            status = "ok"
+        else:
+            status = "failed"
+            failed_targets.add(action.target)
+        outcomes.append(ActionOutcome(action.id, action.target, action.command, result, status))
+    return outcomes, cancelled
+
+
+def _status(plan: Plan, outcomes: Sequence[ActionOutcome], cancelled: bool, dry: bool) -> str:
+    ran = [o for o in outcomes if o.status in ("ok", "failed", "dry-run")]
+    if plan.nothing_to_do:
+        return "unchanged"
+    if not ran and not cancelled:
+        return "skipped"
+    if dry and any(o.status == "dry-run" for o in ran) and not any(o.status == "failed" for o in ran):
+        return "dry-run"
+    mutating_ids = {a.id for a in plan.actions if a.mutating}
+    ok_mut = [o for o in ran if o.status == "ok" and o.action_id in mutating_ids]
+    failed = [o for o in ran if o.status == "failed"]
+    if cancelled:
+        return "cancelled"
+    if failed:
+        return "partial" if ok_mut else "failed"
+    return "changed" if ok_mut else "unchanged"
+
+
+def _changes(plan: Plan, outcomes: Sequence[ActionOutcome]) -> list[dict[str, Any]]:
+    by_id = {a.id: a for a in plan.actions}
+    changes = []
+    for o in outcomes:
+        a = by_id.get(o.action_id)
+        if a is None or o.status != "ok" or not a.mutating:
+            continue
+        ch = getattr(a, "change", None) or {}
+        changes.append(
+            {
+                "node": a.target,
+                "action_id": a.id,
+                "what": ch.get("what", a.why or a.command),
+                "before": ch.get("before"),
+                "after": ch.get("after"),
+            }
+        )
+    return changes
+
+
+def apply_plan(
+    plan: Plan,
+    approved_ids: Iterable[str],
+    runner: Runner,
+    journal: JournalLike | None = None,
+    on_line: NodeLineCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> StepOutcome:
+    """Run exactly the approved actions of `plan`, as shown, in plan order."""
+    approved = set(approved_ids)
+    unknown = approved - {a.id for a in plan.actions}
+    if unknown:
+        raise ValueError(f"approved ids not in the plan: {sorted(unknown)}")
+    dry = bool(getattr(runner, "dry_run", False))
+    outcomes, cancelled = _execute(plan.step, plan.actions, approved, runner, journal, on_line, cancel)
+    status = _status(plan, outcomes, cancelled, dry)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    if plan.nothing_to_do:
+        message = "nothing to do" + (": " + "; ".join(plan.notes) if plan.notes else "")
+    else:
+        message = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    outcome = StepOutcome(
+        step=plan.step,
+        status=status,  # type: ignore[arg-type]
+        actions=tuple(outcomes),
+        changes=tuple(_changes(plan, outcomes)),
+        message=message,
+    )
+    if journal is not None:
+        journal.write("step_end", step=plan.step, outcome=outcome.to_dict())
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# rollback
+
+
+@dataclass(frozen=True)
+class RanAction:
+    step: str
+    action: Action
+    finished_ok: bool | None  # None: started, never finished (process died)
+
+
+def ran_from_outcome(plan: Plan, outcome: StepOutcome) -> list[RanAction]:
+    by_id = {a.id: a for a in plan.actions}
+    ran = []
+    for o in outcome.actions:
+        if o.status in ("ok", "failed") and o.action_id in by_id:
+            ran.append(RanAction(plan.step, by_id[o.action_id], o.status == "ok"))
+    return ran
+
+
+def ran_from_events(events: Sequence[dict[str, Any]], step: str | None = None) -> list[RanAction]:
+    """Forward actions that started (and were not dry-run), in start order, minus those already
+    rolled back successfully by a later rollback in the same journal."""
+    started: dict[str, RanAction] = {}
+    order: list[str] = []
+    ends: dict[str, dict[str, Any]] = {}
+    rolled_back: set[str] = set()
+    pending_rb: dict[str, str] = {}  # rollback action id -> forward id
+    for ev in events:
+        t = ev.get("type")
+        if t == "command_start":
+            if ev.get("dry_run") and ev.get("mutating", True):
+                continue
+            if ev.get("rollback"):
+                if ev.get("rollback_of"):
+                    pending_rb[ev["action_id"]] = ev["rollback_of"]
+                continue
+            if step is not None and ev.get("step") != step:
+                continue
+            ad = ev.get("action")
+            if not isinstance(ad, dict):
+                continue
+            key = f"{ev.get('step')}|{ev['action_id']}|{ev.get('seq')}"
+            started[key] = RanAction(ev.get("step", ""), action_from_dict(ad), None)
+            order.append(key)
+        elif t == "command_end":
+            if ev.get("rollback"):
+                fwd = pending_rb.get(ev.get("action_id", ""))
+                if fwd and ev.get("exit_code") == 0 and not ev.get("error"):
+                    rolled_back.add(fwd)
+                continue
+            # attach to the latest start of the same action id
+            for key in reversed(order):
+                if key.split("|")[1] == ev.get("action_id") and key not in ends:
+                    ends[key] = ev
+                    ra = started[key]
+                    ok = ev.get("exit_code") == 0 and not ev.get("error") and not ev.get("timed_out")
+                    started[key] = RanAction(ra.step, ra.action, ok)
+                    break
+    result = []
+    for key in order:
+        ra = started[key]
+        if ra.action.id in rolled_back:
+            continue
+        result.append(ra)
+    return result
+
+
+def rollback_plan(ran: Sequence[RanAction], step: str | None = None) -> tuple[Plan, dict[str, str]]:
+    """The rollback of what ran, newest first, as a Plan (so it can be shown and approved).
+
+    Returns the plan and a map rollback-action-id -> forward-action-id. Actions without an
+    automatic rollback appear in the plan's notes with their rollback_note."""
+    actions: list[Action] = []
+    mapping: dict[str, str] = {}
+    notes: list[str] = []
+    seen: set[str] = set()
+    for ra in reversed(list(ran)):
+        a = ra.action
+        if not a.mutating:
+            continue
+        if a.rollback is not None:
+            rb = a.rollback
+            rid = rb.id
+            if rid in seen:  # the same action ran twice: undo it once
+                continue
+            seen.add(rid)
+            actions.append(rb)
+            mapping[rid] = a.id
+        else:
+            notes.append(f"{a.id} ({a.target}): no automatic rollback: {a.rollback_note or 'none given'}")
+    steps = sorted({ra.step for ra in ran})
+    name = step or (steps[0] if len(steps) == 1 else "session")
+    plan = Plan(
+        step=name,
+        title=f"Roll back {name}",
+        actions=tuple(actions),
+        notes=tuple(notes) or (() if actions else ("nothing ran that can be rolled back",)),
+    )
+    return plan, mapping
+
+
+def rollback(
+    source: tuple[Plan, StepOutcome] | Sequence[dict[str, Any]],
+    runner: Runner,
+    journal: JournalLike | None = None,
+    on_line: NodeLineCallback | None = None,
+    cancel: threading.Event | None = None,
+    step: str | None = None,
+    approved_ids: Iterable[str] | None = None,
+) -> StepOutcome:
+    """Run the rollback actions of what did run, newest first (all of them unless approved_ids)."""
+    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Plan):
+        ran = ran_from_outcome(source[0], source[1])  # type: ignore[arg-type]
+    else:
+        ran = ran_from_events(source, step)  # type: ignore[arg-type]
+    plan, mapping = rollback_plan(ran, step)
+    if journal is not None:
+        journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
+        for n in plan.notes:
+            journal.write("note", text=f"rollback {plan.step}: {n}")
+    approved = set(approved_ids) if approved_ids is not None else {a.id for a in plan.actions}
+    dry = bool(getattr(runner, "dry_run", False))
+    outcomes, cancelled = _execute(
+        plan.step, plan.actions, approved, runner, journal, on_line, cancel, rollback_of=mapping
+    )
+    status = _status(plan, outcomes, cancelled, dry)
+    outcome = StepOutcome(
+        step=plan.step,
+        status=status,  # type: ignore[arg-type]
+        actions=tuple(outcomes),
+        changes=tuple(
+            {"node": o.target, "action_id": o.action_id, "what": f"rolled back {mapping.get(o.action_id)}",
+             "before": None, "after": None}
+            for o in outcomes if o.status == "ok"
+        ),
+        message=("rollback: " + ", ".join(f"{o.action_id}={o.status}" for o in outcomes))
+        if outcomes else "rollback: nothing to roll back",
+    )
+    if journal is not None:
+        journal.write("step_end", step=plan.step, outcome=outcome.to_dict(), rollback=True)
+    return outcome
