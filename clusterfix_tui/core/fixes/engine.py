@@ -507,6 +507,18 @@ def rollback(
         ran = ran_from_outcome(source[0], source[1])  # type: ignore[arg-type]
     else:
         ran = ran_from_events(source, step)  # type: ignore[arg-type]
+    return rollback_ran(ran, runner, journal, on_line, cancel, step, approved_ids)
+
+
+def rollback_ran(
+    ran: Sequence[RanAction],
+    runner: Runner,
+    journal: JournalLike | None = None,
+    on_line: NodeLineCallback | None = None,
+    cancel: threading.Event | None = None,
+    step: str | None = None,
+    approved_ids: Iterable[str] | None = None,
+) -> StepOutcome:
     plan, mapping = rollback_plan(ran, step)
     if journal is not None:
         journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
