@@ -1,0 +1,348 @@
+"""fix_iptables_compatibility: make the node's iptables state agree with the backend kube-proxy uses.
+
+Which backend kube-proxy uses is decided the way kubernetes-sigs/iptables-wrappers does (the checks
+put it in the findings' data). Rules living only in the other backend are cosmetic, but stale
+KUBE-* DNAT chains there can shadow the live ones and a FORWARD DROP in either backend drops
+forwarded pod traffic (../shared/notes/LAB-FACTS.md), so per affected node the plan:
+  1. saves both backends (iptables-legacy-save, iptables-nft-save), `nft list ruleset` and the
+     `iptables` alternative to a timestamped directory under /var/backups/clusterfix/;
+  2. removes the KUBE-* chains (and the jumps to them) from the backend kube-proxy does not use,
+     table by table, with iptables-restore of the filtered table (rollback: restore that table
+     from the backup);
+  3. sets a FORWARD DROP policy to ACCEPT in the backend that has it (rollback: -P FORWARD DROP);
+  4. points the `iptables` alternative at kube-proxy's backend when it disagrees (rollback: the
+     previous alternative);
+  5. restarts kube-proxy on that node only (delete its pod; the DaemonSet recreates it).
+"chain ... is incompatible" with cause "foreign-nft-rule": back up `nft -a list ruleset`, delete
+the foreign rules by handle (rollback re-adds each rule from its text), restart kube-proxy.
+Cause "version-skew": report the host's and kube-proxy's iptables versions and stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes.engine import FixAction, action_id, backup_dir, q
+from clusterfix_tui.core.fixes.engine import delete_pod_action, kube_proxy_pod
+from clusterfix_tui.core.model import Action, Finding, Plan
+
+CODES = (
+    "IPTABLES_BACKEND_CONFLICT",
+    "FORWARD_DROP",
+    "KUBE_PROXY_INCOMPATIBLE_CHAIN",
+)
+BACKENDS = ("legacy", "nft")
+# lines of an iptables-save table that belong to kube-proxy: its chains, their rules, jumps to them
+KUBE_LINES_RE = r"^(:KUBE-|-A KUBE-)|-[jg] KUBE-"
+
+
+def _other(backend: str) -> str:
+    return "legacy" if backend == "nft" else "nft"
+
+
+def _backend(value: Any) -> str | None:
+    if not value:
+        return None
+    v = str(value).lower()
+    if "legacy" in v:
+        return "legacy"
+    if "nf" in v:
+        return "nft"
+    return None
+
+
+def _first(data: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if k in data and data[k] not in (None, ""):
+            return data[k]
+    return default
+
+
+def _stale_tables(data: dict[str, Any]) -> list[str]:
+    """Tables of the stale backend that hold KUBE-* chains."""
+    for key in ("stale_tables", "tables"):
+        v = data.get(key)
+        if isinstance(v, (list, tuple)) and v:
+            return [str(t) for t in v]
+    for key in ("stale_chains", "chains"):
+        v = data.get(key)
+        if isinstance(v, dict) and v:
+            return sorted(str(t) for t, chains in v.items() if chains)
+        if isinstance(v, (list, tuple)) and v:
+            tables = set()
+            for c in v:
+                if isinstance(c, dict) and c.get("table"):
+                    tables.add(str(c["table"]))
+                elif isinstance(c, str) and ":" in c:
+                    tables.add(c.split(":", 1)[0])
+            if tables:
+                return sorted(tables)
+    return ["nat", "filter"]
+
+
+def _table_exists_guard(backend: str, table: str) -> str:
+    # Never make the kernel create a legacy table by asking for it (iptables-wrappers' rule).
+    if backend == "legacy":
+        return f"grep -qx {q(table)} /proc/net/ip_tables_names && "
+    return ""
+
+
+class IptablesStep:
+    name = "iptables"
+    title = "iptables / nftables compatibility"
+    runbook_helper = "fix_iptables_compatibility.sh"
+
+    def plan(self, diagnosis: Any) -> Plan:
+        findings = engine.findings_for(diagnosis, CODES)
+        if not findings:
+            return engine.nothing_to_do(
+                self, "no iptables findings: kube-proxy's backend is consistent on every node"
+            )
+        stamp = engine.plan_stamp()
+        bdir_all = backup_dir(self.name, stamp)
+        actions: list[Action] = []
+        notes: list[str] = []
+        by_node: dict[str, list[Finding]] = {}
+        for f in findings:
+            by_node.setdefault(f.node, []).append(f)
+        for node in sorted(by_node):
+            node_actions, node_notes = self._plan_node(diagnosis, node, by_node[node], bdir_all)
+            actions.extend(node_actions)
+            notes.extend(node_notes)
+        if not actions and not notes:
+            notes.append("the findings need no change on the nodes")
+        return Plan(step=self.name, title=self.title, findings=tuple(findings),
+                    actions=tuple(actions), notes=tuple(notes))
+
+    # -- one node ----------------------------------------------------------------------------
+
+    def _plan_node(
+        self, diagnosis: Any, node: str, findings: list[Finding], bdir: str
+    ) -> tuple[list[Action], list[str]]:
+        notes: list[str] = []
+        steps: list[tuple[str, dict[str, Any]]] = []  # (kind, params) in order
+        codes_for: dict[str, tuple[str, ...]] = {}
+        kp_backend: str | None = None
+        alt_now: str | None = None
+        alt_path_now: str | None = None
+        alt_mode: str | None = None
+
+        def remember(kind: str, params: dict[str, Any], f: Finding) -> None:
+            key = f"{kind}|{sorted(params.items())}"
+            if key not in codes_for:
+                steps.append((kind, params))
+                codes_for[key] = (f.code,)
+            elif f.code not in codes_for[key]:
+                codes_for[key] = codes_for[key] + (f.code,)
+
+        for f in findings:
+            d = f.data or {}
+            kp_backend = kp_backend or _backend(_first(d, "kube_proxy_backend", "live_backend",
+                                                       "kube_proxy_mode_backend", "backend_in_use"))
+            alt_now = alt_now or _backend(_first(d, "host_alternative", "alternative",
+                                                 "iptables_alternative", "host_backend"))
+            alt_path_now = alt_path_now or _first(d, "alternative_path", "host_alternative_path")
+            alt_mode = alt_mode or _first(d, "alternative_mode")
+
+        for f in findings:
+            d = f.data or {}
+            if f.code == "IPTABLES_BACKEND_CONFLICT":
+                live = kp_backend or "nft"
+                stale = _backend(_first(d, "stale_backend", "other_backend")) or _other(live)
+                for table in _stale_tables(d):
+                    remember("remove_kube_chains", {"backend": stale, "table": table}, f)
+            elif f.code == "FORWARD_DROP":
+                backends = d.get("backends") or [d.get("backend")]
+                for b in backends:
+                    bb = _backend(b)
+                    if bb:
+                        remember("forward_accept", {"backend": bb}, f)
+                if not any(_backend(b) for b in backends):
+                    notes.append(f"{node}: FORWARD_DROP without a backend in its data; not planned")
+            elif f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN":
+                cause = d.get("cause")
+                if cause == "version-skew":
+                    notes.append(
+                        f"{node}: 'incompatible' chain from an iptables version skew "
+                        f"(host iptables {d.get('host_iptables_version', '?')}, kube-proxy "
+                        f"iptables {d.get('kube_proxy_iptables_version', '?')}); switching "
+                        "backends would not fix it: align the iptables versions "
+                        "(kubernetes/kubernetes#112477). Reported only; nothing is changed."
+                    )
+                elif cause == "foreign-nft-rule":
+                    rules = d.get("rules") or d.get("foreign_rules") or []
+                    if not rules and d.get("handle") is not None:
+                        rules = [d]
+                    for r in rules:
+                        if r.get("handle") is None:
+                            continue
+                        remember("delete_nft_rule", {
+                            "family": r.get("family", "ip"), "table": r.get("table", "nat"),
+                            "chain": r.get("chain", "KUBE-SERVICES"), "handle": int(r["handle"]),
+                            "rule": r.get("rule") or r.get("text") or "",
+                        }, f)
+                    if not rules:
+                        notes.append(f"{node}: foreign nft rule without handles in the finding; "
+                                     "not planned (see the evidence)")
+                else:  # backend-mismatch: the backend conflict fix applies
+                    live = kp_backend or "nft"
+                    for table in _stale_tables(d):
+                        remember("remove_kube_chains", {"backend": _other(live), "table": table}, f)
+        if kp_backend and alt_now and alt_now != kp_backend:
+            first = findings[0]
+            remember("alternative", {"to": kp_backend, "from": alt_now}, first)
+
+        if not steps:
+            return [], notes
+
+        nbdir = f"{bdir}/{node}"
+        actions: list[Action] = []
+        n = 0
+
+        def add(**kw: Any) -> None:
+            nonlocal n
+            n += 1
+            actions.append(FixAction(id=action_id(self.name, node, n), target=node, **kw))
+
+        all_codes = tuple(sorted({f.code for f in findings}))
+        add(
+            kind="shell",
+            command=(
+                f"mkdir -p -m 700 {q(nbdir)} && "
+                f"iptables-legacy-save > {q(nbdir + '/legacy.rules')} && "
+                f"iptables-nft-save > {q(nbdir + '/nft.rules')} && "
+                f"{{ nft -a list ruleset > {q(nbdir + '/nft.ruleset')} || true; }} && "
+                f"{{ readlink -f /etc/alternatives/iptables > {q(nbdir + '/iptables.alternative')}"
+                " || true; }"
+            ),
+            why="save both iptables backends, the nft ruleset and the iptables alternative "
+                "before changing anything (the rollback restores from here)",
+            finding_codes=all_codes,
+            risk="none (writes backup files only)",
+            rollback_note=f"the backup in {nbdir} is kept; remove it by hand when no longer needed",
+            change={"what": "backup", "before": None, "after": nbdir},
+        )
+        restart_needed = False
+        for kind, p in steps:
+            codes = codes_for[f"{kind}|{sorted(p.items())}"]
+            if kind == "remove_kube_chains":
+                b, t = p["backend"], p["table"]
+                before = f"{nbdir}/{b}-{t}.before"
+                cleaned = f"{nbdir}/{b}-{t}.cleaned"
+                guard = _table_exists_guard(b, t)
+                add(
+                    kind="shell",
+                    command=(
+                        f"{guard}iptables-{b}-save -t {q(t)} > {q(before)} && "
+                        f"{{ grep -v -E {q(KUBE_LINES_RE)} {q(before)} > {q(cleaned)} || true; }} && "
+                        f"iptables-{b}-restore -T {q(t)} < {q(cleaned)}"
+                    ),
+                    why=f"remove kube-proxy's stale KUBE-* chains (and the jumps to them) from "
+                        f"the {t} table of the {b} backend, which kube-proxy does not use: stale "
+                        "DNAT rules there can shadow the live ones",
+                    finding_codes=codes,
+                    risk=f"non-kube rules of {b} {t} are kept; kube-proxy's live rules in the "
+                         f"other backend are untouched",
+                    rollback=Action(
+                        id=action_id(self.name, node, n + 1) + ":rollback",
+                        target=node, kind="shell",
+                        command=f"iptables-{b}-restore -T {q(t)} < {q(nbdir + '/' + b + '.rules')}",
+                        why=f"restore the {b} {t} table from the backup",
+                    ),
+                    change={"what": f"{b} {t}: KUBE-* chains", "before": "present",
+                            "after": "removed"},
+                )
+                restart_needed = True
+            elif kind == "forward_accept":
+                b = p["backend"]
+                add(
+                    kind="shell",
+                    command=f"iptables-{b} -w 5 -P FORWARD ACCEPT",
+                    why=f"the FORWARD policy DROP in the {b} backend drops forwarded pod and "
+                        "NodePort traffic (a packet must pass both backends' filter chains)",
+                    finding_codes=codes,
+                    risk="forwarded traffic is no longer dropped by default on this node; "
+                         "kube-proxy's KUBE-FORWARD rules still apply",
+                    rollback=Action(
+                        id=action_id(self.name, node, n + 1) + ":rollback",
+                        target=node, kind="shell",
+                        command=f"iptables-{b} -w 5 -P FORWARD DROP",
+                        why=f"put the {b} FORWARD policy back to DROP",
+                    ),
+                    change={"what": f"{b} filter FORWARD policy", "before": "DROP",
+                            "after": "ACCEPT"},
+                )
+            elif kind == "delete_nft_rule":
+                fam, tab, ch, h, text = p["family"], p["table"], p["chain"], p["handle"], p["rule"]
+                rb: Action | None = None
+                note = ""
+                if text:
+                    rb = Action(
+                        id=action_id(self.name, node, n + 1) + ":rollback",
+                        target=node, kind="shell",
+                        command=f"nft add rule {q(fam)} {q(tab)} {q(ch)} {text}",
+                        why="re-add the foreign rule (appended: its position may differ)",
+                    )
+                else:
+                    note = (f"re-add the rule by hand from {nbdir}/nft.ruleset "
+                            f"(handle {h} in {fam} {tab} {ch})")
+                add(
+                    kind="shell",
+                    command=f"nft delete rule {q(fam)} {q(tab)} {q(ch)} handle {int(h)}",
+                    why="a rule added with raw nft to kube-proxy's chain makes iptables-nft "
+                        "report the chain as incompatible and kube-proxy fail to sync; "
+                        "switching backends would not help",
+                    finding_codes=codes,
+                    risk="whatever added this rule (it is not kube-proxy's) loses it",
+                    rollback=rb,
+                    rollback_note=note,
+                    change={"what": f"nft {fam} {tab} {ch} handle {h}", "before": text or "rule",
+                            "after": "deleted"},
+                )
+                restart_needed = True
+            elif kind == "alternative":
+                to = p["to"]
+                prev_path = alt_path_now or f"/usr/sbin/iptables-{p['from']}"
+                prev6 = prev_path.replace("iptables-", "ip6tables-")
+                if alt_mode == "auto":
+                    rb_cmd = "update-alternatives --auto iptables && " \
+                             "{ update-alternatives --auto ip6tables || true; }"
+                else:
+                    rb_cmd = (f"update-alternatives --set iptables {q(prev_path)} && "
+                              f"{{ update-alternatives --set ip6tables {q(prev6)} || true; }}")
+                add(
+                    kind="shell",
+                    command=(
+                        f"update-alternatives --set iptables /usr/sbin/iptables-{to} && "
+                        f"{{ update-alternatives --set ip6tables /usr/sbin/ip6tables-{to} "
+                        "|| true; }"
+                    ),
+                    why=f"the host's `iptables` points at {p['from']} but kube-proxy programs "
+                        f"{to}: tools on the host (and admins) see the wrong rules",
+                    finding_codes=codes,
+                    risk="scripts on the host that call `iptables` now edit the "
+                         f"{to} backend",
+                    rollback=Action(
+                        id=action_id(self.name, node, n + 1) + ":rollback",
+                        target=node, kind="shell", command=rb_cmd,
+                        why=f"point `iptables` back at {prev_path}",
+                    ),
+                    change={"what": "iptables alternative", "before": prev_path,
+                            "after": f"/usr/sbin/iptables-{to}"},
+                )
+        if restart_needed:
+            pod = kube_proxy_pod(diagnosis, node)
+            if pod is not None:
+                n += 1
+                actions.append(delete_pod_action(
+                    action_id(self.name, node, n), node, pod[0], pod[1],
+                    why="restart kube-proxy on this node so it re-syncs its rules",
+                    finding_codes=all_codes,
+                ))
+            else:
+                notes.append(f"{node}: no kube-proxy pod found on this node to restart")
+        return actions, notes
+
+
+STEP = IptablesStep()
