@@ -267,7 +267,20 @@ class RepairSession:
         decision = "dry-run" if self.dry_run else "approved"
         self.journal.write("decision", step=plan.step, decision=decision,
                            action_ids=list(approved_ids), by=by)
-        outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line, cancel)
+        post = None
+        try:
+            from clusterfix_tui.core.fixes import get_step
+
+            step_obj = get_step(plan.step)
+        except (KeyError, ImportError, AttributeError):
+            step_obj = None
+        after = getattr(step_obj, "after_apply", None)
+        if callable(after):
+            def post(outcome: StepOutcome) -> StepOutcome:
+                return after(plan, outcome, self.api, on_line=on_line, cancel=cancel,
+                             dry_run=self.dry_run)
+        outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
+                                    cancel, post=post)
         self.outcomes[plan.step] = outcome
         return outcome
 

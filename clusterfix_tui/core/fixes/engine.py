@@ -363,8 +363,12 @@ def apply_plan(
     journal: JournalLike | None = None,
     on_line: NodeLineCallback | None = None,
     cancel: threading.Event | None = None,
+    post: Callable[[StepOutcome], StepOutcome] | None = None,
 ) -> StepOutcome:
-    """Run exactly the approved actions of `plan`, as shown, in plan order."""
+    """Run exactly the approved actions of `plan`, as shown, in plan order.
+
+    `post(outcome) -> outcome` (e.g. the pods step waiting for its rollout) runs before the
+    `step_end` event is journaled, so the journal has the final word."""
     approved = set(approved_ids)
     unknown = approved - {a.id for a in plan.actions}
     if unknown:
@@ -386,6 +390,12 @@ def apply_plan(
         changes=tuple(_changes(plan, outcomes)),
         message=message,
     )
+    if post is not None:
+        try:
+            outcome = post(outcome)
+        except Exception as exc:
+            if journal is not None:
+                journal.write("error", message=f"after {plan.step}: {exc}", where=plan.step)
     if journal is not None:
         journal.write("step_end", step=plan.step, outcome=outcome.to_dict())
     return outcome

@@ -1,0 +1,294 @@
+"""fix_remaining_pod_issues: restart crash-looping kube-proxy / flannel pods, wait, report the rest.
+
+One node needs it: delete that node's pod (its DaemonSet recreates it). Several nodes: one
+DaemonSet rollout restart (as `kubectl rollout restart` does it). After the actions run,
+`after_apply()` waits for the DaemonSets' pods to be Running and Ready on every node (with a
+timeout and progress lines) and reports pods still failing with the last lines of their logs.
+
+The runbook's temporary workaround for readiness probes failing with "no route to host" (an exec
+probe on 127.0.0.1) is offered only as an explicit opt-in action, never approved by default; it
+records the original probe (its rollback puts it back) and the session reverts it by itself once
+validation passes. It hides the network problem; it does not fix it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
+from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
+
+CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flannel"}
+PROBE_CODE = "PROBE_NO_ROUTE"
+CODES = (*CRASH_CODES, PROBE_CODE)
+DEFAULT_DS = {"kube_proxy": ("kube-system", "kube-proxy"), "flannel": ("kube-flannel", "kube-flannel-ds")}
+LABELS = {"kube_proxy": "k8s-app=kube-proxy", "flannel": "app=flannel"}
+WAIT_TIMEOUT = 120.0
+
+
+def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str, str]:
+    for f in findings:
+        d = f.data or {}
+        ns = d.get("daemonset_namespace") or d.get("namespace")
+        name = d.get("daemonset") or d.get("daemonset_name")
+        if ns and name:
+            return str(ns), str(name)
+    snap = getattr(diagnosis, "snapshot", None)
+    key = f"{component}_daemonset"
+    ds = engine._get(snap, key) if snap is not None else None
+    if ds:
+        meta = engine._get(ds, "metadata")
+        if isinstance(meta, dict) and meta.get("name"):
+            return meta.get("namespace", DEFAULT_DS[component][0]), meta["name"]
+        name = engine._get(ds, "name")
+        if name:
+            return engine._get(ds, "namespace") or DEFAULT_DS[component][0], name
+    pod = None
+    for f in findings:
+        pod = engine.node_pod(diagnosis, component, f.node)
+        if pod:
+            break
+    if pod:
+        return pod[0], DEFAULT_DS[component][1]
+    return DEFAULT_DS[component]
+
+
+def _exec_probe(original: dict[str, Any], port: Any) -> dict[str, Any]:
+    check = (f"nc -z 127.0.0.1 {int(port)} 2>/dev/null || "
+             f"wget -q -T 2 -O /dev/null http://127.0.0.1:{int(port)}/ 2>/dev/null || "
+             f"curl -fsS -m 2 -o /dev/null http://127.0.0.1:{int(port)}/")
+    probe: dict[str, Any] = {k: original[k] for k in (
+        "initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
+        "failureThreshold") if k in original}
+    probe.update({"exec": {"command": ["/bin/sh", "-c", check]},
+                  "httpGet": None, "tcpSocket": None, "grpc": None})
+    return probe
+
+
+def _probe_port(probe: dict[str, Any]) -> Any:
+    for handler in ("httpGet", "tcpSocket", "grpc"):
+        h = probe.get(handler) or {}
+        if h.get("port") is not None:
+            return h["port"]
+    return None
+
+
+class PodsStep:
+    name = "pods"
+    title = "Remaining pod issues (kube-proxy, flannel, probes)"
+    runbook_helper = "fix_remaining_pod_issues.sh"
+
+    def plan(self, diagnosis: Any) -> Plan:
+        findings = engine.findings_for(diagnosis, CODES)
+        if not findings:
+            return engine.nothing_to_do(
+                self, "no crash-looping kube-proxy / flannel pods and no probe failures")
+        actions: list[Action] = []
+        notes: list[str] = []
+        n_cluster = 0
+        for code, component in CRASH_CODES.items():
+            fs = [f for f in findings if f.code == code]
+            if not fs:
+                continue
+            nodes = sorted({f.node for f in fs})
+            ns, ds = _ds_of(diagnosis, component, fs)
+            label = component.replace("_", "-")
+            if len(nodes) > 1 or CLUSTER in nodes:
+                n_cluster += 1
+                actions.append(engine.restart_daemonset_action(
+                    action_id(self.name, CLUSTER, n_cluster), ns, ds,
+                    why=f"{label} is crash-looping on {', '.join(nodes)}: restart the "
+                        "DaemonSet's pods (rollout restart, node by node)",
+                    finding_codes=(code,),
+                ))
+            else:
+                node = nodes[0]
+                pod = engine.node_pod(diagnosis, component, node)
+                if pod is None:
+                    f0 = fs[0].data or {}
+                    if f0.get("pod"):
+                        pod = (f0.get("namespace") or ns, f0["pod"])
+                if pod is None:
+                    notes.append(f"{node}: no {label} pod found to restart")
+                    continue
+                actions.append(engine.delete_pod_action(
+                    action_id(self.name, node, 1 if component == "kube_proxy" else 2),
+                    node, pod[0], pod[1],
+                    why=f"{label} is crash-looping on {node}: delete its pod so the "
+                        "DaemonSet starts a fresh one",
+                    finding_codes=(code,),
+                ))
+        for f in [f for f in findings if f.code == PROBE_CODE]:
+            a = self._probe_workaround(f)
+            if a is None:
+                notes.append(f"{f.node}: probe failures ({f.title}) but the finding does not "
+                             "name the deployment, container and probe: no workaround offered")
+                continue
+            if a.id in {x.id for x in actions}:
+                continue
+            actions.append(a)
+            notes.append(
+                "OPT-IN WORKAROUND offered (not selected by default): switch the readiness probe "
+                f"of {a.api['namespace']}/{a.api['name']} to an exec check on 127.0.0.1. It hides "
+                "the network problem; the tool reverts it once validation passes.")
+        if not actions and not notes:
+            notes.append("nothing to restart")
+        return Plan(step=self.name, title=self.title, findings=tuple(findings),
+                    actions=tuple(actions), notes=tuple(notes))
+
+    def _probe_workaround(self, f: Finding) -> FixAction | None:
+        d = f.data or {}
+        ns = d.get("namespace")
+        deploy = d.get("deployment")
+        container = d.get("container")
+        probe = d.get("probe") or d.get("readiness_probe") or d.get("readinessProbe")
+        if not (ns and deploy and container and isinstance(probe, dict)):
+            return None
+        port = _probe_port(probe)
+        if port is None or not str(port).isdigit():
+            return None
+        new = _exec_probe(probe, port)
+        restore = dict(probe)
+        restore.setdefault("exec", None)
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": container, "readinessProbe": new}]}}}}
+        undo = {"spec": {"template": {"spec": {"containers": [
+            {"name": container, "readinessProbe": restore}]}}}}
+        import json
+
+        def kubectl(p: dict[str, Any]) -> str:
+            return (f"kubectl -n {q(ns)} patch deployment {q(deploy)} --type strategic "
+                    f"-p {q(json.dumps(p, separators=(',', ':')))}")
+
+        return FixAction(
+            id=opt_in_id(self.name, CLUSTER, f"probe-{deploy}"),
+            target=CLUSTER, kind="api", command=kubectl(patch),
+            api={"verb": "patch_deployment", "namespace": ns, "name": deploy, "patch": patch},
+            why=f"readiness probes of {ns}/{deploy} fail with 'no route to host' while the node "
+                "network is repaired; an exec probe on 127.0.0.1 lets the pod become Ready",
+            finding_codes=(f.code,),
+            risk="TEMPORARY WORKAROUND: hides the network problem from Kubernetes; the pod is "
+                 "restarted with the new probe",
+            rollback=Action(
+                id=opt_in_id(self.name, CLUSTER, f"probe-{deploy}") + ":rollback",
+                target=CLUSTER, kind="api", command=kubectl(undo),
+                api={"verb": "patch_deployment", "namespace": ns, "name": deploy, "patch": undo},
+                why="restore the original readiness probe",
+            ),
+            change={"what": f"readiness probe of {ns}/{deploy} container {container}",
+                    "before": probe, "after": new},
+            opt_in=True,
+            revert_after_validation=True,
+        )
+
+    # -- after the actions ran -------------------------------------------------------------
+
+    def after_apply(
+        self, plan: Plan, outcome: StepOutcome, api: Any, *,
+        on_line: Callable[[str, str, str], None] | None = None,
+        cancel: threading.Event | None = None, dry_run: bool = False,
+        timeout: float = WAIT_TIMEOUT, poll: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> StepOutcome:
+        """Wait for the restarted components' pods; add still-failing pods (with the last lines
+        of their logs) to the outcome's message."""
+        if dry_run or not any(o.status == "ok" for o in outcome.actions):
+            return outcome
+        components = set()
+        for a in plan.actions:
+            codes = set(a.finding_codes)
+            for code, comp in CRASH_CODES.items():
+                if code in codes:
+                    components.add(comp)
+        if not components:
+            return outcome
+        failing = wait_for_components(api, sorted(components), timeout=timeout, poll=poll,
+                                      on_line=on_line, cancel=cancel, sleep=sleep)
+        if not failing:
+            return StepOutcome(step=outcome.step, status=outcome.status, actions=outcome.actions,
+                               changes=outcome.changes,
+                               message=outcome.message + "; all restarted pods Running and Ready")
+        lines = []
+        for p in failing:
+            lines.append(f"{p['namespace']}/{p['name']} on {p.get('node')}: {p['state']}")
+            lines.extend("    " + ln for ln in p.get("log_tail", [])[-5:])
+        status = "partial" if outcome.status == "changed" else outcome.status
+        return StepOutcome(step=outcome.step, status=status,  # type: ignore[arg-type]
+                           actions=outcome.actions, changes=outcome.changes,
+                           message=outcome.message + "; still failing after "
+                           f"{int(timeout)}s:\n" + "\n".join(lines))
+
+
+def pod_state(pod: dict[str, Any]) -> tuple[bool, str]:
+    """(running-and-ready, words) of a pod JSON dict."""
+    status = pod.get("status") or {}
+    phase = status.get("phase", "?")
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or ())
+    reasons = []
+    for cs in status.get("containerStatuses") or ():
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):
+            reasons.append(waiting["reason"])
+    words = phase + (f" ({', '.join(reasons)})" if reasons else "") + ("" if ready else ", not Ready")
+    return phase == "Running" and ready, words
+
+
+def wait_for_components(
+    api: Any, components: list[str], *, timeout: float = WAIT_TIMEOUT, poll: float = 2.0,
+    on_line: Callable[[str, str, str], None] | None = None,
+    cancel: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> list[dict[str, Any]]:
+    """Poll until every node has a Running+Ready pod of each component, or the timeout.
+    Returns the pods still failing (with their last log lines)."""
+    deadline = time.monotonic() + timeout
+    bad: list[dict[str, Any]] = []
+    while True:
+        nodes = [n["metadata"]["name"] for n in api.list_nodes()]
+        bad = []
+        total = ready_n = 0
+        for comp in components:
+            pods = api.list_pods(None, LABELS[comp])
+            by_node: dict[str, list[dict[str, Any]]] = {}
+            for p in pods:
+                if (p.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                by_node.setdefault((p.get("spec") or {}).get("nodeName", ""), []).append(p)
+            for node in nodes:
+                total += 1
+                ps = by_node.get(node, [])
+                ok_pods = [p for p in ps if pod_state(p)[0]]
+                if ok_pods:
+                    ready_n += 1
+                    continue
+                if not ps:
+                    bad.append({"namespace": "?", "name": f"({comp} pod missing)", "node": node,
+                                "state": "no pod", "pod": None})
+                for p in ps:
+                    bad.append({"namespace": p["metadata"].get("namespace", ""),
+                                "name": p["metadata"]["name"], "node": node,
+                                "state": pod_state(p)[1], "pod": p})
+        if on_line is not None:
+            on_line(CLUSTER, "stdout",
+                    f"waiting for {', '.join(components)}: {ready_n}/{total} Running and Ready")
+        if not bad or time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
+            break
+        sleep(poll)
+    for b in bad:
+        if b.get("pod") is None:
+            continue
+        try:
+            log = api.pod_log(b["namespace"], b["name"], tail_lines=20) or ""
+        except Exception as exc:
+            log = f"(no log: {exc})"
+        b["log_tail"] = log.splitlines()[-20:]
+        b.pop("pod", None)
+    for b in bad:
+        b.pop("pod", None)
+    return bad
+
+
+STEP = PodsStep()
