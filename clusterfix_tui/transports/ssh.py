@@ -1,0 +1,768 @@
+"""SSH to the nodes with paramiko: one verified, authenticated connection per node, reused.
+
+Why not `paramiko.SSHClient`: it hides the known_hosts line of a changed key, cannot tell
+"unknown" from "changed" without its policy hooks, and does not do ProxyJump. We drive
+`paramiko.Transport` directly:
+
+- the OpenSSH client config is honoured (Host, HostName, User, Port, IdentityFile, IdentitiesOnly,
+  ProxyJump, UserKnownHostsFile, GlobalKnownHostsFile, StrictHostKeyChecking, HostKeyAlias,
+  ConnectTimeout); a node name is looked up as a Host alias when the config has a non-wildcard
+  entry for it, else its InternalIP is used;
+- host keys are ALWAYS verified against known_hosts (plain and hashed entries, `[host]:port`):
+  an unknown key raises HostKeyUnknown (with the ssh-keygen style SHA256 fingerprint and the line
+  to append on accept) unless StrictHostKeyChecking is accept-new/no/off, and a changed key raises
+  HostKeyChanged naming the file and line of the old key, whatever the config says;
+- auth: identity files (the config's, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa), then the
+  ssh-agent; never passwords;
+- a command is sent as `timeout -s KILL <t+2> sh -c '<command>'` (see wire_command), and a
+  non-root user's as `sudo -n timeout ... sh -c '<command>'`; sudo wanting a password raises
+  SudoPasswordRequired;
+- each command is one exec channel on the shared connection (no login shell, no pty); stdout and
+  stderr lines are streamed as they arrive; at the timeout the channel is closed and the result
+  says timed_out=True, and the node's own `timeout` kills the command's process group.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import getpass
+import hashlib
+import hmac
+import os
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+
+from clusterfix_tui.core.model import CommandResult
+from clusterfix_tui.transports.base import (
+    AuthFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    LineCallback,
+    NodeUnreachable,
+    SudoPasswordRequired,
+    TransportError,
+)
+
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+# OpenSSH's default MaxSessions is 10: never open more channels than that on one connection.
+MAX_CHANNELS_PER_CONNECTION = 8
+SUDO_PASSWORD_MARKERS = ("a password is required", "a terminal is required to read the password")
+KEEPALIVE_SECONDS = 15
+REMOTE_KILL_GRACE = 2  # seconds after our deadline before the node kills a timed-out command
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The fingerprint as `ssh-keygen -lf` prints it: SHA256:<base64 without padding>."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """The name a host is recorded under in known_hosts ("[host]:port" off port 22)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def wire_command(command: str, *, user: str, timeout: float | None) -> str:
+    """What is sent on the exec channel for `command`.
+
+    A remote `timeout -s KILL` (coreutils and busybox both have it) kills the command's whole
+    process group shortly after our own deadline: closing an SSH channel without a pty does not
+    stop a command that never writes, and sshd only honours "signal" requests for unprivileged
+    sessions. Non-root users go through `sudo -n` first, so the kill happens as root.
+    """
+    inner = "sh -c " + shlex.quote(command)
+    if timeout is not None and timeout > 0:
+        inner = f"timeout -s KILL {int(timeout) + REMOTE_KILL_GRACE} {inner}"
+    return inner if user == "root" else "sudo -n " + inner
+
+
+def is_sudo_password_prompt(exit_code: int | None, stderr: str) -> bool:
+    """True when `sudo -n` refused because it needs a password (sudo's own words, 1.8 - 1.9)."""
+    if exit_code == 0:
+        return False
+    first = [ln for ln in stderr.splitlines() if ln.startswith("sudo:")]
+    return any(marker in ln for ln in first for marker in SUDO_PASSWORD_MARKERS)
+
+
+# --------------------------------------------------------------------------------------------
+# known_hosts
+
+
+@dataclass(frozen=True)
+class KnownHostEntry:
+    path: str
+    line_no: int  # 1-based
+    key_type: str
+    key_b64: str
+
+
+def _host_pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("|1|"):
+        try:
+            _, _, salt_b64, hash_b64 = pattern.split("|", 3)
+            salt = base64.b64decode(salt_b64)
+            want = base64.b64decode(hash_b64)
+        except (ValueError, binascii.Error):
+            return False
+        got = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(got, want)
+    return _glob(pattern.lower(), name.lower())
+
+
+def _glob(pattern: str, name: str) -> bool:
+    """OpenSSH patterns: only `*` and `?` are special (a `[host]:port` is literal)."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.DOTALL) is not None
+
+
+def _hosts_field_matches(hosts_field: str, name: str) -> bool:
+    matched = False
+    for pattern in hosts_field.split(","):
+        if not pattern:
+            continue
+        if pattern.startswith("!"):
+            if _host_pattern_matches(pattern[1:], name):
+                return False
+        elif _host_pattern_matches(pattern, name):
+            matched = True
+    return matched
+
+
+def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
+    """Every known_hosts entry for `name`, in file order (markers like @revoked are skipped:
+    a revoked or CA line never makes a key trusted here)."""
+    found: list[KnownHostEntry] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        for no, raw in enumerate(lines, 1):
+            line = raw.strip()
+            if not line or line.startswith("#") or line.startswith("@"):
+                continue
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            if _hosts_field_matches(parts[0], name):
+                found.append(KnownHostEntry(path, no, parts[1], parts[2]))
+    return found
+
+
+_RSA_FAMILY = ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512")
+
+
+def _same_family(a: str, b: str) -> bool:
+    return a == b or (a in _RSA_FAMILY and b in _RSA_FAMILY)
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class HostSpec:
+    """What one connection needs, resolved from the ssh config."""
+
+    name: str  # what the user calls it: node name or jump spec
+    hostname: str
+    port: int
+    user: str
+    identity_files: list[str]
+    identities_only: bool
+    known_hosts: list[str]  # user files; the first one gets accepted keys
+    global_known_hosts: list[str]
+    strict: str  # "yes" | "ask" | "accept-new" | "no"
+    host_key_alias: str | None
+    connect_timeout: float
+    jump: list[str] = field(default_factory=list)  # ProxyJump hops, first hop first
+
+    @property
+    def address(self) -> str:
+        return f"{self.hostname}:{self.port}"
+
+    @property
+    def known_name(self) -> str:
+        return known_hosts_name(self.host_key_alias or self.hostname, self.port)
+
+
+def _expand_path(path: str, spec_user: str, hostname: str) -> str:
+    home = os.path.expanduser("~")
+    out = path.replace("%d", home).replace("%u", getpass.getuser())
+    out = out.replace("%r", spec_user).replace("%h", hostname).replace("%%", "%")
+    return os.path.expanduser(out)
+
+
+def _parse_jump(value: str) -> tuple[str | None, str, int | None]:
+    """user@host:port (or ssh://user@host:port) -> (user, host, port)."""
+    if value.startswith("ssh://"):
+        value = value[len("ssh://"):]
+    user = None
+    if "@" in value:
+        user, value = value.rsplit("@", 1)
+    port = None
+    if value.startswith("["):  # [v6addr]:port
+        host, _, rest = value[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+        return user, host, port
+    if value.count(":") == 1:
+        host, _, p = value.partition(":")
+        if p.isdigit():
+            return user, host, int(p)
+    return user, value, port
+
+
+class _Config:
+    def __init__(self, path: str | None, connect_timeout: float):
+        self.connect_timeout = connect_timeout
+        self.explicit = path is not None
+        if path is None:
+            default = os.path.expanduser("~/.ssh/config")
+            path = default if os.path.exists(default) else None
+        self.path = path
+        if path is None:
+            self.config = paramiko.SSHConfig()
+            return
+        if not os.path.isfile(path):
+            raise TransportError(f"ssh config {path} does not exist (or is not a file)")
+        try:
+            self.config = paramiko.SSHConfig.from_path(path)
+        except (OSError, paramiko.ssh_exception.ConfigParseError, ValueError) as exc:
+            raise TransportError(f"ssh config {path} cannot be read: {exc}") from exc
+
+    def has_host(self, name: str) -> bool:
+        """Whether a Host entry other than a bare wildcard matches `name`."""
+        for entry in getattr(self.config, "_config", []):
+            patterns = [p for p in entry.get("host", []) if p]
+            if not patterns or all(p == "*" for p in patterns):
+                continue
+            positive = [p for p in patterns if not p.startswith("!")]
+            if any(_glob(p[1:], name) for p in patterns if p.startswith("!")):
+                continue
+            if any(p != "*" and _glob(p, name) for p in positive):
+                return True
+        return False
+
+    def resolve(self, name: str, lookup: str, *, user: str | None = None,
+                port: int | None = None, hostname: str | None = None) -> HostSpec:
+        opts = self.config.lookup(lookup)
+        host = hostname or opts.get("hostname", lookup)
+        spec_user = user or opts.get("user") or getpass.getuser()
+        try:
+            spec_port = port or int(opts.get("port", 22))
+        except ValueError as exc:
+            raise TransportError(f"{name}: bad Port in ssh config: {opts.get('port')!r}") from exc
+        identities = opts.get("identityfile") or []
+        if isinstance(identities, str):
+            identities = [identities]
+        identities = [_expand_path(p, spec_user, host) for p in identities]
+        known = opts.get("userknownhostsfile")
+        known_list = (
+            [_expand_path(p, spec_user, host) for p in known.split()]
+            if known else [os.path.expanduser(p) for p in DEFAULT_KNOWN_HOSTS]
+        )
+        global_known = opts.get("globalknownhostsfile")
+        global_list = (
+            [_expand_path(p, spec_user, host) for p in global_known.split()]
+            if global_known else list(DEFAULT_GLOBAL_KNOWN_HOSTS)
+        )
+        strict = str(opts.get("stricthostkeychecking", "ask")).lower()
+        if strict in ("off",):
+            strict = "no"
+        if strict in ("on", "true"):
+            strict = "yes"
+        timeout = self.connect_timeout
+        if "connecttimeout" in opts:
+            try:
+                timeout = float(opts["connecttimeout"])
+            except ValueError:
+                pass
+        jump_value = opts.get("proxyjump")
+        jumps = [] if not jump_value or jump_value == "none" else jump_value.split(",")
+        return HostSpec(
+            name=name,
+            hostname=host,
+            port=spec_port,
+            user=spec_user,
+            identity_files=identities,
+            identities_only=str(opts.get("identitiesonly", "no")).lower() == "yes",
+            known_hosts=known_list,
+            global_known_hosts=global_list,
+            strict=strict,
+            host_key_alias=opts.get("hostkeyalias"),
+            connect_timeout=timeout,
+            jump=[j.strip() for j in jumps if j.strip()],
+        )
+
+    def resolve_jump(self, hop: str) -> HostSpec:
+        user, host, port = _parse_jump(hop)
+        spec = self.resolve(hop, host, user=user, port=port)
+        return spec
+
+
+# --------------------------------------------------------------------------------------------
+# connections
+
+
+class _Conn:
+    """One authenticated transport plus what was learned connecting it."""
+
+    def __init__(self, spec: HostSpec, transport: paramiko.Transport, connect_ms: float):
+        self.spec = spec
+        self.transport = transport
+        self.connect_ms = connect_ms
+        self.channels = threading.BoundedSemaphore(MAX_CHANNELS_PER_CONNECTION)
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001 - closing a dead transport may raise anything
+            pass
+
+
+class _Slot:
+    """Pool entry for one key: a lock held while connecting so concurrent callers connect once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: _Conn | None = None
+        self.address: str | None = None
+        self.connects = 0
+
+
+class SSHPool:
+    """ShellFactory over SSH: `pool(node, address)` gives the node's reused shell.
+
+    A node keeps the address given on first use, so later `pool(node)` calls (e.g. from the
+    action runner, which knows only node names) reach the same host.
+    """
+
+    def __init__(self, ssh_config: str | None = None, *, connect_timeout: float = 5.0,
+                 command_timeout: float = 60.0):
+        self._config = _Config(ssh_config, connect_timeout)
+        self.ssh_config = self._config.path
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
+        self._shells: dict[str, SSHNodeShell] = {}
+        self._known_lock = threading.Lock()
+        self._closed = False
+
+    # -- ShellFactory
+    def __call__(self, node: str, address: str | None = None) -> SSHNodeShell:
+        slot = self._slot(node)
+        if address:
+            slot.address = address
+        self._connection(node)  # connect now: the caller learns connect/auth/host-key problems
+        with self._lock:
+            shell = self._shells.get(node)
+            if shell is None:
+                shell = self._shells[node] = SSHNodeShell(self, node)
+            return shell
+
+    def spec_for(self, node: str) -> HostSpec:
+        """The resolved connection parameters of a node (for reports and the UI)."""
+        slot = self._slot(node)
+        if self._config.has_host(node) or not slot.address:
+            return self._config.resolve(node, node)
+        return self._config.resolve(node, slot.address)
+
+    def connection_count(self, node: str) -> int:
+        """How many times the pool connected to `node` (reuse makes this 1)."""
+        return self._slot(node).connects
+
+    def transport(self, node: str) -> paramiko.Transport:
+        return self._connection(node).transport
+
+    def accept_host_key(self, exc: HostKeyUnknown) -> None:
+        """Trust the key the user saw (exc.fingerprint): append exc.key_line to exc.known_hosts."""
+        self._append_known_host(exc.known_hosts, exc.key_line)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            slots = list(self._slots.values())
+            self._slots.clear()
+            self._shells.clear()
+        for slot in slots:
+            if slot.conn is not None:
+                slot.conn.close()
+                slot.conn = None
+
+    def __enter__(self) -> SSHPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals
+    def _slot(self, key: str) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = _Slot()
+            return slot
+
+    def _connection(self, node: str) -> _Conn:
+        if self._closed:
+            raise TransportError("the SSH pool is closed")
+        slot = self._slot(node)
+        conn = slot.conn
+        if conn is not None and conn.alive:
+            return conn
+        with slot.lock:
+            if slot.conn is not None and slot.conn.alive:
+                return slot.conn
+            if slot.conn is not None:
+                slot.conn.close()
+                slot.conn = None
+            spec = self.spec_for(node)
+            slot.conn = self._connect(spec)
+            slot.connects += 1
+            return slot.conn
+
+    def _jump_connection(self, hops: list[str]) -> _Conn:
+        """The connection to the last of `hops`, itself reached through the earlier ones."""
+        key = "\x00jump:" + ",".join(hops)
+        slot = self._slot(key)
+        conn = slot.conn
+        if conn is not None and conn.alive:
+            return conn
+        with slot.lock:
+            if slot.conn is not None and slot.conn.alive:
+                return slot.conn
+            spec = self._config.resolve_jump(hops[-1])
+            spec.jump = hops[:-1]
+            slot.conn = self._connect(spec)
+            slot.connects += 1
+            return slot.conn
+
+    def _open_socket(self, spec: HostSpec) -> Any:
+        where = f"{spec.name}: cannot connect to {spec.address}"
+        if spec.jump:
+            try:
+                jump = self._jump_connection(spec.jump)
+            except TransportError as exc:
+                raise type(exc)(f"{spec.name}: via ProxyJump {','.join(spec.jump)}: {exc}") from exc
+            try:
+                return jump.transport.open_channel(
+                    "direct-tcpip", (spec.hostname, spec.port), ("127.0.0.1", 0),
+                    timeout=spec.connect_timeout,
+                )
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise NodeUnreachable(
+                    f"{where} through jump host {jump.spec.name} ({jump.spec.address}): "
+                    f"{exc or type(exc).__name__}"
+                ) from exc
+        try:
+            return socket.create_connection((spec.hostname, spec.port),
+                                            timeout=spec.connect_timeout)
+        except socket.gaierror as exc:
+            raise NodeUnreachable(f"{where}: cannot resolve {spec.hostname}: {exc.strerror}") from exc
+        except TimeoutError as exc:
+            raise NodeUnreachable(f"{where}: timed out after {spec.connect_timeout:g}s") from exc
+        except ConnectionRefusedError as exc:
+            raise NodeUnreachable(f"{where}: connection refused (no sshd listening?)") from exc
+        except OSError as exc:
+            why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+            raise NodeUnreachable(f"{where}: {why}") from exc
+
+    def _connect(self, spec: HostSpec) -> _Conn:
+        start = time.monotonic()
+        sock = self._open_socket(spec)
+        transport = paramiko.Transport(sock)
+        try:
+            self._prefer_known_key_types(transport, spec)
+            try:
+                transport.start_client(timeout=spec.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise NodeUnreachable(
+                    f"{spec.name}: SSH handshake with {spec.address} failed: "
+                    f"{exc or type(exc).__name__}"
+                ) from exc
+            self._verify_host_key(spec, transport.get_remote_server_key())
+            self._authenticate(spec, transport)
+            transport.set_keepalive(KEEPALIVE_SECONDS)
+        except BaseException:
+            transport.close()
+            raise
+        conn = _Conn(spec, transport, (time.monotonic() - start) * 1000)
+        if spec.user != "root":
+            self._check_sudo(conn)
+        return conn
+
+    def _all_known_hosts(self, spec: HostSpec) -> list[str]:
+        return spec.known_hosts + spec.global_known_hosts
+
+    def _prefer_known_key_types(self, transport: paramiko.Transport, spec: HostSpec) -> None:
+        """Like OpenSSH, ask first for the key types we already know for this host, so a host
+        with several keys is checked against the one we have (not reported as unknown)."""
+        entries = lookup_known_host(self._all_known_hosts(spec), spec.known_name)
+        if not entries:
+            return
+        opts = transport.get_security_options()
+        current = list(opts.key_types)
+        known: list[str] = []
+        for entry in entries:
+            family = _RSA_FAMILY if entry.key_type in _RSA_FAMILY else (entry.key_type,)
+            known.extend(t for t in current if t in family and t not in known)
+        if known:
+            opts.key_types = tuple(known + [t for t in current if t not in known])
+
+    def _verify_host_key(self, spec: HostSpec, key: paramiko.PKey) -> None:
+        name = spec.known_name
+        key_type = key.get_name()
+        key_b64 = key.get_base64()
+        entries = lookup_known_host(self._all_known_hosts(spec), name)
+        if any(_same_family(e.key_type, key_type) and e.key_b64 == key_b64 for e in entries):
+            return
+        changed = [e for e in entries if _same_family(e.key_type, key_type)]
+        if changed:
+            old = changed[0]
+            raise HostKeyChanged(
+                f"{spec.name}: HOST KEY CHANGED for {name} ({spec.address}): the server now "
+                f"offers {key_type} {fingerprint(key)}, but {old.path} line {old.line_no} holds "
+                f"a different key. Refused: this may be a man-in-the-middle. If the node was "
+                f"reinstalled, remove that line (ssh-keygen -R {shlex.quote(name)} "
+                f"-f {shlex.quote(old.path)}) and connect again."
+            )
+        target = spec.known_hosts[0]
+        line = f"{name} {key_type} {key_b64}"
+        if spec.strict in ("accept-new", "no"):
+            self._append_known_host(target, line)
+            return
+        raise HostKeyUnknown(name if name == spec.name else f"{spec.name} ({name})",
+                             key_type, fingerprint(key), target, line)
+
+    def _append_known_host(self, path: str, line: str) -> None:
+        if path == os.devnull:
+            return
+        with self._known_lock:
+            directory = os.path.dirname(path)
+            if directory:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            needs_newline = False
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                with open(path, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    needs_newline = fh.read(1) != b"\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(("\n" if needs_newline else "") + line.rstrip("\n") + "\n")
+
+    def _authenticate(self, spec: HostSpec, transport: paramiko.Transport) -> None:
+        tried: list[str] = []
+        notes: list[str] = []
+        files = spec.identity_files or [
+            os.path.expanduser(p) for p in DEFAULT_IDENTITIES
+            if os.path.exists(os.path.expanduser(p))
+        ]
+        for path in files:
+            if not os.path.exists(path):
+                if spec.identity_files:
+                    notes.append(f"{path} does not exist")
+                continue
+            try:
+                key = paramiko.PKey.from_path(path)
+            except paramiko.PasswordRequiredException:
+                notes.append(f"{path} is encrypted (load it into ssh-agent)")
+                continue
+            except (paramiko.SSHException, OSError, ValueError) as exc:
+                notes.append(f"{path} unreadable: {type(exc).__name__}")
+                continue
+            tried.append(path)
+            if self._try_key(spec, transport, key):
+                return
+        if not spec.identities_only:
+            agent = None
+            try:
+                agent = paramiko.Agent()
+                agent_keys = agent.get_keys()
+            except (paramiko.SSHException, OSError):
+                agent_keys = ()
+            try:
+                for i, key in enumerate(agent_keys):
+                    tried.append(f"agent key {i + 1} ({key.get_name()})")
+                    if self._try_key(spec, transport, key):
+                        return
+            finally:
+                if agent is not None:
+                    agent.close()
+        what = ", ".join(tried) if tried else "no keys (no identity file, no ssh-agent keys)"
+        extra = f"; {'; '.join(notes)}" if notes else ""
+        raise AuthFailed(
+            f"{spec.name}: {spec.user}@{spec.address} refused our public keys (tried: {what}{extra})"
+        )
+
+    @staticmethod
+    def _try_key(spec: HostSpec, transport: paramiko.Transport, key: paramiko.PKey) -> bool:
+        try:
+            transport.auth_publickey(spec.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            raise AuthFailed(
+                f"{spec.name}: {spec.user}@{spec.address} does not accept public keys "
+                f"(allowed: {', '.join(exc.allowed_types) or 'none'})"
+            ) from exc
+        except paramiko.AuthenticationException:
+            return False
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise NodeUnreachable(
+                f"{spec.name}: connection to {spec.address} lost during authentication: {exc}"
+            ) from exc
+        return transport.is_authenticated()
+
+    def _check_sudo(self, conn: _Conn) -> None:
+        result = _exec(conn, "sudo -n true", timeout=conn.spec.connect_timeout + 5)
+        if is_sudo_password_prompt(result.exit_code, result.stderr):
+            conn.close()
+            raise SudoPasswordRequired(
+                f"{conn.spec.name}: user {conn.spec.user} needs a password for sudo; run as root "
+                f"or allow NOPASSWD sudo for {conn.spec.user} on this node"
+            )
+        if result.exit_code != 0:
+            conn.close()
+            why = (result.stderr.strip() or result.error or "").splitlines()[:1]
+            raise AuthFailed(
+                f"{conn.spec.name}: {conn.spec.user} cannot use sudo -n: "
+                f"{why[0] if why else f'exit {result.exit_code}'}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# one command on one channel
+
+
+class _Lines:
+    def __init__(self, stream: str, on_line: LineCallback | None):
+        self.stream = stream
+        self.on_line = on_line
+        self.raw = bytearray()
+        self.pending = b""
+
+    def feed(self, data: bytes) -> None:
+        self.raw += data
+        if self.on_line is None:
+            return
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            self.on_line(self.stream, line.decode("utf-8", "replace").rstrip("\r"))
+
+    def finish(self) -> str:
+        if self.on_line is not None and self.pending:
+            self.on_line(self.stream, self.pending.decode("utf-8", "replace").rstrip("\r"))
+            self.pending = b""
+        return self.raw.decode("utf-8", "replace")
+
+
+def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | None = None,
+          stdin: bytes | None = None) -> CommandResult:
+    start = time.monotonic()
+    deadline = start + timeout
+    out, err = _Lines("stdout", on_line), _Lines("stderr", on_line)
+
+    def result(**kw: Any) -> CommandResult:
+        return CommandResult(stdout=out.finish(), stderr=err.finish(),
+                             duration=time.monotonic() - start, **kw)
+
+    if not conn.channels.acquire(timeout=max(timeout, 0.001)):
+        return result(exit_code=None, timed_out=True,
+                      error="timed out waiting for a free SSH channel")
+    try:
+        try:
+            chan = conn.transport.open_session(timeout=min(timeout, 10.0))
+            chan.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            return result(exit_code=None,
+                          error=f"{conn.spec.name}: cannot start command: {exc or 'channel refused'}")
+        try:
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                while chan.recv_ready():
+                    out.feed(chan.recv(65536))
+                while chan.recv_stderr_ready():
+                    err.feed(chan.recv_stderr(65536))
+                finished = chan.exit_status_ready() and chan.eof_received
+                if (finished and not (chan.recv_ready() or chan.recv_stderr_ready())) or (
+                    chan.closed or not conn.transport.is_active()
+                ):
+                    while chan.recv_ready():
+                        out.feed(chan.recv(65536))
+                    while chan.recv_stderr_ready():
+                        err.feed(chan.recv_stderr(65536))
+                    # paramiko leaves -1 when no exit-status came (lost connection, exit-signal)
+                    status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+                    if status >= 0:
+                        return result(exit_code=status)
+                    if not conn.transport.is_active():
+                        return result(exit_code=None,
+                                      error=f"{conn.spec.name}: connection to "
+                                            f"{conn.spec.address} lost while the command ran")
+                    return result(exit_code=None,
+                                  error=f"{conn.spec.name}: the command ended without an exit "
+                                        f"status (killed by a signal?)")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return result(exit_code=None, timed_out=True,
+                                  error=None)
+                select.select([chan], [], [], min(remaining, 0.5))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            return result(exit_code=None,
+                          error=f"{conn.spec.name}: connection to {conn.spec.address} "
+                                f"lost while the command ran: {exc or type(exc).__name__}")
+        finally:
+            try:
+                chan.close()
+            except Exception:  # noqa: BLE001
+                pass
+    finally:
+        conn.channels.release()
+
+
+class SSHNodeShell:
+    """NodeShell for one node; every run() uses the pool's connection (reconnecting if lost)."""
+
+    def __init__(self, pool: SSHPool, node: str):
+        self.pool = pool
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"SSHNodeShell({self.node!r})"
+
+    def run(self, command: str, *, timeout: float | None = None,
+            on_line: LineCallback | None = None, stdin: bytes | None = None) -> CommandResult:
+        conn = self.pool._connection(self.node)  # raises TransportError if it cannot connect
+        limit = self.pool.command_timeout if timeout is None else timeout
+        wire = wire_command(command, user=conn.spec.user, timeout=limit)
+        res = _exec(conn, wire, timeout=limit, on_line=on_line, stdin=stdin)
+        if res.error is not None and not conn.alive:
+            conn.close()  # the next run() reconnects
+        if conn.spec.user != "root" and is_sudo_password_prompt(res.exit_code, res.stderr):
+            raise SudoPasswordRequired(
+                f"{self.node}: user {conn.spec.user} needs a password for sudo"
+            )
+        return res
+
+    def close(self) -> None:
+        """Shells share the pool's connection; closing the pool closes it."""

@@ -1,0 +1,448 @@
+"""SSHPool / SSHNodeShell against a real OpenSSH sshd started by this module on 127.0.0.1.
+
+Nothing is patched: paramiko talks to sshd over TCP. The sshd runs as root with its own host key,
+key-only auth and its log on stderr (-e) in a file, which the reuse tests count connections in.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import paramiko
+import pytest
+
+from clusterfix_tui.transports.base import (
+    AuthFailed,
+    HostKeyChanged,
+    HostKeyUnknown,
+    NodeUnreachable,
+    SudoPasswordRequired,
+    TransportError,
+)
+from clusterfix_tui.transports.ssh import (
+    SSHPool,
+    is_sudo_password_prompt,
+    wire_command,
+)
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists(SSHD), reason="needs root and OpenSSH sshd"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: pathlib.Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)],
+                   check=True)
+
+
+class Sshd:
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        self.port = _free_port()
+        self.host_key = root / "host_ed25519"
+        self.client_key = root / "client_ed25519"
+        self.wrong_key = root / "wrong_ed25519"
+        self.other_host_key = root / "other_host_ed25519"
+        for key in (self.host_key, self.client_key, self.wrong_key, self.other_host_key):
+            _keygen(key)
+        # a world-readable place: sshd reads authorized_keys as the user (the sudo test's too)
+        self.pubdir = pathlib.Path(tempfile.mkdtemp(prefix="cfx-sshd-"))
+        self.pubdir.chmod(0o755)
+        authorized = self.pubdir / "authorized_keys"
+        authorized.write_text(pathlib.Path(f"{self.client_key}.pub").read_text())
+        authorized.chmod(0o644)
+        self.log = root / "sshd.log"
+        self.config = root / "sshd_config"
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            "PidFile none\nUsePAM no\nStrictModes no\nUseDNS no\n"
+            f"AuthorizedKeysFile {authorized}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n"
+            "MaxStartups 100:30:200\nLogLevel VERBOSE\n"
+        )
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("sshd did not listen")
+
+    def accepted(self) -> int:
+        """How many connections sshd authenticated so far."""
+        return self.log.read_text(errors="replace").count("Accepted publickey for ")
+
+    def known_line(self) -> str:
+        key_type, b64 = pathlib.Path(f"{self.host_key}.pub").read_text().split()[:2]
+        return f"[127.0.0.1]:{self.port} {key_type} {b64}"
+
+    def keygen_fingerprint(self) -> str:
+        out = subprocess.run(["ssh-keygen", "-lf", f"{self.host_key}.pub"], check=True,
+                             capture_output=True, text=True).stdout
+        return out.split()[1]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=5)
+        shutil.rmtree(self.pubdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tests decide which keys exist; an agent of whoever runs them must not help or hinder.
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def write_config(sshd: Sshd, tmp: pathlib.Path, *, strict: str = "yes", known: str | None = "ok",
+                 key: pathlib.Path | None = None, extra: str = "") -> tuple[str, pathlib.Path]:
+    known_hosts = tmp / f"known_hosts-{uuid.uuid4().hex[:6]}"
+    if known == "ok":
+        known_hosts.write_text(sshd.known_line() + "\n")
+    elif known is not None:
+        known_hosts.write_text(known)
+    cfg = tmp / f"ssh_config-{uuid.uuid4().hex[:6]}"
+    cfg.write_text(
+        f"{extra}"
+        "Host cfx-node\n  HostName 127.0.0.1\n"
+        f"Host *\n  Port {sshd.port}\n  User root\n  IdentityFile {key or sshd.client_key}\n"
+        f"  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n"
+        f"  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking {strict}\n"
+    )
+    return str(cfg), known_hosts
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_streams_lines_in_order_with_exit_codes(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    with SSHPool(cfg) as pool:
+        shell = pool("cfx-node")
+        seen: list[tuple[float, str, str]] = []
+        t0 = time.monotonic()
+        res = shell.run(
+            "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three\\nfour'; sleep 1; exit 3",
+            timeout=10, on_line=lambda s, ln: seen.append((time.monotonic() - t0, s, ln)),
+        )
+        assert [(s, ln) for _, s, ln in seen] == [
+            ("stdout", "one"), ("stderr", "two"), ("stdout", "three"), ("stdout", "four")]
+        # streamed as they arrived: "one" came long before the command ended
+        assert seen[0][0] < res.duration - 1.0
+        assert res.exit_code == 3 and not res.ok and not res.timed_out and res.error is None
+        assert res.stdout == "one\nthree\nfour" and res.stderr == "two\n"
+
+        assert shell.run("true").exit_code == 0
+        assert shell.run("exit 42").exit_code == 42
+        got = shell.run("cat; echo done", stdin=b"from stdin\n", timeout=5)
+        assert got.ok and got.stdout == "from stdin\ndone\n"
+        # not a login shell, not a tty
+        tty = shell.run("tty; echo $0", timeout=5)
+        assert "not a tty" in tty.stdout
+
+
+def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    marker = f"30.{os.getpid()}{threading.get_ident() % 1000}"
+    with SSHPool(cfg) as pool:
+        shell = pool("cfx-node")
+        t0 = time.monotonic()
+        res = shell.run(f"echo started; sleep {marker}", timeout=1.0)
+        took = time.monotonic() - t0
+        assert res.timed_out and res.exit_code is None and not res.ok
+        assert res.stdout == "started\n"
+        assert 0.9 <= took < 2.5, took
+        # the node's own `timeout` killed the command's process group: no sleep left behind
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
+            if left.returncode == 1:
+                break
+            time.sleep(0.1)
+        assert left.returncode == 1, "remote sleep survived the timeout"
+        # the connection is still good after a timeout
+        assert shell.run("echo after", timeout=5).stdout == "after\n"
+
+
+def test_connection_reused_for_many_commands(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    before = sshd.accepted()
+    with SSHPool(cfg) as pool:
+        transport = pool.transport("cfx-node")
+        for i in range(20):
+            assert pool("cfx-node").run(f"echo {i}", timeout=5).stdout == f"{i}\n"
+        assert pool.transport("cfx-node") is transport
+        assert pool.connection_count("cfx-node") == 1
+    assert sshd.accepted() - before == 1
+
+
+def test_parallel_callers_connect_once(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    before = sshd.accepted()
+    results: list = []
+    errors: list = []
+    barrier = threading.Barrier(16)
+
+    def work(pool: SSHPool) -> None:
+        try:
+            barrier.wait()
+            results.append(pool("cfx-node").run("echo $PPID; sleep 0.2", timeout=10))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    with SSHPool(cfg) as pool:
+        threads = [threading.Thread(target=work, args=(pool,)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert len(results) == 16 and all(r.ok for r in results)
+        assert pool.connection_count("cfx-node") == 1
+    assert sshd.accepted() - before == 1
+
+
+def test_unknown_host_key_then_accept(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, known = write_config(sshd, tmp_path, known="")
+    with SSHPool(cfg) as pool:
+        with pytest.raises(HostKeyUnknown) as info:
+            pool("cfx-node")
+        exc = info.value
+        assert exc.fingerprint == sshd.keygen_fingerprint()  # exactly what ssh-keygen -lf says
+        assert exc.key_type == "ssh-ed25519"
+        assert exc.known_hosts == str(known)
+        assert exc.key_line == sshd.known_line()
+        assert exc.fingerprint in str(exc)
+        assert known.read_text() == ""  # nothing trusted behind the user's back
+        pool.accept_host_key(exc)
+        assert known.read_text() == sshd.known_line() + "\n"
+        assert pool("cfx-node").run("echo in", timeout=5).stdout == "in\n"
+
+
+def test_changed_host_key_is_refused_and_names_the_line(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    other_type, other_b64 = pathlib.Path(f"{sshd.other_host_key}.pub").read_text().split()[:2]
+    stale = (f"# managed by hand\nunrelated.example ssh-ed25519 {other_b64}\n"
+             f"[127.0.0.1]:{sshd.port} {other_type} {other_b64}\n")
+    for strict in ("yes", "accept-new", "no"):
+        cfg, known = write_config(sshd, tmp_path, known=stale, strict=strict)
+        with SSHPool(cfg) as pool:
+            with pytest.raises(HostKeyChanged) as info:
+                pool("cfx-node")
+            msg = str(info.value)
+            assert f"{known} line 3" in msg, msg
+            assert sshd.keygen_fingerprint() in msg  # the key the server offers now
+        assert known.read_text() == stale  # never rewritten
+
+
+def test_hashed_known_hosts_entry_is_honoured(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, known = write_config(sshd, tmp_path)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert known.read_text().startswith("|1|")
+    with SSHPool(cfg) as pool:
+        assert pool("cfx-node").run("echo hashed", timeout=5).ok
+
+
+@pytest.mark.parametrize("strict", ["accept-new", "no", "off"])
+def test_strict_host_key_checking_accept_new(sshd: Sshd, tmp_path: pathlib.Path,
+                                             strict: str) -> None:
+    cfg, known = write_config(sshd, tmp_path, known=None, strict=strict)
+    assert not known.exists()
+    with SSHPool(cfg) as pool:
+        assert pool("cfx-node").run("echo ok", timeout=5).ok
+    assert known.read_text() == sshd.known_line() + "\n"
+    assert (known.stat().st_mode & 0o777) == 0o600
+
+
+def test_wrong_client_key_is_auth_failed(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path, key=sshd.wrong_key)
+    with SSHPool(cfg) as pool, pytest.raises(AuthFailed) as info:
+        pool("cfx-node")
+    msg = str(info.value)
+    assert f"root@127.0.0.1:{sshd.port}" in msg and str(sshd.wrong_key) in msg
+    assert "BEGIN OPENSSH PRIVATE KEY" not in msg
+
+
+def test_closed_port_is_unreachable_quickly(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    port = _free_port()
+    cfg = tmp_path / "closed_config"
+    cfg.write_text(f"Host dead\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile "
+                   f"{sshd.client_key}\n")
+    t0 = time.monotonic()
+    with SSHPool(str(cfg)) as pool, pytest.raises(NodeUnreachable) as info:
+        pool("dead")
+    assert time.monotonic() - t0 < 2
+    assert f"127.0.0.1:{port}" in str(info.value) and "refused" in str(info.value)
+    assert str(info.value).startswith("dead:")
+
+
+def test_missing_ssh_config_is_a_clear_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(TransportError, match="does not exist"):
+        SSHPool(str(tmp_path / "nowhere"))
+
+
+def test_node_name_alias_wins_else_the_address(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    with SSHPool(cfg) as pool:
+        # cfx-node has a Host entry: its HostName is used, not the (unroutable) address given
+        assert pool("cfx-node", address="192.0.2.1").run("true", timeout=5).ok
+        # worker-9 has none: the InternalIP given is used, with the Host * defaults
+        spec = pool.spec_for("worker-9")
+        assert spec.hostname == "worker-9"
+        assert pool("worker-9", address="127.0.0.1").run("true", timeout=5).ok
+        assert pool.spec_for("worker-9").hostname == "127.0.0.1"
+        # later calls by name alone keep the address
+        assert pool("worker-9").run("echo again", timeout=5).stdout == "again\n"
+
+
+def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    extra = (f"Host behind\n  HostName 127.0.0.1\n  ProxyJump cfx-node\n"
+             f"Host behind2\n  HostName 127.0.0.1\n  ProxyJump root@127.0.0.1:{sshd.port}\n")
+    cfg, _ = write_config(sshd, tmp_path, extra=extra)
+    before = sshd.accepted()
+    with SSHPool(cfg) as pool:
+        res = pool("behind").run("echo $SSH_CONNECTION", timeout=5)
+        assert res.ok, res
+        # the target's transport runs over a channel of the jump host's connection
+        sock = pool.transport("behind").sock
+        assert isinstance(sock, paramiko.Channel)
+        assert sshd.accepted() - before == 2  # the jump host, then the target through it
+        assert pool("behind2").run("true", timeout=5).ok
+        assert sshd.accepted() - before == 4
+
+
+def test_proxyjump_to_a_dead_jump_host_names_it(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    port = _free_port()
+    extra = f"Host behind\n  HostName 127.0.0.1\n  ProxyJump root@127.0.0.1:{port}\n"
+    cfg, _ = write_config(sshd, tmp_path, extra=extra)
+    with SSHPool(cfg) as pool, pytest.raises(NodeUnreachable) as info:
+        pool("behind")
+    assert "ProxyJump" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
+
+
+def _connection_children(sshd: Sshd) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_dropped_connection_is_an_error_then_reconnects(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    cfg, _ = write_config(sshd, tmp_path)
+    with SSHPool(cfg) as pool:
+        shell = pool("cfx-node")
+        assert shell.run("true", timeout=5).ok
+        holder: list = []
+        t = threading.Thread(target=lambda: holder.append(shell.run("sleep 20", timeout=30)))
+        t.start()
+        time.sleep(0.5)
+        for pid in _connection_children(sshd):  # the per-connection sshd processes
+            os.kill(pid, 9)
+        t.join(10)
+        assert not t.is_alive()
+        res = holder[0]
+        assert res.exit_code is None and res.error and "lost" in res.error, res
+        again = shell.run("echo back", timeout=5)
+        assert again.stdout == "back\n"
+        assert pool.connection_count("cfx-node") == 2
+
+
+def test_wire_command_quotes_the_command() -> None:
+    nasty = "echo 'a' \"b\"; $(touch /x) `id` \n next \u00e9"
+    assert shlex.split(wire_command(nasty, user="root", timeout=None)) == ["sh", "-c", nasty]
+    assert shlex.split(wire_command(nasty, user="root", timeout=9.5)) == [
+        "timeout", "-s", "KILL", "11", "sh", "-c", nasty]
+    assert shlex.split(wire_command(nasty, user="admin", timeout=60)) == [
+        "sudo", "-n", "timeout", "-s", "KILL", "62", "sh", "-c", nasty]
+
+
+@pytest.fixture
+def throwaway_user(sshd: Sshd):
+    if not shutil.which("sudo") or not shutil.which("useradd"):
+        pytest.skip("needs sudo and useradd")
+    name = f"cfx{uuid.uuid4().hex[:8]}"
+    sudoers = pathlib.Path(f"/etc/sudoers.d/cfx_test_{name}")
+    subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name], check=True)
+    try:
+        # "*" is not a locked password (a "!" would make sshd refuse the account without PAM)
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+        yield name, sudoers
+    finally:
+        sudoers.unlink(missing_ok=True)
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_non_root_user_runs_through_sudo(sshd: Sshd, tmp_path: pathlib.Path,
+                                         throwaway_user) -> None:
+    name, sudoers = throwaway_user
+    extra = f"Host as-user\n  HostName 127.0.0.1\n  User {name}\n"
+    cfg, _ = write_config(sshd, tmp_path, extra=extra)
+
+    # sudo needs a password: a distinct error, and the real sudo text is what we detect
+    sudoers.write_text(f"{name} ALL=(ALL) ALL\n")
+    os.chmod(sudoers, 0o440)
+    with SSHPool(cfg) as pool:
+        with pytest.raises(SudoPasswordRequired) as info:
+            pool("as-user")
+        assert name in str(info.value)
+
+    # NOPASSWD: commands run as root through sudo -n sh -c
+    sudoers.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+    with SSHPool(cfg) as pool:
+        shell = pool("as-user")
+        res = shell.run("id -u; echo \"it's $((1+1))\"", timeout=10)
+        assert res.stdout == "0\nit's 2\n", res
+        # sudo access revoked mid-session: the next command reports it
+        sudoers.write_text(f"{name} ALL=(ALL) ALL\n")
+        with pytest.raises(SudoPasswordRequired):
+            shell.run("true", timeout=10)
+
+
+def test_sudo_password_detection_on_real_messages() -> None:
+    assert is_sudo_password_prompt(1, "sudo: a password is required\n")
+    assert is_sudo_password_prompt(1, "sudo: a terminal is required to read the password; "
+                                      "either use the -S option to read from standard input\n")
+    assert not is_sudo_password_prompt(0, "sudo: a password is required\n")
+    assert not is_sudo_password_prompt(1, "grep: a password is required: No such file\n")
+
+
+def test_no_auto_add_policy_anywhere() -> None:
+    offenders = []
+    for path in (REPO / "clusterfix_tui").rglob("*"):
+        if path.is_file() and path.suffix in (".py", ".sh", ".tcss", ".json", ".md", ".txt"):
+            text = path.read_text(errors="replace")
+            if re.search(r"AutoAddPolicy|WarningPolicy", text):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == [], f"host keys must always be verified: {offenders}"
