@@ -1,15 +1,118 @@
-"""`clusterfix-tui validate` (placeholder until its issue lands)."""
+"""`clusterfix-tui validate [--json] [--junit FILE]`: validate_cluster_communication, headless.
+
+Exit code: 0 every check passed, 1 some check failed, 2 could not validate.
+Also home of `StdlibProber`, the workstation-side TCP/HTTP prober the core's validation uses.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class StdlibProber:
+    """TCP/HTTP from this machine with the standard library (no proxies: a NodePort check must
+    go straight to the node)."""
+
+    def __init__(self) -> None:
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def http(self, url: str, timeout: float) -> tuple[int | None, str]:
+        try:
+            with self._opener.open(url, timeout=timeout) as resp:
+                return int(resp.status), "ok"
+        except urllib.error.HTTPError as exc:  # an HTTP answer, even 404/503, is an answer
+            return int(exc.code), str(exc.reason)
+        except Exception as exc:
+            reason = getattr(exc, "reason", exc)
+            return None, f"{type(reason).__name__}: {reason}"
+
+    def tcp(self, host: str, port: int, timeout: float) -> tuple[bool, str]:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return True, "connected"
+        except OSError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    from clusterfix_tui.cli import add_connection_flags
+
+    add_connection_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML file")
+    parser.add_argument("--journal", metavar="PATH", help="append a validation event to this journal")
+    parser.add_argument("--timeout", type=float, default=3.0, help="per-probe timeout (s)")
+
+
+def junit_xml(results: list[Any]) -> str:
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for r in results if not r.passed)
+    suite = ET.Element("testsuite", name="clusterfix-validate", tests=str(len(results)),
+                       failures=str(failures), errors="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=f"validate.{r.name}", name=r.target)
+        if not r.passed:
+            fail = ET.SubElement(case, "failure", message=r.detail[:500])
+            fail.text = r.detail + (f"\nlikely fix: clusterfix-tui fix --step {r.fix_step}"
+                                    if r.fix_step else "")
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = r.detail
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def print_human(results: list[Any], out=sys.stdout) -> None:
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        hint = f"  [fix: {r.fix_step}]" if (not r.passed and r.fix_step) else ""
+        print(f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}", file=out)
+    bad = sum(1 for r in results if not r.passed)
+    print(f"{len(results) - bad}/{len(results)} checks passed", file=out)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clusterfix-tui validate: not implemented yet", file=sys.stderr)
-    return 2
+    from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.validate import validate
+
+    try:
+        from clusterfix_tui.runtime import build_runtime
+
+        rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir, dry_run=False)
+    except Exception as exc:
+        print(f"clusterfix-tui validate: cannot connect: {exc}", file=sys.stderr)
+        return 2
+    try:
+        def progress(r: Any) -> None:
+            print(f"  {'ok' if r.passed else 'FAILED'}: {r.name} {r.target}", file=sys.stderr)
+
+        try:
+            results = validate(rt.api, rt.shells, None, on_check=progress,
+                               prober=StdlibProber(), timeout=args.timeout)
+        except Exception as exc:
+            print(f"clusterfix-tui validate: {exc}", file=sys.stderr)
+            return 2
+    finally:
+        rt.close()
+    if args.journal:
+        with Journal(args.journal) as j:
+            j.write("validation", phase="after", results=[r.to_dict() for r in results])
+    if args.json:
+        json.dump({"passed": all(r.passed for r in results),
+                   "results": [r.to_dict() for r in results]}, sys.stdout, indent=2)
+        print()
+    else:
+        print_human(results)
+    if args.junit:
+        with open(args.junit, "w", encoding="utf-8") as fh:
+            fh.write(junit_xml(results))
+    if not results:
+        return 2
+    return 0 if all(r.passed for r in results) else 1
