@@ -1,0 +1,220 @@
+"""The lab's object store: kmock's ObjectsArray behind one lock, with the metadata a real API keeps.
+
+Both the HTTP handlers (loop thread) and the lab controller (its own threads) write here, so every
+operation is a short critical section with no awaits and no callbacks into user code except
+`mutate`'s function. Each write takes the next cluster-wide resourceVersion and reports a watch event
+through `on_change`, still under the lock, so events are reported in resourceVersion order.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kmock
+
+from clusterfix_tui.lab import api_selectors
+from clusterfix_tui.lab.api_patch import apply_patch, bad_request
+
+Obj = dict[str, Any]
+# on_change(type, resource, object, resourceVersion): type is ADDED, MODIFIED or DELETED.
+ChangeListener = Callable[[str, kmock.resource, Obj, int], None]
+
+NAMESPACES = kmock.resource("v1/namespaces")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def not_found(resource: kmock.resource, name: str) -> kmock.KubernetesError:
+    return kmock.KubernetesError(
+        status=404, reason="NotFound", message=f'{resource.plural} "{name}" not found',
+        details={"name": name, "kind": resource.plural},
+    )
+
+
+def api_version(resource: kmock.resource) -> str:
+    return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+
+
+class ObjectStore:
+    def __init__(self, resources: kmock.ResourcesArray, objects: kmock.ObjectsArray) -> None:
+        self.resources = resources
+        self.objects = objects
+        self.on_change: ChangeListener | None = None
+        self.lock = threading.RLock()
+        self._rv = 0
+
+    # -- addressing ------------------------------------------------------------------------------
+    def resource(self, spec: str | kmock.resource) -> kmock.resource:
+        """Parse "v1/pods" / "apps/v1/daemonsets"; refuse resources the lab does not serve."""
+        res = spec if isinstance(spec, kmock.resource) else kmock.resource(spec)
+        if res not in self.resources:
+            raise ValueError(f"the lab API does not serve {spec!r}")
+        return res
+
+    def namespaced(self, res: kmock.resource) -> bool:
+        return bool(self.resources[res].namespaced)
+
+    def _key(self, res: kmock.resource, ns: str | None, name: str) -> tuple[Any, str | None, str]:
+        return (res, ns if self.namespaced(res) else None, name)
+
+    @property
+    def resource_version(self) -> int:
+        with self.lock:
+            return self._rv
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get(self, res: kmock.resource, ns: str | None, name: str) -> Obj | None:
+        key = self._key(res, ns, name)
+        with self.lock:
+            if key not in self.objects:
+                return None
+            return copy.deepcopy(self.objects[key].raw)
+
+    def list(
+        self, res: kmock.resource, ns: str | None = None, *,
+        label_selector: str | None = None, field_selector: str | None = None,
+    ) -> tuple[list[Obj], int]:
+        """Matching objects sorted by namespace/name (etcd order), and the current resourceVersion."""
+        labels = api_selectors.label_selector(label_selector)
+        fields = api_selectors.field_selector(field_selector)
+        with self.lock:
+            items = [copy.deepcopy(obj) for obj in self._iter(res, ns)]
+            rv = self._rv
+        items = [obj for obj in items if labels(obj) and fields(obj)]
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items, rv
+
+    def _iter(self, res: kmock.resource, ns: str | None) -> Iterator[Obj]:
+        for (r, obj_ns, _), obj in self.objects.items():
+            if r == res and (ns is None or obj_ns == ns) and not obj.deleted:
+                yield obj.raw
+
+    # -- writes ----------------------------------------------------------------------------------
+    def put(self, res: kmock.resource, ns: str | None, name: str, obj: Obj) -> Obj:
+        """Create or overwrite; an overwrite keeps uid and creationTimestamp unless obj sets them."""
+        with self.lock:
+            old = self.get(res, ns, name)
+            return self._write(res, ns, name, copy.deepcopy(obj), old)
+
+    def create(self, res: kmock.resource, ns: str | None, obj: Obj) -> Obj:
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+        name = meta.get("name")
+        if not name:
+            raise bad_request("name or generateName is required")
+        with self.lock:
+            if self.get(res, ns, name) is not None:
+                raise kmock.KubernetesError(
+                    status=409, reason="AlreadyExists",
+                    message=f'{res.plural} "{name}" already exists',
+                    details={"name": name, "kind": res.plural},
+                )
+            meta.pop("uid", None)
+            meta.pop("resourceVersion", None)
+            return self._write(res, ns, name, copy.deepcopy(obj), None)
+
+    def replace(
+        self, res: kmock.resource, ns: str | None, name: str, obj: Obj, *, status_only: bool = False,
+    ) -> tuple[Obj, Obj]:
+        """PUT: optimistic concurrency on metadata.resourceVersion; returns (before, after)."""
+        with self.lock:
+            old = self._existing(res, ns, name)
+            sent_rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
+                raise kmock.KubernetesError(
+                    status=409, reason="Conflict",
+                    message=f'Operation cannot be fulfilled on {res.plural} "{name}": the object has '
+                            f"been modified; please apply your changes to the latest version and try "
+                            f"again",
+                    details={"name": name, "kind": res.plural},
+                )
+            if status_only:
+                new = copy.deepcopy(old)
+                new["status"] = copy.deepcopy(obj.get("status", {}))
+            else:
+                new = copy.deepcopy(obj)
+            return old, self._write(res, ns, name, new, old)
+
+    def patch(
+        self, res: kmock.resource, ns: str | None, name: str, patch: Any, content_type: str,
+        *, status_only: bool = False,
+    ) -> tuple[Obj, Obj]:
+        with self.lock:
+            old = self._existing(res, ns, name)
+            new = apply_patch(old, patch, content_type)
+            if status_only:
+                new = dict(old, status=new.get("status", {}))
+            return old, self._write(res, ns, name, new, old)
+
+    def mutate(self, res: kmock.resource, ns: str | None, name: str, fn: Callable[[Obj], None]) -> Obj | None:
+        with self.lock:
+            old = self.get(res, ns, name)
+            if old is None:
+                return None
+            new = copy.deepcopy(old)
+            fn(new)
+            return self._write(res, ns, name, new, old)
+
+    def delete(self, res: kmock.resource, ns: str | None, name: str) -> Obj | None:
+        key = self._key(res, ns, name)
+        with self.lock:
+            if key not in self.objects:
+                return None
+            obj = copy.deepcopy(self.objects[key].raw)
+            del self.objects[key]
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self._notify("DELETED", res, obj)
+            return obj
+
+    def _existing(self, res: kmock.resource, ns: str | None, name: str) -> Obj:
+        old = self.get(res, ns, name)
+        if old is None:
+            raise not_found(res, name)
+        return old
+
+    def _write(self, res: kmock.resource, ns: str | None, name: str, obj: Obj, old: Obj | None) -> Obj:
+        """Fill the server-owned fields, store, report. Caller holds the lock; obj is ours."""
+        namespaced = self.namespaced(res)
+        if namespaced and not ns:
+            raise bad_request(f"{res.plural} are namespaced: a namespace is required")
+        info = self.resources[res]
+        obj["apiVersion"] = api_version(res)
+        obj["kind"] = info.kind or res.plural.capitalize()
+        meta = obj.setdefault("metadata", {})
+        meta["name"] = name
+        if namespaced:
+            meta["namespace"] = ns
+            self._ensure_namespace(str(ns))
+        else:
+            meta.pop("namespace", None)
+        old_meta = (old or {}).get("metadata", {})
+        meta.setdefault("uid", old_meta.get("uid") or str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", old_meta.get("creationTimestamp") or now_iso())
+        generation = int(old_meta.get("generation", 0) or 0)
+        if old is None or obj.get("spec") != old.get("spec"):
+            generation += 1
+        meta["generation"] = generation
+        self._rv += 1
+        meta["resourceVersion"] = str(self._rv)
+        self.objects[self._key(res, ns, name)] = obj
+        self._notify("ADDED" if old is None else "MODIFIED", res, obj)
+        return copy.deepcopy(obj)
+
+    def _ensure_namespace(self, ns: str) -> None:
+        if NAMESPACES in self.resources and (NAMESPACES, None, ns) not in self.objects:
+            self._write(NAMESPACES, None, ns, {"spec": {"finalizers": ["kubernetes"]},
+                                               "status": {"phase": "Active"}}, None)
+
+    def _notify(self, kind: str, res: kmock.resource, obj: Obj) -> None:
+        if self.on_change is not None:
+            self.on_change(kind, res, copy.deepcopy(obj), self._rv)
