@@ -1,0 +1,87 @@
+"""The one place that builds transports from the command-line flags.
+
+Every command and the wizard call `build_runtime(...)` and get a `Runtime`: the ClusterAPI, the
+SSH pool (the ShellFactory that reuses one connection per node), and the ActionRunner, which is
+the dry-run runner when dry_run=True (chosen here, once; nothing else checks a flag). paramiko and
+kubernetes are imported inside build_runtime, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterfix_tui.transports.base import ActionRunner, ClusterAPI, TransportError
+
+
+class LabDirError(TransportError):
+    """--lab-dir does not hold a lab."""
+
+
+@dataclass
+class Runtime:
+    api: ClusterAPI
+    shells: Any  # transports.ssh.SSHPool: ShellFactory + accept_host_key() + close()
+    runner: ActionRunner
+    dry_run: bool
+    kubeconfig: str | None = None
+    ssh_config: str | None = None
+    lab_dir: str | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for part in (self.shells, self.api):
+            closer = getattr(part, "close", None)
+            if closer is not None:
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - closing must not mask the command's result
+                    pass
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def lab_paths(lab_dir: str) -> tuple[str, str]:
+    """(kubeconfig, ssh_config) of a lab built by `clusterfix-tui lab up --dir D`."""
+    lab_dir = os.path.abspath(os.path.expanduser(lab_dir))
+    if not os.path.isdir(lab_dir):
+        raise LabDirError(f"lab directory {lab_dir} does not exist (run `clusterfix-tui lab up "
+                          f"--dir {lab_dir}` first)")
+    return os.path.join(lab_dir, "kubeconfig"), os.path.join(lab_dir, "ssh_config")
+
+
+def build_runtime(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    ssh_config: str | None = None,
+    lab_dir: str | None = None,
+    dry_run: bool = False,
+    *,
+    connect_timeout: float = 5.0,
+    command_timeout: float = 60.0,
+) -> Runtime:
+    """Raises KubeconfigError / TransportError with a message for humans when the flags point at
+    nothing usable. Nothing is contacted yet: the API on first call, a node on first pool(node)."""
+    from clusterfix_tui.transports.dryrun import DryRunRunner
+    from clusterfix_tui.transports.kube import KubeClusterAPI
+    from clusterfix_tui.transports.runner import TransportRunner
+    from clusterfix_tui.transports.ssh import SSHPool
+
+    if lab_dir:
+        lab_kubeconfig, lab_ssh_config = lab_paths(lab_dir)
+        kubeconfig = kubeconfig or lab_kubeconfig
+        ssh_config = ssh_config or lab_ssh_config
+    api = KubeClusterAPI(kubeconfig, context)
+    shells = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
+    runner: ActionRunner = DryRunRunner(api, shells) if dry_run else TransportRunner(api, shells)
+    return Runtime(api=api, shells=shells, runner=runner, dry_run=dry_run,
+                   kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=shells.ssh_config,
+                   lab_dir=os.path.abspath(lab_dir) if lab_dir else None)

@@ -1,0 +1,339 @@
+"""ClusterAPI over the official kubernetes client, returning plain JSON dicts.
+
+Every call asks for the raw response (`_preload_content=False`) and json-decodes it, so the core
+sees exactly what `kubectl get -o json` prints (camelCase keys, no client model objects). List
+items get their `kind`/`apiVersion` filled in as kubectl does.
+
+Errors are made for humans: KubeconfigError for a kubeconfig that is missing, malformed or has no
+such context (the known contexts are listed); APIError for a server that cannot be reached (with
+its URL and why), that refuses the credentials (401/403), or that refuses a call. Messages never
+carry a token, a client key or a password; describe() gives context, server, user and cluster
+names only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any
+
+from clusterfix_tui.transports.base import APIError, TransportError
+
+REQUEST_TIMEOUT = (5, 15)  # (connect, read) seconds for every call
+LIST_PAGE = 500
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+class KubeconfigError(TransportError):
+    """The kubeconfig is missing, unreadable, malformed, or lacks the asked-for context."""
+
+
+class APIUnreachable(APIError):
+    """The API server did not answer (connection refused, timeout, TLS failure, DNS)."""
+
+
+def default_kubeconfig_paths() -> list[str]:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [os.path.expanduser(p) for p in env.split(os.pathsep) if p]
+    return [os.path.expanduser("~/.kube/config")]
+
+
+def _load_kubeconfig(paths: list[str]) -> dict[str, Any]:
+    """Merge kubeconfig files the way kubectl does for names (first one wins)."""
+    import yaml
+
+    merged: dict[str, Any] = {"clusters": [], "users": [], "contexts": [], "current-context": None}
+    seen: dict[str, set[str]] = {"clusters": set(), "users": set(), "contexts": set()}
+    existing = [p for p in paths if os.path.exists(p)]
+    if not existing:
+        where = " or ".join(paths)
+        raise KubeconfigError(
+            f"kubeconfig {where} does not exist (pass --kubeconfig, set KUBECONFIG, or use "
+            f"--lab-dir)"
+        )
+    for path in existing:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = yaml.safe_load(fh)
+        except OSError as exc:
+            raise KubeconfigError(f"kubeconfig {path} cannot be read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise KubeconfigError(f"kubeconfig {path} is not valid YAML{where}: {problem}") from exc
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise KubeconfigError(f"kubeconfig {path} is not a kubeconfig (top level is "
+                                  f"{type(doc).__name__}, expected a mapping)")
+        for section in ("clusters", "users", "contexts"):
+            entries = doc.get(section) or []
+            if not isinstance(entries, list):
+                raise KubeconfigError(f"kubeconfig {path}: '{section}' must be a list")
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                    raise KubeconfigError(f"kubeconfig {path}: an entry in '{section}' has no name")
+                if entry["name"] not in seen[section]:
+                    seen[section].add(entry["name"])
+                    merged[section].append(entry)
+        if merged["current-context"] is None and doc.get("current-context"):
+            merged["current-context"] = doc["current-context"]
+    merged["paths"] = existing
+    return merged
+
+
+def _named(doc: dict[str, Any], section: str, name: str | None) -> dict[str, Any]:
+    for entry in doc.get(section, []):
+        if entry.get("name") == name:
+            body = entry.get(section[:-1])
+            return body if isinstance(body, dict) else {}
+    return {}
+
+
+class KubeClusterAPI:
+    """The ClusterAPI of one kubeconfig context."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None,
+                 *, request_timeout: Any = REQUEST_TIMEOUT):
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        paths = [os.path.expanduser(kubeconfig)] if kubeconfig else default_kubeconfig_paths()
+        doc = _load_kubeconfig(paths)
+        contexts = [c["name"] for c in doc["contexts"]]
+        name = context or doc["current-context"]
+        if not name:
+            raise KubeconfigError(
+                f"kubeconfig {', '.join(doc['paths'])} has no current-context; pass --context "
+                f"(known: {', '.join(contexts) or 'none'})"
+            )
+        if name not in contexts:
+            raise KubeconfigError(
+                f"context {name!r} is not in kubeconfig {', '.join(doc['paths'])} "
+                f"(known contexts: {', '.join(contexts) or 'none'})"
+            )
+        ctx = _named(doc, "contexts", name)
+        self._context = name
+        self._cluster = str(ctx.get("cluster", ""))
+        self._user = str(ctx.get("user", ""))
+        self._server = str(_named(doc, "clusters", self._cluster).get("server", ""))
+        self.kubeconfig = ", ".join(doc["paths"])
+        if not self._server:
+            raise KubeconfigError(
+                f"kubeconfig {self.kubeconfig}: context {name!r} names cluster "
+                f"{self._cluster!r}, which has no server URL"
+            )
+        self._timeout = request_timeout
+        configuration = client.Configuration()
+        configuration.retries = False  # fail fast: the caller reports, the user retries
+        try:
+            config.load_kube_config(
+                config_file=doc["paths"][0] if len(doc["paths"]) == 1 else None,
+                context=name, client_configuration=configuration, persist_config=False,
+            )
+        except ConfigException as exc:
+            raise KubeconfigError(f"kubeconfig {self.kubeconfig}, context {name!r}: "
+                                  f"{_scrub(str(exc))}") from exc
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise KubeconfigError(f"kubeconfig {self.kubeconfig}, context {name!r} cannot be "
+                                  f"used: {type(exc).__name__}: {_scrub(str(exc))}") from exc
+        self._api_client = client.ApiClient(configuration)
+        self._core = client.CoreV1Api(self._api_client)
+        self._apps = client.AppsV1Api(self._api_client)
+        self._version = client.VersionApi(self._api_client)
+
+    def __repr__(self) -> str:
+        return f"KubeClusterAPI(context={self._context!r}, server={self._server!r})"
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one client call; returns the decoded JSON (or text when raw=True)."""
+        raw = kwargs.pop("_raw_text", False)
+        not_found_ok = kwargs.pop("_not_found_ok", False)
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
+
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            data = resp.data
+        except ApiException as exc:
+            if exc.status == 404 and not_found_ok:
+                return None
+            raise self._api_error(what, exc) from None
+        except MaxRetryError as exc:
+            raise self._unreachable(what, exc.reason or exc) from None
+        except (SSLError, HTTPError, OSError) as exc:
+            raise self._unreachable(what, exc) from None
+        if raw:
+            return data.decode("utf-8", "replace")
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise APIError(f"{what}: the API server at {self._server} answered with something "
+                           f"that is not JSON ({exc})") from None
+
+    def _unreachable(self, what: str, exc: BaseException) -> APIUnreachable:
+        text = str(exc)
+        if "refused" in text.lower():
+            why = "connection refused"
+        elif "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+            why = "timed out"
+        elif "certificate" in text.lower() or "ssl" in type(exc).__name__.lower():
+            why = f"TLS failed: {_scrub(text)[:200]}"
+        elif "name or service not known" in text.lower() or "resolution" in text.lower():
+            why = "cannot resolve the server name"
+        else:
+            why = _scrub(text)[:200] or type(exc).__name__
+        err = APIUnreachable(f"{what}: cannot reach the API server {self._server} "
+                             f"(context {self._context!r}): {why}")
+        err.status = None  # type: ignore[attr-defined]
+        return err
+
+    def _api_error(self, what: str, exc: Any) -> APIError:
+        status = exc.status
+        message = ""
+        try:
+            body = json.loads(exc.body) if exc.body else {}
+            message = body.get("message", "") if isinstance(body, dict) else ""
+        except (ValueError, TypeError):
+            message = ""
+        message = _scrub(message or str(exc.reason or ""))
+        if status == 401:
+            text = (f"{what}: the API server {self._server} refused the credentials of user "
+                    f"{self._user!r} in context {self._context!r} (401 Unauthorized)")
+        elif status == 403:
+            text = (f"{what}: user {self._user!r} is not allowed to do this (403 Forbidden): "
+                    f"{message}")
+        elif status == 404:
+            text = f"{what}: not found (404): {message}"
+        else:
+            text = f"{what}: the API server answered {status} {exc.reason}: {message}"
+        err = APIError(text)
+        err.status = status  # type: ignore[attr-defined]
+        return err
+
+    def _list(self, what: str, fn: Any, kind: str, api_version: str, *args: Any,
+              **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page_args = dict(kwargs, limit=LIST_PAGE)
+            if token:
+                page_args["_continue"] = token
+            doc = self._call(what, fn, *args, **page_args)
+            for item in doc.get("items") or []:
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", api_version)
+                items.append(item)
+            token = (doc.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    # -- ClusterAPI --------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"context": self._context, "server": self._server, "user": self._user,
+                "cluster": self._cluster}
+
+    def version(self) -> dict[str, Any]:
+        return self._call("get server version", self._version.get_code)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return self._list("list nodes", self._core.list_node, "Node", "v1")
+
+    def list_pods(self, namespace: str | None = None,
+                  label_selector: str | None = None) -> list[dict[str, Any]]:
+        kw = {"label_selector": label_selector} if label_selector else {}
+        if namespace:
+            return self._list(f"list pods in {namespace}", self._core.list_namespaced_pod,
+                              "Pod", "v1", namespace, **kw)
+        return self._list("list pods", self._core.list_pod_for_all_namespaces, "Pod", "v1", **kw)
+
+    def list_daemonsets(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            return self._list(f"list daemonsets in {namespace}",
+                              self._apps.list_namespaced_daemon_set, "DaemonSet", "apps/v1",
+                              namespace)
+        return self._list("list daemonsets", self._apps.list_daemon_set_for_all_namespaces,
+                          "DaemonSet", "apps/v1")
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call(f"get configmap {namespace}/{name}",
+                          self._core.read_namespaced_config_map, name, namespace,
+                          _not_found_ok=True)
+
+    def list_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            return self._list(f"list services in {namespace}",
+                              self._core.list_namespaced_service, "Service", "v1", namespace)
+        return self._list("list services", self._core.list_service_for_all_namespaces,
+                          "Service", "v1")
+
+    def list_endpoints(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            return self._list(f"list endpoints in {namespace}",
+                              self._core.list_namespaced_endpoints, "Endpoints", "v1", namespace)
+        return self._list("list endpoints", self._core.list_endpoints_for_all_namespaces,
+                          "Endpoints", "v1")
+
+    def list_events(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            return self._list(f"list events in {namespace}", self._core.list_namespaced_event,
+                              "Event", "v1", namespace)
+        return self._list("list events", self._core.list_event_for_all_namespaces, "Event", "v1")
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call(f"get deployment {namespace}/{name}",
+                          self._apps.read_namespaced_deployment, name, namespace,
+                          _not_found_ok=True)
+
+    def pod_log(self, namespace: str, name: str, container: str | None = None,
+                tail_lines: int = 50, previous: bool = False) -> str:
+        kw: dict[str, Any] = {"tail_lines": tail_lines}
+        if container:
+            kw["container"] = container
+        if previous:
+            kw["previous"] = True
+        return self._call(f"get log of pod {namespace}/{name}",
+                          self._core.read_namespaced_pod_log, name, namespace, _raw_text=True,
+                          **kw)
+
+    # -- writes ------------------------------------------------------------------------------
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._call(f"delete pod {namespace}/{name}", self._core.delete_namespaced_pod,
+                   name, namespace)
+
+    def restart_daemonset(self, namespace: str, name: str) -> None:
+        """As `kubectl rollout restart daemonset/<name>`: a strategic-merge patch of the pod
+        template's restartedAt annotation (RFC 3339), which makes the controller roll the pods."""
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+        self._call(f"restart daemonset {namespace}/{name}",
+                   self._apps.patch_namespaced_daemon_set, name, namespace, patch,
+                   _content_type="application/strategic-merge-patch+json")
+
+    def patch_deployment(self, namespace: str, name: str,
+                         patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call(f"patch deployment {namespace}/{name}",
+                          self._apps.patch_namespaced_deployment, name, namespace, patch,
+                          _content_type="application/strategic-merge-patch+json")
+
+    def close(self) -> None:
+        try:
+            self._api_client.close()
+        except Exception:  # noqa: BLE001 - closing pools at exit must not fail the session
+            pass
+
+
+def _scrub(text: str) -> str:
+    """Drop anything that looks like a bearer token or key material from a message."""
+    import re
+
+    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1<redacted>", text)
+    text = re.sub(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", "<redacted key>", text,
+                  flags=re.S)
+    text = re.sub(r"(?i)((?:token|password|client-key-data)\W{1,3})[^\s,'\"]+", r"\1<redacted>",
+                  text)
+    return text
