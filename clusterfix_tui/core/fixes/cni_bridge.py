@@ -133,44 +133,47 @@ class CniBridgeStep:
             risk="none (reads; creates an empty backup directory)",
         )
         restart = False
+        flannel_from_data: tuple[str, str] | None = None
         for f in findings:
             d = f.data or {}
+            if d.get("flannel_pod") and flannel_from_data is None:
+                flannel_from_data = (d.get("namespace") or "kube-flannel", d["flannel_pod"])
             if f.code == "CNI_BRIDGE_CONFLICT":
-                devices = _list(d, "devices", "device") or ["cni0"]
-                for dev in devices:
-                    dev = dev.get("name") if isinstance(dev, dict) else dev
-                    add(
-                        f"del-link-{dev}",
-                        kind="shell",
-                        command=f"if ip link show dev {q(dev)} >/dev/null 2>&1; then "
-                                f"ip link delete {q(dev)}; fi",
-                        why=f"{dev} carries {d.get('address', 'an address')} but the node's "
-                            f"podCIDR is {d.get('pod_cidr', d.get('podCIDR', '?'))}: new pods "
-                            "get addresses from the wrong subnet (or fail to start)",
-                        finding_codes=(f.code,),
-                        risk=f"pods on {node} lose networking until flannel recreates {dev}",
-                        rollback_note=f"{dev} cannot be put back: flannel (and the CNI bridge "
-                                      "plugin) recreate it with the right address; its state "
-                                      "before is in the snapshot in the journal",
-                        change={"what": f"link {dev}", "before": d.get("address"),
-                                "after": "deleted (recreated by flannel)"},
-                    )
-                    restart = True
+                dev = d.get("device") or "cni0"
+                wrong = ", ".join(d.get("wrong_addresses") or ()) or "an address"
+                add(
+                    f"del-link-{dev}",
+                    kind="shell",
+                    command=f"if ip link show dev {q(dev)} >/dev/null 2>&1; then "
+                            f"ip link set {q(dev)} down && ip link delete {q(dev)}; fi",
+                    why=f"{dev} carries {wrong} but the node's podCIDR is "
+                        f"{d.get('pod_cidr', '?')} (expected {d.get('expected', '?')}): flannel "
+                        "fails with 'already has an IP address different from'",
+                    finding_codes=(f.code,),
+                    risk=f"pods on {node} lose networking until flannel recreates {dev}",
+                    rollback_note=f"{dev} cannot be put back: flannel (and the CNI bridge "
+                                  "plugin) recreate it with the right address; its state "
+                                  "before is in the snapshot in the journal",
+                    change={"what": f"link {dev}", "before": wrong,
+                            "after": f"deleted (recreated with {d.get('expected', '?')})"},
+                )
+                restart = True
             elif f.code == "CNI_STRAY_CONFLIST":
-                for path in _list(d, "paths", "files", "path", "file"):
-                    path = path.get("path") if isinstance(path, dict) else path
+                cdir = d.get("dir") or CNI_DIR
+                for path in list(d.get("stray") or ()) + list(d.get("unparseable") or ()):
                     if not path:
                         continue
                     if "/" not in path:
-                        path = f"{CNI_DIR}/{path}"
+                        path = f"{cdir}/{path}"
                     base = path.rsplit("/", 1)[-1]
                     dest = f"{nbdir}/{base}"
                     add(
                         f"mv-{path}",
                         kind="shell",
                         command=f"mkdir -p -m 700 {q(nbdir)} && mv -f -- {q(path)} {q(dest)}",
-                        why=f"{path} sorts before flannel's conflist, so the container runtime "
-                            "uses it instead of flannel's",
+                        why=f"{path} sorts before flannel's conflist "
+                            f"({d.get('flannel_file') or 'none'}) or cannot be parsed: the "
+                            "container runtime uses the first file by name",
                         finding_codes=(f.code,),
                         risk="pods created from now on use flannel's conflist",
                         rollback=rb(f"mv -f -- {q(dest)} {q(path)}", f"put {path} back"),
@@ -178,7 +181,23 @@ class CniBridgeStep:
                                 "after": f"moved to {dest}"},
                     )
             elif f.code == "FLANNEL_STALE_SUBNET":
-                for r in _list(d, "routes", "stale_routes", "route"):
+                dev = d.get("device") or "flannel.1"
+                for addr in d.get("stale_addresses") or ():
+                    add(
+                        f"del-addr-{addr}-{dev}",
+                        kind="shell",
+                        command=f"ip addr del {q(addr)} dev {q(dev)}",
+                        why=f"{dev} still carries {addr}, from a subnet this node no longer owns "
+                            f"(podCIDR {d.get('pod_cidr', '?')}): flannel fails with 'link has "
+                            "incompatible addresses'",
+                        finding_codes=(f.code,),
+                        risk="none for the node's current subnet",
+                        rollback=rb(f"ip addr add {q(addr)} dev {q(dev)}",
+                                    f"put {addr} back on {dev}"),
+                        change={"what": f"address {addr} on {dev}", "before": "present",
+                                "after": "deleted"},
+                    )
+                for r in d.get("stale_routes") or ():
                     spec = _route_spec(r)
                     if not spec:
                         continue
@@ -186,96 +205,92 @@ class CniBridgeStep:
                         f"del-route-{spec}",
                         kind="shell",
                         command=f"ip route del {spec}",
-                        why="a route for a subnet no current node owns sends pod traffic to a "
+                        why="a route to a subnet no current node owns sends pod traffic to a "
                             "VTEP that is gone",
                         finding_codes=(f.code,),
                         risk="none for current nodes' subnets",
                         rollback=rb(f"ip route replace {spec}", "re-add the route"),
                         change={"what": f"route {spec}", "before": "present", "after": "deleted"},
                     )
-                for a in _list(d, "addresses", "stale_addresses", "address"):
-                    if isinstance(a, dict):
-                        addr = a.get("address") or a.get("local")
-                        if addr and a.get("prefixlen") is not None and "/" not in str(addr):
-                            addr = f"{addr}/{a['prefixlen']}"
-                        dev = a.get("dev") or "flannel.1"
-                    else:
-                        addr, dev = str(a), d.get("device", "flannel.1")
-                    if not addr:
-                        continue
+                if d.get("subnet_env_stale"):
+                    src = "/run/flannel/subnet.env"
+                    dest = f"{nbdir}/subnet.env"
                     add(
-                        f"del-addr-{addr}-{dev}",
+                        "mv-subnet-env",
                         kind="shell",
-                        command=f"ip addr del {q(addr)} dev {q(dev)}",
-                        why=f"{dev} still carries {addr} from a subnet this node no longer owns",
+                        command=f"mkdir -p -m 700 {q(nbdir)} && mv -f -- {q(src)} {q(dest)}",
+                        why=f"{src} names a subnet the node no longer owns; flannel rewrites it "
+                            "on restart",
                         finding_codes=(f.code,),
-                        risk="none",
-                        rollback=rb(f"ip addr add {q(addr)} dev {q(dev)}",
-                                    f"put {addr} back on {dev}"),
-                        change={"what": f"address {addr} on {dev}", "before": "present",
-                                "after": "deleted"},
+                        risk="the CNI plugin cannot set up new pods until flannel rewrites it",
+                        rollback=rb(f"mv -f -- {q(dest)} {q(src)}", f"put the old {src} back"),
+                        change={"what": f"file {src}", "before": str(d.get("subnet_env")),
+                                "after": "moved aside (flannel rewrites it)"},
                     )
                 restart = True
             elif f.code == "FLANNEL_STALE_VTEP":
-                for e in _list(d, "entries", "stale", "fdb", "neigh"):
-                    if not isinstance(e, dict):
-                        continue
-                    kind = e.get("kind") or e.get("type") or ("neigh" if e.get("lladdr") else "fdb")
-                    mac = e.get("mac") or e.get("lladdr")
-                    ip = e.get("dst") or e.get("ip")
-                    dev = e.get("dev") or "flannel.1"
-                    if not mac or not ip:
-                        continue
-                    if kind == "neigh":
-                        add(
-                            f"neigh-{ip}-{mac}",
-                            kind="shell",
-                            command=f"ip neigh del {q(ip)} dev {q(dev)}",
-                            why=f"neighbour {ip} on {dev} has MAC {mac}, not the peer's VTEP "
-                                "MAC from its backend-data annotation",
-                            finding_codes=(f.code,),
-                            risk="traffic to that peer's pods stops until flannel re-adds the "
-                                 "entry (restart below)",
-                            rollback=rb(f"ip neigh replace {q(ip)} lladdr {q(mac)} dev {q(dev)} "
-                                        "nud permanent", "re-add the old neighbour entry"),
-                            change={"what": f"neigh {ip} on {dev}", "before": mac,
-                                    "after": "deleted (flannel re-adds the right MAC)"},
-                        )
-                    else:
-                        add(
-                            f"fdb-{ip}-{mac}",
-                            kind="shell",
-                            command=f"bridge fdb del {q(mac)} dev {q(dev)} dst {q(ip)}",
-                            why=f"fdb entry {mac} -> {ip} on {dev} disagrees with the peers' "
-                                "backend-data annotations",
-                            finding_codes=(f.code,),
-                            risk="traffic to that peer's pods stops until flannel re-adds the "
-                                 "entry (restart below)",
-                            rollback=rb(f"bridge fdb append {q(mac)} dev {q(dev)} dst {q(ip)}",
-                                        "re-add the old fdb entry"),
-                            change={"what": f"fdb {mac} on {dev}", "before": ip,
-                                    "after": "deleted (flannel re-adds the right one)"},
-                        )
-                restart = True
+                dev = d.get("device") or "flannel.1"
+                wrong, good = d.get("wrong_mac"), d.get("expected_mac")
+                peer_ip, gw = d.get("peer_ip"), d.get("peer_subnet_gw")
+                where = d.get("where") or ["fdb", "neigh"]
+                if not (wrong and good):
+                    notes.append(f"{node}: FLANNEL_STALE_VTEP without MACs in its data")
+                    continue
+                if "fdb" in where and peer_ip:
+                    add(
+                        f"fdb-{peer_ip}",
+                        kind="shell",
+                        command=(f"{{ bridge fdb del {q(wrong)} dev {q(dev)} dst {q(peer_ip)} "
+                                 "|| true; } && "
+                                 f"bridge fdb replace {q(good)} dev {q(dev)} dst {q(peer_ip)} "
+                                 "self permanent"),
+                        why=f"the fdb entry for {d.get('peer_node', peer_ip)} ({peer_ip}) holds "
+                            f"VTEP MAC {wrong}; the peer's backend-data says {good}",
+                        finding_codes=(f.code,),
+                        risk="none: the entry becomes what flannel itself would write",
+                        rollback=rb(f"{{ bridge fdb del {q(good)} dev {q(dev)} dst {q(peer_ip)} "
+                                    "|| true; } && "
+                                    f"bridge fdb append {q(wrong)} dev {q(dev)} dst {q(peer_ip)} "
+                                    "self permanent", "put the old fdb entry back"),
+                        change={"what": f"fdb entry for {peer_ip} on {dev}", "before": wrong,
+                                "after": good},
+                    )
+                if "neigh" in where and gw:
+                    add(
+                        f"neigh-{gw}",
+                        kind="shell",
+                        command=(f"ip neigh replace {q(gw)} lladdr {q(good)} dev {q(dev)} "
+                                 "nud permanent"),
+                        why=f"the neighbour entry for {gw} ({d.get('peer_node', '?')}'s subnet) "
+                            f"holds VTEP MAC {wrong}; the peer's backend-data says {good}",
+                        finding_codes=(f.code,),
+                        risk="none: the entry becomes what flannel itself would write",
+                        rollback=rb(f"ip neigh replace {q(gw)} lladdr {q(wrong)} dev {q(dev)} "
+                                    "nud permanent", "put the old neighbour entry back"),
+                        change={"what": f"neigh {gw} on {dev}", "before": wrong, "after": good},
+                    )
             elif f.code == "FLANNEL_MISSING_ROUTE":
-                for r in _list(d, "routes", "missing", "missing_routes", "route"):
-                    spec = _route_spec(r)
-                    if not spec:
+                for m in d.get("missing") or ():
+                    expected = m.get("expected") if isinstance(m, dict) else str(m)
+                    if not expected:
                         continue
+                    spec = " ".join(q(tok) for tok in str(expected).split())
                     add(
                         f"add-route-{spec}",
                         kind="shell",
                         command=f"ip route replace {spec}",
-                        why="flannel's route to a current node's pod subnet is missing: pods "
-                            "here cannot reach pods there",
+                        why=f"flannel's route to {m.get('peer_node', '?') if isinstance(m, dict) else '?'}'s "
+                            "pod subnet is missing: pods here cannot reach pods there",
                         finding_codes=(f.code,),
                         risk="none",
                         rollback=rb(f"ip route del {spec}", "remove the added route"),
-                        change={"what": f"route {spec}", "before": "missing", "after": "present"},
+                        change={"what": f"route {expected}", "before": "missing",
+                                "after": "present"},
                     )
-                restart = True
+                if d.get("wrong_route_get"):
+                    restart = True
         if restart:
-            pod = flannel_pod(diagnosis, node)
+            pod = flannel_pod(diagnosis, node) or flannel_from_data
             if pod is not None:
                 n += 1
                 actions.append(engine.delete_pod_action(

@@ -88,6 +88,26 @@ def _table_exists_guard(backend: str, table: str) -> str:
     return ""
 
 
+def _alternative_from_facts(diagnosis: Any, node: str) -> tuple[str | None, str | None]:
+    """(current path, "auto"|"manual") of the node's `iptables` alternative, when known."""
+    facts = (getattr(diagnosis, "facts", None) or {}).get(node)
+    alt = getattr(facts, "alternatives", None) if facts is not None else None
+    if alt is None:
+        return None, None
+    if isinstance(alt, dict):
+        get = alt.get
+    else:
+        def get(k: str, default: Any = None) -> Any:
+            return getattr(alt, k, default)
+    path = get("value") or get("current") or get("path")
+    mode = get("status") or get("mode")
+    if isinstance(path, str) and not path.startswith("/"):
+        path = None
+    if mode not in ("auto", "manual"):
+        mode = None
+    return path, mode
+
+
 class IptablesStep:
     name = "iptables"
     title = "iptables / nftables compatibility"
@@ -140,8 +160,7 @@ class IptablesStep:
             d = f.data or {}
             kp_backend = kp_backend or _backend(_first(d, "kube_proxy_backend", "live_backend",
                                                        "kube_proxy_mode_backend", "backend_in_use"))
-            alt_now = alt_now or _backend(_first(d, "host_alternative", "alternative",
-                                                 "iptables_alternative", "host_backend"))
+            alt_now = alt_now or _backend(_first(d, "host_iptables", "host_alternative"))
             alt_path_now = alt_path_now or _first(d, "alternative_path", "host_alternative_path")
             alt_mode = alt_mode or _first(d, "alternative_mode")
 
@@ -153,12 +172,14 @@ class IptablesStep:
                 for table in _stale_tables(d):
                     remember("remove_kube_chains", {"backend": stale, "table": table}, f)
             elif f.code == "FORWARD_DROP":
-                backends = d.get("backends") or [d.get("backend")]
-                for b in backends:
-                    bb = _backend(b)
-                    if bb:
-                        remember("forward_accept", {"backend": bb}, f)
-                if not any(_backend(b) for b in backends):
+                b = str(d.get("backend") or "")
+                if b == "nft-native":
+                    remember("nft_chain_accept", {"family": d.get("family") or "inet",
+                                                  "table": d.get("table") or "filter",
+                                                  "chain": d.get("chain") or "forward"}, f)
+                elif _backend(b):
+                    remember("forward_accept", {"backend": _backend(b)}, f)
+                else:
                     notes.append(f"{node}: FORWARD_DROP without a backend in its data; not planned")
             elif f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN":
                 cause = d.get("cause")
@@ -166,12 +187,12 @@ class IptablesStep:
                     notes.append(
                         f"{node}: 'incompatible' chain from an iptables version skew "
                         f"(host iptables {d.get('host_iptables_version', '?')}, kube-proxy "
-                        f"iptables {d.get('kube_proxy_iptables_version', '?')}); switching "
+                        f"iptables {d.get('kube_proxy_iptables_version', 'newer')}); switching "
                         "backends would not fix it: align the iptables versions "
                         "(kubernetes/kubernetes#112477). Reported only; nothing is changed."
                     )
                 elif cause == "foreign-nft-rule":
-                    rules = d.get("rules") or d.get("foreign_rules") or []
+                    rules = d.get("foreign_rules") or d.get("rules") or []
                     if not rules and d.get("handle") is not None:
                         rules = [d]
                     for r in rules:
@@ -180,15 +201,16 @@ class IptablesStep:
                         remember("delete_nft_rule", {
                             "family": r.get("family", "ip"), "table": r.get("table", "nat"),
                             "chain": r.get("chain", "KUBE-SERVICES"), "handle": int(r["handle"]),
-                            "rule": r.get("rule") or r.get("text") or "",
+                            "rule": r.get("text") or r.get("rule") or "",
                         }, f)
                     if not rules:
                         notes.append(f"{node}: foreign nft rule without handles in the finding; "
                                      "not planned (see the evidence)")
-                else:  # backend-mismatch: the backend conflict fix applies
-                    live = kp_backend or "nft"
-                    for table in _stale_tables(d):
-                        remember("remove_kube_chains", {"backend": _other(live), "table": table}, f)
+                else:  # backend-mismatch: align the alternative (below) and restart kube-proxy
+                    remember("restart", {}, f)
+        fpath, fmode = _alternative_from_facts(diagnosis, node)
+        alt_path_now = alt_path_now or fpath
+        alt_mode = alt_mode or fmode
         if kp_backend and alt_now and alt_now != kp_backend:
             first = findings[0]
             remember("alternative", {"to": kp_backend, "from": alt_now}, first)
@@ -273,6 +295,26 @@ class IptablesStep:
                     change={"what": f"{b} filter FORWARD policy", "before": "DROP",
                             "after": "ACCEPT"},
                 )
+            elif kind == "nft_chain_accept":
+                fam, tab, ch = p["family"], p["table"], p["chain"]
+                add(
+                    kind="shell",
+                    command=f"nft chain {q(fam)} {q(tab)} {q(ch)} '{{ policy accept; }}'",
+                    why=f"the native nft chain {fam} {tab} {ch} hooks forward with policy drop: "
+                        "forwarded pod and NodePort traffic is dropped",
+                    finding_codes=codes,
+                    risk="forwarded traffic is no longer dropped by that table's default policy",
+                    rollback=Action(
+                        id=action_id(self.name, node, n + 1) + ":rollback",
+                        target=node, kind="shell",
+                        command=f"nft chain {q(fam)} {q(tab)} {q(ch)} '{{ policy drop; }}'",
+                        why="put the chain's policy back to drop",
+                    ),
+                    change={"what": f"nft {fam} {tab} {ch} policy", "before": "drop",
+                            "after": "accept"},
+                )
+            elif kind == "restart":
+                restart_needed = True
             elif kind == "delete_nft_rule":
                 fam, tab, ch, h, text = p["family"], p["table"], p["chain"], p["handle"], p["rule"]
                 rb: Action | None = None

@@ -21,9 +21,11 @@ from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
 
-CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flannel"}
+CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flannel",
+               "KUBE_PROXY_NO_RULES": "kube_proxy"}
 PROBE_CODE = "PROBE_NO_ROUTE"
-CODES = (*CRASH_CODES, PROBE_CODE)
+NOT_RUNNING = "POD_NOT_RUNNING"
+CODES = (*CRASH_CODES, NOT_RUNNING, PROBE_CODE)
 DEFAULT_DS = {"kube_proxy": ("kube-system", "kube-proxy"), "flannel": ("kube-flannel", "kube-flannel-ds")}
 LABELS = {"kube_proxy": "k8s-app=kube-proxy", "flannel": "app=flannel"}
 WAIT_TIMEOUT = 120.0
@@ -32,8 +34,8 @@ WAIT_TIMEOUT = 120.0
 def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str, str]:
     for f in findings:
         d = f.data or {}
-        ns = d.get("daemonset_namespace") or d.get("namespace")
-        name = d.get("daemonset") or d.get("daemonset_name")
+        ns = d.get("namespace")
+        name = d.get("daemonset")
         if ns and name:
             return str(ns), str(name)
     snap = getattr(diagnosis, "snapshot", None)
@@ -54,6 +56,16 @@ def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str
     if pod:
         return pod[0], DEFAULT_DS[component][1]
     return DEFAULT_DS[component]
+
+
+def _component_of(f: Finding) -> str | None:
+    d = f.data or {}
+    text = f"{d.get('daemonset') or ''} {d.get('pod') or ''}"
+    if "kube-proxy" in text:
+        return "kube_proxy"
+    if "flannel" in text:
+        return "flannel"
+    return None
 
 
 def _exec_probe(original: dict[str, Any], port: Any) -> dict[str, Any]:
@@ -89,10 +101,19 @@ class PodsStep:
         actions: list[Action] = []
         notes: list[str] = []
         n_cluster = 0
-        for code, component in CRASH_CODES.items():
-            fs = [f for f in findings if f.code == code]
+        for component in ("kube_proxy", "flannel"):
+            fs = [f for f in findings if CRASH_CODES.get(f.code) == component
+                  or (f.code == NOT_RUNNING and _component_of(f) == component
+                      and (f.data or {}).get("pod"))]
+            for f in findings:
+                if f.code == NOT_RUNNING and _component_of(f) == component \
+                        and not (f.data or {}).get("pod"):
+                    notes.append(f"{f.node}: no {component.replace('_', '-')} pod at all "
+                                 f"({(f.data or {}).get('reason') or 'missing'}); restarting "
+                                 "cannot help: check the DaemonSet's nodeSelector/tolerations")
             if not fs:
                 continue
+            code = "+".join(sorted({f.code for f in fs}))
             nodes = sorted({f.node for f in fs})
             ns, ds = _ds_of(diagnosis, component, fs)
             label = component.replace("_", "-")
@@ -102,15 +123,13 @@ class PodsStep:
                     action_id(self.name, CLUSTER, n_cluster), ns, ds,
                     why=f"{label} is crash-looping on {', '.join(nodes)}: restart the "
                         "DaemonSet's pods (rollout restart, node by node)",
-                    finding_codes=(code,),
+                    finding_codes=tuple(sorted({f.code for f in fs})),
                 ))
             else:
                 node = nodes[0]
-                pod = engine.node_pod(diagnosis, component, node)
-                if pod is None:
-                    f0 = fs[0].data or {}
-                    if f0.get("pod"):
-                        pod = (f0.get("namespace") or ns, f0["pod"])
+                f0 = fs[0].data or {}
+                pod = (f0.get("namespace") or ns, f0["pod"]) if f0.get("pod") else \
+                    engine.node_pod(diagnosis, component, node)
                 if pod is None:
                     notes.append(f"{node}: no {label} pod found to restart")
                     continue
@@ -119,7 +138,7 @@ class PodsStep:
                     node, pod[0], pod[1],
                     why=f"{label} is crash-looping on {node}: delete its pod so the "
                         "DaemonSet starts a fresh one",
-                    finding_codes=(code,),
+                    finding_codes=tuple(sorted({f.code for f in fs})),
                 ))
         for f in [f for f in findings if f.code == PROBE_CODE]:
             a = self._probe_workaround(f)
@@ -203,6 +222,9 @@ class PodsStep:
             for code, comp in CRASH_CODES.items():
                 if code in codes:
                     components.add(comp)
+            if NOT_RUNNING in codes and a.api:
+                name = str(a.api.get("name", ""))
+                components.add("kube_proxy" if "kube-proxy" in name else "flannel")
         if not components:
             return outcome
         failing = wait_for_components(api, sorted(components), timeout=timeout, poll=poll,
