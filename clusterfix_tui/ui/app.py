@@ -1,0 +1,376 @@
+"""The wizard: connect -> diagnostics -> plan -> steps -> validation -> summary.
+
+The session (clusterfix_tui.core.session.RepairSession, or a fake in tests) is injected; the app
+holds the wizard's state (the "model") and each screen drives one part of the flow. Every session
+call runs in a thread worker on the screen that needs it and comes back as a typed message; worker
+failures are handled here, in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual import on
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from clusterfix_tui.core.model import STEP_ORDER
+from clusterfix_tui.ui import view as v
+
+ERROR_TITLES = {
+    "NodeUnreachable": "Node unreachable",
+    "AuthFailed": "SSH authentication failed",
+    "HostKeyUnknown": "Unknown host key",
+    "HostKeyChanged": "Host key CHANGED (refused)",
+    "SudoPasswordRequired": "sudo needs a password",
+    "APIError": "Kubernetes API error",
+    "TimeoutError": "Timed out",
+    "FileNotFoundError": "File not found",
+    "PermissionError": "Permission denied",
+}
+
+_SECRET = re.compile(
+    r"(?i)((?:password|passwd|token|secret|client-key-data|client-certificate-data|"
+    r"authorization:\s*bearer)\s*[:=]?\s*)(\S+)"
+)
+
+
+def _fallback_redact(line: str) -> str:
+    return _SECRET.sub(lambda mt: mt.group(1) + "***", line)
+
+
+@dataclass
+class WizardState:
+    info: dict[str, Any] = field(default_factory=dict)
+    conns: dict[str, Any] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+    diagnosis: Any = None  # the latest "before"-phase diagnosis the panels show
+    diagnosis_after: Any = None
+    plans: dict[str, Any] = field(default_factory=dict)
+    plans_for: Any = None  # the diagnosis the plans were built from
+    outcomes: dict[str, Any] = field(default_factory=dict)
+    rolled_back: set[str] = field(default_factory=set)
+    previewed: set[str] = field(default_factory=set)
+    validation: list[Any] = field(default_factory=list)
+    validation_stale: bool = False
+    verdict: str | None = None
+    exported: list[str] = field(default_factory=list)
+    run_all: bool = False
+
+
+class ClusterfixApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "clusterfix-tui"
+    BINDINGS = [
+        Binding("q", "quit_wizard", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("l", "show_log", "Log"),
+        Binding("ctrl+t", "toggle_theme", "Theme", show=False),
+    ]
+
+    def __init__(
+        self,
+        session: Any = None,
+        *,
+        session_factory: Callable[[], Any] | None = None,
+        dry_run: bool = False,
+        journal_path: str | Path | None = None,
+        render: Callable[[list[dict[str, Any]], str], str] | None = None,
+        clock: Callable[[], float] | None = None,
+        now: Callable[[], datetime] | None = None,
+        report_dir: str | Path | None = None,
+        pane_max_lines: int = 2000,
+        session_log_lines: int = 5000,
+    ) -> None:
+        super().__init__()
+        if session is None and session_factory is None:
+            raise ValueError("give a session or a session_factory")
+        self.session: Any = session
+        self._session_factory = session_factory
+        self.dry_run = dry_run
+        self.journal_path = Path(journal_path) if journal_path else None
+        self._report_render = render
+        self.clock = clock or time.monotonic
+        self.monotonic = time.monotonic
+        self.now = now or datetime.now
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.pane_max_lines = pane_max_lines
+        self.session_log: deque[Text] = deque(maxlen=session_log_lines)
+        self.state = WizardState()
+        self.step_running = False
+        self.finished = False  # session.finish() called
+        self._quit_pending = False
+        self._started = self.clock()
+        self._redact: Callable[[str], str] | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from clusterfix_tui.ui.screens.connect import ConnectScreen
+
+        self._tick()
+        self.set_interval(1.0, self._tick)
+        self.log_event("clusterfix-tui wizard started" + (" (dry run)" if self.dry_run else ""))
+        self.push_screen(ConnectScreen())
+
+    def _tick(self) -> None:
+        context = self.state.info.get("context") or "connecting…"
+        self.sub_title = f"{context} · session {v.hms(self.clock() - self._started)}"
+
+    def ensure_session(self) -> Any:
+        """The session, built on first use (in a worker thread: building it does I/O)."""
+        if self.session is None:
+            assert self._session_factory is not None
+            self.session = self._session_factory()
+        return self.session
+
+    def redact(self, line: str) -> str:
+        if self._redact is None:
+            try:
+                from clusterfix_tui.core.redact import redact  # type: ignore[attr-defined]
+
+                self._redact = redact
+            except ImportError:
+                self._redact = _fallback_redact
+        try:
+            return self._redact(line)
+        except Exception:  # noqa: BLE001 - never let redaction kill the log pane
+            return _fallback_redact(line)
+
+    # -- state updates (UI thread) -----------------------------------------------------------
+    def set_cluster_info(self, info: dict[str, Any]) -> None:
+        self.state.info = dict(info)
+        self._tick()
+
+    def set_diagnosis(self, diagnosis: Any) -> None:
+        self.state.diagnosis = diagnosis
+        n = len(getattr(diagnosis, "findings", []) or [])
+        self.log_event(f"diagnosis: {n} findings")
+
+    def plans_stale(self) -> bool:
+        return not self.state.plans or self.state.plans_for is not self.state.diagnosis
+
+    def set_plans(self, plans: dict[str, Any], replace: bool = True) -> None:
+        if replace:
+            self.state.plans = dict(plans)
+            self.state.plans_for = self.state.diagnosis
+        else:
+            self.state.plans.update(plans)
+
+    def step_state(self, step: str) -> str:
+        if step in self.state.rolled_back:
+            return "rolled back"
+        return v.step_state(self.state.plans.get(step), self.state.outcomes.get(step))
+
+    def record_outcome(self, step: str, outcome: Any, *, rollback: bool = False) -> None:
+        if rollback:
+            self.state.rolled_back.add(step)
+        else:
+            self.state.outcomes[step] = outcome
+            self.state.rolled_back.discard(step)
+        self.state.validation_stale = True
+        self.log_event(f"{step}: {'rollback ' if rollback else ''}{outcome.status} "
+                       f"{outcome.message}".rstrip(), "bold")
+
+    def record_validation(self, results: list[Any]) -> None:
+        self.state.validation = list(results)
+        failed = sum(1 for r in results if not r.passed)
+        self.log_event(f"validation: {len(results) - failed} passed, {failed} failed",
+                       "green" if not failed else "red")
+
+    # -- the session log ---------------------------------------------------------------------
+    def _stamp(self) -> str:
+        return v.hms(self.clock() - self._started)
+
+    def log_event(self, text: str, style: str = "") -> None:
+        line = Text(f"{self._stamp()} ", style="dim")
+        line.append(text, style=style)
+        self._append_log(line)
+
+    def log_lines(self, lines: Iterable[tuple[str, str, str]], dropped: int) -> None:
+        stamp = self._stamp()
+        if dropped:
+            self._append_log(Text(f"{stamp} … {dropped} lines collapsed (see the journal)",
+                                  style="dim italic"))
+        for node, stream, line in lines:
+            t = Text(f"{stamp} ", style="dim")
+            t.append(f"{node:<8} ", style="bold")
+            t.append(line, style="red" if stream == "stderr" else "")
+            self._append_log(t)
+
+    def _append_log(self, line: Text) -> None:
+        self.session_log.append(line)
+        from clusterfix_tui.ui.screens.log import SessionLogScreen
+
+        if isinstance(self.screen, SessionLogScreen):
+            self.screen.append(line)
+
+    # -- navigation --------------------------------------------------------------------------
+    def start_diagnostics(self) -> None:
+        from clusterfix_tui.ui.screens.diagnostics import DiagnosticsScreen
+
+        self.switch_screen(DiagnosticsScreen())
+
+    def open_plan(self) -> None:
+        from clusterfix_tui.ui.screens.plan import PlanScreen
+
+        self.push_screen(PlanScreen())
+
+    def open_step(self, step: str, replace: bool = False) -> None:
+        from clusterfix_tui.ui.screens.step import StepScreen
+
+        screen = StepScreen(step)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_next_step(self, after: str | None, replace: bool = False) -> bool:
+        start = STEP_ORDER.index(after) + 1 if after in STEP_ORDER else 0
+        for step in STEP_ORDER[start:]:
+            if self.step_state(step) == "needed":
+                self.open_step(step, replace=replace)
+                return True
+        self.state.run_all = False
+        return False
+
+    def open_validation(self) -> None:
+        from clusterfix_tui.ui.screens.validation import ValidationScreen
+
+        self.push_screen(ValidationScreen())
+
+    def open_summary(self) -> None:
+        from clusterfix_tui.ui.screens.summary import SummaryScreen
+
+        self.push_screen(SummaryScreen())
+
+    def after_step_finished(self) -> None:
+        if self._quit_pending:
+            self.exit(1)
+
+    # -- report ------------------------------------------------------------------------------
+    def default_report_path(self) -> Path:
+        cluster = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(self.state.info.get("context") or
+                                                        "cluster")).strip("-") or "cluster"
+        stamp = self.now().strftime("%Y%m%d-%H%M%S")
+        return (self.report_dir or Path.cwd()) / f"clusterfix-report-{cluster}-{stamp}.md"
+
+    def journal_events(self) -> list[dict[str, Any]]:
+        """The journal as a list of events (called in a worker thread)."""
+        if self.journal_path is None or not self.journal_path.exists():
+            raise FileNotFoundError("this session has no journal to report from")
+        events = []
+        for line in self.journal_path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a torn last line after a crash
+        return events
+
+    def export_report(self, path: Path, fmt: str) -> list[str]:
+        """Write the report as `fmt` at path and the JSON beside it (called in a worker thread)."""
+        render = self._report_render
+        if render is None:
+            from clusterfix_tui.core.report import render as core_render
+
+            render = core_render
+        events = self.journal_events()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = []
+        path.write_text(render(events, fmt))
+        written.append(str(path))
+        if fmt != "json":
+            json_path = path.with_suffix(".json")
+            json_path.write_text(render(events, "json"))
+            written.append(str(json_path))
+        return written
+
+    # -- global actions ----------------------------------------------------------------------
+    def action_quit_wizard(self) -> None:
+        if not self.step_running:
+            self.exit(0)
+            return
+        from clusterfix_tui.ui.screens.modals import ConfirmationModal
+
+        if isinstance(self.screen, ConfirmationModal):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._quit_pending = True
+                from clusterfix_tui.ui.screens.step import StepScreen
+
+                for screen in self.screen_stack:
+                    if isinstance(screen, StepScreen) and screen.phase == "running":
+                        screen.action_cancel()
+                if not self.step_running:
+                    self.exit(1)
+
+        self.push_screen(ConfirmationModal(
+            "A step is running",
+            "Quit now? The running step is cancelled after its current action, then the "
+            "wizard exits. The journal keeps what ran.",
+            yes="Cancel step and quit", no="Keep running", danger=True, id="confirm-quit"),
+            answered)
+
+    def action_help(self) -> None:
+        from clusterfix_tui.ui.screens.modals import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(getattr(self.screen, "HELP", "")))
+
+    def action_show_log(self) -> None:
+        from clusterfix_tui.ui.screens.log import SessionLogScreen
+
+        if isinstance(self.screen, SessionLogScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(SessionLogScreen())
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Session log", "Show everything the session did", self.action_show_log)
+        yield SystemCommand("Light / dark", "Toggle the light and dark themes",
+                            self.action_toggle_theme)
+        yield SystemCommand("Help", "Keys of this screen", self.action_help)
+        if self.state.diagnosis is not None and not self.step_running:
+            yield SystemCommand("Plan", "The repair steps and their state", self.open_plan)
+            yield SystemCommand("Validate", "Run the validation checks", self.open_validation)
+            yield SystemCommand("Summary", "What was found, changed, skipped, still failing",
+                                self.open_summary)
+            for step in STEP_ORDER:
+                if step in self.state.plans:
+                    yield SystemCommand(f"Step: {step}", v.STEP_TITLES.get(step, ""),
+                                        lambda s=step: self.open_step(s))
+
+    # -- the one place worker failures are handled -------------------------------------------
+    @on(Worker.StateChanged)
+    def _worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state != WorkerState.ERROR:
+            return
+        error = worker.error
+        kind = type(error).__name__
+        title = ERROR_TITLES.get(kind, f"{worker.description or worker.name} failed")
+        message = str(error) or kind
+        self.notify(message, title=title, severity="error", timeout=12)
+        self.log_event(f"{worker.description or worker.name} failed: {kind}: {message}", "bold red")
+        node = worker.node
+        handler = getattr(node, "worker_failed", None)
+        if callable(handler):
+            handler(worker)

@@ -1,0 +1,358 @@
+"""Diagnostics: findings, nodes, kube-proxy/flannel pods, routes and NAT chains per node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, OptionList, Static, TabbedContent, TabPane
+
+from clusterfix_tui.core.model import CLUSTER
+from clusterfix_tui.ui import messages as m
+from clusterfix_tui.ui import view as v
+from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.screens.modals import RawOutputScreen
+
+CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "FORWARD_DROP",
+                  "KUBE_PROXY_NO_RULES")
+
+
+class DiagnosticsScreen(WizardScreen):
+    CAN_GO_BACK = False
+    HELP = """\
+## Diagnostics
+What the API and every node said, in panels: Findings (severity, evidence, the step that fixes
+it), Nodes, kube-proxy and flannel Pods (select one for its last log lines), Routes and NAT chains
+per node (select the node on the left).
+
+| key | what |
+|---|---|
+| `1`…`5` | switch panel |
+| `o` | raw command output of the selected node |
+| `r` | diagnose again |
+| `enter` on a finding / `p` | the repair plan |
+"""
+    BINDINGS = [
+        Binding("p", "plan", "Plan"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("o", "raw", "Raw output"),
+        Binding("1", "panel('findings')", "Findings", show=False),
+        Binding("2", "panel('nodes')", "Nodes", show=False),
+        Binding("3", "panel('pods')", "Pods", show=False),
+        Binding("4", "panel('routes')", "Routes", show=False),
+        Binding("5", "panel('nat')", "NAT", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="diagnostics")
+        self._findings: list[Any] = []
+        self._route_node: str | None = None
+        self._nat_node: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Diagnosing…", id="diag-status")
+        with TabbedContent(id="panels", initial="findings"):
+            with TabPane("1 Findings", id="findings"):
+                with Vertical():
+                    yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
+                    with VerticalScroll(id="finding-detail", classes="detail"):
+                        yield Static("", id="finding-text")
+            with TabPane("2 Nodes", id="nodes"):
+                yield DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("3 Pods", id="pods"):
+                with Vertical():
+                    yield DataTable(id="pods-table", cursor_type="row", zebra_stripes=True)
+                    with VerticalScroll(id="pod-detail", classes="detail"):
+                        yield Static("Select a pod for its last log lines.", id="pod-log")
+            with TabPane("4 Routes", id="routes"):
+                with Horizontal():
+                    yield OptionList(id="routes-nodes", classes="node-list")
+                    with VerticalScroll(classes="node-view"):
+                        yield Static("", id="routes-text")
+            with TabPane("5 NAT", id="nat"):
+                with Horizontal():
+                    yield OptionList(id="nat-nodes", classes="node-list")
+                    with VerticalScroll(classes="node-view"):
+                        yield Static("", id="nat-text")
+
+    def on_mount(self) -> None:
+        t = self.query_one("#findings-table", DataTable)
+        for label, key, width in (("sev", "sev", 8), ("node", "node", 8), ("step", "step", 17),
+                                  ("finding", "title", None)):
+            t.add_column(label, key=key, width=width)
+        t = self.query_one("#nodes-table", DataTable)
+        for label in ("node", "roles", "Ready", "InternalIP", "podCIDR", "kubelet", "iptables",
+                      "SSH"):
+            t.add_column(label, key=label)
+        t = self.query_one("#pods-table", DataTable)
+        for label in ("pod", "node", "status", "restarts", "reason"):
+            t.add_column(label, key=label)
+        if self.wizard.state.diagnosis is not None:
+            self._show(self.wizard.state.diagnosis)
+        else:
+            self._diagnose_cluster()
+
+    # -- workers -----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="diagnose",
+          description="Diagnosing the cluster")
+    def _diagnose_cluster(self) -> None:
+        diagnosis = self.wizard.session.diagnose(
+            "before", on_progress=lambda *a: self.post_message(
+                m.DiagnosisProgressed(" ".join(str(x) for x in a))))
+        self.post_message(m.DiagnosisFinished(diagnosis))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pod-log",
+          description="Reading a pod's log")
+    def _read_pod_log(self, namespace: str, name: str) -> None:
+        api = getattr(self.wizard.session, "api", None)
+        if api is None:
+            text = "(no log lines recorded for this pod)"
+        else:
+            text = api.pod_log(namespace, name, tail_lines=20) or "(empty log)"
+        self.post_message(m.PodLogLoaded(f"{namespace}/{name}", text))
+
+    # -- messages ----------------------------------------------------------------------------
+    def on_diagnosis_progressed(self, event: m.DiagnosisProgressed) -> None:
+        self.query_one("#diag-status", Static).update(Text(f"Diagnosing… {event.text}",
+                                                           style="dim"))
+
+    def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
+        self.wizard.set_diagnosis(event.diagnosis)
+        self.query_one("#panels").loading = False
+        self._show(event.diagnosis)
+
+    def on_pod_log_loaded(self, event: m.PodLogLoaded) -> None:
+        self.query_one("#pod-log", Static).update(self._pod_log_text(event.key, event.text))
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _show(self, diagnosis: Any) -> None:
+        findings = v.findings_of(diagnosis)
+        self._findings = findings
+        counts: dict[str, int] = {}
+        for f in findings:
+            counts[f.severity] = counts.get(f.severity, 0) + 1
+        status = Text()
+        if not findings:
+            status.append("No problem found.", style="bold green")
+        else:
+            status.append(f"{len(findings)} findings: ", style="bold")
+            for sev in ("critical", "error", "warning", "info"):
+                if counts.get(sev):
+                    status.append(f"{counts[sev]} {sev}  ", style=v.SEVERITY_STYLE[sev])
+        self.query_one("#diag-status", Static).update(status)
+
+        t = self.query_one("#findings-table", DataTable)
+        t.clear()
+        for i, f in enumerate(findings):
+            t.add_row(Text(f.severity, style=v.SEVERITY_STYLE.get(f.severity, "")), f.node,
+                      f.step or "(report only)", f.title, key=str(i))
+        self._show_finding(0)
+
+        ssh = {n: ("left-out" if n in self.wizard.state.left_out else c.state)
+               for n, c in self.wizard.state.conns.items()}
+        t = self.query_one("#nodes-table", DataTable)
+        t.clear()
+        for row in v.node_rows(diagnosis, ssh):
+            cells: list[Any] = list(row)
+            cells[2] = Text(row[2], style="green" if row[2] == "True" else "bold red")
+            cells[7] = Text(row[7], style=v.SSH_STATE_STYLE.get(row[7], ""))
+            t.add_row(*cells, key=row[0])
+
+        t = self.query_one("#pods-table", DataTable)
+        t.clear()
+        for pod in v.snapshot_pods(diagnosis):
+            if not v.is_network_pod(pod):
+                continue
+            row = v.pod_row(pod)
+            bad = row[2] not in ("Running", "Succeeded") or row[4]
+            t.add_row(row[0], row[1], Text(row[2], style="bold red" if bad else "green"),
+                      Text(row[3], style="yellow" if row[3] not in ("0", "") else ""), row[4],
+                      key=row[0])
+
+        nodes = sorted(v.facts_of(diagnosis)) or sorted(self.wizard.state.conns)
+        for list_id in ("#routes-nodes", "#nat-nodes"):
+            ol = self.query_one(list_id, OptionList)
+            ol.clear_options()
+            ol.add_options(nodes)
+            if nodes:
+                ol.highlighted = 0
+        if nodes:
+            self._show_routes(nodes[0])
+            self._show_nat(nodes[0])
+
+    def _show_finding(self, index: int) -> None:
+        text = Text()
+        if not self._findings:
+            text.append("The checks found nothing to fix.", style="green")
+        elif 0 <= index < len(self._findings):
+            f = self._findings[index]
+            text.append(f"{f.code}", style=v.SEVERITY_STYLE.get(f.severity, "bold"))
+            text.append(f"  on {f.node}  ")
+            text.append(f"fixed by step: {f.step}" if f.step else "reported only (no step)",
+                        style="bold cyan" if f.step else "dim")
+            text.append(f"\n{f.title}\n")
+            if f.explanation:
+                text.append(f"{f.explanation}\n", style="italic")
+            for line in f.evidence:
+                text.append("  │ ", style="dim")
+                text.append(f"{line}\n", style="yellow")
+            if f.reference:
+                text.append(f"ref: {f.reference}", style="dim")
+        self.query_one("#finding-text", Static).update(text)
+
+    def _pod_log_text(self, key: str, log: str) -> Text:
+        text = Text(f"{key}: last log lines\n", style="bold")
+        for line in log.splitlines()[-20:]:
+            style = "red" if line[:1] in ("E", "F") or "error" in line.lower() else ""
+            text.append(line + "\n", style=style)
+        return text
+
+    def _show_routes(self, node: str) -> None:
+        self._route_node = node
+        diagnosis = self.wizard.state.diagnosis
+        facts = v.facts_of(diagnosis).get(node)
+        cidr = ""
+        for n in v.snapshot_nodes(diagnosis):
+            if v.node_name(n) == node:
+                cidr = v.node_pod_cidr(n)
+        bad = v.evidence_lines(self._findings, node)
+        text = Text()
+        text.append(f"{node}", style="bold")
+        text.append(f"  podCIDR {cidr or '?'}\n")
+        for iface, addr in v.addresses_of(facts).items():
+            inside = v.address_in_cidr(addr, cidr) if cidr and iface == "cni0" else None
+            if iface == "flannel.1" and cidr:
+                inside = v.address_in_cidr(addr, cidr)
+            style = "bold red" if inside is False else ("green" if inside else "")
+            text.append(f"  {iface:<10} {addr}", style=style)
+            if inside is False:
+                text.append("  ← outside the podCIDR", style="bold red")
+            text.append("\n")
+        text.append("\n$ ip -4 route\n", style="bold")
+        for line in v.routes_of(facts) or ["(no routes gathered)"]:
+            anomalous = line.strip() in bad or any(line.strip() in b or b in line for b in bad
+                                                  if len(b) > 12)
+            text.append(f"{line}\n", style="bold red" if anomalous else "")
+            if anomalous:
+                text.append("  ↑ named in a finding\n", style="red")
+        self.query_one("#routes-text", Static).update(text)
+
+    def _show_nat(self, node: str) -> None:
+        self._nat_node = node
+        facts = v.facts_of(self.wizard.state.diagnosis).get(node)
+        nat = v.nat_of(facts)
+        text = Text()
+        text.append(f"{node}", style="bold")
+        text.append(f"  iptables in use: {v.iptables_mode(facts)}\n\n")
+        chains = sorted({c for backend in nat.values() for c in backend})
+        backends = sorted(nat)
+        if chains:
+            text.append(f"{'chain':<20}" + "".join(f"{b:>9}" for b in backends) + "\n",
+                        style="bold underline")
+            for chain in chains:
+                text.append(f"{chain:<20}")
+                for b in backends:
+                    n = nat[b].get(chain)
+                    text.append(f"{'-' if n is None else n:>9}")
+                text.append("\n")
+            both = [b for b in backends if nat[b]]
+            if len(both) > 1:
+                text.append(f"\nKUBE-* chains in {' and '.join(both)}: conflict\n", style="bold red")
+        else:
+            text.append("(no NAT chains gathered)\n", style="dim")
+        pol = v.forward_policies(facts)
+        if pol:
+            text.append("\nFORWARD policy: ", style="bold")
+            text.append("  ".join(f"{k} {p}" for k, p in pol.items()) + "\n",
+                        style="red" if "DROP" in pol.values() else "")
+        for f in self._findings:
+            if f.node == node and f.code in CONFLICT_CODES:
+                text.append(f"\n{f.code}: ", style=v.SEVERITY_STYLE.get(f.severity, "bold"))
+                text.append(f"{f.title}\n")
+                if f.explanation:
+                    text.append(f"{f.explanation}\n", style="italic")
+        self.query_one("#nat-text", Static).update(text)
+
+    # -- events ------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#findings-table")
+    def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._show_finding(int(event.row_key.value))
+
+    @on(DataTable.RowSelected, "#findings-table")
+    def _finding_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_plan()
+
+    @on(DataTable.RowHighlighted, "#pods-table")
+    def _pod_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if not key:
+            return
+        log = v.pod_log_text(self.wizard.state.diagnosis, key)
+        if log is not None:
+            self.query_one("#pod-log", Static).update(self._pod_log_text(key, log))
+        else:
+            ns, name = key.split("/", 1)
+            self.query_one("#pod-log", Static).update(Text(f"Reading {key}'s log…", style="dim"))
+            self._read_pod_log(ns, name)
+
+    @on(OptionList.OptionHighlighted, "#routes-nodes")
+    def _route_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show_routes(str(event.option.prompt))
+
+    @on(OptionList.OptionHighlighted, "#nat-nodes")
+    def _nat_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show_nat(str(event.option.prompt))
+
+    # -- actions -----------------------------------------------------------------------------
+    def action_panel(self, panel: str) -> None:
+        self.query_one("#panels", TabbedContent).active = panel
+
+    def action_refresh(self) -> None:
+        self.query_one("#diag-status", Static).update(Text("Diagnosing again…", style="dim"))
+        self.query_one("#panels").loading = True
+        self._diagnose_cluster()
+
+    def action_plan(self) -> None:
+        if self.wizard.state.diagnosis is None:
+            self.notify("Wait for the diagnosis to finish", severity="warning")
+            return
+        self.wizard.open_plan()
+
+    def _selected_node(self) -> str | None:
+        panel = self.query_one("#panels", TabbedContent).active
+        try:
+            if panel == "findings":
+                t = self.query_one("#findings-table", DataTable)
+                if self._findings and t.cursor_row < len(self._findings):
+                    node = self._findings[t.cursor_row].node
+                    return None if node == CLUSTER else node
+            elif panel in ("nodes", "pods"):
+                t = self.query_one(f"#{panel}-table", DataTable)
+                row = t.get_row_at(t.cursor_row)
+                return str(row[0] if panel == "nodes" else row[1])
+            elif panel == "routes":
+                return self._route_node
+            elif panel == "nat":
+                return self._nat_node
+        except Exception:  # noqa: BLE001 - an empty table has no cursor row
+            return None
+        return None
+
+    def action_raw(self) -> None:
+        node = self._selected_node() or self._route_node
+        if not node:
+            self.notify("Select a node first", severity="warning")
+            return
+        facts = v.facts_of(self.wizard.state.diagnosis).get(node)
+        self.app.push_screen(RawOutputScreen(node, v.raw_outputs(facts)))
+
+    def worker_failed(self, worker) -> None:  # noqa: ANN001
+        if worker.group == "diagnose":
+            self.query_one("#panels").loading = False
+            self.query_one("#diag-status", Static).update(
+                Text(f"Diagnosis failed: {worker.error}. Press r to retry.", style="bold red"))

@@ -1,0 +1,184 @@
+"""Modal dialogs: confirmation (y / n / escape), report export, help, raw node output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Markdown, RadioButton, RadioSet, Static, TabbedContent, TabPane
+
+
+class ConfirmationModal(ModalScreen[bool]):
+    """Ask one yes/no question; `y` / `n` / `escape`. The body names exactly what will change."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, title: str, body: RenderableType, *, yes: str = "Yes", no: str = "No",
+                 danger: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._title = title
+        self._body = body
+        self._yes = yes
+        self._no = no
+        self._danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="-danger" if self._danger else ""):
+            yield Label(self._title, id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Static(self._body)
+            with Horizontal(id="dialog-buttons"):
+                yield Button(f"{self._yes} \\[y]", id="yes",
+                             variant="error" if self._danger else "primary", compact=True)
+                yield Button(f"{self._no} \\[n]", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class ExportModal(ModalScreen["tuple[str, str] | None"]):
+    """Where and in which format to write the session report (the .json is always written too)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    FORMATS = ("md", "html", "json")
+
+    def __init__(self, default_path: Path) -> None:
+        super().__init__()
+        self._default = default_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label("Export the session report", id="dialog-title")
+            yield Label("Path (the .json is written beside it):")
+            yield Input(str(self._default), id="export-path", select_on_focus=False)
+            with RadioSet(id="export-format"):
+                for fmt in self.FORMATS:
+                    yield RadioButton(fmt, value=(fmt == "md"), id=f"fmt-{fmt}")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Export \\[enter]", id="yes", variant="primary", compact=True)
+                yield Button("Cancel \\[esc]", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def _format(self) -> str:
+        pressed = self.query_one(RadioSet).pressed_button
+        return str(pressed.label) if pressed is not None else "md"
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        inp = self.query_one(Input)
+        path = Path(inp.value)
+        fmt = str(event.pressed.label)
+        if path.suffix.lstrip(".") in self.FORMATS:
+            inp.value = str(path.with_suffix("." + fmt))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "yes":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        value = self.query_one(Input).value.strip()
+        if not value:
+            self.notify("Give a path for the report", severity="warning")
+            return
+        self.dismiss((value, self._format()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+GLOBAL_HELP = """\
+## Everywhere
+| key | what |
+|---|---|
+| `?` | this help |
+| `l` | the full session log |
+| `ctrl+p` | command palette (go to a screen, export, theme, …) |
+| `ctrl+t` | light / dark theme |
+| `escape` | back |
+| `q` | quit (asks first while a step runs) |
+
+Nothing changes on the cluster without a confirmation dialog that names the change.
+Everything that runs is journaled; the report is exported from the journal.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss_help", "Close")]
+
+    def __init__(self, screen_help: str) -> None:
+        super().__init__()
+        self._screen_help = screen_help
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="-wide"):
+            yield Label("Help", id="dialog-title")
+            with VerticalScroll(id="dialog-body"):
+                yield Markdown(self._screen_help + "\n\n" + GLOBAL_HELP)
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Close \\[esc]", id="no", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)
+
+
+class RawOutputScreen(ModalScreen[None]):
+    """Every raw command output gathered from one node, one tab per command."""
+
+    BINDINGS = [Binding("escape,q", "close", "Close")]
+
+    def __init__(self, node: str, outputs: dict[str, str]) -> None:
+        super().__init__()
+        self._node = node
+        self._outputs = outputs
+
+    def compose(self) -> ComposeResult:
+        from rich.text import Text
+
+        with Vertical(id="dialog", classes="-wide -tall"):
+            yield Label(f"Raw output from {self._node}", id="dialog-title")
+            if not self._outputs:
+                yield Static("No facts were gathered from this node.")
+            else:
+                with TabbedContent(id="raw-tabs"):
+                    for i, (command, text) in enumerate(self._outputs.items()):
+                        with TabPane(command[:28], id=f"raw-{i}"):
+                            with VerticalScroll():
+                                yield Static(Text(f"$ {command}\n", style="bold") + Text(text))
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Close \\[esc]", id="no", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+

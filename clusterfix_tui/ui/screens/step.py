@@ -1,0 +1,422 @@
+"""One repair step: what it answers, exactly what it runs where, its risk and rollback; then the
+live run (log pane, per-node progress, elapsed time, cancel) and the result per node with Undo."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Button, DataTable, Static
+
+from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
+from clusterfix_tui.ui import messages as m
+from clusterfix_tui.ui import view as v
+from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.screens.modals import ConfirmationModal
+from clusterfix_tui.ui.widgets.log_pane import LineBuffer, LogPane
+
+STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "magenta", "dry-run": "cyan",
+                "cancelled": "yellow"}
+
+
+class StepScreen(WizardScreen):
+    HELP = """\
+## A repair step
+Shows the findings this step answers (with their evidence), every action per node with its exact
+command, the risk and the rollback. Nothing runs until you confirm the dialog that names the
+change. While it runs the log streams every node's output; `c` stops between actions.
+
+| key | what |
+|---|---|
+| `a` | apply (asks first) |
+| `d` | dry run: show what would run, run nothing |
+| `s` | skip this step |
+| `c` | cancel a running step (between actions) |
+| `u` | undo: run the rollback (asks first) |
+| `n` | next step |
+| `escape` | back to the plan |
+"""
+    BINDINGS = [
+        Binding("a", "apply", "Apply"),
+        Binding("d", "dry_run", "Dry run"),
+        Binding("s", "skip", "Skip"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("u", "undo", "Undo"),
+        Binding("n", "next", "Next"),
+    ]
+
+    phase: reactive[str] = reactive("idle")  # idle | running | finished
+
+    def __init__(self, step: str) -> None:
+        super().__init__(id=f"step-{step}")
+        self.step = step
+        self._buffer = LineBuffer()
+        self._cancel = threading.Event()
+        self._started = 0.0
+        self._ended: float | None = None
+        self._drain_timer: Any = None
+        self._approved: list[str] = []
+        self._running_actions: list[Any] = []
+        self._rollback = False
+
+    @property
+    def plan(self) -> Any:
+        return self.wizard.state.plans[self.step]
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="step-title")
+        with VerticalScroll(id="details"):
+            yield Static("", id="plan-text")
+        with Vertical(id="run"):
+            yield Static("", id="progress")
+            yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+            yield LogPane(max_lines=self.wizard.pane_max_lines, id="log")
+        with Horizontal(classes="buttons"):
+            yield Button("Apply \\[a]", id="apply", variant="warning", compact=True)
+            yield Button("Dry run \\[d]", id="dry-run", compact=True)
+            yield Button("Skip \\[s]", id="skip", compact=True)
+            yield Button("Cancel \\[c]", id="cancel", variant="error", compact=True)
+            yield Button("Undo \\[u]", id="undo", compact=True)
+            yield Button("Next \\[n]", id="next", variant="primary", compact=True)
+            yield Button("Back \\[esc]", id="back", compact=True)
+
+    def on_mount(self) -> None:
+        t = self.query_one("#results", DataTable)
+        for label, width in (("node", 8), ("status", 9), ("exit", 4), ("secs", 5), ("command", None)):
+            t.add_column(label, key=label, width=width)
+        self._render_plan()
+        self._sync()
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _render_plan(self) -> None:
+        plan = self.plan
+        index = STEP_ORDER.index(self.step) + 1 if self.step in STEP_ORDER else 0
+        st = self.wizard.step_state(self.step)
+        title = Text()
+        title.append(f"Step {index}/{len(STEP_ORDER)}: {self.step}", style="bold")
+        title.append(f"  {v.STEP_TITLES.get(self.step, plan.title)}  ")
+        title.append(st, style=v.STEP_STATE_STYLE.get(st, ""))
+        self.query_one("#step-title", Static).update(title)
+
+        text = Text()
+        text.append("Findings this step answers\n", style="bold underline")
+        if not plan.findings:
+            text.append("  none: nothing to do\n", style="dim")
+        for f in plan.findings:
+            text.append(f"  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))
+            text.append(f"{f.node}  {f.code}\n", style="bold")
+            text.append(f"           {f.title}\n")
+            for line in f.evidence:
+                text.append("           │ ", style="dim")
+                text.append(f"{line}\n", style="yellow")
+        text.append("\nActions, exactly as they will run\n", style="bold underline")
+        if not plan.actions:
+            text.append("  none\n", style="dim")
+        for node, actions in v.actions_by_node(plan).items():
+            text.append(f"  on {node if node != CLUSTER else 'the cluster (API)'}\n", style="bold cyan")
+            for a in actions:
+                text.append(f"    {a.id}", style="dim")
+                text.append(f"  ({a.kind}{', read-only' if not a.mutating else ''})\n", style="dim")
+                text.append(f"    $ {a.command}\n", style="bold")
+                if a.why:
+                    text.append(f"      why: {a.why}\n", style="italic")
+        risks = sorted({a.risk for a in plan.actions if a.risk})
+        if risks or plan.notes:
+            text.append("\nRisk\n", style="bold underline")
+            for r in risks:
+                text.append(f"  ! {r}\n", style="yellow")
+            for n in plan.notes:
+                text.append(f"  • {n}\n")
+        if plan.actions:
+            text.append("\nRollback (Undo)\n", style="bold underline")
+            for a in plan.actions:
+                if a.rollback is not None:
+                    text.append(f"  {a.target}: $ {a.rollback.command}\n")
+                elif a.rollback_note:
+                    text.append(f"  {a.target}: manual: {a.rollback_note}\n", style="dim")
+                else:
+                    text.append(f"  {a.target}: no automatic rollback for {a.id}\n", style="dim")
+        self.query_one("#plan-text", Static).update(text)
+
+    def watch_phase(self, phase: str) -> None:
+        self.set_class(phase == "idle", "-idle")
+        self.set_class(phase == "running", "-running")
+        self.set_class(phase == "finished", "-finished")
+        if self.is_mounted:
+            self._sync()
+
+    def _sync(self) -> None:
+        """Buttons and bindings follow the phase."""
+        has_actions = bool(self.plan.actions)
+        shown = {
+            "apply": self.phase == "idle" and has_actions,
+            "dry-run": self.phase == "idle" and has_actions,
+            "skip": self.phase == "idle",
+            "cancel": self.phase == "running",
+            "undo": self._can_undo(),
+            "next": self.phase != "running",
+            "back": self.phase != "running",
+        }
+        for button_id, visible in shown.items():
+            self.query_one(f"#{button_id}", Button).display = visible
+        self.refresh_bindings()
+
+    def _can_undo(self) -> bool:
+        outcome = self.wizard.state.outcomes.get(self.step)
+        return (self.phase != "running" and outcome is not None and not self._rollback
+                and outcome.status in ("changed", "partial", "failed", "cancelled")
+                and any(a.rollback is not None for a in self.plan.actions))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        running = self.phase == "running"
+        if action in ("apply", "dry_run"):
+            return self.phase == "idle" and bool(self.plan.actions)
+        if action == "skip":
+            return self.phase == "idle"
+        if action == "cancel":
+            return running
+        if action == "undo":
+            return self._can_undo()
+        if action in ("next", "back"):
+            return not running
+        return super().check_action(action, parameters)
+
+    def _update_progress(self) -> None:
+        clock = self.wizard.clock
+        elapsed = (self._ended if self._ended is not None else clock()) - self._started
+        total, per_node, commands = self._buffer.snapshot_counts()
+        planned: dict[str, int] = {}
+        for a in self._running_actions:
+            planned[a.target] = planned.get(a.target, 0) + 1
+        done_nodes = self._done_by_node()
+        text = Text()
+        label = "Rolling back" if self._rollback else "Running"
+        if self.phase == "finished":
+            outcome = self.wizard.state.outcomes.get(self.step)
+            label = f"{'Rollback' if self._rollback else 'Step'} {outcome.status if outcome else ''}"
+        text.append(f"{label}  ", style="bold")
+        text.append(f"elapsed {v.hms(elapsed)}  {total} lines", style="dim")
+        if self._cancel.is_set() and self.phase == "running":
+            text.append("  cancelling after the current action…", style="bold yellow")
+        for node in sorted(set(planned) | set(per_node)):
+            n = planned.get(node, 0)
+            k = done_nodes.get(node, min(commands.get(node, 0), n))
+            bar = "▮" * k + "▯" * max(0, n - k)
+            text.append(f"\n  {node:<8} ", style="bold")
+            text.append(f"{bar:<6} {k}/{n} actions  {per_node.get(node, 0)} lines")
+        self.query_one("#progress", Static).update(text)
+
+    def _done_by_node(self) -> dict[str, int]:
+        outcome = self.wizard.state.outcomes.get(self.step)
+        if self.phase != "finished" or outcome is None:
+            return {}
+        done: dict[str, int] = {}
+        for a in outcome.actions:
+            if a.status in ("ok", "failed", "dry-run"):
+                done[a.target] = done.get(a.target, 0) + 1
+        return done
+
+    # -- running -----------------------------------------------------------------------------
+    def _start(self, rollback: bool) -> None:
+        if self._running_actions:
+            self.remove_class("-quiet")
+        self._rollback = rollback
+        self._cancel.clear()
+        self._started = self.wizard.clock()
+        self._ended = None
+        self.query_one("#results", DataTable).clear()
+        self.phase = "running"
+        self.wizard.step_running = True
+        self._update_progress()
+        self._tick = self.set_interval(0.5, self._update_progress)
+
+    def _on_line(self, node: str, stream: str, line: str) -> None:
+        """Called in the worker thread for every line: buffer it, signal once per batch."""
+        if self._buffer.feed(node, stream, self.wizard.redact(line)):
+            self.post_message(m.StepLinesLogged())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="step",
+          description="Applying the step")
+    def _apply_plan(self, plan: Any, approved: list[str]) -> None:
+        outcome = self.wizard.session.apply(plan, approved, on_line=self._on_line,
+                                            cancel=self._cancel)
+        self.post_message(m.StepFinished(plan.step, outcome))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="step",
+          description="Rolling the step back")
+    def _rollback_step(self, step: str) -> None:
+        outcome = self.wizard.session.rollback(step, on_line=self._on_line, cancel=self._cancel)
+        self.post_message(m.StepFinished(step, outcome, rollback=True))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="step",
+          description="Skipping the step")
+    def _skip_step(self, plan: Any, reason: str) -> None:
+        self.post_message(m.StepFinished(plan.step, self.wizard.session.skip(plan, reason)))
+
+    def on_step_lines_logged(self, event: m.StepLinesLogged) -> None:
+        wait = self._buffer.min_interval - (self.wizard.monotonic() - self._buffer._last_signal)
+        if wait > 0:
+            if self._drain_timer is None:
+                self._drain_timer = self.set_timer(wait, self._drain)
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        self._drain_timer = None
+        lines, dropped = self._buffer.drain()
+        if lines or dropped:
+            self.query_one(LogPane).write_lines(lines, dropped)
+            self.wizard.log_lines(lines, dropped)
+
+    def on_step_finished(self, event: m.StepFinished) -> None:
+        self._drain()
+        outcome = event.outcome
+        self.wizard.record_outcome(event.step, outcome, rollback=event.rollback)
+        self._ended = self.wizard.clock()
+        if hasattr(self, "_tick"):
+            self._tick.stop()
+        self.phase = "finished"
+        self.wizard.step_running = False
+        t = self.query_one("#results", DataTable)
+        t.clear()
+        for a in outcome.actions:
+            r = a.result
+            t.add_row(a.target, Text(a.status, style=STATUS_STYLE.get(a.status, "")),
+                      "" if r is None or r.exit_code is None else str(r.exit_code),
+                      "" if r is None else f"{r.duration:.1f}", a.command)
+        t.display = bool(outcome.actions)
+        self._update_progress()
+        self._render_plan()
+        self._sync()
+        severity = "information" if outcome.status in ("changed", "unchanged", "skipped",
+                                                       "dry-run") else "warning"
+        what = "Rollback" if event.rollback else f"Step {event.step}"
+        self.notify(f"{what}: {outcome.status}. {outcome.message}".strip(), severity=severity)
+        self.wizard.after_step_finished()
+
+    def worker_failed(self, worker) -> None:  # noqa: ANN001
+        if worker.group == "step":
+            self._drain()
+            self._ended = self.wizard.clock()
+            if hasattr(self, "_tick"):
+                self._tick.stop()
+            self.wizard.step_running = False
+            self.phase = "finished" if self.wizard.state.outcomes.get(self.step) else "idle"
+            self._sync()
+            self.wizard.after_step_finished()
+
+    # -- actions -----------------------------------------------------------------------------
+    def _change_text(self, actions: list[Any], verb: str) -> Text:
+        text = Text()
+        text.append(f"{verb} {len(actions)} action(s) of step {self.step}", style="bold")
+        text.append(" (dry-run session: recorded, not run)\n" if self.wizard.dry_run else "\n")
+        by_node: dict[str, list[Any]] = {}
+        for a in actions:
+            by_node.setdefault(a.target, []).append(a)
+        for node, acts in by_node.items():
+            text.append(f"\non {node if node != CLUSTER else 'the cluster (API)'}:\n",
+                        style="bold cyan")
+            for a in acts:
+                text.append(f"  $ {a.command}\n")
+        risks = sorted({a.risk for a in actions if a.risk})
+        for r in risks:
+            text.append(f"\n! {r}", style="yellow")
+        return text
+
+    @on(Button.Pressed, "#apply")
+    def action_apply(self) -> None:
+        if not self.check_action("apply", ()):
+            return
+        actions = list(self.plan.actions)
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes:
+                self.wizard.log_event(f"{self.step}: apply declined at the confirmation")
+                return
+            self._approved = [a.id for a in actions]
+            self._running_actions = actions
+            self.wizard.log_event(f"{self.step}: apply approved ({len(actions)} actions)", "bold")
+            self._start(rollback=False)
+            self._apply_plan(self.plan, self._approved)
+
+        self.app.push_screen(
+            ConfirmationModal(f"Apply {self.step}?", self._change_text(actions, "Run"),
+                              yes="Apply", no="Don't", danger=not self.wizard.dry_run,
+                              id="confirm-apply"),
+            confirmed,
+        )
+
+    @on(Button.Pressed, "#dry-run")
+    def action_dry_run(self) -> None:
+        if not self.check_action("dry_run", ()):
+            return
+        pane = self.query_one(LogPane)
+        pane.border_title = "dry run: nothing was executed"
+        lines = [(a.target, "command", f"would run: $ {a.command}") for a in self.plan.actions]
+        pane.write_lines(lines)
+        self.wizard.log_lines(lines, 0)
+        self.add_class("-previewed")
+        self.wizard.state.previewed.add(self.step)
+        self.wizard.log_event(f"{self.step}: dry run shown ({len(lines)} actions, none executed)")
+
+    @on(Button.Pressed, "#skip")
+    def action_skip(self) -> None:
+        if not self.check_action("skip", ()):
+            return
+        self._approved = []
+        self._running_actions = []
+        self.wizard.log_event(f"{self.step}: skipped by the user", "magenta")
+        self.add_class("-quiet")
+        self._start(rollback=False)
+        self._skip_step(self.plan, "skipped by the user")
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        if self.phase != "running":
+            return
+        self._cancel.set()
+        self.wizard.log_event(f"{self.step}: cancel requested", "yellow")
+        self.notify("Stopping after the current action…", severity="warning")
+        self._update_progress()
+
+    @on(Button.Pressed, "#undo")
+    def action_undo(self) -> None:
+        if not self._can_undo():
+            return
+        rollbacks = [a.rollback for a in self.plan.actions if a.rollback is not None]
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._approved = [a.id for a in rollbacks]
+                self._running_actions = rollbacks
+                self.wizard.log_event(f"{self.step}: rollback approved", "bold")
+                self._start(rollback=True)
+                self._rollback_step(self.step)
+
+        self.app.push_screen(
+            ConfirmationModal(f"Undo {self.step}?", self._change_text(rollbacks, "Roll back with"),
+                              yes="Undo", no="Keep", danger=True, id="confirm-undo"),
+            confirmed,
+        )
+
+    @on(Button.Pressed, "#next")
+    def action_next(self) -> None:
+        if self.phase == "running":
+            return
+        if not self.wizard.open_next_step(self.step, replace=True):
+            self.app.pop_screen()
+            self.notify("No step left to run: press v to validate", severity="information")
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        if self.phase == "running":
+            self.notify("A step is running: cancel it first (c)", severity="warning")
+            return
+        self.wizard.state.run_all = False
+        self.app.pop_screen()

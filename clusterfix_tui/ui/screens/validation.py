@@ -1,0 +1,171 @@
+"""Validation: re-diagnose, then the checklist filling in live; a failed check opens its step."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, DataTable, ProgressBar, Static
+
+from clusterfix_tui.ui import messages as m
+from clusterfix_tui.ui.screens.base import WizardScreen
+
+
+class ValidationScreen(WizardScreen):
+    HELP = """\
+## Validation
+The runbook's validate_cluster_communication: nodes Ready, kube-proxy and flannel Running, one
+backend of NAT rules, NodePort reachable, pod-to-pod across nodes. Checks fill in as they finish.
+A failed check names the step that fixes it: select it (enter) to open that step.
+
+| key | what |
+|---|---|
+| `enter` | open the step that fixes the highlighted failed check |
+| `r` | validate again |
+| `s` | the session summary |
+"""
+    BINDINGS = [
+        Binding("r", "revalidate", "Re-run"),
+        Binding("s", "summary", "Summary"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="validation")
+        self._results: list = []
+        self._validating = False
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="validation-status")
+        yield ProgressBar(id="validation-progress", show_eta=False)
+        table: DataTable = DataTable(id="checks", cursor_type="row", zebra_stripes=True)
+        table.border_title = "validate_cluster_communication"
+        yield table
+        with Horizontal(classes="buttons"):
+            yield Button("Open step \\[enter]", id="open-step", compact=True)
+            yield Button("Re-run \\[r]", id="rerun", compact=True)
+            yield Button("Summary \\[s]", id="summary", variant="primary", compact=True)
+
+    def on_mount(self) -> None:
+        t = self.query_one("#checks", DataTable)
+        t.add_column("", key="ok", width=2)
+        t.add_column("check", key="name", width=24)
+        t.add_column("target", key="target", width=15)
+        t.add_column("fix step", key="step", width=17)
+        t.add_column("detail", key="detail")
+        self.action_revalidate()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="validate",
+          description="Validating the cluster")
+    def _validate_cluster(self) -> None:
+        session = self.wizard.session
+        self.post_message(m.DiagnosisProgressed("re-diagnosing the cluster…"))
+        self.post_message(m.DiagnosisFinished(session.diagnose("after")))
+        self.post_message(m.DiagnosisProgressed("running the checks…"))
+        results = session.validate("after", on_check=lambda r: self.post_message(
+            m.CheckCompleted(r)))
+        self.post_message(m.ValidationFinished(list(results)))
+
+    def on_diagnosis_progressed(self, event: m.DiagnosisProgressed) -> None:
+        self.query_one("#validation-status", Static).update(Text(event.text, style="dim"))
+
+    def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
+        self.wizard.state.diagnosis_after = event.diagnosis
+
+    def on_check_completed(self, event: m.CheckCompleted) -> None:
+        r = event.result
+        self._results.append(r)
+        self._add_row(len(self._results) - 1, r)
+        bar = self.query_one(ProgressBar)
+        bar.advance(1)
+
+    def _add_row(self, index: int, r) -> None:  # noqa: ANN001 - CheckResult
+        t = self.query_one("#checks", DataTable)
+        t.add_row(Text("✓" if r.passed else "✗", style="bold green" if r.passed else "bold red"),
+                  r.name, r.target,
+                  Text(r.fix_step or "", style="bold cyan" if r.fix_step and not r.passed else ""),
+                  Text(r.detail, style="" if r.passed else "red"), key=str(index))
+
+    def on_validation_finished(self, event: m.ValidationFinished) -> None:
+        self._validating = False
+        self.wizard.record_validation(event.results)
+        if len(event.results) != len(self._results):  # a session that reports only at the end
+            self._results = []
+            self.query_one("#checks", DataTable).clear()
+            for r in event.results:
+                self._results.append(r)
+                self._add_row(len(self._results) - 1, r)
+        bar = self.query_one(ProgressBar)
+        bar.update(total=max(1, len(self._results)), progress=len(self._results))
+        failed = [r for r in self._results if not r.passed]
+        status = Text()
+        if not failed:
+            status.append(f"All {len(self._results)} checks passed. ", style="bold green")
+        else:
+            status.append(f"{len(failed)} of {len(self._results)} checks failed. ",
+                          style="bold red")
+            steps = sorted({r.fix_step for r in failed if r.fix_step})
+            if steps:
+                status.append(f"Steps that fix them: {', '.join(steps)} (enter). ",
+                              style="yellow")
+        status.append("s: summary", style="dim")
+        self.query_one("#validation-status", Static).update(status)
+        self.refresh_bindings()
+
+    def worker_failed(self, worker) -> None:  # noqa: ANN001
+        if worker.group == "validate":
+            self._validating = False
+            self.query_one("#validation-status", Static).update(
+                Text(f"Validation failed to run: {worker.error}. r: retry", style="bold red"))
+
+    @on(Button.Pressed, "#rerun")
+    def action_revalidate(self) -> None:
+        if self._validating:
+            return
+        self._validating = True
+        self._results = []
+        self.query_one("#checks", DataTable).clear()
+        self.query_one(ProgressBar).update(total=None, progress=0)
+        self.query_one("#validation-status", Static).update(Text("Validating…", style="dim"))
+        self._validate_cluster()
+
+    @on(DataTable.RowSelected, "#checks")
+    def _check_selected(self, event: DataTable.RowSelected) -> None:
+        self._open_fix(int(event.row_key.value or 0))
+
+    @on(Button.Pressed, "#open-step")
+    def _open_step_pressed(self) -> None:
+        self._open_fix(self.query_one("#checks", DataTable).cursor_row)
+
+    def _open_fix(self, index: int) -> None:
+        if not (0 <= index < len(self._results)):
+            return
+        r = self._results[index]
+        if r.passed or not r.fix_step:
+            self.notify("This check has no step to open", severity="information")
+            return
+        self._replan_step(r.fix_step)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+          description="Planning the step")
+    def _replan_step(self, step: str) -> None:
+        # plan from the latest (after) diagnosis, so the step shows what is still wrong now
+        self.post_message(m.PlansBuilt({step: self.wizard.session.plan(step)}))
+
+    def on_plans_built(self, event: m.PlansBuilt) -> None:
+        self.wizard.set_plans(event.plans, replace=False)
+        for step in event.plans:
+            self.wizard.open_step(step)
+
+    def on_screen_resume(self) -> None:
+        if self.wizard.state.validation_stale and not self._validating:
+            self.wizard.state.validation_stale = False
+            self.action_revalidate()
+
+    @on(Button.Pressed, "#summary")
+    def action_summary(self) -> None:
+        if self._validating:
+            self.notify("Validation is still running", severity="warning")
+            return
+        self.wizard.open_summary()

@@ -1,0 +1,352 @@
+"""Pure helpers that turn the session's data (Diagnosis, snapshot, facts) into rows for the panels.
+
+Kept apart from the widgets so they can be unit-tested, and tolerant of shape: the snapshot's
+nodes and pods are Kubernetes JSON dicts (as `kubectl get -o json` prints them) or objects with
+the same names as attributes; node facts are dataclasses or dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from typing import Any, Iterable
+
+from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER
+
+SEVERITY_STYLE = {
+    "critical": "bold white on red",
+    "error": "bold red",
+    "warning": "bold yellow",
+    "info": "cyan",
+}
+SSH_STATE_STYLE = {
+    "connected": "green",
+    "pending": "dim",
+    "auth-failed": "red",
+    "unreachable": "red",
+    "host-key-unknown": "yellow",
+    "host-key-changed": "bold red",
+    "sudo-password": "yellow",
+    "error": "red",
+    "left-out": "dim red",
+}
+STEP_TITLES = {
+    "iptables": "iptables / nftables compatibility",
+    "cni_bridge": "CNI bridge and flannel",
+    "pods": "kube-proxy and failing pods",
+    "worker_kubeconfig": "worker kubeconfig",
+    "host_network": "host networking (forwarding, br_netfilter, firewall)",
+}
+STEP_STATE_STYLE = {
+    "needed": "bold yellow",
+    "nothing to do": "dim",
+    "done": "bold green",
+    "skipped": "magenta",
+    "failed": "bold red",
+    "partial": "yellow",
+    "dry-run": "cyan",
+    "cancelled": "yellow",
+    "rolled back": "blue",
+    "planning": "dim",
+}
+
+
+def pick(obj: Any, *names: str, default: Any = None) -> Any:
+    """The first of `names` present on obj (dict key or attribute); dotted names walk down."""
+    for name in names:
+        cur = obj
+        ok = True
+        for part in name.split("."):
+            if cur is None:
+                ok = False
+                break
+            if isinstance(cur, dict):
+                if part in cur:
+                    cur = cur[part]
+                else:
+                    ok = False
+                    break
+            elif hasattr(cur, part):
+                cur = getattr(cur, part)
+            else:
+                ok = False
+                break
+        if ok and cur is not None:
+            return cur
+    return default
+
+
+def plain(obj: Any) -> Any:
+    """A JSON-able rendering of dataclasses/dicts/lists (for raw views)."""
+    if hasattr(obj, "to_dict"):
+        try:
+            return plain(obj.to_dict())
+        except Exception:  # noqa: BLE001 - a raw view must never fail
+            pass
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def findings_of(diagnosis: Any) -> list[Any]:
+    found = list(pick(diagnosis, "findings", default=[]) or [])
+    found.sort(key=lambda f: (SEVERITY_ORDER.get(f.severity, 9), _step_index(f.step), f.node, f.code))
+    return found
+
+
+def _step_index(step: str | None) -> int:
+    return STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER)
+
+
+def facts_of(diagnosis: Any) -> dict[str, Any]:
+    facts = pick(diagnosis, "facts", "node_facts", default={}) or {}
+    if isinstance(facts, dict):
+        return facts
+    return {pick(f, "node", "name", default="?"): f for f in facts}
+
+
+def snapshot_nodes(diagnosis: Any) -> list[Any]:
+    snap = pick(diagnosis, "snapshot", default=None)
+    return list(pick(snap, "nodes", default=[]) or [])
+
+
+def snapshot_pods(diagnosis: Any) -> list[Any]:
+    snap = pick(diagnosis, "snapshot", default=None)
+    return list(pick(snap, "pods", default=[]) or [])
+
+
+def node_name(node: Any) -> str:
+    return str(pick(node, "metadata.name", "name", default="?"))
+
+
+def node_roles(node: Any) -> str:
+    roles = pick(node, "roles", default=None)
+    if roles:
+        return ",".join(roles) if not isinstance(roles, str) else roles
+    labels = pick(node, "metadata.labels", "labels", default={}) or {}
+    found = [k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")]
+    return ",".join(found) or "worker"
+
+
+def node_ready(node: Any) -> str:
+    ready = pick(node, "ready", default=None)
+    if ready is not None:
+        return "True" if ready is True else ("False" if ready is False else str(ready))
+    for cond in pick(node, "status.conditions", default=[]) or []:
+        if pick(cond, "type") == "Ready":
+            return str(pick(cond, "status", default="Unknown"))
+    return "Unknown"
+
+
+def node_internal_ip(node: Any) -> str:
+    ip = pick(node, "internal_ip", "address", default=None)
+    if ip:
+        return str(ip)
+    for addr in pick(node, "status.addresses", default=[]) or []:
+        if pick(addr, "type") == "InternalIP":
+            return str(pick(addr, "address", default=""))
+    return ""
+
+
+def node_pod_cidr(node: Any) -> str:
+    return str(pick(node, "spec.podCIDR", "pod_cidr", "podCIDR", default=""))
+
+
+def node_kubelet(node: Any) -> str:
+    return str(pick(node, "status.nodeInfo.kubeletVersion", "kubelet_version", default=""))
+
+
+def iptables_mode(facts: Any) -> str:
+    mode = pick(facts, "iptables_mode", "iptables_backend", "iptables.mode", "iptables.backend",
+                default="")
+    return str(mode or "?")
+
+
+def node_rows(diagnosis: Any, ssh_states: dict[str, str]) -> list[tuple[str, ...]]:
+    facts = facts_of(diagnosis)
+    rows = []
+    seen = set()
+    for node in snapshot_nodes(diagnosis):
+        name = node_name(node)
+        seen.add(name)
+        rows.append((
+            name, node_roles(node), node_ready(node), node_internal_ip(node), node_pod_cidr(node),
+            node_kubelet(node), iptables_mode(facts.get(name)), ssh_states.get(name, "?"),
+        ))
+    for name in sorted(set(ssh_states) - seen):
+        rows.append((name, "", "Unknown", "", "", "", iptables_mode(facts.get(name)),
+                     ssh_states[name]))
+    return rows
+
+
+def is_network_pod(pod: Any) -> bool:
+    name = str(pick(pod, "metadata.name", "name", default=""))
+    labels = pick(pod, "metadata.labels", "labels", default={}) or {}
+    return (
+        "kube-proxy" in name or "flannel" in name
+        or labels.get("k8s-app") == "kube-proxy" or labels.get("app") in ("flannel", "kube-flannel")
+    )
+
+
+def pod_key(pod: Any) -> str:
+    return f"{pick(pod, 'metadata.namespace', 'namespace', default='')}/" \
+           f"{pick(pod, 'metadata.name', 'name', default='')}"
+
+
+def pod_row(pod: Any) -> tuple[str, ...]:
+    statuses = pick(pod, "status.containerStatuses", default=[]) or []
+    restarts = sum(int(pick(s, "restartCount", default=0) or 0) for s in statuses)
+    reason = ""
+    for s in statuses:
+        reason = str(pick(s, "state.waiting.reason", "state.terminated.reason",
+                          "lastState.terminated.reason", default="") or "")
+        if reason:
+            break
+    status = str(pick(pod, "status.phase", "phase", default="?"))
+    if reason and status == "Running":
+        status = reason
+    return (
+        pod_key(pod),
+        str(pick(pod, "spec.nodeName", "node", default="")),
+        status,
+        str(pick(pod, "restarts", default=restarts)),
+        str(pick(pod, "reason", default=reason)),
+    )
+
+
+def pod_log_text(diagnosis: Any, key: str) -> str | None:
+    """Last log lines of a pod when the diagnosis carries them (else the UI fetches them)."""
+    snap = pick(diagnosis, "snapshot", default=None)
+    logs = pick(snap, "pod_logs", "logs", default=None) or pick(diagnosis, "pod_logs", default=None)
+    if isinstance(logs, dict) and key in logs:
+        return str(logs[key])
+    return None
+
+
+def _lines(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.splitlines()
+    out = []
+    for item in value:
+        if isinstance(item, dict):
+            # `ip -j route` objects: render as `ip route` would
+            parts = [str(item.get("dst", "?"))]
+            for key in ("gateway", "dev", "proto", "scope", "src"):
+                if item.get(key):
+                    word = "via" if key == "gateway" else key
+                    parts += [word, str(item[key])]
+            out.append(" ".join(parts))
+        else:
+            out.append(str(item))
+    return out
+
+
+def routes_of(facts: Any) -> list[str]:
+    return _lines(pick(facts, "routes", "ip_route", "route", default=None))
+
+
+def addresses_of(facts: Any) -> dict[str, str]:
+    addrs = pick(facts, "addresses", "ifaces", "interfaces", default={}) or {}
+    if isinstance(addrs, dict):
+        out = {}
+        for k, v in addrs.items():
+            if isinstance(v, (list, tuple)):
+                v = ", ".join(str(x) for x in v)
+            elif isinstance(v, dict):
+                v = v.get("address") or v.get("addr") or json.dumps(v)
+            out[str(k)] = str(v)
+        return out
+    return {}
+
+
+def address_in_cidr(address: str, cidr: str) -> bool | None:
+    try:
+        ip = ipaddress.ip_interface(address.split(",")[0].strip()).ip
+        return ip in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return None
+
+
+def evidence_lines(findings: Iterable[Any], node: str) -> set[str]:
+    lines: set[str] = set()
+    for f in findings:
+        if f.node == node:
+            lines.update(e.strip() for e in f.evidence)
+    return lines
+
+
+def nat_of(facts: Any) -> dict[str, dict[str, int]]:
+    """{backend: {chain: rule count}} for the KUBE-* (and FLANNEL) chains."""
+    nat = pick(facts, "nat_chains", "nat", "kube_chains", default={}) or {}
+    out: dict[str, dict[str, int]] = {}
+    if isinstance(nat, dict):
+        for backend, chains in nat.items():
+            if isinstance(chains, dict):
+                out[str(backend)] = {str(k): _count(v) for k, v in chains.items()}
+            elif isinstance(chains, (list, tuple)):
+                out[str(backend)] = {str(c): 0 for c in chains}
+    return out
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, (list, tuple)):
+        return len(v)
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def forward_policies(facts: Any) -> dict[str, str]:
+    pol = pick(facts, "forward_policy", "forward_policies", default={}) or {}
+    if isinstance(pol, str):
+        return {"iptables": pol}
+    return {str(k): str(v) for k, v in pol.items()}
+
+
+def raw_outputs(facts: Any) -> dict[str, str]:
+    """Every raw command output a node's facts carry (command -> text); the whole facts as JSON
+    when they carry none, so raw output is always one key away."""
+    raw = pick(facts, "raw", "raw_output", "raw_outputs", "outputs", default=None)
+    if isinstance(raw, dict) and raw:
+        return {str(k): v if isinstance(v, str) else json.dumps(plain(v), indent=2)
+                for k, v in raw.items()}
+    if isinstance(raw, str) and raw:
+        return {"output": raw}
+    if facts is None:
+        return {}
+    return {"facts": json.dumps(plain(facts), indent=2, default=str)}
+
+
+def step_state(plan: Any, outcome: Any) -> str:
+    """needed | nothing to do | done | skipped | failed | ... from a plan and its last outcome."""
+    if outcome is not None:
+        status = pick(outcome, "status", default="")
+        return {
+            "changed": "done", "unchanged": "done", "skipped": "skipped", "failed": "failed",
+            "partial": "partial", "dry-run": "dry-run", "cancelled": "cancelled",
+        }.get(status, str(status))
+    if plan is None:
+        return "planning"
+    return "nothing to do" if not plan.actions else "needed"
+
+
+def actions_by_node(plan: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for action in plan.actions:
+        out.setdefault(action.target, []).append(action)
+    return out
+
+
+def hms(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
