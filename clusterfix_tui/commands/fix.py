@@ -1,15 +1,298 @@
-"""`clusterfix-tui fix` (placeholder until its issue lands)."""
+"""`clusterfix-tui fix`: the runbook, headless.
+
+diagnose -> each step in the runbook's order (or only the named ones): print the plan (the exact
+commands per node, why, risk, rollback), ask y / s / n on the terminal unless --yes (so it works
+over plain ssh), run with streamed output -> wait -> validate -> summary.
+--dry-run prints and journals the plans and changes nothing (the runtime's dry-run runner).
+
+Exit code: 0 the cluster validates healthy at the end, 1 still failing (or a dry run of a broken
+cluster), 2 could not run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import os
 import sys
+import time
+from typing import Any, TextIO
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    from clusterfix_tui.cli import add_connection_flags
+
+    add_connection_flags(parser)
+    parser.add_argument("--step", action="append", metavar="NAME", default=None,
+                        help="run only this step (repeatable): iptables, cni_bridge, pods, "
+                             "worker_kubeconfig, host_network")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print and journal the plans, change nothing")
+    mode.add_argument("--yes", action="store_true",
+                      help="approve every step's default actions without asking")
+    parser.add_argument("--opt-in", action="append", metavar="ACTION_ID", default=[],
+                        help="also approve this opt-in action (e.g. the probe workaround); "
+                             "'all' approves every opt-in action")
+    parser.add_argument("--journal", metavar="PATH",
+                        help="journal file (default: ./clusterfix-session-<time>.jsonl)")
+    parser.add_argument("--report", metavar="PATH",
+                        help="write a session report (format from the extension: .md .html "
+                             ".json .xml)")
+    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                        help="how long validation retries before it reports failure (default 60)")
+    parser.add_argument("--no-validate", action="store_true", help="skip the final validation")
+
+
+def _out(text: str = "", file: TextIO | None = None) -> None:
+    print(text, file=file or sys.stdout, flush=True)
+
+
+def print_plan(plan: Any, out: TextIO = sys.stdout) -> None:
+    from clusterfix_tui.core.fixes.engine import is_opt_in
+
+    _out(f"\n=== step {plan.step}: {plan.title}", out)
+    for f in plan.findings:
+        _out(f"  finding {f.code} on {f.node}: {f.title}", out)
+    for note in plan.notes:
+        _out(f"  note: {note}", out)
+    if plan.nothing_to_do:
+        _out("  nothing to do", out)
+        return
+    for a in plan.actions:
+        tag = " [OPT-IN, not selected by default]" if is_opt_in(a) else ""
+        ro = "" if a.mutating else " (read-only)"
+        _out(f"  [{a.id}] on {a.target} ({a.kind}){ro}{tag}", out)
+        _out(f"      $ {a.command}", out)
+        if a.why:
+            _out(f"      why: {a.why}", out)
+        if a.risk:
+            _out(f"      risk: {a.risk}", out)
+        if a.rollback is not None:
+            _out(f"      rollback: $ {a.rollback.command}", out)
+        elif a.mutating:
+            _out(f"      rollback: none automatic: {a.rollback_note}", out)
+
+
+def ask(question: str, choices: str = "ysn", inp: TextIO | None = None,
+        out: TextIO | None = None) -> str:
+    """Ask on the terminal; returns one of `choices`. EOF counts as 'n' (stop)."""
+    inp = inp or sys.stdin
+    out = out or sys.stdout
+    while True:
+        out.write(question)
+        out.flush()
+        line = inp.readline()
+        if not line:
+            return "n"
+        a = line.strip().lower()
+        if a in ("y", "yes"):
+            return "y"
+        if a in ("s", "skip"):
+            return "s"
+        if a in ("n", "no", "q", "quit"):
+            return "n"
+        out.write("  answer y (run), s (skip this step) or n (stop here)\n")
+
+
+def _default_journal_path() -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return os.path.abspath(f"clusterfix-session-{stamp}.jsonl")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clusterfix-tui fix: not implemented yet", file=sys.stderr)
-    return 2
+    from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.model import STEP_ORDER
+
+    steps = args.step or list(STEP_ORDER)
+    unknown = [s for s in steps if s not in STEP_ORDER]
+    if unknown:
+        _out(f"clusterfix-tui fix: unknown step(s) {', '.join(unknown)}; steps: "
+             f"{', '.join(STEP_ORDER)}", sys.stderr)
+        return 2
+    journal_path = args.journal or _default_journal_path()
+    try:
+        journal = Journal(journal_path)
+    except OSError as exc:
+        _out(f"clusterfix-tui fix: cannot write the journal {journal_path}: {exc}", sys.stderr)
+        return 2
+    _out(f"journal: {journal_path}", sys.stderr)
+    try:
+        from clusterfix_tui.runtime import build_runtime
+
+        rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir,
+                           dry_run=bool(args.dry_run))
+    except Exception as exc:
+        journal.write("error", message=f"cannot build the runtime: {exc}", where="fix")
+        journal.close()
+        _out(f"clusterfix-tui fix: cannot connect: {exc}", sys.stderr)
+        return 2
+    try:
+        return _run(args, rt, journal, steps)
+    finally:
+        try:
+            rt.close()
+        finally:
+            journal.close()
+        if args.report:
+            _write_report(journal_path, args.report)
+
+
+def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> int:
+    from clusterfix_tui.commands.validate import StdlibProber, print_human
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import default_approved, is_opt_in
+    from clusterfix_tui.core.session import RepairSession
+
+    session = RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless",
+                            dry_run=bool(args.dry_run), prober=StdlibProber())
+    try:
+        info = session.cluster_info()
+    except Exception as exc:
+        session._start()
+        journal.write("error", message=f"Kubernetes API: {exc}", where="fix")
+        session.finish(aborted=True)
+        _out(f"clusterfix-tui fix: the Kubernetes API does not answer: {exc}", sys.stderr)
+        return 2
+    _out(f"cluster: {info.get('context')} {info.get('server')} {info.get('version')} "
+         f"({info.get('node_count')} nodes){'  [DRY RUN]' if args.dry_run else ''}")
+
+    conns = session.connect(
+        on_node=lambda c: _out(f"  {c.node:<20} {c.state}{': ' + c.detail if c.detail else ''}",
+                               sys.stderr))
+    for c in conns:
+        if c.state != "connected":
+            session.leave_out(c.node, f"{c.state}: {c.detail}")
+            _out(f"left out {c.node}: {c.state} ({c.detail})", sys.stderr)
+    if not any(c.state == "connected" for c in conns):
+        session.finish(aborted=True)
+        _out("clusterfix-tui fix: no node could be reached over SSH", sys.stderr)
+        return 2
+
+    try:
+        diag = session.diagnose("before", on_progress=None)
+    except Exception as exc:
+        journal.write("error", message=f"diagnosis failed: {exc}", where="diagnose")
+        session.finish(aborted=True)
+        _out(f"clusterfix-tui fix: diagnosis failed: {exc}", sys.stderr)
+        return 2
+    _out(f"\n{len(diag.findings)} finding(s) before repair:")
+    for f in diag.findings:
+        _out(f"  [{f.severity}] {f.code} on {f.node}: {f.title}"
+             + (f"  (step {f.step})" if f.step else ""))
+
+    def on_line(node: str, stream: str, line: str) -> None:
+        _out(f"    [{node}]{' !' if stream == 'stderr' else ''} {line}")
+
+    stopped = False
+    for name in steps:
+        try:
+            get_step(name)
+        except ImportError:
+            journal.write("note", text=f"step {name} is not available in this build")
+            _out(f"\n=== step {name}: not available in this build", sys.stderr)
+            continue
+        plan = session.plan(name)
+        print_plan(plan)
+        if stopped:
+            session.skip(plan, "the user stopped the run earlier")
+            continue
+        if plan.nothing_to_do:
+            session.skip(plan, "nothing to do")
+            continue
+        approved = default_approved(plan)
+        opt = [a.id for a in plan.actions if is_opt_in(a)
+               and ("all" in args.opt_in or a.id in args.opt_in)]
+        approved += opt
+        if args.dry_run:
+            by = "--dry-run"
+        elif args.yes:
+            by = "--yes"
+        else:
+            answer = ask(f"run step {name} ({len(approved)} action(s))? [y/s/n] ")
+            if answer == "s":
+                session.skip(plan, "skipped by the user")
+                continue
+            if answer == "n":
+                session.skip(plan, "the user stopped the run")
+                stopped = True
+                continue
+            by = "user"
+        if not approved:
+            session.skip(plan, "only opt-in actions, none selected")
+            continue
+        _out(f"--- running {name}{' (dry run: nothing is changed)' if args.dry_run else ''}")
+        outcome = session.apply(plan, approved, on_line=on_line, by=by)
+        _out(f"--- {name}: {outcome.status}: {outcome.message}")
+        for o in outcome.actions:
+            if o.status == "failed" and o.result is not None:
+                _out(f"    {o.action_id} failed: exit {o.result.exit_code} "
+                     f"{(o.result.error or o.result.stderr or '').strip()[-300:]}")
+
+    if stopped:
+        verdict = session.finish(aborted=True)
+        _out(f"\nstopped by the user; verdict: {verdict}")
+        return 1
+    if args.no_validate:
+        verdict = session.finish()
+        _out(f"\nverdict: {verdict} (validation skipped)")
+        return 0 if verdict in ("healthy", "fixed") else 1
+
+    changed = any(o.status in ("changed", "partial") for o in session.outcomes.values())
+    deadline = time.monotonic() + (args.wait if changed and not args.dry_run else 0)
+    _out("\nvalidating ...")
+    results = _validate_until(session, rt, deadline)
+    print_human(results)
+    if changed and not args.dry_run:
+        try:
+            session.diagnose("after")
+        except Exception as exc:
+            journal.write("error", message=f"diagnosis after repair failed: {exc}",
+                          where="diagnose")
+    verdict = session.finish()
+    _out(f"\nverdict: {verdict}")
+    for s, o in session.outcomes.items():
+        _out(f"  {s:<18} {o.status}")
+    return 0 if results and all(r.passed for r in results) else 1
+
+
+def _validate_until(session: Any, rt: Any, deadline: float) -> list[Any]:
+    """Retry (unjournaled) until green or the deadline, then journal one final validation."""
+    from clusterfix_tui.core import validate as _val
+
+    while time.monotonic() < deadline:
+        try:
+            probe = _val.validate(rt.api, rt.shells, None, prober=session.prober,
+                                  skip_nodes=sorted(session.left_out))
+        except Exception:
+            probe = []
+        if probe and all(r.passed for r in probe):
+            break
+        bad = [f"{r.name}@{r.target}" for r in probe if not r.passed]
+        _out(f"  waiting: {len(bad)} check(s) failing: {', '.join(bad[:4])}"
+             f"{' ...' if len(bad) > 4 else ''}", sys.stderr)
+        time.sleep(3)
+    return session.validate("after")
+
+
+def _write_report(journal_path: str, report_path: str) -> None:
+    try:
+        from clusterfix_tui.core import report as _report
+        from clusterfix_tui.core.journal import Journal
+    except ImportError:
+        _out("report: core/report.py is not available; no report written", sys.stderr)
+        return
+    try:
+        fmt = _report.format_for_path(report_path) if hasattr(_report, "format_for_path") \
+            else "md"
+        text = _report.render(Journal.read(journal_path), fmt)
+        if hasattr(_report, "write_private"):
+            _report.write_private(report_path, text)
+        else:
+            fd = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        _out(f"report: {report_path}", sys.stderr)
+    except Exception as exc:
+        _out(f"report: could not render {report_path}: {exc}", sys.stderr)

@@ -1,4 +1,10 @@
-"""`clusterfix-tui rollback` (placeholder until its issue lands)."""
+"""`clusterfix-tui rollback --journal PATH [--step NAME] [--yes] [--dry-run]`.
+
+Undoes what a session did, newest first, from its journal: every forward command that started
+(including one whose process died while it ran) and has not been rolled back yet. Actions with no
+automatic rollback are listed with their manual instructions. The rollback is appended to the same
+journal. Exit code: 0 rolled back (or nothing to do), 1 some rollback failed, 2 could not run.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,65 @@ import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    from clusterfix_tui.cli import add_connection_flags
+
+    add_connection_flags(parser)
+    parser.add_argument("--journal", required=True, metavar="PATH", help="the session's journal")
+    parser.add_argument("--step", metavar="NAME", help="roll back only this step")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--yes", action="store_true", help="do not ask")
+    mode.add_argument("--dry-run", action="store_true", help="print, change nothing")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clusterfix-tui rollback: not implemented yet", file=sys.stderr)
-    return 2
+    from clusterfix_tui.commands.fix import ask, print_plan
+    from clusterfix_tui.core.fixes import engine
+    from clusterfix_tui.core.journal import Journal
+
+    try:
+        events = Journal.read(args.journal)
+    except OSError as exc:
+        print(f"clusterfix-tui rollback: cannot read {args.journal}: {exc}", file=sys.stderr)
+        return 2
+    ran = engine.ran_from_events(events, args.step)
+    plan, _ = engine.rollback_plan(ran, args.step)
+    print_plan(plan)
+    unfinished = [ra.action.id for ra in ran if ra.finished_ok is None]
+    if unfinished:
+        print(f"  note: never finished (the session died while they ran): "
+              f"{', '.join(unfinished)}")
+    if plan.nothing_to_do:
+        print("nothing to roll back")
+        return 0
+    if not (args.yes or args.dry_run):
+        if ask(f"run these {len(plan.actions)} rollback action(s)? [y/n] ") != "y":
+            print("not rolled back")
+            return 1
+    try:
+        from clusterfix_tui.runtime import build_runtime
+
+        rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir,
+                           dry_run=bool(args.dry_run))
+    except Exception as exc:
+        print(f"clusterfix-tui rollback: cannot connect: {exc}", file=sys.stderr)
+        return 2
+    journal = Journal(args.journal)
+    try:
+        journal.write("note", text=f"rollback requested from the command line"
+                      f"{' for step ' + args.step if args.step else ''}"
+                      f"{' (dry run)' if args.dry_run else ''}")
+        journal.write("decision", step=plan.step, decision="dry-run" if args.dry_run
+                      else "approved", action_ids=[a.id for a in plan.actions],
+                      by="--yes" if args.yes else ("--dry-run" if args.dry_run else "user"),
+                      rollback=True)
+
+        def on_line(node: str, stream: str, line: str) -> None:
+            print(f"    [{node}]{' !' if stream == 'stderr' else ''} {line}", flush=True)
+
+        outcome = engine.rollback_ran(ran, rt.runner, journal, on_line, None, args.step)
+    finally:
+        rt.close()
+        journal.close()
+    print(f"rollback: {outcome.status}: {outcome.message}")
+    return 0 if outcome.status in ("changed", "unchanged", "dry-run") else 1
