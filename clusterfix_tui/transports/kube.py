@@ -97,7 +97,7 @@ class KubeClusterAPI:
     """The ClusterAPI of one kubeconfig context."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None,
-                 *, request_timeout: Any = REQUEST_TIMEOUT):
+                 *, request_timeout: Any = REQUEST_TIMEOUT, page_size: int = LIST_PAGE):
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
@@ -127,6 +127,7 @@ class KubeClusterAPI:
                 f"{self._cluster!r}, which has no server URL"
             )
         self._timeout = request_timeout
+        self._page_size = page_size
         configuration = client.Configuration()
         configuration.retries = False  # fail fast: the caller reports, the user retries
         try:
@@ -162,6 +163,9 @@ class KubeClusterAPI:
         except ApiException as exc:
             if exc.status == 404 and not_found_ok:
                 return None
+            if not exc.status:  # the REST layer wraps transport failures (TLS) as status 0
+                reason = str(exc.reason or exc).strip().splitlines()
+                raise self._unreachable(what, OSError(reason[-1] if reason else "")) from None
             raise self._api_error(what, exc) from None
         except MaxRetryError as exc:
             raise self._unreachable(what, exc.reason or exc) from None
@@ -220,7 +224,7 @@ class KubeClusterAPI:
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page_args = dict(kwargs, limit=LIST_PAGE)
+            page_args = dict(kwargs, limit=self._page_size)
             if token:
                 page_args["_continue"] = token
             doc = self._call(what, fn, *args, **page_args)
