@@ -307,7 +307,8 @@ def _execute(
             action, step, runner, journal, on_line,
             rollback_of=(rollback_of or {}).get(action.id) if rollback_of is not None else None,
         )
-        if dry and action.mutating:
+        not_run = (result.exit_code is None and result.error is None and not result.timed_out)
+        if dry and (action.mutating or not_run):
             status = "dry-run"
         elif result.ok:
             status = "ok"
@@ -432,7 +433,7 @@ def ran_from_events(events: Sequence[dict[str, Any]], step: str | None = None) -
     for ev in events:
         t = ev.get("type")
         if t == "command_start":
-            if ev.get("dry_run") and ev.get("mutating", True):
+            if ev.get("dry_run"):
                 continue
             if ev.get("rollback"):
                 if ev.get("rollback_of"):
