@@ -1,15 +1,91 @@
-"""`clusterfix-tui lab` (placeholder until its issue lands)."""
+"""`clusterfix-tui lab up | status | down`: a disposable cluster on this machine.
+
+`lab up` runs in the background: it starts a detached daemon (API server + node agents) and
+returns once the lab is ready; the lab lives until `lab down`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
+
+DEFAULT_DIR = ".lab"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    sub = parser.add_subparsers(dest="lab_command", metavar="up|status|down")
+    sub.required = True
+    up = sub.add_parser("up", help="build a lab (in the background) and print how to use it")
+    up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3; node-1 is the control plane)")
+    up.add_argument("--faults", default="none",
+                    help="faults to inject: NAME[,NAME...] (NAME or NAME:NODE), all, or none (default)")
+    up.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
+    st = sub.add_parser("status", help="show what the lab in DIR runs")
+    st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    down = sub.add_parser("down", help="remove every namespace, link, process and file of the lab")
+    down.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clusterfix-tui lab: not implemented yet", file=sys.stderr)
+    from clusterfix_tui.lab import cluster
+
+    try:
+        if args.lab_command == "up":
+            return _up(cluster, args)
+        if args.lab_command == "down":
+            summary = cluster.down(args.dir)
+            print(f"lab in {args.dir} taken down: {len(summary['pids'])} processes, "
+                  f"{len(summary['netns'])} namespaces, {len(summary['links'])} links removed")
+            return 0
+        if args.lab_command == "status":
+            return _status(cluster, args)
+    except cluster.LabError as e:
+        print(f"clusterfix-tui lab {args.lab_command}: {e}", file=sys.stderr)
+        return 1
     return 2
+
+
+def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
+    print(f"building a {args.nodes}-node lab in {args.dir} ...", flush=True)
+    h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults)
+    info = h.info
+    d = shlex.quote(str(h.dir))
+    print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
+          f"(daemon pid {info['daemon_pid']}, API {info['api']['url']}); it runs in the background.")
+    for n in info["nodes"]:
+        print(f"  {n['name']:8} {n['role']:13} {n['ip']:15} podCIDR {n['pod_cidr']}")
+    for f in info.get("faults") or []:
+        print(f"  fault {f.get('name')} on {f.get('node') or 'the cluster'}"
+              + ("" if f.get("physical", True) else " (not physical: see lab.json)"))
+    first = info["nodes"][1]["name"] if len(info["nodes"]) > 1 else info["nodes"][0]["name"]
+    print("\nnext:")
+    print(f"  kubectl --kubeconfig {d}/kubeconfig get nodes -o wide")
+    print(f"  ssh -F {d}/ssh_config {first}")
+    print(f"  curl http://{info['nodes'][0]['ip']}:{info['nodeport']}/")
+    print(f"  clusterfix-tui --lab-dir {d}")
+    print(f"  clusterfix-tui lab down --dir {d}")
+    return 0
+
+
+def _status(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
+    st = cluster.status(args.dir)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0 if st.get("up") else 1
+    if st["state"] == "absent":
+        print(f"no lab in {st['dir']}")
+        return 1
+    print(f"lab {st['lab_id']} in {st['dir']}: {'up' if st['up'] else st['state']}"
+          f"{'' if st['daemon_alive'] else ' (daemon not running: run lab down to clean up)'}")
+    if st.get("api"):
+        print(f"  API {st['api']['url']}   kubeconfig {st['kubeconfig']}   ssh_config {st['ssh_config']}")
+    for n in st["nodes"]:
+        flags = ("anchor" if n["anchor_alive"] else "ANCHOR DOWN") + ", " + ("sshd" if n["sshd_alive"] else "sshd down")
+        pods = ", ".join(f"{p['namespace']}/{p['name']} {p['ip']}" for p in n["pods"])
+        print(f"  {n['name']:8} {n['role'] or '':13} {n['ip'] or '':15} {flags}  {pods}")
+    for f in st.get("faults") or []:
+        print(f"  fault {f.get('name')} on {f.get('node') or 'the cluster'}: {f.get('detail', '')}")
+    return 0 if st["up"] else 1

@@ -1,0 +1,1091 @@
+"""The lab daemon: builds the nodes, hosts the lab API and runs the controller until `lab down`.
+
+Started detached by cluster.up() as `python -m clusterfix_tui.lab.daemon --dir D`. It is the only
+writer of D/lab.json. Every namespace, link and process is written into lab.json *before* it is
+created, so `lab down` can remove exactly what exists even if the daemon died half-way.
+
+The controller is one thread working through a queue: API hooks (pod deleted, DaemonSet rollout
+restart, Deployment patched) and control-socket requests are queued; every ~2 s it reconciles
+(kubelet's readiness probes, crash-loop back-offs, node readiness, pod status, lab.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterfix_tui.lab import agents as A
+from clusterfix_tui.lab import nodes as N
+
+log = logging.getLogger("clusterfix_tui.lab.daemon")
+
+KUBE_VERSION = "v1.32.0"
+FLANNEL_IMAGE = "docker.io/flannel/flannel:v0.26.1"
+KUBE_PROXY_IMAGE = f"registry.k8s.io/kube-proxy:{KUBE_VERSION}"
+ECHO_IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.52"
+JELLYFIN_IMAGE = "docker.io/jellyfin/jellyfin:10.10.3"
+NODEPORT = 30096
+JELLYFIN_PORT = 8096
+ECHO_PORT = 8080
+CLUSTER_IP = "10.96.96.96"
+TICK = 2.0
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+
+FLANNEL = ("kube-flannel", "kube-flannel-ds", "kube-flannel")  # namespace, DaemonSet, container
+KUBE_PROXY = ("kube-system", "kube-proxy", "kube-proxy")
+ECHO = ("default", "net-echo", "net-echo")
+JELLYFIN = ("media", "jellyfin", "jellyfin")
+AGENT_OF = {"kube-flannel-ds": "flannel", "kube-proxy": "kube-proxy"}
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json(path: Path, data: Any, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        os.fchmod(fh.fileno(), mode)
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
+    tmp.replace(path)
+
+
+@dataclass
+class Pod:
+    """The controller's record of one pod; the API object is rendered from it."""
+
+    namespace: str
+    name: str
+    app: str  # DaemonSet / Deployment name
+    node: str
+    container: str
+    image: str
+    host_network: bool
+    ip: str = ""
+    netns: str = ""
+    veth: str = ""
+    pid: int | None = None
+    port: int | None = None
+    created: str = field(default_factory=now_iso)
+    started: str = ""
+    restart_count: int = 0
+    running: bool = False  # container running (not waiting in CrashLoopBackOff)
+    ready: bool = False
+    ever_ready: bool = False
+    last_error: str = ""
+    last_exit: dict = field(default_factory=dict)
+    backoff: float = BACKOFF_START
+    next_retry: float = 0.0
+    probe_error: str = ""
+    probe: dict | None = None
+    template_hash: str = ""
+    proc: Any = None  # subprocess.Popen of the pod server
+
+    def to_info(self) -> dict:
+        return {"namespace": self.namespace, "name": self.name, "app": self.app, "ip": self.ip,
+                "netns": self.netns or None, "pid": self.pid, "port": self.port}
+
+
+class Lab:
+    def __init__(self, lab_dir: Path) -> None:
+        self.dir = lab_dir
+        self.spec = json.loads((lab_dir / ".lab-spec.json").read_text())
+        self.labid: str = self.spec["lab_id"]
+        self.n_nodes: int = int(self.spec["nodes"])
+        self.state_dir = Path(self.spec["state_dir"])
+        self.info: dict[str, Any] = {}
+        self.api: Any = None
+        self.admin_token = secrets.token_urlsafe(24)
+        self.node_tokens: dict[str, str] = {}
+        self.procs: dict[int, Any] = {}
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.agent_state: dict[tuple[str, str], dict] = {}
+        self.ctx: dict[str, A.NodeCtx] = {}
+        self.queue: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.pod_seq = 0
+        self.next_ip: dict[str, int] = {}
+        self.endpoints: list[str] = []
+        self.lock = threading.RLock()
+        self.dirty = False
+
+    # -- lab.json --------------------------------------------------------------------------------
+    def save(self) -> None:
+        with self.lock:
+            for n in self.info.get("nodes", []):
+                n["pods"] = [p.to_info() for p in self.pods.values() if p.node == n["name"] and p.netns]
+                n["system_pods"] = {AGENT_OF[p.app]: f"{p.namespace}/{p.name}" for p in self.pods.values()
+                                    if p.node == n["name"] and p.app in AGENT_OF}
+            self.info["agent_state"] = {f"{k[0]}/{k[1]}": v for k, v in self.agent_state.items()}
+            write_json(self.dir / "lab.json", self.info)
+            self.dirty = False
+
+    # -- bring-up --------------------------------------------------------------------------------
+    def build(self) -> None:
+        t0 = time.monotonic()
+        labid = self.labid
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self.info = {
+            "version": 1, "lab_id": labid, "dir": str(self.dir), "state": "starting",
+            "daemon_pid": os.getpid(), "state_dir": str(self.state_dir),
+            "created_dir": bool(self.spec.get("created_dir")), "created": now_iso(),
+            "flannel_network": A.FLANNEL_NETWORK, "nodeport": NODEPORT,
+            "bridge": None, "api": None, "nodes": [], "pod_netns": [], "faults": [],
+            "files": ["lab.json", "kubeconfig", "ssh_config", "known_hosts", "id_ed25519", "id_ed25519.pub",
+                      "daemon.log", "control.sock", ".lab-spec.json"],
+        }
+        self.save()
+        bridge = f"cfx{labid}"
+        with N.subnet_lock():
+            k = N.pick_bridge_subnet()
+            self.info["bridge"] = {"name": bridge, "cidr": f"10.213.{k}.0/24", "address": f"10.213.{k}.1"}
+            self.save()
+            N.create_bridge(bridge, f"10.213.{k}.1")
+        br_ip = f"10.213.{k}.1"
+
+        # nodes: names first (recorded), then the API (it needs tokens per node)
+        node_infos = []
+        for i in range(1, self.n_nodes + 1):
+            name = f"node-{i}"
+            self.node_tokens[name] = secrets.token_urlsafe(24)
+            node_infos.append({
+                "name": name, "index": i, "netns": f"cfx-{labid}-node-{i}", "veth": f"cfx{labid}n{i}",
+                "ip": f"10.213.{k}.{10 + i}", "pod_cidr": f"10.244.{i - 1}.0/24",
+                "role": "control-plane" if i == 1 else "worker",
+                "node_dir": str(self.state_dir / name), "init_pid": None, "sshd_pid": None,
+                "vtep_mac": None, "pods": [],
+            })
+        self.info["nodes"] = node_infos
+        self.save()
+
+        from clusterfix_tui.lab.api import LabAPI
+
+        self.api = LabAPI(host=br_ip, port=0, tokens=[self.admin_token, *self.node_tokens.values()],
+                          tls=bool(self.spec.get("tls")), state_dir=str(self.state_dir / "api"))
+        self.api.on_pod_deleted = lambda ns, name, pod: self.submit(self._hook_pod_deleted, ns, name)
+        self.api.on_daemonset_restarted = lambda ns, name: self.submit(self._hook_ds_restarted, ns, name)
+        self.api.on_deployment_patched = lambda ns, name, obj: self.submit(self._hook_deploy_patched, ns, name, obj)
+        self.api.start()
+        self.info["api"] = {"url": self.api.url, "tls": bool(self.spec.get("tls"))}
+        self.save()
+        self.api.write_kubeconfig(self.dir / "kubeconfig", self.admin_token)
+
+        # client key, node dirs (host keys, sshd_config, kubeconfigs)
+        pub = N.keygen(self.dir / "id_ed25519", f"clusterfix-lab-{labid}")
+        os.chmod(self.dir / "id_ed25519", 0o600)
+        authorized = self.state_dir / "authorized_keys"
+        authorized.write_text(pub + "\n")
+        os.chmod(authorized, 0o600)
+        known = []
+
+        def prep(n: dict) -> str:
+            nd = Path(n["node_dir"])
+            host_pub = N.prepare_node_dir(nd, name=n["name"], labid=labid, ip=n["ip"], authorized_keys=authorized)
+            token = self.admin_token if n["role"] == "control-plane" else self.node_tokens[n["name"]]
+            self.api.write_kubeconfig(nd / "files" / "kubelet.conf", self.node_tokens[n["name"]],
+                                      user=f"system:node:{n['name']}", context=f"system:node:{n['name']}@kubernetes")
+            self.api.write_kubeconfig(nd / "root" / ".kube" / "config", token)
+            if n["role"] == "control-plane":
+                self.api.write_kubeconfig(nd / "files" / "admin.conf", self.admin_token,
+                                          user="kubernetes-admin", context="kubernetes-admin@kubernetes")
+            (nd / "files" / "10-flannel.conflist").write_text(CONFLIST)
+            return host_pub
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            pubs = list(pool.map(prep, node_infos))
+        for n, host_pub in zip(node_infos, pubs):
+            known.append(f"{n['name']},{n['ip']} {' '.join(host_pub.split()[:2])}")
+        (self.dir / "known_hosts").write_text("\n".join(known) + "\n")
+        ssh_lines = [f"# clusterfix-tui lab {labid}: ssh -F {self.dir / 'ssh_config'} node-1\n"]
+        for n in node_infos:
+            ssh_lines.append(
+                f"Host {n['name']}\n  HostName {n['ip']}\n  User root\n  IdentityFile {self.dir / 'id_ed25519'}\n"
+                f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.dir / 'known_hosts'}\n"
+                f"  StrictHostKeyChecking yes\n  LogLevel ERROR\n\n")
+        (self.dir / "ssh_config").write_text("".join(ssh_lines))
+
+        # namespaces and veths
+        for n in node_infos:
+            N.add_netns(n["netns"])
+        lines = []
+        for n in node_infos:
+            lines += [f"link add {n['veth']} type veth peer name eth0 netns {n['netns']}",
+                      f"link set {n['veth']} master {bridge}", f"link set {n['veth']} up"]
+        N.ip_batch(None, lines)
+        for n in node_infos:
+            N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"])
+
+        # anchors, then sshd inside each node
+        anchors = {}
+        for n in node_infos:
+            p = N.start_anchor(n["netns"], n["name"], Path(n["node_dir"]))
+            self.procs[p.pid] = p
+            n["init_pid"] = p.pid
+            anchors[n["name"]] = p
+        self.save()
+        for n in node_infos:
+            N.wait_anchor(anchors[n["name"]], Path(n["node_dir"]), timeout=30 + self.n_nodes)
+            self.ctx[n["name"]] = A.NodeCtx(name=n["name"], index=n["index"], netns=n["netns"], ip=n["ip"],
+                                            pod_cidr=n["pod_cidr"], init_pid=n["init_pid"],
+                                            node_dir=Path(n["node_dir"]))
+            self.next_ip[n["name"]] = 2
+        for n in node_infos:
+            self._start_sshd(n)
+        self.save()
+        for n in node_infos:
+            N.wait_tcp(n["ip"], 22, timeout=15, proc=self.procs.get(n["sshd_pid"]))
+        log.info("nodes up in %.2fs", time.monotonic() - t0)
+
+        # API objects: namespaces, nodes, workloads
+        self._seed_objects()
+
+        # flannel on every node: local side first (VTEP MACs), then the mesh in one go
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = dict(zip(self.ctx, pool.map(lambda c: A.flannel_start(c, None), self.ctx.values())))
+        for name, res in results.items():
+            if not res.ok:
+                raise RuntimeError(f"flannel on {name} failed at bring-up: {res.error}")
+            self._annotate_vtep(name, res.data["vtep_mac"])
+        node_objs = self.api.list("v1/nodes")
+
+        def mesh(c: A.NodeCtx) -> None:
+            A.program_peers(c, A.peers_from_nodes(node_objs, c.name))
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(mesh, self.ctx.values()))
+        for name, res in results.items():
+            pod = self._new_pod(FLANNEL, name, host_network=True)
+            self._set_running(pod, res.log)
+        log.info("flannel up in %.2fs", time.monotonic() - t0)
+
+        # pods with their own namespaces: net-echo everywhere, jellyfin on the first worker
+        for name in self.ctx:
+            self._start_netns_pod(self._new_pod(ECHO, name, host_network=False, port=ECHO_PORT))
+        jf_node = "node-2" if self.n_nodes >= 2 else "node-1"
+        jf = self._new_pod(JELLYFIN, jf_node, host_network=False, port=JELLYFIN_PORT)
+        jf.probe = JELLYFIN_PROBE
+        self._start_netns_pod(jf)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            self._probe(jf)
+            if jf.ready:
+                break
+            time.sleep(0.05)
+        self._update_endpoints(resync=False)
+
+        # kube-proxy on every node
+        services = self._services()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            kp = dict(zip(self.ctx, pool.map(lambda c: A.kube_proxy_sync(c, services, first=True),
+                                              self.ctx.values())))
+        for name, res in kp.items():
+            pod = self._new_pod(KUBE_PROXY, name, host_network=True)
+            if res.ok:
+                self._set_running(pod, res.log)
+            else:
+                self._crash(pod, res.log, res.error)
+        for p in self.pods.values():
+            self._render(p)
+        self._update_workload_status()
+        self.info["state"] = "ready"
+        self.info["ready_seconds"] = round(time.monotonic() - t0, 2)
+        self.save()
+        log.info("lab %s ready in %.2fs", labid, time.monotonic() - t0)
+
+    def _start_sshd(self, n: dict) -> None:
+        p = N.start_sshd(n["init_pid"], Path(n["node_dir"]))
+        self.procs[p.pid] = p
+        n["sshd_pid"] = p.pid
+
+    # -- API objects -----------------------------------------------------------------------------
+    def _seed_objects(self) -> None:
+        api = self.api
+        for ns in ("default", "kube-system", "kube-flannel", "media", "kube-public", "kube-node-lease"):
+            with contextlib.suppress(Exception):
+                api.put("v1/namespaces", None, ns, {"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]},
+                                                    "status": {"phase": "Active"}})
+        kernel = os.uname().release
+        for n in self.info["nodes"]:
+            labels = {"kubernetes.io/hostname": n["name"], "kubernetes.io/os": "linux",
+                      "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                      "beta.kubernetes.io/arch": "amd64"}
+            spec: dict[str, Any] = {"podCIDR": n["pod_cidr"], "podCIDRs": [n["pod_cidr"]]}
+            if n["role"] == "control-plane":
+                labels["node-role.kubernetes.io/control-plane"] = ""
+                labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
+                spec["taints"] = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+            api.put("v1/nodes", None, n["name"], {
+                "metadata": {"name": n["name"], "labels": labels, "annotations": {
+                    "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                "spec": spec,
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": n["ip"]}, {"type": "Hostname", "address": n["name"]}],
+                    "conditions": _node_conditions(True),
+                    "capacity": {"cpu": "2", "memory": "4015668Ki", "pods": "110", "ephemeral-storage": "30787492Ki"},
+                    "allocatable": {"cpu": "2", "memory": "3913268Ki", "pods": "110", "ephemeral-storage": "28373752335"},
+                    "nodeInfo": {"kubeletVersion": KUBE_VERSION, "kubeProxyVersion": KUBE_VERSION,
+                                 "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": kernel,
+                                 "containerRuntimeVersion": "containerd://1.7.24", "architecture": "amd64",
+                                 "operatingSystem": "linux", "machineID": secrets.token_hex(16),
+                                 "systemUUID": secrets.token_hex(16), "bootID": secrets.token_hex(16)},
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                }})
+        api.put("v1/configmaps", "kube-system", "kube-proxy", {
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
+            "data": {"config.conf": KUBE_PROXY_CONF, "kubeconfig.conf": KUBE_PROXY_KUBECONFIG}})
+        api.put("v1/configmaps", "kube-flannel", "kube-flannel-cfg", {
+            "metadata": {"name": "kube-flannel-cfg", "namespace": "kube-flannel",
+                         "labels": {"app": "flannel", "k8s-app": "flannel", "tier": "node"}},
+            "data": {"cni-conf.json": CONFLIST, "net-conf.json": NET_CONF}})
+        for (ns, name, container), image, labels, extra in (
+            (FLANNEL, FLANNEL_IMAGE, {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
+             {"hostNetwork": True, "command": ["/opt/bin/flanneld", "--ip-masq", "--kube-subnet-mgr"]}),
+            (KUBE_PROXY, KUBE_PROXY_IMAGE, {"k8s-app": "kube-proxy"},
+             {"hostNetwork": True, "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
+                                               "--hostname-override=$(NODE_NAME)"]}),
+            (ECHO, ECHO_IMAGE, {"app": "net-echo"},
+             {"command": ["/agnhost", "netexec", f"--http-port={ECHO_PORT}"], "port": ECHO_PORT}),
+        ):
+            api.put("apps/v1/daemonsets", ns, name, {
+                "metadata": {"name": name, "namespace": ns, "labels": labels, "generation": 1,
+                             "annotations": {"deprecated.daemonset.template.generation": "1"}},
+                "spec": {"selector": {"matchLabels": labels},
+                         "updateStrategy": {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                         "template": _template(labels, container, image, extra)},
+                "status": {}})
+        jl = {"app": "jellyfin"}
+        api.put("apps/v1/deployments", "media", "jellyfin", {
+            "metadata": {"name": "jellyfin", "namespace": "media", "labels": jl, "generation": 1,
+                         "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": jl},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                     "template": _template(jl, "jellyfin", JELLYFIN_IMAGE,
+                                           {"port": JELLYFIN_PORT, "probe": JELLYFIN_PROBE})},
+            "status": {}})
+        api.put("v1/services", "media", "jellyfin", {
+            "metadata": {"name": "jellyfin", "namespace": "media", "labels": jl},
+            "spec": {"type": "NodePort", "selector": jl, "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
+                     "externalTrafficPolicy": "Cluster", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     "sessionAffinity": "None",
+                     "ports": [{"name": "http", "protocol": "TCP", "port": JELLYFIN_PORT,
+                                "targetPort": JELLYFIN_PORT, "nodePort": NODEPORT}]},
+            "status": {"loadBalancer": {}}})
+        api.put("v1/services", "default", "kubernetes", {
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                     "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}]},
+            "status": {"loadBalancer": {}}})
+
+    def _annotate_vtep(self, node: str, mac: str) -> None:
+        ip = self.ctx[node].ip
+
+        def fn(obj: dict) -> None:
+            ann = obj.setdefault("metadata", {}).setdefault("annotations", {})
+            ann[A.BACKEND_DATA] = json.dumps({"VNI": A.VXLAN_ID, "VtepMAC": mac}, separators=(",", ":"))
+            ann[A.BACKEND_TYPE] = "vxlan"
+            ann[A.KUBE_SUBNET_MGR] = "true"
+            ann[A.PUBLIC_IP] = ip
+
+        self.api.mutate("v1/nodes", None, node, fn)
+        for n in self.info["nodes"]:
+            if n["name"] == node:
+                n["vtep_mac"] = mac
+
+    # -- pods ------------------------------------------------------------------------------------
+    def _new_pod(self, kind: tuple[str, str, str], node: str, *, host_network: bool, port: int | None = None) -> Pod:
+        ns, app, container = kind
+        image = {FLANNEL: FLANNEL_IMAGE, KUBE_PROXY: KUBE_PROXY_IMAGE, ECHO: ECHO_IMAGE,
+                 JELLYFIN: JELLYFIN_IMAGE}[kind]
+        if kind == JELLYFIN:
+            name = f"jellyfin-{self._rs_hash()}-{N.random_suffix()}"
+        else:
+            name = f"{app}-{N.random_suffix()}"
+        pod = Pod(namespace=ns, name=name, app=app, node=node, container=container, image=image,
+                  host_network=host_network, port=port)
+        if host_network:
+            pod.ip = self.ctx[node].ip
+        self.pods[(ns, name)] = pod
+        return pod
+
+    def _rs_hash(self) -> str:
+        if "rs_hash" not in self.info:
+            self.info["rs_hash"] = "".join(N.random_suffix(10))
+        return self.info["rs_hash"]
+
+    def _start_netns_pod(self, pod: Pod) -> None:
+        ctx = self.ctx[pod.node]
+        self.pod_seq += 1
+        pod.netns = f"cfx-{self.labid}-p-{self.pod_seq}"
+        pod.veth = f"veth{secrets.token_hex(4)}"
+        host = self.next_ip[pod.node]
+        self.next_ip[pod.node] = host + 1 if host < 250 else 2
+        pod.ip = str(ctx.subnet.network_address + host)
+        with self.lock:
+            self.info["pod_netns"].append(pod.netns)
+        self.save()
+        N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
+        proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, Path(ctx.node_dir) / f"pod-{pod.name}.log")
+        self.procs[proc.pid] = proc
+        pod.proc = proc
+        pod.pid = proc.pid
+        pod.running = True
+        pod.started = now_iso()
+        pod.ready = pod.probe is None
+        pod.ever_ready = pod.ready
+        self.save()
+        self.api.set_pod_log(pod.namespace, pod.name, _app_log(pod))
+
+    def _stop_netns_pod(self, pod: Pod) -> None:
+        if pod.pid:
+            N.kill_pid(pod.pid, marker="pod_server.py")
+            self.procs.pop(pod.pid, None)
+        if pod.netns:
+            N.delete_netns(pod.netns)
+            with self.lock:
+                if pod.netns in self.info["pod_netns"]:
+                    self.info["pod_netns"].remove(pod.netns)
+
+    def _set_running(self, pod: Pod, text: str) -> None:
+        pod.running = True
+        pod.ready = True
+        pod.ever_ready = True
+        pod.last_error = ""
+        pod.started = now_iso()
+        pod.backoff = BACKOFF_START
+        self._write_log(pod, text)
+
+    def _crash(self, pod: Pod, text: str, error: str, backoff: float | None = None) -> None:
+        """The container exited 1: CrashLoopBackOff, restartCount up, Warning event."""
+        first = not pod.last_error and pod.restart_count == 0 and not pod.started
+        pod.running = False
+        pod.ready = False
+        pod.last_error = error
+        pod.last_exit = {"exitCode": 1, "reason": "Error", "startedAt": pod.started or now_iso(),
+                         "finishedAt": now_iso(), "containerID": f"containerd://{secrets.token_hex(32)}"}
+        if not first:
+            pod.restart_count += 1
+        if backoff is not None:
+            pod.backoff = backoff
+        pod.next_retry = time.monotonic() + pod.backoff
+        pod.backoff = min(pod.backoff * 2, BACKOFF_MAX)
+        self._write_log(pod, text)
+        self._render(pod)
+        obj = self.api.get("v1/pods", pod.namespace, pod.name) or {}
+        involved = {"kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                    "uid": obj.get("metadata", {}).get("uid"), "fieldPath": f"spec.containers{{{pod.container}}}"}
+        self.api.add_event(pod.namespace, involved, "BackOff",
+                           f"Back-off restarting failed container {pod.container} in pod "
+                           f"{pod.name}_{pod.namespace}({involved.get('uid') or ''})", "Warning", host=pod.node)
+
+    def _write_log(self, pod: Pod, text: str) -> None:
+        prev = getattr(pod, "_log", None)
+        pod._log = text  # type: ignore[attr-defined]
+        self.api.set_pod_log(pod.namespace, pod.name, text, prev)
+
+    def _render(self, pod: Pod) -> None:
+        """Write the pod's API object from the controller's record."""
+        ds = pod.app in ("kube-flannel-ds", "kube-proxy", "net-echo")
+        labels = {"kube-flannel-ds": {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
+                  "kube-proxy": {"k8s-app": "kube-proxy"}, "net-echo": {"app": "net-echo"},
+                  "jellyfin": {"app": "jellyfin"}}[pod.app].copy()
+        if ds:
+            labels["controller-revision-hash"] = "6b9c8f7d5f"
+            labels["pod-template-generation"] = "1"
+            owner = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": pod.app, "controller": True,
+                     "blockOwnerDeletion": True}
+        else:
+            labels["pod-template-hash"] = self._rs_hash()
+            owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"jellyfin-{self._rs_hash()}",
+                     "controller": True, "blockOwnerDeletion": True}
+        container: dict[str, Any] = {"name": pod.container, "image": pod.image, "imagePullPolicy": "IfNotPresent"}
+        if pod.port:
+            container["ports"] = [{"containerPort": pod.port, "protocol": "TCP",
+                                   **({"name": "http"} if pod.app == "jellyfin" else {})}]
+        if pod.probe:
+            container["readinessProbe"] = pod.probe
+        spec: dict[str, Any] = {"nodeName": pod.node, "containers": [container], "restartPolicy": "Always",
+                                "schedulerName": "default-scheduler", "serviceAccountName": "default",
+                                "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst"}
+        if pod.host_network:
+            spec["hostNetwork"] = True
+            spec["priorityClassName"] = "system-node-critical"
+        if ds:
+            spec["tolerations"] = [{"operator": "Exists"}]
+        if pod.running:
+            state = {"running": {"startedAt": pod.started or now_iso()}}
+        else:
+            state = {"waiting": {"reason": "CrashLoopBackOff",
+                                 "message": f"back-off {int(min(pod.backoff / 2, BACKOFF_MAX))}s restarting failed "
+                                            f"container={pod.container} pod={pod.name}_{pod.namespace}"}}
+        cs = {"name": pod.container, "image": pod.image, "imageID": pod.image + "@sha256:" + "0" * 64,
+              "ready": pod.ready, "started": pod.running, "restartCount": pod.restart_count, "state": state,
+              "lastState": {"terminated": pod.last_exit} if pod.last_exit else {},
+              "containerID": f"containerd://{pod.name}"}
+        t = now_iso()
+        ready = "True" if pod.ready else "False"
+        conditions = [
+            {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": pod.created},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": pod.created},
+            {"type": "Ready", "status": ready, "lastTransitionTime": t,
+             **({} if pod.ready else {"reason": "ContainersNotReady",
+                                      "message": f"containers with unready status: [{pod.container}]"})},
+            {"type": "ContainersReady", "status": ready, "lastTransitionTime": t,
+             **({} if pod.ready else {"reason": "ContainersNotReady",
+                                      "message": f"containers with unready status: [{pod.container}]"})},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": pod.created},
+        ]
+        status = {"phase": "Running", "hostIP": self.ctx[pod.node].ip, "hostIPs": [{"ip": self.ctx[pod.node].ip}],
+                  "podIP": pod.ip, "podIPs": [{"ip": pod.ip}], "startTime": pod.created, "qosClass": "Burstable",
+                  "conditions": conditions, "containerStatuses": [cs]}
+        obj = {"metadata": {"name": pod.name, "namespace": pod.namespace, "labels": labels,
+                            "ownerReferences": [owner]},
+               "spec": spec, "status": status}
+        existing = self.api.get("v1/pods", pod.namespace, pod.name)
+        if existing is None:
+            obj["metadata"]["creationTimestamp"] = pod.created
+            self.api.put("v1/pods", pod.namespace, pod.name, obj)
+        else:
+            def fn(o: dict) -> None:
+                o["spec"] = spec
+                o["status"] = status
+                o.setdefault("metadata", {})["labels"] = labels
+            self.api.mutate("v1/pods", pod.namespace, pod.name, fn)
+
+    def _services(self) -> list[A.ServicePort]:
+        return [A.ServicePort("media", "jellyfin", "http", "TCP", CLUSTER_IP, JELLYFIN_PORT, NODEPORT,
+                              JELLYFIN_PORT, list(self.endpoints))]
+
+    def _update_endpoints(self, *, resync: bool = True) -> None:
+        eps = sorted(p.ip for p in self.pods.values() if p.app == "jellyfin" and p.ready and p.running)
+        not_ready = sorted(p.ip for p in self.pods.values() if p.app == "jellyfin" and not p.ready)
+        changed = eps != self.endpoints or self.api.get("v1/endpoints", "media", "jellyfin") is None
+        self.endpoints = eps
+        if not changed:
+            return
+        subset: dict[str, Any] = {"ports": [{"name": "http", "port": JELLYFIN_PORT, "protocol": "TCP"}]}
+        if eps:
+            subset["addresses"] = [self._ep_addr(ip) for ip in eps]
+        if not_ready:
+            subset["notReadyAddresses"] = [self._ep_addr(ip) for ip in not_ready]
+        self.api.put("v1/endpoints", "media", "jellyfin", {
+            "metadata": {"name": "jellyfin", "namespace": "media", "labels": {"app": "jellyfin"}},
+            "subsets": [subset] if (eps or not_ready) else []})
+        if resync:
+            self._resync_kube_proxies()
+
+    def _ep_addr(self, ip: str) -> dict:
+        pod = next((p for p in self.pods.values() if p.ip == ip and p.app == "jellyfin"), None)
+        d: dict[str, Any] = {"ip": ip}
+        if pod:
+            d["nodeName"] = pod.node
+            d["targetRef"] = {"kind": "Pod", "name": pod.name, "namespace": pod.namespace}
+        return d
+
+    def _resync_kube_proxies(self) -> None:
+        services = self._services()
+        targets = [p for p in self.pods.values() if p.app == "kube-proxy" and p.running
+                   and not self.agent_state.get((p.node, "kube-proxy"), {}).get("crashed")]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda p: A.kube_proxy_sync(self.ctx[p.node], services, first=False), targets))
+        for p, res in zip(targets, results):
+            if not res.ok:
+                self._crash(p, res.log, res.error)
+
+    # -- agents ----------------------------------------------------------------------------------
+    def _run_agent(self, pod: Pod, *, first: bool = True) -> None:
+        """(Re)start a system pod's container: run its agent on the node, or stay crashed."""
+        agent = AGENT_OF[pod.app]
+        state = self.agent_state.get((pod.node, agent), {})
+        if state.get("crashed"):
+            text = state.get("message") or ""
+            self._crash(pod, text if text.endswith("\n") else text + "\n", state.get("error") or "crashed",
+                        backoff=float(state.get("backoff", BACKOFF_MAX)))
+            return
+        ctx = self.ctx[pod.node]
+        if agent == "flannel":
+            before = self._node_info(pod.node).get("vtep_mac")
+            res = A.flannel_start(ctx, A.peers_from_nodes(self.api.list("v1/nodes"), pod.node))
+            if res.ok:
+                mac = res.data["vtep_mac"]
+                self._set_running(pod, res.log)
+                if mac != before:
+                    self._annotate_vtep(pod.node, mac)
+                    # the other nodes' flanneld watch Node objects and reprogram this peer
+                    peers = A.peers_from_nodes(self.api.list("v1/nodes"), "")
+                    me = [p for p in peers if p.name == pod.node]
+                    for other in self.pods.values():
+                        if other.app == "kube-flannel-ds" and other.running and other.node != pod.node:
+                            with contextlib.suppress(Exception):
+                                A.program_peers(self.ctx[other.node], me)
+            else:
+                self._crash(pod, res.log, res.error)
+        else:
+            res = A.kube_proxy_sync(ctx, self._services(), first=first)
+            if res.ok:
+                self._set_running(pod, res.log)
+            else:
+                self._crash(pod, res.log, res.error)
+        self._render(pod)
+
+    def _node_info(self, node: str) -> dict:
+        return next(n for n in self.info["nodes"] if n["name"] == node)
+
+    def _replace_pod(self, pod: Pod) -> Pod:
+        """What the DaemonSet/ReplicaSet controller does when a pod goes away: a new pod, new name,
+        same node, then kubelet starts it."""
+        self.pods.pop((pod.namespace, pod.name), None)
+        kind = {"kube-flannel-ds": FLANNEL, "kube-proxy": KUBE_PROXY, "net-echo": ECHO, "jellyfin": JELLYFIN}[pod.app]
+        if pod.netns:
+            self._stop_netns_pod(pod)
+        # a new pod gets a fresh container: the crash state of the old one goes with it
+        self.agent_state.pop((pod.node, AGENT_OF.get(pod.app, "")), None)
+        new = self._new_pod(kind, pod.node, host_network=pod.host_network, port=pod.port)
+        if pod.app in AGENT_OF:
+            self._run_agent(new)
+        else:
+            if pod.app == "jellyfin":
+                new.probe = self._jellyfin_probe()
+            self._start_netns_pod(new)
+            self._render(new)
+            if new.probe:
+                self._probe(new)
+        self._update_endpoints()
+        self._update_workload_status()
+        self.dirty = True
+        return new
+
+    def _jellyfin_probe(self) -> dict | None:
+        d = self.api.get("apps/v1/deployments", "media", "jellyfin") or {}
+        containers = d.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+        return containers[0].get("readinessProbe")
+
+    # -- hooks (run on the controller thread) ----------------------------------------------------
+    def _hook_pod_deleted(self, ns: str, name: str) -> None:
+        pod = self.pods.get((ns, name))
+        if pod is None:
+            return
+        log.info("pod %s/%s deleted through the API: replacing it on %s", ns, name, pod.node)
+        self._replace_pod(pod)
+
+    def _hook_ds_restarted(self, ns: str, name: str) -> None:
+        olds = [p for p in self.pods.values() if p.namespace == ns and p.app == name]
+        log.info("rollout restart of %s/%s: %d pods", ns, name, len(olds))
+        for pod in olds:
+            with contextlib.suppress(Exception):
+                self.api.delete("v1/pods", pod.namespace, pod.name)
+            self._replace_pod(pod)
+
+    def _hook_deploy_patched(self, ns: str, name: str, obj: dict) -> None:
+        if (ns, name) != ("media", "jellyfin"):
+            return
+        probe = self._jellyfin_probe()
+        for pod in [p for p in self.pods.values() if p.app == "jellyfin"]:
+            if pod.probe != probe:
+                log.info("jellyfin pod template changed: rolling %s", pod.name)
+                with contextlib.suppress(Exception):
+                    self.api.delete("v1/pods", pod.namespace, pod.name)
+                self._replace_pod(pod)
+        self._update_workload_status()
+
+    # -- reconcile -------------------------------------------------------------------------------
+    def _probe(self, pod: Pod) -> None:
+        probe = pod.probe or {}
+        was = pod.ready
+        if not pod.running:
+            ok, err = False, ""
+        elif "httpGet" in probe:
+            hg = probe["httpGet"]
+            port = hg.get("port", pod.port)
+            port = pod.port if isinstance(port, str) else int(port)
+            ok, err = A.http_probe(self.ctx[pod.node], pod.ip, int(port or 80), hg.get("path", "/"),
+                                   timeout=float(probe.get("timeoutSeconds", 1)))
+        elif "exec" in probe:
+            ok, err = A.exec_probe(pod.netns, list(probe["exec"].get("command") or []))
+        elif "tcpSocket" in probe:
+            st, err = N.http_get_in_netns(f"/run/netns/{self.ctx[pod.node].netns}", pod.ip, pod.port or 80)
+            ok = st is not None
+        else:
+            ok, err = True, ""
+        pod.ready = ok
+        pod.ever_ready = pod.ever_ready or ok
+        pod.probe_error = err
+        if not ok and err and self.api is not None and self.info.get("state") == "ready":
+            obj = self.api.get("v1/pods", pod.namespace, pod.name) or {}
+            involved = {"kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                        "uid": obj.get("metadata", {}).get("uid"),
+                        "fieldPath": f"spec.containers{{{pod.container}}}"}
+            self.api.add_event(pod.namespace, involved, "Unhealthy", f"Readiness probe failed: {err}",
+                               "Warning", host=pod.node)
+        if was != pod.ready:
+            self._render(pod)
+            self.dirty = True
+
+    def reconcile(self) -> None:
+        now = time.monotonic()
+        # nodes: Ready while the anchor lives
+        for n in self.info["nodes"]:
+            alive = N.pid_alive(n["init_pid"])
+            if n.get("ready") != alive:
+                n["ready"] = alive
+                self.api.mutate("v1/nodes", None, n["name"],
+                                lambda o, a=alive: o.setdefault("status", {}).__setitem__("conditions", _node_conditions(a)))
+                self.dirty = True
+            sp = n.get("sshd_pid")
+            if sp and sp in self.procs and self.procs[sp].poll() is not None:
+                self.procs.pop(sp, None)
+        # crash-looping system pods: kubelet restarts them after their back-off
+        for pod in list(self.pods.values()):
+            if pod.app in AGENT_OF and not pod.running and now >= pod.next_retry:
+                self._run_agent(pod, first=True)
+                self.dirty = True
+        # pod servers that died: kubelet restarts the container
+        for pod in list(self.pods.values()):
+            if pod.netns and pod.proc is not None and pod.proc.poll() is not None:
+                self.procs.pop(pod.pid, None)
+                pod.restart_count += 1
+                pod.last_exit = {"exitCode": pod.proc.returncode or 137, "reason": "Error",
+                                 "startedAt": pod.started, "finishedAt": now_iso()}
+                ctx = self.ctx[pod.node]
+                proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, ctx.node_dir / f"pod-{pod.name}.log")
+                self.procs[proc.pid] = proc
+                pod.proc, pod.pid, pod.started = proc, proc.pid, now_iso()
+                self._render(pod)
+                self.dirty = True
+        # readiness probes
+        for pod in list(self.pods.values()):
+            if pod.probe:
+                self._probe(pod)
+        self._update_endpoints()
+        self._update_workload_status()
+        if self.dirty:
+            self.save()
+
+    def _update_workload_status(self) -> None:
+        for ns, name, _c in (FLANNEL, KUBE_PROXY, ECHO):
+            pods = [p for p in self.pods.values() if p.app == name]
+            ready = sum(1 for p in pods if p.ready)
+            st = {"currentNumberScheduled": len(pods), "desiredNumberScheduled": len(pods),
+                  "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
+                  "updatedNumberScheduled": len(pods)}
+            if len(pods) - ready:
+                st["numberUnavailable"] = len(pods) - ready
+
+            def fn(o: dict, st: dict = st) -> None:
+                st["observedGeneration"] = o.get("metadata", {}).get("generation", 1)
+                if o.get("status") != st:
+                    o["status"] = st
+            self.api.mutate("apps/v1/daemonsets", ns, name, fn)
+        pods = [p for p in self.pods.values() if p.app == "jellyfin"]
+        ready = sum(1 for p in pods if p.ready)
+
+        def dfn(o: dict) -> None:
+            gen = o.get("metadata", {}).get("generation", 1)
+            st = {"observedGeneration": gen, "replicas": len(pods), "updatedReplicas": len(pods),
+                  "readyReplicas": ready, "availableReplicas": ready,
+                  "conditions": [{"type": "Available", "status": "True" if ready else "False",
+                                  "reason": "MinimumReplicasAvailable" if ready else "MinimumReplicasUnavailable",
+                                  "message": "Deployment has minimum availability." if ready
+                                  else "Deployment does not have minimum availability."},
+                                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                                  "message": f'ReplicaSet "jellyfin-{self._rs_hash()}" has successfully progressed.'}]}
+            if len(pods) - ready:
+                st["unavailableReplicas"] = len(pods) - ready
+            old = dict(o.get("status") or {})
+            if {k: v for k, v in old.items() if k != "conditions"} != {k: v for k, v in st.items() if k != "conditions"}:
+                o["status"] = st
+        self.api.mutate("apps/v1/deployments", "media", "jellyfin", dfn)
+
+    # -- control requests ------------------------------------------------------------------------
+    def submit(self, fn: Callable, *args: Any) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self.queue.put((fn, args, fut))
+        return fut
+
+    def handle_request(self, req: dict) -> dict:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "state": self.info.get("state")}
+        fn = getattr(self, f"_op_{str(op).replace('-', '_')}", None)
+        if fn is None:
+            return {"ok": False, "error": f"unknown op {op!r}"}
+        fut = self.submit(fn, req)
+        try:
+            return {"ok": True, "result": fut.result(timeout=float(req.get("timeout", 120)))}
+        except Exception as e:  # noqa: BLE001 - reported to the client
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+    def _op_reconcile(self, req: dict) -> dict:
+        self.reconcile()
+        return {}
+
+    def _op_stop_sshd(self, req: dict) -> dict:
+        n = self._node_info(req["node"])
+        pid = n.get("sshd_pid")
+        killed = N.kill_pid(pid, marker="sshd_config")
+        if pid in self.procs:
+            with contextlib.suppress(Exception):
+                self.procs.pop(pid).wait(timeout=5)
+        n["sshd_pid"] = None
+        self.save()
+        return {"killed": killed, "pid": pid}
+
+    def _op_start_sshd(self, req: dict) -> dict:
+        n = self._node_info(req["node"])
+        if n.get("sshd_pid") and N.pid_alive(n["sshd_pid"]):
+            return {"pid": n["sshd_pid"], "started": False}
+        self._start_sshd(n)
+        self.save()
+        N.wait_tcp(n["ip"], 22, timeout=15, proc=self.procs.get(n["sshd_pid"]))
+        return {"pid": n["sshd_pid"], "started": True}
+
+    def _op_set_agent_state(self, req: dict) -> dict:
+        node, agent, state = req["node"], req["agent"], dict(req.get("state") or {})
+        self._node_info(node)
+        if agent not in ("flannel", "kube-proxy"):
+            raise ValueError(f"unknown agent {agent!r} (flannel | kube-proxy)")
+        if state:
+            self.agent_state[(node, agent)] = state
+        else:
+            self.agent_state.pop((node, agent), None)
+        app = {"flannel": "kube-flannel-ds", "kube-proxy": "kube-proxy"}[agent]
+        pod = next((p for p in self.pods.values() if p.node == node and p.app == app), None)
+        if pod is not None and state.get("crashed"):
+            text = state.get("message") or ""
+            self._crash(pod, text if text.endswith("\n") else text + "\n", state.get("error") or "crashed",
+                        backoff=float(state.get("backoff", BACKOFF_MAX)))
+        self.save()
+        return {"pod": pod.name if pod else None}
+
+    def _op_restart_pod(self, req: dict) -> dict:
+        """Restart a system/app pod like `kubectl delete pod` would (a new pod on the same node)."""
+        node, app = req["node"], req["app"]
+        app = {"flannel": "kube-flannel-ds", "kube-flannel": "kube-flannel-ds"}.get(app, app)
+        pod = next((p for p in self.pods.values() if p.node == node and p.app == app), None)
+        if pod is None:
+            raise ValueError(f"no {app} pod on {node}")
+        with contextlib.suppress(Exception):
+            self.api.delete("v1/pods", pod.namespace, pod.name)
+        new = self._replace_pod(pod)
+        self.save()
+        return {"old": pod.name, "new": new.name, "running": new.running}
+
+    def _op_record_fault(self, req: dict) -> dict:
+        rec = dict(req["record"])
+        with self.lock:
+            self.info["faults"].append(rec)
+        self.save()
+        return {}
+
+    def _op_add_event(self, req: dict) -> dict:
+        self.api.add_event(req["namespace"], req["involved"], req["reason"], req["message"],
+                           req.get("type", "Warning"))
+        return {}
+
+    # -- loops -----------------------------------------------------------------------------------
+    def controller_loop(self) -> None:
+        next_tick = time.monotonic() + TICK
+        while not self.stop.is_set():
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                fn, args, fut = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                next_tick = time.monotonic() + TICK
+                try:
+                    self.reconcile()
+                except Exception:  # noqa: BLE001 - keep the controller alive, say why
+                    log.exception("reconcile failed")
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except Exception as e:  # noqa: BLE001
+                log.exception("controller task %s failed", getattr(fn, "__name__", fn))
+                fut.set_exception(e)
+
+    def serve_control(self) -> None:
+        path = self.dir / "control.sock"
+        path.unlink(missing_ok=True)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)
+        try:
+            srv.bind(str(path))
+        finally:
+            os.umask(old)
+        srv.listen(16)
+        srv.settimeout(0.5)
+        while not self.stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True).start()
+        srv.close()
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            try:
+                req = json.loads(data or b"{}")
+                resp = self.handle_request(req)
+            except Exception as e:  # noqa: BLE001
+                resp = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            conn.sendall(json.dumps(resp).encode() + b"\n")
+
+
+def _node_conditions(ready: bool) -> list[dict]:
+    t = now_iso()
+    conds = [{"type": c, "status": "False", "reason": f"KubeletHas{r}", "message": m,
+              "lastHeartbeatTime": t, "lastTransitionTime": t}
+             for c, r, m in (("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                             ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                             ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))]
+    if ready:
+        conds.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                      "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t})
+    else:
+        conds.append({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                      "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": t,
+                      "lastTransitionTime": t})
+    return conds
+
+
+def _template(labels: dict, container: str, image: str, extra: dict) -> dict:
+    c: dict[str, Any] = {"name": container, "image": image, "imagePullPolicy": "IfNotPresent"}
+    if extra.get("command"):
+        c["command"] = extra["command"]
+    if extra.get("port"):
+        c["ports"] = [{"containerPort": extra["port"], "protocol": "TCP",
+                       **({"name": "http"} if container == "jellyfin" else {})}]
+    if extra.get("probe"):
+        c["readinessProbe"] = extra["probe"]
+    spec: dict[str, Any] = {"containers": [c], "restartPolicy": "Always"}
+    if extra.get("hostNetwork"):
+        spec["hostNetwork"] = True
+        spec["priorityClassName"] = "system-node-critical"
+        spec["tolerations"] = [{"operator": "Exists"}]
+    elif container != "jellyfin":
+        spec["tolerations"] = [{"operator": "Exists"}]
+    return {"metadata": {"labels": dict(labels)}, "spec": spec}
+
+
+def _app_log(pod: Pod) -> str:
+    if pod.app == "jellyfin":
+        return (f"[{now_iso()}] [INF] [1] Main: Jellyfin version: 10.10.3\n"
+                f"[{now_iso()}] [INF] [1] Main: Kestrel listening on 0.0.0.0:{pod.port}\n"
+                f"[{now_iso()}] [INF] [1] Main: Startup complete\n")
+    return f"netexec: Started HTTP server on port {pod.port}\n"
+
+
+JELLYFIN_PROBE = {"httpGet": {"path": "/", "port": JELLYFIN_PORT, "scheme": "HTTP"},
+                  "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 1,
+                  "successThreshold": 1, "failureThreshold": 3}
+
+CONFLIST = json.dumps({
+    "name": "cbr0", "cniVersion": "0.3.1",
+    "plugins": [{"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+                {"type": "portmap", "capabilities": {"portMappings": True}}],
+}, indent=2) + "\n"
+
+NET_CONF = json.dumps({"Network": A.FLANNEL_NETWORK, "EnableNFTables": False,
+                       "Backend": {"Type": "vxlan"}}, indent=2) + "\n"
+
+KUBE_PROXY_CONF = """apiVersion: kubeproxy.config.k8s.io/v1alpha1
+bindAddress: 0.0.0.0
+clientConnection:
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+clusterCIDR: 10.244.0.0/16
+iptables:
+  masqueradeAll: false
+  masqueradeBit: 14
+  minSyncPeriod: 1s
+  syncPeriod: 30s
+kind: KubeProxyConfiguration
+mode: iptables
+nodePortAddresses: null
+"""
+
+KUBE_PROXY_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+    server: https://10.96.0.1:443
+  name: default
+contexts:
+- context:
+    cluster: default
+    namespace: default
+    user: default
+  name: default
+current-context: default
+users:
+- name: default
+  user:
+    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="clusterfix_tui.lab.daemon")
+    ap.add_argument("--dir", required=True)
+    args = ap.parse_args(argv)
+    lab_dir = Path(args.dir).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    lab = Lab(lab_dir)
+    signal.signal(signal.SIGTERM, lambda *_: lab.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: lab.stop.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    threading.Thread(target=lab.serve_control, name="lab-control", daemon=True).start()
+    try:
+        lab.build()
+    except BaseException as e:  # noqa: BLE001 - recorded for up(), which tears down
+        log.error("lab bring-up failed: %s\n%s", e, traceback.format_exc())
+        lab.info["state"] = "failed"
+        lab.info["error"] = f"{type(e).__name__}: {e}"
+        with contextlib.suppress(Exception):
+            lab.save()
+        with contextlib.suppress(Exception):
+            if lab.api is not None:
+                lab.api.stop()
+        return 1
+    ctl = threading.Thread(target=lab.controller_loop, name="lab-controller", daemon=True)
+    ctl.start()
+    while not lab.stop.is_set():
+        lab.stop.wait(1.0)
+    ctl.join(timeout=10)
+    with contextlib.suppress(Exception):
+        lab.api.stop()
+    log.info("lab daemon exits")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

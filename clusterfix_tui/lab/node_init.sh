@@ -1,0 +1,52 @@
+#!/bin/sh
+# Anchor of one lab node. Run as:
+#   ip netns exec NETNS unshare --mount --uts --propagation private sh node_init.sh HOSTNAME NODE_DIR
+# It gives the node its own hostname, /run, /etc (overlay: the host's /etc is never written),
+# dpkg alternatives, /var/log and /root, then stays alive: its pid anchors the node's mount and
+# UTS namespaces (sshd and the lab's agents join them with nsenter).
+set -eu
+HOST_NAME=$1
+NODE_DIR=$2
+
+fail() { echo "node_init: $*" >&2; exit 1; }
+
+# Our private copy of the host's mount table still holds /run/netns/<name> bind mounts of every
+# namespace on the machine; each would pin that namespace alive after its owner deletes it.
+awk '$2 ~ "^/run/netns/" {print $2}' /proc/self/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+done
+umount -l /run/netns 2>/dev/null || true
+
+hostname "$HOST_NAME"
+echo 1 > /proc/sys/net/ipv4/ip_forward
+
+mount -t tmpfs -o mode=755,size=64m tmpfs /run || fail "tmpfs /run"
+mkdir -p /run/sshd /run/flannel /run/netns
+chmod 700 /run/sshd  # sshd wants it not writable by others
+mount --bind "$NODE_DIR/run-flannel" /run/flannel || fail "bind /run/flannel"
+mount --bind "$NODE_DIR/alternatives" /var/lib/dpkg/alternatives || fail "bind alternatives"
+mount --bind "$NODE_DIR/log" /var/log || fail "bind /var/log"
+mount --bind "$NODE_DIR/root" /root || fail "bind /root"
+mount -t overlay overlay \
+    -o "lowerdir=/etc,upperdir=$NODE_DIR/etc-upper,workdir=$NODE_DIR/etc-work" /etc || fail "overlay /etc"
+
+echo "$HOST_NAME" > /etc/hostname
+mkdir -p /etc/kubernetes /etc/cni/net.d
+[ -f "$NODE_DIR/files/kubelet.conf" ] && cp "$NODE_DIR/files/kubelet.conf" /etc/kubernetes/kubelet.conf
+[ -f "$NODE_DIR/files/admin.conf" ] && cp "$NODE_DIR/files/admin.conf" /etc/kubernetes/admin.conf
+[ -f "$NODE_DIR/files/10-flannel.conflist" ] && cp "$NODE_DIR/files/10-flannel.conflist" /etc/cni/net.d/10-flannel.conflist
+chmod 600 /etc/kubernetes/*.conf 2>/dev/null || true
+
+# A modern Debian node: iptables is iptables-nft.
+for t in iptables ip6tables; do
+    if [ "$(readlink "/etc/alternatives/$t" || true)" != "/usr/sbin/$t-nft" ]; then
+        update-alternatives --quiet --set "$t" "/usr/sbin/$t-nft" >/dev/null 2>&1 || fail "alternatives $t"
+    fi
+done
+# What kubelet does at start: the hint chain in mangle of the backend it uses (iptables-wrappers
+# and kube-proxy read it), and its canary chain.
+iptables -w 5 -t mangle -N KUBE-IPTABLES-HINT 2>/dev/null || true
+iptables -w 5 -t mangle -N KUBE-KUBELET-CANARY 2>/dev/null || true
+
+touch "$NODE_DIR/ready"
+exec sleep infinity
