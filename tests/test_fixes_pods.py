@@ -1,0 +1,109 @@
+"""The pods step: delete one pod or roll a DaemonSet, wait with progress, report what still fails."""
+
+from __future__ import annotations
+
+from clusterfix_tui.core.fixes import get_step
+from clusterfix_tui.core.fixes.engine import apply_plan, check_rollbacks, default_approved
+from clusterfix_tui.core.fixes.pods import wait_for_components
+from clusterfix_tui.core.model import CLUSTER, CommandResult
+from fix_helpers import FakeDiagnosis, finding, snapshot
+
+STEP = get_step("pods")
+
+
+def crash(node, comp="kube-proxy"):
+    if comp == "kube-proxy":
+        return finding("KUBE_PROXY_CRASHLOOP", node, "pods", namespace="kube-system",
+                       pod=f"kube-proxy-{node}", container="kube-proxy", daemonset="kube-proxy")
+    return finding("FLANNEL_CRASHLOOP", node, "pods", namespace="kube-flannel",
+                   pod=f"kube-flannel-ds-{node}", container="kube-flannel",
+                   daemonset="kube-flannel-ds")
+
+
+def test_one_node_deletes_its_pod():
+    plan = STEP.plan(FakeDiagnosis([crash("node-2")], snapshot=snapshot()))
+    assert [a.api for a in plan.actions] == [
+        {"verb": "delete_pod", "namespace": "kube-system", "name": "kube-proxy-node-2"}]
+    assert plan.actions[0].target == "node-2"
+    assert check_rollbacks(plan) == []
+
+
+def test_several_nodes_roll_the_daemonset():
+    plan = STEP.plan(FakeDiagnosis([crash("node-2", "flannel"), crash("node-3", "flannel")],
+                                   snapshot=snapshot()))
+    assert [a.api for a in plan.actions] == [
+        {"verb": "restart_daemonset", "namespace": "kube-flannel", "name": "kube-flannel-ds"}]
+    assert plan.actions[0].target == CLUSTER
+
+
+def test_probe_workaround_is_opt_in_and_reverts_after_validation():
+    probe = {"httpGet": {"path": "/health", "port": 8096}, "periodSeconds": 5}
+    f = finding("PROBE_NO_ROUTE", "node-2", "pods", namespace="media", deployment="jellyfin",
+                container="jellyfin", probe=probe, pods=["media/jellyfin-abc-x"])
+    plan = STEP.plan(FakeDiagnosis([f], snapshot=snapshot()))
+    assert len(plan.actions) == 1
+    a = plan.actions[0]
+    assert default_approved(plan) == []
+    assert a.opt_in and a.revert_after_validation
+    assert a.rollback.api["patch"]["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"]["httpGet"] == probe["httpGet"]
+    new = a.api["patch"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert "127.0.0.1" in " ".join(new["exec"]["command"]) and new["httpGet"] is None
+    assert any("OPT-IN" in n for n in plan.notes)
+
+
+class FakeAPI:
+    """Pods become Ready after `ready_after` polls; node-3's flannel never does."""
+
+    def __init__(self, ready_after=2):
+        self.polls = 0
+        self.ready_after = ready_after
+
+    def list_nodes(self):
+        return [{"metadata": {"name": n}} for n in ("node-1", "node-2", "node-3")]
+
+    def list_pods(self, namespace=None, label_selector=None):
+        if label_selector.startswith("k8s-app=kube-proxy"):
+            self.polls += 1
+        pods = []
+        for n in ("node-1", "node-2", "node-3"):
+            comp = "kube-proxy" if "kube-proxy" in label_selector else "flannel"
+            ok = self.polls >= self.ready_after and not (comp == "flannel" and n == "node-3")
+            pods.append({
+                "metadata": {"namespace": "kube-system", "name": f"{comp}-{n}"},
+                "spec": {"nodeName": n},
+                "status": {"phase": "Running", "conditions": [
+                    {"type": "Ready", "status": "True" if ok else "False"}],
+                    "containerStatuses": [] if ok else [
+                        {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+            })
+        return pods
+
+    def pod_log(self, namespace, name, container=None, tail_lines=50, previous=False):
+        return "line1\nE1126 failed to set bridge addr\n"
+
+
+def test_wait_reports_progress_and_still_failing_pods_with_logs():
+    api = FakeAPI()
+    lines = []
+    bad = wait_for_components(api, ["kube_proxy", "flannel"], timeout=0.05, poll=0.01,
+                              on_line=lambda n, s, l: lines.append(l), sleep=lambda s: None)
+    assert [b["name"] for b in bad] == ["flannel-node-3"]
+    assert "failed to set bridge addr" in "\n".join(bad[0]["log_tail"])
+    assert any("Running and Ready" in l for l in lines)
+
+
+def test_after_apply_marks_partial_when_pods_still_fail():
+    plan = STEP.plan(FakeDiagnosis([crash("node-3", "flannel")], snapshot=snapshot()))
+
+    class R:
+        dry_run = False
+
+        def run_action(self, action, *, on_line=None):
+            return CommandResult(0, "deleted\n")
+
+    out = apply_plan(plan, default_approved(plan), R())
+    assert out.status == "changed"
+    final = STEP.after_apply(plan, out, FakeAPI(), timeout=0.05, poll=0.01, sleep=lambda s: None)
+    assert final.status == "partial"
+    assert "flannel-node-3" in final.message and "failed to set bridge addr" in final.message
