@@ -42,6 +42,8 @@ def node(name: str, ip: str, ready: bool, role: str | None = None) -> dict[str, 
                             "reason": "KubeletReady" if ready else "KubeletNotReady"}],
             "addresses": [{"type": "InternalIP", "address": ip},
                           {"type": "Hostname", "address": name}],
+            "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
             "nodeInfo": {
                 "kubeletVersion": "v1.31.2", "kubeProxyVersion": "v1.31.2",
                 "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.1.0-28-amd64",
@@ -93,9 +95,12 @@ class Hooks:
                 self.changed.notify_all()
         return hook
 
-    def wait_for(self, name: str, *args: Any, timeout: float = 5.0) -> tuple[Any, ...]:
+    def wait_for(self, name: str, *args: Any, where: Callable[[tuple[Any, ...]], bool] = bool,
+                 timeout: float = 5.0) -> tuple[Any, ...]:
+        """The first call of hook `name` whose arguments start with args and satisfy where."""
         def found() -> tuple[Any, ...] | None:
-            return next((c for c in self.calls if c[0] == name and c[1][:len(args)] == args), None)
+            return next((c for c in self.calls
+                         if c[0] == name and c[1][:len(args)] == args and where(c[1])), None)
 
         with self.changed:
             self.changed.wait_for(found, timeout)
@@ -191,7 +196,7 @@ def kubectl(kubeconfig: Path, lab_dir: Path) -> Callable[..., subprocess.Complet
     def run(*args: str, config_path: Path = kubeconfig, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [KUBECTL, "--kubeconfig", str(config_path), "--cache-dir", str(lab_dir / "kcache"), *args],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True, text=True, timeout=30, check=False,
         )
         if check:
             assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
@@ -359,7 +364,7 @@ def test_client_patches_and_replaces_a_deployment(apps: client.AppsV1Api, hooks:
     assert (web.image, web.ports[0].container_port, sidecar.name) == ("nginx:1.28", 8096, "sidecar")
     assert patched.metadata.generation == before.metadata.generation + 1
     assert int(patched.metadata.resource_version) > int(before.metadata.resource_version)
-    _, (ns, name, obj), thread = hooks.wait_for("deployment_patched", "default", "web")
+    _, (_, _, obj), _ = hooks.wait_for("deployment_patched", "default", "web")
     assert obj["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
     # A JSON patch (a list body), then PUT with optimistic concurrency.
     patched = apps.patch_namespaced_deployment("web", "default", [
@@ -396,6 +401,17 @@ def test_client_delete_pod_fires_the_hook_off_the_loop_thread(
     assert obj["spec"]["nodeName"] == "cp-1"
     assert thread.startswith("lab-api-hook") and seen_from_hook == [[]]
     assert lab_api.get("v1/pods", "kube-system", "kube-proxy-ddddd") is None
+
+
+def test_client_delete_collection_fires_the_hook_per_pod(
+    core: client.CoreV1Api, lab_api: LabAPI, hooks: Hooks,
+) -> None:
+    for name in ("batch-1", "batch-2"):
+        lab_api.put("v1/pods", "default", name, pod("cp-1", {"batch": "yes"}, ip="10.244.0.7"))
+    core.delete_collection_namespaced_pod("default", label_selector="batch=yes")
+    hooks.wait_for("pod_deleted", "default", "batch-1")
+    hooks.wait_for("pod_deleted", "default", "batch-2")
+    assert [p["metadata"]["name"] for p in lab_api.list("v1/pods", "default")] == ["web-1"]
 
 
 def test_client_watch_sees_changes_from_the_lab_controller(core: client.CoreV1Api, lab_api: LabAPI) -> None:
@@ -478,6 +494,15 @@ def test_kubectl_get_daemonsets_configmaps_services_deployments(kubectl: Callabl
     assert row(deploy, "web")[0] == "web"
 
 
+def test_kubectl_scale_goes_through_the_scale_subresource(kubectl: Callable[..., Any],
+                                                          lab_api: LabAPI, hooks: Hooks) -> None:
+    assert "deployment.apps/web scaled" in kubectl("scale", "deploy", "web", "--replicas=4").stdout
+    deploy = lab_api.get("apps/v1/deployments", "default", "web")
+    assert deploy is not None and deploy["spec"]["replicas"] == 4
+    hooks.wait_for("deployment_patched", "default", "web",
+                   where=lambda args: args[2]["spec"]["replicas"] == 4)
+
+
 def test_kubectl_get_events_all_namespaces(kubectl: Callable[..., Any]) -> None:
     out = kubectl("get", "events", "-A").stdout
     assert header(out) == ["NAMESPACE", "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
@@ -521,6 +546,14 @@ def test_kubectl_delete_pod_waits_and_fires_the_hook(kubectl: Callable[..., Any]
     assert lab_api.get("v1/pods", "kube-system", "kube-proxy-eeeee") is None
     gone = kubectl("get", "pod", "kube-proxy-eeeee", "-n", "kube-system", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_kubectl_describe_pod_shows_its_events(kubectl: Callable[..., Any]) -> None:
+    # kubectl matches events by involvedObject.uid, which add_event fills from the stored pod.
+    out = kubectl("describe", "pod", "kube-proxy-aaaaa", "-n", "kube-system").stdout
+    events = out[out.index("Events:"):]
+    assert "BackOff" in events and "Back-off restarting failed container" in events
+    assert "CrashLoopBackOff" in out and "Restart Count:  7" in out
 
 
 def test_kubectl_with_a_wrong_token_is_refused(kubectl: Callable[..., Any], lab_api: LabAPI,

@@ -32,7 +32,7 @@ import kmock
 import yaml
 
 from clusterfix_tui.lab.api_emulator import LabEmulator
-from clusterfix_tui.lab.api_store import Obj, now_iso
+from clusterfix_tui.lab.api_store import Obj, api_version, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -210,15 +210,13 @@ class LabAPI:
     ) -> dict[str, Any]:
         """Record an Event as the kubelet does: a repeat of reason+message bumps count."""
         now = now_iso()
-        target = {
-            "kind": involved["kind"], "name": involved["name"],
-            "namespace": involved.get("namespace", namespace),
-            "apiVersion": involved.get("apiVersion", "v1"),
-        }
-        for optional in ("uid", "fieldPath", "resourceVersion"):
+        target = {"kind": involved["kind"], "name": involved["name"],
+                  "namespace": involved.get("namespace", namespace)}
+        for optional in ("apiVersion", "uid", "fieldPath", "resourceVersion"):
             if involved.get(optional):
                 target[optional] = involved[optional]
         with self._store.lock:
+            self._complete_reference(target)
             for event in self._store.list(EVENTS, namespace)[0]:
                 seen = event.get("involvedObject") or {}
                 if (event.get("reason") == reason and event.get("message") == message
@@ -235,6 +233,23 @@ class LabAPI:
                 "source": {"component": component, **({"host": host} if host else {})},
                 "reportingComponent": component, "reportingInstance": host or "",
             })
+
+    def _complete_reference(self, target: dict[str, Any]) -> None:
+        """apiVersion and uid of the involved object: `kubectl describe` matches events by uid
+        (a Node's events carry the node name as uid, as the kubelet writes them)."""
+        resources = self._store.resources
+        res = next((r for r in resources if resources[r].kind == target["kind"]), None)
+        if res is None:
+            target.setdefault("apiVersion", "v1")
+            return
+        target.setdefault("apiVersion", api_version(res))
+        if target["kind"] == "Node":
+            target.pop("namespace", None)
+            target.setdefault("uid", target["name"])
+        elif "uid" not in target:
+            obj = self._store.get(res, target.get("namespace"), target["name"])
+            if obj is not None:
+                target["uid"] = obj["metadata"]["uid"]
 
     # -- hooks -----------------------------------------------------------------------------------
     def _on_write(self, verb: str, res: kmock.resource, ns: str | None, name: str,

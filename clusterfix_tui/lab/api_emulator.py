@@ -28,8 +28,8 @@ import kmock
 from kmock._internal import parsing, rendering
 
 from clusterfix_tui.lab import api_selectors, api_tables
-from clusterfix_tui.lab.api_patch import bad_request
-from clusterfix_tui.lab.api_store import ObjectStore, Obj, api_version, not_found
+from clusterfix_tui.lab.api_patch import apply_patch, bad_request
+from clusterfix_tui.lab.api_store import Obj, ObjectStore, api_version, not_found
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ SERVED_RESOURCES = (
     "apps/v1/daemonsets", "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
 )
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+SCALABLE = frozenset({"deployments", "replicasets", "statefulsets"})
 WATCH_HISTORY = 4096  # events kept for watches resuming from a resourceVersion
 
 # on_write(verb, resource, namespace, name, before, after): an API client changed an object.
@@ -122,13 +123,13 @@ class LabEmulator(kmock.KubernetesEmulator):
         namespaces resource itself (kmock 0.8 fails on /api/v1/namespaces)."""
         try:
             request = await _parse_request(raw_request)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- every failure becomes a Status for the client
             return await self._render_error(e)
         # kmock's DSL only matches requests that are recorded on the root; forget them after.
         self._requests.append(request)
         try:
             return await self._handle(request)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- every failure becomes a Status for the client
             return await self._render_error(e)
         finally:
             for recorded in (self._requests, *(payload._requests for payload in self._payloads)):
@@ -190,16 +191,19 @@ class LabEmulator(kmock.KubernetesEmulator):
             raise _status(404, "NotFound", "the server could not find the requested resource")
         method = raw.method
         params = raw.query
-        if sub not in (None, "status", "log") or (sub == "log" and res.plural != "pods"):
+        if sub not in (None, "status", "log", "scale") or (sub == "log" and res.plural != "pods") or (
+                sub == "scale" and res.plural not in SCALABLE):
             raise _status(404, "NotFound", "the server could not find the requested resource")
 
         if method == "GET" and params.get("watch") in ("1", "true", "True"):
             return await self._watch(raw, res, ns, name)
         if method == "GET" and sub == "log":
             return self._pod_log(raw, ns or "default", str(name))
+        if sub == "scale" and name is not None:
+            return self._scale(request, raw, res, ns, name)
         if method == "GET" and name is None:
             return self._list(raw, res, ns)
-        if method == "GET":
+        if method == "GET" and name is not None:
             return self._get(raw, res, ns, name)
         if method == "POST" and name is None:
             return self._create(request, res, ns)
@@ -279,7 +283,7 @@ class LabEmulator(kmock.KubernetesEmulator):
         return _json(obj)
 
     def _delete_collection(self, raw: aiohttp.web.BaseRequest, res: kmock.resource, ns: str | None) -> aiohttp.web.Response:
-        items, rv = self.store.list(res, ns, label_selector=raw.query.get("labelSelector"),
+        items, _ = self.store.list(res, ns, label_selector=raw.query.get("labelSelector"),
                                     field_selector=raw.query.get("fieldSelector"))
         deleted = []
         for item in items:
@@ -292,6 +296,32 @@ class LabEmulator(kmock.KubernetesEmulator):
         return _json({"kind": f"{kind}List", "apiVersion": api_version(res),
                       "metadata": {"resourceVersion": str(self.store.resource_version)},
                       "items": deleted})
+
+    def _scale(self, request: rendering.Request, raw: aiohttp.web.BaseRequest, res: kmock.resource,
+               ns: str | None, name: str) -> aiohttp.web.Response:
+        """autoscaling/v1 Scale over spec.replicas (what `kubectl scale` reads and patches)."""
+        if raw.method == "GET":
+            obj = self.store.get(res, ns, name)
+            if obj is None:
+                raise not_found(res, name)
+            return _json(_scale_of(obj))
+        if raw.method not in ("PUT", "PATCH"):
+            raise _status(405, "MethodNotAllowed", "the server does not allow this method on scale")
+        body = _body(request, (dict, list))
+        content_type = raw.headers.get("Content-Type", "")
+
+        def set_replicas(obj: Obj) -> None:
+            scale = _scale_of(obj)
+            scale = (body if raw.method == "PUT" else apply_patch(scale, body, content_type))
+            obj.setdefault("spec", {})["replicas"] = int((scale.get("spec") or {}).get("replicas", 0))
+
+        with self.store.lock:
+            before = self.store.get(res, ns, name)
+            after = self.store.mutate(res, ns, name, set_replicas)
+        if after is None:
+            raise not_found(res, name)
+        self._wrote("update", res, ns, name, before, after)
+        return _json(_scale_of(after))
 
     def _wrote(self, verb: str, res: kmock.resource, ns: str | None, name: str,
                before: Obj | None, after: Obj | None) -> None:
@@ -441,6 +471,20 @@ async def _parse_request(raw: aiohttp.web.BaseRequest) -> rendering.Request:
         action=parsing.guess_k8s(k8s, kmock.method(raw.method), dict(raw.query)),
         resource=resource, namespace=k8s.namespace, name=k8s.name, subresource=k8s.subresource,
     )
+
+
+def _scale_of(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    return {
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                          "creationTimestamp") if k in meta},
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": ",".join(f"{k}={v}" for k, v in
+                                        sorted((selector.get("matchLabels") or {}).items()))},
+    }
 
 
 def _line(kind: str, obj: Obj) -> bytes:

@@ -50,9 +50,9 @@ def apply_patch(target: dict[str, Any], patch: Any, content_type: str) -> dict[s
     if not isinstance(patch, dict):
         raise bad_request("merge patch must be a JSON object")
     if media == MERGE_PATCH:
-        return merge_patch(target, patch)
+        return dict(merge_patch(target, patch))
     if media == STRATEGIC_MERGE_PATCH:
-        return strategic_merge_patch(target, patch)
+        return dict(strategic_merge_patch(target, patch))
     raise KubernetesError(
         status=415, reason="UnsupportedMediaType",
         message=f"the body of the request was in an unknown format - accepted media types include: "

@@ -189,7 +189,7 @@ class ObjectStore:
             raise bad_request(f"{res.plural} are namespaced: a namespace is required")
         info = self.resources[res]
         obj["apiVersion"] = api_version(res)
-        obj["kind"] = info.kind or res.plural.capitalize()
+        obj["kind"] = info.kind or str(res.plural).capitalize()
         meta = obj.setdefault("metadata", {})
         meta["name"] = name
         if namespaced:
