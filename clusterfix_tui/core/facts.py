@@ -1,0 +1,469 @@
+"""Node facts in ONE round trip: the remote script, and its parse into NodeFacts.
+
+The script is POSIX sh, sent over one exec channel. Every section is framed by markers that carry
+a per-run random nonce, so nothing a hostile file or rule prints can forge a section boundary:
+
+    @@CFX <nonce> BEGIN <name> [<hex arg>]
+    <stdout, exactly>
+    @@CFX <nonce> ERR <name> [<hex arg>]
+    <stderr, exactly>
+    @@CFX <nonce> END <name> [<hex arg>] rc=<n>
+
+The script always prints a newline before ERR and END, and the parser removes exactly that one, so
+a section's text is the command's output byte for byte. Arguments (file paths, IPs) are hex encoded
+on the node side. A missing tool is rc=127 with "cfx: TOOL: command not found" on stderr; a missing
+file is rc=1. Secrets never leave the node: kubeconfig files are reduced to their `server:` lines
+there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterfix_tui.core import parsers as P
+
+MARK = "@@CFX"
+
+# The fixed sections, in order: (name, shell command). Commands are constant strings.
+_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("id_u", "id -u"),
+    ("hostname", "hostname"),
+    ("uname_r", "uname -r"),
+    ("iptables_version", "iptables -V"),
+    ("alternatives", "update-alternatives --query iptables"),
+    ("alternatives_link", "readlink -f /etc/alternatives/iptables"),
+    ("iptables_link", "readlink -f \"$(command -v iptables)\""),
+    # the full legacy save: never `-t mangle` on legacy (it would create the table)
+    ("legacy_save", "iptables-legacy-save"),
+    ("nft_save_nat", "iptables-nft-save -t nat"),
+    ("nft_save_filter", "iptables-nft-save -t filter"),
+    ("nft_save_mangle", "iptables-nft-save -t mangle"),
+    ("ip6_nft_save_mangle", "ip6tables-nft-save -t mangle"),
+    ("nft_json", "nft -j list ruleset"),
+    ("ip_link", "ip -j -d link show"),
+    ("ip_addr", "ip -j addr show"),
+    ("ip_route", "ip -j route show"),
+    ("ip_neigh_flannel", "ip -j neigh show dev flannel.1"),
+    ("fdb_flannel", "bridge -j fdb show dev flannel.1"),
+    ("kube_proxy_healthz", "curl -s -m 1 http://localhost:10256/healthz"),
+    ("kube_proxy_mode", "curl -s -m 1 http://localhost:10249/proxyMode"),
+    ("subnet_env", "cat /run/flannel/subnet.env"),
+    ("proc_modules", "cat /proc/modules"),
+    ("sys_module", "ls /sys/module"),
+    ("lib_modules", "ls -d \"/lib/modules/$(uname -r)\""),
+)
+
+# sysctl name -> /proc path
+SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "/proc/sys/net/ipv4/ip_forward",
+    "net.bridge.bridge-nf-call-iptables": "/proc/sys/net/bridge/bridge-nf-call-iptables",
+}
+
+KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config")
+
+_PRELUDE = r"""
+N=__NONCE__
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export LC_ALL=C PATH
+T=$(mktemp -d 2>/dev/null) || { T=/tmp/cfx.$$; mkdir -m 700 "$T" || exit 97; }
+trap 'rm -rf "$T"' EXIT
+cfx_hex() { printf %s "$1" | od -An -v -tx1 | tr -d ' \n'; }
+cfx_emit() {
+  printf '@@CFX %s BEGIN %s\n' "$N" "$1"; cat "$T/o" 2>/dev/null
+  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; cat "$T/e" 2>/dev/null
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
+}
+cfx_sh() {
+  cfx_n=$1; cfx_tool=$2; shift 2
+  if ! command -v "$cfx_tool" >/dev/null 2>&1; then
+    : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
+  fi
+  ( eval "$1" ) >"$T/o" 2>"$T/e" </dev/null; cfx_emit "$cfx_n" $?
+}
+cfx_file() {
+  cfx_n=$1; if [ -r "$2" ]; then cat -- "$2" >"$T/o" 2>"$T/e"; cfx_rc=$?; else
+    : >"$T/o"; printf 'cfx: %s: no such file\n' "$2" >"$T/e"; cfx_rc=1; fi
+  cfx_emit "$cfx_n" "$cfx_rc"
+}
+"""
+
+_SYSCTL_PART = r"""
+: >"$T/e"; : >"$T/o"
+for cfx_kv in __SYSCTLS__; do
+  cfx_k=${cfx_kv%%=*}; cfx_p=${cfx_kv#*=}
+  if [ -r "$cfx_p" ]; then printf '%s=%s\n' "$cfx_k" "$(cat "$cfx_p")" >>"$T/o"
+  else printf '%s!missing\n' "$cfx_k" >>"$T/o"; fi
+done
+cfx_emit sysctl 0
+"""
+
+_FILES_PART = r"""
+for cfx_f in /etc/cni/net.d/*; do
+  [ -e "$cfx_f" ] || continue
+  if [ -f "$cfx_f" ]; then head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+  else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_rc=2; fi
+  cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+done
+for cfx_f in __KUBECONFIGS__; do
+  [ -e "$cfx_f" ] || continue
+  # the server URL only: nothing else of a kubeconfig ever leaves the node
+  grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+  cfx_emit "kubeconfig $(cfx_hex "$cfx_f")" "$cfx_rc"
+done
+if command -v kubectl >/dev/null 2>&1; then
+  if command -v timeout >/dev/null 2>&1; then cfx_to="timeout 8"; else cfx_to=""; fi
+  HOME=${HOME:-/root} $cfx_to kubectl get nodes -o name --request-timeout=5s >"$T/o" 2>"$T/e" </dev/null
+  cfx_emit kubectl_get_nodes $?
+else
+  : >"$T/o"; echo "cfx: kubectl: command not found" >"$T/e"; cfx_emit kubectl_get_nodes 127
+fi
+"""
+
+# Only when iptables-nft says a table is incompatible: which chains, and their nft rules (handles).
+_INCOMPAT_PART = r"""
+if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; then
+  for cfx_t in nat filter mangle; do
+    iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 && continue
+    nft list table ip "$cfx_t" >/dev/null 2>&1 || continue
+    : >"$T/o"; : >"$T/e"; cfx_i=0
+    for cfx_c in $(nft list table ip "$cfx_t" 2>/dev/null | sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p'); do
+      cfx_i=$((cfx_i+1)); [ "$cfx_i" -gt 2000 ] && break
+      if ! iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e"; then
+        printf '%s\n' "$cfx_c" >>"$T/o"
+      fi
+    done
+    cfx_emit "incompatible_chains $(cfx_hex "$cfx_t")" 0
+    nft -a list table ip "$cfx_t" >"$T/o" 2>"$T/e"
+    cfx_emit "nft_table_text $(cfx_hex "$cfx_t")" $?
+  done
+fi
+"""
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(12)
+
+
+def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None) -> str:
+    """The one script that prints every fact. `nonce` defaults to a fresh random one; read it back
+    with `script_nonce(script)` (or pass your own and keep it)."""
+    nonce = nonce or new_nonce()
+    if not nonce.isalnum():
+        raise ValueError("nonce must be alphanumeric")
+    out = [_PRELUDE.replace("__NONCE__", nonce)]
+    for name, cmd in _SECTIONS:
+        tool = cmd.split()[0]
+        if tool == "readlink" and "command -v" in cmd:
+            tool = "iptables"
+        out.append(f"cfx_sh {name} {shlex.quote(tool)} {shlex.quote(cmd)}")
+    for ip in peer_pod_ips:
+        addr = str(ipaddress.ip_address(str(ip).strip()))  # raises on anything not an IP
+        cmd = f"ip -j route get {shlex.quote(addr)}"
+        out.append(f"cfx_sh {shlex.quote('route_get ' + addr.encode().hex())} ip {shlex.quote(cmd)}")
+    sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
+    out.append(_SYSCTL_PART.replace("__SYSCTLS__", sysctls))
+    out.append(_FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS)))
+    out.append(_INCOMPAT_PART)
+    out.append(f"printf '{MARK} %s DONE\\n' \"$N\"\n")
+    return "\n".join(out)
+
+
+def script_nonce(script: str) -> str:
+    for line in script.splitlines():
+        if line.startswith("N="):
+            return line[2:].strip()
+    raise ValueError("no nonce in script")
+
+
+# -- the parsed facts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    arg: str | None  # decoded argument (file path, IP, table), if any
+    stdout: str
+    stderr: str
+    rc: int | None  # None: the END marker never came (truncated output)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    @property
+    def missing_tool(self) -> bool:
+        return self.rc == 127
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """Everything one node told us, raw and parsed. Parse failures are in `parse_errors`."""
+
+    node: str
+    sections: dict[str, Section] = field(default_factory=dict)  # key: "name" or "name arg"
+    complete: bool = False  # the DONE marker arrived
+    uid: int | None = None
+    hostname: str | None = None
+    iptables_version: P.IptablesVersion | None = None
+    alternatives: P.Alternatives | None = None
+    host_iptables: str | None = None  # "nft" | "legacy" | None: what `iptables` runs
+    legacy: P.IptablesSave | None = None
+    nft_nat: P.IptablesSave | None = None
+    nft_filter: P.IptablesSave | None = None
+    nft_mangle: P.IptablesSave | None = None
+    ip6_nft_mangle: P.IptablesSave | None = None
+    nft_ruleset: P.NftRuleset | None = None
+    links: tuple[dict[str, Any], ...] = ()
+    addrs: tuple[dict[str, Any], ...] = ()
+    routes: tuple[dict[str, Any], ...] = ()
+    neigh_flannel: tuple[dict[str, Any], ...] = ()
+    fdb_flannel: tuple[dict[str, Any], ...] = ()
+    kube_proxy_healthz: str | None = None  # body, None when it did not answer
+    kube_proxy_mode: str | None = None
+    route_get: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # ip -> first route
+    subnet_env: dict[str, str] | None = None
+    cni_files: dict[str, str] = field(default_factory=dict)  # path -> content
+    cni_configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # path -> parsed
+    sysctls: dict[str, str | None] = field(default_factory=dict)  # None: missing
+    modules: P.Modules | None = None
+    kubeconfigs: dict[str, str | None] = field(default_factory=dict)  # path -> server URL
+    kubectl_rc: int | None = None
+    kubectl_error: str | None = None
+    incompatible_chains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # table -> chains
+    incompatible_stderr: dict[str, str] = field(default_factory=dict)
+    nft_table_text: dict[str, str] = field(default_factory=dict)  # table -> `nft -a list table ip T`
+    parse_errors: tuple[str, ...] = ()
+
+    def section(self, name: str, arg: str | None = None) -> Section | None:
+        return self.sections.get(name if arg is None else f"{name} {arg}")
+
+    def raw(self, name: str, arg: str | None = None) -> str:
+        s = self.section(name, arg)
+        return s.stdout if s else ""
+
+    def summary(self) -> dict[str, Any]:
+        """A short per-node summary for --json and the journal."""
+        return {
+            "complete": self.complete,
+            "uid": self.uid,
+            "iptables": self.iptables_version.text if self.iptables_version else None,
+            "host_iptables": self.host_iptables,
+            "kube_proxy_backend": P.detect_kube_proxy_backend(
+                self.nft_mangle, self.ip6_nft_mangle, self.legacy)[0],
+            "legacy_kube_chains": sum(len(v) for v in (self.legacy.kube_chains() if self.legacy else {}).values()),
+            "nft_kube_chains": sum(len(t.kube_chains().get(n, ())) for n, t in
+                                   (("nat", self.nft_nat), ("filter", self.nft_filter)) if t),
+            "links": len(self.links),
+            "routes": len(self.routes),
+            "flannel_subnet": (self.subnet_env or {}).get("FLANNEL_SUBNET"),
+            "sysctls": dict(self.sysctls),
+            "kube_proxy_healthz": self.kube_proxy_healthz,
+            "kube_proxy_mode": self.kube_proxy_mode,
+            "kubectl_rc": self.kubectl_rc,
+            "cni_files": sorted(self.cni_files),
+            "parse_errors": list(self.parse_errors),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.summary()
+        d["node"] = self.node
+        return d
+
+
+def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]]:
+    """Cut the framed output into sections. Never raises; returns (sections, complete, errors)."""
+    head = f"{MARK} {nonce} "
+    sections: dict[str, Section] = {}
+    errors: list[str] = []
+    complete = False
+    cur_key: str | None = None
+    cur_name = ""
+    cur_arg: str | None = None
+    buf: list[str] = []
+    out_text: str | None = None
+    lines = output.split("\n")
+    for line in lines:
+        if not line.startswith(head):
+            if cur_key is not None:
+                buf.append(line)
+            continue
+        words = line[len(head):].split(" ")
+        kind = words[0] if words else ""
+        if kind == "DONE":
+            complete = True
+            continue
+        if kind == "BEGIN" and len(words) >= 2:
+            if cur_key is not None:
+                errors.append(f"section {cur_key}: no END marker")
+                sections[cur_key] = Section(cur_name, cur_arg, *_texts(out_text, buf), None)
+            cur_name = words[1]
+            cur_arg = _unhex(words[2]) if len(words) >= 3 else None
+            cur_key = cur_name if cur_arg is None else f"{cur_name} {cur_arg}"
+            buf, out_text = [], None
+            continue
+        if cur_key is None:
+            errors.append(f"marker outside a section: {line[:120]!r}")
+            continue
+        if kind == "ERR":
+            out_text = _strip_one("\n".join(buf))
+            buf = []
+        elif kind == "END":
+            rc: int | None = None
+            last = words[-1] if words else ""
+            if last.startswith("rc="):
+                try:
+                    rc = int(last[3:])
+                except ValueError:
+                    errors.append(f"section {cur_key}: bad rc {last!r}")
+            if out_text is None:
+                out_text, err_text = _strip_one("\n".join(buf)), ""
+            else:
+                err_text = _strip_one("\n".join(buf))
+            sections[cur_key] = Section(cur_name, cur_arg, out_text, err_text, rc)
+            cur_key, buf, out_text = None, [], None
+    if cur_key is not None:
+        errors.append(f"section {cur_key}: output ends inside it")
+        sections[cur_key] = Section(cur_name, cur_arg, *_texts(out_text, buf), None)
+    if not complete:
+        errors.append("output incomplete: no DONE marker")
+    return sections, complete, errors
+
+
+def _texts(out_text: str | None, buf: list[str]) -> tuple[str, str]:
+    if out_text is None:
+        return "\n".join(buf), ""
+    return out_text, "\n".join(buf)
+
+
+def _strip_one(text: str) -> str:
+    # the script prints "\n" before ERR/END: remove exactly that one
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _unhex(s: str) -> str:
+    try:
+        return bytes.fromhex(s).decode("utf-8", "replace")
+    except ValueError:
+        return s
+
+
+def parse_facts(node: str, output: str, nonce: str) -> NodeFacts:
+    """Pure: the script's output -> NodeFacts. Never raises; problems go to parse_errors."""
+    sections, complete, errors = split_sections(output or "", nonce)
+    kw: dict[str, Any] = {}
+
+    def sec(name: str) -> Section | None:
+        return sections.get(name)
+
+    def attempt(label: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # parsers are defensive; this is the last net
+            errors.append(f"{label}: {type(exc).__name__}: {exc}")
+            return None
+
+    def text_of(name: str) -> str | None:
+        s = sec(name)
+        return s.stdout if s is not None and s.rc == 0 else None
+
+    s = sec("id_u")
+    if s is not None and s.stdout.strip().isdigit():
+        kw["uid"] = int(s.stdout.strip())
+    if (t := text_of("hostname")) is not None:
+        kw["hostname"] = t.strip()
+    s = sec("iptables_version")
+    if s is not None and s.rc == 0:
+        kw["iptables_version"] = attempt("iptables -V", P.parse_iptables_version, s.stdout + s.stderr)
+    if (t := text_of("alternatives")) is not None:
+        kw["alternatives"] = attempt("alternatives", P.parse_alternatives, t)
+    link = text_of("alternatives_link") or text_of("iptables_link")
+    kw["host_iptables"] = P.host_iptables_backend(
+        kw.get("iptables_version"), kw.get("alternatives"), link)
+
+    for key, name in (("legacy", "legacy_save"), ("nft_nat", "nft_save_nat"),
+                      ("nft_filter", "nft_save_filter"), ("nft_mangle", "nft_save_mangle"),
+                      ("ip6_nft_mangle", "ip6_nft_save_mangle")):
+        s = sec(name)
+        if s is not None and s.rc == 0:
+            res = attempt(name, P.parse_iptables_save, s.stdout)
+            if res is not None:
+                errors.extend(f"{name}: {e}" for e in res.errors)
+                kw[key] = res
+    s = sec("nft_json")
+    if s is not None and s.rc == 0:
+        res = attempt("nft -j", P.parse_nft_json, s.stdout)
+        if res is not None:
+            errors.extend(f"nft -j: {e}" for e in res.errors)
+            kw["nft_ruleset"] = res
+
+    for key, name in (("links", "ip_link"), ("addrs", "ip_addr"), ("routes", "ip_route"),
+                      ("neigh_flannel", "ip_neigh_flannel"), ("fdb_flannel", "fdb_flannel")):
+        s = sec(name)
+        if s is not None and s.rc == 0:
+            items, err = P.parse_json_list(s.stdout)
+            if err:
+                errors.append(f"{name}: {err}")
+            kw[key] = tuple(items)
+
+    for key, name in (("kube_proxy_healthz", "kube_proxy_healthz"), ("kube_proxy_mode", "kube_proxy_mode")):
+        s = sec(name)
+        if s is not None and s.rc == 0 and s.stdout.strip():
+            kw[key] = s.stdout.strip()
+
+    route_get: dict[str, dict[str, Any] | None] = {}
+    subnet_env = None
+    cni_files: dict[str, str] = {}
+    cni_configs: dict[str, dict[str, Any] | None] = {}
+    kubeconfigs: dict[str, str | None] = {}
+    incompatible: dict[str, tuple[str, ...]] = {}
+    incompatible_err: dict[str, str] = {}
+    table_text: dict[str, str] = {}
+    for s in sections.values():
+        if s.name == "route_get" and s.arg:
+            if s.rc == 0:
+                items, err = P.parse_json_list(s.stdout)
+                if err:
+                    errors.append(f"route_get {s.arg}: {err}")
+                route_get[s.arg] = items[0] if items else None
+            else:
+                route_get[s.arg] = None
+        elif s.name == "cni_conf" and s.arg:
+            cni_files[s.arg] = s.stdout
+            conf, err = P.parse_cni_conf(s.stdout)
+            cni_configs[s.arg] = conf
+            if err:
+                errors.append(f"cni {s.arg}: {err}")
+        elif s.name == "kubeconfig" and s.arg:
+            kubeconfigs[s.arg] = P.parse_kubeconfig_server(s.stdout)
+        elif s.name == "incompatible_chains" and s.arg:
+            incompatible[s.arg] = tuple(c for c in s.stdout.split("\n") if c.strip())
+            incompatible_err[s.arg] = s.stderr
+        elif s.name == "nft_table_text" and s.arg:
+            table_text[s.arg] = s.stdout
+    s = sec("subnet_env")
+    if s is not None and s.rc == 0:
+        subnet_env = P.parse_env_file(s.stdout)
+    s = sec("sysctl")
+    if s is not None:
+        kw["sysctls"] = P.parse_sysctl_lines(s.stdout)
+    kw["modules"] = P.parse_modules(
+        text_of("proc_modules"), text_of("sys_module"),
+        (sec("lib_modules") is not None and sec("lib_modules").rc == 0),  # type: ignore[union-attr]
+    )
+    s = sec("kubectl_get_nodes")
+    if s is not None:
+        kw["kubectl_rc"] = s.rc
+        if s.rc != 0:
+            kw["kubectl_error"] = P.first_error_line(s.stderr) or P.first_error_line(s.stdout)
+
+    return NodeFacts(
+        node=node, sections=sections, complete=complete, route_get=route_get,
+        subnet_env=subnet_env, cni_files=cni_files, cni_configs=cni_configs,
+        kubeconfigs=kubeconfigs, incompatible_chains=incompatible,
+        incompatible_stderr=incompatible_err, nft_table_text=table_text,
+        parse_errors=tuple(errors), **kw,
+    )

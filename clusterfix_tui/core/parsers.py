@@ -1,0 +1,563 @@
+"""Pure parsers for the node-side tools' output. No I/O; none of them raises on bad input.
+
+Each parser returns plain data plus, where input can be partly broken, a list of errors. They are
+tested on real output captured on this machine and in the lab (tests/data/) and fuzzed
+(tests/test_parsers_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+# -- iptables -V / alternatives --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IptablesVersion:
+    text: str  # the line as printed
+    version: str | None  # "1.8.9"
+    backend: str | None  # "nft" | "legacy" | None
+
+    def tuple(self) -> tuple[int, ...]:
+        return version_tuple(self.version)
+
+
+def version_tuple(v: str | None) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in (v or "").split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        out.append(int(m.group()))
+    return tuple(out)
+
+
+def parse_iptables_version(text: str) -> IptablesVersion | None:
+    for line in (text or "").splitlines():
+        m = re.search(r"iptables v(\d+(?:\.\d+)*)\s*(?:\(([^)]*)\))?", line)
+        if m:
+            kind = (m.group(2) or "").strip()
+            backend = "nft" if kind == "nf_tables" else "legacy" if kind in ("legacy", "") else None
+            return IptablesVersion(line.strip(), m.group(1), backend)
+    return None
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    name: str | None
+    link: str | None
+    status: str | None  # "auto" | "manual"
+    best: str | None
+    value: str | None  # the path `iptables` points at
+    alternatives: tuple[tuple[str, int | None], ...] = ()  # (path, priority)
+
+
+def parse_alternatives(text: str) -> Alternatives:
+    head: dict[str, str] = {}
+    alts: list[tuple[str, int | None]] = []
+    cur: str | None = None
+    for line in (text or "").splitlines():
+        if not line or line.startswith(" "):
+            continue
+        key, sep, val = line.partition(":")
+        if not sep:
+            continue
+        key, val = key.strip(), val.strip()
+        if key == "Alternative":
+            cur = val
+            alts.append((val, None))
+        elif key == "Priority" and cur is not None and alts:
+            try:
+                alts[-1] = (alts[-1][0], int(val))
+            except ValueError:
+                pass
+        elif cur is None:
+            head[key] = val
+    return Alternatives(head.get("Name"), head.get("Link"), head.get("Status"), head.get("Best"),
+                        head.get("Value"), tuple(alts))
+
+
+def backend_of_path(path: str | None) -> str | None:
+    p = (path or "").rsplit("/", 1)[-1]
+    if "legacy" in p:
+        return "legacy"
+    if "nft" in p:
+        return "nft"
+    return None
+
+
+def host_iptables_backend(version: IptablesVersion | None, alts: Alternatives | None,
+                          link: str | None) -> str | None:
+    """Which backend the node's `iptables` command uses: `iptables -V` says it directly; else the
+    resolved binary (xtables-nft-multi / xtables-legacy-multi); else the alternatives value."""
+    if version is not None and version.backend:
+        return version.backend
+    for cand in (link, alts.value if alts else None):
+        b = backend_of_path(cand)
+        if b:
+            return b
+    return None
+
+
+# -- iptables-save ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str
+    chain: str
+    spec: str  # the line as printed: "-A CHAIN ..."
+    target: str | None  # value of -j / -g
+    args: tuple[str, ...] = ()
+
+    def opt(self, name: str) -> str | None:
+        """Value following option `name` (e.g. "--to-destination"), if present."""
+        a = self.args
+        for i, tok in enumerate(a[:-1]):
+            if tok == name:
+                return a[i + 1]
+        return None
+
+    def has(self, token: str) -> bool:
+        return token in self.args
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    chains: dict[str, str | None]  # chain -> policy ("ACCEPT"/"DROP") for built-ins, None otherwise
+    rules: tuple[Rule, ...] = ()
+
+    def rules_in(self, chain: str) -> list[Rule]:
+        return [r for r in self.rules if r.chain == chain]
+
+
+@dataclass(frozen=True)
+class IptablesSave:
+    tables: dict[str, Table] = field(default_factory=dict)
+    comments: tuple[str, ...] = ()  # "# ..." lines (warnings, incompatibility notes)
+    incompatible_tables: tuple[str, ...] = ()  # from "# Table `nat' is incompatible"
+    errors: tuple[str, ...] = ()
+
+    def table(self, name: str) -> Table | None:
+        return self.tables.get(name)
+
+    def has_chain(self, name: str, table: str | None = None) -> bool:
+        tabs = [self.tables[table]] if table and table in self.tables else (
+            [] if table else list(self.tables.values()))
+        return any(name in t.chains for t in tabs)
+
+    def kube_chains(self) -> dict[str, list[str]]:
+        return {t.name: sorted(c for c in t.chains if c.startswith("KUBE-"))
+                for t in self.tables.values() if any(c.startswith("KUBE-") for c in t.chains)}
+
+    @property
+    def empty(self) -> bool:
+        return not self.tables
+
+
+_INCOMPAT_RE = re.compile(r"[Tt]able `([^']*)' is incompatible")
+
+
+def _tokens(line: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(line))
+    except ValueError:
+        return tuple(line.split())
+
+
+def parse_iptables_save(text: str) -> IptablesSave:
+    tables: dict[str, Table] = {}
+    comments: list[str] = []
+    incompatible: list[str] = []
+    errors: list[str] = []
+    name: str | None = None
+    chains: dict[str, str | None] = {}
+    rules: list[Rule] = []
+
+    def close() -> None:
+        nonlocal name, chains, rules
+        if name is not None:
+            tables[name] = Table(name, chains, tuple(rules))
+        name, chains, rules = None, {}, []
+
+    for n, raw in enumerate((text or "").splitlines(), 1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            comments.append(line)
+            m = _INCOMPAT_RE.search(line)
+            if m:
+                incompatible.append(m.group(1))
+            continue
+        if line.startswith("*"):
+            close()
+            name = line[1:].strip()
+            continue
+        if line.strip() == "COMMIT":
+            close()
+            continue
+        if name is None:
+            errors.append(f"line {n}: outside a table: {line[:100]!r}")
+            continue
+        if line.startswith(":"):
+            parts = line[1:].split()
+            if not parts:
+                errors.append(f"line {n}: empty chain line")
+                continue
+            pol = parts[1] if len(parts) > 1 else "-"
+            chains[parts[0]] = None if pol == "-" else pol
+            continue
+        if line.startswith("-A ") or line.startswith("-I "):
+            toks = _tokens(line)
+            if len(toks) < 2:
+                errors.append(f"line {n}: rule without chain")
+                continue
+            chain = toks[1]
+            chains.setdefault(chain, None)
+            target = None
+            for i, tok in enumerate(toks[:-1]):
+                if tok in ("-j", "--jump", "-g", "--goto"):
+                    target = toks[i + 1]
+            rules.append(Rule(name, chain, line, target, toks[2:]))
+            continue
+        errors.append(f"line {n}: not understood: {line[:100]!r}")
+    if name is not None:
+        errors.append(f"table {name}: no COMMIT")
+        close()
+    return IptablesSave(tables, tuple(comments), tuple(incompatible), tuple(errors))
+
+
+def detect_kube_proxy_backend(nft_mangle: IptablesSave | None, ip6_nft_mangle: IptablesSave | None,
+                              legacy: IptablesSave | None) -> tuple[str, str]:
+    """kubernetes-sigs/iptables-wrappers' rule: KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY in
+    `iptables-nft-save -t mangle` (or ip6tables) -> nft; else in the full iptables-legacy-save ->
+    legacy; else nft. Returns (backend, evidence)."""
+    for label, save in (("iptables-nft-save -t mangle", nft_mangle),
+                        ("ip6tables-nft-save -t mangle", ip6_nft_mangle)):
+        if save is None:
+            continue
+        for chain in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"):
+            if save.has_chain(chain, "mangle"):
+                return "nft", f"{chain} in {label}"
+    if legacy is not None:
+        for chain in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"):
+            if legacy.has_chain(chain):
+                return "legacy", f"{chain} in iptables-legacy-save"
+    return "nft", "no KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY in either backend (default nft)"
+
+
+# -- nft -j ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NftChain:
+    family: str
+    table: str
+    name: str
+    handle: int | None
+    type: str | None = None
+    hook: str | None = None
+    prio: Any = None
+    policy: str | None = None
+
+
+@dataclass(frozen=True)
+class NftRule:
+    family: str
+    table: str
+    chain: str
+    handle: int | None
+    expr: tuple[Any, ...] = ()
+    comment: str | None = None
+
+    def statements(self) -> list[str]:
+        """The top-level expression kinds, e.g. ["match", "xt", "counter", "jump"]."""
+        out = []
+        for e in self.expr:
+            if isinstance(e, dict):
+                out.extend(str(k) for k in e.keys())
+        return out
+
+    @property
+    def has_xt(self) -> bool:
+        return "xt" in self.statements()
+
+    def render(self) -> str:
+        return render_nft_rule(self)
+
+
+@dataclass(frozen=True)
+class NftRuleset:
+    tables: tuple[tuple[str, str], ...] = ()  # (family, name)
+    chains: tuple[NftChain, ...] = ()
+    rules: tuple[NftRule, ...] = ()
+    version: str | None = None
+    errors: tuple[str, ...] = ()
+
+    def rules_in(self, family: str, table: str, chain: str) -> list[NftRule]:
+        return [r for r in self.rules if (r.family, r.table, r.chain) == (family, table, chain)]
+
+
+def parse_nft_json(text: str) -> NftRuleset:
+    errors: list[str] = []
+    text = (text or "").strip()
+    if not text:
+        return NftRuleset(errors=())
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return NftRuleset(errors=(f"not JSON: {exc}",))
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        return NftRuleset(errors=("no 'nftables' list",))
+    tables: list[tuple[str, str]] = []
+    chains: list[NftChain] = []
+    rules: list[NftRule] = []
+    version = None
+    for it in items:
+        if not isinstance(it, dict):
+            continue
+        if isinstance(it.get("metainfo"), dict):
+            version = _s(it["metainfo"].get("version"))
+        t = it.get("table")
+        if isinstance(t, dict):
+            tables.append((_s(t.get("family")) or "", _s(t.get("name")) or ""))
+        c = it.get("chain")
+        if isinstance(c, dict):
+            chains.append(NftChain(_s(c.get("family")) or "", _s(c.get("table")) or "",
+                                   _s(c.get("name")) or "", _i(c.get("handle")), _s(c.get("type")),
+                                   _s(c.get("hook")), c.get("prio"), _s(c.get("policy"))))
+        r = it.get("rule")
+        if isinstance(r, dict):
+            expr = r.get("expr")
+            rules.append(NftRule(_s(r.get("family")) or "", _s(r.get("table")) or "",
+                                 _s(r.get("chain")) or "", _i(r.get("handle")),
+                                 tuple(expr) if isinstance(expr, list) else (),
+                                 _s(r.get("comment"))))
+    return NftRuleset(tuple(tables), tuple(chains), tuple(rules), version, tuple(errors))
+
+
+def _s(v: Any) -> str | None:
+    return v if isinstance(v, str) else (str(v) if isinstance(v, (int, float)) else None)
+
+
+def _i(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _render_val(v: Any) -> str:
+    if isinstance(v, dict):
+        if len(v) == 1:
+            k, inner = next(iter(v.items()))
+            if k == "payload" and isinstance(inner, dict):
+                return f"{inner.get('protocol', '')} {inner.get('field', '')}".strip()
+            if k == "meta" and isinstance(inner, dict):
+                return f"meta {inner.get('key', '')}"
+            if k == "ct" and isinstance(inner, dict):
+                return f"ct {inner.get('key', '')}"
+            if k == "set" and isinstance(inner, list):
+                return "{ " + ", ".join(_render_val(x) for x in inner) + " }"
+            if k == "prefix" and isinstance(inner, dict):
+                return f"{inner.get('addr')}/{inner.get('len')}"
+            return f"{k} {_render_val(inner)}"
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, list):
+        return "{ " + ", ".join(_render_val(x) for x in v) + " }"
+    return str(v)
+
+
+def render_nft_rule(rule: NftRule) -> str:
+    """A readable one-liner of a rule's JSON expressions (close to, not exactly, `nft list`)."""
+    parts: list[str] = []
+    for e in rule.expr:
+        if not isinstance(e, dict) or not e:
+            continue
+        k, v = next(iter(e.items()))
+        if k == "match" and isinstance(v, dict):
+            op = v.get("op", "==")
+            parts.append(f"{_render_val(v.get('left'))} {'' if op == '==' else op + ' '}"
+                         f"{_render_val(v.get('right'))}")
+        elif k in ("jump", "goto") and isinstance(v, dict):
+            parts.append(f"{k} {v.get('target')}")
+        elif k in ("accept", "drop", "return", "continue"):
+            parts.append(k)
+        elif k == "xt" and isinstance(v, dict):
+            parts.append(f"xt {v.get('type', '')} {v.get('name', '')}".strip())
+        elif k == "counter":
+            parts.append("counter")
+        elif isinstance(v, dict):
+            parts.append(k + " " + " ".join(f"{kk} {_render_val(vv)}" for kk, vv in v.items()))
+        else:
+            parts.append(f"{k} {_render_val(v)}" if v is not None else k)
+    text = " ".join(parts)
+    if rule.comment:
+        text += f' comment "{rule.comment}"'
+    return f"{rule.family} {rule.table} {rule.chain}: {text} # handle {rule.handle}"
+
+
+# -- ip -j / bridge -j ------------------------------------------------------------------------------
+
+
+def parse_json_list(text: str) -> tuple[list[dict[str, Any]], str | None]:
+    """`ip -j ...` / `bridge -j ...` output -> list of dicts (and an error, if any)."""
+    text = (text or "").strip()
+    if not text:
+        return [], None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        # some iproute2 versions print one JSON array per line for multi-part output
+        items: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            try:
+                part = json.loads(line)
+            except ValueError:
+                return [], f"not JSON: {exc}"
+            if isinstance(part, list):
+                items.extend(x for x in part if isinstance(x, dict))
+        return items, None
+    if isinstance(doc, list):
+        return [x for x in doc if isinstance(x, dict)], None
+    if isinstance(doc, dict):
+        return [doc], None
+    return [], "not a JSON list"
+
+
+def link_by_name(links: Any, name: str) -> dict[str, Any] | None:
+    for link in links or ():
+        if isinstance(link, dict) and link.get("ifname") == name:
+            return link
+    return None
+
+
+def ipv4_addrs(addrs: Any, ifname: str) -> list[str]:
+    """'a.b.c.d/len' of one interface from `ip -j addr`."""
+    out = []
+    for link in addrs or ():
+        if not isinstance(link, dict) or link.get("ifname") != ifname:
+            continue
+        for a in link.get("addr_info") or ():
+            if isinstance(a, dict) and a.get("family") == "inet" and a.get("local"):
+                out.append(f"{a.get('local')}/{a.get('prefixlen', 32)}")
+    return out
+
+
+def render_route(r: dict[str, Any]) -> str:
+    parts = [str(r.get("dst", "?"))]
+    if r.get("gateway"):
+        parts += ["via", str(r["gateway"])]
+    if r.get("dev"):
+        parts += ["dev", str(r["dev"])]
+    for flag in r.get("flags") or ():
+        parts.append(str(flag))
+    if r.get("prefsrc"):
+        parts += ["src", str(r["prefsrc"])]
+    return " ".join(parts)
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """/run/flannel/subnet.env: KEY=VALUE lines (quotes stripped)."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        k, v = line.split("=", 1)
+        k = k.strip()
+        if k.startswith("export "):
+            k = k[7:].strip()
+        v = v.strip()
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+            v = v[1:-1]
+        if k:
+            out[k] = v
+    return out
+
+
+def parse_cni_conf(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        doc = json.loads(text or "")
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    if not isinstance(doc, dict):
+        return None, "not a JSON object"
+    return doc, None
+
+
+def cni_plugin_types(conf: dict[str, Any] | None) -> list[str]:
+    if not isinstance(conf, dict):
+        return []
+    plugins = conf.get("plugins")
+    if isinstance(plugins, list):
+        return [str(p.get("type")) for p in plugins if isinstance(p, dict) and p.get("type")]
+    return [str(conf["type"])] if conf.get("type") else []
+
+
+def parse_kubeconfig_server(text: str) -> str | None:
+    """The first `server:` value from the lines the node sent (only those are ever sent)."""
+    for line in (text or "").splitlines():
+        m = re.match(r"^\s*-?\s*server:\s*(.*?)\s*$", line)
+        if m:
+            v = m.group(1)
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+                v = v[1:-1]
+            return v or None
+    return None
+
+
+def parse_sysctl_lines(text: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for line in (text or "").splitlines():
+        if "!missing" in line and "=" not in line:
+            out[line.split("!", 1)[0].strip()] = None
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Modules:
+    loaded: frozenset[str] = frozenset()
+    source: str | None = None  # "proc_modules" | "sys_module" | None (unknown)
+    lib_modules: bool = False  # /lib/modules/$(uname -r) exists (modprobe can work)
+
+    def has(self, name: str) -> bool | None:
+        if self.source is None:
+            return None
+        return name in self.loaded
+
+    def matching(self, prefix: str) -> list[str]:
+        return sorted(m for m in self.loaded if m.startswith(prefix))
+
+
+def parse_modules(proc_modules: str | None, sys_module: str | None, lib_modules: bool) -> Modules:
+    """/proc/modules lists loadable modules; /sys/module also shows built-ins with parameters.
+    A kernel without /proc/modules (everything built in) falls back to /sys/module."""
+    names: set[str] = set()
+    source = None
+    if proc_modules is not None:
+        source = "proc_modules"
+        for line in proc_modules.splitlines():
+            if line.strip():
+                names.add(line.split()[0])
+    if sys_module is not None:
+        source = source or "sys_module"
+        names.update(w for w in sys_module.split() if w)
+    return Modules(frozenset(names), source, lib_modules)
+
+
+def first_error_line(text: str | None) -> str | None:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()[:300]
+    return None

@@ -1,0 +1,387 @@
+"""ClusterSnapshot: what the Kubernetes API says, gathered once, as plain data.
+
+Every API call is wrapped: a failure becomes an entry in `errors` ({"what", "error"}), never an
+exception, so a half-broken API still yields a diagnosis of what could be read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
+FLANNEL_SELECTOR = "app=flannel"
+SYSTEM_NAMESPACES = ("kube-system", "kube-flannel")
+VTEP_ANNOTATION = "flannel.alpha.coreos.com/backend-data"
+PUBLIC_IP_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+LOG_TAIL = 30
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    node: str | None
+    phase: str | None
+    ready: bool
+    restart_count: int
+    waiting_reason: str | None
+    waiting_message: str | None
+    last_termination_message: str | None
+    last_termination_reason: str | None
+    container: str | None
+    pod_ip: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    log_tail: tuple[str, ...] = ()
+    previous_log_tail: tuple[str, ...] = ()
+
+    @property
+    def crash_looping(self) -> bool:
+        return self.waiting_reason == "CrashLoopBackOff"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    internal_ip: str | None
+    addresses: tuple[dict[str, Any], ...]
+    pod_cidr: str | None
+    conditions: dict[str, dict[str, Any]]  # type -> {status, reason, message}
+    annotations: dict[str, str]
+    labels: dict[str, str]
+    kubelet_version: str | None
+
+    @property
+    def ready(self) -> bool | None:
+        c = self.conditions.get("Ready")
+        return None if c is None else c.get("status") == "True"
+
+    @property
+    def is_control_plane(self) -> bool:
+        return any(k in self.labels for k in ("node-role.kubernetes.io/control-plane",
+                                              "node-role.kubernetes.io/master"))
+
+    @property
+    def vtep_mac(self) -> str | None:
+        raw = self.annotations.get(VTEP_ANNOTATION)
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        mac = data.get("VtepMAC") if isinstance(data, dict) else None
+        return mac.lower() if isinstance(mac, str) else None
+
+    @property
+    def public_ip(self) -> str | None:
+        return self.annotations.get(PUBLIC_IP_ANNOTATION) or self.internal_ip
+
+    @property
+    def flannel_gateway(self) -> str | None:
+        """The subnet's network address: flannel.1's /32 and the peers' onlink gateway."""
+        try:
+            return str(ipaddress.ip_network(self.pod_cidr or "", strict=False).network_address)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    api: dict[str, Any] = field(default_factory=dict)  # describe(): context, server, user
+    version: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    kube_proxy_pods: dict[str, list[PodInfo]] = field(default_factory=dict)  # node -> pods
+    flannel_pods: dict[str, list[PodInfo]] = field(default_factory=dict)
+    pods: tuple[PodInfo, ...] = ()  # every pod (for pod IPs per node, probe targets)
+    kube_proxy_mode: str | None = None  # from ConfigMap kube-proxy config.conf ("" means default)
+    kube_proxy_config_found: bool = False
+    flannel_network: str | None = None
+    flannel_backend: str | None = None
+    flannel_config_found: bool = False
+    nodeport_services: tuple[dict[str, Any], ...] = ()  # {namespace, name, ports: [{port, nodePort, ...}]}
+    endpoints: dict[str, list[str]] = field(default_factory=dict)  # ns/name -> ["ip:port"]
+    warning_events: tuple[dict[str, Any], ...] = ()
+    daemonsets: tuple[dict[str, Any], ...] = ()  # {namespace, name, desired, ready}
+    errors: tuple[dict[str, str], ...] = ()
+
+    def node_names(self) -> list[str]:
+        return list(self.nodes)
+
+    def pod_ips_by_node(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for p in self.pods:
+            if p.node and p.pod_ip and p.node in self.nodes and p.pod_ip != self.nodes[p.node].internal_ip:
+                cidr = self.nodes[p.node].pod_cidr
+                if cidr and _in_cidr(p.pod_ip, cidr):
+                    out.setdefault(p.node, []).append(p.pod_ip)
+        return out
+
+    def peer_pod_ips(self, node: str, per_peer: int = 1) -> list[str]:
+        """One pod IP (pod network, not hostNetwork) on every other node, for `ip route get`."""
+        out: list[str] = []
+        for other, ips in self.pod_ips_by_node().items():
+            if other != node:
+                out.extend(sorted(ips)[:per_peer])
+        return out
+
+    def node_for_ip(self, ip: str) -> str | None:
+        for n in self.nodes.values():
+            if n.pod_cidr and _in_cidr(ip, n.pod_cidr):
+                return n.name
+            if n.internal_ip == ip:
+                return n.name
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        from clusterfix_tui.core.model import _plain
+
+        d = _plain(self)
+        d["nodes"] = {k: _plain(v) | {"ready": v.ready, "vtep_mac": v.vtep_mac}
+                      for k, v in self.nodes.items()}
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "api": self.api,
+            "version": self.version.get("gitVersion") if isinstance(self.version, dict) else None,
+            "nodes": {n.name: {"ready": n.ready, "internal_ip": n.internal_ip,
+                               "pod_cidr": n.pod_cidr, "control_plane": n.is_control_plane}
+                      for n in self.nodes.values()},
+            "kube_proxy_mode": self.kube_proxy_mode,
+            "flannel_network": self.flannel_network,
+            "flannel_backend": self.flannel_backend,
+            "nodeport_services": [f"{s['namespace']}/{s['name']}" for s in self.nodeport_services],
+            "warning_events": len(self.warning_events),
+            "errors": list(self.errors),
+        }
+
+
+def _in_cidr(ip: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    m = obj.get("metadata")
+    return m if isinstance(m, dict) else {}
+
+
+def node_info(obj: dict[str, Any]) -> NodeInfo:
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    addrs = tuple(a for a in status.get("addresses") or () if isinstance(a, dict))
+    internal = next((a.get("address") for a in addrs if a.get("type") == "InternalIP"), None)
+    conds = {}
+    for c in status.get("conditions") or ():
+        if isinstance(c, dict) and c.get("type"):
+            conds[c["type"]] = {"status": c.get("status"), "reason": c.get("reason"),
+                                "message": c.get("message")}
+    return NodeInfo(
+        name=str(meta.get("name", "")), internal_ip=internal, addresses=addrs,
+        pod_cidr=spec.get("podCIDR") or (spec.get("podCIDRs") or [None])[0],
+        conditions=conds, annotations=dict(meta.get("annotations") or {}),
+        labels=dict(meta.get("labels") or {}),
+        kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion"),
+    )
+
+
+def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
+    meta = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    statuses = [s for s in status.get("containerStatuses") or () if isinstance(s, dict)]
+    cs: dict[str, Any] = {}
+    if container_hint:
+        cs = next((s for s in statuses if s.get("name") == container_hint), {})
+    if not cs and statuses:
+        # the worst container: waiting first, then most restarts
+        cs = sorted(statuses, key=lambda s: (not (s.get("state") or {}).get("waiting"),
+                                             -int(s.get("restartCount") or 0)))[0]
+    waiting = (cs.get("state") or {}).get("waiting") or {}
+    term = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated") or {}
+    ready = bool(statuses) and all(bool(s.get("ready")) for s in statuses)
+    for c in status.get("conditions") or ():
+        if isinstance(c, dict) and c.get("type") == "Ready":
+            ready = c.get("status") == "True"
+    return PodInfo(
+        namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
+        node=spec.get("nodeName"), phase=status.get("phase"), ready=ready,
+        restart_count=int(cs.get("restartCount") or 0),
+        waiting_reason=waiting.get("reason"), waiting_message=waiting.get("message"),
+        last_termination_message=term.get("message"), last_termination_reason=term.get("reason"),
+        container=cs.get("name") or ((spec.get("containers") or [{}])[0] or {}).get("name"),
+        pod_ip=status.get("podIP"), labels=dict(meta.get("labels") or {}),
+    )
+
+
+def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
+    """The `mode:` of config.conf in ConfigMap kube-proxy ("" = default, iptables on Linux)."""
+    data = (cm or {}).get("data") or {}
+    text = data.get("config.conf") or data.get("config") or ""
+    for line in str(text).splitlines():
+        m = re.match(r"^mode:\s*(.*?)\s*$", line)
+        if m:
+            v = m.group(1).strip("'\"")
+            return v
+    return ""
+
+
+def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    data = (cm or {}).get("data") or {}
+    try:
+        conf = json.loads(data.get("net-conf.json") or "")
+    except ValueError:
+        return None, None
+    if not isinstance(conf, dict):
+        return None, None
+    backend = conf.get("Backend") or {}
+    return conf.get("Network"), backend.get("Type") if isinstance(backend, dict) else None
+
+
+def build_snapshot(api: Any, *, with_logs: bool = True) -> ClusterSnapshot:
+    """Read everything diagnostics need from the API. Never raises."""
+    errors: list[dict[str, str]] = []
+
+    def call(what: str, fn: Callable[[], Any], default: Any) -> Any:
+        try:
+            res = fn()
+            return default if res is None else res
+        except Exception as exc:
+            errors.append({"what": what, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            return default
+
+    api_desc = call("describe", api.describe, {})
+    version = call("version", api.version, {})
+    nodes_raw = call("list_nodes", api.list_nodes, [])
+    nodes = {}
+    for obj in nodes_raw:
+        if isinstance(obj, dict):
+            n = node_info(obj)
+            if n.name:
+                nodes[n.name] = n
+
+    all_pods: list[PodInfo] = []
+    pods_raw = call("list_pods", lambda: api.list_pods(None, None), [])
+    for obj in pods_raw:
+        if isinstance(obj, dict):
+            all_pods.append(pod_info(obj))
+
+    def system_pods(selector: str, container: str | None) -> dict[str, list[PodInfo]]:
+        out: dict[str, list[PodInfo]] = {}
+        seen: set[str] = set()
+        for ns in SYSTEM_NAMESPACES:
+            for obj in call(f"list_pods {ns} {selector}", lambda ns=ns: api.list_pods(ns, selector), []):
+                if not isinstance(obj, dict):
+                    continue
+                p = pod_info(obj, container)
+                if p.ref in seen:
+                    continue
+                seen.add(p.ref)
+                if with_logs:
+                    p = _with_logs(api, p, call)
+                out.setdefault(p.node or "", []).append(p)
+        return out
+
+    kube_proxy = system_pods(KUBE_PROXY_SELECTOR, "kube-proxy")
+    flannel = system_pods(FLANNEL_SELECTOR, "kube-flannel")
+
+    kp_cm = call("configmap kube-system/kube-proxy",
+                 lambda: api.get_configmap("kube-system", "kube-proxy"), None)
+    fl_cm = None
+    for ns in SYSTEM_NAMESPACES:
+        fl_cm = call(f"configmap {ns}/kube-flannel-cfg",
+                     lambda ns=ns: api.get_configmap(ns, "kube-flannel-cfg"), None)
+        if fl_cm:
+            break
+    network, backend = parse_flannel_net_conf(fl_cm)
+
+    services = []
+    for svc in call("list_services", lambda: api.list_services(None), []):
+        if not isinstance(svc, dict):
+            continue
+        spec = svc.get("spec") or {}
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            continue
+        ports = [p for p in spec.get("ports") or () if isinstance(p, dict) and p.get("nodePort")]
+        if ports:
+            m = _meta(svc)
+            services.append({"namespace": m.get("namespace"), "name": m.get("name"),
+                             "ports": ports, "selector": spec.get("selector") or {},
+                             "clusterIP": spec.get("clusterIP")})
+    endpoints: dict[str, list[str]] = {}
+    wanted = {f"{s['namespace']}/{s['name']}" for s in services}
+    if wanted:
+        for ep in call("list_endpoints", lambda: api.list_endpoints(None), []):
+            if not isinstance(ep, dict):
+                continue
+            m = _meta(ep)
+            key = f"{m.get('namespace')}/{m.get('name')}"
+            if key not in wanted:
+                continue
+            addrs = []
+            for sub in ep.get("subsets") or ():
+                for a in (sub or {}).get("addresses") or ():
+                    for p in (sub or {}).get("ports") or [{}]:
+                        addrs.append(f"{a.get('ip')}:{(p or {}).get('port', '')}")
+            endpoints[key] = addrs
+
+    events = []
+    for ev in call("list_events", lambda: api.list_events(None), []):
+        if not isinstance(ev, dict) or ev.get("type") != "Warning":
+            continue
+        obj = ev.get("involvedObject") or ev.get("regarding") or {}
+        events.append({
+            "namespace": _meta(ev).get("namespace") or obj.get("namespace"),
+            "object": f"{obj.get('kind', '')}/{obj.get('name', '')}",
+            "kind": obj.get("kind"), "name": obj.get("name"),
+            "reason": ev.get("reason"), "message": ev.get("message") or ev.get("note") or "",
+            "count": ev.get("count") or 1,
+            "last": ev.get("lastTimestamp") or ev.get("eventTime"),
+        })
+
+    daemonsets = []
+    for ns in SYSTEM_NAMESPACES:
+        for ds in call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), []):
+            if isinstance(ds, dict):
+                st = ds.get("status") or {}
+                daemonsets.append({"namespace": ns, "name": _meta(ds).get("name"),
+                                   "desired": st.get("desiredNumberScheduled"),
+                                   "ready": st.get("numberReady")})
+
+    return ClusterSnapshot(
+        api=dict(api_desc) if isinstance(api_desc, dict) else {},
+        version=dict(version) if isinstance(version, dict) else {},
+        nodes=nodes, kube_proxy_pods=kube_proxy, flannel_pods=flannel, pods=tuple(all_pods),
+        kube_proxy_mode=parse_kube_proxy_mode(kp_cm) if kp_cm else None,
+        kube_proxy_config_found=bool(kp_cm),
+        flannel_network=network, flannel_backend=backend, flannel_config_found=bool(fl_cm),
+        nodeport_services=tuple(services), endpoints=endpoints,
+        warning_events=tuple(events), daemonsets=tuple(daemonsets), errors=tuple(errors),
+    )
+
+
+def _with_logs(api: Any, p: PodInfo, call: Callable[..., Any]) -> PodInfo:
+    from dataclasses import replace
+
+    cur = call(f"pod_log {p.ref}", lambda: api.pod_log(p.namespace, p.name, p.container,
+                                                       tail_lines=LOG_TAIL), "")
+    prev: Any = ""
+    if p.restart_count > 0 or p.crash_looping:
+        # the previous instance's log is often absent: not an error worth recording
+        try:
+            prev = api.pod_log(p.namespace, p.name, p.container, tail_lines=LOG_TAIL, previous=True)
+        except Exception:
+            prev = ""
+    return replace(p, log_tail=tuple(str(cur or "").splitlines()[-LOG_TAIL:]),
+                   previous_log_tail=tuple(str(prev or "").splitlines()[-LOG_TAIL:]))
