@@ -107,3 +107,30 @@ def test_after_apply_marks_partial_when_pods_still_fail():
     final = STEP.after_apply(plan, out, FakeAPI(), timeout=0.05, poll=0.01, sleep=lambda s: None)
     assert final.status == "partial"
     assert "flannel-node-3" in final.message and "failed to set bridge addr" in final.message
+
+
+class ProbeAPI:
+    PROBE = {"httpGet": {"path": "/health", "port": 8096}, "timeoutSeconds": 1}
+
+    def list_pods(self, namespace=None, label_selector=None):
+        return [{"metadata": {"namespace": "media", "name": "jellyfin-7f9c-abcde",
+                              "ownerReferences": [{"kind": "ReplicaSet", "name": "jellyfin-7f9c"}]}}]
+
+    def get_deployment(self, namespace, name):
+        assert (namespace, name) == ("media", "jellyfin")
+        return {"spec": {"template": {"spec": {"containers": [
+            {"name": "jellyfin", "image": "x", "readinessProbe": self.PROBE}]}}}}
+
+
+def test_gather_finds_the_deployment_and_its_probe_for_the_workaround():
+    f = finding("PROBE_NO_ROUTE", "node-2", "pods", events=[], pods=["media/jellyfin-7f9c-abcde"],
+                probe_ip="10.244.1.5")
+    d = FakeDiagnosis([f], snapshot=snapshot())
+    extra = STEP.gather(ProbeAPI(), d)
+    assert extra["probe_targets"]["media/jellyfin-7f9c-abcde"]["deployment"] == "jellyfin"
+    d.extra = {"pods": extra}
+    plan = STEP.plan(d)
+    (a,) = plan.actions
+    assert a.api["name"] == "jellyfin" and a.api["namespace"] == "media"
+    assert a.change["before"] == ProbeAPI.PROBE
+    assert "kubectl -n media patch deployment jellyfin --type strategic -p " in a.command

@@ -243,7 +243,15 @@ class RepairSession:
             raise RuntimeError("diagnose() before plan()")
         from clusterfix_tui.core.fixes import get_step
 
-        plan = get_step(step).plan(_WithoutLeftOut(self.diagnosis, set(self.left_out)))
+        step_obj = get_step(step)
+        view = _WithoutLeftOut(self.diagnosis, set(self.left_out))
+        gather = getattr(step_obj, "gather", None)
+        if callable(gather):  # read-only look-ups the pure plan() needs (e.g. a Deployment)
+            try:
+                view.extra[step] = gather(self.api, view)
+            except Exception as exc:
+                self.journal.write("error", message=f"{step}: look-up failed: {exc}", where=step)
+        plan = step_obj.plan(view)
         self.plans[step] = plan
         self.journal.write("plan", step=step, plan=plan.to_dict())
         for note in plan.notes:
@@ -382,6 +390,7 @@ class _WithoutLeftOut:
         self.facts = {n: v for n, v in facts.items() if n not in left_out}
         self.snapshot = getattr(diagnosis, "snapshot", None)
         self.left_out = left_out
+        self.extra: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._d, name)

@@ -87,6 +87,11 @@ class Step(Protocol):
 
     def plan(self, diagnosis: Diagnosis) -> Plan: ...
 
+    # Optional: `gather(api, diagnosis) -> dict`, read-only ClusterAPI look-ups the pure plan()
+    # needs beyond the diagnosis; the session calls it first and passes the result to plan() as
+    # `diagnosis.extra[step.name]`. Optional: `after_apply(plan, outcome, api, *, on_line,
+    # cancel, dry_run) -> StepOutcome` (e.g. wait for a rollout), run before step_end is journaled.
+
 
 class Runner(Protocol):
     dry_run: bool

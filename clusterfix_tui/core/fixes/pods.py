@@ -141,7 +141,8 @@ class PodsStep:
                     finding_codes=tuple(sorted({f.code for f in fs})),
                 ))
         for f in [f for f in findings if f.code == PROBE_CODE]:
-            a = self._probe_workaround(f)
+            a = self._probe_workaround(f, (getattr(diagnosis, "extra", None) or {}).get(
+                self.name))
             if a is None:
                 notes.append(f"{f.node}: probe failures ({f.title}) but the finding does not "
                              "name the deployment, container and probe: no workaround offered")
@@ -158,8 +159,48 @@ class PodsStep:
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
                     actions=tuple(actions), notes=tuple(notes))
 
-    def _probe_workaround(self, f: Finding) -> FixAction | None:
-        d = f.data or {}
+    def gather(self, api: Any, diagnosis: Any) -> dict[str, Any]:
+        """Read-only look-ups plan() needs beyond the diagnosis (the session calls it before
+        plan()): for each pod of a PROBE_NO_ROUTE finding, its Deployment, container and
+        current readiness probe. Returns {"probe_targets": {"ns/pod": {...}}}."""
+        targets: dict[str, Any] = {}
+        for f in engine.findings_for(diagnosis, (PROBE_CODE,)):
+            for ref in (f.data or {}).get("pods") or ():
+                if ref in targets or "/" not in str(ref):
+                    continue
+                ns, name = str(ref).split("/", 1)
+                try:
+                    pod = next((p for p in api.list_pods(ns)
+                                if (p.get("metadata") or {}).get("name") == name), None)
+                    if pod is None:
+                        continue
+                    owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+                    rs = next((o.get("name") for o in owners if o.get("kind") == "ReplicaSet"),
+                              None)
+                    if not rs or "-" not in rs:
+                        continue
+                    deploy = rs.rsplit("-", 1)[0]
+                    dep = api.get_deployment(ns, deploy)
+                except Exception:
+                    continue
+                containers = (((dep or {}).get("spec") or {}).get("template") or {}).get(
+                    "spec", {}).get("containers") or []
+                for c in containers:
+                    if isinstance(c.get("readinessProbe"), dict):
+                        targets[ref] = {"namespace": ns, "deployment": deploy,
+                                        "container": c.get("name"), "probe": c["readinessProbe"]}
+                        break
+        return {"probe_targets": targets}
+
+    def _probe_workaround(self, f: Finding, extra: dict[str, Any] | None = None
+                          ) -> FixAction | None:
+        d = dict(f.data or {})
+        for ref in d.get("pods") or ():
+            t = ((extra or {}).get("probe_targets") or {}).get(ref)
+            if t:
+                for k, v in t.items():
+                    d.setdefault(k, v)
+                break
         ns = d.get("namespace")
         deploy = d.get("deployment")
         container = d.get("container")
