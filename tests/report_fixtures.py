@@ -221,6 +221,5 @@ def dry_run_session() -> list[dict[str, Any]]:
 
 def write_jsonl(path: str | os.PathLike[str], events: list[dict[str, Any]], torn: str = "") -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        for e in events:
-            fh.write(json.dumps(e, ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
         fh.write(torn)

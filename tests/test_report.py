@@ -21,7 +21,7 @@ from clusterfix_tui.core import report
 from clusterfix_tui.core.redact import redact
 
 sys.path.insert(0, os.path.dirname(__file__))
-from report_fixtures import (  # noqa: E402
+from report_fixtures import (
     CONTEXT,
     HOSTILE,
     IPS,
@@ -258,7 +258,7 @@ def test_html_is_self_contained_and_escaped(name: str) -> None:
         assert not attr.startswith("on")
         assert "//" not in (value or "")
     assert "url(" not in p.style and "@import" not in p.style and "//" not in p.style
-    assert not re.search(r"<[^>]+(?:src|href)\s*=", text, re.I)
+    assert not re.search(r"<[^>]+(?:src|href)\s*=", text, re.IGNORECASE)
 
 
 def test_hostile_node_name_cannot_inject_markup() -> None:
@@ -406,7 +406,7 @@ def test_cli_clear_errors(tmp_path: Path, content: str | None, message: str) -> 
 def test_default_report_name() -> None:
     import datetime as dt
 
-    when = dt.datetime(2026, 11, 26, 10, 0, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 26, 10, 0, 0, tzinfo=dt.UTC)
     events = [{"type": "session_start", "cluster": {"context": "admin@prod/eu west"}}]
     assert report.default_report_name(events, when) == (
         "clusterfix-report-admin-prod-eu-west-20261126T100000Z.md")

@@ -18,7 +18,8 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER
 from clusterfix_tui.core.redact import Anonymizer, redact_obj
@@ -227,7 +228,7 @@ def build_report(
     errors: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     latest: dict[str, dict[str, Any]] = {}  # step name -> its current entry
-    open_cmds: dict[tuple[str, str, str], dict[str, Any]] = {}
+    open_cmds: dict[tuple[str, str, str], Any] = {}
     verdict_raw: str | None = None
     summary = ""
     saw_start = False
@@ -254,7 +255,7 @@ def build_report(
                 session[k] = _s(ev.get(k))
             session["dry_run"] = bool(ev.get("dry_run"))
             session["started_at"] = _s(ts) or None
-            cl = ev.get("cluster") if isinstance(ev.get("cluster"), dict) else {}
+            cl = ev["cluster"] if isinstance(ev.get("cluster"), dict) else {}
             cluster = {
                 "context": _s(cl.get("context")),
                 "server": _s(cl.get("server")),
@@ -299,7 +300,7 @@ def build_report(
             step = _s(ev.get("step")) or "unknown"
             rollback = bool(ev.get("rollback"))
             cur = entry_for(step, rollback)
-            cmd = {
+            cmd: dict[str, Any] | None = {
                 "action_id": _s(ev.get("action_id")),
                 "node": _s(ev.get("node")),
                 "kind": _s(ev.get("kind")) or "shell",
@@ -319,7 +320,7 @@ def build_report(
             cur["commands"].append(cmd)
             if cur["status"] in ("planned", "not-run", "running"):
                 cur["status"] = "running"
-            open_cmds[(step, cmd["action_id"], cmd["node"])] = cmd
+            open_cmds[(step, _s(ev.get("action_id")), _s(ev.get("node")))] = cmd
         elif t == "command_end":
             step = _s(ev.get("step")) or "unknown"
             key = (step, _s(ev.get("action_id")), _s(ev.get("node")))
@@ -355,7 +356,7 @@ def build_report(
         elif t == "step_end":
             step = _s(ev.get("step")) or "unknown"
             cur = entry_for(step, bool(ev.get("rollback")))
-            out = ev.get("outcome") if isinstance(ev.get("outcome"), dict) else {}
+            out: dict[str, Any] = ev["outcome"] if isinstance(ev.get("outcome"), dict) else {}
             status = _s(out.get("status")) or "unknown"
             if ev.get("rollback"):
                 repair = last_repair.get(step)
@@ -422,12 +423,12 @@ def build_report(
     index: dict[tuple[str, str], dict[str, Any]] = {}
     for phase in ("before", "after"):
         for r in validation[phase] or ():
-            key = (r["name"], r["target"])
-            row = index.get(key)
+            vkey = (r["name"], r["target"])
+            row = index.get(vkey)
             if row is None:
                 row = {"name": r["name"], "target": r["target"], "before": None, "after": None,
                        "detail_before": "", "detail_after": "", "fix_step": r["fix_step"]}
-                index[key] = row
+                index[vkey] = row
                 comparison.append(row)
             row[phase] = r["passed"]
             row["detail_" + phase] = r["detail"]
@@ -537,7 +538,7 @@ def _step_failed_advice(e: dict[str, Any]) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1153,11 +1154,11 @@ def default_report_name(events: Sequence[dict[str, Any]], when: _dt.datetime | N
     context = ""
     for ev in events:
         if isinstance(ev, dict) and ev.get("type") == "session_start":
-            cl = ev.get("cluster") if isinstance(ev.get("cluster"), dict) else {}
+            cl: dict[str, Any] = ev["cluster"] if isinstance(ev.get("cluster"), dict) else {}
             context = _s(cl.get("context"))
             break
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", context).strip(".-")[:60] or "cluster"
-    when = when or _dt.datetime.now(_dt.timezone.utc)
+    when = when or _dt.datetime.now(_dt.UTC)
     return f"clusterfix-report-{safe}-{when.strftime('%Y%m%dT%H%M%SZ')}.{ext}"
 
 
