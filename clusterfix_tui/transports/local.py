@@ -130,24 +130,31 @@ def local_shells(node: str, address: str | None = None) -> LocalShell:
 # ------------------------------------------------------------------------------------------------
 # links, addresses, routes via netlink, shaped like `ip -j`
 
+# in the order `ip` prints them (iproute2 print_link_flags)
 _IFF = (
-    (0x1, "UP"), (0x2, "BROADCAST"), (0x8, "LOOPBACK"), (0x10, "POINTOPOINT"), (0x80, "NOARP"),
-    (0x100, "PROMISC"), (0x200, "ALLMULTI"), (0x1000, "MULTICAST"), (0x10000, "LOWER_UP"),
+    (0x8, "LOOPBACK"), (0x2, "BROADCAST"), (0x10, "POINTOPOINT"), (0x1000, "MULTICAST"),
+    (0x80, "NOARP"), (0x200, "ALLMULTI"), (0x100, "PROMISC"), (0x400, "MASTER"), (0x800, "SLAVE"),
+    (0x1, "UP"), (0x10000, "LOWER_UP"), (0x20000, "DORMANT"), (0x40000, "ECHO"),
 )
+IFF_UP, IFF_RUNNING = 0x1, 0x40
 _PROTO = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 16: "dhcp"}
 _SCOPE = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 _ROUTE_TYPE = {1: "unicast", 2: "local", 3: "broadcast", 5: "multicast", 6: "blackhole",
                7: "unreachable", 8: "prohibit"}
 _FAMILY = {2: "inet", 10: "inet6"}
-RTNH_F_ONLINK = 4
 MAIN_TABLE = 254
 
 
-def _flag_names(flags: int) -> list[str]:
-    names = [name for bit, name in _IFF if flags & bit and name not in ("UP", "LOWER_UP")]
-    # `ip` prints UP and LOWER_UP after the others
-    names += [name for bit, name in _IFF if flags & bit and name in ("UP", "LOWER_UP")]
+def _flag_names(flags: int, lower_down: bool = False) -> list[str]:
+    names = ["NO-CARRIER"] if flags & IFF_UP and not flags & IFF_RUNNING else []
+    names += [name for bit, name in _IFF if flags & bit]
+    if flags & IFF_UP and lower_down:
+        names.append("M-DOWN")
     return names
+
+
+_RTNH = ((1, "dead"), (4, "onlink"), (2, "pervasive"), (8, "offload"), (16, "linkdown"),
+         (32, "unresolved"))
 
 
 def local_links_routes(netns: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -161,12 +168,16 @@ def local_links_routes(netns: str | None = None) -> dict[str, list[dict[str, Any
         raw_addrs = list(ipr.get_addr())
         raw_routes = list(ipr.get_routes(table=MAIN_TABLE))
     names = {msg["index"]: msg.get("ifname") for msg in raw_links}
+    flags = {msg["index"]: msg["flags"] for msg in raw_links}
     links = []
     for msg in raw_links:
+        lower = msg.get("link")  # IFLA_LINK: a veth's peer, a vlan's parent (same netns only)
+        in_this_ns = msg.get_attr("IFLA_LINK_NETNSID") is None
+        lower_down = bool(lower) and in_this_ns and lower in flags and not flags[lower] & IFF_UP
         link: dict[str, Any] = {
             "ifindex": msg["index"],
             "ifname": msg.get("ifname"),
-            "flags": _flag_names(msg["flags"]),
+            "flags": _flag_names(msg["flags"], lower_down),
             "mtu": msg.get("mtu"),
             "operstate": msg.get("operstate"),
             "address": msg.get("address"),
@@ -202,19 +213,22 @@ def local_links_routes(netns: str | None = None) -> dict[str, list[dict[str, Any
         if msg["family"] != 2:
             continue
         dst = msg.get("dst")
-        route: dict[str, Any] = {
-            "type": _ROUTE_TYPE.get(msg["type"], str(msg["type"])),
-            "dst": f"{dst}/{msg['dst_len']}" if dst and msg["dst_len"] != 32 else (dst or "default"),
-        }
+        route: dict[str, Any] = {}
+        if msg["type"] != 1:  # `ip -j route` leaves out the defaults: unicast, boot, global
+            route["type"] = _ROUTE_TYPE.get(msg["type"], str(msg["type"]))
+        route["dst"] = (f"{dst}/{msg['dst_len']}" if dst and msg["dst_len"] != 32
+                        else (dst or "default"))
         if msg.get("gateway"):
             route["gateway"] = msg.get("gateway")
         oif = msg.get("oif")
         if oif:
             route["dev"] = names.get(oif, str(oif))
-        route["protocol"] = _PROTO.get(msg["proto"], str(msg["proto"]))
-        route["scope"] = _SCOPE.get(msg["scope"], str(msg["scope"]))
+        if msg["proto"] != 3:
+            route["protocol"] = _PROTO.get(msg["proto"], str(msg["proto"]))
+        if msg["scope"] != 0:
+            route["scope"] = _SCOPE.get(msg["scope"], str(msg["scope"]))
         if msg.get("prefsrc"):
             route["prefsrc"] = msg.get("prefsrc")
-        route["flags"] = ["onlink"] if msg["flags"] & RTNH_F_ONLINK else []
+        route["flags"] = [name for bit, name in _RTNH if msg["flags"] & bit]
         routes.append(route)
     return {"links": links, "addresses": list(addresses.values()), "routes": routes}
