@@ -1,0 +1,111 @@
+"""RepairSession with fakes: connection states, journaled plan/decision/commands, rollback, verdict."""
+
+from __future__ import annotations
+
+from clusterfix_tui.core.journal import Journal
+from clusterfix_tui.core.model import CommandResult
+from clusterfix_tui.core.session import RepairSession
+from clusterfix_tui.transports.base import HostKeyUnknown, NodeUnreachable
+from fix_helpers import FakeDiagnosis, finding, snapshot
+
+
+class API:
+    def describe(self):
+        return {"context": "lab", "server": "https://10.0.0.1:6443", "user": "admin"}
+
+    def version(self):
+        return {"gitVersion": "v1.31.0"}
+
+    def list_nodes(self):
+        return [{"metadata": {"name": n}, "status": {"addresses": [
+            {"type": "InternalIP", "address": f"10.0.0.{i}"}]}}
+            for i, n in enumerate(("node-1", "node-2", "node-3"), 1)]
+
+
+class Shell:
+    def __init__(self, node):
+        self.node = node
+
+    def run(self, command, *, timeout=60.0, on_line=None, stdin=None):
+        return CommandResult(0, "")
+
+    def close(self):
+        pass
+
+
+class Shells:
+    def __init__(self):
+        self.accepted = []
+
+    def __call__(self, node, address=None):
+        if node == "node-2" and not self.accepted:
+            raise HostKeyUnknown(node, "ssh-ed25519", "SHA256:abc", "/k", "node-2 ssh-ed25519 AAA")
+        if node == "node-3":
+            raise NodeUnreachable("connection refused")
+        return Shell(node)
+
+    def accept_host_key(self, exc):
+        self.accepted.append(exc.host)
+
+
+class Runner:
+    dry_run = False
+
+    def __init__(self):
+        self.ran = []
+
+    def run_action(self, action, *, on_line=None):
+        self.ran.append(action.id)
+        return CommandResult(0, "ok\n")
+
+
+def test_connect_states_and_accept_host_key(tmp_path):
+    j = Journal(tmp_path / "j.jsonl")
+    shells = Shells()
+    s = RepairSession(API(), shells, Runner(), j)
+    conns = {c.node: c for c in s.connect()}
+    assert conns["node-1"].state == "connected"
+    assert conns["node-2"].state == "host-key-unknown"
+    assert "SHA256:abc" in conns["node-2"].host_key
+    assert conns["node-3"].state == "unreachable"
+    assert s.accept_host_key("node-2").state == "connected"
+    s.leave_out("node-3", "unreachable")
+    types = [e["type"] for e in Journal.read(tmp_path / "j.jsonl")]
+    assert types[0] == "session_start" and "node_left_out" in types
+    start = Journal.read(tmp_path / "j.jsonl")[0]
+    assert start["cluster"]["node_count"] == 3 and start["cluster"]["version"] == "v1.31.0"
+
+
+def test_plan_apply_rollback_finish_are_journaled_in_order(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path)
+    runner = Runner()
+    s = RepairSession(API(), Shells(), runner, j)
+    diag = FakeDiagnosis([finding("FORWARD_DROP", "node-1", "iptables", backend="legacy",
+                                  table="filter", chain="FORWARD", policy="DROP"),
+                          finding("FORWARD_DROP", "node-3", "iptables", backend="legacy")],
+                         snapshot=snapshot())
+    s.diagnosis = s.before = diag
+    s.leave_out("node-3", "unreachable")
+    plan = s.plan("iptables")
+    assert {a.target for a in plan.actions} == {"node-1"}  # left-out node not planned
+    out = s.apply(plan, [a.id for a in plan.actions])
+    assert out.status == "changed"
+    rb = s.rollback("iptables")
+    assert rb.status == "changed"
+    fwd = [a.id for a in plan.actions if a.rollback is not None]
+    assert runner.ran[-len(fwd):] == [a.rollback.id for a in reversed(plan.actions)
+                                      if a.rollback is not None]
+    skip = s.skip(s.plan("cni_bridge"), "nothing to do")
+    assert skip.status == "skipped"
+    verdict = s.finish()
+    assert verdict == "still-broken"  # findings before, no validation run
+    evs = Journal.read(path)
+    types = [e["type"] for e in evs]
+    i = types.index("plan")
+    assert types[i + 1:i + 3] == ["decision", "command_start"]
+    assert types[-1] == "session_end"
+    dec = next(e for e in evs if e["type"] == "decision")
+    assert dec["decision"] == "approved" and dec["by"] == "user"
+    starts = [e for e in evs if e["type"] == "command_start"]
+    assert [e["rollback"] for e in starts] == [False] * len(plan.actions) + [True] * len(fwd)
