@@ -1,0 +1,637 @@
+"""The lab's fault catalog: each fault breaks a running lab for real, the way the runbook's failures
+break a kubeadm + flannel cluster.
+
+Every fault is a small set of commands run inside one node (through ``LabHandle.exec``, i.e. what
+an SSH session on the node sees), sometimes on that node's peers, sometimes followed by a pod
+restart or an agent state through the lab controller. ``inject`` returns the record that goes into
+lab.json ``faults``: ``{"name", "node", "physical", "detail"}``; ``detail`` says what was done, what
+breaks and how an admin removes the root cause by hand. ``physical`` is False only when the kernel
+or the node's state cannot make the breakage real; the detail then says why (nothing is faked).
+
+What each fault does, why it is real and the exact error texts measured on this kernel are in
+docs/lab-faults.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import yaml
+
+FLANNEL_NETWORK = ipaddress.ip_network("10.244.0.0/16")
+NODEPORT = 30096
+JELLYFIN_PORT = 8096
+CLUSTER_IP = "10.96.96.96"
+FLANNEL_DS = "kube-flannel-ds"
+KUBE_PROXY_DS = "kube-proxy"
+# An endpoint address the lab never hands out (pod IPs cycle through .2 - .250 of a node's subnet).
+STALE_HOST = 251
+# Offset of the "old" flannel lease of a node (its subnet before a re-join) inside 10.244.0.0/16.
+OLD_LEASE_OFFSET = 128
+DEAD_API_HOST = 250  # a former control-plane address on the lab bridge that nobody holds
+
+
+class FaultError(RuntimeError):
+    """The fault cannot be injected on this lab (unknown name, unknown node, missing state)."""
+
+
+class LabLike(Protocol):
+    """What faults need from ``clusterfix_tui.lab.cluster.LabHandle``."""
+
+    @property
+    def info(self) -> dict: ...
+
+    def exec(self, node: str, sh_command: str, check: bool = True, timeout: float = 30,
+             input: str | None = None) -> Any: ...
+
+    def set_agent_state(self, node: str, agent: str, **state: Any) -> dict: ...
+
+    def restart_pod(self, node: str, app: str) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One entry of the catalog. ``prefers`` says where the fault breaks something visible:
+    "jellyfin" (the node running the jellyfin pod), "other" (a node without it: its NodePort path
+    goes cross-node), "worker" (a worker without jellyfin if there is one)."""
+
+    name: str
+    summary: str
+    prefers: str
+    apply: Callable[[LabLike, str], dict]
+
+    def inject(self, handle: LabLike, node: str) -> dict:
+        return self.apply(handle, node)
+
+
+# -- lab facts -----------------------------------------------------------------------------------
+
+def _nodes(handle: LabLike) -> list[dict]:
+    return list(handle.info.get("nodes") or [])
+
+
+def _node(handle: LabLike, name: str) -> dict:
+    for n in _nodes(handle):
+        if n["name"] == name:
+            return n
+    raise FaultError(f"no node {name!r} in the lab (nodes: {', '.join(n['name'] for n in _nodes(handle))})")
+
+
+def _index(node: dict) -> int:
+    if node.get("index"):
+        return int(node["index"])
+    m = re.search(r"(\d+)$", node["name"])
+    return int(m.group(1)) if m else 1
+
+
+def jellyfin_pod(handle: LabLike) -> tuple[str | None, dict | None]:
+    """(node name, pod record) of the jellyfin pod from lab.json, or (None, None)."""
+    for n in _nodes(handle):
+        for p in n.get("pods") or []:
+            if p.get("app") == "jellyfin" or str(p.get("name", "")).startswith("jellyfin-"):
+                return n["name"], p
+    return None, None
+
+
+def jellyfin_node(handle: LabLike) -> str:
+    node, _ = jellyfin_pod(handle)
+    if node:
+        return node
+    names = [n["name"] for n in _nodes(handle)]
+    return "node-2" if "node-2" in names else names[0]
+
+
+def _record(name: str, node: str, physical: bool, detail: str) -> dict:
+    return {"name": name, "node": node, "physical": bool(physical), "detail": detail}
+
+
+def _run(handle: LabLike, node: str, script: str, *, check: bool = True, timeout: float = 30,
+         input: str | None = None) -> Any:
+    r = handle.exec(node, script, check=False, timeout=timeout, input=input)
+    if check and r.returncode != 0:
+        raise FaultError(f"on {node}: `{script.strip()[:200]}` failed ({r.returncode}): "
+                         f"{(r.stderr or r.stdout).strip()[:500]}")
+    return r
+
+
+def kube_proxy_backend(handle: LabLike, node: str) -> str:
+    """"nft" or "legacy": the backend holding kube-proxy's nat chains on node (without creating a
+    legacy nat table: `iptables-legacy-save -t nat` would register one), else the backend the
+    node's `iptables` alternative points at."""
+    script = (
+        "if nft list chain ip nat KUBE-SERVICES >/dev/null 2>&1; then echo nft; "
+        "elif grep -qx nat /proc/net/ip_tables_names 2>/dev/null && "
+        "iptables-legacy-save -t nat 2>/dev/null | grep -q '^:KUBE-SERVICES'; then echo legacy; "
+        "else case \"$(readlink -f /etc/alternatives/iptables 2>/dev/null)\" in "
+        "*legacy*) echo legacy;; *) echo nft;; esac; fi"
+    )
+    out = _run(handle, node, script).stdout.strip()
+    return "legacy" if out == "legacy" else "nft"
+
+
+def _other(backend: str) -> str:
+    return "legacy" if backend == "nft" else "nft"
+
+
+def _old_subnet(node: dict) -> ipaddress.IPv4Network:
+    """The node's "previous lease": a /24 of 10.244.0.0/16 no node of a <=128-node lab uses."""
+    k = (_index(node) - 1 + OLD_LEASE_OFFSET) % 256
+    return ipaddress.ip_network(f"10.244.{k}.0/24")
+
+
+def _bogus_mac(seed: str) -> str:
+    """A locally administered unicast MAC (first octet 0e) derived from seed."""
+    h = hashlib.sha256(seed.encode()).digest()
+    return "0e:" + ":".join(f"{b:02x}" for b in h[:5])
+
+
+# -- iptables faults -----------------------------------------------------------------------------
+
+def _stale_nat_rules(stale_ep: str, nodeport: int) -> str:
+    """kube-proxy's nat layout (as the lab's kube-proxy writes it) for jellyfin with a stale
+    endpoint, plus the jumps from the built-in chains: what a node keeps in a backend kube-proxy
+    used before it switched."""
+    from clusterfix_tui.lab import agents as A
+
+    try:
+        from clusterfix_tui.lab.daemon import CLUSTER_IP as cluster_ip
+    except Exception:  # noqa: BLE001 - the constant is all we need
+        cluster_ip = CLUSTER_IP
+    sp = A.ServicePort("media", "jellyfin", "http", "TCP", cluster_ip, JELLYFIN_PORT, nodeport,
+                       JELLYFIN_PORT, [stale_ep])
+    text = A.restore_text([sp])
+    nat = text[text.index("*nat"):].rstrip("\n").splitlines()
+    assert nat[-1] == "COMMIT"
+    jumps = [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ]
+    return "\n".join(nat[:-1] + jumps + ["COMMIT"]) + "\n"
+
+
+def _nat_hook_registered(handle: LabLike, node: str, backend: str) -> bool:
+    if backend == "legacy":
+        script = "grep -qx nat /proc/net/ip_tables_names 2>/dev/null && echo yes || echo no"
+    else:
+        script = "nft list table ip nat >/dev/null 2>&1 && echo yes || echo no"
+    return _run(handle, node, script).stdout.strip() == "yes"
+
+
+def inject_iptables_shadow(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    jf_node = _node(handle, jellyfin_node(handle))
+    backend = kube_proxy_backend(handle, node)
+    other = _other(backend)
+    subnet = ipaddress.ip_network(jf_node["pod_cidr"])
+    stale_ep = str(subnet.network_address + STALE_HOST)
+    nodeport = int(handle.info.get("nodeport") or NODEPORT)
+    registered_before = _nat_hook_registered(handle, node, other)
+    rules = _stale_nat_rules(stale_ep, nodeport)
+    _run(handle, node, f"iptables-{other}-restore --noflush -w 5", input=rules)
+    fix = (f"iptables-{other}-save -t nat | grep KUBE- (see them), then remove every KUBE-* rule and chain "
+           f"from iptables-{other} nat (e.g. the -D/-X lines of a restore file, or "
+           f"`iptables-{other} -t nat -F` + `-X` of the KUBE-* chains); kube-proxy's own rules in "
+           f"iptables-{backend} stay")
+    if registered_before:
+        return _record("iptables-shadow", node, False, (
+            f"stale kube-proxy nat rules (NodePort {nodeport} and ClusterIP -> DNAT {stale_ep}:{JELLYFIN_PORT}, "
+            f"a jellyfin endpoint that no longer exists) written into iptables-{other} on {node} ({n['ip']}), "
+            f"while kube-proxy programs iptables-{backend}. NOT shadowing: the {other} nat hook of this node "
+            f"was registered before kube-proxy's {backend} one, and of two nat hooks at the same priority the "
+            f"one registered most recently decides the DNAT; a registered hook cannot be moved without "
+            f"recreating the node's network namespace. The stale rules are cosmetic here (traffic still "
+            f"flows). By hand: {fix}"))
+    return _record("iptables-shadow", node, True, (
+        f"stale kube-proxy nat rules (KUBE-SERVICES/KUBE-NODEPORTS/KUBE-EXT/KUBE-SVC/KUBE-SEP, NodePort "
+        f"{nodeport} and ClusterIP {CLUSTER_IP}:{JELLYFIN_PORT} -> DNAT {stale_ep}:{JELLYFIN_PORT}, a jellyfin "
+        f"endpoint that no longer exists) written into iptables-{other} on {node} ({n['ip']}), while "
+        f"kube-proxy programs iptables-{backend}. The {other} nat table registered its hook now, after "
+        f"kube-proxy's {backend} one, so its DNAT wins: `curl http://{n['ip']}:{nodeport}/` times out "
+        f"(connections are sent to {stale_ep}) although kube-proxy's live rules are correct. The "
+        f"`iptables` tools of the node show only the {backend} rules plus \"# Warning: iptables-legacy "
+        f"tables present\". By hand: {fix}"))
+
+
+def _nft_nat_chains(handle: LabLike, node: str) -> dict[str, str]:
+    """{chain name: body text} of nft `table ip nat` on node."""
+    r = _run(handle, node, "nft list table ip nat 2>/dev/null", check=False)
+    chains: dict[str, str] = {}
+    for m in re.finditer(r"^\tchain (\S+) \{\n(.*?)^\t\}", r.stdout or "", re.M | re.S):
+        chains[m.group(1)] = m.group(2)
+    return chains
+
+
+FOREIGN_EXPR = "ct state new counter"
+
+
+def inject_iptables_foreign_rule(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    if backend != "nft":
+        return _record("iptables-foreign-rule", node, False, (
+            f"not injected: kube-proxy on {node} uses iptables-legacy, whose tables `nft` cannot write; "
+            "an nft-written rule in kube-proxy's nat chains needs kube-proxy on iptables-nft"))
+    _, jf = jellyfin_pod(handle)
+    chains = _nft_nat_chains(handle, node)
+    seps = [c for c in chains if c.startswith("KUBE-SEP-")]
+    target = None
+    if jf:
+        target = next((c for c in seps if f"dnat to {jf['ip']}:" in chains[c]), None)
+    target = target or (seps[0] if seps else None)
+    if target is None:
+        raise FaultError(f"no KUBE-SEP-* chain in nft table ip nat on {node}: kube-proxy has no endpoint "
+                         "programmed there (jellyfin not ready?)")
+    _run(handle, node, f"nft add rule ip nat {shlex.quote(target)} {FOREIGN_EXPR}")
+    chk = _run(handle, node, f"iptables-nft -w 5 -t nat -L {shlex.quote(target)} -n", check=False)
+    err = next((line for line in (chk.stderr or "").splitlines() if "incompatible" in line), "")
+    tbl = _run(handle, node, "iptables-nft -w 5 -t nat -L -n", check=False)
+    terr = next((line for line in (tbl.stderr or "").splitlines() if "incompatible" in line), "")
+    physical = chk.returncode != 0 and "is incompatible, use 'nft' tool" in err
+    return _record("iptables-foreign-rule", node, physical, (
+        f"`nft add rule ip nat {target} {FOREIGN_EXPR}` on {node} ({n['ip']}): a rule written with nft "
+        f"into kube-proxy's endpoint chain (the jellyfin endpoint), in an expression iptables-nft 1.8.9 "
+        f"cannot translate back. `iptables -t nat -L {target} -n` exits {chk.returncode}: {err!r}; "
+        f"`iptables -t nat -L -n` / `-S` exit {tbl.returncode}: {terr!r}; `iptables-save -t nat` prints "
+        f"only \"# Table `nat' is incompatible, use 'nft' tool.\" (exit 0), so kube-proxy's own "
+        f"iptables-save sees no chains and stale chains are no longer cleaned up. Traffic still flows: "
+        f"the rule only counts, and iptables-nft-restore --noflush still succeeds (it flushes the chain "
+        f"when kube-proxy rewrites it, so a full kube-proxy resync of this endpoint also removes the rule). "
+        f"By hand: `nft -a list chain ip nat {target}`, then `nft delete rule ip nat {target} handle <N>` "
+        f"of the `ct state new` rule; then restart kube-proxy on {node}"))
+
+
+def inject_forward_drop(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    other = _other(backend)
+    _run(handle, node, f"iptables-{other} -w 5 -t filter -P FORWARD DROP")
+    return _record("forward-drop", node, True, (
+        f"`iptables-{other} -P FORWARD DROP` on {node} ({n['ip']}) while kube-proxy and the node's "
+        f"`iptables` use iptables-{backend}: a forwarded packet must pass the filter FORWARD chains of both "
+        f"backends, so everything the node forwards is dropped: NodePort {NODEPORT} on {n['ip']} times out, "
+        f"and so does pod traffic into/out of {node}'s pods and through it. `iptables -L FORWARD` on the node "
+        f"shows policy ACCEPT. By hand: `iptables-{other} -P FORWARD ACCEPT`"))
+
+
+FIREWALL_RULES = """*filter
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -p udp -m udp --dport 8472 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+-A FORWARD -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+"""
+
+
+def inject_firewall_reject(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=FIREWALL_RULES)
+    jf = jellyfin_node(handle)
+    where = ("the jellyfin pod's node" if node == jf else f"not the jellyfin node ({jf}): only traffic "
+             f"forwarded by {node} itself is rejected")
+    return _record("firewall-reject", node, True, (
+        f"the firewall of a RHEL-style node (iptables-services/firewalld defaults) appended to iptables-"
+        f"{backend} filter on {node} ({n['ip']}, {where}): INPUT accepts established, icmp, lo, ssh and "
+        f"flannel's udp/8472, then `-j REJECT --reject-with icmp-host-prohibited`; FORWARD ends with the same "
+        f"REJECT. Real effect: connections forwarded into this node's pods that kube-proxy did not mark "
+        f"(NodePort {NODEPORT} via the other nodes, pod-to-pod from other nodes) get an ICMP host-prohibited "
+        f"back and the client sees \"No route to host\" (errno 113) at once. Not affected: NodePort "
+        f"{NODEPORT} on {n['ip']} itself (kube-proxy's KUBE-FORWARD accepts its 0x4000-marked packets "
+        f"first) and the readiness probe from the node to its own pod (OUTPUT is not filtered and the reply "
+        f"is ESTABLISHED), so no probe event is produced. By hand: `iptables -D FORWARD -j REJECT "
+        f"--reject-with icmp-host-prohibited` and `iptables -D INPUT -j REJECT --reject-with "
+        f"icmp-host-prohibited` (or stop the firewall)"))
+
+
+def _kube_chains_removal(save_text: str, table: str) -> str | None:
+    """iptables-restore --noflush input that removes every KUBE-* chain of a table and the jumps to
+    them from the built-in chains (what a reboot leaves when kube-proxy does not come back)."""
+    chains = [line[1:].split(" ")[0] for line in save_text.splitlines() if line.startswith(":KUBE-")]
+    chains = [c for c in chains if c not in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")]
+    if not chains:
+        return None
+    dels = []
+    for line in save_text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "-A" and not parts[1].startswith("KUBE-") and " -j KUBE-" in line:
+            target = line.rsplit(" -j ", 1)[1].split(" ")[0]
+            if target in chains:
+                dels.append("-D " + line[3:])
+    out = [f"*{table}"] + [f":{c} - [0:0]" for c in chains] + dels + [f"-X {c}" for c in chains] + ["COMMIT"]
+    return "\n".join(out) + "\n"
+
+
+def _kube_proxy_outage_log(handle: LabLike, node: str) -> tuple[str, str]:
+    from clusterfix_tui.lab.agents import klog
+
+    url = str((handle.info.get("api") or {}).get("url") or "https://10.213.0.1:6443").rstrip("/")
+    hostport = re.sub(r"^\w+://", "", url)
+    err = f'Get "{url}/api/v1/nodes/{node}": dial tcp {hostport}: connect: connection refused'
+    lines = [klog("I", "server_linux.go:66", '"Using iptables proxy"')]
+    lines += [klog("E", "node.go:152", f'"Failed to retrieve node info" err="{err}"') for _ in range(3)]
+    lines.append(klog("E", "server.go:558", f'"Error running ProxyServer" err="unable to get node IP: {err}"'))
+    return "\n".join(lines) + "\n", err
+
+
+def inject_kube_proxy_crashloop(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    removed = []
+    for table in ("nat", "filter"):
+        save = _run(handle, node, f"iptables-{backend}-save -t {table}").stdout
+        if "incompatible" in save:
+            raise FaultError(f"iptables-{backend}-save -t {table} on {node} is unreadable (a foreign nft rule?)")
+        text = _kube_chains_removal(save, table)
+        if text:
+            _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=text)
+            removed.append(table)
+    left = _run(handle, node, f"iptables-{backend}-save -t nat | grep -c -- '-A KUBE-NODEPORTS' || true").stdout
+    log_text, err = _kube_proxy_outage_log(handle, node)
+    handle.set_agent_state(node, "kube-proxy", crashed=True, message=log_text, error=err, backoff=300)
+    return _record("kube-proxy-crashloop", node, left.strip() in ("", "0"), (
+        f"every KUBE-* chain and jump removed from iptables-{backend} {'/'.join(removed) or '(none found)'} on "
+        f"{node} ({n['ip']}), as after a reboot where kube-proxy did not come back: NodePort {NODEPORT} on "
+        f"{n['ip']} is refused (nothing DNATs it). The lab controller holds the node's kube-proxy pod in "
+        f"CrashLoopBackOff with a 300 s back-off and the log of a kube-proxy that started during an API "
+        f"outage ({err}); that pod state is the controller's (set_agent_state), the missing rules are real. "
+        f"By hand: delete the kube-proxy pod on {node} through the API (kubectl -n kube-system delete pod "
+        f"...): the new pod programs the rules again"))
+
+
+# -- flannel / CNI faults ------------------------------------------------------------------------
+
+def inject_cni_bridge_conflict(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    subnet = ipaddress.ip_network(n["pod_cidr"])
+    gw = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+    old = _old_subnet(n)
+    wrong = f"{old.network_address + 1}/{old.prefixlen}"
+    _run(handle, node, f"ip addr add {shlex.quote(wrong)} dev cni0 && "
+                       f"ip addr del {shlex.quote(gw)} dev cni0")
+    res = handle.restart_pod(node, FLANNEL_DS)
+    pods = [p for p in (_node(handle, node).get("pods") or [])]
+    return _record("cni-bridge-conflict", node, not bool((res or {}).get("running")), (
+        f"cni0 on {node} ({n['ip']}) carries {wrong} (an old lease) instead of its podCIDR gateway {gw}: the "
+        f"node lost its route to {subnet}, so its {len(pods)} pod(s) are unreachable (NodePort {NODEPORT} "
+        f"to a pod there fails, pod-to-pod into {node} fails, the readiness probe from the node fails). The "
+        f"flannel pod on {node} was restarted through the lab controller and crash-loops with flannel's "
+        f"\"failed to set bridge addr: \\\"cni0\\\" already has an IP address different from {gw}\". By "
+        f"hand: `ip addr del {wrong} dev cni0` (or `ip link delete cni0`), then delete the flannel pod on "
+        f"{node}: it sets {gw} again"))
+
+
+def inject_flannel_stale_vtep(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    peers = [p for p in _nodes(handle) if p["name"] != node]
+    if not peers:
+        return _record("flannel-stale-vtep", node, False,
+                       f"not injected: {node} has no peers, so no node holds a VTEP entry for it")
+    real = n.get("vtep_mac") or _run(handle, node, "cat /sys/class/net/flannel.1/address").stdout.strip()
+    bogus = _bogus_mac(f"{handle.info.get('lab_id', '')}/{node}")
+    vtep = str(ipaddress.ip_network(n["pod_cidr"]).network_address)
+    script = (
+        f"ip neigh replace {vtep} lladdr {bogus} dev flannel.1 nud permanent && "
+        f"{{ bridge fdb del {real} dev flannel.1 dst {n['ip']} self 2>/dev/null || true; }} && "
+        f"bridge fdb append {bogus} dev flannel.1 dst {n['ip']} self permanent"
+    )
+    for p in peers:
+        _run(handle, p["name"], script)
+    names = ", ".join(p["name"] for p in peers)
+    return _record("flannel-stale-vtep", node, True, (
+        f"{names} hold VTEP MAC {bogus} for {node} (neigh {vtep} lladdr {bogus} on flannel.1 and fdb {bogus} "
+        f"dst {n['ip']}) instead of its real flannel.1 MAC {real} (the node annotation "
+        f"flannel.alpha.coreos.com/backend-data still says {real}), as after {node} rebooted with a new VTEP: "
+        f"{node}'s flannel.1 drops the frames, so cross-node traffic to {node}'s pods fails (pod-to-pod "
+        f"from other nodes, NodePort {NODEPORT} on the other nodes when the endpoint is on {node}). By hand "
+        f"on each peer: `ip neigh replace {vtep} lladdr {real} dev flannel.1 nud permanent`, `bridge fdb "
+        f"del {bogus} dev flannel.1 dst {n['ip']} self`, `bridge fdb append {real} dev flannel.1 dst "
+        f"{n['ip']} self permanent`; or delete the flannel pods on the peers (they reprogram from the "
+        f"annotation)"))
+
+
+def inject_flannel_stale_subnet(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    subnet = ipaddress.ip_network(n["pod_cidr"])
+    cur = f"{subnet.network_address}/32"
+    old = _old_subnet(n)
+    old_addr = str(old.network_address)
+    routes = json.loads(_run(handle, node, "ip -j -4 route show dev flannel.1").stdout or "[]")
+    lines = [f"addr add {old_addr}/32 dev flannel.1", f"addr del {cur} dev flannel.1", f"addr add {cur} dev flannel.1"]
+    for r in routes:
+        if r.get("gateway") and r.get("dst"):
+            lines.append(f"route replace {r['dst']} via {r['gateway']} dev flannel.1 onlink src {old_addr}")
+    _run(handle, node, "ip -batch -", input="\n".join(lines) + "\n")
+    env = (f"FLANNEL_NETWORK={FLANNEL_NETWORK}\nFLANNEL_SUBNET={old.network_address + 1}/{old.prefixlen}\n"
+           "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+    _run(handle, node, "mkdir -p /run/flannel && cat > /run/flannel/subnet.env", input=env)
+    res = handle.restart_pod(node, FLANNEL_DS)
+    return _record("flannel-stale-subnet", node, True, (
+        f"flannel.1 on {node} ({n['ip']}) still carries its old lease {old_addr}/32 (primary) beside {cur}, "
+        f"its {len(routes)} route(s) to the other nodes' subnets use src {old_addr}, and "
+        f"/run/flannel/subnet.env says FLANNEL_SUBNET={old.network_address + 1}/24. Real effect: traffic the "
+        f"node sends through flannel.1 leaves with source {old_addr}, which no other node routes back: "
+        f"NodePort {NODEPORT} on {n['ip']} to an endpoint on another node times out (kube-proxy masquerades "
+        f"to {old_addr}) and the node itself cannot reach remote pods; its own pods' traffic still works. "
+        f"The flannel pod was restarted through the lab controller and "
+        f"{'crash-loops' if not (res or {}).get('running') else 'is running (unexpected)'} with flannel's "
+        f"\"link has incompatible addresses. Remove additional addresses and try again\". By hand: "
+        f"`ip addr del {old_addr}/32 dev flannel.1` (or `ip link delete flannel.1`), then delete the "
+        f"flannel pod on {node} (it rewrites subnet.env and the routes)"))
+
+
+# -- node / host faults --------------------------------------------------------------------------
+
+def inject_worker_kubeconfig(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    path = "/root/.kube/config"
+    r = _run(handle, node, f"cat {path}", check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise FaultError(f"{node} has no {path} to break")
+    cfg = yaml.safe_load(r.stdout)
+    bridge = ipaddress.ip_network((handle.info.get("bridge") or {}).get("cidr") or "10.213.0.0/24")
+    dead_host = str(bridge.network_address + DEAD_API_HOST)
+    old_servers = []
+    for c in cfg.get("clusters") or []:
+        server = c.get("cluster", {}).get("server", "")
+        old_servers.append(server)
+        scheme = server.split("://", 1)[0] if "://" in server else "https"
+        c["cluster"]["server"] = f"{scheme}://{dead_host}:6443"
+    dead = f"{scheme}://{dead_host}:6443" if old_servers else ""
+    _run(handle, node, f"umask 077 && cat > {path}.tmp && mv {path}.tmp {path}",
+         input=yaml.safe_dump(cfg, sort_keys=False))
+    role = n.get("role", "worker")
+    return _record("worker-kubeconfig", node, True, (
+        f"{path} on {node} ({n['ip']}, {role}) points at {dead} (a former control-plane address on the lab "
+        f"bridge that nobody holds) instead of {', '.join(old_servers) or 'the lab API'}: kubectl on the node "
+        f"fails (\"dial tcp {dead_host}:6443: connect: no route to host\" after ARP gives up, about 3 s). "
+        f"The node's kubelet.conf is untouched (the node stays Ready). By hand: copy a good kubeconfig "
+        f"(e.g. the control plane's /etc/kubernetes/admin.conf or the lab's kubeconfig) to {path}, "
+        f"mode 600"))
+
+
+def inject_ip_forward_off(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    _run(handle, node, "echo 0 > /proc/sys/net/ipv4/ip_forward")
+    val = _run(handle, node, "cat /proc/sys/net/ipv4/ip_forward").stdout.strip()
+    return _record("ip-forward-off", node, val == "0", (
+        f"net.ipv4.ip_forward=0 on {node} ({n['ip']}) (its own network namespace): the node no longer "
+        f"routes: NodePort {NODEPORT} on {n['ip']} times out (DNATed packets are not forwarded), pods on "
+        f"{node} cannot reach other nodes and are not reachable through it. By hand: `sysctl -w "
+        f"net.ipv4.ip_forward=1` (and fix /etc/sysctl.d so it stays)"))
+
+
+def inject_br_netfilter_off(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    knob = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+    r = _run(handle, node, f"test -w {knob} && echo 0 > {knob} && cat {knob}", check=False)
+    if r.returncode != 0 or r.stdout.strip() != "0":
+        return _record("br-netfilter-off", node, False, (
+            f"not injected: {knob} does not exist or is not writable in {node}'s network namespace on this "
+            f"kernel (br_netfilter missing), so bridge-nf-call-iptables cannot be turned off here"))
+    return _record("br-netfilter-off", node, True, (
+        f"net.bridge.bridge-nf-call-iptables=0 on {node} ({n['ip']}) (the knob is per network namespace on "
+        f"this kernel): frames bridged on cni0 skip iptables and conntrack. Real effect: a pod on {node} that "
+        f"connects to the jellyfin Service's ClusterIP {CLUSTER_IP}:{JELLYFIN_PORT} while the endpoint is on "
+        f"the same node gets the reply straight over the bridge from the pod IP, un-NATed, and the "
+        f"connection times out. Traffic that is routed (NodePort from outside, cross-node pods, the probe "
+        f"from the node) is not affected. By hand: `sysctl -w net.bridge.bridge-nf-call-iptables=1` (and "
+        f"`modprobe br_netfilter` + /etc/sysctl.d on a real node)"))
+
+
+# -- the catalog ---------------------------------------------------------------------------------
+
+FAULTS: dict[str, Fault] = {f.name: f for f in (
+    Fault("iptables-shadow", "stale KUBE-* DNAT rules in the backend kube-proxy does not use shadow the live "
+          "NodePort path", "other", inject_iptables_shadow),
+    Fault("iptables-foreign-rule", "an nft-written rule in kube-proxy's nat chain that iptables-nft cannot "
+          "read back (\"chain ... is incompatible, use 'nft' tool\")", "other", inject_iptables_foreign_rule),
+    Fault("forward-drop", "FORWARD policy DROP in the iptables backend kube-proxy does not use", "other",
+          inject_forward_drop),
+    Fault("cni-bridge-conflict", "cni0 carries an address outside the node's podCIDR; flannel crash-loops",
+          "jellyfin", inject_cni_bridge_conflict),
+    Fault("flannel-stale-vtep", "peers hold a wrong VTEP MAC for the node: cross-node traffic to its pods "
+          "fails", "jellyfin", inject_flannel_stale_vtep),
+    Fault("flannel-stale-subnet", "flannel.1 and its routes still carry an old subnet; flannel crash-loops "
+          "with \"link has incompatible addresses\"", "other", inject_flannel_stale_subnet),
+    Fault("kube-proxy-crashloop", "no NodePort rules on the node; kube-proxy stuck in CrashLoopBackOff",
+          "other", inject_kube_proxy_crashloop),
+    Fault("worker-kubeconfig", "a worker's /root/.kube/config points at a dead API address", "worker",
+          inject_worker_kubeconfig),
+    Fault("ip-forward-off", "net.ipv4.ip_forward=0 on the node", "other", inject_ip_forward_off),
+    Fault("br-netfilter-off", "bridge-nf-call-iptables=0: same-node pod-to-ClusterIP breaks", "jellyfin",
+          inject_br_netfilter_off),
+    Fault("firewall-reject", "a firewalld-style REJECT --reject-with icmp-host-prohibited: clients see "
+          "\"No route to host\"", "jellyfin", inject_firewall_reject),
+)}
+
+# Order used by spread_all: iptables faults first (they read kube-proxy's live rules, which the
+# flannel faults can make kube-proxy rewrite), kube-proxy-crashloop after the foreign rule.
+SPREAD_ORDER = [
+    "iptables-foreign-rule", "iptables-shadow", "kube-proxy-crashloop", "forward-drop", "ip-forward-off",
+    "firewall-reject", "br-netfilter-off", "flannel-stale-vtep", "flannel-stale-subnet",
+    "cni-bridge-conflict", "worker-kubeconfig",
+]
+# Faults that must not share a node (the second would erase or hide the first's state).
+APART = {frozenset({"iptables-foreign-rule", "kube-proxy-crashloop"})}
+
+
+def _candidates(handle: LabLike, fault: Fault) -> list[str]:
+    names = [n["name"] for n in _nodes(handle)]
+    if not names:
+        raise FaultError("the lab has no nodes")
+    jf = jellyfin_node(handle)
+    others = [x for x in names if x != jf] or names
+    if fault.prefers == "jellyfin":
+        return [jf]
+    if fault.prefers == "worker":
+        roles = {n["name"]: n.get("role", "worker") for n in _nodes(handle)}
+        workers = [x for x in others if roles.get(x) != "control-plane"]
+        return workers or [x for x in names if roles.get(x) != "control-plane"] or names
+    return others
+
+
+def preferred_node(handle: LabLike, name: str) -> str:
+    fault = _fault(name)
+    cands = _candidates(handle, fault)
+    # a single fault of the "other" kind goes to the last non-jellyfin node: a worker when possible
+    return cands[-1] if fault.prefers == "other" else cands[0]
+
+
+def _fault(name: str) -> Fault:
+    try:
+        return FAULTS[name]
+    except KeyError:
+        raise FaultError(f"unknown fault {name!r}; the catalog: {', '.join(FAULTS)}") from None
+
+
+def placement(handle: LabLike, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """[(fault, node)] for `--faults all` (or a list of names): each fault where it breaks something
+    visible, the least loaded candidate node first, faults in APART kept on different nodes."""
+    wanted = list(names) if names is not None else list(SPREAD_ORDER)
+    order = [f for f in SPREAD_ORDER if f in wanted] + [f for f in wanted if f not in SPREAD_ORDER]
+    load: dict[str, list[str]] = {n["name"]: [] for n in _nodes(handle)}
+    out = []
+    for name in order:
+        cands = _candidates(handle, _fault(name))
+        ok = [c for c in cands if not any(frozenset({name, f}) in APART for f in load.get(c, []))] or cands
+        node = min(ok, key=lambda c: (len(load.get(c, [])), ok.index(c)))
+        load.setdefault(node, []).append(name)
+        out.append((name, node))
+    return out
+
+
+def inject(handle: LabLike, name: str, node: str | None = None) -> dict | list[dict]:
+    """Inject one fault (on `node`, or where it shows best); "all" spreads the whole catalog."""
+    if name == "all":
+        return spread_all(handle)
+    fault = _fault(name)
+    target = node or preferred_node(handle, name)
+    _node(handle, target)
+    return fault.inject(handle, target)
+
+
+def spread_all(handle: LabLike) -> list[dict]:
+    """Every fault of the catalog, spread over the nodes (see placement); the records say where
+    each went, what it breaks and which other fault on the same node hides part of it."""
+    plan = placement(handle)
+    by_node: dict[str, list[str]] = {}
+    for name, node in plan:
+        by_node.setdefault(node, []).append(name)
+    records = []
+    for name, node in plan:
+        rec = FAULTS[name].inject(handle, node)
+        mates = [f for f in by_node[node] if f != name]
+        if mates:
+            rec["detail"] += (f" [--faults all: shares {node} with {', '.join(mates)}; while those are present "
+                              "part of this breakage can be hidden behind theirs]")
+        records.append(rec)
+    return records
+
+
+def plan(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]]:
+    """For cluster.up: [(fault, node|None)]. "all" stays one item (inject spreads it, knowing where
+    jellyfin runs); "name:node" pins a node; a bare name lets the catalog choose."""
+    out: list[tuple[str, str | None]] = []
+    for item in names:
+        if isinstance(item, (tuple, list)):
+            out.append((str(item[0]), item[1]))
+        elif str(item) == "all":
+            out.append(("all", None))
+        elif ":" in str(item):
+            f, n = str(item).split(":", 1)
+            out.append((f, n))
+        else:
+            _fault(str(item))
+            out.append((str(item), None))
+    return out
