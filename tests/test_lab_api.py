@@ -556,6 +556,19 @@ def test_kubectl_describe_pod_shows_its_events(kubectl: Callable[..., Any]) -> N
     assert "CrashLoopBackOff" in out and "Restart Count:  7" in out
 
 
+def test_kubectl_apply_validates_against_the_stub_openapi(kubectl: Callable[..., Any],
+                                                          lab_dir: Path, lab_api: LabAPI) -> None:
+    manifest = lab_dir / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n"
+                        "  namespace: default\ndata:\n  mode: iptables\n")
+    assert "configmap/applied created" in kubectl("apply", "-f", str(manifest)).stdout
+    manifest.write_text(manifest.read_text().replace("iptables", "nftables"))
+    assert "configmap/applied configured" in kubectl("apply", "-f", str(manifest)).stdout
+    applied = lab_api.get("v1/configmaps", "default", "applied")
+    assert applied is not None and applied["data"] == {"mode": "nftables"}
+    lab_api.delete("v1/configmaps", "default", "applied")
+
+
 def test_kubectl_with_a_wrong_token_is_refused(kubectl: Callable[..., Any], lab_api: LabAPI,
                                                lab_dir: Path) -> None:
     path = lab_dir / "wrong-token-kubeconfig"

@@ -46,6 +46,19 @@ SERVED_RESOURCES = (
     "v1/events", "v1/secrets", "v1/serviceaccounts",
     "apps/v1/daemonsets", "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
 )
+
+
+def _proto_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (payloads here are < 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+# kubectl apply/create/replace -f download the OpenAPI v2 document (protobuf only) for client-side
+# validation and fail without one; with a document that defines no kinds they skip validation,
+# as they do for any kind the document lacks. openapi_v2.Document: swagger=1, info=2 {title=1,
+# version=2}.
+OPENAPI_V2 = _proto_field(1, b"2.0") + _proto_field(
+    2, _proto_field(1, b"Kubernetes") + _proto_field(2, SERVER_VERSION["gitVersion"].encode()))
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 SCALABLE = frozenset({"deployments", "replicasets", "statefulsets"})
 WATCH_HISTORY = 4096  # events kept for watches resuming from a resourceVersion
@@ -160,6 +173,8 @@ class LabEmulator(kmock.KubernetesEmulator):
             scheme, _, token = raw.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or token.strip() not in self.tokens:
                 raise _status(401, "Unauthorized", "Unauthorized")
+        if raw.path == "/openapi/v2":
+            return aiohttp.web.Response(body=OPENAPI_V2, content_type="application/octet-stream")
         if request.resource is not None and request.resource.plural:
             return await self._serve_resource(request, raw)
         # Discovery and /version: kmock's DSL fallbacks (skipping the emulator's own object
