@@ -192,8 +192,11 @@ def validate(
             detail = (f"{pod} {ip}:{port} reachable; route: {route}" if ok else
                       f"{pod} {ip}:{port} NOT reachable (exit {r.exit_code}); route: "
                       f"{route or '-'} {r.stderr.strip()[-200:]}")
+            # the route is flannel's: the packet is dropped on the way (FORWARD DROP, stale
+            # rules), else the route itself is wrong
+            step = "iptables" if " dev flannel.1" in route else "cni_bridge"
             out.append(CheckResult("pod-to-pod", f"{name}->{pod}", ok, detail,
-                                   None if ok else "cni_bridge"))
+                                   None if ok else step))
         node = next(n for n in nodes if n["metadata"]["name"] == name)
         if not _is_control_plane(node):
             r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
