@@ -414,6 +414,40 @@ def test_client_delete_collection_fires_the_hook_per_pod(
     assert [p["metadata"]["name"] for p in lab_api.list("v1/pods", "default")] == ["web-1"]
 
 
+def test_client_writes_keep_status_and_status_writes_keep_the_rest(
+    core: client.CoreV1Api, lab_api: LabAPI,
+) -> None:
+    lab_api.put("v1/pods", "default", "status-probe", pod("cp-1", {"app": "probe"}, ip="10.244.0.8"))
+    core.patch_namespaced_pod("status-probe", "default", {
+        "metadata": {"labels": {"seen": "yes"}}, "status": {"phase": "Failed"}})
+    core.patch_namespaced_pod_status("status-probe", "default", {
+        "metadata": {"labels": {"ignored": "yes"}}, "status": {"phase": "Succeeded"}})
+    probe = lab_api.get("v1/pods", "default", "status-probe")
+    assert probe is not None and probe["status"]["phase"] == "Succeeded"
+    assert probe["metadata"]["labels"] == {"app": "probe", "seen": "yes"}
+    lab_api.delete("v1/pods", "default", "status-probe")
+
+
+def test_client_eviction_deletes_the_pod_and_fires_the_hook(
+    core: client.CoreV1Api, lab_api: LabAPI, hooks: Hooks,
+) -> None:
+    lab_api.put("v1/pods", "default", "evict-me", pod("cp-1", {"app": "probe"}, ip="10.244.0.8"))
+    core.create_namespaced_pod_eviction("evict-me", "default", client.V1Eviction(
+        metadata=client.V1ObjectMeta(name="evict-me", namespace="default")))
+    hooks.wait_for("pod_deleted", "default", "evict-me")
+    assert lab_api.get("v1/pods", "default", "evict-me") is None
+
+
+def test_watch_refuses_bad_and_expired_resource_versions(core: client.CoreV1Api) -> None:
+    with pytest.raises(client.ApiException) as err:
+        next(iter(watch.Watch().stream(core.list_node, resource_version="soon", timeout_seconds=1)))
+    assert err.value.status == 400
+    # The module's objects were seeded before start(): their events were never kept.
+    with pytest.raises(client.ApiException) as err:
+        next(iter(watch.Watch().stream(core.list_node, resource_version="1", timeout_seconds=1)))
+    assert err.value.status == 410
+
+
 def test_client_watch_sees_changes_from_the_lab_controller(core: client.CoreV1Api, lab_api: LabAPI) -> None:
     listing = core.list_namespaced_pod("default")
     events: list[tuple[str, str, str]] = []

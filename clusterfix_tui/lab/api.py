@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -144,7 +145,7 @@ class LabAPI:
             self._emulator.loop = None
             await self._emulator.__aexit__(None, None, None)
 
-    def _tls_context(self) -> Any:
+    def _tls_context(self) -> ssl.SSLContext:
         from clusterfix_tui.lab import api_tls  # cryptography only when TLS is asked for
 
         if self.state_dir is not None:

@@ -60,7 +60,11 @@ def _proto_field(number: int, payload: bytes) -> bytes:
 OPENAPI_V2 = _proto_field(1, b"2.0") + _proto_field(
     2, _proto_field(1, b"Kubernetes") + _proto_field(2, SERVER_VERSION["gitVersion"].encode()))
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
-SCALABLE = frozenset({"deployments", "replicasets", "statefulsets"})
+SERVED_SUBRESOURCES = frozenset({
+    "pods/status", "pods/log", "pods/eviction", "nodes/status", "namespaces/status",
+    "services/status", "daemonsets/status", "deployments/status", "deployments/scale",
+    "replicasets/status", "replicasets/scale", "statefulsets/status", "statefulsets/scale",
+})
 WATCH_HISTORY = 4096  # events kept for watches resuming from a resourceVersion
 
 # on_write(verb, resource, namespace, name, before, after): an API client changed an object.
@@ -81,7 +85,6 @@ def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
 @dataclasses.dataclass(eq=False)
 class _Watcher:
     resource: kmock.resource
-    namespace: str | None
     matches: Callable[[Obj], bool]
     since_rv: int = 0
     queue: asyncio.Queue[tuple[str, Obj, int] | None] = dataclasses.field(
@@ -153,7 +156,7 @@ class LabEmulator(kmock.KubernetesEmulator):
         if not isinstance(exc, kmock.KubernetesError):
             log.error("lab API: unexpected error", exc_info=exc)
             return await super()._render_error(exc)  # a 500 Status with the traceback
-        if type(exc) is not kmock.KubernetesError and isinstance(exc, kmock.KubernetesNotFoundError):
+        if isinstance(exc, kmock.KubernetesNotFoundError):  # kmock's own 404s (unknown URLs)
             exc = _status(404, "NotFound", "the server could not find the requested resource")
         # kmock puts a traceback into details when they are empty; clients print details.
         return _json({
@@ -177,8 +180,8 @@ class LabEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.Response(body=OPENAPI_V2, content_type="application/octet-stream")
         if request.resource is not None and request.resource.plural:
             return await self._serve_resource(request, raw)
-        # Discovery and /version: kmock's DSL fallbacks (skipping the emulator's own object
-        # bookkeeping, which the store replaces).
+        # Discovery: kmock's DSL fallbacks (skipping the emulator's own object bookkeeping,
+        # which the store replaces).
         return await super(kmock.KubernetesEmulator, self)._handle(request)
 
     # -- discovery ---------------------------------------------------------------------------
@@ -186,11 +189,15 @@ class LabEmulator(kmock.KubernetesEmulator):
         doc = await super()._serve_version(request)
         assert isinstance(doc, dict)
         doc["groupVersion"] = doc["groupVersion"].lstrip("/")  # kmock says "/v1" for the core group
+        served = []
         for entry in doc["resources"]:
-            if "/" in entry["name"]:  # subresources carry no short names or categories
+            if "/" in entry["name"]:
+                if entry["name"] not in SERVED_SUBRESOURCES:
+                    continue  # exec, attach, portforward, proxy...: not served, not advertised
                 entry["shortNames"], entry["categories"] = [], []
             entry["verbs"] = sorted(entry["verbs"])
-        doc["resources"].sort(key=lambda entry: entry["name"])
+            served.append(entry)
+        doc["resources"] = sorted(served, key=lambda entry: entry["name"])
         return doc
 
     # -- resources ---------------------------------------------------------------------------
@@ -206,8 +213,7 @@ class LabEmulator(kmock.KubernetesEmulator):
             raise _status(404, "NotFound", "the server could not find the requested resource")
         method = raw.method
         params = raw.query
-        if sub not in (None, "status", "log", "scale") or (sub == "log" and res.plural != "pods") or (
-                sub == "scale" and res.plural not in SCALABLE):
+        if sub is not None and f"{res.plural}/{sub}" not in SERVED_SUBRESOURCES:
             raise _status(404, "NotFound", "the server could not find the requested resource")
 
         if method == "GET" and params.get("watch") in ("1", "true", "True"):
@@ -216,6 +222,10 @@ class LabEmulator(kmock.KubernetesEmulator):
             return self._pod_log(raw, ns or "default", str(name))
         if sub == "scale" and name is not None:
             return self._scale(request, raw, res, ns, name)
+        if method == "POST" and sub == "eviction" and name is not None:
+            self._delete(res, ns, name)  # no disruption budgets in the lab: evicting is deleting
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                          "status": "Success", "code": 201}, status=201)
         if method == "GET" and name is None:
             return self._list(raw, res, ns)
         if method == "GET" and name is not None:
@@ -239,9 +249,9 @@ class LabEmulator(kmock.KubernetesEmulator):
             field_selector=params.get("fieldSelector"),
         )
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        items, meta["continue"] = _page(items, params.get("limit"), params.get("continue"))
-        if not meta["continue"]:
-            del meta["continue"]
+        items, token = _page(items, params.get("limit"), params.get("continue"))
+        if token:
+            meta["continue"] = token
         if api_tables.wants_table(raw.headers.get("Accept")):
             body = api_tables.table(
                 str(res.plural), items, resource_version=str(rv),
@@ -404,7 +414,8 @@ class LabEmulator(kmock.KubernetesEmulator):
             return ((ns is None or meta.get("namespace") == ns)
                     and (name is None or meta.get("name") == name) and labels(obj) and fields(obj))
 
-        since = params.get("resourceVersion") or "0"
+        # Validate before the 200 goes out: after that, errors can only be ERROR events.
+        start = _int_value(params.get("resourceVersion") or "0", "resourceVersion")
         timeout = _int_param(params, "timeoutSeconds") if params.get("timeoutSeconds") else None
         as_table = api_tables.wants_table(raw.headers.get("Accept"))
         include = params.get("includeObject", "Metadata")
@@ -413,15 +424,14 @@ class LabEmulator(kmock.KubernetesEmulator):
 
         # Register, then take the starting state, with no await in between: every later event
         # reaches the queue, and since_rv drops the ones the starting state already contains.
-        watcher = _Watcher(res, ns, matches)
+        watcher = _Watcher(res, matches)
         self._watchers.add(watcher)
         try:
-            if since == "0":
-                items, rv = self.store.list(res, ns)
-                watcher.since_rv = rv
+            if start == 0:  # no resourceVersion: the current state as ADDED, then changes
+                items, watcher.since_rv = self.store.list(res, ns)
                 initial = [("ADDED", obj) for obj in items if matches(obj)]
             else:
-                watcher.since_rv = start = _int_value(since, "resourceVersion")
+                watcher.since_rv = start
                 if start < self._history_floor:
                     gone = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                             "status": "Failure", "reason": "Expired", "code": 410,

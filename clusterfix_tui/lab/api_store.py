@@ -86,9 +86,8 @@ class ObjectStore:
         labels = api_selectors.label_selector(label_selector)
         fields = api_selectors.field_selector(field_selector)
         with self.lock:
-            items = [copy.deepcopy(obj) for obj in self._iter(res, ns)]
+            items = [copy.deepcopy(obj) for obj in self._iter(res, ns) if labels(obj) and fields(obj)]
             rv = self._rv
-        items = [obj for obj in items if labels(obj) and fields(obj)]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items, rv
 
@@ -137,11 +136,7 @@ class ObjectStore:
                             f"again",
                     details={"name": name, "kind": res.plural},
                 )
-            if status_only:
-                new = copy.deepcopy(old)
-                new["status"] = copy.deepcopy(obj.get("status", {}))
-            else:
-                new = copy.deepcopy(obj)
+            new = self._split_status(res, old, copy.deepcopy(obj), status_only)
             return old, self._write(res, ns, name, new, old)
 
     def patch(
@@ -150,9 +145,7 @@ class ObjectStore:
     ) -> tuple[Obj, Obj]:
         with self.lock:
             old = self._existing(res, ns, name)
-            new = apply_patch(old, patch, content_type)
-            if status_only:
-                new = dict(old, status=new.get("status", {}))
+            new = self._split_status(res, old, apply_patch(old, patch, content_type), status_only)
             return old, self._write(res, ns, name, new, old)
 
     def mutate(self, res: kmock.resource, ns: str | None, name: str, fn: Callable[[Obj], None]) -> Obj | None:
@@ -175,6 +168,17 @@ class ObjectStore:
             obj["metadata"]["resourceVersion"] = str(self._rv)
             self._notify("DELETED", res, obj)
             return obj
+
+    def _split_status(self, res: kmock.resource, old: Obj, new: Obj, status_only: bool) -> Obj:
+        """As the API server does for kinds with a status subresource: writes to the object
+        leave .status alone, writes to /status change nothing else."""
+        if status_only:
+            return dict(copy.deepcopy(old), status=new.get("status", {}))
+        if "status" in self.resources[res].subresources:
+            new.pop("status", None)
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+        return new
 
     def _existing(self, res: kmock.resource, ns: str | None, name: str) -> Obj:
         old = self.get(res, ns, name)

@@ -19,7 +19,7 @@ TABLE_MEDIA = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
 
 def wants_table(accept: str | None) -> bool:
-    return bool(accept) and "as=Table" in accept  # type: ignore[operator]
+    return accept is not None and "as=Table" in accept
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
