@@ -40,15 +40,25 @@ def test_nothing_to_do():
     assert STEP.plan(FakeDiagnosis([], snapshot=snapshot())).nothing_to_do
 
 
-def test_bridge_conflict_deletes_cni0_warns_and_restarts_flannel_on_that_node_only():
+def test_bridge_conflict_without_addresses_deletes_the_device_with_a_rollback_note():
+    d = FakeDiagnosis([finding("CNI_BRIDGE_CONFLICT", "node-2", "cni_bridge", device="cni0",
+                               pod_cidr="10.244.1.0/24")], snapshot=snapshot())
+    plan = STEP.plan(d)
+    dele = [a for a in plan.actions if "ip link delete cni0" in a.command]
+    assert dele and dele[0].rollback is None and "recreate" in dele[0].rollback_note
+    assert check_rollbacks(plan) == []
+
+
+def test_bridge_conflict_removes_the_wrong_address_warns_and_restarts_flannel_there_only():
     d = FakeDiagnosis([finding("CNI_BRIDGE_CONFLICT", "node-2", "cni_bridge", device="cni0",
                                wrong_addresses=["10.244.9.1/24"], expected="10.244.1.1/24",
                                pod_cidr="10.244.1.0/24", flannel_pod=None,
                                namespace="kube-flannel")], snapshot=snapshot())
     plan = STEP.plan(d)
     assert plan.actions[0].mutating is False and "ip -d link show" in plan.actions[0].command
-    dele = [a for a in plan.actions if "ip link delete cni0" in a.command]
-    assert dele and dele[0].rollback is None and "recreate" in dele[0].rollback_note
+    dele = [a for a in plan.actions if "ip addr del 10.244.9.1/24 dev cni0" in a.command]
+    assert dele and dele[0].rollback.command == "ip addr add 10.244.9.1/24 dev cni0"
+    assert not any("ip link delete" in a.command for a in plan.actions)  # pods stay attached
     assert plan.actions[-1].api == {"verb": "delete_pod", "namespace": "kube-flannel",
                                     "name": "kube-flannel-ds-node-2"}
     assert any(n.startswith("WARNING") and "node-2" in n for n in plan.notes)

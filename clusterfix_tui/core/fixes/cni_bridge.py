@@ -140,23 +140,47 @@ class CniBridgeStep:
                 flannel_from_data = (d.get("namespace") or "kube-flannel", d["flannel_pod"])
             if f.code == "CNI_BRIDGE_CONFLICT":
                 dev = d.get("device") or "cni0"
-                wrong = ", ".join(d.get("wrong_addresses") or ()) or "an address"
-                add(
-                    f"del-link-{dev}",
-                    kind="shell",
-                    command=f"if ip link show dev {q(dev)} >/dev/null 2>&1; then "
-                            f"ip link set {q(dev)} down && ip link delete {q(dev)}; fi",
-                    why=f"{dev} carries {wrong} but the node's podCIDR is "
-                        f"{d.get('pod_cidr', '?')} (expected {d.get('expected', '?')}): flannel "
-                        "fails with 'already has an IP address different from'",
-                    finding_codes=(f.code,),
-                    risk=f"pods on {node} lose networking until flannel recreates {dev}",
-                    rollback_note=f"{dev} cannot be put back: flannel (and the CNI bridge "
-                                  "plugin) recreate it with the right address; its state "
-                                  "before is in the snapshot in the journal",
-                    change={"what": f"link {dev}", "before": wrong,
-                            "after": f"deleted (recreated with {d.get('expected', '?')})"},
-                )
+                wrong_list = list(d.get("wrong_addresses") or ())
+                if wrong_list:
+                    # Remove the wrong address(es), keep the bridge: the pods' veths stay
+                    # attached, and flannel (restarted below) puts the podCIDR gateway back.
+                    for wrong in wrong_list:
+                        add(
+                            f"del-addr-{wrong}-{dev}",
+                            kind="shell",
+                            command=f"if ip -o addr show dev {q(dev)} | grep -qF "
+                                    f"{q(' ' + wrong + ' ')}; then "
+                                    f"ip addr del {q(wrong)} dev {q(dev)}; fi",
+                            why=f"{dev} carries {wrong} but the node's podCIDR is "
+                                f"{d.get('pod_cidr', '?')} (gateway {d.get('expected', '?')}): "
+                                "flannel fails with 'already has an IP address different from'. "
+                                "The address is removed rather than the bridge deleted, so pods "
+                                "stay attached to it",
+                            finding_codes=(f.code,),
+                            risk=f"pods on {node} stay unreachable until flannel sets "
+                                 f"{d.get('expected', 'the gateway')} (restart below); pods that "
+                                 f"got addresses from {wrong} must be recreated",
+                            rollback=rb(f"ip addr add {q(wrong)} dev {q(dev)}",
+                                        f"put {wrong} back on {dev}"),
+                            change={"what": f"address {wrong} on {dev}", "before": "present",
+                                    "after": f"deleted (flannel sets {d.get('expected', '?')})"},
+                        )
+                else:
+                    add(
+                        f"del-link-{dev}",
+                        kind="shell",
+                        command=f"if ip link show dev {q(dev)} >/dev/null 2>&1; then "
+                                f"ip link set {q(dev)} down && ip link delete {q(dev)}; fi",
+                        why=f"{dev} disagrees with the node's podCIDR {d.get('pod_cidr', '?')}",
+                        finding_codes=(f.code,),
+                        risk=f"pods on {node} lose networking until flannel recreates {dev} and "
+                             "they are recreated",
+                        rollback_note=f"{dev} cannot be put back: flannel (and the CNI bridge "
+                                      "plugin) recreate it with the right address; its state "
+                                      "before is in the snapshot in the journal",
+                        change={"what": f"link {dev}", "before": "present",
+                                "after": "deleted (recreated by flannel)"},
+                    )
                 restart = True
             elif f.code == "CNI_STRAY_CONFLIST":
                 cdir = d.get("dir") or CNI_DIR
@@ -182,11 +206,30 @@ class CniBridgeStep:
                     )
             elif f.code == "FLANNEL_STALE_SUBNET":
                 dev = d.get("device") or "flannel.1"
+                for r in d.get("stale_routes") or ():
+                    spec = _route_spec(r)
+                    dst = r.get("dst") if isinstance(r, dict) else None
+                    if not spec or not dst:
+                        continue
+                    rdev = r.get("dev") or dev
+                    add(
+                        f"del-route-{spec}",
+                        kind="shell",
+                        command=f"if ip route show to exact {q(dst)} dev {q(rdev)} | grep -q .; "
+                                f"then ip route del {spec}; fi",
+                        why="a route to a subnet no current node owns sends pod traffic to a "
+                            "VTEP that is gone",
+                        finding_codes=(f.code,),
+                        risk="none for current nodes' subnets",
+                        rollback=rb(f"ip route replace {spec}", "re-add the route"),
+                        change={"what": f"route {spec}", "before": "present", "after": "deleted"},
+                    )
                 for addr in d.get("stale_addresses") or ():
                     add(
                         f"del-addr-{addr}-{dev}",
                         kind="shell",
-                        command=f"ip addr del {q(addr)} dev {q(dev)}",
+                        command=f"if ip -o addr show dev {q(dev)} | grep -qF {q(' ' + addr + ' ')}; "
+                                f"then ip addr del {q(addr)} dev {q(dev)}; fi",
                         why=f"{dev} still carries {addr}, from a subnet this node no longer owns "
                             f"(podCIDR {d.get('pod_cidr', '?')}): flannel fails with 'link has "
                             "incompatible addresses'",
@@ -196,21 +239,6 @@ class CniBridgeStep:
                                     f"put {addr} back on {dev}"),
                         change={"what": f"address {addr} on {dev}", "before": "present",
                                 "after": "deleted"},
-                    )
-                for r in d.get("stale_routes") or ():
-                    spec = _route_spec(r)
-                    if not spec:
-                        continue
-                    add(
-                        f"del-route-{spec}",
-                        kind="shell",
-                        command=f"ip route del {spec}",
-                        why="a route to a subnet no current node owns sends pod traffic to a "
-                            "VTEP that is gone",
-                        finding_codes=(f.code,),
-                        risk="none for current nodes' subnets",
-                        rollback=rb(f"ip route replace {spec}", "re-add the route"),
-                        change={"what": f"route {spec}", "before": "present", "after": "deleted"},
                     )
                 if d.get("subnet_env_stale"):
                     src = "/run/flannel/subnet.env"

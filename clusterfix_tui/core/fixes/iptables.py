@@ -323,7 +323,7 @@ class IptablesStep:
                     rb = Action(
                         id=action_id(self.name, node, n + 1) + ":rollback",
                         target=node, kind="shell",
-                        command=f"nft add rule {q(fam)} {q(tab)} {q(ch)} {text}",
+                        command=f"nft add rule {q(fam)} {q(tab)} {q(ch)} {q(text)}",
                         why="re-add the foreign rule (appended: its position may differ)",
                     )
                 else:
