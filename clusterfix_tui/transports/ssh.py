@@ -474,8 +474,11 @@ class SSHPool:
                     f"{exc or type(exc).__name__}"
                 ) from exc
         try:
-            return socket.create_connection((spec.hostname, spec.port),
+            sock = socket.create_connection((spec.hostname, spec.port),
                                             timeout=spec.connect_timeout)
+            # small request/response exchanges: without this, Nagle + delayed ACK add ~40 ms
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
         except socket.gaierror as exc:
             raise NodeUnreachable(f"{where}: cannot resolve {spec.hostname}: {exc.strerror}") from exc
         except TimeoutError as exc:
@@ -692,8 +695,11 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
             chan = conn.transport.open_session(timeout=min(timeout, 10.0))
             chan.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if "administratively prohibited" not in str(exc):
+                conn.close()  # a session that cannot be opened is a dead connection: reconnect
             return result(exit_code=None,
-                          error=f"{conn.spec.name}: cannot start command: {exc or 'channel refused'}")
+                          error=f"{conn.spec.name}: cannot start the command: "
+                                f"{exc or type(exc).__name__}")
         try:
             if stdin:
                 chan.sendall(stdin)
