@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -237,6 +238,7 @@ class FakeSession:
         gates: dict[str, threading.Event] | None = None,
         lines_per_action: int = 3,
         line_delay: float = 0.0,
+        stream_gate: threading.Event | None = None,
     ) -> None:
         self.journal_path = Path(journal_path) if journal_path else None
         self.dry_run = dry_run
@@ -245,6 +247,8 @@ class FakeSession:
         self.gates = gates or {}
         self.lines_per_action = lines_per_action
         self.line_delay = line_delay
+        self.stream_gate = stream_gate  # apply() waits on it after its first action's lines
+        self.streaming = threading.Event()  # set once apply() has streamed its first lines
         self.applied: set[str] = set()
         self.skipped: set[str] = set()
         self.calls: list[str] = []
@@ -397,6 +401,9 @@ class FakeSession:
                     if self.line_delay:
                         time.sleep(self.line_delay)
                     on_line(action.target, "stdout", f"{action.id}: line {i + 1}")
+                self.streaming.set()
+                if self.stream_gate is not None and not self.stream_gate.wait(30):
+                    raise TimeoutError("fake stream gate never opened")
             result = CommandResult(0, duration=0.1)
             self._journal("command_end", step=plan.step, action_id=action.id,
                           node=action.target, exit_code=0, duration=0.1, stdout="", stderr="",
@@ -459,15 +466,31 @@ class FakeSession:
         self.calls.append("finish")
         verdict = "fixed" if set(STEP_ACTIONS) <= self.applied else (
             "partially-fixed" if self.applied else "still-broken")
-        self._journal("session_end", verdict=verdict, summary={})
+        self._journal("session_end", verdict=verdict, summary={
+            "steps": sorted(self.applied), "skipped": sorted(self.skipped)})
         return verdict
 
 
-def fake_render(events: list[dict[str, Any]], fmt: str) -> str:
-    """Used only while clusterfix_tui.core.report is not available."""
-    if fmt == "json":
-        return json.dumps({"events": events}, indent=2)
-    lines = ["# clusterfix-tui session report", ""]
-    for e in events:
-        lines.append(f"- {e['seq']} {e['type']} {e.get('step', '')} {e.get('decision', '')}")
-    return "\n".join(lines) + "\n"
+FROZEN_NOW = datetime(2026, 11, 26, 23, 40, 0)
+
+
+def make_app(tmp_path: Path, *, dry_run: bool = False, frozen: bool = True,
+             **fake: Any) -> tuple[Any, FakeSession]:
+    """A wizard on a fake session; frozen clock and date so that screens are deterministic."""
+    from clusterfix_tui.ui.app import ClusterfixApp
+
+    journal = tmp_path / "journal.jsonl"
+    session = FakeSession(journal, dry_run=dry_run, **fake)
+    app = ClusterfixApp(
+        session, dry_run=dry_run, journal_path=journal,
+        clock=(lambda: 0.0) if frozen else None, now=(lambda: FROZEN_NOW) if frozen else None,
+        report_dir=tmp_path,
+    )
+    return app, session
+
+
+async def settle(pilot: Any, rounds: int = 3) -> None:
+    """Wait until no worker runs and the messages they posted are handled (no sleeps)."""
+    for _ in range(rounds):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()

@@ -8,7 +8,6 @@ failures are handled here, in one place.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import deque
@@ -268,14 +267,9 @@ class ClusterfixApp(App[int]):
         """The journal as a list of events (called in a worker thread)."""
         if self.journal_path is None or not self.journal_path.exists():
             raise FileNotFoundError("this session has no journal to report from")
-        events = []
-        for line in self.journal_path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a torn last line after a crash
+        from clusterfix_tui.core.report import load_journal
+
+        events, _problems = load_journal(self.journal_path)  # tolerates a torn last line
         return events
 
     def export_report(self, path: Path, fmt: str) -> list[str]:
@@ -285,14 +279,16 @@ class ClusterfixApp(App[int]):
             from clusterfix_tui.core.report import render as core_render
 
             render = core_render
+        from clusterfix_tui.core.report import write_private  # mode 0600: reports name hosts
+
         events = self.journal_events()
         path.parent.mkdir(parents=True, exist_ok=True)
         written = []
-        path.write_text(render(events, fmt))
+        write_private(path, render(events, fmt))
         written.append(str(path))
         if fmt != "json":
             json_path = path.with_suffix(".json")
-            json_path.write_text(render(events, "json"))
+            write_private(json_path, render(events, "json"))
             written.append(str(json_path))
         return written
 

@@ -164,8 +164,8 @@ def node_kubelet(node: Any) -> str:
 
 
 def iptables_mode(facts: Any) -> str:
-    mode = pick(facts, "iptables_mode", "iptables_backend", "iptables.mode", "iptables.backend",
-                default="")
+    mode = pick(facts, "host_iptables", "iptables_mode", "iptables_backend", "iptables.mode",
+                "iptables.backend", default="")
     return str(mode or "?")
 
 
@@ -240,10 +240,12 @@ def _lines(value: Any) -> list[str]:
         if isinstance(item, dict):
             # `ip -j route` objects: render as `ip route` would
             parts = [str(item.get("dst", "?"))]
-            for key in ("gateway", "dev", "proto", "scope", "src"):
-                if item.get(key):
-                    word = "via" if key == "gateway" else key
+            for key, word in (("gateway", "via"), ("dev", "dev"), ("protocol", "proto"),
+                              ("proto", "proto"), ("scope", "scope"), ("prefsrc", "src"),
+                              ("src", "src"), ("metric", "metric")):
+                if item.get(key) not in (None, ""):
                     parts += [word, str(item[key])]
+            parts += [str(f) for f in item.get("flags") or ()]
             out.append(" ".join(parts))
         else:
             out.append(str(item))
@@ -255,7 +257,18 @@ def routes_of(facts: Any) -> list[str]:
 
 
 def addresses_of(facts: Any) -> dict[str, str]:
-    addrs = pick(facts, "addresses", "ifaces", "interfaces", default={}) or {}
+    addrs = pick(facts, "addresses", "ifaces", "interfaces", "addrs", default={}) or {}
+    if isinstance(addrs, (list, tuple)):  # `ip -j addr` objects: the pod-network interfaces
+        out_list: dict[str, str] = {}
+        for link in addrs:
+            name = str(link.get("ifname", "?")) if isinstance(link, dict) else str(link)
+            if not isinstance(link, dict) or not (name in ("cni0", "flannel.1")
+                                                  or name.startswith(("eth", "ens", "enp"))):
+                continue
+            inet = [f"{a.get('local')}/{a.get('prefixlen')}" for a in link.get("addr_info") or ()
+                    if a.get("family") == "inet"]
+            out_list[name] = ", ".join(inet) or "(no IPv4 address)"
+        return out_list
     if isinstance(addrs, dict):
         out = {}
         for k, v in addrs.items():
@@ -284,10 +297,30 @@ def evidence_lines(findings: Iterable[Any], node: str) -> set[str]:
     return lines
 
 
+def _save_chains(save: Any, table: str) -> dict[str, int] | None:
+    """{chain: rule count} of the KUBE-*/FLANNEL chains of one table of an iptables-save parse."""
+    tables = pick(save, "tables", default=None)
+    if not isinstance(tables, dict):
+        return None
+    t = tables.get(table)
+    if t is None:
+        return {}
+    rules = list(pick(t, "rules", default=()) or ())
+    out = {}
+    for chain in pick(t, "chains", default={}) or {}:
+        if chain.startswith(("KUBE-", "FLANNEL")):
+            out[chain] = sum(1 for r in rules if pick(r, "chain") == chain)
+    return out
+
+
 def nat_of(facts: Any) -> dict[str, dict[str, int]]:
     """{backend: {chain: rule count}} for the KUBE-* (and FLANNEL) chains."""
-    nat = pick(facts, "nat_chains", "nat", "kube_chains", default={}) or {}
     out: dict[str, dict[str, int]] = {}
+    legacy = _save_chains(pick(facts, "legacy"), "nat")
+    nft = _save_chains(pick(facts, "nft_nat"), "nat")
+    if legacy is not None or nft is not None:
+        return {"legacy": legacy or {}, "nft": nft or {}}
+    nat = pick(facts, "nat_chains", "nat", "kube_chains", default={}) or {}
     if isinstance(nat, dict):
         for backend, chains in nat.items():
             if isinstance(chains, dict):
@@ -307,6 +340,15 @@ def _count(v: Any) -> int:
 
 
 def forward_policies(facts: Any) -> dict[str, str]:
+    saves = {"legacy": pick(facts, "legacy"), "nft": pick(facts, "nft_filter")}
+    if any(pick(s, "tables") is not None for s in saves.values()):
+        out = {}
+        for backend, save in saves.items():
+            t = (pick(save, "tables", default={}) or {}).get("filter")
+            policy = (pick(t, "chains", default={}) or {}).get("FORWARD") if t else None
+            if policy:
+                out[backend] = str(policy)
+        return out
     pol = pick(facts, "forward_policy", "forward_policies", default={}) or {}
     if isinstance(pol, str):
         return {"iptables": pol}
@@ -316,6 +358,27 @@ def forward_policies(facts: Any) -> dict[str, str]:
 def raw_outputs(facts: Any) -> dict[str, str]:
     """Every raw command output a node's facts carry (command -> text); the whole facts as JSON
     when they carry none, so raw output is always one key away."""
+    sections = pick(facts, "sections", default=None)
+    if isinstance(sections, dict) and sections:
+        try:
+            from clusterfix_tui.core.facts import _SECTIONS as commands  # name -> command
+
+            names = dict(commands)
+        except ImportError:
+            names = {}
+        out = {}
+        for key, sec in sections.items():
+            name = pick(sec, "name", default=key)
+            arg = pick(sec, "arg", default=None)
+            title = names.get(name, name) + (f" {arg}" if arg and name not in names else "")
+            text = str(pick(sec, "stdout", default="") or "")
+            err = str(pick(sec, "stderr", default="") or "")
+            if err:
+                text += ("\n" if text else "") + "[stderr]\n" + err
+            rc = pick(sec, "rc", default=None)
+            text += f"\n[exit {rc if rc is not None else 'unknown: output truncated'}]"
+            out[title if title not in out else key] = text
+        return out
     raw = pick(facts, "raw", "raw_output", "raw_outputs", "outputs", default=None)
     if isinstance(raw, dict) and raw:
         return {str(k): v if isinstance(v, str) else json.dumps(plain(v), indent=2)

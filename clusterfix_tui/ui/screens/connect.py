@@ -167,12 +167,17 @@ out are named in the report.
         node = self._host_key_queue[0]
         conn = self.wizard.state.conns[node]
         key = conn.host_key
+        if isinstance(key, str):  # RepairSession gives "ssh-ed25519 SHA256:..."
+            key_type, _, fingerprint = key.partition(" ")
+        else:
+            key_type = pick(key, "key_type", default="?")
+            fingerprint = pick(key, "fingerprint", default="?")
         body = Text()
         body.append(f"{node} ({conn.address}) presented a host key that is not in known_hosts.\n\n")
         body.append("key type     ", style="bold")
-        body.append(f"{pick(key, 'key_type', default='?')}\n")
+        body.append(f"{key_type or '?'}\n")
         body.append("fingerprint  ", style="bold")
-        body.append(f"{pick(key, 'fingerprint', default='?')}\n\n", style="bold yellow")
+        body.append(f"{fingerprint or '?'}\n\n", style="bold yellow")
         body.append("Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on the node.\n"
                     "Accept adds it to the known_hosts in use; refuse leaves the node out.")
         self._asking = True
@@ -190,7 +195,7 @@ out are named in the report.
 
         self.app.push_screen(
             ConfirmationModal(f"Unknown host key: {node}", body, yes="Accept", no="Refuse",
-                              id="host-key-dialog"),
+                              id=f"host-key-{node}"),
             answered,
         )
 

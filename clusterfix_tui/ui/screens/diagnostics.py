@@ -349,7 +349,8 @@ per node (select the node on the left).
             self.notify("Select a node first", severity="warning")
             return
         facts = v.facts_of(self.wizard.state.diagnosis).get(node)
-        self.app.push_screen(RawOutputScreen(node, v.raw_outputs(facts)))
+        outputs = {cmd: self.wizard.redact(text) for cmd, text in v.raw_outputs(facts).items()}
+        self.app.push_screen(RawOutputScreen(node, outputs))
 
     def worker_failed(self, worker) -> None:  # noqa: ANN001
         if worker.group == "diagnose":
