@@ -208,8 +208,9 @@ def dry_run_session() -> list[dict[str, Any]]:
     E.append(s.ev("command_start", step="host_network", action_id=a["id"], node="node-2",
                   command=a["command"], kind="shell", rollback=False, mutating=True, dry_run=True,
                   action=a))
+    # the dry-run runner's NOT_RUN result (transports/dryrun.py)
     E.append(s.ev("command_end", step="host_network", action_id=a["id"], node="node-2",
-                  exit_code=0, duration=0.0, stdout="", stderr="", timed_out=False, error=None))
+                  exit_code=None, duration=0.0, stdout="", stderr="", timed_out=False, error=None))
     E.append(s.ev("step_end", step="host_network", outcome={"step": "host_network",
               "status": "dry-run", "actions": [], "changes": [], "message": "1 dry-run"}))
     E.append(s.ev("validation", phase="before", results=[

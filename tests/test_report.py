@@ -85,6 +85,10 @@ def test_report_contents_cluster_mode_left_out_decisions() -> None:
         assert needle in md, needle
     dry = report.render(dry_run_session(), "md")
     assert "Decision: **dry-run**" in dry and "headless, dry-run" in dry and "[dry-run]" in dry
+    model = report.build_report(dry_run_session())
+    assert model["steps"][0]["commands"][0]["state"] == "dry-run"
+    assert model["steps"][0]["status"] == "dry-run"
+    assert model["stats"]["failed"] == 0 and model["stats"]["dry_run"] == 1
 
 
 def test_validation_side_by_side_and_still_failing() -> None:

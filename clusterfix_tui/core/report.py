@@ -306,7 +306,7 @@ def build_report(
                 "kind": _s(ev.get("kind")) or "shell",
                 "command": _s(ev.get("command")),
                 "rollback": rollback,
-                "dry_run": bool(ev.get("dry_run")) and bool(ev.get("mutating", True)),
+                "dry_run": bool(ev.get("dry_run")),
                 "started_at": _s(ts) or None,
                 "ended_at": None,
                 "state": "interrupted",
@@ -345,8 +345,8 @@ def build_report(
                 stdout=_s(ev.get("stdout")),
                 stderr=_s(ev.get("stderr")),
             )
-            if cmd["dry_run"]:
-                cmd["state"] = "dry-run" if code in (0, None) and not cmd["error"] else "failed"
+            if cmd["dry_run"] and code is None and not cmd["error"] and not cmd["timed_out"]:
+                cmd["state"] = "dry-run"  # the dry-run runner's "not run" result
             elif code == 0 and not cmd["timed_out"] and not cmd["error"]:
                 cmd["state"] = "ok"
             elif cmd["timed_out"]:
