@@ -37,6 +37,10 @@ class PodInfo:
     labels: dict[str, str] = field(default_factory=dict)
     log_tail: tuple[str, ...] = ()
     previous_log_tail: tuple[str, ...] = ()
+    owner_kind: str | None = None
+    owner_name: str | None = None
+    readiness_probes: dict[str, Any] = field(default_factory=dict)  # container -> readinessProbe
+    host_network: bool = False
 
     @property
     def crash_looping(self) -> bool:
@@ -118,7 +122,8 @@ class ClusterSnapshot:
     def pod_ips_by_node(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for p in self.pods:
-            if p.node and p.pod_ip and p.node in self.nodes and p.pod_ip != self.nodes[p.node].internal_ip:
+            if p.node and p.pod_ip and p.node in self.nodes and not p.host_network \
+                    and p.phase == "Running":
                 cidr = self.nodes[p.node].pod_cidr
                 if cidr and _in_cidr(p.pod_ip, cidr):
                     out.setdefault(p.node, []).append(p.pod_ip)
@@ -210,6 +215,8 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
                                              -int(s.get("restartCount") or 0)))[0]
     waiting = (cs.get("state") or {}).get("waiting") or {}
     term = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated") or {}
+    owners = [o for o in meta.get("ownerReferences") or () if isinstance(o, dict)]
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else {})
     ready = bool(statuses) and all(bool(s.get("ready")) for s in statuses)
     for c in status.get("conditions") or ():
         if isinstance(c, dict) and c.get("type") == "Ready":
@@ -222,6 +229,11 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
         last_termination_message=term.get("message"), last_termination_reason=term.get("reason"),
         container=cs.get("name") or ((spec.get("containers") or [{}])[0] or {}).get("name"),
         pod_ip=status.get("podIP"), labels=dict(meta.get("labels") or {}),
+        owner_kind=owner.get("kind"), owner_name=owner.get("name"),
+        readiness_probes={str(c.get("name")): c["readinessProbe"]
+                          for c in spec.get("containers") or ()
+                          if isinstance(c, dict) and isinstance(c.get("readinessProbe"), dict)},
+        host_network=bool(spec.get("hostNetwork")),
     )
 
 

@@ -1,0 +1,77 @@
+"""Checks: pure functions `(snapshot, facts_by_node) -> list[Finding]`, one module per failure
+class. `run_checks` runs them all, then folds symptom findings into their root cause on the same
+node (e.g. flannel crash-looping BECAUSE cni0 has a foreign address): the root cause keeps the
+symptoms in `data["symptoms"]`, so one fault gives one finding. Codes: docs/findings.md."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER, Finding
+
+CheckFn = Callable[[Any, dict[str, Any]], list[Finding]]
+
+# symptom code -> root-cause codes on the same node that explain it
+SYMPTOM_OF: dict[str, tuple[str, ...]] = {
+    "KUBE_PROXY_NO_RULES": ("KUBE_PROXY_CRASHLOOP", "KUBE_PROXY_INCOMPATIBLE_CHAIN"),
+    "KUBE_PROXY_CRASHLOOP": ("KUBE_PROXY_INCOMPATIBLE_CHAIN",),
+    "FLANNEL_CRASHLOOP": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET"),
+    "POD_NOT_RUNNING": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
+                        "KUBE_PROXY_INCOMPATIBLE_CHAIN"),
+    "FLANNEL_MISSING_ROUTE": ("FLANNEL_STALE_SUBNET", "CNI_BRIDGE_CONFLICT"),
+}
+# symptom code -> root-cause codes anywhere in the cluster
+CLUSTER_SYMPTOM_OF: dict[str, tuple[str, ...]] = {
+    "PROBE_NO_ROUTE": ("FIREWALL_REJECT",),
+}
+
+
+def all_checks() -> list[CheckFn]:
+    from clusterfix_tui.core.checks import cni, firewall, flannel, host, iptables, kubeconfig, pods
+
+    return [iptables.check, firewall.check, host.check, cni.check, flannel.check, pods.check,
+            kubeconfig.check]
+
+
+def run_checks(snapshot: Any, facts_by_node: dict[str, Any],
+               checks: list[CheckFn] | None = None) -> tuple[list[Finding], list[str]]:
+    """(findings, errors): a check that raises is a bug; it is reported, the others still run."""
+    findings: list[Finding] = []
+    errors: list[str] = []
+    for fn in checks or all_checks():
+        try:
+            findings.extend(fn(snapshot, facts_by_node))
+        except Exception as exc:  # keep diagnosing; say which check broke
+            errors.append(f"{fn.__module__}.{fn.__name__}: {type(exc).__name__}: {exc}")
+    return sort_findings(fold_symptoms(findings)), errors
+
+
+def fold_symptoms(findings: list[Finding]) -> list[Finding]:
+    by_node: dict[str, set[str]] = {}
+    for f in findings:
+        by_node.setdefault(f.node, set()).add(f.code)
+    codes_anywhere = {f.code for f in findings}
+    kept: list[Finding] = []
+    folded: list[tuple[Finding, str]] = []
+    for f in findings:
+        roots = [c for c in SYMPTOM_OF.get(f.code, ()) if c in by_node.get(f.node, set())]
+        roots += [c for c in CLUSTER_SYMPTOM_OF.get(f.code, ()) if c in codes_anywhere]
+        if roots and f.code not in roots:
+            folded.append((f, roots[0]))
+        else:
+            kept.append(f)
+    for sym, root_code in folded:
+        for k in kept:
+            if k.code == root_code and (k.node == sym.node or root_code in
+                                        CLUSTER_SYMPTOM_OF.get(sym.code, ())):
+                k.data.setdefault("symptoms", []).append(
+                    {"code": sym.code, "node": sym.node, "title": sym.title,
+                     "evidence": list(sym.evidence), "data": dict(sym.data)})
+                break
+    return kept
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    step_idx = {s: i for i, s in enumerate(STEP_ORDER)}
+    return sorted(findings, key=lambda f: (SEVERITY_ORDER.get(f.severity, 9),
+                                           step_idx.get(f.step or "", 99), f.node, f.code))

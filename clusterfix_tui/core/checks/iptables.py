@@ -1,0 +1,430 @@
+"""iptables / nftables: backend conflicts, FORWARD drops, "incompatible" chains, missing rules.
+
+Facts of the field these rest on (LAB-FACTS.md and upstream):
+- kube-proxy's backend is decided as kubernetes-sigs/iptables-wrappers does it
+  (parsers.detect_kube_proxy_backend).
+- Rules living only in the backend the host's `iptables` does not point at are cosmetic: the
+  kernel evaluates both backends. What breaks traffic: FORWARD policy DROP in EITHER backend
+  (a packet must pass both), stale DNAT reachable from nat PREROUTING/OUTPUT in the other backend
+  (it can win over the live path), a native nft forward hook with policy drop.
+- "chain ... is incompatible, use 'nft' tool" is what iptables-nft prints for rules it cannot map
+  back: rules added with raw nft, or rules written by a newer iptables (kubernetes/kubernetes#112477).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from clusterfix_tui.core.checks._common import (
+    backend_saves,
+    find_line,
+    net_of,
+    pod_for,
+    pod_network,
+    reachable_chains,
+    save_label,
+)
+from clusterfix_tui.core.facts import NodeFacts
+from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.parsers import NftRule, Table, detect_kube_proxy_backend
+
+REF_WRAPPERS = "https://github.com/kubernetes-sigs/iptables-wrappers"
+REF_SKEW = "https://github.com/kubernetes/kubernetes/issues/112477"
+REF_FORWARD = "https://kubernetes.io/docs/reference/networking/ports-and-protocols/"
+REF_FLANNEL_FWD = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
+REF_KUBE_PROXY = "https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/"
+
+# chains iptables-wrappers/kubelet leave as markers: not "stale rules" by themselves
+MARKER_CHAINS = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
+IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
+# statements iptables-nft (1.8.x) never writes natively into its tables
+NFT_ONLY = {"log", "limit", "reject", "dnat", "snat", "masquerade", "redirect", "queue", "quota",
+            "notrack", "vmap", "set", "map", "ct", "synproxy", "flow", "tproxy", "fwd", "dup",
+            "numgen", "objref"}
+INCOMPAT_RE = re.compile(r"chain `([^']+)' in table `([^']+)' is incompatible")
+
+
+def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
+    return detect_kube_proxy_backend(facts.nft_mangle, facts.ip6_nft_mangle, facts.legacy)
+
+
+def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+    out: list[Finding] = []
+    for node, facts in sorted(facts_by_node.items()):
+        out.extend(backend_conflict(snapshot, node, facts))
+        out.extend(forward_drop(snapshot, node, facts))
+        out.extend(incompatible_chain(snapshot, node, facts))
+        out.extend(no_rules(snapshot, node, facts))
+    return out
+
+
+# -- IPTABLES_BACKEND_CONFLICT -------------------------------------------------------------------
+
+
+def _stale_rules(table: Table) -> list[str]:
+    kube = {c for c in table.chains if c.startswith("KUBE-") and c not in MARKER_CHAINS}
+    return [r.spec for r in table.rules if r.chain in kube or (r.target in kube)]
+
+
+def backend_conflict(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+    live, why = kube_proxy_backend(facts)
+    other = "legacy" if live == "nft" else "nft"
+    save = backend_saves(facts)[other]
+    if save is None:
+        return []
+    stale_chains: dict[str, list[str]] = {}
+    stale_rules: dict[str, list[str]] = {}
+    for tname in ("nat", "filter"):
+        t = save.table(tname)
+        if t is None:
+            continue
+        chains = sorted(c for c in t.chains if c.startswith("KUBE-") and c not in MARKER_CHAINS)
+        if chains:
+            stale_chains[tname] = chains
+            stale_rules[tname] = _stale_rules(t)
+    if not stale_chains:
+        return []
+    shadowing: list[str] = []
+    nat = save.table("nat")
+    if nat is not None:
+        reach = reachable_chains(nat, ("PREROUTING", "OUTPUT"))
+        shadowing = [r.spec for r in nat.rules if r.chain in reach and r.target == "DNAT"]
+    shadows = bool(shadowing)
+    label = "iptables-legacy-save" if other == "legacy" else "iptables-nft-save"
+    evidence = [f"kube-proxy uses the {live} backend ({why})"]
+    if facts.host_iptables:
+        evidence.append(f"the node's iptables runs the {facts.host_iptables} backend"
+                        + (f" ({facts.iptables_version.text})" if facts.iptables_version else ""))
+    for tname, chains in stale_chains.items():
+        evidence.append(f"{label}: *{tname}: stale chains " + " ".join(chains[:12])
+                        + (" ..." if len(chains) > 12 else ""))
+    evidence.extend(f"{label}: {spec}" for spec in (shadowing or
+                    [s for rules in stale_rules.values() for s in rules])[:10])
+    if shadows:
+        title = (f"stale KUBE-* DNAT rules in the {other} backend can shadow kube-proxy's "
+                 f"{live} rules")
+        expl = ("kube-proxy programs the " + live + " backend, but the " + other + " backend still "
+                "holds KUBE-* nat rules reachable from PREROUTING/OUTPUT that DNAT: the kernel "
+                "evaluates both backends' nat hooks, and the stale DNAT can win over the live one, "
+                "sending NodePort/Service traffic to old endpoints. Remove the stale rules from the "
+                + other + " backend (do not just flip update-alternatives).")
+        severity = "error"
+    else:
+        title = f"leftover KUBE-* chains in the {other} backend (cosmetic)"
+        expl = ("kube-proxy programs the " + live + " backend; the " + other + " backend holds "
+                "leftover KUBE-* chains that no built-in nat chain reaches with a DNAT. They do not "
+                "break traffic, but they confuse `iptables -L` users ('iptables-legacy tables "
+                "present') and the runbook's checks. Removing them is safe.")
+        severity = "warning"
+    return [Finding(
+        code="IPTABLES_BACKEND_CONFLICT", severity=severity, node=node, title=title,
+        evidence=tuple(evidence), explanation=expl, reference=REF_WRAPPERS, step="iptables",
+        data={"kube_proxy_backend": live, "backend_evidence": why,
+              "host_iptables": facts.host_iptables, "other_backend": other,
+              "stale_chains": stale_chains, "stale_rules": stale_rules,
+              "shadows_live_path": shadows, "shadowing_rules": shadowing,
+              "cosmetic": not shadows},
+    )]
+
+
+# -- FORWARD_DROP --------------------------------------------------------------------------------
+
+
+def _covers(value: str | None, net: Any) -> bool:
+    if value is None:
+        return False
+    n = net_of(value.lstrip("!"))
+    return n is not None and net is not None and not value.startswith("!") and \
+        n.version == net.version and net.subnet_of(n)  # type: ignore[arg-type]
+
+
+def _only_comment(args: tuple[str, ...]) -> bool:
+    """True for "-j ACCEPT" with nothing but a comment match."""
+    rest = list(args)
+    out = []
+    i = 0
+    while i < len(rest):
+        if rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] == "comment":
+            i += 2
+        elif rest[i] == "--comment":
+            i += 2
+        elif rest[i] in ("-j", "--jump") and i + 1 < len(rest):
+            i += 2
+        else:
+            out.append(rest[i])
+            i += 1
+    return not out
+
+
+def _forward_accepts_pod_net(table: Table, pod_net: str) -> tuple[bool, bool, bool]:
+    """(src covered, dst covered, unconditional accept) by ACCEPTs reachable from FORWARD."""
+    net = net_of(pod_net)
+    reach = reachable_chains(table, ("FORWARD",))
+    src = dst = uncond = False
+    for r in table.rules:
+        if r.chain not in reach or r.target != "ACCEPT":
+            continue
+        s, d = r.opt("-s"), r.opt("-d")
+        if _covers(s, net):
+            src = True
+        if _covers(d, net):
+            dst = True
+        if _only_comment(r.args):
+            uncond = True
+    return src, dst, uncond
+
+
+def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+    out: list[Finding] = []
+    live, _ = kube_proxy_backend(facts)
+    pod_net = pod_network(snapshot, facts)
+    for backend, save in backend_saves(facts).items():
+        t = save.table("filter") if save is not None else None
+        if t is None or t.chains.get("FORWARD") != "DROP":
+            continue
+        src, dst, uncond = _forward_accepts_pod_net(t, pod_net)
+        if uncond or (src and dst):
+            continue
+        raw = facts.raw("legacy_save") if backend == "legacy" else facts.raw("nft_save_filter")
+        line = find_line(raw, ":FORWARD DROP") or ":FORWARD DROP"
+        evidence = [f"{save_label(backend, 'filter')}: {line}"]
+        if not (src or dst):
+            evidence.append(f"no ACCEPT for the pod network {pod_net} reachable from FORWARD")
+        else:
+            evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
+        out.append(Finding(
+            code="FORWARD_DROP", severity="error", node=node,
+            title=f"FORWARD policy DROP in the {backend} backend drops pod traffic",
+            evidence=tuple(evidence),
+            explanation=("A forwarded packet must pass the filter FORWARD chain of BOTH iptables "
+                         "backends. Here the " + backend + " backend drops it by policy with no "
+                         "ACCEPT for the pod network, so cross-node pod traffic and NodePorts "
+                         "forwarded to pods die on this node (whichever backend kube-proxy uses: "
+                         + live + ")."),
+            reference=REF_FLANNEL_FWD, step="iptables",
+            data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
+                  "pod_network": pod_net, "kube_proxy_backend": live,
+                  "host_iptables": facts.host_iptables},
+        ))
+    rs = facts.nft_ruleset
+    if rs is not None:
+        for ch in rs.chains:
+            if ch.hook != "forward" or (ch.policy or "").lower() != "drop":
+                continue
+            if ch.family in ("ip", "ip6") and ch.table in IPTABLES_NFT_TABLES:
+                continue  # an iptables-nft table: judged above from iptables-nft-save
+            rules = rs.rules_in(ch.family, ch.table, ch.name)
+            if _nft_accepts_pod_net(rules, pod_net):
+                continue
+            out.append(Finding(
+                code="FORWARD_DROP", severity="error", node=node,
+                title=f"nft chain {ch.family} {ch.table} {ch.name} drops forwarded traffic",
+                evidence=(f"nft list ruleset: table {ch.family} {ch.table} chain {ch.name}: "
+                          f"type {ch.type} hook forward priority {ch.prio}; policy drop;",
+                          f"no accept for the pod network {pod_net} in it"),
+                explanation=("A native nftables table (not one of iptables-nft's) hooks forward "
+                             "with policy drop: every forwarded pod packet must also pass it."),
+                reference=REF_FLANNEL_FWD, step="host_network",
+                data={"backend": "nft-native", "family": ch.family, "table": ch.table,
+                      "chain": ch.name, "policy": "DROP", "pod_network": pod_net,
+                      "kube_proxy_backend": live, "host_iptables": facts.host_iptables},
+            ))
+    return out
+
+
+def _nft_accepts_pod_net(rules: list[NftRule], pod_net: str) -> bool:
+    net = net_of(pod_net)
+    src = dst = False
+    for r in rules:
+        st = r.statements()
+        if "accept" not in st:
+            continue
+        matches = [e["match"] for e in r.expr if isinstance(e, dict) and isinstance(e.get("match"), dict)]
+        if not matches:
+            return True
+        for m in matches:
+            left, right = m.get("left"), m.get("right")
+            field = (left or {}).get("payload", {}).get("field") if isinstance(left, dict) else None
+            if isinstance(right, dict) and "prefix" in right:
+                right = f"{right['prefix'].get('addr')}/{right['prefix'].get('len')}"
+            if field in ("saddr", "daddr") and isinstance(right, str) and _covers(right, net):
+                src = src or field == "saddr"
+                dst = dst or field == "daddr"
+    return src and dst
+
+
+# -- KUBE_PROXY_INCOMPATIBLE_CHAIN ----------------------------------------------------------------
+
+
+def _rule_is_nft_native(rule: NftRule) -> bool:
+    if rule.has_xt:
+        return False
+    for e in rule.expr:
+        if not isinstance(e, dict):
+            continue
+        for k, v in e.items():
+            if k in NFT_ONLY:
+                return True
+            if k == "match" and isinstance(v, dict):
+                left = v.get("left")
+                if isinstance(left, dict) and ("ct" in left or "set" in left or "map" in left):
+                    return True
+                if isinstance(v.get("right"), dict) and "set" in v["right"]:
+                    return True
+    return False
+
+
+def _log_incompatible(snapshot: Any, node: str) -> list[tuple[str, str, str]]:
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    out = []
+    if pod is None:
+        return out
+    for line in list(pod.log_tail) + list(pod.previous_log_tail) + [pod.last_termination_message or ""]:
+        m = INCOMPAT_RE.search(line or "")
+        if m:
+            out.append((m.group(2), m.group(1), line.strip()))
+    return out
+
+
+def incompatible_chain(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+    live, _ = kube_proxy_backend(facts)
+    host_ver = facts.iptables_version.version if facts.iptables_version else None
+    chains = [(t, c) for t, cs in sorted(facts.incompatible_chains.items()) for c in cs]
+    from_logs = _log_incompatible(snapshot, node)
+    if not chains and not from_logs:
+        return []
+    evidence: list[str] = []
+    for t in sorted(facts.incompatible_chains):
+        for line in (facts.incompatible_stderr.get(t) or "").splitlines():
+            if "incompatible" in line:
+                evidence.append(f"iptables-nft -t {t} -S: {line.strip()}")
+    for t, save in (("nat", facts.nft_nat), ("filter", facts.nft_filter)):
+        if save is not None and t in save.incompatible_tables:
+            evidence.append(f"iptables-nft-save -t {t}: "
+                            + (find_line(facts.raw(f"nft_save_{t}"), "incompatible") or "incompatible"))
+    evidence.extend(f"kube-proxy log: {line}" for _, _, line in from_logs[:3])
+    foreign: list[dict[str, Any]] = []
+    iptables_written: list[NftRule] = []
+    rs = facts.nft_ruleset
+    if rs is not None:
+        for t, c in chains:
+            for r in rs.rules_in("ip", t, c):
+                if _rule_is_nft_native(r):
+                    text = _rule_text(facts, t, r)
+                    foreign.append({"family": r.family, "table": r.table, "chain": r.chain,
+                                    "handle": r.handle, "text": text})
+                elif r.has_xt:
+                    iptables_written.append(r)
+    chain_list = [{"table": t, "chain": c} for t, c in chains] or \
+        [{"table": t, "chain": c} for t, c, _ in from_logs]
+    base = {"chains": chain_list, "host_iptables_version": host_ver,
+            "kube_proxy_backend": live, "host_iptables": facts.host_iptables,
+            "foreign_rules": foreign, "recommend_backend_switch": False}
+    if foreign:
+        evidence.extend(f"nft -a list table ip {r['table']}: {r['text']}" for r in foreign[:10])
+        return [Finding(
+            code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+            title=(f"rule(s) added with raw nft in {', '.join(sorted({r['chain'] for r in foreign}))}"
+                   " make iptables-nft (and kube-proxy) fail"),
+            evidence=tuple(evidence),
+            explanation=("iptables-nft reports the chain as incompatible because it holds rules "
+                         "written with the nft tool using statements iptables cannot map back "
+                         "(no xt match/target, nft-only expressions). kube-proxy's iptables-restore "
+                         "fails on the same chain, so its syncs fail. Delete the foreign rule(s) by "
+                         "handle; no backend switch is needed."),
+            reference=REF_SKEW, step="iptables", data=base | {"cause": "foreign-nft-rule"},
+        )]
+    if chains:
+        evidence.append(f"host iptables {host_ver or '?'}; the unreadable rules carry xt "
+                        "expressions: written by an iptables, not by raw nft")
+        return [Finding(
+            code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+            title=("iptables-nft on the node cannot read rules written by another iptables "
+                   "version (version skew)"),
+            evidence=tuple(evidence),
+            explanation=("The chains were written by an iptables whose nft encoding this host's "
+                         f"iptables {host_ver or ''} cannot decode (kube-proxy's image ships its own "
+                         "iptables). This is a version skew, not a backend mismatch: switching "
+                         "update-alternatives to legacy would split the rules over two backends and "
+                         "break traffic. Align the iptables versions (upgrade the host's iptables "
+                         "or use a kube-proxy image matching it); the rules themselves work."),
+            reference=REF_SKEW, step="iptables",
+            data=base | {"cause": "version-skew", "writer_rules": len(iptables_written)},
+        )]
+    # only kube-proxy complains; the node's own iptables-nft reads every table
+    if facts.host_iptables and facts.host_iptables != live:
+        evidence.append(f"the node's iptables runs {facts.host_iptables}; kube-proxy uses {live}")
+        return [Finding(
+            code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+            title="kube-proxy and the node's iptables use different backends",
+            evidence=tuple(evidence),
+            explanation=("kube-proxy reports incompatible chains while the node's iptables-nft "
+                         "reads every table: kube-proxy and the host tools disagree on the backend. "
+                         "Point the node's iptables alternative at kube-proxy's backend and restart "
+                         "kube-proxy."),
+            reference=REF_WRAPPERS, step="iptables", data=base | {"cause": "backend-mismatch"},
+        )]
+    evidence.append(f"the node's iptables-nft {host_ver or '?'} reads every table: kube-proxy's "
+                    "own iptables is the one that cannot")
+    return [Finding(
+        code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+        title="kube-proxy's iptables cannot read rules written by the node's iptables (version skew)",
+        evidence=tuple(evidence),
+        explanation=("Same backend on both sides, but kube-proxy's bundled iptables is older than "
+                     "what wrote the rules (e.g. the host's kubelet/firewall). Not a backend "
+                     "problem: align the versions (kubernetes/kubernetes#112477)."),
+        reference=REF_SKEW, step="iptables", data=base | {"cause": "version-skew"},
+    )]
+
+
+def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:
+    text = facts.nft_table_text.get(table) or ""
+    for line in text.splitlines():
+        if line.rstrip().endswith(f"# handle {rule.handle}") and "chain " not in line:
+            return line.strip()
+    return rule.render()
+
+
+# -- KUBE_PROXY_NO_RULES -------------------------------------------------------------------------
+
+
+def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+    mode = getattr(snapshot, "kube_proxy_mode", None)
+    if mode not in (None, "", "iptables"):
+        return []
+    if facts.kube_proxy_mode and facts.kube_proxy_mode not in ("iptables",):
+        return []
+    live, why = kube_proxy_backend(facts)
+    save = backend_saves(facts)[live]
+    if save is None:
+        return []
+    if "nat" in save.incompatible_tables:
+        return []  # KUBE_PROXY_INCOMPATIBLE_CHAIN says why
+    nat = save.table("nat")
+    missing = [c for c in ("KUBE-SERVICES", "KUBE-NODEPORTS") if nat is None or c not in nat.chains]
+    if nat is not None and "KUBE-SERVICES" in nat.chains and "KUBE-NODEPORTS" in missing and \
+            not getattr(snapshot, "nodeport_services", ()):
+        missing.remove("KUBE-NODEPORTS")  # no NodePort services: the chain may legitimately lack
+    if not missing:
+        return []
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    label = "iptables-legacy-save" if live == "legacy" else "iptables-nft-save -t nat"
+    evidence = [f"{label}: no chain {', '.join(missing)} in *nat",
+                f"kube-proxy backend {live} ({why})"]
+    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    return [Finding(
+        code="KUBE_PROXY_NO_RULES", severity="error", node=node,
+        title="kube-proxy has programmed no Service/NodePort rules on this node",
+        evidence=tuple(evidence),
+        explanation=("kube-proxy (iptables mode) keeps KUBE-SERVICES and KUBE-NODEPORTS in the nat "
+                     "table of its backend. Without them NodePorts and ClusterIPs do not work on "
+                     "this node: kube-proxy is not running or cannot sync. Restart it and read its "
+                     "log."),
+        reference=REF_KUBE_PROXY, step="pods",
+        data={"backend": live, "missing_chains": missing, "healthz": facts.kube_proxy_healthz,
+              "proxy_mode": facts.kube_proxy_mode or mode,
+              "pod": pod.name if pod else None,
+              "namespace": pod.namespace if pod else "kube-system",
+              "daemonset": "kube-proxy"},
+    )]

@@ -1,0 +1,136 @@
+"""Pods and nodes as the API sees them: crash loops, pods not running, NotReady nodes, probes
+failing with "no route to host"."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from clusterfix_tui.core.facts import NodeFacts
+from clusterfix_tui.core.model import CLUSTER, Finding
+
+REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-application/debug-pods/"
+REF_NODE = "https://kubernetes.io/docs/concepts/architecture/nodes/#condition"
+REF_PROBE = "https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes/"
+CRASH_REASONS = {"CrashLoopBackOff", "Error", "RunContainerError", "CreateContainerError",
+                 "CreateContainerConfigError"}
+COMPONENTS = (("kube_proxy_pods", "KUBE_PROXY_CRASHLOOP", "kube-proxy", "kube-system", "kube-proxy"),
+              ("flannel_pods", "FLANNEL_CRASHLOOP", "kube-flannel-ds", "kube-flannel", "flannel"))
+NO_ROUTE = re.compile(r"no route to host", re.I)
+IP_RE = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
+
+
+def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+    out: list[Finding] = []
+    nodes = getattr(snapshot, "nodes", {}) or {}
+    for name, info in sorted(nodes.items()):
+        ready = info.conditions.get("Ready")
+        if ready is not None and ready.get("status") != "True":
+            out.append(Finding(
+                code="NODE_NOT_READY", severity="error", node=name,
+                title=f"node is NotReady ({ready.get('reason') or ready.get('status')})",
+                evidence=(f"condition Ready={ready.get('status')} reason={ready.get('reason')} "
+                          f"message={ready.get('message')}",),
+                explanation="kubelet reports the node not Ready; pods there are not scheduled or served.",
+                reference=REF_NODE, step=None,
+                data={"conditions": dict(info.conditions)},
+            ))
+    for attr, code, ds, default_ns, label in COMPONENTS:
+        by_node = getattr(snapshot, attr, {}) or {}
+        present = any(by_node.values())
+        for name in sorted(nodes):
+            pods = by_node.get(name) or []
+            if not pods:
+                if present:
+                    out.append(Finding(
+                        code="POD_NOT_RUNNING", severity="error", node=name,
+                        title=f"no {label} pod on this node",
+                        evidence=(f"{label} pods exist on other nodes, none has spec.nodeName={name}",),
+                        explanation=f"Every node needs its {label} DaemonSet pod.",
+                        reference=REF_DEBUG, step="pods",
+                        data={"namespace": default_ns, "pod": None, "phase": None,
+                              "reason": "missing", "daemonset": ds},
+                    ))
+                continue
+            for p in pods:
+                out.extend(_pod_findings(p, code, ds, label))
+    out.extend(_probe_no_route(snapshot))
+    return out
+
+
+def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
+    node = p.node or CLUSTER
+    crash = p.waiting_reason in CRASH_REASONS or (p.waiting_reason is None and p.phase == "Running"
+                                                  and not p.ready and p.restart_count > 2)
+    if crash:
+        evidence = [f"{p.ref}: waiting {p.waiting_reason or '-'}, restarts {p.restart_count}"]
+        if p.last_termination_message:
+            evidence.append(f"last termination: {p.last_termination_message.strip()[:300]}")
+        tail = list(p.previous_log_tail or p.log_tail)
+        errs = [ln for ln in tail if ln[:1] in ("E", "F") or "error" in ln.lower()]
+        evidence.extend(f"log: {ln.strip()}" for ln in (errs or tail)[-3:])
+        return [Finding(
+            code=code, severity="error", node=node,
+            title=f"{label} pod {p.name} is crash-looping ({p.restart_count} restarts)",
+            evidence=tuple(evidence),
+            explanation=(f"The {label} container keeps exiting; its last log lines say why. "
+                         "Fix the cause on the node, then restart the pod."),
+            reference=REF_DEBUG, step="pods",
+            data={"namespace": p.namespace, "pod": p.name, "container": p.container,
+                  "restart_count": p.restart_count, "reason": p.waiting_reason,
+                  "last_message": p.last_termination_message, "log_tail": tail[-20:],
+                  "daemonset": ds},
+        )]
+    if p.phase != "Running" or not p.ready:
+        return [Finding(
+            code="POD_NOT_RUNNING", severity="error", node=node,
+            title=f"{label} pod {p.name} is {p.phase or 'unknown'}"
+                  + ("" if p.ready else ", not ready"),
+            evidence=(f"{p.ref}: phase {p.phase}, ready {p.ready}, waiting {p.waiting_reason}, "
+                      f"restarts {p.restart_count}",),
+            explanation=f"The node's {label} pod is not running and ready.",
+            reference=REF_DEBUG, step="pods",
+            data={"namespace": p.namespace, "pod": p.name, "phase": p.phase,
+                  "reason": p.waiting_reason or p.phase, "daemonset": ds},
+        )]
+    return []
+
+
+def _probe_no_route(snapshot: Any) -> list[Finding]:
+    events = [e for e in getattr(snapshot, "warning_events", ()) or ()
+              if NO_ROUTE.search(str(e.get("message") or ""))]
+    if not events:
+        return []
+    pods = {(p.namespace, p.name): p for p in getattr(snapshot, "pods", ()) or ()}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in events:
+        groups.setdefault((str(e.get("namespace") or ""), str(e.get("name") or e.get("object"))), []).append(e)
+    out = []
+    for (ns, name), evs in sorted(groups.items()):
+        pod = pods.get((ns, name))
+        m = IP_RE.search(str(evs[-1].get("message") or ""))
+        ip = m.group(1) if m else None
+        node = pod.node if pod and pod.node else (snapshot.node_for_ip(ip) if ip and hasattr(snapshot, "node_for_ip") else None)
+        deployment = None
+        if pod is not None and pod.owner_kind == "ReplicaSet" and pod.owner_name:
+            deployment = pod.owner_name.rsplit("-", 1)[0]
+        container, probe = (None, None)
+        if pod is not None and pod.readiness_probes:
+            container, probe = next(iter(pod.readiness_probes.items()))
+        out.append(Finding(
+            code="PROBE_NO_ROUTE", severity="warning", node=node or CLUSTER,
+            title=f"probes of {ns}/{name} fail with 'no route to host'",
+            evidence=tuple(f"event {e.get('reason')} {e.get('object')} (x{e.get('count')}): "
+                           f"{str(e.get('message')).strip()[:300]}" for e in evs[-3:]),
+            explanation=("kubelet cannot reach the pod: 'no route to host' comes from an ICMP "
+                         "host-unreachable/prohibited answer (a firewall REJECT) or a missing "
+                         "route/neighbour on the path. The cause is on the node; the runbook's "
+                         "exec-probe workaround only hides it."),
+            reference=REF_PROBE, step="pods",
+            data={"events": [{"namespace": e.get("namespace"), "object": e.get("object"),
+                              "reason": e.get("reason"), "message": e.get("message"),
+                              "count": e.get("count")} for e in evs],
+                  "pods": [f"{ns}/{name}"], "probe_ip": ip, "namespace": ns,
+                  "pod": name, "deployment": deployment, "container": container, "probe": probe},
+        ))
+    return out
