@@ -162,6 +162,7 @@ class Lab:
             self.save()
             N.create_bridge(bridge, f"10.213.{k}.1")
         br_ip = f"10.213.{k}.1"
+        log.info("bridge %s at %.2fs", bridge, time.monotonic() - t0)
 
         # nodes: names first (recorded), then the API (it needs tokens per node)
         node_infos = []
@@ -189,6 +190,7 @@ class Lab:
         self.info["api"] = {"url": self.api.url, "tls": bool(self.spec.get("tls"))}
         self.save()
         self.api.write_kubeconfig(self.dir / "kubeconfig", self.admin_token)
+        log.info("API %s at %.2fs", self.api.url, time.monotonic() - t0)
 
         # client key, node dirs (host keys, sshd_config, kubeconfigs)
         pub = N.keygen(self.dir / "id_ed25519", f"clusterfix-lab-{labid}")
@@ -223,6 +225,7 @@ class Lab:
                 f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.dir / 'known_hosts'}\n"
                 f"  StrictHostKeyChecking yes\n  LogLevel ERROR\n\n")
         (self.dir / "ssh_config").write_text("".join(ssh_lines))
+        log.info("node files ready at %.2fs", time.monotonic() - t0)
 
         # namespaces and veths
         for n in node_infos:
@@ -235,6 +238,7 @@ class Lab:
         for n in node_infos:
             N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"])
 
+        log.info("namespaces and veths at %.2fs", time.monotonic() - t0)
         # anchors, then sshd inside each node
         anchors = {}
         for n in node_infos:
@@ -249,6 +253,7 @@ class Lab:
                                             pod_cidr=n["pod_cidr"], init_pid=n["init_pid"],
                                             node_dir=Path(n["node_dir"]))
             self.next_ip[n["name"]] = 2
+        log.info("anchors ready at %.2fs", time.monotonic() - t0)
         for n in node_infos:
             self._start_sshd(n)
         self.save()
@@ -292,6 +297,7 @@ class Lab:
                 break
             time.sleep(0.05)
         self._update_endpoints(resync=False)
+        log.info("pods up at %.2fs", time.monotonic() - t0)
 
         # kube-proxy on every node
         services = self._services()

@@ -1,0 +1,339 @@
+"""The lab itself: real namespaces, real sshd, real kubectl over HTTPS, real NodePort traffic.
+
+One 3-node lab is shared by the module (module-scoped fixture); tests that change it put it back.
+A second, small lab is built and taken down by the CLI to prove `lab down` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from lab_helpers import lab_fixture
+
+pytestmark = pytest.mark.lab
+
+lab = lab_fixture(nodes=3, faults="none")
+
+
+def kubectl(lab, *args: str, check: bool = True, tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(lab.kubeconfig), "--cache-dir", str(tmp / "kcache"), *args],
+        capture_output=True, text=True, timeout=30, check=check)
+
+
+def kjson(lab, tmp: Path, *args: str) -> dict:
+    return json.loads(kubectl(lab, *args, "-o", "json", tmp=tmp).stdout)
+
+
+def curl(url: str, timeout: float = 3) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-sS", "-m", str(timeout), url], capture_output=True, text=True,
+                          timeout=timeout + 5)
+
+
+def wait_for(fn, timeout: float = 20, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    return last
+
+
+def system_pod(lab, tmp: Path, namespace: str, selector: str, node: str) -> dict:
+    pods = kjson(lab, tmp, "-n", namespace, "get", "pods", "-l", selector)["items"]
+    mine = [p for p in pods if p["spec"]["nodeName"] == node]
+    assert len(mine) == 1, [p["metadata"]["name"] for p in mine]
+    return mine[0]
+
+
+# -- healthy lab: read-only checks ---------------------------------------------------------------
+
+def test_kubectl_lists_ready_nodes_with_ips(lab, tmp_path):
+    out = kubectl(lab, "get", "nodes", "-o", "wide", tmp=tmp_path).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["node-1", "node-2", "node-3"]
+    assert all(r[1] == "Ready" for r in rows), out
+    ips = {n["name"]: n["ip"] for n in lab.info["nodes"]}
+    for r in rows:
+        assert ips[r[0]] in r, out
+    assert "control-plane" in rows[0]
+
+
+def test_ssh_with_host_key_checking(lab, tmp_path):
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "node-2", "hostname; id -u"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["node-2", "0"]
+    # a known_hosts with another key for the node must make ssh refuse
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    ip = lab.node("node-2")["ip"]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"node-2,{ip} {' '.join(Path(str(other) + '.pub').read_text().split()[:2])}\n")
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={wrong}",
+                        "node-2", "true"], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr or "Host key verification failed" in r.stderr
+    # and an empty one too (StrictHostKeyChecking yes: unknown host is refused)
+    wrong.write_text("")
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={wrong}",
+                        "node-2", "true"], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "Host key verification failed" in r.stderr
+
+
+def test_ssh_key_only_root_login(lab):
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                        "-o", "IdentityFile=/dev/null", "-o", "PreferredAuthentications=password,keyboard-interactive",
+                        "node-3", "true"], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+
+
+def test_nodeport_answers_on_every_node(lab):
+    jf = lab.pods("jellyfin")
+    assert len(jf) == 1 and jf[0]["node"] == "node-2"
+    for n in lab.info["nodes"]:
+        r = curl(f"http://{n['ip']}:30096/")
+        assert r.returncode == 0, (n["name"], r.stderr)
+        assert r.stdout.startswith(jf[0]["name"]), r.stdout
+
+
+def test_pod_to_pod_across_nodes(lab):
+    echo = {p["node"]: p for p in lab.pods("net-echo")}
+    assert set(echo) == {"node-1", "node-2", "node-3"}
+    src = echo["node-1"]
+    for dst in (echo["node-3"], lab.pods("jellyfin")[0]):
+        port = dst["port"]
+        r = lab.pod_exec(src["namespace"], src["name"], ["curl", "-sS", "-m", "3", f"http://{dst['ip']}:{port}/"],
+                         check=False)
+        assert r.returncode == 0, r.stderr
+        # pod-to-pod is not masqueraded: the server sees the source pod's own IP
+        assert r.stdout.strip().endswith(f"from {src['ip']}"), r.stdout
+
+
+def test_flannel_normal_layout(lab, tmp_path):
+    nodes = {n["metadata"]["name"]: n for n in kjson(lab, tmp_path, "get", "nodes")["items"]}
+    for name, obj in nodes.items():
+        info = lab.node(name)
+        net = obj["spec"]["podCIDR"].split("/")[0]
+        assert obj["spec"]["podCIDR"] == info["pod_cidr"]
+        ann = obj["metadata"]["annotations"]
+        assert ann["flannel.alpha.coreos.com/backend-type"] == "vxlan"
+        assert ann["flannel.alpha.coreos.com/public-ip"] == info["ip"]
+        data = json.loads(ann["flannel.alpha.coreos.com/backend-data"])
+        addr = json.loads(lab.exec(name, "ip -j -d addr show dev flannel.1").stdout)[0]
+        assert data == {"VNI": 1, "VtepMAC": addr["address"]}
+        assert [(a["local"], a["prefixlen"]) for a in addr["addr_info"] if a["family"] == "inet"] == [(net, 32)]
+        vx = addr["linkinfo"]["info_data"]
+        assert vx["id"] == 1 and vx["port"] == 8472 and vx["local"] == info["ip"] and not vx.get("learning")
+        routes = lab.exec(name, "ip route show dev flannel.1").stdout
+        fdb = lab.exec(name, "bridge fdb show dev flannel.1").stdout
+        neigh = lab.exec(name, "ip neigh show dev flannel.1").stdout
+        for peer, pobj in nodes.items():
+            if peer == name:
+                continue
+            pnet = pobj["spec"]["podCIDR"].split("/")[0]
+            pmac = json.loads(pobj["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"])["VtepMAC"]
+            assert f"{pobj['spec']['podCIDR']} via {pnet} onlink" in routes, routes
+            assert f"{pmac} dst {lab.node(peer)['ip']} self permanent" in fdb, fdb
+            assert f"{pnet} lladdr {pmac} PERMANENT" in neigh, neigh
+        env = lab.exec(name, "cat /run/flannel/subnet.env").stdout
+        gw = net.rsplit(".", 1)[0] + ".1"
+        assert f"FLANNEL_SUBNET={gw}/24" in env and "FLANNEL_NETWORK=10.244.0.0/16" in env
+        assert f"{gw}/24" in lab.exec(name, "ip -4 -br addr show dev cni0").stdout
+        assert "flannel" in lab.exec(name, "cat /etc/cni/net.d/10-flannel.conflist").stdout
+
+
+def test_node_is_its_own_machine(lab):
+    assert lab.exec("node-3", "hostname").stdout.strip() == "node-3"
+    assert lab.exec("node-3", "cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert lab.exec("node-3", "readlink /etc/alternatives/iptables").stdout.strip() == "/usr/sbin/iptables-nft"
+    assert "KUBE-IPTABLES-HINT" in lab.exec("node-3", "iptables-nft-save -t mangle").stdout
+    nat = lab.exec("node-3", "iptables-nft-save -t nat").stdout
+    for chain in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"):
+        assert f":{chain} " in nat
+    assert "--dport 30096 -j KUBE-EXT-" in nat and "-j DNAT --to-destination" in nat
+    # the worker's kubectl talks to the lab API with the node's own credentials
+    r = lab.exec("node-3", "kubectl get nodes --no-headers", check=False, timeout=30)
+    assert r.returncode == 0 and r.stdout.count(" Ready") == 3, r.stderr
+    assert lab.exec("node-3", "test -s /etc/kubernetes/kubelet.conf && echo ok").stdout.strip() == "ok"
+    # the host's /etc is untouched by the node's writes
+    lab.exec("node-3", "echo lab > /etc/cfx-lab-probe")
+    assert not os.path.exists("/etc/cfx-lab-probe")
+
+
+def test_pod_logs_and_status_through_kubectl(lab, tmp_path):
+    kp = system_pod(lab, tmp_path, "kube-system", "k8s-app=kube-proxy", "node-1")
+    out = kubectl(lab, "-n", "kube-system", "logs", kp["metadata"]["name"], tmp=tmp_path).stdout
+    assert '"SyncProxyRules complete"' in out and 'mode="nft"' in out
+    assert kp["status"]["phase"] == "Running" and kp["status"]["containerStatuses"][0]["ready"]
+
+
+# -- agents: they react to API actions and to the nodes' real state ------------------------------
+
+def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
+    old = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", "node-3")
+    kubectl(lab, "-n", "kube-flannel", "delete", "pod", old["metadata"]["name"], tmp=tmp_path)
+
+    def new_running():
+        p = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", "node-3")
+        return p if p["metadata"]["name"] != old["metadata"]["name"] and p["status"]["containerStatuses"][0]["ready"] else None
+    new = wait_for(new_running, 15)
+    assert new, "no new Running flannel pod on node-3"
+    assert "Running backend." in kubectl(lab, "-n", "kube-flannel", "logs", new["metadata"]["name"], tmp=tmp_path).stdout
+    assert curl(f"http://{lab.node('node-3')['ip']}:30096/").returncode == 0
+
+
+def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
+    node = "node-3"
+    lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
+    try:
+        old = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)
+        kubectl(lab, "-n", "kube-flannel", "delete", "pod", old["metadata"]["name"], tmp=tmp_path)
+
+        def crashing():
+            p = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)
+            st = p["status"]["containerStatuses"][0]
+            waiting = st["state"].get("waiting") or {}
+            return p if waiting.get("reason") == "CrashLoopBackOff" else None
+        pod = wait_for(crashing, 15)
+        assert pod, "flannel pod did not crash-loop"
+        name = pod["metadata"]["name"]
+        logs = kubectl(lab, "-n", "kube-flannel", "logs", name, tmp=tmp_path).stdout
+        assert 'failed to set bridge addr: "cni0" already has an IP address different from 10.244.2.1/24' in logs
+        # kubelet keeps restarting it with a back-off: restartCount rises while the cause stays
+        rc = wait_for(lambda: system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)["status"]
+                      ["containerStatuses"][0]["restartCount"] >= 1, 25, 1)
+        assert rc, "restartCount did not rise"
+        events = kubectl(lab, "-n", "kube-flannel", "get", "events", tmp=tmp_path).stdout
+        assert "BackOff" in events and name in events
+    finally:
+        lab.exec(node, "ip addr del 10.99.0.1/24 dev cni0", check=False)
+    # root cause removed by hand, pod restarted through the API -> Running again
+    kubectl(lab, "-n", "kube-flannel", "delete", "pod", name, tmp=tmp_path)
+    ok = wait_for(lambda: system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)["status"]
+                  ["containerStatuses"][0]["ready"], 15)
+    assert ok
+
+
+def test_readiness_probe_follows_real_reachability(lab, tmp_path):
+    jf = lab.pods("jellyfin")[0]
+    node = jf["node"]
+    rule = f"OUTPUT -d {jf['ip']}/32 -p tcp --dport 8096 -j REJECT --reject-with icmp-host-prohibited"
+    lab.exec(node, f"iptables -I {rule}")
+    try:
+        def not_ready():
+            p = kjson(lab, tmp_path, "-n", "media", "get", "pod", jf["name"])
+            return not p["status"]["containerStatuses"][0]["ready"]
+        assert wait_for(not_ready, 15), "jellyfin stayed Ready behind a REJECT rule"
+        events = kubectl(lab, "-n", "media", "get", "events", tmp=tmp_path).stdout
+        assert (f'Readiness probe failed: Get "http://{jf["ip"]}:8096/": dial tcp {jf["ip"]}:8096: '
+                "connect: no route to host") in events, events
+        ep = kjson(lab, tmp_path, "-n", "media", "get", "endpoints", "jellyfin")
+        assert not any(s.get("addresses") for s in ep.get("subsets") or [])
+    finally:
+        lab.exec(node, f"iptables -D {rule}", check=False)
+
+    def ready_again():
+        p = kjson(lab, tmp_path, "-n", "media", "get", "pod", jf["name"])
+        return p["status"]["containerStatuses"][0]["ready"]
+    assert wait_for(ready_again, 15)
+    assert wait_for(lambda: curl(f"http://{lab.node('node-1')['ip']}:30096/").returncode == 0, 10)
+
+
+def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
+    node = "node-3"
+    lab.set_agent_state(node, "kube-proxy", crashed=True, backoff=300,
+                        message='E1126 10:00:00.000000       1 server.go:556] "Error running ProxyServer" '
+                                'err="lab: API outage"')
+    pod = system_pod(lab, tmp_path, "kube-system", "k8s-app=kube-proxy", node)
+    st = pod["status"]["containerStatuses"][0]
+    assert st["state"]["waiting"]["reason"] == "CrashLoopBackOff" and not st["ready"]
+    assert "API outage" in kubectl(lab, "-n", "kube-system", "logs", pod["metadata"]["name"], tmp=tmp_path).stdout
+    kubectl(lab, "-n", "kube-system", "delete", "pod", pod["metadata"]["name"], tmp=tmp_path)
+    ok = wait_for(lambda: system_pod(lab, tmp_path, "kube-system", "k8s-app=kube-proxy", node)["status"]
+                  ["containerStatuses"][0]["ready"], 15)
+    assert ok
+
+
+def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
+    node = "node-2"
+    before = lab.node(node)["init_pid"]
+    lab.stop_sshd(node)
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", node, "true"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert lab.exec(node, "hostname").stdout.strip() == node  # the node itself lives on
+    lab.start_sshd(node)
+    r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", node, "true"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert lab.node(node)["init_pid"] == before
+
+
+def test_rollout_restart_restarts_all_kube_proxy_pods(lab, tmp_path):
+    before = {p["metadata"]["name"] for p in kjson(lab, tmp_path, "-n", "kube-system", "get", "pods",
+                                                     "-l", "k8s-app=kube-proxy")["items"]}
+    kubectl(lab, "-n", "kube-system", "rollout", "restart", "ds/kube-proxy", tmp=tmp_path)
+
+    def all_new_ready():
+        items = kjson(lab, tmp_path, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-proxy")["items"]
+        names = {p["metadata"]["name"] for p in items}
+        return len(items) == 3 and not names & before and all(
+            p["status"]["containerStatuses"][0]["ready"] for p in items)
+    assert wait_for(all_new_ready, 20)
+    for n in lab.info["nodes"]:
+        assert curl(f"http://{n['ip']}:30096/").returncode == 0
+
+
+# -- the CLI: up twice, down, down twice; nothing left behind ------------------------------------
+
+def _host_state() -> tuple[str, str, str]:
+    return (subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout,
+            subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout,
+            Path("/proc/mounts").read_text())
+
+
+def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
+    d = tmp_path / "lab"
+    cli = ["clusterfix-tui", "lab"]
+    r = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lab down" in r.stdout and "ssh -F" in r.stdout
+    info = json.loads((d / "lab.json").read_text())
+    for f in ("kubeconfig", "ssh_config", "known_hosts", "id_ed25519", "lab.json"):
+        assert (d / f).exists(), f
+    assert (d / "ssh_config").read_text().count("StrictHostKeyChecking yes") == 2
+
+    r2 = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], capture_output=True, text=True, timeout=60)
+    assert r2.returncode == 1 and "already up" in r2.stderr and "Traceback" not in r2.stderr
+
+    st = subprocess.run([*cli, "status", "--dir", str(d), "--json"], capture_output=True, text=True, timeout=30)
+    assert st.returncode == 0 and json.loads(st.stdout)["up"] is True
+
+    pids = [info["daemon_pid"]] + [n["init_pid"] for n in info["nodes"]] + [n["sshd_pid"] for n in info["nodes"]]
+    pids += [p["pid"] for n in info["nodes"] for p in n["pods"]]
+    names = [n["netns"] for n in info["nodes"]] + [p["netns"] for n in info["nodes"] for p in n["pods"]]
+    links = [info["bridge"]["name"]] + [n["veth"] for n in info["nodes"]]
+    state_dir = info["state_dir"]
+
+    r3 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=120)
+    assert r3.returncode == 0, r3.stderr
+    netns, link, mounts = _host_state()
+    for ns in names:
+        assert ns not in netns.split() and f"/run/netns/{ns}" not in mounts
+    for ln in links:
+        assert f" {ln}:" not in link and f" {ln}@" not in link
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert state_dir not in mounts and not os.path.exists(state_dir)
+    assert not d.exists() or not any(d.iterdir())
+
+    r4 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=30)
+    assert r4.returncode == 1 and "no lab" in r4.stderr and "Traceback" not in r4.stderr
