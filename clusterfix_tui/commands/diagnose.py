@@ -1,15 +1,146 @@
-"""`clusterfix-tui diagnose` (placeholder until its issue lands)."""
+"""`clusterfix-tui diagnose`: one parallel look at the whole cluster.
+
+Exit codes: 0 healthy, 1 findings, 2 could not diagnose (no API, no nodes, bad flags).
+Progress goes to stderr as nodes answer; the report (human or --json) to stdout.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    from clusterfix_tui.cli import add_connection_flags
+
+    add_connection_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    parser.add_argument("--node", action="append", dest="nodes", metavar="NAME",
+                        help="only read these nodes (repeatable; default: all)")
+    parser.add_argument("--max-workers", type=int, default=32,
+                        help="nodes read in parallel (default 32)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _progress(quiet: bool):
+    t0 = time.monotonic()
+
+    def cb(event: str, node: str, detail: str) -> None:
+        if quiet:
+            return
+        el = time.monotonic() - t0
+        if event == "snapshot":
+            print(f"[{el:5.1f}s] API: {detail}", file=sys.stderr, flush=True)
+        elif event == "node-done":
+            print(f"[{el:5.1f}s] {node}: facts read ({detail})", file=sys.stderr, flush=True)
+        elif event == "node-error":
+            print(f"[{el:5.1f}s] {node}: NOT read ({detail})", file=sys.stderr, flush=True)
+        elif event == "checks":
+            print(f"[{el:5.1f}s] checks: {detail}", file=sys.stderr, flush=True)
+
+    return cb
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clusterfix-tui diagnose: not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        from clusterfix_tui.runtime import build_runtime
+
+        rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir)
+    except Exception as exc:
+        print(f"clusterfix-tui diagnose: cannot connect: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from clusterfix_tui.core.diagnose import diagnose
+
+        try:
+            diag = diagnose(rt.api, rt.shells, nodes=args.nodes, max_workers=max(1, args.max_workers),
+                            on_progress=_progress(args.quiet or False))
+        except Exception as exc:  # a bug; still no traceback for the user
+            print(f"clusterfix-tui diagnose: could not diagnose: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 2
+        reason = could_not_diagnose(diag)
+        if args.json:
+            d = diag.to_dict()
+            if reason:
+                d["error"] = reason
+            json.dump(d, sys.stdout, indent=2, default=str)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(render_text(diag))
+        if reason:
+            print(f"clusterfix-tui diagnose: could not diagnose: {reason}", file=sys.stderr)
+            return 2
+        return 0 if diag.healthy else 1
+    finally:
+        try:
+            rt.close()
+        except Exception:
+            pass
+
+
+def could_not_diagnose(diag: Any) -> str | None:
+    snap = diag.snapshot
+    api_err = next((e for e in snap.errors if e.get("what") == "list_nodes"), None)
+    if api_err:
+        return f"the Kubernetes API did not list nodes: {api_err['error']}"
+    if not snap.nodes:
+        return "the cluster has no nodes"
+    if diag.facts == {} and diag.node_errors and len(diag.node_errors) == len(snap.nodes):
+        return None  # every node unreachable: those are findings, reported with exit 1
+    return None
+
+
+def render_text(diag: Any) -> str:
+    snap = diag.snapshot
+    s = snap.summary()
+    lines = []
+    api = s.get("api") or {}
+    lines.append(f"cluster: {api.get('context') or '?'} at {api.get('server') or '?'} "
+                 f"(Kubernetes {s.get('version') or '?'}), {len(snap.nodes)} nodes, "
+                 f"kube-proxy mode {s.get('kube_proxy_mode') or 'iptables (default)'}, "
+                 f"flannel {s.get('flannel_network') or '?'} {s.get('flannel_backend') or ''}".rstrip())
+    for e in snap.errors:
+        lines.append(f"  API error: {e['what']}: {e['error']}")
+    lines.append("")
+    lines.append("nodes:")
+    for name, info in snap.nodes.items():
+        f = diag.facts.get(name)
+        n = sum(1 for x in diag.findings if x.node == name)
+        ready = {True: "Ready", False: "NotReady", None: "?"}[info.ready]
+        if name in diag.node_errors:
+            state = "NOT READ: " + diag.node_errors[name]
+        elif f is None:
+            state = "skipped"
+        else:
+            sm = f.summary()
+            state = (f"read in {diag.node_durations.get(name, 0):.2f}s, iptables "
+                     f"{sm['host_iptables'] or '?'}, kube-proxy backend {sm['kube_proxy_backend']}")
+        lines.append(f"  {name:<16} {info.internal_ip or '-':<15} {info.pod_cidr or '-':<16} "
+                     f"{ready:<8} {n} finding(s)  {state}")
+    lines.append("")
+    if diag.healthy:
+        lines.append(f"no findings: the cluster looks healthy ({diag.duration:.1f}s)")
+        return "\n".join(lines) + "\n"
+    lines.append(f"{len(diag.findings)} finding(s) ({diag.duration:.1f}s):")
+    for f in diag.findings:
+        lines.append("")
+        lines.append(f"[{f.severity.upper()}] {f.code} on {f.node}: {f.title}")
+        for ev in f.evidence:
+            lines.append(f"    | {ev}")
+        if f.explanation:
+            lines.append(f"    {f.explanation}")
+        tail = []
+        if f.step:
+            tail.append(f"repair step: {f.step}")
+        if f.reference:
+            tail.append(f"see {f.reference}")
+        if tail:
+            lines.append("    " + "; ".join(tail))
+    for e in diag.check_errors:
+        lines.append(f"check error (a bug, please report): {e}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,172 @@
+"""diagnose(): the API snapshot, then the facts script on every node in parallel (one round trip
+each), then the checks. A node that cannot be read is a finding, never an abort."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from clusterfix_tui.core.checks import run_checks, sort_findings
+from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
+from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
+from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
+from clusterfix_tui.core.snapshot import ClusterSnapshot, build_snapshot
+
+FACTS_TIMEOUT = 60.0
+# on_progress(event, node, detail): event in "snapshot", "node-start", "node-done",
+# "node-error", "checks"
+ProgressCallback = Callable[[str, str, str], None]
+
+
+@dataclass
+class Diagnosis:
+    snapshot: ClusterSnapshot
+    facts: dict[str, NodeFacts] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    node_errors: dict[str, str] = field(default_factory=dict)  # node -> why it was not read
+    duration: float = 0.0
+    node_durations: dict[str, float] = field(default_factory=dict)
+    check_errors: list[str] = field(default_factory=list)
+    skipped_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def findings_for(self, node: str) -> list[Finding]:
+        return [f for f in self.findings if f.node == node]
+
+    def to_dict(self) -> dict[str, Any]:
+        snap = self.snapshot
+        nodes: dict[str, Any] = {}
+        for name in snap.nodes:
+            f = self.facts.get(name)
+            nodes[name] = {
+                "read": f is not None,
+                "error": self.node_errors.get(name),
+                "duration": round(self.node_durations.get(name, 0.0), 3),
+                "findings": sum(1 for x in self.findings if x.node == name),
+                "facts": f.summary() if f is not None else None,
+            }
+        worst = min((SEVERITY_ORDER.get(f.severity, 9) for f in self.findings), default=None)
+        return {
+            "healthy": self.healthy,
+            "duration": round(self.duration, 3),
+            "cluster": snap.summary(),
+            "nodes": nodes,
+            "skipped_nodes": list(self.skipped_nodes),
+            "findings": [f.to_dict() for f in self.findings],
+            "finding_counts": _counts(self.findings),
+            "worst_severity": next((k for k, v in SEVERITY_ORDER.items() if v == worst), None),
+            "check_errors": list(self.check_errors),
+            "api_errors": list(snap.errors),
+        }
+
+
+def _counts(findings: list[Finding]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in findings:
+        out[f.code] = out.get(f.code, 0) + 1
+    return out
+
+
+def _notify(cb: ProgressCallback | None, lock: threading.Lock, *args: str) -> None:
+    if cb is None:
+        return
+    with lock:
+        try:
+            cb(*args)
+        except Exception:
+            pass  # a broken progress display must not break the diagnosis
+
+
+def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
+              timeout: float = FACTS_TIMEOUT) -> tuple[NodeFacts | None, Finding | None, float]:
+    """Run the facts script on one node: (facts, finding-if-unreadable, seconds)."""
+    t0 = time.monotonic()
+    nonce = new_nonce()
+    script = build_facts_script(peer_ips, nonce=nonce)
+    try:
+        shell = shells(node, address)
+        res = shell.run(script, timeout=timeout)
+    except Exception as exc:  # TransportError subclasses, or anything the transport raised
+        return None, transport_finding(node, address, exc), time.monotonic() - t0
+    dt = time.monotonic() - t0
+    facts = parse_facts(node, res.stdout or "", nonce)
+    if res.error and not facts.sections:
+        # the transport lost the node mid-way with nothing read: say it as such
+        exc_like = type("NodeUnreachable", (Exception,), {})(res.error)
+        return None, transport_finding(node, address, exc_like), dt
+    if not facts.complete or not facts.sections:
+        stderr = res.stderr or ""
+        if "password is required" in stderr or "a terminal is required" in stderr:
+            exc_like = type("SudoPasswordRequired", (Exception,), {})(stderr.strip()[:300])
+            return None, transport_finding(node, address, exc_like), dt
+        return facts, unreadable_finding(
+            node, exit_code=res.exit_code, errors=list(facts.parse_errors), raw=res.stdout or "",
+            stderr=stderr, error=res.error or ("timed out" if res.timed_out else None)), dt
+    return facts, None, dt
+
+
+def diagnose(
+    api: Any,
+    shells: Any,
+    *,
+    nodes: Iterable[str] | None = None,
+    max_workers: int = 32,
+    on_progress: ProgressCallback | None = None,
+    skip_nodes: Iterable[str] = (),
+    facts_timeout: float = FACTS_TIMEOUT,
+) -> Diagnosis:
+    t0 = time.monotonic()
+    lock = threading.Lock()
+    snapshot = build_snapshot(api)
+    _notify(on_progress, lock, "snapshot", "", f"{len(snapshot.nodes)} nodes, "
+            f"{len(snapshot.errors)} API errors")
+    skip = set(skip_nodes or ())
+    wanted = list(nodes) if nodes is not None else list(snapshot.nodes)
+    targets = [n for n in wanted if n not in skip]
+    diag = Diagnosis(snapshot=snapshot, skipped_nodes=sorted(skip & set(wanted)))
+    unreadable: list[Finding] = []
+
+    def one(node: str) -> tuple[str, NodeFacts | None, Finding | None, float]:
+        info = snapshot.nodes.get(node)
+        _notify(on_progress, lock, "node-start", node, "")
+        facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
+                                       snapshot.peer_pod_ips(node), facts_timeout)
+        return node, facts, finding, dt
+
+    if targets:
+        workers = max(1, min(max_workers, len(targets)))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers,
+                                                   thread_name_prefix="cfx-facts") as ex:
+            futs = {ex.submit(one, n): n for n in targets}
+            for fut in concurrent.futures.as_completed(futs):
+                node = futs[fut]
+                try:
+                    node, facts, finding, dt = fut.result()
+                except Exception as exc:  # a bug in parsing: still a finding, not an abort
+                    facts, finding, dt = None, unreadable_finding(
+                        node, exit_code=None, errors=[f"{type(exc).__name__}: {exc}"], raw=""), 0.0
+                diag.node_durations[node] = dt
+                if facts is not None and finding is None:
+                    diag.facts[node] = facts
+                    _notify(on_progress, lock, "node-done", node, f"{dt:.2f}s")
+                else:
+                    if facts is not None:
+                        diag.facts[node] = facts  # raw text kept, checks skip it
+                    assert finding is not None
+                    unreadable.append(finding)
+                    diag.node_errors[node] = f"{finding.code}: {finding.evidence[0] if finding.evidence else ''}"
+                    _notify(on_progress, lock, "node-error", node, finding.code)
+    readable = {n: f for n, f in diag.facts.items() if n not in diag.node_errors}
+    findings, errors = run_checks(snapshot, readable)
+    # API-side findings about nodes we could not read stay (they come from the API, not the node)
+    diag.findings = sort_findings(unreadable + findings)
+    diag.check_errors = errors
+    diag.duration = time.monotonic() - t0
+    _notify(on_progress, lock, "checks", "", f"{len(diag.findings)} findings")
+    return diag
