@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Static
 
+from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
@@ -35,6 +36,7 @@ change. While it runs the log streams every node's output; `c` stops between act
 | key | what |
 |---|---|
 | `a` | apply (asks first) |
+| `o` | select / unselect the opt-in actions (workarounds; not selected by default) |
 | `d` | dry run: show what would run, run nothing |
 | `s` | skip this step |
 | `c` | cancel a running step (between actions) |
@@ -44,6 +46,7 @@ change. While it runs the log streams every node's output; `c` stops between act
 """
     BINDINGS = [
         Binding("a", "apply", "Apply"),
+        Binding("o", "toggle_opt_in", "Opt-ins"),
         Binding("d", "dry_run", "Dry run"),
         Binding("s", "skip", "Skip"),
         Binding("c", "cancel", "Cancel"),
@@ -63,11 +66,17 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._drain_timer: Any = None
         self._approved: list[str] = []
         self._running_actions: list[Any] = []
+        self._opt_in_selected: set[str] = set()
         self._rollback = False
 
     @property
     def plan(self) -> Any:
         return self.wizard.state.plans[self.step]
+
+    def _selected_actions(self) -> list[Any]:
+        """What Apply approves: every action but the opt-ins, plus the opt-ins selected."""
+        return [a for a in self.plan.actions
+                if not is_opt_in(a) or a.id in self._opt_in_selected]
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="step-title")
@@ -122,7 +131,12 @@ change. While it runs the log streams every node's output; `c` stops between act
             text.append(f"  on {node if node != CLUSTER else 'the cluster (API)'}\n", style="bold cyan")
             for a in actions:
                 text.append(f"    {a.id}", style="dim")
-                text.append(f"  ({a.kind}{', read-only' if not a.mutating else ''})\n", style="dim")
+                text.append(f"  ({a.kind}{', read-only' if not a.mutating else ''})", style="dim")
+                if is_opt_in(a):
+                    chosen = a.id in self._opt_in_selected
+                    text.append(f"  OPT-IN, {'selected' if chosen else 'not selected (o)'}",
+                                style="bold magenta" if chosen else "magenta")
+                text.append("\n")
                 text.append(f"    $ {a.command}\n", style="bold")
                 if a.why:
                     text.append(f"      why: {a.why}\n", style="italic")
@@ -177,6 +191,8 @@ change. While it runs the log streams every node's output; `c` stops between act
         running = self.phase == "running"
         if action in ("apply", "dry_run"):
             return self.phase == "idle" and bool(self.plan.actions)
+        if action == "toggle_opt_in":
+            return self.phase == "idle" and any(is_opt_in(a) for a in self.plan.actions)
         if action == "skip":
             return self.phase == "idle"
         if action == "cancel":
@@ -333,7 +349,11 @@ change. While it runs the log streams every node's output; `c` stops between act
     def action_apply(self) -> None:
         if not self.check_action("apply", ()):
             return
-        actions = list(self.plan.actions)
+        actions = self._selected_actions()
+        if not actions:
+            self.notify("No action selected: only opt-in actions here (o selects them)",
+                        severity="warning")
+            return
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
@@ -358,12 +378,21 @@ change. While it runs the log streams every node's output; `c` stops between act
             return
         pane = self.query_one(LogPane)
         pane.border_title = "dry run: nothing was executed"
-        lines = [(a.target, "command", f"would run: $ {a.command}") for a in self.plan.actions]
+        lines = [(a.target, "command", f"would run: $ {a.command}")
+                 for a in self._selected_actions()]
         pane.write_lines(lines)
         self.wizard.log_lines(lines, 0)
         self.add_class("-previewed")
         self.wizard.state.previewed.add(self.step)
         self.wizard.log_event(f"{self.step}: dry run shown ({len(lines)} actions, none executed)")
+
+    def action_toggle_opt_in(self) -> None:
+        opt = {a.id for a in self.plan.actions if is_opt_in(a)}
+        if not opt or self.phase != "idle":
+            return
+        self._opt_in_selected = set() if self._opt_in_selected >= opt else opt
+        self._render_plan()
+        self.notify(f"opt-in actions {'selected' if self._opt_in_selected else 'unselected'}")
 
     @on(Button.Pressed, "#skip")
     def action_skip(self) -> None:
