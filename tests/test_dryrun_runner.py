@@ -12,6 +12,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -288,3 +289,66 @@ def test_runtime_import_stays_light() -> None:
             "if m.split('.')[0] in ('paramiko', 'kubernetes', 'pyroute2'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- on a real lab: SSH to netns nodes, the lab's API over HTTPS ------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    from conftest import lab_unavailable_reason
+
+    if lab_unavailable_reason() is not None:
+        pytest.skip(lab_unavailable_reason())
+    from clusterfix_tui.lab import cluster
+
+    handle = cluster.up(tmp_path_factory.mktemp("lab") / "lab", nodes=2)
+    yield handle
+    cluster.down(handle.dir)
+
+
+@pytest.mark.lab
+def test_runtime_on_a_lab_runs_actions_and_survives_a_node_going_away(lab) -> None:
+    marker = f"/run/cfx-runner-{os.getpid()}"
+    with build_runtime(lab_dir=str(lab.dir)) as rt:
+        nodes = {n["metadata"]["name"]: n for n in rt.api.list_nodes()}
+        assert sorted(nodes) == ["node-1", "node-2"]
+        shell = rt.shells("node-2")
+        assert shell.run("hostname", timeout=10).stdout.strip() == "node-2"
+        res = rt.runner.run_action(shell_action(f"touch {marker} && echo made", target="node-2"))
+        assert res.ok and res.stdout == "made\n"
+        assert lab.exec("node-2", f"test -e {marker}", check=False).returncode == 0
+        proxy = rt.api.list_pods("kube-system", "k8s-app=kube-proxy")
+        victim = next(p for p in proxy if p["spec"].get("nodeName") == "node-2")
+        deleted = rt.runner.run_action(api_action("delete_pod", "kube-system",
+                                                  victim["metadata"]["name"]))
+        assert deleted.ok, deleted
+
+        # dry-run on the same lab: nothing reaches the node
+        with build_runtime(lab_dir=str(lab.dir), dry_run=True) as dry:
+            dry.runner.run_action(shell_action(f"rm -f {marker}", target="node-2"))
+        assert lab.exec("node-2", f"test -e {marker}", check=False).returncode == 0
+
+        # the node's sshd dies mid-session, its sessions with it: an error for that node only
+        sshd_pid = lab.node("node-2")["sshd_pid"]
+        sessions = subprocess.run(["pgrep", "-P", str(sshd_pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert sessions, "no per-connection sshd for our session"
+        lab.stop_sshd("node-2")
+        for pid in sessions:  # exact pids: the children of node-2's sshd listener
+            os.kill(int(pid), 9)
+        try:
+            lost = rt.runner.run_action(shell_action("true", target="node-2"))
+            assert lost.exit_code is None and "node-2" in (lost.error or ""), lost
+            assert rt.runner.run_action(shell_action("true", target="node-1")).ok
+        finally:
+            lab.start_sshd("node-2")
+        # ...and comes back: the pool reconnects on the next command
+        deadline = time.monotonic() + 10
+        while True:
+            back = rt.runner.run_action(shell_action(f"rm {marker} && echo gone", target="node-2"))
+            if back.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert back.ok and back.stdout == "gone\n", back
+        assert rt.shells.connection_count("node-2") == 2
