@@ -193,6 +193,12 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
             journal.write("note", text=f"step {name} is not available in this build")
             _out(f"\n=== step {name}: not available in this build", sys.stderr)
             continue
+        if not args.dry_run and any(o.status in ("changed", "partial")
+                                    for o in session.outcomes.values()):
+            try:  # an earlier step changed the cluster: plan from what is there now
+                session.refresh()
+            except Exception as exc:
+                journal.write("error", message=f"re-diagnosis failed: {exc}", where="diagnose")
         plan = session.plan(name)
         print_plan(plan)
         if stopped:

@@ -236,6 +236,23 @@ class RepairSession:
         )
         return diagnosis
 
+    def refresh(self, on_progress: Callable[..., None] | None = None) -> Any:
+        """Re-diagnose before planning a later step (earlier steps changed the cluster: pods
+        were recreated, rules rewritten). The "before" diagnosis of the journal stays the first
+        one; the refreshed findings are journaled with each plan (Plan.findings) and a note."""
+        self._start()
+        from clusterfix_tui.core import diagnose as _diag
+
+        skip = sorted(self.left_out)
+        diagnosis = _call_with_supported(
+            _diag.diagnose, self.api, self.shells, on_progress=on_progress,
+            exclude=skip, leave_out=skip, skip_nodes=skip,
+        )
+        self.diagnosis = diagnosis
+        self.journal.write("note", text=f"re-diagnosed: {len(diagnosis.findings)} finding(s): "
+                           + ", ".join(f"{f.code}@{f.node}" for f in diagnosis.findings))
+        return diagnosis
+
     def plan(self, step: str) -> Plan:
         """A pure preview of `step` from the last diagnosis; journaled exactly as shown."""
         self._start()

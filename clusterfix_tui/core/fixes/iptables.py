@@ -88,6 +88,14 @@ def _table_exists_guard(backend: str, table: str) -> str:
     return ""
 
 
+def _rule_text(text: str) -> str:
+    """An `nft list` rule as `nft add rule` takes it back: no handle comment, zeroed counters."""
+    import re
+
+    text = re.sub(r"\s*# handle \d+\s*$", "", str(text))
+    return re.sub(r"counter packets \d+ bytes \d+", "counter", text).strip()
+
+
 def _alternative_from_facts(diagnosis: Any, node: str) -> tuple[str | None, str | None]:
     """(current path, "auto"|"manual") of the node's `iptables` alternative, when known."""
     facts = (getattr(diagnosis, "facts", None) or {}).get(node)
@@ -201,7 +209,7 @@ class IptablesStep:
                         remember("delete_nft_rule", {
                             "family": r.get("family", "ip"), "table": r.get("table", "nat"),
                             "chain": r.get("chain", "KUBE-SERVICES"), "handle": int(r["handle"]),
-                            "rule": r.get("text") or r.get("rule") or "",
+                            "rule": _rule_text(r.get("text") or r.get("rule") or ""),
                         }, f)
                     if not rules:
                         notes.append(f"{node}: foreign nft rule without handles in the finding; "
