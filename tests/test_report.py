@@ -78,8 +78,8 @@ def test_report_contents_cluster_mode_left_out_decisions() -> None:
     md = report.render(full_session(kill_in=None), "md")
     assert md.splitlines()[2].startswith("**Verdict: PARTIALLY FIXED")  # verdict at the top
     for needle in (CONTEXT, "https://10.213.5.1:6443", "v1.30.2", "4 node(s)", "headless",
-                   "`node-3`: ssh: connection refused", "IPTABLES\\_BACKEND\\_CONFLICT"
-                   if False else "IPTABLES_BACKEND_CONFLICT", "Decision: **approved**",
+                   "`node-3`: ssh: connection refused", "IPTABLES_BACKEND_CONFLICT",
+                   "Decision: **approved**",
                    "Decision: **skipped**", "exit 1", "0.42s", "| nodeport | node-2 | FAIL | FAIL |",
                    "kubectl port-forward", "Changes:", "https://10.213.5.99:6443"):
         assert needle in md, needle
@@ -350,7 +350,6 @@ def test_anonymize_is_stable() -> None:
     # the same node gets the same placeholder in every section
     left_out = a["nodes_left_out"][0]["node"]
     assert left_out.startswith("node-")
-    assert left_out in a["steps"][0]["commands"][0]["stdout"] or True
     iptables_node = a["steps"][0]["commands"][0]["node"]
     assert a["findings"]["before"][0]["node"] == iptables_node
     assert any(r["target"] == iptables_node for r in a["validation"]["comparison"])

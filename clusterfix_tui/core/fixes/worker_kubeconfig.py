@@ -1,0 +1,245 @@
+"""fix_worker_kubectl_config: make `kubectl get nodes` work on a worker without spreading admin keys.
+
+For each node with WORKER_KUBECONFIG_BROKEN (docs/findings.md) the plan:
+  1. backs up the worker's kubeconfig (`data.target`, default /root/.kube/config) into the
+     step's backup directory, or records that it did not exist;
+  2. writes the corrected kubeconfig, mode 600, atomically (temp file + mv):
+     - "wrong-server": the same file with every `server:` set to the admin kubeconfig's API server
+       (`data.expected_server`, which comes from ClusterAPI.describe(): plain data, never the
+       admin credentials); the worker's own credentials are kept;
+     - "missing": a copy of the worker's own kubeconfig (kubelet.conf, from
+       `data.source_candidates`) with the server set the same way;
+  3. verifies `kubectl --kubeconfig TARGET get nodes` on the worker (read-only).
+Rollback restores the backup (or removes the file when there was none).
+Copying admin.conf (a cluster superuser credential) is never planned by default: it is an opt-in
+action, with a warning about credential sprawl, and only when admin.conf is already on that node
+(actions run on one node; the tool does not carry admin keys between nodes).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes.engine import FixAction, action_id, backup_dir, opt_in_id, q
+from clusterfix_tui.core.model import Action, Finding, Plan
+
+CODES = ("WORKER_KUBECONFIG_BROKEN",)
+DEFAULT_TARGET = "/root/.kube/config"
+ADMIN_CONF = "/etc/kubernetes/admin.conf"
+# the worker's own credentials, best first (kubeadm: kubelet.conf is the node's identity)
+OWN_SOURCES = ("/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/kubeconfig",
+               "/etc/kubernetes/node.conf")
+# an API server URL we are willing to write into a file: scheme, host (name, IPv4, [IPv6]), port,
+# optional path. Anything else is refused (it is quoted either way; this is about correctness).
+_SERVER_RE = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/[\w./~-]*)?$")
+SPRAWL_WARNING = (
+    "WARNING: copying admin.conf puts cluster-admin credentials (a superuser that can do anything "
+    "in the cluster) on {node}: anyone with root there becomes cluster admin, and the key cannot "
+    "be revoked short of rotating the cluster's admin certificate. Prefer the worker's own "
+    "kubeconfig; use this only if you accept that credential sprawl."
+)
+# keep the `server:` prefix (indentation, list dash) and put the new URL after it; the URL comes
+# in through the environment so awk never interprets it
+_AWK_SET_SERVER = (
+    '{ if (match($0, /^[ \\t]*-?[ \\t]*server:/)) print substr($0, 1, RLENGTH) " " '
+    'ENVIRON["CFX_SERVER"]; else print }'
+)
+
+
+def valid_server(url: Any) -> bool:
+    return isinstance(url, str) and bool(_SERVER_RE.match(url))
+
+
+def _valid_path(path: Any) -> bool:
+    return (isinstance(path, str) and path.startswith("/") and "\n" not in path
+            and "\x00" not in path and posixpath.normpath(path) == path)
+
+
+def _expected_server(diagnosis: Any, data: dict[str, Any]) -> str | None:
+    for v in (data.get("expected_server"), data.get("server")):
+        if v:
+            return str(v)
+    for holder in (getattr(diagnosis, "cluster", None), getattr(diagnosis, "snapshot", None)):
+        if isinstance(holder, dict):
+            v = holder.get("server") or (holder.get("cluster") or {}).get("server")
+        else:
+            v = getattr(holder, "server", None)
+        if v:
+            return str(v)
+    return None
+
+
+def backup_name(path: str) -> str:
+    """The file name a path is backed up under (flat, inside the backup dir)."""
+    return path.strip("/").replace("/", "_") or "root"
+
+
+def backup_file_command(path: str, bdir: str) -> str:
+    """Save `path` into bdir once (a re-run keeps the first, pre-fix copy); record its absence."""
+    saved = f"{bdir}/{backup_name(path)}"
+    return (
+        f"mkdir -p -m 700 {q(bdir)} && "
+        f"if [ -e {q(saved)} ] || [ -e {q(saved + '.absent')} ]; then :; "
+        f"elif [ -e {q(path)} ]; then cp -p -- {q(path)} {q(saved)}; "
+        f"else : > {q(saved + '.absent')}; fi"
+    )
+
+
+def restore_file_command(path: str, bdir: str) -> str:
+    """Put `path` back as it was before the fix: the saved copy, or no file if there was none."""
+    saved = f"{bdir}/{backup_name(path)}"
+    return (
+        f"if [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path)}; "
+        f"elif [ -e {q(saved + '.absent')} ]; then rm -f -- {q(path)}; "
+        f"else echo {q('clusterfix: no backup of ' + path + ' in ' + bdir)} >&2; false; fi"
+    )
+
+
+def write_kubeconfig_command(source: str, target: str, server: str | None) -> str:
+    """Copy `source` to `target` (same file allowed) with mode 600, every `server:` set to
+    `server` (when given), atomically."""
+    tmp = target + ".cfx-new"
+    parent = posixpath.dirname(target) or "/"
+    if server is None:
+        body = f"cp -- {q(source)} {q(tmp)}"
+    else:
+        body = f"CFX_SERVER={q(server)} awk {q(_AWK_SET_SERVER)} {q(source)} > {q(tmp)}"
+    return (
+        f"umask 077 && mkdir -p -m 700 {q(parent)} && {body} && chmod 600 {q(tmp)} && "
+        f"mv -f -- {q(tmp)} {q(target)}"
+    )
+
+
+def verify_command(target: str) -> str:
+    return f"kubectl --kubeconfig {q(target)} get nodes -o name --request-timeout=10s"
+
+
+class WorkerKubeconfigStep:
+    name = "worker_kubeconfig"
+    title = "Worker kubeconfig"
+    runbook_helper = "fix_worker_kubectl_config.sh"
+
+    def plan(self, diagnosis: Any) -> Plan:
+        findings = engine.findings_for(diagnosis, CODES)
+        if not findings:
+            return engine.nothing_to_do(self, "kubectl works on every node that was checked")
+        bdir = backup_dir(self.name, engine.plan_stamp())
+        actions: list[Action] = []
+        notes: list[str] = []
+        for f in sorted(findings, key=lambda f: f.node):
+            a, n = self._plan_node(diagnosis, f, bdir)
+            actions.extend(a)
+            notes.extend(n)
+        return Plan(step=self.name, title=self.title, findings=tuple(findings),
+                    actions=tuple(actions), notes=tuple(notes))
+
+    def _plan_node(self, diagnosis: Any, f: Finding, bdir: str) -> tuple[list[Action], list[str]]:
+        node, d = f.node, dict(f.data or {})
+        reason = str(d.get("reason") or "")
+        target = d.get("target") or DEFAULT_TARGET
+        files: dict[str, Any] = d["files"] if isinstance(d.get("files"), dict) else {}
+        candidates = [str(c) for c in (d.get("source_candidates") or ()) if _valid_path(c)]
+        server = _expected_server(diagnosis, d)
+        notes: list[str] = []
+        actions: list[Action] = []
+        if not _valid_path(target):
+            return [], [(f"{node}: kubeconfig target {target!r} is not a plain absolute path; "
+                         "nothing planned")]
+        if server is not None and not valid_server(server):
+            notes.append(f"{node}: the admin kubeconfig's server {server!r} is not a plain "
+                         "http(s) URL; it is not written anywhere")
+            server = None
+
+        n = 0
+
+        def nid() -> str:
+            nonlocal n
+            n += 1
+            return action_id(self.name, node, n)
+
+        restore = Action(id=f"{self.name}:{node}:restore", target=node, kind="shell",
+                         command=restore_file_command(target, bdir),
+                         why=f"put {target} back as it was before the fix")
+        backup = FixAction(
+            id=nid(), target=node, kind="shell", command=backup_file_command(target, bdir),
+            why=f"save {target} (or record that it does not exist) before writing it",
+            finding_codes=CODES, risk="none (writes the backup only)",
+            rollback_note=f"the backup in {bdir} is kept; remove it by hand when no longer needed",
+            change={"what": "backup", "before": None, "after": bdir},
+        )
+        own = next((c for c in OWN_SOURCES if c in candidates),
+                   next((c for c in candidates if c not in (ADMIN_CONF, target)), None))
+        current = files.get(target)
+        write: FixAction | None = None
+        if reason == "wrong-server" or (reason != "missing" and target in files and current
+                                        and server and current != server):
+            if server is None:
+                notes.append(f"{node}: {target} points at {current or 'a wrong server'} but the "
+                             "admin kubeconfig's API server is unknown; nothing written")
+            else:
+                write = FixAction(
+                    id="", target=node, kind="shell",
+                    command=write_kubeconfig_command(target, target, server),
+                    why=f"{target} points at {current or 'a wrong server'}; set its server to "
+                        f"{server} (the admin kubeconfig's cluster), keeping the worker's own "
+                        "credentials",
+                    finding_codes=CODES, risk="kubectl on this node talks to the new server",
+                    rollback=restore,
+                    change={"what": f"{target}: server", "before": current, "after": server},
+                )
+        elif reason == "missing" or target not in files:
+            if own is None:
+                notes.append(f"{node}: no kubeconfig of the node's own (e.g. "
+                             f"{OWN_SOURCES[0]}) to start from; {target} not written")
+            else:
+                write = FixAction(
+                    id="", target=node, kind="shell",
+                    command=write_kubeconfig_command(own, target, server),
+                    why=f"{target} is missing: write it from the node's own kubeconfig {own}"
+                        + (f" with the server set to {server}" if server else ""),
+                    finding_codes=CODES,
+                    risk=f"root's kubectl on this node acts with {own}'s (the node's) identity",
+                    rollback=restore,
+                    change={"what": target, "before": "missing",
+                            "after": f"copy of {own}" + (f", server {server}" if server else "")},
+                )
+        else:
+            err = d.get("kubectl_error") or f"exit {d.get('kubectl_rc')}"
+            notes.append(f"{node}: {target} already points at the right server but kubectl fails "
+                         f"({err}): check its credentials (an expired client certificate?); "
+                         "nothing planned")
+
+        if write is not None:
+            actions.append(backup)
+            actions.append(FixAction(**{**_fields(write), "id": nid()}))
+            actions.append(Action(
+                id=nid(), target=node, kind="shell", command=verify_command(target),
+                why="check that kubectl works on the worker now", finding_codes=CODES,
+                mutating=False, timeout=30.0,
+            ))
+
+        if ADMIN_CONF in candidates and target != ADMIN_CONF:
+            # carries its own (idempotent) backup: it may be the only action approved
+            actions.append(FixAction(
+                id=opt_in_id(self.name, node, "admin-conf"), target=node, kind="shell",
+                command=backup_file_command(target, bdir) + " && "
+                + write_kubeconfig_command(ADMIN_CONF, target, None),
+                why=f"(opt-in) use the cluster-admin kubeconfig {ADMIN_CONF} as {target}",
+                finding_codes=CODES, risk=SPRAWL_WARNING.format(node=node),
+                rollback=restore, opt_in=True,
+                change={"what": target, "before": current, "after": f"copy of {ADMIN_CONF}"},
+            ))
+            notes.append(SPRAWL_WARNING.format(node=node) + " (opt-in action, off by default)")
+        return actions, notes
+
+
+def _fields(action: FixAction) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(action, f.name) for f in dataclasses.fields(action)}
+
+
+STEP = WorkerKubeconfigStep()

@@ -1,0 +1,520 @@
+"""The worker_kubeconfig and host_network steps: plans from findings (exact commands, rollbacks,
+hostile values), and their commands applied and rolled back for real inside network namespaces
+with private mounts (nothing on the host is touched)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clusterfix_tui.core.fixes import get_step
+from clusterfix_tui.core.fixes.engine import (
+    apply_plan,
+    check_rollbacks,
+    default_approved,
+    is_opt_in,
+    rollback,
+)
+from clusterfix_tui.core.fixes.host_network import rule_argv
+from clusterfix_tui.core.fixes.worker_kubeconfig import valid_server
+from clusterfix_tui.core.model import CommandResult, Plan
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fix_helpers import FakeDiagnosis, del_netns, finding, is_root, new_netns, ns, snapshot  # noqa: E402
+
+WORKER = get_step("worker_kubeconfig")
+HOST = get_step("host_network")
+SERVER = "https://10.213.5.1:6443"
+
+
+def wk(node: str = "node-2", **data: Any) -> Any:
+    base: dict[str, Any] = {
+        "reason": "wrong-server", "files": {"/root/.kube/config": "https://10.213.5.99:6443"},
+        "kubectl_rc": 1, "kubectl_error": "Unable to connect to the server",
+        "expected_server": SERVER, "source_candidates": ["/etc/kubernetes/kubelet.conf"],
+        "target": "/root/.kube/config",
+    }
+    base.update(data)
+    return finding("WORKER_KUBECONFIG_BROKEN", node, "worker_kubeconfig", **base)
+
+
+def by_suffix(plan: Plan) -> dict[str, Any]:
+    return {a.id.split(":", 2)[2]: a for a in plan.actions}
+
+
+def argv(command: str) -> list[str]:
+    """The words a POSIX shell sees, with ; && | > as their own tokens."""
+    lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    return list(lex)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker_kubeconfig: plans
+
+
+def test_worker_nothing_to_do() -> None:
+    plan = WORKER.plan(FakeDiagnosis([]))
+    assert plan.nothing_to_do and plan.notes
+
+
+def test_worker_wrong_server_backup_rewrite_verify() -> None:
+    plan = WORKER.plan(FakeDiagnosis([wk()]))
+    acts = by_suffix(plan)
+    assert list(acts) == ["1", "2", "3"]
+    backup, write, verify = acts["1"], acts["2"], acts["3"]
+    assert "cp -p -- /root/.kube/config" in backup.command and backup.rollback_note
+    # the rewrite keeps the file's own credentials: it edits only `server:` lines, in place
+    assert "CFX_SERVER=https://10.213.5.1:6443 awk" in write.command
+    assert "/etc/kubernetes/admin.conf" not in write.command
+    assert "chmod 600 /root/.kube/config.cfx-new" in write.command
+    assert write.command.endswith("mv -f -- /root/.kube/config.cfx-new /root/.kube/config")
+    assert write.rollback is not None and "cp -p --" in write.rollback.command
+    assert write.change == {"what": "/root/.kube/config: server",
+                            "before": "https://10.213.5.99:6443", "after": SERVER}
+    assert verify.mutating is False
+    assert argv(verify.command) == ["kubectl", "--kubeconfig", "/root/.kube/config", "get",
+                                    "nodes", "-o", "name", "--request-timeout=10s"]
+    assert check_rollbacks(plan) == []
+    assert default_approved(plan) == [a.id for a in plan.actions]
+
+
+def test_worker_missing_copies_the_nodes_own_kubeconfig() -> None:
+    f = wk(reason="missing", files={"/etc/kubernetes/kubelet.conf": SERVER},
+           source_candidates=["/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf"])
+    plan = WORKER.plan(FakeDiagnosis([f]))
+    write = by_suffix(plan)["2"]
+    assert " /etc/kubernetes/kubelet.conf > /root/.kube/config.cfx-new" in write.command
+    assert "mkdir -p -m 700 /root/.kube" in write.command
+    assert write.change["before"] == "missing"
+    # admin.conf exists on this node: offered, but only as an opt-in with the warning
+    opt = [a for a in plan.actions if is_opt_in(a)]
+    assert len(opt) == 1 and "/etc/kubernetes/admin.conf" in opt[0].command
+    assert opt[0].id not in default_approved(plan)
+    assert "credential sprawl" in opt[0].risk and opt[0].rollback is not None
+    assert any("WARNING" in n and "cluster-admin" in n for n in plan.notes)
+    assert not any("admin.conf" in a.command for a in plan.actions if not is_opt_in(a))
+
+
+def test_worker_no_admin_conf_no_opt_in() -> None:
+    plan = WORKER.plan(FakeDiagnosis([wk()]))
+    assert not any(is_opt_in(a) for a in plan.actions)
+    assert "admin.conf" not in repr(plan.to_dict())
+
+
+def test_worker_unknown_server_or_no_source_plans_nothing_and_says_why() -> None:
+    plan = WORKER.plan(FakeDiagnosis([wk(expected_server=None)]))
+    assert plan.actions == () and any("unknown" in n for n in plan.notes)
+    plan = WORKER.plan(FakeDiagnosis([wk(reason="missing", files={}, source_candidates=[])]))
+    assert plan.actions == () and any("no kubeconfig of the node's own" in n for n in plan.notes)
+    plan = WORKER.plan(FakeDiagnosis([wk(reason="kubectl-fails",
+                                         files={"/root/.kube/config": SERVER})]))
+    assert plan.actions == () and any("credentials" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize("server", ["https://x;reboot", "https://a b", "http://$(id):1",
+                                    "file:///etc/passwd", "https://h\n:6443"])
+def test_worker_refuses_a_server_that_is_not_a_plain_url(server: str) -> None:
+    assert not valid_server(server)
+    plan = WORKER.plan(FakeDiagnosis([wk(expected_server=server)]))
+    assert plan.actions == ()
+    assert any("not a plain" in n for n in plan.notes)
+
+
+def test_worker_hostile_paths_stay_single_arguments() -> None:
+    target = "/root/.kube/my config;$(touch /tmp/pwned)`id`'\""
+    source = "/etc/kubernetes/kube let's.conf"
+    f = wk(reason="missing", files={}, target=target, source_candidates=[source],
+           expected_server="https://[fd00::1]:6443")
+    plan = WORKER.plan(FakeDiagnosis([f]))
+    write = by_suffix(plan)["2"]
+    tokens = argv(write.command)
+    assert source in tokens and target + ".cfx-new" in tokens and target in tokens
+    assert "CFX_SERVER=https://[fd00::1]:6443" in tokens
+    assert tokens[tokens.index("chmod") + 1:tokens.index("chmod") + 3] == ["600", target + ".cfx-new"]
+    for a in plan.actions:
+        argv(a.command)  # every command parses
+        if a.rollback:
+            assert target in argv(a.rollback.command)
+
+
+# ---------------------------------------------------------------------------------------------
+# host_network: plans
+
+
+def test_host_nothing_to_do() -> None:
+    assert HOST.plan(FakeDiagnosis([])).nothing_to_do
+
+
+def test_ip_forward_set_now_and_persisted_with_rollbacks() -> None:
+    plan = HOST.plan(FakeDiagnosis([finding("IP_FORWARD_OFF", "node-2", "host_network",
+                                            sysctl="net.ipv4.ip_forward", value="0")]))
+    acts = by_suffix(plan)
+    assert argv(acts["1"].command) == ["sysctl", "-w", "net.ipv4.ip_forward=1"]
+    assert argv(acts["1"].rollback.command) == ["sysctl", "-w", "net.ipv4.ip_forward=0"]
+    persist = acts["2"]
+    assert "/etc/sysctl.d/99-clusterfix-kubernetes.conf" in persist.command
+    assert "'net.ipv4.ip_forward = 1'" in persist.command
+    assert "rm -f -- /etc/sysctl.d/99-clusterfix-kubernetes.conf" in persist.rollback.command
+    assert check_rollbacks(plan) == []
+    assert {a.target for a in plan.actions} == {"node-2"}
+
+
+def test_br_netfilter_module_and_sysctl() -> None:
+    plan = HOST.plan(FakeDiagnosis([finding("BR_NETFILTER_OFF", "node-1", "host_network",
+                                            sysctl="net.bridge.bridge-nf-call-iptables",
+                                            value=None, module_loaded=False)]))
+    cmds = [a.command for a in plan.actions]
+    assert cmds[0] == "modprobe br_netfilter"
+    assert plan.actions[0].rollback.command == "modprobe -r br_netfilter"
+    assert cmds[1] == "sysctl -w net.bridge.bridge-nf-call-iptables=1"
+    assert "printf '%s\\n' br_netfilter" in cmds[3]
+    assert "/etc/modules-load.d/clusterfix-kubernetes.conf" in cmds[3]
+    assert check_rollbacks(plan) == []
+    # loaded module, value 0: no modprobe, the rollback puts 0 back
+    plan = HOST.plan(FakeDiagnosis([finding("BR_NETFILTER_OFF", "node-1", "host_network",
+                                            value="0", module_loaded=True)]))
+    assert not any("modprobe br_netfilter" == a.command for a in plan.actions)
+    assert plan.actions[0].rollback.command == "sysctl -w net.bridge.bridge-nf-call-iptables=0"
+
+
+def test_firewall_reject_backup_delete_and_restore() -> None:
+    rules = [{"backend": "legacy", "table": "filter", "chain": "INPUT",
+              "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"},
+             {"backend": "nft", "table": "filter", "chain": "FORWARD",
+              "rule": "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"}]
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-3", "host_network",
+                                            rules=rules)], snapshot={"flannel_network": "10.244.0.0/16"}))
+    default = [a for a in plan.actions if not is_opt_in(a)]
+    assert "iptables-legacy-save -t filter >" in default[0].command
+    assert "[ -e " in default[0].command  # saved once: a re-run keeps the pre-fix copy
+    assert argv(default[1].command) == ["iptables-legacy", "-w", "5", "-t", "filter", "-D", "INPUT",
+                                        "-j", "REJECT", "--reject-with", "icmp-host-prohibited"]
+    assert "iptables-legacy-restore -w 5 -T filter <" in default[1].rollback.command
+    assert "iptables-nft-save -t filter >" in default[2].command
+    assert argv(default[3].command)[:7] == ["iptables-nft", "-w", "5", "-t", "filter", "-D",
+                                           "FORWARD"]
+    assert check_rollbacks(plan) == []
+    # the keep-the-firewall alternative is opt-in: pod network, 8472/udp, 10250/tcp, NodePorts
+    opt = [a for a in plan.actions if is_opt_in(a)]
+    assert opt and not {a.id for a in opt} & set(default_approved(plan))
+    joined = "\n".join(a.command for a in opt)
+    for needle in ("-s 10.244.0.0/16", "-d 10.244.0.0/16", "-p udp --dport 8472",
+                   "-p tcp --dport 10250", "-p tcp --dport 30000:32767"):
+        assert needle in joined
+    assert all(a.rollback and " -D " in a.rollback.command for a in opt)
+
+
+def test_firewall_nft_native_rule_by_handle() -> None:
+    rules = [{"backend": "nft-native", "family": "inet", "table": "firewalld",
+              "chain": "filter_INPUT", "handle": 42, "text": "reject with icmpx admin-prohibited"}]
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
+                                            rules=rules)]))
+    assert "nft list table inet firewalld >" in plan.actions[0].command
+    assert argv(plan.actions[1].command) == ["nft", "delete", "rule", "inet", "firewalld",
+                                             "filter_INPUT", "handle", "42"]
+    assert "flush table %s %s" in plan.actions[1].rollback.command
+    assert "| nft -f -" in plan.actions[1].rollback.command
+
+
+def test_firewall_hostile_rule_specs() -> None:
+    hostile = '-A INPUT -m comment --comment "x; rm -rf / $(id) `id`" -j REJECT'
+    rules = [{"backend": "legacy", "table": "filter", "chain": "INPUT", "rule": hostile},
+             {"backend": "legacy", "table": "filter", "chain": "INPUT",
+              "rule": '-A INPUT -j REJECT "unbalanced'},
+             {"backend": "legacy", "table": "filter", "chain": "INPUT",
+              "rule": "-I INPUT -j REJECT; reboot"},
+             {"backend": "legacy", "table": "filter;reboot", "chain": "INPUT",
+              "rule": "-A INPUT -j REJECT"},
+             {"backend": "nft-native", "family": "inet", "table": "t", "chain": "c",
+              "handle": "7; reboot"}]
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
+                                            rules=rules)]))
+    deletes = [a for a in plan.actions if " -D " in a.command and not is_opt_in(a)]
+    assert len(deletes) == 1
+    assert argv(deletes[0].command) == ["iptables-legacy", "-w", "5", "-t", "filter", "-D",
+                                        "INPUT", "-m", "comment", "--comment",
+                                        "x; rm -rf / $(id) `id`", "-j", "REJECT"]
+    assert len(plan.notes) >= 4  # each refused rule is reported, not silently dropped
+    assert not any("reboot" in a.command for a in plan.actions)
+    assert rule_argv(hostile, "-D")[0] == "-D"
+
+
+def test_ipvs_modules_modprobe_persist_and_kube_proxy_restart() -> None:
+    f = finding("IPVS_MODULES_MISSING", "node-2", "host_network", mode="ipvs",
+                missing=["ip_vs", "ip_vs_rr", "ip_vs; reboot"], modules_known=True)
+    plan = HOST.plan(FakeDiagnosis([f], snapshot=snapshot()))
+    assert argv(plan.actions[0].command) == ["modprobe", "-a", "ip_vs", "ip_vs_rr"]
+    assert argv(plan.actions[0].rollback.command) == ["modprobe", "-r", "-a", "ip_vs", "ip_vs_rr"]
+    assert "printf '%s\\n' ip_vs ip_vs_rr" in plan.actions[1].command
+    assert plan.actions[-1].api == {"verb": "delete_pod", "namespace": "kube-system",
+                                    "name": "kube-proxy-node-2"}
+    assert any("not plain names" in n for n in plan.notes)
+    assert not any("reboot" in a.command for a in plan.actions)
+    assert check_rollbacks(plan) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# for real, in network namespaces with private mounts
+
+
+class MountRunner:
+    """Shell actions inside a netns, each in a private mount namespace where the given host
+    directories are bind-mounted over their mount points (/var/backups, /etc/sysctl.d, ...)."""
+
+    dry_run = False
+
+    def __init__(self, netns: str, binds: dict[str, str]) -> None:
+        self.netns = netns
+        self.binds = binds  # mount point -> host dir
+        self.ran: list[str] = []
+
+    def run_action(self, action: Any, *, on_line: Any = None) -> CommandResult:
+        self.ran.append(action.id)
+        if action.kind == "api":
+            return CommandResult(exit_code=0, stdout="ok\n")
+        return self.sh(action.command)
+
+    def sh(self, command: str) -> CommandResult:
+        mounts = " && ".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}"
+                             for dst, src in self.binds.items())
+        wrapper = f"{mounts} && exec sh -c \"$1\""
+        p = subprocess.run(["ip", "netns", "exec", self.netns, "unshare", "--mount",
+                            "--propagation", "private", "sh", "-c", wrapper, "x", command],
+                           capture_output=True, text=True, timeout=60)
+        return CommandResult(p.returncode, p.stdout, p.stderr)
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces)")
+
+
+@pytest.fixture
+def netns() -> Any:
+    name = new_netns()
+    ns(name, "ip link set lo up")
+    yield name
+    del_netns(name)
+
+
+def _dirs(tmp_path: Path, *names: str) -> dict[str, Path]:
+    out = {}
+    for n in names:
+        p = tmp_path / n
+        p.mkdir(parents=True)
+        out[n] = p
+    return out
+
+
+@needs_root
+def test_host_network_apply_and_rollback_in_a_netns(netns: str, tmp_path: Path) -> None:
+    d = _dirs(tmp_path, "backups", "sysctl.d", "modules-load.d")
+    (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").write_text("vm.swappiness = 10\n")
+    has_bridge = os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    ns(netns, "sysctl -qw net.ipv4.ip_forward=0")
+    if has_bridge:
+        ns(netns, "sysctl -qw net.bridge.bridge-nf-call-iptables=0")
+    ns(netns, "iptables-legacy -A INPUT -p tcp --dport 22 -j ACCEPT && "
+              "iptables-legacy -A INPUT -j REJECT --reject-with icmp-host-prohibited")
+    before_rules = ns(netns, "iptables-legacy-save -t filter | grep -v '^#'")
+    findings = [
+        finding("IP_FORWARD_OFF", "node-1", "host_network", sysctl="net.ipv4.ip_forward",
+                value="0"),
+        finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
+            "backend": "legacy", "table": "filter", "chain": "INPUT",
+            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}]),
+    ]
+    if has_bridge:
+        findings.append(finding("BR_NETFILTER_OFF", "node-1", "host_network", value="0",
+                                module_loaded=True))
+    plan = HOST.plan(FakeDiagnosis(findings, snapshot={"flannel_network": "10.244.0.0/16"}))
+    runner = MountRunner(netns, {"/var/backups": str(d["backups"]),
+                                 "/etc/sysctl.d": str(d["sysctl.d"]),
+                                 "/etc/modules-load.d": str(d["modules-load.d"])})
+    outcome = apply_plan(plan, default_approved(plan), runner)
+    assert outcome.status == "changed", [(a.action_id, a.result) for a in outcome.actions]
+    assert ns(netns, "cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
+    if has_bridge:
+        assert ns(netns, "cat /proc/sys/net/bridge/bridge-nf-call-iptables").strip() == "1"
+    assert "REJECT" not in ns(netns, "iptables-legacy-save -t filter")
+    dropin = (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").read_text()
+    assert "vm.swappiness = 10" in dropin and "net.ipv4.ip_forward = 1" in dropin
+
+    # applying the same plan again changes nothing more (the backup keeps the first copy)
+    again = apply_plan(plan, [a.id for a in plan.actions if "-D INPUT" not in a.command
+                              and not is_opt_in(a)], runner)
+    assert again.status == "changed"
+    assert (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").read_text() == dropin
+
+    rb = rollback((plan, outcome), runner)
+    assert rb.status == "changed", [(a.action_id, a.result) for a in rb.actions]
+    assert ns(netns, "cat /proc/sys/net/ipv4/ip_forward").strip() == "0"
+    if has_bridge:
+        assert ns(netns, "cat /proc/sys/net/bridge/bridge-nf-call-iptables").strip() == "0"
+    assert ns(netns, "iptables-legacy-save -t filter | grep -v '^#'") == before_rules
+    assert (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").read_text() == "vm.swappiness = 10\n"
+    if has_bridge:  # the modules drop-in did not exist before: gone again
+        assert not (d["modules-load.d"] / "clusterfix-kubernetes.conf").exists()
+
+
+@needs_root
+def test_firewall_opt_in_accepts_apply_and_rollback(netns: str, tmp_path: Path) -> None:
+    d = _dirs(tmp_path, "backups")
+    ns(netns, "iptables-legacy -A INPUT -j REJECT --reject-with icmp-host-prohibited")
+    before = ns(netns, "iptables-legacy-save -t filter | grep -v '^#'")
+    plan = HOST.plan(FakeDiagnosis(
+        [finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
+            "backend": "legacy", "table": "filter", "chain": "INPUT",
+            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}])],
+        snapshot={"flannel_network": "10.244.0.0/16"}))
+    opt = [a.id for a in plan.actions if is_opt_in(a)]
+    runner = MountRunner(netns, {"/var/backups": str(d["backups"])})
+    outcome = apply_plan(plan, opt, runner)
+    assert outcome.status == "changed"
+    rules = ns(netns, "iptables-legacy -S INPUT")
+    assert "--dport 8472" in rules and "--dport 30000:32767" in rules and "REJECT" in rules
+    assert rules.index("--dport 8472") < rules.index("REJECT")
+    rollback((plan, outcome), runner)
+    assert ns(netns, "iptables-legacy-save -t filter | grep -v '^#'") == before
+
+
+@needs_root
+def test_nft_native_reject_delete_and_restore(netns: str, tmp_path: Path) -> None:
+    d = _dirs(tmp_path, "backups")
+    ns(netns, "nft add table inet fw && nft add chain inet fw input "
+              "'{ type filter hook input priority 0; policy accept; }' && "
+              "nft add rule inet fw input tcp dport 22 accept && "
+              "nft add rule inet fw input reject with icmpx admin-prohibited")
+    listing = ns(netns, "nft -a list table inet fw")
+    handle = next(line.rsplit("# handle ", 1)[1].strip() for line in listing.splitlines()
+                  if "reject" in line)
+    before = ns(netns, "nft list table inet fw")
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
+        "backend": "nft-native", "family": "inet", "table": "fw", "chain": "input",
+        "handle": int(handle), "text": "reject with icmpx admin-prohibited"}])]))
+    runner = MountRunner(netns, {"/var/backups": str(d["backups"])})
+    outcome = apply_plan(plan, default_approved(plan), runner)
+    assert outcome.status == "changed", [(a.action_id, a.result) for a in outcome.actions]
+    assert "reject" not in ns(netns, "nft list table inet fw")
+    rb = rollback((plan, outcome), runner)
+    assert rb.status == "changed", [(a.action_id, a.result) for a in rb.actions]
+    assert ns(netns, "nft list table inet fw") == before
+
+
+FAKE_API = r'''
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+R = {
+ "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+ "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+ "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+   {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+    "verbs": ["get", "list"]}]},
+ "/api/v1/nodes": {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": [
+   {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-1"}}]},
+}
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = R.get(self.path.split("?")[0])
+        if body is None:
+            self.send_response(404); self.end_headers(); return
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a): pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+'''
+
+WORKER_KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: Q0EtREFUQQ==
+    server: http://127.0.0.1:1
+  name: kubernetes
+contexts:
+- context: {cluster: kubernetes, user: "system:node:node-2"}
+  name: default
+current-context: default
+users:
+- name: "system:node:node-2"
+  user: {token: worker-own-token}
+"""
+
+
+@needs_root
+def test_worker_kubeconfig_apply_verify_and_rollback(netns: str, tmp_path: Path) -> None:
+    import shutil
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl is not installed")
+    d = _dirs(tmp_path, "backups", "mnt/root/.kube")
+    cfg = d["mnt/root/.kube"] / "config"
+    cfg.write_text(WORKER_KUBECONFIG.replace("certificate-authority-data: Q0EtREFUQQ==\n    ", ""))
+    os.chmod(cfg, 0o644)
+    original = cfg.read_bytes()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", FAKE_API,
+                            str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c",
+                               f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        target = "/mnt/root/.kube/config"
+        server = f"http://127.0.0.1:{port}"
+        plan = WORKER.plan(FakeDiagnosis([wk(node="node-2", target=target,
+                                             files={target: "http://127.0.0.1:1"},
+                                             expected_server=server)]))
+        runner = MountRunner(netns, {"/var/backups": str(d["backups"]), "/mnt": str(tmp_path / "mnt")})
+        outcome = apply_plan(plan, default_approved(plan), runner)
+        assert outcome.status == "changed", [(a.action_id, a.result) for a in outcome.actions]
+        verify = outcome.actions[-1]
+        assert verify.status == "ok" and "node/node-1" in verify.result.stdout
+        text = cfg.read_text()
+        assert f"server: {server}" in text and "http://127.0.0.1:1\n" not in text
+        assert "token: worker-own-token" in text  # the worker's own credentials are kept
+        assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+        rb = rollback((plan, outcome), runner)
+        assert rb.status == "changed"
+        assert cfg.read_bytes() == original
+        assert stat.S_IMODE(cfg.stat().st_mode) == 0o644
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
+
+
+@needs_root
+def test_worker_kubeconfig_missing_then_rollback_removes_it(netns: str, tmp_path: Path) -> None:
+    d = _dirs(tmp_path, "backups", "mnt/etc/kubernetes")
+    (d["mnt/etc/kubernetes"] / "kubelet.conf").write_text(WORKER_KUBECONFIG)
+    target = "/mnt/root/.kube/config"
+    plan = WORKER.plan(FakeDiagnosis([wk(reason="missing", target=target, files={},
+                                         source_candidates=["/mnt/etc/kubernetes/kubelet.conf"],
+                                         expected_server=SERVER)]))
+    # the plan's source path is the node's own kubeconfig at a non-default place
+    plan = Plan(step=plan.step, title=plan.title, findings=plan.findings,
+                actions=tuple(a for a in plan.actions if a.mutating), notes=plan.notes)
+    runner = MountRunner(netns, {"/var/backups": str(d["backups"]), "/mnt": str(tmp_path / "mnt")})
+    outcome = apply_plan(plan, default_approved(plan), runner)
+    assert outcome.status == "changed", [(a.action_id, a.result) for a in outcome.actions]
+    written = tmp_path / "mnt/root/.kube/config"
+    assert f"server: {SERVER}" in written.read_text()
+    assert "certificate-authority-data: Q0EtREFUQQ==" in written.read_text()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    rollback((plan, outcome), runner)
+    assert not written.exists()
