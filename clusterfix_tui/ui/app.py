@@ -53,8 +53,11 @@ class WizardState:
     info: dict[str, Any] = field(default_factory=dict)
     conns: dict[str, Any] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
-    diagnosis: Any = None  # the latest "before"-phase diagnosis the panels show
+    diagnosis_before: Any = None  # the first diagnosis: what the session found
+    diagnosis: Any = None  # the latest: what the panels show and the plans are built from
+    diagnosis_dirty: bool = False  # something changed on the cluster since `diagnosis`
     diagnosis_after: Any = None
+    applied_plans: dict[str, Any] = field(default_factory=dict)  # step -> the plan that ran
     plans: dict[str, Any] = field(default_factory=dict)
     plans_for: Any = None  # the diagnosis the plans were built from
     outcomes: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +154,10 @@ class ClusterfixApp(App[int]):
         self._tick()
 
     def set_diagnosis(self, diagnosis: Any) -> None:
+        if self.state.diagnosis_before is None:
+            self.state.diagnosis_before = diagnosis
         self.state.diagnosis = diagnosis
+        self.state.diagnosis_dirty = False
         n = len(getattr(diagnosis, "findings", []) or [])
         self.log_event(f"diagnosis: {n} findings")
 
@@ -170,12 +176,18 @@ class ClusterfixApp(App[int]):
             return "rolled back"
         return v.step_state(self.state.plans.get(step), self.state.outcomes.get(step))
 
-    def record_outcome(self, step: str, outcome: Any, *, rollback: bool = False) -> None:
+    def record_outcome(self, step: str, outcome: Any, *, rollback: bool = False,
+                       plan: Any = None) -> None:
         if rollback:
             self.state.rolled_back.add(step)
         else:
             self.state.outcomes[step] = outcome
             self.state.rolled_back.discard(step)
+            if plan is not None and outcome.status not in ("skipped",):
+                self.state.applied_plans[step] = plan
+        if rollback or outcome.status in ("changed", "partial", "failed", "cancelled"):
+            # plans built before this change may be stale: the next step re-diagnoses first
+            self.state.diagnosis_dirty = True
         self.state.validation_stale = True
         self.log_event(f"{step}: {'rollback ' if rollback else ''}{outcome.status} "
                        f"{outcome.message}".rstrip(), "bold")

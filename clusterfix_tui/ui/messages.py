@@ -57,9 +57,12 @@ class PodLogLoaded(Message):
 
 
 class PlansBuilt(Message):
-    def __init__(self, plans: dict[str, Any]) -> None:
+    """Plans built; `diagnosis` is set when they were built from a fresh diagnosis."""
+
+    def __init__(self, plans: dict[str, Any], diagnosis: Any = None) -> None:
         super().__init__()
         self.plans = plans
+        self.diagnosis = diagnosis
 
 
 class StepLinesLogged(Message):

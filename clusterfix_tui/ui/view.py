@@ -36,7 +36,7 @@ STEP_TITLES = {
     "cni_bridge": "CNI bridge and flannel",
     "pods": "kube-proxy and failing pods",
     "worker_kubeconfig": "worker kubeconfig",
-    "host_network": "host networking (forwarding, br_netfilter, firewall)",
+    "host_network": "forwarding, br_netfilter, firewall",
 }
 STEP_STATE_STYLE = {
     "needed": "bold yellow",
@@ -114,7 +114,8 @@ def facts_of(diagnosis: Any) -> dict[str, Any]:
 
 def snapshot_nodes(diagnosis: Any) -> list[Any]:
     snap = pick(diagnosis, "snapshot", default=None)
-    return list(pick(snap, "nodes", default=[]) or [])
+    nodes = pick(snap, "nodes", default=[]) or []
+    return list(nodes.values()) if isinstance(nodes, dict) else list(nodes)
 
 
 def snapshot_pods(diagnosis: Any) -> list[Any]:
@@ -139,6 +140,9 @@ def node_ready(node: Any) -> str:
     ready = pick(node, "ready", default=None)
     if ready is not None:
         return "True" if ready is True else ("False" if ready is False else str(ready))
+    conditions = pick(node, "conditions", default=None)
+    if isinstance(conditions, dict):  # core.snapshot.NodeInfo: type -> {status, reason, ...}
+        return str(pick(conditions.get("Ready"), "status", default="Unknown"))
     for cond in pick(node, "status.conditions", default=[]) or []:
         if pick(cond, "type") == "Ready":
             return str(pick(cond, "status", default="Unknown"))
@@ -201,6 +205,12 @@ def pod_key(pod: Any) -> str:
 
 
 def pod_row(pod: Any) -> tuple[str, ...]:
+    if not isinstance(pod, dict):  # core.snapshot.PodInfo
+        reason = pick(pod, "waiting_reason", "last_termination_reason", default="") or ""
+        phase = str(pick(pod, "phase", default="?"))
+        return (pod_key(pod), str(pick(pod, "node", default="") or ""),
+                str(pick(pod, "waiting_reason", default="") or phase),
+                str(pick(pod, "restart_count", default=0)), str(reason))
     statuses = pick(pod, "status.containerStatuses", default=[]) or []
     restarts = sum(int(pick(s, "restartCount", default=0) or 0) for s in statuses)
     reason = ""
@@ -224,6 +234,14 @@ def pod_row(pod: Any) -> tuple[str, ...]:
 def pod_log_text(diagnosis: Any, key: str) -> str | None:
     """Last log lines of a pod when the diagnosis carries them (else the UI fetches them)."""
     snap = pick(diagnosis, "snapshot", default=None)
+    for pod in snapshot_pods(diagnosis):
+        if not isinstance(pod, dict) and pod_key(pod) == key:
+            tail = list(pick(pod, "log_tail", default=()) or ())
+            previous = list(pick(pod, "previous_log_tail", default=()) or ())
+            if previous:
+                tail = ["(previous container)"] + previous + (["(current)"] + tail if tail else [])
+            if tail:
+                return "\n".join(tail)
     logs = pick(snap, "pod_logs", "logs", default=None) or pick(diagnosis, "pod_logs", default=None)
     if isinstance(logs, dict) and key in logs:
         return str(logs[key])
@@ -337,6 +355,20 @@ def _count(v: Any) -> int:
         return int(v)
     except (TypeError, ValueError):
         return 0
+
+
+def nat_incompatible(facts: Any) -> list[str]:
+    """Why a backend's NAT table could not be read by iptables (rules written with nft)."""
+    out = []
+    for backend, attr in (("legacy", "legacy"), ("nft", "nft_nat")):
+        for table in pick(facts, f"{attr}.incompatible_tables", default=()) or ():
+            out.append(f"{backend}: table {table} is incompatible with iptables-{backend} "
+                       "(rules written with the nft tool)")
+    chains = pick(facts, "incompatible_chains", default={}) or {}
+    for table, names in chains.items():
+        if names:
+            out.append(f"incompatible chain(s) in {table}: {', '.join(names)}")
+    return out
 
 
 def forward_policies(facts: Any) -> dict[str, str]:

@@ -52,6 +52,7 @@ per node (select the node on the left).
         self._findings: list[Any] = []
         self._route_node: str | None = None
         self._nat_node: str | None = None
+        self._shown: Any = None
 
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
@@ -96,6 +97,11 @@ per node (select the node on the left).
         else:
             self._diagnose_cluster()
 
+    def on_screen_resume(self) -> None:
+        diagnosis = self.wizard.state.diagnosis
+        if self.is_mounted and diagnosis is not None and diagnosis is not self._shown:
+            self._show(diagnosis)
+
     # -- workers -----------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="diagnose",
           description="Diagnosing the cluster")
@@ -130,6 +136,7 @@ per node (select the node on the left).
 
     # -- rendering ---------------------------------------------------------------------------
     def _show(self, diagnosis: Any) -> None:
+        self._shown = diagnosis
         findings = v.findings_of(diagnosis)
         self._findings = findings
         counts: dict[str, int] = {}
@@ -143,6 +150,10 @@ per node (select the node on the left).
             for sev in ("critical", "error", "warning", "info"):
                 if counts.get(sev):
                     status.append(f"{counts[sev]} {sev}  ", style=v.SEVERITY_STYLE[sev])
+        node_errors = v.pick(diagnosis, "node_errors", default={}) or {}
+        if node_errors:
+            status.append("· not read: " + ", ".join(f"{n} ({e})" for n, e in node_errors.items()),
+                          style="bold red")
         self.query_one("#diag-status", Static).update(status)
 
         t = self.query_one("#findings-table", DataTable)
@@ -263,7 +274,9 @@ per node (select the node on the left).
             if len(both) > 1:
                 text.append(f"\nKUBE-* chains in {' and '.join(both)}: conflict\n", style="bold red")
         else:
-            text.append("(no NAT chains gathered)\n", style="dim")
+            text.append("no KUBE-* chain readable in either backend\n", style="yellow")
+        for why in v.nat_incompatible(facts):
+            text.append(f"{why}\n", style="bold red")
         pol = v.forward_policies(facts)
         if pol:
             text.append("\nFORWARD policy: ", style="bold")

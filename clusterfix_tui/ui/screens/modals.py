@@ -10,7 +10,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Markdown, RadioButton, RadioSet, Static, TabbedContent, TabPane
+from rich.text import Text
+from textual.widgets import (
+    Button,
+    Input,
+    Label,
+    Markdown,
+    OptionList,
+    RadioButton,
+    RadioSet,
+    Static,
+)
 
 
 class ConfirmationModal(ModalScreen[bool]):
@@ -75,7 +85,9 @@ class ExportModal(ModalScreen["tuple[str, str] | None"]):
                 yield Button("Cancel \\[esc]", id="no", compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        inp = self.query_one(Input)
+        inp.cursor_blink = not self.app.is_headless  # steady in tests and screenshots
+        inp.focus()
 
     def _format(self) -> str:
         pressed = self.query_one(RadioSet).pressed_button
@@ -127,7 +139,7 @@ Everything that runs is journaled; the report is exported from the journal.
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss_help", "Close")]
+    BINDINGS = [Binding("escape,question_mark", "dismiss_help", "Close")]
 
     def __init__(self, screen_help: str) -> None:
         super().__init__()
@@ -150,9 +162,9 @@ class HelpScreen(ModalScreen[None]):
 
 
 class RawOutputScreen(ModalScreen[None]):
-    """Every raw command output gathered from one node, one tab per command."""
+    """Every raw command output gathered from one node: pick a command on the left."""
 
-    BINDINGS = [Binding("escape,q", "close", "Close")]
+    BINDINGS = [Binding("escape", "close", "Close")]
 
     def __init__(self, node: str, outputs: dict[str, str]) -> None:
         super().__init__()
@@ -160,20 +172,32 @@ class RawOutputScreen(ModalScreen[None]):
         self._outputs = outputs
 
     def compose(self) -> ComposeResult:
-        from rich.text import Text
-
         with Vertical(id="dialog", classes="-wide -tall"):
             yield Label(f"Raw output from {self._node}", id="dialog-title")
             if not self._outputs:
                 yield Static("No facts were gathered from this node.")
             else:
-                with TabbedContent(id="raw-tabs"):
-                    for i, (command, text) in enumerate(self._outputs.items()):
-                        with TabPane(command[:28], id=f"raw-{i}"):
-                            with VerticalScroll():
-                                yield Static(Text(f"$ {command}\n", style="bold") + Text(text))
+                with Horizontal(id="raw-body"):
+                    yield OptionList(*self._outputs, id="raw-commands")
+                    with VerticalScroll(id="raw-view"):
+                        yield Static("", id="raw-text")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Close \\[esc]", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        if self._outputs:
+            options = self.query_one(OptionList)
+            options.highlighted = 0
+            options.focus()
+            self._show(next(iter(self._outputs)))
+
+    def _show(self, command: str) -> None:
+        text = Text(f"$ {command}\n", style="bold")
+        text.append(self._outputs.get(command, ""))
+        self.query_one("#raw-text", Static).update(text)
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show(str(event.option.prompt))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -181,4 +205,3 @@ class RawOutputScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
-

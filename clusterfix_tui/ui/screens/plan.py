@@ -66,18 +66,28 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
             self.refresh_steps()
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted and self.wizard.plans_stale():
+        if not self.is_mounted:
+            return
+        if self.wizard.state.diagnosis_dirty:
+            self.query_one("#plan-status", Static).update(
+                Text("Re-diagnosing after the last change, then re-planning…", style="dim"))
+            self._build_plans(rediagnose=True)
+        elif self.wizard.plans_stale():
             self._build_plans()
         else:
             self.refresh_steps()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Planning the repair steps")
-    def _build_plans(self) -> None:
-        plans = {step: self.wizard.session.plan(step) for step in STEP_ORDER}
-        self.post_message(m.PlansBuilt(plans))
+    def _build_plans(self, rediagnose: bool = False) -> None:
+        session = self.wizard.session
+        diagnosis = session.diagnose("after") if rediagnose else None
+        plans = {step: session.plan(step) for step in STEP_ORDER}
+        self.post_message(m.PlansBuilt(plans, diagnosis))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
+        if event.diagnosis is not None:
+            self.wizard.set_diagnosis(event.diagnosis)
         self.wizard.set_plans(event.plans)
         self.refresh_steps()
 

@@ -54,7 +54,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         Binding("n", "next", "Next"),
     ]
 
-    phase: reactive[str] = reactive("idle")  # idle | running | finished
+    phase: reactive[str] = reactive("idle")  # refreshing | idle | running | finished
 
     def __init__(self, step: str) -> None:
         super().__init__(id=f"step-{step}")
@@ -67,6 +67,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._approved: list[str] = []
         self._running_actions: list[Any] = []
         self._opt_in_selected: set[str] = set()
+        self._ran_plan: Any = None
         self._rollback = False
 
     @property
@@ -99,6 +100,27 @@ change. While it runs the log streams every node's output; `c` stops between act
         t = self.query_one("#results", DataTable)
         for label, width in (("node", 8), ("status", 9), ("exit", 4), ("secs", 5), ("command", None)):
             t.add_column(label, key=label, width=width)
+        if self.wizard.state.diagnosis_dirty:
+            # the cluster changed since this plan was built: diagnose again, re-plan, then show
+            self.phase = "refreshing"
+            self._render_plan()
+            self._refresh_plan(self.step)
+        else:
+            self._render_plan()
+            self._sync()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+          description="Re-diagnosing after the last change")
+    def _refresh_plan(self, step: str) -> None:
+        session = self.wizard.session
+        diagnosis = session.diagnose("after")
+        self.post_message(m.PlansBuilt({step: session.plan(step)}, diagnosis))
+
+    def on_plans_built(self, event: m.PlansBuilt) -> None:
+        if event.diagnosis is not None:
+            self.wizard.set_diagnosis(event.diagnosis)
+        self.wizard.set_plans(event.plans, replace=False)
+        self.phase = "idle"
         self._render_plan()
         self._sync()
 
@@ -112,6 +134,12 @@ change. While it runs the log streams every node's output; `c` stops between act
         title.append(f"  {v.STEP_TITLES.get(self.step, plan.title)}  ")
         title.append(st, style=v.STEP_STATE_STYLE.get(st, ""))
         self.query_one("#step-title", Static).update(title)
+        if self.phase == "refreshing":
+            self.query_one("#plan-text", Static).update(Text(
+                "The cluster changed since this step was planned: diagnosing again and "
+                "re-planning, so that what you approve is planned from the cluster as it is now…",
+                style="italic"))
+            return
 
         text = Text()
         text.append("Findings this step answers\n", style="bold underline")
@@ -159,7 +187,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         self.query_one("#plan-text", Static).update(text)
 
     def watch_phase(self, phase: str) -> None:
-        self.set_class(phase == "idle", "-idle")
+        self.set_class(phase in ("idle", "refreshing"), "-idle")
         self.set_class(phase == "running", "-running")
         self.set_class(phase == "finished", "-finished")
         if self.is_mounted:
@@ -169,9 +197,9 @@ change. While it runs the log streams every node's output; `c` stops between act
         """Buttons and bindings follow the phase."""
         has_actions = bool(self.plan.actions)
         shown = {
-            "apply": self.phase == "idle" and has_actions,
-            "dry-run": self.phase == "idle" and has_actions,
-            "skip": self.phase == "idle",
+            "apply": self.phase in ("idle", "refreshing") and has_actions,
+            "dry-run": self.phase in ("idle", "refreshing") and has_actions,
+            "skip": self.phase in ("idle", "refreshing"),
             "cancel": self.phase == "running",
             "undo": self._can_undo(),
             "next": self.phase != "running",
@@ -183,9 +211,11 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     def _can_undo(self) -> bool:
         outcome = self.wizard.state.outcomes.get(self.step)
-        return (self.phase != "running" and outcome is not None and not self._rollback
+        applied = self.wizard.state.applied_plans.get(self.step)
+        return (self.phase in ("idle", "finished") and outcome is not None
+                and self.step not in self.wizard.state.rolled_back and applied is not None
                 and outcome.status in ("changed", "partial", "failed", "cancelled")
-                and any(a.rollback is not None for a in self.plan.actions))
+                and any(a.rollback is not None for a in applied.actions))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         running = self.phase == "running"
@@ -293,7 +323,8 @@ change. While it runs the log streams every node's output; `c` stops between act
     def on_step_finished(self, event: m.StepFinished) -> None:
         self._drain()
         outcome = event.outcome
-        self.wizard.record_outcome(event.step, outcome, rollback=event.rollback)
+        self.wizard.record_outcome(event.step, outcome, rollback=event.rollback,
+                                   plan=self._ran_plan)
         self._ended = self.wizard.clock()
         if hasattr(self, "_tick"):
             self._tick.stop()
@@ -363,6 +394,7 @@ change. While it runs the log streams every node's output; `c` stops between act
             self._running_actions = actions
             self.wizard.log_event(f"{self.step}: apply approved ({len(actions)} actions)", "bold")
             self._start(rollback=False)
+            self._ran_plan = self.plan
             self._apply_plan(self.plan, self._approved)
 
         self.app.push_screen(
@@ -402,6 +434,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._running_actions = []
         self.wizard.log_event(f"{self.step}: skipped by the user", "magenta")
         self.add_class("-quiet")
+        self._ran_plan = None
         self._start(rollback=False)
         self._skip_step(self.plan, "skipped by the user")
 
@@ -418,7 +451,8 @@ change. While it runs the log streams every node's output; `c` stops between act
     def action_undo(self) -> None:
         if not self._can_undo():
             return
-        rollbacks = [a.rollback for a in self.plan.actions if a.rollback is not None]
+        applied = self.wizard.state.applied_plans[self.step]
+        rollbacks = [a.rollback for a in applied.actions if a.rollback is not None]
 
         def confirmed(yes: bool | None) -> None:
             if yes:

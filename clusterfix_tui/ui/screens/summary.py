@@ -68,7 +68,8 @@ the report (Markdown, HTML or JSON) from the session journal, plus the .json bes
         if self.wizard.dry_run:
             text.append("dry run: nothing on the cluster was changed\n", style="bold cyan")
 
-        before = v.findings_of(state.diagnosis) if state.diagnosis is not None else []
+        first = state.diagnosis_before
+        before = v.findings_of(first) if first is not None else []
         text.append(f"\nFound ({len(before)})\n", style="bold underline")
         for f in before:
             text.append(f"  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))

@@ -72,6 +72,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
 
     def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
         self.wizard.state.diagnosis_after = event.diagnosis
+        self.wizard.set_diagnosis(event.diagnosis)
 
     def on_check_completed(self, event: m.CheckCompleted) -> None:
         r = event.result
