@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from clusterfix_tui.transports.base import ActionRunner, ClusterAPI, TransportError
 
@@ -42,7 +42,7 @@ class Runtime:
                 except Exception:  # noqa: BLE001 - closing must not mask the command's result
                     pass
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -192,7 +192,7 @@ def test_local_shell_timeout_kills_the_process_group() -> None:
     marker = f"29.{os.getpid()}"
     res = LocalShell().run(f"sleep {marker} & sleep {marker}; wait", timeout=0.5)
     assert res.timed_out and res.exit_code is None
-    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False)
     assert left.returncode == 1, "children of a timed-out command survived"
 
 
@@ -243,7 +243,7 @@ def test_local_links_routes_equal_ip_json_in_a_flannel_like_netns() -> None:
         assert [(a["local"], a["prefixlen"]) for a in flannel_addrs["addr_info"]
                 if a["family"] == "inet"] == [("10.244.1.0", 32)]
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 # --- runtime -----------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_runtime_on_a_lab_runs_actions_and_survives_a_node_going_away(lab) -> No
         # the node's sshd dies mid-session, its sessions with it: an error for that node only
         sshd_pid = lab.node("node-2")["sshd_pid"]
         sessions = subprocess.run(["pgrep", "-P", str(sshd_pid)], capture_output=True,
-                                  text=True).stdout.split()
+                                  text=True, check=False).stdout.split()
         assert sessions, "no per-connection sshd for our session"
         lab.stop_sshd("node-2")
         for pid in sessions:  # exact pids: the children of node-2's sshd listener

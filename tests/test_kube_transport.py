@@ -208,12 +208,12 @@ def test_restart_daemonset_like_kubectl(kube: KubeClusterAPI, lab_api: LabAPI) -
     fired = threading.Event()
     lab_api.on_daemonset_restarted = lambda ns, name: fired.set()
     try:
-        before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         kube.restart_daemonset("kube-system", "kube-proxy")
         ds = lab_api.get("apps/v1/daemonsets", "kube-system", "kube-proxy")
         stamp = ds["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
         when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
         assert before <= when <= before + datetime.timedelta(seconds=5)
         # the strategic merge kept the rest of the template
         assert ds["spec"]["template"]["metadata"]["labels"] == {"k8s-app": "kube-proxy"}
@@ -260,6 +260,19 @@ def test_default_kubeconfig_from_env(kubeconfig: str, tmp_path: pathlib.Path,
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
     with pytest.raises(KubeconfigError, match="does not exist"):
         KubeClusterAPI()
+
+
+def test_kubeconfig_list_merges_contexts(kubeconfig: str, lab_api: LabAPI,
+                                         tmp_path: pathlib.Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    second = tmp_path / "second"
+    lab_api.write_kubeconfig(second, TOKEN, cluster="c2", user="u2", context="second-ctx")
+    monkeypatch.setenv("KUBECONFIG", f"{kubeconfig}{os.pathsep}{second}")
+    api = KubeClusterAPI(context="second-ctx")
+    assert api.describe() == {"context": "second-ctx", "server": lab_api.url, "user": "u2",
+                              "cluster": "c2"}
+    assert names(api.list_nodes()) == ["node-1", "node-2", "node-3"]
+    assert KubeClusterAPI().describe()["context"] == "clusterfix-lab"  # first file's current
 
 
 @pytest.mark.parametrize("text, expect", [
@@ -336,7 +349,7 @@ def test_wrong_token_is_401_without_the_token(kubeconfig: str, lab_api: LabAPI,
 
 
 class _Forbidden(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                            "message": 'nodes is forbidden: User "viewer" cannot list resource '
                                       '"nodes" in API group "" at the cluster scope',

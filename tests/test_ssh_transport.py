@@ -190,7 +190,7 @@ def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pa
         # the node's own `timeout` killed the command's process group: no sleep left behind
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True)
+            left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False)
             if left.returncode == 1:
                 break
             time.sleep(0.1)
@@ -265,6 +265,7 @@ def test_changed_host_key_is_refused_and_names_the_line(sshd: Sshd, tmp_path: pa
                 pool("cfx-node")
             msg = str(info.value)
             assert f"{known} line 3" in msg, msg
+            assert (info.value.known_hosts, info.value.line_no) == (str(known), 3)
             assert sshd.keygen_fingerprint() in msg  # the key the server offers now
         assert known.read_text() == stale  # never rewritten
 
@@ -286,6 +287,34 @@ def test_strict_host_key_checking_accept_new(sshd: Sshd, tmp_path: pathlib.Path,
         assert pool("cfx-node").run("echo ok", timeout=5).ok
     assert known.read_text() == sshd.known_line() + "\n"
     assert (known.stat().st_mode & 0o777) == 0o600
+
+
+def test_auth_through_the_ssh_agent(sshd: Sshd, tmp_path: pathlib.Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], env=env, check=True,
+                       capture_output=True)
+        known = tmp_path / "known_agent"
+        known.write_text(sshd.known_line() + "\n")
+        cfg = tmp_path / "agent_config"  # no IdentityFile: only the agent holds the key
+        cfg.write_text(f"Host via-agent\n  HostName 127.0.0.1\n  Port {sshd.port}\n"
+                       f"  User root\n  UserKnownHostsFile {known}\n")
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* of whoever runs the tests
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        with SSHPool(str(cfg)) as pool:
+            assert pool("via-agent").run("echo agent", timeout=5).stdout == "agent\n"
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        with SSHPool(str(cfg)) as pool, pytest.raises(AuthFailed, match="no keys"):
+            pool("via-agent")
+    finally:
+        agent.kill()
+        agent.wait(5)
 
 
 def test_wrong_client_key_is_auth_failed(sshd: Sshd, tmp_path: pathlib.Path) -> None:
@@ -355,7 +384,8 @@ def test_proxyjump_to_a_dead_jump_host_names_it(sshd: Sshd, tmp_path: pathlib.Pa
 
 
 def _connection_children(sshd: Sshd) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-P", str(sshd.proc.pid)], capture_output=True, text=True,
+                         check=False)
     return [int(p) for p in out.stdout.split()]
 
 
@@ -401,7 +431,7 @@ def throwaway_user(sshd: Sshd):
         yield name, sudoers
     finally:
         sudoers.unlink(missing_ok=True)
-        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
 
 
 def test_non_root_user_runs_through_sudo(sshd: Sshd, tmp_path: pathlib.Path,

@@ -132,7 +132,7 @@ class KubeClusterAPI:
         configuration.retries = False  # fail fast: the caller reports, the user retries
         try:
             config.load_kube_config(
-                config_file=doc["paths"][0] if len(doc["paths"]) == 1 else None,
+                config_file=os.pathsep.join(doc["paths"]),  # the client merges a list too
                 context=name, client_configuration=configuration, persist_config=False,
             )
         except ConfigException as exc:
@@ -312,7 +312,7 @@ class KubeClusterAPI:
     def restart_daemonset(self, namespace: str, name: str) -> None:
         """As `kubectl rollout restart daemonset/<name>`: a strategic-merge patch of the pod
         template's restartedAt annotation (RFC 3339), which makes the controller roll the pods."""
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
         self._call(f"restart daemonset {namespace}/{name}",
                    self._apps.patch_namespaced_daemon_set, name, namespace, patch,
@@ -337,7 +337,7 @@ def _scrub(text: str) -> str:
 
     text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1<redacted>", text)
     text = re.sub(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", "<redacted key>", text,
-                  flags=re.S)
+                  flags=re.DOTALL)
     text = re.sub(r"(?i)((?:token|password|client-key-data)\W{1,3})[^\s,'\"]+", r"\1<redacted>",
                   text)
     return text

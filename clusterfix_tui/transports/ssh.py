@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import paramiko
 
@@ -152,7 +152,7 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
             continue
         for no, raw in enumerate(lines, 1):
             line = raw.strip()
-            if not line or line.startswith("#") or line.startswith("@"):
+            if not line or line.startswith(("#", "@")):
                 continue
             parts = line.split()
             if len(parts) < 3:
@@ -208,8 +208,7 @@ def _expand_path(path: str, spec_user: str, hostname: str) -> str:
 
 def _parse_jump(value: str) -> tuple[str | None, str, int | None]:
     """user@host:port (or ssh://user@host:port) -> (user, host, port)."""
-    if value.startswith("ssh://"):
-        value = value[len("ssh://"):]
+    value = value.removeprefix("ssh://")
     user = None
     if "@" in value:
         user, value = value.rsplit("@", 1)
@@ -408,7 +407,7 @@ class SSHPool:
                 slot.conn.close()
                 slot.conn = None
 
-    def __enter__(self) -> SSHPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -541,13 +540,17 @@ class SSHPool:
         changed = [e for e in entries if _same_family(e.key_type, key_type)]
         if changed:
             old = changed[0]
-            raise HostKeyChanged(
+            exc = HostKeyChanged(
                 f"{spec.name}: HOST KEY CHANGED for {name} ({spec.address}): the server now "
                 f"offers {key_type} {fingerprint(key)}, but {old.path} line {old.line_no} holds "
                 f"a different key. Refused: this may be a man-in-the-middle. If the node was "
                 f"reinstalled, remove that line (ssh-keygen -R {shlex.quote(name)} "
                 f"-f {shlex.quote(old.path)}) and connect again."
             )
+            # for the UI and the finding's evidence
+            vars(exc).update(host=name, key_type=key_type, fingerprint=fingerprint(key),
+                             known_hosts=old.path, line_no=old.line_no)
+            raise exc
         target = spec.known_hosts[0]
         line = f"{name} {key_type} {key_b64}"
         if spec.strict in ("accept-new", "no"):
