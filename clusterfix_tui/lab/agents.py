@@ -410,6 +410,25 @@ def _ensure_script(mode: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _incompatible_chain_error(node: NodeCtx, mode: str, services: list[ServicePort]) -> str:
+    """iptables' own message for the first KUBE-* nat chain it cannot read, e.g. "iptables v1.8.9
+    (nf_tables): chain `KUBE-SEP-...' in table `nat' is incompatible, use 'nft' tool."."""
+    chains = list(NAT_CHAINS)
+    for sp in services:
+        chains += [svc_chain(sp), ext_chain(sp)] + [sep_chain(sp, f"{ip}:{sp.target_port}") for ip in sp.endpoints]
+    listed = N.node_exec(node.init_pid, "nft list table ip nat 2>/dev/null | sed -n 's/^\\tchain \\(KUBE-[^ ]*\\) {/\\1/p'",
+                         check=False, timeout=20).stdout.split()
+    for c in listed:
+        if c not in chains:
+            chains.append(c)
+    script = "; ".join(f"e=$(iptables-{mode} -w 5 -t nat -S {shlex.quote(c)} 2>&1 >/dev/null) || "
+                       f"{{ printf '%s\\n' \"$e\"; exit 1; }}" for c in chains)
+    out = N.node_exec(node.init_pid, script, check=False, timeout=30)
+    if out.returncode == 0:
+        return ""
+    return "\n".join(line for line in out.stdout.splitlines() if not line.startswith("# Warning")).strip()
+
+
 def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) -> AgentResult:
     """One kube-proxy (iptables mode) start/sync on node: detect the backend like
     iptables-wrappers, ensure the jump rules, then iptables-restore --noflush the KUBE-* chains."""
@@ -444,16 +463,23 @@ def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) 
             log.append(klog("E", "proxier.go:1137", msg))
             log.append(klog("E", "server.go:556", f'"Error running ProxyServer" err="{err}"'))
             return AgentResult(False, "\n".join(log) + "\n", err, {"mode": mode})
-        # Existing KUBE-SVC/SEP/EXT chains, so stale ones are deleted like kube-proxy does.
+        # Existing KUBE-SVC/SEP/EXT chains, so stale ones are deleted like kube-proxy does. A nat
+        # table iptables cannot read back (rules written with raw nft, or by a newer iptables)
+        # makes the sync fail, with the chain iptables names.
         save = N.node_exec(node.init_pid, f"iptables-{mode}-save -t nat", check=False, timeout=20)
         stale: list[str] = []
-        if save.returncode != 0:
-            log.append(klog("E", "proxier.go:1181", '"Failed to execute iptables-save: stale chains will not be '
-                            f'deleted" err="{save.stderr.strip()}"'))
-        else:
-            for line in save.stdout.splitlines():
-                if line.startswith((":KUBE-SVC-", ":KUBE-SEP-", ":KUBE-EXT-")):
-                    stale.append(line[1:].split(" ")[0])
+        if save.returncode != 0 or "incompatible" in save.stdout + save.stderr:
+            err = _incompatible_chain_error(node, mode, services) or "\n".join(
+                line for line in (save.stderr or save.stdout).splitlines() if not line.startswith("# Warning")).strip()
+            log.append(klog("E", "proxier.go:1181", f'"Failed to execute iptables-save" err=<\n\texit status 1: '
+                            f"{err}\n >"))
+            log.append(klog("E", "proxier.go:1564", f'"Failed to execute iptables-restore" err=<\n\texit status 1: '
+                            f"{err}\n >"))
+            log.append(klog("E", "server.go:556", f'"Error running ProxyServer" err="{err}"'))
+            return AgentResult(False, "\n".join(log) + "\n", err, {"mode": mode})
+        for line in save.stdout.splitlines():
+            if line.startswith((":KUBE-SVC-", ":KUBE-SEP-", ":KUBE-EXT-")):
+                stale.append(line[1:].split(" ")[0])
         text = restore_text(services, stale)
         rr = N.node_exec(node.init_pid, f"iptables-{mode}-restore --noflush -w 5", check=False,
                          timeout=30, input=text)

@@ -157,6 +157,7 @@ class Lab:
         self.save()
         bridge = f"cfx{labid}"
         with N.subnet_lock():
+            log.info("subnet lock taken at %.2fs", time.monotonic() - t0)
             k = N.pick_bridge_subnet()
             self.info["bridge"] = {"name": bridge, "cidr": f"10.213.{k}.0/24", "address": f"10.213.{k}.1"}
             self.save()
@@ -620,6 +621,10 @@ class Lab:
         for p, res in zip(targets, results):
             if not res.ok:
                 self._crash(p, res.log, res.error)
+            else:
+                lines = (getattr(p, "_log", "") + res.log).splitlines()[-200:]
+                p._log = "\n".join(lines) + "\n"  # type: ignore[attr-defined]
+                self.api.set_pod_log(p.namespace, p.name, p._log)  # type: ignore[attr-defined]
 
     # -- agents ----------------------------------------------------------------------------------
     def _run_agent(self, pod: Pod, *, first: bool = True) -> None:
@@ -1065,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     lab_dir = Path(args.dir).resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     lab = Lab(lab_dir)
     signal.signal(signal.SIGTERM, lambda *_: lab.stop.set())
     signal.signal(signal.SIGINT, lambda *_: lab.stop.set())
