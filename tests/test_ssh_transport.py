@@ -270,6 +270,15 @@ def test_changed_host_key_is_refused_and_names_the_line(sshd: Sshd, tmp_path: pa
         assert known.read_text() == stale  # never rewritten
 
 
+def test_revoked_host_key_is_refused(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    key_type, b64 = pathlib.Path(f"{sshd.host_key}.pub").read_text().split()[:2]
+    known_text = f"{sshd.known_line()}\n@revoked * {key_type} {b64}\n"
+    cfg, known = write_config(sshd, tmp_path, known=known_text)
+    with SSHPool(cfg) as pool, pytest.raises(HostKeyChanged, match="REVOKED") as info:
+        pool("cfx-node")
+    assert f"{known} line 2" in str(info.value)
+
+
 def test_hashed_known_hosts_entry_is_honoured(sshd: Sshd, tmp_path: pathlib.Path) -> None:
     cfg, known = write_config(sshd, tmp_path)
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
@@ -372,6 +381,20 @@ def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.
         assert sshd.accepted() - before == 2  # the jump host, then the target through it
         assert pool("behind2").run("true", timeout=5).ok
         assert sshd.accepted() - before == 4
+
+
+def test_proxyjump_with_an_unknown_jump_host_key(sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    extra = (f"Host jump\n  HostName localhost\n  HostKeyAlias the-jump-host\n"
+             f"Host behind\n  HostName 127.0.0.1\n  ProxyJump jump\n")
+    cfg, known = write_config(sshd, tmp_path, extra=extra)  # the target's key is known
+    with SSHPool(cfg) as pool:
+        with pytest.raises(HostKeyUnknown) as info:
+            pool("behind")
+        assert "the-jump-host" in str(info.value)  # the key to accept is the jump host's
+        assert info.value.fingerprint == sshd.keygen_fingerprint()
+        pool.accept_host_key(info.value)
+        assert pool("behind").run("true", timeout=5).ok
+    assert known.read_text().splitlines()[-1].startswith("[the-jump-host]:")
 
 
 def test_proxyjump_to_a_dead_jump_host_names_it(sshd: Sshd, tmp_path: pathlib.Path) -> None:

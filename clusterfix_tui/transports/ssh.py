@@ -106,6 +106,7 @@ class KnownHostEntry:
     line_no: int  # 1-based
     key_type: str
     key_b64: str
+    marker: str = ""  # "" or "@revoked" (@cert-authority lines are not returned)
 
 
 def _host_pattern_matches(pattern: str, name: str) -> bool:
@@ -141,8 +142,9 @@ def _hosts_field_matches(hosts_field: str, name: str) -> bool:
 
 
 def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
-    """Every known_hosts entry for `name`, in file order (markers like @revoked are skipped:
-    a revoked or CA line never makes a key trusted here)."""
+    """Every known_hosts entry for `name`, in file order. @revoked entries come back marked;
+    @cert-authority lines are skipped (host certificates are not used, so a CA line never makes
+    a key trusted here)."""
     found: list[KnownHostEntry] = []
     for path in paths:
         try:
@@ -152,13 +154,18 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
             continue
         for no, raw in enumerate(lines, 1):
             line = raw.strip()
-            if not line or line.startswith(("#", "@")):
+            if not line or line.startswith("#"):
                 continue
             parts = line.split()
+            marker = ""
+            if parts[0].startswith("@"):
+                marker, parts = parts[0], parts[1:]
+                if marker != "@revoked":
+                    continue
             if len(parts) < 3:
                 continue
             if _hosts_field_matches(parts[0], name):
-                found.append(KnownHostEntry(path, no, parts[1], parts[2]))
+                found.append(KnownHostEntry(path, no, parts[1], parts[2], marker))
     return found
 
 
@@ -460,6 +467,8 @@ class SSHPool:
         if spec.jump:
             try:
                 jump = self._jump_connection(spec.jump)
+            except HostKeyUnknown:
+                raise  # about the jump host, which is what the user must accept
             except TransportError as exc:
                 raise type(exc)(f"{spec.name}: via ProxyJump {','.join(spec.jump)}: {exc}") from exc
             try:
@@ -518,7 +527,8 @@ class SSHPool:
     def _prefer_known_key_types(self, transport: paramiko.Transport, spec: HostSpec) -> None:
         """Like OpenSSH, ask first for the key types we already know for this host, so a host
         with several keys is checked against the one we have (not reported as unknown)."""
-        entries = lookup_known_host(self._all_known_hosts(spec), spec.known_name)
+        entries = [e for e in lookup_known_host(self._all_known_hosts(spec), spec.known_name)
+                   if not e.marker]
         if not entries:
             return
         opts = transport.get_security_options()
@@ -535,6 +545,12 @@ class SSHPool:
         key_type = key.get_name()
         key_b64 = key.get_base64()
         entries = lookup_known_host(self._all_known_hosts(spec), name)
+        for revoked in (e for e in entries if e.marker == "@revoked" and e.key_b64 == key_b64):
+            raise HostKeyChanged(
+                f"{spec.name}: the host key of {name} ({spec.address}), {key_type} "
+                f"{fingerprint(key)}, is REVOKED by {revoked.path} line {revoked.line_no}. Refused."
+            )
+        entries = [e for e in entries if not e.marker]
         if any(_same_family(e.key_type, key_type) and e.key_b64 == key_b64 for e in entries):
             return
         changed = [e for e in entries if _same_family(e.key_type, key_type)]
