@@ -384,8 +384,8 @@ def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.
 
 
 def test_proxyjump_with_an_unknown_jump_host_key(sshd: Sshd, tmp_path: pathlib.Path) -> None:
-    extra = (f"Host jump\n  HostName localhost\n  HostKeyAlias the-jump-host\n"
-             f"Host behind\n  HostName 127.0.0.1\n  ProxyJump jump\n")
+    extra = ("Host jump\n  HostName localhost\n  HostKeyAlias the-jump-host\n"
+             "Host behind\n  HostName 127.0.0.1\n  ProxyJump jump\n")
     cfg, known = write_config(sshd, tmp_path, extra=extra)  # the target's key is known
     with SSHPool(cfg) as pool:
         with pytest.raises(HostKeyUnknown) as info:
