@@ -413,3 +413,19 @@ def test_default_report_name() -> None:
     events = [{"type": "session_start", "cluster": {"context": "admin@prod/eu west"}}]
     assert report.default_report_name(events, when) == (
         "clusterfix-report-admin-prod-eu-west-20261126T100000Z.md")
+
+
+def test_structured_summary_and_empty_after_diagnosis() -> None:
+    events = full_session(kill_in=None)
+    end = events[-1]
+    end["summary"] = {"findings_before": 3, "steps": {"iptables": "partial"}, "checks_failed": []}
+    events.insert(-1, dict(events[-2], seq=999, type="diagnosis", phase="after", findings=[]))
+    model = report.build_report(events)
+    jsonschema.validate(model, SCHEMA)
+    assert model["verdict"]["summary"] == (
+        "findings before: 3; steps: iptables=partial; checks failed: none")
+    assert model["verdict"]["summary_data"]["findings_before"] == 3
+    assert model["diagnosed_after"] is True
+    # an empty second diagnosis is authoritative: no finding is still failing
+    assert not [s for s in model["still_failing"] if s["kind"] == "finding"]
+    assert "### Findings after repair (0)" in report.render(events, "md")

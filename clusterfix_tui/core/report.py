@@ -231,6 +231,8 @@ def build_report(
     open_cmds: dict[tuple[str, str, str], Any] = {}
     verdict_raw: str | None = None
     summary = ""
+    summary_data: Any = None
+    after_diagnosed = False
     saw_start = False
     unknown_types: dict[str, int] = {}
 
@@ -267,6 +269,7 @@ def build_report(
         elif t == "diagnosis":
             phase = "after" if ev.get("phase") == "after" else "before"
             findings[phase] = [_finding(f) for f in (ev.get("findings") or ())]
+            after_diagnosed = after_diagnosed or phase == "after"
             if phase == "before" and isinstance(ev.get("nodes"), dict):
                 node_summaries = ev["nodes"]
         elif t == "plan":
@@ -383,7 +386,9 @@ def build_report(
                            "where": _s(ev.get("where"))})
         elif t == "session_end":
             verdict_raw = _s(ev.get("verdict")) or "unknown"
-            summary = _s(ev.get("summary"))
+            raw_summary = ev.get("summary")
+            summary = _summary_text(raw_summary)
+            summary_data = raw_summary if isinstance(raw_summary, (dict, list)) else None
             session["ended_at"] = _s(ts) or None
             session["complete"] = True
         else:
@@ -434,7 +439,7 @@ def build_report(
             row["detail_" + phase] = r["detail"]
             row["fix_step"] = row["fix_step"] or r["fix_step"]
 
-    still = _still_failing(findings, validation, steps, session)
+    still = _still_failing(findings, validation, steps, after_diagnosed)
 
     commands = [c for e in steps for c in e["commands"]]
     stats = {
@@ -459,7 +464,8 @@ def build_report(
         "generator": f"clusterfix-tui {__version__}",
         "anonymized": bool(anonymize),
         "verdict": {"value": verdict, "from_journal": verdict_raw, "headline": headline,
-                    "summary": summary},
+                    "summary": summary, "summary_data": summary_data},
+        "diagnosed_after": after_diagnosed,
         "session": session,
         "cluster": cluster,
         "nodes_left_out": left_out,
@@ -475,6 +481,34 @@ def build_report(
         "journal_problems": problems,
         "stats": stats,
     }
+
+
+def _summary_text(value: Any) -> str:
+    """session_end's summary in one readable line, whether it is a string or a mapping."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}={_summary_value(b)}" for a, b in v.items()) or "none"
+            else:
+                v = _summary_value(v)
+            parts.append(f"{str(k).replace('_', ' ')}: {v}")
+        return "; ".join(parts)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_summary_value(v) for v in value) or "none"
+    return _s(value)
+
+
+def _summary_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_s(x) for x in v) or "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return _s(v)
 
 
 def _advice(step: str | None, name: str = "", detail: str = "") -> list[str]:
@@ -496,7 +530,7 @@ def _still_failing(
     findings: dict[str, list[dict[str, Any]]],
     validation: dict[str, list[dict[str, Any]] | None],
     steps: list[dict[str, Any]],
-    session: dict[str, Any],
+    after_diagnosed: bool,
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     last_val = validation["after"] if validation["after"] is not None else validation["before"]
@@ -505,7 +539,7 @@ def _still_failing(
             out.append({"kind": "check", "what": r["name"], "target": r["target"],
                         "detail": r["detail"], "fix_step": r["fix_step"],
                         "next_actions": _advice(r["fix_step"], r["name"], r["detail"])})
-    if findings["after"]:
+    if after_diagnosed:
         remaining = findings["after"]
     elif validation["after"] is None:
         # no second diagnosis: a finding stands unless its step changed something
@@ -710,7 +744,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{_yesno(row['before'])} | {_yesno(row['after'])} | {_md_cell(detail)} |")
     else:
         L.append("No validation was recorded.")
-    if r["findings"]["after"]:
+    if r["diagnosed_after"]:
         L.append("")
         L.append(f"### Findings after repair ({len(r['findings']['after'])})")
         L.append("")
@@ -797,9 +831,12 @@ def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:
         L.append("")
         if not p["actions"]:
             L.append("- nothing to do")
+        ran = {c["action_id"] for c in e["commands"] if not c["rollback"]}
         for a in p["actions"]:
             opt = " (opt-in)" if a["opt_in"] else ""
-            L.append(f"- {md_code(a['id'])} on {md_code(a['target'])}{opt}: {md_code(a['command'])}")
+            shown = ("the command under Commands below" if a["id"] in ran
+                     else md_code(a["command"]) + " (not run)" if d else md_code(a["command"]))
+            L.append(f"- {md_code(a['id'])} on {md_code(a['target'])}{opt}: {shown}")
             if a["why"]:
                 L.append(f"  - why: {md_text(a['why'])}")
             if a["risk"]:
@@ -932,7 +969,7 @@ def render_html(report: dict[str, Any]) -> str:
         w("</table>")
     else:
         w("<p>No validation was recorded.</p>")
-    if r["findings"]["after"]:
+    if r["diagnosed_after"]:
         w(f"<h3>Findings after repair ({len(r['findings']['after'])})</h3>")
         _html_findings(w, r["findings"]["after"])
 
