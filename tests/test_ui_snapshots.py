@@ -1,0 +1,105 @@
+"""Snapshots of every wizard screen at 80x24 (and the main ones at 140x40), from the recorded fake
+session with a frozen clock and date, so that they are deterministic.
+
+Update after an intended change: pytest tests/test_ui_snapshots.py --snapshot-update
+(then look at the SVGs in tests/__snapshots__/ before committing them).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, OptionList
+
+from tests.ui_fakes import make_app, settle
+
+# A fixed directory: the journal and report paths show on some screens.
+SNAP_DIR = Path("/tmp/clusterfix-ui-snapshots")
+
+Nav = Callable[[Pilot], Awaitable[None]]
+
+
+async def _keys(pilot: Pilot, *keys: str) -> None:
+    for key in keys:
+        await pilot.press(key)
+        await settle(pilot)
+
+
+def _nav(*keys: str, then: Callable[[Pilot], Awaitable[None]] | None = None) -> Nav:
+    async def run_before(pilot: Pilot) -> None:
+        await settle(pilot)
+        await _keys(pilot, *keys)
+        if then is not None:
+            await then(pilot)
+            await settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    return run_before
+
+
+async def _crashlooping_pod(pilot: Pilot) -> None:
+    pilot.app.screen.query_one("#pods-table", DataTable).move_cursor(row=1)
+
+
+def _pick_node(list_id: str, index: int) -> Callable[[Pilot], Awaitable[None]]:
+    async def pick(pilot: Pilot) -> None:
+        pilot.app.screen.query_one(list_id, OptionList).highlighted = index
+
+    return pick
+
+
+CONNECTED = ("y",)
+DIAG = ("y", "c")
+PLAN = DIAG + ("p",)
+STEP = PLAN + ("enter",)
+
+SCREENS: dict[str, Nav] = {
+    "host_key_dialog": _nav(),
+    "connect": _nav(*CONNECTED),
+    "diagnostics_findings": _nav(*DIAG),
+    "diagnostics_nodes": _nav(*DIAG, "2"),
+    "diagnostics_pods": _nav(*DIAG, "3", then=_crashlooping_pod),
+    "diagnostics_routes": _nav(*DIAG, "4", then=_pick_node("#routes-nodes", 2)),
+    "diagnostics_nat": _nav(*DIAG, "5", then=_pick_node("#nat-nodes", 1)),
+    "raw_output": _nav(*DIAG, "4", "o"),
+    "plan": _nav(*PLAN),
+    "step": _nav(*STEP),
+    "step_confirm": _nav(*STEP, "a"),
+    "step_finished": _nav(*STEP, "a", "y"),
+    "validation": _nav(*PLAN, "v"),
+    "summary": _nav(*PLAN, "v", "s"),
+    "export_dialog": _nav(*PLAN, "v", "s", "e"),
+    "help": _nav(*DIAG, "question_mark"),
+    "session_log": _nav(*STEP, "a", "y", "l"),
+}
+WIDE = ("connect", "diagnostics_findings", "plan", "step_finished", "validation", "summary")
+
+
+@pytest.fixture
+def snap_dir() -> Path:
+    shutil.rmtree(SNAP_DIR, ignore_errors=True)
+    SNAP_DIR.mkdir(parents=True)
+    yield SNAP_DIR
+    shutil.rmtree(SNAP_DIR, ignore_errors=True)
+
+
+@pytest.mark.parametrize("screen", sorted(SCREENS))
+def test_screen_80x24(screen: str, snap_compare, snap_dir: Path) -> None:
+    app, _ = make_app(snap_dir)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=SCREENS[screen])
+
+
+@pytest.mark.parametrize("screen", WIDE)
+def test_screen_140x40(screen: str, snap_compare, snap_dir: Path) -> None:
+    app, _ = make_app(snap_dir)
+    assert snap_compare(app, terminal_size=(140, 40), run_before=SCREENS[screen])
+
+
+def test_dry_run_banner_80x24(snap_compare, snap_dir: Path) -> None:
+    app, _ = make_app(snap_dir, dry_run=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=SCREENS["step"])
