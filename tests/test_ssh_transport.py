@@ -13,6 +13,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -346,6 +347,34 @@ def test_closed_port_is_unreachable_quickly(sshd: Sshd, tmp_path: pathlib.Path) 
     assert time.monotonic() - t0 < 2
     assert f"127.0.0.1:{port}" in str(info.value) and "refused" in str(info.value)
     assert str(info.value).startswith("dead:")
+
+
+def test_a_port_that_never_speaks_ssh_times_out_quietly(tmp_path: pathlib.Path) -> None:
+    # In a fresh interpreter (pytest's log capture would hide stray stderr): nothing but our own
+    # exception may come out, or it would be printed over the wizard's screen.
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never sends a banner
+    try:
+        cfg = tmp_path / "silent_config"
+        cfg.write_text(f"Host silent\n  HostName 127.0.0.1\n  Port {listener.getsockname()[1]}\n"
+                       "  ConnectTimeout 1\n")
+        code = (
+            "import sys, time\n"
+            "from clusterfix_tui.transports.ssh import SSHPool\n"
+            "from clusterfix_tui.transports.base import NodeUnreachable\n"
+            "t0 = time.monotonic()\n"
+            "try:\n"
+            f"    SSHPool({str(cfg)!r})('silent')\n"
+            "except NodeUnreachable as e:\n"
+            "    print(round(time.monotonic() - t0, 1), e)\n"
+            "time.sleep(0.5)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=30, check=True, cwd=REPO)
+    finally:
+        listener.close()
+    took, _, msg = out.stdout.partition(" ")
+    assert "handshake" in msg and float(took) < 3  # ConnectTimeout from the config
+    assert out.stderr == ""
 
 
 def test_missing_ssh_config_is_a_clear_error(tmp_path: pathlib.Path) -> None:

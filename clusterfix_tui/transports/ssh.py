@@ -30,6 +30,7 @@ import errno
 import getpass
 import hashlib
 import hmac
+import logging
 import os
 import re
 import select
@@ -52,6 +53,11 @@ from clusterfix_tui.transports.base import (
     SudoPasswordRequired,
     TransportError,
 )
+
+# paramiko's transport threads log failures (e.g. "Error reading SSH protocol banner"); with no
+# handler configured Python would print them on stderr, over the wizard's screen. Our callers get
+# the same failures as exceptions; an application that configures logging still sees them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -503,14 +509,19 @@ class SSHPool:
         transport = paramiko.Transport(sock)
         try:
             self._prefer_known_key_types(transport, spec)
+            transport.banner_timeout = spec.connect_timeout
+            transport.auth_timeout = max(spec.connect_timeout, 10.0)
             try:
                 transport.start_client(timeout=spec.connect_timeout)
+                server_key = transport.get_remote_server_key()  # raises if not negotiated
             except (paramiko.SSHException, EOFError, OSError) as exc:
+                why = str(exc) or type(exc).__name__
+                if "No existing session" in why:
+                    why = f"no SSH handshake within {spec.connect_timeout:g}s (is it an sshd?)"
                 raise NodeUnreachable(
-                    f"{spec.name}: SSH handshake with {spec.address} failed: "
-                    f"{exc or type(exc).__name__}"
+                    f"{spec.name}: SSH handshake with {spec.address} failed: {why}"
                 ) from exc
-            self._verify_host_key(spec, transport.get_remote_server_key())
+            self._verify_host_key(spec, server_key)
             self._authenticate(spec, transport)
             transport.set_keepalive(KEEPALIVE_SECONDS)
         except BaseException:
