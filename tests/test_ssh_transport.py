@@ -483,7 +483,15 @@ def throwaway_user(sshd: Sshd):
         yield name, sudoers
     finally:
         sudoers.unlink(missing_ok=True)
-        subprocess.run(["userdel", name], capture_output=True, check=False)
+        # sshd's session process for the user may outlive the pool by a moment
+        deadline = time.monotonic() + 5
+        while subprocess.run(["userdel", name], capture_output=True, check=False).returncode:
+            if time.monotonic() > deadline:
+                subprocess.run(["pkill", "-KILL", "-u", name], check=False)  # only our user
+                time.sleep(0.2)
+                subprocess.run(["userdel", name], check=True)
+                break
+            time.sleep(0.1)
 
 
 def test_non_root_user_runs_through_sudo(sshd: Sshd, tmp_path: pathlib.Path,
