@@ -48,14 +48,24 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -
         if peer.name == node or not peer.vtep_mac:
             continue
         want = peer.vtep_mac.lower()
-        fdb_bad = [e for e in f.fdb_flannel
-                   if e.get("dst") == peer.public_ip and str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
+        peer_ip = peer.public_ip
         gw = peer.flannel_gateway
+        # what the kernel uses: the neighbour entry of the peer's subnet address (inner dst MAC)
+        # and the fdb entry of that MAC (outer dst IP). fdb entries of other MACs towards the peer
+        # are leftovers: harmless alone, cleaned up with a real fault.
         neigh_bad = [e for e in f.neigh_flannel
                      if gw and e.get("dst") == gw and e.get("lladdr")
                      and str(e.get("lladdr")).lower() != want]
-        if not fdb_bad and not neigh_bad:
+        fdb_want = [e for e in f.fdb_flannel if str(e.get("mac", "")).lower() == want]
+        fdb_wrong_dst = [e for e in fdb_want if e.get("dst") and e.get("dst") != peer_ip]
+        fdb_missing = bool(f.section("fdb_flannel") and f.section("fdb_flannel").ok
+                           and link_by_name(f.links, DEV) is not None
+                           and not any(e.get("dst") == peer_ip for e in fdb_want))
+        fdb_stale = [e for e in f.fdb_flannel
+                     if e.get("dst") == peer_ip and str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
+        if not neigh_bad and not fdb_wrong_dst and not fdb_missing:
             continue
+        fdb_bad = fdb_stale + fdb_wrong_dst
         wrong = sorted({str(e.get("mac", "")).lower() for e in fdb_bad} |
                        {str(e.get("lladdr", "")).lower() for e in neigh_bad})
         fdb_lines = [f"{e.get('mac')} dev {DEV} dst {e.get('dst')} "
@@ -64,22 +74,27 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -
         neigh_lines = [f"{e.get('dst')} dev {DEV} lladdr {e.get('lladdr')} "
                        + " ".join(e.get("state") or []) for e in neigh_bad]
         evidence = [f"bridge fdb show dev {DEV}: {ln.strip()}" for ln in fdb_lines]
+        if fdb_missing:
+            evidence.append(f"bridge fdb show dev {DEV}: no entry {want} dst {peer_ip}")
         evidence += [f"ip neigh show dev {DEV}: {ln.strip()}" for ln in neigh_lines]
         evidence.append(f"{peer.name} annotation flannel.alpha.coreos.com/backend-data: "
                         f"VtepMAC {want}")
         out.append(Finding(
             code="FLANNEL_STALE_VTEP", severity="error", node=node,
-            title=f"stale VTEP MAC for {peer.name}: {', '.join(wrong)} instead of {want}",
+            title=(f"stale VTEP MAC for {peer.name}: {', '.join(wrong)} instead of {want}" if wrong
+                   else f"no fdb entry for {peer.name}'s VTEP MAC {want}"),
             evidence=tuple(evidence),
             explanation=(f"{node} sends vxlan traffic for {peer.name}'s pods ({peer.pod_cidr}) "
                          f"to a MAC that is no longer {peer.name}'s flannel.1 (as after a reboot "
                          "recreated it): cross-node traffic to those pods is lost. Replace the "
                          "fdb/neigh entries with the annotated VtepMAC (or restart flannel here)."),
             reference=REF_VXLAN, step="cni_bridge",
-            data={"peer_node": peer.name, "peer_ip": peer.public_ip, "peer_subnet_gw": gw,
-                  "wrong_mac": wrong[0] if len(wrong) == 1 else wrong, "wrong_macs": wrong,
+            data={"peer_node": peer.name, "peer_ip": peer_ip, "peer_subnet_gw": gw,
+                  "wrong_mac": (str(neigh_bad[0].get("lladdr")).lower() if neigh_bad
+                                else wrong[0] if wrong else None), "wrong_macs": wrong,
                   "expected_mac": want,
-                  "where": [w for w, bad in (("fdb", fdb_bad), ("neigh", neigh_bad)) if bad],
+                  "where": [w for w, bad in (("fdb", fdb_bad or fdb_missing), ("neigh", neigh_bad)) if bad],
+                  "fdb_missing": fdb_missing,
                   "fdb_entries": fdb_lines, "neigh_entries": neigh_lines, "device": DEV},
         ))
     return out
@@ -103,15 +118,18 @@ def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any])
             continue
         dst = r.get("dst")
         n = net_of(dst)
-        if n is None or str(n) in owned:
+        if n is None:
             continue
-        stale_routes.append(r)
+        if str(n) not in owned:
+            stale_routes.append(r | {"reason": "subnet not owned by any node"})
+        elif r.get("prefsrc") and not in_net(r.get("prefsrc"), cidr):
+            stale_routes.append(r | {"reason": f"source {r.get('prefsrc')} outside {cidr}"})
     if not stale_addrs and not env_stale and not stale_routes:
         return []
     evidence = [f"ip -j addr: {DEV} inet {a}" for a in stale_addrs]
     if env_stale:
         evidence.append(f"/run/flannel/subnet.env: FLANNEL_SUBNET={env_sub}")
-    evidence += [f"ip -j route: {render_route(r)}" for r in stale_routes]
+    evidence += [f"ip -j route: {render_route(r)} ({r['reason']})" for r in stale_routes]
     evidence.append(f"node {node} podCIDR: {cidr} (flannel.1 should carry {expected})")
     pod = pod_for(snapshot, "flannel_pods", node)
     if pod is not None:
@@ -125,7 +143,7 @@ def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any])
     if env_stale:
         what.append(f"subnet.env says {env_sub}")
     if stale_routes:
-        what.append(f"{len(stale_routes)} route(s) to subnets no node owns")
+        what.append(f"{len(stale_routes)} stale route(s) via {DEV}")
     return [Finding(
         code="FLANNEL_STALE_SUBNET", severity="error", node=node,
         title=f"flannel state for a subnet this node no longer owns ({'; '.join(what)})",
@@ -139,7 +157,8 @@ def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any])
               "stale_addresses": stale_addrs, "addresses": addrs, "link_present": link is not None,
               "subnet_env": env, "subnet_env_stale": env_stale,
               "stale_routes": [{"dst": r.get("dst"), "gateway": r.get("gateway"),
-                                "dev": r.get("dev"), "flags": r.get("flags") or []}
+                                "dev": r.get("dev"), "flags": r.get("flags") or [],
+                                "prefsrc": r.get("prefsrc"), "reason": r.get("reason")}
                                for r in stale_routes],
               "flannel_pod": pod.name if pod else None,
               "namespace": pod.namespace if pod else "kube-flannel"},

@@ -1,0 +1,310 @@
+"""Diagnostics against the real lab: over SSH (paramiko, real sshd per node) and HTTPS (the lab API).
+
+One shared 3-node lab: each catalog fault is injected alone, diagnosed, then its root cause is
+removed by hand (what the fault's record says an admin would do) and the lab must diagnose healthy
+again before the next one. Nothing is patched: the transports are the product's own
+(clusterfix_tui.runtime.build_runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lab_helpers import lab_fixture
+
+from clusterfix_tui.core.diagnose import diagnose
+
+pytestmark = pytest.mark.lab
+
+lab = lab_fixture(nodes=3, faults="none")
+DATA = Path(__file__).parent / "data" / "facts"
+
+
+@pytest.fixture(scope="module")
+def runtime(lab):
+    from clusterfix_tui.runtime import build_runtime
+
+    rt = build_runtime(lab_dir=str(lab.dir))
+    yield rt
+    rt.close()
+
+
+def _diag(runtime):
+    return diagnose(runtime.api, runtime.shells)
+
+
+def _summary(d) -> list[tuple[str, str]]:
+    return sorted((f.code, f.node) for f in d.findings)
+
+
+def _wait_healthy(runtime, lab, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        lab.reconcile()
+        d = _diag(runtime)
+        if d.healthy or time.monotonic() > deadline:
+            return d
+        time.sleep(1.0)
+
+
+def test_healthy_lab_cli_json_has_no_findings(lab):
+    r = subprocess.run(
+        [sys.executable, "-m", "clusterfix_tui", "diagnose", "--lab-dir", str(lab.dir), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["findings"] == [] and doc["healthy"] is True
+    assert set(doc["nodes"]) == {"node-1", "node-2", "node-3"}
+    for name, n in doc["nodes"].items():
+        assert n["read"] and n["facts"]["complete"], name
+        assert n["facts"]["kube_proxy_backend"] in ("nft", "legacy")
+    # progress went to stderr as the nodes answered
+    assert "node-1: facts read" in r.stderr and "checks:" in r.stderr
+    # the human rendering says healthy and exits 0 too
+    r2 = subprocess.run(
+        [sys.executable, "-m", "clusterfix_tui", "diagnose", "--lab-dir", str(lab.dir), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r2.returncode == 0 and "no findings" in r2.stdout
+
+
+def test_healthy_lab_facts_show_normal_flannel_layout(runtime, lab):
+    """flannel.1 with its subnet's network address as /32 and onlink routes via 10.244.Y.0 are
+    present in the healthy lab, and are not findings."""
+    d = _diag(runtime)
+    assert d.healthy, [(f.code, f.node, f.evidence) for f in d.findings]
+    for n in lab.nodes:
+        f = d.facts[n["name"]]
+        net = n["pod_cidr"].split("/")[0]
+        addrs = [a for link in f.addrs if link.get("ifname") == "flannel.1"
+                 for a in link.get("addr_info", [])]
+        assert any(a["local"] == net and a["prefixlen"] == 32 for a in addrs)
+        onlink = [r for r in f.routes if r.get("dev") == "flannel.1" and "onlink" in (r.get("flags") or [])]
+        assert len(onlink) == len(lab.nodes) - 1
+        # keep what the lab nodes really print, for the unit tests
+        (DATA / f"lab-healthy-{n['name']}.out").write_text(_raw(runtime, n["name"]))
+
+
+def _raw(runtime, node: str) -> str:
+    from clusterfix_tui.core.facts import build_facts_script
+
+    script = build_facts_script([], nonce="labnonce0001")
+    return runtime.shells(node).run(script, timeout=60).stdout
+
+
+# -- one fault at a time -------------------------------------------------------------------------
+
+def _backend(lab, node):
+    from clusterfix_tui.lab import faults as F
+
+    return F.kube_proxy_backend(lab, node)
+
+
+def _restore_shadow(lab, node, rec, d, runtime):
+    other = "legacy" if _backend(lab, node) == "nft" else "nft"
+    lab.exec(node, f"iptables-{other} -w 5 -t nat -F && iptables-{other} -w 5 -t nat -X")
+
+
+def _restore_foreign(lab, node, rec, d, runtime):
+    f = next(f for f in d.findings if f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN")
+    for r in f.data["foreign_rules"]:
+        lab.exec(node, "nft delete rule ip nat " + shlex.quote(r["chain"]) + f" handle {int(r['handle'])}")
+
+
+def _restore_forward(lab, node, rec, d, runtime):
+    other = "legacy" if _backend(lab, node) == "nft" else "nft"
+    lab.exec(node, f"iptables-{other} -w 5 -P FORWARD ACCEPT")
+
+
+def _restore_reject(lab, node, rec, d, runtime):
+    b = _backend(lab, node)
+    for chain in ("INPUT", "FORWARD"):
+        lab.exec(node, f"iptables-{b} -w 5 -D {chain} -j REJECT --reject-with icmp-host-prohibited")
+
+
+def _restore_kube_proxy(lab, node, rec, d, runtime):
+    f = next(f for f in d.findings if f.code == "KUBE_PROXY_CRASHLOOP")
+    runtime.api.delete_pod(f.data["namespace"], f.data["pod"])
+
+
+def _restore_bridge(lab, node, rec, d, runtime):
+    f = next(f for f in d.findings if f.code == "CNI_BRIDGE_CONFLICT")
+    for a in f.data["wrong_addresses"]:
+        lab.exec(node, f"ip addr del {shlex.quote(a)} dev cni0")
+    lab.restart_pod(node, "kube-flannel-ds")
+
+
+def _restore_vtep(lab, node, rec, d, runtime):
+    for f in d.findings:
+        if f.code == "FLANNEL_STALE_VTEP":
+            lab.restart_pod(f.node, "kube-flannel-ds")
+
+
+def _restore_subnet(lab, node, rec, d, runtime):
+    f = next(f for f in d.findings if f.code == "FLANNEL_STALE_SUBNET")
+    for a in f.data["stale_addresses"]:
+        lab.exec(node, f"ip addr del {shlex.quote(a)} dev flannel.1")
+    lab.restart_pod(node, "kube-flannel-ds")
+
+
+def _restore_kubeconfig(lab, node, rec, d, runtime):
+    lab.exec(node, "cp /root/.kube/config.cfxtest /root/.kube/config")
+
+
+def _restore_sysctl(path):
+    def restore(lab, node, rec, d, runtime):
+        lab.exec(node, f"echo 1 > {path}")
+    return restore
+
+
+# fault -> (expected code, where: "node" = the faulted node, "peers" = every other node, restore)
+CASES = {
+    "iptables-shadow": ("IPTABLES_BACKEND_CONFLICT", "node", _restore_shadow),
+    "iptables-foreign-rule": ("KUBE_PROXY_INCOMPATIBLE_CHAIN", "node", _restore_foreign),
+    "forward-drop": ("FORWARD_DROP", "node", _restore_forward),
+    "firewall-reject": ("FIREWALL_REJECT", "node", _restore_reject),
+    "kube-proxy-crashloop": ("KUBE_PROXY_CRASHLOOP", "node", _restore_kube_proxy),
+    "cni-bridge-conflict": ("CNI_BRIDGE_CONFLICT", "node", _restore_bridge),
+    "flannel-stale-vtep": ("FLANNEL_STALE_VTEP", "peers", _restore_vtep),
+    "flannel-stale-subnet": ("FLANNEL_STALE_SUBNET", "node", _restore_subnet),
+    "worker-kubeconfig": ("WORKER_KUBECONFIG_BROKEN", "node", _restore_kubeconfig),
+    "ip-forward-off": ("IP_FORWARD_OFF", "node", _restore_sysctl("/proc/sys/net/ipv4/ip_forward")),
+    "br-netfilter-off": ("BR_NETFILTER_OFF", "node",
+                         _restore_sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")),
+}
+
+
+@pytest.mark.parametrize("fault", list(CASES))
+def test_each_fault_gives_its_finding_on_the_right_node_and_nothing_else(fault, lab, runtime):
+    from clusterfix_tui.lab import faults as F
+
+    code, where, restore = CASES[fault]
+    before = _wait_healthy(runtime, lab)
+    assert before.healthy, f"lab not healthy before {fault}: {_summary(before)}"
+    node = F.preferred_node(lab, fault)
+    if fault == "worker-kubeconfig":
+        lab.exec(node, "cp /root/.kube/config /root/.kube/config.cfxtest")
+    rec = lab.inject(fault, node)
+    rec = rec[0] if isinstance(rec, list) else rec
+    if not rec.get("physical", True) and fault == "iptables-foreign-rule":
+        pytest.skip(f"fault not physical on this lab: {rec.get('detail')}")
+    lab.reconcile()
+    d = _diag(runtime)
+    try:
+        expected_nodes = {node} if where == "node" else {n["name"] for n in lab.nodes} - {node}
+        got = _summary(d)
+        assert got == sorted((code, n) for n in expected_nodes), (
+            f"{fault} on {node}: expected {code} on {sorted(expected_nodes)}, got {got}\n"
+            + "\n".join(f"{f.code} {f.node}: {f.evidence}" for f in d.findings))
+        for f in d.findings:
+            assert f.evidence and all(isinstance(e, str) and e for e in f.evidence)
+            assert f.step and f.reference and f.title
+        _fault_specifics(fault, node, d)
+        (DATA / f"lab-{fault}-{sorted(expected_nodes)[0]}.out").write_text(
+            _raw(runtime, sorted(expected_nodes)[0]))
+    finally:
+        restore(lab, node, rec, d, runtime)
+        after = _wait_healthy(runtime, lab)
+        assert after.healthy, f"after restoring {fault}: {_summary(after)}"
+
+
+def _fault_specifics(fault: str, node: str, d) -> None:
+    f = d.findings[0]
+    if fault == "iptables-shadow":
+        assert f.data["other_backend"] != f.data["kube_proxy_backend"]
+        assert f.data["stale_chains"].get("nat")
+        assert f.data["shadowing_rules"] and f.data["shadows_live_path"] is True
+    elif fault == "iptables-foreign-rule":
+        assert f.data["cause"] == "foreign-nft-rule"
+        assert f.data["recommend_backend_switch"] is False
+        assert f.data["foreign_rules"] and all(isinstance(r["handle"], int) for r in f.data["foreign_rules"])
+        assert any("ct state new" in r["text"] for r in f.data["foreign_rules"])
+    elif fault == "forward-drop":
+        assert f.data["backend"] != f.data["kube_proxy_backend"] and f.data["policy"] == "DROP"
+    elif fault == "firewall-reject":
+        assert any("icmp-host-prohibited" in r["rule"] for r in f.data["rules"])
+    elif fault == "kube-proxy-crashloop":
+        assert f.data["reason"] == "CrashLoopBackOff"
+        assert any(s["code"] == "KUBE_PROXY_NO_RULES" for s in f.data.get("symptoms", []))
+    elif fault == "cni-bridge-conflict":
+        assert f.data["wrong_addresses"] and f.data["expected"].endswith(".1/24")
+    elif fault == "flannel-stale-vtep":
+        assert all(x.data["peer_node"] == node for x in d.findings)
+        assert all(x.data["wrong_mac"] != x.data["expected_mac"] for x in d.findings)
+    elif fault == "flannel-stale-subnet":
+        assert f.data["stale_addresses"] and f.data["expected_address"].endswith(".0/32")
+        assert any(s["code"] == "FLANNEL_CRASHLOOP" for s in f.data.get("symptoms", []))
+    elif fault == "worker-kubeconfig":
+        assert f.data["reason"] == "wrong-server" and f.data["kubectl_rc"] != 0
+    elif fault == "ip-forward-off":
+        assert f.data["value"] == "0"
+    elif fault == "br-netfilter-off":
+        assert f.data["value"] == "0"
+
+
+# -- nodes we cannot read ------------------------------------------------------------------------
+
+def test_sshd_stopped_and_wrong_host_key_are_findings_others_diagnosed(lab):
+    from clusterfix_tui.runtime import build_runtime
+
+    kh = Path(lab.known_hosts)
+    original = kh.read_text()
+    keydir = Path(lab.dir) / "cfxtest-otherkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keydir)], check=True)
+    other_key = (keydir.with_suffix(".pub")).read_text().split()[:2]
+    lines = []
+    for line in original.splitlines():
+        if line.split(" ", 1)[0].split(",")[0] == "node-3":
+            hosts = line.split(" ", 1)[0]
+            line = f"{hosts} {other_key[0]} {other_key[1]}"
+        lines.append(line)
+    lab.stop_sshd("node-2")
+    kh.write_text("\n".join(lines) + "\n")
+    rt = build_runtime(lab_dir=str(lab.dir))  # fresh pool: no connection reused from before
+    try:
+        d = diagnose(rt.api, rt.shells)
+        got = {(f.code, f.node) for f in d.findings}
+        assert ("SSH_UNREACHABLE", "node-2") in got, got
+        assert ("HOST_KEY_CHANGED", "node-3") in got, got
+        assert "node-1" in d.facts and d.facts["node-1"].complete
+        assert not any(f.node == "node-1" for f in d.findings), got
+        assert set(d.node_errors) == {"node-2", "node-3"}
+        assert {c for c, _ in got} <= {"SSH_UNREACHABLE", "HOST_KEY_CHANGED"}, got
+    finally:
+        rt.close()
+        kh.write_text(original)
+        lab.start_sshd("node-2")
+        for p in (keydir, keydir.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(not os.environ.get("CFX_MEASURE"), reason="timing figures: set CFX_MEASURE=1")
+@pytest.mark.parametrize("n", [1, 10, 30])
+def test_measure_diagnose_wall_time(n, tmp_path_factory):
+    """Not a timed assertion: prints the wall time of diagnose on n lab nodes."""
+    from lab_helpers import running_lab
+
+    from clusterfix_tui.runtime import build_runtime
+
+    with running_lab(tmp_path_factory, nodes=n, faults="none") as big:
+        rt = build_runtime(lab_dir=str(big.dir))
+        try:
+            t0 = time.monotonic()
+            d = diagnose(rt.api, rt.shells)
+            cold = time.monotonic() - t0
+            t0 = time.monotonic()
+            d2 = diagnose(rt.api, rt.shells)
+            warm = time.monotonic() - t0
+        finally:
+            rt.close()
+        print(f"\nDIAGNOSE nodes={n} cold={cold:.2f}s warm={warm:.2f}s findings={len(d.findings)}/"
+              f"{len(d2.findings)} slowest_node={max(d.node_durations.values()):.2f}s")
+        assert len(d.facts) == n
