@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.lab
-
 NODEPORT = 30096
 CLUSTER_IP = "10.96.96.96"
 
@@ -157,6 +155,7 @@ def sh(lab, node: str, cmd: str, timeout: float = 30):
 
 # -- one test per fault --------------------------------------------------------------------------
 
+@pytest.mark.lab
 def test_iptables_shadow(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -180,6 +179,7 @@ def test_iptables_shadow(lab, api, healthy):
     wait_for(lambda: http_get(healthy[node])[0], 20, what="NodePort back after the fix")
 
 
+@pytest.mark.lab
 def test_iptables_foreign_rule(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -194,6 +194,12 @@ def test_iptables_foreign_rule(lab, api, healthy):
     r = sh(lab, node, "iptables -t nat -L -n")
     assert r.returncode != 0 and "table `nat' is incompatible, use 'nft' tool." in r.stderr
     assert "# Table `nat' is incompatible, use 'nft' tool." in sh(lab, node, "iptables-save -t nat").stdout
+    # kube-proxy there was restarted by the fault: its sync cannot read the nat table back
+    pod = api.pod(*KUBE_PROXY, node)
+    assert waiting_reason(pod) == "CrashLoopBackOff"
+    assert f"chain `{chain}' in table `nat' is incompatible, use 'nft' tool." in api.log(
+        "kube-system", pod["metadata"]["name"])
+    assert http_get(healthy[node])[0]  # the rules already programmed still work
 
     # by hand: find the nft-only rule by its handle and delete it
     listing = sh(lab, node, f"nft -a list chain ip nat {chain}").stdout
@@ -206,6 +212,7 @@ def test_iptables_foreign_rule(lab, api, healthy):
     wait_for(lambda: http_get(healthy[node])[0], 20, what="NodePort after the fix")
 
 
+@pytest.mark.lab
 def test_forward_drop(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -223,6 +230,7 @@ def test_forward_drop(lab, api, healthy):
     wait_for(lambda: http_get(healthy[node])[0], 20, what="NodePort after the fix")
 
 
+@pytest.mark.lab
 def test_kube_proxy_crashloop(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -243,6 +251,7 @@ def test_kube_proxy_crashloop(lab, api, healthy):
     wait_for(lambda: http_get(healthy[node])[0], 20, what="NodePort after kube-proxy restarted")
 
 
+@pytest.mark.lab
 def test_ip_forward_off(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -257,6 +266,7 @@ def test_ip_forward_off(lab, api, healthy):
     wait_for(lambda: http_get(healthy[node])[0], 20, what="NodePort after ip_forward=1")
 
 
+@pytest.mark.lab
 def test_worker_kubeconfig(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -275,6 +285,7 @@ def test_worker_kubeconfig(lab, api, healthy):
     assert sorted(r.stdout.split()) == ["node/node-1", "node/node-2", "node/node-3"]
 
 
+@pytest.mark.lab
 def test_firewall_reject(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -296,6 +307,7 @@ def test_firewall_reject(lab, api, healthy):
     assert pod_curl(lab, echo_pod(lab, other), f"http://{jf['ip']}:8096/")[0] == 0
 
 
+@pytest.mark.lab
 def test_br_netfilter_off(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -315,6 +327,7 @@ def test_br_netfilter_off(lab, api, healthy):
     wait_for(lambda: pod_curl(lab, client, url)[0] == 0, 15, what="same-node ClusterIP after the fix")
 
 
+@pytest.mark.lab
 def test_flannel_stale_vtep(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -345,6 +358,7 @@ def test_flannel_stale_vtep(lab, api, healthy):
         assert f"{vtep} lladdr {real}" in sh(lab, p, "ip neigh show dev flannel.1").stdout
 
 
+@pytest.mark.lab
 def test_flannel_stale_subnet(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -352,9 +366,9 @@ def test_flannel_stale_subnet(lab, api, healthy):
     rec = F.inject(lab, "flannel-stale-subnet")
     node = rec["node"]
     assert node != jf["node"] and rec["physical"] is True
-    pod = wait_for(lambda: (lambda p: p if waiting_reason(p) == "CrashLoopBackOff" else None)(
-        api.pod(*FLANNEL, node)), 10, what="flannel in CrashLoopBackOff")
-    text = api.log("kube-flannel", pod["metadata"]["name"])  # type: ignore[index]
+    pod = api.pod(*FLANNEL, node)
+    assert waiting_reason(pod) == "CrashLoopBackOff"
+    text = api.log("kube-flannel", pod["metadata"]["name"])
     assert "link has incompatible addresses. Remove additional addresses and try again" in text
     ok, err = http_get(healthy[node])
     assert not ok and "timed out" in err, err
@@ -368,6 +382,7 @@ def test_flannel_stale_subnet(lab, api, healthy):
     assert sh(lab, node, f"curl -sS -m 2 -o /dev/null http://{jf['ip']}:8096/").returncode == 0
 
 
+@pytest.mark.lab
 def test_cni_bridge_conflict(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 
@@ -393,8 +408,10 @@ def test_cni_bridge_conflict(lab, api, healthy):
 
 # -- --faults all --------------------------------------------------------------------------------
 
+@pytest.mark.lab
 def test_faults_all_spread(tmp_path):
-    from clusterfix_tui.lab import cluster, faults as F
+    from clusterfix_tui.lab import cluster
+    from clusterfix_tui.lab import faults as F
 
     d = tmp_path / "lab"
     handle = cluster.up(d, nodes=3, faults="all")
@@ -415,3 +432,108 @@ def test_faults_all_spread(tmp_path):
             assert not http_get(n["ip"], timeout=1.5)[0], n["name"]
     finally:
         cluster.down(d)
+
+
+# -- pure: placement and the rule-removal builder (no lab needed) --------------------------------
+
+class FakeLab:
+    """Just lab.json: what placement reads."""
+
+    def __init__(self, n: int, jellyfin_on: str = "node-2") -> None:
+        self.info = {"nodes": [
+            {"name": f"node-{i}", "index": i, "role": "control-plane" if i == 1 else "worker",
+             "ip": f"10.213.9.{10 + i}", "pod_cidr": f"10.244.{i - 1}.0/24",
+             "pods": ([{"app": "jellyfin", "name": "jellyfin-x-y", "ip": f"10.244.{i - 1}.3"}]
+                      if f"node-{i}" == jellyfin_on else [])}
+            for i in range(1, n + 1)]}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_placement_covers_the_catalog(n):
+    from clusterfix_tui.lab import faults as F
+
+    lab = FakeLab(n, jellyfin_on="node-2" if n > 1 else "node-1")
+    where = dict(F.placement(lab))
+    assert sorted(where) == sorted(F.FAULTS)
+    jf = "node-2" if n > 1 else "node-1"
+    for name, fault in F.FAULTS.items():
+        if fault.prefers == "jellyfin":
+            assert where[name] == jf
+        elif fault.prefers == "worker":
+            assert where[name] != "node-1" or n == 1  # a worker, jellyfin's if it is the only one
+        elif n > 1:
+            assert where[name] != jf, name
+    if n >= 3:
+        assert where["iptables-foreign-rule"] != where["kube-proxy-crashloop"]
+        assert where["worker-kubeconfig"] != "node-1"
+        loads = [list(where.values()).count(f"node-{i}") for i in range(1, n + 1) if f"node-{i}" != jf]
+        assert max(loads) - min(loads) <= 1
+
+
+def test_plan_for_lab_up():
+    from clusterfix_tui.lab import faults as F
+
+    assert F.plan(["all"], ["node-1", "node-2"]) == [("all", None)]
+    assert F.plan(["forward-drop", "ip-forward-off:node-1", "iptables-shadow"], ["node-1", "node-2"]) == [
+        ("forward-drop,iptables-shadow", None), ("ip-forward-off", "node-1")]
+    with pytest.raises(F.FaultError, match="unknown fault 'nope'"):
+        F.plan(["nope"], ["node-1"])
+    with pytest.raises(F.FaultError, match="unknown fault"):
+        F.inject(FakeLab(3), "no-such-fault")
+
+
+# `iptables-save -t nat` of a lab node (nft backend), captured from a healthy 2-node lab.
+LAB_NAT_SAVE = """\
+# Generated by iptables-save v1.8.9 (nf_tables) on Thu Nov 26 23:50:41 2026
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-EXT-EW7OYBPJWT2ILZI6 - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-U2BV666ENZFNYNHG - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-EW7OYBPJWT2ILZI6 - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-EXT-EW7OYBPJWT2ILZI6 -m comment --comment "masquerade traffic for media/jellyfin:http external destinations" -j KUBE-MARK-MASQ
+-A KUBE-EXT-EW7OYBPJWT2ILZI6 -j KUBE-SVC-EW7OYBPJWT2ILZI6
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-NODEPORTS -p tcp -m comment --comment "media/jellyfin:http" -m tcp --dport 30096 -j KUBE-EXT-EW7OYBPJWT2ILZI6
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A KUBE-SEP-U2BV666ENZFNYNHG -s 10.244.1.3/32 -m comment --comment "media/jellyfin:http" -j KUBE-MARK-MASQ
+-A KUBE-SEP-U2BV666ENZFNYNHG -p tcp -m comment --comment "media/jellyfin:http" -m tcp -j DNAT --to-destination 10.244.1.3:8096
+-A KUBE-SERVICES -d 10.96.96.96/32 -p tcp -m comment --comment "media/jellyfin:http cluster IP" -m tcp --dport 8096 -j KUBE-SVC-EW7OYBPJWT2ILZI6
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-SVC-EW7OYBPJWT2ILZI6 ! -s 10.244.0.0/16 -d 10.96.96.96/32 -p tcp -m comment --comment "media/jellyfin:http cluster IP" -m tcp --dport 8096 -j KUBE-MARK-MASQ
+-A KUBE-SVC-EW7OYBPJWT2ILZI6 -m comment --comment "media/jellyfin:http -> 10.244.1.3:8096" -j KUBE-SEP-U2BV666ENZFNYNHG
+COMMIT
+# Completed on Thu Nov 26 23:50:41 2026
+"""
+
+
+def test_kube_chains_removal_on_captured_save():
+    from clusterfix_tui.lab import faults as F
+
+    text = F._kube_chains_removal(LAB_NAT_SAVE, "nat")
+    assert text is not None
+    lines = text.splitlines()
+    assert lines[0] == "*nat" and lines[-1] == "COMMIT"
+    chains = [x[1:].split()[0] for x in lines if x.startswith(":")]
+    assert len(chains) == 7 and all(c.startswith("KUBE-") for c in chains)
+    assert [x for x in lines if x.startswith("-X ")] == [f"-X {c}" for c in chains]
+    assert [x for x in lines if x.startswith("-D ")] == [
+        '-D PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-D OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-D POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ]
+    # declarations (which flush) come before the deletions, as iptables-restore requires
+    assert max(i for i, x in enumerate(lines) if x.startswith(":")) < min(
+        i for i, x in enumerate(lines) if x.startswith(("-D ", "-X ")))
+    assert F._kube_chains_removal("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n", "nat") is None

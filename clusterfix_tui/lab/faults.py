@@ -143,7 +143,7 @@ def _other(backend: str) -> str:
 def _old_subnet(node: dict) -> ipaddress.IPv4Network:
     """The node's "previous lease": a /24 of 10.244.0.0/16 no node of a <=128-node lab uses."""
     k = (_index(node) - 1 + OLD_LEASE_OFFSET) % 256
-    return ipaddress.ip_network(f"10.244.{k}.0/24")
+    return ipaddress.IPv4Network(f"10.244.{k}.0/24")
 
 
 def _bogus_mac(seed: str) -> str:
@@ -224,7 +224,7 @@ def _nft_nat_chains(handle: LabLike, node: str) -> dict[str, str]:
     """{chain name: body text} of nft `table ip nat` on node."""
     r = _run(handle, node, "nft list table ip nat 2>/dev/null", check=False)
     chains: dict[str, str] = {}
-    for m in re.finditer(r"^\tchain (\S+) \{\n(.*?)^\t\}", r.stdout or "", re.M | re.S):
+    for m in re.finditer(r"^\tchain (\S+) \{\n(.*?)^\t\}", r.stdout or "", re.MULTILINE | re.DOTALL):
         chains[m.group(1)] = m.group(2)
     return chains
 
@@ -255,17 +255,21 @@ def inject_iptables_foreign_rule(handle: LabLike, node: str) -> dict:
     tbl = _run(handle, node, "iptables-nft -w 5 -t nat -L -n", check=False)
     terr = next((line for line in (tbl.stderr or "").splitlines() if "incompatible" in line), "")
     physical = chk.returncode != 0 and "is incompatible, use 'nft' tool" in err
+    res = handle.restart_pod(node, KUBE_PROXY_DS)
+    kp = ("crash-loops with that text in its log" if not (res or {}).get("running")
+          else "is running (its sync did not see the rule)")
     return _record("iptables-foreign-rule", node, physical, (
         f"`nft add rule ip nat {target} {FOREIGN_EXPR}` on {node} ({n['ip']}): a rule written with nft "
         f"into kube-proxy's endpoint chain (the jellyfin endpoint), in an expression iptables-nft 1.8.9 "
         f"cannot translate back. `iptables -t nat -L {target} -n` exits {chk.returncode}: {err!r}; "
         f"`iptables -t nat -L -n` / `-S` exit {tbl.returncode}: {terr!r}; `iptables-save -t nat` prints "
-        f"only \"# Table `nat' is incompatible, use 'nft' tool.\" (exit 0), so kube-proxy's own "
-        f"iptables-save sees no chains and stale chains are no longer cleaned up. Traffic still flows: "
-        f"the rule only counts, and iptables-nft-restore --noflush still succeeds (it flushes the chain "
-        f"when kube-proxy rewrites it, so a full kube-proxy resync of this endpoint also removes the rule). "
-        f"By hand: `nft -a list chain ip nat {target}`, then `nft delete rule ip nat {target} handle <N>` "
-        f"of the `ct state new` rule; then restart kube-proxy on {node}"))
+        f"only \"# Table `nat' is incompatible, use 'nft' tool.\" (exit 0). The kube-proxy pod on {node} "
+        f"was restarted: the lab's kube-proxy fails a sync whose iptables-save cannot be read back, so it "
+        f"{kp} (and so will every resync there). Traffic still flows: the rule only counts and the "
+        f"programmed rules stay. Measured here: iptables-nft-restore --noflush itself still succeeds and "
+        f"would flush the chain it declares; a real kube-proxy of the same iptables version only loses its "
+        f"stale-chain cleanup. By hand: `nft -a list chain ip nat {target}`, then `nft delete rule ip nat "
+        f"{target} handle <N>` of the `ct state new` rule; then delete the kube-proxy pod on {node}"))
 
 
 def inject_forward_drop(handle: LabLike, node: str) -> dict:
@@ -592,19 +596,27 @@ def placement(handle: LabLike, names: Iterable[str] | None = None) -> list[tuple
 
 
 def inject(handle: LabLike, name: str, node: str | None = None) -> dict | list[dict]:
-    """Inject one fault (on `node`, or where it shows best); "all" spreads the whole catalog."""
+    """Inject one fault (on `node`, or where it shows best). "all" spreads the whole catalog,
+    "a,b,c" spreads those faults like "all" does (returns a list of records)."""
     if name == "all":
         return spread_all(handle)
+    if "," in name:
+        names = [x.strip() for x in name.split(",") if x.strip()]
+        for x in names:
+            _fault(x)
+        if node is not None:
+            return [FAULTS[x].inject(handle, node) for x in names]
+        return spread_all(handle, names)
     fault = _fault(name)
     target = node or preferred_node(handle, name)
     _node(handle, target)
     return fault.inject(handle, target)
 
 
-def spread_all(handle: LabLike) -> list[dict]:
-    """Every fault of the catalog, spread over the nodes (see placement); the records say where
-    each went, what it breaks and which other fault on the same node hides part of it."""
-    plan = placement(handle)
+def spread_all(handle: LabLike, names: Iterable[str] | None = None) -> list[dict]:
+    """Every fault of the catalog (or `names`), spread over the nodes (see placement); the records
+    say where each went, what it breaks and which other fault on the same node hides part of it."""
+    plan = placement(handle, names)
     by_node: dict[str, list[str]] = {}
     for name, node in plan:
         by_node.setdefault(node, []).append(name)
@@ -621,8 +633,10 @@ def spread_all(handle: LabLike) -> list[dict]:
 
 def plan(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]]:
     """For cluster.up: [(fault, node|None)]. "all" stays one item (inject spreads it, knowing where
-    jellyfin runs); "name:node" pins a node; a bare name lets the catalog choose."""
+    jellyfin runs); "name:node" pins a node; the bare names become one "a,b" item that inject
+    spreads like "all"."""
     out: list[tuple[str, str | None]] = []
+    bare: list[str] = []
     for item in names:
         if isinstance(item, (tuple, list)):
             out.append((str(item[0]), item[1]))
@@ -630,8 +644,11 @@ def plan(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]
             out.append(("all", None))
         elif ":" in str(item):
             f, n = str(item).split(":", 1)
+            _fault(f)
             out.append((f, n))
         else:
             _fault(str(item))
-            out.append((str(item), None))
+            bare.append(str(item))
+    if bare:
+        out.insert(0, (",".join(bare), None))
     return out
