@@ -834,7 +834,7 @@ def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:
         ran = {c["action_id"] for c in e["commands"] if not c["rollback"]}
         for a in p["actions"]:
             opt = " (opt-in)" if a["opt_in"] else ""
-            shown = ("the command under Commands below" if a["id"] in ran
+            shown = ("ran, see Commands below" if a["id"] in ran
                      else md_code(a["command"]) + " (not run)" if d else md_code(a["command"]))
             L.append(f"- {md_code(a['id'])} on {md_code(a['target'])}{opt}: {shown}")
             if a["why"]:
