@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
-debs="openssh-server openssh-client iptables nftables iproute2 kmod conntrack curl procps util-linux"
+debs="openssh-server openssh-client iptables nftables iproute2 kmod conntrack curl procps util-linux sudo"
 missing=""
 for p in $debs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
