@@ -194,13 +194,51 @@ def test_report_from_the_engine_journal(tmp_path: Path) -> None:
     rolled = [s for s in model["steps"] if s["kind"] == "rollback"]
     assert [c["state"] for c in repair[0]["commands"]] == ["ok", "failed"]
     assert repair[0]["status"] == "partial"
-    assert repair[0]["rollback_status"] == "changed"
+    assert repair[0]["rollback_status"] == "rolled back"
     assert rolled and rolled[0]["commands"][0]["command"] == "sysctl -w net.ipv4.ip_forward=0"
     assert rolled[0]["commands"][0]["rollback"] is True
     md = report.render(events, "md")
     for cmd in ("sysctl -w net.ipv4.ip_forward=1", "modprobe fail_module",
                 "sysctl -w net.ipv4.ip_forward=0"):
         assert "$ " + cmd in md
+    assert "Rolled back later: **rolled back**" in md
+
+
+def test_session_wide_rollback_from_events_marks_each_step(tmp_path: Path) -> None:
+    """`clusterfix-tui rollback --journal` undoes several steps at once (plan step "session")."""
+    from clusterfix_tui.core.fixes.engine import apply_plan, rollback
+    from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.model import Action, CommandResult, Plan
+
+    class Runner:
+        dry_run = False
+
+        def run_action(self, action: Any, *, on_line: Any = None) -> CommandResult:
+            return CommandResult(exit_code=0, duration=0.1)
+
+    def plan(step: str, node: str) -> Plan:
+        rb = Action(id=f"{step}:{node}:1:rollback", target=node, kind="shell",
+                    command=f"undo-{step}")
+        return Plan(step=step, title=step, actions=(
+            Action(id=f"{step}:{node}:1", target=node, kind="shell", command=f"do-{step}",
+                   rollback=rb),))
+
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        for p in (plan("iptables", "node-1"), plan("host_network", "node-2")):
+            j.write("plan", step=p.step, plan=p.to_dict())
+            j.write("decision", step=p.step, decision="approved",
+                    action_ids=[a.id for a in p.actions], by="--yes")
+            apply_plan(p, [a.id for a in p.actions], Runner(), j)
+        rollback(Journal.read(path), Runner(), j)
+    model = report.build_report(report.load_journal(path)[0])
+    jsonschema.validate(model, SCHEMA)
+    by = {(s["step"], s["kind"]): s for s in model["steps"]}
+    assert by[("iptables", "repair")]["rollback_status"] == "rolled back"
+    assert by[("host_network", "repair")]["rollback_status"] == "rolled back"
+    session = by[("session", "rollback")]
+    assert [c["command"] for c in session["commands"]] == ["undo-host_network", "undo-iptables"]
+    assert all(c["rollback"] and c["state"] == "ok" for c in session["commands"])
 
 
 # ---------------------------------------------------------------------------------------------

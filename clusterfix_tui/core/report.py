@@ -237,6 +237,7 @@ def build_report(
     unknown_types: dict[str, int] = {}
 
     last_repair: dict[str, dict[str, Any]] = {}
+    rollback_targets: dict[int, dict[str, Any]] = {}  # id(rollback command) -> repair entry
 
     def entry_for(step: str, rollback: bool = False) -> dict[str, Any]:
         e = latest.get(step)
@@ -324,6 +325,15 @@ def build_report(
             if cur["status"] in ("planned", "not-run", "running"):
                 cur["status"] = "running"
             open_cmds[(step, _s(ev.get("action_id")), _s(ev.get("node")))] = cmd
+            if rollback and ev.get("rollback_of"):
+                # "<step>:<node>:<n>": the repair entry this rollback undoes (also when the
+                # rollback runs as a multi-step "session" rollback)
+                fwd_step = _s(ev.get("rollback_of")).split(":", 1)[0]
+                undone = last_repair.get(fwd_step)
+                if undone is not None and undone is not cur:
+                    rollback_targets[id(cmd)] = undone
+                    if undone["rollback_status"] is None:
+                        undone["rollback_status"] = "rollback interrupted"
         elif t == "command_end":
             step = _s(ev.get("step")) or "unknown"
             key = (step, _s(ev.get("action_id")), _s(ev.get("node")))
@@ -348,6 +358,13 @@ def build_report(
                 stdout=_s(ev.get("stdout")),
                 stderr=_s(ev.get("stderr")),
             )
+            undone = rollback_targets.get(id(cmd))
+            if undone is not None:
+                ok = code == 0 and not ev.get("error") and not ev.get("timed_out")
+                if not ok:
+                    undone["rollback_status"] = "rollback failed"
+                elif undone["rollback_status"] in (None, "rollback interrupted"):
+                    undone["rollback_status"] = "rolled back"
             if cmd["dry_run"] and code is None and not cmd["error"] and not cmd["timed_out"]:
                 cmd["state"] = "dry-run"  # the dry-run runner's "not run" result
             elif code == 0 and not cmd["timed_out"] and not cmd["error"]:
@@ -363,7 +380,7 @@ def build_report(
             status = _s(out.get("status")) or "unknown"
             if ev.get("rollback"):
                 repair = last_repair.get(step)
-                if repair is not None and repair is not cur:
+                if repair is not None and repair is not cur and repair["rollback_status"] is None:
                     repair["rollback_status"] = status
             if ev.get("rollback") and cur["kind"] == "repair":
                 cur["rollback_status"] = status
