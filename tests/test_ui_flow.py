@@ -21,7 +21,7 @@ from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
 from clusterfix_tui.ui.widgets.log_pane import LogPane
-from tests.ui_fakes import FINDINGS, make_app, settle
+from ui_fakes import FINDINGS, make_app, settle
 
 
 def _text(widget: Static) -> str:

@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, OptionList
 
-from tests.ui_fakes import make_app, settle
+from ui_fakes import make_app, settle
 
 # A fixed directory: the journal and report paths show on some screens.
 SNAP_DIR = Path("/tmp/clusterfix-ui-snapshots")
