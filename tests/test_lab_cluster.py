@@ -247,6 +247,32 @@ def test_readiness_probe_follows_real_reachability(lab, tmp_path):
     assert wait_for(lambda: curl(f"http://{lab.node('node-1')['ip']}:30096/").returncode == 0, 10)
 
 
+def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
+    old = lab.pods("jellyfin")[0]
+    kubectl(lab, "-n", "media", "delete", "pod", old["name"], tmp=tmp_path)
+
+    def replaced():
+        pods = lab.pods("jellyfin")
+        return pods if len(pods) == 1 and pods[0]["name"] != old["name"] else None
+    new = wait_for(replaced, 15)
+    assert new, "jellyfin pod not recreated"
+    new = new[0]
+    assert new["node"] == old["node"] and new["ip"] != old["ip"]
+    assert old["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+
+    def served_by_new():
+        r = curl(f"http://{lab.node('node-3')['ip']}:30096/")
+        return r.returncode == 0 and r.stdout.startswith(new["name"])
+    assert wait_for(served_by_new, 15), "NodePort does not reach the new pod"
+    ep = kjson(lab, tmp_path, "-n", "media", "get", "endpoints", "jellyfin")
+    assert [a["ip"] for a in ep["subsets"][0]["addresses"]] == [new["ip"]]
+    # kubectl rollout restart: a new pod again (new ReplicaSet hash)
+    kubectl(lab, "-n", "media", "rollout", "restart", "deployment/jellyfin", tmp=tmp_path)
+    rolled = wait_for(lambda: [p for p in lab.pods("jellyfin") if p["name"] != new["name"]], 15)
+    assert rolled and rolled[0]["name"].split("-")[1] != new["name"].split("-")[1]
+    assert wait_for(lambda: curl(f"http://{lab.node('node-1')['ip']}:30096/").stdout.startswith(rolled[0]["name"]), 15)
+
+
 def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
     node = "node-3"
     lab.set_agent_state(node, "kube-proxy", crashed=True, backoff=300,
@@ -322,6 +348,13 @@ def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
     names = [n["netns"] for n in info["nodes"]] + [p["netns"] for n in info["nodes"] for p in n["pods"]]
     links = [info["bridge"]["name"]] + [n["veth"] for n in info["nodes"]]
     state_dir = info["state_dir"]
+
+    # even with its daemon gone (killed), `lab down` removes everything lab.json recorded
+    os.kill(info["daemon_pid"], 9)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{info['daemon_pid']}") or
+                    Path(f"/proc/{info['daemon_pid']}/stat").read_text().split()[2] == "Z", 10)
+    st = subprocess.run([*cli, "status", "--dir", str(d)], capture_output=True, text=True, timeout=30)
+    assert st.returncode == 1 and "daemon not running" in st.stdout
 
     r3 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=120)
     assert r3.returncode == 0, r3.stderr

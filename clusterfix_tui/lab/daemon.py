@@ -46,6 +46,8 @@ JELLYFIN_PORT = 8096
 ECHO_PORT = 8080
 CLUSTER_IP = "10.96.96.96"
 TICK = 2.0
+ECHO_LABEL = "clusterfix-lab/net-echo"
+ECHO_ALL_MAX = 10
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 
@@ -158,7 +160,11 @@ class Lab:
         bridge = f"cfx{labid}"
         with N.subnet_lock():
             log.info("subnet lock taken at %.2fs", time.monotonic() - t0)
-            k = N.pick_bridge_subnet()
+            t1 = time.monotonic()
+            used = N.used_bridge_subnets()
+            log.info("used subnets scanned in %.2fs", time.monotonic() - t1)
+            k = N.pick_bridge_subnet(used)
+            log.info("subnet 10.213.%d.0/24 picked at %.2fs", k, time.monotonic() - t0)
             self.info["bridge"] = {"name": bridge, "cidr": f"10.213.{k}.0/24", "address": f"10.213.{k}.1"}
             self.save()
             N.create_bridge(bridge, f"10.213.{k}.1")
@@ -285,7 +291,7 @@ class Lab:
         log.info("flannel up in %.2fs", time.monotonic() - t0)
 
         # pods with their own namespaces: net-echo everywhere, jellyfin on the first worker
-        for name in self.ctx:
+        for name in self.echo_nodes():
             self._start_netns_pod(self._new_pod(ECHO, name, host_network=False, port=ECHO_PORT))
         jf_node = "node-2" if self.n_nodes >= 2 else "node-1"
         jf = self._new_pod(JELLYFIN, jf_node, host_network=False, port=JELLYFIN_PORT)
@@ -319,6 +325,15 @@ class Lab:
         self.save()
         log.info("lab %s ready in %.2fs", labid, time.monotonic() - t0)
 
+    def echo_nodes(self) -> list[str]:
+        """Nodes that run a net-echo pod: all of them up to ECHO_ALL_MAX nodes; in bigger labs the
+        control plane, the jellyfin node and the last node (each pod is a namespace the kernel must
+        build and tear down: 30 more namespaces cost seconds)."""
+        names = [f"node-{i}" for i in range(1, self.n_nodes + 1)]
+        if self.n_nodes <= ECHO_ALL_MAX:
+            return names
+        return [names[0], names[1], names[-1]]
+
     def _start_sshd(self, n: dict) -> None:
         p = N.start_sshd(n["init_pid"], Path(n["node_dir"]))
         self.procs[p.pid] = p
@@ -336,6 +351,8 @@ class Lab:
             labels = {"kubernetes.io/hostname": n["name"], "kubernetes.io/os": "linux",
                       "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
                       "beta.kubernetes.io/arch": "amd64"}
+            if n["name"] in self.echo_nodes():
+                labels[ECHO_LABEL] = "true"
             spec: dict[str, Any] = {"podCIDR": n["pod_cidr"], "podCIDRs": [n["pod_cidr"]]}
             if n["role"] == "control-plane":
                 labels["node-role.kubernetes.io/control-plane"] = ""
@@ -373,7 +390,8 @@ class Lab:
              {"hostNetwork": True, "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
                                                "--hostname-override=$(NODE_NAME)"]}),
             (ECHO, ECHO_IMAGE, {"app": "net-echo"},
-             {"command": ["/agnhost", "netexec", f"--http-port={ECHO_PORT}"], "port": ECHO_PORT}),
+             {"command": ["/agnhost", "netexec", f"--http-port={ECHO_PORT}"], "port": ECHO_PORT,
+              "nodeSelector": {ECHO_LABEL: "true"}}),
         ):
             api.put("apps/v1/daemonsets", ns, name, {
                 "metadata": {"name": name, "namespace": ns, "labels": labels, "generation": 1,
@@ -392,6 +410,8 @@ class Lab:
                      "template": _template(jl, "jellyfin", JELLYFIN_IMAGE,
                                            {"port": JELLYFIN_PORT, "probe": JELLYFIN_PROBE})},
             "status": {}})
+        dep = api.get("apps/v1/deployments", "media", "jellyfin") or {}
+        self.info["jellyfin_template"] = json.dumps((dep.get("spec") or {}).get("template") or {}, sort_keys=True)
         api.put("v1/services", "media", "jellyfin", {
             "metadata": {"name": "jellyfin", "namespace": "media", "labels": jl},
             "spec": {"type": "NodePort", "selector": jl, "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
@@ -711,16 +731,22 @@ class Lab:
             self._replace_pod(pod)
 
     def _hook_deploy_patched(self, ns: str, name: str, obj: dict) -> None:
+        """A changed pod template (probe edited, `kubectl rollout restart`) rolls the pods, like
+        the Deployment controller does through a new ReplicaSet."""
         if (ns, name) != ("media", "jellyfin"):
             return
-        probe = self._jellyfin_probe()
+        template = json.dumps(((obj.get("spec") or {}).get("template") or {}), sort_keys=True)
+        if template == self.info.get("jellyfin_template"):
+            return
+        self.info["jellyfin_template"] = template
+        self.info["rs_hash"] = N.random_suffix(10)
         for pod in [p for p in self.pods.values() if p.app == "jellyfin"]:
-            if pod.probe != probe:
-                log.info("jellyfin pod template changed: rolling %s", pod.name)
-                with contextlib.suppress(Exception):
-                    self.api.delete("v1/pods", pod.namespace, pod.name)
-                self._replace_pod(pod)
+            log.info("jellyfin pod template changed: rolling %s", pod.name)
+            with contextlib.suppress(Exception):
+                self.api.delete("v1/pods", pod.namespace, pod.name)
+            self._replace_pod(pod)
         self._update_workload_status()
+        self.save()
 
     # -- reconcile -------------------------------------------------------------------------------
     def _probe(self, pod: Pod) -> None:
@@ -998,6 +1024,8 @@ def _template(labels: dict, container: str, image: str, extra: dict) -> dict:
     if extra.get("probe"):
         c["readinessProbe"] = extra["probe"]
     spec: dict[str, Any] = {"containers": [c], "restartPolicy": "Always"}
+    if extra.get("nodeSelector"):
+        spec["nodeSelector"] = dict(extra["nodeSelector"])
     if extra.get("hostNetwork"):
         spec["hostNetwork"] = True
         spec["priorityClassName"] = "system-node-critical"

@@ -103,9 +103,10 @@ def used_bridge_subnets() -> set[int]:
     return used
 
 
-def pick_bridge_subnet() -> int:
+def pick_bridge_subnet(used: set[int] | None = None) -> int:
     """Call with subnet_lock() held, and create the bridge before releasing it."""
-    free = [k for k in range(1, 255) if k not in used_bridge_subnets()]
+    used = used_bridge_subnets() if used is None else used
+    free = [k for k in range(1, 255) if k not in used]
     if not free:
         raise NodeError("no free 10.213.K.0/24 subnet for the lab bridge on this machine")
     return random.choice(free)
