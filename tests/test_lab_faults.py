@@ -108,7 +108,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     from clusterfix_tui.lab import cluster
 
     d = tmp_path_factory.mktemp("faults-lab") / "lab"
-    handle = cluster.up(d, nodes=3, faults="none")
+    handle = cluster.up(d, nodes=3, faults="none", timeout=180)
     try:
         yield handle
     finally:
@@ -406,6 +406,31 @@ def test_cni_bridge_conflict(lab, api, healthy):
         wait_for(lambda ip=ip: http_get(ip)[0], 30, what=f"NodePort on {name} after the fix")
 
 
+@pytest.mark.lab
+def test_a_list_of_faults_is_spread_and_recorded(lab, api, healthy):
+    """What `lab up --faults forward-drop,ip-forward-off` does after bring-up: handle.inject with the
+    catalog's plan; both records land in lab.json, on different nodes."""
+    from clusterfix_tui.lab import cluster
+    from clusterfix_tui.lab import faults as F
+
+    before = len(lab.info["faults"])
+    for fault, node in F.plan(["forward-drop", "ip-forward-off"], [n["name"] for n in lab.nodes]):
+        lab.inject(fault, node)
+    recs = lab.info["faults"][before:]
+    assert sorted(r["name"] for r in recs) == ["forward-drop", "ip-forward-off"]
+    where = {r["name"]: r["node"] for r in recs}
+    assert where["forward-drop"] != where["ip-forward-off"]
+    assert jellyfin(lab)["node"] not in where.values()
+    for node in where.values():
+        assert not http_get(healthy[node])[0]
+    assert [r["name"] for r in cluster.status(lab.dir)["faults"][before:]] == [r["name"] for r in recs]
+
+    sh(lab, where["forward-drop"], "iptables-legacy -P FORWARD ACCEPT")
+    sh(lab, where["ip-forward-off"], "sysctl -w net.ipv4.ip_forward=1")
+    for node in where.values():
+        wait_for(lambda node=node: http_get(healthy[node])[0], 20, what=f"NodePort on {node} after the fixes")
+
+
 # -- --faults all --------------------------------------------------------------------------------
 
 @pytest.mark.lab
@@ -414,7 +439,7 @@ def test_faults_all_spread(tmp_path):
     from clusterfix_tui.lab import faults as F
 
     d = tmp_path / "lab"
-    handle = cluster.up(d, nodes=3, faults="all")
+    handle = cluster.up(d, nodes=3, faults="all", timeout=180)
     try:
         recs = handle.info["faults"]
         assert sorted(r["name"] for r in recs) == sorted(F.FAULTS)
