@@ -29,7 +29,7 @@ from clusterfix_tui.core.fixes.worker_kubeconfig import valid_server
 from clusterfix_tui.core.model import CommandResult, Plan
 
 sys.path.insert(0, os.path.dirname(__file__))
-from fix_helpers import FakeDiagnosis, del_netns, finding, is_root, new_netns, ns, snapshot  # noqa: E402
+from fix_helpers import FakeDiagnosis, del_netns, finding, new_netns, ns, snapshot  # noqa: E402
 
 WORKER = get_step("worker_kubeconfig")
 HOST = get_step("host_network")
@@ -103,6 +103,19 @@ def test_worker_missing_copies_the_nodes_own_kubeconfig() -> None:
     assert "credential sprawl" in opt[0].risk and opt[0].rollback is not None
     assert any("WARNING" in n and "cluster-admin" in n for n in plan.notes)
     assert not any("admin.conf" in a.command for a in plan.actions if not is_opt_in(a))
+
+
+def test_backups_are_per_node() -> None:
+    plan = WORKER.plan(FakeDiagnosis([wk(node="node-2"), wk(node="node-3")]))
+    assert "-worker_kubeconfig/node-2 " in plan.actions[0].command
+    assert "-worker_kubeconfig/node-3 " in plan.actions[3].command
+    plan = HOST.plan(FakeDiagnosis([finding("IP_FORWARD_OFF", n, "host_network", value="0")
+                                    for n in ("node-1", "node-2", "../x")]))
+    dirs = {a.target: a.command.split("mkdir -p -m 700 ")[1].split(" ")[0]
+            for a in plan.actions if "mkdir -p -m 700" in a.command}
+    assert dirs["node-1"].endswith("-host_network/node-1")
+    assert dirs["node-2"].endswith("-host_network/node-2")
+    assert dirs["../x"].endswith("-host_network/.._x")
 
 
 def test_worker_no_admin_conf_no_opt_in() -> None:
@@ -294,7 +307,8 @@ class MountRunner:
         return CommandResult(p.returncode, p.stdout, p.stderr)
 
 
-needs_root = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces)")
+# root and network namespaces: the `lab` marker skips (or fails, in CI) where they are missing
+needs_root = pytest.mark.lab
 
 
 @pytest.fixture

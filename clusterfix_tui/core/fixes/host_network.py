@@ -32,7 +32,11 @@ from clusterfix_tui.core.fixes.engine import (
     opt_in_id,
     q,
 )
-from clusterfix_tui.core.fixes.worker_kubeconfig import backup_file_command, restore_file_command
+from clusterfix_tui.core.fixes.worker_kubeconfig import (
+    backup_file_command,
+    node_backup_dir,
+    restore_file_command,
+)
 from clusterfix_tui.core.model import Action, Finding, Plan
 
 CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "FIREWALL_REJECT", "IPVS_MODULES_MISSING")
@@ -129,7 +133,8 @@ class HostNetworkStep:
         actions: list[Action] = []
         notes: list[str] = []
         for node in sorted(by_node):
-            a, n = self._plan_node(diagnosis, node, by_node[node], bdir, pod_net)
+            a, n = self._plan_node(diagnosis, node, by_node[node], node_backup_dir(bdir, node),
+                                   pod_net)
             actions.extend(a)
             notes.extend(n)
         return Plan(step=self.name, title=self.title, findings=tuple(findings),

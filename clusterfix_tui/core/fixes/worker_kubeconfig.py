@@ -77,6 +77,13 @@ def backup_name(path: str) -> str:
     return path.strip("/").replace("/", "_") or "root"
 
 
+def node_backup_dir(step_dir: str, node: str) -> str:
+    """One directory per node inside the step's backup dir: /var/backups may be shared (the lab's
+    nodes share the host's), and one node's backup must never stand in for another's."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
+    return f"{step_dir}/{'_' if safe in ('', '.', '..') else safe}"
+
+
 def backup_file_command(path: str, bdir: str) -> str:
     """Save `path` into bdir once (a re-run keeps the first, pre-fix copy); record its absence."""
     saved = f"{bdir}/{backup_name(path)}"
@@ -130,7 +137,7 @@ class WorkerKubeconfigStep:
         actions: list[Action] = []
         notes: list[str] = []
         for f in sorted(findings, key=lambda f: f.node):
-            a, n = self._plan_node(diagnosis, f, bdir)
+            a, n = self._plan_node(diagnosis, f, node_backup_dir(bdir, f.node))
             actions.extend(a)
             notes.extend(n)
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
