@@ -109,3 +109,43 @@ def test_plan_apply_rollback_finish_are_journaled_in_order(tmp_path):
     assert dec["decision"] == "approved" and dec["by"] == "user"
     starts = [e for e in evs if e["type"] == "command_start"]
     assert [e["rollback"] for e in starts] == [False] * len(plan.actions) + [True] * len(fwd)
+
+
+def test_workaround_is_reverted_once_validation_passes(tmp_path, monkeypatch):
+    from clusterfix_tui.core import validate as V
+    from clusterfix_tui.core.fixes.engine import FixAction
+    from clusterfix_tui.core.model import CLUSTER, Action, CheckResult, Plan
+
+    j = Journal(tmp_path / "w.jsonl")
+    runner = Runner()
+    s = RepairSession(API(), Shells(), runner, j, prober=object())
+    s.diagnosis = s.before = FakeDiagnosis([], snapshot=snapshot())
+    undo = Action(id="pods:cluster:opt-in-probe:rollback", target=CLUSTER, kind="api",
+                  command="kubectl patch (undo)", api={"verb": "patch_deployment"})
+    wa = FixAction(id="pods:cluster:opt-in-probe", target=CLUSTER, kind="api",
+                   command="kubectl patch", api={"verb": "patch_deployment"}, rollback=undo,
+                   opt_in=True, revert_after_validation=True)
+    plan = Plan(step="pods", title="p", actions=(wa,))
+    s.apply(plan, [wa.id])
+    results = [CheckResult("node-ready", "node-1", False, "NotReady", "cni_bridge")]
+    monkeypatch.setattr(V, "validate", lambda *a, **k: list(results))
+    s.validate("after")
+    assert runner.ran == [wa.id]  # still failing: the workaround stays
+    results[:] = [CheckResult("node-ready", "node-1", True, "Ready")]
+    s.validate("after")
+    assert runner.ran == [wa.id, undo.id]
+    s.validate("after")
+    assert runner.ran == [wa.id, undo.id]  # reverted once only
+    assert s.finish() == "fixed"
+
+
+def test_ask_reads_y_s_n_and_eof_means_stop():
+    import io
+
+    from clusterfix_tui.commands.fix import ask
+
+    out = io.StringIO()
+    assert ask("? ", inp=io.StringIO("maybe\ny\n"), out=out) == "y"
+    assert "answer y" in out.getvalue()
+    assert ask("? ", inp=io.StringIO("skip\n"), out=out) == "s"
+    assert ask("? ", inp=io.StringIO(""), out=out) == "n"
