@@ -36,7 +36,7 @@ def runtime(lab):
     rt.close()
 
 
-def _diag(runtime):
+def _diag(runtime):  # noqa: D103
     return diagnose(runtime.api, runtime.shells)
 
 
@@ -89,15 +89,48 @@ def test_healthy_lab_facts_show_normal_flannel_layout(runtime, lab):
         assert any(a["local"] == net and a["prefixlen"] == 32 for a in addrs)
         onlink = [r for r in f.routes if r.get("dev") == "flannel.1" and "onlink" in (r.get("flags") or [])]
         assert len(onlink) == len(lab.nodes) - 1
-        # keep what the lab nodes really print, for the unit tests
-        (DATA / f"lab-healthy-{n['name']}.out").write_text(_raw(runtime, n["name"]))
+    # keep what the lab really says, for the unit tests (CFX_CAPTURE=1)
+    _capture("healthy", runtime, lab)
 
 
-def _raw(runtime, node: str) -> str:
+def _capture(name: str, runtime, lab, expected=()) -> None:
+    """Record the API's answers and every node's facts output as tests/data/lab/<name>.json."""
+    if not os.environ.get("CFX_CAPTURE"):
+        return
     from clusterfix_tui.core.facts import build_facts_script
+    from clusterfix_tui.core.snapshot import FLANNEL_SELECTOR, KUBE_PROXY_SELECTOR, SYSTEM_NAMESPACES
 
-    script = build_facts_script([], nonce="labnonce0001")
-    return runtime.shells(node).run(script, timeout=60).stdout
+    api = runtime.api
+    rec = {"describe": api.describe(), "version": api.version(), "nodes": api.list_nodes(),
+           "pods": api.list_pods(None, None), "services": api.list_services(None),
+           "endpoints": api.list_endpoints(None), "events": api.list_events(None),
+           "daemonsets": {ns: api.list_daemonsets(ns) for ns in SYSTEM_NAMESPACES},
+           "configmaps": {}, "logs": {}, "facts": {}, "peer_ips": {},
+           "expected": [list(e) for e in expected]}
+    for ns in SYSTEM_NAMESPACES:
+        for cm in ("kube-proxy", "kube-flannel-cfg"):
+            got = api.get_configmap(ns, cm)
+            if got:
+                rec["configmaps"][f"{ns}/{cm}"] = got
+        for sel in (KUBE_PROXY_SELECTOR, FLANNEL_SELECTOR):
+            for p in api.list_pods(ns, sel):
+                m = p["metadata"]
+                for prev in (False, True):
+                    try:
+                        text = api.pod_log(m["namespace"], m["name"], None, tail_lines=30, previous=prev)
+                    except Exception:
+                        continue
+                    rec["logs"][f"{m['namespace']}/{m['name']}/{'previous' if prev else 'current'}"] = text
+    from clusterfix_tui.core.snapshot import build_snapshot
+
+    snap = build_snapshot(api, with_logs=False)
+    for n in lab.nodes:
+        peers = snap.peer_pod_ips(n["name"])
+        rec["peer_ips"][n["name"]] = peers
+        script = build_facts_script(peers, nonce="labnonce0001")
+        rec["facts"][n["name"]] = runtime.shells(n["name"]).run(script, timeout=60).stdout
+    (DATA.parent / "lab").mkdir(exist_ok=True)
+    (DATA.parent / "lab" / f"{name}.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
 
 
 # -- one fault at a time -------------------------------------------------------------------------
@@ -208,8 +241,7 @@ def test_each_fault_gives_its_finding_on_the_right_node_and_nothing_else(fault, 
             assert f.evidence and all(isinstance(e, str) and e for e in f.evidence)
             assert f.step and f.reference and f.title
         _fault_specifics(fault, node, d)
-        (DATA / f"lab-{fault}-{sorted(expected_nodes)[0]}.out").write_text(
-            _raw(runtime, sorted(expected_nodes)[0]))
+        _capture(fault, runtime, lab, expected=[(code, n) for n in sorted(expected_nodes)])
     finally:
         restore(lab, node, rec, d, runtime)
         after = _wait_healthy(runtime, lab)
