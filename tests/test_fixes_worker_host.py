@@ -4,6 +4,7 @@ with private mounts (nothing on the host is touched)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
@@ -532,3 +533,66 @@ def test_worker_kubeconfig_missing_then_rollback_removes_it(netns: str, tmp_path
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
     rollback((plan, outcome), runner)
     assert not written.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# on the lab: both steps through the real CLI (SSH to the nodes), then `rollback`
+
+LAB_STATE = {
+    "sysctl": "cat /proc/sys/net/ipv4/ip_forward; "
+              "cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>&1",
+    "filter-legacy": "iptables-legacy-save -t filter 2>&1 | grep -v -e '^#' -e KUBE- "
+                     "| sed -E 's/\\[[0-9]+:[0-9]+\\]//'",
+    "filter-nft": "iptables-nft-save -t filter 2>&1 | grep -v -e '^#' -e KUBE- "
+                  "| sed -E 's/\\[[0-9]+:[0-9]+\\]//'",
+    "files": "for f in /etc/sysctl.d/* /etc/modules-load.d/* /root/.kube/config; do "
+             "[ -e \"$f\" ] && stat -c '%n %a' \"$f\" && md5sum \"$f\"; done 2>&1",
+}
+
+
+def _lab_state(lab: Any) -> dict[str, dict[str, str]]:
+    return {n["name"]: {k: lab.exec(n["name"], cmd, check=False).stdout
+                        for k, cmd in LAB_STATE.items()} for n in lab.nodes}
+
+
+@pytest.mark.lab
+def test_lab_fix_and_rollback_worker_kubeconfig_and_host_network(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from lab_helpers import running_lab
+
+    faults = "ip-forward-off,br-netfilter-off,firewall-reject,worker-kubeconfig"
+    cli = [sys.executable, "-m", "clusterfix_tui"]
+    with running_lab(tmp_path_factory, nodes=3, faults=faults) as lab:
+        time.sleep(2)
+        before = _lab_state(lab)
+        journal = tmp_path / "j.jsonl"
+        r = subprocess.run([*cli, "fix", "--yes", "--step", "worker_kubeconfig", "--step",
+                            "host_network", "--lab-dir", str(lab.dir), "--journal", str(journal),
+                            "--no-validate"], capture_output=True, text=True, timeout=300,
+                           check=False)
+        assert r.returncode in (0, 1), r.stdout + r.stderr
+        fixed = _lab_state(lab)
+        changed = {(n, k) for n in before for k in before[n] if before[n][k] != fixed[n][k]}
+        # every fault was repaired on its node: sysctls, firewall, the worker's kubeconfig
+        assert any(k == "sysctl" for _, k in changed), r.stdout
+        assert any(k.startswith("filter-") for _, k in changed), r.stdout
+        assert any(k == "files" for _, k in changed), r.stdout
+        for n in lab.nodes:
+            assert fixed[n["name"]]["sysctl"].split() == ["1", "1"], (n["name"], r.stdout)
+            assert "REJECT" not in fixed[n["name"]]["filter-legacy"] + fixed[n["name"]]["filter-nft"]
+        worker = [n["name"] for n in lab.nodes if n["role"] != "control-plane"]
+        ok = [lab.exec(w, "kubectl get nodes -o name --request-timeout=5s", check=False)
+              for w in worker]
+        assert all(x.returncode == 0 for x in ok), [x.stderr for x in ok]
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert {e["step"] for e in events if e["type"] == "command_start"} == {
+            "worker_kubeconfig", "host_network"}
+
+        rb = subprocess.run([*cli, "rollback", "--journal", str(journal), "--yes", "--lab-dir",
+                             str(lab.dir)], capture_output=True, text=True, timeout=300,
+                            check=False)
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        after = _lab_state(lab)
+        diffs = [f"{n}/{k}:\n{before[n][k]}\n---\n{after[n][k]}"
+                 for n in before for k in before[n] if before[n][k] != after[n][k]]
+        assert diffs == [], "\n".join(diffs)
