@@ -596,3 +596,30 @@ def test_lab_fix_and_rollback_worker_kubeconfig_and_host_network(
         diffs = [f"{n}/{k}:\n{before[n][k]}\n---\n{after[n][k]}"
                  for n in before for k in before[n] if before[n][k] != after[n][k]]
         assert diffs == [], "\n".join(diffs)
+
+
+def test_commands_survive_journal_redaction_unchanged() -> None:
+    """`rollback --journal` rebuilds actions from the (redacted) journal: a command redaction
+    would alter must never be planned."""
+    from clusterfix_tui.core.redact import redact
+
+    diag = FakeDiagnosis([
+        wk(reason="missing", files={}, source_candidates=["/etc/kubernetes/kubelet.conf",
+                                                           "/etc/kubernetes/admin.conf"]),
+        wk(node="node-3"),
+        finding("IP_FORWARD_OFF", "node-1", "host_network", value="0"),
+        finding("BR_NETFILTER_OFF", "node-1", "host_network", value=None, module_loaded=False),
+        finding("FIREWALL_REJECT", "node-2", "host_network", rules=[
+            {"backend": "legacy", "table": "filter", "chain": "INPUT",
+             "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"},
+            {"backend": "nft-native", "family": "inet", "table": "fw", "chain": "input",
+             "handle": 9}]),
+        finding("IPVS_MODULES_MISSING", "node-3", "host_network", missing=["ip_vs"]),
+    ], snapshot=snapshot() | {"flannel_network": "10.244.0.0/16"})
+    for step in (WORKER, HOST):
+        plan = step.plan(diag)
+        assert plan.actions
+        for a in plan.actions:
+            assert redact(a.command) == a.command, a.command
+            if a.rollback is not None:
+                assert redact(a.rollback.command) == a.rollback.command
