@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Regenerate screenshots/*.svg: every wizard screen, from a real lab session.
+
+    sudo python3 scripts/screenshots.py [--out screenshots] [--size 100x30]
+
+Builds a 3-node lab with every fault (clusterfix_tui.lab.cluster.up), removes one node's host key
+from the lab's known_hosts so that the host-key dialog shows for real, drives the wizard with
+Pilot through connect, diagnostics, plan, every step (through its confirmation), validation,
+summary and export, saving an SVG of each screen (app.save_screenshot), then tears the lab down.
+
+When no lab can be built here (not root, no network namespaces), it falls back to the recorded
+session of tests/ui_fakes.py and says so: those files are named recorded-*.svg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+async def settle(pilot: Any) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+class Shooter:
+    def __init__(self, out: Path, prefix: str) -> None:
+        self.out = out
+        self.prefix = prefix
+        self.n = 0
+        self.written: list[Path] = []
+
+    async def shot(self, pilot: Any, name: str) -> None:
+        await settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+        self.n += 1
+        filename = f"{self.prefix}{self.n:02d}-{name}.svg"
+        pilot.app.save_screenshot(filename, str(self.out))
+        self.written.append(self.out / filename)
+        print(f"  {filename}", flush=True)
+
+
+async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: Path) -> None:
+    from textual.widgets import DataTable, OptionList
+
+    from clusterfix_tui.ui.screens.modals import ConfirmationModal
+    from clusterfix_tui.ui.screens.step import StepScreen
+
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        shot = shooter.shot
+        if isinstance(app.screen, ConfirmationModal):
+            await shot(pilot, "connect-host-key")
+        while isinstance(app.screen, ConfirmationModal):
+            await pilot.press("y")
+            await settle(pilot)
+        await shot(pilot, "connect")
+        await pilot.press("c")
+        await shot(pilot, "diagnostics-findings")
+        await pilot.press("2")
+        await shot(pilot, "diagnostics-nodes")
+        await pilot.press("3")
+        await settle(pilot)
+        pods = app.screen.query_one("#pods-table", DataTable)
+        for i in range(pods.row_count):  # a crash-looping pod, with its last log lines
+            if "CrashLoop" in str(pods.get_row_at(i)[2]):
+                pods.move_cursor(row=i)
+                break
+        await shot(pilot, "diagnostics-pods")
+        diagnosis = app.state.diagnosis
+        anomalous = sorted({f.node for f in diagnosis.findings
+                            if f.step == "cni_bridge" and f.node in diagnosis.facts})
+        nodes = sorted(diagnosis.facts)
+        await pilot.press("4")
+        await settle(pilot)
+        if anomalous:
+            app.screen.query_one("#routes-nodes", OptionList).highlighted = nodes.index(anomalous[0])
+        await shot(pilot, "diagnostics-routes")
+        nat_nodes = sorted({f.node for f in diagnosis.findings if f.step == "iptables"
+                            and f.node in diagnosis.facts})
+        await pilot.press("5")
+        await settle(pilot)
+        if nat_nodes:
+            app.screen.query_one("#nat-nodes", OptionList).highlighted = nodes.index(nat_nodes[0])
+        await shot(pilot, "diagnostics-nat")
+        await pilot.press("o")
+        await shot(pilot, "raw-output")
+        await pilot.press("escape")
+        await pilot.press("1")
+        await pilot.press("p")
+        await shot(pilot, "plan")
+        await pilot.press("a")
+        await settle(pilot)
+        first = True
+        while isinstance(app.screen, StepScreen):
+            step = app.screen.step
+            if first:
+                await shot(pilot, f"step-{step}")
+            if app.screen.plan.actions:
+                await pilot.press("a")
+                await settle(pilot)
+                if first:
+                    await shot(pilot, f"step-{step}-confirm")
+                await pilot.press("y")
+                await settle(pilot)
+                if first:
+                    await shot(pilot, f"step-{step}-done")
+            first = False
+            await pilot.press("n")
+            await settle(pilot)
+        await pilot.press("v")
+        await shot(pilot, "validation")
+        await pilot.press("s")
+        await shot(pilot, "summary")
+        await pilot.press("e")
+        await shot(pilot, "export")
+        await pilot.press("escape")
+        await pilot.press("question_mark")
+        await shot(pilot, "help")
+        await pilot.press("escape")
+        await pilot.press("l")
+        await shot(pilot, "session-log")
+        await pilot.press("escape")
+        app.theme = "textual-light"
+        await shot(pilot, "summary-light")
+        await pilot.press("q")
+
+
+def _forget_host_key(lab_dir: Path, node: dict[str, Any]) -> None:
+    known = lab_dir / "known_hosts"
+    if not known.exists():
+        return
+    keep = [line for line in known.read_text().splitlines()
+            if not any(token in line.split(" ", 1)[0].split(",")
+                       for token in (node["name"], node["ip"], f"[{node['ip']}]:22"))]
+    known.write_text("\n".join(keep) + ("\n" if keep else ""))
+
+
+def lab_app(lab_dir: Path, work: Path, runtimes: list[Any]) -> Any:
+    from clusterfix_tui.commands.tui import make_session_factory
+    from clusterfix_tui.ui.app import ClusterfixApp
+
+    args = argparse.Namespace(kubeconfig=None, context=None, ssh_config=None, dry_run=False)
+    journal = work / "journal.jsonl"
+    return ClusterfixApp(session_factory=make_session_factory(args, str(lab_dir), str(journal),
+                                                              runtimes),
+                         journal_path=journal, report_dir=work)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "screenshots"))
+    parser.add_argument("--size", default="100x30", help="terminal size, COLSxROWS")
+    parser.add_argument("--recorded", action="store_true",
+                        help="use the recorded session even if a lab could be built")
+    args = parser.parse_args()
+    cols, rows = (int(x) for x in args.size.lower().split("x"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="clusterfix-shots-"))
+    lab_dir = work / "lab"
+    built = False
+    reason = "--recorded given"
+    try:
+        if not args.recorded:
+            try:
+                from clusterfix_tui.lab import cluster
+
+                print(f"building a lab with every fault in {lab_dir} …", flush=True)
+                handle = cluster.up(lab_dir, nodes=3, faults="all")
+                built = True
+                _forget_host_key(lab_dir, handle.node("node-3"))
+            except Exception as exc:  # noqa: BLE001 - fall back, and say why
+                reason = f"no lab could be built here: {exc}"
+        for old in out.glob("*.svg"):
+            old.unlink()
+        if built:
+            runtimes: list[Any] = []
+            app = lab_app(lab_dir, work, runtimes)
+            shooter = Shooter(out, "")
+            print("driving the wizard on the lab:", flush=True)
+            try:
+                asyncio.run(drive(app, shooter, (cols, rows), work))
+            finally:
+                for runtime in runtimes:
+                    runtime.close()
+        else:
+            print(f"FALLBACK to the recorded session ({reason}); files are named recorded-*.svg",
+                  flush=True)
+            sys.path.insert(0, str(ROOT / "tests"))
+            from ui_fakes import make_app
+
+            app, _ = make_app(work, frozen=False)
+            shooter = Shooter(out, "recorded-")
+            asyncio.run(drive(app, shooter, (cols, rows), work))
+        print(f"{len(shooter.written)} screenshots in {out}")
+        return 0
+    finally:
+        if built:
+            from clusterfix_tui.lab import cluster
+
+            cluster.down(lab_dir)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
