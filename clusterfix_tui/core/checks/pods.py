@@ -66,7 +66,9 @@ def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
         evidence = [f"{p.ref}: waiting {p.waiting_reason or '-'}, restarts {p.restart_count}"]
         if p.last_termination_message:
             evidence.append(f"last termination: {p.last_termination_message.strip()[:300]}")
-        tail = list(p.previous_log_tail or p.log_tail)
+        # a crash-looping container's current log is its last failed run (what `kubectl logs`
+        # shows); --previous is the run before
+        tail = list(p.log_tail or p.previous_log_tail)
         errs = [ln for ln in tail if ln[:1] in ("E", "F") or "error" in ln.lower()]
         evidence.extend(f"log: {ln.strip()}" for ln in (errs or tail)[-3:])
         return [Finding(
@@ -79,6 +81,7 @@ def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
             data={"namespace": p.namespace, "pod": p.name, "container": p.container,
                   "restart_count": p.restart_count, "reason": p.waiting_reason,
                   "last_message": p.last_termination_message, "log_tail": tail[-20:],
+                  "previous_log_tail": list(p.previous_log_tail)[-20:],
                   "daemonset": ds},
         )]
     if p.phase != "Running" or not p.ready:
