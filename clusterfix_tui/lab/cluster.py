@@ -291,15 +291,16 @@ def _tail(path: Path, n: int = 25) -> str:
         return "(no daemon.log)"
 
 
-def _kill_in_ns(pid: int | None, netns: str | None, marker: str | None = None) -> bool:
-    """Kill a recorded pid only if it still lives in the namespace we recorded for it."""
+def _ours(pid: int | None, netns: str | None, marker: str | None = None) -> bool:
+    """A recorded pid is still ours if it lives in the namespace we recorded for it (and its
+    command line has the marker): pids get reused."""
     if not pid or not N.pid_alive(pid):
         return False
     if netns is not None:
         want = N.netns_inode(netns)
         if want is None or N.pid_netns_inode(pid) != want:
             return False
-    return N.kill_pid(pid, marker=marker)
+    return marker is None or marker in N.pid_cmdline(pid)
 
 
 def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
@@ -332,22 +333,19 @@ def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
         info = _read_info(d) or info
         nodes = info.get("nodes") or []
         # 2. pod servers, sshds, anchors: each only if still in the namespace we recorded
+        victims: list[int] = []
         for n in nodes:
             for p in n.get("pods") or []:
-                if p.get("pid") and _kill_in_ns(p["pid"], p.get("netns"), "pod_server.py"):
-                    summary["pids"].append(p["pid"])
-        for n in nodes:
-            if _kill_in_ns(n.get("sshd_pid"), n.get("netns"), "sshd"):
-                summary["pids"].append(n["sshd_pid"])
-        for n in nodes:
-            if _kill_in_ns(n.get("init_pid"), n.get("netns")):
-                summary["pids"].append(n["init_pid"])
+                if _ours(p.get("pid"), p.get("netns"), "pod_server.py"):
+                    victims.append(p["pid"])
+            if _ours(n.get("sshd_pid"), n.get("netns"), "sshd"):
+                victims.append(n["sshd_pid"])
+            if _ours(n.get("init_pid"), n.get("netns")):
+                victims.append(n["init_pid"])
+        summary["pids"] += N.kill_pids(victims)
         # 3. whatever still runs inside our own namespaces (ssh sessions, commands run there)
         all_ns = list(info.get("pod_netns") or []) + [n["netns"] for n in nodes if n.get("netns")]
-        for ns in all_ns:
-            for pid in N.netns_pids(ns):
-                if N.kill_pid(pid):
-                    summary["pids"].append(pid)
+        summary["pids"] += N.kill_pids([pid for ns in all_ns for pid in N.netns_pids(ns)])
         # 4. namespaces, then links (veths vanish with their namespace; the bridge is ours)
         for ns in all_ns:
             if N.delete_netns(ns):

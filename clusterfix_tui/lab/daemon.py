@@ -1120,11 +1120,10 @@ def main(argv: list[str] | None = None) -> int:
     ctl.start()
     while not lab.stop.is_set():
         lab.stop.wait(1.0)
-    ctl.join(timeout=10)
-    with contextlib.suppress(Exception):
-        lab.api.stop()
+    # `lab down` removes everything from lab.json (written atomically): nothing to wind down here.
     log.info("lab daemon exits")
-    return 0
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

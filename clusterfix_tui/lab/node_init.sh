@@ -1,8 +1,8 @@
 #!/bin/sh
 # Anchor of one lab node. Run as:
 #   ip netns exec NETNS unshare --mount --uts --propagation private sh node_init.sh HOSTNAME NODE_DIR
-# It gives the node its own hostname, /run, /etc (overlay: the host's /etc is never written),
-# dpkg alternatives, /var/log and /root, then stays alive: its pid anchors the node's mount and
+# It gives the node its own hostname, /run, /etc and dpkg's alternatives (overlays: the host's
+# files are never written), /var/log and /root, then stays alive: its pid anchors the node's mount and
 # UTS namespaces (sshd and the lab's agents join them with nsenter).
 set -eu
 HOST_NAME=$1
@@ -24,7 +24,10 @@ mount -t tmpfs -o mode=755,size=64m tmpfs /run || fail "tmpfs /run"
 mkdir -p /run/sshd /run/flannel /run/netns
 chmod 700 /run/sshd  # sshd wants it not writable by others
 mount --bind "$NODE_DIR/run-flannel" /run/flannel || fail "bind /run/flannel"
-mount --bind "$NODE_DIR/alternatives" /var/lib/dpkg/alternatives || fail "bind alternatives"
+# dpkg's alternatives database: an overlay too (per-node writes, nothing copied up front)
+mount -t overlay overlay \
+    -o "lowerdir=/var/lib/dpkg/alternatives,upperdir=$NODE_DIR/alt-upper,workdir=$NODE_DIR/alt-work" \
+    /var/lib/dpkg/alternatives || fail "overlay alternatives"
 mount --bind "$NODE_DIR/log" /var/log || fail "bind /var/log"
 mount --bind "$NODE_DIR/root" /root || fail "bind /root"
 mount -t overlay overlay \

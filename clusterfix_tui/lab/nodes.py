@@ -122,6 +122,8 @@ def create_bridge(name: str, address: str, prefix: int = 24) -> None:
 
 
 def link_exists(name: str, netns: str | None = None) -> bool:
+    if netns is None and "/" not in name and name not in (".", ".."):
+        return os.path.exists(f"/sys/class/net/{name}")  # this process lives in the root netns
     argv = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", name]
     return run(argv, check=False).returncode == 0
 
@@ -213,6 +215,31 @@ def kill_pid(pid: int | None, *, marker: str | None = None, timeout: float = 3.0
     return True
 
 
+def kill_pids(pids: list[int], timeout: float = 3.0) -> list[int]:
+    """SIGTERM all, wait for all, SIGKILL what is left; returns the pids signalled."""
+    sent = []
+    for pid in dict.fromkeys(pids):
+        if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                sent.append(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p) for p in sent):
+        for p in sent:
+            _reap(p)
+        time.sleep(0.02)
+    for p in sent:
+        if pid_alive(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(pid_alive(p) for p in sent):
+        for p in sent:
+            _reap(p)
+        time.sleep(0.02)
+    return sent
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -265,10 +292,8 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authorized_keys: Path) -> str:
     """Create the per-node dirs the anchor mounts, the host key and sshd_config; returns the host
     public key line."""
-    for sub in ("run-flannel", "alternatives", "log", "root", "etc-upper", "etc-work", "files"):
+    for sub in ("run-flannel", "alt-upper", "alt-work", "log", "root", "etc-upper", "etc-work", "files"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
-    alt_src = Path("/var/lib/dpkg/alternatives")
-    run(["cp", "-a", f"{alt_src}/.", str(node_dir / "alternatives")])
     os.chmod(node_dir / "root", 0o700)
     host_key = node_dir / "ssh_host_ed25519_key"
     pub = keygen(host_key, f"root@{name}")
