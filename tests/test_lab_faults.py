@@ -180,6 +180,26 @@ def test_iptables_shadow(lab, api, healthy):
 
 
 @pytest.mark.lab
+def test_iptables_shadow_is_cosmetic_when_the_other_hook_is_older(lab, api, healthy):
+    """The other side of the kernel fact: when the legacy nat hook was registered before
+    kube-proxy's nft one, the same stale rules do not win; the fault says physical: false."""
+    from clusterfix_tui.lab import faults as F
+
+    node = "node-1"
+    # register legacy nat first, then re-create kube-proxy's nft nat table (same rules)
+    r = sh(lab, node, "iptables-legacy -t nat -S >/dev/null && iptables-nft-save -t nat > /run/cfx-nat.save "
+                      "&& nft delete table ip nat && iptables-nft-restore < /run/cfx-nat.save && rm /run/cfx-nat.save")
+    assert r.returncode == 0, r.stderr
+    assert http_get(healthy[node])[0]
+    rec = F.inject(lab, "iptables-shadow", node)
+    assert rec["physical"] is False and "cosmetic" in rec["detail"]
+    assert http_get(healthy[node])[0]  # still answers: kube-proxy's nft DNAT runs first
+    sh(lab, node, "iptables-legacy -t nat -F && iptables-legacy-save -t nat | sed -n 's/^:\\(KUBE-[^ ]*\\).*/\\1/p' "
+                  "| while read c; do iptables-legacy -t nat -X \"$c\"; done")
+    assert "KUBE-" not in sh(lab, node, "iptables-legacy-save -t nat").stdout
+
+
+@pytest.mark.lab
 def test_iptables_foreign_rule(lab, api, healthy):
     from clusterfix_tui.lab import faults as F
 

@@ -196,6 +196,14 @@ def inject_iptables_shadow(handle: LabLike, node: str) -> dict:
     registered_before = _nat_hook_registered(handle, node, other)
     rules = _stale_nat_rules(stale_ep, nodeport)
     _run(handle, node, f"iptables-{other}-restore --noflush -w 5", input=rules)
+    # Measure which DNAT wins: a connection from the node to its own NodePort passes the same nat
+    # hooks (OUTPUT instead of PREROUTING); its conntrack entry shows the address it was sent to.
+    ip = shlex.quote(n["ip"])
+    probe = _run(handle, node, f"conntrack -D -p tcp --orig-dst {ip} --dport {nodeport} >/dev/null 2>&1; "
+                               f"curl -s -o /dev/null -m 1 http://{ip}:{nodeport}/; "
+                               f"conntrack -L -p tcp --orig-dst {ip} --dport {nodeport} 2>/dev/null", check=False)
+    if "dport=" in (probe.stdout or ""):
+        registered_before = f"src={stale_ep} " not in probe.stdout
     fix = (f"iptables-{other}-save -t nat | grep KUBE- (see them), then remove every KUBE-* rule and chain "
            f"from iptables-{other} nat (e.g. the -D/-X lines of a restore file, or "
            f"`iptables-{other} -t nat -F` + `-X` of the KUBE-* chains); kube-proxy's own rules in "
@@ -207,14 +215,15 @@ def inject_iptables_shadow(handle: LabLike, node: str) -> dict:
             f"while kube-proxy programs iptables-{backend}. NOT shadowing: the {other} nat hook of this node "
             f"was registered before kube-proxy's {backend} one, and of two nat hooks at the same priority the "
             f"one registered most recently decides the DNAT; a registered hook cannot be moved without "
-            f"recreating the node's network namespace. The stale rules are cosmetic here (traffic still "
-            f"flows). By hand: {fix}"))
+            f"recreating the node's network namespace. Measured: a connection to the NodePort was still "
+            f"DNATed by kube-proxy's live rules; the stale rules are cosmetic here. By hand: {fix}"))
     return _record("iptables-shadow", node, True, (
         f"stale kube-proxy nat rules (KUBE-SERVICES/KUBE-NODEPORTS/KUBE-EXT/KUBE-SVC/KUBE-SEP, NodePort "
         f"{nodeport} and ClusterIP {CLUSTER_IP}:{JELLYFIN_PORT} -> DNAT {stale_ep}:{JELLYFIN_PORT}, a jellyfin "
         f"endpoint that no longer exists) written into iptables-{other} on {node} ({n['ip']}), while "
-        f"kube-proxy programs iptables-{backend}. The {other} nat table registered its hook now, after "
-        f"kube-proxy's {backend} one, so its DNAT wins: `curl http://{n['ip']}:{nodeport}/` times out "
+        f"kube-proxy programs iptables-{backend}. The {other} nat hook was registered after kube-proxy's "
+        f"{backend} one, so its DNAT wins (measured: the node's own connection to the NodePort was sent "
+        f"to {stale_ep}, per conntrack): `curl http://{n['ip']}:{nodeport}/` times out "
         f"(connections are sent to {stale_ep}) although kube-proxy's live rules are correct. The "
         f"`iptables` tools of the node show only the {backend} rules plus \"# Warning: iptables-legacy "
         f"tables present\". By hand: {fix}"))
