@@ -225,6 +225,11 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
         raise LabError(f"--nodes must be between 1 and {MAX_NODES}")
     d = Path(lab_dir).resolve()
     fault_names = _parse_faults(faults)
+    if fault_names:
+        try:  # unknown names are refused before anything is built
+            _plan_faults(fault_names, [f"node-{i}" for i in range(1, int(nodes) + 1)])
+        except Exception as e:  # noqa: BLE001 - the catalog's own message is the user's answer
+            raise LabError(f"--faults: {e}") from e
     created_dir = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     lock = open(d / ".lab.lock", "w")
@@ -276,7 +281,13 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
         handle = LabHandle(d)
         if fault_names:
             for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes]):
-                handle.inject(fault, node)
+                try:
+                    handle.inject(fault, node)
+                except Exception as e:  # noqa: BLE001 - a half-faulted lab is worse than none
+                    with contextlib.suppress(Exception):
+                        down(d, _locked=True)
+                    raise LabError(f"injecting fault {fault} on {node or 'its preferred node'} failed: "
+                                   f"{type(e).__name__}: {e}; the lab was taken down") from e
         return handle
     finally:
         with contextlib.suppress(Exception):
