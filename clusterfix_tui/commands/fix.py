@@ -200,10 +200,10 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
             except Exception as exc:
                 journal.write("error", message=f"re-diagnosis failed: {exc}", where="diagnose")
         plan = session.plan(name)
-        print_plan(plan)
         if stopped:
             session.skip(plan, "the user stopped the run earlier")
             continue
+        print_plan(plan)
         if plan.nothing_to_do:
             session.skip(plan, "nothing to do")
             continue
