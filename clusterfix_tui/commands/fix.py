@@ -70,7 +70,7 @@ def print_plan(plan: Any, out: TextIO = sys.stdout) -> None:
             _out(f"      risk: {a.risk}", out)
         if a.rollback is not None:
             _out(f"      rollback: $ {a.rollback.command}", out)
-        elif a.mutating:
+        elif a.mutating and a.rollback_note:
             _out(f"      rollback: none automatic: {a.rollback_note}", out)
 
 
