@@ -388,7 +388,7 @@ def test_diagnose_truncated_output_is_facts_unreadable_with_raw_kept():
     nonce = f.data["raw"].split()[1]
     assert f.data["raw"] == cut.replace("labnonce0001", nonce)[:4096]
     # the sections that did arrive are kept, raw, in the diagnosis
-    assert d.facts["node-2"].section("id_u").stdout == "0" and "node-2" in d.node_errors
+    assert d.facts["node-2"].section("id_u").stdout == "0\n" and "node-2" in d.node_errors
     assert any("DONE" in e or "ends inside" in e for e in f.data["errors"])
 
 

@@ -9,8 +9,8 @@ a per-run random nonce, so nothing a hostile file or rule prints can forge a sec
     <stderr, exactly>
     @@CFX <nonce> END <name> [<hex arg>] rc=<n>
 
-The script always prints a newline before ERR and END, and the parser removes exactly that one, so
-a section's text is the command's output byte for byte. Arguments (file paths, IPs) are hex encoded
+The script always prints a newline before ERR and END; that newline ends the last line of the
+output, so the lines between the markers, joined with "\n", are the command's output byte for byte. Arguments (file paths, IPs) are hex encoded
 on the node side. A missing tool is rc=127 with "cfx: TOOL: command not found" on stderr; a missing
 file is rc=1. Secrets never leave the node: kubeconfig files are reduced to their `server:` lines
 there.
@@ -309,7 +309,7 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
             errors.append(f"marker outside a section: {line[:120]!r}")
             continue
         if kind == "ERR":
-            out_text = _strip_one("\n".join(buf))
+            out_text = "\n".join(buf)
             buf = []
         elif kind == "END":
             rc: int | None = None
@@ -320,9 +320,9 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
                 except ValueError:
                     errors.append(f"section {cur_key}: bad rc {last!r}")
             if out_text is None:
-                out_text, err_text = _strip_one("\n".join(buf)), ""
+                out_text, err_text = "\n".join(buf), ""
             else:
-                err_text = _strip_one("\n".join(buf))
+                err_text = "\n".join(buf)
             sections[cur_key] = Section(cur_name, cur_arg, out_text, err_text, rc)
             cur_key, buf, out_text = None, [], None
     if cur_key is not None:
@@ -337,11 +337,6 @@ def _texts(out_text: str | None, buf: list[str]) -> tuple[str, str]:
     if out_text is None:
         return "\n".join(buf), ""
     return out_text, "\n".join(buf)
-
-
-def _strip_one(text: str) -> str:
-    # the script prints "\n" before ERR/END: remove exactly that one
-    return text[:-1] if text.endswith("\n") else text
 
 
 def _unhex(s: str) -> str:
