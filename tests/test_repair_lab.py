@@ -204,6 +204,12 @@ def rollback_lab(tmp_path_factory):
 @pytest.mark.parametrize("step", list(ROLLBACK_CASES))
 def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
     lab = rollback_lab
+    if step == "iptables":
+        # the node with stale rules also has its `iptables` pointing at the other backend: the
+        # fix aligns the alternative, the rollback must put the previous one back
+        node = next(f["node"] for f in lab.info["faults"] if f["name"] == "iptables-shadow")
+        lab.exec(node, "update-alternatives --set iptables /usr/sbin/iptables-legacy && "
+                       "update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy")
     before = settled_state(lab, live=True)
     journal = tmp_path / f"{step}.jsonl"
     r = cli("fix", "--yes", "--step", step, "--lab-dir", str(lab.dir), "--journal", str(journal),
@@ -212,6 +218,9 @@ def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
     events = [json.loads(line) for line in journal.read_text().splitlines()]
     starts = [e for e in events if e["type"] == "command_start" and e["kind"] == "shell"]
     assert starts, f"{step} planned nothing on the faulted lab:\n{r.stdout}"
+    if step == "iptables":
+        assert any("update-alternatives --set iptables /usr/sbin/iptables-nft" in e["command"]
+                   for e in starts), r.stdout
     assert diff(before, cluster_state(lab, live=True)) != []  # the fix changed something
     time.sleep(1.0)  # let the restarted pods' agents settle before the rollback
     rb = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
