@@ -191,3 +191,20 @@ def test_opt_in_actions_are_not_default_approved():
     assert check_rollbacks(p) == []
     assert check_rollbacks(Plan(step="x", title="x", actions=(
         Action(id="m", target="n", kind="shell", command="rm x"),))) == ["m"]
+
+
+def test_a_rollback_redacted_in_the_journal_is_not_run(tmp_path):
+    secret_rb = Action(id="rb-s", target="node-1", kind="shell",
+                       command="echo token: eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2Vu.abcdef123456 > /x")
+    p = Plan(step="worker_kubeconfig", title="w", actions=(
+        FixAction(id="s1", target="node-1", kind="shell", command="true", rollback=secret_rb),))
+    j = Journal(tmp_path / "r.jsonl")
+    apply_plan(p, ["s1"], FakeRunner(), j)
+    r = FakeRunner()
+    j2 = Journal(tmp_path / "rb.jsonl")
+    out = rollback(Journal.read(tmp_path / "r.jsonl"), r, j2)
+    assert r.ran == []
+    assert out.status == "unchanged"
+    assert "eyJhbGciOiJSUzI1NiJ9" not in (tmp_path / "r.jsonl").read_text()
+    plans = [e for e in j2.events if e["type"] == "plan"]
+    assert "redacted" in " ".join(plans[0]["plan"]["notes"])

@@ -13,7 +13,9 @@ import datetime as _dt
 import json
 import os
 import threading
-from typing import Any, Callable
+from typing import Any
+
+from clusterfix_tui.core.redact import redact_obj
 
 EVENT_TYPES: tuple[str, ...] = (
     "session_start",
@@ -29,54 +31,6 @@ EVENT_TYPES: tuple[str, ...] = (
     "error",
     "session_end",
 )
-
-
-def _load_redactor() -> Callable[[Any], Any]:
-    try:
-        from clusterfix_tui.core.redact import redact_obj  # the report engineer's module
-
-        return redact_obj
-    except ImportError:  # pragma: no cover - only until core/redact.py lands
-        return _fallback_redact_obj
-
-
-_SECRET_KEYS = ("token", "password", "passwd", "secret", "client-key-data", "client-certificate-data",
-                "certificate-authority-data", "private_key", "private-key", "authorization")
-
-
-def _fallback_redact_text(text: str) -> str:
-    import re
-
-    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1<redacted>", text)
-    text = re.sub(
-        r"(?i)((?:token|password|passwd|secret|client-key-data|client-certificate-data)"
-        r"\s*[:=]\s*)\S+",
-        r"\1<redacted>",
-        text,
-    )
-    text = re.sub(
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
-        "<redacted private key>",
-        text,
-        flags=re.S,
-    )
-    return text
-
-
-def _fallback_redact_obj(obj: Any) -> Any:
-    if isinstance(obj, str):
-        return _fallback_redact_text(obj)
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and k.lower() in _SECRET_KEYS and isinstance(v, str) and v:
-                out[k] = "<redacted>"
-            else:
-                out[k] = _fallback_redact_obj(v)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_fallback_redact_obj(v) for v in obj]
-    return obj
 
 
 def now_rfc3339() -> str:
@@ -107,7 +61,7 @@ class Journal:
         self._lock = threading.Lock()
         self._seq = 0
         self.events: list[dict[str, Any]] = []
-        self._redact = _load_redactor()
+        self._redact = redact_obj
         self._fd: int | None = None
         if self.path is not None:
             parent = os.path.dirname(os.path.abspath(self.path))

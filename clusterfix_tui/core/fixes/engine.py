@@ -475,6 +475,16 @@ def ran_from_events(events: Sequence[dict[str, Any]], step: str | None = None) -
     return result
 
 
+_REDACTION_MARKS = ("[REDACTED", "<redacted")
+
+
+def _redacted(action: Action) -> bool:
+    import json
+
+    text = action.command + json.dumps(action.api or {}, default=str)
+    return any(m in text for m in _REDACTION_MARKS)
+
+
 def rollback_plan(ran: Sequence[RanAction], step: str | None = None) -> tuple[Plan, dict[str, str]]:
     """The rollback of what ran, newest first, as a Plan (so it can be shown and approved).
 
@@ -487,6 +497,11 @@ def rollback_plan(ran: Sequence[RanAction], step: str | None = None) -> tuple[Pl
     for ra in reversed(list(ran)):
         a = ra.action
         if not a.mutating:
+            continue
+        if a.rollback is not None and _redacted(a.rollback):
+            notes.append(f"{a.id} ({a.target}): its rollback command was redacted in the "
+                         f"journal (it held something that looked like a secret); run it by "
+                         f"hand from the plan the session showed")
             continue
         if a.rollback is not None:
             rb = a.rollback
