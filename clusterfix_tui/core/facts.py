@@ -293,6 +293,11 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
             continue
         words = line[len(head):].split(" ")
         kind = words[0] if words else ""
+        if kind not in ("DONE", "BEGIN", "ERR", "END") or (kind == "BEGIN" and len(words) < 2):
+            # not a marker we wrote (e.g. output cut inside one): content, kept as it came
+            if cur_key is not None:
+                buf.append(line)
+            continue
         if kind == "DONE":
             complete = True
             continue

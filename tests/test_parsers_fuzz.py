@@ -1,0 +1,108 @@
+"""Fuzz every parser with random text and with real captured output cut or corrupted anywhere:
+none may raise, and parse_facts keeps the raw text of what arrived. The checks must also survive
+any partial facts (a check that raises is a bug: run_checks reports it in its errors)."""
+
+from __future__ import annotations
+
+import os
+
+from diag_fakes import FACTS_DATA, LAB_NONCE, SCRATCH_NONCE, load
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clusterfix_tui.core import parsers as P
+from clusterfix_tui.core.checks import run_checks
+from clusterfix_tui.core.facts import parse_facts, split_sections
+from clusterfix_tui.core.snapshot import build_snapshot, parse_flannel_net_conf, parse_kube_proxy_mode
+from diag_fakes import ReplayAPI
+
+FAST = settings(max_examples=int(os.environ.get("CFX_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+REAL = {
+    "scratch-a": ((FACTS_DATA / "node-a-healthy.out").read_text(), SCRATCH_NONCE),
+    "scratch-b": ((FACTS_DATA / "node-b-faults.out").read_text(), SCRATCH_NONCE),
+}
+_LAB = load("iptables-foreign-rule")
+REAL["lab-foreign"] = (_LAB["facts"]["node-1"], LAB_NONCE)
+_SNAP = build_snapshot(ReplayAPI(_LAB))
+
+
+def _section(text: str, name: str) -> str:
+    return text.split(f" BEGIN {name}\n", 1)[1].split("\n@@CFX", 1)[0]
+
+
+SAMPLES = {name: _section(REAL["scratch-b"][0], name) for name in (
+    "legacy_save", "nft_save_filter", "nft_json", "ip_link", "ip_addr", "ip_route",
+    "ip_neigh_flannel", "fdb_flannel", "alternatives", "subnet_env", "iptables_version")}
+
+PARSERS = [
+    P.parse_iptables_save, P.parse_nft_json, P.parse_json_list, P.parse_alternatives,
+    P.parse_env_file, P.parse_cni_conf, P.parse_kubeconfig_server, P.parse_sysctl_lines,
+    P.parse_iptables_version, P.first_error_line,
+    lambda t: P.parse_modules(t, t, True),
+    lambda t: parse_kube_proxy_mode({"data": {"config.conf": t}}),
+    lambda t: parse_flannel_net_conf({"data": {"net-conf.json": t}}),
+]
+
+text_st = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400)
+
+
+@FAST
+@given(text_st)
+def test_every_parser_takes_any_text(text):
+    for parse in PARSERS:
+        parse(text)
+
+
+@FAST
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_every_parser_takes_cut_and_spliced_real_output(name, data):
+    raw = SAMPLES[name]
+    i = data.draw(st.integers(0, len(raw)))
+    j = data.draw(st.integers(0, len(raw)))
+    junk = data.draw(st.sampled_from(["", "\x00", "{", "]", "\"", "-A", "*nat\n", "COMMIT\n", ":X Y",
+                                      "\ufffd", "-A KUBE-X -j", "\n\n", "# Table `x' is incompatible"]))
+    for text in (raw[:i], raw[i:], raw[:i] + junk + raw[j:]):
+        for parse in PARSERS:
+            parse(text)
+
+
+@FAST
+@given(st.sampled_from(sorted(REAL)), st.data())
+def test_parse_facts_on_truncated_real_output_never_raises_and_keeps_raw(which, data):
+    text, nonce = REAL[which]
+    cut = data.draw(st.integers(0, len(text)))
+    part = text[:cut]
+    f = parse_facts("n", part, nonce)
+    full = split_sections(text, nonce)[0]
+    for key, sec in f.sections.items():
+        if sec.rc is not None:  # a section that closed is exactly the original
+            assert sec == full[key]
+        else:  # the one cut short keeps exactly what arrived of it (it is the last one)
+            body = part.rsplit(f" BEGIN {key.split(' ')[0]}", 1)[1].split("\n", 1)[-1]
+            assert body.startswith(sec.stdout) and sec.stderr in body
+    if cut < len(text) - 1:
+        assert not f.complete and f.parse_errors
+    # the checks take whatever came through
+    findings, errors = run_checks(_SNAP, {"node-1": f})
+    assert errors == []
+
+
+@FAST
+@given(st.sampled_from(sorted(REAL)), st.data())
+def test_parse_facts_on_corrupted_real_output(which, data):
+    text, nonce = REAL[which]
+    i = data.draw(st.integers(0, len(text)))
+    n = data.draw(st.integers(0, 200))
+    junk = data.draw(text_st)
+    bad = text[:i] + junk + text[i + n:]
+    f = parse_facts("n", bad, nonce)
+    findings, errors = run_checks(_SNAP, {"node-1": f})
+    assert errors == []
+
+
+@FAST
+@given(text_st, st.sampled_from(["abc", LAB_NONCE]))
+def test_split_sections_on_random_text(text, nonce):
+    secs, complete, errors = split_sections(f"@@CFX {nonce} BEGIN x\n" + text, nonce)
+    assert "x" in secs or any(k.startswith("x ") for k in secs) or not secs or errors
