@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     except cluster.LabError as e:
         print(f"clusterfix-tui lab {args.lab_command}: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `lab up | head`: the lab is up all the same
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 2
 
 

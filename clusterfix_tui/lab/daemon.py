@@ -479,6 +479,8 @@ class Lab:
         self.procs[proc.pid] = proc
         pod.proc = proc
         pod.pid = proc.pid
+        if not N.wait_listening_in_netns(pod.netns, pod.port or 80):
+            log.warning("pod %s/%s: server not listening after 5s", pod.namespace, pod.name)
         pod.running = True
         pod.started = now_iso()
         pod.ready = pod.probe is None

@@ -464,6 +464,21 @@ def http_get_in_netns(netns_path: str, ip: str, port: int, path: str = "/",
     return _in_netns(netns_path, get)
 
 
+def wait_listening_in_netns(netns: str, port: int, timeout: float = 5.0) -> bool:
+    """Wait until something accepts on 127.0.0.1:port inside a pod's netns (the container started)."""
+    def attempt() -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    return bool(_in_netns(f"/run/netns/{netns}", attempt))
+
+
 def random_suffix(n: int = 5) -> str:
     alphabet = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
     return "".join(secrets.choice(alphabet) for _ in range(n))
