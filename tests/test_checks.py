@@ -7,10 +7,28 @@ import copy
 import dataclasses
 
 import pytest
-from diag_fakes import FACTS_DATA, LAB_NONCE, SCRATCH_NONCE, ReplayAPI, ReplayShells, load, scenarios
+from diag_fakes import (
+    FACTS_DATA,
+    LAB_NONCE,
+    SCRATCH_NONCE,
+    ReplayAPI,
+    ReplayShells,
+    load,
+    scenarios,
+)
 
-from clusterfix_tui.core.checks import all_checks, fold_symptoms, run_checks
-from clusterfix_tui.core.checks import cni, firewall, flannel, host, iptables, kubeconfig, pods
+from clusterfix_tui.core.checks import (
+    all_checks,
+    cni,
+    firewall,
+    flannel,
+    fold_symptoms,
+    host,
+    iptables,
+    kubeconfig,
+    pods,
+    run_checks,
+)
 from clusterfix_tui.core.checks.connectivity import transport_finding
 from clusterfix_tui.core.diagnose import diagnose
 from clusterfix_tui.core.facts import parse_facts

@@ -36,7 +36,7 @@ def runtime(lab):
     rt.close()
 
 
-def _diag(runtime):  # noqa: D103
+def _diag(runtime):
     return diagnose(runtime.api, runtime.shells)
 
 
@@ -98,7 +98,11 @@ def _capture(name: str, runtime, lab, expected=()) -> None:
     if not os.environ.get("CFX_CAPTURE"):
         return
     from clusterfix_tui.core.facts import build_facts_script
-    from clusterfix_tui.core.snapshot import FLANNEL_SELECTOR, KUBE_PROXY_SELECTOR, SYSTEM_NAMESPACES
+    from clusterfix_tui.core.snapshot import (
+        FLANNEL_SELECTOR,
+        KUBE_PROXY_SELECTOR,
+        SYSTEM_NAMESPACES,
+    )
 
     api = runtime.api
     rec = {"describe": api.describe(), "version": api.version(), "nodes": api.list_nodes(),
@@ -276,9 +280,7 @@ def _fault_specifics(fault: str, node: str, d) -> None:
         assert any(s["code"] == "FLANNEL_CRASHLOOP" for s in f.data.get("symptoms", []))
     elif fault == "worker-kubeconfig":
         assert f.data["reason"] == "wrong-server" and f.data["kubectl_rc"] != 0
-    elif fault == "ip-forward-off":
-        assert f.data["value"] == "0"
-    elif fault == "br-netfilter-off":
+    elif fault == "ip-forward-off" or fault == "br-netfilter-off":
         assert f.data["value"] == "0"
 
 

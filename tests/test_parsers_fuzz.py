@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 
-from diag_fakes import FACTS_DATA, LAB_NONCE, SCRATCH_NONCE, load
+from diag_fakes import FACTS_DATA, LAB_NONCE, SCRATCH_NONCE, ReplayAPI, load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterfix_tui.core import parsers as P
 from clusterfix_tui.core.checks import run_checks
 from clusterfix_tui.core.facts import parse_facts, split_sections
-from clusterfix_tui.core.snapshot import build_snapshot, parse_flannel_net_conf, parse_kube_proxy_mode
-from diag_fakes import ReplayAPI
+from clusterfix_tui.core.snapshot import (
+    build_snapshot,
+    parse_flannel_net_conf,
+    parse_kube_proxy_mode,
+)
 
 FAST = settings(max_examples=int(os.environ.get("CFX_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

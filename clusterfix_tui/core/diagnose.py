@@ -6,8 +6,9 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from clusterfix_tui.core.checks import run_checks, sort_findings
 from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding

@@ -34,7 +34,7 @@ EVENT_TYPES: tuple[str, ...] = (
 
 
 def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
 
@@ -103,7 +103,7 @@ class Journal:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

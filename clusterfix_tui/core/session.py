@@ -13,8 +13,9 @@ import inspect
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.model import CheckResult, Plan, StepOutcome
@@ -118,11 +119,11 @@ class RepairSession:
 
         try:
             cluster = self.cluster_info()
-        except Exception as exc:  # the API may be down: still journal the start
+        except Exception as exc:  # the API may be down: still journal the start  # noqa: BLE001
             cluster = {"error": str(exc)}
         try:
             user = getpass.getuser()
-        except Exception:
+        except Exception:  # noqa: BLE001
             user = "?"
         self.journal.write(
             "session_start", session_id=self.session_id, tool_version=__version__, user=user,
@@ -137,7 +138,7 @@ class RepairSession:
         try:
             v = self.api.version() or {}
             info["version"] = v.get("gitVersion") or v.get("git_version") or str(v)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             info["version"] = None
             info["version_error"] = str(exc)
         info["node_count"] = len(self.api.list_nodes())
@@ -171,7 +172,7 @@ class RepairSession:
                 if on_node is not None:
                     try:
                         on_node(conn)
-                    except Exception:
+                    except Exception:  # noqa: BLE001, S110
                         pass
         for conn in results:
             if conn.state != "connected":
@@ -189,7 +190,7 @@ class RepairSession:
                 return NodeConn(name, addr, state, detail)
             self._host_key_errors.pop(name, None)
             return NodeConn(name, addr, "connected", "")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             state, key = _conn_state(exc)
             if state == "host-key-unknown":
                 self._host_key_errors[name] = exc
@@ -266,7 +267,7 @@ class RepairSession:
         if callable(gather):  # read-only look-ups the pure plan() needs (e.g. a Deployment)
             try:
                 view.extra[step] = gather(self.api, view)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 self.journal.write("error", message=f"{step}: look-up failed: {exc}", where=step)
         plan = step_obj.plan(view)
         self.plans[step] = plan
@@ -421,7 +422,7 @@ def _node_summaries(diagnosis: Any) -> dict[str, Any]:
             try:
                 out[name] = summary()
                 continue
-            except Exception:
+            except Exception:  # noqa: BLE001, S110
                 pass
         out[name] = {"findings": sum(1 for f in diagnosis.findings if f.node == name)}
     return out

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
 FLANNEL_SELECTOR = "app=flannel"

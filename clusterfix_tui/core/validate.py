@@ -17,7 +17,8 @@ the workstation's TCP/HTTP through a `Prober` (a stdlib one is in commands/valid
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from clusterfix_tui.core.model import CLUSTER, CheckResult
 
@@ -55,7 +56,7 @@ def _ready(obj: dict[str, Any]) -> tuple[bool, str]:
 def _pod_ok(pod: dict[str, Any]) -> tuple[bool, str]:
     status = pod.get("status") or {}
     phase = status.get("phase", "?")
-    ready, msg = _ready(pod)
+    ready, _ = _ready(pod)
     reasons = [((cs.get("state") or {}).get("waiting") or {}).get("reason")
                for cs in status.get("containerStatuses") or ()]
     reasons = [r for r in reasons if r]
@@ -94,12 +95,12 @@ def validate(
         if on_check is not None:
             try:
                 on_check(r)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110
                 pass
 
     try:
         nodes = [n for n in api.list_nodes() if n["metadata"]["name"] not in skip]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         emit(CheckResult("api", CLUSTER, False, f"cannot list nodes: {exc}", None))
         return results
     names = [n["metadata"]["name"] for n in nodes]
@@ -115,7 +116,7 @@ def validate(
     all_pods: list[dict[str, Any]] = []
     try:
         all_pods = api.list_pods()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         emit(CheckResult("pods", CLUSTER, False, f"cannot list pods: {exc}", None))
     for check, (selector, label) in COMPONENTS.items():
         key, _, value = selector.partition("=")
@@ -135,7 +136,7 @@ def validate(
     # 3. NodePort services from the workstation
     try:
         services = api.list_services()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         services = []
         emit(CheckResult("nodeport", CLUSTER, False, f"cannot list services: {exc}", None))
     nodeports = []
@@ -144,8 +145,8 @@ def validate(
             continue
         for port in (s.get("spec") or {}).get("ports") or ():
             if port.get("nodePort") and port.get("protocol", "TCP") == "TCP":
-                nodeports.append((f"{s['metadata'].get('namespace', 'default')}/"
-                                  f"{s['metadata']['name']}", int(port["nodePort"])))
+                svc = f"{s['metadata'].get('namespace', 'default')}/{s['metadata']['name']}"
+                nodeports.append((svc, int(port["nodePort"])))
     if nodeports and prober is None:
         emit(CheckResult("nodeport", CLUSTER, False, "no prober: NodePorts not checked", None))
     elif nodeports:
@@ -173,7 +174,7 @@ def validate(
         out: list[CheckResult] = []
         try:
             shell = shells(name, ips.get(name))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             return [CheckResult("pod-to-pod", name, False, f"no shell: {exc}", None)]
         # a ring: node i tries the pod of the next node that has one, so every node is a target
         other = next((t for t in targets if t[0] > name), None) or next(

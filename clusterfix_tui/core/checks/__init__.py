@@ -5,7 +5,8 @@ symptoms in `data["symptoms"]`, so one fault gives one finding. Codes: docs/find
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER, Finding
 

@@ -9,7 +9,6 @@ current nodes, fdb/neigh VTEP MACs that disagree with the peers' backend-data an
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from clusterfix_tui.core.checks._common import in_net, net_of, pod_for

@@ -58,7 +58,7 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
             out.append(Finding(
                 code="IPVS_MODULES_MISSING", severity="warning", node=node,
                 title="kube-proxy runs in ipvs mode but IPVS kernel modules are not loaded",
-                evidence=(f"kube-proxy mode: ipvs", f"not loaded: {' '.join(missing)}"),
+                evidence=("kube-proxy mode: ipvs", f"not loaded: {' '.join(missing)}"),
                 explanation="kube-proxy's ipvs mode needs the ip_vs modules; without them it fails.",
                 reference=REF_IPVS, step="host_network",
                 data={"mode": "ipvs", "missing": missing,

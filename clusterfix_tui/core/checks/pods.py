@@ -16,7 +16,7 @@ CRASH_REASONS = {"CrashLoopBackOff", "Error", "RunContainerError", "CreateContai
                  "CreateContainerConfigError"}
 COMPONENTS = (("kube_proxy_pods", "KUBE_PROXY_CRASHLOOP", "kube-proxy", "kube-system", "kube-proxy"),
               ("flannel_pods", "FLANNEL_CRASHLOOP", "kube-flannel-ds", "kube-flannel", "flannel"))
-NO_ROUTE = re.compile(r"no route to host", re.I)
+NO_ROUTE = re.compile(r"no route to host", re.IGNORECASE)
 IP_RE = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
 
 

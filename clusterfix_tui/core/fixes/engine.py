@@ -51,8 +51,9 @@ import datetime as _dt
 import shlex
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from clusterfix_tui.core.model import (
     CLUSTER,
@@ -147,7 +148,7 @@ def default_approved(plan: Plan) -> list[str]:
 
 
 def plan_stamp(now: _dt.datetime | None = None) -> str:
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -254,13 +255,13 @@ def _run_one(
         if on_line is not None:
             try:
                 on_line(action.target, stream, line)
-            except Exception:  # a display callback must never break a repair
+            except Exception:  # a display callback must never break a repair  # noqa: BLE001, S110
                 pass
 
     t0 = time.monotonic()
     try:
         result = runner.run_action(action, on_line=_line)
-    except Exception as exc:  # TransportError and anything else: recorded, never propagated
+    except Exception as exc:  # TransportError and anything else: recorded, never propagated  # noqa: BLE001
         result = CommandResult(
             exit_code=None, duration=time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}"
         )
@@ -399,7 +400,7 @@ def apply_plan(
     if post is not None:
         try:
             outcome = post(outcome)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             if journal is not None:
                 journal.write("error", message=f"after {plan.step}: {exc}", where=plan.step)
     if journal is not None:

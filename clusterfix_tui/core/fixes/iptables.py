@@ -23,8 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
-from clusterfix_tui.core.fixes.engine import FixAction, action_id, backup_dir, q
-from clusterfix_tui.core.fixes.engine import delete_pod_action, kube_proxy_pod
+from clusterfix_tui.core.fixes.engine import (
+    FixAction,
+    action_id,
+    backup_dir,
+    delete_pod_action,
+    kube_proxy_pod,
+    q,
+)
 from clusterfix_tui.core.model import Action, Finding, Plan
 
 CODES = (

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
@@ -113,7 +114,6 @@ class PodsStep:
                                  "cannot help: check the DaemonSet's nodeSelector/tolerations")
             if not fs:
                 continue
-            code = "+".join(sorted({f.code for f in fs}))
             nodes = sorted({f.node for f in fs})
             ns, ds = _ds_of(diagnosis, component, fs)
             label = component.replace("_", "-")
@@ -181,7 +181,7 @@ class PodsStep:
                         continue
                     deploy = rs.rsplit("-", 1)[0]
                     dep = api.get_deployment(ns, deploy)
-                except Exception:
+                except Exception:  # noqa: BLE001, S112
                     continue
                 containers = (((dep or {}).get("spec") or {}).get("template") or {}).get(
                     "spec", {}).get("containers") or []
@@ -345,7 +345,7 @@ def wait_for_components(
             continue
         try:
             log = api.pod_log(b["namespace"], b["name"], tail_lines=20) or ""
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log = f"(no log: {exc})"
         b["log_tail"] = log.splitlines()[-20:]
         b.pop("pod", None)
