@@ -63,7 +63,7 @@ class NetnsRunner:
         argv = ["ip", "netns", "exec", self.netns[node], "unshare", "--mount",
                 "--propagation", "private", "sh", "-c", wrapper, "x", self.backup_dir, command]
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)  # noqa: PLW1510
         return CommandResult(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 
 
@@ -74,11 +74,11 @@ def new_netns() -> str:
 
 
 def del_netns(name: str) -> None:
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)  # noqa: PLW1510
 
 
 def ns(name: str, command: str) -> str:
-    p = subprocess.run(["ip", "netns", "exec", name, "sh", "-c", command], capture_output=True,
+    p = subprocess.run(["ip", "netns", "exec", name, "sh", "-c", command], capture_output=True,  # noqa: PLW1510
                        text=True, timeout=30)
     assert p.returncode == 0, (command, p.stderr)
     return p.stdout

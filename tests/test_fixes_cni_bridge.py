@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
 from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.fixes.engine import apply_plan, check_rollbacks, default_approved, rollback
-from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
 STEP = get_step("cni_bridge")
 GOOD_MAC = "aa:bb:cc:00:00:02"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
 from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.fixes.engine import apply_plan, check_rollbacks, default_approved, rollback
-from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
 STEP = get_step("iptables")
 

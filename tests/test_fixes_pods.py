@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from fix_helpers import FakeDiagnosis, finding, snapshot
+
 from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.fixes.engine import apply_plan, check_rollbacks, default_approved
 from clusterfix_tui.core.fixes.pods import wait_for_components
 from clusterfix_tui.core.model import CLUSTER, CommandResult
-from fix_helpers import FakeDiagnosis, finding, snapshot
 
 STEP = get_step("pods")
 
@@ -110,7 +113,7 @@ def test_after_apply_marks_partial_when_pods_still_fail():
 
 
 class ProbeAPI:
-    PROBE = {"httpGet": {"path": "/health", "port": 8096}, "timeoutSeconds": 1}
+    PROBE: ClassVar[dict] = {"httpGet": {"path": "/health", "port": 8096}, "timeoutSeconds": 1}
 
     def list_pods(self, namespace=None, label_selector=None):
         return [{"metadata": {"namespace": "media", "name": "jellyfin-7f9c-abcde",

@@ -69,7 +69,7 @@ def test_each_event_is_on_disk_before_write_returns(tmp_path):
         "j.write('command_start', step='iptables', action_id='a1', node='n', command='sleep 9')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # noqa: PLW1510
     assert r.returncode == -9
     evs = Journal.read(path)
     assert [e["type"] for e in evs] == ["command_start"]

@@ -6,6 +6,7 @@ nodes, real HTTP to the lab API); node state is read back through LabHandle.exec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,11 +15,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-
-import contextlib
 
 
 @contextlib.contextmanager
@@ -100,15 +98,15 @@ def settled_state(lab, live: bool = False, timeout: float = 30) -> dict[str, dic
 
 def diff(a: dict, b: dict) -> list[str]:
     out = []
-    for node in a:
-        for key in a[node]:
-            if a[node][key] != b[node][key]:
-                out.append(f"{node}/{key}:\n--- before\n{a[node][key]}\n--- after\n{b[node][key]}")
+    for node, state in a.items():
+        for key, value in state.items():
+            if value != b[node][key]:
+                out.append(f"{node}/{key}:\n--- before\n{value}\n--- after\n{b[node][key]}")
     return out
 
 
 def cli(*args: str, timeout: float = 240, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clusterfix_tui", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "clusterfix_tui", *args], capture_output=True,  # noqa: PLW1510
                           text=True, timeout=timeout, input=input,
                           env={**os.environ, "NO_COLOR": "1"})
 
@@ -121,7 +119,7 @@ def nodeport_answers(lab) -> dict[str, bool]:
         try:
             with opener.open(f"http://{n['ip']}:{port}/", timeout=3) as r:
                 res[n["name"]] = r.status < 500
-        except Exception:
+        except Exception:  # noqa: BLE001
             res[n["name"]] = False
     return res
 
@@ -271,7 +269,7 @@ def test_sigkill_mid_step_leaves_a_journal_naming_every_started_command(kill_lab
     ends = {e["action_id"]: e for e in events if e["type"] == "command_end"}
     assert killed_at in starts
     assert set(ends) <= set(starts)
-    for aid, ev in starts.items():
+    for ev in starts.values():
         assert ev["command"] and ev["node"]
     # what ran on the node is named: the backup command's directory exists on that node
     backup = next(e for e in starts.values() if "iptables-legacy-save >" in e["command"])

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fix_helpers import FakeDiagnosis, finding, snapshot
+
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CommandResult
 from clusterfix_tui.core.session import RepairSession
 from clusterfix_tui.transports.base import HostKeyUnknown, NodeUnreachable
-from fix_helpers import FakeDiagnosis, finding, snapshot
 
 
 class API:

@@ -96,7 +96,7 @@ def ask(question: str, choices: str = "ysn", inp: TextIO | None = None,
 
 
 def _default_journal_path() -> str:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return os.path.abspath(f"clusterfix-session-{stamp}.jsonl")
 
 
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                            ssh_config=args.ssh_config, lab_dir=args.lab_dir,
                            dry_run=bool(args.dry_run))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         journal.write("error", message=f"cannot build the runtime: {exc}", where="fix")
         journal.close()
         _out(f"clusterfix-tui fix: cannot connect: {exc}", sys.stderr)
@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
                             dry_run=bool(args.dry_run), prober=StdlibProber())
     try:
         info = session.cluster_info()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         session._start()
         journal.write("error", message=f"Kubernetes API: {exc}", where="fix")
         session.finish(aborted=True)
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
 
     try:
         diag = session.diagnose("before", on_progress=None)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         journal.write("error", message=f"diagnosis failed: {exc}", where="diagnose")
         session.finish(aborted=True)
         _out(f"clusterfix-tui fix: diagnosis failed: {exc}", sys.stderr)
@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
                                     for o in session.outcomes.values()):
             try:  # an earlier step changed the cluster: plan from what is there now
                 session.refresh()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 journal.write("error", message=f"re-diagnosis failed: {exc}", where="diagnose")
         plan = session.plan(name)
         if stopped:
@@ -253,13 +253,13 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
     if changed and not args.dry_run:
         try:
             session.diagnose("after")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             journal.write("error", message=f"diagnosis after repair failed: {exc}",
                           where="diagnose")
     verdict = session.finish()
     _out(f"\nverdict: {verdict}")
-    for s, o in session.outcomes.items():
-        _out(f"  {s:<18} {o.status}")
+    for s, so in session.outcomes.items():
+        _out(f"  {s:<18} {so.status}")
     return 0 if results and all(r.passed for r in results) else 1
 
 
@@ -271,7 +271,7 @@ def _validate_until(session: Any, rt: Any, deadline: float) -> list[Any]:
         try:
             probe = _val.validate(rt.api, rt.shells, None, prober=session.prober,
                                   skip_nodes=sorted(session.left_out))
-        except Exception:
+        except Exception:  # noqa: BLE001
             probe = []
         if probe and all(r.passed for r in probe):
             break
@@ -300,5 +300,5 @@ def _write_report(journal_path: str, report_path: str) -> None:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         _out(f"report: {report_path}", sys.stderr)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         _out(f"report: could not render {report_path}: {exc}", sys.stderr)

@@ -43,17 +43,17 @@ def run(args: argparse.Namespace) -> int:
     if plan.nothing_to_do:
         print("nothing to roll back")
         return 0
-    if not (args.yes or args.dry_run):
-        if ask(f"run these {len(plan.actions)} rollback action(s)? [y/n] ") != "y":
-            print("not rolled back")
-            return 1
+    if not (args.yes or args.dry_run) and \
+            ask(f"run these {len(plan.actions)} rollback action(s)? [y/n] ") != "y":
+        print("not rolled back")
+        return 1
     try:
         from clusterfix_tui.runtime import build_runtime
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                            ssh_config=args.ssh_config, lab_dir=args.lab_dir,
                            dry_run=bool(args.dry_run))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         print(f"clusterfix-tui rollback: cannot connect: {exc}", file=sys.stderr)
         return 2
     journal = Journal(args.journal)

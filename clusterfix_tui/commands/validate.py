@@ -28,7 +28,7 @@ class StdlibProber:
                 return int(resp.status), "ok"
         except urllib.error.HTTPError as exc:  # an HTTP answer, even 404/503, is an answer
             return int(exc.code), str(exc.reason)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             reason = getattr(exc, "reason", exc)
             return None, f"{type(reason).__name__}: {reason}"
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                            ssh_config=args.ssh_config, lab_dir=args.lab_dir, dry_run=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         print(f"clusterfix-tui validate: cannot connect: {exc}", file=sys.stderr)
         return 2
     try:
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             results = validate(rt.api, rt.shells, None, on_check=progress,
                                prober=StdlibProber(), timeout=args.timeout)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             print(f"clusterfix-tui validate: {exc}", file=sys.stderr)
             return 2
     finally:

@@ -57,9 +57,8 @@ def _pod_ok(pod: dict[str, Any]) -> tuple[bool, str]:
     status = pod.get("status") or {}
     phase = status.get("phase", "?")
     ready, _ = _ready(pod)
-    reasons = [((cs.get("state") or {}).get("waiting") or {}).get("reason")
-               for cs in status.get("containerStatuses") or ()]
-    reasons = [r for r in reasons if r]
+    reasons = [str(r) for cs in status.get("containerStatuses") or ()
+               if (r := ((cs.get("state") or {}).get("waiting") or {}).get("reason"))]
     words = f"{phase}" + (f" ({', '.join(reasons)})" if reasons else "") + \
         ("" if ready else ", not Ready")
     return phase == "Running" and ready and not pod.get("metadata", {}).get(

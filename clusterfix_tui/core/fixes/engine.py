@@ -321,7 +321,8 @@ def _execute(
         else:
             status = "failed"
             failed_targets.add(action.target)
-        outcomes.append(ActionOutcome(action.id, action.target, action.command, result, status))
+        outcomes.append(ActionOutcome(action.id, action.target, action.command, result,
+                                      status))  # type: ignore[arg-type]
     return outcomes, cancelled
 
 

@@ -150,9 +150,10 @@ class PodsStep:
             if a.id in {x.id for x in actions}:
                 continue
             actions.append(a)
+            api = a.api or {}
             notes.append(
                 "OPT-IN WORKAROUND offered (not selected by default): switch the readiness probe "
-                f"of {a.api['namespace']}/{a.api['name']} to an exec check on 127.0.0.1. It hides "
+                f"of {api.get('namespace')}/{api.get('name')} to an exec check on 127.0.0.1. It hides "
                 "the network problem; the tool reverts it once validation passes.")
         if not actions and not notes:
             notes.append("nothing to restart")
