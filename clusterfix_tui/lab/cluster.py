@@ -376,6 +376,8 @@ def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
         if state_dir and Path(state_dir).parent == N.LAB_STATE_ROOT and Path(state_dir).is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             summary["files"].append(state_dir)
+            with contextlib.suppress(OSError):  # the root, when no other lab uses it
+                N.LAB_STATE_ROOT.rmdir()
         for f in info.get("files") or []:
             p = d / f
             if p.exists() or p.is_symlink():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -66,15 +65,26 @@ def ip_json(netns: str | None, *args: str) -> list[dict]:
 # -- the lab bridge ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def subnet_lock():
-    """Serialise bridge subnet choice between labs started at the same time on this machine."""
-    LAB_STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(LAB_STATE_ROOT / ".subnet.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def subnet_lock(timeout: float = 120.0):
+    """Serialise bridge subnet choice between labs started at the same time on this machine.
+
+    An abstract unix socket is the lock: bound by one process at a time, released by the kernel
+    when its holder exits, and no file is left behind."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            sock.bind("\0clusterfix-lab-subnet-lock")
+            break
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                sock.close()
+                raise NodeError(f"cannot take the lab subnet lock: {e}") from e
+            time.sleep(0.02)
+    try:
+        yield
+    finally:
+        sock.close()
 
 
 def used_bridge_subnets() -> set[int]:
