@@ -190,6 +190,29 @@ def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
     assert curl(f"http://{lab.node('node-3')['ip']}:30096/").returncode == 0
 
 
+def test_recreated_vtep_reaches_the_peers(lab, tmp_path):
+    """`ip link delete flannel.1` + restarting flannel (the runbook's remedy): a new VTEP MAC,
+    published in the node annotation, and the running peers' flanneld reprogram their fdb/neigh."""
+    node = "node-3"
+    old_mac = lab.exec(node, "cat /sys/class/net/flannel.1/address").stdout.strip()
+    lab.exec(node, "ip link delete flannel.1")
+    echo = {p["node"]: p for p in lab.pods("net-echo")}
+    src, dst = echo["node-1"], echo[node]
+    probe = ["curl", "-sS", "-m", "2", f"http://{dst['ip']}:{dst['port']}/"]
+    assert lab.pod_exec(src["namespace"], src["name"], probe, check=False).returncode != 0
+    old = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)
+    kubectl(lab, "-n", "kube-flannel", "delete", "pod", old["metadata"]["name"], tmp=tmp_path)
+
+    def new_mac():
+        obj = kjson(lab, tmp_path, "get", "node", node)
+        mac = json.loads(obj["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-data"])["VtepMAC"]
+        return mac if mac != old_mac else None
+    mac = wait_for(new_mac, 15)
+    assert mac and mac == lab.exec(node, "cat /sys/class/net/flannel.1/address").stdout.strip()
+    assert f"{mac} dst {lab.node(node)['ip']} self permanent" in lab.exec("node-1", "bridge fdb show dev flannel.1").stdout
+    assert wait_for(lambda: lab.pod_exec(src["namespace"], src["name"], probe, check=False).returncode == 0, 10)
+
+
 def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
     node = "node-3"
     lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
