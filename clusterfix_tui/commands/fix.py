@@ -161,6 +161,10 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
     conns = session.connect(
         on_node=lambda c: _out(f"  {c.node:<20} {c.state}{': ' + c.detail if c.detail else ''}",
                                sys.stderr))
+    if not conns:
+        session.finish(aborted=True)
+        _out("clusterfix-tui fix: the cluster has no nodes", sys.stderr)
+        return 2
     for c in conns:
         if c.state != "connected":
             session.leave_out(c.node, f"{c.state}: {c.detail}")

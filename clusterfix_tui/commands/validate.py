@@ -114,5 +114,10 @@ def run(args: argparse.Namespace) -> int:
         with open(args.junit, "w", encoding="utf-8") as fh:
             fh.write(junit_xml(results))
     if not results:
+        print("clusterfix-tui validate: could not validate: no checks ran (the cluster has no "
+              "nodes)", file=sys.stderr)
+        return 2
+    if all(r.name == "api" and not r.passed for r in results):
+        print(f"clusterfix-tui validate: could not validate: {results[0].detail}", file=sys.stderr)
         return 2
     return 0 if all(r.passed for r in results) else 1
