@@ -67,6 +67,14 @@ the report (Markdown, HTML or JSON) from the session journal, plus the .json bes
         text.append(f"{verdict}\n", style=VERDICT_STYLE.get(verdict, "bold"))
         if self.wizard.dry_run:
             text.append("dry run: nothing on the cluster was changed\n", style="bold cyan")
+        first_findings = v.findings_of(state.diagnosis_before) if state.diagnosis_before else []
+        ran = [o for o in state.outcomes.values()
+               if o.status in ("changed", "partial", "failed", "cancelled", "dry-run")]
+        n_skipped = sum(1 for s in STEP_ORDER if self.wizard.step_state(s) == "skipped")
+        n_failing = sum(1 for r in state.validation if not r.passed)
+        text.append(f"found {len(first_findings)} · changed {len(ran)} step(s) · "
+                    f"skipped {n_skipped} · still failing "
+                    f"{n_failing if state.validation else '(not validated)'}\n", style="bold")
 
         first = state.diagnosis_before
         before = v.findings_of(first) if first is not None else []
@@ -83,6 +91,8 @@ the report (Markdown, HTML or JSON) from the session journal, plus the .json bes
         changed = [(s, o) for s, o in state.outcomes.items()
                    if o.status in ("changed", "partial", "failed", "cancelled", "dry-run")]
         text.append(f"\nChanged ({len(changed)} steps)\n", style="bold underline")
+        if not changed:
+            text.append("  nothing\n", style="dim")
         for step, o in changed:
             text.append(f"  {step:<18} ", style="bold")
             text.append(f"{o.status}", style=v.STEP_STATE_STYLE.get(v.step_state(None, o), ""))

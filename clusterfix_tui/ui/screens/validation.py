@@ -50,9 +50,9 @@ A failed check names the step that fixes it: select it (enter) to open that step
     def on_mount(self) -> None:
         t = self.query_one("#checks", DataTable)
         t.add_column("", key="ok", width=2)
-        t.add_column("check", key="name", width=24)
-        t.add_column("target", key="target", width=15)
-        t.add_column("fix step", key="step", width=17)
+        t.add_column("check", key="name", width=18)
+        t.add_column("target", key="target", width=22)
+        t.add_column("fix step", key="step", width=12)
         t.add_column("detail", key="detail")
         self.action_revalidate()
 

@@ -24,7 +24,7 @@ NODE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bri
 class LineBuffer:
     """Lines waiting for the UI. Safe to feed from any thread."""
 
-    def __init__(self, batch_limit: int = 500, min_interval: float = 0.05) -> None:
+    def __init__(self, batch_limit: int = 200, min_interval: float = 0.1) -> None:
         self._lines: deque[tuple[str, str, str]] = deque(maxlen=batch_limit)
         self._lock = threading.Lock()
         self._pending = False
