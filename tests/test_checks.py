@@ -461,3 +461,57 @@ def test_recordings_unchanged_by_checks():
     before = copy.deepcopy(rec)
     run_checks(snap, facts)
     assert rec == before
+
+
+def test_diagnose_without_nodes_list_is_not_healthy():
+    rec = load("healthy")
+    api = ReplayAPI(rec, fail={"list_nodes"})
+    d = diagnose(api, ReplayShells(rec))
+    assert not d.healthy and "did not list nodes" in d.error and d.facts == {}
+    assert "list_pods" not in api.calls  # nothing else asked of a dead API
+    assert d.to_dict()["error"] == d.error
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def _cli(*args, timeout=60):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "clusterfix_tui", "diagnose", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_command_exit_2_when_the_api_is_down(tmp_path):
+    import json
+
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {server: 'https://127.0.0.1:1', "
+        "insecure-skip-tls-verify: true}\n  name: dead\ncontexts:\n- context: {cluster: dead, user: u}\n"
+        "  name: dead\ncurrent-context: dead\nusers:\n- name: u\n  user: {token: not-a-secret}\n")
+    ssh = tmp_path / "ssh_config"
+    ssh.write_text("")
+    r = _cli("--kubeconfig", str(kc), "--ssh-config", str(ssh))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "could not diagnose" in r.stderr and "COULD NOT DIAGNOSE" in r.stdout
+    r = _cli("--kubeconfig", str(kc), "--ssh-config", str(ssh), "--json", "-q")
+    assert r.returncode == 2 and json.loads(r.stdout)["healthy"] is False
+    assert "not-a-secret" not in r.stdout + r.stderr
+
+
+def test_command_exit_2_on_bad_flags(tmp_path):
+    r = _cli("--kubeconfig", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nope" in r.stderr
+
+
+def test_human_rendering_of_findings():
+    from clusterfix_tui.commands.diagnose import render_text
+
+    rec = load("forward-drop")
+    d = diagnose(ReplayAPI(rec), ReplayShells(rec))
+    text = render_text(d)
+    (f,) = d.findings
+    assert f"[ERROR] FORWARD_DROP on {f.node}" in text and "repair step: iptables" in text
+    assert all(f"| {e}" in text for e in f.evidence)
+    assert text.count("Ready") >= 3

@@ -65,10 +65,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         reason = could_not_diagnose(diag)
         if args.json:
-            d = diag.to_dict()
-            if reason:
-                d["error"] = reason
-            json.dump(d, sys.stdout, indent=2, default=str)
+            json.dump(diag.to_dict(), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
             sys.stdout.write(render_text(diag))
@@ -84,15 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def could_not_diagnose(diag: Any) -> str | None:
-    snap = diag.snapshot
-    api_err = next((e for e in snap.errors if e.get("what") == "list_nodes"), None)
-    if api_err:
-        return f"the Kubernetes API did not list nodes: {api_err['error']}"
-    if not snap.nodes:
-        return "the cluster has no nodes"
-    if diag.facts == {} and diag.node_errors and len(diag.node_errors) == len(snap.nodes):
-        return None  # every node unreachable: those are findings, reported with exit 1
-    return None
+    return getattr(diag, "error", None)
 
 
 def render_text(diag: Any) -> str:
@@ -104,8 +93,10 @@ def render_text(diag: Any) -> str:
                  f"(Kubernetes {s.get('version') or '?'}), {len(snap.nodes)} nodes, "
                  f"kube-proxy mode {s.get('kube_proxy_mode') or 'iptables (default)'}, "
                  f"flannel {s.get('flannel_network') or '?'} {s.get('flannel_backend') or ''}".rstrip())
-    for e in snap.errors:
+    for e in snap.errors[:10]:
         lines.append(f"  API error: {e['what']}: {e['error']}")
+    if len(snap.errors) > 10:
+        lines.append(f"  ... and {len(snap.errors) - 10} more API errors")
     lines.append("")
     lines.append("nodes:")
     for name, info in snap.nodes.items():
@@ -123,6 +114,9 @@ def render_text(diag: Any) -> str:
         lines.append(f"  {name:<16} {info.internal_ip or '-':<15} {info.pod_cidr or '-':<16} "
                      f"{ready:<8} {n} finding(s)  {state}")
     lines.append("")
+    if getattr(diag, "error", None):
+        lines.append(f"COULD NOT DIAGNOSE: {diag.error}")
+        return "\n".join(lines) + "\n"
     if diag.healthy:
         lines.append(f"no findings: the cluster looks healthy ({diag.duration:.1f}s)")
         return "\n".join(lines) + "\n"

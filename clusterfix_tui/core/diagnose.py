@@ -32,10 +32,11 @@ class Diagnosis:
     node_durations: dict[str, float] = field(default_factory=dict)
     check_errors: list[str] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the cluster could not be diagnosed at all
 
     @property
     def healthy(self) -> bool:
-        return not self.findings
+        return not self.findings and self.error is None
 
     def findings_for(self, node: str) -> list[Finding]:
         return [f for f in self.findings if f.node == node]
@@ -55,6 +56,7 @@ class Diagnosis:
         worst = min((SEVERITY_ORDER.get(f.severity, 9) for f in self.findings), default=None)
         return {
             "healthy": self.healthy,
+            "error": self.error,
             "duration": round(self.duration, 3),
             "cluster": snap.summary(),
             "nodes": nodes,
@@ -127,10 +129,19 @@ def diagnose(
     snapshot = build_snapshot(api)
     _notify(on_progress, lock, "snapshot", "", f"{len(snapshot.nodes)} nodes, "
             f"{len(snapshot.errors)} API errors")
+    api_err = next((e for e in snapshot.errors if e.get("what") == "list_nodes"), None)
     skip = set(skip_nodes or ())
     wanted = list(nodes) if nodes is not None else list(snapshot.nodes)
     targets = [n for n in wanted if n not in skip]
     diag = Diagnosis(snapshot=snapshot, skipped_nodes=sorted(skip & set(wanted)))
+    if api_err is not None:
+        diag.error = f"the Kubernetes API did not list nodes: {api_err['error']}"
+    elif not snapshot.nodes:
+        diag.error = "the cluster has no nodes"
+    unknown = [n for n in targets if n not in snapshot.nodes]
+    if unknown and api_err is None:
+        diag.node_errors.update({n: "not a node of this cluster" for n in unknown})
+        targets = [n for n in targets if n in snapshot.nodes]
     unreadable: list[Finding] = []
 
     def one(node: str) -> tuple[str, NodeFacts | None, Finding | None, float]:

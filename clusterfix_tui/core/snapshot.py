@@ -276,7 +276,11 @@ def build_snapshot(api: Any, *, with_logs: bool = True) -> ClusterSnapshot:
 
     api_desc = call("describe", api.describe, {})
     version = call("version", api.version, {})
-    nodes_raw = call("list_nodes", api.list_nodes, [])
+    nodes_raw = call("list_nodes", api.list_nodes, None)
+    if nodes_raw is None:  # no API: nothing else will answer either
+        return ClusterSnapshot(api=dict(api_desc) if isinstance(api_desc, dict) else {},
+                               version=dict(version) if isinstance(version, dict) else {},
+                               errors=tuple(errors))
     nodes = {}
     for obj in nodes_raw:
         if isinstance(obj, dict):
