@@ -837,7 +837,7 @@ class Lab:
                 st["observedGeneration"] = o.get("metadata", {}).get("generation", 1)
                 if o.get("status") != st:
                     o["status"] = st
-            self.api.mutate("apps/v1/daemonsets", ns, name, fn)
+            self._mutate_if_changed("apps/v1/daemonsets", ns, name, fn)
         pods = [p for p in self.pods.values() if p.app == "jellyfin"]
         ready = sum(1 for p in pods if p.ready)
 
@@ -856,7 +856,18 @@ class Lab:
             old = dict(o.get("status") or {})
             if {k: v for k, v in old.items() if k != "conditions"} != {k: v for k, v in st.items() if k != "conditions"}:
                 o["status"] = st
-        self.api.mutate("apps/v1/deployments", "media", "jellyfin", dfn)
+        self._mutate_if_changed("apps/v1/deployments", "media", "jellyfin", dfn)
+
+    def _mutate_if_changed(self, resource: str, ns: str | None, name: str, fn: Callable[[dict], None]) -> None:
+        """mutate() only when fn changes something: every write is a new resourceVersion and a
+        watch event, and the reconcile loop runs every 2 s."""
+        current = self.api.get(resource, ns, name)
+        if current is None:
+            return
+        trial = json.loads(json.dumps(current))
+        fn(trial)
+        if trial != current:
+            self.api.mutate(resource, ns, name, fn)
 
     # -- control requests ------------------------------------------------------------------------
     def submit(self, fn: Callable, *args: Any) -> concurrent.futures.Future:
