@@ -309,3 +309,24 @@ async def test_dry_run_shows_a_banner(tmp_path: Path) -> None:
         await settle(pilot)
         banner = app.screen.query_one(".dry-run-banner", Static)
         assert "DRY RUN" in _text(banner)
+
+
+async def test_a_failing_session_call_is_reported_and_can_be_retried(tmp_path: Path) -> None:
+    from clusterfix_tui.transports.base import APIError
+
+    app, session = make_app(tmp_path, host_key_nodes=(),
+                            errors={"diagnose": APIError("the API server said 503")})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, DiagnosticsScreen)
+        status = _text(app.screen.query_one("#diag-status", Static))
+        assert "Diagnosis failed" in status and "503" in status
+        toasts = [n for n in app._notifications]
+        assert any(n.title == "Kubernetes API error" and "503" in n.message for n in toasts)
+        assert app.is_running
+        await pilot.press("r")  # retry: the fake fails once
+        await settle(pilot)
+        assert app.state.diagnosis is not None
+        assert app.screen.query_one("#findings-table", DataTable).row_count == len(FINDINGS)

@@ -239,12 +239,14 @@ class FakeSession:
         lines_per_action: int = 3,
         line_delay: float = 0.0,
         stream_gate: threading.Event | None = None,
+        errors: dict[str, BaseException] | None = None,
     ) -> None:
         self.journal_path = Path(journal_path) if journal_path else None
         self.dry_run = dry_run
         self.host_key_nodes = host_key_nodes
         self.unreachable = unreachable
         self.gates = gates or {}
+        self.errors = dict(errors or {})  # method name -> exception it raises (once)
         self.lines_per_action = lines_per_action
         self.line_delay = line_delay
         self.stream_gate = stream_gate  # apply() waits on it after its first action's lines
@@ -272,6 +274,9 @@ class FakeSession:
 
     def _gate(self, name: str) -> None:
         self.calls.append(name)
+        error = self.errors.pop(name, None)
+        if error is not None:
+            raise error
         gate = self.gates.get(name)
         if gate is not None and not gate.wait(30):
             raise TimeoutError(f"fake {name} gate never opened")

@@ -380,7 +380,8 @@ class ClusterfixApp(App[int]):
 
     # -- the one place worker failures are handled -------------------------------------------
     @on(Worker.StateChanged)
-    def _worker_state_changed(self, event: Worker.StateChanged) -> None:
+    def worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every screen forwards its workers' state changes here (the message does not bubble)."""
         worker = event.worker
         if event.state != WorkerState.ERROR:
             return

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
+from textual.worker import Worker
 
 if TYPE_CHECKING:
     from clusterfix_tui.ui.app import ClusterfixApp
@@ -44,6 +45,10 @@ class WizardScreen(Screen[None]):
     def action_back(self) -> None:
         if self.CAN_GO_BACK and len(self.app.screen_stack) > 2:
             self.app.pop_screen()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Worker.StateChanged does not bubble: hand it to the app's one handler
+        self.wizard.worker_state_changed(event)
 
     def worker_failed(self, worker) -> None:  # noqa: ANN001 - textual Worker
         """Called by the app's one Worker.StateChanged handler when a worker of this screen fails."""
