@@ -233,7 +233,8 @@ def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
 
 @pytest.fixture(scope="module")
 def kill_lab(tmp_path_factory):
-    with running_lab(tmp_path_factory, nodes=3, faults="iptables-shadow,forward-drop") as lab:
+    with running_lab(tmp_path_factory, nodes=3,
+                     faults="iptables-shadow,forward-drop,kube-proxy-crashloop") as lab:
         yield lab
 
 
@@ -278,3 +279,23 @@ def test_sigkill_mid_step_leaves_a_journal_naming_every_started_command(kill_lab
     # and the journal is enough to undo it, the unfinished command included
     rb = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(kill_lab.dir))
     assert rb.returncode == 0, rb.stdout + rb.stderr
+
+
+def test_pods_step_restarts_the_crash_looping_kube_proxy_and_waits(kill_lab, tmp_path):
+    node = next(f["node"] for f in kill_lab.info["faults"] if f["name"] == "kube-proxy-crashloop")
+    journal = tmp_path / "pods.jsonl"
+    r = cli("fix", "--yes", "--step", "pods", "--lab-dir", str(kill_lab.dir),
+            "--journal", str(journal), "--no-validate")
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    from clusterfix_tui.core.journal import Journal
+
+    events = Journal.read(journal)
+    starts = [e for e in events if e["type"] == "command_start"]
+    assert [(e["kind"], e["node"]) for e in starts] == [("api", node)], r.stdout
+    assert starts[0]["action"]["api"]["verb"] == "delete_pod"
+    end = next(e for e in events if e["type"] == "step_end" and e["step"] == "pods")
+    assert end["outcome"]["status"] == "changed", end
+    assert "Running and Ready" in end["outcome"]["message"]
+    # the new kube-proxy programmed the NodePort rules on that node again
+    nat = kill_lab.exec(node, "iptables-nft-save -t nat", check=False)  # the lab's kube-proxy: nft
+    assert "-A KUBE-NODEPORTS" in nat.stdout
