@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from lab_helpers import lab_fixture
 
-pytestmark = pytest.mark.lab
-
 lab = lab_fixture(nodes=3, faults="none")
 
 
@@ -55,6 +53,7 @@ def system_pod(lab, tmp: Path, namespace: str, selector: str, node: str) -> dict
 
 # -- healthy lab: read-only checks ---------------------------------------------------------------
 
+@pytest.mark.lab
 def test_kubectl_lists_ready_nodes_with_ips(lab, tmp_path):
     out = kubectl(lab, "get", "nodes", "-o", "wide", tmp=tmp_path).stdout
     rows = [line.split() for line in out.splitlines()[1:]]
@@ -66,6 +65,7 @@ def test_kubectl_lists_ready_nodes_with_ips(lab, tmp_path):
     assert "control-plane" in rows[0]
 
 
+@pytest.mark.lab
 def test_ssh_with_host_key_checking(lab, tmp_path):
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "node-2", "hostname; id -u"],
                        capture_output=True, text=True, timeout=20)
@@ -88,6 +88,7 @@ def test_ssh_with_host_key_checking(lab, tmp_path):
     assert r.returncode != 0 and "Host key verification failed" in r.stderr
 
 
+@pytest.mark.lab
 def test_ssh_key_only_root_login(lab):
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                         "-o", "IdentityFile=/dev/null", "-o", "PreferredAuthentications=password,keyboard-interactive",
@@ -95,6 +96,7 @@ def test_ssh_key_only_root_login(lab):
     assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
+@pytest.mark.lab
 def test_nodeport_answers_on_every_node(lab):
     jf = lab.pods("jellyfin")
     assert len(jf) == 1 and jf[0]["node"] == "node-2"
@@ -104,6 +106,7 @@ def test_nodeport_answers_on_every_node(lab):
         assert r.stdout.startswith(jf[0]["name"]), r.stdout
 
 
+@pytest.mark.lab
 def test_pod_to_pod_across_nodes(lab):
     echo = {p["node"]: p for p in lab.pods("net-echo")}
     assert set(echo) == {"node-1", "node-2", "node-3"}
@@ -117,6 +120,7 @@ def test_pod_to_pod_across_nodes(lab):
         assert r.stdout.strip().endswith(f"from {src['ip']}"), r.stdout
 
 
+@pytest.mark.lab
 def test_flannel_normal_layout(lab, tmp_path):
     nodes = {n["metadata"]["name"]: n for n in kjson(lab, tmp_path, "get", "nodes")["items"]}
     for name, obj in nodes.items():
@@ -150,6 +154,7 @@ def test_flannel_normal_layout(lab, tmp_path):
         assert "flannel" in lab.exec(name, "cat /etc/cni/net.d/10-flannel.conflist").stdout
 
 
+@pytest.mark.lab
 def test_node_is_its_own_machine(lab):
     assert lab.exec("node-3", "hostname").stdout.strip() == "node-3"
     assert lab.exec("node-3", "cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
@@ -168,6 +173,7 @@ def test_node_is_its_own_machine(lab):
     assert not os.path.exists("/etc/cfx-lab-probe")
 
 
+@pytest.mark.lab
 def test_pod_logs_and_status_through_kubectl(lab, tmp_path):
     kp = system_pod(lab, tmp_path, "kube-system", "k8s-app=kube-proxy", "node-1")
     out = kubectl(lab, "-n", "kube-system", "logs", kp["metadata"]["name"], tmp=tmp_path).stdout
@@ -177,6 +183,7 @@ def test_pod_logs_and_status_through_kubectl(lab, tmp_path):
 
 # -- agents: they react to API actions and to the nodes' real state ------------------------------
 
+@pytest.mark.lab
 def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
     old = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", "node-3")
     kubectl(lab, "-n", "kube-flannel", "delete", "pod", old["metadata"]["name"], tmp=tmp_path)
@@ -190,6 +197,7 @@ def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
     assert curl(f"http://{lab.node('node-3')['ip']}:30096/").returncode == 0
 
 
+@pytest.mark.lab
 def test_recreated_vtep_reaches_the_peers(lab, tmp_path):
     """`ip link delete flannel.1` + restarting flannel (the runbook's remedy): a new VTEP MAC,
     published in the node annotation, and the running peers' flanneld reprogram their fdb/neigh."""
@@ -213,6 +221,7 @@ def test_recreated_vtep_reaches_the_peers(lab, tmp_path):
     assert wait_for(lambda: lab.pod_exec(src["namespace"], src["name"], probe, check=False).returncode == 0, 10)
 
 
+@pytest.mark.lab
 def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
     node = "node-3"
     lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
@@ -245,6 +254,7 @@ def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
     assert ok
 
 
+@pytest.mark.lab
 def test_readiness_probe_follows_real_reachability(lab, tmp_path):
     jf = lab.pods("jellyfin")[0]
     node = jf["node"]
@@ -270,6 +280,7 @@ def test_readiness_probe_follows_real_reachability(lab, tmp_path):
     assert wait_for(lambda: curl(f"http://{lab.node('node-1')['ip']}:30096/").returncode == 0, 10)
 
 
+@pytest.mark.lab
 def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
     old = lab.pods("jellyfin")[0]
     kubectl(lab, "-n", "media", "delete", "pod", old["name"], tmp=tmp_path)
@@ -296,6 +307,7 @@ def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
     assert wait_for(lambda: curl(f"http://{lab.node('node-1')['ip']}:30096/").stdout.startswith(rolled[0]["name"]), 15)
 
 
+@pytest.mark.lab
 def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
     node = "node-3"
     lab.set_agent_state(node, "kube-proxy", crashed=True, backoff=300,
@@ -311,6 +323,7 @@ def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
     assert ok
 
 
+@pytest.mark.lab
 def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
     node = "node-2"
     before = lab.node(node)["init_pid"]
@@ -326,6 +339,7 @@ def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
     assert lab.node(node)["init_pid"] == before
 
 
+@pytest.mark.lab
 def test_rollout_restart_restarts_all_kube_proxy_pods(lab, tmp_path):
     before = {p["metadata"]["name"] for p in kjson(lab, tmp_path, "-n", "kube-system", "get", "pods",
                                                      "-l", "k8s-app=kube-proxy")["items"]}
@@ -349,6 +363,7 @@ def _host_state() -> tuple[str, str, str]:
             Path("/proc/mounts").read_text())
 
 
+@pytest.mark.lab
 def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
     d = tmp_path / "lab"
     cli = ["clusterfix-tui", "lab"]
@@ -393,3 +408,40 @@ def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
 
     r4 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=30)
     assert r4.returncode == 1 and "no lab" in r4.stderr and "Traceback" not in r4.stderr
+
+
+# -- pure parts (no lab needed) ------------------------------------------------------------------
+
+def test_kube_proxy_chain_names_match_kube_proxy():
+    """The hashes of kube-proxy's own unit tests (pkg/proxy/iptables/proxier_test.go)."""
+    from clusterfix_tui.lab import agents as A
+
+    sp = A.ServicePort("ns1", "svc1", "p80", "TCP", "172.30.0.41", 80, 3001, 80, ["10.180.0.1"])
+    assert A.svc_chain(sp) == "KUBE-SVC-XPGD46QRK7WJZT7O"
+    assert A.ext_chain(sp) == "KUBE-EXT-XPGD46QRK7WJZT7O"
+    assert A.sep_chain(sp, "10.180.0.1:80") == "KUBE-SEP-SXIVWICOYRO3J4NJ"
+    text = A.restore_text([sp])
+    assert "-A KUBE-NODEPORTS -m comment --comment ns1/svc1:p80 -p tcp -m tcp --dport 3001 -j KUBE-EXT-XPGD46QRK7WJZT7O" in text
+    assert "-j DNAT --to-destination 10.180.0.1:80" in text
+    assert text.count("COMMIT") == 2
+    empty = A.restore_text([A.ServicePort("ns1", "svc1", "p80", "TCP", "172.30.0.41", 80, 3001, 80, [])],
+                           ["KUBE-SEP-SXIVWICOYRO3J4NJ"])
+    assert '"ns1/svc1:p80 has no endpoints"' in empty and "-X KUBE-SEP-SXIVWICOYRO3J4NJ" in empty
+
+
+def test_peers_from_annotations_reject_malformed_values():
+    from clusterfix_tui.lab import agents as A
+
+    def node(name, mac, ip, cidr):
+        return {"metadata": {"name": name, "annotations": {
+            A.BACKEND_DATA: json.dumps({"VNI": 1, "VtepMAC": mac}), A.PUBLIC_IP: ip}}, "spec": {"podCIDR": cidr}}
+    objs = [node("node-1", "aa:bb:cc:dd:ee:01", "10.213.7.11", "10.244.0.0/24"),
+            node("node-2", "aa:bb:cc:dd:ee:02\nlink del eth0", "10.213.7.12", "10.244.1.0/24"),
+            node("node-3", "aa:bb:cc:dd:ee:03", "10.213.7.13; reboot", "10.244.2.0/24"),
+            node("node-4", "AA:BB:CC:DD:EE:04", "10.213.7.14", "10.244.3.0/24")]
+    peers = A.peers_from_nodes(objs, "node-1")
+    assert [(p.name, p.vtep_mac) for p in peers] == [("node-4", "aa:bb:cc:dd:ee:04")]
+    ip_lines, fdb = A.flannel_peer_lines(peers)
+    assert ip_lines == ["neigh replace 10.244.3.0 lladdr aa:bb:cc:dd:ee:04 dev flannel.1 nud permanent",
+                        "route replace 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink"]
+    assert fdb == ["fdb replace aa:bb:cc:dd:ee:04 dev flannel.1 dst 10.213.7.14 self permanent"]

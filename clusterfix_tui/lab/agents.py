@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
 KUBE_SUBNET_MGR = "flannel.alpha.coreos.com/kube-subnet-manager"
+MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 @dataclass
@@ -93,8 +95,15 @@ def peers_from_nodes(node_objs: list[dict], me: str) -> list[Peer]:
             mac = ""
         cidr = obj.get("spec", {}).get("podCIDR", "")
         ip = ann.get(PUBLIC_IP, "")
-        if mac and cidr and ip:
-            peers.append(Peer(name=name, public_ip=ip, pod_cidr=cidr, vtep_mac=mac))
+        # these values go into `ip -batch` / `bridge -batch` lines: only well-formed ones pass
+        if not (isinstance(mac, str) and MAC_RE.fullmatch(mac)):
+            continue
+        try:
+            cidr = str(ipaddress.IPv4Network(cidr))
+            ip = str(ipaddress.IPv4Address(ip))
+        except (ValueError, TypeError):
+            continue
+        peers.append(Peer(name=name, public_ip=ip, pod_cidr=cidr, vtep_mac=mac.lower()))
     return peers
 
 

@@ -510,6 +510,8 @@ class Lab:
     def _crash(self, pod: Pod, text: str, error: str, backoff: float | None = None) -> None:
         """The container exited 1: CrashLoopBackOff, restartCount up, Warning event."""
         first = not pod.last_error and pod.restart_count == 0 and not pod.started
+        log.warning("pod %s/%s on %s: container failed: %s", pod.namespace, pod.name, pod.node,
+                    error.splitlines()[-1] if error else "?")
         pod.running = False
         pod.ready = False
         pod.last_error = error
