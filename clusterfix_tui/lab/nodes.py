@@ -129,6 +129,10 @@ def create_bridge(name: str, address: str, prefix: int = 24) -> None:
         f"addr add {address}/{prefix} dev {name}",
         f"link set {name} up",
     ])
+    # The host's own firewall stays out of the lab's bridged traffic (when br_netfilter is loaded
+    # on the host, bridged frames would otherwise cross the host's iptables FORWARD chain).
+    ip_batch(None, [f"link set {name} type bridge nf_call_iptables 0 nf_call_ip6tables 0 "
+                    "nf_call_arptables 0"], check=False)
 
 
 def link_exists(name: str, netns: str | None = None) -> bool:
