@@ -146,6 +146,51 @@ def test_healthy_lab_fix_yes_changes_nothing(healthy, tmp_path):
     assert events[-1]["type"] == "session_end" and events[-1]["verdict"] == "healthy"
 
 
+def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_path):
+    """The runbook's probe workaround through the real API: offered only as an opt-in, the
+    original probe recorded, and put back by the session once validation passes."""
+    from fix_helpers import FakeDiagnosis
+
+    from clusterfix_tui.core.fixes.engine import default_approved, is_opt_in
+    from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.model import Finding
+    from clusterfix_tui.core.session import RepairSession
+    from clusterfix_tui.runtime import build_runtime
+
+    rt = build_runtime(lab_dir=str(healthy.dir))
+    try:
+        def probe():
+            dep = rt.api.get_deployment("media", "jellyfin")
+            return dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+
+        original = probe()
+        jf = rt.api.list_pods("media")[0]
+        finding = Finding(code="PROBE_NO_ROUTE", severity="warning", node=jf["spec"]["nodeName"],
+                          title="probe: no route to host", step="pods",
+                          data={"events": [], "pods": [f"media/{jf['metadata']['name']}"]})
+        s = RepairSession(rt.api, rt.shells, rt.runner, Journal(tmp_path / "p.jsonl"))
+        s.diagnosis = s.before = FakeDiagnosis([finding])
+        plan = s.plan("pods")
+        (action,) = plan.actions
+        assert is_opt_in(action) and default_approved(plan) == []
+        assert action.change["before"] == original
+        out = s.apply(plan, [action.id])
+        assert out.status == "changed", out
+        assert "exec" in probe() and "httpGet" not in probe()
+        deadline = time.monotonic() + 60
+        while True:  # the jellyfin pod rolls with the exec probe and becomes Ready
+            results = s.validate("after")
+            if all(r.passed for r in results) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert all(r.passed for r in results), [r for r in results if not r.passed]
+        assert probe() == original  # reverted by the session once validation passed
+        notes = [e["text"] for e in s.journal.events if e["type"] == "note"]
+        assert any("reverting the temporary workaround" in n for n in notes)
+    finally:
+        rt.close()
+
+
 # -- the lab with every fault: dry-run, then fix --yes -------------------------------------------
 
 @pytest.fixture(scope="module")
