@@ -278,7 +278,7 @@ class NftRule:
 
     def statements(self) -> list[str]:
         """The top-level expression kinds, e.g. ["match", "xt", "counter", "jump"]."""
-        out = []
+        out: list[str] = []
         for e in self.expr:
             if isinstance(e, dict):
                 out.extend(str(k) for k in e.keys())

@@ -266,7 +266,7 @@ def build_snapshot(api: Any, *, with_logs: bool = True) -> ClusterSnapshot:
     """Read everything diagnostics need from the API. Never raises."""
     errors: list[dict[str, str]] = []
 
-    def call(what: str, fn: Callable[[], Any], default: Any) -> Any:
+    def call(what: str, fn: Callable[..., Any], default: Any) -> Any:
         try:
             res = fn()
             return default if res is None else res

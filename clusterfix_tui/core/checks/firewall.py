@@ -35,17 +35,17 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
         rs = f.nft_ruleset
         if rs is not None:
             hooked = {(c.family, c.table, c.name) for c in rs.chains if c.hook in ("input", "forward")}
-            for r in rs.rules:
-                if r.family in ("ip", "ip6") and r.table in IPTABLES_NFT_TABLES:
+            for nr in rs.rules:
+                if nr.family in ("ip", "ip6") and nr.table in IPTABLES_NFT_TABLES:
                     continue
-                if (r.family, r.table, r.chain) not in hooked:
+                if (nr.family, nr.table, nr.chain) not in hooked:
                     continue
-                for e in r.expr:
+                for e in nr.expr:
                     rej = e.get("reject") if isinstance(e, dict) else None
                     if isinstance(rej, dict) and str(rej.get("expr", "")) in HOST_UNREACH:
-                        text = r.render()
-                        rules.append({"backend": "nft-native", "family": r.family,
-                                      "table": r.table, "chain": r.chain, "handle": r.handle,
+                        text = nr.render()
+                        rules.append({"backend": "nft-native", "family": nr.family,
+                                      "table": nr.table, "chain": nr.chain, "handle": nr.handle,
                                       "text": text, "rule": text})
                         evidence.append(f"nft list ruleset: {text}")
         if rules:

@@ -57,7 +57,8 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -
                      and str(e.get("lladdr")).lower() != want]
         fdb_want = [e for e in f.fdb_flannel if str(e.get("mac", "")).lower() == want]
         fdb_wrong_dst = [e for e in fdb_want if e.get("dst") and e.get("dst") != peer_ip]
-        fdb_missing = bool(f.section("fdb_flannel") and f.section("fdb_flannel").ok
+        fdb_sec = f.section("fdb_flannel")
+        fdb_missing = bool(fdb_sec is not None and fdb_sec.ok
                            and link_by_name(f.links, DEV) is not None
                            and not any(e.get("dst") == peer_ip for e in fdb_want))
         fdb_stale = [e for e in f.fdb_flannel

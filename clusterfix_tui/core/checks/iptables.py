@@ -26,7 +26,7 @@ from clusterfix_tui.core.checks._common import (
     save_label,
 )
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, Severity
 from clusterfix_tui.core.parsers import NftRule, Table, detect_kube_proxy_backend
 
 REF_WRAPPERS = "https://github.com/kubernetes-sigs/iptables-wrappers"
@@ -109,7 +109,7 @@ def backend_conflict(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding
                 "evaluates both backends' nat hooks, and the stale DNAT can win over the live one, "
                 "sending NodePort/Service traffic to old endpoints. Remove the stale rules from the "
                 + other + " backend (do not just flip update-alternatives).")
-        severity = "error"
+        severity: Severity = "error"
     else:
         title = f"leftover KUBE-* chains in the {other} backend (cosmetic)"
         expl = ("kube-proxy programs the " + live + " backend; the " + other + " backend holds "
@@ -273,7 +273,7 @@ def _rule_is_nft_native(rule: NftRule) -> bool:
 
 def _log_incompatible(snapshot: Any, node: str) -> list[tuple[str, str, str]]:
     pod = pod_for(snapshot, "kube_proxy_pods", node)
-    out = []
+    out: list[tuple[str, str, str]] = []
     if pod is None:
         return out
     for line in list(pod.log_tail) + list(pod.previous_log_tail) + [pod.last_termination_message or ""]:
