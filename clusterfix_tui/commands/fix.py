@@ -181,6 +181,10 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         session.finish(aborted=True)
         _out(f"clusterfix-tui fix: diagnosis failed: {exc}", sys.stderr)
         return 2
+    if getattr(diag, "error", None):
+        session.finish(aborted=True)
+        _out(f"clusterfix-tui fix: could not diagnose: {diag.error}", sys.stderr)
+        return 2
     _out(f"\n{len(diag.findings)} finding(s) before repair:")
     for f in diag.findings:
         _out(f"  [{f.severity}] {f.code} on {f.node}: {f.title}"

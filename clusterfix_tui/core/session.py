@@ -234,6 +234,8 @@ class RepairSession:
             "diagnosis", phase=phase,
             findings=[f.to_dict() for f in diagnosis.findings],
             nodes=_node_summaries(diagnosis),
+            error=getattr(diagnosis, "error", None),
+            node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
         )
         return diagnosis
 
@@ -415,6 +417,14 @@ class _WithoutLeftOut:
 
 
 def _node_summaries(diagnosis: Any) -> dict[str, Any]:
+    to_dict = getattr(diagnosis, "to_dict", None)
+    if callable(to_dict):
+        try:
+            nodes = to_dict().get("nodes")
+            if isinstance(nodes, dict):
+                return nodes
+        except Exception:  # noqa: BLE001, S110 - fall back to the plain summary below
+            pass
     out: dict[str, Any] = {}
     for name, facts in (getattr(diagnosis, "facts", {}) or {}).items():
         summary = getattr(facts, "summary", None)
