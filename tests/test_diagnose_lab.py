@@ -340,5 +340,6 @@ def test_measure_diagnose_wall_time(n, tmp_path_factory):
         finally:
             rt.close()
         print(f"\nDIAGNOSE nodes={n} cold={cold:.2f}s warm={warm:.2f}s findings={len(d.findings)}/"
-              f"{len(d2.findings)} slowest_node={max(d.node_durations.values()):.2f}s")
+              f"{len(d2.findings)} snapshot={d.snapshot_duration:.2f}s/{d2.snapshot_duration:.2f}s "
+              f"slowest_node={max(d.node_durations.values()):.2f}s")
         assert len(d.facts) == n

@@ -30,6 +30,7 @@ class Diagnosis:
     node_errors: dict[str, str] = field(default_factory=dict)  # node -> why it was not read
     duration: float = 0.0
     node_durations: dict[str, float] = field(default_factory=dict)
+    snapshot_duration: float = 0.0
     check_errors: list[str] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
     error: str | None = None  # set when the cluster could not be diagnosed at all
@@ -58,6 +59,7 @@ class Diagnosis:
             "healthy": self.healthy,
             "error": self.error,
             "duration": round(self.duration, 3),
+            "snapshot_duration": round(self.snapshot_duration, 3),
             "cluster": snap.summary(),
             "nodes": nodes,
             "skipped_nodes": list(self.skipped_nodes),
@@ -127,13 +129,15 @@ def diagnose(
     t0 = time.monotonic()
     lock = threading.Lock()
     snapshot = build_snapshot(api)
+    snapshot_duration = time.monotonic() - t0
     _notify(on_progress, lock, "snapshot", "", f"{len(snapshot.nodes)} nodes, "
             f"{len(snapshot.errors)} API errors")
     api_err = next((e for e in snapshot.errors if e.get("what") == "list_nodes"), None)
     skip = set(skip_nodes or ())
     wanted = list(nodes) if nodes is not None else list(snapshot.nodes)
     targets = [n for n in wanted if n not in skip]
-    diag = Diagnosis(snapshot=snapshot, skipped_nodes=sorted(skip & set(wanted)))
+    diag = Diagnosis(snapshot=snapshot, skipped_nodes=sorted(skip & set(wanted)),
+                     snapshot_duration=snapshot_duration)
     if api_err is not None:
         diag.error = f"the Kubernetes API did not list nodes: {api_err['error']}"
     elif not snapshot.nodes:

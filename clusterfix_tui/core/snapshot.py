@@ -6,8 +6,10 @@ exception, so a half-broken API still yields a diagnosis of what could be read.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import json
+import threading
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -262,16 +264,18 @@ def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str |
     return conf.get("Network"), backend.get("Type") if isinstance(backend, dict) else None
 
 
-def build_snapshot(api: Any, *, with_logs: bool = True) -> ClusterSnapshot:
+def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) -> ClusterSnapshot:
     """Read everything diagnostics need from the API. Never raises."""
     errors: list[dict[str, str]] = []
+    lock = threading.Lock()
 
     def call(what: str, fn: Callable[..., Any], default: Any) -> Any:
         try:
             res = fn()
             return default if res is None else res
         except Exception as exc:
-            errors.append({"what": what, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            with lock:
+                errors.append({"what": what, "error": f"{type(exc).__name__}: {exc}"[:500]})
             return default
 
     api_desc = call("describe", api.describe, {})
@@ -305,13 +309,22 @@ def build_snapshot(api: Any, *, with_logs: bool = True) -> ClusterSnapshot:
                 if p.ref in seen:
                     continue
                 seen.add(p.ref)
-                if with_logs:
-                    p = _with_logs(api, p, call)
                 out.setdefault(p.node or "", []).append(p)
         return out
 
     kube_proxy = system_pods(KUBE_PROXY_SELECTOR, "kube-proxy")
     flannel = system_pods(FLANNEL_SELECTOR, "kube-flannel")
+    if with_logs:
+        # one log request per pod (two when it restarted): in parallel, a few at a time
+        todo = [(group, node, i) for group in (kube_proxy, flannel)
+                for node, plist in group.items() for i in range(len(plist))]
+        if todo:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(log_workers, len(todo)),
+                                                       thread_name_prefix="cfx-logs") as ex:
+                futs = {ex.submit(_with_logs, api, g[n][i], call): (g, n, i) for g, n, i in todo}
+                for fut in concurrent.futures.as_completed(futs):
+                    g, n, i = futs[fut]
+                    g[n][i] = fut.result()
 
     kp_cm = call("configmap kube-system/kube-proxy",
                  lambda: api.get_configmap("kube-system", "kube-proxy"), None)
