@@ -8,9 +8,9 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerCancelled
+from ui_fakes import FINDINGS, make_app, settle
 
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui.screens.connect import ConnectScreen
@@ -21,7 +21,6 @@ from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
 from clusterfix_tui.ui.widgets.log_pane import LogPane
-from ui_fakes import FINDINGS, make_app, settle
 
 
 def _text(widget: Static) -> str:

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from lab_helpers import running_lab
 from textual.widgets import DataTable, Input, Static
+from ui_fakes import settle
 
 from clusterfix_tui.commands.tui import make_session_factory
 from clusterfix_tui.core.model import STEP_ORDER
@@ -20,8 +22,6 @@ from clusterfix_tui.ui.screens.plan import PlanScreen
 from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
-from lab_helpers import running_lab
-from ui_fakes import settle
 
 pytestmark = pytest.mark.lab
 

@@ -8,13 +8,12 @@ Update after an intended change: pytest tests/test_ui_snapshots.py --snapshot-up
 from __future__ import annotations
 
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, OptionList
-
 from ui_fakes import make_app, settle
 
 # A fixed directory: the journal and report paths show on some screens.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER
 

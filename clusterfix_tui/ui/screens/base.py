@@ -19,7 +19,7 @@ class WizardScreen(Screen[None]):
     BINDINGS = [Binding("escape", "back", "Back")]
 
     @property
-    def wizard(self) -> "ClusterfixApp":
+    def wizard(self) -> ClusterfixApp:
         return cast("ClusterfixApp", self.app)
 
     def compose(self) -> ComposeResult:
@@ -50,5 +50,5 @@ class WizardScreen(Screen[None]):
         # Worker.StateChanged does not bubble: hand it to the app's one handler
         self.wizard.worker_state_changed(event)
 
-    def worker_failed(self, worker) -> None:  # noqa: ANN001 - textual Worker
+    def worker_failed(self, worker) -> None:
         """Called by the app's one Worker.StateChanged handler when a worker of this screen fails."""

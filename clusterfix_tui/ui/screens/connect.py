@@ -125,7 +125,7 @@ out are named in the report.
             self.wizard.start_diagnostics()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _show_conn(self, conn) -> None:  # noqa: ANN001 - NodeConn
+    def _show_conn(self, conn) -> None:
         table = self.query_one("#nodes", DataTable)
         state = "left-out" if conn.node in self.wizard.state.left_out else conn.state
         cells = (conn.node, str(conn.address or ""), Text(state, style=SSH_STATE_STYLE.get(state, "")),
@@ -230,7 +230,7 @@ out are named in the report.
     def _quit(self) -> None:
         self.app.action_quit_wizard()  # type: ignore[attr-defined]
 
-    def worker_failed(self, worker) -> None:  # noqa: ANN001
+    def worker_failed(self, worker) -> None:
         if worker.group == "connect":
             self._connect_done = True
             self.query_one("#cluster-info", Static).update(

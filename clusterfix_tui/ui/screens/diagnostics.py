@@ -57,28 +57,24 @@ per node (select the node on the left).
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
         with TabbedContent(id="panels", initial="findings"):
-            with TabPane("1 Findings", id="findings"):
-                with Vertical():
-                    yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
-                    with VerticalScroll(id="finding-detail", classes="detail"):
-                        yield Static("", id="finding-text")
+            with TabPane("1 Findings", id="findings"), Vertical():
+                yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
+                with VerticalScroll(id="finding-detail", classes="detail"):
+                    yield Static("", id="finding-text")
             with TabPane("2 Nodes", id="nodes"):
                 yield DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("3 Pods", id="pods"):
-                with Vertical():
-                    yield DataTable(id="pods-table", cursor_type="row", zebra_stripes=True)
-                    with VerticalScroll(id="pod-detail", classes="detail"):
-                        yield Static("Select a pod for its last log lines.", id="pod-log")
-            with TabPane("4 Routes", id="routes"):
-                with Horizontal():
-                    yield OptionList(id="routes-nodes", classes="node-list")
-                    with VerticalScroll(classes="node-view"):
-                        yield Static("", id="routes-text")
-            with TabPane("5 NAT", id="nat"):
-                with Horizontal():
-                    yield OptionList(id="nat-nodes", classes="node-list")
-                    with VerticalScroll(classes="node-view"):
-                        yield Static("", id="nat-text")
+            with TabPane("3 Pods", id="pods"), Vertical():
+                yield DataTable(id="pods-table", cursor_type="row", zebra_stripes=True)
+                with VerticalScroll(id="pod-detail", classes="detail"):
+                    yield Static("Select a pod for its last log lines.", id="pod-log")
+            with TabPane("4 Routes", id="routes"), Horizontal():
+                yield OptionList(id="routes-nodes", classes="node-list")
+                with VerticalScroll(classes="node-view"):
+                    yield Static("", id="routes-text")
+            with TabPane("5 NAT", id="nat"), Horizontal():
+                yield OptionList(id="nat-nodes", classes="node-list")
+                with VerticalScroll(classes="node-view"):
+                    yield Static("", id="nat-text")
 
     def on_mount(self) -> None:
         t = self.query_one("#findings-table", DataTable)
@@ -365,7 +361,7 @@ per node (select the node on the left).
         outputs = {cmd: self.wizard.redact(text) for cmd, text in v.raw_outputs(facts).items()}
         self.app.push_screen(RawOutputScreen(node, outputs))
 
-    def worker_failed(self, worker) -> None:  # noqa: ANN001
+    def worker_failed(self, worker) -> None:
         if worker.group == "diagnose":
             self.query_one("#panels").loading = False
             self.query_one("#diag-status", Static).update(

@@ -31,7 +31,7 @@ here; the journal file keeps all of it).
         for text in list(self.wizard.session_log):
             log.write(text)
 
-    def append(self, text) -> None:  # noqa: ANN001 - rich Text
+    def append(self, text) -> None:
         self.query_one(RichLog).write(text)
 
     def action_close(self) -> None:

@@ -347,7 +347,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         self.notify(f"{what}: {outcome.status}. {outcome.message}".strip(), severity=severity)
         self.wizard.after_step_finished()
 
-    def worker_failed(self, worker) -> None:  # noqa: ANN001
+    def worker_failed(self, worker) -> None:
         if worker.group == "step":
             self._drain()
             self._ended = self.wizard.clock()

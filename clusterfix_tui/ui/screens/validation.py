@@ -81,7 +81,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         bar = self.query_one(ProgressBar)
         bar.advance(1)
 
-    def _add_row(self, index: int, r) -> None:  # noqa: ANN001 - CheckResult
+    def _add_row(self, index: int, r) -> None:
         t = self.query_one("#checks", DataTable)
         t.add_row(Text("✓" if r.passed else "✗", style="bold green" if r.passed else "bold red"),
                   r.name, r.target,
@@ -114,7 +114,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         self.query_one("#validation-status", Static).update(status)
         self.refresh_bindings()
 
-    def worker_failed(self, worker) -> None:  # noqa: ANN001
+    def worker_failed(self, worker) -> None:
         if worker.group == "validate":
             self._validating = False
             self.query_one("#validation-status", Static).update(
