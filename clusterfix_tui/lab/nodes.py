@@ -368,8 +368,8 @@ def wait_tcp(ip: str, port: int, timeout: float = 10, proc: subprocess.Popen | N
 def node_exec(init_pid: int, script: str, *, check: bool = True, timeout: float = 30,
               input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a shell script inside a node's namespaces (what an SSH session on the node sees)."""
-    argv = nsenter_argv(init_pid) + ["sh", "-c", script]
-    r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+    argv = nsenter_argv(init_pid) + ["sh", "-c", "cd /root 2>/dev/null || cd /\n" + script]
+    r = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, cwd="/",
                        stdin=None if input is not None else subprocess.DEVNULL,
                        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                             "HOME": "/root", "LANG": "C.UTF-8"})
