@@ -45,7 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _out(text: str = "", file: TextIO | None = None) -> None:
-    print(text, file=file or sys.stdout, flush=True)
+    from clusterfix_tui.core.redact import redact
+
+    print(redact(text), file=file or sys.stdout, flush=True)
 
 
 def print_plan(plan: Any, out: TextIO = sys.stdout) -> None:
@@ -190,8 +192,12 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         _out(f"  [{f.severity}] {f.code} on {f.node}: {f.title}"
              + (f"  (step {f.step})" if f.step else ""))
 
+    from clusterfix_tui.core.redact import LineRedactor
+
+    redact_line = LineRedactor()  # node output is a secret's way to the terminal
+
     def on_line(node: str, stream: str, line: str) -> None:
-        _out(f"    [{node}]{' !' if stream == 'stderr' else ''} {line}")
+        _out(f"    [{node}]{' !' if stream == 'stderr' else ''} {redact_line(line, (node, stream))}")
 
     stopped = False
     for name in steps:

@@ -66,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
                       by="--yes" if args.yes else ("--dry-run" if args.dry_run else "user"),
                       rollback=True)
 
+        from clusterfix_tui.core.redact import LineRedactor
+
+        redact_line = LineRedactor()
+
         def on_line(node: str, stream: str, line: str) -> None:
-            print(f"    [{node}]{' !' if stream == 'stderr' else ''} {line}", flush=True)
+            print(f"    [{node}]{' !' if stream == 'stderr' else ''} "
+                  f"{redact_line(line, (node, stream))}", flush=True)
 
         outcome = engine.rollback_ran(ran, rt.runner, journal, on_line, None, args.step)
     finally:

@@ -405,4 +405,35 @@ def anonymize_events(events: Iterable[dict[str, Any]]) -> list[Any]:
     return [anon.obj(e) for e in evs]
 
 
+
+class LineRedactor:
+    """Redacts output shown line by line (a command's stdout streamed to a terminal or log pane).
+
+    `redact(line)` alone cannot see a PEM block's BEGIN/END around a body line, so the body
+    lines after a BEGIN line would pass (a short last line is not a "long blob"). This keeps, per
+    stream key (e.g. (node, stream)), whether a block is open and blanks every line until its END.
+    """
+
+    _BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+
+    def __init__(self) -> None:
+        import threading
+
+        self._open: dict[Any, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str, key: Any = None) -> str:
+        with self._lock:
+            end = self._open.get(key)
+            if end is not None:
+                if end in line:
+                    del self._open[key]
+                return MARK
+            m = self._BEGIN.search(line)
+            if m is not None:
+                end = f"-----END {m.group(1)}-----"
+                if end not in line[m.end():]:
+                    self._open[key] = end
+        return redact(line)
+
 Redactor = Callable[[Any], Any]
