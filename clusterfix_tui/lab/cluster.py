@@ -263,21 +263,15 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             )
         limit = timeout or (60 + 2 * int(nodes))
         deadline = time.monotonic() + limit
-        while True:
-            info = _read_info(d)
-            state = (info or {}).get("state")
-            if state == "ready":
-                break
-            rc = proc.poll()
-            if state == "failed" or rc is not None or time.monotonic() > deadline:
-                err = (info or {}).get("error") or (
-                    f"daemon exited with {rc}" if rc is not None else f"not ready after {limit:.0f}s")
-                tail = _tail(d / "daemon.log")
-                with contextlib.suppress(Exception):
-                    if (d / "lab.json").exists():
-                        down(d, _locked=True)
-                raise LabError(f"the lab did not come up: {err}\n--- daemon.log (last lines) ---\n{tail}")
-            time.sleep(0.05)
+        try:
+            _wait_ready(d, proc, deadline, limit)
+        except KeyboardInterrupt:  # Ctrl+C while it builds: leave nothing half-built behind
+            proc.kill()  # first: it records everything in lab.json before creating it
+            proc.wait()
+            with contextlib.suppress(Exception):
+                if (d / "lab.json").exists():
+                    down(d, _locked=True)
+            raise
         handle = LabHandle(d)
         if fault_names:
             for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes]):
@@ -293,6 +287,24 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
         with contextlib.suppress(Exception):
             fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+
+
+def _wait_ready(d: Path, proc: subprocess.Popen, deadline: float, limit: float) -> None:
+    while True:
+        info = _read_info(d)
+        state = (info or {}).get("state")
+        if state == "ready":
+            break
+        rc = proc.poll()
+        if state == "failed" or rc is not None or time.monotonic() > deadline:
+            err = (info or {}).get("error") or (
+                f"daemon exited with {rc}" if rc is not None else f"not ready after {limit:.0f}s")
+            tail = _tail(d / "daemon.log")
+            with contextlib.suppress(Exception):
+                if (d / "lab.json").exists():
+                    down(d, _locked=True)
+            raise LabError(f"the lab did not come up: {err}\n--- daemon.log (last lines) ---\n{tail}")
+        time.sleep(0.05)
 
 
 def _tail(path: Path, n: int = 25) -> str:
