@@ -29,7 +29,7 @@ def kjson(lab, tmp: Path, *args: str) -> dict:
 
 
 def curl(url: str, timeout: float = 3) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["curl", "-sS", "-m", str(timeout), url], capture_output=True, text=True,
+    return subprocess.run(["curl", "-sS", "-m", str(timeout), url], check=False, capture_output=True, text=True,
                           timeout=timeout + 5)
 
 
@@ -68,7 +68,7 @@ def test_kubectl_lists_ready_nodes_with_ips(lab, tmp_path):
 @pytest.mark.lab
 def test_ssh_with_host_key_checking(lab, tmp_path):
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "node-2", "hostname; id -u"],
-                       capture_output=True, text=True, timeout=20)
+                       check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["node-2", "0"]
     # a known_hosts with another key for the node must make ssh refuse
@@ -78,13 +78,13 @@ def test_ssh_with_host_key_checking(lab, tmp_path):
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"node-2,{ip} {' '.join(Path(str(other) + '.pub').read_text().split()[:2])}\n")
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={wrong}",
-                        "node-2", "true"], capture_output=True, text=True, timeout=20)
+                        "node-2", "true"], check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr or "Host key verification failed" in r.stderr
     # and an empty one too (StrictHostKeyChecking yes: unknown host is refused)
     wrong.write_text("")
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={wrong}",
-                        "node-2", "true"], capture_output=True, text=True, timeout=20)
+                        "node-2", "true"], check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and "Host key verification failed" in r.stderr
 
 
@@ -92,7 +92,7 @@ def test_ssh_with_host_key_checking(lab, tmp_path):
 def test_ssh_key_only_root_login(lab):
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
                         "-o", "IdentityFile=/dev/null", "-o", "PreferredAuthentications=password,keyboard-interactive",
-                        "node-3", "true"], capture_output=True, text=True, timeout=20)
+                        "node-3", "true"], check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
@@ -292,7 +292,7 @@ def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
     assert new, "jellyfin pod not recreated"
     new = new[0]
     assert new["node"] == old["node"] and new["ip"] != old["ip"]
-    assert old["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert old["netns"] not in subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout.split()
 
     def served_by_new():
         r = curl(f"http://{lab.node('node-3')['ip']}:30096/")
@@ -329,12 +329,12 @@ def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
     before = lab.node(node)["init_pid"]
     lab.stop_sshd(node)
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", node, "true"],
-                       capture_output=True, text=True, timeout=20)
+                       check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert lab.exec(node, "hostname").stdout.strip() == node  # the node itself lives on
     lab.start_sshd(node)
     r = subprocess.run(["ssh", "-F", str(lab.ssh_config), "-o", "BatchMode=yes", node, "true"],
-                       capture_output=True, text=True, timeout=20)
+                       check=False, capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
     assert lab.node(node)["init_pid"] == before
 
@@ -358,8 +358,8 @@ def test_rollout_restart_restarts_all_kube_proxy_pods(lab, tmp_path):
 # -- the CLI: up twice, down, down twice; nothing left behind ------------------------------------
 
 def _host_state() -> tuple[str, str, str]:
-    return (subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout,
-            subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout,
+    return (subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout,
+            subprocess.run(["ip", "-o", "link"], check=False, capture_output=True, text=True).stdout,
             Path("/proc/mounts").read_text())
 
 
@@ -367,7 +367,7 @@ def _host_state() -> tuple[str, str, str]:
 def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
     d = tmp_path / "lab"
     cli = ["clusterfix-tui", "lab"]
-    r = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "lab down" in r.stdout and "ssh -F" in r.stdout
     info = json.loads((d / "lab.json").read_text())
@@ -375,10 +375,10 @@ def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
         assert (d / f).exists(), f
     assert (d / "ssh_config").read_text().count("StrictHostKeyChecking yes") == 2
 
-    r2 = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], capture_output=True, text=True, timeout=60)
+    r2 = subprocess.run([*cli, "up", "--nodes", "2", "--dir", str(d)], check=False, capture_output=True, text=True, timeout=60)
     assert r2.returncode == 1 and "already up" in r2.stderr and "Traceback" not in r2.stderr
 
-    st = subprocess.run([*cli, "status", "--dir", str(d), "--json"], capture_output=True, text=True, timeout=30)
+    st = subprocess.run([*cli, "status", "--dir", str(d), "--json"], check=False, capture_output=True, text=True, timeout=30)
     assert st.returncode == 0 and json.loads(st.stdout)["up"] is True
 
     pids = [info["daemon_pid"]] + [n["init_pid"] for n in info["nodes"]] + [n["sshd_pid"] for n in info["nodes"]]
@@ -391,10 +391,10 @@ def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
     os.kill(info["daemon_pid"], 9)
     assert wait_for(lambda: not os.path.exists(f"/proc/{info['daemon_pid']}") or
                     Path(f"/proc/{info['daemon_pid']}/stat").read_text().split()[2] == "Z", 10)
-    st = subprocess.run([*cli, "status", "--dir", str(d)], capture_output=True, text=True, timeout=30)
+    st = subprocess.run([*cli, "status", "--dir", str(d)], check=False, capture_output=True, text=True, timeout=30)
     assert st.returncode == 1 and "daemon not running" in st.stdout
 
-    r3 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=120)
+    r3 = subprocess.run([*cli, "down", "--dir", str(d)], check=False, capture_output=True, text=True, timeout=120)
     assert r3.returncode == 0, r3.stderr
     netns, link, mounts = _host_state()
     for ns in names:
@@ -406,7 +406,7 @@ def test_cli_up_twice_down_twice_leaves_nothing(tmp_path):
     assert state_dir not in mounts and not os.path.exists(state_dir)
     assert not d.exists() or not any(d.iterdir())
 
-    r4 = subprocess.run([*cli, "down", "--dir", str(d)], capture_output=True, text=True, timeout=30)
+    r4 = subprocess.run([*cli, "down", "--dir", str(d)], check=False, capture_output=True, text=True, timeout=30)
     assert r4.returncode == 1 and "no lab" in r4.stderr and "Traceback" not in r4.stderr
 
 

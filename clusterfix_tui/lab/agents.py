@@ -165,9 +165,9 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
         klog("I", "kube.go:469", "Starting kube subnet manager"),
         klog("I", "kube.go:146", "Node controller sync successful"),
         klog("I", "main.go:231", f"Created subnet manager: Kubernetes Subnet Manager - {node.name}"),
-        klog("I", "main.go:234", f"Installing signal handlers"),
+        klog("I", "main.go:234", "Installing signal handlers"),
         klog("I", "main.go:452", "Found network config - Backend type: vxlan"),
-        klog("I", "match.go:211", f"Determining IP address of default interface"),
+        klog("I", "match.go:211", "Determining IP address of default interface"),
         klog("I", "match.go:264", f"Using interface with name eth0 and address {node.ip}"),
         klog("I", "match.go:286", f"Defaulting external address to interface address ({node.ip})"),
         klog("I", "vxlan.go:141", f"VXLAN config: VNI={VXLAN_ID} Port={VXLAN_PORT} GBP=false Learning=false "
@@ -212,7 +212,7 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
                         f"\"{BACKEND_TYPE}\":\"vxlan\", \"{KUBE_SUBNET_MGR}\":\"true\", \"{PUBLIC_IP}\":\"{node.ip}\"}}"))
         log.append(klog("I", "main.go:357", f"Current network or subnet ({FLANNEL_NETWORK}, {node.pod_cidr}) is "
                         "not equal to previous one (0.0.0.0/0, 0.0.0.0/0), trying to recycle old iptables rules"))
-        log.append(klog("I", "main.go:477", f"Wrote subnet file to /run/flannel/subnet.env"))
+        log.append(klog("I", "main.go:477", "Wrote subnet file to /run/flannel/subnet.env"))
         log.append(klog("I", "main.go:481", "Running backend."))
         log.append(klog("I", "vxlan_network.go:65", "watching for new subnet leases"))
 
