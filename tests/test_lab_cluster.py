@@ -445,3 +445,26 @@ def test_peers_from_annotations_reject_malformed_values():
     assert ip_lines == ["neigh replace 10.244.3.0 lladdr aa:bb:cc:dd:ee:04 dev flannel.1 nud permanent",
                         "route replace 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink"]
     assert fdb == ["fdb replace aa:bb:cc:dd:ee:04 dev flannel.1 dst 10.213.7.14 self permanent"]
+
+
+# -- figures (opt-in: CFX_MEASURE=1; a measurement, not a timed assertion) -----------------------
+
+@pytest.mark.skipif(os.environ.get("CFX_MEASURE") != "1", reason="timing figures: set CFX_MEASURE=1")
+def test_measure_30_nodes_up_and_down(tmp_path):
+    from clusterfix_tui.lab import cluster
+
+    d = tmp_path / "lab30"
+    t0 = time.monotonic()
+    h = cluster.up(d, nodes=30)
+    t_up = time.monotonic() - t0
+    try:
+        info = h.info
+        answered = sum(curl(f"http://{n['ip']}:30096/").returncode == 0 for n in info["nodes"])
+        ready = kubectl(h, "get", "nodes", "--no-headers", tmp=tmp_path).stdout.count(" Ready ")
+    finally:
+        t1 = time.monotonic()
+        cluster.down(d)
+        t_down = time.monotonic() - t1
+    print(f"\n30 nodes: up {t_up:.1f}s (daemon ready in {info.get('ready_seconds')}s), down {t_down:.1f}s, "
+          f"{ready} Ready, NodePort answered on {answered}/30")
+    assert ready == 30 and answered == 30
