@@ -308,6 +308,24 @@ def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
 
 
 @pytest.mark.lab
+def test_killed_pod_process_is_restarted_like_a_container(lab, tmp_path):
+    pod = next(p for p in lab.pods("net-echo") if p["node"] == "node-2")
+    os.kill(pod["pid"], 9)
+
+    def restarted():
+        obj = kjson(lab, tmp_path, "-n", "default", "get", "pod", pod["name"])
+        st = obj["status"]["containerStatuses"][0]
+        return st if st["restartCount"] == 1 and st["lastState"].get("terminated") else None
+    st = wait_for(restarted, 15)
+    assert st, "restartCount did not rise after the pod's process died"
+    new_pid = lab.pod("default", pod["name"])["pid"]
+    assert new_pid != pod["pid"]
+    src = next(p for p in lab.pods("net-echo") if p["node"] == "node-1")
+    r = lab.pod_exec(src["namespace"], src["name"], ["curl", "-sS", "-m", "3", f"http://{pod['ip']}:8080/"], check=False)
+    assert r.returncode == 0 and r.stdout.startswith(pod["name"])
+
+
+@pytest.mark.lab
 def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
     node = "node-3"
     lab.set_agent_state(node, "kube-proxy", crashed=True, backoff=300,

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class NodeCtx:
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(self.pod_cidr)
+        return ipaddress.IPv4Network(self.pod_cidr)
 
     @property
     def gateway(self) -> str:
@@ -337,7 +338,7 @@ FILTER_CHAINS = ["KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS", "KU
 NAT_CHAINS = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
 
 
-def restore_text(services: list[ServicePort], stale_nat_chains: list[str] = ()) -> str:
+def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = ()) -> str:
     """The iptables-restore input kube-proxy's iptables proxier writes for these services."""
     filt = ["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS]
     filt_rules: list[str] = []

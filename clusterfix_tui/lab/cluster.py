@@ -45,7 +45,7 @@ def _read_info(d: Path) -> dict | None:
 
 def _daemon_alive(info: dict) -> bool:
     pid = info.get("daemon_pid")
-    return bool(pid) and N.pid_alive(pid) and DAEMON_MARKER in N.pid_cmdline(pid)
+    return isinstance(pid, int) and N.pid_alive(pid) and DAEMON_MARKER in N.pid_cmdline(pid)
 
 
 class LabHandle:

@@ -172,7 +172,7 @@ class Lab:
         log.info("bridge %s at %.2fs", bridge, time.monotonic() - t0)
 
         # nodes: names first (recorded), then the API (it needs tokens per node)
-        node_infos = []
+        node_infos: list[dict[str, Any]] = []
         for i in range(1, self.n_nodes + 1):
             name = f"node-{i}"
             self.node_tokens[name] = secrets.token_urlsafe(24)
@@ -317,8 +317,8 @@ class Lab:
                 self._set_running(pod, res.log)
             else:
                 self._crash(pod, res.log, res.error)
-        for p in self.pods.values():
-            self._render(p)
+        for each in self.pods.values():
+            self._render(each)
         self._update_workload_status()
         self.info["state"] = "ready"
         self.info["ready_seconds"] = round(time.monotonic() - t0, 2)
@@ -806,7 +806,7 @@ class Lab:
         # pod servers that died: kubelet restarts the container
         for pod in list(self.pods.values()):
             if pod.netns and pod.proc is not None and pod.proc.poll() is not None:
-                self.procs.pop(pod.pid, None)
+                self.procs.pop(pod.proc.pid, None)
                 pod.restart_count += 1
                 pod.last_exit = {"exitCode": pod.proc.returncode or 137, "reason": "Error",
                                  "startedAt": pod.started, "finishedAt": now_iso()}

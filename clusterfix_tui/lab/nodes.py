@@ -91,7 +91,7 @@ def used_bridge_subnets() -> set[int]:
     """Third octets K for which something on this machine already uses 10.213.K.0/24."""
     lab16 = ipaddress.ip_network("10.213.0.0/16")
     used: set[int] = set()
-    nets: list[ipaddress.IPv4Network] = []
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for link in ip_json(None, "-4", "addr", "show"):
         for a in link.get("addr_info", []):
             with contextlib.suppress(ValueError):
