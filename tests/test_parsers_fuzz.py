@@ -109,3 +109,41 @@ def test_parse_facts_on_corrupted_real_output(which, data):
 def test_split_sections_on_random_text(text, nonce):
     secs, complete, errors = split_sections(f"@@CFX {nonce} BEGIN x\n" + text, nonce)
     assert "x" in secs or any(k.startswith("x ") for k in secs) or not secs or errors
+
+
+json_st = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+        st.sampled_from(["metadata", "spec", "status", "name", "namespace", "labels", "podCIDR",
+                         "addresses", "conditions", "type", "containerStatuses", "state",
+                         "waiting", "reason", "annotations", "ports", "nodePort", "data",
+                         "config.conf", "net-conf.json", "nodeName", "podIP", "restartCount",
+                         "ownerReferences", "containers", "readinessProbe", "subsets"]),
+        kids, max_size=5),
+    max_leaves=25)
+
+
+class _RandomAPI:
+    def __init__(self, draw):
+        self.draw = draw
+
+    def __getattr__(self, name):
+        def method(*args, **kwargs):
+            if name in ("describe", "version", "get_configmap"):
+                return self.draw(json_st)
+            if name == "pod_log":
+                return self.draw(st.text(max_size=50))
+            return self.draw(st.lists(json_st, max_size=4))
+        return method
+
+
+@FAST
+@given(st.data())
+def test_snapshot_takes_any_api_shapes(data):
+    snap = build_snapshot(_RandomAPI(data.draw), log_workers=1)
+    snap.summary()
+    snap.to_dict()
+    for n in snap.nodes:
+        snap.peer_pod_ips(n)
+    findings, errors = run_checks(snap, {})
+    assert errors == []

@@ -179,89 +179,113 @@ def _in_cidr(ip: str, cidr: str) -> bool:
         return False
 
 
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    m = obj.get("metadata")
-    return m if isinstance(m, dict) else {}
+def _d(v: Any) -> dict[str, Any]:
+    """v if it is a dict, else {}: API objects from a broken server must not crash diagnostics."""
+    return v if isinstance(v, dict) else {}
+
+
+def _l(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _s(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _i(v: Any) -> int:
+    try:
+        return int(v) if not isinstance(v, bool) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def _strmap(v: Any) -> dict[str, str]:
+    return {str(k): str(x) for k, x in _d(v).items() if isinstance(x, (str, int, float, bool))}
+
+
+def _meta(obj: Any) -> dict[str, Any]:
+    return _d(_d(obj).get("metadata"))
 
 
 def node_info(obj: dict[str, Any]) -> NodeInfo:
     meta = _meta(obj)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    addrs = tuple(a for a in status.get("addresses") or () if isinstance(a, dict))
-    internal = next((a.get("address") for a in addrs if a.get("type") == "InternalIP"), None)
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
+    addrs = tuple(a for a in _l(status.get("addresses")) if isinstance(a, dict))
+    internal = next((_s(a.get("address")) for a in addrs if a.get("type") == "InternalIP"), None)
     conds = {}
-    for c in status.get("conditions") or ():
-        if isinstance(c, dict) and c.get("type"):
+    for c in _l(status.get("conditions")):
+        if isinstance(c, dict) and isinstance(c.get("type"), str):
             conds[c["type"]] = {"status": c.get("status"), "reason": c.get("reason"),
                                 "message": c.get("message")}
+    cidrs = [c for c in _l(spec.get("podCIDRs")) if isinstance(c, str)]
     return NodeInfo(
-        name=str(meta.get("name", "")), internal_ip=internal, addresses=addrs,
-        pod_cidr=spec.get("podCIDR") or (spec.get("podCIDRs") or [None])[0],
-        conditions=conds, annotations=dict(meta.get("annotations") or {}),
-        labels=dict(meta.get("labels") or {}),
-        kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion"),
+        name=_s(meta.get("name")) or "", internal_ip=internal, addresses=addrs,
+        pod_cidr=_s(spec.get("podCIDR")) or (cidrs[0] if cidrs else None),
+        conditions=conds, annotations=_strmap(meta.get("annotations")),
+        labels=_strmap(meta.get("labels")),
+        kubelet_version=_s(_d(status.get("nodeInfo")).get("kubeletVersion")),
     )
 
 
 def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
     meta = _meta(obj)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    statuses = [s for s in status.get("containerStatuses") or () if isinstance(s, dict)]
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
+    statuses = [x for x in _l(status.get("containerStatuses")) if isinstance(x, dict)]
     cs: dict[str, Any] = {}
     if container_hint:
-        cs = next((s for s in statuses if s.get("name") == container_hint), {})
+        cs = next((x for x in statuses if x.get("name") == container_hint), {})
     if not cs and statuses:
         # the worst container: waiting first, then most restarts
-        cs = sorted(statuses, key=lambda s: (not (s.get("state") or {}).get("waiting"),
-                                             -int(s.get("restartCount") or 0)))[0]
-    waiting = (cs.get("state") or {}).get("waiting") or {}
-    term = (cs.get("lastState") or {}).get("terminated") or (cs.get("state") or {}).get("terminated") or {}
-    owners = [o for o in meta.get("ownerReferences") or () if isinstance(o, dict)]
+        cs = sorted(statuses, key=lambda x: (not _d(_d(x.get("state")).get("waiting")),
+                                             -_i(x.get("restartCount"))))[0]
+    state = _d(cs.get("state"))
+    waiting = _d(state.get("waiting"))
+    term = _d(_d(cs.get("lastState")).get("terminated")) or _d(state.get("terminated"))
+    owners = [o for o in _l(meta.get("ownerReferences")) if isinstance(o, dict)]
     owner = next((o for o in owners if o.get("controller")), owners[0] if owners else {})
-    ready = bool(statuses) and all(bool(s.get("ready")) for s in statuses)
-    for c in status.get("conditions") or ():
+    ready = bool(statuses) and all(bool(x.get("ready")) for x in statuses)
+    for c in _l(status.get("conditions")):
         if isinstance(c, dict) and c.get("type") == "Ready":
             ready = c.get("status") == "True"
+    containers = [c for c in _l(spec.get("containers")) if isinstance(c, dict)]
     return PodInfo(
-        namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
-        node=spec.get("nodeName"), phase=status.get("phase"), ready=ready,
-        restart_count=int(cs.get("restartCount") or 0),
-        waiting_reason=waiting.get("reason"), waiting_message=waiting.get("message"),
-        last_termination_message=term.get("message"), last_termination_reason=term.get("reason"),
-        container=cs.get("name") or ((spec.get("containers") or [{}])[0] or {}).get("name"),
-        pod_ip=status.get("podIP"), labels=dict(meta.get("labels") or {}),
-        owner_kind=owner.get("kind"), owner_name=owner.get("name"),
-        readiness_probes={str(c.get("name")): c["readinessProbe"]
-                          for c in spec.get("containers") or ()
-                          if isinstance(c, dict) and isinstance(c.get("readinessProbe"), dict)},
-        host_network=bool(spec.get("hostNetwork")),
+        namespace=_s(meta.get("namespace")) or "", name=_s(meta.get("name")) or "",
+        node=_s(spec.get("nodeName")), phase=_s(status.get("phase")), ready=ready,
+        restart_count=_i(cs.get("restartCount")),
+        waiting_reason=_s(waiting.get("reason")), waiting_message=_s(waiting.get("message")),
+        last_termination_message=_s(term.get("message")),
+        last_termination_reason=_s(term.get("reason")),
+        container=_s(cs.get("name")) or (_s(containers[0].get("name")) if containers else None),
+        pod_ip=_s(status.get("podIP")), labels=_strmap(meta.get("labels")),
+        owner_kind=_s(owner.get("kind")), owner_name=_s(owner.get("name")),
+        readiness_probes={str(c.get("name")): c["readinessProbe"] for c in containers
+                          if isinstance(c.get("readinessProbe"), dict)},
+        host_network=spec.get("hostNetwork") is True,
     )
 
 
 def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
     """The `mode:` of config.conf in ConfigMap kube-proxy ("" = default, iptables on Linux)."""
-    data = (cm or {}).get("data") or {}
+    data = _d(_d(cm).get("data"))
     text = data.get("config.conf") or data.get("config") or ""
     for line in str(text).splitlines():
         m = re.match(r"^mode:\s*(.*?)\s*$", line)
         if m:
-            v = m.group(1).strip("'\"")
-            return v
+            return m.group(1).strip("'\"")
     return ""
 
 
 def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str | None]:
-    data = (cm or {}).get("data") or {}
+    data = _d(_d(cm).get("data"))
     try:
-        conf = json.loads(data.get("net-conf.json") or "")
+        conf = json.loads(str(data.get("net-conf.json") or ""))
     except ValueError:
         return None, None
     if not isinstance(conf, dict):
         return None, None
-    backend = conf.get("Backend") or {}
-    return conf.get("Network"), backend.get("Type") if isinstance(backend, dict) else None
+    return _s(conf.get("Network")), _s(_d(conf.get("Backend")).get("Type"))
 
 
 def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) -> ClusterSnapshot:
@@ -286,15 +310,14 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                                version=dict(version) if isinstance(version, dict) else {},
                                errors=tuple(errors))
     nodes = {}
-    for obj in nodes_raw:
+    for obj in _l(nodes_raw):
         if isinstance(obj, dict):
             n = node_info(obj)
             if n.name:
                 nodes[n.name] = n
 
     all_pods: list[PodInfo] = []
-    pods_raw = call("list_pods", lambda: api.list_pods(None, None), [])
-    for obj in pods_raw:
+    for obj in _l(call("list_pods", lambda: api.list_pods(None, None), [])):
         if isinstance(obj, dict):
             all_pods.append(pod_info(obj))
 
@@ -302,7 +325,8 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         out: dict[str, list[PodInfo]] = {}
         seen: set[str] = set()
         for ns in SYSTEM_NAMESPACES:
-            for obj in call(f"list_pods {ns} {selector}", lambda ns=ns: api.list_pods(ns, selector), []):
+            for obj in _l(call(f"list_pods {ns} {selector}",
+                               lambda ns=ns: api.list_pods(ns, selector), [])):
                 if not isinstance(obj, dict):
                     continue
                 p = pod_info(obj, container)
@@ -319,73 +343,71 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         todo = [(group, node, i) for group in (kube_proxy, flannel)
                 for node, plist in group.items() for i in range(len(plist))]
         if todo:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(log_workers, len(todo)),
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(log_workers, len(todo))),
                                                        thread_name_prefix="cfx-logs") as ex:
                 futs = {ex.submit(_with_logs, api, g[n][i], call): (g, n, i) for g, n, i in todo}
                 for fut in concurrent.futures.as_completed(futs):
                     g, n, i = futs[fut]
                     g[n][i] = fut.result()
 
-    kp_cm = call("configmap kube-system/kube-proxy",
-                 lambda: api.get_configmap("kube-system", "kube-proxy"), None)
-    fl_cm = None
+    kp_cm = _d(call("configmap kube-system/kube-proxy",
+                    lambda: api.get_configmap("kube-system", "kube-proxy"), None))
+    fl_cm: dict[str, Any] = {}
     for ns in SYSTEM_NAMESPACES:
-        fl_cm = call(f"configmap {ns}/kube-flannel-cfg",
-                     lambda ns=ns: api.get_configmap(ns, "kube-flannel-cfg"), None)
+        fl_cm = _d(call(f"configmap {ns}/kube-flannel-cfg",
+                        lambda ns=ns: api.get_configmap(ns, "kube-flannel-cfg"), None))
         if fl_cm:
             break
     network, backend = parse_flannel_net_conf(fl_cm)
 
     services = []
-    for svc in call("list_services", lambda: api.list_services(None), []):
-        if not isinstance(svc, dict):
-            continue
-        spec = svc.get("spec") or {}
+    for svc in _l(call("list_services", lambda: api.list_services(None), [])):
+        spec = _d(_d(svc).get("spec"))
         if spec.get("type") not in ("NodePort", "LoadBalancer"):
             continue
-        ports = [p for p in spec.get("ports") or () if isinstance(p, dict) and p.get("nodePort")]
+        ports = [p for p in _l(spec.get("ports")) if isinstance(p, dict) and p.get("nodePort")]
         if ports:
             m = _meta(svc)
-            services.append({"namespace": m.get("namespace"), "name": m.get("name"),
-                             "ports": ports, "selector": spec.get("selector") or {},
-                             "clusterIP": spec.get("clusterIP")})
+            services.append({"namespace": _s(m.get("namespace")), "name": _s(m.get("name")),
+                             "ports": ports, "selector": _d(spec.get("selector")),
+                             "clusterIP": _s(spec.get("clusterIP"))})
     endpoints: dict[str, list[str]] = {}
-    wanted = {f"{s['namespace']}/{s['name']}" for s in services}
+    wanted = {f"{x['namespace']}/{x['name']}" for x in services}
     if wanted:
-        for ep in call("list_endpoints", lambda: api.list_endpoints(None), []):
-            if not isinstance(ep, dict):
-                continue
+        for ep in _l(call("list_endpoints", lambda: api.list_endpoints(None), [])):
             m = _meta(ep)
             key = f"{m.get('namespace')}/{m.get('name')}"
             if key not in wanted:
                 continue
             addrs = []
-            for sub in ep.get("subsets") or ():
-                for a in (sub or {}).get("addresses") or ():
-                    for p in (sub or {}).get("ports") or [{}]:
-                        addrs.append(f"{a.get('ip')}:{(p or {}).get('port', '')}")
+            for sub in _l(_d(ep).get("subsets")):
+                for a in _l(_d(sub).get("addresses")):
+                    for p in _l(_d(sub).get("ports")) or [{}]:
+                        addrs.append(f"{_d(a).get('ip')}:{_d(p).get('port', '')}")
             endpoints[key] = addrs
 
     events = []
-    for ev in call("list_events", lambda: api.list_events(None), []):
-        if not isinstance(ev, dict) or ev.get("type") != "Warning":
+    for ev in _l(call("list_events", lambda: api.list_events(None), [])):
+        ev = _d(ev)
+        if ev.get("type") != "Warning":
             continue
-        obj = ev.get("involvedObject") or ev.get("regarding") or {}
+        obj = _d(ev.get("involvedObject")) or _d(ev.get("regarding"))
         events.append({
-            "namespace": _meta(ev).get("namespace") or obj.get("namespace"),
+            "namespace": _s(_meta(ev).get("namespace")) or _s(obj.get("namespace")),
             "object": f"{obj.get('kind', '')}/{obj.get('name', '')}",
-            "kind": obj.get("kind"), "name": obj.get("name"),
-            "reason": ev.get("reason"), "message": ev.get("message") or ev.get("note") or "",
-            "count": ev.get("count") or 1,
+            "kind": _s(obj.get("kind")), "name": _s(obj.get("name")),
+            "reason": _s(ev.get("reason")),
+            "message": _s(ev.get("message")) or _s(ev.get("note")) or "",
+            "count": _i(ev.get("count")) or 1,
             "last": ev.get("lastTimestamp") or ev.get("eventTime"),
         })
 
     daemonsets = []
     for ns in SYSTEM_NAMESPACES:
-        for ds in call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), []):
+        for ds in _l(call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), [])):
             if isinstance(ds, dict):
-                st = ds.get("status") or {}
-                daemonsets.append({"namespace": ns, "name": _meta(ds).get("name"),
+                st = _d(ds.get("status"))
+                daemonsets.append({"namespace": ns, "name": _s(_meta(ds).get("name")),
                                    "desired": st.get("desiredNumberScheduled"),
                                    "ready": st.get("numberReady")})
 
