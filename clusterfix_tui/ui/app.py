@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -109,7 +108,9 @@ class ClusterfixApp(App[int]):
         self.now = now or datetime.now
         self.report_dir = Path(report_dir) if report_dir else None
         self.pane_max_lines = pane_max_lines
-        self.session_log: deque[Text] = deque(maxlen=session_log_lines)
+        # (stamp, node or None, stream or style, text): rendered only when the log screen shows
+        self.session_log: deque[tuple[str, str | None, str, str]] = deque(
+            maxlen=session_log_lines)
         self.state = WizardState()
         self.step_running = False
         self.finished = False  # session.finish() called
@@ -216,27 +217,23 @@ class ClusterfixApp(App[int]):
         return v.hms(self.clock() - self._started)
 
     def log_event(self, text: str, style: str = "") -> None:
-        line = Text(f"{self._stamp()} ", style="dim")
-        line.append(text, style=style)
-        self._append_log(line)
+        self._append_log([(self._stamp(), None, style, text)])
 
     def log_lines(self, lines: Iterable[tuple[str, str, str]], dropped: int) -> None:
         stamp = self._stamp()
+        entries: list[tuple[str, str | None, str, str]] = []
         if dropped:
-            self._append_log(Text(f"{stamp} … {dropped} lines collapsed (see the journal)",
-                                  style="dim italic"))
-        for node, stream, line in lines:
-            t = Text(f"{stamp} ", style="dim")
-            t.append(f"{node:<8} ", style="bold")
-            t.append(line, style="red" if stream == "stderr" else "")
-            self._append_log(t)
+            entries.append((stamp, None, "dim italic",
+                            f"… {dropped} lines collapsed (see the journal)"))
+        entries.extend((stamp, node, stream, line) for node, stream, line in lines)
+        self._append_log(entries)
 
-    def _append_log(self, line: Text) -> None:
-        self.session_log.append(line)
+    def _append_log(self, entries: list[tuple[str, str | None, str, str]]) -> None:
+        self.session_log.extend(entries)
         from clusterfix_tui.ui.screens.log import SessionLogScreen
 
         if isinstance(self.screen, SessionLogScreen):
-            self.screen.append(line)
+            self.screen.append(entries)
 
     # -- navigation --------------------------------------------------------------------------
     def start_diagnostics(self) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import RichLog
 
 from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.widgets.log_pane import clean
 
 
 class SessionLogScreen(WizardScreen):
@@ -27,12 +29,22 @@ here; the journal file keeps all of it).
         yield log
 
     def on_mount(self) -> None:
-        log = self.query_one(RichLog)
-        for text in list(self.wizard.session_log):
-            log.write(text)
+        self.append(list(self.wizard.session_log))
 
-    def append(self, text) -> None:
-        self.query_one(RichLog).write(text)
+    def append(self, entries: list[tuple[str, str | None, str, str]]) -> None:
+        """Render entries (stamp, node or None, stream or style, text) as one write."""
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for stamp, node, kind, line in entries:
+            text.append(f"{stamp} ", style="dim")
+            if node is None:
+                text.append(line, style=kind)
+            else:
+                text.append(f"{node:<8} ", style="bold")
+                text.append(clean(line), style="red" if kind == "stderr" else "")
+            text.append("\n")
+        text.rstrip()
+        if text.plain:
+            self.query_one(RichLog).write(text)
 
     def action_close(self) -> None:
         self.app.pop_screen()

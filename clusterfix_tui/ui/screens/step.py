@@ -286,6 +286,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         """Called in the worker thread for every line: buffer it, signal once per batch."""
         if self._buffer.feed(node, stream, self.wizard.redact(line)):
             self.post_message(m.StepLinesLogged())
+        self._buffer.backpressure()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="step",
           description="Applying the step")

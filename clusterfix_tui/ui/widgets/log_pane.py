@@ -3,19 +3,23 @@
 A step can stream hundreds of thousands of lines. Worker threads only append to a LineBuffer (a
 lock and a bounded deque, no widget state); the buffer tells the producer when a batch is due so
 that one StepLinesLogged message is posted per batch, never per line. The UI thread drains the
-buffer and writes the whole batch as one Text. Lines that arrive faster than the screen refreshes
+buffer (at most ten times a second) and appends the batch to the pane as ready-made Strips. Lines that arrive faster than the screen refreshes
 are collapsed into a "N lines collapsed" marker: the pane is a view, the journal keeps everything.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
 
-from rich.text import Text
-from textual.widgets import RichLog
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 NODE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan",
                 "bright_magenta", "bright_green", "bright_blue")
@@ -24,7 +28,8 @@ NODE_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bri
 class LineBuffer:
     """Lines waiting for the UI. Safe to feed from any thread."""
 
-    def __init__(self, batch_limit: int = 200, min_interval: float = 0.1) -> None:
+    def __init__(self, batch_limit: int = 200, min_interval: float = 0.1,
+                 high_water: int = 5000) -> None:
         self._lines: deque[tuple[str, str, str]] = deque(maxlen=batch_limit)
         self._lock = threading.Lock()
         self._pending = False
@@ -34,6 +39,11 @@ class LineBuffer:
         self.total = 0
         self.per_node: Counter[str] = Counter()
         self.commands: Counter[str] = Counter()
+        # back-pressure: a producer more than `high_water` lines ahead of the UI waits (briefly)
+        # for the next drain, so that a flood cannot starve the UI thread of the GIL
+        self.high_water = high_water
+        self._since_drain = 0
+        self._drained = threading.Event()
 
     def feed(self, node: str, stream: str, line: str) -> bool:
         """Append a line; True when the caller should post one StepLinesLogged message."""
@@ -42,6 +52,9 @@ class LineBuffer:
                 self.dropped += 1
             self._lines.append((node, stream, line))
             self.total += 1
+            self._since_drain += 1
+            if self._since_drain == self.high_water:
+                self._drained.clear()
             self.per_node[node] += 1
             if stream == "command":
                 self.commands[node] += 1
@@ -50,6 +63,11 @@ class LineBuffer:
             self._pending = True
             return True
 
+    def backpressure(self, timeout: float = 0.25) -> None:
+        """Called by the producer (never the UI): wait for a drain when too far ahead."""
+        if self._since_drain >= self.high_water:
+            self._drained.wait(timeout)
+
     def drain(self) -> tuple[list[tuple[str, str, str]], int]:
         with self._lock:
             lines = list(self._lines)
@@ -57,6 +75,8 @@ class LineBuffer:
             dropped, self.dropped = self.dropped, 0
             self._pending = False
             self._last_signal = time.monotonic()
+            self._since_drain = 0
+            self._drained.set()
             return lines, dropped
 
     def snapshot_counts(self) -> tuple[int, dict[str, int], dict[str, int]]:
@@ -64,17 +84,35 @@ class LineBuffer:
             return self.total, dict(self.per_node), dict(self.commands)
 
 
-class LogPane(RichLog):
-    """Node-prefixed, coloured, bounded log view."""
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\\\)?|[@-Z\\\\-_])")
+_CONTROL = {c: None for c in range(32) if c != 9} | {127: None}
+
+
+def clean(line: str) -> str:
+    """A line as plain printable text: no terminal escape sequences, no control characters."""
+    if "\x1b" in line:
+        line = _ANSI.sub("", line)
+    return line.translate(_CONTROL).expandtabs(8)
+
+
+class LogPane(ScrollView, can_focus=True):
+    """Node-prefixed, coloured, bounded log view (the Line API: one Strip per line).
+
+    Lines are turned into Strips directly, without Rich's layout engine, and at most `max_lines`
+    are kept: a batch costs about a millisecond per hundred lines on the UI thread.
+    """
 
     DEFAULT_CSS = """
     LogPane { height: 1fr; border: round $primary-darken-1; background: $surface; }
     """
 
     def __init__(self, *, max_lines: int = 2000, **kwargs) -> None:
-        super().__init__(max_lines=max_lines, wrap=False, markup=False, highlight=False,
-                         auto_scroll=True, **kwargs)
+        super().__init__(**kwargs)
+        self.max_lines = max_lines
+        self.lines: list[Strip] = []
+        self._widest = 0
         self._colours: dict[str, str] = {}
+        self._styles: dict[str, Style] = {}
         self.border_title = "live log"
 
     def colour(self, node: str) -> str:
@@ -82,20 +120,41 @@ class LogPane(RichLog):
             self._colours[node] = NODE_COLOURS[len(self._colours) % len(NODE_COLOURS)]
         return self._colours[node]
 
+    def _style(self, spec: str) -> Style:
+        style = self._styles.get(spec)
+        if style is None:
+            style = self._styles[spec] = Style.parse(spec)
+        return style
+
     def write_lines(self, lines: Iterable[tuple[str, str, str]], dropped: int = 0) -> None:
-        text = Text(no_wrap=True, overflow="ellipsis")
+        follow = self.scroll_y >= self.max_scroll_y
+        new: list[Strip] = []
         if dropped:
-            text.append(f"… {dropped} lines collapsed (the journal has them all)\n",
-                        style="dim italic")
+            new.append(Strip([Segment(f"… {dropped} lines collapsed (the journal has them all)",
+                                      self._style("dim italic"))]))
+        plain = Style()
         for node, stream, line in lines:
-            text.append(f"{node:<8} ", style=f"bold {self.colour(node)}")
-            if stream == "command":
-                text.append(line, style="bold")
-            elif stream == "stderr":
-                text.append(line, style="red")
-            else:
-                text.append(line)
-            text.append("\n")
-        text.rstrip()
-        if text.plain:
-            self.write(text)
+            text = clean(line)
+            body = (self._style("bold") if stream == "command"
+                    else self._style("red") if stream == "stderr" else plain)
+            new.append(Strip([Segment(f"{node:<8} ", self._style(f"bold {self.colour(node)}")),
+                              Segment(text, body)]))
+        if not new:
+            return
+        self.lines.extend(new)
+        excess = len(self.lines) - self.max_lines
+        if excess > 0:
+            del self.lines[:excess]
+        self._widest = max(self._widest, max(strip.cell_length for strip in new))
+        self.virtual_size = Size(self._widest, len(self.lines))
+        if follow:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.scrollable_content_region.width
+        if index >= len(self.lines):
+            return Strip.blank(width, self.rich_style)
+        return self.lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style)
