@@ -340,15 +340,15 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
     flannel = system_pods(FLANNEL_SELECTOR, "kube-flannel")
     if with_logs:
         # one log request per pod (two when it restarted): in parallel, a few at a time
-        todo = [(group, node, i) for group in (kube_proxy, flannel)
-                for node, plist in group.items() for i in range(len(plist))]
+        todo = [(group, node_name, i) for group in (kube_proxy, flannel)
+                for node_name, plist in group.items() for i in range(len(plist))]
         if todo:
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(log_workers, len(todo))),
                                                        thread_name_prefix="cfx-logs") as ex:
-                futs = {ex.submit(_with_logs, api, g[n][i], call): (g, n, i) for g, n, i in todo}
+                futs = {ex.submit(_with_logs, api, g[k][i], call): (g, k, i) for g, k, i in todo}
                 for fut in concurrent.futures.as_completed(futs):
-                    g, n, i = futs[fut]
-                    g[n][i] = fut.result()
+                    g, k, i = futs[fut]
+                    g[k][i] = fut.result()
 
     kp_cm = _d(call("configmap kube-system/kube-proxy",
                     lambda: api.get_configmap("kube-system", "kube-proxy"), None))
