@@ -1,0 +1,427 @@
+"""Failures halfway, on a real lab (issue 8, points 3 and 4).
+
+One 3-node lab for the module; the session is the real one (RepairSession over build_runtime: real
+SSH, the real HTTPS API), driven the way `fix` drives it. Failures are real:
+- "sshd killed": the node's sshd listener AND its live session processes are SIGKILLed (the TCP
+  connection the pool holds dies, like a node that crashes);
+- a command made slow or hanging on ONE node: a directory bind-mounted over /usr/local/sbin in
+  that node's private mount namespace puts a wrapper first on PATH (the host and the other nodes
+  are untouched);
+- the API server stopped: the lab's API lives inside the lab daemon (daemon.py has no op to stop
+  or restart it, and LabAPI can only be started once), so the daemon process is SIGSTOPped (the
+  API stops answering: requests time out) and SIGCONTed (it answers again);
+- SSH auth failure: a copied ssh_config with a freshly generated (wrong) key for one node;
+- host keys: a known_hosts without one node's key, with a different key for one node, and
+  StrictHostKeyChecking accept-new / yes in --ssh-config.
+Each test says what it injected; FAILURE_INJECTIONS counts them for the note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trust_helpers import cli
+
+pytestmark = pytest.mark.lab
+INJECTIONS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from lab_helpers import running_lab
+
+    with running_lab(tmp_path_factory, nodes=3, faults="none") as handle:
+        yield handle
+    print(f"\nTRUST-FAILURES: {len(INJECTIONS)} failure injections: {INJECTIONS}")
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+def kill_sshd(lab, node: str) -> None:
+    """The node's sshd and every live SSH session process on it, SIGKILL."""
+    INJECTIONS.append(f"sshd killed on {node}")
+    lab.stop_sshd(node)
+    netns = lab.node(node)["netns"]
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "sshd" or comm.startswith("sshd"):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def slow_tool(lab, node: str, tool: str, seconds: float, tmp: Path) -> None:
+    """Make `tool` on `node` sleep first (then run the real one)."""
+    d = tmp / f"fakebin-{node}"
+    d.mkdir(exist_ok=True)
+    w = d / tool
+    w.write_text(f"#!/bin/sh\nsleep {seconds}\nexec /usr/sbin/{tool} \"$@\"\n")
+    w.chmod(0o755)
+    lab.exec(node, f"mount --bind {d} /usr/local/sbin")
+
+
+def unslow(lab, node: str) -> None:
+    lab.exec(node, "umount /usr/local/sbin 2>/dev/null || true", check=False)
+
+
+def new_session(lab, tmp: Path, name: str, **kw):
+    from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.session import RepairSession
+    from clusterfix_tui.runtime import build_runtime
+
+    rt = build_runtime(lab_dir=lab.info["dir"], **kw)
+    journal = Journal(tmp / f"{name}.jsonl")
+    return rt, journal, RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless")
+
+
+def forward_policy(lab, node: str) -> str:
+    out = lab.exec(node, "iptables-legacy -S FORWARD | head -1; iptables-nft -S FORWARD | head -1")
+    return out.stdout
+
+
+def events_of(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ---- sshd killed during diagnosis -----------------------------------------------------------
+
+def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
+    rt, journal, s = new_session(lab, tmp_path, "diag")
+    try:
+        conns = s.connect()
+        assert all(c.state == "connected" for c in conns), conns
+        slow_tool(lab, "node-3", "iptables-legacy-save", 4, tmp_path)
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.setdefault("d", s.diagnose("before")))
+        t.start()
+        time.sleep(1.5)  # node-3's facts script is in its slow command now
+        kill_sshd(lab, "node-3")
+        t.join(90)
+        assert not t.is_alive(), "diagnosis hung after a node died"
+        d = result["d"]
+        assert set(d.facts) >= {"node-1", "node-2"}, "the other nodes were not diagnosed"
+        assert "node-3" not in d.facts or d.facts["node-3"] is None or "node-3" in d.node_errors
+        codes = {(f.code, f.node) for f in d.findings}
+        assert any(n == "node-3" and c in ("SSH_UNREACHABLE", "FACTS_UNREADABLE")
+                   for c, n in codes), codes
+        ev = [e for e in events_of(tmp_path / "diag.jsonl") if e["type"] == "diagnosis"]
+        assert ev and any(f["node"] == "node-3" for f in ev[-1]["findings"])
+    finally:
+        rt.close()
+        unslow(lab, "node-3")
+        lab.start_sshd("node-3")
+
+
+# ---- sshd killed during a step: partial, precise journal/report, rollback --------------------
+
+def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
+    for n in ("node-2", "node-3"):
+        lab.inject("forward-drop", n)
+    before2, before3 = forward_policy(lab, "node-2"), forward_policy(lab, "node-3")
+    assert "DROP" in before2 and "DROP" in before3
+    rt, journal, s = new_session(lab, tmp_path, "step")
+    try:
+        s.connect()
+        s.diagnose("before")
+        plan = s.plan("iptables")
+        by_node = {a.target for a in plan.actions}
+        assert {"node-2", "node-3"} <= by_node, plan
+        slow_tool(lab, "node-3", "iptables-legacy-save", 5, tmp_path)
+        from clusterfix_tui.core.fixes.engine import default_approved
+
+        killer = threading.Timer(0.0, lambda: None)
+
+        lines: list[tuple[str, str, str]] = []
+
+        def on_line(node, stream, line):
+            lines.append((node, stream, line))
+
+        def kill_when_node3_starts():
+            for _ in range(300):
+                if any(e["type"] == "command_start" and e["node"] == "node-3"
+                       for e in journal.events):
+                    time.sleep(0.7)
+                    kill_sshd(lab, "node-3")
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_when_node3_starts)
+        killer.start()
+        outcome = s.apply(plan, default_approved(plan), on_line=on_line, by="--yes")
+        killer.join(30)
+        assert outcome.status == "partial", outcome
+        st = {o.action_id: o.status for o in outcome.actions}
+        n2 = [o for o in outcome.actions if o.target == "node-2"]
+        n3 = [o for o in outcome.actions if o.target == "node-3"]
+        assert n2 and all(o.status == "ok" for o in n2), st
+        assert n3[0].status == "failed" and all(o.status == "skipped" for o in n3[1:]), st
+        assert "lost" in (n3[0].result.error or "") or "node-3" in (n3[0].result.error or ""), \
+            n3[0].result
+        assert "ACCEPT" in forward_policy(lab, "node-2").splitlines()[0] + \
+            forward_policy(lab, "node-2")
+        # the journal says exactly what ran where
+        ev = events_of(tmp_path / "step.jsonl")
+        starts = [(e["node"], e["action_id"]) for e in ev if e["type"] == "command_start"]
+        ends = {e["action_id"]: e for e in ev if e["type"] == "command_end"}
+        assert [a for n, a in starts if n == "node-3"] == [n3[0].action_id], starts
+        assert ends[n3[0].action_id]["exit_code"] is None and ends[n3[0].action_id]["error"]
+        assert all(ends[o.action_id]["exit_code"] == 0 for o in n2 if o.result is not None)
+        step_end = [e for e in ev if e["type"] == "step_end"][-1]
+        assert step_end["outcome"]["status"] == "partial"
+        # the report says it too
+        from clusterfix_tui.core.report import render
+
+        md = render(ev, "md") if callable(render) else ""
+        assert "partial" in md and "node-3" in md and n3[0].action_id in md, md[:3000]
+        # rollback of what did run: node-2's FORWARD policy goes back to DROP
+        rb = s.rollback("iptables")
+        assert rb.status in ("changed", "partial"), rb
+        assert all(o.target == "node-2" for o in rb.actions if o.status == "ok"), rb
+        assert "DROP" in forward_policy(lab, "node-2").split("\n")[0] or \
+            "-P FORWARD DROP" in forward_policy(lab, "node-2")
+        # the node comes back and is usable again
+        unslow(lab, "node-3")
+        lab.start_sshd("node-3")
+        INJECTIONS.append("node-3 comes back (start_sshd)")
+        d = s.diagnose("after")
+        assert "node-3" in d.facts and d.facts["node-3"] is not None, d.node_errors
+        assert any(f.code == "FORWARD_DROP" and f.node == "node-3" for f in d.findings)
+    finally:
+        rt.close()
+        unslow(lab, "node-3")
+        lab.start_sshd("node-3")
+        for n in ("node-2", "node-3"):
+            lab.exec(n, "iptables-legacy -P FORWARD ACCEPT; iptables-nft -P FORWARD ACCEPT",
+                     check=False)
+
+
+# ---- a command that hangs --------------------------------------------------------------------
+
+def test_a_hanging_command_times_out_and_the_step_says_so(lab, tmp_path) -> None:
+    lab.inject("forward-drop", "node-2")
+    rt, journal, s = new_session(lab, tmp_path, "hang")
+    try:
+        s.connect()
+        s.diagnose("before")
+        plan = s.plan("iptables")
+        slow_tool(lab, "node-2", "iptables-legacy-save", 597, tmp_path)
+        INJECTIONS.append("iptables-legacy-save hangs on node-2")
+        # the same plan, with a short timeout (60 s by default) so the test stays fast
+        plan = dataclasses.replace(plan, actions=tuple(
+            dataclasses.replace(a, timeout=3.0) for a in plan.actions))
+        from clusterfix_tui.core.fixes.engine import default_approved
+
+        t0 = time.monotonic()
+        outcome = s.apply(plan, default_approved(plan), by="--yes")
+        took = time.monotonic() - t0
+        assert took < 20, took
+        first = [o for o in outcome.actions if o.target == "node-2"][0]
+        assert first.status == "failed" and first.result.timed_out, first
+        assert outcome.status == "failed", outcome
+        assert "failed" in outcome.message, outcome.message
+        ev = [e for e in events_of(tmp_path / "hang.jsonl") if e["type"] == "command_end"]
+        assert ev[0]["timed_out"] is True
+        time.sleep(3)  # the node's own `timeout -s KILL` (deadline + 2 s) ends the command
+        left = subprocess.run(["pgrep", "-a", "-x", "sleep"], capture_output=True,
+                              text=True).stdout
+        left = [ln for ln in left.splitlines() if ln.endswith(" 597")]
+        assert not left, f"the hung command still runs on node-2: {left}"
+    finally:
+        rt.close()
+        unslow(lab, "node-2")
+        lab.exec("node-2", "iptables-legacy -P FORWARD ACCEPT; iptables-nft -P FORWARD ACCEPT",
+                 check=False)
+
+
+# ---- the API server stops answering during a step, then comes back -------------------------
+
+def test_api_server_frozen_during_a_step_then_back(lab, tmp_path) -> None:
+    """The pods step's only action is an API call (delete the crash-looping kube-proxy pod)."""
+    lab.set_agent_state("node-2", "kube-proxy", crashed=True, message="boom", backoff=2)
+    rt, journal, s = new_session(lab, tmp_path, "api")
+    pid = lab.info["daemon_pid"]
+    try:
+        s.connect()
+        deadline = time.monotonic() + 30
+        while True:
+            s.diagnose("before")
+            plan = s.plan("pods")
+            if plan.actions or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert plan.actions, plan
+        from clusterfix_tui.core.fixes.engine import default_approved
+
+        os.kill(pid, signal.SIGSTOP)
+        INJECTIONS.append("API server stopped (daemon SIGSTOP) during the pods step")
+        try:
+            plan_short = dataclasses.replace(plan, actions=tuple(
+                dataclasses.replace(a, timeout=5.0) for a in plan.actions))
+            t0 = time.monotonic()
+            outcome = s.apply(plan_short, default_approved(plan_short), by="--yes")
+            assert time.monotonic() - t0 < 60
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            INJECTIONS.append("API server back (SIGCONT)")
+        api_actions = [o for o in outcome.actions if o.status in ("ok", "failed")]
+        assert api_actions and all(o.status == "failed" for o in api_actions), outcome
+        assert outcome.status == "failed"
+        err = api_actions[0].result.error or ""
+        assert err and "Traceback" not in err, err
+        ev = events_of(tmp_path / "api.jsonl")
+        assert any(e["type"] == "command_end" and e.get("error") for e in ev)
+        # once the API answers again the session works again. NB: the delete the client gave up
+        # on was still in the frozen server's socket buffer and may have been applied on SIGCONT:
+        # a timed-out API write is "unknown", not "did not happen" (see the trust note).
+        time.sleep(1)
+        d = s.diagnose("before")
+        assert not d.error and not d.snapshot.errors, (d.error, d.snapshot.errors)
+        plan = s.plan("pods")
+        if plan.actions:
+            outcome = s.apply(plan, default_approved(plan), by="--yes")
+            assert any(o.status == "ok" for o in outcome.actions), outcome
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        rt.close()
+        lab.set_agent_state("node-2", "kube-proxy")
+
+
+# ---- SSH auth failure and host keys, through the CLI ----------------------------------------
+
+def _copy_ssh_config(lab, tmp: Path, extra: dict[str, list[str]] | None = None,
+                     known_hosts: Path | None = None) -> Path:
+    d = Path(lab.info["dir"])
+    text = (d / "ssh_config").read_text()
+    if known_hosts is not None:
+        text = text.replace(str(d / "known_hosts"), str(known_hosts))
+    out = []
+    host = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.lower().startswith("host "):
+            host = s.split(None, 1)[1]
+        out.append(line)
+        if s.lower().startswith("host ") and extra and host in extra:
+            out.extend("  " + x for x in extra[host])
+    p = tmp / "ssh_config"
+    p.write_text("\n".join(out) + "\n")
+    return p
+
+
+def _diagnose_json(lab, cfg: Path):
+    p = cli("diagnose", "--lab-dir", lab.info["dir"], "--ssh-config", str(cfg), "--json", "-q")
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    return p, json.loads(p.stdout) if p.stdout.strip().startswith("{") else {}
+
+
+def test_ssh_auth_failure_leaves_the_node_out(lab, tmp_path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "wrong")],
+                   check=True)
+    cfg = _copy_ssh_config(lab, tmp_path, {"node-2": [f"IdentityFile {tmp_path / 'wrong'}",
+                                                      "IdentitiesOnly yes"]})
+    text = cfg.read_text()
+    # the first IdentityFile wins in OpenSSH: make the wrong key the only one for node-2
+    lines, host = [], None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.lower().startswith("host "):
+            host = s.split(None, 1)[1]
+        if host == "node-2" and s.lower().startswith("identityfile") and "wrong" not in s:
+            continue
+        lines.append(line)
+    cfg.write_text("\n".join(lines) + "\n")
+    INJECTIONS.append("wrong SSH key for node-2")
+    p, d = _diagnose_json(lab, cfg)
+    assert p.returncode == 1
+    codes = {(f["code"], f["node"]) for f in d["findings"]}
+    assert ("SSH_AUTH_FAILED", "node-2") in codes, codes
+    assert set(d.get("facts", {})) >= {"node-1", "node-3"} or \
+        not any(n in ("node-1", "node-3") for c, n in codes if c.startswith("SSH_"))
+    f = cli("fix", "--dry-run", "--no-validate", "--lab-dir", lab.info["dir"], "--ssh-config",
+            str(cfg), "--journal", str(tmp_path / "j.jsonl"))
+    assert "Traceback" not in f.stderr
+    ev = events_of(tmp_path / "j.jsonl")
+    left = [e for e in ev if e["type"] == "node_left_out"]
+    assert [e["node"] for e in left] == ["node-2"] and "auth" in left[0]["reason"], left
+
+
+def test_unknown_host_key_is_left_out_with_its_fingerprint(lab, tmp_path) -> None:
+    d = Path(lab.info["dir"])
+    kh = tmp_path / "known_hosts"
+    node3_ip = lab.node("node-3")["ip"]
+    kept = [ln for ln in (d / "known_hosts").read_text().splitlines()
+            if not (ln.split(" ", 1)[0] in ("node-3", node3_ip)
+                    or node3_ip in ln.split(" ", 1)[0].split(","))]
+    kh.write_text("\n".join(kept) + "\n")
+    INJECTIONS.append("node-3's host key unknown")
+    cfg = _copy_ssh_config(lab, tmp_path, known_hosts=kh)
+    p, diag = _diagnose_json(lab, cfg)
+    hk = [f for f in diag["findings"] if f["code"] == "HOST_KEY_UNKNOWN"]
+    assert [f["node"] for f in hk] == ["node-3"], diag["findings"]
+    fp = subprocess.run(["ssh-keygen", "-lf", str(Path(lab.node("node-3").get("node_dir", d))
+                                                  / "ssh_host_ed25519_key.pub")],
+                        capture_output=True, text=True).stdout.split()
+    said = json.dumps(hk[0])
+    assert "SHA256:" in said, said
+    if len(fp) > 1:
+        assert fp[1] in said, (fp, said)
+    assert kh.read_text() == "\n".join(kept) + "\n", "known_hosts was changed without consent"
+    # headless fix leaves it out (journaled), the others go on
+    f = cli("fix", "--dry-run", "--no-validate", "--lab-dir", lab.info["dir"], "--ssh-config",
+            str(cfg), "--journal", str(tmp_path / "j.jsonl"))
+    ev = events_of(tmp_path / "j.jsonl")
+    assert [e["node"] for e in ev if e["type"] == "node_left_out"] == ["node-3"]
+    assert any(e["type"] == "diagnosis" for e in ev)
+    assert kh.read_text() == "\n".join(kept) + "\n"
+    # StrictHostKeyChecking yes: still refused; accept-new: accepted and recorded
+    cfg_yes = _copy_ssh_config(lab, tmp_path, {"node-3": ["StrictHostKeyChecking yes"]},
+                               known_hosts=kh)
+    p, diag = _diagnose_json(lab, cfg_yes)
+    assert any(f["code"] == "HOST_KEY_UNKNOWN" and f["node"] == "node-3" for f in diag["findings"])
+    cfg_new = _copy_ssh_config(lab, tmp_path, {"node-3": ["StrictHostKeyChecking accept-new"]},
+                               known_hosts=kh)
+    p, diag = _diagnose_json(lab, cfg_new)
+    assert not any(f["code"].startswith("HOST_KEY") for f in diag["findings"]), diag["findings"]
+    assert len(kh.read_text().splitlines()) == len(kept) + 1
+
+
+def test_changed_host_key_is_refused_naming_the_line(lab, tmp_path) -> None:
+    d = Path(lab.info["dir"])
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                   check=True)
+    other = (tmp_path / "other.pub").read_text().split()
+    lines = (d / "known_hosts").read_text().splitlines()
+    node2_ip = lab.node("node-2")["ip"]
+    idx = None
+    for i, ln in enumerate(lines):
+        names = ln.split(" ", 1)[0].split(",")
+        if ("node-2" in names or node2_ip in names) and "ed25519" in ln:
+            lines[i] = f"{ln.split(' ', 1)[0]} {other[0]} {other[1]}"
+            idx = i + 1
+    assert idx is not None
+    kh = tmp_path / "known_hosts"
+    kh.write_text("\n".join(lines) + "\n")
+    INJECTIONS.append("node-2's host key changed")
+    for strict in (None, "no", "accept-new"):
+        cfg = _copy_ssh_config(lab, tmp_path, {"node-2": [f"StrictHostKeyChecking {strict}"]}
+                               if strict else None, known_hosts=kh)
+        p, diag = _diagnose_json(lab, cfg)
+        hk = [f for f in diag["findings"] if f["code"] == "HOST_KEY_CHANGED"]
+        assert [f["node"] for f in hk] == ["node-2"], (strict, diag["findings"])
+        said = json.dumps(hk[0])
+        assert str(kh) in said and f"line {idx}" in said, said
+        assert kh.read_text() == "\n".join(lines) + "\n", "known_hosts was rewritten"
