@@ -26,7 +26,7 @@ class WizardScreen(Screen[None]):
         yield Header(icon="⛭")
         if self.wizard.dry_run:
             yield Static(
-                " DRY RUN: nothing on the cluster will change; mutating commands are only recorded ",
+                "DRY RUN · nothing on the cluster will change (commands are recorded, not run)",
                 classes="dry-run-banner",
             )
         yield from self.compose_body()
