@@ -425,3 +425,47 @@ def test_changed_host_key_is_refused_naming_the_line(lab, tmp_path) -> None:
         said = json.dumps(hk[0])
         assert str(kh) in said and f"line {idx}" in said, said
         assert kh.read_text() == "\n".join(lines) + "\n", "known_hosts was rewritten"
+
+
+# ---- a node whose facts output is garbage or cut (issue 8, point 2, end to end) --------------
+
+FAKE_SH = """#!/bin/dash
+case "$*" in
+  *@@CFX*) ;;
+  *) exec /bin/sh "$@" ;;
+esac
+MODE
+"""
+GARBAGE = ("printf 'Welcome to node-1!\\n\\377\\376 not facts @@CFX zz BEGIN x\\n'; "
+           "head -c 1500 /dev/urandom | od -An -tx1 | head -20; exit 0")
+CUT = "/bin/sh \"$@\" | head -c 2500; exit 0"
+
+
+@pytest.mark.parametrize("mode", ["garbage", "cut"])
+def test_facts_garbage_is_a_finding_with_the_raw_text(mode, lab, tmp_path) -> None:
+    d = tmp_path / "fakesh"
+    d.mkdir()
+    (d / "sh").write_text(FAKE_SH.replace("MODE", GARBAGE if mode == "garbage" else CUT))
+    (d / "sh").chmod(0o755)
+    lab.exec("node-1", f"mount --bind {d} /usr/local/sbin")
+    INJECTIONS.append(f"facts output {mode} on node-1")
+    rt, journal, s = new_session(lab, tmp_path, f"facts-{mode}")
+    try:
+        s.connect()
+        diag = s.diagnose("before")
+        fu = [f for f in diag.findings if f.code == "FACTS_UNREADABLE"]
+        assert [f.node for f in fu] == ["node-1"], [(f.code, f.node) for f in diag.findings]
+        raw = fu[0].data.get("raw") or ""
+        if mode == "garbage":
+            assert "Welcome to node-1" in raw, raw[:500]
+        else:
+            assert raw and len(raw) <= 4096
+        assert {"node-2", "node-3"} <= {n for n, f in diag.facts.items() if f is not None}
+        ev = [e for e in events_of(tmp_path / f"facts-{mode}.jsonl") if e["type"] == "diagnosis"]
+        assert any(f["code"] == "FACTS_UNREADABLE" for f in ev[-1]["findings"])
+        p = cli("diagnose", "--lab-dir", lab.info["dir"], "-q")
+        assert "Traceback" not in p.stderr and p.returncode == 1, p.stderr[-2000:]
+        assert "FACTS_UNREADABLE" in p.stdout or "could not be read" in p.stdout, p.stdout[-2000:]
+    finally:
+        rt.close()
+        lab.exec("node-1", "umount /usr/local/sbin", check=False)
