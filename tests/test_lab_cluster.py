@@ -45,10 +45,16 @@ def wait_for(fn, timeout: float = 20, interval: float = 0.3):
 
 
 def system_pod(lab, tmp: Path, namespace: str, selector: str, node: str) -> dict:
-    pods = kjson(lab, tmp, "-n", namespace, "get", "pods", "-l", selector)["items"]
-    mine = [p for p in pods if p["spec"]["nodeName"] == node]
-    assert len(mine) == 1, [p["metadata"]["name"] for p in mine]
-    return mine[0]
+    """The one pod of a DaemonSet on node (waiting out the moment a replaced pod is not yet listed)."""
+    mine: list = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pods = kjson(lab, tmp, "-n", namespace, "get", "pods", "-l", selector)["items"]
+        mine = [p for p in pods if p["spec"]["nodeName"] == node]
+        if len(mine) == 1:
+            return mine[0]
+        time.sleep(0.2)
+    raise AssertionError(f"not one {selector} pod on {node}: {[p['metadata']['name'] for p in mine]}")
 
 
 # -- healthy lab: read-only checks ---------------------------------------------------------------
@@ -252,6 +258,37 @@ def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
     ok = wait_for(lambda: system_pod(lab, tmp_path, "kube-flannel", "app=flannel", node)["status"]
                   ["containerStatuses"][0]["ready"], 15)
     assert ok
+
+
+@pytest.mark.lab
+def test_pod_sandbox_waits_for_a_sane_cni0(lab, tmp_path):
+    """A pod (re)created on a node whose cni0 carries a foreign address stays ContainerCreating with
+    kubelet's FailedCreatePodSandBox event; deleting cni0 (the runbook's remedy) lets the bridge
+    plugin recreate it with the gateway, and the pod starts."""
+    node = "node-3"
+    echo = next(p for p in lab.pods("net-echo") if p["node"] == node)
+    lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
+    kubectl(lab, "-n", "default", "delete", "pod", echo["name"], tmp=tmp_path)
+
+    def pending():
+        pods = [p for p in kjson(lab, tmp_path, "-n", "default", "get", "pods", "-l", "app=net-echo")["items"]
+                if p["spec"]["nodeName"] == node]
+        if len(pods) == 1 and pods[0]["status"]["phase"] == "Pending":
+            return pods[0]
+        return None
+    pod = wait_for(pending, 15)
+    assert pod, "the new net-echo pod did not stay Pending"
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    events = kubectl(lab, "-n", "default", "get", "events", tmp=tmp_path).stdout
+    assert "FailedCreatePodSandBox" in events and 'already has an IP address different from 10.244.2.1/24' in events
+    lab.exec(node, "ip link delete cni0")
+    started = wait_for(lambda: [p for p in lab.pods("net-echo") if p["node"] == node and p["name"] != echo["name"]],
+                       20)
+    assert started, "the pod did not start once cni0 was gone"
+    assert "10.244.2.1/24" in lab.exec(node, "ip -4 -br addr show dev cni0").stdout
+    src = next(p for p in lab.pods("net-echo") if p["node"] == "node-1")
+    probe = ["curl", "-sS", "-m", "3", f"http://{started[0]['ip']}:8080/"]
+    assert wait_for(lambda: lab.pod_exec(src["namespace"], src["name"], probe, check=False).returncode == 0, 10)
 
 
 @pytest.mark.lab

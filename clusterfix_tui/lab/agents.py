@@ -249,6 +249,32 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
         return fail("main.go:340", f"Error registering network: {e}")
 
 
+# -- the CNI plugins (flannel -> bridge) on pod sandbox creation ---------------------------------
+
+def cni_add_check(node: NodeCtx) -> str:
+    """What the flannel CNI plugin and its delegate, the bridge plugin, do before a pod gets its
+    veth: read /run/flannel/subnet.env, make sure cni0 exists and carries the gateway. Returns ""
+    when a pod can be wired, else the plugin's error text (kubelet's FailedCreatePodSandBox)."""
+    env = node.node_dir / "run-flannel" / "subnet.env"
+    if not env.exists():
+        return ('plugin type="flannel" failed (add): loadFlannelSubnetEnv failed: open '
+                "/run/flannel/subnet.env: no such file or directory")
+    gw = f"{node.gateway}/{node.subnet.prefixlen}"
+    cni = _addrs(node.netns, "cni0")
+    if cni is None:  # the bridge plugin creates the bridge with the gateway address
+        N.ip_batch(node.netns, ["link add cni0 type bridge", f"link set cni0 mtu {FLANNEL_MTU}",
+                                f"addr add {gw} dev cni0", "link set cni0 up"])
+        return ""
+    if any(a != gw for a in cni):
+        return ('plugin type="flannel" failed (add): failed to delegate add: failed to set bridge addr: '
+                f'"cni0" already has an IP address different from {gw}')
+    if not cni:
+        N.ip_batch(node.netns, [f"addr add {gw} dev cni0", "link set cni0 up"])
+    else:
+        N.ip_batch(node.netns, ["link set cni0 up"])
+    return ""
+
+
 # -- kube-proxy ----------------------------------------------------------------------------------
 
 DETECT_MODE = r"""

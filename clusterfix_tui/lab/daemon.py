@@ -100,6 +100,7 @@ class Pod:
     probe_error: str = ""
     probe: dict | None = None
     template_hash: str = ""
+    sandbox_error: str = ""
     proc: Any = None  # subprocess.Popen of the pod server
 
     def to_info(self) -> dict:
@@ -463,8 +464,19 @@ class Lab:
             self.info["rs_hash"] = "".join(N.random_suffix(10))
         return self.info["rs_hash"]
 
-    def _start_netns_pod(self, pod: Pod) -> None:
+    def _start_netns_pod(self, pod: Pod) -> bool:
+        """kubelet + CNI: create the pod sandbox (netns, veth on cni0, IP) and start its process.
+        When the CNI plugins refuse (cni0 conflict, no subnet.env), the pod stays
+        ContainerCreating with kubelet's FailedCreatePodSandBox event; reconcile retries."""
         ctx = self.ctx[pod.node]
+        try:
+            err = A.cni_add_check(ctx)
+        except N.NodeError as e:
+            err = f'plugin type="bridge" failed (add): {e}'
+        if err:
+            self._sandbox_failed(pod, err)
+            return False
+        pod.sandbox_error = ""
         self.pod_seq += 1
         pod.netns = f"cfx-{self.labid}-p-{self.pod_seq}"
         pod.veth = f"veth{secrets.token_hex(4)}"
@@ -474,7 +486,13 @@ class Lab:
         with self.lock:
             self.info["pod_netns"].append(pod.netns)
         self.save()
-        N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
+        try:
+            N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
+        except N.NodeError as e:
+            self._stop_netns_pod(pod)
+            pod.netns = pod.veth = pod.ip = ""
+            self._sandbox_failed(pod, f'plugin type="bridge" failed (add): {e}')
+            return False
         proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, Path(ctx.node_dir) / f"pod-{pod.name}.log")
         self.procs[proc.pid] = proc
         pod.proc = proc
@@ -487,6 +505,21 @@ class Lab:
         pod.ever_ready = pod.ready
         self.save()
         self.api.set_pod_log(pod.namespace, pod.name, _app_log(pod))
+        return True
+
+    def _sandbox_failed(self, pod: Pod, err: str) -> None:
+        pod.sandbox_error = err
+        pod.running = pod.ready = False
+        pod.netns = pod.ip = ""
+        log.warning("pod %s/%s on %s: sandbox not created: %s", pod.namespace, pod.name, pod.node, err)
+        if self.info.get("state") == "ready":
+            self._render(pod)
+            obj = self.api.get("v1/pods", pod.namespace, pod.name) or {}
+            involved = {"kind": "Pod", "name": pod.name, "namespace": pod.namespace,
+                        "uid": obj.get("metadata", {}).get("uid")}
+            self.api.add_event(pod.namespace, involved, "FailedCreatePodSandBox",
+                               "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup "
+                               f'network for sandbox "{secrets.token_hex(32)}": {err}', "Warning", host=pod.node)
 
     def _stop_netns_pod(self, pod: Pod) -> None:
         if pod.pid:
@@ -566,7 +599,9 @@ class Lab:
             spec["priorityClassName"] = "system-node-critical"
         if ds:
             spec["tolerations"] = [{"operator": "Exists"}]
-        if pod.running:
+        if pod.sandbox_error:
+            state = {"waiting": {"reason": "ContainerCreating"}}
+        elif pod.running:
             state = {"running": {"startedAt": pod.started or now_iso()}}
         else:
             state = {"waiting": {"reason": "CrashLoopBackOff",
@@ -589,9 +624,15 @@ class Lab:
                                       "message": f"containers with unready status: [{pod.container}]"})},
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": pod.created},
         ]
-        status = {"phase": "Running", "hostIP": self.ctx[pod.node].ip, "hostIPs": [{"ip": self.ctx[pod.node].ip}],
-                  "podIP": pod.ip, "podIPs": [{"ip": pod.ip}], "startTime": pod.created, "qosClass": "Burstable",
-                  "conditions": conditions, "containerStatuses": [cs]}
+        status: dict[str, Any] = {
+            "phase": "Pending" if pod.sandbox_error else "Running", "hostIP": self.ctx[pod.node].ip,
+            "hostIPs": [{"ip": self.ctx[pod.node].ip}], "startTime": pod.created, "qosClass": "Burstable",
+            "conditions": conditions, "containerStatuses": [cs]}
+        if pod.ip:
+            status["podIP"] = pod.ip
+            status["podIPs"] = [{"ip": pod.ip}]
+        if pod.sandbox_error:
+            conditions[0]["status"] = "False"
         obj = {"metadata": {"name": pod.name, "namespace": pod.namespace, "labels": labels,
                             "ownerReferences": [owner]},
                "spec": spec, "status": status}
@@ -612,7 +653,7 @@ class Lab:
 
     def _update_endpoints(self, *, resync: bool = True) -> None:
         eps = sorted(p.ip for p in self.pods.values() if p.app == "jellyfin" and p.ready and p.running)
-        not_ready = sorted(p.ip for p in self.pods.values() if p.app == "jellyfin" and not p.ready)
+        not_ready = sorted(p.ip for p in self.pods.values() if p.app == "jellyfin" and not p.ready and p.ip)
         changed = eps != self.endpoints or self.api.get("v1/endpoints", "media", "jellyfin") is None
         self.endpoints = eps
         if not changed:
@@ -704,13 +745,13 @@ class Lab:
         else:
             if pod.app == "jellyfin":
                 new.probe = self._jellyfin_probe()
-            self._start_netns_pod(new)
-            self._render(new)
-            if new.probe:
-                self._probe(new)
+            if self._start_netns_pod(new):
+                self._render(new)
+                if new.probe:
+                    self._probe(new)
         self._update_endpoints()
         self._update_workload_status()
-        self.dirty = True
+        self.save()
         return new
 
     def _jellyfin_probe(self) -> dict | None:
@@ -802,6 +843,15 @@ class Lab:
         for pod in list(self.pods.values()):
             if pod.app in AGENT_OF and not pod.running and now >= pod.next_retry:
                 self._run_agent(pod, first=True)
+                self.dirty = True
+        # pods whose sandbox the CNI plugins refused: kubelet keeps trying
+        for pod in list(self.pods.values()):
+            if pod.sandbox_error and now >= pod.next_retry:
+                pod.next_retry = now + 5
+                if self._start_netns_pod(pod):
+                    self._render(pod)
+                    if pod.probe:
+                        self._probe(pod)
                 self.dirty = True
         # pod servers that died: kubelet restarts the container
         for pod in list(self.pods.values()):
