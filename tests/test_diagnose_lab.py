@@ -343,3 +343,23 @@ def test_measure_diagnose_wall_time(n, tmp_path_factory):
               f"{len(d2.findings)} snapshot={d.snapshot_duration:.2f}s/{d2.snapshot_duration:.2f}s "
               f"slowest_node={max(d.node_durations.values()):.2f}s")
         assert len(d.facts) == n
+
+
+def test_unknown_host_key_is_a_finding_with_its_fingerprint(lab):
+    from clusterfix_tui.runtime import build_runtime
+
+    kh = Path(lab.known_hosts)
+    original = kh.read_text()
+    kh.write_text("".join(line + "\n" for line in original.splitlines()
+                          if line.split(" ", 1)[0].split(",")[0] != "node-1"))
+    rt = build_runtime(lab_dir=str(lab.dir))
+    try:
+        d = diagnose(rt.api, rt.shells)
+        assert sorted((f.code, f.node) for f in d.findings) == [("HOST_KEY_UNKNOWN", "node-1")]
+        (f,) = d.findings
+        assert f.data["fingerprint"].startswith("SHA256:") and f.data["key_type"]
+        assert f.data["key_line"] and f.data["fingerprint"] in f.evidence[0]
+        assert set(d.facts) == {"node-2", "node-3"}
+    finally:
+        rt.close()
+        kh.write_text(original)
