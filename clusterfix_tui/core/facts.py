@@ -82,8 +82,20 @@ cfx_sh() {
   if ! command -v "$cfx_tool" >/dev/null 2>&1; then
     : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
   fi
-  ( eval "$1" ) >"$T/o" 2>"$T/e" </dev/null; cfx_emit "$cfx_n" $?
+  # stdout straight through (no temp file, no `cat`); stderr via a file, `cat` only if non-empty
+  printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
+  ( eval "$1" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
 }
+# the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
+# background while the other sections run; its section is printed where it always was
+cfx_kpid=
+if command -v kubectl >/dev/null 2>&1; then
+  if command -v timeout >/dev/null 2>&1; then cfx_to="timeout 8"; else cfx_to=""; fi
+  HOME=${HOME:-/root} $cfx_to kubectl get nodes -o name --request-timeout=5s >"$T/ko" 2>"$T/ke" </dev/null &
+  cfx_kpid=$!
+fi
 cfx_file() {
   cfx_n=$1; if [ -r "$2" ]; then cat -- "$2" >"$T/o" 2>"$T/e"; cfx_rc=$?; else
     : >"$T/o"; printf 'cfx: %s: no such file\n' "$2" >"$T/e"; cfx_rc=1; fi
@@ -114,10 +126,11 @@ for cfx_f in __KUBECONFIGS__; do
   grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
   cfx_emit "kubeconfig $(cfx_hex "$cfx_f")" "$cfx_rc"
 done
-if command -v kubectl >/dev/null 2>&1; then
-  if command -v timeout >/dev/null 2>&1; then cfx_to="timeout 8"; else cfx_to=""; fi
-  HOME=${HOME:-/root} $cfx_to kubectl get nodes -o name --request-timeout=5s >"$T/o" 2>"$T/e" </dev/null
-  cfx_emit kubectl_get_nodes $?
+if [ -n "$cfx_kpid" ]; then
+  wait "$cfx_kpid"; cfx_rc=$?  # started at the top (it is the slowest fact): its result here
+  printf '@@CFX %s BEGIN %s\n' "$N" kubectl_get_nodes; cat "$T/ko"
+  printf '\n@@CFX %s ERR %s\n' "$N" kubectl_get_nodes; cat "$T/ke"
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" kubectl_get_nodes "$cfx_rc"
 else
   : >"$T/o"; echo "cfx: kubectl: command not found" >"$T/e"; cfx_emit kubectl_get_nodes 127
 fi
