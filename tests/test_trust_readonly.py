@@ -97,7 +97,7 @@ def lab(tmp_path_factory):
         yield handle
 
 
-def settled(lab, rounds: int = 12, pause: float = 3.0):
+def settled(lab, rounds: int = 15, pause: float = 2.0):
     """Two snapshots in a row with the same MUST_BE_STABLE sections (the lab settles after its
     faults are injected and its agents restart)."""
     prev = node_state(lab), api_state(lab)
