@@ -130,6 +130,7 @@ class Lab:
         self.endpoints: list[str] = []
         self.lock = threading.RLock()
         self.dirty = False
+        self.jellyfin_template = ""
 
     # -- lab.json --------------------------------------------------------------------------------
     def save(self) -> None:
@@ -412,7 +413,7 @@ class Lab:
                                            {"port": JELLYFIN_PORT, "probe": JELLYFIN_PROBE})},
             "status": {}})
         dep = api.get("apps/v1/deployments", "media", "jellyfin") or {}
-        self.info["jellyfin_template"] = json.dumps((dep.get("spec") or {}).get("template") or {}, sort_keys=True)
+        self.jellyfin_template = json.dumps((dep.get("spec") or {}).get("template") or {}, sort_keys=True)
         api.put("v1/services", "media", "jellyfin", {
             "metadata": {"name": "jellyfin", "namespace": "media", "labels": jl},
             "spec": {"type": "NodePort", "selector": jl, "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
@@ -781,9 +782,9 @@ class Lab:
         if (ns, name) != ("media", "jellyfin"):
             return
         template = json.dumps(((obj.get("spec") or {}).get("template") or {}), sort_keys=True)
-        if template == self.info.get("jellyfin_template"):
+        if template == self.jellyfin_template:
             return
-        self.info["jellyfin_template"] = template
+        self.jellyfin_template = template
         self.info["rs_hash"] = N.random_suffix(10)
         for pod in [p for p in self.pods.values() if p.app == "jellyfin"]:
             log.info("jellyfin pod template changed: rolling %s", pod.name)
