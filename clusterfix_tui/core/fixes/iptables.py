@@ -20,6 +20,7 @@ Cause "version-skew": report the host's and kube-proxy's iptables versions and s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
@@ -211,6 +212,10 @@ class IptablesStep:
                         rules = [d]
                     for r in rules:
                         if r.get("handle") is None:
+                            continue
+                        if not re.fullmatch(r"[0-9]{1,12}", str(r["handle"])):
+                            notes.append(f"{node}: nft rule handle {r['handle']!r} is not a "
+                                         "number; not planned (see the evidence)")
                             continue
                         remember("delete_nft_rule", {
                             "family": r.get("family", "ip"), "table": r.get("table", "nat"),

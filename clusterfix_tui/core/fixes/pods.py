@@ -13,6 +13,7 @@ validation passes. It hides the network problem; it does not fix it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -209,7 +210,7 @@ class PodsStep:
         if not (ns and deploy and container and isinstance(probe, dict)):
             return None
         port = _probe_port(probe)
-        if port is None or not str(port).isdigit():
+        if port is None or not re.fullmatch(r"[0-9]{1,5}", str(port)):
             return None
         new = _exec_probe(probe, port)
         restore = dict(probe)
