@@ -494,3 +494,21 @@ def test_hostile_plans_run_on_a_lab_node_create_no_canary(lab, tmp_path) -> None
         lab.exec(node, f"rm -f {CANARY}", check=False)
     print(f"\nTRUST-INJECTION-LAB: {ran} hostile commands run over SSH, canary absent")
     assert ran > 40
+
+
+# ---- hostile numbers: a plan is refused politely, never an exception -------------------------
+
+@pytest.mark.parametrize("value", ["12; rm -rf /", "²", "١٢", "0x1f", "-1", "", "1e3", "9" * 400])
+def test_plan_never_raises_on_hostile_numbers(value: str) -> None:
+    """nft rule handles (read from the node) and probe ports (read from the API) are numbers
+    the steps turn into ints: anything else must be refused (a note), not crash the session."""
+    ipt = Diag([F("KUBE_PROXY_INCOMPATIBLE_CHAIN", "n1", cause="foreign-nft-rule",
+                  foreign_rules=[{"family": "ip", "table": "nat", "chain": "KUBE-SERVICES",
+                                  "handle": value, "text": "ip daddr 1.2.3.4 accept"}])],
+               snapshot=ClusterSnapshot())
+    pods = Diag([F("PROBE_NO_ROUTE", "n1", namespace="a", deployment="b", container="c",
+                   probe={"httpGet": {"port": value}})], snapshot=ClusterSnapshot())
+    for name, d in (("iptables", ipt), ("pods", pods)):
+        plan = get_step(name).plan(d)
+        for a in _all_actions(plan).values():
+            assert value not in a.command or value.isascii() and value.isdigit(), a.command
