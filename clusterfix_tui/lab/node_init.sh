@@ -29,6 +29,8 @@ mount -t overlay overlay \
     -o "lowerdir=/var/lib/dpkg/alternatives,upperdir=$NODE_DIR/alt-upper,workdir=$NODE_DIR/alt-work" \
     /var/lib/dpkg/alternatives || fail "overlay alternatives"
 mount --bind "$NODE_DIR/log" /var/log || fail "bind /var/log"
+# the repair steps keep their backups under /var/backups: per node, never on the host
+mount --bind "$NODE_DIR/backups" /var/backups || fail "bind /var/backups"
 mount --bind "$NODE_DIR/root" /root || fail "bind /root"
 mount -t overlay overlay \
     -o "lowerdir=/etc,upperdir=$NODE_DIR/etc-upper,workdir=$NODE_DIR/etc-work" /etc || fail "overlay /etc"

@@ -306,7 +306,8 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authorized_keys: Path) -> str:
     """Create the per-node dirs the anchor mounts, the host key and sshd_config; returns the host
     public key line."""
-    for sub in ("run-flannel", "alt-upper", "alt-work", "log", "root", "etc-upper", "etc-work", "files"):
+    for sub in ("run-flannel", "alt-upper", "alt-work", "log", "backups", "root", "etc-upper", "etc-work",
+                "files"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(node_dir / "root", 0o700)
     host_key = node_dir / "ssh_host_ed25519_key"
