@@ -184,8 +184,10 @@ def validate(
                                        "no Running pod with a port on another node to try", None))
         else:
             _, pod, ip, port = other
+            # the IP and port go to bash as arguments: never into the script's text
             cmd = (f"ip route get {_q(ip)} && "
-                   f"timeout {int(timeout) + 1} bash -c {_q(f'exec 3<>/dev/tcp/{ip}/{port}')}")
+                   f"timeout {int(timeout) + 1} bash -c 'exec 3<>\"/dev/tcp/$1/$2\"' cfx "
+                   f"{_q(ip)} {_q(port)}")
             r = shell.run(cmd, timeout=timeout + 5)
             route = r.stdout.strip().splitlines()[0] if r.stdout.strip() else ""
             ok = r.ok
