@@ -512,3 +512,61 @@ def test_plan_never_raises_on_hostile_numbers(value: str) -> None:
         plan = get_step(name).plan(d)
         for a in _all_actions(plan).values():
             assert value not in a.command or value.isascii() and value.isdigit(), a.command
+
+
+# ---- validation: values from the API (pod IPs, ports) reach node shells too ------------------
+
+class _FakeAPI:
+    def __init__(self, pod_ip: str) -> None:
+        self.pod_ip = pod_ip
+
+    def list_nodes(self):
+        return [{"metadata": {"name": n, "labels": {}},
+                 "status": {"addresses": [{"type": "InternalIP", "address": f"10.9.9.{i}"}],
+                            "conditions": [{"type": "Ready", "status": "True"}]}}
+                for i, n in enumerate(("node-1", "node-2"), 1)]
+
+    def list_pods(self):
+        return [{"metadata": {"namespace": "media", "name": "jellyfin-x"},
+                 "spec": {"nodeName": "node-2", "containers": [{"ports": [
+                     {"containerPort": 8096}]}]},
+                 "status": {"phase": "Running", "podIP": self.pod_ip}}]
+
+    def list_services(self):
+        return []
+
+
+def _validation_commands(pod_ip: str) -> list[str]:
+    from clusterfix_tui.core.model import CommandResult
+    from clusterfix_tui.core.validate import validate
+
+    seen: list[str] = []
+
+    class Shell:
+        def run(self, command, timeout=None, on_line=None):
+            seen.append(command)
+            return CommandResult(exit_code=1, stderr="not run")
+
+    validate(_FakeAPI(pod_ip), lambda node, address=None: Shell(), None, prober=None, timeout=1)
+    return [c for c in seen if "ip route get" in c]
+
+
+@pytest.mark.parametrize("pod_ip", ["1.2.3.4;touch " + CANARY, "$(touch " + CANARY + ")",
+                                    "`touch " + CANARY + "`", "1.2.3.4/8096 x'\"y"])
+def test_validation_quotes_api_values_at_every_shell_level(pod_ip: str) -> None:
+    """The pod-to-pod check runs `bash -c SCRIPT` on a node: a pod IP from the API must stay
+    data in the outer shell AND in that inner script (the `ip route get` guard in front is not
+    what should stop it)."""
+    ph = {"ip": PH("ip")}
+    safe, hostile = _validation_commands(PH("ip")), _validation_commands(pod_ip)
+    assert len(safe) == len(hostile) == 1
+    assert argv(hostile[0]) == _expected_argv(safe[0], ph, {"ip": pod_ip}, set())
+    assert active_meta(hostile[0]) == active_meta(safe[0])
+
+    def inner(cmd: str) -> str:
+        toks = argv(cmd)
+        return toks[toks.index("-c") + 1]
+
+    si, hi = inner(safe[0]), inner(hostile[0])
+    assert argv(hi) == _expected_argv(si, ph, {"ip": pod_ip}, set()), (si, hi)
+    assert active_meta(hi) == active_meta(si), f"the inner script runs the value: {hi!r}"
