@@ -177,6 +177,9 @@ def test_node_is_its_own_machine(lab):
     # the host's /etc is untouched by the node's writes
     lab.exec("node-3", "echo lab > /etc/cfx-lab-probe")
     assert not os.path.exists("/etc/cfx-lab-probe")
+    # nor are its backups (the repair steps write them under /var/backups on the node)
+    lab.exec("node-3", "mkdir -p /var/backups/cfx-lab-probe")
+    assert not os.path.exists("/var/backups/cfx-lab-probe")
 
 
 @pytest.mark.lab
