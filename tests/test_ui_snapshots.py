@@ -7,7 +7,6 @@ Update after an intended change: pytest tests/test_ui_snapshots.py --snapshot-up
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, OptionList
 from ui_fakes import make_app, settle
 
-# A fixed directory: the journal and report paths show on some screens.
-SNAP_DIR = Path("/tmp/clusterfix-ui-snapshots")
 
 Nav = Callable[[Pilot], Awaitable[None]]
 
@@ -80,11 +77,11 @@ WIDE = ("connect", "diagnostics_findings", "plan", "step_finished", "validation"
 
 
 @pytest.fixture
-def snap_dir() -> Path:
-    shutil.rmtree(SNAP_DIR, ignore_errors=True)
-    SNAP_DIR.mkdir(parents=True)
-    yield SNAP_DIR
-    shutil.rmtree(SNAP_DIR, ignore_errors=True)
+def snap_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The journal and the report path show on some screens: run in a temporary directory and
+    give relative paths, so that the screens are the same on every machine and run."""
+    monkeypatch.chdir(tmp_path)
+    return Path(".")
 
 
 @pytest.mark.parametrize("screen", sorted(SCREENS))

@@ -11,6 +11,9 @@ from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.widgets.log_pane import clean
 
 
+FILL_CHUNK = 250  # session log entries rendered per event-loop turn when the screen opens
+
+
 class SessionLogScreen(WizardScreen):
     HELP = """\
 ## Session log
@@ -29,9 +32,27 @@ here; the journal file keeps all of it).
         yield log
 
     def on_mount(self) -> None:
-        self.append(list(self.wizard.session_log))
+        # thousands of entries rendered in one go stall the UI for a second or more: render
+        # them FILL_CHUNK at a time, one chunk per turn of the event loop (keys work meanwhile)
+        self._backlog = list(self.wizard.session_log)
+        self._fill()
+
+    def _fill(self) -> None:
+        if not self.is_attached:
+            return
+        chunk, self._backlog = self._backlog[:FILL_CHUNK], self._backlog[FILL_CHUNK:]
+        self._write(chunk)
+        if self._backlog:
+            self.call_later(self._fill)
 
     def append(self, entries: list[tuple[str, str | None, str, str]]) -> None:
+        """New entries: written now, or queued behind the ones still being filled in."""
+        if getattr(self, "_backlog", None):
+            self._backlog.extend(entries)
+        else:
+            self._write(entries)
+
+    def _write(self, entries: list[tuple[str, str | None, str, str]]) -> None:
         """Render entries (stamp, node or None, stream or style, text) as one write."""
         text = Text(no_wrap=True, overflow="ellipsis")
         for stamp, node, kind, line in entries:
