@@ -570,3 +570,23 @@ def test_validation_quotes_api_values_at_every_shell_level(pod_ip: str) -> None:
     si, hi = inner(safe[0]), inner(hostile[0])
     assert argv(hi) == _expected_argv(si, ph, {"ip": pod_ip}, set()), (si, hi)
     assert active_meta(hi) == active_meta(si), f"the inner script runs the value: {hi!r}"
+
+
+@HYP
+@given(value=HOSTILE)
+def test_facts_script_refuses_peer_addresses_that_are_not_ips(value: str) -> None:
+    """The read-only facts script takes the peers' pod IPs (from the API) for `ip route get`:
+    anything that is not an IP address is refused before it can reach the script (the snapshot
+    also keeps only pod IPs inside the node's podCIDR)."""
+    import ipaddress
+
+    from clusterfix_tui.core.facts import build_facts_script
+
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    with pytest.raises(ValueError):
+        build_facts_script(peer_pod_ips=["10.244.1.5", value], nonce="n0nce")
+    COUNTS["values"] += 1
