@@ -471,3 +471,31 @@ def test_facts_garbage_is_a_finding_with_the_raw_text(mode, lab, tmp_path) -> No
     finally:
         rt.close()
         lab.exec("node-1", "umount /usr/local/sbin", check=False)
+
+
+def test_unknown_host_key_accepted_in_the_session(lab, tmp_path) -> None:
+    """The wizard's path: connect says host-key-unknown with the fingerprint; nothing is written
+    until accept_host_key(), which records exactly that key and connects."""
+    d = Path(lab.info["dir"])
+    kh = tmp_path / "known_hosts"
+    node3_ip = lab.node("node-3")["ip"]
+    kept = [ln for ln in (d / "known_hosts").read_text().splitlines()
+            if not any(x in ("node-3", node3_ip) for x in ln.split(" ", 1)[0].split(","))]
+    kh.write_text("\n".join(kept) + "\n")
+    cfg = _copy_ssh_config(lab, tmp_path, known_hosts=kh)
+    INJECTIONS.append("node-3's host key unknown (session accept)")
+    rt, journal, s = new_session(lab, tmp_path, "accept", ssh_config=str(cfg))
+    try:
+        conns = {c.node: c for c in s.connect()}
+        c3 = conns["node-3"]
+        assert c3.state == "host-key-unknown" and "SHA256:" in (c3.host_key or ""), c3
+        assert all(conns[n].state == "connected" for n in ("node-1", "node-2"))
+        assert kh.read_text() == "\n".join(kept) + "\n"
+        c3 = s.accept_host_key("node-3")
+        assert c3.state == "connected", c3
+        added = kh.read_text().splitlines()[len(kept):]
+        assert len(added) == 1 and added[0].split()[1] == "ssh-ed25519", added
+        notes = [e for e in journal.events if e["type"] == "note" and "accepted" in e["text"]]
+        assert notes and "SHA256:" in notes[0]["text"]
+    finally:
+        rt.close()
