@@ -44,6 +44,7 @@ class LineBuffer:
         self.high_water = high_water
         self._since_drain = 0
         self._drained = threading.Event()
+        self._stalled = False
 
     def feed(self, node: str, stream: str, line: str) -> bool:
         """Append a line; True when the caller should post one StepLinesLogged message."""
@@ -64,9 +65,11 @@ class LineBuffer:
             return True
 
     def backpressure(self, timeout: float = 0.25) -> None:
-        """Called by the producer (never the UI): wait for a drain when too far ahead."""
-        if self._since_drain >= self.high_water:
-            self._drained.wait(timeout)
+        """Called by the producer (never the UI): wait for a drain when too far ahead. A UI
+        that does not drain within `timeout` (closing, gone) stops the waiting until it does."""
+        if self._since_drain >= self.high_water and not self._stalled:
+            if not self._drained.wait(timeout):
+                self._stalled = True
 
     def drain(self) -> tuple[list[tuple[str, str, str]], int]:
         with self._lock:
@@ -76,6 +79,7 @@ class LineBuffer:
             self._pending = False
             self._last_signal = time.monotonic()
             self._since_drain = 0
+            self._stalled = False
             self._drained.set()
             return lines, dropped
 
