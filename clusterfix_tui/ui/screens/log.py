@@ -11,7 +11,7 @@ from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.widgets.log_pane import clean
 
 
-FILL_CHUNK = 250  # session log entries rendered per event-loop turn when the screen opens
+FILL_CHUNK = 500  # session log entries rendered per event-loop turn when the screen opens
 
 
 class SessionLogScreen(WizardScreen):
@@ -34,8 +34,10 @@ here; the journal file keeps all of it).
     def on_mount(self) -> None:
         # thousands of entries rendered in one go stall the UI for a second or more: render
         # them FILL_CHUNK at a time, one chunk per turn of the event loop (keys work meanwhile)
+        # (after the first refresh: a RichLog without a size defers every write to its first
+        # resize and renders them all at once there)
         self._backlog = list(self.wizard.session_log)
-        self._fill()
+        self.call_after_refresh(self._fill)
 
     def _fill(self) -> None:
         if not self.is_attached:
@@ -43,7 +45,7 @@ here; the journal file keeps all of it).
         chunk, self._backlog = self._backlog[:FILL_CHUNK], self._backlog[FILL_CHUNK:]
         self._write(chunk)
         if self._backlog:
-            self.call_later(self._fill)
+            self.set_timer(0.005, self._fill)  # a timer: the loop (keys) runs between chunks
 
     def append(self, entries: list[tuple[str, str | None, str, str]]) -> None:
         """New entries: written now, or queued behind the ones still being filled in."""
