@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from trust_helpers import cli
 
 COMMANDS = (("diagnose", ()), ("fix", ("--dry-run", "--no-validate")), ("validate", ()))

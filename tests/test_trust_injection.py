@@ -21,19 +21,19 @@ import os
 import re
 import shlex
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
-
-from clusterfix_tui.core.fixes import all_steps, engine, get_step
-from clusterfix_tui.core.fixes import iptables as iptables_step
-from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan
-from clusterfix_tui.core.snapshot import ClusterSnapshot, PodInfo
-
 from trust_helpers import active_meta, argv
+
+from clusterfix_tui.core.fixes import all_steps, get_step
+from clusterfix_tui.core.fixes import iptables as iptables_step
+from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.snapshot import ClusterSnapshot, PodInfo
 
 CANARY = "/tmp/cfx-canary-" + uuid.uuid4().hex[:8]
 ATOMS = [
@@ -277,9 +277,9 @@ def _expected_argv(cmd: str, ph: dict[str, str], values: dict[str, str],
         if not expanded:
             if step_name in SANITISED_NODE_DIRS:
                 # these steps put the node's backups under a sanitised copy of its name
-                for k in ph:
+                for k, p in ph.items():
                     if k.startswith("node_"):
-                        tok = tok.replace(f"-{step_name}/{ph[k]}",
+                        tok = tok.replace(f"-{step_name}/{p}",
                                           f"-{step_name}/{_sanitised(values[k])}")
             out.append(_subst(tok, ph, values))
     return out
@@ -461,7 +461,6 @@ def test_hostile_plans_run_on_a_lab_node_create_no_canary(lab, tmp_path) -> None
     """Plans (and their rollbacks) built from hostile values run over real SSH on node-1: every
     command fails or does nothing harmful, and the canary file an injection would create is
     never there. Also the facts script and the dry-run of a hostile node name."""
-    from clusterfix_tui.core.journal import Journal
     from clusterfix_tui.runtime import build_runtime
 
     rt = build_runtime(lab_dir=lab.info["dir"])
@@ -487,7 +486,7 @@ def test_hostile_plans_run_on_a_lab_node_create_no_canary(lab, tmp_path) -> None
                         f"injection: {a.command[:400]!r} created {CANARY}")
         assert not os.path.exists(CANARY)
         # NUL: the value cannot reach the node (the command string cannot carry it past sh -c)
-        res = rt.shells(node).run("echo " + shlex.quote("a\x00; touch " + CANARY), timeout=10)
+        rt.shells(node).run("echo " + shlex.quote("a\x00; touch " + CANARY), timeout=10)
         assert not lab.exec(node, f"test -e {CANARY} && echo yes || true").stdout.strip()
     finally:
         rt.close()

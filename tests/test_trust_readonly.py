@@ -17,7 +17,6 @@ import json
 import time
 
 import pytest
-
 from trust_helpers import cli
 
 pytestmark = pytest.mark.lab

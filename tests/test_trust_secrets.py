@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from trust_helpers import REPO, cli
 
 pytestmark = pytest.mark.lab

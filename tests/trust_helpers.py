@@ -68,4 +68,5 @@ def cli(*args: str, timeout: float = 120, env: dict | None = None,
     if env:
         e.update(env)
     return subprocess.run([sys.executable, "-m", "clusterfix_tui", *args], capture_output=True,
-                          text=True, timeout=timeout, env=e, cwd=str(REPO), input=input)
+                          text=True, timeout=timeout, env=e, cwd=str(REPO), input=input,
+                          check=False)
