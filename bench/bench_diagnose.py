@@ -7,6 +7,7 @@ Brings up a healthy lab of N nodes for each N (one lab at a time) and measures, 
               all nodes in parallel + the checks; new SSH connections every run
   ours warm   the same diagnose() with the runtime (and its SSH connections) reused, as within a
               wizard session
+              (plus "our CPU": CPU seconds our process spent in a cold run, all threads)
   ours floor  the same SSH pool running `true` on every node (new connections): what the transport
               alone costs; the difference to "ours cold" is the work on the nodes and the API
   seq ssh     what the runbook's helpers do: OpenSSH's client, node after node, one `ssh` per
@@ -64,7 +65,11 @@ def check(diag, nodes: list[dict]) -> None:
         raise SystemExit(f"fact gathering failed: {diag.error} {diag.node_errors}")
 
 
+CPU: list[float] = []  # our process's CPU seconds (all threads) of each cold run
+
+
 def ours_cold(lab_dir: str, nodes: list[dict]) -> float:
+    c0 = time.process_time()
     t0 = time.perf_counter()
     rt = build_runtime(lab_dir=lab_dir)
     try:
@@ -72,6 +77,7 @@ def ours_cold(lab_dir: str, nodes: list[dict]) -> float:
         dt = time.perf_counter() - t0
     finally:
         rt.close()
+    CPU.append(time.process_time() - c0)
     check(diag, nodes)
     return dt
 
@@ -222,7 +228,9 @@ def main() -> int:
             ours_cold(lab_dir, nodes)
             tm_peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
+            CPU.clear()
             cold = [ours_cold(lab_dir, nodes) for _ in range(args.runs)]
+            our_cpu = median(CPU)
             rt = build_runtime(lab_dir=lab_dir)
             ours_warm(rt, nodes)  # opens the connections
             warm = [ours_warm(rt, nodes) for _ in range(args.runs)]
@@ -246,7 +254,7 @@ def main() -> int:
             r = rows[n] = {
                 "nodes": n, "lab_up": up_s, "cold": median(cold), "warm": median(warm),
                 "floor": median(floor), "seq": median(seq),
-                "ansible": median(ans) if ans else None, "node_cpu": cpu,
+                "ansible": median(ans) if ans else None, "node_cpu": cpu, "our_cpu": our_cpu,
                 "cold_runs": cold, "warm_runs": warm, "ansible_runs": ans, "seq_runs": seq,
                 "seq_commands_per_run": seq_cmds,
                 "seq_scaled": bool(args.seq_sample and args.seq_sample < n),
@@ -254,6 +262,7 @@ def main() -> int:
                 "load": os.getloadavg()[0],
             }
             print(f"N={n:3d}  lab up {up_s:5.1f}s  node cpu {cpu:.2f}s  ours cold {fmt(r['cold'])}"
+                  f" (our CPU {our_cpu:.2f}s)"
                   f"  warm {fmt(r['warm'])}  floor {fmt(r['floor'])}  seq-ssh {fmt(r['seq'])}"
                   f"{' (scaled from ' + str(args.seq_sample) + ' nodes)' if r['seq_scaled'] else ''}"
                   f" [{seq_cmds} ssh]  ansible {fmt(r['ansible'])}  RSS {rss:.0f} MiB  "
