@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from pathlib import Path
 
 from textual.widgets import DataTable, Input, Static
@@ -251,14 +250,13 @@ async def test_ui_keeps_responding_while_a_slow_session_call_runs(tmp_path: Path
                 await pilot.pause()
             assert isinstance(app.screen, DiagnosticsScreen)
             assert not gate.is_set() and "diagnose" in session.calls  # the call is blocked
-            started = time.monotonic()
             await pilot.press("2")  # a key press, handled while diagnose() blocks
             await pilot.pause()
             assert app.screen.query_one("#panels").active == "nodes"
             await pilot.press("question_mark")
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)
-            assert time.monotonic() - started < 2.0
+            assert not gate.is_set(), "handled while the session call was still blocked"
             await pilot.press("escape")
             gate.set()
             await settle(pilot)
@@ -285,13 +283,12 @@ async def test_log_pane_stays_bounded_and_responsive_under_a_flood(tmp_path: Pat
             while not session.streaming.is_set():
                 await pilot.pause()
             # 20,000 lines arrived; apply() now blocks mid-step: keys still work
-            started = time.monotonic()
             await pilot.press("l")
             await pilot.pause()
             assert app.screen.id == "session-log"
             await pilot.press("escape")
             await pilot.pause()
-            assert time.monotonic() - started < 2.0
+            assert not gate.is_set(), "handled while the session call was still blocked"
             gate.set()
             await settle(pilot)
             pane = app.screen.query_one(LogPane)

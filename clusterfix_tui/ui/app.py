@@ -148,6 +148,12 @@ class ClusterfixApp(App[int]):
             self.session = self._session_factory()
         return self.session
 
+    def rediagnose(self) -> Any:
+        """Diagnose again after a change, before re-planning (called in a worker thread).
+        RepairSession.refresh() keeps the journal's before/after diagnoses as they are."""
+        refresh = getattr(self.session, "refresh", None)
+        return refresh() if callable(refresh) else self.session.diagnose("after")
+
     def redact(self, line: str) -> str:
         if self._redact is None:
             try:

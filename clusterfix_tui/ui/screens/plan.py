@@ -81,7 +81,7 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
           description="Planning the repair steps")
     def _build_plans(self, rediagnose: bool = False) -> None:
         session = self.wizard.session
-        diagnosis = session.diagnose("after") if rediagnose else None
+        diagnosis = self.wizard.rediagnose() if rediagnose else None
         plans = {step: session.plan(step) for step in STEP_ORDER}
         self.post_message(m.PlansBuilt(plans, diagnosis))
 

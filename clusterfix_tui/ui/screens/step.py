@@ -112,9 +112,8 @@ change. While it runs the log streams every node's output; `c` stops between act
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Re-diagnosing after the last change")
     def _refresh_plan(self, step: str) -> None:
-        session = self.wizard.session
-        diagnosis = session.diagnose("after")
-        self.post_message(m.PlansBuilt({step: session.plan(step)}, diagnosis))
+        diagnosis = self.wizard.rediagnose()
+        self.post_message(m.PlansBuilt({step: self.wizard.session.plan(step)}, diagnosis))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
         if event.diagnosis is not None:
