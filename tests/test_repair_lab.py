@@ -16,6 +16,8 @@ import sys
 import time
 import urllib.request
 
+from clusterfix_tui.core.journal import Journal
+
 import pytest
 
 
@@ -221,6 +223,10 @@ def test_fix_yes_repairs_every_fault_and_validates_green(broken, tmp_path):
     r = cli("fix", "--yes", "--lab-dir", str(broken.dir), "--journal", str(journal),
             "--wait", "90", timeout=400)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    # validation ran before the repair too (the report's side-by-side table), and it failed then
+    events = Journal.read(journal)
+    before = [e for e in events if e["type"] == "validation" and e["phase"] == "before"]
+    assert len(before) == 1 and not all(x["passed"] for x in before[0]["results"])
     v = cli("validate", "--json", "--lab-dir", str(broken.dir))
     assert v.returncode == 0, v.stdout
     doc = json.loads(v.stdout)

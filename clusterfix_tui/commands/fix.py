@@ -191,6 +191,13 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
     for f in diag.findings:
         _out(f"  [{f.severity}] {f.code} on {f.node}: {f.title}"
              + (f"  (step {f.step})" if f.step else ""))
+    if not args.no_validate:
+        # the "before" column of the report's validation table: what fails before anything runs
+        before = session.validate("before")
+        failed = [r for r in before if not r.passed]
+        _out(f"validation before repair: {len(before) - len(failed)}/{len(before)} checks pass"
+             + (": failing " + ", ".join(sorted({f"{r.name}@{r.target}" for r in failed}))
+                if failed else ""))
 
     from clusterfix_tui.core.redact import LineRedactor
 
