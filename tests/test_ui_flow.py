@@ -106,8 +106,15 @@ async def test_whole_flow_applies_every_step_and_exports(tmp_path: Path) -> None
         await _export(pilot, report)
         assert report.exists() and report.with_suffix(".json").exists()
         assert "IPTABLES_BACKEND_CONFLICT" in report.read_text()
-        assert json.loads(report.with_suffix(".json").read_text())
+        doc = json.loads(report.with_suffix(".json").read_text())
+        assert doc
         assert oct(report.stat().st_mode & 0o777) == "0o600"
+        # validation ran once before anything changed (failing) and again at the end (passing)
+        events = [json.loads(x) for x in session.journal_path.read_text().splitlines()]
+        validations = [e for e in events if e["type"] == "validation"]
+        assert [e["phase"] for e in validations][:1] == ["before"]
+        assert not all(r["passed"] for r in validations[0]["results"])
+        assert all(r["passed"] for r in validations[-1]["results"])
 
 
 async def test_skipped_step_is_reported_skipped_and_validation_fails_for_it(tmp_path: Path) -> None:

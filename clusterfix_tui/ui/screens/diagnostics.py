@@ -102,10 +102,15 @@ per node (select the node on the left).
     @work(thread=True, exclusive=True, exit_on_error=False, group="diagnose",
           description="Diagnosing the cluster")
     def _diagnose_cluster(self) -> None:
-        diagnosis = self.wizard.session.diagnose(
+        session = self.wizard.session
+        first = self.wizard.state.diagnosis is None
+        diagnosis = session.diagnose(
             "before", on_progress=lambda *a: self.post_message(
                 m.DiagnosisProgressed(" ".join(str(x) for x in a))))
         self.post_message(m.DiagnosisFinished(diagnosis))
+        if first:
+            # the report's "before" validation column: what fails before anything is changed
+            session.validate("before")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pod-log",
           description="Reading a pod's log")
