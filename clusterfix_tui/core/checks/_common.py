@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -26,9 +27,17 @@ def in_net(ip: str | None, cidr: str | None) -> bool:
         return False
 
 
-def net_of(cidr: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+def net_of(cidr: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    text = str(cidr)  # first: node-supplied values may be anything (unhashable)
+    if len(text) > 64:  # no CIDR is this long; never keep big strings in the cache
+        return None
+    return _net_of(text)
+
+
+@functools.lru_cache(maxsize=8192)  # checks call it per node x peer x route (N^3 at N nodes)
+def _net_of(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     try:
-        return ipaddress.ip_network(str(cidr), strict=False)
+        return ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return None
 
