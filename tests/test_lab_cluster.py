@@ -361,8 +361,12 @@ def test_killed_pod_process_is_restarted_like_a_container(lab, tmp_path):
     new_pid = lab.pod("default", pod["name"])["pid"]
     assert new_pid != pod["pid"]
     src = next(p for p in lab.pods("net-echo") if p["node"] == "node-1")
-    r = lab.pod_exec(src["namespace"], src["name"], ["curl", "-sS", "-m", "3", f"http://{pod['ip']}:8080/"], check=False)
-    assert r.returncode == 0 and r.stdout.startswith(pod["name"])
+
+    def answers():  # the restarted server may take a moment to listen, as a real container does
+        r = lab.pod_exec(src["namespace"], src["name"], ["curl", "-sS", "-m", "3", f"http://{pod['ip']}:8080/"],
+                         check=False)
+        return r if r.returncode == 0 and r.stdout.startswith(pod["name"]) else None
+    assert wait_for(answers, 10), "the restarted pod does not serve"
 
 
 @pytest.mark.lab
