@@ -320,31 +320,6 @@ def test_sshd_stopped_and_wrong_host_key_are_findings_others_diagnosed(lab):
             p.unlink(missing_ok=True)
 
 
-@pytest.mark.skipif(not os.environ.get("CFX_MEASURE"), reason="timing figures: set CFX_MEASURE=1")
-@pytest.mark.parametrize("n", [1, 10, 30])
-def test_measure_diagnose_wall_time(n, tmp_path_factory):
-    """Not a timed assertion: prints the wall time of diagnose on n lab nodes."""
-    from lab_helpers import running_lab
-
-    from clusterfix_tui.runtime import build_runtime
-
-    with running_lab(tmp_path_factory, nodes=n, faults="none") as big:
-        rt = build_runtime(lab_dir=str(big.dir))
-        try:
-            t0 = time.monotonic()
-            d = diagnose(rt.api, rt.shells)
-            cold = time.monotonic() - t0
-            t0 = time.monotonic()
-            d2 = diagnose(rt.api, rt.shells)
-            warm = time.monotonic() - t0
-        finally:
-            rt.close()
-        print(f"\nDIAGNOSE nodes={n} cold={cold:.2f}s warm={warm:.2f}s findings={len(d.findings)}/"
-              f"{len(d2.findings)} snapshot={d.snapshot_duration:.2f}s/{d2.snapshot_duration:.2f}s "
-              f"slowest_node={max(d.node_durations.values()):.2f}s")
-        assert len(d.facts) == n
-
-
 def test_unknown_host_key_is_a_finding_with_its_fingerprint(lab):
     from clusterfix_tui.runtime import build_runtime
 
