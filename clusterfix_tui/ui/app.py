@@ -117,6 +117,7 @@ class ClusterfixApp(App[int]):
         self._quit_pending = False
         self._started = self.clock()
         self._redact: Callable[[str], str] | None = None
+        self._line_redact: Callable[[str, Any], str] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -154,15 +155,20 @@ class ClusterfixApp(App[int]):
         refresh = getattr(self.session, "refresh", None)
         return refresh() if callable(refresh) else self.session.diagnose("after")
 
-    def redact(self, line: str) -> str:
+    def redact(self, line: str, key: Any = None) -> str:
+        """Redact text for the screen. One line of a stream (`key`, e.g. (node, stream)) goes
+        through a LineRedactor, which blanks a PEM block's body lines between BEGIN and END."""
         if self._redact is None:
             try:
-                from clusterfix_tui.core.redact import redact  # type: ignore[attr-defined]
+                from clusterfix_tui.core.redact import LineRedactor, redact
 
                 self._redact = redact
+                self._line_redact = LineRedactor()
             except ImportError:
                 self._redact = _fallback_redact
         try:
+            if "\n" not in line and self._line_redact is not None:
+                return self._line_redact(line, key)
             return self._redact(line)
         except Exception:  # noqa: BLE001 - never let redaction kill the log pane
             return _fallback_redact(line)

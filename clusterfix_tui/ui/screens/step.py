@@ -283,7 +283,7 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     def _on_line(self, node: str, stream: str, line: str) -> None:
         """Called in the worker thread for every line: buffer it, signal once per batch."""
-        if self._buffer.feed(node, stream, self.wizard.redact(line)):
+        if self._buffer.feed(node, stream, self.wizard.redact(line, (node, stream))):
             self.post_message(m.StepLinesLogged())
         self._buffer.backpressure()
 
