@@ -159,3 +159,22 @@ def test_no_key_material_in_screenshots() -> None:
                      r"token:\s*(?!\[REDACTED)[A-Za-z0-9._-]{16,}")
     hits = [str(p) for p in svgs if bad.search(p.read_text(errors="replace"))]
     assert not hits, hits
+
+
+def test_log_pane_redaction_blanks_a_private_key_streamed_line_by_line(tmp_path) -> None:
+    """The wizard's log pane gets command output one line at a time (step screen ->
+    ClusterfixApp.redact): no line of a private key printed by a node may survive, including
+    the short last body line that per-line pattern matching cannot recognise."""
+    import subprocess
+
+    from clusterfix_tui.ui.app import ClusterfixApp
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)
+    pem = (tmp_path / "k").read_text().splitlines()
+    app = ClusterfixApp(session=object())
+    shown = [app.redact(line) for line in ["before", *pem, "after"]]
+    body = [ln for ln in pem if not ln.startswith("-----")]
+    leaked = [ln for ln in body if any(ln in s for s in shown)]
+    assert not leaked, leaked
+    assert shown[0] == "before" and shown[-1] == "after"
