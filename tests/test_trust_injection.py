@@ -204,7 +204,7 @@ SCENARIOS: dict[str, tuple[Callable[[dict[str, str]], Diag], tuple[str, ...], se
 # names): a hostile value there is replaced by the step's own default, so their placeholder is
 # never in a command either
 # list members a step may refuse one by one (validated names): the command then lacks that argument
-SANITISED_NODE_DIRS = {"host_network", "worker_kubeconfig"}
+SANITISED_NODE_DIRS = {"host_network", "worker_kubeconfig", "iptables", "cni_bridge"}  # all steps (engine.node_backup_dir)
 DROPPABLE = {"host_network": {"module"}}
 SLASHLESS = {"fname", "fname2", "fname3", "dir"}  # a file name in a directory listing has no "/"
 

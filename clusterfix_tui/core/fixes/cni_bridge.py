@@ -19,7 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
-from clusterfix_tui.core.fixes.engine import FixAction, action_id, backup_dir, flannel_pod, q
+from clusterfix_tui.core.fixes.engine import (
+    FixAction, action_id, backup_dir, flannel_pod, node_backup_dir, q,
+)
 from clusterfix_tui.core.model import Action, Finding, Plan
 
 CODES = (
@@ -83,7 +85,7 @@ class CniBridgeStep:
         notes: list[str] = []
         restart_nodes: list[str] = []
         for node in sorted(by_node):
-            acts, nn, restart = self._plan_node(diagnosis, node, by_node[node], f"{bdir}/{node}")
+            acts, nn, restart = self._plan_node(diagnosis, node, by_node[node], node_backup_dir(bdir, node))
             actions.extend(acts)
             notes.extend(nn)
             if restart:

@@ -46,6 +46,8 @@ newest first; `source` is a (plan, outcome) pair or a list of journal events.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import datetime as _dt
 import shlex
@@ -154,6 +156,13 @@ def plan_stamp(now: _dt.datetime | None = None) -> str:
 
 def backup_dir(step: str, stamp: str) -> str:
     return f"{BACKUP_ROOT}/{stamp}-{step}"
+
+
+def node_backup_dir(step_dir: str, node: str) -> str:
+    """One directory per node inside the step's backup dir: /var/backups may be shared (the lab's
+    nodes share the host's), and one node's backup must never stand in for another's."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
+    return f"{step_dir}/{'_' if safe in ('', '.', '..') else safe}"
 
 
 def nothing_to_do(step: Any, why: str, findings: Iterable[Finding] = ()) -> Plan:

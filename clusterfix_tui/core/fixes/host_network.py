@@ -29,14 +29,11 @@ from clusterfix_tui.core.fixes.engine import (
     backup_dir,
     delete_pod_action,
     kube_proxy_pod,
+    node_backup_dir,
     opt_in_id,
     q,
 )
-from clusterfix_tui.core.fixes.worker_kubeconfig import (
-    backup_file_command,
-    node_backup_dir,
-    restore_file_command,
-)
+from clusterfix_tui.core.fixes.worker_kubeconfig import backup_file_command, restore_file_command
 from clusterfix_tui.core.model import Action, Finding, Plan
 
 CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "FIREWALL_REJECT", "IPVS_MODULES_MISSING")

@@ -30,6 +30,7 @@ from clusterfix_tui.core.fixes.engine import (
     backup_dir,
     delete_pod_action,
     kube_proxy_pod,
+    node_backup_dir,
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
@@ -237,7 +238,7 @@ class IptablesStep:
         if not steps:
             return [], notes
 
-        nbdir = f"{bdir}/{node}"
+        nbdir = node_backup_dir(bdir, node)
         actions: list[Action] = []
         n = 0
 

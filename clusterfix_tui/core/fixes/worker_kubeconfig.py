@@ -23,7 +23,9 @@ import re
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
-from clusterfix_tui.core.fixes.engine import FixAction, action_id, backup_dir, opt_in_id, q
+from clusterfix_tui.core.fixes.engine import (
+    FixAction, action_id, backup_dir, node_backup_dir, opt_in_id, q,
+)
 from clusterfix_tui.core.model import Action, Finding, Plan
 
 CODES = ("WORKER_KUBECONFIG_BROKEN",)
@@ -75,13 +77,6 @@ def _expected_server(diagnosis: Any, data: dict[str, Any]) -> str | None:
 def backup_name(path: str) -> str:
     """The file name a path is backed up under (flat, inside the backup dir)."""
     return path.strip("/").replace("/", "_") or "root"
-
-
-def node_backup_dir(step_dir: str, node: str) -> str:
-    """One directory per node inside the step's backup dir: /var/backups may be shared (the lab's
-    nodes share the host's), and one node's backup must never stand in for another's."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
-    return f"{step_dir}/{'_' if safe in ('', '.', '..') else safe}"
 
 
 def backup_file_command(path: str, bdir: str) -> str:
