@@ -220,7 +220,12 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
                 session.refresh()
             except Exception as exc:  # noqa: BLE001
                 journal.write("error", message=f"re-diagnosis failed: {exc}", where="diagnose")
-        plan = session.plan(name)
+        try:
+            plan = session.plan(name)
+        except Exception as exc:  # noqa: BLE001 - a step that cannot plan must not end the session
+            journal.write("error", message=f"could not plan step {name}: {exc}", where=name)
+            _out(f"\n=== step {name}: could not plan it: {exc}", sys.stderr)
+            continue
         if stopped:
             session.skip(plan, "the user stopped the run earlier")
             continue
