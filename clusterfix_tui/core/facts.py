@@ -61,9 +61,41 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
 SYSCTLS: dict[str, str] = {
     "net.ipv4.ip_forward": "/proc/sys/net/ipv4/ip_forward",
     "net.bridge.bridge-nf-call-iptables": "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "net.ipv6.conf.all.forwarding": "/proc/sys/net/ipv6/conf/all/forwarding",
+    "net.bridge.bridge-nf-call-ip6tables": "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
 }
 
 KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config")
+
+# -- shape facts (core/shape.py): IPv6, ip6tables, old single-binary iptables, k3s/RKE2, runtime --
+# Sections named here; run by _SHAPE_PART. All read-only.
+SHAPE_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("ip6_route", "ip -6 -j route show"),
+    ("ip6_nft_save_nat", "ip6tables-nft-save -t nat"),
+    ("ip6_nft_save_filter", "ip6tables-nft-save -t filter"),
+    ("ip6_legacy_save", "ip6tables-legacy-save"),
+    ("ip6_neigh_flannel", "ip -6 -j neigh show dev flannel-v6.1"),
+    ("fdb_flannel6", "bridge -j fdb show dev flannel-v6.1"),
+)
+# the binaries whose presence says which iptables the node has (1.8+: -legacy/-nft variants)
+IPTABLES_BINARIES = ("iptables", "iptables-save", "iptables-legacy", "iptables-legacy-save",
+                     "iptables-nft", "iptables-nft-save", "ip6tables", "ip6tables-save",
+                     "ip6tables-legacy-save", "ip6tables-nft-save", "nft", "docker", "crictl",
+                     "k3s", "rke2", "kubelet", "containerd", "cri-o", "crio")
+# files whose existence tells the distribution, the runtime and static kube-proxy manifests
+SHAPE_PATHS = ("/run/containerd/containerd.sock", "/var/run/docker.sock", "/run/docker.sock",
+               "/run/crio/crio.sock", "/var/run/crio/crio.sock", "/var/run/cri-dockerd.sock",
+               "/run/k3s/containerd/containerd.sock", "/var/lib/rancher/k3s", "/var/lib/rancher/rke2",
+               "/etc/rancher/k3s/k3s.yaml", "/etc/rancher/rke2/rke2.yaml",
+               "/etc/kubernetes/manifests/kube-proxy.yaml",
+               "/var/lib/rancher/rke2/agent/pod-manifests/kube-proxy.yaml",
+               "/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/config.yaml",
+               "/run/flannel/subnet.env")
+# CNI config dirs besides /etc/cni/net.d (k3s and RKE2 keep theirs here)
+EXTRA_CNI_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/var/lib/rancher/rke2/agent/etc/cni/net.d")
+# flannel's own config when it is embedded (k3s writes the net-conf it runs with)
+EMBEDDED_FLANNEL_CONF = ("/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json",
+                         "/var/lib/rancher/rke2/agent/etc/flannel/net-conf.json")
 
 _PRELUDE = r"""
 N=__NONCE__
@@ -157,6 +189,39 @@ fi
 """
 
 
+# Shape facts: which binaries exist, which paths exist, the old single-binary iptables (< 1.8 has
+# no -legacy/-nft variants: its iptables-save is the only view), k3s/RKE2 CNI dirs.
+_SHAPE_PART = r"""
+: >"$T/o"; : >"$T/e"
+for cfx_b in __BINARIES__; do
+  cfx_p=$(command -v "$cfx_b" 2>/dev/null) && printf '%s=%s\n' "$cfx_b" "$cfx_p" >>"$T/o"
+done
+cfx_emit binaries 0
+: >"$T/o"; : >"$T/e"
+for cfx_f in __PATHS__; do
+  [ -e "$cfx_f" ] && printf '%s\n' "$cfx_f" >>"$T/o"
+done
+cfx_emit paths 0
+if ! command -v iptables-legacy-save >/dev/null 2>&1 && ! command -v iptables-nft-save >/dev/null 2>&1; then
+  cfx_sh iptables_save iptables-save 'iptables-save'
+  cfx_sh ip6tables_save ip6tables-save 'ip6tables-save'
+fi
+for cfx_d in __CNIDIRS__; do
+  [ -d "$cfx_d" ] || continue
+  for cfx_f in "$cfx_d"/*; do
+    [ -f "$cfx_f" ] || continue
+    head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+    cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+  done
+done
+for cfx_f in __FLANNELCONF__; do
+  [ -f "$cfx_f" ] || continue
+  head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+  cfx_emit "flannel_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+done
+"""
+
+
 def new_nonce() -> str:
     return secrets.token_hex(12)
 
@@ -181,6 +246,12 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     out.append(_SYSCTL_PART.replace("__SYSCTLS__", sysctls))
     out.append(_FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS)))
     out.append(_INCOMPAT_PART)
+    for name, cmd in SHAPE_SECTIONS:
+        out.append(f"cfx_sh {name} {shlex.quote(cmd.split()[0])} {shlex.quote(cmd)}")
+    out.append(_SHAPE_PART.replace("__BINARIES__", " ".join(IPTABLES_BINARIES))
+               .replace("__PATHS__", " ".join(SHAPE_PATHS))
+               .replace("__CNIDIRS__", " ".join(EXTRA_CNI_DIRS))
+               .replace("__FLANNELCONF__", " ".join(EMBEDDED_FLANNEL_CONF)))
     out.append(f"printf '{MARK} %s DONE\\n' \"$N\"\n")
     return "\n".join(out)
 
@@ -250,6 +321,18 @@ class NodeFacts:
     incompatible_stderr: dict[str, str] = field(default_factory=dict)
     nft_table_text: dict[str, str] = field(default_factory=dict)  # table -> `nft -a list table ip T`
     parse_errors: tuple[str, ...] = ()
+    # shape facts (core/shape.py)
+    routes6: tuple[dict[str, Any], ...] = ()  # `ip -6 -j route`
+    ip6_nft_nat: P.IptablesSave | None = None
+    ip6_nft_filter: P.IptablesSave | None = None
+    ip6_legacy: P.IptablesSave | None = None
+    neigh_flannel6: tuple[dict[str, Any], ...] = ()
+    fdb_flannel6: tuple[dict[str, Any], ...] = ()
+    plain_save: P.IptablesSave | None = None  # `iptables-save` on an iptables without -legacy/-nft
+    plain_save6: P.IptablesSave | None = None
+    binaries: dict[str, str] = field(default_factory=dict)  # name -> path, present ones only
+    paths: tuple[str, ...] = ()  # SHAPE_PATHS that exist
+    flannel_confs: dict[str, str] = field(default_factory=dict)  # embedded net-conf.json path -> text
 
     def section(self, name: str, arg: str | None = None) -> Section | None:
         return self.sections.get(name if arg is None else f"{name} {arg}")
@@ -472,6 +555,30 @@ def parse_facts(node: str, output: str, nonce: str) -> NodeFacts:
         kw["kubectl_rc"] = s.rc
         if s.rc != 0:
             kw["kubectl_error"] = P.first_error_line(s.stderr) or P.first_error_line(s.stdout)
+
+    for key, name in (("ip6_nft_nat", "ip6_nft_save_nat"), ("ip6_nft_filter", "ip6_nft_save_filter"),
+                      ("ip6_legacy", "ip6_legacy_save"), ("plain_save", "iptables_save"),
+                      ("plain_save6", "ip6tables_save")):
+        s = sec(name)
+        if s is not None and s.rc == 0:
+            res = attempt(name, P.parse_iptables_save, s.stdout)
+            if res is not None:
+                errors.extend(f"{name}: {e}" for e in res.errors)
+                kw[key] = res
+    for key, name in (("routes6", "ip6_route"), ("neigh_flannel6", "ip6_neigh_flannel"),
+                      ("fdb_flannel6", "fdb_flannel6")):
+        s = sec(name)
+        if s is not None and s.rc == 0:
+            items, err = P.parse_json_list(s.stdout)
+            if err:
+                errors.append(f"{name}: {err}")
+            kw[key] = tuple(items)
+    if (t := text_of("binaries")) is not None:
+        kw["binaries"] = {k: v for k, _, v in (ln.partition("=") for ln in t.splitlines()) if k and v}
+    if (t := text_of("paths")) is not None:
+        kw["paths"] = tuple(ln for ln in t.splitlines() if ln.strip())
+    kw["flannel_confs"] = {s.arg: s.stdout for s in sections.values()
+                           if s.name == "flannel_conf" and s.arg and s.rc == 0}
 
     return NodeFacts(
         node=node, sections=sections, complete=complete, route_get=route_get,
