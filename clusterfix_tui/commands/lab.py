@@ -22,6 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--faults", default="none",
                     help="faults to inject: NAME[,NAME...] (NAME or NAME:NODE), all, or none (default)")
     up.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
+    up.add_argument("--shape", default="kubeadm", choices=["kubeadm", "k3s", "calico", "kube-proxy-free"],
+                    help="the cluster's shape (default kubeadm: flannel + kube-proxy DaemonSets; "
+                         "see docs/lab-shapes.md)")
+    up.add_argument("--ip-family", default="ipv4", choices=["ipv4", "dual", "dual-v6-first"],
+                    help="node addresses and podCIDRs: ipv4 (default), dual (IPv4 first) or dual-v6-first "
+                         "(IPv6 ULA ranges inside the lab only)")
     st = sub.add_parser("status", help="show what the lab in DIR runs")
     st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -54,14 +60,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
-    print(f"building a {args.nodes}-node lab in {args.dir} ...", flush=True)
-    h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults)
+    print(f"building a {args.nodes}-node {args.shape} lab ({args.ip_family}) in {args.dir} ...", flush=True)
+    h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults, shape=args.shape, ip_family=args.ip_family)
     info = h.info
     d = shlex.quote(str(h.dir))
     print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
           f"(daemon pid {info['daemon_pid']}, API {info['api']['url']}); it runs in the background.")
     for n in info["nodes"]:
-        print(f"  {n['name']:8} {n['role']:13} {n['ip']:15} podCIDR {n['pod_cidr']}")
+        extra = "".join(f" {x}" for x in n.get("ips", [])[1:])
+        cidrs = ",".join(n.get("pod_cidrs") or [n["pod_cidr"]])
+        print(f"  {n['name']:8} {n['role']:13} {n['ip']:15}{extra} podCIDR {cidrs}")
     for f in info.get("faults") or []:
         print(f"  fault {f.get('name')} on {f.get('node') or 'the cluster'}"
               + ("" if f.get("physical", True) else " (not physical: see lab.json)"))
@@ -83,7 +91,8 @@ def _status(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     if st["state"] == "absent":
         print(f"no lab in {st['dir']}")
         return 1
-    print(f"lab {st['lab_id']} in {st['dir']}: {'up' if st['up'] else st['state']}"
+    print(f"lab {st['lab_id']} ({st.get('shape')}, {st.get('ip_family')}) in {st['dir']}: "
+          f"{'up' if st['up'] else st['state']}"
           f"{'' if st['daemon_alive'] else ' (daemon not running: run lab down to clean up)'}")
     if st.get("api"):
         print(f"  API {st['api']['url']}   kubeconfig {st['kubeconfig']}   ssh_config {st['ssh_config']}")

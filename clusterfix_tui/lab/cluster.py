@@ -27,6 +27,9 @@ from typing import Any
 from clusterfix_tui.lab import nodes as N
 
 MAX_NODES = 200
+SHAPES = ("kubeadm", "k3s", "calico", "kube-proxy-free")
+IP_FAMILIES = ("ipv4", "dual", "dual-v6-first")
+BUILT = {("kubeadm", "ipv4")}  # (shape, ip family) pairs the daemon builds
 DAEMON_MARKER = "clusterfix_tui.lab.daemon"
 
 
@@ -193,13 +196,13 @@ def _parse_faults(faults: Any) -> list[Any]:
     return list(faults)
 
 
-def _plan_faults(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]]:
+def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm") -> list[tuple[str, str | None]]:
     """[(fault, node|None)]: "all" and bare names are spread by the fault catalog if it knows
     how (faults.plan), else over the workers round-robin."""
     from clusterfix_tui.lab import faults as F
 
     if hasattr(F, "plan"):
-        return [tuple(x) for x in F.plan(names, node_names)]  # type: ignore[misc]
+        return [tuple(x) for x in F.plan(names, node_names, shape)]  # type: ignore[misc]
     if names == ["all"]:
         catalog = getattr(F, "CATALOG", None) or getattr(F, "FAULTS", None) or {}
         names = list(catalog)
@@ -217,8 +220,14 @@ def _plan_faults(names: list[Any], node_names: list[str]) -> list[tuple[str, str
 
 
 def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *, tls: bool = True,
-       timeout: float | None = None) -> LabHandle:
-    """Start a lab in a detached daemon and return when it is ready (with the faults injected)."""
+       timeout: float | None = None, shape: str = "kubeadm", ip_family: str = "ipv4") -> LabHandle:
+    """Start a lab in a detached daemon and return when it is ready (with the faults injected).
+    shape: kubeadm | k3s | calico | kube-proxy-free (docs/lab-shapes.md); ip_family: ipv4 | dual |
+    dual-v6-first."""
+    if shape not in SHAPES:
+        raise LabError(f"--shape must be one of {', '.join(SHAPES)} (got {shape!r})")
+    if ip_family not in IP_FAMILIES:
+        raise LabError(f"--ip-family must be one of {', '.join(IP_FAMILIES)} (got {ip_family!r})")
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veths, iptables)")
     if not 1 <= int(nodes) <= MAX_NODES:
@@ -226,10 +235,13 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
     d = Path(lab_dir).resolve()
     fault_names = _parse_faults(faults)
     if fault_names:
-        try:  # unknown names are refused before anything is built
-            _plan_faults(fault_names, [f"node-{i}" for i in range(1, int(nodes) + 1)])
+        try:  # unknown names, and names that do not apply to the shape, are refused before anything is built
+            _plan_faults(fault_names, [f"node-{i}" for i in range(1, int(nodes) + 1)], shape)
         except Exception as e:  # noqa: BLE001 - the catalog's own message is the user's answer
             raise LabError(f"--faults: {e}") from e
+    if (shape, ip_family) not in BUILT:
+        raise LabError(f"a {shape} lab with --ip-family {ip_family} is not built by this version "
+                       f"(built: {', '.join(f'{s}/{f}' for s, f in sorted(BUILT))})")
     created_dir = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     lock = open(d / ".lab.lock", "w")
@@ -252,7 +264,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             labid = secrets.token_hex(2)
             state_dir = N.LAB_STATE_ROOT / labid
         spec = {"lab_id": labid, "nodes": int(nodes), "state_dir": str(state_dir), "tls": tls,
-                "created_dir": created_dir}
+                "created_dir": created_dir, "shape": shape, "ip_family": ip_family}
         (d / ".lab-spec.json").write_text(json.dumps(spec))
         with open(d / "daemon.log", "ab") as logf:
             proc = subprocess.Popen(
@@ -274,7 +286,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             raise
         handle = LabHandle(d)
         if fault_names:
-            for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes]):
+            for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes], shape):
                 try:
                     handle.inject(fault, node)
                 except Exception as e:  # noqa: BLE001 - a half-faulted lab is worse than none
@@ -427,6 +439,7 @@ def status(lab_dir: str | os.PathLike[str]) -> dict:
             "system_pods": n.get("system_pods", {}),
         })
     return {"dir": str(d), "up": alive and info.get("state") == "ready", "state": info.get("state"),
+            "shape": info.get("shape", "kubeadm"), "ip_family": info.get("ip_family", "ipv4"),
             "daemon_alive": alive, "lab_id": info.get("lab_id"), "api": info.get("api"),
             "bridge": info.get("bridge"), "nodes": nodes, "faults": info.get("faults", []),
             "kubeconfig": str(d / "kubeconfig"), "ssh_config": str(d / "ssh_config")}

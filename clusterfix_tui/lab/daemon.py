@@ -114,6 +114,8 @@ class Lab:
         self.spec = json.loads((lab_dir / ".lab-spec.json").read_text())
         self.labid: str = self.spec["lab_id"]
         self.n_nodes: int = int(self.spec["nodes"])
+        self.shape: str = str(self.spec.get("shape") or "kubeadm")
+        self.ip_family: str = str(self.spec.get("ip_family") or "ipv4")
         self.state_dir = Path(self.spec["state_dir"])
         self.info: dict[str, Any] = {}
         self.api: Any = None
@@ -152,6 +154,7 @@ class Lab:
         self.info = {
             "version": 1, "lab_id": labid, "dir": str(self.dir), "state": "starting",
             "daemon_pid": os.getpid(), "state_dir": str(self.state_dir),
+            "shape": self.shape, "ip_family": self.ip_family,
             "created_dir": bool(self.spec.get("created_dir")), "created": now_iso(),
             "flannel_network": A.FLANNEL_NETWORK, "nodeport": NODEPORT,
             "bridge": None, "api": None, "nodes": [], "pod_netns": [], "faults": [],

@@ -548,6 +548,63 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "\"No route to host\"", "jellyfin", inject_firewall_reject),
 )}
 
+# -- which shapes each fault applies to ------------------------------------------------------------
+# The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel
+# and kube-proxy embedded in the k3s binary: no pods for them), calico (calico-node, no bridge, no
+# flannel; kube-proxy DaemonSet), kube-proxy-free (cilium-style, no kube-proxy, no bridge).
+SHAPES = ("kubeadm", "k3s", "calico", "kube-proxy-free")
+_HOST = frozenset(SHAPES)                                   # host-level: every node has them
+_KUBE_PROXY = frozenset({"kubeadm", "k3s", "calico"})       # kube-proxy's KUBE-* rules exist
+_KUBE_PROXY_POD = frozenset({"kubeadm", "calico"})          # ... and run as a restartable pod
+_FLANNEL = frozenset({"kubeadm", "k3s"})                    # flannel.1, cni0, subnet.env
+# A fault not listed here applies to the kubeadm shape only (what the catalog was built on): a new
+# fault says where else it is real by adding itself here.
+SHAPES_OF: dict[str, frozenset[str]] = {
+    "iptables-shadow": _KUBE_PROXY,
+    "iptables-foreign-rule": _KUBE_PROXY,
+    "kube-proxy-crashloop": _KUBE_PROXY_POD,
+    "forward-drop": _HOST,
+    "ip-forward-off": _HOST,
+    "firewall-reject": _HOST,
+    "worker-kubeconfig": _HOST,
+    "br-netfilter-off": _FLANNEL,   # needs pods on a Linux bridge (cni0); calico/cilium route veths
+    "flannel-stale-vtep": _FLANNEL,
+    "flannel-stale-subnet": _FLANNEL,
+    "cni-bridge-conflict": _FLANNEL,
+}
+WHY_NOT = {
+    "kubeadm": "",
+    "k3s": "k3s embeds flannel and kube-proxy in its own process (no kube-proxy pod to crash-loop)",
+    "calico": "calico has no flannel.1, no cni0 bridge and no subnet.env",
+    "kube-proxy-free": "a kube-proxy-free (cilium-style) cluster has no kube-proxy, no KUBE-* rules, no "
+                       "flannel and no cni0 bridge",
+}
+
+
+def lab_shape(handle: LabLike) -> str:
+    return str(handle.info.get("shape") or "kubeadm")
+
+
+def applies(name: str, shape: str) -> bool:
+    return shape in SHAPES_OF.get(name, frozenset({"kubeadm"}))
+
+
+def applicable(shape: str) -> list[str]:
+    """The catalog's faults that are real on a lab of this shape, in spread order."""
+    names = [f for f in SPREAD_ORDER if f in FAULTS] + [f for f in FAULTS if f not in SPREAD_ORDER]
+    return [f for f in names if applies(f, shape)]
+
+
+def check_applies(name: str, shape: str) -> None:
+    _fault(name)
+    if shape not in SHAPES:
+        raise FaultError(f"unknown lab shape {shape!r} (shapes: {', '.join(SHAPES)})")
+    if not applies(name, shape):
+        where = ", ".join(s for s in SHAPES if applies(name, s))
+        raise FaultError(f"fault {name!r} does not apply to a {shape} lab (it applies to: {where}; "
+                         f"{WHY_NOT.get(shape, '')}); faults for {shape}: {', '.join(applicable(shape))}")
+
+
 # Order used by spread_all: iptables faults first (they read kube-proxy's live rules, which the
 # flannel faults can make kube-proxy rewrite), kube-proxy-crashloop after the foreign rule.
 SPREAD_ORDER = [
@@ -591,7 +648,10 @@ def _fault(name: str) -> Fault:
 def placement(handle: LabLike, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
     """[(fault, node)] for `--faults all` (or a list of names): each fault where it breaks something
     visible, the least loaded candidate node first, faults in APART kept on different nodes."""
-    wanted = list(names) if names is not None else list(SPREAD_ORDER)
+    shape = lab_shape(handle)
+    wanted = list(names) if names is not None else applicable(shape)
+    for name in wanted:
+        check_applies(name, shape)
     order = [f for f in SPREAD_ORDER if f in wanted] + [f for f in wanted if f not in SPREAD_ORDER]
     load: dict[str, list[str]] = {n["name"]: [] for n in _nodes(handle)}
     out = []
@@ -612,11 +672,12 @@ def inject(handle: LabLike, name: str, node: str | None = None) -> dict | list[d
     if "," in name:
         names = [x.strip() for x in name.split(",") if x.strip()]
         for x in names:
-            _fault(x)
+            check_applies(x, lab_shape(handle))
         if node is not None:
             return [FAULTS[x].inject(handle, node) for x in names]
         return spread_all(handle, names)
     fault = _fault(name)
+    check_applies(name, lab_shape(handle))
     target = node or preferred_node(handle, name)
     _node(handle, target)
     return fault.inject(handle, target)
@@ -640,10 +701,11 @@ def spread_all(handle: LabLike, names: Iterable[str] | None = None) -> list[dict
     return records
 
 
-def plan(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]]:
-    """For cluster.up: [(fault, node|None)]. "all" stays one item (inject spreads it, knowing where
-    jellyfin runs); "name:node" pins a node; the bare names become one "a,b" item that inject
-    spreads like "all"."""
+def plan(names: list[Any], node_names: list[str], shape: str = "kubeadm") -> list[tuple[str, str | None]]:
+    """For cluster.up: [(fault, node|None)]. "all" stays one item (inject spreads it over the faults
+    that apply to the lab's shape, knowing where jellyfin runs); "name:node" pins a node; the bare
+    names become one "a,b" item that inject spreads like "all". A named fault that does not apply to
+    `shape` is refused (FaultError) before anything is built."""
     out: list[tuple[str, str | None]] = []
     bare: list[str] = []
     for item in names:
@@ -653,10 +715,12 @@ def plan(names: list[Any], node_names: list[str]) -> list[tuple[str, str | None]
             out.append(("all", None))
         elif ":" in str(item):
             f, n = str(item).split(":", 1)
-            _fault(f)
+            check_applies(f, shape)
+            if node_names and n not in node_names:
+                raise FaultError(f"no node {n!r} in the lab (nodes: {', '.join(node_names)})")
             out.append((f, n))
         else:
-            _fault(str(item))
+            check_applies(str(item), shape)
             bare.append(str(item))
     if bare:
         out.insert(0, (",".join(bare), None))
