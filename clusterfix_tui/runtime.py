@@ -12,11 +12,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from clusterfix_tui.transports.base import ActionRunner, ClusterAPI, TransportError
+from clusterfix_tui.core.ports import ActionRunner, ClusterAPI, TransportError
 
 
 class LabDirError(TransportError):
     """--lab-dir does not hold a lab."""
+
+    code = None
+    title = "No lab in that directory"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from clusterfix_tui.core.checks import run_checks, sort_findings
 from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
 from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
+from clusterfix_tui.core.ports import NodeUnreachable, SudoPasswordRequired
 from clusterfix_tui.core.snapshot import ClusterSnapshot, build_snapshot
 
 FACTS_TIMEOUT = 60.0
@@ -103,13 +104,12 @@ def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
     facts = parse_facts(node, res.stdout or "", nonce)
     if res.error and not facts.sections:
         # the transport lost the node mid-way with nothing read: say it as such
-        exc_like = type("NodeUnreachable", (Exception,), {})(res.error)
-        return None, transport_finding(node, address, exc_like), dt
+        return None, transport_finding(node, address, NodeUnreachable(res.error)), dt
     if not facts.complete or not facts.sections:
         stderr = res.stderr or ""
         if "password is required" in stderr or "a terminal is required" in stderr:
-            exc_like = type("SudoPasswordRequired", (Exception,), {})(stderr.strip()[:300])
-            return None, transport_finding(node, address, exc_like), dt
+            return None, transport_finding(
+                node, address, SudoPasswordRequired(stderr.strip()[:300])), dt
         return facts, unreadable_finding(
             node, exit_code=res.exit_code, errors=list(facts.parse_errors), raw=res.stdout or "",
             stderr=stderr, error=res.error or ("timed out" if res.timed_out else None)), dt

@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# CommandResult lives with the ports; re-exported here for the modules that import it from model
+from clusterfix_tui.core.ports import CommandResult as CommandResult
+
 Severity = Literal["critical", "error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 
@@ -54,22 +57,6 @@ class Finding(_Serialisable):
     reference: str = ""  # upstream doc or issue it rests on
     step: str | None = None  # the STEP_ORDER name that addresses it, if any
     data: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # for the fix steps
-
-
-@dataclass(frozen=True)
-class CommandResult(_Serialisable):
-    """What one command did. exit_code is None when it never finished (timeout, lost connection)."""
-
-    exit_code: int | None
-    stdout: str = ""
-    stderr: str = ""
-    duration: float = 0.0
-    timed_out: bool = False
-    error: str | None = None  # transport-level failure, in words
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and self.error is None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.model import CheckResult, Plan, StepOutcome
+from clusterfix_tui.core.ports import HostKeyUnknown, conn_state, host_key
 
 NodeLineCallback = Callable[[str, str, str], None]
 
@@ -49,18 +50,8 @@ def _internal_ip(node: dict[str, Any]) -> str | None:
 
 
 def _conn_state(exc: BaseException) -> tuple[str, str | None]:
-    name = type(exc).__name__
-    mapping = {
-        "HostKeyUnknown": "host-key-unknown",
-        "HostKeyChanged": "host-key-changed",
-        "AuthFailed": "auth-failed",
-        "NodeUnreachable": "unreachable",
-        "SudoPasswordRequired": "sudo-password",
-    }
-    key = None
-    if name == "HostKeyUnknown":
-        key = f"{getattr(exc, 'key_type', '')} {getattr(exc, 'fingerprint', '')}".strip()
-    return mapping.get(name, "error"), key
+    key = host_key(exc) if isinstance(exc, HostKeyUnknown) else None
+    return conn_state(exc), (str(key) if key is not None else None)
 
 
 def _call_with_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -19,8 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from clusterfix_tui.core.model import CommandResult
-from clusterfix_tui.transports.base import LineCallback
+from clusterfix_tui.core.ports import CommandResult, LineCallback
 
 NOT_RUN = CommandResult(exit_code=None, stdout="", stderr="", duration=0.0, timed_out=False,
                         error=None)

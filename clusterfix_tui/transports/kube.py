@@ -18,19 +18,14 @@ import json
 import os
 from typing import Any
 
-from clusterfix_tui.transports.base import APIError, TransportError
+from clusterfix_tui.core.ports import APIError, APIUnreachable, KubeconfigError
+
+__all__ = ["APIError", "APIUnreachable", "KubeconfigError", "KubeClusterAPI",
+           "default_kubeconfig_paths"]
 
 REQUEST_TIMEOUT = (5, 15)  # (connect, read) seconds for every call
 LIST_PAGE = 500
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-class KubeconfigError(TransportError):
-    """The kubeconfig is missing, unreadable, malformed, or lacks the asked-for context."""
-
-
-class APIUnreachable(APIError):
-    """The API server did not answer (connection refused, timeout, TLS failure, DNS)."""
 
 
 def default_kubeconfig_paths() -> list[str]:
@@ -191,10 +186,8 @@ class KubeClusterAPI:
             why = "cannot resolve the server name"
         else:
             why = _scrub(text)[:200] or type(exc).__name__
-        err = APIUnreachable(f"{what}: cannot reach the API server {self._server} "
-                             f"(context {self._context!r}): {why}")
-        err.status = None  # type: ignore[attr-defined]
-        return err
+        return APIUnreachable(f"{what}: cannot reach the API server {self._server} "
+                              f"(context {self._context!r}): {why}")
 
     def _api_error(self, what: str, exc: Any) -> APIError:
         status = exc.status
@@ -215,9 +208,7 @@ class KubeClusterAPI:
             text = f"{what}: not found (404): {message}"
         else:
             text = f"{what}: the API server answered {status} {exc.reason}: {message}"
-        err = APIError(text)
-        err.status = status  # type: ignore[attr-defined]
-        return err
+        return APIError(text, status=status)
 
     def _list(self, what: str, fn: Any, kind: str, api_version: str, *args: Any,
               **kwargs: Any) -> list[dict[str, Any]]:

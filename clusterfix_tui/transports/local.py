@@ -19,8 +19,7 @@ import threading
 import time
 from typing import Any
 
-from clusterfix_tui.core.model import CommandResult
-from clusterfix_tui.transports.base import LineCallback
+from clusterfix_tui.core.ports import CommandResult, LineCallback
 
 
 class LocalShell:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from clusterfix_tui.core.model import CommandResult
-from clusterfix_tui.transports.base import (
+from clusterfix_tui.core.ports import (
     APIError,
+    APIUnreachable,
     ClusterAPI,
+    CommandResult,
     LineCallback,
     ShellFactory,
     TransportError,
 )
-from clusterfix_tui.transports.kube import APIUnreachable  # light: kubernetes loads lazily
 
 API_VERBS = ("delete_pod", "restart_daemonset", "patch_deployment")
 

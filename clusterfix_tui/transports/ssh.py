@@ -43,9 +43,11 @@ from typing import Any, Self
 
 import paramiko
 
-from clusterfix_tui.core.model import CommandResult
-from clusterfix_tui.transports.base import (
+from clusterfix_tui.core.ports import (
     AuthFailed,
+    CommandResult,
+    ConnectTimeout,
+    HostKey,
     HostKeyChanged,
     HostKeyUnknown,
     LineCallback,
@@ -496,7 +498,7 @@ class SSHPool:
         except socket.gaierror as exc:
             raise NodeUnreachable(f"{where}: cannot resolve {spec.hostname}: {exc.strerror}") from exc
         except TimeoutError as exc:
-            raise NodeUnreachable(f"{where}: timed out after {spec.connect_timeout:g}s") from exc
+            raise ConnectTimeout(f"{where}: timed out after {spec.connect_timeout:g}s") from exc
         except ConnectionRefusedError as exc:
             raise NodeUnreachable(f"{where}: connection refused (no sshd listening?)") from exc
         except OSError as exc:
@@ -559,7 +561,9 @@ class SSHPool:
         for revoked in (e for e in entries if e.marker == "@revoked" and e.key_b64 == key_b64):
             raise HostKeyChanged(
                 f"{spec.name}: the host key of {name} ({spec.address}), {key_type} "
-                f"{fingerprint(key)}, is REVOKED by {revoked.path} line {revoked.line_no}. Refused."
+                f"{fingerprint(key)}, is REVOKED by {revoked.path} line {revoked.line_no}. Refused.",
+                key=HostKey(key_type, fingerprint(key), spec.name, spec.address),
+                known_hosts=revoked.path, line_no=revoked.line_no,
             )
         entries = [e for e in entries if not e.marker]
         if any(_same_family(e.key_type, key_type) and e.key_b64 == key_b64 for e in entries):
@@ -567,24 +571,23 @@ class SSHPool:
         changed = [e for e in entries if _same_family(e.key_type, key_type)]
         if changed:
             old = changed[0]
-            exc = HostKeyChanged(
+            raise HostKeyChanged(
                 f"{spec.name}: HOST KEY CHANGED for {name} ({spec.address}): the server now "
                 f"offers {key_type} {fingerprint(key)}, but {old.path} line {old.line_no} holds "
                 f"a different key. Refused: this may be a man-in-the-middle. If the node was "
                 f"reinstalled, remove that line (ssh-keygen -R {shlex.quote(name)} "
-                f"-f {shlex.quote(old.path)}) and connect again."
+                f"-f {shlex.quote(old.path)}) and connect again.",
+                key=HostKey(key_type, fingerprint(key), spec.name, spec.address),
+                known_hosts=old.path, line_no=old.line_no,
             )
-            # for the UI and the finding's evidence
-            vars(exc).update(host=name, key_type=key_type, fingerprint=fingerprint(key),
-                             known_hosts=old.path, line_no=old.line_no)
-            raise exc
         target = spec.known_hosts[0]
         line = f"{name} {key_type} {key_b64}"
         if spec.strict in ("accept-new", "no"):
             self._append_known_host(target, line)
             return
         raise HostKeyUnknown(name if name == spec.name else f"{spec.name} ({name})",
-                             key_type, fingerprint(key), target, line)
+                             key_type, fingerprint(key), target, line,
+                             node=spec.name, address=spec.address)
 
     def _append_known_host(self, path: str, line: str) -> None:
         if path == os.devnull:

@@ -5,16 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.ports import HostKeyChanged, HostKeyUnknown, TransportError
 
 REF_SSH = "https://man.openbsd.org/ssh_config"
-# TransportError subclass name -> (code, title)
-ERROR_CODES: dict[str, tuple[str, str]] = {
-    "NodeUnreachable": ("SSH_UNREACHABLE", "SSH to the node failed: unreachable"),
-    "AuthFailed": ("SSH_AUTH_FAILED", "SSH refused our credentials"),
-    "HostKeyUnknown": ("HOST_KEY_UNKNOWN", "the node's SSH host key is not known"),
-    "HostKeyChanged": ("HOST_KEY_CHANGED", "the node's SSH host key CHANGED: refused"),
-    "SudoPasswordRequired": ("SUDO_PASSWORD_REQUIRED", "sudo on the node needs a password"),
-}
 EXPLAIN = {
     "SSH_UNREACHABLE": "No TCP connection to the node's sshd (down, firewalled, wrong address). "
                        "Nothing on this node was diagnosed.",
@@ -31,18 +24,22 @@ EXPLAIN = {
 
 
 def transport_finding(node: str, address: str | None, exc: BaseException) -> Finding:
-    """A TransportError (or any failure opening the node's shell) as a finding."""
-    code, title = ERROR_CODES.get(type(exc).__name__, ("SSH_UNREACHABLE",
-                                                       "the node's shell could not be opened"))
-    for cls in type(exc).__mro__:
-        if cls.__name__ in ERROR_CODES:
-            code, title = ERROR_CODES[cls.__name__]
-            break
+    """A TransportError (or any failure opening the node's shell) as a finding: the error class
+    says which code and title (core/ports.py)."""
+    code, title = "SSH_UNREACHABLE", TransportError.finding_title
+    if isinstance(exc, TransportError) and exc.code is not None and exc.code in EXPLAIN:
+        code, title = exc.code, exc.finding_title
     data: dict[str, Any] = {"address": address, "error": str(exc),
                             "error_type": type(exc).__name__}
-    for attr in ("key_type", "fingerprint", "known_hosts", "key_line", "host"):
-        if hasattr(exc, attr):
-            data[attr] = getattr(exc, attr)
+    if isinstance(exc, HostKeyUnknown):
+        data.update(host=exc.host, key_type=exc.key_type, fingerprint=exc.fingerprint,
+                    known_hosts=exc.known_hosts, key_line=exc.key_line)
+    elif isinstance(exc, HostKeyChanged):
+        if exc.key is not None:
+            data.update(host=exc.key.node, key_type=exc.key.key_type,
+                        fingerprint=exc.key.fingerprint)
+        if exc.known_hosts is not None:
+            data["known_hosts"] = exc.known_hosts
     evidence = [f"{type(exc).__name__}: {exc}"]
     if address:
         evidence.append(f"address: {address}")
