@@ -93,6 +93,11 @@ def render_text(diag: Any) -> str:
                  f"(Kubernetes {s.get('version') or '?'}), {len(snap.nodes)} nodes, "
                  f"kube-proxy mode {s.get('kube_proxy_mode') or 'iptables (default)'}, "
                  f"flannel {s.get('flannel_network') or '?'} {s.get('flannel_backend') or ''}".rstrip())
+    shape = getattr(diag, "shape", None)
+    if shape is not None:
+        from clusterfix_tui.core.shape import note_lines
+
+        lines.extend(f"  {ln}" for ln in shape.lines() + note_lines(shape))
     for e in snap.errors[:10]:
         lines.append(f"  API error: {e['what']}: {e['error']}")
     if len(snap.errors) > 10:

@@ -7,7 +7,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clusterfix_tui.core.checks import run_checks, sort_findings
@@ -15,6 +15,7 @@ from clusterfix_tui.core.checks.connectivity import transport_finding, unreadabl
 from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
 from clusterfix_tui.core.ports import NodeUnreachable, SudoPasswordRequired
+from clusterfix_tui.core.shape import detect_shape, not_checked, note_lines
 from clusterfix_tui.core.snapshot import ClusterSnapshot, build_snapshot
 
 FACTS_TIMEOUT = 60.0
@@ -35,6 +36,8 @@ class Diagnosis:
     check_errors: list[str] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
     error: str | None = None  # set when the cluster could not be diagnosed at all
+    shape: Any = None  # core.shape.ClusterShape (also on snapshot.shape)
+    not_checked: list[dict[str, Any]] = field(default_factory=list)  # core.shape.not_checked()
 
     @property
     def healthy(self) -> bool:
@@ -69,6 +72,9 @@ class Diagnosis:
             "worst_severity": next((k for k, v in SEVERITY_ORDER.items() if v == worst), None),
             "check_errors": list(self.check_errors),
             "api_errors": list(snap.errors),
+            "shape": self.shape.summary() if self.shape is not None else None,
+            "not_checked": [dict(x) for x in self.not_checked],
+            "notes": note_lines(self.shape),
         }
 
 
@@ -179,10 +185,20 @@ def diagnose(
                     diag.node_errors[node] = f"{finding.code}: {finding.evidence[0] if finding.evidence else ''}"
                     _notify(on_progress, lock, "node-error", node, finding.code)
     readable = {n: f for n, f in diag.facts.items() if n not in diag.node_errors}
+    try:
+        shape = detect_shape(snapshot, readable)
+    except Exception as exc:  # a bug in shape reading: diagnose as before, say it
+        shape = None
+        diag.check_errors.append(f"core.shape.detect_shape: {type(exc).__name__}: {exc}")
+    if shape is not None:
+        snapshot = replace(snapshot, shape=shape)
+        diag.snapshot = snapshot
+        diag.shape = shape
+        diag.not_checked = not_checked(shape)
     findings, errors = run_checks(snapshot, readable)
     # API-side findings about nodes we could not read stay (they come from the API, not the node)
     diag.findings = sort_findings(unreadable + findings)
-    diag.check_errors = errors
+    diag.check_errors = diag.check_errors + errors
     diag.duration = time.monotonic() - t0
     _notify(on_progress, lock, "checks", "", f"{len(diag.findings)} findings")
     return diag

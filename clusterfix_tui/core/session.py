@@ -227,6 +227,7 @@ class RepairSession:
             nodes=_node_summaries(diagnosis),
             error=getattr(diagnosis, "error", None),
             node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
+            **_shape_fields(diagnosis),
         )
         return diagnosis
 
@@ -427,3 +428,13 @@ def _node_summaries(diagnosis: Any) -> dict[str, Any]:
                 pass
         out[name] = {"findings": sum(1 for f in diagnosis.findings if f.node == name)}
     return out
+
+
+def _shape_fields(diagnosis: Any) -> dict[str, Any]:
+    """The cluster shape and what was not checked on it (core/shape.py), for the journal."""
+    shape = getattr(diagnosis, "shape", None)
+    if shape is None:
+        return {}
+    from clusterfix_tui.core.shape import note_lines
+
+    return {"shape": shape.summary(), "not_checked": note_lines(shape)}

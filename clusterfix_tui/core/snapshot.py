@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterfix_tui.core.shape import classify_daemonset, component_of_images, is_mirror_pod
+
 KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
 FLANNEL_SELECTOR = "app=flannel"
 SYSTEM_NAMESPACES = ("kube-system", "kube-flannel")
@@ -44,6 +46,9 @@ class PodInfo:
     owner_name: str | None = None
     readiness_probes: dict[str, Any] = field(default_factory=dict)  # container -> readinessProbe
     host_network: bool = False
+    owner_uid: str | None = None  # the controller ownerReference's uid
+    mirror: bool = False  # a static pod's mirror (kubernetes.io/config.mirror / owner kind Node)
+    images: tuple[str, ...] = ()
 
     @property
     def crash_looping(self) -> bool:
@@ -64,6 +69,26 @@ class NodeInfo:
     annotations: dict[str, str]
     labels: dict[str, str]
     kubelet_version: str | None
+    pod_cidrs: tuple[str, ...] = ()  # spec.podCIDRs in order (dual stack: both families)
+    container_runtime: str | None = None  # status.nodeInfo.containerRuntimeVersion
+
+    def pod_cidr_for(self, version: int) -> str | None:
+        """The podCIDR of one IP family (4 or 6), whatever the order of podCIDRs."""
+        for c in self.pod_cidrs or ((self.pod_cidr,) if self.pod_cidr else ()):
+            try:
+                if ipaddress.ip_network(c, strict=False).version == version:
+                    return c
+            except ValueError:
+                continue
+        return None
+
+    def gateway_for(self, version: int) -> str | None:
+        """flannel's per-family subnet network address (flannel.1 / flannel-v6.1 and onlink gw)."""
+        try:
+            return str(ipaddress.ip_network(self.pod_cidr_for(version) or "", strict=False)
+                       .network_address)
+        except ValueError:
+            return None
 
     @property
     def ready(self) -> bool | None:
@@ -116,8 +141,13 @@ class ClusterSnapshot:
     nodeport_services: tuple[dict[str, Any], ...] = ()  # {namespace, name, ports: [{port, nodePort, ...}]}
     endpoints: dict[str, list[str]] = field(default_factory=dict)  # ns/name -> ["ip:port"]
     warning_events: tuple[dict[str, Any], ...] = ()
-    daemonsets: tuple[dict[str, Any], ...] = ()  # {namespace, name, desired, ready}
+    daemonsets: tuple[dict[str, Any], ...] = ()  # {namespace, name, desired, ready, uid, labels,
+    #   components (core.shape.classify_daemonset), configmaps (volume ConfigMap names)}
     errors: tuple[dict[str, str], ...] = ()
+    flannel_net_conf: dict[str, Any] | None = None  # the parsed net-conf.json
+    flannel_configmap: str | None = None  # "ns/name" it came from
+    kube_proxy_static_pods: tuple[PodInfo, ...] = ()  # mirror pods of a static kube-proxy
+    shape: Any = None  # core.shape.ClusterShape, set by diagnose() once the nodes are read
 
     def node_names(self) -> list[str]:
         return list(self.nodes)
@@ -151,7 +181,7 @@ class ClusterSnapshot:
     def to_dict(self) -> dict[str, Any]:
         from clusterfix_tui.core.model import _plain
 
-        d = _plain(self)
+        d = _plain({k: v for k, v in self.__dict__.items() if k != "shape"})
         d["nodes"] = {k: _plain(v) | {"ready": v.ready, "vtep_mac": v.vtep_mac}
                       for k, v in self.nodes.items()}
         return d
@@ -225,6 +255,8 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
         conditions=conds, annotations=_strmap(meta.get("annotations")),
         labels=_strmap(meta.get("labels")),
         kubelet_version=_s(_d(status.get("nodeInfo")).get("kubeletVersion")),
+        pod_cidrs=tuple(cidrs) or ((_s(spec.get("podCIDR")),) if _s(spec.get("podCIDR")) else ()),
+        container_runtime=_s(_d(status.get("nodeInfo")).get("containerRuntimeVersion")),
     )
 
 
@@ -263,6 +295,9 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
         readiness_probes={str(c.get("name")): c["readinessProbe"] for c in containers
                           if isinstance(c.get("readinessProbe"), dict)},
         host_network=spec.get("hostNetwork") is True,
+        owner_uid=_s(owner.get("uid")),
+        mirror=is_mirror_pod(meta),
+        images=tuple(str(c.get("image") or "") for c in containers),
     )
 
 
@@ -317,9 +352,69 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                 nodes[n.name] = n
 
     all_pods: list[PodInfo] = []
-    for obj in _l(call("list_pods", lambda: api.list_pods(None, None), [])):
-        if isinstance(obj, dict):
-            all_pods.append(pod_info(obj))
+    raw_pods = [o for o in _l(call("list_pods", lambda: api.list_pods(None, None), []))
+                if isinstance(o, dict)]
+    for obj in raw_pods:
+        all_pods.append(pod_info(obj))
+
+    # DaemonSets in every namespace, classified by what they run (core/shape.py)
+    ds_raw = call("list_daemonsets", lambda: api.list_daemonsets(None), None)
+    ds_listed = ds_raw is not None
+    ds_objs = [d for d in _l(ds_raw) if isinstance(d, dict)]
+    if not ds_objs:  # an API (or a recording) that only answers per namespace
+        for ns in SYSTEM_NAMESPACES:
+            got = call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), None)
+            ds_listed = ds_listed or got is not None
+            ds_objs.extend(d for d in _l(got) if isinstance(d, dict))
+    daemonsets = []
+    seen_ds: set[str] = set()
+    for ds in ds_objs:
+        m = _meta(ds)
+        key = f"{m.get('namespace')}/{m.get('name')}"
+        if key in seen_ds:
+            continue
+        seen_ds.add(key)
+        st = _d(ds.get("status"))
+        vols = _l(_d(_d(_d(ds.get("spec")).get("template")).get("spec")).get("volumes"))
+        daemonsets.append({"namespace": _s(m.get("namespace")), "name": _s(m.get("name")),
+                           "desired": st.get("desiredNumberScheduled"),
+                           "ready": st.get("numberReady"), "uid": _s(m.get("uid")),
+                           "labels": _strmap(m.get("labels")),
+                           "components": sorted(classify_daemonset(ds)),
+                           "configmaps": [str(_d(v.get("configMap")).get("name"))
+                                          for v in vols if isinstance(v, dict)
+                                          and _d(v.get("configMap")).get("name")]})
+
+    def owned_pods(component: str, container: str) -> dict[str, list[PodInfo]] | None:
+        """Pods of the DaemonSet(s) running `component`, through their ownerReferences: the
+        DaemonSet's UID (or, when the reference carries none, its kind+name in its namespace).
+        Never by pod name, never in another namespace. None: no such DaemonSet."""
+        owners = [d for d in daemonsets if component in d["components"]]
+        if not owners:
+            return None
+        out: dict[str, list[PodInfo]] = {}
+        for obj in raw_pods:
+            meta = _meta(obj)
+            refs = [o for o in _l(meta.get("ownerReferences")) if isinstance(o, dict)]
+            ok = False
+            for d in owners:
+                for o in refs:
+                    if o.get("kind") != "DaemonSet" or meta.get("namespace") != d["namespace"]:
+                        continue
+                    if o.get("uid") and d.get("uid"):
+                        ok = o.get("uid") == d["uid"]
+                    else:
+                        ok = o.get("name") == d["name"]
+                    if ok:
+                        break
+                if ok:
+                    break
+            if not ok:
+                continue
+            hint = _container_for(obj, component) or container
+            p = pod_info(obj, hint)
+            out.setdefault(p.node or "", []).append(p)
+        return out
 
     def system_pods(selector: str, container: str | None) -> dict[str, list[PodInfo]]:
         out: dict[str, list[PodInfo]] = {}
@@ -336,8 +431,24 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                 out.setdefault(p.node or "", []).append(p)
         return out
 
-    kube_proxy = system_pods(KUBE_PROXY_SELECTOR, "kube-proxy")
-    flannel = system_pods(FLANNEL_SELECTOR, "kube-flannel")
+    # static kube-proxy (kubeadm variants, RKE2): mirror pods running the kube-proxy image
+    static_kp: list[PodInfo] = []
+    for obj in raw_pods:
+        meta = _meta(obj)
+        if not is_mirror_pod(meta):
+            continue
+        cs = [c for c in _l(_d(obj.get("spec")).get("containers")) if isinstance(c, dict)]
+        if "kube-proxy" in component_of_images([str(c.get("image") or "") for c in cs],
+                                               [str(c.get("name") or "") for c in cs]):
+            static_kp.append(pod_info(obj, _container_for(obj, "kube-proxy")))
+    if ds_listed:
+        kube_proxy = owned_pods("kube-proxy", "kube-proxy") or {}
+        for p in static_kp:
+            kube_proxy.setdefault(p.node or "", []).append(p)
+        flannel = owned_pods("flannel", "kube-flannel") or {}
+    else:  # DaemonSets could not be listed: the well-known labels in the system namespaces
+        kube_proxy = system_pods(KUBE_PROXY_SELECTOR, "kube-proxy")
+        flannel = system_pods(FLANNEL_SELECTOR, "kube-flannel")
     if with_logs:
         # one log request per pod (two when it restarted): in parallel, a few at a time
         todo = [(group, node_name, i) for group in (kube_proxy, flannel)
@@ -350,15 +461,30 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                     g, k, i = futs[fut]
                     g[k][i] = fut.result()
 
-    kp_cm = _d(call("configmap kube-system/kube-proxy",
-                    lambda: api.get_configmap("kube-system", "kube-proxy"), None))
-    fl_cm: dict[str, Any] = {}
-    for ns in SYSTEM_NAMESPACES:
-        fl_cm = _d(call(f"configmap {ns}/kube-flannel-cfg",
-                        lambda ns=ns: api.get_configmap(ns, "kube-flannel-cfg"), None))
-        if fl_cm:
+    # the ConfigMaps the DaemonSets mount (any namespace), else the well-known names
+    kp_cands = [(d["namespace"], c) for d in daemonsets if "kube-proxy" in d["components"]
+                for c in d["configmaps"]] + [("kube-system", "kube-proxy")]
+    kp_cm: dict[str, Any] = {}
+    for ns, name in dict.fromkeys(kp_cands):
+        kp_cm = _d(call(f"configmap {ns}/{name}", lambda ns=ns, name=name:
+                        api.get_configmap(ns, name), None))
+        if kp_cm and _d(kp_cm.get("data")):
+            break
+    fl_cands = [(d["namespace"], c) for d in daemonsets if "flannel" in d["components"]
+                for c in d["configmaps"]] + [(ns, "kube-flannel-cfg") for ns in SYSTEM_NAMESPACES]
+    fl_cm = {}
+    fl_ref = None
+    for ns, name in dict.fromkeys(fl_cands):
+        got = _d(call(f"configmap {ns}/{name}", lambda ns=ns, name=name:
+                      api.get_configmap(ns, name), None))
+        if got and "net-conf.json" in _d(got.get("data")):
+            fl_cm, fl_ref = got, f"{ns}/{name}"
             break
     network, backend = parse_flannel_net_conf(fl_cm)
+    try:
+        net_conf = json.loads(str(_d(fl_cm.get("data")).get("net-conf.json") or "")) if fl_cm else None
+    except ValueError:
+        net_conf = None
 
     services = []
     for svc in _l(call("list_services", lambda: api.list_services(None), [])):
@@ -402,15 +528,6 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
             "last": ev.get("lastTimestamp") or ev.get("eventTime"),
         })
 
-    daemonsets = []
-    for ns in SYSTEM_NAMESPACES:
-        for ds in _l(call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), [])):
-            if isinstance(ds, dict):
-                st = _d(ds.get("status"))
-                daemonsets.append({"namespace": ns, "name": _s(_meta(ds).get("name")),
-                                   "desired": st.get("desiredNumberScheduled"),
-                                   "ready": st.get("numberReady")})
-
     return ClusterSnapshot(
         api=dict(api_desc) if isinstance(api_desc, dict) else {},
         version=dict(version) if isinstance(version, dict) else {},
@@ -420,7 +537,18 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         flannel_network=network, flannel_backend=backend, flannel_config_found=bool(fl_cm),
         nodeport_services=tuple(services), endpoints=endpoints,
         warning_events=tuple(events), daemonsets=tuple(daemonsets), errors=tuple(errors),
+        flannel_net_conf=net_conf if isinstance(net_conf, dict) else None,
+        flannel_configmap=fl_ref, kube_proxy_static_pods=tuple(static_kp),
     )
+
+
+def _container_for(obj: dict[str, Any], component: str) -> str | None:
+    """The name of the pod's container that runs `component` (by image), if any."""
+    for c in _l(_d(obj.get("spec")).get("containers")):
+        if isinstance(c, dict) and component in component_of_images(
+                [str(c.get("image") or "")], [str(c.get("name") or "")]):
+            return _s(c.get("name"))
+    return None
 
 
 def _with_logs(api: Any, p: PodInfo, call: Callable[..., Any]) -> PodInfo:

@@ -47,7 +47,19 @@ def run_checks(snapshot: Any, facts_by_node: dict[str, Any],
             findings.extend(fn(snapshot, facts_by_node))
         except Exception as exc:  # keep diagnosing; say which check broke
             errors.append(f"{fn.__module__}.{fn.__name__}: {type(exc).__name__}: {exc}")
+    findings = in_scope(snapshot, findings)
     return sort_findings(fold_symptoms(findings)), errors
+
+
+def in_scope(snapshot: Any, findings: list[Finding]) -> list[Finding]:
+    """Drop findings outside their code's shape scope (core.shape.SCOPES): the checks skip them
+    already; this is the net that guarantees it. Without a shape (unit tests), all are kept."""
+    from clusterfix_tui.core.shape import shape_of, why_not
+
+    shape = shape_of(snapshot)
+    if shape is None:
+        return findings
+    return [f for f in findings if why_not(shape, f.code, f.node, f.data) is None]
 
 
 def fold_symptoms(findings: list[Finding]) -> list[Finding]:

@@ -1,0 +1,741 @@
+"""The cluster's shape: which CNI, how flannel and kube-proxy run, IP families, iptables per node.
+
+Read once per diagnosis (core/diagnose.py): the API side from the snapshot (DaemonSets in every
+namespace, mirror pods, ConfigMaps, node annotations/labels/podCIDRs), the node side from the facts
+(binaries, ip6 routes, proxyMode on :10249, runtime sockets). Pure: no I/O here.
+
+Then every finding code has a SCOPE: the shapes it applies to (`why_not(shape, code, node)` is None
+when it applies, else the reason). Outside its scope a check produces no finding and a step no
+action; `not_checked(shape)` lists what was left out and why, for the JSON and the diagnostics.
+
+Shape words (stable, used in --json and the journal):
+- cni: "flannel" | "calico" | "cilium" | "kube-router" | "other" | "unknown"
+- flannel.deployment: "daemonset" | "embedded" (k3s/RKE2 run flannel inside their own process)
+- flannel.backend: "vxlan" | "host-gw" | "wireguard" | "udp" | "ipip" | other string | None
+- kube_proxy: "daemonset" | "static" (mirror pods) | "embedded" (k3s) | "absent" | "unknown"
+- kube_proxy_mode: "iptables" | "ipvs" | "nftables" | "kernelspace" | None
+- ip_family: "ipv4" | "ipv6" | "dual" (v4 first) | "dual-v6-first" | "mixed" | "unknown"
+- node iptables: "both" (1.8+, -legacy and -nft) | "nft-only" | "legacy-only" |
+  "single" (an iptables without -legacy/-nft variants: < 1.8) | "none" | "unknown"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# -- workload classification ----------------------------------------------------------------------
+
+K3S_ANNOTATIONS = ("k3s.io/node-args", "k3s.io/hostname", "k3s.io/internal-ip", "k3s.io/node-config-hash")
+RKE2_ANNOTATIONS = ("rke2.io/node-args", "rke2.io/hostname", "rke2.io/internal-ip",
+                    "rke2.io/node-config-hash")
+FLANNEL_ANNOTATION_PREFIX = "flannel.alpha.coreos.com/"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def image_name(image: str) -> str:
+    """'docker.io/flannel/flannel:v0.26.1@sha256:..' -> 'flannel/flannel' (repo path, no registry
+    host, no tag/digest)."""
+    img = str(image or "").split("@", 1)[0]
+    parts = img.split("/")
+    last = parts[-1].split(":", 1)[0]
+    parts[-1] = last
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    return "/".join(parts).lower()
+
+
+def _containers(obj: dict[str, Any], template: bool) -> list[dict[str, Any]]:
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    spec = spec if isinstance(spec, dict) else {}
+    if template:
+        tpl = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+        spec = tpl.get("spec") if isinstance(tpl.get("spec"), dict) else {}
+    cs = spec.get("containers")
+    return [c for c in cs if isinstance(c, dict)] if isinstance(cs, list) else []
+
+
+def component_of_images(images: list[str], names: list[str]) -> set[str]:
+    """What a workload runs, from its (non-init) container images and names."""
+    out: set[str] = set()
+    for img, cname in zip(images, names):
+        n = image_name(img)
+        base = n.rsplit("/", 1)[-1]
+        if base == "kube-proxy" or base.endswith("-kube-proxy") or cname == "kube-proxy" and \
+                ("kube-proxy" in n or "hardened-kubernetes" in n or "kubernetes" in n):
+            out.add("kube-proxy")
+        if (base == "flannel" or base.endswith("-flannel") or base.endswith("flanneld")) \
+                and "cni-plugin" not in base:
+            out.add("flannel")
+        if "calico" in n and (base == "node" or base.endswith("calico-node")):
+            out.add("calico")
+        if base in ("cilium", "cilium-agent") or (n.startswith("cilium/") and base == "cilium"):
+            out.add("cilium")
+        if base == "kube-router":
+            out.add("kube-router")
+        if base in ("weave-kube", "weave-npc"):
+            out.add("weave")
+        if base in ("antrea-agent", "antrea-ubuntu", "antrea"):
+            out.add("antrea")
+        if base in ("kube-ovn",):
+            out.add("kube-ovn")
+        if "multus" in base:
+            out.add("multus")
+    return out
+
+
+def classify_daemonset(ds: dict[str, Any]) -> set[str]:
+    """Components a DaemonSet runs: 'flannel', 'calico', 'cilium', 'kube-proxy', 'kube-router',
+    'multus', ... From its containers' images, then its k8s-app/app label (exact words only:
+    a 'kube-proxy-exporter' is not kube-proxy)."""
+    cs = _containers(ds, template=True)
+    out = component_of_images([str(c.get("image") or "") for c in cs],
+                              [str(c.get("name") or "") for c in cs])
+    meta = ds.get("metadata") if isinstance(ds.get("metadata"), dict) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    for key in ("k8s-app", "app", "app.kubernetes.io/name"):
+        v = str(labels.get(key) or "")
+        if v in ("kube-proxy",):
+            out.add("kube-proxy")
+        elif v == "flannel":
+            out.add("flannel")
+        elif v == "calico-node":
+            out.add("calico")
+        elif v in ("cilium", "cilium-agent"):
+            out.add("cilium")
+        elif v == "kube-router":
+            out.add("kube-router")
+    if str(meta.get("name") or "") in ("canal", "rke2-canal") and "flannel" in out:
+        out.add("canal")
+    return out
+
+
+def is_mirror_pod(meta: dict[str, Any]) -> bool:
+    """A static pod's API copy: annotation kubernetes.io/config.mirror, or owned by a Node.
+    Deleting it restarts nothing (the kubelet recreates the copy from its manifest)."""
+    ann = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    if MIRROR_ANNOTATION in ann:
+        return True
+    owners = meta.get("ownerReferences") if isinstance(meta.get("ownerReferences"), list) else []
+    return any(isinstance(o, dict) and o.get("kind") == "Node" for o in owners)
+
+
+# -- the shape ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    kind: str  # "DaemonSet"
+    namespace: str
+    name: str
+    uid: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class FlannelShape:
+    deployment: str  # "daemonset" | "embedded"
+    daemonset: WorkloadRef | None = None
+    configmap: str | None = None  # "ns/name" the net-conf.json came from
+    network: str | None = None
+    ipv6_network: str | None = None
+    enable_ipv4: bool = True
+    enable_ipv6: bool = False
+    backend: str | None = None  # lower-case Backend.Type
+    vxlan_port: int | None = None  # None: flannel's default (8472)
+    vni: int | None = None
+    direct_routing: bool = False
+    distribution: str | None = None  # "k3s" | "rke2" when embedded
+    source: str = ""  # where the backend was read
+
+    @property
+    def vxlan(self) -> bool:
+        return (self.backend or "vxlan") == "vxlan"
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    name: str
+    pod_cidrs: tuple[str, ...] = ()
+    ip_family: str = "unknown"
+    iptables: str = "unknown"
+    iptables_version: str | None = None
+    iptables_detail: str = ""
+    container_runtime: str | None = None  # status.nodeInfo.containerRuntimeVersion
+    docker: bool | None = None
+    distribution: str | None = None  # "k3s" | "rke2" | "kubeadm" | None
+    kube_proxy: str | None = None  # per node: "pod" | "static" | "embedded" | "answers" | None
+    kube_proxy_mode: str | None = None  # from the node's :10249/proxyMode
+    unreadable: tuple[str, ...] = ()  # what could not be read on this node (and why)
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    distribution: str = "unknown"  # "kubeadm" | "k3s" | "rke2" | "mixed" | "unknown"
+    cni: str = "unknown"
+    cni_detail: str = ""
+    cni_workloads: tuple[str, ...] = ()  # "calico-system/calico-node", ...
+    multus: bool = False
+    flannel: FlannelShape | None = None
+    kube_proxy: str = "unknown"
+    kube_proxy_workload: WorkloadRef | None = None
+    kube_proxy_mode: str | None = None
+    kube_proxy_mode_source: str = ""
+    ip_family: str = "unknown"
+    nodes: dict[str, NodeShape] = field(default_factory=dict)
+    evidence: tuple[str, ...] = ()
+
+    # -- questions the checks and steps ask ----------------------------------------------------
+    @property
+    def flannel_vxlan(self) -> bool:
+        return self.cni == "flannel" and self.flannel is not None and self.flannel.vxlan
+
+    def kube_proxy_present(self, node: str | None = None) -> bool:
+        if node is not None:
+            ns = self.nodes.get(node)
+            if ns is not None and ns.kube_proxy:
+                return True
+        return self.kube_proxy in ("daemonset", "static", "embedded")
+
+    def proxy_mode(self, node: str | None = None) -> str | None:
+        ns = self.nodes.get(node) if node else None
+        mode = (ns.kube_proxy_mode if ns else None) or self.kube_proxy_mode
+        return mode
+
+    def families(self, node: str | None = None) -> tuple[int, ...]:
+        """IP versions pods use (on `node`, else anywhere), in podCIDR order."""
+        seen: list[int] = []
+        nodes = [self.nodes[node]] if node in self.nodes else list(self.nodes.values())
+        for n in nodes:
+            for c in n.pod_cidrs:
+                v = _version(c)
+                if v and v not in seen:
+                    seen.append(v)
+        return tuple(seen) or (4,)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    def summary(self) -> dict[str, Any]:
+        """Short form for --json's "shape" key and the journal's diagnosis event."""
+        fl = self.flannel
+        return {
+            "distribution": self.distribution,
+            "cni": self.cni, "cni_detail": self.cni_detail, "multus": self.multus,
+            "flannel": None if fl is None else {
+                "deployment": fl.deployment,
+                "daemonset": fl.daemonset.ref if fl.daemonset else None,
+                "backend": fl.backend, "vxlan_port": fl.vxlan_port,
+                "direct_routing": fl.direct_routing, "network": fl.network,
+                "ipv6_network": fl.ipv6_network, "source": fl.source},
+            "kube_proxy": self.kube_proxy,
+            "kube_proxy_workload": self.kube_proxy_workload.ref if self.kube_proxy_workload else None,
+            "kube_proxy_mode": self.kube_proxy_mode,
+            "kube_proxy_mode_source": self.kube_proxy_mode_source,
+            "ip_family": self.ip_family,
+            "nodes": {n: {"ip_family": s.ip_family, "pod_cidrs": list(s.pod_cidrs),
+                          "iptables": s.iptables, "iptables_version": s.iptables_version,
+                          "container_runtime": s.container_runtime, "docker": s.docker,
+                          "distribution": s.distribution, "kube_proxy": s.kube_proxy,
+                          "kube_proxy_mode": s.kube_proxy_mode,
+                          "unreadable": list(s.unreadable)}
+                      for n, s in sorted(self.nodes.items())},
+            "cni_repair_offered": self.cni == "flannel",
+            "evidence": list(self.evidence),
+        }
+
+    def lines(self) -> list[str]:
+        """Human lines for the connect/diagnostics screens and the report."""
+        out = []
+        fl = self.flannel
+        cni = self.cni_detail or self.cni
+        if fl is not None:
+            be = fl.backend or "vxlan (default)"
+            if fl.backend == "vxlan" and (fl.direct_routing or fl.vxlan_port):
+                be += (", DirectRouting" if fl.direct_routing else "") + \
+                    (f", port {fl.vxlan_port}" if fl.vxlan_port else "")
+            cni += f"; backend {be}"
+        out.append(f"CNI: {cni}" + (" (+ multus)" if self.multus else ""))
+        if self.cni != "flannel":
+            out.append("CNI repair is not offered for this CNI (flannel only); host-level checks run")
+        kp = self.kube_proxy + (f" ({self.kube_proxy_workload.ref})" if self.kube_proxy_workload else "")
+        out.append(f"kube-proxy: {kp}, mode {self.kube_proxy_mode or 'unknown'}"
+                   + (f" ({self.kube_proxy_mode_source})" if self.kube_proxy_mode_source else ""))
+        out.append(f"distribution: {self.distribution}; IP family: {self.ip_family}")
+        ipt = sorted({f"{s.iptables}" + (f" {s.iptables_version}" if s.iptables_version else "")
+                      for s in self.nodes.values()})
+        rt = sorted({(s.container_runtime or "?").split(":", 1)[0] + ("+docker" if s.docker else "")
+                     for s in self.nodes.values()})
+        out.append(f"iptables: {', '.join(ipt) or '?'}; runtime: {', '.join(rt) or '?'}")
+        return out
+
+
+def _version(cidr: str) -> int | None:
+    try:
+        return ipaddress.ip_network(str(cidr), strict=False).version
+    except ValueError:
+        return None
+
+
+def family_word(cidrs: tuple[str, ...] | list[str]) -> str:
+    vs = [v for v in (_version(c) for c in cidrs) if v]
+    if not vs:
+        return "unknown"
+    if set(vs) == {4}:
+        return "ipv4"
+    if set(vs) == {6}:
+        return "ipv6"
+    return "dual" if vs[0] == 4 else "dual-v6-first"
+
+
+# -- reading it -----------------------------------------------------------------------------------
+
+
+def parse_net_conf(text: str | None) -> dict[str, Any] | None:
+    try:
+        conf = json.loads(str(text or ""))
+    except ValueError:
+        return None
+    return conf if isinstance(conf, dict) else None
+
+
+def flannel_from_net_conf(conf: dict[str, Any] | None, **kw: Any) -> FlannelShape:
+    conf = conf or {}
+    be = conf.get("Backend") if isinstance(conf.get("Backend"), dict) else {}
+    btype = be.get("Type") or be.get("type")
+
+    def _int(v: Any) -> int | None:
+        try:
+            return int(v) if v not in (None, "", 0, "0") else None
+        except (TypeError, ValueError):
+            return None
+
+    return FlannelShape(
+        network=conf.get("Network") if isinstance(conf.get("Network"), str) else None,
+        ipv6_network=conf.get("IPv6Network") if isinstance(conf.get("IPv6Network"), str) else None,
+        enable_ipv4=conf.get("EnableIPv4", True) is not False,
+        enable_ipv6=conf.get("EnableIPv6") is True,
+        backend=str(btype).lower() if btype else None,
+        vxlan_port=_int(be.get("Port")), vni=_int(be.get("VNI")),
+        direct_routing=be.get("DirectRouting") is True, **kw)
+
+
+def node_distribution(info: Any) -> str | None:
+    ann = getattr(info, "annotations", {}) or {}
+    labels = getattr(info, "labels", {}) or {}
+    ver = str(getattr(info, "kubelet_version", "") or "")
+    if "+rke2" in ver or any(a in ann for a in RKE2_ANNOTATIONS) or \
+            labels.get("node.kubernetes.io/instance-type") == "rke2":
+        return "rke2"
+    if "+k3s" in ver or any(a in ann for a in K3S_ANNOTATIONS) or \
+            labels.get("node.kubernetes.io/instance-type") == "k3s":
+        return "k3s"
+    if "kubeadm.alpha.kubernetes.io/cri-socket" in ann or \
+            any(k.startswith("node-role.kubernetes.io/") for k in labels):
+        return "kubeadm"
+    return None
+
+
+def _node_args(info: Any) -> list[str]:
+    ann = getattr(info, "annotations", {}) or {}
+    for key in ("k3s.io/node-args", "rke2.io/node-args"):
+        raw = ann.get(key)
+        if raw:
+            try:
+                v = json.loads(raw)
+            except ValueError:
+                return raw.split()
+            return [str(x) for x in v] if isinstance(v, list) else []
+    return []
+
+
+def _arg_value(args: list[str], name: str) -> str | None:
+    """--name=value or --name value (k3s node-args is a JSON list of words)."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _has_flag(args: list[str], name: str) -> bool:
+    return any(a == name or a.startswith(name + "=") and a.split("=", 1)[1] not in ("false", "0")
+               for a in args)
+
+
+MODE_LOG = re.compile(r"Using (iptables|ipvs|nftables|kernelspace|userspace) [Pp]rox", re.I)
+
+
+def _ds_ref(ds: dict[str, Any]) -> WorkloadRef:
+    m = ds.get("metadata") if isinstance(ds.get("metadata"), dict) else ds
+    return WorkloadRef("DaemonSet", str(m.get("namespace") or ds.get("namespace") or ""),
+                       str(m.get("name") or ds.get("name") or ""),
+                       (m.get("uid") or ds.get("uid")) or None)
+
+
+def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> ClusterShape:
+    """The shape from a ClusterSnapshot (any object with its attributes) and the nodes' facts.
+    Never raises on odd input; what it could not tell stays "unknown"."""
+    facts_by_node = facts_by_node or {}
+    evidence: list[str] = []
+    nodes = getattr(snapshot, "nodes", {}) or {}
+    daemonsets = list(getattr(snapshot, "daemonsets", ()) or ())
+
+    # DaemonSets by role
+    roles: dict[str, list[dict[str, Any]]] = {}
+    for ds in daemonsets:
+        comps = ds.get("components")
+        if comps is None:
+            comps = classify_daemonset(ds.get("object") or {"metadata": {
+                "name": ds.get("name"), "namespace": ds.get("namespace"),
+                "labels": ds.get("labels") or {}}})
+        for c in comps:
+            roles.setdefault(c, []).append(ds)
+
+    # distribution
+    dists = {n: node_distribution(info) for n, info in nodes.items()}
+    dset = {d for d in dists.values() if d}
+    distribution = (dset.pop() if len(dset) == 1 else "mixed") if dset else "unknown"
+    if distribution == "unknown" and roles.get("kube-proxy"):
+        distribution = "kubeadm"
+
+    # CNI
+    cni, detail, workloads = "unknown", "", []
+    flannel: FlannelShape | None = None
+    net_conf = getattr(snapshot, "flannel_net_conf", None)
+    cm_ref = getattr(snapshot, "flannel_configmap", None)
+    if roles.get("cilium"):
+        cni = "cilium"
+    elif roles.get("calico") and not roles.get("flannel"):
+        cni = "calico"
+    elif roles.get("flannel"):
+        cni = "flannel"
+    elif roles.get("kube-router"):
+        cni = "kube-router"
+    elif any(roles.get(k) for k in ("weave", "antrea", "kube-ovn")):
+        cni = "other"
+    if cni in roles or (cni == "other"):
+        key = cni if cni in roles else next(k for k in ("weave", "antrea", "kube-ovn") if roles.get(k))
+        workloads = [f"{d.get('namespace')}/{d.get('name')}" for d in roles[key]]
+        detail = f"{key} (DaemonSet {', '.join(workloads)})"
+        if key == "flannel" and any("canal" in (d.get("components") or ()) for d in roles[key]):
+            detail = f"flannel via canal (DaemonSet {', '.join(workloads)}; calico for policy)"
+        evidence.append(f"DaemonSet(s) {', '.join(workloads)} run {key}")
+    if cni == "flannel":
+        ds = roles["flannel"][0]
+        flannel = flannel_from_net_conf(net_conf, deployment="daemonset", daemonset=_ds_ref(ds),
+                                        configmap=cm_ref,
+                                        source=f"ConfigMap {cm_ref} net-conf.json" if cm_ref
+                                        else "no net-conf.json found (flannel defaults: vxlan)")
+    elif cni == "unknown":
+        # flannel embedded in k3s / RKE2: no DaemonSet, the nodes carry flannel's annotations
+        fl_nodes = [n for n, info in nodes.items()
+                    if any(k.startswith(FLANNEL_ANNOTATION_PREFIX) for k in (info.annotations or {}))]
+        emb = [n for n in fl_nodes if dists.get(n) in ("k3s", "rke2")]
+        disabled = [n for n in emb if (_arg_value(_node_args(nodes[n]), "--flannel-backend") or "")
+                    == "none"]
+        if emb and not disabled:
+            cni = "flannel"
+            dist = dists.get(emb[0])
+            info = nodes[emb[0]]
+            btype = (info.annotations or {}).get("flannel.alpha.coreos.com/backend-type")
+            arg_backend = _arg_value(_node_args(info), "--flannel-backend")
+            conf = None
+            for n in emb:
+                f = facts_by_node.get(n)
+                for _p, text in sorted((getattr(f, "flannel_confs", None) or {}).items()):
+                    conf = parse_net_conf(text)
+                    if conf:
+                        break
+                if conf:
+                    break
+            if conf:
+                flannel = flannel_from_net_conf(conf, deployment="embedded", distribution=dist,
+                                                source=f"{dist} net-conf.json on the node")
+            else:
+                be = arg_backend or btype or "vxlan"
+                be = {"wireguard-native": "wireguard", "extension": "wireguard"}.get(be, be)
+                flannel = FlannelShape(deployment="embedded", distribution=dist,
+                                       backend=be.lower(),
+                                       source=("--flannel-backend in node-args" if arg_backend else
+                                               "node annotation flannel.alpha.coreos.com/backend-type"
+                                               if btype else f"{dist} default (vxlan)"))
+            detail = f"flannel embedded in {dist}"
+            evidence.append(f"nodes {', '.join(sorted(emb))}: {dist} with flannel annotations, no "
+                            "flannel DaemonSet")
+        elif fl_nodes:
+            evidence.append(f"nodes {', '.join(sorted(fl_nodes))} carry flannel annotations but no "
+                            "flannel runs as a DaemonSet nor embedded (leftovers of a migration?)")
+    if roles.get("multus"):
+        evidence.append("multus DaemonSet present (meta-plugin: delegates to the CNI)")
+
+    # kube-proxy
+    kp, kp_ref = "unknown", None
+    kp_ds = roles.get("kube-proxy") or []
+    mirror_kp = [p for p in getattr(snapshot, "kube_proxy_static_pods", ()) or ()]
+    if kp_ds:
+        kp, kp_ref = "daemonset", _ds_ref(kp_ds[0])
+        evidence.append(f"kube-proxy runs as DaemonSet {kp_ref.ref}")
+    elif mirror_kp:
+        kp = "static"
+        evidence.append("kube-proxy runs as static pods (mirror pods "
+                        + ", ".join(sorted(p.ref for p in mirror_kp)[:3]) + ")")
+    else:
+        k3s_nodes = [n for n, d in dists.items() if d == "k3s"]
+        if k3s_nodes:
+            off = [n for n in k3s_nodes if _has_flag(_node_args(nodes[n]), "--disable-kube-proxy")]
+            kp = "absent" if len(off) == len(k3s_nodes) else "embedded"
+            evidence.append("k3s runs kube-proxy in its own process" if kp == "embedded"
+                            else "k3s started with --disable-kube-proxy")
+        elif cni == "cilium" or nodes:
+            kp = "absent"
+    answers = [n for n, f in facts_by_node.items() if getattr(f, "kube_proxy_mode", None)]
+    if kp == "absent" and answers:
+        kp = "embedded"  # something answers :10249/proxyMode on the node: a kube-proxy runs there
+        evidence.append(f"kube-proxy answers :10249/proxyMode on {', '.join(sorted(answers))} "
+                        "but no kube-proxy pod exists (a host process)")
+
+    # kube-proxy mode: ConfigMap, k3s args, the node's :10249, the logs
+    mode, msrc = None, ""
+    cm_mode = getattr(snapshot, "kube_proxy_mode", None)
+    if getattr(snapshot, "kube_proxy_config_found", False) and cm_mode is not None:
+        mode, msrc = (cm_mode or "iptables"), ("ConfigMap kube-proxy config.conf" +
+                                                ("" if cm_mode else " (mode empty: iptables)"))
+    node_modes = {n: str(getattr(f, "kube_proxy_mode", "") or "").strip().lower()
+                  for n, f in facts_by_node.items()}
+    node_modes = {n: m for n, m in node_modes.items()
+                  if m in ("iptables", "ipvs", "nftables", "kernelspace", "userspace")}
+    if node_modes:
+        vals = sorted(set(node_modes.values()))
+        if mode is None or len(vals) == 1 and vals[0] != mode:
+            mode, msrc = vals[0], ":10249/proxyMode on the nodes"
+    if mode is None:
+        for n, info in nodes.items():
+            v = _arg_value(_node_args(info), "--kube-proxy-arg")
+            if v and v.startswith("proxy-mode="):
+                mode, msrc = v.split("=", 1)[1], "k3s --kube-proxy-arg"
+                break
+    if mode is None:
+        for pods in (getattr(snapshot, "kube_proxy_pods", {}) or {}).values():
+            for p in pods:
+                for line in list(p.log_tail) + list(p.previous_log_tail):
+                    m = MODE_LOG.search(line)
+                    if m:
+                        mode, msrc = m.group(1).lower(), f"log of {p.ref}"
+                        break
+                if mode:
+                    break
+            if mode:
+                break
+    if mode is None and kp in ("daemonset", "static", "embedded"):
+        mode, msrc = "iptables", "default (no ConfigMap, no answer on :10249)"
+
+    # nodes
+    node_shapes: dict[str, NodeShape] = {}
+    kp_pods = getattr(snapshot, "kube_proxy_pods", {}) or {}
+    for name, info in nodes.items():
+        cidrs = tuple(getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()))
+        f = facts_by_node.get(name)
+        ipt, ver, detail_i, unread = node_iptables(f)
+        rt = getattr(info, "container_runtime", None)
+        docker = None
+        if f is not None and (getattr(f, "binaries", None) or getattr(f, "paths", None)):
+            docker = "docker" in f.binaries or any("docker.sock" in p for p in f.paths)
+        node_kp = None
+        pods = kp_pods.get(name) or []
+        if pods:
+            node_kp = "static" if any(getattr(p, "mirror", False) for p in pods) else "pod"
+        elif kp == "embedded":
+            node_kp = "embedded"
+        elif f is not None and getattr(f, "kube_proxy_mode", None):
+            node_kp = "answers"
+        node_shapes[name] = NodeShape(
+            name=name, pod_cidrs=cidrs, ip_family=family_word(cidrs), iptables=ipt,
+            iptables_version=ver, iptables_detail=detail_i, container_runtime=rt, docker=docker,
+            distribution=dists.get(name), kube_proxy=node_kp,
+            kube_proxy_mode=node_modes.get(name), unreadable=tuple(unread))
+    fams = {s.ip_family for s in node_shapes.values() if s.ip_family != "unknown"}
+    ip_family = fams.pop() if len(fams) == 1 else ("mixed" if fams else "unknown")
+
+    return ClusterShape(
+        distribution=distribution, cni=cni, cni_detail=detail or cni, cni_workloads=tuple(workloads),
+        multus=bool(roles.get("multus")), flannel=flannel, kube_proxy=kp,
+        kube_proxy_workload=kp_ref, kube_proxy_mode=mode, kube_proxy_mode_source=msrc,
+        ip_family=ip_family, nodes=node_shapes, evidence=tuple(evidence))
+
+
+def node_iptables(f: Any) -> tuple[str, str | None, str, list[str]]:
+    """(kind, version, detail, unreadable) of a node's iptables from its facts."""
+    if f is None:
+        return "unknown", None, "node not read", []
+    ver_obj = getattr(f, "iptables_version", None)
+    ver = getattr(ver_obj, "version", None)
+    bins = getattr(f, "binaries", None) or {}
+    sections = getattr(f, "sections", {}) or {}
+
+    def ok(name: str) -> bool | None:
+        s = sections.get(name)
+        if s is None:
+            return None
+        return s.rc != 127
+
+    if bins:
+        legacy = "iptables-legacy-save" in bins or "iptables-legacy" in bins
+        nft = "iptables-nft-save" in bins or "iptables-nft" in bins
+        plain = "iptables" in bins or "iptables-save" in bins
+    else:  # facts from before the binaries section: judge by the sections' rc
+        legacy = bool(ok("legacy_save"))
+        nft = bool(ok("nft_save_nat"))
+        plain = bool(ok("iptables_version")) or ok("iptables_save") is True
+    unread: list[str] = []
+    if legacy and nft:
+        kind = "both"
+    elif nft:
+        kind = "nft-only"
+        unread.append("no iptables-legacy: the legacy backend could not be read")
+    elif legacy:
+        kind = "legacy-only"
+        unread.append("no iptables-nft: the nft backend's iptables view could not be read")
+    elif plain:
+        kind = "single"
+        unread.append(f"iptables {ver or '?'} has no -legacy/-nft variants: read with its own "
+                      "iptables-save only; the backend split and kube-proxy's backend cannot be "
+                      "told")
+        s = sections.get("iptables_save")
+        if s is not None and s.rc not in (0,):
+            unread.append(f"iptables-save failed (rc {s.rc}): {(s.stderr or '').strip()[:200]}")
+    else:
+        kind = "none"
+        unread.append("no iptables binary on the node")
+    detail = (getattr(ver_obj, "text", None) or "") + f" [{kind}]"
+    return kind, ver, detail.strip(), unread
+
+
+# -- applicability --------------------------------------------------------------------------------
+
+FLANNEL_VXLAN_CODES = ("FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FLANNEL_STALE_SUBNET")
+FLANNEL_CODES = ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST", "FLANNEL_CRASHLOOP")
+KUBE_PROXY_IPTABLES_CODES = ("KUBE_PROXY_NO_RULES",)
+KUBE_PROXY_CODES = ("KUBE_PROXY_CRASHLOOP", "KUBE_PROXY_INCOMPATIBLE_CHAIN",
+                    "IPTABLES_BACKEND_CONFLICT")
+
+# What each code needs (the declaration docs/findings.md documents). Codes not listed apply to
+# every shape (host-level, API-level and connectivity findings).
+SCOPES: dict[str, str] = {
+    "FLANNEL_STALE_VTEP": "flannel with the vxlan backend",
+    "FLANNEL_MISSING_ROUTE": "flannel with the vxlan backend",
+    "FLANNEL_STALE_SUBNET": "flannel with the vxlan backend",
+    "CNI_BRIDGE_CONFLICT": "flannel (its cni0 bridge)",
+    "CNI_STRAY_CONFLIST": "flannel (its conflist in the CNI dir)",
+    "FLANNEL_CRASHLOOP": "flannel running as a DaemonSet",
+    "KUBE_PROXY_CRASHLOOP": "kube-proxy running as pods (DaemonSet or static)",
+    "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables mode",
+    "KUBE_PROXY_INCOMPATIBLE_CHAIN": "kube-proxy present (iptables/ipvs mode) and iptables-nft on the node",
+    "IPTABLES_BACKEND_CONFLICT": "kube-proxy present (iptables/ipvs mode) and both iptables backends on the node",
+    "IPVS_MODULES_MISSING": "kube-proxy in ipvs mode",
+    "BR_NETFILTER_OFF": "a CNI that bridges pods (flannel, kube-router, other/unknown); not calico or cilium",
+}
+
+
+def why_not(shape: ClusterShape | None, code: str, node: str | None = None,
+            data: dict[str, Any] | None = None) -> str | None:
+    """None when `code` applies to this shape (on `node`), else why it does not."""
+    if shape is None or code not in SCOPES:
+        return None
+    ns = shape.nodes.get(node) if node else None
+    if code in FLANNEL_VXLAN_CODES or code in ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST"):
+        if shape.cni != "flannel":
+            return f"the CNI is {shape.cni_detail or shape.cni}, not flannel"
+        if code in FLANNEL_VXLAN_CODES and not shape.flannel_vxlan:
+            return (f"flannel runs the {shape.flannel.backend if shape.flannel else '?'} backend, "
+                    "not vxlan")
+        return None
+    if code == "FLANNEL_CRASHLOOP":
+        if shape.cni != "flannel":
+            return f"the CNI is {shape.cni_detail or shape.cni}, not flannel"
+        if shape.flannel is not None and shape.flannel.deployment != "daemonset":
+            return f"flannel is embedded in {shape.flannel.distribution or 'the distribution'}: no pods"
+        return None
+    if code == "KUBE_PROXY_CRASHLOOP":
+        if shape.kube_proxy not in ("daemonset", "static"):
+            return f"kube-proxy is {shape.kube_proxy}: no kube-proxy pods"
+        return None
+    if code in ("KUBE_PROXY_NO_RULES", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "IPTABLES_BACKEND_CONFLICT",
+                "IPVS_MODULES_MISSING"):
+        if not shape.kube_proxy_present(node):
+            return f"kube-proxy is {shape.kube_proxy}" + (
+                " (a kube-proxy replacement handles Services)" if shape.cni in ("cilium", "kube-router")
+                else "")
+        mode = shape.proxy_mode(node)
+        if code == "IPVS_MODULES_MISSING":
+            return None if mode == "ipvs" else f"kube-proxy mode is {mode or 'unknown'}, not ipvs"
+        if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", None):
+            return f"kube-proxy mode is {mode}: no KUBE-SERVICES iptables chains expected"
+        if code != "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "ipvs", None):
+            return f"kube-proxy mode is {mode}: it programs no iptables rules"
+        if ns is not None:
+            if code == "IPTABLES_BACKEND_CONFLICT" and ns.iptables not in ("both", "unknown"):
+                return f"iptables on the node is {ns.iptables}: one backend only"
+            if code == "KUBE_PROXY_INCOMPATIBLE_CHAIN" and ns.iptables in ("legacy-only", "single", "none"):
+                return f"iptables on the node is {ns.iptables}: no iptables-nft"
+        return None
+    if code == "BR_NETFILTER_OFF":
+        if shape.cni in ("calico", "cilium"):
+            return f"the CNI is {shape.cni}: routed pod interfaces, no Linux bridge to filter"
+        return None
+    return None
+
+
+def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
+    """What was not checked on this shape and why: [{"codes", "why", "nodes"}], one per reason."""
+    if shape is None:
+        return []
+    groups: dict[str, dict[str, Any]] = {}
+    names = sorted(shape.nodes) or [None]
+    for code in SCOPES:
+        for node in names:
+            why = why_not(shape, code, node)
+            if why is None:
+                continue
+            g = groups.setdefault(why, {"codes": [], "why": why, "nodes": []})
+            if code not in g["codes"]:
+                g["codes"].append(code)
+            if node and node not in g["nodes"]:
+                g["nodes"].append(node)
+    out = list(groups.values())
+    if shape.cni != "flannel":
+        out.append({"codes": [], "nodes": [],
+                    "why": f"CNI repair is not offered: the CNI is {shape.cni_detail or shape.cni} "
+                           "(only flannel's state is repaired); host-level checks still run"})
+    for n, ns in sorted(shape.nodes.items()):
+        for u in ns.unreadable:
+            out.append({"codes": [], "nodes": [n], "why": f"could not read: {u}"})
+    return out
+
+
+def note_lines(shape: ClusterShape | None) -> list[str]:
+    out = []
+    for g in not_checked(shape):
+        codes = (", ".join(g["codes"]) + ": ") if g["codes"] else ""
+        nodes = g["nodes"]
+        where = f" (on {', '.join(nodes)})" if nodes and len(nodes) < len(shape.nodes if shape else ()) else ""
+        out.append(f"not checked: {codes}{g['why']}{where}")
+    return out
+
+
+def shape_of(obj: Any) -> ClusterShape | None:
+    """The shape carried by a diagnosis or a snapshot (None when there is none)."""
+    s = getattr(obj, "shape", None)
+    if isinstance(s, ClusterShape):
+        return s
+    snap = getattr(obj, "snapshot", None)
+    s = getattr(snap, "shape", None)
+    return s if isinstance(s, ClusterShape) else None
