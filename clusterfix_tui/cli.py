@@ -24,17 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that talks to a cluster shares."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
-    parser.add_argument("--ssh-config", help="OpenSSH client config (default: ~/.ssh/config)")
-    parser.add_argument(
-        "--lab-dir",
-        help="use the lab in this directory (its kubeconfig and ssh_config) unless given explicitly",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     from clusterfix_tui import __version__
 

@@ -1,8 +1,8 @@
 """The one place that builds transports from the command-line flags.
 
 Every command and the wizard call `build_runtime(...)` and get a `Runtime`: the ClusterAPI, the
-SSH pool (the ShellFactory that reuses one connection per node), and the ActionRunner, which is
-the dry-run runner when dry_run=True (chosen here, once; nothing else checks a flag). paramiko and
+SSH pool (the ShellFactory that reuses one connection per node), the Prober (TCP/HTTP from this
+machine), and the ActionRunner, which is the dry-run runner when dry_run=True (chosen here, once; nothing else checks a flag). paramiko and
 kubernetes are imported inside build_runtime, so importing this module stays light.
 """
 
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from clusterfix_tui.core.ports import ActionRunner, ClusterAPI, TransportError
+from clusterfix_tui.core.ports import ActionRunner, ClusterAPI, Prober, TransportError
 
 
 class LabDirError(TransportError):
@@ -28,6 +28,7 @@ class Runtime:
     shells: Any  # transports.ssh.SSHPool: ShellFactory + accept_host_key() + close()
     runner: ActionRunner
     dry_run: bool
+    prober: Prober  # TCP/HTTP from this machine (validation's NodePort check)
     kubeconfig: str | None = None
     ssh_config: str | None = None
     lab_dir: str | None = None
@@ -75,6 +76,7 @@ def build_runtime(
     nothing usable. Nothing is contacted yet: the API on first call, a node on first pool(node)."""
     from clusterfix_tui.transports.dryrun import DryRunRunner
     from clusterfix_tui.transports.kube import KubeClusterAPI
+    from clusterfix_tui.transports.probe import StdlibProber
     from clusterfix_tui.transports.runner import TransportRunner
     from clusterfix_tui.transports.ssh import SSHPool
 
@@ -86,5 +88,6 @@ def build_runtime(
     shells = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
     runner: ActionRunner = DryRunRunner(api, shells) if dry_run else TransportRunner(api, shells)
     return Runtime(api=api, shells=shells, runner=runner, dry_run=dry_run,
+                   prober=StdlibProber(),
                    kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=shells.ssh_config,
                    lab_dir=os.path.abspath(lab_dir) if lab_dir else None)

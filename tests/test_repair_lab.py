@@ -170,7 +170,8 @@ def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_p
         finding = Finding(code="PROBE_NO_ROUTE", severity="warning", node=jf["spec"]["nodeName"],
                           title="probe: no route to host", step="pods",
                           data={"events": [], "pods": [f"media/{jf['metadata']['name']}"]})
-        s = RepairSession(rt.api, rt.shells, rt.runner, Journal(tmp_path / "p.jsonl"))
+        s = RepairSession(rt.api, rt.shells, rt.runner, Journal(tmp_path / "p.jsonl"),
+                           prober=rt.prober)
         s.diagnosis = s.before = FakeDiagnosis([finding])
         plan = s.plan("pods")
         (action,) = plan.actions

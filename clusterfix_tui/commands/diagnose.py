@@ -12,10 +12,10 @@ import sys
 import time
 from typing import Any
 
+from clusterfix_tui.commands._common import add_connection_flags
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from clusterfix_tui.cli import add_connection_flags
-
     add_connection_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     parser.add_argument("--node", action="append", dest="nodes", metavar="NAME",

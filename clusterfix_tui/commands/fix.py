@@ -16,12 +16,13 @@ import datetime as _dt
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any
+
+from clusterfix_tui.commands._common import add_connection_flags, ask, print_plan
+from clusterfix_tui.commands._common import out as _out
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from clusterfix_tui.cli import add_connection_flags
-
     add_connection_flags(parser)
     parser.add_argument("--step", action="append", metavar="NAME", default=None,
                         help="run only this step (repeatable): iptables, cni_bridge, pods, "
@@ -42,59 +43,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                         help="how long validation retries before it reports failure (default 60)")
     parser.add_argument("--no-validate", action="store_true", help="skip the final validation")
-
-
-def _out(text: str = "", file: TextIO | None = None) -> None:
-    from clusterfix_tui.core.redact import redact
-
-    print(redact(text), file=file or sys.stdout, flush=True)
-
-
-def print_plan(plan: Any, out: TextIO = sys.stdout) -> None:
-    from clusterfix_tui.core.fixes.engine import is_opt_in
-
-    _out(f"\n=== step {plan.step}: {plan.title}", out)
-    for f in plan.findings:
-        _out(f"  finding {f.code} on {f.node}: {f.title}", out)
-    for note in plan.notes:
-        _out(f"  note: {note}", out)
-    if plan.nothing_to_do:
-        _out("  nothing to do", out)
-        return
-    for a in plan.actions:
-        tag = " [OPT-IN, not selected by default]" if is_opt_in(a) else ""
-        ro = "" if a.mutating else " (read-only)"
-        _out(f"  [{a.id}] on {a.target} ({a.kind}){ro}{tag}", out)
-        _out(f"      $ {a.command}", out)
-        if a.why:
-            _out(f"      why: {a.why}", out)
-        if a.risk:
-            _out(f"      risk: {a.risk}", out)
-        if a.rollback is not None:
-            _out(f"      rollback: $ {a.rollback.command}", out)
-        elif a.mutating and a.rollback_note:
-            _out(f"      rollback: none automatic: {a.rollback_note}", out)
-
-
-def ask(question: str, choices: str = "ysn", inp: TextIO | None = None,
-        out: TextIO | None = None) -> str:
-    """Ask on the terminal; returns one of `choices`. EOF counts as 'n' (stop)."""
-    inp = inp or sys.stdin
-    out = out or sys.stdout
-    while True:
-        out.write(question)
-        out.flush()
-        line = inp.readline()
-        if not line:
-            return "n"
-        a = line.strip().lower()
-        if a in ("y", "yes"):
-            return "y"
-        if a in ("s", "skip"):
-            return "s"
-        if a in ("n", "no", "q", "quit"):
-            return "n"
-        out.write("  answer y (run), s (skip this step) or n (stop here)\n")
 
 
 def _default_journal_path() -> str:
@@ -142,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> int:
-    from clusterfix_tui.commands.validate import StdlibProber, print_human
+    from clusterfix_tui.commands._common import print_checks as print_human
     from clusterfix_tui.core.fixes import get_step
     from clusterfix_tui.core.fixes.engine import default_approved, is_opt_in
     from clusterfix_tui.core.session import RepairSession
 
     session = RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless",
-                            dry_run=bool(args.dry_run), prober=StdlibProber())
+                            dry_run=bool(args.dry_run), prober=rt.prober)
     try:
         info = session.cluster_info()
     except Exception as exc:  # noqa: BLE001

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from clusterfix_tui.commands._common import add_connection_flags
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from clusterfix_tui.cli import add_connection_flags
-
     add_connection_flags(parser)
     parser.add_argument("--journal", required=True, metavar="PATH", help="the session's journal")
     parser.add_argument("--step", metavar="NAME", help="roll back only this step")
@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterfix_tui.commands.fix import ask, print_plan
+    from clusterfix_tui.commands._common import ask, print_plan
     from clusterfix_tui.core.fixes import engine
     from clusterfix_tui.core.journal import Journal
 

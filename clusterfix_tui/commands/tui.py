@@ -15,10 +15,10 @@ import sys
 import tempfile
 from typing import Any
 
+from clusterfix_tui.commands._common import add_connection_flags
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from clusterfix_tui.cli import add_connection_flags
-
     add_connection_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="change nothing: mutating commands are recorded, not run")
@@ -72,7 +72,7 @@ def make_session_factory(args: argparse.Namespace, lab_dir: str | None, journal_
                                 dry_run=args.dry_run)
         runtimes.append(runtime)
         return RepairSession(runtime.api, runtime.shells, runtime.runner, Journal(journal_path),
-                             mode="interactive", dry_run=runtime.dry_run)
+                             mode="interactive", dry_run=runtime.dry_run, prober=runtime.prober)
 
     return factory
 

@@ -1,48 +1,19 @@
 """`clusterfix-tui validate [--json] [--junit FILE]`: validate_cluster_communication, headless.
 
 Exit code: 0 every check passed, 1 some check failed, 2 could not validate.
-Also home of `StdlibProber`, the workstation-side TCP/HTTP prober the core's validation uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-
-class StdlibProber:
-    """TCP/HTTP from this machine with the standard library (no proxies: a NodePort check must
-    go straight to the node)."""
-
-    def __init__(self) -> None:
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def http(self, url: str, timeout: float) -> tuple[int | None, str]:
-        try:
-            with self._opener.open(url, timeout=timeout) as resp:
-                return int(resp.status), "ok"
-        except urllib.error.HTTPError as exc:  # an HTTP answer, even 404/503, is an answer
-            return int(exc.code), str(exc.reason)
-        except Exception as exc:  # noqa: BLE001
-            reason = getattr(exc, "reason", exc)
-            return None, f"{type(reason).__name__}: {reason}"
-
-    def tcp(self, host: str, port: int, timeout: float) -> tuple[bool, str]:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                return True, "connected"
-        except OSError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+from clusterfix_tui.commands._common import add_connection_flags, print_checks
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from clusterfix_tui.cli import add_connection_flags
-
     add_connection_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML file")
@@ -68,15 +39,6 @@ def junit_xml(results: list[Any]) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def print_human(results: list[Any], out=sys.stdout) -> None:
-    for r in results:
-        mark = "PASS" if r.passed else "FAIL"
-        hint = f"  [fix: {r.fix_step}]" if (not r.passed and r.fix_step) else ""
-        print(f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}", file=out)
-    bad = sum(1 for r in results if not r.passed)
-    print(f"{len(results) - bad}/{len(results)} checks passed", file=out)
-
-
 def run(args: argparse.Namespace) -> int:
     from clusterfix_tui.core.journal import Journal
     from clusterfix_tui.core.validate import validate
@@ -95,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             results = validate(rt.api, rt.shells, None, on_check=progress,
-                               prober=StdlibProber(), timeout=args.timeout)
+                               prober=rt.prober, timeout=args.timeout)
         except Exception as exc:  # noqa: BLE001
             print(f"clusterfix-tui validate: {exc}", file=sys.stderr)
             return 2
@@ -109,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                    "results": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         print()
     else:
-        print_human(results)
+        print_checks(results)
     if args.junit:
         with open(args.junit, "w", encoding="utf-8") as fh:
             fh.write(junit_xml(results))

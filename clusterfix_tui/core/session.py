@@ -332,14 +332,9 @@ class RepairSession:
         self._start()
         from clusterfix_tui.core import validate as _val
 
-        prober = self.prober
-        if prober is None:
-            from clusterfix_tui.commands.validate import StdlibProber  # stdlib sockets only
-
-            prober = self.prober = StdlibProber()
         snapshot = getattr(self.diagnosis, "snapshot", None)
         results = _val.validate(
-            self.api, self.shells, snapshot, on_check=on_check, prober=prober,
+            self.api, self.shells, snapshot, on_check=on_check, prober=self.prober,
             skip_nodes=sorted(self.left_out),
         )
         self.validation = list(results)
