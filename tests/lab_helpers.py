@@ -13,10 +13,13 @@ The teardown checks that `lab down` removed the lab's namespaces and bridge.
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from determinism import poll_until
 
 
 @contextlib.contextmanager
@@ -44,3 +47,80 @@ def lab_fixture(nodes: int = 3, faults: object = "none", scope: str = "module", 
             yield handle
 
     return _lab
+
+
+class Gate:
+    """A kill point that is always hit: on `node`, every shell command whose text contains
+    `match` blocks at its start until the test releases it.
+
+    A directory bind-mounted over /usr/local/sbin in the node's private mount namespace puts a
+    `sh` first on PATH (the SSH transport runs `timeout -s KILL N sh -c COMMAND`); for a matching
+    COMMAND it records its pid in `started`, then reads a verdict from a FIFO: "go" runs the real
+    /bin/sh, anything else exits 111 without running the command. The host and the other nodes
+    are untouched. Use as a context manager; leaving it aborts whatever still waits and unmounts.
+    """
+
+    def __init__(self, lab, node: str, tmp, match: str) -> None:
+        from pathlib import Path
+
+        self.lab, self.node = lab, node
+        self.dir = Path(tmp) / f"gate-{node}-{os.getpid()}-{id(self):x}"
+        (self.dir / "bin").mkdir(parents=True)
+        self.fifo = self.dir / "gate"
+        os.mkfifo(self.fifo)
+        self.started = self.dir / "started"
+        self.started.touch()
+        w = self.dir / "bin" / "sh"
+        w.write_text(
+            "#!/bin/sh\n"
+            f'case "$*" in *{shlex.quote(match)}*) ;; *) exec /bin/sh "$@" ;; esac\n'
+            f"echo $$ >> {shlex.quote(str(self.started))}\n"
+            f"read verdict < {shlex.quote(str(self.fifo))}\n"
+            '[ "$verdict" = go ] || exit 111\n'
+            'exec /bin/sh "$@"\n')
+        w.chmod(0o755)
+        self._fd: int | None = None
+        self.mounted = False
+
+    def __enter__(self) -> "Gate":
+        self.lab.exec(self.node, f"mount --bind {self.dir / 'bin'} /usr/local/sbin")
+        self.mounted = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def pids(self) -> list[int]:
+        return [int(x) for x in self.started.read_text().split()]
+
+    def wait_started(self, timeout: float = 120) -> int:
+        """The pid of the first command that reached the gate (it is blocked there now)."""
+        return poll_until(lambda: self.pids()[:1], timeout, f"a command at the gate on "
+                          f"{self.node}")[0]
+
+    def release(self, go: bool = False, n: int = 64) -> None:
+        """Let waiting (and later) commands through (go) or make them exit 111 (abort)."""
+        if self._fd is None:  # held open until close(): a reader arriving later still reads
+            self._fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+        os.write(self._fd, (b"go\n" if go else b"abort\n") * n)
+
+    def close(self) -> None:
+        if self.mounted:
+            self.lab.exec(self.node, "umount /usr/local/sbin", check=False)
+            self.mounted = False
+        if self.pids():
+            self.release(go=False)
+            poll_until(lambda: not any(pid_alive(p) for p in self.pids()), 30,
+                       "the gated commands to end")
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its parent counts as ended)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

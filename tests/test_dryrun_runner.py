@@ -296,10 +296,9 @@ def test_runtime_import_stays_light() -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import lab_unavailable_reason
+    from conftest import require_lab
 
-    if lab_unavailable_reason() is not None:
-        pytest.skip(lab_unavailable_reason())
+    require_lab()
     from clusterfix_tui.lab import cluster
 
     handle = cluster.up(tmp_path_factory.mktemp("lab") / "lab", nodes=2)

@@ -4,10 +4,10 @@ machine (tests/data/facts) and on the lab (tests/data/lab)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
+from _env import require_tool
 from diag_fakes import FACTS_DATA, LAB_NONCE, SCRATCH_NONCE, load
 
 from clusterfix_tui.core import parsers as P
@@ -62,11 +62,11 @@ def test_kubeconfig_secrets_are_filtered_on_the_node_side():
         assert "SECRET" not in out  # the capture's kubeconfigs carried SECRETCA/TOKEN/KEY
 
 
-@pytest.mark.lab
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+@pytest.mark.lab  # root and namespaces: skipped locally / failed in CI when missing (conftest)
 def test_script_survives_hostile_files_in_a_scratch_namespace(tmp_path):
     """Run the real script in a new net+mount namespace where /etc/cni/net.d holds a file that
     forges markers and ends without a newline, and a kubeconfig full of secrets."""
+    unshare = require_tool("unshare")
     etc_up, etc_wk, root = tmp_path / "up", tmp_path / "wk", tmp_path / "root"
     for d in (etc_up, etc_wk, root):
         d.mkdir()
@@ -83,7 +83,7 @@ def test_script_survives_hostile_files_in_a_scratch_namespace(tmp_path):
         "> /etc/kubernetes/admin.conf && "
         f"sh {script}"
     )
-    r = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", setup],
+    r = subprocess.run([unshare, "--net", "--mount", "--propagation", "private", "sh", "-c", setup],
                        capture_output=True, text=True, timeout=60, env={**os.environ, "HOSTILE": hostile})
     assert "SECRET" not in r.stdout
     f = parse_facts("x", r.stdout, nonce)

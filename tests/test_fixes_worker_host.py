@@ -30,6 +30,7 @@ from clusterfix_tui.core.fixes.worker_kubeconfig import valid_server
 from clusterfix_tui.core.model import CommandResult, Plan
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _env import require_tool  # noqa: E402
 from fix_helpers import FakeDiagnosis, del_netns, finding, new_netns, ns, snapshot  # noqa: E402
 
 WORKER = get_step("worker_kubeconfig")
@@ -468,10 +469,7 @@ users:
 
 @needs_root
 def test_worker_kubeconfig_apply_verify_and_rollback(netns: str, tmp_path: Path) -> None:
-    import shutil
-
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed")
+    require_tool("kubectl")  # the plan's verify action runs the node's kubectl (from PATH)
     d = _dirs(tmp_path, "backups", "mnt/root/.kube")
     cfg = d["mnt/root/.kube"] / "config"
     cfg.write_text(WORKER_KUBECONFIG.replace("certificate-authority-data: Q0EtREFUQQ==\n    ", ""))

@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import threading
@@ -19,6 +18,7 @@ import time
 
 import pytest
 import yaml
+from _env import require_tool
 
 from clusterfix_tui.lab.api import LabAPI
 from clusterfix_tui.transports.base import APIError, ClusterAPI
@@ -233,9 +233,7 @@ def test_patch_deployment(kube: KubeClusterAPI, lab_api: LabAPI) -> None:
 
 def test_same_json_as_kubectl(kube: KubeClusterAPI, kubeconfig: str,
                               tmp_path: pathlib.Path) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed")
+    kubectl = require_tool("kubectl")
     out = subprocess.run(
         [kubectl, "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path), "get", "nodes",
          "-o", "json"], capture_output=True, text=True, timeout=30, check=True)

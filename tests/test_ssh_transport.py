@@ -36,12 +36,9 @@ from clusterfix_tui.transports.ssh import (
     wire_command,
 )
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from _env import require, require_tool
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists(SSHD), reason="needs root and OpenSSH sshd"
-)
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -83,7 +80,7 @@ class Sshd:
         )
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         self.proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)],
+            [require_tool("sshd"), "-D", "-e", "-f", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),
         )
         deadline = time.monotonic() + 10
@@ -119,6 +116,9 @@ class Sshd:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory):
+    # sshd runs as root here (its own host key, any user's login for the sudo test)
+    require(os.geteuid() == 0, "needs root to run an OpenSSH sshd")
+    require_tool("sshd")
     server = Sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
@@ -187,7 +187,8 @@ def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pa
         took = time.monotonic() - t0
         assert res.timed_out and res.exit_code is None and not res.ok
         assert res.stdout == "started\n"
-        assert 0.9 <= took < 2.5, took
+        # it waited for the timeout, not for the command (a 30 s sleep); speed is bench/'s job
+        assert 0.9 <= took < 25, took
         # the node's own `timeout` killed the command's process group: no sleep left behind
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -373,7 +374,8 @@ def test_a_port_that_never_speaks_ssh_times_out_quietly(tmp_path: pathlib.Path) 
     finally:
         listener.close()
     took, _, msg = out.stdout.partition(" ")
-    assert "handshake" in msg and float(took) < 3  # ConnectTimeout from the config
+    assert "handshake" in msg and "within 1s" in msg, msg  # ConnectTimeout from the config
+    assert float(took) < 4  # not the 5 s default: the config's 1 s was used
     assert out.stderr == ""
 
 
@@ -472,8 +474,8 @@ def test_wire_command_quotes_the_command() -> None:
 
 @pytest.fixture
 def throwaway_user(sshd: Sshd):
-    if not shutil.which("sudo") or not shutil.which("useradd"):
-        pytest.skip("needs sudo and useradd")
+    for tool in ("sudo", "useradd", "usermod", "userdel"):
+        require_tool(tool)
     name = f"cfx{uuid.uuid4().hex[:8]}"
     sudoers = pathlib.Path(f"/etc/sudoers.d/cfx_test_{name}")
     subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", name], check=True)

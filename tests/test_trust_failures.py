@@ -4,9 +4,10 @@ One 3-node lab for the module; the session is the real one (RepairSession over b
 SSH, the real HTTPS API), driven the way `fix` drives it. Failures are real:
 - "sshd killed": the node's sshd listener AND its live session processes are SIGKILLed (the TCP
   connection the pool holds dies, like a node that crashes);
-- a command made slow or hanging on ONE node: a directory bind-mounted over /usr/local/sbin in
-  that node's private mount namespace puts a wrapper first on PATH (the host and the other nodes
-  are untouched);
+- a command held or hanging on ONE node: lab_helpers.Gate bind-mounts a directory over
+  /usr/local/sbin in that node's private mount namespace, so a `sh` wrapper comes first on PATH and
+  blocks the matching command at its start on a FIFO until the test releases it (the kill point is
+  always hit; the host and the other nodes are untouched);
 - the API server stopped: the lab's API lives inside the lab daemon (daemon.py has no op to stop
   or restart it, and LabAPI can only be started once), so the daemon process is SIGSTOPped (the
   API stops answering: requests time out) and SIGCONTed (it answers again);
@@ -24,10 +25,11 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from determinism import poll_until
+from lab_helpers import Gate, pid_alive
 from trust_helpers import cli
 
 pytestmark = pytest.mark.lab
@@ -64,18 +66,8 @@ def kill_sshd(lab, node: str) -> None:
                 pass
 
 
-def slow_tool(lab, node: str, tool: str, seconds: float, tmp: Path) -> None:
-    """Make `tool` on `node` sleep first (then run the real one)."""
-    d = tmp / f"fakebin-{node}"
-    d.mkdir(exist_ok=True)
-    w = d / tool
-    w.write_text(f"#!/bin/sh\nsleep {seconds}\nexec /usr/sbin/{tool} \"$@\"\n")
-    w.chmod(0o755)
-    lab.exec(node, f"mount --bind {d} /usr/local/sbin")
-
-
-def unslow(lab, node: str) -> None:
-    lab.exec(node, "umount /usr/local/sbin 2>/dev/null || true", check=False)
+FACTS = "@@CFX"  # in the facts script's text: the diagnosis command
+STEP = "/var/backups/clusterfix/"  # in a repair step's first command on a node (its backup)
 
 
 def new_session(lab, tmp: Path, name: str, **kw):
@@ -88,9 +80,14 @@ def new_session(lab, tmp: Path, name: str, **kw):
     return rt, journal, RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless")
 
 
-def forward_policy(lab, node: str) -> str:
-    out = lab.exec(node, "iptables-legacy -S FORWARD | head -1; iptables-nft -S FORWARD | head -1")
-    return out.stdout
+def forward_policy(lab, node: str) -> dict[str, str]:
+    """The filter FORWARD policy in each backend: {"legacy": "DROP", "nft": "ACCEPT"}."""
+    out = {}
+    for backend in ("legacy", "nft"):
+        first = lab.exec(node, f"iptables-{backend} -w 5 -S FORWARD").stdout.splitlines()[0]
+        assert first.startswith("-P FORWARD "), first
+        out[backend] = first.split()[2]
+    return out
 
 
 def events_of(path: Path) -> list[dict]:
@@ -101,15 +98,17 @@ def events_of(path: Path) -> list[dict]:
 
 def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
     rt, _journal, s = new_session(lab, tmp_path, "diag")
+    gate = Gate(lab, "node-3", tmp_path, FACTS)
     try:
         conns = s.connect()
         assert all(c.state == "connected" for c in conns), conns
-        slow_tool(lab, "node-3", "iptables-legacy-save", 4, tmp_path)
+        gate.__enter__()
         result: dict = {}
         t = threading.Thread(target=lambda: result.setdefault("d", s.diagnose("before")))
         t.start()
-        time.sleep(1.5)  # node-3's facts script is in its slow command now
+        gate.wait_started()  # node-3's facts script is held at its start now
         kill_sshd(lab, "node-3")
+        gate.release(go=False)
         t.join(90)
         assert not t.is_alive(), "diagnosis hung after a node died"
         d = result["d"]
@@ -122,7 +121,7 @@ def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
         assert ev and any(f["node"] == "node-3" for f in ev[-1]["findings"])
     finally:
         rt.close()
-        unslow(lab, "node-3")
+        gate.close()
         lab.start_sshd("node-3")
 
 
@@ -131,38 +130,36 @@ def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
 def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
     for n in ("node-2", "node-3"):
         lab.inject("forward-drop", n)
-    before2, before3 = forward_policy(lab, "node-2"), forward_policy(lab, "node-3")
-    assert "DROP" in before2 and "DROP" in before3
+    before = {n: forward_policy(lab, n) for n in ("node-2", "node-3")}
+    # the fault: DROP in exactly one backend (the one kube-proxy does not use)
+    assert all(sorted(p.values()) == ["ACCEPT", "DROP"] for p in before.values()), before
     rt, journal, s = new_session(lab, tmp_path, "step")
+    gate = Gate(lab, "node-3", tmp_path, STEP)
     try:
         s.connect()
         s.diagnose("before")
         plan = s.plan("iptables")
         by_node = {a.target for a in plan.actions}
         assert {"node-2", "node-3"} <= by_node, plan
-        slow_tool(lab, "node-3", "iptables-legacy-save", 5, tmp_path)
+        gate.__enter__()
         from clusterfix_tui.core.fixes.engine import default_approved
-
-        killer = threading.Timer(0.0, lambda: None)
 
         lines: list[tuple[str, str, str]] = []
 
         def on_line(node, stream, line):
             lines.append((node, stream, line))
 
-        def kill_when_node3_starts():
-            for _ in range(300):
-                if any(e["type"] == "command_start" and e["node"] == "node-3"
-                       for e in journal.events):
-                    time.sleep(0.7)
-                    kill_sshd(lab, "node-3")
-                    return
-                time.sleep(0.05)
+        def kill_when_node3_is_held():
+            # node-3's first command is held at the gate: it cannot finish before the kill
+            gate.wait_started()
+            kill_sshd(lab, "node-3")
+            gate.release(go=False)  # on the node, the held command exits without running
 
-        killer = threading.Thread(target=kill_when_node3_starts)
+        killer = threading.Thread(target=kill_when_node3_is_held)
         killer.start()
         outcome = s.apply(plan, default_approved(plan), on_line=on_line, by="--yes")
         killer.join(30)
+        assert not killer.is_alive()
         assert outcome.status == "partial", outcome
         st = {o.action_id: o.status for o in outcome.actions}
         n2 = [o for o in outcome.actions if o.target == "node-2"]
@@ -171,8 +168,9 @@ def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
         assert n3[0].status == "failed" and all(o.status == "skipped" for o in n3[1:]), st
         assert "lost" in (n3[0].result.error or "") or "node-3" in (n3[0].result.error or ""), \
             n3[0].result
-        assert "ACCEPT" in forward_policy(lab, "node-2").splitlines()[0] + \
-            forward_policy(lab, "node-2")
+        # node-2 was fixed in both backends; node-3 (its command never ran) still drops
+        assert forward_policy(lab, "node-2") == {"legacy": "ACCEPT", "nft": "ACCEPT"}
+        assert forward_policy(lab, "node-3") == before["node-3"]
         # the journal says exactly what ran where
         ev = events_of(tmp_path / "step.jsonl")
         starts = [(e["node"], e["action_id"]) for e in ev if e["type"] == "command_start"]
@@ -191,10 +189,10 @@ def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
         rb = s.rollback("iptables")
         assert rb.status in ("changed", "partial"), rb
         assert all(o.target == "node-2" for o in rb.actions if o.status == "ok"), rb
-        assert "DROP" in forward_policy(lab, "node-2").split("\n")[0] or \
-            "-P FORWARD DROP" in forward_policy(lab, "node-2")
+        assert any(o.status == "ok" for o in rb.actions), rb
+        assert forward_policy(lab, "node-2") == before["node-2"]
         # the node comes back and is usable again
-        unslow(lab, "node-3")
+        gate.close()
         lab.start_sshd("node-3")
         INJECTIONS.append("node-3 comes back (start_sshd)")
         d = s.diagnose("after")
@@ -202,7 +200,7 @@ def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
         assert any(f.code == "FORWARD_DROP" and f.node == "node-3" for f in d.findings)
     finally:
         rt.close()
-        unslow(lab, "node-3")
+        gate.close()
         lab.start_sshd("node-3")
         for n in ("node-2", "node-3"):
             lab.exec(n, "iptables-legacy -P FORWARD ACCEPT; iptables-nft -P FORWARD ACCEPT",
@@ -214,35 +212,32 @@ def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
 def test_a_hanging_command_times_out_and_the_step_says_so(lab, tmp_path) -> None:
     lab.inject("forward-drop", "node-2")
     rt, _journal, s = new_session(lab, tmp_path, "hang")
+    gate = Gate(lab, "node-2", tmp_path, STEP)
     try:
         s.connect()
         s.diagnose("before")
         plan = s.plan("iptables")
-        slow_tool(lab, "node-2", "iptables-legacy-save", 597, tmp_path)
-        INJECTIONS.append("iptables-legacy-save hangs on node-2")
+        gate.__enter__()  # never released: the step's first command on node-2 hangs
+        INJECTIONS.append("the iptables step's first command hangs on node-2")
         # the same plan, with a short timeout (60 s by default) so the test stays fast
         plan = dataclasses.replace(plan, actions=tuple(
             dataclasses.replace(a, timeout=3.0) for a in plan.actions))
         from clusterfix_tui.core.fixes.engine import default_approved
 
-        t0 = time.monotonic()
         outcome = s.apply(plan, default_approved(plan), by="--yes")
-        took = time.monotonic() - t0
-        assert took < 20, took
         first = next(o for o in outcome.actions if o.target == "node-2")
         assert first.status == "failed" and first.result.timed_out, first
         assert outcome.status == "failed", outcome
         assert "failed" in outcome.message, outcome.message
         ev = [e for e in events_of(tmp_path / "hang.jsonl") if e["type"] == "command_end"]
         assert ev[0]["timed_out"] is True
-        time.sleep(3)  # the node's own `timeout -s KILL` (deadline + 2 s) ends the command
-        left = subprocess.run(["pgrep", "-a", "-x", "sleep"], capture_output=True,
-                              text=True, check=False).stdout
-        left = [ln for ln in left.splitlines() if ln.endswith(" 597")]
-        assert not left, f"the hung command still runs on node-2: {left}"
+        held = gate.pids()
+        assert len(held) == 1, held  # the command the step timed out on
+        # the node's own `timeout -s KILL` (deadline + 2 s) ends the command, nobody else does
+        poll_until(lambda: not pid_alive(held[0]), 30, "the hung command to be killed on node-2")
     finally:
         rt.close()
-        unslow(lab, "node-2")
+        gate.close()
         lab.exec("node-2", "iptables-legacy -P FORWARD ACCEPT; iptables-nft -P FORWARD ACCEPT",
                  check=False)
 
@@ -256,14 +251,12 @@ def test_api_server_frozen_during_a_step_then_back(lab, tmp_path) -> None:
     pid = lab.info["daemon_pid"]
     try:
         s.connect()
-        deadline = time.monotonic() + 30
-        while True:
+        def pods_plan():
             s.diagnose("before")
-            plan = s.plan("pods")
-            if plan.actions or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert plan.actions, plan
+            p = s.plan("pods")
+            return p if p.actions else None
+
+        plan = poll_until(pods_plan, 60, "the crash-looping kube-proxy to be diagnosed", every=1)
         from clusterfix_tui.core.fixes.engine import default_approved
 
         os.kill(pid, signal.SIGSTOP)
@@ -271,9 +264,13 @@ def test_api_server_frozen_during_a_step_then_back(lab, tmp_path) -> None:
         try:
             plan_short = dataclasses.replace(plan, actions=tuple(
                 dataclasses.replace(a, timeout=5.0) for a in plan.actions))
-            t0 = time.monotonic()
-            outcome = s.apply(plan_short, default_approved(plan_short), by="--yes")
-            assert time.monotonic() - t0 < 60
+            got: dict = {}
+            t = threading.Thread(target=lambda: got.setdefault(
+                "o", s.apply(plan_short, default_approved(plan_short), by="--yes")))
+            t.start()
+            t.join(120)  # a deadline, not a speed check: without a timeout it never returns
+            assert not t.is_alive(), "the step hung on a frozen API server"
+            outcome = got["o"]
         finally:
             os.kill(pid, signal.SIGCONT)
             INJECTIONS.append("API server back (SIGCONT)")
@@ -287,9 +284,11 @@ def test_api_server_frozen_during_a_step_then_back(lab, tmp_path) -> None:
         # once the API answers again the session works again. NB: the delete the client gave up
         # on was still in the frozen server's socket buffer and may have been applied on SIGCONT:
         # a timed-out API write is "unknown", not "did not happen" (see the trust note).
-        time.sleep(1)
-        d = s.diagnose("before")
-        assert not d.error and not d.snapshot.errors, (d.error, d.snapshot.errors)
+        def answers():
+            d = s.diagnose("before")
+            return d if not d.error and not d.snapshot.errors else None
+
+        poll_until(answers, 60, "the API server to answer again", every=0.5)
         plan = s.plan("pods")
         if plan.actions:
             outcome = s.apply(plan, default_approved(plan), by="--yes")

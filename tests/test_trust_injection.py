@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
+from determinism import frozen_plan_stamp
 from trust_helpers import active_meta, argv
 
 from clusterfix_tui.core.fixes import all_steps, get_step
@@ -52,7 +53,9 @@ HOSTILE = st.one_of(
     LONG,
 ).filter(lambda s: bool(s) and "zq" not in s and "iptables-" not in s)
 
-COUNTS = {"plans": 0, "values": 0, "commands": 0, "rejected_actions": 0}
+# per step and in total: what the properties actually checked (printed with -s)
+COUNTS: dict[str, dict[str, int]] = {
+    "total": {"plans": 0, "values": 0, "commands": 0, "rejected_actions": 0}}
 
 
 def PH(k: str) -> str:
@@ -290,15 +293,19 @@ def check_step(step_name: str, values: dict[str, str]) -> None:
     drop_keys = DROPPABLE.get(step_name, set())
     step = get_step(step_name)
     ph = {k: PH(k) for k in keys}
-    safe_plan = step.plan(build(ph))
-    hostile_plan = step.plan(build(values))
+    # one stamp for both plans: their backup paths may only differ by the values in them
+    with frozen_plan_stamp():
+        safe_plan = step.plan(build(ph))
+        hostile_plan = step.plan(build(values))
     assert isinstance(hostile_plan, Plan)
     safe = list(_all_actions(safe_plan).values())
     hostile = _all_actions(hostile_plan)
     assert len(hostile) <= len(safe), "hostile values made new actions appear"
-    COUNTS["plans"] += 1
-    COUNTS["values"] += len(keys)
-    COUNTS["rejected_actions"] += len(safe) - len(hostile)
+    counts = COUNTS.setdefault(step_name, dict.fromkeys(COUNTS["total"], 0))
+    for c in (counts, COUNTS["total"]):
+        c["plans"] += 1
+        c["values"] += len(keys)
+        c["rejected_actions"] += len(safe) - len(hostile)
     # the intended form of every safe action with the hostile values in place
     intended = []
     for s in safe:
@@ -309,7 +316,8 @@ def check_step(step_name: str, values: dict[str, str]) -> None:
         intended.append((s, _subst(s.target, ph, values), wants, active_meta(s.command)))
     used: set[int] = set()
     for hid, h in hostile.items():
-        COUNTS["commands"] += 1
+        counts["commands"] += 1
+        COUNTS["total"]["commands"] += 1
         got = _norm_argv(argv(h.command))
         meta = active_meta(h.command)
         match = None
@@ -365,46 +373,67 @@ def test_safe_scenario_reaches_commands(step_name: str) -> None:
     assert any(a.kind == "shell" for a in plan.actions) or step_name == "pods"
 
 
-@HYP
-@given(values=_values(SCENARIOS["iptables"][1]))
-def test_iptables_plan_quotes_hostile_values(values: dict[str, str]) -> None:
-    assume(len(set(values.values())) == len(values))
-    check_step("iptables", values)
+def _check_property(step_name: str) -> None:
+    """Run the hostile-values property for one step, then assert it really ran: enough plans
+    were built and compared, and they had commands (no order between tests, no shared tally)."""
+    before = dict(COUNTS.get(step_name) or dict.fromkeys(COUNTS["total"], 0))
+
+    @HYP
+    @given(values=_values(SCENARIOS[step_name][1]))
+    def prop(values: dict[str, str]) -> None:
+        assume(len(set(values.values())) == len(values))
+        check_step(step_name, values)
+
+    prop()
+    now = COUNTS[step_name]
+    ran = {k: now[k] - before[k] for k in now}
+    print(f"\nTRUST-INJECTION {step_name}: {ran}")
+    assert ran["plans"] >= min(10, HYP.max_examples), ran
+    assert ran["commands"] > ran["plans"], ran
 
 
-@HYP
-@given(values=_values(SCENARIOS["cni_bridge"][1]))
-def test_cni_bridge_plan_quotes_hostile_values(values: dict[str, str]) -> None:
-    assume(len(set(values.values())) == len(values))
-    check_step("cni_bridge", values)
+def test_iptables_plan_quotes_hostile_values() -> None:
+    _check_property("iptables")
 
 
-@HYP
-@given(values=_values(SCENARIOS["host_network"][1]))
-def test_host_network_plan_quotes_hostile_values(values: dict[str, str]) -> None:
-    assume(len(set(values.values())) == len(values))
-    check_step("host_network", values)
+def test_cni_bridge_plan_quotes_hostile_values() -> None:
+    _check_property("cni_bridge")
 
 
-@HYP
-@given(values=_values(SCENARIOS["pods"][1]))
-def test_pods_plan_quotes_hostile_values(values: dict[str, str]) -> None:
-    assume(len(set(values.values())) == len(values))
-    check_step("pods", values)
+def test_host_network_plan_quotes_hostile_values() -> None:
+    _check_property("host_network")
 
 
-@HYP
-@given(values=_values(SCENARIOS["worker_kubeconfig"][1]))
-def test_worker_kubeconfig_plan_quotes_hostile_values(values: dict[str, str]) -> None:
-    assume(len(set(values.values())) == len(values))
-    check_step("worker_kubeconfig", values)
+def test_pods_plan_quotes_hostile_values() -> None:
+    _check_property("pods")
 
 
-def test_zz_report_counts() -> None:
-    """Prints the figures for the note (run with -s); fails if the properties did not run."""
-    print(f"\nTRUST-INJECTION: {COUNTS}")
-    if COUNTS["plans"]:
-        assert COUNTS["commands"] > COUNTS["plans"]
+def test_worker_kubeconfig_plan_quotes_hostile_values() -> None:
+    _check_property("worker_kubeconfig")
+
+
+def test_plans_compare_whatever_the_clock_does() -> None:
+    """The comparison is immune to the wall clock: with a plan stamp that ticks on every call
+    (as a second boundary between the safe and the hostile plan would), check_step still holds,
+    and the stamp it froze is the one in the backup paths."""
+    from clusterfix_tui.core.fixes import engine
+
+    ticks = iter(range(10**6))
+    real = engine.plan_stamp
+    engine.plan_stamp = lambda now=None: f"20260101T0000{next(ticks) % 60:02d}Z"  # type: ignore
+    try:
+        for name, (_build, keys, _split) in SCENARIOS.items():
+            values = {k: f"v{i};$(x)'" for i, k in enumerate(keys)}
+            for k in values:
+                if k in SLASHLESS:
+                    values[k] = values[k].replace("/", "_")
+            check_step(name, values)
+        build, keys, _ = SCENARIOS["worker_kubeconfig"]
+        with frozen_plan_stamp() as stamp:
+            plan = get_step("worker_kubeconfig").plan(build({k: PH(k) for k in keys}))
+        assert any(stamp in a.command for a in plan.actions), [a.command for a in plan.actions]
+    finally:
+        engine.plan_stamp = real  # type: ignore[assignment]
 
 
 # ---- the checker itself must catch an unquoted value (no test that cannot fail) -------------
@@ -590,4 +619,4 @@ def test_facts_script_refuses_peer_addresses_that_are_not_ips(value: str) -> Non
         pass
     with pytest.raises(ValueError):
         build_facts_script(peer_pod_ips=["10.244.1.5", value], nonce="n0nce")
-    COUNTS["values"] += 1
+    COUNTS["total"]["values"] += 1
