@@ -55,13 +55,13 @@ sys.path.insert(0, str(REPO / "tests"))  # the UI tests' recorded fake session
 
 from textual import events  # noqa: E402
 from textual.binding import Binding  # noqa: E402
+from ui_fakes import FakeSession, settle  # noqa: E402
 
 from clusterfix_tui.lab import cluster  # noqa: E402
 from clusterfix_tui.runtime import build_runtime  # noqa: E402
 from clusterfix_tui.ui.app import ClusterfixApp  # noqa: E402
 from clusterfix_tui.ui.screens.step import StepScreen  # noqa: E402
 from clusterfix_tui.ui.widgets.log_pane import LogPane  # noqa: E402
-from ui_fakes import FakeSession, settle  # noqa: E402
 
 CHECKPOINTS = (10_000, 100_000, 200_000)
 

@@ -2,8 +2,9 @@
 
 Every command and the wizard call `build_runtime(...)` and get a `Runtime`: the ClusterAPI, the
 SSH pool (the ShellFactory that reuses one connection per node), the Prober (TCP/HTTP from this
-machine), and the ActionRunner, which is the dry-run runner when dry_run=True (chosen here, once; nothing else checks a flag). paramiko and
-kubernetes are imported inside build_runtime, so importing this module stays light.
+machine), and the ActionRunner, which is the dry-run runner when dry_run=True (chosen here, once;
+nothing else checks a flag). paramiko and kubernetes are imported inside build_runtime, so
+importing this module stays light.
 """
 
 from __future__ import annotations

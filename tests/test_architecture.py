@@ -1,6 +1,7 @@
 """The architecture, enforced by tools in the test command (docs/architecture.md, "Layers"):
-the import-linter contracts in pyproject.toml. It runs in a subprocess on this checkout; a
-missing tool is a failure, not a skip (setup.sh --test installs it)."""
+the import-linter contracts in pyproject.toml, ruff, and mypy on core and transports. Each runs
+in a subprocess on this checkout; a missing tool is a failure, not a skip (setup.sh --test
+installs them)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ def test_layer_contracts_hold() -> None:
                    "sys.argv = ['lint-imports', '--no-cache']; c()")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert "0 broken" in r.stdout and " kept" in r.stdout
+
+
+def test_ruff_is_clean() -> None:
+    r = _run("-m", "ruff", "check", "--no-cache", "--output-format", "concise", ".")
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

@@ -100,7 +100,7 @@ def test_cancel_stops_between_actions():
 
 def test_streams_lines_with_the_node():
     lines = []
-    apply_plan(PLAN, ["a1", "b1"], FakeRunner(), on_line=lambda n, s, l: lines.append((n, s, l)))
+    apply_plan(PLAN, ["a1", "b1"], FakeRunner(), on_line=lambda n, s, line: lines.append((n, s, line)))
     assert lines == [("node-1", "stdout", "ran a1"), ("node-2", "stdout", "ran b1")]
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import shlex
 
-from clusterfix_tui.core.fixes.engine import node_backup_dir
-
 import pytest
 from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
 from clusterfix_tui.core.fixes import get_step
-from clusterfix_tui.core.fixes.engine import apply_plan, check_rollbacks, default_approved, rollback
+from clusterfix_tui.core.fixes.engine import (
+    apply_plan,
+    check_rollbacks,
+    default_approved,
+    node_backup_dir,
+    rollback,
+)
 
 STEP = get_step("iptables")
 

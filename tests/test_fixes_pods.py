@@ -90,10 +90,10 @@ def test_wait_reports_progress_and_still_failing_pods_with_logs():
     api = FakeAPI()
     lines = []
     bad = wait_for_components(api, ["kube_proxy", "flannel"], timeout=0.05, poll=0.01,
-                              on_line=lambda n, s, l: lines.append(l), sleep=lambda s: None)
+                              on_line=lambda n, s, line: lines.append(line), sleep=lambda s: None)
     assert [b["name"] for b in bad] == ["flannel-node-3"]
     assert "failed to set bridge addr" in "\n".join(bad[0]["log_tail"])
-    assert any("Running and Ready" in l for l in lines)
+    assert any("Running and Ready" in line for line in lines)
 
 
 def test_after_apply_marks_partial_when_pods_still_fail():

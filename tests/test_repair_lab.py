@@ -16,9 +16,9 @@ import sys
 import time
 import urllib.request
 
-from clusterfix_tui.core.journal import Journal
-
 import pytest
+
+from clusterfix_tui.core.journal import Journal
 
 
 @contextlib.contextmanager

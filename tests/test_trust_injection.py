@@ -321,7 +321,7 @@ def check_step(step_name: str, values: dict[str, str]) -> None:
         got = _norm_argv(argv(h.command))
         meta = active_meta(h.command)
         match = None
-        for i, (s, target, wants, smeta) in enumerate(intended):
+        for i, (s, target, wants, _smeta) in enumerate(intended):
             if i in used or s.kind != h.kind or target != h.target:
                 continue
             if got in wants:

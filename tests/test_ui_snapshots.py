@@ -15,7 +15,6 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, OptionList
 from ui_fakes import make_app, settle
 
-
 Nav = Callable[[Pilot], Awaitable[None]]
 
 

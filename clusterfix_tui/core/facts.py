@@ -10,10 +10,10 @@ a per-run random nonce, so nothing a hostile file or rule prints can forge a sec
     @@CFX <nonce> END <name> [<hex arg>] rc=<n>
 
 The script always prints a newline before ERR and END; that newline ends the last line of the
-output, so the lines between the markers, joined with "\n", are the command's output byte for byte. Arguments (file paths, IPs) are hex encoded
-on the node side. A missing tool is rc=127 with "cfx: TOOL: command not found" on stderr; a missing
-file is rc=1. Secrets never leave the node: kubeconfig files are reduced to their `server:` lines
-there.
+output, so the lines between the markers, joined with "\n", are the command's output byte for
+byte. Arguments (file paths, IPs) are hex encoded on the node side. A missing tool is rc=127
+with "cfx: TOOL: command not found" on stderr; a missing file is rc=1. Secrets never leave the
+node: kubeconfig files are reduced to their `server:` lines there.
 """
 
 from __future__ import annotations
@@ -175,7 +175,8 @@ if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; th
     iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 && continue
     nft list table ip "$cfx_t" >/dev/null 2>&1 || continue
     : >"$T/o"; : >"$T/e"; cfx_i=0
-    for cfx_c in $(nft list table ip "$cfx_t" 2>/dev/null | sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p'); do
+    for cfx_c in $(nft list table ip "$cfx_t" 2>/dev/null |
+        sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p'); do
       cfx_i=$((cfx_i+1)); [ "$cfx_i" -gt 2000 ] && break
       if ! iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e"; then
         printf '%s\n' "$cfx_c" >>"$T/o"

@@ -61,7 +61,7 @@ def _containers(obj: dict[str, Any], template: bool) -> list[dict[str, Any]]:
 def component_of_images(images: list[str], names: list[str]) -> set[str]:
     """What a workload runs, from its (non-init) container images and names."""
     out: set[str] = set()
-    for img, cname in zip(images, names):
+    for img, cname in zip(images, names, strict=False):
         n = image_name(img)
         base = n.rsplit("/", 1)[-1]
         if base == "kube-proxy" or base.endswith("-kube-proxy") or cname == "kube-proxy" and \
@@ -518,7 +518,7 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
         if mode is None or len(vals) == 1 and vals[0] != mode:
             mode, msrc = vals[0], ":10249/proxyMode on the nodes"
     if mode is None:
-        for n, info in nodes.items():
+        for info in nodes.values():
             v = _arg_value(_node_args(info), "--kube-proxy-arg")
             if v and v.startswith("proxy-mode="):
                 mode, msrc = v.split("=", 1)[1], "k3s --kube-proxy-arg"

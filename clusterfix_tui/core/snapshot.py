@@ -9,8 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
-import threading
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any

@@ -227,7 +227,7 @@ class Lab:
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             pubs = list(pool.map(prep, node_infos))
-        for n, host_pub in zip(node_infos, pubs):
+        for n, host_pub in zip(node_infos, pubs, strict=True):
             known.append(f"{n['name']},{n['ip']} {' '.join(host_pub.split()[:2])}")
         (self.dir / "known_hosts").write_text("\n".join(known) + "\n")
         ssh_lines = [f"# clusterfix-tui lab {labid}: ssh -F {self.dir / 'ssh_config'} node-1\n"]
@@ -278,7 +278,8 @@ class Lab:
 
         # flannel on every node: local side first (VTEP MACs), then the mesh in one go
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            results = dict(zip(self.ctx, pool.map(lambda c: A.flannel_start(c, None), self.ctx.values())))
+            results = dict(zip(self.ctx, pool.map(lambda c: A.flannel_start(c, None), self.ctx.values()),
+                               strict=True))
         for name, res in results.items():
             if not res.ok:
                 raise RuntimeError(f"flannel on {name} failed at bring-up: {res.error}")
@@ -315,7 +316,7 @@ class Lab:
         services = self._services()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             kp = dict(zip(self.ctx, pool.map(lambda c: A.kube_proxy_sync(c, services, first=True),
-                                              self.ctx.values())))
+                                              self.ctx.values()), strict=True))
         for name, res in kp.items():
             pod = self._new_pod(KUBE_PROXY, name, host_network=True)
             if res.ok:
@@ -687,7 +688,7 @@ class Lab:
                    and not self.agent_state.get((p.node, "kube-proxy"), {}).get("crashed")]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda p: A.kube_proxy_sync(self.ctx[p.node], services, first=False), targets))
-        for p, res in zip(targets, results):
+        for p, res in zip(targets, results, strict=True):
             if not res.ok:
                 self._crash(p, res.log, res.error)
             else:

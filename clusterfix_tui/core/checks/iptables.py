@@ -145,7 +145,9 @@ def _only_comment(args: tuple[str, ...]) -> bool:
     out = []
     i = 0
     while i < len(rest):
-        if rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] == "comment" or rest[i] == "--comment" or rest[i] in ("-j", "--jump") and i + 1 < len(rest):
+        if (rest[i] == "-m" and i + 1 < len(rest) and rest[i + 1] == "comment"
+                or rest[i] == "--comment"
+                or rest[i] in ("-j", "--jump") and i + 1 < len(rest)):
             i += 2
         else:
             out.append(rest[i])

@@ -113,7 +113,7 @@ def _probe_no_route(snapshot: Any) -> list[Finding]:
         pod = pods.get((ns, name))
         m = IP_RE.search(str(evs[-1].get("message") or ""))
         ip = m.group(1) if m else None
-        node = pod.node if pod and pod.node else (snapshot.node_for_ip(ip) if ip and hasattr(snapshot, "node_for_ip") else None)
+        node = pod.node if pod and pod.node else (snapshot.node_for_ip(ip) if ip else None)
         deployment = None
         if pod is not None and pod.owner_kind == "ReplicaSet" and pod.owner_name:
             deployment = pod.owner_name.rsplit("-", 1)[0]

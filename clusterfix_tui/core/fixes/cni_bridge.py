@@ -20,7 +20,12 @@ from typing import Any
 
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes.engine import (
-    FixAction, action_id, backup_dir, flannel_pod, node_backup_dir, q,
+    FixAction,
+    action_id,
+    backup_dir,
+    flannel_pod,
+    node_backup_dir,
+    q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
 

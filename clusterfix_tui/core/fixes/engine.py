@@ -46,10 +46,9 @@ newest first; `source` is a (plan, outcome) pair or a list of journal events.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
 import datetime as _dt
+import re
 import shlex
 import threading
 import time

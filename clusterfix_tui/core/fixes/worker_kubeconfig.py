@@ -24,7 +24,12 @@ from typing import Any
 
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes.engine import (
-    FixAction, action_id, backup_dir, node_backup_dir, opt_in_id, q,
+    FixAction,
+    action_id,
+    backup_dir,
+    node_backup_dir,
+    opt_in_id,
+    q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
 

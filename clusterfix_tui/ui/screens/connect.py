@@ -131,7 +131,7 @@ out are named in the report.
         cells = (conn.node, str(conn.address or ""), Text(state, style=SSH_STATE_STYLE.get(state, "")),
                  str(conn.detail or ""))
         if conn.node in table.rows:
-            for key, value in zip(("node", "address", "state", "detail"), cells):
+            for key, value in zip(("node", "address", "state", "detail"), cells, strict=False):
                 table.update_cell(conn.node, key, value)
         else:
             table.add_row(*cells, key=conn.node)

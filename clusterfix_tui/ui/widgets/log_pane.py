@@ -3,8 +3,9 @@
 A step can stream hundreds of thousands of lines. Worker threads only append to a LineBuffer (a
 lock and a bounded deque, no widget state); the buffer tells the producer when a batch is due so
 that one StepLinesLogged message is posted per batch, never per line. The UI thread drains the
-buffer (at most ten times a second) and appends the batch to the pane as ready-made Strips. Lines that arrive faster than the screen refreshes
-are collapsed into a "N lines collapsed" marker: the pane is a view, the journal keeps everything.
+buffer (at most ten times a second) and appends the batch to the pane as ready-made Strips.
+Lines that arrive faster than the screen refreshes are collapsed into a "N lines collapsed"
+marker: the pane is a view, the journal keeps everything.
 """
 
 from __future__ import annotations
