@@ -14,7 +14,6 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-
 from _env import IN_CI, require, which
 from determinism import frozen_plan_stamp
 

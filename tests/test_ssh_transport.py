@@ -21,6 +21,7 @@ import uuid
 
 import paramiko
 import pytest
+from _env import require, require_tool
 
 from clusterfix_tui.transports.base import (
     AuthFailed,
@@ -35,8 +36,6 @@ from clusterfix_tui.transports.ssh import (
     is_sudo_password_prompt,
     wire_command,
 )
-
-from _env import require, require_tool
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from determinism import frozen_plan_stamp
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
-from determinism import frozen_plan_stamp
 from trust_helpers import active_meta, argv
 
 from clusterfix_tui.core.fixes import all_steps, get_step
