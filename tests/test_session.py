@@ -87,6 +87,7 @@ def test_plan_apply_rollback_finish_are_journaled_in_order(tmp_path):
                           finding("FORWARD_DROP", "node-3", "iptables", backend="legacy")],
                          snapshot=snapshot())
     s.diagnosis = s.before = diag
+    s.journal_diagnosis(diag, "before")  # the verdict is replayed from the journal
     s.leave_out("node-3", "unreachable")
     plan = s.plan("iptables")
     assert {a.target for a in plan.actions} == {"node-1"}  # left-out node not planned

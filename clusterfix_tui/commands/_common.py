@@ -46,6 +46,9 @@ def print_plan(plan: Any, dest: TextIO = sys.stdout) -> None:
             out(f"      why: {a.why}", dest)
         if a.risk:
             out(f"      risk: {a.risk}", dest)
+        pre = a.precondition
+        if pre is not None:  # re-checked right before the action runs
+            out(f"      check first ({pre.kind}): $ {pre.command}", dest)
         if a.rollback is not None:
             out(f"      rollback: $ {a.rollback.command}", dest)
         elif a.mutating and a.rollback_note:

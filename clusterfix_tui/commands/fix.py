@@ -15,7 +15,6 @@ import argparse
 import datetime as _dt
 import os
 import sys
-import time
 from typing import Any
 
 from clusterfix_tui.commands._common import add_connection_flags, ask, print_plan
@@ -43,6 +42,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                         help="how long validation retries before it reports failure (default 60)")
     parser.add_argument("--no-validate", action="store_true", help="skip the final validation")
+    parser.add_argument("--max-passes", type=int, default=3, metavar="N",
+                        help="after the steps, re-diagnose and run another pass for the steps "
+                             "that still have something to do, up to N passes in all "
+                             "(default 3; never repeats an action that failed)")
 
 
 def _default_journal_path() -> str:
@@ -90,49 +93,51 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> int:
+    """A printer and prompter over core.flow.RepairFlow: every rule (when to re-diagnose,
+    re-plan, converge, validate) is the flow's."""
     from clusterfix_tui.commands._common import print_checks as print_human
     from clusterfix_tui.core.fixes import get_step
-    from clusterfix_tui.core.fixes.engine import default_approved, is_opt_in
+    from clusterfix_tui.core.flow import RepairFlow
     from clusterfix_tui.core.session import RepairSession
 
     session = RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless",
                             dry_run=bool(args.dry_run), prober=rt.prober)
+    flow = RepairFlow(session, steps=steps, max_passes=args.max_passes,
+                      settle_timeout=args.wait)
     try:
-        info = session.cluster_info()
+        info = flow.cluster_info()
     except Exception as exc:  # noqa: BLE001
         session._start()
         journal.write("error", message=f"Kubernetes API: {exc}", where="fix")
-        session.finish(aborted=True)
+        flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: the Kubernetes API does not answer: {exc}", sys.stderr)
         return 2
     _out(f"cluster: {info.get('context')} {info.get('server')} {info.get('version')} "
          f"({info.get('node_count')} nodes){'  [DRY RUN]' if args.dry_run else ''}")
 
-    conns = session.connect(
+    conns = flow.connect(
         on_node=lambda c: _out(f"  {c.node:<20} {c.state}{': ' + c.detail if c.detail else ''}",
                                sys.stderr))
     if not conns:
-        session.finish(aborted=True)
+        flow.finish(aborted=True)
         _out("clusterfix-tui fix: the cluster has no nodes", sys.stderr)
         return 2
-    for c in conns:
-        if c.state != "connected":
-            session.leave_out(c.node, f"{c.state}: {c.detail}")
-            _out(f"left out {c.node}: {c.state} ({c.detail})", sys.stderr)
+    for c in flow.leave_out_unconnected():
+        _out(f"left out {c.node}: {c.state} ({c.detail})", sys.stderr)
     if not any(c.state == "connected" for c in conns):
-        session.finish(aborted=True)
+        flow.finish(aborted=True)
         _out("clusterfix-tui fix: no node could be reached over SSH", sys.stderr)
         return 2
 
     try:
-        diag = session.diagnose("before", on_progress=None)
+        diag = flow.diagnose()
     except Exception as exc:  # noqa: BLE001
         journal.write("error", message=f"diagnosis failed: {exc}", where="diagnose")
-        session.finish(aborted=True)
+        flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: diagnosis failed: {exc}", sys.stderr)
         return 2
     if getattr(diag, "error", None):
-        session.finish(aborted=True)
+        flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: could not diagnose: {diag.error}", sys.stderr)
         return 2
     _out(f"\n{len(diag.findings)} finding(s) before repair:")
@@ -141,7 +146,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
              + (f"  (step {f.step})" if f.step else ""))
     if not args.no_validate:
         # the "before" column of the report's validation table: what fails before anything runs
-        before = session.validate("before")
+        before = flow.validate_before()
         failed = [r for r in before if not r.passed]
         _out(f"validation before repair: {len(before) - len(failed)}/{len(before)} checks pass"
              + (": failing " + ", ".join(sorted({f"{r.name}@{r.target}" for r in failed}))
@@ -154,106 +159,100 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
     def on_line(node: str, stream: str, line: str) -> None:
         _out(f"    [{node}]{' !' if stream == 'stderr' else ''} {redact_line(line, (node, stream))}")
 
-    stopped = False
+    def on_wait(failing: list[Any], left: float) -> None:
+        bad = [f"{r.name}@{r.target}" for r in failing]
+        _out(f"  waiting ({int(left)}s left): {len(bad)} check(s) failing: {', '.join(bad[:4])}"
+             f"{' ...' if len(bad) > 4 else ''}", sys.stderr)
+
     for name in steps:
         try:
             get_step(name)
         except ImportError:
             journal.write("note", text=f"step {name} is not available in this build")
             _out(f"\n=== step {name}: not available in this build", sys.stderr)
-            continue
-        if not args.dry_run and any(o.status in ("changed", "partial")
-                                    for o in session.outcomes.values()):
-            try:  # an earlier step changed the cluster: plan from what is there now
-                session.refresh()
-            except Exception as exc:  # noqa: BLE001
-                journal.write("error", message=f"re-diagnosis failed: {exc}", where="diagnose")
-        try:
-            plan = session.plan(name)
-        except Exception as exc:  # noqa: BLE001 - a step that cannot plan must not end the session
-            journal.write("error", message=f"could not plan step {name}: {exc}", where=name)
-            _out(f"\n=== step {name}: could not plan it: {exc}", sys.stderr)
-            continue
+    stopped = False
+    while True:
+        if flow.pass_no > 1:
+            _out(f"\n##### pass {flow.pass_no}: {', '.join(flow.pass_steps())}")
+        for name in flow.pass_steps():
+            stopped = _one_step(args, flow, journal, name, on_line, stopped)
         if stopped:
-            session.skip(plan, "the user stopped the run earlier")
-            continue
-        print_plan(plan)
-        if plan.nothing_to_do:
-            session.skip(plan, "nothing to do")
-            continue
-        approved = default_approved(plan)
-        opt = [a.id for a in plan.actions if is_opt_in(a)
-               and ("all" in args.opt_in or a.id in args.opt_in)]
-        approved += opt
-        if args.dry_run:
-            by = "--dry-run"
-        elif args.yes:
-            by = "--yes"
-        else:
-            answer = ask(f"run step {name} ({len(approved)} action(s))? [y/s/n] ")
-            if answer == "s":
-                session.skip(plan, "skipped by the user")
-                continue
-            if answer == "n":
-                session.skip(plan, "the user stopped the run")
-                stopped = True
-                continue
-            by = "user"
-        if not approved:
-            session.skip(plan, "only opt-in actions, none selected")
-            continue
-        _out(f"--- running {name}{' (dry run: nothing is changed)' if args.dry_run else ''}")
-        outcome = session.apply(plan, approved, on_line=on_line, by=by)
-        _out(f"--- {name}: {outcome.status}: {outcome.message}")
-        for o in outcome.actions:
-            if o.status == "failed" and o.result is not None:
-                _out(f"    {o.action_id} failed: exit {o.result.exit_code} "
-                     f"{(o.result.error or o.result.stderr or '').strip()[-300:]}")
+            break
+        more = flow.next_pass(on_wait=on_wait)
+        if not more:
+            break
 
     if stopped:
-        verdict = session.finish(aborted=True)
+        verdict = flow.finish(aborted=True)
         _out(f"\nstopped by the user; verdict: {verdict}")
         return 1
     if args.no_validate:
-        verdict = session.finish()
+        verdict = flow.finish()
         _out(f"\nverdict: {verdict} (validation skipped)")
         return 0 if verdict in ("healthy", "fixed") else 1
 
-    changed = any(o.status in ("changed", "partial") for o in session.outcomes.values())
-    deadline = time.monotonic() + (args.wait if changed and not args.dry_run else 0)
     _out("\nvalidating ...")
-    results = _validate_until(session, rt, deadline)
+    results = flow.validate(on_wait=on_wait)
     print_human(results)
-    if changed and not args.dry_run:
-        try:
-            session.diagnose("after")
-        except Exception as exc:  # noqa: BLE001
-            journal.write("error", message=f"diagnosis after repair failed: {exc}",
-                          where="diagnose")
-    verdict = session.finish()
-    _out(f"\nverdict: {verdict}")
-    for s, so in session.outcomes.items():
-        _out(f"  {s:<18} {so.status}")
+    verdict = flow.finish()
+    record = flow.record()
+    passes = record.passes
+    _out(f"\nverdict: {verdict} after {passes} pass{'es' if passes != 1 else ''}")
+    for n, entries in record.passes_steps().items():
+        _out(f"  pass {n}: " + ", ".join(f"{e['step']}={e['status']}" for e in entries))
     return 0 if results and all(r.passed for r in results) else 1
 
 
-def _validate_until(session: Any, rt: Any, deadline: float) -> list[Any]:
-    """Retry (unjournaled) until green or the deadline, then journal one final validation."""
-    from clusterfix_tui.core import validate as _val
+def _one_step(args: argparse.Namespace, flow: Any, journal: Any, name: str,
+              on_line: Any, stopped: bool) -> bool:
+    """Plan one step for approval, print it, ask, run it. Returns whether the user stopped."""
+    from clusterfix_tui.core.fixes import get_step
 
-    while time.monotonic() < deadline:
-        try:
-            probe = _val.validate(rt.api, rt.shells, None, prober=session.prober,
-                                  skip_nodes=sorted(session.left_out))
-        except Exception:  # noqa: BLE001
-            probe = []
-        if probe and all(r.passed for r in probe):
-            break
-        bad = [f"{r.name}@{r.target}" for r in probe if not r.passed]
-        _out(f"  waiting: {len(bad)} check(s) failing: {', '.join(bad[:4])}"
-             f"{' ...' if len(bad) > 4 else ''}", sys.stderr)
-        time.sleep(3)
-    return session.validate("after")
+    try:
+        get_step(name)
+    except ImportError:
+        return stopped
+    try:
+        plan = flow.plan_for_approval(name)
+    except Exception as exc:  # noqa: BLE001 - a step that cannot plan must not end the session
+        journal.write("error", message=f"could not plan step {name}: {exc}", where=name)
+        _out(f"\n=== step {name}: could not plan it: {exc}", sys.stderr)
+        return stopped
+    if stopped:
+        flow.skip(plan, "the user stopped the run earlier")
+        return True
+    print_plan(plan)
+    if plan.nothing_to_do:
+        flow.skip(plan, "nothing to do")
+        return False
+    approved = flow.approvable_ids(plan, args.opt_in)
+    if args.dry_run:
+        by = "--dry-run"
+    elif args.yes:
+        by = "--yes"
+    else:
+        answer = ask(f"run step {name} ({len(approved)} action(s))? [y/s/n] ")
+        if answer == "s":
+            flow.skip(plan, "skipped by the user")
+            return False
+        if answer == "n":
+            flow.skip(plan, "the user stopped the run")
+            return True
+        by = "user"
+    if not approved:
+        flow.skip(plan, "only opt-in actions, none selected")
+        return False
+    _out(f"--- running {name}{' (dry run: nothing is changed)' if args.dry_run else ''}")
+    outcome = flow.apply(plan, approved, on_line=on_line, by=by)
+    _out(f"--- {name}: {outcome.status}: {outcome.message}")
+    for o in outcome.actions:
+        if o.status == "failed" and o.result is not None:
+            _out(f"    {o.action_id} failed: exit {o.result.exit_code} "
+                 f"{(o.result.error or o.result.stderr or '').strip()[-300:]}")
+        elif o.status == "already-done" or (o.status == "skipped" and o.detail
+                                             and o.detail != "not approved"):
+            _out(f"    {o.action_id} {o.status}: {o.detail}")
+    return False
 
 
 def _write_report(journal_path: str, report_path: str) -> None:

@@ -26,16 +26,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clusterfix_tui.commands._common import ask, print_plan
     from clusterfix_tui.core.fixes import engine
+    from clusterfix_tui.core.fixes.preconditions import make_prechecker
     from clusterfix_tui.core.journal import Journal
+    from clusterfix_tui.core.record import ran_actions
 
     try:
         events = Journal.read(args.journal)
     except OSError as exc:
         print(f"clusterfix-tui rollback: cannot read {args.journal}: {exc}", file=sys.stderr)
         return 2
-    ran = engine.ran_from_events(events, args.step)
+    ran = ran_actions(events, args.step)
     plan, _ = engine.rollback_plan(ran, args.step)
-    print_plan(plan)
+    print_plan(plan)  # exactly what runs below: the same plan object goes to apply_plan
     unfinished = [ra.action.id for ra in ran if ra.finished_ok is None]
     if unfinished:
         print(f"  note: never finished (the session died while they ran): "
@@ -61,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         journal.write("note", text=f"rollback requested from the command line"
                       f"{' for step ' + args.step if args.step else ''}"
                       f"{' (dry run)' if args.dry_run else ''}")
+        journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
+        approved = [a.id for a in plan.actions]
         journal.write("decision", step=plan.step, decision="dry-run" if args.dry_run
-                      else "approved", action_ids=[a.id for a in plan.actions],
+                      else "approved", action_ids=approved,
                       by="--yes" if args.yes else ("--dry-run" if args.dry_run else "user"),
                       rollback=True)
 
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"    [{node}]{' !' if stream == 'stderr' else ''} "
                   f"{redact_line(line, (node, stream))}", flush=True)
 
-        outcome = engine.rollback_ran(ran, rt.runner, journal, on_line, None, args.step)
+        outcome = engine.apply_plan(plan, approved, rt.runner, journal, on_line, None,
+                                    precheck=make_prechecker(rt.api, rt.shells))
     finally:
         rt.close()
         journal.close()

@@ -59,6 +59,30 @@ class Finding(_Serialisable):
     data: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # for the fix steps
 
 
+# What a precondition check found right before its action was to run (core/fixes/preconditions.py).
+PRECHECK_HOLDS = "holds"  # the state is as the plan saw it: run the action
+PRECHECK_DONE = "already-done"  # the action's goal already holds: nothing to run, not a failure
+PRECHECK_CHANGED = "changed"  # the state is neither: skip the action, say why
+PRECHECK_UNKNOWN = "unknown"  # the check itself could not run: skip (never run blind)
+
+
+@dataclass(frozen=True)
+class Precondition(_Serialisable):
+    """A read-only check re-run right before its action, part of the plan as shown.
+
+    kind "shell": `command` runs on the action's node; exit 0 = holds, exit 3 = the goal already
+    holds (already done), any other exit = the state changed (its output says how).
+    kind "api": `api` names a read ({"check": "pod_uid", "namespace", "name", "uid"} ...);
+    `command` is its human rendering. `expect` says in words what must hold.
+    """
+
+    kind: Literal["shell", "api"]
+    command: str
+    expect: str = ""
+    api: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    timeout: float = 20.0
+
+
 @dataclass(frozen=True)
 class Action(_Serialisable):
     """One mutating (or reading) thing a step will do, exactly as shown to the user.
@@ -80,6 +104,8 @@ class Action(_Serialisable):
     api: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     rollback: Action | None = None  # automatic rollback, when one exists
     rollback_note: str = ""  # manual rollback instructions when there is no automatic one
+    # re-checked on the node (or API) right before the action runs; None: runs as shown
+    precondition: Precondition | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -103,7 +129,8 @@ class ActionOutcome(_Serialisable):
     target: str
     command: str
     result: CommandResult | None  # None: not run (cancelled, dry-run, earlier failure on the node)
-    status: Literal["ok", "failed", "skipped", "dry-run", "cancelled"]
+    status: Literal["ok", "failed", "skipped", "dry-run", "cancelled", "already-done"]
+    detail: str = ""  # why it was skipped / already done (a precondition's answer)
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,7 @@ VERDICT_TEXT = {
     "unknown": "UNKNOWN: the journal does not say how the session ended",
 }
 
-STEP_TITLES = {
-    "iptables": "iptables / nftables compatibility (fix_iptables_compatibility.sh)",
-    "cni_bridge": "CNI bridge conflict (fix_cni_bridge_conflict.sh)",
-    "pods": "Remaining pod issues (fix_remaining_pod_issues.sh)",
-    "worker_kubeconfig": "Worker kubeconfig (fix_worker_kubectl_config.sh)",
-    "host_network": "Host networking: ip_forward, br_netfilter, firewall, ipvs",
-}
+from clusterfix_tui.core.record import STEP_TITLES  # noqa: E402,F401
 
 # The runbook's own advice (shared/seed/fix_cluster_communication.md), keyed by step.
 _STEP_ADVICE = {
@@ -91,102 +85,10 @@ _REBOOT = "Last resort: reboot the affected node(s) (running pods restart)."
 # the model
 
 
-def _s(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _step_rank(step: str) -> int:
-    return STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER)
-
-
-def _finding(f: Any) -> dict[str, Any]:
-    f = f if isinstance(f, dict) else {"title": _s(f)}
-    return {
-        "code": _s(f.get("code")) or "UNKNOWN",
-        "severity": _s(f.get("severity")) or "info",
-        "node": _s(f.get("node")),
-        "title": _s(f.get("title")),
-        "evidence": [_s(e) for e in (f.get("evidence") or ())],
-        "explanation": _s(f.get("explanation")),
-        "reference": _s(f.get("reference")),
-        "step": f.get("step") if isinstance(f.get("step"), str) else None,
-        "data": f.get("data") if isinstance(f.get("data"), dict) else {},
-    }
-
-
-def _check(r: Any) -> dict[str, Any]:
-    r = r if isinstance(r, dict) else {}
-    return {
-        "name": _s(r.get("name")) or "check",
-        "target": _s(r.get("target")),
-        "passed": bool(r.get("passed")),
-        "detail": _s(r.get("detail")),
-        "fix_step": r.get("fix_step") if isinstance(r.get("fix_step"), str) else None,
-    }
-
-
-def _action(a: Any) -> dict[str, Any]:
-    a = a if isinstance(a, dict) else {}
-    rb = a.get("rollback")
-    return {
-        "id": _s(a.get("id")),
-        "target": _s(a.get("target")),
-        "kind": _s(a.get("kind")) or "shell",
-        "command": _s(a.get("command")),
-        "why": _s(a.get("why")),
-        "risk": _s(a.get("risk")),
-        "mutating": bool(a.get("mutating", True)),
-        "finding_codes": [_s(c) for c in (a.get("finding_codes") or ())],
-        "rollback_command": _s(rb.get("command")) if isinstance(rb, dict) else None,
-        "rollback_note": _s(a.get("rollback_note")),
-        "opt_in": bool(a.get("opt_in", False)),
-    }
-
-
-def _plan(p: Any) -> dict[str, Any]:
-    p = p if isinstance(p, dict) else {}
-    return {
-        "title": _s(p.get("title")),
-        "findings": [_finding(f) for f in (p.get("findings") or ())],
-        "actions": [_action(a) for a in (p.get("actions") or ())],
-        "notes": [_s(n) for n in (p.get("notes") or ())],
-    }
-
-
-def _new_step(step: str, rollback: bool = False) -> dict[str, Any]:
-    return {
-        "step": step,
-        "title": STEP_TITLES.get(step, step),
-        "kind": "rollback" if rollback else "repair",
-        "plan": None,
-        "decision": None,
-        "status": "not-run",
-        "interrupted": False,
-        "commands": [],
-        "changes": [],
-        "outcome_message": "",
-        "rollback_status": None,
-    }
+from clusterfix_tui.core.record import (  # noqa: E402 - the one journal replay
+    _s,
+    replay,
+)
 
 
 def _prepare(events: Iterable[Any], anonymize: bool) -> tuple[list[dict[str, Any]], Anonymizer | None]:
@@ -215,263 +117,24 @@ def build_report(
     if anon is not None:
         problems = [anon.text(p) for p in redact_obj(problems)]
 
-    session: dict[str, Any] = {
-        "session_id": "", "tool_version": "", "user": "", "host": "", "mode": "",
-        "dry_run": False, "started_at": None, "ended_at": None, "complete": False,
-    }
-    cluster: dict[str, Any] = {"context": "", "server": "", "version": "", "node_count": None}
-    left_out: list[dict[str, str]] = []
-    findings: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-    node_summaries: dict[str, Any] = {}
-    validation: dict[str, list[dict[str, Any]] | None] = {"before": None, "after": None}
-    notes: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    latest: dict[str, dict[str, Any]] = {}  # step name -> its current entry
-    open_cmds: dict[tuple[str, str, str], Any] = {}
-    verdict_raw: str | None = None
-    summary = ""
-    summary_data: Any = None
-    after_diagnosed = False
-    saw_start = False
-    unknown_types: dict[str, int] = {}
-
-    last_repair: dict[str, dict[str, Any]] = {}
-    rollback_targets: dict[int, dict[str, Any]] = {}  # id(rollback command) -> repair entry
-
-    def entry_for(step: str, rollback: bool = False) -> dict[str, Any]:
-        e = latest.get(step)
-        if e is None:
-            e = _new_step(step, rollback)
-            steps.append(e)
-            latest[step] = e
-        if e["kind"] == "repair":
-            last_repair[step] = e
-        return e
-
-    for ev in evs:
-        t = ev.get("type")
-        ts = ev.get("ts")
-        if t == "session_start":
-            saw_start = True
-            for k in ("session_id", "tool_version", "user", "host", "mode"):
-                session[k] = _s(ev.get(k))
-            session["dry_run"] = bool(ev.get("dry_run"))
-            session["started_at"] = _s(ts) or None
-            cl = ev["cluster"] if isinstance(ev.get("cluster"), dict) else {}
-            cluster = {
-                "context": _s(cl.get("context")),
-                "server": _s(cl.get("server")),
-                "version": _s(cl.get("version")),
-                "node_count": _int_or_none(cl.get("node_count")),
-            }
-        elif t == "node_left_out":
-            left_out.append({"node": _s(ev.get("node")), "reason": _s(ev.get("reason"))})
-        elif t == "diagnosis":
-            phase = "after" if ev.get("phase") == "after" else "before"
-            findings[phase] = [_finding(f) for f in (ev.get("findings") or ())]
-            after_diagnosed = after_diagnosed or phase == "after"
-            if phase == "before" and isinstance(ev.get("nodes"), dict):
-                node_summaries = ev["nodes"]
-        elif t == "plan":
-            step = _s(ev.get("step")) or "unknown"
-            rollback = bool(ev.get("rollback"))
-            cur = latest.get(step)
-            # a plan shown again before any decision replaces the earlier one (last one shown wins)
-            if cur is None or cur["decision"] is not None or cur["commands"] or (
-                cur["kind"] == "rollback") != rollback or cur["status"] not in ("planned", "not-run"):
-                cur = _new_step(step, rollback)
-                steps.append(cur)
-                latest[step] = cur
-            if not rollback:
-                last_repair[step] = cur
-            cur["plan"] = _plan(ev.get("plan"))
-            if cur["plan"]["title"]:
-                cur["title"] = cur["plan"]["title"]
-            cur["status"] = "planned"
-        elif t == "decision":
-            cur = entry_for(_s(ev.get("step")) or "unknown")
-            decision = _s(ev.get("decision")) or "unknown"
-            cur["decision"] = {
-                "decision": decision,
-                "by": _s(ev.get("by")),
-                "action_ids": [_s(a) for a in (ev.get("action_ids") or ())],
-                "at": _s(ts) or None,
-            }
-            if cur["status"] in ("planned", "not-run"):
-                cur["status"] = "skipped" if decision == "skipped" else "running"
-        elif t == "command_start":
-            step = _s(ev.get("step")) or "unknown"
-            rollback = bool(ev.get("rollback"))
-            cur = entry_for(step, rollback)
-            cmd: dict[str, Any] | None = {
-                "action_id": _s(ev.get("action_id")),
-                "node": _s(ev.get("node")),
-                "kind": _s(ev.get("kind")) or "shell",
-                "command": _s(ev.get("command")),
-                "rollback": rollback,
-                "dry_run": bool(ev.get("dry_run")),
-                "started_at": _s(ts) or None,
-                "ended_at": None,
-                "state": "interrupted",
-                "exit_code": None,
-                "duration": None,
-                "timed_out": False,
-                "error": None,
-                "stdout": "",
-                "stderr": "",
-            }
-            cur["commands"].append(cmd)
-            if cur["status"] in ("planned", "not-run", "running"):
-                cur["status"] = "running"
-            open_cmds[(step, _s(ev.get("action_id")), _s(ev.get("node")))] = cmd
-            if rollback and ev.get("rollback_of"):
-                # "<step>:<node>:<n>": the repair entry this rollback undoes (also when the
-                # rollback runs as a multi-step "session" rollback)
-                fwd_step = _s(ev.get("rollback_of")).split(":", 1)[0]
-                undone = last_repair.get(fwd_step)
-                if undone is not None and undone is not cur:
-                    rollback_targets[id(cmd)] = undone
-                    if undone["rollback_status"] is None:
-                        undone["rollback_status"] = "rollback interrupted"
-        elif t == "command_end":
-            step = _s(ev.get("step")) or "unknown"
-            key = (step, _s(ev.get("action_id")), _s(ev.get("node")))
-            cmd = open_cmds.pop(key, None)
-            if cmd is None:  # an end without its start: keep what it says
-                cur = entry_for(step, bool(ev.get("rollback")))
-                cmd = {
-                    "action_id": key[1], "node": key[2], "kind": "shell",
-                    "command": "(command_start missing from the journal)",
-                    "rollback": bool(ev.get("rollback")), "dry_run": False,
-                    "started_at": None, "ended_at": None, "state": "failed", "exit_code": None,
-                    "duration": None, "timed_out": False, "error": None, "stdout": "", "stderr": "",
-                }
-                cur["commands"].append(cmd)
-            code = _int_or_none(ev.get("exit_code"))
-            cmd.update(
-                ended_at=_s(ts) or None,
-                exit_code=code,
-                duration=_num(ev.get("duration")),
-                timed_out=bool(ev.get("timed_out")),
-                error=_s(ev.get("error")) or None,
-                stdout=_s(ev.get("stdout")),
-                stderr=_s(ev.get("stderr")),
-            )
-            undone = rollback_targets.get(id(cmd))
-            if undone is not None:
-                ok = code == 0 and not ev.get("error") and not ev.get("timed_out")
-                if not ok:
-                    undone["rollback_status"] = "rollback failed"
-                elif undone["rollback_status"] in (None, "rollback interrupted"):
-                    undone["rollback_status"] = "rolled back"
-            if cmd["dry_run"] and code is None and not cmd["error"] and not cmd["timed_out"]:
-                cmd["state"] = "dry-run"  # the dry-run runner's "not run" result
-            elif code == 0 and not cmd["timed_out"] and not cmd["error"]:
-                cmd["state"] = "ok"
-            elif cmd["timed_out"]:
-                cmd["state"] = "timed-out"
-            else:
-                cmd["state"] = "failed"
-        elif t == "step_end":
-            step = _s(ev.get("step")) or "unknown"
-            cur = entry_for(step, bool(ev.get("rollback")))
-            out: dict[str, Any] = ev["outcome"] if isinstance(ev.get("outcome"), dict) else {}
-            status = _s(out.get("status")) or "unknown"
-            if ev.get("rollback"):
-                repair = last_repair.get(step)
-                if repair is not None and repair is not cur and repair["rollback_status"] is None:
-                    repair["rollback_status"] = status
-            if ev.get("rollback") and cur["kind"] == "repair":
-                cur["rollback_status"] = status
-            else:
-                cur["status"] = status
-                cur["outcome_message"] = _s(out.get("message"))
-                cur["changes"] = [
-                    {"node": _s(c.get("node")), "what": _s(c.get("what")),
-                     "before": c.get("before"), "after": c.get("after"),
-                     "action_id": _s(c.get("action_id"))}
-                    for c in (out.get("changes") or ()) if isinstance(c, dict)
-                ]
-        elif t == "validation":
-            phase = "after" if ev.get("phase") == "after" else "before"
-            validation[phase] = [_check(r) for r in (ev.get("results") or ())]
-        elif t == "note":
-            notes.append({"at": _s(ts) or None, "text": _s(ev.get("text"))})
-        elif t == "error":
-            errors.append({"at": _s(ts) or None, "message": _s(ev.get("message")),
-                           "where": _s(ev.get("where"))})
-        elif t == "session_end":
-            verdict_raw = _s(ev.get("verdict")) or "unknown"
-            raw_summary = ev.get("summary")
-            summary = _summary_text(raw_summary)
-            summary_data = raw_summary if isinstance(raw_summary, (dict, list)) else None
-            session["ended_at"] = _s(ts) or None
-            session["complete"] = True
-        else:
-            unknown_types[_s(t)] = unknown_types.get(_s(t), 0) + 1
-
-    # interrupted commands / steps
-    interrupted_cmds = []
-    for e in steps:
-        for c in e["commands"]:
-            if c["state"] == "interrupted":
-                e["interrupted"] = True
-                interrupted_cmds.append((e["step"], c))
-        if e["status"] == "running" and not session["complete"]:
-            e["interrupted"] = True
-        if e["interrupted"]:
-            e["status"] = "interrupted"
-        elif e["status"] == "running":  # decided and ran, but no step_end (session went on)
-            e["status"] = "unknown"
-    steps.sort(key=lambda e: _step_rank(e["step"]))  # stable: appearance order within a step
-
-    # verdict
-    if verdict_raw is None:
-        verdict = "interrupted" if evs else "unknown"
-    else:
-        verdict = verdict_raw
-    if interrupted_cmds and verdict not in ("interrupted", "aborted"):
-        verdict = "interrupted"
-    headline = VERDICT_TEXT.get(verdict, verdict.upper())
-    if interrupted_cmds:
-        step, c = interrupted_cmds[-1]
-        headline += (
-            f" (step {step}: command {c['action_id']} on {c['node']} started and never finished)"
-        )
-
-    # validation side by side
-    comparison = []
-    index: dict[tuple[str, str], dict[str, Any]] = {}
-    for phase in ("before", "after"):
-        for r in validation[phase] or ():
-            vkey = (r["name"], r["target"])
-            row = index.get(vkey)
-            if row is None:
-                row = {"name": r["name"], "target": r["target"], "before": None, "after": None,
-                       "detail_before": "", "detail_after": "", "fix_step": r["fix_step"]}
-                index[vkey] = row
-                comparison.append(row)
-            row[phase] = r["passed"]
-            row["detail_" + phase] = r["detail"]
-            row["fix_step"] = row["fix_step"] or r["fix_step"]
+    rec = replay(evs)
+    session, cluster, left_out = rec.session, rec.cluster, rec.left_out
+    findings, validation, steps = rec.findings, rec.validation, rec.steps
+    notes, errors, comparison = rec.notes, rec.errors, rec.comparison
+    node_summaries, after_diagnosed = rec.node_summaries, rec.after_diagnosed
+    verdict, verdict_raw = rec.verdict, rec.verdict_raw
+    headline = VERDICT_TEXT.get(verdict, verdict.upper()) + rec.headline_suffix
+    summary, summary_data = _summary_text(rec.summary_data), rec.summary_data
+    if not isinstance(summary_data, (dict, list)):
+        summary_data = None
 
     still = _still_failing(findings, validation, steps, after_diagnosed)
 
-    commands = [c for e in steps for c in e["commands"]]
-    stats = {
-        "commands": len(commands),
-        "ok": sum(1 for c in commands if c["state"] == "ok"),
-        "failed": sum(1 for c in commands if c["state"] in ("failed", "timed-out")),
-        "interrupted": sum(1 for c in commands if c["state"] == "interrupted"),
-        "dry_run": sum(1 for c in commands if c["state"] == "dry-run"),
-        "rollbacks": sum(1 for c in commands if c["rollback"]),
-        "findings_before": len(findings["before"]),
-        "findings_after": len(findings["after"]),
-    }
-    if not saw_start:
+    stats = dict(rec.stats)
+    stats["passes"] = rec.passes
+    if not rec.saw_start:
         problems.append("the journal has no session_start event: cluster and session details unknown")
-    for t, n in sorted(unknown_types.items()):
+    for t, n in sorted(rec.unknown_types.items()):
         problems.append(f"{n} event(s) of unknown type {t!r} ignored")
 
     ran = {e["step"] for e in steps}

@@ -98,6 +98,10 @@ class RepairSession:
         self._finished: str | None = None
         self._lock = threading.Lock()
         self._cluster: dict[str, Any] | None = None
+        self.pass_no = 1  # the repair pass (core/flow.py converges in passes)
+        from clusterfix_tui.core.fixes.preconditions import make_prechecker
+
+        self.precheck = make_prechecker(api, shells)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -221,20 +225,13 @@ class RepairSession:
         self.diagnosis = diagnosis
         if self.before is None:
             self.before = diagnosis
-        self.journal.write(
-            "diagnosis", phase=phase,
-            findings=[f.to_dict() for f in diagnosis.findings],
-            nodes=_node_summaries(diagnosis),
-            error=getattr(diagnosis, "error", None),
-            node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
-            **_shape_fields(diagnosis),
-        )
+        self.journal_diagnosis(diagnosis, phase)
         return diagnosis
 
     def refresh(self, on_progress: Callable[..., None] | None = None) -> Any:
-        """Re-diagnose before planning a later step (earlier steps changed the cluster: pods
-        were recreated, rules rewritten). The "before" diagnosis of the journal stays the first
-        one; the refreshed findings are journaled with each plan (Plan.findings) and a note."""
+        """Re-diagnose after a step changed the cluster (pods recreated, rules rewritten), before
+        re-planning. Journaled as a `diagnosis` with phase "refresh" (the "before" diagnosis of
+        the journal stays the first one)."""
         self._start()
         from clusterfix_tui.core import diagnose as _diag
 
@@ -244,16 +241,27 @@ class RepairSession:
             exclude=skip, leave_out=skip, skip_nodes=skip,
         )
         self.diagnosis = diagnosis
-        self.journal.write("note", text=f"re-diagnosed: {len(diagnosis.findings)} finding(s): "
-                           + ", ".join(f"{f.code}@{f.node}" for f in diagnosis.findings))
+        self.journal_diagnosis(diagnosis, "refresh")
         return diagnosis
 
-    def plan(self, step: str) -> Plan:
-        """A pure preview of `step` from the last diagnosis; journaled exactly as shown."""
+    def journal_diagnosis(self, diagnosis: Any, phase: str) -> None:
+        self.journal.write(
+            "diagnosis", phase=phase, pass_no=self.pass_no,
+            findings=[f.to_dict() for f in diagnosis.findings],
+            nodes=_node_summaries(diagnosis),
+            error=getattr(diagnosis, "error", None),
+            node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
+            **_shape_fields(diagnosis),
+        )
+
+    def build_plan(self, step: str) -> Plan:
+        """The plan of `step` from the last diagnosis (its read-only look-ups done, the pods it
+        would delete pinned by uid). Not journaled: a preview."""
         self._start()
         if self.diagnosis is None:
             raise RuntimeError("diagnose() before plan()")
         from clusterfix_tui.core.fixes import get_step
+        from clusterfix_tui.core.fixes.preconditions import pin_pod_uids
 
         step_obj = get_step(step)
         view = _WithoutLeftOut(self.diagnosis, set(self.left_out))
@@ -263,12 +271,22 @@ class RepairSession:
                 view.extra[step] = gather(self.api, view)
             except Exception as exc:  # noqa: BLE001
                 self.journal.write("error", message=f"{step}: look-up failed: {exc}", where=step)
-        plan = step_obj.plan(view)
-        self.plans[step] = plan
-        self.journal.write("plan", step=step, plan=plan.to_dict())
+        return pin_pod_uids(step_obj.plan(view), self.api)
+
+    def show_plan(self, plan: Plan) -> Plan:
+        """Journal `plan` as put in front of the user for a decision, exactly as shown."""
+        self._start()
+        self.plans[plan.step] = plan
+        self.journal.write("plan", step=plan.step, plan=plan.to_dict(), pass_no=self.pass_no)
         for note in plan.notes:
-            self.journal.write("note", text=f"{step}: {note}")
+            self.journal.write("note", text=f"{plan.step}: {note}")
         return plan
+
+    def plan(self, step: str, preview: bool = False) -> Plan:
+        """The plan of `step` from the last diagnosis; journaled as shown for approval unless
+        `preview` (looking at a plan is not deciding on it)."""
+        plan = self.build_plan(step)
+        return plan if preview else self.show_plan(plan)
 
     def apply(
         self,
@@ -282,11 +300,10 @@ class RepairSession:
         shown = self.plans.get(plan.step)
         if shown is None or shown.to_dict() != plan.to_dict():
             # what runs must be what was shown: journal the plan as it is about to run
-            self.plans[plan.step] = plan
-            self.journal.write("plan", step=plan.step, plan=plan.to_dict())
+            self.show_plan(plan)
         decision = "dry-run" if self.dry_run else "approved"
         self.journal.write("decision", step=plan.step, decision=decision,
-                           action_ids=list(approved_ids), by=by)
+                           action_ids=list(approved_ids), by=by, pass_no=self.pass_no)
         post = None
         try:
             from clusterfix_tui.core.fixes import get_step
@@ -300,29 +317,57 @@ class RepairSession:
                 return after(plan, outcome, self.api, on_line=on_line, cancel=cancel,
                              dry_run=self.dry_run)
         outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
-                                    cancel, post=post)
+                                    cancel, post=post, precheck=self.precheck,
+                                    step_end={"pass_no": self.pass_no})
         self.outcomes[plan.step] = outcome
         return outcome
 
     def skip(self, plan: Plan, reason: str = "", by: str = "user") -> StepOutcome:
         self._start()
         self.journal.write("decision", step=plan.step, decision="skipped", action_ids=[], by=by,
-                           reason=reason)
+                           reason=reason, pass_no=self.pass_no)
         outcome = StepOutcome(step=plan.step, status="skipped",
                               message=reason or "skipped by the user")
         self.outcomes[plan.step] = outcome
-        self.journal.write("step_end", step=plan.step, outcome=outcome.to_dict())
+        self.journal.write("step_end", step=plan.step, outcome=outcome.to_dict(),
+                           pass_no=self.pass_no)
         return outcome
+
+    def plan_rollback(self, step: str | None = None) -> engine.RollbackPlan:
+        """The rollback of what this session ran for `step` (None: everything), newest first,
+        replayed from the journal; journaled as shown for approval. Run it with apply_rollback:
+        what it shows is what runs."""
+        self._start()
+        from clusterfix_tui.core.record import ran_actions
+
+        plan, _ = engine.rollback_plan(ran_actions(list(self.journal.events), step), step)
+        self.journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True,
+                           pass_no=self.pass_no)
+        for n in plan.notes:
+            self.journal.write("note", text=f"rollback {plan.step}: {n}")
+        return plan
+
+    def apply_rollback(
+        self, plan: engine.RollbackPlan, approved_ids: list[str] | tuple[str, ...] | None = None,
+        on_line: NodeLineCallback | None = None, cancel: threading.Event | None = None,
+        by: str = "user",
+    ) -> StepOutcome:
+        """Run a rollback plan through the one apply path, journaled with its decision."""
+        self._start()
+        approved = list(approved_ids) if approved_ids is not None else [a.id for a in
+                                                                       plan.actions]
+        self.journal.write("decision", step=plan.step,
+                           decision="dry-run" if self.dry_run else "approved",
+                           action_ids=approved, by=by, rollback=True, pass_no=self.pass_no)
+        return engine.apply_plan(plan, approved, self.runner, self.journal, on_line, cancel,
+                                 step_end={"pass_no": self.pass_no})
 
     def rollback(
         self, step: str, on_line: NodeLineCallback | None = None,
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, by: str = "user",
     ) -> StepOutcome:
-        """Undo what this session ran for `step`, newest first (from the journal's own record)."""
-        self._start()
-        events = list(getattr(self.journal, "events", ()))
-        outcome = engine.rollback(events, self.runner, self.journal, on_line, cancel, step=step)
-        return outcome
+        """Undo what this session ran for `step`, newest first: plan_rollback + apply_rollback."""
+        return self.apply_rollback(self.plan_rollback(step), None, on_line, cancel, by=by)
 
     # -- validation and the end ----------------------------------------------------------------
 
@@ -343,45 +388,44 @@ class RepairSession:
             self._revert_workarounds()
         return self.validation
 
+    def validate_quiet(self) -> list[CheckResult]:
+        """One validation that is not journaled (the retries while the cluster settles)."""
+        from clusterfix_tui.core import validate as _val
+
+        return list(_val.validate(self.api, self.shells, None, prober=self.prober,
+                                  skip_nodes=sorted(self.left_out)))
+
     def _revert_workarounds(self) -> None:
-        """Workarounds (e.g. the probe exec check) are undone once the real fix is validated."""
+        """Workarounds (e.g. the probe exec check) are undone once the real fix is validated,
+        through the same rollback plan and apply path as any rollback."""
+        from clusterfix_tui.core.record import ran_actions
+
         events = list(getattr(self.journal, "events", ()))
-        ran = [ra for ra in engine.ran_from_events(events)
+        ran = [ra for ra in ran_actions(events)
                if getattr(ra.action, "revert_after_validation", False) and ra.finished_ok]
         if not ran:
             return
         self.journal.write("note", text="validation passed: reverting the temporary workaround(s) "
                            + ", ".join(ra.action.id for ra in ran))
         for step in sorted({ra.step for ra in ran}):
-            subset = [ra for ra in ran if ra.step == step]
-            engine.rollback_ran(subset, self.runner, self.journal, step=step)
+            plan, _ = engine.rollback_plan([ra for ra in ran if ra.step == step], step)
+            self.journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True,
+                               pass_no=self.pass_no)
+            self.apply_rollback(plan, None, by="validation passed")
 
     def finish(self, aborted: bool = False) -> str:
+        """Journal session_end. The verdict and the summary come from the journal's replay
+        (core/record.py), the same record the report and the summary screen show."""
         self._start()
         if self._finished is not None:
             return self._finished
-        findings_before = len(getattr(self.before, "findings", ()) or ())
-        changed = any(o.status in ("changed", "partial") for o in self.outcomes.values())
-        val = self.validation
-        if aborted:
-            verdict = "aborted"
-        elif val is None:
-            verdict = "healthy" if self.before is not None and findings_before == 0 else (
-                "aborted" if self.before is None else "still-broken")
-        elif all(r.passed for r in val):
-            verdict = "fixed" if (changed or findings_before) else "healthy"
-        elif changed:
-            verdict = "partially-fixed"
-        else:
-            verdict = "still-broken"
-        summary = {
-            "findings_before": findings_before,
-            "steps": {s: o.status for s, o in self.outcomes.items()},
-            "checks_failed": [f"{r.name}@{r.target}" for r in (val or ()) if not r.passed],
-            "checks_passed": sum(1 for r in (val or ()) if r.passed),
-            "nodes_left_out": dict(self.left_out),
-            "dry_run": self.dry_run,
-        }
+        from clusterfix_tui.core.record import replay, verdict_of
+
+        record = replay(list(self.journal.events))
+        verdict = verdict_of(record, aborted=aborted)
+        summary = record.summary()
+        summary["nodes_left_out"] = dict(self.left_out)
+        summary["dry_run"] = self.dry_run
         self.journal.write("session_end", verdict=verdict, summary=summary)
         self._finished = verdict
         return verdict

@@ -63,6 +63,7 @@ from clusterfix_tui.core.model import (
     CommandResult,
     Finding,
     Plan,
+    Precondition,
     StepOutcome,
 )
 
@@ -196,8 +197,17 @@ def action_from_dict(d: dict[str, Any]) -> Action:
         api=d.get("api"),
         rollback=action_from_dict(rb) if isinstance(rb, dict) else None,
         rollback_note=d.get("rollback_note", ""),
+        precondition=precondition_from_dict(d.get("precondition")),
         **extra,
     )
+
+
+def precondition_from_dict(d: Any) -> Precondition | None:
+    if not isinstance(d, dict) or not d.get("command"):
+        return None
+    return Precondition(kind=d.get("kind", "shell"), command=str(d["command"]),
+                        expect=str(d.get("expect") or ""), api=d.get("api"),
+                        timeout=float(d.get("timeout", 20.0)))
 
 
 def plan_from_dict(d: dict[str, Any]) -> Plan:
@@ -290,6 +300,55 @@ def _run_one(
     return result
 
 
+def _precheck(
+    action: Action,
+    step: str,
+    precheck: Prechecker,
+    journal: JournalLike | None,
+    on_line: NodeLineCallback | None,
+) -> Any:
+    """Re-check the action's precondition right before it runs; journal what it found."""
+    from clusterfix_tui.core.model import PRECHECK_UNKNOWN
+
+    pre = action.precondition
+    assert pre is not None
+    try:
+        found = precheck(action)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run means: do not run blind
+        from clusterfix_tui.core.fixes.preconditions import PrecheckResult
+
+        found = PrecheckResult(PRECHECK_UNKNOWN, f"the check could not run: {exc}")
+    if journal is not None:
+        journal.write(
+            "precheck", step=step, action_id=action.id, node=action.target, kind=pre.kind,
+            command=pre.command, state=found.state, detail=found.detail,
+            exit_code=found.exit_code,
+        )
+    if on_line is not None and found.state != "holds":
+        try:
+            on_line(action.target, "stderr",
+                    f"{action.id}: {_PRECHECK_WORDS.get(found.state, found.state)}: "
+                    f"{found.detail}")
+        except Exception:  # noqa: BLE001, S110
+            pass
+    return found
+
+
+_PRECHECK_WORDS = {"already-done": "already done, not run",
+                   "changed": "skipped, the node changed since the plan was shown",
+                   "unknown": "skipped, its precondition could not be checked"}
+
+
+def _gone_already(action: Action, result: CommandResult) -> bool:
+    """Deleting a pod that is not there any more (404) is done, not failed."""
+    return (action.kind == "api" and (action.api or {}).get("verb") == "delete_pod"
+            and result.exit_code == 1 and "(404)" in (result.stderr or ""))
+
+
+class Prechecker(Protocol):
+    def __call__(self, action: Action) -> Any: ...
+
+
 def _execute(
     step: str,
     actions: Sequence[Action],
@@ -299,6 +358,7 @@ def _execute(
     on_line: NodeLineCallback | None,
     cancel: threading.Event | None,
     rollback_of: dict[str, str] | None = None,
+    precheck: Prechecker | None = None,
 ) -> tuple[list[ActionOutcome], bool]:
     dry = bool(getattr(runner, "dry_run", False))
     failed_targets: set[str] = set()
@@ -306,7 +366,8 @@ def _execute(
     cancelled = False
     for action in actions:
         if action.id not in approved:
-            outcomes.append(ActionOutcome(action.id, action.target, action.command, None, "skipped"))
+            outcomes.append(ActionOutcome(action.id, action.target, action.command, None,
+                                          "skipped", "not approved"))
             continue
         if cancelled or (cancel is not None and cancel.is_set()):
             cancelled = True
@@ -315,22 +376,34 @@ def _execute(
             )
             continue
         if action.target in failed_targets:
-            outcomes.append(ActionOutcome(action.id, action.target, action.command, None, "skipped"))
+            outcomes.append(ActionOutcome(action.id, action.target, action.command, None,
+                                          "skipped", "an earlier action on this target failed"))
             continue
+        if precheck is not None and action.precondition is not None:
+            found = _precheck(action, step, precheck, journal, on_line)
+            if found.state != "holds":
+                outcomes.append(ActionOutcome(
+                    action.id, action.target, action.command, None,
+                    "already-done" if found.state == "already-done" else "skipped",
+                    found.detail or found.state))
+                continue
         result = _run_one(
             action, step, runner, journal, on_line,
             rollback_of=(rollback_of or {}).get(action.id) if rollback_of is not None else None,
         )
         not_run = (result.exit_code is None and result.error is None and not result.timed_out)
+        detail = ""
         if dry and (action.mutating or not_run):
             status = "dry-run"
         elif result.ok:
             status = "ok"
+        elif _gone_already(action, result):
+            status, detail = "already-done", "the pod was already gone (404)"
         else:
             status = "failed"
             failed_targets.add(action.target)
         outcomes.append(ActionOutcome(action.id, action.target, action.command, result,
-                                      status))  # type: ignore[arg-type]
+                                      status, detail))  # type: ignore[arg-type]
     return outcomes, cancelled
 
 
@@ -339,7 +412,7 @@ def _status(plan: Plan, outcomes: Sequence[ActionOutcome], cancelled: bool, dry:
     if plan.nothing_to_do:
         return "unchanged"
     if not ran and not cancelled:
-        return "skipped"
+        return "unchanged" if any(o.status == "already-done" for o in outcomes) else "skipped"
     if dry and any(o.status == "dry-run" for o in ran) and not any(o.status == "failed" for o in ran):
         return "dry-run"
     mutating_ids = {a.id for a in plan.actions if a.mutating}
@@ -380,17 +453,28 @@ def apply_plan(
     on_line: NodeLineCallback | None = None,
     cancel: threading.Event | None = None,
     post: Callable[[StepOutcome], StepOutcome] | None = None,
+    *,
+    precheck: Prechecker | None = None,
+    step_end: dict[str, Any] | None = None,
 ) -> StepOutcome:
-    """Run exactly the approved actions of `plan`, as shown, in plan order.
+    """Run exactly the approved actions of `plan`, as shown, in plan order. The one apply path:
+    repair plans and rollback plans (a RollbackPlan) both run through here.
 
+    `precheck(action)` re-checks each action's precondition right before it runs (an action
+    whose state changed is skipped, one whose goal already holds is "already-done").
     `post(outcome) -> outcome` (e.g. the pods step waiting for its rollout) runs before the
-    `step_end` event is journaled, so the journal has the final word."""
+    `step_end` event is journaled, so the journal has the final word. `step_end` adds fields to
+    that event (e.g. the pass number)."""
     approved = set(approved_ids)
     unknown = approved - {a.id for a in plan.actions}
     if unknown:
         raise ValueError(f"approved ids not in the plan: {sorted(unknown)}")
     dry = bool(getattr(runner, "dry_run", False))
-    outcomes, cancelled = _execute(plan.step, plan.actions, approved, runner, journal, on_line, cancel)
+    rollback_of = getattr(plan, "rollback_of", None)
+    is_rollback = isinstance(plan, RollbackPlan)
+    outcomes, cancelled = _execute(plan.step, plan.actions, approved, runner, journal, on_line,
+                                   cancel, rollback_of=dict(rollback_of or {}) if is_rollback
+                                   else None, precheck=precheck)
     status = _status(plan, outcomes, cancelled, dry)
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -399,11 +483,21 @@ def apply_plan(
         message = "nothing to do" + (": " + "; ".join(plan.notes) if plan.notes else "")
     else:
         message = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if is_rollback:
+        mapping = dict(rollback_of or {})
+        changes = tuple(
+            {"node": o.target, "action_id": o.action_id,
+             "what": f"rolled back {mapping.get(o.action_id)}", "before": None, "after": None}
+            for o in outcomes if o.status == "ok")
+        message = ("rollback: " + ", ".join(f"{o.action_id}={o.status}" for o in outcomes)) \
+            if outcomes else "rollback: nothing to roll back"
+    else:
+        changes = tuple(_changes(plan, outcomes))
     outcome = StepOutcome(
         step=plan.step,
         status=status,  # type: ignore[arg-type]
         actions=tuple(outcomes),
-        changes=tuple(_changes(plan, outcomes)),
+        changes=changes,
         message=message,
     )
     if post is not None:
@@ -413,7 +507,10 @@ def apply_plan(
             if journal is not None:
                 journal.write("error", message=f"after {plan.step}: {exc}", where=plan.step)
     if journal is not None:
-        journal.write("step_end", step=plan.step, outcome=outcome.to_dict())
+        extra = dict(step_end or {})
+        if is_rollback:
+            extra["rollback"] = True
+        journal.write("step_end", step=plan.step, outcome=outcome.to_dict(), **extra)
     return outcome
 
 
@@ -438,51 +535,10 @@ def ran_from_outcome(plan: Plan, outcome: StepOutcome) -> list[RanAction]:
 
 
 def ran_from_events(events: Sequence[dict[str, Any]], step: str | None = None) -> list[RanAction]:
-    """Forward actions that started (and were not dry-run), in start order, minus those already
-    rolled back successfully by a later rollback in the same journal."""
-    started: dict[str, RanAction] = {}
-    order: list[str] = []
-    ends: dict[str, dict[str, Any]] = {}
-    rolled_back: set[str] = set()
-    pending_rb: dict[str, str] = {}  # rollback action id -> forward id
-    for ev in events:
-        t = ev.get("type")
-        if t == "command_start":
-            if ev.get("dry_run"):
-                continue
-            if ev.get("rollback"):
-                if ev.get("rollback_of"):
-                    pending_rb[ev["action_id"]] = ev["rollback_of"]
-                continue
-            if step is not None and ev.get("step") != step:
-                continue
-            ad = ev.get("action")
-            if not isinstance(ad, dict):
-                continue
-            key = f"{ev.get('step')}|{ev['action_id']}|{ev.get('seq')}"
-            started[key] = RanAction(ev.get("step", ""), action_from_dict(ad), None)
-            order.append(key)
-        elif t == "command_end":
-            if ev.get("rollback"):
-                fwd = pending_rb.get(ev.get("action_id", ""))
-                if fwd and ev.get("exit_code") == 0 and not ev.get("error"):
-                    rolled_back.add(fwd)
-                continue
-            # attach to the latest start of the same action id
-            for key in reversed(order):
-                if key.split("|")[1] == ev.get("action_id") and key not in ends:
-                    ends[key] = ev
-                    ra = started[key]
-                    ok = ev.get("exit_code") == 0 and not ev.get("error") and not ev.get("timed_out")
-                    started[key] = RanAction(ra.step, ra.action, ok)
-                    break
-    result = []
-    for key in order:
-        ra = started[key]
-        if ra.action.id in rolled_back:
-            continue
-        result.append(ra)
-    return result
+    """Forward actions that started and are not rolled back yet (core.record.ran_actions)."""
+    from clusterfix_tui.core.record import ran_actions
+
+    return ran_actions(events, step)
 
 
 _REDACTION_MARKS = ("[REDACTED", "<redacted")
@@ -495,7 +551,17 @@ def _redacted(action: Action) -> bool:
     return any(m in text for m in _REDACTION_MARKS)
 
 
-def rollback_plan(ran: Sequence[RanAction], step: str | None = None) -> tuple[Plan, dict[str, str]]:
+@dataclass(frozen=True)
+class RollbackPlan(Plan):
+    """A Plan whose actions undo what ran; rollback_of maps each action id to the forward action
+    it undoes. It is shown, approved and applied like any plan (apply_plan)."""
+
+    rollback_of: dict[str, str] = dataclasses.field(default_factory=dict, hash=False,
+                                                     compare=False)
+
+
+def rollback_plan(ran: Sequence[RanAction], step: str | None = None
+                  ) -> tuple[RollbackPlan, dict[str, str]]:
     """The rollback of what ran, newest first, as a Plan (so it can be shown and approved).
 
     Returns the plan and a map rollback-action-id -> forward-action-id. Actions without an
@@ -525,13 +591,20 @@ def rollback_plan(ran: Sequence[RanAction], step: str | None = None) -> tuple[Pl
             notes.append(f"{a.id} ({a.target}): no automatic rollback: {a.rollback_note or 'none given'}")
     steps = sorted({ra.step for ra in ran})
     name = step or (steps[0] if len(steps) == 1 else "session")
-    plan = Plan(
+    plan = RollbackPlan(
         step=name,
         title=f"Roll back {name}",
         actions=tuple(actions),
         notes=tuple(notes) or (() if actions else ("nothing ran that can be rolled back",)),
+        rollback_of=dict(mapping),
     )
     return plan, mapping
+
+
+def rollback_plan_from_dict(d: dict[str, Any]) -> RollbackPlan:
+    p = plan_from_dict(d)
+    return RollbackPlan(step=p.step, title=p.title, findings=p.findings, actions=p.actions,
+                        notes=p.notes, rollback_of=dict(d.get("rollback_of") or {}))
 
 
 def rollback(
@@ -559,33 +632,22 @@ def rollback_ran(
     cancel: threading.Event | None = None,
     step: str | None = None,
     approved_ids: Iterable[str] | None = None,
+    *,
+    by: str = "user",
+    precheck: Prechecker | None = None,
 ) -> StepOutcome:
-    plan, mapping = rollback_plan(ran, step)
+    """Build the rollback plan of `ran`, journal it with its decision, run it (apply_plan)."""
+    plan, _ = rollback_plan(ran, step)
     if journal is not None:
         journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
         for n in plan.notes:
             journal.write("note", text=f"rollback {plan.step}: {n}")
-    approved = set(approved_ids) if approved_ids is not None else {a.id for a in plan.actions}
-    dry = bool(getattr(runner, "dry_run", False))
-    outcomes, cancelled = _execute(
-        plan.step, plan.actions, approved, runner, journal, on_line, cancel, rollback_of=mapping
-    )
-    status = _status(plan, outcomes, cancelled, dry)
-    outcome = StepOutcome(
-        step=plan.step,
-        status=status,  # type: ignore[arg-type]
-        actions=tuple(outcomes),
-        changes=tuple(
-            {"node": o.target, "action_id": o.action_id, "what": f"rolled back {mapping.get(o.action_id)}",
-             "before": None, "after": None}
-            for o in outcomes if o.status == "ok"
-        ),
-        message=("rollback: " + ", ".join(f"{o.action_id}={o.status}" for o in outcomes))
-        if outcomes else "rollback: nothing to roll back",
-    )
+    approved = list(approved_ids) if approved_ids is not None else [a.id for a in plan.actions]
     if journal is not None:
-        journal.write("step_end", step=plan.step, outcome=outcome.to_dict(), rollback=True)
-    return outcome
+        journal.write("decision", step=plan.step,
+                      decision="dry-run" if getattr(runner, "dry_run", False) else "approved",
+                      action_ids=approved, by=by, rollback=True)
+    return apply_plan(plan, approved, runner, journal, on_line, cancel, precheck=precheck)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,6 +707,9 @@ def flannel_pod(diagnosis: Any, node: str) -> tuple[str, str] | None:
     return node_pod(diagnosis, "flannel", node)
 
 
+from clusterfix_tui.core.fixes import preconditions as _pre  # noqa: E402
+
+
 def delete_pod_action(
     id_: str, node: str, namespace: str, name: str, *, why: str,
     finding_codes: tuple[str, ...] = (), risk: str = "",
@@ -657,6 +722,7 @@ def delete_pod_action(
         risk=risk or "the pod restarts; its DaemonSet recreates it on this node within seconds",
         rollback_note="a restarted pod is not rolled back: the DaemonSet recreates it",
         change={"what": f"pod {namespace}/{name}", "before": "running", "after": "recreated"},
+        precondition=_pre.pod_uid(namespace, name),
     )
 
 
@@ -675,4 +741,5 @@ def restart_daemonset_action(
         rollback_note="a rollout restart is not rolled back (it only restarts the same spec)",
         change={"what": f"daemonset {namespace}/{name}", "before": "running",
                 "after": "restarted"},
+        precondition=_pre.daemonset_exists(namespace, name),
     )

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes import engine, preconditions
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
 
@@ -244,6 +244,7 @@ class PodsStep:
                     "before": probe, "after": new},
             opt_in=True,
             revert_after_validation=True,
+            precondition=preconditions.deployment_probe(ns, deploy, container, probe, new),
         )
 
     # -- after the actions ran -------------------------------------------------------------

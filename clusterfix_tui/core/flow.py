@@ -1,0 +1,368 @@
+"""RepairFlow: the one repair flow the wizard and the headless `fix` both drive.
+
+connect + leave out -> diagnose -> (per step, in runbook order) plan for approval -> approve ->
+apply -> ... -> settle + re-diagnose -> another pass for the steps that still have something to
+do (never repeating an action that failed) -> validate -> verdict.
+
+Every rule about *when* lives here, nowhere else:
+- a step's plan is re-built when the cluster changed since that plan was built (per step: each
+  plan remembers the diagnosis generation it came from; any applied change makes the diagnosis
+  stale, and the next plan put up for approval re-diagnoses first);
+- every action's precondition is re-checked on the node right before it runs (the engine);
+- after a pass, the flow waits for the cluster to settle (validation retried, not journaled,
+  until green or the deadline), re-diagnoses, and offers another pass for the steps whose fresh
+  plan holds a mutating action that has not run yet, up to `max_passes`;
+- validation at the end waits the same way, is journaled once, and an "after" diagnosis is
+  journaled when anything changed;
+- rollback is a plan (plan_rollback) run through the same apply path (apply_rollback).
+
+Methods block; the wizard calls them from thread workers and gets progress through callbacks.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.model import STEP_ORDER, Action, CheckResult, Plan, StepOutcome
+from clusterfix_tui.core.record import SessionRecord, replay
+
+NodeLineCallback = Callable[[str, str, str], None]
+WaitCallback = Callable[[list[CheckResult], float], None]  # (failing checks, seconds left)
+
+DEFAULT_MAX_PASSES = 3
+SETTLE_POLL = 3.0
+_STAMP = re.compile(r"\d{8}T\d{6}Z")
+
+
+class StalePlanError(RuntimeError):
+    """apply() was given a plan built before the cluster last changed: plan_for_approval()
+    again and show that one."""
+
+
+def action_key(step: str, action: Action) -> str:
+    """What identifies "the same action" across passes: its command with backup stamps
+    normalised (a re-planned backup gets a new stamp, it is still the same action)."""
+    api = action.api or {}
+    what = action.command if action.kind == "shell" else repr(sorted(
+        (k, str(v)) for k, v in api.items()))
+    return f"{step}|{action.target}|{action.kind}|{_STAMP.sub('STAMP', what)}"
+
+
+class RepairFlow:
+    """Drive a RepairSession through the repair, one rule set for every front end."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        steps: Sequence[str] | None = None,
+        max_passes: int = DEFAULT_MAX_PASSES,
+        settle_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session
+        self.steps: tuple[str, ...] = tuple(s for s in STEP_ORDER if steps is None or s in steps)
+        self.max_passes = max(1, int(max_passes))
+        self.settle_timeout = float(settle_timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self.generation = 0  # bumped by every diagnosis
+        self._changes = 0  # bumped by every apply that may have changed the cluster
+        self._changes_at_diagnosis = 0
+        self._changes_at_settle = 0
+        self._plans: dict[str, tuple[int, Plan]] = {}  # step -> (generation, plan for approval)
+        self._pass_steps: tuple[str, ...] = self.steps
+        self._ran: set[str] = set()  # action keys that ran (any result)
+        self._failed: set[str] = set()  # action keys that failed
+        self._failed_targets: set[tuple[str, str]] = set()  # (step, target) with a failure
+        self._changed_in_pass = False
+        self._lock = threading.Lock()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def pass_no(self) -> int:
+        return int(self.session.pass_no)
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.session.dry_run)
+
+    @property
+    def diagnosis(self) -> Any:
+        return self.session.diagnosis
+
+    @property
+    def stale(self) -> bool:
+        """The cluster changed (through this flow) since the last diagnosis."""
+        return self._changes > self._changes_at_diagnosis
+
+    @property
+    def changed_anything(self) -> bool:
+        return self._changes > 0
+
+    def pass_steps(self) -> tuple[str, ...]:
+        """The steps of the current pass, in runbook order (all steps in pass 1)."""
+        return self._pass_steps
+
+    def record(self) -> SessionRecord:
+        """The session so far, replayed from its journal (what the summary screen shows)."""
+        return replay(list(self.session.journal.events))
+
+    # -- connect -------------------------------------------------------------------------------
+
+    def cluster_info(self) -> dict[str, Any]:
+        return self.session.cluster_info()
+
+    def connect(self, on_node: Callable[[Any], None] | None = None) -> list[Any]:
+        return self.session.connect(on_node=on_node)
+
+    def accept_host_key(self, node: str) -> Any:
+        return self.session.accept_host_key(node)
+
+    def leave_out(self, node: str, reason: str) -> None:
+        self.session.leave_out(node, reason)
+        self._changes += 1  # plans built with that node in them are stale
+
+    def leave_out_unconnected(self) -> list[Any]:
+        """Leave out every node that is not connected (the headless policy). Returns them."""
+        out = [c for c in self.session.conns.values() if c.state != "connected"
+               and c.node not in self.session.left_out]
+        for c in out:
+            self.leave_out(c.node, f"{c.state}: {c.detail}")
+        return out
+
+    # -- diagnose ------------------------------------------------------------------------------
+
+    def diagnose(self, on_progress: Callable[..., None] | None = None) -> Any:
+        """The first ("before") diagnosis; later ones go through _rediagnose()."""
+        phase = "before" if self.session.before is None else "refresh"
+        if phase == "before":
+            d = self.session.diagnose("before", on_progress=on_progress)
+        else:
+            d = self.session.refresh(on_progress=on_progress)
+        self._diagnosed()
+        return d
+
+    def _diagnosed(self) -> None:
+        self.generation += 1
+        self._changes_at_diagnosis = self._changes
+
+    def _rediagnose(self, on_progress: Callable[..., None] | None = None) -> Any:
+        d = self.session.refresh(on_progress=on_progress)
+        self._diagnosed()
+        return d
+
+    def validate_before(self, on_check: Callable[[CheckResult], None] | None = None
+                        ) -> list[CheckResult]:
+        return self.session.validate("before", on_check=on_check)
+
+    # -- plans ---------------------------------------------------------------------------------
+
+    def preview(self, step: str) -> Plan:
+        """The plan of `step` to look at (the plan screen): not journaled, not approvable."""
+        return self._filtered(self.session.build_plan(step))
+
+    def preview_all(self) -> dict[str, Plan]:
+        return {s: self.preview(s) for s in self.steps}
+
+    def plan_for_approval(self, step: str, on_progress: Callable[..., None] | None = None
+                          ) -> Plan:
+        """The plan of `step` to put in front of the user for a decision, built from the
+        cluster as it is now: re-diagnoses first if anything changed since the last diagnosis,
+        re-plans if this step's plan came from an older diagnosis. Journaled once per build."""
+        with self._lock:
+            if self.stale and not self.dry_run:
+                self._rediagnose(on_progress)
+            held = self._plans.get(step)
+            if held is not None and held[0] == self.generation:
+                return held[1]
+            plan = self._filtered(self.session.build_plan(step))
+            self.session.show_plan(plan)
+            self._plans[step] = (self.generation, plan)
+            return plan
+
+    def is_current(self, plan: Plan) -> bool:
+        held = self._plans.get(plan.step)
+        return held is not None and held[1] is plan and held[0] == self.generation \
+            and not (self.stale and not self.dry_run)
+
+    def _filtered(self, plan: Plan) -> Plan:
+        """Drop what must not run again: actions that failed in an earlier pass, and the step's
+        actions on a target where one of them failed."""
+        if not (self._failed or self._failed_targets):
+            return plan
+        keep: list[Action] = []
+        notes: list[str] = []
+        for a in plan.actions:
+            if action_key(plan.step, a) in self._failed:
+                notes.append(f"{a.id} not offered again: it failed earlier in this session")
+            elif (plan.step, a.target) in self._failed_targets:
+                notes.append(f"{a.id} not offered again: an action of this step failed on "
+                             f"{a.target} earlier in this session")
+            else:
+                keep.append(a)
+        if not notes:
+            return plan
+        import dataclasses
+
+        return dataclasses.replace(plan, actions=tuple(keep), notes=tuple(plan.notes) +
+                                   tuple(notes))
+
+    # -- decide and run ------------------------------------------------------------------------
+
+    def approvable_ids(self, plan: Plan, opt_in: Iterable[str] = ()) -> list[str]:
+        """The default approval (`--yes`, the wizard's ticks): every non-opt-in action, plus the
+        opt-in ids given ("all" = every opt-in)."""
+        wanted = set(opt_in)
+        return engine.default_approved(plan) + [
+            a.id for a in plan.actions if engine.is_opt_in(a)
+            and ("all" in wanted or a.id in wanted)]
+
+    def apply(
+        self, plan: Plan, approved_ids: Iterable[str], on_line: NodeLineCallback | None = None,
+        cancel: threading.Event | None = None, by: str = "user",
+    ) -> StepOutcome:
+        """Run the approved actions of the plan put up for approval (plan_for_approval)."""
+        if not self.is_current(plan):
+            raise StalePlanError(f"the plan of step {plan.step} was built before the cluster "
+                                 "last changed; plan it again and show that one")
+        outcome = self.session.apply(plan, list(approved_ids), on_line=on_line, cancel=cancel,
+                                     by=by)
+        self._learn(plan, outcome)
+        return outcome
+
+    def skip(self, plan: Plan, reason: str = "", by: str = "user") -> StepOutcome:
+        return self.session.skip(plan, reason, by=by)
+
+    def _learn(self, plan: Plan, outcome: StepOutcome) -> None:
+        by_id = {a.id: a for a in plan.actions}
+        touched = False
+        for o in outcome.actions:
+            a = by_id.get(o.action_id)
+            if a is None or o.status not in ("ok", "failed"):
+                continue
+            key = action_key(plan.step, a)
+            self._ran.add(key)
+            if o.status == "failed":
+                self._failed.add(key)
+                self._failed_targets.add((plan.step, a.target))
+            if a.mutating:
+                touched = True
+        if touched:
+            self._changes += 1
+            self._changed_in_pass = True
+        self._plans.pop(plan.step, None)
+
+    # -- converge ------------------------------------------------------------------------------
+
+    def settle(self, on_wait: WaitCallback | None = None, cancel: threading.Event | None = None,
+               timeout: float | None = None) -> list[CheckResult]:
+        """After changes, retry validation (not journaled) until it is green or the deadline:
+        restarted pods need a moment. Returns the last results ([] when nothing changed)."""
+        if self.dry_run or self._changes == self._changes_at_settle:
+            return []
+        self._changes_at_settle = self._changes
+        deadline = self._clock() + (self.settle_timeout if timeout is None else timeout)
+        results: list[CheckResult] = []
+        while True:
+            try:
+                results = self.session.validate_quiet()
+            except Exception:  # noqa: BLE001 - the API may blink while pods restart
+                results = []
+            left = deadline - self._clock()
+            if (results and all(r.passed for r in results)) or left <= 0 or (
+                    cancel is not None and cancel.is_set()):
+                return results
+            if on_wait is not None:
+                on_wait([r for r in results if not r.passed], left)
+            self._sleep(min(SETTLE_POLL, max(0.0, left)))
+
+    def next_pass(self, on_wait: WaitCallback | None = None,
+                  on_progress: Callable[..., None] | None = None, *, start: bool = True,
+                  cancel: threading.Event | None = None) -> list[str]:
+        """After the steps of a pass: settle, re-diagnose, and return the steps another pass
+        would act on (those whose fresh plan holds a mutating action that has not run yet).
+        [] = converged (or max passes reached, or nothing changed, or a dry run). With
+        start=True (headless) the new pass begins; the wizard asks first, then start_pass()."""
+        journal = self.session.journal
+        if self.dry_run or not self._changed_in_pass:
+            return []
+        if self.pass_no >= self.max_passes:
+            journal.write("note", text=f"pass {self.pass_no} was the last one allowed "
+                          f"(--max-passes {self.max_passes})")
+            return []
+        self.settle(on_wait, cancel)
+        if cancel is not None and cancel.is_set():
+            return []
+        self._rediagnose(on_progress)
+        wanted: list[str] = []
+        for step in self.steps:
+            try:
+                plan = self.preview(step)
+            except Exception as exc:  # noqa: BLE001
+                journal.write("error", message=f"could not plan step {step}: {exc}", where=step)
+                continue
+            if any(a.mutating and action_key(step, a) not in self._ran for a in plan.actions):
+                wanted.append(step)
+        if wanted and start:
+            self.start_pass(wanted)
+        return wanted
+
+    def start_pass(self, steps: Sequence[str]) -> int:
+        self.session.pass_no += 1
+        self._pass_steps = tuple(s for s in self.steps if s in steps)
+        self._changed_in_pass = False
+        self._plans.clear()
+        self.session.journal.write(
+            "note", text=f"pass {self.pass_no}: findings remain that "
+            f"{', '.join(self._pass_steps)} can act on")
+        return self.pass_no
+
+    # -- validate and end ----------------------------------------------------------------------
+
+    def validate(self, on_check: Callable[[CheckResult], None] | None = None,
+                 on_wait: WaitCallback | None = None, cancel: threading.Event | None = None
+                 ) -> list[CheckResult]:
+        """Settle, then the journaled "after" validation; then, when anything changed, the
+        "after" diagnosis (re-using the last one if nothing changed since)."""
+        self.settle(on_wait, cancel)
+        results = self.session.validate("after", on_check=on_check)
+        if self.changed_anything and not self.dry_run:
+            try:
+                if self.stale:
+                    self.session.diagnose("after")
+                    self._diagnosed()
+                elif self.session.diagnosis is not None:
+                    self.session.journal_diagnosis(self.session.diagnosis, "after")
+            except Exception as exc:  # noqa: BLE001
+                self.session.journal.write("error", message=f"diagnosis after repair failed: "
+                                           f"{exc}", where="diagnose")
+        return results
+
+    def finish(self, aborted: bool = False) -> str:
+        return self.session.finish(aborted=aborted)
+
+    # -- rollback: a plan like any other -------------------------------------------------------
+
+    def plan_rollback(self, step: str | None = None) -> engine.RollbackPlan:
+        """What undoing `step` (None: the whole session) would run, newest first, replayed from
+        the journal; journaled as shown for approval. apply_rollback runs exactly it."""
+        return self.session.plan_rollback(step)
+
+    def apply_rollback(self, plan: engine.RollbackPlan, approved_ids: Iterable[str] | None = None,
+                       on_line: NodeLineCallback | None = None,
+                       cancel: threading.Event | None = None, by: str = "user") -> StepOutcome:
+        outcome = self.session.apply_rollback(
+            plan, list(approved_ids) if approved_ids is not None else None, on_line, cancel, by)
+        if any(o.status in ("ok", "failed") for o in outcome.actions):
+            self._changes += 1
+            self._changed_in_pass = True
+        self._plans.pop(plan.step, None)
+        return outcome
