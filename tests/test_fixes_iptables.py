@@ -12,6 +12,7 @@ from clusterfix_tui.core.fixes.engine import (
     apply_plan,
     check_rollbacks,
     default_approved,
+    is_opt_in,
     node_backup_dir,
     rollback,
 )
@@ -45,7 +46,9 @@ def test_plan_backs_up_first_removes_stale_chains_and_restarts_only_affected_nod
     assert "/var/backups/clusterfix/" in first.command
     cmds = [a.command for a in plan.actions]
     assert any("iptables-legacy-restore -T nat" in c for c in cmds)
-    assert "iptables-legacy -w 5 -P FORWARD ACCEPT" in cmds
+    # FORWARD DROP: the policy flip is an opt-in, never approved by default (issue 13)
+    flip = [a for a in plan.actions if a.command == "iptables-legacy -w 5 -P FORWARD ACCEPT"]
+    assert len(flip) == 1 and is_opt_in(flip[0]) and flip[0].id not in default_approved(plan)
     restart = plan.actions[-1]
     assert restart.kind == "api" and restart.api == {
         "verb": "delete_pod", "namespace": "kube-system", "name": "kube-proxy-node-2"}
@@ -126,7 +129,7 @@ def test_commands_on_real_iptables_remove_stale_and_rollback_restores(tmp_path):
         d = FakeDiagnosis([
             conflict("node-2"),
             finding("FORWARD_DROP", "node-2", "iptables", backend="legacy", table="filter",
-                    chain="FORWARD", policy="DROP"),
+                    chain="FORWARD", policy="DROP", pod_network="10.244.0.0/16"),
         ], snapshot=snapshot())
         plan = STEP.plan(d)
         runner = NetnsRunner({"node-2": name}, str(tmp_path))
@@ -135,7 +138,12 @@ def test_commands_on_real_iptables_remove_stale_and_rollback_restores(tmp_path):
         after = _state(name)
         assert "KUBE-" not in after["legacy"]
         assert "-A POSTROUTING -s 10.1.0.0/16 -j MASQUERADE" in after["legacy"]  # kept
-        assert ":FORWARD ACCEPT" in after["legacy"]
+        # the DROP policy stays; the pod network is accepted ahead of it
+        assert ":FORWARD DROP" in after["legacy"]
+        assert "-A FORWARD -s 10.244.0.0/16 -m comment --comment \"clusterfix: pods-forward\" " \
+               "-j ACCEPT" in after["legacy"]
+        assert "-A FORWARD -d 10.244.0.0/16 -m comment --comment \"clusterfix: to-pods-forward\" " \
+               "-j ACCEPT" in after["legacy"]
         assert after["nft"] == before["nft"]  # the live backend is untouched
         assert runner.api_calls == [{"verb": "delete_pod", "namespace": "kube-system",
                                      "name": "kube-proxy-node-2"}]

@@ -202,43 +202,51 @@ def test_br_netfilter_module_and_sysctl() -> None:
     assert plan.actions[0].rollback.command == "sysctl -w net.bridge.bridge-nf-call-iptables=0"
 
 
-def test_firewall_reject_backup_delete_and_restore() -> None:
+def test_firewall_reject_narrow_accept_by_default_delete_opt_in() -> None:
     rules = [{"backend": "legacy", "table": "filter", "chain": "INPUT",
               "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"},
              {"backend": "nft", "table": "filter", "chain": "FORWARD",
               "rule": "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"}]
+    accepts = [{"backend": "legacy", "table": "filter", "chain": "INPUT", "flow": "kubelet",
+                "hook": "input", "spec": ["-p", "tcp", "-m", "tcp", "--dport", "10250", "-m",
+                                          "comment", "--comment", "clusterfix: kubelet", "-j",
+                                          "ACCEPT"]}]
     plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-3", "host_network",
-                                            rules=rules)], snapshot={"flannel_network": "10.244.0.0/16"}))
+                                            rules=rules, accepts=accepts)],
+                                   snapshot={"flannel_network": "10.244.0.0/16"}))
     default = [a for a in plan.actions if not is_opt_in(a)]
-    assert "iptables-legacy-save -t filter >" in default[0].command
-    assert "[ -e " in default[0].command  # saved once: a re-run keeps the pre-fix copy
-    assert argv(default[1].command) == ["iptables-legacy", "-w", "5", "-t", "filter", "-D", "INPUT",
-                                        "-j", "REJECT", "--reject-with", "icmp-host-prohibited"]
-    assert "iptables-legacy-restore -w 5 -T filter <" in default[1].rollback.command
-    assert "iptables-nft-save -t filter >" in default[2].command
-    assert argv(default[3].command)[:7] == ["iptables-nft", "-w", "5", "-t", "filter", "-D",
-                                           "FORWARD"]
-    assert check_rollbacks(plan) == []
-    # the keep-the-firewall alternative is opt-in: pod network, 8472/udp, 10250/tcp, NodePorts
+    assert len(default) == 1  # the narrow accept, nothing else
+    assert "-I INPUT 1 -p tcp -m tcp --dport 10250" in default[0].command
+    assert " -D " not in default[0].command.split("||")[-1]
+    assert default[0].rollback.command == (
+        "iptables-legacy -w 5 -t filter -D INPUT -p tcp -m tcp --dport 10250 -m comment "
+        "--comment 'clusterfix: kubelet' -j ACCEPT")
+    # deleting the REJECT rules is the opt-in alternative (table saved first, restore as rollback)
     opt = [a for a in plan.actions if is_opt_in(a)]
-    assert opt and not {a.id for a in opt} & set(default_approved(plan))
-    joined = "\n".join(a.command for a in opt)
-    for needle in ("-s 10.244.0.0/16", "-d 10.244.0.0/16", "-p udp --dport 8472",
-                   "-p tcp --dport 10250", "-p tcp --dport 30000:32767"):
-        assert needle in joined
-    assert all(a.rollback and " -D " in a.rollback.command for a in opt)
+    assert len(opt) == 2 and not {a.id for a in opt} & set(default_approved(plan))
+    assert "iptables-legacy-save -t filter >" in opt[0].command and "[ -e " in opt[0].command
+    assert opt[0].command.endswith(
+        "iptables-legacy -w 5 -t filter -D INPUT -j REJECT --reject-with icmp-host-prohibited")
+    assert "iptables-legacy-restore -w 5 -T filter <" in opt[0].rollback.command
+    assert "iptables-nft -w 5 -t filter -D FORWARD" in opt[1].command
+    assert check_rollbacks(plan) == []
 
 
 def test_firewall_nft_native_rule_by_handle() -> None:
+    frag = '"handle": 42, "expr": [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]'
     rules = [{"backend": "nft-native", "family": "inet", "table": "firewalld",
-              "chain": "filter_INPUT", "handle": 42, "text": "reject with icmpx admin-prohibited"}]
+              "chain": "filter_INPUT", "handle": 42, "text": "reject with icmpx admin-prohibited",
+              "json": frag}]
     plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
                                             rules=rules)]))
-    assert "nft list table inet firewalld >" in plan.actions[0].command
-    assert argv(plan.actions[1].command) == ["nft", "delete", "rule", "inet", "firewalld",
-                                             "filter_INPUT", "handle", "42"]
-    assert "flush table %s %s" in plan.actions[1].rollback.command
-    assert "| nft -f -" in plan.actions[1].rollback.command
+    (a,) = plan.actions
+    assert is_opt_in(a)  # never a default
+    # the handle is re-read at apply time: it must still hold the diagnosed rule
+    assert a.command.startswith("nft -j -a list chain inet firewalld filter_INPUT | grep -q -F -e ")
+    assert shlex.quote(frag) in a.command
+    assert "nft list table inet firewalld >" in a.command
+    assert a.command.endswith("nft delete rule inet firewalld filter_INPUT handle 42")
+    assert "flush table %s %s" in a.rollback.command and "| nft -f -" in a.rollback.command
 
 
 def test_firewall_hostile_rule_specs() -> None:
@@ -254,11 +262,11 @@ def test_firewall_hostile_rule_specs() -> None:
               "handle": "7; reboot"}]
     plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
                                             rules=rules)]))
-    deletes = [a for a in plan.actions if " -D " in a.command and not is_opt_in(a)]
-    assert len(deletes) == 1
-    assert argv(deletes[0].command) == ["iptables-legacy", "-w", "5", "-t", "filter", "-D",
-                                        "INPUT", "-m", "comment", "--comment",
-                                        "x; rm -rf / $(id) `id`", "-j", "REJECT"]
+    deletes = [a for a in plan.actions if " -D " in a.command]
+    assert len(deletes) == 1 and is_opt_in(deletes[0])
+    assert argv(deletes[0].command.rsplit(" && ", 1)[-1]) == [
+        "iptables-legacy", "-w", "5", "-t", "filter", "-D", "INPUT", "-m", "comment",
+        "--comment", "x; rm -rf / $(id) `id`", "-j", "REJECT"]
     assert len(plan.notes) >= 4  # each refused rule is reported, not silently dropped
     assert not any("reboot" in a.command for a in plan.actions)
     assert rule_argv(hostile, "-D")[0] == "-D"
@@ -346,7 +354,11 @@ def test_host_network_apply_and_rollback_in_a_netns(netns: str, tmp_path: Path) 
                 value="0"),
         finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
             "backend": "legacy", "table": "filter", "chain": "INPUT",
-            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}]),
+            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}],
+            accepts=[{"backend": "legacy", "table": "filter", "chain": "INPUT", "flow": "kubelet",
+                "hook": "input", "spec": ["-p", "tcp", "-m", "tcp", "--dport", "10250", "-m",
+                                          "comment", "--comment", "clusterfix: kubelet", "-j",
+                                          "ACCEPT"]}]),
     ]
     if has_bridge:
         findings.append(finding("BR_NETFILTER_OFF", "node-1", "host_network", value="0",
@@ -360,13 +372,14 @@ def test_host_network_apply_and_rollback_in_a_netns(netns: str, tmp_path: Path) 
     assert ns(netns, "cat /proc/sys/net/ipv4/ip_forward").strip() == "1"
     if has_bridge:
         assert ns(netns, "cat /proc/sys/net/bridge/bridge-nf-call-iptables").strip() == "1"
-    assert "REJECT" not in ns(netns, "iptables-legacy-save -t filter")
+    saved = ns(netns, "iptables-legacy-save -t filter")
+    assert "REJECT" in saved and "--dport 10250" in saved  # the reject stays, kubelet accepted
+    assert saved.index("--dport 10250") < saved.index("REJECT")
     dropin = (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").read_text()
     assert "vm.swappiness = 10" in dropin and "net.ipv4.ip_forward = 1" in dropin
 
     # applying the same plan again changes nothing more (the backup keeps the first copy)
-    again = apply_plan(plan, [a.id for a in plan.actions if "-D INPUT" not in a.command
-                              and not is_opt_in(a)], runner)
+    again = apply_plan(plan, default_approved(plan), runner)
     assert again.status == "changed"
     assert (d["sysctl.d"] / "99-clusterfix-kubernetes.conf").read_text() == dropin
 
@@ -382,22 +395,32 @@ def test_host_network_apply_and_rollback_in_a_netns(netns: str, tmp_path: Path) 
 
 
 @needs_root
-def test_firewall_opt_in_accepts_apply_and_rollback(netns: str, tmp_path: Path) -> None:
+def test_firewall_narrow_accepts_apply_and_rollback(netns: str, tmp_path: Path) -> None:
     d = _dirs(tmp_path, "backups")
     ns(netns, "iptables-legacy -A INPUT -j REJECT --reject-with icmp-host-prohibited")
     before = ns(netns, "iptables-legacy-save -t filter | grep -v '^#'")
+    vx = {"backend": "legacy", "table": "filter", "chain": "INPUT", "flow": "vxlan-in",
+          "hook": "input", "spec": ["-p", "udp", "-m", "udp", "--dport", "8472", "-m", "comment",
+                                    "--comment", "clusterfix: vxlan-in", "-j", "ACCEPT"]}
     plan = HOST.plan(FakeDiagnosis(
         [finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
             "backend": "legacy", "table": "filter", "chain": "INPUT",
-            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}])],
+            "rule": "-A INPUT -j REJECT --reject-with icmp-host-prohibited"}],
+            accepts=[vx, {"backend": "legacy", "table": "filter", "chain": "INPUT", "flow": "kubelet",
+                "hook": "input", "spec": ["-p", "tcp", "-m", "tcp", "--dport", "10250", "-m",
+                                          "comment", "--comment", "clusterfix: kubelet", "-j",
+                                          "ACCEPT"]}])],
         snapshot={"flannel_network": "10.244.0.0/16"}))
-    opt = [a.id for a in plan.actions if is_opt_in(a)]
     runner = MountRunner(netns, {"/var/backups": str(d["backups"])})
-    outcome = apply_plan(plan, opt, runner)
+    outcome = apply_plan(plan, default_approved(plan), runner)
     assert outcome.status == "changed"
     rules = ns(netns, "iptables-legacy -S INPUT")
-    assert "--dport 8472" in rules and "--dport 30000:32767" in rules and "REJECT" in rules
+    assert "--dport 8472" in rules and "--dport 10250" in rules and "REJECT" in rules
     assert rules.index("--dport 8472") < rules.index("REJECT")
+    assert "30000" not in rules  # only the flows in the finding
+    again = apply_plan(plan, default_approved(plan), runner)  # idempotent: no duplicates
+    assert again.status == "changed"
+    assert ns(netns, "iptables-legacy -S INPUT").count("--dport 8472") == 1
     rollback((plan, outcome), runner)
     assert ns(netns, "iptables-legacy-save -t filter | grep -v '^#'") == before
 
@@ -415,9 +438,12 @@ def test_nft_native_reject_delete_and_restore(netns: str, tmp_path: Path) -> Non
     before = ns(netns, "nft list table inet fw")
     plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network", rules=[{
         "backend": "nft-native", "family": "inet", "table": "fw", "chain": "input",
-        "handle": int(handle), "text": "reject with icmpx admin-prohibited"}])]))
+        "handle": int(handle), "text": "reject with icmpx admin-prohibited",
+        "json": f'"handle": {handle}, "expr": [{{"reject": {{"type": "icmpx", '
+                f'"expr": "admin-prohibited"}}}}]'}])]))
     runner = MountRunner(netns, {"/var/backups": str(d["backups"])})
-    outcome = apply_plan(plan, default_approved(plan), runner)
+    assert default_approved(plan) == []  # deleting the reject is opt-in only
+    outcome = apply_plan(plan, [a.id for a in plan.actions], runner)
     assert outcome.status == "changed", [(a.action_id, a.result) for a in outcome.actions]
     assert "reject" not in ns(netns, "nft list table inet fw")
     rb = rollback((plan, outcome), runner)
@@ -577,7 +603,12 @@ def test_lab_fix_and_rollback_worker_kubeconfig_and_host_network(
         assert any(k == "files" for _, k in changed), r.stdout
         for n in lab.nodes:
             assert fixed[n["name"]]["sysctl"].split() == ["1", "1"], (n["name"], r.stdout)
-            assert "REJECT" not in fixed[n["name"]]["filter-legacy"] + fixed[n["name"]]["filter-nft"]
+            both = fixed[n["name"]]["filter-legacy"] + fixed[n["name"]]["filter-nft"]
+            # the firewall stays: its REJECTs are still there, the cluster flows accepted first
+            assert before[n["name"]]["filter-nft"].count("REJECT") == \
+                fixed[n["name"]]["filter-nft"].count("REJECT"), n["name"]
+            if "REJECT" in both:
+                assert "clusterfix: pods-forward" in both and "clusterfix: kubelet" in both
         worker = [n["name"] for n in lab.nodes if n["role"] != "control-plane"]
         ok = [lab.exec(w, "kubectl get nodes -o name --request-timeout=5s", check=False)
               for w in worker]

@@ -24,7 +24,7 @@ SYMPTOM_OF: dict[str, tuple[str, ...]] = {
 # symptom code -> root-cause codes anywhere in the cluster
 CLUSTER_SYMPTOM_OF: dict[str, tuple[str, ...]] = {
     # a probe failing with "no route to host" is what these node faults look like from kubelet
-    "PROBE_NO_ROUTE": ("FIREWALL_REJECT", "CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
+    "PROBE_NO_ROUTE": ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
                        "FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FORWARD_DROP",
                        "IP_FORWARD_OFF"),
 }

@@ -1,62 +1,199 @@
-"""Firewall REJECT rules that make clients and probes see "no route to host"."""
+"""Host firewalls that drop cluster traffic: REJECT/DROP rules and INPUT/OUTPUT policies.
+
+A rule or policy is a finding only when a flow the cluster needs reaches it (see
+core/checks/firewall_path.py: flannel VXLAN in/out, kubelet, the API server, NodePorts, forwarded
+pod traffic of every family), in iptables-legacy, iptables-nft or an nft-native table such as
+firewalld's `inet firewalld`, with jumps followed. A reject for traffic the cluster never sends is
+not a finding. The evidence names the flow each rule breaks; `data["accepts"]` are the narrow
+ACCEPT rules that open exactly those flows ahead of the drop (what the host_network step inserts by
+default); deleting the rule / flipping the policy is the opt-in alternative.
+
+FORWARD policies are FORWARD_DROP's (core/checks/iptables.py); this check reports FORWARD rules.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from clusterfix_tui.core.checks._common import backend_saves, reachable_chains, save_label
-from clusterfix_tui.core.checks.iptables import IPTABLES_NFT_TABLES
+from clusterfix_tui.core.checks._common import backend_saves, save_label
+from clusterfix_tui.core.checks.firewall_path import (
+    Flow,
+    cluster_flows,
+    node_hits,
+    underlay_ifaces,
+)
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 
 REF = "https://github.com/kubernetes/kubernetes/issues/101828"
-# ICMP types that a client sees as EHOSTUNREACH ("no route to host") or ENETUNREACH
+REF_PORTS = "https://kubernetes.io/docs/reference/networking/ports-and-protocols/"
+REF_FLANNEL = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md#firewalls"
+COMMENT = "clusterfix"
+# kept for callers that imported it: ICMP types a client sees as "no route to host"
 HOST_UNREACH = {"icmp-host-prohibited", "icmp-host-unreachable", "icmp-net-prohibited",
                 "icmp-net-unreachable", "icmp-admin-prohibited", "host-prohib", "host-prohibited",
                 "admin-prohibited", "net-prohibited", "host-unreachable", "net-unreachable"}
 
 
+def _comment(flow: Flow) -> str:
+    return f"{COMMENT}: {flow.name}"
+
+
+def iptables_accept_spec(flow: Flow) -> list[str]:
+    """The narrow ACCEPT for a flow, as iptables argv after the chain (no -I/-A)."""
+    spec: list[str] = []
+    if flow.hook == "forward":
+        if flow.saddrs:
+            spec += ["-s", flow.saddrs[0]]
+        elif flow.daddrs:
+            spec += ["-d", flow.daddrs[0]]
+    if flow.proto and flow.dports:
+        lo, hi = flow.dports
+        spec += ["-p", flow.proto, "-m", flow.proto, "--dport", str(lo) if lo == hi else f"{lo}:{hi}"]
+    return [*spec, "-m", "comment", "--comment", _comment(flow), "-j", "ACCEPT"]
+
+
+def nft_accept_expr(flow: Flow, family: str) -> list[str]:
+    """The narrow accept as nft rule tokens (each one shell-quoted by the fix)."""
+    expr: list[str] = []
+    if flow.hook == "forward":
+        fam = flow.family
+        if flow.saddrs:
+            expr += [fam, "saddr", flow.saddrs[0]]
+        elif flow.daddrs:
+            expr += [fam, "daddr", flow.daddrs[0]]
+    if flow.proto and flow.dports:
+        lo, hi = flow.dports
+        expr += [flow.proto, "dport", str(lo) if lo == hi else f"{lo}-{hi}"]
+    return [*expr, "accept", "comment", f'"{_comment(flow)}"']
+
+
+def _docker_user_first(table: Any) -> bool:
+    rules = [r for r in table.rules if r.chain == "FORWARD"]
+    return bool(rules) and rules[0].target == "DOCKER-USER" and "DOCKER-USER" in table.chains
+
+
+def firewalld_info(f: NodeFacts, node_ip: str | None) -> dict[str, Any]:
+    """{"running": bool|None, "zone": str|None}: firewalld as `firewall-cmd` reports it."""
+    s = f.section("firewalld_state")
+    running = None if s is None or s.rc == 127 else (s.rc == 0 and "running" in s.stdout
+                                                      and "not running" not in s.stdout)
+    zone = None
+    zs = f.section("firewalld_zones")
+    under = set(underlay_ifaces(f, node_ip))
+    if zs is not None and zs.rc == 0:
+        cur = None
+        for line in zs.stdout.splitlines():
+            if line and not line[0].isspace():
+                cur = line.split()[0]
+            elif cur and line.strip().startswith("interfaces:"):
+                if under & set(line.split(":", 1)[1].split()):
+                    zone = cur
+    ds = f.section("firewalld_default_zone")
+    if zone is None and ds is not None and ds.rc == 0 and ds.stdout.strip():
+        zone = ds.stdout.strip().split()[0]
+    return {"running": running, "zone": zone}
+
+
 def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
+    nodes = getattr(snapshot, "nodes", {}) or {}
     for node, f in sorted(facts_by_node.items()):
-        rules: list[dict[str, Any]] = []
-        evidence: list[str] = []
-        for backend, save in backend_saves(f).items():
-            t = save.table("filter") if save is not None else None
-            if t is None:
-                continue
-            reach = reachable_chains(t, ("INPUT", "FORWARD"))
-            for r in t.rules:
-                if r.chain in reach and r.target == "REJECT" and \
-                        (r.opt("--reject-with") or "") in HOST_UNREACH:
-                    rules.append({"backend": backend, "table": "filter", "chain": r.chain,
-                                  "rule": r.spec})
-                    evidence.append(f"{save_label(backend, 'filter')}: {r.spec}")
-        rs = f.nft_ruleset
-        if rs is not None:
-            hooked = {(c.family, c.table, c.name) for c in rs.chains if c.hook in ("input", "forward")}
-            for nr in rs.rules:
-                if nr.family in ("ip", "ip6") and nr.table in IPTABLES_NFT_TABLES:
-                    continue
-                if (nr.family, nr.table, nr.chain) not in hooked:
-                    continue
-                for e in nr.expr:
-                    rej = e.get("reject") if isinstance(e, dict) else None
-                    if isinstance(rej, dict) and str(rej.get("expr", "")) in HOST_UNREACH:
-                        text = nr.render()
-                        rules.append({"backend": "nft-native", "family": nr.family,
-                                      "table": nr.table, "chain": nr.chain, "handle": nr.handle,
-                                      "text": text, "rule": text})
-                        evidence.append(f"nft list ruleset: {text}")
-        if rules:
-            out.append(Finding(
-                code="FIREWALL_REJECT", severity="error", node=node,
-                title="a firewall REJECT rule answers 'no route to host'",
-                evidence=tuple(evidence),
-                explanation=("A firewalld-style REJECT --reject-with icmp-host-prohibited in the "
-                             "INPUT/FORWARD path answers with ICMP host-prohibited: clients and "
-                             "kubelet probes see 'no route to host' although routes are fine. "
-                             "Remove the rule (or open the Kubernetes ports/pod network)."),
-                reference=REF, step="host_network", data={"rules": rules},
-            ))
+        flows = cluster_flows(snapshot, node, f)
+        saves = backend_saves(f)
+        hits = node_hits(f, flows, saves)
+        if not hits:
+            continue
+        node_ip = getattr(nodes.get(node), "internal_ip", None)
+        fw = firewalld_info(f, node_ip)
+        by_code: dict[str, list[dict[str, Any]]] = {"FIREWALL_REJECT": [], "FIREWALL_POLICY_DROP": []}
+        for h in hits:
+            hit, flow = h["hit"], h["flow"]
+            if hit.kind == "policy":
+                if flow.hook == "forward":
+                    continue  # FORWARD_DROP (checks/iptables.py) owns forward policies
+                by_code["FIREWALL_POLICY_DROP"].append(h)
+            else:
+                by_code["FIREWALL_REJECT"].append(h)
+        for code, hs in by_code.items():
+            if hs:
+                out.append(_finding(code, node, f, hs, saves, fw))
     return out
+
+
+def _where(h: dict[str, Any]) -> str:
+    b = h["backend"]
+    if b == "nft-native":
+        return f"nft {h['family']} {h['table']}"
+    return f"iptables-{b} filter"
+
+
+def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
+             saves: dict[str, Any], fw: dict[str, Any]) -> Finding:
+    rules: dict[tuple[Any, ...], dict[str, Any]] = {}
+    accepts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    evidence: list[str] = []
+    flows_hit: dict[str, str] = {}
+    for h in hs:
+        hit, flow = h["hit"], h["flow"]
+        b, table, fam = h["backend"], h["table"], h["family"]
+        key = (b, table, fam, hit.chain, hit.rule, hit.handle)
+        r = rules.get(key)
+        if r is None:
+            r = {"backend": b, "table": table, "chain": hit.chain, "base_chain": hit.base_chain,
+                 "hook": flow.hook, "kind": hit.kind, "verdict": hit.verdict, "rule": hit.rule,
+                 "path": list(hit.path), "flows": [], "match": hit.match}
+            if b == "nft-native":
+                r.update({"family": fam, "handle": hit.handle, "text": hit.rule,
+                          "json": hit.json})
+            rules[key] = r
+        if flow.name not in [x["name"] for x in r["flows"]]:
+            r["flows"].append(flow.to_dict())
+        flows_hit[flow.name] = flow.describe
+        # the narrow accept: at the top of the hook's base chain of the same table (DOCKER-USER
+        # for forwarded traffic on docker hosts: docker jumps there first and keeps it on restart)
+        chain = hit.base_chain
+        if b in ("legacy", "nft"):
+            t = saves[b].table("filter") if saves.get(b) is not None else None
+            if flow.hook == "forward" and t is not None and _docker_user_first(t):
+                chain = "DOCKER-USER"
+            spec = iptables_accept_spec(flow)
+            akey = (b, "filter", chain, tuple(spec))
+            accepts.setdefault(akey, {"backend": b, "table": "filter", "chain": chain,
+                                      "spec": spec, "flow": flow.name, "hook": flow.hook,
+                                      "describe": flow.describe})
+        else:
+            expr = nft_accept_expr(flow, fam)
+            akey = (b, fam, table, chain, tuple(expr))
+            accepts.setdefault(akey, {"backend": b, "family": fam, "table": table,
+                                      "chain": chain, "expr": expr, "flow": flow.name,
+                                      "hook": flow.hook, "describe": flow.describe,
+                                      "comment": _comment(flow)})
+    for r in rules.values():
+        names = ", ".join(x["describe"] for x in r["flows"])
+        where = _where({"backend": r["backend"], "family": r.get("family"), "table": r["table"]})
+        path = " -> ".join(r["path"])
+        what = r["rule"] if r["kind"] == "rule" else (
+            f"chain {r['chain']} policy {r['verdict']}")
+        label = save_label(r["backend"], "filter") if r["backend"] in ("legacy", "nft") \
+            else "nft list ruleset"
+        evidence.append(f"{label}: {what}  [{where}, {path}]  drops: {names}"
+                        + ("" if r["match"] == "full" else " (part of it)"))
+    if fw.get("running"):
+        evidence.append(f"firewalld is running (zone {fw.get('zone') or '?'})")
+    policy = code == "FIREWALL_POLICY_DROP"
+    title = (f"the firewall's default DROP policy drops {', '.join(sorted(flows_hit))}" if policy
+             else f"a firewall rule drops cluster traffic: {', '.join(sorted(flows_hit))}")
+    return Finding(
+        code=code, severity="error", node=node, title=title, evidence=tuple(evidence),
+        explanation=("This node's host firewall drops traffic Kubernetes needs ("
+                     + "; ".join(flows_hit.values()) + "). Dropped VXLAN breaks every pod and "
+                     "NodePort path through the node; a REJECT makes clients and probes see 'no "
+                     "route to host'. Fix: ACCEPT exactly these flows ahead of the "
+                     + ("policy" if policy else "rule") + " (the default; the firewall stays); "
+                     "deleting the rule or flipping the policy is an opt-in alternative."),
+        reference=REF_FLANNEL if {"vxlan-in", "vxlan-out"} & set(flows_hit) else REF_PORTS,
+        step="host_network",
+        data={"rules": list(rules.values()), "accepts": list(accepts.values()),
+              "flows": sorted(flows_hit), "firewalld": fw},
+    )

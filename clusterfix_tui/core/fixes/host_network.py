@@ -6,10 +6,14 @@ Per node, from the findings (docs/findings.md):
 - BR_NETFILTER_OFF: `modprobe br_netfilter` when it is not loaded (rollback: `modprobe -r`),
   `sysctl -w net.bridge.bridge-nf-call-iptables=1` (rollback: the previous value), persisted in
   /etc/modules-load.d and /etc/sysctl.d;
-- FIREWALL_REJECT: save the affected tables first, then delete each REJECT rule (iptables
-  `-D` with the rule's own spec, or `nft delete rule ... handle H`); rollback restores the saved
-  table. Opt-in alternative that keeps the firewall: insert ACCEPT rules for the pod network,
-  flannel's VXLAN (UDP 8472), the kubelet (TCP 10250) and the NodePort range (TCP 30000-32767);
+- FIREWALL_REJECT / FIREWALL_POLICY_DROP / VXLAN_UNDERLAY_BLOCKED: insert ACCEPT rules for
+  exactly the cluster flows the firewall drops (`data["accepts"]`), at the top of the same
+  backend/table's base chain (DOCKER-USER for forwarded traffic on docker hosts), the dropping rule
+  and policy staying; rollback deletes each by its exact spec (iptables -D) or by the handle of its
+  exact text re-read at rollback time (nft). When firewalld runs: a zone change
+  (`firewall-cmd --add-port` / trusted `--add-source`, runtime + permanent) instead, since
+  firewalld owns its table. Opt-in alternatives: delete the rule (table saved first; an nft handle
+  is re-checked against the diagnosed rule's JSON before deleting) or set the policy to ACCEPT;
 - IPVS_MODULES_MISSING: `modprobe` the missing ip_vs modules (rollback: `modprobe -r`), persist
   them in /etc/modules-load.d, and restart the node's kube-proxy pod so it uses them.
 Every value in a command passes through shlex.quote; rule specs are split with shlex and each
@@ -36,7 +40,8 @@ from clusterfix_tui.core.fixes.engine import (
 from clusterfix_tui.core.fixes.worker_kubeconfig import backup_file_command, restore_file_command
 from clusterfix_tui.core.model import Action, Finding, Plan
 
-CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "FIREWALL_REJECT", "IPVS_MODULES_MISSING")
+FIREWALL_CODES = ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED")
+CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", *FIREWALL_CODES, "IPVS_MODULES_MISSING")
 IP_FORWARD = "net.ipv4.ip_forward"
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
 SYSCTL_DROPIN = "/etc/sysctl.d/99-clusterfix-kubernetes.conf"
@@ -202,10 +207,8 @@ class HostNetworkStep:
                     modules.append("br_netfilter")
                 sysctls[BRIDGE_NF] = "1"
                 codes_persist.add(f.code)
-            elif f.code == "FIREWALL_REJECT":
-                for r in d.get("rules") or ():
-                    if isinstance(r, dict):
-                        firewall.append((f, r))
+            elif f.code in FIREWALL_CODES:
+                firewall.append((f, d))
             elif f.code == "IPVS_MODULES_MISSING":
                 missing = [str(m) for m in (d.get("missing") or IPVS_MODULES)]
                 bad = [m for m in missing if not _MODULE_RE.match(m)]
@@ -252,7 +255,7 @@ class HostNetworkStep:
             ))
 
         if firewall:
-            a, nts = self._firewall(node, firewall, bdir, pod_net, nid, rb)
+            a, nts = self._firewall(node, firewall, bdir, nid, rb)
             actions.extend(a)
             notes.extend(nts)
 
@@ -269,129 +272,278 @@ class HostNetworkStep:
                 ))
         return actions, notes
 
-    def _firewall(self, node: str, rules: list[tuple[Finding, dict[str, Any]]], bdir: str,
-                  pod_net: str | None, nid: Any, rb: Any) -> tuple[list[Action], list[str]]:
+    def _firewall(self, node: str, items: list[tuple[Finding, dict[str, Any]]], bdir: str,
+                  nid: Any, rb: Any) -> tuple[list[Action], list[str]]:
+        """Default: ACCEPT exactly the cluster flows the firewall drops, ahead of the drop, in the
+        same backend/table (firewalld: a zone change when firewalld runs). Opt-in alternatives:
+        delete the rule / set the policy to ACCEPT."""
         actions: list[Action] = []
         notes: list[str] = []
-        saved: set[tuple[str, ...]] = set()
-        accept_chains: list[tuple[str, str]] = []  # (backend, chain) for the opt-in alternative
+        accepts: dict[str, tuple[Finding, dict[str, Any]]] = {}
+        rules: dict[str, tuple[Finding, dict[str, Any]]] = {}
+        fw_running, fw_zone = False, None
+        for f, d in items:
+            fw = d.get("firewalld") if isinstance(d.get("firewalld"), dict) else {}
+            if fw.get("running"):
+                fw_running = True
+                fw_zone = fw_zone or fw.get("zone")
+            for a in d.get("accepts") or ():
+                if isinstance(a, dict):
+                    accepts.setdefault(repr(sorted((k, str(v)) for k, v in a.items()
+                                                   if k not in ("describe",))), (f, a))
+            for r in d.get("rules") or ():
+                if isinstance(r, dict):
+                    rules.setdefault(repr(sorted((k, str(v)) for k, v in r.items()
+                                                 if k in ("backend", "family", "table", "chain",
+                                                          "rule", "handle", "kind"))), (f, r))
+        done: set[str] = set()
+        for f, a in accepts.values():
+            act = self._accept_action(node, f, a, fw_running, fw_zone or "public", nid, rb, notes)
+            if act is not None and act.command not in done:
+                done.add(act.command)
+                actions.append(act)
+        if rules and not accepts:
+            notes.append(f"{node}: no narrow ACCEPT is known for these firewall rules; only the "
+                         "opt-in alternatives (delete the rule / accept by policy) are offered")
+        opt = self._opt_in_removals(node, list(rules.values()), bdir, notes)
+        actions.extend(opt)
+        if accepts:
+            flows = sorted({str(a.get("flow")) for _, a in accepts.values()})
+            notes.append(f"{node}: the firewall stays; only the cluster flows it drops are "
+                         f"accepted ({', '.join(flows)}). Opt-in alternative: delete the "
+                         "dropping rule / set the policy to ACCEPT (opens everything else too)")
+        return actions, notes
 
-        def save_action(key: tuple[str, ...], dump: str, path: str, what: str) -> None:
-            """Save once: a re-run of the same plan must not overwrite the pre-fix copy."""
-            if key in saved:
-                return
-            saved.add(key)
-            tmp = path + ".tmp"
-            actions.append(FixAction(
-                id=nid(), target=node, kind="shell",
-                command=f"mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(path)} ] || "
-                        f"{{ {dump} > {q(tmp)} && mv -f -- {q(tmp)} {q(path)}; }}; }}",
-                why=f"save {what} before removing the REJECT rule (the rollback restores it)",
-                finding_codes=("FIREWALL_REJECT",), risk="none (writes the backup only)",
-                rollback_note=f"the backup in {bdir} is kept; remove it by hand when no longer needed",
-                change={"what": "backup", "before": None, "after": bdir},
-            ))
+    def _accept_action(self, node: str, f: Finding, a: dict[str, Any], fw_running: bool,
+                       zone: str, nid: Any, rb: Any, notes: list[str]) -> Action | None:
+        backend = str(a.get("backend") or "")
+        table, chain = str(a.get("table") or ""), str(a.get("chain") or "")
+        flow, hook = str(a.get("flow") or ""), str(a.get("hook") or "")
+        what = str(a.get("describe") or flow)
+        if not (_NAME_RE.match(table) and _NAME_RE.match(chain)):
+            notes.append(f"{node}: accept for {flow} in an odd table/chain {table!r}/{chain!r}; "
+                         "not planned")
+            return None
+        if backend == "nft-native" and table == "firewalld" and fw_running:
+            return self._firewalld_action(node, f, a, zone, nid, rb, notes)
+        if backend in _BACKENDS:
+            spec = [str(t) for t in (a.get("spec") or ())]
+            if not spec or spec[-2:] != ["-j", "ACCEPT"]:
+                notes.append(f"{node}: accept for {flow} has no usable rule spec; not planned")
+                return None
+            tool = f"iptables-{backend} -w 5 -t {q(table)}"
+            body = " ".join(q(t) for t in spec)
+            ident = nid()
+            return FixAction(
+                id=ident, target=node, kind="shell",
+                command=(f"{tool} -C {q(chain)} {body} 2>/dev/null || "
+                         f"{tool} -I {q(chain)} 1 {body}"),
+                why=f"the firewall drops {what}: accept exactly that at the top of "
+                    f"{backend} {table} {chain}, ahead of the dropping rule/policy "
+                    f"(which stays)",
+                finding_codes=(f.code,),
+                risk=f"opens {what} on this node, nothing else",
+                rollback=rb("", f"{tool} -D {q(chain)} {body}",
+                            f"remove the ACCEPT for {flow} again (by its exact spec)"),
+                change={"what": f"{backend} {table} {chain}", "before": None,
+                        "after": "-I " + chain + " 1 " + " ".join(spec)},
+            )
+        if backend == "nft-native":
+            fam = str(a.get("family") or "")
+            expr = [str(t) for t in (a.get("expr") or ())]
+            if fam not in ("ip", "ip6", "inet") or not expr or "accept" not in expr:
+                notes.append(f"{node}: nft accept for {flow} lacks family/expression; not planned")
+                return None
+            ref = f"{q(fam)} {q(table)} {q(chain)}"
+            want = " ".join(expr)
+            handles = (f"nft -a list chain {ref} | CFX_WANT={q(want)} awk "
+                       + q('{ l = $0; sub(/^[ \t]+/, "", l); n = split(l, p, " # handle "); '
+                           'if (n == 2 && p[1] == ENVIRON["CFX_WANT"]) print p[2] }'))
+            ident = nid()
+            return FixAction(
+                id=ident, target=node, kind="shell",
+                command=(f"if [ -n \"$({handles})\" ]; then :; else "
+                         f"nft insert rule {ref} {' '.join(q(t) for t in expr)}; fi"),
+                why=f"the firewall drops {what}: accept exactly that at the top of nft {fam} "
+                    f"{table} {chain}, ahead of the dropping rule/policy (which stays)",
+                finding_codes=(f.code,),
+                risk=f"opens {what} on this node, nothing else"
+                     + (" (firewalld is not running: its table is as it left it; a firewalld "
+                        "start/reload rebuilds the table without this rule)"
+                        if table == "firewalld" else ""),
+                rollback=rb("", f"for h in $({handles}); do nft delete rule {ref} handle \"$h\"; "
+                                "done",
+                            f"delete the inserted accept for {flow}: its handle is re-read at "
+                            "rollback time from its exact text"),
+                change={"what": f"nft {fam} {table} {chain}", "before": None, "after": want},
+            )
+        notes.append(f"{node}: accept for {flow} in unknown backend {backend!r}; not planned")
+        return None
+
+    def _firewalld_action(self, node: str, f: Finding, a: dict[str, Any], zone: str, nid: Any,
+                          rb: Any, notes: list[str]) -> Action | None:
+        """firewalld runs: change its zone (runtime + permanent), never its table behind its back
+        (a reload would drop a raw nft rule, and firewalld owns the table)."""
+        flow, hook = str(a.get("flow") or ""), str(a.get("hook") or "")
+        what = str(a.get("describe") or flow)
+        if not _NAME_RE.match(zone):
+            notes.append(f"{node}: firewalld zone {zone!r} is not a plain name; not planned")
+            return None
+        expr = [str(t) for t in (a.get("expr") or ())]
+        if hook == "input" and "dport" in expr:
+            i = expr.index("dport")
+            proto, port = expr[i - 1], expr[i + 1]
+            if proto not in ("tcp", "udp") or not re.fullmatch(r"\d{1,5}(-\d{1,5})?", port):
+                return None
+            arg, z = f"--add-port={port}/{proto}", zone
+        elif hook == "forward" and ("saddr" in expr or "daddr" in expr):
+            i = expr.index("saddr") if "saddr" in expr else expr.index("daddr")
+            cidr = expr[i + 1]
+            if not re.fullmatch(r"[0-9a-fA-F:./]{3,64}", cidr):
+                return None
+            arg, z = f"--add-source={cidr}", "trusted"
+        else:
+            notes.append(f"{node}: firewalld drops {what}; open it with a firewalld policy "
+                         "(not planned)")
+            return None
+        undo = arg.replace("--add-", "--remove-")
+        return FixAction(
+            id=nid(), target=node, kind="shell",
+            command=(f"firewall-cmd --zone={q(z)} {q(arg)} && "
+                     f"firewall-cmd --permanent --zone={q(z)} {q(arg)}"),
+            why=f"firewalld drops {what}: open exactly that in zone {z} (runtime and permanent; "
+                "firewalld owns its nft table and would drop a raw rule on its next reload)",
+            finding_codes=(f.code,),
+            risk=f"zone {z} accepts {what}",
+            rollback=rb("", f"firewall-cmd --zone={q(z)} {q(undo)}; "
+                            f"firewall-cmd --permanent --zone={q(z)} {q(undo)}",
+                        f"remove {arg[6:]} from zone {z} again"),
+            change={"what": f"firewalld zone {z}", "before": None, "after": arg},
+        )
+
+    def _opt_in_removals(self, node: str, rules: list[tuple[Finding, dict[str, Any]]],
+                         bdir: str, notes: list[str]) -> list[Action]:
+        """Opt-in alternatives: delete each dropping rule / set each dropping policy to ACCEPT."""
+        actions: list[Action] = []
+        n = 0
+
+        def oid(name: str) -> str:
+            nonlocal n
+            n += 1
+            return opt_in_id(self.name, node, f"{name}-{n}")
+
+        def orb(ident: str, command: str, why: str) -> Action:
+            return Action(id=ident + ":rollback", target=node, kind="shell", command=command,
+                          why=why)
 
         for f, r in rules:
             backend = str(r.get("backend") or "")
             table = str(r.get("table") or "filter")
             chain = str(r.get("chain") or "")
+            kind = str(r.get("kind") or "rule")
             if backend in _BACKENDS:
-                if not _NAME_RE.match(table):
-                    notes.append(f"{node}: REJECT rule in an odd table name {table!r}; not planned")
+                if not _NAME_RE.match(table) or (chain and not _NAME_RE.match(chain)):
+                    notes.append(f"{node}: rule in an odd table/chain {table!r}/{chain!r}; "
+                                 "not planned")
+                    continue
+                tool = f"iptables-{backend} -w 5 -t {q(table)}"
+                if kind == "policy":
+                    ident = oid(f"policy-{backend}-{chain}")
+                    actions.append(FixAction(
+                        id=ident, target=node, kind="shell", command=f"{tool} -P {q(chain)} ACCEPT",
+                        why=f"(opt-in alternative to the narrow ACCEPTs) set the {backend} "
+                            f"{table} {chain} policy to ACCEPT",
+                        finding_codes=(f.code,), opt_in=True,
+                        risk=f"{chain} no longer drops anything by default: the host firewall's "
+                             "default-deny is gone",
+                        rollback=orb(ident, f"{tool} -P {q(chain)} DROP",
+                                     f"put the {chain} policy back to DROP"),
+                        change={"what": f"{backend} {table} {chain} policy", "before": "DROP",
+                                "after": "ACCEPT"},
+                    ))
                     continue
                 argv = rule_argv(str(r.get("rule") or ""), "-D")
                 if argv is None or (chain and argv[1] != chain):
-                    notes.append(f"{node}: cannot parse the REJECT rule {r.get('rule')!r}; "
-                                 "remove it by hand")
+                    notes.append(f"{node}: cannot parse the rule {r.get('rule')!r}; remove it by "
+                                 "hand if you want it gone")
                     continue
-                saved_file = f"{bdir}/firewall-{backend}-{table}.rules"
-                save_action((backend, table), f"iptables-{backend}-save -t {q(table)}",
-                            saved_file, f"the {backend} {table} table")
-                cmd = f"iptables-{backend} -w 5 -t {q(table)} " + " ".join(q(t) for t in argv)
+                saved = f"{bdir}/firewall-{backend}-{table}.rules"
+                tmp = saved + ".tmp"
+                ident = oid(f"delete-{backend}-{argv[1]}")
                 actions.append(FixAction(
-                    id=nid(), target=node, kind="shell", command=cmd,
-                    why=f"this REJECT rule in {backend} {table} {argv[1]} turns pod, probe and "
-                        "NodePort traffic into 'no route to host'",
-                    finding_codes=(f.code,),
-                    risk="the node no longer rejects that traffic: review your firewall policy "
-                         "(the opt-in alternative keeps the rule and opens only what Kubernetes "
-                         "needs)",
-                    rollback=rb("", f"iptables-{backend}-restore -w 5 -T {q(table)} < {q(saved_file)}",
-                                f"restore the saved {backend} {table} table"),
+                    id=ident, target=node, kind="shell",
+                    command=(f"mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(saved)} ] || "
+                             f"{{ iptables-{backend}-save -t {q(table)} > {q(tmp)} && "
+                             f"mv -f -- {q(tmp)} {q(saved)}; }}; }} && "
+                             f"{tool} " + " ".join(q(t) for t in argv)),
+                    why=f"(opt-in alternative to the narrow ACCEPTs) delete this rule from "
+                        f"{backend} {table} {argv[1]} (the table is saved first)",
+                    finding_codes=(f.code,), opt_in=True,
+                    risk="the node no longer drops that traffic at all, cluster or not: review "
+                         "your firewall policy",
+                    rollback=orb(ident, f"iptables-{backend}-restore -w 5 -T {q(table)} < "
+                                        f"{q(saved)}", f"restore the saved {backend} {table} table"),
                     change={"what": f"{backend} {table} {argv[1]}", "before": r.get("rule"),
                             "after": "removed"},
                 ))
-                if table == "filter" and (backend, argv[1]) not in accept_chains:
-                    accept_chains.append((backend, argv[1]))
             elif backend == "nft-native" or r.get("handle") is not None:
-                fam, tab, ch = (str(r.get("family") or "inet"), str(r.get("table") or ""),
-                                str(r.get("chain") or ""))
-                handle = str(r.get("handle") or "")
+                fam, tab = str(r.get("family") or "inet"), str(r.get("table") or "")
+                ch = str(r.get("chain") or "")
                 if not (fam in ("ip", "ip6", "inet", "arp", "bridge", "netdev")
-                        and _NAME_RE.match(tab) and _NAME_RE.match(ch) and handle.isdigit()):
-                    notes.append(f"{node}: nft REJECT rule {r.get('text')!r} lacks a usable "
-                                 "family/table/chain/handle; remove it by hand")
+                        and _NAME_RE.match(tab) and _NAME_RE.match(ch)):
+                    notes.append(f"{node}: nft rule {r.get('text')!r} lacks a usable "
+                                 "family/table/chain; not planned")
                     continue
-                saved_file = f"{bdir}/firewall-nft-{fam}-{tab}.nft"
-                save_action(("nft", fam, tab), f"nft list table {q(fam)} {q(tab)}", saved_file,
-                            f"the nft table {fam} {tab}")
-                restore = (f"{{ printf 'flush table %s %s\\n' {q(fam)} {q(tab)}; cat {q(saved_file)}; }}"
+                ref = f"{q(fam)} {q(tab)} {q(ch)}"
+                if kind == "policy":
+                    ident = oid(f"policy-nft-{ch}")
+                    actions.append(FixAction(
+                        id=ident, target=node, kind="shell",
+                        command=f"nft chain {ref} '{{ policy accept; }}'",
+                        why=f"(opt-in alternative to the narrow accepts) set the policy of nft "
+                            f"{fam} {tab} {ch} to accept",
+                        finding_codes=(f.code,), opt_in=True,
+                        risk="that chain no longer drops anything by default",
+                        rollback=orb(ident, f"nft chain {ref} '{{ policy drop; }}'",
+                                     "put the chain's policy back to drop"),
+                        change={"what": f"nft {fam} {tab} {ch} policy", "before": "drop",
+                                "after": "accept"},
+                    ))
+                    continue
+                handle = str(r.get("handle") or "")
+                if not handle.isdigit():
+                    notes.append(f"{node}: nft rule {r.get('text')!r} has no usable handle; "
+                                 "remove it by hand if you want it gone")
+                    continue
+                saved = f"{bdir}/firewall-nft-{fam}-{tab}.nft"
+                tmp = saved + ".tmp"
+                frag = str(r.get("json") or "")
+                # the handle is re-read at apply time: the rule must still be the one diagnosed
+                guard = (f"nft -j -a list chain {ref} | grep -q -F -e {q(frag)} || "
+                         f"{{ echo {q(f'clusterfix: handle {handle} in {fam} {tab} {ch} is no longer the diagnosed rule; re-run diagnose')} >&2; exit 3; }}; "
+                         if frag else "")
+                restore = (f"{{ printf 'flush table %s %s\\n' {q(fam)} {q(tab)}; cat {q(saved)}; }}"
                            " | nft -f -")
+                ident = oid(f"delete-nft-{ch}")
                 actions.append(FixAction(
-                    id=nid(), target=node, kind="shell",
-                    command=f"nft delete rule {q(fam)} {q(tab)} {q(ch)} handle {q(handle)}",
-                    why=f"this reject rule in nft {fam} {tab} {ch} turns pod, probe and NodePort "
-                        "traffic into 'no route to host'",
-                    finding_codes=(f.code,),
-                    risk="the node no longer rejects that traffic: review your firewall policy",
-                    rollback=rb("", restore, f"restore the saved nft table {fam} {tab} (atomically)"),
+                    id=ident, target=node, kind="shell",
+                    command=(f"{guard}mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(saved)} ] || "
+                             f"{{ nft list table {q(fam)} {q(tab)} > {q(tmp)} && "
+                             f"mv -f -- {q(tmp)} {q(saved)}; }}; }} && "
+                             f"nft delete rule {ref} handle {q(handle)}"),
+                    why=f"(opt-in alternative to the narrow accepts) delete this rule from nft "
+                        f"{fam} {tab} {ch} (the table is saved first)",
+                    finding_codes=(f.code,), opt_in=True,
+                    risk="the node no longer drops that traffic at all: review your firewall "
+                         "policy",
+                    rollback=orb(ident, restore, f"restore the saved nft table {fam} {tab} "
+                                                 "(atomically)"),
                     change={"what": f"nft {fam} {tab} {ch}", "before": r.get("text"),
                             "after": "removed"},
                 ))
             else:
-                notes.append(f"{node}: REJECT rule with unknown backend {backend!r}; not planned")
-
-        # opt-in alternative: keep the REJECT rule, accept what Kubernetes needs before it
-        if accept_chains:
-            if not pod_net:
-                notes.append(f"{node}: the pod network is unknown, so the keep-the-firewall "
-                             "alternative (ACCEPT rules before the REJECT) is not offered")
-            else:
-                specs = [
-                    ["-s", pod_net, "-j", "ACCEPT"],
-                    ["-d", pod_net, "-j", "ACCEPT"],
-                    ["-p", "udp", "--dport", FLANNEL_VXLAN_PORT, "-j", "ACCEPT"],
-                    ["-p", "tcp", "--dport", KUBELET_PORT, "-j", "ACCEPT"],
-                    ["-p", "tcp", "--dport", NODEPORT_RANGE, "-j", "ACCEPT"],
-                ]
-                for backend, chain in accept_chains:
-                    for i, spec in enumerate(specs, 1):
-                        full = [*spec[:-2], "-m", "comment", "--comment", "clusterfix", *spec[-2:]]
-                        ins = " ".join(q(t) for t in ["-I", chain, "1", *full])
-                        dele = " ".join(q(t) for t in ["-D", chain, *full])
-                        actions.append(FixAction(
-                            id=opt_in_id(self.name, node, f"accept-{backend}-{chain}-{i}"),
-                            target=node, kind="shell",
-                            command=f"iptables-{backend} -w 5 -t filter {ins}",
-                            why=f"(opt-in alternative to deleting the REJECT rule) accept "
-                                f"{' '.join(spec[:-2])} in {backend} filter {chain}",
-                            finding_codes=("FIREWALL_REJECT",),
-                            risk="opens this traffic ahead of your firewall's REJECT",
-                            rollback=Action(
-                                id=opt_in_id(self.name, node, f"accept-{backend}-{chain}-{i}")
-                                + ":rollback", target=node, kind="shell",
-                                command=f"iptables-{backend} -w 5 -t filter {dele}",
-                                why="remove the inserted ACCEPT rule"),
-                            opt_in=True,
-                            change={"what": f"{backend} filter {chain}", "before": None,
-                                    "after": " ".join(full)},
-                        ))
-                notes.append(f"{node}: to keep the firewall instead of deleting its REJECT rule, "
-                             "approve the opt-in ACCEPT actions (pod network "
-                             f"{pod_net}, UDP {FLANNEL_VXLAN_PORT}, TCP {KUBELET_PORT}, TCP "
-                             f"{NODEPORT_RANGE.replace(':', '-')}) and leave the delete unapproved")
-        return actions, notes
+                notes.append(f"{node}: rule with unknown backend {backend!r}; not planned")
+        return actions
 
 
 STEP = HostNetworkStep()

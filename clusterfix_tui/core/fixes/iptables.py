@@ -31,6 +31,7 @@ from clusterfix_tui.core.fixes.engine import (
     delete_pod_action,
     kube_proxy_pod,
     node_backup_dir,
+    opt_in_id,
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
@@ -194,7 +195,10 @@ class IptablesStep:
                                                   "table": d.get("table") or "filter",
                                                   "chain": d.get("chain") or "forward"}, f)
                 elif _backend(b):
-                    remember("forward_accept", {"backend": _backend(b)}, f)
+                    remember("forward_accept", {"backend": _backend(b),
+                                                "pod_network": str(d.get("pod_network") or ""),
+                                                "chain": str(d.get("accept_chain") or "FORWARD")},
+                             f)
                 else:
                     notes.append(f"{node}: FORWARD_DROP without a backend in its data; not planned")
             elif f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN":
@@ -297,24 +301,56 @@ class IptablesStep:
                 )
                 restart_needed = True
             elif kind == "forward_accept":
-                b = p["backend"]
-                add(
-                    kind="shell",
+                b, pod_net, chain = p["backend"], p.get("pod_network") or "", p.get("chain")
+                chain = chain if chain in ("FORWARD", "DOCKER-USER") else "FORWARD"
+                tool = f"iptables-{b} -w 5 -t filter"
+                if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", pod_net):
+                    # default: accept the pod network (source and destination) ahead of the
+                    # DROP policy, which stays (docker hosts: in DOCKER-USER, where docker
+                    # expects them and keeps them across its restarts)
+                    for flag, name in (("-s", "pods-forward"), ("-d", "to-pods-forward")):
+                        spec = [flag, pod_net, "-m", "comment", "--comment",
+                                f"clusterfix: {name}", "-j", "ACCEPT"]
+                        body = " ".join(q(t) for t in spec)
+                        add(
+                            kind="shell",
+                            command=(f"{tool} -C {q(chain)} {body} 2>/dev/null || "
+                                     f"{tool} -I {q(chain)} 1 {body}"),
+                            why=f"the FORWARD policy DROP in the {b} backend drops forwarded pod "
+                                f"and NodePort traffic: accept {flag} {pod_net} at the top of "
+                                f"{chain} (the policy stays DROP)",
+                            finding_codes=codes,
+                            risk=f"forwarded traffic {'from' if flag == '-s' else 'to'} the pod "
+                                 f"network {pod_net} passes this node; everything else is still "
+                                 "dropped by the policy",
+                            rollback=Action(
+                                id=action_id(self.name, node, n + 1) + ":rollback",
+                                target=node, kind="shell",
+                                command=f"{tool} -D {q(chain)} {body}",
+                                why="remove that ACCEPT again (by its exact spec)",
+                            ),
+                            change={"what": f"{b} filter {chain}", "before": None,
+                                    "after": f"-I {chain} 1 " + " ".join(spec)},
+                        )
+                else:
+                    notes.append(f"{node}: the pod network is unknown, so no narrow ACCEPT is "
+                                 "planned for the FORWARD DROP; the policy flip is opt-in")
+                ident = opt_in_id(self.name, node, f"forward-policy-{b}")
+                actions.append(FixAction(
+                    id=ident, target=node, kind="shell",
                     command=f"iptables-{b} -w 5 -P FORWARD ACCEPT",
-                    why=f"the FORWARD policy DROP in the {b} backend drops forwarded pod and "
-                        "NodePort traffic (a packet must pass both backends' filter chains)",
-                    finding_codes=codes,
-                    risk="forwarded traffic is no longer dropped by default on this node; "
-                         "kube-proxy's KUBE-FORWARD rules still apply",
-                    rollback=Action(
-                        id=action_id(self.name, node, n + 1) + ":rollback",
-                        target=node, kind="shell",
-                        command=f"iptables-{b} -w 5 -P FORWARD DROP",
-                        why=f"put the {b} FORWARD policy back to DROP",
-                    ),
+                    why=f"(opt-in alternative to the narrow ACCEPTs) set the FORWARD policy of "
+                        f"the {b} backend to ACCEPT",
+                    finding_codes=codes, opt_in=True,
+                    risk="forwarded traffic is no longer dropped by default on this node (on a "
+                         "docker host this removes docker's isolation, and dockerd sets DROP "
+                         "again when it restarts)",
+                    rollback=Action(id=ident + ":rollback", target=node, kind="shell",
+                                    command=f"iptables-{b} -w 5 -P FORWARD DROP",
+                                    why=f"put the {b} FORWARD policy back to DROP"),
                     change={"what": f"{b} filter FORWARD policy", "before": "DROP",
                             "after": "ACCEPT"},
-                )
+                ))
             elif kind == "nft_chain_accept":
                 fam, tab, ch = p["family"], p["table"], p["chain"]
                 add(

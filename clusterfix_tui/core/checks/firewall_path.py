@@ -1,0 +1,670 @@
+"""Which cluster flows a node's firewall drops: the packet path, evaluated rule by rule.
+
+Pure, no I/O. A *flow* is a class of packets the cluster needs (flannel's VXLAN from the peers,
+kubelet, the API server, NodePorts, forwarded pod traffic), with what is known about it: hook,
+family, protocol, destination ports, source/destination networks, interfaces, conntrack state
+(NEW: the first packet of a connection, which is what a firewall decides on).
+
+`evaluate_iptables(table, flow)` / `evaluate_nft(ruleset, chain, flow)` walk the base chain of the
+flow's hook in order, following jumps/gotos, and match every rule's criteria against the flow three
+ways: the rule matches every packet of the flow ("full"), some ("partial"), or none. An ACCEPT that
+matches fully ends the walk (the flow passes); a DROP/REJECT that matches at all is a hit (some of
+the flow dies there); the end of a base chain applies its policy. Criteria this module does not
+understand are "partial": enough to flag a DROP/REJECT, never enough to call a flow accepted (a
+false "blocked" is shown with the rule; a false "open" would hide the fault).
+
+kube-proxy's, flannel's and other CNI's own chains (KUBE-*, FLANNEL-*, ...) are followed for their
+ACCEPTs but their DROP/REJECTs are theirs by design (no-endpoint rejects, INVALID drops): never
+a finding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterfix_tui.core.parsers import NftChain, NftRule, NftRuleset, Rule, Table
+
+FULL, PARTIAL, NONE = 2, 1, 0
+OWN_CHAIN_PREFIXES = ("KUBE-", "FLANNEL-", "CILIUM", "cali-", "WEAVE", "ANTREA")
+UNKNOWN_IF = "?"  # an interface whose name is not known
+NODEPORT_RANGE = (30000, 32767)
+DEFAULT_VXLAN_PORT = 8472
+KUBELET_PORT = 10250
+DEFAULT_API_PORT = 6443
+# iptables-nft's own tables (judged from iptables-nft-save, not from the nft JSON)
+IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
+_MAX_STEPS = 20000
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str  # "vxlan-in", "kubelet", "pods-forward", ...
+    hook: str  # "input" | "forward" | "output"
+    family: str  # "ip" | "ip6"
+    describe: str  # for humans: "flannel VXLAN from the peers (udp/8472)"
+    proto: str | None = None  # "tcp" | "udp" | None (any)
+    dports: tuple[int, int] | None = None
+    saddrs: tuple[str, ...] | None = None  # CIDRs; None: any source
+    daddrs: tuple[str, ...] | None = None
+    iifs: tuple[str, ...] | None = None  # possible input interfaces; None: any
+    oifs: tuple[str, ...] | None = None
+    dnat: bool = False  # the packet was DNATed (ct status dnat)
+
+    def ports_text(self) -> str:
+        if self.dports is None:
+            return ""
+        lo, hi = self.dports
+        return f"{self.proto}/{lo}" if lo == hi else f"{self.proto}/{lo}-{hi}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "hook": self.hook, "family": self.family,
+                "describe": self.describe, "proto": self.proto,
+                "dports": list(self.dports) if self.dports else None,
+                "saddrs": list(self.saddrs) if self.saddrs is not None else None,
+                "daddrs": list(self.daddrs) if self.daddrs is not None else None}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a flow dies: a rule (spec/text) or a chain's policy."""
+
+    kind: str  # "rule" | "policy"
+    chain: str  # the chain holding the rule (or the base chain for a policy)
+    base_chain: str  # the hook's base chain the walk started from
+    verdict: str  # "DROP" | "REJECT"
+    rule: str = ""  # iptables-save spec, or rendered nft rule
+    handle: int | None = None  # nft rule handle
+    path: tuple[str, ...] = ()  # chains walked to get there
+    match: str = "full"  # "full" | "partial"
+    json: str = ""  # nft: the rule's JSON as `nft -j -a list` prints it (from "handle" on)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chain": self.chain, "base_chain": self.base_chain,
+                "verdict": self.verdict, "rule": self.rule, "handle": self.handle,
+                "path": list(self.path), "match": self.match}
+
+
+# -- the cluster's flows -------------------------------------------------------------------------
+
+
+def _net(c: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(str(c).strip(), strict=False)
+    except ValueError:
+        return None
+
+
+def _fam(cidr: str) -> str:
+    n = _net(cidr)
+    return "ip6" if n is not None and n.version == 6 else "ip"
+
+
+def underlay_ifaces(facts: Any, node_ip: str | None) -> tuple[str, ...]:
+    """The interface(s) carrying the node's address (where VXLAN and node traffic arrive)."""
+    out: list[str] = []
+    for link in getattr(facts, "addrs", ()) or ():
+        if not isinstance(link, dict):
+            continue
+        for a in link.get("addr_info") or ():
+            if isinstance(a, dict) and node_ip and a.get("local") == node_ip and link.get("ifname"):
+                out.append(str(link["ifname"]))
+    if not out:
+        for link in getattr(facts, "links", ()) or ():
+            if isinstance(link, dict) and link.get("ifname") == "flannel.1":
+                data = ((link.get("linkinfo") or {}).get("info_data") or {})
+                if isinstance(data, dict) and isinstance(data.get("link"), str):
+                    out.append(data["link"])
+    return tuple(dict.fromkeys(out)) or (UNKNOWN_IF,)
+
+
+def vxlan_port(facts: Any, snapshot: Any = None) -> int:
+    """flannel.1's UDP port as the node's kernel has it, else the cluster's net-conf, else 8472."""
+    for link in getattr(facts, "links", ()) or ():
+        if isinstance(link, dict) and link.get("ifname") == "flannel.1":
+            data = ((link.get("linkinfo") or {}).get("info_data") or {})
+            port = data.get("port") if isinstance(data, dict) else None
+            if isinstance(port, int) and 0 < port < 65536:
+                return port
+    for holder in (getattr(snapshot, "shape", None), snapshot):
+        port = getattr(holder, "vxlan_port", None) or getattr(holder, "flannel_vxlan_port", None)
+        if isinstance(port, int) and 0 < port < 65536:
+            return port
+    return DEFAULT_VXLAN_PORT
+
+
+def api_port(facts: Any) -> int:
+    """The API server port of the cluster's own view (the node's kubelet.conf), else 6443."""
+    for path in ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/admin.conf"):
+        server = (getattr(facts, "kubeconfigs", {}) or {}).get(path)
+        if server and "://" in server:
+            hostport = server.split("://", 1)[1].split("/", 1)[0]
+            if hostport.rsplit(":", 1)[-1].isdigit() and not hostport.endswith("]"):
+                return int(hostport.rsplit(":", 1)[-1])
+            return 443
+    return DEFAULT_API_PORT
+
+
+def pod_networks(snapshot: Any, facts: Any) -> list[str]:
+    """Every family's pod network: the cluster shape, flannel's net-conf, subnet.env."""
+    out: list[str] = []
+    shape = getattr(snapshot, "shape", None)
+    for v in (getattr(shape, "pod_cidrs", None) or ()):
+        out.append(str(v))
+    for v in (getattr(snapshot, "flannel_network", None),
+              getattr(snapshot, "flannel_ipv6_network", None)):
+        if v:
+            out.append(str(v))
+    env = getattr(facts, "subnet_env", None) or {}
+    for k in ("FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"):
+        if env.get(k):
+            out.append(env[k])
+    if not out:
+        out.append("10.244.0.0/16")
+    seen: dict[str, None] = {}
+    for c in out:
+        n = _net(c)
+        if n is not None:
+            seen.setdefault(str(n), None)
+    return list(seen)
+
+
+def cluster_flows(snapshot: Any, node: str, facts: Any) -> list[Flow]:
+    nodes = getattr(snapshot, "nodes", {}) or {}
+    me = nodes.get(node)
+    my_ip = getattr(me, "internal_ip", None)
+    peers = tuple(sorted(f"{n.internal_ip}/{128 if ':' in n.internal_ip else 32}"
+                         for name, n in nodes.items()
+                         if name != node and getattr(n, "internal_ip", None)))
+    mine = (f"{my_ip}/{128 if ':' in my_ip else 32}",) if my_ip else None
+    under = underlay_ifaces(facts, my_ip)
+    port = vxlan_port(facts, snapshot)
+    aport = api_port(facts)
+    fam = _fam(my_ip) if my_ip else "ip"
+    flows: list[Flow] = []
+    backend = (getattr(snapshot, "flannel_backend", None) or "vxlan").lower()
+    if backend == "vxlan" and len(nodes) != 1:
+        flows.append(Flow("vxlan-in", "input", fam, f"flannel VXLAN from the peers (udp/{port})",
+                          "udp", (port, port), peers or None, mine, under, None))
+        flows.append(Flow("vxlan-out", "output", fam, f"flannel VXLAN to the peers (udp/{port})",
+                          "udp", (port, port), mine, peers or None, None, under))
+    flows.append(Flow("kubelet", "input", fam, f"the kubelet API (tcp/{KUBELET_PORT})", "tcp",
+                      (KUBELET_PORT, KUBELET_PORT), None, None, under, None))
+    if me is None or getattr(me, "is_control_plane", False):
+        flows.append(Flow("apiserver", "input", fam, f"the API server (tcp/{aport})", "tcp",
+                          (aport, aport), None, None, under, None))
+    lo, hi = NODEPORT_RANGE
+    flows.append(Flow("nodeport", "input", fam, f"NodePorts (tcp/{lo}-{hi})", "tcp", (lo, hi),
+                      None, None, under, None))
+    pod_side = ("cni0", "flannel.1")
+    for cidr in pod_networks(snapshot, facts):
+        f = _fam(cidr)
+        flows.append(Flow("pods-forward", "forward", f, f"forwarded pod traffic from {cidr}",
+                          None, None, (cidr,), None, pod_side, (*pod_side, *under)))
+        flows.append(Flow("to-pods-forward", "forward", f, f"forwarded traffic to pods in {cidr}",
+                          None, None, None, (cidr,), (*pod_side, *under), pod_side))
+    return flows
+
+
+# -- three-way matching --------------------------------------------------------------------------
+
+
+def _and(*vals: int) -> int:
+    return min(vals) if vals else FULL
+
+
+def _not(v: int) -> int:
+    return FULL - v if v != PARTIAL else PARTIAL
+
+
+def match_addr(flow_nets: tuple[str, ...] | None, family: str, rule_cidrs: list[str]) -> int:
+    if flow_nets is None:
+        return PARTIAL
+    rnets = [n for n in (_net(c) for c in rule_cidrs) if n is not None]
+    if not rnets:
+        return PARTIAL
+    fnets = [n for n in (_net(c) for c in flow_nets) if n is not None]
+    if not fnets:
+        return PARTIAL
+    full = all(any(fn.version == rn.version and fn.subnet_of(rn) for rn in rnets)  # type: ignore[arg-type]
+               for fn in fnets)
+    if full:
+        return FULL
+    some = any(fn.version == rn.version and fn.overlaps(rn) for fn in fnets for rn in rnets)  # type: ignore[arg-type]
+    return PARTIAL if some else NONE
+
+
+def _port_ranges(text: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        a, sep, b = part.partition(":") if ":" in part else part.partition("-")
+        try:
+            lo = int(a) if a else 0
+            hi = int(b) if sep and b else (65535 if sep else lo)
+        except ValueError:
+            return []
+        out.append((min(lo, hi), max(lo, hi)))
+    return out
+
+
+def match_ports(flow_ports: tuple[int, int] | None, ranges: list[tuple[int, int]]) -> int:
+    if flow_ports is None or not ranges:
+        return PARTIAL
+    lo, hi = flow_ports
+    covered = 0
+    for a, b in ranges:
+        x, y = max(a, lo), min(b, hi)
+        if x <= y:
+            covered += y - x + 1
+    total = hi - lo + 1
+    return FULL if covered >= total else PARTIAL if covered else NONE
+
+
+def match_iface(flow_ifs: tuple[str, ...] | None, names: list[str]) -> int:
+    if flow_ifs is None or not names:
+        return PARTIAL
+    res = []
+    for f in flow_ifs:
+        if f == UNKNOWN_IF:
+            res.append(None)
+            continue
+        res.append(any(f == n or (n.endswith("+") and f.startswith(n[:-1])) or
+                       (n.endswith("*") and f.startswith(n[:-1])) for n in names))
+    if all(r is True for r in res):
+        return FULL
+    if all(r is False for r in res):
+        return NONE
+    return PARTIAL
+
+
+def match_proto(flow: Flow, proto: str) -> int:
+    p = proto.lower()
+    if p in ("all", "0"):
+        return FULL
+    if flow.proto is None:
+        return PARTIAL
+    names = {"tcp": ("tcp", "6"), "udp": ("udp", "17")}.get(flow.proto, (flow.proto,))
+    return FULL if p in names else NONE
+
+
+def match_ctstate(flow: Flow, states: list[str]) -> int:
+    s = {x.strip().lower() for x in states}
+    if flow.dnat and "dnat" in s:
+        return FULL
+    return FULL if "new" in s else NONE
+
+
+# -- iptables ------------------------------------------------------------------------------------
+
+
+def match_iptables_rule(rule: Rule, flow: Flow) -> int:
+    toks = list(rule.args)
+    res: list[int] = []
+    neg = False
+    i = 0
+    while i < len(toks):
+        t = toks[i]
+        if t in ("-j", "--jump", "-g", "--goto"):
+            break
+        if t == "!":
+            neg = True
+            i += 1
+            continue
+        val = toks[i + 1] if i + 1 < len(toks) else ""
+        v: int | None = None
+        step = 2
+        if t in ("-m", "--match"):
+            v = None
+        elif t in ("-p", "--protocol"):
+            v = match_proto(flow, val)
+        elif t in ("-s", "--source", "--src"):
+            v = match_addr(flow.saddrs, flow.family, val.split(","))
+        elif t in ("-d", "--destination", "--dst"):
+            v = match_addr(flow.daddrs, flow.family, val.split(","))
+        elif t in ("-i", "--in-interface"):
+            v = match_iface(flow.iifs, [val])
+        elif t in ("-o", "--out-interface"):
+            v = match_iface(flow.oifs, [val])
+        elif t in ("--dport", "--destination-port", "--dports", "--destination-ports"):
+            v = match_ports(flow.dports, _port_ranges(val))
+        elif t in ("--state", "--ctstate"):
+            v = match_ctstate(flow, val.split(","))
+        elif t == "--ctstatus":
+            st = {x.lower() for x in val.split(",")}
+            v = FULL if (flow.dnat and "dnat" in st) else NONE if not flow.dnat and st <= {"dnat"} \
+                else PARTIAL
+        elif t == "--comment":
+            v = None
+        elif t == "--dst-type":
+            v = (FULL if flow.hook in ("input",) else NONE if flow.hook == "forward" else PARTIAL) \
+                if val.upper() == "LOCAL" else PARTIAL
+        elif t == "--syn":
+            v = FULL if flow.proto == "tcp" else NONE
+            step = 1
+        elif t.startswith("-"):
+            v = PARTIAL
+            if not val or val.startswith("-") or val == "!":
+                step = 1
+        else:
+            v = None
+            step = 1
+        if v is not None:
+            res.append(_not(v) if neg else v)
+        neg = False
+        i += step
+    return _and(*res)
+
+
+def _own_chain(chain: str) -> bool:
+    return chain.startswith(OWN_CHAIN_PREFIXES)
+
+
+def _index(table: Table) -> dict[str, list[Rule]]:
+    by: dict[str, list[Rule]] = {}
+    for r in table.rules:
+        by.setdefault(r.chain, []).append(r)
+    return by
+
+
+def evaluate_iptables(table: Table, base: str, flow: Flow,
+                      index: dict[str, list[Rule]] | None = None) -> Hit | None:
+    """The first DROP/REJECT the flow meets from built-in chain `base` (None: it passes)."""
+    by = index if index is not None else _index(table)
+    steps = [0]
+
+    def walk(chain: str, path: tuple[str, ...], depth: int) -> tuple[str, Hit | None]:
+        """("accept"|"return"|"hit"|"continue", hit)"""
+        if depth > 64:
+            return "continue", None
+        for r in by.get(chain, ()):
+            steps[0] += 1
+            if steps[0] > _MAX_STEPS:
+                return "continue", None
+            m = match_iptables_rule(r, flow)
+            if m == NONE:
+                continue
+            tgt = r.target or ""
+            if tgt == "ACCEPT":
+                if m == FULL:
+                    return "accept", None
+            elif tgt in ("DROP", "REJECT"):
+                if _own_chain(chain):
+                    continue
+                return "hit", Hit("rule", chain, base, tgt, r.spec, None, (*path, chain),
+                                  "full" if m == FULL else "partial")
+            elif tgt == "RETURN":
+                if m == FULL:
+                    return "return", None
+            elif tgt in table.chains and tgt not in path and tgt != chain:
+                res, hit = walk(tgt, (*path, chain), depth + 1)
+                if res == "hit":
+                    return res, hit
+                if res == "accept" and m == FULL:
+                    return res, None
+                goto = "-g" in r.args or "--goto" in r.args
+                if goto and m == FULL:
+                    return "return", None
+        return "continue", None
+
+    res, hit = walk(base, (), 0)
+    if res == "hit":
+        return hit
+    if res == "accept":
+        return None
+    if (table.chains.get(base) or "").upper() == "DROP":
+        return Hit("policy", base, base, "DROP", f"-P {base} DROP", None, (base,), "full")
+    return None
+
+
+# -- nft -----------------------------------------------------------------------------------------
+
+
+def _nft_values(right: Any) -> list[Any]:
+    if isinstance(right, dict) and "set" in right:
+        return list(right["set"]) if isinstance(right["set"], list) else [right["set"]]
+    if isinstance(right, list):
+        return list(right)
+    return [right]
+
+
+def _nft_ranges(right: Any) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for v in _nft_values(right):
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            out.append((v, v))
+        elif isinstance(v, dict) and isinstance(v.get("range"), list) and len(v["range"]) == 2:
+            a, b = v["range"]
+            if isinstance(a, int) and isinstance(b, int):
+                out.append((min(a, b), max(a, b)))
+        elif isinstance(v, str) and v.isdigit():
+            out.append((int(v), int(v)))
+        else:
+            return []
+    return out
+
+
+def _nft_cidrs(right: Any) -> list[str]:
+    out: list[str] = []
+    for v in _nft_values(right):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict) and isinstance(v.get("prefix"), dict):
+            out.append(f"{v['prefix'].get('addr')}/{v['prefix'].get('len')}")
+        elif isinstance(v, dict) and isinstance(v.get("range"), list):
+            return []
+        else:
+            return []
+    return out
+
+
+def match_nft_expr(m: dict[str, Any], flow: Flow) -> int:
+    op = str(m.get("op", "=="))
+    left, right = m.get("left"), m.get("right")
+    neg = op == "!="
+    if op not in ("==", "!=", "in"):
+        return PARTIAL
+    v = PARTIAL
+    if isinstance(left, dict) and isinstance(left.get("payload"), dict):
+        p = left["payload"]
+        proto, fld = str(p.get("protocol", "")), str(p.get("field", ""))
+        if proto in ("tcp", "udp") and fld in ("dport", "sport"):
+            pm = match_proto(flow, proto)
+            if neg:  # "tcp dport != X" still requires tcp
+                return _and(pm, _not(match_ports(flow.dports, _nft_ranges(right))
+                                     if fld == "dport" else PARTIAL))
+            return _and(pm, match_ports(flow.dports, _nft_ranges(right)) if fld == "dport"
+                        else PARTIAL)
+        if proto in ("ip", "ip6") and fld in ("saddr", "daddr"):
+            if proto != flow.family:
+                return NONE
+            nets = flow.saddrs if fld == "saddr" else flow.daddrs
+            v = match_addr(nets, flow.family, _nft_cidrs(right))
+        elif proto in ("icmp", "icmpv6", "ip6", "ip"):
+            if proto in ("ip", "icmp") and flow.family != "ip":
+                return NONE
+            if proto in ("ip6", "icmpv6") and flow.family != "ip6":
+                return NONE
+            v = PARTIAL if flow.proto is None else NONE if proto.startswith("icmp") else PARTIAL
+        else:
+            v = PARTIAL
+    elif isinstance(left, dict) and isinstance(left.get("meta"), dict):
+        key = str(left["meta"].get("key", ""))
+        vals = [str(x) for x in _nft_values(right)]
+        if key in ("l4proto", "protocol") and key == "l4proto":
+            res = [match_proto(flow, x) for x in vals]
+            v = FULL if FULL in res else PARTIAL if PARTIAL in res else NONE
+        elif key in ("iifname", "iif"):
+            v = match_iface(flow.iifs, vals)
+        elif key in ("oifname", "oif"):
+            v = match_iface(flow.oifs, vals)
+        elif key == "nfproto":
+            want = "ipv6" if flow.family == "ip6" else "ipv4"
+            v = FULL if want in vals else NONE
+        else:
+            v = PARTIAL
+    elif isinstance(left, dict) and isinstance(left.get("ct"), dict):
+        key = str(left["ct"].get("key", ""))
+        vals = [str(x) for x in _nft_values(right)]
+        if key == "state":
+            v = match_ctstate(flow, vals)
+        elif key == "status":
+            v = FULL if (flow.dnat and "dnat" in vals) else NONE if vals == ["dnat"] else PARTIAL
+        else:
+            v = PARTIAL
+    elif isinstance(left, dict) and "fib" in left:
+        v = PARTIAL
+    return _not(v) if neg else v
+
+
+_VERDICTS = ("accept", "drop", "reject", "jump", "goto", "return", "queue", "continue")
+
+
+def nft_verdict(rule: NftRule) -> tuple[str | None, str | None]:
+    for e in rule.expr:
+        if not isinstance(e, dict):
+            continue
+        for k in _VERDICTS:
+            if k in e:
+                tgt = e[k].get("target") if isinstance(e[k], dict) else None
+                return k, (str(tgt) if tgt is not None else None)
+    return None, None
+
+
+def match_nft_rule(rule: NftRule, flow: Flow) -> int:
+    res: list[int] = []
+    for e in rule.expr:
+        if not isinstance(e, dict) or not e:
+            continue
+        if isinstance(e.get("match"), dict):
+            res.append(match_nft_expr(e["match"], flow))
+        elif "xt" in e or "vmap" in e:
+            res.append(PARTIAL)
+    return _and(*res)
+
+
+def nft_applies(chain: NftChain, flow: Flow) -> bool:
+    if chain.family == "inet":
+        return True
+    return chain.family == flow.family
+
+
+def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
+                 index: dict[tuple[str, str, str], list[NftRule]] | None = None) -> Hit | None:
+    by = index if index is not None else nft_index(rs)
+    fam, tab = base.family, base.table
+    names = {c.name for c in rs.chains if c.family == fam and c.table == tab}
+    steps = [0]
+
+    def walk(chain: str, path: tuple[str, ...], depth: int) -> tuple[str, Hit | None]:
+        if depth > 64:
+            return "continue", None
+        for r in by.get((fam, tab, chain), ()):
+            steps[0] += 1
+            if steps[0] > _MAX_STEPS:
+                return "continue", None
+            verdict, tgt = nft_verdict(r)
+            if verdict is None:
+                continue
+            m = match_nft_rule(r, flow)
+            if m == NONE:
+                continue
+            if verdict == "accept":
+                if m == FULL:
+                    return "accept", None
+            elif verdict in ("drop", "reject"):
+                if _own_chain(chain):
+                    continue
+                return "hit", Hit("rule", chain, base.name, verdict.upper(), r.render(), r.handle,
+                                  (*path, chain), "full" if m == FULL else "partial",
+                                  nft_rule_json(r))
+            elif verdict == "return":
+                if m == FULL:
+                    return "return", None
+            elif verdict in ("jump", "goto") and tgt in names and tgt not in path and tgt != chain:
+                res, hit = walk(tgt, (*path, chain), depth + 1)
+                if res == "hit":
+                    return res, hit
+                if res == "accept" and m == FULL:
+                    return res, None
+                if verdict == "goto" and m == FULL:
+                    return "return", None
+        return "continue", None
+
+    res, hit = walk(base.name, (), 0)
+    if res == "hit":
+        return hit
+    if res == "accept":
+        return None
+    if (base.policy or "").lower() == "drop":
+        return Hit("policy", base.name, base.name, "DROP", f"policy drop", None, (base.name,), "full")
+    return None
+
+
+def nft_rule_json(r: NftRule) -> str:
+    """The tail of the rule's object in `nft -j -a list ...` (nft prints it with json.dumps'
+    default separators), from its handle on: what a delete re-reads before it trusts the handle."""
+    if r.handle is None:
+        return ""
+    comment = f'"comment": {json.dumps(r.comment)}, ' if r.comment else ""
+    return f'"handle": {r.handle}, {comment}"expr": {json.dumps(list(r.expr))}'
+
+
+def nft_index(rs: NftRuleset) -> dict[tuple[str, str, str], list[NftRule]]:
+    by: dict[tuple[str, str, str], list[NftRule]] = {}
+    for r in rs.rules:
+        by.setdefault((r.family, r.table, r.chain), []).append(r)
+    return by
+
+
+def native_base_chains(rs: NftRuleset, hook: str) -> list[NftChain]:
+    """Base chains of nft-native tables (not iptables-nft's) on `hook` of type filter."""
+    return [c for c in rs.chains if c.hook == hook and (c.type or "filter") == "filter"
+            and not (c.family in ("ip", "ip6") and c.table in IPTABLES_NFT_TABLES)]
+
+
+@dataclass
+class FlowHits:
+    """Every hit on one node: [(backend, table/family, flow, hit)]."""
+
+    hits: list[dict[str, Any]] = field(default_factory=list)
+
+
+BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
+
+
+def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (flow, where) the node's firewall drops: dicts with backend, table, family, chain,
+    flow (Flow), hit (Hit)."""
+    out: list[dict[str, Any]] = []
+    for backend, save in saves.items():
+        t = save.table("filter") if save is not None else None
+        if t is None:
+            continue
+        idx = _index(t)
+        for fl in flows:
+            if fl.family != "ip":
+                continue  # iptables-save here is IPv4; ip6tables is not read
+            base = BUILTIN[fl.hook]
+            if base not in t.chains:
+                continue
+            hit = evaluate_iptables(t, base, fl, idx)
+            if hit is not None:
+                out.append({"backend": backend, "table": "filter", "family": "ip",
+                            "flow": fl, "hit": hit})
+    rs = getattr(facts, "nft_ruleset", None)
+    if rs is not None:
+        nidx = nft_index(rs)
+        for fl in flows:
+            for ch in native_base_chains(rs, fl.hook):
+                if not nft_applies(ch, fl):
+                    continue
+                hit = evaluate_nft(rs, ch, fl, nidx)
+                if hit is not None:
+                    out.append({"backend": "nft-native", "table": ch.table, "family": ch.family,
+                                "flow": fl, "hit": hit, "prio": ch.prio})
+    return out
