@@ -26,7 +26,7 @@ class LabDirError(TransportError):
 @dataclass
 class Runtime:
     api: ClusterAPI
-    shells: Any  # transports.ssh.SSHPool: ShellFactory + accept_host_key() + close()
+    shells: Any  # transports.local.NodeShells over the SSH pool: ShellFactory + accept_host_key()
     runner: ActionRunner
     dry_run: bool
     prober: Prober  # TCP/HTTP from this machine (validation's NodePort check)
@@ -70,13 +70,19 @@ def build_runtime(
     lab_dir: str | None = None,
     dry_run: bool = False,
     *,
+    local_node: str | None = None,
+    no_local: bool = False,
     connect_timeout: float = 5.0,
     command_timeout: float = 60.0,
 ) -> Runtime:
     """Raises KubeconfigError / TransportError with a message for humans when the flags point at
-    nothing usable. Nothing is contacted yet: the API on first call, a node on first pool(node)."""
+    nothing usable. Nothing is contacted yet: the API on first call, a node on first pool(node).
+
+    The node this process runs on (found by LocalIdentity, or named by `local_node`) is reached
+    through the local transport instead of SSH; `no_local` makes every node go over SSH."""
     from clusterfix_tui.transports.dryrun import DryRunRunner
     from clusterfix_tui.transports.kube import KubeClusterAPI
+    from clusterfix_tui.transports.local import NodeShells
     from clusterfix_tui.transports.probe import StdlibProber
     from clusterfix_tui.transports.runner import TransportRunner
     from clusterfix_tui.transports.ssh import SSHPool
@@ -86,9 +92,16 @@ def build_runtime(
         kubeconfig = kubeconfig or lab_kubeconfig
         ssh_config = ssh_config or lab_ssh_config
     api = KubeClusterAPI(kubeconfig, context)
-    shells = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
+    pool = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
+    shells = NodeShells(pool, local_node="" if no_local else local_node)
     runner: ActionRunner = DryRunRunner(api, shells) if dry_run else TransportRunner(api, shells)
     return Runtime(api=api, shells=shells, runner=runner, dry_run=dry_run,
                    prober=StdlibProber(),
-                   kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=shells.ssh_config,
+                   kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=pool.ssh_config,
                    lab_dir=os.path.abspath(lab_dir) if lab_dir else None)
+
+
+def local_flags(args: Any) -> dict[str, Any]:
+    """build_runtime's keyword arguments for --local-node / --no-local of a parsed command line."""
+    return {"local_node": getattr(args, "local_node", None) or None,
+            "no_local": bool(getattr(args, "no_local", False))}

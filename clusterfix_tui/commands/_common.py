@@ -11,13 +11,20 @@ from typing import Any, TextIO
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command that talks to a cluster shares."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else "
+                        "~/.kube/config, else /etc/kubernetes/admin.conf when readable)")
     parser.add_argument("--context", help="kubeconfig context (default: the current context)")
     parser.add_argument("--ssh-config", help="OpenSSH client config (default: ~/.ssh/config)")
     parser.add_argument(
         "--lab-dir",
         help="use the lab in this directory (its kubeconfig and ssh_config) unless given explicitly",
     )
+    local = parser.add_mutually_exclusive_group()
+    local.add_argument("--local-node", metavar="NAME",
+                       help="this machine is node NAME: read and repair it locally, not over SSH "
+                            "(default: recognised by hostname and address)")
+    local.add_argument("--no-local", action="store_true",
+                       help="reach every node over SSH, even the one this runs on")
 
 
 def out(text: str = "", file: TextIO | None = None) -> None:

@@ -46,10 +46,11 @@ def _progress(quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from clusterfix_tui.runtime import build_runtime
+        from clusterfix_tui.runtime import build_runtime, local_flags
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
-                           ssh_config=args.ssh_config, lab_dir=args.lab_dir)
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir,
+                           **local_flags(args))
     except Exception as exc:
         print(f"clusterfix-tui diagnose: cannot connect: {exc}", file=sys.stderr)
         return 2

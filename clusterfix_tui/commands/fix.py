@@ -71,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _out(f"journal: {journal_path}", sys.stderr)
     try:
-        from clusterfix_tui.runtime import build_runtime
+        from clusterfix_tui.runtime import build_runtime, local_flags
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                            ssh_config=args.ssh_config, lab_dir=args.lab_dir,
-                           dry_run=bool(args.dry_run))
+                           dry_run=bool(args.dry_run),
+                           **local_flags(args))
     except Exception as exc:  # noqa: BLE001
         journal.write("error", message=f"cannot build the runtime: {exc}", where="fix")
         journal.close()

@@ -50,11 +50,12 @@ def run(args: argparse.Namespace) -> int:
         print("not rolled back")
         return 1
     try:
-        from clusterfix_tui.runtime import build_runtime
+        from clusterfix_tui.runtime import build_runtime, local_flags
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                            ssh_config=args.ssh_config, lab_dir=args.lab_dir,
-                           dry_run=bool(args.dry_run))
+                           dry_run=bool(args.dry_run),
+                           **local_flags(args))
     except Exception as exc:  # noqa: BLE001
         print(f"clusterfix-tui rollback: cannot connect: {exc}", file=sys.stderr)
         return 2

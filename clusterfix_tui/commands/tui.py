@@ -65,11 +65,12 @@ def make_session_factory(args: argparse.Namespace, lab_dir: str | None, journal_
     def factory() -> Any:
         from clusterfix_tui.core.journal import Journal
         from clusterfix_tui.core.session import RepairSession
-        from clusterfix_tui.runtime import build_runtime
+        from clusterfix_tui.runtime import build_runtime, local_flags
 
         runtime = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
                                 ssh_config=args.ssh_config, lab_dir=lab_dir,
-                                dry_run=args.dry_run)
+                                dry_run=args.dry_run,
+                                **local_flags(args))
         runtimes.append(runtime)
         return RepairSession(runtime.api, runtime.shells, runtime.runner, Journal(journal_path),
                              mode="interactive", dry_run=runtime.dry_run, prober=runtime.prober)

@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from clusterfix_tui.core.validate import validate
 
     try:
-        from clusterfix_tui.runtime import build_runtime
+        from clusterfix_tui.runtime import build_runtime, local_flags
 
         rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
-                           ssh_config=args.ssh_config, lab_dir=args.lab_dir, dry_run=False)
+                           ssh_config=args.ssh_config, lab_dir=args.lab_dir, dry_run=False,
+                           **local_flags(args))
     except Exception as exc:  # noqa: BLE001
         print(f"clusterfix-tui validate: cannot connect: {exc}", file=sys.stderr)
         return 2

@@ -100,14 +100,21 @@ def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
     """Run the facts script on one node: (facts, finding-if-unreadable, seconds)."""
     t0 = time.monotonic()
     nonce = new_nonce()
-    script = build_facts_script(peer_ips, nonce=nonce)
+    extra: dict[str, str] | None = None
     try:
         shell = shells(node, address)
+        netlink = getattr(shell, "netlink_sections", None)
+        if callable(netlink):  # the local node: links, addresses, routes from netlink
+            try:
+                extra = netlink()
+            except Exception:  # noqa: BLE001 - fall back to the script's `ip -j`
+                extra = None
+        script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()))
         res = shell.run(script, timeout=timeout)
     except Exception as exc:  # TransportError subclasses, or anything the transport raised
         return None, transport_finding(node, address, exc), time.monotonic() - t0
     dt = time.monotonic() - t0
-    facts = parse_facts(node, res.stdout or "", nonce)
+    facts = parse_facts(node, res.stdout or "", nonce, extra_sections=extra)
     if res.error and not facts.sections:
         # the transport lost the node mid-way with nothing read: say it as such
         return None, transport_finding(node, address, NodeUnreachable(res.error)), dt

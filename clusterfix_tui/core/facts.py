@@ -227,14 +227,18 @@ def new_nonce() -> str:
     return secrets.token_hex(12)
 
 
-def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None) -> str:
+def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
+                       skip: tuple[str, ...] | frozenset[str] = ()) -> str:
     """The one script that prints every fact. `nonce` defaults to a fresh random one; read it back
-    with `script_nonce(script)` (or pass your own and keep it)."""
+    with `script_nonce(script)` (or pass your own and keep it). `skip` names fixed sections the
+    caller reads another way (the local node's links/addresses/routes come from netlink)."""
     nonce = nonce or new_nonce()
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
     out = [_PRELUDE.replace("__NONCE__", nonce)]
     for name, cmd in _SECTIONS:
+        if name in skip:
+            continue
         tool = cmd.split()[0]
         if tool == "readlink" and "command -v" in cmd:
             tool = "iptables"
@@ -448,9 +452,13 @@ def _unhex(s: str) -> str:
         return s
 
 
-def parse_facts(node: str, output: str, nonce: str) -> NodeFacts:
-    """Pure: the script's output -> NodeFacts. Never raises; problems go to parse_errors."""
+def parse_facts(node: str, output: str, nonce: str,
+                extra_sections: dict[str, str] | None = None) -> NodeFacts:
+    """Pure: the script's output -> NodeFacts. Never raises; problems go to parse_errors.
+    `extra_sections` ({name: stdout}) are sections read without the script (rc 0)."""
     sections, complete, errors = split_sections(output or "", nonce)
+    for name, text in (extra_sections or {}).items():
+        sections[name] = Section(name, None, text, "", 0)
     kw: dict[str, Any] = {}
 
     def sec(name: str) -> Section | None:

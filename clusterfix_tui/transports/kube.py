@@ -21,18 +21,38 @@ from typing import Any
 from clusterfix_tui.core.ports import APIError, APIUnreachable, KubeconfigError
 
 __all__ = ["APIError", "APIUnreachable", "KubeconfigError", "KubeClusterAPI",
-           "default_kubeconfig_paths"]
+           "default_kubeconfig_paths", "resolve_kubeconfig"]
 
 REQUEST_TIMEOUT = (5, 15)  # (connect, read) seconds for every call
 LIST_PAGE = 500
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-def default_kubeconfig_paths() -> list[str]:
+ADMIN_CONF = "/etc/kubernetes/admin.conf"  # kubeadm's admin kubeconfig on a control-plane node
+
+
+def resolve_kubeconfig(explicit: str | None = None) -> tuple[list[str], str]:
+    """The kubeconfig file(s) to use and where that choice came from, as kubectl would choose on
+    a workstation, plus the control-plane default: --kubeconfig, then $KUBECONFIG, then
+    ~/.kube/config, then /etc/kubernetes/admin.conf when it is readable (running on a kubeadm
+    control-plane node as root). Returns (paths, source)."""
+    if explicit:
+        return [os.path.expanduser(explicit)], "--kubeconfig"
     env = os.environ.get("KUBECONFIG")
     if env:
-        return [os.path.expanduser(p) for p in env.split(os.pathsep) if p]
-    return [os.path.expanduser("~/.kube/config")]
+        paths = [os.path.expanduser(p) for p in env.split(os.pathsep) if p]
+        if paths:
+            return paths, "KUBECONFIG"
+    home = os.path.expanduser("~/.kube/config")
+    if os.path.exists(home):
+        return [home], "~/.kube/config"
+    if os.access(ADMIN_CONF, os.R_OK):
+        return [ADMIN_CONF], ADMIN_CONF
+    return [home], "~/.kube/config"
+
+
+def default_kubeconfig_paths() -> list[str]:
+    return resolve_kubeconfig(None)[0]
 
 
 def _load_kubeconfig(paths: list[str]) -> dict[str, Any]:
@@ -96,7 +116,7 @@ class KubeClusterAPI:
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
-        paths = [os.path.expanduser(kubeconfig)] if kubeconfig else default_kubeconfig_paths()
+        paths, self.kubeconfig_source = resolve_kubeconfig(kubeconfig)
         doc = _load_kubeconfig(paths)
         contexts = [c["name"] for c in doc["contexts"]]
         name = context or doc["current-context"]
@@ -230,7 +250,8 @@ class KubeClusterAPI:
     # -- ClusterAPI --------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"context": self._context, "server": self._server, "user": self._user,
-                "cluster": self._cluster}
+                "cluster": self._cluster, "kubeconfig": self.kubeconfig,
+                "kubeconfig_source": self.kubeconfig_source}
 
     def version(self) -> dict[str, Any]:
         return self._call("get server version", self._version.get_code)

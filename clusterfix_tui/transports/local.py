@@ -231,3 +231,164 @@ def local_links_routes(netns: str | None = None) -> dict[str, list[dict[str, Any
         route["flags"] = [name for bit, name in _RTNH if msg["flags"] & bit]
         routes.append(route)
     return {"links": links, "addresses": list(addresses.values()), "routes": routes}
+
+
+# ------------------------------------------------------------------------------------------------
+# the node the tool runs on: read and repaired without SSH
+
+NETLINK_SECTIONS = ("ip_link", "ip_addr", "ip_route")
+
+
+class LocalNodeShell(LocalShell):
+    """The NodeShell of the cluster node this process runs on.
+
+    Commands run through `sh -c` here, under `sudo -n` (with the same remote-side `timeout -s KILL`
+    wrapper the SSH shell uses) when this process is not root, so a local action has exactly the
+    rules of a remote one. `netlink_sections()` gives the facts script's link/address/route
+    sections from netlink (pyroute2), so reading this node needs no `ip` binary."""
+
+    transport = "local"
+
+    def __init__(self, node: str, *, sudo: bool | None = None) -> None:
+        super().__init__(node)
+        self.sudo = (os.geteuid() != 0) if sudo is None else sudo
+
+    def __repr__(self) -> str:
+        return f"LocalNodeShell({self.node!r}{', sudo' if self.sudo else ''})"
+
+    def run(self, command: str, *, timeout: float = 60.0, on_line: LineCallback | None = None,
+            stdin: bytes | None = None) -> CommandResult:
+        if self.sudo:
+            import shlex
+
+            # the same wrapper as over SSH: sudo -n never prompts; timeout kills as root
+            command = (f"sudo -n timeout -s KILL {int(timeout) + 5} sh -c "
+                       f"{shlex.quote(command)}")
+        res = super().run(command, timeout=timeout, on_line=on_line, stdin=stdin)
+        if self.sudo and res.exit_code == 1 and _sudo_refused(res.stderr):
+            return CommandResult(exit_code=res.exit_code, stdout=res.stdout, stderr=res.stderr,
+                                 duration=res.duration,
+                                 error=f"{self.node} (local): sudo -n needs a password; run as "
+                                       f"root or allow NOPASSWD sudo")
+        return res
+
+    def netlink_sections(self) -> dict[str, str]:
+        """{"ip_link": json, "ip_addr": json, "ip_route": json}, shaped as `ip -j` prints them."""
+        import json
+
+        data = local_links_routes()
+        return {"ip_link": json.dumps(data["links"]), "ip_addr": json.dumps(data["addresses"]),
+                "ip_route": json.dumps(data["routes"])}
+
+
+def _sudo_refused(stderr: str) -> bool:
+    first = [ln for ln in (stderr or "").splitlines() if ln.startswith("sudo:")]
+    return any("password is required" in ln or "a terminal is required" in ln for ln in first)
+
+
+def local_addresses() -> set[str]:
+    """Every address configured on this machine's interfaces (this network namespace)."""
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            return {str(m.get("address")) for m in ipr.get_addr() if m.get("address")}
+    except Exception:  # noqa: BLE001 - no netlink (e.g. not Linux): no address matches
+        return set()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+class LocalIdentity:
+    """Who this machine is, to recognise it among the cluster's nodes."""
+
+    def __init__(self, hostname: str | None = None, addresses: set[str] | None = None,
+                 machine_id: str | None = None) -> None:
+        import socket
+
+        self.hostname = hostname if hostname is not None else socket.gethostname()
+        self.addresses = addresses if addresses is not None else local_addresses()
+        self.machine_id = machine_id if machine_id is not None else _read("/etc/machine-id")
+
+    def names(self) -> set[str]:
+        h = self.hostname or ""
+        return {x.lower() for x in (h, h.split(".")[0]) if x}
+
+    def matches(self, node: str, address: str | None, machine_id: str | None = None) -> str | None:
+        """Why `node` is this machine, or None. A wrong "local" would run a node's repair on the
+        wrong machine, so one weak hint is never enough: the hostname must match too when the
+        address does, or the node's machine-id (status.nodeInfo.machineID) must. A known
+        machine-id that differs always means "not this machine"."""
+        if machine_id and self.machine_id and machine_id != self.machine_id:
+            return None
+        name_hit = node.lower() in self.names() or node.lower().split(".")[0] in self.names()
+        addr_hit = bool(address) and address in self.addresses
+        id_hit = bool(machine_id) and machine_id == self.machine_id
+        if name_hit and (addr_hit or not address):
+            return f"hostname {self.hostname}" + (f" and address {address}" if addr_hit else "")
+        if addr_hit and id_hit:
+            return f"address {address} and machine-id"
+        if name_hit and id_hit:
+            return f"hostname {self.hostname} and machine-id"
+        return None
+
+
+class NodeShells:
+    """The ShellFactory of a session: the node this process runs on through LocalNodeShell, every
+    other node through the SSH pool. Everything else (accept_host_key, close, ...) is the pool's.
+
+    local_node: "" = never local (--no-local); a name = exactly that node (--local-node);
+    None = recognise it (LocalIdentity.matches) among the nodes asked for."""
+
+    def __init__(self, ssh: Any, *, local_node: str | None = None,
+                 identity: LocalIdentity | None = None,
+                 machine_ids: dict[str, str] | None = None) -> None:
+        self.ssh = ssh
+        self._forced = local_node
+        self._identity = identity
+        self._machine_ids = machine_ids or {}
+        self._lock = threading.Lock()
+        self._local: dict[str, LocalNodeShell] = {}
+        self.local_node: str | None = local_node or None
+        self.local_reason: str = "--local-node" if local_node else ""
+
+    def set_machine_ids(self, ids: dict[str, str]) -> None:
+        """Node name -> status.nodeInfo.machineID, from the API (a stronger identity check)."""
+        self._machine_ids = dict(ids)
+
+    def is_local(self, node: str, address: str | None = None) -> bool:
+        if self._forced is not None:
+            return bool(self._forced) and node == self._forced
+        with self._lock:
+            if self.local_node is not None:
+                return node == self.local_node
+            if self._identity is None:
+                self._identity = LocalIdentity()
+            why = self._identity.matches(node, address, self._machine_ids.get(node))
+            if why:
+                self.local_node, self.local_reason = node, why
+            return bool(why)
+
+    def transport_of(self, node: str) -> str:
+        return "local" if node == self.local_node else "ssh"
+
+    def __call__(self, node: str, address: str | None = None) -> Any:
+        if self.is_local(node, address):
+            with self._lock:
+                shell = self._local.get(node)
+                if shell is None:
+                    shell = self._local[node] = LocalNodeShell(node)
+            return shell
+        return self.ssh(node, address)
+
+    def close(self) -> None:
+        self.ssh.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ssh, name)
