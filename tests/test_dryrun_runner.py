@@ -22,7 +22,12 @@ from clusterfix_tui.runtime import LabDirError, build_runtime
 from clusterfix_tui.transports.base import NodeShell
 from clusterfix_tui.transports.dryrun import NOT_RUN, DryRunRunner, is_not_run
 from clusterfix_tui.transports.kube import KubeClusterAPI, KubeconfigError
-from clusterfix_tui.transports.local import LocalShell, local_links_routes, local_shells
+from clusterfix_tui.transports.local import (
+    LocalShell,
+    NodeShells,
+    local_links_routes,
+    local_shells,
+)
 from clusterfix_tui.transports.runner import TransportRunner
 from clusterfix_tui.transports.ssh import SSHPool
 
@@ -260,7 +265,9 @@ def test_build_runtime_from_a_lab_dir(tmp_path: pathlib.Path, lab_api: LabAPI) -
         assert rt.runner.api is rt.api and rt.runner.shells is rt.shells
         assert rt.kubeconfig == str(lab / "kubeconfig")
         assert rt.ssh_config == str(lab / "ssh_config")
-        assert isinstance(rt.shells, SSHPool) and hasattr(rt.shells, "accept_host_key")
+        # the node this runs on goes local, every other node through the SSH pool
+        assert isinstance(rt.shells, NodeShells) and isinstance(rt.shells.ssh, SSHPool)
+        assert hasattr(rt.shells, "accept_host_key")
         assert rt.api.list_nodes() == []
         assert rt.api.describe()["server"] == lab_api.url
     finally:

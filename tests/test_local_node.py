@@ -154,7 +154,7 @@ def _on_node(lab, node: str, args: str, timeout: float = 240):
         q = shlex.quote(home)
         cli = (f"mkdir -p {q} && exec unshare --mount --propagation private sh -c "
                + shlex.quote(f"t=$(mktemp -d) && mount --bind / \"$t\" && "
-                             f"mount --bind \"$t\"{q} {q} && umount \"$t\" && {cli}"))
+                             f"mount --bind \"$t\"{q} {q} && umount \"$t\" && rmdir \"$t\" && {cli}"))
     return lab.exec(node, cli, check=False, timeout=timeout)
 
 
