@@ -55,6 +55,10 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
     ("proc_modules", "cat /proc/modules"),
     ("sys_module", "ls /sys/module"),
     ("lib_modules", "ls -d \"/lib/modules/$(uname -r)\""),
+    # firewalld (only asked for its zones when it runs: firewall-cmd is slow)
+    ("firewalld", "firewall-cmd --state 2>&1 && { printf 'default-zone: %s\\n' "
+                  "\"$(firewall-cmd --get-default-zone 2>/dev/null)\"; "
+                  "firewall-cmd --get-active-zones 2>/dev/null; }"),
 )
 
 # sysctl name -> /proc path

@@ -522,6 +522,248 @@ def inject_br_netfilter_off(handle: LabLike, node: str) -> dict:
         f"`modprobe br_netfilter` + /etc/sysctl.d on a real node)"))
 
 
+# -- host firewall faults (issue 13) and their healthy look-alikes ---------------------------------
+
+VXLAN_PORT = 8472
+
+
+def _server_pod(handle: LabLike, node: str) -> tuple[str, int] | None:
+    """(ip, port) of a pod with its own network namespace and a server on `node`."""
+    for p in _node(handle, node).get("pods") or []:
+        if p.get("ip") and p.get("port") and p.get("netns", True):
+            return str(p["ip"]), int(p["port"])
+    return None
+
+
+def _cross_node(handle: LabLike, node: str) -> list[tuple[str, str, int]]:
+    """From every peer: a TCP/HTTP request to a pod on `node` (through the VXLAN underlay and
+    `node`'s firewall). [(peer, "ip:port", curl exit code)]: 0 = answered."""
+    target = _server_pod(handle, node)
+    if target is None:
+        return []
+    ip, port = target
+    out = []
+    for n in _nodes(handle):
+        if n["name"] == node:
+            continue
+        r = _run(handle, n["name"], f"curl -s -m 3 -o /dev/null http://{ip}:{port}/", check=False)
+        out.append((n["name"], f"{ip}:{port}", r.returncode))
+    return out
+
+
+def _measured(res: list[tuple[str, str, int]]) -> str:
+    if not res:
+        return "no pod with a server on the node to measure with"
+    return "; ".join(f"{peer} -> {tgt}: " + ("answered" if rc == 0 else
+                                             "timed out" if rc == 28 else f"curl exit {rc}")
+                     for peer, tgt, rc in res)
+
+
+def inject_vxlan_blocked(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    rule = f"-A INPUT -p udp -m udp --dport {VXLAN_PORT} -j DROP"
+    _run(handle, node, f"iptables-{backend} -w 5 -t filter " + " ".join(shlex.quote(t) for t in
+                                                                       shlex.split(rule)))
+    res = _cross_node(handle, node)
+    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    return _record("vxlan-blocked", node, physical, (
+        f"`iptables-{backend} {rule}` on {node} ({n['ip']}): flannel's VXLAN (udp/{VXLAN_PORT}) from the "
+        f"peers is dropped on {node}'s INPUT, so nothing encapsulated reaches it: pods on {node} are "
+        f"unreachable from other nodes and NodePorts routed through other nodes to {node}'s pods time out "
+        f"(the most common flannel failure: a host firewall or security group on the underlay). "
+        f"Measured after injection: {_measured(res)}. By hand: `iptables-{backend} -I INPUT -p udp "
+        f"--dport {VXLAN_PORT} -j ACCEPT` (or delete the DROP)"))
+
+
+INPUT_DROP_RULES = """*filter
+:INPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+"""
+
+
+def inject_input_drop(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=INPUT_DROP_RULES)
+    res = _cross_node(handle, node)
+    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    return _record("input-drop", node, physical, (
+        f"a hardened host's INPUT on {node} ({n['ip']}) in iptables-{backend}: policy DROP with accepts for "
+        f"established, lo, icmp and ssh (tcp/22) only; no accept for the kubelet (tcp/10250) or flannel's "
+        f"VXLAN (udp/{VXLAN_PORT}): VXLAN from the peers dies on INPUT, so cross-node pod traffic into "
+        f"{node} and NodePorts routed there fail; kubelet's API is closed. Measured after injection: "
+        f"{_measured(res)}. By hand: `iptables-{backend} -I INPUT -p udp --dport {VXLAN_PORT} -j ACCEPT`, "
+        f"the same for tcp/10250 (or `-P INPUT ACCEPT`)"))
+
+
+def firewalld_ruleset(open_cluster: bool, pod_network: str = str(FLANNEL_NETWORK)) -> str:
+    """An `inet firewalld` table laid out as firewalld (1.x/2.x, nftables backend) writes it for
+    the default zone `public` (ssh, dhcpv6-client, cockpit): the base chains at priority filter +
+    10 with policy accept, the zone dispatch chains, and the catch-all `reject with icmpx
+    admin-prohibited` after them (firewalld's src/tests/features/policy_dispatch_*.at show this
+    layout). `open_cluster`: the ports a Kubernetes node needs opened in zone public and the pod
+    network as a source of zone trusted, as an admin following the kubeadm/flannel docs does."""
+    allow_extra = ""
+    trusted_in = trusted_fwd = trusted_fwd_egress = trusted_chains = ""
+    if open_cluster:
+        allow_extra = (f"\t\tudp dport {VXLAN_PORT} accept\n\t\ttcp dport 10250 accept\n"
+                       "\t\ttcp dport 6443 accept\n\t\ttcp dport 30000-32767 accept\n")
+        trusted_in = f"\t\tip saddr {pod_network} jump filter_IN_trusted_to_HOST\n"
+        trusted_fwd = f"\t\tip saddr {pod_network} jump filter_FWD_trusted_dispatch_stage2\n"
+        trusted_fwd_egress = f"\t\tip daddr {pod_network} jump filter_FWD_public_to_trusted\n"
+        trusted_chains = (
+            "\tchain filter_IN_trusted_to_HOST {\n\t\taccept\n\t}\n"
+            "\tchain filter_FWD_trusted_dispatch_stage2 {\n\t\taccept\n\t}\n"
+            "\tchain filter_FWD_public_to_trusted {\n\t\taccept\n\t}\n")
+    v6 = ("::/96, ::ffff:0.0.0.0/96, 2002::/24, 2002:a00::/24, 2002:7f00::/24, 2002:a9fe::/32, "
+          "2002:ac10::/28, 2002:c0a8::/32, 2002:e000::/19")
+    return (
+        "table inet firewalld {\n"
+        "\tchain filter_INPUT {\n"
+        "\t\ttype filter hook input priority filter + 10; policy accept;\n"
+        "\t\tct state { established, related } accept\n\t\tct status dnat accept\n"
+        "\t\tiifname \"lo\" accept\n\t\tct state invalid drop\n"
+        "\t\tjump filter_INPUT_dispatch\n\t\treject with icmpx admin-prohibited\n\t}\n"
+        "\tchain filter_FORWARD {\n"
+        "\t\ttype filter hook forward priority filter + 10; policy accept;\n"
+        "\t\tct state { established, related } accept\n\t\tct status dnat accept\n"
+        "\t\tiifname \"lo\" accept\n\t\tct state invalid drop\n"
+        f"\t\tip6 daddr {{ {v6} }} reject with icmpv6 addr-unreachable\n"
+        "\t\tjump filter_FORWARD_dispatch\n\t\treject with icmpx admin-prohibited\n\t}\n"
+        "\tchain filter_OUTPUT {\n"
+        "\t\ttype filter hook output priority filter + 10; policy accept;\n"
+        "\t\tct state { established, related } accept\n\t\toifname \"lo\" accept\n"
+        f"\t\tip6 daddr {{ {v6} }} reject with icmpv6 addr-unreachable\n"
+        "\t\tjump filter_OUTPUT_dispatch\n\t}\n"
+        f"\tchain filter_INPUT_dispatch {{\n{trusted_in}\t\tjump filter_IN_public_to_HOST\n\t}}\n"
+        "\tchain filter_IN_public_to_HOST {\n\t\tjump filter_IN_policy_allow-host-ipv6\n"
+        "\t\tjump filter_IN_public\n\t\treject with icmpx admin-prohibited\n\t}\n"
+        "\tchain filter_IN_policy_allow-host-ipv6 {\n"
+        "\t\ticmpv6 type { nd-neighbor-advert, nd-neighbor-solicit, nd-router-advert, nd-redirect } accept\n"
+        "\t}\n"
+        "\tchain filter_IN_public {\n\t\tjump filter_IN_public_pre\n\t\tjump filter_IN_public_log\n"
+        "\t\tjump filter_IN_public_deny\n\t\tjump filter_IN_public_allow\n\t\tjump filter_IN_public_post\n"
+        "\t\tmeta l4proto { icmp, ipv6-icmp } accept\n\t}\n"
+        "\tchain filter_IN_public_pre {\n\t}\n\tchain filter_IN_public_log {\n\t}\n"
+        "\tchain filter_IN_public_deny {\n\t}\n\tchain filter_IN_public_post {\n\t}\n"
+        "\tchain filter_IN_public_allow {\n\t\ttcp dport 22 accept\n"
+        "\t\tip6 daddr fe80::/64 udp dport 546 accept\n\t\ttcp dport 9090 accept\n"
+        f"{allow_extra}\t}}\n"
+        f"\tchain filter_FORWARD_dispatch {{\n{trusted_fwd}\t\tjump filter_FWD_public_dispatch_stage2\n\t}}\n"
+        f"\tchain filter_FWD_public_dispatch_stage2 {{\n{trusted_fwd_egress}"
+        "\t\tjump filter_FWD_public_to_public\n\t}\n"
+        "\tchain filter_FWD_public_to_public {\n\t\tjump filter_FWD_public\n"
+        "\t\treject with icmpx admin-prohibited\n\t}\n"
+        "\tchain filter_FWD_public {\n\t}\n"
+        "\tchain filter_OUTPUT_dispatch {\n\t\tjump filter_OUT_HOST_to_public\n\t}\n"
+        "\tchain filter_OUT_HOST_to_public {\n\t\tjump filter_OUT_public\n\t\taccept\n\t}\n"
+        "\tchain filter_OUT_public {\n\t}\n"
+        f"{trusted_chains}"
+        "}\n"
+    )
+
+
+def _inject_firewalld(handle: LabLike, node: str, open_cluster: bool) -> dict:
+    n = _node(handle, node)
+    name = "firewalld-open" if open_cluster else "firewalld"
+    _run(handle, node, "nft -f -", input=firewalld_ruleset(open_cluster))
+    res = _cross_node(handle, node)
+    if open_cluster:
+        physical = bool(res) and all(rc == 0 for _, _, rc in res)
+        return _record(name, node, physical, (
+            f"a healthy look-alike: firewalld's `inet firewalld` table on {node} ({n['ip']}) with the "
+            f"catch-all `reject with icmpx admin-prohibited` in INPUT and FORWARD, and the cluster opened "
+            f"the way the kubeadm/flannel docs say: zone public allows udp/{VXLAN_PORT}, tcp/10250, tcp/6443 "
+            f"and tcp/30000-32767, the pod network {FLANNEL_NETWORK} is a source of zone trusted. Nothing is "
+            f"broken; a diagnosis must report nothing here and `fix --yes` must change nothing. Measured: "
+            f"{_measured(res)}. Remove: `nft delete table inet firewalld`"))
+    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    return _record(name, node, physical, (
+        f"firewalld's `inet firewalld` table (nftables backend, default zone public: ssh, dhcpv6-client, "
+        f"cockpit) on {node} ({n['ip']}) with none of the cluster's ports opened: after zone public's "
+        f"accepts, INPUT and FORWARD end in `reject with icmpx admin-prohibited`. VXLAN (udp/{VXLAN_PORT}) "
+        f"from the peers is rejected on INPUT, pod traffic forwarded by {node} is rejected, kubelet "
+        f"(tcp/10250) and NodePorts are closed. Measured after injection: {_measured(res)}. By hand "
+        f"(firewalld running): `firewall-cmd --permanent --add-port={VXLAN_PORT}/udp --add-port=10250/tcp "
+        f"--add-port=30000-32767/tcp; firewall-cmd --permanent --zone=trusted --add-source={FLANNEL_NETWORK}; "
+        f"firewall-cmd --reload`; here (no firewalld daemon): `nft insert rule inet firewalld filter_INPUT "
+        f"udp dport {VXLAN_PORT} accept` and the like"))
+
+
+def inject_firewalld(handle: LabLike, node: str) -> dict:
+    return _inject_firewalld(handle, node, False)
+
+
+def inject_firewalld_open(handle: LabLike, node: str) -> dict:
+    return _inject_firewalld(handle, node, True)
+
+
+def docker_rules(pod_network: str = str(FLANNEL_NETWORK)) -> str:
+    """The filter chains dockerd (20.10-27) writes, FORWARD policy DROP, plus the admin's explicit
+    accepts for the pod network in DOCKER-USER (docker's documented place for them)."""
+    return (
+        "*filter\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:DOCKER-ISOLATION-STAGE-1 - [0:0]\n"
+        ":DOCKER-ISOLATION-STAGE-2 - [0:0]\n:DOCKER-USER - [0:0]\n"
+        "-I FORWARD 1 -j DOCKER-USER\n"
+        "-I FORWARD 2 -j DOCKER-ISOLATION-STAGE-1\n"
+        "-I FORWARD 3 -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+        "-I FORWARD 4 -o docker0 -j DOCKER\n"
+        "-I FORWARD 5 -i docker0 ! -o docker0 -j ACCEPT\n"
+        "-I FORWARD 6 -i docker0 -o docker0 -j ACCEPT\n"
+        "-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2\n"
+        "-A DOCKER-ISOLATION-STAGE-1 -j RETURN\n"
+        "-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP\n"
+        "-A DOCKER-ISOLATION-STAGE-2 -j RETURN\n"
+        f"-A DOCKER-USER -s {pod_network} -j ACCEPT\n"
+        f"-A DOCKER-USER -d {pod_network} -j ACCEPT\n"
+        "-A DOCKER-USER -j RETURN\n"
+        "COMMIT\n"
+    )
+
+
+def inject_docker_host(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, "ip link show docker0 >/dev/null 2>&1 || { ip link add docker0 type bridge && "
+                       "ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up; }")
+    _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=docker_rules())
+    res = _cross_node(handle, node)
+    physical = bool(res) and all(rc == 0 for _, _, rc in res)
+    return _record("docker-host", node, physical, (
+        f"a healthy look-alike: {node} ({n['ip']}) as a node that also runs docker: a docker0 bridge "
+        f"(172.17.0.1/16) and dockerd's filter chains in iptables-{backend} (FORWARD policy DROP, DOCKER-USER "
+        f"first, DOCKER-ISOLATION-STAGE-1/2 dropping traffic between docker networks, DOCKER), with the "
+        f"admin's explicit accepts for the pod network {FLANNEL_NETWORK} (source and destination) in "
+        f"DOCKER-USER. Pod traffic flows; a diagnosis must report nothing here and `fix --yes` must change "
+        f"nothing (flipping FORWARD to ACCEPT would remove docker's isolation). Measured: {_measured(res)}"))
+
+
+UNRELATED_REJECT_RULES = """*filter
+-A INPUT -p tcp -m tcp --dport 3306 -j REJECT --reject-with icmp-host-prohibited
+-A INPUT -s 203.0.113.0/24 -j DROP
+-A OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with icmp-admin-prohibited
+COMMIT
+"""
+
+
+def inject_unrelated_reject(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=UNRELATED_REJECT_RULES)
+    res = _cross_node(handle, node)
+    physical = bool(res) and all(rc == 0 for _, _, rc in res)
+    return _record("unrelated-reject", node, physical, (
+        f"a healthy look-alike: rules in iptables-{backend} on {node} ({n['ip']}) for traffic the cluster "
+        f"never sends: INPUT rejects tcp/3306 (MySQL) with icmp-host-prohibited and drops a blocklisted "
+        f"range (203.0.113.0/24), OUTPUT rejects smtp (tcp/25). Nothing of the cluster is affected; a "
+        f"diagnosis must report nothing here and `fix --yes` must change nothing. Measured: {_measured(res)}"))
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -546,7 +788,21 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           inject_br_netfilter_off),
     Fault("firewall-reject", "a firewalld-style REJECT --reject-with icmp-host-prohibited: clients see "
           "\"No route to host\"", "jellyfin", inject_firewall_reject),
+    Fault("vxlan-blocked", "flannel's VXLAN (udp/8472) dropped on a node's INPUT: cross-node traffic to it "
+          "dies", "jellyfin", inject_vxlan_blocked),
+    Fault("input-drop", "INPUT policy DROP with no accept for the kubelet or flannel's VXLAN", "jellyfin",
+          inject_input_drop),
+    Fault("firewalld", "firewalld's inet table (zone public) with its catch-all reject and the cluster's "
+          "ports not open", "jellyfin", inject_firewalld),
+    Fault("docker-host", "healthy look-alike: docker's FORWARD DROP, DOCKER-USER with explicit accepts",
+          "jellyfin", inject_docker_host),
+    Fault("firewalld-open", "healthy look-alike: firewalld's table with the cluster's ports open",
+          "jellyfin", inject_firewalld_open),
+    Fault("unrelated-reject", "healthy look-alike: rejects for traffic the cluster never sends", "jellyfin",
+          inject_unrelated_reject),
 )}
+# Healthy look-alikes: nothing is broken, nothing may be reported or changed (not in --faults all).
+LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel

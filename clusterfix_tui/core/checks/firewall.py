@@ -74,25 +74,25 @@ def _docker_user_first(table: Any) -> bool:
 
 
 def firewalld_info(f: NodeFacts, node_ip: str | None) -> dict[str, Any]:
-    """{"running": bool|None, "zone": str|None}: firewalld as `firewall-cmd` reports it."""
-    s = f.section("firewalld_state")
-    running = None if s is None or s.rc == 127 else (s.rc == 0 and "running" in s.stdout
-                                                      and "not running" not in s.stdout)
-    zone = None
-    zs = f.section("firewalld_zones")
+    """{"running": bool|None, "zone": str|None}: firewalld as `firewall-cmd` reports it (the
+    zone of the interface carrying the node's address, else the default zone)."""
+    s = f.section("firewalld")
+    if s is None or s.rc == 127:
+        return {"running": None, "zone": None}
+    lines = s.stdout.splitlines()
+    running = s.rc == 0 and bool(lines) and lines[0].strip() == "running"
+    zone = default = None
     under = set(underlay_ifaces(f, node_ip))
-    if zs is not None and zs.rc == 0:
-        cur = None
-        for line in zs.stdout.splitlines():
-            if line and not line[0].isspace():
-                cur = line.split()[0]
-            elif cur and line.strip().startswith("interfaces:"):
-                if under & set(line.split(":", 1)[1].split()):
-                    zone = cur
-    ds = f.section("firewalld_default_zone")
-    if zone is None and ds is not None and ds.rc == 0 and ds.stdout.strip():
-        zone = ds.stdout.strip().split()[0]
-    return {"running": running, "zone": zone}
+    cur = None
+    for line in lines[1:]:
+        if line.startswith("default-zone:"):
+            default = line.split(":", 1)[1].strip() or None
+        elif line and not line[0].isspace():
+            cur = line.split()[0]
+        elif cur and line.strip().startswith("interfaces:"):
+            if under & set(line.split(":", 1)[1].split()):
+                zone = zone or cur
+    return {"running": running, "zone": zone or default}
 
 
 def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:

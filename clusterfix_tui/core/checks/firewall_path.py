@@ -128,10 +128,10 @@ def vxlan_port(facts: Any, snapshot: Any = None) -> int:
             port = data.get("port") if isinstance(data, dict) else None
             if isinstance(port, int) and 0 < port < 65536:
                 return port
-    for holder in (getattr(snapshot, "shape", None), snapshot):
-        port = getattr(holder, "vxlan_port", None) or getattr(holder, "flannel_vxlan_port", None)
-        if isinstance(port, int) and 0 < port < 65536:
-            return port
+    fl = getattr(getattr(snapshot, "shape", None), "flannel", None)
+    port = getattr(fl, "vxlan_port", None)
+    if isinstance(port, int) and 0 < port < 65536:
+        return port
     return DEFAULT_VXLAN_PORT
 
 
@@ -150,11 +150,9 @@ def api_port(facts: Any) -> int:
 def pod_networks(snapshot: Any, facts: Any) -> list[str]:
     """Every family's pod network: the cluster shape, flannel's net-conf, subnet.env."""
     out: list[str] = []
-    shape = getattr(snapshot, "shape", None)
-    for v in (getattr(shape, "pod_cidrs", None) or ()):
-        out.append(str(v))
-    for v in (getattr(snapshot, "flannel_network", None),
-              getattr(snapshot, "flannel_ipv6_network", None)):
+    fl = getattr(getattr(snapshot, "shape", None), "flannel", None)
+    for v in (getattr(fl, "network", None), getattr(fl, "ipv6_network", None),
+              getattr(snapshot, "flannel_network", None)):
         if v:
             out.append(str(v))
     env = getattr(facts, "subnet_env", None) or {}
@@ -184,27 +182,40 @@ def cluster_flows(snapshot: Any, node: str, facts: Any) -> list[Flow]:
     aport = api_port(facts)
     fam = _fam(my_ip) if my_ip else "ip"
     flows: list[Flow] = []
-    backend = (getattr(snapshot, "flannel_backend", None) or "vxlan").lower()
-    if backend == "vxlan" and len(nodes) != 1:
+    shape = getattr(snapshot, "shape", None)
+    if shape is not None:
+        vxlan = bool(shape.flannel_vxlan) or shape.cni == "unknown"
+    else:
+        vxlan = (getattr(snapshot, "flannel_backend", None) or "vxlan").lower() == "vxlan"
+    if vxlan and len(nodes) != 1:
         flows.append(Flow("vxlan-in", "input", fam, f"flannel VXLAN from the peers (udp/{port})",
                           "udp", (port, port), peers or None, mine, under, None))
         flows.append(Flow("vxlan-out", "output", fam, f"flannel VXLAN to the peers (udp/{port})",
                           "udp", (port, port), mine, peers or None, None, under))
+    pods = pod_networks(snapshot, facts)
+    # cluster traffic comes from the cluster: the nodes and the pods (a blocklist for some
+    # outside range is the admin's business, not a finding)
+    members = tuple(dict.fromkeys((*peers, *(mine or ()), *pods))) or None
+
+    def of(fam_: str) -> tuple[str, ...] | None:
+        got = tuple(c for c in (members or ()) if _fam(c) == fam_)
+        return got or None
+
     flows.append(Flow("kubelet", "input", fam, f"the kubelet API (tcp/{KUBELET_PORT})", "tcp",
-                      (KUBELET_PORT, KUBELET_PORT), None, None, under, None))
+                      (KUBELET_PORT, KUBELET_PORT), of(fam), mine, (*under, "cni0"), None))
     if me is None or getattr(me, "is_control_plane", False):
         flows.append(Flow("apiserver", "input", fam, f"the API server (tcp/{aport})", "tcp",
-                          (aport, aport), None, None, under, None))
+                          (aport, aport), of(fam), mine, (*under, "cni0"), None))
     lo, hi = NODEPORT_RANGE
     flows.append(Flow("nodeport", "input", fam, f"NodePorts (tcp/{lo}-{hi})", "tcp", (lo, hi),
-                      None, None, under, None))
+                      of(fam), mine, (*under, "cni0"), None))
     pod_side = ("cni0", "flannel.1")
-    for cidr in pod_networks(snapshot, facts):
+    for cidr in pods:
         f = _fam(cidr)
         flows.append(Flow("pods-forward", "forward", f, f"forwarded pod traffic from {cidr}",
-                          None, None, (cidr,), None, pod_side, (*pod_side, *under)))
+                          None, None, (cidr,), of(f), pod_side, (*pod_side, *under)))
         flows.append(Flow("to-pods-forward", "forward", f, f"forwarded traffic to pods in {cidr}",
-                          None, None, None, (cidr,), (*pod_side, *under), pod_side))
+                          None, None, of(f), (cidr,), (*pod_side, *under), pod_side))
     return flows
 
 
@@ -601,7 +612,7 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
     if res == "accept":
         return None
     if (base.policy or "").lower() == "drop":
-        return Hit("policy", base.name, base.name, "DROP", f"policy drop", None, (base.name,), "full")
+        return Hit("policy", base.name, base.name, "DROP", "policy drop", None, (base.name,), "full")
     return None
 
 

@@ -27,6 +27,7 @@ import shlex
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
     FixAction,
     action_id,
@@ -318,7 +319,7 @@ class HostNetworkStep:
                        zone: str, nid: Any, rb: Any, notes: list[str]) -> Action | None:
         backend = str(a.get("backend") or "")
         table, chain = str(a.get("table") or ""), str(a.get("chain") or "")
-        flow, hook = str(a.get("flow") or ""), str(a.get("hook") or "")
+        flow = str(a.get("flow") or "")
         what = str(a.get("describe") or flow)
         if not (_NAME_RE.match(table) and _NAME_RE.match(chain)):
             notes.append(f"{node}: accept for {flow} in an odd table/chain {table!r}/{chain!r}; "
@@ -345,6 +346,10 @@ class HostNetworkStep:
                 risk=f"opens {what} on this node, nothing else",
                 rollback=rb("", f"{tool} -D {q(chain)} {body}",
                             f"remove the ACCEPT for {flow} again (by its exact spec)"),
+                precondition=pre.absent_else_done(
+                    f"{tool} -C {q(chain)} {body} 2>/dev/null",
+                    f"no ACCEPT for {flow} in {backend} {table} {chain} yet",
+                    f"the ACCEPT for {flow} is in {backend} {table} {chain} already"),
                 change={"what": f"{backend} {table} {chain}", "before": None,
                         "after": "-I " + chain + " 1 " + " ".join(spec)},
             )
@@ -375,6 +380,10 @@ class HostNetworkStep:
                                 "done",
                             f"delete the inserted accept for {flow}: its handle is re-read at "
                             "rollback time from its exact text"),
+                precondition=pre.absent_else_done(
+                    f"[ -n \"$({handles})\" ]",
+                    f"no accept for {flow} in nft {fam} {table} {chain} yet",
+                    f"the accept for {flow} is in nft {fam} {table} {chain} already"),
                 change={"what": f"nft {fam} {table} {chain}", "before": None, "after": want},
             )
         notes.append(f"{node}: accept for {flow} in unknown backend {backend!r}; not planned")
@@ -485,6 +494,10 @@ class HostNetworkStep:
                                         f"{q(saved)}", f"restore the saved {backend} {table} table"),
                     change={"what": f"{backend} {table} {argv[1]}", "before": r.get("rule"),
                             "after": "removed"},
+                    precondition=pre.exists_else_done(
+                        f"{tool} " + " ".join(q(t) for t in ["-C", *argv[1:]]) + " 2>/dev/null",
+                        f"the rule is still in {backend} {table} {argv[1]}",
+                        "the rule is gone already"),
                 ))
             elif backend == "nft-native" or r.get("handle") is not None:
                 fam, tab = str(r.get("family") or "inet"), str(r.get("table") or "")
@@ -519,9 +532,10 @@ class HostNetworkStep:
                 tmp = saved + ".tmp"
                 frag = str(r.get("json") or "")
                 # the handle is re-read at apply time: the rule must still be the one diagnosed
+                moved = (f"clusterfix: handle {handle} in {fam} {tab} {ch} is no longer the "
+                         "diagnosed rule; re-run diagnose")
                 guard = (f"nft -j -a list chain {ref} | grep -q -F -e {q(frag)} || "
-                         f"{{ echo {q(f'clusterfix: handle {handle} in {fam} {tab} {ch} is no longer the diagnosed rule; re-run diagnose')} >&2; exit 3; }}; "
-                         if frag else "")
+                         f"{{ echo {q(moved)} >&2; exit 4; }}; " if frag else "")
                 restore = (f"{{ printf 'flush table %s %s\\n' {q(fam)} {q(tab)}; cat {q(saved)}; }}"
                            " | nft -f -")
                 ident = oid(f"delete-nft-{ch}")
@@ -540,6 +554,13 @@ class HostNetworkStep:
                                                  "(atomically)"),
                     change={"what": f"nft {fam} {tab} {ch}", "before": r.get("text"),
                             "after": "removed"},
+                    precondition=pre.shell(
+                        f"nft -a list chain {ref} 2>/dev/null | grep -q -E "
+                        f"{q(f'# handle {handle}$')} || {{ echo {q('the rule is gone already')}; "
+                        f"exit 3; }}; " + (f"nft -j -a list chain {ref} | grep -q -F -e {q(frag)} "
+                                           f"&& exit 0; echo {q(moved)}; exit 4" if frag
+                                           else "exit 0"),
+                        f"handle {handle} of nft {fam} {tab} {ch} still holds the diagnosed rule"),
                 ))
             else:
                 notes.append(f"{node}: rule with unknown backend {backend!r}; not planned")
