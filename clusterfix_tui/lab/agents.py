@@ -45,6 +45,13 @@ class NodeCtx:
     pod_cidr: str
     init_pid: int
     node_dir: Path
+    pod_block: str = ""  # where its pods get addresses (calico: its IPAM block); "" = pod_cidr
+    cluster_cidr: str = FLANNEL_NETWORK  # kube-proxy's clusterCIDR
+    shape: str = "kubeadm"
+
+    @property
+    def block(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.pod_block or self.pod_cidr)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -364,7 +371,8 @@ FILTER_CHAINS = ["KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS", "KU
 NAT_CHAINS = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
 
 
-def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = ()) -> str:
+def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = (),
+                 cluster_cidr: str = FLANNEL_NETWORK) -> str:
     """The iptables-restore input kube-proxy's iptables proxier writes for these services."""
     filt = ["*filter"] + [f":{c} - [0:0]" for c in FILTER_CHAINS]
     filt_rules: list[str] = []
@@ -393,7 +401,7 @@ def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = 
         nat_rules.append(f"-A {ext} -m comment --comment "
                          f"{_q('masquerade traffic for ' + label + ' external destinations')} -j KUBE-MARK-MASQ")
         nat_rules.append(f"-A {ext} -j {svc}")
-        nat_rules.append(f"-A {svc} -m comment --comment {_q(label + ' cluster IP')} ! -s {FLANNEL_NETWORK} "
+        nat_rules.append(f"-A {svc} -m comment --comment {_q(label + ' cluster IP')} ! -s {cluster_cidr} "
                          f"-d {sp.cluster_ip}/32 -p {proto} -m {proto} --dport {sp.port} -j KUBE-MARK-MASQ")
         n = len(sp.endpoints)
         for i, ep_ip in enumerate(sp.endpoints):
@@ -516,7 +524,7 @@ def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) 
         for line in save.stdout.splitlines():
             if line.startswith((":KUBE-SVC-", ":KUBE-SEP-", ":KUBE-EXT-")):
                 stale.append(line[1:].split(" ")[0])
-        text = restore_text(services, stale)
+        text = restore_text(services, stale, node.cluster_cidr)
         rr = N.node_exec(node.init_pid, f"iptables-{mode}-restore --noflush -w 5", check=False,
                          timeout=30, input=text)
         if rr.returncode != 0:

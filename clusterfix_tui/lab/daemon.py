@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import ipaddress
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any
 
 from clusterfix_tui.lab import agents as A
 from clusterfix_tui.lab import nodes as N
+from clusterfix_tui.lab import shapes as S
 
 log = logging.getLogger("clusterfix_tui.lab.daemon")
 
@@ -55,7 +57,18 @@ FLANNEL = ("kube-flannel", "kube-flannel-ds", "kube-flannel")  # namespace, Daem
 KUBE_PROXY = ("kube-system", "kube-proxy", "kube-proxy")
 ECHO = ("default", "net-echo", "net-echo")
 JELLYFIN = ("media", "jellyfin", "jellyfin")
-AGENT_OF = {"kube-flannel-ds": "flannel", "kube-proxy": "kube-proxy"}
+CALICO = ("kube-system", "calico-node", "calico-node")
+CILIUM = ("kube-system", "cilium", "cilium-agent")
+AGENT_OF = {"kube-flannel-ds": "flannel", "kube-proxy": "kube-proxy", "calico-node": "calico", "cilium": "cilium"}
+APP_OF = {v: k for k, v in AGENT_OF.items()}
+KINDS = {k[1]: k for k in (FLANNEL, KUBE_PROXY, ECHO, JELLYFIN, CALICO, CILIUM)}
+IMAGES = {FLANNEL: FLANNEL_IMAGE, KUBE_PROXY: KUBE_PROXY_IMAGE, ECHO: ECHO_IMAGE, JELLYFIN: JELLYFIN_IMAGE,
+          CALICO: S.CALICO_IMAGE, CILIUM: S.CILIUM_IMAGE}
+POD_LABELS = {"kube-flannel-ds": {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
+              "kube-proxy": {"k8s-app": "kube-proxy"}, "net-echo": {"app": "net-echo"},
+              "jellyfin": {"app": "jellyfin"}, "calico-node": {"k8s-app": "calico-node"},
+              "cilium": {"k8s-app": "cilium", "app.kubernetes.io/name": "cilium-agent",
+                         "app.kubernetes.io/part-of": "cilium"}}
 
 
 def now_iso() -> str:
@@ -102,6 +115,7 @@ class Pod:
     template_hash: str = ""
     sandbox_error: str = ""
     proc: Any = None  # subprocess.Popen of the pod server
+    embedded: bool = False  # k3s: flannel/kube-proxy run inside k3s, no pod in the API
 
     def to_info(self) -> dict:
         return {"namespace": self.namespace, "name": self.name, "app": self.app, "ip": self.ip,
@@ -140,7 +154,7 @@ class Lab:
             for n in self.info.get("nodes", []):
                 n["pods"] = [p.to_info() for p in self.pods.values() if p.node == n["name"] and p.netns]
                 n["system_pods"] = {AGENT_OF[p.app]: f"{p.namespace}/{p.name}" for p in self.pods.values()
-                                    if p.node == n["name"] and p.app in AGENT_OF}
+                                    if p.node == n["name"] and p.app in AGENT_OF and not p.embedded}
             self.info["agent_state"] = {f"{k[0]}/{k[1]}": v for k, v in self.agent_state.items()}
             write_json(self.dir / "lab.json", self.info)
             self.dirty = False
@@ -183,7 +197,8 @@ class Lab:
             self.node_tokens[name] = secrets.token_urlsafe(24)
             node_infos.append({
                 "name": name, "index": i, "netns": f"cfx-{labid}-node-{i}", "veth": f"cfx{labid}n{i}",
-                "ip": f"10.213.{k}.{10 + i}", "pod_cidr": f"10.244.{i - 1}.0/24",
+                "ip": f"10.213.{k}.{10 + i}", "pod_cidr": S.pod_cidr(self.shape, i),
+                "pod_block": S.pod_block(self.shape, i),
                 "role": "control-plane" if i == 1 else "worker",
                 "node_dir": str(self.state_dir / name), "init_pid": None, "sshd_pid": None,
                 "vtep_mac": None, "pods": [],
@@ -222,7 +237,10 @@ class Lab:
             if n["role"] == "control-plane":
                 self.api.write_kubeconfig(nd / "files" / "admin.conf", self.admin_token,
                                           user="kubernetes-admin", context="kubernetes-admin@kubernetes")
-            (nd / "files" / "10-flannel.conflist").write_text(CONFLIST)
+            if self.shape == "kubeadm":
+                (nd / "files" / "10-flannel.conflist").write_text(CONFLIST)
+            else:
+                self._shape_files(n, nd)
             return host_pub
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -263,8 +281,9 @@ class Lab:
             N.wait_anchor(anchors[n["name"]], Path(n["node_dir"]), timeout=30 + self.n_nodes)
             self.ctx[n["name"]] = A.NodeCtx(name=n["name"], index=n["index"], netns=n["netns"], ip=n["ip"],
                                             pod_cidr=n["pod_cidr"], init_pid=n["init_pid"],
-                                            node_dir=Path(n["node_dir"]))
-            self.next_ip[n["name"]] = 2
+                                            node_dir=Path(n["node_dir"]), pod_block=n["pod_block"],
+                                            cluster_cidr=S.cluster_cidr(self.shape), shape=self.shape)
+            self.next_ip[n["name"]] = S.first_pod_host(self.shape)
         log.info("anchors ready at %.2fs", time.monotonic() - t0)
         for n in node_infos:
             self._start_sshd(n)
@@ -276,6 +295,9 @@ class Lab:
         # API objects: namespaces, nodes, workloads
         self._seed_objects()
 
+        if self.shape in ("calico", "kube-proxy-free"):
+            self._build_routed(t0)
+            return
         # flannel on every node: local side first (VTEP MACs), then the mesh in one go
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = dict(zip(self.ctx, pool.map(lambda c: A.flannel_start(c, None), self.ctx.values()),
@@ -296,7 +318,79 @@ class Lab:
             self._set_running(pod, res.log)
         log.info("flannel up in %.2fs", time.monotonic() - t0)
 
-        # pods with their own namespaces: net-echo everywhere, jellyfin on the first worker
+        self._start_app_pods()
+        log.info("pods up at %.2fs", time.monotonic() - t0)
+
+        # kube-proxy on every node
+        self._start_kube_proxies()
+        self._finish(t0)
+
+    def _build_routed(self, t0: float) -> None:
+        """calico / kube-proxy-free: the CNI agent's routes and chains first, then the pods (routed
+        veths), then the agent's sync with the workloads (felix) or the services (cilium), and
+        kube-proxy where the shape has one."""
+        kind = CALICO if self.shape == "calico" else CILIUM
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = dict(zip(self.ctx, pool.map(self._network_agent, self.ctx.values())))
+        for name, res in results.items():
+            if not res.ok:
+                raise RuntimeError(f"{kind[1]} on {name} failed at bring-up: {res.error}")
+            self._set_running(self._new_pod(kind, name, host_network=True), res.log)
+        log.info("%s up in %.2fs", kind[1], time.monotonic() - t0)
+        self._start_app_pods()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(self._network_agent, self.ctx.values()))
+        log.info("pods up at %.2fs", time.monotonic() - t0)
+        if self.shape == "calico":
+            self._start_kube_proxies()
+        self._finish(t0)
+
+    def _routed_peers(self, me: str) -> list[tuple[str, str]]:
+        """(node IP, pod block) of the other nodes: what BIRD learns over BGP (calico) or cilium
+        reads from the Node objects (auto-direct-node-routes)."""
+        return [(n["ip"], n["pod_block"]) for n in self.info["nodes"] if n["name"] != me]
+
+    def _workloads(self, node: str) -> list[S.Workload]:
+        return [S.Workload(p.namespace, p.name, p.ip, p.veth) for p in self.pods.values()
+                if p.node == node and p.netns and p.veth and p.ip]
+
+    def _network_agent(self, ctx: A.NodeCtx) -> A.AgentResult:
+        """One start/sync of the node's calico-node or cilium agent."""
+        if self.shape == "calico":
+            return S.calico_start(ctx, ctx.pod_block, self._routed_peers(ctx.name), self._workloads(ctx.name))
+        return S.cilium_start(ctx, self._routed_peers(ctx.name), self._services())
+
+    def _network_sync(self, node: str) -> None:
+        """felix reprograms its endpoint chains when a local workload comes or goes; cilium
+        resyncs. A crash-looping agent does not."""
+        if self.shape not in ("calico", "kube-proxy-free"):
+            return
+        app = CALICO[1] if self.shape == "calico" else CILIUM[1]
+        agent = next((p for p in self.pods.values() if p.node == node and p.app == app), None)
+        if agent is None or not agent.running:
+            return
+        res = self._network_agent(self.ctx[node])
+        if not res.ok:
+            self._crash(agent, res.log, res.error)
+
+    def _shape_files(self, n: dict, nd: Path) -> None:
+        """files/tree/...: the shape's own files, copied into the node's overlays by node_init."""
+        kubelet = (nd / "files" / "kubelet.conf").read_text()
+        admin = (nd / "files" / "admin.conf").read_text() if n["role"] == "control-plane" else None
+        for path, (text, mode) in S.node_tree(self.shape, n["name"], kubelet, admin).items():
+            f = nd / "files" / "tree" / path.lstrip("/")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(text)
+            os.chmod(f, mode)
+        if self.shape == "k3s":
+            # k3s has no /etc/kubernetes: its kubeconfigs live under /etc/rancher and /var/lib/rancher
+            for name in ("kubelet.conf", "admin.conf"):
+                (nd / "files" / name).unlink(missing_ok=True)
+            for sub in ("varlib-upper", "varlib-work"):
+                (nd / sub).mkdir(parents=True, exist_ok=True)
+
+    def _start_app_pods(self) -> None:
+        """Pods with their own namespaces: net-echo everywhere, jellyfin on the first worker."""
         for name in self.echo_nodes():
             self._start_netns_pod(self._new_pod(ECHO, name, host_network=False, port=ECHO_PORT))
         jf_node = "node-2" if self.n_nodes >= 2 else "node-1"
@@ -310,9 +404,8 @@ class Lab:
                 break
             time.sleep(0.05)
         self._update_endpoints(resync=False)
-        log.info("pods up at %.2fs", time.monotonic() - t0)
 
-        # kube-proxy on every node
+    def _start_kube_proxies(self) -> None:
         services = self._services()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             kp = dict(zip(self.ctx, pool.map(lambda c: A.kube_proxy_sync(c, services, first=True),
@@ -323,13 +416,15 @@ class Lab:
                 self._set_running(pod, res.log)
             else:
                 self._crash(pod, res.log, res.error)
+
+    def _finish(self, t0: float) -> None:
         for each in self.pods.values():
             self._render(each)
         self._update_workload_status()
         self.info["state"] = "ready"
         self.info["ready_seconds"] = round(time.monotonic() - t0, 2)
         self.save()
-        log.info("lab %s ready in %.2fs", labid, time.monotonic() - t0)
+        log.info("lab %s (%s) ready in %.2fs", self.labid, self.shape, time.monotonic() - t0)
 
     def echo_nodes(self) -> list[str]:
         """Nodes that run a net-echo pod: all of them up to ECHO_ALL_MAX nodes; in bigger labs the
@@ -348,7 +443,10 @@ class Lab:
     # -- API objects -----------------------------------------------------------------------------
     def _seed_objects(self) -> None:
         api = self.api
-        for ns in ("default", "kube-system", "kube-flannel", "media", "kube-public", "kube-node-lease"):
+        namespaces = ["default", "kube-system", "media", "kube-public", "kube-node-lease"]
+        if self.shape == "kubeadm":
+            namespaces.insert(2, "kube-flannel")
+        for ns in namespaces:
             with contextlib.suppress(Exception):
                 api.put("v1/namespaces", None, ns, {"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]},
                                                     "status": {"phase": "Active"}})
@@ -364,41 +462,69 @@ class Lab:
                 labels["node-role.kubernetes.io/control-plane"] = ""
                 labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
                 spec["taints"] = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+            annotations = {
+                "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
+            node_info = {"kubeletVersion": KUBE_VERSION, "kubeProxyVersion": KUBE_VERSION,
+                         "containerRuntimeVersion": "containerd://1.7.24"}
+            self._shape_node_meta(n, labels, annotations, spec, node_info)
             api.put("v1/nodes", None, n["name"], {
-                "metadata": {"name": n["name"], "labels": labels, "annotations": {
-                    "kubeadm.alpha.kubernetes.io/cri-socket": "unix:///var/run/containerd/containerd.sock",
-                    "node.alpha.kubernetes.io/ttl": "0",
-                    "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+                "metadata": {"name": n["name"], "labels": labels, "annotations": annotations},
                 "spec": spec,
                 "status": {
                     "addresses": [{"type": "InternalIP", "address": n["ip"]}, {"type": "Hostname", "address": n["name"]}],
                     "conditions": _node_conditions(True),
                     "capacity": {"cpu": "2", "memory": "4015668Ki", "pods": "110", "ephemeral-storage": "30787492Ki"},
                     "allocatable": {"cpu": "2", "memory": "3913268Ki", "pods": "110", "ephemeral-storage": "28373752335"},
-                    "nodeInfo": {"kubeletVersion": KUBE_VERSION, "kubeProxyVersion": KUBE_VERSION,
+                    "nodeInfo": {"kubeletVersion": node_info["kubeletVersion"],
+                                 "kubeProxyVersion": node_info["kubeProxyVersion"],
                                  "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": kernel,
-                                 "containerRuntimeVersion": "containerd://1.7.24", "architecture": "amd64",
+                                 "containerRuntimeVersion": node_info["containerRuntimeVersion"],
+                                 "architecture": "amd64",
                                  "operatingSystem": "linux", "machineID": secrets.token_hex(16),
                                  "systemUUID": secrets.token_hex(16), "bootID": secrets.token_hex(16)},
                     "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
                 }})
-        api.put("v1/configmaps", "kube-system", "kube-proxy", {
-            "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
-            "data": {"config.conf": KUBE_PROXY_CONF, "kubeconfig.conf": KUBE_PROXY_KUBECONFIG}})
-        api.put("v1/configmaps", "kube-flannel", "kube-flannel-cfg", {
-            "metadata": {"name": "kube-flannel-cfg", "namespace": "kube-flannel",
-                         "labels": {"app": "flannel", "k8s-app": "flannel", "tier": "node"}},
-            "data": {"cni-conf.json": CONFLIST, "net-conf.json": NET_CONF}})
-        for (ns, name, container), image, labels, extra in (
+        if self.shape in ("kubeadm", "calico"):
+            api.put("v1/configmaps", "kube-system", "kube-proxy", {
+                "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
+                "data": {"config.conf": KUBE_PROXY_CONF.replace(A.FLANNEL_NETWORK, S.cluster_cidr(self.shape)),
+                         "kubeconfig.conf": KUBE_PROXY_KUBECONFIG}})
+        if self.shape == "kubeadm":
+            api.put("v1/configmaps", "kube-flannel", "kube-flannel-cfg", {
+                "metadata": {"name": "kube-flannel-cfg", "namespace": "kube-flannel",
+                             "labels": {"app": "flannel", "k8s-app": "flannel", "tier": "node"}},
+                "data": {"cni-conf.json": CONFLIST, "net-conf.json": NET_CONF}})
+        if self.shape == "calico":
+            api.put("v1/configmaps", "kube-system", "calico-config", {
+                "metadata": {"name": "calico-config", "namespace": "kube-system"},
+                "data": {"calico_backend": "bird", "typha_service_name": "none", "veth_mtu": "0",
+                         "cni_network_config": S.CALICO_CONFLIST.replace("__NODENAME__", "__KUBERNETES_NODE_NAME__")}})
+        if self.shape == "kube-proxy-free":
+            api.put("v1/configmaps", "kube-system", "cilium-config", {
+                "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+                "data": {"kube-proxy-replacement": "true", "routing-mode": "native",
+                         "auto-direct-node-routes": "true", "ipv4-native-routing-cidr": S.CILIUM_NETWORK,
+                         "ipam": "kubernetes", "enable-endpoint-routes": "true", "enable-ipv4": "true",
+                         "enable-ipv6": "false", "cluster-name": "default", "enable-ipv4-masquerade": "true",
+                         "bpf-lb-sock": "false", "cni-exclusive": "true"}})
+        workloads = [
             (FLANNEL, FLANNEL_IMAGE, {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
              {"hostNetwork": True, "command": ["/opt/bin/flanneld", "--ip-masq", "--kube-subnet-mgr"]}),
             (KUBE_PROXY, KUBE_PROXY_IMAGE, {"k8s-app": "kube-proxy"},
              {"hostNetwork": True, "command": ["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf",
                                                "--hostname-override=$(NODE_NAME)"]}),
+            (CALICO, S.CALICO_IMAGE, {"k8s-app": "calico-node"}, {"hostNetwork": True}),
+            (CILIUM, S.CILIUM_IMAGE, {"k8s-app": "cilium"},
+             {"hostNetwork": True, "command": ["cilium-agent", "--config-dir=/tmp/cilium/config-map"]}),
             (ECHO, ECHO_IMAGE, {"app": "net-echo"},
              {"command": ["/agnhost", "netexec", f"--http-port={ECHO_PORT}"], "port": ECHO_PORT,
               "nodeSelector": {ECHO_LABEL: "true"}}),
-        ):
+        ]
+        present = {"kubeadm": {FLANNEL, KUBE_PROXY}, "k3s": set(), "calico": {CALICO, KUBE_PROXY},
+                   "kube-proxy-free": {CILIUM}}[self.shape] | {ECHO}
+        for (ns, name, container), image, labels, extra in [w for w in workloads if w[0] in present]:
             api.put("apps/v1/daemonsets", ns, name, {
                 "metadata": {"name": name, "namespace": ns, "labels": labels, "generation": 1,
                              "annotations": {"deprecated.daemonset.template.generation": "1"}},
@@ -433,6 +559,37 @@ class Lab:
                      "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}]},
             "status": {"loadBalancer": {}}})
 
+    def _shape_node_meta(self, n: dict, labels: dict, annotations: dict, spec: dict, node_info: dict) -> None:
+        """What k3s, calico-node and cilium put on a Node object besides kubelet's defaults."""
+        if self.shape == "k3s":
+            annotations.pop("kubeadm.alpha.kubernetes.io/cri-socket", None)
+            labels["node.kubernetes.io/instance-type"] = "k3s"
+            labels["beta.kubernetes.io/instance-type"] = "k3s"
+            if n["role"] == "control-plane":
+                labels["node-role.kubernetes.io/control-plane"] = "true"
+                labels["node-role.kubernetes.io/master"] = "true"
+                spec.pop("taints", None)  # k3s servers schedule workloads
+                labels.pop("node.kubernetes.io/exclude-from-external-load-balancers", None)
+                args = ["server"]
+            else:
+                args = ["agent", "--server", f"https://{self.info['nodes'][0]['ip']}:6443", "--token", "********"]
+            annotations.update({
+                "k3s.io/hostname": n["name"], "k3s.io/internal-ip": n["ip"],
+                "k3s.io/node-args": json.dumps(args), "k3s.io/node-env": "{}",
+                "k3s.io/node-config-hash": secrets.token_hex(16).upper()[:52],
+                "alpha.kubernetes.io/provided-node-ip": n["ip"]})
+            spec["providerID"] = f"k3s://{n['name']}"
+            node_info.update(kubeletVersion=S.K3S_VERSION, kubeProxyVersion=S.K3S_VERSION,
+                             containerRuntimeVersion=S.K3S_CONTAINERD)
+        elif self.shape == "calico":
+            annotations["projectcalico.org/IPv4Address"] = f"{n['ip']}/24"
+        elif self.shape == "kube-proxy-free":
+            router = S.router_ip(n["pod_cidr"])
+            annotations["network.cilium.io/ipv4-cilium-host"] = router
+            annotations["network.cilium.io/ipv4-pod-cidr"] = n["pod_cidr"]
+            annotations["network.cilium.io/ipv4-health-ip"] = str(ipaddress.ip_address(router) + 252)
+            node_info["kubeProxyVersion"] = ""
+
     def _annotate_vtep(self, node: str, mac: str) -> None:
         ip = self.ctx[node].ip
 
@@ -451,14 +608,17 @@ class Lab:
     # -- pods ------------------------------------------------------------------------------------
     def _new_pod(self, kind: tuple[str, str, str], node: str, *, host_network: bool, port: int | None = None) -> Pod:
         ns, app, container = kind
-        image = {FLANNEL: FLANNEL_IMAGE, KUBE_PROXY: KUBE_PROXY_IMAGE, ECHO: ECHO_IMAGE,
-                 JELLYFIN: JELLYFIN_IMAGE}[kind]
+        image = IMAGES[kind]
+        embedded = self.shape == "k3s" and kind in (FLANNEL, KUBE_PROXY)
         if kind == JELLYFIN:
             name = f"jellyfin-{self._rs_hash()}-{N.random_suffix()}"
+        elif embedded:  # no pod: the k3s process on the node runs it
+            name = f"k3s-{AGENT_OF[app]}-{node}"
+            image = f"k3s {S.K3S_VERSION}"
         else:
             name = f"{app}-{N.random_suffix()}"
         pod = Pod(namespace=ns, name=name, app=app, node=node, container=container, image=image,
-                  host_network=host_network, port=port)
+                  host_network=host_network, port=port, embedded=embedded)
         if host_network:
             pod.ip = self.ctx[node].ip
         self.pods[(ns, name)] = pod
@@ -474,8 +634,9 @@ class Lab:
         When the CNI plugins refuse (cni0 conflict, no subnet.env), the pod stays
         ContainerCreating with kubelet's FailedCreatePodSandBox event; reconcile retries."""
         ctx = self.ctx[pod.node]
+        routed = self.shape in ("calico", "kube-proxy-free")
         try:
-            err = A.cni_add_check(ctx)
+            err = "" if routed else A.cni_add_check(ctx)
         except N.NodeError as e:
             err = f'plugin type="bridge" failed (add): {e}'
         if err:
@@ -484,15 +645,22 @@ class Lab:
         pod.sandbox_error = ""
         self.pod_seq += 1
         pod.netns = f"cfx-{self.labid}-p-{self.pod_seq}"
-        pod.veth = f"veth{secrets.token_hex(4)}"
+        pod.veth = S.host_veth_name(self.shape, pod.namespace, pod.name) if routed else f"veth{secrets.token_hex(4)}"
         host = self.next_ip[pod.node]
-        self.next_ip[pod.node] = host + 1 if host < 250 else 2
-        pod.ip = str(ctx.subnet.network_address + host)
+        first, last = S.first_pod_host(self.shape), min(250, ctx.block.num_addresses - 2)
+        self.next_ip[pod.node] = host + 1 if host < last else first
+        pod.ip = str(ctx.block.network_address + host)
         with self.lock:
             self.info["pod_netns"].append(pod.netns)
         self.save()
         try:
-            N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
+            if self.shape == "calico":  # the calico CNI plugin
+                S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, "169.254.1.1",
+                                    host_mac="ee:ee:ee:ee:ee:ee", static_gateway=True)
+            elif routed:  # cilium-cni with endpoint routes
+                S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, S.router_ip(ctx.pod_cidr))
+            else:
+                N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
         except N.NodeError as e:
             self._stop_netns_pod(pod)
             pod.netns = pod.veth = pod.ip = ""
@@ -510,6 +678,7 @@ class Lab:
         pod.ever_ready = pod.ready
         self.save()
         self.api.set_pod_log(pod.namespace, pod.name, _app_log(pod))
+        self._network_sync(pod.node)
         return True
 
     def _sandbox_failed(self, pod: Pod, err: str) -> None:
@@ -535,6 +704,7 @@ class Lab:
             with self.lock:
                 if pod.netns in self.info["pod_netns"]:
                     self.info["pod_netns"].remove(pod.netns)
+            self._network_sync(pod.node)
 
     def _set_running(self, pod: Pod, text: str) -> None:
         pod.running = True
@@ -563,6 +733,8 @@ class Lab:
         pod.backoff = min(pod.backoff * 2, BACKOFF_MAX)
         self._write_log(pod, text)
         self._render(pod)
+        if pod.embedded:
+            return
         obj = self.api.get("v1/pods", pod.namespace, pod.name) or {}
         involved = {"kind": "Pod", "name": pod.name, "namespace": pod.namespace,
                     "uid": obj.get("metadata", {}).get("uid"), "fieldPath": f"spec.containers{{{pod.container}}}"}
@@ -573,14 +745,18 @@ class Lab:
     def _write_log(self, pod: Pod, text: str) -> None:
         prev = getattr(pod, "_log", None)
         pod._log = text  # type: ignore[attr-defined]
+        if pod.embedded:  # k3s logs its embedded flannel / kube-proxy in its own log
+            with contextlib.suppress(OSError), open(self.ctx[pod.node].node_dir / "log" / "k3s.log", "a") as fh:
+                fh.write("".join(f"{line}\n" for line in text.splitlines()))
+            return
         self.api.set_pod_log(pod.namespace, pod.name, text, prev)
 
     def _render(self, pod: Pod) -> None:
         """Write the pod's API object from the controller's record."""
-        ds = pod.app in ("kube-flannel-ds", "kube-proxy", "net-echo")
-        labels = {"kube-flannel-ds": {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
-                  "kube-proxy": {"k8s-app": "kube-proxy"}, "net-echo": {"app": "net-echo"},
-                  "jellyfin": {"app": "jellyfin"}}[pod.app].copy()
+        if pod.embedded:
+            return
+        ds = pod.app in ("kube-flannel-ds", "kube-proxy", "net-echo", "calico-node", "cilium")
+        labels = POD_LABELS[pod.app].copy()
         if ds:
             labels["controller-revision-hash"] = "6b9c8f7d5f"
             labels["pod-template-generation"] = "1"
@@ -629,6 +805,8 @@ class Lab:
                                       "message": f"containers with unready status: [{pod.container}]"})},
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": pod.created},
         ]
+        if pod.host_network and pod.app in AGENT_OF:
+            spec["serviceAccountName"] = {"calico-node": "calico-node", "cilium": "cilium"}.get(pod.app, pod.app)
         status: dict[str, Any] = {
             "phase": "Pending" if pod.sandbox_error else "Running", "hostIP": self.ctx[pod.node].ip,
             "hostIPs": [{"ip": self.ctx[pod.node].ip}], "startTime": pod.created, "qosClass": "Burstable",
@@ -683,6 +861,10 @@ class Lab:
         return d
 
     def _resync_kube_proxies(self) -> None:
+        if self.shape == "kube-proxy-free":  # cilium's service load-balancer follows the endpoints
+            for p in [p for p in self.pods.values() if p.app == CILIUM[1]]:
+                self._network_sync(p.node)
+            return
         services = self._services()
         targets = [p for p in self.pods.values() if p.app == "kube-proxy" and p.running
                    and not self.agent_state.get((p.node, "kube-proxy"), {}).get("crashed")]
@@ -707,6 +889,14 @@ class Lab:
                         backoff=float(state.get("backoff", BACKOFF_MAX)))
             return
         ctx = self.ctx[pod.node]
+        if agent in ("calico", "cilium"):
+            res = self._network_agent(ctx)
+            if res.ok:
+                self._set_running(pod, res.log)
+            else:
+                self._crash(pod, res.log, res.error)
+            self._render(pod)
+            return
         if agent == "flannel":
             before = self._node_info(pod.node).get("vtep_mac")
             res = A.flannel_start(ctx, A.peers_from_nodes(self.api.list("v1/nodes"), pod.node))
@@ -739,7 +929,7 @@ class Lab:
         """What the DaemonSet/ReplicaSet controller does when a pod goes away: a new pod, new name,
         same node, then kubelet starts it."""
         self.pods.pop((pod.namespace, pod.name), None)
-        kind = {"kube-flannel-ds": FLANNEL, "kube-proxy": KUBE_PROXY, "net-echo": ECHO, "jellyfin": JELLYFIN}[pod.app]
+        kind = KINDS[pod.app]
         if pod.netns:
             self._stop_netns_pod(pod)
         # a new pod gets a fresh container: the crash state of the old one goes with it
@@ -881,7 +1071,7 @@ class Lab:
             self.save()
 
     def _update_workload_status(self) -> None:
-        for ns, name, _c in (FLANNEL, KUBE_PROXY, ECHO):
+        for ns, name, _c in (FLANNEL, KUBE_PROXY, ECHO, CALICO, CILIUM):
             pods = [p for p in self.pods.values() if p.app == name]
             ready = sum(1 for p in pods if p.ready)
             st = {"currentNumberScheduled": len(pods), "desiredNumberScheduled": len(pods),
@@ -972,13 +1162,13 @@ class Lab:
     def _op_set_agent_state(self, req: dict) -> dict:
         node, agent, state = req["node"], req["agent"], dict(req.get("state") or {})
         self._node_info(node)
-        if agent not in ("flannel", "kube-proxy"):
-            raise ValueError(f"unknown agent {agent!r} (flannel | kube-proxy)")
+        if agent not in APP_OF:
+            raise ValueError(f"unknown agent {agent!r} ({' | '.join(APP_OF)})")
         if state:
             self.agent_state[(node, agent)] = state
         else:
             self.agent_state.pop((node, agent), None)
-        app = {"flannel": "kube-flannel-ds", "kube-proxy": "kube-proxy"}[agent]
+        app = APP_OF[agent]
         pod = next((p for p in self.pods.values() if p.node == node and p.app == app), None)
         if pod is not None and state.get("crashed"):
             text = state.get("message") or ""
@@ -990,7 +1180,8 @@ class Lab:
     def _op_restart_pod(self, req: dict) -> dict:
         """Restart a system/app pod like `kubectl delete pod` would (a new pod on the same node)."""
         node, app = req["node"], req["app"]
-        app = {"flannel": "kube-flannel-ds", "kube-flannel": "kube-flannel-ds"}.get(app, app)
+        app = {"flannel": "kube-flannel-ds", "kube-flannel": "kube-flannel-ds", "calico": "calico-node",
+               "cilium-agent": "cilium"}.get(app, app)
         pod = next((p for p in self.pods.values() if p.node == node and p.app == app), None)
         if pod is None:
             raise ValueError(f"no {app} pod on {node}")

@@ -23,24 +23,43 @@ echo 1 > /proc/sys/net/ipv4/ip_forward
 mount -t tmpfs -o mode=755,size=64m tmpfs /run || fail "tmpfs /run"
 mkdir -p /run/sshd /run/flannel /run/netns
 chmod 700 /run/sshd  # sshd wants it not writable by others
-mount --bind "$NODE_DIR/run-flannel" /run/flannel || fail "bind /run/flannel"
+ND=$NODE_DIR
+if [ -d "$NODE_DIR/varlib-upper" ]; then
+    # Shapes whose state lives under /var/lib (k3s: /var/lib/rancher/k3s/...): /var/lib becomes an
+    # overlay too. NODE_DIR itself lives under /var/lib, so it is reached through a bind mount made
+    # before the overlay (upper dirs must not be on an overlay), dropped again at the end.
+    mkdir -p /run/cfx-node
+    mount --bind "$NODE_DIR" /run/cfx-node || fail "bind node dir"
+    ND=/run/cfx-node
+    mount -t overlay overlay \
+        -o "lowerdir=/var/lib,upperdir=$ND/varlib-upper,workdir=$ND/varlib-work" /var/lib || fail "overlay /var/lib"
+fi
+mount --bind "$ND/run-flannel" /run/flannel || fail "bind /run/flannel"
 # dpkg's alternatives database: an overlay too (per-node writes, nothing copied up front)
 mount -t overlay overlay \
-    -o "lowerdir=/var/lib/dpkg/alternatives,upperdir=$NODE_DIR/alt-upper,workdir=$NODE_DIR/alt-work" \
+    -o "lowerdir=/var/lib/dpkg/alternatives,upperdir=$ND/alt-upper,workdir=$ND/alt-work" \
     /var/lib/dpkg/alternatives || fail "overlay alternatives"
-mount --bind "$NODE_DIR/log" /var/log || fail "bind /var/log"
+mount --bind "$ND/log" /var/log || fail "bind /var/log"
 # the repair steps keep their backups under /var/backups: per node, never on the host
-mount --bind "$NODE_DIR/backups" /var/backups || fail "bind /var/backups"
-mount --bind "$NODE_DIR/root" /root || fail "bind /root"
+mount --bind "$ND/backups" /var/backups || fail "bind /var/backups"
+mount --bind "$ND/root" /root || fail "bind /root"
 mount -t overlay overlay \
-    -o "lowerdir=/etc,upperdir=$NODE_DIR/etc-upper,workdir=$NODE_DIR/etc-work" /etc || fail "overlay /etc"
+    -o "lowerdir=/etc,upperdir=$ND/etc-upper,workdir=$ND/etc-work" /etc || fail "overlay /etc"
 
 echo "$HOST_NAME" > /etc/hostname
 mkdir -p /etc/kubernetes /etc/cni/net.d
-[ -f "$NODE_DIR/files/kubelet.conf" ] && cp "$NODE_DIR/files/kubelet.conf" /etc/kubernetes/kubelet.conf
-[ -f "$NODE_DIR/files/admin.conf" ] && cp "$NODE_DIR/files/admin.conf" /etc/kubernetes/admin.conf
-[ -f "$NODE_DIR/files/10-flannel.conflist" ] && cp "$NODE_DIR/files/10-flannel.conflist" /etc/cni/net.d/10-flannel.conflist
+[ -f "$ND/files/kubelet.conf" ] && cp "$ND/files/kubelet.conf" /etc/kubernetes/kubelet.conf
+[ -f "$ND/files/admin.conf" ] && cp "$ND/files/admin.conf" /etc/kubernetes/admin.conf
+[ -f "$ND/files/10-flannel.conflist" ] && cp "$ND/files/10-flannel.conflist" /etc/cni/net.d/10-flannel.conflist
 chmod 600 /etc/kubernetes/*.conf 2>/dev/null || true
+# Shape-specific files (k3s, calico, cilium): a tree under files/tree/{etc,var/lib}, copied into
+# the node's overlays (never into the host).
+for top in etc var/lib; do
+    [ "$top" = var/lib ] && [ "$ND" = "$NODE_DIR" ] && continue  # /var/lib is the host's here
+    if [ -d "$ND/files/tree/$top" ]; then
+        cp -R --preserve=mode "$ND/files/tree/$top/." "/$top/" || fail "copy files/tree/$top"
+    fi
+done
 
 # A modern Debian node: iptables is iptables-nft.
 for t in iptables ip6tables; do
@@ -53,5 +72,8 @@ done
 iptables -w 5 -t mangle -N KUBE-IPTABLES-HINT 2>/dev/null || true
 iptables -w 5 -t mangle -N KUBE-KUBELET-CANARY 2>/dev/null || true
 
-touch "$NODE_DIR/ready"
+touch "$ND/ready"
+if [ "$ND" != "$NODE_DIR" ]; then
+    umount -l /run/cfx-node && rmdir /run/cfx-node
+fi
 exec sleep infinity
