@@ -29,3 +29,9 @@ def test_layer_contracts_hold() -> None:
 def test_ruff_is_clean() -> None:
     r = _run("-m", "ruff", "check", "--no-cache", "--output-format", "concise", ".")
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+
+
+def test_mypy_is_clean_on_core_and_transports() -> None:
+    r = _run("-m", "mypy")  # files and options: [tool.mypy] in pyproject.toml
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert "Success" in r.stdout

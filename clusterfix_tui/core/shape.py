@@ -48,12 +48,15 @@ def image_name(image: str) -> str:
     return "/".join(parts).lower()
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _containers(obj: dict[str, Any], template: bool) -> list[dict[str, Any]]:
     spec = obj.get("spec") if isinstance(obj, dict) else None
     spec = spec if isinstance(spec, dict) else {}
     if template:
-        tpl = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-        spec = tpl.get("spec") if isinstance(tpl.get("spec"), dict) else {}
+        spec = _dict(_dict(spec.get("template")).get("spec"))
     cs = spec.get("containers")
     return [c for c in cs if isinstance(c, dict)] if isinstance(cs, list) else []
 
@@ -94,8 +97,8 @@ def classify_daemonset(ds: dict[str, Any]) -> set[str]:
     cs = _containers(ds, template=True)
     out = component_of_images([str(c.get("image") or "") for c in cs],
                               [str(c.get("name") or "") for c in cs])
-    meta = ds.get("metadata") if isinstance(ds.get("metadata"), dict) else {}
-    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    meta = _dict(ds.get("metadata"))
+    labels = _dict(meta.get("labels"))
     for key in ("k8s-app", "app", "app.kubernetes.io/name"):
         v = str(labels.get(key) or "")
         if v in ("kube-proxy",):
@@ -116,10 +119,11 @@ def classify_daemonset(ds: dict[str, Any]) -> set[str]:
 def is_mirror_pod(meta: dict[str, Any]) -> bool:
     """A static pod's API copy: annotation kubernetes.io/config.mirror, or owned by a Node.
     Deleting it restarts nothing (the kubelet recreates the copy from its manifest)."""
-    ann = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    ann = _dict(meta.get("annotations"))
     if MIRROR_ANNOTATION in ann:
         return True
-    owners = meta.get("ownerReferences") if isinstance(meta.get("ownerReferences"), list) else []
+    owners = meta.get("ownerReferences")
+    owners = owners if isinstance(owners, list) else []
     return any(isinstance(o, dict) and o.get("kind") == "Node" for o in owners)
 
 
@@ -308,7 +312,7 @@ def parse_net_conf(text: str | None) -> dict[str, Any] | None:
 
 def flannel_from_net_conf(conf: dict[str, Any] | None, **kw: Any) -> FlannelShape:
     conf = conf or {}
-    be = conf.get("Backend") if isinstance(conf.get("Backend"), dict) else {}
+    be = _dict(conf.get("Backend"))
     btype = be.get("Type") or be.get("type")
 
     def _int(v: Any) -> int | None:
@@ -375,7 +379,7 @@ MODE_LOG = re.compile(r"Using (iptables|ipvs|nftables|kernelspace|userspace) [Pp
 
 
 def _ds_ref(ds: dict[str, Any]) -> WorkloadRef:
-    m = ds.get("metadata") if isinstance(ds.get("metadata"), dict) else ds
+    m = _dict(ds.get("metadata")) or ds
     return WorkloadRef("DaemonSet", str(m.get("namespace") or ds.get("namespace") or ""),
                        str(m.get("name") or ds.get("name") or ""),
                        (m.get("uid") or ds.get("uid")) or None)
@@ -699,7 +703,7 @@ def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
     if shape is None:
         return []
     groups: dict[str, dict[str, Any]] = {}
-    names = sorted(shape.nodes) or [None]
+    names: list[str | None] = [*sorted(shape.nodes)] or [None]
     for code in SCOPES:
         for node in names:
             why = why_not(shape, code, node)

@@ -255,7 +255,7 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
         conditions=conds, annotations=_strmap(meta.get("annotations")),
         labels=_strmap(meta.get("labels")),
         kubelet_version=_s(_d(status.get("nodeInfo")).get("kubeletVersion")),
-        pod_cidrs=tuple(cidrs) or ((_s(spec.get("podCIDR")),) if _s(spec.get("podCIDR")) else ()),
+        pod_cidrs=tuple(cidrs) or tuple(c for c in (_s(spec.get("podCIDR")),) if c),
         container_runtime=_s(_d(status.get("nodeInfo")).get("containerRuntimeVersion")),
     )
 
@@ -366,7 +366,7 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
             got = call(f"list_daemonsets {ns}", lambda ns=ns: api.list_daemonsets(ns), None)
             ds_listed = ds_listed or got is not None
             ds_objs.extend(d for d in _l(got) if isinstance(d, dict))
-    daemonsets = []
+    daemonsets: list[dict[str, Any]] = []
     seen_ds: set[str] = set()
     for ds in ds_objs:
         m = _meta(ds)

@@ -280,10 +280,10 @@ class _Config:
             spec_port = port or int(opts.get("port", 22))
         except ValueError as exc:
             raise TransportError(f"{name}: bad Port in ssh config: {opts.get('port')!r}") from exc
-        identities = opts.get("identityfile") or []
-        if isinstance(identities, str):
-            identities = [identities]
-        identities = [_expand_path(p, spec_user, host) for p in identities]
+        raw_identities: str | list[str] = opts.get("identityfile") or []
+        if isinstance(raw_identities, str):
+            raw_identities = [raw_identities]
+        identities = [_expand_path(p, spec_user, host) for p in raw_identities]
         known = opts.get("userknownhostsfile")
         known_list = (
             [_expand_path(p, spec_user, host) for p in known.split()]
