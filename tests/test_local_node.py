@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_helpers import lab_fixture
 
 from clusterfix_tui.transports.local import LocalIdentity, LocalNodeShell, NodeShells
-from lab_helpers import lab_fixture
 
 REPO = str(Path(__file__).resolve().parents[1])
 

@@ -158,7 +158,7 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
             if flow.hook == "forward" and t is not None and _docker_user_first(t):
                 chain = "DOCKER-USER"
             spec = iptables_accept_spec(flow)
-            akey = (b, "filter", chain, tuple(spec))
+            akey: tuple[Any, ...] = (b, "filter", chain, tuple(spec))
             accepts.setdefault(akey, {"backend": b, "table": "filter", "chain": chain,
                                       "spec": spec, "flow": flow.name, "hook": flow.hook,
                                       "describe": flow.describe})

@@ -277,7 +277,7 @@ def match_ports(flow_ports: tuple[int, int] | None, ranges: list[tuple[int, int]
 def match_iface(flow_ifs: tuple[str, ...] | None, names: list[str]) -> int:
     if flow_ifs is None or not names:
         return PARTIAL
-    res = []
+    res: list[bool | None] = []
     for f in flow_ifs:
         if f == UNKNOWN_IF:
             res.append(None)

@@ -346,7 +346,7 @@ def _gone_already(action: Action, result: CommandResult) -> bool:
 
 
 class Prechecker(Protocol):
-    def __call__(self, action: Action) -> Any: ...
+    def __call__(self, action: Action, /) -> Any: ...
 
 
 def _execute(

@@ -284,7 +284,8 @@ class HostNetworkStep:
         rules: dict[str, tuple[Finding, dict[str, Any]]] = {}
         fw_running, fw_zone = False, None
         for f, d in items:
-            fw = d.get("firewalld") if isinstance(d.get("firewalld"), dict) else {}
+            fw = d.get("firewalld")
+            fw = fw if isinstance(fw, dict) else {}
             if fw.get("running"):
                 fw_running = True
                 fw_zone = fw_zone or fw.get("zone")
