@@ -331,7 +331,8 @@ class Lab:
         kube-proxy where the shape has one."""
         kind = CALICO if self.shape == "calico" else CILIUM
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            results = dict(zip(self.ctx, pool.map(self._network_agent, self.ctx.values())))
+            results = dict(zip(self.ctx, pool.map(self._network_agent, self.ctx.values()),
+                               strict=True))
         for name, res in results.items():
             if not res.ok:
                 raise RuntimeError(f"{kind[1]} on {name} failed at bring-up: {res.error}")

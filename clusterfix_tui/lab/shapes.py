@@ -336,7 +336,7 @@ def calico_start(node: A.NodeCtx, block: str, peers: list[tuple[str, str]], work
     log = [
         f"{A.klog('I', 'startup/startup.go:431', 'Early log level set to info')}",
         f"{A.klog('I', 'startup/startup.go:647', f'Using autodetected IPv4 address on interface eth0: {node.ip}/24')}",
-        f"{A.klog('I', 'startup/startup.go:723', f'Node IPv4 changed, will check for conflicts')}",
+        f"{A.klog('I', 'startup/startup.go:723', 'Node IPv4 changed, will check for conflicts')}",
         f"{A.klog('I', 'startup/startup.go:1113', f'Using IPv4 pool {pool} (block size {CALICO_BLOCK_PREFIX}, IPIP Never, VXLAN Never)')}",
     ]
     try:
@@ -426,8 +426,8 @@ def cilium_start(node: A.NodeCtx, peers: list[tuple[str, str]], services: list[A
     router = router_ip(node.pod_cidr)
     log = [
         'level=info msg="Memory available for map entries" subsys=config',
-        f'level=info msg="Initializing daemon" subsys=daemon',
-        f'level=info msg="Kube-proxy replacement: true" subsys=daemon',
+        'level=info msg="Initializing daemon" subsys=daemon',
+        'level=info msg="Kube-proxy replacement: true" subsys=daemon',
         f'level=info msg="Retrieved node information from kubernetes node" nodeName={node.name} subsys=daemon',
         f'level=info msg="  IPv4 allocation prefix: {node.pod_cidr}" subsys=daemon',
         f'level=info msg="  IPv4 native routing prefix: {cluster}" subsys=daemon',
