@@ -94,7 +94,7 @@ def build_runtime(
     api = KubeClusterAPI(kubeconfig, context)
     pool = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
     shells = NodeShells(pool, local_node="" if no_local else local_node)
-    runner: ActionRunner = DryRunRunner(api, shells) if dry_run else TransportRunner(api, shells)
+    runner: ActionRunner = DryRunRunner() if dry_run else TransportRunner(api, shells)
     return Runtime(api=api, shells=shells, runner=runner, dry_run=dry_run,
                    prober=StdlibProber(),
                    kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=pool.ssh_config,

@@ -62,9 +62,8 @@ def print_plan(plan: Any, dest: TextIO = sys.stdout) -> None:
             out(f"      rollback: none automatic: {a.rollback_note}", dest)
 
 
-def ask(question: str, choices: str = "ysn", inp: TextIO | None = None,
-        out: TextIO | None = None) -> str:
-    """Ask on the terminal; returns one of `choices`. EOF counts as 'n' (stop)."""
+def ask(question: str, inp: TextIO | None = None, out: TextIO | None = None) -> str:
+    """Ask on the terminal; returns "y", "s" or "n". EOF counts as 'n' (stop)."""
     inp = inp or sys.stdin
     out = out or sys.stdout
     while True:

@@ -10,9 +10,12 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clusterfix_tui.commands._common import add_connection_flags
+
+if TYPE_CHECKING:  # --help stays light: core.diagnose loads when the command runs
+    from clusterfix_tui.core.diagnose import Diagnosis
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,17 +78,14 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return 0 if diag.healthy else 1
     finally:
-        try:
-            rt.close()
-        except Exception:
-            pass
+        rt.close()  # Runtime.close() never raises
 
 
-def could_not_diagnose(diag: Any) -> str | None:
-    return getattr(diag, "error", None)
+def could_not_diagnose(diag: Diagnosis) -> str | None:
+    return diag.error
 
 
-def render_text(diag: Any) -> str:
+def render_text(diag: Diagnosis) -> str:
     snap = diag.snapshot
     s = snap.summary()
     lines = []
@@ -120,7 +120,7 @@ def render_text(diag: Any) -> str:
         lines.append(f"  {name:<16} {info.internal_ip or '-':<15} {info.pod_cidr or '-':<16} "
                      f"{ready:<8} {n} finding(s)  {state}")
     lines.append("")
-    if getattr(diag, "error", None):
+    if diag.error:
         lines.append(f"COULD NOT DIAGNOSE: {diag.error}")
         return "\n".join(lines) + "\n"
     if diag.healthy:

@@ -17,8 +17,8 @@ Which runner a session gets is decided once, in clusterfix_tui/runtime.py; the s
 from __future__ import annotations
 
 import threading
-from typing import Any
 
+from clusterfix_tui.core.model import Action
 from clusterfix_tui.core.ports import CommandResult, LineCallback
 
 NOT_RUN = CommandResult(exit_code=None, stdout="", stderr="", duration=0.0, timed_out=False,
@@ -35,12 +35,11 @@ class DryRunRunner:
 
     dry_run = True
 
-    def __init__(self, api: Any = None, shells: Any = None):
-        # Accepted for symmetry with TransportRunner and deliberately never used.
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.recorded: list[Any] = []
+        self.recorded: list[Action] = []
 
-    def run_action(self, action: Any, *, on_line: LineCallback | None = None) -> CommandResult:
+    def run_action(self, action: Action, *, on_line: LineCallback | None = None) -> CommandResult:
         with self._lock:
             self.recorded.append(action)
         return NOT_RUN

@@ -11,8 +11,8 @@ For api actions the result mirrors kubectl:
 from __future__ import annotations
 
 import time
-from typing import Any
 
+from clusterfix_tui.core.model import Action
 from clusterfix_tui.core.ports import (
     APIError,
     APIUnreachable,
@@ -35,7 +35,7 @@ class TransportRunner:
         self.api = api
         self.shells = shells
 
-    def run_action(self, action: Any, *, on_line: LineCallback | None = None) -> CommandResult:
+    def run_action(self, action: Action, *, on_line: LineCallback | None = None) -> CommandResult:
         start = time.monotonic()
         try:
             if action.kind == "shell":
@@ -47,13 +47,13 @@ class TransportRunner:
             return CommandResult(exit_code=None, duration=time.monotonic() - start,
                                  error=str(exc) or type(exc).__name__)
 
-    def _shell(self, action: Any, on_line: LineCallback | None) -> CommandResult:
+    def _shell(self, action: Action, on_line: LineCallback | None) -> CommandResult:
         if self.shells is None:
             return CommandResult(exit_code=None, error="no node shells in this session")
         shell = self.shells(action.target)
         return shell.run(action.command, timeout=action.timeout, on_line=on_line)
 
-    def _api(self, action: Any, on_line: LineCallback | None, start: float) -> CommandResult:
+    def _api(self, action: Action, on_line: LineCallback | None, start: float) -> CommandResult:
         spec = dict(action.api or {})
         verb = spec.get("verb")
         if self.api is None:

@@ -1,7 +1,7 @@
 """The runbook's repair steps, one module per step (see engine.py for the step interface).
 
 `get_step(name)` / `all_steps()` give the step objects in core.model.STEP_ORDER. Each module
-exposes a module-level `STEP` object; modules not written yet are simply absent from all_steps().
+exposes a module-level `STEP` object.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ STEP_MODULES: dict[str, str] = {name: name for name in STEP_ORDER}
 
 
 def get_step(name: str) -> Any:
-    """The step object named `name`. KeyError for an unknown name; ImportError if its module is
-    missing."""
+    """The step object named `name`. KeyError for an unknown name."""
     if name not in STEP_MODULES:
         raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_ORDER)}")
     module = importlib.import_module(f"clusterfix_tui.core.fixes.{STEP_MODULES[name]}")
@@ -25,10 +24,4 @@ def get_step(name: str) -> Any:
 
 
 def all_steps() -> list[Any]:
-    steps = []
-    for name in STEP_ORDER:
-        try:
-            steps.append(get_step(name))
-        except (ImportError, AttributeError):
-            continue
-    return steps
+    return [get_step(name) for name in STEP_ORDER]
