@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
     FixAction,
     action_id,
@@ -68,6 +69,26 @@ def _route_spec(r: dict[str, Any] | str) -> str | None:
     if r.get("onlink") or "onlink" in flags:
         parts.append("onlink")
     return " ".join(parts)
+
+
+def _addr_present(addr: str, dev: str) -> Any:
+    return pre.exists_else_done(
+        f"ip -o addr show dev {q(dev)} 2>/dev/null | grep -qF {q(' ' + addr + ' ')}",
+        f"{dev} still carries {addr}", f"{dev} does not carry {addr} any more")
+
+
+def _route_there(expected: str) -> Any:
+    """The route flannel should have is still missing (there already = done)."""
+    tokens = expected.split()
+    dst, rest = tokens[0], tokens[1:]
+    wanted = []
+    for key in ("via", "dev"):
+        if key in rest and rest.index(key) + 1 < len(rest):
+            wanted.append(f"{key} {rest[rest.index(key) + 1]}")
+    test = f"r=$(ip route show to exact {q(dst)} 2>/dev/null) && [ -n \"$r\" ]" + "".join(
+        f" && printf '%s\\n' \"$r\" | grep -qF {q(w)}" for w in wanted)
+    return pre.absent_else_done(test, f"the route {expected} is still missing",
+                                f"the route {expected} is there already")
 
 
 class CniBridgeStep:
@@ -171,6 +192,7 @@ class CniBridgeStep:
                                         f"put {wrong} back on {dev}"),
                             change={"what": f"address {wrong} on {dev}", "before": "present",
                                     "after": f"deleted (flannel sets {d.get('expected', '?')})"},
+                            precondition=_addr_present(wrong, dev),
                         )
                 else:
                     add(
@@ -187,6 +209,9 @@ class CniBridgeStep:
                                       "before is in the snapshot in the journal",
                         change={"what": f"link {dev}", "before": "present",
                                 "after": "deleted (recreated by flannel)"},
+                        precondition=pre.exists_else_done(
+                            f"ip link show dev {q(dev)} >/dev/null 2>&1",
+                            f"link {dev} still exists", f"link {dev} is gone already"),
                     )
                 restart = True
             elif f.code == "CNI_STRAY_CONFLIST":
@@ -210,6 +235,9 @@ class CniBridgeStep:
                         rollback=rb(f"mv -f -- {q(dest)} {q(path)}", f"put {path} back"),
                         change={"what": f"file {path}", "before": "present",
                                 "after": f"moved to {dest}"},
+                        precondition=pre.exists_else_done(
+                            f"[ -e {q(path)} ]", f"{path} is still there",
+                            f"{path} is gone already"),
                     )
             elif f.code == "FLANNEL_STALE_SUBNET":
                 dev = d.get("device") or "flannel.1"
@@ -230,6 +258,10 @@ class CniBridgeStep:
                         risk="none for current nodes' subnets",
                         rollback=rb(f"ip route replace {spec}", "re-add the route"),
                         change={"what": f"route {spec}", "before": "present", "after": "deleted"},
+                        precondition=pre.exists_else_done(
+                            f"ip route show to exact {q(dst)} dev {q(rdev)} | grep -q .",
+                            f"the route to {dst} via {rdev} is still there",
+                            f"no route to {dst} via {rdev} any more"),
                     )
                 for addr in d.get("stale_addresses") or ():
                     add(
@@ -246,6 +278,7 @@ class CniBridgeStep:
                                     f"put {addr} back on {dev}"),
                         change={"what": f"address {addr} on {dev}", "before": "present",
                                 "after": "deleted"},
+                        precondition=_addr_present(addr, dev),
                     )
                 if d.get("subnet_env_stale"):
                     src = "/run/flannel/subnet.env"
@@ -261,6 +294,8 @@ class CniBridgeStep:
                         rollback=rb(f"mv -f -- {q(dest)} {q(src)}", f"put the old {src} back"),
                         change={"what": f"file {src}", "before": str(d.get("subnet_env")),
                                 "after": "moved aside (flannel rewrites it)"},
+                        precondition=pre.exists_else_done(
+                            f"[ -e {q(src)} ]", f"{src} is still there", f"{src} is gone already"),
                     )
                 restart = True
             elif f.code == "FLANNEL_STALE_VTEP":
@@ -289,6 +324,11 @@ class CniBridgeStep:
                                     "self permanent", "put the old fdb entry back"),
                         change={"what": f"fdb entry for {peer_ip} on {dev}", "before": wrong,
                                 "after": good},
+                        precondition=pre.absent_else_done(
+                            f"bridge fdb show dev {q(dev)} 2>/dev/null | grep -qiF "
+                            f"{q(f'{good} dst {peer_ip} ')}",
+                            f"the fdb entry for {peer_ip} does not hold {good} yet",
+                            f"the fdb entry for {peer_ip} holds {good} already"),
                     )
                 if "neigh" in where and gw:
                     add(
@@ -303,6 +343,11 @@ class CniBridgeStep:
                         rollback=rb(f"ip neigh replace {q(gw)} lladdr {q(wrong)} dev {q(dev)} "
                                     "nud permanent", "put the old neighbour entry back"),
                         change={"what": f"neigh {gw} on {dev}", "before": wrong, "after": good},
+                        precondition=pre.absent_else_done(
+                            f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
+                            f"{q(f'lladdr {good} ')}",
+                            f"the neighbour entry for {gw} does not hold {good} yet",
+                            f"the neighbour entry for {gw} holds {good} already"),
                     )
             elif f.code == "FLANNEL_MISSING_ROUTE":
                 for m in d.get("missing") or ():
@@ -321,6 +366,7 @@ class CniBridgeStep:
                         rollback=rb(f"ip route del {spec}", "remove the added route"),
                         change={"what": f"route {expected}", "before": "missing",
                                 "after": "present"},
+                        precondition=_route_there(str(expected)),
                     )
                 if d.get("wrong_route_get"):
                     restart = True

@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
     FixAction,
     action_id,
@@ -123,6 +124,33 @@ def _alternative_from_facts(diagnosis: Any, node: str) -> tuple[str | None, str 
     if mode not in ("auto", "manual"):
         mode = None
     return path, mode
+
+
+def _kube_lines_present(backend: str, table: str) -> Any:
+    """Stale KUBE-* lines are still in that backend's table (none left = already done)."""
+    guard = ""
+    if backend == "legacy":  # never make the kernel create a legacy table by asking for it
+        guard = (f"grep -qx {q(table)} /proc/net/ip_tables_names || "
+                 f"{{ echo {q(f'no legacy {table} table any more')}; exit {pre.EXIT_DONE}; }}; ")
+    return pre.shell(
+        f"{guard}if iptables-{backend}-save -t {q(table)} 2>/dev/null | grep -qE "
+        f"{q(KUBE_LINES_RE)}; then exit 0; fi; "
+        f"echo {q(f'no KUBE-* rules left in the {backend} {table} table')}; exit {pre.EXIT_DONE}",
+        f"the {backend} {table} table still holds KUBE-* rules")
+
+
+def _forward_policy_drop(backend: str) -> Any:
+    """The FORWARD policy of that backend is still DROP (ACCEPT = already done)."""
+    guard = ""
+    if backend == "legacy":
+        guard = ("grep -qx filter /proc/net/ip_tables_names || "
+                 "{ echo 'no legacy filter table any more'; exit 4; }; ")
+    return pre.shell(
+        f"{guard}p=$(iptables-{backend} -w 5 -S FORWARD 2>/dev/null | head -n 1); "
+        "case \"$p\" in '-P FORWARD DROP') exit 0;; "
+        f"'-P FORWARD ACCEPT') echo 'the FORWARD policy is ACCEPT already'; "
+        f"exit {pre.EXIT_DONE};; esac; echo \"the FORWARD policy reads: $p\"; exit 4",
+        f"the {backend} FORWARD policy is still DROP")
 
 
 class IptablesStep:
@@ -298,6 +326,7 @@ class IptablesStep:
                     ),
                     change={"what": f"{b} {t}: KUBE-* chains", "before": "present",
                             "after": "removed"},
+                    precondition=_kube_lines_present(b, t),
                 )
                 restart_needed = True
             elif kind == "forward_accept":
@@ -331,6 +360,10 @@ class IptablesStep:
                             ),
                             change={"what": f"{b} filter {chain}", "before": None,
                                     "after": f"-I {chain} 1 " + " ".join(spec)},
+                            precondition=pre.absent_else_done(
+                                f"{tool} -C {q(chain)} {body} 2>/dev/null",
+                                f"no such ACCEPT in {b} {chain} yet",
+                                f"the ACCEPT {flag} {pod_net} is in {b} {chain} already"),
                         )
                 else:
                     notes.append(f"{node}: the pod network is unknown, so no narrow ACCEPT is "
@@ -350,6 +383,7 @@ class IptablesStep:
                                     why=f"put the {b} FORWARD policy back to DROP"),
                     change={"what": f"{b} filter FORWARD policy", "before": "DROP",
                             "after": "ACCEPT"},
+                    precondition=_forward_policy_drop(b),
                 ))
             elif kind == "nft_chain_accept":
                 fam, tab, ch = p["family"], p["table"], p["chain"]
@@ -368,6 +402,14 @@ class IptablesStep:
                     ),
                     change={"what": f"nft {fam} {tab} {ch} policy", "before": "drop",
                             "after": "accept"},
+                    precondition=pre.shell(
+                        f"out=$(nft list chain {q(fam)} {q(tab)} {q(ch)} 2>/dev/null) || "
+                        f"{{ echo {q(f'chain {fam} {tab} {ch} is gone')}; exit 4; }}; "
+                        "case \"$out\" in *'policy drop;'*) exit 0;; *'policy accept;'*) "
+                        f"echo {q(f'{fam} {tab} {ch} has policy accept already')}; "
+                        f"exit {pre.EXIT_DONE};; esac; echo 'its policy is neither drop nor "
+                        "accept now'; exit 4",
+                        f"nft chain {fam} {tab} {ch} still has policy drop"),
                 )
             elif kind == "restart":
                 restart_needed = True
@@ -397,6 +439,7 @@ class IptablesStep:
                     rollback_note=note,
                     change={"what": f"nft {fam} {tab} {ch} handle {h}", "before": text or "rule",
                             "after": "deleted"},
+                    precondition=pre.nft_rule_at_handle(fam, tab, ch, int(h), text),
                 )
                 restart_needed = True
             elif kind == "alternative":
@@ -428,6 +471,11 @@ class IptablesStep:
                     ),
                     change={"what": "iptables alternative", "before": prev_path,
                             "after": f"/usr/sbin/iptables-{to}"},
+                    precondition=pre.absent_else_done(
+                        f"[ \"$(readlink /etc/alternatives/iptables)\" = "
+                        f"{q('/usr/sbin/iptables-' + to)} ]",
+                        f"`iptables` does not point at iptables-{to} yet",
+                        f"`iptables` points at iptables-{to} already"),
                 )
         if restart_needed:
             pod = kube_proxy_pod(diagnosis, node)
