@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ran = ran_actions(events, args.step)
     plan, _ = engine.rollback_plan(ran, args.step)
-    print_plan(plan)  # exactly what runs below: the same plan object goes to apply_plan
+    print_plan(plan, sys.stdout)  # exactly what runs below: the same plan object goes to apply_plan
     unfinished = [ra.action.id for ra in ran if ra.finished_ok is None]
     if unfinished:
         print(f"  note: never finished (the session died while they ran): "
