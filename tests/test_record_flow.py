@@ -64,7 +64,7 @@ def _session(tmp_path, runner, findings):
 
 
 FINDINGS = [
-    finding("FORWARD_DROP", "node-1", "iptables", backend="legacy"),
+    finding("FORWARD_DROP", "node-1", "iptables", backend="legacy", pod_network="10.244.0.0/16"),
     finding("FLANNEL_STALE_SUBNET", "node-2", "cni_bridge", device="flannel.1",
             stale_addresses=["10.244.7.0/32"]),
 ]
@@ -136,7 +136,8 @@ def test_next_pass_offers_only_steps_with_actions_that_have_not_run(tmp_path, mo
     for step in ("cni_bridge", "pods", "worker_kubeconfig", "host_network"):
         flow.skip(flow.plan_for_approval(step), "nothing to do")
     # the fix unmasked a finding for an earlier step; the same FORWARD_DROP persists too
-    unmasked = [FINDINGS[0], finding("FORWARD_DROP", "node-2", "iptables", backend="legacy")]
+    unmasked = [FINDINGS[0], finding("FORWARD_DROP", "node-2", "iptables", backend="legacy",
+                                     pod_network="10.244.0.0/16")]
     monkeypatch.setattr("clusterfix_tui.core.diagnose.diagnose",
                         lambda *a, **k: FakeDiagnosis(unmasked, snapshot=snapshot()))
     assert flow.next_pass() == ["iptables"]

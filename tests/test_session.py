@@ -105,7 +105,14 @@ def test_plan_apply_rollback_finish_are_journaled_in_order(tmp_path):
     evs = Journal.read(path)
     types = [e["type"] for e in evs]
     i = types.index("plan")
-    assert types[i + 1:i + 3] == ["decision", "command_start"]
+    # notes and each action's precondition check sit between; the order is plan, decision, run
+    ordered = [t for t in types[i:] if t not in ("note", "precheck")]
+    assert ordered[:3] == ["plan", "decision", "command_start"]
+    checks = [k for k, e in enumerate(evs) if e["type"] == "precheck"]
+    assert checks
+    for k in checks:  # each check runs right before its own action
+        nxt = next(e for e in evs[k + 1:] if e["type"] == "command_start")
+        assert nxt["action_id"] == evs[k]["action_id"] and evs[k]["state"] == "holds"
     assert types[-1] == "session_end"
     dec = next(e for e in evs if e["type"] == "decision")
     assert dec["decision"] == "approved" and dec["by"] == "user"

@@ -288,7 +288,8 @@ class RepairFlow:
                   on_progress: Callable[..., None] | None = None, *, start: bool = True,
                   cancel: threading.Event | None = None) -> list[str]:
         """After the steps of a pass: settle, re-diagnose, and return the steps another pass
-        would act on (those whose fresh plan holds a mutating action that has not run yet).
+        would act on (those whose fresh plan holds a default-approved mutating action that has
+        not run yet; opt-ins stay the user's call).
         [] = converged (or max passes reached, or nothing changed, or a dry run). With
         start=True (headless) the new pass begins; the wizard asks first, then start_pass()."""
         journal = self.session.journal
@@ -309,7 +310,8 @@ class RepairFlow:
             except Exception as exc:  # noqa: BLE001
                 journal.write("error", message=f"could not plan step {step}: {exc}", where=step)
                 continue
-            if any(a.mutating and action_key(step, a) not in self._ran for a in plan.actions):
+            if any(a.mutating and not engine.is_opt_in(a) and action_key(step, a) not in self._ran
+                   for a in plan.actions):
                 wanted.append(step)
         if wanted and start:
             self.start_pass(wanted)

@@ -357,6 +357,12 @@ class IptablesStep:
                                 target=node, kind="shell",
                                 command=f"{tool} -D {q(chain)} {body}",
                                 why="remove that ACCEPT again (by its exact spec)",
+                                # an insert that never ran (the session died first) is not
+                                # there to remove: already done, not a failed rollback
+                                precondition=pre.exists_else_done(
+                                    f"{tool} -C {q(chain)} {body} 2>/dev/null",
+                                    f"the ACCEPT {flag} {pod_net} is in {b} {chain}",
+                                    f"no ACCEPT {flag} {pod_net} in {b} {chain} to remove"),
                             ),
                             change={"what": f"{b} filter {chain}", "before": None,
                                     "after": f"-I {chain} 1 " + " ".join(spec)},
