@@ -743,3 +743,24 @@ def shape_of(obj: Any) -> ClusterShape | None:
     snap = getattr(obj, "snapshot", None)
     s = getattr(snap, "shape", None)
     return s if isinstance(s, ClusterShape) else None
+
+
+def scoped_findings(diagnosis: Any, findings: list[Any]) -> tuple[list[Any], list[str]]:
+    """A step's view of its findings: those inside their shape scope, and a note for each one
+    left out (a step never acts outside the shapes its findings apply to)."""
+    shape = shape_of(diagnosis)
+    kept, notes = [], []
+    for f in findings:
+        why = why_not(shape, f.code, f.node, getattr(f, "data", None))
+        if why is None:
+            kept.append(f)
+        else:
+            notes.append(f"{f.node}: {f.code} not acted on: {why}")
+    return kept, notes
+
+
+def node_iptables_kind(diagnosis: Any, node: str) -> str:
+    """The node's iptables kind from the diagnosis' shape ("unknown" without one)."""
+    shape = shape_of(diagnosis)
+    ns = shape.nodes.get(node) if shape is not None else None
+    return ns.iptables if ns is not None else "unknown"

@@ -49,25 +49,143 @@ def pod_network(snapshot: Any, facts: NodeFacts | None = None) -> str:
     return net or DEFAULT_POD_NETWORK
 
 
-def backend_saves(facts: NodeFacts) -> dict[str, IptablesSave | None]:
-    """backend -> one IptablesSave holding its nat and filter tables (nft: two saves merged)."""
+def pod_networks(snapshot: Any, facts: NodeFacts | None, version: int) -> list[str]:
+    """The pod networks of one IP family, as precise as known: flannel's Network / IPv6Network
+    (net-conf.json, subnet.env), else every node's podCIDR of that family. Only IPv4 falls back to
+    flannel's default 10.244.0.0/16 when nothing at all is known (a snapshot without nodes)."""
+    nets: list[str] = []
+    fl = getattr(getattr(snapshot, "shape", None), "flannel", None)
+    cands = [getattr(fl, "network", None), getattr(fl, "ipv6_network", None),
+             getattr(snapshot, "flannel_network", None)]
+    env = (facts.subnet_env or {}) if facts is not None else {}
+    cands += [env.get("FLANNEL_NETWORK"), env.get("FLANNEL_IPV6_NETWORK")]
+    for c in cands:
+        n = net_of(c) if c else None
+        if n is not None and n.version == version and str(n) not in nets:
+            nets.append(str(n))
+    if nets:
+        return nets
+    for info in (getattr(snapshot, "nodes", {}) or {}).values():
+        for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
+            n = net_of(c)
+            if n is not None and n.version == version and str(n) not in nets:
+                nets.append(str(n))
+    if not nets and version == 4:
+        nets.append(DEFAULT_POD_NETWORK)
+    return nets
+
+
+def pod_families(snapshot: Any, node: str | None = None) -> tuple[int, ...]:
+    """IP versions pod traffic uses (on `node`): from the shape, else the podCIDRs; IPv4 when
+    nothing says otherwise."""
+    shape = getattr(snapshot, "shape", None)
+    if shape is not None and hasattr(shape, "families"):
+        return tuple(shape.families(node))
+    seen: list[int] = []
+    for info in (getattr(snapshot, "nodes", {}) or {}).values():
+        for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
+            n = net_of(c)
+            if n is not None and n.version not in seen:
+                seen.append(n.version)
+    return tuple(seen) or (4,)
+
+
+def count_rules(*saves: IptablesSave | None) -> int:
+    """Lines starting with '-' (rules), as iptables-wrappers counts them."""
+    return sum(len(t.rules) for s in saves if s is not None for t in s.tables.values())
+
+
+def detect_backend(facts: NodeFacts) -> tuple[str, str]:
+    """The backend kube-proxy (and kubelet) use, decided as kubernetes-sigs/iptables-wrappers
+    does (iptables-wrapper-installer.sh / its Go successor): KUBE-IPTABLES-HINT or
+    KUBE-KUBELET-CANARY in `ip(6)tables-nft-save -t mangle` -> nft; else either chain in the full
+    `ip(6)tables-legacy-save` -> legacy; else count the rules (lines starting with '-') of both
+    backends, iptables and ip6tables: legacy when it has MORE, else nft.
+    On an iptables without -legacy/-nft variants (< 1.8): its one backend."""
+    for label, save in (("iptables-nft-save -t mangle", facts.nft_mangle),
+                        ("ip6tables-nft-save -t mangle", facts.ip6_nft_mangle)):
+        if save is None:
+            continue
+        for chain in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"):
+            if save.has_chain(chain, "mangle"):
+                return "nft", f"{chain} in {label}"
+    for label, save in (("iptables-legacy-save", facts.legacy),
+                        ("ip6tables-legacy-save", facts.ip6_legacy)):
+        if save is None:
+            continue
+        for chain in ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"):
+            if save.has_chain(chain):
+                return "legacy", f"{chain} in {label}"
+    if facts.legacy is None and facts.nft_nat is None and facts.nft_filter is None \
+            and facts.plain_save is not None:
+        b = single_backend(facts)
+        return b, f"the node's only iptables ({_ver_text(facts)}) is {b}"
+    legacy_n = count_rules(facts.legacy, facts.ip6_legacy)
+    nft_n = count_rules(facts.nft_nat, facts.nft_filter, facts.nft_mangle, facts.ip6_nft_nat,
+                        facts.ip6_nft_filter, facts.ip6_nft_mangle)
+    if facts.legacy is None and legacy_n == 0 and nft_n == 0:
+        return "nft", "no KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY in either backend (default nft)"
+    if legacy_n > nft_n:
+        return "legacy", (f"no KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY in either backend; "
+                          f"legacy has more rules ({legacy_n} vs {nft_n} in nft), as "
+                          "iptables-wrappers decides")
+    return "nft", (f"no KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY in either backend; nft has as "
+                   f"many or more rules ({nft_n} vs {legacy_n} in legacy), as iptables-wrappers "
+                   "decides")
+
+
+def _ver_text(facts: NodeFacts) -> str:
+    v = facts.iptables_version
+    return v.text if v is not None else "iptables, version unknown"
+
+
+def single_backend(facts: NodeFacts) -> str:
+    """The backend of an iptables without -legacy/-nft variants: < 1.8 is always legacy (x_tables);
+    1.8+ says '(nf_tables)' or '(legacy)' in `iptables -V`."""
+    v = facts.iptables_version
+    if v is not None and v.tuple() and v.tuple() < (1, 8):
+        return "legacy"
+    if v is not None and v.backend in ("nft", "legacy"):
+        return v.backend
+    return "legacy"
+
+
+def backend_saves(facts: NodeFacts, version: int = 4) -> dict[str, IptablesSave | None]:
+    """backend -> one IptablesSave holding its nat and filter tables (nft: two saves merged).
+    version 6: the ip6tables views. On an iptables without -legacy/-nft variants, its one
+    `iptables-save` is the backend it runs."""
+    if version == 6:
+        return {"legacy": facts.ip6_legacy,
+                "nft": _merge(facts.ip6_nft_nat, facts.ip6_nft_filter)}
+    if facts.legacy is None and facts.nft_nat is None and facts.nft_filter is None \
+            and facts.plain_save is not None:
+        b = single_backend(facts)
+        return {"legacy": facts.plain_save if b == "legacy" else None,
+                "nft": facts.plain_save if b == "nft" else None}
+    return {"legacy": facts.legacy, "nft": _merge(facts.nft_nat, facts.nft_filter)}
+
+
+def _merge(*saves: IptablesSave | None) -> IptablesSave | None:
     nft_tables: dict[str, Table] = {}
     comments: list[str] = []
     incompatible: list[str] = []
     any_nft = False
-    for s in (facts.nft_nat, facts.nft_filter):
+    for s in saves:
         if s is None:
             continue
         any_nft = True
         nft_tables.update(s.tables)
         comments.extend(s.comments)
         incompatible.extend(s.incompatible_tables)
-    nft = IptablesSave(nft_tables, tuple(comments), tuple(incompatible)) if any_nft else None
-    return {"legacy": facts.legacy, "nft": nft}
+    return IptablesSave(nft_tables, tuple(comments), tuple(incompatible)) if any_nft else None
 
 
-def save_label(backend: str, table: str) -> str:
-    return "iptables-legacy-save" if backend == "legacy" else f"iptables-nft-save -t {table}"
+def save_label(backend: str, table: str, version: int = 4, facts: NodeFacts | None = None) -> str:
+    ip = "ip6tables" if version == 6 else "iptables"
+    if facts is not None and version == 4 and facts.legacy is None and facts.nft_nat is None \
+            and facts.plain_save is not None:
+        return "iptables-save"
+    return f"{ip}-legacy-save" if backend == "legacy" else f"{ip}-nft-save -t {table}"
 
 
 def reachable_chains(table: Table, roots: tuple[str, ...]) -> set[str]:

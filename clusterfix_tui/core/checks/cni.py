@@ -9,6 +9,7 @@ from clusterfix_tui.core.checks._common import in_net, pod_for
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs
+from clusterfix_tui.core.shape import shape_of, why_not
 
 REF_BRIDGE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 REF_CNI = "https://www.cni.dev/docs/spec/#section-1-network-configuration-format"
@@ -18,15 +19,31 @@ CNI_EXT = (".conf", ".conflist", ".json")
 
 def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
+    shape = shape_of(snapshot)
+    if why_not(shape, "CNI_BRIDGE_CONFLICT") is not None:
+        return []  # not flannel: cni0 and the conflist order are another CNI's business
     nodes = getattr(snapshot, "nodes", {}) or {}
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
-        cidr = info.pod_cidr if info else None
-        if not cidr and f.subnet_env and f.subnet_env.get("FLANNEL_SUBNET"):
-            cidr = str(ipaddress.ip_interface(f.subnet_env["FLANNEL_SUBNET"]).network) \
-                if _valid_iface(f.subnet_env["FLANNEL_SUBNET"]) else None
-        if cidr:
-            out.extend(_bridge(snapshot, node, f, cidr))
+        cidrs: dict[int, str] = {}
+        for v in (4, 6):
+            c = info.pod_cidr_for(v) if info is not None and hasattr(info, "pod_cidr_for") else None
+            if c is None and info is not None and v == 4 and info.pod_cidr and \
+                    not hasattr(info, "pod_cidr_for"):
+                c = info.pod_cidr
+            if c:
+                cidrs[v] = c
+        for v, key in ((4, "FLANNEL_SUBNET"), (6, "FLANNEL_IPV6_SUBNET")):
+            if v not in cidrs and f.subnet_env and f.subnet_env.get(key) and \
+                    _valid_iface(f.subnet_env[key]):
+                cidrs[v] = str(ipaddress.ip_interface(f.subnet_env[key]).network)
+        found = [x for v, c in sorted(cidrs.items()) for x in _bridge(snapshot, node, f, c, v)]
+        if len(found) > 1:  # one finding per node: the repair (delete cni0) is one action
+            first = found[0]
+            first.data["other_families"] = [dict(x.data) for x in found[1:]]
+            first.data["wrong_addresses"] = [a for x in found for a in x.data["wrong_addresses"]]
+            found = [first]
+        out.extend(found)
         out.extend(_conflist(node, f))
     return out
 
@@ -39,8 +56,22 @@ def _valid_iface(s: str) -> bool:
         return False
 
 
-def _bridge(snapshot: Any, node: str, f: NodeFacts, cidr: str) -> list[Finding]:
-    addrs = ipv4_addrs(f.addrs, "cni0")
+def _addrs(addrs: Any, ifname: str, version: int) -> list[str]:
+    if version == 4:
+        return ipv4_addrs(addrs, ifname)
+    out = []
+    for link in addrs or ():
+        if not isinstance(link, dict) or link.get("ifname") != ifname:
+            continue
+        for a in link.get("addr_info") or ():
+            if isinstance(a, dict) and a.get("family") == "inet6" and a.get("local") and \
+                    a.get("scope") != "link" and not str(a.get("local")).lower().startswith("fe80"):
+                out.append(f"{a.get('local')}/{a.get('prefixlen', 128)}")
+    return out
+
+
+def _bridge(snapshot: Any, node: str, f: NodeFacts, cidr: str, version: int = 4) -> list[Finding]:
+    addrs = _addrs(f.addrs, "cni0", version)
     wrong = [a for a in addrs if not in_net(a, cidr)]
     if not wrong:
         return []
@@ -66,30 +97,62 @@ def _bridge(snapshot: Any, node: str, f: NodeFacts, cidr: str) -> list[Finding]:
         data={"device": "cni0", "wrong_addresses": wrong, "addresses": addrs,
               "expected": expected, "pod_cidr": cidr,
               "flannel_pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-flannel"},
+              "namespace": pod.namespace if pod else "kube-flannel", "ip_version": version},
     )]
+
+
+def delegates_to_flannel(conf: dict[str, Any] | None, flannel_file: str | None) -> bool:
+    """A multus config (thin: "delegates" holding flannel's conflist; thick: "multus-shim" with
+    "clusterNetwork" naming flannel's file or network) that puts pods on flannel first."""
+    if not isinstance(conf, dict):
+        return False
+    types = cni_plugin_types(conf)
+    if not any(t in ("multus", "multus-shim") for t in types):
+        return False
+    for d in conf.get("delegates") or []:
+        if isinstance(d, dict) and "flannel" in cni_plugin_types(d):
+            return True
+    cn = str(conf.get("clusterNetwork") or "")
+    if cn:
+        base = flannel_file.rsplit("/", 1)[-1] if flannel_file else ""
+        return "flannel" in cn or (bool(base) and cn.rsplit("/", 1)[-1] == base) or cn == "cbr0"
+    # no delegates, no clusterNetwork: multus uses the first other config in the dir (flannel's
+    # when nothing else precedes it)
+    return not conf.get("delegates")
 
 
 def _conflist(node: str, f: NodeFacts) -> list[Finding]:
     if not f.cni_files:
         return []
-    names = sorted(p for p in f.cni_files if p.endswith(CNI_EXT))
+    dirs: dict[str, list[str]] = {}
+    for p in f.cni_files:
+        if p.endswith(CNI_EXT):
+            dirs.setdefault(p.rsplit("/", 1)[0], []).append(p)
+    out: list[Finding] = []
+    for d in sorted(dirs):
+        out.extend(_conflist_dir(node, f, d, sorted(dirs[d])))
+    return out
+
+
+def _conflist_dir(node: str, f: NodeFacts, cni_dir: str, names: list[str]) -> list[Finding]:
     flannel = next((p for p in names if "flannel" in cni_plugin_types(f.cni_configs.get(p))), None)
     unparseable = [p for p in names if f.cni_configs.get(p) is None]
     if flannel is None:
         return []  # not a flannel node, or flannel not installed yet: nothing to compare with
-    stray = [p for p in names if p < flannel and p != flannel]
+    others = [p for p in names if p < flannel and p != flannel]
+    stray = [p for p in others if not delegates_to_flannel(f.cni_configs.get(p), flannel)]
+    # (a multus front that delegates to flannel is the active config on purpose: not stray)
     bad_before = [p for p in unparseable if p < flannel]
     if not stray and not bad_before:
         return []
-    evidence = [f"ls {CNI_DIR}: " + " ".join(n.rsplit('/', 1)[-1] for n in names)]
+    evidence = [f"ls {cni_dir}: " + " ".join(n.rsplit('/', 1)[-1] for n in names)]
     for p in stray:
         conf = f.cni_configs.get(p)
         types = ",".join(cni_plugin_types(conf)) or "unparseable"
         evidence.append(f"{p}: name={(conf or {}).get('name', '?')} type={types} sorts before {flannel}")
     return [Finding(
         code="CNI_STRAY_CONFLIST", severity="warning", node=node,
-        title=f"{stray[0].rsplit('/', 1)[-1]} in {CNI_DIR} takes precedence over flannel's config",
+        title=f"{stray[0].rsplit('/', 1)[-1]} in {cni_dir} takes precedence over flannel's config",
         evidence=tuple(evidence),
         explanation=("The container runtime uses the first network config in /etc/cni/net.d in "
                      "lexicographic order; a stray bridge/other CNI config sorting before "
@@ -97,5 +160,5 @@ def _conflist(node: str, f: NodeFacts) -> list[Finding]:
                      "foreign address on cni0). Move it away."),
         reference=REF_CNI, step="cni_bridge",
         data={"files": names, "active": names[0], "flannel_file": flannel, "stray": stray,
-              "unparseable": unparseable, "dir": CNI_DIR},
+              "unparseable": unparseable, "dir": cni_dir},
     )]

@@ -9,14 +9,112 @@ current nodes, fdb/neigh VTEP MACs that disagree with the peers' backend-data an
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from clusterfix_tui.core.checks._common import in_net, net_of, pod_for
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
-from clusterfix_tui.core.parsers import ipv4_addrs, link_by_name, render_route
+from clusterfix_tui.core.parsers import link_by_name, render_route
+from clusterfix_tui.core.shape import shape_of, why_not
 
 DEV = "flannel.1"
+DEV6 = "flannel-v6.1"
+
+
+@dataclass(frozen=True)
+class Fam:
+    """One IP family of flannel's vxlan: its device, annotations, route/neigh/fdb views."""
+    version: int
+    dev: str
+    vtep_annotation: str
+    public_ip_annotation: str
+    env_subnet: str
+
+    def cidr(self, n: Any) -> str | None:
+        if hasattr(n, "pod_cidr_for"):
+            return n.pod_cidr_for(self.version)
+        c = getattr(n, "pod_cidr", None)
+        v = net_of(c) if c else None
+        return c if v is not None and v.version == self.version else None
+
+    def gateway(self, n: Any) -> str | None:
+        c = net_of(self.cidr(n)) if self.cidr(n) else None
+        return str(c.network_address) if c is not None else None
+
+    def vtep_mac(self, n: Any) -> str | None:
+        if self.version == 4:
+            return n.vtep_mac
+        raw = (n.annotations or {}).get(self.vtep_annotation)
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        mac = data.get("VtepMAC") if isinstance(data, dict) else None
+        return mac.lower() if isinstance(mac, str) else None
+
+    def public_ip(self, n: Any) -> str | None:
+        if self.version == 4:
+            return n.public_ip
+        ip = (n.annotations or {}).get(self.public_ip_annotation)
+        if ip:
+            return ip
+        for a in n.addresses or ():
+            if a.get("type") == "InternalIP" and ":" in str(a.get("address") or ""):
+                return str(a.get("address"))
+        return None
+
+    def routes(self, f: NodeFacts) -> tuple[dict[str, Any], ...]:
+        return f.routes if self.version == 4 else f.routes6
+
+    def route_section(self, f: NodeFacts) -> Any:
+        return f.section("ip_route" if self.version == 4 else "ip6_route")
+
+    def neigh(self, f: NodeFacts) -> tuple[dict[str, Any], ...]:
+        return f.neigh_flannel if self.version == 4 else f.neigh_flannel6
+
+    def fdb(self, f: NodeFacts) -> tuple[dict[str, Any], ...]:
+        return f.fdb_flannel if self.version == 4 else f.fdb_flannel6
+
+    def fdb_section(self, f: NodeFacts) -> Any:
+        return f.section("fdb_flannel" if self.version == 4 else "fdb_flannel6")
+
+    def addrs(self, f: NodeFacts) -> list[str]:
+        fam = "inet" if self.version == 4 else "inet6"
+        out = []
+        for link in f.addrs or ():
+            if not isinstance(link, dict) or link.get("ifname") != self.dev:
+                continue
+            for a in link.get("addr_info") or ():
+                if isinstance(a, dict) and a.get("family") == fam and a.get("local") and \
+                        not (fam == "inet6" and str(a.get("scope")) == "link"):
+                    out.append(f"{a.get('local')}/{a.get('prefixlen', 32 if fam == 'inet' else 128)}")
+        return out
+
+
+V4 = Fam(4, DEV, "flannel.alpha.coreos.com/backend-data", "flannel.alpha.coreos.com/public-ip",
+         "FLANNEL_SUBNET")
+V6 = Fam(6, DEV6, "flannel.alpha.coreos.com/backend-v6-data",
+         "flannel.alpha.coreos.com/public-ipv6", "FLANNEL_IPV6_SUBNET")
+
+
+def families(snapshot: Any, me: Any) -> list[Fam]:
+    """The flannel families of a node: its podCIDRs' families that flannel runs (EnableIPv4 /
+    EnableIPv6 of net-conf.json when known)."""
+    fl = getattr(shape_of(snapshot), "flannel", None)
+    out = []
+    for fam in (V4, V6):
+        if fam.cidr(me) is None:
+            continue
+        if fl is not None and fam.version == 4 and not fl.enable_ipv4 and fl.enable_ipv6:
+            continue
+        if fl is not None and fam.version == 6 and not fl.enable_ipv6 and fl.ipv6_network is None \
+                and fl.network is not None:
+            # net-conf.json read, IPv6 not enabled: flannel does not route IPv6 pods
+            continue
+        out.append(fam)
+    return out
 REF_VXLAN = "https://github.com/flannel-io/flannel/blob/master/Documentation/backends.md#vxlan"
 REF_TROUBLE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 
@@ -29,39 +127,72 @@ def _is_vxlan(snapshot: Any) -> bool:
 def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not _is_vxlan(snapshot):
         return []
+    shape = shape_of(snapshot)
+    if why_not(shape, "FLANNEL_MISSING_ROUTE") is not None:
+        return []  # not flannel vxlan: core.shape.not_checked() says so
+    fl = getattr(shape, "flannel", None)
+    direct = bool(getattr(fl, "direct_routing", False))
     nodes = getattr(snapshot, "nodes", {}) or {}
     out: list[Finding] = []
     for node, f in sorted(facts_by_node.items()):
         me = nodes.get(node)
         if me is None or not me.pod_cidr:
             continue
-        out.extend(_stale_vtep(snapshot, node, f, nodes))
-        out.extend(_stale_subnet(snapshot, node, f, nodes))
-        out.extend(_missing_routes(node, f, nodes))
+        for fam in families(snapshot, me):
+            out.extend(_stale_vtep(snapshot, node, f, nodes, fam))
+            out.extend(_stale_subnet(snapshot, node, f, nodes, fam))
+            out.extend(_missing_routes(node, f, nodes, fam, direct))
+    return _merge_per_node(out)
+
+
+def _merge_per_node(findings: list[Finding]) -> list[Finding]:
+    """One FLANNEL_STALE_SUBNET / FLANNEL_MISSING_ROUTE per node (families merged: the repair
+    restarts flannel once); FLANNEL_STALE_VTEP stays one per peer and family."""
+    out: list[Finding] = []
+    seen: dict[tuple[str, str], Finding] = {}
+    for f in findings:
+        key = (f.code, f.node)
+        if f.code == "FLANNEL_STALE_VTEP" or key not in seen:
+            if f.code != "FLANNEL_STALE_VTEP":
+                seen[key] = f
+            out.append(f)
+            continue
+        first = seen[key]
+        first.data.setdefault("families", [first.data.get("ip_version", 4)])
+        first.data["families"].append(f.data.get("ip_version"))
+        first.data.setdefault("other_families", []).append(dict(f.data))
+        merged = Finding(code=first.code, severity=first.severity, node=first.node,
+                         title=first.title + "; " + f.title, evidence=first.evidence + f.evidence,
+                         explanation=first.explanation, reference=first.reference,
+                         step=first.step, data=first.data)
+        out[out.index(first)] = merged
+        seen[key] = merged
     return out
 
 
-def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -> list[Finding]:
+def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any],
+                fam: Fam = V4) -> list[Finding]:
     out: list[Finding] = []
+    DEV = fam.dev  # noqa: N806 - the device of this family
     for peer in sorted(nodes.values(), key=lambda n: n.name):
-        if peer.name == node or not peer.vtep_mac:
+        if peer.name == node or not fam.vtep_mac(peer) or fam.cidr(peer) is None:
             continue
-        want = peer.vtep_mac.lower()
-        peer_ip = peer.public_ip
-        gw = peer.flannel_gateway
+        want = str(fam.vtep_mac(peer)).lower()
+        peer_ip = fam.public_ip(peer)
+        gw = fam.gateway(peer)
         # what the kernel uses: the neighbour entry of the peer's subnet address (inner dst MAC)
         # and the fdb entry of that MAC (outer dst IP). fdb entries of other MACs towards the peer
         # are leftovers: harmless alone, cleaned up with a real fault.
-        neigh_bad = [e for e in f.neigh_flannel
+        neigh_bad = [e for e in fam.neigh(f)
                      if gw and e.get("dst") == gw and e.get("lladdr")
                      and str(e.get("lladdr")).lower() != want]
-        fdb_want = [e for e in f.fdb_flannel if str(e.get("mac", "")).lower() == want]
+        fdb_want = [e for e in fam.fdb(f) if str(e.get("mac", "")).lower() == want]
         fdb_wrong_dst = [e for e in fdb_want if e.get("dst") and e.get("dst") != peer_ip]
-        fdb_sec = f.section("fdb_flannel")
+        fdb_sec = fam.fdb_section(f)
         fdb_missing = bool(fdb_sec is not None and fdb_sec.ok
                            and link_by_name(f.links, DEV) is not None
                            and not any(e.get("dst") == peer_ip for e in fdb_want))
-        fdb_stale = [e for e in f.fdb_flannel
+        fdb_stale = [e for e in fam.fdb(f)
                      if e.get("dst") == peer_ip and str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
         if not neigh_bad and not fdb_wrong_dst and not fdb_missing:
             continue
@@ -77,14 +208,13 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -
         if fdb_missing:
             evidence.append(f"bridge fdb show dev {DEV}: no entry {want} dst {peer_ip}")
         evidence += [f"ip neigh show dev {DEV}: {ln.strip()}" for ln in neigh_lines]
-        evidence.append(f"{peer.name} annotation flannel.alpha.coreos.com/backend-data: "
-                        f"VtepMAC {want}")
+        evidence.append(f"{peer.name} annotation {fam.vtep_annotation}: VtepMAC {want}")
         out.append(Finding(
             code="FLANNEL_STALE_VTEP", severity="error", node=node,
             title=(f"stale VTEP MAC for {peer.name}: {', '.join(wrong)} instead of {want}" if wrong
                    else f"no fdb entry for {peer.name}'s VTEP MAC {want}"),
             evidence=tuple(evidence),
-            explanation=(f"{node} sends vxlan traffic for {peer.name}'s pods ({peer.pod_cidr}) "
+            explanation=(f"{node} sends vxlan traffic for {peer.name}'s pods ({fam.cidr(peer)}) "
                          f"to a MAC that is no longer {peer.name}'s flannel.1 (as after a reboot "
                          "recreated it): cross-node traffic to those pods is lost. Replace the "
                          "fdb/neigh entries with the annotated VtepMAC (or restart flannel here)."),
@@ -95,25 +225,28 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -
                   "expected_mac": want,
                   "where": [w for w, bad in (("fdb", fdb_bad or fdb_missing), ("neigh", neigh_bad)) if bad],
                   "fdb_missing": fdb_missing,
-                  "fdb_entries": fdb_lines, "neigh_entries": neigh_lines, "device": DEV},
+                  "fdb_entries": fdb_lines, "neigh_entries": neigh_lines, "device": DEV,
+                  "ip_version": fam.version},
         ))
     return out
 
 
-def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any]) -> list[Finding]:
+def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any],
+                  fam: Fam = V4) -> list[Finding]:
+    DEV = fam.dev  # noqa: N806
     me = nodes[node]
-    cidr = me.pod_cidr
-    gw = me.flannel_gateway
-    expected = f"{gw}/32"
+    cidr = fam.cidr(me)
+    gw = fam.gateway(me)
+    expected = f"{gw}/{32 if fam.version == 4 else 128}"
     link = link_by_name(f.links, DEV)
-    addrs = ipv4_addrs(f.addrs, DEV)
+    addrs = fam.addrs(f)
     stale_addrs = [a for a in addrs if not in_net(a, cidr)]
     env = f.subnet_env
-    env_sub = (env or {}).get("FLANNEL_SUBNET")
+    env_sub = (env or {}).get(fam.env_subnet)
     env_stale = bool(env_sub) and not in_net(env_sub, cidr)
-    owned = {str(net_of(n.pod_cidr)) for n in nodes.values() if n.pod_cidr and net_of(n.pod_cidr)}
+    owned = {str(net_of(c)) for n in nodes.values() for c in (fam.cidr(n),) if c and net_of(c)}
     stale_routes = []
-    for r in f.routes:
+    for r in fam.routes(f):
         if r.get("dev") != DEV:
             continue
         dst = r.get("dst")
@@ -128,9 +261,9 @@ def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any])
         return []
     evidence = [f"ip -j addr: {DEV} inet {a}" for a in stale_addrs]
     if env_stale:
-        evidence.append(f"/run/flannel/subnet.env: FLANNEL_SUBNET={env_sub}")
+        evidence.append(f"/run/flannel/subnet.env: {fam.env_subnet}={env_sub}")
     evidence += [f"ip -j route: {render_route(r)} ({r['reason']})" for r in stale_routes]
-    evidence.append(f"node {node} podCIDR: {cidr} (flannel.1 should carry {expected})")
+    evidence.append(f"node {node} podCIDR: {cidr} ({DEV} should carry {expected})")
     pod = pod_for(snapshot, "flannel_pods", node)
     if pod is not None:
         for line in list(pod.log_tail) + list(pod.previous_log_tail):
@@ -161,31 +294,47 @@ def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any])
                                 "prefsrc": r.get("prefsrc"), "reason": r.get("reason")}
                                for r in stale_routes],
               "flannel_pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-flannel"},
+              "namespace": pod.namespace if pod else "kube-flannel",
+              "ip_version": fam.version, "env_key": fam.env_subnet},
     )]
 
 
-def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any]) -> list[Finding]:
-    sec = f.section("ip_route")
+def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V4,
+                    direct: bool = False) -> list[Finding]:
+    DEV = fam.dev  # noqa: N806
+    sec = fam.route_section(f)
     if sec is None or not sec.ok:
         return []  # no route table read: nothing to conclude
+    routes = fam.routes(f)
     missing = []
     for peer in sorted(nodes.values(), key=lambda n: n.name):
-        if peer.name == node or not peer.pod_cidr or net_of(peer.pod_cidr) is None:
+        pc = fam.cidr(peer)
+        if peer.name == node or not pc or net_of(pc) is None:
             continue
-        want = str(net_of(peer.pod_cidr))
-        gw = peer.flannel_gateway
-        ok = any(str(net_of(r.get("dst")) or "") == want and r.get("dev") == DEV and
-                 r.get("gateway") == gw for r in f.routes)
+        want = str(net_of(pc))
+        gw = fam.gateway(peer)
+        peer_ip = fam.public_ip(peer)
+        # DirectRouting: a peer on the same L2 network is routed via its own IP, not flannel.1
+        ok = any(str(net_of(r.get("dst")) or "") == want and (
+            (r.get("dev") == DEV and r.get("gateway") == gw) or
+            (direct and peer_ip and r.get("gateway") == peer_ip)) for r in routes)
         if not ok:
             missing.append({"peer_node": peer.name, "pod_cidr": want,
                             "expected": f"{want} via {gw} dev {DEV} onlink",
-                            "actual": [render_route(r) for r in f.routes
+                            "direct_routing_alternative": (f"{want} via {peer_ip}"
+                                                           if direct and peer_ip else None),
+                            "actual": [render_route(r) for r in routes
                                        if str(net_of(r.get("dst")) or "") == want]})
     wrong_get = []
     for ip, r in sorted(f.route_get.items()):
-        owner = next((n.name for n in nodes.values() if n.pod_cidr and in_net(ip, n.pod_cidr)), None)
+        n_ip = net_of(ip)
+        if n_ip is None or n_ip.version != fam.version:
+            continue
+        owner_n = next((n for n in nodes.values() if fam.cidr(n) and in_net(ip, fam.cidr(n))), None)
+        owner = owner_n.name if owner_n is not None else None
         if owner is None or owner == node:
+            continue
+        if direct and r is not None and r.get("gateway") and r.get("gateway") == fam.public_ip(owner_n):
             continue
         if r is None or r.get("dev") != DEV:
             wrong_get.append({"ip": ip, "peer_node": owner, "dev": (r or {}).get("dev"),
@@ -209,5 +358,6 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any]) -> list[Find
                      "reach those nodes' pods. Restart flannel on this node so it reprograms "
                      "them."),
         reference=REF_VXLAN, step="cni_bridge",
-        data={"missing": missing, "wrong_route_get": wrong_get, "device": DEV},
+        data={"missing": missing, "wrong_route_get": wrong_get, "device": DEV,
+              "ip_version": fam.version, "direct_routing": direct},
     )]

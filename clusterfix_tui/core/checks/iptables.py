@@ -18,16 +18,19 @@ from typing import Any
 
 from clusterfix_tui.core.checks._common import (
     backend_saves,
+    detect_backend,
     find_line,
     net_of,
+    pod_families,
     pod_for,
-    pod_network,
+    pod_networks,
     reachable_chains,
     save_label,
 )
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, Severity
-from clusterfix_tui.core.parsers import NftRule, Table, detect_kube_proxy_backend
+from clusterfix_tui.core.parsers import NftRule, Table
+from clusterfix_tui.core.shape import shape_of, why_not
 
 REF_WRAPPERS = "https://github.com/kubernetes-sigs/iptables-wrappers"
 REF_SKEW = "https://github.com/kubernetes/kubernetes/issues/112477"
@@ -46,17 +49,35 @@ INCOMPAT_RE = re.compile(r"chain `([^']+)' in table `([^']+)' is incompatible")
 
 
 def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
-    return detect_kube_proxy_backend(facts.nft_mangle, facts.ip6_nft_mangle, facts.legacy)
+    return detect_backend(facts)
 
 
 def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
+    shape = shape_of(snapshot)
     for node, facts in sorted(facts_by_node.items()):
-        out.extend(backend_conflict(snapshot, node, facts))
+        if why_not(shape, "IPTABLES_BACKEND_CONFLICT", node) is None:
+            out.extend(backend_conflict(snapshot, node, facts))
         out.extend(forward_drop(snapshot, node, facts))
-        out.extend(incompatible_chain(snapshot, node, facts))
-        out.extend(no_rules(snapshot, node, facts))
+        if why_not(shape, "KUBE_PROXY_INCOMPATIBLE_CHAIN", node) is None:
+            out.extend(incompatible_chain(snapshot, node, facts))
+        if why_not(shape, "KUBE_PROXY_NO_RULES", node) is None:
+            out.extend(no_rules(snapshot, node, facts))
     return out
+
+
+def _live_rules_elsewhere(facts: NodeFacts, live: str) -> bool:
+    """True when the backend named live has no KUBE-SERVICES in nat while the other one has:
+    then the detection cannot be trusted to call the other backend's rules stale (they may be
+    exactly what the running kube-proxy uses)."""
+    saves = backend_saves(facts)
+    other = "legacy" if live == "nft" else "nft"
+    if saves.get(live) is not None and "nat" in saves[live].incompatible_tables:
+        return False  # present but unreadable: KUBE_PROXY_INCOMPATIBLE_CHAIN says why
+    lt = saves[live].table("nat") if saves.get(live) is not None else None
+    ot = saves[other].table("nat") if saves.get(other) is not None else None
+    return (lt is None or "KUBE-SERVICES" not in lt.chains) and \
+        ot is not None and "KUBE-SERVICES" in ot.chains
 
 
 # -- IPTABLES_BACKEND_CONFLICT -------------------------------------------------------------------
@@ -73,6 +94,8 @@ def backend_conflict(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding
     save = backend_saves(facts)[other]
     if save is None:
         return []
+    if _live_rules_elsewhere(facts, live):
+        return []  # never call stale what the live kube-proxy may be using (see no_rules)
     stale_chains: dict[str, list[str]] = {}
     stale_rules: dict[str, list[str]] = {}
     for tname in ("nat", "filter"):
@@ -155,66 +178,130 @@ def _only_comment(args: tuple[str, ...]) -> bool:
     return not out
 
 
-def _forward_accepts_pod_net(table: Table, pod_net: str) -> tuple[bool, bool, bool]:
-    """(src covered, dst covered, unconditional accept) by ACCEPTs reachable from FORWARD."""
-    net = net_of(pod_net)
+# interfaces pods sit behind, per CNI: an ACCEPT "-i IF" covers traffic from pods, "-o IF" to
+# pods (cilium: lxc+/cilium_host/cilium_net; calico: cali+/vxlan.calico/tunl0; flannel: cni0,
+# flannel.1; kube-router: kube-bridge; weave; antrea)
+POD_IFACE_PREFIXES = ("cali", "lxc", "cilium_", "cni", "cbr", "flannel", "kube-bridge", "weave",
+                      "vxlan.calico", "vxlan-v6.calico", "tunl", "antrea-", "genev", "ovn",
+                      "wireguard.cali", "kube-ipvs")
+# chains a CNI owns; a mark-based ACCEPT there is the CNI's policy verdict (calico: 0x10000 set by
+# its policy chains, "Policy explicitly accepted packet.")
+CNI_CHAIN_PREFIXES = ("cali-", "CILIUM_", "KUBE-ROUTER-", "KUBE-POD-FW-", "ANTREA-", "WEAVE-")
+
+
+def _pod_iface(name: str | None) -> bool:
+    if not name or name.startswith("!"):
+        return False
+    return name.rstrip("+*").startswith(POD_IFACE_PREFIXES) or name.startswith(POD_IFACE_PREFIXES)
+
+
+def _rest(args: tuple[str, ...], skip: tuple[str, ...]) -> list[str]:
+    """args without -j ACCEPT, comments and the options in `skip` (with their values)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-j", "--jump", "--comment") or a in skip:
+            i += 2
+            continue
+        if a == "-m" and i + 1 < len(args) and args[i + 1] in ("comment",):
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _forward_accepts(table: Table, pod_nets: list[str]) -> tuple[bool, bool, bool, list[str]]:
+    """(src covered, dst covered, unconditional, how) by ACCEPTs reachable from FORWARD: by
+    address (-s/-d covering every pod network), by pod interface (-i/-o), or a CNI's mark-based
+    policy ACCEPT."""
+    nets = [n for n in (net_of(p) for p in pod_nets) if n is not None]
     reach = reachable_chains(table, ("FORWARD",))
+    src_nets: set[str] = set()
+    dst_nets: set[str] = set()
     src = dst = uncond = False
+    how: list[str] = []
     for r in table.rules:
         if r.chain not in reach or r.target != "ACCEPT":
             continue
         s, d = r.opt("-s"), r.opt("-d")
-        if _covers(s, net):
-            src = True
-        if _covers(d, net):
-            dst = True
+        for n in nets:
+            if _covers(s, n):
+                src_nets.add(str(n))
+            if _covers(d, n):
+                dst_nets.add(str(n))
         if _only_comment(r.args):
             uncond = True
+            how.append(r.spec)
+            continue
+        i_if, o_if = r.opt("-i"), r.opt("-o")
+        if (_pod_iface(i_if) or _pod_iface(o_if)) and not _rest(r.args, ("-i", "-o", "-s", "-d")):
+            src = src or _pod_iface(i_if)
+            dst = dst or _pod_iface(o_if)
+            how.append(r.spec)
+            continue
+        cni_chain = r.chain.startswith(CNI_CHAIN_PREFIXES) or any(
+            str(x).startswith(("cali:", "cilium")) for x in r.args)
+        if cni_chain and "--mark" in r.args and _rest(r.args, ("--mark",)) in (["-m", "mark"], []):
+            src = dst = True
+            how.append(r.spec)
+    if nets and all(str(n) in src_nets for n in nets):
+        src = True
+    if nets and all(str(n) in dst_nets for n in nets):
+        dst = True
+    return src, dst, uncond, how
+
+
+def _forward_accepts_pod_net(table: Table, pod_net: str) -> tuple[bool, bool, bool]:
+    """(src covered, dst covered, unconditional accept) by ACCEPTs reachable from FORWARD."""
+    src, dst, uncond, _ = _forward_accepts(table, [pod_net])
     return src, dst, uncond
+
+
+_RAW_SECTION = {(4, "legacy"): "legacy_save", (4, "nft"): "nft_save_filter",
+                (6, "legacy"): "ip6_legacy_save", (6, "nft"): "ip6_nft_save_filter"}
 
 
 def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
     out: list[Finding] = []
     live, _ = kube_proxy_backend(facts)
-    pod_net = pod_network(snapshot, facts)
-    for backend, save in backend_saves(facts).items():
-        t = save.table("filter") if save is not None else None
-        if t is None or t.chains.get("FORWARD") != "DROP":
-            continue
-        src, dst, uncond = _forward_accepts_pod_net(t, pod_net)
-        if uncond or (src and dst):
-            continue
-        raw = facts.raw("legacy_save") if backend == "legacy" else facts.raw("nft_save_filter")
-        line = find_line(raw, ":FORWARD DROP") or ":FORWARD DROP"
-        evidence = [f"{save_label(backend, 'filter')}: {line}"]
-        if not (src or dst):
-            evidence.append(f"no ACCEPT for the pod network {pod_net} reachable from FORWARD")
-        else:
-            evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
-        out.append(Finding(
-            code="FORWARD_DROP", severity="error", node=node,
-            title=f"FORWARD policy DROP in the {backend} backend drops pod traffic",
-            evidence=tuple(evidence),
-            explanation=("A forwarded packet must pass the filter FORWARD chain of BOTH iptables "
-                         "backends. Here the " + backend + " backend drops it by policy with no "
-                         "ACCEPT for the pod network, so cross-node pod traffic and NodePorts "
-                         "forwarded to pods die on this node (whichever backend kube-proxy uses: "
-                         + live + ")."),
-            reference=REF_FLANNEL_FWD, step="iptables",
-            data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
-                  "pod_network": pod_net, "kube_proxy_backend": live,
-                  "host_iptables": facts.host_iptables},
-        ))
+    fams = pod_families(snapshot, node)
+    for version in fams:
+        nets = pod_networks(snapshot, facts, version)
+        pod_net = ", ".join(nets)
+        for backend, save in backend_saves(facts, version).items():
+            t = save.table("filter") if save is not None else None
+            if t is None or t.chains.get("FORWARD") != "DROP":
+                continue
+            src, dst, uncond, _how = _forward_accepts(t, nets)
+            if uncond or (src and dst):
+                continue
+            raw = facts.raw(_RAW_SECTION[(version, backend)]) or facts.raw("iptables_save")
+            line = find_line(raw, ":FORWARD DROP") or ":FORWARD DROP"
+            evidence = [f"{save_label(backend, 'filter', version, facts)}: {line}"]
+            if not (src or dst):
+                evidence.append(f"no ACCEPT for the pod network {pod_net} (by address, pod "
+                                "interface or CNI policy mark) reachable from FORWARD")
+            else:
+                evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
+            out.append(_forward_finding(node, backend, version, pod_net, live, facts, evidence))
     rs = facts.nft_ruleset
     if rs is not None:
+        pod_net = pod_networks(snapshot, facts, fams[0])[0] if pod_networks(snapshot, facts, fams[0]) \
+            else ""
         for ch in rs.chains:
             if ch.hook != "forward" or (ch.policy or "").lower() != "drop":
                 continue
             if ch.family in ("ip", "ip6") and ch.table in IPTABLES_NFT_TABLES:
                 continue  # an iptables-nft table: judged above from iptables-nft-save
             rules = rs.rules_in(ch.family, ch.table, ch.name)
-            if _nft_accepts_pod_net(rules, pod_net):
+            vers = [v for v in fams if ch.family in ("inet", "bridge", "netdev")
+                    or (ch.family == "ip") == (v == 4)]
+            if not vers or all(_nft_accepts_pod_net(rules, n) for v in vers
+                               for n in pod_networks(snapshot, facts, v)):
                 continue
+            pod_net = ", ".join(n for v in vers for n in pod_networks(snapshot, facts, v))
             out.append(Finding(
                 code="FORWARD_DROP", severity="error", node=node,
                 title=f"nft chain {ch.family} {ch.table} {ch.name} drops forwarded traffic",
@@ -229,6 +316,28 @@ def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
                       "kube_proxy_backend": live, "host_iptables": facts.host_iptables},
             ))
     return out
+
+
+def _forward_finding(node: str, backend: str, version: int, pod_net: str, live: str,
+                 facts: NodeFacts, evidence: list[str]) -> Finding:
+    ip = "ip6tables" if version == 6 else "iptables"
+    return Finding(
+        code="FORWARD_DROP", severity="error", node=node,
+        title=(f"FORWARD policy DROP in the {backend} backend drops pod traffic"
+               + (" (IPv6, ip6tables)" if version == 6 else "")),
+        evidence=tuple(evidence),
+        explanation=("A forwarded packet must pass the filter FORWARD chain of BOTH iptables "
+                     "backends. Here the " + backend + " backend drops it by policy with no "
+                     "ACCEPT for the pod network, so cross-node pod traffic and NodePorts "
+                     "forwarded to pods die on this node (whichever backend kube-proxy uses: "
+                     + live + ")."),
+        reference=REF_FLANNEL_FWD, step="iptables",
+        data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
+              "pod_network": pod_net, "kube_proxy_backend": live,
+              "host_iptables": facts.host_iptables, "ip_version": version,
+              "binary": f"{ip}-{backend}" if facts.legacy is not None or
+              facts.nft_nat is not None or version == 6 else ip},
+    )
 
 
 def _nft_accepts_pod_net(rules: list[NftRule], pod_net: str) -> bool:
@@ -388,15 +497,23 @@ def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:
 
 
 def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
-    mode = getattr(snapshot, "kube_proxy_mode", None)
+    shape = shape_of(snapshot)
+    mode = shape.proxy_mode(node) if shape is not None else getattr(snapshot, "kube_proxy_mode", None)
     if mode not in (None, "", "iptables"):
         return []
     if facts.kube_proxy_mode and facts.kube_proxy_mode not in ("iptables",):
         return []
+    if shape is None and not (getattr(snapshot, "kube_proxy_pods", None) or facts.kube_proxy_mode
+                              or getattr(snapshot, "kube_proxy_config_found", False)):
+        return []  # no sign of any kube-proxy: nothing to expect rules from
     live, why = kube_proxy_backend(facts)
     save = backend_saves(facts)[live]
     if save is None:
         return []
+    if _live_rules_elsewhere(facts, live):
+        other = "legacy" if live == "nft" else "nft"
+        why += (f"; but KUBE-SERVICES exists in the {other} backend only: kube-proxy may be "
+                f"programming {other}")
     if "nat" in save.incompatible_tables:
         return []  # KUBE_PROXY_INCOMPATIBLE_CHAIN says why
     nat = save.table("nat")
@@ -411,6 +528,9 @@ def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
     evidence = [f"{label}: no chain {', '.join(missing)} in *nat",
                 f"kube-proxy backend {live} ({why})"]
     evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    if pod is not None and pod.mirror:
+        evidence.append(f"kube-proxy on this node is a static pod ({pod.ref}, a mirror pod): "
+                        "deleting it restarts nothing")
     return [Finding(
         code="KUBE_PROXY_NO_RULES", severity="error", node=node,
         title="kube-proxy has programmed no Service/NodePort rules on this node",
@@ -424,5 +544,17 @@ def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
               "proxy_mode": facts.kube_proxy_mode or mode,
               "pod": pod.name if pod else None,
               "namespace": pod.namespace if pod else "kube-system",
-              "daemonset": "kube-proxy"},
+              "daemonset": _kp_daemonset(snapshot, pod),
+              "static": bool(pod is not None and pod.mirror),
+              "kube_proxy": shape.kube_proxy if shape is not None else None},
     )]
+
+
+def _kp_daemonset(snapshot: Any, pod: Any) -> str | None:
+    """The kube-proxy DaemonSet's name (None for static pods / no DaemonSet)."""
+    if pod is not None and pod.mirror:
+        return None
+    shape = shape_of(snapshot)
+    if shape is not None:
+        return shape.kube_proxy_workload.name if shape.kube_proxy_workload else None
+    return "kube-proxy"

@@ -8,6 +8,7 @@ from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import CLUSTER, Finding
+from clusterfix_tui.core.shape import shape_of, why_not
 
 REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-application/debug-pods/"
 REF_NODE = "https://kubernetes.io/docs/concepts/architecture/nodes/#condition"
@@ -35,7 +36,13 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
                 reference=REF_NODE, step=None,
                 data={"conditions": dict(info.conditions)},
             ))
+    shape = shape_of(snapshot)
     for attr, code, ds, default_ns, label in COMPONENTS:
+        if why_not(shape, code) is not None:
+            continue  # no such pods on this shape (embedded, absent, another CNI)
+        ref = _workload(shape, attr)
+        if ref is not None:
+            ds, default_ns = ref.name, ref.namespace
         by_node = getattr(snapshot, attr, {}) or {}
         present = any(by_node.values())
         for name in sorted(nodes):
@@ -49,13 +56,27 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
                         explanation=f"Every node needs its {label} DaemonSet pod.",
                         reference=REF_DEBUG, step="pods",
                         data={"namespace": default_ns, "pod": None, "phase": None,
-                              "reason": "missing", "daemonset": ds},
+                              "reason": "missing", "daemonset": ds, "component": _comp(code)},
                     ))
                 continue
             for p in pods:
-                out.extend(_pod_findings(p, code, ds, label))
+                out.extend(_pod_findings(p, code, None if p.mirror else ds, label))
     out.extend(_probe_no_route(snapshot))
     return out
+
+
+def _comp(code: str) -> str:
+    return "kube_proxy" if code.startswith("KUBE_PROXY") else "flannel"
+
+
+def _workload(shape: Any, attr: str) -> Any:
+    """The DaemonSet (core.shape.WorkloadRef) that owns the component's pods, if known."""
+    if shape is None:
+        return None
+    if attr == "kube_proxy_pods":
+        return shape.kube_proxy_workload
+    fl = shape.flannel
+    return fl.daemonset if fl is not None else None
 
 
 def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
@@ -82,7 +103,7 @@ def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
                   "restart_count": p.restart_count, "reason": p.waiting_reason,
                   "last_message": p.last_termination_message, "log_tail": tail[-20:],
                   "previous_log_tail": list(p.previous_log_tail)[-20:],
-                  "daemonset": ds},
+                  "daemonset": ds, "static": p.mirror, "component": _comp(code)},
         )]
     if p.phase != "Running" or not p.ready:
         return [Finding(
@@ -94,7 +115,8 @@ def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
             explanation=f"The node's {label} pod is not running and ready.",
             reference=REF_DEBUG, step="pods",
             data={"namespace": p.namespace, "pod": p.name, "phase": p.phase,
-                  "reason": p.waiting_reason or p.phase, "daemonset": ds},
+                  "reason": p.waiting_reason or p.phase, "daemonset": ds, "static": p.mirror,
+                  "component": _comp(code)},
         )]
     return []
 

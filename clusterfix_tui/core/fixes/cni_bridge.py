@@ -29,6 +29,7 @@ from clusterfix_tui.core.fixes.engine import (
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.shape import scoped_findings, shape_of
 
 CODES = (
     "CNI_BRIDGE_CONFLICT",
@@ -96,12 +97,24 @@ class CniBridgeStep:
     title = "CNI bridge and flannel state"
     runbook_helper = "fix_cni_bridge_conflict.sh"
 
+    # acts only where its findings apply: flannel (vxlan for the FLANNEL_* codes); on any other
+    # CNI it offers nothing (core.shape.SCOPES), and never touches another CNI's devices
+    applies_to = CODES
+
     def plan(self, diagnosis: Any) -> Plan:
-        findings = engine.findings_for(diagnosis, CODES)
+        findings, scope_notes = scoped_findings(diagnosis, engine.findings_for(diagnosis, CODES))
+        shape = shape_of(diagnosis)
+        if shape is not None and shape.cni != "flannel":
+            scope_notes.insert(0, f"CNI repair is not offered: the CNI is "
+                                  f"{shape.cni_detail or shape.cni} (this step repairs flannel only)")
         if not findings:
-            return engine.nothing_to_do(
+            plan = engine.nothing_to_do(
                 self, "no CNI / flannel findings: bridges, routes, VTEP entries and conflists "
                 "agree with the nodes' podCIDRs")
+            if scope_notes:
+                plan = Plan(step=plan.step, title=plan.title, findings=plan.findings,
+                            actions=plan.actions, notes=tuple(plan.notes) + tuple(scope_notes))
+            return plan
         stamp = engine.plan_stamp()
         bdir = backup_dir(self.name, stamp)
         by_node: dict[str, list[Finding]] = {}
@@ -118,6 +131,7 @@ class CniBridgeStep:
                 restart_nodes.append(node)
         if restart_nodes:
             notes.insert(0, "WARNING: " + WARNING.format(nodes=", ".join(restart_nodes)))
+        notes.extend(scope_notes)
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
                     actions=tuple(actions), notes=tuple(notes))
 
@@ -142,6 +156,27 @@ class CniBridgeStep:
                           kind="shell", command=cmd, why=why)
 
         codes = tuple(sorted({f.code for f in findings}))
+        fl = getattr(shape_of(diagnosis), "flannel", None)
+        embedded = fl is not None and fl.deployment == "embedded"
+        if embedded:
+            # flannel runs inside k3s/RKE2: no pod to restart. Only what needs no restart
+            # (fdb/neigh entries, missing routes) is planned; the rest is said, not done.
+            needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
+                                                               "FLANNEL_STALE_SUBNET")
+                             or (f.code == "FLANNEL_MISSING_ROUTE"
+                                 and (f.data or {}).get("wrong_route_get"))]
+            if needs_restart:
+                unit = "rke2-agent (rke2-server on servers)" if fl.distribution == "rke2" else \
+                    "k3s-agent (k3s on servers)"
+                notes.append(
+                    f"{node}: flannel is embedded in {fl.distribution or 'the distribution'}: "
+                    f"{', '.join(sorted({f.code for f in needs_restart}))} need(s) flannel "
+                    f"restarted, which means restarting {unit} on the node (`systemctl restart "
+                    "<unit>`; running pods keep running). Not planned: nothing is removed "
+                    "that only a flannel restart would recreate.")
+                findings = [f for f in findings if f not in needs_restart]
+            if not findings:
+                return [], notes, False
         add(
             "snapshot",
             kind="shell",
@@ -149,8 +184,10 @@ class CniBridgeStep:
             command=(
                 f"mkdir -p -m 700 {q(nbdir)}; "
                 "echo '### ip -d link'; ip -d link show; echo '### ip addr'; ip addr show; "
-                "echo '### ip route'; ip route show; echo '### ip neigh'; ip neigh show; "
+                "echo '### ip route'; ip route show; echo '### ip -6 route'; ip -6 route show; "
+                "echo '### ip neigh'; ip neigh show; "
                 "echo '### bridge fdb flannel.1'; bridge fdb show dev flannel.1 2>&1; "
+                "echo '### bridge fdb flannel-v6.1'; bridge fdb show dev flannel-v6.1 2>&1; "
                 f"echo '### {CNI_DIR}'; ls -la {q(CNI_DIR)} 2>&1; "
                 f"for f in {q(CNI_DIR)}/*; do [ -f \"$f\" ] && echo \"### $f\" && cat \"$f\"; "
                 "done; true"

@@ -36,6 +36,7 @@ from clusterfix_tui.core.fixes.engine import (
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.shape import node_iptables_kind, scoped_findings
 
 CODES = (
     "IPTABLES_BACKEND_CONFLICT",
@@ -43,6 +44,9 @@ CODES = (
     "KUBE_PROXY_INCOMPATIBLE_CHAIN",
 )
 BACKENDS = ("legacy", "nft")
+# the binaries a FORWARD policy is set with (from the finding's data, checked against this list)
+FORWARD_BINARIES = ("iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6tables-nft",
+                    "iptables", "ip6tables")
 # lines of an iptables-save table that belong to kube-proxy: its chains, their rules, jumps to them
 KUBE_LINES_RE = r"^(:KUBE-|-A KUBE-)|-[jg] KUBE-"
 
@@ -158,12 +162,20 @@ class IptablesStep:
     title = "iptables / nftables compatibility"
     runbook_helper = "fix_iptables_compatibility.sh"
 
+    # the shapes this step acts on: those of its findings (core.shape.SCOPES); FORWARD_DROP is
+    # host-level (every shape), on iptables without -legacy/-nft variants with the plain binary
+    applies_to = CODES
+
     def plan(self, diagnosis: Any) -> Plan:
-        findings = engine.findings_for(diagnosis, CODES)
+        findings, scope_notes = scoped_findings(diagnosis, engine.findings_for(diagnosis, CODES))
         if not findings:
-            return engine.nothing_to_do(
+            plan = engine.nothing_to_do(
                 self, "no iptables findings: kube-proxy's backend is consistent on every node"
             )
+            if scope_notes:
+                plan = Plan(step=plan.step, title=plan.title, findings=plan.findings,
+                            actions=plan.actions, notes=tuple(plan.notes) + tuple(scope_notes))
+            return plan
         stamp = engine.plan_stamp()
         bdir_all = backup_dir(self.name, stamp)
         actions: list[Action] = []
@@ -175,6 +187,7 @@ class IptablesStep:
             node_actions, node_notes = self._plan_node(diagnosis, node, by_node[node], bdir_all)
             actions.extend(node_actions)
             notes.extend(node_notes)
+        notes.extend(scope_notes)
         if not actions and not notes:
             notes.append("the findings need no change on the nodes")
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
@@ -223,9 +236,13 @@ class IptablesStep:
                                                   "table": d.get("table") or "filter",
                                                   "chain": d.get("chain") or "forward"}, f)
                 elif _backend(b):
+                    binary = str(d.get("binary") or f"iptables-{_backend(b)}")
+                    if binary not in FORWARD_BINARIES:
+                        binary = f"iptables-{_backend(b)}"
                     remember("forward_accept", {"backend": _backend(b),
                                                 "pod_network": str(d.get("pod_network") or ""),
-                                                "chain": str(d.get("accept_chain") or "FORWARD")},
+                                                "chain": str(d.get("accept_chain") or "FORWARD"),
+                                                "binary": binary},
                              f)
                 else:
                     notes.append(f"{node}: FORWARD_DROP without a backend in its data; not planned")
@@ -263,7 +280,8 @@ class IptablesStep:
         fpath, fmode = _alternative_from_facts(diagnosis, node)
         alt_path_now = alt_path_now or fpath
         alt_mode = alt_mode or fmode
-        if kp_backend and alt_now and alt_now != kp_backend:
+        kind_ipt = node_iptables_kind(diagnosis, node)
+        if kp_backend and alt_now and alt_now != kp_backend and kind_ipt in ("both", "unknown"):
             first = findings[0]
             remember("alternative", {"to": kp_backend, "from": alt_now}, first)
 
@@ -280,12 +298,21 @@ class IptablesStep:
             actions.append(FixAction(id=action_id(self.name, node, n), target=node, **kw))
 
         all_codes = tuple(sorted({f.code for f in findings}))
+        v6 = any(str(p.get("binary", "")).startswith("ip6") for _k, p in steps)
+        if kind_ipt == "single":  # no -legacy/-nft variants: the one iptables-save
+            saves = f"iptables-save > {q(nbdir + '/iptables.rules')} && "
+            if v6:
+                saves += f"ip6tables-save > {q(nbdir + '/ip6tables.rules')} && "
+        else:
+            saves = (f"iptables-legacy-save > {q(nbdir + '/legacy.rules')} && "
+                     f"iptables-nft-save > {q(nbdir + '/nft.rules')} && ")
+            if v6:
+                saves += (f"{{ ip6tables-legacy-save > {q(nbdir + '/ip6-legacy.rules')} || true; }} && "
+                          f"{{ ip6tables-nft-save > {q(nbdir + '/ip6-nft.rules')} || true; }} && ")
         add(
             kind="shell",
             command=(
-                f"mkdir -p -m 700 {q(nbdir)} && "
-                f"iptables-legacy-save > {q(nbdir + '/legacy.rules')} && "
-                f"iptables-nft-save > {q(nbdir + '/nft.rules')} && "
+                f"mkdir -p -m 700 {q(nbdir)} && " + saves +
                 f"{{ nft -a list ruleset > {q(nbdir + '/nft.ruleset')} || true; }} && "
                 f"{{ readlink -f /etc/alternatives/iptables > {q(nbdir + '/iptables.alternative')}"
                 " || true; }"
@@ -331,8 +358,9 @@ class IptablesStep:
                 restart_needed = True
             elif kind == "forward_accept":
                 b, pod_net, chain = p["backend"], p.get("pod_network") or "", p.get("chain")
+                binary = p.get("binary") or f"iptables-{b}"
                 chain = chain if chain in ("FORWARD", "DOCKER-USER") else "FORWARD"
-                tool = f"iptables-{b} -w 5 -t filter"
+                tool = f"{binary} -w 5 -t filter"
                 if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", pod_net):
                     # default: accept the pod network (source and destination) ahead of the
                     # DROP policy, which stays (docker hosts: in DOCKER-USER, where docker
@@ -377,7 +405,7 @@ class IptablesStep:
                 ident = opt_in_id(self.name, node, f"forward-policy-{b}")
                 actions.append(FixAction(
                     id=ident, target=node, kind="shell",
-                    command=f"iptables-{b} -w 5 -P FORWARD ACCEPT",
+                    command=f"{binary} -w 5 -P FORWARD ACCEPT",
                     why=f"(opt-in alternative to the narrow ACCEPTs) set the FORWARD policy of "
                         f"the {b} backend to ACCEPT",
                     finding_codes=codes, opt_in=True,
@@ -385,7 +413,7 @@ class IptablesStep:
                          "docker host this removes docker's isolation, and dockerd sets DROP "
                          "again when it restarts)",
                     rollback=Action(id=ident + ":rollback", target=node, kind="shell",
-                                    command=f"iptables-{b} -w 5 -P FORWARD DROP",
+                                    command=f"{binary} -w 5 -P FORWARD DROP",
                                     why=f"put the {b} FORWARD policy back to DROP"),
                     change={"what": f"{b} filter FORWARD policy", "before": "DROP",
                             "after": "ACCEPT"},

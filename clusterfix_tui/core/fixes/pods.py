@@ -22,6 +22,7 @@ from typing import Any
 from clusterfix_tui.core.fixes import engine, preconditions
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
+from clusterfix_tui.core.shape import scoped_findings, shape_of
 
 CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flannel",
                "KUBE_PROXY_NO_RULES": "kube_proxy"}
@@ -34,6 +35,12 @@ WAIT_TIMEOUT = 120.0
 
 
 def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str, str]:
+    shape = shape_of(diagnosis)
+    if shape is not None:  # the DaemonSet that owns the pods (found by image/labels, any namespace)
+        ref = shape.kube_proxy_workload if component == "kube_proxy" else (
+            shape.flannel.daemonset if shape.flannel is not None else None)
+        if ref is not None:
+            return ref.namespace, ref.name
     for f in findings:
         d = f.data or {}
         ns = d.get("namespace")
@@ -62,6 +69,8 @@ def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str
 
 def _component_of(f: Finding) -> str | None:
     d = f.data or {}
+    if d.get("component") in ("kube_proxy", "flannel"):
+        return str(d["component"])
     text = f"{d.get('daemonset') or ''} {d.get('pod') or ''}"
     if "kube-proxy" in text:
         return "kube_proxy"
@@ -95,18 +104,45 @@ class PodsStep:
     title = "Remaining pod issues (kube-proxy, flannel, probes)"
     runbook_helper = "fix_remaining_pod_issues.sh"
 
+    # pods only through their owner (a DaemonSet, by its UID); mirror pods of static pods are
+    # never deleted; embedded components (k3s) have no pods: said, not done
+    applies_to = CODES
+
     def plan(self, diagnosis: Any) -> Plan:
-        findings = engine.findings_for(diagnosis, CODES)
+        findings, scope_notes = scoped_findings(diagnosis, engine.findings_for(diagnosis, CODES))
         if not findings:
-            return engine.nothing_to_do(
+            plan = engine.nothing_to_do(
                 self, "no crash-looping kube-proxy / flannel pods and no probe failures")
+            if scope_notes:
+                plan = Plan(step=plan.step, title=plan.title, findings=plan.findings,
+                            actions=plan.actions, notes=tuple(plan.notes) + tuple(scope_notes))
+            return plan
         actions: list[Action] = []
-        notes: list[str] = []
+        notes: list[str] = list(scope_notes)
         n_cluster = 0
+        shape = shape_of(diagnosis)
         for component in ("kube_proxy", "flannel"):
             fs = [f for f in findings if CRASH_CODES.get(f.code) == component
                   or (f.code == NOT_RUNNING and _component_of(f) == component
                       and (f.data or {}).get("pod"))]
+            # static (mirror) pods: deleting the API copy restarts nothing
+            static = [f for f in fs if _is_static(diagnosis, component, f)]
+            fs = [f for f in fs if f not in static]
+            for f in static:
+                a = self._static_restart(diagnosis, f, len(actions) + 1)
+                if a is not None and a.id not in {x.id for x in actions}:
+                    actions.append(a)
+                elif a is None:
+                    notes.append(_static_note(diagnosis, f))
+            form = (shape.kube_proxy if component == "kube_proxy" else
+                    (shape.flannel.deployment if shape is not None and shape.flannel else None)) \
+                if shape is not None else None
+            if fs and form == "embedded":
+                for f in fs:
+                    notes.append(f"{f.node}: {component.replace('_', '-')} is embedded in "
+                                 f"{shape.distribution if shape else 'the distribution'}: no pod "
+                                 "to restart; restart the k3s / rke2 service on the node")
+                fs = []
             for f in findings:
                 if f.code == NOT_RUNNING and _component_of(f) == component \
                         and not (f.data or {}).get("pod"):
@@ -118,7 +154,10 @@ class PodsStep:
             nodes = sorted({f.node for f in fs})
             ns, ds = _ds_of(diagnosis, component, fs)
             label = component.replace("_", "-")
-            if len(nodes) > 1 or CLUSTER in nodes:
+            has_ds = shape is None or (
+                shape.kube_proxy == "daemonset" if component == "kube_proxy" else
+                (shape.flannel is not None and shape.flannel.daemonset is not None))
+            if (len(nodes) > 1 or CLUSTER in nodes) and has_ds:
                 n_cluster += 1
                 actions.append(engine.restart_daemonset_action(
                     action_id(self.name, CLUSTER, n_cluster), ns, ds,
@@ -129,10 +168,9 @@ class PodsStep:
             else:
                 node = nodes[0]
                 f0 = fs[0].data or {}
-                pod = (f0.get("namespace") or ns, f0["pod"]) if f0.get("pod") else \
-                    engine.node_pod(diagnosis, component, node)
+                pod = _owned_pod(diagnosis, component, node, f0)
                 if pod is None:
-                    notes.append(f"{node}: no {label} pod found to restart")
+                    notes.append(f"{node}: no {label} pod owned by its DaemonSet found to restart")
                     continue
                 actions.append(engine.delete_pod_action(
                     action_id(self.name, node, 1 if component == "kube_proxy" else 2),
@@ -160,6 +198,30 @@ class PodsStep:
             notes.append("nothing to restart")
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
                     actions=tuple(actions), notes=tuple(notes))
+
+    def _static_restart(self, diagnosis: Any, f: Finding, n: int) -> FixAction | None:
+        """kube-proxy as a static pod on a kubeadm node with crictl: stop its container (the
+        kubelet starts it again, as for any static pod). Otherwise None (a note says how)."""
+        shape = shape_of(diagnosis)
+        ns = shape.nodes.get(f.node) if shape is not None else None
+        facts = (getattr(diagnosis, "facts", None) or {}).get(f.node)
+        if ns is None or ns.distribution != "kubeadm" or facts is None or \
+                "crictl" not in (getattr(facts, "binaries", None) or {}) or \
+                _component_of(f) != "kube_proxy":
+            return None
+        return FixAction(
+            id=action_id(self.name, f.node, 3), target=f.node, kind="shell",
+            command=("ids=$(crictl ps -q --name '^kube-proxy$') && [ -n \"$ids\" ] && "
+                     "crictl stop $ids"),
+            why=f"kube-proxy on {f.node} is a static pod (mirror pod "
+                f"{(f.data or {}).get('namespace')}/{(f.data or {}).get('pod')}): deleting the "
+                "mirror restarts nothing; stopping its container makes the kubelet start it again",
+            finding_codes=(f.code,),
+            risk="kube-proxy on this node restarts; Services keep working from the existing rules",
+            rollback_note="a restarted container is not rolled back: the kubelet restarts it",
+            change={"what": f"static kube-proxy container on {f.node}", "before": "running",
+                    "after": "restarted by the kubelet"},
+        )
 
     def gather(self, api: Any, diagnosis: Any) -> dict[str, Any]:
         """Read-only look-ups plan() needs beyond the diagnosis (the session calls it before
@@ -355,6 +417,52 @@ def wait_for_components(
     for b in bad:
         b.pop("pod", None)
     return bad
+
+
+def _is_static(diagnosis: Any, component: str, f: Finding) -> bool:
+    d = f.data or {}
+    if d.get("static"):
+        return True
+    snap = getattr(diagnosis, "snapshot", None)
+    for p in (getattr(snap, f"{component}_pods", None) or {}).get(f.node, []) or []:
+        if getattr(p, "mirror", False) and (not d.get("pod") or p.name == d.get("pod")):
+            return True
+    return False
+
+
+def _owned_pod(diagnosis: Any, component: str, node: str, data: dict[str, Any]
+               ) -> tuple[str, str] | None:
+    """(namespace, name) of the component's pod on `node` as the snapshot found it through its
+    DaemonSet's ownerReference; never a mirror pod, never a pod merely named like it."""
+    snap = getattr(diagnosis, "snapshot", None)
+    pods = (getattr(snap, f"{component}_pods", None) or {}).get(node, []) if snap is not None else []
+    if pods:
+        want = data.get("pod")
+        for p in pods:
+            if getattr(p, "mirror", False):
+                continue
+            if want is None or p.name == want:
+                return p.namespace, p.name
+        return None
+    if snap is not None and hasattr(snap, "daemonsets"):
+        return None  # a real snapshot found no owned pod: do not guess by name
+    # test doubles without a snapshot of pods: the finding's own pod
+    if data.get("pod"):
+        return str(data.get("namespace") or DEFAULT_DS[component][0]), str(data["pod"])
+    return engine.node_pod(diagnosis, component, node)
+
+
+def _static_note(diagnosis: Any, f: Finding) -> str:
+    shape = shape_of(diagnosis)
+    ns = shape.nodes.get(f.node) if shape is not None else None
+    d = f.data or {}
+    where = ("/var/lib/rancher/rke2/agent/pod-manifests/kube-proxy.yaml"
+             if ns is not None and ns.distribution == "rke2"
+             else "/etc/kubernetes/manifests/kube-proxy.yaml")
+    return (f"{f.node}: {d.get('namespace')}/{d.get('pod')} is the mirror of a static pod: "
+            "deleting it restarts nothing, so it is not deleted. Restart it on the node: "
+            f"`crictl stop` its container (the kubelet restarts it), or move {where} out of the "
+            "manifests directory and back")
 
 
 STEP = PodsStep()
