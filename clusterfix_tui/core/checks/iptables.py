@@ -72,10 +72,11 @@ def _live_rules_elsewhere(facts: NodeFacts, live: str) -> bool:
     exactly what the running kube-proxy uses)."""
     saves = backend_saves(facts)
     other = "legacy" if live == "nft" else "nft"
-    if saves.get(live) is not None and "nat" in saves[live].incompatible_tables:
+    ls, os_ = saves.get(live), saves.get(other)
+    if ls is not None and "nat" in ls.incompatible_tables:
         return False  # present but unreadable: KUBE_PROXY_INCOMPATIBLE_CHAIN says why
-    lt = saves[live].table("nat") if saves.get(live) is not None else None
-    ot = saves[other].table("nat") if saves.get(other) is not None else None
+    lt = ls.table("nat") if ls is not None else None
+    ot = os_.table("nat") if os_ is not None else None
     return (lt is None or "KUBE-SERVICES" not in lt.chains) and \
         ot is not None and "KUBE-SERVICES" in ot.chains
 
@@ -285,7 +286,7 @@ def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
                                 "interface or CNI policy mark) reachable from FORWARD")
             else:
                 evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
-            out.append(_forward_finding(node, backend, version, pod_net, live, facts, evidence))
+            out.append(_forward_finding(node, backend, version, nets, live, facts, evidence))
     rs = facts.nft_ruleset
     if rs is not None:
         pod_net = pod_networks(snapshot, facts, fams[0])[0] if pod_networks(snapshot, facts, fams[0]) \
@@ -318,9 +319,10 @@ def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
     return out
 
 
-def _forward_finding(node: str, backend: str, version: int, pod_net: str, live: str,
-                 facts: NodeFacts, evidence: list[str]) -> Finding:
+def _forward_finding(node: str, backend: str, version: int, nets: list[str], live: str,
+                     facts: NodeFacts, evidence: list[str]) -> Finding:
     ip = "ip6tables" if version == 6 else "iptables"
+    pod_net = nets[0] if nets else ""
     return Finding(
         code="FORWARD_DROP", severity="error", node=node,
         title=(f"FORWARD policy DROP in the {backend} backend drops pod traffic"
@@ -333,7 +335,7 @@ def _forward_finding(node: str, backend: str, version: int, pod_net: str, live: 
                      + live + ")."),
         reference=REF_FLANNEL_FWD, step="iptables",
         data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
-              "pod_network": pod_net, "kube_proxy_backend": live,
+              "pod_network": pod_net, "pod_networks": list(nets), "kube_proxy_backend": live,
               "host_iptables": facts.host_iptables, "ip_version": version,
               "binary": f"{ip}-{backend}" if facts.legacy is not None or
               facts.nft_nat is not None or version == 6 else ip},

@@ -79,7 +79,7 @@ def _workload(shape: Any, attr: str) -> Any:
     return fl.daemonset if fl is not None else None
 
 
-def _pod_findings(p: Any, code: str, ds: str, label: str) -> list[Finding]:
+def _pod_findings(p: Any, code: str, ds: str | None, label: str) -> list[Finding]:
     node = p.node or CLUSTER
     crash = p.waiting_reason in CRASH_REASONS or (p.waiting_reason is None and p.phase == "Running"
                                                   and not p.ready and p.restart_count > 2)

@@ -157,8 +157,7 @@ class CniBridgeStep:
 
         codes = tuple(sorted({f.code for f in findings}))
         fl = getattr(shape_of(diagnosis), "flannel", None)
-        embedded = fl is not None and fl.deployment == "embedded"
-        if embedded:
+        if fl is not None and fl.deployment == "embedded":
             # flannel runs inside k3s/RKE2: no pod to restart. Only what needs no restart
             # (fdb/neigh entries, missing routes) is planned; the rest is said, not done.
             needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
