@@ -209,3 +209,61 @@ def test_fix_on_a_node_whose_sshd_is_down(lab) -> None:
         assert {"node-1", "node-3"} <= ran
     finally:
         lab.start_sshd("node-1")
+
+
+# -- a node left out never makes a session healthy or fixed ---------------------------------------
+
+
+def test_verdict_is_incomplete_when_a_node_was_left_out() -> None:
+    from clusterfix_tui.core.record import replay, verdict_of
+
+    def events(left_out: bool) -> list[dict]:
+        evs = [{"seq": 1, "type": "session_start", "session_id": "s", "mode": "headless",
+                "cluster": {"context": "c", "server": "https://x", "version": "v",
+                            "node_count": 2}},
+               {"seq": 2, "type": "diagnosis", "phase": "before", "findings": [], "nodes": {}}]
+        if left_out:
+            evs.append({"seq": 3, "type": "node_left_out", "node": "node-2",
+                        "reason": "unreachable: connection refused"})
+        evs.append({"seq": 4, "type": "validation", "phase": "after", "results": [
+            {"name": "node-ready", "target": "node-1", "passed": True, "detail": "Ready",
+             "fix_step": None}]})
+        return evs
+
+    assert verdict_of(replay(events(False))) == "healthy"
+    rec = replay(events(True))
+    assert verdict_of(rec) == "incomplete"
+    assert rec.summary()["nodes_not_diagnosed"] == ["node-2"]
+    assert verdict_of(rec, aborted=True) == "aborted"
+
+
+lab_left_out = lab_fixture(nodes=3, faults="none", name="lab_left_out")
+
+
+@pytest.mark.lab
+def test_fix_with_an_unreachable_broken_node_is_incomplete(lab_left_out, tmp_path: Path) -> None:
+    import subprocess
+
+    lab = lab_left_out
+    lab.inject("ip-forward-off", "node-2")
+    lab.stop_sshd("node-2")
+    journal = tmp_path / "j.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-m", "clusterfix_tui", "fix", "--yes", "--lab-dir", str(lab.dir),
+         "--no-local", "--journal", str(journal), "--wait", "10"],
+        capture_output=True, text=True, timeout=400, cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": REPO})
+    assert r.returncode == 3, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "INCOMPLETE: 1 node(s) not diagnosed: node-2" in r.stderr
+    evs = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
+    end = [e for e in evs if e["type"] == "session_end"][-1]
+    assert end["verdict"] == "incomplete" and end["summary"]["nodes_not_diagnosed"] == ["node-2"]
+    after = [e for e in evs if e["type"] == "validation" and e["phase"] == "after"][-1]["results"]
+    mine = {r["name"]: r for r in after if r["target"] == "node-2"
+            or r["target"].endswith("@node-2")}
+    # the checks that need no SSH still ran for the left-out node, and say what is broken
+    assert mine["node-ready"]["passed"] is True
+    assert mine["nodeport"]["passed"] is False, mine
+    assert mine["node-shell"]["passed"] is False
+    # nothing ran on the node the session could not see
+    assert not any(e["type"] == "command_start" and e["node"] == "node-2" for e in evs)

@@ -212,13 +212,28 @@ class SessionRecord:
             "counts": self.counts(),
             "checks_failed": [f"{r['name']}@{r['target']}" for r in (val or ()) if not r["passed"]],
             "checks_passed": sum(1 for r in (val or ()) if r["passed"]),
+            "nodes_not_diagnosed": self.not_diagnosed(),
         }
+
+    def not_diagnosed(self) -> list[str]:
+        """Nodes left out of the session (not reached over SSH, or left out by the user): what
+        the session says about the cluster does not cover them."""
+        return sorted({e["node"] for e in self.left_out if e.get("node")})
 
 
 def verdict_of(record: SessionRecord, aborted: bool = False) -> str:
-    """The verdict of a session about to end, from its record."""
+    """The verdict of a session about to end, from its record. A session that left a node out
+    is "incomplete" whatever it did elsewhere: it never calls a cluster healthy or fixed that it
+    did not see whole (record.summary() says which nodes)."""
     if aborted:
         return "aborted"
+    verdict = _verdict_of_what_was_seen(record)
+    if record.not_diagnosed() and verdict != "aborted":
+        return "incomplete"
+    return verdict
+
+
+def _verdict_of_what_was_seen(record: SessionRecord) -> str:
     before = record.findings["before"]
     if not record.diagnoses and record.validation["after"] is None:
         return "aborted"  # never got as far as a diagnosis
@@ -439,6 +454,8 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
             validation[phase] = [_check(r) for r in (ev.get("results") or ())]
         elif t == "note":
             notes.append({"at": _s(ts) or None, "text": _s(ev.get("text"))})
+            if ev.get("local_node"):  # the node this ran on: read without SSH
+                cluster["local_node"] = _s(ev.get("local_node"))
         elif t == "error":
             errors.append({"at": _s(ts) or None, "message": _s(ev.get("message")),
                            "where": _s(ev.get("where"))})

@@ -40,6 +40,8 @@ VERDICT_TEXT = {
     "partially-fixed": "PARTIALLY FIXED: some problems remain",
     "still-broken": "STILL BROKEN: validation still fails",
     "aborted": "ABORTED: the session was stopped before it finished",
+    "incomplete": "INCOMPLETE: node(s) were not diagnosed, so the cluster cannot be called "
+                  "healthy or fixed",
     "interrupted": "INTERRUPTED: the session died before it finished (no session_end in the journal)",
     "dry-run": "DRY RUN: nothing was changed",
     "unknown": "UNKNOWN: the journal does not say how the session ended",
@@ -377,6 +379,9 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{md_code(cl['server'] or '?', True)} |")
     L.append(f"| Kubernetes | {_md_cell(cl['version'] or '?')}, "
              f"{cl['node_count'] if cl['node_count'] is not None else '?'} node(s) |")
+    if cl.get("local_node"):
+        L.append(f"| Local node | {md_code(cl['local_node'], True)} (the tool ran on it: read and "
+                 f"repaired without SSH) |")
     L.append(f"| Run by | {md_code(s['user'] or '?', True)} on {md_code(s['host'] or '?', True)} |")
     L.append(f"| When | {_md_cell(s['started_at'] or '?')} to "
              f"{_md_cell(s['ended_at'] or 'no end recorded')} |")
@@ -607,6 +612,8 @@ def render_html(report: dict[str, Any]) -> str:
         ("Cluster context", cl["context"] or "?"), ("API server", cl["server"] or "?"),
         ("Kubernetes", cl["version"] or "?"),
         ("Nodes", cl["node_count"] if cl["node_count"] is not None else "?"),
+        *([("Local node", f"{cl['local_node']} (the tool ran on it: read and repaired "
+                          "without SSH)")] if cl.get("local_node") else []),
         ("Run by", f"{s['user'] or '?'} on {s['host'] or '?'}"),
         ("When", f"{s['started_at'] or '?'} to {s['ended_at'] or 'no end recorded'}"),
         ("Tool", f"clusterfix-tui {s['tool_version'] or '?'}"), ("Mode", _mode(s)),

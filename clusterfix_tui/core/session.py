@@ -36,10 +36,11 @@ class NodeConn:
     state: str  # one of CONN_STATES
     detail: str = ""
     host_key: str | None = None  # "ssh-ed25519 SHA256:..." when state is host-key-unknown/changed
+    transport: str = "ssh"  # "local": the node this runs on, read without SSH
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "address": self.address, "state": self.state,
-                "detail": self.detail, "host_key": self.host_key}
+                "detail": self.detail, "host_key": self.host_key, "transport": self.transport}
 
 
 def _internal_ip(node: dict[str, Any]) -> str | None:
@@ -137,6 +138,9 @@ class RepairSession:
             info["version"] = None
             info["version_error"] = str(exc)
         info["node_count"] = len(self.api.list_nodes())
+        if desc.get("kubeconfig"):
+            info["kubeconfig"] = desc.get("kubeconfig")
+            info["kubeconfig_source"] = desc.get("kubeconfig_source")
         self._cluster = info
         return info
 
@@ -184,7 +188,13 @@ class RepairSession:
                 state = "sudo-password" if "password" in detail.lower() else "error"
                 return NodeConn(name, addr, state, detail)
             self._host_key_errors.pop(name, None)
-            return NodeConn(name, addr, "connected", "")
+            transport = getattr(shell, "transport", "ssh")
+            if transport == "local":
+                why = getattr(self.shells, "local_reason", "") or ""
+                self.journal.write("note", text=f"node {name} is the machine this runs on: read "
+                                   f"and repaired locally, not over SSH ({why or 'local'})",
+                                   local_node=name)
+            return NodeConn(name, addr, "connected", "", transport=transport)
         except Exception as exc:  # noqa: BLE001
             state, key = _conn_state(exc)
             if state == "host-key-unknown":

@@ -23,6 +23,7 @@ SEVERITY_STYLE = {
 }
 SSH_STATE_STYLE = {
     "connected": "green",
+    "local": "bold green",
     "pending": "dim",
     "auth-failed": "red",
     "unreachable": "red",

@@ -93,6 +93,9 @@ out are named in the report.
                            ("version", "version"), ("nodes", "node_count")):
             text.append(f"{label:>11}  ", style="bold")
             text.append(f"{info.get(key, '?')}\n")
+        if info.get("kubeconfig"):
+            text.append(f"{'kubeconfig':>11}  ", style="bold")
+            text.append(f"{info['kubeconfig']} (from {info.get('kubeconfig_source') or '?'})\n")
         text.append(f"{'API':>11}  ", style="bold")
         text.append("reachable", style="bold green")
         self.query_one("#cluster-info", Static).update(text)
@@ -128,8 +131,11 @@ out are named in the report.
     def _show_conn(self, conn) -> None:
         table = self.query_one("#nodes", DataTable)
         state = "left-out" if conn.node in self.wizard.state.left_out else conn.state
+        detail = str(conn.detail or "")
+        if getattr(conn, "transport", "ssh") == "local" and state == "connected":
+            state, detail = "local", detail or "this machine: read and repaired without SSH"
         cells = (conn.node, str(conn.address or ""), Text(state, style=SSH_STATE_STYLE.get(state, "")),
-                 str(conn.detail or ""))
+                 detail)
         if conn.node in table.rows:
             for key, value in zip(("node", "address", "state", "detail"), cells, strict=False):
                 table.update_cell(conn.node, key, value)

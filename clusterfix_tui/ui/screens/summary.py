@@ -18,7 +18,7 @@ from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import ExportModal
 
 VERDICT_STYLE = {"healthy": "bold green", "fixed": "bold green", "partially-fixed": "bold yellow",
-                 "still-broken": "bold red", "aborted": "bold red"}
+                 "still-broken": "bold red", "aborted": "bold red", "incomplete": "bold red"}
 
 
 class SummaryScreen(WizardScreen):
