@@ -23,6 +23,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "diagnosis",
     "plan",
     "decision",
+    "precheck",
     "command_start",
     "command_end",
     "step_end",

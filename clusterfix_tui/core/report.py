@@ -370,7 +370,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     L.append(
         f"{st['commands']} command(s): {st['ok']} ok, {st['failed']} failed, "
         f"{st['interrupted']} interrupted, {st['dry_run']} dry-run, {st['rollbacks']} rollback; "
-        f"{st['findings_before']} finding(s) before, {len(r['still_failing'])} item(s) still failing."
+        f"{st['findings_before']} finding(s) before, {len(r['still_failing'])} item(s) still failing; "
+        f"{_passes_text(st)}."
     )
     L.append("")
     L.append("| | |")
@@ -486,11 +487,30 @@ def _md_findings(L: list[str], findings: list[dict[str, Any]]) -> None:
             L.append("")
 
 
+def _pass_of(e: dict[str, Any]) -> str:
+    return f" (pass {e['pass_no']})" if e.get("pass_no", 1) > 1 else ""
+
+
+def _passes_text(st: dict[str, Any]) -> str:
+    n = st.get("passes", 0)
+    return f"{n} repair pass{'es' if n != 1 else ''}" + (
+        f", {st['already_done']} action(s) already done" if st.get("already_done") else "") + (
+        f", {st['precheck_skipped']} skipped by their precondition"
+        if st.get("precheck_skipped") else "")
+
+
+def _not_run(e: dict[str, Any]) -> list[dict[str, Any]]:
+    """Actions the engine did not run for a reason worth reading (already done, state changed)."""
+    return [a for a in e.get("action_results") or ()
+            if a["status"] in ("already-done", "skipped") and a["detail"]
+            and a["detail"] != "not approved"]
+
+
 def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:
     status = e["status"].upper()
     kind = " (rollback)" if e["kind"] == "rollback" else ""
     L.append("")
-    L.append(f"### {i}. {md_text(e['step'])}{kind}: {status}")
+    L.append(f"### {i}. {md_text(e['step'])}{kind}{_pass_of(e)}: {status}")
     L.append("")
     L.append(f"_{md_text(e['title'])}_")
     if e["interrupted"]:
@@ -509,6 +529,8 @@ def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:
         L.append(f"Outcome: {md_text(e['outcome_message'])}")
     if e["rollback_status"]:
         L.append(f"Rolled back later: **{md_text(e['rollback_status'])}**")
+    for a in _not_run(e):
+        L.append(f"- `{md_text(a['action_id'])}` {md_text(a['status'])}: {md_text(a['detail'])}")
     p = e["plan"]
     if p:
         L.append("")
@@ -606,7 +628,8 @@ def render_html(report: dict[str, Any]) -> str:
     st = r["stats"]
     w(f"<p>{st['commands']} command(s): {st['ok']} ok, {st['failed']} failed, "
       f"{st['interrupted']} interrupted, {st['dry_run']} dry-run, {st['rollbacks']} rollback; "
-      f"{st['findings_before']} finding(s) before, {len(r['still_failing'])} item(s) still failing.</p>")
+      f"{st['findings_before']} finding(s) before, {len(r['still_failing'])} item(s) still failing; "
+      f"{_h(_passes_text(st))}.</p>")
     w("<table>")
     rows = [
         ("Cluster context", cl["context"] or "?"), ("API server", cl["server"] or "?"),
@@ -709,7 +732,10 @@ def _html_findings(w: Any, findings: list[dict[str, Any]]) -> None:
 
 def _html_step(w: Any, i: int, e: dict[str, Any]) -> None:
     kind = " (rollback)" if e["kind"] == "rollback" else ""
-    w(f'<div class="step"><h3>{i}. {_h(e["step"])}{kind}: {_h(e["status"].upper())}</h3>')
+    w(f'<div class="step"><h3>{i}. {_h(e["step"])}{kind}{_h(_pass_of(e))}: '
+      f'{_h(e["status"].upper())}</h3>')
+    for a in _not_run(e):
+        w(f"<p>{_h(a['action_id'])} {_h(a['status'])}: {_h(a['detail'])}</p>")
     w(f"<p class=\"muted\">{_h(e['title'])}</p>")
     if e["interrupted"]:
         w('<p class="interrupted"><b>INTERRUPTED:</b> this step started and the session ended '
