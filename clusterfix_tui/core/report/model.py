@@ -1,0 +1,134 @@
+"""The report model: `build_report(events)`, a JSON-ready dict (schema report_schema.json)
+over the one journal replay (core/record.py), redacted again and optionally anonymized."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from clusterfix_tui.core.model import STEP_ORDER
+from clusterfix_tui.core.record import _s, replay
+from clusterfix_tui.core.redact import Anonymizer, redact_obj
+from clusterfix_tui.core.report.advice import _still_failing
+
+SCHEMA_VERSION = "1.0"
+
+
+VERDICT_TEXT = {
+    "healthy": "HEALTHY: nothing needed fixing",
+    "fixed": "FIXED: the problems found were repaired and validation passes",
+    "partially-fixed": "PARTIALLY FIXED: some problems remain",
+    "still-broken": "STILL BROKEN: validation still fails",
+    "aborted": "ABORTED: the session was stopped before it finished",
+    "incomplete": "INCOMPLETE: node(s) were not diagnosed, so the cluster cannot be called "
+                  "healthy or fixed",
+    "interrupted": "INTERRUPTED: the session died before it finished (no session_end in the journal)",
+    "dry-run": "DRY RUN: nothing was changed",
+    "unknown": "UNKNOWN: the journal does not say how the session ended",
+}
+
+
+def _prepare(events: Iterable[Any], anonymize: bool) -> tuple[list[dict[str, Any]], Anonymizer | None]:
+    evs = [e for e in events if isinstance(e, dict)]
+    evs = [redact_obj(e) for e in evs]
+    anon = None
+    if anonymize:
+        anon = Anonymizer()
+        anon.learn_events(evs)
+        evs = [anon.obj(e) for e in evs]
+    return evs, anon
+
+
+def build_report(
+    events: Sequence[dict[str, Any]],
+    anonymize: bool = False,
+    *,
+    journal_problems: Sequence[str] = (),
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """The report model (JSON-ready dict, schema core/report_schema.json) from journal events."""
+    from clusterfix_tui import __version__
+
+    evs, anon = _prepare(events, anonymize)
+    problems = [_s(p) for p in journal_problems]
+    if anon is not None:
+        problems = [anon.text(p) for p in redact_obj(problems)]
+
+    rec = replay(evs)
+    session, cluster, left_out = rec.session, rec.cluster, rec.left_out
+    findings, validation, steps = rec.findings, rec.validation, rec.steps
+    notes, errors, comparison = rec.notes, rec.errors, rec.comparison
+    node_summaries, after_diagnosed = rec.node_summaries, rec.after_diagnosed
+    verdict, verdict_raw = rec.verdict, rec.verdict_raw
+    headline = VERDICT_TEXT.get(verdict, verdict.upper()) + rec.headline_suffix
+    summary, summary_data = _summary_text(rec.summary_data), rec.summary_data
+    if not isinstance(summary_data, (dict, list)):
+        summary_data = None
+
+    still = _still_failing(findings, validation, steps, after_diagnosed)
+
+    stats = dict(rec.stats)
+    stats["passes"] = rec.passes
+    if not rec.saw_start:
+        problems.append("the journal has no session_start event: cluster and session details unknown")
+    for t, n in sorted(rec.unknown_types.items()):
+        problems.append(f"{n} event(s) of unknown type {t!r} ignored")
+
+    ran = {e["step"] for e in steps}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": generated_at or _now(),
+        "generator": f"clusterfix-tui {__version__}",
+        "anonymized": bool(anonymize),
+        "verdict": {"value": verdict, "from_journal": verdict_raw, "headline": headline,
+                    "summary": summary, "summary_data": summary_data},
+        "diagnosed_after": after_diagnosed,
+        "session": session,
+        "cluster": cluster,
+        "nodes_left_out": left_out,
+        "node_summaries": node_summaries if isinstance(node_summaries, dict) else {},
+        "findings": findings,
+        "steps": steps,
+        "steps_not_run": [s for s in STEP_ORDER if s not in ran],
+        "validation": {"before": validation["before"], "after": validation["after"],
+                       "comparison": comparison},
+        "still_failing": still,
+        "notes": notes,
+        "errors": errors,
+        "journal_problems": problems,
+        "stats": stats,
+    }
+
+
+def _summary_text(value: Any) -> str:
+    """session_end's summary in one readable line, whether it is a string or a mapping."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}={_summary_value(b)}" for a, b in v.items()) or "none"
+            else:
+                v = _summary_value(v)
+            parts.append(f"{str(k).replace('_', ' ')}: {v}")
+        return "; ".join(parts)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_summary_value(v) for v in value) or "none"
+    return _s(value)
+
+
+def _summary_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_s(x) for x in v) or "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return _s(v)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
