@@ -117,6 +117,9 @@ def test_firewalld_catch_all_reject_through_the_zone_chains() -> None:
     assert ("filter_INPUT", 'udp dport 8472 accept comment "clusterfix: vxlan-in"') in accepts
     assert ("filter_FORWARD", 'ip saddr 10.244.0.0/16 accept comment "clusterfix: pods-forward"') \
         in accepts
+    assert ("filter_FORWARD", 'ip daddr 10.244.0.0/16 accept comment "clusterfix: to-pods-forward"') \
+        in accepts
+    assert len(accepts) == 5
 
 
 def test_docker_forward_drop_with_flannels_accepts_is_fine() -> None:

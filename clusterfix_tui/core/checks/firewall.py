@@ -43,9 +43,9 @@ def iptables_accept_spec(flow: Flow) -> list[str]:
     """The narrow ACCEPT for a flow, as iptables argv after the chain (no -I/-A)."""
     spec: list[str] = []
     if flow.hook == "forward":
-        if flow.saddrs:
+        if flow.accept_on == "saddr" and flow.saddrs:
             spec += ["-s", flow.saddrs[0]]
-        elif flow.daddrs:
+        elif flow.accept_on == "daddr" and flow.daddrs:
             spec += ["-d", flow.daddrs[0]]
     if flow.proto and flow.dports:
         lo, hi = flow.dports
@@ -58,9 +58,9 @@ def nft_accept_expr(flow: Flow, family: str) -> list[str]:
     expr: list[str] = []
     if flow.hook == "forward":
         fam = flow.family
-        if flow.saddrs:
+        if flow.accept_on == "saddr" and flow.saddrs:
             expr += [fam, "saddr", flow.saddrs[0]]
-        elif flow.daddrs:
+        elif flow.accept_on == "daddr" and flow.daddrs:
             expr += [fam, "daddr", flow.daddrs[0]]
     if flow.proto and flow.dports:
         lo, hi = flow.dports

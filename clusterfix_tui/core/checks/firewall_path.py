@@ -52,6 +52,7 @@ class Flow:
     iifs: tuple[str, ...] | None = None  # possible input interfaces; None: any
     oifs: tuple[str, ...] | None = None
     dnat: bool = False  # the packet was DNATed (ct status dnat)
+    accept_on: str = ""  # forward flows: the side the narrow ACCEPT matches ("saddr"/"daddr")
 
     def ports_text(self) -> str:
         if self.dports is None:
@@ -213,9 +214,11 @@ def cluster_flows(snapshot: Any, node: str, facts: Any) -> list[Flow]:
     for cidr in pods:
         f = _fam(cidr)
         flows.append(Flow("pods-forward", "forward", f, f"forwarded pod traffic from {cidr}",
-                          None, None, (cidr,), of(f), pod_side, (*pod_side, *under)))
+                          None, None, (cidr,), of(f), pod_side, (*pod_side, *under),
+                          accept_on="saddr"))
         flows.append(Flow("to-pods-forward", "forward", f, f"forwarded traffic to pods in {cidr}",
-                          None, None, of(f), (cidr,), (*pod_side, *under), pod_side))
+                          None, None, of(f), (cidr,), (*pod_side, *under), pod_side,
+                          accept_on="daddr"))
     return flows
 
 

@@ -361,7 +361,9 @@ class HostNetworkStep:
                 notes.append(f"{node}: nft accept for {flow} lacks family/expression; not planned")
                 return None
             ref = f"{q(fam)} {q(table)} {q(chain)}"
-            want = " ".join(expr)
+            # as `nft list` prints it: a host prefix without its /32 (/128)
+            want = " ".join(re.sub(r"/(?:32|128)$", "", t)
+                            if re.fullmatch(r"[0-9a-fA-F:.]+/\d+", t) else t for t in expr)
             handles = (f"nft -a list chain {ref} | CFX_WANT={q(want)} awk "
                        + q('{ l = $0; sub(/^[ \t]+/, "", l); n = split(l, p, " # handle "); '
                            'if (n == 2 && p[1] == ENVIRON["CFX_WANT"]) print p[2] }'))
@@ -377,8 +379,9 @@ class HostNetworkStep:
                      + (" (firewalld is not running: its table is as it left it; a firewalld "
                         "start/reload rebuilds the table without this rule)"
                         if table == "firewalld" else ""),
-                rollback=rb("", f"for h in $({handles}); do nft delete rule {ref} handle \"$h\"; "
-                                "done",
+                rollback=rb("", f"hs=$({handles}); [ -n \"$hs\" ] || echo "
+                                f"{q('clusterfix: the accept is not there (already removed)')} >&2; "
+                                f"for h in $hs; do nft delete rule {ref} handle \"$h\"; done",
                             f"delete the inserted accept for {flow}: its handle is re-read at "
                             "rollback time from its exact text"),
                 precondition=pre.absent_else_done(
