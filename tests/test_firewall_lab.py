@@ -1,0 +1,141 @@
+"""Issue 13 on a real lab, through the CLI (real SSH, real netfilter in the node namespaces):
+each host-firewall fault is found on its node with the flow it breaks, `fix --yes` makes
+validation green by ADDING accepts (the drop rules and policies stay), rollback removes exactly
+what was added; each healthy look-alike gives no finding and `fix --yes` changes nothing (both
+iptables backends and the nft ruleset compared before and after)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from lab_helpers import lab_fixture
+from test_repair_lab import cli
+
+pytestmark = pytest.mark.lab
+
+lab = lab_fixture(nodes=3, faults="none")
+STATE = {
+    "legacy": "iptables-legacy-save 2>&1 | grep -v '^#'",
+    "nft": "iptables-nft-save 2>&1 | grep -v '^#'",
+    "ruleset": "nft list ruleset 2>&1",
+}
+_COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+")
+# kube-proxy rewrites its service/endpoint rules by itself when readiness changes
+_LIVE = re.compile(r"KUBE-(SVC|SEP|EXT|FW)-|has no endpoints|dnat to|\breject\b.*KUBE|"
+                   r"KUBE-SERVICES.*-d |KUBE-EXTERNAL-SERVICES -[dp] ")
+
+
+def _state(lab, node: str) -> dict[str, str]:
+    out = {}
+    for k, cmd in STATE.items():
+        text = _COUNTERS.sub("", lab.exec(node, cmd, check=False).stdout)
+        out[k] = "\n".join(ln for ln in text.splitlines() if not _LIVE.search(ln))
+    return out
+
+
+def _diagnose(lab) -> list[dict]:
+    r = cli("diagnose", "--lab-dir", str(lab.dir), "--json", timeout=180)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(r.stdout)["findings"]
+
+
+def _fix(lab, journal) -> str:
+    r = cli("fix", "--yes", "--lab-dir", str(lab.dir), "--journal", str(journal), "--wait", "20",
+            timeout=400)
+    return r.stdout + r.stderr
+
+
+def _healthy_now(lab) -> None:
+    found = _diagnose(lab)
+    assert found == [], [(f["code"], f["node"], f["evidence"]) for f in found]
+
+
+# fault -> (code, flows that must be named, what proves the firewall is still there)
+FAULTS = {
+    "vxlan-blocked": ("FIREWALL_REJECT", {"vxlan-in"},
+                      ("nft", "-A INPUT -p udp -m udp --dport 8472 -j DROP")),
+    "input-drop": ("FIREWALL_POLICY_DROP", {"vxlan-in", "kubelet"}, ("nft", ":INPUT DROP")),
+    "firewalld": ("FIREWALL_REJECT", {"vxlan-in", "kubelet", "pods-forward", "to-pods-forward"},
+                  ("ruleset", "reject with icmpx admin-prohibited")),
+}
+UNDO = {
+    "vxlan-blocked": "iptables-nft -D INPUT -p udp -m udp --dport 8472 -j DROP",
+    "input-drop": ("iptables-nft -P INPUT ACCEPT && "
+                   "iptables-nft -D INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT && "
+                   "iptables-nft -D INPUT -i lo -j ACCEPT && iptables-nft -D INPUT -p icmp -j ACCEPT && "
+                   "iptables-nft -D INPUT -p tcp -m tcp --dport 22 -j ACCEPT"),
+    "firewalld": "nft delete table inet firewalld",
+    "firewalld-open": "nft delete table inet firewalld",
+    "unrelated-reject": (
+        "iptables-nft -D INPUT -p tcp -m tcp --dport 3306 -j REJECT --reject-with icmp-host-prohibited && "
+        "iptables-nft -D INPUT -s 203.0.113.0/24 -j DROP && "
+        "iptables-nft -D OUTPUT -p tcp -m tcp --dport 25 -j REJECT --reject-with icmp-admin-prohibited"),
+    "docker-host": ("iptables-nft -D FORWARD -j DOCKER-USER && "
+                    "iptables-nft -D FORWARD -j DOCKER-ISOLATION-STAGE-1 && "
+                    "iptables-nft -D FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT && "
+                    "iptables-nft -D FORWARD -o docker0 -j DOCKER && "
+                    "iptables-nft -D FORWARD -i docker0 ! -o docker0 -j ACCEPT && "
+                    "iptables-nft -D FORWARD -i docker0 -o docker0 -j ACCEPT && "
+                    "for c in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do "
+                    "iptables-nft -F $c && iptables-nft -X $c; done && iptables-nft -P FORWARD ACCEPT && "
+                    "ip link del docker0"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_found_fixed_by_accepts_and_rolled_back_exactly(fault, lab, tmp_path):
+    from clusterfix_tui.lab import faults as F
+
+    code, flows, (where, still) = FAULTS[fault]
+    _healthy_now(lab)
+    node = F.preferred_node(lab, fault)
+    rec = lab.inject(fault, node)
+    assert rec["physical"], rec["detail"]  # the fault really breaks cross-node traffic
+    try:
+        broken = _state(lab, node)
+        found = _diagnose(lab)
+        assert {(f["code"], f["node"]) for f in found} == {(code, node)}, found
+        (f,) = found
+        assert flows <= set(f["data"]["flows"]), f["data"]["flows"]
+        assert any("flannel VXLAN from the peers (udp/8472)" in e for e in f["evidence"])
+
+        journal = tmp_path / "fix.jsonl"
+        out = _fix(lab, journal)
+        assert "verdict: fixed" in out, out[-4000:]
+        assert "checks passed" in out and "FAIL " not in out, out[-4000:]
+        fixed = _state(lab, node)
+        assert still in fixed[where], fixed[where]  # the firewall's drop is still there
+        assert "clusterfix: vxlan-in" in fixed["nft"] + fixed["ruleset"]
+        # only additions: every line of the broken state is still there
+        for k in STATE:
+            missing = set(broken[k].splitlines()) - set(fixed[k].splitlines())
+            assert not missing, (k, missing)
+
+        r = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _state(lab, node) == broken  # exactly what was added is gone
+    finally:
+        lab.exec(node, UNDO[fault])
+
+
+@pytest.mark.parametrize("look_alike", ["docker-host", "firewalld-open", "unrelated-reject"])
+def test_look_alike_is_no_finding_and_fix_changes_nothing(look_alike, lab, tmp_path):
+    from clusterfix_tui.lab import faults as F
+
+    _healthy_now(lab)
+    node = F.preferred_node(lab, look_alike)
+    rec = lab.inject(look_alike, node)
+    assert rec["physical"], rec["detail"]  # traffic really flows through it
+    try:
+        before = {n["name"]: _state(lab, n["name"]) for n in lab.nodes}
+        assert _diagnose(lab) == []
+        journal = tmp_path / "fix.jsonl"
+        out = _fix(lab, journal)
+        after = {n["name"]: _state(lab, n["name"]) for n in lab.nodes}
+        assert after == before, out[-3000:]
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert not [e for e in events if e["type"] == "command_start"]
+    finally:
+        lab.exec(node, UNDO[look_alike])
