@@ -14,7 +14,13 @@ from clusterfix_tui.core.checks import run_checks, sort_findings
 from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
 from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
-from clusterfix_tui.core.ports import NodeUnreachable, SudoPasswordRequired
+from clusterfix_tui.core.ports import (
+    ClusterAPI,
+    NetlinkShell,
+    NodeUnreachable,
+    ShellFactory,
+    SudoPasswordRequired,
+)
 from clusterfix_tui.core.shape import detect_shape, not_checked, note_lines
 from clusterfix_tui.core.snapshot import ClusterSnapshot, build_snapshot
 
@@ -95,7 +101,7 @@ def _notify(cb: ProgressCallback | None, lock: threading.Lock, *args: str) -> No
             pass  # a broken progress display must not break the diagnosis
 
 
-def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
+def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: list[str],
               timeout: float = FACTS_TIMEOUT) -> tuple[NodeFacts | None, Finding | None, float]:
     """Run the facts script on one node: (facts, finding-if-unreadable, seconds)."""
     t0 = time.monotonic()
@@ -103,10 +109,9 @@ def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
     extra: dict[str, str] | None = None
     try:
         shell = shells(node, address)
-        netlink = getattr(shell, "netlink_sections", None)
-        if callable(netlink):  # the local node: links, addresses, routes from netlink
+        if isinstance(shell, NetlinkShell):  # the local node: links, addresses, routes
             try:
-                extra = netlink()
+                extra = shell.netlink_sections()
             except Exception:  # noqa: BLE001 - fall back to the script's `ip -j`
                 extra = None
         script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()))
@@ -130,8 +135,8 @@ def read_node(shells: Any, node: str, address: str | None, peer_ips: list[str],
 
 
 def diagnose(
-    api: Any,
-    shells: Any,
+    api: ClusterAPI,
+    shells: ShellFactory,
     *,
     nodes: Iterable[str] | None = None,
     max_workers: int = 32,

@@ -218,6 +218,14 @@ class NodeShell(Protocol):
 
 
 @runtime_checkable
+class NetlinkShell(NodeShell, Protocol):
+    """A NodeShell on the machine the tool runs on (transports/local.py): links, addresses and
+    routes come from netlink, as facts sections (shaped like `ip -j` output), not from `ip`."""
+
+    def netlink_sections(self) -> dict[str, str]: ...
+
+
+@runtime_checkable
 class ClusterAPI(Protocol):
     """The Kubernetes API as plain JSON dicts (camelCase, as `kubectl get -o json` prints them).
     Raises APIError (APIUnreachable when the server did not answer)."""

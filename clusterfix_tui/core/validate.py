@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from clusterfix_tui.core.model import CLUSTER, CheckResult
+from clusterfix_tui.core.ports import ClusterAPI, Prober, ShellFactory
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 COMPONENTS = {
     "kube-proxy-pod": ("k8s-app=kube-proxy", "kube-proxy"),
@@ -29,14 +31,6 @@ COMPONENTS = {
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
-class Prober(Protocol):
-    """TCP/HTTP from the workstation."""
-
-    def http(self, url: str, timeout: float) -> tuple[int | None, str]:
-        """(HTTP status or None when nothing answered, detail)"""
-        ...
-
-    def tcp(self, host: str, port: int, timeout: float) -> tuple[bool, str]: ...
 
 
 def _node_ip(node: dict[str, Any]) -> str | None:
@@ -77,9 +71,9 @@ def _q(v: Any) -> str:
 
 
 def validate(
-    api: Any,
-    shells: Any,
-    snapshot: Any = None,
+    api: ClusterAPI,
+    shells: ShellFactory,
+    snapshot: ClusterSnapshot | None = None,
     on_check: Callable[[CheckResult], None] | None = None,
     *,
     prober: Prober | None = None,

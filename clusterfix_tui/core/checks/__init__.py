@@ -6,11 +6,12 @@ symptoms in `data["symptoms"]`, so one fault gives one finding. Codes: docs/find
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER, Finding
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
-CheckFn = Callable[[Any, dict[str, Any]], list[Finding]]
+CheckFn = Callable[[ClusterSnapshot, dict[str, NodeFacts]], list[Finding]]
 
 # symptom code -> root-cause codes on the same node that explain it
 SYMPTOM_OF: dict[str, tuple[str, ...]] = {
@@ -37,7 +38,7 @@ def all_checks() -> list[CheckFn]:
             kubeconfig.check]
 
 
-def run_checks(snapshot: Any, facts_by_node: dict[str, Any],
+def run_checks(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts],
                checks: list[CheckFn] | None = None) -> tuple[list[Finding], list[str]]:
     """(findings, errors): a check that raises is a bug; it is reported, the others still run."""
     findings: list[Finding] = []
@@ -51,7 +52,7 @@ def run_checks(snapshot: Any, facts_by_node: dict[str, Any],
     return sort_findings(fold_symptoms(findings)), errors
 
 
-def in_scope(snapshot: Any, findings: list[Finding]) -> list[Finding]:
+def in_scope(snapshot: ClusterSnapshot, findings: list[Finding]) -> list[Finding]:
     """Drop findings outside their code's shape scope (core.shape.SCOPES): the checks skip them
     already; this is the net that guarantees it. Without a shape (unit tests), all are kept."""
     from clusterfix_tui.core.shape import shape_of, why_not

@@ -10,6 +10,7 @@ from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs
 from clusterfix_tui.core.shape import shape_of, why_not
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_BRIDGE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 REF_CNI = "https://www.cni.dev/docs/spec/#section-1-network-configuration-format"
@@ -17,12 +18,12 @@ CNI_DIR = "/etc/cni/net.d"
 CNI_EXT = (".conf", ".conflist", ".json")
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     shape = shape_of(snapshot)
     if why_not(shape, "CNI_BRIDGE_CONFLICT") is not None:
         return []  # not flannel: cni0 and the conflist order are another CNI's business
-    nodes = getattr(snapshot, "nodes", {}) or {}
+    nodes = snapshot.nodes
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
         cidrs: dict[int, str] = {}
@@ -70,7 +71,7 @@ def _addrs(addrs: Any, ifname: str, version: int) -> list[str]:
     return out
 
 
-def _bridge(snapshot: Any, node: str, f: NodeFacts, cidr: str, version: int = 4) -> list[Finding]:
+def _bridge(snapshot: ClusterSnapshot, node: str, f: NodeFacts, cidr: str, version: int = 4) -> list[Finding]:
     addrs = _addrs(f.addrs, "cni0", version)
     wrong = [a for a in addrs if not in_net(a, cidr)]
     if not wrong:

@@ -24,6 +24,7 @@ from clusterfix_tui.core.checks.firewall_path import (
 )
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://github.com/kubernetes/kubernetes/issues/101828"
 REF_PORTS = "https://kubernetes.io/docs/reference/networking/ports-and-protocols/"
@@ -95,9 +96,9 @@ def firewalld_info(f: NodeFacts, node_ip: str | None) -> dict[str, Any]:
     return {"running": running, "zone": zone or default}
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
-    nodes = getattr(snapshot, "nodes", {}) or {}
+    nodes = snapshot.nodes
     for node, f in sorted(facts_by_node.items()):
         flows = cluster_flows(snapshot, node, f)
         saves = backend_saves(f)

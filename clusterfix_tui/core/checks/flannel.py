@@ -18,6 +18,7 @@ from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 from clusterfix_tui.core.parsers import link_by_name, render_route
 from clusterfix_tui.core.shape import shape_of, why_not
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 DEV = "flannel.1"
 DEV6 = "flannel-v6.1"
@@ -99,7 +100,7 @@ V6 = Fam(6, DEV6, "flannel.alpha.coreos.com/backend-v6-data",
          "flannel.alpha.coreos.com/public-ipv6", "FLANNEL_IPV6_SUBNET")
 
 
-def families(snapshot: Any, me: Any) -> list[Fam]:
+def families(snapshot: ClusterSnapshot, me: Any) -> list[Fam]:
     """The flannel families of a node: its podCIDRs' families that flannel runs (EnableIPv4 /
     EnableIPv6 of net-conf.json when known)."""
     fl = getattr(shape_of(snapshot), "flannel", None)
@@ -119,12 +120,12 @@ REF_VXLAN = "https://github.com/flannel-io/flannel/blob/master/Documentation/bac
 REF_TROUBLE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 
 
-def _is_vxlan(snapshot: Any) -> bool:
-    backend = (getattr(snapshot, "flannel_backend", None) or "vxlan").lower()
+def _is_vxlan(snapshot: ClusterSnapshot) -> bool:
+    backend = (snapshot.flannel_backend or "vxlan").lower()
     return backend == "vxlan"
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not _is_vxlan(snapshot):
         return []
     shape = shape_of(snapshot)
@@ -132,7 +133,7 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
         return []  # not flannel vxlan: core.shape.not_checked() says so
     fl = getattr(shape, "flannel", None)
     direct = bool(getattr(fl, "direct_routing", False))
-    nodes = getattr(snapshot, "nodes", {}) or {}
+    nodes = snapshot.nodes
     out: list[Finding] = []
     for node, f in sorted(facts_by_node.items()):
         me = nodes.get(node)
@@ -170,7 +171,7 @@ def _merge_per_node(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any],
+def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
                 fam: Fam = V4) -> list[Finding]:
     out: list[Finding] = []
     DEV = fam.dev  # noqa: N806 - the device of this family
@@ -231,7 +232,7 @@ def _stale_vtep(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any],
     return out
 
 
-def _stale_subnet(snapshot: Any, node: str, f: NodeFacts, nodes: dict[str, Any],
+def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
                   fam: Fam = V4) -> list[Finding]:
     DEV = fam.dev  # noqa: N806
     me = nodes[node]

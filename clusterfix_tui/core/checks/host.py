@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_FORWARD = ("https://kubernetes.io/docs/setup/production-environment/container-runtimes/"
                "#prerequisite-ipv4-forwarding-optional")
@@ -14,7 +13,7 @@ REF_IPVS = "https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-m
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     for node, f in sorted(facts_by_node.items()):
         if "net.ipv4.ip_forward" in f.sysctls and f.sysctls["net.ipv4.ip_forward"] == "0":
@@ -49,7 +48,7 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
                     reference=REF_BR_NETFILTER, step="host_network",
                     data={"sysctl": key, "value": val, "module_loaded": loaded},
                 ))
-    mode = (getattr(snapshot, "kube_proxy_mode", None) or "")
+    mode = (snapshot.kube_proxy_mode or "")
     for node, f in sorted(facts_by_node.items()):
         if (f.kube_proxy_mode or mode) != "ipvs" or f.modules is None:
             continue

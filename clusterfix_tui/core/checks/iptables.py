@@ -31,6 +31,7 @@ from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, Severity
 from clusterfix_tui.core.parsers import NftRule, Table
 from clusterfix_tui.core.shape import shape_of, why_not
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_WRAPPERS = "https://github.com/kubernetes-sigs/iptables-wrappers"
 REF_SKEW = "https://github.com/kubernetes/kubernetes/issues/112477"
@@ -52,7 +53,7 @@ def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
     return detect_backend(facts)
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     shape = shape_of(snapshot)
     for node, facts in sorted(facts_by_node.items()):
@@ -89,7 +90,7 @@ def _stale_rules(table: Table) -> list[str]:
     return [r.spec for r in table.rules if r.chain in kube or (r.target in kube)]
 
 
-def backend_conflict(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     live, why = kube_proxy_backend(facts)
     other = "legacy" if live == "nft" else "nft"
     save = backend_saves(facts)[other]
@@ -264,7 +265,7 @@ _RAW_SECTION = {(4, "legacy"): "legacy_save", (4, "nft"): "nft_save_filter",
                 (6, "legacy"): "ip6_legacy_save", (6, "nft"): "ip6_nft_save_filter"}
 
 
-def forward_drop(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     out: list[Finding] = []
     live, _ = kube_proxy_backend(facts)
     fams = pod_families(snapshot, node)
@@ -384,7 +385,7 @@ def _rule_is_nft_native(rule: NftRule) -> bool:
     return False
 
 
-def _log_incompatible(snapshot: Any, node: str) -> list[tuple[str, str, str]]:
+def _log_incompatible(snapshot: ClusterSnapshot, node: str) -> list[tuple[str, str, str]]:
     pod = pod_for(snapshot, "kube_proxy_pods", node)
     out: list[tuple[str, str, str]] = []
     if pod is None:
@@ -396,7 +397,7 @@ def _log_incompatible(snapshot: Any, node: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def incompatible_chain(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     live, _ = kube_proxy_backend(facts)
     host_ver = facts.iptables_version.version if facts.iptables_version else None
     chains = [(t, c) for t, cs in sorted(facts.incompatible_chains.items()) for c in cs]
@@ -498,15 +499,15 @@ def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:
 # -- KUBE_PROXY_NO_RULES -------------------------------------------------------------------------
 
 
-def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
+def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     shape = shape_of(snapshot)
-    mode = shape.proxy_mode(node) if shape is not None else getattr(snapshot, "kube_proxy_mode", None)
+    mode = shape.proxy_mode(node) if shape is not None else snapshot.kube_proxy_mode
     if mode not in (None, "", "iptables"):
         return []
     if facts.kube_proxy_mode and facts.kube_proxy_mode not in ("iptables",):
         return []
-    if shape is None and not (getattr(snapshot, "kube_proxy_pods", None) or facts.kube_proxy_mode
-                              or getattr(snapshot, "kube_proxy_config_found", False)):
+    if shape is None and not (snapshot.kube_proxy_pods or facts.kube_proxy_mode
+                              or snapshot.kube_proxy_config_found):
         return []  # no sign of any kube-proxy: nothing to expect rules from
     live, why = kube_proxy_backend(facts)
     save = backend_saves(facts)[live]
@@ -521,7 +522,7 @@ def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
     nat = save.table("nat")
     missing = [c for c in ("KUBE-SERVICES", "KUBE-NODEPORTS") if nat is None or c not in nat.chains]
     if nat is not None and "KUBE-SERVICES" in nat.chains and "KUBE-NODEPORTS" in missing and \
-            not getattr(snapshot, "nodeport_services", ()):
+            not snapshot.nodeport_services:
         missing.remove("KUBE-NODEPORTS")  # no NodePort services: the chain may legitimately lack
     if not missing:
         return []
@@ -552,7 +553,7 @@ def no_rules(snapshot: Any, node: str, facts: NodeFacts) -> list[Finding]:
     )]
 
 
-def _kp_daemonset(snapshot: Any, pod: Any) -> str | None:
+def _kp_daemonset(snapshot: ClusterSnapshot, pod: Any) -> str | None:
     """The kube-proxy DaemonSet's name (None for static pods / no DaemonSet)."""
     if pod is not None and pod.mirror:
         return None

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-access-multiple-clusters/"
 TARGET = "/root/.kube/config"
 SOURCES = ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf")
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
-    nodes = getattr(snapshot, "nodes", {}) or {}
-    expected = (getattr(snapshot, "api", {}) or {}).get("server")
+    nodes = snapshot.nodes
+    expected = (snapshot.api).get("server")
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
         if info is not None and info.is_control_plane:

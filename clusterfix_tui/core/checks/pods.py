@@ -9,6 +9,7 @@ from typing import Any
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import CLUSTER, Finding
 from clusterfix_tui.core.shape import shape_of, why_not
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-application/debug-pods/"
 REF_NODE = "https://kubernetes.io/docs/concepts/architecture/nodes/#condition"
@@ -21,9 +22,9 @@ NO_ROUTE = re.compile(r"no route to host", re.IGNORECASE)
 IP_RE = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
 
 
-def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
-    nodes = getattr(snapshot, "nodes", {}) or {}
+    nodes = snapshot.nodes
     for name, info in sorted(nodes.items()):
         ready = info.conditions.get("Ready")
         if ready is not None and ready.get("status") != "True":
@@ -121,12 +122,12 @@ def _pod_findings(p: Any, code: str, ds: str | None, label: str) -> list[Finding
     return []
 
 
-def _probe_no_route(snapshot: Any) -> list[Finding]:
-    events = [e for e in getattr(snapshot, "warning_events", ()) or ()
+def _probe_no_route(snapshot: ClusterSnapshot) -> list[Finding]:
+    events = [e for e in snapshot.warning_events
               if NO_ROUTE.search(str(e.get("message") or ""))]
     if not events:
         return []
-    pods = {(p.namespace, p.name): p for p in getattr(snapshot, "pods", ()) or ()}
+    pods = {(p.namespace, p.name): p for p in snapshot.pods}
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for e in events:
         groups.setdefault((str(e.get("namespace") or ""), str(e.get("name") or e.get("object"))), []).append(e)
