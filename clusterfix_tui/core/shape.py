@@ -310,10 +310,17 @@ def parse_net_conf(text: str | None) -> dict[str, Any] | None:
     return conf if isinstance(conf, dict) else None
 
 
+def _ci(d: Any) -> dict[str, Any]:
+    """A JSON object with lower-cased keys: flannel reads net-conf.json with Go's
+    case-insensitive field matching ("DirectRouting", "Directrouting", "directRouting" and
+    "network" all work there, and all occur in real configs)."""
+    return {str(k).lower(): v for k, v in d.items()} if isinstance(d, dict) else {}
+
+
 def flannel_from_net_conf(conf: dict[str, Any] | None, **kw: Any) -> FlannelShape:
-    conf = conf or {}
-    be = _dict(conf.get("Backend"))
-    btype = be.get("Type") or be.get("type")
+    conf = _ci(conf)
+    be = _ci(conf.get("backend"))
+    btype = be.get("type")
 
     def _int(v: Any) -> int | None:
         try:
@@ -322,13 +329,13 @@ def flannel_from_net_conf(conf: dict[str, Any] | None, **kw: Any) -> FlannelShap
             return None
 
     return FlannelShape(
-        network=conf.get("Network") if isinstance(conf.get("Network"), str) else None,
-        ipv6_network=conf.get("IPv6Network") if isinstance(conf.get("IPv6Network"), str) else None,
-        enable_ipv4=conf.get("EnableIPv4", True) is not False,
-        enable_ipv6=conf.get("EnableIPv6") is True,
+        network=conf.get("network") if isinstance(conf.get("network"), str) else None,
+        ipv6_network=conf.get("ipv6network") if isinstance(conf.get("ipv6network"), str) else None,
+        enable_ipv4=conf.get("enableipv4", True) is not False,
+        enable_ipv6=conf.get("enableipv6") is True,
         backend=str(btype).lower() if btype else None,
-        vxlan_port=_int(be.get("Port")), vni=_int(be.get("VNI")),
-        direct_routing=be.get("DirectRouting") is True, **kw)
+        vxlan_port=_int(be.get("port")), vni=_int(be.get("vni")),
+        direct_routing=be.get("directrouting") is True, **kw)
 
 
 def node_distribution(info: Any) -> str | None:

@@ -320,7 +320,10 @@ def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str |
         return None, None
     if not isinstance(conf, dict):
         return None, None
-    return _s(conf.get("Network")), _s(_d(conf.get("Backend")).get("Type"))
+    # flannel (Go) matches the keys case-insensitively: "network", "Network", "backend", ...
+    low = {str(k).lower(): v for k, v in conf.items()}
+    be = {str(k).lower(): v for k, v in _d(low.get("backend")).items()}
+    return _s(low.get("network")), _s(be.get("type"))
 
 
 def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) -> ClusterSnapshot:

@@ -189,6 +189,8 @@ POD_IFACE_PREFIXES = ("cali", "lxc", "cilium_", "cni", "cbr", "flannel", "kube-b
 # chains a CNI owns; a mark-based ACCEPT there is the CNI's policy verdict (calico: 0x10000 set by
 # its policy chains, "Policy explicitly accepted packet.")
 CNI_CHAIN_PREFIXES = ("cali-", "CILIUM_", "KUBE-ROUTER-", "KUBE-POD-FW-", "ANTREA-", "WEAVE-")
+# comments a CNI puts on the rules it adds to the built-in chains (calico: "cali:<hash>")
+CNI_COMMENT_PREFIXES = ("cali:", "cilium")
 
 
 def _pod_iface(name: str | None) -> bool:
@@ -244,7 +246,7 @@ def _forward_accepts(table: Table, pod_nets: list[str]) -> tuple[bool, bool, boo
             how.append(r.spec)
             continue
         cni_chain = r.chain.startswith(CNI_CHAIN_PREFIXES) or any(
-            str(x).startswith(("cali:", "cilium")) for x in r.args)
+            str(x).startswith(CNI_COMMENT_PREFIXES) for x in r.args)
         if cni_chain and "--mark" in r.args and _rest(r.args, ("--mark",)) in (["-m", "mark"], []):
             src = dst = True
             how.append(r.spec)

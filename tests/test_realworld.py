@@ -1,0 +1,410 @@
+"""Real-world corpus (tests/data/realworld): outputs quoted from public sources (upstream fixtures,
+issue pastes), each with its source and expected result in samples.json (README.md there lists
+them). Parsers, the shape model and the checks run over every one: the expected results hold and
+no sample raises. What the harness adds around a quoted text (a filter table with FORWARD policy
+DROP around quoted rules, ...) is written in the sample's "harness" field and marked SYNTHESISED."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from clusterfix_tui.core import parsers as P
+from clusterfix_tui.core.checks import cni, iptables, run_checks
+from clusterfix_tui.core.checks import iptables as ipt_mod
+from clusterfix_tui.core.checks._common import detect_backend, pod_networks
+from clusterfix_tui.core.facts import NodeFacts
+from clusterfix_tui.core.shape import (
+    _node_args,
+    classify_daemonset,
+    detect_shape,
+    flannel_from_net_conf,
+    is_mirror_pod,
+    node_distribution,
+    node_iptables,
+    parse_net_conf,
+    why_not,
+)
+from clusterfix_tui.core.snapshot import ClusterSnapshot, node_info, parse_kube_proxy_mode
+
+DATA = Path(__file__).parent / "data" / "realworld"
+SAMPLES: list[dict[str, Any]] = json.loads((DATA / "samples.json").read_text())
+BY_FILE = {s["file"]: s for s in SAMPLES}
+
+
+def text(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_corpus_is_complete_and_documented():
+    files = sorted(p.name for p in DATA.iterdir() if p.name not in ("samples.json", "README.md"))
+    assert files == sorted(BY_FILE), "every sample file has exactly one samples.json entry"
+    assert len(SAMPLES) >= 25
+    readme = text("README.md")
+    for s in SAMPLES:
+        assert s["source"] and s["expect"], s["file"]
+        assert s["file"] in readme and s["source"] in readme, f"{s['file']} not in README.md"
+        row = next(ln for ln in readme.splitlines() if ln.startswith(f"| {s['file']} "))
+        if "SYNTHESISED" in s.get("harness", ""):
+            assert "SYNTHESISED" in row, s["file"]
+
+
+# -- helpers: build the inputs the product reads, from the quoted texts ----------------------------
+
+
+def _ds(namespace: str, name: str, components: list[str]) -> dict[str, Any]:
+    return {"namespace": namespace, "name": name, "uid": f"uid-{name}", "labels": {},
+            "components": components, "configmaps": []}
+
+
+def _snapshot(nodes: list[dict[str, Any]] = (), daemonsets: tuple[dict[str, Any], ...] = (),
+              **kw: Any) -> ClusterSnapshot:
+    infos = {}
+    for obj in nodes:
+        n = node_info(obj)
+        infos[n.name] = n
+    return ClusterSnapshot(nodes=infos, daemonsets=tuple(daemonsets), **kw)
+
+
+def node_from_text(raw: str) -> dict[str, Any]:
+    """A Node object from a `kubectl describe node` / `get node -o yaml` excerpt: its name,
+    labels (k=v) and annotations (k: v); lines cut by the excerpt are kept as far as they go."""
+    labels: dict[str, str] = {}
+    ann: dict[str, str] = {}
+    name = "node"
+    section = None
+    for line in raw.splitlines():
+        m = re.match(r"^Name:\s+(\S+)", line)
+        if m:
+            name = m.group(1)
+        if line.startswith("Labels:"):
+            section = "labels"
+            line = line[len("Labels:"):]
+        elif line.startswith("Annotations:") or line.strip() == "annotations:":
+            section = "ann"
+            line = line.split(":", 1)[1] if line.startswith("Annotations:") else ""
+        elif line and not line.startswith(" ") and section:
+            section = None if not line.startswith("  ") else section
+        body = line.strip()
+        if not body:
+            continue
+        if section == "labels" and "=" in body:
+            k, v = body.split("=", 1)
+            labels[k] = v
+        elif re.match(r"^[a-z0-9.-]+\.[a-z]+/[A-Za-z0-9._-]+: ", body) or \
+                re.match(r"^[a-z0-9.-]+/[A-Za-z0-9._-]+: ", body):
+            k, v = body.split(": ", 1)
+            v = v.strip()
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+                v = v[1:-1]
+            elif v[:1] in "'\"":
+                v = v[1:]  # cut by the excerpt: kept as far as it goes
+            ann[k] = v
+            if section is None:
+                section = "ann"
+    return {"metadata": {"name": name, "labels": labels, "annotations": ann}, "spec": {},
+            "status": {}}
+
+
+def rules_to_filter(raw: str, feeder: str | None = None) -> str:
+    """Quoted rules (iptables -S / -A lines, [pkts:bytes] counters, `iptables -A ...` commands)
+    in a *filter table whose FORWARD policy is DROP (the SYNTHESISED wrapper of the README)."""
+    chains: list[str] = []
+    rules: list[str] = []
+    for line in raw.splitlines():
+        line = line.strip()
+        line = re.sub(r"^\[\d+:\d+\]\s+", "", line)
+        line = re.sub(r"^iptables\s+", "", line)
+        if line.startswith("-N "):
+            chains.append(line.split()[1])
+        elif line.startswith("-A "):
+            chains.append(line.split()[1])
+            rules.append(line)
+    if feeder:
+        rules.insert(0, f"-A FORWARD -j {feeder}")
+        chains.append(feeder)
+    for r in rules:
+        m = re.search(r" -[jg] (\S+)", r)
+        if m and m.group(1) not in ("ACCEPT", "DROP", "RETURN", "MARK", "REJECT", "LOG"):
+            chains.append(m.group(1))
+    decl = [f":{c} - [0:0]" for c in dict.fromkeys(chains)
+            if c not in ("INPUT", "FORWARD", "OUTPUT")]
+    return "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]",
+                      ":OUTPUT ACCEPT [0:0]", *decl, *rules, "COMMIT", ""])
+
+
+def facts_with(**kw: Any) -> NodeFacts:
+    return NodeFacts(node="node-a", complete=True, **kw)
+
+
+# -- per kind ---------------------------------------------------------------------------------------
+
+
+def check_manifests(s: dict[str, Any]) -> None:
+    docs = [d for d in yaml.safe_load_all(text(s["file"])) if isinstance(d, dict)]
+    e = s["expect"]
+    got = {f"{d['metadata']['namespace']}/{d['metadata']['name']}": sorted(classify_daemonset(d))
+           for d in docs if d.get("kind") == "DaemonSet"}
+    assert got == e["daemonsets"]
+    for cm in (d for d in docs if d.get("kind") == "ConfigMap"):
+        data = cm.get("data") or {}
+        if "net-conf.json" in data:
+            fl = flannel_from_net_conf(parse_net_conf(data["net-conf.json"]), deployment="daemonset")
+            assert (fl.network, fl.backend) == (e["network"], e["backend"])
+        if "cni-conf.json" in data:
+            conf, err = P.parse_cni_conf(data["cni-conf.json"])
+            assert err is None and P.cni_plugin_types(conf) == e["cni_types"]
+    if "cni_with_these" in e:
+        snap = _snapshot([{"metadata": {"name": "n1"}, "spec": {"podCIDR": "192.168.0.0/24"}}],
+                         tuple(_ds(k.split("/")[0], k.split("/")[1], v)
+                               for k, v in e["daemonsets"].items()))
+        shape = detect_shape(snap, {})
+        assert shape.cni == e["cni_with_these"]
+        for code in e["not_checked"]:
+            assert why_not(shape, code, "n1") is not None, code
+
+
+def check_net_conf(s: dict[str, Any], conf: dict[str, Any] | None = None) -> None:
+    conf = conf if conf is not None else parse_net_conf(text(s["file"]))
+    assert conf is not None
+    fl = flannel_from_net_conf(conf, deployment="daemonset")
+    e = s["expect"]
+    for key in ("network", "ipv6_network", "backend", "direct_routing", "enable_ipv4",
+                "enable_ipv6", "vxlan_port", "vni"):
+        if key in e:
+            assert getattr(fl, key) == e[key], (key, getattr(fl, key))
+    # the snapshot's own reader agrees (case-insensitive keys, as flannel's Go decoder)
+    from clusterfix_tui.core.snapshot import parse_flannel_net_conf
+
+    net, be = parse_flannel_net_conf({"data": {"net-conf.json": json.dumps(conf)}})
+    assert net == fl.network and ((be or "").lower() or None) == fl.backend
+    if "vxlan_checks" in e:
+        snap = _snapshot([{"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.3.1.0/24"}}],
+                         (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),),
+                         flannel_net_conf=conf)
+        shape = detect_shape(snap, {})
+        assert shape.cni == "flannel"
+        assert (why_not(shape, "FLANNEL_MISSING_ROUTE") is None) == e["vxlan_checks"]
+
+
+def check_flannel_backend(s: dict[str, Any]) -> None:
+    backend = json.loads(text(s["file"]))
+    check_net_conf(s, {"Network": "10.244.0.0/16", "Backend": dict(backend, Type="vxlan")})
+
+
+def check_subnet_env(s: dict[str, Any]) -> None:
+    env = P.parse_env_file(text(s["file"]))
+    e = s["expect"]
+    for k, v in e["env"].items():
+        assert env.get(k) == v
+    f = facts_with(subnet_env=env)
+    for version, nets in e["pod_networks"].items():
+        got = pod_networks(ClusterSnapshot(), f, int(version))
+        assert got == nets, (version, got)
+
+
+def check_kube_proxy_config(s: dict[str, Any]) -> None:
+    mode = parse_kube_proxy_mode({"data": {"config.conf": text(s["file"])}})
+    e = s["expect"]
+    assert mode == e["mode"]
+    snap = _snapshot([{"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.0.0/24"}}],
+                     (_ds("kube-system", "kube-proxy", ["kube-proxy"]),
+                      _ds("kube-flannel", "kube-flannel-ds", ["flannel"])),
+                     kube_proxy_mode=mode, kube_proxy_config_found=True)
+    shape = detect_shape(snap, {})
+    assert shape.kube_proxy == "daemonset" and shape.kube_proxy_mode == e["mode"]
+    for code in e["not_checked"]:
+        assert why_not(shape, code, "n1") is not None, code
+    for code in e["checked"]:
+        assert why_not(shape, code, "n1") is None, code
+
+
+FLANNEL_CONFLIST = "/etc/cni/net.d/10-flannel.conflist"
+
+
+def check_cni_conf(s: dict[str, Any]) -> None:
+    raw = text(s["file"])
+    conf, err = P.parse_cni_conf(raw)
+    e = s["expect"]
+    assert (conf is not None) == e["parseable"]
+    flannel_yml = [d for d in yaml.safe_load_all(text("flannel-kube-flannel.yml"))
+                   if isinstance(d, dict) and d.get("kind") == "ConfigMap"][0]
+    fl_text = flannel_yml["data"]["cni-conf.json"]
+    assert cni.delegates_to_flannel(conf, FLANNEL_CONFLIST) == e["delegates_to_flannel"]
+    path = "/etc/cni/net.d/00-multus.conf"
+    f = facts_with(cni_files={path: raw, FLANNEL_CONFLIST: fl_text},
+                   cni_configs={path: conf, FLANNEL_CONFLIST: P.parse_cni_conf(fl_text)[0]})
+    codes = sorted(x.code for x in cni.check(ClusterSnapshot(), {"node-a": f}))
+    assert codes == e["findings"]
+
+
+def check_iptables_rules(s: dict[str, Any]) -> None:
+    feeder = {"cilium-pr11819-forward-rules.txt": "CILIUM_FORWARD",
+              "calico-6342-iptables-S-cali-FORWARD.txt": "cali-FORWARD"}.get(s["file"])
+    save = P.parse_iptables_save(rules_to_filter(text(s["file"]), feeder))
+    assert not save.errors, save.errors
+    f = facts_with(legacy=save)
+    e = s["expect"]
+    got = [x for x in iptables.forward_drop(ClusterSnapshot(), "node-a", f)]
+    assert bool(got) == e["forward_drop"], [x.evidence for x in got]
+    # the sample exercises the interface / policy-mark recognition: by address alone it would
+    # be a FORWARD_DROP (so the test fails if that recognition breaks)
+    saved = (ipt_mod.POD_IFACE_PREFIXES, ipt_mod.CNI_CHAIN_PREFIXES, ipt_mod.CNI_COMMENT_PREFIXES)
+    try:
+        ipt_mod.POD_IFACE_PREFIXES = ipt_mod.CNI_CHAIN_PREFIXES = ("\0",)
+        ipt_mod.CNI_COMMENT_PREFIXES = ("\0",)
+        only_addr = iptables.forward_drop(ClusterSnapshot(), "node-a", f)
+    finally:
+        (ipt_mod.POD_IFACE_PREFIXES, ipt_mod.CNI_CHAIN_PREFIXES,
+         ipt_mod.CNI_COMMENT_PREFIXES) = saved
+    assert bool(only_addr) == e["forward_drop_by_address_only"]
+
+
+def _save_facts(s: dict[str, Any]) -> NodeFacts:
+    raw = text(s["file"])
+    if "dedent" in s.get("harness", ""):
+        raw = textwrap.dedent(raw.replace("\n\t", "\n")) if raw.startswith("#") else textwrap.dedent(raw)
+    save = P.parse_iptables_save(raw)
+    e = s["expect"]
+    assert sorted(save.tables) == e["tables"]
+    assert bool(save.errors) == e["parse_errors"]
+    kw: dict[str, Any] = {}
+    if e["backend"] == "legacy-save":
+        kw["legacy"] = save
+    elif e["backend"] == "nft-save":
+        kw["nft_filter"] = P.IptablesSave({k: v for k, v in save.tables.items() if k == "filter"})
+        kw["nft_nat"] = P.IptablesSave({k: v for k, v in save.tables.items() if k == "nat"})
+        kw["nft_mangle"] = P.IptablesSave({k: v for k, v in save.tables.items() if k == "mangle"})
+    else:  # an iptables without -legacy/-nft variants: its one iptables-save
+        kw["plain_save"] = save
+        kw["iptables_version"] = P.parse_iptables_version(e["iptables_version"])
+        kw["binaries"] = {"iptables": "/sbin/iptables", "iptables-save": "/sbin/iptables-save"}
+    if e.get("with"):
+        other = P.parse_iptables_save(text(e["with"]))
+        kw["nft_filter"] = other
+    return facts_with(**kw)
+
+
+def check_iptables_save(s: dict[str, Any]) -> None:
+    f = _save_facts(s)
+    e = s["expect"]
+    if "forward_drop" in e:
+        assert bool(iptables.forward_drop(ClusterSnapshot(), "node-a", f)) == e["forward_drop"]
+    if "kube_proxy_backend" in e:
+        assert detect_backend(f)[0] == e["kube_proxy_backend"], detect_backend(f)
+    if "node_iptables" in e:
+        assert node_iptables(f)[0] == e["node_iptables"]
+        assert any("no -legacy/-nft" in u for u in node_iptables(f)[3])  # said, not silent
+    kp = (_ds("kube-system", "kube-proxy", ["kube-proxy"]),)
+    node = {"metadata": {"name": "node-a"}, "spec": {"podCIDR": "10.244.0.0/24"}}
+    if "findings" in e:
+        snap = _snapshot([node], kp, kube_proxy_mode="", kube_proxy_config_found=True)
+        snap = _with_shape(snap, {"node-a": f})
+        findings, errors = run_checks(snap, {"node-a": f})
+        assert errors == [] and [x.code for x in findings] == e["findings"]
+    if "no_rules_missing_with_nodeports" in e:
+        snap = _snapshot([node], kp, kube_proxy_mode="", kube_proxy_config_found=True,
+                         nodeport_services=({"namespace": "x", "name": "y", "ports": []},))
+        snap = _with_shape(snap, {"node-a": f})
+        (x,) = iptables.no_rules(snap, "node-a", f)
+        assert x.data["missing_chains"] == e["no_rules_missing_with_nodeports"]
+        assert x.data["backend"] == "legacy"
+
+
+def _with_shape(snap: ClusterSnapshot, facts: dict[str, NodeFacts]) -> ClusterSnapshot:
+    from dataclasses import replace
+
+    return replace(snap, shape=detect_shape(snap, facts))
+
+
+def check_node_text(s: dict[str, Any]) -> None:
+    obj = node_from_text(text(s["file"]))
+    info = node_info(obj)
+    e = s["expect"]
+    assert node_distribution(info) == e["distribution"]
+    if "node_args_first" in e:
+        assert _node_args(info)[:3] == e["node_args_first"]
+    if "flannel_annotations" in e:
+        assert any(k.startswith("flannel.alpha.coreos.com/") for k in info.annotations) \
+            == e["flannel_annotations"]
+    if "cni_with_daemonsets" in e:
+        dss = tuple(_ds(k.split("/")[0], k.split("/")[1], [v])
+                    for k, v in e["cni_with_daemonsets"].items())
+        obj["spec"] = {"podCIDR": "10.42.0.0/24"}
+        snap = _snapshot([obj], dss)
+        shape = detect_shape(snap, {})
+        want_cni = e.get("cni") or next(iter(e["cni_with_daemonsets"].values()))
+        assert shape.cni == want_cni, shape.evidence
+        for code in e.get("not_checked", ()):
+            assert why_not(shape, code, info.name) is not None, code
+        if "flannel_deployment" in e:
+            assert shape.flannel is not None
+            assert (shape.flannel.deployment, shape.flannel.backend) == \
+                (e["flannel_deployment"], e["flannel_backend"])
+    if "vtep_v6" in e:
+        from clusterfix_tui.core.checks.flannel import V4, V6
+
+        assert V6.vtep_mac(info) == e["vtep_v6"] and V4.vtep_mac(info) == e["vtep_v4"]
+        assert V6.public_ip(info) == e["public_ipv6"]
+
+
+def check_node_spec(s: dict[str, Any]) -> None:
+    frag = text(s["file"]).strip().rstrip(",")
+    obj = json.loads("{" + frag + "}")
+    obj["metadata"] = {"name": "vm-005"}
+    info = node_info(obj)
+    e = s["expect"]
+    from clusterfix_tui.core.shape import family_word
+
+    assert list(info.pod_cidrs) == e["pod_cidrs"]
+    assert family_word(info.pod_cidrs) == e["family"]
+    assert info.pod_cidr_for(6) == e["v6"] and info.pod_cidr_for(4) == e["pod_cidrs"][0]
+
+
+def check_mirror(s: dict[str, Any]) -> None:
+    k, v = text(s["file"]).strip().split(": ", 1)
+    assert is_mirror_pod({"annotations": {k: v.strip('"')}}) == s["expect"]["mirror"]
+    assert is_mirror_pod({"annotations": {}}) is False
+
+
+CHECKERS = {"manifests": check_manifests, "net-conf": check_net_conf,
+            "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
+            "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
+            "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
+            "node-text": check_node_text, "node-spec": check_node_spec,
+            "mirror-annotation": check_mirror}
+
+
+@pytest.mark.parametrize("name", sorted(BY_FILE))
+def test_sample_gives_its_expected_result(name):
+    s = BY_FILE[name]
+    CHECKERS[s["kind"]](s)
+
+
+@pytest.mark.parametrize("name", sorted(BY_FILE))
+def test_no_sample_raises_in_parsers_or_checks(name):
+    """Every sample through every parser that could receive it, then all the checks: nothing
+    raises, whatever the text is."""
+    raw = text(name)
+    save = P.parse_iptables_save(raw)
+    P.parse_json_list(raw)
+    P.parse_cni_conf(raw)
+    P.parse_env_file(raw)
+    P.parse_iptables_version(raw)
+    parse_net_conf(raw)
+    parse_kube_proxy_mode({"data": {"config.conf": raw}})
+    obj = node_from_text(raw)
+    conf, _ = P.parse_cni_conf(raw)
+    f = facts_with(legacy=save, plain_save=save, subnet_env=P.parse_env_file(raw),
+                   cni_files={"/etc/cni/net.d/00-x.conf": raw},
+                   cni_configs={"/etc/cni/net.d/00-x.conf": conf})
+    snap = _snapshot([obj], (_ds("kube-system", "kube-proxy", ["kube-proxy"]),))
+    snap = _with_shape(snap, {obj["metadata"]["name"]: f})
+    findings, errors = run_checks(snap, {obj["metadata"]["name"]: f})
+    assert errors == []
