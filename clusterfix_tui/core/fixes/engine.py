@@ -1,745 +1,125 @@
-"""The step interface and the engine that applies, and rolls back, a step's Plan.
+"""The fix steps' engine, in three modules (this one re-exports them for the steps and callers):
 
-THE STEP INTERFACE (what core/fixes/<step>.py modules implement)
------------------------------------------------------------------
-A step is an object (usually a module-level instance of a small class) with:
-
-    name: str            # a core.model.STEP_ORDER name, e.g. "iptables"
-    title: str           # one line for humans, e.g. "iptables / nftables compatibility"
-    runbook_helper: str  # the runbook helper it replaces, e.g. "fix_iptables_compatibility.sh"
-    def plan(self, diagnosis) -> Plan
-
-`plan()` is PURE: it reads `diagnosis.findings` (core.model.Finding, use `finding.data`, see
-docs/findings.md), `diagnosis.facts` (dict node -> NodeFacts) and `diagnosis.snapshot`, and returns
-a `core.model.Plan`. It never runs anything. Nothing to do -> a Plan with no actions and `notes`
-saying why (e.g. "no IPTABLES_* findings"). Reported-only problems (e.g. version skew) go in notes.
-
-Each `Action` in the plan:
-  - id: `action_id(step, target, n)` -> "<step>:<target>:<n>", unique within the plan; opt-in
-    actions (never approved by default, e.g. the probe workaround) come from `opt_in_id(...)`.
-  - target: the node name for shell actions AND for api actions about one node (e.g. deleting the
-    kube-proxy pod of node-2 targets "node-2", so it is skipped when node-2's cleanup failed);
-    core.model.CLUSTER for cluster-wide api actions.
-  - command: the exact shell command (every value passed through shlex.quote; use `q()`), or for
-    kind "api" the kubectl rendering of `api` ({"verb": "delete_pod"|"restart_daemonset"|
-    "patch_deployment", ...}).
-  - mutating=True for anything that changes state; rollback=Action(...) with the exact command
-    that undoes it, or rollback_note="why none is possible / what to do by hand".
-    `check_rollbacks(plan)` returns the mutating actions that have neither (tests assert it is []).
-  - Backups go to `backup_dir(step, stamp)` on the node, created by the step's first action on
-    that node; `stamp` comes from `plan_stamp()` (read once per plan: the plan shows the exact path).
-Extra per-action data for the report (before/after, opt-in, revert-after-validation) is carried by
-`FixAction`, a subclass of Action with three more fields; plain Actions work everywhere too.
-
-THE ENGINE
-----------
-`apply_plan(plan, approved_ids, runner, journal, on_line=None, cancel=None) -> StepOutcome` runs
-exactly the approved actions, in plan order, through `runner.run_action` (the runtime decides
-whether it is the real or the dry-run runner). Between actions it checks `cancel` (a
-threading.Event); after a failure on a target, later actions on that same target are skipped.
-Every command is journaled `command_start` (before it runs, with the full action) and
-`command_end` (after). It journals `step_end` with the outcome.
-
-`rollback(source, runner, journal, ...)` runs the rollback actions of what DID run (started),
-newest first; `source` is a (plan, outcome) pair or a list of journal events.
+- core/fixes/step.py: the step interface (Step protocol, FixAction, the helpers step authors use:
+  q, action_id, opt_in_id, backup_dir, plan_stamp, default_approved, action_from_dict ...);
+- core/fixes/apply.py: apply_plan (the one apply path, preconditions re-checked right before each
+  action), RollbackPlan / rollback_plan / rollback_ran;
+- core/fixes/kube_actions.py: the Kubernetes pod actions (component pods of a node, delete_pod_action,
+  restart_daemonset_action).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
-import re
-import shlex
-import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-from clusterfix_tui.core.model import (
-    CLUSTER,
-    Action,
-    ActionOutcome,
-    CommandResult,
-    Finding,
-    Plan,
-    Precondition,
-    StepOutcome,
+from clusterfix_tui.core.fixes.apply import (
+    _MAX_JOURNAL_OUTPUT,
+    _PRECHECK_WORDS,
+    _REDACTION_MARKS,
+    JournalLike,
+    NodeLineCallback,
+    Prechecker,
+    RanAction,
+    RollbackPlan,
+    Runner,
+    _changes,
+    _execute,
+    _gone_already,
+    _precheck,
+    _redacted,
+    _run_one,
+    _status,
+    _tail,
+    apply_plan,
+    ran_from_events,
+    ran_from_outcome,
+    rollback,
+    rollback_plan,
+    rollback_plan_from_dict,
+    rollback_ran,
+)
+from clusterfix_tui.core.fixes.kube_actions import (
+    KUBE_PROXY,
+    _get,
+    _pod_fields,
+    component_pods,
+    delete_pod_action,
+    flannel_pod,
+    kube_proxy_pod,
+    node_pod,
+    restart_daemonset_action,
+)
+from clusterfix_tui.core.fixes.step import (
+    BACKUP_ROOT,
+    OPT_IN_PREFIX,
+    Diagnosis,
+    FixAction,
+    Step,
+    action_from_dict,
+    action_id,
+    backup_dir,
+    check_rollbacks,
+    default_approved,
+    findings_for,
+    is_opt_in,
+    node_backup_dir,
+    nothing_to_do,
+    opt_in_id,
+    plan_from_dict,
+    plan_stamp,
+    precondition_from_dict,
+    q,
 )
 
-# on_line(node, stream, line): what the session and the UI receive.
-NodeLineCallback = Callable[[str, str, str], None]
-
-BACKUP_ROOT = "/var/backups/clusterfix"
-OPT_IN_PREFIX = "opt-in"
-_MAX_JOURNAL_OUTPUT = 64 * 1024  # per stream per command; the tail is kept
-
-
-class Diagnosis(Protocol):
-    """What steps read (core/diagnose.py builds the real one)."""
-
-    findings: Sequence[Finding]
-    facts: dict[str, Any]
-    snapshot: Any
-
-
-class Step(Protocol):
-    name: str
-    title: str
-    runbook_helper: str
-
-    def plan(self, diagnosis: Diagnosis) -> Plan: ...
-
-    # Optional: `gather(api, diagnosis) -> dict`, read-only ClusterAPI look-ups the pure plan()
-    # needs beyond the diagnosis; the session calls it first and passes the result to plan() as
-    # `diagnosis.extra[step.name]`. Optional: `after_apply(plan, outcome, api, *, on_line,
-    # cancel, dry_run) -> StepOutcome` (e.g. wait for a rollout), run before step_end is journaled.
-
-
-class Runner(Protocol):
-    dry_run: bool
-
-    def run_action(self, action: Any, *, on_line: Any = None) -> CommandResult: ...
-
-
-class JournalLike(Protocol):
-    def write(self, type_: str, **fields: Any) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class FixAction(Action):
-    """An Action with what the report and the session need beyond core.model.Action.
-
-    change: {"what": ..., "before": ..., "after": ...} the state this action changes, as the plan
-        knew it (from the diagnosis); copied into StepOutcome.changes when the action succeeds.
-    opt_in: never approved by default (`default_approved`), e.g. the readiness-probe workaround.
-    revert_after_validation: the session runs its rollback once validation passes (workarounds).
-    """
-
-    change: dict[str, Any] | None = dataclasses.field(default=None, hash=False, compare=False)
-    opt_in: bool = False
-    revert_after_validation: bool = False
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers for step authors
-
-
-def q(value: Any) -> str:
-    """shlex.quote for any value (node names, pod names, paths, addresses)."""
-    return shlex.quote(str(value))
-
-
-def action_id(step: str, target: str, n: int) -> str:
-    return f"{step}:{target}:{n}"
-
-
-def opt_in_id(step: str, target: str, name: str) -> str:
-    return f"{step}:{target}:{OPT_IN_PREFIX}-{name}"
-
-
-def is_opt_in(action: Action) -> bool:
-    return bool(getattr(action, "opt_in", False)) or action.id.rsplit(":", 1)[-1].startswith(
-        OPT_IN_PREFIX
-    )
-
-
-def default_approved(plan: Plan) -> list[str]:
-    """The ids `--yes` (and the wizard's default selection) approve: everything but opt-ins."""
-    return [a.id for a in plan.actions if not is_opt_in(a)]
-
-
-def plan_stamp(now: _dt.datetime | None = None) -> str:
-    now = now or _dt.datetime.now(_dt.UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ")
-
-
-def backup_dir(step: str, stamp: str) -> str:
-    return f"{BACKUP_ROOT}/{stamp}-{step}"
-
-
-def node_backup_dir(step_dir: str, node: str) -> str:
-    """One directory per node inside the step's backup dir: /var/backups may be shared (the lab's
-    nodes share the host's), and one node's backup must never stand in for another's."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
-    return f"{step_dir}/{'_' if safe in ('', '.', '..') else safe}"
-
-
-def nothing_to_do(step: Any, why: str, findings: Iterable[Finding] = ()) -> Plan:
-    return Plan(step=step.name, title=step.title, findings=tuple(findings), actions=(), notes=(why,))
-
-
-def findings_for(diagnosis: Any, codes: Iterable[str]) -> list[Finding]:
-    wanted = set(codes)
-    return [f for f in getattr(diagnosis, "findings", ()) or () if f.code in wanted]
-
-
-def check_rollbacks(plan: Plan) -> list[str]:
-    """Ids of mutating actions with neither a rollback nor a rollback_note (must be empty)."""
-    return [a.id for a in plan.actions if a.mutating and a.rollback is None and not a.rollback_note]
-
-
-def action_from_dict(d: dict[str, Any]) -> Action:
-    """Rebuild an Action (FixAction) from its to_dict() form, e.g. out of a journal."""
-    rb = d.get("rollback")
-    extra = {k: d[k] for k in ("change", "opt_in", "revert_after_validation") if k in d}
-    cls = FixAction if extra else Action
-    return cls(  # type: ignore[call-arg]
-        id=d["id"],
-        target=d["target"],
-        kind=d.get("kind", "shell"),
-        command=d.get("command", ""),
-        why=d.get("why", ""),
-        finding_codes=tuple(d.get("finding_codes") or ()),
-        risk=d.get("risk", ""),
-        mutating=bool(d.get("mutating", True)),
-        timeout=float(d.get("timeout", 60.0)),
-        api=d.get("api"),
-        rollback=action_from_dict(rb) if isinstance(rb, dict) else None,
-        rollback_note=d.get("rollback_note", ""),
-        precondition=precondition_from_dict(d.get("precondition")),
-        **extra,
-    )
-
-
-def precondition_from_dict(d: Any) -> Precondition | None:
-    if not isinstance(d, dict) or not d.get("command"):
-        return None
-    return Precondition(kind=d.get("kind", "shell"), command=str(d["command"]),
-                        expect=str(d.get("expect") or ""), api=d.get("api"),
-                        timeout=float(d.get("timeout", 20.0)))
-
-
-def plan_from_dict(d: dict[str, Any]) -> Plan:
-    from clusterfix_tui.core.model import Finding as _F
-
-    findings = []
-    for f in d.get("findings") or ():
-        try:
-            findings.append(
-                _F(
-                    code=f["code"], severity=f.get("severity", "info"), node=f.get("node", CLUSTER),
-                    title=f.get("title", ""), evidence=tuple(f.get("evidence") or ()),
-                    explanation=f.get("explanation", ""), reference=f.get("reference", ""),
-                    step=f.get("step"), data=dict(f.get("data") or {}),
-                )
-            )
-        except (KeyError, TypeError):
-            continue
-    return Plan(
-        step=d["step"],
-        title=d.get("title", d["step"]),
-        findings=tuple(findings),
-        actions=tuple(action_from_dict(a) for a in d.get("actions") or ()),
-        notes=tuple(d.get("notes") or ()),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# the engine
-
-
-def _tail(text: str) -> str:
-    if len(text) <= _MAX_JOURNAL_OUTPUT:
-        return text
-    return "[... truncated ...]\n" + text[-_MAX_JOURNAL_OUTPUT:]
-
-
-def _run_one(
-    action: Action,
-    step: str,
-    runner: Runner,
-    journal: JournalLike | None,
-    on_line: NodeLineCallback | None,
-    *,
-    rollback_of: str | None = None,
-) -> CommandResult:
-    if journal is not None:
-        journal.write(
-            "command_start",
-            step=step,
-            action_id=action.id,
-            node=action.target,
-            command=action.command,
-            kind=action.kind,
-            rollback=rollback_of is not None,
-            rollback_of=rollback_of,
-            mutating=action.mutating,
-            dry_run=bool(getattr(runner, "dry_run", False)),
-            action=action.to_dict(),
-        )
-
-    def _line(stream: str, line: str) -> None:
-        if on_line is not None:
-            try:
-                on_line(action.target, stream, line)
-            except Exception:  # a display callback must never break a repair  # noqa: BLE001, S110
-                pass
-
-    t0 = time.monotonic()
-    try:
-        result = runner.run_action(action, on_line=_line)
-    except Exception as exc:  # TransportError and anything else: recorded, never propagated  # noqa: BLE001
-        result = CommandResult(
-            exit_code=None, duration=time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}"
-        )
-    if journal is not None:
-        journal.write(
-            "command_end",
-            step=step,
-            action_id=action.id,
-            node=action.target,
-            exit_code=result.exit_code,
-            duration=round(result.duration, 3),
-            stdout=_tail(result.stdout),
-            stderr=_tail(result.stderr),
-            timed_out=result.timed_out,
-            error=result.error,
-            rollback=rollback_of is not None,
-        )
-    return result
-
-
-def _precheck(
-    action: Action,
-    step: str,
-    precheck: Prechecker,
-    journal: JournalLike | None,
-    on_line: NodeLineCallback | None,
-) -> Any:
-    """Re-check the action's precondition right before it runs; journal what it found."""
-    from clusterfix_tui.core.model import PRECHECK_UNKNOWN
-
-    pre = action.precondition
-    assert pre is not None
-    try:
-        found = precheck(action)
-    except Exception as exc:  # noqa: BLE001 - a check that cannot run means: do not run blind
-        from clusterfix_tui.core.fixes.preconditions import PrecheckResult
-
-        found = PrecheckResult(PRECHECK_UNKNOWN, f"the check could not run: {exc}")
-    if journal is not None:
-        journal.write(
-            "precheck", step=step, action_id=action.id, node=action.target, kind=pre.kind,
-            command=pre.command, state=found.state, detail=found.detail,
-            exit_code=found.exit_code,
-        )
-    if on_line is not None and found.state != "holds":
-        try:
-            on_line(action.target, "stderr",
-                    f"{action.id}: {_PRECHECK_WORDS.get(found.state, found.state)}: "
-                    f"{found.detail}")
-        except Exception:  # noqa: BLE001, S110
-            pass
-    return found
-
-
-_PRECHECK_WORDS = {"already-done": "already done, not run",
-                   "changed": "skipped, the node changed since the plan was shown",
-                   "unknown": "skipped, its precondition could not be checked"}
-
-
-def _gone_already(action: Action, result: CommandResult) -> bool:
-    """Deleting a pod that is not there any more (404) is done, not failed."""
-    return (action.kind == "api" and (action.api or {}).get("verb") == "delete_pod"
-            and result.exit_code == 1 and "(404)" in (result.stderr or ""))
-
-
-class Prechecker(Protocol):
-    def __call__(self, action: Action, /) -> Any: ...
-
-
-def _execute(
-    step: str,
-    actions: Sequence[Action],
-    approved: set[str],
-    runner: Runner,
-    journal: JournalLike | None,
-    on_line: NodeLineCallback | None,
-    cancel: threading.Event | None,
-    rollback_of: dict[str, str] | None = None,
-    precheck: Prechecker | None = None,
-) -> tuple[list[ActionOutcome], bool]:
-    dry = bool(getattr(runner, "dry_run", False))
-    failed_targets: set[str] = set()
-    outcomes: list[ActionOutcome] = []
-    cancelled = False
-    for action in actions:
-        if action.id not in approved:
-            outcomes.append(ActionOutcome(action.id, action.target, action.command, None,
-                                          "skipped", "not approved"))
-            continue
-        if cancelled or (cancel is not None and cancel.is_set()):
-            cancelled = True
-            outcomes.append(
-                ActionOutcome(action.id, action.target, action.command, None, "cancelled")
-            )
-            continue
-        if action.target in failed_targets:
-            outcomes.append(ActionOutcome(action.id, action.target, action.command, None,
-                                          "skipped", "an earlier action on this target failed"))
-            continue
-        if precheck is not None and action.precondition is not None:
-            found = _precheck(action, step, precheck, journal, on_line)
-            if found.state != "holds":
-                outcomes.append(ActionOutcome(
-                    action.id, action.target, action.command, None,
-                    "already-done" if found.state == "already-done" else "skipped",
-                    found.detail or found.state))
-                continue
-        result = _run_one(
-            action, step, runner, journal, on_line,
-            rollback_of=(rollback_of or {}).get(action.id) if rollback_of is not None else None,
-        )
-        not_run = (result.exit_code is None and result.error is None and not result.timed_out)
-        detail = ""
-        if dry and (action.mutating or not_run):
-            status = "dry-run"
-        elif result.ok:
-            status = "ok"
-        elif _gone_already(action, result):
-            status, detail = "already-done", "the pod was already gone (404)"
-        else:
-            status = "failed"
-            failed_targets.add(action.target)
-        outcomes.append(ActionOutcome(action.id, action.target, action.command, result,
-                                      status, detail))  # type: ignore[arg-type]
-    return outcomes, cancelled
-
-
-def _status(plan: Plan, outcomes: Sequence[ActionOutcome], cancelled: bool, dry: bool) -> str:
-    ran = [o for o in outcomes if o.status in ("ok", "failed", "dry-run")]
-    if plan.nothing_to_do:
-        return "unchanged"
-    if not ran and not cancelled:
-        return "unchanged" if any(o.status == "already-done" for o in outcomes) else "skipped"
-    if dry and any(o.status == "dry-run" for o in ran) and not any(o.status == "failed" for o in ran):
-        return "dry-run"
-    mutating_ids = {a.id for a in plan.actions if a.mutating}
-    ok_mut = [o for o in ran if o.status == "ok" and o.action_id in mutating_ids]
-    failed = [o for o in ran if o.status == "failed"]
-    if cancelled:
-        return "cancelled"
-    if failed:
-        return "partial" if ok_mut else "failed"
-    return "changed" if ok_mut else "unchanged"
-
-
-def _changes(plan: Plan, outcomes: Sequence[ActionOutcome]) -> list[dict[str, Any]]:
-    by_id = {a.id: a for a in plan.actions}
-    changes = []
-    for o in outcomes:
-        a = by_id.get(o.action_id)
-        if a is None or o.status != "ok" or not a.mutating:
-            continue
-        ch = getattr(a, "change", None) or {}
-        changes.append(
-            {
-                "node": a.target,
-                "action_id": a.id,
-                "what": ch.get("what", a.why or a.command),
-                "before": ch.get("before"),
-                "after": ch.get("after"),
-            }
-        )
-    return changes
-
-
-def apply_plan(
-    plan: Plan,
-    approved_ids: Iterable[str],
-    runner: Runner,
-    journal: JournalLike | None = None,
-    on_line: NodeLineCallback | None = None,
-    cancel: threading.Event | None = None,
-    post: Callable[[StepOutcome], StepOutcome] | None = None,
-    *,
-    precheck: Prechecker | None = None,
-    step_end: dict[str, Any] | None = None,
-) -> StepOutcome:
-    """Run exactly the approved actions of `plan`, as shown, in plan order. The one apply path:
-    repair plans and rollback plans (a RollbackPlan) both run through here.
-
-    `precheck(action)` re-checks each action's precondition right before it runs (an action
-    whose state changed is skipped, one whose goal already holds is "already-done").
-    `post(outcome) -> outcome` (e.g. the pods step waiting for its rollout) runs before the
-    `step_end` event is journaled, so the journal has the final word. `step_end` adds fields to
-    that event (e.g. the pass number)."""
-    approved = set(approved_ids)
-    unknown = approved - {a.id for a in plan.actions}
-    if unknown:
-        raise ValueError(f"approved ids not in the plan: {sorted(unknown)}")
-    dry = bool(getattr(runner, "dry_run", False))
-    rollback_of = getattr(plan, "rollback_of", None)
-    is_rollback = isinstance(plan, RollbackPlan)
-    outcomes, cancelled = _execute(plan.step, plan.actions, approved, runner, journal, on_line,
-                                   cancel, rollback_of=dict(rollback_of or {}) if is_rollback
-                                   else None, precheck=precheck)
-    status = _status(plan, outcomes, cancelled, dry)
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
-    if plan.nothing_to_do:
-        message = "nothing to do" + (": " + "; ".join(plan.notes) if plan.notes else "")
-    else:
-        message = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    if is_rollback:
-        mapping = dict(rollback_of or {})
-        changes = tuple(
-            {"node": o.target, "action_id": o.action_id,
-             "what": f"rolled back {mapping.get(o.action_id)}", "before": None, "after": None}
-            for o in outcomes if o.status == "ok")
-        message = ("rollback: " + ", ".join(f"{o.action_id}={o.status}" for o in outcomes)) \
-            if outcomes else "rollback: nothing to roll back"
-    else:
-        changes = tuple(_changes(plan, outcomes))
-    outcome = StepOutcome(
-        step=plan.step,
-        status=status,  # type: ignore[arg-type]
-        actions=tuple(outcomes),
-        changes=changes,
-        message=message,
-    )
-    if post is not None:
-        try:
-            outcome = post(outcome)
-        except Exception as exc:  # noqa: BLE001
-            if journal is not None:
-                journal.write("error", message=f"after {plan.step}: {exc}", where=plan.step)
-    if journal is not None:
-        extra = dict(step_end or {})
-        if is_rollback:
-            extra["rollback"] = True
-        journal.write("step_end", step=plan.step, outcome=outcome.to_dict(), **extra)
-    return outcome
-
-
-# ---------------------------------------------------------------------------------------------
-# rollback
-
-
-@dataclass(frozen=True)
-class RanAction:
-    step: str
-    action: Action
-    finished_ok: bool | None  # None: started, never finished (process died)
-
-
-def ran_from_outcome(plan: Plan, outcome: StepOutcome) -> list[RanAction]:
-    by_id = {a.id: a for a in plan.actions}
-    ran = []
-    for o in outcome.actions:
-        if o.status in ("ok", "failed") and o.action_id in by_id:
-            ran.append(RanAction(plan.step, by_id[o.action_id], o.status == "ok"))
-    return ran
-
-
-def ran_from_events(events: Sequence[dict[str, Any]], step: str | None = None) -> list[RanAction]:
-    """Forward actions that started and are not rolled back yet (core.record.ran_actions)."""
-    from clusterfix_tui.core.record import ran_actions
-
-    return ran_actions(events, step)
-
-
-_REDACTION_MARKS = ("[REDACTED", "<redacted")
-
-
-def _redacted(action: Action) -> bool:
-    import json
-
-    text = action.command + json.dumps(action.api or {}, default=str)
-    return any(m in text for m in _REDACTION_MARKS)
-
-
-@dataclass(frozen=True)
-class RollbackPlan(Plan):
-    """A Plan whose actions undo what ran; rollback_of maps each action id to the forward action
-    it undoes. It is shown, approved and applied like any plan (apply_plan)."""
-
-    rollback_of: dict[str, str] = dataclasses.field(default_factory=dict, hash=False,
-                                                     compare=False)
-
-
-def rollback_plan(ran: Sequence[RanAction], step: str | None = None
-                  ) -> tuple[RollbackPlan, dict[str, str]]:
-    """The rollback of what ran, newest first, as a Plan (so it can be shown and approved).
-
-    Returns the plan and a map rollback-action-id -> forward-action-id. Actions without an
-    automatic rollback appear in the plan's notes with their rollback_note."""
-    actions: list[Action] = []
-    mapping: dict[str, str] = {}
-    notes: list[str] = []
-    seen: set[str] = set()
-    for ra in reversed(list(ran)):
-        a = ra.action
-        if not a.mutating:
-            continue
-        if a.rollback is not None and _redacted(a.rollback):
-            notes.append(f"{a.id} ({a.target}): its rollback command was redacted in the "
-                         f"journal (it held something that looked like a secret); run it by "
-                         f"hand from the plan the session showed")
-            continue
-        if a.rollback is not None:
-            rb = a.rollback
-            rid = rb.id
-            if rid in seen:  # the same action ran twice: undo it once
-                continue
-            seen.add(rid)
-            actions.append(rb)
-            mapping[rid] = a.id
-        else:
-            notes.append(f"{a.id} ({a.target}): no automatic rollback: {a.rollback_note or 'none given'}")
-    steps = sorted({ra.step for ra in ran})
-    name = step or (steps[0] if len(steps) == 1 else "session")
-    plan = RollbackPlan(
-        step=name,
-        title=f"Roll back {name}",
-        actions=tuple(actions),
-        notes=tuple(notes) or (() if actions else ("nothing ran that can be rolled back",)),
-        rollback_of=dict(mapping),
-    )
-    return plan, mapping
-
-
-def rollback_plan_from_dict(d: dict[str, Any]) -> RollbackPlan:
-    p = plan_from_dict(d)
-    return RollbackPlan(step=p.step, title=p.title, findings=p.findings, actions=p.actions,
-                        notes=p.notes, rollback_of=dict(d.get("rollback_of") or {}))
-
-
-def rollback(
-    source: tuple[Plan, StepOutcome] | Sequence[dict[str, Any]],
-    runner: Runner,
-    journal: JournalLike | None = None,
-    on_line: NodeLineCallback | None = None,
-    cancel: threading.Event | None = None,
-    step: str | None = None,
-    approved_ids: Iterable[str] | None = None,
-) -> StepOutcome:
-    """Run the rollback actions of what did run, newest first (all of them unless approved_ids)."""
-    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Plan):
-        ran = ran_from_outcome(source[0], source[1])  # type: ignore[arg-type]
-    else:
-        ran = ran_from_events(source, step)  # type: ignore[arg-type]
-    return rollback_ran(ran, runner, journal, on_line, cancel, step, approved_ids)
-
-
-def rollback_ran(
-    ran: Sequence[RanAction],
-    runner: Runner,
-    journal: JournalLike | None = None,
-    on_line: NodeLineCallback | None = None,
-    cancel: threading.Event | None = None,
-    step: str | None = None,
-    approved_ids: Iterable[str] | None = None,
-    *,
-    by: str = "user",
-    precheck: Prechecker | None = None,
-) -> StepOutcome:
-    """Build the rollback plan of `ran`, journal it with its decision, run it (apply_plan)."""
-    plan, _ = rollback_plan(ran, step)
-    if journal is not None:
-        journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
-        for n in plan.notes:
-            journal.write("note", text=f"rollback {plan.step}: {n}")
-    approved = list(approved_ids) if approved_ids is not None else [a.id for a in plan.actions]
-    if journal is not None:
-        journal.write("decision", step=plan.step,
-                      decision="dry-run" if getattr(runner, "dry_run", False) else "approved",
-                      action_ids=approved, by=by, rollback=True)
-    return apply_plan(plan, approved, runner, journal, on_line, cancel, precheck=precheck)
-
-
-# ---------------------------------------------------------------------------------------------
-# cluster-side helpers shared by the steps (pods of a node, API actions)
-
-KUBE_PROXY = ("kube-system", "kube-proxy")  # (namespace, daemonset)
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def _pod_fields(pod: Any) -> tuple[str | None, str | None, str | None]:
-    """(namespace, name, node) of a pod given as a k8s JSON dict or a snapshot object."""
-    meta = _get(pod, "metadata")
-    if isinstance(meta, dict):
-        spec = _get(pod, "spec") or {}
-        return meta.get("namespace"), meta.get("name"), spec.get("nodeName")
-    return _get(pod, "namespace"), _get(pod, "name"), _get(pod, "node") or _get(pod, "node_name")
-
-
-def component_pods(diagnosis: Any, component: str) -> list[Any]:
-    """Pods of "kube_proxy" or "flannel" from the snapshot, whatever its container shape."""
-    snap = getattr(diagnosis, "snapshot", None)
-    if snap is None:
-        return []
-    for attr in (f"{component}_pods", f"{component.replace('_', '')}_pods"):
-        v = _get(snap, attr)
-        if v:
-            if isinstance(v, dict):
-                out: list[Any] = []
-                for item in v.values():
-                    out.extend(item if isinstance(item, (list, tuple)) else [item])
-                return out
-            return list(v)
-    pods = _get(snap, "pods") or []
-    key = "kube-proxy" if component == "kube_proxy" else "flannel"
-    return [p for p in pods if key in (_pod_fields(p)[1] or "")]
-
-
-def node_pod(diagnosis: Any, component: str, node: str) -> tuple[str, str] | None:
-    """(namespace, name) of the component's pod on `node`, or None."""
-    for pod in component_pods(diagnosis, component):
-        ns, name, pnode = _pod_fields(pod)
-        if pnode == node and name:
-            return ns or "kube-system", name
-    return None
-
-
-def kube_proxy_pod(diagnosis: Any, node: str) -> tuple[str, str] | None:
-    return node_pod(diagnosis, "kube_proxy", node)
-
-
-def flannel_pod(diagnosis: Any, node: str) -> tuple[str, str] | None:
-    return node_pod(diagnosis, "flannel", node)
-
-
-from clusterfix_tui.core.fixes import preconditions as _pre  # noqa: E402
-
-
-def delete_pod_action(
-    id_: str, node: str, namespace: str, name: str, *, why: str,
-    finding_codes: tuple[str, ...] = (), risk: str = "",
-) -> FixAction:
-    return FixAction(
-        id=id_, target=node, kind="api",
-        command=f"kubectl -n {q(namespace)} delete pod {q(name)}",
-        api={"verb": "delete_pod", "namespace": namespace, "name": name},
-        why=why, finding_codes=finding_codes,
-        risk=risk or "the pod restarts; its DaemonSet recreates it on this node within seconds",
-        rollback_note="a restarted pod is not rolled back: the DaemonSet recreates it",
-        change={"what": f"pod {namespace}/{name}", "before": "running", "after": "recreated"},
-        precondition=_pre.pod_uid(namespace, name),
-    )
-
-
-def restart_daemonset_action(
-    id_: str, namespace: str, name: str, *, why: str, finding_codes: tuple[str, ...] = (),
-    risk: str = "",
-) -> FixAction:
-    from clusterfix_tui.core.model import CLUSTER as _C
-
-    return FixAction(
-        id=id_, target=_C, kind="api",
-        command=f"kubectl -n {q(namespace)} rollout restart daemonset {q(name)}",
-        api={"verb": "restart_daemonset", "namespace": namespace, "name": name},
-        why=why, finding_codes=finding_codes,
-        risk=risk or "every pod of the DaemonSet restarts, node by node",
-        rollback_note="a rollout restart is not rolled back (it only restarts the same spec)",
-        change={"what": f"daemonset {namespace}/{name}", "before": "running",
-                "after": "restarted"},
-        precondition=_pre.daemonset_exists(namespace, name),
-    )
+__all__ = [
+    "BACKUP_ROOT",
+    "Diagnosis",
+    "FixAction",
+    "JournalLike",
+    "KUBE_PROXY",
+    "NodeLineCallback",
+    "OPT_IN_PREFIX",
+    "Prechecker",
+    "RanAction",
+    "RollbackPlan",
+    "Runner",
+    "Step",
+    "_MAX_JOURNAL_OUTPUT",
+    "_PRECHECK_WORDS",
+    "_REDACTION_MARKS",
+    "_changes",
+    "_execute",
+    "_get",
+    "_gone_already",
+    "_pod_fields",
+    "_precheck",
+    "_redacted",
+    "_run_one",
+    "_status",
+    "_tail",
+    "action_from_dict",
+    "action_id",
+    "apply_plan",
+    "backup_dir",
+    "check_rollbacks",
+    "component_pods",
+    "default_approved",
+    "delete_pod_action",
+    "findings_for",
+    "flannel_pod",
+    "is_opt_in",
+    "kube_proxy_pod",
+    "node_backup_dir",
+    "node_pod",
+    "nothing_to_do",
+    "opt_in_id",
+    "plan_from_dict",
+    "plan_stamp",
+    "precondition_from_dict",
+    "q",
+    "ran_from_events",
+    "ran_from_outcome",
+    "restart_daemonset_action",
+    "rollback",
+    "rollback_plan",
+    "rollback_plan_from_dict",
+    "rollback_ran",
+]
