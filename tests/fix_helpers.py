@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterfix_tui.core.checks import data_for
 from clusterfix_tui.core.model import CommandResult, Finding
 
 
@@ -34,7 +35,7 @@ def snapshot(nodes=("node-1", "node-2", "node-3")) -> dict[str, Any]:
 
 def finding(code: str, node: str, step: str, **data: Any) -> Finding:
     return Finding(code=code, severity="error", node=node, title=code.lower(), step=step,
-                   data=data)
+                   data=data_for(code, **data))
 
 
 class NetnsRunner:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 # CommandResult lives with the ports; re-exported here for the modules that import it from model
 from clusterfix_tui.core.ports import CommandResult as CommandResult
@@ -30,6 +30,8 @@ CLUSTER = "cluster"  # target of actions and findings that are not about one nod
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, FindingData):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -44,6 +46,34 @@ class _Serialisable:
         return _plain(self)
 
 
+FINDING_DATA: dict[str, type[FindingData]] = {}  # finding code -> its data class
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindingData:
+    """A finding code's data, typed: each check module defines one frozen dataclass per code (or
+    family of codes) next to the check that fills it, and the fix steps read its attributes.
+    Subclasses name their codes (`class ForwardDrop(FindingData, codes=("FORWARD_DROP",))`).
+    to_dict() is the plain dict the journal, the report and --json carry (as before)."""
+
+    # root-cause findings carry the symptom findings folded into them (checks.fold_symptoms)
+    symptoms: list[dict[str, Any]] = field(default_factory=list)
+
+    def __init_subclass__(cls, codes: tuple[str, ...] = (), **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        for code in codes:
+            FINDING_DATA[code] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if not out["symptoms"]:
+            del out["symptoms"]
+        return out
+
+
+D = TypeVar("D", bound=FindingData)
+
+
 @dataclass(frozen=True)
 class Finding(_Serialisable):
     """One problem, on one node (or the cluster), with the lines that prove it."""
@@ -56,7 +86,17 @@ class Finding(_Serialisable):
     explanation: str = ""  # short why, for humans
     reference: str = ""  # upstream doc or issue it rests on
     step: str | None = None  # the STEP_ORDER name that addresses it, if any
-    data: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # for the fix steps
+    # for the fix steps: the code's FindingData; a plain dict only for codes without a data class
+    # yet and for findings read back from a journal. (Any while codes move to data classes.)
+    data: Any = field(default_factory=dict, hash=False, compare=False)
+
+    def data_as(self, cls: type[D]) -> D:
+        """The data as the class its check fills; TypeError if it is not (a bug, or a finding
+        replayed from a journal, which no step plans from)."""
+        if not isinstance(self.data, cls):
+            raise TypeError(f"{self.code} on {self.node}: data is {type(self.data).__name__}, "
+                            f"not {cls.__name__}")
+        return self.data
 
 
 # What a precondition check found right before its action was to run (core/fixes/preconditions.py).

@@ -6,9 +6,16 @@ symptoms in `data["symptoms"]`, so one fault gives one finding. Codes: docs/find
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER, Finding
+from clusterfix_tui.core.model import (
+    FINDING_DATA,
+    SEVERITY_ORDER,
+    STEP_ORDER,
+    Finding,
+    FindingData,
+)
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 CheckFn = Callable[[ClusterSnapshot, dict[str, NodeFacts]], list[Finding]]
@@ -38,6 +45,14 @@ def all_checks() -> list[CheckFn]:
             kubeconfig.check]
 
 
+def data_for(code: str, **values: Any) -> FindingData | dict[str, Any]:
+    """The typed data of `code` built from keyword values, as its check builds it (a TypeError
+    names a key the class does not have); a plain dict for a code without a data class."""
+    all_checks()  # every check module registers its data classes when imported
+    cls = FINDING_DATA.get(code)
+    return cls(**values) if cls is not None else dict(values)
+
+
 def run_checks(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts],
                checks: list[CheckFn] | None = None) -> tuple[list[Finding], list[str]]:
     """(findings, errors): a check that raises is a bug; it is reported, the others still run."""
@@ -60,7 +75,7 @@ def in_scope(snapshot: ClusterSnapshot, findings: list[Finding]) -> list[Finding
     shape = shape_of(snapshot)
     if shape is None:
         return findings
-    return [f for f in findings if why_not(shape, f.code, f.node, f.data) is None]
+    return [f for f in findings if why_not(shape, f.code, f.node) is None]
 
 
 def fold_symptoms(findings: list[Finding]) -> list[Finding]:
@@ -81,9 +96,12 @@ def fold_symptoms(findings: list[Finding]) -> list[Finding]:
         for k in kept:
             if k.code == root_code and (k.node == sym.node or root_code in
                                         CLUSTER_SYMPTOM_OF.get(sym.code, ())):
-                k.data.setdefault("symptoms", []).append(
-                    {"code": sym.code, "node": sym.node, "title": sym.title,
-                     "evidence": list(sym.evidence), "data": dict(sym.data)})
+                symptom = {"code": sym.code, "node": sym.node, "title": sym.title,
+                           "evidence": list(sym.evidence), "data": sym.to_dict()["data"]}
+                if isinstance(k.data, FindingData):
+                    k.data.symptoms.append(symptom)
+                else:
+                    k.data.setdefault("symptoms", []).append(symptom)
                 break
     return kept
 
