@@ -56,6 +56,22 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _BACKENDS = ("legacy", "nft")
 
 
+def _sysctl_not_one(key: str) -> Any:
+    """Preconditions: the setting is still off (already 1 = done, nothing to roll back)."""
+    from clusterfix_tui.core.fixes import preconditions as pre
+
+    return pre.absent_else_done(f'[ "$(sysctl -n {q(key)} 2>/dev/null)" = 1 ]',
+                                f"{key} is not 1 yet", f"{key} is 1 already")
+
+
+def _modules_not_loaded(modules: list[str]) -> Any:
+    from clusterfix_tui.core.fixes import preconditions as pre
+
+    test = " && ".join(f"[ -d {q('/sys/module/' + m)} ]" for m in modules)
+    return pre.absent_else_done(test, f"not loaded yet: {', '.join(modules)}",
+                                f"loaded already: {', '.join(modules)}")
+
+
 def _value(v: Any, default: str) -> str:
     """A previous sysctl value we can put back: digits only."""
     s = str(v).strip() if v is not None else ""
@@ -175,6 +191,7 @@ class HostNetworkStep:
                     "(what every Kubernetes node needs)",
                     rollback=rb("", sysctl_set(IP_FORWARD, prev), f"put {IP_FORWARD} back to {prev}"),
                     change={"what": IP_FORWARD, "before": prev, "after": "1"},
+                    precondition=_sysctl_not_one(IP_FORWARD),
                 ))
                 sysctls[IP_FORWARD] = "1"
                 codes_persist.add(f.code)
@@ -190,6 +207,7 @@ class HostNetworkStep:
                         rollback=rb("", "modprobe -r br_netfilter", "unload br_netfilter again"),
                         change={"what": "module br_netfilter", "before": "not loaded",
                                 "after": "loaded"},
+                        precondition=_modules_not_loaded(["br_netfilter"]),
                     ))
                     modules.append("br_netfilter")
                 prev = _value(prev_raw, "0")
@@ -203,6 +221,7 @@ class HostNetworkStep:
                     rollback_note="" if prev_raw is not None else
                     "the setting goes away with br_netfilter (rolled back by its modprobe -r)",
                     change={"what": BRIDGE_NF, "before": prev_raw, "after": "1"},
+                    precondition=_sysctl_not_one(BRIDGE_NF),
                 ))
                 if "br_netfilter" not in modules:
                     modules.append("br_netfilter")
@@ -227,6 +246,7 @@ class HostNetworkStep:
                     rollback=rb("", f"modprobe -r -a {mods}", "unload the modules again"),
                     change={"what": "ipvs modules", "before": "not loaded",
                             "after": ", ".join(missing)},
+                    precondition=_modules_not_loaded(missing),
                 ))
                 modules.extend(m for m in missing if m not in modules)
                 codes_persist.add(f.code)

@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from clusterfix_tui.core.fixes import engine
+from clusterfix_tui.core.fixes import preconditions as _pre
 from clusterfix_tui.core.fixes.engine import (
     FixAction,
     action_id,
@@ -196,6 +197,11 @@ class WorkerKubeconfigStep:
                     finding_codes=CODES, risk="kubectl on this node talks to the new server",
                     rollback=restore,
                     change={"what": f"{target}: server", "before": current, "after": server},
+                    precondition=_pre.absent_else_done(
+                        f"grep -qE {q('^[[:space:]]*server:[[:space:]]*' + re.escape(server) + '[[:space:]]*$')} "
+                        f"{q(target)} 2>/dev/null",
+                        f"{target} does not point at {server} yet",
+                        f"{target} points at {server} already"),
                 )
         elif reason == "missing" or target not in files:
             if own is None:
@@ -212,6 +218,9 @@ class WorkerKubeconfigStep:
                     rollback=restore,
                     change={"what": target, "before": "missing",
                             "after": f"copy of {own}" + (f", server {server}" if server else "")},
+                    precondition=_pre.shell(
+                        f"if [ -e {q(target)} ]; then echo {q(target + ' exists now')}; exit 4; "
+                        "fi; exit 0", f"{target} is still missing"),
                 )
         else:
             err = d.get("kubectl_error") or f"exit {d.get('kubectl_rc')}"
