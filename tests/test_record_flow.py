@@ -11,6 +11,7 @@ from fix_helpers import FakeDiagnosis, finding, snapshot
 from test_preconditions import _plans
 
 from clusterfix_tui.core import report
+from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.flow import RepairFlow, StalePlanError
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CheckResult, CommandResult
@@ -161,15 +162,21 @@ def _journal_of_every_step(path):
     plans = _plans()
     for plan in plans:
         apply_plan(plan, [a.id for a in plan.actions], runner, j)
-    host = pytest.importorskip("clusterfix_tui.core.fixes.host_network").STEP.plan(
+    host = get_step("host_network").plan(
         FakeDiagnosis([finding("IP_FORWARD_OFF", "node-2", "host_network", value="0")],
                       snapshot=snapshot()))
     apply_plan(host, [a.id for a in host.actions], runner, j)
+    from test_fixes_worker_host import wk
+
+    worker = get_step("worker_kubeconfig").plan(
+        FakeDiagnosis([wk()], snapshot=snapshot()))
+    apply_plan(worker, [a.id for a in worker.actions], runner, j)
     j.close()
-    return [*plans, host]
+    return [*plans, host, worker]
 
 
-@pytest.mark.parametrize("step", ["iptables", "cni_bridge", "pods", "host_network"])
+@pytest.mark.parametrize("step", ["iptables", "cni_bridge", "pods", "host_network",
+                                  "worker_kubeconfig"])
 def test_cli_rollback_prints_exactly_what_runs(tmp_path, monkeypatch, capsys, step):
     from clusterfix_tui.commands import rollback as cmd
 
