@@ -56,11 +56,16 @@ class WizardState:
     left_out: dict[str, str] = field(default_factory=dict)
     diagnosis_before: Any = None  # the first diagnosis: what the session found
     diagnosis: Any = None  # the latest: what the panels show and the plans are built from
-    diagnosis_dirty: bool = False  # something changed on the cluster since `diagnosis`
+    # Freshness, per step: `changes` counts what this session changed on the cluster (a step
+    # that ran, a rollback); the diagnosis and every plan remember the count they were built at.
+    # A plan is shown for approval only when it was built at the current count.
+    changes: int = 0
+    diagnosis_at: int = 0
+    diagnosis_seq: int = 0  # one more per diagnosis the wizard received
+    plans_at: dict[str, tuple[int, int]] = field(default_factory=dict)  # (changes, diagnosis_seq)
     diagnosis_after: Any = None
     applied_plans: dict[str, Any] = field(default_factory=dict)  # step -> the plan that ran
     plans: dict[str, Any] = field(default_factory=dict)
-    plans_for: Any = None  # the diagnosis the plans were built from
     outcomes: dict[str, Any] = field(default_factory=dict)
     rolled_back: set[str] = field(default_factory=set)
     previewed: set[str] = field(default_factory=set)
@@ -155,6 +160,18 @@ class ClusterfixApp(App[int]):
         refresh = getattr(self.session, "refresh", None)
         return refresh() if callable(refresh) else self.session.diagnose("after")
 
+    def plan_rollback(self, step: str) -> Any:
+        """The rollback of what this session ran for `step`, as a Plan (called in a worker
+        thread): the session's own when it has one, else the engine's plan over the journal,
+        the same one `session.rollback()` runs."""
+        plan_rollback = getattr(self.session, "plan_rollback", None)
+        if callable(plan_rollback):
+            return plan_rollback(step)
+        from clusterfix_tui.core.fixes import engine
+
+        events = list(getattr(self.session.journal, "events", ()))
+        return engine.rollback_plan(engine.ran_from_events(events, step), step)[0]
+
     def redact(self, line: str, key: Any = None) -> str:
         """Redact text for the screen. One line of a stream (`key`, e.g. (node, stream)) goes
         through a LineRedactor, which blanks a PEM block's body lines between BEGIN and END."""
@@ -178,24 +195,50 @@ class ClusterfixApp(App[int]):
         self.state.info = dict(info)
         self._tick()
 
-    def set_diagnosis(self, diagnosis: Any) -> None:
+    def set_diagnosis(self, diagnosis: Any, at: int | None = None) -> None:
+        """`at`: the change count when the diagnosis was started (default: now)."""
         if self.state.diagnosis_before is None:
             self.state.diagnosis_before = diagnosis
         self.state.diagnosis = diagnosis
-        self.state.diagnosis_dirty = False
+        self.state.diagnosis_at = self.state.changes if at is None else at
+        self.state.diagnosis_seq += 1
         self.freeze_heap()
         n = len(getattr(diagnosis, "findings", []) or [])
         self.log_event(f"diagnosis: {n} findings")
 
-    def plans_stale(self) -> bool:
-        return not self.state.plans or self.state.plans_for is not self.state.diagnosis
+    def diagnosis_fresh(self) -> bool:
+        return self.state.diagnosis is not None and self.state.diagnosis_at == self.state.changes
 
-    def set_plans(self, plans: dict[str, Any], replace: bool = True) -> None:
+    def plan_fresh(self, step: str) -> bool:
+        """Was this step's plan built from the latest diagnosis, itself taken after the last
+        change this session made to the cluster?"""
+        state = self.state
+        return (step in state.plans and self.diagnosis_fresh()
+                and state.plans_at.get(step) == (state.changes, state.diagnosis_seq))
+
+    def plans_stale(self) -> bool:
+        return not self.state.plans or not all(self.plan_fresh(s) for s in self.state.plans)
+
+    def set_plans(self, plans: dict[str, Any], replace: bool = True,
+                  at: int | None = None) -> None:
+        """`at`: the change count when planning started (default: now)."""
+        state = self.state
+        key = (state.changes if at is None else at, state.diagnosis_seq)
         if replace:
-            self.state.plans = dict(plans)
-            self.state.plans_for = self.state.diagnosis
+            state.plans = dict(plans)
+            state.plans_at = {}
         else:
-            self.state.plans.update(plans)
+            state.plans.update(plans)
+        for step in plans:
+            state.plans_at[step] = key
+
+    def refresh_plans(self, steps: Iterable[str], at: int) -> tuple[Any, dict[str, Any]]:
+        """Called in a worker thread: diagnose again unless the diagnosis is as fresh as `at`,
+        then plan `steps` from it. Returns (the new diagnosis or None, {step: plan})."""
+        diagnosis = None
+        if not (self.state.diagnosis is not None and self.state.diagnosis_at == at):
+            diagnosis = self.rediagnose()
+        return diagnosis, {step: self.session.plan(step) for step in steps}
 
     def step_state(self, step: str) -> str:
         if step in self.state.rolled_back:
@@ -212,8 +255,8 @@ class ClusterfixApp(App[int]):
             if plan is not None and outcome.status not in ("skipped",):
                 self.state.applied_plans[step] = plan
         if rollback or outcome.status in ("changed", "partial", "failed", "cancelled"):
-            # plans built before this change may be stale: the next step re-diagnoses first
-            self.state.diagnosis_dirty = True
+            # every plan and the diagnosis built before this change are stale from now on
+            self.state.changes += 1
         self.state.validation_stale = True
         self.log_event(f"{step}: {'rollback ' if rollback else ''}{outcome.status} "
                        f"{outcome.message}".rstrip(), "bold")
@@ -267,10 +310,18 @@ class ClusterfixApp(App[int]):
         else:
             self.push_screen(screen)
 
+    def step_may_be_needed(self, step: str) -> bool:
+        """Needed by its plan, or its plan is stale and it has not run (the cluster changed:
+        fixing one fault can unmask another, so a stale "nothing to do" proves nothing)."""
+        state = self.step_state(step)
+        if state == "needed":
+            return True
+        return state == "nothing to do" and not self.plan_fresh(step)
+
     def open_next_step(self, after: str | None, replace: bool = False) -> bool:
         start = STEP_ORDER.index(after) + 1 if after in STEP_ORDER else 0
         for step in STEP_ORDER[start:]:
-            if self.step_state(step) == "needed":
+            if self.step_may_be_needed(step):
                 self.open_step(step, replace=replace)
                 return True
         self.state.run_all = False

@@ -44,9 +44,10 @@ class DiagnosisProgressed(Message):
 
 
 class DiagnosisFinished(Message):
-    def __init__(self, diagnosis: Any) -> None:
+    def __init__(self, diagnosis: Any, at: int | None = None) -> None:
         super().__init__()
         self.diagnosis = diagnosis
+        self.at = at  # the wizard's change count when the diagnosis started
 
 
 class PodLogLoaded(Message):
@@ -57,12 +58,15 @@ class PodLogLoaded(Message):
 
 
 class PlansBuilt(Message):
-    """Plans built; `diagnosis` is set when they were built from a fresh diagnosis."""
+    """Plans built; `diagnosis` is set when they were built from a fresh diagnosis; `at` is the
+    wizard's change count when the work started (what the plans are fresh for)."""
 
-    def __init__(self, plans: dict[str, Any], diagnosis: Any = None) -> None:
+    def __init__(self, plans: dict[str, Any], diagnosis: Any = None,
+                 at: int | None = None) -> None:
         super().__init__()
         self.plans = plans
         self.diagnosis = diagnosis
+        self.at = at
 
 
 class StepLinesLogged(Message):
@@ -99,3 +103,22 @@ class ReportExported(Message):
     def __init__(self, paths: list[str]) -> None:
         super().__init__()
         self.paths = paths
+
+
+class RolloutProgressed(Message):
+    """A step waits for restarted pods: `ready` of `total` Running and Ready."""
+
+    def __init__(self, what: str, ready: int, total: int) -> None:
+        super().__init__()
+        self.what = what
+        self.ready = ready
+        self.total = total
+
+
+class RollbackPlanned(Message):
+    """The rollback of a step as a plan: exactly what Undo will run, in order."""
+
+    def __init__(self, step: str, plan: Any) -> None:
+        super().__init__()
+        self.step = step
+        self.plan = plan

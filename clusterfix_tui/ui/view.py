@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
-from clusterfix_tui.core.model import SEVERITY_ORDER, STEP_ORDER
+from clusterfix_tui.core.fixes.pods import WAIT_TIMEOUT as ROLLOUT_TIMEOUT
+from clusterfix_tui.core.model import CLUSTER, SEVERITY_ORDER, STEP_ORDER
 
 SEVERITY_STYLE = {
     "critical": "bold white on red",
@@ -447,3 +449,17 @@ def actions_by_node(plan: Any) -> dict[str, list[Any]]:
 def hms(seconds: float) -> str:
     seconds = max(0, int(seconds))
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+_ROLLOUT = re.compile(r"^waiting for (?P<what>.+): (?P<ready>\d+)/(?P<total>\d+) Running and Ready$")
+
+
+def rollout_progress(node: str, line: str) -> tuple[str, int, int] | None:
+    """(what, ready, total) from the line a step's rollout wait streams for the cluster
+    (core.fixes.pods.wait_for_components), else None."""
+    if node != CLUSTER:
+        return None
+    match = _ROLLOUT.match(line.strip())
+    if match is None:
+        return None
+    return match["what"], int(match["ready"]), int(match["total"])

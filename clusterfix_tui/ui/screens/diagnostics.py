@@ -104,10 +104,11 @@ per node (select the node on the left).
     def _diagnose_cluster(self) -> None:
         session = self.wizard.session
         first = self.wizard.state.diagnosis is None
+        at = self.wizard.state.changes
         diagnosis = session.diagnose(
             "before", on_progress=lambda *a: self.post_message(
                 m.DiagnosisProgressed(" ".join(str(x) for x in a))))
-        self.post_message(m.DiagnosisFinished(diagnosis))
+        self.post_message(m.DiagnosisFinished(diagnosis, at))
         if first:
             # the report's "before" validation column: what fails before anything is changed
             session.validate("before")
@@ -128,7 +129,7 @@ per node (select the node on the left).
                                                            style="dim"))
 
     def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
-        self.wizard.set_diagnosis(event.diagnosis)
+        self.wizard.set_diagnosis(event.diagnosis, event.at)
         self.query_one("#panels").loading = False
         self._show(event.diagnosis)
 
@@ -212,8 +213,9 @@ per node (select the node on the left).
             for line in f.evidence:
                 text.append("  │ ", style="dim")
                 text.append(f"{line}\n", style="yellow")
-            if f.reference:
-                text.append(f"ref: {f.reference}", style="dim")
+            reference = (f.reference or "").strip()
+            if reference:  # never an empty "ref:" line
+                text.append(f"ref: {reference}", style="dim")
         self.query_one("#finding-text", Static).update(text)
 
     def _pod_log_text(self, key: str, log: str) -> Text:

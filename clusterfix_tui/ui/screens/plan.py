@@ -60,35 +60,31 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
         t.add_column("nodes", key="nodes")
         for i, step in enumerate(STEP_ORDER, 1):
             t.add_row(str(i), step, "", "", "", "", key=step)
-        if self.wizard.plans_stale():
-            self._build_plans()
-        else:
-            self.refresh_steps()
+        self._refresh_if_stale()
 
     def on_screen_resume(self) -> None:
-        if not self.is_mounted:
+        if self.is_mounted:
+            self._refresh_if_stale()
+
+    def _refresh_if_stale(self) -> None:
+        if not self.wizard.plans_stale():
+            self.refresh_steps()
             return
-        if self.wizard.state.diagnosis_dirty:
+        if not self.wizard.diagnosis_fresh():
             self.query_one("#plan-status", Static).update(
                 Text("Re-diagnosing after the last change, then re-planning…", style="dim"))
-            self._build_plans(rediagnose=True)
-        elif self.wizard.plans_stale():
-            self._build_plans()
-        else:
-            self.refresh_steps()
+        self._build_plans(self.wizard.state.changes)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Planning the repair steps")
-    def _build_plans(self, rediagnose: bool = False) -> None:
-        session = self.wizard.session
-        diagnosis = self.wizard.rediagnose() if rediagnose else None
-        plans = {step: session.plan(step) for step in STEP_ORDER}
-        self.post_message(m.PlansBuilt(plans, diagnosis))
+    def _build_plans(self, at: int) -> None:
+        diagnosis, plans = self.wizard.refresh_plans(STEP_ORDER, at)
+        self.post_message(m.PlansBuilt(plans, diagnosis, at))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
         if event.diagnosis is not None:
-            self.wizard.set_diagnosis(event.diagnosis)
-        self.wizard.set_plans(event.plans)
+            self.wizard.set_diagnosis(event.diagnosis, event.at)
+        self.wizard.set_plans(event.plans, at=event.at)
         self.refresh_steps()
 
     def refresh_steps(self) -> None:
@@ -172,4 +168,4 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
     def action_replan(self) -> None:
         self.wizard.state.plans.clear()
         self.refresh_steps()
-        self._build_plans()
+        self._build_plans(self.wizard.state.changes)

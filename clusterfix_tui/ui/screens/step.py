@@ -1,5 +1,10 @@
-"""One repair step: what it answers, exactly what it runs where, its risk and rollback; then the
-live run (log pane, per-node progress, elapsed time, cancel) and the result per node with Undo."""
+"""One repair step: what it answers, exactly what it runs where (every mutating action ticked or
+unticked one by one), its risk and rollback; then the live run (log pane, per-node progress,
+the rollout wait as a progress bar with its time-out, cancel) and the result per node with Undo.
+
+A step's plan is shown for approval only when it was built from the cluster as it is now: when
+anything changed since (an earlier step ran, a rollback), the screen diagnoses again and
+re-plans first, on opening and again at approval time."""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
-from textual.widgets import Button, DataTable, Static
+from textual.widgets import Button, DataTable, ProgressBar, SelectionList, Static
+from textual.widgets.selection_list import Selection
 
 from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
@@ -30,13 +36,15 @@ class StepScreen(WizardScreen):
     HELP = """\
 ## A repair step
 Shows the findings this step answers (with their evidence), every action per node with its exact
-command, the risk and the rollback. Nothing runs until you confirm the dialog that names the
+command, the risk and the rollback. Every mutating action can be unticked before Apply; opt-in
+actions are never ticked by default. Nothing runs until you confirm the dialog that names the
 change. While it runs the log streams every node's output; `c` stops between actions.
 
 | key | what |
 |---|---|
-| `a` | apply (asks first) |
-| `o` | select / unselect the opt-in actions (workarounds; not selected by default) |
+| `a` | apply the ticked actions (asks first) |
+| `space` | tick / untick the highlighted action (the list of actions) |
+| `o` | tick / untick every opt-in action (workarounds; never ticked by default) |
 | `d` | dry run: show what would run, run nothing |
 | `s` | skip this step |
 | `c` | cancel a running step (between actions) |
@@ -66,25 +74,41 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._drain_timer: Any = None
         self._approved: list[str] = []
         self._running_actions: list[Any] = []
-        self._opt_in_selected: set[str] = set()
+        self._unticked: set[str] = set()  # mutating, not opt-in, unticked by the user
+        self._opt_in_selected: set[str] = set()  # opt-ins ticked by the user
+        self._listed: Any = None  # the plan the action list shows
         self._ran_plan: Any = None
         self._rollback = False
+        self._rollback_plan: Any = None
+        self._rollout_started: float | None = None
+        self._rollout_timeout = v.ROLLOUT_TIMEOUT
 
     @property
     def plan(self) -> Any:
         return self.wizard.state.plans[self.step]
 
+    def _ticked(self, action: Any) -> bool:
+        if not action.mutating:
+            return True  # read-only: always runs, cannot be unticked
+        if is_opt_in(action):
+            return action.id in self._opt_in_selected
+        return action.id not in self._unticked
+
     def _selected_actions(self) -> list[Any]:
-        """What Apply approves: every action but the opt-ins, plus the opt-ins selected."""
-        return [a for a in self.plan.actions
-                if not is_opt_in(a) or a.id in self._opt_in_selected]
+        """What Apply approves: the actions ticked in the list (read-only ones always)."""
+        return [a for a in self.plan.actions if self._ticked(a)]
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="step-title")
         with VerticalScroll(id="details"):
             yield Static("", id="plan-text")
+        actions: SelectionList[str] = SelectionList(id="actions")
+        actions.border_title = "actions, exactly as they will run (space: tick / untick)"
+        yield actions
         with Vertical(id="run"):
             yield Static("", id="progress")
+            yield Static("", id="rollout-label")
+            yield ProgressBar(id="rollout", show_eta=False)
             yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
             yield LogPane(max_lines=self.wizard.pane_max_lines, id="log")
         with Horizontal(classes="buttons"):
@@ -100,28 +124,50 @@ change. While it runs the log streams every node's output; `c` stops between act
         t = self.query_one("#results", DataTable)
         for label, width in (("node", 8), ("status", 9), ("exit", 4), ("secs", 5), ("command", None)):
             t.add_column(label, key=label, width=width)
-        if self.wizard.state.diagnosis_dirty:
-            # the cluster changed since this plan was built: diagnose again, re-plan, then show
-            self.phase = "refreshing"
-            self._render_plan()
-            self._refresh_plan(self.step)
-        else:
+        self.query_one("#rollout", ProgressBar).display = False
+        self.query_one("#rollout-label", Static).display = False
+        if not self._replan_if_stale():
             self._render_plan()
             self._sync()
+            self._run_all_next()
+
+    def _replan_if_stale(self) -> bool:
+        """Plan this step again (diagnosing first if needed) when the cluster changed since its
+        plan was built. True when it started doing so."""
+        if self.wizard.plan_fresh(self.step):
+            return False
+        self.phase = "refreshing"
+        self._render_plan()
+        self._refresh_plan(self.step, self.wizard.state.changes)
+        return True
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
-          description="Re-diagnosing after the last change")
-    def _refresh_plan(self, step: str) -> None:
-        diagnosis = self.wizard.rediagnose()
-        self.post_message(m.PlansBuilt({step: self.wizard.session.plan(step)}, diagnosis))
+          description="Re-planning from the cluster as it is now")
+    def _refresh_plan(self, step: str, at: int) -> None:
+        diagnosis, plans = self.wizard.refresh_plans([step], at)
+        self.post_message(m.PlansBuilt(plans, diagnosis, at))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
         if event.diagnosis is not None:
-            self.wizard.set_diagnosis(event.diagnosis)
-        self.wizard.set_plans(event.plans, replace=False)
+            self.wizard.set_diagnosis(event.diagnosis, event.at)
+        self.wizard.set_plans(event.plans, replace=False, at=event.at)
         self.phase = "idle"
         self._render_plan()
         self._sync()
+        self._run_all_next()
+
+    def _run_all_next(self) -> None:
+        """In `Run all`: a step with nothing to do passes on by itself; a step with actions asks
+        for its confirmation at once (each step is still confirmed)."""
+        if not self.wizard.state.run_all or self.phase != "idle" or self.step in \
+                self.wizard.state.outcomes:
+            return
+        if not self.plan.actions:
+            self.wizard.log_event(f"{self.step}: nothing to do (planned from the cluster now)")
+            self.notify(f"{self.step}: nothing to do", severity="information")
+            self.call_after_refresh(self.action_next)
+        else:
+            self.call_after_refresh(self.action_apply)
 
     # -- rendering ---------------------------------------------------------------------------
     def _render_plan(self) -> None:
@@ -151,22 +197,17 @@ change. While it runs the log streams every node's output; `c` stops between act
             for line in f.evidence:
                 text.append("           │ ", style="dim")
                 text.append(f"{line}\n", style="yellow")
-        text.append("\nActions, exactly as they will run\n", style="bold underline")
         if not plan.actions:
-            text.append("  none\n", style="dim")
-        for node, actions in v.actions_by_node(plan).items():
-            text.append(f"  on {node if node != CLUSTER else 'the cluster (API)'}\n", style="bold cyan")
-            for a in actions:
-                text.append(f"    {a.id}", style="dim")
-                text.append(f"  ({a.kind}{', read-only' if not a.mutating else ''})", style="dim")
-                if is_opt_in(a):
-                    chosen = a.id in self._opt_in_selected
-                    text.append(f"  OPT-IN, {'selected' if chosen else 'not selected (o)'}",
-                                style="bold magenta" if chosen else "magenta")
-                text.append("\n")
-                text.append(f"    $ {a.command}\n", style="bold")
+            text.append("\nActions: none\n", style="dim")
+        else:
+            n = len(self._selected_actions())
+            text.append(f"\nActions: {n} of {len(plan.actions)} ticked, in the list below\n",
+                        style="bold")
+            for a in plan.actions:
                 if a.why:
-                    text.append(f"      why: {a.why}\n", style="italic")
+                    text.append(f"  {a.id}: ", style="dim")
+                    text.append(f"{a.why}\n", style="italic")
+        self._list_actions(plan)
         risks = sorted({a.risk for a in plan.actions if a.risk})
         if risks or plan.notes:
             text.append("\nRisk\n", style="bold underline")
@@ -185,11 +226,48 @@ change. While it runs the log streams every node's output; `c` stops between act
                     text.append(f"  {a.target}: no automatic rollback for {a.id}\n", style="dim")
         self.query_one("#plan-text", Static).update(text)
 
+    def _list_actions(self, plan: Any) -> None:
+        """The action list: one line per action, its node and exact command, ticked or not."""
+        sl = self.query_one("#actions", SelectionList)
+        if self._listed is plan:
+            return
+        self._listed = plan
+        highlighted = sl.highlighted
+        sl.clear_options()
+        for a in plan.actions:
+            prompt = Text()
+            prompt.append(f"{a.target if a.target != CLUSTER else 'API'} ", style="bold cyan")
+            if not a.mutating:
+                prompt.append("(read-only) ", style="dim")
+            elif is_opt_in(a):
+                prompt.append("OPT-IN ", style="bold magenta")
+            prompt.append(f"$ {a.command}")
+            sl.add_option(Selection(prompt, a.id, self._ticked(a), disabled=not a.mutating))
+        sl.display = bool(plan.actions)
+        if plan.actions:
+            sl.highlighted = min(highlighted or 0, len(plan.actions) - 1)
+            sl.focus()  # space ticks / unticks the highlighted action at once
+
+    @on(SelectionList.SelectionToggled, "#actions")
+    def _action_toggled(self, event: SelectionList.SelectionToggled) -> None:
+        action_id = str(event.selection.value)
+        action = next((a for a in self.plan.actions if a.id == action_id), None)
+        if action is None or not action.mutating:
+            return
+        ticked = action_id in event.selection_list.selected
+        if is_opt_in(action):
+            (self._opt_in_selected.add if ticked else self._opt_in_selected.discard)(action_id)
+        else:
+            (self._unticked.discard if ticked else self._unticked.add)(action_id)
+        self.wizard.log_event(f"{self.step}: {action_id} {'ticked' if ticked else 'unticked'}")
+        self._render_plan()
+
     def watch_phase(self, phase: str) -> None:
         self.set_class(phase in ("idle", "refreshing"), "-idle")
         self.set_class(phase == "running", "-running")
         self.set_class(phase == "finished", "-finished")
         if self.is_mounted:
+            self.query_one("#actions", SelectionList).disabled = phase != "idle"
             self._sync()
 
     def _sync(self) -> None:
@@ -275,6 +353,9 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._cancel.clear()
         self._started = self.wizard.clock()
         self._ended = None
+        self._rollout_started = None
+        self.query_one("#rollout", ProgressBar).display = False
+        self.query_one("#rollout-label", Static).display = False
         self.query_one("#results", DataTable).clear()
         self.phase = "running"
         self.wizard.step_running = True
@@ -283,6 +364,9 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     def _on_line(self, node: str, stream: str, line: str) -> None:
         """Called in the worker thread for every line: buffer it, signal once per batch."""
+        wait = v.rollout_progress(node, line)
+        if wait is not None:
+            self.post_message(m.RolloutProgressed(*wait))
         if self._buffer.feed(node, stream, self.wizard.redact(line, (node, stream))):
             self.post_message(m.StepLinesLogged())
         self._buffer.backpressure()
@@ -304,6 +388,24 @@ change. While it runs the log streams every node's output; `c` stops between act
           description="Skipping the step")
     def _skip_step(self, plan: Any, reason: str) -> None:
         self.post_message(m.StepFinished(plan.step, self.wizard.session.skip(plan, reason)))
+
+    def on_rollout_progressed(self, event: m.RolloutProgressed) -> None:
+        """The rollout wait after the step's actions: ready / total pods, and its time-out."""
+        clock = self.wizard.clock
+        if self._rollout_started is None:
+            self._rollout_started = clock()
+        bar = self.query_one("#rollout", ProgressBar)
+        bar.update(total=max(1, event.total), progress=event.ready)
+        bar.display = True
+        label = self.query_one("#rollout-label", Static)
+        left = max(0.0, self._rollout_timeout - (clock() - self._rollout_started))
+        text = Text()
+        text.append(f"rollout: {event.what} {event.ready}/{event.total} Running and Ready",
+                    style="bold green" if event.ready >= event.total else "bold")
+        text.append(f"  · gives up after {v.hms(self._rollout_timeout)}"
+                    f" ({v.hms(left)} left)", style="dim")
+        label.update(text)
+        label.display = True
 
     def on_step_lines_logged(self, event: m.StepLinesLogged) -> None:
         wait = self._buffer.min_interval - (self.wizard.monotonic() - self._buffer._last_signal)
@@ -346,6 +448,12 @@ change. While it runs the log streams every node's output; `c` stops between act
         what = "Rollback" if event.rollback else f"Step {event.step}"
         self.notify(f"{what}: {outcome.status}. {outcome.message}".strip(), severity=severity)
         self.wizard.after_step_finished()
+        if self.wizard.state.run_all and not event.rollback:
+            if outcome.status in ("changed", "unchanged", "skipped", "dry-run"):
+                self.call_after_refresh(self.action_next)  # on to the next step, still confirmed
+            else:
+                self.wizard.state.run_all = False
+                self.notify(f"Run all stopped: {self.step} {outcome.status}", severity="warning")
 
     def worker_failed(self, worker) -> None:
         if worker.group == "step":
@@ -380,15 +488,21 @@ change. While it runs the log streams every node's output; `c` stops between act
     def action_apply(self) -> None:
         if not self.check_action("apply", ()):
             return
+        if self._replan_if_stale():
+            # approval time: the cluster changed since this plan was shown; show the new one
+            self.notify("The cluster changed since this plan was built: re-planning. Review it, "
+                        "then apply.", severity="warning")
+            return
         actions = self._selected_actions()
-        if not actions:
-            self.notify("No action selected: only opt-in actions here (o selects them)",
+        if not any(a.mutating for a in actions):
+            self.notify("No action ticked (space ticks the highlighted one; o the opt-ins)",
                         severity="warning")
             return
 
         def confirmed(yes: bool | None) -> None:
             if not yes:
                 self.wizard.log_event(f"{self.step}: apply declined at the confirmation")
+                self.wizard.state.run_all = False
                 return
             self._approved = [a.id for a in actions]
             self._running_actions = actions
@@ -423,8 +537,11 @@ change. While it runs the log streams every node's output; `c` stops between act
         if not opt or self.phase != "idle":
             return
         self._opt_in_selected = set() if self._opt_in_selected >= opt else opt
+        sl = self.query_one("#actions", SelectionList)
+        for action_id in opt:
+            (sl.select if action_id in self._opt_in_selected else sl.deselect)(action_id)
         self._render_plan()
-        self.notify(f"opt-in actions {'selected' if self._opt_in_selected else 'unselected'}")
+        self.notify(f"opt-in actions {'ticked' if self._opt_in_selected else 'unticked'}")
 
     @on(Button.Pressed, "#skip")
     def action_skip(self) -> None:
@@ -451,20 +568,37 @@ change. While it runs the log streams every node's output; `c` stops between act
     def action_undo(self) -> None:
         if not self._can_undo():
             return
-        applied = self.wizard.state.applied_plans[self.step]
-        rollbacks = [a.rollback for a in applied.actions if a.rollback is not None]
+        self._plan_rollback(self.step)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+          description="Planning the rollback")
+    def _plan_rollback(self, step: str) -> None:
+        self.post_message(m.RollbackPlanned(step, self.wizard.plan_rollback(step)))
+
+    def on_rollback_planned(self, event: m.RollbackPlanned) -> None:
+        """Undo shows the rollback plan the session will run: the same actions, same order."""
+        plan = event.plan
+        rollbacks = list(plan.actions)
+        if not rollbacks:
+            self.notify("Nothing this session ran for this step can be rolled back "
+                        "automatically", severity="warning")
+            return
+        body = self._change_text(rollbacks, "Roll back with")
+        for note in plan.notes:
+            body.append(f"\n• {note}", style="dim")
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self._approved = [a.id for a in rollbacks]
                 self._running_actions = rollbacks
+                self._rollback_plan = plan
                 self.wizard.log_event(f"{self.step}: rollback approved", "bold")
                 self._start(rollback=True)
                 self._rollback_step(self.step)
 
         self.app.push_screen(
-            ConfirmationModal(f"Undo {self.step}?", self._change_text(rollbacks, "Roll back with"),
-                              yes="Undo", no="Keep", danger=True, id="confirm-undo"),
+            ConfirmationModal(f"Undo {self.step}?", body, yes="Undo", no="Keep", danger=True,
+                              id="confirm-undo"),
             confirmed,
         )
 

@@ -58,10 +58,10 @@ A failed check names the step that fixes it: select it (enter) to open that step
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="validate",
           description="Validating the cluster")
-    def _validate_cluster(self) -> None:
+    def _validate_cluster(self, at: int) -> None:
         session = self.wizard.session
         self.post_message(m.DiagnosisProgressed("re-diagnosing the cluster…"))
-        self.post_message(m.DiagnosisFinished(session.diagnose("after")))
+        self.post_message(m.DiagnosisFinished(session.diagnose("after"), at))
         self.post_message(m.DiagnosisProgressed("running the checks…"))
         results = session.validate("after", on_check=lambda r: self.post_message(
             m.CheckCompleted(r)))
@@ -72,7 +72,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
 
     def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
         self.wizard.state.diagnosis_after = event.diagnosis
-        self.wizard.set_diagnosis(event.diagnosis)
+        self.wizard.set_diagnosis(event.diagnosis, event.at)
 
     def on_check_completed(self, event: m.CheckCompleted) -> None:
         r = event.result
@@ -129,7 +129,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         self.query_one("#checks", DataTable).clear()
         self.query_one(ProgressBar).update(total=None, progress=0)
         self.query_one("#validation-status", Static).update(Text("Validating…", style="dim"))
-        self._validate_cluster()
+        self._validate_cluster(self.wizard.state.changes)
 
     @on(DataTable.RowSelected, "#checks")
     def _check_selected(self, event: DataTable.RowSelected) -> None:
@@ -146,16 +146,19 @@ A failed check names the step that fixes it: select it (enter) to open that step
         if r.passed or not r.fix_step:
             self.notify("This check has no step to open", severity="information")
             return
-        self._replan_step(r.fix_step)
+        self._replan_step(r.fix_step, self.wizard.state.changes)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Planning the step")
-    def _replan_step(self, step: str) -> None:
+    def _replan_step(self, step: str, at: int) -> None:
         # plan from the latest (after) diagnosis, so the step shows what is still wrong now
-        self.post_message(m.PlansBuilt({step: self.wizard.session.plan(step)}))
+        diagnosis, plans = self.wizard.refresh_plans([step], at)
+        self.post_message(m.PlansBuilt(plans, diagnosis, at))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
-        self.wizard.set_plans(event.plans, replace=False)
+        if event.diagnosis is not None:
+            self.wizard.set_diagnosis(event.diagnosis, event.at)
+        self.wizard.set_plans(event.plans, replace=False, at=event.at)
         for step in event.plans:
             self.wizard.open_step(step)
 
