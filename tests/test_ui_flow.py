@@ -351,8 +351,9 @@ async def test_a_finding_without_reference_shows_no_ref_line(tmp_path: Path) -> 
 
 
 async def test_rollout_wait_shows_a_progress_bar_with_its_time_out(tmp_path: Path) -> None:
-    from clusterfix_tui.core.fixes.pods import wait_for_components
     from textual.widgets import ProgressBar
+
+    from clusterfix_tui.core.fixes.pods import wait_for_components
 
     class Pods:
         """Two reads: 1 of 3 kube-proxy pods ready, then 3 of 3."""

@@ -1,5 +1,6 @@
 """Snapshots of every wizard screen at 80x24 (and the main ones at 140x40), from the recorded fake
-session with a frozen clock and date, so that they are deterministic.
+session (tests/ui_fakes.py: the real session on the recorded lab scenarios) with a frozen clock,
+date and plan stamp, so that they are deterministic.
 
 Update after an intended change: pytest tests/test_ui_snapshots.py --snapshot-update
 (then look at the SVGs in tests/__snapshots__/ before committing them).
@@ -14,6 +15,8 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, OptionList
 from ui_fakes import make_app, settle
+
+from clusterfix_tui.core.model import STEP_ORDER
 
 Nav = Callable[[Pilot], Awaitable[None]]
 
@@ -38,7 +41,20 @@ def _nav(*keys: str, then: Callable[[Pilot], Awaitable[None]] | None = None) -> 
 
 
 async def _crashlooping_pod(pilot: Pilot) -> None:
-    pilot.app.screen.query_one("#pods-table", DataTable).move_cursor(row=1)
+    table = pilot.app.screen.query_one("#pods-table", DataTable)
+    rows = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+    bad = [i for i, status in enumerate(rows) if status not in ("Running", "Succeeded")]
+    assert bad, rows  # the recorded kube-proxy crash loop
+    table.move_cursor(row=bad[0])
+
+
+def _open_step(step: str, *keys: str) -> Callable[[Pilot], Awaitable[None]]:
+    """From the plan: open `step`, then press `keys`."""
+    async def open_(pilot: Pilot) -> None:
+        pilot.app.screen.query_one("#steps", DataTable).move_cursor(row=STEP_ORDER.index(step))
+        await _keys(pilot, "enter", *keys)
+
+    return open_
 
 
 def _pick_node(list_id: str, index: int) -> Callable[[Pilot], Awaitable[None]]:
@@ -59,8 +75,9 @@ SCREENS: dict[str, Nav] = {
     "diagnostics_findings": _nav(*DIAG),
     "diagnostics_nodes": _nav(*DIAG, "2"),
     "diagnostics_pods": _nav(*DIAG, "3", then=_crashlooping_pod),
-    "diagnostics_routes": _nav(*DIAG, "4", then=_pick_node("#routes-nodes", 2)),
-    "diagnostics_nat": _nav(*DIAG, "5", then=_pick_node("#nat-nodes", 1)),
+    # node-2: cni0 outside its podCIDR; node-3: a rule the nft tool wrote into kube-proxy's chain
+    "diagnostics_routes": _nav(*DIAG, "4", then=_pick_node("#routes-nodes", 1)),
+    "diagnostics_nat": _nav(*DIAG, "5", then=_pick_node("#nat-nodes", 2)),
     "raw_output": _nav(*DIAG, "4", "o"),
     "plan": _nav(*PLAN),
     "step": _nav(*STEP),
@@ -71,6 +88,9 @@ SCREENS: dict[str, Nav] = {
     "export_dialog": _nav(*PLAN, "v", "s", "e"),
     "help": _nav(*DIAG, "question_mark"),
     "session_log": _nav(*STEP, "a", "y", "l"),
+    # a step with several actions, one per line, ticked; then its Undo dialog
+    "step_actions": _nav(*PLAN, then=_open_step("host_network")),
+    "undo_confirm": _nav(*PLAN, then=_open_step("host_network", "a", "y", "u")),
 }
 WIDE = ("connect", "diagnostics_findings", "plan", "step_finished", "validation", "summary")
 

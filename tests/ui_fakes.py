@@ -29,12 +29,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
+from determinism import frozen_plan_stamp
 from diag_fakes import LAB_NONCE, ReplayAPI, load
 
 from clusterfix_tui.core.facts import script_nonce
-from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CommandResult
 from clusterfix_tui.core.session import RepairSession
@@ -334,8 +333,14 @@ class FakeSession(RepairSession):
         return super().cluster_info()
 
     def connect(self, on_node: Any = None) -> Any:
+        """The real connect() (the nodes in parallel); the answers are handed on in name order,
+        so that screens and the session log are the same on every run."""
         self._gate("connect")
-        return super().connect(on_node)
+        conns = super().connect(None)
+        if on_node is not None:
+            for conn in sorted(conns, key=lambda c: c.node):
+                on_node(conn)
+        return conns
 
     def accept_host_key(self, node: str) -> Any:
         self._gate("accept_host_key")
@@ -355,7 +360,7 @@ class FakeSession(RepairSession):
             plan = super().plan(step)
         else:
             # the backup paths in a plan carry the time it was built: freeze it for snapshots
-            with mock.patch.object(engine, "plan_stamp", lambda now=None: FROZEN_STAMP):
+            with frozen_plan_stamp(FROZEN_STAMP):
                 plan = super().plan(step)
         for a in plan.actions:
             if a.rollback is not None:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from clusterfix_tui.core.fixes.pods import WAIT_TIMEOUT as ROLLOUT_TIMEOUT
+from clusterfix_tui.core.fixes.pods import WAIT_TIMEOUT
 from clusterfix_tui.core.model import CLUSTER, SEVERITY_ORDER, STEP_ORDER
 
 SEVERITY_STYLE = {
@@ -451,6 +451,7 @@ def hms(seconds: float) -> str:
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+ROLLOUT_TIMEOUT = WAIT_TIMEOUT  # how long a step waits for its restarted pods
 _ROLLOUT = re.compile(r"^waiting for (?P<what>.+): (?P<ready>\d+)/(?P<total>\d+) Running and Ready$")
 
 

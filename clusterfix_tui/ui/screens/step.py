@@ -243,7 +243,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                 prompt.append("OPT-IN ", style="bold magenta")
             prompt.append(f"$ {a.command}")
             sl.add_option(Selection(prompt, a.id, self._ticked(a), disabled=not a.mutating))
-        sl.display = bool(plan.actions)
+        self.set_class(not plan.actions, "-no-actions")
         if plan.actions:
             sl.highlighted = min(highlighted or 0, len(plan.actions) - 1)
             sl.focus()  # space ticks / unticks the highlighted action at once
