@@ -283,3 +283,20 @@ def test_stale_rules_are_never_the_ones_kube_proxy_uses():
     from clusterfix_tui.core.snapshot import ClusterSnapshot
 
     assert backend_conflict(ClusterSnapshot(), "n", f) == []
+
+
+def test_waiting_for_restarted_pods_follows_the_owner_not_the_label():
+    from clusterfix_tui.core.fixes.pods import component_pods_live
+
+    canal = ds("kube-system", "rke2-canal", "rancher/hardened-flannel:v0.25.1", {"k8s-app": "canal"},
+               "u-canal")
+    pods = [pod("kube-system", "rke2-canal-abcde", "n1", "rancher/hardened-flannel:v0.25.1",
+                {"kind": "DaemonSet", "name": "rke2-canal", "uid": "u-canal", "controller": True}),
+            pod("kube-system", "flannel-lookalike", "n1", "busybox",
+                {"kind": "DaemonSet", "name": "rke2-canal", "uid": "u-other", "controller": True}),
+            pod("kube-system", "kube-proxy-n1", "n1", KP_IMG,
+                {"kind": "Node", "name": "n1", "uid": "x", "controller": True},
+                {"kubernetes.io/config.mirror": "abc"})]
+    api = API([node("n1", ["10.42.0.0/24"])], pods, [canal])
+    assert [p["metadata"]["name"] for p in component_pods_live(api, "flannel")] == ["rke2-canal-abcde"]
+    assert [p["metadata"]["name"] for p in component_pods_live(api, "kube_proxy")] == ["kube-proxy-n1"]

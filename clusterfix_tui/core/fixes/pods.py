@@ -365,6 +365,41 @@ def pod_state(pod: dict[str, Any]) -> tuple[bool, str]:
     return phase == "Running" and ready, words
 
 
+def component_pods_live(api: Any, comp: str) -> list[dict[str, Any]]:
+    """The component's pods as the API has them now: those owned (by UID) by the DaemonSet(s)
+    running it, in any namespace, plus (kube-proxy) static mirror pods running its image. Only an
+    API that cannot list DaemonSets falls back to the well-known label."""
+    from clusterfix_tui.core.shape import classify_daemonset, component_of_images, is_mirror_pod
+
+    want = "kube-proxy" if comp == "kube_proxy" else "flannel"
+    try:
+        dss = [d for d in (api.list_daemonsets(None) or []) if isinstance(d, dict)]
+    except Exception:  # noqa: BLE001 - an API without DaemonSets: the label below
+        dss = []
+    owners = [d for d in dss if want in classify_daemonset(d)]
+    out: list[dict[str, Any]] = []
+    for d in owners:
+        meta = d.get("metadata") or {}
+        ns, name, uid = meta.get("namespace"), meta.get("name"), meta.get("uid")
+        for p in api.list_pods(ns) or []:
+            pm = p.get("metadata") or {}
+            for o in pm.get("ownerReferences") or []:
+                if o.get("kind") == "DaemonSet" and (o.get("uid") == uid if o.get("uid") and uid
+                                                     else o.get("name") == name):
+                    out.append(p)
+                    break
+    if comp == "kube_proxy" and hasattr(api, "list_daemonsets"):
+        for p in api.list_pods(None) or []:
+            pm = p.get("metadata") or {}
+            cs = (p.get("spec") or {}).get("containers") or []
+            if is_mirror_pod(pm) and want in component_of_images(
+                    [str(c.get("image") or "") for c in cs], [str(c.get("name") or "") for c in cs]):
+                out.append(p)
+    if not owners and not out:
+        return list(api.list_pods(None, LABELS[comp]) or [])
+    return out
+
+
 def wait_for_components(
     api: Any, components: list[str], *, timeout: float = WAIT_TIMEOUT, poll: float = 2.0,
     on_line: Callable[[str, str, str], None] | None = None,
@@ -379,7 +414,7 @@ def wait_for_components(
         bad = []
         total = ready_n = 0
         for comp in components:
-            pods = api.list_pods(None, LABELS[comp])
+            pods = component_pods_live(api, comp)
             by_node: dict[str, list[dict[str, Any]]] = {}
             for p in pods:
                 if (p.get("metadata") or {}).get("deletionTimestamp"):
