@@ -28,6 +28,7 @@ from clusterfix_tui.core.checks import (
     kubeconfig,
     pods,
     run_checks,
+    underlay,
 )
 from clusterfix_tui.core.checks.connectivity import transport_finding
 from clusterfix_tui.core.diagnose import diagnose
@@ -41,6 +42,7 @@ KNOWN_CODES = {
     "KUBE_PROXY_CRASHLOOP", "KUBE_PROXY_NO_RULES", "CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST",
     "FLANNEL_STALE_VTEP", "FLANNEL_STALE_SUBNET", "FLANNEL_MISSING_ROUTE", "FLANNEL_CRASHLOOP",
     "WORKER_KUBECONFIG_BROKEN", "IP_FORWARD_OFF", "BR_NETFILTER_OFF", "FIREWALL_REJECT",
+    "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED",
     "IPVS_MODULES_MISSING", "PROBE_NO_ROUTE", "NODE_NOT_READY", "POD_NOT_RUNNING",
     "SSH_UNREACHABLE", "SSH_AUTH_FAILED", "HOST_KEY_UNKNOWN", "HOST_KEY_CHANGED",
     "SUDO_PASSWORD_REQUIRED", "FACTS_UNREADABLE",
@@ -429,7 +431,7 @@ def test_every_check_can_fail(monkeypatch):
         iptables.check: "iptables-shadow", firewall.check: "firewall-reject",
         host.check: "ip-forward-off", cni.check: "cni-bridge-conflict",
         flannel.check: "flannel-stale-vtep", pods.check: "kube-proxy-crashloop",
-        kubeconfig.check: "worker-kubeconfig",
+        kubeconfig.check: "worker-kubeconfig", underlay.check: "underlay-blocked",
     }
     assert set(expected_by_check) == set(all_checks())
     for check, scenario in expected_by_check.items():

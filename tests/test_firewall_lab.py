@@ -139,3 +139,60 @@ def test_look_alike_is_no_finding_and_fix_changes_nothing(look_alike, lab, tmp_p
         assert not [e for e in events if e["type"] == "command_start"]
     finally:
         lab.exec(node, UNDO[look_alike])
+
+
+def test_underlay_blocked_outside_the_firewall_is_found_by_the_probe(lab, tmp_path):
+    """udp/8472 dropped before netfilter's IP hooks (the lab's stand-in for a security group):
+    no iptables/nft rule shows it; only the active probe through flannel.1 finds it, on the node
+    every probe to and from fails, and says the fix is outside the node."""
+    from clusterfix_tui.lab import faults as F
+
+    _healthy_now(lab)
+    node = F.preferred_node(lab, "underlay-blocked")
+    rec = lab.inject("underlay-blocked", node)
+    assert rec["physical"], rec["detail"]
+    try:
+        found = _diagnose(lab)
+        assert [(f["code"], f["node"]) for f in found] == [("VXLAN_UNDERLAY_BLOCKED", node)], found
+        (f,) = found
+        assert f["data"]["where"] == "outside" and f["data"]["accepts"] == []
+        peers = {n["name"] for n in lab.nodes} - {node}
+        assert {tuple(p) for p in f["data"]["pairs"]} == (
+            {(p, node) for p in peers} | {(node, p) for p in peers})
+        assert any("security group" in e for e in f["evidence"])
+        _record_scenario("underlay-blocked", lab, [("VXLAN_UNDERLAY_BLOCKED", node)])
+        before = _state(lab, node)
+        out = _fix(lab, tmp_path / "fix.jsonl")
+        assert "outside the nodes' host firewalls" in out, out[-3000:]
+        assert _state(lab, node) == before  # nothing on the node to change
+    finally:
+        lab.exec(node, "nft delete table netdev cfx_security_group")
+
+
+def _record_scenario(name: str, lab, expected) -> None:
+    """With CFX_CAPTURE=1: tests/data/lab/<name>.json as test_diagnose_lab records it, with the
+    facts read WITH the underlay probes (what diagnose runs)."""
+    import os
+
+    if not os.environ.get("CFX_CAPTURE"):
+        return
+    from test_diagnose_lab import DATA, _capture
+
+    from clusterfix_tui.core.checks.underlay import probe_targets
+    from clusterfix_tui.core.facts import build_facts_script
+    from clusterfix_tui.core.snapshot import build_snapshot
+    from clusterfix_tui.runtime import build_runtime
+
+    rt = build_runtime(lab_dir=str(lab.dir))
+    try:
+        _capture(name, rt, lab, expected=expected)
+        path = DATA.parent / "lab" / f"{name}.json"
+        rec = json.loads(path.read_text())
+        snap = build_snapshot(rt.api, with_logs=False)
+        for n in lab.nodes:
+            script = build_facts_script(rec["peer_ips"][n["name"]], nonce="labnonce0001",
+                                        vxlan_probes=probe_targets(snap, n["name"]))
+            rec["facts"][n["name"]] = rt.shells(n["name"]).run(script, timeout=60).stdout
+        path.write_text(json.dumps(rec, indent=1, sort_keys=True))
+    finally:
+        rt.close()

@@ -12,6 +12,7 @@ from typing import Any
 
 from clusterfix_tui.core.checks import run_checks, sort_findings
 from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
+from clusterfix_tui.core.checks.underlay import probe_targets
 from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
 from clusterfix_tui.core.ports import (
@@ -102,7 +103,8 @@ def _notify(cb: ProgressCallback | None, lock: threading.Lock, *args: str) -> No
 
 
 def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: list[str],
-              timeout: float = FACTS_TIMEOUT) -> tuple[NodeFacts | None, Finding | None, float]:
+              timeout: float = FACTS_TIMEOUT, vxlan_probes: list[str] | None = None,
+              ) -> tuple[NodeFacts | None, Finding | None, float]:
     """Run the facts script on one node: (facts, finding-if-unreadable, seconds)."""
     t0 = time.monotonic()
     nonce = new_nonce()
@@ -114,7 +116,8 @@ def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: li
                 extra = shell.netlink_sections()
             except Exception:  # noqa: BLE001 - fall back to the script's `ip -j`
                 extra = None
-        script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()))
+        script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()),
+                                    vxlan_probes=vxlan_probes or ())
         res = shell.run(script, timeout=timeout)
     except Exception as exc:  # TransportError subclasses, or anything the transport raised
         return None, transport_finding(node, address, exc), time.monotonic() - t0
@@ -170,7 +173,8 @@ def diagnose(
         info = snapshot.nodes.get(node)
         _notify(on_progress, lock, "node-start", node, "")
         facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
-                                       snapshot.peer_pod_ips(node), facts_timeout)
+                                       snapshot.peer_pod_ips(node), facts_timeout,
+                                       vxlan_probes=probe_targets(snapshot, node))
         return node, facts, finding, dt
 
     if targets:

@@ -231,8 +231,40 @@ def new_nonce() -> str:
     return secrets.token_hex(12)
 
 
+# The VXLAN underlay probe, one per peer (its flannel.1 address: the packet goes through the
+# vxlan device, encapsulated to udp/<port> on the peer, and the answer comes back the same way).
+# ping when the node has it (ICMP passes most host firewalls), else a TCP connect with curl to
+# tcp/10250 (any answer of the peer's kernel, a refusal included, proves the path). Started in the
+# background at the top of the script, collected at the end: it costs no time of its own.
+_PROBE_START = r"""
+cfx_probe() {
+  if command -v ping >/dev/null 2>&1; then echo "probe: ping"; ping -n -c 2 -i 0.3 -W 2 "$1" 2>&1
+  elif command -v curl >/dev/null 2>&1; then echo "probe: curl tcp/10250"
+    curl -sS -m 3 -o /dev/null "http://$1:10250/" 2>&1
+  else echo "probe: none (no ping, no curl)"; return 127; fi
+}
+cfx_pi=0
+for cfx_ip in __PROBES__; do
+  cfx_pi=$((cfx_pi+1))
+  ( cfx_probe "$cfx_ip" >"$T/p$cfx_pi" 2>&1 </dev/null; echo $? >"$T/p$cfx_pi.rc" ) &
+done
+"""
+_PROBE_END = r"""
+wait
+cfx_pi=0
+for cfx_ip in __PROBES__; do
+  cfx_pi=$((cfx_pi+1))
+  printf '@@CFX %s BEGIN vxlan_probe %s\n' "$N" "$(cfx_hex "$cfx_ip")"; cat "$T/p$cfx_pi" 2>/dev/null
+  printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$(cfx_hex "$cfx_ip")"
+  cfx_prc=$(cat "$T/p$cfx_pi.rc" 2>/dev/null || echo 124)
+  printf '\n@@CFX %s END vxlan_probe %s rc=%s\n' "$N" "$(cfx_hex "$cfx_ip")" "$cfx_prc"
+done
+"""
+
+
 def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
-                       skip: tuple[str, ...] | frozenset[str] = ()) -> str:
+                       skip: tuple[str, ...] | frozenset[str] = (),
+                       vxlan_probes: list[str] | tuple[str, ...] = ()) -> str:
     """The one script that prints every fact. `nonce` defaults to a fresh random one; read it back
     with `script_nonce(script)` (or pass your own and keep it). `skip` names fixed sections the
     caller reads another way (the local node's links/addresses/routes come from netlink)."""
@@ -240,6 +272,10 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
     out = [_PRELUDE.replace("__NONCE__", nonce)]
+    probes = " ".join(shlex.quote(str(ipaddress.ip_address(str(ip).strip())))
+                      for ip in vxlan_probes)  # raises on anything not an IP
+    if probes:
+        out.append(_PROBE_START.replace("__PROBES__", probes))
     for name, cmd in _SECTIONS:
         if name in skip:
             continue
@@ -261,6 +297,8 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
                .replace("__PATHS__", " ".join(SHAPE_PATHS))
                .replace("__CNIDIRS__", " ".join(EXTRA_CNI_DIRS))
                .replace("__FLANNELCONF__", " ".join(EMBEDDED_FLANNEL_CONF)))
+    if probes:
+        out.append(_PROBE_END.replace("__PROBES__", probes))
     out.append(f"printf '{MARK} %s DONE\\n' \"$N\"\n")
     return "\n".join(out)
 

@@ -743,6 +743,25 @@ def inject_docker_host(handle: LabLike, node: str) -> dict:
         f"nothing (flipping FORWARD to ACCEPT would remove docker's isolation). Measured: {_measured(res)}"))
 
 
+def inject_underlay_blocked(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    dev = _run(handle, node, f"ip -o -4 addr show | awk '$4 ~ /^{re.escape(n['ip'])}\\// {{print $2; exit}}'"
+               ).stdout.strip() or "eth0"
+    _run(handle, node, "nft -f -", input=(
+        "table netdev cfx_security_group {\n"
+        f"\tchain ingress {{ type filter hook ingress device {dev} priority -500; policy accept;\n"
+        f"\t\tudp dport {VXLAN_PORT} drop\n\t}}\n}}\n"))
+    res = _cross_node(handle, node)
+    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    return _record("underlay-blocked", node, physical, (
+        f"flannel's VXLAN (udp/{VXLAN_PORT}) to {node} ({n['ip']}) dropped before the node's firewall sees "
+        f"it, as a cloud security group or network ACL does: the lab has no cloud, so the drop is a netdev "
+        f"ingress filter on {node}'s {dev} (table netdev cfx_security_group), which runs before netfilter's "
+        f"IP hooks and which no iptables listing shows. Measured after injection: {_measured(res)}. Nothing "
+        f"on the node's iptables/nft input/output path drops it: the fix is outside the node (open "
+        f"udp/{VXLAN_PORT} between the nodes). By hand here: `nft delete table netdev cfx_security_group`"))
+
+
 UNRELATED_REJECT_RULES = """*filter
 -A INPUT -p tcp -m tcp --dport 3306 -j REJECT --reject-with icmp-host-prohibited
 -A INPUT -s 203.0.113.0/24 -j DROP
@@ -794,6 +813,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           inject_input_drop),
     Fault("firewalld", "firewalld's inet table (zone public) with its catch-all reject and the cluster's "
           "ports not open", "jellyfin", inject_firewalld),
+    Fault("underlay-blocked", "flannel's VXLAN to a node dropped outside its host firewall (a security group)",
+          "jellyfin", inject_underlay_blocked),
     Fault("docker-host", "healthy look-alike: docker's FORWARD DROP, DOCKER-USER with explicit accepts",
           "jellyfin", inject_docker_host),
     Fault("firewalld-open", "healthy look-alike: firewalld's table with the cluster's ports open",

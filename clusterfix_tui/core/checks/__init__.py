@@ -28,21 +28,35 @@ SYMPTOM_OF: dict[str, tuple[str, ...]] = {
     "POD_NOT_RUNNING": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
                         "KUBE_PROXY_INCOMPATIBLE_CHAIN"),
     "FLANNEL_MISSING_ROUTE": ("FLANNEL_STALE_SUBNET", "CNI_BRIDGE_CONFLICT"),
+    # the node's own firewall drops the VXLAN the probes travel in
+    "VXLAN_UNDERLAY_BLOCKED": ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP"),
 }
 # symptom code -> root-cause codes anywhere in the cluster
 CLUSTER_SYMPTOM_OF: dict[str, tuple[str, ...]] = {
     # a probe failing with "no route to host" is what these node faults look like from kubelet
     "PROBE_NO_ROUTE": ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
                        "FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FORWARD_DROP",
-                       "IP_FORWARD_OFF"),
+                       "IP_FORWARD_OFF", "VXLAN_UNDERLAY_BLOCKED"),
+    # probes through flannel.1 also fail when the overlay itself is broken somewhere
+    "VXLAN_UNDERLAY_BLOCKED": ("FLANNEL_STALE_VTEP", "FLANNEL_STALE_SUBNET", "FLANNEL_MISSING_ROUTE",
+                               "CNI_BRIDGE_CONFLICT"),
 }
 
 
 def all_checks() -> list[CheckFn]:
-    from clusterfix_tui.core.checks import cni, firewall, flannel, host, iptables, kubeconfig, pods
+    from clusterfix_tui.core.checks import (
+        cni,
+        firewall,
+        flannel,
+        host,
+        iptables,
+        kubeconfig,
+        pods,
+        underlay,
+    )
 
     return [iptables.check, firewall.check, host.check, cni.check, flannel.check, pods.check,
-            kubeconfig.check]
+            kubeconfig.check, underlay.check]
 
 
 def data_for(code: str, **values: Any) -> FindingData | dict[str, Any]:

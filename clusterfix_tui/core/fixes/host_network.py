@@ -324,6 +324,12 @@ class HostNetworkStep:
             if act is not None and act.command not in done:
                 done.add(act.command)
                 actions.append(act)
+        for f, d in items:
+            if f.code == "VXLAN_UNDERLAY_BLOCKED" and not d.get("accepts"):
+                notes.append(f"{node}: flannel's VXLAN (udp/{d.get('port', 8472)}) to/from this node "
+                             "is dropped outside the nodes' host firewalls (a cloud security group, "
+                             "a network ACL, the MTU): nothing to change on the node; open the port "
+                             "between the nodes there")
         if rules and not accepts:
             notes.append(f"{node}: no narrow ACCEPT is known for these firewall rules; only the "
                          "opt-in alternatives (delete the rule / accept by policy) are offered")
