@@ -9,6 +9,7 @@ current nodes, fdb/neigh VTEP MACs that disagree with the peers' backend-data an
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -134,16 +135,74 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     fl = getattr(shape, "flannel", None)
     direct = bool(getattr(fl, "direct_routing", False))
     nodes = snapshot.nodes
+    # what every node is compared with is computed once per family (not once per node x peer),
+    # and each node's tables are indexed once: the checks were N^3 at N nodes, they are now
+    # linear in the size of the tables (bench/bench_core.py, "mesh")
+    peers = {fam.version: _Peers(nodes, fam) for fam in (V4, V6)}
     out: list[Finding] = []
     for node, f in sorted(facts_by_node.items()):
         me = nodes.get(node)
         if me is None or not me.pod_cidr:
             continue
         for fam in families(snapshot, me):
-            out.extend(_stale_vtep(snapshot, node, f, nodes, fam))
-            out.extend(_stale_subnet(snapshot, node, f, nodes, fam))
-            out.extend(_missing_routes(node, f, nodes, fam, direct))
+            p = peers[fam.version]
+            out.extend(_stale_vtep(snapshot, node, f, nodes, fam, p))
+            out.extend(_stale_subnet(snapshot, node, f, nodes, fam, p))
+            out.extend(_missing_routes(node, f, nodes, fam, direct, p))
     return _merge_per_node(out)
+
+
+class _Peers:
+    """The API's view of every node for one family, computed once per check run."""
+
+    def __init__(self, nodes: dict[str, Any], fam: Fam) -> None:
+        by_name = sorted(nodes.values(), key=lambda n: n.name)
+        cidrs = {id(n): fam.cidr(n) for n in nodes.values()}
+        # (peer, VtepMAC lowercased, public IP, subnet gateway) of the peers with a VTEP MAC
+        self.vteps = [(p, str(fam.vtep_mac(p)).lower(), fam.public_ip(p), fam.gateway(p))
+                      for p in by_name if fam.vtep_mac(p) and cidrs[id(p)] is not None]
+        # (peer, its podCIDR normalised, gateway, public IP) of the peers with a valid podCIDR
+        self.subnets = [(p, str(net_of(cidrs[id(p)])), fam.gateway(p), fam.public_ip(p))
+                        for p in by_name if cidrs[id(p)] and net_of(cidrs[id(p)]) is not None]
+        self.owned = {str(net_of(c)) for n in nodes.values() for c in (cidrs[id(n)],)
+                      if c and net_of(c)}
+        # the first node (in the snapshot's order) whose podCIDR holds an IP: one dict per
+        # (IP version, prefix length) instead of a scan of every node per IP
+        self._cidrs: dict[tuple[int, int], dict[Any, tuple[int, Any]]] = {}
+        for i, n in enumerate(nodes.values()):
+            c = cidrs[id(n)]
+            if not c:
+                continue
+            try:
+                net = ipaddress.ip_network(str(c), strict=False)
+            except ValueError:
+                continue
+            self._cidrs.setdefault((net.version, net.prefixlen), {}).setdefault(net, (i, n))
+
+    def owner_of(self, ip: Any) -> Any:
+        """The node whose podCIDR holds `ip` (what in_net() over every node answered)."""
+        try:
+            addr = ipaddress.ip_interface(str(ip)).ip
+        except ValueError:
+            return None
+        best: tuple[int, Any] | None = None
+        for (version, plen), nets in self._cidrs.items():
+            if version != addr.version:
+                continue
+            hit = nets.get(ipaddress.ip_network((addr, plen), strict=False))
+            if hit is not None and (best is None or hit[0] < best[0]):
+                best = hit
+        return best[1] if best else None
+
+
+def _index(entries: Any, key: Any) -> dict[Any, list[dict[str, Any]]]:
+    """entries by key, in order; node-supplied JSON: only keys that can equal a str (or None)."""
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for e in entries:
+        k = key(e)
+        if k is None or isinstance(k, str):
+            out.setdefault(k, []).append(e)
+    return out
 
 
 def _merge_per_node(findings: list[Finding]) -> list[Finding]:
@@ -151,11 +210,13 @@ def _merge_per_node(findings: list[Finding]) -> list[Finding]:
     restarts flannel once); FLANNEL_STALE_VTEP stays one per peer and family."""
     out: list[Finding] = []
     seen: dict[tuple[str, str], Finding] = {}
+    where: dict[tuple[str, str], int] = {}  # key -> index in out (no out.index(): quadratic)
     for f in findings:
         key = (f.code, f.node)
         if f.code == "FLANNEL_STALE_VTEP" or key not in seen:
             if f.code != "FLANNEL_STALE_VTEP":
                 seen[key] = f
+                where[key] = len(out)
             out.append(f)
             continue
         first = seen[key]
@@ -166,35 +227,35 @@ def _merge_per_node(findings: list[Finding]) -> list[Finding]:
                          title=first.title + "; " + f.title, evidence=first.evidence + f.evidence,
                          explanation=first.explanation, reference=first.reference,
                          step=first.step, data=first.data)
-        out[out.index(first)] = merged
+        out[where[key]] = merged
         seen[key] = merged
     return out
 
 
 def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
-                fam: Fam = V4) -> list[Finding]:
+                fam: Fam = V4, peers: _Peers | None = None) -> list[Finding]:
     out: list[Finding] = []
     DEV = fam.dev  # noqa: N806 - the device of this family
-    for peer in sorted(nodes.values(), key=lambda n: n.name):
-        if peer.name == node or not fam.vtep_mac(peer) or fam.cidr(peer) is None:
+    peers = peers or _Peers(nodes, fam)
+    neigh_by_dst = _index(fam.neigh(f), lambda e: e.get("dst"))
+    fdb_by_mac = _index(fam.fdb(f), lambda e: str(e.get("mac", "")).lower())
+    fdb_by_dst = _index(fam.fdb(f), lambda e: e.get("dst"))
+    fdb_sec = fam.fdb_section(f)
+    fdb_read = bool(fdb_sec is not None and fdb_sec.ok and link_by_name(f.links, DEV) is not None)
+    for peer, want, peer_ip, gw in peers.vteps:
+        if peer.name == node:
             continue
-        want = str(fam.vtep_mac(peer)).lower()
-        peer_ip = fam.public_ip(peer)
-        gw = fam.gateway(peer)
         # what the kernel uses: the neighbour entry of the peer's subnet address (inner dst MAC)
         # and the fdb entry of that MAC (outer dst IP). fdb entries of other MACs towards the peer
         # are leftovers: harmless alone, cleaned up with a real fault.
-        neigh_bad = [e for e in fam.neigh(f)
-                     if gw and e.get("dst") == gw and e.get("lladdr")
-                     and str(e.get("lladdr")).lower() != want]
-        fdb_want = [e for e in fam.fdb(f) if str(e.get("mac", "")).lower() == want]
+        neigh_bad = [e for e in (neigh_by_dst.get(gw, ()) if gw else ())
+                     if e.get("lladdr") and str(e.get("lladdr")).lower() != want]
+        fdb_want = fdb_by_mac.get(want, [])
         fdb_wrong_dst = [e for e in fdb_want if e.get("dst") and e.get("dst") != peer_ip]
-        fdb_sec = fam.fdb_section(f)
-        fdb_missing = bool(fdb_sec is not None and fdb_sec.ok
-                           and link_by_name(f.links, DEV) is not None
-                           and not any(e.get("dst") == peer_ip for e in fdb_want))
-        fdb_stale = [e for e in fam.fdb(f)
-                     if e.get("dst") == peer_ip and str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
+        fdb_missing = fdb_read and not any(e.get("dst") == peer_ip for e in fdb_want)
+        fdb_stale = [e for e in (fdb_by_dst.get(peer_ip, ()) if peer_ip is None
+                                 or isinstance(peer_ip, str) else ())
+                     if str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
         if not neigh_bad and not fdb_wrong_dst and not fdb_missing:
             continue
         fdb_bad = fdb_stale + fdb_wrong_dst
@@ -233,7 +294,7 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
 
 
 def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
-                  fam: Fam = V4) -> list[Finding]:
+                  fam: Fam = V4, peers: _Peers | None = None) -> list[Finding]:
     DEV = fam.dev  # noqa: N806
     me = nodes[node]
     cidr = fam.cidr(me)
@@ -245,7 +306,7 @@ def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dic
     env = f.subnet_env
     env_sub = (env or {}).get(fam.env_subnet)
     env_stale = bool(env_sub) and not in_net(env_sub, cidr)
-    owned = {str(net_of(c)) for n in nodes.values() for c in (fam.cidr(n),) if c and net_of(c)}
+    owned = (peers or _Peers(nodes, fam)).owned
     stale_routes = []
     for r in fam.routes(f):
         if r.get("dev") != DEV:
@@ -301,37 +362,33 @@ def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dic
 
 
 def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V4,
-                    direct: bool = False) -> list[Finding]:
+                    direct: bool = False, peers: _Peers | None = None) -> list[Finding]:
     DEV = fam.dev  # noqa: N806
     sec = fam.route_section(f)
     if sec is None or not sec.ok:
         return []  # no route table read: nothing to conclude
-    routes = fam.routes(f)
+    peers = peers or _Peers(nodes, fam)
+    by_net = _index(fam.routes(f), lambda r: str(net_of(r.get("dst")) or ""))
     missing = []
-    for peer in sorted(nodes.values(), key=lambda n: n.name):
-        pc = fam.cidr(peer)
-        if peer.name == node or not pc or net_of(pc) is None:
+    for peer, want, gw, peer_ip in peers.subnets:
+        if peer.name == node:
             continue
-        want = str(net_of(pc))
-        gw = fam.gateway(peer)
-        peer_ip = fam.public_ip(peer)
+        mine = by_net.get(want, ())
         # DirectRouting: a peer on the same L2 network is routed via its own IP, not flannel.1
-        ok = any(str(net_of(r.get("dst")) or "") == want and (
-            (r.get("dev") == DEV and r.get("gateway") == gw) or
-            (direct and peer_ip and r.get("gateway") == peer_ip)) for r in routes)
+        ok = any((r.get("dev") == DEV and r.get("gateway") == gw) or
+                 (direct and peer_ip and r.get("gateway") == peer_ip) for r in mine)
         if not ok:
             missing.append({"peer_node": peer.name, "pod_cidr": want,
                             "expected": f"{want} via {gw} dev {DEV} onlink",
                             "direct_routing_alternative": (f"{want} via {peer_ip}"
                                                            if direct and peer_ip else None),
-                            "actual": [render_route(r) for r in routes
-                                       if str(net_of(r.get("dst")) or "") == want]})
+                            "actual": [render_route(r) for r in mine]})
     wrong_get = []
     for ip, r in sorted(f.route_get.items()):
         n_ip = net_of(ip)
         if n_ip is None or n_ip.version != fam.version:
             continue
-        owner_n = next((n for n in nodes.values() if fam.cidr(n) and in_net(ip, fam.cidr(n))), None)
+        owner_n = peers.owner_of(ip)
         owner = owner_n.name if owner_n is not None else None
         if owner is None or owner == node:
             continue
