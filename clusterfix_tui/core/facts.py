@@ -395,8 +395,7 @@ class NodeFacts:
             "uid": self.uid,
             "iptables": self.iptables_version.text if self.iptables_version else None,
             "host_iptables": self.host_iptables,
-            "kube_proxy_backend": P.detect_kube_proxy_backend(
-                self.nft_mangle, self.ip6_nft_mangle, self.legacy)[0],
+            "kube_proxy_backend": _detect_backend(self),
             "legacy_kube_chains": sum(len(v) for v in (self.legacy.kube_chains() if self.legacy else {}).values()),
             "nft_kube_chains": sum(len(t.kube_chains().get(n, ())) for n, t in
                                    (("nat", self.nft_nat), ("filter", self.nft_filter)) if t),
@@ -638,3 +637,11 @@ def parse_facts(node: str, output: str, nonce: str,
         incompatible_stderr=incompatible_err, nft_table_text=table_text,
         parse_errors=tuple(errors), **kw,
     )
+
+
+def _detect_backend(facts: NodeFacts) -> str:
+    """kube-proxy's backend as the checks decide it (iptables-wrappers' rule, rule-count fallback
+    included): the summary must never disagree with the findings."""
+    from clusterfix_tui.core.checks._common import detect_backend
+
+    return detect_backend(facts)[0]
