@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check nodes Ready, key pods Running, NodePort reachable"),
     "rollback": ("rollback", "undo what a session did, newest first, from its journal"),
     "report": ("report", "render a session report from a journal"),
+    "bundle": ("bundle", "save a diagnosis's evidence in one file (replay with diagnose --bundle); "
+                         "bundle diff A B"),
     "lab": ("lab", "a disposable broken cluster on this machine (up | down | status)"),
 }
 

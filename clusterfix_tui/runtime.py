@@ -105,3 +105,16 @@ def local_flags(args: Any) -> dict[str, Any]:
     """build_runtime's keyword arguments for --local-node / --no-local of a parsed command line."""
     return {"local_node": getattr(args, "local_node", None) or None,
             "no_local": bool(getattr(args, "no_local", False))}
+
+
+def build_replay_runtime(bundle_path: str) -> Runtime:
+    """A Runtime over an evidence bundle (core/bundle.py): the API and the nodes answer what they
+    answered when it was taken, actions are dry-run, probes touch no network. Raises BundleError."""
+    from clusterfix_tui.core.bundle import read
+    from clusterfix_tui.transports.dryrun import DryRunRunner
+    from clusterfix_tui.transports.replay import OfflineProber, ReplayAPI, ReplayShells
+
+    bundle = read(bundle_path)
+    return Runtime(api=ReplayAPI(bundle), shells=ReplayShells(bundle), runner=DryRunRunner(),
+                   dry_run=True, prober=OfflineProber(), kubeconfig=None, ssh_config=None,
+                   lab_dir=None)

@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, default=32,
                         help="nodes read in parallel (default 32)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.add_argument("--bundle", metavar="FILE",
+                        help="diagnose from an evidence bundle (clusterfix-tui bundle), offline")
 
 
 def _progress(quiet: bool):
@@ -49,11 +51,14 @@ def _progress(quiet: bool):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from clusterfix_tui.runtime import build_runtime, local_flags
+        from clusterfix_tui.runtime import build_replay_runtime, build_runtime, local_flags
 
-        rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
-                           ssh_config=args.ssh_config, lab_dir=args.lab_dir,
-                           **local_flags(args))
+        if args.bundle:
+            rt = build_replay_runtime(args.bundle)
+        else:
+            rt = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                               ssh_config=args.ssh_config, lab_dir=args.lab_dir,
+                               **local_flags(args))
     except Exception as exc:
         print(f"clusterfix-tui diagnose: cannot connect: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lab", action="store_true",
                         help="build a 3-node lab with every fault in a temporary directory, run "
                              "the wizard on it, tear it down on exit (needs root)")
+    parser.add_argument("--bundle", metavar="FILE",
+                        help="open an evidence bundle (clusterfix-tui bundle) read-only: the "
+                             "diagnostics and the plans as they would be, nothing applied")
     parser.add_argument("--journal", metavar="PATH",
                         help="journal file (default: ./clusterfix-session-<time>.jsonl)")
 
@@ -65,12 +68,15 @@ def make_session_factory(args: argparse.Namespace, lab_dir: str | None, journal_
     def factory() -> Any:
         from clusterfix_tui.core.journal import Journal
         from clusterfix_tui.core.session import RepairSession
-        from clusterfix_tui.runtime import build_runtime, local_flags
+        from clusterfix_tui.runtime import build_replay_runtime, build_runtime, local_flags
 
-        runtime = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
-                                ssh_config=args.ssh_config, lab_dir=lab_dir,
-                                dry_run=args.dry_run,
-                                **local_flags(args))
+        if getattr(args, "bundle", None):  # offline evidence: dry-run, no network
+            runtime = build_replay_runtime(args.bundle)
+        else:
+            runtime = build_runtime(kubeconfig=args.kubeconfig, context=args.context,
+                                    ssh_config=args.ssh_config, lab_dir=lab_dir,
+                                    dry_run=args.dry_run,
+                                    **local_flags(args))
         runtimes.append(runtime)
         return RepairSession(runtime.api, runtime.shells, runtime.runner, Journal(journal_path),
                              mode="interactive", dry_run=runtime.dry_run, prober=runtime.prober)
@@ -96,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
         app = ClusterfixApp(
             session_factory=make_session_factory(args, lab_dir, journal_path, runtimes),
-            dry_run=args.dry_run, journal_path=journal_path,
+            dry_run=bool(args.dry_run or args.bundle), journal_path=journal_path,
         )
         rc = app.run()
         if app.session is not None and app.state.verdict is None:
