@@ -54,7 +54,10 @@ class Diagnosis:
         return [f for f in self.findings if f.node == node]
 
     def to_dict(self) -> dict[str, Any]:
+        from clusterfix_tui.core.group import group_findings
+
         snap = self.snapshot
+        per_node = _counts_by_node(self.findings)  # one pass, not one per node (5,000 nodes)
         nodes: dict[str, Any] = {}
         for name in snap.nodes:
             f = self.facts.get(name)
@@ -62,7 +65,7 @@ class Diagnosis:
                 "read": f is not None,
                 "error": self.node_errors.get(name),
                 "duration": round(self.node_durations.get(name, 0.0), 3),
-                "findings": sum(1 for x in self.findings if x.node == name),
+                "findings": per_node.get(name, 0),
                 "facts": f.summary() if f is not None else None,
             }
         worst = min((SEVERITY_ORDER.get(f.severity, 9) for f in self.findings), default=None)
@@ -75,6 +78,9 @@ class Diagnosis:
             "nodes": nodes,
             "skipped_nodes": list(self.skipped_nodes),
             "findings": [f.to_dict() for f in self.findings],
+            # one cause, one line: findings sharing a cause across nodes, each node's finding
+            # kept inside its group (core/group.py); a group of one is the finding alone
+            "groups": [g.to_dict() for g in group_findings(self.findings)],
             "finding_counts": _counts(self.findings),
             "worst_severity": next((k for k, v in SEVERITY_ORDER.items() if v == worst), None),
             "check_errors": list(self.check_errors),
@@ -83,6 +89,13 @@ class Diagnosis:
             "not_checked": [dict(x) for x in self.not_checked],
             "notes": note_lines(self.shape),
         }
+
+
+def _counts_by_node(findings: list[Finding]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in findings:
+        out[f.node] = out.get(f.node, 0) + 1
+    return out
 
 
 def _counts(findings: list[Finding]) -> dict[str, int]:

@@ -1,0 +1,173 @@
+"""One cause, one line: findings that share one cause across many nodes, grouped. Pure.
+
+On a 30-node cluster where node-2's flannel.1 was recreated, 28 peers each report "stale VTEP MAC
+for node-2": one cause (node-2's VTEP), 28 findings. And the same setting wrong on every node
+(FORWARD policy DROP in one backend, ip_forward off) is one cause too. `group_findings` folds such
+findings into a `FindingGroup` naming the cause and the affected nodes (counted); every node's
+finding stays inside its group, unchanged (the JSON and the report keep them all).
+`plan_entries` does the same for a step's plan: the actions that repair one group are one entry.
+
+Keys:
+- FLANNEL_STALE_VTEP: the peer whose VTEP is stale (and the IP family), whatever the wrong MACs
+  seen on each node;
+- otherwise: code, severity, step and the title with the node's own name taken out: findings
+  whose one-line statement is the same on every node are the same setting wrong everywhere.
+A group of one is the finding itself (`grouped` False). Findings about the cluster as a whole are
+never grouped with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clusterfix_tui.core.model import CLUSTER, SEVERITY_ORDER, Finding
+
+# per-code: the data fields that identify the cause shared by many nodes
+CAUSE_FIELDS: dict[str, tuple[str, ...]] = {
+    "FLANNEL_STALE_VTEP": ("peer_node", "ip_version"),
+}
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    key: str
+    code: str
+    severity: str
+    step: str | None
+    title: str  # the line to show: the cause, and how many nodes
+    cause: str  # the cause alone, e.g. "node-2's VTEP MAC 02:..:01 is stale on its peers"
+    nodes: tuple[str, ...]  # the affected nodes, sorted
+    findings: tuple[Finding, ...]  # every node's own finding, in the diagnosis' order
+
+    @property
+    def count(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def grouped(self) -> bool:
+        return len(self.findings) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "code": self.code, "severity": self.severity, "step": self.step,
+                "title": self.title, "cause": self.cause, "count": self.count,
+                "nodes": list(self.nodes), "grouped": self.grouped,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def group_key(f: Finding) -> str:
+    fields = CAUSE_FIELDS.get(f.code)
+    if fields and f.node != CLUSTER:
+        vals = [f.data.get(k) for k in fields]
+        if vals[0] is not None:
+            return "\x1f".join([f.code, *(str(v) for v in vals)])
+    if f.node == CLUSTER:
+        return "\x1f".join([f.code, CLUSTER, f.title])
+    title = f.title.replace(f.node, "{node}") if f.node else f.title
+    return "\x1f".join([f.code, f.severity, f.step or "", title])
+
+
+def _cause(code: str, members: Sequence[Finding]) -> tuple[str, str]:
+    """(cause, title) of a group."""
+    first = members[0]
+    n = len({f.node for f in members})
+    if code == "FLANNEL_STALE_VTEP" and first.data.get("peer_node"):
+        peer = first.data["peer_node"]
+        want = first.data.get("expected_mac")
+        wrong = sorted({m for f in members for m in (f.data.get("wrong_macs") or ())})
+        cause = (f"{peer}'s VTEP MAC is stale on its peers: they hold "
+                 f"{', '.join(wrong) if wrong else 'no entry'} instead of {want}"
+                 if n > 1 else first.title)
+        title = (f"stale VTEP MAC for {peer} on {n} nodes" + (f" ({', '.join(wrong)} instead of "
+                                                            f"{want})" if wrong else f" ({want})")
+                 if n > 1 else first.title)
+        return cause, title
+    if len(members) == 1:
+        return first.title, first.title
+    return first.title.replace(first.node, "each node"), f"{first.title} (on {n} nodes)"
+
+
+def group_findings(findings: Iterable[Finding]) -> list[FindingGroup]:
+    """Every finding in exactly one group, groups in the order of their first finding. Linear."""
+    order: list[str] = []
+    members: dict[str, list[Finding]] = {}
+    for f in findings:
+        k = group_key(f)
+        if k not in members:
+            members[k] = []
+            order.append(k)
+        members[k].append(f)
+    out = []
+    for k in order:
+        ms = members[k]
+        first = ms[0]
+        cause, title = _cause(first.code, ms)
+        sev = min((f.severity for f in ms), key=lambda s: SEVERITY_ORDER.get(s, 9))
+        out.append(FindingGroup(key=k, code=first.code, severity=sev, step=first.step,
+                                title=title, cause=cause,
+                                nodes=tuple(sorted({f.node for f in ms})), findings=tuple(ms)))
+    return out
+
+
+def group_finding_dicts(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """group_findings for findings as serialised (journal, report): the groups as dicts."""
+    objs = []
+    for d in findings:
+        if not isinstance(d, dict):
+            continue
+        objs.append(Finding(code=str(d.get("code", "")), severity=d.get("severity", "error"),
+                            node=str(d.get("node", "")), title=str(d.get("title", "")),
+                            evidence=tuple(d.get("evidence") or ()),
+                            explanation=str(d.get("explanation", "")),
+                            reference=str(d.get("reference", "")), step=d.get("step"),
+                            data=dict(d.get("data") or {})))
+    return [g.to_dict() for g in group_findings(objs)]
+
+
+def _hints(f: Finding) -> list[str]:
+    """Values of a finding that show up in the commands repairing it (to tell apart two
+    findings of one code on one node)."""
+    out = []
+    for k in ("peer_ip", "peer_subnet_gw", "peer_node", "expected_mac"):
+        v = f.data.get(k)
+        if isinstance(v, str) and v:
+            out.append(v)
+    return out
+
+
+def plan_entries(plan: Any, groups: Sequence[FindingGroup]) -> list[dict[str, Any]]:
+    """A plan's actions as entries to show: the actions repairing one grouped cause are one
+    entry (its title, the nodes counted, the action ids), every other action an entry of its own.
+    Nothing is dropped or merged away: the action ids of all entries are the plan's, in order."""
+    by_node_code: dict[tuple[str, str], list[tuple[FindingGroup, Finding]]] = {}
+    for g in groups:
+        if not g.grouped:
+            continue
+        for f in g.findings:
+            by_node_code.setdefault((f.node, f.code), []).append((g, f))
+    entries: list[dict[str, Any]] = []
+    by_group: dict[str, dict[str, Any]] = {}
+    for a in getattr(plan, "actions", ()) or ():
+        cands = [c for code in (a.finding_codes or ()) for c in by_node_code.get((a.target, code), ())]
+        chosen: FindingGroup | None = None
+        if len(cands) == 1:
+            chosen = cands[0][0]
+        elif cands:
+            cmd = f"{a.id} {a.command}"
+            chosen = next((g for g, f in cands if any(h in cmd for h in _hints(f))), cands[0][0])
+        if chosen is None:
+            entries.append({"title": a.why or a.command, "group": None, "nodes": [a.target],
+                            "count": 1, "action_ids": [a.id]})
+            continue
+        e = by_group.get(chosen.key)
+        if e is None:
+            e = {"title": chosen.title, "group": chosen.key, "nodes": [], "count": 0,
+                 "action_ids": []}
+            by_group[chosen.key] = e
+            entries.append(e)
+        if a.target not in e["nodes"]:
+            e["nodes"].append(a.target)
+            e["count"] = len(e["nodes"])
+        e["action_ids"].append(a.id)
+    return entries
