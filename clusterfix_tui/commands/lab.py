@@ -67,7 +67,7 @@ def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
           f"(daemon pid {info['daemon_pid']}, API {info['api']['url']}); it runs in the background.")
     for n in info["nodes"]:
-        extra = "".join(f" {x}" for x in n.get("ips", [])[1:])
+        extra = "".join(f" {x}" for x in n.get("ips", []) if x != n["ip"])
         cidrs = ",".join(n.get("pod_cidrs") or [n["pod_cidr"]])
         print(f"  {n['name']:8} {n['role']:13} {n['ip']:15}{extra} podCIDR {cidrs}")
     for f in info.get("faults") or []:

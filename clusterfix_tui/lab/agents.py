@@ -24,12 +24,15 @@ from pathlib import Path
 from clusterfix_tui.lab import nodes as N
 
 FLANNEL_NETWORK = "10.244.0.0/16"
+FLANNEL_IPV6_NETWORK = "fd00:10:244::/56"  # ULA: only inside the lab's namespaces
 FLANNEL_MTU = 1450
 VXLAN_ID = 1
 VXLAN_PORT = 8472
 BACKEND_DATA = "flannel.alpha.coreos.com/backend-data"
 BACKEND_TYPE = "flannel.alpha.coreos.com/backend-type"
 PUBLIC_IP = "flannel.alpha.coreos.com/public-ip"
+BACKEND_V6_DATA = "flannel.alpha.coreos.com/backend-v6-data"
+PUBLIC_IPV6 = "flannel.alpha.coreos.com/public-ipv6"
 KUBE_SUBNET_MGR = "flannel.alpha.coreos.com/kube-subnet-manager"
 MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
@@ -48,6 +51,17 @@ class NodeCtx:
     pod_block: str = ""  # where its pods get addresses (calico: its IPAM block); "" = pod_cidr
     cluster_cidr: str = FLANNEL_NETWORK  # kube-proxy's clusterCIDR
     shape: str = "kubeadm"
+    ip6: str = ""  # dual-stack labs: the node's IPv6 address and podCIDR
+    pod_cidr6: str = ""
+    cluster_cidr6: str = ""
+
+    @property
+    def subnet6(self) -> ipaddress.IPv6Network:
+        return ipaddress.IPv6Network(self.pod_cidr6)
+
+    @property
+    def gateway6(self) -> str:
+        return str(self.subnet6.network_address + 1)
 
     @property
     def block(self) -> ipaddress.IPv4Network:
@@ -74,6 +88,9 @@ class Peer:
     public_ip: str
     pod_cidr: str
     vtep_mac: str
+    public_ip6: str = ""
+    pod_cidr6: str = ""
+    vtep_mac6: str = ""
 
 
 @dataclass
@@ -101,7 +118,10 @@ def peers_from_nodes(node_objs: list[dict], me: str) -> list[Peer]:
             mac = json.loads(ann.get(BACKEND_DATA, "{}")).get("VtepMAC", "")
         except ValueError:
             mac = ""
-        cidr = obj.get("spec", {}).get("podCIDR", "")
+        spec = obj.get("spec", {})
+        cidr = spec.get("podCIDR", "")
+        if ":" in str(cidr):  # dual stack, IPv6 first: the IPv4 podCIDR is the other entry
+            cidr = next((c for c in spec.get("podCIDRs") or [] if ":" not in str(c)), "")
         ip = ann.get(PUBLIC_IP, "")
         # these values go into `ip -batch` / `bridge -batch` lines: only well-formed ones pass
         if not (isinstance(mac, str) and MAC_RE.fullmatch(mac)):
@@ -111,15 +131,29 @@ def peers_from_nodes(node_objs: list[dict], me: str) -> list[Peer]:
             ip = str(ipaddress.IPv4Address(ip))
         except (ValueError, TypeError):
             continue
-        peers.append(Peer(name=name, public_ip=ip, pod_cidr=cidr, vtep_mac=mac.lower()))
+        peer = Peer(name=name, public_ip=ip, pod_cidr=cidr, vtep_mac=mac.lower())
+        try:  # dual stack: the IPv6 podCIDR and flannel's v6 annotations, when all are well-formed
+            mac6 = json.loads(ann.get(BACKEND_V6_DATA, "{}")).get("VtepMAC", "")
+            cidrs6 = [c for c in obj.get("spec", {}).get("podCIDRs") or [] if ":" in str(c)]
+            if cidrs6 and isinstance(mac6, str) and MAC_RE.fullmatch(mac6):
+                peer.pod_cidr6 = str(ipaddress.IPv6Network(cidrs6[0]))
+                peer.public_ip6 = str(ipaddress.IPv6Address(ann.get(PUBLIC_IPV6, "")))
+                peer.vtep_mac6 = mac6.lower()
+        except (ValueError, TypeError):
+            peer.pod_cidr6 = peer.public_ip6 = peer.vtep_mac6 = ""
+        peers.append(peer)
     return peers
 
 
 # -- flannel -------------------------------------------------------------------------------------
 
 def subnet_env(node: NodeCtx) -> str:
+    v6 = ""
+    if node.pod_cidr6:
+        v6 = (f"FLANNEL_IPV6_NETWORK={FLANNEL_IPV6_NETWORK}\n"
+              f"FLANNEL_IPV6_SUBNET={node.gateway6}/{node.subnet6.prefixlen}\n")
     return (f"FLANNEL_NETWORK={FLANNEL_NETWORK}\nFLANNEL_SUBNET={node.gateway}/{node.subnet.prefixlen}\n"
-            f"FLANNEL_MTU={FLANNEL_MTU}\nFLANNEL_IPMASQ=true\n")
+            f"{v6}FLANNEL_MTU={FLANNEL_MTU}\nFLANNEL_IPMASQ=true\n")
 
 
 def _addrs(netns: str, dev: str) -> list[str] | None:
@@ -151,6 +185,12 @@ def flannel_peer_lines(peers: list[Peer]) -> tuple[list[str], list[str]]:
         ip_lines.append(f"neigh replace {vtep} lladdr {p.vtep_mac} dev flannel.1 nud permanent")
         ip_lines.append(f"route replace {net} via {vtep} dev flannel.1 onlink")
         fdb_lines.append(f"fdb replace {p.vtep_mac} dev flannel.1 dst {p.public_ip} self permanent")
+        if p.pod_cidr6 and p.vtep_mac6 and p.public_ip6:  # flannel-v6.1, the same way
+            net6 = ipaddress.ip_network(p.pod_cidr6)
+            vtep6 = str(net6.network_address)
+            ip_lines.append(f"neigh replace {vtep6} lladdr {p.vtep_mac6} dev flannel-v6.1 nud permanent")
+            ip_lines.append(f"route replace {net6} via {vtep6} dev flannel-v6.1 onlink")
+            fdb_lines.append(f"fdb replace {p.vtep_mac6} dev flannel-v6.1 dst {p.public_ip6} self permanent")
     return ip_lines, fdb_lines
 
 
@@ -215,6 +255,7 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
         lines.append("link set flannel.1 up")
         N.ip_batch(node.netns, lines)
         mac = _link_mac(node.netns, "flannel.1") or ""
+        mac6 = _flannel_v6_local(node) if node.pod_cidr6 else ""
         log.append(klog("I", "kube.go:636", f"List of node({node.name}) annotations: "
                         f"map[string]string{{\"{BACKEND_DATA}\":\"{{\\\"VNI\\\":1,\\\"VtepMAC\\\":\\\"{mac}\\\"}}\", "
                         f"\"{BACKEND_TYPE}\":\"vxlan\", \"{KUBE_SUBNET_MGR}\":\"true\", \"{PUBLIC_IP}\":\"{node.ip}\"}}"))
@@ -235,6 +276,12 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
         # The CNI bridge: created with the podCIDR gateway, or refused when it already carries
         # another address (the bridge plugin's own check and text).
         cni = _addrs(node.netns, "cni0")
+        if cni is None and node.pod_cidr6:
+            N.ip_batch(node.netns, ["link add cni0 type bridge", f"link set cni0 mtu {FLANNEL_MTU}",
+                                    f"addr add {node.gateway}/{node.subnet.prefixlen} dev cni0",
+                                    f"addr add {node.gateway6}/{node.subnet6.prefixlen} dev cni0 nodad",
+                                    "link set cni0 up"])
+            cni = _addrs(node.netns, "cni0")
         if cni is None:
             N.ip_batch(node.netns, [
                 "link add cni0 type bridge",
@@ -250,10 +297,44 @@ def flannel_start(node: NodeCtx, peers: list[Peer] | None) -> AgentResult:
                             f"different from {gw}")
             if not cni:
                 N.ip_batch(node.netns, [f"addr add {gw} dev cni0", "link set cni0 up"])
+        if node.pod_cidr6:
+            _ensure_v6_addr(node, "cni0", f"{node.gateway6}/{node.subnet6.prefixlen}")
         log.append(klog("I", "main.go:502", "Waiting for all goroutines to exit"))
-        return AgentResult(True, "\n".join(log) + "\n", data={"vtep_mac": mac})
+        return AgentResult(True, "\n".join(log) + "\n", data={"vtep_mac": mac, "vtep_mac6": mac6})
     except (N.NodeError, OSError, ValueError) as e:
         return fail("main.go:340", f"Error registering network: {e}")
+
+
+def _addrs6(netns: str, dev: str) -> list[str] | None:
+    r = N.run(["ip", "-j", "-n", netns, "-6", "addr", "show", "dev", dev, "scope", "global"], check=False)
+    if r.returncode != 0:
+        return None
+    out = json.loads(r.stdout or "[]")
+    return [f"{a['local']}/{a['prefixlen']}" for link in out for a in link.get("addr_info", []) if "local" in a]
+
+
+def _ensure_v6_addr(node: NodeCtx, dev: str, want: str) -> None:
+    have = _addrs6(node.netns, dev) or []
+    if want not in have:
+        N.ip_batch(node.netns, [f"addr add {want} dev {dev} nodad"])
+
+
+def _flannel_v6_local(node: NodeCtx) -> str:
+    """flannel's IPv6 side of the vxlan backend: flannel-v6.1 (same VNI and port, local = the
+    node's IPv6 address) carrying the subnet's network address as a /128."""
+    if _addrs6(node.netns, "flannel-v6.1") is None:
+        N.ip_batch(node.netns, [
+            f"link add flannel-v6.1 type vxlan id {VXLAN_ID} local {node.ip6} dev eth0 dstport {VXLAN_PORT} nolearning",
+            f"link set flannel-v6.1 mtu {FLANNEL_MTU - 20}",
+        ])
+    want = f"{node.subnet6.network_address}/128"
+    have = _addrs6(node.netns, "flannel-v6.1") or []
+    lines = [f"addr del {a} dev flannel-v6.1" for a in have if a != want]
+    if want not in have:
+        lines.append(f"addr add {want} dev flannel-v6.1 nodad")
+    lines.append("link set flannel-v6.1 up")
+    N.ip_batch(node.netns, lines)
+    return _link_mac(node.netns, "flannel-v6.1") or ""
 
 
 # -- the CNI plugins (flannel -> bridge) on pod sandbox creation ---------------------------------
@@ -271,6 +352,8 @@ def cni_add_check(node: NodeCtx) -> str:
     if cni is None:  # the bridge plugin creates the bridge with the gateway address
         N.ip_batch(node.netns, ["link add cni0 type bridge", f"link set cni0 mtu {FLANNEL_MTU}",
                                 f"addr add {gw} dev cni0", "link set cni0 up"])
+        if node.pod_cidr6:
+            _ensure_v6_addr(node, "cni0", f"{node.gateway6}/{node.subnet6.prefixlen}")
         return ""
     if any(a != gw for a in cni):
         return ('plugin type="flannel" failed (add): failed to delegate add: failed to set bridge addr: '
@@ -279,6 +362,8 @@ def cni_add_check(node: NodeCtx) -> str:
         N.ip_batch(node.netns, [f"addr add {gw} dev cni0", "link set cni0 up"])
     else:
         N.ip_batch(node.netns, ["link set cni0 up"])
+    if node.pod_cidr6:
+        _ensure_v6_addr(node, "cni0", f"{node.gateway6}/{node.subnet6.prefixlen}")
     return ""
 
 
@@ -380,21 +465,24 @@ def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = 
     nat_rules: list[str] = []
     nat_tail: list[str] = []
     for sp in services:
+        v6 = ":" in sp.cluster_ip  # the IPv6 proxier of a dual-stack kube-proxy (ip6tables)
+        h = "/128" if v6 else "/32"
+        unreach = "icmp6-port-unreachable" if v6 else "icmp-port-unreachable"
         svc, ext = svc_chain(sp), ext_chain(sp)
         label = sp.port_name_str
         proto = sp.protocol.lower()
         if not sp.endpoints:
             filt_rules += [
-                f"-A KUBE-SERVICES -m comment --comment {_q(label + ' has no endpoints')} -d {sp.cluster_ip}/32 "
-                f"-p {proto} -m {proto} --dport {sp.port} -j REJECT --reject-with icmp-port-unreachable",
+                f"-A KUBE-SERVICES -m comment --comment {_q(label + ' has no endpoints')} -d {sp.cluster_ip}{h} "
+                f"-p {proto} -m {proto} --dport {sp.port} -j REJECT --reject-with {unreach}",
                 f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {_q(label + ' has no endpoints')} -m addrtype "
                 f"--dst-type LOCAL -p {proto} -m {proto} --dport {sp.node_port} -j REJECT "
-                "--reject-with icmp-port-unreachable",
+                f"--reject-with {unreach}",
             ]
             continue
         nat.append(f":{svc} - [0:0]")
         nat.append(f":{ext} - [0:0]")
-        nat_rules.append(f"-A KUBE-SERVICES -m comment --comment {_q(label + ' cluster IP')} -d {sp.cluster_ip}/32 "
+        nat_rules.append(f"-A KUBE-SERVICES -m comment --comment {_q(label + ' cluster IP')} -d {sp.cluster_ip}{h} "
                          f"-p {proto} -m {proto} --dport {sp.port} -j {svc}")
         nat_tail.append(f"-A KUBE-NODEPORTS -m comment --comment {_q(label)} -p {proto} -m {proto} "
                         f"--dport {sp.node_port} -j {ext}")
@@ -402,15 +490,15 @@ def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = 
                          f"{_q('masquerade traffic for ' + label + ' external destinations')} -j KUBE-MARK-MASQ")
         nat_rules.append(f"-A {ext} -j {svc}")
         nat_rules.append(f"-A {svc} -m comment --comment {_q(label + ' cluster IP')} ! -s {cluster_cidr} "
-                         f"-d {sp.cluster_ip}/32 -p {proto} -m {proto} --dport {sp.port} -j KUBE-MARK-MASQ")
+                         f"-d {sp.cluster_ip}{h} -p {proto} -m {proto} --dport {sp.port} -j KUBE-MARK-MASQ")
         n = len(sp.endpoints)
         for i, ep_ip in enumerate(sp.endpoints):
-            ep = f"{ep_ip}:{sp.target_port}"
+            ep = f"[{ep_ip}]:{sp.target_port}" if v6 else f"{ep_ip}:{sp.target_port}"
             sep = sep_chain(sp, ep)
             nat.append(f":{sep} - [0:0]")
             prob = f" -m statistic --mode random --probability {1.0 / (n - i):.10f}" if i < n - 1 else ""
             nat_rules.append(f"-A {svc} -m comment --comment {_q(label + ' -> ' + ep)}{prob} -j {sep}")
-            nat_rules.append(f"-A {sep} -m comment --comment {_q(label)} -s {ep_ip}/32 -j KUBE-MARK-MASQ")
+            nat_rules.append(f"-A {sep} -m comment --comment {_q(label)} -s {ep_ip}{h} -j KUBE-MARK-MASQ")
             nat_rules.append(f"-A {sep} -m comment --comment {_q(label)} -p {proto} -m {proto} "
                              f"-j DNAT --to-destination {ep}")
     live = {line[1:].split(" ")[0] for line in nat if line.startswith(":")}
@@ -437,8 +525,8 @@ def restore_text(services: list[ServicePort], stale_nat_chains: Sequence[str] = 
     return "\n".join(filt + filt_rules + ["COMMIT"] + nat + nat_rules + nat_tail + stale_x + ["COMMIT"]) + "\n"
 
 
-def _ensure_script(mode: str) -> str:
-    ipt = f"iptables-{mode}"
+def _ensure_script(mode: str, binary: str = "iptables") -> str:
+    ipt = f"{binary}-{mode}"
     lines = [
         "set -u",
         f"ipt() {{ {ipt} -w 5 \"$@\"; }}",
@@ -473,7 +561,24 @@ def _incompatible_chain_error(node: NodeCtx, mode: str, services: list[ServicePo
     return "\n".join(line for line in out.stdout.splitlines() if not line.startswith("# Warning")).strip()
 
 
-def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) -> AgentResult:
+def _sync_v6(node: NodeCtx, mode: str, services6: list[ServicePort]) -> str:
+    """The IPv6 proxier of a dual-stack kube-proxy: the same chains through ip6tables. Returns
+    "" or the error text."""
+    r = N.node_exec(node.init_pid, _ensure_script(mode, "ip6tables"), check=False, timeout=30)
+    if r.returncode != 0:
+        return (r.stdout + r.stderr).strip()
+    save = N.node_exec(node.init_pid, f"ip6tables-{mode}-save -t nat", check=False, timeout=20)
+    if save.returncode != 0 or "incompatible" in save.stdout + save.stderr:
+        return (save.stderr or save.stdout).strip()
+    stale = [line[1:].split(" ")[0] for line in save.stdout.splitlines()
+             if line.startswith((":KUBE-SVC-", ":KUBE-SEP-", ":KUBE-EXT-"))]
+    text = restore_text(services6, stale, node.cluster_cidr6)
+    rr = N.node_exec(node.init_pid, f"ip6tables-{mode}-restore --noflush -w 5", check=False, timeout=30, input=text)
+    return "" if rr.returncode == 0 else (rr.stderr or rr.stdout).strip()
+
+
+def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool,
+                    services6: list[ServicePort] | None = None) -> AgentResult:
     """One kube-proxy (iptables mode) start/sync on node: detect the backend like
     iptables-wrappers, ensure the jump rules, then iptables-restore --noflush the KUBE-* chains."""
     log: list[str] = []
@@ -481,7 +586,8 @@ def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) 
         log += [
             klog("I", "server_linux.go:66", '"Using iptables proxy"'),
             klog("I", "server.go:698", f'"Successfully retrieved node IP(s)" IPs=["{node.ip}"]'),
-            klog("I", "server.go:234", '"kube-proxy running in single-stack mode" ipFamily="IPv4"'),
+            klog("I", "server.go:234", '"kube-proxy running in dual-stack mode" primary ipFamily="IPv4"'
+                 if node.ip6 else '"kube-proxy running in single-stack mode" ipFamily="IPv4"'),
             klog("I", "server_linux.go:170", '"Using iptables Proxier"'),
         ]
     try:
@@ -537,6 +643,14 @@ def kube_proxy_sync(node: NodeCtx, services: list[ServicePort], *, first: bool) 
         n_eps = sum(len(s.endpoints) for s in services)
         log.append(klog("I", "proxier.go:803", f'"SyncProxyRules complete" elapsed="12ms" mode="{mode}" '
                         f'services={len(services)} endpoints={n_eps}'))
+        if services6 is not None and node.ip6:
+            err6 = _sync_v6(node, mode, services6)
+            if err6:
+                log.append(klog("E", "proxier.go:1564", f'"Failed to execute iptables-restore" ipFamily="IPv6" '
+                                f'err=<\n\texit status 1: {err6}\n >'))
+                return AgentResult(False, "\n".join(log) + "\n", err6, {"mode": mode})
+            log.append(klog("I", "proxier.go:803", f'"SyncProxyRules complete" ipFamily="IPv6" elapsed="9ms" '
+                            f'services={len(services6)} endpoints={sum(len(s.endpoints) for s in services6)}'))
         return AgentResult(True, "\n".join(log) + "\n", data={"mode": mode})
     except (N.NodeError, OSError) as e:
         log.append(klog("E", "server.go:556", f'"Error running ProxyServer" err="{e}"'))

@@ -47,6 +47,7 @@ NODEPORT = 30096
 JELLYFIN_PORT = 8096
 ECHO_PORT = 8080
 CLUSTER_IP = "10.96.96.96"
+CLUSTER_IP6 = "fd00:10:96::96"  # dual-stack labs: the Service's IPv6 ClusterIP (ULA)
 TICK = 2.0
 ECHO_LABEL = "clusterfix-lab/net-echo"
 ECHO_ALL_MAX = 10
@@ -117,9 +118,14 @@ class Pod:
     proc: Any = None  # subprocess.Popen of the pod server
     embedded: bool = False  # k3s: flannel/kube-proxy run inside k3s, no pod in the API
 
+    ip6: str = ""
+
     def to_info(self) -> dict:
-        return {"namespace": self.namespace, "name": self.name, "app": self.app, "ip": self.ip,
-                "netns": self.netns or None, "pid": self.pid, "port": self.port}
+        d = {"namespace": self.namespace, "name": self.name, "app": self.app, "ip": self.ip,
+             "netns": self.netns or None, "pid": self.pid, "port": self.port}
+        if self.ip6:
+            d["ip6"] = self.ip6
+        return d
 
 
 class Lab:
@@ -130,6 +136,8 @@ class Lab:
         self.n_nodes: int = int(self.spec["nodes"])
         self.shape: str = str(self.spec.get("shape") or "kubeadm")
         self.ip_family: str = str(self.spec.get("ip_family") or "ipv4")
+        self.dual = self.ip_family in ("dual", "dual-v6-first")
+        self.v6_first = self.ip_family == "dual-v6-first"
         self.state_dir = Path(self.spec["state_dir"])
         self.info: dict[str, Any] = {}
         self.api: Any = None
@@ -187,6 +195,9 @@ class Lab:
             self.info["bridge"] = {"name": bridge, "cidr": f"10.213.{k}.0/24", "address": f"10.213.{k}.1"}
             self.save()
             N.create_bridge(bridge, f"10.213.{k}.1")
+            if self.dual:
+                self.info["bridge"]["address6"] = f"fd00:213:{k}::1"
+                N.ip_batch(None, [f"addr add fd00:213:{k}::1/64 dev {bridge} nodad"])
         br_ip = f"10.213.{k}.1"
         log.info("bridge %s at %.2fs", bridge, time.monotonic() - t0)
 
@@ -199,6 +210,7 @@ class Lab:
                 "name": name, "index": i, "netns": f"cfx-{labid}-node-{i}", "veth": f"cfx{labid}n{i}",
                 "ip": f"10.213.{k}.{10 + i}", "pod_cidr": S.pod_cidr(self.shape, i),
                 "pod_block": S.pod_block(self.shape, i),
+                **(self._dual_fields(k, i) if self.dual else {}),
                 "role": "control-plane" if i == 1 else "worker",
                 "node_dir": str(self.state_dir / name), "init_pid": None, "sshd_pid": None,
                 "vtep_mac": None, "pods": [],
@@ -266,7 +278,8 @@ class Lab:
                       f"link set {n['veth']} master {bridge}", f"link set {n['veth']} up"]
         N.ip_batch(None, lines)
         for n in node_infos:
-            N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"])
+            N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"]
+                       + ([f"addr add {n['ip6']}/64 dev eth0 nodad"] if self.dual else []))
 
         log.info("namespaces and veths at %.2fs", time.monotonic() - t0)
         # anchors, then sshd inside each node
@@ -282,9 +295,16 @@ class Lab:
             self.ctx[n["name"]] = A.NodeCtx(name=n["name"], index=n["index"], netns=n["netns"], ip=n["ip"],
                                             pod_cidr=n["pod_cidr"], init_pid=n["init_pid"],
                                             node_dir=Path(n["node_dir"]), pod_block=n["pod_block"],
-                                            cluster_cidr=S.cluster_cidr(self.shape), shape=self.shape)
+                                            cluster_cidr=S.cluster_cidr(self.shape), shape=self.shape,
+                                            ip6=n.get("ip6", ""), pod_cidr6=n.get("pod_cidr6", ""),
+                                            cluster_cidr6=A.FLANNEL_IPV6_NETWORK if self.dual else "")
             self.next_ip[n["name"]] = S.first_pod_host(self.shape)
         log.info("anchors ready at %.2fs", time.monotonic() - t0)
+        if self.dual:  # what a dual-stack node has: IPv6 forwarding, and kubelet's ip6tables hint chains
+            for n in node_infos:
+                N.node_exec(n["init_pid"], "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding; "
+                            "ip6tables -w 5 -t mangle -N KUBE-IPTABLES-HINT 2>/dev/null; "
+                            "ip6tables -w 5 -t mangle -N KUBE-KUBELET-CANARY 2>/dev/null; true")
         for n in node_infos:
             self._start_sshd(n)
         self.save()
@@ -305,7 +325,7 @@ class Lab:
         for name, res in results.items():
             if not res.ok:
                 raise RuntimeError(f"flannel on {name} failed at bring-up: {res.error}")
-            self._annotate_vtep(name, res.data["vtep_mac"])
+            self._annotate_vtep(name, res.data["vtep_mac"], res.data.get("vtep_mac6", ""))
         node_objs = self.api.list("v1/nodes")
 
         def mesh(c: A.NodeCtx) -> None:
@@ -378,7 +398,11 @@ class Lab:
         """files/tree/...: the shape's own files, copied into the node's overlays by node_init."""
         kubelet = (nd / "files" / "kubelet.conf").read_text()
         admin = (nd / "files" / "admin.conf").read_text() if n["role"] == "control-plane" else None
-        for path, (text, mode) in S.node_tree(self.shape, n["name"], kubelet, admin).items():
+        tree = S.node_tree(self.shape, n["name"], kubelet, admin)
+        if self.shape == "k3s" and self.dual:
+            tree[S.K3S_FLANNEL_CONF] = (S.K3S_NET_CONF.replace('"EnableIPv6": false', '"EnableIPv6": true').replace(
+                '"IPv6Network": "::/0"', f'"IPv6Network": "{A.FLANNEL_IPV6_NETWORK}"'), 0o600)
+        for path, (text, mode) in tree.items():
             f = nd / "files" / "tree" / path.lstrip("/")
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(text)
@@ -409,7 +433,8 @@ class Lab:
     def _start_kube_proxies(self) -> None:
         services = self._services()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            kp = dict(zip(self.ctx, pool.map(lambda c: A.kube_proxy_sync(c, services, first=True),
+            kp = dict(zip(self.ctx, pool.map(lambda c: A.kube_proxy_sync(c, services, first=True,
+                                                                         services6=self._services6()),
                                               self.ctx.values()), strict=True))
         for name, res in kp.items():
             pod = self._new_pod(KUBE_PROXY, name, host_network=True)
@@ -459,6 +484,8 @@ class Lab:
             if n["name"] in self.echo_nodes():
                 labels[ECHO_LABEL] = "true"
             spec: dict[str, Any] = {"podCIDR": n["pod_cidr"], "podCIDRs": [n["pod_cidr"]]}
+            if self.dual:
+                spec = {"podCIDR": n["pod_cidrs"][0], "podCIDRs": list(n["pod_cidrs"])}
             if n["role"] == "control-plane":
                 labels["node-role.kubernetes.io/control-plane"] = ""
                 labels["node.kubernetes.io/exclude-from-external-load-balancers"] = ""
@@ -474,7 +501,8 @@ class Lab:
                 "metadata": {"name": n["name"], "labels": labels, "annotations": annotations},
                 "spec": spec,
                 "status": {
-                    "addresses": [{"type": "InternalIP", "address": n["ip"]}, {"type": "Hostname", "address": n["name"]}],
+                    "addresses": [{"type": "InternalIP", "address": a} for a in n.get("ips") or [n["ip"]]]
+                    + [{"type": "Hostname", "address": n["name"]}],
                     "conditions": _node_conditions(True),
                     "capacity": {"cpu": "2", "memory": "4015668Ki", "pods": "110", "ephemeral-storage": "30787492Ki"},
                     "allocatable": {"cpu": "2", "memory": "3913268Ki", "pods": "110", "ephemeral-storage": "28373752335"},
@@ -490,13 +518,14 @@ class Lab:
         if self.shape in ("kubeadm", "calico"):
             api.put("v1/configmaps", "kube-system", "kube-proxy", {
                 "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
-                "data": {"config.conf": KUBE_PROXY_CONF.replace(A.FLANNEL_NETWORK, S.cluster_cidr(self.shape)),
+                "data": {"config.conf": KUBE_PROXY_CONF.replace(
+                    A.FLANNEL_NETWORK, S.cluster_cidr(self.shape) + (f",{A.FLANNEL_IPV6_NETWORK}" if self.dual else "")),
                          "kubeconfig.conf": KUBE_PROXY_KUBECONFIG}})
         if self.shape == "kubeadm":
             api.put("v1/configmaps", "kube-flannel", "kube-flannel-cfg", {
                 "metadata": {"name": "kube-flannel-cfg", "namespace": "kube-flannel",
                              "labels": {"app": "flannel", "k8s-app": "flannel", "tier": "node"}},
-                "data": {"cni-conf.json": CONFLIST, "net-conf.json": NET_CONF}})
+                "data": {"cni-conf.json": CONFLIST, "net-conf.json": NET_CONF_DUAL if self.dual else NET_CONF}})
         if self.shape == "calico":
             api.put("v1/configmaps", "kube-system", "calico-config", {
                 "metadata": {"name": "calico-config", "namespace": "kube-system"},
@@ -549,6 +578,7 @@ class Lab:
             "metadata": {"name": "jellyfin", "namespace": "media", "labels": jl},
             "spec": {"type": "NodePort", "selector": jl, "clusterIP": CLUSTER_IP, "clusterIPs": [CLUSTER_IP],
                      "externalTrafficPolicy": "Cluster", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                     **(self._dual_service() if self.dual else {}),
                      "sessionAffinity": "None",
                      "ports": [{"name": "http", "protocol": "TCP", "port": JELLYFIN_PORT,
                                 "targetPort": JELLYFIN_PORT, "nodePort": NODEPORT}]},
@@ -591,7 +621,7 @@ class Lab:
             annotations["network.cilium.io/ipv4-health-ip"] = str(ipaddress.ip_address(router) + 252)
             node_info["kubeProxyVersion"] = ""
 
-    def _annotate_vtep(self, node: str, mac: str) -> None:
+    def _annotate_vtep(self, node: str, mac: str, mac6: str = "") -> None:
         ip = self.ctx[node].ip
 
         def fn(obj: dict) -> None:
@@ -600,11 +630,24 @@ class Lab:
             ann[A.BACKEND_TYPE] = "vxlan"
             ann[A.KUBE_SUBNET_MGR] = "true"
             ann[A.PUBLIC_IP] = ip
+            if mac6:
+                ann[A.BACKEND_V6_DATA] = json.dumps({"VNI": A.VXLAN_ID, "VtepMAC": mac6}, separators=(",", ":"))
+                ann[A.PUBLIC_IPV6] = self.ctx[node].ip6
 
         self.api.mutate("v1/nodes", None, node, fn)
         for n in self.info["nodes"]:
             if n["name"] == node:
                 n["vtep_mac"] = mac
+                if mac6:
+                    n["vtep_mac6"] = mac6
+
+    def _dual_fields(self, k: int, i: int) -> dict:
+        """A dual-stack node: its IPv6 address on the lab bridge and IPv6 podCIDR (ULA fd00::/8
+        ranges, only inside the lab), and both lists in the cluster's family order."""
+        ip6, cidr6 = f"fd00:213:{k}::{10 + i}", str(ipaddress.IPv6Network(f"fd00:10:244:{i - 1:x}::/64"))
+        ip4, cidr4 = f"10.213.{k}.{10 + i}", S.pod_cidr(self.shape, i)
+        order = (lambda a, b: [b, a]) if self.v6_first else (lambda a, b: [a, b])
+        return {"ip6": ip6, "pod_cidr6": cidr6, "ips": order(ip4, ip6), "pod_cidrs": order(cidr4, cidr6)}
 
     # -- pods ------------------------------------------------------------------------------------
     def _new_pod(self, kind: tuple[str, str, str], node: str, *, host_network: bool, port: int | None = None) -> Pod:
@@ -651,6 +694,7 @@ class Lab:
         first, last = S.first_pod_host(self.shape), min(250, ctx.block.num_addresses - 2)
         self.next_ip[pod.node] = host + 1 if host < last else first
         pod.ip = str(ctx.block.network_address + host)
+        pod.ip6 = str(ctx.subnet6.network_address + host) if ctx.pod_cidr6 else ""
         with self.lock:
             self.info["pod_netns"].append(pod.netns)
         self.save()
@@ -662,12 +706,16 @@ class Lab:
                 S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, S.router_ip(ctx.pod_cidr))
             else:
                 N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
+                if pod.ip6:
+                    N.ip_batch(pod.netns, [f"addr add {pod.ip6}/{ctx.subnet6.prefixlen} dev eth0 nodad",
+                                           f"route add default via {ctx.gateway6} dev eth0"])
         except N.NodeError as e:
             self._stop_netns_pod(pod)
-            pod.netns = pod.veth = pod.ip = ""
+            pod.netns = pod.veth = pod.ip = pod.ip6 = ""
             self._sandbox_failed(pod, f'plugin type="bridge" failed (add): {e}')
             return False
-        proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, Path(ctx.node_dir) / f"pod-{pod.name}.log")
+        proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, Path(ctx.node_dir) / f"pod-{pod.name}.log",
+                                  dual=bool(pod.ip6))
         self.procs[proc.pid] = proc
         pod.proc = proc
         pod.pid = proc.pid
@@ -685,7 +733,7 @@ class Lab:
     def _sandbox_failed(self, pod: Pod, err: str) -> None:
         pod.sandbox_error = err
         pod.running = pod.ready = False
-        pod.netns = pod.ip = ""
+        pod.netns = pod.ip = pod.ip6 = ""
         log.warning("pod %s/%s on %s: sandbox not created: %s", pod.namespace, pod.name, pod.node, err)
         if self.info.get("state") == "ready":
             self._render(pod)
@@ -810,11 +858,20 @@ class Lab:
             spec["serviceAccountName"] = {"calico-node": "calico-node", "cilium": "cilium"}.get(pod.app, pod.app)
         status: dict[str, Any] = {
             "phase": "Pending" if pod.sandbox_error else "Running", "hostIP": self.ctx[pod.node].ip,
-            "hostIPs": [{"ip": self.ctx[pod.node].ip}], "startTime": pod.created, "qosClass": "Burstable",
+            "hostIPs": [{"ip": x} for x in self._node_info(pod.node).get("ips") or [self.ctx[pod.node].ip]],
+            "startTime": pod.created, "qosClass": "Burstable",
             "conditions": conditions, "containerStatuses": [cs]}
         if pod.ip:
             status["podIP"] = pod.ip
             status["podIPs"] = [{"ip": pod.ip}]
+            if pod.ip6:
+                ips = [pod.ip6, pod.ip] if self.v6_first else [pod.ip, pod.ip6]
+                status["podIP"] = ips[0]
+                status["podIPs"] = [{"ip": x} for x in ips]
+            if pod.host_network and self.dual:
+                ips = list(self._node_info(pod.node).get("ips") or [pod.ip])
+                status["podIP"] = ips[0]
+                status["podIPs"] = [{"ip": x} for x in ips]
         if pod.sandbox_error:
             conditions[0]["status"] = "False"
         obj = {"metadata": {"name": pod.name, "namespace": pod.namespace, "labels": labels,
@@ -830,6 +887,19 @@ class Lab:
                 o["status"] = status
                 o.setdefault("metadata", {})["labels"] = labels
             self.api.mutate("v1/pods", pod.namespace, pod.name, fn)
+
+    def _dual_service(self) -> dict:
+        fams, ips = ["IPv4", "IPv6"], [CLUSTER_IP, CLUSTER_IP6]
+        if self.v6_first:
+            fams, ips = fams[::-1], ips[::-1]
+        return {"ipFamilies": fams, "ipFamilyPolicy": "RequireDualStack", "clusterIP": ips[0], "clusterIPs": ips}
+
+    def _services6(self) -> list[A.ServicePort] | None:
+        if not self.dual:
+            return None
+        eps = sorted(p.ip6 for p in self.pods.values() if p.app == "jellyfin" and p.ready and p.running and p.ip6)
+        return [A.ServicePort("media", "jellyfin", "http", "TCP", CLUSTER_IP6, JELLYFIN_PORT, NODEPORT,
+                              JELLYFIN_PORT, eps)]
 
     def _services(self) -> list[A.ServicePort]:
         return [A.ServicePort("media", "jellyfin", "http", "TCP", CLUSTER_IP, JELLYFIN_PORT, NODEPORT,
@@ -870,7 +940,8 @@ class Lab:
         targets = [p for p in self.pods.values() if p.app == "kube-proxy" and p.running
                    and not self.agent_state.get((p.node, "kube-proxy"), {}).get("crashed")]
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(lambda p: A.kube_proxy_sync(self.ctx[p.node], services, first=False), targets))
+            results = list(pool.map(lambda p: A.kube_proxy_sync(self.ctx[p.node], services, first=False,
+                                                                services6=self._services6()), targets))
         for p, res in zip(targets, results, strict=True):
             if not res.ok:
                 self._crash(p, res.log, res.error)
@@ -904,8 +975,8 @@ class Lab:
             if res.ok:
                 mac = res.data["vtep_mac"]
                 self._set_running(pod, res.log)
-                if mac != before:
-                    self._annotate_vtep(pod.node, mac)
+                if mac != before or res.data.get("vtep_mac6", "") != self._node_info(pod.node).get("vtep_mac6", ""):
+                    self._annotate_vtep(pod.node, mac, res.data.get("vtep_mac6", ""))
                     # the other nodes' flanneld watch Node objects and reprogram this peer
                     peers = A.peers_from_nodes(self.api.list("v1/nodes"), "")
                     me = [p for p in peers if p.name == pod.node]
@@ -916,7 +987,7 @@ class Lab:
             else:
                 self._crash(pod, res.log, res.error)
         else:
-            res = A.kube_proxy_sync(ctx, self._services(), first=first)
+            res = A.kube_proxy_sync(ctx, self._services(), first=first, services6=self._services6())
             if res.ok:
                 self._set_running(pod, res.log)
             else:
@@ -1057,7 +1128,8 @@ class Lab:
                 pod.last_exit = {"exitCode": pod.proc.returncode or 137, "reason": "Error",
                                  "startedAt": pod.started, "finishedAt": now_iso()}
                 ctx = self.ctx[pod.node]
-                proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, ctx.node_dir / f"pod-{pod.name}.log")
+                proc = N.start_pod_server(pod.netns, pod.port or 80, pod.name, ctx.node_dir / f"pod-{pod.name}.log",
+                                          dual=bool(pod.ip6))
                 self.procs[proc.pid] = proc
                 pod.proc, pod.pid, pod.started = proc, proc.pid, now_iso()
                 self._render(pod)
@@ -1314,6 +1386,10 @@ CONFLIST = json.dumps({
     "plugins": [{"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
                 {"type": "portmap", "capabilities": {"portMappings": True}}],
 }, indent=2) + "\n"
+
+NET_CONF_DUAL = json.dumps({"Network": A.FLANNEL_NETWORK, "EnableIPv6": True,
+                            "IPv6Network": A.FLANNEL_IPV6_NETWORK, "EnableNFTables": False,
+                            "Backend": {"Type": "vxlan"}}, indent=2) + "\n"
 
 NET_CONF = json.dumps({"Network": A.FLANNEL_NETWORK, "EnableNFTables": False,
                        "Backend": {"Type": "vxlan"}}, indent=2) + "\n"

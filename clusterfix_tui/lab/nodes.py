@@ -398,11 +398,11 @@ def create_pod_netns(pod_netns: str, node_netns: str, host_veth: str, ip: str, p
     ])
 
 
-def start_pod_server(pod_netns: str, port: int, name: str, log_path: Path) -> subprocess.Popen:
+def start_pod_server(pod_netns: str, port: int, name: str, log_path: Path, dual: bool = False) -> subprocess.Popen:
     # nsenter --net only (no mount namespace copy: a copy of /run/netns would pin other namespaces)
     return spawn(
         ["nsenter", f"--net=/run/netns/{pod_netns}", sys.executable, "-I", "-S", str(POD_SERVER),
-         "--port", str(port), "--name", name],
+         "--port", str(port), "--name", name] + (["--dual"] if dual else []),
         log_path,
     )
 

@@ -24,13 +24,24 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.server_port = int(port)
 
 
+class DualServer(Server):
+    """A dual-stack pod: one IPv6 socket that also takes IPv4 (v4-mapped) connections."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def make_handler(name: str) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "clusterfix-lab-pod/1"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             local = self.connection.getsockname()[0]
-            body = f"{name} {local} from {self.client_address[0]}\n".encode()
+            client = self.client_address[0].removeprefix("::ffff:")
+            body = f"{name} {local.removeprefix('::ffff:')} from {client}\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
@@ -49,9 +60,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--name", required=True)
+    ap.add_argument("--dual", action="store_true", help="listen on IPv6 and IPv4")
     args = ap.parse_args()
     socket.setdefaulttimeout(10)
-    srv = Server(("0.0.0.0", args.port), make_handler(args.name))
+    if args.dual:
+        srv: Server = DualServer(("::", args.port), make_handler(args.name))
+    else:
+        srv = Server(("0.0.0.0", args.port), make_handler(args.name))
     srv.serve_forever()
 
 
