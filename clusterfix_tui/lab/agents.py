@@ -54,6 +54,7 @@ class NodeCtx:
     ip6: str = ""  # dual-stack labs: the node's IPv6 address and podCIDR
     pod_cidr6: str = ""
     cluster_cidr6: str = ""
+    pod_block6: str = ""  # calico: its IPv6 IPAM block; "" = pod_cidr6
 
     @property
     def subnet6(self) -> ipaddress.IPv6Network:

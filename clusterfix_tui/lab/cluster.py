@@ -29,7 +29,7 @@ from clusterfix_tui.lab import nodes as N
 MAX_NODES = 200
 SHAPES = ("kubeadm", "k3s", "calico", "kube-proxy-free")
 IP_FAMILIES = ("ipv4", "dual", "dual-v6-first")
-BUILT = {(s, "ipv4") for s in SHAPES} | {(s, f) for s in ("kubeadm", "k3s") for f in ("dual", "dual-v6-first")}  # (shape, ip family) pairs the daemon builds
+BUILT = {(s, f) for s in SHAPES for f in IP_FAMILIES}  # (shape, ip family) pairs the daemon builds
 DAEMON_MARKER = "clusterfix_tui.lab.daemon"
 
 

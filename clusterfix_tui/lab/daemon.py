@@ -297,7 +297,8 @@ class Lab:
                                             node_dir=Path(n["node_dir"]), pod_block=n["pod_block"],
                                             cluster_cidr=S.cluster_cidr(self.shape), shape=self.shape,
                                             ip6=n.get("ip6", ""), pod_cidr6=n.get("pod_cidr6", ""),
-                                            cluster_cidr6=A.FLANNEL_IPV6_NETWORK if self.dual else "")
+                                            cluster_cidr6=S.cluster_cidr6(self.shape) if self.dual else "",
+                                            pod_block6=n.get("pod_block6", ""))
             self.next_ip[n["name"]] = S.first_pod_host(self.shape)
         log.info("anchors ready at %.2fs", time.monotonic() - t0)
         if self.dual:  # what a dual-stack node has: IPv6 forwarding, and kubelet's ip6tables hint chains
@@ -377,9 +378,12 @@ class Lab:
 
     def _network_agent(self, ctx: A.NodeCtx) -> A.AgentResult:
         """One start/sync of the node's calico-node or cilium agent."""
+        peers6 = [(n["ip6"], n["pod_block6"]) for n in self.info["nodes"] if n["name"] != ctx.name and n.get("ip6")]
         if self.shape == "calico":
-            return S.calico_start(ctx, ctx.pod_block, self._routed_peers(ctx.name), self._workloads(ctx.name))
-        return S.cilium_start(ctx, self._routed_peers(ctx.name), self._services())
+            return S.calico_start(ctx, ctx.pod_block, self._routed_peers(ctx.name), self._workloads(ctx.name),
+                                  block6=ctx.pod_block6, peers6=peers6)
+        return S.cilium_start(ctx, self._routed_peers(ctx.name), self._services(), peers6=peers6,
+                              services6=self._services6())
 
     def _network_sync(self, node: str) -> None:
         """felix reprograms its endpoint chains when a local workload comes or goes; cilium
@@ -519,7 +523,7 @@ class Lab:
             api.put("v1/configmaps", "kube-system", "kube-proxy", {
                 "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
                 "data": {"config.conf": KUBE_PROXY_CONF.replace(
-                    A.FLANNEL_NETWORK, S.cluster_cidr(self.shape) + (f",{A.FLANNEL_IPV6_NETWORK}" if self.dual else "")),
+                    A.FLANNEL_NETWORK, S.cluster_cidr(self.shape) + (f",{S.cluster_cidr6(self.shape)}" if self.dual else "")),
                          "kubeconfig.conf": KUBE_PROXY_KUBECONFIG}})
         if self.shape == "kubeadm":
             api.put("v1/configmaps", "kube-flannel", "kube-flannel-cfg", {
@@ -614,10 +618,15 @@ class Lab:
                              containerRuntimeVersion=S.K3S_CONTAINERD)
         elif self.shape == "calico":
             annotations["projectcalico.org/IPv4Address"] = f"{n['ip']}/24"
+            if self.dual:
+                annotations["projectcalico.org/IPv6Address"] = f"{n['ip6']}/64"
         elif self.shape == "kube-proxy-free":
             router = S.router_ip(n["pod_cidr"])
             annotations["network.cilium.io/ipv4-cilium-host"] = router
             annotations["network.cilium.io/ipv4-pod-cidr"] = n["pod_cidr"]
+            if self.dual:
+                annotations["network.cilium.io/ipv6-cilium-host"] = S.router_ip(n["pod_cidr6"])
+                annotations["network.cilium.io/ipv6-pod-cidr"] = n["pod_cidr6"]
             annotations["network.cilium.io/ipv4-health-ip"] = str(ipaddress.ip_address(router) + 252)
             node_info["kubeProxyVersion"] = ""
 
@@ -644,10 +653,11 @@ class Lab:
     def _dual_fields(self, k: int, i: int) -> dict:
         """A dual-stack node: its IPv6 address on the lab bridge and IPv6 podCIDR (ULA fd00::/8
         ranges, only inside the lab), and both lists in the cluster's family order."""
-        ip6, cidr6 = f"fd00:213:{k}::{10 + i}", str(ipaddress.IPv6Network(f"fd00:10:244:{i - 1:x}::/64"))
+        ip6, cidr6 = f"fd00:213:{k}::{10 + i}", S.pod_cidr6(self.shape, i)
         ip4, cidr4 = f"10.213.{k}.{10 + i}", S.pod_cidr(self.shape, i)
         order = (lambda a, b: [b, a]) if self.v6_first else (lambda a, b: [a, b])
-        return {"ip6": ip6, "pod_cidr6": cidr6, "ips": order(ip4, ip6), "pod_cidrs": order(cidr4, cidr6)}
+        return {"ip6": ip6, "pod_cidr6": cidr6, "pod_block6": S.pod_block6(self.shape, i),
+                "ips": order(ip4, ip6), "pod_cidrs": order(cidr4, cidr6)}
 
     # -- pods ------------------------------------------------------------------------------------
     def _new_pod(self, kind: tuple[str, str, str], node: str, *, host_network: bool, port: int | None = None) -> Pod:
@@ -694,16 +704,19 @@ class Lab:
         first, last = S.first_pod_host(self.shape), min(250, ctx.block.num_addresses - 2)
         self.next_ip[pod.node] = host + 1 if host < last else first
         pod.ip = str(ctx.block.network_address + host)
-        pod.ip6 = str(ctx.subnet6.network_address + host) if ctx.pod_cidr6 else ""
+        pod.ip6 = str(ipaddress.IPv6Network(ctx.pod_block6 or ctx.pod_cidr6).network_address + host) \
+            if ctx.pod_cidr6 else ""
         with self.lock:
             self.info["pod_netns"].append(pod.netns)
         self.save()
         try:
             if self.shape == "calico":  # the calico CNI plugin
                 S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, "169.254.1.1",
-                                    host_mac="ee:ee:ee:ee:ee:ee", static_gateway=True)
+                                    host_mac="ee:ee:ee:ee:ee:ee", static_gateway=True,
+                                    ip6=pod.ip6, gateway6=S.CALICO_GW6)
             elif routed:  # cilium-cni with endpoint routes
-                S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, S.router_ip(ctx.pod_cidr))
+                S.create_routed_pod(pod.netns, ctx.netns, pod.veth, pod.ip, S.router_ip(ctx.pod_cidr),
+                                    ip6=pod.ip6, gateway6=S.router_ip(ctx.pod_cidr6) if pod.ip6 else "")
             else:
                 N.create_pod_netns(pod.netns, ctx.netns, pod.veth, pod.ip, ctx.subnet.prefixlen, ctx.gateway)
                 if pod.ip6:

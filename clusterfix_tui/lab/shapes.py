@@ -42,6 +42,10 @@ CALICO_BLOCK_PREFIX = 26
 CILIUM_IMAGE = "quay.io/cilium/cilium:v1.16.5"
 CILIUM_NETWORK = "10.244.0.0/16"  # ipam.mode=kubernetes: the nodes' podCIDRs
 ACCEPT_MARK = "0x10000"
+CALICO_POOL6 = "fd00:10:192::/56"  # dual stack: CALICO_IPV6POOL_CIDR (ULA), kubeadm's second podSubnet
+CALICO_BLOCK6_PREFIX = 122
+CALICO_GW6 = "fe80::ecee:eeff:feee:eeee"  # the link-local of calico's host veths (MAC ee:ee:ee:ee:ee:ee)
+FLANNEL_IPV6_NETWORK = A.FLANNEL_IPV6_NETWORK
 
 
 def pod_cidr(shape: str, i: int) -> str:
@@ -53,6 +57,23 @@ def pod_cidr(shape: str, i: int) -> str:
 
 def cluster_cidr(shape: str) -> str:
     return CALICO_POOL if shape == "calico" else A.FLANNEL_NETWORK
+
+
+def cluster_cidr6(shape: str) -> str:
+    return CALICO_POOL6 if shape == "calico" else A.FLANNEL_IPV6_NETWORK
+
+
+def pod_cidr6(shape: str, i: int) -> str:
+    base = "fd00:10:192" if shape == "calico" else "fd00:10:244"
+    return str(ipaddress.IPv6Network(f"{base}:{i - 1:x}::/64"))
+
+
+def pod_block6(shape: str, i: int) -> str:
+    """calico: a /122 IPv6 IPAM block per node (not the node's podCIDR); else the podCIDR."""
+    if shape == "calico":
+        net = ipaddress.IPv6Network("fd00:10:192:80::/64")
+        return str(ipaddress.IPv6Network(f"{net.network_address + 64 * i}/{CALICO_BLOCK6_PREFIX}"))
+    return pod_cidr6(shape, i)
 
 
 def calico_block(i: int) -> str:
@@ -146,7 +167,8 @@ def node_tree(shape: str, node_name: str, kubelet_conf: str, admin_conf: str | N
 # -- routed pods (calico, cilium): no bridge, a /32 on the pod side, a host route per pod --------
 
 def create_routed_pod(pod_netns: str, node_netns: str, host_veth: str, ip: str, gateway: str, *,
-                      host_mac: str | None = None, static_gateway: bool = False, mtu: int = 1500) -> None:
+                      host_mac: str | None = None, static_gateway: bool = False, mtu: int = 1500,
+                      ip6: str = "", gateway6: str = "") -> None:
     """The pod's eth0 carries ip/32 and a default route via `gateway` (calico: 169.254.1.1 answered
     by the host veth's MAC ee:ee:ee:ee:ee:ee; cilium: the cilium_host address). The node gets
     `<ip> dev <host_veth> scope link` (calico CNI / cilium endpoint routes)."""
@@ -162,14 +184,24 @@ def create_routed_pod(pod_netns: str, node_netns: str, host_veth: str, ip: str, 
            f"route add {gateway} dev eth0 scope link", f"route add default via {gateway} dev eth0"]
     if static_gateway and host_mac:
         pod.append(f"neigh replace {gateway} lladdr {host_mac} dev eth0 nud permanent")
+    if ip6:
+        # IPv6 needs the host's answer to neighbour solicitations for the gateway; the lab puts the
+        # entry the host would answer with (its veth's MAC) in the pod, as for 169.254.1.1
+        N.ip_batch(node_netns, [f"route replace {ip6}/128 dev {host_veth}"])
+        mac = host_mac or json.loads(N.run(["ip", "-j", "-n", node_netns, "link", "show", "dev", host_veth]).stdout)[0][
+            "address"]
+        if not gateway6.startswith("fe80:"):
+            pod.append(f"route add {gateway6}/128 dev eth0")
+        pod += [f"addr add {ip6}/128 dev eth0 nodad", f"neigh replace {gateway6} lladdr {mac} dev eth0 nud permanent",
+                f"route add default via {gateway6} dev eth0"]
     N.ip_batch(pod_netns, pod)
 
 
 # -- iptables helpers ----------------------------------------------------------------------------
 
-def _feeders_script(mode: str, feeders: list[tuple[str, str, list[str], str]]) -> str:
+def _feeders_script(mode: str, feeders: list[tuple[str, str, list[str], str]], binary: str = "iptables") -> str:
     """Make sure each (table, builtin chain, rule args, "I"|"A") jump exists once."""
-    lines = ["set -u", f"ipt() {{ iptables-{mode} -w 5 \"$@\"; }}"]
+    lines = ["set -u", f"ipt() {{ {binary}-{mode} -w 5 \"$@\"; }}"]
     for table, chain, args, where in feeders:
         rule = shlex.join(args)
         op = "-I" if where == "I" else "-A"
@@ -179,14 +211,15 @@ def _feeders_script(mode: str, feeders: list[tuple[str, str, list[str], str]]) -
     return "\n".join(lines) + "\n"
 
 
-def _restore(node: A.NodeCtx, mode: str, text: str) -> None:
-    r = N.node_exec(node.init_pid, f"iptables-{mode}-restore --noflush -w 5", check=False, timeout=30, input=text)
+def _restore(node: A.NodeCtx, mode: str, text: str, binary: str = "iptables") -> None:
+    r = N.node_exec(node.init_pid, f"{binary}-{mode}-restore --noflush -w 5", check=False, timeout=30, input=text)
     if r.returncode != 0:
-        raise N.NodeError(f"iptables-{mode}-restore: {(r.stderr or r.stdout).strip()}")
+        raise N.NodeError(f"{binary}-{mode}-restore: {(r.stderr or r.stdout).strip()}")
 
 
-def _feed(node: A.NodeCtx, mode: str, feeders: list[tuple[str, str, list[str], str]]) -> None:
-    r = N.node_exec(node.init_pid, _feeders_script(mode, feeders), check=False, timeout=30)
+def _feed(node: A.NodeCtx, mode: str, feeders: list[tuple[str, str, list[str], str]],
+          binary: str = "iptables") -> None:
+    r = N.node_exec(node.init_pid, _feeders_script(mode, feeders, binary), check=False, timeout=30)
     if r.returncode != 0:
         raise N.NodeError((r.stderr or r.stdout).strip())
 
@@ -331,7 +364,8 @@ def bird_route_lines(block: str, peers: list[tuple[str, str]]) -> list[str]:
 
 
 def calico_start(node: A.NodeCtx, block: str, peers: list[tuple[str, str]], workloads: list[Workload],
-                 pool: str = CALICO_POOL) -> A.AgentResult:
+                 pool: str = CALICO_POOL, block6: str = "", peers6: list[tuple[str, str]] | None = None,
+                 pool6: str = CALICO_POOL6) -> A.AgentResult:
     """calico-node starting (or resyncing) on a node: BIRD's routes, felix's chains."""
     log = [
         f"{A.klog('I', 'startup/startup.go:431', 'Early log level set to info')}",
@@ -344,6 +378,11 @@ def calico_start(node: A.NodeCtx, block: str, peers: list[tuple[str, str]], work
         mode = A.detect_iptables_mode(node)
         _restore(node, mode, felix_filter(workloads) + felix_nat_raw(pool))
         _feed(node, mode, CALICO_FEEDERS)
+        if block6:  # dual stack: BIRD's IPv6 routes and felix's ip6tables dataplane
+            N.ip_batch(node.netns, bird_route_lines(block6, peers6 or []))
+            _restore(node, mode, felix_filter(workloads) + felix_nat_raw(pool6), "ip6tables")
+            _feed(node, mode, CALICO_FEEDERS, "ip6tables")
+            log.append(A.klog("I", "felix/int_dataplane.go:1948", "Completed first update to IPv6 dataplane."))
         log.append(A.klog("I", "felix/int_dataplane.go:1948", f"Completed first update to dataplane. "
                           f"secsSinceStart={len(workloads) * 0.01 + 0.3:.3f} iptablesBackend=\"{mode}\""))
         log.append(A.klog("I", "bird", f"Started BGP sessions with {len(peers)} peers"))
@@ -371,6 +410,9 @@ LB_COMMENT = "cilium: lab emulation of the bpf service load-balancer"
 
 
 def cilium_rules(pod_cidr_: str, cluster: str, services: list[A.ServicePort]) -> str:
+    """The CILIUM_* chains of one family (IPv6 when pod_cidr_ is IPv6)."""
+    v6 = ":" in pod_cidr_
+    h = "/128" if v6 else "/32"
     filt = ["*filter", ":CILIUM_INPUT - [0:0]", ":CILIUM_FORWARD - [0:0]", ":CILIUM_OUTPUT - [0:0]",
             '-A CILIUM_INPUT -m mark --mark 0x200/0xf00 -m comment --comment "cilium: ACCEPT for proxy traffic" -j ACCEPT',
             '-A CILIUM_FORWARD -o cilium_host -m comment --comment "cilium: any->cluster on cilium_host forward accept" '
@@ -405,10 +447,11 @@ def cilium_rules(pod_cidr_: str, cluster: str, services: list[A.ServicePort]) ->
             for i, ep in enumerate(sp.endpoints):
                 prob = f" -m statistic --mode random --probability {1.0 / (n - i):.10f}" if i < n - 1 else ""
                 label = f"{LB_COMMENT}: {sp.port_name_str}"
-                nat.append(f"-A {chain} -d {sp.cluster_ip}/32 -p {proto} -m {proto} --dport {sp.port}{prob} "
-                           f"-m comment --comment \"{label} ClusterIP\" -j DNAT --to-destination {ep}:{sp.target_port}")
+                dest = f"[{ep}]:{sp.target_port}" if v6 else f"{ep}:{sp.target_port}"
+                nat.append(f"-A {chain} -d {sp.cluster_ip}{h} -p {proto} -m {proto} --dport {sp.port}{prob} "
+                           f"-m comment --comment \"{label} ClusterIP\" -j DNAT --to-destination {dest}")
                 nat.append(f"-A {chain} -m addrtype --dst-type LOCAL -p {proto} -m {proto} --dport {sp.node_port}{prob} "
-                           f"-m comment --comment \"{label} NodePort\" -j DNAT --to-destination {ep}:{sp.target_port}")
+                           f"-m comment --comment \"{label} NodePort\" -j DNAT --to-destination {dest}")
         nat.append(f"-A CILIUM_POST_nat -o eth0 -p {proto} -m conntrack --ctstate DNAT --ctorigdstport {sp.node_port} "
                    f"-m comment --comment \"{LB_COMMENT}: SNAT of NodePort traffic to a remote backend\" -j MASQUERADE")
     nat += [f'-A CILIUM_POST_nat -s {pod_cidr_} ! -d {cluster} ! -o cilium_+ -m comment --comment '
@@ -420,7 +463,8 @@ def cilium_rules(pod_cidr_: str, cluster: str, services: list[A.ServicePort]) ->
 
 
 def cilium_start(node: A.NodeCtx, peers: list[tuple[str, str]], services: list[A.ServicePort],
-                 cluster: str = CILIUM_NETWORK) -> A.AgentResult:
+                 cluster: str = CILIUM_NETWORK, peers6: list[tuple[str, str]] | None = None,
+                 services6: list[A.ServicePort] | None = None) -> A.AgentResult:
     """cilium-agent starting (or syncing its services) on a node: cilium_host/cilium_net, native
     routes to the peers' podCIDRs, the CILIUM_* chains with the lab's service translation."""
     router = router_ip(node.pod_cidr)
@@ -446,10 +490,21 @@ def cilium_start(node: A.NodeCtx, peers: list[tuple[str, str]], services: list[A
         lines += [f"addr replace {router}/32 dev cilium_host"]
         for peer_ip, peer_cidr in peers:
             lines.append(f"route replace {peer_cidr} via {peer_ip} dev eth0")
+        if node.pod_cidr6:  # dual stack: the IPv6 router address and routes, the same way
+            router6 = router_ip(node.pod_cidr6)
+            if not have:
+                lines += [f"route replace {router6} dev cilium_host",
+                          f"route replace {node.pod_cidr6} via {router6} dev cilium_host"]
+            lines.append(f"addr replace {router6}/128 dev cilium_host nodad")
+            for peer_ip6, peer_cidr6 in peers6 or []:
+                lines.append(f"route replace {peer_cidr6} via {peer_ip6} dev eth0")
         N.ip_batch(node.netns, lines)
         mode = A.detect_iptables_mode(node)
         _restore(node, mode, cilium_rules(node.pod_cidr, cluster, services))
         _feed(node, mode, CILIUM_FEEDERS)
+        if node.pod_cidr6:
+            _restore(node, mode, cilium_rules(node.pod_cidr6, node.cluster_cidr6, services6 or []), "ip6tables")
+            _feed(node, mode, CILIUM_FEEDERS, "ip6tables")
         eps = sum(len(s.endpoints) for s in services)
         log.append(f'level=info msg="Synced services" services={len(services)} backends={eps} subsys=service')
         log.append('level=info msg="Daemon initialization completed" subsys=daemon')
