@@ -300,3 +300,19 @@ def test_waiting_for_restarted_pods_follows_the_owner_not_the_label():
     api = API([node("n1", ["10.42.0.0/24"])], pods, [canal])
     assert [p["metadata"]["name"] for p in component_pods_live(api, "flannel")] == ["rke2-canal-abcde"]
     assert [p["metadata"]["name"] for p in component_pods_live(api, "kube_proxy")] == ["kube-proxy-n1"]
+
+
+def test_kube_proxy_nftables_mode_rules_checked_in_its_own_table():
+    from clusterfix_tui.core.checks.iptables import no_rules
+
+    kp = ds("kube-system", "kube-proxy", KP_IMG, {"k8s-app": "kube-proxy"}, "u-kp")
+    cms = {"kube-system/kube-proxy": {"data": {"config.conf": "kind: KubeProxyConfiguration\nmode: nftables\n"}}}
+    snap = build_snapshot(API([node("n1", ["10.244.0.0/24"])], [], [kp], cms), with_logs=False)
+    with_table = P.NftRuleset(tables=(("ip", "kube-proxy"),),
+                              chains=(P.NftChain("ip", "kube-proxy", "services", 3),))
+    for rs, want in ((with_table, []), (P.NftRuleset(), ["table ip kube-proxy chain services"])):
+        facts = {"n1": NodeFacts(node="n1", complete=True, nft_ruleset=rs)}
+        shape = detect_shape(snap, facts)
+        assert shape.kube_proxy_mode == "nftables"
+        got = no_rules(replace(snap, shape=shape), "n1", facts["n1"])
+        assert [m for f in got for m in f.data["missing_chains"]] == want

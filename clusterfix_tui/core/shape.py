@@ -648,7 +648,7 @@ SCOPES: dict[str, str] = {
     "CNI_STRAY_CONFLIST": "flannel (its conflist in the CNI dir)",
     "FLANNEL_CRASHLOOP": "flannel running as a DaemonSet",
     "KUBE_PROXY_CRASHLOOP": "kube-proxy running as pods (DaemonSet or static)",
-    "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables mode",
+    "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables or nftables mode",
     "KUBE_PROXY_INCOMPATIBLE_CHAIN": "kube-proxy present (iptables/ipvs mode) and iptables-nft on the node",
     "IPTABLES_BACKEND_CONFLICT": "kube-proxy present (iptables/ipvs mode) and both iptables backends on the node",
     "IPVS_MODULES_MISSING": "kube-proxy in ipvs mode",
@@ -688,8 +688,8 @@ def why_not(shape: ClusterShape | None, code: str, node: str | None = None,
         mode = shape.proxy_mode(node)
         if code == "IPVS_MODULES_MISSING":
             return None if mode == "ipvs" else f"kube-proxy mode is {mode or 'unknown'}, not ipvs"
-        if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", None):
-            return f"kube-proxy mode is {mode}: no KUBE-SERVICES iptables chains expected"
+        if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "nftables", None):
+            return f"kube-proxy mode is {mode}: its rules are not checked"
         if code != "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "ipvs", None):
             return f"kube-proxy mode is {mode}: it programs no iptables rules"
         if ns is not None:

@@ -504,6 +504,8 @@ def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:
 def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     shape = shape_of(snapshot)
     mode = shape.proxy_mode(node) if shape is not None else snapshot.kube_proxy_mode
+    if mode == "nftables" or facts.kube_proxy_mode == "nftables":
+        return _no_nft_rules(snapshot, node, facts)
     if mode not in (None, "", "iptables"):
         return []
     if facts.kube_proxy_mode and facts.kube_proxy_mode not in ("iptables",):
@@ -547,6 +549,44 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
         reference=REF_KUBE_PROXY, step="pods",
         data={"backend": live, "missing_chains": missing, "healthz": facts.kube_proxy_healthz,
               "proxy_mode": facts.kube_proxy_mode or mode,
+              "pod": pod.name if pod else None,
+              "namespace": pod.namespace if pod else "kube-system",
+              "daemonset": _kp_daemonset(snapshot, pod),
+              "static": bool(pod is not None and pod.mirror),
+              "kube_proxy": shape.kube_proxy if shape is not None else None},
+    )]
+
+
+def _no_nft_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
+    """kube-proxy in nftables mode keeps its own nft table `kube-proxy` (family ip, and ip6 for
+    IPv6) whose `services` chain dispatches every Service (`ip daddr . meta l4proto . th dport
+    vmap @service-ips`). Without it, Services and NodePorts are dead on the node."""
+    rs = facts.nft_ruleset
+    if rs is None:
+        return []  # nft not readable: the shape's "could not read" says so
+    have = {(c.family, c.table, c.name) for c in rs.chains}
+    fams = pod_families(snapshot, node)
+    missing = [f"table {fam} kube-proxy chain services" for v, fam in ((4, "ip"), (6, "ip6"))
+               if v in fams and (fam, "kube-proxy", "services") not in have]
+    if not missing:
+        return []
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    shape = shape_of(snapshot)
+    evidence = [f"nft -j list ruleset: no {m}" for m in missing]
+    evidence.append("kube-proxy mode nftables"
+                    + (f" ({shape.kube_proxy_mode_source})" if shape is not None else ""))
+    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    return [Finding(
+        code="KUBE_PROXY_NO_RULES", severity="error", node=node,
+        title="kube-proxy (nftables mode) has programmed no Service rules on this node",
+        evidence=tuple(evidence),
+        explanation=("kube-proxy in nftables mode keeps its rules in the nft table 'kube-proxy' "
+                     "(its 'services' chain matches every Service). Without it NodePorts and "
+                     "ClusterIPs do not work on this node: kube-proxy is not running or cannot "
+                     "sync. Restart it and read its log."),
+        reference=REF_KUBE_PROXY, step="pods",
+        data={"backend": "nftables", "missing_chains": missing,
+              "healthz": facts.kube_proxy_healthz, "proxy_mode": "nftables",
               "pod": pod.name if pod else None,
               "namespace": pod.namespace if pod else "kube-system",
               "daemonset": _kp_daemonset(snapshot, pod),
