@@ -106,3 +106,51 @@ def test_fix_converges_when_a_fix_unmasks_a_finding_for_an_earlier_step(tmp_path
     assert "verdict: fixed after 2 passes" in r.stdout
     md = report_path.read_text()
     assert "iptables (pass 2)" in md and "2 repair passes" in md
+
+
+def test_a_later_step_is_planned_from_the_cluster_as_it_is_after_an_earlier_one(
+        tmp_path_factory, tmp_path):
+    """The issue's path (all faults): look at step 1 and step 3, apply step 1, then step 3: its
+    plan is rebuilt from the current cluster (the pods it deletes are the ones there now, pinned
+    by uid), never the one shown before step 1; an old plan is refused, and even run past the
+    flow its pod delete is not run blind once the pod was restarted meanwhile."""
+    from lab_helpers import running_lab
+
+    from clusterfix_tui.core.flow import StalePlanError
+
+    def uids(api, ns):
+        return {p["metadata"]["name"]: p["metadata"].get("uid") for p in api.list_pods(ns)}
+
+    with running_lab(tmp_path_factory, nodes=3, faults="all") as flab:
+        rt, journal, flow = _flow(flab.dir, tmp_path / "j.jsonl")
+        try:
+            flow.connect()
+            flow.leave_out_unconnected()
+            flow.diagnose()
+            p1 = flow.plan_for_approval("iptables")
+            p3_old = flow.plan_for_approval("pods")
+            old = next(a for a in p3_old.actions if (a.api or {}).get("verb") == "delete_pod")
+            assert flow.apply(p1, flow.approvable_ids(p1)).status in ("changed", "partial")
+            with pytest.raises(StalePlanError):
+                flow.apply(p3_old, flow.approvable_ids(p3_old))
+            p3 = flow.plan_for_approval("pods")
+            for a in p3.actions:
+                if (a.api or {}).get("verb") == "delete_pod":
+                    now = uids(rt.api, a.api["namespace"])
+                    assert a.precondition.api["uid"] == now.get(a.api["name"]), a
+            # the issue's 404: the pod the old plan names is restarted by something else; the
+            # old plan, run past the flow, reports it already done instead of failing
+            rt.api.delete_pod(old.api["namespace"], old.api["name"])
+            bypass = flow.session.apply(p3_old, [old.id])
+            assert {o.action_id: o.status for o in bypass.actions}[old.id] == "already-done"
+            p3 = flow.plan_for_approval("pods")
+            out3 = flow.apply(p3, flow.approvable_ids(p3)) if p3.actions else None
+        finally:
+            rt.close()
+            journal.close()
+    assert out3 is None or out3.status not in ("failed", "partial"), out3
+    events = Journal.read(tmp_path / "j.jsonl")
+    refreshed = [e for e in events if e["type"] == "diagnosis" and e["phase"] == "refresh"]
+    assert len(refreshed) == 1  # re-diagnosed once after step 1, before step 3 was re-planned
+    assert not any(e["type"] == "command_end" and "(404)" in (e.get("stderr") or "")
+                   for e in events)
