@@ -196,3 +196,98 @@ def _record_scenario(name: str, lab, expected) -> None:
         path.write_text(json.dumps(rec, indent=1, sort_keys=True))
     finally:
         rt.close()
+
+
+class _Tunnel:
+    """A TCP relay on 127.0.0.1 to the lab API: the workstation reaching the API the way an SSH
+    tunnel does (127.0.0.1:LOCAL), an address the nodes cannot use."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+        import threading
+
+        self.up = (host, port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(self.up, timeout=10)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.sock.close()
+
+
+def test_worker_kubeconfig_gets_the_clusters_address_not_the_workstations_tunnel(lab, tmp_path):
+    import yaml
+
+    from clusterfix_tui.lab import faults as F
+
+    cfg = yaml.safe_load((lab.dir / "kubeconfig").read_text())
+    upstream = cfg["clusters"][0]["cluster"]["server"]
+    host, port = upstream.split("://", 1)[1].rsplit(":", 1)
+    tunnel = _Tunnel(host, int(port))
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{tunnel.port}"
+    tunnel_cfg = tmp_path / "tunnel.kubeconfig"
+    tunnel_cfg.write_text(yaml.safe_dump(cfg))
+    tunnel_cfg.chmod(0o600)
+    node = F.preferred_node(lab, "worker-kubeconfig")
+    workers = [n["name"] for n in lab.nodes if n["role"] != "control-plane"]
+    md5 = "md5sum /root/.kube/config"
+    lab.exec(node, "cp -p /root/.kube/config /root/.kube/config.cfxtest")
+    try:
+        others = {w: lab.exec(w, md5).stdout for w in workers if w != node}
+        lab.inject("worker-kubeconfig", node)
+        dead = lab.exec(node, "grep server: /root/.kube/config").stdout.split()[-1]
+        journal = tmp_path / "fix.jsonl"
+        r = cli("fix", "--yes", "--step", "worker_kubeconfig", "--lab-dir", str(lab.dir),
+                "--kubeconfig", str(tunnel_cfg), "--journal", str(journal), "--no-validate")
+        out = r.stdout + r.stderr
+        assert r.returncode in (0, 1), out[-3000:]
+        now = lab.exec(node, "grep server: /root/.kube/config").stdout.split()[-1]
+        kubelet = lab.exec(node, "grep server: /etc/kubernetes/kubelet.conf").stdout.split()[-1]
+        assert now == kubelet == upstream, out[-3000:]  # the node's view, not 127.0.0.1
+        assert "127.0.0.1" not in now
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+        checks = [e for e in events if e["type"] == "precheck" and "--server" in e["command"]]
+        # checked on the node first: the dead server fails there, the new one answers
+        assert checks and checks[0]["state"] == "holds", checks
+        assert lab.exec(node, "kubectl get nodes -o name --request-timeout=5s",
+                        check=False).returncode == 0
+        # the workers whose kubeconfig works from their node were not touched
+        assert {w: lab.exec(w, md5).stdout for w in others} == others
+        rb = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir),
+                 "--kubeconfig", str(tunnel_cfg))
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        assert lab.exec(node, "grep server: /root/.kube/config").stdout.split()[-1] == dead
+    finally:
+        tunnel.close()
+        lab.exec(node, "mv -f /root/.kube/config.cfxtest /root/.kube/config")

@@ -1,6 +1,19 @@
-"""kubectl on worker nodes (the runbook's fix_worker_kubectl_config.sh)."""
+"""kubectl on worker nodes (the runbook's fix_worker_kubectl_config.sh).
+
+A worker's kubeconfig is broken when `kubectl get nodes` fails ON THAT NODE (or there is none).
+Which API address it should use comes from the cluster's own view, never from the workstation's
+kubeconfig (often a tunnel, a proxy path or a public load balancer the node cannot use): the
+node's kubelet.conf (the node is Ready, so kubelet reaches it from there), the other nodes'
+kubelet.conf, the kube-public/cluster-info ConfigMap and the `kubernetes` Service endpoints
+(`snapshot.cluster_info_server` / the `default/kubernetes` endpoints, when read). The repair step
+verifies on the node, right before writing, that the current server fails and the new one answers
+(with the node's CA).
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
@@ -9,12 +22,44 @@ from clusterfix_tui.core.snapshot import ClusterSnapshot
 REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-access-multiple-clusters/"
 TARGET = "/root/.kube/config"
 SOURCES = ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf")
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+
+
+def endpoint_url(ep: str) -> str | None:
+    """"10.0.0.1:6443" / "fd00::1:6443" / "[fd00::1]:6443" -> an https URL."""
+    host, sep, port = ep.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    host = host.strip("[]")
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str
+                      ) -> list[dict[str, str]]:
+    """The API addresses the cluster itself uses, best first: [{"server", "source"}]."""
+    out: list[dict[str, str]] = []
+
+    def add(server: Any, source: str) -> None:
+        if isinstance(server, str) and server.startswith("https://") and \
+                server not in [c["server"] for c in out]:
+            out.append({"server": server, "source": source})
+
+    own = facts_by_node.get(node)
+    if own is not None:
+        add(own.kubeconfigs.get(KUBELET_CONF), f"{node}:{KUBELET_CONF}")
+    others = Counter(f.kubeconfigs.get(KUBELET_CONF) for n, f in facts_by_node.items()
+                     if n != node and f.kubeconfigs.get(KUBELET_CONF))
+    for server, _ in others.most_common():
+        add(server, f"{KUBELET_CONF} of the other nodes")
+    add(getattr(snapshot, "cluster_info_server", None), "kube-public/cluster-info")
+    for ep in (getattr(snapshot, "endpoints", {}) or {}).get("default/kubernetes") or ():
+        add(endpoint_url(str(ep)), "the kubernetes Service endpoints")
+    return out
 
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     nodes = snapshot.nodes
-    expected = (snapshot.api).get("server")
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
         if info is not None and info.is_control_plane:
@@ -22,15 +67,15 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         rc = f.kubectl_rc
         user_cfg = f.kubeconfigs.get(TARGET)
         has_user_cfg = TARGET in f.kubeconfigs
-        if rc == 0:
-            continue
-        if rc == 127 or rc is None:
-            # no kubectl on the node: only a kubeconfig that points elsewhere is worth saying
-            if not (has_user_cfg and expected and user_cfg and user_cfg != expected):
-                continue
+        if rc == 0 or rc == 127 or rc is None:
+            continue  # works from the node (whatever the workstation uses), or no kubectl there
+        cands = server_candidates(snapshot, facts_by_node, node)
+        expected = cands[0]["server"] if cands else None
         if not has_user_cfg and not any(p.startswith("/etc/kubernetes/") for p in f.kubeconfigs):
             reason = "missing"
-        elif has_user_cfg and expected and user_cfg != expected:
+        elif not has_user_cfg:
+            reason = "missing"
+        elif user_cfg not in [c["server"] for c in cands] and cands:
             reason = "wrong-server"
         else:
             reason = "kubectl-fails"
@@ -44,7 +89,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         if not has_user_cfg:
             evidence.append(f"{TARGET}: missing")
         if expected:
-            evidence.append(f"the API server in use: {expected}")
+            evidence.append(f"the cluster's own API address: {expected} ({cands[0]['source']})")
         out.append(Finding(
             code="WORKER_KUBECONFIG_BROKEN", severity="error", node=node,
             title={"missing": "kubectl on this worker has no kubeconfig",
@@ -56,6 +101,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             reference=REF, step="worker_kubeconfig",
             data={"reason": reason, "files": dict(f.kubeconfigs), "kubectl_rc": rc,
                   "kubectl_error": f.kubectl_error, "expected_server": expected,
+                  "server_candidates": cands,
                   "source_candidates": [p for p in SOURCES if p in f.kubeconfigs],
                   "target": TARGET},
         ))

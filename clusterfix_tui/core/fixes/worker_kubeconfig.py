@@ -4,9 +4,13 @@ For each node with WORKER_KUBECONFIG_BROKEN (docs/findings.md) the plan:
   1. backs up the worker's kubeconfig (`data.target`, default /root/.kube/config) into the
      step's backup directory, or records that it did not exist;
   2. writes the corrected kubeconfig, mode 600, atomically (temp file + mv):
-     - "wrong-server": the same file with every `server:` set to the admin kubeconfig's API server
-       (`data.expected_server`, which comes from ClusterAPI.describe(): plain data, never the
-       admin credentials); the worker's own credentials are kept;
+     - "wrong-server": the same file with every `server:` set to the cluster's own API address
+       (`data.expected_server`: the node's kubelet.conf, the other nodes' kubelet.conf, else what
+       gather() reads from kube-public/cluster-info and the kubernetes Service endpoints; NEVER
+       the workstation's kubeconfig server, often a tunnel, proxy path or public load balancer);
+       the worker's own credentials are kept. Its precondition, run on the node right before the
+       write, checks that the current server fails from the node AND the new one answers from the
+       node with the node's CA (kubectl --server override): otherwise nothing is written;
      - "missing": a copy of the worker's own kubeconfig (kubelet.conf, from
        `data.source_candidates`) with the server set the same way;
   3. verifies `kubectl --kubeconfig TARGET get nodes` on the worker (read-only).
@@ -32,7 +36,7 @@ from clusterfix_tui.core.fixes.engine import (
     opt_in_id,
     q,
 )
-from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.model import Action, Finding, Plan, Precondition
 
 CODES = ("WORKER_KUBECONFIG_BROKEN",)
 DEFAULT_TARGET = "/root/.kube/config"
@@ -66,18 +70,44 @@ def _valid_path(path: Any) -> bool:
             and "\x00" not in path and posixpath.normpath(path) == path)
 
 
-def _expected_server(diagnosis: Any, data: dict[str, Any]) -> str | None:
+def _expected_server(diagnosis: Any, data: dict[str, Any], node: str = "") -> str | None:
+    """The API address from the cluster's own view (docs/findings.md WORKER_KUBECONFIG_BROKEN):
+    the finding's `expected_server` / `server_candidates` (the nodes' kubelet.conf), else what
+    gather() read from kube-public/cluster-info and the kubernetes Service endpoints. Never the
+    workstation's kubeconfig server (a tunnel, a proxy path or a public load balancer)."""
     for v in (data.get("expected_server"), data.get("server")):
         if v:
             return str(v)
-    for holder in (getattr(diagnosis, "cluster", None), getattr(diagnosis, "snapshot", None)):
-        if isinstance(holder, dict):
-            v = holder.get("server") or (holder.get("cluster") or {}).get("server")
-        else:
-            v = getattr(holder, "server", None)
-        if v:
-            return str(v)
+    for c in data.get("server_candidates") or ():
+        if isinstance(c, dict) and c.get("server"):
+            return str(c["server"])
+    extra = (getattr(diagnosis, "extra", None) or {}).get("worker_kubeconfig") or {}
+    for c in extra.get("servers") or ():
+        if isinstance(c, dict) and c.get("server"):
+            return str(c["server"])
     return None
+
+
+def verify_server_precondition(config: str, server: str, target: str, missing: bool
+                               ) -> Precondition:
+    """Read-only, on the node, right before the write: the worker's current server fails from
+    the node (or the file is still missing) AND `server` answers from the node, TLS checked with
+    the CA and credentials of `config` (kubectl's --server override). Exit 0 = write; 3 = the
+    current file works already (nothing to do); 4 = the new server does not answer from here."""
+    probe = "get --raw /version --request-timeout=5s >/dev/null 2>&1"
+    first = (f"if [ -e {q(target)} ]; then echo {q(target + ' exists now')}; exit 4; fi; "
+             if missing else
+             f"if kubectl --kubeconfig {q(target)} {probe}; then "
+             f"echo {q(target + ' answers from this node: not rewritten')}; exit 3; fi; ")
+    script = (
+        "if ! command -v kubectl >/dev/null 2>&1; then "
+        "echo 'no kubectl on the node: the servers cannot be checked from here'; exit 4; fi; "
+        + first
+        + f"if kubectl --kubeconfig {q(config)} --server {q(server)} {probe}; then exit 0; fi; "
+        f"echo {q(server + ' does not answer from this node (TLS with the node CA): not written')}; "
+        "exit 4")
+    return _pre.shell(script, f"{'the file is missing' if missing else target + ' fails'} on the "
+                      f"node and {server} answers from the node")
 
 
 def backup_name(path: str) -> str:
@@ -130,6 +160,41 @@ class WorkerKubeconfigStep:
     title = "Worker kubeconfig"
     runbook_helper = "fix_worker_kubectl_config.sh"
 
+    def gather(self, api: Any, diagnosis: Any) -> dict[str, Any]:
+        """Read-only: the API address the cluster publishes for its own members
+        (kube-public/cluster-info's kubeconfig, the default/kubernetes endpoints), for a finding
+        whose nodes had no kubelet.conf to tell. Returns {"servers": [{"server", "source"}]}."""
+        if not engine.findings_for(diagnosis, CODES):
+            return {}
+        servers: list[dict[str, str]] = []
+        try:
+            cm = api.get_configmap("kube-public", "cluster-info") or {}
+            import yaml
+
+            doc = yaml.safe_load(str((cm.get("data") or {}).get("kubeconfig") or "")) or {}
+            for c in doc.get("clusters") or ():
+                url = ((c or {}).get("cluster") or {}).get("server")
+                if valid_server(url):
+                    servers.append({"server": url, "source": "kube-public/cluster-info"})
+        except Exception:  # noqa: BLE001 - an unreadable ConfigMap is just not a source
+            pass
+        try:
+            from clusterfix_tui.core.checks.kubeconfig import endpoint_url
+
+            for ep in api.list_endpoints("default"):
+                if (ep.get("metadata") or {}).get("name") != "kubernetes":
+                    continue
+                for sub in ep.get("subsets") or ():
+                    for a in sub.get("addresses") or ():
+                        for p in sub.get("ports") or ():
+                            url = endpoint_url(f"{a.get('ip')}:{p.get('port')}")
+                            if url and valid_server(url):
+                                servers.append({"server": url,
+                                                "source": "the kubernetes Service endpoints"})
+        except Exception:  # noqa: BLE001
+            pass
+        return {"servers": servers}
+
     def plan(self, diagnosis: Any) -> Plan:
         findings = engine.findings_for(diagnosis, CODES)
         if not findings:
@@ -150,14 +215,14 @@ class WorkerKubeconfigStep:
         target = d.get("target") or DEFAULT_TARGET
         files: dict[str, Any] = d["files"] if isinstance(d.get("files"), dict) else {}
         candidates = [str(c) for c in (d.get("source_candidates") or ()) if _valid_path(c)]
-        server = _expected_server(diagnosis, d)
+        server = _expected_server(diagnosis, d, node)
         notes: list[str] = []
         actions: list[Action] = []
         if not _valid_path(target):
             return [], [(f"{node}: kubeconfig target {target!r} is not a plain absolute path; "
                          "nothing planned")]
         if server is not None and not valid_server(server):
-            notes.append(f"{node}: the admin kubeconfig's server {server!r} is not a plain "
+            notes.append(f"{node}: the cluster's API address {server!r} is not a plain "
                          "http(s) URL; it is not written anywhere")
             server = None
 
@@ -186,22 +251,19 @@ class WorkerKubeconfigStep:
                                         and server and current != server):
             if server is None:
                 notes.append(f"{node}: {target} points at {current or 'a wrong server'} but the "
-                             "admin kubeconfig's API server is unknown; nothing written")
+                             "cluster's own API address is unknown (no kubelet.conf, cluster-info "
+                             "or kubernetes endpoints); nothing written")
             else:
                 write = FixAction(
                     id="", target=node, kind="shell",
                     command=write_kubeconfig_command(target, target, server),
-                    why=f"{target} points at {current or 'a wrong server'}; set its server to "
-                        f"{server} (the admin kubeconfig's cluster), keeping the worker's own "
-                        "credentials",
+                    why=f"{target} points at {current or 'a wrong server'}, which fails from "
+                        f"{node}; set its server to {server} (the cluster's own address, checked "
+                        "to answer from the node first), keeping the worker's own credentials",
                     finding_codes=CODES, risk="kubectl on this node talks to the new server",
                     rollback=restore,
                     change={"what": f"{target}: server", "before": current, "after": server},
-                    precondition=_pre.absent_else_done(
-                        f"grep -qE {q('^[[:space:]]*server:[[:space:]]*' + re.escape(server) + '[[:space:]]*$')} "
-                        f"{q(target)} 2>/dev/null",
-                        f"{target} does not point at {server} yet",
-                        f"{target} points at {server} already"),
+                    precondition=verify_server_precondition(target, server, target, False),
                 )
         elif reason == "missing" or target not in files:
             if own is None:
@@ -218,9 +280,10 @@ class WorkerKubeconfigStep:
                     rollback=restore,
                     change={"what": target, "before": "missing",
                             "after": f"copy of {own}" + (f", server {server}" if server else "")},
-                    precondition=_pre.shell(
+                    precondition=(verify_server_precondition(own, server, target, True)
+                                  if server else _pre.shell(
                         f"if [ -e {q(target)} ]; then echo {q(target + ' exists now')}; exit 4; "
-                        "fi; exit 0", f"{target} is still missing"),
+                        "fi; exit 0", f"{target} is still missing")),
                 )
         else:
             err = d.get("kubectl_error") or f"exit {d.get('kubectl_rc')}"
