@@ -316,3 +316,31 @@ def test_kube_proxy_nftables_mode_rules_checked_in_its_own_table():
         assert shape.kube_proxy_mode == "nftables"
         got = no_rules(replace(snap, shape=shape), "n1", facts["n1"])
         assert [m for f in got for m in f.data["missing_chains"]] == want
+
+
+def test_the_report_shows_the_shape_and_what_was_not_checked_without_node_names():
+    import jsonschema
+
+    from clusterfix_tui.core.report import build_report, render
+    from clusterfix_tui.core.report.model import SCHEMA_VERSION  # noqa: F401
+    from pathlib import Path
+
+    cal = ds("calico-system", "calico-node", "docker.io/calico/node:v3.27.0",
+             {"k8s-app": "calico-node"}, "u-cal")
+    snap = build_snapshot(API([node("secret-node-7", ["192.168.0.0/24"])], [], [cal]),
+                          with_logs=False)
+    shape = detect_shape(snap, {})
+    events = [{"seq": 1, "ts": "2026-11-30T05:00:00Z", "type": "diagnosis", "phase": "before",
+               "findings": [], "nodes": {}, "shape": shape.summary(),
+               "not_checked": note_lines(shape)}]
+    model = build_report(events)
+    schema = json.loads((Path(__file__).parent.parent / "clusterfix_tui" / "core" / "report"
+                         / "report_schema.json").read_text())
+    jsonschema.validate(model, schema)
+    assert model["shape"]["cni"] == "calico" and "nodes" not in model["shape"]
+    assert model["shape_lines"][0].startswith("CNI: calico")
+    md = render(events, "md")
+    assert "Cluster shape" in md and "CNI repair is not offered" in md
+    assert "FLANNEL_MISSING_ROUTE" in md
+    anon = render(events, "md", anonymize=True)
+    assert "secret-node-7" not in anon

@@ -257,28 +257,46 @@ class ClusterShape:
 
     def lines(self) -> list[str]:
         """Human lines for the connect/diagnostics screens and the report."""
-        out = []
-        fl = self.flannel
-        cni = self.cni_detail or self.cni
-        if fl is not None:
-            be = fl.backend or "vxlan (default)"
-            if fl.backend == "vxlan" and (fl.direct_routing or fl.vxlan_port):
-                be += (", DirectRouting" if fl.direct_routing else "") + \
-                    (f", port {fl.vxlan_port}" if fl.vxlan_port else "")
-            cni += f"; backend {be}"
-        out.append(f"CNI: {cni}" + (" (+ multus)" if self.multus else ""))
-        if self.cni != "flannel":
-            out.append("CNI repair is not offered for this CNI (flannel only); host-level checks run")
-        kp = self.kube_proxy + (f" ({self.kube_proxy_workload.ref})" if self.kube_proxy_workload else "")
-        out.append(f"kube-proxy: {kp}, mode {self.kube_proxy_mode or 'unknown'}"
-                   + (f" ({self.kube_proxy_mode_source})" if self.kube_proxy_mode_source else ""))
-        out.append(f"distribution: {self.distribution}; IP family: {self.ip_family}")
-        ipt = sorted({f"{s.iptables}" + (f" {s.iptables_version}" if s.iptables_version else "")
-                      for s in self.nodes.values()})
-        rt = sorted({(s.container_runtime or "?").split(":", 1)[0] + ("+docker" if s.docker else "")
-                     for s in self.nodes.values()})
-        out.append(f"iptables: {', '.join(ipt) or '?'}; runtime: {', '.join(rt) or '?'}")
-        return out
+        return summary_lines(self.summary())
+
+
+def summary_lines(d: dict[str, Any] | None) -> list[str]:
+    """The shape's human lines from its summary() dict (as the journal keeps it), so the report
+    and the UI say the same thing the diagnosis said."""
+    if not isinstance(d, dict):
+        return []
+
+    def g(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, dict) else None
+
+    out = []
+    fl = g(d, "flannel")
+    cni = str(g(d, "cni_detail") or g(d, "cni") or "unknown")
+    if isinstance(fl, dict):
+        be = str(fl.get("backend") or "vxlan (default)")
+        if fl.get("backend") == "vxlan" and (fl.get("direct_routing") or fl.get("vxlan_port")):
+            be += (", DirectRouting" if fl.get("direct_routing") else "") + \
+                (f", port {fl.get('vxlan_port')}" if fl.get("vxlan_port") else "")
+        cni += f"; backend {be}"
+    out.append(f"CNI: {cni}" + (" (+ multus)" if g(d, "multus") else ""))
+    if g(d, "cni") != "flannel":
+        out.append("CNI repair is not offered for this CNI (flannel only); host-level checks run")
+    kp = str(g(d, "kube_proxy") or "unknown")
+    if g(d, "kube_proxy_workload"):
+        kp += f" ({g(d, 'kube_proxy_workload')})"
+    src = g(d, "kube_proxy_mode_source")
+    out.append(f"kube-proxy: {kp}, mode {g(d, 'kube_proxy_mode') or 'unknown'}"
+               + (f" ({src})" if src else ""))
+    out.append(f"distribution: {g(d, 'distribution') or 'unknown'}; "
+               f"IP family: {g(d, 'ip_family') or 'unknown'}")
+    nodes = g(d, "nodes")
+    nodes = list(nodes.values()) if isinstance(nodes, dict) else []
+    ipt = sorted({f"{g(n, 'iptables')}" + (f" {g(n, 'iptables_version')}" if g(n, "iptables_version")
+                                            else "") for n in nodes})
+    rt = sorted({str(g(n, "container_runtime") or "?").split(":", 1)[0]
+                 + ("+docker" if g(n, "docker") else "") for n in nodes})
+    out.append(f"iptables: {', '.join(ipt) or '?'}; runtime: {', '.join(rt) or '?'}")
+    return out
 
 
 def _version(cidr: str) -> int | None:

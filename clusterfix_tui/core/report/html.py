@@ -70,6 +70,8 @@ def render_html(report: dict[str, Any]) -> str:
         ("Nodes", cl["node_count"] if cl["node_count"] is not None else "?"),
         *([("Local node", f"{cl['local_node']} (the tool ran on it: read and repaired "
                           "without SSH)")] if cl.get("local_node") else []),
+        *([("Cluster shape", "; ".join(r["shape_lines"]))] if r.get("shape_lines") else []),
+        *([("Not checked", "; ".join(r["not_checked"]))] if r.get("not_checked") else []),
         ("Run by", f"{s['user'] or '?'} on {s['host'] or '?'}"),
         ("When", f"{s['started_at'] or '?'} to {s['ended_at'] or 'no end recorded'}"),
         ("Tool", f"clusterfix-tui {s['tool_version'] or '?'}"), ("Mode", _mode(s)),

@@ -80,6 +80,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if cl.get("local_node"):
         L.append(f"| Local node | {md_code(cl['local_node'], True)} (the tool ran on it: read and "
                  f"repaired without SSH) |")
+    if r.get("shape_lines"):
+        L.append(f"| Cluster shape | {'<br>'.join(md_text(x) for x in r['shape_lines'])} |")
+    if r.get("not_checked"):
+        L.append(f"| Not checked | {'<br>'.join(md_text(x) for x in r['not_checked'])} |")
     L.append(f"| Run by | {md_code(s['user'] or '?', True)} on {md_code(s['host'] or '?', True)} |")
     L.append(f"| When | {_md_cell(s['started_at'] or '?')} to "
              f"{_md_cell(s['ended_at'] or 'no end recorded')} |")

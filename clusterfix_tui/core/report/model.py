@@ -12,6 +12,7 @@ from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.core.record import _s, replay
 from clusterfix_tui.core.redact import Anonymizer, redact_obj
 from clusterfix_tui.core.report.advice import _still_failing
+from clusterfix_tui.core.shape import summary_lines
 
 SCHEMA_VERSION = "1.0"
 
@@ -77,6 +78,10 @@ def build_report(
         problems.append(f"{n} event(s) of unknown type {t!r} ignored")
 
     ran = {e["step"] for e in steps}
+    shape_ev = next((e for e in evs if e.get("type") == "diagnosis"
+                     and isinstance(e.get("shape"), dict)), None)
+    shape = {k: v for k, v in (shape_ev or {}).get("shape", {}).items() if k != "nodes"} \
+        if shape_ev else None
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": generated_at or _now(),
@@ -99,6 +104,11 @@ def build_report(
         "errors": errors,
         "journal_problems": problems,
         "stats": stats,
+        # the cluster shape the first diagnosis read (core/shape.py), without per-node names
+        "shape": shape,
+        "shape_lines": summary_lines(shape_ev.get("shape")) if shape_ev else [],
+        "not_checked": [_s(x) for x in (shape_ev or {}).get("not_checked") or []
+                        if isinstance(x, str)],
     }
 
 
