@@ -319,11 +319,12 @@ def test_kube_proxy_nftables_mode_rules_checked_in_its_own_table():
 
 
 def test_the_report_shows_the_shape_and_what_was_not_checked_without_node_names():
+    from pathlib import Path
+
     import jsonschema
 
     from clusterfix_tui.core.report import build_report, render
     from clusterfix_tui.core.report.model import SCHEMA_VERSION  # noqa: F401
-    from pathlib import Path
 
     cal = ds("calico-system", "calico-node", "docker.io/calico/node:v3.27.0",
              {"k8s-app": "calico-node"}, "u-cal")
