@@ -4,8 +4,14 @@ Checks (each failure names the step that most likely fixes it):
   node-ready          every node Ready                                   -> cni_bridge / host_network
   kube-proxy-pod      a kube-proxy pod Running and Ready on every node   -> pods
   flannel-pod         a flannel pod Running and Ready on every node      -> pods
-  nodeport            every NodePort service answers on every node IP    -> iptables
-                      (real TCP/HTTP from the workstation, short timeout, through a Prober)
+  nodeport            every NodePort service answers on the node IPs     -> iptables
+                      (real TCP/HTTP from the workstation through a Prober, in parallel under
+                      one deadline; one port per service; every node for the services the user
+                      named (`focus`), up to `sample` nodes for the others, and the scope says
+                      so; externalTrafficPolicy: Local services only on nodes with endpoints;
+                      when nothing answers the workstation but a node reaches them, the
+                      workstation is said to be cut off from NodePorts, once, and the probes
+                      run from that node over its shell)
   pod-to-pod          from each node: `ip route get` and a TCP connect to a pod on another node
                                                                          -> cni_bridge
   worker-kubectl      `kubectl get nodes` works on each worker that has kubectl
@@ -17,12 +23,19 @@ the workstation's TCP/HTTP through a `Prober` (a stdlib one is in commands/valid
 from __future__ import annotations
 
 import concurrent.futures
+import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from clusterfix_tui.core.model import CLUSTER, CheckResult
 from clusterfix_tui.core.ports import ClusterAPI, Prober, ShellFactory
 from clusterfix_tui.core.snapshot import ClusterSnapshot
+
+NODEPORT_SAMPLE = 8  # nodes probed per service the user did not name
+NODEPORT_DEADLINE = 20.0  # seconds for every NodePort probe together
+NODEPORT_WORKERS = 32
+NODE_BATCH = 48  # probes run at once from one node's shell
 
 COMPONENTS = {
     "kube-proxy-pod": ("k8s-app=kube-proxy", "kube-proxy"),
@@ -79,6 +92,9 @@ def validate(
     prober: Prober | None = None,
     skip_nodes: Iterable[str] = (),
     timeout: float = 3.0,
+    focus: Iterable[str] = (),
+    sample: int = NODEPORT_SAMPLE,
+    deadline: float = NODEPORT_DEADLINE,
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
     skip = set(skip_nodes)
@@ -117,8 +133,11 @@ def validate(
         key, _, value = selector.partition("=")
         pods = [p for p in all_pods
                 if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value]
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for p in pods:
+            by_node.setdefault((p.get("spec") or {}).get("nodeName"), []).append(p)
         for name in names:
-            mine = [p for p in pods if (p.get("spec") or {}).get("nodeName") == name]
+            mine = by_node.get(name, [])
             good = [p for p in mine if _pod_ok(p)[0]]
             if good:
                 emit(CheckResult(check, name, True, f"{good[0]['metadata']['name']} Running, Ready"))
@@ -134,35 +153,12 @@ def validate(
     except Exception as exc:  # noqa: BLE001
         services = []
         emit(CheckResult("nodeport", CLUSTER, False, f"cannot list services: {exc}", None))
-    nodeports = []
-    for s in services:
-        if (s.get("spec") or {}).get("type") not in ("NodePort", "LoadBalancer"):
-            continue
-        for port in (s.get("spec") or {}).get("ports") or ():
-            if port.get("nodePort") and port.get("protocol", "TCP") == "TCP":
-                svc = f"{s['metadata'].get('namespace', 'default')}/{s['metadata']['name']}"
-                nodeports.append((svc, int(port["nodePort"])))
-    if nodeports and prober is None:
-        emit(CheckResult("nodeport", CLUSTER, False, "no prober: NodePorts not checked", None))
-    elif nodeports:
-        jobs = [(svc, port, name, ips[name]) for svc, port in nodeports for name in names
-                if ips.get(name)]
-
-        def probe(job: tuple[str, int, str, str]) -> CheckResult:
-            svc, port, name, ip = job
-            status, detail = prober.http(f"http://{ip}:{port}/", timeout)  # type: ignore[union-attr]
-            ok = status is not None
-            return CheckResult(
-                "nodeport", f"{svc}@{name}", ok,
-                f"http://{ip}:{port}/ -> HTTP {status}" if ok
-                else f"http://{ip}:{port}/ did not answer: {detail}",
-                None if ok else "iptables")
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(jobs) or 1)) as ex:
-            for r in ex.map(probe, jobs):
-                emit(r)
+    if services:
+        _nodeports(api, shells, services, names, ips, skip, emit, prober=prober, timeout=timeout,
+                   focus=set(focus), sample=sample, deadline=deadline)
 
     # 4. pod-to-pod across nodes and 5. worker kubectl, over each node's shell
+    by_name = {n["metadata"]["name"]: n for n in nodes}
     targets = _pod_targets(all_pods, names)
 
     def node_checks(name: str) -> list[CheckResult]:
@@ -195,7 +191,7 @@ def validate(
             step = "iptables" if " dev flannel.1" in route else "cni_bridge"
             out.append(CheckResult("pod-to-pod", f"{name}->{pod}", ok, detail,
                                    None if ok else step))
-        node = next(n for n in nodes if n["metadata"]["name"] == name)
+        node = by_name[name]
         if not _is_control_plane(node):
             r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
                           "kubectl get nodes --request-timeout=5s -o name", timeout=15)
@@ -217,6 +213,223 @@ def validate(
             for r in rs:
                 emit(r)
     return results
+
+
+def _nodeport_services(services: list[dict[str, Any]]) -> list[tuple[str, int, bool]]:
+    """(ns/name, its first TCP nodePort, externalTrafficPolicy is Local) of NodePort services."""
+    out = []
+    for s in services:
+        spec = s.get("spec") or {}
+        if spec.get("type") not in ("NodePort", "LoadBalancer"):
+            continue
+        port = next((int(p["nodePort"]) for p in spec.get("ports") or ()
+                     if p.get("nodePort") and p.get("protocol", "TCP") == "TCP"), None)
+        if port is None:
+            continue
+        meta = s.get("metadata") or {}
+        svc = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        out.append((svc, port, spec.get("externalTrafficPolicy") == "Local"))
+    return out
+
+
+def _endpoint_nodes(endpoints: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """ns/name -> the nodes holding a ready endpoint of the service."""
+    out: dict[str, set[str]] = {}
+    for ep in endpoints:
+        meta = ep.get("metadata") or {}
+        key = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        for sub in ep.get("subsets") or ():
+            for a in sub.get("addresses") or ():
+                if a.get("nodeName"):
+                    out.setdefault(key, set()).add(a["nodeName"])
+    return out
+
+
+def _sample(names: list[str], k: int, salt: str) -> list[str]:
+    """k of `names`, evenly spread, starting at a place that depends on the service (so that
+    the services together cover every node); all of them when there are k or fewer."""
+    if k <= 0 or len(names) <= k:
+        return list(names)
+    start = zlib.crc32(salt.encode()) % len(names)
+    return [names[(start + i * len(names) // k) % len(names)] for i in range(k)]
+
+
+def _nodeports(api: Any, shells: Any, services: list[dict[str, Any]], names: list[str],
+               ips: dict[str, str | None], skip: set[str], emit: Callable[[CheckResult], None],
+               *, prober: Prober | None, timeout: float, focus: set[str], sample: int,
+               deadline: float) -> None:
+    svcs = _nodeport_services(services)
+    if not svcs:
+        return
+    if prober is None:
+        emit(CheckResult("nodeport", CLUSTER, False, "no prober: NodePorts not checked", None))
+        return
+    t_end = time.monotonic() + deadline
+    local_nodes: dict[str, set[str]] = {}
+    if any(local for _, _, local in svcs):
+        try:
+            local_nodes = _endpoint_nodes(list(api.list_endpoints()))
+        except Exception as exc:  # noqa: BLE001
+            emit(CheckResult("nodeport", CLUSTER, False, f"cannot list endpoints: {exc}", None))
+    with_ip = [n for n in names if ips.get(n)]
+    jobs: list[tuple[str, int, str, str]] = []
+    sampled = not_local = 0
+    no_endpoints: list[str] = []
+    for svc, port, local in svcs:
+        cands = with_ip
+        if local:
+            # externalTrafficPolicy: Local: only nodes with an endpoint answer, by design
+            have = local_nodes.get(svc, set())
+            cands = [n for n in with_ip if n in have]
+            not_local += len(with_ip) - len(cands)
+            if not cands:
+                no_endpoints.append(svc)
+                continue
+        named = svc in focus or svc.split("/", 1)[-1] in focus
+        chosen = cands if named else _sample(cands, sample, svc)
+        sampled += len(cands) - len(chosen)
+        jobs.extend((svc, port, n, str(ips[n])) for n in chosen)
+    words = [f"{len(jobs)} NodePort probes ({len(svcs)} services, one port each)"]
+    if focus:
+        words.append(f"every node for {', '.join(sorted(focus))}")
+    if sampled:
+        words.append(f"up to {sample} sampled nodes for the other services ({sampled} "
+                     "service/node pairs not probed)")
+    if not_local:
+        words.append(f"{not_local} service/node pairs of externalTrafficPolicy: Local services "
+                     "skipped (nodes without endpoints do not answer, by design)")
+    if no_endpoints:
+        words.append(f"no endpoints at all (Local): {', '.join(no_endpoints[:5])}"
+                     + (" ..." if len(no_endpoints) > 5 else ""))
+    emit(CheckResult("nodeport-scope", CLUSTER, True, "; ".join(words)))
+    if not jobs:
+        return
+
+    def from_here(job: tuple[str, int, str, str]) -> CheckResult:
+        svc, port, name, ip = job
+        status, detail = prober.http(f"http://{ip}:{port}/", timeout)  # type: ignore[union-attr]
+        ok = status is not None
+        return CheckResult(
+            "nodeport", f"{svc}@{name}", ok,
+            f"http://{ip}:{port}/ -> HTTP {status}" if ok
+            else f"http://{ip}:{port}/ did not answer: {detail}",
+            None if ok else "iptables")
+
+    # 1. can this workstation reach NodePorts at all? a few probes on different nodes first
+    canary: list[tuple[str, int, str, str]] = []
+    for j in jobs:
+        if j[2] not in {c[2] for c in canary}:
+            canary.append(j)
+        if len(canary) == 3:
+            break
+    first = _run_parallel(from_here, canary, t_end, deadline)
+    via: str | None = None
+    # no HTTP answer: does a TCP connect get through from here? (then the path is open and the
+    # NodePorts themselves are what fails)
+    reach = any(r.passed for r in first) or any(
+        prober.tcp(ip, port, min(timeout, 1.0))[0] for _, port, _, ip in canary)
+    if not reach:
+        # 2. nothing answered here: ask a node (its shell) whether the same NodePorts answer
+        for name in [n for n in names if n not in skip]:
+            try:
+                shell = shells(name, ips.get(name))
+            except Exception:  # noqa: BLE001
+                continue
+            there = _from_node(shell, name, canary, timeout, t_end)
+            if there is None:
+                continue  # no shell that runs: try the next node
+            via = name
+            answered = sum(r.passed for r in there)
+            if answered:
+                emit(CheckResult(
+                    "nodeport-path", CLUSTER, True,
+                    f"this workstation cannot reach NodePorts: none of {len(canary)} answered "
+                    f"from here, {answered} answered from {name}; every NodePort probe runs from "
+                    f"{name} instead (a firewall between here and the nodes, not a cluster "
+                    "fault)"))
+            else:
+                emit(CheckResult(
+                    "nodeport-path", CLUSTER, True,
+                    f"no NodePort answered from this workstation nor from {name}; the probes run "
+                    f"from {name} (inside the cluster)"))
+            break
+    if via is None:
+        done = {id(j): r for j, r in zip(canary, first)}
+        rest = [j for j in jobs if id(j) not in done]
+        results = dict(done)
+        results.update({id(j): r for j, r in zip(rest, _run_parallel(from_here, rest, t_end,
+                                                                       deadline))})
+        for j in jobs:
+            emit(results[id(j)])
+        return
+    shell = shells(via, ips.get(via))
+    out: list[CheckResult] = []
+    for i in range(0, len(jobs), NODE_BATCH):
+        batch = jobs[i:i + NODE_BATCH]
+        got = _from_node(shell, via, batch, timeout, t_end) if time.monotonic() < t_end else None
+        out.extend(got if got is not None else [_late(j, deadline) for j in batch])
+    for r in out:
+        emit(r)
+
+
+def _late(job: tuple[str, int, str, str], deadline: float) -> CheckResult:
+    svc, port, name, ip = job
+    return CheckResult("nodeport", f"{svc}@{name}", False,
+                       f"{ip}:{port} not probed: the {deadline:.0f}s NodePort deadline passed",
+                       None)
+
+
+def _run_parallel(fn: Callable[[Any], CheckResult], jobs: list[Any], t_end: float,
+                  deadline: float) -> list[CheckResult]:
+    """fn over jobs on NODEPORT_WORKERS threads; what has not finished by t_end is reported as
+    not probed (never waited for)."""
+    if not jobs:
+        return []
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=min(NODEPORT_WORKERS, len(jobs)),
+                                               thread_name_prefix="cfx-nodeport")
+    futs = [ex.submit(fn, j) for j in jobs]
+    concurrent.futures.wait(futs, timeout=max(0.0, t_end - time.monotonic()))
+    ex.shutdown(wait=False, cancel_futures=True)
+    out = []
+    for j, f in zip(jobs, futs):
+        if f.done() and not f.cancelled() and f.exception() is None:
+            out.append(f.result())
+        else:
+            out.append(_late(j, deadline))
+    return out
+
+
+def _from_node(shell: Any, via: str, jobs: list[tuple[str, int, str, str]], timeout: float,
+               t_end: float) -> list[CheckResult] | None:
+    """TCP connects to every job's ip:port from one node, all at once; None if the node's shell
+    could not run them at all."""
+    t = max(1, int(timeout))
+    lines = []
+    for i, (_, port, _, ip) in enumerate(jobs):
+        # the IP and port go to bash as arguments: never into the inner script's text
+        lines.append(f"( timeout {t} bash -c 'exec 3<>\"/dev/tcp/$1/$2\"' cfx {_q(ip)} {_q(port)} "
+                     f">/dev/null 2>&1; echo \"cfx-np {i} $?\" ) &")
+    cmd = "\n".join(lines + ["wait"])
+    try:
+        r = shell.run(cmd, timeout=max(2.0, min(t + 10.0, t_end - time.monotonic() + 2.0)))
+    except Exception:  # noqa: BLE001
+        return None
+    rcs: dict[int, int] = {}
+    for line in (r.stdout or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "cfx-np" and parts[1].isdigit() and parts[2].isdigit():
+            rcs[int(parts[1])] = int(parts[2])
+    if not rcs:
+        return None
+    out = []
+    for i, (svc, port, name, ip) in enumerate(jobs):
+        rc = rcs.get(i)
+        ok = rc == 0
+        why = ("connected" if ok else "timed out" if rc == 124 else
+               "no result" if rc is None else f"refused or unreachable (exit {rc})")
+        out.append(CheckResult("nodeport", f"{svc}@{name}", ok, f"{ip}:{port} from {via}: {why}",
+                               None if ok else "iptables"))
+    return out
 
 
 def _pod_targets(pods: list[dict[str, Any]], nodes: list[str]) -> list[tuple[str, str, str, int]]:

@@ -1,0 +1,169 @@
+"""Validation that scales (core/validate.py NodePort part), with real sockets on loopback.
+
+Nodes are API objects whose InternalIP is a loopback address: 127.0.0.1 has a real HTTP server on
+the NodePort, 127.0.0.2.. have nothing listening (connection refused, at once). The workstation
+prober is the real StdlibProber, except in the "cut off" test where a prober that never gets an
+answer stands for a firewall between the workstation and the nodes; the node's shell is then a
+real LocalShell whose bash connects to the loopback port.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+
+import pytest
+
+from clusterfix_tui.core.validate import validate
+from clusterfix_tui.transports.local import LocalShell
+from clusterfix_tui.transports.probe import StdlibProber
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture()
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def _node(name, ip):
+    return {"metadata": {"name": name, "labels": {}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class API:
+    def __init__(self, nodes, services, endpoints=()):
+        self.nodes, self.services, self.endpoints = nodes, services, list(endpoints)
+        self.calls = []
+
+    def list_nodes(self):
+        return self.nodes
+
+    def list_pods(self, namespace=None, label_selector=None):
+        return []
+
+    def list_services(self, namespace=None):
+        return self.services
+
+    def list_endpoints(self, namespace=None):
+        self.calls.append("list_endpoints")
+        return self.endpoints
+
+
+def _svc(name, port, local=False, ns="default"):
+    spec = {"type": "NodePort", "ports": [{"port": 80, "nodePort": port, "protocol": "TCP"},
+                                          {"port": 81, "nodePort": port + 1, "protocol": "TCP"}]}
+    if local:
+        spec["externalTrafficPolicy"] = "Local"
+    return {"metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def _nodes(n):
+    # node-1 is 127.0.0.1 (the server listens there); the others refuse
+    return [_node(f"node-{i}", f"127.0.0.{i}") for i in range(1, n + 1)]
+
+
+def _np(results):
+    return {r.target: r for r in results if r.name == "nodeport"}
+
+
+def _shells(node, address=None):
+    return LocalShell(node, shell="/bin/bash")
+
+
+def test_one_port_per_service_sampled_nodes_and_all_nodes_for_the_focus(server):
+    api = API(_nodes(12), [_svc("web", server), _svc("other", server)])
+    res = validate(api, _shells, prober=StdlibProber(), focus=["web"], sample=3, timeout=2)
+    np = _np(res)
+    web = {t for t in np if t.startswith("default/web@")}
+    other = {t for t in np if t.startswith("default/other@")}
+    assert len(web) == 12 and len(other) == 3  # every node for the focus, 3 sampled for the rest
+    assert np["default/web@node-1"].passed and "HTTP 200" in np["default/web@node-1"].detail
+    assert not np["default/web@node-2"].passed and np["default/web@node-2"].fix_step == "iptables"
+    assert all(str(server + 1) not in r.detail for r in np.values())  # one port per service
+    scope = [r for r in res if r.name == "nodeport-scope"]
+    assert len(scope) == 1 and "sampled" in scope[0].detail and "9 service/node pairs not " \
+        "probed" in scope[0].detail and "every node for web" in scope[0].detail
+
+
+def test_external_traffic_policy_local_only_nodes_with_endpoints(server):
+    eps = [{"metadata": {"name": "loc", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "10.244.0.5", "nodeName": "node-1"}]}]}]
+    api = API(_nodes(4), [_svc("loc", server, local=True)], eps)
+    res = validate(api, _shells, prober=StdlibProber(), timeout=2)
+    np = _np(res)
+    assert set(np) == {"default/loc@node-1"} and np["default/loc@node-1"].passed
+    scope = next(r for r in res if r.name == "nodeport-scope")
+    assert "3 service/node pairs of externalTrafficPolicy: Local" in scope.detail
+    assert not [r for r in res if not r.passed and r.name.startswith("nodeport")]
+
+
+class Firewalled:
+    """A workstation whose packets to the nodes are dropped: nothing ever answers."""
+
+    def __init__(self):
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def http(self, url, timeout):
+        with self.lock:
+            self.calls += 1
+        return None, "TimeoutError: timed out"
+
+    def tcp(self, host, port, timeout):
+        return False, "TimeoutError: timed out"
+
+
+def test_workstation_cut_off_from_nodeports_detected_once_then_probed_from_a_node(server):
+    prober = Firewalled()
+    api = API(_nodes(6), [_svc("web", server), _svc("b", server), _svc("c", server)])
+    res = validate(api, _shells, prober=prober, timeout=2)
+    path = [r for r in res if r.name == "nodeport-path"]
+    assert len(path) == 1 and "this workstation cannot reach NodePorts" in path[0].detail
+    assert prober.calls <= 3  # the canary only: not one wait per service x node
+    np = _np(res)
+    assert len(np) == 18
+    # from the node (real bash /dev/tcp on loopback): node-1's port answers, the others refuse
+    assert all(np[f"{s}@node-1"].passed for s in ("default/web", "default/b", "default/c"))
+    assert all("from node-1" in r.detail for r in np.values())
+    assert not np["default/web@node-2"].passed and np["default/web@node-2"].fix_step == "iptables"
+
+
+class Hanging:
+    """A listener that accepts and never answers: every HTTP probe waits its whole timeout."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(200)
+        self.port = self.sock.getsockname()[1]
+
+
+def test_global_deadline_reports_what_was_not_probed():
+    h = Hanging()
+    try:
+        api = API([_node(f"node-{i}", "127.0.0.1") for i in range(1, 5)],
+                  [_svc(f"s{i}", h.port) for i in range(3)])
+        res = validate(api, _shells, prober=StdlibProber(), timeout=3, deadline=0.5)
+        np = _np(res)
+        assert len(np) == 12
+        late = [r for r in np.values() if "deadline passed" in r.detail]
+        assert late and all(not r.passed and r.fix_step is None for r in late)
+    finally:
+        h.sock.close()
