@@ -47,6 +47,14 @@ NFT_ONLY = {"log", "limit", "reject", "dnat", "snat", "masquerade", "redirect", 
             "notrack", "vmap", "set", "map", "ct", "synproxy", "flow", "tproxy", "fwd", "dup",
             "numgen", "objref"}
 INCOMPAT_RE = re.compile(r"chain `([^']+)' in table `([^']+)' is incompatible")
+# every other form iptables prints: "table `nat' is incompatible, use 'nft' tool" (1.8.9 without a
+# chain), iptables-save's "# Table `nat' is incompatible, use 'nft' tool."
+INCOMPAT_TABLE_RE = re.compile(r"[Tt]able `([^']+)' is incompatible")
+# version skew visible in the save output itself (kubernetes/kubernetes#95409, #94754, #114537):
+# a target revision the host's iptables does not know, or a DNAT it decodes into nonsense
+UNSUPPORTED_REVISION = "[unsupported revision]"
+MANGLED_DNAT_RE = re.compile(r"-j DNAT(?: --to-destination (?::0|0\.0\.0\.0:0)\b|\s*$)")
+IPTABLES_VERSION_RE = re.compile(r"iptables v(\d+\.\d+(?:\.\d+)?)")
 
 
 def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
@@ -396,6 +404,41 @@ def _log_incompatible(snapshot: ClusterSnapshot, node: str) -> list[tuple[str, s
         m = INCOMPAT_RE.search(line or "")
         if m:
             out.append((m.group(2), m.group(1), line.strip()))
+            continue
+        m = INCOMPAT_TABLE_RE.search(line or "")
+        if m:
+            out.append((m.group(1), "", line.strip()))
+    return out
+
+
+def kube_proxy_iptables_version(snapshot: ClusterSnapshot, node: str) -> str | None:
+    """kube-proxy's own iptables version, when its log printed one ("iptables v1.8.7 ...")."""
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    if pod is None:
+        return None
+    for line in list(pod.log_tail) + list(pod.previous_log_tail) + [pod.last_termination_message or ""]:
+        m = IPTABLES_VERSION_RE.search(line or "")
+        if m:
+            return m.group(1)
+    return None
+
+
+def _kube_proxy_image(snapshot: ClusterSnapshot, node: str) -> str | None:
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    images = getattr(pod, "images", ()) if pod is not None else ()
+    return next((i for i in images if "kube-proxy" in i), images[0] if images else None)
+
+
+def skew_in_save(facts: NodeFacts) -> list[str]:
+    """Evidence lines of a version skew read from the save output itself."""
+    out: list[str] = []
+    for label, section in (("iptables-nft-save -t nat", "nft_save_nat"),
+                           ("iptables-legacy-save", "legacy_save")):
+        for line in facts.raw(section).splitlines():
+            if not line.startswith("-A "):
+                continue
+            if UNSUPPORTED_REVISION in line or MANGLED_DNAT_RE.search(line.rstrip()):
+                out.append(f"{label}: {line.strip()}")
     return out
 
 
@@ -404,8 +447,34 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
     host_ver = facts.iptables_version.version if facts.iptables_version else None
     chains = [(t, c) for t, cs in sorted(facts.incompatible_chains.items()) for c in cs]
     from_logs = _log_incompatible(snapshot, node)
+    kp_ver = kube_proxy_iptables_version(snapshot, node)
+    kp_image = _kube_proxy_image(snapshot, node)
     if not chains and not from_logs:
-        return []
+        skew = skew_in_save(facts)
+        if not skew:
+            return []
+        host_text = facts.iptables_version.text if facts.iptables_version else "?"
+        return [Finding(
+            code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+            title=("iptables on the node cannot decode kube-proxy's rules (version skew): "
+                   f"host iptables {host_ver or '?'}, kube-proxy's {kp_ver or kp_image or '?'}"),
+            evidence=tuple(skew[:10]) + (
+                f"host iptables {host_ver or '?'} ({host_text}); kube-proxy image "
+                f"{kp_image or '?'}, its iptables {kp_ver or 'not in its log'}",),
+            explanation=("The rules were written by an iptables whose encoding this host's iptables "
+                         "cannot decode (a newer target revision): `iptables-save` shows "
+                         "'[unsupported revision]' or DNAT rules without their destination, and a "
+                         "save | restore round trip (backups, firewalls reloading) would destroy "
+                         "them. The rules in the kernel work. Align the iptables versions (upgrade "
+                         "the host's iptables to kube-proxy's, or use a kube-proxy image matching "
+                         "the host); never switch backends for this."),
+            reference=REF_SKEW, step="iptables",
+            data={"chains": [], "host_iptables_version": host_ver,
+                  "kube_proxy_iptables_version": kp_ver, "kube_proxy_image": kp_image,
+                  "kube_proxy_backend": live, "host_iptables": facts.host_iptables,
+                  "foreign_rules": [], "recommend_backend_switch": False,
+                  "cause": "version-skew", "source": "save-output", "rules": skew},
+        )]
     evidence: list[str] = []
     for t in sorted(facts.incompatible_chains):
         for line in (facts.incompatible_stderr.get(t) or "").splitlines():
@@ -429,8 +498,9 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                 elif r.has_xt:
                     iptables_written.append(r)
     chain_list = [{"table": t, "chain": c} for t, c in chains] or \
-        [{"table": t, "chain": c} for t, c, _ in from_logs]
+        [{"table": t, "chain": c} for t, c, _ in from_logs if c]
     base = {"chains": chain_list, "host_iptables_version": host_ver,
+            "kube_proxy_iptables_version": kp_ver, "kube_proxy_image": kp_image,
             "kube_proxy_backend": live, "host_iptables": facts.host_iptables,
             "foreign_rules": foreign, "recommend_backend_switch": False}
     if foreign:
@@ -447,9 +517,12 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                          "handle; no backend switch is needed."),
             reference=REF_SKEW, step="iptables", data=base | {"cause": "foreign-nft-rule"},
         )]
+    versions = (f"host iptables {host_ver or '?'}; kube-proxy image {kp_image or '?'}, its "
+                f"iptables {kp_ver or 'not in its log'}")
     if chains:
         evidence.append(f"host iptables {host_ver or '?'}; the unreadable rules carry xt "
                         "expressions: written by an iptables, not by raw nft")
+        evidence.append(versions)
         return [Finding(
             code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
             title=("iptables-nft on the node cannot read rules written by another iptables "
@@ -479,6 +552,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
         )]
     evidence.append(f"the node's iptables-nft {host_ver or '?'} reads every table: kube-proxy's "
                     "own iptables is the one that cannot")
+    evidence.append(versions)
     return [Finding(
         code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
         title="kube-proxy's iptables cannot read rules written by the node's iptables (version skew)",
