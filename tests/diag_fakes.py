@@ -100,7 +100,8 @@ class ReplayShell:
     def run(self, command, *, timeout=60.0, on_line=None, stdin=None):
         from clusterfix_tui.core.facts import script_nonce
 
-        self.scripts.append(command)
+        # the facts script travels on stdin (core.facts.loader_command): keep what was sent
+        self.scripts.append(command + ("\n" + stdin.decode() if stdin else ""))
         nonce = script_nonce(command)
         return CommandResult(exit_code=0, stdout=self.output.replace(LAB_NONCE, nonce), stderr="")
 

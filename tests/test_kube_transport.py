@@ -125,7 +125,8 @@ def test_it_is_a_cluster_api_and_describes_without_secrets(kube: KubeClusterAPI,
     assert isinstance(kube, ClusterAPI)
     info = kube.describe()
     assert info == {"context": "clusterfix-lab", "server": lab_api.url, "user": "lab-admin",
-                    "cluster": "clusterfix-lab"}
+                    "cluster": "clusterfix-lab", "kubeconfig": kube.kubeconfig,
+                    "kubeconfig_source": "--kubeconfig"}
     assert TOKEN not in json.dumps(info) and TOKEN not in repr(kube)
 
 

@@ -13,7 +13,13 @@ from typing import Any
 from clusterfix_tui.core.checks import run_checks, sort_findings
 from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
 from clusterfix_tui.core.checks.underlay import probe_targets
-from clusterfix_tui.core.facts import NodeFacts, build_facts_script, new_nonce, parse_facts
+from clusterfix_tui.core.facts import (
+    NodeFacts,
+    build_facts_script,
+    loader_command,
+    new_nonce,
+    parse_facts,
+)
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
 from clusterfix_tui.core.ports import (
     ClusterAPI,
@@ -131,7 +137,8 @@ def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: li
                 extra = None
         script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()),
                                     vxlan_probes=vxlan_probes or ())
-        res = shell.run(script, timeout=timeout)
+        # the script on stdin: its size (it grows with the peers) never meets ARG_MAX
+        res = shell.run(loader_command(nonce), timeout=timeout, stdin=script.encode())
     except Exception as exc:  # TransportError subclasses, or anything the transport raised
         return None, transport_finding(node, address, exc), time.monotonic() - t0
     dt = time.monotonic() - t0

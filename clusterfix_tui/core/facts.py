@@ -120,10 +120,25 @@ cfx_sh() {
   fi
   # stdout straight through (no temp file, no `cat`); stderr via a file, `cat` only if non-empty
   printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
-  ( eval "$1" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  if [ -n "$cfx_sto" ]; then
+    # each fact has its own deadline: one hung command costs one section, not the node
+    $cfx_sto sh -c "$1" 2>"$T/e" </dev/null; cfx_rc=$?
+    [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
+  else
+    ( eval "$1" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  fi
   printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
 }
+# a fact that cannot hang (a kernel route lookup): no deadline process, one fork less per peer
+cfx_shq() {
+  printf '@@CFX %s BEGIN %s\n' "$N" "$1"
+  ( eval "$3" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$cfx_rc"
+}
+cfx_sto=
+command -v timeout >/dev/null 2>&1 && cfx_sto="timeout -s KILL __SECTION_TIMEOUT__"
 # the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
 # background while the other sections run; its section is printed where it always was
 cfx_kpid=
@@ -262,6 +277,25 @@ done
 """
 
 
+# seconds one fact may take on the node (a hung `iptables-save` behind a held xtables lock, a
+# `cat` of a dead NFS path, a firewall-cmd waiting on D-Bus): past it the section is killed and
+# reported, and the node's other facts still come back
+SECTION_TIMEOUT = 10
+
+
+def loader_command(nonce: str) -> str:
+    """The command line that carries the facts script: a few bytes whatever the cluster's size
+    (the script grows with the peers; a command line is limited to 128 KiB per argument). The
+    script travels on stdin, is written to a private temp file and run from there, so nothing in
+    it can read the rest of the script as its input. The `N=` line lets a reader of the command
+    (script_nonce) know the run's nonce."""
+    if not nonce.isalnum():
+        raise ValueError("nonce must be alphanumeric")
+    return (f"N={nonce}\n"
+            "umask 077; cfx_s=$(mktemp 2>/dev/null) || cfx_s=/tmp/cfx-s.$$\n"
+            'cat >"$cfx_s" && sh "$cfx_s" </dev/null; cfx_rc=$?; rm -f "$cfx_s"; exit $cfx_rc')
+
+
 def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
                        skip: tuple[str, ...] | frozenset[str] = (),
                        vxlan_probes: list[str] | tuple[str, ...] = ()) -> str:
@@ -271,7 +305,8 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     nonce = nonce or new_nonce()
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
-    out = [_PRELUDE.replace("__NONCE__", nonce)]
+    out = [_PRELUDE.replace("__NONCE__", nonce)
+           .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))]
     probes = " ".join(shlex.quote(str(ipaddress.ip_address(str(ip).strip())))
                       for ip in vxlan_probes)  # raises on anything not an IP
     if probes:
@@ -286,7 +321,7 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     for ip in peer_pod_ips:
         addr = str(ipaddress.ip_address(str(ip).strip()))  # raises on anything not an IP
         cmd = f"ip -j route get {shlex.quote(addr)}"
-        out.append(f"cfx_sh {shlex.quote('route_get ' + addr.encode().hex())} ip {shlex.quote(cmd)}")
+        out.append(f"cfx_shq {shlex.quote('route_get ' + addr.encode().hex())} ip {shlex.quote(cmd)}")
     sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
     out.append(_SYSCTL_PART.replace("__SYSCTLS__", sysctls))
     out.append(_FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS)))

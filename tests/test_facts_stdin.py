@@ -1,0 +1,71 @@
+"""The facts script travels on stdin, and every fact has its own deadline (issue #14 item 4)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from lab_helpers import lab_fixture
+
+from clusterfix_tui.core.facts import (
+    SECTION_TIMEOUT,
+    build_facts_script,
+    loader_command,
+    new_nonce,
+    parse_facts,
+    script_nonce,
+)
+from clusterfix_tui.transports.local import LocalShell
+
+ARG_MAX_STRLEN = 128 * 1024  # the kernel's limit on one argument (MAX_ARG_STRLEN)
+
+
+def test_the_command_line_stays_small_whatever_the_cluster_size() -> None:
+    nonce = new_nonce()
+    assert script_nonce(loader_command(nonce)) == nonce
+    assert len(loader_command(nonce)) < 512
+    with pytest.raises(ValueError):
+        loader_command("a b")
+
+
+def test_two_thousand_peers_are_read_through_stdin() -> None:
+    peers = [f"10.{i // 250}.{i % 250}.7" for i in range(2000)]
+    nonce = new_nonce()
+    script = build_facts_script(peers, nonce=nonce)
+    assert len(script) > ARG_MAX_STRLEN  # as one `sh -c` argument this could not be exec'd
+    res = LocalShell().run(loader_command(nonce), timeout=600, stdin=script.encode())
+    assert res.ok, res.stderr[-500:]
+    facts = parse_facts("here", res.stdout, nonce)
+    assert facts.complete and not facts.parse_errors
+    assert len(facts.route_get) == 2000
+    assert all(v is not None for v in facts.route_get.values())
+
+
+lab = lab_fixture(nodes=2, faults="none")
+
+
+@pytest.mark.lab
+def test_a_hung_fact_costs_one_section_not_the_node(lab) -> None:
+    from clusterfix_tui.core.diagnose import diagnose
+    from clusterfix_tui.runtime import build_runtime
+
+    hang = Path(lab.info["state_dir"]) / "node-2" / "hang.sh"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    # only node-2's mount namespace sees the hanging update-alternatives
+    lab.exec("node-2", f"mount --bind {hang} \"$(command -v update-alternatives)\"")
+    try:
+        with build_runtime(lab_dir=str(lab.dir)) as rt:
+            t0 = time.monotonic()
+            d = diagnose(rt.api, rt.shells)
+            took = time.monotonic() - t0
+        print(f"diagnose with one hung fact on node-2: {took:.1f}s "
+              f"(section deadline {SECTION_TIMEOUT}s)")
+        assert set(d.facts) == {"node-1", "node-2"} and not d.node_errors, d.node_errors
+        sec = d.facts["node-2"].section("alternatives")
+        assert sec is not None and sec.rc == 137 and "timed out" in sec.stderr
+        assert d.facts["node-1"].section("alternatives").rc != 137
+        assert not [f for f in d.findings if f.code == "FACTS_UNREADABLE"]
+    finally:
+        lab.exec("node-2", "umount \"$(command -v update-alternatives)\"", check=False)
