@@ -205,3 +205,13 @@ def test_cluster_flows_use_the_kernels_vxlan_port() -> None:
     assert flows["vxlan-in"].dports == (4789, 4789)
     # 8472 is not the cluster's port here: its DROP is not a finding
     assert firewall.check(_snapshot(), {"node-2": f}) == []
+
+
+def test_report_advice_names_the_narrow_fix_and_the_opt_in() -> None:
+    from clusterfix_tui.core.report.advice import _advice
+
+    for code in ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "FORWARD_DROP"):
+        text = " ".join(_advice("host_network", code, "a firewall rule drops cluster traffic"))
+        assert "Default (narrow)" in text and "Opt-in alternative" in text, code
+    text = " ".join(_advice("host_network", "VXLAN_UNDERLAY_BLOCKED", ""))
+    assert "security group" in text

@@ -35,6 +35,41 @@ _STEP_ADVICE = {
 }
 
 
+# Per finding code: the narrow fix the step applies by default, and the opt-in beside it.
+_CODE_ADVICE = {
+    "FIREWALL_REJECT": [
+        "Default (narrow): the host_network step inserts ACCEPT rules for exactly the cluster "
+        "flows the rule drops (named in the evidence), ahead of it; the rule stays. Opt-in "
+        "alternative: delete the rule (`--opt-in` its delete action), which opens everything it "
+        "blocked.",
+    ],
+    "FIREWALL_POLICY_DROP": [
+        "Default (narrow): ACCEPT rules for exactly the cluster flows the DROP policy drops; the "
+        "policy stays DROP. Opt-in alternative: set the chain's policy to ACCEPT (the host "
+        "firewall's default-deny is gone).",
+    ],
+    "FORWARD_DROP": [
+        "Default (narrow): ACCEPT the pod network (source and destination) at the top of FORWARD "
+        "(DOCKER-USER on docker hosts); the DROP policy stays. Opt-in alternative: FORWARD policy "
+        "ACCEPT (removes docker's isolation; dockerd sets DROP again on restart).",
+    ],
+    "VXLAN_UNDERLAY_BLOCKED": [
+        "Open flannel's VXLAN port (udp/8472 unless net-conf.json says otherwise) between the "
+        "nodes: on the node whose firewall drops it (the host_network step's narrow ACCEPT), or "
+        "in the cloud security group / network ACL when no node drops it.",
+    ],
+    "WORKER_KUBECONFIG_BROKEN": [
+        "The worker's kubeconfig gets the cluster's own API address (the node's kubelet.conf), "
+        "never the workstation's, and only after the node shows the old one fails and the new one "
+        "answers; copying admin.conf is an opt-in (credential sprawl).",
+    ],
+    "KUBE_PROXY_INCOMPATIBLE_CHAIN": [
+        "For a version skew: align the host's iptables with kube-proxy's (upgrade the host "
+        "package or use a matching kube-proxy image); do not switch iptables backends.",
+    ],
+}
+
+
 _PORT_FORWARD = (
     "Temporary access while node networking is broken: `kubectl port-forward pod/<pod-name> "
     "8096:8096` reaches a pod directly."
@@ -45,7 +80,7 @@ _REBOOT = "Last resort: reboot the affected node(s) (running pods restart)."
 
 
 def _advice(step: str | None, name: str = "", detail: str = "") -> list[str]:
-    out = list(_STEP_ADVICE.get(step or "", []))
+    out = list(_STEP_ADVICE.get(step or "", [])) + list(_CODE_ADVICE.get(name, []))
     low = f"{name} {detail}".lower()
     if any(k in low for k in ("nodeport", "pod-to-pod", "service", "no route")):
         out.append(_PORT_FORWARD)
