@@ -269,7 +269,8 @@ def test_kubeconfig_list_merges_contexts(kubeconfig: str, lab_api: LabAPI,
     monkeypatch.setenv("KUBECONFIG", f"{kubeconfig}{os.pathsep}{second}")
     api = KubeClusterAPI(context="second-ctx")
     assert api.describe() == {"context": "second-ctx", "server": lab_api.url, "user": "u2",
-                              "cluster": "c2"}
+                              "cluster": "c2", "kubeconfig": f"{kubeconfig}, {second}",
+                              "kubeconfig_source": "KUBECONFIG"}
     assert names(api.list_nodes()) == ["node-1", "node-2", "node-3"]
     assert KubeClusterAPI().describe()["context"] == "clusterfix-lab"  # first file's current
 
