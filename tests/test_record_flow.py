@@ -212,3 +212,14 @@ def test_cli_rollback_prints_exactly_what_runs(tmp_path, monkeypatch, capsys, st
     assert len(decision) == 1 and decision[0]["by"] == "--yes"
     assert json.dumps(decision[0]["action_ids"]) == json.dumps(
         [a.rollback.id for a in reversed(with_rb)])
+
+
+def test_leaving_a_node_out_makes_plans_stale_but_is_no_change_to_wait_for(tmp_path):
+    s, j = _session(tmp_path, Runner(), FINDINGS)
+    flow = RepairFlow(s, settle_timeout=3600)
+    flow._diagnosed()
+    p = flow.plan_for_approval("iptables")
+    flow.leave_out("node-3", "unreachable")
+    assert flow.stale and not flow.changed_anything
+    assert not flow.is_current(p)
+    assert flow.settle() == []  # nothing ran: nothing to wait for, returns at once

@@ -73,9 +73,10 @@ class RepairFlow:
         self._clock = clock
         self._sleep = sleep
         self.generation = 0  # bumped by every diagnosis
-        self._changes = 0  # bumped by every apply that may have changed the cluster
+        self._changes = 0  # bumped by anything that makes plans stale (a change, a left-out node)
         self._changes_at_diagnosis = 0
-        self._changes_at_settle = 0
+        self._mutations = 0  # bumped by every apply that may have changed the cluster
+        self._mutations_at_settle = 0
         self._plans: dict[str, tuple[int, Plan]] = {}  # step -> (generation, plan for approval)
         self._pass_steps: tuple[str, ...] = self.steps
         self._ran: set[str] = set()  # action keys that ran (any result)
@@ -105,7 +106,8 @@ class RepairFlow:
 
     @property
     def changed_anything(self) -> bool:
-        return self._changes > 0
+        """Something ran that may have changed the cluster (dry runs never do)."""
+        return self._mutations > 0
 
     def pass_steps(self) -> tuple[str, ...]:
         """The steps of the current pass, in runbook order (all steps in pass 1)."""
@@ -257,6 +259,7 @@ class RepairFlow:
                 touched = True
         if touched:
             self._changes += 1
+            self._mutations += 1
             self._changed_in_pass = True
         self._plans.pop(plan.step, None)
 
@@ -266,9 +269,9 @@ class RepairFlow:
                timeout: float | None = None) -> list[CheckResult]:
         """After changes, retry validation (not journaled) until it is green or the deadline:
         restarted pods need a moment. Returns the last results ([] when nothing changed)."""
-        if self.dry_run or self._changes == self._changes_at_settle:
+        if self.dry_run or self._mutations == self._mutations_at_settle:
             return []
-        self._changes_at_settle = self._changes
+        self._mutations_at_settle = self._mutations
         deadline = self._clock() + (self.settle_timeout if timeout is None else timeout)
         results: list[CheckResult] = []
         while True:
@@ -365,6 +368,7 @@ class RepairFlow:
             plan, list(approved_ids) if approved_ids is not None else None, on_line, cancel, by)
         if any(o.status in ("ok", "failed") for o in outcome.actions):
             self._changes += 1
+            self._mutations += 1
             self._changed_in_pass = True
         self._plans.pop(plan.step, None)
         return outcome
