@@ -19,7 +19,6 @@ node: kubeconfig files are reduced to their `server:` lines there.
 from __future__ import annotations
 
 import ipaddress
-import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
@@ -452,18 +451,8 @@ class NodeFacts:
         return d
 
 
-def _marker_re(head: str) -> re.Pattern[str]:
-    """A line starting with `head` and a kind we write: DONE/ERR/END as a whole word, BEGIN with
-    something after it. Any other line (even one starting with `head`) is content."""
-    return re.compile("^" + re.escape(head) + r"(?:BEGIN |(?:DONE|ERR|END)(?=[ \n]|\Z))", re.M)
-
-
 def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]]:
-    """Cut the framed output into sections. Never raises; returns (sections, complete, errors).
-
-    Jumps from marker to marker (a regex search) and slices the text between them, instead of
-    looking at every line: the content between two markers, lines joined with "\n", is exactly
-    that slice. tests/test_facts_fast.py compares it with the line-by-line reference."""
+    """Cut the framed output into sections. Never raises; returns (sections, complete, errors)."""
     head = f"{MARK} {nonce} "
     sections: dict[str, Section] = {}
     errors: list[str] = []
@@ -471,24 +460,25 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
     cur_key: str | None = None
     cur_name = ""
     cur_arg: str | None = None
-    buf: list[str] = []  # content segments (each: lines joined with "\n") of the open part
+    buf: list[str] = []
     out_text: str | None = None
-    n = len(output)
-    pos = 0  # where the content after the last marker line starts
-    for m in _marker_re(head).finditer(output):
-        start = m.start()
-        if cur_key is not None and start > pos:
-            buf.append(output[pos:start - 1])  # the lines in between, without the last newline
-        end = output.find("\n", start)
-        end = n if end < 0 else end
-        pos = end + 1
-        line = output[start:end]
+    lines = output.split("\n")
+    for line in lines:
+        if not line.startswith(head):
+            if cur_key is not None:
+                buf.append(line)
+            continue
         words = line[len(head):].split(" ")
-        kind = words[0]
+        kind = words[0] if words else ""
+        if kind not in ("DONE", "BEGIN", "ERR", "END") or (kind == "BEGIN" and len(words) < 2):
+            # not a marker we wrote (e.g. output cut inside one): content, kept as it came
+            if cur_key is not None:
+                buf.append(line)
+            continue
         if kind == "DONE":
             complete = True
             continue
-        if kind == "BEGIN":
+        if kind == "BEGIN" and len(words) >= 2:
             if cur_key is not None:
                 errors.append(f"section {cur_key}: no END marker")
                 sections[cur_key] = Section(cur_name, cur_arg, *_texts(out_text, buf), None)
@@ -503,7 +493,7 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
         if kind == "ERR":
             out_text = "\n".join(buf)
             buf = []
-        else:  # END
+        elif kind == "END":
             rc: int | None = None
             last = words[-1] if words else ""
             if last.startswith("rc="):
@@ -518,8 +508,6 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
             sections[cur_key] = Section(cur_name, cur_arg, out_text, err_text, rc)
             cur_key, buf, out_text = None, [], None
     if cur_key is not None:
-        if pos <= n:
-            buf.append(output[pos:])
         errors.append(f"section {cur_key}: output ends inside it")
         sections[cur_key] = Section(cur_name, cur_arg, *_texts(out_text, buf), None)
     if not complete:
