@@ -29,6 +29,7 @@ Prints figures only (nothing is asserted):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -51,6 +52,7 @@ from clusterfix_tui.core.checks.flannel import check as flannel_check  # noqa: E
 from clusterfix_tui.core.diagnose import Diagnosis  # noqa: E402
 from clusterfix_tui.core.facts import parse_facts  # noqa: E402
 from clusterfix_tui.core.fixes import all_steps  # noqa: E402
+from clusterfix_tui.core.shape import detect_shape  # noqa: E402
 from clusterfix_tui.core.snapshot import build_snapshot  # noqa: E402
 
 try:
@@ -118,26 +120,30 @@ def bench_cluster(n: int, runs: int) -> dict[str, Any]:
     rec, outputs = synthetic_cluster(n)
     steps = all_steps()
     res: dict[str, list[float]] = {k: [] for k in
-                                   ("snapshot", "parse", "checks", "group", "plans", "json", "total")}
+                                   ("snapshot", "parse", "checks", "group", "plans", "json", "total", "cpu")}
     info: dict[str, Any] = {}
     for _ in range(runs):
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         snap = build_snapshot(ReplayAPI(rec), with_logs=False)
         t1 = time.perf_counter()
         facts = {node: parse_facts(node, out, LAB_NONCE) for node, out in outputs.items()}
         t2 = time.perf_counter()
+        # as diagnose() does: the cluster's shape from the snapshot and the facts, then checks
+        snap = dataclasses.replace(snap, shape=detect_shape(snap, facts))
         findings, errors = run_checks(snap, facts)
         t3 = time.perf_counter()
         groups = group_findings(findings) if group_findings else []
         t4 = time.perf_counter()
-        diag = Diagnosis(snapshot=snap, facts=facts, findings=findings)
+        diag = Diagnosis(snapshot=snap, facts=facts, findings=findings, shape=snap.shape)
         plans = []
         for st in steps:
             plans.append(st.plan(diag))
         t5 = time.perf_counter()
         doc = diag.to_dict()
         t6 = time.perf_counter()
+        res["cpu"].append(time.process_time() - c0)
         for k, v in (("snapshot", t1 - t0), ("parse", t2 - t1), ("checks", t3 - t2),
                      ("group", t4 - t3), ("plans", t5 - t4), ("json", t6 - t5),
                      ("total", t6 - t0)):
@@ -201,13 +207,14 @@ def mesh_cluster(n: int, stale: int = 2) -> tuple[Any, dict[str, Any]]:
 def bench_mesh(n: int, runs: int) -> dict[str, Any]:
     Snap, facts = mesh_cluster(n)
     entries = 3 * n * (n - 1)
-    times, gtimes = [], []
+    times, gtimes, mcpu = [], [], []
     found = grouped = 0
     for _ in range(runs):
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fs = flannel_check(Snap, facts)
         t1 = time.perf_counter()
+        mcpu.append(time.process_time() - c0)
         gs = group_findings(fs) if group_findings else []
         t2 = time.perf_counter()
         times.append(t1 - t0)
@@ -215,6 +222,7 @@ def bench_mesh(n: int, runs: int) -> dict[str, Any]:
         found, grouped = len(fs), len(gs)
     t = _median(times)
     return {"nodes": n, "entries": entries, "checks": t, "group": _median(gtimes),
+            "cpu": _median(mcpu),
             "us_per_entry": t / entries * 1e6, "findings": found, "groups": grouped,
             "load": _load_avg()}
 
@@ -285,15 +293,16 @@ def bench_table(rules: int, runs: int) -> dict[str, Any]:
         "-A FORWARD -s 10.244.0.0/16 -j ACCEPT\n-A FORWARD -d 10.244.0.0/16 -j ACCEPT\nCOMMIT\n"
     mangle = "*mangle\n:PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"
     pn, pl, ck = [], [], []
+    cpu: list[tuple[float, float, float]] = []
     n_rules = 0
     findings: list[Any] = []
     for _ in range(runs):
         gc.collect()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         nft_nat = P.parse_iptables_save(nat)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         legacy = P.parse_iptables_save(legacy_text + filt)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         facts = NodeFacts(node="node-1", complete=True, legacy=legacy, nft_nat=nft_nat,
                           nft_filter=P.parse_iptables_save(filt),
                           nft_mangle=P.parse_iptables_save(mangle))
@@ -304,15 +313,19 @@ def bench_table(rules: int, runs: int) -> dict[str, Any]:
             nodeport_services = ({"name": "x"},)
             flannel_network = "10.244.0.0/16"
 
-        t3 = time.perf_counter()
+        t3, c3 = time.perf_counter(), time.process_time()
         findings = iptables_checks.check(Snap, {"node-1": facts})
-        t4 = time.perf_counter()
+        t4, c4 = time.perf_counter(), time.process_time()
+        cpu.append((c1 - c0, c2 - c1, c4 - c3))
         pn.append(t1 - t0)
         pl.append(t2 - t1)
         ck.append(t4 - t3)
         n_rules = len(nft_nat.tables["nat"].rules)
     return {"rules": n_rules, "bytes": len(nat), "parse_nft": _median(pn),
             "parse_legacy": _median(pl), "checks": _median(ck),
+            "cpu_parse_nft": _median([c[0] for c in cpu]),
+            "cpu_parse_legacy": _median([c[1] for c in cpu]),
+            "cpu_checks": _median([c[2] for c in cpu]),
             "findings": [(f.code, f.severity, len(f.data.get("shadowing_rules") or ()))
                          for f in findings], "load": _load_avg()}
 
@@ -331,12 +344,14 @@ def main() -> None:
         out["table"].append(row)
         print(f"table {row['rules']} rules ({row['bytes'] / 1e6:.1f} MB): parse nft "
               f"{row['parse_nft']:.3f} s, parse legacy {row['parse_legacy']:.3f} s, iptables checks "
-              f"{row['checks']:.3f} s; findings {row['findings']} (load {row['load']:.1f})",
+              f"{row['checks']:.3f} s (CPU {row['cpu_parse_nft']:.3f} / {row['cpu_parse_legacy']:.3f}"
+              f" / {row['cpu_checks']:.3f} s); findings {row['findings']} (load {row['load']:.1f})",
               flush=True)
     for n in [int(x) for x in a.mesh.split(",") if x]:
         row = bench_mesh(n, a.runs)
         out["mesh"].append(row)
         print(f"mesh {n} nodes ({row['entries']} table entries): flannel checks {row['checks']:.3f} s "
+              f"(CPU {row['cpu']:.3f} s) "
               f"({row['us_per_entry']:.2f} us/entry), group {row['group']:.3f} s; "
               f"{row['findings']} findings -> {row['groups']} rows (load {row['load']:.1f})",
               flush=True)
@@ -345,7 +360,8 @@ def main() -> None:
         out["cluster"].append(row)
         print(f"cluster {n} nodes: total {row['total']:.3f} s = snapshot {row['snapshot']:.3f} + "
               f"parse {row['parse']:.3f} + checks {row['checks']:.3f} + group {row['group']:.3f} + "
-              f"plans {row['plans']:.3f} + json {row['json']:.3f}; {row['findings']} findings, "
+              f"plans {row['plans']:.3f} + json {row['json']:.3f} (CPU {row['cpu']:.3f} s); "
+              f"{row['findings']} findings, "
               f"{row['groups']} rows, {row['actions']} actions, check errors {row['check_errors']} "
               f"(load {row['load']:.1f})", flush=True)
     if len(out["cluster"]) >= 2:
