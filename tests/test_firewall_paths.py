@@ -215,3 +215,38 @@ def test_report_advice_names_the_narrow_fix_and_the_opt_in() -> None:
         assert "Default (narrow)" in text and "Opt-in alternative" in text, code
     text = " ".join(_advice("host_network", "VXLAN_UNDERLAY_BLOCKED", ""))
     assert "security group" in text
+
+
+def test_docker_forward_drop_gets_pod_accepts_in_docker_user_policy_flip_opt_in() -> None:
+    d = json.loads((DATA / "docker-host-no-accepts.json").read_text())
+    text = "\n".join(ln for ln in d["nft_save_filter"].splitlines() if "FLANNEL-FWD" not in ln)
+    base = _facts("docker-host-no-accepts")
+    f = NodeFacts(node="node-2", complete=True, nft_filter=P.parse_iptables_save(text),
+                  nft_ruleset=base.nft_ruleset, addrs=base.addrs,
+                  sections={"nft_save_filter": Section("nft_save_filter", None, text, "", 0)})
+    (fd,) = [x for x in _fw_findings({"node-2": f}) if x.code == "FORWARD_DROP"]
+    assert fd.data["accept_chain"] == "DOCKER-USER"
+    plan = get_step("iptables").plan(_diag([fd], {"node-2": f}))
+    default = [a for a in plan.actions if a.id in default_approved(plan)]
+    inserts = [a.command for a in default if " -I DOCKER-USER 1 " in a.command]
+    assert len(inserts) == 2 and any("-s 10.244.0.0/16" in c for c in inserts)
+    assert not any("-P FORWARD ACCEPT" in a.command for a in default)
+    flip = [a for a in plan.actions if "-P FORWARD ACCEPT" in a.command]
+    assert len(flip) == 1 and is_opt_in(flip[0])
+
+
+def test_nft_native_forward_drop_gets_pod_accepts_policy_opt_in() -> None:
+    from clusterfix_tui.core.model import Finding
+
+    fd = Finding("FORWARD_DROP", "error", "node-2", "t", step="host_network", data={
+        "backend": "nft-native", "family": "inet", "table": "fw", "chain": "forward",
+        "policy": "DROP", "pod_network": "10.244.0.0/16, fd00:10:244::/56"})
+    plan = get_step("iptables").plan(_diag([fd], {}))
+    default = [a for a in plan.actions if a.id in default_approved(plan)]
+    ins = [a.command for a in default if "nft insert rule inet fw forward" in a.command]
+    assert len(ins) == 4  # saddr and daddr, both families
+    assert any("ip6 saddr fd00:10:244::/56 accept" in c for c in ins)
+    assert all(a.rollback and "nft delete rule inet fw forward" in a.rollback.command
+               for a in default if "nft insert" in a.command)
+    assert not any("policy accept" in a.command for a in default)
+    assert any("policy accept" in a.command and is_opt_in(a) for a in plan.actions)

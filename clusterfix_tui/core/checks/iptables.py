@@ -297,7 +297,10 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                                 "interface or CNI policy mark) reachable from FORWARD")
             else:
                 evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
-            out.append(_forward_finding(node, backend, version, nets, live, facts, evidence))
+            # where the narrow ACCEPTs go: DOCKER-USER when docker jumps there first
+            first = [r.target for r in t.rules if r.chain == "FORWARD"][:1]
+            out.append(_forward_finding(node, backend, version, nets, live, facts, evidence,
+                                        "DOCKER-USER" if first == ["DOCKER-USER"] else "FORWARD"))
     rs = facts.nft_ruleset
     if rs is not None:
         pod_net = pod_networks(snapshot, facts, fams[0])[0] if pod_networks(snapshot, facts, fams[0]) \
@@ -331,7 +334,8 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
 
 
 def _forward_finding(node: str, backend: str, version: int, nets: list[str], live: str,
-                     facts: NodeFacts, evidence: list[str]) -> Finding:
+                     facts: NodeFacts, evidence: list[str], accept_chain: str = "FORWARD"
+                     ) -> Finding:
     ip = "ip6tables" if version == 6 else "iptables"
     pod_net = nets[0] if nets else ""
     return Finding(
@@ -348,6 +352,7 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
         data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
               "pod_network": pod_net, "pod_networks": list(nets), "kube_proxy_backend": live,
               "host_iptables": facts.host_iptables, "ip_version": version,
+              "accept_chain": accept_chain,
               "binary": f"{ip}-{backend}" if facts.legacy is not None or
               facts.nft_nat is not None or version == 6 else ip},
     )

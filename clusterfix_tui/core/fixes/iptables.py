@@ -234,7 +234,9 @@ class IptablesStep:
                 if b == "nft-native":
                     remember("nft_chain_accept", {"family": d.get("family") or "inet",
                                                   "table": d.get("table") or "filter",
-                                                  "chain": d.get("chain") or "forward"}, f)
+                                                  "chain": d.get("chain") or "forward",
+                                                  "pod_network": str(d.get("pod_network") or "")},
+                             f)
                 elif _backend(b):
                     binary = str(d.get("binary") or f"iptables-{_backend(b)}")
                     if binary not in FORWARD_BINARIES:
@@ -421,30 +423,70 @@ class IptablesStep:
                 ))
             elif kind == "nft_chain_accept":
                 fam, tab, ch = p["family"], p["table"], p["chain"]
-                add(
-                    kind="shell",
-                    command=f"nft chain {q(fam)} {q(tab)} {q(ch)} '{{ policy accept; }}'",
-                    why=f"the native nft chain {fam} {tab} {ch} hooks forward with policy drop: "
-                        "forwarded pod and NodePort traffic is dropped",
-                    finding_codes=codes,
+                ref = f"{q(fam)} {q(tab)} {q(ch)}"
+                nets = [x.strip() for x in str(p.get("pod_network") or "").split(",")
+                        if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", x.strip())]
+                nets = [x for x in nets if fam == "inet" or fam == ("ip6" if ":" in x else "ip")]
+                # default: accept the pod network (source, destination) at the top of the chain;
+                # its drop policy stays. The policy flip is the opt-in below.
+                for pod_net in nets:
+                    pfam = "ip6" if ":" in pod_net else "ip"
+                    for sel, name in (("saddr", "pods-forward"), ("daddr", "to-pods-forward")):
+                        want = f'{pfam} {sel} {pod_net} accept comment "clusterfix: {name}"'
+                        expr = [pfam, sel, pod_net, "accept", "comment", f'"clusterfix: {name}"']
+                        handles = (f"nft -a list chain {ref} | CFX_WANT={q(want)} awk "
+                                   + q('{ l = $0; sub(/^[ \t]+/, "", l); '
+                                       'n = split(l, p, " # handle "); '
+                                       'if (n == 2 && p[1] == ENVIRON["CFX_WANT"]) print p[2] }'))
+                        add(
+                            kind="shell",
+                            command=(f"if [ -n \"$({handles})\" ]; then :; else "
+                                     f"nft insert rule {ref} {' '.join(q(t) for t in expr)}; fi"),
+                            why=f"the native nft chain {fam} {tab} {ch} hooks forward with policy "
+                                f"drop: accept {pfam} {sel} {pod_net} at its top (the policy stays)",
+                            finding_codes=codes,
+                            risk=f"forwarded pod traffic ({sel} {pod_net}) passes that chain",
+                            rollback=Action(
+                                id=action_id(self.name, node, n + 1) + ":rollback",
+                                target=node, kind="shell",
+                                command=f"for h in $({handles}); do nft delete rule {ref} "
+                                        "handle \"$h\"; done",
+                                why="delete that accept again (its handle re-read from its exact "
+                                    "text at rollback time)",
+                            ),
+                            change={"what": f"nft {fam} {tab} {ch}", "before": None,
+                                    "after": want},
+                            precondition=pre.absent_else_done(
+                                f"[ -n \"$({handles})\" ]",
+                                f"no such accept in nft {fam} {tab} {ch} yet",
+                                f"the accept is in nft {fam} {tab} {ch} already"),
+                        )
+                if not nets:
+                    notes.append(f"{node}: the pod network is unknown (or of another family), "
+                                 f"so no narrow accept is planned in nft {fam} {tab} {ch}; the "
+                                 "policy change is opt-in")
+                ident = opt_in_id(self.name, node, f"nft-policy-{tab}-{ch}")
+                actions.append(FixAction(
+                    id=ident, target=node, kind="shell",
+                    command=f"nft chain {ref} '{{ policy accept; }}'",
+                    why=f"(opt-in alternative to the narrow accepts) set the policy of the native "
+                        f"nft chain {fam} {tab} {ch} to accept",
+                    finding_codes=codes, opt_in=True,
                     risk="forwarded traffic is no longer dropped by that table's default policy",
-                    rollback=Action(
-                        id=action_id(self.name, node, n + 1) + ":rollback",
-                        target=node, kind="shell",
-                        command=f"nft chain {q(fam)} {q(tab)} {q(ch)} '{{ policy drop; }}'",
-                        why="put the chain's policy back to drop",
-                    ),
+                    rollback=Action(id=ident + ":rollback", target=node, kind="shell",
+                                    command=f"nft chain {ref} '{{ policy drop; }}'",
+                                    why="put the chain's policy back to drop"),
                     change={"what": f"nft {fam} {tab} {ch} policy", "before": "drop",
                             "after": "accept"},
                     precondition=pre.shell(
-                        f"out=$(nft list chain {q(fam)} {q(tab)} {q(ch)} 2>/dev/null) || "
+                        f"out=$(nft list chain {ref} 2>/dev/null) || "
                         f"{{ echo {q(f'chain {fam} {tab} {ch} is gone')}; exit 4; }}; "
                         "case \"$out\" in *'policy drop;'*) exit 0;; *'policy accept;'*) "
                         f"echo {q(f'{fam} {tab} {ch} has policy accept already')}; "
                         f"exit {pre.EXIT_DONE};; esac; echo 'its policy is neither drop nor "
                         "accept now'; exit 4",
                         f"nft chain {fam} {tab} {ch} still has policy drop"),
-                )
+                ))
             elif kind == "restart":
                 restart_needed = True
             elif kind == "delete_nft_rule":
