@@ -81,6 +81,8 @@ def _addr_present(addr: str, dev: str) -> Any:
 def _route_there(expected: str) -> Any:
     """The route flannel should have is still missing (there already = done)."""
     tokens = expected.split()
+    if not tokens:  # nothing recognisable to check: never "holds", so the action never runs
+        return pre.shell(f"echo {q('no route given to check')}; exit 1", "a route to add")
     dst, rest = tokens[0], tokens[1:]
     wanted = []
     for key in ("via", "dev"):
