@@ -53,7 +53,7 @@ from clusterfix_tui.core.diagnose import Diagnosis  # noqa: E402
 from clusterfix_tui.core.facts import parse_facts  # noqa: E402
 from clusterfix_tui.core.fixes import all_steps  # noqa: E402
 from clusterfix_tui.core.shape import detect_shape  # noqa: E402
-from clusterfix_tui.core.snapshot import build_snapshot  # noqa: E402
+from clusterfix_tui.core.snapshot import ClusterSnapshot, build_snapshot  # noqa: E402
 
 try:
     from clusterfix_tui.core.group import group_findings  # noqa: E402
@@ -179,12 +179,7 @@ def mesh_cluster(n: int, stale: int = 2) -> tuple[Any, dict[str, Any]]:
         nodes[f"node-{i}"] = NodeInfo(name=f"node-{i}", internal_ip=ip(i), addresses=(),
                                       pod_cidr=cidr(i), conditions={}, annotations=ann,
                                       labels={}, kubelet_version=None)
-
-    class Snap:
-        flannel_backend = "vxlan"
-        flannel_pods: dict[str, Any] = {}
-
-    Snap.nodes = nodes  # type: ignore[attr-defined]
+    Snap = ClusterSnapshot(nodes=nodes, flannel_backend="vxlan")
     ok = Section("x", None, "", "", 0)
     facts = {}
     for i in range(1, n + 1):
@@ -306,12 +301,8 @@ def bench_table(rules: int, runs: int) -> dict[str, Any]:
         facts = NodeFacts(node="node-1", complete=True, legacy=legacy, nft_nat=nft_nat,
                           nft_filter=P.parse_iptables_save(filt),
                           nft_mangle=P.parse_iptables_save(mangle))
-
-        class Snap:
-            nodes: dict[str, Any] = {}
-            kube_proxy_mode = "iptables"
-            nodeport_services = ({"name": "x"},)
-            flannel_network = "10.244.0.0/16"
+        Snap = ClusterSnapshot(kube_proxy_mode="iptables", nodeport_services=({"name": "x"},),
+                               flannel_network="10.244.0.0/16")
 
         t3, c3 = time.perf_counter(), time.process_time()
         findings = iptables_checks.check(Snap, {"node-1": facts})

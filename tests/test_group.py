@@ -12,7 +12,7 @@ from clusterfix_tui.core.facts import NodeFacts, Section
 from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.group import group_finding_dicts, group_findings, plan_entries
 from clusterfix_tui.core.model import CLUSTER, Finding
-from clusterfix_tui.core.snapshot import NodeInfo
+from clusterfix_tui.core.snapshot import ClusterSnapshot, NodeInfo
 
 
 def _mesh(n: int, stale: int) -> tuple[object, dict[str, NodeFacts]]:
@@ -26,10 +26,7 @@ def _mesh(n: int, stale: int) -> tuple[object, dict[str, NodeFacts]]:
                      "flannel.alpha.coreos.com/public-ip": ip(i)},
         labels={}, kubelet_version=None) for i in range(1, n + 1)}
 
-    class Snap:
-        flannel_backend = "vxlan"
-        flannel_pods: dict = {}
-    Snap.nodes = nodes
+    snap = ClusterSnapshot(nodes=nodes, flannel_backend="vxlan")
     ok = Section("x", None, "", "", 0)
     facts = {}
     for i in range(1, n + 1):
@@ -42,7 +39,7 @@ def _mesh(n: int, stale: int) -> tuple[object, dict[str, NodeFacts]]:
             neigh_flannel=tuple({"dst": cidr(j).split("/")[0], "lladdr": m[j]} for j in peers),
             routes=tuple({"dst": cidr(j), "gateway": cidr(j).split("/")[0], "dev": "flannel.1"}
                          for j in peers))
-    return Snap, facts
+    return snap, facts
 
 
 def test_stale_vtep_of_one_node_on_every_peer_is_one_group():
