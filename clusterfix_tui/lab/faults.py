@@ -824,6 +824,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 )}
 # Healthy look-alikes: nothing is broken, nothing may be reported or changed (not in --faults all).
 LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
+# Not spread by `--faults all`: the look-alikes break nothing, and a node cut off from the VXLAN
+# (or behind a closed firewall) would hide most other faults on it. Name them to inject them.
+NOT_IN_ALL = (*LOOK_ALIKES, "vxlan-blocked", "input-drop", "firewalld", "underlay-blocked")
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel
@@ -926,7 +929,8 @@ def placement(handle: LabLike, names: Iterable[str] | None = None) -> list[tuple
     """[(fault, node)] for `--faults all` (or a list of names): each fault where it breaks something
     visible, the least loaded candidate node first, faults in APART kept on different nodes."""
     shape = lab_shape(handle)
-    wanted = list(names) if names is not None else applicable(shape)
+    wanted = list(names) if names is not None else [f for f in applicable(shape)
+                                                    if f not in NOT_IN_ALL]
     for name in wanted:
         check_applies(name, shape)
     order = [f for f in SPREAD_ORDER if f in wanted] + [f for f in wanted if f not in SPREAD_ORDER]
