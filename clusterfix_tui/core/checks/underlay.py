@@ -95,7 +95,10 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not probes:
         return []
     nodes = sorted({a for a, _ in probes} | {b for _, b in probes})
-    failed = {k for k, v in probes.items() if v in ("no-answer", "rejected")}
+    # "rejected": an ICMP error came back through the tunnel (the peer's own firewall rejected
+    # the inner packet, flannel.1's neighbours are permanent so it is not a local ARP failure):
+    # the underlay carried it both ways. Only silence is an underlay failure.
+    failed = {k for k, v in probes.items() if v == "no-answer"}
     if not failed:
         return []
     out: list[Finding] = []
