@@ -7,7 +7,8 @@ test, which checks nothing is left.
 What is asserted is what a real cluster of that shape shows on its nodes (over SSH) and in its API,
 plus real traffic: the NodePort on every node, pod-to-pod across nodes. Then the tool itself:
 `diagnose --json` on the healthy shape has no finding and names the shape, `fix --yes` changes
-nothing on any node.
+nothing on any node; then each fault that applies to the shape, alone: found on the right node,
+repaired by hand back to healthy (and the ones that do not apply are refused).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_diagnose_lab import CASES, _diag, _summary, _wait_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -277,6 +279,53 @@ def test_fix_yes_on_a_healthy_shape_validates_healthy(fixed):
     _before, _after, r, events = fixed
     assert r.returncode == 0, r.stdout + r.stderr
     assert events[-1]["type"] == "session_end" and events[-1]["verdict"] == "healthy"
+
+
+# -- the faults that apply to the shape, one at a time -------------------------------------------
+# (after the healthy-shape tests: a repaired fault can leave harmless traces, e.g. an empty legacy
+# nat table stays registered after iptables-shadow)
+
+@pytest.fixture(scope="module")
+def runtime(shape_lab):
+    from clusterfix_tui.runtime import build_runtime
+
+    rt = build_runtime(lab_dir=str(shape_lab.dir))
+    yield rt
+    rt.close()
+
+
+@pytest.mark.parametrize("fault", sorted(CASES))
+def test_each_applicable_fault_gives_its_finding_on_the_right_node(shape_lab, runtime, fault):
+    """A fault that applies: real, found on the right node and nothing else, then repaired by hand
+    back to healthy (test_diagnose_lab's table and repairs). One that does not: refused."""
+    from clusterfix_tui.lab import faults as F
+
+    lab = shape_lab
+    if not F.applies(fault, lab.shape):
+        with pytest.raises(F.FaultError, match=f"does not apply to a {lab.shape} lab"):
+            lab.inject(fault)
+        return
+    code, where, restore = CASES[fault]
+    before = _wait_healthy(runtime, lab)
+    assert before.healthy, f"{lab.shape} lab not healthy before {fault}: {_summary(before)}"
+    node = F.preferred_node(lab, fault)
+    if fault == "worker-kubeconfig":
+        lab.exec(node, "cp /root/.kube/config /root/.kube/config.cfxtest")
+    rec = lab.inject(fault, node)
+    rec = rec[0] if isinstance(rec, list) else rec
+    assert rec["physical"] is True, rec
+    lab.reconcile()
+    d = _diag(runtime)
+    try:
+        expected = {node} if where == "node" else {n["name"] for n in lab.nodes} - {node}
+        got = _summary(d)
+        assert got == sorted((code, n) for n in expected), (
+            f"{fault} on {node} of a {lab.shape} lab: expected {code} on {sorted(expected)}, got {got}\n"
+            + "\n".join(f"{f.code} {f.node}: {f.evidence}" for f in d.findings))
+    finally:
+        restore(lab, node, rec, d, runtime)
+        after = _wait_healthy(runtime, lab)
+        assert after.healthy, f"after restoring {fault}: {_summary(after)}"
 
 
 # -- down: nothing left --------------------------------------------------------------------------
