@@ -250,3 +250,20 @@ def test_nft_native_forward_drop_gets_pod_accepts_policy_opt_in() -> None:
                for a in default if "nft insert" in a.command)
     assert not any("policy accept" in a.command for a in default)
     assert any("policy accept" in a.command and is_opt_in(a) for a in plan.actions)
+
+
+def test_ipv6_pod_traffic_is_judged_in_ip6tables_and_accepted_there() -> None:
+    v6 = P.parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+                               "-A FORWARD -j REJECT --reject-with icmp6-adm-prohibited\nCOMMIT\n")
+    base = _facts("unrelated-reject")
+    f = NodeFacts(node="node-2", complete=True, nft_filter=base.nft_filter, addrs=base.addrs,
+                  ip6_nft_filter=v6, subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16",
+                                                 "FLANNEL_IPV6_NETWORK": "fd00:10:244::/56"})
+    (fr,) = firewall.check(_snapshot(), {"node-2": f})
+    assert {r.get("family") for r in fr.data["rules"]} == {"ip6"}
+    assert "ip6tables-nft-save" in fr.evidence[0]
+    plan = HOST.plan(_diag([fr], {"node-2": f}))
+    default = [a.command for a in plan.actions if a.id in default_approved(plan)]
+    assert any(c.startswith("ip6tables-nft -w 5 -t filter -C FORWARD -s fd00:10:244::/56")
+               for c in default), default
+    assert not any(c.startswith("iptables-") for c in default)

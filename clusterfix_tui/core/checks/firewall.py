@@ -102,7 +102,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     for node, f in sorted(facts_by_node.items()):
         flows = cluster_flows(snapshot, node, f)
         saves = backend_saves(f)
-        hits = node_hits(f, flows, saves)
+        saves6 = backend_saves(f, 6)
+        hits = node_hits(f, flows, saves, saves6)
         if not hits:
             continue
         node_ip = getattr(nodes.get(node), "internal_ip", None)
@@ -118,7 +119,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                 by_code["FIREWALL_REJECT"].append(h)
         for code, hs in by_code.items():
             if hs:
-                out.append(_finding(code, node, f, hs, saves, fw))
+                out.append(_finding(code, node, f, hs, {"ip": saves, "ip6": saves6}, fw))
     return out
 
 
@@ -126,7 +127,7 @@ def _where(h: dict[str, Any]) -> str:
     b = h["backend"]
     if b == "nft-native":
         return f"nft {h['family']} {h['table']}"
-    return f"iptables-{b} filter"
+    return f"{'ip6tables' if h.get('family') == 'ip6' else 'iptables'}-{b} filter"
 
 
 def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
@@ -147,6 +148,8 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
             if b == "nft-native":
                 r.update({"family": fam, "handle": hit.handle, "text": hit.rule,
                           "json": hit.json})
+            elif fam == "ip6":
+                r["family"] = "ip6"  # an ip6tables rule
             rules[key] = r
         if flow.name not in [x["name"] for x in r["flows"]]:
             r["flows"].append(flow.to_dict())
@@ -155,14 +158,15 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         # for forwarded traffic on docker hosts: docker jumps there first and keeps it on restart)
         chain = hit.base_chain
         if b in ("legacy", "nft"):
-            t = saves[b].table("filter") if saves.get(b) is not None else None
+            views = saves.get(fam) or {}
+            t = views[b].table("filter") if views.get(b) is not None else None
             if flow.hook == "forward" and t is not None and _docker_user_first(t):
                 chain = "DOCKER-USER"
             spec = iptables_accept_spec(flow)
-            akey: tuple[Any, ...] = (b, "filter", chain, tuple(spec))
+            akey: tuple[Any, ...] = (b, fam, "filter", chain, tuple(spec))
             accepts.setdefault(akey, {"backend": b, "table": "filter", "chain": chain,
                                       "spec": spec, "flow": flow.name, "hook": flow.hook,
-                                      "describe": flow.describe})
+                                      "describe": flow.describe, "family": fam})
         else:
             expr = nft_accept_expr(flow, fam)
             akey = (b, fam, table, chain, tuple(expr))
@@ -176,8 +180,9 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         path = " -> ".join(r["path"])
         what = r["rule"] if r["kind"] == "rule" else (
             f"chain {r['chain']} policy {r['verdict']}")
-        label = save_label(r["backend"], "filter") if r["backend"] in ("legacy", "nft") \
-            else "nft list ruleset"
+        label = ((save_label(r["backend"], "filter") if r.get("family") != "ip6" else
+                  f"ip6tables-{r['backend']}-save")
+                 if r["backend"] in ("legacy", "nft") else "nft list ruleset")
         evidence.append(f"{label}: {what}  [{where}, {path}]  drops: {names}"
                         + ("" if r["match"] == "full" else " (part of it)"))
     if fw.get("running"):

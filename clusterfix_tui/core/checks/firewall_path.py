@@ -651,25 +651,27 @@ class FlowHits:
 BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
 
 
-def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any]) -> list[dict[str, Any]]:
+def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
+              saves6: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every (flow, where) the node's firewall drops: dicts with backend, table, family, chain,
-    flow (Flow), hit (Hit)."""
+    flow (Flow), hit (Hit). `saves` are the iptables views, `saves6` the ip6tables ones."""
     out: list[dict[str, Any]] = []
-    for backend, save in saves.items():
-        t = save.table("filter") if save is not None else None
-        if t is None:
-            continue
-        idx = _index(t)
-        for fl in flows:
-            if fl.family != "ip":
-                continue  # iptables-save here is IPv4; ip6tables is not read
-            base = BUILTIN[fl.hook]
-            if base not in t.chains:
+    for family, views in (("ip", saves), ("ip6", saves6 or {})):
+        for backend, save in views.items():
+            t = save.table("filter") if save is not None else None
+            if t is None:
                 continue
-            hit = evaluate_iptables(t, base, fl, idx)
-            if hit is not None:
-                out.append({"backend": backend, "table": "filter", "family": "ip",
-                            "flow": fl, "hit": hit})
+            idx = _index(t)
+            for fl in flows:
+                if fl.family != family:
+                    continue
+                base = BUILTIN[fl.hook]
+                if base not in t.chains:
+                    continue
+                hit = evaluate_iptables(t, base, fl, idx)
+                if hit is not None:
+                    out.append({"backend": backend, "table": "filter", "family": family,
+                                "flow": fl, "hit": hit})
     rs = getattr(facts, "nft_ruleset", None)
     if rs is not None:
         nidx = nft_index(rs)

@@ -359,7 +359,8 @@ class HostNetworkStep:
             if not spec or spec[-2:] != ["-j", "ACCEPT"]:
                 notes.append(f"{node}: accept for {flow} has no usable rule spec; not planned")
                 return None
-            tool = f"iptables-{backend} -w 5 -t {q(table)}"
+            ipt = "ip6tables" if a.get("family") == "ip6" else "iptables"
+            tool = f"{ipt}-{backend} -w 5 -t {q(table)}"
             body = " ".join(q(t) for t in spec)
             ident = nid()
             return FixAction(
@@ -485,7 +486,8 @@ class HostNetworkStep:
                     notes.append(f"{node}: rule in an odd table/chain {table!r}/{chain!r}; "
                                  "not planned")
                     continue
-                tool = f"iptables-{backend} -w 5 -t {q(table)}"
+                ipt = "ip6tables" if r.get("family") == "ip6" else "iptables"
+                tool = f"{ipt}-{backend} -w 5 -t {q(table)}"
                 if kind == "policy":
                     ident = oid(f"policy-{backend}-{chain}")
                     actions.append(FixAction(
@@ -506,13 +508,13 @@ class HostNetworkStep:
                     notes.append(f"{node}: cannot parse the rule {r.get('rule')!r}; remove it by "
                                  "hand if you want it gone")
                     continue
-                saved = f"{bdir}/firewall-{backend}-{table}.rules"
+                saved = f"{bdir}/firewall-{ipt}-{backend}-{table}.rules"
                 tmp = saved + ".tmp"
                 ident = oid(f"delete-{backend}-{argv[1]}")
                 actions.append(FixAction(
                     id=ident, target=node, kind="shell",
                     command=(f"mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(saved)} ] || "
-                             f"{{ iptables-{backend}-save -t {q(table)} > {q(tmp)} && "
+                             f"{{ {ipt}-{backend}-save -t {q(table)} > {q(tmp)} && "
                              f"mv -f -- {q(tmp)} {q(saved)}; }}; }} && "
                              f"{tool} " + " ".join(q(t) for t in argv)),
                     why=f"(opt-in alternative to the narrow ACCEPTs) delete this rule from "
@@ -520,7 +522,7 @@ class HostNetworkStep:
                     finding_codes=(f.code,), opt_in=True,
                     risk="the node no longer drops that traffic at all, cluster or not: review "
                          "your firewall policy",
-                    rollback=orb(ident, f"iptables-{backend}-restore -w 5 -T {q(table)} < "
+                    rollback=orb(ident, f"{ipt}-{backend}-restore -w 5 -T {q(table)} < "
                                         f"{q(saved)}", f"restore the saved {backend} {table} table"),
                     change={"what": f"{backend} {table} {argv[1]}", "before": r.get("rule"),
                             "after": "removed"},

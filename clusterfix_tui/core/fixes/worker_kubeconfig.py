@@ -175,7 +175,7 @@ class WorkerKubeconfigStep:
             for c in doc.get("clusters") or ():
                 url = ((c or {}).get("cluster") or {}).get("server")
                 if valid_server(url):
-                    servers.append({"server": url, "source": "kube-public/cluster-info"})
+                    servers.append({"server": str(url), "source": "kube-public/cluster-info"})
         except Exception:  # noqa: BLE001 - an unreadable ConfigMap is just not a source
             pass
         try:
