@@ -267,3 +267,14 @@ def test_ipv6_pod_traffic_is_judged_in_ip6tables_and_accepted_there() -> None:
     assert any(c.startswith("ip6tables-nft -w 5 -t filter -C FORWARD -s fd00:10:244::/56")
                for c in default), default
     assert not any(c.startswith("iptables-") for c in default)
+
+
+def test_input_drop_plan_accepts_by_default_policy_flip_is_opt_in() -> None:
+    facts = {"node-2": _facts("input-drop")}
+    findings = _fw_findings(facts)
+    plan = HOST.plan(_diag(findings, facts))
+    default = [a for a in plan.actions if a.id in default_approved(plan)]
+    assert len(default) == 3 and all(" -I INPUT 1 " in a.command for a in default)
+    (flip,) = [a for a in plan.actions if "-P INPUT ACCEPT" in a.command]
+    assert is_opt_in(flip) and flip.rollback.command.endswith("-P INPUT DROP")
+    assert "grep -qx -- '-P INPUT DROP'" in flip.precondition.command

@@ -501,6 +501,10 @@ class HostNetworkStep:
                                      f"put the {chain} policy back to DROP"),
                         change={"what": f"{backend} {table} {chain} policy", "before": "DROP",
                                 "after": "ACCEPT"},
+                        precondition=pre.exists_else_done(
+                            f"{tool} -S {q(chain)} 2>/dev/null | grep -qx -- "
+                            f"{q(f'-P {chain} DROP')}",
+                            f"the {chain} policy is still DROP", f"the {chain} policy is not DROP"),
                     ))
                     continue
                 argv = rule_argv(str(r.get("rule") or ""), "-D")
