@@ -188,12 +188,17 @@ def diagnose(
         diag.node_errors.update({n: "not a node of this cluster" for n in unknown})
         targets = [n for n in targets if n in snapshot.nodes]
     unreadable: list[Finding] = []
+    # snapshot.peer_pod_ips(node), with the pods scanned once for all nodes (not once per node)
+    first_ip = {n: sorted(ips)[:1] for n, ips in snapshot.pod_ips_by_node().items()}
+
+    def peer_ips(node: str) -> list[str]:
+        return [ip for other, ips in first_ip.items() if other != node for ip in ips]
 
     def one(node: str) -> tuple[str, NodeFacts | None, Finding | None, float]:
         info = snapshot.nodes.get(node)
         _notify(on_progress, lock, "node-start", node, "")
         facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
-                                       snapshot.peer_pod_ips(node), facts_timeout,
+                                       peer_ips(node), facts_timeout,
                                        vxlan_probes=probe_targets(snapshot, node))
         return node, facts, finding, dt
 
