@@ -7,6 +7,7 @@ import shlex
 import pytest
 from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
+from clusterfix_tui.core.checks.iptables import NftRuleRef
 from clusterfix_tui.core.fixes import get_step
 from clusterfix_tui.core.fixes.engine import (
     apply_plan,
@@ -25,7 +26,9 @@ def conflict(node="node-2", other="legacy", live="nft", host="nft"):
                    other_backend=other, host_iptables=host,
                    stale_chains={"nat": ["KUBE-SERVICES", "KUBE-NODEPORTS"]},
                    stale_rules={"nat": ["-A PREROUTING -j KUBE-SERVICES"]},
-                   shadows_live_path=True, cosmetic=False)
+                   shadows_live_path=True, cosmetic=False,
+                   backend_evidence="its pods' iptables is nft",
+                   shadowing_rules=["-A KUBE-SERVICES -j KUBE-SVC-X"])
 
 
 def test_no_findings_is_nothing_to_do():
@@ -36,7 +39,9 @@ def test_no_findings_is_nothing_to_do():
 def test_plan_backs_up_first_removes_stale_chains_and_restarts_only_affected_node():
     d = FakeDiagnosis([conflict("node-2"),
                        finding("FORWARD_DROP", "node-2", "iptables", backend="legacy",
-                               table="filter", chain="FORWARD", policy="DROP")],
+                               table="filter", chain="FORWARD", policy="DROP",
+                               pod_network="10.244.0.0/16", kube_proxy_backend="nft",
+                               host_iptables="nft")],
                       snapshot=snapshot())
     plan = STEP.plan(d)
     ids = [a.id for a in plan.actions]
@@ -71,7 +76,8 @@ def test_alternative_is_aligned_with_rollback_to_previous():
 def test_version_skew_is_reported_only():
     d = FakeDiagnosis([finding("KUBE_PROXY_INCOMPATIBLE_CHAIN", "node-1", "iptables",
                                cause="version-skew", recommend_backend_switch=False,
-                               host_iptables_version="1.8.7")], snapshot=snapshot())
+                               host_iptables_version="1.8.7", chains=[], kube_proxy_backend="nft",
+                               host_iptables="nft")], snapshot=snapshot())
     plan = STEP.plan(d)
     assert plan.actions == ()
     assert any("1.8.7" in n and "skew" in n for n in plan.notes)
@@ -80,8 +86,10 @@ def test_version_skew_is_reported_only():
 def test_foreign_nft_rule_deleted_by_handle_with_readd_rollback():
     d = FakeDiagnosis([finding(
         "KUBE_PROXY_INCOMPATIBLE_CHAIN", "node-1", "iptables", cause="foreign-nft-rule",
-        foreign_rules=[{"family": "ip", "table": "nat", "chain": "KUBE-SERVICES", "handle": 42,
-                        "text": "ip daddr 10.96.0.99 counter accept"}])], snapshot=snapshot())
+        chains=[{"table": "nat", "chain": "KUBE-SERVICES"}], host_iptables_version="1.8.9",
+        kube_proxy_backend="nft", host_iptables="nft",
+        foreign_rules=[NftRuleRef("ip", "nat", "KUBE-SERVICES", 42,
+                                  "ip daddr 10.96.0.99 counter accept")])], snapshot=snapshot())
     plan = STEP.plan(d)
     dels = [a for a in plan.actions if "nft delete rule" in a.command]
     assert dels[0].command == "nft delete rule ip nat KUBE-SERVICES handle 42"
@@ -129,7 +137,8 @@ def test_commands_on_real_iptables_remove_stale_and_rollback_restores(tmp_path):
         d = FakeDiagnosis([
             conflict("node-2"),
             finding("FORWARD_DROP", "node-2", "iptables", backend="legacy", table="filter",
-                    chain="FORWARD", policy="DROP", pod_network="10.244.0.0/16"),
+                    chain="FORWARD", policy="DROP", pod_network="10.244.0.0/16",
+                    kube_proxy_backend="nft", host_iptables="nft"),
         ], snapshot=snapshot())
         plan = STEP.plan(d)
         runner = NetnsRunner({"node-2": name}, str(tmp_path))

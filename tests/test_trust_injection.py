@@ -31,6 +31,8 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from trust_helpers import active_meta, argv
 
+from clusterfix_tui.core.checks import data_for
+from clusterfix_tui.core.checks.iptables import NftRuleRef
 from clusterfix_tui.core.fixes import all_steps, get_step
 from clusterfix_tui.core.fixes import iptables as iptables_step
 from clusterfix_tui.core.model import Action, Finding, Plan
@@ -78,7 +80,7 @@ class Diag:
 
 
 def F(code: str, node: str, **data: Any) -> Finding:
-    return Finding(code=code, severity="error", node=node, title=code, data=data)
+    return Finding(code=code, severity="error", node=node, title=code, data=data_for(code, **data))
 
 
 # ---- scenarios: values -> diagnosis; each key is a value that can reach a command -------------
@@ -97,13 +99,13 @@ def sc_iptables(v: dict[str, str]) -> Diag:
 
     findings = [
         F("IPTABLES_BACKEND_CONFLICT", n1, kube_proxy_backend="nft", host_iptables="legacy",
-          other_backend="legacy", stale_tables=[v["table"]]),
+          other_backend="legacy", stale_chains={v["table"]: ["KUBE-SERVICES"]}),
         F("FORWARD_DROP", n1, backend="nft-native", family=v["family"], table=v["nft_table"],
           chain=v["chain"]),
         F("FORWARD_DROP", n2, backend="legacy"),
         F("KUBE_PROXY_INCOMPATIBLE_CHAIN", n2, cause="foreign-nft-rule",
-          foreign_rules=[{"family": v["family2"], "table": v["nft_table2"], "chain": v["chain2"],
-                          "handle": 17, "text": "ip saddr 10.0.0.1 " + v["rule_text"] + " accept"}]),
+          foreign_rules=[NftRuleRef(v["family2"], v["nft_table2"], v["chain2"], 17,
+                                    "ip saddr 10.0.0.1 " + v["rule_text"] + " accept")]),
         F("KUBE_PROXY_INCOMPATIBLE_CHAIN", n2, cause="version-skew",
           host_iptables_version=v["version"]),
     ]
@@ -533,8 +535,8 @@ def test_plan_never_raises_on_hostile_numbers(value: str) -> None:
     """nft rule handles (read from the node) and probe ports (read from the API) are numbers
     the steps turn into ints: anything else must be refused (a note), not crash the session."""
     ipt = Diag([F("KUBE_PROXY_INCOMPATIBLE_CHAIN", "n1", cause="foreign-nft-rule",
-                  foreign_rules=[{"family": "ip", "table": "nat", "chain": "KUBE-SERVICES",
-                                  "handle": value, "text": "ip daddr 1.2.3.4 accept"}])],
+                  foreign_rules=[NftRuleRef("ip", "nat", "KUBE-SERVICES", value,
+                                            "ip daddr 1.2.3.4 accept")])],
                snapshot=ClusterSnapshot())
     pods = Diag([F("PROBE_NO_ROUTE", "n1", namespace="a", deployment="b", container="c",
                    probe={"httpGet": {"port": value}})], snapshot=ClusterSnapshot())

@@ -70,6 +70,17 @@ class FindingData:
             del out["symptoms"]
         return out
 
+    # Read-only views of the serialised shape (what --json and the journal show), for readers
+    # outside core that take the JSON's word for it (tests, the UI). Steps use attributes.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
 
 D = TypeVar("D", bound=FindingData)
 

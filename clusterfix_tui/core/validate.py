@@ -135,7 +135,7 @@ def validate(
                 if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value]
         by_node: dict[str, list[dict[str, Any]]] = {}
         for p in pods:
-            by_node.setdefault((p.get("spec") or {}).get("nodeName"), []).append(p)
+            by_node.setdefault(str((p.get("spec") or {}).get("nodeName") or ""), []).append(p)
         for name in names:
             mine = by_node.get(name, [])
             good = [p for p in mine if _pod_ok(p)[0]]
@@ -354,11 +354,11 @@ def _nodeports(api: Any, shells: Any, services: list[dict[str, Any]], names: lis
                     f"from {name} (inside the cluster)"))
             break
     if via is None:
-        done = {id(j): r for j, r in zip(canary, first)}
+        done = {id(j): r for j, r in zip(canary, first, strict=False)}
         rest = [j for j in jobs if id(j) not in done]
         results = dict(done)
         results.update({id(j): r for j, r in zip(rest, _run_parallel(from_here, rest, t_end,
-                                                                       deadline))})
+                                                                       deadline), strict=False)})
         for j in jobs:
             emit(results[id(j)])
         return
@@ -391,7 +391,7 @@ def _run_parallel(fn: Callable[[Any], CheckResult], jobs: list[Any], t_end: floa
     concurrent.futures.wait(futs, timeout=max(0.0, t_end - time.monotonic()))
     ex.shutdown(wait=False, cancel_futures=True)
     out = []
-    for j, f in zip(jobs, futs):
+    for j, f in zip(jobs, futs, strict=False):
         if f.done() and not f.cancelled() and f.exception() is None:
             out.append(f.result())
         else:

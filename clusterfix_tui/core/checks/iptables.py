@@ -14,6 +14,7 @@ Facts of the field these rest on (LAB-FACTS.md and upstream):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import (
@@ -28,7 +29,7 @@ from clusterfix_tui.core.checks._common import (
     save_label,
 )
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding, Severity
+from clusterfix_tui.core.model import Finding, FindingData, Severity
 from clusterfix_tui.core.parsers import NftRule, Table
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
@@ -55,6 +56,84 @@ INCOMPAT_TABLE_RE = re.compile(r"[Tt]able `([^']+)' is incompatible")
 UNSUPPORTED_REVISION = "[unsupported revision]"
 MANGLED_DNAT_RE = re.compile(r"-j DNAT(?: --to-destination (?::0|0\.0\.0\.0:0)\b|\s*$)")
 IPTABLES_VERSION_RE = re.compile(r"iptables v(\d+\.\d+(?:\.\d+)?)")
+
+
+# Each code's data. Defaults only so a test can build the part it needs; the checks below fill
+# every field.
+@dataclass(frozen=True, kw_only=True)
+class BackendConflictData(FindingData, codes=("IPTABLES_BACKEND_CONFLICT",)):
+    kube_proxy_backend: str = ""  # "nft" | "legacy": the backend kube-proxy programs
+    backend_evidence: str = ""  # why we think so
+    host_iptables: str | None = None  # the node's `iptables` backend
+    other_backend: str = ""  # the stale one
+    # table -> KUBE-* chains left in the other backend
+    stale_chains: dict[str, list[str]] = field(default_factory=dict)
+    stale_rules: dict[str, list[str]] = field(default_factory=dict)  # table -> their rules
+    shadows_live_path: bool = False
+    # stale DNAT rules reachable from the nat hooks
+    shadowing_rules: list[str] = field(default_factory=list)
+    cosmetic: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardDropData(FindingData, codes=("FORWARD_DROP",)):
+    backend: str = ""  # "legacy" | "nft" (an iptables backend) | "nft-native" (an nft base chain)
+    table: str = ""
+    chain: str = ""
+    policy: str = ""
+    pod_network: str = ""  # the first pod network of the family (what the ACCEPT is for)
+    kube_proxy_backend: str = ""
+    host_iptables: str | None = None
+    family: str | None = None  # nft-native: the nft family of the chain
+    pod_networks: list[str] = field(default_factory=list)
+    ip_version: int = 4
+    binary: str | None = None  # iptables backends: the binary that writes the ACCEPT
+    accept_chain: str = "FORWARD"  # where the ACCEPT goes (DOCKER-USER on docker hosts)
+
+
+@dataclass(frozen=True)
+class NftRuleRef:
+    """A rule in an nft table, by handle, with its `nft list` text."""
+
+    family: str = ""
+    table: str = ""
+    chain: str = ""
+    handle: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IncompatibleChainData(FindingData, codes=("KUBE_PROXY_INCOMPATIBLE_CHAIN",)):
+    cause: str = ""  # "foreign-nft-rule" | "version-skew" | "backend-mismatch"
+    chains: list[dict[str, str]] = field(default_factory=list)  # [{"table", "chain"}]
+    host_iptables_version: str | None = None
+    kube_proxy_iptables_version: str | None = None  # from kube-proxy's log, when it says
+    kube_proxy_image: str | None = None
+    kube_proxy_backend: str = ""
+    host_iptables: str | None = None
+    foreign_rules: list[NftRuleRef] = field(default_factory=list)
+    recommend_backend_switch: bool = False
+    writer_rules: int | None = None  # version-skew: rules written by an iptables binary
+    source: str | None = None  # version-skew read from the save output: "save-output"
+    rules: list[str] = field(default_factory=list)  # ... and its evidence lines
+
+    def __post_init__(self) -> None:
+        # a rule may come in its serialised shape (a journal, a test): one shape, the same keys
+        rules = [r if isinstance(r, NftRuleRef) else NftRuleRef(**r) for r in self.foreign_rules]
+        object.__setattr__(self, "foreign_rules", rules)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoRulesData(FindingData, codes=("KUBE_PROXY_NO_RULES",)):
+    backend: str = ""
+    missing_chains: list[str] = field(default_factory=list)
+    healthz: Any = None
+    proxy_mode: str | None = None
+    pod: str | None = None  # the node's kube-proxy pod
+    namespace: str = ""
+    daemonset: str | None = None  # None: a static pod or no DaemonSet
+    static: bool = False
+    kube_proxy: str | None = None  # the shape's kube-proxy form
 
 
 def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
@@ -153,11 +232,10 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> 
     return [Finding(
         code="IPTABLES_BACKEND_CONFLICT", severity=severity, node=node, title=title,
         evidence=tuple(evidence), explanation=expl, reference=REF_WRAPPERS, step="iptables",
-        data={"kube_proxy_backend": live, "backend_evidence": why,
-              "host_iptables": facts.host_iptables, "other_backend": other,
-              "stale_chains": stale_chains, "stale_rules": stale_rules,
-              "shadows_live_path": shadows, "shadowing_rules": shadowing,
-              "cosmetic": not shadows},
+        data=BackendConflictData(
+            kube_proxy_backend=live, backend_evidence=why, host_iptables=facts.host_iptables,
+            other_backend=other, stale_chains=stale_chains, stale_rules=stale_rules,
+            shadows_live_path=shadows, shadowing_rules=shadowing, cosmetic=not shadows),
     )]
 
 
@@ -326,9 +404,10 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                 explanation=("A native nftables table (not one of iptables-nft's) hooks forward "
                              "with policy drop: every forwarded pod packet must also pass it."),
                 reference=REF_FLANNEL_FWD, step="host_network",
-                data={"backend": "nft-native", "family": ch.family, "table": ch.table,
-                      "chain": ch.name, "policy": "DROP", "pod_network": pod_net,
-                      "kube_proxy_backend": live, "host_iptables": facts.host_iptables},
+                data=ForwardDropData(
+                    backend="nft-native", family=ch.family, table=ch.table, chain=ch.name,
+                    policy="DROP", pod_network=pod_net, kube_proxy_backend=live,
+                    host_iptables=facts.host_iptables),
             ))
     return out
 
@@ -349,12 +428,12 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
                      "forwarded to pods die on this node (whichever backend kube-proxy uses: "
                      + live + ")."),
         reference=REF_FLANNEL_FWD, step="iptables",
-        data={"backend": backend, "table": "filter", "chain": "FORWARD", "policy": "DROP",
-              "pod_network": pod_net, "pod_networks": list(nets), "kube_proxy_backend": live,
-              "host_iptables": facts.host_iptables, "ip_version": version,
-              "accept_chain": accept_chain,
-              "binary": f"{ip}-{backend}" if facts.legacy is not None or
-              facts.nft_nat is not None or version == 6 else ip},
+        data=ForwardDropData(
+            backend=backend, table="filter", chain="FORWARD", policy="DROP",
+            pod_network=pod_net, pod_networks=list(nets), kube_proxy_backend=live,
+            host_iptables=facts.host_iptables, ip_version=version, accept_chain=accept_chain,
+            binary=(f"{ip}-{backend}" if facts.legacy is not None or facts.nft_nat is not None
+                    or version == 6 else ip)),
     )
 
 
@@ -474,11 +553,11 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                          "the host's iptables to kube-proxy's, or use a kube-proxy image matching "
                          "the host); never switch backends for this."),
             reference=REF_SKEW, step="iptables",
-            data={"chains": [], "host_iptables_version": host_ver,
-                  "kube_proxy_iptables_version": kp_ver, "kube_proxy_image": kp_image,
-                  "kube_proxy_backend": live, "host_iptables": facts.host_iptables,
-                  "foreign_rules": [], "recommend_backend_switch": False,
-                  "cause": "version-skew", "source": "save-output", "rules": skew},
+            data=IncompatibleChainData(
+                cause="version-skew", chains=[], host_iptables_version=host_ver,
+                kube_proxy_iptables_version=kp_ver, kube_proxy_image=kp_image,
+                kube_proxy_backend=live, host_iptables=facts.host_iptables,
+                source="save-output", rules=skew),
         )]
     evidence: list[str] = []
     for t in sorted(facts.incompatible_chains):
@@ -490,7 +569,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
             evidence.append(f"iptables-nft-save -t {t}: "
                             + (find_line(facts.raw(f"nft_save_{t}"), "incompatible") or "incompatible"))
     evidence.extend(f"kube-proxy log: {line}" for _, _, line in from_logs[:3])
-    foreign: list[dict[str, Any]] = []
+    foreign: list[NftRuleRef] = []
     iptables_written: list[NftRule] = []
     rs = facts.nft_ruleset
     if rs is not None:
@@ -498,21 +577,24 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
             for r in rs.rules_in("ip", t, c):
                 if _rule_is_nft_native(r):
                     text = _rule_text(facts, t, r)
-                    foreign.append({"family": r.family, "table": r.table, "chain": r.chain,
-                                    "handle": r.handle, "text": text})
+                    foreign.append(NftRuleRef(r.family, r.table, r.chain, r.handle, text))
                 elif r.has_xt:
                     iptables_written.append(r)
     chain_list = [{"table": t, "chain": c} for t, c in chains] or \
         [{"table": t, "chain": c} for t, c, _ in from_logs if c]
-    base = {"chains": chain_list, "host_iptables_version": host_ver,
-            "kube_proxy_iptables_version": kp_ver, "kube_proxy_image": kp_image,
-            "kube_proxy_backend": live, "host_iptables": facts.host_iptables,
-            "foreign_rules": foreign, "recommend_backend_switch": False}
+
+    def data(cause: str, **extra: Any) -> IncompatibleChainData:
+        return IncompatibleChainData(
+            cause=cause, chains=chain_list, host_iptables_version=host_ver,
+            kube_proxy_iptables_version=kp_ver, kube_proxy_image=kp_image,
+            kube_proxy_backend=live, host_iptables=facts.host_iptables, foreign_rules=foreign,
+            **extra)
+
     if foreign:
-        evidence.extend(f"nft -a list table ip {r['table']}: {r['text']}" for r in foreign[:10])
+        evidence.extend(f"nft -a list table ip {r.table}: {r.text}" for r in foreign[:10])
         return [Finding(
             code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
-            title=(f"rule(s) added with raw nft in {', '.join(sorted({r['chain'] for r in foreign}))}"
+            title=(f"rule(s) added with raw nft in {', '.join(sorted({r.chain for r in foreign}))}"
                    " make iptables-nft (and kube-proxy) fail"),
             evidence=tuple(evidence),
             explanation=("iptables-nft reports the chain as incompatible because it holds rules "
@@ -520,7 +602,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                          "(no xt match/target, nft-only expressions). kube-proxy's iptables-restore "
                          "fails on the same chain, so its syncs fail. Delete the foreign rule(s) by "
                          "handle; no backend switch is needed."),
-            reference=REF_SKEW, step="iptables", data=base | {"cause": "foreign-nft-rule"},
+            reference=REF_SKEW, step="iptables", data=data("foreign-nft-rule"),
         )]
     versions = (f"host iptables {host_ver or '?'}; kube-proxy image {kp_image or '?'}, its "
                 f"iptables {kp_ver or 'not in its log'}")
@@ -540,7 +622,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                          "break traffic. Align the iptables versions (upgrade the host's iptables "
                          "or use a kube-proxy image matching it); the rules themselves work."),
             reference=REF_SKEW, step="iptables",
-            data=base | {"cause": "version-skew", "writer_rules": len(iptables_written)},
+            data=data("version-skew", writer_rules=len(iptables_written)),
         )]
     # only kube-proxy complains; the node's own iptables-nft reads every table
     if facts.host_iptables and facts.host_iptables != live:
@@ -553,7 +635,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                          "reads every table: kube-proxy and the host tools disagree on the backend. "
                          "Point the node's iptables alternative at kube-proxy's backend and restart "
                          "kube-proxy."),
-            reference=REF_WRAPPERS, step="iptables", data=base | {"cause": "backend-mismatch"},
+            reference=REF_WRAPPERS, step="iptables", data=data("backend-mismatch"),
         )]
     evidence.append(f"the node's iptables-nft {host_ver or '?'} reads every table: kube-proxy's "
                     "own iptables is the one that cannot")
@@ -565,7 +647,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
         explanation=("Same backend on both sides, but kube-proxy's bundled iptables is older than "
                      "what wrote the rules (e.g. the host's kubelet/firewall). Not a backend "
                      "problem: align the versions (kubernetes/kubernetes#112477)."),
-        reference=REF_SKEW, step="iptables", data=base | {"cause": "version-skew"},
+        reference=REF_SKEW, step="iptables", data=data("version-skew"),
     )]
 
 
@@ -626,13 +708,12 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
                      "this node: kube-proxy is not running or cannot sync. Restart it and read its "
                      "log."),
         reference=REF_KUBE_PROXY, step="pods",
-        data={"backend": live, "missing_chains": missing, "healthz": facts.kube_proxy_healthz,
-              "proxy_mode": facts.kube_proxy_mode or mode,
-              "pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-system",
-              "daemonset": _kp_daemonset(snapshot, pod),
-              "static": bool(pod is not None and pod.mirror),
-              "kube_proxy": shape.kube_proxy if shape is not None else None},
+        data=NoRulesData(
+            backend=live, missing_chains=missing, healthz=facts.kube_proxy_healthz,
+            proxy_mode=facts.kube_proxy_mode or mode, pod=pod.name if pod else None,
+            namespace=pod.namespace if pod else "kube-system",
+            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+            kube_proxy=shape.kube_proxy if shape is not None else None),
     )]
 
 
@@ -664,13 +745,12 @@ def _no_nft_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> lis
                      "ClusterIPs do not work on this node: kube-proxy is not running or cannot "
                      "sync. Restart it and read its log."),
         reference=REF_KUBE_PROXY, step="pods",
-        data={"backend": "nftables", "missing_chains": missing,
-              "healthz": facts.kube_proxy_healthz, "proxy_mode": "nftables",
-              "pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-system",
-              "daemonset": _kp_daemonset(snapshot, pod),
-              "static": bool(pod is not None and pod.mirror),
-              "kube_proxy": shape.kube_proxy if shape is not None else None},
+        data=NoRulesData(
+            backend="nftables", missing_chains=missing, healthz=facts.kube_proxy_healthz,
+            proxy_mode="nftables", pod=pod.name if pod else None,
+            namespace=pod.namespace if pod else "kube-system",
+            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+            kube_proxy=shape.kube_proxy if shape is not None else None),
     )]
 
 

@@ -23,9 +23,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from clusterfix_tui.core.checks.iptables import (
+    BackendConflictData,
+    ForwardDropData,
+    IncompatibleChainData,
+)
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
+    Diagnosis,
     FixAction,
     action_id,
     backup_dir,
@@ -45,6 +51,12 @@ CODES = (
 )
 BACKENDS = ("legacy", "nft")
 # the binaries a FORWARD policy is set with (from the finding's data, checked against this list)
+# the data class of each code this step plans from
+_DATA_OF: dict[str, type[BackendConflictData | ForwardDropData | IncompatibleChainData]] = {
+    "IPTABLES_BACKEND_CONFLICT": BackendConflictData,
+    "FORWARD_DROP": ForwardDropData,
+    "KUBE_PROXY_INCOMPATIBLE_CHAIN": IncompatibleChainData,
+}
 FORWARD_BINARIES = ("iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6tables-nft",
                     "iptables", "ip6tables")
 # lines of an iptables-save table that belong to kube-proxy: its chains, their rules, jumps to them
@@ -66,35 +78,6 @@ def _backend(value: Any) -> str | None:
     return None
 
 
-def _first(data: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if k in data and data[k] not in (None, ""):
-            return data[k]
-    return default
-
-
-def _stale_tables(data: dict[str, Any]) -> list[str]:
-    """Tables of the stale backend that hold KUBE-* chains."""
-    for key in ("stale_tables", "tables"):
-        v = data.get(key)
-        if isinstance(v, (list, tuple)) and v:
-            return [str(t) for t in v]
-    for key in ("stale_chains", "chains"):
-        v = data.get(key)
-        if isinstance(v, dict) and v:
-            return sorted(str(t) for t, chains in v.items() if chains)
-        if isinstance(v, (list, tuple)) and v:
-            tables = set()
-            for c in v:
-                if isinstance(c, dict) and c.get("table"):
-                    tables.add(str(c["table"]))
-                elif isinstance(c, str) and ":" in c:
-                    tables.add(c.split(":", 1)[0])
-            if tables:
-                return sorted(tables)
-    return ["nat", "filter"]
-
-
 def _table_exists_guard(backend: str, table: str) -> str:
     # Never make the kernel create a legacy table by asking for it (iptables-wrappers' rule).
     if backend == "legacy":
@@ -110,23 +93,14 @@ def _rule_text(text: str) -> str:
     return re.sub(r"counter packets \d+ bytes \d+", "counter", text).strip()
 
 
-def _alternative_from_facts(diagnosis: Any, node: str) -> tuple[str | None, str | None]:
+def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None, str | None]:
     """(current path, "auto"|"manual") of the node's `iptables` alternative, when known."""
-    facts = (getattr(diagnosis, "facts", None) or {}).get(node)
-    alt = getattr(facts, "alternatives", None) if facts is not None else None
+    facts = diagnosis.facts.get(node)
+    alt = facts.alternatives if facts is not None else None
     if alt is None:
         return None, None
-    if isinstance(alt, dict):
-        get = alt.get
-    else:
-        def get(k: str, default: Any = None) -> Any:
-            return getattr(alt, k, default)
-    path = get("value") or get("current") or get("path")
-    mode = get("status") or get("mode")
-    if isinstance(path, str) and not path.startswith("/"):
-        path = None
-    if mode not in ("auto", "manual"):
-        mode = None
+    path = alt.value if alt.value and alt.value.startswith("/") else None
+    mode = alt.status if alt.status in ("auto", "manual") else None
     return path, mode
 
 
@@ -166,7 +140,7 @@ class IptablesStep:
     # host-level (every shape), on iptables without -legacy/-nft variants with the plain binary
     applies_to = CODES
 
-    def plan(self, diagnosis: Any) -> Plan:
+    def plan(self, diagnosis: Diagnosis) -> Plan:
         findings, scope_notes = scoped_findings(diagnosis, engine.findings_for(diagnosis, CODES))
         if not findings:
             plan = engine.nothing_to_do(
@@ -196,15 +170,13 @@ class IptablesStep:
     # -- one node ----------------------------------------------------------------------------
 
     def _plan_node(
-        self, diagnosis: Any, node: str, findings: list[Finding], bdir: str
+        self, diagnosis: Diagnosis, node: str, findings: list[Finding], bdir: str
     ) -> tuple[list[Action], list[str]]:
         notes: list[str] = []
         steps: list[tuple[str, dict[str, Any]]] = []  # (kind, params) in order
         codes_for: dict[str, tuple[str, ...]] = {}
         kp_backend: str | None = None
         alt_now: str | None = None
-        alt_path_now: str | None = None
-        alt_mode: str | None = None
 
         def remember(kind: str, params: dict[str, Any], f: Finding) -> None:
             key = f"{kind}|{sorted(params.items())}"
@@ -215,73 +187,62 @@ class IptablesStep:
                 codes_for[key] = codes_for[key] + (f.code,)
 
         for f in findings:
-            d = f.data or {}
-            kp_backend = kp_backend or _backend(_first(d, "kube_proxy_backend", "live_backend",
-                                                       "kube_proxy_mode_backend", "backend_in_use"))
-            alt_now = alt_now or _backend(_first(d, "host_iptables", "host_alternative"))
-            alt_path_now = alt_path_now or _first(d, "alternative_path", "host_alternative_path")
-            alt_mode = alt_mode or _first(d, "alternative_mode")
+            d = f.data_as(_DATA_OF[f.code])
+            kp_backend = kp_backend or _backend(d.kube_proxy_backend)
+            alt_now = alt_now or _backend(d.host_iptables)
 
         for f in findings:
-            d = f.data or {}
             if f.code == "IPTABLES_BACKEND_CONFLICT":
-                live = kp_backend or "nft"
-                stale = _backend(_first(d, "stale_backend", "other_backend")) or _other(live)
-                for table in _stale_tables(d):
+                bc = f.data_as(BackendConflictData)
+                stale = _backend(bc.other_backend) or _other(kp_backend or "nft")
+                for table in sorted(t for t, chains in bc.stale_chains.items() if chains):
                     remember("remove_kube_chains", {"backend": stale, "table": table}, f)
             elif f.code == "FORWARD_DROP":
-                b = str(d.get("backend") or "")
-                if b == "nft-native":
-                    remember("nft_chain_accept", {"family": d.get("family") or "inet",
-                                                  "table": d.get("table") or "filter",
-                                                  "chain": d.get("chain") or "forward",
-                                                  "pod_network": str(d.get("pod_network") or "")},
-                             f)
-                elif _backend(b):
-                    binary = str(d.get("binary") or f"iptables-{_backend(b)}")
+                fd = f.data_as(ForwardDropData)
+                if fd.backend == "nft-native":
+                    remember("nft_chain_accept", {"family": fd.family or "inet",
+                                                  "table": fd.table, "chain": fd.chain,
+                                                  "pod_network": fd.pod_network}, f)
+                elif backend := _backend(fd.backend):
+                    binary = fd.binary or f"iptables-{backend}"
                     if binary not in FORWARD_BINARIES:
-                        binary = f"iptables-{_backend(b)}"
-                    remember("forward_accept", {"backend": _backend(b),
-                                                "pod_network": str(d.get("pod_network") or ""),
-                                                "chain": str(d.get("accept_chain") or "FORWARD"),
-                                                "binary": binary},
-                             f)
+                        binary = f"iptables-{backend}"
+                    remember("forward_accept", {"backend": backend,
+                                                "pod_network": fd.pod_network,
+                                                "chain": fd.accept_chain, "binary": binary}, f)
                 else:
-                    notes.append(f"{node}: FORWARD_DROP without a backend in its data; not planned")
+                    notes.append(f"{node}: FORWARD_DROP in an unknown backend {fd.backend!r}; "
+                                 "not planned")
             elif f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN":
-                cause = d.get("cause")
-                if cause == "version-skew":
+                ic = f.data_as(IncompatibleChainData)
+                if ic.cause == "version-skew":
                     notes.append(
                         f"{node}: 'incompatible' chain from an iptables version skew "
-                        f"(host iptables {d.get('host_iptables_version', '?')}, kube-proxy "
-                        f"iptables {d.get('kube_proxy_iptables_version', 'newer')}); switching "
-                        "backends would not fix it: align the iptables versions "
+                        f"(host iptables {ic.host_iptables_version or '?'}, kube-proxy's "
+                        f"{ic.kube_proxy_iptables_version or 'newer'}); "
+                        "switching backends would not fix it: align the iptables versions "
                         "(kubernetes/kubernetes#112477). Reported only; nothing is changed."
                     )
-                elif cause == "foreign-nft-rule":
-                    rules = d.get("foreign_rules") or d.get("rules") or []
-                    if not rules and d.get("handle") is not None:
-                        rules = [d]
-                    for r in rules:
-                        if r.get("handle") is None:
+                elif ic.cause == "foreign-nft-rule":
+                    planned = 0
+                    for r in ic.foreign_rules:
+                        if r.handle is None:
                             continue
-                        if not re.fullmatch(r"[0-9]{1,12}", str(r["handle"])):
-                            notes.append(f"{node}: nft rule handle {r['handle']!r} is not a "
+                        if not re.fullmatch(r"[0-9]{1,12}", str(r.handle)):
+                            notes.append(f"{node}: nft rule handle {r.handle!r} is not a "
                                          "number; not planned (see the evidence)")
                             continue
+                        planned += 1
                         remember("delete_nft_rule", {
-                            "family": r.get("family", "ip"), "table": r.get("table", "nat"),
-                            "chain": r.get("chain", "KUBE-SERVICES"), "handle": int(r["handle"]),
-                            "rule": _rule_text(r.get("text") or r.get("rule") or ""),
+                            "family": r.family, "table": r.table, "chain": r.chain,
+                            "handle": int(r.handle), "rule": _rule_text(r.text),
                         }, f)
-                    if not rules:
+                    if not planned:
                         notes.append(f"{node}: foreign nft rule without handles in the finding; "
                                      "not planned (see the evidence)")
                 else:  # backend-mismatch: align the alternative (below) and restart kube-proxy
                     remember("restart", {}, f)
-        fpath, fmode = _alternative_from_facts(diagnosis, node)
-        alt_path_now = alt_path_now or fpath
-        alt_mode = alt_mode or fmode
+        alt_path_now, alt_mode = _alternative_from_facts(diagnosis, node)
         kind_ipt = node_iptables_kind(diagnosis, node)
         if kp_backend and alt_now and alt_now != kp_backend and kind_ipt in ("both", "unknown"):
             first = findings[0]

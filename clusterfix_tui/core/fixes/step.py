@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import (
     CLUSTER,
     Action,
@@ -49,6 +50,7 @@ from clusterfix_tui.core.model import (
     Plan,
     Precondition,
 )
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 BACKUP_ROOT = "/var/backups/clusterfix"
 OPT_IN_PREFIX = "opt-in"
@@ -58,8 +60,8 @@ class Diagnosis(Protocol):
     """What steps read (core/diagnose.py builds the real one)."""
 
     findings: Sequence[Finding]
-    facts: dict[str, Any]
-    snapshot: Any
+    facts: dict[str, NodeFacts]
+    snapshot: ClusterSnapshot | None
 
 
 class Step(Protocol):
