@@ -125,12 +125,7 @@ def test_ipv6_routes_and_ip6tables_on_the_nodes(dual_lab):
             assert "Policy explicitly accepted packet." in out
 
 
-def test_diagnose_reports_the_family_and_no_finding(dual_lab, request):
-    if dual_lab.family == "dual-v6-first" and dual_lab.shape in FLANNEL:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="issue #12 item 4 (per-family correctness) is not done yet: on IPv6-first dual "
-            "stack the checks compare cni0's and flannel.1's IPv4 addresses with the first (IPv6) podCIDR and "
-            "report CNI_BRIDGE_CONFLICT and FLANNEL_STALE_SUBNET on a healthy node"))
+def test_diagnose_reports_the_family_and_no_finding(dual_lab):
     out = json.loads(cli("diagnose", "--lab-dir", str(dual_lab.dir), "--json", "-q").stdout)
     assert out["shape"]["ip_family"] == dual_lab.family
     assert out["findings"] == [], [(f["code"], f.get("node"), f.get("title")) for f in out["findings"]]

@@ -315,6 +315,11 @@ def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dic
         n = net_of(dst)
         if n is None:
             continue
+        if fam.version == 6 and (n.is_link_local or (
+                r.get("protocol") == "kernel" and cidr and in_net(str(n.network_address), cidr))):
+            # the kernel's own IPv6 routes on flannel-v6.1: fe80::/64 and the prefix route of
+            # the device's own address (the node's subnet address /128): normal, not stale
+            continue
         if str(n) not in owned:
             stale_routes.append(r | {"reason": "subnet not owned by any node"})
         elif r.get("prefsrc") and not in_net(r.get("prefsrc"), cidr):
@@ -402,7 +407,7 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
         return []
     evidence = []
     for m in missing:
-        evidence.append(f"ip -j route: no {m['expected']}"
+        evidence.append(f"ip {'-6 ' if fam.version == 6 else ''}-j route: no {m['expected']}"
                         + (f" (found: {'; '.join(m['actual'])})" if m["actual"] else ""))
     for w in wrong_get:
         evidence.append(f"ip route get {w['ip']} ({w['peer_node']}'s pod): {w['route']}")
