@@ -36,6 +36,7 @@ NODEPORT_SAMPLE = 8  # nodes probed per service the user did not name
 NODEPORT_DEADLINE = 20.0  # seconds for every NodePort probe together
 NODEPORT_WORKERS = 32
 NODE_BATCH = 48  # probes run at once from one node's shell
+NODE_WORKERS = 32  # nodes checked at once over their shells (as many as diagnose reads)
 
 COMPONENTS = {
     "kube-proxy-pod": ("k8s-app=kube-proxy", "kube-proxy"),
@@ -208,7 +209,8 @@ def validate(
             emit(CheckResult("node-shell", name, False, "not reached over SSH in this session: "
                              "pod-to-pod and worker kubectl were not checked on it", None))
     reached = [n for n in names if n not in skip]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(reached) or 1)) as ex:
+    workers = min(NODE_WORKERS, len(reached) or 1)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
         for rs in ex.map(node_checks, reached):
             for r in rs:
                 emit(r)
