@@ -56,10 +56,17 @@ class FindingGroup:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
+def _get(data: Any, key: str) -> Any:
+    """A field of a finding's data: a dict (journal, older codes) or its FindingData class."""
+    if isinstance(data, dict):
+        return data.get(key)
+    return getattr(data, key, None)
+
+
 def group_key(f: Finding) -> str:
     fields = CAUSE_FIELDS.get(f.code)
     if fields and f.node != CLUSTER:
-        vals = [f.data.get(k) for k in fields]
+        vals = [_get(f.data, k) for k in fields]
         if vals[0] is not None:
             return "\x1f".join([f.code, *(str(v) for v in vals)])
     if f.node == CLUSTER:
@@ -72,10 +79,10 @@ def _cause(code: str, members: Sequence[Finding]) -> tuple[str, str]:
     """(cause, title) of a group."""
     first = members[0]
     n = len({f.node for f in members})
-    if code == "FLANNEL_STALE_VTEP" and first.data.get("peer_node"):
-        peer = first.data["peer_node"]
-        want = first.data.get("expected_mac")
-        wrong = sorted({m for f in members for m in (f.data.get("wrong_macs") or ())})
+    if code == "FLANNEL_STALE_VTEP" and _get(first.data, "peer_node"):
+        peer = _get(first.data, "peer_node")
+        want = _get(first.data, "expected_mac")
+        wrong = sorted({str(m) for f in members for m in (_get(f.data, "wrong_macs") or ())})
         cause = (f"{peer}'s VTEP MAC is stale on its peers: they hold "
                  f"{', '.join(wrong) if wrong else 'no entry'} instead of {want}"
                  if n > 1 else first.title)
@@ -130,7 +137,7 @@ def _hints(f: Finding) -> list[str]:
     findings of one code on one node)."""
     out = []
     for k in ("peer_ip", "peer_subnet_gw", "peer_node", "expected_mac"):
-        v = f.data.get(k)
+        v = _get(f.data, k)
         if isinstance(v, str) and v:
             out.append(v)
     return out
