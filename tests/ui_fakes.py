@@ -63,7 +63,8 @@ def _sections(output: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in _SECTION.split(output):
         if part:
-            m = re.match(r"@@CFX \S+ BEGIN (\S+)", part)
+            # keyed by name and argument: a node has several `kubeconfig <path>` sections
+            m = re.match(r"@@CFX \S+ BEGIN (\S+(?: [0-9a-f]+)?)\n", part)
             out[m.group(1) if m else "_preamble"] = part
     return out
 
@@ -97,7 +98,8 @@ class ReplayCluster:
                     for node, names in nodes.items():
                         theirs = _sections(src["facts"][node])
                         for name in names:
-                            facts[node][name] = theirs[name]
+                            for key in [k for k in theirs if k.split(" ")[0] == name]:
+                                facts[node][key] = theirs[key]
                     for k in api_keys:
                         rec[k] = copy.deepcopy(src[k])
                 rec["facts"] = {n: "".join(s.values()) for n, s in facts.items()}
