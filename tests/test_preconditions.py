@@ -215,3 +215,19 @@ def test_delete_of_a_pod_that_is_gone_404_is_already_done():
     out = apply_plan(plan, [a.id], runner, None)
     assert out.actions[0].status == "already-done" and out.status == "unchanged"
     assert CLUSTER  # the module's names stay importable
+
+
+def test_fdb_fix_is_done_only_when_the_wrong_entry_is_gone_too():
+    """The stale VTEP MAC may sit beside the right one: that is not done yet."""
+    cni = _plans()[1]
+    a = next(a for a in cni.actions if "bridge fdb replace" in a.command)
+    good = "aa:bb:cc:0:0:2 dst 10.213.5.12 self permanent"
+    wrong = "de:ad:be:ef:0:2 dst 10.213.5.12 self permanent"
+
+    def run(listing: str) -> int:
+        script = "bridge() { printf '%s\\n' " + _sq(listing) + "; }; " + a.precondition.command
+        return subprocess.run(["bash", "-c", script], capture_output=True).returncode
+
+    assert run(good + "\n" + wrong) == 0
+    assert run(wrong) == 0
+    assert run(good) == pre.EXIT_DONE

@@ -362,11 +362,14 @@ class CniBridgeStep:
                                     "self permanent", "put the old fdb entry back"),
                         change={"what": f"fdb entry for {peer_ip} on {dev}", "before": wrong,
                                 "after": good},
+                        # done only when the good entry is there AND the wrong one gone
                         precondition=pre.absent_else_done(
-                            f"bridge fdb show dev {q(dev)} 2>/dev/null | grep -qiF "
-                            f"{q(f'{good} dst {peer_ip} ')}",
-                            f"the fdb entry for {peer_ip} does not hold {good} yet",
-                            f"the fdb entry for {peer_ip} holds {good} already"),
+                            f"fdb=$(bridge fdb show dev {q(dev)} 2>/dev/null) && "
+                            f"printf '%s\\n' \"$fdb\" | grep -qiF {q(f'{good} dst {peer_ip} ')} "
+                            f"&& ! printf '%s\\n' \"$fdb\" | grep -qiF "
+                            f"{q(f'{wrong} dst {peer_ip} ')}",
+                            f"the fdb entries for {peer_ip} are not yet only {good}",
+                            f"the fdb entry for {peer_ip} holds {good} already, {wrong} is gone"),
                     )
                 if "neigh" in where and gw:
                     add(
