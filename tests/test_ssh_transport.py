@@ -398,8 +398,13 @@ def test_node_name_alias_wins_else_the_address(sshd: Sshd, tmp_path: pathlib.Pat
 
 
 def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.Path) -> None:
-    extra = (f"Host behind\n  HostName 127.0.0.1\n  ProxyJump cfx-node\n"
-             f"Host behind2\n  HostName 127.0.0.1\n  ProxyJump root@127.0.0.1:{sshd.port}\n")
+    # one sshd plays jump host and target: the target is named "localhost" (its known_hosts
+    # entry is 127.0.0.1's, by HostKeyAlias), since OpenSSH refuses a ProxyJump to the very
+    # host:port it is jumping to ("jumphost loop")
+    extra = (f"Host behind\n  HostName localhost\n  HostKeyAlias 127.0.0.1\n"
+             f"  ProxyJump cfx-node\n"
+             f"Host behind2\n  HostName localhost\n  HostKeyAlias 127.0.0.1\n"
+             f"  ProxyJump root@127.0.0.1:{sshd.port}\n")
     cfg, _ = write_config(sshd, tmp_path, extra=extra)
     before = sshd.accepted()
     with SSHPool(cfg) as pool:

@@ -188,6 +188,17 @@ def _same_family(a: str, b: str) -> bool:
 # config
 
 
+def _public_blob(private_path: str) -> str | None:
+    """The base64 public key of an identity file, from its `.pub` (an encrypted private key's
+    public half is readable without the passphrase)."""
+    try:
+        with open(private_path + ".pub", encoding="utf-8") as fh:
+            parts = fh.read().split()
+    except OSError:
+        return None
+    return parts[1] if len(parts) >= 2 else None
+
+
 @dataclass
 class HostSpec:
     """What one connection needs, resolved from the ssh config."""
@@ -204,6 +215,10 @@ class HostSpec:
     host_key_alias: str | None
     connect_timeout: float
     jump: list[str] = field(default_factory=list)  # ProxyJump hops, first hop first
+    proxy_command: str | None = None  # ProxyCommand (tokens not yet expanded)
+    certificate_files: list[str] = field(default_factory=list)  # CertificateFile
+    server_alive_interval: int | None = None  # ServerAliveInterval (seconds)
+    identities_configured: bool = True  # False: identity_files are OpenSSH's defaults
 
     @property
     def address(self) -> str:
@@ -328,6 +343,142 @@ class _Config:
         return spec
 
 
+class _OpenSSHConfig(_Config):
+    """The ssh config as OpenSSH itself reads it: every host is resolved by `ssh -G`, so Include,
+    Match (host, user, exec, ...), canonicalisation, token expansion and the system-wide
+    /etc/ssh/ssh_config are exactly what `ssh` would use. Used whenever the OpenSSH client is
+    installed (the paramiko parser above is the fallback): an admin's `ssh node-1` and this tool
+    then reach the same host, as the same user, through the same hops."""
+
+    def __init__(self, path: str | None, connect_timeout: float, ssh: str):
+        super().__init__(path, connect_timeout)
+        self.ssh = ssh
+        self._cache: dict[tuple[str, str | None, int | None], dict[str, list[str]]] = {}
+        self._lock = threading.Lock()
+        self._sentinel = f"cfx-no-such-host-{os.getpid()}.invalid"
+
+    def _g(self, lookup: str, user: str | None = None, port: int | None = None
+           ) -> dict[str, list[str]]:
+        key = (lookup, user, port)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        import subprocess
+
+        argv = [self.ssh, "-G"]
+        if self.path is not None:
+            argv += ["-F", self.path]
+        if user:
+            argv += ["-l", user]
+        if port:
+            argv += ["-p", str(port)]
+        argv += ["--", lookup]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=15,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TransportError(f"ssh -G {lookup}: {exc}") from exc
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+            raise TransportError(f"ssh config{' ' + self.path if self.path else ''}: {why}")
+        opts: dict[str, list[str]] = {}
+        for line in r.stdout.splitlines():
+            k, _, v = line.partition(" ")
+            if k:
+                opts.setdefault(k.lower(), []).append(v.strip())
+        with self._lock:
+            self._cache[key] = opts
+        return opts
+
+    def has_host(self, name: str) -> bool:
+        """Whether the config says anything about `name` that it does not say about any host
+        (a Host or Match entry beyond the wildcard)."""
+        mine = self._g(name)
+        other = self._g(self._sentinel)
+
+        def norm(opts: dict[str, list[str]], host: str) -> dict[str, list[str]]:
+            return {k: [x.replace(host, "%h") for x in v] for k, v in opts.items()}
+
+        return norm(mine, name) != norm(other, self._sentinel)
+
+    def resolve(self, name: str, lookup: str, *, user: str | None = None,
+                port: int | None = None, hostname: str | None = None) -> HostSpec:
+        o = self._g(lookup, user, port)
+        d = self._g(self._sentinel)
+
+        def one(k: str, default: str | None = None) -> str | None:
+            v = o.get(k)
+            return v[0] if v else default
+
+        host = hostname or one("hostname", lookup) or lookup
+        spec_user = one("user") or getpass.getuser()
+        try:
+            spec_port = int(one("port", "22") or 22)
+        except ValueError as exc:
+            raise TransportError(f"{name}: bad Port in ssh config: {one('port')!r}") from exc
+        identities = [_expand_path(p, spec_user, host) for p in o.get("identityfile", [])]
+        configured = o.get("identityfile", []) != d.get("identityfile", [])
+        known = (one("userknownhostsfile") or "").split()
+        global_known = (one("globalknownhostsfile") or "").split()
+        strict = {"true": "yes", "false": "no"}.get(one("stricthostkeychecking", "ask") or "ask",
+                                                    one("stricthostkeychecking", "ask") or "ask")
+        timeout = self.connect_timeout
+        ct = one("connecttimeout")
+        if ct and ct != "none":
+            try:
+                timeout = float(ct)
+            except ValueError:
+                pass
+        jump_value = one("proxyjump")
+        jumps = [] if not jump_value or jump_value == "none" else jump_value.split(",")
+        proxy = one("proxycommand")
+        alive = one("serveraliveinterval")
+        return HostSpec(
+            name=name, hostname=host, port=spec_port, user=spec_user,
+            identity_files=identities,
+            identities_only=(one("identitiesonly", "no") or "no").lower() == "yes",
+            known_hosts=[_expand_path(p, spec_user, host) for p in known] or
+            [os.path.expanduser(p) for p in DEFAULT_KNOWN_HOSTS],
+            global_known_hosts=[_expand_path(p, spec_user, host) for p in global_known] or
+            list(DEFAULT_GLOBAL_KNOWN_HOSTS),
+            strict=strict, host_key_alias=one("hostkeyalias"), connect_timeout=timeout,
+            jump=[j.strip() for j in jumps if j.strip()],
+            proxy_command=None if not proxy or proxy == "none" else proxy,
+            certificate_files=[_expand_path(p, spec_user, host)
+                               for p in o.get("certificatefile", [])],
+            server_alive_interval=int(alive) if alive and alive.isdigit() and int(alive) else None,
+            identities_configured=configured,
+        )
+
+
+def make_config(path: str | None, connect_timeout: float) -> _Config:
+    """OpenSSH's own resolution (`ssh -G`) when the client is installed, else paramiko's parser
+    (Host, HostName, User, Port, IdentityFile, ProxyJump ... without Include/Match)."""
+    import shutil
+
+    ssh = shutil.which("ssh")
+    if ssh and os.environ.get("CLUSTERFIX_SSH_G", "1") != "0":
+        return _OpenSSHConfig(path, connect_timeout, ssh)
+    return _Config(path, connect_timeout)
+
+
+def expand_proxy_command(command: str, spec: HostSpec) -> str:
+    """OpenSSH's ProxyCommand tokens: %h host, %p port, %r user, %n the name as given, %%."""
+    out, i = [], 0
+    while i < len(command):
+        c = command[i]
+        if c == "%" and i + 1 < len(command):
+            t = command[i + 1]
+            out.append({"h": spec.hostname, "p": str(spec.port), "r": spec.user,
+                        "n": spec.name, "%": "%"}.get(t, "%" + t))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 # --------------------------------------------------------------------------------------------
 # connections
 
@@ -371,7 +522,7 @@ class SSHPool:
 
     def __init__(self, ssh_config: str | None = None, *, connect_timeout: float = 5.0,
                  command_timeout: float = 60.0):
-        self._config = _Config(ssh_config, connect_timeout)
+        self._config = make_config(ssh_config, connect_timeout)
         self.ssh_config = self._config.path
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -466,12 +617,19 @@ class SSHPool:
                 return slot.conn
             spec = self._config.resolve_jump(hops[-1])
             spec.jump = hops[:-1]
-            slot.conn = self._connect(spec)
+            spec.proxy_command = None  # a hop is reached through the hops before it
+            slot.conn = self._connect(spec, hop=True)
             slot.connects += 1
             return slot.conn
 
     def _open_socket(self, spec: HostSpec) -> Any:
         where = f"{spec.name}: cannot connect to {spec.address}"
+        if spec.proxy_command and not spec.jump:
+            command = expand_proxy_command(spec.proxy_command, spec)
+            try:  # (SSM, IAP, cloudflared, `ssh -W`): its stdin/stdout are the connection
+                return paramiko.ProxyCommand(command)
+            except (paramiko.SSHException, OSError) as exc:
+                raise NodeUnreachable(f"{where}: ProxyCommand {command!r} failed: {exc}") from exc
         if spec.jump:
             try:
                 jump = self._jump_connection(spec.jump)
@@ -505,7 +663,9 @@ class SSHPool:
             why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
             raise NodeUnreachable(f"{where}: {why}") from exc
 
-    def _connect(self, spec: HostSpec) -> _Conn:
+    def _connect(self, spec: HostSpec, *, hop: bool = False) -> _Conn:
+        """hop=True: a ProxyJump host. It only carries the connection, so it gets no sudo check
+        (a bastion's user normally has no sudo, and needs none)."""
         start = time.monotonic()
         sock = self._open_socket(spec)
         transport = paramiko.Transport(sock)
@@ -518,19 +678,19 @@ class SSHPool:
                 server_key = transport.get_remote_server_key()  # raises if not negotiated
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 why = str(exc) or type(exc).__name__
-                if "No existing session" in why:
+                if "No existing session" in why or "protocol banner" in why:
                     why = f"no SSH handshake within {spec.connect_timeout:g}s (is it an sshd?)"
                 raise NodeUnreachable(
                     f"{spec.name}: SSH handshake with {spec.address} failed: {why}"
                 ) from exc
             self._verify_host_key(spec, server_key)
             self._authenticate(spec, transport)
-            transport.set_keepalive(KEEPALIVE_SECONDS)
+            transport.set_keepalive(spec.server_alive_interval or KEEPALIVE_SECONDS)
         except BaseException:
             transport.close()
             raise
         conn = _Conn(spec, transport, (time.monotonic() - start) * 1000)
-        if spec.user != "root":
+        if spec.user != "root" and not hop:
             self._check_sudo(conn)
         return conn
 
@@ -612,42 +772,65 @@ class SSHPool:
             os.path.expanduser(p) for p in DEFAULT_IDENTITIES
             if os.path.exists(os.path.expanduser(p))
         ]
+        wanted_blobs: set[str] = set()  # public keys of the configured files (IdentitiesOnly)
         for path in files:
             if not os.path.exists(path):
-                if spec.identity_files:
+                if spec.identity_files and spec.identities_configured:
                     notes.append(f"{path} does not exist")
                 continue
+            pub = _public_blob(path)
+            if pub:
+                wanted_blobs.add(pub)
             try:
                 key = paramiko.PKey.from_path(path)
-            except paramiko.PasswordRequiredException:
-                notes.append(f"{path} is encrypted (load it into ssh-agent)")
+            except (paramiko.PasswordRequiredException, TypeError):
+                # (cryptography raises TypeError for an encrypted OpenSSH-format key)
+                notes.append(f"{path} is encrypted (its agent copy is used when loaded)")
                 continue
             except (paramiko.SSHException, OSError, ValueError) as exc:
                 notes.append(f"{path} unreadable: {type(exc).__name__}")
                 continue
-            tried.append(path)
+            wanted_blobs.add(key.get_base64())
+            self._load_certificate(spec, path, key, notes)
+            tried.append(path + (" (with certificate)" if key.public_blob else ""))
             if self._try_key(spec, transport, key):
                 return
-        if not spec.identities_only:
-            agent = None
-            try:
-                agent = paramiko.Agent()
-                agent_keys = agent.get_keys()
-            except (paramiko.SSHException, OSError):
-                agent_keys = ()
-            try:
-                for i, key in enumerate(agent_keys):
-                    tried.append(f"agent key {i + 1} ({key.get_name()})")
-                    if self._try_key(spec, transport, key):
-                        return
-            finally:
-                if agent is not None:
-                    agent.close()
+        agent = None
+        try:
+            agent = paramiko.Agent()
+            agent_keys = agent.get_keys()
+        except (paramiko.SSHException, OSError):
+            agent_keys = ()
+        try:
+            for i, key in enumerate(agent_keys):
+                # IdentitiesOnly: the agent still signs for the configured files' keys (an
+                # encrypted IdentityFile is used through its agent copy), never for others
+                if spec.identities_only and key.get_base64() not in wanted_blobs:
+                    continue
+                tried.append(f"agent key {i + 1} ({key.get_name()})")
+                if self._try_key(spec, transport, key):
+                    return
+        finally:
+            if agent is not None:
+                agent.close()
         what = ", ".join(tried) if tried else "no keys (no identity file, no ssh-agent keys)"
         extra = f"; {'; '.join(notes)}" if notes else ""
         raise AuthFailed(
             f"{spec.name}: {spec.user}@{spec.address} refused our public keys (tried: {what}{extra})"
         )
+
+    @staticmethod
+    def _load_certificate(spec: HostSpec, path: str, key: paramiko.PKey, notes: list[str]) -> None:
+        """A user certificate for this key: CertificateFile entries, else `<file>-cert.pub`
+        (OpenSSH's default). The first one whose public key is this key's is attached."""
+        for cert in [*spec.certificate_files, path + "-cert.pub"]:
+            if not os.path.exists(cert):
+                continue
+            try:
+                key.load_certificate(cert)
+                return
+            except (ValueError, OSError, paramiko.SSHException):
+                continue  # another key's certificate: try the next
 
     @staticmethod
     def _try_key(spec: HostSpec, transport: paramiko.Transport, key: paramiko.PKey) -> bool:
