@@ -51,7 +51,8 @@ def lab_fixture(nodes: int = 3, faults: object = "none", scope: str = "module", 
 
 class Gate:
     """A kill point that is always hit: on `node`, every shell command whose text contains
-    `match` blocks at its start until the test releases it.
+    `match` (from the `hold_from`-th such command on) blocks at its start until the test
+    releases it.
 
     A directory bind-mounted over /usr/local/sbin in the node's private mount namespace puts a
     `sh` first on PATH (the SSH transport runs `timeout -s KILL N sh -c COMMAND`); for a matching
@@ -60,7 +61,7 @@ class Gate:
     are untouched. Use as a context manager; leaving it aborts whatever still waits and unmounts.
     """
 
-    def __init__(self, lab, node: str, tmp, match: str) -> None:
+    def __init__(self, lab, node: str, tmp, match: str, hold_from: int = 1) -> None:
         from pathlib import Path
 
         self.lab, self.node = lab, node
@@ -74,6 +75,11 @@ class Gate:
         w.write_text(
             "#!/bin/sh\n"
             f'case "$*" in *{shlex.quote(match)}*) ;; *) exec /bin/sh "$@" ;; esac\n'
+            # the first hold_from - 1 matching commands pass (counted in `passed`)
+            f"passed={shlex.quote(str(self.dir / 'passed'))}\n"
+            f'if [ "$(cat "$passed" 2>/dev/null | wc -l)" -lt {int(hold_from) - 1} ]; then\n'
+            '    echo $$ >> "$passed"; exec /bin/sh "$@"\n'
+            "fi\n"
             f"echo $$ >> {shlex.quote(str(self.started))}\n"
             f"read verdict < {shlex.quote(str(self.fifo))}\n"
             '[ "$verdict" = go ] || exit 111\n'
@@ -105,13 +111,14 @@ class Gate:
         os.write(self._fd, (b"go\n" if go else b"abort\n") * n)
 
     def close(self) -> None:
-        if self.mounted:
-            self.lab.exec(self.node, "umount /usr/local/sbin", check=False)
-            self.mounted = False
+        # a held command keeps the wrapper open (umount would be "busy"): abort them first
         if self.pids():
             self.release(go=False)
             poll_until(lambda: not any(pid_alive(p) for p in self.pids()), 30,
                        "the gated commands to end")
+        if self.mounted:
+            self.lab.exec(self.node, "umount /usr/local/sbin || umount -l /usr/local/sbin")
+            self.mounted = False
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -27,10 +27,12 @@ from clusterfix_tui.core.fixes.engine import (
 )
 from clusterfix_tui.core.fixes.host_network import rule_argv
 from clusterfix_tui.core.fixes.worker_kubeconfig import valid_server
+from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CommandResult, Plan
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _env import require_tool  # noqa: E402
+from determinism import poll_until  # noqa: E402
 from fix_helpers import FakeDiagnosis, del_netns, finding, new_netns, ns, snapshot  # noqa: E402
 
 WORKER = get_step("worker_kubeconfig")
@@ -587,14 +589,24 @@ def test_lab_fix_and_rollback_worker_kubeconfig_and_host_network(
     faults = "ip-forward-off,br-netfilter-off,firewall-reject,worker-kubeconfig"
     cli = [sys.executable, "-m", "clusterfix_tui"]
     with running_lab(tmp_path_factory, nodes=3, faults=faults) as lab:
-        time.sleep(2)
-        before = _lab_state(lab)
+        # the state once two reads a second apart agree (the freshly broken lab settles)
+        reads = [_lab_state(lab)]
+
+        def settled() -> bool:
+            reads.append(_lab_state(lab))
+            return reads[-1] == reads[-2]
+
+        poll_until(settled, 30, "the lab state to settle", every=1)
+        before = reads[-1]
         journal = tmp_path / "j.jsonl"
         r = subprocess.run([*cli, "fix", "--yes", "--step", "worker_kubeconfig", "--step",
                             "host_network", "--lab-dir", str(lab.dir), "--journal", str(journal),
                             "--no-validate"], capture_output=True, text=True, timeout=300,
                            check=False)
-        assert r.returncode in (0, 1), r.stdout + r.stderr
+        ends = {e["step"]: e["outcome"]["status"] for e in Journal.read(journal)
+                if e["type"] == "step_end"}
+        assert ends == {"worker_kubeconfig": "changed", "host_network": "changed"}, (
+            ends, r.stdout[-3000:], r.stderr[-2000:])
         fixed = _lab_state(lab)
         changed = {(n, k) for n in before for k in before[n] if before[n][k] != fixed[n][k]}
         # every fault was repaired on its node: sysctls, firewall, the worker's kubeconfig

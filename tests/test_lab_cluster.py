@@ -1,6 +1,7 @@
 """The lab itself: real namespaces, real sshd, real kubectl over HTTPS, real NodePort traffic.
 
-One 3-node lab is shared by the module (module-scoped fixture); tests that change it put it back.
+One 3-node lab is shared by the tests that only read it (module-scoped); a test that changes a lab
+(deletes pods, breaks cni0, stops sshd, ...) gets one of its own, so no test depends on another.
 A second, small lab is built and taken down by the CLI to prove `lab down` leaves nothing behind.
 """
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 from lab_helpers import lab_fixture
 
-lab = lab_fixture(nodes=3, faults="none")
+lab = lab_fixture(nodes=3, faults="none")  # read by the tests that only look
+fresh_lab = lab_fixture(nodes=3, faults="none", scope="function", name="fresh_lab")  # to change
 
 
 def kubectl(lab, *args: str, check: bool = True, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -193,7 +195,8 @@ def test_pod_logs_and_status_through_kubectl(lab, tmp_path):
 # -- agents: they react to API actions and to the nodes' real state ------------------------------
 
 @pytest.mark.lab
-def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
+def test_deleting_flannel_pod_recreates_it_running(fresh_lab, tmp_path):
+    lab = fresh_lab
     old = system_pod(lab, tmp_path, "kube-flannel", "app=flannel", "node-3")
     kubectl(lab, "-n", "kube-flannel", "delete", "pod", old["metadata"]["name"], tmp=tmp_path)
 
@@ -207,9 +210,10 @@ def test_deleting_flannel_pod_recreates_it_running(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_recreated_vtep_reaches_the_peers(lab, tmp_path):
+def test_recreated_vtep_reaches_the_peers(fresh_lab, tmp_path):
     """`ip link delete flannel.1` + restarting flannel (the runbook's remedy): a new VTEP MAC,
     published in the node annotation, and the running peers' flanneld reprogram their fdb/neigh."""
+    lab = fresh_lab
     node = "node-3"
     old_mac = lab.exec(node, "cat /sys/class/net/flannel.1/address").stdout.strip()
     lab.exec(node, "ip link delete flannel.1")
@@ -231,7 +235,8 @@ def test_recreated_vtep_reaches_the_peers(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
+def test_flannel_crashloops_on_cni0_conflict_and_recovers(fresh_lab, tmp_path):
+    lab = fresh_lab
     node = "node-3"
     lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
     try:
@@ -264,10 +269,11 @@ def test_flannel_crashloops_on_cni0_conflict_and_recovers(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_pod_sandbox_waits_for_a_sane_cni0(lab, tmp_path):
+def test_pod_sandbox_waits_for_a_sane_cni0(fresh_lab, tmp_path):
     """A pod (re)created on a node whose cni0 carries a foreign address stays ContainerCreating with
     kubelet's FailedCreatePodSandBox event; deleting cni0 (the runbook's remedy) lets the bridge
     plugin recreate it with the gateway, and the pod starts."""
+    lab = fresh_lab
     node = "node-3"
     echo = next(p for p in lab.pods("net-echo") if p["node"] == node)
     lab.exec(node, "ip addr add 10.99.0.1/24 dev cni0")
@@ -295,7 +301,8 @@ def test_pod_sandbox_waits_for_a_sane_cni0(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_readiness_probe_follows_real_reachability(lab, tmp_path):
+def test_readiness_probe_follows_real_reachability(fresh_lab, tmp_path):
+    lab = fresh_lab
     jf = lab.pods("jellyfin")[0]
     node = jf["node"]
     rule = f"OUTPUT -d {jf['ip']}/32 -p tcp --dport 8096 -j REJECT --reject-with icmp-host-prohibited"
@@ -321,7 +328,8 @@ def test_readiness_probe_follows_real_reachability(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
+def test_deleting_and_rolling_jellyfin_moves_the_endpoint(fresh_lab, tmp_path):
+    lab = fresh_lab
     old = lab.pods("jellyfin")[0]
     kubectl(lab, "-n", "media", "delete", "pod", old["name"], tmp=tmp_path)
 
@@ -348,7 +356,8 @@ def test_deleting_and_rolling_jellyfin_moves_the_endpoint(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_killed_pod_process_is_restarted_like_a_container(lab, tmp_path):
+def test_killed_pod_process_is_restarted_like_a_container(fresh_lab, tmp_path):
+    lab = fresh_lab
     pod = next(p for p in lab.pods("net-echo") if p["node"] == "node-2")
     os.kill(pod["pid"], 9)
 
@@ -370,7 +379,8 @@ def test_killed_pod_process_is_restarted_like_a_container(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
+def test_agent_state_crashed_kube_proxy_until_pod_deleted(fresh_lab, tmp_path):
+    lab = fresh_lab
     node = "node-3"
     lab.set_agent_state(node, "kube-proxy", crashed=True, backoff=300,
                         message='E1126 10:00:00.000000       1 server.go:556] "Error running ProxyServer" '
@@ -386,7 +396,8 @@ def test_agent_state_crashed_kube_proxy_until_pod_deleted(lab, tmp_path):
 
 
 @pytest.mark.lab
-def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
+def test_sshd_can_be_stopped_and_started_without_losing_the_node(fresh_lab):
+    lab = fresh_lab
     node = "node-2"
     before = lab.node(node)["init_pid"]
     lab.stop_sshd(node)
@@ -402,7 +413,8 @@ def test_sshd_can_be_stopped_and_started_without_losing_the_node(lab):
 
 
 @pytest.mark.lab
-def test_rollout_restart_restarts_all_kube_proxy_pods(lab, tmp_path):
+def test_rollout_restart_restarts_all_kube_proxy_pods(fresh_lab, tmp_path):
+    lab = fresh_lab
     before = {p["metadata"]["name"] for p in kjson(lab, tmp_path, "-n", "kube-system", "get", "pods",
                                                      "-l", "k8s-app=kube-proxy")["items"]}
     kubectl(lab, "-n", "kube-system", "rollout", "restart", "ds/kube-proxy", tmp=tmp_path)

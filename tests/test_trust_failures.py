@@ -1,6 +1,7 @@
 """Failures halfway, on a real lab (issue 8, points 3 and 4).
 
-One 3-node lab for the module; the session is the real one (RepairSession over build_runtime: real
+A 3-node lab of its own for each test that breaks one (a shared one for the tests that only
+read it); the session is the real one (RepairSession over build_runtime: real
 SSH, the real HTTPS API), driven the way `fix` drives it. Failures are real:
 - "sshd killed": the node's sshd listener AND its live session processes are SIGKILLed (the TCP
   connection the pool holds dies, like a node that crashes);
@@ -38,11 +39,21 @@ INJECTIONS: list[str] = []
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    """Shared by the tests that only read it (they work on copies of ssh_config/known_hosts)."""
     from lab_helpers import running_lab
 
     with running_lab(tmp_path_factory, nodes=3, faults="none") as handle:
         yield handle
     print(f"\nTRUST-FAILURES: {len(INJECTIONS)} failure injections: {INJECTIONS}")
+
+
+@pytest.fixture
+def own_lab(tmp_path_factory):
+    """A lab for one test that breaks it (kills sshd, injects a fault, freezes the API)."""
+    from lab_helpers import running_lab
+
+    with running_lab(tmp_path_factory, nodes=3, faults="none") as handle:
+        yield handle
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -96,7 +107,8 @@ def events_of(path: Path) -> list[dict]:
 
 # ---- sshd killed during diagnosis -----------------------------------------------------------
 
-def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
+def test_sshd_killed_during_diagnosis(own_lab, tmp_path) -> None:
+    lab = own_lab
     rt, _journal, s = new_session(lab, tmp_path, "diag")
     gate = Gate(lab, "node-3", tmp_path, FACTS)
     try:
@@ -127,7 +139,8 @@ def test_sshd_killed_during_diagnosis(lab, tmp_path) -> None:
 
 # ---- sshd killed during a step: partial, precise journal/report, rollback --------------------
 
-def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
+def test_sshd_killed_during_a_step_partial_then_rollback(own_lab, tmp_path) -> None:
+    lab = own_lab
     for n in ("node-2", "node-3"):
         lab.inject("forward-drop", n)
     before = {n: forward_policy(lab, n) for n in ("node-2", "node-3")}
@@ -209,7 +222,8 @@ def test_sshd_killed_during_a_step_partial_then_rollback(lab, tmp_path) -> None:
 
 # ---- a command that hangs --------------------------------------------------------------------
 
-def test_a_hanging_command_times_out_and_the_step_says_so(lab, tmp_path) -> None:
+def test_a_hanging_command_times_out_and_the_step_says_so(own_lab, tmp_path) -> None:
+    lab = own_lab
     lab.inject("forward-drop", "node-2")
     rt, _journal, s = new_session(lab, tmp_path, "hang")
     gate = Gate(lab, "node-2", tmp_path, STEP)
@@ -244,8 +258,9 @@ def test_a_hanging_command_times_out_and_the_step_says_so(lab, tmp_path) -> None
 
 # ---- the API server stops answering during a step, then comes back -------------------------
 
-def test_api_server_frozen_during_a_step_then_back(lab, tmp_path) -> None:
+def test_api_server_frozen_during_a_step_then_back(own_lab, tmp_path) -> None:
     """The pods step's only action is an API call (delete the crash-looping kube-proxy pod)."""
+    lab = own_lab
     lab.set_agent_state("node-2", "kube-proxy", crashed=True, message="boom", backoff=2)
     rt, _journal, s = new_session(lab, tmp_path, "api")
     pid = lab.info["daemon_pid"]
@@ -442,7 +457,8 @@ CUT = "/bin/sh \"$@\" | head -c 2500; exit 0"
 
 
 @pytest.mark.parametrize("mode", ["garbage", "cut"])
-def test_facts_garbage_is_a_finding_with_the_raw_text(mode, lab, tmp_path) -> None:
+def test_facts_garbage_is_a_finding_with_the_raw_text(mode, own_lab, tmp_path) -> None:
+    lab = own_lab
     d = tmp_path / "fakesh"
     d.mkdir()
     (d / "sh").write_text(FAKE_SH.replace("MODE", GARBAGE if mode == "garbage" else CUT))
