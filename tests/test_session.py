@@ -195,8 +195,8 @@ VERDICTS = [
     ("healthy: nothing found, all checks pass", True, 0, None, [CHECK_OK], False, "healthy"),
     ("healthy: nothing found, not validated", True, 0, None, None, False, "healthy"),
     ("fixed: changed and all checks pass", True, 2, "changed", [CHECK_OK], False, "fixed"),
-    ("fixed: a partial step, then all checks pass", True, 2, "partial", [CHECK_OK], False,
-     "fixed"),
+    ("partially-fixed: a partial step, then all checks pass", True, 2, "partial", [CHECK_OK],
+     False, "partially-fixed"),
     ("partially-fixed: changed, a check still fails", True, 2, "changed",
      [CHECK_OK, CHECK_BAD], False, "partially-fixed"),
     ("partially-fixed: a partial step, a check fails", True, 2, "partial", [CHECK_BAD], False,
@@ -248,3 +248,21 @@ def test_finish_verdict_table(tmp_path, monkeypatch, case, diagnosed, n_findings
     assert s.finish() == want  # decided once
     ends = [e for e in Journal.read(path) if e["type"] == "session_end"]
     assert [e["verdict"] for e in ends] == [want], ends
+
+
+def test_finish_verdict_is_incomplete_when_a_node_was_left_out(tmp_path, monkeypatch):
+    """A session that did not see the whole cluster never calls it fixed (or healthy)."""
+    from clusterfix_tui.core import validate as V
+    from clusterfix_tui.core.model import CheckResult
+
+    s = RepairSession(API(), Shells(), _ExitRunner(), Journal(tmp_path / "j.jsonl"))
+    s.leave_out("node-3", "unreachable")
+    found = [finding("FORWARD_DROP", "node-1", "iptables", backend="legacy")]
+    monkeypatch.setattr("clusterfix_tui.core.diagnose.diagnose",
+                        lambda *a, **k: FakeDiagnosis(found, snapshot=snapshot()))
+    s.diagnose("before")
+    plan = _two_node_plan()
+    assert s.apply(plan, [a.id for a in plan.actions]).status == "changed"
+    monkeypatch.setattr(V, "validate", lambda *a, **k: [CheckResult("node-ready", "node-1", True)])
+    s.validate("after")
+    assert s.finish() == "incomplete"
