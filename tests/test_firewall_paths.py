@@ -236,11 +236,12 @@ def test_docker_forward_drop_gets_pod_accepts_in_docker_user_policy_flip_opt_in(
 
 
 def test_nft_native_forward_drop_gets_pod_accepts_policy_opt_in() -> None:
+    from clusterfix_tui.core.checks import data_for
     from clusterfix_tui.core.model import Finding
 
-    fd = Finding("FORWARD_DROP", "error", "node-2", "t", step="host_network", data={
-        "backend": "nft-native", "family": "inet", "table": "fw", "chain": "forward",
-        "policy": "DROP", "pod_network": "10.244.0.0/16, fd00:10:244::/56"})
+    fd = Finding("FORWARD_DROP", "error", "node-2", "t", step="host_network", data=data_for(
+        "FORWARD_DROP", backend="nft-native", family="inet", table="fw", chain="forward",
+        policy="DROP", pod_network="10.244.0.0/16, fd00:10:244::/56"))
     plan = get_step("iptables").plan(_diag([fd], {}))
     default = [a for a in plan.actions if a.id in default_approved(plan)]
     ins = [a.command for a in default if "nft insert rule inet fw forward" in a.command]

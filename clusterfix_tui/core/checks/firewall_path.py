@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from clusterfix_tui.core.parsers import NftChain, NftRule, NftRuleset, Rule, Table
@@ -639,13 +639,6 @@ def native_base_chains(rs: NftRuleset, hook: str) -> list[NftChain]:
     """Base chains of nft-native tables (not iptables-nft's) on `hook` of type filter."""
     return [c for c in rs.chains if c.hook == hook and (c.type or "filter") == "filter"
             and not (c.family in ("ip", "ip6") and c.table in IPTABLES_NFT_TABLES)]
-
-
-@dataclass
-class FlowHits:
-    """Every hit on one node: [(backend, table/family, flow, hit)]."""
-
-    hits: list[dict[str, Any]] = field(default_factory=list)
 
 
 BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}

@@ -459,6 +459,10 @@ class HostNetworkStep:
                             f"firewall-cmd --permanent --zone={q(z)} {q(undo)}",
                         f"remove {arg[6:]} from zone {z} again"),
             change={"what": f"firewalld zone {z}", "before": None, "after": arg},
+            precondition=pre.absent_else_done(
+                f"firewall-cmd --zone={q(z)} {q(arg.replace('--add-', '--query-'))} "
+                ">/dev/null 2>&1",
+                f"zone {z} does not have {arg[6:]} yet", f"zone {z} has {arg[6:]} already"),
         )
 
     def _opt_in_removals(self, node: str, rules: list[tuple[Finding, dict[str, Any]]],
