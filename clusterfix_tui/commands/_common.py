@@ -33,6 +33,9 @@ def out(text: str = "", file: TextIO | None = None) -> None:
     print(redact(text), file=file or sys.stdout, flush=True)
 
 
+_say = out  # for functions whose `out` parameter is the stream
+
+
 def print_plan(plan: Any, dest: TextIO = sys.stdout) -> None:
     from clusterfix_tui.core.fixes.engine import is_opt_in
 
@@ -87,6 +90,6 @@ def print_checks(results: list[Any], out: TextIO = sys.stdout) -> None:
     for r in results:
         mark = "PASS" if r.passed else "FAIL"
         hint = f"  [fix: {r.fix_step}]" if (not r.passed and r.fix_step) else ""
-        print(f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}", file=out)
+        _say(f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}", out)  # redacted
     bad = sum(1 for r in results if not r.passed)
-    print(f"{len(results) - bad}/{len(results)} checks passed", file=out)
+    _say(f"{len(results) - bad}/{len(results)} checks passed", out)

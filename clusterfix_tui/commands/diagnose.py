@@ -73,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         reason = could_not_diagnose(diag)
+        from clusterfix_tui.core.redact import redact, redact_obj
+
+        # what nodes print (files, errors) can carry a credential: redacted like the journal
         if args.json:
-            json.dump(diag.to_dict(), sys.stdout, indent=2, default=str)
+            json.dump(redact_obj(diag.to_dict()), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
-            sys.stdout.write(render_text(diag))
+            sys.stdout.write(redact(render_text(diag)))
         if reason:
             print(f"clusterfix-tui diagnose: could not diagnose: {reason}", file=sys.stderr)
             return 2

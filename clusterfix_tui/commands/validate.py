@@ -67,15 +67,22 @@ def run(args: argparse.Namespace) -> int:
     if args.journal:
         with Journal(args.journal) as j:
             j.write("validation", phase="after", results=[r.to_dict() for r in results])
-    if args.json:
-        json.dump({"passed": all(r.passed for r in results),
-                   "results": [r.to_dict() for r in results]}, sys.stdout, indent=2)
+    from clusterfix_tui.core.redact import redact, redact_obj
+    from clusterfix_tui.core.report import write_private
+
+    if args.json:  # node output can carry a secret: the same redactor as the journal
+        json.dump(redact_obj({"passed": all(r.passed for r in results),
+                              "results": [r.to_dict() for r in results]}), sys.stdout, indent=2)
         print()
     else:
         print_checks(results)
     if args.junit:
-        with open(args.junit, "w", encoding="utf-8") as fh:
-            fh.write(junit_xml(results))
+        try:
+            write_private(args.junit, redact(junit_xml(results)))
+        except OSError as exc:
+            print(f"clusterfix-tui validate: cannot write {args.junit}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
     if not results:
         print("clusterfix-tui validate: could not validate: no checks ran (the cluster has no "
               "nodes)", file=sys.stderr)
