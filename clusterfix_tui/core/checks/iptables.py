@@ -28,6 +28,7 @@ from clusterfix_tui.core.checks._common import (
     reachable_chains,
     save_label,
 )
+from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
 from clusterfix_tui.core.parsers import NftRule, Table
@@ -124,15 +125,11 @@ class IncompatibleChainData(FindingData, codes=("KUBE_PROXY_INCOMPATIBLE_CHAIN",
 
 
 @dataclass(frozen=True, kw_only=True)
-class NoRulesData(FindingData, codes=("KUBE_PROXY_NO_RULES",)):
+class NoRulesData(ComponentPodData, codes=("KUBE_PROXY_NO_RULES",)):
     backend: str = ""
     missing_chains: list[str] = field(default_factory=list)
     healthz: Any = None
     proxy_mode: str | None = None
-    pod: str | None = None  # the node's kube-proxy pod
-    namespace: str = ""
-    daemonset: str | None = None  # None: a static pod or no DaemonSet
-    static: bool = False
     kube_proxy: str | None = None  # the shape's kube-proxy form
 
 
@@ -713,6 +710,7 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
             proxy_mode=facts.kube_proxy_mode or mode, pod=pod.name if pod else None,
             namespace=pod.namespace if pod else "kube-system",
             daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+            component="kube_proxy",
             kube_proxy=shape.kube_proxy if shape is not None else None),
     )]
 
@@ -750,6 +748,7 @@ def _no_nft_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> lis
             proxy_mode="nftables", pod=pod.name if pod else None,
             namespace=pod.namespace if pod else "kube-system",
             daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+            component="kube_proxy",
             kube_proxy=shape.kube_proxy if shape is not None else None),
     )]
 

@@ -4,10 +4,11 @@ failing with "no route to host"."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import CLUSTER, Finding
+from clusterfix_tui.core.model import CLUSTER, Finding, FindingData
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
@@ -20,6 +21,50 @@ COMPONENTS = (("kube_proxy_pods", "KUBE_PROXY_CRASHLOOP", "kube-proxy", "kube-sy
               ("flannel_pods", "FLANNEL_CRASHLOOP", "kube-flannel-ds", "kube-flannel", "flannel"))
 NO_ROUTE = re.compile(r"no route to host", re.IGNORECASE)
 IP_RE = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
+
+
+# Each code's data (defaults only so a test can build the part it needs; the checks fill them).
+@dataclass(frozen=True, kw_only=True)
+class NodeNotReadyData(FindingData, codes=("NODE_NOT_READY",)):
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComponentPodData(FindingData):
+    """The kube-proxy or flannel pod a finding is about (what the pods step restarts)."""
+
+    namespace: str = ""
+    pod: str | None = None  # None: the node has no such pod at all
+    daemonset: str | None = None  # its owner; None for a static (mirror) pod
+    static: bool = False
+    component: str = ""  # "kube_proxy" | "flannel"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrashLoopData(ComponentPodData, codes=("KUBE_PROXY_CRASHLOOP", "FLANNEL_CRASHLOOP")):
+    container: str | None = None
+    restart_count: int = 0
+    last_message: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    previous_log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodNotRunningData(ComponentPodData, codes=("POD_NOT_RUNNING",)):
+    phase: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeNoRouteData(FindingData, codes=("PROBE_NO_ROUTE",)):
+    events: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)  # "ns/name"
+    probe_ip: str | None = None
+    namespace: str = ""
+    pod: str | None = None
+    deployment: str | None = None
+    container: str | None = None
+    probe: dict[str, Any] | None = None  # the container's readinessProbe
 
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
@@ -35,7 +80,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                           f"message={ready.get('message')}",),
                 explanation="kubelet reports the node not Ready; pods there are not scheduled or served.",
                 reference=REF_NODE, step=None,
-                data={"conditions": dict(info.conditions)},
+                data=NodeNotReadyData(conditions=dict(info.conditions)),
             ))
     shape = shape_of(snapshot)
     for attr, code, ds, default_ns, label in COMPONENTS:
@@ -56,8 +101,9 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                         evidence=(f"{label} pods exist on other nodes, none has spec.nodeName={name}",),
                         explanation=f"Every node needs its {label} DaemonSet pod.",
                         reference=REF_DEBUG, step="pods",
-                        data={"namespace": default_ns, "pod": None, "phase": None,
-                              "reason": "missing", "daemonset": ds, "component": _comp(code)},
+                        data=PodNotRunningData(namespace=default_ns, pod=None, phase=None,
+                                               reason="missing", daemonset=ds,
+                                               component=_comp(code)),
                     ))
                 continue
             for p in pods:
@@ -100,11 +146,12 @@ def _pod_findings(p: Any, code: str, ds: str | None, label: str) -> list[Finding
             explanation=(f"The {label} container keeps exiting; its last log lines say why. "
                          "Fix the cause on the node, then restart the pod."),
             reference=REF_DEBUG, step="pods",
-            data={"namespace": p.namespace, "pod": p.name, "container": p.container,
-                  "restart_count": p.restart_count, "reason": p.waiting_reason,
-                  "last_message": p.last_termination_message, "log_tail": tail[-20:],
-                  "previous_log_tail": list(p.previous_log_tail)[-20:],
-                  "daemonset": ds, "static": p.mirror, "component": _comp(code)},
+            data=CrashLoopData(
+                namespace=p.namespace, pod=p.name, container=p.container,
+                restart_count=p.restart_count, reason=p.waiting_reason,
+                last_message=p.last_termination_message, log_tail=tail[-20:],
+                previous_log_tail=list(p.previous_log_tail)[-20:], daemonset=ds,
+                static=p.mirror, component=_comp(code)),
         )]
     if p.phase != "Running" or not p.ready:
         return [Finding(
@@ -115,9 +162,10 @@ def _pod_findings(p: Any, code: str, ds: str | None, label: str) -> list[Finding
                       f"restarts {p.restart_count}",),
             explanation=f"The node's {label} pod is not running and ready.",
             reference=REF_DEBUG, step="pods",
-            data={"namespace": p.namespace, "pod": p.name, "phase": p.phase,
-                  "reason": p.waiting_reason or p.phase, "daemonset": ds, "static": p.mirror,
-                  "component": _comp(code)},
+            data=PodNotRunningData(
+                namespace=p.namespace, pod=p.name, phase=p.phase,
+                reason=p.waiting_reason or p.phase, daemonset=ds, static=p.mirror,
+                component=_comp(code)),
         )]
     return []
 
@@ -153,10 +201,11 @@ def _probe_no_route(snapshot: ClusterSnapshot) -> list[Finding]:
                          "route/neighbour on the path. The cause is on the node; the runbook's "
                          "exec-probe workaround only hides it."),
             reference=REF_PROBE, step="pods",
-            data={"events": [{"namespace": e.get("namespace"), "object": e.get("object"),
-                              "reason": e.get("reason"), "message": e.get("message"),
-                              "count": e.get("count")} for e in evs],
-                  "pods": [f"{ns}/{name}"], "probe_ip": ip, "namespace": ns,
-                  "pod": name, "deployment": deployment, "container": container, "probe": probe},
+            data=ProbeNoRouteData(
+                events=[{"namespace": e.get("namespace"), "object": e.get("object"),
+                         "reason": e.get("reason"), "message": e.get("message"),
+                         "count": e.get("count")} for e in evs],
+                pods=[f"{ns}/{name}"], probe_ip=ip, namespace=ns, pod=name,
+                deployment=deployment, container=container, probe=probe),
         ))
     return out

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from clusterfix_tui.core.checks.pods import ComponentPodData, ProbeNoRouteData
 from clusterfix_tui.core.fixes import engine, preconditions
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
@@ -42,21 +43,9 @@ def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str
         if ref is not None:
             return ref.namespace, ref.name
     for f in findings:
-        d = f.data or {}
-        ns = d.get("namespace")
-        name = d.get("daemonset")
-        if ns and name:
-            return str(ns), str(name)
-    snap = getattr(diagnosis, "snapshot", None)
-    key = f"{component}_daemonset"
-    ds = engine._get(snap, key) if snap is not None else None
-    if ds:
-        meta = engine._get(ds, "metadata")
-        if isinstance(meta, dict) and meta.get("name"):
-            return meta.get("namespace", DEFAULT_DS[component][0]), meta["name"]
-        name = engine._get(ds, "name")
-        if name:
-            return engine._get(ds, "namespace") or DEFAULT_DS[component][0], name
+        d = f.data_as(ComponentPodData)
+        if d.namespace and d.daemonset:
+            return d.namespace, d.daemonset
     pod = None
     for f in findings:
         pod = engine.node_pod(diagnosis, component, f.node)
@@ -68,15 +57,7 @@ def _ds_of(diagnosis: Any, component: str, findings: list[Finding]) -> tuple[str
 
 
 def _component_of(f: Finding) -> str | None:
-    d = f.data or {}
-    if d.get("component") in ("kube_proxy", "flannel"):
-        return str(d["component"])
-    text = f"{d.get('daemonset') or ''} {d.get('pod') or ''}"
-    if "kube-proxy" in text:
-        return "kube_proxy"
-    if "flannel" in text:
-        return "flannel"
-    return None
+    return f.data_as(ComponentPodData).component or CRASH_CODES.get(f.code)
 
 
 def _exec_probe(original: dict[str, Any], port: Any) -> dict[str, Any]:
@@ -124,7 +105,7 @@ class PodsStep:
         for component in ("kube_proxy", "flannel"):
             fs = [f for f in findings if CRASH_CODES.get(f.code) == component
                   or (f.code == NOT_RUNNING and _component_of(f) == component
-                      and (f.data or {}).get("pod"))]
+                      and f.data_as(ComponentPodData).pod)]
             # static (mirror) pods: deleting the API copy restarts nothing
             static = [f for f in fs if _is_static(diagnosis, component, f)]
             fs = [f for f in fs if f not in static]
@@ -145,9 +126,9 @@ class PodsStep:
                 fs = []
             for f in findings:
                 if f.code == NOT_RUNNING and _component_of(f) == component \
-                        and not (f.data or {}).get("pod"):
+                        and not f.data_as(ComponentPodData).pod:
                     notes.append(f"{f.node}: no {component.replace('_', '-')} pod at all "
-                                 f"({(f.data or {}).get('reason') or 'missing'}); restarting "
+                                 f"({f.data_as(ComponentPodData).reason or 'missing'}); restarting "
                                  "cannot help: check the DaemonSet's nodeSelector/tolerations")
             if not fs:
                 continue
@@ -167,8 +148,7 @@ class PodsStep:
                 ))
             else:
                 node = nodes[0]
-                f0 = fs[0].data or {}
-                pod = _owned_pod(diagnosis, component, node, f0)
+                pod = _owned_pod(diagnosis, component, node, fs[0].data_as(ComponentPodData))
                 if pod is None:
                     notes.append(f"{node}: no {label} pod owned by its DaemonSet found to restart")
                     continue
@@ -214,7 +194,8 @@ class PodsStep:
             command=("ids=$(crictl ps -q --name '^kube-proxy$') && [ -n \"$ids\" ] && "
                      "crictl stop $ids"),
             why=f"kube-proxy on {f.node} is a static pod (mirror pod "
-                f"{(f.data or {}).get('namespace')}/{(f.data or {}).get('pod')}): deleting the "
+                f"{f.data_as(ComponentPodData).namespace}/{f.data_as(ComponentPodData).pod}): "
+                "deleting the "
                 "mirror restarts nothing; stopping its container makes the kubelet start it again",
             finding_codes=(f.code,),
             risk="kube-proxy on this node restarts; Services keep working from the existing rules",
@@ -229,7 +210,7 @@ class PodsStep:
         current readiness probe. Returns {"probe_targets": {"ns/pod": {...}}}."""
         targets: dict[str, Any] = {}
         for f in engine.findings_for(diagnosis, (PROBE_CODE,)):
-            for ref in (f.data or {}).get("pods") or ():
+            for ref in f.data_as(ProbeNoRouteData).pods:
                 if ref in targets or "/" not in str(ref):
                     continue
                 ns, name = str(ref).split("/", 1)
@@ -258,17 +239,16 @@ class PodsStep:
 
     def _probe_workaround(self, f: Finding, extra: dict[str, Any] | None = None
                           ) -> FixAction | None:
-        d = dict(f.data or {})
-        for ref in d.get("pods") or ():
+        d = f.data_as(ProbeNoRouteData)
+        ns, deploy, container, probe = d.namespace, d.deployment, d.container, d.probe
+        for ref in d.pods:  # gather() read what the finding could not name
             t = ((extra or {}).get("probe_targets") or {}).get(ref)
             if t:
-                for k, v in t.items():
-                    d.setdefault(k, v)
+                ns = ns or t.get("namespace")
+                deploy = deploy or t.get("deployment")
+                container = container or t.get("container")
+                probe = probe or t.get("probe")
                 break
-        ns = d.get("namespace")
-        deploy = d.get("deployment")
-        container = d.get("container")
-        probe = d.get("probe") or d.get("readiness_probe") or d.get("readinessProbe")
         if not (ns and deploy and container and isinstance(probe, dict)):
             return None
         port = _probe_port(probe)
@@ -455,24 +435,24 @@ def wait_for_components(
 
 
 def _is_static(diagnosis: Any, component: str, f: Finding) -> bool:
-    d = f.data or {}
-    if d.get("static"):
+    d = f.data_as(ComponentPodData)
+    if d.static:
         return True
     snap = getattr(diagnosis, "snapshot", None)
     for p in (getattr(snap, f"{component}_pods", None) or {}).get(f.node, []) or []:
-        if getattr(p, "mirror", False) and (not d.get("pod") or p.name == d.get("pod")):
+        if getattr(p, "mirror", False) and (not d.pod or p.name == d.pod):
             return True
     return False
 
 
-def _owned_pod(diagnosis: Any, component: str, node: str, data: dict[str, Any]
+def _owned_pod(diagnosis: Any, component: str, node: str, data: ComponentPodData
                ) -> tuple[str, str] | None:
     """(namespace, name) of the component's pod on `node` as the snapshot found it through its
     DaemonSet's ownerReference; never a mirror pod, never a pod merely named like it."""
     snap = getattr(diagnosis, "snapshot", None)
     pods = (getattr(snap, f"{component}_pods", None) or {}).get(node, []) if snap is not None else []
     if pods:
-        want = data.get("pod")
+        want = data.pod
         for p in pods:
             if getattr(p, "mirror", False):
                 continue
@@ -482,19 +462,19 @@ def _owned_pod(diagnosis: Any, component: str, node: str, data: dict[str, Any]
     if snap is not None and hasattr(snap, "daemonsets"):
         return None  # a real snapshot found no owned pod: do not guess by name
     # test doubles without a snapshot of pods: the finding's own pod
-    if data.get("pod"):
-        return str(data.get("namespace") or DEFAULT_DS[component][0]), str(data["pod"])
+    if data.pod:
+        return data.namespace or DEFAULT_DS[component][0], data.pod
     return engine.node_pod(diagnosis, component, node)
 
 
 def _static_note(diagnosis: Any, f: Finding) -> str:
     shape = shape_of(diagnosis)
     ns = shape.nodes.get(f.node) if shape is not None else None
-    d = f.data or {}
+    d = f.data_as(ComponentPodData)
     where = ("/var/lib/rancher/rke2/agent/pod-manifests/kube-proxy.yaml"
              if ns is not None and ns.distribution == "rke2"
              else "/etc/kubernetes/manifests/kube-proxy.yaml")
-    return (f"{f.node}: {d.get('namespace')}/{d.get('pod')} is the mirror of a static pod: "
+    return (f"{f.node}: {d.namespace}/{d.pod} is the mirror of a static pod: "
             "deleting it restarts nothing, so it is not deleted. Restart it on the node: "
             f"`crictl stop` its container (the kubelet restarts it), or move {where} out of the "
             "manifests directory and back")
