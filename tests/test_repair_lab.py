@@ -24,8 +24,6 @@ from lab_helpers import Gate
 
 from clusterfix_tui.core.journal import Journal
 
-from clusterfix_tui.core.journal import Journal
-
 
 @contextlib.contextmanager
 def running_lab(tmp_path_factory, nodes: int = 3, faults: object = "none"):

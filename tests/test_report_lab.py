@@ -19,12 +19,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from determinism import poll_until
+from lab_helpers import Gate, running_lab
 
 from clusterfix_tui.core import report
 from clusterfix_tui.core.redact import redact
-
-from determinism import poll_until
-from lab_helpers import Gate, running_lab
 
 pytestmark = pytest.mark.lab
 

@@ -213,7 +213,6 @@ VERDICTS = [
     ("aborted: stopped before any diagnosis", False, 0, None, None, False, "aborted"),
 ]
 
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("case,diagnosed,n_findings,step,checks,aborted,want", VERDICTS,
