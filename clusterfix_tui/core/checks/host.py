@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_FORWARD = ("https://kubernetes.io/docs/setup/production-environment/container-runtimes/"
@@ -12,6 +14,21 @@ REF_BR_NETFILTER = "https://github.com/flannel-io/flannel/blob/master/Documentat
 REF_IPVS = "https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class SysctlData(FindingData, codes=("IP_FORWARD_OFF", "BR_NETFILTER_OFF")):
+    sysctl: str = ""
+    value: str | None = None  # None: the sysctl does not exist (br_netfilter not loaded)
+    module_loaded: bool | None = None  # BR_NETFILTER_OFF only
+
+
+@dataclass(frozen=True, kw_only=True)
+class IpvsModulesData(FindingData, codes=("IPVS_MODULES_MISSING",)):
+    mode: str = "ipvs"
+    missing: list[str] = field(default_factory=list)
+    modules_known: bool = False
+    lib_modules: bool = False  # /lib/modules/$(uname -r) exists (modprobe can work)
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
@@ -25,7 +42,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                              "forward: traffic between cni0, flannel.1 and eth0 (cross-node pods, "
                              "NodePorts DNATed to pods) dies on this node."),
                 reference=REF_FORWARD, step="host_network",
-                data={"sysctl": "net.ipv4.ip_forward", "value": "0"},
+                data=SysctlData(sysctl="net.ipv4.ip_forward", value="0"),
             ))
         key = "net.bridge.bridge-nf-call-iptables"
         if key in f.sysctls:
@@ -46,7 +63,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                                  "flannel requires br_netfilter with bridge-nf-call-iptables=1; "
                                  "kubeadm stopped checking it in v1.30."),
                     reference=REF_BR_NETFILTER, step="host_network",
-                    data={"sysctl": key, "value": val, "module_loaded": loaded},
+                    data=SysctlData(sysctl=key, value=val, module_loaded=loaded),
                 ))
     mode = (snapshot.kube_proxy_mode or "")
     for node, f in sorted(facts_by_node.items()):
@@ -60,8 +77,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                 evidence=("kube-proxy mode: ipvs", f"not loaded: {' '.join(missing)}"),
                 explanation="kube-proxy's ipvs mode needs the ip_vs modules; without them it fails.",
                 reference=REF_IPVS, step="host_network",
-                data={"mode": "ipvs", "missing": missing,
-                      "modules_known": f.modules.source is not None,
-                      "lib_modules": f.modules.lib_modules},
+                data=IpvsModulesData(mode="ipvs", missing=missing,
+                                     modules_known=f.modules.source is not None,
+                                     lib_modules=f.modules.lib_modules),
             ))
     return out

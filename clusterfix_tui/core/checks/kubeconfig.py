@@ -13,10 +13,11 @@ verifies on the node, right before writing, that the current server fails and th
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-access-multiple-clusters/"
@@ -24,6 +25,18 @@ TARGET = "/root/.kube/config"
 SOURCES = ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf")
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubeconfigData(FindingData, codes=("WORKER_KUBECONFIG_BROKEN",)):
+    reason: str = ""  # "missing" | "wrong-server" | "kubectl-fails"
+    files: dict[str, Any] = field(default_factory=dict)  # path -> its server: line(s)
+    kubectl_rc: int | None = None
+    kubectl_error: str | None = None
+    expected_server: str | None = None  # the cluster's own API address
+    server_candidates: list[dict[str, str]] = field(default_factory=list)  # {"server", "source"}
+    source_candidates: list[str] = field(default_factory=list)  # kubeconfigs to copy from
+    target: str = ""  # the kubeconfig kubectl reads
 
 def endpoint_url(ep: str) -> str | None:
     """"10.0.0.1:6443" / "fd00::1:6443" / "[fd00::1]:6443" -> an https URL."""
@@ -99,10 +112,9 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             explanation=("The runbook expects kubectl to work on workers (for its per-node "
                          "checks): ~/.kube/config must exist and point at the live API server."),
             reference=REF, step="worker_kubeconfig",
-            data={"reason": reason, "files": dict(f.kubeconfigs), "kubectl_rc": rc,
-                  "kubectl_error": f.kubectl_error, "expected_server": expected,
-                  "server_candidates": cands,
-                  "source_candidates": [p for p in SOURCES if p in f.kubeconfigs],
-                  "target": TARGET},
+            data=KubeconfigData(
+                reason=reason, files=dict(f.kubeconfigs), kubectl_rc=rc,
+                kubectl_error=f.kubectl_error, expected_server=expected, server_candidates=cands,
+                source_candidates=[p for p in SOURCES if p in f.kubeconfigs], target=TARGET),
         ))
     return out

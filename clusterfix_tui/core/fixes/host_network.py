@@ -26,6 +26,7 @@ import re
 import shlex
 from typing import Any
 
+from clusterfix_tui.core.checks.host import IpvsModulesData, SysctlData
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
@@ -181,9 +182,8 @@ class HostNetworkStep:
         firewall: list[tuple[Finding, dict[str, Any]]] = []
 
         for f in findings:
-            d = f.data or {}
             if f.code == "IP_FORWARD_OFF":
-                prev = _value(d.get("value"), "0")
+                prev = _value(f.data_as(SysctlData).value, "0")
                 actions.append(FixAction(
                     id=nid(), target=node, kind="shell", command=sysctl_set(IP_FORWARD, "1"),
                     why="IPv4 forwarding is off: the node drops pod traffic it should route",
@@ -196,8 +196,8 @@ class HostNetworkStep:
                 sysctls[IP_FORWARD] = "1"
                 codes_persist.add(f.code)
             elif f.code == "BR_NETFILTER_OFF":
-                loaded = d.get("module_loaded")
-                prev_raw = d.get("value")
+                sd = f.data_as(SysctlData)
+                loaded, prev_raw = sd.module_loaded, sd.value
                 if loaded is False or prev_raw is None:
                     actions.append(FixAction(
                         id=nid(), target=node, kind="shell", command="modprobe br_netfilter",
@@ -228,9 +228,10 @@ class HostNetworkStep:
                 sysctls[BRIDGE_NF] = "1"
                 codes_persist.add(f.code)
             elif f.code in FIREWALL_CODES:
-                firewall.append((f, d))
+                firewall.append((f, f.data))  # firewall data: still a dict (core/checks/firewall)
             elif f.code == "IPVS_MODULES_MISSING":
-                missing = [str(m) for m in (d.get("missing") or IPVS_MODULES)]
+                ipvs = f.data_as(IpvsModulesData)
+                missing = [str(m) for m in (ipvs.missing or IPVS_MODULES)]
                 bad = [m for m in missing if not _MODULE_RE.match(m)]
                 missing = [m for m in missing if _MODULE_RE.match(m)]
                 if bad:
@@ -240,7 +241,7 @@ class HostNetworkStep:
                 mods = " ".join(q(m) for m in missing)
                 actions.append(FixAction(
                     id=nid(), target=node, kind="shell", command=f"modprobe -a {mods}",
-                    why=f"kube-proxy runs in {d.get('mode') or 'ipvs'} mode but these modules are "
+                    why=f"kube-proxy runs in {ipvs.mode} mode but these modules are "
                         f"not loaded: {', '.join(missing)}",
                     finding_codes=(f.code,), risk="none beyond loading kernel modules",
                     rollback=rb("", f"modprobe -r -a {mods}", "unload the modules again"),

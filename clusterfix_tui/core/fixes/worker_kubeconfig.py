@@ -26,6 +26,7 @@ import posixpath
 import re
 from typing import Any
 
+from clusterfix_tui.core.checks.kubeconfig import KubeconfigData
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as _pre
 from clusterfix_tui.core.fixes.engine import (
@@ -70,17 +71,16 @@ def _valid_path(path: Any) -> bool:
             and "\x00" not in path and posixpath.normpath(path) == path)
 
 
-def _expected_server(diagnosis: Any, data: dict[str, Any], node: str = "") -> str | None:
+def _expected_server(diagnosis: Any, data: KubeconfigData, node: str = "") -> str | None:
     """The API address from the cluster's own view (docs/findings.md WORKER_KUBECONFIG_BROKEN):
     the finding's `expected_server` / `server_candidates` (the nodes' kubelet.conf), else what
     gather() read from kube-public/cluster-info and the kubernetes Service endpoints. Never the
     workstation's kubeconfig server (a tunnel, a proxy path or a public load balancer)."""
-    for v in (data.get("expected_server"), data.get("server")):
-        if v:
-            return str(v)
-    for c in data.get("server_candidates") or ():
-        if isinstance(c, dict) and c.get("server"):
-            return str(c["server"])
+    if data.expected_server:
+        return data.expected_server
+    for c in data.server_candidates:
+        if c.get("server"):
+            return c["server"]
     extra = (getattr(diagnosis, "extra", None) or {}).get("worker_kubeconfig") or {}
     for c in extra.get("servers") or ():
         if isinstance(c, dict) and c.get("server"):
@@ -210,11 +210,11 @@ class WorkerKubeconfigStep:
                     actions=tuple(actions), notes=tuple(notes))
 
     def _plan_node(self, diagnosis: Any, f: Finding, bdir: str) -> tuple[list[Action], list[str]]:
-        node, d = f.node, dict(f.data or {})
-        reason = str(d.get("reason") or "")
-        target = d.get("target") or DEFAULT_TARGET
-        files: dict[str, Any] = d["files"] if isinstance(d.get("files"), dict) else {}
-        candidates = [str(c) for c in (d.get("source_candidates") or ()) if _valid_path(c)]
+        node, d = f.node, f.data_as(KubeconfigData)
+        reason = d.reason
+        target = d.target or DEFAULT_TARGET
+        files: dict[str, Any] = d.files
+        candidates = [c for c in d.source_candidates if _valid_path(c)]
         server = _expected_server(diagnosis, d, node)
         notes: list[str] = []
         actions: list[Action] = []
@@ -286,7 +286,7 @@ class WorkerKubeconfigStep:
                         "fi; exit 0", f"{target} is still missing")),
                 )
         else:
-            err = d.get("kubectl_error") or f"exit {d.get('kubectl_rc')}"
+            err = d.kubectl_error or f"exit {d.kubectl_rc}"
             notes.append(f"{node}: {target} already points at the right server but kubectl fails "
                          f"({err}): check its credentials (an expired client certificate?); "
                          "nothing planned")
