@@ -1,0 +1,121 @@
+"""core/trace.py without a lab: the nft script and its rollback, `nft -a monitor trace` parsing
+(real output captured on the lab), the legacy counter diff and the verdict assembly."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from clusterfix_tui.core import trace as T
+
+MONITOR = """\
+trace id 47405d2b inet cfx_trace_ab12 pre packet: iif "eth0" ip saddr 10.213.20.1 ip daddr 10.213.20.11 tcp dport 30096 tcp flags == syn
+trace id 47405d2b inet cfx_trace_ab12 pre rule ip daddr 10.213.20.11 tcp dport 30096 meta nftrace set 1 # handle 2 (verdict continue)
+trace id 47405d2b inet cfx_trace_ab12 pre policy accept 
+trace id 47405d2b ip nat PREROUTING packet: iif "eth0" ip saddr 10.213.20.1 ip daddr 10.213.20.11 tcp dport 30096
+trace id 47405d2b ip nat PREROUTING rule  counter packets 1 bytes 60 jump KUBE-SERVICES # handle 4 (verdict jump KUBE-SERVICES)
+trace id 47405d2b ip nat KUBE-SEP-U2BV666ENZFNYNHG rule meta l4proto tcp   counter packets 0 bytes 0 dnat to 10.244.1.3:8096 # handle 20 (verdict accept)
+trace id 47405d2b ip filter FORWARD packet: iif "eth0" oif "flannel.1" ip daddr 10.244.1.3 tcp dport 8096
+trace id 47405d2b ip filter FORWARD rule  counter packets 0 bytes 0 jump CFXV # handle 21 (verdict jump CFXV)
+trace id 47405d2b ip filter CFXV rule meta l4proto tcp ct original proto-dst 30096 counter packets 0 bytes 0 reject # handle 19 (verdict drop)
+"""
+
+NATIVE_DROP = """\
+trace id 11 ip nat OUTPUT rule counter packets 0 bytes 0 jump KUBE-SERVICES # handle 6 (verdict jump KUBE-SERVICES)
+trace id 11 ip nat OUTPUT policy accept
+trace id 11 inet vendorfw out rule ip daddr 10.244.1.3 tcp dport 8096 drop # handle 2 (verdict drop)
+"""
+
+
+def test_script_marks_only_and_rollback_is_idempotent():
+    s = T.nft_script("ab12", [T.Match("10.0.0.1", 30096)], output=True)
+    assert "add table inet cfx_trace_ab12" in s
+    assert "hook prerouting priority -500" in s and "hook output priority -500" in s
+    assert "policy accept" in s
+    assert "ip daddr 10.0.0.1 tcp dport 30096 tcp flags & (syn | ack) == syn meta nftrace set 1" in s
+    # the only statement is the mark: no verdict, no rewrite
+    for word in (" drop", " reject", " accept ;", "dnat", "snat", "masquerade", " jump"):
+        assert word not in s.replace("policy accept", "")
+    assert "hook output" not in T.nft_script("ab12", [T.Match("10.0.0.1", 1)])
+    a = T.setup_action("node-1", "ab12", [T.Match("10.0.0.1", 30096)], 1)
+    assert shlex.split(a.command)[0] == "nft" and len(shlex.split(a.command)) == 2
+    assert a.rollback is not None and "nft delete table inet cfx_trace_ab12" in a.rollback.command
+    assert "! nft list table inet cfx_trace_ab12" in a.rollback.command
+    with pytest.raises(ValueError):
+        T.table_name("x; reboot")
+
+
+def test_parse_monitor_skips_own_table_strips_counters():
+    hops = T.parse_monitor("node-1", MONITOR, "cfx_trace_ab12")
+    assert all(h.table != "cfx_trace_ab12" for h in hops)
+    rules = [h for h in hops if h.kind == "rule"]
+    assert rules[0].rule == "jump KUBE-SERVICES" and rules[0].handle == 4
+    assert rules[0].verdict == "jump KUBE-SERVICES"
+    assert all("counter packets" not in h.rule for h in rules)
+    d = T.nft_death(hops)
+    assert d is not None and (d.chain, d.handle, d.verdict) == ("CFXV", 19, "drop")
+
+
+def test_verdict_rejected_names_node_table_chain_rule():
+    n1 = T.NodeTrace("node-1", "entry", hops=T.parse_monitor("node-1", MONITOR, "cfx_trace_ab12"))
+    n2 = T.NodeTrace("node-2", "destination")
+    res = T.verdict([n1, n2], connected=False)
+    assert res["verdict"] == "rejected"
+    assert res["where"] == {"node": "node-1", "table": "ip filter", "chain": "CFXV",
+                            "rule": "meta l4proto tcp ct original proto-dst 30096 reject",
+                            "handle": 19}
+    res = T.verdict([T.NodeTrace("node-1", "source",
+                                 hops=T.parse_monitor("node-1", NATIVE_DROP))], connected=False)
+    assert res["verdict"] == "dropped" and res["where"]["table"] == "inet vendorfw"
+
+
+LEGACY_BEFORE = """*filter
+:INPUT ACCEPT [10:600]
+:FORWARD DROP [3:180]
+:OUTPUT ACCEPT [10:600]
+[0:0] -A INPUT -p tcp --dport 9 -j REJECT --reject-with icmp-port-unreachable
+COMMIT
+"""
+
+
+def test_legacy_counters_name_the_policy_that_moved():
+    after = LEGACY_BEFORE.replace(":FORWARD DROP [3:180]", ":FORWARD DROP [5:300]").replace(
+        ":INPUT ACCEPT [10:600]", ":INPUT ACCEPT [12:700]")
+    d = T.legacy_death(LEGACY_BEFORE, after)
+    assert d is not None and (d["chain"], d["rule"], d["verdict"]) == (
+        "FORWARD", "policy DROP", "dropped")
+    assert T.legacy_death(LEGACY_BEFORE, LEGACY_BEFORE) is None
+    moved_rule = LEGACY_BEFORE.replace("[0:0] -A INPUT", "[1:60] -A INPUT")
+    d = T.legacy_death(LEGACY_BEFORE, moved_rule)
+    assert d is not None and d["verdict"] == "rejected" and d["chain"] == "INPUT"
+    assert T.legacy_chains_in_use(LEGACY_BEFORE) == ["filter/FORWARD", "filter/INPUT"]
+    res = T.verdict([T.NodeTrace("node-1", "entry", legacy_before=LEGACY_BEFORE,
+                                 legacy_after=after)], connected=False)
+    assert res["verdict"] == "dropped" and res["where"]["table"] == "iptables-legacy filter"
+    assert res["legacy_untraced"] == {"node-1": ["filter/FORWARD", "filter/INPUT"]}
+
+
+def test_verdict_routes_forwarding_and_lost():
+    seen = T.parse_monitor("node-1", NATIVE_DROP.splitlines()[0])
+    res = T.verdict([T.NodeTrace("node-1", "entry", hops=seen, forwarding="0",
+                                 needs_forwarding=True)], connected=False)
+    assert res["verdict"] == "no-route" and "ip_forward = 0" in res["where"]["rule"]
+    res = T.verdict([T.NodeTrace("node-1", "entry", hops=seen, route="RTNETLINK answers: "
+                                 "Network is unreachable", route_ok=False)], connected=False)
+    assert res["verdict"] == "no-route" and "unreachable" in res["where"]["rule"]
+    res = T.verdict([T.NodeTrace("node-1", "entry", hops=seen, forwarding="1",
+                                 needs_forwarding=True), T.NodeTrace("node-2", "destination")],
+                    connected=False)
+    assert res["verdict"] == "lost" and res["where"]["node"] == "node-2"
+    assert "never arrived" in res["where"]["rule"]
+    res = T.verdict([T.NodeTrace("node-1", "entry", hops=seen)], connected=True)
+    assert res["verdict"] == "delivered"
+
+
+def test_probe_command_quotes_values():
+    cmd = T.probe_shell_command("10.0.0.1", 80, src_ip="10.244.0.2")
+    assert 'grep -qF " "10.244.0.2/ ' in cmd
+    assert "'10.244.0.2; reboot/'" in T.probe_shell_command("10.0.0.1", 80, src_ip="10.244.0.2; reboot")
+    evil = T.probe_shell_command("1.2.3.4; reboot", 80)
+    assert "'1.2.3.4; reboot'" in evil

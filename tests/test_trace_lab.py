@@ -1,0 +1,181 @@
+"""Issue 15 on a real lab, through the CLI (real SSH, real nftables tracing in the node
+namespaces): for catalog faults that block a flow and for two faults no check knows (injected
+with raw commands), `trace` names the node and the rule (or the route); after every trace, both
+iptables backends and the nft ruleset on every node are what they were before (counters aside),
+also after a trace killed with SIGKILL and then `rollback --journal`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from determinism import poll_until
+from lab_helpers import lab_fixture
+from test_repair_lab import cli
+
+pytestmark = pytest.mark.lab
+
+lab = lab_fixture(nodes=3, faults="none")
+STATE = {
+    "legacy": "iptables-legacy-save 2>&1 | grep -v '^#'",
+    "nft": "iptables-nft-save 2>&1 | grep -v '^#'",
+    "ruleset": "nft list ruleset 2>&1",
+}
+_COUNTERS = re.compile(r"\[\d+:\d+\]|counter packets \d+ bytes \d+")
+# kube-proxy rewrites its service/endpoint rules by itself when readiness changes
+_LIVE = re.compile(r"KUBE-(SVC|SEP|EXT|FW)-|has no endpoints|dnat to|\breject\b.*KUBE|"
+                   r"KUBE-SERVICES.*-d |KUBE-EXTERNAL-SERVICES -[dp] ")
+
+
+def _state(lab) -> dict[str, str]:
+    out = {}
+    for n in lab.nodes:
+        for k, cmd in STATE.items():
+            text = _COUNTERS.sub("", lab.exec(n["name"], cmd, check=False).stdout)
+            out[f"{n['name']}/{k}"] = "\n".join(
+                ln for ln in text.splitlines() if not _LIVE.search(ln))
+    return out
+
+
+def _nodes(lab) -> tuple[str, str]:
+    """(a node without the jellyfin pod, the jellyfin pod's node)."""
+    jf = next(n["name"] for n in lab.nodes for p in n["pods"] if p.get("app") == "jellyfin")
+    entry = next(n["name"] for n in lab.nodes if n["name"] != jf)
+    return entry, jf
+
+
+def traced(lab, tmp_path, *args: str) -> dict:
+    """Run `trace ... --json`, assert every node's netfilter state is unchanged by it."""
+    before = _state(lab)
+    r = cli("trace", *args, "--lab-dir", str(lab.dir), "--json",
+            "--journal", str(tmp_path / "trace.jsonl"), timeout=180)
+    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+    after = _state(lab)
+    for k in before:
+        assert after[k] == before[k], f"trace changed {k}"
+    assert "cfx_trace_" not in "".join(after.values())
+    return json.loads(r.stdout)
+
+
+def test_healthy_nodeport_delivered(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    res = traced(lab, tmp_path, "nodeport", entry)
+    assert res["verdict"] == "delivered", res
+    # the path: the entry node DNATs to the pod and forwards it; the pod's node receives it
+    assert any(h["node"] == entry and "dnat to" in h["rule"] for h in res["hops"])
+    assert any(h["node"] == jf and h["kind"] == "packet" for h in res["hops"])
+
+
+def test_forward_drop_named_by_legacy_counter(lab, tmp_path):
+    entry, _ = _nodes(lab)
+    lab.inject("forward-drop", entry)
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        lab.exec(entry, "iptables-legacy -P FORWARD ACCEPT")
+    assert res["verdict"] == "dropped", res
+    assert res["where"]["node"] == entry
+    assert res["where"]["table"] == "iptables-legacy filter"
+    assert (res["where"]["chain"], res["where"]["rule"]) == ("FORWARD", "policy DROP")
+    assert "filter/FORWARD" in res["legacy_untraced"][entry]
+
+
+def test_firewall_reject_named_on_pod_node(lab, tmp_path):
+    from clusterfix_tui.lab.faults import FIREWALL_RULES
+
+    entry, jf = _nodes(lab)
+    lab.inject("firewall-reject", jf)
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        for line in FIREWALL_RULES.splitlines():
+            if line.startswith("-A "):
+                lab.exec(jf, f"iptables-nft -D {line[3:]}")
+    assert res["verdict"] == "rejected", res
+    w = res["where"]
+    assert (w["node"], w["table"], w["chain"]) == (jf, "ip filter", "FORWARD")
+    assert "reject" in w["rule"] and isinstance(w["handle"], int)
+
+
+def test_ip_forward_off_is_no_route(lab, tmp_path):
+    entry, _ = _nodes(lab)
+    lab.inject("ip-forward-off", entry)
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        lab.exec(entry, "sysctl -qw net.ipv4.ip_forward=1")
+    assert res["verdict"] == "no-route", res
+    assert res["where"]["node"] == entry and "ip_forward = 0" in res["where"]["rule"]
+
+
+def test_unknown_reject_in_user_chain_from_forward(lab, tmp_path):
+    """A vendor chain jumped to from FORWARD (iptables-nft) rejecting the NodePort by its
+    original destination port: no check knows it."""
+    entry, _ = _nodes(lab)
+    port = int(lab.info.get("nodeport") or 30096)
+    lab.exec(entry, "iptables-nft -N CFX-VENDOR && iptables-nft -A CFX-VENDOR -p tcp -m conntrack "
+             f"--ctorigdstport {port} -j REJECT && iptables-nft -I FORWARD 1 -j CFX-VENDOR")
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        lab.exec(entry, "iptables-nft -D FORWARD -j CFX-VENDOR; iptables-nft -F CFX-VENDOR; "
+                 "iptables-nft -X CFX-VENDOR")
+    assert res["verdict"] == "rejected", res
+    w = res["where"]
+    assert (w["node"], w["table"], w["chain"]) == (entry, "ip filter", "CFX-VENDOR")
+    assert str(port) in w["rule"] and "reject" in w["rule"]
+
+
+def test_unknown_output_drop_on_pod_flow(lab, tmp_path):
+    """An nft-native table dropping, in the output hook, what a node sends to the jellyfin pod:
+    `trace pod` from a pod on that node names it."""
+    entry, jf = _nodes(lab)
+    src = next(p for n in lab.nodes if n["name"] == entry for p in n["pods"])
+    dst = next(p for n in lab.nodes if n["name"] == jf for p in n["pods"]
+               if p.get("app") == "jellyfin")
+    lab.exec(entry, "nft add table inet cfxvendor && nft add chain inet cfxvendor out "
+             "'{ type filter hook output priority 0; }' && nft add rule inet cfxvendor out "
+             f"ip daddr {dst['ip']} tcp dport {dst['port']} drop")
+    try:
+        res = traced(lab, tmp_path, "pod", f"{src['namespace']}/{src['name']}",
+                     f"{dst['namespace']}/{dst['name']}")
+    finally:
+        lab.exec(entry, "nft delete table inet cfxvendor")
+    assert res["verdict"] == "dropped", res
+    w = res["where"]
+    assert (w["node"], w["table"], w["chain"]) == (entry, "inet cfxvendor", "out")
+    assert "drop" in w["rule"] and isinstance(w["handle"], int)
+
+
+def test_sigkill_then_rollback_leaves_nodes_as_before(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    before = _state(lab)
+    journal = tmp_path / "killed.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clusterfix_tui", "trace", "nodeport", entry, "--lab-dir",
+         str(lab.dir), "--journal", str(journal)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        def tables_up() -> bool:
+            if not journal.exists():
+                return False
+            ends = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
+            return sum(1 for e in ends if e.get("type") == "command_end"
+                       and not e.get("rollback")) >= 2
+        poll_until(tables_up, 120, "the trace tables to be set up")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    left = [n for n in (entry, jf) if "cfx_trace_" in lab.exec(n, "nft list tables").stdout]
+    assert left, "the killed trace had left its tables (the test must be able to fail)"
+    r = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "cfx_trace_" in r.stdout  # the rollback plan listed the trace tables
+    after = _state(lab)
+    for k in before:
+        assert after[k] == before[k], f"{k} differs after SIGKILL + rollback"
