@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_lab_shapes import cli, kjson, ssh
+from test_lab_shapes import cli, kjson, node_state, settled_state, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -129,6 +129,20 @@ def test_diagnose_reports_the_family_and_no_finding(dual_lab):
     out = json.loads(cli("diagnose", "--lab-dir", str(dual_lab.dir), "--json", "-q").stdout)
     assert out["shape"]["ip_family"] == dual_lab.family
     assert out["findings"] == [], [(f["code"], f.get("node"), f.get("title")) for f in out["findings"]]
+
+
+def test_fix_yes_changes_nothing_on_a_healthy_dual_stack_lab(dual_lab, tmp_path: Path):
+    """Both families' state (ip6tables, ip -6 routes and addresses included) is the same after
+    `fix --yes` on a healthy dual-stack lab, and no command ran."""
+    before = settled_state(dual_lab)
+    journal = tmp_path / "j.jsonl"
+    r = cli("fix", "--yes", "--lab-dir", str(dual_lab.dir), "--journal", str(journal), "--wait", "20")
+    after = node_state(dual_lab)
+    changed = [f"{node}/{k}:\n--- before\n{v}\n--- after\n{after[node][k]}"
+               for node, st in before.items() for k, v in st.items() if v != after[node][k]]
+    assert changed == [], "\n".join(changed)[:6000]
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert not [e for e in events if e["type"] == "command_start"], r.stdout
 
 
 def test_zz_down_leaves_nothing(dual_lab):

@@ -67,3 +67,20 @@ def test_lab_up_refuses_before_building(tmp_path):
     with pytest.raises(cluster.LabError, match="--ip-family must be one of"):
         cluster.up(tmp_path / "lab", nodes=2, ip_family="ipv6-only")
     assert not (tmp_path / "lab").exists()
+
+
+def test_cli_refuses_an_inapplicable_fault_before_building(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    d = tmp_path / "lab"
+    r = subprocess.run([sys.executable, "-m", "clusterfix_tui", "lab", "up", "--dir", str(d), "--shape", "calico",
+                        "--ip-family", "dual", "--faults", "flannel-stale-vtep"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"}, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "does not apply to a calico lab" in r.stderr and "no flannel.1" in r.stderr
+    assert not d.exists()
+    bad = subprocess.run([sys.executable, "-m", "clusterfix_tui", "lab", "up", "--dir", str(d), "--shape", "rke2"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "invalid choice: 'rke2'" in bad.stderr
