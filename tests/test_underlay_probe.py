@@ -81,3 +81,14 @@ def test_no_probe_for_other_backends() -> None:
     snap = ClusterSnapshot(flannel_backend="host-gw", nodes=_snap().nodes)
     assert underlay.probe_targets(snap, "node-1") == []
     assert underlay.check(snap, _facts(_all(SILENT))) == []
+
+
+def test_big_clusters_probe_a_ring_of_peers() -> None:
+    nodes = {f"n{i:02d}": NodeInfo(f"n{i:02d}", f"10.0.0.{i}", (), f"10.244.{i}.0/24",
+                                   {"Ready": {"status": "True"}}, {}, {}, "v1.30")
+             for i in range(1, 31)}
+    snap = ClusterSnapshot(flannel_backend="vxlan", nodes=nodes)
+    t = underlay.probe_targets(snap, "n30")
+    assert len(t) == underlay.MAX_PROBES and t[0] == "10.244.1.0"  # wraps around
+    incoming = sum("10.244.5.0" in underlay.probe_targets(snap, n) for n in nodes)
+    assert incoming == underlay.MAX_PROBES

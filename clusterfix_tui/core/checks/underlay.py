@@ -38,15 +38,24 @@ def _vxlan_backend(snapshot: Any) -> bool:
     return (getattr(snapshot, "flannel_backend", None) or "vxlan").lower() == "vxlan"
 
 
+MAX_PROBES = 8  # per node: on big clusters each node probes the next 8 (every node gets 8 in)
+
+
 def probe_targets(snapshot: Any, node: str) -> list[str]:
-    """Each peer's flannel.1 (IPv4) address: its podCIDR's network address."""
+    """Peers' flannel.1 (IPv4) addresses (a podCIDR's network address): every peer on small
+    clusters; on big ones the MAX_PROBES that follow this node in name order (a ring), so every
+    node is still probed from MAX_PROBES peers and probes as many, without N^2 probes."""
     if not _vxlan_backend(snapshot):
         return []
+    names = sorted(getattr(snapshot, "nodes", {}) or {})
+    if node in names and len(names) - 1 > MAX_PROBES:
+        i = names.index(node)
+        peers = [names[(i + k) % len(names)] for k in range(1, MAX_PROBES + 1)]
+    else:
+        peers = [n for n in names if n != node]
     out = []
-    for name, info in sorted((getattr(snapshot, "nodes", {}) or {}).items()):
-        if name == node:
-            continue
-        gw = getattr(info, "flannel_gateway", None)
+    for name in peers:
+        gw = getattr(snapshot.nodes[name], "flannel_gateway", None)
         try:
             if gw and ipaddress.ip_address(gw).version == 4:
                 out.append(gw)
