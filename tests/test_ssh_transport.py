@@ -469,11 +469,22 @@ def test_dropped_connection_is_an_error_then_reconnects(sshd: Sshd, tmp_path: pa
 
 def test_wire_command_quotes_the_command() -> None:
     nasty = "echo 'a' \"b\"; $(touch /x) `id` \n next \u00e9"
-    assert shlex.split(wire_command(nasty, user="root", timeout=None)) == ["sh", "-c", nasty]
+
+    def outer(timeout: str) -> str:
+        return f'printf "@@CFXPID %s\\n" "$$" >&2; exec {timeout}sh -c "$1"'
+
+    # the command is one argument of its own ("$1"), never re-parsed by the outer shell
+    assert shlex.split(wire_command(nasty, user="root", timeout=None)) == [
+        "sh", "-c", outer(""), "cfx", nasty]
     assert shlex.split(wire_command(nasty, user="root", timeout=9.5)) == [
-        "timeout", "-s", "KILL", "11", "sh", "-c", nasty]
+        "sh", "-c", outer("timeout -s KILL 11 "), "cfx", nasty]
     assert shlex.split(wire_command(nasty, user="admin", timeout=60)) == [
-        "sudo", "-n", "timeout", "-s", "KILL", "62", "sh", "-c", nasty]
+        "sudo", "-n", "sh", "-c", outer("timeout -s KILL 62 "), "cfx", nasty]
+    # and it really runs as given, with the pid line first on stderr
+    r = subprocess.run(["sh", "-c", wire_command("printf '%s|' \"$0\" x 'y z'", user="root",
+                                                 timeout=5)],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout == "sh|x|y z|" and r.stderr.startswith("@@CFXPID ")
 
 
 @pytest.fixture

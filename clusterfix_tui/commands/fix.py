@@ -7,7 +7,9 @@ over plain ssh), run with streamed output -> wait -> validate -> summary.
 
 Exit code: 0 the cluster validates healthy at the end, 1 still failing (or a dry run of a broken
 cluster), 2 could not run, 3 incomplete: a node was left out (not reached over SSH), so the
-session cannot call the cluster healthy or fixed whatever it did elsewhere.
+session cannot call the cluster healthy or fixed whatever it did elsewhere, 130 stopped by
+Ctrl+C / SIGTERM / SIGHUP (the running command is killed on its node, the journal ends with
+session_end "aborted"; a second Ctrl+C exits at once).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from clusterfix_tui.commands._common import add_connection_flags, ask, print_plan
@@ -83,15 +87,66 @@ def run(args: argparse.Namespace) -> int:
         journal.close()
         _out(f"clusterfix-tui fix: cannot connect: {exc}", sys.stderr)
         return 2
+    cancel = args.cancel = threading.Event()
+    previous = _stop_on_signals(cancel, rt)
     try:
         return _run(args, rt, journal, steps)
+    except KeyboardInterrupt:  # the second Ctrl+C: out at once, the journal still closed
+        try:
+            journal.write("note", text="second interrupt: exited at once")
+            if not any(e.get("type") == "session_end" for e in journal.events):
+                from clusterfix_tui.core.record import replay
+
+                journal.write("session_end", verdict="aborted",
+                              summary=replay(list(journal.events)).summary())
+        except Exception:  # noqa: BLE001, S110 - exiting at once matters more
+            pass
+        _out("interrupted twice: exited at once", sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         try:
             rt.close()
         finally:
             journal.close()
         if args.report:
             _write_report(journal_path, args.report)
+
+
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+
+
+def _stop_on_signals(cancel: threading.Event, rt: Any) -> dict[int, Any]:
+    """Ctrl+C, SIGTERM, SIGHUP: stop after the running command, which is killed on its node
+    (its command_end says so), then step_end and session_end "aborted" are journaled. A
+    second Ctrl+C exits at once (KeyboardInterrupt). Returns the handlers to restore."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if cancel.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        cancel.set()
+        stop = getattr(rt.shells, "interrupt", None)
+        if callable(stop):
+            stop()
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: stopping; the running command is killed on its node (Ctrl+C "
+                    f"again to exit at once)\n".encode())
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread (tests driving run() in a thread)
+            break
+    return previous
+
+
+def _interrupted(args: argparse.Namespace) -> bool:
+    cancel = getattr(args, "cancel", None)
+    return bool(cancel is not None and cancel.is_set())
 
 
 def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> int:
@@ -138,6 +193,10 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: diagnosis failed: {exc}", sys.stderr)
         return 2
+    if _interrupted(args):
+        verdict = flow.finish(aborted=True)
+        _out(f"\nstopped by a signal; verdict: {verdict}", sys.stderr)
+        return EXIT_INTERRUPTED
     if getattr(diag, "error", None):
         flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: could not diagnose: {diag.error}", sys.stderr)
@@ -178,12 +237,19 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
             _out(f"\n##### pass {flow.pass_no}: {', '.join(flow.pass_steps())}")
         for name in flow.pass_steps():
             stopped = _one_step(args, flow, journal, name, on_line, stopped)
+            if _interrupted(args):
+                stopped = True
         if stopped:
             break
-        more = flow.next_pass(on_wait=on_wait)
+        more = flow.next_pass(on_wait=on_wait, cancel=args.cancel)
         if not more:
             break
 
+    if _interrupted(args):
+        verdict = flow.finish(aborted=True)
+        _out(f"\nstopped by a signal; verdict: {verdict} (undo what ran: clusterfix-tui rollback "
+             f"--journal JOURNAL)", sys.stderr)
+        return EXIT_INTERRUPTED
     if stopped:
         verdict = flow.finish(aborted=True)
         _out(f"\nstopped by the user; verdict: {verdict}")
@@ -196,7 +262,11 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
             0 if verdict in ("healthy", "fixed") else 1)
 
     _out("\nvalidating ...")
-    results = flow.validate(on_wait=on_wait)
+    results = flow.validate(on_wait=on_wait, cancel=args.cancel)
+    if _interrupted(args):
+        verdict = flow.finish(aborted=True)
+        _out(f"\nstopped by a signal during validation; verdict: {verdict}", sys.stderr)
+        return EXIT_INTERRUPTED
     print_human(results)
     verdict = flow.finish()
     record = flow.record()
@@ -236,8 +306,8 @@ def _one_step(args: argparse.Namespace, flow: Any, journal: Any, name: str,
         journal.write("error", message=f"could not plan step {name}: {exc}", where=name)
         _out(f"\n=== step {name}: could not plan it: {exc}", sys.stderr)
         return stopped
-    if stopped:
-        flow.skip(plan, "the user stopped the run earlier")
+    if stopped or _interrupted(args):
+        flow.skip(plan, "the run was stopped earlier")
         return True
     print_plan(plan)
     if plan.nothing_to_do:
@@ -261,7 +331,8 @@ def _one_step(args: argparse.Namespace, flow: Any, journal: Any, name: str,
         flow.skip(plan, "only opt-in actions, none selected")
         return False
     _out(f"--- running {name}{' (dry run: nothing is changed)' if args.dry_run else ''}")
-    outcome = flow.apply(plan, approved, on_line=on_line, by=by)
+    outcome = flow.apply(plan, approved, on_line=on_line, by=by,
+                         cancel=getattr(args, "cancel", None))
     _out(f"--- {name}: {outcome.status}: {outcome.message}")
     for o in outcome.actions:
         if o.status == "failed" and o.result is not None:

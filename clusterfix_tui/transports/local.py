@@ -25,9 +25,11 @@ from clusterfix_tui.core.ports import CommandResult, LineCallback
 class LocalShell:
     """NodeShell over subprocess on this machine."""
 
-    def __init__(self, node: str = "localhost", *, shell: str = "/bin/sh"):
+    def __init__(self, node: str = "localhost", *, shell: str = "/bin/sh",
+                 interrupt: threading.Event | None = None):
         self.node = node
         self.shell = shell
+        self.interrupt = interrupt or threading.Event()  # set: kill what runs, start nothing
 
     def __repr__(self) -> str:
         return f"LocalShell({self.node!r})"
@@ -35,6 +37,8 @@ class LocalShell:
     def run(self, command: str, *, timeout: float = 60.0, on_line: LineCallback | None = None,
             stdin: bytes | None = None) -> CommandResult:
         start = time.monotonic()
+        if self.interrupt.is_set():
+            return CommandResult(exit_code=None, error=INTERRUPTED + " before it started")
         try:
             proc = subprocess.Popen(
                 [self.shell, "-c", command],
@@ -53,7 +57,7 @@ class LocalShell:
         sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
         sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
         deadline = start + timeout
-        timed_out = False
+        timed_out = interrupted = False
         open_streams = 2
         try:
             while open_streams:
@@ -61,7 +65,10 @@ class LocalShell:
                 if remaining <= 0:
                     timed_out = True
                     break
-                for key, _ in sel.select(min(remaining, 0.5)):
+                if self.interrupt.is_set():
+                    interrupted = True
+                    break
+                for key, _ in sel.select(min(remaining, 0.25)):
                     stream = key.data
                     data = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
                     if not data:
@@ -76,6 +83,15 @@ class LocalShell:
                             on_line(stream, line.decode("utf-8", "replace"))
         finally:
             sel.close()
+        if interrupted:
+            _kill_group(proc)
+            proc.stdout.close()
+            proc.stderr.close()
+            return CommandResult(
+                exit_code=None, stdout=bufs["stdout"].decode("utf-8", "replace"),
+                stderr=bufs["stderr"].decode("utf-8", "replace"),
+                duration=time.monotonic() - start,
+                error=f"{INTERRUPTED}: its process group was killed")
         if timed_out:
             _kill_group(proc)
         else:
@@ -99,6 +115,9 @@ class LocalShell:
 
     def close(self) -> None:
         """Nothing is kept open between commands."""
+
+
+INTERRUPTED = "interrupted by the user"
 
 
 def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
@@ -355,6 +374,7 @@ class NodeShells:
         self._machine_ids = machine_ids or {}
         self._lock = threading.Lock()
         self._local: dict[str, LocalNodeShell] = {}
+        self._interrupt = threading.Event()
         self.local_node: str | None = local_node or None
         self.local_reason: str = "--local-node" if local_node else ""
 
@@ -375,6 +395,13 @@ class NodeShells:
                 self.local_node, self.local_reason = node, why
             return bool(why)
 
+    def interrupt(self) -> None:
+        """Ctrl+C / SIGTERM: kill what runs on every node (local and SSH), start nothing new."""
+        self._interrupt.set()
+        stop = getattr(self.ssh, "interrupt", None)
+        if callable(stop):
+            stop()
+
     def transport_of(self, node: str) -> str:
         return "local" if node == self.local_node else "ssh"
 
@@ -384,6 +411,7 @@ class NodeShells:
                 shell = self._local.get(node)
                 if shell is None:
                     shell = self._local[node] = LocalNodeShell(node)
+                    shell.interrupt = self._interrupt
             return shell
         return self.ssh(node, address)
 

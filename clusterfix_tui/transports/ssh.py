@@ -89,11 +89,27 @@ def wire_command(command: str, *, user: str, timeout: float | None) -> str:
     process group shortly after our own deadline: closing an SSH channel without a pty does not
     stop a command that never writes, and sshd only honours "signal" requests for unprivileged
     sessions. Non-root users go through `sudo -n` first, so the kill happens as root.
+
+    The outer `sh` first prints its pid (PID_MARKER, on stderr; the reader strips it) and then
+    execs `timeout`, which leads its own process group with that pid: an interrupted session
+    kills exactly that group (`kill -KILL -- -PID`, see kill_command), nothing found by pattern.
+    The command itself is one argument ("$1"), quoted once.
     """
-    inner = "sh -c " + shlex.quote(command)
-    if timeout is not None and timeout > 0:
-        inner = f"timeout -s KILL {int(timeout) + REMOTE_KILL_GRACE} {inner}"
+    limit = (f"timeout -s KILL {int(timeout) + REMOTE_KILL_GRACE} "
+             if timeout is not None and timeout > 0 else "")
+    script = f'printf "{PID_MARKER} %s\\n" "$$" >&2; exec {limit}sh -c "$1"'
+    inner = f"sh -c {shlex.quote(script)} cfx {shlex.quote(command)}"
     return inner if user == "root" else "sudo -n " + inner
+
+
+PID_MARKER = "@@CFXPID"
+
+
+def kill_command(pid: int, *, user: str) -> str:
+    """Kill the process group a wire command started (its pid is the group's id)."""
+    pid = int(pid)
+    cmd = f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}"
+    return cmd if user == "root" else f"sudo -n sh -c {shlex.quote(cmd)}"
 
 
 def is_sudo_password_prompt(exit_code: int | None, stderr: str) -> bool:
@@ -486,11 +502,13 @@ def expand_proxy_command(command: str, spec: HostSpec) -> str:
 class _Conn:
     """One authenticated transport plus what was learned connecting it."""
 
-    def __init__(self, spec: HostSpec, transport: paramiko.Transport, connect_ms: float):
+    def __init__(self, spec: HostSpec, transport: paramiko.Transport, connect_ms: float,
+                 interrupt: threading.Event | None = None):
         self.spec = spec
         self.transport = transport
         self.connect_ms = connect_ms
         self.channels = threading.BoundedSemaphore(MAX_CHANNELS_PER_CONNECTION)
+        self.interrupt = interrupt or threading.Event()
 
     @property
     def alive(self) -> bool:
@@ -531,6 +549,16 @@ class SSHPool:
         self._shells: dict[str, SSHNodeShell] = {}
         self._known_lock = threading.Lock()
         self._closed = False
+        self._interrupt = threading.Event()
+
+    def interrupt(self) -> None:
+        """Stop: every running command's remote process group is killed (its command returns
+        an "interrupted" error) and no new command starts. For Ctrl+C / SIGTERM in `fix`."""
+        self._interrupt.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
 
     # -- ShellFactory
     def __call__(self, node: str, address: str | None = None) -> SSHNodeShell:
@@ -689,7 +717,7 @@ class SSHPool:
         except BaseException:
             transport.close()
             raise
-        conn = _Conn(spec, transport, (time.monotonic() - start) * 1000)
+        conn = _Conn(spec, transport, (time.monotonic() - start) * 1000, self._interrupt)
         if spec.user != "root" and not hop:
             self._check_sudo(conn)
         return conn
@@ -871,13 +899,30 @@ class SSHPool:
 
 
 class _Lines:
-    def __init__(self, stream: str, on_line: LineCallback | None):
+    def __init__(self, stream: str, on_line: LineCallback | None, pid_marker: bool = False):
         self.stream = stream
         self.on_line = on_line
         self.raw = bytearray()
         self.pending = b""
+        self.pid: int | None = None
+        self._head: bytes | None = b"" if pid_marker else None  # until the marker line is seen
 
     def feed(self, data: bytes) -> None:
+        if self._head is not None:  # the wire command's first stderr line: its pid
+            self._head += data
+            marker = PID_MARKER.encode() + b" "
+            if b"\n" not in self._head and len(self._head) < 64 and marker.startswith(
+                    self._head[:len(marker)]):
+                return
+            first, sep, rest = self._head.partition(b"\n")
+            self._head = None
+            if sep and first.startswith(marker) and first[len(marker):].strip().isdigit():
+                self.pid = int(first[len(marker):].strip())
+                data = rest
+            else:
+                data = first + sep + rest
+            if not data:
+                return
         self.raw += data
         if self.on_line is None:
             return
@@ -887,6 +932,9 @@ class _Lines:
             self.on_line(self.stream, line.decode("utf-8", "replace").rstrip("\r"))
 
     def finish(self) -> str:
+        if self._head:  # ended before a whole first line: it was output, not the marker
+            head, self._head = self._head, None
+            self.feed(head)
         if self.on_line is not None and self.pending:
             self.on_line(self.stream, self.pending.decode("utf-8", "replace").rstrip("\r"))
             self.pending = b""
@@ -894,10 +942,12 @@ class _Lines:
 
 
 def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | None = None,
-          stdin: bytes | None = None) -> CommandResult:
+          stdin: bytes | None = None, pid_marker: bool = False) -> CommandResult:
     start = time.monotonic()
     deadline = start + timeout
-    out, err = _Lines("stdout", on_line), _Lines("stderr", on_line)
+    out, err = _Lines("stdout", on_line), _Lines("stderr", on_line, pid_marker)
+    if conn.interrupt.is_set():
+        return CommandResult(exit_code=None, error=INTERRUPTED + " before it started")
 
     def result(**kw: Any) -> CommandResult:
         return CommandResult(stdout=out.finish(), stderr=err.finish(),
@@ -944,11 +994,14 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
                     return result(exit_code=None,
                                   error=f"{conn.spec.name}: the command ended without an exit "
                                         f"status (killed by a signal?)")
+                if conn.interrupt.is_set():
+                    killed = _kill_remote(conn, err.pid)
+                    return result(exit_code=None, error=f"{INTERRUPTED}: {killed}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return result(exit_code=None, timed_out=True,
                                   error=None)
-                select.select([chan], [], [], min(remaining, 0.5))
+                select.select([chan], [], [], min(remaining, 0.25))
         except (paramiko.SSHException, EOFError, OSError) as exc:
             return result(exit_code=None,
                           error=f"{conn.spec.name}: connection to {conn.spec.address} "
@@ -960,6 +1013,31 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
                 pass
     finally:
         conn.channels.release()
+
+
+INTERRUPTED = "interrupted by the user"
+
+
+def _kill_remote(conn: _Conn, pid: int | None) -> str:
+    """Kill an interrupted command's process group on the node, over a channel of its own."""
+    if pid is None:
+        return "its process id never came back; the node's own timeout kills it"
+    try:
+        chan = conn.transport.open_session(timeout=5.0)
+        try:
+            chan.exec_command(kill_command(pid, user=conn.spec.user))
+            chan.shutdown_write()
+            deadline = time.monotonic() + 5
+            while not chan.exit_status_ready() and time.monotonic() < deadline:
+                select.select([chan], [], [], 0.2)
+            rc = chan.recv_exit_status() if chan.exit_status_ready() else None
+        finally:
+            chan.close()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        return f"could not kill process group {pid} on the node: {exc}"
+    if rc == 0:
+        return f"the command's process group {pid} was killed on the node"
+    return f"kill of process group {pid} on the node returned {rc} (already gone?)"
 
 
 class SSHNodeShell:
@@ -977,7 +1055,7 @@ class SSHNodeShell:
         conn = self.pool._connection(self.node)  # raises TransportError if it cannot connect
         limit = self.pool.command_timeout if timeout is None else timeout
         wire = wire_command(command, user=conn.spec.user, timeout=limit)
-        res = _exec(conn, wire, timeout=limit, on_line=on_line, stdin=stdin)
+        res = _exec(conn, wire, timeout=limit, on_line=on_line, stdin=stdin, pid_marker=True)
         if res.error is not None and not conn.alive:
             conn.close()  # the next run() reconnects
         if conn.spec.user != "root" and is_sudo_password_prompt(res.exit_code, res.stderr):
