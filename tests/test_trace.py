@@ -119,3 +119,20 @@ def test_probe_command_quotes_values():
     assert "'10.244.0.2; reboot/'" in T.probe_shell_command("10.0.0.1", 80, src_ip="10.244.0.2; reboot")
     evil = T.probe_shell_command("1.2.3.4; reboot", 80)
     assert "'1.2.3.4; reboot'" in evil
+
+
+def test_lost_between_nodes_names_a_stale_vtep():
+    seen = T.parse_monitor("node-1", NATIVE_DROP.splitlines()[0])
+    a = T.NodeTrace("node-1", "entry", hops=seen, forwarding="1", needs_forwarding=True,
+                    route="10.244.1.3 via 10.244.1.0 dev flannel.1 src 10.244.0.0 uid 0 cache",
+                    neigh=T.parse_neigh("10.244.1.0 dev flannel.1 lladdr 0e:00:00:00:00:01 PERMANENT\n"
+                                        "10.213.20.1 dev eth0 lladdr 1e:a3:e5:de:bd:8c REACHABLE"))
+    b = T.NodeTrace("node-2", "destination",
+                    macs=T.parse_links("lo 00:00:00:00:00:00\nflannel.1 fe:1e:56:69:73:31\n"))
+    res = T.verdict([a, b], connected=False)
+    assert res["verdict"] == "lost" and res["where"]["node"] == "node-1"
+    assert res["where"]["chain"] == "neighbour" and "0e:00:00:00:00:01" in res["where"]["rule"]
+    assert "fe:1e:56:69:73:31" in res["where"]["rule"]
+    b.macs["flannel.1"] = "0e:00:00:00:00:01"  # the entry is right: lost somewhere else
+    res = T.verdict([a, b], connected=False)
+    assert res["where"]["node"] == "node-2" and "never arrived" in res["where"]["rule"]

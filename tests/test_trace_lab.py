@@ -179,3 +179,27 @@ def test_sigkill_then_rollback_leaves_nodes_as_before(lab, tmp_path):
     after = _state(lab)
     for k in before:
         assert after[k] == before[k], f"{k} differs after SIGKILL + rollback"
+
+
+def test_flannel_stale_vtep_names_the_neighbour(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    n = next(x for x in lab.nodes if x["name"] == jf)
+    gw = str(n["pod_cidr"]).split("/")[0]
+    real = lab.exec(jf, "cat /sys/class/net/flannel.1/address").stdout.strip()
+    rec = lab.inject("flannel-stale-vtep", jf)
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        for peer in (x["name"] for x in lab.nodes if x["name"] != jf):
+            bogus = lab.exec(peer, f"ip neigh show {gw} dev flannel.1").stdout.split()
+            bogus_mac = bogus[bogus.index("lladdr") + 1] if "lladdr" in bogus else ""
+            if bogus_mac and bogus_mac != real:
+                lab.exec(peer, f"bridge fdb del {bogus_mac} dev flannel.1 dst {n['ip']} self",
+                         check=False)
+            lab.exec(peer, f"ip neigh replace {gw} lladdr {real} dev flannel.1 nud permanent; "
+                     f"bridge fdb append {real} dev flannel.1 dst {n['ip']} self permanent",
+                     check=False)
+    assert rec["physical"], rec
+    assert res["verdict"] == "lost", res
+    w = res["where"]
+    assert (w["node"], w["chain"]) == (entry, "neighbour") and real in w["rule"], w

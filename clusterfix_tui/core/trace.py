@@ -246,6 +246,8 @@ class NodeTrace:
     forwarding: str = ""  # net.ipv4.ip_forward
     needs_forwarding: bool = False
     error: str = ""
+    macs: dict[str, str] = field(default_factory=dict)  # device -> MAC
+    neigh: dict[tuple[str, str], str] = field(default_factory=dict)  # (address, dev) -> lladdr
 
 
 def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: str = ""
@@ -298,6 +300,10 @@ def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: st
             return result
     seen = [n for n in nodes if n.hops]
     missing = [n for n in nodes if not n.hops]
+    if seen and missing and (stale := stale_neighbour(seen[-1], missing[0])):
+        result.update(verdict="lost", where={"node": seen[-1].node, "table": None,
+                                             "chain": "neighbour", "rule": stale, "handle": None})
+        return result
     if seen and missing:
         result.update(verdict="lost", where={
             "node": missing[0].node, "table": None, "chain": None,
@@ -309,6 +315,40 @@ def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: st
             "rule": "no rule dropped it that trace can see, and it did not arrive"
             if seen else "no path node saw the probe", "handle": None})
     return result
+
+
+def stale_neighbour(sender: NodeTrace, receiver: NodeTrace) -> str:
+    """The sender routes the packet via a gateway on device D whose neighbour entry (for a
+    vxlan device: the VTEP MAC) is not the MAC of the receiver's D: a stale neighbour/VTEP."""
+    m = re.search(r"\bvia (\S+) dev (\S+)", sender.route)
+    if not m:
+        return ""
+    gw, dev = m.group(1), m.group(2)
+    lladdr = sender.neigh.get((gw, dev), "")
+    theirs = receiver.macs.get(dev, "")
+    if lladdr and theirs and lladdr.lower() != theirs.lower():
+        return (f"{sender.node} sends to {gw} on {dev} with neighbour lladdr {lladdr}, but "
+                f"{receiver.node}'s {dev} has MAC {theirs}: a stale neighbour/VTEP entry on "
+                f"{sender.node} (`ip neigh show {gw} dev {dev}`, `bridge fdb show dev {dev}`)")
+    return ""
+
+
+def parse_links(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F:]{17}", parts[1]):
+            out[parts[0]] = parts[1]
+    return out
+
+
+def parse_neigh(text: str) -> dict[tuple[str, str], str]:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^(\S+) dev (\S+) lladdr (\S+)", line.strip())
+        if m:
+            out[(m.group(1), m.group(2))] = m.group(3)
+    return out
 
 
 def _dedup(hops: Sequence[Hop]) -> list[Hop]:
@@ -373,16 +413,23 @@ ActionRunner = Any
 Journal = Any
 
 
-def read_node(shell: Any, pn: PathNode) -> tuple[str, str, bool, str]:
-    """(legacy save, route, route ok, ip_forward) read on one node, one round trip."""
+def read_node(shell: Any, pn: PathNode, nt: NodeTrace | None = None) -> str:
+    """One round trip: returns the legacy save; fills `nt` (route, ip_forward, MACs, neighbours)
+    when given."""
     cmd = (f"{LEGACY_SAVE}; echo '@@route'; ip route get {q(pn.route_to)} 2>&1; echo \"@@rc $?\"; "
-           "echo '@@fwd'; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null")
+           "echo '@@fwd'; cat /proc/sys/net/ipv4/ip_forward 2>/dev/null; echo '@@links'; "
+           "for d in /sys/class/net/*; do echo \"${d##*/} $(cat \"$d/address\" 2>/dev/null)\"; done; "
+           "echo '@@neigh'; ip neigh show 2>/dev/null")
     r = shell.run(cmd, timeout=20)
-    out = r.stdout
-    legacy, _, rest = out.partition("@@route\n")
+    legacy, _, rest = r.stdout.partition("@@route\n")
     route, _, rest = rest.partition("@@rc ")
-    rc, _, fwd = rest.partition("@@fwd\n")
-    return legacy, " ".join(route.split()), rc.strip().splitlines()[0:1] == ["0"], fwd.strip()
+    rc, _, rest = rest.partition("@@fwd\n")
+    fwd, _, rest = rest.partition("@@links\n")
+    links, _, neigh = rest.partition("@@neigh\n")
+    if nt is not None:
+        nt.route, nt.route_ok = " ".join(route.split()), rc.strip().splitlines()[0:1] == ["0"]
+        nt.forwarding, nt.macs, nt.neigh = fwd.strip(), parse_links(links), parse_neigh(neigh)
+    return legacy
 
 
 def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: ActionRunner,
@@ -420,7 +467,7 @@ def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: Acti
         pool: dict[str, Any] = {pn.node: shells(pn.node, pn.address) for pn in flow.path}
         for pn in flow.path:
             nt = nts[pn.node]
-            nt.legacy_before, nt.route, nt.route_ok, nt.forwarding = read_node(pool[pn.node], pn)
+            nt.legacy_before = read_node(pool[pn.node], pn, nt)
         monitors: dict[str, str] = {}
 
         def monitor(pn: PathNode) -> None:
@@ -445,7 +492,7 @@ def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: Acti
         for pn in flow.path:
             nt = nts[pn.node]
             nt.hops = parse_monitor(pn.node, monitors.get(pn.node, ""), table_name(trace_id))
-            nt.legacy_after = read_node(pool[pn.node], pn)[0]
+            nt.legacy_after = read_node(pool[pn.node], pn)
     finally:
         # every table is removed, whatever happened (the removal is idempotent): also when an
         # interrupt came while the set-up ran
