@@ -72,6 +72,7 @@ def build_runtime(
     *,
     local_node: str | None = None,
     no_local: bool = False,
+    accept_host_keys: str | None = None,
     connect_timeout: float = 5.0,
     command_timeout: float = 60.0,
 ) -> Runtime:
@@ -85,14 +86,16 @@ def build_runtime(
     from clusterfix_tui.transports.local import NodeShells
     from clusterfix_tui.transports.probe import StdlibProber
     from clusterfix_tui.transports.runner import TransportRunner
-    from clusterfix_tui.transports.ssh import SSHPool
+    from clusterfix_tui.transports.ssh import SSHPool, read_expected_host_keys
 
     if lab_dir:
         lab_kubeconfig, lab_ssh_config = lab_paths(lab_dir)
         kubeconfig = kubeconfig or lab_kubeconfig
         ssh_config = ssh_config or lab_ssh_config
     api = KubeClusterAPI(kubeconfig, context)
-    pool = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout)
+    expected = read_expected_host_keys(accept_host_keys) if accept_host_keys else None
+    pool = SSHPool(ssh_config, connect_timeout=connect_timeout, command_timeout=command_timeout,
+                   expected_host_keys=expected)
     shells = NodeShells(pool, local_node="" if no_local else local_node)
     runner: ActionRunner = DryRunRunner() if dry_run else TransportRunner(api, shells)
     return Runtime(api=api, shells=shells, runner=runner, dry_run=dry_run,
@@ -102,9 +105,11 @@ def build_runtime(
 
 
 def local_flags(args: Any) -> dict[str, Any]:
-    """build_runtime's keyword arguments for --local-node / --no-local of a parsed command line."""
+    """build_runtime's keyword arguments from the shared connection flags of a parsed command
+    line beyond the kubeconfig/ssh/lab ones: --local-node, --no-local, --accept-host-keys."""
     return {"local_node": getattr(args, "local_node", None) or None,
-            "no_local": bool(getattr(args, "no_local", False))}
+            "no_local": bool(getattr(args, "no_local", False)),
+            "accept_host_keys": getattr(args, "accept_host_keys", None) or None}
 
 
 def build_replay_runtime(bundle_path: str) -> Runtime:

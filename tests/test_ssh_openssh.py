@@ -105,3 +105,35 @@ def test_identities_only_uses_the_agents_copy_of_an_encrypted_key(
     finally:
         agent.kill()
         agent.wait(5)
+
+
+def test_accept_host_keys_file_pins_expected_fingerprints(
+        sshd, tmp_path: pathlib.Path) -> None:  # noqa: F811
+    from clusterfix_tui.core.ports import HostKeyChanged, HostKeyUnknown
+    from clusterfix_tui.core.ports import TransportError as TE
+    from clusterfix_tui.transports.ssh import read_expected_host_keys
+
+    pins = tmp_path / "pins"
+    pins.write_text(f"# verified by phone\ncfx-node ssh-ed25519 {sshd.keygen_fingerprint()}\n")
+    expected = read_expected_host_keys(str(pins))
+    cfg, known = write_config(sshd, tmp_path, known="")
+    with SSHPool(cfg, expected_host_keys=expected) as pool:
+        assert pool("cfx-node").run("echo pinned", timeout=5).stdout == "pinned\n"
+    assert known.read_text() == sshd.known_line() + "\n"  # trusted from now on
+    # a fingerprint that is not the one expected: refused, nothing written
+    wrong = {"cfx-node": {"SHA256:" + "A" * 43}}
+    cfg, known = write_config(sshd, tmp_path, known="")
+    with SSHPool(cfg, expected_host_keys=wrong) as pool, pytest.raises(HostKeyUnknown,
+                                                                       match="NOT the"):
+        pool("cfx-node")
+    assert known.read_text() == ""
+    # a changed key stays refused whatever the pins say
+    other = pathlib.Path(f"{sshd.other_host_key}.pub").read_text().split()
+    cfg, known = write_config(sshd, tmp_path,
+                              known=f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    with SSHPool(cfg, expected_host_keys=expected) as pool, pytest.raises(HostKeyChanged):
+        pool("cfx-node")
+    bad = tmp_path / "bad"
+    bad.write_text("cfx-node md5:aa:bb\n")
+    with pytest.raises(TE, match="line 1"):
+        read_expected_host_keys(str(bad))

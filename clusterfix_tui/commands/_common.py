@@ -19,6 +19,10 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
         "--lab-dir",
         help="use the lab in this directory (its kubeconfig and ssh_config) unless given explicitly",
     )
+    parser.add_argument("--accept-host-keys", metavar="FILE",
+                        help="host keys verified out of band: lines 'NODE [KEYTYPE] SHA256:...'; "
+                             "an unknown key listed there is trusted (added to known_hosts), any "
+                             "other unknown key is refused; a changed key always is")
     local = parser.add_mutually_exclusive_group()
     local.add_argument("--local-node", metavar="NAME",
                        help="this machine is node NAME: read and repair it locally, not over SSH "

@@ -116,10 +116,11 @@ class HostKeyUnknown(TransportError):
     conn_state = "host-key-unknown"
 
     def __init__(self, host: str, key_type: str, fingerprint: str, known_hosts: str,
-                 key_line: str, *, node: str | None = None, address: str | None = None):
+                 key_line: str, *, node: str | None = None, address: str | None = None,
+                 note: str | None = None):
         super().__init__(
             f"host key for {host} is not known ({key_type} {fingerprint}); "
-            f"not in {known_hosts}"
+            f"not in {known_hosts}" + (f"; {note}" if note else "")
         )
         self.host = host  # the name known_hosts knows it by ("node-1" or "node-1 (alias)")
         self.key = HostKey(key_type, fingerprint, node or host, address)

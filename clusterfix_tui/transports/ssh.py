@@ -539,7 +539,12 @@ class SSHPool:
     """
 
     def __init__(self, ssh_config: str | None = None, *, connect_timeout: float = 5.0,
-                 command_timeout: float = 60.0):
+                 command_timeout: float = 60.0,
+                 expected_host_keys: dict[str, set[str]] | None = None):
+        """expected_host_keys: node name (or host) -> SHA256 fingerprints the admin verified out
+        of band (`--accept-host-keys FILE`): an unknown key with one of them is added to
+        known_hosts; any other unknown key is still refused; a changed key always is."""
+        self._expected_keys = dict(expected_host_keys or {})
         self._config = make_config(ssh_config, connect_timeout)
         self.ssh_config = self._config.path
         self.connect_timeout = connect_timeout
@@ -773,6 +778,16 @@ class SSHPool:
         if spec.strict in ("accept-new", "no"):
             self._append_known_host(target, line)
             return
+        expected = self._expected_keys.get(spec.name) or self._expected_keys.get(spec.hostname)
+        if expected:
+            if fingerprint(key) in expected:  # pinned out of band (--accept-host-keys)
+                self._append_known_host(target, line)
+                return
+            raise HostKeyUnknown(
+                name if name == spec.name else f"{spec.name} ({name})", key_type,
+                fingerprint(key), target, line, node=spec.name, address=spec.address,
+                note=f"NOT the fingerprint expected for it ({', '.join(sorted(expected))}): "
+                     f"not accepted")
         raise HostKeyUnknown(name if name == spec.name else f"{spec.name} ({name})",
                              key_type, fingerprint(key), target, line,
                              node=spec.name, address=spec.address)
@@ -1066,3 +1081,25 @@ class SSHNodeShell:
 
     def close(self) -> None:
         """Shells share the pool's connection; closing the pool closes it."""
+
+
+def read_expected_host_keys(path: str) -> dict[str, set[str]]:
+    """`--accept-host-keys FILE`: one key a line, `NODE [KEYTYPE] SHA256:...` (`#` comments).
+    Raises TransportError for a line that is not that (a typo must not pin nothing silently)."""
+    out: dict[str, set[str]] = {}
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise TransportError(f"--accept-host-keys {path}: {exc.strerror or exc}") from exc
+    for n, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        fp = parts[-1]
+        if len(parts) not in (2, 3) or not fp.startswith("SHA256:") or len(fp) < 20:
+            raise TransportError(f"--accept-host-keys {path} line {n}: expected "
+                                 f"'NODE [KEYTYPE] SHA256:...', got {raw.strip()[:80]!r}")
+        out.setdefault(parts[0], set()).add(fp)
+    return out
