@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import in_net, pod_for
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
@@ -17,6 +19,30 @@ REF_CNI = "https://www.cni.dev/docs/spec/#section-1-network-configuration-format
 CNI_DIR = "/etc/cni/net.d"
 CNI_EXT = (".conf", ".conflist", ".json")
 
+
+
+# Each code's data (defaults only so a test can build the part it needs; the checks fill them).
+@dataclass(frozen=True, kw_only=True)
+class BridgeConflictData(FindingData, codes=("CNI_BRIDGE_CONFLICT",)):
+    device: str = "cni0"
+    wrong_addresses: list[str] = field(default_factory=list)  # every family's, merged
+    addresses: list[str] = field(default_factory=list)
+    expected: str = ""  # the gateway address flannel gives the bridge
+    pod_cidr: str = ""
+    flannel_pod: str | None = None
+    namespace: str = "kube-flannel"
+    ip_version: int = 4
+    other_families: list[dict[str, Any]] = field(default_factory=list)  # the other family's data
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrayConflistData(FindingData, codes=("CNI_STRAY_CONFLIST",)):
+    files: list[str] = field(default_factory=list)
+    active: str = ""  # the config the runtime uses (the first in order)
+    flannel_file: str | None = None
+    stray: list[str] = field(default_factory=list)
+    unparseable: list[str] = field(default_factory=list)
+    dir: str = "/etc/cni/net.d"
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
@@ -41,9 +67,12 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         found = [x for v, c in sorted(cidrs.items()) for x in _bridge(snapshot, node, f, c, v)]
         if len(found) > 1:  # one finding per node: the repair (delete cni0) is one action
             first = found[0]
-            first.data["other_families"] = [dict(x.data) for x in found[1:]]
-            first.data["wrong_addresses"] = [a for x in found for a in x.data["wrong_addresses"]]
-            found = [first]
+            data = first.data_as(BridgeConflictData)
+            merged = dataclasses.replace(
+                data, other_families=[x.data_as(BridgeConflictData).to_dict() for x in found[1:]],
+                wrong_addresses=[a for x in found
+                                 for a in x.data_as(BridgeConflictData).wrong_addresses])
+            found = [dataclasses.replace(first, data=merged)]
         out.extend(found)
         out.extend(_conflist(node, f))
     return out
@@ -95,10 +124,10 @@ def _bridge(snapshot: ClusterSnapshot, node: str, f: NodeFacts, cidr: str, versi
                      "from ...' and pods on this node get no network. Delete cni0 and restart "
                      "flannel on this node."),
         reference=REF_BRIDGE, step="cni_bridge",
-        data={"device": "cni0", "wrong_addresses": wrong, "addresses": addrs,
-              "expected": expected, "pod_cidr": cidr,
-              "flannel_pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-flannel", "ip_version": version},
+        data=BridgeConflictData(
+            device="cni0", wrong_addresses=wrong, addresses=addrs, expected=expected,
+            pod_cidr=cidr, flannel_pod=pod.name if pod else None,
+            namespace=pod.namespace if pod else "kube-flannel", ip_version=version),
     )]
 
 
@@ -160,6 +189,6 @@ def _conflist_dir(node: str, f: NodeFacts, cni_dir: str, names: list[str]) -> li
                      "flannel's gives new pods addresses on the wrong network (and can put a "
                      "foreign address on cni0). Move it away."),
         reference=REF_CNI, step="cni_bridge",
-        data={"files": names, "active": names[0], "flannel_file": flannel, "stray": stray,
-              "unparseable": unparseable, "dir": cni_dir},
+        data=StrayConflistData(files=names, active=names[0], flannel_file=flannel, stray=stray,
+                               unparseable=unparseable, dir=cni_dir),
     )]

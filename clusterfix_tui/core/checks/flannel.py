@@ -9,14 +9,15 @@ current nodes, fdb/neigh VTEP MACs that disagree with the peers' backend-data an
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import in_net, net_of, pod_for
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.parsers import link_by_name, render_route
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
@@ -126,6 +127,55 @@ def _is_vxlan(snapshot: ClusterSnapshot) -> bool:
     return backend == "vxlan"
 
 
+
+# Each code's data (defaults only so a test can build the part it needs; the checks fill them).
+@dataclass(frozen=True, kw_only=True)
+class FlannelFamilies(FindingData):
+    """A per-node flannel finding; IPv4 and IPv6 findings of one node merge into one."""
+
+    device: str = "flannel.1"
+    ip_version: int = 4
+    families: list[int] = field(default_factory=list)  # set when families were merged
+    other_families: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaleVtepData(FindingData, codes=("FLANNEL_STALE_VTEP",)):
+    peer_node: str = ""
+    peer_ip: str | None = None
+    peer_subnet_gw: str | None = None
+    wrong_mac: str | None = None
+    wrong_macs: list[str] = field(default_factory=list)
+    expected_mac: str | None = None
+    where: list[str] = field(default_factory=list)  # "fdb", "neigh"
+    fdb_missing: bool = False
+    fdb_entries: list[str] = field(default_factory=list)
+    neigh_entries: list[str] = field(default_factory=list)
+    device: str = "flannel.1"
+    ip_version: int = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaleSubnetData(FlannelFamilies, codes=("FLANNEL_STALE_SUBNET",)):
+    pod_cidr: str | None = None
+    expected_address: str = ""
+    stale_addresses: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
+    link_present: bool = False
+    subnet_env: dict[str, str] | None = None
+    subnet_env_stale: bool = False
+    stale_routes: list[dict[str, Any]] = field(default_factory=list)
+    flannel_pod: str | None = None
+    namespace: str = "kube-flannel"
+    env_key: str = "FLANNEL_SUBNET"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissingRouteData(FlannelFamilies, codes=("FLANNEL_MISSING_ROUTE",)):
+    missing: list[dict[str, Any]] = field(default_factory=list)  # {expected, actual, peer_node..}
+    wrong_route_get: list[dict[str, Any]] = field(default_factory=list)
+    direct_routing: bool = False
+
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not _is_vxlan(snapshot):
         return []
@@ -220,13 +270,14 @@ def _merge_per_node(findings: list[Finding]) -> list[Finding]:
             out.append(f)
             continue
         first = seen[key]
-        first.data.setdefault("families", [first.data.get("ip_version", 4)])
-        first.data["families"].append(f.data.get("ip_version"))
-        first.data.setdefault("other_families", []).append(dict(f.data))
+        d0, d1 = first.data_as(FlannelFamilies), f.data_as(FlannelFamilies)
+        data = dataclasses.replace(
+            d0, families=[*(d0.families or [d0.ip_version]), d1.ip_version],
+            other_families=[*d0.other_families, d1.to_dict()])
         merged = Finding(code=first.code, severity=first.severity, node=first.node,
                          title=first.title + "; " + f.title, evidence=first.evidence + f.evidence,
                          explanation=first.explanation, reference=first.reference,
-                         step=first.step, data=first.data)
+                         step=first.step, data=data)
         out[where[key]] = merged
         seen[key] = merged
     return out
@@ -281,14 +332,15 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
                          "recreated it): cross-node traffic to those pods is lost. Replace the "
                          "fdb/neigh entries with the annotated VtepMAC (or restart flannel here)."),
             reference=REF_VXLAN, step="cni_bridge",
-            data={"peer_node": peer.name, "peer_ip": peer_ip, "peer_subnet_gw": gw,
-                  "wrong_mac": (str(neigh_bad[0].get("lladdr")).lower() if neigh_bad
-                                else wrong[0] if wrong else None), "wrong_macs": wrong,
-                  "expected_mac": want,
-                  "where": [w for w, bad in (("fdb", fdb_bad or fdb_missing), ("neigh", neigh_bad)) if bad],
-                  "fdb_missing": fdb_missing,
-                  "fdb_entries": fdb_lines, "neigh_entries": neigh_lines, "device": DEV,
-                  "ip_version": fam.version},
+            data=StaleVtepData(
+                peer_node=peer.name, peer_ip=peer_ip, peer_subnet_gw=gw,
+                wrong_mac=(str(neigh_bad[0].get("lladdr")).lower() if neigh_bad
+                           else wrong[0] if wrong else None), wrong_macs=wrong,
+                expected_mac=want,
+                where=[w for w, bad in (("fdb", fdb_bad or fdb_missing), ("neigh", neigh_bad))
+                       if bad],
+                fdb_missing=fdb_missing, fdb_entries=fdb_lines, neigh_entries=neigh_lines,
+                device=DEV, ip_version=fam.version),
         ))
     return out
 
@@ -353,16 +405,17 @@ def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dic
                      "and traffic for the old subnet is misrouted. Remove the stale address, "
                      "routes and subnet.env and restart flannel on the node."),
         reference=REF_TROUBLE, step="cni_bridge",
-        data={"device": DEV, "pod_cidr": cidr, "expected_address": expected,
-              "stale_addresses": stale_addrs, "addresses": addrs, "link_present": link is not None,
-              "subnet_env": env, "subnet_env_stale": env_stale,
-              "stale_routes": [{"dst": r.get("dst"), "gateway": r.get("gateway"),
-                                "dev": r.get("dev"), "flags": r.get("flags") or [],
-                                "prefsrc": r.get("prefsrc"), "reason": r.get("reason")}
-                               for r in stale_routes],
-              "flannel_pod": pod.name if pod else None,
-              "namespace": pod.namespace if pod else "kube-flannel",
-              "ip_version": fam.version, "env_key": fam.env_subnet},
+        data=StaleSubnetData(
+            device=DEV, pod_cidr=cidr, expected_address=expected, stale_addresses=stale_addrs,
+            addresses=addrs, link_present=link is not None, subnet_env=env,
+            subnet_env_stale=env_stale,
+            stale_routes=[{"dst": r.get("dst"), "gateway": r.get("gateway"),
+                           "dev": r.get("dev"), "flags": r.get("flags") or [],
+                           "prefsrc": r.get("prefsrc"), "reason": r.get("reason")}
+                          for r in stale_routes],
+            flannel_pod=pod.name if pod else None,
+            namespace=pod.namespace if pod else "kube-flannel", ip_version=fam.version,
+            env_key=fam.env_subnet),
     )]
 
 
@@ -421,6 +474,6 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
                      "reach those nodes' pods. Restart flannel on this node so it reprograms "
                      "them."),
         reference=REF_VXLAN, step="cni_bridge",
-        data={"missing": missing, "wrong_route_get": wrong_get, "device": DEV,
-              "ip_version": fam.version, "direct_routing": direct},
+        data=MissingRouteData(missing=missing, wrong_route_get=wrong_get, device=DEV,
+                              ip_version=fam.version, direct_routing=direct),
     )]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clusterfix_tui.core.checks.cni import BridgeConflictData, StrayConflistData
+from clusterfix_tui.core.checks.flannel import MissingRouteData, StaleSubnetData, StaleVtepData
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
@@ -41,16 +43,6 @@ CODES = (
 CNI_DIR = "/etc/cni/net.d"
 WARNING = ("restarting flannel on {nodes}: pods on those nodes lose pod networking until flannel "
            "recreates the bridge and routes (seconds, normally); run in a maintenance window")
-
-
-def _list(d: dict[str, Any], *keys: str) -> list[Any]:
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, (list, tuple)) and v:
-            return list(v)
-        if isinstance(v, (str, dict)) and v:
-            return [v]
-    return []
 
 
 def _route_spec(r: dict[str, Any] | str) -> str | None:
@@ -165,7 +157,7 @@ class CniBridgeStep:
             needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
                                                                "FLANNEL_STALE_SUBNET")
                              or (f.code == "FLANNEL_MISSING_ROUTE"
-                                 and (f.data or {}).get("wrong_route_get"))]
+                                 and f.data_as(MissingRouteData).wrong_route_get)]
             if needs_restart:
                 unit = "rke2-agent (rke2-server on servers)" if fl.distribution == "rke2" else \
                     "k3s-agent (k3s on servers)"
@@ -201,12 +193,14 @@ class CniBridgeStep:
         restart = False
         flannel_from_data: tuple[str, str] | None = None
         for f in findings:
-            d = f.data or {}
-            if d.get("flannel_pod") and flannel_from_data is None:
-                flannel_from_data = (d.get("namespace") or "kube-flannel", d["flannel_pod"])
+            fd = f.data
+            if isinstance(fd, (BridgeConflictData, StaleSubnetData)) and fd.flannel_pod \
+                    and flannel_from_data is None:
+                flannel_from_data = (fd.namespace, fd.flannel_pod)
             if f.code == "CNI_BRIDGE_CONFLICT":
-                dev = d.get("device") or "cni0"
-                wrong_list = list(d.get("wrong_addresses") or ())
+                bc = f.data_as(BridgeConflictData)
+                dev = bc.device or "cni0"
+                wrong_list = list(bc.wrong_addresses)
                 if wrong_list:
                     # Remove the wrong address(es), keep the bridge: the pods' veths stay
                     # attached, and flannel (restarted below) puts the podCIDR gateway back.
@@ -218,18 +212,18 @@ class CniBridgeStep:
                                     f"{q(' ' + wrong + ' ')}; then "
                                     f"ip addr del {q(wrong)} dev {q(dev)}; fi",
                             why=f"{dev} carries {wrong} but the node's podCIDR is "
-                                f"{d.get('pod_cidr', '?')} (gateway {d.get('expected', '?')}): "
+                                f"{(bc.pod_cidr or '?')} (gateway {(bc.expected or '?')}): "
                                 "flannel fails with 'already has an IP address different from'. "
                                 "The address is removed rather than the bridge deleted, so pods "
                                 "stay attached to it",
                             finding_codes=(f.code,),
                             risk=f"pods on {node} stay unreachable until flannel sets "
-                                 f"{d.get('expected', 'the gateway')} (restart below); pods that "
+                                 f"{(bc.expected or 'the gateway')} (restart below); pods that "
                                  f"got addresses from {wrong} must be recreated",
                             rollback=rb(f"ip addr add {q(wrong)} dev {q(dev)}",
                                         f"put {wrong} back on {dev}"),
                             change={"what": f"address {wrong} on {dev}", "before": "present",
-                                    "after": f"deleted (flannel sets {d.get('expected', '?')})"},
+                                    "after": f"deleted (flannel sets {(bc.expected or '?')})"},
                             precondition=_addr_present(wrong, dev),
                         )
                 else:
@@ -238,7 +232,7 @@ class CniBridgeStep:
                         kind="shell",
                         command=f"if ip link show dev {q(dev)} >/dev/null 2>&1; then "
                                 f"ip link set {q(dev)} down && ip link delete {q(dev)}; fi",
-                        why=f"{dev} disagrees with the node's podCIDR {d.get('pod_cidr', '?')}",
+                        why=f"{dev} disagrees with the node's podCIDR {(bc.pod_cidr or '?')}",
                         finding_codes=(f.code,),
                         risk=f"pods on {node} lose networking until flannel recreates {dev} and "
                              "they are recreated",
@@ -253,8 +247,9 @@ class CniBridgeStep:
                     )
                 restart = True
             elif f.code == "CNI_STRAY_CONFLIST":
-                cdir = d.get("dir") or CNI_DIR
-                for path in list(d.get("stray") or ()) + list(d.get("unparseable") or ()):
+                sc = f.data_as(StrayConflistData)
+                cdir = sc.dir or CNI_DIR
+                for path in list(sc.stray) + list(sc.unparseable):
                     if not path:
                         continue
                     if "/" not in path:
@@ -266,7 +261,7 @@ class CniBridgeStep:
                         kind="shell",
                         command=f"mkdir -p -m 700 {q(nbdir)} && mv -f -- {q(path)} {q(dest)}",
                         why=f"{path} sorts before flannel's conflist "
-                            f"({d.get('flannel_file') or 'none'}) or cannot be parsed: the "
+                            f"({sc.get('flannel_file') or 'none'}) or cannot be parsed: the "
                             "container runtime uses the first file by name",
                         finding_codes=(f.code,),
                         risk="pods created from now on use flannel's conflist",
@@ -278,8 +273,9 @@ class CniBridgeStep:
                             f"{path} is gone already"),
                     )
             elif f.code == "FLANNEL_STALE_SUBNET":
-                dev = d.get("device") or "flannel.1"
-                for r in d.get("stale_routes") or ():
+                ss = f.data_as(StaleSubnetData)
+                dev = ss.device or "flannel.1"
+                for r in ss.stale_routes:
                     spec = _route_spec(r)
                     dst = r.get("dst") if isinstance(r, dict) else None
                     if not spec or not dst:
@@ -301,14 +297,14 @@ class CniBridgeStep:
                             f"the route to {dst} via {rdev} is still there",
                             f"no route to {dst} via {rdev} any more"),
                     )
-                for addr in d.get("stale_addresses") or ():
+                for addr in ss.stale_addresses:
                     add(
                         f"del-addr-{addr}-{dev}",
                         kind="shell",
                         command=f"if ip -o addr show dev {q(dev)} | grep -qF {q(' ' + addr + ' ')}; "
                                 f"then ip addr del {q(addr)} dev {q(dev)}; fi",
                         why=f"{dev} still carries {addr}, from a subnet this node no longer owns "
-                            f"(podCIDR {d.get('pod_cidr', '?')}): flannel fails with 'link has "
+                            f"(podCIDR {(ss.pod_cidr or '?')}): flannel fails with 'link has "
                             "incompatible addresses'",
                         finding_codes=(f.code,),
                         risk="none for the node's current subnet",
@@ -318,7 +314,7 @@ class CniBridgeStep:
                                 "after": "deleted"},
                         precondition=_addr_present(addr, dev),
                     )
-                if d.get("subnet_env_stale"):
+                if ss.subnet_env_stale:
                     src = "/run/flannel/subnet.env"
                     dest = f"{nbdir}/subnet.env"
                     add(
@@ -330,68 +326,70 @@ class CniBridgeStep:
                         finding_codes=(f.code,),
                         risk="the CNI plugin cannot set up new pods until flannel rewrites it",
                         rollback=rb(f"mv -f -- {q(dest)} {q(src)}", f"put the old {src} back"),
-                        change={"what": f"file {src}", "before": str(d.get("subnet_env")),
+                        change={"what": f"file {src}", "before": str(ss.subnet_env),
                                 "after": "moved aside (flannel rewrites it)"},
                         precondition=pre.exists_else_done(
                             f"[ -e {q(src)} ]", f"{src} is still there", f"{src} is gone already"),
                     )
                 restart = True
             elif f.code == "FLANNEL_STALE_VTEP":
-                dev = d.get("device") or "flannel.1"
-                wrong, good = d.get("wrong_mac"), d.get("expected_mac")
-                peer_ip, gw = d.get("peer_ip"), d.get("peer_subnet_gw")
-                where = d.get("where") or ["fdb", "neigh"]
-                if not (wrong and good):
+                sv = f.data_as(StaleVtepData)
+                dev = sv.device or "flannel.1"
+                wrong_mac, good_mac = sv.wrong_mac, sv.expected_mac
+                peer_ip, gw = sv.peer_ip, sv.peer_subnet_gw
+                where = sv.where or ["fdb", "neigh"]
+                if not (wrong_mac and good_mac):
                     notes.append(f"{node}: FLANNEL_STALE_VTEP without MACs in its data")
                     continue
                 if "fdb" in where and peer_ip:
                     add(
                         f"fdb-{peer_ip}",
                         kind="shell",
-                        command=(f"{{ bridge fdb del {q(wrong)} dev {q(dev)} dst {q(peer_ip)} "
+                        command=(f"{{ bridge fdb del {q(wrong_mac)} dev {q(dev)} dst {q(peer_ip)} "
                                  "|| true; } && "
-                                 f"bridge fdb replace {q(good)} dev {q(dev)} dst {q(peer_ip)} "
+                                 f"bridge fdb replace {q(good_mac)} dev {q(dev)} dst {q(peer_ip)} "
                                  "self permanent"),
-                        why=f"the fdb entry for {d.get('peer_node', peer_ip)} ({peer_ip}) holds "
-                            f"VTEP MAC {wrong}; the peer's backend-data says {good}",
+                        why=f"the fdb entry for {(sv.peer_node or peer_ip)} ({peer_ip}) holds "
+                            f"VTEP MAC {wrong_mac}; the peer's backend-data says {good_mac}",
                         finding_codes=(f.code,),
                         risk="none: the entry becomes what flannel itself would write",
-                        rollback=rb(f"{{ bridge fdb del {q(good)} dev {q(dev)} dst {q(peer_ip)} "
+                        rollback=rb(f"{{ bridge fdb del {q(good_mac)} dev {q(dev)} dst {q(peer_ip)} "
                                     "|| true; } && "
-                                    f"bridge fdb append {q(wrong)} dev {q(dev)} dst {q(peer_ip)} "
+                                    f"bridge fdb append {q(wrong_mac)} dev {q(dev)} dst {q(peer_ip)} "
                                     "self permanent", "put the old fdb entry back"),
-                        change={"what": f"fdb entry for {peer_ip} on {dev}", "before": wrong,
-                                "after": good},
-                        # done only when the good entry is there AND the wrong one gone
+                        change={"what": f"fdb entry for {peer_ip} on {dev}", "before": wrong_mac,
+                                "after": good_mac},
+                        # done only when the good_mac entry is there AND the wrong_mac one gone
                         precondition=pre.absent_else_done(
                             f"fdb=$(bridge fdb show dev {q(dev)} 2>/dev/null) && "
-                            f"printf '%s\\n' \"$fdb\" | grep -qiF {q(f'{good} dst {peer_ip} ')} "
+                            f"printf '%s\\n' \"$fdb\" | grep -qiF {q(f'{good_mac} dst {peer_ip} ')} "
                             f"&& ! printf '%s\\n' \"$fdb\" | grep -qiF "
-                            f"{q(f'{wrong} dst {peer_ip} ')}",
-                            f"the fdb entries for {peer_ip} are not yet only {good}",
-                            f"the fdb entry for {peer_ip} holds {good} already, {wrong} is gone"),
+                            f"{q(f'{wrong_mac} dst {peer_ip} ')}",
+                            f"the fdb entries for {peer_ip} are not yet only {good_mac}",
+                            f"the fdb entry for {peer_ip} holds {good_mac} already, {wrong_mac} is gone"),
                     )
                 if "neigh" in where and gw:
                     add(
                         f"neigh-{gw}",
                         kind="shell",
-                        command=(f"ip neigh replace {q(gw)} lladdr {q(good)} dev {q(dev)} "
+                        command=(f"ip neigh replace {q(gw)} lladdr {q(good_mac)} dev {q(dev)} "
                                  "nud permanent"),
-                        why=f"the neighbour entry for {gw} ({d.get('peer_node', '?')}'s subnet) "
-                            f"holds VTEP MAC {wrong}; the peer's backend-data says {good}",
+                        why=f"the neighbour entry for {gw} ({(sv.peer_node or '?')}'s subnet) "
+                            f"holds VTEP MAC {wrong_mac}; the peer's backend-data says {good_mac}",
                         finding_codes=(f.code,),
                         risk="none: the entry becomes what flannel itself would write",
-                        rollback=rb(f"ip neigh replace {q(gw)} lladdr {q(wrong)} dev {q(dev)} "
+                        rollback=rb(f"ip neigh replace {q(gw)} lladdr {q(wrong_mac)} dev {q(dev)} "
                                     "nud permanent", "put the old neighbour entry back"),
-                        change={"what": f"neigh {gw} on {dev}", "before": wrong, "after": good},
+                        change={"what": f"neigh {gw} on {dev}", "before": wrong_mac, "after": good_mac},
                         precondition=pre.absent_else_done(
                             f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
-                            f"{q(f'lladdr {good} ')}",
-                            f"the neighbour entry for {gw} does not hold {good} yet",
-                            f"the neighbour entry for {gw} holds {good} already"),
+                            f"{q(f'lladdr {good_mac} ')}",
+                            f"the neighbour entry for {gw} does not hold {good_mac} yet",
+                            f"the neighbour entry for {gw} holds {good_mac} already"),
                     )
             elif f.code == "FLANNEL_MISSING_ROUTE":
-                for m in d.get("missing") or ():
+                mr = f.data_as(MissingRouteData)
+                for m in mr.missing:
                     expected = m.get("expected") if isinstance(m, dict) else str(m)
                     if not expected:
                         continue
@@ -409,7 +407,7 @@ class CniBridgeStep:
                                 "after": "present"},
                         precondition=_route_there(str(expected)),
                     )
-                if d.get("wrong_route_get"):
+                if mr.wrong_route_get:
                     restart = True
         if restart:
             pod = flannel_pod(diagnosis, node) or flannel_from_data
