@@ -76,6 +76,11 @@ def test_forward_drop_named_by_legacy_counter(lab, tmp_path):
     lab.inject("forward-drop", entry)
     try:
         res = traced(lab, tmp_path, "nodeport", entry)
+        # the netfilter map of `diagnose --json` shows who filters the node, legacy included
+        r = cli("diagnose", "--lab-dir", str(lab.dir), "--json", timeout=180)
+        assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
+        nf = {(e["backend"], e["family"], e["table"]): e
+              for e in json.loads(r.stdout)["netfilter"][entry]}
     finally:
         lab.exec(entry, "iptables-legacy -P FORWARD ACCEPT")
     assert res["verdict"] == "dropped", res
@@ -83,6 +88,9 @@ def test_forward_drop_named_by_legacy_counter(lab, tmp_path):
     assert res["where"]["table"] == "iptables-legacy filter"
     assert (res["where"]["chain"], res["where"]["rule"]) == ("FORWARD", "policy DROP")
     assert "filter/FORWARD" in res["legacy_untraced"][entry]
+    assert {"chain": "FORWARD", "hook": "forward", "priority": 0, "policy": "drop",
+            "rules": 0} in nf[("iptables-legacy", "ip", "filter")]["chains"]
+    assert nf[("iptables-nft", "ip", "nat")]["owner"] == "kube-proxy"
 
 
 def test_firewall_reject_named_on_pod_node(lab, tmp_path):

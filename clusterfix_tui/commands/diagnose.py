@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
         # what nodes print (files, errors) can carry a credential: redacted like the journal
         if args.json:
-            json.dump(redact_obj(diag.to_dict()), sys.stdout, indent=2, default=str)
+            from clusterfix_tui.core.netfilter_map import netfilter_map
+
+            doc = diag.to_dict()
+            # every table of every backend per node, in hook order (docs/trace.md)
+            doc["netfilter"] = {name: netfilter_map(f) for name, f in sorted(diag.facts.items())}
+            json.dump(redact_obj(doc), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
             sys.stdout.write(redact(render_text(diag)))

@@ -1,0 +1,117 @@
+"""The netfilter map of a node (issue 15, item 3): every table in every family and backend
+(nft-native, iptables-nft, iptables-legacy; IPv4 and IPv6) with its guessed owner, its base
+chains (hook, priority, policy) and its rule count, in hook order, so an admin sees who filters
+the node's traffic and in what order. Pure: built from the NodeFacts diagnose already read
+(`nft -j list ruleset`, `iptables-legacy-save`, `ip6tables-legacy-save`); no I/O."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+IPTABLES_TABLES = ("raw", "mangle", "nat", "filter", "security")
+# the fixed priorities of iptables' built-in chains (netfilter's NF_IP_PRI_*)
+LEGACY_PRIO = {"raw": -300, "mangle": -150, "filter": 0, "security": 50}
+LEGACY_HOOK = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward",
+               "OUTPUT": "output", "POSTROUTING": "postrouting"}
+HOOK_ORDER = ("ingress", "prerouting", "input", "forward", "output", "postrouting")
+
+# (pattern on table/chain names and comments, owner), first match wins
+OWNERS: tuple[tuple[str, str], ...] = (
+    (r"^cfx_trace_", "clusterfix trace"),
+    (r"^KUBE-|^kube-proxy$|kubernetes", "kube-proxy"),
+    (r"^FLANNEL|flannel", "flannel"),
+    (r"^cali-|calico", "calico"),
+    (r"^CILIUM|cilium", "cilium"),
+    (r"^DOCKER|docker", "docker"),
+    (r"^firewalld$|_public|^filter_|^nat_|^mangle_", "firewalld"),
+    (r"^f2b-|fail2ban", "fail2ban"),
+    (r"^ufw-", "ufw"),
+    (r"^LIBVIRT|libvirt", "libvirt"),
+)
+
+
+def guess_owner(names: list[str]) -> str:
+    votes: dict[str, int] = {}
+    for n in names:
+        for pat, owner in OWNERS:
+            if re.search(pat, n or "", re.IGNORECASE if owner != "kube-proxy" else 0):
+                votes[owner] = votes.get(owner, 0) + 1
+                break
+    if not votes:
+        return "unknown"
+    return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def _legacy_prio(table: str, chain: str) -> int:
+    if table == "nat":
+        return -100 if chain in ("PREROUTING", "OUTPUT") else 100
+    return LEGACY_PRIO.get(table, 0)
+
+
+def _is_iptables_nft(family: str, table: str, chains: list[Any]) -> bool:
+    return family in ("ip", "ip6") and table in IPTABLES_TABLES and all(
+        c.hook is None or c.name.upper() == c.name for c in chains)
+
+
+def netfilter_map(facts: Any) -> list[dict[str, Any]]:
+    """One entry per table: backend, family, table, owner, base chains, rules; ordered by the
+    first hook and priority of its base chains."""
+    out: list[dict[str, Any]] = []
+    rs = getattr(facts, "nft_ruleset", None)
+    if rs is not None:
+        for family, table in rs.tables:
+            chains = [c for c in rs.chains if c.family == family and c.table == table]
+            rules = [r for r in rs.rules if r.family == family and r.table == table]
+            names = [table] + [c.name for c in chains] + [r.comment or "" for r in rules]
+            out.append({
+                "backend": "iptables-nft" if _is_iptables_nft(family, table, chains) else "nft",
+                "family": family, "table": table, "owner": guess_owner(names),
+                "chains": [{"chain": c.name, "hook": c.hook, "priority": c.prio,
+                            "policy": c.policy, "rules": len(rs.rules_in(family, table, c.name))}
+                           for c in chains if c.hook],
+                "chain_count": len(chains), "rules": len(rules)})
+    for attr, family in (("legacy", "ip"), ("ip6_legacy", "ip6")):
+        save = getattr(facts, attr, None)
+        if save is None:
+            continue
+        for tname, t in save.tables.items():
+            names = list(t.chains)
+            base = [c for c in t.chains if c in LEGACY_HOOK]
+            if not t.rules and all((t.chains.get(c) or "ACCEPT") == "ACCEPT" for c in base) \
+                    and len(t.chains) == len(base):
+                continue  # an empty legacy table (present since something loaded it) filters nothing
+            out.append({
+                "backend": "iptables-legacy", "family": family, "table": tname,
+                "owner": guess_owner(names + [r.opt("--comment") or "" for r in t.rules]),
+                "chains": [{"chain": c, "hook": LEGACY_HOOK[c], "priority": _legacy_prio(tname, c),
+                            "policy": (t.chains.get(c) or "").lower() or None,
+                            "rules": len(t.rules_in(c))} for c in base],
+                "chain_count": len(t.chains), "rules": len(t.rules)})
+
+    def order(e: dict[str, Any]) -> tuple[int, float]:
+        hooks = [(HOOK_ORDER.index(c["hook"]) if c["hook"] in HOOK_ORDER else 9,
+                  _num(c["priority"])) for c in e["chains"]]
+        return min(hooks) if hooks else (10, 0.0)
+    return sorted(out, key=order)
+
+
+_NAMED_PRIO = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
+               "srcnat": 100}
+
+
+def _num(p: Any) -> float:
+    if isinstance(p, (int, float)):
+        return float(p)
+    if isinstance(p, str):
+        m = re.fullmatch(r"\s*([a-z]+)?\s*([+-]\s*\d+)?\s*", p)
+        if m:
+            base = _NAMED_PRIO.get(m.group(1) or "", 0)
+            return float(base + int((m.group(2) or "0").replace(" ", "")))
+        try:
+            return float(p)
+        except ValueError:
+            return 0.0
+    if isinstance(p, dict):  # nft -j may give {"...": n}
+        return next((_num(v) for v in p.values()), 0.0)
+    return 0.0
