@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.ports import HostKeyChanged, HostKeyUnknown, TransportError
 
 REF_SSH = "https://man.openbsd.org/ssh_config"
@@ -23,23 +23,42 @@ EXPLAIN = {
 }
 
 
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionData(FindingData, codes=("SSH_UNREACHABLE", "SSH_AUTH_FAILED", "HOST_KEY_UNKNOWN",
+                                          "HOST_KEY_CHANGED", "SUDO_PASSWORD_REQUIRED")):
+    address: str | None = None
+    error: str = ""
+    error_type: str = ""
+    # host key codes only: the key the node offers, and the known_hosts file at stake
+    host: str | None = None
+    key_type: str | None = None
+    fingerprint: str | None = None
+    known_hosts: str | None = None
+    key_line: str | None = None  # HOST_KEY_UNKNOWN: the line an accept appends
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactsUnreadableData(FindingData, codes=("FACTS_UNREADABLE",)):
+    exit_code: int | None = None
+    errors: list[str] = field(default_factory=list)
+    raw: str = ""  # the first 4 KiB of what came back
+    stderr: str = ""
+    error: str | None = None
+
 def transport_finding(node: str, address: str | None, exc: BaseException) -> Finding:
     """A TransportError (or any failure opening the node's shell) as a finding: the error class
     says which code and title (core/ports.py)."""
     code, title = "SSH_UNREACHABLE", TransportError.finding_title
     if isinstance(exc, TransportError) and exc.code is not None and exc.code in EXPLAIN:
         code, title = exc.code, exc.finding_title
-    data: dict[str, Any] = {"address": address, "error": str(exc),
-                            "error_type": type(exc).__name__}
-    if isinstance(exc, HostKeyUnknown):
-        data.update(host=exc.host, key_type=exc.key_type, fingerprint=exc.fingerprint,
-                    known_hosts=exc.known_hosts, key_line=exc.key_line)
-    elif isinstance(exc, HostKeyChanged):
-        if exc.key is not None:
-            data.update(host=exc.key.node, key_type=exc.key.key_type,
-                        fingerprint=exc.key.fingerprint)
-        if exc.known_hosts is not None:
-            data["known_hosts"] = exc.known_hosts
+    key = exc.key if isinstance(exc, (HostKeyUnknown, HostKeyChanged)) else None
+    data = ConnectionData(
+        address=address, error=str(exc), error_type=type(exc).__name__,
+        host=exc.host if isinstance(exc, HostKeyUnknown) else key.node if key else None,
+        key_type=key.key_type if key else None, fingerprint=key.fingerprint if key else None,
+        known_hosts=exc.known_hosts if isinstance(exc, (HostKeyUnknown, HostKeyChanged)) else None,
+        key_line=exc.key_line if isinstance(exc, HostKeyUnknown) else None)
     evidence = [f"{type(exc).__name__}: {exc}"]
     if address:
         evidence.append(f"address: {address}")
@@ -62,6 +81,6 @@ def unreadable_finding(node: str, *, exit_code: int | None, errors: list[str] | 
                      "shell without the needed tools, or output mangled by a login banner). The "
                      "node's checks were skipped; the raw text is kept."),
         reference="", step=None,
-        data={"exit_code": exit_code, "errors": list(errors), "raw": raw[:4096],
-              "stderr": stderr[-2048:], "error": error},
+        data=FactsUnreadableData(exit_code=exit_code, errors=list(errors), raw=raw[:4096],
+                                 stderr=stderr[-2048:], error=error),
     )
