@@ -136,3 +136,46 @@ def test_lost_between_nodes_names_a_stale_vtep():
     b.macs["flannel.1"] = "0e:00:00:00:00:01"  # the entry is right: lost somewhere else
     res = T.verdict([a, b], connected=False)
     assert res["where"]["node"] == "node-2" and "never arrived" in res["where"]["rule"]
+
+
+class _API:
+    """Plain dicts, as ClusterAPI returns them."""
+
+    def list_nodes(self):
+        return [{"metadata": {"name": f"node-{i}"}, "spec": {"podCIDR": f"10.244.{i - 1}.0/24"},
+                 "status": {"addresses": [{"type": "InternalIP", "address": f"10.0.0.{i}"}]}}
+                for i in (1, 2, 3)]
+
+    def list_services(self, namespace=None):
+        return [{"metadata": {"namespace": "media", "name": "jf"},
+                 "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80,
+                                                         "nodePort": 30096, "protocol": "TCP"}]}}]
+
+    def list_endpoints(self, namespace=None):
+        return [{"metadata": {"namespace": "media", "name": "jf"},
+                 "subsets": [{"addresses": [{"ip": "10.244.1.3"}],
+                              "ports": [{"name": "http", "port": 8096}]}]}]
+
+    def list_pods(self, namespace=None):
+        return [{"metadata": {"namespace": "default", "name": "a"}, "spec": {"nodeName": "node-1"},
+                 "status": {"podIP": "10.244.0.2"}},
+                {"metadata": {"namespace": "media", "name": "b"},
+                 "spec": {"nodeName": "node-2", "containers": [{"ports": [{"containerPort": 8096}]}]},
+                 "status": {"podIP": "10.244.1.3"}}]
+
+
+def test_flows_from_the_api():
+    f = T.nodeport_flow(_API(), "node-1", None)
+    assert (f.dst_ip, f.dst_port, f.probe_node) == ("10.0.0.1", 30096, None)
+    assert [(p.node, p.role) for p in f.path] == [("node-1", "entry"), ("node-2", "destination")]
+    assert T.Match("10.244.1.3", 8096) in f.path[0].matches  # endpoint found by podCIDR
+    assert f.path[1].matches == (T.Match("10.244.1.3", 8096),)
+    with pytest.raises(T.TraceError):
+        T.nodeport_flow(_API(), "node-9", None)
+    with pytest.raises(T.TraceError):
+        T.nodeport_flow(_API(), "node-1", 31000)
+    p = T.pod_flow(_API(), "default/a", "media/b", None)
+    assert (p.dst_ip, p.dst_port, p.probe_node) == ("10.244.1.3", 8096, "node-1")
+    assert [pn.node for pn in p.path] == ["node-1", "node-2"] and "10.244.1.3" in p.probe_command
+    with pytest.raises(T.TraceError):
+        T.pod_flow(_API(), "default/a", "default/nope", None)

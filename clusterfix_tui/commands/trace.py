@@ -36,120 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="journal file (default: ./clusterfix-trace-<time>.jsonl)")
 
 
-class TraceError(Exception):
-    pass
-
-
-def _node_ip(node: dict[str, Any]) -> str | None:
-    for a in (node.get("status") or {}).get("addresses") or ():
-        if a.get("type") == "InternalIP":
-            return a.get("address")
-    return None
-
-
-def _pod_node(ip: str, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> str | None:
-    import ipaddress
-
-    for p in pods:
-        if (p.get("status") or {}).get("podIP") == ip:
-            return (p.get("spec") or {}).get("nodeName")
-    for n in nodes:
-        for cidr in [(n.get("spec") or {}).get("podCIDR")] + list(
-                (n.get("spec") or {}).get("podCIDRs") or []):
-            try:
-                if cidr and ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False):
-                    return n["metadata"]["name"]
-            except ValueError:
-                continue
-    return None
-
-
-def build_nodeport_flow(api: Any, node: str, port: int | None) -> Any:
-    from clusterfix_tui.core.trace import Flow, Match, PathNode
-
-    nodes = list(api.list_nodes())
-    by = {n["metadata"]["name"]: n for n in nodes}
-    if node not in by:
-        raise TraceError(f"no node {node!r} (nodes: {', '.join(sorted(by))})")
-    ip = _node_ip(by[node])
-    if not ip:
-        raise TraceError(f"node {node} has no InternalIP")
-    chosen = None
-    for s in sorted(api.list_services(), key=lambda s: (s["metadata"].get("namespace", ""),
-                                                        s["metadata"]["name"])):
-        for p in (s.get("spec") or {}).get("ports") or ():
-            if p.get("nodePort") and p.get("protocol", "TCP") == "TCP" and (
-                    port is None or int(p["nodePort"]) == port):
-                chosen = (s, p)
-                break
-        if chosen:
-            break
-    if chosen is None:
-        raise TraceError(f"no TCP NodePort service{f' on port {port}' if port else ''}")
-    svc, sport = chosen
-    np_port = int(sport["nodePort"])
-    ns, name = svc["metadata"].get("namespace", "default"), svc["metadata"]["name"]
-    eps: list[tuple[str, int, str | None]] = []
-    pods = list(api.list_pods())
-    for e in api.list_endpoints(ns):
-        if e["metadata"]["name"] != name:
-            continue
-        for sub in e.get("subsets") or ():
-            ports = sub.get("ports") or ()
-            pnum = next((int(p["port"]) for p in ports if p.get("name") == sport.get("name")),
-                        int(ports[0]["port"]) if ports else None)
-            if pnum is None:
-                continue
-            for a in sub.get("addresses") or ():
-                eps.append((a["ip"], pnum, a.get("nodeName") or _pod_node(a["ip"], nodes, pods)))
-    entry_matches = [Match(ip, np_port)] + [Match(e[0], e[1]) for e in eps]
-    route_to = eps[0][0] if eps else ip
-    path = [PathNode(node, ip, "entry", tuple(entry_matches), route_to, bool(eps))]
-    for n in sorted({e[2] for e in eps if e[2] and e[2] != node}):
-        ms = tuple(Match(e[0], e[1]) for e in eps if e[2] == n)
-        path.append(PathNode(n, _node_ip(by[n]), "destination", ms, ms[0].daddr, True))
-    desc = (f"workstation -> {node} {ip}:{np_port} (service {ns}/{name}; endpoints "
-            f"{', '.join(f'{e[0]}:{e[1]}@{e[2]}' for e in eps) or 'none'})")
-    return Flow("nodeport", desc, ip, np_port, tuple(path))
-
-
-def build_pod_flow(api: Any, src: str, dst: str, port: int | None) -> Any:
-    from clusterfix_tui.core.trace import Flow, Match, PathNode, probe_shell_command
-
-    nodes = list(api.list_nodes())
-    by = {n["metadata"]["name"]: n for n in nodes}
-    pods = list(api.list_pods())
-
-    def find(ref: str) -> dict[str, Any]:
-        ns, _, name = ref.rpartition("/")
-        ns = ns or "default"
-        for p in pods:
-            m = p.get("metadata") or {}
-            if m.get("name") == name and m.get("namespace", "default") == ns:
-                return p
-        raise TraceError(f"no pod {ns}/{name}")
-
-    a, b = find(src), find(dst)
-    a_ip, b_ip = (a.get("status") or {}).get("podIP"), (b.get("status") or {}).get("podIP")
-    a_node, b_node = (a.get("spec") or {}).get("nodeName"), (b.get("spec") or {}).get("nodeName")
-    if not (a_ip and b_ip and a_node and b_node):
-        raise TraceError("both pods need an IP and a node")
-    if port is None:
-        port = next((int(cp["containerPort"]) for c in (b.get("spec") or {}).get("containers") or ()
-                     for cp in c.get("ports") or () if cp.get("containerPort")), None)
-    if port is None:
-        raise TraceError(f"pod {dst} declares no containerPort: give --port")
-    m = Match(b_ip, port)
-    path = [PathNode(a_node, _node_ip(by[a_node]) if a_node in by else None, "source", (m,),
-                     b_ip, False)]
-    if b_node != a_node:
-        path.append(PathNode(b_node, _node_ip(by[b_node]) if b_node in by else None,
-                             "destination", (m,), b_ip, True))
-    return Flow("pod", f"{src} ({a_ip}@{a_node}) -> {dst} {b_ip}:{port}@{b_node}", b_ip, port,
-                tuple(path), probe_node=a_node,
-                probe_command=probe_shell_command(b_ip, port, src_ip=a_ip))
-
-
 def print_result(res: dict[str, Any]) -> None:
     from clusterfix_tui.commands._common import out
 
@@ -180,7 +66,7 @@ def print_result(res: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clusterfix_tui.core.journal import Journal
-    from clusterfix_tui.core.trace import run_trace
+    from clusterfix_tui.core.trace import TraceError, nodeport_flow, pod_flow, run_trace
 
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     journal_path = args.journal or os.path.abspath(f"clusterfix-trace-{stamp}.jsonl")
@@ -195,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         try:
-            flow = (build_nodeport_flow(rt.api, args.node, args.port) if args.flow == "nodeport"
-                    else build_pod_flow(rt.api, args.src, args.dst, args.port))
+            flow = (nodeport_flow(rt.api, args.node, args.port) if args.flow == "nodeport"
+                    else pod_flow(rt.api, args.src, args.dst, args.port))
         except TraceError as exc:
             print(f"clusterfix-tui trace: {exc}", file=sys.stderr)
             return 2
