@@ -21,6 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--yes", action="store_true", help="do not ask")
     mode.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="roll back even when the cluster or a node is not the one the "
+                             "journal recorded (another cluster, a rebooted node, a changed "
+                             "host key); each action's precondition is still re-checked")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +49,6 @@ def run(args: argparse.Namespace) -> int:
     if plan.nothing_to_do:
         print("nothing to roll back")
         return 0
-    if not (args.yes or args.dry_run) and \
-            ask(f"run these {len(plan.actions)} rollback action(s)? [y/n] ") != "y":
-        print("not rolled back")
-        return 1
     try:
         from clusterfix_tui.runtime import build_runtime, local_flags
 
@@ -59,11 +59,30 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"clusterfix-tui rollback: cannot connect: {exc}", file=sys.stderr)
         return 2
+    differs = _identity_differences(events, plan, rt)
+    if differs:
+        print("  the cluster or nodes are not the ones this journal was written against:")
+        for line in differs:
+            print(f"    - {line}")
+        if not getattr(args, "force", False):
+            print("rollback refused: not the same cluster/nodes (use --force to roll back "
+                  "anyway; each action's precondition is re-checked before it runs)")
+            rt.close()
+            return 2
+        print("  --force: rolling back anyway; each action's precondition decides")
+    if not (args.yes or args.dry_run) and \
+            ask(f"run these {len(plan.actions)} rollback action(s)? [y/n] ") != "y":
+        print("not rolled back")
+        rt.close()
+        return 1
     journal = Journal(args.journal)
     try:
         journal.write("note", text=f"rollback requested from the command line"
                       f"{' for step ' + args.step if args.step else ''}"
                       f"{' (dry run)' if args.dry_run else ''}")
+        if differs:
+            journal.write("note", text="rollback with --force despite identity differences: "
+                          + "; ".join(differs), identity_differences=differs)
         journal.write("plan", step=plan.step, plan=plan.to_dict(), rollback=True)
         approved = [a.id for a in plan.actions]
         journal.write("decision", step=plan.step, decision="dry-run" if args.dry_run
@@ -86,3 +105,28 @@ def run(args: argparse.Namespace) -> int:
         journal.close()
     print(f"rollback: {outcome.status}: {outcome.message}")
     return 0 if outcome.status in ("changed", "unchanged", "dry-run") else 1
+
+
+def _identity_differences(events: list, plan: object, rt: object) -> list[str]:
+    """Compare the identities the journal recorded (cluster, and each node the plan touches)
+    with what is reached now (core/identity.py). Empty when the journal recorded none."""
+    from clusterfix_tui.core import identity as ident
+    from clusterfix_tui.core.model import CLUSTER
+    from clusterfix_tui.core.ports import HostKeyChanged, HostKeyUnknown
+
+    then_cluster, then_nodes = ident.recorded(events)
+    if then_cluster is None and not then_nodes:
+        return []
+    targets = {a.target for a in getattr(plan, "actions", ()) if a.target != CLUSTER}
+    then_nodes = {n: v for n, v in then_nodes.items() if n in targets}
+    now_cluster = ident.cluster_identity(rt.api) if then_cluster is not None else None
+    now_nodes: dict[str, dict] = {}
+    for node, then in then_nodes.items():
+        try:
+            shell = rt.shells(node, then.get("address"))
+            now_nodes[node] = ident.node_identity(rt.shells, shell, node, then.get("address"))
+        except (HostKeyChanged, HostKeyUnknown) as exc:
+            now_nodes[node] = {"host_key": f"not trusted now: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - an unreachable node fails its own actions
+            print(f"  note: {node}: cannot check its identity: {exc}")
+    return ident.differences(then_cluster, now_cluster, then_nodes, now_nodes)

@@ -19,6 +19,8 @@ from clusterfix_tui.core.redact import redact_obj
 
 EVENT_TYPES: tuple[str, ...] = (
     "session_start",
+    "cluster_identity",
+    "node_identity",
     "node_left_out",
     "diagnosis",
     "plan",

@@ -308,6 +308,8 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
                 "version": _s(cl.get("version")),
                 "node_count": _int_or_none(cl.get("node_count")),
             }
+        elif t in ("cluster_identity", "node_identity"):
+            pass  # who the session talked to: read by `rollback` (core/identity.py)
         elif t == "node_left_out":
             left_out.append({"node": _s(ev.get("node")), "reason": _s(ev.get("reason"))})
         elif t == "diagnosis":

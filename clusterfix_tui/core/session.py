@@ -125,6 +125,10 @@ class RepairSession:
             "session_start", session_id=self.session_id, tool_version=__version__, user=user,
             host=socket.gethostname(), mode=self.mode, dry_run=self.dry_run, cluster=cluster,
         )
+        from clusterfix_tui.core.identity import cluster_identity
+
+        # who this session talks to: `rollback` compares it before replaying (core/identity.py)
+        self.journal.write("cluster_identity", identity=cluster_identity(self.api))
 
     def cluster_info(self) -> dict[str, Any]:
         if self._cluster is not None:
@@ -194,6 +198,10 @@ class RepairSession:
                 self.journal.write("note", text=f"node {name} is the machine this runs on: read "
                                    f"and repaired locally, not over SSH ({why or 'local'})",
                                    local_node=name)
+            from clusterfix_tui.core.identity import node_identity
+
+            self.journal.write("node_identity", identity=node_identity(self.shells, shell, name,
+                                                                       addr))
             return NodeConn(name, addr, "connected", "", transport=transport)
         except Exception as exc:  # noqa: BLE001
             state, key = _conn_state(exc)

@@ -280,6 +280,10 @@ class KubeClusterAPI:
                           self._core.read_namespaced_config_map, name, namespace,
                           _not_found_ok=True)
 
+    def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return self._call(f"get namespace {name}", self._core.read_namespace, name,
+                          _not_found_ok=True)
+
     def list_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace:
             return self._list(f"list services in {namespace}",

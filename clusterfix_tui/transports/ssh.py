@@ -584,6 +584,15 @@ class SSHPool:
             return self._config.resolve(node, node)
         return self._config.resolve(node, slot.address)
 
+    def node_identity(self, node: str) -> dict[str, Any]:
+        """Who we reached for `node` (for the journal's node identity): the address and user
+        used, the jump hosts, and the host key the server presented on this connection."""
+        conn = self._connection(node)
+        key = conn.transport.get_remote_server_key()
+        return {"transport": "ssh", "address": conn.spec.hostname, "port": conn.spec.port,
+                "user": conn.spec.user, "jump": list(conn.spec.jump),
+                "host_key": f"{key.get_name()} {fingerprint(key)}"}
+
     def connection_count(self, node: str) -> int:
         """How many times the pool connected to `node` (reuse makes this 1)."""
         return self._slot(node).connects

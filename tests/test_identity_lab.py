@@ -1,0 +1,85 @@
+"""Identity in the journal (issue #14 item 5) over real sshd: a `fix` on lab A journals the
+cluster (server, context, kube-system UID) and each node (address, user, boot_id, namespaces,
+host key); `rollback` of that journal against lab B (another cluster) refuses and says what
+differs, with --force it proceeds; against lab A itself it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lab_helpers import lab_fixture
+
+REPO = str(Path(__file__).resolve().parents[1])
+
+lab_a = lab_fixture(nodes=2, faults="none", name="lab_a")
+lab_b = lab_fixture(nodes=2, faults="none", name="lab_b")
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "clusterfix_tui", *args], capture_output=True,
+                          text=True, timeout=300, cwd=str(cwd), env=env)
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _fwd(lab, node: str) -> str:
+    return lab.exec(node, "cat /proc/sys/net/ipv4/ip_forward").stdout.strip()
+
+
+@pytest.mark.lab
+def test_rollback_refuses_another_cluster_and_force_proceeds(lab_a, lab_b, tmp_path) -> None:
+    journal = tmp_path / "j.jsonl"
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=0")
+    r = _cli("fix", "--yes", "--no-validate", "--step", "host_network", "--lab-dir",
+             str(lab_a.dir), "--journal", str(journal), cwd=tmp_path)
+    assert _fwd(lab_a, "node-1") == "1", r.stdout[-2000:] + r.stderr[-2000:]
+    evs = _events(journal)
+    cluster = [e["identity"] for e in evs if e["type"] == "cluster_identity"]
+    assert len(cluster) == 1 and cluster[0]["kube_system_uid"] and cluster[0]["server"]
+    nodes = {e["identity"]["node"]: e["identity"] for e in evs if e["type"] == "node_identity"}
+    assert set(nodes) == {"node-1", "node-2"}
+    for n in nodes.values():
+        assert n["user"] == "root" and n["address"] and n["boot_id"] and n["boot_scope"]
+        assert n["host_key"].split()[1].startswith("SHA256:")
+    ran = [e for e in evs if e["type"] == "command_start" and e["node"] == "node-1"]
+    assert ran, "the fix ran nothing on node-1"
+
+    # lab B: another cluster (its own kube-system UID, node namespaces and host keys)
+    r = _cli("rollback", "--yes", "--journal", str(journal), "--lab-dir", str(lab_b.dir),
+             cwd=tmp_path)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "rollback refused" in r.stdout
+    assert "kube-system namespace UID" in r.stdout and cluster[0]["kube_system_uid"] in r.stdout
+    assert "node node-1 host key" in r.stdout and "node node-1 namespaces" in r.stdout
+    assert _fwd(lab_b, "node-1") == "1"  # nothing ran on B
+    assert not any(e["type"] == "command_start" and e.get("rollback") for e in _events(journal))
+
+    # --force: it proceeds through the apply path (each action's precondition, if any, decides)
+    r = _cli("rollback", "--yes", "--force", "--journal", str(journal), "--lab-dir",
+             str(lab_b.dir), cwd=tmp_path)
+    assert "--force: rolling back anyway" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    evs = _events(journal)
+    assert any(e["type"] == "note" and e.get("identity_differences") for e in evs)
+    assert any(e["type"] == "command_start" and e.get("rollback") for e in evs)
+    lab_b.exec("node-1", "sysctl -qw net.ipv4.ip_forward=1")
+
+    # the cluster the journal was written on: no refusal, the rollback runs
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=1")
+    fresh = tmp_path / "a.jsonl"
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=0")
+    r = _cli("fix", "--yes", "--no-validate", "--step", "host_network", "--lab-dir",
+             str(lab_a.dir), "--journal", str(fresh), cwd=tmp_path)
+    assert _fwd(lab_a, "node-1") == "1", r.stdout[-2000:] + r.stderr[-2000:]
+    r = _cli("rollback", "--yes", "--journal", str(fresh), "--lab-dir", str(lab_a.dir),
+             cwd=tmp_path)
+    assert r.returncode == 0 and "refused" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert _fwd(lab_a, "node-1") == "0"
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=1")
