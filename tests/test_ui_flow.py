@@ -172,6 +172,12 @@ async def test_skipped_step_is_reported_skipped_and_validation_fails_for_it(tmp_
         assert app.step_state("cni_bridge") == "skipped"
         assert session.skipped == {"cni_bridge"}
         assert session.applied == set(STEP_ORDER) - {"cni_bridge"}
+        # end of the pass: the flow re-diagnosed; the skipped step still has something to do
+        assert isinstance(app.screen, ConfirmationModal) and app.screen.id == "confirm-pass"
+        assert "cni_bridge" in str(app.screen.query_one("#dialog-body Static", Static).render())
+        await pilot.press("n")  # not now
+        await settle(pilot)
+        assert isinstance(app.screen, PlanScreen)
         await pilot.press("v")
         await settle(pilot)
         failed = [r for r in app.state.validation if not r.passed]

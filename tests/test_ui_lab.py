@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from ui_fakes import settle
 
 from clusterfix_tui.commands.tui import make_session_factory
+from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui.app import ClusterfixApp
 from clusterfix_tui.ui.screens.connect import ConnectScreen
@@ -62,8 +63,25 @@ async def _connect_and_diagnose(pilot) -> None:
     assert {f.title for f in findings} == shown
 
 
-async def _walk_steps(pilot, skip: str | None = None) -> None:
-    """From the plan, run all in order: apply each needed step through its dialog (or skip one)."""
+def _dialog_commands(app) -> list[str]:
+    body = str(app.screen.query_one("#dialog-body Static", Static).render())
+    return [line.strip()[2:] for line in body.splitlines() if line.strip().startswith("$ ")]
+
+
+async def _confirm(pilot, step: str) -> None:
+    app = pilot.app
+    assert isinstance(app.screen, ConfirmationModal) and app.screen.id == "confirm-apply"
+    plan = app.state.plans[step]
+    assert _dialog_commands(app) == [a.command for a in plan.actions if not is_opt_in(a)]
+    await pilot.press("y")
+    await settle(pilot)
+    outcome = app.state.outcomes[step]
+    assert outcome.status in ("changed", "unchanged"), (step, outcome)
+
+
+async def _walk_steps(pilot, skip: str | None = None) -> list[str]:
+    """From the plan, Run all: each step with actions asks (yes; or no, then skip, for `skip`),
+    a step with nothing to do passes on by itself; after a skip, `n` and `a` by hand."""
     app = pilot.app
     await pilot.press("p")
     await settle(pilot)
@@ -71,32 +89,39 @@ async def _walk_steps(pilot, skip: str | None = None) -> None:
     assert any(app.step_state(s) == "needed" for s in STEP_ORDER)
     await pilot.press("a")
     await settle(pilot)
-    seen = []
-    while isinstance(app.screen, StepScreen):
+    seen: list[str] = []
+    while True:
         screen = app.screen
-        step = screen.step
-        seen.append(step)
-        assert screen.phase == "idle", f"{step}: {screen.phase}"
-        if step == skip:
-            await pilot.press("s")
+        if isinstance(screen, ConfirmationModal):
+            step = app.screen_stack[-2].step
+            seen.append(step)
+            if step == skip:
+                await pilot.press("n")  # decline: Run all stops here
+                await settle(pilot)
+                await pilot.press("s")
+                await settle(pilot)
+                assert app.state.outcomes[step].status == "skipped"
+                await pilot.press("n")
+                await settle(pilot)
+            else:
+                await _confirm(pilot, step)
+        elif isinstance(screen, StepScreen):
+            step = screen.step
+            assert screen.phase in ("idle", "finished"), f"{step}: {screen.phase}"
+            if step not in app.state.outcomes and screen.plan.actions:
+                seen.append(step)
+                await pilot.press("a")
+                await settle(pilot)
+                await _confirm(pilot, step)
+            await pilot.press("n")
             await settle(pilot)
-            assert app.state.outcomes[step].status == "skipped"
-        elif screen.plan.actions:
-            await pilot.press("a")
-            await pilot.pause()
-            assert isinstance(app.screen, ConfirmationModal), f"{step}: apply must ask"
-            body = str(app.screen.query_one("#dialog-body Static", Static).render())
-            assert screen.plan.actions[0].command.split()[0] in body
-            await pilot.press("y")
-            await settle(pilot)
-            outcome = app.state.outcomes[step]
-            assert outcome.status in ("changed", "unchanged"), (step, outcome)
-        await pilot.press("n")
-        await settle(pilot)
+        else:
+            break
     assert isinstance(app.screen, PlanScreen)
-    assert seen and len(seen) == len(set(seen))
+    assert seen and len(seen) == len(set(seen)), seen
     if skip:
         assert skip in seen
+    return seen
 
 
 async def _validate_and_export(pilot, tmp_path: Path) -> Path:
@@ -150,3 +175,85 @@ async def test_skipped_step_is_reported_and_validation_fails_for_it(tmp_path_fac
             assert f"Still failing ({len(failed)})" in summary
             assert app.state.verdict in ("partially-fixed", "still-broken")
             assert "skipped" in report.read_text().lower()
+
+
+async def test_step_3_is_planned_from_the_cluster_after_step_1_ran(tmp_path_factory,
+                                                                   tmp_path: Path) -> None:
+    """#11's path on the real lab (all faults): apply step 1 (iptables), `n`, `n`, apply step 3
+    (pods). Step 1 restarts kube-proxy; step 3 must be planned from the cluster after that: no
+    404, no failed step."""
+    with wizard_on_lab(tmp_path_factory, tmp_path) as (app, lab):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _connect_and_diagnose(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            before = app.state.plans["pods"]  # the preview built before anything ran
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, StepScreen) and app.screen.step == "iptables"
+            step1 = app.state.plans["iptables"]
+            assert step1.actions, "the lab's iptables faults need step 1"
+            await pilot.press("a")
+            await settle(pilot)
+            await _confirm(pilot, "iptables")
+            assert app.state.outcomes["iptables"].status == "changed"
+            restarted = {a.api["name"] for a in step1.actions
+                         if a.api and a.api.get("verb") == "delete_pod"}
+            await pilot.press("n")
+            await settle(pilot)
+            assert isinstance(app.screen, StepScreen) and app.screen.step == "cni_bridge"
+            await pilot.press("n")
+            await settle(pilot)
+            assert isinstance(app.screen, StepScreen) and app.screen.step == "pods", \
+                app.screen
+            plan = app.state.plans["pods"]
+            deletes = {a.api["name"] for a in plan.actions
+                       if a.api and a.api.get("verb") == "delete_pod"}
+            assert not deletes & restarted, "step 3 never targets a pod step 1 already replaced"
+            assert plan is not before, "step 3 was planned again after step 1 changed the cluster"
+            if plan.actions:
+                await pilot.press("a")
+                await settle(pilot)
+                await _confirm(pilot, "pods")
+            outcomes = app.state.outcomes
+            assert all(o.status not in ("failed", "partial") for o in outcomes.values()), outcomes
+            failed = [a for o in outcomes.values() for a in o.actions if a.status == "failed"]
+            assert not failed, failed
+            journal = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+            errors = [e for e in journal if e["type"] == "command_end"
+                      and "404" in (e.get("stderr") or "") + (e.get("error") or "")]
+            assert not errors, errors
+
+
+async def test_undo_on_the_lab_shows_exactly_what_it_runs(tmp_path_factory,
+                                                          tmp_path: Path) -> None:
+    with wizard_on_lab(tmp_path_factory, tmp_path) as (app, lab):
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _connect_and_diagnose(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            app.screen.query_one("#steps", DataTable).move_cursor(
+                row=STEP_ORDER.index("host_network"))
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, StepScreen) and app.screen.step == "host_network"
+            assert any(a.rollback is not None for a in app.screen.plan.actions)
+            await pilot.press("a")
+            await settle(pilot)
+            await _confirm(pilot, "host_network")
+            journal_path = tmp_path / "journal.jsonl"
+            n_before = len(journal_path.read_text().splitlines())
+            await pilot.press("u")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmationModal) and app.screen.id == "confirm-undo"
+            shown = _dialog_commands(app)
+            assert shown, "Undo names what it runs"
+            await pilot.press("y")
+            await settle(pilot)
+            events = [json.loads(x) for x in journal_path.read_text().splitlines()[n_before:]]
+            ran = [e["command"] for e in events if e["type"] == "command_start"]
+            assert ran == shown, "what Undo showed is, command for command, what ran"
+            assert all(e["rollback"] for e in events if e["type"] == "command_start")
+            ends = [e for e in events if e["type"] == "command_end"]
+            assert ends and all(e["exit_code"] == 0 for e in ends), ends
+            assert app.step_state("host_network") == "rolled back"

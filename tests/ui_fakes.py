@@ -356,14 +356,14 @@ class FakeSession(RepairSession):
         self._gate("diagnose")
         return super().refresh(on_progress)
 
-    def plan(self, step: str) -> Any:
+    def build_plan(self, step: str) -> Any:
         self._gate("plan")
         if not self.frozen:
-            plan = super().plan(step)
+            plan = super().build_plan(step)
         else:
             # the backup paths in a plan carry the time it was built: freeze it for snapshots
             with frozen_plan_stamp(FROZEN_STAMP):
-                plan = super().plan(step)
+                plan = super().build_plan(step)
         for a in plan.actions:
             if a.rollback is not None:
                 self.fake_runner.rollback_ids.add(a.rollback.id)
@@ -379,15 +379,16 @@ class FakeSession(RepairSession):
         self.skipped.add(plan.step)
         return super().skip(plan, reason, by)
 
-    def rollback(self, step: str, on_line: Any = None, cancel: Any = None) -> Any:
+    def apply_rollback(self, plan: Any, approved_ids: Any = None, on_line: Any = None,
+                       cancel: Any = None, by: str = "user") -> Any:
         self._gate("rollback")
-        return super().rollback(step, on_line, cancel)
+        return super().apply_rollback(plan, approved_ids, on_line, cancel, by)
 
     def validate(self, phase: str = "after", on_check: Any = None) -> Any:
         self._gate("validate")
         return super().validate(phase, on_check)
 
-    def finish(self, aborted: bool = False) -> str:
+    def finish(self, aborted: bool = False) -> str:  # noqa: D102
         self.calls.append("finish")
         return super().finish(aborted)
 
@@ -398,10 +399,14 @@ def make_app(tmp_path: Path, *, dry_run: bool = False, frozen: bool = True,
     deterministic."""
     from clusterfix_tui.ui.app import ClusterfixApp
 
+    from clusterfix_tui.core.flow import RepairFlow
+
     journal = tmp_path / "journal.jsonl"
     session = FakeSession(journal, dry_run=dry_run, frozen=frozen, **fake)
     app = ClusterfixApp(
         session, dry_run=dry_run, journal_path=journal,
+        # the replayed cluster is as settled as it will get at once: no settle wait
+        flow_factory=lambda s: RepairFlow(s, settle_timeout=0.0, sleep=lambda _s: None),
         clock=(lambda: 0.0) if frozen else None, now=(lambda: FROZEN_NOW) if frozen else None,
         report_dir=tmp_path,
     )

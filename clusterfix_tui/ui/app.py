@@ -1,9 +1,11 @@
-"""The wizard: connect -> diagnostics -> plan -> steps -> validation -> summary.
+"""The wizard: connect -> diagnostics -> plan -> steps -> (another pass) -> validation -> summary.
 
-The session (clusterfix_tui.core.session.RepairSession, or a fake in tests) is injected; the app
-holds the wizard's state (the "model") and each screen drives one part of the flow. Every session
-call runs in a thread worker on the screen that needs it and comes back as a typed message; worker
-failures are handled here, in one place.
+The session (clusterfix_tui.core.session.RepairSession, or the replayed lab in tests) is injected
+and driven through core.flow.RepairFlow, the one repair flow the headless `fix` drives too: the
+flow decides when to re-diagnose, re-plan, settle, validate and offer another pass; the wizard
+holds no rule of its own about that. The app keeps what the screens show (the "model"); each
+screen drives one part of the flow. Every flow call runs in a thread worker on the screen that
+needs it and comes back as a typed message; worker failures are handled here, in one place.
 """
 
 from __future__ import annotations
@@ -55,17 +57,10 @@ class WizardState:
     conns: dict[str, Any] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
     diagnosis_before: Any = None  # the first diagnosis: what the session found
-    diagnosis: Any = None  # the latest: what the panels show and the plans are built from
-    # Freshness, per step: `changes` counts what this session changed on the cluster (a step
-    # that ran, a rollback); the diagnosis and every plan remember the count they were built at.
-    # A plan is shown for approval only when it was built at the current count.
-    changes: int = 0
-    diagnosis_at: int = 0
-    diagnosis_seq: int = 0  # one more per diagnosis the wizard received
-    plans_at: dict[str, tuple[int, int]] = field(default_factory=dict)  # (changes, diagnosis_seq)
+    diagnosis: Any = None  # the latest the wizard received: what the panels show
     diagnosis_after: Any = None
     applied_plans: dict[str, Any] = field(default_factory=dict)  # step -> the plan that ran
-    plans: dict[str, Any] = field(default_factory=dict)
+    plans: dict[str, Any] = field(default_factory=dict)  # the last plan seen of each step
     outcomes: dict[str, Any] = field(default_factory=dict)
     rolled_back: set[str] = field(default_factory=set)
     previewed: set[str] = field(default_factory=set)
@@ -74,6 +69,8 @@ class WizardState:
     verdict: str | None = None
     exported: list[str] = field(default_factory=list)
     run_all: bool = False
+    pass_ended: bool = False  # the user went past the last step of the pass: converge next
+    record: Any = None  # core.record.SessionRecord: what the summary shows (as the report)
 
 
 class ClusterfixApp(App[int]):
@@ -99,12 +96,15 @@ class ClusterfixApp(App[int]):
         report_dir: str | Path | None = None,
         pane_max_lines: int = 2000,
         session_log_lines: int = 5000,
+        flow_factory: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__()
         if session is None and session_factory is None:
             raise ValueError("give a session or a session_factory")
         self.session: Any = session
         self._session_factory = session_factory
+        self._flow_factory = flow_factory
+        self.flow: Any = self._make_flow(session) if session is not None else None
         self.dry_run = dry_run
         self.journal_path = Path(journal_path) if journal_path else None
         self._report_render = render
@@ -147,30 +147,22 @@ class ClusterfixApp(App[int]):
         context = self.state.info.get("context") or "connecting…"
         self.sub_title = f"{context} · session {v.hms(self.clock() - self._started)}"
 
+    def _make_flow(self, session: Any) -> Any:
+        if self._flow_factory is not None:
+            return self._flow_factory(session)
+        from clusterfix_tui.core.flow import RepairFlow
+
+        return RepairFlow(session)
+
     def ensure_session(self) -> Any:
-        """The session, built on first use (in a worker thread: building it does I/O)."""
+        """The flow over the session, built on first use (in a worker thread: building the
+        session does I/O)."""
         if self.session is None:
             assert self._session_factory is not None
             self.session = self._session_factory()
-        return self.session
-
-    def rediagnose(self) -> Any:
-        """Diagnose again after a change, before re-planning (called in a worker thread).
-        RepairSession.refresh() keeps the journal's before/after diagnoses as they are."""
-        refresh = getattr(self.session, "refresh", None)
-        return refresh() if callable(refresh) else self.session.diagnose("after")
-
-    def plan_rollback(self, step: str) -> Any:
-        """The rollback of what this session ran for `step`, as a Plan (called in a worker
-        thread): the session's own when it has one, else the engine's plan over the journal,
-        the same one `session.rollback()` runs."""
-        plan_rollback = getattr(self.session, "plan_rollback", None)
-        if callable(plan_rollback):
-            return plan_rollback(step)
-        from clusterfix_tui.core.fixes import engine
-
-        events = list(getattr(self.session.journal, "events", ()))
-        return engine.rollback_plan(engine.ran_from_events(events, step), step)[0]
+        if self.flow is None:
+            self.flow = self._make_flow(self.session)
+        return self.flow
 
     def redact(self, line: str, key: Any = None) -> str:
         """Redact text for the screen. One line of a stream (`key`, e.g. (node, stream)) goes
@@ -195,50 +187,16 @@ class ClusterfixApp(App[int]):
         self.state.info = dict(info)
         self._tick()
 
-    def set_diagnosis(self, diagnosis: Any, at: int | None = None) -> None:
-        """`at`: the change count when the diagnosis was started (default: now)."""
+    def set_diagnosis(self, diagnosis: Any) -> None:
         if self.state.diagnosis_before is None:
             self.state.diagnosis_before = diagnosis
         self.state.diagnosis = diagnosis
-        self.state.diagnosis_at = self.state.changes if at is None else at
-        self.state.diagnosis_seq += 1
         self.freeze_heap()
         n = len(getattr(diagnosis, "findings", []) or [])
         self.log_event(f"diagnosis: {n} findings")
 
-    def diagnosis_fresh(self) -> bool:
-        return self.state.diagnosis is not None and self.state.diagnosis_at == self.state.changes
-
-    def plan_fresh(self, step: str) -> bool:
-        """Was this step's plan built from the latest diagnosis, itself taken after the last
-        change this session made to the cluster?"""
-        state = self.state
-        return (step in state.plans and self.diagnosis_fresh()
-                and state.plans_at.get(step) == (state.changes, state.diagnosis_seq))
-
-    def plans_stale(self) -> bool:
-        return not self.state.plans or not all(self.plan_fresh(s) for s in self.state.plans)
-
-    def set_plans(self, plans: dict[str, Any], replace: bool = True,
-                  at: int | None = None) -> None:
-        """`at`: the change count when planning started (default: now)."""
-        state = self.state
-        key = (state.changes if at is None else at, state.diagnosis_seq)
-        if replace:
-            state.plans = dict(plans)
-            state.plans_at = {}
-        else:
-            state.plans.update(plans)
-        for step in plans:
-            state.plans_at[step] = key
-
-    def refresh_plans(self, steps: Iterable[str], at: int) -> tuple[Any, dict[str, Any]]:
-        """Called in a worker thread: diagnose again unless the diagnosis is as fresh as `at`,
-        then plan `steps` from it. Returns (the new diagnosis or None, {step: plan})."""
-        diagnosis = None
-        if not (self.state.diagnosis is not None and self.state.diagnosis_at == at):
-            diagnosis = self.rediagnose()
-        return diagnosis, {step: self.session.plan(step) for step in steps}
+    def set_plans(self, plans: dict[str, Any]) -> None:
+        self.state.plans.update(plans)
 
     def step_state(self, step: str) -> str:
         if step in self.state.rolled_back:
@@ -254,9 +212,6 @@ class ClusterfixApp(App[int]):
             self.state.rolled_back.discard(step)
             if plan is not None and outcome.status not in ("skipped",):
                 self.state.applied_plans[step] = plan
-        if rollback or outcome.status in ("changed", "partial", "failed", "cancelled"):
-            # every plan and the diagnosis built before this change are stale from now on
-            self.state.changes += 1
         self.state.validation_stale = True
         self.log_event(f"{step}: {'rollback ' if rollback else ''}{outcome.status} "
                        f"{outcome.message}".rstrip(), "bold")
@@ -301,30 +256,26 @@ class ClusterfixApp(App[int]):
 
         self.push_screen(PlanScreen())
 
-    def open_step(self, step: str, replace: bool = False) -> None:
+    def open_step(self, step: str, replace: bool = False, auto: bool = False) -> None:
+        """`auto`: opened by Run all or `n`: a step with nothing to do passes on by itself."""
         from clusterfix_tui.ui.screens.step import StepScreen
 
-        screen = StepScreen(step)
+        screen = StepScreen(step, auto=auto)
         if replace:
             self.switch_screen(screen)
         else:
             self.push_screen(screen)
 
-    def step_may_be_needed(self, step: str) -> bool:
-        """Needed by its plan, or its plan is stale and it has not run (the cluster changed:
-        fixing one fault can unmask another, so a stale "nothing to do" proves nothing)."""
-        state = self.step_state(step)
-        if state == "needed":
-            return True
-        return state == "nothing to do" and not self.plan_fresh(step)
-
     def open_next_step(self, after: str | None, replace: bool = False) -> bool:
-        start = STEP_ORDER.index(after) + 1 if after in STEP_ORDER else 0
-        for step in STEP_ORDER[start:]:
-            if self.step_may_be_needed(step):
-                self.open_step(step, replace=replace)
-                return True
+        """Open the step after `after` in the flow's current pass (each is planned from the
+        cluster as it is when it opens). False at the end of the pass."""
+        steps = list(self.flow.pass_steps()) if self.flow is not None else list(STEP_ORDER)
+        start = steps.index(after) + 1 if after in steps else 0
+        if start < len(steps):
+            self.open_step(steps[start], replace=replace, auto=True)
+            return True
         self.state.run_all = False
+        self.state.pass_ended = True
         return False
 
     def open_validation(self) -> None:

@@ -44,10 +44,9 @@ class DiagnosisProgressed(Message):
 
 
 class DiagnosisFinished(Message):
-    def __init__(self, diagnosis: Any, at: int | None = None) -> None:
+    def __init__(self, diagnosis: Any) -> None:
         super().__init__()
         self.diagnosis = diagnosis
-        self.at = at  # the wizard's change count when the diagnosis started
 
 
 class PodLogLoaded(Message):
@@ -58,15 +57,15 @@ class PodLogLoaded(Message):
 
 
 class PlansBuilt(Message):
-    """Plans built; `diagnosis` is set when they were built from a fresh diagnosis; `at` is the
-    wizard's change count when the work started (what the plans are fresh for)."""
+    """Plans built (previews, or one plan put up for approval); `diagnosis` is the flow's
+    diagnosis they were built from (it re-diagnoses when the cluster changed)."""
 
     def __init__(self, plans: dict[str, Any], diagnosis: Any = None,
-                 at: int | None = None) -> None:
+                 approval: bool = False) -> None:
         super().__init__()
         self.plans = plans
         self.diagnosis = diagnosis
-        self.at = at
+        self.approval = approval
 
 
 class StepLinesLogged(Message):
@@ -122,3 +121,45 @@ class RollbackPlanned(Message):
         super().__init__()
         self.step = step
         self.plan = plan
+
+
+class PlanStale(Message):
+    """flow.apply() refused a plan built before the cluster last changed."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__()
+        self.step = step
+        self.reason = reason
+
+
+class SettleWaited(Message):
+    """The flow waits for the cluster to settle: checks still failing, seconds left."""
+
+    def __init__(self, failing: list[Any], left: float) -> None:
+        super().__init__()
+        self.failing = failing
+        self.left = left
+
+
+class PassPlanned(Message):
+    """After a pass: the steps another pass would act on ([] = converged)."""
+
+    def __init__(self, steps: list[str], diagnosis: Any) -> None:
+        super().__init__()
+        self.steps = steps
+        self.diagnosis = diagnosis
+
+
+class PassStarted(Message):
+    def __init__(self, pass_no: int) -> None:
+        super().__init__()
+        self.pass_no = pass_no
+
+
+class RecordReplayed(Message):
+    """The session replayed from its journal (core.record.SessionRecord) and its verdict."""
+
+    def __init__(self, record: Any, verdict: str | None) -> None:
+        super().__init__()
+        self.record = record
+        self.verdict = verdict

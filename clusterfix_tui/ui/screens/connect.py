@@ -67,21 +67,21 @@ out are named in the report.
     @work(thread=True, exclusive=True, exit_on_error=False, group="connect",
           description="Connecting to the cluster")
     def _connect_cluster(self) -> None:
-        session = self.wizard.ensure_session()
-        self.post_message(m.ClusterInfoLoaded(session.cluster_info()))
-        conns = session.connect(on_node=lambda conn: self.post_message(m.NodeConnected(conn)))
+        flow = self.wizard.ensure_session()
+        self.post_message(m.ClusterInfoLoaded(flow.cluster_info()))
+        conns = flow.connect(on_node=lambda conn: self.post_message(m.NodeConnected(conn)))
         self.post_message(m.ConnectFinished(list(conns)))
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="host-key",
           description="Accepting a host key")
     def _accept_host_key(self, node: str) -> None:
-        self.post_message(m.NodeConnected(self.wizard.session.accept_host_key(node)))
+        self.post_message(m.NodeConnected(self.wizard.flow.accept_host_key(node)))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="leave-out",
           description="Leaving nodes out")
     def _leave_out_nodes(self, nodes: dict[str, str]) -> None:
         for node, reason in nodes.items():
-            self.wizard.session.leave_out(node, reason)
+            self.wizard.flow.leave_out(node, reason)
         self.post_message(m.NodesLeftOut(nodes))
 
     # -- messages ----------------------------------------------------------------------------

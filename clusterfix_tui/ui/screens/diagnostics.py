@@ -102,16 +102,14 @@ per node (select the node on the left).
     @work(thread=True, exclusive=True, exit_on_error=False, group="diagnose",
           description="Diagnosing the cluster")
     def _diagnose_cluster(self) -> None:
-        session = self.wizard.session
+        flow = self.wizard.flow
         first = self.wizard.state.diagnosis is None
-        at = self.wizard.state.changes
-        diagnosis = session.diagnose(
-            "before", on_progress=lambda *a: self.post_message(
-                m.DiagnosisProgressed(" ".join(str(x) for x in a))))
-        self.post_message(m.DiagnosisFinished(diagnosis, at))
+        diagnosis = flow.diagnose(on_progress=lambda *a: self.post_message(
+            m.DiagnosisProgressed(" ".join(str(x) for x in a))))
+        self.post_message(m.DiagnosisFinished(diagnosis))
         if first:
             # the report's "before" validation column: what fails before anything is changed
-            session.validate("before")
+            flow.validate_before()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pod-log",
           description="Reading a pod's log")
@@ -129,7 +127,7 @@ per node (select the node on the left).
                                                            style="dim"))
 
     def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
-        self.wizard.set_diagnosis(event.diagnosis, event.at)
+        self.wizard.set_diagnosis(event.diagnosis)
         self.query_one("#panels").loading = False
         self._show(event.diagnosis)
 

@@ -13,6 +13,7 @@ from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.screens.modals import ConfirmationModal
 
 
 class PlanScreen(WizardScreen):
@@ -25,9 +26,12 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
 | key | what |
 |---|---|
 | `enter` | open the highlighted step |
-| `a` | run all needed steps in order |
+| `a` | run all steps of the pass in order (each asks; nothing to do passes on) |
 | `v` | validate the cluster |
 | `r` | re-plan from the last diagnosis |
+
+After the last step of a pass the wizard waits for the cluster to settle, diagnoses again and
+offers another pass for the steps that still have something to do.
 """
     BINDINGS = [
         Binding("a", "run_all", "Run all"),
@@ -60,32 +64,90 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
         t.add_column("nodes", key="nodes")
         for i, step in enumerate(STEP_ORDER, 1):
             t.add_row(str(i), step, "", "", "", "", key=step)
-        self._refresh_if_stale()
+        self._build_plans()
 
     def on_screen_resume(self) -> None:
-        if self.is_mounted:
-            self._refresh_if_stale()
-
-    def _refresh_if_stale(self) -> None:
-        if not self.wizard.plans_stale():
-            self.refresh_steps()
+        if not self.is_mounted:
             return
-        if not self.wizard.diagnosis_fresh():
-            self.query_one("#plan-status", Static).update(
-                Text("Re-diagnosing after the last change, then re-planning…", style="dim"))
-        self._build_plans(self.wizard.state.changes)
+        if self.wizard.state.pass_ended:
+            # the user went past the last step of the pass: the flow settles, re-diagnoses and
+            # says which steps another pass would act on
+            self.wizard.state.pass_ended = False
+            self._converge()
+        else:
+            self._build_plans()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Planning the repair steps")
-    def _build_plans(self, at: int) -> None:
-        diagnosis, plans = self.wizard.refresh_plans(STEP_ORDER, at)
-        self.post_message(m.PlansBuilt(plans, diagnosis, at))
+    def _build_plans(self) -> None:
+        flow = self.wizard.flow
+        plans = flow.preview_all()  # looking at plans is not deciding on them: not journaled
+        self.post_message(m.PlansBuilt(plans, flow.diagnosis))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
-        if event.diagnosis is not None:
-            self.wizard.set_diagnosis(event.diagnosis, event.at)
-        self.wizard.set_plans(event.plans, at=event.at)
+        if event.diagnosis is not None and event.diagnosis is not self.wizard.state.diagnosis:
+            self.wizard.set_diagnosis(event.diagnosis)
+        self.wizard.set_plans(event.plans)
         self.refresh_steps()
+
+    # -- converge: another pass ----------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+          description="Checking whether another pass is needed")
+    def _converge(self) -> None:
+        flow = self.wizard.flow
+        steps = flow.next_pass(
+            on_wait=lambda failing, left: self.post_message(m.SettleWaited(failing, left)),
+            on_progress=lambda *a: self.post_message(m.DiagnosisProgressed(
+                " ".join(str(x) for x in a))),
+            start=False)
+        self.post_message(m.PassPlanned(list(steps), flow.diagnosis))
+        self.post_message(m.PlansBuilt(flow.preview_all(), flow.diagnosis))
+
+    def on_settle_waited(self, event: m.SettleWaited) -> None:
+        status = Text()
+        status.append("Waiting for the cluster to settle after the changes: ", style="bold")
+        status.append(f"{len(event.failing)} check(s) still failing, gives up in "
+                      f"{v.hms(event.left)}", style="dim")
+        self.query_one("#plan-status", Static).update(status)
+
+    def on_diagnosis_progressed(self, event: m.DiagnosisProgressed) -> None:
+        self.query_one("#plan-status", Static).update(
+            Text(f"Diagnosing again… {event.text}", style="dim"))
+
+    def on_pass_planned(self, event: m.PassPlanned) -> None:
+        if event.diagnosis is not None and event.diagnosis is not self.wizard.state.diagnosis:
+            self.wizard.set_diagnosis(event.diagnosis)
+        if not event.steps:
+            return
+        flow = self.wizard.flow
+        body = Text()
+        body.append(f"Pass {flow.pass_no} is over and findings remain that these steps can act "
+                    "on (fixing one fault often unmasks another):\n\n")
+        for step in event.steps:
+            body.append(f"  {step}", style="bold")
+            body.append(f"  {v.STEP_TITLES.get(step, '')}\n", style="dim")
+        body.append("\nRun another pass over them? Each step is planned from the cluster as "
+                    "it is now and still asks before it changes anything. Actions that failed "
+                    "are not offered again.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_pass(list(event.steps))
+            else:
+                self.wizard.log_event("another pass declined")
+
+        self.app.push_screen(ConfirmationModal(
+            f"Another pass ({len(event.steps)} step(s))?", body, yes="Run pass",
+            no="Not now", id="confirm-pass"), answered)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+          description="Starting another pass")
+    def _start_pass(self, steps: list[str]) -> None:
+        self.post_message(m.PassStarted(self.wizard.flow.start_pass(steps)))
+
+    def on_pass_started(self, event: m.PassStarted) -> None:
+        self.wizard.log_event(f"pass {event.pass_no} started", "bold")
+        self.action_run_all()
 
     def refresh_steps(self) -> None:
         state = self.wizard.state
@@ -158,8 +220,9 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
             self.notify("The plan is still being built", severity="warning")
             return
         self.wizard.state.run_all = True
+        self.wizard.state.pass_ended = False
         if not self.wizard.open_next_step(None):
-            self.notify("No step is needed", severity="information")
+            self.notify("No step in this pass", severity="information")
 
     @on(Button.Pressed, "#validate")
     def action_validate(self) -> None:
@@ -168,4 +231,4 @@ done, skipped, failed. Open one to see exactly what it would run, or run them al
     def action_replan(self) -> None:
         self.wizard.state.plans.clear()
         self.refresh_steps()
-        self._build_plans(self.wizard.state.changes)
+        self._build_plans()

@@ -2,9 +2,9 @@
 unticked one by one), its risk and rollback; then the live run (log pane, per-node progress,
 the rollout wait as a progress bar with its time-out, cancel) and the result per node with Undo.
 
-A step's plan is shown for approval only when it was built from the cluster as it is now: when
-anything changed since (an earlier step ran, a rollback), the screen diagnoses again and
-re-plans first, on opening and again at approval time."""
+The plan shown for approval is core.flow's plan_for_approval(): built from the cluster as it is
+now (the flow re-diagnoses and re-plans when anything changed since); Apply checks with the flow
+that it is still current, and the flow refuses a stale one (re-planned and shown again)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,10 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     phase: reactive[str] = reactive("idle")  # refreshing | idle | running | finished
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, auto: bool = False) -> None:
         super().__init__(id=f"step-{step}")
         self.step = step
+        self.auto = auto  # opened by Run all or `n`: nothing to do passes on by itself
         self._buffer = LineBuffer()
         self._cancel = threading.Event()
         self._started = 0.0
@@ -76,6 +77,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._running_actions: list[Any] = []
         self._unticked: set[str] = set()  # mutating, not opt-in, unticked by the user
         self._opt_in_selected: set[str] = set()  # opt-ins ticked by the user
+        self._defaults: set[str] = set()  # ticked unless unticked: flow.approvable_ids(plan)
         self._listed: Any = None  # the plan the action list shows
         self._ran_plan: Any = None
         self._rollback = False
@@ -85,14 +87,19 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     @property
     def plan(self) -> Any:
-        return self.wizard.state.plans[self.step]
+        plan = self.wizard.state.plans.get(self.step)
+        if plan is None:  # not planned yet: an empty plan until plan_for_approval answers
+            from clusterfix_tui.core.model import Plan
+
+            plan = Plan(self.step, v.STEP_TITLES.get(self.step, self.step))
+        return plan
 
     def _ticked(self, action: Any) -> bool:
         if not action.mutating:
             return True  # read-only: always runs, cannot be unticked
-        if is_opt_in(action):
-            return action.id in self._opt_in_selected
-        return action.id not in self._unticked
+        if action.id in self._defaults:  # the flow's default approval (what --yes runs)
+            return action.id not in self._unticked
+        return action.id in self._opt_in_selected
 
     def _selected_actions(self) -> list[Any]:
         """What Apply approves: the actions ticked in the list (read-only ones always)."""
@@ -126,47 +133,49 @@ change. While it runs the log streams every node's output; `c` stops between act
             t.add_column(label, key=label, width=width)
         self.query_one("#rollout", ProgressBar).display = False
         self.query_one("#rollout-label", Static).display = False
-        if not self._replan_if_stale():
-            self._render_plan()
-            self._sync()
-            self._run_all_next()
+        self._replan()
 
-    def _replan_if_stale(self) -> bool:
-        """Plan this step again (diagnosing first if needed) when the cluster changed since its
-        plan was built. True when it started doing so."""
-        if self.wizard.plan_fresh(self.step):
-            return False
+    def _replan(self) -> None:
+        """Ask the flow for the plan to approve (it re-diagnoses and re-plans when the cluster
+        changed since the last one)."""
         self.phase = "refreshing"
         self._render_plan()
-        self._refresh_plan(self.step, self.wizard.state.changes)
-        return True
+        self._plan_for_approval(self.step)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
-          description="Re-planning from the cluster as it is now")
-    def _refresh_plan(self, step: str, at: int) -> None:
-        diagnosis, plans = self.wizard.refresh_plans([step], at)
-        self.post_message(m.PlansBuilt(plans, diagnosis, at))
+          description="Planning from the cluster as it is now")
+    def _plan_for_approval(self, step: str) -> None:
+        flow = self.wizard.flow
+        plan = flow.plan_for_approval(step, on_progress=lambda *a: None)
+        self.post_message(m.PlansBuilt({step: plan}, flow.diagnosis, approval=True))
 
     def on_plans_built(self, event: m.PlansBuilt) -> None:
-        if event.diagnosis is not None:
-            self.wizard.set_diagnosis(event.diagnosis, event.at)
-        self.wizard.set_plans(event.plans, replace=False, at=event.at)
+        if event.diagnosis is not None and event.diagnosis is not self.wizard.state.diagnosis:
+            self.wizard.set_diagnosis(event.diagnosis)
+        self.wizard.set_plans(event.plans)
+        self._defaults = set(self.wizard.flow.approvable_ids(self.plan))
         self.phase = "idle"
         self._render_plan()
         self._sync()
         self._run_all_next()
 
+    def on_plan_stale(self, event: m.PlanStale) -> None:
+        self.notify(f"{event.reason}: planned again from the cluster as it is now. Review it, "
+                    "then apply.", severity="warning", timeout=10)
+        self.wizard.log_event(f"{self.step}: plan refused as stale; re-planned", "yellow")
+        self.wizard.state.run_all = False
+        self._replan()
+
     def _run_all_next(self) -> None:
-        """In `Run all`: a step with nothing to do passes on by itself; a step with actions asks
-        for its confirmation at once (each step is still confirmed)."""
-        if not self.wizard.state.run_all or self.phase != "idle" or self.step in \
-                self.wizard.state.outcomes:
+        """Opened by Run all or `n`: a step with nothing to do passes on by itself; in Run all a
+        step with actions asks for its confirmation at once (each step is still confirmed)."""
+        if not self.auto or self.phase != "idle":
             return
         if not self.plan.actions:
             self.wizard.log_event(f"{self.step}: nothing to do (planned from the cluster now)")
             self.notify(f"{self.step}: nothing to do", severity="information")
             self.call_after_refresh(self.action_next)
-        else:
+        elif self.wizard.state.run_all:
             self.call_after_refresh(self.action_apply)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -255,7 +264,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         if action is None or not action.mutating:
             return
         ticked = action_id in event.selection_list.selected
-        if is_opt_in(action):
+        if action_id not in self._defaults:
             (self._opt_in_selected.add if ticked else self._opt_in_selected.discard)(action_id)
         else:
             (self._unticked.discard if ticked else self._unticked.add)(action_id)
@@ -374,20 +383,28 @@ change. While it runs the log streams every node's output; `c` stops between act
     @work(thread=True, exclusive=True, exit_on_error=False, group="step",
           description="Applying the step")
     def _apply_plan(self, plan: Any, approved: list[str]) -> None:
-        outcome = self.wizard.session.apply(plan, approved, on_line=self._on_line,
-                                            cancel=self._cancel)
+        from clusterfix_tui.core.flow import StalePlanError
+
+        try:
+            outcome = self.wizard.flow.apply(plan, approved, on_line=self._on_line,
+                                             cancel=self._cancel)
+        except StalePlanError as exc:
+            self.post_message(m.StepFinished(plan.step, None))
+            self.post_message(m.PlanStale(plan.step, str(exc)))
+            return
         self.post_message(m.StepFinished(plan.step, outcome))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="step",
           description="Rolling the step back")
-    def _rollback_step(self, step: str) -> None:
-        outcome = self.wizard.session.rollback(step, on_line=self._on_line, cancel=self._cancel)
-        self.post_message(m.StepFinished(step, outcome, rollback=True))
+    def _rollback_step(self, plan: Any, approved: list[str]) -> None:
+        outcome = self.wizard.flow.apply_rollback(plan, approved, on_line=self._on_line,
+                                                  cancel=self._cancel)
+        self.post_message(m.StepFinished(self.step, outcome, rollback=True))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="step",
           description="Skipping the step")
     def _skip_step(self, plan: Any, reason: str) -> None:
-        self.post_message(m.StepFinished(plan.step, self.wizard.session.skip(plan, reason)))
+        self.post_message(m.StepFinished(plan.step, self.wizard.flow.skip(plan, reason)))
 
     def on_rollout_progressed(self, event: m.RolloutProgressed) -> None:
         """The rollout wait after the step's actions: ready / total pods, and its time-out."""
@@ -425,6 +442,13 @@ change. While it runs the log streams every node's output; `c` stops between act
     def on_step_finished(self, event: m.StepFinished) -> None:
         self._drain()
         outcome = event.outcome
+        if outcome is None:  # the flow refused the plan before running anything
+            self._ended = self.wizard.clock()
+            if hasattr(self, "_tick"):
+                self._tick.stop()
+            self.wizard.step_running = False
+            self.phase = "idle"
+            return
         self.wizard.record_outcome(event.step, outcome, rollback=event.rollback,
                                    plan=self._ran_plan)
         self._ended = self.wizard.clock()
@@ -488,10 +512,11 @@ change. While it runs the log streams every node's output; `c` stops between act
     def action_apply(self) -> None:
         if not self.check_action("apply", ()):
             return
-        if self._replan_if_stale():
-            # approval time: the cluster changed since this plan was shown; show the new one
+        if not self.wizard.flow.is_current(self.plan):
+            # approval time: the cluster changed since this plan was built; show the new one
             self.notify("The cluster changed since this plan was built: re-planning. Review it, "
                         "then apply.", severity="warning")
+            self._replan()
             return
         actions = self._selected_actions()
         if not any(a.mutating for a in actions):
@@ -573,7 +598,7 @@ change. While it runs the log streams every node's output; `c` stops between act
     @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
           description="Planning the rollback")
     def _plan_rollback(self, step: str) -> None:
-        self.post_message(m.RollbackPlanned(step, self.wizard.plan_rollback(step)))
+        self.post_message(m.RollbackPlanned(step, self.wizard.flow.plan_rollback(step)))
 
     def on_rollback_planned(self, event: m.RollbackPlanned) -> None:
         """Undo shows the rollback plan the session will run: the same actions, same order."""
@@ -594,7 +619,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                 self._rollback_plan = plan
                 self.wizard.log_event(f"{self.step}: rollback approved", "bold")
                 self._start(rollback=True)
-                self._rollback_step(self.step)
+                self._rollback_step(plan, self._approved)
 
         self.app.push_screen(
             ConfirmationModal(f"Undo {self.step}?", body, yes="Undo", no="Keep", danger=True,
@@ -604,11 +629,10 @@ change. While it runs the log streams every node's output; `c` stops between act
 
     @on(Button.Pressed, "#next")
     def action_next(self) -> None:
-        if self.phase == "running":
+        if self.phase == "running" or not self.is_current:
             return
         if not self.wizard.open_next_step(self.step, replace=True):
-            self.app.pop_screen()
-            self.notify("No step left to run: press v to validate", severity="information")
+            self.app.pop_screen()  # the plan screen checks whether another pass is needed
 
     @on(Button.Pressed, "#back")
     def action_back(self) -> None:

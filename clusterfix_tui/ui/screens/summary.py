@@ -11,11 +11,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Static
 
-from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import ExportModal
+
+
+class _Outcome:
+    def __init__(self, status: str) -> None:
+        self.status = status
+
 
 VERDICT_STYLE = {"healthy": "bold green", "fixed": "bold green", "partially-fixed": "bold yellow",
                  "still-broken": "bold red", "aborted": "bold red", "incomplete": "bold red"}
@@ -24,8 +29,9 @@ VERDICT_STYLE = {"healthy": "bold green", "fixed": "bold green", "partially-fixe
 class SummaryScreen(WizardScreen):
     HELP = """\
 ## Summary
-What the session found, what it changed, what was skipped and what still fails. Export writes
-the report (Markdown, HTML or JSON) from the session journal, plus the .json beside it.
+What the session found, what it changed (per pass), what was skipped and what still fails,
+replayed from the session's journal: the same record the report is rendered from. Export writes
+the report (Markdown, HTML or JSON) from that journal, plus the .json beside it.
 
 | key | what |
 |---|---|
@@ -46,71 +52,87 @@ the report (Markdown, HTML or JSON) from the session journal, plus the .json bes
 
     def on_mount(self) -> None:
         self._show_summary()
-        if self.wizard.state.verdict is None:
-            self._finish_session()
+        self._finish_session()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="finish",
           description="Closing the session")
     def _finish_session(self) -> None:
-        self.post_message(m.SessionFinished(self.wizard.session.finish()))
+        """The verdict (once), then the session replayed from its journal: the summary shows
+        the same SessionRecord the report is rendered from, so they say the same thing."""
+        flow = self.wizard.flow
+        verdict = flow.finish() if self.wizard.state.verdict is None else None
+        self.post_message(m.RecordReplayed(flow.record(), verdict))
 
-    def on_session_finished(self, event: m.SessionFinished) -> None:
-        self.wizard.state.verdict = event.verdict
-        self.wizard.log_event(f"session finished: {event.verdict}", "bold")
+    def on_record_replayed(self, event: m.RecordReplayed) -> None:
+        state = self.wizard.state
+        state.record = event.record
+        if event.verdict is not None:
+            state.verdict = event.verdict
+            self.wizard.log_event(f"session finished: {event.verdict}", "bold")
         self._show_summary()
 
     def _show_summary(self) -> None:
         state = self.wizard.state
+        record = state.record
         text = Text()
-        verdict = state.verdict or "…"
+        verdict = (record.verdict if record is not None else None) or state.verdict or "…"
         text.append("Verdict: ", style="bold")
         text.append(f"{verdict}\n", style=VERDICT_STYLE.get(verdict, "bold"))
         if self.wizard.dry_run:
             text.append("dry run: nothing on the cluster was changed\n", style="bold cyan")
-        first_findings = v.findings_of(state.diagnosis_before) if state.diagnosis_before else []
-        ran = [o for o in state.outcomes.values()
-               if o.status in ("changed", "partial", "failed", "cancelled", "dry-run")]
-        n_skipped = sum(1 for s in STEP_ORDER if self.wizard.step_state(s) == "skipped")
-        n_failing = sum(1 for r in state.validation if not r.passed)
-        text.append(f"found {len(first_findings)} · changed {len(ran)} step(s) · "
-                    f"skipped {n_skipped} · still failing "
-                    f"{n_failing if state.validation else '(not validated)'}\n", style="bold")
+        if record is None:
+            text.append("Reading the session's journal…\n", style="dim")
+            self.query_one("#summary-text", Static).update(text)
+            return
+        summary = record.summary()
+        statuses: dict[str, str] = summary["steps"]
+        before = record.findings["before"]
+        failing = [r for r in (record.validation["after"] or ()) if not r["passed"]]
+        changed = [s for s, st in statuses.items() if st in ("changed", "partial")]
+        skipped = [s for s, st in statuses.items() if st == "skipped"]
+        failed = [s for s, st in statuses.items() if st in ("failed", "cancelled", "interrupted")]
+        validated = record.validation["after"] is not None
+        text.append(f"found {len(before)} · changed {len(changed)} step(s) · failed "
+                    f"{len(failed)} · skipped {len(skipped)} · still failing "
+                    f"{len(failing) if validated else '(not validated)'} · "
+                    f"{summary['passes']} pass(es)\n", style="bold")
 
-        first = state.diagnosis_before
-        before = v.findings_of(first) if first is not None else []
         text.append(f"\nFound ({len(before)})\n", style="bold underline")
         for f in before:
-            text.append(f"  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))
-            text.append(f"{f.node:<8} {f.code}")
-            text.append(f"  → {f.step}\n" if f.step else "\n", style="dim")
-        if state.left_out:
+            sev = str(f.get("severity", ""))
+            text.append(f"  {sev:<8} ", style=v.SEVERITY_STYLE.get(sev, ""))
+            text.append(f"{f.get('node', ''):<8} {f.get('code', '')}")
+            text.append(f"  → {f['step']}\n" if f.get("step") else "\n", style="dim")
+        if record.left_out:
             text.append("\nNodes left out\n", style="bold underline")
-            for node, reason in state.left_out.items():
-                text.append(f"  {node}: {reason}\n", style="yellow")
+            for e in record.left_out:
+                text.append(f"  {e.get('node', '')}: {e.get('reason', '')}\n", style="yellow")
 
-        changed = [(s, o) for s, o in state.outcomes.items()
-                   if o.status in ("changed", "partial", "failed", "cancelled", "dry-run")]
-        text.append(f"\nChanged ({len(changed)} steps)\n", style="bold underline")
-        if not changed:
-            text.append("  nothing\n", style="dim")
-        for step, o in changed:
-            text.append(f"  {step:<18} ", style="bold")
-            text.append(f"{o.status}", style=v.STEP_STATE_STYLE.get(v.step_state(None, o), ""))
-            text.append(" (rolled back)" if step in state.rolled_back else "")
+        text.append(f"\nSteps ({len(statuses)})\n", style="bold underline")
+        if not statuses:
+            text.append("  nothing decided\n", style="dim")
+        for entry in record.repairs:
+            if entry["decision"] is None:
+                continue
+            step, status = entry["step"], entry["status"]
+            text.append(f"  pass {entry['pass_no']}  {step:<18} ", style="bold")
+            text.append(status, style=v.STEP_STATE_STYLE.get(
+                v.step_state(None, _Outcome(status)), ""))
+            if entry.get("rollback_status"):
+                text.append(f" ({entry['rollback_status']})", style="blue")
             text.append("\n")
-            for c in o.changes:
+            for c in entry["changes"]:
                 text.append(f"      {c.get('node', '')}: {c.get('what', '')}\n", style="dim")
-        skipped = [s for s in STEP_ORDER if self.wizard.step_state(s) == "skipped"]
         text.append(f"\nSkipped ({len(skipped)})\n", style="bold underline")
         for step in skipped:
             text.append(f"  {step}\n", style="magenta")
-        failing = [r for r in state.validation if not r.passed]
         text.append(f"\nStill failing ({len(failing)})\n", style="bold underline")
-        if not state.validation:
+        if not validated:
             text.append("  (not validated)\n", style="dim")
         for r in failing:
-            text.append(f"  ✗ {r.name} {r.target}", style="red")
-            text.append(f"  → step {r.fix_step}\n" if r.fix_step else "\n", style="dim")
+            text.append(f"  ✗ {r['name']} {r['target']}", style="red")
+            text.append(f"  → step {r['fix_step']}\n" if r.get("fix_step") else "\n",
+                        style="dim")
         if state.exported:
             text.append("\nReport written\n", style="bold underline")
             for p in state.exported:

@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, ProgressBar, Static
 
 from clusterfix_tui.ui import messages as m
+from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 
 
@@ -58,27 +59,50 @@ A failed check names the step that fixes it: select it (enter) to open that step
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="validate",
           description="Validating the cluster")
-    def _validate_cluster(self, at: int) -> None:
-        session = self.wizard.session
-        self.post_message(m.DiagnosisProgressed("re-diagnosing the cluster…"))
-        self.post_message(m.DiagnosisFinished(session.diagnose("after"), at))
-        self.post_message(m.DiagnosisProgressed("running the checks…"))
-        results = session.validate("after", on_check=lambda r: self.post_message(
-            m.CheckCompleted(r)))
+    def _validate_cluster(self) -> None:
+        flow = self.wizard.flow
+        self.post_message(m.DiagnosisProgressed("waiting for the cluster to settle…"))
+        results = flow.validate(
+            on_check=lambda r: self.post_message(m.CheckCompleted(r)),
+            on_wait=lambda failing, left: self.post_message(m.SettleWaited(failing, left)))
+        if flow.diagnosis is not None:
+            self.post_message(m.DiagnosisFinished(flow.diagnosis))
         self.post_message(m.ValidationFinished(list(results)))
+
+    def on_settle_waited(self, event: m.SettleWaited) -> None:
+        """Before the journaled validation the flow waits for restarted pods (validation
+        retried, not journaled): a bar over its deadline, and what still fails."""
+        flow = self.wizard.flow
+        total = max(1.0, float(getattr(flow, "settle_timeout", 0.0) or 0.0), event.left)
+        bar = self.query_one(ProgressBar)
+        bar.update(total=total, progress=total - event.left)
+        names = ", ".join(sorted({f"{r.name} {r.target}" for r in event.failing})[:3])
+        text = Text()
+        text.append("Waiting for the cluster to settle: ", style="bold")
+        text.append(f"{len(event.failing)} check(s) still failing ({names}); gives up in "
+                    f"{v.hms(event.left)}", style="dim")
+        self.query_one("#validation-status", Static).update(text)
 
     def on_diagnosis_progressed(self, event: m.DiagnosisProgressed) -> None:
         self.query_one("#validation-status", Static).update(Text(event.text, style="dim"))
 
     def on_diagnosis_finished(self, event: m.DiagnosisFinished) -> None:
         self.wizard.state.diagnosis_after = event.diagnosis
-        self.wizard.set_diagnosis(event.diagnosis, event.at)
+        if event.diagnosis is not self.wizard.state.diagnosis:
+            self.wizard.set_diagnosis(event.diagnosis)
 
     def on_check_completed(self, event: m.CheckCompleted) -> None:
         r = event.result
+        if not self._results:  # the checks start: the bar counts them (as many as last time)
+            expected = len(self.wizard.state.validation) or None
+            self.query_one(ProgressBar).update(total=expected, progress=0)
+            self.query_one("#validation-status", Static).update(
+                Text("Running the checks…", style="dim"))
         self._results.append(r)
         self._add_row(len(self._results) - 1, r)
         bar = self.query_one(ProgressBar)
+        if bar.total is not None and bar.progress + 1 > bar.total:
+            bar.update(total=None)
         bar.advance(1)
 
     def _add_row(self, index: int, r) -> None:
@@ -129,7 +153,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         self.query_one("#checks", DataTable).clear()
         self.query_one(ProgressBar).update(total=None, progress=0)
         self.query_one("#validation-status", Static).update(Text("Validating…", style="dim"))
-        self._validate_cluster(self.wizard.state.changes)
+        self._validate_cluster()
 
     @on(DataTable.RowSelected, "#checks")
     def _check_selected(self, event: DataTable.RowSelected) -> None:
@@ -146,21 +170,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         if r.passed or not r.fix_step:
             self.notify("This check has no step to open", severity="information")
             return
-        self._replan_step(r.fix_step, self.wizard.state.changes)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
-          description="Planning the step")
-    def _replan_step(self, step: str, at: int) -> None:
-        # plan from the latest (after) diagnosis, so the step shows what is still wrong now
-        diagnosis, plans = self.wizard.refresh_plans([step], at)
-        self.post_message(m.PlansBuilt(plans, diagnosis, at))
-
-    def on_plans_built(self, event: m.PlansBuilt) -> None:
-        if event.diagnosis is not None:
-            self.wizard.set_diagnosis(event.diagnosis, event.at)
-        self.wizard.set_plans(event.plans, replace=False, at=event.at)
-        for step in event.plans:
-            self.wizard.open_step(step)
+        self.wizard.open_step(r.fix_step)  # planned from the cluster as it is now
 
     def on_screen_resume(self) -> None:
         if self.wizard.state.validation_stale and not self._validating:
