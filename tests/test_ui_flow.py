@@ -400,6 +400,55 @@ async def test_rollout_wait_shows_a_progress_bar_with_its_time_out(tmp_path: Pat
         assert "3/3 Running and Ready" in label and "gives up after 00:02:00" in label
 
 
+async def test_summary_and_report_agree_on_a_session_with_a_failed_step(tmp_path: Path) -> None:
+    """The summary screen renders the SessionRecord the report is built from: same verdict, same
+    step statuses, same counts, on a session where a step failed."""
+    import re
+
+    app, session = make_app(tmp_path, host_key_nodes=(), fail_actions=("cni_bridge:node-2:2",))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await _run_all(pilot)
+        assert app.state.outcomes["cni_bridge"].status == "failed"
+        while isinstance(app.screen, (StepScreen, ConfirmationModal)):
+            if isinstance(app.screen, ConfirmationModal):
+                await pilot.press("n" if app.screen.id == "confirm-pass" else "y")
+            elif app.screen.step not in app.state.outcomes and app.screen.plan.actions:
+                await pilot.press("a")
+            else:
+                await pilot.press("n")
+            await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        assert isinstance(app.screen, SummaryScreen)
+        summary = _text(app.screen.query_one("#summary-text", Static))
+        report = tmp_path / "r.md"
+        await _export(pilot, report)
+        doc = json.loads(report.with_suffix(".json").read_text())
+    final: dict[str, str] = {}
+    for e in sorted((e for e in doc["steps"] if e["kind"] == "repair" and e["decision"]),
+                    key=lambda e: e["pass_no"]):
+        final[e["step"]] = e["status"]
+    assert final["cni_bridge"] == "failed"
+    failing = [r for r in doc["validation"]["after"] if not r["passed"]]
+    want = (f"found {len(doc['findings']['before'])} · "
+            f"changed {sum(1 for s in final.values() if s in ('changed', 'partial'))} step(s) · "
+            f"failed {sum(1 for s in final.values() if s in ('failed', 'cancelled'))} · "
+            f"skipped {sum(1 for s in final.values() if s == 'skipped')} · "
+            f"still failing {len(failing)} · {doc['stats']['passes']} pass(es)")
+    assert want in " ".join(summary.split()), (want, summary)
+    assert re.search(rf"Verdict: {re.escape(doc['verdict']['value'])}\b", summary)
+    assert app.state.verdict == doc["verdict"]["value"] == "partially-fixed"
+    for step, status in final.items():
+        assert re.search(rf"{step}\s+{status}", summary), (step, status)
+
+
 async def test_host_key_accept_and_refuse(tmp_path: Path) -> None:
     app, session = make_app(tmp_path, host_key_nodes=("node-2", "node-3"))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -221,8 +221,10 @@ class FakeRunner:
 
     def __init__(self, cluster: ReplayCluster, *, dry_run: bool = False,
                  lines_per_action: int = 3, line_delay: float = 0.0,
-                 stream_gate: threading.Event | None = None) -> None:
+                 stream_gate: threading.Event | None = None,
+                 fail_actions: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
+        self.fail_actions = set(fail_actions)
         self.dry_run = dry_run
         self.lines_per_action = lines_per_action
         self.line_delay = line_delay
@@ -243,6 +245,9 @@ class FakeRunner:
             self.streaming.set()
             if self.stream_gate is not None and not self.stream_gate.wait(30):
                 raise TimeoutError("fake stream gate never opened")
+        if action.id in self.fail_actions:  # told to fail: the cluster stays as it is
+            return CommandResult(1, stderr=f"{action.id}: failed (as the test asked)\n",
+                                 duration=0.1)
         api = action.api or {}
         if action.kind == "api" and api.get("verb") == "delete_pod":
             ns, name = api.get("namespace", ""), api.get("name", "")
@@ -289,13 +294,14 @@ class FakeSession(RepairSession):
         errors: dict[str, BaseException] | None = None,
         faults: tuple[str, ...] = tuple(FAULTS),
         frozen: bool = True,
+        fail_actions: tuple[str, ...] = (),
     ) -> None:
         self.cluster = ReplayCluster(faults)
         self.journal_path = Path(journal_path) if journal_path else None
         self.fake_shells = ReplayShells(self.cluster, host_key_nodes, unreachable)
         self.fake_runner = FakeRunner(self.cluster, dry_run=dry_run,
                                       lines_per_action=lines_per_action, line_delay=line_delay,
-                                      stream_gate=stream_gate)
+                                      stream_gate=stream_gate, fail_actions=fail_actions)
         super().__init__(ReplayClusterAPI(self.cluster), self.fake_shells, self.fake_runner,
                          Journal(self.journal_path), mode="interactive", dry_run=dry_run,
                          prober=FakeProber(self.cluster))
