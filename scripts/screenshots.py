@@ -99,24 +99,28 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
         await pilot.press("1")
         await pilot.press("p")
         await shot(pilot, "plan")
-        await pilot.press("a")
+        await pilot.press("enter")  # the first step: its findings and the actions to tick
+        await shot(pilot, f"step-{app.screen.step}")
+        await pilot.press("escape")
         await settle(pilot)
-        first = True
-        while isinstance(app.screen, StepScreen):
-            step = app.screen.step
-            if first:
-                await shot(pilot, f"step-{step}")
-            if app.screen.plan.actions:
-                await pilot.press("a")
-                await settle(pilot)
-                if first:
-                    await shot(pilot, f"step-{step}-confirm")
+        await pilot.press("a")  # Run all: each step asks; nothing to do passes on by itself
+        await settle(pilot)
+        shots: set[str] = set()
+        while isinstance(app.screen, (StepScreen, ConfirmationModal)):
+            screen = app.screen
+            if isinstance(screen, ConfirmationModal):
+                kind = screen.id or "confirm"
+                if kind not in shots:
+                    shots.add(kind)
+                    await shot(pilot, kind)
                 await pilot.press("y")
-                await settle(pilot)
-                if first:
-                    await shot(pilot, f"step-{step}-done")
-            first = False
-            await pilot.press("n")
+            elif screen.phase == "finished" or not screen.plan.actions:
+                if "step-done" not in shots:  # Run all stopped here (a failed step)
+                    shots.add("step-done")
+                    await shot(pilot, f"step-{screen.step}-done")
+                await pilot.press("n")
+            else:
+                await pilot.press("a")
             await settle(pilot)
         await pilot.press("v")
         await shot(pilot, "validation")

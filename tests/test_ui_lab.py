@@ -90,9 +90,16 @@ async def _walk_steps(pilot, skip: str | None = None) -> list[str]:
     await pilot.press("a")
     await settle(pilot)
     seen: list[str] = []
+    passes: list[str] = []
     while True:
         screen = app.screen
-        if isinstance(screen, ConfirmationModal):
+        if isinstance(screen, ConfirmationModal) and screen.id == "confirm-pass":
+            # the end of a pass: findings remain that steps can act on; another pass (or not,
+            # when a step was skipped on purpose)
+            passes.append(str(screen.query_one("#dialog-body Static", Static).render()))
+            await pilot.press("y" if skip is None else "n")
+            await settle(pilot)
+        elif isinstance(screen, ConfirmationModal):
             step = app.screen_stack[-2].step
             seen.append(step)
             if step == skip:
@@ -118,7 +125,7 @@ async def _walk_steps(pilot, skip: str | None = None) -> list[str]:
         else:
             break
     assert isinstance(app.screen, PlanScreen)
-    assert seen and len(seen) == len(set(seen)), seen
+    assert seen and len(passes) < 3, (seen, passes)
     if skip:
         assert skip in seen
     return seen

@@ -403,9 +403,8 @@ def make_app(tmp_path: Path, *, dry_run: bool = False, frozen: bool = True,
              **fake: Any) -> tuple[Any, FakeSession]:
     """A wizard on the replayed lab; frozen clock, date and plan stamp so that screens are
     deterministic."""
-    from clusterfix_tui.ui.app import ClusterfixApp
-
     from clusterfix_tui.core.flow import RepairFlow
+    from clusterfix_tui.ui.app import ClusterfixApp
 
     journal = tmp_path / "journal.jsonl"
     session = FakeSession(journal, dry_run=dry_run, frozen=frozen, **fake)
