@@ -17,11 +17,11 @@ from clusterfix_tui.ui.app import ClusterfixApp
 from clusterfix_tui.ui.screens.connect import ConnectScreen
 
 
-def _args(journal: Path, **kw: Any) -> argparse.Namespace:
-    base = dict(kubeconfig=None, context=None, ssh_config=None, lab_dir=None, lab=False,
-                dry_run=False, journal=str(journal))
-    base.update(kw)
-    return argparse.Namespace(**base)
+def _args(journal: Path, *extra: str) -> argparse.Namespace:
+    """The command's own flags, parsed as the CLI parses them."""
+    parser = argparse.ArgumentParser()
+    tui.configure(parser)
+    return parser.parse_args(["--journal", str(journal), *extra])
 
 
 @pytest.fixture
