@@ -26,10 +26,12 @@ A failed check names the step that fixes it: select it (enter) to open that step
 | `enter` | open the step that fixes the highlighted failed check |
 | `r` | validate again |
 | `s` | the session summary |
+| `t` | trace the highlighted failed NodePort check (name the rule that drops it) |
 """
     BINDINGS = [
         Binding("r", "revalidate", "Re-run"),
         Binding("s", "summary", "Summary"),
+        Binding("t", "trace", "Trace"),
     ]
 
     def __init__(self) -> None:
@@ -183,3 +185,18 @@ A failed check names the step that fixes it: select it (enter) to open that step
             self.notify("Validation is still running", severity="warning")
             return
         self.wizard.open_summary()
+
+    def action_trace(self) -> None:
+        """Trace the highlighted failed NodePort check (ui/screens/trace.py, docs/trace.md)."""
+        import re
+
+        from clusterfix_tui.ui.screens.trace import TraceScreen
+
+        index = self.query_one("#checks", DataTable).cursor_row
+        r = self._results[index] if 0 <= index < len(self._results) else None
+        if r is None or r.passed or r.name != "nodeport" or "@" not in r.target:
+            self.notify("Trace needs a failed NodePort check", severity="information")
+            return
+        port = re.search(r":(\d+)/", r.detail or "")
+        self.app.push_screen(TraceScreen("nodeport", (r.target.rsplit("@", 1)[1],
+                                                      int(port.group(1)) if port else None)))
