@@ -272,9 +272,6 @@ def test_fix_yes_changes_nothing_on_a_healthy_shape(fixed):
     assert not [e for e in events if e["type"] == "command_start"], r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="core/validate.py still requires a flannel and a kube-proxy pod on every "
-                   "node (k3s embeds both, calico has no flannel, kube-proxy-free no kube-proxy): validation of a "
-                   "healthy shape fails until it is shape-aware")
 def test_fix_yes_on_a_healthy_shape_validates_healthy(fixed):
     _before, _after, r, events = fixed
     assert r.returncode == 0, r.stdout + r.stderr

@@ -2,8 +2,11 @@
 
 Checks (each failure names the step that most likely fixes it):
   node-ready          every node Ready                                   -> cni_bridge / host_network
-  kube-proxy-pod      a kube-proxy pod Running and Ready on every node   -> pods
-  flannel-pod         a flannel pod Running and Ready on every node      -> pods
+  kube-proxy-pod      the pods of the networking DaemonSets the cluster runs, Running and
+  flannel-pod         Ready on every node (kube-proxy, flannel, and cni-pod for calico,
+  cni-pod             cilium, kube-router; found by what they run, pods by owner; static
+                      kube-proxy by its mirror pods; nothing for what a distribution embeds,
+                      e.g. k3s's flannel and kube-proxy)                 -> pods
   nodeport            every NodePort service answers on the node IPs     -> iptables
                       (real TCP/HTTP from the workstation through a Prober, in parallel under
                       one deadline; one port per service; every node for the services the user
@@ -45,6 +48,66 @@ COMPONENTS = {
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
+
+
+# the cluster's own networking components, as DaemonSets run them, and the check that says so
+_COMPONENT_CHECKS = (("kube-proxy", "kube-proxy-pod"), ("flannel", "flannel-pod"),
+                     ("calico", "cni-pod"), ("cilium", "cni-pod"), ("kube-router", "cni-pod"))
+
+
+def _key_pod_sets(api: ClusterAPI, all_pods: list[dict[str, Any]]
+                  ) -> list[tuple[str, str, list[dict[str, Any]], bool]]:
+    """(check name, label, pods, every node must run one) for the networking components this
+    cluster really runs: kube-proxy and the CNI's DaemonSets found by what they run (in any
+    namespace, their pods by owner), static kube-proxy mirror pods; nothing for a component the
+    cluster does not have (k3s embeds flannel and kube-proxy; cilium can replace kube-proxy).
+    When the API lists no DaemonSets at all, the kubeadm labels are the fallback."""
+    from clusterfix_tui.core.shape import classify_daemonset, is_mirror_pod
+
+    try:
+        daemonsets = list(api.list_daemonsets(None) or [])
+    except Exception:  # noqa: BLE001 - an API that cannot list them: the label fallback
+        daemonsets = []
+    if not daemonsets:
+        out = []
+        for check, (selector, label) in COMPONENTS.items():
+            key, _, value = selector.partition("=")
+            pods = [p for p in all_pods
+                    if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value]
+            out.append((check, label, pods, True))
+        return out
+
+    def owned_by(pod: dict[str, Any], ds: dict[str, Any]) -> bool:
+        meta, dmeta = pod.get("metadata") or {}, ds.get("metadata") or {}
+        if meta.get("namespace") != dmeta.get("namespace"):
+            return False
+        for o in meta.get("ownerReferences") or ():
+            if not isinstance(o, dict) or o.get("kind") != "DaemonSet":
+                continue
+            if o.get("uid") and dmeta.get("uid"):
+                if o["uid"] == dmeta["uid"]:
+                    return True
+            elif o.get("name") == dmeta.get("name"):
+                return True
+        return False
+
+    out = []
+    for ds in daemonsets:
+        comps = classify_daemonset(ds)
+        hit = next(((c, check) for c, check in _COMPONENT_CHECKS if c in comps), None)
+        if hit is None:
+            continue
+        pods = [p for p in all_pods if owned_by(p, ds)]
+        tpl = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+        every = not tpl.get("nodeSelector") and not tpl.get("affinity")
+        meta = ds.get("metadata") or {}
+        out.append((hit[1], f"{meta.get('namespace')}/{meta.get('name')}", pods, every))
+    if not any(check == "kube-proxy-pod" for check, *_ in out):
+        mirrors = [p for p in all_pods if is_mirror_pod(p.get("metadata") or {})
+                   and str((p.get("metadata") or {}).get("name", "")).startswith("kube-proxy")]
+        if mirrors:  # a static kube-proxy (kubelet manifest): its mirror pods say how it runs
+            out.append(("kube-proxy-pod", "kube-proxy (static)", mirrors, False))
+    return out
 
 
 def _node_ip(node: dict[str, Any]) -> str | None:
@@ -130,15 +193,14 @@ def validate(
         all_pods = api.list_pods()
     except Exception as exc:  # noqa: BLE001
         emit(CheckResult("pods", CLUSTER, False, f"cannot list pods: {exc}", None))
-    for check, (selector, label) in COMPONENTS.items():
-        key, _, value = selector.partition("=")
-        pods = [p for p in all_pods
-                if ((p.get("metadata") or {}).get("labels") or {}).get(key) == value]
+    for check, label, pods, every_node in _key_pod_sets(api, all_pods):
         by_node: dict[str, list[dict[str, Any]]] = {}
         for p in pods:
             by_node.setdefault(str((p.get("spec") or {}).get("nodeName") or ""), []).append(p)
         for name in names:
             mine = by_node.get(name, [])
+            if not mine and not every_node:
+                continue  # a DaemonSet with a node selector: not every node runs one
             good = [p for p in mine if _pod_ok(p)[0]]
             if good:
                 emit(CheckResult(check, name, True, f"{good[0]['metadata']['name']} Running, Ready"))
