@@ -31,7 +31,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
     BINDINGS = [
         Binding("r", "revalidate", "Re-run"),
         Binding("s", "summary", "Summary"),
-        Binding("t", "trace", "Trace"),
+        Binding("t", "trace", "Trace", show=False),  # in the help (?), not the footer
     ]
 
     def __init__(self) -> None:
