@@ -28,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--ip-family", default="ipv4", choices=["ipv4", "dual", "dual-v6-first"],
                     help="node addresses and podCIDRs: ipv4 (default), dual (IPv4 first) or dual-v6-first "
                          "(IPv6 ULA ranges inside the lab only)")
+    up.add_argument("--ssh-user", metavar="NAME",
+                    help="nodes reachable only as NAME (NOPASSWD sudo), never as root "
+                         "(default: root)")
+    up.add_argument("--bastion", action="store_true",
+                    help="one more namespace, a jump host whose user has no sudo; nodes accept "
+                         "logins only from it and ssh_config reaches them with ProxyJump")
     st = sub.add_parser("status", help="show what the lab in DIR runs")
     st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     print(f"building a {args.nodes}-node {args.shape} lab ({args.ip_family}) in {args.dir} ...", flush=True)
-    h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults, shape=args.shape, ip_family=args.ip_family)
+    h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults, shape=args.shape, ip_family=args.ip_family,
+                   ssh_user=args.ssh_user, bastion=args.bastion)
     info = h.info
     d = shlex.quote(str(h.dir))
     print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
@@ -70,6 +77,12 @@ def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
         extra = "".join(f" {x}" for x in n.get("ips", []) if x != n["ip"])
         cidrs = ",".join(n.get("pod_cidrs") or [n["pod_cidr"]])
         print(f"  {n['name']:8} {n['role']:13} {n['ip']:15}{extra} podCIDR {cidrs}")
+    if info.get("bastion"):
+        b = info["bastion"]
+        print(f"  {'bastion':8} {'jump host':13} {b['ip']:15} user {b['user']} (no sudo); nodes "
+              f"accept logins only from it")
+    if info.get("ssh_user"):
+        print(f"  nodes: login as {info['ssh_user']} (NOPASSWD sudo), root login refused")
     for f in info.get("faults") or []:
         print(f"  fault {f.get('name')} on {f.get('node') or 'the cluster'}"
               + ("" if f.get("physical", True) else " (not physical: see lab.json)"))

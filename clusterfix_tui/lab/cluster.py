@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -220,7 +221,8 @@ def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm"
 
 
 def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *, tls: bool = True,
-       timeout: float | None = None, shape: str = "kubeadm", ip_family: str = "ipv4") -> LabHandle:
+       timeout: float | None = None, shape: str = "kubeadm", ip_family: str = "ipv4",
+       ssh_user: str | None = None, bastion: bool = False) -> LabHandle:
     """Start a lab in a detached daemon and return when it is ready (with the faults injected).
     shape: kubeadm | k3s | calico | kube-proxy-free (docs/lab-shapes.md); ip_family: ipv4 | dual |
     dual-v6-first."""
@@ -228,6 +230,8 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
         raise LabError(f"--shape must be one of {', '.join(SHAPES)} (got {shape!r})")
     if ip_family not in IP_FAMILIES:
         raise LabError(f"--ip-family must be one of {', '.join(IP_FAMILIES)} (got {ip_family!r})")
+    if ssh_user is not None and (ssh_user == "root" or not re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", ssh_user)):
+        raise LabError(f"--ssh-user must be a plain user name other than root (got {ssh_user!r})")
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veths, iptables)")
     if not 1 <= int(nodes) <= MAX_NODES:
@@ -264,7 +268,8 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             labid = secrets.token_hex(2)
             state_dir = N.LAB_STATE_ROOT / labid
         spec = {"lab_id": labid, "nodes": int(nodes), "state_dir": str(state_dir), "tls": tls,
-                "created_dir": created_dir, "shape": shape, "ip_family": ip_family}
+                "created_dir": created_dir, "shape": shape, "ip_family": ip_family,
+                "ssh_user": ssh_user, "bastion": bool(bastion)}
         (d / ".lab-spec.json").write_text(json.dumps(spec))
         with open(d / "daemon.log", "ab") as logf:
             proc = subprocess.Popen(
@@ -366,7 +371,7 @@ def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
                 N.kill_pid(pid, marker=DAEMON_MARKER)
             summary["pids"].append(pid)
         info = _read_info(d) or info
-        nodes = info.get("nodes") or []
+        nodes = (info.get("nodes") or []) + ([info["bastion"]] if info.get("bastion") else [])
         # 2. pod servers, sshds, anchors: each only if still in the namespace we recorded
         victims: list[int] = []
         for n in nodes:

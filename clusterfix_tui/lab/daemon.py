@@ -139,6 +139,9 @@ class Lab:
         self.dual = self.ip_family in ("dual", "dual-v6-first")
         self.v6_first = self.ip_family == "dual-v6-first"
         self.state_dir = Path(self.spec["state_dir"])
+        # `lab up --ssh-user NAME` / `--bastion` (docs/lab-shapes.md "Access"); default: root, direct
+        self.ssh_user: str | None = self.spec.get("ssh_user") or None
+        self.with_bastion = bool(self.spec.get("bastion"))
         self.info: dict[str, Any] = {}
         self.api: Any = None
         self.admin_token = secrets.token_urlsafe(24)
@@ -238,10 +241,26 @@ class Lab:
         authorized.write_text(pub + "\n")
         os.chmod(authorized, 0o600)
         known = []
+        bastion: dict[str, Any] | None = None
+        if self.with_bastion:
+            bastion = {"name": "bastion", "netns": f"cfx-{labid}-bastion", "veth": f"cfx{labid}b",
+                       "ip": f"10.213.{k}.250", "node_dir": str(self.state_dir / "bastion"),
+                       "user": self.ssh_user or "jump", "init_pid": None, "sshd_pid": None}
+            self.info["bastion"] = bastion
+            self.save()
+            b_pub = N.prepare_node_dir(Path(bastion["node_dir"]), name="bastion", labid=labid,
+                                       ip=bastion["ip"], authorized_keys=f"{N.USER_KEYS_DIR}/%u",
+                                       ssh_user=bastion["user"])
+            known.append(f"bastion,{bastion['ip']} {' '.join(b_pub.split()[:2])}")
+        if self.ssh_user:
+            self.info["ssh_user"] = self.ssh_user
 
         def prep(n: dict) -> str:
             nd = Path(n["node_dir"])
-            host_pub = N.prepare_node_dir(nd, name=n["name"], labid=labid, ip=n["ip"], authorized_keys=authorized)
+            host_pub = N.prepare_node_dir(
+                nd, name=n["name"], labid=labid, ip=n["ip"],
+                authorized_keys=f"{N.USER_KEYS_DIR}/%u" if self.ssh_user else authorized,
+                ssh_user=self.ssh_user, allow_from=bastion["ip"] if bastion else None)
             token = self.admin_token if n["role"] == "control-plane" else self.node_tokens[n["name"]]
             self.api.write_kubeconfig(nd / "files" / "kubelet.conf", self.node_tokens[n["name"]],
                                       user=f"system:node:{n['name']}", context=f"system:node:{n['name']}@kubernetes")
@@ -261,11 +280,16 @@ class Lab:
             known.append(f"{n['name']},{n['ip']} {' '.join(host_pub.split()[:2])}")
         (self.dir / "known_hosts").write_text("\n".join(known) + "\n")
         ssh_lines = [f"# clusterfix-tui lab {labid}: ssh -F {self.dir / 'ssh_config'} node-1\n"]
-        for n in node_infos:
+        hosts = [(n["name"], n["ip"], self.ssh_user or "root", "bastion" if bastion else None)
+                 for n in node_infos]
+        if bastion:
+            hosts.insert(0, ("bastion", bastion["ip"], bastion["user"], None))
+        for name, ip, user, jump in hosts:
             ssh_lines.append(
-                f"Host {n['name']}\n  HostName {n['ip']}\n  User root\n  IdentityFile {self.dir / 'id_ed25519'}\n"
+                f"Host {name}\n  HostName {ip}\n  User {user}\n  IdentityFile {self.dir / 'id_ed25519'}\n"
                 f"  IdentitiesOnly yes\n  UserKnownHostsFile {self.dir / 'known_hosts'}\n"
-                f"  StrictHostKeyChecking yes\n  LogLevel ERROR\n\n")
+                f"  StrictHostKeyChecking yes\n  LogLevel ERROR\n"
+                + (f"  ProxyJump {jump}\n" if jump else "") + "\n")
         (self.dir / "ssh_config").write_text("".join(ssh_lines))
         log.info("node files ready at %.2fs", time.monotonic() - t0)
 
@@ -280,6 +304,12 @@ class Lab:
         for n in node_infos:
             N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"]
                        + ([f"addr add {n['ip6']}/64 dev eth0 nodad"] if self.dual else []))
+        if bastion:
+            N.add_netns(bastion["netns"])
+            N.ip_batch(None, [f"link add {bastion['veth']} type veth peer name eth0 netns {bastion['netns']}",
+                              f"link set {bastion['veth']} master {bridge}", f"link set {bastion['veth']} up"])
+            N.ip_batch(bastion["netns"], ["link set lo up", f"addr add {bastion['ip']}/24 dev eth0",
+                                          "link set eth0 up"])
 
         log.info("namespaces and veths at %.2fs", time.monotonic() - t0)
         # anchors, then sshd inside each node
@@ -306,10 +336,12 @@ class Lab:
                 N.node_exec(n["init_pid"], "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding; "
                             "ip6tables -w 5 -t mangle -N KUBE-IPTABLES-HINT 2>/dev/null; "
                             "ip6tables -w 5 -t mangle -N KUBE-KUBELET-CANARY 2>/dev/null; true")
-        for n in node_infos:
+        if self.ssh_user or bastion:
+            self._login_users(node_infos, bastion, pub)
+        for n in node_infos + ([bastion] if bastion else []):
             self._start_sshd(n)
         self.save()
-        for n in node_infos:
+        for n in node_infos + ([bastion] if bastion else []):
             N.wait_tcp(n["ip"], 22, timeout=15, proc=self.procs.get(n["sshd_pid"]))
         log.info("nodes up in %.2fs", time.monotonic() - t0)
 
@@ -464,6 +496,20 @@ class Lab:
         if self.n_nodes <= ECHO_ALL_MAX:
             return names
         return [names[0], names[1], names[-1]]
+
+    def _login_users(self, nodes: list[dict], bastion: dict | None, pub: str) -> None:
+        """--ssh-user: the user on every node, with NOPASSWD sudo. --bastion: the jump host (its
+        own mount/UTS namespaces like a node) and its user, without sudo."""
+        if self.ssh_user:
+            for n in nodes:
+                N.add_login_user(n["init_pid"], self.ssh_user, pub, sudo=True)
+        if bastion:
+            p = N.start_anchor(bastion["netns"], "bastion", Path(bastion["node_dir"]))
+            self.procs[p.pid] = p
+            bastion["init_pid"] = p.pid
+            self.save()
+            N.wait_anchor(p, Path(bastion["node_dir"]), timeout=30)
+            N.add_login_user(bastion["init_pid"], bastion["user"], pub, sudo=False)
 
     def _start_sshd(self, n: dict) -> None:
         p = N.start_sshd(n["init_pid"], Path(n["node_dir"]))

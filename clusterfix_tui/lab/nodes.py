@@ -303,18 +303,66 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
 
-def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authorized_keys: Path) -> str:
+def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authorized_keys: Path | str,
+                     ssh_user: str | None = None, allow_from: str | None = None) -> str:
     """Create the per-node dirs the anchor mounts, the host key and sshd_config; returns the host
-    public key line."""
+    public key line.
+
+    ssh_user (`lab up --ssh-user`, `--bastion`): only that user may log in (AllowUsers), root
+    never (PermitRootLogin no); authorized_keys is then a path inside the node (/run/...), as
+    sshd reads it as that user. allow_from (`--bastion`): logins are accepted only from that
+    address (AllowUsers USER@ADDR): a direct connection from anywhere else is refused at auth and
+    logged, so "no node reached directly" is what the node's sshd log shows."""
     for sub in ("run-flannel", "alt-upper", "alt-work", "log", "backups", "root", "etc-upper", "etc-work",
                 "files"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(node_dir / "root", 0o700)
     host_key = node_dir / "ssh_host_ed25519_key"
     pub = keygen(host_key, f"root@{name}")
-    (node_dir / "sshd_config").write_text(SSHD_CONFIG.format(
-        name=name, labid=labid, ip=ip, host_key=host_key, authorized_keys=authorized_keys))
+    text = SSHD_CONFIG.format(name=name, labid=labid, ip=ip, host_key=host_key,
+                              authorized_keys=authorized_keys)
+    if ssh_user:
+        text = text.replace("PermitRootLogin prohibit-password", "PermitRootLogin no")
+    if ssh_user or allow_from:
+        text += f"AllowUsers {ssh_user or 'root'}{'@' + allow_from if allow_from else ''}\n"
+    (node_dir / "sshd_config").write_text(text)
     return pub
+
+
+USER_KEYS_DIR = "/run/cfx-keys"  # in the node's own /run (tmpfs): authorized keys per user
+
+
+def add_login_user(init_pid: int, user: str, pubkey: str, *, sudo: bool) -> None:
+    """Inside a node's own /etc overlay (the host's files are never written): a login user
+    with its authorized key under USER_KEYS_DIR and, when `sudo`, a NOPASSWD sudoers rule; the
+    node's hostname resolves (sudo looks it up). Written directly, not with useradd (which may
+    touch host paths such as /var/mail)."""
+    import shlex
+
+    q = shlex.quote
+    script = f"""
+set -e
+U={q(user)}
+if ! grep -q "^$U:" /etc/passwd; then
+    uid=$(awk -F: '$3>=2000 && $3<60000 {{print $3}}' /etc/passwd /etc/group | sort -n | tail -1)
+    uid=$(( ${{uid:-1999}} + 1 ))
+    echo "$U:x:$uid:$uid:clusterfix lab:/run/home/$U:/bin/sh" >> /etc/passwd
+    echo "$U:x:$uid:" >> /etc/group
+    echo "$U:*:19000:0:99999:7:::" >> /etc/shadow
+fi
+mkdir -p /run/home/$U {USER_KEYS_DIR}
+chown "$U:" /run/home/$U
+chmod 755 {USER_KEYS_DIR}
+printf '%s\n' {q(pubkey)} > {USER_KEYS_DIR}/$U
+chmod 644 {USER_KEYS_DIR}/$U
+grep -q " $(hostname)\$" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
+"""
+    if sudo:
+        script += f"""
+echo "$U ALL=(ALL:ALL) NOPASSWD: ALL" > /etc/sudoers.d/cfx-lab-$U
+chmod 440 /etc/sudoers.d/cfx-lab-$U
+"""
+    node_exec(init_pid, script)
 
 
 def start_anchor(netns: str, hostname: str, node_dir: Path) -> subprocess.Popen:
