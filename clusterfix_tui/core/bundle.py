@@ -291,6 +291,7 @@ def diff(a: Bundle, b: Bundle, *, context: int = 1, max_lines: int = 400) -> dic
 _COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$|^\[\d+:\d+\] ", re.M)
 _SAVE_STAMP = re.compile(r"^# (Generated|Completed) .*$", re.M)
 _NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+_DURATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)* ?ms\b")
 
 
 _VOLATILE_KEYS = re.compile(r"(_timer|^used|^updated|^confirmed|^refcnt|^stats(64)?|^expires)$")
@@ -318,6 +319,7 @@ def _stable(text: str) -> str:
             return json.dumps(_canonical_json(doc), indent=1, sort_keys=True)
     text = _SAVE_STAMP.sub("", text)
     text = _NFT_COUNTER.sub("counter", text)
+    text = _DURATION.sub("N ms", text)  # probe round trips (ping, curl "after 21 ms")
     return _COUNTERS.sub(lambda m: m.group(1) or "", text)
 
 
