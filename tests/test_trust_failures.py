@@ -77,7 +77,7 @@ def kill_sshd(lab, node: str) -> None:
                 pass
 
 
-FACTS = "@@CFX"  # in the facts script's text: the diagnosis command
+FACTS = "cfx_s="  # in the facts loader (core.facts.loader_command): the diagnosis command
 STEP = "/var/backups/clusterfix/"  # in a repair step's first command on a node (its backup)
 
 
@@ -460,14 +460,15 @@ def test_changed_host_key_is_refused_naming_the_line(lab, tmp_path) -> None:
 
 # ---- a node whose facts output is garbage or cut (issue 8, point 2, end to end) --------------
 
+# the facts loader (core.facts.loader_command: the script comes on stdin) gets MODE instead
 FAKE_SH = """#!/bin/dash
 case "$*" in
-  *@@CFX*) ;;
+  *cfx_s=*) ;;
   *) exec /bin/sh "$@" ;;
 esac
 MODE
 """
-GARBAGE = ("printf 'Welcome to node-1!\\n\\377\\376 not facts @@CFX zz BEGIN x\\n'; "
+GARBAGE = ("cat >/dev/null; printf 'Welcome to node-1!\\n\\377\\376 not facts @@CFX zz BEGIN x\\n'; "
            "head -c 1500 /dev/urandom | od -An -tx1 | head -20; exit 0")
 CUT = "/bin/sh \"$@\" | head -c 2500; exit 0"
 
