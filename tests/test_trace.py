@@ -179,3 +179,18 @@ def test_flows_from_the_api():
     assert [pn.node for pn in p.path] == ["node-1", "node-2"] and "10.244.1.3" in p.probe_command
     with pytest.raises(T.TraceError):
         T.pod_flow(_API(), "default/a", "default/nope", None)
+
+
+def test_legacy_dnat_that_moved_is_named_when_the_probe_failed():
+    before = ("*nat\n:PREROUTING ACCEPT [0:0]\n[0:0] -A PREROUTING -j KUBE-SERVICES\n"
+              "[0:0] -A KUBE-SEP-X -p tcp -m tcp -j DNAT --to-destination 10.244.1.251:8096\n"
+              "COMMIT\n")
+    after = before.replace("[0:0] -A PREROUTING", "[1:60] -A PREROUTING").replace(
+        "[0:0] -A KUBE-SEP-X", "[1:60] -A KUBE-SEP-X")
+    n = T.NodeTrace("node-1", "entry", legacy_before=before, legacy_after=after, forwarding="1",
+                    needs_forwarding=True)
+    res = T.verdict([n], connected=False)
+    assert res["verdict"] == "lost"
+    assert (res["where"]["table"], res["where"]["chain"]) == ("iptables-legacy nat", "KUBE-SEP-X")
+    assert "10.244.1.251:8096" in res["where"]["rule"]
+    assert T.verdict([n], connected=True)["verdict"] == "delivered"

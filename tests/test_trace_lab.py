@@ -211,3 +211,21 @@ def test_flannel_stale_vtep_names_the_neighbour(lab, tmp_path):
     assert res["verdict"] == "lost", res
     w = res["where"]
     assert (w["node"], w["chain"]) == (entry, "neighbour") and real in w["rule"], w
+
+
+def test_iptables_shadow_names_the_legacy_dnat(lab, tmp_path):
+    entry, _ = _nodes(lab)
+    rec = lab.inject("iptables-shadow", entry)
+    try:
+        res = traced(lab, tmp_path, "nodeport", entry)
+    finally:
+        chains = [ln.split()[0][1:] for ln in lab.exec(entry, "iptables-legacy-save -t nat").stdout
+                  .splitlines() if ln.startswith(":KUBE-")]
+        lab.exec(entry, "iptables-legacy -t nat -F; " + "; ".join(
+            f"iptables-legacy -t nat -X {c}" for c in chains))
+    if not rec["physical"]:
+        pytest.fail(f"the shadow was not physical here: {rec['detail']}")
+    assert res["verdict"] == "lost", res
+    w = res["where"]
+    assert (w["node"], w["table"]) == (entry, "iptables-legacy nat"), w
+    assert "-j DNAT --to-destination" in w["rule"] and "10.244.1.251" in w["rule"], w

@@ -232,6 +232,18 @@ def legacy_death(before: str, after: str) -> dict[str, Any] | None:
     return None
 
 
+def legacy_moved(before: str, after: str) -> list[dict[str, Any]]:
+    """Every legacy rule (or policy) whose packet counter moved during the probe, in order."""
+    b, a = legacy_counters(before), legacy_counters(after)
+    out = []
+    for key, (pkts, text) in a.items():
+        moved = pkts - b.get(key, (pkts, ""))[0]
+        if moved > 0:
+            out.append({"table": f"iptables-legacy {key[0]}", "chain": key[1], "rule": text,
+                        "moved": moved})
+    return out
+
+
 # ---------------------------------------------------------------- the verdict
 
 
@@ -299,6 +311,17 @@ def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: st
                 "rule": "net.ipv4.ip_forward = 0 (the node does not forward; the packet "
                         "entered prerouting and was never routed on)", "handle": None})
             return result
+    for n in nodes:
+        # a DNAT in iptables-legacy (invisible to nft trace) sent the probe somewhere else
+        for mv in legacy_moved(n.legacy_before, n.legacy_after) if n.legacy_after else ():
+            to = re.search(r"--to-destination (\S+)", mv["rule"])
+            if to and "-j DNAT" in mv["rule"]:
+                notes.append(f"iptables-legacy rewrote the destination to {to.group(1)} on "
+                             f"{n.node} (counter moved by {mv['moved']}); nft trace cannot see it")
+                result.update(verdict="lost", where={
+                    "node": n.node, "table": mv["table"], "chain": mv["chain"],
+                    "rule": mv["rule"], "handle": None})
+                return result
     seen = [n for n in nodes if n.hops]
     missing = [n for n in nodes if not n.hops]
     if seen and missing and (stale := stale_neighbour(seen[-1], missing[0])):
