@@ -160,6 +160,40 @@ def test_unknown_output_drop_on_pod_flow(lab, tmp_path):
     assert "drop" in w["rule"] and isinstance(w["handle"], int)
 
 
+def _start_trace(lab, entry: str, journal) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clusterfix_tui", "trace", "nodeport", entry, "--lab-dir",
+         str(lab.dir), "--journal", str(journal)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+
+    def tables_up() -> bool:
+        if not journal.exists():
+            return False
+        evs = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
+        return sum(1 for e in evs if e.get("type") == "command_end" and not e.get("rollback")) >= 2
+    try:
+        poll_until(tables_up, 120, "the trace tables to be set up")
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
+    return proc
+
+
+def test_sigterm_removes_the_tables_itself(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    before = _state(lab)
+    journal = tmp_path / "term.jsonl"
+    proc = _start_trace(lab, entry, journal)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 130
+    after = _state(lab)
+    for k in before:
+        assert after[k] == before[k], f"{k} differs after SIGTERM"
+    r = cli("rollback", "--journal", str(journal), "--yes", "--lab-dir", str(lab.dir))
+    assert r.returncode == 0 and "nothing to roll back" in r.stdout, r.stdout
+
+
 def test_sigkill_then_rollback_leaves_nodes_as_before(lab, tmp_path):
     entry, jf = _nodes(lab)
     before = _state(lab)
