@@ -288,39 +288,10 @@ def diff(a: Bundle, b: Bundle, *, context: int = 1, max_lines: int = 400) -> dic
     }
 
 
-_COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$|^\[\d+:\d+\] ", re.M)
-_SAVE_STAMP = re.compile(r"^# (Generated|Completed) .*$", re.M)
-_NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
-_DURATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)* ?ms\b")
-
-
-_VOLATILE_KEYS = re.compile(r"(_timer|^used|^updated|^confirmed|^refcnt|^stats(64)?|^expires)$")
-
-
-def _canonical_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: ({} if k == "counter" and isinstance(v, dict) else _canonical_json(v))
-                for k, v in value.items() if not _VOLATILE_KEYS.search(str(k))}
-    if isinstance(value, list):
-        return [_canonical_json(v) for v in value]
-    return value
-
-
 def _stable(text: str) -> str:
-    """A section as state: iptables-save without its timestamps and packet counters; JSON (ip -j)
-    one key a line, without timers and use counters (they tick between two reads)."""
-    stripped = text.strip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            doc = json.loads(stripped)
-        except ValueError:
-            pass
-        else:
-            return json.dumps(_canonical_json(doc), indent=1, sort_keys=True)
-    text = _SAVE_STAMP.sub("", text)
-    text = _NFT_COUNTER.sub("counter", text)
-    text = _DURATION.sub("N ms", text)  # probe round trips (ping, curl "after 21 ms")
-    return _COUNTERS.sub(lambda m: m.group(1) or "", text)
+    from clusterfix_tui.core.nodestate import stable
+
+    return stable(text)
 
 
 def render_diff(d: dict[str, Any]) -> str:

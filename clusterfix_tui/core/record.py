@@ -471,6 +471,8 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
             prechecks.append({"step": _s(ev.get("step")), "action_id": _s(ev.get("action_id")),
                               "node": _s(ev.get("node")), "command": _s(ev.get("command")),
                               "state": _s(ev.get("state")), "detail": _s(ev.get("detail"))})
+        elif t == "node_state":
+            pass  # state before/after a change: core/nodestate.node_changes reads these
         else:
             unknown_types[_s(t)] = unknown_types.get(_s(t), 0) + 1
 

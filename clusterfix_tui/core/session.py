@@ -97,6 +97,7 @@ class RepairSession:
         self._host_key_errors: dict[str, BaseException] = {}
         self._started = False
         self._finished: str | None = None
+        self._state_before: set[str] = set()  # nodes whose "before" node_state is journaled
         self._lock = threading.Lock()
         self._cluster: dict[str, Any] | None = None
         self.pass_no = 1  # the repair pass (core/flow.py converges in passes)
@@ -334,11 +335,39 @@ class RepairSession:
             def post(outcome: StepOutcome) -> StepOutcome:
                 return after(plan, outcome, self.api, on_line=on_line, cancel=cancel,
                              dry_run=self.dry_run)
+        if not self.dry_run:  # the state of each node before the session's first change on it
+            approved = set(approved_ids)
+            self.capture_state("before", {a.target for a in plan.actions if a.id in approved
+                                          and a.kind == "shell" and a.mutating})
         outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
                                     cancel, post=post, precheck=self.precheck,
                                     step_end={"pass_no": self.pass_no})
         self.outcomes[plan.step] = outcome
         return outcome
+
+    def capture_state(self, phase: str, nodes: set[str] | None = None) -> None:
+        """Journal `node_state` (core/nodestate.py) for `nodes`: "before" once per node, before
+        the session's first change there; "after" for every node captured before (at the end)."""
+        from clusterfix_tui.core import nodestate
+
+        if phase == "before":
+            wanted = {n for n in (nodes or ()) if n not in self._state_before}
+        else:
+            wanted = set(self._state_before)
+        if not wanted:
+            return
+        addrs = {n: (self.conns[n].address if n in self.conns else None) for n in wanted}
+        try:
+            got = nodestate.capture_nodes(self.shells, addrs)
+        except Exception as exc:  # noqa: BLE001 - the state is for the report: never a blocker
+            got = {n: f"{type(exc).__name__}: {exc}" for n in wanted}
+        for node, secs in sorted(got.items()):
+            if phase == "before":
+                self._state_before.add(node)
+            if isinstance(secs, str):
+                self.journal.write("node_state", node=node, phase=phase, error=secs)
+            else:
+                self.journal.write("node_state", node=node, phase=phase, sections=secs)
 
     def skip(self, plan: Plan, reason: str = "", by: str = "user") -> StepOutcome:
         self._start()
@@ -439,6 +468,8 @@ class RepairSession:
             return self._finished
         from clusterfix_tui.core.record import replay, verdict_of
 
+        if not self.dry_run and self._state_before:
+            self.capture_state("after")  # after the session's last change
         record = replay(list(self.journal.events))
         verdict = verdict_of(record, aborted=aborted)
         summary = record.summary()

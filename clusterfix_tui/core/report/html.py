@@ -102,6 +102,21 @@ def render_html(report: dict[str, Any]) -> str:
         w("<p class=\"muted\">Not part of this session: "
           + ", ".join(f"<code>{_h(x)}</code>" for x in r["steps_not_run"]) + "</p>")
 
+    if r.get("node_changes"):
+        w("<h2>Node state: before the first change, after the last</h2>")
+        for n in r["node_changes"]:
+            w(f"<h3><code>{_h(n['node'])}</code></h3>")
+            if n.get("error"):
+                w(f"<p class=\"muted\">state not compared: {_h(n['error'])}</p>")
+            if not n["sections"] and not n.get("error"):
+                w("<p>No difference: the node is as it was before the session.</p>")
+            for sec in n["sections"]:
+                who = (", ".join(f"<code>{_h(a)}</code>" for a in sec["actions"])
+                       if sec["actions"] else "<strong>changed during the session by something "
+                       "else</strong> (no action of this session explains it)")
+                w(f"<p>{_h(sec['what'])} (<code>{_h(sec['section'])}</code>): {who}</p>")
+                w(f"<pre>{_h(chr(10).join(sec['diff']))}</pre>")
+
     w("<h2>Validation: before and after</h2>")
     comp = r["validation"]["comparison"]
     if comp:

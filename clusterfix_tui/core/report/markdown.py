@@ -118,6 +118,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         L.append("")
         L.append("Not part of this session: " + ", ".join(md_code(x) for x in r["steps_not_run"]))
 
+    if r.get("node_changes"):
+        L.append("")
+        L.append("## Node state: before the first change, after the last")
+        for n in r["node_changes"]:
+            L.append("")
+            L.append(f"### {md_code(n['node'])}")
+            if n.get("error"):
+                L.append(f"- state not compared: {md_text(n['error'])}")
+            if not n["sections"] and not n.get("error"):
+                L.append("- no difference: the node is as it was before the session")
+            for sec in n["sections"]:
+                who = (", ".join(md_code(a) for a in sec["actions"]) if sec["actions"] else
+                       "**changed during the session by something else** (no action of this "
+                       "session explains it)")
+                L.append(f"- {md_text(sec['what'])} ({md_code(sec['section'])}): {who}")
+                L.append(md_block("\n".join(sec["diff"]), "diff"))
+
     L.append("")
     L.append("## Validation: before and after")
     L.append("")

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clusterfix_tui.core.model import STEP_ORDER
+from clusterfix_tui.core.nodestate import node_changes
 from clusterfix_tui.core.record import _s, replay
 from clusterfix_tui.core.redact import Anonymizer, redact_obj
 from clusterfix_tui.core.report.advice import _still_failing
@@ -104,6 +105,9 @@ def build_report(
         "errors": errors,
         "journal_problems": problems,
         "stats": stats,
+        # each touched node's state before the first change and after the last (+ rollback),
+        # every difference tied to the actions that explain it (core/nodestate.py)
+        "node_changes": node_changes(evs),
         # the cluster shape the first diagnosis read (core/shape.py), without per-node names
         "shape": shape,
         "shape_lines": summary_lines(shape_ev.get("shape")) if shape_ev else [],
