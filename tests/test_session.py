@@ -107,8 +107,10 @@ def test_plan_apply_rollback_finish_are_journaled_in_order(tmp_path):
     evs = Journal.read(path)
     types = [e["type"] for e in evs]
     i = types.index("plan")
-    # notes and each action's precondition check sit between; the order is plan, decision, run
-    ordered = [t for t in types[i:] if t not in ("note", "precheck")]
+    # notes, the node's state before its first change and each action's precondition check
+    # sit between; the order is plan, decision, run
+    ordered = [t for t in types[i:] if t not in ("note", "precheck", "node_state")]
+    assert "node_state" in types[i:types.index("command_start")]
     assert ordered[:3] == ["plan", "decision", "command_start"]
     checks = [k for k, e in enumerate(evs) if e["type"] == "precheck"]
     assert checks
