@@ -353,9 +353,9 @@ fi
 mkdir -p /run/home/$U {USER_KEYS_DIR}
 chown "$U:" /run/home/$U
 chmod 755 {USER_KEYS_DIR}
-printf '%s\n' {q(pubkey)} > {USER_KEYS_DIR}/$U
+printf '%s\\n' {q(pubkey)} > {USER_KEYS_DIR}/$U
 chmod 644 {USER_KEYS_DIR}/$U
-grep -q " $(hostname)\$" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
+grep -q " $(hostname)\\$" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
 """
     if sudo:
         script += f"""
