@@ -83,3 +83,36 @@ def test_rollback_refuses_another_cluster_and_force_proceeds(lab_a, lab_b, tmp_p
     assert r.returncode == 0 and "refused" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert _fwd(lab_a, "node-1") == "0"
     lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=1")
+
+
+@pytest.mark.lab
+def test_rollback_refuses_a_node_whose_host_key_changed(lab_a, tmp_path) -> None:
+    """The node was reinstalled (new host key) and the admin trusted the new key in known_hosts:
+    SSH connects, but it is not the machine the journal's session changed."""
+    from clusterfix_tui.lab import nodes as N
+
+    journal = tmp_path / "j.jsonl"
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=0")
+    r = _cli("fix", "--yes", "--no-validate", "--step", "host_network", "--lab-dir",
+             str(lab_a.dir), "--journal", str(journal), cwd=tmp_path)
+    assert _fwd(lab_a, "node-1") == "1", r.stdout[-2000:] + r.stderr[-2000:]
+    node = lab_a.node("node-1")
+    lab_a.stop_sshd("node-1")
+    new_pub = N.keygen(Path(node["node_dir"]) / "ssh_host_ed25519_key", "root@node-1")
+    kh = Path(lab_a.dir) / "known_hosts"
+    kh.write_text("".join(
+        (f"{line.split(' ', 1)[0]} {' '.join(new_pub.split()[:2])}\n"
+         if line.split(",")[0] == "node-1" else line + "\n")
+        for line in kh.read_text().splitlines()))
+    lab_a.start_sshd("node-1")
+    r = _cli("rollback", "--yes", "--journal", str(journal), "--lab-dir", str(lab_a.dir),
+             cwd=tmp_path)
+    assert r.returncode == 2 and "rollback refused" in r.stdout, r.stdout[-2000:] + r.stderr
+    assert "node node-1 host key (changed key)" in r.stdout
+    assert "kube-system" not in r.stdout  # the same cluster
+    assert _fwd(lab_a, "node-1") == "1"
+    r = _cli("rollback", "--yes", "--force", "--journal", str(journal), "--lab-dir",
+             str(lab_a.dir), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert _fwd(lab_a, "node-1") == "0"
+    lab_a.exec("node-1", "sysctl -qw net.ipv4.ip_forward=1")
