@@ -187,9 +187,11 @@ def _tokens_reference(line: str) -> tuple[str, ...]:
 # shlex (posix, whitespace_split) splits on these four only
 _WS = " \t\r\n"
 # one token: runs of plain characters, backslash escapes, '...' and "..." (with \\ and \" inside)
-_TOKEN = rf"""(?:[^{_WS}'"\\]+|\\.|'[^']*'|"(?:[^"\\]|\\.)*")+"""
+# possessive (no backtracking): node-supplied lines that do not tokenize (an unclosed quote after a
+# long word) must fail in linear time, not in exponential time
+_TOKEN = rf"""(?:[^{_WS}'"\\]++|\\.|'[^']*+'|"(?:[^"\\]|\\.)*+")++"""
 _TOKEN_RE = re.compile(_TOKEN, re.S)
-_LINE_RE = re.compile(rf"[{_WS}]*(?:{_TOKEN}[{_WS}]*)*", re.S)
+_LINE_RE = re.compile(rf"[{_WS}]*+(?:{_TOKEN}[{_WS}]*+)*+", re.S)
 _PLAIN_RE = re.compile(rf"[{_WS}]+")
 _PART_RE = re.compile(r"\\(.)|'([^']*)'|\"((?:[^\"\\]|\\.)*)\"", re.S)
 _DQ_ESC_RE = re.compile(r'\\([\\"])')
