@@ -146,7 +146,9 @@ def node_changes(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             if ev.get("error"):
                 errors[node] = str(ev.get("error"))
                 continue
-            secs = ev.get("sections") if isinstance(ev.get("sections"), dict) else {}
+            raw = ev.get("sections")
+            secs: dict[str, str] = ({str(k): str(v) for k, v in raw.items()}
+                                    if isinstance(raw, dict) else {})
             if ev.get("phase") == "before":
                 before.setdefault(node, secs)
             else:

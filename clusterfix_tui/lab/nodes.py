@@ -358,7 +358,7 @@ chmod 644 {USER_KEYS_DIR}/$U
 grep -q " $(hostname)\\$" /etc/hosts || echo "127.0.1.1 $(hostname)" >> /etc/hosts
 """
     if sudo:
-        script += f"""
+        script += """
 echo "$U ALL=(ALL:ALL) NOPASSWD: ALL" > /etc/sudoers.d/cfx-lab-$U
 chmod 440 /etc/sudoers.d/cfx-lab-$U
 """
