@@ -157,3 +157,26 @@ def test_snapshot_takes_any_api_shapes(data):
         snap.peer_pod_ips(n)
     findings, errors = run_checks(snap, {})
     assert errors == []
+
+
+def test_a_word_then_an_unclosed_quote_does_not_hang_the_iptables_parser():
+    """Found by the fuzz above: a long word followed by an unclosed quote made the tokenizer's
+    regex backtrack exponentially (40 letters: hours), so one odd rule on one node could hang the
+    diagnosis. The result must be shlex's (or the plain split it falls back to)."""
+    import json
+    import subprocess
+    import sys
+
+    lines = ["x" * 40 + '"', "-A INPUT -m comment --comment " + "a" * 60 + "'",
+             "b c" * 30 + '"\\', "'" + "d" * 50]
+    # in a child: the regex holds the GIL, a thread here could not even time it out
+    code = ("import json, sys\nfrom clusterfix_tui.core import parsers as P\n"
+            "print(json.dumps([P._tokens(ln) for ln in json.loads(sys.stdin.read())]))")
+    try:  # a deadline, not a speed check: the old regex did not finish at all
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(lines),
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the iptables-save tokenizer hangs on an unclosed quote") from None
+    assert json.loads(out) == [list(P._tokens_reference(ln)) for ln in lines]
+    save = "*filter\n:INPUT ACCEPT [0:0]\n" + "\n".join(lines) + "\nCOMMIT\n"
+    P.parse_iptables_save(save)
