@@ -112,3 +112,27 @@ def test_diagnose_reads_every_node_as_ops_through_the_bastion_and_finds_the_faul
         assert all(who == ("ops", b["ip"]) for who in new), (n["name"], new)
     for n in lab.nodes:
         assert not [w for w in _accepted(lab, n["node_dir"]) if w[0] == "root"]
+
+
+@pytest.mark.lab
+def test_fix_yes_is_green_as_ops_through_the_bastion(lab, tmp_path) -> None:
+    """Runs after the diagnosis test (same lab): every repair runs under `sudo -n` as ops,
+    through the bastion; the sshd logs still show no other login."""
+    b = lab.info["bastion"]
+    journal = tmp_path / "j.jsonl"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    r = subprocess.run([sys.executable, "-m", "clusterfix_tui", "fix", "--yes", "--lab-dir",
+                        str(lab.dir), "--journal", str(journal)], capture_output=True, text=True,
+                       timeout=900, cwd=str(tmp_path), env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    events = [json.loads(x) for x in journal.read_text().splitlines() if x.strip()]
+    end = events[-1]
+    assert end["type"] == "session_end" and end["verdict"] in ("fixed", "healthy"), end
+    validation = [e for e in events if e["type"] == "validation"][-1]
+    assert validation["results"] and all(x["passed"] for x in validation["results"])
+    ids = {e["identity"]["node"]: e["identity"] for e in events if e["type"] == "node_identity"}
+    assert {n: (i["user"], i["jump"]) for n, i in ids.items()} == {
+        n["name"]: ("ops", ["bastion"]) for n in lab.nodes}
+    for n in lab.nodes:
+        logins = _accepted(lab, n["node_dir"])
+        assert logins and all(who == ("ops", b["ip"]) for who in logins), (n["name"], logins)
