@@ -54,6 +54,7 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
     from textual.widgets import DataTable, OptionList
 
     from clusterfix_tui.ui.screens.modals import ConfirmationModal
+    from clusterfix_tui.ui.screens.plan import PlanScreen
     from clusterfix_tui.ui.screens.step import StepScreen
 
     async with app.run_test(size=size) as pilot:
@@ -106,8 +107,12 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
         await pilot.press("a")  # Run all: each step asks; nothing to do passes on by itself
         await settle(pilot)
         shots: set[str] = set()
-        while isinstance(app.screen, (StepScreen, ConfirmationModal)):
+        while isinstance(app.screen, (StepScreen, ConfirmationModal)) or getattr(
+                app.screen, "converging", False):
             screen = app.screen
+            if isinstance(screen, PlanScreen):  # between passes: the flow settles, re-diagnoses
+                await settle(pilot)
+                continue
             if isinstance(screen, ConfirmationModal):
                 kind = screen.id or "confirm"
                 if kind not in shots:

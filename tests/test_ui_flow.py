@@ -449,6 +449,40 @@ async def test_summary_and_report_agree_on_a_session_with_a_failed_step(tmp_path
         assert re.search(rf"{step}\s+{status}", summary), (step, status)
 
 
+async def test_another_pass_runs_the_steps_that_still_have_something_to_do(tmp_path: Path
+                                                                           ) -> None:
+    app, session = make_app(tmp_path, host_key_nodes=())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await _run_all(pilot, skip="cni_bridge")
+        while isinstance(app.screen, StepScreen):  # Run all stopped: the rest by hand
+            if app.screen.step not in app.state.outcomes and app.screen.plan.actions:
+                await _apply_current_step(pilot, app.screen.step)
+            await pilot.press("n")
+            await settle(pilot)
+        assert isinstance(app.screen, ConfirmationModal) and app.screen.id == "confirm-pass"
+        await pilot.press("y")  # pass 2
+        await settle(pilot)
+        await _confirm_apply(pilot, "cni_bridge")
+        while isinstance(app.screen, (StepScreen, ConfirmationModal)):
+            if isinstance(app.screen, ConfirmationModal):
+                await pilot.press("y" if app.screen.id == "confirm-apply" else "n")
+            else:
+                await pilot.press("n")
+            await settle(pilot)
+        assert app.state.outcomes["cni_bridge"].status == "changed"
+        assert session.applied == set(STEP_ORDER)
+        notes = [e["text"] for e in session.events() if e["type"] == "note"]
+        assert any(n.startswith("pass 2:") and "cni_bridge" in n for n in notes), notes
+        decisions = [(e["step"], e.get("pass_no")) for e in session.events()
+                     if e["type"] == "decision"]
+        assert ("cni_bridge", 2) in decisions, decisions
+
+
 async def test_host_key_accept_and_refuse(tmp_path: Path) -> None:
     app, session = make_app(tmp_path, host_key_nodes=("node-2", "node-3"))
     async with app.run_test(size=(80, 24)) as pilot:

@@ -122,6 +122,8 @@ async def _walk_steps(pilot, skip: str | None = None) -> list[str]:
                 await _confirm(pilot, step)
             await pilot.press("n")
             await settle(pilot)
+        elif isinstance(screen, PlanScreen) and screen.converging:
+            await settle(pilot)  # the flow settles and re-diagnoses after the pass
         else:
             break
     assert isinstance(app.screen, PlanScreen)

@@ -41,6 +41,17 @@ offers another pass for the steps that still have something to do.
 
     def __init__(self) -> None:
         super().__init__(id="plan")
+        self.converging = False  # flow.next_pass() runs: no validation or run meanwhile
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("run_all", "validate", "replan") and self.converging:
+            return False
+        return super().check_action(action, parameters)
+
+    def worker_failed(self, worker) -> None:
+        if worker.group in ("plan", "pass") and self.converging:
+            self.converging = False
+            self.refresh_bindings()
 
     def compose_body(self) -> ComposeResult:
         yield Static("Building the plan…", id="plan-status")
@@ -73,6 +84,11 @@ offers another pass for the steps that still have something to do.
             # the user went past the last step of the pass: the flow settles, re-diagnoses and
             # says which steps another pass would act on
             self.wizard.state.pass_ended = False
+            self.converging = True
+            self.query_one("#plan-status", Static).update(Text(
+                "The pass is over: waiting for the cluster to settle, then diagnosing again to "
+                "see whether another pass is needed…", style="dim"))
+            self.refresh_bindings()
             self._converge()
         else:
             self._build_plans()
@@ -115,6 +131,8 @@ offers another pass for the steps that still have something to do.
             Text(f"Diagnosing again… {event.text}", style="dim"))
 
     def on_pass_planned(self, event: m.PassPlanned) -> None:
+        self.converging = False
+        self.refresh_bindings()
         if event.diagnosis is not None and event.diagnosis is not self.wizard.state.diagnosis:
             self.wizard.set_diagnosis(event.diagnosis)
         if not event.steps:
@@ -132,7 +150,9 @@ offers another pass for the steps that still have something to do.
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._start_pass(list(event.steps))
+                self.converging = True  # until the pass has started
+                # after the dialog is gone: a worker started from inside its callback is lost
+                self.call_after_refresh(self._start_pass, list(event.steps))
             else:
                 self.wizard.log_event("another pass declined")
 
@@ -140,12 +160,14 @@ offers another pass for the steps that still have something to do.
             f"Another pass ({len(event.steps)} step(s))?", body, yes="Run pass",
             no="Not now", id="confirm-pass"), answered)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="plan",
+    @work(thread=True, exclusive=True, exit_on_error=False, group="pass",
           description="Starting another pass")
     def _start_pass(self, steps: list[str]) -> None:
         self.post_message(m.PassStarted(self.wizard.flow.start_pass(steps)))
 
     def on_pass_started(self, event: m.PassStarted) -> None:
+        self.converging = False
+        self.refresh_bindings()
         self.wizard.log_event(f"pass {event.pass_no} started", "bold")
         self.action_run_all()
 
@@ -216,6 +238,9 @@ offers another pass for the steps that still have something to do.
 
     @on(Button.Pressed, "#run-all")
     def action_run_all(self) -> None:
+        if self.converging:
+            self.notify("Checking whether another pass is needed…", severity="warning")
+            return
         if not self.wizard.state.plans:
             self.notify("The plan is still being built", severity="warning")
             return
@@ -226,6 +251,9 @@ offers another pass for the steps that still have something to do.
 
     @on(Button.Pressed, "#validate")
     def action_validate(self) -> None:
+        if self.converging:
+            self.notify("Checking whether another pass is needed…", severity="warning")
+            return
         self.wizard.open_validation()
 
     def action_replan(self) -> None:

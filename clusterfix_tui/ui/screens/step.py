@@ -190,8 +190,9 @@ change. While it runs the log streams every node's output; `c` stops between act
         self.query_one("#step-title", Static).update(title)
         if self.phase == "refreshing":
             self.query_one("#plan-text", Static).update(Text(
-                "The cluster changed since this step was planned: diagnosing again and "
-                "re-planning, so that what you approve is planned from the cluster as it is now…",
+                "Planning this step from the cluster as it is now (diagnosing again first when "
+                "anything changed since the last diagnosis), so that what you approve is what "
+                "the cluster needs now…",
                 style="italic"))
             return
 
