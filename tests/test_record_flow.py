@@ -223,3 +223,26 @@ def test_leaving_a_node_out_makes_plans_stale_but_is_no_change_to_wait_for(tmp_p
     assert flow.stale and not flow.changed_anything
     assert not flow.is_current(p)
     assert flow.settle() == []  # nothing ran: nothing to wait for, returns at once
+
+
+def test_rollback_plan_keeps_both_passes_of_a_reused_action_id() -> None:
+    """A later pass re-plans with the same action ids: both runs are undone, each once."""
+    from clusterfix_tui.core.fixes.engine import RanAction, rollback_plan
+    from clusterfix_tui.core.model import Action
+
+    def act(cmd: str, undo: str) -> Action:
+        return Action(id="host_network:node-2:1", target="node-2", kind="shell", command=cmd,
+                      rollback=Action(id="host_network:node-2:1:rollback", target="node-2",
+                                      kind="shell", command=undo))
+
+    ran = [RanAction("host_network", act("iptables -I INPUT 1 -p udp --dport 8472 -j ACCEPT",
+                                         "iptables -D INPUT -p udp --dport 8472 -j ACCEPT"), True),
+           RanAction("host_network", act("iptables -I INPUT 1 -p tcp --dport 10250 -j ACCEPT",
+                                         "iptables -D INPUT -p tcp --dport 10250 -j ACCEPT"), True),
+           RanAction("host_network", act("iptables -I INPUT 1 -p tcp --dport 10250 -j ACCEPT",
+                                         "iptables -D INPUT -p tcp --dport 10250 -j ACCEPT"), True)]
+    plan, mapping = rollback_plan(ran)
+    assert [a.command for a in plan.actions] == [
+        "iptables -D INPUT -p tcp --dport 10250 -j ACCEPT",
+        "iptables -D INPUT -p udp --dport 8472 -j ACCEPT"]
+    assert len({a.id for a in plan.actions}) == 2 and set(mapping) == {a.id for a in plan.actions}

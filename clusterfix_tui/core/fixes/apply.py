@@ -382,7 +382,7 @@ def rollback_plan(ran: Sequence[RanAction], step: str | None = None
     actions: list[Action] = []
     mapping: dict[str, str] = {}
     notes: list[str] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for ra in reversed(list(ran)):
         a = ra.action
         if not a.mutating:
@@ -394,10 +394,17 @@ def rollback_plan(ran: Sequence[RanAction], step: str | None = None
             continue
         if a.rollback is not None:
             rb = a.rollback
-            rid = rb.id
-            if rid in seen:  # the same action ran twice: undo it once
+            # the same undo (same node, same command) runs once, however often its action ran;
+            # two different undos never share an id (a later pass re-plans with the same ids)
+            same = (rb.target, rb.kind, rb.command, repr(sorted((rb.api or {}).items())))
+            if same in seen:
                 continue
-            seen.add(rid)
+            seen.add(same)
+            rid, n = rb.id, 2
+            while rid in mapping:
+                rid, n = f"{rb.id}#{n}", n + 1
+            if rid != rb.id:
+                rb = dataclasses.replace(rb, id=rid)
             actions.append(rb)
             mapping[rid] = a.id
         else:
