@@ -39,12 +39,14 @@ class Shooter:
         self.n = 0
         self.written: list[Path] = []
 
-    async def shot(self, pilot: Any, name: str) -> None:
+    async def shot(self, pilot: Any, name: str, number: int | None = None) -> None:
+        """Saved as NN-name.svg: the next number, or `number` (kept out of the sequence)."""
         await settle(pilot)
         pilot.app.clear_notifications()
         await pilot.pause()
-        self.n += 1
-        filename = f"{self.prefix}{self.n:02d}-{name}.svg"
+        if number is None:
+            self.n += 1
+        filename = f"{self.prefix}{number or self.n:02d}-{name}.svg"
         pilot.app.save_screenshot(filename, str(self.out))
         self.written.append(self.out / filename)
         print(f"  {filename}", flush=True)
@@ -101,12 +103,17 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
         await pilot.press("p")
         await shot(pilot, "plan")
         await pilot.press("enter")  # the first step: its findings and the actions to tick
-        await shot(pilot, f"step-{app.screen.step}")
+        step = app.screen.step
+        await shot(pilot, f"step-{step}")
+        await pilot.press("a")
+        await shot(pilot, f"step-{step}-confirm")
+        await pilot.press("y")
+        await shot(pilot, f"step-{step}-done")
         await pilot.press("escape")
         await settle(pilot)
         await pilot.press("a")  # Run all: each step asks; nothing to do passes on by itself
         await settle(pilot)
-        shots: set[str] = set()
+        asked_pass = False
         while isinstance(app.screen, (StepScreen, ConfirmationModal)) or getattr(
                 app.screen, "converging", False):
             screen = app.screen
@@ -114,15 +121,11 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
                 await settle(pilot)
                 continue
             if isinstance(screen, ConfirmationModal):
-                kind = screen.id or "confirm"
-                if kind not in shots:
-                    shots.add(kind)
-                    await shot(pilot, kind)
+                if screen.id == "confirm-pass" and not asked_pass:
+                    asked_pass = True
+                    await shot(pilot, "another-pass", number=19)
                 await pilot.press("y")
             elif screen.phase == "finished" or not screen.plan.actions:
-                if "step-done" not in shots:  # Run all stopped here (a failed step)
-                    shots.add("step-done")
-                    await shot(pilot, f"step-{screen.step}-done")
                 await pilot.press("n")
             else:
                 await pilot.press("a")
@@ -191,8 +194,9 @@ def main() -> int:
                 _forget_host_key(lab_dir, handle.node("node-3"))
             except Exception as exc:  # noqa: BLE001 - fall back, and say why
                 reason = f"no lab could be built here: {exc}"
-        for old in out.glob("*.svg"):
-            old.unlink()
+        for pattern in ("[0-9][0-9]-*.svg", "recorded-*.svg"):  # ours only (not trace-*.svg)
+            for old in out.glob(pattern):
+                old.unlink()
         if built:
             runtimes: list[Any] = []
             app = lab_app(lab_dir, work, runtimes)
