@@ -345,3 +345,15 @@ def test_the_report_shows_the_shape_and_what_was_not_checked_without_node_names(
     assert "FLANNEL_MISSING_ROUTE" in md
     anon = render(events, "md", anonymize=True)
     assert "secret-node-7" not in anon
+
+
+def test_shape_line_names_cni_proxy_distribution_and_families() -> None:
+    from clusterfix_tui.core.shape import ClusterShape, FlannelShape, NodeShape, shape_line
+
+    s = ClusterShape(distribution="k3s", cni="flannel", kube_proxy="embedded",
+                     kube_proxy_mode="iptables", ip_family="dual-v6-first",
+                     flannel=FlannelShape(deployment="embedded", backend="vxlan"),
+                     nodes={"a": NodeShape("a", iptables="nft")})
+    assert shape_line(s) == ("shape: flannel vxlan (embedded) · kube-proxy embedded iptables · "
+                             "k3s · dual-v6-first · iptables nft")
+    assert shape_line(None) == ""

@@ -260,6 +260,24 @@ class ClusterShape:
         return summary_lines(self.summary())
 
 
+def shape_line(shape: ClusterShape | None) -> str:
+    """The shape in one line (the diagnostics screen's status), e.g. "flannel vxlan · kube-proxy
+    daemonset iptables · kubeadm · ipv4 · iptables nft"."""
+    if shape is None:
+        return ""
+    cni = shape.cni + (f" {shape.flannel.backend}" if shape.flannel is not None
+                       and shape.flannel.backend and shape.cni in ("flannel", "canal") else "")
+    if shape.flannel is not None and shape.flannel.deployment == "embedded":
+        cni += " (embedded)"
+    form = "" if shape.kube_proxy == "daemonset" else f" {shape.kube_proxy}"
+    proxy = f"kube-proxy{form}" + (f" {shape.kube_proxy_mode}" if shape.kube_proxy_mode else "")
+    kinds = sorted({n.iptables for n in shape.nodes.values() if n.iptables})
+    parts = [cni, proxy, shape.distribution, shape.ip_family]
+    if kinds:
+        parts.append("iptables " + "/".join(kinds))
+    return "shape: " + " · ".join(p for p in parts if p and p != "unknown")
+
+
 def summary_lines(d: dict[str, Any] | None) -> list[str]:
     """The shape's human lines from its summary() dict (as the journal keeps it), so the report
     and the UI say the same thing the diagnosis said."""

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, OptionList, Static, TabbedContent, TabPane
 
 from clusterfix_tui.core.model import CLUSTER
+from clusterfix_tui.core.shape import shape_line
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
@@ -154,6 +155,9 @@ per node (select the node on the left).
         if node_errors:
             status.append("· not read: " + ", ".join(f"{n} ({e})" for n, e in node_errors.items()),
                           style="bold red")
+        shape = shape_line(getattr(diagnosis, "shape", None))
+        if shape:
+            status.append("\n" + shape, style="dim")
         self.query_one("#diag-status", Static).update(status)
 
         t = self.query_one("#findings-table", DataTable)
