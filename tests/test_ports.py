@@ -78,3 +78,14 @@ def test_old_import_paths_still_name_the_same_objects():
     assert ports.CommandResult(0, "x").to_dict() == {
         "exit_code": 0, "stdout": "x", "stderr": "", "duration": 0.0, "timed_out": False,
         "error": None}
+
+
+def test_the_wizard_titles_an_error_by_its_class() -> None:
+    from clusterfix_tui.core.ports import APIUnreachable, AuthFailed, HostKeyChanged
+    from clusterfix_tui.ui.app import error_title
+
+    assert error_title(AuthFailed("node-1: refused"), "x failed") == "SSH authentication failed"
+    assert error_title(HostKeyChanged("changed"), "x failed") == HostKeyChanged.title
+    assert error_title(APIUnreachable("down"), "x failed") == APIUnreachable.title
+    assert error_title(PermissionError(13, "no"), "x failed") == "Permission denied"
+    assert error_title(ValueError("odd"), "Diagnosing failed") == "Diagnosing failed"

@@ -29,17 +29,25 @@ from textual.worker import Worker, WorkerState
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui import view as v
 
-ERROR_TITLES = {
-    "NodeUnreachable": "Node unreachable",
-    "AuthFailed": "SSH authentication failed",
-    "HostKeyUnknown": "Unknown host key",
-    "HostKeyChanged": "Host key CHANGED (refused)",
-    "SudoPasswordRequired": "sudo needs a password",
-    "APIError": "Kubernetes API error",
-    "TimeoutError": "Timed out",
-    "FileNotFoundError": "File not found",
-    "PermissionError": "Permission denied",
-}
+# titles of the errors that are not ours (a transport error carries its own: core/ports.py)
+OS_ERROR_TITLES: tuple[tuple[type[BaseException], str], ...] = (
+    (TimeoutError, "Timed out"),
+    (FileNotFoundError, "File not found"),
+    (PermissionError, "Permission denied"),
+)
+
+
+def error_title(error: BaseException | None, fallback: str) -> str:
+    """The notification title of a worker's error: a TransportError's own `title` (each class of
+    the error tree says what it means), an OS error's, else `fallback`."""
+    from clusterfix_tui.core.ports import TransportError
+
+    if isinstance(error, TransportError) and getattr(error, "title", None):
+        return str(error.title)
+    for cls, title in OS_ERROR_TITLES:
+        if isinstance(error, cls):
+            return title
+    return fallback
 
 _SECRET = re.compile(
     r"(?i)((?:password|passwd|token|secret|client-key-data|client-certificate-data|"
@@ -399,7 +407,7 @@ class ClusterfixApp(App[int]):
             return
         error = worker.error
         kind = type(error).__name__
-        title = ERROR_TITLES.get(kind, f"{worker.description or worker.name} failed")
+        title = error_title(error, f"{worker.description or worker.name} failed")
         message = str(error) or kind
         self.notify(message, title=title, severity="error", timeout=12)
         self.log_event(f"{worker.description or worker.name} failed: {kind}: {message}", "bold red")
