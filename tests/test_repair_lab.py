@@ -163,6 +163,7 @@ def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_p
     original probe recorded, and put back by the session once validation passes."""
     from fix_helpers import FakeDiagnosis
 
+    from clusterfix_tui.core.checks import data_for
     from clusterfix_tui.core.fixes.engine import default_approved, is_opt_in
     from clusterfix_tui.core.journal import Journal
     from clusterfix_tui.core.model import Finding
@@ -179,7 +180,8 @@ def test_probe_workaround_is_opt_in_and_reverted_after_validation(healthy, tmp_p
         jf = rt.api.list_pods("media")[0]
         finding = Finding(code="PROBE_NO_ROUTE", severity="warning", node=jf["spec"]["nodeName"],
                           title="probe: no route to host", step="pods",
-                          data={"events": [], "pods": [f"media/{jf['metadata']['name']}"]})
+                          data=data_for("PROBE_NO_ROUTE", events=[],
+                                        pods=[f"media/{jf['metadata']['name']}"]))
         s = RepairSession(rt.api, rt.shells, rt.runner, Journal(tmp_path / "p.jsonl"),
                            prober=rt.prober)
         s.diagnosis = s.before = FakeDiagnosis([finding])
