@@ -567,7 +567,10 @@ def parse_facts(node: str, output: str, nonce: str,
 
     for key, name in (("legacy", "legacy_save"), ("nft_nat", "nft_save_nat"),
                       ("nft_filter", "nft_save_filter"), ("nft_mangle", "nft_save_mangle"),
-                      ("ip6_nft_mangle", "ip6_nft_save_mangle")):
+                      ("ip6_nft_mangle", "ip6_nft_save_mangle"),
+                      ("ip6_nft_nat", "ip6_nft_save_nat"), ("ip6_nft_filter", "ip6_nft_save_filter"),
+                      ("ip6_legacy", "ip6_legacy_save"), ("plain_save", "iptables_save"),
+                      ("plain_save6", "ip6tables_save")):
         s = sec(name)
         if s is not None and s.rc == 0:
             res = attempt(name, P.parse_iptables_save, s.stdout)
@@ -641,15 +644,6 @@ def parse_facts(node: str, output: str, nonce: str,
         if s.rc != 0:
             kw["kubectl_error"] = P.first_error_line(s.stderr) or P.first_error_line(s.stdout)
 
-    for key, name in (("ip6_nft_nat", "ip6_nft_save_nat"), ("ip6_nft_filter", "ip6_nft_save_filter"),
-                      ("ip6_legacy", "ip6_legacy_save"), ("plain_save", "iptables_save"),
-                      ("plain_save6", "ip6tables_save")):
-        s = sec(name)
-        if s is not None and s.rc == 0:
-            res = attempt(name, P.parse_iptables_save, s.stdout)
-            if res is not None:
-                errors.extend(f"{name}: {e}" for e in res.errors)
-                kw[key] = res
     for key, name in (("routes6", "ip6_route"), ("neigh_flannel6", "ip6_neigh_flannel"),
                       ("fdb_flannel6", "fdb_flannel6")):
         s = sec(name)
