@@ -10,6 +10,7 @@ green CI run has run every test.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 
@@ -50,6 +51,44 @@ def require_lab() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_env(check): check() -> reason | None; "
                             "skipped outside CI when a reason is returned, a failure in CI")
+    config.addinivalue_line("markers", "xdist_group(name): run with the other tests of the group "
+                            "on one pytest-xdist worker (--dist loadgroup; set by conftest)")
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    """The tests that share a module-scoped fixture (a lab) run on one worker, in file order: a
+    module is one group, split per parameter of a module-scoped parametrized fixture (each lab shape
+    of test_lab_shapes*.py is built once, on one worker, and the shapes run side by side).
+    xdist takes the text after the last "@" of a test id as its group when no "]" follows it."""
+    group = item.nodeid.split("::", 1)[0]
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        defs = item._fixtureinfo.name2fixturedefs
+        keys = [f"{name}={callspec.params[name]}" for name in sorted(callspec.params)
+                if name in defs and defs[name][-1].scope in ("module", "package", "session")]
+        if keys:
+            group += "(" + ",".join(keys) + ")"
+    return re.sub(r"[\[\]@]", "_", group)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test gets its xdist group here, before any collection_modifyitems hook (xdist's own
+    turns the marks into group names there): scripts/test.sh runs `-n N --dist loadgroup`."""
+    if item.get_closest_marker("xdist_group") is None:
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest has put the tests of one fixture parameter together
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The lab groups first (they are the long ones; the short unit modules then fill the workers'
+    gaps: scripts/test.sh passes --no-loadscope-reorder so that xdist keeps this order). The order
+    inside a group, and of the groups among themselves, is kept."""
+    def group(it: pytest.Item) -> str:
+        mark = it.get_closest_marker("xdist_group")
+        return str(mark.args[0]) if mark is not None and mark.args else ""
+
+    lab_groups = {group(it) for it in items if it.get_closest_marker("lab") is not None}
+    items.sort(key=lambda it: group(it) not in lab_groups)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
