@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fix_helpers import FakeDiagnosis, NetnsRunner, del_netns, finding, new_netns, ns, snapshot
 
@@ -19,12 +21,15 @@ def vtep(node="node-1"):
                    expected_mac=GOOD_MAC, where=["fdb", "neigh"], device="flannel.1")
 
 
-def stale_subnet(node="node-1"):
+STALE_ROUTE = {"dst": "10.244.9.0/24", "gateway": "10.244.9.0", "dev": "flannel.1",
+               "flags": ["onlink"]}
+
+
+def stale_subnet(node="node-1", routes=(STALE_ROUTE,)):
     return finding("FLANNEL_STALE_SUBNET", node, "cni_bridge", device="flannel.1",
                    pod_cidr="10.244.0.0/24", expected_address="10.244.0.0/32",
                    stale_addresses=["10.244.7.0/32"], subnet_env=None, subnet_env_stale=False,
-                   stale_routes=[{"dst": "10.244.9.0/24", "gateway": "10.244.9.0",
-                                  "dev": "flannel.1", "flags": ["onlink"]}],
+                   stale_routes=list(routes),
                    flannel_pod="kube-flannel-ds-node-1", namespace="kube-flannel")
 
 
@@ -96,18 +101,27 @@ def test_commands_on_real_links_fix_and_rollback_restores(tmp_path):
                  "ip link add flannel.1 type vxlan id 1 local 10.213.5.11 dstport 8472 nolearning && "
                  "ip addr add 10.244.0.0/32 dev flannel.1 && ip addr add 10.244.7.0/32 dev flannel.1 && "
                  "ip link set flannel.1 up && "
-                 "ip route add 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink && "
+                 # a stale route with every attribute a rollback must give back: its source is
+                 # the stale address (deleting that address makes the kernel drop it too)
+                 "ip route add 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink "
+                 "src 10.244.7.0 proto static metric 20 mtu 1400 && "
+                 "ip route add 10.244.8.0/24 dev flannel.1 scope global && "
                  f"bridge fdb append {WRONG_MAC} dev flannel.1 dst 10.213.5.12 self permanent && "
                  f"ip neigh replace 10.244.1.0 lladdr {WRONG_MAC} dev flannel.1 nud permanent")
         before = _links(name)
-        d = FakeDiagnosis([vtep(), stale_subnet(), missing()], snapshot=snapshot())
+        # the finding's routes as the check takes them: `ip -j route` entries, every attribute
+        stale = [r for r in json.loads(ns(name, "ip -j route show dev flannel.1"))
+                 if r["dst"] in ("10.244.9.0/24", "10.244.8.0/24")]
+        assert len(stale) == 2 and any(r.get("prefsrc") == "10.244.7.0" for r in stale), stale
+        stale = [r | {"dev": "flannel.1"} for r in stale]
+        d = FakeDiagnosis([vtep(), stale_subnet(routes=stale), missing()], snapshot=snapshot())
         plan = STEP.plan(d)
         runner = NetnsRunner({"node-1": name}, str(tmp_path))
         out = apply_plan(plan, default_approved(plan), runner)
         assert out.status == "changed", [(o.action_id, o.result) for o in out.actions]
         after = _links(name)
         assert "10.244.7.0" not in after["addr"] and "10.244.0.0/32" in after["addr"]
-        assert "10.244.9.0/24" not in after["route"]
+        assert "10.244.9.0/24" not in after["route"] and "10.244.8.0/24" not in after["route"]
         assert "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" in after["route"]
         assert GOOD_MAC in after["fdb"] and WRONG_MAC not in after["fdb"]
         assert GOOD_MAC in after["neigh"]
@@ -118,6 +132,9 @@ def test_commands_on_real_links_fix_and_rollback_restores(tmp_path):
         assert "### ip route" in snap and "10.244.9.0/24" in snap
         rb = rollback((plan, out), runner)
         assert rb.status == "changed", rb
+        # the routes come back exactly: proto, scope, src, metric, mtu, onlink
         assert _links(name) == before
+        assert "10.244.9.0/24 via 10.244.9.0 dev flannel.1 proto static src 10.244.7.0 metric 20 " \
+            "onlink mtu 1400" in before["route"], before["route"]
     finally:
         del_netns(name)

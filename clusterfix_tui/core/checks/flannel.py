@@ -409,10 +409,9 @@ def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dic
             device=DEV, pod_cidr=cidr, expected_address=expected, stale_addresses=stale_addrs,
             addresses=addrs, link_present=link is not None, subnet_env=env,
             subnet_env_stale=env_stale,
-            stale_routes=[{"dst": r.get("dst"), "gateway": r.get("gateway"),
-                           "dev": r.get("dev"), "flags": r.get("flags") or [],
-                           "prefsrc": r.get("prefsrc"), "reason": r.get("reason")}
-                          for r in stale_routes],
+            # every attribute `ip -j route` showed (proto, scope, src, metric, table, pref,
+            # metrics, flags...): the repair's rollback re-adds the route exactly from these
+            stale_routes=[dict(r) | {"flags": r.get("flags") or []} for r in stale_routes],
             flannel_pod=pod.name if pod else None,
             namespace=pod.namespace if pod else "kube-flannel", ip_version=fam.version,
             env_key=fam.env_subnet),

@@ -45,22 +45,58 @@ WARNING = ("restarting flannel on {nodes}: pods on those nodes lose pod networki
            "recreates the bridge and routes (seconds, normally); run in a maintenance window")
 
 
+# route flags `ip route` can set; the others (linkdown, dead, offload, trap...) are the
+# kernel's report of the route's state, not attributes
+_ROUTE_FLAGS = ("onlink", "pervasive")
+
+
 def _route_spec(r: dict[str, Any] | str) -> str | None:
-    """`ip route` arguments for a route given as `ip -j route` JSON or as text."""
+    """`ip route` arguments for a route given as `ip -j route` JSON or as text: every attribute
+    the kernel shows and `ip route` can set (type, table, proto, scope, src, metric, pref, the
+    route metrics such as mtu, nexthop id, onlink), so a route deleted and re-added from this
+    spec is the route it was. `ip -j` leaves out the defaults (proto boot, scope global, table
+    main, type unicast); an IPv4 route is given `scope global` explicitly because `ip route`
+    would otherwise give a route without gateway scope link."""
     if isinstance(r, str):
         return r.strip() or None
     dst = r.get("dst") or r.get("cidr") or r.get("subnet")
     if not dst:
         return None
-    parts = [q(dst)]
+    parts = []
+    rtype = r.get("type")
+    if rtype and rtype != "unicast":
+        parts.append(q(str(rtype)))
+    parts.append(q(str(dst)))
+    if r.get("nhid") is not None:
+        parts += ["nhid", q(str(r["nhid"]))]
     gw = r.get("gateway") or r.get("via")
     if gw:
-        parts += ["via", q(gw)]
+        parts += ["via", q(str(gw))]
     dev = r.get("dev") or "flannel.1"
-    parts += ["dev", q(dev)]
+    parts += ["dev", q(str(dev))]
+    table = r.get("table")
+    if table and table != "main":
+        parts += ["table", q(str(table))]
+    if r.get("protocol"):
+        parts += ["proto", q(str(r["protocol"]))]
+    ipv6 = ":" in str(dst) or ":" in str(gw or "") or r.get("pref") is not None
+    scope = r.get("scope") or (None if ipv6 else "global")  # IPv6 routes have no scope
+    if scope:
+        parts += ["scope", q(str(scope))]
+    if r.get("prefsrc"):
+        parts += ["src", q(str(r["prefsrc"]))]
+    if r.get("metric") is not None:
+        parts += ["metric", q(str(r["metric"]))]
+    if r.get("pref"):
+        parts += ["pref", q(str(r["pref"]))]
+    for m in r.get("metrics") or ():
+        for key, value in (m.items() if isinstance(m, dict) else ()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                parts += [q(str(key)), q(str(value))]
     flags = r.get("flags") or []
-    if r.get("onlink") or "onlink" in flags:
-        parts.append("onlink")
+    for flag in _ROUTE_FLAGS:
+        if r.get(flag) or flag in flags:
+            parts.append(flag)
     return " ".join(parts)
 
 
