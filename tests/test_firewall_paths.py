@@ -80,6 +80,7 @@ def test_look_alikes_are_not_findings(name: str) -> None:
 def test_vxlan_blocked_names_the_flow_and_accepts_only_it() -> None:
     (f,) = firewall.check(_snapshot(), {"node-2": _facts("vxlan-blocked")})
     assert f.code == "FIREWALL_REJECT" and f.node == "node-2"
+    assert isinstance(f.data, firewall.FirewallDropData) and f.data.flows == ["vxlan-in"]
     assert f.data["flows"] == ["vxlan-in"]
     assert "flannel VXLAN from the peers (udp/8472)" in f.evidence[0]
     assert "-A INPUT -p udp -m udp --dport 8472 -j DROP" in f.evidence[0]
@@ -90,7 +91,7 @@ def test_vxlan_blocked_names_the_flow_and_accepts_only_it() -> None:
 
 def test_input_policy_drop_is_a_policy_finding_with_the_flows_it_drops() -> None:
     (f,) = firewall.check(_snapshot(), {"node-2": _facts("input-drop")})
-    assert f.code == "FIREWALL_POLICY_DROP"
+    assert f.code == "FIREWALL_POLICY_DROP" and isinstance(f.data, firewall.FirewallDropData)
     assert set(f.data["flows"]) == {"vxlan-in", "kubelet", "nodeport"}  # node-2: no API server
     (rule,) = f.data["rules"]
     assert rule["kind"] == "policy" and rule["chain"] == "INPUT"

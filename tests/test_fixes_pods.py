@@ -137,3 +137,44 @@ def test_gather_finds_the_deployment_and_its_probe_for_the_workaround():
     assert a.api["name"] == "jellyfin" and a.api["namespace"] == "media"
     assert a.change["before"] == ProbeAPI.PROBE
     assert "kubectl -n media patch deployment jellyfin --type strategic -p " in a.command
+
+
+def _as_read_back(f, **extra_keys):
+    """The finding as a journal or a bundle gives it back: its data a plain dict (plus keys an
+    older or newer version wrote that this one's data class does not have)."""
+    from clusterfix_tui.core.model import Finding
+
+    d = f.to_dict()
+    return Finding(code=d["code"], severity=d["severity"], node=d["node"], title=d["title"],
+                   step=d["step"], data={**d["data"], **extra_keys})
+
+
+def test_findings_read_back_with_dict_data_plan_the_same_as_typed_ones():
+    from clusterfix_tui.core.checks.pods import ComponentPodData, ProbeNoRouteData
+
+    probe = {"httpGet": {"path": "/health", "port": 8096}, "periodSeconds": 5}
+    typed = [crash("node-2"), crash("node-3", "flannel"),
+             finding("PROBE_NO_ROUTE", "node-2", "pods", namespace="media", deployment="jellyfin",
+                     container="jellyfin", probe=probe, pods=["media/jellyfin-abc-x"])]
+    old = [_as_read_back(f, an_old_key="ignored") for f in typed]
+    assert all(isinstance(f.data, dict) for f in old)
+    # data_as rebuilds the code's class from the dict (unknown keys left out), both ways equal
+    assert old[0].data_as(ComponentPodData) == typed[0].data
+    assert old[2].data_as(ProbeNoRouteData) == typed[2].data
+    plans = [STEP.plan(FakeDiagnosis(fs, snapshot=snapshot())) for fs in (typed, old)]
+    assert plans[0].actions and [a.to_dict() for a in plans[1].actions] == \
+        [a.to_dict() for a in plans[0].actions]
+
+
+def test_data_as_still_refuses_what_is_neither_its_class_nor_a_dict():
+    import pytest
+
+    from clusterfix_tui.core.checks.pods import ComponentPodData, ProbeNoRouteData
+    from clusterfix_tui.core.model import Finding
+
+    f = crash("node-2")
+    with pytest.raises(TypeError):
+        f.data_as(ProbeNoRouteData)  # typed, but another code's class
+    with pytest.raises(TypeError):
+        Finding(code="KUBE_PROXY_CRASHLOOP", severity="error", node="n", title="t",
+                data=["not", "a", "dict"]).data_as(ComponentPodData)

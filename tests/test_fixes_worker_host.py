@@ -234,6 +234,39 @@ def test_firewall_reject_narrow_accept_by_default_delete_opt_in() -> None:
     assert check_rollbacks(plan) == []
 
 
+def test_firewall_findings_read_back_with_dict_data_plan_the_same() -> None:
+    """FIREWALL_* / VXLAN_UNDERLAY_BLOCKED data is typed; a finding from a journal or bundle
+    (its data a plain dict, maybe with keys this version does not know) plans the same."""
+    from clusterfix_tui.core.checks.firewall import FirewallDropData
+    from clusterfix_tui.core.checks.underlay import UnderlayBlockedData
+    from clusterfix_tui.core.model import Finding
+
+    accepts = [{"backend": "legacy", "table": "filter", "chain": "INPUT", "flow": "vxlan-in",
+                "hook": "input", "spec": ["-p", "udp", "-m", "udp", "--dport", "8472", "-m",
+                                          "comment", "--comment", "clusterfix: vxlan-in", "-j",
+                                          "ACCEPT"]}]
+    typed = [finding("FIREWALL_REJECT", "node-1", "host_network", accepts=accepts, rules=[{
+                 "backend": "legacy", "table": "filter", "chain": "INPUT", "kind": "rule",
+                 "rule": "-A INPUT -p udp -m udp --dport 8472 -j REJECT"}],
+                 flows=["vxlan-in"], firewalld={}),
+             finding("VXLAN_UNDERLAY_BLOCKED", "node-2", "host_network", port=4789,
+                     where="outside", accepts=[])]
+    assert isinstance(typed[0].data, FirewallDropData)
+    assert isinstance(typed[1].data, UnderlayBlockedData)
+
+    def read_back(f: Finding) -> Finding:
+        d = f.to_dict()
+        return Finding(code=d["code"], severity=d["severity"], node=d["node"], title=d["title"],
+                       step=d["step"], data={**d["data"], "a_newer_key": 1})
+
+    plans = [HOST.plan(FakeDiagnosis(fs, snapshot={"flannel_network": "10.244.0.0/16"}))
+             for fs in (typed, [read_back(f) for f in typed])]
+    assert [a.to_dict() for a in plans[0].actions] == [a.to_dict() for a in plans[1].actions]
+    assert any("--dport 8472" in a.command for a in plans[0].actions)
+    assert plans[0].notes == plans[1].notes
+    assert any("udp/4789" in n and "node-2" in n for n in plans[0].notes), plans[0].notes
+
+
 def test_firewall_nft_native_rule_by_handle() -> None:
     frag = '"handle": 42, "expr": [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]'
     rules = [{"backend": "nft-native", "family": "inet", "table": "firewalld",

@@ -66,6 +66,7 @@ def test_a_cut_off_node_is_named_and_the_drop_is_outside_when_no_firewall_drops(
                       "node-2>node-1": SILENT, "node-2>node-3": SILENT})
     (f,) = underlay.check(_snap(), _facts(res))
     assert f.code == "VXLAN_UNDERLAY_BLOCKED" and f.node == "node-2"
+    assert isinstance(f.data, underlay.UnderlayBlockedData) and f.data.port == 8472
     assert f.data["where"] == "outside" and f.data["accepts"] == []
     assert {tuple(p) for p in f.data["pairs"]} == {("node-1", "node-2"), ("node-3", "node-2"),
                                                     ("node-2", "node-1"), ("node-2", "node-3")}

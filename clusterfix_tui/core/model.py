@@ -81,6 +81,14 @@ class FindingData:
     def get(self, key: str, default: Any = None) -> Any:
         return self.to_dict().get(key, default)
 
+    @classmethod
+    def from_dict(cls: type[D], values: dict[str, Any]) -> D:
+        """The data back from its to_dict() form (a journal, a bundle, an older version's
+        output): keys the class does not have (any more) are left out, missing ones take the
+        class's defaults; a field's own types rebuild themselves (__post_init__)."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
 
 D = TypeVar("D", bound=FindingData)
 
@@ -102,12 +110,22 @@ class Finding(_Serialisable):
     data: Any = field(default_factory=dict, hash=False, compare=False)
 
     def data_as(self, cls: type[D]) -> D:
-        """The data as the class its check fills; TypeError if it is not (a bug, or a finding
-        replayed from a journal, which no step plans from)."""
-        if not isinstance(self.data, cls):
-            raise TypeError(f"{self.code} on {self.node}: data is {type(self.data).__name__}, "
-                            f"not {cls.__name__}")
-        return self.data
+        """The data as the class its check fills. A plain dict (a finding read back from a
+        journal or a bundle, possibly an older version's) is rebuilt as the code's own data
+        class when that is a `cls` (else as `cls`), keys it does not know left out; anything
+        else is a TypeError (a bug)."""
+        if isinstance(self.data, cls):
+            return self.data
+        if isinstance(self.data, dict):
+            own = FINDING_DATA.get(self.code)
+            target = own if own is not None and issubclass(own, cls) else cls
+            try:
+                return target.from_dict(self.data)  # type: ignore[return-value]
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{self.code} on {self.node}: its data cannot be read as "
+                                f"{target.__name__}: {exc}") from exc
+        raise TypeError(f"{self.code} on {self.node}: data is {type(self.data).__name__}, "
+                        f"not {cls.__name__}")
 
 
 # What a precondition check found right before its action was to run (core/fixes/preconditions.py).

@@ -13,6 +13,7 @@ FORWARD policies are FORWARD_DROP's (core/checks/iptables.py); this check report
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import backend_saves, save_label
@@ -23,7 +24,7 @@ from clusterfix_tui.core.checks.firewall_path import (
     underlay_ifaces,
 )
 from clusterfix_tui.core.facts import NodeFacts
-from clusterfix_tui.core.model import Finding
+from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://github.com/kubernetes/kubernetes/issues/101828"
@@ -34,6 +35,26 @@ COMMENT = "clusterfix"
 HOST_UNREACH = {"icmp-host-prohibited", "icmp-host-unreachable", "icmp-net-prohibited",
                 "icmp-net-unreachable", "icmp-admin-prohibited", "host-prohib", "host-prohibited",
                 "admin-prohibited", "net-prohibited", "host-unreachable", "net-unreachable"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirewallAcceptsData(FindingData):
+    """What the host_network step opens for a firewall finding: the narrow ACCEPTs, one per
+    (backend, family, table, chain, flow): {"backend": "legacy"|"nft"|"nft-native", "family",
+    "table", "chain", "flow", "hook", "describe"} plus "spec" (iptables argv after the chain)
+    or "expr" (nft rule tokens) and, for nft, "comment"."""
+
+    accepts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirewallDropData(FirewallAcceptsData, codes=("FIREWALL_REJECT", "FIREWALL_POLICY_DROP")):
+    # the dropping rules / policies: {"backend", "table", "chain", "base_chain", "hook", "kind"
+    # ("rule"|"policy"), "verdict", "rule", "path", "flows", "match"} (+ nft "family", "handle",
+    # "text", "json"; ip6tables "family": "ip6")
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    flows: list[str] = field(default_factory=list)  # the cluster flows dropped, by name
+    firewalld: dict[str, Any] = field(default_factory=dict)  # firewalld_info(): running, zone...
 
 
 def _comment(flow: Flow) -> str:
@@ -200,6 +221,6 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                      "deleting the rule or flipping the policy is an opt-in alternative."),
         reference=REF_FLANNEL if {"vxlan-in", "vxlan-out"} & set(flows_hit) else REF_PORTS,
         step="host_network",
-        data={"rules": list(rules.values()), "accepts": list(accepts.values()),
-              "flows": sorted(flows_hit), "firewalld": fw},
+        data=FirewallDropData(rules=list(rules.values()), accepts=list(accepts.values()),
+                              flows=sorted(flows_hit), firewalld=fw),
     )

@@ -20,15 +20,35 @@ explains it (one fault, one finding; core/checks/__init__.py).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import backend_saves
-from clusterfix_tui.core.checks.firewall import iptables_accept_spec, nft_accept_expr
+from clusterfix_tui.core.checks.firewall import (
+    FirewallAcceptsData,
+    iptables_accept_spec,
+    nft_accept_expr,
+)
 from clusterfix_tui.core.checks.firewall_path import cluster_flows, node_hits, vxlan_port
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 
 REF = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md#firewalls"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnderlayBlockedData(FirewallAcceptsData, codes=("VXLAN_UNDERLAY_BLOCKED",)):
+    """`accepts`: the narrow VXLAN ACCEPTs on this node when its own firewall drops the flow
+    (empty when the drop is on a peer or outside the nodes: nothing to change here)."""
+
+    pairs: list[list[str]] = field(default_factory=list)  # [from, to] probed
+    results: dict[str, Any] = field(default_factory=dict)  # "a->b": the probe's result
+    port: int = 8472  # flannel's VXLAN udp port
+    # "<node> INPUT|OUTPUT" of the first drop found on the nodes' firewalls, else "outside"
+    where: str = "outside"
+    # the drops found on the nodes' firewalls: {"node", "hook", "backend", "table", "chain",
+    # "rule", "kind", "flow"}
+    drops: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _vxlan_backend(snapshot: Any) -> bool:
@@ -189,7 +209,8 @@ def _finding(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
                      + ("" if drops else " Open udp/" + str(port) + " between the nodes in the "
                         "cloud security group / network ACL.")),
         reference=REF, step="host_network",
-        data={"pairs": [list(p) for p in sorted(pairs)], "results": {f"{a}->{b}": probes[(a, b)]
-                                                                    for a, b in pairs},
-              "port": port, "where": where, "drops": drops, "accepts": accepts},
+        data=UnderlayBlockedData(
+            pairs=[list(p) for p in sorted(pairs)],
+            results={f"{a}->{b}": probes[(a, b)] for a, b in pairs},
+            port=port, where=where, drops=drops, accepts=accepts),
     )

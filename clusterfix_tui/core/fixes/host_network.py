@@ -26,7 +26,9 @@ import re
 import shlex
 from typing import Any
 
+from clusterfix_tui.core.checks.firewall import FirewallAcceptsData, FirewallDropData
 from clusterfix_tui.core.checks.host import IpvsModulesData, SysctlData
+from clusterfix_tui.core.checks.underlay import UnderlayBlockedData
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
@@ -179,7 +181,7 @@ class HostNetworkStep:
         modules: list[str] = []
         codes_persist: set[str] = set()
         restart_kube_proxy = False
-        firewall: list[tuple[Finding, dict[str, Any]]] = []
+        firewall: list[tuple[Finding, FirewallAcceptsData]] = []
 
         for f in findings:
             if f.code == "IP_FORWARD_OFF":
@@ -228,7 +230,9 @@ class HostNetworkStep:
                 sysctls[BRIDGE_NF] = "1"
                 codes_persist.add(f.code)
             elif f.code in FIREWALL_CODES:
-                firewall.append((f, f.data))  # firewall data: still a dict (core/checks/firewall)
+                firewall.append((f, f.data_as(UnderlayBlockedData
+                                              if f.code == "VXLAN_UNDERLAY_BLOCKED"
+                                              else FirewallDropData)))
             elif f.code == "IPVS_MODULES_MISSING":
                 ipvs = f.data_as(IpvsModulesData)
                 missing = [str(m) for m in (ipvs.missing or IPVS_MODULES)]
@@ -294,7 +298,7 @@ class HostNetworkStep:
                 ))
         return actions, notes
 
-    def _firewall(self, node: str, items: list[tuple[Finding, dict[str, Any]]], bdir: str,
+    def _firewall(self, node: str, items: list[tuple[Finding, FirewallAcceptsData]], bdir: str,
                   nid: Any, rb: Any) -> tuple[list[Action], list[str]]:
         """Default: ACCEPT exactly the cluster flows the firewall drops, ahead of the drop, in the
         same backend/table (firewalld: a zone change when firewalld runs). Opt-in alternatives:
@@ -305,16 +309,17 @@ class HostNetworkStep:
         rules: dict[str, tuple[Finding, dict[str, Any]]] = {}
         fw_running, fw_zone = False, None
         for f, d in items:
-            fw = d.get("firewalld")
+            drop = d if isinstance(d, FirewallDropData) else None
+            fw = drop.firewalld if drop is not None else {}
             fw = fw if isinstance(fw, dict) else {}
             if fw.get("running"):
                 fw_running = True
                 fw_zone = fw_zone or fw.get("zone")
-            for a in d.get("accepts") or ():
+            for a in d.accepts:
                 if isinstance(a, dict):
                     accepts.setdefault(repr(sorted((k, str(v)) for k, v in a.items()
                                                    if k not in ("describe",))), (f, a))
-            for r in d.get("rules") or ():
+            for r in (drop.rules if drop is not None else ()):
                 if isinstance(r, dict):
                     rules.setdefault(repr(sorted((k, str(v)) for k, v in r.items()
                                                  if k in ("backend", "family", "table", "chain",
@@ -325,9 +330,9 @@ class HostNetworkStep:
             if act is not None and act.command not in done:
                 done.add(act.command)
                 actions.append(act)
-        for f, d in items:
-            if f.code == "VXLAN_UNDERLAY_BLOCKED" and not d.get("accepts"):
-                notes.append(f"{node}: flannel's VXLAN (udp/{d.get('port', 8472)}) to/from this node "
+        for _f, d in items:
+            if isinstance(d, UnderlayBlockedData) and not d.accepts:
+                notes.append(f"{node}: flannel's VXLAN (udp/{d.port}) to/from this node "
                              "is dropped outside the nodes' host firewalls (a cloud security group, "
                              "a network ACL, the MTU): nothing to change on the node; open the port "
                              "between the nodes there")
