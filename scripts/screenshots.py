@@ -3,8 +3,8 @@
 
     sudo python3 scripts/screenshots.py [--out screenshots] [--size 100x30]
 
-Builds a 3-node lab with every fault (clusterfix_tui.lab.cluster.up), removes one node's host key
-from the lab's known_hosts so that the host-key dialog shows for real, drives the wizard with
+Builds a 3-node lab with every fault (clusterfix_tui.lab.cluster.up), removes two nodes' host keys
+from the lab's known_hosts so that the host-keys screen shows for real (one node's key ticked), drives the wizard with
 Pilot through connect, diagnostics, plan, every step (through its confirmation), validation,
 summary and export, saving an SVG of each screen (app.save_screenshot), then tears the lab down.
 
@@ -55,17 +55,20 @@ class Shooter:
 async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: Path) -> None:
     from textual.widgets import DataTable, OptionList
 
-    from clusterfix_tui.ui.screens.modals import ConfirmationModal
+    from clusterfix_tui.ui.screens.modals import ConfirmationModal, HostKeysModal
     from clusterfix_tui.ui.screens.plan import PlanScreen
     from clusterfix_tui.ui.screens.step import StepScreen
 
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         shot = shooter.shot
-        if isinstance(app.screen, ConfirmationModal):
+        if isinstance(app.screen, HostKeysModal):
+            table = app.screen.query_one("#host-keys-table", DataTable)
+            table.move_cursor(row=0)
+            await pilot.press("space")  # one ticked, to show the selection
             await shot(pilot, "connect-host-key")
-        while isinstance(app.screen, ConfirmationModal):
-            await pilot.press("y")
+        while isinstance(app.screen, HostKeysModal):
+            await pilot.press("a")
             await settle(pilot)
         await shot(pilot, "connect")
         await pilot.press("c")
@@ -191,6 +194,7 @@ def main() -> int:
                 print(f"building a lab with every fault in {lab_dir} …", flush=True)
                 handle = cluster.up(lab_dir, nodes=3, faults="all")
                 built = True
+                _forget_host_key(lab_dir, handle.node("node-2"))
                 _forget_host_key(lab_dir, handle.node("node-3"))
             except Exception as exc:  # noqa: BLE001 - fall back, and say why
                 reason = f"no lab could be built here: {exc}"

@@ -45,7 +45,7 @@ KNOWN_CODES = {
     "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED",
     "IPVS_MODULES_MISSING", "PROBE_NO_ROUTE", "NODE_NOT_READY", "POD_NOT_RUNNING",
     "SSH_UNREACHABLE", "SSH_AUTH_FAILED", "HOST_KEY_UNKNOWN", "HOST_KEY_CHANGED",
-    "SUDO_PASSWORD_REQUIRED", "FACTS_UNREADABLE",
+    "SUDO_PASSWORD_REQUIRED", "FACTS_UNREADABLE", "NODE_FACTS_TIMEOUT",
 }
 
 
@@ -410,6 +410,36 @@ def test_diagnose_truncated_output_is_facts_unreadable_with_raw_kept():
     # the sections that did arrive are kept, raw, in the diagnosis
     assert d.facts["node-2"].section("id_u").stdout == "0\n" and "node-2" in d.node_errors
     assert any("DONE" in e or "ends inside" in e for e in f.data["errors"])
+
+
+def test_diagnose_a_hung_section_is_node_facts_timeout_and_the_node_is_still_read():
+    """node-2's recorded output, with its `iptables -V` section as the script prints a section
+    its deadline killed (rc 137 and the script's own mark): the node is read, checked, and has
+    a NODE_FACTS_TIMEOUT naming the section; nothing is planned from it."""
+    import re
+
+    from clusterfix_tui.core.checks.connectivity import NodeFactsTimeoutData
+    from clusterfix_tui.core.facts import SECTION_TIMEOUT
+    from clusterfix_tui.core.fixes import get_step
+
+    rec = load("healthy")
+    out = rec["facts"]["node-2"]
+    hung, n = re.subn(
+        r"(BEGIN iptables_version\n).*?(\n@@CFX \S+ ERR iptables_version\n).*?"
+        r"(\n@@CFX \S+ END iptables_version rc=)\d+",
+        lambda m: f"{m.group(1)}{m.group(2)}cfx: timed out after {SECTION_TIMEOUT}s (killed)"
+                  f"{m.group(3)}137", out, flags=re.S)
+    assert n == 1
+    d = diagnose(ReplayAPI(rec), ReplayShells(rec, outputs={"node-2": hung}))
+    (f,) = d.findings
+    assert (f.code, f.node, f.severity, f.step) == ("NODE_FACTS_TIMEOUT", "node-2", "warning", None)
+    assert isinstance(f.data, NodeFactsTimeoutData)
+    assert f.data.sections == ["iptables_version"] and f.data.commands == ["iptables -V"]
+    assert f.data.timeout == SECTION_TIMEOUT and "iptables -V" in f.evidence[0]
+    assert set(d.facts) == {"node-1", "node-2", "node-3"} and not d.node_errors
+    assert d.to_dict()["finding_counts"] == {"NODE_FACTS_TIMEOUT": 1}
+    for step in STEP_ORDER:
+        assert not get_step(step).plan(d).actions, step
 
 
 def test_diagnose_api_failure_is_recorded_not_raised():

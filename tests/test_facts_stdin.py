@@ -67,5 +67,16 @@ def test_a_hung_fact_costs_one_section_not_the_node(lab) -> None:
         assert sec is not None and sec.rc == 137 and "timed out" in sec.stderr
         assert d.facts["node-1"].section("alternatives").rc != 137
         assert not [f for f in d.findings if f.code == "FACTS_UNREADABLE"]
+        # the hang is a finding on node-2 naming the section (and its command), nothing else
+        hung = [f for f in d.findings if f.code == "NODE_FACTS_TIMEOUT"]
+        assert [(f.node, f.data.sections, f.data.commands, f.step) for f in hung] == [
+            ("node-2", ["alternatives"], ["update-alternatives --query iptables"], None)]
+        assert [f.code for f in d.findings] == ["NODE_FACTS_TIMEOUT"], d.findings
+        # and never an action: on this healthy lab, no step plans anything from it
+        from clusterfix_tui.core.fixes import get_step
+        from clusterfix_tui.core.model import STEP_ORDER
+
+        for step in STEP_ORDER:
+            assert not get_step(step).plan(d).actions, step
     finally:
         lab.exec("node-2", "umount \"$(command -v update-alternatives)\"", check=False)

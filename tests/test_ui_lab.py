@@ -18,7 +18,7 @@ from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui.app import ClusterfixApp
 from clusterfix_tui.ui.screens.connect import ConnectScreen
 from clusterfix_tui.ui.screens.diagnostics import DiagnosticsScreen
-from clusterfix_tui.ui.screens.modals import ConfirmationModal, ExportModal
+from clusterfix_tui.ui.screens.modals import ConfirmationModal, ExportModal, HostKeysModal
 from clusterfix_tui.ui.screens.plan import PlanScreen
 from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
@@ -47,8 +47,8 @@ def wizard_on_lab(tmp_path_factory, tmp_path: Path):
 async def _connect_and_diagnose(pilot) -> None:
     app = pilot.app
     await settle(pilot)
-    while isinstance(app.screen, ConfirmationModal):  # a host key to accept (lab known_hosts)
-        await pilot.press("y")
+    while isinstance(app.screen, HostKeysModal):  # host keys to accept (lab known_hosts)
+        await pilot.press("a")
         await settle(pilot)
     assert isinstance(app.screen, ConnectScreen)
     assert all(c.state == "connected" for c in app.state.conns.values()), app.state.conns

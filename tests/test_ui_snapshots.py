@@ -64,13 +64,12 @@ def _pick_node(list_id: str, index: int) -> Callable[[Pilot], Awaitable[None]]:
     return pick
 
 
-CONNECTED = ("y",)
-DIAG = ("y", "c")
+CONNECTED = ("a",)  # accept the unknown host key (node-3's)
+DIAG = CONNECTED + ("c",)
 PLAN = DIAG + ("p",)
 STEP = PLAN + ("enter",)
 
 SCREENS: dict[str, Nav] = {
-    "host_key_dialog": _nav(),
     "connect": _nav(*CONNECTED),
     "diagnostics_findings": _nav(*DIAG),
     "diagnostics_nodes": _nav(*DIAG, "2"),
@@ -113,6 +112,19 @@ def test_screen_80x24(screen: str, snap_compare, snap_dir: Path) -> None:
 def test_screen_140x40(screen: str, snap_compare, snap_dir: Path) -> None:
     app, _ = make_app(snap_dir)
     assert snap_compare(app, terminal_size=(140, 40), run_before=SCREENS[screen])
+
+
+async def _tick_node_1(pilot: Pilot) -> None:
+    table = pilot.app.screen.query_one("#host-keys-table", DataTable)
+    table.move_cursor(row=[k.host for k in pilot.app.screen.keys].index("node-1"))
+    await pilot.press("space")
+
+
+def test_host_keys_80x24(snap_compare, snap_dir: Path) -> None:
+    """Every unknown key on one screen: two nodes' own keys, node-1 ticked; node-2's changed key
+    named as refused (the recorded real keys of tests/data/host_keys.known)."""
+    app, _ = make_app(snap_dir, host_key_nodes=("node-1", "node-3"), changed_key_nodes=("node-2",))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_nav(then=_tick_node_1))
 
 
 def test_dry_run_banner_80x24(snap_compare, snap_dir: Path) -> None:

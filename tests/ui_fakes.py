@@ -10,8 +10,10 @@ transports are fakes:
 
 - `ReplayCluster` answers the API reads from the composite recording of its current state;
 - `ReplayShells` hands each node's recorded facts back, answers the validation commands from the
-  state, and raises the real `HostKeyUnknown` (a host key production gives as a string) for the
-  nodes told to, until `accept_host_key`;
+  state, and raises the real `HostKeyUnknown` for the nodes told to, until `accept_host_key`,
+  with real host keys (tests/data/host_keys.known: ed25519 keys made by ssh-keygen as the lab
+  makes its nodes' keys; their fingerprints computed as `ssh-keygen -lf` does); nodes told to
+  go through a jump host first raise the jump host's unknown key, until it is accepted;
 - `FakeRunner` records the approved actions, streams lines for them and, as a real cluster
   would, makes a step's fault go away once its actions ran (and come back on rollback);
 - `FakeProber` answers the NodePort probes from the state.
@@ -22,7 +24,9 @@ set (deterministic, no sleeps in tests); `errors` makes a method raise once.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import re
 import threading
 import time
@@ -37,7 +41,12 @@ from clusterfix_tui.core.facts import script_nonce
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CommandResult
 from clusterfix_tui.core.session import RepairSession
-from clusterfix_tui.transports.base import HostKeyUnknown, NodeUnreachable
+from clusterfix_tui.transports.base import (
+    HostKey,
+    HostKeyChanged,
+    HostKeyUnknown,
+    NodeUnreachable,
+)
 from clusterfix_tui.transports.dryrun import NOT_RUN
 
 # step -> (recorded scenario, {node: facts sections that carry the fault}, API keys that carry it)
@@ -52,7 +61,21 @@ FAULTS: dict[str, tuple[str, dict[str, tuple[str, ...]], tuple[str, ...]]] = {
     "host_network": ("br-netfilter-off", {"node-2": ("sysctl",)}, ()),
 }
 NODES = ("node-1", "node-2", "node-3")
-HOST_KEY_FINGERPRINT = "SHA256:q3Vb1lX0u0GZr6mJ7kq1tq8k3m2o9wYf5lq3i8Jk2aE"
+HOST_KEYS_FILE = Path(__file__).parent / "data" / "host_keys.known"
+
+
+def _recorded_host_keys() -> dict[str, tuple[str, str, str]]:
+    """host -> (key type, SHA256 fingerprint, known_hosts line) of the recorded real keys."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for line in HOST_KEYS_FILE.read_text().splitlines():
+        host, key_type, blob = line.split()[:3]
+        digest = hashlib.sha256(base64.b64decode(blob)).digest()
+        out[host] = (key_type, "SHA256:" + base64.b64encode(digest).decode().rstrip("="), line)
+    return out
+
+
+HOST_KEYS = _recorded_host_keys()
+HOST_KEY_FINGERPRINT = HOST_KEYS["node-3"][1]  # the node the default session asks about
 FROZEN_STAMP = "20261126T234000Z"
 FROZEN_NOW = datetime(2026, 11, 26, 23, 40, 0)
 
@@ -196,21 +219,39 @@ class ReplayShells:
     nodes raise the real transport errors."""
 
     def __init__(self, cluster: ReplayCluster, host_key_nodes: tuple[str, ...] = (),
-                 unreachable: tuple[str, ...] = ()) -> None:
+                 unreachable: tuple[str, ...] = (), via_bastion: tuple[str, ...] = (),
+                 changed_key_nodes: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
+        self.changed_key_nodes = changed_key_nodes  # offer another node's key than known_hosts
         self.host_key_nodes = host_key_nodes
         self.unreachable = unreachable
+        self.via_bastion = via_bastion  # reached through "bastion", whose key is not known yet
         self.accepted: set[str] = set()
+        self.known_hosts: list[str] = []  # the lines accept_host_key appended, in order
 
     def __call__(self, node: str, address: str | None = None) -> ReplayNodeShell:
         if node in self.unreachable:
             raise NodeUnreachable(f"{node} ({address}): connect timed out after 10s")
+        if node in self.via_bastion and "bastion" not in self.accepted:
+            key_type, fp, line = HOST_KEYS["bastion"]
+            raise HostKeyUnknown("bastion", key_type, fp, "lab/known_hosts", line,
+                                 node="bastion", address="10.99.0.1:22")
+        if node in self.changed_key_nodes:
+            key_type, fp, _ = HOST_KEYS["node-1" if node != "node-1" else "node-2"]
+            raise HostKeyChanged(
+                f"{node}: HOST KEY CHANGED for {node}: the server now offers {key_type} {fp}, "
+                f"but lab/known_hosts line 2 holds a different key. Refused.",
+                key=HostKey(key_type, fp, node, address), known_hosts="lab/known_hosts",
+                line_no=2)
         if node in self.host_key_nodes and node not in self.accepted:
-            raise HostKeyUnknown(node, "ssh-ed25519", HOST_KEY_FINGERPRINT, "lab/known_hosts",
-                                 f"{node} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests")
+            key_type, fp, line = HOST_KEYS[node]
+            raise HostKeyUnknown(node, key_type, fp, "lab/known_hosts", line, node=node,
+                                 address=f"{address}:22" if address else None)
         return ReplayNodeShell(self.cluster, node)
 
     def accept_host_key(self, exc: HostKeyUnknown) -> None:
+        if exc.key_line not in self.known_hosts:  # as the SSH pool: a line is appended once
+            self.known_hosts.append(exc.key_line)
         self.accepted.add(exc.host)
 
 
@@ -287,6 +328,8 @@ class FakeSession(RepairSession):
         dry_run: bool = False,
         host_key_nodes: tuple[str, ...] = ("node-3",),
         unreachable: tuple[str, ...] = (),
+        via_bastion: tuple[str, ...] = (),
+        changed_key_nodes: tuple[str, ...] = (),
         gates: dict[str, threading.Event] | None = None,
         lines_per_action: int = 3,
         line_delay: float = 0.0,
@@ -298,7 +341,8 @@ class FakeSession(RepairSession):
     ) -> None:
         self.cluster = ReplayCluster(faults)
         self.journal_path = Path(journal_path) if journal_path else None
-        self.fake_shells = ReplayShells(self.cluster, host_key_nodes, unreachable)
+        self.fake_shells = ReplayShells(self.cluster, host_key_nodes, unreachable, via_bastion,
+                                        changed_key_nodes)
         self.fake_runner = FakeRunner(self.cluster, dry_run=dry_run,
                                       lines_per_action=lines_per_action, line_delay=line_delay,
                                       stream_gate=stream_gate, fail_actions=fail_actions)

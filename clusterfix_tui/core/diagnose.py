@@ -11,14 +11,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clusterfix_tui.core.checks import run_checks, sort_findings
-from clusterfix_tui.core.checks.connectivity import transport_finding, unreadable_finding
+from clusterfix_tui.core.checks.connectivity import (
+    facts_timeout_finding,
+    transport_finding,
+    unreadable_finding,
+)
 from clusterfix_tui.core.checks.underlay import probe_targets
 from clusterfix_tui.core.facts import (
+    SECTION_TIMEOUT,
     NodeFacts,
     build_facts_script,
     loader_command,
     new_nonce,
     parse_facts,
+    section_command,
 )
 from clusterfix_tui.core.model import SEVERITY_ORDER, Finding
 from clusterfix_tui.core.ports import (
@@ -217,7 +223,13 @@ def diagnose(
                 diag.node_durations[node] = dt
                 if facts is not None and finding is None:
                     diag.facts[node] = facts
-                    _notify(on_progress, lock, "node-done", node, f"{dt:.2f}s")
+                    hung = facts.timed_out_sections()
+                    if hung:  # read, but some facts were cut off at their deadline: say so
+                        unreadable.append(facts_timeout_finding(
+                            node, hung, [section_command(h.split(" ", 1)[0]) or "" for h in hung],
+                            SECTION_TIMEOUT))
+                    _notify(on_progress, lock, "node-done", node,
+                            f"{dt:.2f}s" + (f", timed out: {', '.join(hung)}" if hung else ""))
                 else:
                     if facts is not None:
                         diag.facts[node] = facts  # raw text kept, checks skip it

@@ -281,6 +281,13 @@ done
 # `cat` of a dead NFS path, a firewall-cmd waiting on D-Bus): past it the section is killed and
 # reported, and the node's other facts still come back
 SECTION_TIMEOUT = 10
+# what the script writes on a section's stderr when that section's deadline killed it
+TIMED_OUT_MARK = "cfx: timed out after"
+
+
+def section_command(name: str) -> str | None:
+    """The shell command of a fixed section (what a timed-out section was running)."""
+    return dict(_SECTIONS + SHAPE_SECTIONS).get(name)
 
 
 def loader_command(nonce: str) -> str:
@@ -364,6 +371,11 @@ class Section:
     def missing_tool(self) -> bool:
         return self.rc == 127
 
+    @property
+    def timed_out(self) -> bool:
+        """Killed by its own deadline on the node (SECTION_TIMEOUT): SIGKILL, and the mark."""
+        return self.rc == 137 and TIMED_OUT_MARK in self.stderr
+
 
 @dataclass(frozen=True)
 class NodeFacts:
@@ -422,6 +434,10 @@ class NodeFacts:
     def raw(self, name: str, arg: str | None = None) -> str:
         s = self.section(name, arg)
         return s.stdout if s else ""
+
+    def timed_out_sections(self) -> list[str]:
+        """The sections the node killed at their deadline (their facts are missing)."""
+        return sorted(k for k, sec in self.sections.items() if sec.timed_out)
 
     def summary(self) -> dict[str, Any]:
         """A short per-node summary for --json and the journal."""

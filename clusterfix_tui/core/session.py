@@ -37,6 +37,9 @@ class NodeConn:
     detail: str = ""
     host_key: str | None = None  # "ssh-ed25519 SHA256:..." when state is host-key-unknown/changed
     transport: str = "ssh"  # "local": the node this runs on, read without SSH
+    # whose key host_key is (host-key-unknown): the node itself, or the jump host it goes through
+    key_host: str | None = None
+    key_address: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "address": self.address, "state": self.state,
@@ -53,6 +56,12 @@ def _internal_ip(node: dict[str, Any]) -> str | None:
 def _conn_state(exc: BaseException) -> tuple[str, str | None]:
     key = host_key(exc) if isinstance(exc, HostKeyUnknown) else None
     return conn_state(exc), (str(key) if key is not None else None)
+
+
+def _key_owner(exc: BaseException) -> tuple[str | None, str | None]:
+    """(host, address) whose unknown key `exc` is about: the node's or a jump host's."""
+    key = host_key(exc) if isinstance(exc, HostKeyUnknown) else None
+    return (key.node, key.address) if key is not None else (None, None)
 
 
 def _call_with_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -208,7 +217,9 @@ class RepairSession:
             state, key = _conn_state(exc)
             if state == "host-key-unknown":
                 self._host_key_errors[name] = exc
-            return NodeConn(name, addr, state, str(exc), key)
+            key_host, key_address = _key_owner(exc)
+            return NodeConn(name, addr, state, str(exc), key, key_host=key_host,
+                            key_address=key_address)
 
     def accept_host_key(self, node: str) -> NodeConn:
         self._start()

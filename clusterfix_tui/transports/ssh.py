@@ -811,6 +811,8 @@ class SSHPool:
             needs_newline = False
             if os.path.exists(path) and os.path.getsize(path) > 0:
                 with open(path, "rb") as fh:
+                    if line.strip().encode() in (ln.strip() for ln in fh.read().splitlines()):
+                        return  # already there (several nodes behind one newly accepted jump host)
                     fh.seek(-1, os.SEEK_END)
                     needs_newline = fh.read(1) != b"\n"
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

@@ -46,6 +46,34 @@ class FactsUnreadableData(FindingData, codes=("FACTS_UNREADABLE",)):
     stderr: str = ""
     error: str | None = None
 
+@dataclass(frozen=True, kw_only=True)
+class NodeFactsTimeoutData(FindingData, codes=("NODE_FACTS_TIMEOUT",)):
+    sections: list[str] = field(default_factory=list)  # the sections killed at their deadline
+    commands: list[str] = field(default_factory=list)  # what each of them ran, same order
+    timeout: int = 0  # the per-section deadline, seconds
+
+
+def facts_timeout_finding(node: str, sections: list[str], commands: list[str],
+                          timeout: int) -> Finding:
+    """A node whose facts partly hung: read, but these sections were killed at their deadline.
+    Nothing is planned from it (step None): the checks that need the missing facts saw none."""
+    evidence = [f"{s}: `{c}` killed after {timeout}s" if c else f"{s}: killed after {timeout}s"
+                for s, c in zip(sections, commands, strict=True)]
+    return Finding(
+        code="NODE_FACTS_TIMEOUT", severity="warning", node=node,
+        title=f"{len(sections)} fact(s) hung on the node and were cut off: {', '.join(sections)}",
+        evidence=tuple(evidence),
+        explanation=("These commands did not finish within their deadline on the node (a held "
+                     "xtables lock, a hung D-Bus or NFS path, a stuck kernel call): each was "
+                     "killed, the rest of the node was read. The checks that need these facts "
+                     "had nothing to look at on this node; run the commands by hand there to "
+                     "see why they hang."),
+        reference="", step=None,
+        data=NodeFactsTimeoutData(sections=list(sections), commands=list(commands),
+                                  timeout=int(timeout)),
+    )
+
+
 def transport_finding(node: str, address: str | None, exc: BaseException) -> Finding:
     """A TransportError (or any failure opening the node's shell) as a finding: the error class
     says which code and title (core/ports.py)."""

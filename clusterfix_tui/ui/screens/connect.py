@@ -7,14 +7,45 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import Button, DataTable, Static
 
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui.screens.base import WizardScreen
-from clusterfix_tui.ui.screens.modals import ConfirmationModal
+from clusterfix_tui.ui.screens.modals import HostKeysModal, UnknownHostKey
 from clusterfix_tui.ui.view import SSH_STATE_STYLE, pick
 
 FAILED_STATES = ("auth-failed", "unreachable", "host-key-changed", "sudo-password", "error")
+ACCEPT_WORKERS = 16  # nodes reconnected at once after their keys were accepted
+
+
+class HostKeysAccepted(Message):
+    """Every node of an accepted batch of host keys has reconnected (or failed)."""
+
+
+def _key_parts(conn) -> tuple[str, str]:
+    key = conn.host_key
+    if isinstance(key, str):  # RepairSession gives "ssh-ed25519 SHA256:..."
+        key_type, _, fingerprint = key.partition(" ")
+        return key_type or "?", fingerprint or "?"
+    return pick(key, "key_type", default="?") or "?", pick(key, "fingerprint", default="?") or "?"
+
+
+def unknown_host_keys(conns) -> list[UnknownHostKey]:
+    """The unknown keys of `conns` (host-key-unknown NodeConns), one per key: nodes behind the
+    same jump host whose key is unknown share one row; a node's own key is its own row."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for conn in conns:
+        key_type, fingerprint = _key_parts(conn)
+        host = getattr(conn, "key_host", None) or conn.node
+        address = getattr(conn, "key_address", None) or str(conn.address or "")
+        row = rows.setdefault((host, key_type, fingerprint),
+                              {"address": address, "nodes": []})
+        row["nodes"].append(conn.node)
+    return sorted((UnknownHostKey(host=h, address=r["address"], key_type=t, fingerprint=f,
+                                  nodes=tuple(sorted(r["nodes"])))
+                   for (h, t, f), r in rows.items()),
+                  key=lambda k: (k.host, k.key_type, k.fingerprint))
 
 
 class ConnectScreen(WizardScreen):
@@ -22,9 +53,11 @@ class ConnectScreen(WizardScreen):
     HELP = """\
 ## Connect
 The wizard checks the Kubernetes API, then opens SSH to every node in parallel.
-A node with an unknown host key asks you to accept (adds it to the known_hosts in use) or
-refuse (the node is left out). Continue once at least one node is connected; the nodes left
-out are named in the report.
+Once every node has answered, the unknown host keys of all nodes show on ONE screen (node,
+address, key type, SHA256 fingerprint): accept all (`a`), the ones you tick (`space`, then `y`)
+or none (`n`). An accepted key is added to the known_hosts in use; a node whose key is refused
+is left out. A CHANGED key is never offered: that node is refused. Continue once at least one
+node is connected; the nodes left out are named in the report.
 
 | key | what |
 |---|---|
@@ -38,8 +71,10 @@ out are named in the report.
 
     def __init__(self) -> None:
         super().__init__(id="connect")
-        self._host_key_queue: list[str] = []
+        self._unknown: dict[str, object] = {}  # node -> its NodeConn, key not yet asked
+        self._asked: set[tuple[str, str]] = set()  # (node, key) put to the user already
         self._asking = False
+        self._accepting = False
         self._connect_done = False
 
     def compose_body(self) -> ComposeResult:
@@ -73,9 +108,18 @@ out are named in the report.
         self.post_message(m.ConnectFinished(list(conns)))
 
     @work(thread=True, exclusive=False, exit_on_error=False, group="host-key",
-          description="Accepting a host key")
-    def _accept_host_key(self, node: str) -> None:
-        self.post_message(m.NodeConnected(self.wizard.flow.accept_host_key(node)))
+          description="Accepting host keys")
+    def _accept_host_keys(self, nodes: list[str]) -> None:
+        import concurrent.futures
+
+        flow = self.wizard.flow
+        try:
+            with concurrent.futures.ThreadPoolExecutor(
+                    max_workers=max(1, min(ACCEPT_WORKERS, len(nodes)))) as ex:
+                for conn in ex.map(flow.accept_host_key, nodes):
+                    self.post_message(m.NodeConnected(conn))
+        finally:
+            self.post_message(HostKeysAccepted())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="leave-out",
           description="Leaving nodes out")
@@ -106,9 +150,11 @@ out are named in the report.
         self.wizard.state.conns[conn.node] = conn
         self._show_conn(conn)
         self.wizard.log_event(f"{conn.node}: SSH {conn.state} {conn.detail}".rstrip())
-        if conn.state == "host-key-unknown" and conn.node not in self._host_key_queue:
-            self._host_key_queue.append(conn.node)
-            self._ask_next_host_key()
+        if conn.state == "host-key-unknown" and (conn.node, str(conn.host_key)) not in self._asked:
+            self._unknown[conn.node] = conn
+        else:
+            self._unknown.pop(conn.node, None)
+        self._ask_host_keys()
         self._update_continue()
 
     def on_connect_finished(self, event: m.ConnectFinished) -> None:
@@ -118,6 +164,12 @@ out are named in the report.
                     self.wizard.state.conns[conn.node].state == "pending":
                 self.wizard.state.conns[conn.node] = conn
                 self._show_conn(conn)
+        self._ask_host_keys()
+        self._update_continue()
+
+    def on_host_keys_accepted(self, event: HostKeysAccepted) -> None:
+        self._accepting = False
+        self._ask_host_keys()  # e.g. the nodes' own keys, now that their jump host's is known
         self._update_continue()
 
     def on_nodes_left_out(self, event: m.NodesLeftOut) -> None:
@@ -148,7 +200,7 @@ out are named in the report.
 
     def _update_continue(self) -> None:
         ready = self._connect_done and bool(self._connected()) and not self._asking \
-            and not self._host_key_queue
+            and not self._unknown and not self._accepting
         self.query_one("#continue", Button).disabled = not ready
         conns = self.wizard.state.conns.values()
         counts: dict[str, int] = {}
@@ -157,53 +209,55 @@ out are named in the report.
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         status = self.query_one("#connect-status", Static)
         if not self._connect_done:
-            status.update(Text(f"Connecting… {summary}", style="dim"))
+            later = (f"; {len(self._unknown)} unknown host key(s), asked together once every "
+                     f"node has answered" if self._unknown else "")
+            status.update(Text(f"Connecting… {summary}{later}", style="dim"))
         elif ready:
             status.update(Text(f"{summary}. Press c to continue.", style="green"))
-        elif self._host_key_queue or self._asking:
-            status.update(Text(f"{summary}. Answer the host key question.", style="yellow"))
+        elif self._accepting:
+            status.update(Text(f"{summary}. Reconnecting with the accepted keys…", style="dim"))
+        elif self._unknown or self._asking:
+            status.update(Text(f"{summary}. Answer the host keys question.", style="yellow"))
         else:
             status.update(Text(f"{summary}. No node answers: fix SSH and press r to retry.",
                                style="bold red"))
         self.refresh_bindings()
 
-    def _ask_next_host_key(self) -> None:
-        if self._asking or not self._host_key_queue:
+    def _ask_host_keys(self) -> None:
+        """One screen for every unknown key, once every node has answered (and no accepted batch
+        is still reconnecting): not one dialog per node."""
+        if self._asking or self._accepting or not self._connect_done or not self._unknown:
             return
-        node = self._host_key_queue[0]
-        conn = self.wizard.state.conns[node]
-        key = conn.host_key
-        if isinstance(key, str):  # RepairSession gives "ssh-ed25519 SHA256:..."
-            key_type, _, fingerprint = key.partition(" ")
-        else:
-            key_type = pick(key, "key_type", default="?")
-            fingerprint = pick(key, "fingerprint", default="?")
-        body = Text()
-        body.append(f"{node} ({conn.address}) presented a host key that is not in known_hosts.\n\n")
-        body.append("key type     ", style="bold")
-        body.append(f"{key_type or '?'}\n")
-        body.append("fingerprint  ", style="bold")
-        body.append(f"{fingerprint or '?'}\n\n", style="bold yellow")
-        body.append("Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub` on the node.\n"
-                    "Accept adds it to the known_hosts in use; refuse leaves the node out.")
+        conns = list(self._unknown.values())
+        self._unknown.clear()
+        for conn in conns:
+            self._asked.add((conn.node, str(conn.host_key)))
+        keys = unknown_host_keys(conns)
+        state = self.wizard.state
+        changed = tuple(sorted(n for n, c in state.conns.items()
+                               if c.state == "host-key-changed" and n not in state.left_out))
         self._asking = True
 
-        def answered(accepted: bool | None) -> None:
+        def answered(accepted: list[str] | None) -> None:
             self._asking = False
-            self._host_key_queue.remove(node)
-            if accepted:
-                self.wizard.log_event(f"{node}: host key accepted by the user", "green")
-                self._accept_host_key(node)
-            else:
-                self._leave_out_nodes({node: "host key refused by the user"})
+            chosen = set(accepted or ())
+            take = [n for k in keys if k.row_key in chosen for n in k.nodes]
+            refuse = {n: "host key refused by the user" for k in keys
+                      if k.row_key not in chosen for n in k.nodes}
+            for k in keys:  # (a refused node's "left out" line says it is refused)
+                if k.row_key in chosen:
+                    self.wizard.log_event(
+                        f"{k.host}: host key accepted by the user"
+                        + (f" (jump host of {', '.join(k.nodes)})" if k.is_jump_host else ""),
+                        "green")
+            if refuse:
+                self._leave_out_nodes(refuse)
+            if take:
+                self._accepting = True
+                self._accept_host_keys(take)
             self._update_continue()
-            self._ask_next_host_key()
 
-        self.app.push_screen(
-            ConfirmationModal(f"Unknown host key: {node}", body, yes="Accept", no="Refuse",
-                              id=f"host-key-{node}"),
-            answered,
-        )
+        self.app.push_screen(HostKeysModal(keys, changed=changed), answered)
 
     # -- actions -----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -227,6 +281,8 @@ out are named in the report.
     @on(Button.Pressed, "#retry")
     def action_retry(self) -> None:
         self._connect_done = False
+        self._unknown.clear()
+        self._asked.clear()
         self.wizard.state.conns.clear()
         self.query_one("#nodes", DataTable).clear()
         self._update_continue()
@@ -237,6 +293,10 @@ out are named in the report.
         self.app.action_quit_wizard()  # type: ignore[attr-defined]
 
     def worker_failed(self, worker) -> None:
+        if worker.group == "host-key":
+            self._accepting = False
+            self.wizard.log_event(f"accepting host keys failed: {worker.error}", "red")
+            self._update_continue()
         if worker.group == "connect":
             self._connect_done = True
             self.query_one("#cluster-info", Static).update(

@@ -1,7 +1,9 @@
-"""Modal dialogs: confirmation (y / n / escape), report export, help, raw node output."""
+"""Modal dialogs: confirmation (y / n / escape), unknown host keys (all of them on one screen),
+report export, help, raw node output."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import RenderableType
@@ -12,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import (
     Button,
+    DataTable,
     Input,
     Label,
     Markdown,
@@ -59,6 +62,137 @@ class ConfirmationModal(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+@dataclass(frozen=True)
+class UnknownHostKey:
+    """One unknown host key to judge: the host offering it (a node, or the jump host some nodes
+    are reached through), its address, the key, and the nodes that wait on it."""
+
+    host: str
+    address: str
+    key_type: str
+    fingerprint: str
+    nodes: tuple[str, ...]
+
+    @property
+    def row_key(self) -> str:
+        return f"{self.host}\x00{self.key_type}\x00{self.fingerprint}"
+
+    @property
+    def is_jump_host(self) -> bool:
+        return self.nodes != (self.host,)
+
+
+class HostKeysModal(ModalScreen["list[str]"]):
+    """Every unknown host key of this connect round on one screen (node, address, key type,
+    SHA256 fingerprint): accept all (`a`), the ticked ones (`y`; `space`/`enter`/click ticks),
+    or none (`n` / `escape`). Dismisses with the row keys accepted ([] = none). Nothing is ticked
+    at first: a key is trusted only by a decision. Changed keys are never offered (they are
+    refused, always); they are named below the table."""
+
+    DEFAULT_CSS = """
+    HostKeysModal #host-keys-table { height: 1fr; }
+    HostKeysModal #host-keys-intro { margin-bottom: 1; }
+    HostKeysModal #host-keys-changed, HostKeysModal #host-keys-status { height: auto; }
+    """
+    BINDINGS = [
+        Binding("space", "toggle", "Tick"),
+        Binding("a", "accept_all", "Accept all"),
+        Binding("y", "accept_selected", "Accept ticked"),
+        Binding("n,escape", "refuse_all", "Refuse all"),
+    ]
+
+    def __init__(self, keys: list[UnknownHostKey], *, changed: tuple[str, ...] = (),
+                 id: str | None = "host-keys") -> None:
+        super().__init__(id=id)
+        self.keys = list(keys)
+        self.changed = tuple(changed)
+        self.selected: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        n_nodes = len({n for k in self.keys for n in k.nodes})
+        with Vertical(id="dialog", classes="-wide -tall"):
+            yield Label(f"Unknown host keys: {len(self.keys)} "
+                        f"(for {n_nodes} node{'s' if n_nodes != 1 else ''})", id="dialog-title")
+            yield Static("Not in known_hosts. Compare each fingerprint with `ssh-keygen -lf "
+                         "/etc/ssh/ssh_host_*_key.pub` on the host. An accepted key is added to "
+                         "the known_hosts in use; a node whose key is not accepted is left out.",
+                         id="host-keys-intro")
+            table: DataTable = DataTable(id="host-keys-table", cursor_type="row",
+                                         zebra_stripes=True)
+            yield table
+            refused = (Text("CHANGED keys, refused (fix known_hosts by hand): ",
+                            style="bold red") + Text(", ".join(self.changed))
+                       if self.changed else Text(""))
+            yield Static(refused, id="host-keys-changed")
+            yield Static("", id="host-keys-status")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Accept all \\[a]", id="accept-all", compact=True)
+                yield Button("Accept ticked \\[y]", id="accept-selected", variant="primary",
+                             compact=True)
+                yield Button("Refuse all \\[n]", id="refuse-all", compact=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("", key="tick", width=1)
+        table.add_column("node / address", key="host")
+        table.add_column("key type / SHA256 fingerprint", key="key")
+        for key in self.keys:
+            host = Text(key.host, style="bold")
+            host.append(f"\n{key.address}")
+            if key.is_jump_host:
+                host.append(f"\njump host of {len(key.nodes)} node"
+                            f"{'s' if len(key.nodes) != 1 else ''}", style="italic")
+            fp = Text(f"{key.key_type}\n")
+            fp.append(key.fingerprint, style="bold yellow")
+            table.add_row(self._tick(key.row_key), host, fp, key=key.row_key,
+                          height=3 if key.is_jump_host else 2)
+        table.focus()
+        self._update_status()
+
+    def _tick(self, row_key: str) -> Text:
+        return Text("✔", style="bold green") if row_key in self.selected else Text("·")
+
+    def _update_status(self) -> None:
+        self.query_one("#host-keys-status", Static).update(Text(
+            f"{len(self.selected)} of {len(self.keys)} ticked; space or enter ticks the row.",
+            style="dim"))
+
+    def toggle(self, row_key: str) -> None:
+        if row_key in self.selected:
+            self.selected.discard(row_key)
+        else:
+            self.selected.add(row_key)
+        self.query_one(DataTable).update_cell(row_key, "tick", self._tick(row_key))
+        self._update_status()
+
+    def action_toggle(self) -> None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        if row_key.value is not None:
+            self.toggle(row_key.value)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.toggle(event.row_key.value)
+
+    def action_accept_all(self) -> None:
+        self.dismiss([k.row_key for k in self.keys])
+
+    def action_accept_selected(self) -> None:
+        self.dismiss([k.row_key for k in self.keys if k.row_key in self.selected])
+
+    def action_refuse_all(self) -> None:
+        self.dismiss([])
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        {"accept-all": self.action_accept_all, "accept-selected": self.action_accept_selected,
+         "refuse-all": self.action_refuse_all}[str(event.button.id)]()
 
 
 class ExportModal(ModalScreen["tuple[str, str] | None"]):
