@@ -16,7 +16,7 @@ from clusterfix_tui.core.checks.connectivity import (
     transport_finding,
     unreadable_finding,
 )
-from clusterfix_tui.core.checks.underlay import probe_targets
+from clusterfix_tui.core.checks.underlay import probe_ring, probe_targets
 from clusterfix_tui.core.facts import (
     SECTION_TIMEOUT,
     NodeFacts,
@@ -197,6 +197,8 @@ def diagnose(
     # snapshot.peer_pod_ips(node), with the pods scanned once for all nodes (not once per node)
     first_ip = {n: sorted(ips)[:1] for n, ips in snapshot.pod_ips_by_node().items()}
 
+    ring = probe_ring(snapshot)  # sorted once, not once per node
+
     def peer_ips(node: str) -> list[str]:
         return [ip for other, ips in first_ip.items() if other != node for ip in ips]
 
@@ -205,7 +207,7 @@ def diagnose(
         _notify(on_progress, lock, "node-start", node, "")
         facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
                                        peer_ips(node), facts_timeout,
-                                       vxlan_probes=probe_targets(snapshot, node))
+                                       vxlan_probes=probe_targets(snapshot, node, ring))
         return node, facts, finding, dt
 
     if targets:

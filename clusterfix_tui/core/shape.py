@@ -746,6 +746,8 @@ def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
     if shape is None:
         return []
     groups: dict[str, dict[str, Any]] = {}
+    # membership by set (a list scan per code x node was quadratic in the nodes)
+    seen: dict[str, tuple[set[str], set[str]]] = {}
     names: list[str | None] = [*sorted(shape.nodes)] or [None]
     for code in SCOPES:
         for node in names:
@@ -753,9 +755,12 @@ def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
             if why is None:
                 continue
             g = groups.setdefault(why, {"codes": [], "why": why, "nodes": []})
-            if code not in g["codes"]:
+            codes, nodes = seen.setdefault(why, (set(), set()))
+            if code not in codes:
+                codes.add(code)
                 g["codes"].append(code)
-            if node and node not in g["nodes"]:
+            if node and node not in nodes:
+                nodes.add(node)
                 g["nodes"].append(node)
     out = list(groups.values())
     if shape.cni != "flannel":

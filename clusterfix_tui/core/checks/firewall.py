@@ -18,6 +18,7 @@ from typing import Any
 
 from clusterfix_tui.core.checks._common import backend_saves, save_label
 from clusterfix_tui.core.checks.firewall_path import (
+    ClusterHosts,
     Flow,
     cluster_flows,
     node_hits,
@@ -120,8 +121,9 @@ def firewalld_info(f: NodeFacts, node_ip: str | None) -> dict[str, Any]:
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     nodes = snapshot.nodes
+    hosts = ClusterHosts(nodes or {})
     for node, f in sorted(facts_by_node.items()):
-        flows = cluster_flows(snapshot, node, f)
+        flows = cluster_flows(snapshot, node, f, hosts)
         saves = backend_saves(f)
         saves6 = backend_saves(f, 6)
         hits = node_hits(f, flows, saves, saves6)

@@ -20,6 +20,7 @@ a finding.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -170,13 +171,150 @@ def pod_networks(snapshot: Any, facts: Any) -> list[str]:
     return list(seen)
 
 
-def cluster_flows(snapshot: Any, node: str, facts: Any) -> list[Flow]:
+class NetSet(tuple):  # type: ignore[type-arg]
+    """A flow's addresses (a tuple of CIDR strings, as before) drawn from the cluster's node
+    addresses: it also carries the cluster's `ClusterHosts` index so that `match_addr` tests a
+    rule's networks against every node address with bisections instead of one `subnet_of` per
+    node (that was node x peers per rule: quadratic over a cluster).
+
+    `versions`: the IP versions of the host addresses it holds (every node address of those
+    versions), `excluded`: one (version, int) host left out (the node itself, for "the peers"),
+    `extras`: members that are not node addresses (the pod networks, ...)."""
+
+    hosts: ClusterHosts
+    versions: tuple[int, ...]
+    excluded: tuple[int, int] | None
+    extras: tuple[str, ...]
+
+    def __new__(cls, items: tuple[str, ...], hosts: ClusterHosts, versions: tuple[int, ...],
+                excluded: tuple[int, int] | None = None, extras: tuple[str, ...] = ()) -> NetSet:
+        self = super().__new__(cls, items)
+        self.hosts, self.versions, self.excluded, self.extras = hosts, versions, excluded, extras
+        return self
+
+    def match(self, rnets: list[Any]) -> int:
+        ext = [n for n in (_net(c) for c in self.extras) if n is not None]
+        total = covered = 0
+        for v in self.versions:
+            addrs = self.hosts.ints[v]
+            merged: list[list[int]] = []
+            for lo, hi in sorted((int(rn.network_address), int(rn.broadcast_address))
+                                 for rn in rnets if rn.version == v):
+                if merged and lo <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            n_v = len(addrs)
+            cov = sum(bisect.bisect_right(addrs, hi) - bisect.bisect_left(addrs, lo)
+                      for lo, hi in merged)
+            if self.excluded is not None and self.excluded[0] == v:
+                x = self.excluded[1]
+                n_v -= 1
+                if any(lo <= x <= hi for lo, hi in merged):
+                    cov -= 1
+            total += n_v
+            covered += cov
+        if total == 0 and not ext:
+            return PARTIAL
+        if covered == total and all(any(fn.version == rn.version and fn.subnet_of(rn)  # type: ignore[arg-type]
+                                        for rn in rnets) for fn in ext):
+            return FULL
+        some = covered > 0 or any(fn.version == rn.version and fn.overlaps(rn)  # type: ignore[arg-type]
+                                  for fn in ext for rn in rnets)
+        return PARTIAL if some else NONE
+
+
+class ClusterHosts:
+    """Every node's address as a host CIDR, indexed once per check run (not once per node)."""
+
+    def __init__(self, nodes: dict[str, Any]) -> None:
+        self.by_node: dict[str, str] = {}
+        for name, n in nodes.items():
+            ip = getattr(n, "internal_ip", None)
+            if ip:
+                self.by_node[name] = f"{ip}/{128 if ':' in ip else 32}"
+        self.sorted: tuple[str, ...] = tuple(sorted(self.by_node.values()))
+        self.count: dict[str, int] = {}
+        for c in self.sorted:
+            self.count[c] = self.count.get(c, 0) + 1
+        self.uniq: tuple[str, ...] = tuple(self.count)  # sorted (dicts keep insertion order)
+        self.fam: dict[str, str] = {}
+        self.host: dict[str, tuple[int, int] | None] = {}  # cidr -> (version, int) of a host net
+        net_count: dict[tuple[int, int], int] = {}
+        ints: dict[int, set[int]] = {4: set(), 6: set()}
+        self.nonhost: list[str] = []
+        for c in self.uniq:
+            n = _net(c)
+            self.fam[c] = "ip6" if n is not None and n.version == 6 else "ip"
+            key = None
+            if n is not None:
+                if n.prefixlen == n.max_prefixlen:
+                    key = (n.version, int(n.network_address))
+                    ints[n.version].add(key[1])
+                    net_count[key] = net_count.get(key, 0) + self.count[c]
+                else:
+                    self.nonhost.append(c)
+            self.host[c] = key
+        self.net_count = net_count
+        self.ints: dict[int, list[int]] = {v: sorted(x) for v, x in ints.items()}
+        self.by_fam: dict[str, tuple[str, ...]] = {
+            f: tuple(c for c in self.uniq if self.fam[c] == f) for f in ("ip", "ip6")}
+
+    @staticmethod
+    def _without(items: tuple[str, ...], c: str) -> tuple[str, ...]:
+        i = bisect.bisect_left(items, c)
+        if i < len(items) and items[i] == c:
+            return items[:i] + items[i + 1:]
+        return items
+
+    def peers(self, node: str) -> tuple[str, ...]:
+        """Every other node's address, sorted (duplicates kept, as the nodes have them)."""
+        m = self.by_node.get(node)
+        items = self._without(self.sorted, m) if m is not None else self.sorted
+        if self.nonhost:  # not a host network (cannot happen with an IP): no index
+            return items
+        ex = None
+        key = self.host.get(m) if m is not None else None
+        if key is not None and self.net_count.get(key, 0) == 1:
+            ex = key
+        return NetSet(items, self, (4, 6), ex)
+
+    def members(self, node: str, extras: list[str]) -> tuple[str, ...]:
+        """tuple(dict.fromkeys((*peers, *mine, *extras))): the peers (deduplicated), the node
+        itself, then the extras that are not node addresses."""
+        m = self.by_node.get(node)
+        if m is not None and self.count.get(m) == 1:
+            base = self._without(self.uniq, m) + (m,)
+        else:
+            base = self.uniq
+        ext = tuple(c for c in dict.fromkeys(extras) if c not in self.count)
+        return base + ext
+
+    def of_family(self, node: str, fam: str, extras: list[str]) -> tuple[str, ...] | None:
+        """The members of one family, in members() order (None when there is none)."""
+        m = self.by_node.get(node)
+        hosts = self.by_fam[fam]
+        if m is not None and self.count.get(m) == 1 and self.fam[m] == fam:
+            hosts = self._without(hosts, m) + (m,)
+        ext = tuple(c for c in dict.fromkeys(extras) if c not in self.count and _fam(c) == fam)
+        got = hosts + ext
+        if not got:
+            return None
+        if self.nonhost:
+            return got
+        return NetSet(got, self, (6,) if fam == "ip6" else (4,), None, ext)
+
+
+def cluster_flows(snapshot: Any, node: str, facts: Any,
+                  hosts: ClusterHosts | None = None) -> list[Flow]:
+    """The flows `node` must let through. `hosts`: the cluster's ClusterHosts, built once by a
+    caller that asks for many nodes (built here otherwise)."""
     nodes = getattr(snapshot, "nodes", {}) or {}
+    if hosts is None:
+        hosts = ClusterHosts(nodes)
     me = nodes.get(node)
     my_ip = getattr(me, "internal_ip", None)
-    peers = tuple(sorted(f"{n.internal_ip}/{128 if ':' in n.internal_ip else 32}"
-                         for name, n in nodes.items()
-                         if name != node and getattr(n, "internal_ip", None)))
+    peers = hosts.peers(node)
     mine = (f"{my_ip}/{128 if ':' in my_ip else 32}",) if my_ip else None
     under = underlay_ifaces(facts, my_ip)
     port = vxlan_port(facts, snapshot)
@@ -196,11 +334,13 @@ def cluster_flows(snapshot: Any, node: str, facts: Any) -> list[Flow]:
     pods = pod_networks(snapshot, facts)
     # cluster traffic comes from the cluster: the nodes and the pods (a blocklist for some
     # outside range is the admin's business, not a finding)
-    members = tuple(dict.fromkeys((*peers, *(mine or ()), *pods))) or None
+    # members: tuple(dict.fromkeys((*peers, *mine, *pods))); of(fam): its members of one family
+    of_cache: dict[str, tuple[str, ...] | None] = {}
 
     def of(fam_: str) -> tuple[str, ...] | None:
-        got = tuple(c for c in (members or ()) if _fam(c) == fam_)
-        return got or None
+        if fam_ not in of_cache:
+            of_cache[fam_] = hosts.of_family(node, fam_, pods)
+        return of_cache[fam_]
 
     flows.append(Flow("kubelet", "input", fam, f"the kubelet API (tcp/{KUBELET_PORT})", "tcp",
                       (KUBELET_PORT, KUBELET_PORT), of(fam), mine, (*under, "cni0"), None))
@@ -239,6 +379,8 @@ def match_addr(flow_nets: tuple[str, ...] | None, family: str, rule_cidrs: list[
     rnets = [n for n in (_net(c) for c in rule_cidrs) if n is not None]
     if not rnets:
         return PARTIAL
+    if isinstance(flow_nets, NetSet):
+        return flow_nets.match(rnets)
     fnets = [n for n in (_net(c) for c in flow_nets) if n is not None]
     if not fnets:
         return PARTIAL

@@ -12,7 +12,6 @@ verifies on the node, right before writing, that the current server fails and th
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +46,38 @@ def endpoint_url(ep: str) -> str | None:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
-def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str
-                      ) -> list[dict[str, str]]:
-    """The API addresses the cluster itself uses, best first: [{"server", "source"}]."""
+class KubeletServers:
+    """Every node's kubelet.conf `server:`, counted once for all nodes: server -> [count, the
+    first two nodes holding it]. `others(node)` is what a Counter of every *other* node's
+    server gives by most_common() (count first, then first seen), without a scan per node."""
+
+    def __init__(self, facts_by_node: dict[str, NodeFacts]) -> None:
+        self.seen: dict[str, list[Any]] = {}
+        for i, (n, f) in enumerate(facts_by_node.items()):
+            v = f.kubeconfigs.get(KUBELET_CONF)
+            if not v:
+                continue
+            e = self.seen.setdefault(v, [0, []])
+            e[0] += 1
+            if len(e[1]) < 2:
+                e[1].append((i, n))
+
+    def others(self, node: str) -> list[str]:
+        ranked = []
+        for v, (count, firsts) in self.seen.items():
+            mine = firsts[0][1] == node
+            if mine:
+                count -= 1
+            if count <= 0:
+                continue
+            ranked.append((-count, firsts[1][0] if mine else firsts[0][0], v))
+        return [v for _, _, v in sorted(ranked)]
+
+
+def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
+                      servers: KubeletServers | None = None) -> list[dict[str, str]]:
+    """The API addresses the cluster itself uses, best first: [{"server", "source"}].
+    `servers`: KubeletServers(facts_by_node), built once by a caller asking for many nodes."""
     out: list[dict[str, str]] = []
 
     def add(server: Any, source: str) -> None:
@@ -60,9 +88,7 @@ def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: 
     own = facts_by_node.get(node)
     if own is not None:
         add(own.kubeconfigs.get(KUBELET_CONF), f"{node}:{KUBELET_CONF}")
-    others = Counter(f.kubeconfigs.get(KUBELET_CONF) for n, f in facts_by_node.items()
-                     if n != node and f.kubeconfigs.get(KUBELET_CONF))
-    for server, _ in others.most_common():
+    for server in (servers or KubeletServers(facts_by_node)).others(node):
         add(server, f"{KUBELET_CONF} of the other nodes")
     add(getattr(snapshot, "cluster_info_server", None), "kube-public/cluster-info")
     for ep in (getattr(snapshot, "endpoints", {}) or {}).get("default/kubernetes") or ():
@@ -73,6 +99,7 @@ def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     nodes = snapshot.nodes
+    servers: KubeletServers | None = None
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
         if info is not None and info.is_control_plane:
@@ -82,7 +109,9 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         has_user_cfg = TARGET in f.kubeconfigs
         if rc == 0 or rc == 127 or rc is None:
             continue  # works from the node (whatever the workstation uses), or no kubectl there
-        cands = server_candidates(snapshot, facts_by_node, node)
+        if servers is None:
+            servers = KubeletServers(facts_by_node)
+        cands = server_candidates(snapshot, facts_by_node, node, servers)
         expected = cands[0]["server"] if cands else None
         if not has_user_cfg and not any(p.startswith("/etc/kubernetes/") for p in f.kubeconfigs):
             reason = "missing"

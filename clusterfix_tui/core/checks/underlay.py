@@ -29,7 +29,12 @@ from clusterfix_tui.core.checks.firewall import (
     iptables_accept_spec,
     nft_accept_expr,
 )
-from clusterfix_tui.core.checks.firewall_path import cluster_flows, node_hits, vxlan_port
+from clusterfix_tui.core.checks.firewall_path import (
+    ClusterHosts,
+    cluster_flows,
+    node_hits,
+    vxlan_port,
+)
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding
 
@@ -61,15 +66,23 @@ def _vxlan_backend(snapshot: Any) -> bool:
 MAX_PROBES = 8  # per node: on big clusters each node probes the next 8 (every node gets 8 in)
 
 
-def probe_targets(snapshot: Any, node: str) -> list[str]:
+def probe_ring(snapshot: Any) -> tuple[list[str], dict[str, int]]:
+    """(node names sorted, name -> position): probe_targets' ring, built once for all nodes."""
+    names = sorted(getattr(snapshot, "nodes", {}) or {})
+    return names, {n: i for i, n in enumerate(names)}
+
+
+def probe_targets(snapshot: Any, node: str,
+                  ring: tuple[list[str], dict[str, int]] | None = None) -> list[str]:
     """Peers' flannel.1 (IPv4) addresses (a podCIDR's network address): every peer on small
     clusters; on big ones the MAX_PROBES that follow this node in name order (a ring), so every
-    node is still probed from MAX_PROBES peers and probes as many, without N^2 probes."""
+    node is still probed from MAX_PROBES peers and probes as many, without N^2 probes.
+    `ring`: probe_ring(snapshot), when the caller asks for many nodes (a sort per node else)."""
     if not _vxlan_backend(snapshot):
         return []
-    names = sorted(getattr(snapshot, "nodes", {}) or {})
-    if node in names and len(names) - 1 > MAX_PROBES:
-        i = names.index(node)
+    names, pos = ring if ring is not None else probe_ring(snapshot)
+    if node in pos and len(names) - 1 > MAX_PROBES:
+        i = pos[node]
         peers = [names[(i + k) % len(names)] for k in range(1, MAX_PROBES + 1)]
     else:
         peers = [n for n in names if n != node]
@@ -132,23 +145,32 @@ def check(snapshot: Any, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
         return []
     out: list[Finding] = []
     explained: set[tuple[str, str]] = set()
+    # each node's probes, indexed once (a scan of every probe per node was quadratic)
+    by_node: dict[str, list[tuple[str, str]]] = {}
+    for k in probes:
+        for x in dict.fromkeys(k):
+            by_node.setdefault(x, []).append(k)
+    ok_total = sum(1 for k in probes if k not in failed)
+    hosts = ClusterHosts(getattr(snapshot, "nodes", {}) or {})
     # a node all of whose probed pairs fail (both ways) is cut off
     for n in nodes:
-        pairs = [k for k in probes if n in k]
+        pairs = by_node.get(n, [])
         bad = [k for k in pairs if k in failed]
-        others_ok = any(k not in failed for k in probes if n not in k) or len(nodes) == 2
+        # a probe that worked between two other nodes
+        others_ok = ok_total - (len(pairs) - len(bad)) > 0 or len(nodes) == 2
         if not pairs or len(bad) != len(pairs) or not others_ok:
             continue
         explained.update(bad)
-        out.append(_finding(snapshot, facts_by_node, n, bad, probes))
+        out.append(_finding(snapshot, facts_by_node, n, bad, probes, hosts))
     for k in sorted(failed - explained):
         explained.add(k)
-        out.append(_finding(snapshot, facts_by_node, k[1], [k], probes))
+        out.append(_finding(snapshot, facts_by_node, k[1], [k], probes, hosts))
     return out
 
 
 def _finding(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
-             pairs: list[tuple[str, str]], probes: dict[tuple[str, str], str]) -> Finding:
+             pairs: list[tuple[str, str]], probes: dict[tuple[str, str], str],
+             hosts: ClusterHosts | None = None) -> Finding:
     evidence = []
     infos = getattr(snapshot, "nodes", {}) or {}
     f = facts_by_node.get(node)
@@ -167,7 +189,7 @@ def _finding(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
         cf = facts_by_node.get(cand)
         if cf is None:
             continue
-        flows = [fl for fl in cluster_flows(snapshot, cand, cf) if fl.name.startswith("vxlan-")]
+        flows = [fl for fl in cluster_flows(snapshot, cand, cf, hosts) if fl.name.startswith("vxlan-")]
         saves = backend_saves(cf)
         for h in node_hits(cf, flows, saves):
             hit, flow = h["hit"], h["flow"]

@@ -45,13 +45,49 @@ def component_pods(diagnosis: Any, component: str) -> list[Any]:
     return [p for p in pods if key in (_pod_fields(p)[1] or "")]
 
 
-def node_pod(diagnosis: Any, component: str, node: str) -> tuple[str, str] | None:
-    """(namespace, name) of the component's pod on `node`, or None."""
+# node -> (namespace, name) of a component's first pod there, per pod source (the snapshot's
+# container): built once, not one scan of every pod per node asked about (quadratic in a plan).
+# Keyed by the source's id; the entry holds the source itself so the id cannot be reused.
+_POD_INDEX: dict[tuple[int, int, str], tuple[Any, dict[Any, tuple[str, str]]]] = {}
+_POD_INDEX_MAX = 8
+
+
+def _pod_source(diagnosis: Any, component: str) -> Any:
+    snap = getattr(diagnosis, "snapshot", None)
+    if snap is None:
+        return None
+    for attr in (f"{component}_pods", f"{component.replace('_', '')}_pods"):
+        v = _get(snap, attr)
+        if v:
+            return v
+    return _get(snap, "pods") or None
+
+
+def node_pods_index(diagnosis: Any, component: str) -> dict[Any, tuple[str, str]]:
+    """{node: (namespace, name)} of the component's pods, the first one per node (as a scan in
+    component_pods() order finds it)."""
+    src = _pod_source(diagnosis, component)
+    if src is None:
+        return {}
+    size = len(src) if hasattr(src, "__len__") else -1
+    key = (id(src), size, component)
+    hit = _POD_INDEX.get(key)
+    if hit is not None and hit[0] is src:
+        return hit[1]
+    idx: dict[Any, tuple[str, str]] = {}
     for pod in component_pods(diagnosis, component):
         ns, name, pnode = _pod_fields(pod)
-        if pnode == node and name:
-            return ns or "kube-system", name
-    return None
+        if name and pnode not in idx:
+            idx[pnode] = (ns or "kube-system", name)
+    if len(_POD_INDEX) >= _POD_INDEX_MAX:
+        _POD_INDEX.pop(next(iter(_POD_INDEX)))
+    _POD_INDEX[key] = (src, idx)
+    return idx
+
+
+def node_pod(diagnosis: Any, component: str, node: str) -> tuple[str, str] | None:
+    """(namespace, name) of the component's pod on `node`, or None."""
+    return node_pods_index(diagnosis, component).get(node)
 
 
 def kube_proxy_pod(diagnosis: Any, node: str) -> tuple[str, str] | None:
