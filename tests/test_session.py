@@ -267,3 +267,69 @@ def test_finish_verdict_is_incomplete_when_a_node_was_left_out(tmp_path, monkeyp
     monkeypatch.setattr(V, "validate", lambda *a, **k: [CheckResult("node-ready", "node-1", True)])
     s.validate("after")
     assert s.finish() == "incomplete"
+
+
+class CountingShells:
+    """Every node reachable; counts the facts script runs (it comes on stdin) per node."""
+
+    def __init__(self):
+        self.facts_reads: list[str] = []
+
+    def __call__(self, node, address=None):
+        outer = self
+
+        class _Shell(Shell):
+            def run(self, command, *, timeout=60.0, on_line=None, stdin=None):
+                if stdin is not None:
+                    outer.facts_reads.append(node)
+                return CommandResult(0, "")
+
+        return _Shell(node)
+
+
+def test_before_state_comes_from_fresh_diagnosis_facts_and_is_read_again_once_something_ran(
+        tmp_path, monkeypatch):
+    from clusterfix_tui.core import diagnose as D
+    from clusterfix_tui.core import nodestate
+    from clusterfix_tui.core.facts import NodeFacts, Section
+
+    def facts(node):
+        return NodeFacts(node=node, complete=True, sections={
+            "sysctl": Section("sysctl", None, "net.ipv4.ip_forward = 1\n", "", 0)})
+
+    diag = FakeDiagnosis([finding("FORWARD_DROP", n, "iptables", backend="legacy",
+                                  table="filter", chain="FORWARD", policy="DROP")
+                          for n in ("node-1", "node-2")],
+                         facts={n: facts(n) for n in ("node-1", "node-2")}, snapshot=snapshot())
+    monkeypatch.setattr(D, "diagnose", lambda *a, **k: diag)
+    shells = CountingShells()
+    j = Journal(tmp_path / "j.jsonl")
+    s = RepairSession(API(), shells, Runner(), j)
+    s.connect()
+    s.diagnose()
+    plan = s.plan("iptables")
+    by_node = {n: [a.id for a in plan.actions if a.target == n] for n in ("node-1", "node-2")}
+    assert by_node["node-1"] and by_node["node-2"]
+
+    def states():
+        return [e for e in j.events if e["type"] == "node_state"]
+
+    # right after the diagnosis, nothing run since: its facts are the state, not read again
+    s.apply(plan, by_node["node-1"])
+    (first,) = states()
+    assert first["node"] == "node-1" and first["phase"] == "before"
+    assert first["read"] == "diagnosis" and shells.facts_reads == []
+    assert first["sections"] == nodestate.capture(diag.facts["node-1"])
+    # something ran since: node-2's state is read again, on node-2 only
+    s.apply(plan, by_node["node-2"])
+    second = states()[1]
+    assert second["node"] == "node-2" and second["read"] == "now"
+    assert shells.facts_reads == ["node-2"]
+    # a new diagnosis is fresh again; the "after" state is always read
+    s.refresh()
+    assert s.fresh_facts() == diag.facts
+    s.finish()
+    after = [e for e in states() if e["phase"] == "after"]
+    assert {e["node"] for e in after} == {"node-1", "node-2"}
+    assert all(e["read"] == "now" for e in after)
+    assert sorted(shells.facts_reads) == ["node-1", "node-2", "node-2"]

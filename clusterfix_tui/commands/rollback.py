@@ -114,21 +114,12 @@ def _capture_after(events: list, plan: object, rt: object, journal: object) -> N
     session's "before" (core/nodestate.py); an empty diff means the node is back."""
     from clusterfix_tui.core import nodestate
 
-    captured = {e.get("node") for e in events if e.get("type") == "node_state"
-                and e.get("phase") == "before"}
+    captured = nodestate.captured_before(events)
     nodes = {a.target for a in getattr(plan, "actions", ()) if a.kind == "shell"
              and a.target in captured}
-    if not nodes:
-        return
-    try:
-        got = nodestate.capture_nodes(rt.shells, {n: None for n in nodes})  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - the state is for the report only
-        got = {n: f"{type(exc).__name__}: {exc}" for n in nodes}
-    for node, secs in sorted(got.items()):
-        if isinstance(secs, str):
-            journal.write("node_state", node=node, phase="after", error=secs)  # type: ignore[attr-defined]
-        else:
-            journal.write("node_state", node=node, phase="after", sections=secs)  # type: ignore[attr-defined]
+    if nodes:
+        nodestate.journal_state(journal, "after", rt.shells,  # type: ignore[attr-defined]
+                                {n: None for n in nodes})
 
 
 def _identity_differences(events: list, plan: object, rt: object) -> list[str]:

@@ -121,6 +121,38 @@ def capture_nodes(shells: Any, nodes: dict[str, str | None]) -> dict[str, dict[s
         return dict(ex.map(one, sorted(nodes.items())))
 
 
+def journal_state(journal: Any, phase: str, shells: Any, nodes: dict[str, str | None],
+                  known: dict[str, Any] | None = None) -> dict[str, dict[str, str] | str]:
+    """Journal one `node_state` event per node of `nodes` (name -> address) for `phase`
+    ("before" / "after"): the one way the session and the `rollback` command record node state.
+    Nodes in `known` (name -> NodeFacts this session read and nothing has run since) are captured
+    from those facts; the others are read now, in parallel. Never raises: a node that cannot be
+    read gets its reason in the event. Each event says where its state came from (`read`:
+    "diagnosis" or "now")."""
+    reuse = {n: f for n, f in (known or {}).items()
+             if n in nodes and getattr(f, "complete", False) and getattr(f, "sections", None)}
+    got: dict[str, dict[str, str] | str] = {n: capture(f) for n, f in reuse.items()}
+    rest = {n: a for n, a in nodes.items() if n not in reuse}
+    if rest:
+        try:
+            got.update(capture_nodes(shells, rest))
+        except Exception as exc:  # noqa: BLE001 - the state is for the report: never a blocker
+            got.update({n: f"{type(exc).__name__}: {exc}" for n in rest})
+    for node, secs in sorted(got.items()):
+        read = "diagnosis" if node in reuse else "now"
+        if isinstance(secs, str):
+            journal.write("node_state", node=node, phase=phase, read=read, error=secs)
+        else:
+            journal.write("node_state", node=node, phase=phase, read=read, sections=secs)
+    return got
+
+
+def captured_before(events: Iterable[dict[str, Any]]) -> set[str]:
+    """Nodes whose "before" state a journal has (the ones an "after" capture compares)."""
+    return {str(e.get("node")) for e in events if e.get("type") == "node_state"
+            and e.get("phase") == "before"}
+
+
 # -- the report's view -----------------------------------------------------------------------------
 
 

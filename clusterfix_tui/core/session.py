@@ -107,6 +107,11 @@ class RepairSession:
         self._started = False
         self._finished: str | None = None
         self._state_before: set[str] = set()  # nodes whose "before" node_state is journaled
+        # how many times the session ran something on the cluster (applies, rollbacks,
+        # validations); the facts of a diagnosis read at the current count still describe the
+        # nodes, so the "before" state is captured from them instead of read again
+        self._runs = 0
+        self._facts_read: tuple[Any, int] | None = None  # (diagnosis, self._runs when read)
         self._lock = threading.Lock()
         self._cluster: dict[str, Any] | None = None
         self.pass_no = 1  # the repair pass (core/flow.py converges in passes)
@@ -253,6 +258,7 @@ class RepairSession:
             exclude=skip, leave_out=skip, skip_nodes=skip,
         )
         self.diagnosis = diagnosis
+        self._facts_read = (diagnosis, self._runs)
         if self.before is None:
             self.before = diagnosis
         self.journal_diagnosis(diagnosis, phase)
@@ -271,6 +277,7 @@ class RepairSession:
             exclude=skip, leave_out=skip, skip_nodes=skip,
         )
         self.diagnosis = diagnosis
+        self._facts_read = (diagnosis, self._runs)
         self.journal_diagnosis(diagnosis, "refresh")
         return diagnosis
 
@@ -350,15 +357,35 @@ class RepairSession:
             approved = set(approved_ids)
             self.capture_state("before", {a.target for a in plan.actions if a.id in approved
                                           and a.kind == "shell" and a.mutating})
-        outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
-                                    cancel, post=post, precheck=self.precheck,
-                                    step_end={"pass_no": self.pass_no})
+        try:
+            outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
+                                        cancel, post=post, precheck=self.precheck,
+                                        step_end={"pass_no": self.pass_no})
+        finally:
+            self._ran()
         self.outcomes[plan.step] = outcome
         return outcome
 
+    def _ran(self) -> None:
+        """Something ran on the cluster: the last diagnosis's facts are no longer current."""
+        if not self.dry_run:
+            self._runs += 1
+
+    def fresh_facts(self) -> dict[str, Any]:
+        """The last diagnosis's NodeFacts (readable nodes) when nothing has run since it read
+        them in this session; {} otherwise."""
+        read = self._facts_read
+        if read is None or read[0] is not self.diagnosis or read[1] != self._runs:
+            return {}
+        errors = getattr(self.diagnosis, "node_errors", {}) or {}
+        return {n: f for n, f in (getattr(self.diagnosis, "facts", {}) or {}).items()
+                if n not in errors}
+
     def capture_state(self, phase: str, nodes: set[str] | None = None) -> None:
         """Journal `node_state` (core/nodestate.py) for `nodes`: "before" once per node, before
-        the session's first change there; "after" for every node captured before (at the end)."""
+        the session's first change there (from the diagnosis's facts when nothing has run
+        since they were read, else read again); "after" for every node captured before (at
+        the end), always read again."""
         from clusterfix_tui.core import nodestate
 
         if phase == "before":
@@ -368,17 +395,10 @@ class RepairSession:
         if not wanted:
             return
         addrs = {n: (self.conns[n].address if n in self.conns else None) for n in wanted}
-        try:
-            got = nodestate.capture_nodes(self.shells, addrs)
-        except Exception as exc:  # noqa: BLE001 - the state is for the report: never a blocker
-            got = {n: f"{type(exc).__name__}: {exc}" for n in wanted}
-        for node, secs in sorted(got.items()):
-            if phase == "before":
-                self._state_before.add(node)
-            if isinstance(secs, str):
-                self.journal.write("node_state", node=node, phase=phase, error=secs)
-            else:
-                self.journal.write("node_state", node=node, phase=phase, sections=secs)
+        got = nodestate.journal_state(self.journal, phase, self.shells, addrs,
+                                      known=self.fresh_facts() if phase == "before" else None)
+        if phase == "before":
+            self._state_before.update(got)
 
     def skip(self, plan: Plan, reason: str = "", by: str = "user") -> StepOutcome:
         self._start()
@@ -417,8 +437,11 @@ class RepairSession:
         self.journal.write("decision", step=plan.step,
                            decision="dry-run" if self.dry_run else "approved",
                            action_ids=approved, by=by, rollback=True, pass_no=self.pass_no)
-        return engine.apply_plan(plan, approved, self.runner, self.journal, on_line, cancel,
-                                 step_end={"pass_no": self.pass_no})
+        try:
+            return engine.apply_plan(plan, approved, self.runner, self.journal, on_line, cancel,
+                                     step_end={"pass_no": self.pass_no})
+        finally:
+            self._ran()
 
     def rollback(
         self, step: str, on_line: NodeLineCallback | None = None,
@@ -436,10 +459,13 @@ class RepairSession:
         from clusterfix_tui.core import validate as _val
 
         snapshot = getattr(self.diagnosis, "snapshot", None)
-        results = _val.validate(
-            self.api, self.shells, snapshot, on_check=on_check, prober=self.prober,
-            skip_nodes=sorted(self.left_out),
-        )
+        try:
+            results = _val.validate(
+                self.api, self.shells, snapshot, on_check=on_check, prober=self.prober,
+                skip_nodes=sorted(self.left_out),
+            )
+        finally:
+            self._ran()  # validation starts probes (and may place test pods)
         self.validation = list(results)
         self.journal.write("validation", phase=phase, results=[r.to_dict() for r in results])
         if phase == "after" and results and all(r.passed for r in results):
@@ -450,8 +476,11 @@ class RepairSession:
         """One validation that is not journaled (the retries while the cluster settles)."""
         from clusterfix_tui.core import validate as _val
 
-        return list(_val.validate(self.api, self.shells, None, prober=self.prober,
-                                  skip_nodes=sorted(self.left_out)))
+        try:
+            return list(_val.validate(self.api, self.shells, None, prober=self.prober,
+                                      skip_nodes=sorted(self.left_out)))
+        finally:
+            self._ran()
 
     def _revert_workarounds(self) -> None:
         """Workarounds (e.g. the probe exec check) are undone once the real fix is validated,
