@@ -4,9 +4,10 @@
 1. Stream: a 1-node lab; the wizard (the real ClusterfixApp, StepScreen, LineBuffer, LogPane and
    the StepLinesLogged message flow) runs headless (`app.run_test()`) on the recorded fake session
    of the UI tests (tests/ui_fakes.py: it takes the wizard to a repair step without a broken
-   cluster), except that the step's apply() runs ONE REAL command over the real SSH transport on
-   the lab node: `seq 1 N | sed 's/^/cfx-bench line /'`, every line handed to the step screen's
-   own on_line callback (redaction, LineBuffer.feed, one StepLinesLogged per batch, drained into
+   cluster), except that the step's first action runs ONE REAL command over the real SSH
+   transport on the lab node: `seq 1 N | sed 's/^/cfx-bench line /'`, every line handed through
+   the engine to the step screen's own on_line callback (redaction, LineBuffer.feed, one
+   StepLinesLogged per batch, drained into
    the LogPane and the session log on the UI thread). The only additions to the app are a
    measuring subclass: one extra app binding (f12 -> record the time) and a hook that stamps when
    a key event reaches the app.
@@ -75,25 +76,28 @@ def rss_mib() -> float:
 
 
 class StreamingSession(FakeSession):
-    """The fake session, but apply() runs one real SSH command and streams its lines."""
+    """The fake session, but the step's first action runs one real command over SSH on the lab
+    node and streams its lines through the runner's own on_line (the engine -> step screen
+    path). Only the runner is replaced: the session's apply() is the real one, whatever its
+    signature becomes."""
 
-    def __init__(self, journal: Path, shells: Any, node: str, lines: int) -> None:
+    def __init__(self, journal: Path, lab_shells: Any, node: str, lines: int) -> None:
         super().__init__(journal, host_key_nodes=(), lines_per_action=0)
-        self.shells, self.node, self.lines = shells, node, lines
+        self.lab_shells, self.node, self.lines = lab_shells, node, lines
         self.result: Any = None
         self.stream_seconds = 0.0
+        fake_run = self.fake_runner.run_action
 
-    def apply(self, plan: Any, approved_ids: Any, on_line: Any = None, cancel: Any = None) -> Any:
-        target = plan.actions[0].target if plan.actions else self.node
-        command = f"seq 1 {self.lines} | sed 's/^/cfx-bench line /'"
-        if on_line is not None:
-            on_line(target, "command", f"$ {command}")
-        t0 = time.perf_counter()
-        self.result = self.shells(self.node).run(
-            command, timeout=600,
-            on_line=(lambda stream, line: on_line(target, stream, line)) if on_line else None)
-        self.stream_seconds = time.perf_counter() - t0
-        return super().apply(plan, approved_ids, on_line=on_line, cancel=cancel)
+        def run_action(action: Any, *, on_line: Any = None) -> Any:
+            if self.result is None and action.mutating and not self.fake_runner.dry_run:
+                command = f"seq 1 {self.lines} | sed 's/^/cfx-bench line /'"
+                t0 = time.perf_counter()
+                self.result = self.lab_shells(self.node).run(command, timeout=600,
+                                                             on_line=on_line)
+                self.stream_seconds = time.perf_counter() - t0
+            return fake_run(action, on_line=on_line)
+
+        self.fake_runner.run_action = run_action  # type: ignore[method-assign]
 
 
 class MeasuredApp(ClusterfixApp):
