@@ -52,7 +52,10 @@ def _keygen(path: pathlib.Path) -> None:
 
 
 class Sshd:
-    def __init__(self, root: pathlib.Path):
+    def __init__(self, root: pathlib.Path, *, host_ca: pathlib.Path | None = None,
+                 principals: str = "127.0.0.1", validity: str = "-5m:+1h"):
+        """host_ca: also serve a host certificate of the host key, signed by that CA key
+        (`ssh-keygen -s CA -h -n principals -V validity`), as sshd's HostCertificate."""
         self.root = root
         self.port = _free_port()
         self.host_key = root / "host_ed25519"
@@ -69,8 +72,13 @@ class Sshd:
         authorized.chmod(0o644)
         self.log = root / "sshd.log"
         self.config = root / "sshd_config"
+        cert = ""
+        if host_ca is not None:
+            subprocess.run(["ssh-keygen", "-q", "-s", str(host_ca), "-I", "cfx-test-host", "-h",
+                            "-n", principals, "-V", validity, f"{self.host_key}.pub"], check=True)
+            cert = f"HostCertificate {self.host_key}-cert.pub\n"
         self.config.write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n{cert}"
             "PidFile none\nUsePAM no\nStrictModes no\nUseDNS no\n"
             f"AuthorizedKeysFile {authorized}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"

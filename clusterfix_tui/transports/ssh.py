@@ -11,7 +11,10 @@ Why not `paramiko.SSHClient`: it hides the known_hosts line of a changed key, ca
 - host keys are ALWAYS verified against known_hosts (plain and hashed entries, `[host]:port`):
   an unknown key raises HostKeyUnknown (with the ssh-keygen style SHA256 fingerprint and the line
   to append on accept) unless StrictHostKeyChecking is accept-new/no/off, and a changed key raises
-  HostKeyChanged naming the file and line of the old key, whatever the config says;
+  HostKeyChanged naming the file and line of the old key, whatever the config says; `@revoked`
+  keys (and CAs) are refused; a host that only a `@cert-authority` line vouches for is asked for
+  its host certificate, which OpenSSH's `ssh-keygen -L` loads (CA signature verified) and we
+  check (trusted CA, principal, validity): paramiko itself checks nothing in a host certificate;
 - auth: identity files (the config's, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa), then the
   ssh-agent; never passwords;
 - a command is sent as `timeout -s KILL <t+2> sh -c '<command>'` (see wire_command), and a
@@ -130,7 +133,7 @@ class KnownHostEntry:
     line_no: int  # 1-based
     key_type: str
     key_b64: str
-    marker: str = ""  # "" or "@revoked" (@cert-authority lines are not returned)
+    marker: str = ""  # "", "@revoked" or "@cert-authority"
 
 
 def _host_pattern_matches(pattern: str, name: str) -> bool:
@@ -166,9 +169,8 @@ def _hosts_field_matches(hosts_field: str, name: str) -> bool:
 
 
 def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
-    """Every known_hosts entry for `name`, in file order. @revoked entries come back marked;
-    @cert-authority lines are skipped (host certificates are not used, so a CA line never makes
-    a key trusted here)."""
+    """Every known_hosts entry for `name`, in file order. @revoked and @cert-authority entries
+    come back marked (a CA line trusts host certificates it signed: verify_host_certificate)."""
     found: list[KnownHostEntry] = []
     for path in paths:
         try:
@@ -184,7 +186,7 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
             marker = ""
             if parts[0].startswith("@"):
                 marker, parts = parts[0], parts[1:]
-                if marker != "@revoked":
+                if marker not in ("@revoked", "@cert-authority"):
                     continue
             if len(parts) < 3:
                 continue
@@ -194,6 +196,100 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
 
 
 _RSA_FAMILY = ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512")
+CERT_SUFFIX = "-cert-v01@openssh.com"
+
+
+def _keygen_fingerprint(key_type: str, key_b64: str) -> str | None:
+    try:
+        blob = base64.b64decode(key_b64)
+    except (ValueError, binascii.Error):
+        return None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _parse_cert_time(text: str) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()  # ssh-keygen -L prints local time
+    except ValueError:
+        return None
+
+
+def verify_host_certificate(cert_type: str, cert_b64: str, names: list[str],
+                            cas: list[KnownHostEntry], revoked: list[KnownHostEntry],
+                            *, now: float | None = None) -> str | None:
+    """Check an OpenSSH host certificate the way `ssh` does for a `@cert-authority` line: None
+    when it is valid, else why not.
+
+    paramiko negotiates certificate host keys but never checks them (no CA signature, principal
+    or validity check: paramiko issues #771 and #2277), so OpenSSH's own `ssh-keygen -L` reads the
+    certificate: it refuses to load one whose CA signature does not verify, and prints the signing
+    CA, the principals and the validity interval, which are checked here: a host certificate,
+    signed by a CA trusted for this host and not @revoked, naming the host among its principals
+    (an empty list names every host, as in OpenSSH), valid now."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        return ("paramiko cannot verify host certificates and ssh-keygen (OpenSSH) is not "
+                "installed to do it")
+    with tempfile.TemporaryDirectory(prefix="cfx-hostcert-") as tmp:
+        path = os.path.join(tmp, "host-cert.pub")
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write(f"{cert_type} {cert_b64}\n")
+        try:
+            r = subprocess.run([keygen, "-L", "-f", path], capture_output=True, text=True,
+                               timeout=15, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"ssh-keygen -L could not read the certificate: {exc}"
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        return f"the certificate does not load (its CA signature does not verify?): {why}"
+    fields: dict[str, str] = {}
+    principals: list[str] = []
+    in_principals = False
+    for raw in r.stdout.splitlines()[1:]:
+        line = raw.strip()
+        key, sep, value = line.partition(":")
+        if sep and key in ("Type", "Public key", "Signing CA", "Key ID", "Serial", "Valid",
+                           "Principals", "Critical Options", "Extensions"):
+            fields[key] = value.strip()
+            in_principals = key == "Principals"
+            continue
+        if in_principals and line:
+            principals.append(line)
+    if not fields.get("Type", "").endswith("host certificate"):
+        return f"not a host certificate ({fields.get('Type', '?')})"
+    signer = fields.get("Signing CA", "").split()
+    signer_fp = signer[1] if len(signer) >= 2 else ""
+    trusted = {_keygen_fingerprint(e.key_type, e.key_b64) for e in cas}
+    bad = {_keygen_fingerprint(e.key_type, e.key_b64) for e in revoked}
+    if signer_fp in bad:
+        return f"its signing CA {signer_fp} is @revoked"
+    if signer_fp not in trusted:
+        return (f"signed by {signer_fp or '?'}, which no @cert-authority line for "
+                f"{names[0]} trusts")
+    if principals and principals != ["(none)"] and not set(principals) & set(names):
+        return f"its principals ({', '.join(principals)}) do not name {' or '.join(names)}"
+    valid = fields.get("Valid", "")
+    when = time.time() if now is None else now
+    if valid != "forever":
+        start = end = None
+        m = re.fullmatch(r"from (\S+) to (\S+)", valid)
+        if m:
+            start, end = _parse_cert_time(m.group(1)), _parse_cert_time(m.group(2))
+        elif valid.startswith("after "):
+            start = _parse_cert_time(valid[6:])
+        elif valid.startswith("before "):
+            end = _parse_cert_time(valid[7:])
+        else:
+            return f"its validity ({valid!r}) cannot be read"
+        if (start is not None and when < start) or (end is not None and when >= end):
+            return f"it is not valid now (valid {valid})"
+    return None
 
 
 def _same_family(a: str, b: str) -> bool:
@@ -725,7 +821,7 @@ class SSHPool:
                 raise NodeUnreachable(
                     f"{spec.name}: SSH handshake with {spec.address} failed: {why}"
                 ) from exc
-            self._verify_host_key(spec, server_key)
+            self._verify_host_key(spec, server_key, transport.host_key_type)
             self._authenticate(spec, transport)
             transport.set_keepalive(spec.server_alive_interval or KEEPALIVE_SECONDS)
         except BaseException:
@@ -742,12 +838,17 @@ class SSHPool:
     def _prefer_known_key_types(self, transport: paramiko.Transport, spec: HostSpec) -> None:
         """Like OpenSSH, ask first for the key types we already know for this host, so a host
         with several keys is checked against the one we have (not reported as unknown)."""
-        entries = [e for e in lookup_known_host(self._all_known_hosts(spec), spec.known_name)
-                   if not e.marker]
-        if not entries:
-            return
+        found = lookup_known_host(self._all_known_hosts(spec), spec.known_name)
+        entries = [e for e in found if not e.marker]
         opts = transport.get_security_options()
         current = list(opts.key_types)
+        if not entries and any(e.marker == "@cert-authority" for e in found):
+            # only a CA vouches for this host: ask for its certificate first (as `ssh` does)
+            certs = [t + CERT_SUFFIX for t in current if t + CERT_SUFFIX in transport._key_info]
+            opts.key_types = tuple(certs + current)
+            return
+        if not entries:
+            return
         known: list[str] = []
         for entry in entries:
             family = _RSA_FAMILY if entry.key_type in _RSA_FAMILY else (entry.key_type,)
@@ -755,11 +856,16 @@ class SSHPool:
         if known:
             opts.key_types = tuple(known + [t for t in current if t not in known])
 
-    def _verify_host_key(self, spec: HostSpec, key: paramiko.PKey) -> None:
+    def _verify_host_key(self, spec: HostSpec, key: paramiko.PKey,
+                         negotiated: str | None = None) -> None:
         name = spec.known_name
         key_type = key.get_name()
         key_b64 = key.get_base64()
         entries = lookup_known_host(self._all_known_hosts(spec), name)
+        if negotiated and negotiated.endswith(CERT_SUFFIX) and key.public_blob is not None:
+            if self._host_certificate_trusted(spec, key, negotiated, entries):
+                return
+            key_type = key_type.removesuffix(CERT_SUFFIX)
         for revoked in (e for e in entries if e.marker == "@revoked" and e.key_b64 == key_b64):
             raise HostKeyChanged(
                 f"{spec.name}: the host key of {name} ({spec.address}), {key_type} "
@@ -800,6 +906,34 @@ class SSHPool:
         raise HostKeyUnknown(name if name == spec.name else f"{spec.name} ({name})",
                              key_type, fingerprint(key), target, line,
                              node=spec.name, address=spec.address)
+
+    def _host_certificate_trusted(self, spec: HostSpec, key: paramiko.PKey, negotiated: str,
+                                  entries: list[KnownHostEntry]) -> bool:
+        """The server presented a host certificate. True: a @cert-authority line for this host
+        vouches for it (checked by verify_host_certificate). False: no CA line names this host,
+        so its plain key is judged against known_hosts as usual. A CA line with a certificate
+        that does not pass is refused, whatever else known_hosts holds for the host."""
+        cas = [e for e in entries if e.marker == "@cert-authority"]
+        if not cas:
+            return False
+        blob = key.public_blob
+        assert blob is not None
+        host = spec.host_key_alias or spec.hostname
+        revoked = [e for e in entries if e.marker == "@revoked"]
+        if any(e.key_b64 == key.get_base64() for e in revoked):
+            return False  # the plain key's @revoked line refuses it below
+        why = verify_host_certificate(blob.key_type, base64.b64encode(blob.key_blob).decode(),
+                                      [host], cas, revoked)
+        if why is None:
+            return True
+        raise HostKeyChanged(
+            f"{spec.name}: the host certificate of {spec.known_name} ({spec.address}), "
+            f"{negotiated} for {key.get_name().removesuffix(CERT_SUFFIX)} {fingerprint(key)}, is "
+            f"NOT accepted: {why}. Refused ({cas[0].path} line {cas[0].line_no} trusts a "
+            f"certificate authority for this host).",
+            key=HostKey(negotiated, fingerprint(key), spec.name, spec.address),
+            known_hosts=cas[0].path, line_no=cas[0].line_no,
+        )
 
     def _append_known_host(self, path: str, line: str) -> None:
         if path == os.devnull:
