@@ -197,6 +197,9 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
 
 _RSA_FAMILY = ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512")
 CERT_SUFFIX = "-cert-v01@openssh.com"
+# the key types whose OpenSSH certificates paramiko (3.2+) can negotiate as a host key
+_CERT_CAPABLE = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                 "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256")
 
 
 def _keygen_fingerprint(key_type: str, key_b64: str) -> str | None:
@@ -844,7 +847,7 @@ class SSHPool:
         current = list(opts.key_types)
         if not entries and any(e.marker == "@cert-authority" for e in found):
             # only a CA vouches for this host: ask for its certificate first (as `ssh` does)
-            certs = [t + CERT_SUFFIX for t in current if t + CERT_SUFFIX in transport._key_info]
+            certs = [t + CERT_SUFFIX for t in current if t in _CERT_CAPABLE]
             opts.key_types = tuple(certs + current)
             return
         if not entries:
