@@ -689,6 +689,8 @@ SCOPES: dict[str, str] = {
     "IPTABLES_BACKEND_CONFLICT": "kube-proxy present (iptables/ipvs mode) and both iptables backends on the node",
     "IPVS_MODULES_MISSING": "kube-proxy in ipvs mode",
     "BR_NETFILTER_OFF": "a CNI that bridges pods (flannel, kube-router, other/unknown); not calico or cilium",
+    "IPV6_FORWARD_OFF": "nodes with an IPv6 podCIDR (IPv6 pod traffic)",
+    "BR_NETFILTER_IP6_OFF": "a CNI that bridges pods, on nodes with an IPv6 podCIDR",
 }
 
 
@@ -734,11 +736,22 @@ def why_not(shape: ClusterShape | None, code: str, node: str | None = None,
             if code == "KUBE_PROXY_INCOMPATIBLE_CHAIN" and ns.iptables in ("legacy-only", "single", "none"):
                 return f"iptables on the node is {ns.iptables}: no iptables-nft"
         return None
-    if code == "BR_NETFILTER_OFF":
+    if code in ("BR_NETFILTER_OFF", "BR_NETFILTER_IP6_OFF"):
         if shape.cni in ("calico", "cilium"):
             return f"the CNI is {shape.cni}: routed pod interfaces, no Linux bridge to filter"
+        if code == "BR_NETFILTER_IP6_OFF":
+            return _no_v6(shape, node)
         return None
+    if code == "IPV6_FORWARD_OFF":
+        return _no_v6(shape, node)
     return None
+
+
+def _no_v6(shape: ClusterShape, node: str | None) -> str | None:
+    """None when pods on `node` (any node when None) have an IPv6 podCIDR, else why not."""
+    if 6 in shape.families(node):
+        return None
+    return "no IPv6 podCIDR on the node (no IPv6 pod traffic)" if node else "no IPv6 podCIDR"
 
 
 def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:

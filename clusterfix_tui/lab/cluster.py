@@ -197,13 +197,14 @@ def _parse_faults(faults: Any) -> list[Any]:
     return list(faults)
 
 
-def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm") -> list[tuple[str, str | None]]:
+def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm",
+                 family: str | None = None) -> list[tuple[str, str | None]]:
     """[(fault, node|None)]: "all" and bare names are spread by the fault catalog if it knows
     how (faults.plan), else over the workers round-robin."""
     from clusterfix_tui.lab import faults as F
 
     if hasattr(F, "plan"):
-        return [tuple(x) for x in F.plan(names, node_names, shape)]  # type: ignore[misc]
+        return [tuple(x) for x in F.plan(names, node_names, shape, family)]  # type: ignore[misc]
     if names == ["all"]:
         catalog = getattr(F, "CATALOG", None) or getattr(F, "FAULTS", None) or {}
         names = list(catalog)
@@ -240,7 +241,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
     fault_names = _parse_faults(faults)
     if fault_names:
         try:  # unknown names, and names that do not apply to the shape, are refused before anything is built
-            _plan_faults(fault_names, [f"node-{i}" for i in range(1, int(nodes) + 1)], shape)
+            _plan_faults(fault_names, [f"node-{i}" for i in range(1, int(nodes) + 1)], shape, ip_family)
         except Exception as e:  # noqa: BLE001 - the catalog's own message is the user's answer
             raise LabError(f"--faults: {e}") from e
     if (shape, ip_family) not in BUILT:
@@ -291,7 +292,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             raise
         handle = LabHandle(d)
         if fault_names:
-            for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes], shape):
+            for fault, node in _plan_faults(fault_names, [n["name"] for n in handle.nodes], shape, ip_family):
                 try:
                     handle.inject(fault, node)
                 except Exception as e:  # noqa: BLE001 - a half-faulted lab is worse than none

@@ -522,6 +522,41 @@ def inject_br_netfilter_off(handle: LabLike, node: str) -> dict:
         f"`modprobe br_netfilter` + /etc/sysctl.d on a real node)"))
 
 
+def _v6_node(handle: LabLike, node: str, name: str) -> dict:
+    n = _node(handle, node)
+    if lab_family(handle) not in DUAL_FAMILIES:
+        raise FaultError(f"fault {name!r} needs a dual-stack lab (--ip-family dual or dual-v6-first): "
+                         "an IPv4-only node carries no IPv6 pod traffic")
+    return n
+
+
+def inject_ipv6_forward_off(handle: LabLike, node: str) -> dict:
+    n = _v6_node(handle, node, "ipv6-forward-off")
+    knob = "/proc/sys/net/ipv6/conf/all/forwarding"
+    _run(handle, node, f"echo 0 > {knob}")
+    val = _run(handle, node, f"cat {knob}").stdout.strip()
+    return _record("ipv6-forward-off", node, val == "0", (
+        f"net.ipv6.conf.all.forwarding=0 on {node} ({n.get('ip6') or n['ip']}) (its own network namespace; "
+        f"writing `all` turns forwarding off on every interface): the node no longer routes IPv6: the IPv6 "
+        f"NodePort {NODEPORT} on {n.get('ip6')} and IPv6 pod traffic through {node} die, IPv4 keeps "
+        f"working. By hand: `sysctl -w net.ipv6.conf.all.forwarding=1` (and /etc/sysctl.d so it stays)"))
+
+
+def inject_br_netfilter_ip6_off(handle: LabLike, node: str) -> dict:
+    _v6_node(handle, node, "br-netfilter-ip6-off")
+    knob = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+    r = _run(handle, node, f"test -w {knob} && echo 0 > {knob} && cat {knob}", check=False)
+    if r.returncode != 0 or r.stdout.strip() != "0":
+        return _record("br-netfilter-ip6-off", node, False, (
+            f"not injected: {knob} does not exist or is not writable in {node}'s network namespace on this "
+            f"kernel (br_netfilter missing)"))
+    return _record("br-netfilter-ip6-off", node, True, (
+        f"net.bridge.bridge-nf-call-ip6tables=0 on {node} (per network namespace on this kernel): IPv6 "
+        f"frames bridged on cni0 skip ip6tables and conntrack, so a pod on {node} reaching an IPv6 "
+        f"Service endpoint on the same node gets un-NATed replies straight over the bridge. IPv4 "
+        f"(bridge-nf-call-iptables) is untouched. By hand: `sysctl -w net.bridge.bridge-nf-call-ip6tables=1`"))
+
+
 # -- host firewall faults (issue 13) and their healthy look-alikes ---------------------------------
 
 VXLAN_PORT = 8472
@@ -805,6 +840,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("ip-forward-off", "net.ipv4.ip_forward=0 on the node", "other", inject_ip_forward_off),
     Fault("br-netfilter-off", "bridge-nf-call-iptables=0: same-node pod-to-ClusterIP breaks", "jellyfin",
           inject_br_netfilter_off),
+    Fault("ipv6-forward-off", "net.ipv6.conf.all.forwarding=0 on a dual-stack node", "other",
+          inject_ipv6_forward_off),
+    Fault("br-netfilter-ip6-off", "bridge-nf-call-ip6tables=0 on a dual-stack node (IPv4 untouched)",
+          "jellyfin", inject_br_netfilter_ip6_off),
     Fault("firewall-reject", "a firewalld-style REJECT --reject-with icmp-host-prohibited: clients see "
           "\"No route to host\"", "jellyfin", inject_firewall_reject),
     Fault("vxlan-blocked", "flannel's VXLAN (udp/8472) dropped on a node's INPUT: cross-node traffic to it "
@@ -826,7 +865,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
 LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
 # Not spread by `--faults all`: the look-alikes break nothing, and a node cut off from the VXLAN
 # (or behind a closed firewall) would hide most other faults on it. Name them to inject them.
-NOT_IN_ALL = (*LOOK_ALIKES, "vxlan-blocked", "input-drop", "firewalld", "underlay-blocked")
+# IPv6-only faults: real on dual-stack labs only; `--faults all` adds them there (placement).
+V6_ONLY = ("ipv6-forward-off", "br-netfilter-ip6-off")
+DUAL_FAMILIES = ("dual", "dual-v6-first")
+NOT_IN_ALL = (*LOOK_ALIKES, "vxlan-blocked", "input-drop", "firewalld", "underlay-blocked", *V6_ONLY)
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel
@@ -848,6 +890,8 @@ SHAPES_OF: dict[str, frozenset[str]] = {
     "firewall-reject": _HOST,
     "worker-kubeconfig": _HOST,
     "br-netfilter-off": _FLANNEL,   # needs pods on a Linux bridge (cni0); calico/cilium route veths
+    "ipv6-forward-off": _HOST,      # (dual-stack labs only: V6_ONLY)
+    "br-netfilter-ip6-off": _FLANNEL,
     "flannel-stale-vtep": _FLANNEL,
     "flannel-stale-subnet": _FLANNEL,
     "cni-bridge-conflict": _FLANNEL,
@@ -865,6 +909,16 @@ def lab_shape(handle: LabLike) -> str:
     return str(handle.info.get("shape") or "kubeadm")
 
 
+def lab_family(handle: LabLike) -> str:
+    return str(handle.info.get("ip_family") or "ipv4")
+
+
+def all_for(shape: str, family: str = "ipv4") -> list[str]:
+    """What `--faults all` injects on a lab of this shape and IP family."""
+    extra = [f for f in V6_ONLY if family in DUAL_FAMILIES]
+    return [f for f in applicable(shape) if f not in NOT_IN_ALL or f in extra]
+
+
 def applies(name: str, shape: str) -> bool:
     return shape in SHAPES_OF.get(name, frozenset({"kubeadm"}))
 
@@ -875,8 +929,12 @@ def applicable(shape: str) -> list[str]:
     return [f for f in names if applies(f, shape)]
 
 
-def check_applies(name: str, shape: str) -> None:
+def check_applies(name: str, shape: str, family: str | None = None) -> None:
+    """Refuse a fault that is not real on this lab (family None: not known yet, not checked)."""
     _fault(name)
+    if family is not None and name in V6_ONLY and family not in DUAL_FAMILIES:
+        raise FaultError(f"fault {name!r} needs a dual-stack lab (--ip-family dual or dual-v6-first), "
+                         f"not {family}: an IPv4-only node carries no IPv6 pod traffic")
     if shape not in SHAPES:
         raise FaultError(f"unknown lab shape {shape!r} (shapes: {', '.join(SHAPES)})")
     if not applies(name, shape):
@@ -889,8 +947,8 @@ def check_applies(name: str, shape: str) -> None:
 # flannel faults can make kube-proxy rewrite), kube-proxy-crashloop after the foreign rule.
 SPREAD_ORDER = [
     "iptables-foreign-rule", "iptables-shadow", "kube-proxy-crashloop", "forward-drop", "ip-forward-off",
-    "firewall-reject", "br-netfilter-off", "flannel-stale-vtep", "flannel-stale-subnet",
-    "cni-bridge-conflict", "worker-kubeconfig",
+    "firewall-reject", "br-netfilter-off", "ipv6-forward-off", "br-netfilter-ip6-off", "flannel-stale-vtep",
+    "flannel-stale-subnet", "cni-bridge-conflict", "worker-kubeconfig",
 ]
 # Faults that must not share a node (the second would erase or hide the first's state).
 APART = {frozenset({"iptables-foreign-rule", "kube-proxy-crashloop"})}
@@ -929,8 +987,7 @@ def placement(handle: LabLike, names: Iterable[str] | None = None) -> list[tuple
     """[(fault, node)] for `--faults all` (or a list of names): each fault where it breaks something
     visible, the least loaded candidate node first, faults in APART kept on different nodes."""
     shape = lab_shape(handle)
-    wanted = list(names) if names is not None else [f for f in applicable(shape)
-                                                    if f not in NOT_IN_ALL]
+    wanted = list(names) if names is not None else all_for(shape, lab_family(handle))
     for name in wanted:
         check_applies(name, shape)
     order = [f for f in SPREAD_ORDER if f in wanted] + [f for f in wanted if f not in SPREAD_ORDER]
@@ -982,7 +1039,8 @@ def spread_all(handle: LabLike, names: Iterable[str] | None = None) -> list[dict
     return records
 
 
-def plan(names: list[Any], node_names: list[str], shape: str = "kubeadm") -> list[tuple[str, str | None]]:
+def plan(names: list[Any], node_names: list[str], shape: str = "kubeadm",
+         family: str | None = None) -> list[tuple[str, str | None]]:
     """For cluster.up: [(fault, node|None)]. "all" stays one item (inject spreads it over the faults
     that apply to the lab's shape, knowing where jellyfin runs); "name:node" pins a node; the bare
     names become one "a,b" item that inject spreads like "all". A named fault that does not apply to
@@ -996,12 +1054,12 @@ def plan(names: list[Any], node_names: list[str], shape: str = "kubeadm") -> lis
             out.append(("all", None))
         elif ":" in str(item):
             f, n = str(item).split(":", 1)
-            check_applies(f, shape)
+            check_applies(f, shape, family)
             if node_names and n not in node_names:
                 raise FaultError(f"no node {n!r} in the lab (nodes: {', '.join(node_names)})")
             out.append((f, n))
         else:
-            check_applies(str(item), shape)
+            check_applies(str(item), shape, family)
             bare.append(str(item))
     if bare:
         out.insert(0, (",".join(bare), None))

@@ -13,14 +13,21 @@ REF_FORWARD = ("https://kubernetes.io/docs/setup/production-environment/containe
 REF_BR_NETFILTER = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 REF_IPVS = "https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
-
+IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
+BRIDGE_NF6 = "net.bridge.bridge-nf-call-ip6tables"
 
 
 @dataclass(frozen=True, kw_only=True)
-class SysctlData(FindingData, codes=("IP_FORWARD_OFF", "BR_NETFILTER_OFF")):
+class SysctlData(FindingData, codes=("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "IPV6_FORWARD_OFF",
+                                     "BR_NETFILTER_IP6_OFF")):
     sysctl: str = ""
     value: str | None = None  # None: the sysctl does not exist (br_netfilter not loaded)
-    module_loaded: bool | None = None  # BR_NETFILTER_OFF only
+    module_loaded: bool | None = None  # BR_NETFILTER_OFF / BR_NETFILTER_IP6_OFF only
+    ip_version: int = 4
+    pod_cidrs: list[str] = field(default_factory=list)  # IPv6 codes: the node's IPv6 podCIDRs
+    # IPV6_FORWARD_OFF: interfaces whose IPv6 default route came from router advertisements
+    # (`proto ra`): with forwarding on, the kernel ignores RAs unless accept_ra=2
+    ra_interfaces: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,8 +37,63 @@ class IpvsModulesData(FindingData, codes=("IPVS_MODULES_MISSING",)):
     modules_known: bool = False
     lib_modules: bool = False  # /lib/modules/$(uname -r) exists (modprobe can work)
 
+def _v6_pod_cidrs(snapshot: ClusterSnapshot, node: str) -> list[str]:
+    """The node's IPv6 podCIDRs (the node carries IPv6 pod traffic exactly when it has one)."""
+    info = (getattr(snapshot, "nodes", None) or {}).get(node)
+    cidrs = list(getattr(info, "pod_cidrs", ()) or ()) if info is not None else []
+    if not cidrs and info is not None and getattr(info, "pod_cidr", None):
+        cidrs = [info.pod_cidr]
+    return [c for c in cidrs if ":" in str(c)]
+
+
+def ipv6_checks(snapshot: ClusterSnapshot, node: str, f: NodeFacts) -> list[Finding]:
+    """IPv6 forwarding and bridge-nf-call-ip6tables, on a node with an IPv6 podCIDR only (an
+    IPv4-only node may keep IPv6 forwarding off: nothing of the cluster's is routed over it)."""
+    v6 = _v6_pod_cidrs(snapshot, node)
+    if not v6:
+        return []
+    out: list[Finding] = []
+    if f.sysctls.get(IPV6_FORWARD) == "0":
+        ra = sorted({str(r.get("dev")) for r in f.routes6
+                     if isinstance(r, dict) and r.get("dst") == "default" and r.get("protocol") == "ra"
+                     and r.get("dev")})
+        ev_ra = tuple(f"ip -6 route: default via router advertisement on {d} (kept with accept_ra=2)"
+                      for d in ra)
+        out.append(Finding(
+            code="IPV6_FORWARD_OFF", severity="critical", node=node,
+            title="IPv6 forwarding is off: the node routes no IPv6 pod or NodePort traffic",
+            evidence=("/proc/sys/net/ipv6/conf/all/forwarding: 0",
+                      f"IPv6 podCIDR of the node: {', '.join(v6)}", *ev_ra),
+            explanation=("The node has an IPv6 podCIDR (dual-stack or IPv6 cluster). With "
+                         "net.ipv6.conf.all.forwarding=0 the kernel drops every IPv6 packet it "
+                         "would forward: IPv6 traffic between pods on different nodes and IPv6 "
+                         "NodePorts DNATed to pods die here, while IPv4 keeps working."),
+            reference=REF_FORWARD, step="host_network",
+            data=SysctlData(sysctl=IPV6_FORWARD, value="0", ip_version=6, pod_cidrs=v6,
+                            ra_interfaces=ra),
+        ))
+    if f.sysctls.get(BRIDGE_NF6) == "0":
+        # missing (None) means br_netfilter is not loaded: BR_NETFILTER_OFF covers it (loading
+        # the module turns both bridge-nf-call-iptables and -ip6tables on)
+        out.append(Finding(
+            code="BR_NETFILTER_IP6_OFF", severity="error", node=node,
+            title="bridge-nf-call-ip6tables is off: bridged IPv6 pod traffic skips ip6tables",
+            evidence=("/proc/sys/net/bridge/bridge-nf-call-ip6tables: 0",
+                      f"IPv6 podCIDR of the node: {', '.join(v6)}"),
+            explanation=("IPv6 pod-to-pod traffic on the pod bridge and IPv6 Service replies "
+                         "between pods on the same node must traverse ip6tables (kube-proxy's "
+                         "IPv6 DNAT/SNAT). With bridge-nf-call-ip6tables=0 they bypass it."),
+            reference=REF_BR_NETFILTER, step="host_network",
+            data=SysctlData(sysctl=BRIDGE_NF6, value="0", module_loaded=True, ip_version=6,
+                            pod_cidrs=v6),
+        ))
+    return out
+
+
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
+    for node, f in sorted(facts_by_node.items()):
+        out.extend(ipv6_checks(snapshot, node, f))
     for node, f in sorted(facts_by_node.items()):
         if "net.ipv4.ip_forward" in f.sysctls and f.sysctls["net.ipv4.ip_forward"] == "0":
             out.append(Finding(

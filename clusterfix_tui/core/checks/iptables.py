@@ -74,6 +74,7 @@ class BackendConflictData(FindingData, codes=("IPTABLES_BACKEND_CONFLICT",)):
     # stale DNAT rules reachable from the nat hooks
     shadowing_rules: list[str] = field(default_factory=list)
     cosmetic: bool = False
+    ip_version: int = 4  # 6: the ip6tables backends (ip6tables-legacy / ip6tables-nft)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +144,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     for node, facts in sorted(facts_by_node.items()):
         if why_not(shape, "IPTABLES_BACKEND_CONFLICT", node) is None:
             out.extend(backend_conflict(snapshot, node, facts))
+            if 6 in pod_families(snapshot, node):  # ip6tables is read where IPv6 pod traffic flows
+                out.extend(backend_conflict(snapshot, node, facts, 6))
         out.extend(forward_drop(snapshot, node, facts))
         if why_not(shape, "KUBE_PROXY_INCOMPATIBLE_CHAIN", node) is None:
             out.extend(incompatible_chain(snapshot, node, facts))
@@ -151,11 +154,11 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     return out
 
 
-def _live_rules_elsewhere(facts: NodeFacts, live: str) -> bool:
+def _live_rules_elsewhere(facts: NodeFacts, live: str, version: int = 4) -> bool:
     """True when the backend named live has no KUBE-SERVICES in nat while the other one has:
     then the detection cannot be trusted to call the other backend's rules stale (they may be
     exactly what the running kube-proxy uses)."""
-    saves = backend_saves(facts)
+    saves = backend_saves(facts, version)
     other = "legacy" if live == "nft" else "nft"
     ls, os_ = saves.get(live), saves.get(other)
     if ls is not None and "nat" in ls.incompatible_tables:
@@ -174,14 +177,22 @@ def _stale_rules(table: Table) -> list[str]:
     return [r.spec for r in table.rules if r.chain in kube or (r.target in kube)]
 
 
-def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
+def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
+                     version: int = 4) -> list[Finding]:
+    """Stale KUBE-* chains in the backend kube-proxy does not use, per IP family: version 6 reads
+    ip6tables-legacy-save / ip6tables-nft-save (kube-proxy writes ip6tables on an IPv6 or dual-stack
+    node; the backend decision is the same one, iptables-wrappers decides once for both)."""
     live, why = kube_proxy_backend(facts)
     other = "legacy" if live == "nft" else "nft"
-    save = backend_saves(facts)[other]
+    save = backend_saves(facts, version)[other]
     if save is None:
         return []
-    if _live_rules_elsewhere(facts, live):
-        return []  # never call stale what the live kube-proxy may be using (see no_rules)
+    if _live_rules_elsewhere(facts, live, version):
+        # never call stale what the live kube-proxy may be using (see no_rules): even with the
+        # kubelet's hint chain in nft, a kube-proxy image without iptables-wrappers writes legacy.
+        # When kube-proxy is down (crash-looping), the step that restarts it comes first; the
+        # next pass sees its live rules and decides then.
+        return []
     stale_chains: dict[str, list[str]] = {}
     stale_rules: dict[str, list[str]] = {}
     for tname in ("nat", "filter"):
@@ -200,7 +211,8 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> 
         reach = reachable_chains(nat, ("PREROUTING", "OUTPUT"))
         shadowing = [r.spec for r in nat.rules if r.chain in reach and r.target == "DNAT"]
     shadows = bool(shadowing)
-    label = "iptables-legacy-save" if other == "legacy" else "iptables-nft-save"
+    ip = "ip6tables" if version == 6 else "iptables"
+    label = f"{ip}-legacy-save" if other == "legacy" else f"{ip}-nft-save"
     evidence = [f"kube-proxy uses the {live} backend ({why})"]
     if facts.host_iptables:
         evidence.append(f"the node's iptables runs the {facts.host_iptables} backend"
@@ -212,7 +224,7 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> 
                     [s for rules in stale_rules.values() for s in rules])[:10])
     if shadows:
         title = (f"stale KUBE-* DNAT rules in the {other} backend can shadow kube-proxy's "
-                 f"{live} rules")
+                 f"{live} rules" + (" (IPv6, ip6tables)" if version == 6 else ""))
         expl = ("kube-proxy programs the " + live + " backend, but the " + other + " backend still "
                 "holds KUBE-* nat rules reachable from PREROUTING/OUTPUT that DNAT: the kernel "
                 "evaluates both backends' nat hooks, and the stale DNAT can win over the live one, "
@@ -220,7 +232,8 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> 
                 + other + " backend (do not just flip update-alternatives).")
         severity: Severity = "error"
     else:
-        title = f"leftover KUBE-* chains in the {other} backend (cosmetic)"
+        title = (f"leftover KUBE-* chains in the {other} backend (cosmetic)"
+                 + (" (IPv6, ip6tables)" if version == 6 else ""))
         expl = ("kube-proxy programs the " + live + " backend; the " + other + " backend holds "
                 "leftover KUBE-* chains that no built-in nat chain reaches with a DNAT. They do not "
                 "break traffic, but they confuse `iptables -L` users ('iptables-legacy tables "
@@ -232,7 +245,8 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> 
         data=BackendConflictData(
             kube_proxy_backend=live, backend_evidence=why, host_iptables=facts.host_iptables,
             other_backend=other, stale_chains=stale_chains, stale_rules=stale_rules,
-            shadows_live_path=shadows, shadowing_rules=shadowing, cosmetic=not shadows),
+            shadows_live_path=shadows, shadowing_rules=shadowing, cosmetic=not shadows,
+            ip_version=version),
     )]
 
 

@@ -6,6 +6,12 @@ Per node, from the findings (docs/findings.md):
 - BR_NETFILTER_OFF: `modprobe br_netfilter` when it is not loaded (rollback: `modprobe -r`),
   `sysctl -w net.bridge.bridge-nf-call-iptables=1` (rollback: the previous value), persisted in
   /etc/modules-load.d and /etc/sysctl.d;
+- IPV6_FORWARD_OFF (a node with an IPv6 podCIDR): `sysctl -w net.ipv6.conf.all.forwarding=1`
+  (rollback: the previous value), persisted; an interface whose IPv6 default route came from a
+  router advertisement first gets accept_ra=2 (rollback: the saved value), or the node would
+  stop accepting RAs and lose that route;
+- BR_NETFILTER_IP6_OFF: `sysctl -w net.bridge.bridge-nf-call-ip6tables=1` (rollback: the previous
+  value), persisted;
 - FIREWALL_REJECT / FIREWALL_POLICY_DROP / VXLAN_UNDERLAY_BLOCKED: insert ACCEPT rules for
   exactly the cluster flows the firewall drops (`data["accepts"]`), at the top of the same
   backend/table's base chain (DOCKER-USER for forwarded traffic on docker hosts), the dropping rule
@@ -43,11 +49,17 @@ from clusterfix_tui.core.fixes.engine import (
 )
 from clusterfix_tui.core.fixes.worker_kubeconfig import backup_file_command, restore_file_command
 from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.shape import scoped_findings
 
 FIREWALL_CODES = ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED")
-CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", *FIREWALL_CODES, "IPVS_MODULES_MISSING")
+CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "IPV6_FORWARD_OFF", "BR_NETFILTER_IP6_OFF",
+         *FIREWALL_CODES, "IPVS_MODULES_MISSING")
 IP_FORWARD = "net.ipv4.ip_forward"
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
+BRIDGE_NF6 = "net.bridge.bridge-nf-call-ip6tables"
+# interface names usable in a sysctl key as they are (a "." would be written "/" there)
+_IFACE_RE = re.compile(r"^[a-z0-9_-]{1,15}$")
 SYSCTL_DROPIN = "/etc/sysctl.d/99-clusterfix-kubernetes.conf"
 MODULES_DROPIN = "/etc/modules-load.d/clusterfix-kubernetes.conf"
 NODEPORT_RANGE = "30000:32767"
@@ -142,8 +154,10 @@ class HostNetworkStep:
     runbook_helper = "troubleshooting section (no helper script)"
 
     def plan(self, diagnosis: Any) -> Plan:
-        findings = engine.findings_for(diagnosis, CODES)
+        findings, scope_notes = scoped_findings(diagnosis, engine.findings_for(diagnosis, CODES))
         if not findings:
+            if scope_notes:
+                return Plan(step=self.name, title=self.title, actions=(), notes=tuple(scope_notes))
             return engine.nothing_to_do(
                 self, "ip_forward and bridge-nf-call-iptables are on, no firewall REJECT rule, "
                       "ipvs modules present where kube-proxy needs them")
@@ -160,7 +174,7 @@ class HostNetworkStep:
             actions.extend(a)
             notes.extend(n)
         return Plan(step=self.name, title=self.title, findings=tuple(findings),
-                    actions=tuple(actions), notes=tuple(notes))
+                    actions=tuple(actions), notes=tuple(scope_notes + notes))
 
     def _plan_node(self, diagnosis: Any, node: str, findings: list[Finding], bdir: str,
                    pod_net: str | None) -> tuple[list[Action], list[str]]:
@@ -228,6 +242,55 @@ class HostNetworkStep:
                 if "br_netfilter" not in modules:
                     modules.append("br_netfilter")
                 sysctls[BRIDGE_NF] = "1"
+                codes_persist.add(f.code)
+            elif f.code == "IPV6_FORWARD_OFF":
+                sd = f.data_as(SysctlData)
+                prev = _value(sd.value, "0")
+                for dev in sd.ra_interfaces:
+                    if not _IFACE_RE.match(dev):
+                        notes.append(f"{node}: interface name {dev!r} is not a plain name; its "
+                                     "accept_ra is not changed (set it to 2 by hand)")
+                        continue
+                    key = f"net.ipv6.conf.{dev}.accept_ra"
+                    saved = f"{bdir}/accept_ra.{dev}"
+                    actions.append(FixAction(
+                        id=nid(), target=node, kind="shell",
+                        command=(f"mkdir -p -m 700 {q(bdir)} && sysctl -n {q(key)} > {q(saved)} && "
+                                 f"{sysctl_set(key, '2')}"),
+                        why=f"the IPv6 default route on {dev} comes from router advertisements; "
+                            "with forwarding on the kernel ignores them unless accept_ra=2 (the "
+                            "node would lose its IPv6 default route when it expires)",
+                        finding_codes=(f.code,), risk="none: RAs keep being accepted as now",
+                        rollback=rb("", f"{sysctl_set(key, '')}\"$(cat {q(saved)})\"",
+                                    f"put {key} back to its saved value"),
+                        change={"what": key, "before": None, "after": "2"},
+                    ))
+                    sysctls[key] = "2"
+                actions.append(FixAction(
+                    id=nid(), target=node, kind="shell", command=sysctl_set(IPV6_FORWARD, "1"),
+                    why="IPv6 forwarding is off on a node with an IPv6 podCIDR: it drops the IPv6 "
+                        "pod and NodePort traffic it should route",
+                    finding_codes=(f.code,), risk="the node routes IPv6 packets between interfaces "
+                    "(what a dual-stack or IPv6 Kubernetes node needs); interfaces with accept_ra=1 "
+                    "stop accepting router advertisements",
+                    rollback=rb("", sysctl_set(IPV6_FORWARD, prev), f"put {IPV6_FORWARD} back to {prev}"),
+                    change={"what": IPV6_FORWARD, "before": prev, "after": "1"},
+                    precondition=_sysctl_not_one(IPV6_FORWARD),
+                ))
+                sysctls[IPV6_FORWARD] = "1"
+                codes_persist.add(f.code)
+            elif f.code == "BR_NETFILTER_IP6_OFF":
+                prev = _value(f.data_as(SysctlData).value, "0")
+                actions.append(FixAction(
+                    id=nid(), target=node, kind="shell", command=sysctl_set(BRIDGE_NF6, "1"),
+                    why="bridge-nf-call-ip6tables is off: bridged IPv6 pod traffic skips ip6tables "
+                        "(kube-proxy's IPv6 Service rules)",
+                    finding_codes=(f.code,), risk="bridged IPv6 traffic passes ip6tables",
+                    rollback=rb("", sysctl_set(BRIDGE_NF6, prev), f"put {BRIDGE_NF6} back to {prev}"),
+                    change={"what": BRIDGE_NF6, "before": prev, "after": "1"},
+                    precondition=_sysctl_not_one(BRIDGE_NF6),
+                ))
+                sysctls[BRIDGE_NF6] = "1"
                 codes_persist.add(f.code)
             elif f.code in FIREWALL_CODES:
                 firewall.append((f, f.data_as(UnderlayBlockedData

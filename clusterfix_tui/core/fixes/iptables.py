@@ -78,10 +78,14 @@ def _backend(value: Any) -> str | None:
     return None
 
 
-def _table_exists_guard(backend: str, table: str) -> str:
+def _names_file(ip: str) -> str:
+    return "/proc/net/ip6_tables_names" if ip == "ip6tables" else "/proc/net/ip_tables_names"
+
+
+def _table_exists_guard(backend: str, table: str, ip: str = "iptables") -> str:
     # Never make the kernel create a legacy table by asking for it (iptables-wrappers' rule).
     if backend == "legacy":
-        return f"grep -qx {q(table)} /proc/net/ip_tables_names && "
+        return f"grep -qx {q(table)} {_names_file(ip)} && "
     return ""
 
 
@@ -104,17 +108,18 @@ def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None
     return path, mode
 
 
-def _kube_lines_present(backend: str, table: str) -> Any:
+def _kube_lines_present(backend: str, table: str, ip: str = "iptables") -> Any:
     """Stale KUBE-* lines are still in that backend's table (none left = already done)."""
     guard = ""
+    what = f"{ip}-{backend}"
     if backend == "legacy":  # never make the kernel create a legacy table by asking for it
-        guard = (f"grep -qx {q(table)} /proc/net/ip_tables_names || "
-                 f"{{ echo {q(f'no legacy {table} table any more')}; exit {pre.EXIT_DONE}; }}; ")
+        guard = (f"grep -qx {q(table)} {_names_file(ip)} || "
+                 f"{{ echo {q(f'no {what} {table} table any more')}; exit {pre.EXIT_DONE}; }}; ")
     return pre.shell(
-        f"{guard}if iptables-{backend}-save -t {q(table)} 2>/dev/null | grep -qE "
+        f"{guard}if {ip}-{backend}-save -t {q(table)} 2>/dev/null | grep -qE "
         f"{q(KUBE_LINES_RE)}; then exit 0; fi; "
-        f"echo {q(f'no KUBE-* rules left in the {backend} {table} table')}; exit {pre.EXIT_DONE}",
-        f"the {backend} {table} table still holds KUBE-* rules")
+        f"echo {q(f'no KUBE-* rules left in the {what} {table} table')}; exit {pre.EXIT_DONE}",
+        f"the {what} {table} table still holds KUBE-* rules")
 
 
 def _forward_policy_drop(backend: str) -> Any:
@@ -195,8 +200,9 @@ class IptablesStep:
             if f.code == "IPTABLES_BACKEND_CONFLICT":
                 bc = f.data_as(BackendConflictData)
                 stale = _backend(bc.other_backend) or _other(kp_backend or "nft")
+                ip = "ip6tables" if bc.ip_version == 6 else "iptables"
                 for table in sorted(t for t, chains in bc.stale_chains.items() if chains):
-                    remember("remove_kube_chains", {"backend": stale, "table": table}, f)
+                    remember("remove_kube_chains", {"backend": stale, "table": table, "ip": ip}, f)
             elif f.code == "FORWARD_DROP":
                 fd = f.data_as(ForwardDropData)
                 if fd.backend == "nft-native":
@@ -261,7 +267,8 @@ class IptablesStep:
             actions.append(FixAction(id=action_id(self.name, node, n), target=node, **kw))
 
         all_codes = tuple(sorted({f.code for f in findings}))
-        v6 = any(str(p.get("binary", "")).startswith("ip6") for _k, p in steps)
+        v6 = any(str(p.get("binary", "")).startswith("ip6") or p.get("ip") == "ip6tables"
+                 for _k, p in steps)
         if kind_ipt == "single":  # no -legacy/-nft variants: the one iptables-save
             saves = f"iptables-save > {q(nbdir + '/iptables.rules')} && "
             if v6:
@@ -292,31 +299,34 @@ class IptablesStep:
             codes = codes_for[f"{kind}|{sorted(p.items())}"]
             if kind == "remove_kube_chains":
                 b, t = p["backend"], p["table"]
-                before = f"{nbdir}/{b}-{t}.before"
-                cleaned = f"{nbdir}/{b}-{t}.cleaned"
-                guard = _table_exists_guard(b, t)
+                ip = "ip6tables" if p.get("ip") == "ip6tables" else "iptables"
+                pfx = "ip6-" if ip == "ip6tables" else ""
+                before = f"{nbdir}/{pfx}{b}-{t}.before"
+                cleaned = f"{nbdir}/{pfx}{b}-{t}.cleaned"
+                full = f"{nbdir}/{pfx}{b}.rules"
+                guard = _table_exists_guard(b, t, ip)
                 add(
                     kind="shell",
                     command=(
-                        f"{guard}iptables-{b}-save -t {q(t)} > {q(before)} && "
+                        f"{guard}{ip}-{b}-save -t {q(t)} > {q(before)} && "
                         f"{{ grep -v -E {q(KUBE_LINES_RE)} {q(before)} > {q(cleaned)} || true; }} && "
-                        f"iptables-{b}-restore -T {q(t)} < {q(cleaned)}"
+                        f"{ip}-{b}-restore -T {q(t)} < {q(cleaned)}"
                     ),
                     why=f"remove kube-proxy's stale KUBE-* chains (and the jumps to them) from "
-                        f"the {t} table of the {b} backend, which kube-proxy does not use: stale "
-                        "DNAT rules there can shadow the live ones",
+                        f"the {t} table of the {ip} {b} backend, which kube-proxy does not use: "
+                        "stale DNAT rules there can shadow the live ones",
                     finding_codes=codes,
                     risk=f"non-kube rules of {b} {t} are kept; kube-proxy's live rules in the "
                          f"other backend are untouched",
                     rollback=Action(
                         id=action_id(self.name, node, n + 1) + ":rollback",
                         target=node, kind="shell",
-                        command=f"iptables-{b}-restore -T {q(t)} < {q(nbdir + '/' + b + '.rules')}",
-                        why=f"restore the {b} {t} table from the backup",
+                        command=f"{ip}-{b}-restore -T {q(t)} < {q(full)}",
+                        why=f"restore the {ip} {b} {t} table from the backup",
                     ),
-                    change={"what": f"{b} {t}: KUBE-* chains", "before": "present",
-                            "after": "removed"},
-                    precondition=_kube_lines_present(b, t),
+                    change={"what": f"{ip} {b} {t}: KUBE-* chains" if pfx else f"{b} {t}: KUBE-* chains",
+                            "before": "present", "after": "removed"},
+                    precondition=_kube_lines_present(b, t, ip),
                 )
                 restart_needed = True
             elif kind == "forward_accept":
