@@ -135,6 +135,10 @@ class ClusterSnapshot:
     pods: tuple[PodInfo, ...] = ()  # every pod (for pod IPs per node, probe targets)
     kube_proxy_mode: str | None = None  # from ConfigMap kube-proxy config.conf ("" means default)
     kube_proxy_config_found: bool = False
+    # kube-proxy's clusterCIDR (config.conf), comma-split: the pod IP range(s) of the cluster as
+    # kubeadm configured it (--pod-network-cidr), also where the CNI's own IPAM (calico IP pools,
+    # cilium cluster-pool) hands out pod IPs outside the nodes' podCIDRs
+    cluster_cidrs: tuple[str, ...] = ()
     flannel_network: str | None = None
     flannel_backend: str | None = None
     flannel_config_found: bool = False
@@ -310,6 +314,23 @@ def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
         if m:
             return m.group(1).strip("'\"")
     return ""
+
+
+def parse_cluster_cidrs(cm: dict[str, Any] | None) -> tuple[str, ...]:
+    """`clusterCIDR:` of config.conf in ConfigMap kube-proxy, as a tuple of valid CIDRs."""
+    data = _d(_d(cm).get("data"))
+    text = data.get("config.conf") or data.get("config") or ""
+    for line in str(text).splitlines():
+        m = re.match(r"^clusterCIDR:\s*(.*?)\s*$", line)
+        if m:
+            out = []
+            for part in m.group(1).strip("'\"").split(","):
+                try:
+                    out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+                except ValueError:
+                    continue
+            return tuple(out)
+    return ()
 
 
 def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str | None]:
@@ -537,6 +558,7 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         nodes=nodes, kube_proxy_pods=kube_proxy, flannel_pods=flannel, pods=tuple(all_pods),
         kube_proxy_mode=parse_kube_proxy_mode(kp_cm) if kp_cm else None,
         kube_proxy_config_found=bool(kp_cm),
+        cluster_cidrs=parse_cluster_cidrs(kp_cm) if kp_cm else (),
         flannel_network=network, flannel_backend=backend, flannel_config_found=bool(fl_cm),
         nodeport_services=tuple(services), endpoints=endpoints,
         warning_events=tuple(events), daemonsets=tuple(daemonsets), errors=tuple(errors),

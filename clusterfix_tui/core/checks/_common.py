@@ -65,6 +65,14 @@ def pod_networks(snapshot: Any, facts: NodeFacts | None, version: int) -> list[s
             nets.append(str(n))
     if nets:
         return nets
+    # no flannel: kube-proxy's clusterCIDR (kubeadm's pod network) covers what the CNI's own IPAM
+    # hands out (calico IP pools and cilium cluster-pool allocate outside the nodes' podCIDRs)
+    for c in getattr(snapshot, "cluster_cidrs", ()) or ():
+        n = net_of(c)
+        if n is not None and n.version == version and str(n) not in nets:
+            nets.append(str(n))
+    if nets:
+        return nets
     for info in (getattr(snapshot, "nodes", {}) or {}).values():
         for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
             n = net_of(c)

@@ -213,8 +213,11 @@ class IptablesStep:
                     binary = fd.binary or f"iptables-{backend}"
                     if binary not in FORWARD_BINARIES:
                         binary = f"iptables-{backend}"
+                    # every pod network of the family (flannel's one, the clusterCIDR, else each
+                    # node's podCIDR): accepting the first only leaves the others dropped
+                    joined = ",".join(fd.pod_networks or [fd.pod_network])
                     remember("forward_accept", {"backend": backend,
-                                                "pod_network": fd.pod_network,
+                                                "pod_network": joined,
                                                 "chain": fd.accept_chain, "binary": binary}, f)
                 else:
                     notes.append(f"{node}: FORWARD_DROP in an unknown backend {fd.backend!r}; "
@@ -334,11 +337,14 @@ class IptablesStep:
                 binary = p.get("binary") or f"iptables-{b}"
                 chain = chain if chain in ("FORWARD", "DOCKER-USER") else "FORWARD"
                 tool = f"{binary} -w 5 -t filter"
-                if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", pod_net):
+                fnets = [x.strip() for x in pod_net.split(",")
+                         if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", x.strip())]
+                if fnets and len(fnets) == len(pod_net.split(",")):
                     # default: accept the pod network (source and destination) ahead of the
                     # DROP policy, which stays (docker hosts: in DOCKER-USER, where docker
                     # expects them and keeps them across its restarts)
-                    for flag, name in (("-s", "pods-forward"), ("-d", "to-pods-forward")):
+                    for pod_net, (flag, name) in ((n, fl) for n in fnets for fl in
+                                                  (("-s", "pods-forward"), ("-d", "to-pods-forward"))):
                         spec = [flag, pod_net, "-m", "comment", "--comment",
                                 f"clusterfix: {name}", "-j", "ACCEPT"]
                         body = " ".join(q(t) for t in spec)
