@@ -56,16 +56,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _xdist_group(item: pytest.Item) -> str:
-    """The tests that share a module-scoped fixture (a lab) run on one worker, in file order: a
-    module is one group, split per parameter of a module-scoped parametrized fixture (each lab shape
-    of test_lab_shapes*.py is built once, on one worker, and the shapes run side by side).
+    """Which tests must run on one pytest-xdist worker, in file order (their group's name).
+
+    A test that uses a fixture of module (or wider) scope defined by the tests (a shared lab, a
+    runtime on it) runs with the rest of its module, split per parameter of such a fixture: each
+    shape of test_lab_shapes*.py is built once, on one worker, and the shapes run side by side. A
+    lab test that uses none (it builds its own lab) is a group of its own, free to run on any
+    worker; every other test stays with its module (a module may count on its own order).
     xdist takes the text after the last "@" of a test id as its group when no "]" follows it."""
     group = item.nodeid.split("::", 1)[0]
+    defs = item._fixtureinfo.name2fixturedefs
+    shared = [name for name in item.fixturenames if name in defs and defs[name][-1].baseid
+              and defs[name][-1].scope != "function"]
+    if not shared and item.get_closest_marker("lab") is not None:
+        group = item.nodeid
     callspec = getattr(item, "callspec", None)
-    if callspec is not None:
-        defs = item._fixtureinfo.name2fixturedefs
+    if shared and callspec is not None:
         keys = [f"{name}={callspec.params[name]}" for name in sorted(callspec.params)
-                if name in defs and defs[name][-1].scope in ("module", "package", "session")]
+                if name in shared]
         if keys:
             group += "(" + ",".join(keys) + ")"
     return re.sub(r"[\[\]@]", "_", group)
@@ -80,15 +88,18 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 @pytest.hookimpl(trylast=True)  # after pytest has put the tests of one fixture parameter together
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The lab groups first (they are the long ones; the short unit modules then fill the workers'
-    gaps: scripts/test.sh passes --no-loadscope-reorder so that xdist keeps this order). The order
-    inside a group, and of the groups among themselves, is kept."""
+    """The lab groups first, the biggest first (they are the long ones; the short unit modules
+    then fill the workers' gaps: scripts/test.sh passes --no-loadscope-reorder so that xdist keeps
+    this order). The order inside a group is kept (the sort is stable)."""
     def group(it: pytest.Item) -> str:
         mark = it.get_closest_marker("xdist_group")
         return str(mark.args[0]) if mark is not None and mark.args else ""
 
+    size: dict[str, int] = {}
+    for it in items:
+        size[group(it)] = size.get(group(it), 0) + 1
     lab_groups = {group(it) for it in items if it.get_closest_marker("lab") is not None}
-    items.sort(key=lambda it: group(it) not in lab_groups)
+    items.sort(key=lambda it: (0, -size[group(it)]) if group(it) in lab_groups else (1, 0))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

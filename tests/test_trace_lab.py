@@ -20,7 +20,10 @@ from test_repair_lab import cli
 
 pytestmark = pytest.mark.lab
 
-lab = lab_fixture(nodes=3, faults="none")
+# every test here breaks its lab (a fault, a trace killed mid-way) and mends it: each gets one of
+# its own (a lab is up in seconds), so no test depends on another's repair and the tests spread
+# over the xdist workers (tests/conftest.py)
+lab = lab_fixture(nodes=3, faults="none", scope="function")
 STATE = {
     "legacy": "iptables-legacy-save 2>&1 | grep -v '^#'",
     "nft": "iptables-nft-save 2>&1 | grep -v '^#'",
