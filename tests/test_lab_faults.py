@@ -165,7 +165,9 @@ def test_iptables_shadow(lab, api, healthy):
     assert node != jellyfin(lab)["node"] and rec["physical"] is True
     assert "iptables-legacy" in rec["detail"]
     ok, err = http_get(healthy[node])
-    assert not ok and "timed out" in err, err
+    # the legacy DNAT sends it to a pod IP nobody has: the client's 2 s timeout, or the ICMP host
+    # unreachable of the failed ARP on the pod's node (~3 s, first on a busy machine); not refused
+    assert not ok and ("timed out" in err or "No route to host" in err), err
     assert all(http_get(ip)[0] for n, ip in healthy.items() if n != node)
     # what the node's tools say: only the nft rules, plus the legacy warning
     r = sh(lab, node, "iptables-save -t nat")
