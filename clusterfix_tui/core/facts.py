@@ -13,7 +13,9 @@ The script always prints a newline before ERR and END; that newline ends the las
 output, so the lines between the markers, joined with "\n", are the command's output byte for
 byte. Arguments (file paths, IPs) are hex encoded on the node side. A missing tool is rc=127
 with "cfx: TOOL: command not found" on stderr; a missing file is rc=1. Secrets never leave the
-node: kubeconfig files are reduced to their `server:` lines there.
+node: kubeconfig files are reduced to their `server:` lines there; a CNI config dir's network
+configs come back with every credential-like value blanked there (CNI_SECRET_SED), its other
+files (calico's kubeconfig, tokens, keys) with their `server:` lines only.
 """
 
 from __future__ import annotations
@@ -70,6 +72,20 @@ SYSCTLS: dict[str, str] = {
 }
 
 KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config")
+
+# sed -E, run ON THE NODE over a CNI network config (JSON): the string value of every key that
+# names a credential (calico's k8s_auth_token, etcd passwords, *-data, api keys, ...) and any
+# string value holding a bearer token or a private key become NOT_READ. Keys the checks read
+# (type, name, plugins, delegates, clusterNetwork, ipam, ...) name no credential.
+NOT_READ = "<not read: secret>"
+_SECRET_KEY = (r"[^\"]*([Tt][Oo][Kk][Ee][Nn]|[Pp][Aa][Ss][Ss]|[Ss][Ee][Cc][Rr][Ee][Tt]|"
+               r"[Cc]redential|[Pp]rivate|[Aa]pi_?[Kk]ey|[Kk]ey_?[Dd]ata|-data|"
+               r"[Aa]uthorization|[Cc]ookie)[^\"]*")
+_JSON_STRING = r'"([^"\\]|\\.)*"'
+CNI_SECRET_SED = (
+    rf's/("{_SECRET_KEY}"[[:space:]]*:[[:space:]]*){_JSON_STRING}/\1"{NOT_READ}"/g;'
+    rf's/"[^"]*([Bb]earer |PRIVATE KEY)[^"]*"/"{NOT_READ}"/g'
+)
 
 # -- shape facts (core/shape.py): IPv6, ip6tables, old single-binary iptables, k3s/RKE2, runtime --
 # Sections named here; run by _SHAPE_PART. All read-only.
@@ -147,6 +163,20 @@ if command -v kubectl >/dev/null 2>&1; then
   HOME=${HOME:-/root} $cfx_to kubectl get nodes -o name --request-timeout=5s >"$T/ko" 2>"$T/ke" </dev/null &
   cfx_kpid=$!
 fi
+# a file of a CNI config dir: a network config's JSON leaves the node with the value of every
+# credential-like key (and any value holding a bearer token or a private key) blanked HERE;
+# anything else there (calico's kubeconfig, a token, a key) leaves only its `server:` lines
+cfx_cni() {
+  case "$1" in
+    *.conf|*.conflist|*.json)
+      head -c 65536 -- "$1" 2>"$T/e" | sed -E '__CNI_SED__' >"$T/o"; cfx_rc=$?
+      [ -s "$T/e" ] && cfx_rc=1 ;;
+    *)
+      grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$1" >"$T/o" 2>"$T/e"
+      printf 'cfx: not a CNI network config: only its server: lines were read\n' >>"$T/e"
+      cfx_rc=0 ;;
+  esac
+}
 cfx_file() {
   cfx_n=$1; if [ -r "$2" ]; then cat -- "$2" >"$T/o" 2>"$T/e"; cfx_rc=$?; else
     : >"$T/o"; printf 'cfx: %s: no such file\n' "$2" >"$T/e"; cfx_rc=1; fi
@@ -167,7 +197,7 @@ cfx_emit sysctl 0
 _FILES_PART = r"""
 for cfx_f in /etc/cni/net.d/*; do
   [ -e "$cfx_f" ] || continue
-  if [ -f "$cfx_f" ]; then head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+  if [ -f "$cfx_f" ]; then cfx_cni "$cfx_f"
   else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_rc=2; fi
   cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
 done
@@ -230,7 +260,7 @@ for cfx_d in __CNIDIRS__; do
   [ -d "$cfx_d" ] || continue
   for cfx_f in "$cfx_d"/*; do
     [ -f "$cfx_f" ] || continue
-    head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+    cfx_cni "$cfx_f"
     cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
   done
 done
@@ -312,7 +342,7 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     nonce = nonce or new_nonce()
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
-    out = [_PRELUDE.replace("__NONCE__", nonce)
+    out = [_PRELUDE.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
            .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))]
     probes = " ".join(shlex.quote(str(ipaddress.ip_address(str(ip).strip())))
                       for ip in vxlan_probes)  # raises on anything not an IP
