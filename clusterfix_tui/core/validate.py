@@ -210,21 +210,14 @@ def validate(
             else:
                 emit(CheckResult(check, name, False, f"no {label} pod on this node", "pods"))
 
-    # 3. NodePort services from the workstation
-    try:
-        services = api.list_services()
-    except Exception as exc:  # noqa: BLE001
-        services = []
-        emit(CheckResult("nodeport", CLUSTER, False, f"cannot list services: {exc}", None))
-    if services:
-        _nodeports(api, shells, services, names, ips, skip, emit, prober=prober, timeout=timeout,
-                   focus=set(focus), sample=sample, deadline=deadline)
-
-    # 4. pod-to-pod across nodes and 5. worker kubectl, over each node's shell
+    # 4. pod-to-pod across nodes and 5. worker kubectl, over each node's shell: started before
+    # the NodePort probes and run alongside them (and the two checks of a node alongside each
+    # other), each on its own channel; their results are emitted after the NodePorts', in the
+    # same order as when they ran one after the other
     by_name = {n["metadata"]["name"]: n for n in nodes}
     targets = _pod_targets(all_pods, names)
 
-    def node_checks(name: str) -> list[CheckResult]:
+    def pod_check(name: str) -> list[CheckResult]:
         out: list[CheckResult] = []
         try:
             shell = shells(name, ips.get(name))
@@ -254,27 +247,46 @@ def validate(
             step = "iptables" if " dev flannel.1" in route else "cni_bridge"
             out.append(CheckResult("pod-to-pod", f"{name}->{pod}", ok, detail,
                                    None if ok else step))
-        node = by_name[name]
-        if not _is_control_plane(node):
-            r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
-                          "kubectl get nodes --request-timeout=5s -o name", timeout=15)
-            if r.exit_code != 127:
-                out.append(CheckResult(
-                    "worker-kubectl", name, r.ok,
-                    "kubectl get nodes works" if r.ok else
-                    f"kubectl get nodes failed: {(r.stderr or r.error or '').strip()[-300:]}",
-                    None if r.ok else "worker_kubeconfig"))
         return out
 
-    for name in names:
-        if name in skip:
-            emit(CheckResult("node-shell", name, False, "not reached over SSH in this session: "
-                             "pod-to-pod and worker kubectl were not checked on it", None))
+    def kubectl_check(name: str) -> list[CheckResult]:
+        if _is_control_plane(by_name[name]):
+            return []
+        try:
+            shell = shells(name, ips.get(name))
+        except Exception:  # noqa: BLE001 - pod_check reports the missing shell
+            return []
+        r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
+                      "kubectl get nodes --request-timeout=5s -o name", timeout=15)
+        if r.exit_code == 127:
+            return []
+        return [CheckResult(
+            "worker-kubectl", name, r.ok,
+            "kubectl get nodes works" if r.ok else
+            f"kubectl get nodes failed: {(r.stderr or r.error or '').strip()[-300:]}",
+            None if r.ok else "worker_kubeconfig")]
+
     reached = [n for n in names if n not in skip]
-    workers = min(NODE_WORKERS, len(reached) or 1)
+    workers = min(NODE_WORKERS, 2 * len(reached) or 1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
-        for rs in ex.map(node_checks, reached):
-            for r in rs:
+        futs = [(ex.submit(pod_check, n), ex.submit(kubectl_check, n)) for n in reached]
+
+        # 3. NodePort services from the workstation
+        try:
+            services = api.list_services()
+        except Exception as exc:  # noqa: BLE001
+            services = []
+            emit(CheckResult("nodeport", CLUSTER, False, f"cannot list services: {exc}", None))
+        if services:
+            _nodeports(api, shells, services, names, ips, skip, emit, prober=prober, timeout=timeout,
+                       focus=set(focus), sample=sample, deadline=deadline)
+
+        for name in names:
+            if name in skip:
+                emit(CheckResult("node-shell", name, False, "not reached over SSH in this session: "
+                                 "pod-to-pod and worker kubectl were not checked on it", None))
+        for pod_f, kubectl_f in futs:
+            for r in pod_f.result() + kubectl_f.result():
                 emit(r)
     return results
 
