@@ -118,18 +118,26 @@ def group_findings(findings: Iterable[Finding]) -> list[FindingGroup]:
 
 
 def group_finding_dicts(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """group_findings for findings as serialised (journal, report): the groups as dicts."""
-    objs = []
+    """group_findings for findings as serialised (journal, report): the groups as dicts, each
+    node's finding inside its group as the very dict it was given (nothing re-serialised)."""
+    pairs: list[tuple[Finding, dict[str, Any]]] = []
     for d in findings:
         if not isinstance(d, dict):
             continue
-        objs.append(Finding(code=str(d.get("code", "")), severity=d.get("severity", "error"),
-                            node=str(d.get("node", "")), title=str(d.get("title", "")),
-                            evidence=tuple(d.get("evidence") or ()),
-                            explanation=str(d.get("explanation", "")),
-                            reference=str(d.get("reference", "")), step=d.get("step"),
-                            data=dict(d.get("data") or {})))
-    return [g.to_dict() for g in group_findings(objs)]
+        data = d.get("data")
+        pairs.append((Finding(code=str(d.get("code", "")), severity=d.get("severity", "error"),
+                              node=str(d.get("node", "")), title=str(d.get("title", "")),
+                              evidence=tuple(d.get("evidence") or ()),
+                              explanation=str(d.get("explanation", "")),
+                              reference=str(d.get("reference", "")), step=d.get("step"),
+                              data=dict(data) if isinstance(data, dict) else {}), d))
+    given = {id(f): d for f, d in pairs}
+    out = []
+    for g in group_findings([f for f, _ in pairs]):
+        gd = g.to_dict()
+        gd["findings"] = [given[id(f)] for f in g.findings]
+        out.append(gd)
+    return out
 
 
 def _hints(f: Finding) -> list[str]:

@@ -93,7 +93,7 @@ def render_html(report: dict[str, Any]) -> str:
         w("<p>None: every node took part.</p>")
 
     w(f"<h2>Findings before repair ({len(r['findings']['before'])})</h2>")
-    _html_findings(w, r["findings"]["before"])
+    _html_findings(w, r["findings"]["before"], (r.get("finding_groups") or {}).get("before"))
 
     w("<h2>Repair steps</h2>")
     for i, e in enumerate(r["steps"], 1):
@@ -131,7 +131,7 @@ def render_html(report: dict[str, Any]) -> str:
         w("<p>No validation was recorded.</p>")
     if r["diagnosed_after"]:
         w(f"<h3>Findings after repair ({len(r['findings']['after'])})</h3>")
-        _html_findings(w, r["findings"]["after"])
+        _html_findings(w, r["findings"]["after"], (r.get("finding_groups") or {}).get("after"))
 
     w("<h2>What still fails</h2>")
     if r["still_failing"]:
@@ -163,20 +163,40 @@ def _html_pass(v: bool | None) -> str:
     return '<td class="pass">PASS</td>' if v else '<td class="fail">FAIL</td>'
 
 
-def _html_findings(w: Any, findings: list[dict[str, Any]]) -> None:
+def _html_finding(w: Any, f: dict[str, Any], explain: bool = True) -> None:
+    step = f" (step <code>{_h(f['step'])}</code>)" if f["step"] else ""
+    w(f"<li><b>{_h(f['severity'].upper())}</b> <code>{_h(f['code'])}</code> on "
+      f"<code>{_h(f['node'])}</code>: {_h(f['title'])}{step}")
+    if f["explanation"] and explain:
+        w(f"<br>{_h(f['explanation'])}")
+    if f["evidence"]:
+        w(f"<pre>{_h(fold(chr(10).join(f['evidence']))[0])}</pre>")
+    w("</li>")
+
+
+def _html_findings(w: Any, findings: list[dict[str, Any]],
+                   groups: list[dict[str, Any]] | None = None) -> None:
+    """One line per cause (see markdown._md_findings); a group's nodes fold open (<details>)."""
     if not findings:
         w("<p>No findings.</p>")
         return
+    if not isinstance(groups, list):
+        groups = [{"grouped": False, "findings": [f]} for f in findings]
     w("<ul>")
-    for f in sorted(findings, key=lambda f: SEVERITY_ORDER.get(f["severity"], 9)):
-        step = f" (step <code>{_h(f['step'])}</code>)" if f["step"] else ""
-        w(f"<li><b>{_h(f['severity'].upper())}</b> <code>{_h(f['code'])}</code> on "
-          f"<code>{_h(f['node'])}</code>: {_h(f['title'])}{step}")
-        if f["explanation"]:
-            w(f"<br>{_h(f['explanation'])}")
-        if f["evidence"]:
-            w(f"<pre>{_h(fold(chr(10).join(f['evidence']))[0])}</pre>")
-        w("</li>")
+    for g in sorted(groups, key=lambda g: SEVERITY_ORDER.get(g["findings"][0]["severity"], 9)):
+        if not g["grouped"]:
+            _html_finding(w, g["findings"][0])
+            continue
+        step = f" (step <code>{_h(g['step'])}</code>)" if g["step"] else ""
+        first = g["findings"][0]
+        w(f"<li><b>{_h(g['severity'].upper())}</b> <code>{_h(g['code'])}</code> on "
+          f"{int(g['count'])} nodes: {_h(g['title'])}{step}<br>{_h(g['cause'])}")
+        if first["explanation"]:
+            w(f"<br>{_h(first['explanation'])} (as on <code>{_h(first['node'])}</code>)")
+        w(f"<details><summary>every node's finding ({len(g['findings'])})</summary><ul>")
+        for f in g["findings"]:
+            _html_finding(w, f, explain=False)
+        w("</ul></details></li>")
     w("</ul>")
 
 

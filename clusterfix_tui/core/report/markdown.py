@@ -108,7 +108,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     L.append("")
     L.append(f"## Findings before repair ({len(r['findings']['before'])})")
     L.append("")
-    _md_findings(L, r["findings"]["before"])
+    _md_findings(L, r["findings"]["before"], _groups(r, "before"))
 
     L.append("")
     L.append("## Repair steps")
@@ -152,7 +152,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         L.append("")
         L.append(f"### Findings after repair ({len(r['findings']['after'])})")
         L.append("")
-        _md_findings(L, r["findings"]["after"])
+        _md_findings(L, r["findings"]["after"], _groups(r, "after"))
 
     L.append("")
     L.append("## What still fails")
@@ -188,21 +188,49 @@ def _md_advice(text: str) -> str:
                    for p in parts)
 
 
-def _md_findings(L: list[str], findings: list[dict[str, Any]]) -> None:
+def _groups(r: dict[str, Any], phase: str) -> list[dict[str, Any]] | None:
+    groups = (r.get("finding_groups") or {}).get(phase)
+    return groups if isinstance(groups, list) else None
+
+
+def _md_finding(L: list[str], f: dict[str, Any], indent: str = "") -> None:
+    step = f" (step {md_code(f['step'])})" if f["step"] else ""
+    L.append(f"{indent}- **{md_text(f['severity'].upper())}** {md_code(f['code'])} on "
+             f"{md_code(f['node'])}: {md_text(f['title'])}{step}")
+    if f["explanation"] and not indent:
+        L.append(f"  {md_text(f['explanation'])}")
+    if f["evidence"]:
+        L.append("")
+        for ln in md_block(fold("\n".join(f["evidence"]))[0]).split("\n"):
+            L.append(indent + "  " + ln)
+        L.append("")
+
+
+def _md_findings(L: list[str], findings: list[dict[str, Any]],
+                 groups: list[dict[str, Any]] | None = None) -> None:
+    """One line per cause: a group of findings sharing one cause across nodes is one item naming
+    the cause and counting the nodes, every node's own finding (with its evidence) under it."""
     if not findings:
         L.append("No findings.")
         return
-    for f in sorted(findings, key=lambda f: SEVERITY_ORDER.get(f["severity"], 9)):
-        step = f" (step {md_code(f['step'])})" if f["step"] else ""
-        L.append(f"- **{md_text(f['severity'].upper())}** {md_code(f['code'])} on "
-                 f"{md_code(f['node'])}: {md_text(f['title'])}{step}")
-        if f["explanation"]:
-            L.append(f"  {md_text(f['explanation'])}")
-        if f["evidence"]:
-            L.append("")
-            for ln in md_block(fold("\n".join(f["evidence"]))[0]).split("\n"):
-                L.append("  " + ln)
-            L.append("")
+    if groups is None:
+        groups = [{"grouped": False, "findings": [f]} for f in findings]
+    for g in sorted(groups, key=lambda g: SEVERITY_ORDER.get(g["findings"][0]["severity"], 9)):
+        if not g["grouped"]:
+            _md_finding(L, g["findings"][0])
+            continue
+        step = f" (step {md_code(g['step'])})" if g["step"] else ""
+        L.append(f"- **{md_text(g['severity'].upper())}** {md_code(g['code'])} on "
+                 f"{g['count']} nodes: {md_text(g['title'])}{step}")
+        L.append(f"  {md_text(g['cause'])}")
+        first = g["findings"][0]
+        if first["explanation"]:
+            L.append(f"  {md_text(first['explanation'])} (as on {md_code(first['node'])})")
+        L.append("")
+        L.append(f"  Every node's finding ({len(g['findings'])}):")
+        L.append("")
+        for f in g["findings"]:
+            _md_finding(L, f, indent="  ")
 
 
 def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:

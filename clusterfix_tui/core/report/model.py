@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from clusterfix_tui.core.group import group_finding_dicts
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.core.nodestate import node_changes
 from clusterfix_tui.core.record import _s, replay
@@ -15,7 +16,7 @@ from clusterfix_tui.core.redact import Anonymizer, redact_obj
 from clusterfix_tui.core.report.advice import _still_failing
 from clusterfix_tui.core.shape import summary_lines
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: finding_groups
 
 
 VERDICT_TEXT = {
@@ -96,6 +97,10 @@ def build_report(
         "nodes_left_out": left_out,
         "node_summaries": node_summaries if isinstance(node_summaries, dict) else {},
         "findings": findings,
+        # one cause, one line (core/group.py): the same findings grouped by the cause they share
+        # across nodes, every node's finding kept inside its group
+        "finding_groups": {"before": group_finding_dicts(findings["before"]),
+                           "after": group_finding_dicts(findings["after"])},
         "steps": steps,
         "steps_not_run": [s for s in STEP_ORDER if s not in ran],
         "validation": {"before": validation["before"], "after": validation["after"],
