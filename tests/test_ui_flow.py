@@ -47,14 +47,6 @@ async def _connect_and_diagnose(pilot, accept: bool = True) -> None:
     assert isinstance(app.screen, DiagnosticsScreen)
 
 
-async def _keys(pilot, *keys: str) -> None:
-    """Wait for the app to settle, then press each key and let its work finish (no sleeps)."""
-    await settle(pilot)
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
-
-
 def _dialog_commands(app) -> list[str]:
     """The commands a confirmation dialog names, in its order (the `  $ ` lines)."""
     body = str(app.screen.query_one("#dialog-body Static", Static).render())
@@ -225,7 +217,13 @@ async def test_a_step_is_planned_from_the_cluster_as_it_is_when_opened(tmp_path:
     delete the pod that is gone: 404)."""
     app, session = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p", "enter")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
         await _apply_current_step(pilot, "iptables")
         deleted = [a.api["name"] for a in app.state.plans["iptables"].actions
                    if a.api and a.api.get("verb") == "delete_pod"]
@@ -254,7 +252,11 @@ async def test_a_step_is_planned_from_the_cluster_as_it_is_when_opened(tmp_path:
 async def test_every_mutating_action_can_be_unticked_before_apply(tmp_path: Path) -> None:
     app, session = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
         app.screen.query_one("#steps", DataTable).move_cursor(row=STEP_ORDER.index("host_network"))
         await pilot.press("enter")
         await settle(pilot)
@@ -291,7 +293,11 @@ async def test_every_mutating_action_can_be_unticked_before_apply(tmp_path: Path
 async def test_undo_shows_exactly_what_it_runs(tmp_path: Path) -> None:
     app, session = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
         app.screen.query_one("#steps", DataTable).move_cursor(row=STEP_ORDER.index("host_network"))
         await pilot.press("enter")
         await settle(pilot)
@@ -316,7 +322,11 @@ async def test_undo_shows_exactly_what_it_runs(tmp_path: Path) -> None:
 async def test_confirm_dialog_shows_its_buttons_at_80x24(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
         app.screen.query_one("#steps", DataTable).move_cursor(
             row=STEP_ORDER.index("worker_kubeconfig"))  # the longest commands
         await pilot.press("enter")
@@ -335,15 +345,20 @@ async def test_confirm_dialog_shows_its_buttons_at_80x24(tmp_path: Path) -> None
 async def test_a_finding_without_reference_shows_no_ref_line(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
         screen = app.screen
         findings = list(screen._findings)
         assert any(f.reference for f in findings)
+        # one row per finding here (no cause shared by several nodes): row i shows finding i
         for i, f in enumerate(findings):
             screen._findings[i] = dataclasses.replace(f, reference=" " if i % 2 else "")
+            screen._apply_filter()
             screen._show_finding(i)
             assert "ref:" not in _text(screen.query_one("#finding-text", Static))
         screen._findings[0] = dataclasses.replace(findings[0], reference="https://example.org/x")
+        screen._apply_filter()
         screen._show_finding(0)
         assert "ref: https://example.org/x" in _text(screen.query_one("#finding-text", Static))
 
@@ -371,7 +386,13 @@ async def test_rollout_wait_shows_a_progress_bar_with_its_time_out(tmp_path: Pat
 
     app, _ = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p", "enter")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
         screen = app.screen
         screen._start(rollback=False)
         lines = []
@@ -393,7 +414,11 @@ async def test_summary_and_report_agree_on_a_session_with_a_failed_step(tmp_path
 
     app, session = make_app(tmp_path, host_key_nodes=(), fail_actions=("cni_bridge:node-2:2",))
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
         await _run_all(pilot)
         assert app.state.outcomes["cni_bridge"].status == "failed"
         while isinstance(app.screen, (StepScreen, ConfirmationModal)):
@@ -435,7 +460,11 @@ async def test_another_pass_runs_the_steps_that_still_have_something_to_do(tmp_p
                                                                            ) -> None:
     app, session = make_app(tmp_path, host_key_nodes=())
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c", "p")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
         await _run_all(pilot, skip="cni_bridge")
         while isinstance(app.screen, StepScreen):  # Run all stopped: the rest by hand
             if app.screen.step not in app.state.outcomes and app.screen.plan.actions:
@@ -464,7 +493,9 @@ async def test_another_pass_runs_the_steps_that_still_have_something_to_do(tmp_p
 async def test_no_node_answers_means_no_continue(tmp_path: Path) -> None:
     app, _ = make_app(tmp_path, host_key_nodes=(), unreachable=("node-1", "node-2", "node-3"))
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
         assert isinstance(app.screen, ConnectScreen)
         assert "No node answers" in _text(app.screen.query_one("#connect-status", Static))
 
@@ -483,7 +514,13 @@ async def test_q_asks_while_a_step_runs_and_cancels_between_actions(tmp_path: Pa
     app, session = make_app(tmp_path, host_key_nodes=(), gates={"apply": gate})
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            await _keys(pilot, "c", "p", "enter")
+            await settle(pilot)
+            await pilot.press("c")
+            await settle(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
             await pilot.press("a", "y")
             await pilot.pause()
             assert app.step_running
@@ -542,7 +579,13 @@ async def test_log_pane_stays_bounded_and_responsive_under_a_flood(tmp_path: Pat
     app.pane_max_lines = 500
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            await _keys(pilot, "c", "p", "enter")
+            await settle(pilot)
+            await pilot.press("c")
+            await settle(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
             await pilot.press("a", "y")
             while not session.streaming.is_set():
                 await pilot.pause()
@@ -578,7 +621,9 @@ async def test_a_failing_session_call_is_reported_and_can_be_retried(tmp_path: P
     app, session = make_app(tmp_path, host_key_nodes=(),
                             errors={"diagnose": APIError("the API server said 503")})
     async with app.run_test(size=(80, 24)) as pilot:
-        await _keys(pilot, "c")
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
         assert isinstance(app.screen, DiagnosticsScreen)
         status = _text(app.screen.query_one("#diag-status", Static))
         assert "Diagnosis failed" in status and "503" in status

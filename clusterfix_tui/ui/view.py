@@ -8,13 +8,16 @@ the same names as attributes; node facts are dataclasses or dicts.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from clusterfix_tui.core.fixes.pods import WAIT_TIMEOUT
+from clusterfix_tui.core.group import FindingGroup, group_findings
 from clusterfix_tui.core.model import CLUSTER, SEVERITY_ORDER, STEP_ORDER
 
 SEVERITY_STYLE = {
@@ -327,12 +330,12 @@ def _save_chains(save: Any, table: str) -> dict[str, int] | None:
     t = tables.get(table)
     if t is None:
         return {}
-    rules = list(pick(t, "rules", default=()) or ())
-    out = {}
-    for chain in pick(t, "chains", default={}) or {}:
-        if chain.startswith(("KUBE-", "FLANNEL")):
-            out[chain] = sum(1 for r in rules if pick(r, "chain") == chain)
-    return out
+    per_chain: dict[str, int] = {}  # one pass over the rules (35,000 on a big node), not one per chain
+    for r in pick(t, "rules", default=()) or ():
+        c = pick(r, "chain")
+        per_chain[c] = per_chain.get(c, 0) + 1
+    return {chain: per_chain.get(chain, 0) for chain in pick(t, "chains", default={}) or {}
+            if chain.startswith(("KUBE-", "FLANNEL"))}
 
 
 def nat_of(facts: Any) -> dict[str, dict[str, int]]:
@@ -464,3 +467,124 @@ def rollout_progress(node: str, line: str) -> tuple[str, int, int] | None:
     if match is None:
         return None
     return match["what"], int(match["ready"]), int(match["total"])
+
+
+# -- scale: filters, grouped finding rows, pages ------------------------------------------------
+
+PAGE_SIZE = 100  # rows a table holds at once: every key's work is bounded by a page, not by N
+_FILTER_KEYS = {"node": "node", "n": "node", "sev": "sev", "severity": "sev", "s": "sev",
+                "step": "step"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the panels show: `node:PATTERN` (exact name, or a glob with * ?), `sev:error,critical`,
+    `step:iptables` (`step:none`: reported only), any other word matched (case-insensitively)
+    against the node, code and title. Words of one kind are alternatives, kinds are all required."""
+
+    nodes: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    text: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.nodes or self.severities or self.steps or self.words)
+
+    def node_ok(self, name: str) -> bool:
+        if not self.nodes:
+            return True
+        return any(name == p or (any(c in p for c in "*?[") and fnmatch.fnmatchcase(name, p))
+                   for p in self.nodes)
+
+    def words_ok(self, *fields: str) -> bool:
+        hay = " ".join(fields).lower()
+        return all(w in hay for w in self.words)
+
+    def finding_ok(self, f: Any) -> bool:
+        if self.severities and f.severity not in self.severities:
+            return False
+        if self.steps and (f.step or "none") not in self.steps:
+            return False
+        return self.node_ok(f.node) and self.words_ok(f.node, f.code, f.title)
+
+    def summary(self) -> str:
+        return self.text.strip()
+
+
+def parse_filter(text: str) -> Filter:
+    nodes: list[str] = []
+    sevs: list[str] = []
+    steps: list[str] = []
+    words: list[str] = []
+    for tok in text.split():
+        key, sep, val = tok.partition(":")
+        if not sep:
+            key, sep, val = tok.partition("=")
+        kind = _FILTER_KEYS.get(key.lower()) if sep else None
+        if kind is None:
+            words.append(tok.lower())
+            continue
+        vals = [x for x in val.split(",") if x]
+        if kind == "node":
+            nodes += vals
+        elif kind == "sev":
+            sevs += [x.lower() for x in vals]
+        else:
+            steps += vals
+    return Filter(tuple(nodes), tuple(sevs), tuple(steps), tuple(words), text)
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """One line of the findings table: a group (or a finding alone), or one node's finding of an
+    expanded group (`finding` set, `member` True)."""
+
+    key: str
+    group: FindingGroup
+    finding: Any  # the node's finding (a member row, or the finding of a group of one)
+    member: bool = False
+
+
+def finding_groups(findings: Sequence[Any], flt: Filter | None = None) -> list[FindingGroup]:
+    """The findings the filter keeps, grouped by cause (core/group.py), in the panel's order."""
+    kept = [f for f in findings if flt is None or flt.finding_ok(f)]
+    return group_findings(kept)
+
+
+def finding_rows(groups: Sequence[FindingGroup], expanded: Iterable[str] = ()) -> list[FindingRow]:
+    """A row per group; the node's own findings under the groups in `expanded` (group keys)."""
+    open_ = set(expanded)
+    rows = []
+    for i, g in enumerate(groups):
+        rows.append(FindingRow(f"g{i}", g, g.findings[0]))
+        if g.grouped and g.key in open_:
+            rows.extend(FindingRow(f"g{i}.{j}", g, f, True) for j, f in enumerate(g.findings))
+    return rows
+
+
+def finding_cells(row: FindingRow, expanded: Iterable[str] = ()) -> tuple[str, str, str, str]:
+    """(severity, node, step, text) of a row: a group names its cause and counts its nodes."""
+    g, f = row.group, row.finding
+    if row.member:
+        return f.severity, f"└ {f.node}", f.step or "(report only)", f.title
+    if g.grouped:
+        mark = "▾" if g.key in set(expanded) else "▸"
+        return g.severity, f"{mark} {g.count} nodes", g.step or "(report only)", g.title
+    return f.severity, f.node, f.step or "(report only)", f.title
+
+
+def page_bounds(total: int, page: int, size: int = PAGE_SIZE) -> tuple[int, int, int, int]:
+    """(page, pages, start, end) with `page` clamped into the pages there are (at least one)."""
+    pages = max(1, -(-total // size))
+    page = min(max(0, page), pages - 1)
+    start = page * size
+    return page, pages, start, min(total, start + size)
+
+
+def compact_nodes(nodes: Sequence[str], shown: int = 3) -> str:
+    """node-1, node-2, node-3 — or, for more, the first ones and how many more."""
+    if len(nodes) <= shown:
+        return ", ".join(nodes)
+    return f"{len(nodes)} nodes: " + ", ".join(nodes[:shown]) + f", +{len(nodes) - shown}"

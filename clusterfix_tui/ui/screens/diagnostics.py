@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, OptionList, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane
 
 from clusterfix_tui.core.model import CLUSTER
 from clusterfix_tui.core.shape import shape_line
@@ -17,6 +17,7 @@ from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import RawOutputScreen
+from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "FORWARD_DROP",
                   "KUBE_PROXY_NO_RULES")
@@ -30,9 +31,21 @@ What the API and every node said, in panels: Findings (severity, evidence, the s
 it), Nodes, kube-proxy and flannel Pods (select one for its last log lines), Routes and NAT chains
 per node (select the node on the left).
 
+Findings that share one cause across nodes (a node's VTEP stale on all its peers, the same
+setting wrong everywhere) are one row naming the cause and counting the nodes (`▸ 29 nodes`);
+`space` opens it into every node's own finding. Long tables show one page of 100 rows: moving
+past the last row turns the page, `[` and `]` turn it at once.
+
+Filter (`/`, then enter; `escape` clears): `node:node-7` (or a glob, `node:node-1*`),
+`sev:error,critical`, `step:iptables` (`step:none`: reported only), any other word is looked for
+in the node, code and title. It applies to every panel's nodes.
+
 | key | what |
 |---|---|
 | `1`…`5` | switch panel |
+| `space` | open / close a grouped finding |
+| `/` · `escape` | filter · clear the filter |
+| `[` `]` | previous / next page |
 | `o` | raw command output of the selected node |
 | `r` | diagnose again |
 | `enter` on a finding / `p` | the repair plan |
@@ -46,26 +59,48 @@ per node (select the node on the left).
         Binding("3", "panel('pods')", "Pods", show=False),
         Binding("4", "panel('routes')", "Routes", show=False),
         Binding("5", "panel('nat')", "NAT", show=False),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("space", "expand", "Expand", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__(id="diagnostics")
-        self._findings: list[Any] = []
+        self._findings: list[Any] = []  # every finding, in the panel's order
+        self._groups: list[Any] = []  # the filtered findings grouped by cause (core/group.py)
+        self._expanded: set[str] = set()  # keys of the groups shown opened
+        self._filter = v.parse_filter("")
+        self._node_rows: list[tuple[str, ...]] = []
+        self._pods: list[Any] = []
+        self._cidrs: dict[str, str] = {}  # node -> podCIDR
         self._route_node: str | None = None
         self._nat_node: str | None = None
         self._shown: Any = None
 
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
+        box = Input(placeholder="filter: node:NAME|GLOB sev:error step:iptables words (enter)",
+                    id="diag-filter", compact=True)
+        box.display = False  # until `/`
+        box.disabled = True  # never the screen's first focus
+        yield box
+        info = Static("", id="table-info")
+        info.display = False  # until there is a filter or a page to tell
+        yield info
         with TabbedContent(id="panels", initial="findings"):
             with TabPane("1 Findings", id="findings"), Vertical():
-                yield DataTable(id="findings-table", cursor_type="row", zebra_stripes=True)
+                yield PagedTable(id="findings-table", noun="rows", cursor_type="row",
+                                 zebra_stripes=True)
                 with VerticalScroll(id="finding-detail", classes="detail"):
                     yield Static("", id="finding-text")
             with TabPane("2 Nodes", id="nodes"):
-                yield DataTable(id="nodes-table", cursor_type="row", zebra_stripes=True)
+                yield PagedTable(id="nodes-table", noun="nodes", cursor_type="row",
+                                 zebra_stripes=True)
             with TabPane("3 Pods", id="pods"), Vertical():
-                yield DataTable(id="pods-table", cursor_type="row", zebra_stripes=True)
+                yield PagedTable(id="pods-table", noun="pods", cursor_type="row",
+                                 zebra_stripes=True)
                 with VerticalScroll(id="pod-detail", classes="detail"):
                     yield Static("Select a pod for its last log lines.", id="pod-log")
             with TabPane("4 Routes", id="routes"), Horizontal():
@@ -159,36 +194,48 @@ per node (select the node on the left).
         if shape:
             status.append("\n" + shape, style="dim")
         self.query_one("#diag-status", Static).update(status)
-
-        t = self.query_one("#findings-table", DataTable)
-        t.clear()
-        for i, f in enumerate(findings):
-            t.add_row(Text(f.severity, style=v.SEVERITY_STYLE.get(f.severity, "")), f.node,
-                      f.step or "(report only)", f.title, key=str(i))
-        self._show_finding(0)
-
         ssh = {n: ("left-out" if n in self.wizard.state.left_out else c.state)
                for n, c in self.wizard.state.conns.items()}
-        t = self.query_one("#nodes-table", DataTable)
-        t.clear()
-        for row in v.node_rows(diagnosis, ssh):
-            cells: list[Any] = list(row)
-            cells[2] = Text(row[2], style="green" if row[2] == "True" else "bold red")
-            cells[7] = Text(row[7], style=v.SSH_STATE_STYLE.get(row[7], ""))
-            t.add_row(*cells, key=row[0])
+        self._node_rows = v.node_rows(diagnosis, ssh)
+        self._cidrs = {v.node_name(n): v.node_pod_cidr(n) for n in v.snapshot_nodes(diagnosis)}
+        # pods: rows are made when their page shows (a 1,000-node cluster has 2,000 of them)
+        self._pods = [p for p in v.snapshot_pods(diagnosis) if v.is_network_pod(p)]
+        self._apply_filter()
 
-        t = self.query_one("#pods-table", DataTable)
-        t.clear()
-        for pod in v.snapshot_pods(diagnosis):
-            if not v.is_network_pod(pod):
-                continue
-            row = v.pod_row(pod)
-            bad = row[2] not in ("Running", "Succeeded") or row[4]
-            t.add_row(row[0], row[1], Text(row[2], style="bold red" if bad else "green"),
-                      Text(row[3], style="yellow" if row[3] not in ("0", "") else ""), row[4],
-                      key=row[0])
+    def _apply_filter(self) -> None:
+        """(Re)fill every panel from the diagnosis through the filter; one page each."""
+        diagnosis, flt = self._shown, self._filter
+        if diagnosis is None:
+            return
+        findings = self._findings
+        self._groups = v.finding_groups(findings, flt)
+        kept = sum(len(g.findings) for g in self._groups)
+        t = self.query_one("#findings-table", PagedTable)
+        t.total_label = "" if flt.empty else f" (filter: {kept:,} of {len(findings):,} findings)"
+        t.set_items(v.finding_rows(self._groups, self._expanded), self._finding_cells)
+        self._show_finding(0)
+
+        rows = [r for r in self._node_rows if flt.node_ok(r[0]) and flt.words_ok(*r)] \
+            if not flt.empty and (flt.nodes or flt.words) else self._node_rows
+        t = self.query_one("#nodes-table", PagedTable)
+        t.total_label = "" if len(rows) == len(self._node_rows) else \
+            f" (filter: of {len(self._node_rows):,})"
+        t.set_items(rows, self._node_cells)
+
+        pods = self._pods
+        if flt.nodes or flt.words:
+            pods = [p for p in pods if flt.node_ok(str(v.pick(p, "spec.nodeName", "node",
+                                                                    default="") or ""))
+                    and flt.words_ok(v.pod_key(p), str(v.pick(p, "spec.nodeName", "node",
+                                                                  default="") or ""))]
+        t = self.query_one("#pods-table", PagedTable)
+        t.total_label = "" if len(pods) == len(self._pods) else \
+            f" (filter: of {len(self._pods):,})"
+        t.set_items(pods, self._pod_cells)
 
         nodes = sorted(v.facts_of(diagnosis)) or sorted(self.wizard.state.conns)
+        if flt.nodes or flt.words:
+            nodes = [n for n in nodes if flt.node_ok(n) and flt.words_ok(n)]
         for list_id in ("#routes-nodes", "#nat-nodes"):
             ol = self.query_one(list_id, OptionList)
             ol.clear_options()
@@ -198,13 +245,78 @@ per node (select the node on the left).
         if nodes:
             self._show_routes(nodes[0])
             self._show_nat(nodes[0])
+        self._update_info()
+
+    def _finding_cells(self, row: v.FindingRow) -> tuple[str, list[Any]]:
+        sev, node, step, title = v.finding_cells(row, self._expanded)
+        style = v.SEVERITY_STYLE.get(sev, "")
+        if row.member:
+            return row.key, [Text(sev, style=style + " dim" if style else "dim"),
+                             Text(node, style="dim"), step, title]
+        return row.key, [Text(sev, style=style), Text(node, style="bold") if row.group.grouped
+                         else node, step, title]
+
+    @staticmethod
+    def _node_cells(row: tuple[str, ...]) -> tuple[str, list[Any]]:
+        cells: list[Any] = list(row)
+        cells[2] = Text(row[2], style="green" if row[2] == "True" else "bold red")
+        cells[7] = Text(row[7], style=v.SSH_STATE_STYLE.get(row[7], ""))
+        return row[0], cells
+
+    @staticmethod
+    def _pod_cells(pod: Any) -> tuple[str, list[Any]]:
+        row = v.pod_row(pod)
+        bad = row[2] not in ("Running", "Succeeded") or row[4]
+        return row[0], [row[0], row[1], Text(row[2], style="bold red" if bad else "green"),
+                        Text(row[3], style="yellow" if row[3] not in ("0", "") else ""), row[4]]
+
+    def _update_info(self) -> None:
+        """The line above the panels: the filter and the page of the shown table, when there is
+        one to tell (hidden on a small cluster without a filter)."""
+        info = self.query_one("#table-info", Static)
+        panel = self.query_one("#panels", TabbedContent).active
+        table = {"findings": "#findings-table", "nodes": "#nodes-table",
+                 "pods": "#pods-table"}.get(panel)
+        parts = []
+        if not self._filter.empty:
+            parts.append(f"filter: {self._filter.summary()} (escape clears)")
+        if table:
+            t = self.query_one(table, PagedTable)
+            if t.pages > 1 or not self._filter.empty:
+                parts.append(t.info)
+        info.update(Text(" · ".join(parts), style="dim"))
+        info.display = bool(parts)
 
     def _show_finding(self, index: int) -> None:
         text = Text()
+        t = self.query_one("#findings-table", PagedTable)
+        row = t.items[t.start + index] if 0 <= t.start + index < len(t.items) else None
         if not self._findings:
             text.append("The checks found nothing to fix.", style="green")
-        elif 0 <= index < len(self._findings):
-            f = self._findings[index]
+        elif row is None:
+            text.append("No finding matches the filter.", style="dim")
+        elif row.group.grouped and not row.member:
+            g = row.group
+            text.append(f"{g.code}", style=v.SEVERITY_STYLE.get(g.severity, "bold"))
+            text.append(f"  on {g.count} nodes  ")
+            text.append(f"fixed by step: {g.step}" if g.step else "reported only (no step)",
+                        style="bold cyan" if g.step else "dim")
+            text.append(f"\n{g.cause}\n")
+            text.append(f"nodes: {v.compact_nodes(g.nodes, 12)}  (space: every node's finding)\n",
+                        style="dim")
+            f = g.findings[0]
+            if f.explanation:
+                text.append(f"{f.explanation}\n", style="italic")
+            if f.evidence:
+                text.append(f"evidence on {f.node}:\n", style="dim")
+            for line in f.evidence:
+                text.append("  │ ", style="dim")
+                text.append(f"{line}\n", style="yellow")
+            reference = (f.reference or "").strip()
+            if reference:
+                text.append(f"ref: {reference}", style="dim")
+        else:
+            f = row.finding
             text.append(f"{f.code}", style=v.SEVERITY_STYLE.get(f.severity, "bold"))
             text.append(f"  on {f.node}  ")
             text.append(f"fixed by step: {f.step}" if f.step else "reported only (no step)",
@@ -231,10 +343,7 @@ per node (select the node on the left).
         self._route_node = node
         diagnosis = self.wizard.state.diagnosis
         facts = v.facts_of(diagnosis).get(node)
-        cidr = ""
-        for n in v.snapshot_nodes(diagnosis):
-            if v.node_name(n) == node:
-                cidr = v.node_pod_cidr(n)
+        cidr = self._cidrs.get(node, "")
         bad = v.evidence_lines(self._findings, node)
         text = Text()
         text.append(f"{node}", style="bold")
@@ -298,8 +407,24 @@ per node (select the node on the left).
     # -- events ------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#findings-table")
     def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
-            self._show_finding(int(event.row_key.value))
+        self._show_finding(event.cursor_row)
+
+    @on(PagedTable.Paged)
+    def _paged(self, event: PagedTable.Paged) -> None:
+        self._update_info()
+
+    @on(TabbedContent.TabActivated, "#panels")
+    def _panel_changed(self) -> None:
+        self._update_info()
+
+    @on(Input.Submitted, "#diag-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        self._filter = v.parse_filter(event.value)
+        self._apply_filter()
+        if self._filter.empty:
+            event.input.display = False
+            event.input.disabled = True
+        self._focus_panel()
 
     @on(DataTable.RowSelected, "#findings-table")
     def _finding_selected(self, event: DataTable.RowSelected) -> None:
@@ -328,7 +453,65 @@ per node (select the node on the left).
 
     # -- actions -----------------------------------------------------------------------------
     def action_panel(self, panel: str) -> None:
+        # focus inside the panel being hidden would move to its next widget, and TabbedContent
+        # would switch back to that panel: take the focus along to the new one
+        inside = self.focused is not None and any(isinstance(a, TabPane)
+                                                  for a in self.focused.ancestors)
         self.query_one("#panels", TabbedContent).active = panel
+        if inside:
+            self._focus_panel()
+        self._update_info()
+
+    def _focus_panel(self) -> None:
+        panel = self.query_one("#panels", TabbedContent).active
+        widget = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table",
+                  "routes": "#routes-nodes", "nat": "#nat-nodes"}.get(panel)
+        if widget:
+            self.query_one(widget).focus()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#diag-filter", Input)
+        box.disabled = False
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#diag-filter", Input)
+        had = not self._filter.empty or box.display
+        box.value = ""
+        box.display = False
+        box.disabled = True
+        if not self._filter.empty:
+            self._filter = v.parse_filter("")
+            self._apply_filter()
+        if had:
+            self._focus_panel()
+
+    def action_page(self, delta: int) -> None:
+        """`[` / `]` turn the page of the panel's table, wherever the focus is."""
+        table = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table"}.get(
+            self.query_one("#panels", TabbedContent).active)
+        if table:
+            self.query_one(table, PagedTable).action_page(delta)
+
+    def action_expand(self) -> None:
+        """Open a grouped finding into every node's own finding, or close it again."""
+        if self.query_one("#panels", TabbedContent).active != "findings":
+            return
+        t = self.query_one("#findings-table", PagedTable)
+        row = t.item_at_cursor()
+        if row is None or not row.group.grouped:
+            return
+        key = row.group.key
+        if key in self._expanded:
+            self._expanded.discard(key)
+        else:
+            self._expanded.add(key)
+        rows = v.finding_rows(self._groups, self._expanded)
+        at = next(i for i, r in enumerate(rows) if r.group.key == key and not r.member)
+        t.set_items(rows, self._finding_cells, at=at)
+        self._show_finding(t.cursor_row)
+        self._update_info()
 
     def action_refresh(self) -> None:
         self.query_one("#diag-status", Static).update(Text("Diagnosing again…", style="dim"))
@@ -345,9 +528,9 @@ per node (select the node on the left).
         panel = self.query_one("#panels", TabbedContent).active
         try:
             if panel == "findings":
-                t = self.query_one("#findings-table", DataTable)
-                if self._findings and t.cursor_row < len(self._findings):
-                    node = self._findings[t.cursor_row].node
+                row = self.query_one("#findings-table", PagedTable).item_at_cursor()
+                if row is not None:
+                    node = row.finding.node
                     return None if node == CLUSTER else node
             elif panel in ("nodes", "pods"):
                 t = self.query_one(f"#{panel}-table", DataTable)

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, DataTable, Static
 
+from clusterfix_tui.core.group import group_findings, plan_entries
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
@@ -183,7 +184,7 @@ offers another pass for the steps that still have something to do.
             t.update_cell(step, "state", Text(st, style=v.STEP_STATE_STYLE.get(st, "")))
             t.update_cell(step, "findings", str(len(plan.findings)) if plan else "")
             t.update_cell(step, "actions", str(len(plan.actions)) if plan else "")
-            t.update_cell(step, "nodes", ", ".join(nodes), update_width=True)
+            t.update_cell(step, "nodes", v.compact_nodes(nodes), update_width=True)
         status = Text()
         if not state.plans:
             status.append("Building the plan…", style="dim")
@@ -204,11 +205,28 @@ offers another pass for the steps that still have something to do.
         if plan is None:
             text.append("planning…", style="dim")
         else:
-            for f in plan.findings:
-                text.append(f"  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))
-                text.append(f"{f.node}: {f.title}\n")
+            # one cause, one line: the findings a cause shares across nodes, counted
+            groups = group_findings(plan.findings)
+            for g in groups:
+                text.append(f"  {g.severity:<8} ", style=v.SEVERITY_STYLE.get(g.severity, ""))
+                if g.grouped:
+                    text.append(f"{g.title}\n")
+                    text.append(f"           {v.compact_nodes(g.nodes, 6)}\n", style="dim")
+                else:
+                    f = g.findings[0]
+                    text.append(f"{f.node}: {f.title}\n")
             if not plan.findings:
                 text.append("  no finding for this step\n", style="dim")
+            entries = plan_entries(plan, groups)
+            if any(e["group"] for e in entries):
+                # the actions repairing one grouped cause are one entry of the plan
+                text.append(f"  planned as {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+                            f" for {len(plan.actions)} action(s):\n", style="bold")
+                for e in entries:
+                    n = len(e["action_ids"])
+                    text.append(f"    • {e['title']}", style="" if e["group"] else "dim")
+                    text.append(f"  ({n} action{'s' if n != 1 else ''} on "
+                                f"{v.compact_nodes(e['nodes'])})\n", style="dim")
             outcome = self.wizard.state.outcomes.get(step)
             if outcome is not None:
                 text.append(f"  last run: {outcome.status} {outcome.message}\n", style="italic")
