@@ -71,7 +71,9 @@ SYSCTLS: dict[str, str] = {
     "net.bridge.bridge-nf-call-ip6tables": "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
 }
 
-KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config")
+KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config",
+                    "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+                    "/var/lib/rancher/rke2/agent/kubelet.kubeconfig")
 
 # sed -E, run ON THE NODE over a CNI network config (JSON): the string value of every key that
 # names a credential (calico's k8s_auth_token, etcd passwords, *-data, api keys, ...) and any

@@ -21,8 +21,21 @@ from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-access-multiple-clusters/"
 TARGET = "/root/.kube/config"
-SOURCES = ("/etc/kubernetes/admin.conf", "/etc/kubernetes/kubelet.conf")
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+# the kubelet's own kubeconfig per distribution: kubeadm, k3s, RKE2 (k3s/RKE2 agents reach the API
+# through their client-side load balancer, e.g. https://127.0.0.1:6444, which works on that node)
+KUBELET_CONFS = (KUBELET_CONF, "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+                 "/var/lib/rancher/rke2/agent/kubelet.kubeconfig")
+SOURCES = ("/etc/kubernetes/admin.conf", *KUBELET_CONFS)
+
+
+def kubelet_server(f: NodeFacts) -> tuple[str | None, str]:
+    """(server, path) of the node's kubelet kubeconfig, the first distribution path it has."""
+    for p in KUBELET_CONFS:
+        v = f.kubeconfigs.get(p)
+        if v:
+            return v, p
+    return None, KUBELET_CONF
 
 
 
@@ -54,8 +67,8 @@ class KubeletServers:
     def __init__(self, facts_by_node: dict[str, NodeFacts]) -> None:
         self.seen: dict[str, list[Any]] = {}
         for i, (n, f) in enumerate(facts_by_node.items()):
-            v = f.kubeconfigs.get(KUBELET_CONF)
-            if not v:
+            v, _p = kubelet_server(f)
+            if not v or "//127.0.0.1:" in v or "//[::1]:" in v:  # a node-local address: not for others
                 continue
             e = self.seen.setdefault(v, [0, []])
             e[0] += 1
@@ -87,9 +100,10 @@ def server_candidates(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: 
 
     own = facts_by_node.get(node)
     if own is not None:
-        add(own.kubeconfigs.get(KUBELET_CONF), f"{node}:{KUBELET_CONF}")
+        v, path = kubelet_server(own)
+        add(v, f"{node}:{path}")
     for server in (servers or KubeletServers(facts_by_node)).others(node):
-        add(server, f"{KUBELET_CONF} of the other nodes")
+        add(server, "the kubelet kubeconfig of the other nodes")
     add(getattr(snapshot, "cluster_info_server", None), "kube-public/cluster-info")
     for ep in (getattr(snapshot, "endpoints", {}) or {}).get("default/kubernetes") or ():
         add(endpoint_url(str(ep)), "the kubernetes Service endpoints")

@@ -44,7 +44,8 @@ DEFAULT_TARGET = "/root/.kube/config"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 # the worker's own credentials, best first (kubeadm: kubelet.conf is the node's identity)
 OWN_SOURCES = ("/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/kubeconfig",
-               "/etc/kubernetes/node.conf")
+               "/etc/kubernetes/node.conf", "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+               "/var/lib/rancher/rke2/agent/kubelet.kubeconfig")
 # an API server URL we are willing to write into a file: scheme, host (name, IPv4, [IPv6]), port,
 # optional path. Anything else is refused (it is quoted either way; this is about correctness).
 _SERVER_RE = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/[\w./~-]*)?$")
