@@ -254,3 +254,63 @@ def test_ip6tables_conflict_plan_uses_ip6tables_and_restores_from_its_own_backup
     backup = plan.actions[0].command
     assert "ip6tables-legacy-save > " in backup and "/ip6-legacy.rules" in backup
     assert check_rollbacks(plan) == []
+
+
+# -- kube-proxy in ipvs mode: its virtual servers, kube-ipvs0, KUBE-SERVICES ---------------------
+
+IP_VS = ("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
+         "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+         "TCP  0A600001:01BB rr\n  -> 0AD50501:192B      Masq    1      0          0\n")
+
+
+def _ipvs_facts(facts, node: str, ip_vs: tuple[str, str, int] | None, ipvs_link: bool = True):
+    from clusterfix_tui.core.facts import Section
+
+    f = facts[node]
+    sections = dict(f.sections)
+    sections.pop("ip_vs", None)
+    if ip_vs is not None:
+        sections["ip_vs"] = Section("ip_vs", None, ip_vs[0], ip_vs[1], ip_vs[2])
+    links = tuple(x for x in f.links if x.get("ifname") != "kube-ipvs0")
+    if ipvs_link:
+        links += ({"ifname": "kube-ipvs0", "link_type": "ether", "linkinfo": {"info_kind": "dummy"}},)
+    return {**facts, node: dataclasses.replace(f, sections=sections, links=links)}
+
+
+def test_ipvs_mode_missing_virtual_servers_is_found_and_healthy_ipvs_is_not():
+    from clusterfix_tui.core.checks import iptables
+
+    snap, facts = _healthy()
+    ipvs = dataclasses.replace(snap, kube_proxy_mode="ipvs")
+    node = sorted(facts)[1]
+
+    def codes(fs):
+        return [(x.code, x.node, list(x.data["missing_chains"])) for x in iptables.check(ipvs, fs)
+                if x.code == "KUBE_PROXY_NO_RULES" and x.node == node]
+
+    assert codes(_ipvs_facts(facts, node, (IP_VS, "", 0))) == []
+    empty = IP_VS.split("TCP")[0]
+    assert codes(_ipvs_facts(facts, node, (empty, "", 0))) == [("KUBE_PROXY_NO_RULES", node, ["IPVS virtual servers"])]
+    gone = _ipvs_facts(facts, node, ("", "cat: /proc/net/ip_vs: No such file or directory\n", 1), ipvs_link=False)
+    (f,) = [x for x in iptables.check(ipvs, gone) if x.code == "KUBE_PROXY_NO_RULES" and x.node == node]
+    assert f.data["missing_chains"] == ["IPVS virtual servers", "kube-ipvs0"] and f.data["proxy_mode"] == "ipvs"
+    assert "/proc/net/ip_vs: missing (ip_vs not loaded)" in f.evidence and f.step == "pods"
+    # not read at all (an older facts script): the virtual servers are not checked, the link still is
+    assert codes(_ipvs_facts(facts, node, None)) == []
+    assert codes(_ipvs_facts(facts, node, None, ipvs_link=False)) == [("KUBE_PROXY_NO_RULES", node, ["kube-ipvs0"])]
+
+
+def test_ipvs_state_not_read_is_a_not_checked_note_of_the_shape():
+    from clusterfix_tui.core.shape import detect_shape, note_lines
+
+    snap, facts = _healthy()
+    ipvs = dataclasses.replace(snap, kube_proxy_mode="ipvs")
+    node = sorted(facts)[0]
+    unread = _ipvs_facts(facts, node, None)
+    shape = detect_shape(ipvs, unread)
+    assert any("/proc/net/ip_vs was not read" in u for u in shape.nodes[node].unreadable)
+    assert any("could not read: IPVS virtual servers" in ln and node in ln for ln in note_lines(shape))
+    read = detect_shape(ipvs, _ipvs_facts(facts, node, (IP_VS, "", 0)))
+    assert not any("ip_vs" in u for u in read.nodes[node].unreadable)
+    # iptables mode: nothing to say about IPVS
+    assert not any("ip_vs" in u for n in detect_shape(snap, unread).nodes.values() for u in n.unreadable)

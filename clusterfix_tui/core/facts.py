@@ -98,6 +98,9 @@ SHAPE_SECTIONS: tuple[tuple[str, str], ...] = (
     ("ip6_legacy_save", "ip6tables-legacy-save"),
     ("ip6_neigh_flannel", "ip -6 -j neigh show dev flannel-v6.1"),
     ("fdb_flannel6", "bridge -j fdb show dev flannel-v6.1"),
+    # kube-proxy's IPVS virtual servers, read-only (ipvsadm may modprobe ip_vs: never run it);
+    # the file exists only while ip_vs is loaded
+    ("ip_vs", "cat /proc/net/ip_vs"),
 )
 # the binaries whose presence says which iptables the node has (1.8+: -legacy/-nft variants)
 IPTABLES_BINARIES = ("iptables", "iptables-save", "iptables-legacy", "iptables-legacy-save",

@@ -604,6 +604,12 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
             node_kp = "embedded"
         elif f is not None and getattr(f, "kube_proxy_mode", None):
             node_kp = "answers"
+        nmode = node_modes.get(name) or mode
+        if f is not None and nmode == "ipvs":
+            vs = ipvs_virtual_servers(f)
+            if vs is None:
+                unread.append("IPVS virtual servers: /proc/net/ip_vs was not read (kube-proxy's ipvs "
+                              "state is not checked on this node)")
         node_shapes[name] = NodeShape(
             name=name, pod_cidrs=cidrs, ip_family=family_word(cidrs), iptables=ipt,
             iptables_version=ver, iptables_detail=detail_i, container_runtime=rt, docker=docker,
@@ -617,6 +623,18 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
         multus=bool(roles.get("multus")), flannel=flannel, kube_proxy=kp,
         kube_proxy_workload=kp_ref, kube_proxy_mode=mode, kube_proxy_mode_source=msrc,
         ip_family=ip_family, nodes=node_shapes, evidence=tuple(evidence))
+
+
+def ipvs_virtual_servers(f: Any) -> int | None:
+    """How many IPVS virtual servers /proc/net/ip_vs lists on the node: 0 when the file is
+    missing (ip_vs not loaded: nothing can be programmed), None when it was not read at all."""
+    sec = f.section("ip_vs") if hasattr(f, "section") else None
+    if sec is None:
+        return None
+    if sec.rc != 0:
+        return 0 if "No such file" in (sec.stderr or "") else None
+    return sum(1 for ln in (sec.stdout or "").splitlines()
+               if ln.split()[:1] and ln.split()[0] in ("TCP", "UDP", "SCTP", "FWM"))
 
 
 def node_iptables(f: Any) -> tuple[str, str | None, str, list[str]]:
@@ -684,7 +702,7 @@ SCOPES: dict[str, str] = {
     "CNI_STRAY_CONFLIST": "flannel (its conflist in the CNI dir)",
     "FLANNEL_CRASHLOOP": "flannel running as a DaemonSet",
     "KUBE_PROXY_CRASHLOOP": "kube-proxy running as pods (DaemonSet or static)",
-    "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables or nftables mode",
+    "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables, nftables or ipvs mode",
     "KUBE_PROXY_INCOMPATIBLE_CHAIN": "kube-proxy present (iptables/ipvs mode) and iptables-nft on the node",
     "IPTABLES_BACKEND_CONFLICT": "kube-proxy present (iptables/ipvs mode) and both iptables backends on the node",
     "IPVS_MODULES_MISSING": "kube-proxy in ipvs mode",
@@ -726,7 +744,7 @@ def why_not(shape: ClusterShape | None, code: str, node: str | None = None,
         mode = shape.proxy_mode(node)
         if code == "IPVS_MODULES_MISSING":
             return None if mode == "ipvs" else f"kube-proxy mode is {mode or 'unknown'}, not ipvs"
-        if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "nftables", None):
+        if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "nftables", "ipvs", None):
             return f"kube-proxy mode is {mode}: its rules are not checked"
         if code != "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "ipvs", None):
             return f"kube-proxy mode is {mode}: it programs no iptables rules"

@@ -678,6 +678,8 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
     mode = shape.proxy_mode(node) if shape is not None else snapshot.kube_proxy_mode
     if mode == "nftables" or facts.kube_proxy_mode == "nftables":
         return _no_nft_rules(snapshot, node, facts)
+    if mode == "ipvs" or facts.kube_proxy_mode == "ipvs":
+        return _no_ipvs_rules(snapshot, node, facts)
     if mode not in (None, "", "iptables"):
         return []
     if facts.kube_proxy_mode and facts.kube_proxy_mode not in ("iptables",):
@@ -726,6 +728,59 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
             daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
             component="kube_proxy",
             kube_proxy=shape.kube_proxy if shape is not None else None),
+    )]
+
+
+def _no_ipvs_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
+    """kube-proxy in ipvs mode keeps an IPVS virtual server per Service port (/proc/net/ip_vs,
+    what `ipvsadm -Ln` shows: every cluster has at least default/kubernetes), the kube-ipvs0 dummy
+    link holding the ClusterIPs, and KUBE-SERVICES in the nat table of its iptables backend (the
+    ipset matches). When /proc/net/ip_vs was not read, the virtual servers are not checked (a
+    "could not read" note of the shape says so) and only the link and chain are."""
+    from clusterfix_tui.core.shape import ipvs_virtual_servers
+
+    missing: list[str] = []
+    evidence: list[str] = []
+    vs = ipvs_virtual_servers(facts)
+    if vs == 0:
+        sec = facts.section("ip_vs")
+        gone = sec is not None and sec.rc != 0
+        missing.append("IPVS virtual servers")
+        evidence.append("/proc/net/ip_vs: " + ("missing (ip_vs not loaded)" if gone else
+                                               "no virtual server (ipvsadm -Ln would list none)"))
+    if facts.links and not any(str(x.get("ifname")) == "kube-ipvs0" for x in facts.links):
+        missing.append("kube-ipvs0")
+        evidence.append("ip link: no kube-ipvs0 (the dummy link holding the ClusterIPs)")
+    live, why = kube_proxy_backend(facts)
+    save = backend_saves(facts)[live]
+    if save is not None and "nat" not in save.incompatible_tables:
+        nat = save.table("nat")
+        if nat is None or "KUBE-SERVICES" not in nat.chains:
+            missing.append("KUBE-SERVICES")
+            evidence.append(f"{'iptables-legacy-save' if live == 'legacy' else 'iptables-nft-save -t nat'}: "
+                            f"no chain KUBE-SERVICES in *nat (kube-proxy backend {live}: {why})")
+    if not missing:
+        return []
+    shape = shape_of(snapshot)
+    pod = pod_for(snapshot, "kube_proxy_pods", node)
+    evidence.append("kube-proxy mode: ipvs")
+    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    return [Finding(
+        code="KUBE_PROXY_NO_RULES", severity="error", node=node,
+        title="kube-proxy (ipvs mode) has programmed no Services on this node",
+        evidence=tuple(evidence),
+        explanation=("kube-proxy in ipvs mode programs one IPVS virtual server per Service port, "
+                     "binds the ClusterIPs to kube-ipvs0 and keeps KUBE-SERVICES in iptables nat. "
+                     "Missing here: " + ", ".join(missing) + ". kube-proxy is not running, cannot "
+                     "sync or lacks the ip_vs modules (IPVS_MODULES_MISSING). Restart it and read "
+                     "its log."),
+        reference=REF_KUBE_PROXY, step="pods",
+        data=NoRulesData(
+            backend="ipvs", missing_chains=missing, healthz=facts.kube_proxy_healthz,
+            proxy_mode="ipvs", pod=pod.name if pod else None,
+            namespace=pod.namespace if pod else "kube-system",
+            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+            component="kube_proxy", kube_proxy=shape.kube_proxy if shape is not None else None),
     )]
 
 
