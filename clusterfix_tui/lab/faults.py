@@ -586,6 +586,12 @@ def _cross_node(handle: LabLike, node: str) -> list[tuple[str, str, int]]:
     return out
 
 
+def _all_cross_node(res: list[tuple[str, str, int]], *, answered: bool) -> bool:
+    """The injection has its effect on the wire: every peer's request answered (a healthy
+    look-alike) or none (a fault that cuts the node off); False when nothing could be measured."""
+    return bool(res) and all((rc == 0) == answered for _, _, rc in res)
+
+
 def _measured(res: list[tuple[str, str, int]]) -> str:
     if not res:
         return "no pod with a server on the node to measure with"
@@ -601,7 +607,7 @@ def inject_vxlan_blocked(handle: LabLike, node: str) -> dict:
     _run(handle, node, f"iptables-{backend} -w 5 -t filter " + " ".join(shlex.quote(t) for t in
                                                                        shlex.split(rule)))
     res = _cross_node(handle, node)
-    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=False)
     return _record("vxlan-blocked", node, physical, (
         f"`iptables-{backend} {rule}` on {node} ({n['ip']}): flannel's VXLAN (udp/{VXLAN_PORT}) from the "
         f"peers is dropped on {node}'s INPUT, so nothing encapsulated reaches it: pods on {node} are "
@@ -626,7 +632,7 @@ def inject_input_drop(handle: LabLike, node: str) -> dict:
     backend = kube_proxy_backend(handle, node)
     _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=INPUT_DROP_RULES)
     res = _cross_node(handle, node)
-    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=False)
     return _record("input-drop", node, physical, (
         f"a hardened host's INPUT on {node} ({n['ip']}) in iptables-{backend}: policy DROP with accepts for "
         f"established, lo, icmp and ssh (tcp/22) only; no accept for the kubelet (tcp/10250) or flannel's "
@@ -709,7 +715,7 @@ def _inject_firewalld(handle: LabLike, node: str, open_cluster: bool) -> dict:
     _run(handle, node, "nft -f -", input=firewalld_ruleset(open_cluster))
     res = _cross_node(handle, node)
     if open_cluster:
-        physical = bool(res) and all(rc == 0 for _, _, rc in res)
+        physical = _all_cross_node(res, answered=True)
         return _record(name, node, physical, (
             f"a healthy look-alike: firewalld's `inet firewalld` table on {node} ({n['ip']}) with the "
             f"catch-all `reject with icmpx admin-prohibited` in INPUT and FORWARD, and the cluster opened "
@@ -717,7 +723,7 @@ def _inject_firewalld(handle: LabLike, node: str, open_cluster: bool) -> dict:
             f"and tcp/30000-32767, the pod network {FLANNEL_NETWORK} is a source of zone trusted. Nothing is "
             f"broken; a diagnosis must report nothing here and `fix --yes` must change nothing. Measured: "
             f"{_measured(res)}. Remove: `nft delete table inet firewalld`"))
-    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=False)
     return _record(name, node, physical, (
         f"firewalld's `inet firewalld` table (nftables backend, default zone public: ssh, dhcpv6-client, "
         f"cockpit) on {node} ({n['ip']}) with none of the cluster's ports opened: after zone public's "
@@ -768,7 +774,7 @@ def inject_docker_host(handle: LabLike, node: str) -> dict:
                        "ip addr add 172.17.0.1/16 dev docker0 && ip link set docker0 up; }")
     _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=docker_rules())
     res = _cross_node(handle, node)
-    physical = bool(res) and all(rc == 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=True)
     return _record("docker-host", node, physical, (
         f"a healthy look-alike: {node} ({n['ip']}) as a node that also runs docker: a docker0 bridge "
         f"(172.17.0.1/16) and dockerd's filter chains in iptables-{backend} (FORWARD policy DROP, DOCKER-USER "
@@ -787,7 +793,7 @@ def inject_underlay_blocked(handle: LabLike, node: str) -> dict:
         f"\tchain ingress {{ type filter hook ingress device {dev} priority -500; policy accept;\n"
         f"\t\tudp dport {VXLAN_PORT} drop\n\t}}\n}}\n"))
     res = _cross_node(handle, node)
-    physical = bool(res) and all(rc != 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=False)
     return _record("underlay-blocked", node, physical, (
         f"flannel's VXLAN (udp/{VXLAN_PORT}) to {node} ({n['ip']}) dropped before the node's firewall sees "
         f"it, as a cloud security group or network ACL does: the lab has no cloud, so the drop is a netdev "
@@ -810,7 +816,7 @@ def inject_unrelated_reject(handle: LabLike, node: str) -> dict:
     backend = kube_proxy_backend(handle, node)
     _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=UNRELATED_REJECT_RULES)
     res = _cross_node(handle, node)
-    physical = bool(res) and all(rc == 0 for _, _, rc in res)
+    physical = _all_cross_node(res, answered=True)
     return _record("unrelated-reject", node, physical, (
         f"a healthy look-alike: rules in iptables-{backend} on {node} ({n['ip']}) for traffic the cluster "
         f"never sends: INPUT rejects tcp/3306 (MySQL) with icmp-host-prohibited and drops a blocklisted "
