@@ -105,9 +105,9 @@ class Finding(_Serialisable):
     explanation: str = ""  # short why, for humans
     reference: str = ""  # upstream doc or issue it rests on
     step: str | None = None  # the STEP_ORDER name that addresses it, if any
-    # for the fix steps: the code's FindingData; a plain dict only for codes without a data class
-    # yet and for findings read back from a journal. (Any while codes move to data classes.)
-    data: Any = field(default_factory=dict, hash=False, compare=False)
+    # the code's FindingData, as its check fills it; a plain dict for a finding read back from a
+    # journal or a bundle (data_as() rebuilds the class from it)
+    data: FindingData | dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def data_as(self, cls: type[D]) -> D:
         """The data as the class its check fills. A plain dict (a finding read back from a
