@@ -471,7 +471,7 @@ def rollout_progress(node: str, line: str) -> tuple[str, int, int] | None:
 
 # -- scale: filters, grouped finding rows, pages ------------------------------------------------
 
-PAGE_SIZE = 100  # rows a table holds at once: every key's work is bounded by a page, not by N
+PAGE_SIZE = 50  # rows a table holds at once: every key's work is bounded by a page, not by N
 _FILTER_KEYS = {"node": "node", "n": "node", "sev": "sev", "severity": "sev", "s": "sev",
                 "step": "step"}
 

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
 
 from clusterfix_tui.core.model import CLUSTER
 from clusterfix_tui.core.shape import shape_line
@@ -33,8 +34,8 @@ per node (select the node on the left).
 
 Findings that share one cause across nodes (a node's VTEP stale on all its peers, the same
 setting wrong everywhere) are one row naming the cause and counting the nodes (`▸ 29 nodes`);
-`space` opens it into every node's own finding. Long tables show one page of 100 rows: moving
-past the last row turns the page, `[` and `]` turn it at once.
+`space` opens it into every node's own finding. Long tables and node lists show a page of 50
+at a time: moving past the last row turns the page, `[` and `]` turn it at once.
 
 Filter (`/`, then enter; `escape` clears): `node:node-7` (or a glob, `node:node-1*`),
 `sev:error,critical`, `step:iptables` (`step:none`: reported only), any other word is looked for
@@ -75,6 +76,8 @@ in the node, code and title. It applies to every panel's nodes.
         self._node_rows: list[tuple[str, ...]] = []
         self._pods: list[Any] = []
         self._cidrs: dict[str, str] = {}  # node -> podCIDR
+        self._list_nodes: list[str] = []  # the routes and NAT panels' node lists, filtered
+        self._list_page: dict[str, int] = {}
         self._route_node: str | None = None
         self._nat_node: str | None = None
         self._shown: Any = None
@@ -236,16 +239,43 @@ in the node, code and title. It applies to every panel's nodes.
         nodes = sorted(v.facts_of(diagnosis)) or sorted(self.wizard.state.conns)
         if flt.nodes or flt.words:
             nodes = [n for n in nodes if flt.node_ok(n) and flt.words_ok(n)]
+        self._list_nodes = nodes
         for list_id in ("#routes-nodes", "#nat-nodes"):
-            ol = self.query_one(list_id, OptionList)
-            ol.clear_options()
-            ol.add_options(nodes)
-            if nodes:
-                ol.highlighted = 0
+            self._fill_node_list(list_id, 0)
         if nodes:
             self._show_routes(nodes[0])
             self._show_nat(nodes[0])
         self._update_info()
+
+    def _fill_node_list(self, list_id: str, page: int, last: bool = False) -> None:
+        """One page of the node list (an OptionList measures every option it holds: 1,000
+        nodes cost ~0.25 s each time the panel shows); "◂ nodes 1-100" / "▸ nodes 201-300"
+        options turn the page."""
+        nodes = self._list_nodes
+        page, pages, start, end = v.page_bounds(len(nodes), page, v.PAGE_SIZE)
+        self._list_page[list_id] = page
+        ol = self.query_one(list_id, OptionList)
+        ol.clear_options()
+        opts: list[Option] = []
+        if page > 0:
+            opts.append(Option(f"◂ nodes {start - v.PAGE_SIZE + 1:,}-{start:,}", id="\x00prev"))
+        opts += [Option(n, id=n) for n in nodes[start:end]]
+        if page + 1 < pages:
+            opts.append(Option(f"▸ nodes {end + 1:,}-{min(len(nodes), end + v.PAGE_SIZE):,} of "
+                               f"{len(nodes):,}", id="\x00next"))
+        ol.add_options(opts)
+        if nodes:
+            first = 1 if page > 0 else 0
+            ol.highlighted = (len(opts) - (2 if page + 1 < pages else 1)) if last else first
+
+    def _node_list_turn(self, list_id: str, option_id: str | None) -> bool:
+        if option_id == "\x00next":
+            self._fill_node_list(list_id, self._list_page.get(list_id, 0) + 1)
+            return True
+        if option_id == "\x00prev":
+            self._fill_node_list(list_id, self._list_page.get(list_id, 0) - 1, last=True)
+            return True
+        return False
 
     def _finding_cells(self, row: v.FindingRow) -> tuple[str, list[Any]]:
         sev, node, step, title = v.finding_cells(row, self._expanded)
@@ -445,11 +475,17 @@ in the node, code and title. It applies to every panel's nodes.
 
     @on(OptionList.OptionHighlighted, "#routes-nodes")
     def _route_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self._show_routes(str(event.option.prompt))
+        if not (event.option.id or "").startswith("\x00"):
+            self._show_routes(str(event.option.prompt))
 
     @on(OptionList.OptionHighlighted, "#nat-nodes")
     def _nat_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        self._show_nat(str(event.option.prompt))
+        if not (event.option.id or "").startswith("\x00"):
+            self._show_nat(str(event.option.prompt))
+
+    @on(OptionList.OptionSelected, ".node-list")
+    def _node_list_selected(self, event: OptionList.OptionSelected) -> None:
+        self._node_list_turn(f"#{event.option_list.id}", event.option.id)
 
     # -- actions -----------------------------------------------------------------------------
     def action_panel(self, panel: str) -> None:
@@ -489,10 +525,13 @@ in the node, code and title. It applies to every panel's nodes.
 
     def action_page(self, delta: int) -> None:
         """`[` / `]` turn the page of the panel's table, wherever the focus is."""
+        panel = self.query_one("#panels", TabbedContent).active
         table = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table"}.get(
-            self.query_one("#panels", TabbedContent).active)
+            panel)
         if table:
             self.query_one(table, PagedTable).action_page(delta)
+        elif panel in ("routes", "nat"):
+            self._node_list_turn(f"#{panel}-nodes", "\x00next" if delta > 0 else "\x00prev")
 
     def action_expand(self) -> None:
         """Open a grouped finding into every node's own finding, or close it again."""

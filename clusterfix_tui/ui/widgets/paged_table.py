@@ -3,7 +3,7 @@
 The rows are kept as items and turned into cells only when their page shows, so building the
 panel and every key (cursor, page, filter) costs one page at most, whatever the cluster's size.
 Moving the cursor past the page's last row (or first) turns the page; `]` / `[` turn it at once.
-`info` says where you are ("nodes 101-200 of 1,000 · page 2/10 ([ ])"), posted as `Paged`.
+`info` says where you are ("nodes 51-100 of 1,000 · page 2/20 ([ ])"), posted as `Paged`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ class PagedTable(DataTable):
             self.table = table
             self.info = info
 
-    def __init__(self, *, page_size: int = v.PAGE_SIZE, noun: str = "rows", **kwargs: Any) -> None:
+    def __init__(self, *, page_size: int | None = None, noun: str = "rows", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.page_size = page_size
+        self.page_size = page_size or v.PAGE_SIZE
         self.noun = noun
         self.items: list[Any] = []
         self.page = 0
