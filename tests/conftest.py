@@ -65,7 +65,8 @@ def _xdist_group(item: pytest.Item) -> str:
     worker; every other test stays with its module (a module may count on its own order).
     xdist takes the text after the last "@" of a test id as its group when no "]" follows it."""
     group = item.nodeid.split("::", 1)[0]
-    defs = item._fixtureinfo.name2fixturedefs
+    info = getattr(item, "_fixtureinfo", None)  # a test function's; other items have none
+    defs = info.name2fixturedefs if info is not None else {}
     shared = [name for name in item.fixturenames if name in defs and defs[name][-1].baseid
               and defs[name][-1].scope != "function"]
     if not shared and item.get_closest_marker("lab") is not None:
