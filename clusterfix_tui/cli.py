@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "render a session report from a journal"),
     "bundle": ("bundle", "save a diagnosis's evidence in one file (replay with diagnose --bundle); "
                          "bundle diff A B"),
-    "trace": ("trace", "follow one probe packet (nodeport NODE | pod NS/POD NS/POD) and name the "
-                       "rule or route where it dies"),
+    "trace": ("trace", "follow one probe packet (nodeport NODE | pod NS/POD NS/POD | vxlan NODE "
+                       "NODE | api NODE) and name the rule or route where it dies"),
     "lab": ("lab", "a disposable broken cluster on this machine (up | down | status)"),
 }
 

@@ -194,3 +194,112 @@ def test_legacy_dnat_that_moved_is_named_when_the_probe_failed():
     assert (res["where"]["table"], res["where"]["chain"]) == ("iptables-legacy nat", "KUBE-SEP-X")
     assert "10.244.1.251:8096" in res["where"]["rule"]
     assert T.verdict([n], connected=True)["verdict"] == "delivered"
+
+
+class _Shell:
+    """A node shell answering the read-only node-info command with given text."""
+
+    def __init__(self, text: str, resolved: str = "") -> None:
+        self.text, self.resolved, self.commands = text, resolved, []
+
+    def run(self, cmd, timeout=None):
+        from types import SimpleNamespace
+
+        self.commands.append(cmd)
+        out = self.resolved if cmd.startswith("getent") else self.text
+        return SimpleNamespace(stdout=out, stderr="", ok=True, exit_code=0, error=None)
+
+
+def test_vxlan_flow_marks_only_the_probe_datagrams():
+    sh = _Shell("@@vxlan dstport 4789\n")
+    f = T.build_flow("vxlan", ("node-1", "node-2", None), _API(), lambda n, a: sh)
+    assert (f.kind, f.dst_ip, f.dst_port, f.probe_node) == ("vxlan", "10.0.0.2", 4789, "node-1")
+    assert f.delivered_on_arrival
+    assert [(p.node, p.role) for p in f.path] == [("node-1", "source"), ("node-2", "destination")]
+    m = f.path[0].matches[0]
+    rule = m.nft()
+    assert rule == ("ip saddr 10.0.0.1 ip daddr 10.0.0.2 udp dport 4789 udp length "
+                    f"{T.UDP_PROBE_LENGTH} meta nftrace set 1")
+    assert T.UDP_PROBE_LENGTH < 50  # a real VXLAN datagram (8+8+14+20 bytes at least) never matches
+    assert "'10.0.0.2' '4789'" in f.probe_command or "10.0.0.2 4789" in f.probe_command
+    # no dstport on the node: flannel's default; --port wins
+    f = T.build_flow("vxlan", ("node-1", "node-2", None), _API(), lambda n, a: _Shell("@@vxlan \n"))
+    assert f.dst_port == 8472
+    assert T.build_flow("vxlan", ("node-1", "node-2", 9999), _API(), lambda n, a: sh).dst_port == 9999
+    with pytest.raises(T.TraceError):
+        T.build_flow("vxlan", ("node-1", "node-1", None), _API(), lambda n, a: sh)
+    with pytest.raises(ValueError):
+        T.Match("10.0.0.2; flush ruleset", 1).nft()
+
+
+def test_api_flow_from_the_kubelet_kubeconfig():
+    sh = _Shell("@@server /etc/kubernetes/kubelet.conf     server: https://10.0.0.3:6443\n@@vxlan \n")
+    f = T.build_flow("api", ("node-1",), _API(), lambda n, a: sh)
+    assert (f.dst_ip, f.dst_port, f.probe_node) == ("10.0.0.3", 6443, "node-1")
+    # the API address is node-3's InternalIP: node-3 is on the path
+    assert [(p.node, p.role) for p in f.path] == [("node-1", "source"), ("node-3", "destination")]
+    assert "/etc/kubernetes/kubelet.conf" in f.description
+    assert "server:" in sh.commands[0] and "kubelet.conf" in sh.commands[0]
+    named = _Shell("@@server /var/lib/kubelet/kubeconfig - server: 'https://api.example:443'\n",
+                   resolved="192.0.2.7\n")
+    f = T.build_flow("api", ("node-2",), _API(), lambda n, a: named)
+    assert (f.dst_ip, f.dst_port, len(f.path)) == ("192.0.2.7", 443, 1)
+    assert named.commands[1].startswith("getent ahosts api.example ")
+    with pytest.raises(T.TraceError):
+        T.build_flow("api", ("node-1",), _API(), lambda n, a: _Shell("@@vxlan \n"))
+
+
+def test_arrival_seen_by_our_own_table_only():
+    """A node whose firewall is all iptables-legacy has no other nft table to trace: our own
+    marking chain says the packet arrived (or was sent)."""
+    own = ("trace id 5 inet cfx_trace_ab12 pre packet: iif \"eth0\" ip saddr 10.0.0.1 udp dport 8472\n"
+           "trace id 5 inet cfx_trace_ab12 pre rule ip daddr 10.0.0.2 udp dport 8472 meta nftrace "
+           "set 1 # handle 2 (verdict continue)\n")
+    assert T.own_sightings(own, "cfx_trace_ab12") == ["pre"]
+    assert T.parse_monitor("node-2", own, "cfx_trace_ab12") == []
+    a = T.NodeTrace("node-1", "source", marked=["out"])
+    b = T.NodeTrace("node-2", "destination", marked=[])
+    res = T.verdict([a, b], connected=False)
+    assert res["verdict"] == "lost" and res["where"]["node"] == "node-2"
+    assert res["where"]["rule"] == "sent from node-1 and never arrived at node-2"
+    b.marked = ["pre"]
+    assert T.verdict([a, b], connected=True)["verdict"] == "delivered"
+
+
+def test_trace_event_reaches_the_report(tmp_path):
+    """A trace run writes one `trace` event; the report lists it under "Traces" (flow, verdict,
+    where, hop path) in every format, and the JSON validates against the schema."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from clusterfix_tui.core import report
+    from clusterfix_tui.core.journal import Journal
+
+    res = T.verdict([T.NodeTrace("node-1", "entry",
+                                 hops=T.parse_monitor("node-1", MONITOR, "cfx_trace_ab12"))],
+                    connected=False)
+    res.update(flow="nodeport", description="workstation -> node-1 10.0.0.1:30096",
+               trace_id="ab12")
+    j = Journal(str(tmp_path / "j.jsonl"))
+    j.write("trace", **T.journal_event(res))
+    j.close()
+    events, problems = report.load_journal(tmp_path / "j.jsonl")
+    model = report.build_report(events)
+    assert problems == []
+    assert not any("unknown type" in p for p in model["journal_problems"])
+    schema = json.loads((Path(report.__file__).with_name("report_schema.json")).read_text())
+    jsonschema.Draft202012Validator(schema).validate(model)
+    (tr,) = model["traces"]
+    assert (tr["flow"], tr["verdict"]) == ("nodeport", "rejected")
+    assert tr["where"] == {"node": "node-1", "table": "ip filter", "chain": "CFXV",
+                           "rule": "meta l4proto tcp ct original proto-dst 30096 reject",
+                           "handle": 19}
+    assert tr["path"][-1] == ("node-1: ip filter CFXV #19: meta l4proto tcp ct original "
+                              "proto-dst 30096 reject -> drop")
+    assert all("cfx_trace_" not in line for line in tr["path"])
+    md = report.render(events, "md")
+    assert "## Traces" in md and "REJECTED" in md and "handle 19" in md
+    html = report.render(events, "html")
+    assert "<h2>Traces</h2>" in html and "CFXV #19" in html

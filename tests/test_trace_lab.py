@@ -266,3 +266,156 @@ def test_iptables_shadow_names_the_legacy_dnat(lab, tmp_path):
     w = res["where"]
     assert (w["node"], w["table"]) == (entry, "iptables-legacy nat"), w
     assert "-j DNAT --to-destination" in w["rule"] and "10.244.1.251" in w["rule"], w
+
+
+# -- node -> node over the VXLAN port, node -> API server; the firewall faults (issue 13) ----------
+
+def _peer(lab, node: str) -> str:
+    return next(n["name"] for n in lab.nodes if n["name"] != node)
+
+
+def _settled(lab) -> None:
+    """Run the lab's controller until kube-proxy's rules stop changing (a fault that makes a
+    pod unready changes them by itself: that is not the trace's doing)."""
+    last = {"state": None}
+
+    def same() -> bool:
+        lab.reconcile()
+        now = _state(lab)
+        ok, last["state"] = now == last["state"], now
+        return ok
+    poll_until(same, 120, "kube-proxy's rules to settle", every=1)
+
+
+def _pod_ref(lab, node: str, app: str | None = None) -> tuple[str, dict]:
+    p = next(p for n in lab.nodes if n["name"] == node for p in n["pods"]
+             if app is None or p.get("app") == app)
+    return f"{p['namespace']}/{p['name']}", p
+
+
+def test_vxlan_and_api_delivered_when_healthy(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    res = traced(lab, tmp_path, "vxlan", entry, jf)
+    assert res["verdict"] == "delivered", res
+    assert res["flow"] == "vxlan" and ":8472/udp" in res["description"]
+    seen = {n["node"]: n["seen"] for n in res["nodes"]}
+    assert "out" in seen[entry] and "pre" in seen[jf], seen  # sent by one, arrived at the other
+    res = traced(lab, tmp_path, "api", jf)
+    assert res["verdict"] == "delivered", res
+    assert "kubelet" in res["description"] and res["nodes"][0]["node"] == jf
+
+
+def test_vxlan_blocked_names_the_input_rule(lab, tmp_path):
+    from clusterfix_tui.lab.faults import kube_proxy_backend
+
+    entry, jf = _nodes(lab)
+    backend = kube_proxy_backend(lab, jf)
+    rec = lab.inject("vxlan-blocked", jf)
+    try:
+        res = traced(lab, tmp_path, "vxlan", entry, jf)
+    finally:
+        lab.exec(jf, f"iptables-{backend} -D INPUT -p udp -m udp --dport 8472 -j DROP")
+    assert rec["physical"], rec
+    assert res["verdict"] == "dropped", res
+    w = res["where"]
+    assert (w["node"], w["chain"]) == (jf, "INPUT"), w
+    assert "8472" in w["rule"] and ("drop" in w["rule"] or "DROP" in w["rule"]), w
+
+
+def test_input_drop_names_the_policy(lab, tmp_path):
+    from clusterfix_tui.lab.faults import INPUT_DROP_RULES, kube_proxy_backend
+
+    entry, jf = _nodes(lab)
+    backend = kube_proxy_backend(lab, jf)
+    rec = lab.inject("input-drop", jf)
+    try:
+        res = traced(lab, tmp_path, "vxlan", entry, jf)
+    finally:
+        lab.exec(jf, f"iptables-{backend} -P INPUT ACCEPT; " + "; ".join(
+            f"iptables-{backend} -D {ln[3:]}" for ln in INPUT_DROP_RULES.splitlines()
+            if ln.startswith("-A ")))
+    assert rec["physical"], rec
+    assert res["verdict"] == "dropped", res
+    w = res["where"]
+    assert (w["node"], w["chain"]) == (jf, "INPUT") and w["rule"].lower() == "policy drop", w
+
+
+def test_firewalld_named_through_the_underlay_of_a_pod_flow(lab, tmp_path):
+    """pod -> pod across nodes dies in the destination's firewalld table: the inner packet is
+    'sent and never arrived', the VXLAN datagram carrying it names firewalld's reject."""
+    entry, jf = _nodes(lab)
+    src, _ = _pod_ref(lab, entry)
+    dst, _ = _pod_ref(lab, jf, "jellyfin")
+    rec = lab.inject("firewalld", jf)
+    try:
+        res = traced(lab, tmp_path, "pod", src, dst)
+        vx = traced(lab, tmp_path, "vxlan", entry, jf)
+    finally:
+        lab.exec(jf, "nft delete table inet firewalld")
+    assert rec["physical"], rec
+    for r in (res, vx):
+        assert r["verdict"] == "rejected", r
+        w = r["where"]
+        assert (w["node"], w["table"]) == (jf, "inet firewalld"), w
+        assert "reject" in w["rule"] and isinstance(w["handle"], int), w
+    assert res["underlay"]["verdict"] == "rejected" and "8472/udp" in res["underlay"]["description"]
+
+
+def test_underlay_blocked_is_sent_and_never_arrived(lab, tmp_path):
+    entry, jf = _nodes(lab)
+    rec = lab.inject("underlay-blocked", jf)
+    try:
+        res = traced(lab, tmp_path, "vxlan", entry, jf)
+    finally:
+        lab.exec(jf, "nft delete table netdev cfx_security_group")
+    assert rec["physical"], rec
+    assert res["verdict"] == "lost", res
+    assert res["where"]["node"] == jf
+    assert res["where"]["rule"] == f"sent from {entry} and never arrived at {jf}", res["where"]
+
+
+def test_cni_bridge_conflict_is_no_route_on_the_pod_node(lab, tmp_path):
+    import ipaddress
+
+    entry, jf = _nodes(lab)
+    src, _ = _pod_ref(lab, entry)
+    dst, _ = _pod_ref(lab, jf, "jellyfin")
+    n = next(x for x in lab.nodes if x["name"] == jf)
+    subnet = ipaddress.ip_network(n["pod_cidr"])
+    gw = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+    rec = lab.inject("cni-bridge-conflict", jf)
+    try:
+        _settled(lab)
+        res = traced(lab, tmp_path, "pod", src, dst)
+    finally:
+        wrong = [ln.split()[1] for ln in lab.exec(jf, "ip -4 -o addr show dev cni0").stdout
+                 .splitlines() if "inet " in ln and ln.split()[3] != gw]
+        lab.exec(jf, f"ip addr replace {gw} dev cni0; " + "; ".join(
+            f"ip addr del {w} dev cni0" for w in wrong) if wrong else f"ip addr replace {gw} dev cni0",
+            check=False)
+        lab.restart_pod(jf, "kube-flannel-ds")
+        _settled(lab)
+    assert rec["physical"], rec
+    assert res["verdict"] == "no-route", res
+    w = res["where"]
+    assert (w["node"], w["chain"]) == (jf, "routing"), w
+    assert "unreachable" in w["rule"].lower(), w
+
+
+def test_unknown_output_drop_to_the_api_server(lab, tmp_path):
+    """An nft-native table dropping what a node sends to the API server's port: no check knows
+    it; `trace api` names it."""
+    entry, _ = _nodes(lab)
+    conf = lab.exec(entry, "grep -m1 'server:' /etc/kubernetes/kubelet.conf").stdout
+    port = int(re.search(r":(\d+)\s*$", conf.strip()).group(1))
+    lab.exec(entry, "nft add table inet cfxegress && nft add chain inet cfxegress out "
+             "'{ type filter hook output priority 0; }' && nft add rule inet cfxegress out "
+             f"tcp dport {port} drop")
+    try:
+        res = traced(lab, tmp_path, "api", entry)
+    finally:
+        lab.exec(entry, "nft delete table inet cfxegress")
+    assert res["verdict"] == "dropped", res
+    w = res["where"]
+    assert (w["node"], w["table"], w["chain"]) == (entry, "inet cfxegress", "out"), w
+    assert str(port) in w["rule"] and isinstance(w["handle"], int)

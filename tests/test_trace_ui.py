@@ -81,3 +81,102 @@ def test_trace_screen_snapshot_80x24(snap_compare, snap_dir: Path) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_prefilled_trace_waits_for_enter_and_runs_the_edited_flow(tmp_path: Path) -> None:
+    from textual.widgets import Input
+
+    calls: list[int] = []
+
+    def tracer() -> dict:
+        calls.append(1)
+        return _result()
+
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = TraceScreen("vxlan", ("node-2", "node-1"), tracer=tracer, run=False,
+                             why="a flow into node-1")
+        await pilot.app.push_screen(screen)
+        await settle(pilot)
+        field = screen.query_one("#trace-flow", Input)
+        assert field.value == "vxlan node-2 node-1" and calls == []
+        assert "Enter traces this flow" in str(screen.query_one("#trace-verdict", Static).render())
+        field.value = "api node-1"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert calls == [1] and (screen.kind, screen.args) == ("api", ("node-1",))
+        assert "REJECTED at node-1" in str(screen.query_one("#trace-verdict", Static).render())
+        field.value = "vxlan node-1"  # malformed: said, nothing runs
+        field.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert calls == [1]
+        assert "a flow is one of" in str(screen.query_one("#trace-verdict", Static).render())
+
+
+async def test_diagnostics_t_opens_the_trace_prefilled_for_the_selected_node(tmp_path) -> None:
+    from test_ui_flow import _connect_and_diagnose
+    from textual.widgets import Input
+
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _connect_and_diagnose(pilot)
+        await pilot.press("2")  # the nodes panel, first node highlighted
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TraceScreen) and screen.kind == "vxlan"
+        src, dst = screen.args
+        assert src != dst and screen.query_one("#trace-flow", Input).value == f"vxlan {src} {dst}"
+        events = (tmp_path / "journal.jsonl").read_text()
+        assert "cfx_trace_" not in events  # nothing ran before enter
+
+
+async def test_validation_proposes_a_trace_for_a_failure_no_finding_explains(tmp_path) -> None:
+    from test_ui_flow import _connect_and_diagnose
+
+    from clusterfix_tui.core.validate import CheckResult
+    from clusterfix_tui.ui import messages as m
+    from clusterfix_tui.ui.screens.validation import ValidationScreen
+
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _connect_and_diagnose(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        await pilot.press("v")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, ValidationScreen)
+        status = str(screen.query_one("#validation-status", Static).render())
+        assert "No finding explains" not in status  # the lab's failures all have findings
+        lone = CheckResult("pod-to-pod", "node-1->net-echo-x", False,
+                           "net-echo-x 10.244.9.2:8080 NOT reachable (exit 1); route: -", None)
+        screen.on_validation_finished(m.ValidationFinished(list(screen._results) + [lone]))
+        await settle(pilot)
+        status = str(screen.query_one("#validation-status", Static).render())
+        assert "No finding explains 1 of them (pod-to-pod node-1->net-echo-x)" in status
+        screen.query_one("#checks", DataTable).move_cursor(row=0)  # a row with no flow: t
+        await pilot.press("t")  # ... takes the unexplained failure
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        assert (app.screen.kind, app.screen.args) == ("node-pod", ("node-1", "net-echo-x", 8080))
+        # it ran at once over the session: no such pod in the replayed cluster, said on screen
+        head = str(app.screen.query_one("#trace-verdict", Static).render())
+        assert "could not run" in head and "net-echo-x" in head
+
+
+def test_trace_screen_prefilled_snapshot_80x24(snap_compare, snap_dir: Path) -> None:
+    app, _ = make_app(snap_dir)
+
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.app.push_screen(TraceScreen("vxlan", ("node-2", "node-1"), tracer=_result,
+                                                run=False, why="a flow into node-1"))
+        await settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -1,4 +1,5 @@
-"""`clusterfix-tui trace nodeport NODE [--port P]` / `trace pod NS/POD NS/POD` [--json].
+"""`clusterfix-tui trace nodeport NODE [--port P]` / `trace pod NS/POD NS/POD` /
+`trace vxlan NODE NODE [--port P]` / `trace api NODE` [--json].
 
 Follows one probe through the nodes on its path with nftables tracing and names where it died
 (docs/trace.md). Adds one table `inet cfx_trace_<id>` per path node (journaled, rolled back at the
@@ -29,7 +30,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     pod.add_argument("src")
     pod.add_argument("dst")
     pod.add_argument("--port", type=int, help="pod B's port (default: its first containerPort)")
-    for p in (np, pod):
+    vx = sub.add_parser("vxlan", help="node A -> node B over flannel's VXLAN port (UDP)")
+    vx.add_argument("src")
+    vx.add_argument("dst")
+    vx.add_argument("--port", type=int,
+                    help="the VXLAN port (default: flannel.1's dstport on A, else 8472)")
+    api = sub.add_parser("api", help="NODE -> the API server address its kubelet uses")
+    api.add_argument("node")
+    for p in (np, pod, vx, api):
         add_connection_flags(p)
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--journal", metavar="PATH",
@@ -64,9 +72,17 @@ def print_result(res: dict[str, Any]) -> None:
         f"{': ' + w['rule'] if w.get('rule') else ''}{hd}")
 
 
+def flow_args(args: argparse.Namespace) -> tuple[Any, ...]:
+    if args.flow == "nodeport":
+        return (args.node, args.port)
+    if args.flow == "api":
+        return (args.node,)
+    return (args.src, args.dst, args.port)
+
+
 def run(args: argparse.Namespace) -> int:
     from clusterfix_tui.core.journal import Journal
-    from clusterfix_tui.core.trace import TraceError, nodeport_flow, pod_flow, run_trace
+    from clusterfix_tui.core.trace import TraceError, build_flow, run_trace
 
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     journal_path = args.journal or os.path.abspath(f"clusterfix-trace-{stamp}.jsonl")
@@ -81,13 +97,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         try:
-            flow = (nodeport_flow(rt.api, args.node, args.port) if args.flow == "nodeport"
-                    else pod_flow(rt.api, args.src, args.dst, args.port))
+            flow = build_flow(args.flow, flow_args(args), rt.api, rt.shells)
         except TraceError as exc:
             print(f"clusterfix-tui trace: {exc}", file=sys.stderr)
             return 2
         except Exception as exc:  # noqa: BLE001
-            print(f"clusterfix-tui trace: Kubernetes API: {exc}", file=sys.stderr)
+            print(f"clusterfix-tui trace: Kubernetes API or SSH: {exc}", file=sys.stderr)
             return 2
         journal = Journal(journal_path)
         print(f"journal: {journal_path}", file=sys.stderr)
@@ -113,14 +128,13 @@ def run(args: argparse.Namespace) -> int:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        journal.write("note", text=f"trace verdict: {res['verdict']} at {res['where']}")
         journal.close()
     finally:
         rt.close()
     if args.json:
         json.dump({k: res[k] for k in ("verdict", "where", "hops", "flow", "description",
                                        "trace_id", "table", "nodes", "legacy_untraced", "notes",
-                                       "probe")}, sys.stdout, indent=2)
+                                       "probe", "underlay") if k in res}, sys.stdout, indent=2)
         print()
     else:
         print_result(res)

@@ -31,6 +31,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "step_end",
     "validation",
     "note",
+    "trace",
     "error",
     "session_end",
 )

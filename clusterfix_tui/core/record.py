@@ -159,6 +159,7 @@ class SessionRecord:
     saw_start: bool
     unknown_types: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
+    traces: list[dict[str, Any]] = field(default_factory=list)  # `trace` events (issue 15)
 
     # -- views every front end uses ------------------------------------------------------------
 
@@ -276,6 +277,7 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
     after_diagnosed = False
     saw_start = False
     unknown_types: dict[str, int] = {}
+    traces: list[dict[str, Any]] = []
     diagnoses: list[dict[str, Any]] = []
     prechecks: list[dict[str, Any]] = []
 
@@ -458,6 +460,8 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
             notes.append({"at": _s(ts) or None, "text": _s(ev.get("text"))})
             if ev.get("local_node"):  # the node this ran on: read without SSH
                 cluster["local_node"] = _s(ev.get("local_node"))
+        elif t == "trace":
+            traces.append(_trace(ev, ts))
         elif t == "error":
             errors.append({"at": _s(ts) or None, "message": _s(ev.get("message")),
                            "where": _s(ev.get("where"))})
@@ -544,8 +548,22 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
         diagnoses=diagnoses, prechecks=prechecks, verdict=verdict, verdict_raw=verdict_raw,
         headline_suffix=headline_suffix, summary_data=summary_data,
         after_diagnosed=after_diagnosed, saw_start=saw_start, unknown_types=unknown_types,
-        stats=stats,
+        stats=stats, traces=traces,
     )
+
+
+def _trace(ev: dict[str, Any], ts: Any) -> dict[str, Any]:
+    raw = ev.get("where")
+    w: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return {"at": _s(ts) or None, "flow": _s(ev.get("flow")),
+            "description": _s(ev.get("description")), "trace_id": _s(ev.get("trace_id")),
+            "verdict": _s(ev.get("verdict")) or "unknown",
+            "where": {k: (None if w.get(k) is None else
+                          w[k] if k == "handle" and isinstance(w[k], int) else _s(w[k]))
+                      for k in ("node", "table", "chain", "rule", "handle")},
+            "path": [_s(x) for x in ev.get("path") or () if x is not None],
+            "notes": [_s(x) for x in ev.get("notes") or () if x is not None],
+            "underlay": _s(ev.get("underlay")) or None}
 
 
 def ran_actions(events: Sequence[dict[str, Any]], step: str | None = None) -> list[RanAction]:

@@ -50,16 +50,24 @@ def table_name(trace_id: str) -> str:
 
 @dataclass(frozen=True)
 class Match:
-    """What one node's trace rule marks: TCP SYNs to daddr:dport (from saddr when known)."""
+    """What one node's trace rule marks: TCP SYNs to daddr:dport (from saddr when known), or,
+    for proto "udp", UDP datagrams to daddr:dport of exactly `length` bytes (UDP header included:
+    the probe's own size, which real VXLAN traffic, >= 50 bytes, never has)."""
 
     daddr: str
     dport: int
     saddr: str | None = None
+    proto: str = "tcp"
+    length: int | None = None
 
     def nft(self) -> str:
         fam = "ip6" if ":" in self.daddr else "ip"
-        src = f"{fam} saddr {self.saddr} " if self.saddr else ""
-        return (f"{src}{fam} daddr {self.daddr} tcp dport {int(self.dport)} "
+        src = f"{fam} saddr {ipaddress.ip_address(self.saddr)} " if self.saddr else ""
+        dst = ipaddress.ip_address(self.daddr)
+        if self.proto == "udp":
+            size = f" udp length {int(self.length)}" if self.length else ""
+            return f"{src}{fam} daddr {dst} udp dport {int(self.dport)}{size} meta nftrace set 1"
+        return (f"{src}{fam} daddr {dst} tcp dport {int(self.dport)} "
                 f"tcp flags & (syn | ack) == syn meta nftrace set 1")
 
 
@@ -169,6 +177,18 @@ def parse_monitor(node: str, text: str, own_table: str | None = None) -> list[Ho
     return hops
 
 
+def own_sightings(text: str, own_table: str) -> list[str]:
+    """The chains of our own marking table that saw the probe ("pre": it arrived at the node,
+    "out": the node sent it), in order: this says a packet reached a node even when no other
+    nftables table is there to trace it (a node whose firewall is all iptables-legacy)."""
+    seen: list[str] = []
+    for raw in text.splitlines():
+        m = _LINE.match(raw.strip())
+        if m and m["table"] == own_table and m["chain"] not in seen:
+            seen.append(m["chain"])
+    return seen
+
+
 def _is_reject(text: str) -> bool:
     return "reject" in text.lower()
 
@@ -261,6 +281,10 @@ class NodeTrace:
     error: str = ""
     macs: dict[str, str] = field(default_factory=dict)  # device -> MAC
     neigh: dict[tuple[str, str], str] = field(default_factory=dict)  # (address, dev) -> lladdr
+    marked: list[str] = field(default_factory=list)  # own_sightings: "pre" arrived, "out" sent
+
+    def saw(self) -> bool:
+        return bool(self.hops or self.marked)
 
 
 def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: str = ""
@@ -305,7 +329,7 @@ def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: st
                                                      "chain": "routing", "rule": n.route or
                                                      "ip route get failed", "handle": None})
             return result
-        if n.needs_forwarding and n.forwarding.strip() == "0" and n.hops:
+        if n.needs_forwarding and n.forwarding.strip() == "0" and n.saw():
             result.update(verdict="no-route", where={
                 "node": n.node, "table": None, "chain": "routing",
                 "rule": "net.ipv4.ip_forward = 0 (the node does not forward; the packet "
@@ -322,8 +346,8 @@ def verdict(nodes: Sequence[NodeTrace], connected: bool | None, probe_detail: st
                     "node": n.node, "table": mv["table"], "chain": mv["chain"],
                     "rule": mv["rule"], "handle": None})
                 return result
-    seen = [n for n in nodes if n.hops]
-    missing = [n for n in nodes if not n.hops]
+    seen = [n for n in nodes if n.saw()]
+    missing = [n for n in nodes if not n.saw()]
     if seen and missing and (stale := stale_neighbour(seen[-1], missing[0])):
         result.update(verdict="lost", where={"node": seen[-1].node, "table": None,
                                              "chain": "neighbour", "rule": stale, "handle": None})
@@ -406,13 +430,16 @@ class PathNode:
 
 @dataclass(frozen=True)
 class Flow:
-    kind: str  # nodeport | pod
+    kind: str  # nodeport | pod | vxlan | api
     description: str
     dst_ip: str
     dst_port: int
     path: tuple[PathNode, ...]
     probe_node: str | None = None  # None: from the workstation
     probe_command: str = ""
+    # a UDP probe has no answer: it is delivered when the last path node saw it arrive (its
+    # prerouting marking chain) and no rule on the way dropped it
+    delivered_on_arrival: bool = False
 
 
 def probe_shell_command(ip: str, port: int, seconds: int = PROBE_SECONDS,
@@ -428,6 +455,64 @@ def probe_shell_command(ip: str, port: int, seconds: int = PROBE_SECONDS,
             "if [ -n \"$ns\" ]; then echo \"probe from netns $ns\" >&2; "
             f"ip netns exec \"$ns\" {inner}; else echo 'probe from the node (no netns holds the "
             f"pod address)' >&2; {inner}; fi")
+
+
+UDP_PROBE_PAYLOAD = "clusterfix-trace-probe.."  # 24 bytes: udp length 32, below any VXLAN frame
+UDP_PROBE_LENGTH = 8 + len(UDP_PROBE_PAYLOAD)
+DEFAULT_VXLAN_PORT = 8472  # flannel's default (the Linux kernel's); IANA's is 4789
+
+
+def udp_probe_command(ip: str, port: int, count: int = 3) -> str:
+    """`count` UDP datagrams of UDP_PROBE_PAYLOAD to ip:port from the node (bash's /dev/udp: one
+    write, one datagram). Exit 0 when they were sent; a UDP probe has no answer to wait for."""
+    return (f"timeout {PROBE_SECONDS + 2} bash -c 'exec 3>\"/dev/udp/$1/$2\" || exit 1; "
+            f"for i in $(seq {int(count)}); do printf %s \"$3\" >&3; sleep 0.3; done' cfx "
+            f"{q(ip)} {q(port)} {q(UDP_PROBE_PAYLOAD)}")
+
+
+# ---------------------------------------------------------------- what a node says about itself
+
+# the kubelet's kubeconfig, where the distributions put it (kubeadm, kubeadm/legacy, k3s, rke2,
+# kops/EKS-style); only its `server:` line is read (never a credential)
+KUBELET_KUBECONFIGS = ("/etc/kubernetes/kubelet.conf", "/etc/kubernetes/kubelet.kubeconfig",
+                       "/var/lib/kubelet/kubeconfig",
+                       "/var/lib/rancher/k3s/agent/kubelet.kubeconfig",
+                       "/var/lib/rancher/rke2/agent/kubelet.kubeconfig")
+
+
+def node_info_command(vxlan_dev: str = "flannel.1") -> str:
+    """Read-only: the first kubelet kubeconfig's `server:` line (@@server PATH LINE) and the vxlan
+    device's dstport (@@vxlan ...)."""
+    files = " ".join(q(f) for f in KUBELET_KUBECONFIGS)
+    return (f"for f in {files}; do [ -r \"$f\" ] || continue; "
+            "l=$(grep -m1 -E '^[[:space:]]*-?[[:space:]]*server:' \"$f\") && "
+            "{ echo \"@@server $f $l\"; break; }; done; "
+            f"echo \"@@vxlan $(ip -d link show {q(vxlan_dev)} 2>/dev/null | "
+            "grep -o 'dstport [0-9]*' | head -1)\"")
+
+
+def parse_node_info(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"server": None, "server_source": None, "vxlan_port": None}
+    for line in text.splitlines():
+        if line.startswith("@@server "):
+            _, src, rest = line.split(" ", 2)
+            m = re.match(r"^\s*-?\s*server:\s*['\"]?([^'\"\s]+)", rest)
+            if m:
+                out["server"], out["server_source"] = m.group(1), src
+        elif line.startswith("@@vxlan "):
+            m = re.search(r"dstport (\d+)", line)
+            if m and int(m.group(1)) > 0:
+                out["vxlan_port"] = int(m.group(1))
+    return out
+
+
+def split_server(url: str) -> tuple[str, int]:
+    """https://HOST:PORT/path -> (HOST, PORT); [v6] brackets removed; 443 when no port."""
+    m = re.match(r"^(?:https?://)?(\[[0-9A-Fa-f:.]+\]|[^:/]+)(?::(\d+))?", url.strip())
+    if not m:
+        raise TraceError(f"cannot read an API server address from {url!r}")
+    host = m.group(1).strip("[]")
+    return host, int(m.group(2) or 443)
 
 
 # ---------------------------------------------------------------- flows from the API
@@ -544,6 +629,171 @@ def pod_flow(api: Any, src: str, dst: str, port: int | None) -> Flow:
                 probe_command=probe_shell_command(b_ip, port, src_ip=a_ip))
 
 
+def _node_by(api: Any, name: str) -> tuple[dict[str, dict[str, Any]], str]:
+    by = {n["metadata"]["name"]: n for n in api.list_nodes()}
+    if name not in by:
+        raise TraceError(f"no node {name!r} (nodes: {', '.join(sorted(by))})")
+    ip = _node_ip(by[name])
+    if not ip:
+        raise TraceError(f"node {name} has no InternalIP")
+    return by, ip
+
+
+def vxlan_flow(api: Any, src: str, dst: str, port: int | None = None) -> Flow:
+    """node `src` -> node `dst` over flannel's VXLAN port (UDP, underlay InternalIP to InternalIP):
+    the probe is UDP_PROBE_PAYLOAD sent from src's own network namespace; src marks it in output,
+    dst in prerouting; delivered when dst saw it arrive and nothing dropped it."""
+    by, s_ip = _node_by(api, src)
+    _, d_ip = _node_by(api, dst)
+    if src == dst:
+        raise TraceError("trace vxlan needs two different nodes")
+    port = int(port or DEFAULT_VXLAN_PORT)
+    m = Match(d_ip, port, saddr=s_ip, proto="udp", length=UDP_PROBE_LENGTH)
+    path = (PathNode(src, s_ip, "source", (m,), d_ip, False),
+            PathNode(dst, d_ip, "destination", (m,), d_ip, False))
+    return Flow("vxlan", f"{src} {s_ip} -> {dst} {d_ip}:{port}/udp (VXLAN underlay)", d_ip, port,
+                path, probe_node=src, probe_command=udp_probe_command(d_ip, port),
+                delivered_on_arrival=True)
+
+
+def api_flow(api: Any, node: str, server: str, source: str = "") -> Flow:
+    """node -> the API server address its kubelet uses (`server`, from its kubeconfig, a URL):
+    a TCP connect from the node itself. When that address is another node's InternalIP, that node
+    is on the path too."""
+    by, ip = _node_by(api, node)
+    host, port = split_server(server)
+    try:
+        dst = str(ipaddress.ip_address(host))
+    except ValueError as exc:
+        raise TraceError(f"the API server {host!r} is a name: resolve it on {node} first") from exc
+    m = Match(dst, port)
+    path = [PathNode(node, ip, "source", (m,), dst, False)]
+    owner = next((n for n, o in sorted(by.items()) if _node_ip(o) == dst), None)
+    if owner and owner != node:
+        path.append(PathNode(owner, dst, "destination", (m,), dst, False))
+    via = f" (from {source})" if source else ""
+    return Flow("api", f"{node} {ip} -> API server {dst}:{port}{via}", dst, port, tuple(path),
+                probe_node=node, probe_command=probe_shell_command(dst, port))
+
+
+def node_pod_flow(api: Any, node: str, dst: str, port: int | None) -> Flow:
+    """node -> pod (NS/POD, or a pod name in any namespace): the validation's pod-to-pod check,
+    a TCP connect from the node itself to the pod's IP:port."""
+    by, ip = _node_by(api, node)
+    ns, _, name = dst.rpartition("/")
+    pod = next((p for p in api.list_pods() if (p.get("metadata") or {}).get("name") == name
+                and (not ns or (p.get("metadata") or {}).get("namespace", "default") == ns)),
+               None)
+    if pod is None:
+        raise TraceError(f"no pod {dst}")
+    b_ip, b_node = (pod.get("status") or {}).get("podIP"), (pod.get("spec") or {}).get("nodeName")
+    if not (b_ip and b_node):
+        raise TraceError(f"pod {dst} has no IP or node")
+    if port is None:
+        port = next((int(cp["containerPort"]) for c in (pod.get("spec") or {}).get("containers")
+                     or () for cp in c.get("ports") or () if cp.get("containerPort")), None)
+    if port is None:
+        raise TraceError(f"pod {dst} declares no containerPort: give a port")
+    m = Match(b_ip, int(port))
+    path = [PathNode(node, ip, "source", (m,), b_ip, False)]
+    if b_node != node:
+        path.append(PathNode(b_node, _node_ip(by[b_node]) if b_node in by else None,
+                             "destination", (m,), b_ip, True))
+    return Flow("node-pod", f"{node} {ip} -> pod {name} {b_ip}:{port}@{b_node}", b_ip, int(port),
+                tuple(path), probe_node=node, probe_command=probe_shell_command(b_ip, int(port)))
+
+
+def trace_for_check(name: str, target: str, detail: str) -> tuple[str, tuple[Any, ...]] | None:
+    """The trace of a validation check (core/validate.py's names and targets), or None when no
+    packet flow stands behind it: nodeport SVC@NODE -> nodeport NODE PORT; pod-to-pod NODE->POD
+    -> node-pod NODE POD PORT; node-ready NODE and worker-kubectl NODE -> api NODE."""
+    if name == "nodeport" and "@" in target:
+        port = re.search(r":(\d+)/", detail or "")
+        return "nodeport", (target.rsplit("@", 1)[1], int(port.group(1)) if port else None)
+    if name == "pod-to-pod" and "->" in target:
+        node, pod = target.split("->", 1)
+        port = re.search(r"^\S+ \S+?:(\d+)\b", detail or "")
+        return "node-pod", (node, pod, int(port.group(1)) if port else None)
+    if name in ("node-ready", "worker-kubectl") and target:
+        return "api", (target,)
+    return None
+
+
+def trace_for_finding(node: str, nodes: Sequence[str]) -> tuple[str, tuple[Any, ...]] | None:
+    """A finding on a node: the VXLAN path into it from a peer (the flow most node-level faults
+    break: firewall, forwarding, flannel), to be edited before it runs."""
+    peers = [n for n in nodes if n != node]
+    if node not in nodes or not peers:
+        return None
+    return "vxlan", (peers[0], node)
+
+
+FLOW_USAGE = ("nodeport NODE [PORT] | pod NS/POD NS/POD [PORT] | vxlan NODE NODE [PORT] | "
+              "api NODE | node-pod NODE POD [PORT]")
+_ARITY = {"nodeport": 1, "pod": 2, "vxlan": 2, "api": 1, "node-pod": 2}
+
+
+def flow_text(kind: str, args: Sequence[Any]) -> str:
+    """The one-line form of a flow (what the trace screen's field holds)."""
+    return " ".join([kind] + [str(a) for a in args if a is not None])
+
+
+def parse_flow_text(text: str) -> tuple[str, tuple[Any, ...]]:
+    """`KIND ARG... [PORT]` -> (kind, args) as build_flow takes them; TraceError when malformed."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise TraceError(f"cannot read {text!r}: {exc}") from None
+    if not words or words[0] not in _ARITY:
+        raise TraceError(f"a flow is one of: {FLOW_USAGE}")
+    kind, rest = words[0], words[1:]
+    n = _ARITY[kind]
+    port: int | None = None
+    if len(rest) == n + 1 and kind != "api" and rest[-1].isdigit():
+        port = int(rest.pop())
+    if len(rest) != n:
+        raise TraceError(f"a flow is one of: {FLOW_USAGE}")
+    return kind, tuple(rest) + ((port,) if kind != "api" else ())
+
+
+def resolve_command(host: str) -> str:
+    return f"getent ahosts {q(host)} 2>/dev/null | awk 'NR==1 {{print $1}}'"
+
+
+def build_flow(kind: str, args: Sequence[Any], api: Any,
+               shells: Callable[[str, str | None], Any]) -> Flow:
+    """The flow of `trace KIND ARGS...` (nodeport NODE [PORT] | pod A B [PORT] | vxlan A B [PORT]
+    | api NODE | node-pod NODE POD [PORT]): vxlan and api first read the source node (one read-only command: the vxlan
+    device's dstport, the kubelet kubeconfig's `server:` line)."""
+    a = list(args) + [None] * 3
+    if kind == "nodeport":
+        return nodeport_flow(api, a[0], a[1])
+    if kind == "pod":
+        return pod_flow(api, a[0], a[1], a[2])
+    if kind == "node-pod":
+        return node_pod_flow(api, a[0], a[1], a[2])
+    if kind not in ("vxlan", "api"):
+        raise TraceError(f"unknown flow {kind!r}")
+    _, ip = _node_by(api, a[0])
+    shell = shells(a[0], ip)
+    info = parse_node_info(shell.run(node_info_command(), timeout=20).stdout)
+    if kind == "vxlan":
+        return vxlan_flow(api, a[0], a[1], a[2] or info["vxlan_port"])
+    if not info["server"]:
+        raise TraceError(f"no kubelet kubeconfig with a server: line on {a[0]} (looked at "
+                         f"{', '.join(KUBELET_KUBECONFIGS)})")
+    host, port = split_server(info["server"])
+    try:
+        ipaddress.ip_address(host)
+        server = info["server"]
+    except ValueError:
+        addr = shell.run(resolve_command(host), timeout=20).stdout.strip()
+        if not addr:
+            raise TraceError(f"{a[0]} cannot resolve the API server name {host!r}") from None
+        server = f"{'[' + addr + ']' if ':' in addr else addr}:{port}"
+    return api_flow(api, a[0], server, f"{info['server_source']}: {info['server']}")
+
+
 # ---------------------------------------------------------------- running it
 
 
@@ -573,9 +823,11 @@ def read_node(shell: Any, pn: PathNode, nt: NodeTrace | None = None) -> str:
 def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: ActionRunner,
               journal: Journal | None, prober: Any, trace_id: str,
               on_line: Callable[[str], None] | None = None,
-              cancel: threading.Event | None = None) -> dict[str, Any]:
+              cancel: threading.Event | None = None, underlay: bool = True) -> dict[str, Any]:
     """Set up the trace tables (journaled), read the nodes, send the probe, read the traces,
-    ALWAYS remove the tables (journaled rollback), then assemble the verdict."""
+    ALWAYS remove the tables (journaled rollback), then assemble the verdict. When the packet
+    was sent from one path node over a VXLAN device and never arrived at the next, the
+    encapsulating datagram is traced too (`underlay`, a `trace vxlan` between the two)."""
     from clusterfix_tui.core.fixes.apply import (
         RanAction,
         apply_plan,
@@ -630,6 +882,7 @@ def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: Acti
         for pn in flow.path:
             nt = nts[pn.node]
             nt.hops = parse_monitor(pn.node, monitors.get(pn.node, ""), table_name(trace_id))
+            nt.marked = own_sightings(monitors.get(pn.node, ""), table_name(trace_id))
             nt.legacy_after = read_node(pool[pn.node], pn)
     finally:
         # every table is removed, whatever happened (the removal is idempotent): also when an
@@ -645,9 +898,99 @@ def run_trace(flow: Flow, shells: Callable[[str, str | None], Any], runner: Acti
                     if o.status not in ("ok", "already-done"):
                         say(f"{o.target}: REMOVING THE TRACE TABLE FAILED ({o.status}): run "
                             f"`{o.command}` there, or `clusterfix-tui rollback --journal ...`")
+    if flow.delivered_on_arrival and connected:
+        # sent: delivered only when the last node saw it arrive (and, below, nothing dropped it)
+        connected = "pre" in nts[flow.path[-1].node].marked
     res = verdict(list(nts.values()), connected, probe_detail)
+    if underlay and not flow.delivered_on_arrival:
+        _follow_underlay(flow, nts, res, shells, runner, journal, trace_id, say)
     res.update(flow=flow.kind, description=flow.description, trace_id=trace_id,
                table=f"inet {table_name(trace_id)}",
                nodes=[{"node": n.node, "role": n.role, "route": n.route,
-                       "ip_forward": n.forwarding, "error": n.error} for n in nts.values()])
+                       "ip_forward": n.forwarding, "error": n.error, "seen": n.marked}
+                      for n in nts.values()])
+    if journal is not None and underlay:
+        journal.write("trace", **journal_event(res))
     return res
+
+
+def hop_path(res: dict[str, Any], limit: int = 60) -> list[str]:
+    """The verdict path, one line a hop: `node: family table chain #handle: rule -> verdict`
+    (packet hops left out; at most `limit` lines, the last one saying how many were cut)."""
+    lines = []
+    for h in res.get("hops") or ():
+        if h.get("kind") == "packet":
+            continue
+        hd = f" #{h['handle']}" if h.get("handle") is not None else ""
+        lines.append(f"{h['node']}: {h['family']} {h['table']} {h['chain']}{hd}: "
+                     f"{h.get('rule') or h.get('kind')} -> {h.get('verdict') or '-'}")
+    if len(lines) > limit:
+        lines = lines[:limit - 1] + [f"... {len(lines) - limit + 1} more hop(s)"]
+    return lines
+
+
+def journal_event(res: dict[str, Any]) -> dict[str, Any]:
+    """The `trace` journal event's fields (core/record.py replays it into the report's
+    "traces"): the flow, its verdict, where it died and the hop path."""
+    return {"flow": res.get("flow"), "description": res.get("description"),
+            "trace_id": res.get("trace_id"), "verdict": res.get("verdict"),
+            "where": res.get("where"), "path": hop_path(res), "notes": res.get("notes") or [],
+            "underlay": (res.get("underlay") or {}).get("verdict")}
+
+
+def _follow_underlay(flow: Flow, nts: dict[str, NodeTrace], res: dict[str, Any],
+                     shells: Callable[[str, str | None], Any], runner: ActionRunner,
+                     journal: Journal | None, trace_id: str, say: Callable[[str], None]) -> None:
+    """Lost between path nodes A and B, A routing it over device D: when D is a VXLAN device,
+    trace A -> B on D's UDP port (a second, separately journaled set of trace tables) and let
+    the place the datagram died speak for the inner packet."""
+    if res.get("verdict") != "lost" or not str((res.get("where") or {}).get("rule") or ""
+                                                   ).startswith("sent from "):
+        return
+    order = [nts[pn.node] for pn in flow.path]
+    seen = [n for n in order if n.saw()]
+    missing = [n for n in order if not n.saw()]
+    if not seen or not missing:
+        return
+    a, b = seen[-1], missing[0]
+    pa = next(pn for pn in flow.path if pn.node == a.node)
+    pb = next(pn for pn in flow.path if pn.node == b.node)
+    dev = re.search(r"\bdev (\S+)", a.route)
+    if not (dev and pa.address and pb.address):
+        return
+    info = parse_node_info(shells(a.node, pa.address).run(
+        node_info_command(dev.group(1)), timeout=20).stdout)
+    if not info["vxlan_port"]:
+        return
+    port = info["vxlan_port"]
+    m = Match(pb.address, port, saddr=pa.address, proto="udp", length=UDP_PROBE_LENGTH)
+    sub_flow = Flow("vxlan", f"{a.node} {pa.address} -> {b.node} {pb.address}:{port}/udp "
+                    f"(the VXLAN datagram carrying it over {dev.group(1)})", pb.address, port,
+                    (PathNode(a.node, pa.address, "source", (m,), pb.address, False),
+                     PathNode(b.node, pb.address, "destination", (m,), pb.address, False)),
+                    probe_node=a.node, probe_command=udp_probe_command(pb.address, port),
+                    delivered_on_arrival=True)
+    say(f"lost between {a.node} and {b.node}: tracing the underlay, {sub_flow.description}")
+    sub = run_trace(sub_flow, shells, runner, journal, None, trace_id[:15] + "u", say,
+                    underlay=False)
+    res["underlay"] = {k: sub[k] for k in ("verdict", "where", "description", "trace_id",
+                                          "table", "probe")}
+    res["hops"] = list(res["hops"]) + list(sub["hops"])
+    res["notes"] = list(res["notes"]) + list(sub["notes"])
+    w = sub["where"]
+    if sub["verdict"] in ("dropped", "rejected", "no-route"):
+        res["verdict"], res["where"] = sub["verdict"], w
+        res["notes"].append(
+            f"the packet left {a.node} over {dev.group(1)} (VXLAN udp/{port}) and never arrived "
+            f"at {b.node}: the VXLAN datagram {a.node} -> {b.node} was {sub['verdict']} at "
+            f"{w.get('node')} {w.get('table') or ''} {w.get('chain') or ''}".rstrip())
+    elif sub["verdict"] == "lost":
+        res["notes"].append(
+            f"the VXLAN datagram {a.node} -> {b.node} (udp/{port}) never arrived either: it is "
+            f"dropped between the nodes (a security group, a network ACL, an underlay "
+            f"firewall) or by a netdev ingress filter on {b.node}")
+    else:
+        res["notes"].append(
+            f"VXLAN datagrams {a.node} -> {b.node} (udp/{port}) arrive: the inner packet was "
+            f"lost in the encapsulation itself (the VTEP/FDB entries for {b.node} on {a.node}, "
+            f"{dev.group(1)} on {b.node})")

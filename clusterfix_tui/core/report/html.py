@@ -143,6 +143,17 @@ def render_html(report: dict[str, Any]) -> str:
         w("</ul>")
     else:
         w("<p>Nothing: every recorded check passes.</p>")
+    if r.get("traces"):
+        from clusterfix_tui.core.report.markdown import trace_where
+
+        w("<h2>Traces</h2><ul>")
+        for tr in r["traces"]:
+            w(f"<li><b>{_h(tr['verdict'].upper())}</b> {_h(tr['flow'])}: {_h(tr['description'])}"
+              f"<br>where: {_h(trace_where(tr['where']))}"
+              + (f"<br>underlay (VXLAN) trace: {_h(tr['underlay'])}" if tr.get("underlay") else "")
+              + "".join(f"<br>note: {_h(n)}" for n in tr["notes"])
+              + (f"<pre>{_h(chr(10).join(tr['path']))}</pre>" if tr["path"] else "") + "</li>")
+        w("</ul>")
     if r["notes"] or r["errors"]:
         w("<h2>Notes and errors</h2><ul>")
         for n in r["errors"]:

@@ -48,6 +48,15 @@ def md_block(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text}\n{fence}"
 
 
+def trace_where(w: dict[str, Any]) -> str:
+    """A trace's `where` in one line: node · table chain · handle N · rule."""
+    loc = " ".join(str(x) for x in (w.get("table"), w.get("chain")) if x)
+    parts = [str(w.get("node") or "-")] + ([loc] if loc else []) + (
+        [f"handle {w['handle']}"] if w.get("handle") is not None else []) + (
+        [str(w["rule"])] if w.get("rule") else [])
+    return " · ".join(parts)
+
+
 def _md_cell(text: Any) -> str:
     return md_text(text) or " "
 
@@ -166,6 +175,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     else:
         L.append("Nothing: every recorded check passes.")
 
+    if r.get("traces"):
+        L.append("")
+        L.append("## Traces")
+        L.append("")
+        for tr in r["traces"]:
+            L.append(f"- **{md_text(tr['verdict'].upper())}** {md_text(tr['flow'])}: "
+                     f"{md_text(tr['description'])}")
+            L.append(f"  - where: {md_text(trace_where(tr['where']))}")
+            if tr.get("underlay"):
+                L.append(f"  - underlay (VXLAN) trace: {md_text(tr['underlay'])}")
+            for n in tr["notes"]:
+                L.append(f"  - note: {md_text(n)}")
+            if tr["path"]:
+                L.append("")
+                L.append(md_block("\n".join(tr["path"])))
     if r["notes"] or r["errors"]:
         L.append("")
         L.append("## Notes and errors")

@@ -108,6 +108,8 @@ def build_report(
         "still_failing": still,
         "notes": notes,
         "errors": errors,
+        # every trace run in the session (issue 15): flow, verdict, where it died, hop path
+        "traces": rec.traces,
         "journal_problems": problems,
         "stats": stats,
         # each touched node's state before the first change and after the last (+ rollback),

@@ -50,6 +50,7 @@ in the node, code and title. It applies to every panel's nodes.
 | `o` | raw command output of the selected node |
 | `r` | diagnose again |
 | `enter` on a finding / `p` | the repair plan |
+| `t` | trace a flow into the selected node or finding's node (prefilled, editable; enter runs it) |
 """
     BINDINGS = [
         Binding("p", "plan", "Plan"),
@@ -65,6 +66,7 @@ in the node, code and title. It applies to every panel's nodes.
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("t", "trace", "Trace", show=False),
     ]
 
     def __init__(self) -> None:
@@ -582,6 +584,18 @@ in the node, code and title. It applies to every panel's nodes.
         except Exception:  # noqa: BLE001 - an empty table has no cursor row
             return None
         return None
+
+    def action_trace(self) -> None:
+        """The trace screen prefilled with the VXLAN flow into the selected node (docs/trace.md)."""
+        from clusterfix_tui.core.trace import trace_for_finding
+        from clusterfix_tui.ui.screens.trace import TraceScreen
+
+        node = self._selected_node() or self._route_node
+        flow = trace_for_finding(node or "", sorted(v.facts_of(self.wizard.state.diagnosis)))
+        if flow is None:
+            self.notify("Select a node (or a node's finding) first", severity="warning")
+            return
+        self.app.push_screen(TraceScreen(*flow, run=False, why=f"a flow into {node}"))
 
     def action_raw(self) -> None:
         node = self._selected_node() or self._route_node

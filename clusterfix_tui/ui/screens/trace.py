@@ -1,6 +1,7 @@
 """Trace (issue 15): follow one probe through the nodes on its path and show where it died.
 
-Opened from the validation screen (`t` on a failed NodePort check). The trace runs in a thread
+Opened from the validation screen (`t` on a failed check: it runs at once), from a finding or a
+diagnostics panel (`t`: the flow field is prefilled, enter runs it). The trace runs in a thread
 worker over the session's API, shells, runner, journal and prober (core/trace.py): its temporary
 nft marking tables are journaled actions, always removed at the end (docs/trace.md)."""
 
@@ -15,7 +16,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from clusterfix_tui.ui.screens.base import WizardScreen
 
@@ -38,21 +39,31 @@ table `inet cfx_trace_<id>` per node that only marks the probe's packets; remove
 The verdict names the node and the rule (table, chain, handle), the route or the neighbour where
 it died; iptables-legacy chains are judged by their counters (nft trace cannot see them).
 
+The field holds the flow: `nodeport NODE [PORT]`, `pod NS/POD NS/POD [PORT]`,
+`vxlan NODE NODE [PORT]`, `api NODE`, `node-pod NODE POD [PORT]`; edit it and press enter.
+
 | key | what |
 |---|---|
+| `enter` (in the field) | trace this flow |
 | `r` | trace again |
 | `escape` | back |
 """
     BINDINGS = [Binding("r", "retrace", "Trace again")]
 
     def __init__(self, kind: str, args: tuple[Any, ...],
-                 tracer: Callable[[], dict[str, Any]] | None = None) -> None:
+                 tracer: Callable[[], dict[str, Any]] | None = None, run: bool = True,
+                 why: str = "") -> None:
         super().__init__(id="trace")
         self.kind, self.args = kind, args
         self._tracer = tracer
         self._tracing = False
+        self._run_at_once = run
+        self._why = why
 
     def compose_body(self) -> ComposeResult:
+        from clusterfix_tui.core.trace import flow_text
+
+        yield Input(flow_text(self.kind, self.args), id="trace-flow", compact=True)
         yield Static("", id="trace-verdict")
         table: DataTable = DataTable(id="hops", cursor_type="row", zebra_stripes=True)
         table.border_title = "hops"
@@ -64,6 +75,29 @@ it died; iptables-legacy chains are judged by their counters (nft trace cannot s
         for key, width in (("node", 8), ("table", 14), ("chain", 22), ("handle", 6),
                            ("rule", None), ("verdict", 12)):
             t.add_column(key, key=key, width=width)
+        if self._run_at_once:
+            self.action_retrace()
+        else:
+            text = Text()
+            if self._why:
+                text.append(self._why + "\n", style="yellow")
+            text.append("Enter traces this flow (a temporary nft table per node that only marks "
+                        "the probe; removed at the end). Edit the flow first if you like.",
+                        style="dim")
+            self.query_one("#trace-verdict", Static).update(text)
+            self.query_one("#trace-flow", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        from clusterfix_tui.core.trace import TraceError, parse_flow_text
+
+        if event.input.id != "trace-flow" or self._tracing:
+            return
+        try:
+            self.kind, self.args = parse_flow_text(event.value)
+        except TraceError as exc:
+            self.query_one("#trace-verdict", Static).update(Text(str(exc), style="bold red"))
+            return
+        self.query_one("#hops", DataTable).focus()
         self.action_retrace()
 
     def action_retrace(self) -> None:
@@ -81,8 +115,7 @@ it died; iptables-legacy chains are judged by their counters (nft trace cannot s
         from clusterfix_tui.core import trace as T
 
         s = self.wizard.session
-        flow = (T.nodeport_flow(s.api, *self.args) if self.kind == "nodeport"
-                else T.pod_flow(s.api, *self.args))
+        flow = T.build_flow(self.kind, self.args, s.api, s.shells)
         return T.run_trace(flow, s.shells, s.runner, getattr(s, "journal", None),
                            getattr(s, "prober", None), secrets.token_hex(4))
 
@@ -119,7 +152,9 @@ it died; iptables-legacy chains are judged by their counters (nft trace cannot s
                       "" if h.get("handle") is None else str(h["handle"]),
                       h.get("rule") or h.get("kind", ""),
                       Text(h.get("verdict", ""), style="bold red" if bad else ""), key=str(i))
-        notes = list(res.get("notes") or ()) + [
+        under = res.get("underlay")
+        notes = ([f"underlay (VXLAN) trace: {under['verdict']}"] if under else []) + list(
+            res.get("notes") or ()) + [
             f"{n['node']} ({n['role']}): route {n.get('route') or '-'}"
             for n in res.get("nodes") or ()]
         self.query_one("#trace-notes", Static).update(Text("\n".join(notes), style="dim"))

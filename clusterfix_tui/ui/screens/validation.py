@@ -26,7 +26,10 @@ A failed check names the step that fixes it: select it (enter) to open that step
 | `enter` | open the step that fixes the highlighted failed check |
 | `r` | validate again |
 | `s` | the session summary |
-| `t` | trace the highlighted failed NodePort check (name the rule that drops it) |
+| `t` | trace the highlighted failed check (NodePort, pod-to-pod, Ready, worker kubectl) |
+
+A trace names the rule, route or node where the check's packet dies. When checks fail and no
+finding explains them, the status line says so and proposes `t`.
 """
     BINDINGS = [
         Binding("r", "revalidate", "Re-run"),
@@ -48,6 +51,7 @@ A failed check names the step that fixes it: select it (enter) to open that step
         with Horizontal(classes="buttons"):
             yield Button("Open step \\[enter]", id="open-step", compact=True)
             yield Button("Re-run \\[r]", id="rerun", compact=True)
+            yield Button("Trace \\[t]", id="trace-check", compact=True)
             yield Button("Summary \\[s]", id="summary", variant="primary", compact=True)
 
     def on_mount(self) -> None:
@@ -136,6 +140,12 @@ A failed check names the step that fixes it: select it (enter) to open that step
             if steps:
                 status.append(f"Steps that fix them: {', '.join(steps)} (enter). ",
                               style="yellow")
+            lone = self._unexplained()
+            if lone:
+                status.append(f"No finding explains {len(lone)} of them "
+                              f"({', '.join(f'{r.name} {r.target}' for r in lone[:2])}"
+                              f"{', …' if len(lone) > 2 else ''}): t traces it and names where "
+                              f"its packet dies. ", style="bold yellow")
         status.append("s: summary", style="dim")
         self.query_one("#validation-status", Static).update(status)
         self.refresh_bindings()
@@ -186,17 +196,31 @@ A failed check names the step that fixes it: select it (enter) to open that step
             return
         self.wizard.open_summary()
 
-    def action_trace(self) -> None:
-        """Trace the highlighted failed NodePort check (ui/screens/trace.py, docs/trace.md)."""
-        import re
+    def _unexplained(self) -> list:
+        """Failed checks with a flow to trace that no finding of the latest diagnosis explains
+        (no finding names the step that fixes the check)."""
+        from clusterfix_tui.core.trace import trace_for_check
 
+        diag = self.wizard.state.diagnosis_after or self.wizard.state.diagnosis
+        steps = {f.step for f in v.findings_of(diag) if getattr(f, "step", None)} if diag else set()
+        return [r for r in self._results if not r.passed
+                and trace_for_check(r.name, r.target, r.detail) is not None
+                and not (r.fix_step and r.fix_step in steps)]
+
+    @on(Button.Pressed, "#trace-check")
+    def action_trace(self) -> None:
+        """Trace the highlighted failed check (ui/screens/trace.py, docs/trace.md); when the
+        highlighted one has no flow, the first unexplained failure."""
+        from clusterfix_tui.core.trace import trace_for_check
         from clusterfix_tui.ui.screens.trace import TraceScreen
 
         index = self.query_one("#checks", DataTable).cursor_row
         r = self._results[index] if 0 <= index < len(self._results) else None
-        if r is None or r.passed or r.name != "nodeport" or "@" not in r.target:
-            self.notify("Trace needs a failed NodePort check", severity="information")
+        if r is None or r.passed or trace_for_check(r.name, r.target, r.detail) is None:
+            r = next(iter(self._unexplained()), None)
+        flow = trace_for_check(r.name, r.target, r.detail) if r is not None else None
+        if r is None or flow is None:
+            self.notify("Trace needs a failed NodePort, pod-to-pod, node-ready or worker-kubectl "
+                        "check", severity="information")
             return
-        port = re.search(r":(\d+)/", r.detail or "")
-        self.app.push_screen(TraceScreen("nodeport", (r.target.rsplit("@", 1)[1],
-                                                      int(port.group(1)) if port else None)))
+        self.app.push_screen(TraceScreen(*flow, why=f"{r.name} {r.target}: {r.detail}"))
