@@ -173,10 +173,62 @@ def test_trace_screen_prefilled_snapshot_80x24(snap_compare, snap_dir: Path) -> 
 
     async def run_before(pilot) -> None:
         await settle(pilot)
-        await pilot.app.push_screen(TraceScreen("vxlan", ("node-2", "node-1"), tracer=_result,
-                                                run=False, why="a flow into node-1"))
+        from textual.widgets import Input
+
+        screen = TraceScreen("vxlan", ("node-2", "node-1"), tracer=_result, run=False,
+                             why="a flow into node-1")
+        await pilot.app.push_screen(screen)
+        await settle(pilot)
+        screen.query_one("#trace-flow", Input).cursor_blink = False  # a still picture
         await settle(pilot)
         pilot.app.clear_notifications()
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_diagnostics_n_opens_the_netfilter_map_of_the_selected_node(tmp_path) -> None:
+    from test_ui_flow import _connect_and_diagnose
+
+    from clusterfix_tui.core.netfilter_map import netfilter_map
+    from clusterfix_tui.ui import view as v
+    from clusterfix_tui.ui.screens.netfilter import NetfilterScreen, map_rows
+
+    app, _ = make_app(tmp_path)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await _connect_and_diagnose(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        node = str(app.screen.query_one("#nodes-table", DataTable).get_row_at(0)[0])
+        await pilot.press("n")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, NetfilterScreen)
+        entries = netfilter_map(v.facts_of(app.state.diagnosis)[node])
+        rows = map_rows(entries)
+        table = screen.query_one("#netfilter-table", DataTable)
+        assert rows and table.row_count == len(rows)
+        assert [str(c) for c in table.get_row_at(0)] == list(rows[0])
+        # packet order: hooks never go backwards
+        from clusterfix_tui.ui.screens.netfilter import HOOKS
+        order = [HOOKS.index(r[0]) for r in rows if r[0] in HOOKS]
+        assert order == sorted(order)
+        status = str(screen.query_one("#netfilter-status", Static).render())
+        assert status.startswith(f"{node}: {len(entries)} table(s)") and "kube-proxy" in status
+
+
+def test_netfilter_map_snapshot_100x30(snap_compare, snap_dir: Path) -> None:
+    from test_ui_flow import _connect_and_diagnose
+
+    app, _ = make_app(snap_dir)
+
+    async def run_before(pilot) -> None:
+        await _connect_and_diagnose(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)

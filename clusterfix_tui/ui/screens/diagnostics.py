@@ -51,6 +51,7 @@ in the node, code and title. It applies to every panel's nodes.
 | `r` | diagnose again |
 | `enter` on a finding / `p` | the repair plan |
 | `t` | trace a flow into the selected node or finding's node (prefilled, editable; enter runs it) |
+| `n` | the netfilter map of the selected node (every table, owner, hook, priority, policy) |
 """
     BINDINGS = [
         Binding("p", "plan", "Plan"),
@@ -67,6 +68,7 @@ in the node, code and title. It applies to every panel's nodes.
         Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("t", "trace", "Trace", show=False),
+        Binding("n", "netfilter", "Netfilter", show=False),
     ]
 
     def __init__(self) -> None:
@@ -596,6 +598,15 @@ in the node, code and title. It applies to every panel's nodes.
             self.notify("Select a node (or a node's finding) first", severity="warning")
             return
         self.app.push_screen(TraceScreen(*flow, run=False, why=f"a flow into {node}"))
+
+    def action_netfilter(self) -> None:
+        from clusterfix_tui.ui.screens.netfilter import NetfilterScreen
+
+        facts = v.facts_of(self.wizard.state.diagnosis)
+        if not facts:
+            self.notify("Wait for the diagnosis to finish", severity="warning")
+            return
+        self.app.push_screen(NetfilterScreen(facts, self._selected_node() or self._route_node))
 
     def action_raw(self) -> None:
         node = self._selected_node() or self._route_node
