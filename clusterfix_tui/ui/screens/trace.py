@@ -76,6 +76,7 @@ The field holds the flow: `nodeport NODE [PORT]`, `pod NS/POD NS/POD [PORT]`,
                            ("rule", None), ("verdict", 12)):
             t.add_column(key, key=key, width=width)
         if self._run_at_once:
+            t.focus()  # keys (r, escape) act on the screen, not typed into the field
             self.action_retrace()
         else:
             text = Text()
