@@ -38,6 +38,7 @@ FOUND_AS = {
     "ip-forward-off": ("IP_FORWARD_OFF", "node"),
     "br-netfilter-off": ("BR_NETFILTER_OFF", "node"),
     "ipv6-forward-off": ("IPV6_FORWARD_OFF", "node"),
+    "br-netfilter-ip6-off": ("BR_NETFILTER_IP6_OFF", "node"),
 }
 
 # A fault another fault on the same node hides until that one is repaired: kube-proxy-crashloop
@@ -102,7 +103,9 @@ def test_faults_applied_are_the_shape_ones(faulted_lab):
     from clusterfix_tui.lab import faults as F
 
     names = [r["name"] for r in _injected(faulted_lab)]
-    want = [f for f in F.applicable(faulted_lab.shape) if f not in F.NOT_IN_ALL]
+    want = F.all_for(faulted_lab.shape, faulted_lab.family)
+    if faulted_lab.family != "ipv4":
+        assert set(F.V6_ONLY) & set(F.applicable(faulted_lab.shape)) <= set(names), names
     assert sorted(names) == sorted(want), names
     assert all(r["physical"] for r in _injected(faulted_lab) if r["name"] != "iptables-foreign-rule"), \
         [r["detail"] for r in _injected(faulted_lab) if not r["physical"]]
