@@ -38,6 +38,7 @@ from determinism import frozen_plan_stamp
 from diag_fakes import LAB_NONCE, ReplayAPI, load
 
 from clusterfix_tui.core.facts import script_nonce
+from clusterfix_tui.core.identity import IDENTITY_SCRIPT
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.core.model import CommandResult
 from clusterfix_tui.core.session import RepairSession
@@ -99,6 +100,8 @@ class ReplayCluster:
         self.faults = tuple(faults)
         self.fixed: set[str] = set()
         self.recreated: dict[str, str] = {}  # "ns/name" of a deleted pod -> its successor's name
+        # node -> boot_id its identity script prints (None: the script prints nothing, as before)
+        self.boot_ids: dict[str, str] | None = None
         self._lock = threading.Lock()
         self._cache: dict[Any, dict[str, Any]] = {}
         self._healthy = load("healthy")
@@ -194,6 +197,10 @@ class ReplayNodeShell:
         if nonce is not None:  # the facts script: what this node printed in the recordings
             output = self.cluster.recording()["facts"][self.node]
             return CommandResult(0, stdout=output.replace(LAB_NONCE, nonce))
+        if command == IDENTITY_SCRIPT and self.cluster.boot_ids is not None:
+            # what a node prints for core/identity.py (a new boot_id: the node rebooted)
+            return CommandResult(0, stdout=f"boot_id={self.cluster.boot_ids[self.node]}\n"
+                                 "net=net:[4026531840]\nmnt=mnt:[4026531841]\n")
         if "/dev/tcp/" in command:  # validation: pod-to-pod from this node
             if "cni_bridge" in broken:
                 return CommandResult(1, stdout="10.244.2.2 dev cni0 src 10.244.9.1 uid 0\n",

@@ -341,6 +341,9 @@ class RepairSession:
         decision = "dry-run" if self.dry_run else "approved"
         self.journal.write("decision", step=plan.step, decision=decision,
                            action_ids=list(approved_ids), by=by, pass_no=self.pass_no)
+        refused = self._identity_refusal(plan, approved_ids)
+        if refused is not None:
+            return refused
         post = None
         try:
             from clusterfix_tui.core.fixes import get_step
@@ -364,6 +367,48 @@ class RepairSession:
         finally:
             self._ran()
         self.outcomes[plan.step] = outcome
+        return outcome
+
+    def identity_differences(self, nodes: set[str]) -> list[str]:
+        """What differs between the identities journaled at connect (the cluster; each of
+        `nodes`: host key, boot_id, namespaces) and the ones read now (core/identity.py).
+        A node not reachable now is not compared (its commands fail on their own)."""
+        from clusterfix_tui.core import identity as ident
+
+        then_cluster, then_nodes = ident.recorded(list(self.journal.events))
+        then = {n: then_nodes[n] for n in nodes if n in then_nodes}
+        now: dict[str, dict[str, Any]] = {}
+        for node, was in then.items():
+            if was.get("transport") == "local":
+                continue  # the machine this runs on
+            try:
+                shell = self.shells(node, was.get("address"))
+                now[node] = ident.node_identity(self.shells, shell, node, was.get("address"))
+            except Exception:  # noqa: BLE001, S112
+                continue
+        now_cluster = ident.cluster_identity(self.api) if then_cluster else None
+        return ident.differences(then_cluster, now_cluster, then, now)
+
+    def _identity_refusal(self, plan: Any, approved_ids: Any) -> StepOutcome | None:
+        """Before anything of `plan` runs (again): the cluster and the nodes it touches must be
+        the ones this session identified at connect. Else the apply is refused (journaled, the
+        step failed, nothing run) and says what differs: a rebooted or replaced node may no
+        longer hold the state the plan was built from."""
+        if self.dry_run:
+            return None
+        approved = set(approved_ids)
+        nodes = {a.target for a in plan.actions if a.id in approved and a.kind == "shell"}
+        differs = self.identity_differences(nodes)
+        if not differs:
+            return None
+        message = ("refused: the cluster or a node is not the one this session connected to "
+                   "(" + "; ".join(differs) + "). Nothing ran; start a new session.")
+        self.journal.write("error", message=f"{plan.step}: {message}", where=plan.step,
+                           identity_differences=differs)
+        outcome = StepOutcome(step=plan.step, status="failed", message=message)
+        self.outcomes[plan.step] = outcome
+        self.journal.write("step_end", step=plan.step, outcome=outcome.to_dict(),
+                           pass_no=self.pass_no)
         return outcome
 
     def _ran(self) -> None:
@@ -437,6 +482,9 @@ class RepairSession:
         self.journal.write("decision", step=plan.step,
                            decision="dry-run" if self.dry_run else "approved",
                            action_ids=approved, by=by, rollback=True, pass_no=self.pass_no)
+        refused = self._identity_refusal(plan, approved)
+        if refused is not None:
+            return refused
         try:
             return engine.apply_plan(plan, approved, self.runner, self.journal, on_line, cancel,
                                      step_end={"pass_no": self.pass_no})
