@@ -139,3 +139,17 @@ def test_kubeconfig_candidates_count_the_servers_once(monkeypatch: pytest.Monkey
     assert len(found) == 30 and built[0] == 1
     assert all(f.data.expected_server == good if not isinstance(f.data, dict)
                else f.data["expected_server"] == good for f in found)
+
+
+def test_a_findings_flow_keeps_a_bounded_address_list() -> None:
+    """Every node's firewall finding names the flows it breaks; the peers' list in it is bounded
+    (N nodes x N peers in the JSON and the journal otherwise), and says how long it was."""
+    snap, facts = _cluster(160)
+    found = firewall.check(snap, facts)
+    data = found[0].data
+    rules = data.rules if not isinstance(data, dict) else data["rules"]
+    flows = [fl for r in rules for fl in r["flows"] if fl["name"] == "vxlan-in"]
+    assert flows and len(flows[0]["saddrs"]) == FP.MAX_FLOW_ADDRS
+    assert flows[0]["saddrs_total"] == 159
+    small = FP.Flow("x", "input", "ip", "x", saddrs=("10.0.0.1/32",)).to_dict()
+    assert small["saddrs"] == ["10.0.0.1/32"] and "saddrs_total" not in small

@@ -38,6 +38,7 @@ DEFAULT_API_PORT = 6443
 # iptables-nft's own tables (judged from iptables-nft-save, not from the nft JSON)
 IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 _MAX_STEPS = 20000
+MAX_FLOW_ADDRS = 64  # addresses of one flow kept in a finding's data
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,21 @@ class Flow:
         return f"{self.proto}/{lo}" if lo == hi else f"{self.proto}/{lo}-{hi}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "hook": self.hook, "family": self.family,
-                "describe": self.describe, "proto": self.proto,
-                "dports": list(self.dports) if self.dports else None,
-                "saddrs": list(self.saddrs) if self.saddrs is not None else None,
-                "daddrs": list(self.daddrs) if self.daddrs is not None else None}
+        """For a finding's data. An address list longer than MAX_FLOW_ADDRS (every peer of a big
+        cluster, in every node's finding: N^2 in the JSON and the journal) keeps its first
+        MAX_FLOW_ADDRS entries and says how many there were ("saddrs_total")."""
+        out: dict[str, Any] = {"name": self.name, "hook": self.hook, "family": self.family,
+                               "describe": self.describe, "proto": self.proto,
+                               "dports": list(self.dports) if self.dports else None}
+        for key, val in (("saddrs", self.saddrs), ("daddrs", self.daddrs)):
+            if val is None:
+                out[key] = None
+            elif len(val) > MAX_FLOW_ADDRS:
+                out[key] = list(val[:MAX_FLOW_ADDRS])
+                out[f"{key}_total"] = len(val)
+            else:
+                out[key] = list(val)
+        return out
 
 
 @dataclass(frozen=True)
