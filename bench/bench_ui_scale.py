@@ -17,7 +17,7 @@ Prints (nothing is asserted; the figures go into docs/performance.md):
              worst per kind. One key = pilot.press + pilot.pause (the key handled, the messages it
              caused handled, the screen refreshed); the pilot's own cost is included.
 
-    python3 bench/bench_ui_scale.py --nodes 1000 [--runs 3]
+    python3 bench/bench_ui_scale.py --nodes 1000 [--runs 3] [--page-size 100000: no paging]
 """
 
 from __future__ import annotations
@@ -101,7 +101,13 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", default="120x40")
+    ap.add_argument("--page-size", type=int, default=0,
+                    help="rows per page (default: the wizard's); 100000 = no paging, to compare")
     a = ap.parse_args()
+    if a.page_size:
+        from clusterfix_tui.ui import view
+
+        view.PAGE_SIZE = a.page_size
     w, h = (int(x) for x in a.size.split("x"))
     c0 = time.perf_counter()
     diag = big_diagnosis(a.nodes)
