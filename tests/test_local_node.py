@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 from lab_helpers import lab_fixture
 
-from clusterfix_tui.transports.local import LocalIdentity, LocalNodeShell, NodeShells
+from clusterfix_tui.transports.local import (
+    LocalIdentity,
+    LocalNodeShell,
+    NodeShells,
+    local_addresses,
+    local_links_routes,
+)
 
 REPO = str(Path(__file__).resolve().parents[1])
 
@@ -53,6 +59,24 @@ class _Pool:
 
     def close(self) -> None:
         self.closed = True
+
+
+def test_netlink_reads_work_inside_a_running_event_loop() -> None:
+    """The wizard recognises the local node from its own thread, which runs an event loop:
+    pyroute2 0.9's synchronous API refuses there, and the addresses came back empty (no local node
+    ever recognised, silently)."""
+    import asyncio
+
+    outside = local_addresses()
+    links_outside = {link["ifname"] for link in local_links_routes()["links"]}
+    assert "127.0.0.1" in outside
+
+    async def inside() -> tuple[set[str], set[str]]:
+        return local_addresses(), {link["ifname"] for link in local_links_routes()["links"]}
+
+    addresses, links = asyncio.run(inside())
+    assert addresses == outside
+    assert links == links_outside
 
 
 def test_node_shells_route_the_local_node_and_delegate_the_rest() -> None:

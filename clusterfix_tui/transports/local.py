@@ -17,9 +17,12 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from clusterfix_tui.core.ports import CommandResult, LineCallback
+
+_T = TypeVar("_T")
 
 
 class LocalShell:
@@ -175,9 +178,29 @@ _RTNH = ((1, "dead"), (4, "onlink"), (2, "pervasive"), (8, "offload"), (16, "lin
          (32, "unresolved"))
 
 
+def _off_the_loop(fn: Callable[[], _T]) -> _T:
+    """Run a pyroute2 call where its synchronous API works: pyroute2 0.9 builds its sockets on
+    asyncio and refuses ("This event loop is already running") in a thread that runs an event loop
+    (the wizard's own thread, a pilot test). There the call goes to a short-lived thread."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
 def local_links_routes(netns: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """{"links": ip -j link, "addresses": ip -j addr, "routes": ip -j route} of this machine
     (or of the named network namespace), as plain dicts."""
+    return _off_the_loop(lambda: _local_links_routes(netns))
+
+
+def _local_links_routes(netns: str | None) -> dict[str, list[dict[str, Any]]]:
     from pyroute2 import IPRoute
 
     kwargs = {"netns": netns} if netns else {}
@@ -307,11 +330,14 @@ def _sudo_refused(stderr: str) -> bool:
 
 def local_addresses() -> set[str]:
     """Every address configured on this machine's interfaces (this network namespace)."""
-    try:
+    def read() -> set[str]:
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
             return {str(m.get("address")) for m in ipr.get_addr() if m.get("address")}
+
+    try:
+        return _off_the_loop(read)
     except Exception:  # noqa: BLE001 - no netlink (e.g. not Linux): no address matches
         return set()
 
