@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Input, Static
 from ui_fakes import settle
 
 from clusterfix_tui.commands.tui import make_session_factory
+from clusterfix_tui.core.group import group_findings
 from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui.app import ClusterfixApp
@@ -57,10 +58,14 @@ async def _connect_and_diagnose(pilot) -> None:
     assert isinstance(app.screen, DiagnosticsScreen)
     findings = app.state.diagnosis.findings
     assert findings, "a lab with faults must show findings"
+    # one row per cause (core/group.py): a finding alone shows its title, a cause shared by
+    # several nodes its group's title; every finding is inside exactly one shown row
+    groups = group_findings(findings)
+    assert sorted(id(f) for g in groups for f in g.findings) == sorted(id(f) for f in findings)
     table = app.screen.query_one("#findings-table", DataTable)
-    assert table.row_count == len(findings)
+    assert table.row_count == len(groups)
     shown = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
-    assert {f.title for f in findings} == shown
+    assert {g.title for g in groups} == shown
 
 
 def _dialog_commands(app) -> list[str]:
