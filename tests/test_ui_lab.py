@@ -13,8 +13,8 @@ from textual.widgets import DataTable, Input, Static
 from ui_fakes import settle
 
 from clusterfix_tui.commands.tui import make_session_factory
-from clusterfix_tui.core.group import group_findings
 from clusterfix_tui.core.fixes.engine import is_opt_in
+from clusterfix_tui.core.group import group_findings
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.ui.app import ClusterfixApp
 from clusterfix_tui.ui.screens.connect import ConnectScreen
