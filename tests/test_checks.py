@@ -441,6 +441,27 @@ def test_diagnose_a_hung_section_is_node_facts_timeout_and_the_node_is_still_rea
     for step in STEP_ORDER:
         assert not get_step(step).plan(d).actions, step
 
+    # a hang in a section a fault-detecting check needs: node-2's nat table (kube-proxy's rules).
+    # Printed empty by a section that RAN, it is KUBE_PROXY_NO_RULES and a kube-proxy restart is
+    # planned; killed at its deadline, it is no finding, no action, and "not checked" instead.
+    def nat(err: str, rc: int) -> str:
+        new, k = re.subn(r"(BEGIN nft_save_nat\n).*?(\n@@CFX \S+ ERR nft_save_nat\n).*?"
+                         r"(\n@@CFX \S+ END nft_save_nat rc=)\d+",
+                         lambda m: f"{m.group(1)}{m.group(2)}{err}{m.group(3)}{rc}", out, flags=re.S)
+        assert k == 1
+        return new
+
+    empty = diagnose(ReplayAPI(rec), ReplayShells(rec, outputs={"node-2": nat("", 0)}))
+    assert [(f.code, f.node) for f in empty.findings] == [("KUBE_PROXY_NO_RULES", "node-2")]
+    assert any(get_step(s).plan(empty).actions for s in STEP_ORDER)
+    d = diagnose(ReplayAPI(rec), ReplayShells(rec, outputs={
+        "node-2": nat(f"cfx: timed out after {SECTION_TIMEOUT}s (killed)", 137)}))
+    assert [(f.code, f.node) for f in d.findings] == [("NODE_FACTS_TIMEOUT", "node-2")]
+    for step in STEP_ORDER:
+        assert not get_step(step).plan(d).actions, step
+    (g,) = [g for g in d.not_checked if "KUBE_PROXY_NO_RULES" in g["codes"]]
+    assert g["nodes"] == ["node-2"] and g["why"].startswith("nft_save_nat timed out after")
+
 
 def test_diagnose_api_failure_is_recorded_not_raised():
     rec = load("healthy")

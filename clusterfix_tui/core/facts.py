@@ -318,6 +318,9 @@ done
 SECTION_TIMEOUT = 10
 # what the script writes on a section's stderr when that section's deadline killed it
 TIMED_OUT_MARK = "cfx: timed out after"
+# sections whose failure (any rc but 0, a missing `ip` included) means "not read", never
+# "none there": the checks would read an unlisted link/address/route table as an empty one
+FAIL_IS_UNREAD = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route"})
 
 
 def section_command(name: str) -> str | None:
@@ -411,6 +414,23 @@ class Section:
         """Killed by its own deadline on the node (SECTION_TIMEOUT): SIGKILL, and the mark."""
         return self.rc == 137 and TIMED_OUT_MARK in self.stderr
 
+    def unread_reason(self) -> str | None:
+        """Why this section's facts were NOT read (None: they were, even when the answer is
+        empty). Killed at its deadline, killed by another signal, or cut off before its END
+        marker: what it printed is a fragment, never "nothing there". For the sections in
+        FAIL_IS_UNREAD, any failure too (a routing table that could not be listed is not an
+        empty one). A missing tool (rc 127) or file (rc 1) elsewhere is a real answer."""
+        if self.rc is None:
+            return "cut off (no END marker)"
+        if self.timed_out:
+            return f"timed out after {SECTION_TIMEOUT}s"
+        if 128 < self.rc < 160:  # 128+N: killed by signal N (255, 254: a tool's own exit(-1))
+            return f"killed (signal {self.rc - 128})"
+        if self.rc != 0 and self.name in FAIL_IS_UNREAD:
+            first = next((ln.strip() for ln in self.stderr.splitlines() if ln.strip()), "")
+            return f"failed (rc {self.rc}{': ' + first[:120] if first else ''})"
+        return None
+
 
 @dataclass(frozen=True)
 class NodeFacts:
@@ -474,6 +494,18 @@ class NodeFacts:
         """The sections the node killed at their deadline (their facts are missing)."""
         return sorted(k for k, sec in self.sections.items() if sec.timed_out)
 
+    def unread_sections(self) -> dict[str, str]:
+        """section name -> why its facts were not read (timed out, killed, cut off, failed), for
+        every section that was not read completely. A section that ran and printed nothing is
+        NOT here: that is a real empty answer. A section absent from the output is not here
+        either (the script runs it only on some nodes, or the facts came from elsewhere)."""
+        out: dict[str, str] = {}
+        for sec in self.sections.values():
+            why = sec.unread_reason()
+            if why is not None and sec.name not in out:
+                out[sec.name] = why
+        return out
+
     def summary(self) -> dict[str, Any]:
         """A short per-node summary for --json and the journal."""
         return {
@@ -494,6 +526,7 @@ class NodeFacts:
             "kubectl_rc": self.kubectl_rc,
             "cni_files": sorted(self.cni_files),
             "parse_errors": list(self.parse_errors),
+            "unread_sections": self.unread_sections(),
         }
 
     def to_dict(self) -> dict[str, Any]:

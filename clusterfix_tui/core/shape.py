@@ -177,6 +177,9 @@ class NodeShape:
     kube_proxy: str | None = None  # per node: "pod" | "static" | "embedded" | "answers" | None
     kube_proxy_mode: str | None = None  # from the node's :10249/proxyMode
     unreadable: tuple[str, ...] = ()  # what could not be read on this node (and why)
+    # facts sections that did not come back complete (timed out, killed, cut off): (name, why);
+    # every check that reads one of them is not checked on this node (why_not says so)
+    not_read: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,8 @@ class ClusterShape:
                           "container_runtime": s.container_runtime, "docker": s.docker,
                           "distribution": s.distribution, "kube_proxy": s.kube_proxy,
                           "kube_proxy_mode": s.kube_proxy_mode,
-                          "unreadable": list(s.unreadable)}
+                          "unreadable": list(s.unreadable),
+                          "not_read": dict(s.not_read)}
                       for n, s in sorted(self.nodes.items())},
             "cni_repair_offered": self.cni == "flannel",
             "evidence": list(self.evidence),
@@ -614,7 +618,9 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
             name=name, pod_cidrs=cidrs, ip_family=family_word(cidrs), iptables=ipt,
             iptables_version=ver, iptables_detail=detail_i, container_runtime=rt, docker=docker,
             distribution=dists.get(name), kube_proxy=node_kp,
-            kube_proxy_mode=node_modes.get(name), unreadable=tuple(unread))
+            kube_proxy_mode=node_modes.get(name), unreadable=tuple(unread),
+            not_read=tuple(sorted(f.unread_sections().items()))
+            if f is not None and hasattr(f, "unread_sections") else ())
     fams = {s.ip_family for s in node_shapes.values() if s.ip_family != "unknown"}
     ip_family = fams.pop() if len(fams) == 1 else ("mixed" if fams else "unknown")
 
@@ -714,7 +720,28 @@ SCOPES: dict[str, str] = {
 
 def why_not(shape: ClusterShape | None, code: str, node: str | None = None,
             data: dict[str, Any] | None = None) -> str | None:
-    """None when `code` applies to this shape (on `node`), else why it does not."""
+    """None when `code` applies to this shape (on `node`) and can be checked there, else why
+    not: out of its scope, or a facts section its check reads was not read on the node."""
+    why = _out_of_scope(shape, code, node)
+    if why is None and shape is not None and node is not None:
+        ns = shape.nodes.get(node)
+        if ns is not None and ns.not_read:
+            why = not_read_why(code, ns)
+    return why
+
+
+def not_read_why(code: str, ns: NodeShape) -> str | None:
+    """Why `code` is not checked on this node because of its facts: the sections its check
+    reads (checks.sections_read) that did not come back complete; None when all did."""
+    from clusterfix_tui.core.checks import not_read
+
+    missing = not_read(code, dict(ns.not_read))
+    if not missing:
+        return None
+    return "; ".join(f"{s} {why}" for s, why in missing) + " (its facts were not read)"
+
+
+def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> str | None:
     if shape is None or code not in SCOPES:
         return None
     ns = shape.nodes.get(node) if node else None
@@ -782,7 +809,7 @@ def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
     names: list[str | None] = [*sorted(shape.nodes)] or [None]
     for code in SCOPES:
         for node in names:
-            why = why_not(shape, code, node)
+            why = _out_of_scope(shape, code, node)
             if why is None:
                 continue
             g = groups.setdefault(why, {"codes": [], "why": why, "nodes": []})
@@ -801,6 +828,27 @@ def not_checked(shape: ClusterShape | None) -> list[dict[str, Any]]:
     for n, ns in sorted(shape.nodes.items()):
         for u in ns.unreadable:
             out.append({"codes": [], "nodes": [n], "why": f"could not read: {u}"})
+    # checks whose facts did not come back complete on a node (a section that timed out):
+    # no finding there, whatever the empty view would have said
+    if any(ns.not_read for ns in shape.nodes.values()):
+        from clusterfix_tui.core.checks import sections_read
+
+        read_groups: dict[str, dict[str, Any]] = {}
+        for n, ns in sorted(shape.nodes.items()):
+            if not ns.not_read:
+                continue
+            for code in sections_read():
+                if _out_of_scope(shape, code, n) is not None:
+                    continue  # already listed above with its scope reason
+                why = not_read_why(code, ns)
+                if why is None:
+                    continue
+                g = read_groups.setdefault(why, {"codes": [], "why": why, "nodes": []})
+                if code not in g["codes"]:
+                    g["codes"].append(code)
+                if n not in g["nodes"]:
+                    g["nodes"].append(n)
+        out.extend(read_groups.values())
     return out
 
 

@@ -5,6 +5,7 @@ symptoms in `data["symptoms"]`, so one fault gives one finding. Codes: docs/find
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,53 @@ def all_checks() -> list[CheckFn]:
             kubeconfig.check, underlay.check]
 
 
+@functools.lru_cache(maxsize=1)
+def sections_read() -> dict[str, tuple[str, ...]]:
+    """finding code -> the facts sections (core/facts.py names) its check decides it from, as
+    every check module declares in READS. A code not listed reads no node facts (API-only)."""
+    from clusterfix_tui.core.checks import (
+        cni,
+        firewall,
+        flannel,
+        host,
+        iptables,
+        kubeconfig,
+        pods,
+        underlay,
+    )
+
+    out: dict[str, tuple[str, ...]] = {}
+    for mod in (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay):
+        for code, secs in getattr(mod, "READS", {}).items():
+            out[code] = tuple(dict.fromkeys(out.get(code, ()) + tuple(secs)))
+    return out
+
+
+def not_read(code: str, unread: dict[str, str]) -> list[tuple[str, str]]:
+    """[(section, why)] of the sections `code` reads that were not read on a node, given that
+    node's NodeFacts.unread_sections(): when not empty, `code` is not checked on that node."""
+    if not unread:
+        return []
+    return [(s, unread[s]) for s in sections_read().get(code, ()) if s in unread]
+
+
+def drop_not_read(findings: list[Finding], facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
+    """Drop every finding on a node where a section its code reads was not read completely
+    (timed out, killed, cut off): an empty view there is not an absent thing, and a finding
+    built from it would plan an action on a healthy node. core.shape.not_checked() says why."""
+    unread: dict[str, dict[str, str]] = {}
+    kept = []
+    for f in findings:
+        facts = facts_by_node.get(f.node)
+        if facts is not None:
+            if f.node not in unread:
+                unread[f.node] = facts.unread_sections()
+            if not_read(f.code, unread[f.node]):
+                continue
+        kept.append(f)
+    return kept
+
+
 def data_for(code: str, **values: Any) -> FindingData | dict[str, Any]:
     """The typed data of `code` built from keyword values, as its check builds it (a TypeError
     names a key the class does not have); a plain dict for a code without a data class."""
@@ -77,7 +125,7 @@ def run_checks(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts],
             findings.extend(fn(snapshot, facts_by_node))
         except Exception as exc:  # keep diagnosing; say which check broke
             errors.append(f"{fn.__module__}.{fn.__name__}: {type(exc).__name__}: {exc}")
-    findings = in_scope(snapshot, findings)
+    findings = in_scope(snapshot, drop_not_read(findings, facts_by_node))
     return sort_findings(fold_symptoms(findings)), errors
 
 

@@ -11,6 +11,16 @@ from clusterfix_tui.core.parsers import IptablesSave, Table
 
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 
+# The facts sections (core/facts.py) behind the node's iptables view: the saves of both backends
+# and both families (kube-proxy's backend is decided from all of them, iptables-wrappers' rule),
+# and what says which iptables the node runs. Each check module declares READS: finding code ->
+# the sections it reads; when one of them was not read on a node (timed out, killed, cut off),
+# that code is not checked there (checks.run_checks drops it, core.shape.not_checked says so).
+IPTABLES_SECTIONS = ("iptables_version", "alternatives", "alternatives_link", "iptables_link",
+                     "legacy_save", "nft_save_nat", "nft_save_filter", "nft_save_mangle",
+                     "ip6_nft_save_mangle", "ip6_nft_save_nat", "ip6_nft_save_filter",
+                     "ip6_legacy_save", "iptables_save", "ip6tables_save")
+
 
 def find_line(text: str, *needles: str) -> str | None:
     """The first line of `text` containing every needle (for exact evidence lines)."""

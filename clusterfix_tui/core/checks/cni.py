@@ -17,6 +17,11 @@ from clusterfix_tui.core.snapshot import ClusterSnapshot
 REF_BRIDGE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 REF_CNI = "https://www.cni.dev/docs/spec/#section-1-network-configuration-format"
 CNI_DIR = "/etc/cni/net.d"
+# finding code -> the facts sections it is decided from
+READS: dict[str, tuple[str, ...]] = {
+    "CNI_BRIDGE_CONFLICT": ("ip_addr", "ip_link", "subnet_env", "cni_conf"),
+    "CNI_STRAY_CONFLIST": ("cni_conf",),
+}
 CNI_EXT = (".conf", ".conflist", ".json")
 
 

@@ -65,9 +65,10 @@ def facts_timeout_finding(node: str, sections: list[str], commands: list[str],
         evidence=tuple(evidence),
         explanation=("These commands did not finish within their deadline on the node (a held "
                      "xtables lock, a hung D-Bus or NFS path, a stuck kernel call): each was "
-                     "killed, the rest of the node was read. The checks that need these facts "
-                     "had nothing to look at on this node; run the commands by hand there to "
-                     "see why they hang."),
+                     "killed, the rest of the node was read and checked. The checks that read "
+                     "these facts are NOT checked on this node (no finding, no action: the "
+                     "diagnosis lists them as 'not checked'); run the commands by hand there "
+                     "to see why they hang."),
         reference="", step=None,
         data=NodeFactsTimeoutData(sections=list(sections), commands=list(commands),
                                   timeout=int(timeout)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterfix_tui.core.checks._common import backend_saves, save_label
+from clusterfix_tui.core.checks._common import IPTABLES_SECTIONS, backend_saves, save_label
 from clusterfix_tui.core.checks.firewall_path import (
     ClusterHosts,
     Flow,
@@ -32,6 +32,9 @@ REF = "https://github.com/kubernetes/kubernetes/issues/101828"
 REF_PORTS = "https://kubernetes.io/docs/reference/networking/ports-and-protocols/"
 REF_FLANNEL = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md#firewalls"
 COMMENT = "clusterfix"
+# finding code -> the facts sections it is decided from
+_FW_READS = (*IPTABLES_SECTIONS, "nft_json", "firewalld", "ip_link", "ip_addr", "ip_route")
+READS: dict[str, tuple[str, ...]] = {"FIREWALL_REJECT": _FW_READS, "FIREWALL_POLICY_DROP": _FW_READS}
 # kept for callers that imported it: ICMP types a client sees as "no route to host"
 HOST_UNREACH = {"icmp-host-prohibited", "icmp-host-unreachable", "icmp-net-prohibited",
                 "icmp-net-unreachable", "icmp-admin-prohibited", "host-prohib", "host-prohibited",

@@ -23,6 +23,13 @@ from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 DEV = "flannel.1"
+# finding code -> the facts sections it is decided from
+READS: dict[str, tuple[str, ...]] = {
+    "FLANNEL_STALE_VTEP": ("ip_link", "ip_neigh_flannel", "fdb_flannel", "ip6_neigh_flannel",
+                           "fdb_flannel6"),
+    "FLANNEL_MISSING_ROUTE": ("ip_link", "ip_route", "ip6_route", "route_get"),
+    "FLANNEL_STALE_SUBNET": ("ip_link", "ip_addr", "subnet_env"),
+}
 DEV6 = "flannel-v6.1"
 
 

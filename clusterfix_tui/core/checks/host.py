@@ -12,6 +12,14 @@ REF_FORWARD = ("https://kubernetes.io/docs/setup/production-environment/containe
                "#prerequisite-ipv4-forwarding-optional")
 REF_BR_NETFILTER = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
 REF_IPVS = "https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"
+# finding code -> the facts sections it is decided from
+READS: dict[str, tuple[str, ...]] = {
+    "IP_FORWARD_OFF": ("sysctl",),
+    "BR_NETFILTER_OFF": ("sysctl",),
+    "IPV6_FORWARD_OFF": ("sysctl", "ip6_route"),
+    "BR_NETFILTER_IP6_OFF": ("sysctl",),
+    "IPVS_MODULES_MISSING": ("proc_modules", "sys_module", "lib_modules", "kube_proxy_mode"),
+}
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
 BRIDGE_NF6 = "net.bridge.bridge-nf-call-ip6tables"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterfix_tui.core.checks._common import (
+    IPTABLES_SECTIONS,
     backend_saves,
     detect_backend,
     find_line,
@@ -42,6 +43,15 @@ REF_FLANNEL_FWD = "https://github.com/flannel-io/flannel/blob/master/Documentati
 REF_KUBE_PROXY = "https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/"
 
 # chains iptables-wrappers/kubelet leave as markers: not "stale rules" by themselves
+# finding code -> the facts sections it is decided from (see _common.IPTABLES_SECTIONS)
+READS: dict[str, tuple[str, ...]] = {
+    "FORWARD_DROP": (*IPTABLES_SECTIONS, "nft_json", "ip_link", "ip_addr"),
+    "IPTABLES_BACKEND_CONFLICT": (*IPTABLES_SECTIONS, "kube_proxy_mode"),
+    "KUBE_PROXY_INCOMPATIBLE_CHAIN": (*IPTABLES_SECTIONS, "nft_json", "incompatible_chains",
+                                      "nft_table_text"),
+    "KUBE_PROXY_NO_RULES": (*IPTABLES_SECTIONS, "nft_json", "kube_proxy_healthz",
+                            "kube_proxy_mode", "ip_vs"),
+}
 MARKER_CHAINS = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
 IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 # statements iptables-nft (1.8.x) never writes natively into its tables

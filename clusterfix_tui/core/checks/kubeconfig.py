@@ -21,6 +21,8 @@ from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-access-multiple-clusters/"
 TARGET = "/root/.kube/config"
+# finding code -> the facts sections it is decided from
+READS: dict[str, tuple[str, ...]] = {"WORKER_KUBECONFIG_BROKEN": ("kubeconfig", "kubectl_get_nodes")}
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 # the kubelet's own kubeconfig per distribution: kubeadm, k3s, RKE2 (k3s/RKE2 agents reach the API
 # through their client-side load balancer, e.g. https://127.0.0.1:6444, which works on that node)

@@ -15,6 +15,8 @@ from clusterfix_tui.core.snapshot import ClusterSnapshot
 REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-application/debug-pods/"
 REF_NODE = "https://kubernetes.io/docs/concepts/architecture/nodes/#condition"
 REF_PROBE = "https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes/"
+# finding code -> the facts sections it is decided from: none (the API only)
+READS: dict[str, tuple[str, ...]] = {}
 CRASH_REASONS = {"CrashLoopBackOff", "Error", "RunContainerError", "CreateContainerError",
                  "CreateContainerConfigError"}
 COMPONENTS = (("kube_proxy_pods", "KUBE_PROXY_CRASHLOOP", "kube-proxy", "kube-system", "kube-proxy"),

@@ -23,7 +23,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterfix_tui.core.checks._common import backend_saves
+from clusterfix_tui.core.checks._common import IPTABLES_SECTIONS, backend_saves
 from clusterfix_tui.core.checks.firewall import (
     FirewallAcceptsData,
     iptables_accept_spec,
@@ -63,6 +63,10 @@ def _vxlan_backend(snapshot: Any) -> bool:
     return (getattr(snapshot, "flannel_backend", None) or "vxlan").lower() == "vxlan"
 
 
+# finding code -> the facts sections it is decided from (the probes, and the node's own firewall)
+READS: dict[str, tuple[str, ...]] = {
+    "VXLAN_UNDERLAY_BLOCKED": ("vxlan_probe", *IPTABLES_SECTIONS, "nft_json", "ip_link", "ip_addr"),
+}
 MAX_PROBES = 8  # per node: on big clusters each node probes the next 8 (every node gets 8 in)
 
 
