@@ -89,6 +89,10 @@ CNI_SECRET_SED = (
     rf's/"[^"]*([Bb]earer |PRIVATE KEY)[^"]*"/"{NOT_READ}"/g'
 )
 
+# systemd units of the distributions that run flannel and kube-proxy inside their own process
+# (k3s: `k3s` on servers, `k3s-agent` on agents; RKE2: `rke2-server` / `rke2-agent`)
+SERVICE_UNITS = ("k3s", "k3s-agent", "rke2-server", "rke2-agent")
+
 # -- shape facts (core/shape.py): IPv6, ip6tables, old single-binary iptables, k3s/RKE2, runtime --
 # Sections named here; run by _SHAPE_PART. All read-only.
 SHAPE_SECTIONS: tuple[tuple[str, str], ...] = (
@@ -101,6 +105,9 @@ SHAPE_SECTIONS: tuple[tuple[str, str], ...] = (
     # kube-proxy's IPVS virtual servers, read-only (ipvsadm may modprobe ip_vs: never run it);
     # the file exists only while ip_vs is loaded
     ("ip_vs", "cat /proc/net/ip_vs"),
+    # which k3s/RKE2 service runs on the node (one state per unit, in SERVICE_UNITS order): the
+    # unit a restart of embedded flannel / kube-proxy goes through; read-only
+    ("service_units", "systemctl is-active " + " ".join(SERVICE_UNITS)),
 )
 # the binaries whose presence says which iptables the node has (1.8+: -legacy/-nft variants)
 IPTABLES_BINARIES = ("iptables", "iptables-save", "iptables-legacy", "iptables-legacy-save",

@@ -886,6 +886,48 @@ def scoped_findings(diagnosis: Any, findings: list[Any]) -> tuple[list[Any], lis
     return kept, notes
 
 
+# -- the service that runs embedded flannel / kube-proxy on a node ---------------------------------
+
+# distribution -> its units (server, agent); the names core/facts.py asks `systemctl is-active` about
+SERVICE_UNITS = {"k3s": ("k3s", "k3s-agent"), "rke2": ("rke2-server", "rke2-agent")}
+UNIT_ORDER = ("k3s", "k3s-agent", "rke2-server", "rke2-agent")  # = core.facts.SERVICE_UNITS
+
+
+def service_unit_states(f: Any) -> dict[str, str] | None:
+    """{unit: state} from the node's `systemctl is-active k3s k3s-agent rke2-server rke2-agent`
+    (one state per unit, in that order); None when it was not read or did not answer per unit
+    (no systemctl, no systemd, timed out, facts from before this section)."""
+    sec = f.section("service_units") if f is not None and hasattr(f, "section") else None
+    if sec is None or sec.rc is None or sec.missing_tool or sec.timed_out:
+        return None
+    states = [ln.strip() for ln in sec.stdout.splitlines() if ln.strip()]
+    if len(states) != len(UNIT_ORDER) or any(" " in s for s in states):
+        return None
+    return dict(zip(UNIT_ORDER, states, strict=True))
+
+
+def embedded_service_unit(f: Any, distribution: str | None) -> tuple[str | None, str]:
+    """(the systemd unit that runs the node's embedded flannel, why) -- chosen from what the node
+    runs (`systemctl is-active`), never from its name or role. None, with the reason, when the
+    states were not read, when no unit of the distribution is active, or when more than one is."""
+    candidates = SERVICE_UNITS.get(distribution or "") or UNIT_ORDER
+    words = ", ".join(candidates)
+    states = service_unit_states(f)
+    if states is None:
+        sec = f.section("service_units") if f is not None and hasattr(f, "section") else None
+        how = "not read" if sec is None else (
+            (sec.stderr or sec.stdout).strip().splitlines()[-1:] or [f"rc={sec.rc}"])[0]
+        return None, (f"which of {words} runs on the node could not be read "
+                      f"(`systemctl is-active`: {how})")
+    active = [u for u in candidates if states.get(u) == "active"]
+    seen = ", ".join(f"{u} {states.get(u, '?')}" for u in candidates)
+    if len(active) == 1:
+        return active[0], f"`systemctl is-active`: {seen}"
+    if not active:
+        return None, f"no {distribution or 'k3s/RKE2'} service is active on the node ({seen})"
+    return None, f"more than one service is active on the node ({seen}): which one runs flannel is unclear"
+
+
 def node_iptables_kind(diagnosis: Any, node: str) -> str:
     """The node's iptables kind from the diagnosis' shape ("unknown" without one)."""
     shape = shape_of(diagnosis)

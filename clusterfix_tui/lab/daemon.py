@@ -449,6 +449,14 @@ class Lab:
                 (nd / "files" / name).unlink(missing_ok=True)
             for sub in ("varlib-upper", "varlib-work"):
                 (nd / sub).mkdir(parents=True, exist_ok=True)
+            # the node's systemctl (k3s / k3s-agent): node_init overlays it on /usr/local/sbin,
+            # inside the node's mount namespace only
+            (nd / "sbin-work").mkdir(parents=True, exist_ok=True)
+            (nd / "sbin-upper").mkdir(parents=True, exist_ok=True)
+            stub = nd / "sbin-upper" / "systemctl"
+            stub.write_text(S.systemctl_stub(S.node_python(), n["name"], S.k3s_unit(n["role"]),
+                                             str(self.dir / "control.sock")))
+            os.chmod(stub, 0o755)
 
     def _start_app_pods(self) -> None:
         """Pods with their own namespaces: net-echo everywhere, jellyfin on the first worker."""
@@ -1322,6 +1330,24 @@ class Lab:
         new = self._replace_pod(pod)
         self.save()
         return {"old": pod.name, "new": new.name, "running": new.running}
+
+    def _op_restart_service(self, req: dict) -> dict:
+        """`systemctl restart k3s-agent` (k3s on servers) on a k3s node, from the node's systemctl
+        stub: k3s restarts, and with it the flannel and kube-proxy it embeds (they start again
+        and resync); the pods keep running (their containers are not k3s's)."""
+        node, unit = req["node"], str(req.get("unit") or "").removesuffix(".service")
+        n = self._node_info(node)
+        if self.shape != "k3s" or unit != S.k3s_unit(n["role"]):
+            raise ValueError(f"Unit {unit}.service not found on {node}")
+        with contextlib.suppress(OSError), open(self.ctx[node].node_dir / "log" / "k3s.log", "a") as fh:
+            fh.write(f'time="{now_iso()}" level=info msg="Starting {unit.replace("-", " ")} {S.K3S_VERSION}"\n')
+        restarted = []
+        for pod in [p for p in self.pods.values() if p.node == node and p.embedded]:
+            new = self._replace_pod(pod)
+            restarted.append({"agent": AGENT_OF[pod.app], "running": new.running})
+        log.info("systemctl restart %s on %s: %s", unit, node, restarted)
+        self.save()
+        return {"unit": unit, "restarted": restarted}
 
     def _op_record_fault(self, req: dict) -> dict:
         rec = dict(req["record"])

@@ -40,6 +40,13 @@ mount -t overlay overlay \
     -o "lowerdir=/var/lib/dpkg/alternatives,upperdir=$ND/alt-upper,workdir=$ND/alt-work" \
     /var/lib/dpkg/alternatives || fail "overlay alternatives"
 mount --bind "$ND/log" /var/log || fail "bind /var/log"
+# k3s nodes: the node's own systemctl (the lab's k3s / k3s-agent unit) on /usr/local/sbin, an
+# overlay seen only in this mount namespace (first on root's PATH)
+if [ -d "$ND/sbin-upper" ]; then
+    mount -t overlay overlay \
+        -o "lowerdir=/usr/local/sbin,upperdir=$ND/sbin-upper,workdir=$ND/sbin-work" /usr/local/sbin \
+        || fail "overlay /usr/local/sbin"
+fi
 # the repair steps keep their backups under /var/backups: per node, never on the host
 mount --bind "$ND/backups" /var/backups || fail "bind /var/backups"
 mount --bind "$ND/root" /root || fail "bind /root"

@@ -164,6 +164,102 @@ def node_tree(shape: str, node_name: str, kubelet_conf: str, admin_conf: str | N
     return files
 
 
+# -- k3s: the node's systemd units ----------------------------------------------------------------
+
+def k3s_unit(role: str) -> str:
+    """The unit k3s runs as on a node: `k3s` (k3s server) on servers, `k3s-agent` on agents."""
+    return "k3s" if role == "control-plane" else "k3s-agent"
+
+
+SYSTEMCTL_STUB = r"""#!__PYTHON__
+# systemctl of clusterfix lab node __NODE__ (k3s shape), visible only inside this node's mount
+# namespace (an overlay on /usr/local/sbin). It knows one unit, __UNIT__.service (k3s with its
+# embedded flannel and kube-proxy, emulated by the lab daemon): `is-active` answers for it, and
+# `restart` asks the lab daemon (its control socket) to restart that node's embedded flannel and
+# kube-proxy, as restarting k3s does. Nothing here talks to the host's systemd.
+import json
+import socket
+import sys
+
+NODE, UNIT, SOCK = __NODE_J__, __UNIT_J__, __SOCK_J__
+
+
+def unit_name(word):
+    return word[:-len(".service")] if word.endswith(".service") else word
+
+
+def ask(req):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(150)
+    s.connect(SOCK)
+    s.sendall(json.dumps(req).encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return json.loads(data or b"{}")
+
+
+def main(argv):
+    opts = [a for a in argv if a.startswith("-")]
+    words = [a for a in argv if not a.startswith("-")]
+    quiet = "-q" in opts or "--quiet" in opts
+    if not words:
+        print("systemctl (clusterfix lab node): only is-active, status and restart are emulated", file=sys.stderr)
+        return 1
+    verb, units = words[0], [unit_name(u) for u in words[1:]]
+    if verb == "is-active":
+        states = ["active" if u == UNIT else "inactive" for u in units]
+        if not quiet:
+            print("\n".join(states))
+        return 0 if units and all(s == "active" for s in states) else 3
+    if verb == "status":
+        if units != [UNIT]:
+            print(f"Unit {units[0] if units else '?'}.service could not be found.", file=sys.stderr)
+            return 4
+        print(f"* {UNIT}.service - Lightweight Kubernetes\n     Active: active (running)")
+        return 0
+    if verb in ("restart", "try-restart", "reload-or-restart"):
+        if units != [UNIT]:
+            bad = next((u for u in units if u != UNIT), "?")
+            print(f"Failed to restart {bad}.service: Unit {bad}.service not found.", file=sys.stderr)
+            return 5
+        try:
+            resp = ask({"op": "restart_service", "node": NODE, "unit": UNIT, "timeout": 120})
+        except (OSError, ValueError) as e:
+            print(f"Job for {UNIT}.service failed: {e}", file=sys.stderr)
+            return 1
+        if not resp.get("ok"):
+            print(f"Job for {UNIT}.service failed: {resp.get('error')}", file=sys.stderr)
+            return 1
+        return 0
+    print(f"systemctl (clusterfix lab node): {verb} is not emulated", file=sys.stderr)
+    return 1
+
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def node_python() -> str:
+    """A python3 the nodes can run: a system one (the lab's own interpreter may live under /root,
+    which each node has its own of)."""
+    import shutil
+    import sys
+
+    found = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
+    return found or sys.executable
+
+
+def systemctl_stub(python: str, node: str, unit: str, control_sock: str) -> str:
+    return (SYSTEMCTL_STUB.replace("__PYTHON__", python).replace("__NODE_J__", json.dumps(node))
+            .replace("__UNIT_J__", json.dumps(unit)).replace("__SOCK_J__", json.dumps(control_sock))
+            .replace("__NODE__", node).replace("__UNIT__", unit))
+
+
 # -- routed pods (calico, cilium): no bridge, a /32 on the pod side, a host route per pod --------
 
 def create_routed_pod(pod_netns: str, node_netns: str, host_veth: str, ip: str, gateway: str, *,

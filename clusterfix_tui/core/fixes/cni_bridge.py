@@ -16,6 +16,7 @@ For each node with a CNI/flannel finding the plan:
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from clusterfix_tui.core.checks.cni import BridgeConflictData, StrayConflistData
@@ -31,7 +32,12 @@ from clusterfix_tui.core.fixes.engine import (
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
-from clusterfix_tui.core.shape import scoped_findings, shape_of
+from clusterfix_tui.core.shape import (
+    SERVICE_UNITS,
+    embedded_service_unit,
+    scoped_findings,
+    shape_of,
+)
 
 CODES = (
     "CNI_BRIDGE_CONFLICT",
@@ -122,6 +128,100 @@ def _route_there(expected: str) -> Any:
                                 f"the route {expected} is there already")
 
 
+SUBNET_ENV = "/run/flannel/subnet.env"  # where flannel writes it, embedded in k3s/RKE2 too
+
+
+def _node_distribution(diagnosis: Any, node: str) -> str | None:
+    shape = shape_of(diagnosis)
+    ns = shape.nodes.get(node) if shape is not None else None
+    return ns.distribution if ns is not None and ns.distribution in SERVICE_UNITS else None
+
+
+def _expected_flannel(diagnosis: Any, node: str, findings: list[Finding],
+                      fl: Any) -> list[tuple[str, str, str]]:
+    """(subnet.env line, vxlan device, its address) flannel writes for each of the node's
+    podCIDRs (a family flannel runs with: EnableIPv4 / EnableIPv6)."""
+    shape = shape_of(diagnosis)
+    ns = shape.nodes.get(node) if shape is not None else None
+    cidrs = list(ns.pod_cidrs) if ns is not None else []
+    if not cidrs:
+        for f in findings:
+            c = (f.data or {}).get("pod_cidr") if isinstance(f.data, dict) else getattr(f.data, "pod_cidr", None)
+            if c and c not in cidrs:
+                cidrs.append(str(c))
+    out = []
+    for c in cidrs:
+        try:
+            net = ipaddress.ip_network(str(c), strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and getattr(fl, "enable_ipv4", True):
+            out.append((f"FLANNEL_SUBNET={net.network_address + 1}/{net.prefixlen}", "flannel.1",
+                        f"{net.network_address}/32"))
+        elif net.version == 6 and getattr(fl, "enable_ipv6", False):
+            out.append((f"FLANNEL_IPV6_SUBNET={net.network_address + 1}/{net.prefixlen}",
+                        "flannel-v6.1", f"{net.network_address}/128"))
+    return out
+
+
+def restart_service_action(id_: str, node: str, unit: str, *,
+                           finding_codes: tuple[str, ...] = ()) -> FixAction:
+    """Restart the k3s/RKE2 unit that runs the node's embedded flannel (and kube-proxy): the
+    counterpart of deleting the flannel pod where flannel is a DaemonSet, with the same rollback
+    semantics (a restart has nothing to put back)."""
+    server = unit in ("k3s", "rke2-server")
+    return FixAction(
+        id=id_, target=node, kind="shell", timeout=180.0,
+        command=f"systemctl restart {q(unit)}",
+        why=f"flannel runs inside {unit} on this node (no flannel pod to restart): restarting "
+            f"{unit} restarts its embedded flannel, which rewrites {SUBNET_ENV} and sets up "
+            "flannel.1 and cni0 from the node's podCIDR again. Restarting k3s/RKE2 does not kill "
+            "running pods: their containers belong to the containerd shims, which survive the "
+            "restart, and keep running",
+        finding_codes=finding_codes,
+        risk=(f"kubelet, kube-proxy and flannel inside {unit} are down for the seconds the restart "
+              f"takes; pods on {node} lose pod networking until flannel has recreated the bridge "
+              "and routes" + ("; on this server the API server (and embedded etcd) restart too"
+                               if server else "")),
+        rollback_note=f"a restarted service is not rolled back: systemd starts the same {unit} "
+                      "with the same configuration (like a restarted flannel pod, nothing to put "
+                      f"back); if it does not come back: `journalctl -u {unit}`, "
+                      f"`systemctl start {unit}`",
+        change={"what": f"service {unit}", "before": "active", "after": "restarted"},
+        precondition=pre.shell(
+            f"if systemctl is-active --quiet {q(unit)}; then exit 0; fi; "
+            f"echo {q(f'{unit} is not active on the node (any more): not restarted')}; exit 1",
+            f"{unit} is active"),
+    )
+
+
+def verify_embedded_flannel_action(id_: str, node: str, unit: str,
+                                   expected: list[tuple[str, str, str]], *,
+                                   finding_codes: tuple[str, ...] = ()) -> FixAction:
+    """Read-only: wait (up to a minute) for the embedded flannel restarted with `unit` to have
+    rewritten subnet.env and brought its vxlan device up with the node's address."""
+    tests = [f"grep -qxF {q(line)} {q(SUBNET_ENV)} 2>/dev/null && "
+             f"ip -o addr show dev {q(dev)} up 2>/dev/null | grep -qF {q(' ' + addr + ' ')}"
+             for line, dev, addr in expected]
+    if not tests:  # nothing known to compare with: at least a subnet.env and an up flannel.1
+        tests = [f"[ -s {q(SUBNET_ENV)} ] && ip -o link show dev flannel.1 up 2>/dev/null | grep -q ."]
+    what = "; ".join(f"{line} in {SUBNET_ENV}, {dev} up with {addr}" for line, dev, addr in expected) \
+        or f"{SUBNET_ENV} written, flannel.1 up"
+    shows = " ".join(sorted({q(dev) for _, dev, _ in expected} or {"flannel.1"}))
+    return FixAction(
+        id=id_, target=node, kind="shell", mutating=False, timeout=90.0,
+        command=(f"i=0; until {{ {' && '.join(tests)}; }}; do i=$((i+1)); "
+                 "if [ \"$i\" -ge 60 ]; then "
+                 f"echo {q(f'embedded flannel did not come back after restarting {unit}: expected {what}')}; "
+                 f"cat {q(SUBNET_ENV)} 2>&1; for d in {shows}; do ip addr show dev \"$d\" 2>&1; done; "
+                 "exit 1; fi; sleep 1; done; "
+                 f"echo {q(f'embedded flannel is back: {what}')}"),
+        why=f"check that the flannel embedded in {unit} came back: {what}",
+        finding_codes=finding_codes,
+        risk="none (reads)",
+    )
+
+
 class CniBridgeStep:
     name = "cni_bridge"
     title = "CNI bridge and flannel state"
@@ -187,23 +287,30 @@ class CniBridgeStep:
 
         codes = tuple(sorted({f.code for f in findings}))
         fl = getattr(shape_of(diagnosis), "flannel", None)
+        service_unit: str | None = None
         if fl is not None and fl.deployment == "embedded":
-            # flannel runs inside k3s/RKE2: no pod to restart. Only what needs no restart
-            # (fdb/neigh entries, missing routes) is planned; the rest is said, not done.
+            # flannel runs inside k3s/RKE2: no pod to restart; restarting flannel means restarting
+            # the node's k3s/RKE2 service. It is planned only when the node said which unit it
+            # runs (`systemctl is-active`, in the facts); otherwise only what needs no restart
+            # (fdb/neigh entries, missing routes) is planned and the rest is said, not done.
             needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
                                                                "FLANNEL_STALE_SUBNET")
                              or (f.code == "FLANNEL_MISSING_ROUTE"
                                  and f.data_as(MissingRouteData).wrong_route_get)]
             if needs_restart:
-                unit = "rke2-agent (rke2-server on servers)" if fl.distribution == "rke2" else \
-                    "k3s-agent (k3s on servers)"
-                notes.append(
-                    f"{node}: flannel is embedded in {fl.distribution or 'the distribution'}: "
-                    f"{', '.join(sorted({f.code for f in needs_restart}))} need(s) flannel "
-                    f"restarted, which means restarting {unit} on the node (`systemctl restart "
-                    "<unit>`; running pods keep running). Not planned: nothing is removed "
-                    "that only a flannel restart would recreate.")
-                findings = [f for f in findings if f not in needs_restart]
+                dist = _node_distribution(diagnosis, node) or fl.distribution
+                facts = (getattr(diagnosis, "facts", None) or {}).get(node)
+                service_unit, how = embedded_service_unit(facts, dist)
+                if service_unit is None:
+                    servers, agents = SERVICE_UNITS.get(dist or "", ("k3s", "k3s-agent"))
+                    notes.append(
+                        f"{node}: flannel is embedded in {dist or 'the distribution'}: "
+                        f"{', '.join(sorted({f.code for f in needs_restart}))} need(s) flannel "
+                        f"restarted, which means restarting the node's {dist or 'k3s/RKE2'} service "
+                        f"by hand (`systemctl restart {agents}` on agents, `systemctl restart "
+                        f"{servers}` on servers; running pods keep running). Not planned: {how}; "
+                        "nothing is removed that only a flannel restart would recreate.")
+                    findings = [f for f in findings if f not in needs_restart]
             if not findings:
                 return [], notes, False
         add(
@@ -445,7 +552,15 @@ class CniBridgeStep:
                     )
                 if mr.wrong_route_get:
                     restart = True
-        if restart:
+        if restart and service_unit is not None:
+            n += 1
+            actions.append(restart_service_action(action_id(self.name, node, n), node, service_unit,
+                                                  finding_codes=codes))
+            n += 1
+            actions.append(verify_embedded_flannel_action(
+                action_id(self.name, node, n), node, service_unit,
+                _expected_flannel(diagnosis, node, findings, fl), finding_codes=codes))
+        elif restart:
             pod = flannel_pod(diagnosis, node) or flannel_from_data
             if pod is not None:
                 n += 1
