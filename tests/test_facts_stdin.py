@@ -80,3 +80,44 @@ def test_a_hung_fact_costs_one_section_not_the_node(lab) -> None:
             assert not get_step(step).plan(d).actions, step
     finally:
         lab.exec("node-2", "umount \"$(command -v update-alternatives)\"", check=False)
+
+
+@pytest.mark.lab
+def test_a_hung_fact_a_check_needs_is_no_finding_and_no_action(lab) -> None:
+    """node-2's `iptables-nft-save -t nat` hangs (only that table: filter and mangle answer).
+    Read as empty, the missing nat table would be KUBE_PROXY_NO_RULES and a kube-proxy restart
+    on a healthy node; killed at its deadline it is not read: no finding from it, no action,
+    and "not checked" names the section (issue #14's safety gap)."""
+    from clusterfix_tui.core.diagnose import diagnose
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.model import STEP_ORDER
+    from clusterfix_tui.runtime import build_runtime
+
+    bindir = Path(lab.info["state_dir"]) / "node-2" / "hang-bin"
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "iptables-nft-save"
+    # first on the facts script's PATH (/usr/local/sbin), in node-2's mount namespace only
+    wrapper.write_text("#!/bin/sh\n"
+                       'case " $* " in *" nat "*) exec sleep 600 ;; esac\n'
+                       'exec /usr/sbin/iptables-nft-save "$@"\n')
+    wrapper.chmod(0o755)
+    lab.exec("node-2", f"mount --bind {bindir} /usr/local/sbin")
+    try:
+        with build_runtime(lab_dir=str(lab.dir)) as rt:
+            d = diagnose(rt.api, rt.shells)
+        assert set(d.facts) == {"node-1", "node-2"} and not d.node_errors, d.node_errors
+        f2 = d.facts["node-2"]
+        assert f2.section("nft_save_nat").timed_out
+        assert f2.section("nft_save_filter").rc == 0 and f2.nft_filter is not None  # answered
+        assert f2.unread_sections() == {"nft_save_nat": f"timed out after {SECTION_TIMEOUT}s"}
+        assert d.facts["node-1"].unread_sections() == {}
+        assert [(f.code, f.node) for f in d.findings] == [("NODE_FACTS_TIMEOUT", "node-2")], \
+            d.findings
+        for step in STEP_ORDER:
+            assert not get_step(step).plan(d).actions, step
+        (g,) = [g for g in d.not_checked if "KUBE_PROXY_NO_RULES" in g["codes"]]
+        assert g["nodes"] == ["node-2"] and g["why"].startswith("nft_save_nat timed out")
+        assert any("KUBE_PROXY_NO_RULES" in ln and "node-2" in ln
+                   for ln in d.to_dict()["notes"])
+    finally:
+        lab.exec("node-2", "umount /usr/local/sbin", check=False)
