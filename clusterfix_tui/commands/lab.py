@@ -1,4 +1,4 @@
-"""`clusterfix-tui lab up | status | down`: a disposable cluster on this machine.
+"""`clusterfix-tui lab up | status | reboot-node | down`: a disposable cluster on this machine.
 
 `lab up` runs in the background: it starts a detached daemon (API server + node agents) and
 returns once the lab is ready; the lab lives until `lab down`.
@@ -15,7 +15,7 @@ DEFAULT_DIR = ".lab"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="lab_command", metavar="up|status|down")
+    sub = parser.add_subparsers(dest="lab_command", metavar="up|status|reboot-node|down")
     sub.required = True
     up = sub.add_parser("up", help="build a lab (in the background) and print how to use it")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3; node-1 is the control plane)")
@@ -37,6 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     st = sub.add_parser("status", help="show what the lab in DIR runs")
     st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    rb = sub.add_parser("reboot-node", help="reboot one node: its namespaces and processes are "
+                        "rebuilt (same name, address, host key); runtime state is lost, files stay")
+    rb.add_argument("node", metavar="NAME", help="the node (node-1, node-2, ...)")
+    rb.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     down = sub.add_parser("down", help="remove every namespace, link, process and file of the lab")
     down.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
 
@@ -54,6 +58,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.lab_command == "status":
             return _status(cluster, args)
+        if args.lab_command == "reboot-node":
+            res = cluster.LabHandle(args.dir).reboot_node(args.node)
+            b, a = res["before"], res["after"]
+            print(f"{res['node']} rebooted: network namespace inode {b['netns_inode']} -> "
+                  f"{a['netns_inode']}, anchor pid {b['init_pid']} -> {a['init_pid']}, sshd pid "
+                  f"{b['sshd_pid']} -> {a['sshd_pid']} (same address and host key; runtime "
+                  f"state lost, its pods restarted)")
+            return 0
     except cluster.LabError as e:
         print(f"clusterfix-tui lab {args.lab_command}: {e}", file=sys.stderr)
         return 1

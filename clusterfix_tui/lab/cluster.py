@@ -147,6 +147,14 @@ class LabHandle:
     def start_sshd(self, node: str) -> dict:
         return self.request("start_sshd", node=node)
 
+    def reboot_node(self, node: str) -> dict:
+        """Reboot one node the way the lab can: its processes and namespaces are torn down by
+        pid/name and rebuilt with the same name, address and host key; runtime state (sysctls,
+        firewall rules, /run) is lost, files stay; its pods start again (daemon _op_reboot_node).
+        Returns the anchor/sshd pids and netns inode before and after."""
+        self.node(node)
+        return self.request("reboot_node", node=node, timeout=180)
+
     def set_agent_state(self, node: str, agent: str, **state: Any) -> dict:
         """State the lab's agents honour on `node` for `agent` ("flannel" | "kube-proxy"):
         crashed=True [message=LOG TEXT, error=SHORT, backoff=SECONDS] puts its pod in

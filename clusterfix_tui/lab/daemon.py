@@ -1299,6 +1299,86 @@ class Lab:
         N.wait_tcp(n["ip"], 22, timeout=15, proc=self.procs.get(n["sshd_pid"]))
         return {"pid": n["sshd_pid"], "started": True}
 
+    def _op_reboot_node(self, req: dict) -> dict:
+        """`lab reboot-node`: what a reboot does to one node. Its pods' processes and sandboxes,
+        its sshd, its anchor and whatever else runs in its namespaces are stopped by recorded
+        pid/name; its network namespace is deleted (its veth goes with it) and rebuilt with the
+        same name, address and veth; a new anchor gives it new mount and UTS namespaces and runs
+        node_init.sh (its boot configuration) again. What lives on disk stays (the node dir: /etc
+        overlay, /root, /var/log, /var/backups, the sshd host key); runtime state is lost: sysctls
+        are the new namespace's plus what node_init sets, the firewall is empty, /run is a fresh
+        tmpfs. Then, as after a real boot, kubelet restarts the node's pods: the network agent
+        (flannel/calico/cilium) and kube-proxy reprogram the node, the app pods get new sandboxes."""
+        n = self._node_info(req["node"])
+        name = n["name"]
+        before = {"init_pid": n.get("init_pid"), "sshd_pid": n.get("sshd_pid"),
+                  "netns_inode": N.netns_inode(n["netns"])}
+        on_node = [p for p in self.pods.values() if p.node == name]
+        app_pods = [p for p in on_node if p.app not in AGENT_OF]
+        for pod in app_pods:  # kubelet's containers and sandboxes die with the node
+            if pod.netns or pod.pid:
+                self._stop_netns_pod(pod)
+            pod.netns = pod.veth = ""
+            pod.pid, pod.proc = None, None
+            pod.running = pod.ready = False
+        if n.get("sshd_pid"):
+            N.kill_pid(n["sshd_pid"], marker="sshd_config")
+            self.procs.pop(n["sshd_pid"], None)
+        if n.get("init_pid"):
+            N.kill_pid(n["init_pid"])
+            self.procs.pop(n["init_pid"], None)
+        N.kill_pids(N.netns_pids(n["netns"]))  # ssh sessions, commands still running there
+        n["sshd_pid"] = n["init_pid"] = None
+        self.save()
+        N.delete_netns(n["netns"])
+        deadline = time.monotonic() + 10
+        while N.link_exists(n["veth"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        N.delete_link(n["veth"])
+        nd = Path(n["node_dir"])
+        for f in (nd / "run-flannel").glob("*"):  # /run/flannel is on tmpfs on a real node
+            with contextlib.suppress(OSError):
+                f.unlink()
+        # the same node comes back: same netns name, veth, addresses
+        bridge = self.info["bridge"]["name"]
+        N.add_netns(n["netns"])
+        N.ip_batch(None, [f"link add {n['veth']} type veth peer name eth0 netns {n['netns']}",
+                          f"link set {n['veth']} master {bridge}", f"link set {n['veth']} up"])
+        N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"]
+                   + ([f"addr add {n['ip6']}/64 dev eth0 nodad"] if self.dual else []))
+        p = N.start_anchor(n["netns"], name, nd)
+        self.procs[p.pid] = p
+        n["init_pid"] = p.pid
+        self.ctx[name].init_pid = p.pid
+        self.save()
+        N.wait_anchor(p, nd, timeout=30)
+        if self.dual:
+            N.node_exec(n["init_pid"], "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding; "
+                        "ip6tables -w 5 -t mangle -N KUBE-IPTABLES-HINT 2>/dev/null; "
+                        "ip6tables -w 5 -t mangle -N KUBE-KUBELET-CANARY 2>/dev/null; true")
+        if self.ssh_user:  # its authorized key lives in /run (tmpfs): what provisioning restores
+            N.add_login_user(n["init_pid"], self.ssh_user, (self.dir / "id_ed25519.pub").read_text().strip(),
+                             sudo=True)
+        self._start_sshd(n)
+        self.save()
+        N.wait_tcp(n["ip"], 22, timeout=15, proc=self.procs.get(n["sshd_pid"]))
+        # kubelet: the system pods' containers start again (restartCount up), then the app pods
+        for pod in on_node:
+            pod.restart_count += 1
+        for pod in [p for p in on_node if p.app in AGENT_OF]:
+            self._run_agent(pod)
+        for pod in app_pods:
+            if self._start_netns_pod(pod):
+                self._render(pod)
+                if pod.probe:
+                    self._probe(pod)
+        self._update_endpoints()
+        self._update_workload_status()
+        self.save()
+        return {"node": name, "before": before,
+                "after": {"init_pid": n["init_pid"], "sshd_pid": n["sshd_pid"],
+                          "netns_inode": N.netns_inode(n["netns"])}}
+
     def _op_set_agent_state(self, req: dict) -> dict:
         node, agent, state = req["node"], req["agent"], dict(req.get("state") or {})
         self._node_info(node)
