@@ -80,9 +80,69 @@ def test_other_cluster_rebooted_node_and_changed_key_are_each_named() -> None:
     restarted = ident.differences(c, ident.cluster_identity(_API("u-1")), n,
                                   {"n1": {"boot_id": "b-1", "boot_scope": "net:9",
                                           "host_key": "k1"}})
-    assert restarted == ["node n1 namespaces (node restarted): journal net:1, now net:9"]
+    assert restarted == ["node n1 namespaces (rebooted: the node restarted): journal net:1, now net:9"]
 
 
 def test_a_journal_without_identity_compares_nothing() -> None:
     assert ident.recorded([{"type": "session_start"}]) == (None, {})
     assert ident.differences(None, None, {}, {}) == []
+
+
+def _local_token() -> str:
+    import os
+
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    return f"{boot} net:{os.readlink('/proc/self/ns/net')} mnt:{os.readlink('/proc/self/ns/mnt')}"
+
+
+def _sh(script: str):
+    import subprocess
+
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+
+
+def test_runtime_changes_do_not_survive_a_reboot_files_do() -> None:
+    from clusterfix_tui.core.fixes.step import FixAction
+
+    def fa(what: str | None) -> FixAction:
+        return FixAction(id="s:n1:1", target="n1", kind="shell", command="x",
+                         change=None if what is None else {"what": what})
+
+    assert ident.survives_reboot(fa("/etc/sysctl.d/99-clusterfix-kubernetes.conf"))
+    assert ident.survives_reboot(fa("file /etc/kubernetes/kubelet.conf"))
+    for what in ("net.ipv4.ip_forward", "module br_netfilter", "file /run/flannel/subnet.env",
+                 "nft inet filter input", "/proc/sys/net/ipv4/ip_forward", None):
+        assert not ident.survives_reboot(fa(what)), what
+
+
+def test_the_rollback_of_a_runtime_change_is_guarded_by_the_boot_it_was_made_in() -> None:
+    from clusterfix_tui.core.fixes import engine
+    from clusterfix_tui.core.fixes.step import FixAction
+    from clusterfix_tui.core.model import Action
+
+    def fwd(n: int, what: str) -> FixAction:
+        return FixAction(id=f"s:n1:{n}", target="n1", kind="shell", command=f"do {n}",
+                         change={"what": what},
+                         rollback=Action(id=f"s:n1:{n}:rollback", target="n1", kind="shell",
+                                         command=f"undo {n}"))
+
+    ran = [engine.RanAction("s", fwd(1, "net.ipv4.ip_forward"), True),
+           engine.RanAction("s", fwd(2, "/etc/sysctl.d/99-x.conf"), True)]
+    plan, mapping = engine.rollback_plan(ran)
+    forward = {ra.action.id: ra.action for ra in ran}
+    boot, scope = _local_token().split(" ", 1)
+    same = {"n1": {"node": "n1", "boot_id": boot, "boot_scope": scope}}
+    guarded = ident.guard_boot_bound(plan, {r: forward[f] for r, f in mapping.items()}, same)
+    pre = {a.id: a.precondition for a in guarded.actions}
+    assert pre["s:n1:2:rollback"] is None  # a file: restored whatever the boot
+    check = pre["s:n1:1:rollback"]
+    assert check is not None and check.kind == "shell"
+    assert _sh(check.command).returncode == 0  # the same boot: it holds
+    other = {"n1": {"node": "n1", "boot_id": "0000", "boot_scope": scope}}
+    check = ident.guard_boot_bound(plan, {r: forward[f] for r, f in mapping.items()},
+                                   other).actions[-1].precondition
+    r = _sh(check.command)
+    assert r.returncode == 4 and "n1 rebooted since this change was made" in r.stdout
+    assert f"now {boot} net:" in r.stdout
+    # no boot identity recorded: nothing to compare, the plan is unchanged
+    assert ident.guard_boot_bound(plan, {}, {"n1": {"node": "n1"}}) is plan

@@ -39,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"clusterfix-tui rollback: cannot read {args.journal}: {exc}", file=sys.stderr)
         return 2
+    from clusterfix_tui.core import identity as ident
+
     ran = ran_actions(events, args.step)
-    plan, _ = engine.rollback_plan(ran, args.step)
+    plan, mapping = engine.rollback_plan(ran, args.step)
+    # a runtime change is only undone in the boot it was made in (core/identity.py)
+    forward = {ra.action.id: ra.action for ra in ran}
+    plan = ident.guard_boot_bound(plan, {rid: forward[fid] for rid, fid in mapping.items()
+                                         if fid in forward}, ident.recorded(events)[1])
     print_plan(plan, sys.stdout)  # exactly what runs below: the same plan object goes to apply_plan
     unfinished = [ra.action.id for ra in ran if ra.finished_ok is None]
     if unfinished:

@@ -16,11 +16,25 @@ sshd presented, and its boot identity:
 
 The boot identity compared is `boot_id` + `boot_scope`. Pure: no I/O of its own; the shell and
 the API are passed in.
+
+A rollback undoes changes made in the boot the journal recorded. What a change left on disk (a
+file outside /run, /proc, /sys, /dev, /tmp) is still there after a reboot; a runtime change (a
+sysctl written with `sysctl -w`, a loaded module, an iptables rule, a route, a link) is not: the
+node's state now comes from its boot configuration and what ran since, and putting back the value
+of the earlier boot could break it again. So the rollback of a change that does not survive a
+reboot carries a same-boot precondition (`guard_boot_bound`): checked right before it runs, on a
+node whose boot identity differs it answers "changed" and the action is skipped with that reason
+(what `rollback --force` relies on). An action whose kind of change is unknown counts as runtime:
+skipped rather than run blind.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shlex
 from typing import Any
+
+from clusterfix_tui.core.model import Action, Plan, Precondition
 
 IDENTITY_SCRIPT = (
     "echo boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); "
@@ -107,6 +121,75 @@ def differences(then_cluster: dict[str, Any] | None, now_cluster: dict[str, Any]
         _same(f"node {node} host key (changed key)", then.get("host_key"), now.get("host_key"),
               out)
         _same(f"node {node} boot_id (rebooted)", then.get("boot_id"), now.get("boot_id"), out)
-        _same(f"node {node} namespaces (node restarted)", then.get("boot_scope"),
+        _same(f"node {node} namespaces (rebooted: the node restarted)", then.get("boot_scope"),
               now.get("boot_scope"), out)
     return out
+
+
+_VOLATILE = ("/run/", "/proc/", "/sys/", "/dev/", "/tmp/", "/var/run/")
+
+
+def survives_reboot(action: Any) -> bool:
+    """Whether what a (forward) action changed is kept on disk across a reboot: its `change`
+    names a file ("/etc/...", "file /etc/...") outside tmpfs/kernel paths. Anything else (a
+    sysctl, module, rule, route, link, pod) or unknown: no."""
+    change = getattr(action, "change", None) or {}
+    what = str(change.get("what") or "").strip()
+    if what.startswith("file "):
+        what = what[5:].strip()
+    return what.startswith("/") and not what.startswith(_VOLATILE) and ".." not in what
+
+
+def boot_token(ident: dict[str, Any]) -> str | None:
+    """boot_id and boot_scope as one string, as BOOT_TOKEN_SCRIPT prints it (None: not recorded)."""
+    if not ident.get("boot_id") or not ident.get("boot_scope"):
+        return None
+    return f"{ident['boot_id']} {ident['boot_scope']}"
+
+
+# prints what boot_token() gives for node_identity(): boot_id, then "net:X mnt:Y" (empty ones left out)
+BOOT_TOKEN_SCRIPT = (
+    'b=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null); '
+    'n=$(readlink /proc/self/ns/net 2>/dev/null); m=$(readlink /proc/self/ns/mnt 2>/dev/null); '
+    's=""; [ -n "$n" ] && s="net:$n"; [ -n "$m" ] && s="${s:+$s }mnt:$m"; now="$b $s"'
+)
+
+
+def same_boot_precondition(node: str, ident: dict[str, Any], rest: Precondition | None = None
+                           ) -> Precondition | None:
+    """Holds while the node is still in the boot the journal recorded (then `rest`, if any,
+    decides); a new boot identity is "changed" (exit 4), with the reason."""
+    token = boot_token(ident)
+    if token is None:
+        return rest
+    q = shlex.quote
+    said = (q(f"{node} rebooted since this change was made (boot identity then {token}, now ")
+            + '"$now"' + q("): the runtime state it changed did not survive the reboot; "
+                           "not rolled back"))
+    script = (f"{BOOT_TOKEN_SCRIPT}; if [ \"$now\" != {q(token)} ]; then "
+              f"echo {said}; exit 4; fi; " + (rest.command if rest is not None else "exit 0"))
+    expect = f"{node} is still in the boot the journal recorded"
+    if rest is not None and rest.kind == "shell":
+        return dataclasses.replace(rest, command=script, expect=f"{expect}; {rest.expect}")
+    if rest is not None:  # an API check cannot be combined with a shell one: keep it as is
+        return rest
+    return Precondition(kind="shell", command=script, expect=expect)
+
+
+def guard_boot_bound(plan: Plan, forward_of: dict[str, Action],
+                     then_nodes: dict[str, dict[str, Any]]) -> Plan:
+    """The rollback plan with a same-boot precondition on every shell action, on a node whose
+    boot identity the journal recorded, that undoes a change which does not survive a reboot.
+    forward_of: rollback action id -> the forward action it undoes."""
+    out: list[Action] = []
+    changed = False
+    for a in plan.actions:
+        fwd = forward_of.get(a.id)
+        ident = then_nodes.get(a.target)
+        if a.kind == "shell" and ident and (fwd is None or not survives_reboot(fwd)):
+            pre = same_boot_precondition(a.target, ident, a.precondition)
+            if pre is not a.precondition:
+                a = dataclasses.replace(a, precondition=pre)
+                changed = True
+        out.append(a)
+    return dataclasses.replace(plan, actions=tuple(out)) if changed else plan

@@ -1321,6 +1321,31 @@ class Lab:
             pod.netns = pod.veth = ""
             pod.pid, pod.proc = None, None
             pod.running = pod.ready = False
+        # The kernel hands out the lowest free namespace inode number: the rebuilt node would
+        # often get its old numbers back, and a reboot be invisible to whoever compares them (a
+        # real reboot gives a new boot_id). This daemon holds the old net and mount namespaces
+        # open until the new ones exist (fds: the kernel drops them if the daemon dies); the old
+        # mount namespace's overlays are unmounted first so the new anchor can mount them again.
+        held: list[int] = []
+        old_pid = n.get("init_pid")
+        if old_pid and N.pid_alive(old_pid):
+            for kind in ("net", "mnt"):
+                with contextlib.suppress(OSError):
+                    held.append(os.open(f"/proc/{old_pid}/ns/{kind}", os.O_RDONLY))
+            N.node_exec(old_pid, "umount -l /etc; umount -l /var/lib/dpkg/alternatives; "
+                        "umount -l /var/lib; true", check=False, timeout=15)
+        try:
+            return self._reboot_rebuild(n, on_node, app_pods, before)
+        finally:
+            for fd in held:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _reboot_rebuild(self, n: dict, on_node: list[Pod], app_pods: list[Pod], before: dict) -> dict:
+        name = n["name"]
+        mac = ""  # the NIC keeps its MAC across a reboot (and the neighbours' ARP caches stay right)
+        with contextlib.suppress(Exception):
+            mac = N.ip_json(n["netns"], "link", "show", "dev", "eth0")[0].get("address") or ""
         if n.get("sshd_pid"):
             N.kill_pid(n["sshd_pid"], marker="sshd_config")
             self.procs.pop(n["sshd_pid"], None)
@@ -1330,11 +1355,8 @@ class Lab:
         N.kill_pids(N.netns_pids(n["netns"]))  # ssh sessions, commands still running there
         n["sshd_pid"] = n["init_pid"] = None
         self.save()
+        N.delete_link(n["veth"])  # both ends: the old namespace is still held open
         N.delete_netns(n["netns"])
-        deadline = time.monotonic() + 10
-        while N.link_exists(n["veth"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        N.delete_link(n["veth"])
         nd = Path(n["node_dir"])
         for f in (nd / "run-flannel").glob("*"):  # /run/flannel is on tmpfs on a real node
             with contextlib.suppress(OSError):
@@ -1344,7 +1366,8 @@ class Lab:
         N.add_netns(n["netns"])
         N.ip_batch(None, [f"link add {n['veth']} type veth peer name eth0 netns {n['netns']}",
                           f"link set {n['veth']} master {bridge}", f"link set {n['veth']} up"])
-        N.ip_batch(n["netns"], ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"]
+        N.ip_batch(n["netns"], (["link set eth0 address " + mac] if mac else [])
+                   + ["link set lo up", f"addr add {n['ip']}/24 dev eth0", "link set eth0 up"]
                    + ([f"addr add {n['ip6']}/64 dev eth0 nodad"] if self.dual else []))
         p = N.start_anchor(n["netns"], name, nd)
         self.procs[p.pid] = p
