@@ -1332,7 +1332,8 @@ class Lab:
             for kind in ("net", "mnt"):
                 with contextlib.suppress(OSError):
                     held.append(os.open(f"/proc/{old_pid}/ns/{kind}", os.O_RDONLY))
-            N.node_exec(old_pid, "umount -l /etc; umount -l /var/lib/dpkg/alternatives; "
+            N.node_exec(old_pid, "umount -l /etc; umount -l /usr/local/sbin; "
+                        "umount -l /var/lib/dpkg/alternatives; "
                         "umount -l /var/lib; true", check=False, timeout=15)
         try:
             return self._reboot_rebuild(n, on_node, app_pods, before)
