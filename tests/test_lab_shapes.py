@@ -325,6 +325,41 @@ def test_each_applicable_fault_gives_its_finding_on_the_right_node(shape_lab, ru
         assert after.healthy, f"after restoring {fault}: {_summary(after)}"
 
 
+# -- k3s: the node's own systemctl ---------------------------------------------------------------
+
+UNITS = "k3s k3s-agent rke2-server rke2-agent"
+
+
+def test_k3s_nodes_have_their_own_systemctl_that_restarts_embedded_flannel(shape_lab):
+    """k3s nodes: `systemctl` (inside the node's mount namespace only) knows the node's unit (k3s on
+    the server, k3s-agent on agents) and its restart really restarts the embedded flannel (subnet.env
+    rewritten, flannel.1 readdressed). Other shapes' nodes have no such stub."""
+    if shape_lab.shape != "k3s":
+        for n in shape_lab.nodes:
+            r = ssh(shape_lab, n["name"], "test -e /usr/local/sbin/systemctl && echo stub || echo none")
+            assert r.stdout.strip() == "none", (n["name"], r.stdout, r.stderr)
+        return
+    assert not Path("/usr/local/sbin/systemctl").exists()  # the host never sees the stub
+    for n in shape_lab.nodes:
+        r = ssh(shape_lab, n["name"], f"systemctl is-active {UNITS}; echo rc=$?")
+        want = "active inactive" if n["role"] == "control-plane" else "inactive active"
+        assert r.stdout.split() == [*want.split(), "inactive", "inactive", "rc=3"], (n["name"], r.stdout, r.stderr)
+    agent = next(n for n in shape_lab.nodes if n["role"] != "control-plane")
+    r = ssh(shape_lab, agent["name"], "systemctl restart k3s; echo rc=$?")
+    assert r.stdout.split()[-1] == "rc=5" and "k3s.service not found" in r.stderr, (r.stdout, r.stderr)
+    net = agent["pod_cidr"].split("/")[0]
+    gw = net.rsplit(".", 1)[0] + ".1"
+    # break what only flannel rewrites, then restart the node's unit: flannel puts it back
+    r = ssh(shape_lab, agent["name"],
+            "mv /run/flannel/subnet.env /root/subnet.env.test && ip addr flush dev flannel.1 && "
+            "! grep -qs FLANNEL_SUBNET /run/flannel/subnet.env && systemctl restart k3s-agent; echo rc=$?; "
+            "rm -f /root/subnet.env.test; cat /run/flannel/subnet.env; ip -o addr show dev flannel.1")
+    assert "rc=0" in r.stdout, (r.stdout, r.stderr)
+    assert f"FLANNEL_SUBNET={gw}/24" in r.stdout and f" {net}/32 " in r.stdout, r.stdout
+    res = wait_nodeports(shape_lab, timeout=30)
+    assert all(x == "200" for x in res.values()), res
+
+
 # -- down: nothing left --------------------------------------------------------------------------
 
 def test_zz_down_leaves_no_namespace_process_or_link(shape_lab):
