@@ -461,6 +461,10 @@ def test_diagnose_a_hung_section_is_node_facts_timeout_and_the_node_is_still_rea
         assert not get_step(step).plan(d).actions, step
     (g,) = [g for g in d.not_checked if "KUBE_PROXY_NO_RULES" in g["codes"]]
     assert g["nodes"] == ["node-2"] and g["why"].startswith("nft_save_nat timed out after")
+    (t,) = d.findings
+    assert "KUBE_PROXY_NO_RULES" in t.data.not_checked and "IP_FORWARD_OFF" not in t.data.not_checked
+    assert any(e.startswith("not checked on this node") and "KUBE_PROXY_NO_RULES" in e
+               for e in t.evidence)
 
 
 def test_diagnose_api_failure_is_recorded_not_raised():

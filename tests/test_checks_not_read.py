@@ -94,6 +94,10 @@ def test_a_section_not_read_gives_no_finding_and_a_not_checked_note(
     assert len(notes) == 1 and f"{section} timed out after {SECTION_TIMEOUT}s" in notes[0]["why"]
     assert any(ln.startswith("not checked: ") and code in ln and section in ln and node in ln
                for ln in d.to_dict()["notes"])
+    from clusterfix_tui.core.shape import shape_line
+
+    assert shape_line(d.shape).endswith(f"not checked: facts not read on {node}")  # diagnostics
+    assert shape_line(real.shape) and "not checked" not in shape_line(real.shape)
     assert d.to_dict()["shape"]["nodes"][node]["not_read"] == {
         section: f"timed out after {SECTION_TIMEOUT}s"}
     # the other nodes are checked as before

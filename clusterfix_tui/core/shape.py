@@ -279,6 +279,10 @@ def shape_line(shape: ClusterShape | None) -> str:
     parts = [cni, proxy, shape.distribution, shape.ip_family]
     if kinds:
         parts.append("iptables " + "/".join(kinds))
+    unread = sorted(n for n, ns in shape.nodes.items() if ns.not_read)
+    if unread:  # some checks skipped there (not_checked() says which and why)
+        parts.append("not checked: facts not read on " + ", ".join(unread[:3])
+                     + (f" +{len(unread) - 3}" if len(unread) > 3 else ""))
     return "shape: " + " · ".join(p for p in parts if p and p != "unknown")
 
 

@@ -51,14 +51,23 @@ class NodeFactsTimeoutData(FindingData, codes=("NODE_FACTS_TIMEOUT",)):
     sections: list[str] = field(default_factory=list)  # the sections killed at their deadline
     commands: list[str] = field(default_factory=list)  # what each of them ran, same order
     timeout: int = 0  # the per-section deadline, seconds
+    # the finding codes whose check reads one of these sections: not checked on this node
+    # (no finding, no action from them; core.shape.not_checked() lists them with the reason)
+    not_checked: list[str] = field(default_factory=list)
 
 
 def facts_timeout_finding(node: str, sections: list[str], commands: list[str],
                           timeout: int) -> Finding:
     """A node whose facts partly hung: read, but these sections were killed at their deadline.
     Nothing is planned from it (step None): the checks that need the missing facts saw none."""
+    from clusterfix_tui.core.checks import sections_read
+
     evidence = [f"{s}: `{c}` killed after {timeout}s" if c else f"{s}: killed after {timeout}s"
                 for s, c in zip(sections, commands, strict=True)]
+    names = {s.split(" ", 1)[0] for s in sections}
+    skipped = [code for code, secs in sections_read().items() if names & set(secs)]
+    if skipped:
+        evidence.append("not checked on this node (they read these facts): " + ", ".join(skipped))
     return Finding(
         code="NODE_FACTS_TIMEOUT", severity="warning", node=node,
         title=f"{len(sections)} fact(s) hung on the node and were cut off: {', '.join(sections)}",
@@ -71,7 +80,7 @@ def facts_timeout_finding(node: str, sections: list[str], commands: list[str],
                      "to see why they hang."),
         reference="", step=None,
         data=NodeFactsTimeoutData(sections=list(sections), commands=list(commands),
-                                  timeout=int(timeout)),
+                                  timeout=int(timeout), not_checked=skipped),
     )
 
 
