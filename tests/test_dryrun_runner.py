@@ -126,8 +126,18 @@ def test_transport_runner_runs_shell_actions(tmp_path: pathlib.Path) -> None:
     assert lines == [("stdout", "start"), ("stderr", "warn")]
     failed = runner.run_action(shell_action("echo nope >&2; exit 4"))
     assert failed.exit_code == 4 and failed.stderr == "nope\n" and failed.error is None
-    slow = runner.run_action(shell_action("sleep 10", timeout=0.3))
-    assert slow.timed_out and slow.exit_code is None and slow.duration < 2
+    # the action's timeout reaches the shell, which kills the command at it: a 600 s sleep
+    # returns timed out (well within the generous 120 s bound; its speed is not measured here)
+    given: list[float] = []
+
+    class Recording(LocalShell):
+        def run(self, command: str, *, timeout: float = 60.0, **kw):  # type: ignore[override]
+            given.append(timeout)
+            return super().run(command, timeout=timeout, **kw)
+
+    slow = TransportRunner(None, Recording).run_action(shell_action("sleep 600", timeout=0.3))
+    assert given == [0.3]
+    assert slow.timed_out and slow.exit_code is None and slow.duration < 120
 
 
 def test_transport_runner_turns_node_failures_into_results(tmp_path: pathlib.Path) -> None:
