@@ -216,10 +216,10 @@ def test_run_streams_lines_in_order_with_exit_codes(sshd: Sshd, tmp_path: pathli
 
         assert shell.run("true").exit_code == 0
         assert shell.run("exit 42").exit_code == 42
-        got = shell.run("cat; echo done", stdin=b"from stdin\n", timeout=5)
+        got = shell.run("cat; echo done", stdin=b"from stdin\n", timeout=60)
         assert got.ok and got.stdout == "from stdin\ndone\n"
         # not a login shell, not a tty
-        tty = shell.run("tty; echo $0", timeout=5)
+        tty = shell.run("tty; echo $0", timeout=60)
         assert "not a tty" in tty.stdout
 
 
@@ -250,7 +250,7 @@ def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pa
             time.sleep(0.1)
         assert left.returncode == 1, "remote sleep survived the timeout"
         # the connection is still good after a timeout
-        assert shell.run("echo after", timeout=5).stdout == "after\n"
+        assert shell.run("echo after", timeout=60).stdout == "after\n"
 
 
 def test_connection_reused_for_many_commands(sshd: Sshd, tmp_path: pathlib.Path) -> None:
@@ -259,7 +259,7 @@ def test_connection_reused_for_many_commands(sshd: Sshd, tmp_path: pathlib.Path)
     with SSHPool(cfg) as pool:
         transport = pool.transport("cfx-node")
         for i in range(20):
-            assert pool("cfx-node").run(f"echo {i}", timeout=5).stdout == f"{i}\n"
+            assert pool("cfx-node").run(f"echo {i}", timeout=60).stdout == f"{i}\n"
         assert pool.transport("cfx-node") is transport
         assert pool.connection_count("cfx-node") == 1
     assert sshd.accepted() - before == 1
@@ -275,7 +275,7 @@ def test_parallel_callers_connect_once(sshd: Sshd, tmp_path: pathlib.Path) -> No
     def work(pool: SSHPool) -> None:
         try:
             barrier.wait()
-            results.append(pool("cfx-node").run("echo $PPID; sleep 0.2", timeout=10))
+            results.append(pool("cfx-node").run("echo $PPID; sleep 0.2", timeout=60))
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -284,7 +284,7 @@ def test_parallel_callers_connect_once(sshd: Sshd, tmp_path: pathlib.Path) -> No
         for t in threads:
             t.start()
         for t in threads:
-            t.join(30)
+            t.join(120)
         assert not errors, errors
         assert len(results) == 16 and all(r.ok for r in results)
         assert pool.connection_count("cfx-node") == 1
@@ -305,7 +305,7 @@ def test_unknown_host_key_then_accept(sshd: Sshd, tmp_path: pathlib.Path) -> Non
         assert known.read_text() == ""  # nothing trusted behind the user's back
         pool.accept_host_key(exc)
         assert known.read_text() == sshd.known_line() + "\n"
-        assert pool("cfx-node").run("echo in", timeout=5).stdout == "in\n"
+        assert pool("cfx-node").run("echo in", timeout=60).stdout == "in\n"
 
 
 def test_changed_host_key_is_refused_and_names_the_line(sshd: Sshd, tmp_path: pathlib.Path) -> None:
@@ -338,7 +338,7 @@ def test_hashed_known_hosts_entry_is_honoured(sshd: Sshd, tmp_path: pathlib.Path
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
     assert known.read_text().startswith("|1|")
     with SSHPool(cfg) as pool:
-        assert pool("cfx-node").run("echo hashed", timeout=5).ok
+        assert pool("cfx-node").run("echo hashed", timeout=60).ok
 
 
 @pytest.mark.parametrize("strict", ["accept-new", "no", "off"])
@@ -347,7 +347,7 @@ def test_strict_host_key_checking_accept_new(sshd: Sshd, tmp_path: pathlib.Path,
     cfg, known = write_config(sshd, tmp_path, known=None, strict=strict)
     assert not known.exists()
     with SSHPool(cfg) as pool:
-        assert pool("cfx-node").run("echo ok", timeout=5).ok
+        assert pool("cfx-node").run("echo ok", timeout=60).ok
     assert known.read_text() == sshd.known_line() + "\n"
     assert (known.stat().st_mode & 0o777) == 0o600
 
@@ -357,7 +357,7 @@ def test_auth_through_the_ssh_agent(sshd: Sshd, tmp_path: pathlib.Path,
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # a deadline, not a speed check
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         env = dict(os.environ, SSH_AUTH_SOCK=str(sock))
@@ -371,7 +371,7 @@ def test_auth_through_the_ssh_agent(sshd: Sshd, tmp_path: pathlib.Path,
         monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* of whoever runs the tests
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         with SSHPool(str(cfg)) as pool:
-            assert pool("via-agent").run("echo agent", timeout=5).stdout == "agent\n"
+            assert pool("via-agent").run("echo agent", timeout=60).stdout == "agent\n"
         monkeypatch.delenv("SSH_AUTH_SOCK")
         with SSHPool(str(cfg)) as pool, pytest.raises(AuthFailed, match="no keys"):
             pool("via-agent")
@@ -453,14 +453,14 @@ def test_node_name_alias_wins_else_the_address(sshd: Sshd, tmp_path: pathlib.Pat
     cfg, _ = write_config(sshd, tmp_path)
     with SSHPool(cfg) as pool:
         # cfx-node has a Host entry: its HostName is used, not the (unroutable) address given
-        assert pool("cfx-node", address="192.0.2.1").run("true", timeout=5).ok
+        assert pool("cfx-node", address="192.0.2.1").run("true", timeout=60).ok
         # worker-9 has none: the InternalIP given is used, with the Host * defaults
         spec = pool.spec_for("worker-9")
         assert spec.hostname == "worker-9"
-        assert pool("worker-9", address="127.0.0.1").run("true", timeout=5).ok
+        assert pool("worker-9", address="127.0.0.1").run("true", timeout=60).ok
         assert pool.spec_for("worker-9").hostname == "127.0.0.1"
         # later calls by name alone keep the address
-        assert pool("worker-9").run("echo again", timeout=5).stdout == "again\n"
+        assert pool("worker-9").run("echo again", timeout=60).stdout == "again\n"
 
 
 def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.Path) -> None:
@@ -474,13 +474,13 @@ def test_proxyjump_through_a_direct_tcpip_channel(sshd: Sshd, tmp_path: pathlib.
     cfg, _ = write_config(sshd, tmp_path, extra=extra)
     before = sshd.accepted()
     with SSHPool(cfg) as pool:
-        res = pool("behind").run("echo $SSH_CONNECTION", timeout=5)
+        res = pool("behind").run("echo $SSH_CONNECTION", timeout=60)
         assert res.ok, res
         # the target's transport runs over a channel of the jump host's connection
         sock = pool.transport("behind").sock
         assert isinstance(sock, paramiko.Channel)
         assert sshd.accepted() - before == 2  # the jump host, then the target through it
-        assert pool("behind2").run("true", timeout=5).ok
+        assert pool("behind2").run("true", timeout=60).ok
         assert sshd.accepted() - before == 4
 
 
@@ -494,7 +494,7 @@ def test_proxyjump_with_an_unknown_jump_host_key(sshd: Sshd, tmp_path: pathlib.P
         assert "the-jump-host" in str(info.value)  # the key to accept is the jump host's
         assert info.value.fingerprint == sshd.keygen_fingerprint()
         pool.accept_host_key(info.value)
-        assert pool("behind").run("true", timeout=5).ok
+        assert pool("behind").run("true", timeout=60).ok
     assert known.read_text().splitlines()[-1].startswith("[the-jump-host]:")
 
 
@@ -517,18 +517,18 @@ def test_dropped_connection_is_an_error_then_reconnects(sshd: Sshd, tmp_path: pa
     cfg, _ = write_config(sshd, tmp_path)
     with SSHPool(cfg) as pool:
         shell = pool("cfx-node")
-        assert shell.run("true", timeout=5).ok
+        assert shell.run("true", timeout=60).ok
         holder: list = []
         t = threading.Thread(target=lambda: holder.append(shell.run("sleep 20", timeout=30)))
         t.start()
         time.sleep(0.5)
         for pid in _connection_children(sshd):  # the per-connection sshd processes
             os.kill(pid, 9)
-        t.join(10)
+        t.join(120)  # a deadline, not a speed check
         assert not t.is_alive()
         res = holder[0]
         assert res.exit_code is None and res.error and "lost" in res.error, res
-        again = shell.run("echo back", timeout=5)
+        again = shell.run("echo back", timeout=60)
         assert again.stdout == "back\n"
         assert pool.connection_count("cfx-node") == 2
 
@@ -595,12 +595,12 @@ def test_non_root_user_runs_through_sudo(sshd: Sshd, tmp_path: pathlib.Path,
     sudoers.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
     with SSHPool(cfg) as pool:
         shell = pool("as-user")
-        res = shell.run("id -u; echo \"it's $((1+1))\"", timeout=10)
+        res = shell.run("id -u; echo \"it's $((1+1))\"", timeout=60)
         assert res.stdout == "0\nit's 2\n", res
         # sudo access revoked mid-session: the next command reports it
         sudoers.write_text(f"{name} ALL=(ALL) ALL\n")
         with pytest.raises(SudoPasswordRequired):
-            shell.run("true", timeout=10)
+            shell.run("true", timeout=60)
 
 
 def test_sudo_password_detection_on_real_messages() -> None:
