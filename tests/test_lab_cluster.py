@@ -49,7 +49,7 @@ def wait_for(fn, timeout: float = 20, interval: float = 0.3):
 def system_pod(lab, tmp: Path, namespace: str, selector: str, node: str) -> dict:
     """The one pod of a DaemonSet on node (waiting out the moment a replaced pod is not yet listed)."""
     mine: list = []
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a deadline, not a speed check
     while time.monotonic() < deadline:
         pods = kjson(lab, tmp, "-n", namespace, "get", "pods", "-l", selector)["items"]
         mine = [p for p in pods if p["spec"]["nodeName"] == node]
