@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--bastion", action="store_true",
                     help="one more namespace, a jump host whose user has no sudo; nodes accept "
                          "logins only from it and ssh_config reaches them with ProxyJump")
+    up.add_argument("--host-ca", metavar="CA_KEY",
+                    help="an SSH CA private key (its .pub next to it): every node's host key is "
+                         "certified by it for the node's address and name (HostCertificate)")
     st = sub.add_parser("status", help="show what the lab in DIR runs")
     st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     print(f"building a {args.nodes}-node {args.shape} lab ({args.ip_family}) in {args.dir} ...", flush=True)
     h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults, shape=args.shape, ip_family=args.ip_family,
-                   ssh_user=args.ssh_user, bastion=args.bastion)
+                   ssh_user=args.ssh_user, bastion=args.bastion, host_ca=args.host_ca)
     info = h.info
     d = shlex.quote(str(h.dir))
     print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
@@ -93,6 +96,8 @@ def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
         b = info["bastion"]
         print(f"  {'bastion':8} {'jump host':13} {b['ip']:15} user {b['user']} (no sudo); nodes "
               f"accept logins only from it")
+    if info.get("host_ca"):
+        print(f"  nodes: host keys certified by {info['host_ca']} (principals: address, name)")
     if info.get("ssh_user"):
         print(f"  nodes: login as {info['ssh_user']} (NOPASSWD sudo), root login refused")
     for f in info.get("faults") or []:

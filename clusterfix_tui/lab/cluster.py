@@ -231,10 +231,16 @@ def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm"
 
 def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *, tls: bool = True,
        timeout: float | None = None, shape: str = "kubeadm", ip_family: str = "ipv4",
-       ssh_user: str | None = None, bastion: bool = False) -> LabHandle:
+       ssh_user: str | None = None, bastion: bool = False,
+       host_ca: str | os.PathLike[str] | None = None) -> LabHandle:
     """Start a lab in a detached daemon and return when it is ready (with the faults injected).
     shape: kubeadm | k3s | calico | kube-proxy-free (docs/lab-shapes.md); ip_family: ipv4 | dual |
-    dual-v6-first."""
+    dual-v6-first. host_ca: an SSH CA private key; every node's host key is certified by it for
+    the node's address and name (docs/lab-shapes.md "Access")."""
+    if host_ca is not None:
+        host_ca = str(Path(host_ca).resolve())
+        if not Path(host_ca).is_file() or not Path(host_ca + ".pub").is_file():
+            raise LabError(f"--host-ca needs a CA private key with its .pub next to it (got {host_ca})")
     if shape not in SHAPES:
         raise LabError(f"--shape must be one of {', '.join(SHAPES)} (got {shape!r})")
     if ip_family not in IP_FAMILIES:
@@ -278,7 +284,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
             state_dir = N.LAB_STATE_ROOT / labid
         spec = {"lab_id": labid, "nodes": int(nodes), "state_dir": str(state_dir), "tls": tls,
                 "created_dir": created_dir, "shape": shape, "ip_family": ip_family,
-                "ssh_user": ssh_user, "bastion": bool(bastion)}
+                "ssh_user": ssh_user, "bastion": bool(bastion), "host_ca": host_ca}
         (d / ".lab-spec.json").write_text(json.dumps(spec))
         with open(d / "daemon.log", "ab") as logf:
             proc = subprocess.Popen(

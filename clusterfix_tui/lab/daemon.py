@@ -142,6 +142,8 @@ class Lab:
         # `lab up --ssh-user NAME` / `--bastion` (docs/lab-shapes.md "Access"); default: root, direct
         self.ssh_user: str | None = self.spec.get("ssh_user") or None
         self.with_bastion = bool(self.spec.get("bastion"))
+        # `lab up --host-ca CA_KEY`: every node's host key certified by that CA (not the bastion's)
+        self.host_ca: str | None = self.spec.get("host_ca") or None
         self.info: dict[str, Any] = {}
         self.api: Any = None
         self.admin_token = secrets.token_urlsafe(24)
@@ -254,13 +256,16 @@ class Lab:
             known.append(f"bastion,{bastion['ip']} {' '.join(b_pub.split()[:2])}")
         if self.ssh_user:
             self.info["ssh_user"] = self.ssh_user
+        if self.host_ca:
+            self.info["host_ca"] = self.host_ca
 
         def prep(n: dict) -> str:
             nd = Path(n["node_dir"])
             host_pub = N.prepare_node_dir(
                 nd, name=n["name"], labid=labid, ip=n["ip"],
                 authorized_keys=f"{N.USER_KEYS_DIR}/%u" if self.ssh_user else authorized,
-                ssh_user=self.ssh_user, allow_from=bastion["ip"] if bastion else None)
+                ssh_user=self.ssh_user, allow_from=bastion["ip"] if bastion else None,
+                host_ca=self.host_ca)
             token = self.admin_token if n["role"] == "control-plane" else self.node_tokens[n["name"]]
             self.api.write_kubeconfig(nd / "files" / "kubelet.conf", self.node_tokens[n["name"]],
                                       user=f"system:node:{n['name']}", context=f"system:node:{n['name']}@kubernetes")

@@ -304,7 +304,8 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
 
 def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authorized_keys: Path | str,
-                     ssh_user: str | None = None, allow_from: str | None = None) -> str:
+                     ssh_user: str | None = None, allow_from: str | None = None,
+                     host_ca: str | None = None) -> str:
     """Create the per-node dirs the anchor mounts, the host key and sshd_config; returns the host
     public key line.
 
@@ -312,7 +313,11 @@ def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authoriz
     never (PermitRootLogin no); authorized_keys is then a path inside the node (/run/...), as
     sshd reads it as that user. allow_from (`--bastion`): logins are accepted only from that
     address (AllowUsers USER@ADDR): a direct connection from anywhere else is refused at auth and
-    logged, so "no node reached directly" is what the node's sshd log shows."""
+    logged, so "no node reached directly" is what the node's sshd log shows.
+
+    host_ca (`lab up --host-ca CA_KEY`): the new host key is signed by that CA private key for the
+    principals `ip,name` and sshd serves the certificate (HostCertificate), so a client that
+    trusts only `@cert-authority * CA_PUB` accepts the node."""
     for sub in ("run-flannel", "alt-upper", "alt-work", "log", "backups", "root", "etc-upper", "etc-work",
                 "files"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -321,6 +326,11 @@ def prepare_node_dir(node_dir: Path, *, name: str, labid: str, ip: str, authoriz
     pub = keygen(host_key, f"root@{name}")
     text = SSHD_CONFIG.format(name=name, labid=labid, ip=ip, host_key=host_key,
                               authorized_keys=authorized_keys)
+    if host_ca:
+        run(["ssh-keygen", "-q", "-s", str(host_ca), "-I", f"cfx-lab-{labid}-{name}", "-h", "-n",
+             f"{ip},{name}", "-V", "-5m:+30d", f"{host_key}.pub"])
+        text = text.replace(f"HostKey {host_key}\n",
+                            f"HostKey {host_key}\nHostCertificate {host_key}-cert.pub\n")
     if ssh_user:
         text = text.replace("PermitRootLogin prohibit-password", "PermitRootLogin no")
     if ssh_user or allow_from:
