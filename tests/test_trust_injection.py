@@ -38,7 +38,9 @@ from clusterfix_tui.core.fixes import iptables as iptables_step
 from clusterfix_tui.core.model import Action, Finding, Plan
 from clusterfix_tui.core.snapshot import ClusterSnapshot, PodInfo
 
-CANARY = "/tmp/cfx-canary-" + uuid.uuid4().hex[:8]
+# One name per run, the same in every pytest-xdist worker (it is in test ids: the workers must
+# collect the same tests): xdist gives its workers the run's uid; alone, a fresh one.
+CANARY = "/tmp/cfx-canary-" + (os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex)[:8]
 ATOMS = [
     "'", '"', ";", "&&", "||", "|", ">", ">>", "<", "&", "(", ")", "{", "}", "\n", "\r", "\t", " ",
     "\x00", "\\", "$", "$(touch " + CANARY + ")", "`touch " + CANARY + "`", "$HOME", "${IFS}",
@@ -212,6 +214,21 @@ SCENARIOS: dict[str, tuple[Callable[[dict[str, str]], Diag], tuple[str, ...], se
 SANITISED_NODE_DIRS = {"host_network", "worker_kubeconfig", "iptables", "cni_bridge"}  # all steps (engine.node_backup_dir)
 DROPPABLE = {"host_network": {"module"}}
 SLASHLESS = {"fname", "fname2", "fname3", "dir"}  # a file name in a directory listing has no "/"
+# literal tokens a step adds or leaves out by the address family of a value (a route re-added
+# from its spec gets `scope global` on IPv4 only: a ":" in the destination or gateway makes it
+# IPv6); their presence is structure the value chose, never text the value put in
+FAMILY_TOKENS = {"cni_bridge": (("scope", "global"),)}
+
+
+def _without(tokens: list[str], pair: tuple[str, ...]) -> list[str]:
+    out, i, n = [], 0, len(pair)
+    while i < len(tokens):
+        if tuple(tokens[i:i + n]) == pair:
+            i += n
+            continue
+        out.append(tokens[i])
+        i += 1
+    return out
 
 
 def _all_actions(plan: Plan) -> dict[str, Action]:
@@ -315,6 +332,8 @@ def check_step(step_name: str, values: dict[str, str]) -> None:
         if drop_keys:  # a list member the step refused (e.g. a module name)
             wants.append(_expected_argv(s.command, ph, values, split_keys, drop_keys,
                                         step_name=step_name))
+        for pair in FAMILY_TOKENS.get(step_name, ()):  # set by the address family a value has
+            wants += [_without(w, pair) for w in wants]
         intended.append((s, _subst(s.target, ph, values), wants, active_meta(s.command)))
     used: set[int] = set()
     for hid, h in hostile.items():
