@@ -387,6 +387,14 @@ class RepairSession:
             except Exception:  # noqa: BLE001, S112
                 continue
         now_cluster = ident.cluster_identity(self.api) if then_cluster else None
+        if now_cluster is not None and not now_cluster.get("kube_system_uid"):
+            # the API does not answer now: that is not another cluster. The cluster is not
+            # compared (as a node not reached now is not); the nodes still are, by host key and
+            # boot, and an API action's own precondition reads the API and is skipped if it
+            # cannot (a wrong cluster can only be told by an API that answers)
+            self.journal.write("note", text="cluster identity not confirmed before this step: "
+                               + str(now_cluster.get("error") or "the API did not answer"))
+            then_cluster = now_cluster = None
         return ident.differences(then_cluster, now_cluster, then, now)
 
     def _identity_refusal(self, plan: Any, approved_ids: Any) -> StepOutcome | None:
