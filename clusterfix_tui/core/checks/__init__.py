@@ -44,7 +44,8 @@ CLUSTER_SYMPTOM_OF: dict[str, tuple[str, ...]] = {
 }
 
 
-def all_checks() -> list[CheckFn]:
+def _check_modules() -> tuple[Any, ...]:
+    """Every check module, in the order their checks run."""
     from clusterfix_tui.core.checks import (
         cni,
         firewall,
@@ -56,27 +57,19 @@ def all_checks() -> list[CheckFn]:
         underlay,
     )
 
-    return [iptables.check, firewall.check, host.check, cni.check, flannel.check, pods.check,
-            kubeconfig.check, underlay.check]
+    return (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay)
+
+
+def all_checks() -> list[CheckFn]:
+    return [mod.check for mod in _check_modules()]
 
 
 @functools.lru_cache(maxsize=1)
 def sections_read() -> dict[str, tuple[str, ...]]:
     """finding code -> the facts sections (core/facts.py names) its check decides it from, as
     every check module declares in READS. A code not listed reads no node facts (API-only)."""
-    from clusterfix_tui.core.checks import (
-        cni,
-        firewall,
-        flannel,
-        host,
-        iptables,
-        kubeconfig,
-        pods,
-        underlay,
-    )
-
     out: dict[str, tuple[str, ...]] = {}
-    for mod in (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay):
+    for mod in _check_modules():
         for code, secs in getattr(mod, "READS", {}).items():
             out[code] = tuple(dict.fromkeys(out.get(code, ()) + tuple(secs)))
     return out

@@ -731,13 +731,8 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
                      "this node: kube-proxy is not running or cannot sync. Restart it and read its "
                      "log."),
         reference=REF_KUBE_PROXY, step="pods",
-        data=NoRulesData(
-            backend=live, missing_chains=missing, healthz=facts.kube_proxy_healthz,
-            proxy_mode=facts.kube_proxy_mode or mode, pod=pod.name if pod else None,
-            namespace=pod.namespace if pod else "kube-system",
-            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
-            component="kube_proxy",
-            kube_proxy=shape.kube_proxy if shape is not None else None),
+        data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
+                            missing),
     )]
 
 
@@ -785,13 +780,20 @@ def _no_ipvs_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> li
                      "sync or lacks the ip_vs modules (IPVS_MODULES_MISSING). Restart it and read "
                      "its log."),
         reference=REF_KUBE_PROXY, step="pods",
-        data=NoRulesData(
-            backend="ipvs", missing_chains=missing, healthz=facts.kube_proxy_healthz,
-            proxy_mode="ipvs", pod=pod.name if pod else None,
-            namespace=pod.namespace if pod else "kube-system",
-            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
-            component="kube_proxy", kube_proxy=shape.kube_proxy if shape is not None else None),
+        data=_no_rules_data(snapshot, facts, pod, shape, "ipvs", "ipvs", missing),
     )]
+
+
+def _no_rules_data(snapshot: ClusterSnapshot, facts: NodeFacts, pod: Any, shape: Any,
+                   backend: str, proxy_mode: str | None,
+                   missing: list[str]) -> NoRulesData:
+    """KUBE_PROXY_NO_RULES's data, whichever mode kube-proxy programs."""
+    return NoRulesData(
+        backend=backend, missing_chains=missing, healthz=facts.kube_proxy_healthz,
+        proxy_mode=proxy_mode, pod=pod.name if pod else None,
+        namespace=pod.namespace if pod else "kube-system",
+        daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
+        component="kube_proxy", kube_proxy=shape.kube_proxy if shape is not None else None)
 
 
 def _no_nft_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
@@ -822,13 +824,7 @@ def _no_nft_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> lis
                      "ClusterIPs do not work on this node: kube-proxy is not running or cannot "
                      "sync. Restart it and read its log."),
         reference=REF_KUBE_PROXY, step="pods",
-        data=NoRulesData(
-            backend="nftables", missing_chains=missing, healthz=facts.kube_proxy_healthz,
-            proxy_mode="nftables", pod=pod.name if pod else None,
-            namespace=pod.namespace if pod else "kube-system",
-            daemonset=_kp_daemonset(snapshot, pod), static=bool(pod is not None and pod.mirror),
-            component="kube_proxy",
-            kube_proxy=shape.kube_proxy if shape is not None else None),
+        data=_no_rules_data(snapshot, facts, pod, shape, "nftables", "nftables", missing),
     )]
 
 
