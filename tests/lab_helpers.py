@@ -23,11 +23,14 @@ from determinism import poll_until
 
 
 @contextlib.contextmanager
-def running_lab(tmp_path_factory: pytest.TempPathFactory, nodes: int = 3, faults: object = "none") -> Iterator:
+def running_lab(tmp_path_factory: pytest.TempPathFactory, nodes: int = 3, faults: object = "none",
+                prefix: str = "lab", **options: object) -> Iterator:
+    """A lab (cluster.up with `options`: ssh_user, bastion, host_ca, timeout...) torn down on
+    exit, and checked gone: none of its namespaces (nodes and bastion) is left."""
     from clusterfix_tui.lab import cluster
 
-    d = tmp_path_factory.mktemp("lab") / "lab"
-    handle = cluster.up(d, nodes=nodes, faults=faults)
+    d = tmp_path_factory.mktemp(prefix) / "lab"
+    handle = cluster.up(d, nodes=nodes, faults=faults, **options)  # type: ignore[arg-type]
     info = handle.info
     try:
         yield handle
@@ -35,6 +38,8 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory, nodes: int = 3, faults
         cluster.down(d)
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         ours = [n["netns"] for n in info["nodes"]]
+        if info.get("bastion"):
+            ours.append(info["bastion"]["netns"])
         assert not any(ns in left.split() for ns in ours), f"lab down left namespaces: {left}"
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_helpers import running_lab
 
 REPO = str(Path(__file__).resolve().parents[1])
 
@@ -35,18 +36,8 @@ CODES = {
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from clusterfix_tui.lab import cluster
-
-    d = tmp_path_factory.mktemp("access") / "lab"
-    handle = cluster.up(d, nodes=3, faults="all", ssh_user="ops", bastion=True, timeout=240)
-    info = handle.info
-    try:
+    with running_lab(tmp_path_factory, prefix="access", nodes=3, faults="all", ssh_user="ops", bastion=True, timeout=240) as handle:
         yield handle
-    finally:
-        cluster.down(d)
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        ours = [n["netns"] for n in info["nodes"]] + [info["bastion"]["netns"]]
-        assert not any(ns in left.split() for ns in ours), f"lab down left namespaces: {left}"
 
 
 def _ssh(lab, *args: str) -> subprocess.CompletedProcess:

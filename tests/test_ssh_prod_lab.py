@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab_helpers import running_lab
 
 pytestmark = pytest.mark.lab
 REPO = str(Path(__file__).resolve().parents[1])
@@ -40,19 +41,10 @@ def ca(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, ca):
-    from clusterfix_tui.lab import cluster
-
-    d = tmp_path_factory.mktemp("prodssh") / "lab"
-    handle = cluster.up(d, nodes=3, faults=[f"{f}:{n}" for f, (n, _) in FAULTS.items()],
-                        ssh_user="ops", bastion=True, host_ca=ca, timeout=240)
-    info = handle.info
-    try:
+    with running_lab(tmp_path_factory, prefix="prodssh", nodes=3,
+                     faults=[f"{f}:{n}" for f, (n, _) in FAULTS.items()], ssh_user="ops",
+                     bastion=True, host_ca=ca, timeout=240) as handle:
         yield handle
-    finally:
-        cluster.down(d)
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        ours = [n["netns"] for n in info["nodes"]] + [info["bastion"]["netns"]]
-        assert not any(ns in left.split() for ns in ours), f"lab down left namespaces: {left}"
 
 
 def _accepted(node_dir: str) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lab_helpers import running_lab
 from textual.widgets import DataTable, Static
 from ui_fakes import settle
 
@@ -24,18 +25,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from clusterfix_tui.lab import cluster
-
-    d = tmp_path_factory.mktemp("hostkeys") / "lab"
-    handle = cluster.up(d, nodes=3, faults="none", ssh_user="ops", bastion=True, timeout=240)
-    info = handle.info
-    try:
+    with running_lab(tmp_path_factory, prefix="hostkeys", nodes=3, faults="none", ssh_user="ops", bastion=True, timeout=240) as handle:
         yield handle
-    finally:
-        cluster.down(d)
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        ours = [n["netns"] for n in info["nodes"]] + [info["bastion"]["netns"]]
-        assert not any(ns in left.split() for ns in ours), f"lab down left namespaces: {left}"
 
 
 def _lab_keys(lab) -> dict[str, tuple[str, str, str]]:
