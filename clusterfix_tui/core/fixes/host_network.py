@@ -194,23 +194,27 @@ class HostNetworkStep:
         sysctls: dict[str, str] = {}
         modules: list[str] = []
         codes_persist: set[str] = set()
+
+        def sysctl_on(f: Finding, key: str, prev: str, why: str, risk: str) -> None:
+            """Set `key` to 1 now (undone by its previous value) and persist it."""
+            actions.append(FixAction(
+                id=nid(), target=node, kind="shell", command=sysctl_set(key, "1"), why=why,
+                finding_codes=(f.code,), risk=risk,
+                rollback=rb("", sysctl_set(key, prev), f"put {key} back to {prev}"),
+                change={"what": key, "before": prev, "after": "1"},
+                precondition=_sysctl_not_one(key),
+            ))
+            sysctls[key] = "1"
+            codes_persist.add(f.code)
         restart_kube_proxy = False
         firewall: list[tuple[Finding, FirewallAcceptsData]] = []
 
         for f in findings:
             if f.code == "IP_FORWARD_OFF":
-                prev = _value(f.data_as(SysctlData).value, "0")
-                actions.append(FixAction(
-                    id=nid(), target=node, kind="shell", command=sysctl_set(IP_FORWARD, "1"),
-                    why="IPv4 forwarding is off: the node drops pod traffic it should route",
-                    finding_codes=(f.code,), risk="the node routes packets between interfaces "
-                    "(what every Kubernetes node needs)",
-                    rollback=rb("", sysctl_set(IP_FORWARD, prev), f"put {IP_FORWARD} back to {prev}"),
-                    change={"what": IP_FORWARD, "before": prev, "after": "1"},
-                    precondition=_sysctl_not_one(IP_FORWARD),
-                ))
-                sysctls[IP_FORWARD] = "1"
-                codes_persist.add(f.code)
+                sysctl_on(f, IP_FORWARD, _value(f.data_as(SysctlData).value, "0"),
+                          why="IPv4 forwarding is off: the node drops pod traffic it should route",
+                          risk="the node routes packets between interfaces (what every Kubernetes "
+                               "node needs)")
             elif f.code == "BR_NETFILTER_OFF":
                 sd = f.data_as(SysctlData)
                 loaded, prev_raw = sd.module_loaded, sd.value
@@ -266,32 +270,17 @@ class HostNetworkStep:
                         change={"what": key, "before": None, "after": "2"},
                     ))
                     sysctls[key] = "2"
-                actions.append(FixAction(
-                    id=nid(), target=node, kind="shell", command=sysctl_set(IPV6_FORWARD, "1"),
-                    why="IPv6 forwarding is off on a node with an IPv6 podCIDR: it drops the IPv6 "
-                        "pod and NodePort traffic it should route",
-                    finding_codes=(f.code,), risk="the node routes IPv6 packets between interfaces "
-                    "(what a dual-stack or IPv6 Kubernetes node needs); interfaces with accept_ra=1 "
-                    "stop accepting router advertisements",
-                    rollback=rb("", sysctl_set(IPV6_FORWARD, prev), f"put {IPV6_FORWARD} back to {prev}"),
-                    change={"what": IPV6_FORWARD, "before": prev, "after": "1"},
-                    precondition=_sysctl_not_one(IPV6_FORWARD),
-                ))
-                sysctls[IPV6_FORWARD] = "1"
-                codes_persist.add(f.code)
+                sysctl_on(f, IPV6_FORWARD, prev,
+                          why="IPv6 forwarding is off on a node with an IPv6 podCIDR: it drops the "
+                              "IPv6 pod and NodePort traffic it should route",
+                          risk="the node routes IPv6 packets between interfaces (what a dual-stack "
+                               "or IPv6 Kubernetes node needs); interfaces with accept_ra=1 stop "
+                               "accepting router advertisements")
             elif f.code == "BR_NETFILTER_IP6_OFF":
-                prev = _value(f.data_as(SysctlData).value, "0")
-                actions.append(FixAction(
-                    id=nid(), target=node, kind="shell", command=sysctl_set(BRIDGE_NF6, "1"),
-                    why="bridge-nf-call-ip6tables is off: bridged IPv6 pod traffic skips ip6tables "
-                        "(kube-proxy's IPv6 Service rules)",
-                    finding_codes=(f.code,), risk="bridged IPv6 traffic passes ip6tables",
-                    rollback=rb("", sysctl_set(BRIDGE_NF6, prev), f"put {BRIDGE_NF6} back to {prev}"),
-                    change={"what": BRIDGE_NF6, "before": prev, "after": "1"},
-                    precondition=_sysctl_not_one(BRIDGE_NF6),
-                ))
-                sysctls[BRIDGE_NF6] = "1"
-                codes_persist.add(f.code)
+                sysctl_on(f, BRIDGE_NF6, _value(f.data_as(SysctlData).value, "0"),
+                          why="bridge-nf-call-ip6tables is off: bridged IPv6 pod traffic skips "
+                              "ip6tables (kube-proxy's IPv6 Service rules)",
+                          risk="bridged IPv6 traffic passes ip6tables")
             elif f.code in FIREWALL_CODES:
                 firewall.append((f, f.data_as(UnderlayBlockedData
                                               if f.code == "VXLAN_UNDERLAY_BLOCKED"
