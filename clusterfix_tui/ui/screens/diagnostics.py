@@ -331,39 +331,15 @@ in the node, code and title. It applies to every panel's nodes.
             text.append("No finding matches the filter.", style="dim")
         elif row.group.grouped and not row.member:
             g = row.group
-            text.append(f"{g.code}", style=v.SEVERITY_STYLE.get(g.severity, "bold"))
-            text.append(f"  on {g.count} nodes  ")
-            text.append(f"fixed by step: {g.step}" if g.step else "reported only (no step)",
-                        style="bold cyan" if g.step else "dim")
-            text.append(f"\n{g.cause}\n")
+            _finding_head(text, g.code, g.severity, f"on {g.count} nodes", g.step, g.cause)
             text.append(f"nodes: {v.compact_nodes(g.nodes, 12)}  (space: every node's finding)\n",
                         style="dim")
             f = g.findings[0]
-            if f.explanation:
-                text.append(f"{f.explanation}\n", style="italic")
-            if f.evidence:
-                text.append(f"evidence on {f.node}:\n", style="dim")
-            for line in f.evidence:
-                text.append("  │ ", style="dim")
-                text.append(f"{line}\n", style="yellow")
-            reference = (f.reference or "").strip()
-            if reference:
-                text.append(f"ref: {reference}", style="dim")
+            _finding_body(text, f, evidence_from=f.node)
         else:
             f = row.finding
-            text.append(f"{f.code}", style=v.SEVERITY_STYLE.get(f.severity, "bold"))
-            text.append(f"  on {f.node}  ")
-            text.append(f"fixed by step: {f.step}" if f.step else "reported only (no step)",
-                        style="bold cyan" if f.step else "dim")
-            text.append(f"\n{f.title}\n")
-            if f.explanation:
-                text.append(f"{f.explanation}\n", style="italic")
-            for line in f.evidence:
-                text.append("  │ ", style="dim")
-                text.append(f"{line}\n", style="yellow")
-            reference = (f.reference or "").strip()
-            if reference:  # never an empty "ref:" line
-                text.append(f"ref: {reference}", style="dim")
+            _finding_head(text, f.code, f.severity, f"on {f.node}", f.step, f.title)
+            _finding_body(text, f)
         self.query_one("#finding-text", Static).update(text)
 
     def _pod_log_text(self, key: str, log: str) -> Text:
@@ -622,3 +598,26 @@ in the node, code and title. It applies to every panel's nodes.
             self.query_one("#panels").loading = False
             self.query_one("#diag-status", Static).update(
                 Text(f"Diagnosis failed: {worker.error}. Press r to retry.", style="bold red"))
+
+
+def _finding_head(text: Text, code: str, severity: str, where: str, step: str | None,
+                  title: str) -> None:
+    text.append(code, style=v.SEVERITY_STYLE.get(severity, "bold"))
+    text.append(f"  {where}  ")
+    text.append(f"fixed by step: {step}" if step else "reported only (no step)",
+                style="bold cyan" if step else "dim")
+    text.append(f"\n{title}\n")
+
+
+def _finding_body(text: Text, f: Any, evidence_from: str | None = None) -> None:
+    """Explanation, evidence (of node `evidence_from`, when said) and reference of a finding."""
+    if f.explanation:
+        text.append(f"{f.explanation}\n", style="italic")
+    if evidence_from and f.evidence:
+        text.append(f"evidence on {evidence_from}:\n", style="dim")
+    for line in f.evidence:
+        text.append("  │ ", style="dim")
+        text.append(f"{line}\n", style="yellow")
+    reference = (f.reference or "").strip()
+    if reference:  # never an empty "ref:" line
+        text.append(f"ref: {reference}", style="dim")
