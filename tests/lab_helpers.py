@@ -21,6 +21,23 @@ from collections.abc import Iterator
 import pytest
 from determinism import poll_until
 
+# lab fault -> (the finding code it shows as, where: on the faulted node, or on its peers)
+FAULT_FINDINGS: dict[str, tuple[str, str]] = {
+    "iptables-shadow": ("IPTABLES_BACKEND_CONFLICT", "node"),
+    "iptables-foreign-rule": ("KUBE_PROXY_INCOMPATIBLE_CHAIN", "node"),
+    "forward-drop": ("FORWARD_DROP", "node"),
+    "firewall-reject": ("FIREWALL_REJECT", "node"),
+    "kube-proxy-crashloop": ("KUBE_PROXY_CRASHLOOP", "node"),
+    "cni-bridge-conflict": ("CNI_BRIDGE_CONFLICT", "node"),
+    "flannel-stale-vtep": ("FLANNEL_STALE_VTEP", "peers"),
+    "flannel-stale-subnet": ("FLANNEL_STALE_SUBNET", "node"),
+    "worker-kubeconfig": ("WORKER_KUBECONFIG_BROKEN", "node"),
+    "ip-forward-off": ("IP_FORWARD_OFF", "node"),
+    "br-netfilter-off": ("BR_NETFILTER_OFF", "node"),
+    "ipv6-forward-off": ("IPV6_FORWARD_OFF", "node"),
+    "br-netfilter-ip6-off": ("BR_NETFILTER_IP6_OFF", "node"),
+}
+
 
 @contextlib.contextmanager
 def running_lab(tmp_path_factory: pytest.TempPathFactory, nodes: int = 3, faults: object = "none",

@@ -13,25 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_helpers import running_lab
+from lab_helpers import FAULT_FINDINGS, running_lab
 
 REPO = str(Path(__file__).resolve().parents[1])
 
 # fault -> the finding it gives on its node (as tests/test_diagnose_lab.py CASES; "peers": on
 # the other nodes)
-CODES = {
-    "iptables-shadow": ("IPTABLES_BACKEND_CONFLICT", "node"),
-    "iptables-foreign-rule": ("KUBE_PROXY_INCOMPATIBLE_CHAIN", "node"),
-    "forward-drop": ("FORWARD_DROP", "node"),
-    "firewall-reject": ("FIREWALL_REJECT", "node"),
-    "kube-proxy-crashloop": ("KUBE_PROXY_CRASHLOOP", "node"),
-    "cni-bridge-conflict": ("CNI_BRIDGE_CONFLICT", "node"),
-    "flannel-stale-vtep": ("FLANNEL_STALE_VTEP", "peers"),
-    "flannel-stale-subnet": ("FLANNEL_STALE_SUBNET", "node"),
-    "worker-kubeconfig": ("WORKER_KUBECONFIG_BROKEN", "node"),
-    "ip-forward-off": ("IP_FORWARD_OFF", "node"),
-    "br-netfilter-off": ("BR_NETFILTER_OFF", "node"),
-}
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +72,13 @@ def test_diagnose_reads_every_node_as_ops_through_the_bastion_and_finds_the_faul
     checked = 0
     placed = {r["name"]: r["node"] for r in lab.info["faults"]}
     for rec in lab.info["faults"]:
-        if rec["name"] not in CODES:
+        if rec["name"] not in FAULT_FINDINGS:
             continue
         if rec["name"] == "iptables-shadow" and placed.get("kube-proxy-crashloop") == rec["node"]:
             # docs/lab-faults.md: with kube-proxy's chains gone (crashloop on the same node) the
             # legacy shadow conflicts with nothing; it shows once kube-proxy runs again (fix)
             continue
-        code, where = CODES[rec["name"]]
+        code, where = FAULT_FINDINGS[rec["name"]]
         want = {rec["node"]} if where == "node" else names - {rec["node"]}
         assert any((code, n) in got for n in want), (rec["name"], rec["node"], sorted(got))
         checked += 1

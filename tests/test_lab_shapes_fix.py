@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
+from lab_helpers import FAULT_FINDINGS
 from test_lab_shapes import cli, wait_nodeports
 
 from clusterfix_tui.core.journal import Journal
@@ -24,22 +25,6 @@ pytestmark = pytest.mark.lab
 
 CASES = [("k3s", "ipv4"), ("calico", "ipv4"), ("kube-proxy-free", "ipv4"), ("kubeadm", "dual-v6-first")]
 
-# fault -> (finding code, where the finding shows: on the faulted node, or on its peers)
-FOUND_AS = {
-    "iptables-shadow": ("IPTABLES_BACKEND_CONFLICT", "node"),
-    "iptables-foreign-rule": ("KUBE_PROXY_INCOMPATIBLE_CHAIN", "node"),
-    "forward-drop": ("FORWARD_DROP", "node"),
-    "firewall-reject": ("FIREWALL_REJECT", "node"),
-    "kube-proxy-crashloop": ("KUBE_PROXY_CRASHLOOP", "node"),
-    "cni-bridge-conflict": ("CNI_BRIDGE_CONFLICT", "node"),
-    "flannel-stale-vtep": ("FLANNEL_STALE_VTEP", "peers"),
-    "flannel-stale-subnet": ("FLANNEL_STALE_SUBNET", "node"),
-    "worker-kubeconfig": ("WORKER_KUBECONFIG_BROKEN", "node"),
-    "ip-forward-off": ("IP_FORWARD_OFF", "node"),
-    "br-netfilter-off": ("BR_NETFILTER_OFF", "node"),
-    "ipv6-forward-off": ("IPV6_FORWARD_OFF", "node"),
-    "br-netfilter-ip6-off": ("BR_NETFILTER_IP6_OFF", "node"),
-}
 
 # A fault another fault on the same node hides until that one is repaired: kube-proxy-crashloop
 # removes kube-proxy's live rules, so the only KUBE-SERVICES left is the stale copy in the other
@@ -131,7 +116,7 @@ def _missing(lab, found: set[tuple[str, str]], skip_hidden: bool) -> list[tuple[
             continue  # the machine's iptables-nft accepts the rule: nothing to find (see the detail)
         if skip_hidden and HIDDEN_BY.get(rec["name"], set()) & by_node[rec["node"]]:
             continue
-        code, where = FOUND_AS[rec["name"]]
+        code, where = FAULT_FINDINGS[rec["name"]]
         want = [rec["node"]] if where == "node" else [n for n in nodes if n != rec["node"]]
         missing += [(rec["name"], code, n) for n in want if (code, n) not in found]
     return missing
