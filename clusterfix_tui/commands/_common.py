@@ -40,33 +40,110 @@ def out(text: str = "", file: TextIO | None = None) -> None:
 _say = out  # for functions whose `out` parameter is the stream
 
 
-def print_plan(plan: Any, dest: TextIO = sys.stdout) -> None:
+def finding_group_lines(groups: Any, verbose: bool = False, indent: str = "  ",
+                        line: Any = None) -> list[str]:
+    """One line per cause: a group of findings sharing one cause across nodes is one line naming
+    the cause and counting the nodes (listed, abbreviated), each node's own finding under it
+    with `verbose`. `line(finding_or_group, where)` renders the one line (where: "on NODE", or
+    "" for a group: its title counts the nodes)."""
+    from clusterfix_tui.core.group import all_nodes_text, nodes_text
+
+    if line is None:
+        def line(x: Any, where: str) -> str:
+            return f"finding {x.code}{' ' + where if where else ''}: {x.title}"
+    out_lines: list[str] = []
+    for g in groups:
+        if not g.grouped:
+            f = g.findings[0]
+            out_lines.append(f"{indent}{line(f, f'on {f.node}')}")
+            continue
+        out_lines.append(f"{indent}{line(g, '')}")
+        if verbose:
+            out_lines.append(f"{indent}    nodes: {all_nodes_text(g.nodes)}")
+            for f in g.findings:
+                out_lines.append(f"{indent}    - {line(f, f'on {f.node}')}")
+        else:
+            out_lines.append(f"{indent}    nodes: {nodes_text(g.nodes)} (every node's finding: "
+                             f"--verbose)")
+    return out_lines
+
+
+def _wrap_nodes(label: str, nodes: list[str], indent: str) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(", ".join(nodes), width=100, initial_indent=f"{indent}{label}",
+                         subsequent_indent=indent + " " * len(label), break_on_hyphens=False)
+
+
+def _print_action(fold: Any, dest: TextIO) -> None:
+    """One action, or identical actions on several nodes shown once with every node they run on:
+    the command, why, risk, check and rollback are byte-identical across those nodes."""
     from clusterfix_tui.core.fixes.engine import is_opt_in
+    from clusterfix_tui.core.group import sorted_nodes
+
+    a = fold.first
+    tag = " [OPT-IN, not selected by default]" if is_opt_in(a) else ""
+    ro = "" if a.mutating else " (read-only)"
+    if len(fold.actions) == 1:
+        out(f"  [{a.id}] on {a.target} ({a.kind}){ro}{tag}", dest)
+    else:
+        n = len(fold.actions)
+        out(f"  [{fold.ids_text()}] on each of {n} nodes ({a.kind}){ro}{tag}", dest)
+        for ln in _wrap_nodes("on: ", sorted_nodes(fold.nodes), "      "):
+            out(ln, dest)
+    out(f"      $ {a.command}", dest)
+    if a.why:
+        out(f"      why: {a.why}", dest)
+    if a.risk:
+        out(f"      risk: {a.risk}", dest)
+    pre = a.precondition
+    if pre is not None:  # re-checked right before the action runs
+        out(f"      check first ({pre.kind}): $ {pre.command}", dest)
+    if a.rollback is not None:
+        out(f"      rollback: $ {a.rollback.command}", dest)
+    elif a.mutating and a.rollback_note:
+        out(f"      rollback: none automatic: {a.rollback_note}", dest)
+
+
+def print_plan(plan: Any, dest: TextIO = sys.stdout, verbose: bool = False) -> None:
+    """A step's plan: its findings one line per cause, then its actions as the plan's entries
+    (core.group.plan_entries: the actions repairing one grouped cause are one entry). Every
+    action that can run is printed with its exact command; actions identical but for their node
+    are printed once with every node they run on (`verbose`: each action on its own)."""
+    from clusterfix_tui.core.group import FoldedAction, fold_actions, group_findings, plan_entries
 
     out(f"\n=== step {plan.step}: {plan.title}", dest)
-    for f in plan.findings:
-        out(f"  finding {f.code} on {f.node}: {f.title}", dest)
+    groups = group_findings(plan.findings)
+    for ln in finding_group_lines(groups, verbose):
+        out(ln, dest)
     for note in plan.notes:
         out(f"  note: {note}", dest)
     if plan.nothing_to_do:
         out("  nothing to do", dest)
         return
-    for a in plan.actions:
-        tag = " [OPT-IN, not selected by default]" if is_opt_in(a) else ""
-        ro = "" if a.mutating else " (read-only)"
-        out(f"  [{a.id}] on {a.target} ({a.kind}){ro}{tag}", dest)
-        out(f"      $ {a.command}", dest)
-        if a.why:
-            out(f"      why: {a.why}", dest)
-        if a.risk:
-            out(f"      risk: {a.risk}", dest)
-        pre = a.precondition
-        if pre is not None:  # re-checked right before the action runs
-            out(f"      check first ({pre.kind}): $ {pre.command}", dest)
-        if a.rollback is not None:
-            out(f"      rollback: $ {a.rollback.command}", dest)
-        elif a.mutating and a.rollback_note:
-            out(f"      rollback: none automatic: {a.rollback_note}", dest)
+    by_id = {a.id: a for a in plan.actions}
+    entries = plan_entries(plan, groups)
+
+    def show(actions: list[Any]) -> None:
+        folds = [FoldedAction((a,)) for a in actions] if verbose else fold_actions(actions)
+        for fold in folds:
+            _print_action(fold, dest)
+
+    loose: list[Any] = []  # consecutive actions of no grouped cause, folded together
+    shown = 0
+    for e in entries:
+        acts = [by_id[i] for i in e["action_ids"]]
+        shown += len(acts)
+        if e["group"] is None:
+            loose.extend(acts)
+            continue
+        show(loose)
+        loose = []
+        out(f"  -- {e['title']}: {len(acts)} action(s) on {e['count']} node(s)", dest)
+        show(acts)
+    show(loose)
+    if shown != len(plan.actions):  # plan_entries lists every action once; never print less
+        show([a for a in plan.actions if a.id not in {i for e in entries for i in e["action_ids"]}])
 
 
 def ask(question: str, inp: TextIO | None = None, out: TextIO | None = None) -> str:

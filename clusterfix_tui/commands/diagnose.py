@@ -26,6 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, default=32,
                         help="nodes read in parallel (default 32)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="findings that share one cause across nodes are one line (the "
+                             "nodes counted); with --verbose every node's finding is listed "
+                             "under it")
     parser.add_argument("--bundle", metavar="FILE",
                         help="diagnose from an evidence bundle (clusterfix-tui bundle), offline")
 
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump(redact_obj(doc), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
         else:
-            sys.stdout.write(redact(render_text(diag)))
+            sys.stdout.write(redact(render_text(diag, verbose=bool(getattr(args, "verbose", False)))))
         if reason:
             print(f"clusterfix-tui diagnose: could not diagnose: {reason}", file=sys.stderr)
             return 2
@@ -98,7 +102,7 @@ def could_not_diagnose(diag: Diagnosis) -> str | None:
     return diag.error
 
 
-def render_text(diag: Diagnosis) -> str:
+def render_text(diag: Diagnosis, verbose: bool = False) -> str:
     snap = diag.snapshot
     s = snap.summary()
     lines = []
@@ -139,10 +143,24 @@ def render_text(diag: Diagnosis) -> str:
     if diag.healthy:
         lines.append(f"no findings: the cluster looks healthy ({diag.duration:.1f}s)")
         return "\n".join(lines) + "\n"
-    lines.append(f"{len(diag.findings)} finding(s) ({diag.duration:.1f}s):")
-    for f in diag.findings:
+    from clusterfix_tui.core.group import all_nodes_text, group_findings, nodes_text
+
+    # one cause, one line: findings sharing a cause across nodes are one item (core/group.py)
+    groups = group_findings(diag.findings)
+    causes = "" if len(groups) == len(diag.findings) else f" from {len(groups)} cause(s)"
+    lines.append(f"{len(diag.findings)} finding(s){causes} ({diag.duration:.1f}s):")
+    for g in groups:
+        f = g.findings[0]
         lines.append("")
-        lines.append(f"[{f.severity.upper()}] {f.code} on {f.node}: {f.title}")
+        if not g.grouped:
+            lines.append(f"[{f.severity.upper()}] {f.code} on {f.node}: {f.title}")
+        else:
+            lines.append(f"[{g.severity.upper()}] {g.code}: {g.title}")
+            lines.append(f"    nodes: {(all_nodes_text if verbose else nodes_text)(g.nodes)}")
+            if g.cause != g.title:
+                lines.append(f"    cause: {g.cause}")
+            if f.evidence:
+                lines.append(f"    evidence on {f.node}:")
         for ev in f.evidence:
             lines.append(f"    | {ev}")
         if f.explanation:
@@ -154,6 +172,14 @@ def render_text(diag: Diagnosis) -> str:
             tail.append(f"see {f.reference}")
         if tail:
             lines.append("    " + "; ".join(tail))
+        if g.grouped and verbose:
+            lines.append(f"    every node's finding ({len(g.findings)}):")
+            for x in g.findings:
+                lines.append(f"    - [{x.severity.upper()}] {x.code} on {x.node}: {x.title}")
+                for ev in x.evidence:
+                    lines.append(f"        | {ev}")
+        elif g.grouped:
+            lines.append("    (every node's finding: diagnose --verbose, or --json)")
     for e in diag.check_errors:
         lines.append(f"check error (a bug, please report): {e}")
     return "\n".join(lines) + "\n"

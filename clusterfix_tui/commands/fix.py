@@ -22,7 +22,12 @@ import sys
 import threading
 from typing import Any
 
-from clusterfix_tui.commands._common import add_connection_flags, ask, print_plan
+from clusterfix_tui.commands._common import (
+    add_connection_flags,
+    ask,
+    finding_group_lines,
+    print_plan,
+)
 from clusterfix_tui.commands._common import out as _out
 
 
@@ -51,6 +56,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="after the steps, re-diagnose and run another pass for the steps "
                              "that still have something to do, up to N passes in all "
                              "(default 3; never repeats an action that failed)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="list every node's finding and every action on its own (by "
+                             "default findings sharing one cause across nodes are one line and "
+                             "identical commands are printed once with every node they run on)")
 
 
 def _default_journal_path() -> str:
@@ -201,10 +210,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         flow.finish(aborted=True)
         _out(f"clusterfix-tui fix: could not diagnose: {diag.error}", sys.stderr)
         return 2
-    _out(f"\n{len(diag.findings)} finding(s) before repair:")
-    for f in diag.findings:
-        _out(f"  [{f.severity}] {f.code} on {f.node}: {f.title}"
-             + (f"  (step {f.step})" if f.step else ""))
+    _print_findings(diag.findings, bool(getattr(args, "verbose", False)))
     if not args.no_validate:
         # the "before" column of the report's validation table: what fails before anything runs
         before = flow.validate_before()
@@ -283,6 +289,22 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
 EXIT_INCOMPLETE = 3
 
 
+def _print_findings(findings: list[Any], verbose: bool) -> None:
+    """The findings before repair, one line per cause (core/group.py)."""
+    from clusterfix_tui.core.group import group_findings
+
+    groups = group_findings(findings)
+    causes = "" if len(groups) == len(findings) else f" from {len(groups)} cause(s)"
+    _out(f"\n{len(findings)} finding(s){causes} before repair:")
+
+    def line(x: Any, where: str) -> str:
+        return (f"[{x.severity}] {x.code}{' ' + where if where else ''}: {x.title}"
+                + (f"  (step {x.step})" if x.step else ""))
+
+    for ln in finding_group_lines(groups, verbose, line=line):
+        _out(ln)
+
+
 def _say_incomplete(flow: Any) -> None:
     missing = flow.record().not_diagnosed()
     if missing:
@@ -309,7 +331,7 @@ def _one_step(args: argparse.Namespace, flow: Any, journal: Any, name: str,
     if stopped or _interrupted(args):
         flow.skip(plan, "the run was stopped earlier")
         return True
-    print_plan(plan)
+    print_plan(plan, verbose=bool(getattr(args, "verbose", False)))
     if plan.nothing_to_do:
         flow.skip(plan, "nothing to do")
         return False

@@ -18,6 +18,7 @@ never grouped with each other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -186,3 +187,108 @@ def plan_entries(plan: Any, groups: Sequence[FindingGroup]) -> list[dict[str, An
             e["count"] = len(e["nodes"])
         e["action_ids"].append(a.id)
     return entries
+
+
+# -- showing groups on a terminal (the CLI's plain text, the step screen) ------------------------
+
+def _natural(s: str) -> list[Any]:
+    """node-2 before node-10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
+
+
+def sorted_nodes(nodes: Iterable[str]) -> list[str]:
+    return sorted(set(nodes), key=_natural)
+
+
+def nodes_text(nodes: Iterable[str], shown: int = 5) -> str:
+    """The nodes of a group in one short line: "node-1, node-3, node-4" or, for more than
+    `shown`, "node-1, node-3, node-4, node-5, node-6, ... (29)". For findings only: where a command runs is
+    always listed in full (all_nodes_text)."""
+    ns = sorted_nodes(nodes)
+    if len(ns) <= shown:
+        return ", ".join(ns)
+    return ", ".join(ns[:shown]) + f", ... ({len(ns)})"
+
+
+def all_nodes_text(nodes: Iterable[str]) -> str:
+    """Every node, in natural order (where a command runs is never abbreviated)."""
+    return ", ".join(sorted_nodes(nodes))
+
+
+def _pre_cmd(a: Any) -> str | None:
+    pre = getattr(a, "precondition", None)
+    return None if pre is None else f"{pre.kind}\x1f{pre.command}"
+
+
+def _rb_cmd(a: Any) -> str | None:
+    rb = getattr(a, "rollback", None)
+    return None if rb is None else rb.command
+
+
+def action_signature(a: Any) -> tuple[Any, ...]:
+    """Everything shown about an action but its id and node: two actions with the same
+    signature on two nodes are shown once with both nodes."""
+    return (a.kind, a.command, bool(a.mutating), bool(getattr(a, "opt_in", False)), a.why,
+            a.risk, _pre_cmd(a), _rb_cmd(a), getattr(a, "rollback_note", ""), _id_kind(a.id))
+
+
+def _id_kind(action_id: str) -> str:
+    """The last part of an action id when it says something (opt-in ids), not its number."""
+    tail = action_id.rsplit(":", 1)[-1]
+    return "#" if tail.isdigit() else tail
+
+
+@dataclass(frozen=True)
+class FoldedAction:
+    """Actions byte-identical in everything shown (command, why, risk, check, rollback), one per
+    node: shown once with every node they run on. `actions` in plan order."""
+
+    actions: tuple[Any, ...]
+
+    @property
+    def first(self) -> Any:
+        return self.actions[0]
+
+    @property
+    def nodes(self) -> list[str]:
+        return [a.target for a in self.actions]
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.id for a in self.actions]
+
+    def ids_text(self) -> str:
+        """`cni_bridge:node-1:2` for one; `cni_bridge:NODE:2` when every id is that pattern with
+        its own node; else every id."""
+        if len(self.actions) == 1:
+            return self.actions[0].id
+        pats = set()
+        for a in self.actions:
+            head, sep, tail = a.id.partition(f":{a.target}:")
+            if not sep:
+                return ", ".join(self.ids)
+            pats.add((head, tail))
+        if len(pats) == 1:
+            head, tail = next(iter(pats))
+            return f"{head}:NODE:{tail}"
+        return ", ".join(self.ids)
+
+
+def fold_actions(actions: Iterable[Any]) -> list[FoldedAction]:
+    """Identical actions on different nodes folded into one FoldedAction, in the order of their
+    first action. Every action is in exactly one fold; a fold never holds two actions of one node
+    (the same command twice on a node is shown twice: it runs twice)."""
+    order: list[tuple[tuple[Any, ...], int]] = []
+    members: dict[tuple[tuple[Any, ...], int], list[Any]] = {}
+    seen: dict[tuple[Any, ...], list[set[str]]] = {}
+    for a in actions:
+        sig = action_signature(a)
+        folds = seen.setdefault(sig, [])
+        i = next((k for k, targets in enumerate(folds) if a.target not in targets), len(folds))
+        if i == len(folds):
+            folds.append(set())
+            order.append((sig, i))
+            members[(sig, i)] = []
+        folds[i].add(a.target)
+        members[(sig, i)].append(a)
+    return [FoldedAction(tuple(members[k])) for k in order]

@@ -1,0 +1,162 @@
+"""One cause, one line in the plain-text CLI output: `diagnose` (text), `fix`'s findings before
+repair and its printed plans. With fakes only (the 30-node mesh of tests/test_group.py)."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+
+from test_group import _mesh
+
+from clusterfix_tui.commands import fix as fix_cmd
+from clusterfix_tui.commands._common import print_plan
+from clusterfix_tui.commands.diagnose import render_text
+from clusterfix_tui.core.checks.flannel import check as flannel_check
+from clusterfix_tui.core.diagnose import Diagnosis
+from clusterfix_tui.core.fixes import get_step
+from clusterfix_tui.core.group import fold_actions, nodes_text
+from clusterfix_tui.core.model import Action, Precondition
+
+
+def _diag(n: int = 30, stale: int = 2) -> Diagnosis:
+    snap, facts = _mesh(n, stale=stale)
+    return Diagnosis(snapshot=snap, facts=facts, findings=flannel_check(snap, facts))
+
+
+def _finding_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if "FLANNEL_STALE_VTEP" in ln]
+
+
+def test_diagnose_text_of_a_30_node_stale_vtep_is_one_line():
+    d = _diag()
+    assert len(d.findings) == 29
+    text = render_text(d)
+    (line,) = _finding_lines(text)
+    assert line.startswith("[ERROR] FLANNEL_STALE_VTEP: stale VTEP MAC for node-2 on 29 nodes")
+    assert "29 finding(s) from 1 cause(s)" in text
+    assert "nodes: node-1, node-3, node-4, node-5, node-6, ... (29)" in text
+    # the evidence of one node is shown, said whose
+    assert "evidence on node-1:" in text and "| bridge fdb show dev flannel.1:" in text
+
+
+def test_diagnose_verbose_lists_every_nodes_finding_under_its_group():
+    d = _diag()
+    text = render_text(d, verbose=True)
+    lines = _finding_lines(text)
+    assert len(lines) == 1 + 29
+    assert {re.search(r" on (node-\d+):", ln).group(1) for ln in lines[1:]} == \
+        {f.node for f in d.findings}
+    assert "nodes: " + ", ".join(f"node-{i}" for i in range(1, 31) if i != 2) in text
+
+
+def test_diagnose_text_of_findings_without_a_shared_cause_is_unchanged():
+    d = _diag(n=2, stale=2)  # one finding: no group, the line as before
+    (f,) = d.findings
+    text = render_text(d)
+    assert f"[ERROR] FLANNEL_STALE_VTEP on {f.node}: {f.title}" in text
+    assert "cause(s)" not in text and "--verbose" not in text
+
+
+def test_fix_prints_the_findings_before_repair_one_line_per_cause(capsys):
+    d = _diag()
+    fix_cmd._print_findings(d.findings, verbose=False)
+    out = capsys.readouterr().out
+    assert len(_finding_lines(out)) == 1 and "29 finding(s) from 1 cause(s) before repair" in out
+    fix_cmd._print_findings(d.findings, verbose=True)
+    assert len(_finding_lines(capsys.readouterr().out)) == 30
+
+
+def _blocks(text: str) -> list[tuple[list[str], str, str]]:
+    """(nodes, command, block text) of every action block print_plan printed."""
+    out = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"  \[(\S+)\] on (each of (\d+) nodes|(\S+)) ", lines[i])
+        if not m:
+            i += 1
+            continue
+        block = [lines[i]]
+        i += 1
+        nodes_txt = ""
+        while i < len(lines) and lines[i].startswith("      ") and not lines[i].startswith(
+                "      $ "):
+            nodes_txt += " " + lines[i].strip().removeprefix("on:")
+            block.append(lines[i])
+            i += 1
+        cmd = lines[i].removeprefix("      $ ")
+        block.append(lines[i])
+        i += 1
+        while i < len(lines) and lines[i].startswith("      "):
+            block.append(lines[i])
+            i += 1
+        if m.group(3):
+            nodes = [n.strip() for n in nodes_txt.split(",")]
+            assert len(nodes) == int(m.group(3))
+        else:
+            nodes = [m.group(4)]
+        out.append((nodes, cmd, "\n".join(block)))
+    return out
+
+
+def test_the_printed_plan_groups_the_cause_and_shows_every_command_where_it_runs():
+    d = _diag()
+    plan = get_step("cni_bridge").plan(d)
+    assert len(plan.actions) >= 3 * 29
+    buf = io.StringIO()
+    print_plan(plan, buf)
+    text = buf.getvalue()
+    assert len(_finding_lines(text)) == 1
+    # one entry for the one cause, naming it and counting the nodes
+    (entry,) = [ln for ln in text.splitlines() if ln.startswith("  -- ")]
+    assert "stale VTEP MAC for node-2 on 29 nodes" in entry
+    assert f"{len(plan.actions)} action(s) on 29 node(s)" in entry
+    blocks = _blocks(text)
+    shown = Counter((n, cmd) for nodes, cmd, _ in blocks for n in nodes)
+    # every action that will run is shown with its exact command on its node, once
+    assert shown == Counter((a.target, a.command) for a in plan.actions)
+    assert len(blocks) < len(plan.actions)  # identical commands printed once
+    for a in plan.actions:
+        (block,) = [b for nodes, cmd, b in blocks if a.target in nodes and cmd == a.command]
+        if a.rollback is not None:
+            assert f"rollback: $ {a.rollback.command}" in block
+        if a.precondition is not None:
+            assert f"$ {a.precondition.command}" in block
+        if a.why:
+            assert f"why: {a.why}" in block
+
+
+def test_the_verbose_plan_prints_each_action_on_its_own():
+    d = _diag(n=6)
+    plan = get_step("cni_bridge").plan(d)
+    buf = io.StringIO()
+    print_plan(plan, buf, verbose=True)
+    blocks = _blocks(buf.getvalue())
+    assert sorted((nodes[0], cmd) for nodes, cmd, _ in blocks) == \
+        sorted((a.target, a.command) for a in plan.actions)
+    assert all(len(nodes) == 1 for nodes, _, _ in blocks)
+    assert sum(1 for ln in buf.getvalue().splitlines() if ln.startswith("      - finding ")) == 5
+
+
+def _a(id_, target, command, why="w", rollback=None, pre=None):
+    return Action(id=id_, target=target, kind="shell", command=command, why=why,
+                  rollback=rollback, precondition=pre)
+
+
+def test_fold_only_what_is_identical_but_for_the_node():
+    rb = _a("s:x:r", "x", "undo")
+    acts = [_a("s:n1:1", "n1", "c"), _a("s:n2:1", "n2", "c"), _a("s:n1:2", "n1", "c"),
+            _a("s:n3:1", "n3", "c", why="other"), _a("s:n4:1", "n4", "c", rollback=rb),
+            _a("s:n5:1", "n5", "c", pre=Precondition(kind="shell", command="check")),
+            _a("s:n6:4", "n6", "c")]
+    folds = fold_actions(acts)
+    # same command twice on n1 runs twice: shown twice; a different why, rollback or check
+    # is shown on its own
+    assert [f.ids for f in folds] == [["s:n1:1", "s:n2:1", "s:n6:4"], ["s:n1:2"], ["s:n3:1"],
+                                      ["s:n4:1"], ["s:n5:1"]]
+    assert sorted(a.id for f in folds for a in f.actions) == sorted(a.id for a in acts)
+    assert folds[0].ids_text() == "s:n1:1, s:n2:1, s:n6:4"
+    assert fold_actions(acts[:2])[0].ids_text() == "s:NODE:1"
+    assert nodes_text([f"node-{i}" for i in (10, 2, 1, 3, 4, 5, 6)]) == \
+        "node-1, node-2, node-3, node-4, node-5, ... (7)"
