@@ -168,9 +168,29 @@ def _hosts_field_matches(hosts_field: str, name: str) -> bool:
     return matched
 
 
+def _parse_known_hosts(path: str, lines: list[str]) -> list[tuple[str, KnownHostEntry]]:
+    """(hosts field, entry) for every usable line of one known_hosts file, in file order."""
+    out: list[tuple[str, KnownHostEntry]] = []
+    for no, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        marker = ""
+        if parts[0].startswith("@"):
+            marker, parts = parts[0], parts[1:]
+            if marker not in ("@revoked", "@cert-authority"):
+                continue
+        if len(parts) < 3:
+            continue
+        out.append((parts[0], KnownHostEntry(path, no, parts[1], parts[2], marker)))
+    return out
+
+
 def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
     """Every known_hosts entry for `name`, in file order. @revoked and @cert-authority entries
-    come back marked (a CA line trusts host certificates it signed: verify_host_certificate)."""
+    come back marked (a CA line trusts host certificates it signed: verify_host_certificate).
+    Reads the files on every call; a pool uses KnownHosts, which reads each file once."""
     found: list[KnownHostEntry] = []
     for path in paths:
         try:
@@ -178,21 +198,89 @@ def lookup_known_host(paths: list[str], name: str) -> list[KnownHostEntry]:
                 lines = fh.read().splitlines()
         except OSError:
             continue
-        for no, raw in enumerate(lines, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            marker = ""
-            if parts[0].startswith("@"):
-                marker, parts = parts[0], parts[1:]
-                if marker not in ("@revoked", "@cert-authority"):
-                    continue
-            if len(parts) < 3:
-                continue
-            if _hosts_field_matches(parts[0], name):
-                found.append(KnownHostEntry(path, no, parts[1], parts[2], marker))
+        found.extend(e for hosts, e in _parse_known_hosts(path, lines)
+                     if _hosts_field_matches(hosts, name))
     return found
+
+
+class _KnownHostsFile:
+    """One parsed known_hosts file. Entries whose hosts field is only plain names (the usual
+    `name,ip key` lines) are indexed by name; the others (hashed `|1|`, wildcards, negations)
+    are matched one by one, exactly as lookup_known_host does."""
+
+    def __init__(self, path: str, lines: list[str]):
+        self.by_name: dict[str, list[int]] = {}
+        self.scan: list[int] = []  # entries that need _hosts_field_matches
+        self.entries: list[tuple[str, KnownHostEntry]] = _parse_known_hosts(path, lines)
+        for i, (hosts, _e) in enumerate(self.entries):
+            patterns = [p for p in hosts.split(",") if p]
+            if any(p.startswith(("!", "|")) or "*" in p or "?" in p for p in patterns):
+                self.scan.append(i)
+                continue
+            for p in dict.fromkeys(p.lower() for p in patterns):
+                self.by_name.setdefault(p, []).append(i)
+
+    def lookup(self, name: str) -> list[KnownHostEntry]:
+        hits = set(self.by_name.get(name.lower(), ()))
+        hits.update(i for i in self.scan if _hosts_field_matches(self.entries[i][0], name))
+        return [self.entries[i][1] for i in sorted(hits)]
+
+
+class KnownHosts:
+    """known_hosts files parsed once per pool, not once per connection (with 1,000 nodes in one
+    file, re-reading and matching every line for every node was quadratic).
+
+    A lookup always answers what the file holds now: a file whose stat (device, inode, size,
+    mtime, ctime) changed is read again (an accepted key appended, `ssh-keygen -R`), and so is
+    one modified less than RACY_SECONDS before it was last read, whose bytes are then compared
+    with the parsed ones (a same-size edit within one tick of the file system's clock leaves the
+    stat unchanged: git's "racily clean" index entries)."""
+
+    RACY_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # path -> (stat stamp, stamp trusted alone, bytes, parsed)
+        self._files: dict[str, tuple[tuple[int, ...], bool, bytes, _KnownHostsFile]] = {}
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> tuple[int, ...]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _file(self, path: str) -> _KnownHostsFile | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        with self._lock:
+            hit = self._files.get(path)
+        if hit is not None and hit[1] and hit[0] == self._stamp(st):
+            return hit[3]
+        try:
+            with open(path, "rb") as fh:
+                now = time.time()
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+        except OSError:
+            return None
+        trusted = now - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > self.RACY_SECONDS
+        if hit is not None and hit[2] == data:
+            parsed = hit[3]
+        else:
+            text = data.decode("utf-8", errors="replace")
+            parsed = _KnownHostsFile(path, text.splitlines())
+        with self._lock:
+            self._files[path] = (self._stamp(st), trusted, data, parsed)
+        return parsed
+
+    def lookup(self, paths: list[str], name: str) -> list[KnownHostEntry]:
+        """lookup_known_host(paths, name), from the parsed files."""
+        found: list[KnownHostEntry] = []
+        for path in paths:
+            parsed = self._file(path)
+            if parsed is not None:
+                found.extend(parsed.lookup(name))
+        return found
 
 
 _RSA_FAMILY = ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512")
@@ -652,6 +740,7 @@ class SSHPool:
         self._slots: dict[str, _Slot] = {}
         self._shells: dict[str, SSHNodeShell] = {}
         self._known_lock = threading.Lock()
+        self._known_hosts = KnownHosts()
         self._closed = False
         self._interrupt = threading.Event()
 
@@ -841,7 +930,7 @@ class SSHPool:
     def _prefer_known_key_types(self, transport: paramiko.Transport, spec: HostSpec) -> None:
         """Like OpenSSH, ask first for the key types we already know for this host, so a host
         with several keys is checked against the one we have (not reported as unknown)."""
-        found = lookup_known_host(self._all_known_hosts(spec), spec.known_name)
+        found = self._known_hosts.lookup(self._all_known_hosts(spec), spec.known_name)
         entries = [e for e in found if not e.marker]
         opts = transport.get_security_options()
         current = list(opts.key_types)
@@ -864,7 +953,7 @@ class SSHPool:
         name = spec.known_name
         key_type = key.get_name()
         key_b64 = key.get_base64()
-        entries = lookup_known_host(self._all_known_hosts(spec), name)
+        entries = self._known_hosts.lookup(self._all_known_hosts(spec), name)
         if negotiated and negotiated.endswith(CERT_SUFFIX) and key.public_blob is not None:
             if self._host_certificate_trusted(spec, key, negotiated, entries):
                 return
