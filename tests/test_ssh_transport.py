@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +26,7 @@ import paramiko
 import pytest
 from _env import require, require_tool
 
+from clusterfix_tui.transports import ssh as ssh_module
 from clusterfix_tui.transports.base import (
     AuthFailed,
     HostKeyChanged,
@@ -251,6 +253,29 @@ def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pa
         assert left.returncode == 1, "remote sleep survived the timeout"
         # the connection is still good after a timeout
         assert shell.run("echo after", timeout=60).stdout == "after\n"
+
+
+def test_the_reader_waits_for_the_exit_status_without_spinning(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once EOF came, paramiko keeps a channel's fileno() readable for good: a reader that
+    select()s on it until the exit status arrives turns in a busy loop (it burnt our CPU for as
+    long as a loaded node took to reap the command). Here the command closes its output at once
+    and exits a second later."""
+    cfg, _ = write_config(sshd, tmp_path)
+    selects: list[float] = []
+    real = ssh_module.select.select
+
+    def counting(*args: object) -> object:
+        selects.append(1.0)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_module, "select", types.SimpleNamespace(select=counting))
+    with SSHPool(cfg) as pool:
+        pool("cfx-node")
+        conn = pool._connection("cfx-node")
+        res = ssh_module._exec(conn, "echo out; exec >&- 2>&-; sleep 1; exit 3", timeout=60)
+    assert res.exit_code == 3 and res.stdout == "out\n", res
+    assert len(selects) < 25, f"{len(selects)} select() calls for one command: a busy loop"
 
 
 def test_connection_reused_for_many_commands(sshd: Sshd, tmp_path: pathlib.Path) -> None:

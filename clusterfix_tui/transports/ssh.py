@@ -1253,7 +1253,7 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
                 if remaining <= 0:
                     return result(exit_code=None, timed_out=True,
                                   error=None)
-                select.select([chan], [], [], min(remaining, 0.25))
+                _wait(chan, min(remaining, 0.25))
         except (paramiko.SSHException, EOFError, OSError) as exc:
             return result(exit_code=None,
                           error=f"{conn.spec.name}: connection to {conn.spec.address} "
@@ -1270,6 +1270,18 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
 INTERRUPTED = "interrupted by the user"
 
 
+def _wait(chan: paramiko.Channel, seconds: float) -> None:
+    """Sleep until the channel has something for us (output, EOF, exit status, close) or for
+    `seconds`. Once EOF came, paramiko keeps the channel's fileno() readable for good, so a
+    select() would return at once until the exit status arrives (a busy loop that burnt our CPU
+    for as long as the node took to reap the command: thousands of turns per command on a
+    loaded node): from then on, wait on the exit status itself."""
+    if chan.eof_received:
+        chan.status_event.wait(seconds)  # set by the exit status and by the channel's close
+    else:
+        select.select([chan], [], [], seconds)
+
+
 def _kill_remote(conn: _Conn, pid: int | None) -> str:
     """Kill an interrupted command's process group on the node, over a channel of its own."""
     if pid is None:
@@ -1281,7 +1293,7 @@ def _kill_remote(conn: _Conn, pid: int | None) -> str:
             chan.shutdown_write()
             deadline = time.monotonic() + 5
             while not chan.exit_status_ready() and time.monotonic() < deadline:
-                select.select([chan], [], [], 0.2)
+                _wait(chan, 0.2)
             rc = chan.recv_exit_status() if chan.exit_status_ready() else None
         finally:
             chan.close()
