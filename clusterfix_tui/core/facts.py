@@ -545,7 +545,83 @@ class NodeFacts:
 
 
 def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]]:
-    """Cut the framed output into sections. Never raises; returns (sections, complete, errors)."""
+    """Cut the framed output into sections. Never raises; returns (sections, complete, errors).
+
+    Well-formed output (what the script prints: BEGIN, ERR, END of each section one after the
+    other, DONE last) is cut marker to marker with str.find (`_split_sections_fast`); anything
+    else (output cut short, a marker where another was due, text between sections, a forged
+    line) goes through the line-by-line reading (`_split_sections_lines`), which the fast path
+    gives exactly the same result as (tests/test_facts_split.py)."""
+    fast = _split_sections_fast(output, nonce)
+    if fast is not None:
+        return fast
+    return _split_sections_lines(output, nonce)
+
+
+def _marker_words(output: str, at: int, head_len: int) -> tuple[list[str], int]:
+    """The words of the marker line starting at `at` (after the head) and where that line ends."""
+    eol = output.find("\n", at)
+    if eol < 0:
+        eol = len(output)
+    return output[at + head_len:eol].split(" "), eol
+
+
+def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]] | None:
+    """split_sections for output in the script's own shape, or None (then the line reader runs).
+    Between two markers every line is content, so a section's stdout (stderr) is the text
+    between the newline ending its BEGIN (ERR) line and the newline before the next marker:
+    exactly the lines the line reader would join."""
+    head = f"{MARK} {nonce} "
+    nl_head = "\n" + head
+    hl = len(head)
+    n = len(output)
+    sections: dict[str, Section] = {}
+    errors: list[str] = []
+    complete = False
+    pos = 0
+    while pos < n:
+        if not output.startswith(head, pos):
+            return None
+        words, eol = _marker_words(output, pos, hl)
+        kind = words[0]
+        if kind == "DONE":
+            complete = True
+            pos = eol + 1
+            continue
+        if kind != "BEGIN" or len(words) < 2:
+            return None
+        name = words[1]
+        arg = _unhex(words[2]) if len(words) >= 3 else None
+        key = name if arg is None else f"{name} {arg}"
+        m1 = output.find(nl_head, eol)
+        if m1 < 0:
+            return None
+        w1, eol1 = _marker_words(output, m1 + 1, hl)
+        if w1[0] != "ERR":
+            return None
+        m2 = output.find(nl_head, eol1)
+        if m2 < 0:
+            return None
+        w2, eol2 = _marker_words(output, m2 + 1, hl)
+        if w2[0] != "END":
+            return None
+        rc: int | None = None
+        last = w2[-1]
+        if last.startswith("rc="):
+            try:
+                rc = int(last[3:])
+            except ValueError:
+                errors.append(f"section {key}: bad rc {last!r}")
+        sections[key] = Section(name, arg, output[eol + 1:m1] if m1 > eol else "",
+                                output[eol1 + 1:m2] if m2 > eol1 else "", rc)
+        pos = eol2 + 1
+    if not complete:
+        errors.append("output incomplete: no DONE marker")
+    return sections, complete, errors
+
+
+def _split_sections_lines(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]]:
+    """split_sections, line by line: reads any output, however cut or mangled."""
     head = f"{MARK} {nonce} "
     sections: dict[str, Section] = {}
     errors: list[str] = []
