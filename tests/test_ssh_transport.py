@@ -278,6 +278,21 @@ def test_the_reader_waits_for_the_exit_status_without_spinning(
     assert len(selects) < 25, f"{len(selects)} select() calls for one command: a busy loop"
 
 
+def test_an_aead_cipher_is_negotiated_and_the_reader_thread_idles(
+        sshd: Sshd, tmp_path: pathlib.Path) -> None:
+    """AES-GCM first (OpenSSH offers it by default): no per-packet HMAC and pure-Python MAC
+    compare in our process; paramiko's other ciphers stay offered after it, none added. The
+    transport's reader thread polls its socket once a second, not ten times."""
+    cfg, _ = write_config(sshd, tmp_path)
+    with SSHPool(cfg) as pool:
+        transport = pool.transport("cfx-node")
+        assert transport.local_cipher == transport.remote_cipher == "aes128-gcm@openssh.com"
+        offered = transport.get_security_options().ciphers
+        assert set(offered) == set(paramiko.Transport._preferred_ciphers)
+        assert transport.sock.gettimeout() == 1.0
+        assert pool("cfx-node").run("echo ok").stdout == "ok\n"
+
+
 def test_connection_reused_for_many_commands(sshd: Sshd, tmp_path: pathlib.Path) -> None:
     cfg, _ = write_config(sshd, tmp_path)
     before = sshd.accepted()
