@@ -1,5 +1,5 @@
-"""KnownHosts: the pool's known_hosts, read once per file (not once per connection), answering
-exactly what lookup_known_host answers, and what the file holds now when it changes."""
+"""The SSH pool's caches: known_hosts read once per file (not once per connection), answering
+exactly what lookup_known_host answers and what the file holds now; identity files loaded once."""
 
 from __future__ import annotations
 
@@ -95,3 +95,50 @@ def test_a_changed_file_is_read_again(tmp_path) -> None:
     assert [e.key_b64 for e in cache.lookup([str(kh)], "node-2")] == [KEY_B]
     kh.unlink()
     assert cache.lookup([str(kh)], "node-2") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# identity files: loaded once per pool (loading an RSA key checks it: ~0.1 s of CPU)
+
+
+def _keygen(path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    bits = ["-b", "2048"] if kind == "rsa" else []
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", "t", "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+def test_an_identity_file_is_loaded_once_and_each_caller_gets_its_own_copy(
+        tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import paramiko
+    from _env import require_tool
+
+    require_tool("ssh-keygen")
+    rsa, ed = tmp_path / "id_rsa", tmp_path / "id_ed25519"
+    _keygen(rsa, "rsa")
+    _keygen(ed, "ed25519")
+    loads: list[str] = []
+    real = paramiko.PKey.from_path
+
+    def counting(path, passphrase=None):  # type: ignore[no-untyped-def]
+        loads.append(str(path))
+        return real(path, passphrase)
+
+    monkeypatch.setattr(paramiko.PKey, "from_path", staticmethod(counting))
+    (tmp_path / "ssh_config").write_text("")
+    pool = S.SSHPool(str(tmp_path / "ssh_config"))  # contacts nothing
+    keys = [pool._identity(str(rsa)) for _ in range(3)] + [pool._identity(str(ed))]
+    assert loads == [str(rsa), str(ed)]
+    assert len({id(k) for k in keys}) == 4  # copies: a certificate attached to one stays there
+    assert {k.get_base64() for k in keys[:3]} == {keys[0].get_base64()}
+    data = b"to be signed"
+    sig = keys[1].sign_ssh_data(data)
+    assert keys[0].verify_ssh_sig(data, paramiko.Message(sig.asbytes()))
+    keys[0].public_blob = paramiko.PublicBlob("x", b"y")
+    assert pool._identity(str(rsa)).public_blob is None
+    # a replaced key file is loaded again
+    rsa.unlink()
+    _keygen(rsa, "rsa")
+    assert pool._identity(str(rsa)).get_base64() != keys[0].get_base64()
+    assert loads == [str(rsa), str(ed), str(rsa)]
