@@ -7,7 +7,9 @@ Brings up a healthy lab of N nodes for each N (one lab at a time) and measures, 
               all nodes in parallel + the checks; new SSH connections every run
   ours warm   the same diagnose() with the runtime (and its SSH connections) reused, as within a
               wizard session
-              (plus "our CPU": CPU seconds our process spent in a cold run, all threads)
+              (plus "our CPU": CPU seconds our process spent in a cold run, all threads; the
+              CPU of the processes it started, `ssh -G` per node, as "children"; and our CPU
+              in a warm run)
   ours floor  the same SSH pool running `true` on every node (new connections): what the transport
               alone costs; the difference to "ours cold" is the work on the nodes and the API
   seq ssh     what the runbook's helpers do: OpenSSH's client, node after node, one `ssh` per
@@ -66,10 +68,18 @@ def check(diag, nodes: list[dict]) -> None:
 
 
 CPU: list[float] = []  # our process's CPU seconds (all threads) of each cold run
+KIDS: list[float] = []  # CPU seconds of the processes it started (`ssh -G`), each cold run
+WARM_CPU: list[float] = []  # our process's CPU seconds of each warm run
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def ours_cold(lab_dir: str, nodes: list[dict]) -> float:
     c0 = time.process_time()
+    k0 = children_cpu()
     t0 = time.perf_counter()
     rt = build_runtime(lab_dir=lab_dir)
     try:
@@ -78,14 +88,17 @@ def ours_cold(lab_dir: str, nodes: list[dict]) -> float:
     finally:
         rt.close()
     CPU.append(time.process_time() - c0)
+    KIDS.append(children_cpu() - k0)
     check(diag, nodes)
     return dt
 
 
 def ours_warm(rt, nodes: list[dict]) -> float:
+    c0 = time.process_time()
     t0 = time.perf_counter()
     diag = diagnose(rt.api, rt.shells)
     dt = time.perf_counter() - t0
+    WARM_CPU.append(time.process_time() - c0)
     check(diag, nodes)
     return dt
 
@@ -230,11 +243,14 @@ def main() -> int:
             tm_peak = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
             CPU.clear()
+            KIDS.clear()
             cold = [ours_cold(lab_dir, nodes) for _ in range(args.runs)]
-            our_cpu = median(CPU)
+            our_cpu, kids_cpu = median(CPU), median(KIDS)
             rt = build_runtime(lab_dir=lab_dir)
             ours_warm(rt, nodes)  # opens the connections
+            WARM_CPU.clear()
             warm = [ours_warm(rt, nodes) for _ in range(args.runs)]
+            warm_cpu = median(WARM_CPU)
             rt.close()
             floor = [ours_floor(lab_dir, nodes) for _ in range(args.runs)]
             rss = rss_mib()
@@ -256,6 +272,8 @@ def main() -> int:
                 "nodes": n, "lab_up": up_s, "cold": median(cold), "warm": median(warm),
                 "floor": median(floor), "seq": median(seq) if seq else None,
                 "ansible": median(ans) if ans else None, "node_cpu": cpu, "our_cpu": our_cpu,
+                "children_cpu": kids_cpu, "our_cpu_warm": warm_cpu, "cpu_runs": list(CPU),
+                "warm_cpu_runs": list(WARM_CPU),
                 "cold_runs": cold, "warm_runs": warm, "ansible_runs": ans, "seq_runs": seq,
                 "seq_commands_per_run": seq_cmds,
                 "seq_scaled": bool(args.seq_sample and args.seq_sample < n),
@@ -263,8 +281,8 @@ def main() -> int:
                 "load": os.getloadavg()[0],
             }
             print(f"N={n:3d}  lab up {up_s:5.1f}s  node cpu {cpu:.2f}s  ours cold {fmt(r['cold'])}"
-                  f" (our CPU {our_cpu:.2f}s)"
-                  f"  warm {fmt(r['warm'])}  floor {fmt(r['floor'])}  seq-ssh {fmt(r['seq'])}"
+                  f" (our CPU {our_cpu:.2f}s + children {kids_cpu:.2f}s)"
+                  f"  warm {fmt(r['warm'])} (our CPU {warm_cpu:.2f}s)  floor {fmt(r['floor'])}  seq-ssh {fmt(r['seq'])}"
                   f"{' (scaled from ' + str(args.seq_sample) + ' nodes)' if r['seq_scaled'] else ''}"
                   f" [{seq_cmds} ssh]  ansible {fmt(r['ansible'])}  RSS {rss:.0f} MiB  "
                   f"tracemalloc peak {tm_peak:.1f} MiB  load {r['load']:.1f}", flush=True)
@@ -280,7 +298,8 @@ def main() -> int:
         floor = max(r["floor"], cpu_floor)
         line = (f"N={n:3d}  ours/floor {r['cold'] / floor:.2f} (floor max(transport "
                 f"{r['floor']:.2f}s, node-cpu {cpu_floor:.2f}s))  our CPU/node "
-                f"{r['our_cpu'] / n * 1000:.1f} ms  ours(N)/ours(1) cold "
+                f"{r['our_cpu'] / n * 1000:.1f} ms (+ children {r['children_cpu'] / n * 1000:.1f} ms; "
+                f"warm {r['our_cpu_warm'] / n * 1000:.1f} ms)  ours(N)/ours(1) cold "
                 f"{r['cold'] / one['cold']:.2f}  warm {r['warm'] / one['warm']:.2f}")
         if r["seq"]:
             line += f"  ours/seq-ssh {r['cold'] / r['seq']:.3f}"
