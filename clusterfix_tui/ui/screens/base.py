@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, cast
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import Worker
+
+from clusterfix_tui.ui.widgets.footer import KeyFooter
 
 if TYPE_CHECKING:
     from clusterfix_tui.ui.app import ClusterfixApp
@@ -30,7 +32,7 @@ class WizardScreen(Screen[None]):
                 classes="dry-run-banner",
             )
         yield from self.compose_body()
-        yield Footer()
+        yield KeyFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
