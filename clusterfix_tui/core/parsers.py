@@ -435,6 +435,32 @@ def parse_nft_json(text: str) -> NftRuleset:
     for it in items:
         if not isinstance(it, dict):
             continue
+        r = it.get("rule")
+        if r.__class__ is dict and len(it) == 1:
+            # the bulk (thousands on a kube-proxy node): the usual one-key item, the usual types
+            # taken as they are, anything else through _s/_i as below (same values)
+            fam, tab, cha = r.get("family"), r.get("table"), r.get("chain")
+            han, expr, com = r.get("handle"), r.get("expr"), r.get("comment")
+            rules.append(NftRule(fam if fam.__class__ is str else _s(fam) or "",
+                                 tab if tab.__class__ is str else _s(tab) or "",
+                                 cha if cha.__class__ is str else _s(cha) or "",
+                                 han if han.__class__ is int else _i(han),
+                                 tuple(expr) if isinstance(expr, list) else (),
+                                 com if com.__class__ is str or com is None else _s(com)))
+            continue
+        c = it.get("chain")
+        if c.__class__ is dict and len(it) == 1:
+            fam, tab, nam, han = c.get("family"), c.get("table"), c.get("name"), c.get("handle")
+            typ, hook, pol = c.get("type"), c.get("hook"), c.get("policy")
+            chains.append(NftChain(fam if fam.__class__ is str else _s(fam) or "",
+                                   tab if tab.__class__ is str else _s(tab) or "",
+                                   nam if nam.__class__ is str else _s(nam) or "",
+                                   han if han.__class__ is int else _i(han),
+                                   typ if typ.__class__ is str or typ is None else _s(typ),
+                                   hook if hook.__class__ is str or hook is None else _s(hook),
+                                   c.get("prio"),
+                                   pol if pol.__class__ is str or pol is None else _s(pol)))
+            continue
         if isinstance(it.get("metainfo"), dict):
             version = _s(it["metainfo"].get("version"))
         t = it.get("table")

@@ -21,6 +21,7 @@ Shape words (stable, used in --json and the journal):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -326,8 +327,13 @@ def summary_lines(d: dict[str, Any] | None) -> list[str]:
 
 
 def _version(cidr: str) -> int | None:
+    return _version_of(str(cidr))
+
+
+@functools.lru_cache(maxsize=4096)  # every node's podCIDRs and addresses: parsed once per text
+def _version_of(text: str) -> int | None:
     try:
-        return ipaddress.ip_network(str(cidr), strict=False).version
+        return ipaddress.ip_network(text, strict=False).version
     except ValueError:
         return None
 

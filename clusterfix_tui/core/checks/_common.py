@@ -31,10 +31,22 @@ def find_line(text: str, *needles: str) -> str | None:
 
 
 def in_net(ip: str | None, cidr: str | None) -> bool:
+    i, c = str(ip), str(cidr)
+    if len(i) <= 64 and len(c) <= 64:  # the same answers, parsed once per distinct text
+        addr, net = _iface_ip(i), _net_of(c)
+        return addr is not None and net is not None and addr in net
     try:
-        return ipaddress.ip_interface(str(ip)).ip in ipaddress.ip_network(str(cidr), strict=False)
+        return ipaddress.ip_interface(i).ip in ipaddress.ip_network(c, strict=False)
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=8192)  # a node's addresses, every node's pod CIDR: the same texts
+def _iface_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_interface(text).ip
+    except ValueError:
+        return None
 
 
 def net_of(cidr: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from clusterfix_tui.core.checks._common import _net_of
 from clusterfix_tui.core.parsers import NftChain, NftRule, NftRuleset, Rule, Table
 
 FULL, PARTIAL, NONE = 2, 1, 0
@@ -104,8 +105,11 @@ class Hit:
 
 
 def _net(c: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    text = str(c).strip()
+    if len(text) <= 64:
+        return _net_of(text)  # parsed once per distinct text (every node's rules repeat them)
     try:
-        return ipaddress.ip_network(str(c).strip(), strict=False)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
 
