@@ -60,6 +60,7 @@ class Phases:
         self.cpu: dict[str, float] = {}
         self.child: dict[str, float] = {}
         self.wall: dict[str, float] = {}
+        self.chunks = (0.0, 0.0)  # per node: pieces read, bytes read
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         c0, k0, t0 = time.process_time(), children_cpu(), time.perf_counter()
@@ -84,6 +85,20 @@ def _timed_parse(*a: Any, **kw: Any) -> Any:
 
 D.parse_facts = _timed_parse  # read_node's parse, timed in its own thread (bench only)
 
+CHUNKS: list[int] = []  # sizes of the pieces the SSH reader got (stdout and stderr)
+
+
+def _count_feeds() -> None:
+    from clusterfix_tui.transports import ssh as S
+
+    real = S._Lines.feed
+
+    def feed(self: Any, data: bytes) -> None:
+        CHUNKS.append(len(data))
+        real(self, data)
+
+    S._Lines.feed = feed  # type: ignore[method-assign]
+
 
 def one_pass(lab_dir: str, rt: Any | None) -> tuple[Phases, Any]:
     """One diagnose, phase after phase; rt=None: cold (a new runtime, closed at the end)."""
@@ -104,6 +119,7 @@ def one_pass(lab_dir: str, rt: Any | None) -> tuple[Phases, Any]:
         ph.run("connect", lambda: list(ex.map(
             lambda n: rt.shells(n, snap.nodes[n].internal_ip), nodes)))
         PARSE_CPU.clear()
+        CHUNKS.clear()
         got = ph.run("exec+parse", lambda: list(ex.map(
             lambda n: D.read_node(rt.shells, n, snap.nodes[n].internal_ip, peers(n),
                                   vxlan_probes=probe_targets(snap, n, ring)), nodes)))
@@ -124,6 +140,7 @@ def one_pass(lab_dir: str, rt: Any | None) -> tuple[Phases, Any]:
         return run_checks(replace(snap, shape=shape), readable)
 
     ph.run("checks", checks)
+    ph.chunks = (len(CHUNKS) / len(nodes), sum(CHUNKS) / len(nodes))
     return ph, rt
 
 
@@ -218,6 +235,8 @@ def main() -> int:
     import kubernetes.client  # noqa: F401 - one-time imports are not part of a run
     import paramiko  # noqa: F401
 
+    _count_feeds()
+
     lab = json.loads((Path(args.lab_dir) / "lab.json").read_text())
     n = len(lab["nodes"])
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  nodes={n}  cores={os.cpu_count()}  "
@@ -251,6 +270,10 @@ def main() -> int:
         for k in names:
             print(f"  {k:10s} {med[k]:8.3f}s {med[k] / n * 1000:8.1f}ms {kid[k]:8.3f}s "
                   f"{wall[k]:7.3f}s")
+        pieces = statistics.median(p.chunks[0] for p in runs)
+        size = statistics.median(p.chunks[1] for p in runs)
+        print(f"  reading: {size / 1024:.1f} KiB per node in {pieces:.0f} pieces "
+              f"({size / max(pieces, 1) / 1024:.1f} KiB each)")
         s = sum(med.values())
         print(f"  {'sum':10s} {s:8.3f}s {s / n * 1000:8.1f}ms {sum(kid.values()):8.3f}s")
         cpu = statistics.median(t[0] for t in totals)

@@ -573,6 +573,8 @@ class _OpenSSHConfig(_Config):
         self._cache: dict[tuple[str, str | None, int | None], dict[str, list[str]]] = {}
         self._lock = threading.Lock()
         self._sentinel = f"cfx-no-such-host-{os.getpid()}.invalid"
+        self._any_host: dict[str, list[str]] | None = None  # what the config says of any host
+        self._has: dict[str, bool] = {}
 
     def _g(self, lookup: str, user: str | None = None, port: int | None = None
            ) -> dict[str, list[str]]:
@@ -611,13 +613,21 @@ class _OpenSSHConfig(_Config):
     def has_host(self, name: str) -> bool:
         """Whether the config says anything about `name` that it does not say about any host
         (a Host or Match entry beyond the wildcard)."""
-        mine = self._g(name)
-        other = self._g(self._sentinel)
+        with self._lock:
+            hit = self._has.get(name)
+        if hit is not None:
+            return hit
 
         def norm(opts: dict[str, list[str]], host: str) -> dict[str, list[str]]:
             return {k: [x.replace(host, "%h") for x in v] for k, v in opts.items()}
 
-        return norm(mine, name) != norm(other, self._sentinel)
+        mine = norm(self._g(name), name)
+        if self._any_host is None:
+            self._any_host = norm(self._g(self._sentinel), self._sentinel)
+        answer = mine != self._any_host
+        with self._lock:
+            self._has[name] = answer
+        return answer
 
     def resolve(self, name: str, lookup: str, *, user: str | None = None,
                 port: int | None = None, hostname: str | None = None) -> HostSpec:
