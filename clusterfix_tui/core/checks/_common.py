@@ -83,26 +83,32 @@ def pod_networks(snapshot: Any, facts: NodeFacts | None, version: int) -> list[s
     cands += [env.get("FLANNEL_NETWORK"), env.get("FLANNEL_IPV6_NETWORK")]
     for c in cands:
         n = net_of(c) if c else None
-        if n is not None and n.version == version and str(n) not in nets:
-            nets.append(str(n))
+        if n is not None and n.version == version and _text(n) not in nets:
+            nets.append(_text(n))
     if nets:
         return nets
     # no flannel: kube-proxy's clusterCIDR (kubeadm's pod network) covers what the CNI's own IPAM
     # hands out (calico IP pools and cilium cluster-pool allocate outside the nodes' podCIDRs)
     for c in getattr(snapshot, "cluster_cidrs", ()) or ():
         n = net_of(c)
-        if n is not None and n.version == version and str(n) not in nets:
-            nets.append(str(n))
+        if n is not None and n.version == version and _text(n) not in nets:
+            nets.append(_text(n))
     if nets:
         return nets
     for info in (getattr(snapshot, "nodes", {}) or {}).values():
         for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
             n = net_of(c)
-            if n is not None and n.version == version and str(n) not in nets:
-                nets.append(str(n))
+            if n is not None and n.version == version and _text(n) not in nets:
+                nets.append(_text(n))
     if not nets and version == 4:
         nets.append(DEFAULT_POD_NETWORK)
     return nets
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """str(net), made once per network (pod_networks runs per node and check)."""
+    return str(net)
 
 
 def pod_families(snapshot: Any, node: str | None = None) -> tuple[int, ...]:
