@@ -70,6 +70,9 @@ def test_the_recorded_outputs_take_the_fast_path_and_read_the_same() -> None:
     f"{H}BEGIN a\nx @@CFX {N} END a rc=0\n\n{H}ERR a\n\n{H}END a\n{H}DONE\n",  # mid-line, no rc
     f"{H}BEGIN  a\n\n{H}ERR\n\n{H}END rc=0 x\n{H}DONE\n",  # odd spacing
     f"{H}BEGIN a zz\n\n{H}ERR a\n\n{H}END a rc= 3\n{H}DONE\n",  # bad hex, rc with a space
+    f"{H}BEGIN a\n\n{H}ERRX a\n\n{H}ERR a\n\n{H}END a rc=0\n{H}DONE\n",  # not an ERR marker
+    f"{H}BEGIN a\n\n{H}ERR a\n\n{H}ENDS a rc=0\n{H}END a rc=0\n{H}DONE\n",  # not an END marker
+    f"{H}BEGIN a\n\n{H}ERR",  # cut right after ERR
     "@@CFX othernonce BEGIN a\n\n@@CFX othernonce ERR a\n\n@@CFX othernonce END a rc=0\n",
 ])
 def test_edge_cases_read_the_same(text: str) -> None:

@@ -596,8 +596,9 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
         m1 = output.find(nl_head, eol)
         if m1 < 0:
             return None
-        w1, eol1 = _marker_words(output, m1 + 1, hl)
-        if w1[0] != "ERR":
+        k1 = m1 + 1 + hl  # the ERR marker's kind word: "ERR", then a space or the line's end
+        eol1 = output.find("\n", k1)
+        if eol1 < 0 or not output.startswith("ERR", k1) or (eol1 != k1 + 3 and output[k1 + 3] != " "):
             return None
         m2 = output.find(nl_head, eol1)
         if m2 < 0:
