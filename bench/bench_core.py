@@ -10,7 +10,9 @@ facts-script output of lab nodes), replicated and renamed.
               output is one recorded node output (cycling through every recorded scenario, so
               ~2/3 of the nodes carry one of the recorded faults), its hostname renamed. Timed:
               build_snapshot, parse_facts of every node, run_checks, group_findings, every step's
-              plan(), the --json dict. flannel's backend is host-gw here: the vxlan peer checks
+              plan(), the --json dict; the parse and the checks under the collector policy
+              diagnose() applies (core.diagnose.facts_kept_frozen: each node's facts frozen
+              once kept). Wall time and CPU time per phase. flannel's backend is host-gw here: the vxlan peer checks
               compare every node with every peer, and a node's flannel tables hold one entry per
               peer, so their INPUT is N^2 by nature (25 million fdb entries at 5,000 nodes); they
               are measured on their own by `mesh`.
