@@ -151,6 +151,18 @@ async def test_200_nodes_page_and_filter(tmp_path: Path, big200) -> None:
         assert nodes.pages == 1
         pods = screen.query_one("#pods-table", PagedTable)
         assert pods.items and {v.pod_row(p)[1] for p in pods.items} <= set(names)
+        # the hidden panels are refilled when they show, not on the key that applied the filter
+        assert pods.pending is not None
+        assert ol.option_count == p + 2  # still the unfiltered page 2 (`◂`, 50 nodes, `▸`)
+        await pilot.press("3")
+        await pilot.pause()
+        assert pods.pending is None and pods.row_count == min(len(pods.items), p)
+        assert {str(pods.get_row_at(i)[1]) for i in range(pods.row_count)} <= set(names)
+        await pilot.press("4")
+        await pilot.pause()
+        assert [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)] == names
+        await pilot.press("2")
+        await pilot.pause()
 
         # findings: by severity and by step, grouped among what is kept
         await pilot.press("escape", "1")

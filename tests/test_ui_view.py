@@ -98,3 +98,6 @@ def test_nodes_and_pods_from_the_snapshot() -> None:
     assert v.pod_row(pod) == ("kube-system/kube-proxy-7xk2p", "node-2", "CrashLoopBackOff",
                               "12", "CrashLoopBackOff")
     assert v.pod_log_text(diagnosis, "kube-system/kube-proxy-7xk2p") == "E1126 failed"
+    by_key = v.pods_by_key(diagnosis)  # kept by the screen: a cursor move does not walk every pod
+    assert v.pod_log_text(diagnosis, "kube-system/kube-proxy-7xk2p", by_key) == "E1126 failed"
+    assert v.pod_log_text(diagnosis, "kube-system/nope", by_key) is None

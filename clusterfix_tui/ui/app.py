@@ -11,6 +11,7 @@ needs it and comes back as a typed message; worker failures are handled here, in
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 from collections import deque
@@ -107,6 +108,11 @@ class ClusterfixApp(App[int]):
         flow_factory: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__()
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # no animation frames unless asked for: a tab switch's underline sliding for 0.3 s
+            # was ~17 full frames, half a panel switch's CPU at 1,000 nodes (#17 item 5); over
+            # SSH every frame is also bytes on the wire
+            self.animation_level = "none"
         if session is None and session_factory is None:
             raise ValueError("give a session or a session_factory")
         self.session: Any = session

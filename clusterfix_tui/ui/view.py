@@ -238,17 +238,30 @@ def pod_row(pod: Any) -> tuple[str, ...]:
     )
 
 
-def pod_log_text(diagnosis: Any, key: str) -> str | None:
-    """Last log lines of a pod when the diagnosis carries them (else the UI fetches them)."""
-    snap = pick(diagnosis, "snapshot", default=None)
+def pods_by_key(diagnosis: Any) -> dict[str, list[Any]]:
+    """The diagnosis's pods (those that may carry log lines) by `pod_key`, in order: built once,
+    so that a cursor move in the pods table does not walk 2,000 pods (`pod_log_text`)."""
+    out: dict[str, list[Any]] = {}
     for pod in snapshot_pods(diagnosis):
-        if not isinstance(pod, dict) and pod_key(pod) == key:
-            tail = list(pick(pod, "log_tail", default=()) or ())
-            previous = list(pick(pod, "previous_log_tail", default=()) or ())
-            if previous:
-                tail = ["(previous container)"] + previous + (["(current)"] + tail if tail else [])
-            if tail:
-                return "\n".join(tail)
+        if not isinstance(pod, dict):
+            out.setdefault(pod_key(pod), []).append(pod)
+    return out
+
+
+def pod_log_text(diagnosis: Any, key: str,
+                 by_key: dict[str, list[Any]] | None = None) -> str | None:
+    """Last log lines of a pod when the diagnosis carries them (else the UI fetches them).
+    `by_key`: `pods_by_key(diagnosis)`, when the caller keeps it."""
+    snap = pick(diagnosis, "snapshot", default=None)
+    if by_key is None:
+        by_key = pods_by_key(diagnosis)
+    for pod in by_key.get(key, ()):
+        tail = list(pick(pod, "log_tail", default=()) or ())
+        previous = list(pick(pod, "previous_log_tail", default=()) or ())
+        if previous:
+            tail = ["(previous container)"] + previous + (["(current)"] + tail if tail else [])
+        if tail:
+            return "\n".join(tail)
     logs = pick(snap, "pod_logs", "logs", default=None) or pick(diagnosis, "pod_logs", default=None)
     if isinstance(logs, dict) and key in logs:
         return str(logs[key])

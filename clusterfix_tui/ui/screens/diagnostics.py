@@ -79,6 +79,8 @@ in the node, code and title. It applies to every panel's nodes.
         self._filter = v.parse_filter("")
         self._node_rows: list[tuple[str, ...]] = []
         self._pods: list[Any] = []
+        self._pods_by_key: dict[str, list[Any]] = {}  # v.pods_by_key, once per diagnosis
+        self._stale: set[str] = set()  # panels not yet refilled since the filter changed
         self._cidrs: dict[str, str] = {}  # node -> podCIDR
         self._list_nodes: list[str] = []  # the routes and NAT panels' node lists, filtered
         self._list_page: dict[str, int] = {}
@@ -207,27 +209,31 @@ in the node, code and title. It applies to every panel's nodes.
         self._cidrs = {v.node_name(n): v.node_pod_cidr(n) for n in v.snapshot_nodes(diagnosis)}
         # pods: rows are made when their page shows (a 1,000-node cluster has 2,000 of them)
         self._pods = [p for p in v.snapshot_pods(diagnosis) if v.is_network_pod(p)]
+        self._pods_by_key = v.pods_by_key(diagnosis)
         self._apply_filter()
 
     def _apply_filter(self) -> None:
-        """(Re)fill every panel from the diagnosis through the filter; one page each."""
+        """Filter every panel's items from the diagnosis; fill the panel shown (one page), and
+        the others when they show (`_fill_panel`): a key refills one panel, not five."""
         diagnosis, flt = self._shown, self._filter
         if diagnosis is None:
             return
+        active = self.query_one("#panels", TabbedContent).active or "findings"
+        self._stale = {"findings", "nodes", "pods", "routes", "nat"}
         findings = self._findings
         self._groups = v.finding_groups(findings, flt)
         kept = sum(len(g.findings) for g in self._groups)
         t = self.query_one("#findings-table", PagedTable)
         t.total_label = "" if flt.empty else f" (filter: {kept:,} of {len(findings):,} findings)"
-        t.set_items(v.finding_rows(self._groups, self._expanded), self._finding_cells)
-        self._show_finding(0)
+        t.set_items(v.finding_rows(self._groups, self._expanded), self._finding_cells,
+                    defer=active != "findings")
 
         rows = [r for r in self._node_rows if flt.node_ok(r[0]) and flt.words_ok(*r)] \
             if not flt.empty and (flt.nodes or flt.words) else self._node_rows
         t = self.query_one("#nodes-table", PagedTable)
         t.total_label = "" if len(rows) == len(self._node_rows) else \
             f" (filter: of {len(self._node_rows):,})"
-        t.set_items(rows, self._node_cells)
+        t.set_items(rows, self._node_cells, defer=active != "nodes")
 
         pods = self._pods
         if flt.nodes or flt.words:
@@ -238,18 +244,31 @@ in the node, code and title. It applies to every panel's nodes.
         t = self.query_one("#pods-table", PagedTable)
         t.total_label = "" if len(pods) == len(self._pods) else \
             f" (filter: of {len(self._pods):,})"
-        t.set_items(pods, self._pod_cells)
+        t.set_items(pods, self._pod_cells, defer=active != "pods")
 
         nodes = sorted(v.facts_of(diagnosis)) or sorted(self.wizard.state.conns)
         if flt.nodes or flt.words:
             nodes = [n for n in nodes if flt.node_ok(n) and flt.words_ok(n)]
         self._list_nodes = nodes
-        for list_id in ("#routes-nodes", "#nat-nodes"):
-            self._fill_node_list(list_id, 0)
-        if nodes:
-            self._show_routes(nodes[0])
-            self._show_nat(nodes[0])
+        if nodes:  # the node `t`, `n` and `o` fall back on, shown or not yet
+            self._route_node = self._nat_node = nodes[0]
+        self._fill_panel(active)
         self._update_info()
+
+    def _fill_panel(self, panel: str) -> None:
+        """Bring `panel`'s widgets up to the filter, if `_apply_filter` left them for later."""
+        if panel not in self._stale:
+            return
+        self._stale.discard(panel)
+        if panel == "findings":
+            self.query_one("#findings-table", PagedTable).flush()
+            self._show_finding(self.query_one("#findings-table", PagedTable).cursor_row)
+        elif panel in ("nodes", "pods"):
+            self.query_one(f"#{panel}-table", PagedTable).flush()
+        elif panel in ("routes", "nat"):
+            self._fill_node_list(f"#{panel}-nodes", 0)
+            if self._list_nodes:
+                (self._show_routes if panel == "routes" else self._show_nat)(self._list_nodes[0])
 
     def _fill_node_list(self, list_id: str, page: int, last: bool = False) -> None:
         """One page of the node list (an OptionList measures every option it holds: 1,000
@@ -425,6 +444,7 @@ in the node, code and title. It applies to every panel's nodes.
 
     @on(TabbedContent.TabActivated, "#panels")
     def _panel_changed(self) -> None:
+        self._fill_panel(self.query_one("#panels", TabbedContent).active)  # a tab clicked
         self._update_info()
 
     @on(Input.Submitted, "#diag-filter")
@@ -445,7 +465,9 @@ in the node, code and title. It applies to every panel's nodes.
         key = event.row_key.value
         if not key:
             return
-        log = v.pod_log_text(self.wizard.state.diagnosis, key)
+        diagnosis = self.wizard.state.diagnosis
+        log = v.pod_log_text(diagnosis, key,
+                             self._pods_by_key if diagnosis is self._shown else None)
         if log is not None:
             self.query_one("#pod-log", Static).update(self._pod_log_text(key, log))
         else:
@@ -473,6 +495,7 @@ in the node, code and title. It applies to every panel's nodes.
         # would switch back to that panel: take the focus along to the new one
         inside = self.focused is not None and any(isinstance(a, TabPane)
                                                   for a in self.focused.ancestors)
+        self._fill_panel(panel)  # before it shows: never a frame of the old rows
         self.query_one("#panels", TabbedContent).active = panel
         if inside:
             self._focus_panel()

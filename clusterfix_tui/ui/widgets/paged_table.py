@@ -43,17 +43,40 @@ class PagedTable(DataTable):
         self.page = 0
         self.pages = 1
         self.start = 0  # index in `items` of the page's first row
+        self.pending: int | None = None  # set_items(defer=True): the item to show on flush()
         self._render_row: RowRender = lambda item: (str(item), (str(item),))
         self.total_label = ""  # e.g. " (filtered from 1,043)"
         self.info = ""
 
-    def set_items(self, items: Sequence[Any], render: RowRender, at: int = 0) -> None:
-        """Hold `items`; show the page of item `at` (the first by default), the cursor on it."""
+    def set_items(self, items: Sequence[Any], render: RowRender, at: int = 0,
+                  defer: bool = False) -> None:
+        """Hold `items`; show the page of item `at` (the first by default), the cursor on it.
+        `defer`: the table is not shown now (a hidden panel): its rows are made by `flush()`,
+        when it is about to show (items, page and info are already the new ones)."""
         self.items = list(items)
         self._render_row = render
+        if defer:
+            self.pending = at
+            page, self.pages, self.start, end = v.page_bounds(len(self.items),
+                                                              at // self.page_size,
+                                                              self.page_size)
+            self.page = page
+            self._set_info(end - self.start)
+            return
+        self.pending = None
         self._show_page(at // self.page_size, row=at % self.page_size)
 
+    def flush(self) -> bool:
+        """Make the rows `set_items(..., defer=True)` left for later; True when there were."""
+        if self.pending is None:
+            return False
+        at, self.pending = self.pending, None
+        self._show_page(at // self.page_size, row=at % self.page_size)
+        return True
+
     def item_at_cursor(self) -> Any:
+        if self.pending is not None:
+            return self.items[self.pending] if 0 <= self.pending < len(self.items) else None
         i = self.start + self.cursor_row
         return self.items[i] if self.row_count and 0 <= i < len(self.items) else None
 
@@ -67,16 +90,20 @@ class PagedTable(DataTable):
         if self.row_count:
             row = min(max(0, row), self.row_count - 1)
             self.move_cursor(row=row, animate=False)
+        self._set_info(self.row_count)
+        self.post_message(self.Paged(self, self.info))
+
+    def _set_info(self, shown: int) -> None:
         n = len(self.items)
         if n <= self.page_size:
             self.info = f"{n:,} {self.noun}{self.total_label}"
         else:
-            self.info = (f"{self.noun} {self.start + 1:,}-{self.start + self.row_count:,} of "
+            self.info = (f"{self.noun} {self.start + 1:,}-{self.start + shown:,} of "
                          f"{n:,}{self.total_label} · page {self.page + 1}/{self.pages} ([ ])")
-        self.post_message(self.Paged(self, self.info))
 
     # -- turning pages -------------------------------------------------------------------------
     def action_page(self, delta: int) -> None:
+        self.flush()
         if 0 <= self.page + delta < self.pages:
             self._show_page(self.page + delta, row=0 if delta > 0 else self.page_size)
 
