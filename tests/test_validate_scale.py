@@ -167,3 +167,48 @@ def test_global_deadline_reports_what_was_not_probed():
         assert late and all(not r.passed and r.fix_step is None for r in late)
     finally:
         h.sock.close()
+
+
+class _StuckShell:
+    """A node whose every command hangs until released (or its own timeout)."""
+
+    def __init__(self, release: threading.Event, fast: set[str], name: str):
+        self.release, self.fast, self.name = release, fast, name
+
+    def run(self, command, *, timeout=60.0, **kw):
+        from clusterfix_tui.core.ports import CommandResult
+
+        if self.name in self.fast:
+            return CommandResult(0, "10.244.1.5 dev flannel.1 src 10.244.0.0\n")
+        self.release.wait(timeout)
+        return CommandResult(None, timed_out=True, error="released")
+
+
+def _echo_pod(node, ip):
+    return {"metadata": {"name": f"echo-{node}", "namespace": "default"},
+            "spec": {"nodeName": node, "containers": [{"ports": [{"containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": ip}}
+
+
+def test_node_checks_share_one_deadline_and_what_missed_it_is_said_not_waited_for():
+    release = threading.Event()
+    api = API(_nodes(6), [])
+    api.list_pods = lambda namespace=None, label_selector=None: [
+        _echo_pod(f"node-{i}", f"10.244.{i}.5") for i in range(1, 7)]
+    fast = {"node-1", "node-2"}
+    try:
+        res = validate(api, lambda n, a=None: _StuckShell(release, fast, n), timeout=3,
+                       node_deadline=0.5)
+    finally:
+        release.set()
+    p2p = {r.target.split("->")[0]: r for r in res if r.name == "pod-to-pod"}
+    kube = {r.target: r for r in res if r.name == "worker-kubectl"}
+    assert set(p2p) == {f"node-{i}" for i in range(1, 7)}
+    assert p2p["node-1"].passed and p2p["node-2"].passed
+    for i in range(3, 7):
+        r = p2p[f"node-{i}"]
+        assert not r.passed and "not checked: the 0.5s deadline" in r.detail and r.fix_step is None
+        assert not kube[f"node-{i}"].passed and "deadline" in kube[f"node-{i}"].detail
+    # every node's results in the order the checks were started: node by node
+    order = [r.target.split("->")[0] for r in res if r.name in ("pod-to-pod", "worker-kubectl")]
+    assert order == sorted(order, key=lambda t: int(t.split("-")[1]))

@@ -1,4 +1,4 @@
-"""`clusterfix-tui lab up | status | reboot-node | down`: a disposable cluster on this machine.
+"""`clusterfix-tui lab up | status | reboot-node | nodeports | down`: a disposable cluster on this machine.
 
 `lab up` runs in the background: it starts a detached daemon (API server + node agents) and
 returns once the lab is ready; the lab lives until `lab down`.
@@ -15,7 +15,7 @@ DEFAULT_DIR = ".lab"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="lab_command", metavar="up|status|reboot-node|down")
+    sub = parser.add_subparsers(dest="lab_command", metavar="up|status|reboot-node|nodeports|down")
     sub.required = True
     up = sub.add_parser("up", help="build a lab (in the background) and print how to use it")
     up.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3; node-1 is the control plane)")
@@ -37,6 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--host-ca", metavar="CA_KEY",
                     help="an SSH CA private key (its .pub next to it): every node's host key is "
                          "certified by it for the node's address and name (HostCertificate)")
+    up.add_argument("--block-workstation-nodeports", action="store_true",
+                    help="every node drops tcp NodePorts (30000-32767) from this machine, as a "
+                         "firewall between here and the nodes would; SSH and the API pass "
+                         "(undo: lab nodeports open)")
     st = sub.add_parser("status", help="show what the lab in DIR runs")
     st.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     st.add_argument("--json", action="store_true", help="machine-readable output")
@@ -44,6 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "rebuilt (same name, address, host key); runtime state is lost, files stay")
     rb.add_argument("node", metavar="NAME", help="the node (node-1, node-2, ...)")
     rb.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
+    npt = sub.add_parser("nodeports", help="block: every node drops tcp NodePorts from this "
+                         "machine (a firewall between here and the nodes); open: the undo")
+    npt.add_argument("action", choices=["block", "open"])
+    npt.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
     down = sub.add_parser("down", help="remove every namespace, link, process and file of the lab")
     down.add_argument("--dir", default=DEFAULT_DIR, help=f"lab directory (default ./{DEFAULT_DIR})")
 
@@ -61,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.lab_command == "status":
             return _status(cluster, args)
+        if args.lab_command == "nodeports":
+            return _nodeports(cluster, args)
         if args.lab_command == "reboot-node":
             res = cluster.LabHandle(args.dir).reboot_node(args.node)
             b, a = res["before"], res["after"]
@@ -83,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
 def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     print(f"building a {args.nodes}-node {args.shape} lab ({args.ip_family}) in {args.dir} ...", flush=True)
     h = cluster.up(args.dir, nodes=args.nodes, faults=args.faults, shape=args.shape, ip_family=args.ip_family,
-                   ssh_user=args.ssh_user, bastion=args.bastion, host_ca=args.host_ca)
+                   ssh_user=args.ssh_user, bastion=args.bastion, host_ca=args.host_ca,
+                   block_workstation_nodeports=args.block_workstation_nodeports)
     info = h.info
     d = shlex.quote(str(h.dir))
     print(f"lab {info['lab_id']} is up in {info.get('ready_seconds', '?')}s "
@@ -110,6 +121,23 @@ def _up(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
     print(f"  curl http://{info['nodes'][0]['ip']}:{info['nodeport']}/")
     print(f"  clusterfix-tui --lab-dir {d}")
     print(f"  clusterfix-tui lab down --dir {d}")
+    return 0
+
+
+def _nodeports(cluster, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from clusterfix_tui.lab import workstation
+
+    h = cluster.LabHandle(args.dir)
+    try:
+        if args.action == "block":
+            print(workstation.block_nodeports(h)["detail"])
+        else:
+            seen = workstation.open_nodeports(h)
+            print("NodePorts open from this machine again: "
+                  + "; ".join(f"{k}: {v}" for k, v in seen.items()))
+    except RuntimeError as e:
+        print(f"clusterfix-tui lab nodeports {args.action}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -40,6 +40,7 @@ NODEPORT_DEADLINE = 20.0  # seconds for every NodePort probe together
 NODEPORT_WORKERS = 32
 NODE_BATCH = 48  # probes run at once from one node's shell
 NODE_WORKERS = 32  # nodes checked at once over their shells (as many as diagnose reads)
+NODE_DEADLINE = 25.0  # seconds for every pod-to-pod and worker kubectl check together
 
 COMPONENTS = {
     "kube-proxy-pod": ("k8s-app=kube-proxy", "kube-proxy"),
@@ -159,7 +160,9 @@ def validate(
     focus: Iterable[str] = (),
     sample: int = NODEPORT_SAMPLE,
     deadline: float = NODEPORT_DEADLINE,
+    node_deadline: float = NODE_DEADLINE,
 ) -> list[CheckResult]:
+    t_start = time.monotonic()
     results: list[CheckResult] = []
     skip = set(skip_nodes)
 
@@ -268,8 +271,11 @@ def validate(
 
     reached = [n for n in names if n not in skip]
     workers = min(NODE_WORKERS, 2 * len(reached) or 1)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
-        futs = [(ex.submit(pod_check, n), ex.submit(kubectl_check, n)) for n in reached]
+    t_nodes = t_start + node_deadline
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
+                                               thread_name_prefix="cfx-validate-node")
+    try:
+        futs = [(n, ex.submit(pod_check, n), ex.submit(kubectl_check, n)) for n in reached]
 
         # 3. NodePort services from the workstation
         try:
@@ -285,9 +291,23 @@ def validate(
             if name in skip:
                 emit(CheckResult("node-shell", name, False, "not reached over SSH in this session: "
                                  "pod-to-pod and worker kubectl were not checked on it", None))
-        for pod_f, kubectl_f in futs:
-            for r in pod_f.result() + kubectl_f.result():
-                emit(r)
+        # every node check is bounded by one deadline: what has not answered by then is said
+        # so (never waited for); the command goes on under its own timeout
+        concurrent.futures.wait([f for _, *fs in futs for f in fs],
+                                timeout=max(0.0, t_nodes - time.monotonic()))
+        for name, pod_f, kubectl_f in futs:
+            for check, f in (("pod-to-pod", pod_f), ("worker-kubectl", kubectl_f)):
+                if f.done() and not f.cancelled() and f.exception() is None:
+                    for r in f.result():
+                        emit(r)
+                elif check == "pod-to-pod" or not _is_control_plane(by_name[name]):
+                    why = (f"failed: {f.exception()!r}" if f.done() and not f.cancelled()
+                           and f.exception() is not None else
+                           f"not checked: the {node_deadline:g}s deadline of the node checks "
+                           "passed")
+                    emit(CheckResult(check, name, False, why, None))
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
     return results
 
 
@@ -402,8 +422,7 @@ def _nodeports(api: Any, shells: Any, services: list[dict[str, Any]], names: lis
     via: str | None = None
     # no HTTP answer: does a TCP connect get through from here? (then the path is open and the
     # NodePorts themselves are what fails)
-    reach = any(r.passed for r in first) or any(
-        prober.tcp(ip, port, min(timeout, 1.0))[0] for _, port, _, ip in canary)
+    reach = any(r.passed for r in first) or _any_tcp(prober, canary, min(timeout, 1.0))
     if not reach:
         # 2. nothing answered here: ask a node (its shell) whether the same NodePorts answer
         for name in [n for n in names if n not in skip]:
@@ -446,6 +465,13 @@ def _nodeports(api: Any, shells: Any, services: list[dict[str, Any]], names: lis
         out.extend(got if got is not None else [_late(j, deadline) for j in batch])
     for r in out:
         emit(r)
+
+
+def _any_tcp(prober: Prober, jobs: list[tuple[str, int, str, str]], timeout: float) -> bool:
+    """Does a TCP connect to any of the jobs' ip:port get through from here? (all at once)"""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs) or 1,
+                                               thread_name_prefix="cfx-nodeport-tcp") as ex:
+        return any(ex.map(lambda j: prober.tcp(j[3], j[1], timeout)[0], jobs))
 
 
 def _late(job: tuple[str, int, str, str], deadline: float) -> CheckResult:

@@ -232,11 +232,13 @@ def _plan_faults(names: list[Any], node_names: list[str], shape: str = "kubeadm"
 def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *, tls: bool = True,
        timeout: float | None = None, shape: str = "kubeadm", ip_family: str = "ipv4",
        ssh_user: str | None = None, bastion: bool = False,
-       host_ca: str | os.PathLike[str] | None = None) -> LabHandle:
+       host_ca: str | os.PathLike[str] | None = None,
+       block_workstation_nodeports: bool = False) -> LabHandle:
     """Start a lab in a detached daemon and return when it is ready (with the faults injected).
     shape: kubeadm | k3s | calico | kube-proxy-free (docs/lab-shapes.md); ip_family: ipv4 | dual |
     dual-v6-first. host_ca: an SSH CA private key; every node's host key is certified by it for
-    the node's address and name (docs/lab-shapes.md "Access")."""
+    the node's address and name (docs/lab-shapes.md "Access"). block_workstation_nodeports: every
+    node drops tcp NodePorts from this machine (lab.workstation; undo: its open_nodeports)."""
     if host_ca is not None:
         host_ca = str(Path(host_ca).resolve())
         if not Path(host_ca).is_file() or not Path(host_ca + ".pub").is_file():
@@ -314,6 +316,16 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
                         down(d, _locked=True)
                     raise LabError(f"injecting fault {fault} on {node or 'its preferred node'} failed: "
                                    f"{type(e).__name__}: {e}; the lab was taken down") from e
+        if block_workstation_nodeports:
+            from clusterfix_tui.lab import workstation
+
+            try:
+                workstation.block_nodeports(handle)
+            except Exception as e:  # noqa: BLE001 - a half-blocked lab is worse than none
+                with contextlib.suppress(Exception):
+                    down(d, _locked=True)
+                raise LabError(f"blocking the workstation from NodePorts failed: {type(e).__name__}: "
+                               f"{e}; the lab was taken down") from e
         return handle
     finally:
         with contextlib.suppress(Exception):

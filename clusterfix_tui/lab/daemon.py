@@ -1465,6 +1465,15 @@ class Lab:
         self.save()
         return {}
 
+    def _op_forget_fault(self, req: dict) -> dict:
+        """Drop the records named req["name"] (a cluster-wide knob undone: lab.workstation)."""
+        with self.lock:
+            before = len(self.info["faults"])
+            self.info["faults"] = [f for f in self.info["faults"] if f.get("name") != req["name"]]
+            gone = before - len(self.info["faults"])
+        self.save()
+        return {"forgotten": gone}
+
     def _op_add_event(self, req: dict) -> dict:
         self.api.add_event(req["namespace"], req["involved"], req["reason"], req["message"],
                            req.get("type", "Warning"))
