@@ -115,8 +115,16 @@ def lab_down(d: Path, info: dict) -> dict:
             "out": (r.stdout + r.stderr).strip()[-500:]}
 
 
-def validate(d: Path, timeout: float = 300) -> dict:
+def lab_cpu(info: dict) -> tuple[float, float]:
+    """(the lab daemon's CPU: the API emulator and controller, the nodes' sshd CPU with every
+    session and command they ran and reaped) so far."""
+    return (proc_cpu(info["daemon_pid"]),
+            sum(proc_cpu(n["sshd_pid"]) for n in info["nodes"] if n.get("sshd_pid")))
+
+
+def validate(d: Path, info: dict, timeout: float = 300) -> dict:
     """One `validate --json` run; the progress lines on stderr are timed as they come."""
+    l0 = lab_cpu(info)
     t0, c0 = time.monotonic(), children_cpu()
     p = subprocess.Popen([sys.executable, "-m", "clusterfix_tui", "validate", "--json", "--lab-dir",
                           str(d)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -139,6 +147,9 @@ def validate(d: Path, timeout: float = 300) -> dict:
     out, _ = p.communicate(timeout=timeout)
     th.join(5)
     wall, cpu = time.monotonic() - t0, children_cpu() - c0
+    time.sleep(0.5)  # the nodes' sessions end and are reaped
+    l1 = lab_cpu(info)
+    daemon_cpu, nodes_cpu = l1[0] - l0[0], l1[1] - l0[1]
     try:
         doc = json.loads(out)
     except ValueError:
@@ -152,6 +163,7 @@ def validate(d: Path, timeout: float = 300) -> dict:
     m = re.search(r"none of (\d+) answered from here", path[0]) if path else None
     canary = int(m.group(1)) if m else 0
     return {"ok": True, "rc": p.returncode, "wall": wall, "cpu": cpu, "marks": marks,
+            "daemon_cpu": daemon_cpu, "nodes_cpu": nodes_cpu,
             "checks": len(res), "failed": sum(not r["passed"] for r in res),
             "failed_names": sorted({r["name"] for r in res if not r["passed"]}),
             "probes_here": here + canary, "probes_here_tcp_max": canary,
@@ -213,7 +225,7 @@ def main() -> int:
                     rec = workstation.block_nodeports(handle)
                     print(f"N={n}: workstation blocked from NodePorts in {time.monotonic() - t0:.1f}s "
                           f"(physical={rec['physical']})", flush=True)
-                runs = [validate(d) for _ in range(args.runs)]
+                runs = [validate(d, info) for _ in range(args.runs)]
                 for i, v in enumerate(runs):
                     if not v["ok"]:
                         failures += 1
@@ -222,6 +234,7 @@ def main() -> int:
                         continue
                     mk = " ".join(f"{k}@{t:.1f}s" for k, t in v["marks"].items())
                     print(f"N={n} {case} run {i + 1}: wall {v['wall']:.1f}s CPU {v['cpu']:.2f}s "
+                          f"(lab API/daemon {v['daemon_cpu']:.2f}s, nodes {v['nodes_cpu']:.2f}s) "
                           f"rc={v['rc']} checks={v['checks']} failed={v['failed']} "
                           f"{v['failed_names']} probes here={v['probes_here']} (+<= "
                           f"{v['probes_here_tcp_max']} tcp) from-node={v['probes_node']} "
