@@ -165,17 +165,24 @@ def _expected_flannel(diagnosis: Any, node: str, findings: list[Finding],
 
 
 def restart_service_action(id_: str, node: str, unit: str, *,
-                           finding_codes: tuple[str, ...] = ()) -> FixAction:
+                           finding_codes: tuple[str, ...] = (),
+                           component: str = "flannel") -> FixAction:
     """Restart the k3s/RKE2 unit that runs the node's embedded flannel (and kube-proxy): the
-    counterpart of deleting the flannel pod where flannel is a DaemonSet, with the same rollback
-    semantics (a restart has nothing to put back)."""
+    counterpart of deleting the flannel (or kube-proxy) pod where it is a DaemonSet, with the
+    same rollback semantics (a restart has nothing to put back). `component`: "flannel" or
+    "kube-proxy", the one the restart is for (the why says what it redoes)."""
     server = unit in ("k3s", "rke2-server")
+    if component == "kube-proxy":
+        redo = ("restarts its embedded kube-proxy, which programs its Service rules (KUBE-* "
+                "chains) again from the API")
+    else:
+        redo = (f"restarts its embedded flannel, which rewrites {SUBNET_ENV} and sets up "
+                "flannel.1 and cni0 from the node's podCIDR again")
     return FixAction(
         id=id_, target=node, kind="shell", timeout=180.0,
         command=f"systemctl restart {q(unit)}",
-        why=f"flannel runs inside {unit} on this node (no flannel pod to restart): restarting "
-            f"{unit} restarts its embedded flannel, which rewrites {SUBNET_ENV} and sets up "
-            "flannel.1 and cni0 from the node's podCIDR again. Restarting k3s/RKE2 does not kill "
+        why=f"{component} runs inside {unit} on this node (no {component} pod to restart): "
+            f"restarting {unit} {redo}. Restarting k3s/RKE2 does not kill "
             "running pods: their containers belong to the containerd shims, which survive the "
             "restart, and keep running",
         finding_codes=finding_codes,

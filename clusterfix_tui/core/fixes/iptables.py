@@ -20,6 +20,7 @@ Cause "version-skew": report the host's and kube-proxy's iptables versions and s
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -540,8 +541,42 @@ class IptablesStep:
                     finding_codes=all_codes,
                 ))
             else:
-                notes.append(f"{node}: no kube-proxy pod found on this node to restart")
+                unit, how = _embedded_kube_proxy_unit(diagnosis, node)
+                if unit is not None:
+                    # k3s runs kube-proxy inside its own process: its restart is the unit's,
+                    # which restarts kubelet and flannel too (the API server on a server): an
+                    # opt-in, offered and never run by default; kube-proxy re-syncs on its own
+                    from clusterfix_tui.core.fixes.cni_bridge import restart_service_action
+
+                    act = restart_service_action(
+                        opt_in_id(self.name, node, f"restart-{unit}"), node, unit,
+                        finding_codes=all_codes, component="kube-proxy")
+                    actions.append(dataclasses.replace(
+                        act, why=act.why + ". Opt-in (not run unless selected): kube-proxy "
+                                 "re-syncs its rules on its own within its sync period; restart "
+                                 f"{unit} only when the rules do not come back"))
+                else:
+                    notes.append(f"{node}: no kube-proxy pod found on this node to restart"
+                                 + (f" ({how})" if how else "") + "; kube-proxy re-syncs its "
+                                 "rules on its own, or restart it by hand")
         return actions, notes
+
+
+def _embedded_kube_proxy_unit(diagnosis: Diagnosis, node: str) -> tuple[str | None, str]:
+    """(the k3s/RKE2 unit that runs kube-proxy embedded on `node`, why): only when the shape says
+    kube-proxy is embedded on the node and the node said which one unit of its distribution is
+    active (core.shape.embedded_service_unit); (None, why) otherwise."""
+    from clusterfix_tui.core.shape import SERVICE_UNITS, embedded_service_unit, shape_of
+
+    shape = shape_of(diagnosis)
+    ns = shape.nodes.get(node) if shape is not None else None
+    if ns is None or ns.kube_proxy != "embedded":
+        return None, ""
+    dist = ns.distribution if ns.distribution in SERVICE_UNITS else None
+    if dist is None:
+        return None, "kube-proxy runs on the node outside a pod, not inside k3s/RKE2"
+    facts = (getattr(diagnosis, "facts", None) or {}).get(node)
+    return embedded_service_unit(facts, dist)
 
 
 STEP = IptablesStep()
