@@ -127,12 +127,15 @@ def facts_kept_frozen() -> Iterator[Callable[[], None]]:
     and moves what is alive into the permanent generation (gc.freeze(): O(1)), so later
     collections walk only what is younger; the collector itself stays on (garbage that transports
     and other threads make meanwhile is collected as usual). On leaving (finally, errors
-    included) gc.unfreeze(): everything is collectable again, so an object that was alive at a
-    freeze and became garbage later (a closed connection's cycle) is freed by the next full
-    collection, not leaked. Nested or concurrent uses share one depth counter; the outermost
-    exit unfreezes. The wizard's own gc.freeze() after each diagnosis (ui.app.freeze_heap) then
-    freezes what the session keeps, as it did; a collector the caller disabled stays disabled
-    (keep() then does nothing)."""
+    included) gc.unfreeze() and one full collection, here in the diagnosing thread (not in the
+    wizard's UI thread, where the next allocation would otherwise run it): everything is
+    collectable again, and an object that was alive at a freeze and became garbage later (a
+    closed connection's cycle) is freed now, not leaked. That one walk of the heap is the whole
+    cost of the policy, instead of a walk at every 25% of growth. Nested or concurrent uses
+    share one depth counter; the outermost exit unfreezes. The wizard's own gc.freeze() after
+    each diagnosis (ui.app.freeze_heap) then freezes what the session keeps, as it did; a
+    collector the caller disabled stays disabled (keep() then does nothing, and no collection
+    runs on leaving)."""
     global _freeze_depth
     with _FREEZE_LOCK:
         _freeze_depth += 1
@@ -141,8 +144,11 @@ def facts_kept_frozen() -> Iterator[Callable[[], None]]:
     finally:
         with _FREEZE_LOCK:
             _freeze_depth -= 1
-            if _freeze_depth == 0:
+            last = _freeze_depth == 0
+            if last:
                 gc.unfreeze()
+        if last and gc.isenabled():
+            gc.collect()
 
 
 def _counts_by_node(findings: list[Finding]) -> dict[str, int]:
