@@ -166,10 +166,12 @@ def validate(d: Path, info: dict, timeout: float = 300) -> dict:
             "daemon_cpu": daemon_cpu, "nodes_cpu": nodes_cpu,
             "checks": len(res), "failed": sum(not r["passed"] for r in res),
             "failed_names": sorted({r["name"] for r in res if not r["passed"]}),
+            "failures": [f"{r['name']} {r['target']}: {r['detail'][:200]}"
+                         for r in res if not r["passed"]],
             "probes_here": here + canary, "probes_here_tcp_max": canary,
             "probes_node": len(from_node), "nodeport_ok": sum(r["passed"] for r in nodeport),
             "scope": [r["detail"] for r in res if r["name"] == "nodeport-scope"], "path": path,
-            "late": sum("deadline passed" in r["detail"] for r in res)}
+            "late": sum("deadline" in r["detail"] and "passed" in r["detail"] for r in res)}
 
 
 def med(xs: list[float]) -> float:
@@ -242,6 +244,8 @@ def main() -> int:
                           flush=True)
                     for line in v["scope"] + v["path"]:
                         print(f"    {line}")
+                    for line in v["failures"][:5]:
+                        print(f"    FAILED {line}")
                 good = [v for v in runs if v["ok"]]
                 print(f"N={n} {case}: median wall {med([v['wall'] for v in good]):.1f}s, CPU "
                       f"{med([v['cpu'] for v in good]):.2f}s over {len(good)} runs", flush=True)

@@ -127,3 +127,11 @@ def test_validate_with_the_workstation_open_probes_from_here(lab):
     assert np and all(r.passed and "-> HTTP " in r.detail for r in np)
     assert prober.http_calls == len(np)
     assert [r for r in res if not r.passed] == []
+
+
+def test_no_node_holds_a_mount_of_any_network_namespace(lab):
+    """node_init unmounts its copy of /run/netns/* (one umount for all): a node that kept one
+    would pin that namespace (another node's, another lab's) after `lab down` deleted it."""
+    for n in lab.nodes:
+        mounts = open(f"/proc/{n['init_pid']}/mounts").read().splitlines()
+        assert not [m for m in mounts if m.split()[1].startswith("/run/netns/")], n["name"]

@@ -66,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
             summary = cluster.down(args.dir)
             print(f"lab in {args.dir} taken down: {len(summary['pids'])} processes, "
                   f"{len(summary['netns'])} namespaces, {len(summary['links'])} links removed")
+            if summary.get("left"):
+                print(f"clusterfix-tui lab down: still running after SIGKILL: pids "
+                      f"{' '.join(map(str, summary['left']))}", file=sys.stderr)
+                return 1
             return 0
         if args.lab_command == "status":
             return _status(cluster, args)

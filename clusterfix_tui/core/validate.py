@@ -17,7 +17,10 @@ Checks (each failure names the step that most likely fixes it):
                       run from that node over its shell)
   pod-to-pod          from each node: `ip route get` and a TCP connect to a pod on another node
                                                                          -> cni_bridge
-  worker-kubectl      `kubectl get nodes` works on each worker that has kubectl
+  worker-kubectl      `kubectl get nodes` works on each worker that has kubectl (its own Node
+                      only, `--field-selector metadata.name=NODE`: the same kubeconfig,
+                      credentials and RBAC, not every Node object on every worker, which at N
+                      workers is N^2 objects from the API server)
                                                                          -> worker_kubeconfig
 The core does no I/O of its own: the API and the nodes go through ClusterAPI / NodeShell, and
 the workstation's TCP/HTTP through a `Prober` (a stdlib one is in commands/validate.py).
@@ -260,7 +263,8 @@ def validate(
         except Exception:  # noqa: BLE001 - pod_check reports the missing shell
             return []
         r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
-                      "kubectl get nodes --request-timeout=5s -o name", timeout=15)
+                      "kubectl get nodes --request-timeout=5s -o name --field-selector "
+                      f"{_q('metadata.name=' + name)}", timeout=15)
         if r.exit_code == 127:
             return []
         return [CheckResult(

@@ -295,7 +295,7 @@ def up(lab_dir: str | os.PathLike[str], nodes: int = 3, faults: Any = "none", *,
                 start_new_session=True, close_fds=True, cwd="/",
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        limit = timeout or (60 + 2 * int(nodes))
+        limit = timeout or (120 + 4 * int(nodes))  # 100 nodes took 155 s at load 60
         deadline = time.monotonic() + limit
         try:
             _wait_ready(d, proc, deadline, limit)
@@ -384,7 +384,7 @@ def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
         except BlockingIOError:
             lock.close()
             raise LabError(f"a lab is being started or stopped in {d} right now") from None
-    summary: dict[str, list] = {"pids": [], "netns": [], "links": [], "files": []}
+    summary: dict[str, list] = {"pids": [], "netns": [], "links": [], "files": [], "left": []}
     try:
         # 1. the daemon (it stops writing lab.json), then read lab.json again: it is final now
         pid = info.get("daemon_pid")
@@ -413,6 +413,11 @@ def down(lab_dir: str | os.PathLike[str], *, _locked: bool = False) -> dict:
         # 3. whatever still runs inside our own namespaces (ssh sessions, commands run there)
         all_ns = list(info.get("pod_netns") or []) + [n["netns"] for n in nodes if n.get("netns")]
         summary["pids"] += N.kill_pids([pid for ns in all_ns for pid in N.netns_pids(ns)])
+        # none of them may outlive `lab down`: wait until the kernel has finished them all
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(N.pid_alive(p) for p in summary["pids"]):
+            time.sleep(0.05)
+        summary["left"] = [p for p in summary["pids"] if N.pid_alive(p)]
         # 4. namespaces, then links (veths vanish with their namespace; the bridge is ours)
         for ns in all_ns:
             if N.delete_netns(ns):

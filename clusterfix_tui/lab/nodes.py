@@ -246,7 +246,10 @@ def kill_pids(pids: list[int], timeout: float = 3.0) -> list[int]:
         if pid_alive(p):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-    deadline = time.monotonic() + 2
+    # a killed process is gone only once the kernel has torn it down (its memory, and for a node's
+    # anchor the node's whole mount namespace): with a hundred nodes on a loaded machine that
+    # takes seconds, so the wait grows with the number of processes
+    deadline = time.monotonic() + max(5.0, 0.1 * len(sent))
     while time.monotonic() < deadline and any(pid_alive(p) for p in sent):
         for p in sent:
             _reap(p)
