@@ -278,6 +278,36 @@ def test_the_reader_waits_for_the_exit_status_without_spinning(
     assert len(selects) < 25, f"{len(selects)} select() calls for one command: a busy loop"
 
 
+def test_without_a_line_callback_the_reader_wakes_for_the_end_not_for_every_piece(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A facts script writes its output in many small pieces (one SSH packet each): a caller
+    that wants only the result (no on_line) is woken by the exit status, not by every piece,
+    and still gets every byte, in order, on both streams."""
+    cfg, _ = write_config(sshd, tmp_path)
+    selects: list[float] = []
+    real = ssh_module.select.select
+
+    def counting(*args: object) -> object:
+        selects.append(1.0)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_module, "select", types.SimpleNamespace(select=counting))
+    command = ("i=0; while [ $i -lt 40 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); "
+               "sleep 0.02; done; exit 5")
+    with SSHPool(cfg) as pool:
+        res = pool("cfx-node").run(command, timeout=60)
+        assert res.exit_code == 5, res
+        assert res.stdout == "".join(f"out-{i}\n" for i in range(40))
+        assert res.stderr == "".join(f"err-{i}\n" for i in range(40))
+        assert len(selects) < 10, f"{len(selects)} wake-ups for one command"
+        # with a callback, every line still reaches it as it comes (and in order)
+        seen: list[tuple[str, str]] = []
+        res = pool("cfx-node").run(command, timeout=60,
+                                   on_line=lambda stream, line: seen.append((stream, line)))
+        assert [x for x in seen if x[0] == "stdout"] == [("stdout", f"out-{i}") for i in range(40)]
+        assert len(selects) >= 40
+
+
 def test_an_aead_cipher_is_negotiated_and_the_reader_thread_idles(
         sshd: Sshd, tmp_path: pathlib.Path) -> None:
     """AES-GCM first (OpenSSH offers it by default): no per-packet HMAC and pure-Python MAC
