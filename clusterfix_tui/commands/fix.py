@@ -195,8 +195,15 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         _out("clusterfix-tui fix: no node could be reached over SSH", sys.stderr)
         return 2
 
+    before = None
     try:
-        diag = flow.diagnose()
+        if args.no_validate:
+            diag = flow.diagnose()
+        else:
+            # the "before" column of the report's validation table (what fails before anything
+            # runs), read alongside the diagnosis: both only read
+            diag, before = flow.diagnose_and_validate_before(
+                cancel=getattr(args, "cancel", None))
     except Exception as exc:  # noqa: BLE001
         journal.write("error", message=f"diagnosis failed: {exc}", where="diagnose")
         flow.finish(aborted=True)
@@ -211,9 +218,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         _out(f"clusterfix-tui fix: could not diagnose: {diag.error}", sys.stderr)
         return 2
     _print_findings(diag.findings, bool(getattr(args, "verbose", False)))
-    if not args.no_validate:
-        # the "before" column of the report's validation table: what fails before anything runs
-        before = flow.validate_before()
+    if before is not None:
         failed = [r for r in before if not r.passed]
         _out(f"validation before repair: {len(before) - len(failed)}/{len(before)} checks pass"
              + (": failing " + ", ".join(sorted({f"{r.name}@{r.target}" for r in failed}))

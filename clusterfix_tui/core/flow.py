@@ -165,6 +165,35 @@ class RepairFlow:
                         ) -> list[CheckResult]:
         return self.session.validate("before", on_check=on_check)
 
+    def diagnose_and_validate_before(
+        self, on_progress: Callable[..., None] | None = None,
+        on_check: Callable[[CheckResult], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Any, list[CheckResult] | None]:
+        """The first diagnosis and the "before" validation, run alongside each other: both only
+        read (the validation's probes change no node state), and neither needs the other's
+        result. Journaled in the same order as one after the other (the diagnosis, then the
+        validation). The validation is journaled and returned only when the diagnosis returned
+        without an error and the run was not stopped (as when it ran after it); its thread is
+        always waited for, so nothing of it runs on once this returns or raises."""
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="cfx-validate-before") as ex:
+            fut = ex.submit(self.session.validation_results, on_check)
+            try:
+                d = self.diagnose(on_progress=on_progress)
+            finally:
+                concurrent.futures.wait([fut])
+        if getattr(d, "error", None) or (cancel is not None and cancel.is_set()):
+            return d, None
+        exc = fut.exception()
+        if exc is not None:  # the diagnosis stands; the validation says why it is missing
+            self.session.journal.write("error", message=f"validation before failed: {exc}",
+                                       where="validate")
+            return d, None
+        return d, self.session.record_validation("before", fut.result())
+
     # -- plans ---------------------------------------------------------------------------------
 
     def preview(self, step: str) -> Plan:

@@ -360,12 +360,13 @@ class RepairSession:
             approved = set(approved_ids)
             self.capture_state("before", {a.target for a in plan.actions if a.id in approved
                                           and a.kind == "shell" and a.mutating})
+        outcome: StepOutcome | None = None
         try:
             outcome = engine.apply_plan(plan, approved_ids, self.runner, self.journal, on_line,
                                         cancel, post=post, precheck=self.precheck,
                                         step_end={"pass_no": self.pass_no})
         finally:
-            self._ran()
+            self._ran(outcome)
         self.outcomes[plan.step] = outcome
         return outcome
 
@@ -377,16 +378,24 @@ class RepairSession:
 
         then_cluster, then_nodes = ident.recorded(list(self.journal.events))
         then = {n: then_nodes[n] for n in nodes if n in then_nodes}
-        now: dict[str, dict[str, Any]] = {}
-        for node, was in then.items():
-            if was.get("transport") == "local":
-                continue  # the machine this runs on
+
+        def read(node: str) -> dict[str, Any] | None:
+            was = then[node]
             try:
                 shell = self.shells(node, was.get("address"))
-                now[node] = ident.node_identity(self.shells, shell, node, was.get("address"))
-            except Exception:  # noqa: BLE001, S112
-                continue
-        now_cluster = ident.cluster_identity(self.api) if then_cluster else None
+                return ident.node_identity(self.shells, shell, node, was.get("address"))
+            except Exception:  # noqa: BLE001
+                return None
+
+        # every node (one round trip each) and the cluster (the API) read at once, not in turn
+        remote = sorted(n for n, was in then.items() if was.get("transport") != "local")
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(16, len(remote) + 1)),
+                thread_name_prefix="cfx-identity") as ex:
+            cluster_f = ex.submit(ident.cluster_identity, self.api) if then_cluster else None
+            read_f = {n: ex.submit(read, n) for n in remote}
+            now = {n: got for n, f in read_f.items() if (got := f.result()) is not None}
+            now_cluster = cluster_f.result() if cluster_f is not None else None
         if now_cluster is not None and not now_cluster.get("kube_system_uid"):
             # the API does not answer now: that is not another cluster. The cluster is not
             # compared (as a node not reached now is not); the nodes still are, by host key and
@@ -419,10 +428,17 @@ class RepairSession:
                            pass_no=self.pass_no)
         return outcome
 
-    def _ran(self) -> None:
-        """Something ran on the cluster: the last diagnosis's facts are no longer current."""
-        if not self.dry_run:
-            self._runs += 1
+    def _ran(self, outcome: StepOutcome | None = None) -> None:
+        """Something that can change the cluster ran: the last diagnosis's facts are no longer
+        current. An apply whose outcome shows that no command started (every action skipped,
+        cancelled before it ran, or found already done by its precondition, which only reads)
+        changed nothing; any other outcome, or none (the apply raised), counts."""
+        if self.dry_run:
+            return
+        if outcome is not None and not any(o.status in ("ok", "failed")
+                                           for o in outcome.actions):
+            return
+        self._runs += 1
 
     def fresh_facts(self) -> dict[str, Any]:
         """The last diagnosis's NodeFacts (readable nodes) when nothing has run since it read
@@ -493,11 +509,13 @@ class RepairSession:
         refused = self._identity_refusal(plan, approved)
         if refused is not None:
             return refused
+        outcome: StepOutcome | None = None
         try:
-            return engine.apply_plan(plan, approved, self.runner, self.journal, on_line, cancel,
-                                     step_end={"pass_no": self.pass_no})
+            outcome = engine.apply_plan(plan, approved, self.runner, self.journal, on_line,
+                                        cancel, step_end={"pass_no": self.pass_no})
         finally:
-            self._ran()
+            self._ran(outcome)
+        return outcome
 
     def rollback(
         self, step: str, on_line: NodeLineCallback | None = None,
@@ -511,17 +529,27 @@ class RepairSession:
     def validate(
         self, phase: str = "after", on_check: Callable[[CheckResult], None] | None = None
     ) -> list[CheckResult]:
+        return self.record_validation(phase, self.validation_results(on_check=on_check))
+
+    def validation_results(self, on_check: Callable[[CheckResult], None] | None = None
+                           ) -> list[CheckResult]:
+        """Run the validation (core/validate.py), not journaled: record_validation() journals
+        it. It only reads (the API, TCP connects from here, `ip route get`, a TCP connect and
+        `kubectl get nodes` on the nodes): it does not make the last diagnosis's facts stale,
+        so it may run alongside a diagnosis (RepairFlow.diagnose_and_validate_before)."""
         self._start()
         from clusterfix_tui.core import validate as _val
 
         snapshot = getattr(self.diagnosis, "snapshot", None)
-        try:
-            results = _val.validate(
-                self.api, self.shells, snapshot, on_check=on_check, prober=self.prober,
-                skip_nodes=sorted(self.left_out),
-            )
-        finally:
-            self._ran()  # validation starts probes (and may place test pods)
+        return list(_val.validate(
+            self.api, self.shells, snapshot, on_check=on_check, prober=self.prober,
+            skip_nodes=sorted(self.left_out),
+        ))
+
+    def record_validation(self, phase: str, results: list[CheckResult]) -> list[CheckResult]:
+        """Journal a validation's results for `phase` ("before"/"after"); after a passing
+        "after" validation, the temporary workarounds are reverted."""
+        self._start()
         self.validation = list(results)
         self.journal.write("validation", phase=phase, results=[r.to_dict() for r in results])
         if phase == "after" and results and all(r.passed for r in results):
@@ -532,11 +560,8 @@ class RepairSession:
         """One validation that is not journaled (the retries while the cluster settles)."""
         from clusterfix_tui.core import validate as _val
 
-        try:
-            return list(_val.validate(self.api, self.shells, None, prober=self.prober,
-                                      skip_nodes=sorted(self.left_out)))
-        finally:
-            self._ran()
+        return list(_val.validate(self.api, self.shells, None, prober=self.prober,
+                                  skip_nodes=sorted(self.left_out)))
 
     def _revert_workarounds(self) -> None:
         """Workarounds (e.g. the probe exec check) are undone once the real fix is validated,

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Benchmark: time to repair, headless `fix --yes` on a fresh N-node all-faults lab (#17).
+
+For each run: `lab up --nodes N --faults all --dir DIR` (not timed), then
+
+    /usr/bin/time -v python3 -m clusterfix_tui fix --yes --lab-dir DIR --journal J --report R
+
+timed from the start of that process to its exit (wall, our CPU user + sys, peak RSS), then
+`lab down --dir DIR` (always). The phases come from the journal's timestamps (its events are
+written when each thing ends; the table says which event closes each interval). The load average
+is printed before and after each run: this machine is shared, compare runs made side by side.
+
+    python3 bench/bench_repair.py                       # one run, the code on PYTHONPATH
+    python3 bench/bench_repair.py --code /tmp/old-tree   # `fix` from another checkout (before)
+
+Not part of the test suite; needs root (the lab is network namespaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def ts(event: dict[str, Any]) -> float:
+    return dt.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=dt.UTC).timestamp()
+
+
+def _time_v(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, pat in (("user", r"User time \(seconds\): ([\d.]+)"),
+                     ("sys", r"System time \(seconds\): ([\d.]+)"),
+                     ("rss_kib", r"Maximum resident set size \(kbytes\): (\d+)")):
+        m = re.search(pat, text)
+        if m:
+            out[key] = float(m.group(1))
+    return out
+
+
+def phases(events: list[dict[str, Any]], t0: float, t_end: float) -> list[tuple[str, float]]:
+    """(what, seconds): the intervals between the journal's events, in order, each labelled by
+    what ran in it (the event closing it says); consecutive intervals of one label are summed."""
+    rows: list[tuple[str, float]] = []
+    prev_t = t0
+
+    def add(label: str, t: float) -> None:
+        nonlocal prev_t
+        if rows and rows[-1][0] == label:
+            rows[-1] = (label, rows[-1][1] + (t - prev_t))
+        else:
+            rows.append((label, t - prev_t))
+        prev_t = t
+
+    for i, e in enumerate(events):
+        t, kind = ts(e), e.get("type")
+        nxt = events[i + 1] if i + 1 < len(events) else {}
+        if kind == "session_start":
+            add("start-up, kubeconfig, cluster info (to session_start)", t)
+        elif kind in ("cluster_identity", "node_identity"):
+            add("SSH connections + node identities", t)
+        elif kind == "diagnosis":
+            phase = e.get("phase")
+            if phase == "before":
+                add("diagnosis before", t)
+            elif phase == "refresh" and nxt.get("type") == "plan":
+                add("re-diagnosis between steps", t)
+            elif phase == "refresh":
+                add("settle + re-diagnosis after the pass", t)
+            else:
+                add("diagnosis after", t)
+        elif kind == "validation":
+            add(f"validation {e.get('phase')}", t)
+        elif kind in ("plan", "decision") and not e.get("rollback"):
+            add("plans (build, pin pods, show, decide)", t)
+        elif kind == "node_state":
+            if e.get("phase") == "after":
+                add("node state after (read)", t)
+            else:
+                add(f"identity check + node state before (read: {e.get('read')})", t)
+        elif kind in ("precheck", "command_start", "command_end", "step_end"):
+            add("prechecks + commands + step's wait", t)
+        elif kind == "note" and str(e.get("text", "")).startswith("pass "):
+            add("settle + re-diagnosis after the pass", t)
+        elif kind == "session_end":
+            add("verdict", t)
+    if t_end > prev_t:
+        add("report, exit", t_end)
+    return rows
+
+
+def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    lab = args.dir
+    out = Path(args.out) / f"run{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    journal, report = out / "J.jsonl", out / "R.md"
+    for p in (journal, report):
+        if p.exists():
+            p.unlink()
+    env = dict(os.environ)
+    fix_env = dict(env)
+    if args.code:
+        fix_env["PYTHONPATH"] = args.code
+    py = [sys.executable, "-m", "clusterfix_tui"]
+    t = time.monotonic()
+    subprocess.run(py + ["lab", "up", "--nodes", str(args.nodes), "--faults", args.faults,
+                         "--dir", lab], check=True, env=env, stdout=subprocess.DEVNULL)
+    lab_up = time.monotonic() - t
+    try:
+        load_before = load()
+        t0 = time.time()
+        proc = subprocess.run(["/usr/bin/time", "-v"] + py + [
+            "fix", "--yes", "--lab-dir", lab, "--journal", str(journal), "--report",
+            str(report)], env=fix_env, capture_output=True, text=True)
+        t_end = time.time()
+        load_after = load()
+    finally:
+        subprocess.run(py + ["lab", "down", "--dir", lab], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (out / "stdout.txt").write_text(proc.stdout)
+    (out / "stderr.txt").write_text(proc.stderr)
+    events = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    verdict = next((e.get("verdict") for e in events if e.get("type") == "session_end"), None)
+    passes = max((int(e.get("pass_no") or 1) for e in events), default=1)
+    return {"wall": t_end - t0, "rc": proc.returncode, "verdict": verdict, "passes": passes,
+            "lab_up": lab_up, "load": f"{load_before} -> {load_after}",
+            "phases": phases(events, t0, t_end), **_time_v(proc.stderr)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=6)
+    ap.add_argument("--faults", default="all")
+    ap.add_argument("--dir", default="/tmp/repair-lab6", help="the lab's directory")
+    ap.add_argument("--out", default="/tmp/repair", help="journals, reports, outputs")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--code", default="", help="PYTHONPATH for the `fix` process only "
+                    "(another checkout, to measure the code before a change)")
+    args = ap.parse_args()
+    for n in range(1, args.runs + 1):
+        r = run_once(args, n)
+        print(f"\n== run {n}: {args.nodes} nodes, faults {args.faults}"
+              f"{', code ' + args.code if args.code else ''}; load {r['load']}")
+        print(f"start to verdict {r['wall']:.1f} s wall; our CPU {r.get('user', 0):.1f} s user + "
+              f"{r.get('sys', 0):.1f} s sys; peak RSS {r.get('rss_kib', 0) / 1024:.0f} MiB; "
+              f"verdict {r['verdict']} after {r['passes']} pass(es), exit {r['rc']} "
+              f"(lab up took {r['lab_up']:.0f} s, not counted)")
+        print(f"{'phase (the interval up to the event that ends it)':<66} {'s':>6}")
+        totals: dict[str, float] = {}
+        for label, secs in r["phases"]:
+            print(f"  {label:<64} {secs:6.1f}")
+            totals[label] = totals.get(label, 0.0) + secs
+        print("totals by kind:")
+        for label, secs in sorted(totals.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:<64} {secs:6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

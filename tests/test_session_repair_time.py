@@ -1,0 +1,243 @@
+"""Time to repair (#17) without weakening the rules: what may skip a re-read, what may overlap.
+
+- the validation only reads: the diagnosis's facts stay the nodes' state after it, so the state
+  before the first change is taken from them (not read again);
+- an apply that started no command (nothing approved, every action already done or skipped by
+  its precondition) changed nothing: the facts stay current; one that ran a command does not;
+- the "before" diagnosis and validation run alongside each other and are journaled in the same
+  order as one after the other; the validation is not journaled when the diagnosis failed or
+  the run was stopped;
+- the identity check before an apply reads the nodes at once, not one after another (a barrier
+  every node's read must reach: one after another, it breaks).
+No timing is asserted: overlap is shown by events that can only happen when both run at once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fix_helpers import FakeDiagnosis, finding, snapshot
+from test_session import API, CountingShells, Runner
+
+from clusterfix_tui.core.facts import NodeFacts, Section
+from clusterfix_tui.core.flow import RepairFlow
+from clusterfix_tui.core.journal import Journal
+from clusterfix_tui.core.model import CheckResult
+from clusterfix_tui.core.session import RepairSession
+
+NODES = ("node-1", "node-2")
+
+
+def _facts(node: str) -> NodeFacts:
+    return NodeFacts(node=node, complete=True, sections={
+        "sysctl": Section("sysctl", None, "net.ipv4.ip_forward = 1\n", "", 0)})
+
+
+def _diag(error: str | None = None) -> FakeDiagnosis:
+    d = FakeDiagnosis([finding("FORWARD_DROP", n, "iptables", backend="legacy", table="filter",
+                               chain="FORWARD", policy="DROP") for n in NODES],
+                      facts={n: _facts(n) for n in NODES}, snapshot=snapshot())
+    if error:
+        d.error = error  # type: ignore[attr-defined]
+    return d
+
+
+def _session(tmp_path, monkeypatch, diag=None):
+    from clusterfix_tui.core import diagnose as D
+
+    diag = diag or _diag()
+    monkeypatch.setattr(D, "diagnose", lambda *a, **k: diag)
+    shells = CountingShells()
+    j = Journal(tmp_path / "j.jsonl")
+    s = RepairSession(API(), shells, Runner(), j)
+    s.connect()
+    return s, shells, j, diag
+
+
+def _by_node(plan):
+    return {n: [a.id for a in plan.actions if a.target == n] for n in NODES}
+
+
+def _states(j):
+    return [e for e in j.events if e["type"] == "node_state"]
+
+
+def test_validation_does_not_make_the_diagnosis_facts_stale(tmp_path, monkeypatch):
+    from clusterfix_tui.core import validate as V
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    monkeypatch.setattr(V, "validate", lambda *a, **k: [CheckResult("node-ready", "node-1",
+                                                                    False, "not Ready")])
+    s.diagnose()
+    s.validate("before")
+    assert s.fresh_facts() == diag.facts
+    plan = s.plan("iptables")
+    s.apply(plan, _by_node(plan)["node-1"])
+    (first,) = _states(j)
+    assert first["node"] == "node-1" and first["read"] == "diagnosis"
+    assert shells.facts_reads == []
+    # a command ran since: node-2's state is read again (the rule for changes is unchanged)
+    s.apply(plan, _by_node(plan)["node-2"])
+    assert _states(j)[1]["read"] == "now" and shells.facts_reads == ["node-2"]
+
+
+def test_an_apply_that_started_no_command_keeps_the_facts_current(tmp_path, monkeypatch):
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    s.diagnose()
+    plan = s.plan("iptables")
+    out = s.apply(plan, [])  # nothing approved: every action "skipped", nothing started
+    assert {o.status for o in out.actions} == {"skipped"}
+    assert s.fresh_facts() == diag.facts
+    s.apply(plan, _by_node(plan)["node-1"])
+    assert [(e["node"], e["read"]) for e in _states(j)] == [("node-1", "diagnosis")]
+    assert shells.facts_reads == []
+
+
+def test_an_apply_whose_actions_were_already_done_keeps_the_facts_current(tmp_path,
+                                                                          monkeypatch):
+    from clusterfix_tui.core.fixes.preconditions import PrecheckResult
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    s.diagnose()
+    plan = s.plan("iptables")
+    checked = [a for a in plan.actions if a.precondition is not None]
+    assert checked
+    real = s.precheck
+    s.precheck = lambda a: PrecheckResult("already-done", "the goal holds")
+    out = s.apply(plan, [a.id for a in checked])
+    assert {o.status for o in out.actions if o.action_id in {a.id for a in checked}} == {
+        "already-done"}
+    assert not s.runner.ran
+    assert s.fresh_facts() == diag.facts
+    s.precheck = real
+    s.apply(plan, [a.id for a in plan.actions])
+    assert s.runner.ran and s.fresh_facts() == {}
+
+
+def _blocking_validation(monkeypatch, started: threading.Event, release: threading.Event,
+                         raises: Exception | None = None):
+    from clusterfix_tui.core import validate as V
+
+    def validate(*a, **k):
+        started.set()
+        release.wait(30)
+        if raises is not None:
+            raise raises
+        return [CheckResult("node-ready", "node-1", False, "not Ready")]
+
+    monkeypatch.setattr(V, "validate", validate)
+
+
+def _overlapping_diagnose(monkeypatch, diag, started, release, seen):
+    """A diagnosis that returns only once the validation has started (it lets the validation
+    finish then): run one after the other, the validation never starts while it waits."""
+    from clusterfix_tui.core import diagnose as D
+
+    def diagnose(*a, **k):
+        seen.append(started.wait(10))
+        release.set()
+        return diag
+
+    monkeypatch.setattr(D, "diagnose", diagnose)
+
+
+def test_diagnosis_and_validation_before_run_alongside_and_journal_in_order(tmp_path,
+                                                                           monkeypatch):
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    started, release, seen = threading.Event(), threading.Event(), []
+    _blocking_validation(monkeypatch, started, release)
+    _overlapping_diagnose(monkeypatch, diag, started, release, seen)
+    flow = RepairFlow(s)
+    d, before = flow.diagnose_and_validate_before()
+    assert seen == [True], "the validation did not run while the diagnosis did"
+    assert d is diag and [r.name for r in before] == ["node-ready"]
+    types = [e["type"] for e in j.events if e["type"] in ("diagnosis", "validation")]
+    assert types == ["diagnosis", "validation"]
+    assert [e["phase"] for e in j.events if e["type"] == "validation"] == ["before"]
+    assert s.fresh_facts() == diag.facts  # the validation made nothing stale
+
+
+@pytest.mark.parametrize("why", ["diagnosis error", "stopped"])
+def test_validation_before_not_journaled_when_the_diagnosis_failed_or_the_run_stopped(
+        tmp_path, monkeypatch, why):
+    diag = _diag("the Kubernetes API did not list nodes" if why == "diagnosis error" else None)
+    s, shells, j, _ = _session(tmp_path, monkeypatch, diag)
+    started, release, seen = threading.Event(), threading.Event(), []
+    _blocking_validation(monkeypatch, started, release)
+    _overlapping_diagnose(monkeypatch, diag, started, release, seen)
+    cancel = threading.Event()
+    if why == "stopped":
+        cancel.set()
+    d, before = RepairFlow(s).diagnose_and_validate_before(cancel=cancel)
+    assert d is diag and before is None
+    assert not [e for e in j.events if e["type"] == "validation"]
+
+
+def test_a_validation_that_raises_leaves_the_diagnosis_standing(tmp_path, monkeypatch):
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    started, release, seen = threading.Event(), threading.Event(), []
+    _blocking_validation(monkeypatch, started, release, raises=RuntimeError("probe bug"))
+    _overlapping_diagnose(monkeypatch, diag, started, release, seen)
+    d, before = RepairFlow(s).diagnose_and_validate_before()
+    assert d is diag and before is None
+    errors = [e for e in j.events if e["type"] == "error"]
+    assert errors and "validation before failed: probe bug" in errors[-1]["message"]
+    assert [e["phase"] for e in j.events if e["type"] == "diagnosis"] == ["before"]
+
+
+def test_a_diagnosis_that_raises_waits_for_the_validation_and_raises(tmp_path, monkeypatch):
+    from clusterfix_tui.core import diagnose as D
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    started, release = threading.Event(), threading.Event()
+    _blocking_validation(monkeypatch, started, release)
+    finished = []
+
+    def diagnose(*a, **k):
+        started.wait(10)
+        release.set()
+        raise RuntimeError("facts bug")
+
+    monkeypatch.setattr(D, "diagnose", diagnose)
+    real = s.validation_results
+
+    def tracked(*a, **k):
+        try:
+            return real(*a, **k)
+        finally:
+            finished.append(True)
+
+    monkeypatch.setattr(s, "validation_results", tracked)
+    with pytest.raises(RuntimeError, match="facts bug"):
+        RepairFlow(s).diagnose_and_validate_before()
+    assert finished == [True], "the validation thread still ran after the call"
+    assert not [e for e in j.events if e["type"] in ("diagnosis", "validation")]
+
+
+def test_identity_check_reads_the_nodes_at_once(tmp_path, monkeypatch):
+    """Every target node's identity read must be under way at the same time: a barrier of
+    len(nodes) parties that each read waits on (one after another, the first read times out on
+    it and the barrier breaks)."""
+    from ui_fakes import NODES as ALL
+    from ui_fakes import FakeSession
+
+    s = FakeSession(tmp_path / "j.jsonl", host_key_nodes=())
+    assert all(c.state == "connected" for c in s.connect())
+    nodes = set(ALL)
+    barrier = threading.Barrier(len(nodes), timeout=10)
+    import clusterfix_tui.core.identity as ident
+
+    real = ident.node_identity
+    broken: list[str] = []
+
+    def node_identity(shells, shell, node, address):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            broken.append(node)
+        return real(shells, shell, node, address)
+
+    monkeypatch.setattr(ident, "node_identity", node_identity)  # the core's, not a transport's
+    assert s.identity_differences(nodes) == []
+    assert broken == []
