@@ -241,3 +241,35 @@ def test_identity_check_reads_the_nodes_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ident, "node_identity", node_identity)  # the core's, not a transport's
     assert s.identity_differences(nodes) == []
     assert broken == []
+
+
+@pytest.mark.parametrize("run_between", [False, True])
+def test_state_after_is_read_alongside_the_after_validation_and_again_if_anything_ran(
+        tmp_path, monkeypatch, run_between):
+    from clusterfix_tui.core import validate as V
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    reads_during: list[list[str]] = []
+
+    def validate(*a, **k):  # the state read runs alongside: wait (bounded) until it has
+        for _ in range(200):
+            if len(shells.facts_reads) >= 2:
+                break
+            threading.Event().wait(0.05)
+        reads_during.append(sorted(shells.facts_reads))
+        return [CheckResult("node-ready", "node-1", True, "Ready")]
+
+    monkeypatch.setattr(V, "validate", validate)
+    s.diagnose()
+    plan = s.plan("iptables")
+    s.apply(plan, [a.id for a in plan.actions])
+    assert {e["node"] for e in _states(j)} == set(NODES)
+    shells.facts_reads.clear()
+    s.validate("after")
+    assert reads_during == [sorted(NODES)], "the state was not read alongside the validation"
+    if run_between:  # a rollback after the validation: the state after is read again
+        s.rollback("iptables")
+    s.finish()
+    after = [e for e in _states(j) if e["phase"] == "after"]
+    assert {e["node"] for e in after} == set(NODES) and all(e["read"] == "now" for e in after)
+    assert sorted(shells.facts_reads) == sorted(NODES * (2 if run_between else 1))

@@ -122,17 +122,21 @@ def capture_nodes(shells: Any, nodes: dict[str, str | None]) -> dict[str, dict[s
 
 
 def journal_state(journal: Any, phase: str, shells: Any, nodes: dict[str, str | None],
-                  known: dict[str, Any] | None = None) -> dict[str, dict[str, str] | str]:
+                  known: dict[str, Any] | None = None,
+                  read_now: dict[str, dict[str, str] | str] | None = None,
+                  ) -> dict[str, dict[str, str] | str]:
     """Journal one `node_state` event per node of `nodes` (name -> address) for `phase`
     ("before" / "after"): the one way the session and the `rollback` command record node state.
     Nodes in `known` (name -> NodeFacts this session read and nothing has run since) are captured
     from those facts; the others are read now, in parallel. Never raises: a node that cannot be
     read gets its reason in the event. Each event says where its state came from (`read`:
-    "diagnosis" or "now")."""
+    "diagnosis" or "now"). `read_now`: nodes whose state the caller has just read with
+    capture_nodes() for this phase (nothing having run since), journaled as read now."""
     reuse = {n: f for n, f in (known or {}).items()
              if n in nodes and getattr(f, "complete", False) and getattr(f, "sections", None)}
     got: dict[str, dict[str, str] | str] = {n: capture(f) for n, f in reuse.items()}
-    rest = {n: a for n, a in nodes.items() if n not in reuse}
+    got.update({n: v for n, v in (read_now or {}).items() if n in nodes and n not in reuse})
+    rest = {n: a for n, a in nodes.items() if n not in got}
     if rest:
         try:
             got.update(capture_nodes(shells, rest))

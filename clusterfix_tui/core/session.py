@@ -112,6 +112,8 @@ class RepairSession:
         # nodes, so the "before" state is captured from them instead of read again
         self._runs = 0
         self._facts_read: tuple[Any, int] | None = None  # (diagnosis, self._runs when read)
+        # the "after" node state read alongside the "after" validation: (self._runs then, state)
+        self._after_read: tuple[int, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._cluster: dict[str, Any] | None = None
         self.pass_no = 1  # the repair pass (core/flow.py converges in passes)
@@ -454,7 +456,8 @@ class RepairSession:
         """Journal `node_state` (core/nodestate.py) for `nodes`: "before" once per node, before
         the session's first change there (from the diagnosis's facts when nothing has run
         since they were read, else read again); "after" for every node captured before (at
-        the end), always read again."""
+        the end), always read again: alongside the "after" validation when nothing has run
+        since that read (validate()), else now."""
         from clusterfix_tui.core import nodestate
 
         if phase == "before":
@@ -464,8 +467,12 @@ class RepairSession:
         if not wanted:
             return
         addrs = {n: (self.conns[n].address if n in self.conns else None) for n in wanted}
-        got = nodestate.journal_state(self.journal, phase, self.shells, addrs,
-                                      known=self.fresh_facts() if phase == "before" else None)
+        after = self._after_read
+        got = nodestate.journal_state(
+            self.journal, phase, self.shells, addrs,
+            known=self.fresh_facts() if phase == "before" else None,
+            read_now=after[1] if phase == "after" and after is not None
+            and after[0] == self._runs else None)
         if phase == "before":
             self._state_before.update(got)
 
@@ -529,7 +536,26 @@ class RepairSession:
     def validate(
         self, phase: str = "after", on_check: Callable[[CheckResult], None] | None = None
     ) -> list[CheckResult]:
-        return self.record_validation(phase, self.validation_results(on_check=on_check))
+        if phase != "after" or self.dry_run or not self._state_before:
+            return self.record_validation(phase, self.validation_results(on_check=on_check))
+        # the state "after" of the nodes this session changed is read alongside the "after"
+        # validation (both only read); finish() journals it unless something ran since (a
+        # workaround reverted once the validation passed, a rollback): then it reads again
+        from clusterfix_tui.core import nodestate
+
+        runs = self._runs
+        addrs = {n: (self.conns[n].address if n in self.conns else None)
+                 for n in self._state_before}
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="cfx-state-after") as ex:
+            state = ex.submit(nodestate.capture_nodes, self.shells, addrs)
+            try:
+                results = self.validation_results(on_check=on_check)
+            finally:
+                concurrent.futures.wait([state])
+        if state.exception() is None:
+            self._after_read = (runs, state.result())
+        return self.record_validation(phase, results)
 
     def validation_results(self, on_check: Callable[[CheckResult], None] | None = None
                            ) -> list[CheckResult]:
