@@ -273,3 +273,83 @@ def test_state_after_is_read_alongside_the_after_validation_and_again_if_anythin
     after = [e for e in _states(j) if e["phase"] == "after"]
     assert {e["node"] for e in after} == set(NODES) and all(e["read"] == "now" for e in after)
     assert sorted(shells.facts_reads) == sorted(NODES * (2 if run_between else 1))
+
+
+class _Validations:
+    """core.validate.validate replaced: counts calls; the call while a diagnosis runs lets it
+    finish (the diagnosis below waits for it, bounded)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.started = threading.Event()
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        self.started.set()
+        return [CheckResult("node-ready", "node-1", True, "Ready")]
+
+
+def _flow_after_one_step(tmp_path, monkeypatch):
+    from clusterfix_tui.core import diagnose as D
+    from clusterfix_tui.core import validate as V
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    vals = _Validations()
+    monkeypatch.setattr(V, "validate", vals)
+    overlapped: list[bool] = []
+
+    def diagnose(*a, **k):
+        if s.before is not None:  # a re-diagnosis: did the validation run meanwhile?
+            vals.started.clear()
+            overlapped.append(vals.started.wait(10))
+        return diag
+
+    monkeypatch.setattr(D, "diagnose", diagnose)
+    flow = RepairFlow(s, steps=["iptables"], sleep=lambda _s: None)
+    flow.diagnose()
+    plan = flow.plan_for_approval("iptables")
+    flow.apply(plan, flow.approvable_ids(plan))
+    return flow, s, j, vals, overlapped
+
+
+def test_after_validation_runs_alongside_the_last_rediagnosis_and_is_journaled_once(
+        tmp_path, monkeypatch):
+    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch)
+    assert flow.next_pass(validate_alongside=True) == []
+    assert overlapped == [True], "the after validation did not run alongside the re-diagnosis"
+    assert vals.calls == 2  # the settle's, and the one alongside
+    results = flow.validate()
+    assert vals.calls == 2, "validate() ran the validation again"
+    assert [r.name for r in results] == ["node-ready"]
+    kinds = [(e["type"], e.get("phase")) for e in j.events
+             if e["type"] in ("diagnosis", "validation")]
+    assert kinds[-3:] == [("diagnosis", "refresh"), ("validation", "after"),
+                          ("diagnosis", "after")]
+    s.finish()
+    after = [e for e in _states(j) if e["phase"] == "after"]
+    assert after and all(e["read"] == "now" for e in after)
+
+
+def test_after_validation_alongside_is_dropped_when_something_ran_since(tmp_path, monkeypatch):
+    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch)
+    assert flow.next_pass(validate_alongside=True) == []
+    assert vals.calls == 2
+    plan = flow.plan_for_approval("iptables")  # a change after it (the wizard's user, say)
+    assert plan.actions
+    flow.apply(plan, flow.approvable_ids(plan))
+    flow.validate()
+    assert vals.calls >= 3, "a validation from before the rollback was journaled as after it"
+
+
+def test_without_validate_alongside_the_after_validation_runs_in_validate(tmp_path,
+                                                                         monkeypatch):
+    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch)
+    vals_before = vals.calls
+    monkeypatch.setattr("clusterfix_tui.core.session.RepairSession.validation_and_state",
+                        lambda *a, **k: pytest.fail("ran alongside without being asked"))
+    overlapped.clear()
+    flow._after_alongside = None
+    # the wizard's way: next_pass without validate_alongside; its re-diagnosis waits (bounded)
+    # for a validation that does not come
+    assert flow.next_pass() == []
+    assert overlapped == [False] and vals.calls == vals_before + 1  # the settle's only

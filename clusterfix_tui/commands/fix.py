@@ -252,7 +252,8 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
                 stopped = True
         if stopped:
             break
-        more = flow.next_pass(on_wait=on_wait, cancel=args.cancel)
+        more = flow.next_pass(on_wait=on_wait, cancel=args.cancel,
+                              validate_alongside=not args.no_validate)
         if not more:
             break
 

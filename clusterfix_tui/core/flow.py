@@ -84,6 +84,10 @@ class RepairFlow:
         self._failed_targets: set[tuple[str, str]] = set()  # (step, target) with a failure
         self._changed_in_pass = False
         self._lock = threading.Lock()
+        # the "after" validation (and node state) run alongside the last re-diagnosis of a
+        # pass: (self._mutations, session.runs, results, state) then; validate() journals it
+        # when nothing has run since
+        self._after_alongside: tuple[int, int, list[CheckResult], Any] | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -318,12 +322,16 @@ class RepairFlow:
 
     def next_pass(self, on_wait: WaitCallback | None = None,
                   on_progress: Callable[..., None] | None = None, *, start: bool = True,
-                  cancel: threading.Event | None = None) -> list[str]:
+                  cancel: threading.Event | None = None,
+                  validate_alongside: bool = False) -> list[str]:
         """After the steps of a pass: settle, re-diagnose, and return the steps another pass
         would act on (those whose fresh plan holds a default-approved mutating action that has
         not run yet; opt-ins stay the user's call).
         [] = converged (or max passes reached, or nothing changed, or a dry run). With
-        start=True (headless) the new pass begins; the wizard asks first, then start_pass()."""
+        start=True (headless) the new pass begins; the wizard asks first, then start_pass().
+        validate_alongside (headless, validate() follows at once): the "after" validation runs
+        alongside this re-diagnosis (both only read, both after the cluster settled); validate()
+        journals it when no other pass is started and nothing has run since."""
         journal = self.session.journal
         if self.dry_run or not self._changed_in_pass:
             return []
@@ -334,7 +342,11 @@ class RepairFlow:
         self.settle(on_wait, cancel)
         if cancel is not None and cancel.is_set():
             return []
-        self._rediagnose(on_progress)
+        self._after_alongside = None
+        if validate_alongside:
+            self._rediagnose_and_validate(on_progress)
+        else:
+            self._rediagnose(on_progress)
         wanted: list[str] = []
         for step in self.steps:
             try:
@@ -345,9 +357,26 @@ class RepairFlow:
             if any(a.mutating and not engine.is_opt_in(a) and action_key(step, a) not in self._ran
                    for a in plan.actions):
                 wanted.append(step)
+        if wanted:
+            self._after_alongside = None
         if wanted and start:
             self.start_pass(wanted)
         return wanted
+
+    def _rediagnose_and_validate(self, on_progress: Callable[..., None] | None) -> None:
+        import concurrent.futures
+
+        mutations, runs = self._mutations, self.session.runs
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="cfx-validate-after") as ex:
+            fut = ex.submit(self.session.validation_and_state)
+            try:
+                self._rediagnose(on_progress)
+            finally:
+                concurrent.futures.wait([fut])
+        if fut.exception() is None:
+            results, state = fut.result()
+            self._after_alongside = (mutations, runs, results, state)
 
     def start_pass(self, steps: Sequence[str]) -> int:
         self.session.pass_no += 1
@@ -367,7 +396,16 @@ class RepairFlow:
         """Settle, then the journaled "after" validation; then, when anything changed, the
         "after" diagnosis (re-using the last one if nothing changed since)."""
         self.settle(on_wait, cancel)
-        results = self.session.validate("after", on_check=on_check)
+        held, self._after_alongside = self._after_alongside, None
+        if held is not None and held[0] == self._mutations and held[1] == self.session.runs:
+            results = self.session.record_after(held[2], held[3])
+            for r in results if on_check is not None else ():
+                try:
+                    on_check(r)  # type: ignore[misc]
+                except Exception:  # noqa: BLE001, S110 - as validate() treats its callback
+                    pass
+        else:
+            results = self.session.validate("after", on_check=on_check)
         if self.changed_anything and not self.dry_run:
             try:
                 if self.stale:

@@ -536,11 +536,23 @@ class RepairSession:
     def validate(
         self, phase: str = "after", on_check: Callable[[CheckResult], None] | None = None
     ) -> list[CheckResult]:
-        if phase != "after" or self.dry_run or not self._state_before:
+        if phase != "after":
             return self.record_validation(phase, self.validation_results(on_check=on_check))
-        # the state "after" of the nodes this session changed is read alongside the "after"
-        # validation (both only read); finish() journals it unless something ran since (a
-        # workaround reverted once the validation passed, a rollback): then it reads again
+        return self.record_after(*self.validation_and_state(on_check=on_check))
+
+    @property
+    def runs(self) -> int:
+        """How many applies/rollbacks that started a command this session has run."""
+        return self._runs
+
+    def validation_and_state(self, on_check: Callable[[CheckResult], None] | None = None
+                             ) -> tuple[list[CheckResult], tuple[int, dict[str, Any]] | None]:
+        """The "after" validation's results and, when this session changed nodes, their state
+        read alongside it (both only read), as (self.runs then, state). Not journaled:
+        record_after() journals both (the state at finish(), unless something ran since: then
+        it is read again)."""
+        if self.dry_run or not self._state_before:
+            return self.validation_results(on_check=on_check), None
         from clusterfix_tui.core import nodestate
 
         runs = self._runs
@@ -553,9 +565,15 @@ class RepairSession:
                 results = self.validation_results(on_check=on_check)
             finally:
                 concurrent.futures.wait([state])
-        if state.exception() is None:
-            self._after_read = (runs, state.result())
-        return self.record_validation(phase, results)
+        return results, ((runs, state.result()) if state.exception() is None else None)
+
+    def record_after(self, results: list[CheckResult],
+                     state: tuple[int, dict[str, Any]] | None) -> list[CheckResult]:
+        """Journal the "after" validation (validation_and_state()); keep the state read with it
+        for finish()."""
+        if state is not None:
+            self._after_read = state
+        return self.record_validation("after", results)
 
     def validation_results(self, on_check: Callable[[CheckResult], None] | None = None
                            ) -> list[CheckResult]:
