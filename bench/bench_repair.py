@@ -117,6 +117,9 @@ def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
     if args.code:
         fix_env["PYTHONPATH"] = args.code
     py = [sys.executable, "-m", "clusterfix_tui"]
+    code = subprocess.run([sys.executable, "-c", "import clusterfix_tui; print(clusterfix_tui."
+                           "__file__)"], env=fix_env, cwd=str(out), capture_output=True,
+                          text=True).stdout.strip()
     t = time.monotonic()
     subprocess.run(py + ["lab", "up", "--nodes", str(args.nodes), "--faults", args.faults,
                          "--dir", lab], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -126,7 +129,8 @@ def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
         t0 = time.time()
         proc = subprocess.run(["/usr/bin/time", "-v"] + py + [
             "fix", "--yes", "--lab-dir", lab, "--journal", str(journal), "--report",
-            str(report)], env=fix_env, capture_output=True, text=True)
+            str(report)], env=fix_env, capture_output=True, text=True,
+            cwd=str(out))  # not the checkout: `python -m` puts the cwd first on sys.path
         t_end = time.time()
         load_after = load()
     finally:
@@ -137,7 +141,7 @@ def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
     events = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
     verdict = next((e.get("verdict") for e in events if e.get("type") == "session_end"), None)
     passes = max((int(e.get("pass_no") or 1) for e in events), default=1)
-    return {"wall": t_end - t0, "rc": proc.returncode, "verdict": verdict, "passes": passes,
+    return {"code": code, "wall": t_end - t0, "rc": proc.returncode, "verdict": verdict, "passes": passes,
             "lab_up": lab_up, "load": f"{load_before} -> {load_after}",
             "phases": phases(events, t0, t_end), **_time_v(proc.stderr)}
 
@@ -159,7 +163,7 @@ def main() -> int:
         print(f"start to verdict {r['wall']:.1f} s wall; our CPU {r.get('user', 0):.1f} s user + "
               f"{r.get('sys', 0):.1f} s sys; peak RSS {r.get('rss_kib', 0) / 1024:.0f} MiB; "
               f"verdict {r['verdict']} after {r['passes']} pass(es), exit {r['rc']} "
-              f"(lab up took {r['lab_up']:.0f} s, not counted)")
+              f"(lab up took {r['lab_up']:.0f} s, not counted)\nfix ran {r['code']}")
         print(f"{'phase (the interval up to the event that ends it)':<66} {'s':>6}")
         totals: dict[str, float] = {}
         for label, secs in r["phases"]:
