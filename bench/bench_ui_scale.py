@@ -18,13 +18,16 @@ Prints (nothing is asserted; the figures go into docs/performance.md):
              caused handled, the screen refreshed); the pilot's own cost is included.
 
     python3 bench/bench_ui_scale.py --nodes 1000 [--runs 3] [--page-size 100000: no paging]
+        [--profile panel,page: cProfile of the keys of those kinds, top functions printed]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -66,7 +69,8 @@ def script() -> list[tuple[str, str]]:
     return keys
 
 
-async def run_once(diag: Any, size: tuple[int, int]) -> dict[str, Any]:
+async def run_once(diag: Any, size: tuple[int, int],
+                   profiles: dict[str, cProfile.Profile] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
         app, _ = make_app(Path(tmp), host_key_nodes=())
         async with app.run_test(size=size) as pilot:
@@ -84,10 +88,15 @@ async def run_once(diag: Any, size: tuple[int, int]) -> dict[str, Any]:
             await pilot.pause()
             delays: list[tuple[str, str, float, float]] = []
             for kind, key in script():
+                prof = profiles.get(kind) if profiles is not None else None
+                if prof is not None:
+                    prof.enable()
                 k0, kc = time.perf_counter(), time.process_time()
                 await pilot.press(key)
                 await pilot.pause()
                 delays.append((kind, key, time.perf_counter() - k0, time.process_time() - kc))
+                if prof is not None:
+                    prof.disable()
             shown = {
                 "findings rows": len(screen.query_one("#findings-table", PagedTable).items),
                 "nodes": len(screen.query_one("#nodes-table", PagedTable).items),
@@ -103,7 +112,11 @@ def main() -> None:
     ap.add_argument("--size", default="120x40")
     ap.add_argument("--page-size", type=int, default=0,
                     help="rows per page (default: the wizard's); 100000 = no paging, to compare")
+    ap.add_argument("--profile", default="",
+                    help="key kinds to profile (cProfile, comma-separated: panel,page,cursor,...);"
+                         " the figures of a profiled run are inflated: compare without it")
     a = ap.parse_args()
+    profiles = {k: cProfile.Profile() for k in a.profile.split(",") if k}
     if a.page_size:
         from clusterfix_tui.ui import view
 
@@ -119,7 +132,7 @@ def main() -> None:
     per_kind: dict[str, list[tuple[float, float]]] = {}
     shown: dict[str, int] = {}
     for _ in range(a.runs):
-        res = asyncio.run(run_once(diag, (w, h)))
+        res = asyncio.run(run_once(diag, (w, h), profiles))
         firsts.append(res["first"])
         first_cpus.append(res["first_cpu"])
         for kind, _key, d, c in res["delays"]:
@@ -149,6 +162,9 @@ def main() -> None:
     except OSError:
         load = float("nan")
     print(f"load {load:.1f}, {os.cpu_count()} cores")
+    for kind, prof in profiles.items():
+        print(f"\n== profile of the {kind!r} keys (cumulative)")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ in the node, code and title. It applies to every panel's nodes.
         self._route_node: str | None = None
         self._nat_node: str | None = None
         self._shown: Any = None
+        self._info_shown: tuple[str, bool] = ("", False)  # the #table-info line's text, display
 
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
@@ -337,8 +338,12 @@ in the node, code and title. It applies to every panel's nodes.
             t = self.query_one(table, PagedTable)
             if t.pages > 1 or not self._filter.empty:
                 parts.append(t.info)
-        info.update(Text(" · ".join(parts), style="dim"))
-        info.display = bool(parts)
+        shown = (" · ".join(parts), bool(parts))
+        if shown == self._info_shown:  # a key often leaves it as it was: no re-layout then
+            return
+        self._info_shown = shown
+        info.update(Text(shown[0], style="dim"))
+        info.display = shown[1]
 
     def _show_finding(self, index: int) -> None:
         text = Text()
