@@ -160,3 +160,37 @@ def test_fold_only_what_is_identical_but_for_the_node():
     assert fold_actions(acts[:2])[0].ids_text() == "s:NODE:1"
     assert nodes_text([f"node-{i}" for i in (10, 2, 1, 3, 4, 5, 6)]) == \
         "node-1, node-2, node-3, node-4, node-5, ... (7)"
+
+
+def test_the_report_shows_the_plan_as_entries_with_every_command_on_every_node(tmp_path):
+    from clusterfix_tui.core import report
+    from clusterfix_tui.core.journal import Journal
+
+    d = _diag()
+    plan = get_step("cni_bridge").plan(d)
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.write("session_start", session_id="s", tool_version="0", user="u", host="h",
+                mode="headless", dry_run=True, cluster={"context": "c"})
+        j.write("diagnosis", phase="before", findings=[f.to_dict() for f in d.findings])
+        j.write("plan", step=plan.step, plan=plan.to_dict())
+        j.write("session_end", verdict="dry-run")
+    events, _ = report.load_journal(path)
+    md = report.render(events, "md")
+    plan_md = md[md.index("Plan as shown:"):]
+    assert plan_md.count("- **stale VTEP MAC for node-2 on 29 nodes") == 1
+    # every action: its exact command on its node (a folded row names each node)
+    runs: Counter = Counter()
+    for ln in plan_md.splitlines():
+        m = re.match(r"\s*- `[^`]+` on (each of \d+ nodes \((.*)\)|`([^`]+)`): `(.*)`$", ln)
+        if m:
+            nodes = re.findall(r"`([^`]+)`", m.group(2)) if m.group(2) else [m.group(3)]
+            runs.update((n, m.group(4)) for n in nodes)
+    assert runs == Counter((a.target, a.command) for a in plan.actions)
+    assert sum(1 for ln in plan_md.splitlines() if re.match(r"\s*- `cni_bridge:", ln)) < \
+        len(plan.actions)
+    html = report.render(events, "html")
+    assert html.count("stale VTEP MAC for node-2 on 29 nodes") == 2  # the finding, the entry
+    for a in plan.actions:
+        assert a.command.replace("&", "&amp;").replace("'", "&#x27;").replace(
+            "<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") in html

@@ -19,7 +19,7 @@ never grouped with each other.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,20 +118,20 @@ def group_findings(findings: Iterable[Finding]) -> list[FindingGroup]:
     return out
 
 
+def _finding_of(d: dict[str, Any]) -> Finding:
+    data = d.get("data")
+    return Finding(code=str(d.get("code", "")), severity=d.get("severity", "error"),
+                   node=str(d.get("node", "")), title=str(d.get("title", "")),
+                   evidence=tuple(d.get("evidence") or ()),
+                   explanation=str(d.get("explanation", "")),
+                   reference=str(d.get("reference", "")), step=d.get("step"),
+                   data=dict(data) if isinstance(data, dict) else {})
+
+
 def group_finding_dicts(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """group_findings for findings as serialised (journal, report): the groups as dicts, each
     node's finding inside its group as the very dict it was given (nothing re-serialised)."""
-    pairs: list[tuple[Finding, dict[str, Any]]] = []
-    for d in findings:
-        if not isinstance(d, dict):
-            continue
-        data = d.get("data")
-        pairs.append((Finding(code=str(d.get("code", "")), severity=d.get("severity", "error"),
-                              node=str(d.get("node", "")), title=str(d.get("title", "")),
-                              evidence=tuple(d.get("evidence") or ()),
-                              explanation=str(d.get("explanation", "")),
-                              reference=str(d.get("reference", "")), step=d.get("step"),
-                              data=dict(data) if isinstance(data, dict) else {}), d))
+    pairs = [(_finding_of(d), d) for d in findings if isinstance(d, dict)]
     given = {id(f): d for f, d in pairs}
     out = []
     for g in group_findings([f for f, _ in pairs]):
@@ -229,10 +229,10 @@ def action_signature(a: Any) -> tuple[Any, ...]:
     """Everything shown about an action but its id and node: two actions with the same
     signature on two nodes are shown once with both nodes."""
     return (a.kind, a.command, bool(a.mutating), bool(getattr(a, "opt_in", False)), a.why,
-            a.risk, _pre_cmd(a), _rb_cmd(a), getattr(a, "rollback_note", ""), _id_kind(a.id))
+            a.risk, _pre_cmd(a), _rb_cmd(a), getattr(a, "rollback_note", ""), id_kind(a.id))
 
 
-def _id_kind(action_id: str) -> str:
+def id_kind(action_id: str) -> str:
     """The last part of an action id when it says something (opt-in ids), not its number."""
     tail = action_id.rsplit(":", 1)[-1]
     return "#" if tail.isdigit() else tail
@@ -274,15 +274,17 @@ class FoldedAction:
         return ", ".join(self.ids)
 
 
-def fold_actions(actions: Iterable[Any]) -> list[FoldedAction]:
+def fold_actions(actions: Iterable[Any], key: Callable[[Any], Any] = action_signature,
+                 ) -> list[FoldedAction]:
     """Identical actions on different nodes folded into one FoldedAction, in the order of their
     first action. Every action is in exactly one fold; a fold never holds two actions of one node
-    (the same command twice on a node is shown twice: it runs twice)."""
+    (the same command twice on a node is shown twice: it runs twice). `key`: what must be
+    identical (by default everything shown about an action: action_signature)."""
     order: list[tuple[tuple[Any, ...], int]] = []
     members: dict[tuple[tuple[Any, ...], int], list[Any]] = {}
     seen: dict[tuple[Any, ...], list[set[str]]] = {}
     for a in actions:
-        sig = action_signature(a)
+        sig = key(a)
         folds = seen.setdefault(sig, [])
         i = next((k for k, targets in enumerate(folds) if a.target not in targets), len(folds))
         if i == len(folds):
@@ -292,3 +294,55 @@ def fold_actions(actions: Iterable[Any]) -> list[FoldedAction]:
         folds[i].add(a.target)
         members[(sig, i)].append(a)
     return [FoldedAction(tuple(members[k])) for k in order]
+
+
+def plan_dict_rows(plan: dict[str, Any], same: Callable[[dict[str, Any]], Any] = lambda a: None,
+                   ) -> list[dict[str, Any]]:
+    """A plan as journaled (core/record.py's plan dict: findings and actions as dicts), as the
+    report shows it: its entries (plan_entries), each {"title" (None: actions of no grouped
+    cause), "count" (nodes), "actions" (how many), "rows": [{"actions": [action dicts], "nodes",
+    "ids"}]}, a row holding the actions identical but for their node (and for `same(action)`,
+    e.g. whether it ran). Every action of the plan is in exactly one row."""
+    from types import SimpleNamespace
+
+    acts = [a for a in plan.get("actions") or () if isinstance(a, dict)]
+
+    def ns(a: dict[str, Any]) -> Any:
+        pre, rb = a.get("precondition"), a.get("rollback_command")
+        return SimpleNamespace(
+            id=str(a.get("id", "")), target=str(a.get("target", "")), kind=a.get("kind", "shell"),
+            command=str(a.get("command", "")), why=a.get("why", ""), risk=a.get("risk", ""),
+            mutating=bool(a.get("mutating", True)), opt_in=bool(a.get("opt_in", False)),
+            finding_codes=tuple(a.get("finding_codes") or ()), rollback_note=a.get("rollback_note", ""),
+            precondition=None if pre is None else SimpleNamespace(kind="", command=pre),
+            rollback=None if rb is None else SimpleNamespace(command=rb), raw=a)
+
+    wrapped = [ns(a) for a in acts]
+    by_id = {w.id: w for w in wrapped}
+    groups = group_findings(_finding_of(f) for f in plan.get("findings") or ()
+                            if isinstance(f, dict))
+    entries = plan_entries(SimpleNamespace(actions=wrapped), groups)
+    if len(by_id) != len(wrapped):  # ids not unique (a damaged journal): one entry, as listed
+        entries = [{"title": None, "group": None, "count": 0, "action_ids": []}]
+        listed: list[Any] = wrapped
+    else:
+        listed = []
+
+    def rows(ws: list[Any]) -> list[dict[str, Any]]:
+        return [{"actions": [w.raw for w in f.actions], "nodes": f.nodes, "ids": f.ids_text()}
+                for f in fold_actions(ws, key=lambda w: (action_signature(w), same(w.raw)))]
+
+    out: list[dict[str, Any]] = []
+    loose: list[Any] = list(listed)
+    for e in entries:
+        ws = [by_id[i] for i in e["action_ids"]]
+        if e["group"] is None:
+            loose.extend(ws)
+            continue
+        if loose:
+            out.append({"title": None, "count": 0, "actions": len(loose), "rows": rows(loose)})
+            loose = []
+        out.append({"title": e["title"], "count": e["count"], "actions": len(ws), "rows": rows(ws)})
+    if loose:
+        out.append({"title": None, "count": 0, "actions": len(loose), "rows": rows(loose)})
+    return out

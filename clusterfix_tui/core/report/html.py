@@ -6,6 +6,7 @@ import html
 import re
 from typing import Any
 
+from clusterfix_tui.core.group import plan_dict_rows
 from clusterfix_tui.core.model import SEVERITY_ORDER
 from clusterfix_tui.core.record import _s
 from clusterfix_tui.core.report.text import (
@@ -236,13 +237,22 @@ def _html_step(w: Any, i: int, e: dict[str, Any]) -> None:
     if p:
         w("<p>Plan as shown:</p><table><tr><th>Action</th><th>Node</th><th>Command</th>"
           "<th>Why / risk</th><th>Rollback</th></tr>")
-        for a in p["actions"]:
-            rb = (f"<code>{_h(a['rollback_command'])}</code>" if a["rollback_command"]
-                  else _h(a["rollback_note"]))
-            why = _h(a["why"]) + (f"<br><i>risk:</i> {_h(a['risk'])}" if a["risk"] else "")
-            opt = " (opt-in)" if a["opt_in"] else ""
-            w(f"<tr><td><code>{_h(a['id'])}</code>{opt}</td><td><code>{_h(a['target'])}</code></td>"
-              f"<td><code>{_h(a['command'])}</code></td><td>{why}</td><td>{rb}</td></tr>")
+        # one cause, one entry; identical actions once with every node (see markdown._md_step)
+        for entry in plan_dict_rows(p):
+            if entry["title"] is not None:
+                w(f'<tr><th colspan="5">{_h(entry["title"])}: {entry["actions"]} action(s) on '
+                  f'{entry["count"]} node(s)</th></tr>')
+            for row in entry["rows"]:
+                a = row["actions"][0]
+                rb = (f"<code>{_h(a['rollback_command'])}</code>" if a["rollback_command"]
+                      else _h(a["rollback_note"]))
+                why = _h(a["why"]) + (f"<br><i>risk:</i> {_h(a['risk'])}" if a["risk"] else "")
+                opt = " (opt-in)" if a["opt_in"] else ""
+                nodes = ", ".join(f"<code>{_h(n)}</code>" for n in row["nodes"])
+                if len(row["nodes"]) > 1:
+                    nodes = f"each of {len(row['nodes'])} nodes: {nodes}"
+                w(f"<tr><td><code>{_h(row['ids'])}</code>{opt}</td><td>{nodes}</td>"
+                  f"<td><code>{_h(a['command'])}</code></td><td>{why}</td><td>{rb}</td></tr>")
         if not p["actions"]:
             w('<tr><td colspan="5">nothing to do</td></tr>')
         w("</table>")

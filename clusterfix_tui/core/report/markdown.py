@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from clusterfix_tui.core.group import plan_dict_rows
 from clusterfix_tui.core.model import SEVERITY_ORDER
 from clusterfix_tui.core.report.text import (
     _dur,
@@ -290,19 +291,31 @@ def _md_step(L: list[str], i: int, e: dict[str, Any]) -> None:
         if not p["actions"]:
             L.append("- nothing to do")
         ran = {c["action_id"] for c in e["commands"] if not c["rollback"]}
-        for a in p["actions"]:
-            opt = " (opt-in)" if a["opt_in"] else ""
-            shown = ("ran, see Commands below" if a["id"] in ran
-                     else md_code(a["command"]) + " (not run)" if d else md_code(a["command"]))
-            L.append(f"- {md_code(a['id'])} on {md_code(a['target'])}{opt}: {shown}")
-            if a["why"]:
-                L.append(f"  - why: {md_text(a['why'])}")
-            if a["risk"]:
-                L.append(f"  - risk: {md_text(a['risk'])}")
-            if a["rollback_command"]:
-                L.append(f"  - rollback: {md_code(a['rollback_command'])}")
-            elif a["rollback_note"]:
-                L.append(f"  - rollback: {md_text(a['rollback_note'])}")
+        # one cause, one entry: the actions repairing a cause shared by many nodes under one
+        # item; actions identical but for their node once, with every node (core/group.py)
+        for entry in plan_dict_rows(p, same=lambda a: a["id"] in ran):
+            ind = ""
+            if entry["title"] is not None:
+                L.append(f"- **{md_text(entry['title'])}**: {entry['actions']} action(s) on "
+                         f"{entry['count']} node(s)")
+                ind = "  "
+            for row in entry["rows"]:
+                a = row["actions"][0]
+                opt = " (opt-in)" if a["opt_in"] else ""
+                shown = ("ran, see Commands below" if a["id"] in ran
+                         else md_code(a["command"]) + " (not run)" if d else md_code(a["command"]))
+                where = md_code(a["target"]) if len(row["actions"]) == 1 else (
+                    f"each of {len(row['nodes'])} nodes ("
+                    + ", ".join(md_code(n) for n in row["nodes"]) + ")")
+                L.append(f"{ind}- {md_code(row['ids'])} on {where}{opt}: {shown}")
+                if a["why"]:
+                    L.append(f"{ind}  - why: {md_text(a['why'])}")
+                if a["risk"]:
+                    L.append(f"{ind}  - risk: {md_text(a['risk'])}")
+                if a["rollback_command"]:
+                    L.append(f"{ind}  - rollback: {md_code(a['rollback_command'])}")
+                elif a["rollback_note"]:
+                    L.append(f"{ind}  - rollback: {md_text(a['rollback_note'])}")
         for n in p["notes"]:
             L.append(f"- note: {md_text(n)}")
     if e["commands"]:

@@ -21,6 +21,14 @@ from textual.widgets import Button, DataTable, ProgressBar, SelectionList, Stati
 from textual.widgets.selection_list import Selection
 
 from clusterfix_tui.core.fixes.engine import is_opt_in
+from clusterfix_tui.core.group import (
+    all_nodes_text,
+    fold_actions,
+    group_findings,
+    id_kind,
+    nodes_text,
+    plan_entries,
+)
 from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
@@ -45,6 +53,7 @@ change. While it runs the log streams every node's output; `c` stops between act
 | `a` | apply the ticked actions (asks first) |
 | `space` | tick / untick the highlighted action (the list of actions) |
 | `o` | tick / untick every opt-in action (workarounds; never ticked by default) |
+| `e` | expand / fold the findings that share one cause across nodes (every node's finding) |
 | `d` | dry run: show what would run, run nothing |
 | `s` | skip this step |
 | `c` | cancel a running step (between actions) |
@@ -55,6 +64,7 @@ change. While it runs the log streams every node's output; `c` stops between act
     BINDINGS = [
         Binding("a", "apply", "Apply"),
         Binding("o", "toggle_opt_in", "Opt-ins"),
+        Binding("e", "expand", "Every node"),
         Binding("d", "dry_run", "Dry run"),
         Binding("s", "skip", "Skip"),
         Binding("c", "cancel", "Cancel"),
@@ -84,6 +94,8 @@ change. While it runs the log streams every node's output; `c` stops between act
         self._rollback_plan: Any = None
         self._rollout_started: float | None = None
         self._rollout_timeout = v.ROLLOUT_TIMEOUT
+        self._expanded = False  # `e`: every node's finding under its group
+        self._groups_of: tuple[Any, bool] | None = None
 
     @property
     def plan(self) -> Any:
@@ -200,23 +212,36 @@ change. While it runs the log streams every node's output; `c` stops between act
         text.append("Findings this step answers\n", style="bold underline")
         if not plan.findings:
             text.append("  none: nothing to do\n", style="dim")
-        for f in plan.findings:
-            text.append(f"  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))
-            text.append(f"{f.node}  {f.code}\n", style="bold")
-            text.append(f"           {f.title}\n")
-            for line in f.evidence:
-                text.append("           │ ", style="dim")
-                text.append(f"{line}\n", style="yellow")
+        # one cause, one line: findings sharing a cause across nodes are one item (core/group.py)
+        groups = group_findings(plan.findings)
+        for g in groups:
+            if not g.grouped:
+                self._finding_text(text, g.findings[0])
+                continue
+            text.append(f"  {g.severity:<8} ", style=v.SEVERITY_STYLE.get(g.severity, ""))
+            text.append(f"{g.count} nodes  {g.code}\n", style="bold")
+            text.append(f"           {g.title}\n")
+            shown = all_nodes_text(g.nodes) if self._expanded else nodes_text(g.nodes)
+            text.append(f"           nodes: {shown}", style="cyan")
+            text.append("" if self._expanded else "  (e: every node's finding)", style="dim")
+            text.append("\n")
+            if self._expanded:
+                for f in g.findings:
+                    self._finding_text(text, f, indent="    ")
+            else:
+                first = g.findings[0]
+                if first.evidence:
+                    text.append(f"           evidence on {first.node}:\n", style="dim")
+                for line in first.evidence:
+                    text.append("           │ ", style="dim")
+                    text.append(f"{line}\n", style="yellow")
         if not plan.actions:
             text.append("\nActions: none\n", style="dim")
         else:
             n = len(self._selected_actions())
             text.append(f"\nActions: {n} of {len(plan.actions)} ticked, in the list below\n",
                         style="bold")
-            for a in plan.actions:
-                if a.why:
-                    text.append(f"  {a.id}: ", style="dim")
-                    text.append(f"{a.why}\n", style="italic")
+            self._why_text(text, plan, groups)
         self._list_actions(plan)
         risks = sorted({a.risk for a in plan.actions if a.risk})
         if risks or plan.notes:
@@ -227,14 +252,67 @@ change. While it runs the log streams every node's output; `c` stops between act
                 text.append(f"  • {n}\n")
         if plan.actions:
             text.append("\nRollback (Undo)\n", style="bold underline")
-            for a in plan.actions:
+            last: tuple[str, ...] | None = None
+            for fold in fold_actions(plan.actions, key=lambda a: (
+                    a.rollback.command if a.rollback is not None else None,
+                    a.rollback_note, id_kind(a.id))):
+                a = fold.first
+                if len(fold.actions) == 1:
+                    where, last = f"  {a.target}: ", None
+                else:  # the same rollback on many nodes: once, under every node it runs on
+                    if tuple(fold.nodes) != last:
+                        last = tuple(fold.nodes)
+                        text.append(f"  on each of {len(last)} nodes "
+                                    f"({all_nodes_text(last)}):\n")
+                    where = "    "
                 if a.rollback is not None:
-                    text.append(f"  {a.target}: $ {a.rollback.command}\n")
+                    text.append(f"{where}$ {a.rollback.command}\n")
                 elif a.rollback_note:
-                    text.append(f"  {a.target}: manual: {a.rollback_note}\n", style="dim")
+                    text.append(f"{where}manual: {a.rollback_note}\n", style="dim")
                 else:
-                    text.append(f"  {a.target}: no automatic rollback for {a.id}\n", style="dim")
+                    text.append(f"{where}no automatic rollback for {fold.ids_text()}\n",
+                                style="dim")
         self.query_one("#plan-text", Static).update(text)
+
+    @staticmethod
+    def _finding_text(text: Text, f: Any, indent: str = "") -> None:
+        text.append(f"{indent}  {f.severity:<8} ", style=v.SEVERITY_STYLE.get(f.severity, ""))
+        text.append(f"{f.node}  {f.code}\n", style="bold")
+        text.append(f"{indent}           {f.title}\n")
+        for line in f.evidence:
+            text.append(f"{indent}           │ ", style="dim")
+            text.append(f"{line}\n", style="yellow")
+
+    @staticmethod
+    def _why_text(text: Text, plan: Any, groups: Any) -> None:
+        """Why each action runs: as the plan's entries (the actions repairing one grouped cause
+        are one entry), the same why on several nodes once with the nodes."""
+        by_id = {a.id: a for a in plan.actions}
+
+        def whys(actions: list[Any], indent: str) -> None:
+            # the same why on several nodes once (the commands are in the list below)
+            for fold in fold_actions(actions, key=lambda a: (a.why, id_kind(a.id))):
+                a = fold.first
+                if not a.why:
+                    continue
+                text.append(f"{indent}{fold.ids_text()}", style="dim")
+                if len(fold.actions) > 1:
+                    text.append(f" on {len(fold.actions)} nodes", style="dim")
+                text.append(": ", style="dim")
+                text.append(f"{a.why}\n", style="italic")
+
+        loose: list[Any] = []
+        for e in plan_entries(plan, groups):
+            acts = [by_id[i] for i in e["action_ids"]]
+            if e["group"] is None:
+                loose.extend(acts)
+                continue
+            whys(loose, "  ")
+            loose = []
+            text.append(f"  ▸ {e['title']}: ", style="bold")
+            text.append(f"{len(acts)} action(s) on {e['count']} node(s)\n")
+            whys(acts, "    ")
+        whys(loose, "  ")
 
     def _list_actions(self, plan: Any) -> None:
         """The action list: one line per action, its node and exact command, ticked or not."""
@@ -308,6 +386,8 @@ change. While it runs the log streams every node's output; `c` stops between act
         running = self.phase == "running"
         if action in ("apply", "dry_run"):
             return self.phase == "idle" and bool(self.plan.actions)
+        if action == "expand":
+            return self._has_groups()
         if action == "toggle_opt_in":
             return self.phase == "idle" and any(is_opt_in(a) for a in self.plan.actions)
         if action == "skip":
@@ -496,14 +576,28 @@ change. While it runs the log streams every node's output; `c` stops between act
         text = Text()
         text.append(f"{verb} {len(actions)} action(s) of step {self.step}", style="bold")
         text.append(" (dry-run session: recorded, not run)\n" if self.wizard.dry_run else "\n")
-        by_node: dict[str, list[Any]] = {}
-        for a in actions:
-            by_node.setdefault(a.target, []).append(a)
-        for node, acts in by_node.items():
-            text.append(f"\non {node if node != CLUSTER else 'the cluster (API)'}:\n",
-                        style="bold cyan")
-            for a in acts:
-                text.append(f"  $ {a.command}\n")
+        folds = fold_actions(actions)
+        if any(len(f.actions) > 1 for f in folds):
+            # the same command on many nodes: once, with every node it runs on (never abbreviated)
+            last: tuple[str, ...] | None = None
+            for fold in folds:
+                nodes = tuple(fold.nodes)
+                if nodes != last:
+                    where = (nodes[0] if nodes[0] != CLUSTER else "the cluster (API)") \
+                        if len(nodes) == 1 else f"each of {len(nodes)} nodes: " \
+                        f"{all_nodes_text(nodes)}"
+                    text.append(f"\non {where}:\n", style="bold cyan")
+                    last = nodes
+                text.append(f"  $ {fold.first.command}\n")
+        else:
+            by_node: dict[str, list[Any]] = {}
+            for a in actions:
+                by_node.setdefault(a.target, []).append(a)
+            for node, acts in by_node.items():
+                text.append(f"\non {node if node != CLUSTER else 'the cluster (API)'}:\n",
+                            style="bold cyan")
+                for a in acts:
+                    text.append(f"  $ {a.command}\n")
         risks = sorted({a.risk for a in actions if a.risk})
         for r in risks:
             text.append(f"\n! {r}", style="yellow")
@@ -557,6 +651,19 @@ change. While it runs the log streams every node's output; `c` stops between act
         self.add_class("-previewed")
         self.wizard.state.previewed.add(self.step)
         self.wizard.log_event(f"{self.step}: dry run shown ({len(lines)} actions, none executed)")
+
+    def _has_groups(self) -> bool:
+        """Whether the plan shown has findings grouped (`e` has something to expand); cached per
+        plan (bindings are checked often)."""
+        plan = self.plan
+        if self._groups_of is None or self._groups_of[0] is not plan:
+            self._groups_of = (plan, any(g.grouped for g in group_findings(plan.findings)))
+        return self._groups_of[1]
+
+    def action_expand(self) -> None:
+        """Every node's finding under its group, or the groups folded again."""
+        self._expanded = not self._expanded
+        self._render_plan()
 
     def action_toggle_opt_in(self) -> None:
         opt = {a.id for a in self.plan.actions if is_opt_in(a)}
