@@ -194,3 +194,24 @@ def test_the_report_shows_the_plan_as_entries_with_every_command_on_every_node(t
     for a in plan.actions:
         assert a.command.replace("&", "&amp;").replace("'", "&#x27;").replace(
             "<", "&lt;").replace(">", "&gt;").replace('"', "&quot;") in html
+
+
+def test_validation_prints_every_failure_and_folds_the_passes_of_one_kind():
+    from clusterfix_tui.commands._common import print_checks
+    from clusterfix_tui.core.model import CheckResult
+
+    rs = [CheckResult("node-ready", f"node-{i}", True, "Ready") for i in range(1, 31)]
+    rs += [CheckResult("nodeport", f"web@node-{i}", i != 2, "10.0.0.1:30080", "iptables")
+           for i in range(1, 31)]
+    buf = io.StringIO()
+    print_checks(rs, buf)
+    lines = buf.getvalue().splitlines()
+    assert [ln for ln in lines if ln.startswith("FAIL")] == [
+        "FAIL  nodeport        web@node-2                     10.0.0.1:30080  [fix: iptables]"]
+    passes = [ln for ln in lines if ln.startswith("PASS")]
+    assert len(passes) == 2 and "30 targets" in passes[0] and "29 targets" in passes[1]
+    assert "node-1, node-2, node-3, node-4, node-5, ... (30)" in passes[0]
+    assert lines[-1] == "59/60 checks passed"
+    buf = io.StringIO()
+    print_checks(rs, buf, verbose=True)
+    assert len(buf.getvalue().splitlines()) == 61

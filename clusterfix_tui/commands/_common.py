@@ -166,11 +166,36 @@ def ask(question: str, inp: TextIO | None = None, out: TextIO | None = None) -> 
         out.write("  answer y (run), s (skip this step) or n (stop here)\n")
 
 
-def print_checks(results: list[Any], out: TextIO = sys.stdout) -> None:
-    """Validation results, one line each, then the count (validate and fix print the same)."""
-    for r in results:
+def print_checks(results: list[Any], out: TextIO = sys.stdout, verbose: bool = False) -> None:
+    """Validation results, then the count (validate and fix print the same). One line per
+    failing check; passing checks of one kind on many targets are one line, their targets
+    counted (`verbose`: one line per check). A failing check is never folded into a pass."""
+    from clusterfix_tui.core.group import nodes_text
+
+    def line(r: Any) -> str:
         mark = "PASS" if r.passed else "FAIL"
         hint = f"  [fix: {r.fix_step}]" if (not r.passed and r.fix_step) else ""
-        _say(f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}", out)  # redacted
+        return f"{mark}  {r.name:<15} {r.target:<30} {r.detail}{hint}"
+
+    passed: dict[str, list[Any]] = {}
+    order: list[Any] = []  # a failing result, or the name of a kind of passing check
+    for r in results:
+        if r.passed and not verbose:
+            if r.name not in passed:
+                passed[r.name] = []
+                order.append(r.name)
+            passed[r.name].append(r)
+        else:
+            order.append(r)
+    for item in order:
+        if not isinstance(item, str):
+            _say(line(item), out)  # redacted
+            continue
+        rs = passed[item]
+        if len(rs) == 1:
+            _say(line(rs[0]), out)
+        else:
+            _say(f"PASS  {item:<15} {f'{len(rs)} targets':<30} "
+                 f"{nodes_text([r.target for r in rs])} (each: --verbose)", out)
     bad = sum(1 for r in results if not r.passed)
     _say(f"{len(results) - bad}/{len(results)} checks passed", out)

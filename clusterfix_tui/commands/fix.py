@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
         verdict = flow.finish(aborted=True)
         _out(f"\nstopped by a signal during validation; verdict: {verdict}", sys.stderr)
         return EXIT_INTERRUPTED
-    print_human(results)
+    print_human(results, verbose=bool(getattr(args, "verbose", False)))
     verdict = flow.finish()
     record = flow.record()
     passes = record.passes

@@ -19,6 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML file")
     parser.add_argument("--journal", metavar="PATH", help="append a validation event to this journal")
     parser.add_argument("--timeout", type=float, default=3.0, help="per-probe timeout (s)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="one line per check (by default the passing checks of one kind are "
+                             "one line, their targets counted; every failing check has its own)")
 
 
 def junit_xml(results: list[Any]) -> str:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                               "results": [r.to_dict() for r in results]}), sys.stdout, indent=2)
         print()
     else:
-        print_checks(results)
+        print_checks(results, verbose=bool(getattr(args, "verbose", False)))
     if args.junit:
         try:
             write_private(args.junit, redact(junit_xml(results)))
