@@ -295,10 +295,8 @@ change. While it runs the log streams every node's output; `c` stops between act
                 a = fold.first
                 if not a.why:
                     continue
-                text.append(f"{indent}{fold.ids_text()}", style="dim")
-                if len(fold.actions) > 1:
-                    text.append(f" on {len(fold.actions)} nodes", style="dim")
-                text.append(": ", style="dim")
+                many = f" on {len(fold.actions)} nodes" if len(fold.actions) > 1 else ""
+                text.append(f"{indent}{fold.ids_text()}{many}: ", style="dim")
                 text.append(f"{a.why}\n", style="italic")
 
         loose: list[Any] = []
