@@ -215,3 +215,23 @@ def test_validation_prints_every_failure_and_folds_the_passes_of_one_kind():
     buf = io.StringIO()
     print_checks(rs, buf, verbose=True)
     assert len(buf.getvalue().splitlines()) == 61
+
+
+def test_an_action_that_also_answers_a_finding_of_no_group_is_an_entry_of_its_own():
+    from types import SimpleNamespace
+
+    from clusterfix_tui.core.group import group_findings, plan_entries
+    from clusterfix_tui.core.model import Finding
+
+    def f(code, node, title):
+        return Finding(code=code, severity="error", node=node, title=title, step="cni_bridge")
+
+    findings = [f("X_OFF", f"n{i}", "x is off") for i in (1, 2, 3)]
+    findings.append(f("SUBNET", "n1", "stale subnet"))
+    acts = [_a("s:n1:1", "n1", "fix x"), _a("s:n2:1", "n2", "fix x"), _a("s:n3:1", "n3", "fix x"),
+            _a("s:n1:2", "n1", "restart")]
+    acts = [SimpleNamespace(**{**a.__dict__, "finding_codes": codes}) for a, codes in
+            zip(acts, [("X_OFF",), ("X_OFF",), ("X_OFF",), ("X_OFF", "SUBNET")], strict=True)]
+    entries = plan_entries(SimpleNamespace(actions=acts), group_findings(findings))
+    assert [(e["group"] is not None, e["action_ids"]) for e in entries] == [
+        (True, ["s:n1:1", "s:n2:1", "s:n3:1"]), (False, ["s:n1:2"])]

@@ -131,17 +131,25 @@ def print_plan(plan: Any, dest: TextIO = sys.stdout, verbose: bool = False) -> N
 
     loose: list[Any] = []  # consecutive actions of no grouped cause, folded together
     shown = 0
+    grouped = False
+
+    def show_loose() -> None:
+        if loose and grouped:  # after a group's entry: say these are not part of it
+            out(f"  -- other action(s): {len(loose)}", dest)
+        show(loose)
+
     for e in entries:
         acts = [by_id[i] for i in e["action_ids"]]
         shown += len(acts)
         if e["group"] is None:
             loose.extend(acts)
             continue
-        show(loose)
+        show_loose()
         loose = []
+        grouped = True
         out(f"  -- {e['title']}: {len(acts)} action(s) on {e['count']} node(s)", dest)
         show(acts)
-    show(loose)
+    show_loose()
     if shown != len(plan.actions):  # plan_entries lists every action once; never print less
         show([a for a in plan.actions if a.id not in {i for e in entries for i in e["action_ids"]}])
 

@@ -162,10 +162,16 @@ def plan_entries(plan: Any, groups: Sequence[FindingGroup]) -> list[dict[str, An
             continue
         for f in g.findings:
             by_node_code.setdefault((f.node, f.code), []).append((g, f))
+    # an action that also answers a finding of no group on its node (a flannel restart for a
+    # stale subnet and a stale VTEP) is an entry of its own, not folded into the group's
+    alone = {(f.node, f.code) for g in groups if not g.grouped for f in g.findings}
     entries: list[dict[str, Any]] = []
     by_group: dict[str, dict[str, Any]] = {}
     for a in getattr(plan, "actions", ()) or ():
-        cands = [c for code in (a.finding_codes or ()) for c in by_node_code.get((a.target, code), ())]
+        codes = a.finding_codes or ()
+        cands = [c for code in codes for c in by_node_code.get((a.target, code), ())]
+        if any((a.target, code) in alone for code in codes):
+            cands = []
         chosen: FindingGroup | None = None
         if len(cands) == 1:
             chosen = cands[0][0]
