@@ -29,8 +29,8 @@ def test_the_command_line_stays_small_whatever_the_cluster_size() -> None:
         loader_command("a b")
 
 
-def test_two_thousand_peers_are_read_through_stdin() -> None:
-    peers = [f"10.{i // 250}.{i % 250}.7" for i in range(2000)]
+def test_three_thousand_peers_are_read_through_stdin() -> None:
+    peers = [f"10.{i // 250}.{i % 250}.7" for i in range(3000)]
     nonce = new_nonce()
     script = build_facts_script(peers, nonce=nonce)
     assert len(script) > ARG_MAX_STRLEN  # as one `sh -c` argument this could not be exec'd
@@ -38,7 +38,7 @@ def test_two_thousand_peers_are_read_through_stdin() -> None:
     assert res.ok, res.stderr[-500:]
     facts = parse_facts("here", res.stdout, nonce)
     assert facts.complete and not facts.parse_errors
-    assert len(facts.route_get) == 2000
+    assert len(facts.route_get) == 3000
     assert all(v is not None for v in facts.route_get.values())
 
 

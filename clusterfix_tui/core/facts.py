@@ -136,9 +136,10 @@ export LC_ALL=C PATH
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/cfx.$$; mkdir -m 700 "$T" || exit 97; }
 trap 'rm -rf "$T"' EXIT
 cfx_hex() { printf %s "$1" | od -An -v -tx1 | tr -d ' \n'; }
+# (an empty or absent file prints nothing: no `cat` process for it)
 cfx_emit() {
-  printf '@@CFX %s BEGIN %s\n' "$N" "$1"; cat "$T/o" 2>/dev/null
-  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; cat "$T/e" 2>/dev/null
+  printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/o" ]; then cat "$T/o" 2>/dev/null; fi
+  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e" 2>/dev/null; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
 }
 cfx_sh() {
@@ -154,6 +155,23 @@ cfx_sh() {
     [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
   else
     ( eval "$1" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  fi
+  printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
+}
+# a simple command (no shell syntax: name, tool, then its argv): run under its deadline directly,
+# without a `sh -c` between (one process less per section); same stdout, stderr and rc
+cfx_x() {
+  cfx_n=$1; cfx_tool=$2; shift 2
+  if ! command -v "$cfx_tool" >/dev/null 2>&1; then
+    : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
+  fi
+  printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
+  if [ -n "$cfx_sto" ]; then
+    $cfx_sto "$@" 2>"$T/e" </dev/null; cfx_rc=$?
+    [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
+  else
+    ( "$@" ) 2>"$T/e" </dev/null; cfx_rc=$?
   fi
   printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
@@ -196,14 +214,16 @@ cfx_file() {
 }
 """
 
+# a sysctl file holds one line: read by the shell itself (no `cat`, no subshell per sysctl), and
+# printed straight into its section
 _SYSCTL_PART = r"""
-: >"$T/e"; : >"$T/o"
+printf '@@CFX %s BEGIN sysctl\n' "$N"
 for cfx_kv in __SYSCTLS__; do
   cfx_k=${cfx_kv%%=*}; cfx_p=${cfx_kv#*=}
-  if [ -r "$cfx_p" ]; then printf '%s=%s\n' "$cfx_k" "$(cat "$cfx_p")" >>"$T/o"
-  else printf '%s!missing\n' "$cfx_k" >>"$T/o"; fi
+  if [ -r "$cfx_p" ]; then cfx_v=; IFS= read -r cfx_v <"$cfx_p"; printf '%s=%s\n' "$cfx_k" "$cfx_v"
+  else printf '%s!missing\n' "$cfx_k"; fi
 done
-cfx_emit sysctl 0
+printf '\n@@CFX %s ERR sysctl\n\n@@CFX %s END sysctl rc=0\n' "$N" "$N"
 """
 
 _FILES_PART = r"""
@@ -221,8 +241,8 @@ for cfx_f in __KUBECONFIGS__; do
 done
 if [ -n "$cfx_kpid" ]; then
   wait "$cfx_kpid"; cfx_rc=$?  # started at the top (it is the slowest fact): its result here
-  printf '@@CFX %s BEGIN %s\n' "$N" kubectl_get_nodes; cat "$T/ko"
-  printf '\n@@CFX %s ERR %s\n' "$N" kubectl_get_nodes; cat "$T/ke"
+  printf '@@CFX %s BEGIN %s\n' "$N" kubectl_get_nodes; if [ -s "$T/ko" ]; then cat "$T/ko"; fi
+  printf '\n@@CFX %s ERR %s\n' "$N" kubectl_get_nodes; if [ -s "$T/ke" ]; then cat "$T/ke"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" kubectl_get_nodes "$cfx_rc"
 else
   : >"$T/o"; echo "cfx: kubectl: command not found" >"$T/e"; cfx_emit kubectl_get_nodes 127
@@ -232,7 +252,8 @@ fi
 # Only when iptables-nft says a table is incompatible: which chains, and their nft rules (handles).
 _INCOMPAT_PART = r"""
 if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; then
-  for cfx_t in nat filter mangle; do
+  for cfx_th in nat:6e6174 filter:66696c746572 mangle:6d616e676c65; do
+    cfx_t=${cfx_th%%:*}; cfx_h=${cfx_th#*:}
     iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 && continue
     nft list table ip "$cfx_t" >/dev/null 2>&1 || continue
     : >"$T/o"; : >"$T/e"; cfx_i=0
@@ -243,9 +264,9 @@ if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; th
         printf '%s\n' "$cfx_c" >>"$T/o"
       fi
     done
-    cfx_emit "incompatible_chains $(cfx_hex "$cfx_t")" 0
+    cfx_emit "incompatible_chains $cfx_h" 0
     nft -a list table ip "$cfx_t" >"$T/o" 2>"$T/e"
-    cfx_emit "nft_table_text $(cfx_hex "$cfx_t")" $?
+    cfx_emit "nft_table_text $cfx_h" $?
   done
 fi
 """
@@ -254,19 +275,22 @@ fi
 # Shape facts: which binaries exist, which paths exist, the old single-binary iptables (< 1.8 has
 # no -legacy/-nft variants: its iptables-save is the only view), k3s/RKE2 CNI dirs.
 _SHAPE_PART = r"""
-: >"$T/o"; : >"$T/e"
+printf '@@CFX %s BEGIN binaries\n' "$N"
 for cfx_b in __BINARIES__; do
-  cfx_p=$(command -v "$cfx_b" 2>/dev/null) && printf '%s=%s\n' "$cfx_b" "$cfx_p" >>"$T/o"
+  # `command -v` into a file and `read` back: the path without a subshell per binary
+  if command -v "$cfx_b" >"$T/c" 2>/dev/null; then
+    cfx_p=; IFS= read -r cfx_p <"$T/c"; printf '%s=%s\n' "$cfx_b" "$cfx_p"
+  fi
 done
-cfx_emit binaries 0
-: >"$T/o"; : >"$T/e"
+printf '\n@@CFX %s ERR binaries\n\n@@CFX %s END binaries rc=0\n' "$N" "$N"
+printf '@@CFX %s BEGIN paths\n' "$N"
 for cfx_f in __PATHS__; do
-  [ -e "$cfx_f" ] && printf '%s\n' "$cfx_f" >>"$T/o"
+  [ -e "$cfx_f" ] && printf '%s\n' "$cfx_f"
 done
-cfx_emit paths 0
+printf '\n@@CFX %s ERR paths\n\n@@CFX %s END paths rc=0\n' "$N" "$N"
 if ! command -v iptables-legacy-save >/dev/null 2>&1 && ! command -v iptables-nft-save >/dev/null 2>&1; then
-  cfx_sh iptables_save iptables-save 'iptables-save'
-  cfx_sh ip6tables_save ip6tables-save 'ip6tables-save'
+  cfx_x iptables_save iptables-save iptables-save
+  cfx_x ip6tables_save ip6tables-save ip6tables-save
 fi
 for cfx_d in __CNIDIRS__; do
   [ -d "$cfx_d" ] || continue
@@ -281,6 +305,44 @@ for cfx_f in __FLANNELCONF__; do
   head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
   cfx_emit "flannel_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
 done
+"""
+
+
+# Every peer's `ip -j route get ADDR` in ONE `ip -batch` (one process, not one per peer), split
+# back into the same per-peer `route_get <hex>` sections by awk: the answers are one JSON line per
+# lookup that succeeded, in order; a lookup that failed prints nothing on stdout and
+# "Command failed -:<line>" on stderr. Used only when it adds up exactly: every stdout line one
+# JSON array, as many lines as lookups that did not fail, stderr ending on a "Command failed"
+# line, awk's own exit status 0. Every lookup that failed, and every lookup when it does not add
+# up (no awk, an `ip` without -j/-force/-batch, busybox), runs alone, as before: its section holds
+# that lookup's own stdout, stderr and exit status.
+_ROUTE_AWK = (
+    r'FILENAME == ARGV[1] { if ($0 ~ /^Command failed -:[0-9]+$/) { k = substr($0, 18) + 0;'
+    r' if (!(k in bad)) nb++; bad[k] = 1; tail = 0 } else tail = 1; next }'
+    r' FILENAME == ARGV[2] { na++; hx[na] = $1; ad[na] = $2; next }'
+    r' { no++; line[no] = $0; if ($0 !~ /^\[.*\]$/) odd = 1 }'
+    r' END { ok = (!tail && !odd && no == na - nb); for (k in bad) if (k < 1 || k > na) ok = 0;'
+    r' j = 0; for (i = 1; i <= na; i++) { if (ok && !(i in bad)) { j++;'
+    r' printf "%s %s BEGIN route_get %s\n%s\n\n%s %s ERR route_get %s\n\n%s %s END route_get %s'
+    r' rc=0\n", m, n, hx[i], line[j], m, n, hx[i], m, n, hx[i] > s }'
+    r' else print hx[i] " " ad[i] > f } }'
+)
+_ROUTES_PART = r"""
+printf 'route get %s\n' __ADDRS__ >"$T/rq"
+printf '%s %s\n' __HEXADDRS__ >"$T/rl"
+cfx_rf="$T/rl"
+if command -v ip >/dev/null 2>&1 && command -v awk >/dev/null 2>&1; then
+  ip -j -force -batch - <"$T/rq" >"$T/ro" 2>"$T/re"
+  : >"$T/rs"; : >"$T/rf"
+  if awk -v m=__MARK__ -v n="$N" -v s="$T/rs" -v f="$T/rf" __AWK__ "$T/re" "$T/rl" "$T/ro" </dev/null 2>/dev/null
+  then cfx_rf="$T/rf"; if [ -s "$T/rs" ]; then cat "$T/rs"; fi; fi
+fi
+while read -r cfx_h cfx_a; do
+  printf '@@CFX %s BEGIN route_get %s\n' "$N" "$cfx_h"
+  ( ip -j route get "$cfx_a" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  printf '\n@@CFX %s ERR route_get %s\n' "$N" "$cfx_h"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END route_get %s rc=%s\n' "$N" "$cfx_h" "$cfx_rc"
+done <"$cfx_rf"
 """
 
 
@@ -306,15 +368,17 @@ for cfx_ip in __PROBES__; do
   ( cfx_probe "$cfx_ip" >"$T/p$cfx_pi" 2>&1 </dev/null; echo $? >"$T/p$cfx_pi.rc" ) &
 done
 """
+# the probes' hex arguments are computed here (no od|tr pipeline per marker), their rc files read
+# by the shell
 _PROBE_END = r"""
 wait
 cfx_pi=0
-for cfx_ip in __PROBES__; do
+for cfx_h in __PROBEHEX__; do
   cfx_pi=$((cfx_pi+1))
-  printf '@@CFX %s BEGIN vxlan_probe %s\n' "$N" "$(cfx_hex "$cfx_ip")"; cat "$T/p$cfx_pi" 2>/dev/null
-  printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$(cfx_hex "$cfx_ip")"
-  cfx_prc=$(cat "$T/p$cfx_pi.rc" 2>/dev/null || echo 124)
-  printf '\n@@CFX %s END vxlan_probe %s rc=%s\n' "$N" "$(cfx_hex "$cfx_ip")" "$cfx_prc"
+  printf '@@CFX %s BEGIN vxlan_probe %s\n' "$N" "$cfx_h"; cat "$T/p$cfx_pi" 2>/dev/null
+  printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$cfx_h"
+  if [ -e "$T/p$cfx_pi.rc" ]; then cfx_prc=; IFS= read -r cfx_prc <"$T/p$cfx_pi.rc"; else cfx_prc=124; fi
+  printf '\n@@CFX %s END vxlan_probe %s rc=%s\n' "$N" "$cfx_h" "$cfx_prc"
 done
 """
 
@@ -354,40 +418,84 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     """The one script that prints every fact. `nonce` defaults to a fresh random one; read it back
     with `script_nonce(script)` (or pass your own and keep it). `skip` names fixed sections the
     caller reads another way (the local node's links/addresses/routes come from netlink)."""
+    return "\n".join(text for _label, text in script_parts(peer_pod_ips, nonce, skip, vxlan_probes))
+
+
+# a command made of these characters only has no shell syntax: split on spaces, it is its argv
+_SIMPLE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._/:=,+-")
+
+
+def _section_call(name: str, tool: str, cmd: str) -> str:
+    """The script line of one fixed section: a simple command runs directly under its deadline
+    (cfx_x), anything with shell syntax through `sh -c` (cfx_sh)."""
+    if set(cmd) <= _SIMPLE:
+        return f"cfx_x {name} {shlex.quote(tool)} {cmd}"
+    return f"cfx_sh {name} {shlex.quote(tool)} {shlex.quote(cmd)}"
+
+
+# sections whose command needs a value the shell can know without a process: the kernel release
+# (/proc/sys/kernel/osrelease is what `uname -r` prints) and the iptables on PATH
+_SPECIAL_CALLS = {
+    "lib_modules": ('if { IFS= read -r cfx_rel </proc/sys/kernel/osrelease; } 2>/dev/null && [ -n "$cfx_rel" ]; '
+                    'then cfx_x lib_modules ls ls -d "/lib/modules/$cfx_rel"; else {old}; fi'),
+    "iptables_link": ('if command -v iptables >"$T/c" 2>/dev/null && IFS= read -r cfx_ipt <"$T/c" && '
+                      '[ -n "$cfx_ipt" ]; then cfx_x iptables_link iptables readlink -f "$cfx_ipt"; '
+                      'else {old}; fi'),
+}
+
+
+def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
+                 skip: tuple[str, ...] | frozenset[str] = (),
+                 vxlan_probes: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """build_facts_script's pieces in order, each with a label (what bench/bench_node_cpu.py
+    times apart on a node); joined with newlines they are the script."""
     nonce = nonce or new_nonce()
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
-    out = [_PRELUDE.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
-           .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))]
-    probes = " ".join(shlex.quote(str(ipaddress.ip_address(str(ip).strip())))
-                      for ip in vxlan_probes)  # raises on anything not an IP
+    out = [("prelude", _PRELUDE.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
+            .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT))))]
+    probe_ips = [str(ipaddress.ip_address(str(ip).strip())) for ip in vxlan_probes]  # raises on non-IPs
+    probes = " ".join(shlex.quote(ip) for ip in probe_ips)
     if probes:
-        out.append(_PROBE_START.replace("__PROBES__", probes))
+        out.append(("vxlan_probe start", _PROBE_START.replace("__PROBES__", probes)))
     for name, cmd in _SECTIONS:
         if name in skip:
             continue
         tool = cmd.split()[0]
         if tool == "readlink" and "command -v" in cmd:
             tool = "iptables"
-        out.append(f"cfx_sh {name} {shlex.quote(tool)} {shlex.quote(cmd)}")
+        call = _section_call(name, tool, cmd)
+        if name in _SPECIAL_CALLS:
+            call = _SPECIAL_CALLS[name].replace("{old}", call)
+        out.append((name, call))
+    batch: list[str] = []
     for ip in peer_pod_ips:
         addr = str(ipaddress.ip_address(str(ip).strip()))  # raises on anything not an IP
-        cmd = f"ip -j route get {shlex.quote(addr)}"
-        out.append(f"cfx_shq {shlex.quote('route_get ' + addr.encode().hex())} ip {shlex.quote(cmd)}")
+        if "%" in addr:  # a scoped IPv6 address (never a pod IP): on its own, quoted, as before
+            cmd = f"ip -j route get {shlex.quote(addr)}"
+            out.append(("route_get", f"cfx_shq {shlex.quote('route_get ' + addr.encode().hex())} ip "
+                                     f"{shlex.quote(cmd)}"))
+        else:
+            batch.append(addr)
+    if batch:
+        out.append(("route_get", _ROUTES_PART.replace("__ADDRS__", " ".join(batch))
+                    .replace("__HEXADDRS__", " ".join(f"{a.encode().hex()} {a}" for a in batch))
+                    .replace("__MARK__", shlex.quote(MARK)).replace("__AWK__", shlex.quote(_ROUTE_AWK))))
     sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
-    out.append(_SYSCTL_PART.replace("__SYSCTLS__", sysctls))
-    out.append(_FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS)))
-    out.append(_INCOMPAT_PART)
+    out.append(("sysctl", _SYSCTL_PART.replace("__SYSCTLS__", sysctls)))
+    out.append(("files + kubectl", _FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS))))
+    out.append(("incompatible", _INCOMPAT_PART))
     for name, cmd in SHAPE_SECTIONS:
-        out.append(f"cfx_sh {name} {shlex.quote(cmd.split()[0])} {shlex.quote(cmd)}")
-    out.append(_SHAPE_PART.replace("__BINARIES__", " ".join(IPTABLES_BINARIES))
-               .replace("__PATHS__", " ".join(SHAPE_PATHS))
-               .replace("__CNIDIRS__", " ".join(EXTRA_CNI_DIRS))
-               .replace("__FLANNELCONF__", " ".join(EMBEDDED_FLANNEL_CONF)))
+        out.append((name, _section_call(name, cmd.split()[0], cmd)))
+    out.append(("shape", _SHAPE_PART.replace("__BINARIES__", " ".join(IPTABLES_BINARIES))
+                .replace("__PATHS__", " ".join(SHAPE_PATHS))
+                .replace("__CNIDIRS__", " ".join(EXTRA_CNI_DIRS))
+                .replace("__FLANNELCONF__", " ".join(EMBEDDED_FLANNEL_CONF))))
     if probes:
-        out.append(_PROBE_END.replace("__PROBES__", probes))
-    out.append(f"printf '{MARK} %s DONE\\n' \"$N\"\n")
-    return "\n".join(out)
+        out.append(("vxlan_probe end", _PROBE_END.replace(
+            "__PROBEHEX__", " ".join(ip.encode().hex() for ip in probe_ips))))
+    out.append(("done", f"printf '{MARK} %s DONE\\n' \"$N\"\n"))
+    return out
 
 
 def script_nonce(script: str) -> str:

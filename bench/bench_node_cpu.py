@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark: the CPU one facts script costs ON A NODE (issue #17 item 2), old against new.
+
+"old" is the script as it was before the node-CPU pass (tests/facts_script_v1.py, kept verbatim);
+"new" is core/facts.py's. Both ask for the same facts (tests/test_facts_same.py compares them).
+Each run executes the script inside a lab node (its mount, UTS and network namespaces, as its
+sshd does; no SSH in the figure) and reads the node shell's `times` before and after it: user +
+sys of the script and every process it started. Peers are the route lookups (`ip -j route get`)
+one node makes, one per peer node: the first is the real pod IP of each other lab node, the rest
+synthetic addresses inside the other nodes' podCIDRs (they route like real pods' addresses).
+The VXLAN probes are the lab's (every peer's flannel.1, at most 8, as diagnose() sends them).
+
+Prints, per peer count: median CPU of old and new over --runs runs (alternated), the ratio, and
+the load average. --profile also prints where one script's CPU goes, part by part (the label of
+each part is core/facts.script_parts'), as the mean over --profile-runs runs (`times` counts in
+10 ms ticks: one run says little, the mean over many does).
+
+Not part of the test suite. Run as root (the lab needs network namespaces):
+
+    python3 bench/bench_node_cpu.py --peers 1,30,100 --runs 7 --profile
+    python3 bench/bench_node_cpu.py --lab-dir /tmp/some-lab     # an existing lab, left up
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from clusterfix_tui.core import facts as F
+from clusterfix_tui.core.checks.underlay import probe_targets
+from clusterfix_tui.core.snapshot import build_snapshot
+from clusterfix_tui.lab import cluster
+from clusterfix_tui.lab import nodes as N
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+try:
+    import facts_script_v1 as OLD  # the script before the node-CPU pass
+except ImportError:  # pragma: no cover - a checkout without tests/
+    OLD = None
+
+TIMES = re.compile(r"(\d+)m([\d.]+)s")
+
+
+def _secs(text: str) -> list[float]:
+    return [int(m) * 60 + float(s) for m, s in TIMES.findall(text)]
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_on_node(init_pid: int, script: str) -> tuple[float, str]:
+    """CPU seconds (user + sys, the script and its children) of one run, and its stdout."""
+    wrapper = ('f=$(mktemp) && cat >"$f" || exit 97\n'
+               'times >"$f.t0"\n'
+               'sh "$f" </dev/null >"$f.out" 2>/dev/null\n'
+               'times >"$f.t1"\n'
+               'cat "$f.t0"; echo @@; cat "$f.t1"; echo @@; cat "$f.out"; rm -f "$f" "$f.t0" "$f.t1" "$f.out"')
+    r = N.node_exec(init_pid, wrapper, input=script, timeout=300)
+    t0, t1, out = r.stdout.split("@@\n", 2)
+    a, b = _secs(t0), _secs(t1)
+    # `times`: the shell's user and sys, then its children's user and sys
+    return (b[2] + b[3]) - (a[2] + a[3]), out
+
+
+def peer_addresses(lab: cluster.LabHandle, me: str, count: int) -> tuple[list[str], list[str]]:
+    """`count` addresses the node would look up: each other node's first pod IP, then synthetic
+    hosts inside the other nodes' podCIDRs (round robin)."""
+    from clusterfix_tui.runtime import build_runtime
+
+    with build_runtime(lab_dir=str(lab.dir)) as rt:
+        snap = build_snapshot(rt.api)
+    real = [ip for n, ips in sorted(snap.pod_ips_by_node().items()) if n != me for ip in sorted(ips)[:1]]
+    cidrs = [ipaddress.ip_network(i.pod_cidr) for n, i in sorted(snap.nodes.items())
+             if n != me and getattr(i, "pod_cidr", None)]
+    out = list(real[:count])
+    host = 200
+    while len(out) < count and cidrs:
+        for net in cidrs:
+            if len(out) >= count:
+                break
+            out.append(str(net.network_address + host))
+        host -= 1
+    return out, probe_targets(snap, me)
+
+
+def profile(init_pid: int, parts: list[tuple[str, str]], runs: int) -> list[tuple[str, float]]:
+    """Mean CPU per part: `times` between the parts (children + shell)."""
+    mark = 'cfx_T() { times >>"$T/../cfx-prof-$N"; echo "@@T $1" >>"$T/../cfx-prof-$N"; }'
+    body = [parts[0][1], mark]
+    for label, text in parts[1:]:
+        body.append(text)
+        body.append(f"cfx_T {shlex.quote(label)}")
+    script = "\n".join(body)
+    nonce = F.script_nonce(script)
+    acc: dict[str, list[float]] = {}
+    for _ in range(runs):
+        wrapper = (f'rm -f /tmp/cfx-prof-{nonce}; sh -c {shlex.quote(script)} >/dev/null 2>&1 </dev/null; '
+                   f'cat /tmp/cfx-prof-{nonce}; rm -f /tmp/cfx-prof-{nonce}')
+        out = N.node_exec(init_pid, wrapper, timeout=300).stdout
+        last = 0.0
+        for chunk, label in re.findall(r"((?:.*\n){2})@@T (.*)\n", out):
+            v = _secs(chunk)
+            tot = sum(v)
+            acc.setdefault(label, []).append(tot - last)
+            last = tot
+    return [(k, statistics.mean(v)) for k, v in acc.items()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peers", default="1,30,100")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--nodes", type=int, default=3, help="lab size when the bench brings one up")
+    ap.add_argument("--lab-dir", default=None, help="use this running lab (left up)")
+    ap.add_argument("--node", default="node-1")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile-runs", type=int, default=20)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (the lab needs network namespaces)")
+    own = args.lab_dir is None
+    lab_dir = args.lab_dir or tempfile.mkdtemp(prefix="cfx-nodecpu-")
+    lab = cluster.up(lab_dir, nodes=args.nodes, faults="none") if own else cluster.LabHandle(lab_dir)
+    try:
+        pid = lab.node(args.node)["init_pid"]
+        counts = [int(x) for x in args.peers.split(",") if x]
+        print(f"node {args.node} of a {len(lab.nodes)}-node lab; load {load()}; runs {args.runs}")
+        print(f"{'peers':>5} {'old cpu':>9} {'new cpu':>9} {'new/old':>7}  load")
+        for count in counts:
+            peers, probes = peer_addresses(lab, args.node, count)
+            res: dict[str, list[float]] = {"old": [], "new": []}
+            for _ in range(args.runs):
+                for tag, mod in (("old", OLD), ("new", F)):
+                    if mod is None:
+                        continue
+                    nonce = F.new_nonce()
+                    cpu, out = run_on_node(pid, mod.build_facts_script(peers, nonce=nonce, vxlan_probes=probes))
+                    facts = F.parse_facts(args.node, out, nonce)
+                    if not facts.complete or len(facts.route_get) != len(peers):
+                        raise SystemExit(f"{tag}: incomplete facts ({facts.parse_errors[:3]})")
+                    res[tag].append(cpu)
+            old = statistics.median(res["old"]) if res["old"] else float("nan")
+            new = statistics.median(res["new"])
+            print(f"{count:5d} {old:8.3f}s {new:8.3f}s {new / old:7.2f}  {load()}   "
+                  f"(old {sorted(round(x, 2) for x in res['old'])}, new {sorted(round(x, 2) for x in res['new'])})")
+        if args.profile:
+            peers, probes = peer_addresses(lab, args.node, counts[0] if counts else 2)
+            for tag, mod in (("old", OLD), ("new", F)):
+                if mod is None:
+                    continue
+                parts = mod.script_parts(peers, None, (), probes)
+                rows = profile(pid, parts, args.profile_runs)
+                total = sum(v for _k, v in rows)
+                print(f"\n{tag}: CPU per part, mean of {args.profile_runs} runs, {len(peers)} peers, "
+                      f"{len(probes)} probes (total {total * 1000:.0f} ms; load {load()})")
+                for k, v in sorted(rows, key=lambda kv: -kv[1]):
+                    if v >= 0.0005:
+                        print(f"  {v * 1000:7.1f} ms  {k}")
+    finally:
+        if own:
+            cluster.down(lab_dir)
+
+
+if __name__ == "__main__":
+    main()
