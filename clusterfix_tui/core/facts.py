@@ -135,7 +135,16 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C PATH
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/cfx.$$; mkdir -m 700 "$T" || exit 97; }
 trap 'rm -rf "$T"' EXIT
-cfx_hex() { printf %s "$1" | od -An -v -tx1 | tr -d ' \n'; }
+# the hex of every argument with ONE od for all (not one pipeline per name): each name ends with
+# a NUL byte (no name holds one), od's bytes one per line, a NUL becomes "|". cfx_nexthex takes
+# them back in order into cfx_h.
+cfx_hexs() {
+  cfx_hx=
+  if [ $# -gt 0 ]; then
+    cfx_hx=$(printf '%s\0' "$@" | od -An -v -tx1 | tr -s ' \n' '\n\n' | sed 's/^00$/|/' | tr -d '\n')
+  fi
+}
+cfx_nexthex() { cfx_h=${cfx_hx%%|*}; cfx_hx=${cfx_hx#*|}; }
 # (an empty or absent file prints nothing: no `cat` process for it)
 cfx_emit() {
   printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/o" ]; then cat "$T/o" 2>/dev/null; fi
@@ -227,17 +236,27 @@ printf '\n@@CFX %s ERR sysctl\n\n@@CFX %s END sysctl rc=0\n' "$N" "$N"
 """
 
 _FILES_PART = r"""
+set --
 for cfx_f in /etc/cni/net.d/*; do
-  [ -e "$cfx_f" ] || continue
-  if [ -f "$cfx_f" ]; then cfx_cni "$cfx_f"
-  else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_rc=2; fi
-  cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+  [ -e "$cfx_f" ] && set -- "$@" "$cfx_f"
 done
+cfx_ncni=$#
 for cfx_f in __KUBECONFIGS__; do
-  [ -e "$cfx_f" ] || continue
-  # the server URL only: nothing else of a kubeconfig ever leaves the node
-  grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
-  cfx_emit "kubeconfig $(cfx_hex "$cfx_f")" "$cfx_rc"
+  [ -e "$cfx_f" ] && set -- "$@" "$cfx_f"
+done
+cfx_hexs "$@"
+cfx_i=0
+for cfx_f in "$@"; do
+  cfx_i=$((cfx_i+1)); cfx_nexthex
+  if [ "$cfx_i" -le "$cfx_ncni" ]; then
+    if [ -f "$cfx_f" ]; then cfx_cni "$cfx_f"
+    else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_rc=2; fi
+    cfx_emit "cni_conf $cfx_h" "$cfx_rc"
+  else
+    # the server URL only: nothing else of a kubeconfig ever leaves the node
+    grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+    cfx_emit "kubeconfig $cfx_h" "$cfx_rc"
+  fi
 done
 if [ -n "$cfx_kpid" ]; then
   wait "$cfx_kpid"; cfx_rc=$?  # started at the top (it is the slowest fact): its result here
@@ -292,18 +311,28 @@ if ! command -v iptables-legacy-save >/dev/null 2>&1 && ! command -v iptables-nf
   cfx_x iptables_save iptables-save iptables-save
   cfx_x ip6tables_save ip6tables-save ip6tables-save
 fi
+set --
 for cfx_d in __CNIDIRS__; do
   [ -d "$cfx_d" ] || continue
   for cfx_f in "$cfx_d"/*; do
-    [ -f "$cfx_f" ] || continue
-    cfx_cni "$cfx_f"
-    cfx_emit "cni_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+    [ -f "$cfx_f" ] && set -- "$@" "$cfx_f"
   done
 done
+cfx_ncni=$#
 for cfx_f in __FLANNELCONF__; do
-  [ -f "$cfx_f" ] || continue
-  head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
-  cfx_emit "flannel_conf $(cfx_hex "$cfx_f")" "$cfx_rc"
+  [ -f "$cfx_f" ] && set -- "$@" "$cfx_f"
+done
+cfx_hexs "$@"
+cfx_i=0
+for cfx_f in "$@"; do
+  cfx_i=$((cfx_i+1)); cfx_nexthex
+  if [ "$cfx_i" -le "$cfx_ncni" ]; then
+    cfx_cni "$cfx_f"
+    cfx_emit "cni_conf $cfx_h" "$cfx_rc"
+  else
+    head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
+    cfx_emit "flannel_conf $cfx_h" "$cfx_rc"
+  fi
 done
 """
 
