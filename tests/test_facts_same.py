@@ -57,10 +57,10 @@ def _peers(snap, node: str) -> list[str]:
 
 
 def _compare(lab) -> int:
+    import facts_script_v1 as OLD
+
     from clusterfix_tui.core.snapshot import build_snapshot
     from clusterfix_tui.runtime import build_runtime
-
-    import facts_script_v1 as OLD
 
     with build_runtime(lab_dir=str(lab.dir)) as rt:
         snap = build_snapshot(rt.api, with_logs=False)
