@@ -92,12 +92,19 @@ def peer_addresses(lab: cluster.LabHandle, me: str, count: int) -> tuple[list[st
 
 
 def profile(init_pid: int, parts: list[tuple[str, str]], runs: int) -> list[tuple[str, float]]:
-    """Mean CPU per part: `times` between the parts (children + shell)."""
+    """Mean CPU per part: `times` (the shell and its children) after each part. The background
+    work is waited for where it starts, so its CPU lands on its own line: the node's kubectl
+    (started in the prelude) and the VXLAN probes (pings)."""
     mark = 'cfx_T() { times >>"$T/../cfx-prof-$N"; echo "@@T $1" >>"$T/../cfx-prof-$N"; }'
-    body = [parts[0][1], mark]
+    body = [parts[0][1], mark, "cfx_T prelude"]
+    if "kubectl get nodes" in parts[0][1]:
+        body += ['[ -n "$cfx_kpid" ] && wait "$cfx_kpid"', "cfx_T 'kubectl get nodes (background)'"]
     for label, text in parts[1:]:
         body.append(text)
-        body.append(f"cfx_T {shlex.quote(label)}")
+        if label == "vxlan_probe start":
+            body += ["wait", "cfx_T 'vxlan probes (background pings)'"]
+        else:
+            body.append(f"cfx_T {shlex.quote(label)}")
     script = "\n".join(body)
     nonce = F.script_nonce(script)
     acc: dict[str, list[float]] = {}
@@ -107,8 +114,7 @@ def profile(init_pid: int, parts: list[tuple[str, str]], runs: int) -> list[tupl
         out = N.node_exec(init_pid, wrapper, timeout=300).stdout
         last = 0.0
         for chunk, label in re.findall(r"((?:.*\n){2})@@T (.*)\n", out):
-            v = _secs(chunk)
-            tot = sum(v)
+            tot = sum(_secs(chunk))
             acc.setdefault(label, []).append(tot - last)
             last = tot
     return [(k, statistics.mean(v)) for k, v in acc.items()]
