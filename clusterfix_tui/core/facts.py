@@ -205,16 +205,24 @@ fi
 # a file of a CNI config dir: a network config's JSON leaves the node with the value of every
 # credential-like key (and any value holding a bearer token or a private key) blanked HERE;
 # anything else there (calico's kubeconfig, a token, a key) leaves only its `server:` lines
+# (its section streamed out: `cfx_cni FILE "cni_conf HEX"`, no temp file and `cat` for its content)
 cfx_cni() {
+  printf '@@CFX %s BEGIN %s\n' "$N" "$2"
   case "$1" in
     *.conf|*.conflist|*.json)
-      head -c 65536 -- "$1" 2>"$T/e" | sed -E '__CNI_SED__' >"$T/o"; cfx_rc=$?
+      head -c 65536 -- "$1" 2>"$T/e" | sed -E '__CNI_SED__'; cfx_rc=$?
       [ -s "$T/e" ] && cfx_rc=1 ;;
     *)
-      grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$1" >"$T/o" 2>"$T/e"
+      grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$1" 2>"$T/e"
       printf 'cfx: not a CNI network config: only its server: lines were read\n' >>"$T/e"
       cfx_rc=0 ;;
   esac
+  cfx_tail "$2" "$cfx_rc"
+}
+# a section's end: its stderr (from $T/e, `cat` only when there is some) and its exit status
+cfx_tail() {
+  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
 }
 cfx_file() {
   cfx_n=$1; if [ -r "$2" ]; then cat -- "$2" >"$T/o" 2>"$T/e"; cfx_rc=$?; else
@@ -249,13 +257,12 @@ cfx_i=0
 for cfx_f in "$@"; do
   cfx_i=$((cfx_i+1)); cfx_nexthex
   if [ "$cfx_i" -le "$cfx_ncni" ]; then
-    if [ -f "$cfx_f" ]; then cfx_cni "$cfx_f"
-    else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_rc=2; fi
-    cfx_emit "cni_conf $cfx_h" "$cfx_rc"
+    if [ -f "$cfx_f" ]; then cfx_cni "$cfx_f" "cni_conf $cfx_h"
+    else : >"$T/o"; echo "cfx: not a regular file" >"$T/e"; cfx_emit "cni_conf $cfx_h" 2; fi
   else
     # the server URL only: nothing else of a kubeconfig ever leaves the node
-    grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
-    cfx_emit "kubeconfig $cfx_h" "$cfx_rc"
+    printf '@@CFX %s BEGIN kubeconfig %s\n' "$N" "$cfx_h"
+    grep -E '^[[:space:]]*-?[[:space:]]*server:' -- "$cfx_f" 2>"$T/e"; cfx_tail "kubeconfig $cfx_h" $?
   fi
 done
 if [ -n "$cfx_kpid" ]; then
@@ -327,8 +334,7 @@ cfx_i=0
 for cfx_f in "$@"; do
   cfx_i=$((cfx_i+1)); cfx_nexthex
   if [ "$cfx_i" -le "$cfx_ncni" ]; then
-    cfx_cni "$cfx_f"
-    cfx_emit "cni_conf $cfx_h" "$cfx_rc"
+    cfx_cni "$cfx_f" "cni_conf $cfx_h"
   else
     head -c 65536 -- "$cfx_f" >"$T/o" 2>"$T/e"; cfx_rc=$?
     cfx_emit "flannel_conf $cfx_h" "$cfx_rc"
