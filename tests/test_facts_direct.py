@@ -90,3 +90,68 @@ def test_the_script_has_no_sh_c_for_simple_facts() -> None:
     assert s.count("cfx_sh ") <= 4  # firewalld, and the fallbacks of lib_modules / iptables_link
     r = subprocess.run(["sh", "-n"], input=s, text=True, capture_output=True)
     assert r.returncode == 0, r.stderr
+
+
+SERVER = r'''
+import socket, sys, threading, time
+def serve(s, mode):
+    while True:
+        c, _ = s.accept()
+        c.recv(4096)
+        if mode == "ok":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        elif mode == "mode":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\niptables\n")
+        elif mode == "500":
+            c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nbad\n")
+        elif mode == "hang":
+            time.sleep(30)
+        elif mode == "empty":
+            pass
+        c.close()
+for arg in sys.argv[2:]:
+    port, mode = arg.split("=")
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(port))); s.listen(8)
+    threading.Thread(target=serve, args=(s, mode), daemon=True).start()
+open(sys.argv[1], "w").close()  # listening: the test may start
+time.sleep(60)
+'''
+
+
+@pytest.mark.lab  # root and a network namespace: skipped locally / failed in CI when missing
+@pytest.mark.parametrize("healthz,mode", [("ok", "mode"), ("ok", None), (None, None), ("hang", "mode"),
+                                          ("500", "empty"), ("empty", "hang")])
+def test_kube_proxy_endpoints_with_one_curl_as_with_two(tmp_path, healthz, mode) -> None:
+    """kube-proxy's healthz and proxyMode with one curl: each section has the body, stderr and
+    exit status its own `curl -s -m 1 URL` gives (answered, refused, HTTP error, empty reply,
+    no answer within the second)."""
+    import sys
+
+    from _env import require_tool
+
+    unshare = require_tool("unshare")
+    require_tool("curl")
+    (tmp_path / "srv.py").write_text(SERVER)
+    args = [f"{p}={m}" for p, m in ((10256, healthz), (10249, mode)) if m]
+    prelude = F.script_parts([], NONCE)[0][1]
+    one = next(t for label, t in F.script_parts([], NONCE) if label == "kube_proxy (one curl)")
+    two = "\n".join(F._section_call(n, "curl", c) for n, c in F._SECTIONS if n.startswith("kube_proxy_"))
+    got = []
+    for body in (one, two):
+        script = "\n".join([prelude, body, f"printf '{F.MARK} %s DONE\\n' \"$N\""])
+        ready = tmp_path / f"ready-{len(got)}"
+        setup = (f"ip link set lo up && {sys.executable} {tmp_path / 'srv.py'} {ready} {' '.join(args)} & "
+                 f"while [ ! -e {ready} ]; do sleep 0.1; done; sh -c \"$1\"; kill $! 2>/dev/null")
+        r = subprocess.run([unshare, "--net", "sh", "-c", setup, "sh", script], capture_output=True,
+                           text=True, timeout=60)
+        secs, complete, errors = F.split_sections(r.stdout, NONCE)
+        assert complete and not errors, (r.stdout[-800:], r.stderr[-500:])
+        got.append({k: (v.stdout, v.stderr, v.rc) for k, v in secs.items()})
+    assert got[0] == got[1] and len(got[0]) == 2
+    if healthz == "ok" and mode == "mode":
+        assert got[0] == {"kube_proxy_healthz": ("ok", "", 0), "kube_proxy_mode": ("iptables\n", "", 0)}
+    if healthz is None:
+        assert got[0]["kube_proxy_healthz"][2] == 7  # refused
+    if healthz == "hang":
+        assert got[0]["kube_proxy_healthz"][2] == 28  # -m 1

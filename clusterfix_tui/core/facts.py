@@ -185,6 +185,31 @@ cfx_x() {
   printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
 }
+# two `curl -s -m 1 URL` facts (name1 url1 name2 url2) with ONE curl, not two: each transfer's
+# body into a file, its exit status from -w %{exitcode} (curl 7.75+). Used only when that is all
+# curl said (two numbers, nothing on stderr, not killed at the deadline); otherwise each runs
+# alone, as before.
+cfx_curl2() {
+  if [ -n "$cfx_sto" ] && command -v curl >/dev/null 2>&1; then
+    rm -f "$T/c1" "$T/c2"
+    $cfx_sto curl -s -m 1 -o "$T/c1" -w '%{exitcode}\n' "$2" --next -s -m 1 -o "$T/c2" \
+      -w '%{exitcode}\n' "$4" >"$T/cw" 2>"$T/e" </dev/null
+    cfx_rc=$?; cfx_r1=; cfx_r2=; cfx_r3=
+    { IFS= read -r cfx_r1; IFS= read -r cfx_r2; IFS= read -r cfx_r3; } <"$T/cw"
+    case "$cfx_rc:$cfx_r1:$cfx_r2:$cfx_r3" in
+      137:*|*::*|*[!0-9:]*|*[0-9]) ;;
+      *) if [ ! -s "$T/e" ]; then
+           printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/c1" ]; then cat "$T/c1"; fi
+           cfx_tail "$1" "$cfx_r1"
+           printf '@@CFX %s BEGIN %s\n' "$N" "$3"; if [ -s "$T/c2" ]; then cat "$T/c2"; fi
+           cfx_tail "$3" "$cfx_r2"
+           return
+         fi ;;
+    esac
+  fi
+  cfx_x "$1" curl curl -s -m 1 "$2"
+  cfx_x "$3" curl curl -s -m 1 "$4"
+}
 # a fact that cannot hang (a kernel route lookup): no deadline process, one fork less per peer
 cfx_shq() {
   printf '@@CFX %s BEGIN %s\n' "$N" "$1"
@@ -479,6 +504,18 @@ _SPECIAL_CALLS = {
 }
 
 
+def _curl_pairs(skip: tuple[str, ...] | frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """{first name: (name1, url1, name2, url2), second name: ()} for kube-proxy's two
+    `curl -s -m 1 URL` sections when neither is skipped; {} otherwise."""
+    names = ("kube_proxy_healthz", "kube_proxy_mode")
+    cmds = dict(_SECTIONS)
+    words = [cmds.get(n, "").split() for n in names]
+    if any(n in skip for n in names) or any(w[:-1] != ["curl", "-s", "-m", "1"] for w in words) \
+            or not all(set(w[-1]) <= _SIMPLE for w in words):
+        return {}
+    return {names[0]: (names[0], words[0][-1], names[1], words[1][-1]), names[1]: ()}
+
+
 def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
                  skip: tuple[str, ...] | frozenset[str] = (),
                  vxlan_probes: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -493,8 +530,13 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     probes = " ".join(shlex.quote(ip) for ip in probe_ips)
     if probes:
         out.append(("vxlan_probe start", _PROBE_START.replace("__PROBES__", probes)))
+    curls = _curl_pairs(skip)
     for name, cmd in _SECTIONS:
         if name in skip:
+            continue
+        if name in curls:  # kube-proxy's two endpoints: one curl (cfx_curl2), in the first's place
+            if curls[name]:
+                out.append(("kube_proxy (one curl)", "cfx_curl2 " + " ".join(curls[name])))
             continue
         tool = cmd.split()[0]
         if tool == "readlink" and "command -v" in cmd:
