@@ -73,7 +73,7 @@ def _blocks(text: str) -> list[tuple[list[str], str, str]]:
     lines = text.splitlines()
     i = 0
     while i < len(lines):
-        m = re.match(r"  \[(\S+)\] on (each of (\d+) nodes|(\S+)) ", lines[i])
+        m = re.match(r"  \[([^\]]+)\] on (each of (\d+) nodes|(\S+)) ", lines[i])
         if not m:
             i += 1
             continue
@@ -235,3 +235,15 @@ def test_an_action_that_also_answers_a_finding_of_no_group_is_an_entry_of_its_ow
     entries = plan_entries(SimpleNamespace(actions=acts), group_findings(findings))
     assert [(e["group"] is not None, e["action_ids"]) for e in entries] == [
         (True, ["s:n1:1", "s:n2:1", "s:n3:1"]), (False, ["s:n1:2"])]
+
+
+def test_identical_commands_with_ids_of_different_numbers_list_every_id():
+    from clusterfix_tui.core.model import Plan
+
+    plan = Plan("s", "t", actions=(_a("s:n1:1", "n1", "other"), _a("s:n1:2", "n1", "c"),
+                                   _a("s:n2:1", "n2", "c")))
+    buf = io.StringIO()
+    print_plan(plan, buf)
+    assert "  [s:n1:2, s:n2:1] on each of 2 nodes (shell)" in buf.getvalue()
+    assert Counter((n, c) for nodes, c, _ in _blocks(buf.getvalue()) for n in nodes) == \
+        Counter({("n1", "other"): 1, ("n1", "c"): 1, ("n2", "c"): 1})
