@@ -142,9 +142,11 @@ def validate(d: Path, info: dict, timeout: float = 300) -> dict:
                 marks.setdefault("first nodeport", t)
                 marks["last nodeport"] = t
 
+    # stderr in a thread, stdout here (communicate() would read stderr too: a race that hangs)
     th = threading.Thread(target=read_err, daemon=True)
     th.start()
-    out, _ = p.communicate(timeout=timeout)
+    out = p.stdout.read()  # type: ignore[union-attr]
+    p.wait(timeout)
     th.join(5)
     wall, cpu = time.monotonic() - t0, children_cpu() - c0
     time.sleep(0.5)  # the nodes' sessions end and are reaped
