@@ -81,13 +81,14 @@ def peer_addresses(lab: cluster.LabHandle, me: str, count: int) -> tuple[list[st
     cidrs = [ipaddress.ip_network(i.pod_cidr) for n, i in sorted(snap.nodes.items())
              if n != me and getattr(i, "pod_cidr", None)]
     out = list(real[:count])
-    host = 200
-    while len(out) < count and cidrs:
+    for host in range(254, 1, -1):  # distinct hosts of the peers' podCIDRs (they route like pods)
         for net in cidrs:
-            if len(out) >= count:
-                break
-            out.append(str(net.network_address + host))
-        host -= 1
+            addr = str(net.network_address + host)
+            if len(out) < count and addr not in out and ipaddress.ip_address(addr) in net:
+                out.append(addr)
+    if len(out) < count:
+        raise SystemExit(f"{count} peers: the other nodes' podCIDRs hold only {len(out)} hosts "
+                         "(a bigger lab, or fewer peers)")
     return out, probe_targets(snap, me)
 
 
