@@ -104,7 +104,7 @@ class HostKeysModal(ModalScreen["list[str]"]):
     ]
 
     def __init__(self, keys: list[UnknownHostKey], *, changed: tuple[str, ...] = (),
-                 id: str | None = "host-keys") -> None:
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.keys = list(keys)
         self.changed = tuple(changed)
