@@ -29,6 +29,10 @@ VOLATILE = (
     (re.compile(r"^[EWI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ", re.M), "<klog> "),
     (re.compile(r'"used":\s*\d+|"confirmed":\s*\d+|"updated":\s*\d+'), "<age>"),  # ip -s neigh
     (re.compile(r'"(\w+_timer)":\s*[\d.]+'), r'"\1": t'),  # a bridge's running timers (ip -d link)
+    # an address's remaining lifetimes count down, and a new IPv6 address is "tentative" until
+    # duplicate address detection ends (ip -j addr): the old and new script run seconds apart
+    (re.compile(r'"(valid|preferred)_life_time":\s*\d+'), r'"\1_life_time": n'),
+    (re.compile(r'"tentative":\s*true,?'), ""),
 )
 
 

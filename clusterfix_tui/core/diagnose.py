@@ -190,7 +190,7 @@ def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: li
             except Exception:  # noqa: BLE001 - fall back to the script's `ip -j`
                 extra = None
         script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()),
-                                    vxlan_probes=vxlan_probes or ())
+                                    vxlan_probes=vxlan_probes or (), node_name=node)
         # the script on stdin: its size (it grows with the peers) never meets ARG_MAX
         res = shell.run(loader_command(nonce), timeout=timeout, stdin=script.encode())
     except Exception as exc:  # TransportError subclasses, or anything the transport raised
