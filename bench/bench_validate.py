@@ -186,7 +186,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="validate runs per case")
     ap.add_argument("--cycles", type=int, default=1, help="lab up/down cycles per size")
     ap.add_argument("--lab-root", default="/tmp")
-    ap.add_argument("--cases", default="open,blocked", help="open, blocked or both")
+    ap.add_argument("--cases", default="open,blocked", help="comma-separated: open, blocked (default: both of them)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if os.geteuid() != 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import shlex
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,8 +225,7 @@ command -v timeout >/dev/null 2>&1 && cfx_sto="timeout -s KILL __SECTION_TIMEOUT
 cfx_kpid=
 if command -v kubectl >/dev/null 2>&1; then
   if command -v timeout >/dev/null 2>&1; then cfx_to="timeout 8"; else cfx_to=""; fi
-  HOME=${HOME:-/root} $cfx_to kubectl get nodes -o name --request-timeout=5s__KUBECTL_SCOPE__ \
-    >"$T/ko" 2>"$T/ke" </dev/null &
+  HOME=${HOME:-/root} $cfx_to kubectl __KUBECTL_GET__ --request-timeout=5s >"$T/ko" 2>"$T/ke" </dev/null &
   cfx_kpid=$!
 fi
 # a file of a CNI config dir: a network config's JSON leaves the node with the value of every
@@ -495,19 +495,23 @@ def build_facts_script(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: st
     """The one script that prints every fact. `nonce` defaults to a fresh random one; read it back
     with `script_nonce(script)` (or pass your own and keep it). `skip` names fixed sections the
     caller reads another way (the local node's links/addresses/routes come from netlink).
-    `node_name`: the node's name in the API; the node's own `kubectl get nodes` then asks for
-    that one Node (a field selector): the same client, kubeconfig, credentials, list verb and
-    errors, without every node listing every Node (N^2 objects from the API server)."""
+    `node_name`: the node's name in the API; the node's own kubectl then asks for that one Node
+    in one request (`get --raw /api/v1/nodes?fieldSelector=metadata.name=NODE`): the same
+    client, kubeconfig, credentials and list verb as `kubectl get nodes`, without every node
+    listing every Node (N^2 objects from the API server) and without kubectl's API discovery
+    first: against a dead API address `get nodes` tries discovery several times, each waiting
+    its own timeout (8 s and more, killed by our `timeout 8`), one raw request fails once."""
     return "\n".join(text for _label, text in script_parts(peer_pod_ips, nonce, skip, vxlan_probes,
                                                            node_name=node_name))
 
 
-def kubectl_scope(node_name: str | None) -> str:
-    """The arguments that scope the node's `kubectl get nodes` to its own Node ("" without a
-    name), quoted for the shell."""
+def kubectl_get(node_name: str | None) -> str:
+    """The node's kubectl arguments (quoted for the shell): its own Node, one raw request, with
+    a name; `get nodes -o name` (the runbook's command) without one."""
     if not node_name:
-        return ""
-    return " --field-selector " + shlex.quote(f"metadata.name={node_name}")
+        return "get nodes -o name"
+    path = "/api/v1/nodes?fieldSelector=" + urllib.parse.quote(f"metadata.name={node_name}", safe="")
+    return "get --raw " + shlex.quote(path)
 
 
 # a command made of these characters only has no shell syntax: split on spaces, it is its argv
@@ -556,7 +560,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
         raise ValueError("nonce must be alphanumeric")
     out = [("prelude", _PRELUDE.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
             .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))
-            .replace("__KUBECTL_SCOPE__", kubectl_scope(node_name)))]
+            .replace("__KUBECTL_GET__", kubectl_get(node_name)))]
     probe_ips = [str(ipaddress.ip_address(str(ip).strip())) for ip in vxlan_probes]  # raises on non-IPs
     probes = " ".join(shlex.quote(ip) for ip in probe_ips)
     if probes:

@@ -1,6 +1,7 @@
 """kubectl on worker nodes (the runbook's fix_worker_kubectl_config.sh).
 
-A worker's kubeconfig is broken when `kubectl get nodes` fails ON THAT NODE (or there is none).
+A worker's kubeconfig is broken when kubectl fails to list nodes ON THAT NODE (or there is none;
+the facts ask for the node's own Node in one request: core.facts.kubectl_get).
 Which API address it should use comes from the cluster's own view, never from the workstation's
 kubeconfig (often a tunnel, a proxy path or a public load balancer the node cannot use): the
 node's kubelet.conf (the node is Ready, so kubelet reaches it from there), the other nodes'
@@ -139,7 +140,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             reason = "kubectl-fails"
         evidence = []
         if rc not in (None, 127):
-            evidence.append(f"kubectl get nodes: exit {rc}"
+            evidence.append(f"kubectl on the node (list nodes): exit {rc}"
                             + (f": {f.kubectl_error}" if f.kubectl_error else
                                " (timed out)" if rc == 124 else ""))
         for path, server in sorted(f.kubeconfigs.items()):
