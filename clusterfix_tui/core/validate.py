@@ -17,10 +17,11 @@ Checks (each failure names the step that most likely fixes it):
                       run from that node over its shell)
   pod-to-pod          from each node: `ip route get` and a TCP connect to a pod on another node
                                                                          -> cni_bridge
-  worker-kubectl      `kubectl get nodes` works on each worker that has kubectl (its own Node
-                      only, `--field-selector metadata.name=NODE`: the same kubeconfig,
-                      credentials and RBAC, not every Node object on every worker, which at N
-                      workers is N^2 objects from the API server)
+  worker-kubectl      kubectl lists nodes on each worker that has kubectl (its own Node only,
+                      one request: `kubectl get --raw /api/v1/nodes?fieldSelector=metadata.name=
+                      NODE`: the same kubeconfig, credentials and RBAC as `kubectl get nodes`,
+                      not every Node object on every worker, which at N workers is N^2 objects
+                      from the API server, and no API discovery retried against a dead address)
                                                                          -> worker_kubeconfig
 The core does no I/O of its own: the API and the nodes go through ClusterAPI / NodeShell, and
 the workstation's TCP/HTTP through a `Prober` (a stdlib one is in commands/validate.py).
@@ -34,6 +35,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from clusterfix_tui.core.facts import kubectl_get
 from clusterfix_tui.core.model import CLUSTER, CheckResult
 from clusterfix_tui.core.ports import ClusterAPI, Prober, ShellFactory
 from clusterfix_tui.core.snapshot import ClusterSnapshot
@@ -262,15 +264,16 @@ def validate(
             shell = shells(name, ips.get(name))
         except Exception:  # noqa: BLE001 - pod_check reports the missing shell
             return []
+        # its own Node in one request, as the facts ask (core.facts.kubectl_get): no API
+        # discovery first, which against a dead API address is retried, each try its timeout
         r = shell.run("command -v kubectl >/dev/null 2>&1 || exit 127; "
-                      "kubectl get nodes --request-timeout=5s -o name --field-selector "
-                      f"{_q('metadata.name=' + name)}", timeout=15)
+                      f"kubectl {kubectl_get(name)} --request-timeout=5s >/dev/null", timeout=15)
         if r.exit_code == 127:
             return []
         return [CheckResult(
             "worker-kubectl", name, r.ok,
-            "kubectl get nodes works" if r.ok else
-            f"kubectl get nodes failed: {(r.stderr or r.error or '').strip()[-300:]}",
+            "kubectl on the node lists its own Node" if r.ok else
+            f"kubectl on the node cannot list nodes: {(r.stderr or r.error or '').strip()[-300:]}",
             None if r.ok else "worker_kubeconfig")]
 
     reached = [n for n in names if n not in skip]
