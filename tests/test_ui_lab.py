@@ -15,7 +15,7 @@ from ui_fakes import settle
 from clusterfix_tui.commands.tui import make_session_factory
 from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.core.group import group_findings
-from clusterfix_tui.core.model import STEP_ORDER
+from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
 from clusterfix_tui.ui.app import ClusterfixApp
 from clusterfix_tui.ui.screens.connect import ConnectScreen
 from clusterfix_tui.ui.screens.diagnostics import DiagnosticsScreen
@@ -68,16 +68,40 @@ async def _connect_and_diagnose(pilot) -> None:
     assert {g.title for g in groups} == shown
 
 
-def _dialog_commands(app) -> list[str]:
+def _dialog_pairs(app) -> list[tuple[str, str]]:
+    """(node, command) for every command the dialog names: under "on NODE:" or, when identical
+    commands are shown once, "on each of N nodes: a, b, ...:" (every node named)."""
     body = str(app.screen.query_one("#dialog-body Static", Static).render())
-    return [line.strip()[2:] for line in body.splitlines() if line.strip().startswith("$ ")]
+    nodes: list[str] = []
+    out: list[tuple[str, str]] = []
+    for line in body.splitlines():
+        t = line.strip()
+        if t.startswith("on ") and t.endswith(":"):
+            where = t[3:-1]
+            if where.startswith("each of ") and ": " in where:
+                count, names = where.split(": ", 1)
+                nodes = names.split(", ")
+                assert len(nodes) == int(count.split()[2]), t
+            else:
+                nodes = ["__cluster__" if where == "the cluster (API)" else where]
+        elif t.startswith("$ "):
+            out += [(n, t[2:]) for n in nodes]
+    return out
+
+
+def _dialog_commands(app) -> list[str]:
+    """Every command the dialog names, once per node it runs on (sorted: identical commands are
+    shown once with their nodes, so the order on screen is by command, not by node)."""
+    return sorted(cmd for _node, cmd in _dialog_pairs(app))
 
 
 async def _confirm(pilot, step: str) -> None:
     app = pilot.app
     assert isinstance(app.screen, ConfirmationModal) and app.screen.id == "confirm-apply"
     plan = app.state.plans[step]
-    assert _dialog_commands(app) == [a.command for a in plan.actions if not is_opt_in(a)]
+    want = [a for a in plan.actions if not is_opt_in(a)]
+    assert sorted(_dialog_pairs(app)) == sorted(
+        ("__cluster__" if a.target == CLUSTER else a.target, a.command) for a in want)
     await pilot.press("y")
     await settle(pilot)
     outcome = app.state.outcomes[step]
@@ -266,7 +290,7 @@ async def test_undo_on_the_lab_shows_exactly_what_it_runs(tmp_path_factory,
             await settle(pilot)
             events = [json.loads(x) for x in journal_path.read_text().splitlines()[n_before:]]
             ran = [e["command"] for e in events if e["type"] == "command_start"]
-            assert ran == shown, "what Undo showed is, command for command, what ran"
+            assert sorted(ran) == shown, "what Undo showed is, command for command, what ran"
             assert all(e["rollback"] for e in events if e["type"] == "command_start")
             ends = [e for e in events if e["type"] == "command_end"]
             assert ends and all(e["exit_code"] == 0 for e in ends), ends

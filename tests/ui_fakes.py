@@ -210,7 +210,7 @@ class ReplayNodeShell:
                                      "10.244.1.0 uid 0\n", stderr="connect: timed out")
             return CommandResult(0, stdout="10.244.2.2 via 10.244.2.0 dev flannel.1 src "
                                  "10.244.1.0 uid 0\n")
-        if "kubectl get nodes" in command:  # validation: kubectl on a worker
+        if "kubectl get" in command and "nodes" in command:  # validation: kubectl on a worker
             if "worker_kubeconfig" in broken and self.node == "node-3":
                 return CommandResult(1, stderr="error: You must be logged in to the server "
                                      "(Unauthorized)")

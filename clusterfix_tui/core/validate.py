@@ -272,8 +272,8 @@ def validate(
             return []
         return [CheckResult(
             "worker-kubectl", name, r.ok,
-            "kubectl on the node lists its own Node" if r.ok else
-            f"kubectl on the node cannot list nodes: {(r.stderr or r.error or '').strip()[-300:]}",
+            "kubectl get nodes works" if r.ok else
+            f"kubectl get nodes failed: {(r.stderr or r.error or '').strip()[-300:]}",
             None if r.ok else "worker_kubeconfig")]
 
     reached = [n for n in names if n not in skip]
