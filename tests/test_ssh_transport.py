@@ -255,13 +255,8 @@ def test_timeout_returns_promptly_and_kills_the_command(sshd: Sshd, tmp_path: pa
         assert shell.run("echo after", timeout=60).stdout == "after\n"
 
 
-def test_the_reader_waits_for_the_exit_status_without_spinning(
-        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once EOF came, paramiko keeps a channel's fileno() readable for good: a reader that
-    select()s on it until the exit status arrives turns in a busy loop (it burnt our CPU for as
-    long as a loaded node took to reap the command). Here the command closes its output at once
-    and exits a second later."""
-    cfg, _ = write_config(sshd, tmp_path)
+def _count_selects(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every select() our SSH reader makes is appended to the returned list."""
     selects: list[float] = []
     real = ssh_module.select.select
 
@@ -270,6 +265,17 @@ def test_the_reader_waits_for_the_exit_status_without_spinning(
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ssh_module, "select", types.SimpleNamespace(select=counting))
+    return selects
+
+
+def test_the_reader_waits_for_the_exit_status_without_spinning(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once EOF came, paramiko keeps a channel's fileno() readable for good: a reader that
+    select()s on it until the exit status arrives turns in a busy loop (it burnt our CPU for as
+    long as a loaded node took to reap the command). Here the command closes its output at once
+    and exits a second later."""
+    cfg, _ = write_config(sshd, tmp_path)
+    selects = _count_selects(monkeypatch)
     with SSHPool(cfg) as pool:
         pool("cfx-node")
         conn = pool._connection("cfx-node")
@@ -284,14 +290,7 @@ def test_without_a_line_callback_the_reader_wakes_for_the_end_not_for_every_piec
     that wants only the result (no on_line) is woken by the exit status, not by every piece,
     and still gets every byte, in order, on both streams."""
     cfg, _ = write_config(sshd, tmp_path)
-    selects: list[float] = []
-    real = ssh_module.select.select
-
-    def counting(*args: object) -> object:
-        selects.append(1.0)
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ssh_module, "select", types.SimpleNamespace(select=counting))
+    selects = _count_selects(monkeypatch)
     command = ("i=0; while [ $i -lt 40 ]; do echo out-$i; echo err-$i >&2; i=$((i+1)); "
                "sleep 0.02; done; exit 5")
     with SSHPool(cfg) as pool:

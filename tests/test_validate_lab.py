@@ -9,7 +9,6 @@ undone after each test that sets it.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -26,13 +25,7 @@ lab = lab_fixture(nodes=NODES)
 
 
 def _connect_here(ip: str, port: int, timeout: float = 2.0) -> str:
-    try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            return "connected"
-    except TimeoutError:
-        return "timed out"
-    except OSError as e:
-        return f"failed: {e}"
+    return workstation._connect(ip, port, timeout)  # the lab's own connect from here
 
 
 def _connect_from(lab, node: str, ip: str, port: int) -> int:
