@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
+from pathlib import Path
 
 from test_group import _mesh
 
@@ -247,3 +248,40 @@ def test_identical_commands_with_ids_of_different_numbers_list_every_id():
     assert "  [s:n1:2, s:n2:1] on each of 2 nodes (shell)" in buf.getvalue()
     assert Counter((n, c) for nodes, c, _ in _blocks(buf.getvalue()) for n in nodes) == \
         Counter({("n1", "other"): 1, ("n1", "c"): 1, ("n2", "c"): 1})
+
+
+def test_the_report_json_keeps_the_plan_entries_with_every_action_id_once(tmp_path):
+    import json
+
+    import jsonschema
+
+    from clusterfix_tui.core import report
+    from clusterfix_tui.core.journal import Journal
+
+    d = _diag()
+    plan = get_step("cni_bridge").plan(d)
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.write("session_start", session_id="s", tool_version="0", user="u", host="h",
+                mode="headless", dry_run=True, cluster={"context": "c"})
+        j.write("diagnosis", phase="before", findings=[f.to_dict() for f in d.findings])
+        j.write("plan", step=plan.step, plan=plan.to_dict())
+        j.write("session_end", verdict="dry-run")
+    events, _ = report.load_journal(path)
+    model = json.loads(report.render(events, "json"))
+    schema = json.loads((Path(report.__file__).with_name("report_schema.json")).read_text())
+    jsonschema.validate(model, schema)
+    (step,) = [s for s in model["steps"] if s["step"] == "cni_bridge"]
+    entries = step["plan"]["entries"]
+    assert [a["id"] for a in step["plan"]["actions"]] == [a.id for a in plan.actions]
+    ids = [i for e in entries for r in e["rows"] for i in r["action_ids"]]
+    assert Counter(ids) == Counter(a.id for a in plan.actions)  # every action once, none added
+    (grouped,) = [e for e in entries if e["title"] and "stale VTEP MAC for node-2" in e["title"]]
+    assert grouped["count"] == 29
+    target = {a.id: a.target for a in plan.actions}
+    command = {a.id: a.command for a in plan.actions}
+    for e in entries:
+        for r in e["rows"]:
+            assert sorted(r["nodes"]) == sorted(target[i] for i in r["action_ids"])
+            assert len({command[i] for i in r["action_ids"]}) == 1  # a row: one command
+    assert len(ids) > sum(len(e["rows"]) for e in entries)  # identical commands are one row

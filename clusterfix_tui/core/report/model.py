@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from clusterfix_tui.core.group import group_finding_dicts
+from clusterfix_tui.core.group import group_finding_dicts, plan_dict_rows
 from clusterfix_tui.core.model import STEP_ORDER
 from clusterfix_tui.core.nodestate import node_changes
 from clusterfix_tui.core.record import _s, replay
@@ -16,7 +16,7 @@ from clusterfix_tui.core.redact import Anonymizer, redact_obj
 from clusterfix_tui.core.report.advice import _still_failing
 from clusterfix_tui.core.shape import summary_lines
 
-SCHEMA_VERSION = "1.1"  # 1.1: finding_groups
+SCHEMA_VERSION = "1.2"  # 1.1: finding_groups; 1.2: steps[].plan.entries
 
 
 VERDICT_TEXT = {
@@ -80,6 +80,9 @@ def build_report(
         problems.append(f"{n} event(s) of unknown type {t!r} ignored")
 
     ran = {e["step"] for e in steps}
+    for e in steps:
+        if isinstance(e.get("plan"), dict):
+            e["plan"]["entries"] = _plan_entries(e["plan"])
     shape_ev = next((e for e in evs if e.get("type") == "diagnosis"
                      and isinstance(e.get("shape"), dict)), None)
     shape = {k: v for k, v in (shape_ev or {}).get("shape", {}).items() if k != "nodes"} \
@@ -121,6 +124,17 @@ def build_report(
         "not_checked": [_s(x) for x in (shape_ev or {}).get("not_checked") or []
                         if isinstance(x, str)],
     }
+
+
+def _plan_entries(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A step's plan as the reports show it (one cause, one entry: core/group.py), by action id:
+    [{"title" (null: actions of no grouped cause), "count" (nodes), "rows": [{"action_ids",
+    "nodes"}]}], a row holding the actions identical but for their node. Every action of the
+    plan is in exactly one row; the actions themselves stay in plan["actions"]."""
+    return [{"title": e["title"], "count": e["count"],
+             "rows": [{"action_ids": [str(a.get("id", "")) for a in r["actions"]],
+                       "nodes": list(r["nodes"])} for r in e["rows"]]}
+            for e in plan_dict_rows(plan)]
 
 
 def _summary_text(value: Any) -> str:
