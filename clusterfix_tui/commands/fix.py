@@ -43,6 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="approve every step's default actions without asking")
     parser.add_argument("--opt-in", action="append", metavar="ACTION_ID", default=[],
                         help="also approve this opt-in action (e.g. the probe workaround); "
+                             "STEP:NODE:KIND as printed for many nodes approves it on each; "
                              "'all' approves every opt-in action")
     parser.add_argument("--journal", metavar="PATH",
                         help="journal file (default: ./clusterfix-session-<time>.jsonl)")

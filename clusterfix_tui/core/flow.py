@@ -254,11 +254,18 @@ class RepairFlow:
 
     def approvable_ids(self, plan: Plan, opt_in: Iterable[str] = ()) -> list[str]:
         """The default approval (`--yes`, the wizard's ticks): every non-opt-in action, plus the
-        opt-in ids given ("all" = every opt-in)."""
+        opt-in ids given ("all" = every opt-in). An id as the grouped output prints it for the
+        same action on many nodes, `step:NODE:kind` (core/group.py FoldedAction.ids_text), selects
+        that action on each node: exactly the ids `step:<its node>:kind`, nothing else."""
         wanted = set(opt_in)
+        folded = [w.partition(":NODE:") for w in wanted if ":NODE:" in w]
+
+        def chosen(a: Any) -> bool:
+            return ("all" in wanted or a.id in wanted
+                    or any(a.id == f"{head}:{a.target}:{tail}" for head, _, tail in folded))
+
         return engine.default_approved(plan) + [
-            a.id for a in plan.actions if engine.is_opt_in(a)
-            and ("all" in wanted or a.id in wanted)]
+            a.id for a in plan.actions if engine.is_opt_in(a) and chosen(a)]
 
     def apply(
         self, plan: Plan, approved_ids: Iterable[str], on_line: NodeLineCallback | None = None,
