@@ -163,7 +163,8 @@ def test_fold_only_what_is_identical_but_for_the_node():
         "node-1, node-2, node-3, node-4, node-5, ... (7)"
 
 
-def test_the_report_shows_the_plan_as_entries_with_every_command_on_every_node(tmp_path):
+def _planned_journal(tmp_path: Path):
+    """The cni_bridge plan of the 30-node mesh, journaled by a dry run: (plan, journal events)."""
     from clusterfix_tui.core import report
     from clusterfix_tui.core.journal import Journal
 
@@ -177,6 +178,13 @@ def test_the_report_shows_the_plan_as_entries_with_every_command_on_every_node(t
         j.write("plan", step=plan.step, plan=plan.to_dict())
         j.write("session_end", verdict="dry-run")
     events, _ = report.load_journal(path)
+    return plan, events
+
+
+def test_the_report_shows_the_plan_as_entries_with_every_command_on_every_node(tmp_path):
+    from clusterfix_tui.core import report
+
+    plan, events = _planned_journal(tmp_path)
     md = report.render(events, "md")
     plan_md = md[md.index("Plan as shown:"):]
     assert plan_md.count("- **stale VTEP MAC for node-2 on 29 nodes") == 1
@@ -256,18 +264,8 @@ def test_the_report_json_keeps_the_plan_entries_with_every_action_id_once(tmp_pa
     import jsonschema
 
     from clusterfix_tui.core import report
-    from clusterfix_tui.core.journal import Journal
 
-    d = _diag()
-    plan = get_step("cni_bridge").plan(d)
-    path = tmp_path / "j.jsonl"
-    with Journal(path) as j:
-        j.write("session_start", session_id="s", tool_version="0", user="u", host="h",
-                mode="headless", dry_run=True, cluster={"context": "c"})
-        j.write("diagnosis", phase="before", findings=[f.to_dict() for f in d.findings])
-        j.write("plan", step=plan.step, plan=plan.to_dict())
-        j.write("session_end", verdict="dry-run")
-    events, _ = report.load_journal(path)
+    plan, events = _planned_journal(tmp_path)
     model = json.loads(report.render(events, "json"))
     schema = json.loads((Path(report.__file__).with_name("report_schema.json")).read_text())
     jsonschema.validate(model, schema)
