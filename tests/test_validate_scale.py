@@ -212,3 +212,99 @@ def test_node_checks_share_one_deadline_and_what_missed_it_is_said_not_waited_fo
     # every node's results in the order the checks were started: node by node
     order = [r.target.split("->")[0] for r in res if r.name in ("pod-to-pod", "worker-kubectl")]
     assert order == sorted(order, key=lambda t: int(t.split("-")[1]))
+
+
+class _CountingShell:
+    """A real LocalShell that counts the commands run through it and says when one started."""
+
+    def __init__(self, started: threading.Event, counter: list[str], name: str):
+        self.inner = LocalShell(name, shell="/bin/bash")
+        self.started, self.counter = started, counter
+
+    def run(self, command, **kw):
+        self.counter.append(command)
+        self.started.set()
+        return self.inner.run(command, **kw)
+
+
+class _WaitsForTheNode(Firewalled):
+    """A firewalled workstation whose HTTP probes hang until a node's shell has been asked (or
+    their timeout): was the node's probe run started while the canaries still waited here?"""
+
+    def __init__(self, node_started: threading.Event, tcp_called: threading.Event):
+        super().__init__()
+        self.node_started, self.tcp_called = node_started, tcp_called
+        self.seen_node = []
+        self.seen_tcp = []
+
+    def http(self, url, timeout):
+        self.seen_tcp.append(self.tcp_called.wait(timeout))
+        self.seen_node.append(self.node_started.wait(timeout))
+        return super().http(url, timeout)
+
+    def tcp(self, host, port, timeout):
+        self.tcp_called.set()
+        return super().tcp(host, port, timeout)
+
+
+def test_cut_off_workstation_the_node_probes_start_while_the_canaries_wait_and_run_once(server):
+    """The TCP reach check runs alongside the HTTP canaries (not after them), and once it has
+    failed everywhere the node's probes start while the canaries still wait; the canaries and
+    the rest go to the node in one command (<= NODE_BATCH probes), not the canaries first and
+    then everything again. Same results as before: every probe from the node."""
+    node_started, tcp_called = threading.Event(), threading.Event()
+    prober = _WaitsForTheNode(node_started, tcp_called)
+    commands: list[str] = []
+    api = API(_nodes(6), [_svc("web", server), _svc("b", server), _svc("c", server)])
+    res = validate(api, lambda n, a=None: _CountingShell(node_started, commands, n),
+                   prober=prober, timeout=2)
+    assert all(prober.seen_tcp) and len(prober.seen_tcp) == 3
+    assert all(prober.seen_node)  # the node was asked while the canaries were still waiting
+    nodeport_cmds = [c for c in commands if "cfx-np" in c]
+    assert len(nodeport_cmds) == 1  # one command for all 18 probes
+    assert prober.calls <= 3
+    path = [r for r in res if r.name == "nodeport-path"]
+    assert len(path) == 1 and "this workstation cannot reach NodePorts: none of 3 answered from " \
+        "here, 1 answered from node-1" in path[0].detail
+    np = _np(res)
+    assert len(np) == 18 and all("from node-1" in r.detail for r in np.values())
+    assert all(np[f"{s}@node-1"].passed for s in ("default/web", "default/b", "default/c"))
+    assert not np["default/web@node-2"].passed
+    # emitted in the jobs' order: service by service, node by node
+    order = [r.target for r in res if r.name == "nodeport"]
+    assert order == [f"default/{s}@node-{i}" for s in ("web", "b", "c") for i in range(1, 7)]
+
+
+class _OneSlowCanary:
+    """node-2's HTTP probe hangs until another probe of the rest has started (or its timeout);
+    node-1 answers at once: do the other probes wait for the slowest canary?"""
+
+    def __init__(self):
+        self.rest_started = threading.Event()
+        self.slow_saw_rest = []
+        self.inner = StdlibProber()
+
+    def http(self, url, timeout):
+        host = url.split("//", 1)[1].split(":", 1)[0]
+        if host == "127.0.0.2" and "/other" not in url:
+            self.slow_saw_rest.append(self.rest_started.wait(timeout))
+            return None, "TimeoutError: timed out"
+        if host not in ("127.0.0.1", "127.0.0.3"):
+            self.rest_started.set()
+        return self.inner.http(url, timeout)
+
+    def tcp(self, host, port, timeout):
+        return self.inner.tcp(host, port, timeout)
+
+
+def test_the_rest_of_the_probes_start_once_one_canary_answered(server):
+    prober = _OneSlowCanary()
+    api = API(_nodes(5), [_svc("web", server)])
+    res = validate(api, _shells, prober=prober, timeout=2)
+    assert prober.slow_saw_rest == [True]  # the rest did not wait for the slow canary
+    np = _np(res)
+    assert len(np) == 5 and np["default/web@node-1"].passed
+    assert not np["default/web@node-2"].passed and "did not answer" in np["default/web@node-2"].detail
+    assert not [r for r in res if r.name == "nodeport-path"]  # this workstation reaches them
+    order = [r.target for r in res if r.name == "nodeport"]
+    assert order == [f"default/web@node-{i}" for i in range(1, 6)]

@@ -425,60 +425,116 @@ def _nodeports(api: Any, shells: Any, services: list[dict[str, Any]], names: lis
             canary.append(j)
         if len(canary) == 3:
             break
-    first = _run_parallel(from_here, canary, t_end, deadline)
-    via: str | None = None
-    # no HTTP answer: does a TCP connect get through from here? (then the path is open and the
-    # NodePorts themselves are what fails)
-    reach = any(r.passed for r in first) or _any_tcp(prober, canary, min(timeout, 1.0))
-    if not reach:
-        # 2. nothing answered here: ask a node (its shell) whether the same NodePorts answer
-        for name in [n for n in names if n not in skip]:
+    canary_ids = {id(j) for j in canary}
+    rest = [j for j in jobs if id(j) not in canary_ids]
+    # what a node would probe for us if this workstation cannot: the canaries first (their
+    # answers there say why), then the others, in NODE_BATCH commands
+    node_jobs = canary + rest
+    batches = [node_jobs[i:i + NODE_BATCH] for i in range(0, len(node_jobs), NODE_BATCH)]
+    reached = [n for n in names if n not in skip]
+
+    def first_batch_from_a_node() -> tuple[str, list[CheckResult]] | None:
+        for name in reached:
             try:
                 shell = shells(name, ips.get(name))
             except Exception:  # noqa: BLE001
                 continue
-            there = _from_node(shell, name, canary, timeout, t_end)
-            if there is None:
-                continue  # no shell that runs: try the next node
-            via = name
-            answered = sum(r.passed for r in there)
-            if answered:
-                emit(CheckResult(
-                    "nodeport-path", CLUSTER, True,
-                    f"this workstation cannot reach NodePorts: none of {len(canary)} answered "
-                    f"from here, {answered} answered from {name}; every NodePort probe runs from "
-                    f"{name} instead (a firewall between here and the nodes, not a cluster "
-                    "fault)"))
-            else:
-                emit(CheckResult(
-                    "nodeport-path", CLUSTER, True,
-                    f"no NodePort answered from this workstation nor from {name}; the probes run "
-                    f"from {name} (inside the cluster)"))
-            break
-    if via is None:
-        done = {id(j): r for j, r in zip(canary, first, strict=False)}
-        rest = [j for j in jobs if id(j) not in done]
-        results = dict(done)
-        results.update({id(j): r for j, r in zip(rest, _run_parallel(from_here, rest, t_end,
-                                                                       deadline), strict=False)})
+            there = _from_node(shell, name, batches[0], timeout, t_end)
+            if there is not None:
+                return name, there
+            # no shell that runs: try the next node
+        return None
+
+    # Everything that decides the path runs at once under the one deadline: the HTTP canaries;
+    # a TCP connect to the same ports (does the path get through at all? then the NodePorts
+    # themselves are what fails); and, once every TCP connect has failed (nothing gets through
+    # from here, most likely), the first batch of probes from a node, so that the answer from
+    # inside the cluster is not started only after the canaries' own timeouts. The rest of the
+    # probes from here start as soon as one canary or TCP connect got through (not after the
+    # slowest canary). Nothing is decided before its evidence is in: "cut off" still needs
+    # every canary to have failed from here.
+    pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(NODEPORT_WORKERS, len(jobs)), thread_name_prefix="cfx-nodeport")
+    side = concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(canary) + 1, thread_name_prefix="cfx-nodeport-path")
+    try:
+        canary_f: list[concurrent.futures.Future[Any]] = [
+            pool.submit(from_here, j) for j in canary]
+        tcp_timeout = min(timeout, 1.0)
+        tcp_f: list[concurrent.futures.Future[Any]] = [
+            side.submit(prober.tcp, j[3], j[1], tcp_timeout) for j in canary]
+        node_f: concurrent.futures.Future[Any] | None = None
+
+        def passed(f: concurrent.futures.Future[Any], tcp: bool) -> bool:
+            if not f.done() or f.cancelled() or f.exception() is not None:
+                return False
+            return bool(f.result()[0]) if tcp else bool(f.result().passed)
+
+        reach = False
+        while True:
+            if any(passed(f, False) for f in canary_f) or any(passed(f, True) for f in tcp_f):
+                reach = True
+                break
+            if node_f is None and batches and all(f.done() for f in tcp_f):
+                node_f = side.submit(first_batch_from_a_node)
+            pending: list[concurrent.futures.Future[Any]] = [
+                f for f in [*canary_f, *tcp_f] if not f.done()]
+            left = t_end - time.monotonic()
+            if not pending or left <= 0:
+                break
+            concurrent.futures.wait(pending, timeout=left,
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+        if reach:
+            rest_f = [pool.submit(from_here, j) for j in rest]
+            concurrent.futures.wait(canary_f + rest_f,
+                                    timeout=max(0.0, t_end - time.monotonic()))
+            got = {id(j): (f.result() if f.done() and not f.cancelled()
+                           and f.exception() is None else _late(j, deadline))
+                   for j, f in zip(canary + rest, canary_f + rest_f, strict=True)}
+            for j in jobs:
+                emit(got[id(j)])
+            return
+        # 2. nothing answered here: ask a node (its shell) whether the same NodePorts answer
+        if node_f is None:
+            node_f = side.submit(first_batch_from_a_node)
+        concurrent.futures.wait([node_f], timeout=max(0.0, t_end - time.monotonic() + 2.0))
+        first = (node_f.result() if node_f.done() and not node_f.cancelled()
+                 and node_f.exception() is None else None)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        side.shutdown(wait=False, cancel_futures=True)
+    if first is None:
+        # no node's shell could run them: every probe from here after all, as it answers
+        done = {id(j): f.result() if f.done() and not f.cancelled() and f.exception() is None
+                else _late(j, deadline) for j, f in zip(canary, canary_f, strict=True)}
+        done.update({id(j): r for j, r in zip(rest, _run_parallel(from_here, rest, t_end,
+                                                                  deadline), strict=True)})
         for j in jobs:
-            emit(results[id(j)])
+            emit(done[id(j)])
         return
+    via, there = first
+    answered = sum(r.passed for r in there[:len(canary)])
+    if answered:
+        emit(CheckResult(
+            "nodeport-path", CLUSTER, True,
+            f"this workstation cannot reach NodePorts: none of {len(canary)} answered "
+            f"from here, {answered} answered from {via}; every NodePort probe runs from "
+            f"{via} instead (a firewall between here and the nodes, not a cluster fault)"))
+    else:
+        emit(CheckResult(
+            "nodeport-path", CLUSTER, True,
+            f"no NodePort answered from this workstation nor from {via}; the probes run "
+            f"from {via} (inside the cluster)"))
     shell = shells(via, ips.get(via))
-    out: list[CheckResult] = []
-    for i in range(0, len(jobs), NODE_BATCH):
-        batch = jobs[i:i + NODE_BATCH]
-        got = _from_node(shell, via, batch, timeout, t_end) if time.monotonic() < t_end else None
-        out.extend(got if got is not None else [_late(j, deadline) for j in batch])
-    for r in out:
-        emit(r)
-
-
-def _any_tcp(prober: Prober, jobs: list[tuple[str, int, str, str]], timeout: float) -> bool:
-    """Does a TCP connect to any of the jobs' ip:port get through from here? (all at once)"""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs) or 1,
-                                               thread_name_prefix="cfx-nodeport-tcp") as ex:
-        return any(ex.map(lambda j: prober.tcp(j[3], j[1], timeout)[0], jobs))
+    out: dict[int, CheckResult] = {id(j): r for j, r in zip(batches[0], there, strict=True)}
+    for batch in batches[1:]:
+        got_b = _from_node(shell, via, batch, timeout, t_end) if time.monotonic() < t_end \
+            else None
+        out.update({id(j): r for j, r in zip(
+            batch, got_b if got_b is not None else [_late(j, deadline) for j in batch],
+            strict=True)})
+    for j in jobs:
+        emit(out[id(j)])
 
 
 def _late(job: tuple[str, int, str, str], deadline: float) -> CheckResult:
