@@ -19,6 +19,7 @@ Not part of the test suite. Run as root (the lab needs network namespaces):
 
     python3 bench/bench_node_cpu.py --peers 1,30,100 --runs 7 --profile
     python3 bench/bench_node_cpu.py --lab-dir /tmp/some-lab     # an existing lab, left up
+    python3 bench/bench_node_cpu.py --old-code /path/to/other/checkout   # "old" = its facts.py
 """
 
 from __future__ import annotations
@@ -130,7 +131,20 @@ def main() -> None:
     ap.add_argument("--node", default="node-1")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-runs", type=int, default=20)
+    ap.add_argument("--old-code", default=None,
+                    help="a checkout whose clusterfix_tui/core/facts.py is \"old\" (default: "
+                         "tests/facts_script_v1.py)")
     args = ap.parse_args()
+    global OLD
+    if args.old_code:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            "cfx_old_facts", Path(args.old_code) / "clusterfix_tui" / "core" / "facts.py")
+        assert spec is not None and spec.loader is not None
+        OLD = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = OLD  # (its dataclasses look their module up)
+        spec.loader.exec_module(OLD)
     if os.geteuid() != 0:
         raise SystemExit("run as root (the lab needs network namespaces)")
     own = args.lab_dir is None

@@ -136,14 +136,30 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C PATH
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/cfx.$$; mkdir -m 700 "$T" || exit 97; }
 trap 'rm -rf "$T"' EXIT
-# the hex of every argument with ONE od for all (not one pipeline per name): each name ends with
-# a NUL byte (no name holds one), od's bytes one per line, a NUL becomes "|". cfx_nexthex takes
-# them back in order into cfx_h.
-cfx_hexs() {
+# the hex of every argument, "HEX|HEX|...|" in cfx_hx; cfx_nexthex takes them back in order into
+# cfx_h. Any name: ONE od for all (not one pipeline per name): each name ends with a NUL byte (no
+# name holds one), od's bytes one per line, a NUL becomes "|".
+cfx_hexs_od() {
   cfx_hx=
   if [ $# -gt 0 ]; then
     cfx_hx=$(printf '%s\0' "$@" | od -An -v -tx1 | tr -s ' \n' '\n\n' | sed 's/^00$/|/' | tr -d '\n')
   fi
+}
+cfx_hexs() {
+  cfx_hx=
+  [ $# -gt 0 ] || return 0
+  for cfx_hn in "$@"; do
+    case $cfx_hn in ''|*[!A-Za-z0-9._/+-]*) cfx_hexs_od "$@"; return ;; esac
+  done
+  # names of letters, digits and ._/+- only (nearly every path): printf's "'c" argument is the
+  # character's code, so the hex comes from builtins, no process
+  : >"$T/hx"
+  for cfx_hn in "$@"; do
+    set --
+    while [ -n "$cfx_hn" ]; do cfx_hr=${cfx_hn#?}; set -- "$@" "'${cfx_hn%"$cfx_hr"}"; cfx_hn=$cfx_hr; done
+    printf '%02x' "$@" >>"$T/hx"; printf '|' >>"$T/hx"
+  done
+  IFS= read -r cfx_hx <"$T/hx"
 }
 cfx_nexthex() { cfx_h=${cfx_hx%%|*}; cfx_hx=${cfx_hx#*|}; }
 # (an empty or absent file prints nothing: no `cat` process for it)
@@ -151,23 +167,6 @@ cfx_emit() {
   printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/o" ]; then cat "$T/o" 2>/dev/null; fi
   printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e" 2>/dev/null; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
-}
-cfx_sh() {
-  cfx_n=$1; cfx_tool=$2; shift 2
-  if ! command -v "$cfx_tool" >/dev/null 2>&1; then
-    : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
-  fi
-  # stdout straight through (no temp file, no `cat`); stderr via a file, `cat` only if non-empty
-  printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
-  if [ -n "$cfx_sto" ]; then
-    # each fact has its own deadline: one hung command costs one section, not the node
-    $cfx_sto sh -c "$1" 2>"$T/e" </dev/null; cfx_rc=$?
-    [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
-  else
-    ( eval "$1" ) 2>"$T/e" </dev/null; cfx_rc=$?
-  fi
-  printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
-  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
 }
 # a simple command (no shell syntax: name, tool, then its argv): run under its deadline directly,
 # without a `sh -c` between (one process less per section); same stdout, stderr and rc
@@ -185,6 +184,22 @@ cfx_x() {
   fi
   printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
+}
+# a command with shell syntax (name, tool, command): cfx_x over `sh -c` (same command-not-found
+# branch, deadline and markers)
+cfx_sh() { cfx_x "$1" "$2" sh -c "$3"; }
+# a one-line fact the shell read itself (a kernel value: no process): name, value
+cfx_put() {
+  printf '@@CFX %s BEGIN %s\n%s\n\n@@CFX %s ERR %s\n\n@@CFX %s END %s rc=0\n' "$N" "$1" "$2" "$N" "$1" "$N" "$1"
+}
+# `ls DIR` of a readable directory (name, dir) from the shell's glob: one name a line
+cfx_lsdir() {
+  cfx_v=
+  for cfx_hn in "$2"/*; do
+    if [ -e "$cfx_hn" ] || [ -L "$cfx_hn" ]; then cfx_v="$cfx_v${cfx_hn##*/}
+"; fi
+  done
+  printf '@@CFX %s BEGIN %s\n%s\n@@CFX %s ERR %s\n\n@@CFX %s END %s rc=0\n' "$N" "$1" "$cfx_v" "$N" "$1" "$N" "$1"
 }
 # two `curl -s -m 1 URL` facts (name1 url1 name2 url2) with ONE curl, not two: each transfer's
 # body into a file, its exit status from -w %{exitcode} (curl 7.75+). Used only when that is all
@@ -526,11 +541,38 @@ def _section_call(name: str, tool: str, cmd: str) -> str:
     return f"cfx_sh {name} {shlex.quote(tool)} {shlex.quote(cmd)}"
 
 
-# sections whose command needs a value the shell can know without a process: the kernel release
-# (/proc/sys/kernel/osrelease is what `uname -r` prints) and the iptables on PATH
+# sections whose command needs a value the shell can know without a process (the kernel release:
+# /proc/sys/kernel/osrelease is what `uname -r` prints; the iptables on PATH), and sections whose
+# answer IS such a value, read by the shell itself with no process and no deadline (#17: one
+# `timeout` and one tool, ~2 ms of node CPU a section, for a line the kernel keeps in memory).
+# Each read cannot hang: /proc/sys/kernel/* and /proc/self/status are generated from the
+# running kernel's in-memory state, a readdir of sysfs (/sys/module) lists in-memory kernfs
+# nodes, and `[ -e ]` of /lib/modules/REL is one stat (the root file system, which the shell
+# itself runs from). Each is used only when it gives exactly what the tool prints (the tool is
+# on PATH, the value is there and has the expected form); otherwise the tool runs as before
+# ({old}), under its deadline.
 _SPECIAL_CALLS = {
+    # `id -u`: the effective uid, the 3rd field of the shell's own "Uid:" line (real, effective,
+    # saved, fs); `id` runs with the shell's credentials
+    "id_u": ('cfx_v=; if command -v id >/dev/null 2>&1 && { while read -r cfx_k cfx_r cfx_v cfx_w; '
+             'do [ "$cfx_k" = Uid: ] && break; cfx_v=; done; } 2>/dev/null </proc/self/status; then :; fi; '
+             "case $cfx_v in ''|*[!0-9]*) {old} ;; *) cfx_put id_u \"$cfx_v\" ;; esac"),
+    # `hostname`: gethostname(), the UTS namespace's nodename, which /proc/sys/kernel/hostname is
+    "hostname": ('if command -v hostname >/dev/null 2>&1 && { IFS= read -r cfx_v </proc/sys/kernel/hostname; } '
+                 '2>/dev/null && [ -n "$cfx_v" ]; then cfx_put hostname "$cfx_v"; else {old}; fi'),
+    "uname_r": ('if command -v uname >/dev/null 2>&1 && { IFS= read -r cfx_v </proc/sys/kernel/osrelease; } '
+                '2>/dev/null && [ -n "$cfx_v" ]; then cfx_put uname_r "$cfx_v"; else {old}; fi'),
+    # `ls -d /lib/modules/REL` of a path that exists prints the path (a release has no character
+    # ls would quote); a missing one: ls itself, for its error
     "lib_modules": ('if { IFS= read -r cfx_rel </proc/sys/kernel/osrelease; } 2>/dev/null && [ -n "$cfx_rel" ]; '
-                    'then cfx_x lib_modules ls ls -d "/lib/modules/$cfx_rel"; else {old}; fi'),
+                    'then case $cfx_rel in *[!A-Za-z0-9._+-]*) cfx_v=;; *) cfx_v=/lib/modules/$cfx_rel;; esac; '
+                    'if [ -n "$cfx_v" ] && [ -e "$cfx_v" ] && command -v ls >/dev/null 2>&1; '
+                    'then cfx_put lib_modules "$cfx_v"; else cfx_x lib_modules ls ls -d "/lib/modules/$cfx_rel"; fi; '
+                    'else {old}; fi'),
+    # `ls /sys/module` of a readable directory: its names one a line, dot-names left out, in
+    # byte order (LC_ALL=C), as the shell's own glob gives them
+    "sys_module": ('if [ -d /sys/module ] && [ -r /sys/module ] && [ -x /sys/module ] && '
+                   'command -v ls >/dev/null 2>&1; then cfx_lsdir sys_module /sys/module; else {old}; fi'),
     "iptables_link": ('if command -v iptables >"$T/c" 2>/dev/null && IFS= read -r cfx_ipt <"$T/c" && '
                       '[ -n "$cfx_ipt" ]; then cfx_x iptables_link iptables readlink -f "$cfx_ipt"; '
                       'else {old}; fi'),
