@@ -178,3 +178,16 @@ def test_data_as_still_refuses_what_is_neither_its_class_nor_a_dict():
     with pytest.raises(TypeError):
         Finding(code="KUBE_PROXY_CRASHLOOP", severity="error", node="n", title="t",
                 data=["not", "a", "dict"]).data_as(ComponentPodData)
+
+
+def test_wait_rechecks_soon_at_first_then_less_often_never_past_poll():
+    """A restarted pod is often Ready within a second: the first re-check does not wait a whole
+    `poll`; the waits grow up to `poll` and no further; the same deadline."""
+    api = FakeAPI(ready_after=6)
+    sleeps: list[float] = []
+    bad = wait_for_components(api, ["kube_proxy"], timeout=60, poll=2.0,
+                              sleep=sleeps.append)
+    assert bad == []
+    assert len(sleeps) == 5  # ready at the 6th check, as before
+    assert sleeps[0] < 2.0 and sleeps == sorted(sleeps) and max(sleeps) <= 2.0
+    assert sleeps[-1] == 2.0

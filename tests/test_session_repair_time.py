@@ -353,3 +353,37 @@ def test_without_validate_alongside_the_after_validation_runs_in_validate(tmp_pa
     # for a validation that does not come
     assert flow.next_pass() == []
     assert overlapped == [False] and vals.calls == vals_before + 1  # the settle's only
+
+
+def test_settle_rechecks_soon_at_first_then_less_often_within_the_same_deadline(tmp_path,
+                                                                              monkeypatch):
+    from clusterfix_tui.core import flow as F
+
+    s, shells, j, diag = _session(tmp_path, monkeypatch)
+    answers = [[CheckResult("node-ready", "node-1", False, "not Ready", None)]] * 6 + [
+        [CheckResult("node-ready", "node-1", True, "Ready", None)]]
+    calls = iter(answers)
+    monkeypatch.setattr(s, "validate_quiet", lambda: next(calls))
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(t):
+        sleeps.append(t)
+        now[0] += t
+
+    flow = RepairFlow(s, steps=["iptables"], clock=lambda: now[0], sleep=sleep,
+                      settle_timeout=60)
+    flow._mutations = 1  # something ran
+    results = flow.settle()
+    assert results and all(r.passed for r in results)
+    assert len(sleeps) == 6
+    assert sleeps[0] < F.SETTLE_POLL and sleeps == sorted(sleeps)
+    assert max(sleeps) <= F.SETTLE_POLL and sleeps[-1] == F.SETTLE_POLL
+    # the same deadline: it still gives up when the time is out
+    flow2 = RepairFlow(s, steps=["iptables"], clock=lambda: now[0], sleep=sleep,
+                       settle_timeout=5)
+    flow2._mutations = 1
+    monkeypatch.setattr(s, "validate_quiet", lambda: answers[0])
+    start, sleeps[:] = now[0], []
+    assert not flow2.settle()[0].passed
+    assert now[0] - start == pytest.approx(5.0) and sum(sleeps) == pytest.approx(5.0)

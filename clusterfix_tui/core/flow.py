@@ -35,7 +35,8 @@ NodeLineCallback = Callable[[str, str, str], None]
 WaitCallback = Callable[[list[CheckResult], float], None]  # (failing checks, seconds left)
 
 DEFAULT_MAX_PASSES = 3
-SETTLE_POLL = 3.0
+SETTLE_POLL = 3.0  # the longest wait between two validations while the cluster settles
+SETTLE_FIRST_POLL = 0.5  # the first one (then growing by half up to SETTLE_POLL)
 _STAMP = re.compile(r"\d{8}T\d{6}Z")
 
 
@@ -314,6 +315,9 @@ class RepairFlow:
         self._mutations_at_settle = self._mutations
         deadline = self._clock() + (self.settle_timeout if timeout is None else timeout)
         results: list[CheckResult] = []
+        # restarted pods are often Ready within a second or two: re-check soon at first, then
+        # less often (the deadline is the same)
+        interval = SETTLE_FIRST_POLL
         while True:
             try:
                 results = self.session.validate_quiet()
@@ -325,7 +329,8 @@ class RepairFlow:
                 return results
             if on_wait is not None:
                 on_wait([r for r in results if not r.passed], left)
-            self._sleep(min(SETTLE_POLL, max(0.0, left)))
+            self._sleep(min(interval, max(0.0, left)))
+            interval = min(SETTLE_POLL, interval * 1.5)
 
     def next_pass(self, on_wait: WaitCallback | None = None,
                   on_progress: Callable[..., None] | None = None, *, start: bool = True,

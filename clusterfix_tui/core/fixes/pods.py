@@ -380,14 +380,21 @@ def component_pods_live(api: Any, comp: str) -> list[dict[str, Any]]:
     return out
 
 
+FIRST_POLL = 0.5  # seconds before the first re-check of restarted pods (then up to `poll`)
+
+
 def wait_for_components(
     api: Any, components: list[str], *, timeout: float = WAIT_TIMEOUT, poll: float = 2.0,
     on_line: Callable[[str, str, str], None] | None = None,
     cancel: threading.Event | None = None, sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, Any]]:
     """Poll until every node has a Running+Ready pod of each component, or the timeout.
-    Returns the pods still failing (with their last log lines)."""
+    Returns the pods still failing (with their last log lines). The first re-checks come
+    sooner (FIRST_POLL, growing by half each time up to `poll`): a restarted pod is often
+    Ready within a second, and waiting a whole `poll` for it kept every repair waiting; a
+    sleep never runs past the deadline (the last check is made at it)."""
     deadline = time.monotonic() + timeout
+    interval = min(FIRST_POLL, poll)
     bad: list[dict[str, Any]] = []
     while True:
         nodes = [n["metadata"]["name"] for n in api.list_nodes()]
@@ -419,7 +426,8 @@ def wait_for_components(
                     f"waiting for {', '.join(components)}: {ready_n}/{total} Running and Ready")
         if not bad or time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
             break
-        sleep(poll)
+        sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        interval = min(poll, interval * 1.5)
     for b in bad:
         if b.get("pod") is None:
             continue
