@@ -23,6 +23,16 @@ Brings up a healthy lab of N nodes for each N (one lab at a time) and measures, 
 Prints medians over --runs runs, the ratios the performance issue asks for, and the peak memory
 of our process (RSS high-water, and the tracemalloc peak of one cold diagnose).
 
+Where the wall time goes on this machine: next to our CPU, the CPU the lab spent during our cold
+and warm runs, from /proc/PID/stat of the pids lab.json records (utime+stime, and cutime+cstime
+for what they reaped), read before each run and again when diagnose returns (connections still
+open): "sshd" is every node's sshd (the listener, each connection's [priv] process, the pre-auth
+child it reaped, and the session process's own CPU); "node scripts" is what the session processes
+ran and reaped (the facts script with everything it started, kubectl included) plus any other
+process still alive under an sshd; "lab daemon" is the lab daemon's own CPU (its API emulator,
+answering our snapshot and the nodes' kubectl, and its controller's periodic reconcile). Our CPU
+excludes the time these readings take.
+
 The lab's nodes are network namespaces on this machine: the facts scripts of all N nodes share
 its CPU cores (on a real cluster every node runs its own). "node cpu" is the CPU time one facts
 script costs on a node (measured there with `times`), so N x node cpu / cores is the floor any
@@ -70,6 +80,89 @@ def check(diag, nodes: list[dict]) -> None:
 CPU: list[float] = []  # our process's CPU seconds (all threads) of each cold run
 KIDS: list[float] = []  # CPU seconds of the processes it started (`ssh -G`), each cold run
 WARM_CPU: list[float] = []  # our process's CPU seconds of each warm run
+LAB_COLD: list[dict[str, float]] = []  # the lab's CPU during each cold run (LabCPU.delta)
+LAB_WARM: list[dict[str, float]] = []  # ... each warm run
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[float, float, str] | None:
+    """(own CPU, reaped children's CPU) in seconds and the command line of a live pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            "utf-8", "replace")
+    except OSError:
+        return None
+    f = text[text.rfind(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / HZ, (int(f[13]) + int(f[14])) / HZ, cmd
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+class LabCPU:
+    """The CPU the lab's processes spent, by kind, from the pids lab.json records."""
+
+    def __init__(self, lab_dir: str):
+        info = json.loads((Path(lab_dir) / "lab.json").read_text())
+        self.daemon = int(info["daemon_pid"])
+        self.listeners = [int(n["sshd_pid"]) for n in info["nodes"] if n.get("sshd_pid")]
+
+    def sample(self) -> dict[int, tuple[str, float, float]]:
+        """pid -> (kind, own, reaped) of the daemon, the sshd listeners and all under them."""
+        out: dict[int, tuple[str, float, float]] = {}
+        d = _proc_stat(self.daemon)
+        if d:
+            out[self.daemon] = ("daemon", d[0], d[1])
+        todo = list(self.listeners)
+        while todo:
+            pid = todo.pop()
+            st = _proc_stat(pid)
+            if st is None:
+                continue
+            own, reaped, cmd = st
+            if not cmd.startswith("sshd"):
+                kind = "other"  # a command still running under a session
+            elif "@notty" in cmd or "@pts" in cmd:
+                kind = "session"  # runs the commands: what it reaped are the node's scripts
+            else:
+                kind = "sshd"
+            out[pid] = (kind, own, reaped)
+            todo += _children(pid)
+        return out
+
+    @staticmethod
+    def delta(a: dict[int, tuple[str, float, float]], b: dict[int, tuple[str, float, float]]
+              ) -> dict[str, float]:
+        """{"sshd", "node", "daemon"} seconds spent between samples a and b."""
+        out = {"sshd": 0.0, "node": 0.0, "daemon": 0.0}
+        for pid, (kind, own, reaped) in b.items():
+            _k, own0, reaped0 = a.get(pid, (kind, 0.0, 0.0))
+            d_own, d_reaped = own - own0, reaped - reaped0
+            if kind == "daemon":
+                out["daemon"] += d_own
+            elif kind == "session":
+                out["sshd"] += d_own
+                out["node"] += d_reaped
+            elif kind == "other":
+                out["node"] += d_own + d_reaped
+            else:
+                out["sshd"] += d_own + d_reaped
+        for pid, (_kind, own, reaped) in a.items():
+            if pid not in b:  # gone (a connection closed): what it had is now in the reaped CPU
+                out["sshd"] -= own + reaped  # of an sshd above it, and was counted before
+        return out
+
+
+def lab_cpu_fields(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: median([r[k] for r in runs]) for k in ("sshd", "node", "daemon")}
 
 
 def children_cpu() -> float:
@@ -77,28 +170,37 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def ours_cold(lab_dir: str, nodes: list[dict]) -> float:
+def ours_cold(lab_dir: str, nodes: list[dict], lab: LabCPU | None = None) -> float:
+    before = lab.sample() if lab else {}
     c0 = time.process_time()
     k0 = children_cpu()
     t0 = time.perf_counter()
     rt = build_runtime(lab_dir=lab_dir)
+    sampling = 0.0
     try:
         diag = diagnose(rt.api, rt.shells)
         dt = time.perf_counter() - t0
+        if lab:  # the sessions are still open: their reaped children are the node's scripts
+            s0 = time.process_time()
+            LAB_COLD.append(LabCPU.delta(before, lab.sample()))
+            sampling = time.process_time() - s0
     finally:
         rt.close()
-    CPU.append(time.process_time() - c0)
+    CPU.append(time.process_time() - c0 - sampling)
     KIDS.append(children_cpu() - k0)
     check(diag, nodes)
     return dt
 
 
-def ours_warm(rt, nodes: list[dict]) -> float:
+def ours_warm(rt, nodes: list[dict], lab: LabCPU | None = None) -> float:
+    before = lab.sample() if lab else {}
     c0 = time.process_time()
     t0 = time.perf_counter()
     diag = diagnose(rt.api, rt.shells)
     dt = time.perf_counter() - t0
     WARM_CPU.append(time.process_time() - c0)
+    if lab:
+        LAB_WARM.append(LabCPU.delta(before, lab.sample()))
     check(diag, nodes)
     return dt
 
@@ -244,14 +346,18 @@ def main() -> int:
             tracemalloc.stop()
             CPU.clear()
             KIDS.clear()
-            cold = [ours_cold(lab_dir, nodes) for _ in range(args.runs)]
+            LAB_COLD.clear()
+            LAB_WARM.clear()
+            labcpu = LabCPU(lab_dir)
+            cold = [ours_cold(lab_dir, nodes, labcpu) for _ in range(args.runs)]
             our_cpu, kids_cpu = median(CPU), median(KIDS)
             rt = build_runtime(lab_dir=lab_dir)
             ours_warm(rt, nodes)  # opens the connections
             WARM_CPU.clear()
-            warm = [ours_warm(rt, nodes) for _ in range(args.runs)]
+            warm = [ours_warm(rt, nodes, labcpu) for _ in range(args.runs)]
             warm_cpu = median(WARM_CPU)
             rt.close()
+            lab_cold, lab_warm = lab_cpu_fields(LAB_COLD), lab_cpu_fields(LAB_WARM)
             floor = [ours_floor(lab_dir, nodes) for _ in range(args.runs)]
             rss = rss_mib()
             seq, seq_cmds, seq_fail = [], 0, 0
@@ -279,6 +385,8 @@ def main() -> int:
                 "seq_scaled": bool(args.seq_sample and args.seq_sample < n),
                 "rss_mib": rss, "tracemalloc_peak_mib": tm_peak,
                 "load": os.getloadavg()[0],
+                "lab_cpu_cold": lab_cold, "lab_cpu_warm": lab_warm,
+                "lab_cpu_cold_runs": list(LAB_COLD), "lab_cpu_warm_runs": list(LAB_WARM),
             }
             print(f"N={n:3d}  lab up {up_s:5.1f}s  node cpu {cpu:.2f}s  ours cold {fmt(r['cold'])}"
                   f" (our CPU {our_cpu:.2f}s + children {kids_cpu:.2f}s)"
@@ -286,6 +394,13 @@ def main() -> int:
                   f"{' (scaled from ' + str(args.seq_sample) + ' nodes)' if r['seq_scaled'] else ''}"
                   f" [{seq_cmds} ssh]  ansible {fmt(r['ansible'])}  RSS {rss:.0f} MiB  "
                   f"tracemalloc peak {tm_peak:.1f} MiB  load {r['load']:.1f}", flush=True)
+            for label, lc, ours, w in (("cold", lab_cold, our_cpu + kids_cpu, r["cold"]),
+                                       ("warm", lab_warm, warm_cpu, r["warm"])):
+                print(f"       {label}: wall {w:.3f}s; CPU: ours {ours:.2f}s  node scripts "
+                      f"{lc['node']:.2f}s  sshd {lc['sshd']:.2f}s  lab daemon (API emulator) "
+                      f"{lc['daemon']:.2f}s  sum {ours + sum(lc.values()):.2f}s = "
+                      f"{(ours + sum(lc.values())) / (os.cpu_count() or 1):.2f}s on "
+                      f"{os.cpu_count()} cores", flush=True)
         finally:
             cluster.down(lab_dir)
             shutil.rmtree(lab_dir, ignore_errors=True)
@@ -306,6 +421,17 @@ def main() -> int:
         if r["ansible"]:
             line += f"  ours/ansible {r['cold'] / r['ansible']:.3f}"
         print(line)
+    print("\nCPU during ours, seconds (medians): ours (+ children) | node scripts | sshd | "
+          "lab daemon (API emulator) | all / cores, against the wall time")
+    cores = os.cpu_count() or 1
+    for n, r in rows.items():
+        for label in ("cold", "warm"):
+            lc = r[f"lab_cpu_{label}"]
+            ours = r["our_cpu"] + r["children_cpu"] if label == "cold" else r["our_cpu_warm"]
+            total = ours + sum(lc.values())
+            print(f"N={n:3d} {label}  ours {ours:6.2f}  node {lc['node']:6.2f}  sshd "
+                  f"{lc['sshd']:6.2f}  daemon {lc['daemon']:6.2f}  all/cores {total / cores:6.2f}"
+                  f"  wall {r[label]:6.2f}")
     print(f"\npeak RSS of this process: {rss_mib():.1f} MiB")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
