@@ -156,6 +156,8 @@ class KubeClusterAPI:
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise KubeconfigError(f"kubeconfig {self.kubeconfig}, context {name!r} cannot be "
                                   f"used: {type(exc).__name__}: {_scrub(str(exc))}") from exc
+        if configuration.refresh_api_key_hook is not None:
+            configuration.refresh_api_key_hook = _TokenRefresh(configuration.refresh_api_key_hook)
         self._api_client = client.ApiClient(configuration)
         self._core = client.CoreV1Api(self._api_client)
         self._apps = client.AppsV1Api(self._api_client)
@@ -345,6 +347,41 @@ class KubeClusterAPI:
             self._api_client.close()
         except Exception:  # noqa: BLE001 - closing pools at exit must not fail the session
             pass
+
+
+class _Settings:
+    """What the client's token hook writes, kept aside (the API key dict is the real one)."""
+
+    api_key: dict[str, Any]
+    written: dict[str, Any]
+
+    def __init__(self, api_key: dict[str, Any]):
+        object.__setattr__(self, "api_key", api_key)
+        object.__setattr__(self, "written", {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.written[name] = value
+
+
+class _TokenRefresh:
+    """The kubernetes client's hook for a token user, run before every request: it reloads an
+    expired token (exec plugin, OIDC, a token file) and then copies the token and all the
+    cluster settings (host, TLS files, proxy) into the configuration again; setting `host`
+    re-reads the proxy environment each time (~0.15 ms of CPU a request here; the connection
+    pool keeps the proxy it was built with anyway). Here the same hook runs and only what it
+    changed is copied in: the token always (the same dict), a setting when it differs."""
+
+    def __init__(self, hook: Any):
+        self.hook = hook
+
+    def __call__(self, configuration: Any) -> None:
+        settings = _Settings(configuration.api_key)
+        self.hook(settings)
+        for name, value in settings.written.items():
+            if name == "refresh_api_key_hook":  # the hook re-installs itself: it is this one
+                continue
+            if getattr(configuration, name, _Settings) != value:
+                setattr(configuration, name, value)
 
 
 def _scrub(text: str) -> str:
