@@ -154,7 +154,16 @@ def whole(lab_dir: str, rt: Any | None) -> tuple[float, float, float, Any]:
     out = (time.process_time() - c0, children_cpu() - k0, time.perf_counter() - t0)
     if diag.node_errors or diag.error:
         raise SystemExit(f"diagnose failed: {diag.error} {diag.node_errors}")
+    # what the one full collection diagnose() ran on leaving costs: another one on the same heap
+    import gc
+
+    g0 = time.process_time()
+    gc.collect()
+    GC_CPU.append((time.process_time() - g0, len(gc.get_objects())))
     return (*out, rt)
+
+
+GC_CPU: list[tuple[float, int]] = []  # (CPU of a full collection after diagnose(), objects)
 
 
 AREAS = [  # (area, substrings of the file path), first match wins
@@ -281,9 +290,14 @@ def main() -> int:
         w = statistics.median(t[2] for t in totals)
         print(f"  plain diagnose(): our CPU {cpu:.3f}s = {cpu / n * 1000:.1f} ms/node "
               f"(+ children {kids:.3f}s = {kids / n * 1000:.1f} ms/node), wall {w:.3f}s")
+        gc_cpu = statistics.median(g for g, _n in GC_CPU[-args.runs:])
+        objs = statistics.median(o for _g, o in GC_CPU[-args.runs:])
+        print(f"  of which its last full garbage collection, about: {gc_cpu * 1000:.0f} ms = "
+              f"{gc_cpu / n * 1000:.1f} ms/node ({objs:.0f} objects tracked)")
         results[label] = {"phases_cpu": med, "phases_children": kid, "phases_wall": wall,
                           "diagnose_cpu": cpu, "diagnose_children": kids, "diagnose_wall": w,
-                          "per_node_ms": cpu / n * 1000}
+                          "per_node_ms": cpu / n * 1000, "full_collection_cpu": gc_cpu,
+                          "tracked_objects": objs}
     results["load_end"] = os.getloadavg()[0]
     if args.yappi:
         profile(args.lab_dir, args.top)
