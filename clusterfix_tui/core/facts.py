@@ -701,6 +701,9 @@ class Section:
         return None
 
 
+_new_section = P.frozen_maker(Section)
+
+
 @dataclass(frozen=True)
 class NodeFacts:
     """Everything one node told us, raw and parsed. Parse failures are in `parse_errors`."""
@@ -841,6 +844,7 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
     errors: list[str] = []
     complete = False
     pos = 0
+    new_section = _new_section
     while pos < n:
         if not output.startswith(head, pos):
             return None
@@ -875,8 +879,8 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
                 rc = int(last[3:])
             except ValueError:
                 errors.append(f"section {key}: bad rc {last!r}")
-        sections[key] = Section(name, arg, output[eol + 1:m1] if m1 > eol else "",
-                                output[eol1 + 1:m2] if m2 > eol1 else "", rc)
+        sections[key] = new_section(name, arg, output[eol + 1:m1] if m1 > eol else "",
+                                    output[eol1 + 1:m2] if m2 > eol1 else "", rc)
         pos = eol2 + 1
     if not complete:
         errors.append("output incomplete: no DONE marker")

@@ -127,6 +127,28 @@ class Rule:
         return token in self.args
 
 
+def frozen_maker(cls: Any) -> Any:
+    """A positional constructor for the frozen dataclass `cls` that makes the same object as
+    cls(...) (same class, same fields in the same order, so ==, hash and repr are unchanged)
+    without the generated __init__'s call overhead: parsers make tens of thousands of these.
+    Only for classes whose __init__ does nothing else (no __post_init__, no default factories
+    needed: every field is passed)."""
+    import dataclasses as _dc
+
+    params = getattr(cls, "__dataclass_params__", None)
+    assert params is not None and params.frozen and not hasattr(cls, "__post_init__")
+    qualname = cls.__qualname__
+    names = [f.name for f in _dc.fields(cls)]
+    args = ", ".join(names)
+    body = "".join(f"    _set(o, {n!r}, {n})\n" for n in names)
+    src = f"def make({args}):\n    o = _new(cls)\n{body}    return o\n"
+    ns: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
+    exec(src, ns)  # noqa: S102 - built from the dataclass's own field names
+    make = ns["make"]
+    make.__qualname__ = f"{qualname}.make"
+    return make
+
+
 @dataclass(frozen=True)
 class Table:
     name: str
@@ -170,6 +192,7 @@ class IptablesSave:
         return not self.tables
 
 
+_new_rule = frozen_maker(Rule)
 _JUMPS = frozenset(("-j", "--jump", "-g", "--goto"))
 _INCOMPAT_RE = re.compile(r"[Tt]able `([^']*)' is incompatible")
 
@@ -275,22 +298,33 @@ def parse_iptables_save(text: str) -> IptablesSave:
         name, chains, rules = None, {}, []
 
     jumps = _JUMPS
+    new_rule = _new_rule
     for n, raw in enumerate((text or "").splitlines(), 1):
-        if name is not None and raw[:3] in ("-A ", "-I "):  # the bulk: rules, on the fast path
-            toks = _tokens(raw)
-            if len(toks) < 2:
-                errors.append(f"line {n}: rule without chain")
+        if name is not None:
+            c0 = raw[:1]
+            if c0 == "-" and raw[:3] in ("-A ", "-I "):  # the bulk: rules, on the fast path
+                toks = _tokens(raw)
+                if len(toks) < 2:
+                    errors.append(f"line {n}: rule without chain")
+                    continue
+                chain = toks[1]
+                if chain not in chains:
+                    chains[chain] = None
+                target = None
+                for i in range(len(toks) - 2, -1, -1):  # the last -j/-g wins
+                    if toks[i] in jumps:
+                        target = toks[i + 1]
+                        break
+                rules.append(new_rule(name, chain, raw, target, toks[2:]))
                 continue
-            chain = toks[1]
-            if chain not in chains:
-                chains[chain] = None
-            target = None
-            for i in range(len(toks) - 2, -1, -1):  # the last -j/-g wins
-                if toks[i] in jumps:
-                    target = toks[i + 1]
-                    break
-            rules.append(Rule(name, chain, raw, target, toks[2:]))
-            continue
+            if c0 == ":":  # a chain line inside a table (the branch below, without its tests)
+                parts = raw.rstrip("\r")[1:].split()
+                if not parts:
+                    errors.append(f"line {n}: empty chain line")
+                    continue
+                pol = parts[1] if len(parts) > 1 else "-"
+                chains[parts[0]] = None if pol == "-" else pol
+                continue
         line = raw.rstrip("\r")
         if not line.strip():
             continue
@@ -416,6 +450,10 @@ class NftRuleset:
         return out
 
 
+_new_nft_rule = frozen_maker(NftRule)
+_new_nft_chain = frozen_maker(NftChain)
+
+
 def parse_nft_json(text: str) -> NftRuleset:
     errors: list[str] = []
     text = (text or "").strip()
@@ -432,6 +470,7 @@ def parse_nft_json(text: str) -> NftRuleset:
     chains: list[NftChain] = []
     rules: list[NftRule] = []
     version = None
+    new_rule, new_chain = _new_nft_rule, _new_nft_chain
     for it in items:
         if not isinstance(it, dict):
             continue
@@ -441,7 +480,7 @@ def parse_nft_json(text: str) -> NftRuleset:
             # taken as they are, anything else through _s/_i as below (same values)
             fam, tab, cha = r.get("family"), r.get("table"), r.get("chain")
             han, expr, com = r.get("handle"), r.get("expr"), r.get("comment")
-            rules.append(NftRule(fam if fam.__class__ is str else _s(fam) or "",
+            rules.append(new_rule(fam if fam.__class__ is str else _s(fam) or "",
                                  tab if tab.__class__ is str else _s(tab) or "",
                                  cha if cha.__class__ is str else _s(cha) or "",
                                  han if han.__class__ is int else _i(han),
@@ -452,7 +491,7 @@ def parse_nft_json(text: str) -> NftRuleset:
         if c.__class__ is dict and len(it) == 1:
             fam, tab, nam, han = c.get("family"), c.get("table"), c.get("name"), c.get("handle")
             typ, hook, pol = c.get("type"), c.get("hook"), c.get("policy")
-            chains.append(NftChain(fam if fam.__class__ is str else _s(fam) or "",
+            chains.append(new_chain(fam if fam.__class__ is str else _s(fam) or "",
                                    tab if tab.__class__ is str else _s(tab) or "",
                                    nam if nam.__class__ is str else _s(nam) or "",
                                    han if han.__class__ is int else _i(han),

@@ -7,6 +7,7 @@ exception, so a half-broken API still yields a diagnosis of what could be read.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import ipaddress
 import json
 import re
@@ -74,13 +75,22 @@ class NodeInfo:
 
     def pod_cidr_for(self, version: int) -> str | None:
         """The podCIDR of one IP family (4 or 6), whatever the order of podCIDRs."""
+        for c, v in self._cidr_versions:
+            if v == version:
+                return c
+        return None
+
+    @functools.cached_property
+    def _cidr_versions(self) -> tuple[tuple[str, int], ...]:
+        """(podCIDR, IP version) of each valid podCIDR in order, read once per node (the checks
+        ask per family and per check)."""
+        out = []
         for c in self.pod_cidrs or ((self.pod_cidr,) if self.pod_cidr else ()):
             try:
-                if ipaddress.ip_network(c, strict=False).version == version:
-                    return c
+                out.append((c, ipaddress.ip_network(c, strict=False).version))
             except ValueError:
                 continue
-        return None
+        return tuple(out)
 
     def gateway_for(self, version: int) -> str | None:
         """flannel's per-family subnet network address (flannel.1 / flannel-v6.1 and onlink gw)."""
@@ -264,11 +274,9 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
     )
 
 
-def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
-    meta = _meta(obj)
-    spec = _d(obj.get("spec"))
-    status = _d(obj.get("status"))
-    statuses = [x for x in _l(status.get("containerStatuses")) if isinstance(x, dict)]
+def _container_status(obj: dict[str, Any], container_hint: str | None) -> dict[str, Any]:
+    """The container status a PodInfo describes: the hinted container's, else the worst one."""
+    statuses = [x for x in _l(_d(obj.get("status")).get("containerStatuses")) if isinstance(x, dict)]
     cs: dict[str, Any] = {}
     if container_hint:
         cs = next((x for x in statuses if x.get("name") == container_hint), {})
@@ -276,6 +284,18 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None) -> PodInfo:
         # the worst container: waiting first, then most restarts
         cs = sorted(statuses, key=lambda x: (not _d(_d(x.get("state")).get("waiting")),
                                              -_i(x.get("restartCount"))))[0]
+    return cs
+
+
+def pod_info(obj: dict[str, Any], container_hint: str | None = None,
+             cs: dict[str, Any] | None = None) -> PodInfo:
+    """`cs`: the status _container_status(obj, container_hint) gives, when the caller has it."""
+    meta = _meta(obj)
+    spec = _d(obj.get("spec"))
+    status = _d(obj.get("status"))
+    statuses = [x for x in _l(status.get("containerStatuses")) if isinstance(x, dict)]
+    if cs is None:
+        cs = _container_status(obj, container_hint)
     state = _d(cs.get("state"))
     waiting = _d(state.get("waiting"))
     term = _d(_d(cs.get("lastState")).get("terminated")) or _d(state.get("terminated"))
@@ -378,8 +398,22 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
     all_pods: list[PodInfo] = []
     raw_pods = [o for o in _l(call("list_pods", lambda: api.list_pods(None, None), []))
                 if isinstance(o, dict)]
+    # id(raw pod) -> (its PodInfo without a container hint, the status it describes): a pod
+    # described again for a hint that picks the same container status is the same PodInfo
+    # (frozen), not a second walk of the same object (every kube-proxy and flannel pod)
+    plain: dict[int, tuple[PodInfo, dict[str, Any]]] = {}
     for obj in raw_pods:
-        all_pods.append(pod_info(obj))
+        status0 = _container_status(obj, None)
+        p = pod_info(obj, None, status0)
+        plain[id(obj)] = (p, status0)
+        all_pods.append(p)
+
+    def pod_info_hinted(obj: dict[str, Any], hint: str | None) -> PodInfo:
+        status = _container_status(obj, hint)
+        known = plain.get(id(obj))
+        if known is not None and (known[1] is status or not (known[1] or status)):
+            return known[0]
+        return pod_info(obj, hint, status)
 
     # DaemonSets in every namespace, classified by what they run (core/shape.py)
     ds_raw = call("list_daemonsets", lambda: api.list_daemonsets(None), None)
@@ -436,7 +470,7 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
             if not ok:
                 continue
             hint = _container_for(obj, component) or container
-            p = pod_info(obj, hint)
+            p = pod_info_hinted(obj, hint)
             out.setdefault(p.node or "", []).append(p)
         return out
 
@@ -464,7 +498,7 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         cs = [c for c in _l(_d(obj.get("spec")).get("containers")) if isinstance(c, dict)]
         if "kube-proxy" in component_of_images([str(c.get("image") or "") for c in cs],
                                                [str(c.get("name") or "") for c in cs]):
-            static_kp.append(pod_info(obj, _container_for(obj, "kube-proxy")))
+            static_kp.append(pod_info_hinted(obj, _container_for(obj, "kube-proxy")))
     if ds_listed:
         kube_proxy = owned_pods("kube-proxy", "kube-proxy") or {}
         for p in static_kp:

@@ -472,11 +472,38 @@ def match_ctstate(flow: Flow, states: list[str]) -> int:
 
 
 def match_iptables_rule(rule: Rule, flow: Flow) -> int:
-    toks = list(rule.args)
-    res: list[int] = []
+    return _match_ops(compile_iptables_rule(rule.args), flow)
+
+
+# what a rule's matches test, read once per rule (`compile_iptables_rule`), then answered per flow
+(_OP_PROTO, _OP_SADDR, _OP_DADDR, _OP_IIF, _OP_OIF, _OP_DPORT, _OP_CTSTATE, _OP_CTSTATUS,
+ _OP_LOCAL, _OP_SYN, _OP_PARTIAL) = range(11)
+_OPS_OF: dict[str, int] = {
+    **dict.fromkeys(("-p", "--protocol"), _OP_PROTO),
+    **dict.fromkeys(("-s", "--source", "--src"), _OP_SADDR),
+    **dict.fromkeys(("-d", "--destination", "--dst"), _OP_DADDR),
+    **dict.fromkeys(("-i", "--in-interface"), _OP_IIF),
+    **dict.fromkeys(("-o", "--out-interface"), _OP_OIF),
+    **dict.fromkeys(("--dport", "--destination-port", "--dports", "--destination-ports"), _OP_DPORT),
+    **dict.fromkeys(("--state", "--ctstate"), _OP_CTSTATE),
+    "--ctstatus": _OP_CTSTATUS, "--dst-type": _OP_LOCAL, "--syn": _OP_SYN,
+}
+_IGNORED = frozenset(("-m", "--match", "--comment"))
+
+Ops = tuple[tuple[int, Any, bool], ...]
+
+
+def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
+    """A rule's matches as (kind, operand, negated), in order: the tokens are read here once,
+    and `_match_ops` answers each flow from them exactly as reading the tokens per flow did
+    (-m/--comment and stray words test nothing; an unknown option is PARTIAL; "!" negates the
+    next test; the first -j/-g ends the matches)."""
+    toks = args
+    n = len(toks)
+    ops: list[tuple[int, Any, bool]] = []
     neg = False
     i = 0
-    while i < len(toks):
+    while i < n:
         t = toks[i]
         if t in ("-j", "--jump", "-g", "--goto"):
             break
@@ -484,49 +511,74 @@ def match_iptables_rule(rule: Rule, flow: Flow) -> int:
             neg = True
             i += 1
             continue
-        val = toks[i + 1] if i + 1 < len(toks) else ""
-        v: int | None = None
+        val = toks[i + 1] if i + 1 < n else ""
         step = 2
-        if t in ("-m", "--match"):
-            v = None
-        elif t in ("-p", "--protocol"):
-            v = match_proto(flow, val)
-        elif t in ("-s", "--source", "--src"):
-            v = match_addr(flow.saddrs, flow.family, val.split(","))
-        elif t in ("-d", "--destination", "--dst"):
-            v = match_addr(flow.daddrs, flow.family, val.split(","))
-        elif t in ("-i", "--in-interface"):
-            v = match_iface(flow.iifs, [val])
-        elif t in ("-o", "--out-interface"):
-            v = match_iface(flow.oifs, [val])
-        elif t in ("--dport", "--destination-port", "--dports", "--destination-ports"):
-            v = match_ports(flow.dports, _port_ranges(val))
-        elif t in ("--state", "--ctstate"):
-            v = match_ctstate(flow, val.split(","))
-        elif t == "--ctstatus":
-            st = {x.lower() for x in val.split(",")}
-            v = FULL if (flow.dnat and "dnat" in st) else NONE if not flow.dnat and st <= {"dnat"} \
-                else PARTIAL
-        elif t == "--comment":
-            v = None
-        elif t == "--dst-type":
-            v = (FULL if flow.hook in ("input",) else NONE if flow.hook == "forward" else PARTIAL) \
-                if val.upper() == "LOCAL" else PARTIAL
-        elif t == "--syn":
-            v = FULL if flow.proto == "tcp" else NONE
+        kind = _OPS_OF.get(t)
+        operand: Any = None
+        if t in _IGNORED:
+            kind = None
+        elif kind == _OP_PROTO:
+            operand = val
+        elif kind in (_OP_SADDR, _OP_DADDR):
+            operand = val.split(",")
+        elif kind in (_OP_IIF, _OP_OIF):
+            operand = [val]
+        elif kind == _OP_DPORT:
+            operand = _port_ranges(val)
+        elif kind == _OP_CTSTATE:
+            operand = {x.strip().lower() for x in val.split(",")}
+        elif kind == _OP_CTSTATUS:
+            operand = {x.lower() for x in val.split(",")}
+        elif kind == _OP_LOCAL:
+            if val.upper() != "LOCAL":
+                kind = _OP_PARTIAL
+        elif kind == _OP_SYN:
             step = 1
         elif t.startswith("-"):
-            v = PARTIAL
+            kind = _OP_PARTIAL
             if not val or val.startswith("-") or val == "!":
                 step = 1
         else:
-            v = None
             step = 1
-        if v is not None:
-            res.append(_not(v) if neg else v)
+        if kind is not None:
+            ops.append((kind, operand, neg))
         neg = False
         i += step
-    return _and(*res)
+    return tuple(ops)
+
+
+def _match_ops(ops: Ops, flow: Flow) -> int:
+    """FULL / PARTIAL / NONE of a compiled rule's matches for one flow (min over its tests)."""
+    out = FULL
+    for kind, operand, neg in ops:
+        if kind == _OP_SADDR:
+            v = match_addr(flow.saddrs, flow.family, operand)
+        elif kind == _OP_DADDR:
+            v = match_addr(flow.daddrs, flow.family, operand)
+        elif kind == _OP_PROTO:
+            v = match_proto(flow, operand)
+        elif kind == _OP_IIF:
+            v = match_iface(flow.iifs, operand)
+        elif kind == _OP_OIF:
+            v = match_iface(flow.oifs, operand)
+        elif kind == _OP_DPORT:
+            v = match_ports(flow.dports, operand)
+        elif kind == _OP_CTSTATE:
+            v = FULL if (flow.dnat and "dnat" in operand) else FULL if "new" in operand else NONE
+        elif kind == _OP_CTSTATUS:
+            v = FULL if (flow.dnat and "dnat" in operand) else NONE if not flow.dnat and \
+                operand <= {"dnat"} else PARTIAL
+        elif kind == _OP_LOCAL:
+            v = FULL if flow.hook in ("input",) else NONE if flow.hook == "forward" else PARTIAL
+        elif kind == _OP_SYN:
+            v = FULL if flow.proto == "tcp" else NONE
+        else:
+            v = PARTIAL
+        if neg:
+            v = _not(v)
+        if v < out:
+            out = v
+    return out
 
 
 def _own_chain(chain: str) -> bool:
@@ -541,9 +593,13 @@ def _index(table: Table) -> dict[str, list[Rule]]:
 
 
 def evaluate_iptables(table: Table, base: str, flow: Flow,
-                      index: dict[str, list[Rule]] | None = None) -> Hit | None:
-    """The first DROP/REJECT the flow meets from built-in chain `base` (None: it passes)."""
+                      index: dict[str, list[Rule]] | None = None,
+                      compiled: dict[int, Ops] | None = None) -> Hit | None:
+    """The first DROP/REJECT the flow meets from built-in chain `base` (None: it passes).
+    `compiled`: id(rule) -> its compiled matches, shared by the calls for one table's flows (the
+    rules must outlive it: they are the table's)."""
     by = index if index is not None else _index(table)
+    comp = compiled if compiled is not None else {}
     steps = [0]
 
     def walk(chain: str, path: tuple[str, ...], depth: int) -> tuple[str, Hit | None]:
@@ -554,7 +610,10 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
             steps[0] += 1
             if steps[0] > _MAX_STEPS:
                 return "continue", None
-            m = match_iptables_rule(r, flow)
+            ops = comp.get(id(r))
+            if ops is None:
+                ops = comp[id(r)] = compile_iptables_rule(r.args)
+            m = _match_ops(ops, flow)
             if m == NONE:
                 continue
             tgt = r.target or ""
@@ -812,13 +871,14 @@ def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
             if t is None:
                 continue
             idx = _index(t)
+            comp: dict[int, Ops] = {}
             for fl in flows:
                 if fl.family != family:
                     continue
                 base = BUILTIN[fl.hook]
                 if base not in t.chains:
                     continue
-                hit = evaluate_iptables(t, base, fl, idx)
+                hit = evaluate_iptables(t, base, fl, idx, comp)
                 if hit is not None:
                     out.append({"backend": backend, "table": "filter", "family": family,
                                 "flow": fl, "hit": hit})
