@@ -272,3 +272,68 @@ def test_a_pod_whose_hint_picks_another_container_is_described_for_it() -> None:
     fl = next(p for p in snap.flannel_pods[node] if p.name == pod["metadata"]["name"])
     assert fl.container != "sidecar" and fl.waiting_reason is None
     assert fl == S.pod_info(pod, S._container_for(pod, "flannel") or "kube-flannel")
+
+
+# -- pod_networks: network texts read through a string-keyed cache ----------------------------------
+
+
+def _reference_pod_networks(snapshot: Any, facts: Any, version: int) -> list[str]:
+    """checks._common.pod_networks before #17's third core pass, verbatim."""
+    from clusterfix_tui.core.checks._common import DEFAULT_POD_NETWORK, _text, net_of
+
+    nets: list[str] = []
+    fl = getattr(getattr(snapshot, "shape", None), "flannel", None)
+    cands = [getattr(fl, "network", None), getattr(fl, "ipv6_network", None),
+             getattr(snapshot, "flannel_network", None)]
+    env = (facts.subnet_env or {}) if facts is not None else {}
+    cands += [env.get("FLANNEL_NETWORK"), env.get("FLANNEL_IPV6_NETWORK")]
+    for c in cands:
+        n = net_of(c) if c else None
+        if n is not None and n.version == version and _text(n) not in nets:
+            nets.append(_text(n))
+    if nets:
+        return nets
+    for c in getattr(snapshot, "cluster_cidrs", ()) or ():
+        n = net_of(c)
+        if n is not None and n.version == version and _text(n) not in nets:
+            nets.append(_text(n))
+    if nets:
+        return nets
+    for info in (getattr(snapshot, "nodes", {}) or {}).values():
+        for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
+            n = net_of(c)
+            if n is not None and n.version == version and _text(n) not in nets:
+                nets.append(_text(n))
+    if not nets and version == 4:
+        nets.append(DEFAULT_POD_NETWORK)
+    return nets
+
+
+def test_pod_networks_as_before() -> None:
+    from types import SimpleNamespace
+
+    from clusterfix_tui.core.checks._common import pod_networks
+
+    texts: list[Any] = [None, "", "10.244.0.0/16", "10.244.1.7/16", "fd00:10:244::/56", "bogus",
+                        "10.244.0.0/33", "1" * 70, 42, "10.96.0.0/12", "fd00::1/64", "10.244.0.0/16 "]
+    rnd = random.Random(17)
+    seen = set()
+    for _ in range(3000):
+        def pick() -> Any:
+            return rnd.choice(texts)
+
+        fl = SimpleNamespace(network=pick(), ipv6_network=pick()) if rnd.random() < 0.5 else None
+        nodes = {f"n{i}": SimpleNamespace(pod_cidrs=tuple(t for t in (pick(), pick()) if t)
+                                          if rnd.random() < 0.6 else (), pod_cidr=pick())
+                 for i in range(rnd.randint(0, 4))}
+        snap = SimpleNamespace(shape=SimpleNamespace(flannel=fl), flannel_network=pick(),
+                               cluster_cidrs=tuple(t for t in (pick(), pick()) if t and
+                                                   rnd.random() < 0.4), nodes=nodes)
+        env = {k: v for k, v in (("FLANNEL_NETWORK", pick()), ("FLANNEL_IPV6_NETWORK", pick()))
+               if v is not None} if rnd.random() < 0.5 else None
+        facts = SimpleNamespace(subnet_env=env) if rnd.random() < 0.8 else None
+        for v in (4, 6):
+            want = _reference_pod_networks(snap, facts, v)
+            assert pod_networks(snap, facts, v) == want
+            seen.add(len(want))
+    assert {0, 1, 2} <= seen

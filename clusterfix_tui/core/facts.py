@@ -823,14 +823,6 @@ def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, l
     return _split_sections_lines(output, nonce)
 
 
-def _marker_words(output: str, at: int, head_len: int) -> tuple[list[str], int]:
-    """The words of the marker line starting at `at` (after the head) and where that line ends."""
-    eol = output.find("\n", at)
-    if eol < 0:
-        eol = len(output)
-    return output[at + head_len:eol].split(" "), eol
-
-
 def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]] | None:
     """split_sections for output in the script's own shape, or None (then the line reader runs).
     Between two markers every line is content, so a section's stdout (stderr) is the text
@@ -845,10 +837,14 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
     complete = False
     pos = 0
     new_section = _new_section
+    find = output.find
     while pos < n:
         if not output.startswith(head, pos):
             return None
-        words, eol = _marker_words(output, pos, hl)
+        eol = find("\n", pos)  # the marker line: its words, and where it ends
+        if eol < 0:
+            eol = n
+        words = output[pos + hl:eol].split(" ")
         kind = words[0]
         if kind == "DONE":
             complete = True
@@ -859,17 +855,20 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
         name = words[1]
         arg = _unhex(words[2]) if len(words) >= 3 else None
         key = name if arg is None else f"{name} {arg}"
-        m1 = output.find(nl_head, eol)
+        m1 = find(nl_head, eol)
         if m1 < 0:
             return None
         k1 = m1 + 1 + hl  # the ERR marker's kind word: "ERR", then a space or the line's end
-        eol1 = output.find("\n", k1)
+        eol1 = find("\n", k1)
         if eol1 < 0 or not output.startswith("ERR", k1) or (eol1 != k1 + 3 and output[k1 + 3] != " "):
             return None
-        m2 = output.find(nl_head, eol1)
+        m2 = find(nl_head, eol1)
         if m2 < 0:
             return None
-        w2, eol2 = _marker_words(output, m2 + 1, hl)
+        eol2 = find("\n", m2 + 1)
+        if eol2 < 0:
+            eol2 = n
+        w2 = output[m2 + 1 + hl:eol2].split(" ")
         if w2[0] != "END":
             return None
         rc: int | None = None

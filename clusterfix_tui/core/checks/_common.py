@@ -82,27 +82,43 @@ def pod_networks(snapshot: Any, facts: NodeFacts | None, version: int) -> list[s
     env = (facts.subnet_env or {}) if facts is not None else {}
     cands += [env.get("FLANNEL_NETWORK"), env.get("FLANNEL_IPV6_NETWORK")]
     for c in cands:
-        n = net_of(c) if c else None
-        if n is not None and n.version == version and _text(n) not in nets:
-            nets.append(_text(n))
+        vt = _version_text(c) if c else None
+        if vt is not None and vt[0] == version and vt[1] not in nets:
+            nets.append(vt[1])
     if nets:
         return nets
     # no flannel: kube-proxy's clusterCIDR (kubeadm's pod network) covers what the CNI's own IPAM
     # hands out (calico IP pools and cilium cluster-pool allocate outside the nodes' podCIDRs)
     for c in getattr(snapshot, "cluster_cidrs", ()) or ():
-        n = net_of(c)
-        if n is not None and n.version == version and _text(n) not in nets:
-            nets.append(_text(n))
+        vt = _version_text(c)
+        if vt is not None and vt[0] == version and vt[1] not in nets:
+            nets.append(vt[1])
     if nets:
         return nets
     for info in (getattr(snapshot, "nodes", {}) or {}).values():
         for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
-            n = net_of(c)
-            if n is not None and n.version == version and _text(n) not in nets:
-                nets.append(_text(n))
+            vt = _version_text(c)
+            if vt is not None and vt[0] == version and vt[1] not in nets:
+                nets.append(vt[1])
     if not nets and version == 4:
         nets.append(DEFAULT_POD_NETWORK)
     return nets
+
+
+def _version_text(cidr: Any) -> tuple[int, str] | None:
+    """(IP version, str(network)) of net_of(cidr), None when it is no network. pod_networks runs
+    per node, family and check on the same few network texts (flannel's Network, the node's
+    subnet.env): the string-keyed cache answers without hashing ipaddress objects."""
+    text = str(cidr)
+    if len(text) > 64:  # as net_of: never keep big strings in the cache
+        return None
+    return _version_text_of(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _version_text_of(text: str) -> tuple[int, str] | None:
+    n = _net_of(text)
+    return None if n is None else (n.version, _text(n))
 
 
 @functools.lru_cache(maxsize=4096)
