@@ -276,69 +276,137 @@ def test_state_after_is_read_alongside_the_after_validation_and_again_if_anythin
 
 
 class _Validations:
-    """core.validate.validate replaced: counts calls; the call while a diagnosis runs lets it
-    finish (the diagnosis below waits for it, bounded)."""
+    """core.validate.validate replaced: counts calls, and shows overlap with a diagnosis: a call
+    waits (bounded, 1 s) for a diagnosis to be in progress and then tells it so; a diagnosis
+    (below) waits (bounded) to be told. `results`: what each call answers, in turn (the last
+    one from then on)."""
 
-    def __init__(self):
+    def __init__(self, results=None):
         self.calls = 0
-        self.started = threading.Event()
+        self.diagnosing = threading.Event()
+        self.seen = threading.Event()
+        self.results = list(results or [[CheckResult("node-ready", "node-1", True, "Ready")]])
 
     def __call__(self, *a, **k):
         self.calls += 1
-        self.started.set()
-        return [CheckResult("node-ready", "node-1", True, "Ready")]
+        if self.diagnosing.wait(1.0):
+            self.seen.set()
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
-def _flow_after_one_step(tmp_path, monkeypatch):
+def _flow_after_one_step(tmp_path, monkeypatch, refresh=None, results=None):
+    """A flow after one applied step. `refresh`: what each re-diagnosis returns, in turn (the
+    last one from then on; default: clean, nothing left). Records, per re-diagnosis, whether a
+    validation ran while it did (overlapped) and the diagnoses read (reads)."""
     from clusterfix_tui.core import diagnose as D
     from clusterfix_tui.core import validate as V
 
     s, shells, j, diag = _session(tmp_path, monkeypatch)
-    vals = _Validations()
+    vals = _Validations(results)
     monkeypatch.setattr(V, "validate", vals)
     overlapped: list[bool] = []
+    reads: list[object] = []
+    queue = list(refresh or [FakeDiagnosis([], facts={n: _facts(n) for n in NODES},
+                                           snapshot=snapshot())])
 
     def diagnose(*a, **k):
-        if s.before is not None:  # a re-diagnosis: did the validation run meanwhile?
-            vals.started.clear()
-            overlapped.append(vals.started.wait(10))
-        return diag
+        if s.before is None:
+            return diag
+        # a re-diagnosis: does a validation run meanwhile?
+        vals.seen.clear()
+        vals.diagnosing.set()
+        try:
+            overlapped.append(vals.seen.wait(10))
+        finally:
+            vals.diagnosing.clear()
+        d = queue.pop(0) if len(queue) > 1 else queue[0]
+        reads.append(d)
+        return d
 
     monkeypatch.setattr(D, "diagnose", diagnose)
     flow = RepairFlow(s, steps=["iptables"], sleep=lambda _s: None)
     flow.diagnose()
     plan = flow.plan_for_approval("iptables")
     flow.apply(plan, flow.approvable_ids(plan))
+    flow.overlapped, flow.reads = overlapped, reads  # type: ignore[attr-defined]
     return flow, s, j, vals, overlapped
+
+
+def _refreshes(j):
+    return [e for e in j.events if e["type"] == "diagnosis" and e.get("phase") == "refresh"]
 
 
 def test_after_validation_runs_alongside_the_last_rediagnosis_and_is_journaled_once(
         tmp_path, monkeypatch):
+    """The settle's first validation runs alongside the pass's last re-diagnosis: green, and
+    that diagnosis finds nothing left, so it is the "after" validation: one validation in all
+    (the settle's, then another alongside the re-diagnosis, before)."""
     flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch)
     assert flow.next_pass(validate_alongside=True) == []
-    assert overlapped == [True], "the after validation did not run alongside the re-diagnosis"
-    assert vals.calls == 2  # the settle's, and the one alongside
+    assert overlapped == [True], "the validation did not run alongside the re-diagnosis"
+    assert vals.calls == 1, "the settle's validation and the after one ran apart"
     results = flow.validate()
-    assert vals.calls == 2, "validate() ran the validation again"
+    assert vals.calls == 1, "validate() ran the validation again"
     assert [r.name for r in results] == ["node-ready"]
     kinds = [(e["type"], e.get("phase")) for e in j.events
              if e["type"] in ("diagnosis", "validation")]
     assert kinds[-3:] == [("diagnosis", "refresh"), ("validation", "after"),
                           ("diagnosis", "after")]
+    assert len(_refreshes(j)) == 1
     s.finish()
     after = [e for e in _states(j) if e["phase"] == "after"]
     assert after and all(e["read"] == "now" for e in after)
 
 
+def test_a_rediagnosis_read_while_the_cluster_was_not_settled_is_dropped(tmp_path, monkeypatch):
+    """The first validation fails (pods still restarting): the diagnosis read alongside it is
+    not journaled nor used; the settle goes on, then the cluster is re-diagnosed after it
+    (alongside the after validation), as before."""
+    bad = [CheckResult("node-ready", "node-1", False, "not Ready", "cni_bridge")]
+    good = [CheckResult("node-ready", "node-1", True, "Ready")]
+    transient = FakeDiagnosis([finding("FORWARD_DROP", "node-1", "iptables", backend="legacy",
+                                       table="filter", chain="FORWARD", policy="DROP")],
+                              facts={n: _facts(n) for n in NODES}, snapshot=snapshot())
+    clean = FakeDiagnosis([], facts={n: _facts(n) for n in NODES}, snapshot=snapshot())
+    flow, s, j, vals, overlapped = _flow_after_one_step(
+        tmp_path, monkeypatch, refresh=[transient, clean], results=[bad, good, good])
+    waits = []
+    assert flow.next_pass(validate_alongside=True, on_wait=lambda f, left: waits.append(
+        [r.name for r in f])) == []
+    assert waits == [["node-ready"]]  # the first (failing) results were reported as a wait
+    assert flow.reads == [transient, clean]  # type: ignore[attr-defined]
+    refreshes = _refreshes(j)
+    assert len(refreshes) == 1 and refreshes[0]["findings"] == []  # the dropped read left no trace
+    assert s.diagnosis is clean
+    assert vals.calls == 3  # the first, the settle's retry, the one alongside the re-diagnosis
+    assert all(r.passed for r in flow.validate()) and vals.calls == 3
+
+
+def test_a_green_validation_with_findings_left_rediagnoses_after_it(tmp_path, monkeypatch):
+    """Green, but the diagnosis read alongside still has findings with a step: it may have read
+    the cluster before it settled, so it is dropped and the cluster re-diagnosed after the
+    validation; that one decides."""
+    left = FakeDiagnosis([finding("FORWARD_DROP", "node-1", "iptables", backend="legacy",
+                                  table="filter", chain="FORWARD", policy="DROP")],
+                         facts={n: _facts(n) for n in NODES}, snapshot=snapshot())
+    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch,
+                                                        refresh=[left])
+    flow.next_pass(validate_alongside=True, start=False)
+    assert flow.reads == [left, left]  # type: ignore[attr-defined]
+    assert len(_refreshes(j)) == 1  # only the read made after the green validation
+    assert overlapped == [True, True]  # the second one alongside the after validation
+
+
 def test_after_validation_alongside_is_dropped_when_something_ran_since(tmp_path, monkeypatch):
-    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch)
+    left = _diag()  # the same findings again: the actions ran already, no other pass
+    flow, s, j, vals, overlapped = _flow_after_one_step(tmp_path, monkeypatch, refresh=[left])
     assert flow.next_pass(validate_alongside=True) == []
-    assert vals.calls == 2
+    assert vals.calls == 2  # the first (its diagnosis not clean: dropped), the one alongside
     plan = flow.plan_for_approval("iptables")  # a change after it (the wizard's user, say)
     assert plan.actions
     flow.apply(plan, flow.approvable_ids(plan))
     flow.validate()
-    assert vals.calls >= 3, "a validation from before the rollback was journaled as after it"
+    assert vals.calls >= 3, "a validation from before the change was journaled as after it"
 
 
 def test_without_validate_alongside_the_after_validation_runs_in_validate(tmp_path,

@@ -11,7 +11,10 @@ Every rule about *when* lives here, nowhere else:
 - every action's precondition is re-checked on the node right before it runs (the engine);
 - after a pass, the flow waits for the cluster to settle (validation retried, not journaled,
   until green or the deadline), re-diagnoses, and offers another pass for the steps whose fresh
-  plan holds a mutating action that has not run yet, up to `max_passes`;
+  plan holds a mutating action that has not run yet, up to `max_passes` (headless: the first
+  settle validation and the re-diagnosis run alongside; that diagnosis is kept only when the
+  validation is green and it finds nothing left, else it is dropped and read again after the
+  settle);
 - validation at the end waits the same way, is journaled once, and an "after" diagnosis is
   journaled when anything changed;
 - rollback is a plan (plan_rollback) run through the same apply path (apply_rollback).
@@ -307,9 +310,11 @@ class RepairFlow:
     # -- converge ------------------------------------------------------------------------------
 
     def settle(self, on_wait: WaitCallback | None = None, cancel: threading.Event | None = None,
-               timeout: float | None = None) -> list[CheckResult]:
+               timeout: float | None = None, first: list[CheckResult] | None = None
+               ) -> list[CheckResult]:
         """After changes, retry validation (not journaled) until it is green or the deadline:
-        restarted pods need a moment. Returns the last results ([] when nothing changed)."""
+        restarted pods need a moment. Returns the last results ([] when nothing changed).
+        `first`: the results of a validation just run for it (the first try)."""
         if self.dry_run or self._mutations == self._mutations_at_settle:
             return []
         self._mutations_at_settle = self._mutations
@@ -318,11 +323,15 @@ class RepairFlow:
         # restarted pods are often Ready within a second or two: re-check soon at first, then
         # less often (the deadline is the same)
         interval = SETTLE_FIRST_POLL
+        pending = first
         while True:
-            try:
-                results = self.session.validate_quiet()
-            except Exception:  # noqa: BLE001 - the API may blink while pods restart
-                results = []
+            if pending is not None:
+                results, pending = pending, None
+            else:
+                try:
+                    results = self.session.validate_quiet()
+                except Exception:  # noqa: BLE001 - the API may blink while pods restart
+                    results = []
             left = deadline - self._clock()
             if (results and all(r.passed for r in results)) or left <= 0 or (
                     cancel is not None and cancel.is_set()):
@@ -341,9 +350,13 @@ class RepairFlow:
         not run yet; opt-ins stay the user's call).
         [] = converged (or max passes reached, or nothing changed, or a dry run). With
         start=True (headless) the new pass begins; the wizard asks first, then start_pass().
-        validate_alongside (headless, validate() follows at once): the "after" validation runs
-        alongside this re-diagnosis (both only read, both after the cluster settled); validate()
-        journals it when no other pass is started and nothing has run since."""
+        validate_alongside (headless, validate() follows at once): the settle's first validation
+        runs alongside this re-diagnosis (both only read); when it is green and the diagnosis
+        finds nothing left for any step, that diagnosis stands and that validation is the "after"
+        one; otherwise the diagnosis is dropped unjournaled, the settle goes on, and the cluster
+        is re-diagnosed after it with the "after" validation alongside (both after the cluster
+        settled). validate() journals the "after" validation when no other pass is started and
+        nothing has run since."""
         journal = self.session.journal
         if self.dry_run or not self._changed_in_pass:
             return []
@@ -351,29 +364,88 @@ class RepairFlow:
             journal.write("note", text=f"pass {self.pass_no} was the last one allowed "
                           f"(--max-passes {self.max_passes})")
             return []
-        self.settle(on_wait, cancel)
+        self._after_alongside = None
+        settled = False
+        if validate_alongside and self._mutations != self._mutations_at_settle:
+            t0 = self._clock()
+            settled, first = self._settle_alongside_rediagnosis(on_progress, cancel)
+            if not settled and not (cancel is not None and cancel.is_set()):
+                self.settle(on_wait, cancel, first=first, timeout=max(
+                    0.0, self.settle_timeout - (self._clock() - t0)))
+        else:
+            self.settle(on_wait, cancel)
         if cancel is not None and cancel.is_set():
             return []
-        self._after_alongside = None
-        if validate_alongside:
-            self._rediagnose_and_validate(on_progress)
-        else:
+        if not settled:
+            if validate_alongside:
+                self._rediagnose_and_validate(on_progress)
+            else:
+                self._rediagnose(on_progress)
+        wanted = self._wanted_steps()
+        if wanted and settled:
+            # that diagnosis was read alongside the validation that found the cluster settled,
+            # not after it: the next pass is planned from a read made after it
+            self._after_alongside = None
             self._rediagnose(on_progress)
-        wanted: list[str] = []
-        for step in self.steps:
-            try:
-                plan = self.preview(step)
-            except Exception as exc:  # noqa: BLE001
-                journal.write("error", message=f"could not plan step {step}: {exc}", where=step)
-                continue
-            if any(a.mutating and not engine.is_opt_in(a) and action_key(step, a) not in self._ran
-                   for a in plan.actions):
-                wanted.append(step)
+            wanted = self._wanted_steps()
         if wanted:
             self._after_alongside = None
         if wanted and start:
             self.start_pass(wanted)
         return wanted
+
+    def _wanted_steps(self) -> list[str]:
+        """The steps whose fresh plan holds a default-approved mutating action that has not run
+        yet (what another pass would act on)."""
+        wanted: list[str] = []
+        for step in self.steps:
+            try:
+                plan = self.preview(step)
+            except Exception as exc:  # noqa: BLE001
+                self.session.journal.write("error", message=f"could not plan step {step}: {exc}",
+                                           where=step)
+                continue
+            if any(a.mutating and not engine.is_opt_in(a) and action_key(step, a) not in self._ran
+                   for a in plan.actions):
+                wanted.append(step)
+        return wanted
+
+    def _settle_alongside_rediagnosis(self, on_progress: Callable[..., None] | None,
+                                      cancel: threading.Event | None
+                                      ) -> tuple[bool, list[CheckResult] | None]:
+        """The settle's first validation (with the node state after) and the pass's last
+        re-diagnosis, run alongside each other (both only read). When that validation is green
+        and the diagnosis finds nothing left for any step (no finding with a step), the cluster
+        had settled: the diagnosis is adopted (journaled) and the validation is the "after" one
+        (validate() journals it when nothing has run since). Otherwise the diagnosis is dropped,
+        not journaled (it may have read the cluster while it was still settling): the caller
+        settles as before and re-diagnoses after it. Returns (settled, the validation's results:
+        None if it raised)."""
+        import concurrent.futures
+
+        mutations, runs = self._mutations, self.session.runs
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="cfx-settle") as ex:
+            fut = ex.submit(self.session.validation_and_state)
+            try:
+                read = self.session.read_refresh(on_progress)
+            finally:
+                concurrent.futures.wait([fut])
+        if fut.exception() is not None:  # the API may blink while pods restart
+            return False, None
+        results, state = fut.result()
+        if cancel is not None and cancel.is_set():
+            return False, results
+        green = bool(results) and all(r.passed for r in results)
+        clean = not getattr(read[0], "error", None) and not any(
+            getattr(f, "step", None) for f in getattr(read[0], "findings", ()))
+        if not (green and clean):
+            return False, results
+        self._mutations_at_settle = self._mutations
+        self.session.adopt_refresh(*read)
+        self._diagnosed()
+        self._after_alongside = (mutations, runs, results, state)
+        return True, results
 
     def _rediagnose_and_validate(self, on_progress: Callable[..., None] | None) -> None:
         import concurrent.futures

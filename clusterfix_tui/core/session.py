@@ -270,16 +270,29 @@ class RepairSession:
         """Re-diagnose after a step changed the cluster (pods recreated, rules rewritten), before
         re-planning. Journaled as a `diagnosis` with phase "refresh" (the "before" diagnosis of
         the journal stays the first one)."""
+        return self.adopt_refresh(*self.read_refresh(on_progress))
+
+    def read_refresh(self, on_progress: Callable[..., None] | None = None) -> tuple[Any, int]:
+        """A re-diagnosis read, not yet the session's: (diagnosis, self.runs when its read
+        began). adopt_refresh() makes it the session's diagnosis and journals it; a read that is
+        not adopted leaves no trace (RepairFlow drops one read while the cluster was still
+        settling)."""
         self._start()
         from clusterfix_tui.core import diagnose as _diag
 
+        runs = self._runs
         skip = sorted(self.left_out)
         diagnosis = _call_with_supported(
             _diag.diagnose, self.api, self.shells, on_progress=on_progress,
             exclude=skip, leave_out=skip, skip_nodes=skip,
         )
+        return diagnosis, runs
+
+    def adopt_refresh(self, diagnosis: Any, runs: int) -> Any:
+        """Make a read_refresh() diagnosis the session's (its facts current when nothing has
+        run since its read began) and journal it as a "refresh" diagnosis."""
         self.diagnosis = diagnosis
-        self._facts_read = (diagnosis, self._runs)
+        self._facts_read = (diagnosis, runs)
         self.journal_diagnosis(diagnosis, "refresh")
         return diagnosis
 
