@@ -12,6 +12,7 @@ from textual.widgets import Button, DataTable, ProgressBar, Static
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 
 
 class ValidationScreen(WizardScreen):
@@ -45,7 +46,8 @@ finding explains them, the status line says so and proposes `t`.
     def compose_body(self) -> ComposeResult:
         yield Static("", id="validation-status")
         yield ProgressBar(id="validation-progress", show_eta=False)
-        table: DataTable = DataTable(id="checks", cursor_type="row", zebra_stripes=True)
+        # rows arrive one by one while the table shows: LiveTable redraws them at new widths
+        table: DataTable = LiveTable(id="checks", cursor_type="row", zebra_stripes=True)
         table.border_title = "validate_cluster_communication"
         yield table
         with Horizontal(classes="buttons"):
