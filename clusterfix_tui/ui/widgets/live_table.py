@@ -1,10 +1,11 @@
 """A DataTable whose rows arrive while it shows (the validation's checks, one by one).
 
-Textual's DataTable (8.x) measures the columns of rows added since it was last idle only when it
-is idle next, and keeps the cells it drew before that at the old widths (its cell cache is not
-dropped when a width changes): a row drawn in between stays cut at the old width until something
-else changes the table. Seen on the validation screen: the detail column drawn 57 cells wide
-while its longest detail (added last) is 136. LiveTable redraws at the new widths when they change.
+Textual's DataTable (8.x) measures the rows added since it was last idle when it is idle next,
+and keeps the cells it drew before that in its cache, keyed without the column widths: until the
+screen lays the table out again (its next refresh), a paint draws those rows at the old widths.
+A screenshot taken in that moment showed the validation's detail column 57 cells wide while its
+longest detail, added last, is 136 (the 140x40 snapshot, ~1 run in 3). LiveTable drops the cells
+drawn at other widths as soon as a width changes, so what it draws always matches its columns.
 """
 
 from __future__ import annotations
