@@ -65,6 +65,7 @@ SERVED_SUBRESOURCES = frozenset({
     "services/status", "daemonsets/status", "deployments/status", "deployments/scale",
     "replicasets/status", "replicasets/scale", "statefulsets/status", "statefulsets/scale",
 })
+PODS = kmock.resource("v1/pods")
 WATCH_HISTORY = 4096  # events kept for watches resuming from a resourceVersion
 
 # on_write(verb, resource, namespace, name, before, after): an API client changed an object.
@@ -80,6 +81,15 @@ def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
         body=json.dumps(body, separators=(",", ":")).encode(), status=status,
         content_type="application/json",
     )
+
+
+def _json_list(head: dict[str, Any], items: list[bytes]) -> aiohttp.web.Response:
+    """_json(dict(head, items=[...])) from the items' JSON (each made once per object version):
+    the same bytes json.dumps gives for the whole body."""
+    text = json.dumps(head, separators=(",", ":")).encode()
+    return aiohttp.web.Response(
+        body=b"".join((text[:-1], b',"items":[', b",".join(items), b"]}")),
+        content_type="application/json")
 
 
 @dataclasses.dataclass(eq=False)
@@ -123,6 +133,9 @@ class LabEmulator(kmock.KubernetesEmulator):
         for spec in SERVED_RESOURCES:
             self.resources[spec] = bundled[spec]
         self.tokens = frozenset(tokens)
+        # what is served, by (group, version, plural): looked up per request without kmock's
+        # resource parsing
+        self._served = {_rk(res): self.resources[res] for res in self.resources}
         self.store = ObjectStore(self.resources, self.objects)
         self.store.on_change = self._on_store_change
         self.logs = PodLogs()
@@ -206,7 +219,7 @@ class LabEmulator(kmock.KubernetesEmulator):
     ) -> aiohttp.web.StreamResponse:
         res = request.resource
         assert res is not None
-        if res not in self.resources:
+        if _rk(res) not in self._served:
             raise _status(404, "NotFound", "the server could not find the requested resource")
         ns, name, sub = request.namespace, request.name, request.subresource
         if ns is not None and not self.store.namespaced(res):
@@ -244,7 +257,8 @@ class LabEmulator(kmock.KubernetesEmulator):
 
     def _list(self, raw: aiohttp.web.BaseRequest, res: kmock.resource, ns: str | None) -> aiohttp.web.Response:
         params = raw.query
-        items, rv = self.store.list(
+        # the stored objects themselves (no copies): serialised here, never changed
+        items, rv = self.store.refs(
             res, ns, label_selector=params.get("labelSelector"),
             field_selector=params.get("fieldSelector"),
         )
@@ -259,12 +273,12 @@ class LabEmulator(kmock.KubernetesEmulator):
             )
             body["metadata"] = meta
             return _json(body)
-        kind = self.resources[res].kind or str(res.plural).capitalize()
-        return _json({"kind": f"{kind}List", "apiVersion": api_version(res), "metadata": meta,
-                      "items": items})
+        kind = self._served[_rk(res)].kind or str(res.plural).capitalize()
+        return _json_list({"kind": f"{kind}List", "apiVersion": api_version(res), "metadata": meta},
+                          [self.store.encode(res, obj) for obj in items])
 
     def _get(self, raw: aiohttp.web.BaseRequest, res: kmock.resource, ns: str | None, name: str) -> aiohttp.web.Response:
-        obj = self.store.get(res, ns, name)
+        obj = self.store.ref(res, ns, name)
         if obj is None:
             raise not_found(res, name)
         if api_tables.wants_table(raw.headers.get("Accept")):
@@ -272,7 +286,7 @@ class LabEmulator(kmock.KubernetesEmulator):
                 str(res.plural), [obj], resource_version=obj["metadata"]["resourceVersion"],
                 include_object=raw.query.get("includeObject", "Metadata"),
             ))
-        return _json(obj)
+        return aiohttp.web.Response(body=self.store.encode(res, obj), content_type="application/json")
 
     def _create(self, request: rendering.Request, res: kmock.resource, ns: str | None) -> aiohttp.web.Response:
         body = _body(request, dict)
@@ -355,8 +369,8 @@ class LabEmulator(kmock.KubernetesEmulator):
 
     # -- pods/log ----------------------------------------------------------------------------
     def _pod_log(self, raw: aiohttp.web.BaseRequest, ns: str, name: str) -> aiohttp.web.Response:
-        pods = kmock.resource("v1/pods")
-        pod = self.store.get(pods, ns, name)
+        pods = PODS
+        pod = self.store.ref(pods, ns, name)  # (read only)
         if pod is None:
             raise not_found(pods, name)
         params = raw.query
@@ -488,14 +502,24 @@ async def _parse_request(raw: aiohttp.web.BaseRequest) -> rendering.Request:
     """A kmock Request (what its DSL filters and discovery handlers read); the body stays raw."""
     body = await raw.read()
     k8s = _parse_path(raw.path)
-    resource = None if k8s.group is None else kmock.resource(
-        group=k8s.group, version=k8s.version, plural=k8s.plural)
+    resource = None if k8s.group is None else _resource(k8s.group, k8s.version, k8s.plural)
     return rendering.Request(
         raw_request=raw, url=raw.url, method=raw.method, params=dict(raw.query),
         headers=dict(raw.headers), body=body, text=body.decode(errors="replace"),
         action=parsing.guess_k8s(k8s, kmock.method(raw.method), dict(raw.query)),
         resource=resource, namespace=k8s.namespace, name=k8s.name, subresource=k8s.subresource,
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _resource(group: str, version: str | None, plural: str | None) -> kmock.resource:
+    """kmock.resource of a URL's parts, made once (it is immutable; making one runs runtime
+    protocol checks, a noticeable part of a small request)."""
+    return kmock.resource(group=group, version=version, plural=plural)
+
+
+def _rk(res: kmock.resource) -> tuple[Any, ...]:
+    return (res.group, res.version, res.plural)
 
 
 def _scale_of(obj: Obj) -> Obj:

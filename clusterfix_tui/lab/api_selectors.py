@@ -94,3 +94,16 @@ def field_selector(selector: str | None) -> Predicate:
 
 def _field_term(path: str, value: str, *, negate: bool) -> Predicate:
     return lambda obj: (field_value(obj, path) == value) != negate
+
+
+def name_equals(selector: str | None) -> str | None:
+    """X when the field selector is exactly `metadata.name=X` (or `==`): the one object named X
+    is the only candidate (what every node's kubectl asks for its own Node); None otherwise."""
+    terms = _split_terms(selector or "")
+    if len(terms) != 1:
+        return None
+    for op in ("!=", "==", "="):
+        if op in terms[0]:
+            path, value = (part.strip() for part in terms[0].split(op, 1))
+            return value if op != "!=" and path == "metadata.name" else None
+    return None

@@ -4,16 +4,25 @@ Both the HTTP handlers (loop thread) and the lab controller (its own threads) wr
 operation is a short critical section with no awaits and no callbacks into user code except
 `mutate`'s function. Each write takes the next cluster-wide resourceVersion and reports a watch event
 through `on_change`, still under the lock, so events are reported in resourceVersion order.
+
+Serving reads (#17: in an N-node lab every node's kubectl and our snapshot's list calls are served
+here, on the same cores as the nodes): a stored object is never changed in place (every write
+stores a new dict), so the HTTP handlers read stored objects without copying them (`refs`,
+`ref`) and serialise each one once per version (`encode`, keyed by the object itself: a new
+version is a new dict); objects are indexed by resource (no walk over every object of every
+kind per request), and a `metadata.name=X` field selector is a lookup. The Python API (`get`,
+`list`) still hands out deep copies.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import json
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import kmock
@@ -26,6 +35,11 @@ Obj = dict[str, Any]
 ChangeListener = Callable[[str, kmock.resource, Obj, int], None]
 
 NAMESPACES = kmock.resource("v1/namespaces")
+
+
+def _rk(res: kmock.resource) -> tuple[Any, ...]:
+    """A resource as a plain tuple (kmock's resource compares through runtime protocol checks)."""
+    return (res.group, res.version, res.plural)
 
 
 def now_iso() -> str:
@@ -50,6 +64,13 @@ class ObjectStore:
         self.on_change: ChangeListener | None = None
         self.lock = threading.RLock()
         self._rv = 0
+        # resource -> {(namespace or None, name): the stored object}; the same objects as in
+        # `objects` (kmock's array, which keeps every version), for reads
+        self._index: dict[tuple[Any, ...], dict[tuple[str | None, str], Obj]] = {}
+        self._namespaced: dict[tuple[Any, ...], bool] = {}
+        # (resource, namespace, name) -> (the stored object, its JSON): valid while that object is
+        # the stored one (compared by identity: a write stores a new dict)
+        self._encoded: dict[tuple[Any, ...], tuple[Obj, bytes]] = {}
 
     # -- addressing ------------------------------------------------------------------------------
     def resource(self, spec: str | kmock.resource) -> kmock.resource:
@@ -60,7 +81,11 @@ class ObjectStore:
         return res
 
     def namespaced(self, res: kmock.resource) -> bool:
-        return bool(self.resources[res].namespaced)
+        rk = _rk(res)
+        value = self._namespaced.get(rk)
+        if value is None:  # (the served resources are fixed when the store is made)
+            value = self._namespaced[rk] = bool(self.resources[res].namespaced)
+        return value
 
     def _key(self, res: kmock.resource, ns: str | None, name: str) -> tuple[Any, str | None, str]:
         return (res, ns if self.namespaced(res) else None, name)
@@ -72,29 +97,58 @@ class ObjectStore:
 
     # -- reads -----------------------------------------------------------------------------------
     def get(self, res: kmock.resource, ns: str | None, name: str) -> Obj | None:
-        key = self._key(res, ns, name)
         with self.lock:
-            if key not in self.objects:
-                return None
-            return copy.deepcopy(self.objects[key].raw)
+            obj = self.ref(res, ns, name)
+            return None if obj is None else copy.deepcopy(obj)
+
+    def ref(self, res: kmock.resource, ns: str | None, name: str) -> Obj | None:
+        """The stored object itself (never change it: it is what every reader sees)."""
+        return self._index.get(_rk(res), {}).get((ns if self.namespaced(res) else None, name))
 
     def list(
         self, res: kmock.resource, ns: str | None = None, *,
         label_selector: str | None = None, field_selector: str | None = None,
     ) -> tuple[list[Obj], int]:
         """Matching objects sorted by namespace/name (etcd order), and the current resourceVersion."""
+        items, rv = self.refs(res, ns, label_selector=label_selector, field_selector=field_selector)
+        return [copy.deepcopy(obj) for obj in items], rv
+
+    def refs(
+        self, res: kmock.resource, ns: str | None = None, *,
+        label_selector: str | None = None, field_selector: str | None = None,
+    ) -> tuple[list[Obj], int]:
+        """list() without the copies: the stored objects themselves (never change them)."""
         labels = api_selectors.label_selector(label_selector)
         fields = api_selectors.field_selector(field_selector)
+        name = api_selectors.name_equals(field_selector)
         with self.lock:
-            items = [copy.deepcopy(obj) for obj in self._iter(res, ns) if labels(obj) and fields(obj)]
+            objs = self._index.get(_rk(res), {})
+            candidates: Any
+            if name is not None and (ns is not None or not self.namespaced(res)):
+                obj = objs.get((ns, name))  # (a cluster-wide object is keyed with None)
+                candidates = () if obj is None else (obj,)
+            elif name is not None:
+                candidates = [obj for (_, n), obj in objs.items() if n == name]
+            elif ns is None:
+                candidates = objs.values()
+            else:
+                candidates = [obj for (n, _), obj in objs.items() if n == ns]
+            items = [obj for obj in candidates if labels(obj) and fields(obj)]
             rv = self._rv
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return items, rv
 
-    def _iter(self, res: kmock.resource, ns: str | None) -> Iterator[Obj]:
-        for (r, obj_ns, _), obj in self.objects.items():
-            if r == res and (ns is None or obj_ns == ns) and not obj.deleted:
-                yield obj.raw
+    def encode(self, res: kmock.resource, obj: Obj) -> bytes:
+        """json.dumps(obj, separators=(",", ":")) of a stored object (from ref/refs), made once per
+        version of the object."""
+        meta = obj["metadata"]
+        key = (_rk(res), meta.get("namespace"), meta["name"])
+        hit = self._encoded.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        data = json.dumps(obj, separators=(",", ":")).encode()
+        self._encoded[key] = (obj, data)
+        return data
 
     # -- writes ----------------------------------------------------------------------------------
     def put(self, res: kmock.resource, ns: str | None, name: str, obj: Obj) -> Obj:
@@ -160,10 +214,12 @@ class ObjectStore:
     def delete(self, res: kmock.resource, ns: str | None, name: str) -> Obj | None:
         key = self._key(res, ns, name)
         with self.lock:
-            if key not in self.objects:
+            stored = self._index.get(_rk(res), {}).pop(key[1:], None)
+            if stored is None:
                 return None
-            obj = copy.deepcopy(self.objects[key].raw)
+            obj = copy.deepcopy(stored)
             del self.objects[key]
+            self._encoded.pop((_rk(res), key[1], name), None)
             self._rv += 1
             obj["metadata"]["resourceVersion"] = str(self._rv)
             self._notify("DELETED", res, obj)
@@ -210,12 +266,14 @@ class ObjectStore:
         meta["generation"] = generation
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
-        self.objects[self._key(res, ns, name)] = obj
+        key = self._key(res, ns, name)
+        self.objects[key] = obj
+        self._index.setdefault(_rk(res), {})[key[1:]] = obj
         self._notify("ADDED" if old is None else "MODIFIED", res, obj)
         return copy.deepcopy(obj)
 
     def _ensure_namespace(self, ns: str) -> None:
-        if NAMESPACES in self.resources and (NAMESPACES, None, ns) not in self.objects:
+        if NAMESPACES in self.resources and (None, ns) not in self._index.get(_rk(NAMESPACES), {}):
             self._write(NAMESPACES, None, ns, {"spec": {"finalizers": ["kubernetes"]},
                                                "status": {"phase": "Active"}}, None)
 
