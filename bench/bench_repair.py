@@ -12,6 +12,11 @@ is printed before and after each run: this machine is shared, compare runs made 
 
     python3 bench/bench_repair.py                       # one run, the code on PYTHONPATH
     python3 bench/bench_repair.py --code /tmp/old-tree   # `fix` from another checkout (before)
+    python3 bench/bench_repair.py --compare /tmp/old-tree --runs 2
+        # before and after side by side: each run is a pair on fresh labs, back to back (the
+        # order alternates between pairs), then one table of the phases' totals, per run
+
+`--compare` is how to measure a change on this shared machine: both sides in the same minutes.
 
 Not part of the test suite; needs root (the lab is network namespaces).
 """
@@ -104,9 +109,9 @@ def phases(events: list[dict[str, Any]], t0: float, t_end: float) -> list[tuple[
     return rows
 
 
-def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
+def run_once(args: argparse.Namespace, n: int, tag: str = "") -> dict[str, Any]:
     lab = args.dir
-    out = Path(args.out) / f"run{n}"
+    out = Path(args.out) / f"run{n}{tag}"
     out.mkdir(parents=True, exist_ok=True)
     journal, report = out / "J.jsonl", out / "R.md"
     for p in (journal, report):
@@ -146,6 +151,51 @@ def run_once(args: argparse.Namespace, n: int) -> dict[str, Any]:
             "phases": phases(events, t0, t_end), **_time_v(proc.stderr)}
 
 
+def totals(r: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, secs in r["phases"]:
+        out[label] = out.get(label, 0.0) + secs
+    return out
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Pairs of runs, before (--compare's checkout) and after (the code on PYTHONPATH), back to
+    back on fresh labs, the order alternating; one side-by-side table of the phases' totals."""
+    new_code = args.code
+    cols: list[tuple[str, dict[str, Any]]] = []
+    for n in range(1, args.runs + 1):
+        order = [("before", args.compare), ("after", new_code)]
+        if n % 2 == 0:
+            order.reverse()
+        got = {}
+        for side, code in order:
+            args.code = code
+            got[side] = run_once(args, n, f"-{side}")
+            r = got[side]
+            print(f"run {n} {side}: {r['wall']:.1f} s wall, CPU {r.get('user', 0):.1f} + "
+                  f"{r.get('sys', 0):.1f} s, verdict {r['verdict']} after {r['passes']} "
+                  f"pass(es), exit {r['rc']}, load {r['load']}", flush=True)
+        cols += [(f"{n} before", got["before"]), (f"{n} after", got["after"])]
+    labels: list[str] = []
+    for _, r in cols:
+        for label, _s in r["phases"]:
+            if label not in labels:
+                labels.append(label)
+    width = 58
+    print(f"\n{'phase (s)':<{width}}" + "".join(f"{name:>11}" for name, _ in cols))
+    for label in labels:
+        print(f"{label[:width]:<{width}}" + "".join(
+            f"{totals(r).get(label, 0.0):11.1f}" for _, r in cols))
+    print(f"{'start to verdict (process wall)':<{width}}" + "".join(
+        f"{r['wall']:11.1f}" for _, r in cols))
+    print(f"{'our CPU user + sys':<{width}}" + "".join(
+        f"{r.get('user', 0) + r.get('sys', 0):11.1f}" for _, r in cols))
+    print("load before -> after each run:")
+    for name, r in cols:
+        print(f"  {name}: {r['load']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=6)
@@ -155,7 +205,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--code", default="", help="PYTHONPATH for the `fix` process only "
                     "(another checkout, to measure the code before a change)")
+    ap.add_argument("--compare", default="", metavar="OLD_CHECKOUT",
+                    help="run pairs: `fix` from OLD_CHECKOUT (before) and from --code or "
+                    "PYTHONPATH (after), back to back, and print them side by side")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     for n in range(1, args.runs + 1):
         r = run_once(args, n)
         print(f"\n== run {n}: {args.nodes} nodes, faults {args.faults}"
