@@ -145,3 +145,17 @@ def test_names_with_capitals_are_resolved_by_themselves(tmp_path: pathlib.Path) 
     for h in hosts:
         assert got[h] == real_g(cfg, h), h
     assert runs == 4  # node-1/2/3 share: 2 samples; the two names with capitals: one each
+
+
+def test_the_same_name_asked_at_once_is_one_sample(tmp_path: pathlib.Path) -> None:
+    """Threads asking for one name together (the sentinel, a node asked twice) must not be taken
+    as two samples of its group: two outputs of one name cannot show where names go."""
+    cfg = write(tmp_path, node_blocks(4))
+    for _ in range(3):
+        hosts = ["node-1"] * 8 + ["node-2", "node-3", "node-4", "node-1"]
+        r = _OpenSSHConfig(str(cfg), 5.0, str(SSH))
+        with cf.ThreadPoolExecutor(12) as ex:
+            got = list(ex.map(r._g, hosts))
+        for h, opts in zip(hosts, got, strict=True):
+            assert opts == real_g(cfg, h), h
+        assert r.runs == 2

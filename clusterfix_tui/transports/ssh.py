@@ -581,14 +581,14 @@ class _Group:
 
     def __init__(self) -> None:
         self.samples: list[tuple[str, str, dict[str, list[str]]]] = []  # (name, hostname, opts)
-        self.started = 0
+        self.names: dict[str, threading.Event] = {}  # the two samples: set when resolved
         self.done = threading.Event()
         self.template: tuple[dict[str, list[str]], set[str]] | None = None
 
     def verify(self) -> None:
         """Sets the template when the two samples differ exactly where names go."""
         (a, ha, oa), (b, hb, ob) = self.samples[:2]
-        if oa.get("hostname") != [ha] or ob.get("hostname") != [hb] or set(oa) != set(ob):
+        if a == b or oa.get("hostname") != [ha] or ob.get("hostname") != [hb] or set(oa) != set(ob):
             return
         named = set()
         for k in oa:
@@ -762,20 +762,30 @@ class _OpenSSHConfig(_Config):
             gkey, hostname = shared
             with self._lock:
                 group = self._groups.setdefault(gkey, _Group())
-                sample = group.started < 2
+                running = group.names.get(lookup)  # this very name is a sample under way
+                sample = running is None and len(group.names) < 2
                 if sample:
-                    group.started += 1
-            if sample:
+                    running = group.names[lookup] = threading.Event()
+            if not sample and running is not None:
+                running.wait()
+                with self._lock:
+                    hit = self._cache.get(key)
+                opts = hit if hit is not None else self._run_g(lookup, user, port)
+            elif sample:
+                assert running is not None
                 try:
                     opts = self._run_g(lookup, user, port)
                 except BaseException:
                     group.done.set()  # the others resolve by themselves
+                    running.set()
                     raise
                 with self._lock:
+                    self._cache[key] = opts
                     group.samples.append((lookup, hostname, opts))
                     if len(group.samples) == 2:
                         group.verify()
                         group.done.set()
+                running.set()
             else:
                 group.done.wait()
                 if group.template is not None:
