@@ -19,6 +19,7 @@ Prints (nothing is asserted; the figures go into docs/performance.md):
 
     python3 bench/bench_ui_scale.py --nodes 1000 [--runs 3] [--page-size 100000: no paging]
         [--profile panel,page: cProfile of the keys of those kinds, top functions printed]
+        [--profile-dump DIR: and their pstats written to DIR/<kind>.prof]
 """
 
 from __future__ import annotations
@@ -115,8 +116,11 @@ def main() -> None:
     ap.add_argument("--profile", default="",
                     help="key kinds to profile (cProfile, comma-separated: panel,page,cursor,...);"
                          " the figures of a profiled run are inflated: compare without it")
+    ap.add_argument("--profile-dump", default="",
+                    help="also write each profiled kind's pstats to DIR/<kind>.prof")
     a = ap.parse_args()
-    profiles = {k: cProfile.Profile() for k in a.profile.split(",") if k}
+    # CPU time (process_time): the waits for other processes on a shared machine left out
+    profiles = {k: cProfile.Profile(time.process_time) for k in a.profile.split(",") if k}
     if a.page_size:
         from clusterfix_tui.ui import view
 
@@ -131,10 +135,12 @@ def main() -> None:
     firsts, first_cpus, walls, cpus = [], [], [], []
     per_kind: dict[str, list[tuple[float, float]]] = {}
     shown: dict[str, int] = {}
+    all_delays: list[tuple[str, str, float, float]] = []
     for _ in range(a.runs):
         res = asyncio.run(run_once(diag, (w, h), profiles))
         firsts.append(res["first"])
         first_cpus.append(res["first_cpu"])
+        all_delays += res["delays"]
         for kind, _key, d, c in res["delays"]:
             walls.append(d * 1000)
             cpus.append(c * 1000)
@@ -157,6 +163,12 @@ def main() -> None:
         print(f"  {kind:<14} n={len(ds):<4} wall worst {max(x[0] for x in ds):6.1f} median "
               f"{statistics.median(x[0] for x in ds):6.1f} ms · CPU worst "
               f"{max(x[1] for x in ds):6.1f} median {statistics.median(x[1] for x in ds):6.1f} ms")
+    panels: dict[str, list[float]] = {}
+    for kind, key, _d, c in all_delays:
+        if kind in ("panel", "focus", "filter apply", "filter clear"):
+            panels.setdefault(f"{kind} {key}", []).append(c * 1000)
+    print("  per key (CPU ms, every run): " + "; ".join(
+        f"{k} {'/'.join(f'{x:.0f}' for x in xs)}" for k, xs in panels.items()))
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -165,6 +177,8 @@ def main() -> None:
     for kind, prof in profiles.items():
         print(f"\n== profile of the {kind!r} keys (cumulative)")
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+        if a.profile_dump:
+            prof.dump_stats(str(Path(a.profile_dump) / f"{kind.replace(' ', '_')}.prof"))
 
 
 if __name__ == "__main__":

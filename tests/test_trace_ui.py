@@ -12,6 +12,7 @@ from ui_fakes import make_app, settle
 
 from clusterfix_tui.core import trace as T
 from clusterfix_tui.ui.screens.trace import TraceScreen
+from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 MONITOR = (
     "trace id 1 ip nat PREROUTING rule counter packets 1 bytes 60 jump KUBE-SERVICES # handle 4 "
@@ -199,7 +200,7 @@ async def test_diagnostics_n_opens_the_netfilter_map_of_the_selected_node(tmp_pa
         await _connect_and_diagnose(pilot)
         await pilot.press("2")
         await settle(pilot)
-        node = str(app.screen.query_one("#nodes-table", DataTable).get_row_at(0)[0])
+        node = str(app.screen.query_one("#nodes-table", PagedTable).get_row_at(0)[0])
         await pilot.press("n")
         await settle(pilot)
         screen = app.screen

@@ -27,6 +27,7 @@ from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
 from clusterfix_tui.ui.widgets.log_pane import LogPane
+from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 
 def _text(widget: Static) -> str:
@@ -116,7 +117,7 @@ async def test_whole_flow_applies_every_step_and_exports(tmp_path: Path) -> None
         assert session.accepted == {"node-3"}
         findings = app.state.diagnosis.findings
         assert {f.step for f in findings} == set(STEP_ORDER) - {"pods"}  # pods: masked
-        table = app.screen.query_one("#findings-table", DataTable)
+        table = app.screen.query_one("#findings-table", PagedTable)
         assert table.row_count == len(findings)
         titles = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
         assert {f.title for f in findings} == titles
@@ -643,5 +644,5 @@ async def test_a_failing_session_call_is_reported_and_can_be_retried(tmp_path: P
         await pilot.press("r")  # retry: the fake fails once
         await settle(pilot)
         assert app.state.diagnosis is not None
-        assert app.screen.query_one("#findings-table", DataTable).row_count == \
+        assert app.screen.query_one("#findings-table", PagedTable).row_count == \
             len(app.state.diagnosis.findings) > 0

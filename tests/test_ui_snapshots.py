@@ -17,6 +17,7 @@ from textual.widgets import DataTable, OptionList
 from ui_fakes import make_app, settle
 
 from clusterfix_tui.core.model import STEP_ORDER
+from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 Nav = Callable[[Pilot], Awaitable[None]]
 
@@ -41,7 +42,7 @@ def _nav(*keys: str, then: Callable[[Pilot], Awaitable[None]] | None = None) -> 
 
 
 async def _crashlooping_pod(pilot: Pilot) -> None:
-    table = pilot.app.screen.query_one("#pods-table", DataTable)
+    table = pilot.app.screen.query_one("#pods-table", PagedTable)
     rows = [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
     bad = [i for i, status in enumerate(rows) if status not in ("Running", "Succeeded")]
     assert bad, rows  # the recorded kube-proxy crash loop

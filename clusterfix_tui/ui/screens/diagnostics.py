@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Input, OptionList, Static, TabbedContent, TabPane
+from textual.widgets import Input, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
 from clusterfix_tui.core.model import CLUSTER
@@ -101,16 +101,13 @@ in the node, code and title. It applies to every panel's nodes.
         yield info
         with TabbedContent(id="panels", initial="findings"):
             with TabPane("1 Findings", id="findings"), Vertical():
-                yield PagedTable(id="findings-table", noun="rows", cursor_type="row",
-                                 zebra_stripes=True)
+                yield PagedTable(id="findings-table", noun="rows", zebra_stripes=True)
                 with VerticalScroll(id="finding-detail", classes="detail"):
                     yield Static("", id="finding-text")
             with TabPane("2 Nodes", id="nodes"):
-                yield PagedTable(id="nodes-table", noun="nodes", cursor_type="row",
-                                 zebra_stripes=True)
+                yield PagedTable(id="nodes-table", noun="nodes", zebra_stripes=True)
             with TabPane("3 Pods", id="pods"), Vertical():
-                yield PagedTable(id="pods-table", noun="pods", cursor_type="row",
-                                 zebra_stripes=True)
+                yield PagedTable(id="pods-table", noun="pods", zebra_stripes=True)
                 with VerticalScroll(id="pod-detail", classes="detail"):
                     yield Static("Select a pod for its last log lines.", id="pod-log")
             with TabPane("4 Routes", id="routes"), Horizontal():
@@ -123,15 +120,15 @@ in the node, code and title. It applies to every panel's nodes.
                     yield Static("", id="nat-text")
 
     def on_mount(self) -> None:
-        t = self.query_one("#findings-table", DataTable)
+        t = self.query_one("#findings-table", PagedTable)
         for label, key, width in (("sev", "sev", 8), ("node", "node", 8), ("step", "step", 17),
                                   ("finding", "title", None)):
             t.add_column(label, key=key, width=width)
-        t = self.query_one("#nodes-table", DataTable)
+        t = self.query_one("#nodes-table", PagedTable)
         for label in ("node", "roles", "Ready", "InternalIP", "podCIDR", "kubelet", "iptables",
                       "SSH"):
             t.add_column(label, key=label)
-        t = self.query_one("#pods-table", DataTable)
+        t = self.query_one("#pods-table", PagedTable)
         for label in ("pod", "node", "status", "restarts", "reason"):
             t.add_column(label, key=label)
         if self.wizard.state.diagnosis is not None:
@@ -439,8 +436,8 @@ in the node, code and title. It applies to every panel's nodes.
         self.query_one("#nat-text", Static).update(text)
 
     # -- events ------------------------------------------------------------------------------
-    @on(DataTable.RowHighlighted, "#findings-table")
-    def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(PagedTable.RowHighlighted, "#findings-table")
+    def _finding_highlighted(self, event: PagedTable.RowHighlighted) -> None:
         self._show_finding(event.cursor_row)
 
     @on(PagedTable.Paged)
@@ -461,13 +458,13 @@ in the node, code and title. It applies to every panel's nodes.
             event.input.disabled = True
         self._focus_panel()
 
-    @on(DataTable.RowSelected, "#findings-table")
-    def _finding_selected(self, event: DataTable.RowSelected) -> None:
+    @on(PagedTable.RowSelected, "#findings-table")
+    def _finding_selected(self, event: PagedTable.RowSelected) -> None:
         self.action_plan()
 
-    @on(DataTable.RowHighlighted, "#pods-table")
-    def _pod_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = event.row_key.value
+    @on(PagedTable.RowHighlighted, "#pods-table")
+    def _pod_highlighted(self, event: PagedTable.RowHighlighted) -> None:
+        key = event.row_key
         if not key:
             return
         diagnosis = self.wizard.state.diagnosis
@@ -580,7 +577,7 @@ in the node, code and title. It applies to every panel's nodes.
                     node = row.finding.node
                     return None if node == CLUSTER else node
             elif panel in ("nodes", "pods"):
-                t = self.query_one(f"#{panel}-table", DataTable)
+                t = self.query_one(f"#{panel}-table", PagedTable)
                 row = t.get_row_at(t.cursor_row)
                 return str(row[0] if panel == "nodes" else row[1])
             elif panel == "routes":

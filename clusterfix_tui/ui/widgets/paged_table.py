@@ -1,31 +1,97 @@
-"""A DataTable that holds one page of a long list at a time (1,000 nodes, 2,000 pods).
+"""A table for long lists (1,000 nodes, 2,000 pods) that draws only the rows on the screen.
 
-The rows are kept as items and turned into cells only when their page shows, so building the
-panel and every key (cursor, page, filter) costs one page at most, whatever the cluster's size.
-Moving the cursor past the page's last row (or first) turns the page; `]` / `[` turn it at once.
-`info` says where you are ("nodes 51-100 of 1,000 · page 2/20 ([ ])"), posted as `Paged`.
+Textual's DataTable renders every cell through Rich (~1.5-2 ms a line for a fresh page) and drops
+its caches on every focus change and page turn. This table uses the Line API instead (a
+ScrollView whose `render_line(y)` returns one Strip), as the log pane does:
+
+- the rows are kept as items and turned into cells (`render(item) -> (key, cells)`) only when
+  drawn; a cell is a `str` or a `rich.text.Text` (its text and its style: spans are not drawn);
+  cell text is never read as markup, and control characters are dropped (a hostile pod name or
+  reason draws as the characters it has);
+- column widths are fixed once per data set (declared, or the widest cell of the whole data set,
+  capped at `MAX_WIDTH` with an ellipsis), never measured again page by page;
+- a row's Strip is made once and cached per (row, style); the cursor row is the cached row with
+  the cursor style laid over it, so a focus change or a cursor move redraws two lines, not the
+  page; the caches go when the data, the columns or the theme's styles change;
+- it shows one page of `page_size` items at a time (scrolling inside it): moving past the page's
+  last (or first) row turns the page, `]` / `[` turn it at once; `info` says where you are
+  ("nodes 51-100 of 1,000 · page 2/20 ([ ])"), posted as `Paged`;
+- the cursor is drawn in the theme's cursor colours, reversed and bold (visible without colour);
+  `RowHighlighted` when it moves, `RowSelected` on enter or a click on the cursor row (a click
+  elsewhere moves the cursor there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import DataTable
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from clusterfix_tui.ui import view as v
+from clusterfix_tui.ui.widgets.log_pane import clean
 
 # item -> (row key, cells)
 RowRender = Callable[[Any], tuple[str, Sequence[Any]]]
 
+MAX_WIDTH = 120  # an auto-sized column is never wider (a longer cell ends with "…")
+PAD = 1  # blank cells either side of a cell's text
 
-class PagedTable(DataTable):
+
+@dataclass
+class Column:
+    label: str
+    key: str
+    width: int | None = None  # None: the widest cell of the data set (<= MAX_WIDTH)
+
+
+class PagedTable(ScrollView, can_focus=True):
+    """One page of a long list, drawn line by line (see the module's text)."""
+
     BINDINGS = [
+        Binding("up", "cursor_up", "Up", show=False),
+        Binding("down", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first", "First row", show=False),
+        Binding("end", "last", "Last row", show=False),
+        Binding("enter", "select", "Select", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("left_square_bracket", "page(-1)", "Previous page", show=False),
     ]
+    COMPONENT_CLASSES = {"paged-table--header", "paged-table--even-row", "paged-table--cursor"}
+    DEFAULT_CSS = """
+    PagedTable {
+        background: $surface;
+        color: $foreground;
+        height: 1fr;
+        width: 1fr;
+        & > .paged-table--header { text-style: bold; background: $panel; color: $foreground; }
+        &:ansi > .paged-table--header { background: ansi_bright_blue; color: ansi_default; }
+        & > .paged-table--even-row { background: $surface-lighten-1 50%; }
+        &:dark > .paged-table--even-row { background: $surface-darken-1 40%; }
+        & > .paged-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .paged-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
 
     class Paged(Message):
         """The table shows another page or other items: `info` says which."""
@@ -35,26 +101,63 @@ class PagedTable(DataTable):
             self.table = table
             self.info = info
 
-    def __init__(self, *, page_size: int | None = None, noun: str = "rows", **kwargs: Any) -> None:
+    class RowHighlighted(Message):
+        """The cursor is on row `cursor_row` of the page (item `item`, key `row_key`)."""
+
+        def __init__(self, table: PagedTable, cursor_row: int, row_key: str, item: Any) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+            self.item = item
+
+        @property
+        def control(self) -> PagedTable:
+            return self.table
+
+    class RowSelected(RowHighlighted):
+        """Enter (or a click) on the cursor row."""
+
+    def __init__(self, *, page_size: int | None = None, noun: str = "rows",
+                 zebra_stripes: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.page_size = page_size or v.PAGE_SIZE
         self.noun = noun
+        self.zebra_stripes = zebra_stripes
+        self.columns: list[Column] = []
         self.items: list[Any] = []
         self.page = 0
         self.pages = 1
         self.start = 0  # index in `items` of the page's first row
+        self.row_count = 0  # rows on the page shown
+        self.cursor_row = 0
         self.pending: int | None = None  # set_items(defer=True): the item to show on flush()
         self._render_row: RowRender = lambda item: (str(item), (str(item),))
-        self.total_label = ""  # e.g. " (filtered from 1,043)"
+        self.total_label = ""  # e.g. " (filter: of 1,043)"
         self.info = ""
+        self.render_count = 0  # rows turned into Strips (tests count them)
+        self._cells: dict[int, tuple[str, Sequence[Any]]] = {}  # item index -> (key, cells)
+        self._widths: list[int] | None = None  # per data set
+        self._rows: dict[tuple[int, bool], Strip] = {}  # (item index, even) -> full-width strip
+        self._lines: dict[tuple[int, Style | None], Strip] = {}  # cropped to the view
+        self._view: tuple[int, int] = (-1, -1)  # (scroll_x, width) the _lines are cropped at
+        self._header: Strip | None = None
+        self._styles: tuple[Style, Style, Style] | None = None  # base, header, even row
+        self._cursor_styles: dict[Style, Style] = {}
+
+    # -- columns and data ------------------------------------------------------------------------
+    def add_column(self, label: str, *, key: str | None = None, width: int | None = None) -> None:
+        self.columns.append(Column(label, key or label, width))
+        self._new_data()
 
     def set_items(self, items: Sequence[Any], render: RowRender, at: int = 0,
                   defer: bool = False) -> None:
         """Hold `items`; show the page of item `at` (the first by default), the cursor on it.
-        `defer`: the table is not shown now (a hidden panel): its rows are made by `flush()`,
+        `defer`: the table is not shown now (a hidden panel): its page is drawn on `flush()`,
         when it is about to show (items, page and info are already the new ones)."""
         self.items = list(items)
         self._render_row = render
+        self._new_data()
         if defer:
             self.pending = at
             page, self.pages, self.start, end = v.page_bounds(len(self.items),
@@ -67,7 +170,7 @@ class PagedTable(DataTable):
         self._show_page(at // self.page_size, row=at % self.page_size)
 
     def flush(self) -> bool:
-        """Make the rows `set_items(..., defer=True)` left for later; True when there were."""
+        """Show the page `set_items(..., defer=True)` left for later; True when there was one."""
         if self.pending is None:
             return False
         at, self.pending = self.pending, None
@@ -80,18 +183,45 @@ class PagedTable(DataTable):
         i = self.start + self.cursor_row
         return self.items[i] if self.row_count and 0 <= i < len(self.items) else None
 
+    def get_row_at(self, row: int) -> list[Any]:
+        """The cells of the page's row `row` (as the render function made them)."""
+        if not 0 <= row < self.row_count:
+            raise IndexError(row)
+        return list(self._render_row(self.items[self.start + row])[1])
+
+    def move_cursor(self, *, row: int, animate: bool = False) -> None:
+        """Put the cursor on the page's row `row` (clamped), scrolled into view."""
+        if not self.row_count:
+            return
+        row = min(max(0, row), self.row_count - 1)
+        old, self.cursor_row = self.cursor_row, row
+        self._scroll_to_cursor()
+        if old != row:
+            self._refresh_row(old)
+            self._refresh_row(row)
+            self._post_highlighted()
+
+    def _new_data(self) -> None:
+        self._cells.clear()
+        self._rows.clear()
+        self._lines.clear()
+        self._widths = None
+        self._header = None
+
+    # -- pages -------------------------------------------------------------------------------------
     def _show_page(self, page: int, *, row: int = 0) -> None:
         page, self.pages, start, end = v.page_bounds(len(self.items), page, self.page_size)
-        self.page, self.start = page, start
-        self.clear()
-        for i in range(start, end):
-            key, cells = self._render_row(self.items[i])
-            self.add_row(*cells, key=key)
-        if self.row_count:
-            row = min(max(0, row), self.row_count - 1)
-            self.move_cursor(row=row, animate=False)
+        self.page, self.start, self.row_count = page, start, end - start
+        self.cursor_row = min(max(0, row), self.row_count - 1) if self.row_count else 0
+        self._lines.clear()  # keyed by item index, but the screen lines move
+        self.virtual_size = Size(sum(self._column_widths()) + PAD * 2 * len(self.columns),
+                                 self.row_count + 1)
+        self._scroll_to_cursor()
+        self.refresh()
         self._set_info(self.row_count)
         self.post_message(self.Paged(self, self.info))
+        if self.row_count:
+            self._post_highlighted()
 
     def _set_info(self, shown: int) -> None:
         n = len(self.items)
@@ -101,32 +231,199 @@ class PagedTable(DataTable):
             self.info = (f"{self.noun} {self.start + 1:,}-{self.start + shown:,} of "
                          f"{n:,}{self.total_label} · page {self.page + 1}/{self.pages} ([ ])")
 
-    # -- turning pages -------------------------------------------------------------------------
+    def _post_highlighted(self) -> None:
+        i = self.start + self.cursor_row
+        self.post_message(self.RowHighlighted(self, self.cursor_row, self._cells_of(i)[0],
+                                              self.items[i]))
+
+    # -- keys and mouse ----------------------------------------------------------------------------
+    @property
+    def _visible_rows(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)  # the header takes a line
+
     def action_page(self, delta: int) -> None:
         self.flush()
         if 0 <= self.page + delta < self.pages:
             self._show_page(self.page + delta, row=0 if delta > 0 else self.page_size)
 
     def action_cursor_down(self) -> None:
-        if self.row_count and self.cursor_row >= self.row_count - 1 and self.page + 1 < self.pages:
-            self._show_page(self.page + 1, row=0)
-            return
-        super().action_cursor_down()
+        self._move(1)
 
     def action_cursor_up(self) -> None:
-        if self.cursor_row <= 0 and self.page > 0:
-            self._show_page(self.page - 1, row=self.page_size - 1)
-            return
-        super().action_cursor_up()
+        self._move(-1)
 
     def action_page_down(self) -> None:
-        if self.row_count and self.cursor_row >= self.row_count - 1 and self.page + 1 < self.pages:
-            self._show_page(self.page + 1, row=0)
-            return
-        super().action_page_down()
+        self._move(self._visible_rows)
 
     def action_page_up(self) -> None:
-        if self.cursor_row <= 0 and self.page > 0:
+        self._move(-self._visible_rows)
+
+    def action_first(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_last(self) -> None:
+        self.move_cursor(row=self.row_count - 1)
+
+    def _move(self, delta: int) -> None:
+        """Move the cursor; from the page's last row on (first row back) turn the page."""
+        if delta > 0 and self.cursor_row >= self.row_count - 1 and self.page + 1 < self.pages:
+            self._show_page(self.page + 1, row=0)
+        elif delta < 0 and self.cursor_row <= 0 and self.page > 0:
             self._show_page(self.page - 1, row=self.page_size - 1)
+        else:
+            self.move_cursor(row=self.cursor_row + delta)
+
+    def action_select(self) -> None:
+        if self.row_count:
+            i = self.start + self.cursor_row
+            self.post_message(self.RowSelected(self, self.cursor_row, self._cells_of(i)[0],
+                                               self.items[i]))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
             return
-        super().action_page_up()
+        row = self.scroll_offset.y + offset.y - 1
+        if not 0 <= row < self.row_count:
+            return
+        if row == self.cursor_row:
+            self.action_select()
+        else:
+            self.move_cursor(row=row)
+
+    def _scroll_to_cursor(self) -> None:
+        top, rows = int(self.scroll_y), self._visible_rows
+        if self.cursor_row < top:
+            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
+        elif self.cursor_row >= top + rows:
+            self.scroll_to(y=self.cursor_row - rows + 1, animate=False, immediate=True)
+
+    def _refresh_row(self, row: int) -> None:
+        self.refresh_lines(row + 1)  # + the header (refresh_lines takes off the scroll offset)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._scroll_to_cursor()
+
+    def _on_focus(self, event: events.Focus) -> None:
+        self._refresh_row(self.cursor_row)  # the cursor's style changes: one line, not the page
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self._refresh_row(self.cursor_row)
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def notify_style_update(self) -> None:
+        """The CSS changed (theme, focus, hover): drop the cached strips only when the styles
+        they were drawn in did change (the cursor's style is laid over them when drawn)."""
+        super().notify_style_update()
+        try:
+            styles: tuple[Style, Style, Style] | None = self._read_styles()
+        except KeyError:  # not styled yet (the component classes come with the CSS)
+            styles = None
+        if styles is None or styles != self._styles:
+            self._styles = styles
+            self._rows.clear()
+            self._lines.clear()
+            self._header = None
+
+    def _cells_of(self, i: int) -> tuple[str, Sequence[Any]]:
+        """Item `i`'s key and cells, rendered once per data set."""
+        got = self._cells.get(i)
+        if got is None:
+            key, cells = self._render_row(self.items[i])
+            got = self._cells[i] = (str(key), cells)
+        return got
+
+    def _column_widths(self) -> list[int]:
+        """Fixed per data set: the declared width, else the widest cell of every item."""
+        if self._widths is None:
+            widths = [c.width if c.width is not None else cell_len(c.label) for c in self.columns]
+            auto = [j for j, c in enumerate(self.columns) if c.width is None]
+            if auto:
+                for i in range(len(self.items)):
+                    cells = self._cells_of(i)[1]
+                    for j in auto:
+                        if j < len(cells):
+                            w = cell_len(_plain(cells[j]))
+                            if w > widths[j]:
+                                widths[j] = min(w, MAX_WIDTH)
+            self._widths = widths
+        return self._widths
+
+    def _fit(self, text: str, width: int) -> str:
+        if cell_len(text) > width:
+            text = set_cell_size(text, max(0, width - 1)) + "…"
+        return " " * PAD + set_cell_size(text, width) + " " * PAD
+
+    def _header_strip(self) -> Strip:
+        if self._header is None:
+            style = self._base_styles()[1]
+            self._header = Strip([Segment(self._fit(c.label, w), style)
+                                  for c, w in zip(self.columns, self._column_widths(), strict=True)])
+        return self._header
+
+    def _base_styles(self) -> tuple[Style, Style, Style]:
+        if self._styles is None:
+            self._styles = self._read_styles()
+        return self._styles
+
+    def _read_styles(self) -> tuple[Style, Style, Style]:
+        return (self.rich_style, self.get_component_rich_style("paged-table--header"),
+                self.get_component_rich_style("paged-table--even-row"))
+
+    def _row_strip(self, i: int) -> Strip:
+        """Item `i`'s line at full width, in the row's (zebra) style, cached."""
+        even = self.zebra_stripes and (i - self.start) % 2 == 1
+        strip = self._rows.get((i, even))
+        if strip is None:
+            base, _, even_style = self._base_styles()
+            row_style = base + even_style if even else base
+            cells = self._cells_of(i)[1]
+            segments = []
+            for j, w in enumerate(self._column_widths()):
+                cell = cells[j] if j < len(cells) else ""
+                style = row_style
+                if isinstance(cell, Text) and cell.style:
+                    style += cell.style if isinstance(cell.style, Style) else Style.parse(
+                        cell.style)
+                segments.append(Segment(self._fit(_plain(cell), w), style))
+            strip = self._rows[(i, even)] = Strip(segments)
+            self.render_count += 1
+        return strip
+
+    def _cursor_style(self) -> Style:
+        """The theme's cursor colours, given swapped and drawn reversed and bold: the same
+        colours on screen, and a cursor still seen where colours are not (NO_COLOR, mono)."""
+        style = self.get_component_rich_style("paged-table--cursor")
+        got = self._cursor_styles.get(style)
+        if got is None:
+            got = self._cursor_styles[style] = style + Style(
+                color=style.bgcolor, bgcolor=style.color, reverse=True, bold=True)
+        return got
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.scrollable_content_region.width
+        if (scroll_x, width) != self._view:  # scrolled sideways or resized: crop anew
+            self._view = (scroll_x, width)
+            self._lines.clear()
+        base = self._base_styles()[0]
+        if y == 0:
+            return self._header_strip().crop_extend(scroll_x, scroll_x + width, base)
+        row = scroll_y + y - 1
+        if not 0 <= row < self.row_count or self.pending is not None:
+            return Strip.blank(width, base)
+        i = self.start + row
+        cursor = self._cursor_style() if row == self.cursor_row else None
+        line = self._lines.get((i, cursor))
+        if line is None:
+            strip = self._row_strip(i)
+            if cursor is not None:
+                strip = Strip(Segment.apply_style(list(strip), post_style=cursor))
+            line = self._lines[(i, cursor)] = strip.crop_extend(scroll_x, scroll_x + width, base)
+        return line
+
+
+def _plain(cell: Any) -> str:
+    """A cell's text as drawn: never markup, no control characters or escape sequences."""
+    text = cell.plain if isinstance(cell, Text) else ("" if cell is None else str(cell))
+    return text if text.isprintable() else clean(text)
