@@ -24,6 +24,7 @@ from clusterfix_tui.ui.screens.plan import PlanScreen
 from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
+from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 pytestmark = pytest.mark.lab
 
@@ -62,7 +63,7 @@ async def _connect_and_diagnose(pilot) -> None:
     # several nodes its group's title; every finding is inside exactly one shown row
     groups = group_findings(findings)
     assert sorted(id(f) for g in groups for f in g.findings) == sorted(id(f) for f in findings)
-    table = app.screen.query_one("#findings-table", DataTable)
+    table = app.screen.query_one("#findings-table", PagedTable)
     assert table.row_count == len(groups)
     shown = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
     assert {g.title for g in groups} == shown
