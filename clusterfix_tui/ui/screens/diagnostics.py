@@ -88,6 +88,7 @@ in the node, code and title. It applies to every panel's nodes.
         self._nat_node: str | None = None
         self._shown: Any = None
         self._info_shown: tuple[str, bool] = ("", False)  # the #table-info line's text, display
+        self._details: dict[str, tuple[str, tuple[Any, ...], str]] = {}  # pane id -> text shown
 
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
@@ -175,7 +176,7 @@ in the node, code and title. It applies to every panel's nodes.
         self._show(event.diagnosis)
 
     def on_pod_log_loaded(self, event: m.PodLogLoaded) -> None:
-        self.query_one("#pod-log", Static).update(self._pod_log_text(event.key, event.text))
+        self._detail("#pod-log", self._pod_log_text(event.key, event.text))
 
     # -- rendering ---------------------------------------------------------------------------
     def _show(self, diagnosis: Any) -> None:
@@ -361,7 +362,17 @@ in the node, code and title. It applies to every panel's nodes.
             f = row.finding
             _finding_head(text, f.code, f.severity, f"on {f.node}", f.step, f.title)
             _finding_body(text, f)
-        self.query_one("#finding-text", Static).update(text)
+        self._detail("#finding-text", text)
+
+    def _detail(self, widget_id: str, text: Text) -> None:
+        """Show `text` in a detail pane, unless it shows it already: a Static's update lays the
+        whole screen out again, and a key often asks for the same text twice (the panel filled,
+        then its cursor's RowHighlighted)."""
+        shown = (text.plain, tuple(text.spans), str(text.style))
+        if self._details.get(widget_id) == shown:
+            return
+        self._details[widget_id] = shown
+        self.query_one(widget_id, Static).update(text)
 
     def _pod_log_text(self, key: str, log: str) -> Text:
         text = Text(f"{key}: last log lines\n", style="bold")
@@ -395,7 +406,7 @@ in the node, code and title. It applies to every panel's nodes.
             text.append(f"{line}\n", style="bold red" if anomalous else "")
             if anomalous:
                 text.append("  ↑ named in a finding\n", style="red")
-        self.query_one("#routes-text", Static).update(text)
+        self._detail("#routes-text", text)
 
     def _show_nat(self, node: str) -> None:
         self._nat_node = node
@@ -433,7 +444,7 @@ in the node, code and title. It applies to every panel's nodes.
                 text.append(f"{f.title}\n")
                 if f.explanation:
                     text.append(f"{f.explanation}\n", style="italic")
-        self.query_one("#nat-text", Static).update(text)
+        self._detail("#nat-text", text)
 
     # -- events ------------------------------------------------------------------------------
     @on(PagedTable.RowHighlighted, "#findings-table")
@@ -471,10 +482,10 @@ in the node, code and title. It applies to every panel's nodes.
         log = v.pod_log_text(diagnosis, key,
                              self._pods_by_key if diagnosis is self._shown else None)
         if log is not None:
-            self.query_one("#pod-log", Static).update(self._pod_log_text(key, log))
+            self._detail("#pod-log", self._pod_log_text(key, log))
         else:
             ns, name = key.split("/", 1)
-            self.query_one("#pod-log", Static).update(Text(f"Reading {key}'s log…", style="dim"))
+            self._detail("#pod-log", Text(f"Reading {key}'s log…", style="dim"))
             self._read_pod_log(ns, name)
 
     @on(OptionList.OptionHighlighted, "#routes-nodes")

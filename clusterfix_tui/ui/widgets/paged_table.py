@@ -4,8 +4,10 @@ Textual's DataTable renders every cell through Rich (~1.5-2 ms a line for a fres
 its caches on every focus change and page turn. This table uses the Line API instead (a
 ScrollView whose `render_line(y)` returns one Strip), as the log pane does:
 
-- the rows are kept as items and turned into cells (`render(item) -> (key, cells)`) only when
-  drawn; a cell is a `str` or a `rich.text.Text` (its text and its style: spans are not drawn);
+- the rows are kept as items and turned into cells (`render(item) -> (key, cells)`) once per
+  item held (a later `set_items` with the same render function reuses the cells of the items it
+  keeps: render must depend on the item alone); a cell is a `str` or a `rich.text.Text` (its
+  text and its style: spans are not drawn);
   cell text is never read as markup, and control characters are dropped (a hostile pod name or
   reason draws as the characters it has);
 - column widths are fixed once per data set (declared, or the widest cell of the whole data set,
@@ -136,7 +138,9 @@ class PagedTable(ScrollView, can_focus=True):
         self.total_label = ""  # e.g. " (filter: of 1,043)"
         self.info = ""
         self.render_count = 0  # rows turned into Strips (tests count them)
-        self._cells: dict[int, tuple[str, Sequence[Any]]] = {}  # item index -> (key, cells)
+        # id(item) -> (item, key, cells, cell widths): kept across data sets for the items they
+        # share (a filter's subset of the same items is measured from here, not rendered again)
+        self._memo: dict[int, tuple[Any, str, Sequence[Any], list[int]]] = {}
         self._widths: list[int] | None = None  # per data set
         self._rows: dict[tuple[int, bool], Strip] = {}  # (item index, even) -> full-width strip
         self._lines: dict[tuple[int, Style | None], Strip] = {}  # cropped to the view
@@ -156,6 +160,11 @@ class PagedTable(ScrollView, can_focus=True):
         `defer`: the table is not shown now (a hidden panel): its page is drawn on `flush()`,
         when it is about to show (items, page and info are already the new ones)."""
         self.items = list(items)
+        if render == self._render_row:
+            memo = self._memo
+            self._memo = {k: memo[k] for k in map(id, self.items) if k in memo}
+        else:
+            self._memo = {}
         self._render_row = render
         self._new_data()
         if defer:
@@ -202,7 +211,6 @@ class PagedTable(ScrollView, can_focus=True):
             self._post_highlighted()
 
     def _new_data(self) -> None:
-        self._cells.clear()
         self._rows.clear()
         self._lines.clear()
         self._widths = None
@@ -326,11 +334,17 @@ class PagedTable(ScrollView, can_focus=True):
             self._header = None
 
     def _cells_of(self, i: int) -> tuple[str, Sequence[Any]]:
-        """Item `i`'s key and cells, rendered once per data set."""
-        got = self._cells.get(i)
-        if got is None:
-            key, cells = self._render_row(self.items[i])
-            got = self._cells[i] = (str(key), cells)
+        """Item `i`'s key and cells (rendered once while the item is held)."""
+        got = self._memoised(i)
+        return got[1], got[2]
+
+    def _memoised(self, i: int) -> tuple[Any, str, Sequence[Any], list[int]]:
+        item = self.items[i]
+        got = self._memo.get(id(item))
+        if got is None or got[0] is not item:
+            key, cells = self._render_row(item)
+            got = self._memo[id(item)] = (item, str(key), cells,
+                                          [cell_len(_plain(c)) for c in cells])
         return got
 
     def _column_widths(self) -> list[int]:
@@ -340,12 +354,10 @@ class PagedTable(ScrollView, can_focus=True):
             auto = [j for j, c in enumerate(self.columns) if c.width is None]
             if auto:
                 for i in range(len(self.items)):
-                    cells = self._cells_of(i)[1]
+                    cell_widths = self._memoised(i)[3]
                     for j in auto:
-                        if j < len(cells):
-                            w = cell_len(_plain(cells[j]))
-                            if w > widths[j]:
-                                widths[j] = min(w, MAX_WIDTH)
+                        if j < len(cell_widths) and cell_widths[j] > widths[j]:
+                            widths[j] = min(cell_widths[j], MAX_WIDTH)
             self._widths = widths
         return self._widths
 
