@@ -337,3 +337,42 @@ def test_pod_networks_as_before() -> None:
             assert pod_networks(snap, facts, v) == want
             seen.add(len(want))
     assert {0, 1, 2} <= seen
+
+
+def test_pod_networks_reads_the_nodes_podcidrs_once_per_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No flannel network, no clusterCIDR (calico/cilium with their own IPAM): every node's
+    pod_networks is every node's podCIDR. It was read per node and check (N^2); now once per
+    snapshot and family, with the same answer, and nothing of it in the snapshot's dict."""
+    from clusterfix_tui.core.checks import _common as C
+    from clusterfix_tui.core.snapshot import ClusterSnapshot, NodeInfo
+
+    def snapshot(n: int) -> ClusterSnapshot:
+        nodes = {f"node-{i}": NodeInfo(f"node-{i}", f"10.0.{i >> 8}.{i & 255}", (),
+                                       f"192.168.{i % 250}.0/24", {}, {}, {}, None,
+                                       pod_cidrs=(f"192.168.{i % 250}.0/24", f"fd00:{i:x}::/64"))
+                 for i in range(n)}
+        return ClusterSnapshot(nodes=nodes)
+
+    calls: list[int] = []
+    real = C._version_text
+
+    def counting(c: Any) -> Any:
+        calls.append(1)
+        return real(c)
+
+    monkeypatch.setattr(C, "_version_text", counting)
+    counts = []
+    for n in (50, 200):
+        snap = snapshot(n)
+        before = snap.to_dict()
+        calls.clear()
+        for _node in snap.nodes:  # every node asks (pod_networks per node and check)
+            for v in (4, 6):
+                got = C.pod_networks(snap, None, v)
+                assert got == _reference_pod_networks(snap, None, v)
+                got.append("mutated by a caller")  # a fresh list each time: the memo is unharmed
+        counts.append(len(calls))  # only the nodes' podCIDRs: no other candidate is set
+        assert snap.to_dict() == before and "derived" not in snap.to_dict()
+        assert C.pod_networks(snap, None, 4)[:2] == ["192.168.0.0/24", "192.168.1.0/24"]
+    assert counts[1] <= 5 * counts[0]  # linear: 4x the nodes; the per-node scan gave 16x
+

@@ -7,6 +7,7 @@ exception, so a half-broken API still yields a diagnosis of what could be read.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -192,10 +193,18 @@ class ClusterSnapshot:
                 return n.name
         return None
 
+    @functools.cached_property
+    def derived(self) -> dict[Any, Any]:
+        """What the checks derive from the whole snapshot, kept once per snapshot instead of per
+        node (a snapshot's nodes do not change once built). Not a field: not in ==, repr or
+        to_dict()."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         from clusterfix_tui.core.model import _plain
 
-        d = _plain({k: v for k, v in self.__dict__.items() if k != "shape"})
+        d = _plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.name != "shape"})
         d["nodes"] = {k: _plain(v) | {"ready": v.ready, "vtep_mac": v.vtep_mac}
                       for k, v in self.nodes.items()}
         return d

@@ -8,6 +8,7 @@ from typing import Any
 
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.parsers import IptablesSave, Table
+from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 
@@ -95,11 +96,20 @@ def pod_networks(snapshot: Any, facts: NodeFacts | None, version: int) -> list[s
             nets.append(vt[1])
     if nets:
         return nets
-    for info in (getattr(snapshot, "nodes", {}) or {}).values():
-        for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
-            vt = _version_text(c)
-            if vt is not None and vt[0] == version and vt[1] not in nets:
-                nets.append(vt[1])
+    # every node's podCIDR: the same answer for every node of the snapshot, read once (it was
+    # read per node and check: N^2 at N nodes)
+    memo = snapshot.derived if isinstance(snapshot, ClusterSnapshot) else {}
+    key = ("pod_networks of the nodes", version)
+    got = memo.get(key)
+    if got is None:
+        seen: dict[str, None] = {}
+        for info in (getattr(snapshot, "nodes", {}) or {}).values():
+            for c in getattr(info, "pod_cidrs", ()) or ((info.pod_cidr,) if info.pod_cidr else ()):
+                vt = _version_text(c)
+                if vt is not None and vt[0] == version:
+                    seen.setdefault(vt[1], None)
+        got = memo[key] = tuple(seen)
+    nets.extend(got)
     if not nets and version == 4:
         nets.append(DEFAULT_POD_NETWORK)
     return nets
