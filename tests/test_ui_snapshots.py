@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, OptionList
+from textual.widgets import DataTable
 from ui_fakes import make_app, settle
 
 from clusterfix_tui.core.model import STEP_ORDER
@@ -60,7 +60,7 @@ def _open_step(step: str, *keys: str) -> Callable[[Pilot], Awaitable[None]]:
 
 def _pick_node(list_id: str, index: int) -> Callable[[Pilot], Awaitable[None]]:
     async def pick(pilot: Pilot) -> None:
-        pilot.app.screen.query_one(list_id, OptionList).highlighted = index
+        pilot.app.screen.query_one(list_id, PagedTable).move_cursor(row=index)
 
     return pick
 

@@ -9,8 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Input, OptionList, Static, TabbedContent, TabPane
-from textual.widgets.option_list import Option
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from clusterfix_tui.core.model import CLUSTER
 from clusterfix_tui.core.shape import shape_line
@@ -20,6 +19,9 @@ from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import RawOutputScreen
 from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
+# each panel's table (the routes and NAT panels: their node lists)
+_TABLES = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table",
+           "routes": "#routes-nodes", "nat": "#nat-nodes"}
 CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "FORWARD_DROP",
                   "KUBE_PROXY_NO_RULES")
 
@@ -83,7 +85,6 @@ in the node, code and title. It applies to every panel's nodes.
         self._stale: set[str] = set()  # panels not yet refilled since the filter changed
         self._cidrs: dict[str, str] = {}  # node -> podCIDR
         self._list_nodes: list[str] = []  # the routes and NAT panels' node lists, filtered
-        self._list_page: dict[str, int] = {}
         self._route_node: str | None = None
         self._nat_node: str | None = None
         self._shown: Any = None
@@ -112,11 +113,11 @@ in the node, code and title. It applies to every panel's nodes.
                 with VerticalScroll(id="pod-detail", classes="detail"):
                     yield Static("Select a pod for its last log lines.", id="pod-log")
             with TabPane("4 Routes", id="routes"), Horizontal():
-                yield OptionList(id="routes-nodes", classes="node-list")
+                yield PagedTable(id="routes-nodes", classes="node-list", noun="nodes")
                 with VerticalScroll(classes="node-view"):
                     yield Static("", id="routes-text")
             with TabPane("5 NAT", id="nat"), Horizontal():
-                yield OptionList(id="nat-nodes", classes="node-list")
+                yield PagedTable(id="nat-nodes", classes="node-list", noun="nodes")
                 with VerticalScroll(classes="node-view"):
                     yield Static("", id="nat-text")
 
@@ -132,6 +133,8 @@ in the node, code and title. It applies to every panel's nodes.
         t = self.query_one("#pods-table", PagedTable)
         for label in ("pod", "node", "status", "restarts", "reason"):
             t.add_column(label, key=label)
+        for list_id in ("#routes-nodes", "#nat-nodes"):
+            self.query_one(list_id, PagedTable).add_column("node", key="node")
         if self.wizard.state.diagnosis is not None:
             self._show(self.wizard.state.diagnosis)
         else:
@@ -249,6 +252,9 @@ in the node, code and title. It applies to every panel's nodes.
         if flt.nodes or flt.words:
             nodes = [n for n in nodes if flt.node_ok(n) and flt.words_ok(n)]
         self._list_nodes = nodes
+        for panel in ("routes", "nat"):
+            self.query_one(f"#{panel}-nodes", PagedTable).set_items(nodes, _node_cell,
+                                                                    defer=active != panel)
         if nodes:  # the node `t`, `n` and `o` fall back on, shown or not yet
             self._route_node = self._nat_node = nodes[0]
         self._fill_panel(active)
@@ -265,39 +271,9 @@ in the node, code and title. It applies to every panel's nodes.
         elif panel in ("nodes", "pods"):
             self.query_one(f"#{panel}-table", PagedTable).flush()
         elif panel in ("routes", "nat"):
-            self._fill_node_list(f"#{panel}-nodes", 0)
+            self.query_one(f"#{panel}-nodes", PagedTable).flush()
             if self._list_nodes:
                 (self._show_routes if panel == "routes" else self._show_nat)(self._list_nodes[0])
-
-    def _fill_node_list(self, list_id: str, page: int, last: bool = False) -> None:
-        """One page of the node list (an OptionList measures every option it holds: 1,000
-        nodes cost ~0.25 s each time the panel shows); "◂ nodes 1-100" / "▸ nodes 201-300"
-        options turn the page."""
-        nodes = self._list_nodes
-        page, pages, start, end = v.page_bounds(len(nodes), page, v.PAGE_SIZE)
-        self._list_page[list_id] = page
-        ol = self.query_one(list_id, OptionList)
-        ol.clear_options()
-        opts: list[Option] = []
-        if page > 0:
-            opts.append(Option(f"◂ nodes {start - v.PAGE_SIZE + 1:,}-{start:,}", id="\x00prev"))
-        opts += [Option(n, id=n) for n in nodes[start:end]]
-        if page + 1 < pages:
-            opts.append(Option(f"▸ nodes {end + 1:,}-{min(len(nodes), end + v.PAGE_SIZE):,} of "
-                               f"{len(nodes):,}", id="\x00next"))
-        ol.add_options(opts)
-        if nodes:
-            first = 1 if page > 0 else 0
-            ol.highlighted = (len(opts) - (2 if page + 1 < pages else 1)) if last else first
-
-    def _node_list_turn(self, list_id: str, option_id: str | None) -> bool:
-        if option_id == "\x00next":
-            self._fill_node_list(list_id, self._list_page.get(list_id, 0) + 1)
-            return True
-        if option_id == "\x00prev":
-            self._fill_node_list(list_id, self._list_page.get(list_id, 0) - 1, last=True)
-            return True
-        return False
 
     def _finding_cells(self, row: v.FindingRow) -> tuple[str, list[Any]]:
         sev, node, step, title = v.finding_cells(row, self._expanded)
@@ -327,8 +303,7 @@ in the node, code and title. It applies to every panel's nodes.
         one to tell (hidden on a small cluster without a filter)."""
         info = self.query_one("#table-info", Static)
         panel = self.query_one("#panels", TabbedContent).active
-        table = {"findings": "#findings-table", "nodes": "#nodes-table",
-                 "pods": "#pods-table"}.get(panel)
+        table = _TABLES.get(panel)
         parts = []
         if not self._filter.empty:
             parts.append(f"filter: {self._filter.summary()} (escape clears)")
@@ -488,19 +463,13 @@ in the node, code and title. It applies to every panel's nodes.
             self._detail("#pod-log", Text(f"Reading {key}'s log…", style="dim"))
             self._read_pod_log(ns, name)
 
-    @on(OptionList.OptionHighlighted, "#routes-nodes")
-    def _route_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        if not (event.option.id or "").startswith("\x00"):
-            self._show_routes(str(event.option.prompt))
+    @on(PagedTable.RowHighlighted, "#routes-nodes")
+    def _route_node_highlighted(self, event: PagedTable.RowHighlighted) -> None:
+        self._show_routes(event.row_key)
 
-    @on(OptionList.OptionHighlighted, "#nat-nodes")
-    def _nat_node_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        if not (event.option.id or "").startswith("\x00"):
-            self._show_nat(str(event.option.prompt))
-
-    @on(OptionList.OptionSelected, ".node-list")
-    def _node_list_selected(self, event: OptionList.OptionSelected) -> None:
-        self._node_list_turn(f"#{event.option_list.id}", event.option.id)
+    @on(PagedTable.RowHighlighted, "#nat-nodes")
+    def _nat_node_highlighted(self, event: PagedTable.RowHighlighted) -> None:
+        self._show_nat(event.row_key)
 
     # -- actions -----------------------------------------------------------------------------
     def action_panel(self, panel: str) -> None:
@@ -516,8 +485,7 @@ in the node, code and title. It applies to every panel's nodes.
 
     def _focus_panel(self) -> None:
         panel = self.query_one("#panels", TabbedContent).active
-        widget = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table",
-                  "routes": "#routes-nodes", "nat": "#nat-nodes"}.get(panel)
+        widget = _TABLES.get(panel)
         if widget:
             self.query_one(widget).focus()
 
@@ -542,12 +510,9 @@ in the node, code and title. It applies to every panel's nodes.
     def action_page(self, delta: int) -> None:
         """`[` / `]` turn the page of the panel's table, wherever the focus is."""
         panel = self.query_one("#panels", TabbedContent).active
-        table = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table"}.get(
-            panel)
+        table = _TABLES.get(panel)
         if table:
             self.query_one(table, PagedTable).action_page(delta)
-        elif panel in ("routes", "nat"):
-            self._node_list_turn(f"#{panel}-nodes", "\x00next" if delta > 0 else "\x00prev")
 
     def action_expand(self) -> None:
         """Open a grouped finding into every node's own finding, or close it again."""
@@ -657,3 +622,7 @@ def _finding_body(text: Text, f: Any, evidence_from: str | None = None) -> None:
     reference = (f.reference or "").strip()
     if reference:  # never an empty "ref:" line
         text.append(f"ref: {reference}", style="dim")
+
+
+def _node_cell(node: str) -> tuple[str, list[str]]:
+    return node, [node]
