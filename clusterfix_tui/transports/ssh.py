@@ -719,8 +719,9 @@ class _OpenSSHConfig(_Config):
         self._groups: dict[tuple[Any, ...], _Group] = {}
 
     def _files(self) -> list[tuple[str, bool]]:
-        """The config files `ssh -G` reads here: (path, system-wide?)."""
-        if self.path is not None:
+        """The config files `ssh -G` reads here: (path, system-wide?). Only a config the user
+        named is read alone (`ssh -F`); else, as plain `ssh`, ~/.ssh/config then the system's."""
+        if self.explicit and self.path is not None:
             return [(self.path, False)]
         out = [(os.path.expanduser("~/.ssh/config"), False), ("/etc/ssh/ssh_config", True)]
         return [(p, system) for p, system in out if os.path.exists(p)]
@@ -803,8 +804,8 @@ class _OpenSSHConfig(_Config):
         with self._lock:
             self.runs += 1
         argv = [self.ssh, "-G"]
-        if self.path is not None:
-            argv += ["-F", self.path]
+        if self.explicit and self.path is not None:  # else what plain `ssh` reads: ~/.ssh/config
+            argv += ["-F", self.path]                # and /etc/ssh/ssh_config (-F skips it)
         if user:
             argv += ["-l", user]
         if port:
