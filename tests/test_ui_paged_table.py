@@ -139,3 +139,30 @@ async def test_focus_and_width_redraw_no_row_and_a_click_selects() -> None:
         app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
         await pilot.pause()
         assert t.render_count > drawn  # other colours: the rows are drawn anew
+
+
+async def test_a_subset_reuses_the_cells_and_is_measured_anew() -> None:
+    calls: list[int] = []
+
+    def render(i: int) -> tuple[str, list[object]]:
+        calls.append(i)
+        return f"k{i}", [f"node-{i}", "Ready", "x" * i]
+
+    items = list(range(1, 41))  # ints: the same objects in both data sets
+    app = TableApp(items, render=render)
+    async with app.run_test(size=(80, 12)) as pilot:
+        await pilot.pause()
+        t = app.query_one(PagedTable)
+        assert sorted(set(calls)) == items  # measured over every item
+        wide = _lines(t)[0]
+        calls.clear()
+        t.set_items(items[:5], render)  # a filter's subset of the same items
+        await pilot.pause()
+        assert calls == []  # their cells are reused, not rendered again
+        narrow = _lines(t)[0]
+        assert narrow.index("pad") < wide.index("pad")  # widths of the subset, not the old set
+        assert narrow.rstrip().endswith("pad") and len(narrow.split()) == 3
+        other = lambda i: (f"k{i}", [f"other-{i}", "", ""])  # noqa: E731
+        t.set_items(items[:5], other)  # another render function: rendered anew
+        await pilot.pause()
+        assert _lines(t)[1].split()[0] == "other-1"

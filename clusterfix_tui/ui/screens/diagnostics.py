@@ -81,6 +81,7 @@ in the node, code and title. It applies to every panel's nodes.
         self._filter = v.parse_filter("")
         self._node_rows: list[tuple[str, ...]] = []
         self._pods: list[Any] = []
+        self._pod_where: list[tuple[str, str]] = []  # (key, node) of each pod, for the filter
         self._pods_by_key: dict[str, list[Any]] = {}  # v.pods_by_key, once per diagnosis
         self._stale: set[str] = set()  # panels not yet refilled since the filter changed
         self._cidrs: dict[str, str] = {}  # node -> podCIDR
@@ -212,7 +213,13 @@ in the node, code and title. It applies to every panel's nodes.
         # pods: rows are made when their page shows (a 1,000-node cluster has 2,000 of them)
         self._pods = [p for p in v.snapshot_pods(diagnosis) if v.is_network_pod(p)]
         self._pods_by_key = v.pods_by_key(diagnosis)
+        self._pod_where = [(v.pod_key(p), str(v.pick(p, "spec.nodeName", "node", default="")
+                                               or "")) for p in self._pods]
         self._apply_filter()
+        # the hidden panels' column widths (every node, every pod) now, with the first screen,
+        # rather than on the key that first shows them; a filter's subset reuses them
+        for table in self.query(PagedTable):
+            table.prepare()
 
     def _apply_filter(self) -> None:
         """Filter every panel's items from the diagnosis; fill the panel shown (one page), and
@@ -239,10 +246,8 @@ in the node, code and title. It applies to every panel's nodes.
 
         pods = self._pods
         if flt.nodes or flt.words:
-            pods = [p for p in pods if flt.node_ok(str(v.pick(p, "spec.nodeName", "node",
-                                                                    default="") or ""))
-                    and flt.words_ok(v.pod_key(p), str(v.pick(p, "spec.nodeName", "node",
-                                                                  default="") or ""))]
+            pods = [p for p, (key, node) in zip(pods, self._pod_where, strict=True)
+                    if flt.node_ok(node) and flt.words_ok(key, node)]
         t = self.query_one("#pods-table", PagedTable)
         t.total_label = "" if len(pods) == len(self._pods) else \
             f" (filter: of {len(self._pods):,})"

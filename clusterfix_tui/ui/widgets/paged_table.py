@@ -186,6 +186,11 @@ class PagedTable(ScrollView, can_focus=True):
         self._show_page(at // self.page_size, row=at % self.page_size)
         return True
 
+    def prepare(self) -> None:
+        """Render and measure every item now (a table about to be shown, at a moment when the
+        cost is hidden: the column widths are otherwise computed when it first draws)."""
+        self._column_widths()
+
     def item_at_cursor(self) -> Any:
         if self.pending is not None:
             return self.items[self.pending] if 0 <= self.pending < len(self.items) else None
