@@ -14,6 +14,7 @@ from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import HostKeysModal, UnknownHostKey
 from clusterfix_tui.ui.view import SSH_STATE_STYLE, pick
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 
 FAILED_STATES = ("auth-failed", "unreachable", "host-key-changed", "sudo-password", "error")
 ACCEPT_WORKERS = 16  # nodes reconnected at once after their keys were accepted
@@ -80,7 +81,8 @@ node is connected; the nodes left out are named in the report.
     def compose_body(self) -> ComposeResult:
         with Vertical(id="connect-body"):
             yield Static("Reading the kubeconfig…", id="cluster-info", classes="panel")
-            table: DataTable = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+            # a row per node as it connects: LiveTable draws them at their measured widths
+            table: DataTable = LiveTable(id="nodes", cursor_type="row", zebra_stripes=True)
             table.border_title = "nodes over SSH"
             yield table
             yield Static("", id="connect-status")

@@ -24,6 +24,8 @@ from textual.widgets import (
     Static,
 )
 
+from clusterfix_tui.ui.widgets.live_table import LiveTable
+
 
 class ConfirmationModal(ModalScreen[bool]):
     """Ask one yes/no question; `y` / `n` / `escape`. The body names exactly what will change."""
@@ -119,7 +121,7 @@ class HostKeysModal(ModalScreen["list[str]"]):
                          "/etc/ssh/ssh_host_*_key.pub` on the host. An accepted key is added to "
                          "the known_hosts in use; a node whose key is not accepted is left out.",
                          id="host-keys-intro")
-            table: DataTable = DataTable(id="host-keys-table", cursor_type="row",
+            table: DataTable = LiveTable(id="host-keys-table", cursor_type="row",
                                          zebra_stripes=True)
             yield table
             refused = (Text("CHANGED keys, refused (fix known_hosts by hand): ",

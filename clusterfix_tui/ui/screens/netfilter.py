@@ -16,6 +16,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, OptionList, Static
 
 from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 
 HOOKS = ("ingress", "prerouting", "input", "forward", "output", "postrouting")
 BACKEND = {"iptables-legacy": "legacy", "iptables-nft": "ipt-nft", "nft": "nft"}
@@ -71,7 +72,7 @@ is run. Select a node on the left.
         yield Static("", id="netfilter-status")
         with Horizontal(id="netfilter-body"):
             yield OptionList(*sorted(self._facts), id="netfilter-nodes")
-            table: DataTable = DataTable(id="netfilter-table", cursor_type="row",
+            table: DataTable = LiveTable(id="netfilter-table", cursor_type="row",
                                          zebra_stripes=True)
             table.border_title = "netfilter map"
             yield table

@@ -15,6 +15,7 @@ from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import ConfirmationModal
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 
 
 class PlanScreen(WizardScreen):
@@ -56,7 +57,7 @@ offers another pass for the steps that still have something to do.
 
     def compose_body(self) -> ComposeResult:
         yield Static("Building the plan…", id="plan-status")
-        table: DataTable = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+        table: DataTable = LiveTable(id="steps", cursor_type="row", zebra_stripes=True)
         table.border_title = "repair steps (runbook order)"
         yield table
         with VerticalScroll(id="step-summary", classes="detail"):

@@ -34,6 +34,7 @@ from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import ConfirmationModal
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 from clusterfix_tui.ui.widgets.log_pane import LineBuffer, LogPane
 
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "magenta", "dry-run": "cyan",
@@ -128,7 +129,8 @@ change. While it runs the log streams every node's output; `c` stops between act
             yield Static("", id="progress")
             yield Static("", id="rollout-label")
             yield ProgressBar(id="rollout", show_eta=False)
-            yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+            # filled when the step ends, while it shows: LiveTable draws it at its measured widths
+            yield LiveTable(id="results", cursor_type="row", zebra_stripes=True)
             yield LogPane(max_lines=self.wizard.pane_max_lines, id="log")
         with Horizontal(classes="buttons"):
             yield Button("Apply \\[a]", id="apply", variant="warning", compact=True)

@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from clusterfix_tui.ui.screens.base import WizardScreen
+from clusterfix_tui.ui.widgets.live_table import LiveTable
 
 VERDICT_STYLE = {"delivered": "bold green", "dropped": "bold red", "rejected": "bold red",
                  "no-route": "bold red", "lost": "bold yellow"}
@@ -65,7 +66,7 @@ The field holds the flow: `nodeport NODE [PORT]`, `pod NS/POD NS/POD [PORT]`,
 
         yield Input(flow_text(self.kind, self.args), id="trace-flow", compact=True)
         yield Static("", id="trace-verdict")
-        table: DataTable = DataTable(id="hops", cursor_type="row", zebra_stripes=True)
+        table: DataTable = LiveTable(id="hops", cursor_type="row", zebra_stripes=True)
         table.border_title = "hops"
         yield table
         yield Static("", id="trace-notes")

@@ -1,11 +1,13 @@
-"""A DataTable whose rows arrive while it shows (the validation's checks, one by one).
+"""The wizard's DataTable (every small table: plan, validation, step results, connect, ...;
+the big diagnostics panels use PagedTable). Their rows and cells change while they show.
 
 Textual's DataTable (8.x) measures the rows added since it was last idle when it is idle next,
 and keeps the cells it drew before that in its cache, keyed without the column widths: until the
 screen lays the table out again (its next refresh), a paint draws those rows at the old widths.
 A screenshot taken in that moment showed the validation's detail column 57 cells wide while its
-longest detail, added last, is 136 (the 140x40 snapshot, ~1 run in 3). LiveTable drops the cells
-drawn at other widths as soon as a width changes, so what it draws always matches its columns.
+longest detail, added last, is 136 (the 140x40 snapshot, ~1 run in 3), and the plan's nodes
+column cut at "node-" (80x24, under load). LiveTable drops the cells drawn at other widths as
+soon as a width changes, so what it draws always matches its columns.
 """
 
 from __future__ import annotations
