@@ -32,6 +32,7 @@ import binascii
 import copy
 import errno
 import getpass
+import glob
 import hashlib
 import hmac
 import logging
@@ -475,7 +476,6 @@ def _parse_jump(value: str) -> tuple[str | None, str, int | None]:
     return user, value, port
 
 
-
 # -- sharing `ssh -G` between hosts the config cannot tell apart --------------------------------
 # `ssh -G` costs ~7 ms of CPU per host (OpenSSH's start-up, whatever the config says). When the
 # config files that ssh reads (and everything they Include) have no Match, no Canonicalize*, no
@@ -539,8 +539,6 @@ def _conf_entries(path: str, *, system: bool, depth: int = 0) -> list[tuple[Any,
                 a = os.path.expanduser(a)
                 if not os.path.isabs(a):
                     a = os.path.join("/etc/ssh" if system else os.path.expanduser("~/.ssh"), a)
-                import glob
-
                 for inc in sorted(glob.glob(a)):
                     files.append(_conf_entries(inc, system=system, depth=depth + 1))
             out.append(("include", files))

@@ -462,10 +462,14 @@ def match_proto(flow: Flow, proto: str) -> int:
 
 
 def match_ctstate(flow: Flow, states: list[str]) -> int:
-    s = {x.strip().lower() for x in states}
-    if flow.dnat and "dnat" in s:
+    return _ctstate(flow, {x.strip().lower() for x in states})
+
+
+def _ctstate(flow: Flow, states: set[str]) -> int:
+    """match_ctstate for states already lower-cased (a compiled rule's operand)."""
+    if flow.dnat and "dnat" in states:
         return FULL
-    return FULL if "new" in s else NONE
+    return FULL if "new" in states else NONE
 
 
 # -- iptables ------------------------------------------------------------------------------------
@@ -564,7 +568,7 @@ def _match_ops(ops: Ops, flow: Flow) -> int:
         elif kind == _OP_DPORT:
             v = match_ports(flow.dports, operand)
         elif kind == _OP_CTSTATE:
-            v = FULL if (flow.dnat and "dnat" in operand) else FULL if "new" in operand else NONE
+            v = _ctstate(flow, operand)
         elif kind == _OP_CTSTATUS:
             v = FULL if (flow.dnat and "dnat" in operand) else NONE if not flow.dnat and \
                 operand <= {"dnat"} else PARTIAL
