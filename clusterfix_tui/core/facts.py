@@ -827,60 +827,64 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
     """split_sections for output in the script's own shape, or None (then the line reader runs).
     Between two markers every line is content, so a section's stdout (stderr) is the text
     between the newline ending its BEGIN (ERR) line and the newline before the next marker:
-    exactly the lines the line reader would join."""
+    exactly the lines the line reader would join. The output is cut at every "\n" + marker
+    head at once (str.split): each piece is one marker line, then its content."""
     head = f"{MARK} {nonce} "
-    nl_head = "\n" + head
-    hl = len(head)
-    n = len(output)
     sections: dict[str, Section] = {}
     errors: list[str] = []
     complete = False
-    pos = 0
-    new_section = _new_section
-    find = output.find
-    while pos < n:
-        if not output.startswith(head, pos):
+    if output:
+        if not output.startswith(head):
             return None
-        eol = find("\n", pos)  # the marker line: its words, and where it ends
-        if eol < 0:
-            eol = n
-        words = output[pos + hl:eol].split(" ")
-        kind = words[0]
-        if kind == "DONE":
-            complete = True
-            pos = eol + 1
-            continue
-        if kind != "BEGIN" or len(words) < 2:
-            return None
-        name = words[1]
-        arg = _unhex(words[2]) if len(words) >= 3 else None
-        key = name if arg is None else f"{name} {arg}"
-        m1 = find(nl_head, eol)
-        if m1 < 0:
-            return None
-        k1 = m1 + 1 + hl  # the ERR marker's kind word: "ERR", then a space or the line's end
-        eol1 = find("\n", k1)
-        if eol1 < 0 or not output.startswith("ERR", k1) or (eol1 != k1 + 3 and output[k1 + 3] != " "):
-            return None
-        m2 = find(nl_head, eol1)
-        if m2 < 0:
-            return None
-        eol2 = find("\n", m2 + 1)
-        if eol2 < 0:
-            eol2 = n
-        w2 = output[m2 + 1 + hl:eol2].split(" ")
-        if w2[0] != "END":
-            return None
-        rc: int | None = None
-        last = w2[-1]
-        if last.startswith("rc="):
-            try:
-                rc = int(last[3:])
-            except ValueError:
-                errors.append(f"section {key}: bad rc {last!r}")
-        sections[key] = new_section(name, arg, output[eol + 1:m1] if m1 > eol else "",
-                                    output[eol1 + 1:m2] if m2 > eol1 else "", rc)
-        pos = eol2 + 1
+        parts = output[len(head):].split("\n" + head)
+        last = len(parts) - 1
+        new_section = _new_section
+        i = 0
+        while i <= last:
+            part = parts[i]
+            eol = part.find("\n")
+            if part.startswith("DONE") and (eol == 4 or len(part) == 4 or part[4] == " "):
+                # the DONE line; after it only the next marker (or the output's end)
+                if eol >= 0 and (i != last or eol != len(part) - 1):
+                    return None
+                complete = True
+                i += 1
+                continue
+            if i + 2 > last:
+                return None  # no ERR and END markers after this BEGIN
+            if eol < 0:  # the BEGIN line, then at once the ERR marker: no stdout
+                eol = len(part)
+            words = part[:eol].split(" ")
+            if words[0] != "BEGIN" or len(words) < 2:
+                return None
+            name = words[1]
+            arg = _unhex(words[2]) if len(words) >= 3 else None
+            key = name if arg is None else f"{name} {arg}"
+            err = parts[i + 1]
+            e1 = err.find("\n")
+            if e1 < 0:  # the ERR line, then at once the END marker: no stderr
+                stderr, eline = "", err
+            else:
+                stderr, eline = err[e1 + 1:], err[:e1]
+            if not (eline == "ERR" or eline.startswith("ERR ")):
+                return None
+            end_part = parts[i + 2]
+            e2 = end_part.find("\n")
+            if e2 >= 0:
+                if i + 2 != last or e2 != len(end_part) - 1:
+                    return None  # text after the END line that is not the next marker
+                end_part = end_part[:e2]
+            if not (end_part == "END" or end_part.startswith("END ")):
+                return None
+            rc: int | None = None
+            lw = end_part.rpartition(" ")[2]
+            if lw.startswith("rc="):
+                try:
+                    rc = int(lw[3:])
+                except ValueError:
+                    errors.append(f"section {key}: bad rc {lw!r}")
+            sections[key] = new_section(name, arg, part[eol + 1:], stderr, rc)
+            i += 3
     if not complete:
         errors.append("output incomplete: no DONE marker")
     return sections, complete, errors

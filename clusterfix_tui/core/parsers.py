@@ -435,12 +435,22 @@ class NftRule:
 class NftRuleset:
     tables: tuple[tuple[str, str], ...] = ()  # (family, name)
     chains: tuple[NftChain, ...] = ()
-    rules: tuple[NftRule, ...] = ()
+    rules: tuple[NftRule, ...] = ()  # see _LazyRules: decoded on first read when parsed lazily
     version: str | None = None
     errors: tuple[str, ...] = ()
 
     def rules_in(self, family: str, table: str, chain: str) -> list[NftRule]:
+        pending = self.__dict__.get("_pending")
+        if pending is not None:  # only the table asked for is decoded (the others stay text)
+            return list(pending.table_index(family, table).get(chain, ()))
         return list(self._by_chain.get((family, table, chain), ()))
+
+    def table_rules(self, family: str, table: str) -> list[NftRule]:
+        """The rules of one table in order (the other tables' rule texts stay undecoded)."""
+        pending = self.__dict__.get("_pending")
+        if pending is not None:
+            return list(pending.table_rules(family, table))
+        return [r for r in self.rules if r.family == family and r.table == table]
 
     @functools.cached_property
     def _by_chain(self) -> dict[tuple[str, str, str], list[NftRule]]:
@@ -450,15 +460,57 @@ class NftRuleset:
         return out
 
 
+class NftRulesUnreadable(ValueError):
+    """A table's rule items, kept undecoded at parse time, turned out not to be what the parse
+    -time screening said (not JSON, or items other than rules of that table): raised to the
+    reader (a check fails with an error), never read as "no rules"."""
+
+
+class _LazyRules:
+    """NftRuleset.rules as a data descriptor: a ruleset made by the dataclass's own __init__
+    stores its rules as before; one made by `_parse_nft_json_lazy` holds `_pending` (the rule
+    items of each table as text) and decodes them all on the first read of `.rules` (==, repr
+    and hash read it too, so they are unchanged). `rules_in`/`table_rules` decode one table."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return ()  # the field's default, as the dataclass saw it
+        d = obj.__dict__
+        got = d.get("rules")
+        if got is None:
+            got = d["_pending"].all_rules()
+            d["rules"] = got
+            d.pop("_pending", None)
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["rules"] = value
+
+
+NftRuleset.rules = _LazyRules()  # type: ignore[assignment,misc]
+
+
 _new_nft_rule = frozen_maker(NftRule)
 _new_nft_chain = frozen_maker(NftChain)
 
 
 def parse_nft_json(text: str) -> NftRuleset:
-    errors: list[str] = []
+    """`nft -j list ruleset` -> NftRuleset. nft's own output (one table after the other: the
+    table, its sets and chains, then its rules) is read lazily (`_parse_nft_json_lazy`): the
+    tables and chains now, each table's rules on first use (most of a kube-proxy node's JSON is
+    iptables-nft's rules, which the checks read from iptables-nft-save instead); any other text
+    goes through the full decode below, as before."""
     text = (text or "").strip()
     if not text:
         return NftRuleset(errors=())
+    lazy = _parse_nft_json_lazy(text)
+    if lazy is not None:
+        return lazy
+    return _parse_nft_json_full(text)
+
+
+def _parse_nft_json_full(text: str) -> NftRuleset:
+    errors: list[str] = []
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -469,7 +521,14 @@ def parse_nft_json(text: str) -> NftRuleset:
     tables: list[tuple[str, str]] = []
     chains: list[NftChain] = []
     rules: list[NftRule] = []
-    version = None
+    version = _nft_items(items, tables, chains, rules, None)
+    return NftRuleset(tuple(tables), tuple(chains), tuple(rules), version, tuple(errors))
+
+
+def _nft_items(items: list[Any], tables: list[tuple[str, str]], chains: list[NftChain],
+               rules: list[NftRule], version: str | None) -> str | None:
+    """Read decoded top-level items into tables/chains/rules; returns the version (the last
+    metainfo's, else `version`)."""
     new_rule, new_chain = _new_nft_rule, _new_nft_chain
     for it in items:
         if not isinstance(it, dict):
@@ -517,7 +576,142 @@ def parse_nft_json(text: str) -> NftRuleset:
                                  _s(r.get("chain")) or "", _i(r.get("handle")),
                                  tuple(expr) if isinstance(expr, list) else (),
                                  _s(r.get("comment"))))
-    return NftRuleset(tuple(tables), tuple(chains), tuple(rules), version, tuple(errors))
+    return version
+
+
+_NFT_DOC_HEAD = '{"nftables": ['
+_NFT_TABLE = '{"table": {'
+_NFT_RULE = '{"rule": {'
+
+
+class _PendingRules:
+    """The rules of a lazily parsed ruleset: per table block, in document order, the rules read
+    at parse time and the text of the rule items left undecoded (screened: only rule items of
+    that block's table)."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, blocks: list[tuple[tuple[str, str] | None, tuple[NftRule, ...], str | None]]
+                 ) -> None:
+        # (the block's table (family, name), rules read now, undecoded rule items or None)
+        self.blocks: list[list[Any]] = [list(b) for b in blocks]
+
+    def _decoded(self, b: list[Any]) -> tuple[NftRule, ...]:
+        key, now, text = b
+        if text is None:
+            return now  # type: ignore[no-any-return]
+        try:
+            items = json.loads("[" + text + "]")
+        except ValueError as exc:
+            raise NftRulesUnreadable(f"nft -j: the rules of table {key[0]} {key[1]}: not JSON: "
+                                     f"{exc}") from None
+        tables: list[tuple[str, str]] = []
+        chains: list[NftChain] = []
+        rules: list[NftRule] = list(now)
+        n0 = len(rules)
+        if _nft_items(items, tables, chains, rules, None) is not None or tables or chains or any(
+                (r.family, r.table) != key for r in rules[n0:]):
+            raise NftRulesUnreadable(f"nft -j: the rules of table {key[0]} {key[1]} hold other "
+                                     "items than its rules")
+        got = tuple(rules)
+        b[1], b[2] = got, None
+        return got
+
+    def table_rules(self, family: str, table: str) -> list[NftRule]:
+        out: list[NftRule] = []
+        key = (family, table)
+        for b in self.blocks:
+            # a block of another table: its undecoded items are rules of that table only
+            rules = self._decoded(b) if b[0] == key else b[1]
+            out.extend(r for r in rules if r.family == family and r.table == table)
+        return out
+
+    def table_index(self, family: str, table: str) -> dict[str, list[NftRule]]:
+        out: dict[str, list[NftRule]] = {}
+        for r in self.table_rules(family, table):
+            out.setdefault(r.chain, []).append(r)
+        return out
+
+    def all_rules(self) -> tuple[NftRule, ...]:
+        return tuple(r for b in self.blocks for r in self._decoded(b))
+
+
+def _lazy_region_ok(region: str, key: tuple[str, str]) -> bool:
+    """The text after a table's first rule item holds only rule items of that table, as nft
+    prints them (else it is decoded now): each rule item names the table once, in nft's key
+    order; no other item names a table ("table" is a key of tables, chains, sets, ...); no
+    metainfo; brackets balanced."""
+    n = region.count(_NFT_RULE)
+    fam, tab = json.dumps(key[0], ensure_ascii=False), json.dumps(key[1], ensure_ascii=False)
+    return (region.count(f'{_NFT_RULE}"family": {fam}, "table": {tab}, "chain": ') == n
+            and region.count('"table"') == n and '"metainfo"' not in region
+            and '"nftables"' not in region
+            and region.count("{") == region.count("}") and region.count("[") == region.count("]"))
+
+
+def _parse_nft_json_lazy(text: str) -> NftRuleset | None:
+    """parse_nft_json for nft's own layout, or None (then the full decode runs). Everything but
+    the rule items after each table's first rule is decoded here, in one pass per table block;
+    any decode error returns None (the full decode then reports it as before)."""
+    if not text.startswith(_NFT_DOC_HEAD) or not text.endswith("]}"):
+        return None
+    starts: list[int] = []
+    i = text.find(_NFT_TABLE, len(_NFT_DOC_HEAD))
+    while i >= 0:
+        starts.append(i)
+        i = text.find(_NFT_TABLE, i + len(_NFT_TABLE))
+    if not starts:
+        return None
+    end = len(text) - 2
+    pieces = [(len(_NFT_DOC_HEAD), starts[0])] + [
+        (a, b) for a, b in zip(starts, starts[1:] + [end], strict=True)]
+    tables: list[tuple[str, str]] = []
+    chains: list[NftChain] = []
+    version: str | None = None
+    blocks: list[tuple[tuple[str, str] | None, tuple[NftRule, ...], str | None]] = []
+    for k, (a, b) in enumerate(pieces):
+        if a == b and k == 0:
+            continue  # no item before the first table
+        block = text[a:b]
+        if b != end:  # items are separated by ", " (nft's separator)
+            if not block.endswith(", "):
+                return None
+            block = block[:-2]
+        if k == 0:
+            head, lazy = block, None
+        else:
+            r = block.find(_NFT_RULE)
+            if r > 0 and block[r - 2:r] == ", ":
+                head, lazy = block[:r - 2], block[r:]
+            else:
+                head, lazy = block, None
+        try:
+            items = json.loads("[" + head + "]")
+        except ValueError:
+            return None
+        n_tab = len(tables)
+        rules: list[NftRule] = []
+        version = _nft_items(items, tables, chains, rules, version)
+        key = tables[n_tab] if k > 0 and len(tables) == n_tab + 1 else None
+        if lazy is not None and (key is None or not _lazy_region_ok(lazy, key)):
+            try:
+                more = json.loads("[" + lazy + "]")
+            except ValueError:
+                return None
+            n_tab = len(tables)
+            version = _nft_items(more, tables, chains, rules, version)
+            lazy = None
+            if len(tables) != n_tab:
+                return None  # a table inside another's items: not nft's layout
+        blocks.append((key, tuple(rules), lazy))
+    rs = object.__new__(NftRuleset)
+    d = rs.__dict__
+    d["tables"], d["chains"], d["version"], d["errors"] = tuple(tables), tuple(chains), version, ()
+    if any(bl[2] is not None for bl in blocks):
+        d["_pending"] = _PendingRules(blocks)
+    else:
+        d["rules"] = tuple(r for bl in blocks for r in bl[1])
+    return rs
 
 
 def _s(v: Any) -> str | None:

@@ -888,11 +888,18 @@ def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
                                 "flow": fl, "hit": hit})
     rs = getattr(facts, "nft_ruleset", None)
     if rs is not None:
-        nidx = nft_index(rs)
+        # the walk from a base chain stays in its table: only the native tables walked are
+        # indexed (a lazily parsed ruleset decodes their rules alone, not iptables-nft's)
+        nidx: dict[tuple[str, str, str], list[NftRule]] = {}
+        indexed: set[tuple[str, str]] = set()
         for fl in flows:
             for ch in native_base_chains(rs, fl.hook):
                 if not nft_applies(ch, fl):
                     continue
+                if (ch.family, ch.table) not in indexed:
+                    indexed.add((ch.family, ch.table))
+                    for r in rs.table_rules(ch.family, ch.table):
+                        nidx.setdefault((r.family, r.table, r.chain), []).append(r)
                 hit = evaluate_nft(rs, ch, fl, nidx)
                 if hit is not None:
                     out.append({"backend": "nft-native", "table": ch.table, "family": ch.family,
