@@ -88,6 +88,7 @@ def build_runtime(
     from clusterfix_tui.transports.runner import TransportRunner
     from clusterfix_tui.transports.ssh import SSHPool, read_expected_host_keys
 
+    freeze_startup_heap()
     if lab_dir:
         lab_kubeconfig, lab_ssh_config = lab_paths(lab_dir)
         kubeconfig = kubeconfig or lab_kubeconfig
@@ -102,6 +103,21 @@ def build_runtime(
                    prober=StdlibProber(),
                    kubeconfig=getattr(api, "kubeconfig", kubeconfig), ssh_config=pool.ssh_config,
                    lab_dir=os.path.abspath(lab_dir) if lab_dir else None)
+
+
+def freeze_startup_heap() -> bool:
+    """Once per process, before the first runtime is built: import what every diagnosis uses
+    (the kubernetes client's API classes, the core's checks) and move everything alive into the
+    garbage collector's permanent generation (core.diagnose.freeze_startup_heap), so that the
+    full collection at the end of each diagnosis walks what the process made since, not the
+    ~140k objects of its modules. True if it froze now."""
+    from clusterfix_tui.core.checks import all_checks
+    from clusterfix_tui.core.diagnose import freeze_startup_heap as freeze
+    from clusterfix_tui.transports.kube import preload
+
+    preload()
+    all_checks()  # imports every check module
+    return freeze()
 
 
 def local_flags(args: Any) -> dict[str, Any]:

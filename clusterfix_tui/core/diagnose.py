@@ -107,47 +107,95 @@ class Diagnosis:
 
 _FREEZE_LOCK = threading.Lock()
 _freeze_depth = 0
+_saved_threshold: tuple[int, int, int] | None = None
+_NO_FULL = 1 << 30  # gc threshold2 while a diagnosis runs: no automatic full collection
+# gc.get_freeze_count() right after freeze_startup_heap(); None: no start-up freeze is in place
+# (never made, or undone because someone froze more on top of it: the wizard, see below)
+_startup_frozen: int | None = None
+_startup_done = False  # freeze_startup_heap() ran (it freezes once per process, never again)
 
 
-def _keep_frozen() -> None:
-    """What the collector walks stays the objects made since the previous call."""
-    gc.collect(1)  # the young garbage (cycles a transport or an exception left) goes first
-    gc.freeze()
+def freeze_startup_heap() -> bool:
+    """Move the objects alive now (the imported modules: paramiko, kubernetes, the core) into
+    the collector's permanent generation, once per process; True if it froze.
+
+    Called by runtime.build_runtime() after its imports, before anything is contacted. Those
+    objects (~60k-140k) live as long as the process; without this every full collection (the
+    one at the end of each diagnosis included) walks all of them again. young generations are
+    collected first (recent garbage, e.g. the command line's parser, is freed, not frozen). Not
+    done with the collector disabled or while a diagnosis runs."""
+    global _startup_frozen, _startup_done
+    with _FREEZE_LOCK:
+        if _startup_done or _freeze_depth or not gc.isenabled():
+            return False
+        _startup_done = True
+        gc.collect(1)
+        gc.freeze()
+        _startup_frozen = gc.get_freeze_count()
+        return True
+
+
+def _young_only() -> None:
+    """keep(): nothing to do; what a node's facts made ages into the old generation, which no
+    automatic collection walks while the diagnosis runs (facts_kept_frozen)."""
 
 
 @contextlib.contextmanager
 def facts_kept_frozen() -> Iterator[Callable[[], None]]:
-    """The cyclic garbage collector during the core's bulk phase: every node's facts parsed and
-    kept, then the checks. Yields `keep()`, to call once a node's parsed facts are stored.
+    """The cyclic garbage collector during a diagnosis's bulk phase: every node's facts parsed and
+    kept, then the checks. Yields `keep()`, to call once a node's parsed facts are stored (kept
+    for the core's callers; it does nothing now).
 
     The parsed facts are acyclic data that only grows while a diagnosis runs and lives as long as
-    the Diagnosis; each full collection walks all of it, and at 5,000 nodes those walks were a
-    third to a half of the parse. `keep()` collects the young generations (what was made since
-    the last call: one node's facts, and any garbage cycle made meanwhile, which is freed there)
-    and moves what is alive into the permanent generation (gc.freeze(): O(1)), so later
-    collections walk only what is younger; the collector itself stays on (garbage that transports
-    and other threads make meanwhile is collected as usual). On leaving (finally, errors
-    included) gc.unfreeze() and one full collection, here in the diagnosing thread (not in the
-    wizard's UI thread, where the next allocation would otherwise run it): everything is
-    collectable again, and an object that was alive at a freeze and became garbage later (a
-    closed connection's cycle) is freed now, not leaked. That one walk of the heap is the whole
-    cost of the policy, instead of a walk at every 25% of growth. Nested or concurrent uses
-    share one depth counter; the outermost exit unfreezes. The wizard's own gc.freeze() after
-    each diagnosis (ui.app.freeze_heap) then freezes what the session keeps, as it did; a
-    collector the caller disabled stays disabled (keep() then does nothing, and no collection
-    runs on leaving)."""
-    global _freeze_depth
+    the Diagnosis; each automatic full collection walks all of it (and the whole heap), and at
+    5,000 nodes those walks were a third to a half of the parse. So while the phase runs no
+    automatic full collection is started (gc threshold2 raised; the young generations are
+    collected as usual, so short-lived garbage cycles that transports and other threads make
+    are freed as they go), and nothing is frozen. On leaving (finally, errors included) the
+    thresholds are restored and one full collection runs, here in the diagnosing thread (not in
+    the wizard's UI thread, where the next allocation would otherwise run it): every garbage
+    cycle made meanwhile (a closed connection's) is freed, nothing the diagnosis made is left
+    frozen.
+
+    That collection walks what is not frozen: with the start-up heap frozen
+    (freeze_startup_heap, in build_runtime) that is what the process made since start-up, not
+    the ~60k-140k objects of its imported modules. If the permanent generation holds more than
+    that start-up freeze (someone froze on top of it: the wizard freezes the heap after each
+    diagnosis, ui.app.freeze_heap), everything is unfrozen first, as before, so a cycle that
+    died inside what was frozen is freed too; the start-up freeze is then given up for the
+    process. Nested or concurrent uses share one depth counter; the outermost exit does this.
+    A collector the caller disabled stays disabled and untouched."""
+    global _freeze_depth, _saved_threshold, _startup_frozen
     with _FREEZE_LOCK:
         _freeze_depth += 1
+        if _freeze_depth == 1:
+            _saved_threshold = None
+            if gc.isenabled():
+                t0, t1, t2 = gc.get_threshold()
+                _saved_threshold = (t0, t1, t2)
+                gc.set_threshold(t0, t1, _NO_FULL)
     try:
-        yield _keep_frozen if gc.isenabled() else (lambda: None)
+        yield _young_only
     finally:
         with _FREEZE_LOCK:
             _freeze_depth -= 1
             last = _freeze_depth == 0
-            if last:
-                gc.unfreeze()
-        if last and gc.isenabled():
+            collect = False
+            if last and _saved_threshold is not None:
+                t0, t1, t2 = _saved_threshold
+                now = gc.get_threshold()
+                if now == (t0, t1, _NO_FULL):  # unless someone set other thresholds meanwhile
+                    gc.set_threshold(t0, t1, t2)
+                _saved_threshold = None
+                collect = gc.isenabled()
+                frozen = gc.get_freeze_count()
+                if frozen and (_startup_frozen is None or frozen > _startup_frozen):
+                    gc.unfreeze()
+                    _startup_frozen = None
+                elif _startup_frozen is not None:
+                    # frozen objects that died left the count: a freeze made later shows as growth
+                    _startup_frozen = frozen
+        if collect:
             gc.collect()
 
 
@@ -270,8 +318,8 @@ def _read_and_check(diag: Diagnosis, snapshot: ClusterSnapshot, targets: list[st
                     one: Callable[[str], tuple[str, NodeFacts | None, Finding | None, float]],
                     keep: Callable[[], None], unreadable: list[Finding], lock: threading.Lock,
                     on_progress: ProgressCallback | None, max_workers: int) -> None:
-    """diagnose()'s bulk phase: every node read and parsed (each node's facts kept frozen once
-    stored: facts_kept_frozen), then the cluster's shape and the checks."""
+    """diagnose()'s bulk phase: every node read and parsed (no automatic full collection
+    meanwhile: facts_kept_frozen), then the cluster's shape and the checks."""
     if targets:
         workers = max(1, min(max_workers, len(targets)))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers,

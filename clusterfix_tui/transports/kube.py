@@ -108,6 +108,17 @@ def _named(doc: dict[str, Any], section: str, name: str | None) -> dict[str, Any
     return {}
 
 
+def preload() -> None:
+    """Import what a KubeClusterAPI uses (the client's API classes build ~80k objects when first
+    touched), so that runtime.build_runtime can count them in the start-up heap it freezes."""
+    from kubernetes import client, config  # noqa: F401
+    from kubernetes.client.exceptions import ApiException  # noqa: F401
+    from kubernetes.config.config_exception import ConfigException  # noqa: F401
+
+    for name in ("CoreV1Api", "AppsV1Api", "VersionApi"):
+        getattr(client, name)
+
+
 class KubeClusterAPI:
     """The ClusterAPI of one kubeconfig context."""
 

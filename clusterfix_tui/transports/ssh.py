@@ -31,6 +31,7 @@ import base64
 import binascii
 import copy
 import errno
+import functools
 import getpass
 import glob
 import hashlib
@@ -89,6 +90,13 @@ class _Transport(paramiko.Transport):
     beyond that second of granularity."""
 
     _active_check_timeout = 1.0
+
+    def _parse_debug(self, m: paramiko.Message) -> None:
+        """SSH_MSG_DEBUG (sshd sends one per authorized_keys line with options, e.g. `from=` or
+        `restrict`): paramiko formats it byte by byte in Python only to log it at DEBUG, which
+        is off unless an application turned it on. Nothing is read from it either way."""
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super()._parse_debug(m)  # type: ignore[misc]
 REMOTE_KILL_GRACE = 2  # seconds after our deadline before the node kills a timed-out command
 
 
@@ -169,8 +177,17 @@ def _host_pattern_matches(pattern: str, name: str) -> bool:
 
 def _glob(pattern: str, name: str) -> bool:
     """OpenSSH patterns: only `*` and `?` are special (a `[host]:port` is literal)."""
+    if "*" not in pattern and "?" not in pattern:
+        return pattern == name
+    return _glob_regex(pattern).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A pattern's regex, built once (every host is matched against every Host line of the ssh
+    config and of known_hosts)."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, name, re.DOTALL) is not None
+    return re.compile(regex, re.DOTALL)
 
 
 def _hosts_field_matches(hosts_field: str, name: str) -> bool:
