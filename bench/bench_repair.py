@@ -83,7 +83,8 @@ def phases(events: list[dict[str, Any]], t0: float, t_end: float) -> list[tuple[
             phase = e.get("phase")
             if phase == "before":
                 add("diagnosis before", t)
-            elif phase == "refresh" and nxt.get("type") == "plan":
+            elif phase == "refresh" and (nxt.get("type") == "plan" or e.get("sections_left_out")):
+                # (a lean one, core/flow.py, is followed by the note saying what it left out)
                 add("re-diagnosis between steps", t)
             elif phase == "refresh":
                 add("settle + re-diagnosis after the pass", t)
@@ -107,6 +108,18 @@ def phases(events: list[dict[str, Any]], t0: float, t_end: float) -> list[tuple[
     if t_end > prev_t:
         add("report, exit", t_end)
     return rows
+
+
+def diagnoses(events: list[dict[str, Any]]) -> str:
+    """Each diagnosis: its phase, the seconds since the event before it (its read, for a
+    re-diagnosis between steps), and what it left out (a lean one, core/flow.py: "-kubectl")."""
+    out = []
+    for i, e in enumerate(events):
+        if e.get("type") != "diagnosis" or i == 0:
+            continue
+        left = "".join(f" -{k.split('_')[0]}" for k in sorted(e.get("sections_left_out") or ()))
+        out.append(f"{e.get('phase')} {ts(e) - ts(events[i - 1]):.1f}{left}")
+    return ", ".join(out)
 
 
 def run_once(args: argparse.Namespace, n: int, tag: str = "") -> dict[str, Any]:
@@ -148,7 +161,8 @@ def run_once(args: argparse.Namespace, n: int, tag: str = "") -> dict[str, Any]:
     passes = max((int(e.get("pass_no") or 1) for e in events), default=1)
     return {"code": code, "wall": t_end - t0, "rc": proc.returncode, "verdict": verdict, "passes": passes,
             "lab_up": lab_up, "load": f"{load_before} -> {load_after}",
-            "phases": phases(events, t0, t_end), **_time_v(proc.stderr)}
+            "phases": phases(events, t0, t_end), "diagnoses": diagnoses(events),
+            **_time_v(proc.stderr)}
 
 
 def totals(r: dict[str, Any]) -> dict[str, float]:
@@ -193,6 +207,9 @@ def compare(args: argparse.Namespace) -> int:
     print("load before -> after each run:")
     for name, r in cols:
         print(f"  {name}: {r['load']}")
+    print("diagnoses (phase, s since the event before, sections left out):")
+    for name, r in cols:
+        print(f"  {name}: {r['diagnoses']}")
     return 0
 
 
@@ -224,6 +241,7 @@ def main() -> int:
         for label, secs in r["phases"]:
             print(f"  {label:<64} {secs:6.1f}")
             totals[label] = totals.get(label, 0.0) + secs
+        print(f"diagnoses (phase, s since the event before, sections left out): {r['diagnoses']}")
         print("totals by kind:")
         for label, secs in sorted(totals.items(), key=lambda kv: -kv[1]):
             print(f"  {label:<64} {secs:6.1f}")

@@ -169,8 +169,10 @@ def _run(args: argparse.Namespace, rt: Any, journal: Any, steps: list[str]) -> i
 
     session = RepairSession(rt.api, rt.shells, rt.runner, journal, mode="headless",
                             dry_run=bool(args.dry_run), prober=rt.prober)
+    # headless, no one looks at the diagnoses made between steps: each one reads what the step
+    # it is made for reads (the wizard shows every diagnosis it makes: it reads everything)
     flow = RepairFlow(session, steps=steps, max_passes=args.max_passes,
-                      settle_timeout=args.wait)
+                      settle_timeout=args.wait, lean_rediagnosis=True)
     try:
         info = flow.cluster_info()
     except Exception as exc:  # noqa: BLE001

@@ -59,10 +59,14 @@ class Diagnosis:
     error: str | None = None  # set when the cluster could not be diagnosed at all
     shape: Any = None  # core.shape.ClusterShape (also on snapshot.shape)
     not_checked: list[dict[str, Any]] = field(default_factory=list)  # core.shape.not_checked()
+    # facts sections this diagnosis did not read on any node, and why (a re-diagnosis made to
+    # plan a step that does not read them, core/flow.py): the codes that read them are not
+    # checked here (in not_checked), never "healthy"
+    sections_left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        return not self.findings and self.error is None
+        return not self.findings and self.error is None and not self.sections_left_out
 
     def findings_for(self, node: str) -> list[Finding]:
         return [f for f in self.findings if f.node == node]
@@ -102,6 +106,7 @@ class Diagnosis:
             "shape": self.shape.summary() if self.shape is not None else None,
             "not_checked": [dict(x) for x in self.not_checked],
             "notes": note_lines(self.shape),
+            "sections_left_out": dict(self.sections_left_out),
         }
 
 
@@ -225,6 +230,7 @@ def _notify(cb: ProgressCallback | None, lock: threading.Lock, *args: str) -> No
 
 def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: list[str],
               timeout: float = FACTS_TIMEOUT, vxlan_probes: list[str] | None = None,
+              leave_out: Iterable[str] = (),
               ) -> tuple[NodeFacts | None, Finding | None, float]:
     """Run the facts script on one node: (facts, finding-if-unreadable, seconds)."""
     t0 = time.monotonic()
@@ -237,7 +243,8 @@ def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: li
                 extra = shell.netlink_sections()
             except Exception:  # noqa: BLE001 - fall back to the script's `ip -j`
                 extra = None
-        script = build_facts_script(peer_ips, nonce=nonce, skip=frozenset(extra or ()),
+        script = build_facts_script(peer_ips, nonce=nonce,
+                                    skip=frozenset(extra or ()) | frozenset(leave_out),
                                     vxlan_probes=vxlan_probes or (), node_name=node)
         # the script on stdin: its size (it grows with the peers) never meets ARG_MAX
         res = shell.run(loader_command(nonce), timeout=timeout, stdin=script.encode())
@@ -268,8 +275,13 @@ def diagnose(
     on_progress: ProgressCallback | None = None,
     skip_nodes: Iterable[str] = (),
     facts_timeout: float = FACTS_TIMEOUT,
+    leave_out_sections: dict[str, str] | None = None,
 ) -> Diagnosis:
+    """`leave_out_sections`: {facts section: why} not to read on any node this time (only
+    sections build_facts_script can skip); the codes that read them are not checked (their
+    findings dropped, said in not_checked), and the diagnosis is never `healthy`."""
     t0 = time.monotonic()
+    left_out = dict(leave_out_sections or {})
     lock = threading.Lock()
     snapshot = build_snapshot(api)
     snapshot_duration = time.monotonic() - t0
@@ -280,7 +292,7 @@ def diagnose(
     wanted = list(nodes) if nodes is not None else list(snapshot.nodes)
     targets = [n for n in wanted if n not in skip]
     diag = Diagnosis(snapshot=snapshot, skipped_nodes=sorted(skip & set(wanted)),
-                     snapshot_duration=snapshot_duration)
+                     snapshot_duration=snapshot_duration, sections_left_out=left_out)
     if api_err is not None:
         diag.error = f"the Kubernetes API did not list nodes: {api_err['error']}"
     elif not snapshot.nodes:
@@ -303,15 +315,30 @@ def diagnose(
         _notify(on_progress, lock, "node-start", node, "")
         facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
                                        peer_ips(node), facts_timeout,
-                                       vxlan_probes=probe_targets(snapshot, node, ring))
+                                       vxlan_probes=probe_targets(snapshot, node, ring),
+                                       leave_out=left_out)
         return node, facts, finding, dt
 
     with facts_kept_frozen() as keep:
         _read_and_check(diag, snapshot, targets, one, keep, unreadable, lock, on_progress,
                         max_workers)
+    if left_out:
+        _not_checked_left_out(diag, left_out)
     diag.duration = time.monotonic() - t0
     _notify(on_progress, lock, "checks", "", f"{len(diag.findings)} findings")
     return diag
+
+
+def _not_checked_left_out(diag: Diagnosis, left_out: dict[str, str]) -> None:
+    """The codes reading a section this diagnosis left out are not checked: a finding of theirs
+    (decided without it) is dropped, and not_checked says which, and why."""
+    from clusterfix_tui.core.checks import sections_read
+
+    for sec, why in sorted(left_out.items()):
+        codes = sorted(c for c, secs in sections_read().items() if sec in secs)
+        diag.findings = [f for f in diag.findings if f.code not in codes]
+        diag.not_checked.append({"codes": codes, "nodes": [],
+                                 "why": f"facts section {sec} not read in this diagnosis: {why}"})
 
 
 def _read_and_check(diag: Diagnosis, snapshot: ClusterSnapshot, targets: list[str],

@@ -21,6 +21,7 @@ files (calico's kubeconfig, tokens, keys) with their `server:` lines only.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import shlex
 import urllib.parse
@@ -591,6 +592,23 @@ def _curl_pairs(skip: tuple[str, ...] | frozenset[str]) -> dict[str, tuple[str, 
     return {names[0]: (names[0], words[0][-1], names[1], words[1][-1]), names[1]: ()}
 
 
+# the node's kubectl as the script runs it: started at the top of the prelude, its section
+# printed at the end of the files part (KUBECTL_SECTION in `skip` leaves out both)
+KUBECTL_SECTION = "kubectl_get_nodes"
+_KUBECTL_START = re.compile(r"^if command -v kubectl .*?^fi\n", re.M | re.S)
+_KUBECTL_END = re.compile(r'^if \[ -n "\$cfx_kpid" \]; then\n.*?^fi\n', re.M | re.S)
+
+
+def _without_kubectl(prelude: str, files: str) -> tuple[str, str]:
+    """The prelude and files part without the node's kubectl: not started, no section printed
+    (not even its "command not found": an absent section is "not read", never "no kubectl")."""
+    p, n1 = _KUBECTL_START.subn("", prelude, count=1)
+    f, n2 = _KUBECTL_END.subn("", files, count=1)
+    if n1 != 1 or n2 != 1:  # the script changed shape: never half leave it out
+        raise ValueError("cannot leave the node's kubectl out of the facts script")
+    return p, f
+
+
 def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | None = None,
                  skip: tuple[str, ...] | frozenset[str] = (),
                  vxlan_probes: list[str] | tuple[str, ...] = (),
@@ -600,7 +618,10 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     nonce = nonce or new_nonce()
     if not nonce.isalnum():
         raise ValueError("nonce must be alphanumeric")
-    out = [("prelude", _PRELUDE.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
+    prelude, files_part = _PRELUDE, _FILES_PART
+    if KUBECTL_SECTION in skip:  # a re-diagnosis that does not need it (core/flow.py)
+        prelude, files_part = _without_kubectl(prelude, files_part)
+    out = [("prelude", prelude.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
             .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))
             .replace("__KUBECTL_GET__", kubectl_get(node_name)))]
     probe_ips = [str(ipaddress.ip_address(str(ip).strip())) for ip in vxlan_probes]  # raises on non-IPs
@@ -637,7 +658,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
                     .replace("__MARK__", shlex.quote(MARK)).replace("__AWK__", shlex.quote(_ROUTE_AWK))))
     sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
     out.append(("sysctl", _SYSCTL_PART.replace("__SYSCTLS__", sysctls)))
-    out.append(("files + kubectl", _FILES_PART.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS))))
+    out.append(("files + kubectl", files_part.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS))))
     out.append(("incompatible", _INCOMPAT_PART))
     for name, cmd in SHAPE_SECTIONS:
         out.append((name, _section_call(name, cmd.split()[0], cmd)))

@@ -8,6 +8,13 @@ Every rule about *when* lives here, nowhere else:
 - a step's plan is re-built when the cluster changed since that plan was built (per step: each
   plan remembers the diagnosis generation it came from; any applied change makes the diagnosis
   stale, and the next plan put up for approval re-diagnoses first);
+- with lean_rediagnosis (headless `fix`), a re-diagnosis made between steps to plan the next
+  step leaves out the facts sections only other steps read (each check module's ONLY_FOR: the
+  nodes' own kubectl, read only for worker_kubeconfig); the diagnosis says so (never
+  "healthy"), the journal says which re-diagnosis left what out and why, and a step that reads
+  a section the last diagnosis left out is planned only after a re-diagnosis that reads it.
+  Every other diagnosis reads everything: the first, the one after each pass (which decides
+  the next pass: _wanted_steps), the "after" one (the verdict), and all of the wizard's;
 - every action's precondition is re-checked on the node right before it runs (the engine);
 - after a pass, the flow waits for the cluster to settle (validation retried, not journaled,
   until green or the deadline), re-diagnoses, and offers another pass for the steps whose fresh
@@ -69,8 +76,11 @@ class RepairFlow:
         settle_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        lean_rediagnosis: bool = False,
     ) -> None:
         self.session = session
+        self.lean_rediagnosis = bool(lean_rediagnosis)
+        self._full_read: str = ""  # which diagnosis last read every section, and when
         self.steps: tuple[str, ...] = tuple(s for s in STEP_ORDER if steps is None or s in steps)
         self.max_passes = max(1, int(max_passes))
         self.settle_timeout = float(settle_timeout)
@@ -163,11 +173,43 @@ class RepairFlow:
     def _diagnosed(self) -> None:
         self.generation += 1
         self._changes_at_diagnosis = self._changes
+        d = self.session.diagnosis
+        if d is not None and not getattr(d, "sections_left_out", None):
+            self._full_read = (f"the diagnosis of pass {self.pass_no} at "
+                               f"{time.strftime('%H:%M:%S', time.gmtime())} UTC")
 
-    def _rediagnose(self, on_progress: Callable[..., None] | None = None) -> Any:
-        d = self.session.refresh(on_progress=on_progress)
+    def _rediagnose(self, on_progress: Callable[..., None] | None = None,
+                    for_step: str | None = None) -> Any:
+        """Re-diagnose; `for_step`: made only to plan that step (lean_rediagnosis: the sections
+        only other steps read are left out). None: read everything."""
+        leave_out = self._leave_out_for(for_step)
+        if leave_out:
+            d = self.session.refresh(on_progress=on_progress, leave_out=leave_out)
+        else:
+            d = self.session.refresh(on_progress=on_progress)
         self._diagnosed()
         return d
+
+    def _leave_out_for(self, step: str | None) -> dict[str, str]:
+        """{section: why} a re-diagnosis made to plan `step` leaves out (lean_rediagnosis)."""
+        if not self.lean_rediagnosis or step is None or self.dry_run:
+            return {}
+        from clusterfix_tui.core.session import sections_only_for
+
+        def why(steps: tuple[str, ...]) -> str:
+            return (f"made to plan step {step}, which does not read it (only {', '.join(steps)} "
+                    "does: read again before planning it, after each pass and for the verdict); "
+                    f"last read by {self._full_read or 'the first diagnosis'}")
+
+        return {sec: why(steps) for sec, steps in sections_only_for().items()
+                if step not in steps}
+
+    def _unread_for(self, step: str | None) -> dict[str, str]:
+        """The sections the current diagnosis left out that `step` (None: anything but
+        planning one step) reads."""
+        from clusterfix_tui.core.session import unread_for
+
+        return unread_for(self.session.diagnosis, step)
 
     def validate_before(self, on_check: Callable[[CheckResult], None] | None = None
                         ) -> list[CheckResult]:
@@ -205,7 +247,10 @@ class RepairFlow:
     # -- plans ---------------------------------------------------------------------------------
 
     def preview(self, step: str) -> Plan:
-        """The plan of `step` to look at (the plan screen): not journaled, not approvable."""
+        """The plan of `step` to look at (the plan screen): not journaled, not approvable. A
+        diagnosis that left out a section `step` reads is completed first (read again)."""
+        if self._unread_for(step) and not self.dry_run:
+            self._rediagnose()
         return self._filtered(self.session.build_plan(step))
 
     def preview_all(self) -> dict[str, Plan]:
@@ -217,8 +262,8 @@ class RepairFlow:
         cluster as it is now: re-diagnoses first if anything changed since the last diagnosis,
         re-plans if this step's plan came from an older diagnosis. Journaled once per build."""
         with self._lock:
-            if self.stale and not self.dry_run:
-                self._rediagnose(on_progress)
+            if not self.dry_run and (self.stale or self._unread_for(step)):
+                self._rediagnose(on_progress, for_step=step)
             held = self._plans.get(step)
             if held is not None and held[0] == self.generation:
                 return held[1]
@@ -396,7 +441,9 @@ class RepairFlow:
 
     def _wanted_steps(self) -> list[str]:
         """The steps whose fresh plan holds a default-approved mutating action that has not run
-        yet (what another pass would act on)."""
+        yet (what another pass would act on). Decided from a diagnosis that read everything."""
+        if self._unread_for(None) and not self.dry_run:
+            self._rediagnose()
         wanted: list[str] = []
         for step in self.steps:
             try:
@@ -492,7 +539,7 @@ class RepairFlow:
             results = self.session.validate("after", on_check=on_check)
         if self.changed_anything and not self.dry_run:
             try:
-                if self.stale:
+                if self.stale or self._unread_for(None):  # the verdict reads everything
                     self.session.diagnose("after")
                     self._diagnosed()
                 elif self.session.diagnosis is not None:

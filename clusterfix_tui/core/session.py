@@ -76,6 +76,29 @@ def _call_with_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return fn(*args, **{k: v for k, v in kwargs.items() if k in params})
 
 
+def sections_only_for() -> dict[str, tuple[str, ...]]:
+    """facts section -> the only steps that read it (each check module's ONLY_FOR): what a
+    re-diagnosis made to plan another step may leave out."""
+    from clusterfix_tui.core.checks import _check_modules
+
+    out: dict[str, tuple[str, ...]] = {}
+    for mod in _check_modules():
+        for sec, steps in getattr(mod, "ONLY_FOR", {}).items():
+            out[sec] = tuple(dict.fromkeys(out.get(sec, ()) + tuple(steps)))
+    return out
+
+
+def unread_for(diagnosis: Any, step: str | None) -> dict[str, str]:
+    """The sections `diagnosis` left out that `step` reads (None: the whole diagnosis, every
+    step and the verdict): {section: why}. Empty = the diagnosis is enough for it."""
+    left = dict(getattr(diagnosis, "sections_left_out", None) or {})
+    if not left:
+        return {}
+    only = sections_only_for()
+    return {sec: why for sec, why in left.items()
+            if step is None or sec not in only or step in only[sec]}
+
+
 class RepairSession:
     def __init__(
         self,
@@ -266,13 +289,17 @@ class RepairSession:
         self.journal_diagnosis(diagnosis, phase)
         return diagnosis
 
-    def refresh(self, on_progress: Callable[..., None] | None = None) -> Any:
+    def refresh(self, on_progress: Callable[..., None] | None = None,
+                leave_out: dict[str, str] | None = None) -> Any:
         """Re-diagnose after a step changed the cluster (pods recreated, rules rewritten), before
         re-planning. Journaled as a `diagnosis` with phase "refresh" (the "before" diagnosis of
-        the journal stays the first one)."""
-        return self.adopt_refresh(*self.read_refresh(on_progress))
+        the journal stays the first one). `leave_out`: {facts section: why} not read this time
+        (core/flow.py: only when the step it is made for does not read them); the journal's
+        diagnosis event and a note say which, and why."""
+        return self.adopt_refresh(*self.read_refresh(on_progress, leave_out=leave_out))
 
-    def read_refresh(self, on_progress: Callable[..., None] | None = None) -> tuple[Any, int]:
+    def read_refresh(self, on_progress: Callable[..., None] | None = None,
+                     leave_out: dict[str, str] | None = None) -> tuple[Any, int]:
         """A re-diagnosis read, not yet the session's: (diagnosis, self.runs when its read
         began). adopt_refresh() makes it the session's diagnosis and journals it; a read that is
         not adopted leaves no trace (RepairFlow drops one read while the cluster was still
@@ -282,10 +309,16 @@ class RepairSession:
 
         runs = self._runs
         skip = sorted(self.left_out)
+        extra: dict[str, Any] = {"leave_out_sections": dict(leave_out)} if leave_out else {}
         diagnosis = _call_with_supported(
             _diag.diagnose, self.api, self.shells, on_progress=on_progress,
-            exclude=skip, leave_out=skip, skip_nodes=skip,
+            exclude=skip, leave_out=skip, skip_nodes=skip, **extra,
         )
+        if leave_out and getattr(diagnosis, "sections_left_out", None) != dict(leave_out):
+            # a diagnose() that cannot leave sections out read them all: say nothing was left out
+            # only when that is what happened; anything else is a bug, never a silent gap
+            if getattr(diagnosis, "sections_left_out", None):
+                raise RuntimeError("the diagnosis left out other sections than asked")
         return diagnosis, runs
 
     def adopt_refresh(self, diagnosis: Any, runs: int) -> Any:
@@ -297,6 +330,7 @@ class RepairSession:
         return diagnosis
 
     def journal_diagnosis(self, diagnosis: Any, phase: str) -> None:
+        left = dict(getattr(diagnosis, "sections_left_out", None) or {})
         self.journal.write(
             "diagnosis", phase=phase, pass_no=self.pass_no,
             findings=[f.to_dict() for f in diagnosis.findings],
@@ -304,7 +338,11 @@ class RepairSession:
             error=getattr(diagnosis, "error", None),
             node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
             **_shape_fields(diagnosis),
+            **({"sections_left_out": left} if left else {}),
         )
+        for sec, why in sorted(left.items()):  # the report shows notes: say it there too
+            self.journal.write("note", text=f"the {phase} diagnosis (pass {self.pass_no}) did not "
+                               f"read {sec} on any node: {why}", sections_left_out=[sec])
 
     def build_plan(self, step: str) -> Plan:
         """The plan of `step` from the last diagnosis (its read-only look-ups done, the pods it
@@ -315,6 +353,10 @@ class RepairSession:
         from clusterfix_tui.core.fixes import get_step
         from clusterfix_tui.core.fixes.preconditions import pin_pod_uids
 
+        unread = unread_for(self.diagnosis, step)
+        if unread:  # never plan from facts that were not read (core/flow.py re-reads first)
+            raise RuntimeError(f"step {step} reads {', '.join(sorted(unread))}, which the last "
+                               "diagnosis did not read: re-diagnose before planning it")
         step_obj = get_step(step)
         view = _WithoutLeftOut(self.diagnosis, set(self.left_out))
         gather = getattr(step_obj, "gather", None)

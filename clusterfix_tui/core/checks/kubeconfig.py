@@ -24,6 +24,11 @@ REF = "https://kubernetes.io/docs/tasks/access-application-cluster/configure-acc
 TARGET = "/root/.kube/config"
 # finding code -> the facts sections it is decided from
 READS: dict[str, tuple[str, ...]] = {"WORKER_KUBECONFIG_BROKEN": ("kubeconfig", "kubectl_get_nodes")}
+# facts section -> the only steps whose check and plan read it: no other check, plan or flow
+# decision does (tests/test_flow_lean.py holds every reader of it to that). A re-diagnosis made
+# only to plan another step may leave it out (core/flow.py): the node's kubectl is the slowest
+# fact, and against a dead API address it waits for the node's ARP/TCP timeout (~3 s).
+ONLY_FOR: dict[str, tuple[str, ...]] = {"kubectl_get_nodes": ("worker_kubeconfig",)}
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 # the kubelet's own kubeconfig per distribution: kubeadm, k3s, RKE2 (k3s/RKE2 agents reach the API
 # through their client-side load balancer, e.g. https://127.0.0.1:6444, which works on that node)
