@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +52,8 @@ class Flow:
     describe: str  # for humans: "flannel VXLAN from the peers (udp/8472)"
     proto: str | None = None  # "tcp" | "udp" | None (any)
     dports: tuple[int, int] | None = None
-    saddrs: tuple[str, ...] | None = None  # CIDRs; None: any source
-    daddrs: tuple[str, ...] | None = None
+    saddrs: Sequence[str] | None = None  # CIDRs (a tuple, or a NetSet); None: any source
+    daddrs: Sequence[str] | None = None
     iifs: tuple[str, ...] | None = None  # possible input interfaces; None: any
     oifs: tuple[str, ...] | None = None
     dnat: bool = False  # the packet was DNATed (ct status dnat)
@@ -186,26 +188,63 @@ def pod_networks(snapshot: Any, facts: Any) -> list[str]:
     return list(seen)
 
 
-class NetSet(tuple):  # type: ignore[type-arg]
-    """A flow's addresses (a tuple of CIDR strings, as before) drawn from the cluster's node
-    addresses: it also carries the cluster's `ClusterHosts` index so that `match_addr` tests a
-    rule's networks against every node address with bisections instead of one `subnet_of` per
-    node (that was node x peers per rule: quadratic over a cluster).
+class NetSet(Sequence[str]):
+    """A flow's addresses (a sequence of CIDR strings that reads, compares, hashes and prints as
+    the tuple it stands for) drawn from the cluster's node addresses: it also carries the
+    cluster's `ClusterHosts` index so that `match_addr` tests a rule's networks against every node
+    address with bisections instead of one `subnet_of` per node (that was node x peers per rule:
+    quadratic over a cluster). Its items are not copied per node (every node's peers were an
+    N-long tuple, N^2 over a cluster): `base` is the cluster's sorted tuple, shared, read
+    without its index `skip` (the node itself) and followed by `tail`.
 
     `versions`: the IP versions of the host addresses it holds (every node address of those
     versions), `excluded`: one (version, int) host left out (the node itself, for "the peers"),
     `extras`: members that are not node addresses (the pod networks, ...)."""
 
-    hosts: ClusterHosts
-    versions: tuple[int, ...]
-    excluded: tuple[int, int] | None
-    extras: tuple[str, ...]
+    __slots__ = ("base", "skip", "tail", "hosts", "versions", "excluded", "extras", "_n")
 
-    def __new__(cls, items: tuple[str, ...], hosts: ClusterHosts, versions: tuple[int, ...],
-                excluded: tuple[int, int] | None = None, extras: tuple[str, ...] = ()) -> NetSet:
-        self = super().__new__(cls, items)
+    def __init__(self, base: tuple[str, ...], skip: int | None, tail: tuple[str, ...],
+                 hosts: ClusterHosts, versions: tuple[int, ...],
+                 excluded: tuple[int, int] | None = None, extras: tuple[str, ...] = ()) -> None:
+        self.base, self.skip, self.tail = base, skip, tail
         self.hosts, self.versions, self.excluded, self.extras = hosts, versions, excluded, extras
-        return self
+        self._n = len(base) - (skip is not None) + len(tail)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _at(self, k: int) -> str:
+        nb = len(self.base) - (self.skip is not None)
+        if k < nb:
+            return self.base[k + 1 if self.skip is not None and k >= self.skip else k]
+        return self.tail[k - nb]
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return tuple(self._at(i) for i in range(*k.indices(self._n)))
+        k = k.__index__()
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError("NetSet index out of range")
+        return self._at(k)
+
+    def __iter__(self) -> Iterator[str]:
+        if self.skip is None:
+            return itertools.chain(self.base, self.tail)
+        return itertools.chain(itertools.islice(self.base, self.skip),
+                               itertools.islice(self.base, self.skip + 1, None), self.tail)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, NetSet)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
     def match(self, rnets: list[Any]) -> int:
         ext = [n for n in (_net(c) for c in self.extras) if n is not None]
@@ -282,17 +321,24 @@ class ClusterHosts:
             return items[:i] + items[i + 1:]
         return items
 
-    def peers(self, node: str) -> tuple[str, ...]:
+    @staticmethod
+    def _index(items: tuple[str, ...], c: str | None) -> int | None:
+        """Where _without(items, c) leaves one out (None: nothing left out)."""
+        if c is None:
+            return None
+        i = bisect.bisect_left(items, c)
+        return i if i < len(items) and items[i] == c else None
+
+    def peers(self, node: str) -> Sequence[str]:
         """Every other node's address, sorted (duplicates kept, as the nodes have them)."""
         m = self.by_node.get(node)
-        items = self._without(self.sorted, m) if m is not None else self.sorted
         if self.nonhost:  # not a host network (cannot happen with an IP): no index
-            return items
+            return self._without(self.sorted, m) if m is not None else self.sorted
         ex = None
         key = self.host.get(m) if m is not None else None
         if key is not None and self.net_count.get(key, 0) == 1:
             ex = key
-        return NetSet(items, self, (4, 6), ex)
+        return NetSet(self.sorted, self._index(self.sorted, m), (), self, (4, 6), ex)
 
     def members(self, node: str, extras: list[str]) -> tuple[str, ...]:
         """tuple(dict.fromkeys((*peers, *mine, *extras))): the peers (deduplicated), the node
@@ -305,19 +351,20 @@ class ClusterHosts:
         ext = tuple(c for c in dict.fromkeys(extras) if c not in self.count)
         return base + ext
 
-    def of_family(self, node: str, fam: str, extras: list[str]) -> tuple[str, ...] | None:
+    def of_family(self, node: str, fam: str, extras: list[str]) -> Sequence[str] | None:
         """The members of one family, in members() order (None when there is none)."""
         m = self.by_node.get(node)
         hosts = self.by_fam[fam]
+        skip: int | None = None
+        mine: tuple[str, ...] = ()
         if m is not None and self.count.get(m) == 1 and self.fam[m] == fam:
-            hosts = self._without(hosts, m) + (m,)
+            skip, mine = self._index(hosts, m), (m,)
         ext = tuple(c for c in dict.fromkeys(extras) if c not in self.count and _fam(c) == fam)
-        got = hosts + ext
-        if not got:
+        if len(hosts) - (skip is not None) + len(mine) + len(ext) == 0:
             return None
         if self.nonhost:
-            return got
-        return NetSet(got, self, (6,) if fam == "ip6" else (4,), None, ext)
+            return (self._without(hosts, mine[0]) if mine else hosts) + mine + ext
+        return NetSet(hosts, skip, mine + ext, self, (6,) if fam == "ip6" else (4,), None, ext)
 
 
 def cluster_flows(snapshot: Any, node: str, facts: Any,
@@ -350,9 +397,9 @@ def cluster_flows(snapshot: Any, node: str, facts: Any,
     # cluster traffic comes from the cluster: the nodes and the pods (a blocklist for some
     # outside range is the admin's business, not a finding)
     # members: tuple(dict.fromkeys((*peers, *mine, *pods))); of(fam): its members of one family
-    of_cache: dict[str, tuple[str, ...] | None] = {}
+    of_cache: dict[str, Sequence[str] | None] = {}
 
-    def of(fam_: str) -> tuple[str, ...] | None:
+    def of(fam_: str) -> Sequence[str] | None:
         if fam_ not in of_cache:
             of_cache[fam_] = hosts.of_family(node, fam_, pods)
         return of_cache[fam_]
@@ -388,7 +435,7 @@ def _not(v: int) -> int:
     return FULL - v if v != PARTIAL else PARTIAL
 
 
-def match_addr(flow_nets: tuple[str, ...] | None, family: str, rule_cidrs: list[str]) -> int:
+def match_addr(flow_nets: Sequence[str] | None, family: str, rule_cidrs: list[str]) -> int:
     if flow_nets is None:
         return PARTIAL
     rnets = [n for n in (_net(c) for c in rule_cidrs) if n is not None]
