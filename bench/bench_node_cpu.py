@@ -4,8 +4,10 @@
 "old" is the script as it was before the node-CPU pass (tests/facts_script_v1.py, kept verbatim);
 "new" is core/facts.py's. Both ask for the same facts (tests/test_facts_same.py compares them).
 Each run executes the script inside a lab node (its mount, UTS and network namespaces, as its
-sshd does; no SSH in the figure) and reads the node shell's `times` before and after it: user +
-sys of the script and every process it started. Peers are the route lookups (`ip -j route get`)
+sshd does; no SSH in the figure), `sh FILE` as the loader runs it, and reads the CPU (user +
+sys) of the script and every process it started from getrusage (microseconds). With --at-once K,
+K copies run at the same time on the node (what N nodes of a lab on the same cores do): the CPU
+per copy. Peers are the route lookups (`ip -j route get`)
 one node makes, one per peer node: the first is the real pod IP of each other lab node, the rest
 synthetic addresses inside the other nodes' podCIDRs (they route like real pods' addresses).
 The VXLAN probes are the lab's (every peer's flannel.1, at most 8, as diagnose() sends them).
@@ -18,6 +20,7 @@ each part is core/facts.script_parts'), as the mean over --profile-runs runs (`t
 Not part of the test suite. Run as root (the lab needs network namespaces):
 
     python3 bench/bench_node_cpu.py --peers 1,30,100 --runs 7 --profile
+    python3 bench/bench_node_cpu.py --peers 1 --at-once 1,10,30   # the same script, K at once
     python3 bench/bench_node_cpu.py --lab-dir /tmp/some-lab     # an existing lab, left up
     python3 bench/bench_node_cpu.py --old-code /path/to/other/checkout   # "old" = its facts.py
 """
@@ -57,18 +60,35 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_on_node(init_pid: int, script: str) -> tuple[float, str]:
-    """CPU seconds (user + sys, the script and its children) of one run, and its stdout."""
-    wrapper = ('f=$(mktemp) && cat >"$f" || exit 97\n'
-               'times >"$f.t0"\n'
-               'sh "$f" </dev/null >"$f.out" 2>/dev/null\n'
-               'times >"$f.t1"\n'
-               'cat "$f.t0"; echo @@; cat "$f.t1"; echo @@; cat "$f.out"; rm -f "$f" "$f.t0" "$f.t1" "$f.out"')
-    r = N.node_exec(init_pid, wrapper, input=script, timeout=300)
-    t0, t1, out = r.stdout.split("@@\n", 2)
-    a, b = _secs(t0), _secs(t1)
-    # `times`: the shell's user and sys, then its children's user and sys
-    return (b[2] + b[3]) - (a[2] + a[3]), out
+# run inside the node: the script (stdin) K times at once, `sh FILE` each (as the loader runs it);
+# prints the CPU seconds per run (getrusage of the children: microseconds, not `times`' 10 ms
+# ticks), then the first run's stdout
+_RUNNER = r"""
+import os, resource, subprocess, sys, tempfile
+k = int(sys.argv[1])
+fd, path = tempfile.mkstemp(prefix="cfx-bench-")
+os.write(fd, sys.stdin.buffer.read()); os.close(fd)
+outs = [tempfile.TemporaryFile() for _ in range(k)]
+a = resource.getrusage(resource.RUSAGE_CHILDREN)
+ps = [subprocess.Popen(["sh", path], stdin=subprocess.DEVNULL, stdout=o, stderr=subprocess.DEVNULL)
+      for o in outs]
+for p in ps:
+    p.wait()
+b = resource.getrusage(resource.RUSAGE_CHILDREN)
+os.unlink(path)
+cpu = (b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime) / k
+outs[0].seek(0)
+sys.stdout.write(f"{cpu:.6f}\n" + outs[0].read().decode("utf-8", "replace"))
+"""
+
+
+def run_on_node(init_pid: int, script: str, at_once: int = 1) -> tuple[float, str]:
+    """CPU seconds (user + sys of the script and every process it started) per run, with
+    `at_once` copies of the script running at the same time on the node, and one run's stdout."""
+    r = N.node_exec(init_pid, "exec python3 -c " + shlex.quote(_RUNNER) + f" {int(at_once)}",
+                    input=script, timeout=600)
+    cpu, out = r.stdout.split("\n", 1)
+    return float(cpu), out
 
 
 def peer_addresses(lab: cluster.LabHandle, me: str, count: int) -> tuple[list[str], list[str]]:
@@ -129,6 +149,9 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=3, help="lab size when the bench brings one up")
     ap.add_argument("--lab-dir", default=None, help="use this running lab (left up)")
     ap.add_argument("--node", default="node-1")
+    ap.add_argument("--at-once", default="1",
+                    help="how many copies of the script run at the same time on the node (CPU per "
+                         "copy; several: 1,10,30)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-runs", type=int, default=20)
     ap.add_argument("--old-code", default=None,
@@ -154,24 +177,27 @@ def main() -> None:
         pid = lab.node(args.node)["init_pid"]
         counts = [int(x) for x in args.peers.split(",") if x]
         print(f"node {args.node} of a {len(lab.nodes)}-node lab; load {load()}; runs {args.runs}")
-        print(f"{'peers':>5} {'old cpu':>9} {'new cpu':>9} {'new/old':>7}  load")
+        print(f"{'peers':>5} {'at once':>7} {'old cpu':>9} {'new cpu':>9} {'new/old':>7}  load")
         for count in counts:
             peers, probes = peer_addresses(lab, args.node, count)
-            res: dict[str, list[float]] = {"old": [], "new": []}
-            for _ in range(args.runs):
-                for tag, mod in (("old", OLD), ("new", F)):
-                    if mod is None:
-                        continue
-                    nonce = F.new_nonce()
-                    cpu, out = run_on_node(pid, mod.build_facts_script(peers, nonce=nonce, vxlan_probes=probes))
-                    facts = F.parse_facts(args.node, out, nonce)
-                    if not facts.complete or len(facts.route_get) != len(peers):
-                        raise SystemExit(f"{tag}: incomplete facts ({facts.parse_errors[:3]})")
-                    res[tag].append(cpu)
-            old = statistics.median(res["old"]) if res["old"] else float("nan")
-            new = statistics.median(res["new"])
-            print(f"{count:5d} {old:8.3f}s {new:8.3f}s {new / old:7.2f}  {load()}   "
-                  f"(old {sorted(round(x, 2) for x in res['old'])}, new {sorted(round(x, 2) for x in res['new'])})")
+            for k in [int(x) for x in args.at_once.split(",") if x]:
+                res: dict[str, list[float]] = {"old": [], "new": []}
+                for _ in range(args.runs):
+                    for tag, mod in (("old", OLD), ("new", F)):
+                        if mod is None:
+                            continue
+                        nonce = F.new_nonce()
+                        cpu, out = run_on_node(pid, mod.build_facts_script(peers, nonce=nonce,
+                                                                           vxlan_probes=probes), k)
+                        facts = F.parse_facts(args.node, out, nonce)
+                        if not facts.complete or len(facts.route_get) != len(peers):
+                            raise SystemExit(f"{tag}: incomplete facts ({facts.parse_errors[:3]})")
+                        res[tag].append(cpu)
+                old = statistics.median(res["old"]) if res["old"] else float("nan")
+                new = statistics.median(res["new"])
+                print(f"{count:5d} {k:7d} {old:8.4f}s {new:8.4f}s {new / old:7.2f}  {load()}   "
+                      f"(old {sorted(round(x, 3) for x in res['old'])}, "
+                      f"new {sorted(round(x, 3) for x in res['new'])})", flush=True)
         if args.profile:
             peers, probes = peer_addresses(lab, args.node, counts[0] if counts else 2)
             for tag, mod in (("old", OLD), ("new", F)):
