@@ -62,3 +62,27 @@ def test_server_debug_messages_are_logged_only_when_debug_is_on(
         t._parse_debug(_debug_message(b"key options: restrict"))
     assert calls == [b"key options: restrict"]
     assert "Debug msg: " in caplog.text and "restrict" in caplog.text
+
+
+def test_local_user_is_getpass_getuser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    for env in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(env, raising=False)
+    assert S._local_user() == getpass.getuser()  # from the password database
+    monkeypatch.setenv("USERNAME", "from-username")
+    assert S._local_user() == getpass.getuser() == "from-username"
+    monkeypatch.setenv("LOGNAME", "from-logname")
+    assert S._local_user() == getpass.getuser() == "from-logname"
+
+
+def test_filter_algorithm_as_paramiko() -> None:
+    for disabled in (None, {"ciphers": ["aes128-ctr"], "kex": ["diffie-hellman-group14-sha256"]}):
+        ours = S._Transport.__new__(S._Transport)
+        theirs = paramiko.Transport.__new__(paramiko.Transport)
+        for t in (ours, theirs):
+            t.disabled_algorithms = disabled or {}
+        for kind in ("ciphers", "macs", "keys", "kex", "compression", "pubkeys"):
+            assert ours._filter_algorithm(kind) == theirs._filter_algorithm(kind)
+        assert ours.preferred_ciphers == theirs.preferred_ciphers
+    assert "aes128-ctr" not in ours.preferred_ciphers
