@@ -518,10 +518,13 @@ fi
 # by the shell
 _PROBE_END = r"""
 wait
+cfx_pvar=
 if [ -n "$cfx_pz" ]; then
-  # one line per transfer, "URLNUM EXITCODE MESSAGE" (URLNUM from 0): each probe's files as
-  # cfx_probe writes them ("probe: curl tcp/10250", then `curl -sS`'s "curl: (RC) MESSAGE" line
-  # when it failed); used only when every probe has exactly one such line
+  # one line per transfer, "URLNUM EXITCODE MESSAGE" (URLNUM from 0), kept in cfx_prI / cfx_pmI
+  # (I = URLNUM+1, checked to be a number: no other text reaches `eval`): each probe's section is
+  # what cfx_probe prints ("probe: curl tcp/10250", then `curl -sS`'s "curl: (RC) MESSAGE" line
+  # when it failed) and its exit status, printed by the shell (no file, no `cat`); used only when
+  # every probe has exactly one such line
   cfx_pn=0; for cfx_ip in __PROBES__; do cfx_pn=$((cfx_pn+1)); done
   cfx_pok=1; cfx_pseen=' '
   while IFS=' ' read -r cfx_u cfx_r cfx_m; do
@@ -530,22 +533,28 @@ if [ -n "$cfx_pz" ]; then
     case $cfx_pseen in *" $cfx_u "*) cfx_pok=; break ;; esac
     [ "$cfx_u" -le "$cfx_pn" ] || { cfx_pok=; break; }
     cfx_pseen="$cfx_pseen$cfx_u "
-    if [ "$cfx_r" -eq 0 ]; then printf 'probe: curl tcp/10250\n' >"$T/p$cfx_u"
-    else printf 'probe: curl tcp/10250\ncurl: (%s) %s\n' "$cfx_r" "$cfx_m" >"$T/p$cfx_u"; fi
-    printf '%s\n' "$cfx_r" >"$T/p$cfx_u.rc"
+    eval "cfx_pr$cfx_u=\$cfx_r; cfx_pm$cfx_u=\$cfx_m"
   done <"$T/pz"
   cfx_i=0
   while [ "$cfx_i" -lt "$cfx_pn" ]; do
     cfx_i=$((cfx_i+1)); case $cfx_pseen in *" $cfx_i "*) ;; *) cfx_pok= ;; esac
   done
-  if [ -z "$cfx_pok" ]; then cfx_probes; wait; fi
+  if [ -n "$cfx_pok" ]; then cfx_pvar=1; else cfx_probes; wait; fi
 fi
 cfx_pi=0
 for cfx_h in __PROBEHEX__; do
   cfx_pi=$((cfx_pi+1))
-  printf '@@CFX %s BEGIN vxlan_probe %s\n' "$N" "$cfx_h"; cat "$T/p$cfx_pi" 2>/dev/null
-  printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$cfx_h"
-  if [ -e "$T/p$cfx_pi.rc" ]; then cfx_prc=; IFS= read -r cfx_prc <"$T/p$cfx_pi.rc"; else cfx_prc=124; fi
+  printf '@@CFX %s BEGIN vxlan_probe %s\n' "$N" "$cfx_h"
+  if [ -n "$cfx_pvar" ]; then
+    eval "cfx_prc=\$cfx_pr$cfx_pi; cfx_m=\$cfx_pm$cfx_pi"
+    if [ "$cfx_prc" -eq 0 ]; then printf 'probe: curl tcp/10250\n'
+    else printf 'probe: curl tcp/10250\ncurl: (%s) %s\n' "$cfx_prc" "$cfx_m"; fi
+    printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$cfx_h"
+  else
+    cat "$T/p$cfx_pi" 2>/dev/null
+    printf '\n@@CFX %s ERR vxlan_probe %s\n' "$N" "$cfx_h"
+    if [ -e "$T/p$cfx_pi.rc" ]; then cfx_prc=; IFS= read -r cfx_prc <"$T/p$cfx_pi.rc"; else cfx_prc=124; fi
+  fi
   printf '\n@@CFX %s END vxlan_probe %s rc=%s\n' "$N" "$cfx_h" "$cfx_prc"
 done
 """
