@@ -193,6 +193,65 @@ class IptablesSave:
 
 
 _new_rule = frozen_maker(Rule)
+
+
+class _LazyArgs:
+    """Rule.args as a data descriptor: a Rule made by its own __init__ (or frozen_maker) stores
+    its tokens as before; one made by `_new_lazy_rule` (a quoted kube-proxy line whose chain and
+    target were read without tokenizing it) tokenizes its spec on the first read of `.args`
+    (==, hash and repr read it too, so they are unchanged). Most rules' tokens are never read:
+    the checks read a nat table's chains, targets and specs, and only the filter rules a flow's
+    walk reaches."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return ()  # the field's default, as the dataclass saw it
+        d = obj.__dict__
+        got = d.get("args")
+        if got is None:
+            got = d["args"] = _tokens(d["spec"])[2:]
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["args"] = value
+
+
+Rule.args = _LazyArgs()  # type: ignore[assignment,misc]
+
+
+def _new_lazy_rule(table: str, chain: str, spec: str, target: str | None) -> Rule:
+    o = object.__new__(Rule)
+    d = o.__dict__
+    d["table"], d["chain"], d["spec"], d["target"] = table, chain, spec, target
+    return o
+
+
+def _quoted_rule_head(line: str) -> tuple[str, str] | None:
+    """(chain, target) of a rule line that `_tokens` reads with `_split_quoted` (one kind of
+    quote, balanced, no backslash, ASCII, only shlex's whitespace): the chain is the second
+    word before the first quote, the target the word after the last -j/-g after the last quote
+    (tokens there are plain words). None when either is not there as a plain word (then the line
+    is tokenized at once, as before)."""
+    if "\\" in line or not line.isascii() or _OTHER_WS_RE.search(line):
+        return None
+    sq, dq = "'" in line, '"' in line
+    if sq == dq:
+        return None
+    qc = '"' if dq else "'"
+    if line.count(qc) % 2:
+        return None
+    q0, q1 = line.index(qc), line.rindex(qc)
+    head = line[:q0].split()
+    if len(head) < 2 or (len(head) == 2 and line[q0 - 1] not in _WS):
+        return None  # the chain glued to the quoted text
+    tail = line[q1 + 1:]
+    words = tail.split()
+    lo = 1 if tail and tail[0] not in _WS else 0  # the first word glued to the quoted text
+    jumps = _JUMPS
+    for i in range(len(words) - 2, lo - 1, -1):
+        if words[i] in jumps:
+            return head[1], words[i + 1]
+    return None
 _JUMPS = frozenset(("-j", "--jump", "-g", "--goto"))
 _INCOMPAT_RE = re.compile(r"[Tt]able `([^']*)' is incompatible")
 
@@ -298,11 +357,18 @@ def parse_iptables_save(text: str) -> IptablesSave:
         name, chains, rules = None, {}, []
 
     jumps = _JUMPS
-    new_rule = _new_rule
+    new_rule, new_lazy_rule = _new_rule, _new_lazy_rule
     for n, raw in enumerate((text or "").splitlines(), 1):
         if name is not None:
             c0 = raw[:1]
             if c0 == "-" and raw[:3] in ("-A ", "-I "):  # the bulk: rules, on the fast path
+                if '"' in raw or "'" in raw:
+                    ct = _quoted_rule_head(raw)
+                    if ct is not None:  # kube-proxy's commented rules: tokens read when asked
+                        if ct[0] not in chains:
+                            chains[ct[0]] = None
+                        rules.append(new_lazy_rule(name, ct[0], raw, ct[1]))
+                        continue
                 toks = _tokens(raw)
                 if len(toks) < 2:
                     errors.append(f"line {n}: rule without chain")
