@@ -262,8 +262,23 @@ if [ -n "$cfx_sto" ] && timeout --version >"$T/tv" 2>/dev/null </dev/null; then
   cfx_l=; { IFS= read -r cfx_l; } <"$T/tv"
   case $cfx_l in 'timeout (GNU coreutils) '*) cfx_bto=1 ;; esac
 fi
+# The batch's shell: section K's stdout into $T/bK; in it, cfx_x (the one every section line
+# calls) writes the tool's stderr into $T/bK.e and the END line into $T/bK.z, so the one `cat`
+# of bK, bK.e, bK.z puts a section together as cfx_x alone prints it (no `cat` of a
+# section's stderr); both files made empty first (a line whose shell printed it all itself)
 cfx_bloop='N=$1; T=$2; shift 2; cfx_sto=; cfx_k=0
-for cfx_l in "$@"; do cfx_k=$((cfx_k+1)); exec >"$T/b$cfx_k"; eval "$cfx_l"; echo "$cfx_k" >"$T/bn"; done'
+cfx_x() {
+  cfx_n=$1; cfx_tool=$2; shift 2
+  printf "@@CFX %s BEGIN %s\n" "$N" "$cfx_n"
+  if command -v "$cfx_tool" >/dev/null 2>&1; then ( "$@" ) 2>"$T/b$cfx_k.e" </dev/null; cfx_rc=$?
+  else printf "cfx: %s: command not found\n" "$cfx_tool" >"$T/b$cfx_k.e"; cfx_rc=127; fi
+  printf "\n@@CFX %s ERR %s\n" "$N" "$cfx_n"
+  printf "\n@@CFX %s END %s rc=%s\n" "$N" "$cfx_n" "$cfx_rc" >"$T/b$cfx_k.z"
+}
+for cfx_l in "$@"; do
+  cfx_k=$((cfx_k+1)); : >"$T/b$cfx_k.e"; : >"$T/b$cfx_k.z"; exec >"$T/b$cfx_k"
+  eval "$cfx_l"; echo "$cfx_k" >"$T/bn"
+done'
 # the sections' script lines (calls of cfx_x or cfx_sh), in order
 cfx_batch() {
   cfx_bn=0
@@ -282,7 +297,9 @@ $cfx_bloop" cfx "$N" "$T" "$@" </dev/null >/dev/null 2>&1
 # print the first N sections of a batch: one `cat` of their files
 cfx_bcat() {
   cfx_bm=$1; cfx_i=0; set --
-  while [ "$cfx_i" -lt "$cfx_bm" ]; do cfx_i=$((cfx_i+1)); set -- "$@" "$T/b$cfx_i"; done
+  while [ "$cfx_i" -lt "$cfx_bm" ]; do
+    cfx_i=$((cfx_i+1)); set -- "$@" "$T/b$cfx_i" "$T/b$cfx_i.e" "$T/b$cfx_i.z"
+  done
   cat -- "$@"
 }
 # the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
