@@ -78,9 +78,11 @@ def test_a_batch_gives_what_each_section_alone_gives(tmp_path) -> None:
     assert _key(alone["a"]) == ("out x|out --y=1|out /p/q:r|no newline", "warn: x\n", 3)
     assert alone["missing"].rc == 127 and alone["shell"].stdout == "liNe\n\nok\n"
     assert alone["which"].stdout.endswith("/bin/cfxtool-b\n")
-    # one deadline for all: no `timeout` per section (this machine has GNU timeout)
+    # one deadline for all (this machine has GNU timeout); no `timeout` per section unless the
+    # batch ran out of its time (a machine this loaded: the rest then ran alone, as above)
     assert f"timeout -s KILL {F.SECTION_TIMEOUT // 2} sh -c" in trace
-    assert f"timeout -s KILL {F.SECTION_TIMEOUT} cfxtool" not in trace
+    if "+ shift 6\n" in trace:  # the batch finished all 6
+        assert f"timeout -s KILL {F.SECTION_TIMEOUT} cfxtool" not in trace
 
 
 def test_the_facts_script_runs_its_tools_in_one_batch() -> None:
