@@ -180,14 +180,15 @@ def test_no_start_up_freeze_while_a_diagnosis_runs() -> None:
 
 
 def test_build_runtime_freezes_the_clients_modules_once() -> None:
-    """runtime.freeze_startup_heap imports what a diagnosis uses first (the kubernetes client's
-    API classes, the check modules), then freezes: they are part of the frozen start-up heap."""
+    """runtime.freeze_startup_heap imports what a diagnosis uses first (the kubernetes client
+    and its kubeconfig loader, the check modules), then freezes: they are part of the frozen
+    start-up heap."""
     from clusterfix_tui import runtime
 
     assert runtime.freeze_startup_heap() is True
     import sys
 
-    mods = [sys.modules["kubernetes.client.api.core_v1_api"],
+    mods = [sys.modules["kubernetes.client.api_client"], sys.modules["kubernetes.config"],
             sys.modules["clusterfix_tui.core.checks.flannel"]]
     tracked = _tracked_ids()
     assert all(id(m.__dict__) not in tracked for m in mods)

@@ -109,14 +109,111 @@ def _named(doc: dict[str, Any], section: str, name: str | None) -> dict[str, Any
 
 
 def preload() -> None:
-    """Import what a KubeClusterAPI uses (the client's API classes build ~80k objects when first
-    touched), so that runtime.build_runtime can count them in the start-up heap it freezes."""
+    """Import what a KubeClusterAPI uses to read (the client, its configuration and kubeconfig
+    loader), so that runtime.build_runtime can count them in the start-up heap it freezes. The
+    generated API classes are not imported here (see _Api)."""
     from kubernetes import client, config  # noqa: F401
     from kubernetes.client.exceptions import ApiException  # noqa: F401
     from kubernetes.config.config_exception import ConfigException  # noqa: F401
 
-    for name in ("CoreV1Api", "AppsV1Api", "VersionApi"):
-        getattr(client, name)
+    client.ApiClient, client.Configuration  # noqa: B018 - the client's lazy attributes
+
+
+# Every read this transport makes: generated method name -> (resource path, path parameters in
+# the generated method's positional order), as in kubernetes.client.api.*_api.
+_READS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "list_node": ("/api/v1/nodes", ()),
+    "list_pod_for_all_namespaces": ("/api/v1/pods", ()),
+    "list_namespaced_pod": ("/api/v1/namespaces/{namespace}/pods", ("namespace",)),
+    "read_namespaced_config_map": ("/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                   ("name", "namespace")),
+    "read_namespace": ("/api/v1/namespaces/{name}", ("name",)),
+    "list_service_for_all_namespaces": ("/api/v1/services", ()),
+    "list_namespaced_service": ("/api/v1/namespaces/{namespace}/services", ("namespace",)),
+    "list_endpoints_for_all_namespaces": ("/api/v1/endpoints", ()),
+    "list_namespaced_endpoints": ("/api/v1/namespaces/{namespace}/endpoints", ("namespace",)),
+    "list_event_for_all_namespaces": ("/api/v1/events", ()),
+    "list_namespaced_event": ("/api/v1/namespaces/{namespace}/events", ("namespace",)),
+    "read_namespaced_pod_log": ("/api/v1/namespaces/{namespace}/pods/{name}/log",
+                                ("name", "namespace")),
+    "list_daemon_set_for_all_namespaces": ("/apis/apps/v1/daemonsets", ()),
+    "list_namespaced_daemon_set": ("/apis/apps/v1/namespaces/{namespace}/daemonsets",
+                                   ("namespace",)),
+    "read_namespaced_deployment": ("/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+                                   ("name", "namespace")),
+    "get_code": ("/version/", ()),
+}
+
+
+def _query_name(arg: str) -> str:
+    """A generated method's keyword as its query parameter: tail_lines -> tailLines,
+    _continue -> continue."""
+    head, *rest = arg.lstrip("_").split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+class _Get:
+    """One read, called like the generated method it stands for with _preload_content=False:
+    the same request built by the same ApiClient (param_serialize: path quoting, query
+    encoding, the configuration's auth settings and token hook; call_api: its REST client,
+    TLS and timeouts), the raw urllib3 response returned, a non-2xx answer raised as the
+    generated code raises it (ApiException.from_response)."""
+
+    def __init__(self, api_client: Any, path: str, path_names: tuple[str, ...]):
+        self.api_client = api_client
+        self.path = path
+        self.path_names = path_names
+
+    def __call__(self, *args: Any, _preload_content: bool = False,
+                 _request_timeout: Any = None, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        assert not _preload_content, "reads return the raw response"
+        if len(args) > len(self.path_names):
+            raise TypeError(f"{self.path}: too many positional arguments")
+        path_params = dict(zip(self.path_names, args, strict=False))
+        for name in self.path_names:
+            if name in kwargs:
+                path_params[name] = kwargs.pop(name)
+            if not isinstance(path_params.get(name), str) or not path_params[name]:
+                raise TypeError(f"{self.path}: {name} must be a non-empty string")
+        query = [(_query_name(k), v) for k, v in kwargs.items() if v is not None]
+        method, url, headers, body, post = self.api_client.param_serialize(
+            method="GET", resource_path=self.path, path_params=path_params, query_params=query,
+            header_params={"Accept": "application/json"}, body=None, post_params=[], files={},
+            auth_settings=["BearerToken"], collection_formats={})
+        resp = self.api_client.call_api(method, url, header_params=headers, body=body,
+                                        post_params=post, _request_timeout=_request_timeout)
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        return resp.response
+
+
+class _Api:
+    """kubernetes.client.CoreV1Api / AppsV1Api / VersionApi for this transport. Importing one
+    of them builds ~280 pydantic models of the client (1.2-1.7 s of CPU here, in every process
+    that reads the cluster) that we never use: every read returns raw JSON (`_preload_content`
+    =False). So the reads (_READS) are made by _Get through the same ApiClient, and the
+    generated class is imported and built only when a write (delete, patch) is first made."""
+
+    def __init__(self, api_client: Any, class_name: str):
+        self._api_client = api_client
+        self._class_name = class_name
+        self._generated: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        read = _READS.get(name)
+        if read is not None:
+            fn: Any = _Get(self._api_client, *read)
+        else:
+            if self._generated is None:
+                from kubernetes import client
+
+                self._generated = getattr(client, self._class_name)(self._api_client)
+            fn = getattr(self._generated, name)
+        setattr(self, name, fn)
+        return fn
 
 
 class KubeClusterAPI:
@@ -170,9 +267,9 @@ class KubeClusterAPI:
         if configuration.refresh_api_key_hook is not None:
             configuration.refresh_api_key_hook = _TokenRefresh(configuration.refresh_api_key_hook)
         self._api_client = client.ApiClient(configuration)
-        self._core = client.CoreV1Api(self._api_client)
-        self._apps = client.AppsV1Api(self._api_client)
-        self._version = client.VersionApi(self._api_client)
+        self._core = _Api(self._api_client, "CoreV1Api")
+        self._apps = _Api(self._api_client, "AppsV1Api")
+        self._version = _Api(self._api_client, "VersionApi")
 
     def __repr__(self) -> str:
         return f"KubeClusterAPI(context={self._context!r}, server={self._server!r})"
