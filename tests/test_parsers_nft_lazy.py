@@ -197,6 +197,14 @@ def test_an_unreadable_kept_table_raises_to_its_reader_and_the_check_says_so() -
         _ = P.parse_nft_json(bad).rules
     with pytest.raises(P.NftRulesUnreadable):
         P.parse_nft_json(bad).table_rules("ip", "nat")
+    # brackets no longer balanced (an item cut short inside nat's rules): the same
+    i = text.index('{"rule": {"family": "ip", "table": "nat"')
+    j = text.index("}]}}", i)
+    cut = text[:j] + text[j + 2:]
+    with pytest.raises(ValueError):
+        json.loads(cut)
+    with pytest.raises(P.NftRulesUnreadable):
+        P.parse_nft_json(cut).rules_in("ip", "nat", "PREROUTING")
 
     def reads_nat(snapshot: Any, facts: dict[str, NodeFacts]) -> list[Any]:
         return [r for f in facts.values() if f.nft_ruleset is not None

@@ -232,7 +232,9 @@ def _quoted_rule_head(line: str) -> tuple[str, str] | None:
     word before the first quote, the target the word after the last -j/-g after the last quote
     (tokens there are plain words). None when either is not there as a plain word (then the line
     is tokenized at once, as before)."""
-    if "\\" in line or not line.isascii() or _OTHER_WS_RE.search(line):
+    # isprintable(): an ASCII line without control characters has none of _OTHER_WS_RE's
+    if "\\" in line or not line.isascii() or (not line.isprintable()
+                                                 and _OTHER_WS_RE.search(line)):
         return None
     sq, dq = "'" in line, '"' in line
     if sq == dq:
@@ -322,7 +324,9 @@ def _tokens(line: str) -> tuple[str, ...]:
     nodes' iptables-save prints 35,000-rule tables (tests/test_parsers_fast.py compares it with
     `_tokens_reference`)."""
     # str.split() splits on more than shlex's four whitespace characters: only where none are
-    if "\\" not in line and line.isascii() and not _OTHER_WS_RE.search(line):
+    # isprintable(): an ASCII line without control characters has none of _OTHER_WS_RE's
+    if "\\" not in line and line.isascii() and (line.isprintable()
+                                                  or not _OTHER_WS_RE.search(line)):
         sq, dq = "'" in line, '"' in line
         if not sq and not dq:
             return tuple(line.split())
@@ -706,13 +710,13 @@ def _lazy_region_ok(region: str, key: tuple[str, str]) -> bool:
     """The text after a table's first rule item holds only rule items of that table, as nft
     prints them (else it is decoded now): each rule item names the table once, in nft's key
     order; no other item names a table ("table" is a key of tables, chains, sets, ...); no
-    metainfo; brackets balanced."""
+    metainfo. Whether it is valid JSON is known when it is decoded: if not, its reader gets
+    NftRulesUnreadable (never "no rules")."""
     n = region.count(_NFT_RULE)
     fam, tab = json.dumps(key[0], ensure_ascii=False), json.dumps(key[1], ensure_ascii=False)
     return (region.count(f'{_NFT_RULE}"family": {fam}, "table": {tab}, "chain": ') == n
             and region.count('"table"') == n and '"metainfo"' not in region
-            and '"nftables"' not in region
-            and region.count("{") == region.count("}") and region.count("[") == region.count("]"))
+            and '"nftables"' not in region)
 
 
 def _parse_nft_json_lazy(text: str) -> NftRuleset | None:

@@ -157,7 +157,27 @@ def count_rules(*saves: IptablesSave | None) -> int:
     return sum(len(t.rules) for s in saves if s is not None for t in s.tables.values())
 
 
+def _derived(facts: Any, key: Any, make: Any) -> Any:
+    """make(), once per NodeFacts (frozen: what is derived from its fields never changes); the
+    checks ask for a node's backend and merged saves several times each. Anything else (a test's
+    stand-in) is answered afresh."""
+    if type(facts) is not NodeFacts:
+        return make()
+    memo = facts.__dict__.get("_derived")
+    if memo is None:
+        memo = facts.__dict__["_derived"] = {}
+    got = memo.get(key)
+    if got is None:
+        got = memo[key] = make()
+    return got
+
+
 def detect_backend(facts: NodeFacts) -> tuple[str, str]:
+    """Kube-proxy's backend (detect_backend_of), once per node's facts."""
+    return _derived(facts, "detect_backend", lambda: detect_backend_of(facts))  # type: ignore[no-any-return]
+
+
+def detect_backend_of(facts: NodeFacts) -> tuple[str, str]:
     """The backend kube-proxy (and kubelet) use, decided as kubernetes-sigs/iptables-wrappers
     does (iptables-wrapper-installer.sh / its Go successor): KUBE-IPTABLES-HINT or
     KUBE-KUBELET-CANARY in `ip(6)tables-nft-save -t mangle` -> nft; else either chain in the full
@@ -215,7 +235,13 @@ def single_backend(facts: NodeFacts) -> str:
 def backend_saves(facts: NodeFacts, version: int = 4) -> dict[str, IptablesSave | None]:
     """backend -> one IptablesSave holding its nat and filter tables (nft: two saves merged).
     version 6: the ip6tables views. On an iptables without -legacy/-nft variants, its one
-    `iptables-save` is the backend it runs."""
+    `iptables-save` is the backend it runs. Made once per node's facts and version (a new dict
+    each call: callers may change it; the saves are immutable)."""
+    return dict(_derived(facts, ("backend_saves", version),
+                         lambda: _backend_saves(facts, version)))
+
+
+def _backend_saves(facts: NodeFacts, version: int) -> dict[str, IptablesSave | None]:
     if version == 6:
         return {"legacy": facts.ip6_legacy,
                 "nft": _merge(facts.ip6_nft_nat, facts.ip6_nft_filter)}
