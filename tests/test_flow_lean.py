@@ -35,10 +35,41 @@ _KUBECTL_SECTION = re.compile(r"^@@CFX \S+ BEGIN kubectl_get_nodes\n.*?^@@CFX \S
                               r"kubectl_get_nodes rc=\d+\n", re.M | re.S)
 
 
-def test_only_the_kubeconfig_step_is_declared_to_read_the_nodes_kubectl():
+def test_what_only_some_steps_read():
     from clusterfix_tui.core.session import sections_only_for
 
-    assert sections_only_for() == {KUBECTL: ("worker_kubeconfig",)}
+    assert sections_only_for() == {KUBECTL: ("worker_kubeconfig",),
+                                   "vxlan_probe": ("pods", "host_network")}
+
+
+# the step of every code that folds into, or is read from, a section in ONLY_FOR (from the
+# check modules: a new code or fold relation must be added here, and the test then decides)
+_STEP_OF = {"WORKER_KUBECONFIG_BROKEN": "worker_kubeconfig",
+            "VXLAN_UNDERLAY_BLOCKED": "host_network",
+            "PROBE_NO_ROUTE": "pods"}  # checks/pods.py: Finding(code="PROBE_NO_ROUTE", step="pods")
+
+
+def test_only_for_holds_every_step_a_left_out_section_can_change_the_plan_of():
+    """A section may be left out for step S only if no finding S plans from depends on it: the
+    codes reading it are other steps', and no symptom of theirs (which, with them not checked,
+    would stand alone instead of folded) is S's."""
+    from clusterfix_tui.core.checks import CLUSTER_SYMPTOM_OF, SYMPTOM_OF, sections_read
+    from clusterfix_tui.core.session import sections_only_for
+
+    folds = {**{k: set(v) for k, v in SYMPTOM_OF.items()}}
+    for k, v in CLUSTER_SYMPTOM_OF.items():
+        folds.setdefault(k, set()).update(v)
+    for sec, steps in sections_only_for().items():
+        readers = {c for c, secs in sections_read().items() if sec in secs}
+        assert readers, sec
+        symptoms = {x for x, roots in folds.items() if roots & readers}
+        for code in readers | symptoms:
+            assert code in _STEP_OF, f"{code} (reads or folds into a reader of {sec}): its step?"
+            assert _STEP_OF[code] in steps, (sec, code, _STEP_OF[code])
+    # and the table's PROBE_NO_ROUTE entry is what the check says
+    src = (Path(__file__).parents[1] / "clusterfix_tui/core/checks/pods.py").read_text()
+    i = src.index('code="PROBE_NO_ROUTE"')
+    assert 'step="pods"' in src[i:src.index("data=", i)]
 
 
 def _run(parts: list[tuple[str, str]], trace: bool = False) -> tuple[dict[str, F.Section], str]:
@@ -60,6 +91,20 @@ def test_the_script_without_the_nodes_kubectl_runs_none_and_prints_no_section():
     assert "kubectl get" not in trace and "command -v kubectl" not in trace
     # everything else the two parts print is still there
     assert set(full) - {KUBECTL} == set(lean)
+
+
+def test_a_diagnosis_without_the_vxlan_probes_runs_none_and_checks_no_underlay():
+    rec = load("underlay-blocked")
+    full = D.diagnose(ReplayAPI(rec), ReplayShells(rec))
+    assert "VXLAN_UNDERLAY_BLOCKED" in {f.code for f in full.findings}
+    shells = ReplayShells(rec)
+    lean = D.diagnose(ReplayAPI(rec), shells, leave_out_sections={"vxlan_probe": "test"})
+    assert all("vxlan_probe start" not in s and "cfx_probe" not in s
+               for sh in shells.opened.values() for s in sh.scripts)
+    assert "VXLAN_UNDERLAY_BLOCKED" not in {f.code for f in lean.findings}
+    assert not lean.healthy
+    (nc,) = [g for g in lean.not_checked if "vxlan_probe" in g["why"]]
+    assert nc["codes"] == ["VXLAN_UNDERLAY_BLOCKED"]
 
 
 def _lean_shells(rec):
@@ -96,6 +141,7 @@ def test_a_diagnosis_without_the_nodes_kubectl_is_never_kubeconfig_healthy():
                       leave_out_sections={KUBECTL: "made to plan step cni_bridge"})
     assert all(KUBECTL not in s for sh in shells.opened.values() for s in sh.scripts)
     assert all(KUBECTL not in f.sections for f in lean.facts.values())
+    assert all("vxlan_probe" in s for sh in shells.opened.values() for s in sh.scripts)
     assert lean.findings == []  # not checked, and said so: never "healthy"
     assert not lean.healthy and lean.to_dict()["healthy"] is False
     assert lean.sections_left_out == {KUBECTL: "made to plan step cni_bridge"}
@@ -139,7 +185,7 @@ def test_rediagnosis_for_cni_bridge_leaves_out_the_nodes_kubectl_for_worker_kube
     assert calls.calls == [None]
     _stale(flow)
     flow.plan_for_approval("cni_bridge")
-    assert len(calls.calls) == 2 and KUBECTL in (calls.calls[1] or {})
+    assert len(calls.calls) == 2 and set(calls.calls[1] or {}) == {KUBECTL, "vxlan_probe"}
     assert "made to plan step cni_bridge" in calls.calls[1][KUBECTL]
     assert flow.diagnosis.sections_left_out
     # the journal says which re-diagnosis left what out, and why
@@ -147,13 +193,16 @@ def test_rediagnosis_for_cni_bridge_leaves_out_the_nodes_kubectl_for_worker_kube
     assert ev["phase"] == "refresh" and KUBECTL in ev["sections_left_out"]
     assert any(e["type"] == "note" and KUBECTL in e["text"] and "cni_bridge" in e["text"]
                for e in j.events)
-    # pods does not read it: planned from the same diagnosis, nothing read again
-    flow.plan_for_approval("pods")
+    # iptables reads neither: planned from the same diagnosis, nothing read again
+    flow.plan_for_approval("iptables")
     assert len(calls.calls) == 2
-    # nothing changed since, but worker_kubeconfig reads it: read again, everything
+    # nothing changed since, but pods reads the probes (its PROBE_NO_ROUTE folds into them)
+    flow.plan_for_approval("pods")
+    assert len(calls.calls) == 3 and set(calls.calls[2] or {}) == {KUBECTL}
+    # and worker_kubeconfig reads the node's kubectl: read again
     plan = flow.plan_for_approval("worker_kubeconfig")
-    assert len(calls.calls) == 3 and calls.calls[2] is None
-    assert not flow.diagnosis.sections_left_out
+    assert len(calls.calls) == 4 and set(calls.calls[3] or {}) == {"vxlan_probe"}
+    assert KUBECTL not in flow.diagnosis.sections_left_out
     assert not plan.nothing_to_do and {a.target for a in plan.actions} == {"node-3"}
 
 
@@ -219,9 +268,23 @@ _READERS = {
 }
 
 
-def test_nothing_else_reads_the_nodes_kubectl_fact():
+_PROBE_READERS = {
+    "clusterfix_tui/core/facts.py",  # the probes in the script
+    "clusterfix_tui/core/diagnose.py",  # which peers each node probes (or none: left out)
+    "clusterfix_tui/core/checks/underlay.py",  # ONLY_FOR: pods, host_network
+    "clusterfix_tui/core/checks/__init__.py",  # the folds (test above: pods)
+    "clusterfix_tui/core/fixes/host_network.py",
+    "clusterfix_tui/core/report/advice.py",  # what the report advises for the code
+}
+
+
+@pytest.mark.parametrize("pattern, allowed", [
+    (r"kubectl_rc|kubectl_error|kubectl_get_nodes|KUBECTL_SECTION", _READERS),
+    (r"vxlan_probe|VXLAN_UNDERLAY_BLOCKED|UnderlayBlocked", _PROBE_READERS),
+])
+def test_nothing_else_reads_a_section_read_only_for_some_steps(pattern, allowed):
     root = Path(__file__).parents[1]
-    pat = re.compile(r"kubectl_rc|kubectl_error|kubectl_get_nodes|KUBECTL_SECTION")
+    pat = re.compile(pattern)
     readers = {str(p.relative_to(root)) for p in (root / "clusterfix_tui").rglob("*.py")
                if pat.search(p.read_text())}
-    assert readers <= _READERS, readers - _READERS
+    assert readers <= allowed, readers - allowed

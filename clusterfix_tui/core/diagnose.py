@@ -315,7 +315,8 @@ def diagnose(
         _notify(on_progress, lock, "node-start", node, "")
         facts, finding, dt = read_node(shells, node, info.internal_ip if info else None,
                                        peer_ips(node), facts_timeout,
-                                       vxlan_probes=probe_targets(snapshot, node, ring),
+                                       vxlan_probes=[] if "vxlan_probe" in left_out
+                                       else probe_targets(snapshot, node, ring),
                                        leave_out=left_out)
         return node, facts, finding, dt
 

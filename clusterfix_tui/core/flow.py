@@ -10,9 +10,11 @@ Every rule about *when* lives here, nowhere else:
   stale, and the next plan put up for approval re-diagnoses first);
 - with lean_rediagnosis (headless `fix`), a re-diagnosis made between steps to plan the next
   step leaves out the facts sections only other steps read (each check module's ONLY_FOR: the
-  nodes' own kubectl, read only for worker_kubeconfig); the diagnosis says so (never
-  "healthy"), the journal says which re-diagnosis left what out and why, and a step that reads
-  a section the last diagnosis left out is planned only after a re-diagnosis that reads it.
+  nodes' own kubectl, read only for worker_kubeconfig; the VXLAN probes to the peers, read only
+  for pods and host_network: both wait for a timeout where something is broken); the diagnosis
+  says so (never "healthy"), the journal says which re-diagnosis left what out and why, and a
+  step that reads a section the last diagnosis left out is planned only after a re-diagnosis
+  that reads it.
   Every other diagnosis reads everything: the first, the one after each pass (which decides
   the next pass: _wanted_steps), the "after" one (the verdict), and all of the wizard's;
 - every action's precondition is re-checked on the node right before it runs (the engine);
@@ -197,9 +199,9 @@ class RepairFlow:
         from clusterfix_tui.core.session import sections_only_for
 
         def why(steps: tuple[str, ...]) -> str:
-            return (f"made to plan step {step}, which does not read it (only {', '.join(steps)} "
-                    "does: read again before planning it, after each pass and for the verdict); "
-                    f"last read by {self._full_read or 'the first diagnosis'}")
+            return (f"made to plan step {step}, which does not read it (read only for "
+                    f"{', '.join(steps)}: read again before planning those, after each pass and "
+                    f"for the verdict); last read by {self._full_read or 'the first diagnosis'}")
 
         return {sec: why(steps) for sec, steps in sections_only_for().items()
                 if step not in steps}

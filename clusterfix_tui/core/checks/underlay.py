@@ -67,6 +67,13 @@ def _vxlan_backend(snapshot: Any) -> bool:
 READS: dict[str, tuple[str, ...]] = {
     "VXLAN_UNDERLAY_BLOCKED": ("vxlan_probe", *IPTABLES_SECTIONS, "nft_json", "ip_link", "ip_addr"),
 }
+# facts section -> the only steps that read it (core/flow.py may leave it out of a re-diagnosis
+# made to plan another step: a probe into a broken overlay waits for its timeout, ~2-3 s).
+# host_network acts on VXLAN_UNDERLAY_BLOCKED; pods because its PROBE_NO_ROUTE is folded into
+# VXLAN_UNDERLAY_BLOCKED (checks.CLUSTER_SYMPTOM_OF): without the probe, it could stand alone
+# and be planned. For the other steps it is only a symptom folded into their findings (evidence,
+# no action reads it).
+ONLY_FOR: dict[str, tuple[str, ...]] = {"vxlan_probe": ("pods", "host_network")}
 MAX_PROBES = 8  # per node: on big clusters each node probes the next 8 (every node gets 8 in)
 
 
