@@ -21,6 +21,10 @@ plus "children": the CPU of the processes we started and reaped in the phase (`s
 process_time does not count. Every figure is also given per node. The sum is checked against one
 plain `diagnose()` (cold and warm), timed the same way.
 
+--cli-runs N also runs `python3 -m clusterfix_tui diagnose --lab-dir D --json --quiet` N times as
+its own process and prints that process's CPU (user+sys of it and its children, from wait4:
+interpreter start, imports, the diagnosis, the JSON) and wall time: what one command costs.
+
 --yappi profiles one cold and one warm `diagnose()` with yappi (CPU clock, every thread) and
 prints the functions with the most own CPU time, and that time summed by area (paramiko's
 packets, key exchange, channels, the kubernetes client, json, our parse/checks, ...). yappi slows
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import gc
 import json
 import os
 import resource
@@ -155,8 +160,6 @@ def whole(lab_dir: str, rt: Any | None) -> tuple[float, float, float, Any]:
     if diag.node_errors or diag.error:
         raise SystemExit(f"diagnose failed: {diag.error} {diag.node_errors}")
     # what the one full collection diagnose() ran on leaving costs: another one on the same heap
-    import gc
-
     g0 = time.process_time()
     gc.collect()
     GC_CPU.append((time.process_time() - g0, len(gc.get_objects())))
@@ -233,6 +236,31 @@ def profile(lab_dir: str, top: int) -> None:
             print(f"    {s.ncall:8d}  {s.tsub:7.4f}s  {s.ttot:7.4f}s  {mod}:{s.lineno} {s.name}")
 
 
+def cli_runs(lab_dir: str, runs: int, n: int) -> dict[str, Any]:
+    import subprocess
+
+    rows = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "clusterfix_tui", "diagnose", "--lab-dir",
+                              lab_dir, "--json", "--quiet"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        _pid, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 1):
+            raise SystemExit(f"diagnose exited {code}: {err[-400:]}")
+        rows.append((ru.ru_utime + ru.ru_stime, wall))
+    cpu = statistics.median(r[0] for r in rows)
+    w = statistics.median(r[1] for r in rows)
+    print(f"\none `clusterfix-tui diagnose --json` process (median of {runs}; load "
+          f"{os.getloadavg()[0]:.1f}): CPU {cpu:.3f}s = {cpu / n * 1000:.1f} ms/node (interpreter, "
+          f"imports, diagnosis, JSON, `ssh -G`), wall {w:.3f}s; runs: "
+          + ", ".join(f"{c:.2f}s" for c, _w in rows))
+    return {"cpu": cpu, "wall": w, "runs": rows}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab-dir", required=True)
@@ -240,6 +268,8 @@ def main() -> int:
     ap.add_argument("--yappi", action="store_true", help="also profile with yappi")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--cli-runs", type=int, default=0,
+                    help="also time this many whole `diagnose --json` processes")
     args = ap.parse_args()
     import kubernetes.client  # noqa: F401 - one-time imports are not part of a run
     import paramiko  # noqa: F401
@@ -293,12 +323,15 @@ def main() -> int:
         gc_cpu = statistics.median(g for g, _n in GC_CPU[-args.runs:])
         objs = statistics.median(o for _g, o in GC_CPU[-args.runs:])
         print(f"  of which its last full garbage collection, about: {gc_cpu * 1000:.0f} ms = "
-              f"{gc_cpu / n * 1000:.1f} ms/node ({objs:.0f} objects tracked)")
+              f"{gc_cpu / n * 1000:.1f} ms/node ({objs:.0f} objects tracked, "
+              f"{gc.get_freeze_count()} frozen)")
         results[label] = {"phases_cpu": med, "phases_children": kid, "phases_wall": wall,
                           "diagnose_cpu": cpu, "diagnose_children": kids, "diagnose_wall": w,
                           "per_node_ms": cpu / n * 1000, "full_collection_cpu": gc_cpu,
                           "tracked_objects": objs}
     results["load_end"] = os.getloadavg()[0]
+    if args.cli_runs:
+        results["cli"] = cli_runs(args.lab_dir, args.cli_runs, n)
     if args.yappi:
         profile(args.lab_dir, args.top)
     if args.json:
