@@ -159,7 +159,11 @@ def run_once(args: argparse.Namespace, n: int, tag: str = "") -> dict[str, Any]:
     events = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
     verdict = next((e.get("verdict") for e in events if e.get("type") == "session_end"), None)
     passes = max((int(e.get("pass_no") or 1) for e in events), default=1)
-    return {"code": code, "wall": t_end - t0, "rc": proc.returncode, "verdict": verdict, "passes": passes,
+    # the verdict itself: session_end is journaled when it is decided (the report and the
+    # connections' close come after it, before the process exits)
+    verdict_at = next((ts(e) - t0 for e in events if e.get("type") == "session_end"), None)
+    return {"code": code, "wall": t_end - t0, "verdict_at": verdict_at, "rc": proc.returncode,
+            "verdict": verdict, "passes": passes,
             "lab_up": lab_up, "load": f"{load_before} -> {load_after}",
             "phases": phases(events, t0, t_end), "diagnoses": diagnoses(events),
             **_time_v(proc.stderr)}
@@ -202,6 +206,8 @@ def compare(args: argparse.Namespace) -> int:
             f"{totals(r).get(label, 0.0):11.1f}" for _, r in cols))
     print(f"{'start to verdict (process wall)':<{width}}" + "".join(
         f"{r['wall']:11.1f}" for _, r in cols))
+    print(f"{'start to verdict (session_end journaled)':<{width}}" + "".join(
+        f"{r['verdict_at'] or 0:11.1f}" for _, r in cols))
     print(f"{'our CPU user + sys':<{width}}" + "".join(
         f"{r.get('user', 0) + r.get('sys', 0):11.1f}" for _, r in cols))
     print("load before -> after each run:")
@@ -235,7 +241,8 @@ def main() -> int:
         print(f"start to verdict {r['wall']:.1f} s wall; our CPU {r.get('user', 0):.1f} s user + "
               f"{r.get('sys', 0):.1f} s sys; peak RSS {r.get('rss_kib', 0) / 1024:.0f} MiB; "
               f"verdict {r['verdict']} after {r['passes']} pass(es), exit {r['rc']} "
-              f"(lab up took {r['lab_up']:.0f} s, not counted)\nfix ran {r['code']}")
+              f"(lab up took {r['lab_up']:.0f} s, not counted)\nfix ran {r['code']}\n"
+              f"verdict (session_end journaled) {r['verdict_at'] or 0:.1f} s after the start")
         print(f"{'phase (the interval up to the event that ends it)':<66} {'s':>6}")
         totals: dict[str, float] = {}
         for label, secs in r["phases"]:

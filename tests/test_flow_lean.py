@@ -187,6 +187,7 @@ def test_rediagnosis_for_cni_bridge_leaves_out_the_nodes_kubectl_for_worker_kube
     flow.plan_for_approval("cni_bridge")
     assert len(calls.calls) == 2 and set(calls.calls[1] or {}) == {KUBECTL, "vxlan_probe"}
     assert "made to plan step cni_bridge" in calls.calls[1][KUBECTL]
+    assert "last read by the diagnosis of pass 1 at" in calls.calls[1][KUBECTL]
     assert flow.diagnosis.sections_left_out
     # the journal says which re-diagnosis left what out, and why
     ev = [e for e in j.events if e["type"] == "diagnosis"][-1]

@@ -82,7 +82,7 @@ class RepairFlow:
     ) -> None:
         self.session = session
         self.lean_rediagnosis = bool(lean_rediagnosis)
-        self._full_read: str = ""  # which diagnosis last read every section, and when
+        self._read_at: dict[str, str] = {}  # section -> which diagnosis last read it, and when
         self.steps: tuple[str, ...] = tuple(s for s in STEP_ORDER if steps is None or s in steps)
         self.max_passes = max(1, int(max_passes))
         self.settle_timeout = float(settle_timeout)
@@ -176,9 +176,13 @@ class RepairFlow:
         self.generation += 1
         self._changes_at_diagnosis = self._changes
         d = self.session.diagnosis
-        if d is not None and not getattr(d, "sections_left_out", None):
-            self._full_read = (f"the diagnosis of pass {self.pass_no} at "
-                               f"{time.strftime('%H:%M:%S', time.gmtime())} UTC")
+        if d is not None and self.lean_rediagnosis:
+            from clusterfix_tui.core.session import sections_only_for
+
+            left = getattr(d, "sections_left_out", None) or {}
+            when = (f"the diagnosis of pass {self.pass_no} at "
+                    f"{time.strftime('%H:%M:%S', time.gmtime())} UTC")
+            self._read_at.update({sec: when for sec in sections_only_for() if sec not in left})
 
     def _rediagnose(self, on_progress: Callable[..., None] | None = None,
                     for_step: str | None = None) -> Any:
@@ -198,12 +202,12 @@ class RepairFlow:
             return {}
         from clusterfix_tui.core.session import sections_only_for
 
-        def why(steps: tuple[str, ...]) -> str:
+        def why(sec: str, steps: tuple[str, ...]) -> str:
             return (f"made to plan step {step}, which does not read it (read only for "
                     f"{', '.join(steps)}: read again before planning those, after each pass and "
-                    f"for the verdict); last read by {self._full_read or 'the first diagnosis'}")
+                    f"for the verdict); last read by {self._read_at.get(sec, 'no diagnosis yet')}")
 
-        return {sec: why(steps) for sec, steps in sections_only_for().items()
+        return {sec: why(sec, steps) for sec, steps in sections_only_for().items()
                 if step not in steps}
 
     def _unread_for(self, step: str | None) -> dict[str, str]:
