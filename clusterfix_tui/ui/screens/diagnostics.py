@@ -9,6 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from clusterfix_tui.core.model import CLUSTER
@@ -24,6 +25,45 @@ _TABLES = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pod
            "routes": "#routes-nodes", "nat": "#nat-nodes"}
 CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "FORWARD_DROP",
                   "KUBE_PROXY_NO_RULES")
+
+
+OFF_SCREEN = 100_000  # cells to the right: where a hidden panel is laid out, never drawn
+
+
+class StackedPane(TabPane):
+    """A panel that stays laid out while hidden, so that showing it is one layout pass.
+
+    Textual's ContentSwitcher hides a TabPane with `display = False`: a hidden panel has no size,
+    and its first showing lays the screen out three times (the panel's widgets get their sizes,
+    which changes their virtual sizes, which shows their scrollbars). The diagnostics panels sit
+    on layers of their own (one above the other, as if each were alone) and a hidden one is moved
+    off the screen instead: laid out (sized) with the others, never drawn, never hit by the
+    mouse, and none of its widgets takes the focus (`allow_focus_children`).
+    """
+
+    def __init__(self, title: str, *, id: str) -> None:  # noqa: A002 - Textual's name
+        super().__init__(title, id=id)
+        self.styles.layer = id
+        self._shown = True
+
+    @property  # type: ignore[override]
+    def display(self) -> bool:
+        return bool(Widget.display.fget(self))  # type: ignore[attr-defined]
+
+    @display.setter
+    def display(self, new: bool | str) -> None:
+        shown = new not in (False, "none")
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self.styles.offset = (0, 0) if shown else (OFF_SCREEN, 0)
+
+    @property
+    def shown(self) -> bool:
+        return self._shown
+
+    def allow_focus_children(self) -> bool:
+        return self._shown and super().allow_focus_children()
 
 
 class DiagnosticsScreen(WizardScreen):
@@ -103,21 +143,21 @@ in the node, code and title. It applies to every panel's nodes.
         info.display = False  # until there is a filter or a page to tell
         yield info
         with TabbedContent(id="panels", initial="findings"):
-            with TabPane("1 Findings", id="findings"), Vertical():
+            with StackedPane("1 Findings", id="findings"), Vertical():
                 yield PagedTable(id="findings-table", noun="rows", zebra_stripes=True)
                 with VerticalScroll(id="finding-detail", classes="detail"):
                     yield Static("", id="finding-text")
-            with TabPane("2 Nodes", id="nodes"):
+            with StackedPane("2 Nodes", id="nodes"):
                 yield PagedTable(id="nodes-table", noun="nodes", zebra_stripes=True)
-            with TabPane("3 Pods", id="pods"), Vertical():
+            with StackedPane("3 Pods", id="pods"), Vertical():
                 yield PagedTable(id="pods-table", noun="pods", zebra_stripes=True)
                 with VerticalScroll(id="pod-detail", classes="detail"):
                     yield Static("Select a pod for its last log lines.", id="pod-log")
-            with TabPane("4 Routes", id="routes"), Horizontal():
+            with StackedPane("4 Routes", id="routes"), Horizontal():
                 yield PagedTable(id="routes-nodes", classes="node-list", noun="nodes")
                 with VerticalScroll(classes="node-view"):
                     yield Static("", id="routes-text")
-            with TabPane("5 NAT", id="nat"), Horizontal():
+            with StackedPane("5 NAT", id="nat"), Horizontal():
                 yield PagedTable(id="nat-nodes", classes="node-list", noun="nodes")
                 with VerticalScroll(classes="node-view"):
                     yield Static("", id="nat-text")
@@ -220,6 +260,22 @@ in the node, code and title. It applies to every panel's nodes.
         # rather than on the key that first shows them; a filter's subset reuses them
         for table in self.query(PagedTable):
             table.prepare()
+        # what the first screen made lives as long as the diagnosis shown: out of the collector's
+        # generations (a full collection walking it stalled a key by ~100 ms at 1,000 nodes)
+        self._style_scrollbars()
+        # what the first screen made lives as long as the diagnosis shown: out of the collector's
+        # generations (a full collection walking it stalled a key by ~100 ms at 1,000 nodes)
+        self.call_after_refresh(self.wizard.freeze_heap)
+
+    def _style_scrollbars(self) -> None:
+        """Style every scrollbar the panels' widgets can show, now: Textual creates and styles a
+        scrollbar on its widget's first style update after the bar shows (the table's first
+        focus, i.e. a panel's first visit), and its width then asks for one more layout pass."""
+        apply = self.app.stylesheet.apply
+        for widget in self.query("#panels VerticalScroll, #panels PagedTable"):
+            for bar in (widget.vertical_scrollbar, widget.horizontal_scrollbar,
+                        widget.scrollbar_corner):
+                apply(bar)
 
     def _apply_filter(self) -> None:
         """Filter every panel's items from the diagnosis; fill the panel shown (one page), and
@@ -262,7 +318,10 @@ in the node, code and title. It applies to every panel's nodes.
                                                                     defer=active != panel)
         if nodes:  # the node `t`, `n` and `o` fall back on, shown or not yet
             self._route_node = self._nat_node = nodes[0]
-        self._fill_panel(active)
+        # the shown panel first; the hidden ones now too (StackedPane: laid out while hidden, so
+        # filled in the same layout pass, and their first showing is one more pass, not three)
+        for panel in (active, *sorted(self._stale - {active})):
+            self._fill_panel(panel)
         self._update_info()
 
     def _fill_panel(self, panel: str) -> None:
@@ -304,24 +363,26 @@ in the node, code and title. It applies to every panel's nodes.
                         Text(row[3], style="yellow" if row[3] not in ("0", "") else ""), row[4]]
 
     def _update_info(self) -> None:
-        """The line above the panels: the filter and the page of the shown table, when there is
-        one to tell (hidden on a small cluster without a filter)."""
+        """The line above the panels: the filter and the page of the shown table. Shown while a
+        filter is set or any panel's table has more than one page (hidden on a small cluster
+        without a filter): the same for every panel, so that switching panels never shows or
+        hides it (that would resize every panel: one more layout pass)."""
         info = self.query_one("#table-info", Static)
         panel = self.query_one("#panels", TabbedContent).active
         table = _TABLES.get(panel)
+        shown = not self._filter.empty or any(
+            self.query_one(t, PagedTable).pages > 1 for t in _TABLES.values())
         parts = []
         if not self._filter.empty:
             parts.append(f"filter: {self._filter.summary()} (escape clears)")
-        if table:
-            t = self.query_one(table, PagedTable)
-            if t.pages > 1 or not self._filter.empty:
-                parts.append(t.info)
-        shown = (" · ".join(parts), bool(parts))
-        if shown == self._info_shown:  # a key often leaves it as it was: no re-layout then
+        if table and shown:
+            parts.append(self.query_one(table, PagedTable).info)
+        state = (" · ".join(parts), shown)
+        if state == self._info_shown:  # a key often leaves it as it was: no re-layout then
             return
-        self._info_shown = shown
-        info.update(Text(shown[0], style="dim"))
-        info.display = shown[1]
+        self._info_shown = state
+        info.update(Text(state[0], style="dim"))
+        info.display = shown
 
     def _show_finding(self, index: int) -> None:
         text = Text()
