@@ -289,3 +289,23 @@ def test_nothing_else_reads_a_section_read_only_for_some_steps(pattern, allowed)
     readers = {str(p.relative_to(root)) for p in (root / "clusterfix_tui").rglob("*.py")
                if pat.search(p.read_text())}
     assert readers <= allowed, readers - allowed
+
+
+@pytest.mark.parametrize("module, warmed", [("clusterfix_tui.transports.kube", True),
+                                            ("diag_fakes", False)])
+def test_headless_fix_imports_the_api_writers_alongside_only_for_the_kube_transport(module,
+                                                                                   warmed):
+    """(time to repair) The generated API classes a write needs are imported in a thread while
+    the diagnosis waits on the nodes; an API that is not the Kubernetes client's is left alone."""
+    import sys
+
+    code = ("import sys, threading\n"
+            "from clusterfix_tui.commands.fix import _warm_api_writes\n"
+            f"API = type('API', (), {{'__module__': {module!r}}})\n"
+            "_warm_api_writes(API())\n"
+            "for t in threading.enumerate():\n"
+            "    if t.name == 'cfx-warm-api-writes': t.join()\n"
+            "print('kubernetes.client.api.core_v1_api' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.strip() == str(warmed)
