@@ -153,12 +153,9 @@ async def test_200_nodes_page_and_filter(tmp_path: Path, big200) -> None:
         assert nodes.pages == 1
         pods = screen.query_one("#pods-table", PagedTable)
         assert pods.items and {v.pod_row(p)[1] for p in pods.items} <= set(names)
-        # the hidden panels are filled on the key that applied the filter, while hidden (they
-        # are laid out off the screen: StackedPane), so that showing one is one layout pass
-        assert pods.pending is None and ol.pending is None
-        assert {str(pods.get_row_at(i)[1]) for i in range(pods.row_count)} <= set(names)
-        assert [_cells(ol, i)[0] for i in range(ol.row_count)] == names
-        assert not pods.screen.query_one("#pods").shown
+        # the hidden panels are refilled when they show, not on the key that applied the filter
+        assert pods.pending is not None
+        assert ol.pending is not None  # the routes list too: refilled when it shows
         await pilot.press("3")
         await pilot.pause()
         assert pods.pending is None and pods.row_count == min(len(pods.items), p)

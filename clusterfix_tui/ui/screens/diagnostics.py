@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.text import Text
@@ -245,7 +246,7 @@ in the node, code and title. It applies to every panel's nodes.
         shape = shape_line(getattr(diagnosis, "shape", None))
         if shape:
             status.append("\n" + shape, style="dim")
-        self.query_one("#diag-status", Static).update(status)
+        self.query_one("#diag-status", Static).update(_no_control(status))
         ssh = {n: ("left-out" if n in self.wizard.state.left_out else c.state)
                for n, c in self.wizard.state.conns.items()}
         self._node_rows = v.node_rows(diagnosis, ssh)
@@ -255,7 +256,7 @@ in the node, code and title. It applies to every panel's nodes.
         self._pods_by_key = v.pods_by_key(diagnosis)
         self._pod_where = [(v.pod_key(p), str(v.pick(p, "spec.nodeName", "node", default="")
                                                or "")) for p in self._pods]
-        self._apply_filter()
+        self._apply_filter(every_panel=True)
         # the hidden panels' column widths (every node, every pod) now, with the first screen,
         # rather than on the key that first shows them; a filter's subset reuses them
         for table in self.query(PagedTable):
@@ -277,7 +278,7 @@ in the node, code and title. It applies to every panel's nodes.
                         widget.scrollbar_corner):
                 apply(bar)
 
-    def _apply_filter(self) -> None:
+    def _apply_filter(self, every_panel: bool = False) -> None:
         """Filter every panel's items from the diagnosis; fill the panel shown (one page), and
         the others when they show (`_fill_panel`): a key refills one panel, not five."""
         diagnosis, flt = self._shown, self._filter
@@ -318,9 +319,11 @@ in the node, code and title. It applies to every panel's nodes.
                                                                     defer=active != panel)
         if nodes:  # the node `t`, `n` and `o` fall back on, shown or not yet
             self._route_node = self._nat_node = nodes[0]
-        # the shown panel first; the hidden ones now too (StackedPane: laid out while hidden, so
-        # filled in the same layout pass, and their first showing is one more pass, not three)
-        for panel in (active, *sorted(self._stale - {active})):
+        # the shown panel; with the first screen the hidden ones too (StackedPane: laid out while
+        # hidden, so filled in the same layout passes, and their first showing is one pass, not
+        # three); after a filter they are filled when they show (filling four hidden panels
+        # doubled the filter key's CPU)
+        for panel in (active, *(sorted(self._stale - {active}) if every_panel else ())):
             self._fill_panel(panel)
         self._update_info()
 
@@ -409,6 +412,7 @@ in the node, code and title. It applies to every panel's nodes.
         """Show `text` in a detail pane, unless it shows it already: a Static's update lays the
         whole screen out again, and a key often asks for the same text twice (the panel filled,
         then its cursor's RowHighlighted)."""
+        _no_control(text)
         shown = (text.plain, tuple(text.spans), str(text.style))
         if self._details.get(widget_id) == shown:
             return
@@ -688,6 +692,18 @@ def _finding_body(text: Text, f: Any, evidence_from: str | None = None) -> None:
     reference = (f.reference or "").strip()
     if reference:  # never an empty "ref:" line
         text.append(f"ref: {reference}", style="dim")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _no_control(text: Text) -> Text:
+    """`text` with every control character (an ESC of a name's escape sequence: Rich keeps it
+    and the terminal would read it) shown as U+FFFD: the same length, so its styles stay put."""
+    plain = text.plain
+    if _CONTROL.search(plain):
+        text.plain = _CONTROL.sub("\ufffd", plain)
+    return text
 
 
 def _node_cell(node: str) -> tuple[str, list[str]]:

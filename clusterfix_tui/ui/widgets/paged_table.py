@@ -12,7 +12,7 @@ ScrollView whose `render_line(y)` returns one Strip), as the log pane does:
   reason draws as the characters it has);
 - column widths are fixed once per data set (declared, or the widest cell of the whole data set,
   capped at `MAX_WIDTH` with an ellipsis), never measured again page by page;
-- a row's Strip is made once and cached per (row, style); the cursor row is the cached row with
+- a row's Strip is made once per page shown and cached per (row, style); the cursor row is the cached row with
   the cursor style laid over it, so a focus change or a cursor move redraws two lines, not the
   page; the caches go when the data, the columns or the theme's styles change;
 - it shows one page of `page_size` items at a time (scrolling inside it): moving past the page's
@@ -227,6 +227,9 @@ class PagedTable(ScrollView, can_focus=True):
         self.page, self.start, self.row_count = page, start, end - start
         self.cursor_row = min(max(0, row), self.row_count - 1) if self.row_count else 0
         self._lines.clear()  # keyed by item index, but the screen lines move
+        # only the page shown keeps its strips: a Strip is ~10 objects the collector tracks, and
+        # every page ever shown kept at 1,000 nodes made each full collection a stall of its own
+        self._rows.clear()
         self.virtual_size = Size(sum(self._column_widths()) + PAD * 2 * len(self.columns),
                                  self.row_count + 1)
         self._scroll_to_cursor()
