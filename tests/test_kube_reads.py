@@ -139,3 +139,28 @@ print(json.dumps([before, "kubernetes.client.api.core_v1_api" in sys.modules]))
                          env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [False, True]
+
+
+def test_a_client_without_param_serialize_reads_through_the_generated_class() -> None:
+    """pyproject allows kubernetes>=30, whose ApiClient predates param_serialize: there every
+    read is the generated method itself (as before _Get), never an AttributeError mid-diagnosis."""
+
+    class OldClient:  # an ApiClient of the older generator: no param_serialize
+        pass
+
+    class Generated:
+        def __init__(self, api_client: object) -> None:
+            self.api_client = api_client
+
+        def list_node(self, **kw: object) -> tuple:
+            return ("generated", kw)
+
+    api = K._Api(OldClient(), "CoreV1Api")
+    api._generated = Generated(api._api_client)
+    assert api.list_node(limit=5) == ("generated", {"limit": 5})
+
+    class NewClient(OldClient):
+        def param_serialize(self, **kw: object) -> None:
+            raise _Sent(kw)
+
+    assert isinstance(K._Api(NewClient(), "CoreV1Api").list_node, K._Get)

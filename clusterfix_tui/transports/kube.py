@@ -204,7 +204,9 @@ class _Api:
 
     def __getattr__(self, name: str) -> Any:
         read = _READS.get(name)
-        if read is not None:
+        # a client older than the one _Get is written for (pyproject allows kubernetes>=30; its
+        # ApiClient has no param_serialize): every call through the generated class, as before
+        if read is not None and hasattr(self._api_client, "param_serialize"):
             fn: Any = _Get(self._api_client, *read)
         else:
             if self._generated is None:
