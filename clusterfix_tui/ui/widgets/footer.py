@@ -36,4 +36,10 @@ class KeyFooter(Footer):
             if self._bindings_ready and shown == self._shown:
                 return
             self._shown = shown
+            # Textual's Footer recomposes after the next refresh: a frame of the old keys and a
+            # layout pass of its own; recomposed before it, the new keys come with the layout
+            # pass the focus change asks for anyway (a filter key: 3 passes -> 2)
+            self._bindings_ready = True
+            self.call_later(self.recompose)
+            return
         super().bindings_changed(screen)
