@@ -131,37 +131,6 @@ EXTRA_CNI_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/var/lib/rancher/
 EMBEDDED_FLANNEL_CONF = ("/var/lib/rancher/k3s/agent/etc/flannel/net-conf.json",
                          "/var/lib/rancher/rke2/agent/etc/flannel/net-conf.json")
 
-# The functions that run one section (cfx_emit, cfx_x, cfx_sh): the script defines them from this
-# text (`eval "$cfx_fns"`), and so does the shell of a batch of sections (cfx_batch)
-_RUN_FUNCS = r"""
-# (an empty or absent file prints nothing: no `cat` process for it)
-cfx_emit() {
-  printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/o" ]; then cat "$T/o" 2>/dev/null; fi
-  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e" 2>/dev/null; fi
-  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
-}
-# a simple command (no shell syntax: name, tool, then its argv): run under its deadline directly,
-# without a `sh -c` between (one process less per section); same stdout, stderr and rc
-cfx_x() {
-  cfx_n=$1; cfx_tool=$2; shift 2
-  if ! command -v "$cfx_tool" >/dev/null 2>&1; then
-    : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
-  fi
-  printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
-  if [ -n "$cfx_sto" ]; then
-    $cfx_sto "$@" 2>"$T/e" </dev/null; cfx_rc=$?
-    [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
-  else
-    ( "$@" ) 2>"$T/e" </dev/null; cfx_rc=$?
-  fi
-  printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
-  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
-}
-# a command with shell syntax (name, tool, command): cfx_x over `sh -c` (same command-not-found
-# branch, deadline and markers)
-cfx_sh() { cfx_x "$1" "$2" sh -c "$3"; }
-"""
-
 _PRELUDE = r"""
 N=__NONCE__
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -194,9 +163,32 @@ cfx_hexs() {
   IFS= read -r cfx_hx <"$T/hx"
 }
 cfx_nexthex() { cfx_h=${cfx_hx%%|*}; cfx_hx=${cfx_hx#*|}; }
-# cfx_emit, cfx_x, cfx_sh (_RUN_FUNCS): defined from their text, which cfx_batch hands a batch too
-cfx_fns=__RUN_FUNCS__
-eval "$cfx_fns"
+# (an empty or absent file prints nothing: no `cat` process for it)
+cfx_emit() {
+  printf '@@CFX %s BEGIN %s\n' "$N" "$1"; if [ -s "$T/o" ]; then cat "$T/o" 2>/dev/null; fi
+  printf '\n@@CFX %s ERR %s\n' "$N" "$1"; if [ -s "$T/e" ]; then cat "$T/e" 2>/dev/null; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$1" "$2"
+}
+# a simple command (no shell syntax: name, tool, then its argv): run under its deadline directly,
+# without a `sh -c` between (one process less per section); same stdout, stderr and rc
+cfx_x() {
+  cfx_n=$1; cfx_tool=$2; shift 2
+  if ! command -v "$cfx_tool" >/dev/null 2>&1; then
+    : >"$T/o"; printf 'cfx: %s: command not found\n' "$cfx_tool" >"$T/e"; cfx_emit "$cfx_n" 127; return
+  fi
+  printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
+  if [ -n "$cfx_sto" ]; then
+    $cfx_sto "$@" 2>"$T/e" </dev/null; cfx_rc=$?
+    [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
+  else
+    ( "$@" ) 2>"$T/e" </dev/null; cfx_rc=$?
+  fi
+  printf '\n@@CFX %s ERR %s\n' "$N" "$cfx_n"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+  printf '\n@@CFX %s END %s rc=%s\n' "$N" "$cfx_n" "$cfx_rc"
+}
+# a command with shell syntax (name, tool, command): cfx_x over `sh -c` (same command-not-found
+# branch, deadline and markers)
+cfx_sh() { cfx_x "$1" "$2" sh -c "$3"; }
 # a one-line fact the shell read itself (a kernel value: no process): name, value
 cfx_put() {
   printf '@@CFX %s BEGIN %s\n%s\n\n@@CFX %s ERR %s\n\n@@CFX %s END %s rc=0\n' "$N" "$1" "$2" "$N" "$1" "$N" "$1"
@@ -244,64 +236,6 @@ cfx_shq() {
 }
 cfx_sto=
 command -v timeout >/dev/null 2>&1 && cfx_sto="timeout -s KILL __SECTION_TIMEOUT__"
-# Sections run one after the other by ONE child shell under ONE deadline (cfx_batch), not one
-# `timeout` process each (#17: ~1.7 ms of node CPU a section). Only with GNU timeout: it leads
-# its own process group and at the deadline kills that whole group (the child shell, the tool it
-# was running, anything that tool started), so nothing of the batch outlives it. Each section's
-# output goes to its own file ($T/bK) and the child counts the sections it finished ($T/bn); the
-# finished ones are printed (one `cat`), and every section from the first unfinished one on runs
-# again alone, under its own deadline, exactly as without a batch: a hung command still costs
-# only its own section, reported "timed out after __SECTION_TIMEOUT__s" by its own deadline, and
-# no batch process ever holds the script's stdout. The batch's deadline (__BATCH_TIMEOUT__s, half a
-# section's) is only how long the batch may run before the rest runs alone: a hung command
-# costs that much wall time more (once), a batch that is merely slow (huge tables) only runs
-# its unfinished sections again. Without GNU timeout (busybox, uutils: they kill their child
-# only) or without `timeout`: every section alone, as before.
-cfx_bto=
-if [ -n "$cfx_sto" ] && timeout --version >"$T/tv" 2>/dev/null </dev/null; then
-  cfx_l=; { IFS= read -r cfx_l; } <"$T/tv"
-  case $cfx_l in 'timeout (GNU coreutils) '*) cfx_bto=1 ;; esac
-fi
-# The batch's shell: section K's stdout into $T/bK; in it, cfx_x (the one every section line
-# calls) writes the tool's stderr into $T/bK.e and the END line into $T/bK.z, so the one `cat`
-# of bK, bK.e, bK.z puts a section together as cfx_x alone prints it (no `cat` of a
-# section's stderr); both files made empty first (a line whose shell printed it all itself)
-cfx_bloop='N=$1; T=$2; shift 2; cfx_sto=; cfx_k=0
-cfx_x() {
-  cfx_n=$1; cfx_tool=$2; shift 2
-  printf "@@CFX %s BEGIN %s\n" "$N" "$cfx_n"
-  if command -v "$cfx_tool" >/dev/null 2>&1; then ( "$@" ) 2>"$T/b$cfx_k.e" </dev/null; cfx_rc=$?
-  else printf "cfx: %s: command not found\n" "$cfx_tool" >"$T/b$cfx_k.e"; cfx_rc=127; fi
-  printf "\n@@CFX %s ERR %s\n" "$N" "$cfx_n"
-  printf "\n@@CFX %s END %s rc=%s\n" "$N" "$cfx_n" "$cfx_rc" >"$T/b$cfx_k.z"
-}
-for cfx_l in "$@"; do
-  cfx_k=$((cfx_k+1)); : >"$T/b$cfx_k.e"; : >"$T/b$cfx_k.z"; exec >"$T/b$cfx_k"
-  eval "$cfx_l"; echo "$cfx_k" >"$T/bn"
-done'
-# the sections' script lines (calls of cfx_x or cfx_sh), in order
-cfx_batch() {
-  cfx_bn=0
-  if [ -n "$cfx_bto" ]; then
-    : >"$T/bn"
-    timeout -s KILL __BATCH_TIMEOUT__ sh -c "$cfx_fns
-$cfx_bloop" cfx "$N" "$T" "$@" </dev/null >/dev/null 2>&1
-    { IFS= read -r cfx_bn; } <"$T/bn"
-    case $cfx_bn in ''|*[!0-9]*) cfx_bn=0 ;; esac
-    [ "$cfx_bn" -le $# ] || cfx_bn=0
-    [ "$cfx_bn" -gt 0 ] && cfx_bcat "$cfx_bn"
-  fi
-  shift "$cfx_bn"
-  for cfx_l in "$@"; do eval "$cfx_l"; done
-}
-# print the first N sections of a batch: one `cat` of their files
-cfx_bcat() {
-  cfx_bm=$1; cfx_i=0; set --
-  while [ "$cfx_i" -lt "$cfx_bm" ]; do
-    cfx_i=$((cfx_i+1)); set -- "$@" "$T/b$cfx_i" "$T/b$cfx_i.e" "$T/b$cfx_i.z"
-  done
-  cat -- "$@"
-}
 # the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
 # background while the other sections run; its section is printed where it always was. One
 # short request: Go's runtime on one P (GOMAXPROCS=1: no idle Ps spinning, one GC worker) and
@@ -697,10 +631,6 @@ _SPECIAL_CALLS = {
 }
 
 
-# special sections whose usual path runs no process (the rest run under cfx_batch)
-_BUILTIN_READ = frozenset({"id_u", "hostname", "uname_r", "lib_modules", "sys_module"})
-
-
 def _curl_pairs(skip: tuple[str, ...] | frozenset[str]) -> dict[str, tuple[str, ...]]:
     """{first name: (name1, url1, name2, url2), second name: ()} for kube-proxy's two
     `curl -s -m 1 URL` sections when neither is skipped; {} otherwise."""
@@ -742,18 +672,14 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     prelude, files_part = _PRELUDE, _FILES_PART
     if KUBECTL_SECTION in skip:  # a re-diagnosis that does not need it (core/flow.py)
         prelude, files_part = _without_kubectl(prelude, files_part)
-    out = [("prelude", prelude.replace("__RUN_FUNCS__", shlex.quote(_RUN_FUNCS.strip("\n") + "\n"))
-            .replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
+    out = [("prelude", prelude.replace("__NONCE__", nonce).replace("__CNI_SED__", CNI_SECRET_SED)
             .replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))
-            .replace("__BATCH_TIMEOUT__", str(max(1, int(SECTION_TIMEOUT) // 2)))
             .replace("__KUBECTL_GET__", kubectl_get(node_name)))]
     probe_ips = [str(ipaddress.ip_address(str(ip).strip())) for ip in vxlan_probes]  # raises on non-IPs
     probes = " ".join(shlex.quote(ip) for ip in probe_ips)
     if probes:
         out.append(("vxlan_probe start", _PROBE_START.replace("__PROBES__", probes)))
     curls = _curl_pairs(skip)
-    in_batch: list[str] = []  # the script lines of the sections run by cfx_batch, in order
-    deadline: int | None = None
     for name, cmd in _SECTIONS:
         if name in skip:
             continue
@@ -767,20 +693,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
         call = _section_call(name, tool, cmd)
         if name in _SPECIAL_CALLS:
             call = _SPECIAL_CALLS[name].replace("{old}", call)
-        if name in _BUILTIN_READ:  # read by the shell itself (no process): no deadline to share
-            out.append((name, call))
-        else:
-            if deadline is None:  # every section that runs a tool: one batch, in the first's place
-                deadline = len(out)
-                out.append(("", ""))
-            in_batch.append(call)
-    for name, cmd in SHAPE_SECTIONS:
-        in_batch.append(_section_call(name, cmd.split()[0], cmd))
-    if deadline is None:
-        deadline = len(out)
-        out.append(("", ""))
-    out[deadline] = (f"sections (one deadline, {len(in_batch)})",
-                     "cfx_batch " + " \\\n  ".join(shlex.quote(c) for c in in_batch))
+        out.append((name, call))
     batch: list[str] = []
     for ip in peer_pod_ips:
         addr = str(ipaddress.ip_address(str(ip).strip()))  # raises on anything not an IP
@@ -798,6 +711,8 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     out.append(("sysctl", _SYSCTL_PART.replace("__SYSCTLS__", sysctls)))
     out.append(("files + kubectl", files_part.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS))))
     out.append(("incompatible", _INCOMPAT_PART))
+    for name, cmd in SHAPE_SECTIONS:
+        out.append((name, _section_call(name, cmd.split()[0], cmd)))
     out.append(("shape", _SHAPE_PART.replace("__BINARIES__", " ".join(IPTABLES_BINARIES))
                 .replace("__PATHS__", " ".join(SHAPE_PATHS))
                 .replace("__CNIDIRS__", " ".join(EXTRA_CNI_DIRS))
