@@ -11,8 +11,9 @@ facts-script output of lab nodes), replicated and renamed.
               ~2/3 of the nodes carry one of the recorded faults), its hostname renamed. Timed:
               build_snapshot, parse_facts of every node, run_checks, group_findings, every step's
               plan(), the --json dict; the parse and the checks under the collector policy
-              diagnose() applies (core.diagnose.facts_kept_frozen: each node's facts frozen
-              once kept). Wall time and CPU time per phase. flannel's backend is host-gw here: the vxlan peer checks
+              diagnose() applies (core.diagnose.facts_kept_frozen: no automatic full
+              collection while the facts are read and checked, one at the end). Wall time
+              and CPU time per phase. flannel's backend is host-gw here: the vxlan peer checks
               compare every node with every peer, and a node's flannel tables hold one entry per
               peer, so their INPUT is N^2 by nature (25 million fdb entries at 5,000 nodes); they
               are measured on their own by `mesh`.
@@ -152,7 +153,7 @@ def bench_cluster(n: int, runs: int) -> dict[str, Any]:
             snap = dataclasses.replace(snap, shape=detect_shape(snap, facts))
             findings, errors = run_checks(snap, facts)
             c_gc = time.process_time()
-        # leaving facts_kept_frozen: everything unfrozen and one full collection (timed apart)
+        # leaving facts_kept_frozen: thresholds restored and one full collection (timed apart)
         t3 = time.perf_counter()
         c3 = time.process_time()
         groups = group_findings(findings) if group_findings else []

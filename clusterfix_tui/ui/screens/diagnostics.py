@@ -261,8 +261,6 @@ in the node, code and title. It applies to every panel's nodes.
         # rather than on the key that first shows them; a filter's subset reuses them
         for table in self.query(PagedTable):
             table.prepare()
-        # what the first screen made lives as long as the diagnosis shown: out of the collector's
-        # generations (a full collection walking it stalled a key by ~100 ms at 1,000 nodes)
         self._style_scrollbars()
         # what the first screen made lives as long as the diagnosis shown: out of the collector's
         # generations (a full collection walking it stalled a key by ~100 ms at 1,000 nodes)
