@@ -16,24 +16,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from diag_fakes import LAB_DATA, LAB_NONCE, load, scenarios
+from test_parsers_nft_fast import _recorded  # every recorded nft -j ruleset
 
 from clusterfix_tui.core import parsers as P
-from clusterfix_tui.core.facts import NodeFacts, split_sections
-
-
-def _recorded() -> list[str]:
-    out = []
-    for s in scenarios():
-        for text in load(s)["facts"].values():
-            sec = split_sections(text, LAB_NONCE)[0].get("nft_json")
-            if sec is not None:
-                out.append(sec.stdout)
-    for p in sorted((LAB_DATA.parent / "firewall").glob("*.json")):
-        d = json.loads(p.read_text())
-        if isinstance(d.get("nft_json"), str):
-            out.append(d["nft_json"])
-    return out
+from clusterfix_tui.core.facts import NodeFacts
 
 
 def _fields(rs: P.NftRuleset) -> tuple[Any, ...]:
