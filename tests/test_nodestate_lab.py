@@ -36,6 +36,23 @@ def test_stable_state_ignores_counters_and_timers() -> None:
     assert nodestate.stable("time=0.051 ms") == nodestate.stable("time=12.3 ms")
 
 
+def test_stable_state_ignores_dad_and_address_lifetimes_but_not_dadfailed() -> None:
+    """An untouched node: a new IPv6 address is "tentative" until DAD ends (1-2 s), a DHCP/SLAAC
+    address's lifetimes count down. Neither is a change anyone made (the CI run of 30 Nov flagged
+    a just-built lab's DAD ending as an unexplained ip_addr change). A failed DAD is state."""
+    def addr(**kw: object) -> str:
+        a = {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link", **kw}
+        return json.dumps([{"ifname": "cni0", "addr_info": [a]}])
+
+    settled = addr(valid_life_time=4294967295, preferred_life_time=4294967295)
+    assert nodestate.stable(addr(tentative=True, valid_life_time=4294967295,
+                                 preferred_life_time=4294967295)) == nodestate.stable(settled)
+    assert nodestate.stable(addr(valid_life_time=3597, preferred_life_time=3597)) == \
+        nodestate.stable(addr(valid_life_time=3412, preferred_life_time=3412))
+    assert nodestate.stable(addr(dadfailed=True, tentative=True)) != nodestate.stable(addr())
+    assert nodestate.stable(addr(local="fe80::2")) != nodestate.stable(addr())
+
+
 @pytest.mark.lab
 def test_fix_report_ties_every_difference_to_its_action_then_rollback_restores(
         lab, tmp_path: Path) -> None:

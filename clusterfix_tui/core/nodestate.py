@@ -51,7 +51,12 @@ _COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$|^\[\d+:\d+\] ", re.M)
 _SAVE_STAMP = re.compile(r"^# (Generated|Completed) .*$", re.M)
 _NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 _DURATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)* ?ms\b")
-_VOLATILE_KEYS = re.compile(r"(_timer|^used|^updated|^confirmed|^refcnt|^stats(64)?|^expires)$")
+# kernel bookkeeping that changes on an untouched node: timers, use counters, an address's
+# remaining lifetimes (a DHCP or SLAAC address counts them down every second) and a new IPv6
+# address's "tentative" flag (set until duplicate address detection ends, ~1-2 s after the
+# address appears; "dadfailed", a real problem, stays state)
+_VOLATILE_KEYS = re.compile(r"(_timer|^used|^updated|^confirmed|^refcnt|^stats(64)?|^expires"
+                            r"|^tentative|^valid_life_time|^preferred_life_time)$")
 
 
 def _canonical_json(value: Any) -> Any:
