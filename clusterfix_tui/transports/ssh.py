@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 import paramiko
+from paramiko.packet import Packetizer
 
 from clusterfix_tui.core.ports import (
     AuthFailed,
@@ -82,13 +83,49 @@ SESSION_WINDOW = 16 * 2**20
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
+class _Packetizer(Packetizer):
+    """paramiko's Packetizer with the handshake deadline kept as a time, not as a thread.
+
+    paramiko starts a `threading.Timer` per connection for the handshake timeout (a thread
+    created and torn down for every node, ~0.1-0.5 ms of our CPU each) and cancels it again
+    after every message it handles (an Event set and a lock each time, for as long as the
+    connection lives). The deadline is only ever read where paramiko reads the timer's flag
+    (`handshake_timed_out`, in its read loop, on every read and every idle wake of the socket),
+    so comparing the clock there gives the same answer at the same moments: before
+    `start_handshake` never timed out, after `complete_handshake` never again, in between
+    timed out once `timeout` seconds have passed since the (first) start."""
+
+    _handshake_deadline: float | None = None
+    _handshake_done = False
+
+    def start_handshake(self, timeout: float) -> None:
+        if self._handshake_deadline is None:  # like paramiko: the first start counts
+            self._handshake_deadline = time.monotonic() + float(timeout)
+
+    def handshake_timed_out(self) -> bool:
+        if self._handshake_deadline is None or self._handshake_done:
+            return False
+        return time.monotonic() >= self._handshake_deadline
+
+    def complete_handshake(self) -> None:
+        if self._handshake_deadline is not None:
+            self._handshake_done = True
+
+
 class _Transport(paramiko.Transport):
     """paramiko's Transport with its reader thread waking once a second when idle, not ten times
     (its socket timeout only serves to notice a close: every open connection cost ~1 ms of our
     CPU per second doing nothing). Keepalives (15 s) and handshake deadlines are unaffected
-    beyond that second of granularity."""
+    beyond that second of granularity. Its packetizer keeps the handshake deadline without a
+    timer thread (_Packetizer)."""
 
     _active_check_timeout = 1.0
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        # the same object and state, with the three handshake methods above (no thread started
+        # yet: paramiko starts its timer only when the transport thread begins the handshake)
+        self.packetizer.__class__ = _Packetizer
 
     def _filter_algorithm(self, type_: str) -> tuple[str, ...]:
         """paramiko's preferred_* lists without the algorithms disabled_algorithms names: the
