@@ -29,11 +29,13 @@ def _awks() -> list[list[str]]:
     return out or [["awk"]]
 
 
-def _split(tmp_path: Path, awk: list[str], addrs: list[str], stdout: str, stderr: str):
-    """Run the script's awk over an `ip -batch` run that printed stdout/stderr for `addrs`:
-    (sections printed, "hex addr" lines left to run alone, awk's rc)."""
+def _split(tmp_path: Path, awk: list[str], addrs: list[str], stdout: str, stderr: str,
+           dumps: tuple[str, ...] = ()):
+    """Run the script's awk over an `ip -batch` run that printed stdout/stderr for `addrs` (then
+    the netlink dumps `dumps`, by section name): (sections printed, "r hex addr" / "s name "
+    lines left to run alone, awk's rc)."""
     rl, ro, re_, rs, rf = (tmp_path / x for x in ("rl", "ro", "re", "rs", "rf"))
-    rl.write_text("".join(f"{a.encode().hex()} {a}\n" for a in addrs))
+    rl.write_text("".join(f"r {a.encode().hex()} {a}\n" for a in addrs) + "".join(f"s {d}\n" for d in dumps))
     ro.write_text(stdout)
     re_.write_text(stderr)
     rs.write_text("")
@@ -62,7 +64,7 @@ def test_answers_are_split_per_peer_and_failures_run_alone(tmp_path, awk) -> Non
         # exactly what `ip -j route get` alone prints between the markers: its line, no stderr
         assert (s.stdout, s.stderr, s.rc) == (J % a + "\n", "", 0)
     # the failed lookups are left to run alone (their own error text and exit status)
-    assert alone == [f"{a.encode().hex()} {a}" for a in (ADDRS[1], ADDRS[3])]
+    assert alone == [f"r {a.encode().hex()} {a}" for a in (ADDRS[1], ADDRS[3])]
 
 
 @pytest.mark.parametrize("awk", _awks(), ids=lambda a: " ".join(a))
@@ -83,7 +85,64 @@ def test_a_batch_that_does_not_add_up_is_never_used(tmp_path, awk, case) -> None
     secs, alone, rc = _split(tmp_path, awk, ADDRS, out, err)
     assert rc == 0
     assert secs == {}  # nothing from the batch...
-    assert alone == [f"{a.encode().hex()} {a}" for a in ADDRS]  # ...every address runs alone
+    assert alone == [f"r {a.encode().hex()} {a}" for a in ADDRS]  # ...every address runs alone
+
+
+DUMPS = ("ip_addr", "ip_route", "ip_neigh_flannel")
+D = {"ip_addr": '[{"ifindex":1,"ifname":"lo","addr_info":[]}]', "ip_route": '[{"dst":"10.244.1.0/24"}]',
+     "ip_neigh_flannel": "[]"}
+
+
+@pytest.mark.parametrize("awk", _awks(), ids=lambda a: " ".join(a))
+def test_netlink_dumps_ride_in_the_batch_after_the_lookups(tmp_path, awk) -> None:
+    """`ip -j addr show`, `route show`, `neigh show dev flannel.1` after the lookups: each its
+    own section, exactly what it prints alone (its line, no stderr, rc=0), a failed lookup
+    still left to run alone."""
+    out = "".join(J % a + "\n" for a in (ADDRS[0], ADDRS[2])) + "".join(D[d] + "\n" for d in DUMPS)
+    err = ("RTNETLINK answers: Network is unreachable\nCommand failed -:2\n"
+           "RTNETLINK answers: No route to host\nCommand failed -:4\n")
+    secs, alone, rc = _split(tmp_path, awk, ADDRS, out, err, DUMPS)
+    assert rc == 0
+    assert sorted(secs) == sorted([f"route_get {a}" for a in (ADDRS[0], ADDRS[2])] + list(DUMPS))
+    for d in DUMPS:
+        assert (secs[d].stdout, secs[d].stderr, secs[d].rc, secs[d].arg) == (D[d] + "\n", "", 0, None)
+    assert alone == [f"r {a.encode().hex()} {a}" for a in (ADDRS[1], ADDRS[3])]
+    # dumps only (no peer): the same
+    secs, alone, rc = _split(tmp_path, awk, [], "".join(D[d] + "\n" for d in DUMPS), "", DUMPS)
+    assert sorted(secs) == sorted(DUMPS) and alone == [] and rc == 0
+
+
+@pytest.mark.parametrize("awk", _awks(), ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("case", ["a dump failed", "a dump wrote on stderr", "a dump's line is not json",
+                                  "a dump's line missing"])
+def test_a_dump_that_is_not_exactly_its_own_runs_everything_alone(tmp_path, awk, case) -> None:
+    """A dump's error or warning cannot be told from another command's: then nothing comes from
+    the batch (every lookup and every dump runs alone, each dump under its own deadline)."""
+    lk = "".join(J % a + "\n" for a in ADDRS)
+    dumps = "".join(D[d] + "\n" for d in DUMPS)
+    out, err = {
+        "a dump failed": (lk + D["ip_addr"] + "\n" + D["ip_route"] + "\n",
+                          'Cannot find device "flannel.1"\nCommand failed -:7\n'),
+        "a dump wrote on stderr": (lk + dumps, "Dump was interrupted and may be inconsistent.\n"),
+        "a dump's line is not json": (lk + dumps.replace(D["ip_route"], "["), ""),
+        "a dump's line missing": (lk + D["ip_addr"] + "\n" + D["ip_route"] + "\n", ""),
+    }[case]
+    secs, alone, rc = _split(tmp_path, awk, ADDRS, out, err, DUMPS)
+    assert rc == 0
+    assert secs == {}
+    assert alone == [f"r {a.encode().hex()} {a}" for a in ADDRS] + [f"s {d} " for d in DUMPS]
+
+
+def test_the_script_runs_one_ip_for_all_peers_and_dumps() -> None:
+    s = F.build_facts_script(["10.244.1.5"], nonce=NONCE)
+    assert s.count("ip -j -force -batch -") == 1
+    for d, line in (("ip_addr", "addr show"), ("ip_route", "route show"), ("ip_neigh_flannel", "neigh show dev flannel.1")):
+        assert f"printf '%s\\n' '{line}' >>\"$T/rq\"; printf 's {d}\\n'" in s
+        assert s.count(f"cfx_x {d} ip ip -j {line}") == (2 if d == "ip_neigh_flannel" else 1)  # alone: fallback
+    assert "if [ -e /sys/class/net/flannel.1 ]; then" in s
+    # a dump the caller reads another way (skip) is not in it
+    s = F.build_facts_script(["10.244.1.5"], nonce=NONCE, skip=("ip_addr", "ip_route"))
+    assert "'addr show'" not in s and "'route show'" not in s and "cfx_x ip_addr" not in s
 
 
 def test_the_script_runs_one_ip_for_all_peers() -> None:

@@ -390,42 +390,60 @@ done
 """
 
 
-# Every peer's `ip -j route get ADDR` in ONE `ip -batch` (one process, not one per peer), split
-# back into the same per-peer `route_get <hex>` sections by awk: the answers are one JSON line per
-# lookup that succeeded, in order; a lookup that failed prints nothing on stdout and
-# "Command failed -:<line>" on stderr. Used only when it adds up exactly: every stdout line one
-# JSON array, as many lines as lookups that did not fail, stderr ending on a "Command failed"
-# line, awk's own exit status 0. Every lookup that failed, and every lookup when it does not add
-# up (no awk, an `ip` without -j/-force/-batch, busybox), runs alone, as before: its section holds
-# that lookup's own stdout, stderr and exit status.
+# Every peer's `ip -j route get ADDR` and the netlink dumps in NL_BATCHED (`ip -j addr show`,
+# `ip -j route show`, `ip -j neigh show dev flannel.1`: one `timeout` and one `ip` each before)
+# in ONE `ip -j -force -batch` under one deadline, split back by awk into the same sections: the
+# answers are one JSON line per command that succeeded, in order; a command that failed prints
+# nothing on stdout and "Command failed -:<line>" on stderr. The route lookups come first, the
+# dumps last: a dump's stderr could only come after the last lookup's, so a dump is taken from the
+# batch only when nothing at all follows the last "Command failed" line and no dump failed (its
+# section then is its stdout line, no stderr, rc=0: what it prints alone). Used only when it adds
+# up exactly: every stdout line one JSON array, as many lines as commands that did not fail,
+# stderr ending on a "Command failed" line of a lookup, awk's own exit status 0, the batch not
+# killed at its deadline. Otherwise every command runs alone, as before: a lookup that failed
+# (and every lookup when it does not add up: no awk, an `ip` without -j/-force/-batch, busybox)
+# as `ip -j route get ADDR`, a dump under its own deadline (cfx_x). A neighbour dump of a device
+# that does not exist (/sys/class/net) runs alone (it fails; its error is its own).
 _ROUTE_AWK = (
     r'FILENAME == ARGV[1] { if ($0 ~ /^Command failed -:[0-9]+$/) { k = substr($0, 18) + 0;'
     r' if (!(k in bad)) nb++; bad[k] = 1; tail = 0 } else tail = 1; next }'
-    r' FILENAME == ARGV[2] { na++; hx[na] = $1; ad[na] = $2; next }'
+    r' FILENAME == ARGV[2] { na++; kd[na] = $1; hx[na] = $2; ad[na] = $3; next }'
     r' { no++; line[no] = $0; if ($0 !~ /^\[.*\]$/) odd = 1 }'
-    r' END { ok = (!tail && !odd && no == na - nb); for (k in bad) if (k < 1 || k > na) ok = 0;'
+    r' END { ok = (!tail && !odd && no == na - nb);'
+    r' for (k in bad) if (k < 1 || k > na || kd[k] != "r") ok = 0;'
     r' j = 0; for (i = 1; i <= na; i++) { if (ok && !(i in bad)) { j++;'
-    r' printf "%s %s BEGIN route_get %s\n%s\n\n%s %s ERR route_get %s\n\n%s %s END route_get %s'
-    r' rc=0\n", m, n, hx[i], line[j], m, n, hx[i], m, n, hx[i] > s }'
-    r' else print hx[i] " " ad[i] > f } }'
+    r' a = (kd[i] == "r") ? "route_get " hx[i] : hx[i];'
+    r' printf "%s %s BEGIN %s\n%s\n\n%s %s ERR %s\n\n%s %s END %s'
+    r' rc=0\n", m, n, a, line[j], m, n, a, m, n, a > s }'
+    r' else print kd[i] " " hx[i] " " ad[i] > f } }'
 )
 _ROUTES_PART = r"""
-printf 'route get %s\n' __ADDRS__ >"$T/rq"
-printf '%s %s\n' __HEXADDRS__ >"$T/rl"
+: >"$T/rq"; : >"$T/rl"
+__ROUTES__
+__DUMPS__
 cfx_rf="$T/rl"
 if command -v ip >/dev/null 2>&1 && command -v awk >/dev/null 2>&1; then
-  ip -j -force -batch - <"$T/rq" >"$T/ro" 2>"$T/re"
+  $cfx_sto ip -j -force -batch - <"$T/rq" >"$T/ro" 2>"$T/re"; cfx_rc=$?
   : >"$T/rs"; : >"$T/rf"
-  if awk -v m=__MARK__ -v n="$N" -v s="$T/rs" -v f="$T/rf" __AWK__ "$T/re" "$T/rl" "$T/ro" </dev/null 2>/dev/null
+  if [ "$cfx_rc" -ne 137 ] && \
+     awk -v m=__MARK__ -v n="$N" -v s="$T/rs" -v f="$T/rf" __AWK__ "$T/re" "$T/rl" "$T/ro" </dev/null 2>/dev/null
   then cfx_rf="$T/rf"; if [ -s "$T/rs" ]; then cat "$T/rs"; fi; fi
 fi
-while read -r cfx_h cfx_a; do
-  printf '@@CFX %s BEGIN route_get %s\n' "$N" "$cfx_h"
-  ( ip -j route get "$cfx_a" ) 2>"$T/e" </dev/null; cfx_rc=$?
-  printf '\n@@CFX %s ERR route_get %s\n' "$N" "$cfx_h"; if [ -s "$T/e" ]; then cat "$T/e"; fi
-  printf '\n@@CFX %s END route_get %s rc=%s\n' "$N" "$cfx_h" "$cfx_rc"
+while read -r cfx_k cfx_h cfx_a; do
+  if [ "$cfx_k" = r ]; then
+    printf '@@CFX %s BEGIN route_get %s\n' "$N" "$cfx_h"
+    ( ip -j route get "$cfx_a" ) 2>"$T/e" </dev/null; cfx_rc=$?
+    printf '\n@@CFX %s ERR route_get %s\n' "$N" "$cfx_h"; if [ -s "$T/e" ]; then cat "$T/e"; fi
+    printf '\n@@CFX %s END route_get %s rc=%s\n' "$N" "$cfx_h" "$cfx_rc"
+  else
+    case $cfx_h in
+__ALONE__
+    esac
+  fi
 done <"$cfx_rf"
 """
+# the fixed sections that go through the batch above (none of them in `skip`), in this order
+NL_BATCHED = ("ip_addr", "ip_route", "ip_neigh_flannel")
 
 
 def new_nonce() -> str:
@@ -724,6 +742,8 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
                 out.append(("kube_proxy (one curl)", ('[ -n "$cfx_kp" ] || ' if kp[0] else "")
                             + "cfx_curl2 " + " ".join(curls[name])))
             continue
+        if name in NL_BATCHED:  # in the netlink batch (_ROUTES_PART)
+            continue
         tool = cmd.split()[0]
         if tool == "readlink" and "command -v" in cmd:
             tool = "iptables"
@@ -740,9 +760,26 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
                                      f"{shlex.quote(cmd)}"))
         else:
             batch.append(addr)
-    if batch:
-        out.append(("route_get", _ROUTES_PART.replace("__ADDRS__", " ".join(batch))
-                    .replace("__HEXADDRS__", " ".join(f"{a.encode().hex()} {a}" for a in batch))
+    cmds = dict(_SECTIONS)
+    dumps, alone = [], []
+    for name in NL_BATCHED:
+        if name in skip:
+            continue
+        words = cmds[name].split()
+        assert words[:2] == ["ip", "-j"] and set(cmds[name]) <= _SIMPLE, name
+        line = (f"printf '%s\\n' {shlex.quote(' '.join(words[2:]))} >>\"$T/rq\"; "
+                f"printf 's {name}\\n' >>\"$T/rl\"")
+        if words[2:5] == ["neigh", "show", "dev"] and len(words) == 6:  # only a device there
+            line = f"if [ -e /sys/class/net/{words[5]} ]; then {line}; else {_section_call(name, 'ip', cmds[name])}; fi"
+        dumps.append(line)
+        alone.append(f"      {name}) {_section_call(name, 'ip', cmds[name])} ;;")
+    if batch or dumps:
+        routes = ""
+        if batch:
+            routes = (f"printf 'route get %s\\n' {' '.join(batch)} >>\"$T/rq\"\n"
+                      f"printf 'r %s %s\\n' {' '.join(f'{a.encode().hex()} {a}' for a in batch)} >>\"$T/rl\"")
+        out.append(("route_get + ip dumps", _ROUTES_PART.replace("__ROUTES__", routes)
+                    .replace("__DUMPS__", "\n".join(dumps)).replace("__ALONE__", "\n".join(alone) or "      *) ;;")
                     .replace("__MARK__", shlex.quote(MARK)).replace("__AWK__", shlex.quote(_ROUTE_AWK))))
     sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
     out.append(("sysctl", _SYSCTL_PART.replace("__SYSCTLS__", sysctls)))
