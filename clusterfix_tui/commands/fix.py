@@ -306,7 +306,10 @@ def _warm_api_writes(api: Any) -> None:
     first write comes seconds later, after the diagnosis, which mostly waits on the nodes: the
     import runs in a thread meanwhile, so the first write does not wait for it (the import
     lock makes a write that comes first wait for the import, as it would have run it). Only
-    imports: nothing is read or written; a failure leaves it to the first write, as before."""
+    imports: nothing is read or written; a failure leaves it to the first write, as before.
+    What the import made (~80k objects) joins the start-up freeze (core.diagnose.
+    freeze_late_imports: at once, or when the diagnosis running then ends), so the full
+    collection ending each later diagnosis does not walk it again."""
     if not type(api).__module__.endswith("transports.kube"):
         return
 
@@ -314,7 +317,10 @@ def _warm_api_writes(api: Any) -> None:
         try:
             from kubernetes.client import AppsV1Api, CoreV1Api  # noqa: F401
         except Exception:  # noqa: BLE001, S110 - the first write imports it (and says why)
-            pass
+            return
+        from clusterfix_tui.core.diagnose import freeze_late_imports
+
+        freeze_late_imports()
 
     threading.Thread(target=warm, name="cfx-warm-api-writes").start()
 

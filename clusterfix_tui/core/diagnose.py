@@ -118,6 +118,7 @@ _NO_FULL = 1 << 30  # gc threshold2 while a diagnosis runs: no automatic full co
 # (never made, or undone because someone froze more on top of it: the wizard, see below)
 _startup_frozen: int | None = None
 _startup_done = False  # freeze_startup_heap() ran (it freezes once per process, never again)
+_freeze_pending = False  # freeze_late_imports() asked while a diagnosis ran: done at its end
 
 
 def freeze_startup_heap() -> bool:
@@ -138,6 +139,39 @@ def freeze_startup_heap() -> bool:
         gc.freeze()
         _startup_frozen = gc.get_freeze_count()
         return True
+
+
+def freeze_late_imports() -> bool:
+    """Add what a late import made (headless `fix` imports the client's generated API classes,
+    ~80k objects, in a thread while its first diagnosis waits on the nodes) to the start-up
+    freeze, so that the full collection ending each later diagnosis does not walk them again
+    (~70 ms each). True if it froze now.
+
+    Only while the start-up freeze is in effect (freeze_startup_heap made it and nobody froze
+    on top of it since; else whoever froze more manages it, as before) and the collector is
+    enabled. With no diagnosis running: one full collection (nothing dead gets frozen), then
+    everything alive is frozen. While a diagnosis runs nothing is frozen: it is done when the
+    outermost one ends, right after its own full collection. What the caller holds then (the
+    diagnosis just made) is frozen with the modules; a diagnosis is acyclic data, freed by
+    reference counting when dropped, frozen or not."""
+    global _freeze_pending
+    with _FREEZE_LOCK:
+        if _startup_frozen is None or not gc.isenabled():
+            return False
+        if _freeze_depth:
+            _freeze_pending = True
+            return False
+        gc.collect()
+        _extend_startup_freeze()
+        return True
+
+
+def _extend_startup_freeze() -> None:
+    """With _FREEZE_LOCK held, no diagnosis running, right after a full collection."""
+    global _startup_frozen, _freeze_pending
+    _freeze_pending = False
+    gc.freeze()
+    _startup_frozen = gc.get_freeze_count()
 
 
 def _young_only() -> None:
@@ -202,6 +236,10 @@ def facts_kept_frozen() -> Iterator[Callable[[], None]]:
                     _startup_frozen = frozen
         if collect:
             gc.collect()
+            with _FREEZE_LOCK:
+                if (_freeze_pending and not _freeze_depth and _startup_frozen is not None
+                        and gc.isenabled()):
+                    _extend_startup_freeze()
 
 
 def _counts_by_node(findings: list[Finding]) -> dict[str, int]:
