@@ -305,8 +305,9 @@ class _KnownHostsFile:
 
 
 class KnownHosts:
-    """known_hosts files parsed once per pool, not once per connection (with 1,000 nodes in one
-    file, re-reading and matching every line for every node was quadratic).
+    """known_hosts files parsed once (per process: PROCESS_KNOWN_HOSTS), not once per connection
+    (with 1,000 nodes in one file, re-reading and matching every line for every node was
+    quadratic).
 
     A lookup always answers what the file holds now: a file whose stat (device, inode, size,
     mtime, ctime) changed is read again (an accepted key appended, `ssh-keygen -R`), and so is
@@ -360,6 +361,11 @@ class KnownHosts:
                 found.extend(parsed.lookup(name))
         return found
 
+
+# Every pool of this process reads known_hosts through this one cache: a runtime built again
+# (the wizard reconnecting, a command's second runtime) does not parse a 1,000-line file again.
+# Public data only; each lookup still answers what the file holds now (KnownHosts).
+PROCESS_KNOWN_HOSTS = KnownHosts()
 
 _RSA_FAMILY = ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512")
 CERT_SUFFIX = "-cert-v01@openssh.com"
@@ -1066,7 +1072,7 @@ class SSHPool:
         self._slots: dict[str, _Slot] = {}
         self._shells: dict[str, SSHNodeShell] = {}
         self._known_lock = threading.Lock()
-        self._known_hosts = KnownHosts()
+        self._known_hosts = PROCESS_KNOWN_HOSTS  # parsed once per process (stat-checked on use)
         self._identities: dict[str, tuple[bytes, paramiko.PKey]] = {}  # path -> (bytes, key)
         self._closed = False
         self._interrupt = threading.Event()
