@@ -89,3 +89,78 @@ def test_names_hex_with_builtins_as_with_od(names) -> None:
     plain = all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/+-")
                 for n in names)
     assert ("od -An" in trace) != plain, trace[-300:]
+
+
+# -- alternatives_link and iptables_link from one readlink ----------------------------------------
+
+def _link_sections(tmp_path, readlink: str | None, with_alternatives: bool = True) -> tuple[dict, int]:
+    """The two sections of today's script and how many readlink processes it started, on this
+    machine with a PATH of its own: an `iptables` symlink chain, a counting `readlink` (GNU's,
+    or busybox's one-argument applet), and /etc/alternatives/iptables as this machine has it."""
+    import shutil
+
+    tag = F.new_nonce()
+    d = tmp_path / tag
+    d.mkdir()
+    (d / "real-iptables").write_text("#!/bin/sh\n")
+    (d / "real-iptables").chmod(0o755)
+    (d / "mid").symlink_to(d / "real-iptables")
+    (d / "iptables").symlink_to(d / "mid")
+    count = d / "count"
+    if readlink:
+        (d / "readlink").write_text(f'#!/bin/sh\necho x >>{count}\nexec {readlink} "$@"\n')
+        (d / "readlink").chmod(0o755)
+    parts = dict(F.script_parts([], NONCE))
+    body = [parts["iptables_link"]] if "alternatives_link" not in parts else \
+        [parts["alternatives_link"], parts["iptables_link"]]
+    script = "\n".join([_prelude().replace("PATH=/usr/local/sbin:", f"PATH={d}:/usr/local/sbin:", 1), *body, DONE])
+    if not with_alternatives:
+        script = script.replace("/etc/alternatives/iptables", str(d / "no-such-dir" / "iptables"))
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    secs, complete, errors = F.split_sections(r.stdout, NONCE)
+    assert complete and not errors
+    got = {k: (v.stdout, v.stderr, v.rc) for k, v in secs.items() if k in ("alternatives_link", "iptables_link")}
+    assert shutil.which("sh")
+    return got, len(count.read_text().split()) if count.exists() else 0
+
+
+def test_both_links_from_one_readlink_are_what_each_prints_alone(tmp_path) -> None:
+    import shutil
+
+    gnu = shutil.which("readlink")
+    assert gnu
+    new, n = _link_sections(tmp_path, gnu)
+    assert n == 1  # one readlink for both (before: one each)
+    assert sorted(new) == ["alternatives_link", "iptables_link"]
+    cmds = dict(F._SECTIONS)
+    old_calls = [F._section_call("alternatives_link", "readlink", cmds["alternatives_link"]),
+                 F._SPECIAL_CALLS["iptables_link"].replace(
+                     "{old}", F._section_call("iptables_link", "iptables", cmds["iptables_link"]))]
+    assert "alternatives_link" not in dict(F.script_parts([], NONCE))  # printed with iptables_link
+    # each alone (as before), on the same PATH: the same sections
+    d = [p for p in tmp_path.iterdir()][0]
+    script = "\n".join([_prelude().replace("PATH=/usr/local/sbin:", f"PATH={d}:/usr/local/sbin:", 1),
+                        *old_calls, DONE])
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    secs, _c, _e = F.split_sections(r.stdout, NONCE)
+    assert new == {k: (v.stdout, v.stderr, v.rc) for k, v in secs.items()}
+    assert new["iptables_link"] == (str(d / "real-iptables") + "\n", "", 0)
+    # a readlink that fails for one argument (a missing directory): each alone, its own error
+    new2, n2 = _link_sections(tmp_path, gnu, with_alternatives=False)
+    assert n2 == 3 and new2["alternatives_link"][2] == 1 and new2["iptables_link"][2] == 0
+
+
+def test_a_one_argument_readlink_runs_each_alone(tmp_path) -> None:
+    import shutil
+
+    bb = shutil.which("busybox")
+    if not bb:
+        pytest.skip("no busybox here")
+    d = tmp_path / "bb"
+    d.mkdir()
+    (d / "rl").write_text(f'#!/bin/sh\nexec {bb} readlink "$@"\n')
+    (d / "rl").chmod(0o755)
+    new, n = _link_sections(tmp_path, str(d / "rl"))
+    assert n == 3  # the two-argument try, then each alone
+    assert new["iptables_link"][0].endswith("/real-iptables\n") and new["iptables_link"][2] == 0

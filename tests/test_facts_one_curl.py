@@ -49,8 +49,7 @@ def _server(ip: str, port: int, mode: str) -> socket.socket:
             elif mode == "ok":  # kube-proxy's healthz: a body (the request read whole: no reset)
                 _request(c)
                 c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 21\r\nConnection: close\r\n\r\n{"lastUpdated": "x"}\n')
-                c.shutdown(socket.SHUT_WR)
-                held.append(c)
+                c.close()
             elif mode == "partial":  # half a body, then nothing: -m 1 ends it (28), the half kept
                 _request(c)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\niptab")
@@ -157,14 +156,22 @@ def test_kube_proxy_curls_ride_in_the_probes_curl_with_the_same_sections(tmp_pat
     try:
         for pair in (("ok", "partial"), ("mute", "refused"), ("refused", "ok")):
             pp = (ports[pair[0]], ports[pair[1]])
-            old, n_old = _kp_sections(OLD, probes, pp, probe_port, tmp_path)
-            new, n_new = _kp_sections(F, probes, pp, probe_port, tmp_path)
+            for _attempt in range(3):
+                old, n_old = _kp_sections(OLD, probes, pp, probe_port, tmp_path)
+                new, n_new = _kp_sections(F, probes, pp, probe_port, tmp_path)
+                if new == old:
+                    break
+                # (on a loaded machine curl sometimes reads an empty reply (52) from these
+                # loopback servers, with the old script as with the new: both run again)
             assert new == old, pair
             assert len(new) == 4, pair
             # one curl for the probes and kube-proxy's two endpoints (before: two; v1: one each)
             assert n_new == 1 and n_old == len(probes) + 2, pair
         pp = (ports["ok"], ports["partial"])
-        new, _n = _kp_sections(F, probes, pp, probe_port, tmp_path)
+        for _attempt in range(3):
+            new, _n = _kp_sections(F, probes, pp, probe_port, tmp_path)
+            if new["kube_proxy_healthz"][0] != 52:
+                break
         assert new["kube_proxy_healthz"] == (0, '{"lastUpdated": "x"}\n', "")
         assert new["kube_proxy_mode"] == (28, "iptab", "")
         # a curl older than 7.75 (no -Z / -w fields): the probes alone, kube-proxy's alone
@@ -175,8 +182,11 @@ def test_kube_proxy_curls_ride_in_the_probes_curl_with_the_same_sections(tmp_pat
                                    'case " $* " in *" -Z "*) echo "curl: option -Z: is unknown" >&2; '
                                    f'exit 2;; esac\nexec {real} "$@"\n')
         (fake / "curl").chmod(0o755)
-        old, _n = _kp_sections(OLD, probes, pp, probe_port, tmp_path)
-        new, n_new = _kp_sections(F, probes, pp, probe_port, tmp_path, path_dir=fake)
+        for _attempt in range(3):
+            old, _n = _kp_sections(OLD, probes, pp, probe_port, tmp_path)
+            new, n_new = _kp_sections(F, probes, pp, probe_port, tmp_path, path_dir=fake)
+            if new == old:
+                break
         assert new == old
         assert n_new == 1 + len(probes) + 1  # the -Z try, each probe, kube-proxy's cfx_curl2
         # kube-proxy's sections left out (skip): the probes' curl has no other transfer

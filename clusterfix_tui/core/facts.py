@@ -677,6 +677,20 @@ _SPECIAL_CALLS = {
 }
 
 
+# alternatives_link (`readlink -f /etc/alternatives/iptables`) and iptables_link (`readlink -f`
+# of the iptables on PATH) from ONE readlink (one `timeout` and one readlink less, #17): GNU
+# readlink -f canonicalizes each argument on its own and prints one line each; used only when it
+# says exactly that (exit 0, nothing on stderr, exactly two lines: what each prints alone), else
+# each runs alone as before ({old}: a busybox readlink takes one argument, an error is its own)
+_READLINK2 = (
+    'cfx_l1=; cfx_l2=; if [ -n "$cfx_sto" ] && command -v readlink >/dev/null 2>&1 && '
+    'command -v iptables >"$T/c" 2>/dev/null && IFS= read -r cfx_ipt <"$T/c" && [ -n "$cfx_ipt" ] && '
+    '$cfx_sto readlink -f /etc/alternatives/iptables "$cfx_ipt" >"$T/o" 2>"$T/e" </dev/null && '
+    '[ ! -s "$T/e" ] && { IFS= read -r cfx_l1 && IFS= read -r cfx_l2 && ! IFS= read -r cfx_l3; } <"$T/o" && '
+    '[ -n "$cfx_l1" ] && [ -n "$cfx_l2" ]; then\n'
+    '  cfx_put alternatives_link "$cfx_l1"; cfx_put iptables_link "$cfx_l2"\nelse\n{old}\nfi')
+
+
 def _curl_pairs(skip: tuple[str, ...] | frozenset[str]) -> dict[str, tuple[str, ...]]:
     """{first name: (name1, url1, name2, url2), second name: ()} for kube-proxy's two
     `curl -s -m 1 URL` sections when neither is skipped; {} otherwise."""
@@ -724,6 +738,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     probe_ips = [str(ipaddress.ip_address(str(ip).strip())) for ip in vxlan_probes]  # raises on non-IPs
     probes = " ".join(shlex.quote(ip) for ip in probe_ips)
     curls = _curl_pairs(skip)
+    held = ""
     # kube-proxy's two curls ride in the probes' curl when there is one (a node without ping)
     kp = next((v for v in curls.values() if v), ("", "", "", "")) if probes else ("", "", "", "")
 
@@ -750,6 +765,13 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
         call = _section_call(name, tool, cmd)
         if name in _SPECIAL_CALLS:
             call = _SPECIAL_CALLS[name].replace("{old}", call)
+        if name == "alternatives_link" and "iptables_link" not in skip \
+                and cmd == "readlink -f /etc/alternatives/iptables":
+            held = call  # printed with iptables_link's (next): both from one readlink
+            continue
+        if name == "iptables_link" and held:
+            call = _READLINK2.replace("{old}", f"{held}\n{call}")
+            held = ""
         out.append((name, call))
     batch: list[str] = []
     for ip in peer_pod_ips:
