@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -29,6 +29,7 @@ CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", 
 
 
 OFF_SCREEN = 100_000  # cells to the right: where a hidden panel is laid out, never drawn
+FILTER_BOX_PERCENT = 45  # the filter box's width, of the info line's (app.tcss #diag-filter)
 
 
 class StackedPane(TabPane):
@@ -65,6 +66,38 @@ class StackedPane(TabPane):
 
     def allow_focus_children(self) -> bool:
         return self._shown and super().allow_focus_children()
+
+
+class FilterBox(Input):
+    """The filter box (`/`): over the left of the info line, never a row of its own.
+
+    Showing or hiding a row above the panels resizes every panel (Textual lays the whole screen
+    out twice: once for the row, once more because the panels' sizes changed). The box sits on the
+    info line instead (`position: absolute`, the info text moved right while it shows), and stays
+    laid out while closed, moved off the screen like a hidden panel (`StackedPane`) and disabled
+    (never focused): opening or closing it changes no widget's size.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._open = True
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> None:
+        self.disabled = False
+        if not self._open:
+            self._open = True
+            self.styles.offset = (0, 0)
+
+    def close(self) -> None:
+        self.disabled = True
+        if self._open:
+            self._open = False
+            self.styles.offset = (OFF_SCREEN, 0)
 
 
 class DiagnosticsScreen(WizardScreen):
@@ -130,19 +163,17 @@ in the node, code and title. It applies to every panel's nodes.
         self._route_node: str | None = None
         self._nat_node: str | None = None
         self._shown: Any = None
-        self._info_shown: tuple[str, bool] = ("", False)  # the #table-info line's text, display
+        self._info_shown: tuple[str, bool, int] = ("", False, 0)  # #table-info: text, shown, pad
         self._details: dict[str, tuple[str, tuple[Any, ...], str]] = {}  # pane id -> text shown
 
     def compose_body(self) -> ComposeResult:
         yield Static("Diagnosing…", id="diag-status")
-        box = Input(placeholder="filter: node:NAME|GLOB sev:error step:iptables words (enter)",
-                    id="diag-filter", compact=True)
-        box.display = False  # until `/`
-        box.disabled = True  # never the screen's first focus
-        yield box
-        info = Static("", id="table-info")
-        info.display = False  # until there is a filter or a page to tell
-        yield info
+        with Horizontal(id="table-bar") as bar:
+            bar.display = False  # until there is a filter, a page to tell or the filter box
+            yield Static("", id="table-info")
+            # closed (off the line, disabled: never the screen's first focus) until `/`
+            yield FilterBox(placeholder="node:NAME|GLOB sev:error step:NAME words (enter)",
+                            id="diag-filter", compact=True)
         with TabbedContent(id="panels", initial="findings"):
             with StackedPane("1 Findings", id="findings"), Vertical():
                 yield PagedTable(id="findings-table", noun="rows", zebra_stripes=True)
@@ -366,24 +397,35 @@ in the node, code and title. It applies to every panel's nodes.
     def _update_info(self) -> None:
         """The line above the panels: the filter and the page of the shown table. Shown while a
         filter is set or any panel's table has more than one page (hidden on a small cluster
-        without a filter): the same for every panel, so that switching panels never shows or
-        hides it (that would resize every panel: one more layout pass)."""
-        info = self.query_one("#table-info", Static)
+        without a filter), or the filter box is open: the same for every panel, so that switching
+        panels never shows or hides it (that would resize every panel: two more layout passes).
+        Its text is moved right of the filter box while the box is open; a line of fixed size,
+        so a new text is a repaint, not a layout pass."""
+        bar = self.query_one("#table-bar")
+        box = self.query_one("#diag-filter", FilterBox)
         panel = self.query_one("#panels", TabbedContent).active
         table = _TABLES.get(panel)
-        shown = not self._filter.empty or any(
+        told = not self._filter.empty or any(
             self.query_one(t, PagedTable).pages > 1 for t in _TABLES.values())
         parts = []
         if not self._filter.empty:
             parts.append(f"filter: {self._filter.summary()} (escape clears)")
-        if table and shown:
+        if table and told:
             parts.append(self.query_one(table, PagedTable).info)
-        state = (" · ".join(parts), shown)
-        if state == self._info_shown:  # a key often leaves it as it was: no re-layout then
+        pad = 0
+        if box.is_open:  # the box's width (laid out while closed), else its CSS width of the line
+            pad = (box.outer_size.width or self.size.width * FILTER_BOX_PERCENT // 100) + 1
+        state = (" · ".join(parts), told or box.is_open, pad)
+        if state == self._info_shown:  # a key often leaves it as it was
             return
         self._info_shown = state
-        info.update(Text(state[0], style="dim"))
-        info.display = shown
+        self.query_one("#table-info", Static).update(Text(" " * pad + state[0], style="dim"),
+                                                     layout=False)
+        bar.display = state[1]
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.query_one("#diag-filter", FilterBox).is_open:  # the box's width changes
+            self.call_after_refresh(self._update_info)
 
     def _show_finding(self, index: int) -> None:
         text = Text()
@@ -505,12 +547,11 @@ in the node, code and title. It applies to every panel's nodes.
 
     @on(Input.Submitted, "#diag-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
+        # the box closes (the info line names the filter applied); `/` opens it on that text
         self._filter = v.parse_filter(event.value)
-        self._apply_filter()
-        if self._filter.empty:
-            event.input.display = False
-            event.input.disabled = True
         self._focus_panel()
+        self.query_one("#diag-filter", FilterBox).close()
+        self._apply_filter()
 
     @on(PagedTable.RowSelected, "#findings-table")
     def _finding_selected(self, event: PagedTable.RowSelected) -> None:
@@ -558,22 +599,24 @@ in the node, code and title. It applies to every panel's nodes.
             self.query_one(widget).focus()
 
     def action_filter(self) -> None:
-        box = self.query_one("#diag-filter", Input)
-        box.disabled = False
-        box.display = True
+        box = self.query_one("#diag-filter", FilterBox)
+        box.open()
         box.focus()
+        self._update_info()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#diag-filter", Input)
-        had = not self._filter.empty or box.display
-        box.value = ""
-        box.display = False
-        box.disabled = True
+        box = self.query_one("#diag-filter", FilterBox)
+        had = not self._filter.empty or box.is_open
+        if box.value:
+            box.value = ""
+        if had:
+            self._focus_panel()
+        box.close()
         if not self._filter.empty:
             self._filter = v.parse_filter("")
             self._apply_filter()
-        if had:
-            self._focus_panel()
+        else:
+            self._update_info()
 
     def action_page(self, delta: int) -> None:
         """`[` / `]` turn the page of the panel's table, wherever the focus is."""

@@ -232,6 +232,10 @@ class PagedTable(ScrollView, can_focus=True):
         self._rows.clear()
         self.virtual_size = Size(sum(self._column_widths()) + PAD * 2 * len(self.columns),
                                  self.row_count + 1)
+        # show or hide the scrollbars for the new size now, in the layout pass the new size asks
+        # for: found in that pass, a scrollbar shown or hidden asks for a second full pass
+        # (Widget._size_updated -> _scroll_update); a table not laid out yet is left to its first
+        self._scroll_update(self.virtual_size)
         self._scroll_to_cursor()
         self.refresh()
         self._set_info(self.row_count)
