@@ -101,3 +101,50 @@ async def test_a_panels_first_showing_is_one_layout_pass(tmp_path: Path, big60) 
             assert layouts[0] <= 1, (panel, layouts[0])
             del screen._refresh_layout
             assert app.focused is screen.query_one(TABLES[panel], PagedTable)
+
+
+async def test_the_filter_keys_resize_nothing_and_lay_out_once(tmp_path: Path, big60) -> None:
+    """`/`, `enter` and `escape` used to show or hide a row above the panels (every panel resized:
+    the screen laid out twice) and swap the footer's keys (a recompose: twice more). The filter
+    box now opens over the info line and the footer redraws its line: one layout pass a key, no
+    widget resized; the filter does what it did (and the focus goes where it went)."""
+    app, _ = make_app(tmp_path, host_key_nodes=())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = await show_diagnosis(pilot, big60)
+        await pilot.press("2")
+        await pilot.pause()
+        nodes = screen.query_one("#nodes-table", PagedTable)
+        box = screen.query_one("#diag-filter")
+        info = screen.query_one("#table-info")
+        assert nodes.pages > 1 and info.region.height == 1  # the info line shows (pages)
+        sized = [w for w in screen.query("*") if w.region.area and w is not box]
+
+        def regions() -> dict[Any, Any]:
+            return {w: w.region for w in sized}
+
+        before = regions()
+        for keys, focused in ((("slash",), box), (tuple("node:node-1*"), box),
+                              (("enter",), nodes), (("slash",), box), (("escape",), nodes),
+                              (("slash",), box), (tuple("sev:critical"), box),
+                              (("enter",), nodes), (("escape",), nodes)):
+            for key in keys:
+                layouts = _count_layouts(screen)
+                await pilot.press(key)
+                await pilot.pause()
+                assert layouts[0] <= 1, (key, layouts[0])
+                del screen._refresh_layout
+            assert regions() == before, keys  # no widget moved or resized
+            assert app.focused is focused, (keys, app.focused)
+            # the box is on the screen while it has the focus, and only then; over the info line
+            shown = box in screen._compositor.visible_widgets
+            assert shown == (focused is box) and (not shown or box.region.y == info.region.y)
+            if keys == tuple("node:node-1*"):
+                assert box.value == "node:node-1*"
+                assert len(nodes.items) == 60  # applied on enter, not per key
+            if keys == ("enter",) and "node:node-1*" in str(info.render()):
+                assert [r[0] for r in nodes.items] == ["node-1"] + [f"node-1{i}" for i in range(10)]
+                assert "filter: node:node-1* (escape clears)" in str(info.render())
+            if keys == ("escape",):
+                assert len(nodes.items) == 60 and box.value == ""
+                assert "filter:" not in str(info.render())

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from rich.style import Style
 from rich.cells import cell_len
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.screen import Screen
 from textual.strip import Strip

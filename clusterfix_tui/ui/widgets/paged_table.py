@@ -232,16 +232,26 @@ class PagedTable(ScrollView, can_focus=True):
         self._rows.clear()
         self.virtual_size = Size(sum(self._column_widths()) + PAD * 2 * len(self.columns),
                                  self.row_count + 1)
-        # show or hide the scrollbars for the new size now, in the layout pass the new size asks
-        # for: found in that pass, a scrollbar shown or hidden asks for a second full pass
-        # (Widget._size_updated -> _scroll_update); a table not laid out yet is left to its first
-        self._scroll_update(self.virtual_size)
+        self._scrollbars_now()
         self._scroll_to_cursor()
         self.refresh()
         self._set_info(self.row_count)
         self.post_message(self.Paged(self, self.info))
         if self.row_count:
             self._post_highlighted()
+
+    def _scrollbars_now(self) -> None:
+        """Show or hide the scrollbars for a new virtual size now, for the layout pass that size
+        asks for: found in that pass, a scrollbar shown or hidden asks for a second full pass
+        (Widget._size_updated -> _scroll_update). The pass the table asked for places its
+        scrollbars (by `show_vertical_scrollbar`...): the scrollbar widgets' own requests (their
+        display changed) would only come after it, often late, and lay the screen out again. A
+        table not laid out yet is left to its first pass."""
+        self._scroll_update(self.virtual_size)
+        if self._layout_required:  # this table's pass is still to come: it covers the bars
+            for bar in (self._vertical_scrollbar, self._horizontal_scrollbar):
+                if bar is not None:
+                    bar._layout_required = False
 
     def _set_info(self, shown: int) -> None:
         n = len(self.items)
