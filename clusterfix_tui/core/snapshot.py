@@ -6,7 +6,6 @@ exception, so a half-broken API still yields a diagnosis of what could be read.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import ipaddress
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterfix_tui.core.fanout import fan_out
 from clusterfix_tui.core.shape import classify_daemonset, component_of_images, is_mirror_pod
 
 KUBE_PROXY_SELECTOR = "k8s-app=kube-proxy"
@@ -520,13 +520,12 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         # one log request per pod (two when it restarted): in parallel, a few at a time
         todo = [(group, node_name, i) for group in (kube_proxy, flannel)
                 for node_name, plist in group.items() for i in range(len(plist))]
-        if todo:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(log_workers, len(todo))),
-                                                       thread_name_prefix="cfx-logs") as ex:
-                futs = {ex.submit(_with_logs, api, g[k][i], call): (g, k, i) for g, k, i in todo}
-                for fut in concurrent.futures.as_completed(futs):
-                    g, k, i = futs[fut]
-                    g[k][i] = fut.result()
+        # as few connections as keep the API server busy (each costs a TLS handshake): 2, more
+        # (up to log_workers) only while answers come back slower than we use them (fan_out)
+        got = fan_out(lambda t: _with_logs(api, t[0][t[1]][t[2]], call), todo,
+                      most=log_workers, name="cfx-logs")
+        for (g, k, i), p in zip(todo, got, strict=True):
+            g[k][i] = p
 
     # the ConfigMaps the DaemonSets mount (any namespace), else the well-known names
     kp_cands = [(d["namespace"], c) for d in daemonsets if "kube-proxy" in d["components"]
