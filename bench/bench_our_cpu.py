@@ -25,6 +25,12 @@ plain `diagnose()` (cold and warm), timed the same way.
 its own process and prints that process's CPU (user+sys of it and its children, from wait4:
 interpreter start, imports, the diagnosis, the JSON) and wall time: what one command costs.
 
+--compare OLD_TREE runs this benchmark alternately on an old checkout (e.g. `git worktree add
+/tmp/old <commit>`, or `git archive <commit> | tar -x -C /tmp/old`) and on this tree, --pairs
+times each, every run its own process (same lab, same --runs), and prints old against new per
+phase and for the plain diagnose(), cold and warm, with the load of each run: before/after in
+the same conditions on a shared machine.
+
 --yappi profiles one cold and one warm `diagnose()` with yappi (CPU clock, every thread) and
 prints the functions with the most own CPU time, and that time summed by area (paramiko's
 packets, key exchange, channels, the kubernetes client, json, our parse/checks, ...). yappi slows
@@ -266,6 +272,57 @@ def cli_runs(lab_dir: str, runs: int, n: int) -> dict[str, Any]:
     return {"cpu": cpu, "wall": w, "runs": rows}
 
 
+def compare(args: argparse.Namespace) -> int:
+    """--compare: this benchmark on the old tree and on this one, alternately, one process each."""
+    import subprocess
+    import tempfile
+
+    import clusterfix_tui
+
+    trees = {"old": str(Path(args.compare).resolve()),
+             "new": str(Path(clusterfix_tui.__file__).resolve().parents[1])}
+    if not (Path(trees["old"]) / "clusterfix_tui").is_dir():
+        raise SystemExit(f"--compare {args.compare}: no clusterfix_tui package there")
+    got: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+    for pair in range(args.pairs):
+        for side in ("old", "new"):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--lab-dir", args.lab_dir,
+                       "--runs", str(args.runs), "--json", out.name]
+                env = dict(os.environ, PYTHONPATH=trees[side])
+                load = os.getloadavg()[0]
+                r = subprocess.run(cmd, env=env, cwd=trees[side], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"{side} run failed: {r.stderr[-800:]}")
+                res = json.loads(Path(out.name).read_text())
+            res["load_before"] = load
+            got[side].append(res)
+            print(f"pair {pair + 1} {side}: cold {res['cold']['per_node_ms']:.1f} ms/node, warm "
+                  f"{res['warm']['per_node_ms']:.1f} ms/node (load {load:.1f} -> "
+                  f"{res['load_end']:.1f})", flush=True)
+    n = got["new"][0]["nodes"]
+    print(f"\nour CPU per node, ms (median of the pairs' medians; {n} nodes; old = "
+          f"{trees['old']}):")
+    for label in ("cold", "warm"):
+        print(f"  {label:5s} {'phase':10s} {'old':>8s} {'new':>8s} {'new/old':>8s}")
+        names = list(got["new"][0][label]["phases_cpu"])
+        for k in [*names, "diagnose()", "children"]:
+            def val(res: dict[str, Any], k: str = k, label: str = label) -> float:
+                if k == "diagnose()":
+                    return float(res[label]["diagnose_cpu"]) / n * 1000
+                if k == "children":
+                    return float(res[label]["diagnose_children"]) / n * 1000
+                return float(res[label]["phases_cpu"].get(k, 0.0)) / n * 1000
+            o = statistics.median(val(r) for r in got["old"])
+            w = statistics.median(val(r) for r in got["new"])
+            print(f"  {'':5s} {k:10s} {o:8.2f} {w:8.2f} {w / o if o else 0:8.2f}")
+    loads = [r["load_before"] for side in got.values() for r in side]
+    print(f"  load during the runs: {min(loads):.1f} - {max(loads):.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(got, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab-dir", required=True)
@@ -275,7 +332,12 @@ def main() -> int:
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--cli-runs", type=int, default=0,
                     help="also time this many whole `diagnose --json` processes")
+    ap.add_argument("--compare", metavar="OLD_TREE",
+                    help="alternate runs on this old checkout and on this tree (see above)")
+    ap.add_argument("--pairs", type=int, default=2, help="--compare: old/new pairs")
     args = ap.parse_args()
+    if args.compare:
+        return compare(args)
     import kubernetes.client  # noqa: F401 - one-time imports are not part of a run
     import paramiko  # noqa: F401
 
