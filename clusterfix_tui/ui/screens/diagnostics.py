@@ -601,8 +601,8 @@ in the node, code and title. It applies to every panel's nodes.
     def action_filter(self) -> None:
         box = self.query_one("#diag-filter", FilterBox)
         box.open()
+        self._update_info()  # the line shown (if it was not) before the box takes the focus
         box.focus()
-        self._update_info()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#diag-filter", FilterBox)
