@@ -101,7 +101,11 @@ def test_parse_facts_on_corrupted_real_output(which, data):
     bad = text[:i] + junk + text[i + n:]
     f = parse_facts("n", bad, nonce)
     findings, errors = run_checks(_SNAP, {"node-1": f})
-    assert errors == []
+    # the rule items of a table in nft's JSON are decoded when a check first reads them
+    # (parsers._PendingRules): garbled there, their reader gets NftRulesUnreadable (an error
+    # naming the table, never "no rules"; run_checks keeps it to that node:
+    # test_checks_isolation.py). Any other error is a bug.
+    assert [e for e in errors if ": NftRulesUnreadable: " not in e] == []
 
 
 @FAST

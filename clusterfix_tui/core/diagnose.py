@@ -66,7 +66,9 @@ class Diagnosis:
 
     @property
     def healthy(self) -> bool:
-        return not self.findings and self.error is None and not self.sections_left_out
+        # a check that raised found nothing, and that is not "healthy" either
+        return (not self.findings and self.error is None and not self.sections_left_out
+                and not self.check_errors)
 
     def findings_for(self, node: str) -> list[Finding]:
         return [f for f in self.findings if f.node == node]

@@ -117,9 +117,61 @@ def run_checks(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts],
         try:
             findings.extend(fn(snapshot, facts_by_node))
         except Exception as exc:  # keep diagnosing; say which check broke
-            errors.append(f"{fn.__module__}.{fn.__name__}: {type(exc).__name__}: {exc}")
+            got, errs = _without_failing_nodes(fn, snapshot, facts_by_node, exc)
+            findings.extend(got)
+            errors.extend(errs)
     findings = in_scope(snapshot, drop_not_read(findings, facts_by_node))
     return sort_findings(fold_symptoms(findings)), errors
+
+
+def _error(fn: CheckFn, exc: BaseException, node: str | None = None) -> str:
+    where = f" (node {node!r})" if node is not None else ""
+    return f"{fn.__module__}.{fn.__name__}{where}: {type(exc).__name__}: {exc}"
+
+
+def _without_failing_nodes(fn: CheckFn, snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts],
+                           exc: BaseException) -> tuple[list[Finding], list[str]]:
+    """A check raised on the whole cluster: one node's facts it cannot read (a section cut or
+    garbled in transit, a hostile node's output, a parser's bug) must not hide what the check
+    finds on every other node. The nodes whose facts make it raise on their own are found by
+    halving (a few calls, not one per node), and the check runs again without them; each is
+    named in an error (its findings of this check are missing, so the diagnosis is not healthy).
+    When no single node explains it, or the check raises again, the one error as before."""
+    if len(facts_by_node) < 2:
+        return [], [_error(fn, exc)]
+    try:
+        fn(snapshot, {})
+    except Exception:  # noqa: BLE001 - not any node's facts: the one error as before
+        return [], [_error(fn, exc)]
+    bad: dict[str, BaseException] = {}
+    budget = [8 * len(facts_by_node).bit_length(), 0]  # calls (~2 x log2(N) per failing node), refused
+
+    def halve(names: list[str]) -> None:
+        if budget[0] <= 0:
+            budget[1] += 1
+            return
+        budget[0] -= 1
+        try:
+            fn(snapshot, {n: facts_by_node[n] for n in names})
+            return
+        except Exception as e:  # noqa: BLE001 - the error is reported below
+            if len(names) == 1:
+                bad[names[0]] = e
+                return
+        mid = len(names) // 2
+        halve(names[:mid])
+        halve(names[mid:])
+
+    names = list(facts_by_node)
+    halve(names[:len(names) // 2])
+    halve(names[len(names) // 2:])
+    if not bad or len(bad) == len(names) or budget[1]:
+        return [], [_error(fn, exc)]
+    try:
+        got = fn(snapshot, {n: f for n, f in facts_by_node.items() if n not in bad})
+    except Exception as again:  # noqa: BLE001
+        return [], [_error(fn, again)]
+    return list(got), [_error(fn, e, n) for n, e in bad.items()]
 
 
 def in_scope(snapshot: ClusterSnapshot, findings: list[Finding]) -> list[Finding]:
