@@ -78,17 +78,27 @@ def test_a_missing_tool_is_still_command_not_found(tmp_path) -> None:
     ["/etc/cni/net.d/caf\u00e9.conf"],
     ["/a+b_c-d.E9", "/x"],
 ])
-def test_names_hex_with_builtins_as_with_od(names) -> None:
+def test_names_hex_with_builtins_as_with_od(names, tmp_path) -> None:
+    import shutil
+
     q = " ".join("'" + n.replace("'", "'\\''") + "'" for n in names)
     for fn in ("cfx_hexs", "cfx_hexs_od"):
         script = "\n".join([_prelude(), f"{fn} {q}", 'printf "%s" "$cfx_hx"'])
         r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
         assert r.stdout == "".join(n.encode().hex() + "|" for n in names), (fn, r.stdout)
-    script = "\n".join([_prelude(), f"cfx_hexs {q}"])
-    trace = subprocess.run(["sh", "-x", "-c", script], capture_output=True, text=True, timeout=30).stderr
+    # whether cfx_hexs started `od`: a counting `od` first on PATH (an `sh -x` trace of a pipeline
+    # interleaves its processes' words, so "od -An" may not appear there in one piece)
+    count = tmp_path / "count"
+    (tmp_path / "od").write_text(f'#!/bin/sh\necho x >>{count}\nexec {shutil.which("od")} "$@"\n')
+    (tmp_path / "od").chmod(0o755)
+    script = "\n".join([_prelude().replace("PATH=/usr/local/sbin:", f"PATH={tmp_path}:/usr/local/sbin:", 1),
+                        f"cfx_hexs {q}", 'printf "%s" "$cfx_hx"'])
+    assert f"PATH={tmp_path}:" in script
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert r.stdout == "".join(n.encode().hex() + "|" for n in names)
     plain = all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/+-")
                 for n in names)
-    assert ("od -An" in trace) != plain, trace[-300:]
+    assert count.exists() != plain, r.stderr
 
 
 # -- alternatives_link and iptables_link from one readlink ----------------------------------------
