@@ -97,3 +97,13 @@ def test_check_errors_are_never_healthy():
     d = Diagnosis(snapshot=_SNAP, facts={}, findings=[], check_errors=["x.check: ValueError: y"])
     assert not d.healthy
     assert Diagnosis(snapshot=_SNAP, facts={}, findings=[]).healthy
+
+
+def test_diagnose_text_with_a_failed_check_and_no_findings_is_not_healthy():
+    from clusterfix_tui.commands.diagnose import render_text
+
+    d = Diagnosis(snapshot=_SNAP, facts={}, findings=[],
+                  check_errors=["clusterfix_tui.core.checks.iptables.check (node 'node-1'): ValueError: y"])
+    text = render_text(d)
+    assert "looks healthy" not in text and "not known to be healthy" in text
+    assert "check error (please report): clusterfix_tui.core.checks.iptables.check (node 'node-1')" in text

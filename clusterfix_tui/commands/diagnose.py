@@ -1,6 +1,7 @@
 """`clusterfix-tui diagnose`: one parallel look at the whole cluster.
 
-Exit codes: 0 healthy, 1 findings, 2 could not diagnose (no API, no nodes, bad flags).
+Exit codes: 0 healthy, 1 findings (or a check that failed), 2 could not diagnose (no API, no
+nodes, bad flags).
 Progress goes to stderr as nodes answer; the report (human or --json) to stdout.
 """
 
@@ -148,7 +149,10 @@ def render_text(diag: Diagnosis, verbose: bool = False) -> str:
     # one cause, one line: findings sharing a cause across nodes are one item (core/group.py)
     groups = group_findings(diag.findings)
     causes = "" if len(groups) == len(diag.findings) else f" from {len(groups)} cause(s)"
-    lines.append(f"{len(diag.findings)} finding(s){causes} ({diag.duration:.1f}s):")
+    if diag.findings:
+        lines.append(f"{len(diag.findings)} finding(s){causes} ({diag.duration:.1f}s):")
+    else:  # not healthy all the same: what a check that failed would have found is unknown
+        lines.append(f"no findings, but not every check ran ({diag.duration:.1f}s): not known to be healthy")
     for g in groups:
         f = g.findings[0]
         lines.append("")
@@ -181,5 +185,7 @@ def render_text(diag: Diagnosis, verbose: bool = False) -> str:
         elif g.grouped:
             lines.append("    (every node's finding: diagnose --verbose, or --json)")
     for e in diag.check_errors:
-        lines.append(f"check error (a bug, please report): {e}")
+        # a check that raised: a bug, or one node's facts it could not read (garbled in transit,
+        # a node printing what no tool prints): then the error names that node
+        lines.append(f"check error (please report): {e}")
     return "\n".join(lines) + "\n"
