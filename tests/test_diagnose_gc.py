@@ -23,6 +23,7 @@ def _fresh_collector(monkeypatch: pytest.MonkeyPatch):
     gc.enable()
     monkeypatch.setattr(D, "_startup_done", False)
     monkeypatch.setattr(D, "_startup_frozen", None)
+    monkeypatch.setattr(D, "_freeze_pending", False)
     yield
     gc.unfreeze()
     gc.set_threshold(*threshold)

@@ -12,26 +12,10 @@ import subprocess
 import sys
 import weakref
 
-import pytest
 from diag_fakes import ReplayAPI, ReplayShells, load
+from test_diagnose_gc import _fresh_collector  # noqa: F401 - the same autouse fixture here
 
 from clusterfix_tui.core import diagnose as D
-
-
-@pytest.fixture(autouse=True)
-def _fresh_collector(monkeypatch: pytest.MonkeyPatch):
-    gc.unfreeze()
-    was = gc.isenabled()
-    threshold = gc.get_threshold()
-    gc.enable()
-    monkeypatch.setattr(D, "_startup_done", False)
-    monkeypatch.setattr(D, "_startup_frozen", None)
-    monkeypatch.setattr(D, "_freeze_pending", False)
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-    if not was:
-        gc.disable()
 
 
 class _Cycle:

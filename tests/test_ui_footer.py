@@ -6,8 +6,7 @@ on a key presses it, a disabled key is dimmed, the key under the mouse shows its
 
 from __future__ import annotations
 
-from typing import Any
-
+from test_ui_panels import _count_layouts
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Static
@@ -51,18 +50,6 @@ class FooterApp(App[None]):
 def _line(app: App[None]) -> str:
     """The footer's line as on the screen (the screen's last line)."""
     return "".join(seg.text for seg in app.screen._compositor.render_strips()[-1])
-
-
-def _count_layouts(screen: Any) -> list[int]:
-    calls = [0]
-    original = screen._refresh_layout
-
-    def counted(*args: Any, **kwargs: Any) -> None:
-        calls[0] += 1
-        original(*args, **kwargs)
-
-    screen._refresh_layout = counted
-    return calls
 
 
 async def test_footer_shows_the_focused_keys_without_a_layout_pass() -> None:

@@ -144,13 +144,15 @@ def _without_failing_nodes(fn: CheckFn, snapshot: ClusterSnapshot, facts_by_node
     except Exception:  # noqa: BLE001 - not any node's facts: the one error as before
         return [], [_error(fn, exc)]
     bad: dict[str, BaseException] = {}
-    budget = [8 * len(facts_by_node).bit_length(), 0]  # calls (~2 x log2(N) per failing node), refused
+    calls_left = 8 * len(facts_by_node).bit_length()  # ~2 x log2(N) calls per failing node
+    gave_up = False
 
     def halve(names: list[str]) -> None:
-        if budget[0] <= 0:
-            budget[1] += 1
+        nonlocal calls_left, gave_up
+        if calls_left <= 0:
+            gave_up = True
             return
-        budget[0] -= 1
+        calls_left -= 1
         try:
             fn(snapshot, {n: facts_by_node[n] for n in names})
             return
@@ -165,7 +167,7 @@ def _without_failing_nodes(fn: CheckFn, snapshot: ClusterSnapshot, facts_by_node
     names = list(facts_by_node)
     halve(names[:len(names) // 2])
     halve(names[len(names) // 2:])
-    if not bad or len(bad) == len(names) or budget[1]:
+    if not bad or len(bad) == len(names) or gave_up:
         return [], [_error(fn, exc)]
     try:
         got = fn(snapshot, {n: f for n, f in facts_by_node.items() if n not in bad})
