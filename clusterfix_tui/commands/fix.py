@@ -6,8 +6,9 @@ over plain ssh), run with streamed output -> wait -> validate -> summary.
 --dry-run prints and journals the plans and changes nothing (the runtime's dry-run runner).
 
 Exit code: 0 the cluster validates healthy at the end, 1 still failing (or a dry run of a broken
-cluster), 2 could not run, 3 incomplete: a node was left out (not reached over SSH), so the
-session cannot call the cluster healthy or fixed whatever it did elsewhere, 130 stopped by
+cluster), 2 could not run, 3 incomplete: a node was left out (not reached over SSH) or a check
+failed in the last diagnosis, so the session cannot call the cluster healthy or fixed whatever it
+did elsewhere, 130 stopped by
 Ctrl+C / SIGTERM / SIGHUP (the running command is killed on its node, the journal ends with
 session_end "aborted"; a second Ctrl+C exits at once).
 """
@@ -342,11 +343,20 @@ def _print_findings(findings: list[Any], verbose: bool) -> None:
 
 
 def _say_incomplete(flow: Any) -> None:
-    missing = flow.record().not_diagnosed()
+    record = flow.record()
+    missing = record.not_diagnosed()
     if missing:
         _out(f"INCOMPLETE: {len(missing)} node(s) not diagnosed: {', '.join(missing)}; the "
              "verdict cannot cover them (their API and NodePort checks are in the validation)",
              sys.stderr)
+    failed = record.checks_not_run()
+    if failed:
+        _out(f"INCOMPLETE: {len(failed)} check(s) failed in the last diagnosis, so what it found "
+             "is not all there was to find:", sys.stderr)
+        for e in failed[:20]:
+            _out(f"  check error: {e}", sys.stderr)
+        if len(failed) > 20:
+            _out(f"  ... and {len(failed) - 20} more (all in the journal and the report)", sys.stderr)
 
 
 def _one_step(args: argparse.Namespace, flow: Any, journal: Any, name: str,

@@ -160,6 +160,9 @@ class SessionRecord:
     unknown_types: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     traces: list[dict[str, Any]] = field(default_factory=list)  # `trace` events (issue 15)
+    # "before" / "after": the checks that failed in that phase's (last) diagnosis, and the
+    # diagnosis's own error: what it found is not all there was to find (core/checks run_checks)
+    check_errors: dict[str, list[str]] = field(default_factory=lambda: {"before": [], "after": []})
 
     # -- views every front end uses ------------------------------------------------------------
 
@@ -214,6 +217,7 @@ class SessionRecord:
             "checks_failed": [f"{r['name']}@{r['target']}" for r in (val or ()) if not r["passed"]],
             "checks_passed": sum(1 for r in (val or ()) if r["passed"]),
             "nodes_not_diagnosed": self.not_diagnosed(),
+            "checks_failed_in_diagnosis": self.checks_not_run(),
         }
 
     def not_diagnosed(self) -> list[str]:
@@ -221,15 +225,22 @@ class SessionRecord:
         the session says about the cluster does not cover them."""
         return sorted({e["node"] for e in self.left_out if e.get("node")})
 
+    def checks_not_run(self) -> list[str]:
+        """The checks (and the diagnosis error) that failed in the diagnosis the verdict rests
+        on: the one after repair if there was one, else the one before. What it found is not
+        all there was to find, so the session cannot call the cluster healthy or fixed."""
+        return list(self.check_errors["after" if self.after_diagnosed else "before"])
+
 
 def verdict_of(record: SessionRecord, aborted: bool = False) -> str:
-    """The verdict of a session about to end, from its record. A session that left a node out
-    is "incomplete" whatever it did elsewhere: it never calls a cluster healthy or fixed that it
-    did not see whole (record.summary() says which nodes)."""
+    """The verdict of a session about to end, from its record. A session that left a node out,
+    or whose last diagnosis had a check that failed, is "incomplete" whatever it did elsewhere:
+    it never calls a cluster healthy or fixed that it did not see whole (record.summary() says
+    which nodes and which checks)."""
     if aborted:
         return "aborted"
     verdict = _verdict_of_what_was_seen(record)
-    if record.not_diagnosed() and verdict != "aborted":
+    if (record.not_diagnosed() or record.checks_not_run()) and verdict != "aborted":
         return "incomplete"
     return verdict
 
@@ -265,6 +276,7 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
     cluster: dict[str, Any] = {"context": "", "server": "", "version": "", "node_count": None}
     left_out: list[dict[str, str]] = []
     findings: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    check_errors: dict[str, list[str]] = {"before": [], "after": []}
     node_summaries: dict[str, Any] = {}
     validation: dict[str, list[dict[str, Any]] | None] = {"before": None, "after": None}
     notes: list[dict[str, Any]] = []
@@ -322,6 +334,7 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
                 continue  # a re-diagnosis between steps or passes
             phase = "after" if ev.get("phase") == "after" else "before"
             findings[phase] = [_finding(f) for f in (ev.get("findings") or ())]
+            check_errors[phase] = _check_errors(ev)
             after_diagnosed = after_diagnosed or phase == "after"
             if phase == "before" and isinstance(ev.get("nodes"), dict):
                 node_summaries = ev["nodes"]
@@ -548,8 +561,17 @@ def replay(events: Sequence[dict[str, Any]]) -> SessionRecord:
         diagnoses=diagnoses, prechecks=prechecks, verdict=verdict, verdict_raw=verdict_raw,
         headline_suffix=headline_suffix, summary_data=summary_data,
         after_diagnosed=after_diagnosed, saw_start=saw_start, unknown_types=unknown_types,
-        stats=stats, traces=traces,
+        stats=stats, traces=traces, check_errors=check_errors,
     )
+
+
+def _check_errors(ev: dict[str, Any]) -> list[str]:
+    """A diagnosis event's failed checks, and its own error (the cluster not diagnosed at all)."""
+    raw = ev.get("check_errors")
+    errs = [_s(e) for e in raw if _s(e)] if isinstance(raw, list) else []
+    if _s(ev.get("error")):
+        errs.insert(0, f"the diagnosis failed: {_s(ev.get('error'))}")
+    return errs
 
 
 def _trace(ev: dict[str, Any], ts: Any) -> dict[str, Any]:

@@ -339,7 +339,15 @@ class RepairSession:
             node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
             **_shape_fields(diagnosis),
             **({"sections_left_out": left} if left else {}),
+            **({"check_errors": list(diagnosis.check_errors)}
+               if getattr(diagnosis, "check_errors", None) else {}),
         )
+        errs = list(getattr(diagnosis, "check_errors", None) or ())
+        if errs:  # the report's errors say it, and the verdict cannot be healthy or fixed
+            shown = "; ".join(errs[:10]) + (f"; and {len(errs) - 10} more" if len(errs) > 10 else "")
+            self.journal.write("error", where="diagnose", message=(
+                f"the {phase} diagnosis (pass {self.pass_no}): {len(errs)} check(s) failed, so "
+                f"what it found is not all there was to find: {shown}"))
         for sec, why in sorted(left.items()):  # the report shows notes: say it there too
             self.journal.write("note", text=f"the {phase} diagnosis (pass {self.pass_no}) did not "
                                f"read {sec} on any node: {why}", sections_left_out=[sec])

@@ -25,8 +25,8 @@ VERDICT_TEXT = {
     "partially-fixed": "PARTIALLY FIXED: some problems remain",
     "still-broken": "STILL BROKEN: validation still fails",
     "aborted": "ABORTED: the session was stopped before it finished",
-    "incomplete": "INCOMPLETE: node(s) were not diagnosed, so the cluster cannot be called "
-                  "healthy or fixed",
+    "incomplete": "INCOMPLETE: node(s) or check(s) were left out of the diagnosis, so the "
+                  "cluster cannot be called healthy or fixed",
     "interrupted": "INTERRUPTED: the session died before it finished (no session_end in the journal)",
     "dry-run": "DRY RUN: nothing was changed",
     "unknown": "UNKNOWN: the journal does not say how the session ended",

@@ -107,6 +107,11 @@ the report (Markdown, HTML or JSON) from that journal, plus the .json beside it.
             text.append("\nNodes left out\n", style="bold underline")
             for e in record.left_out:
                 text.append(f"  {e.get('node', '')}: {e.get('reason', '')}\n", style="yellow")
+        if summary.get("checks_failed_in_diagnosis"):
+            text.append("\nChecks that failed (the cluster is not known to be healthy)\n",
+                        style="bold underline")
+            for e in summary["checks_failed_in_diagnosis"]:
+                text.append(f"  {e}\n", style="yellow")
 
         text.append(f"\nSteps ({len(statuses)})\n", style="bold underline")
         if not statuses:
