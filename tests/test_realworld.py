@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
+import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +312,8 @@ def check_iptables_save(s: dict[str, Any]) -> None:
         snap = _with_shape(snap, {"node-a": f})
         findings, errors = run_checks(snap, {"node-a": f})
         assert errors == [] and [x.code for x in findings] == e["findings"]
+    if "stale_as_other_backend" in e:
+        check_kube_router_not_stale(s)
     if "no_rules_missing_with_nodeports" in e:
         snap = _snapshot([node], kp, kube_proxy_mode="", kube_proxy_config_found=True,
                          nodeport_services=({"namespace": "x", "name": "y", "ports": []},))
@@ -315,6 +321,64 @@ def check_iptables_save(s: dict[str, Any]) -> None:
         (x,) = iptables.no_rules(snap, "node-a", f)
         assert x.data["missing_chains"] == e["no_rules_missing_with_nodeports"]
         assert x.data["backend"] == "legacy"
+
+
+@dataclass
+class _Diag:
+    """What a repair step reads of a diagnosis."""
+
+    findings: list[Any]
+    facts: dict[str, Any]
+    snapshot: Any = None
+
+
+AWKS = [a for a in (["mawk"], ["gawk"], ["busybox", "awk"], ["original-awk"])
+        if shutil.which(a[0])]
+
+
+def check_kube_router_not_stale(s: dict[str, Any]) -> None:
+    """The save as the backend kube-proxy does NOT use (kube-router's netpol written with the other
+    iptables, as in kube-router#1069 and k0s#5328; SYNTHESISED: nft holds kube-proxy's hint chain and
+    a nat KUBE-SERVICES): only kube-proxy's chains are stale, and the planned clean-up keeps every
+    line of kube-router's (its network policy is live)."""
+    from clusterfix_tui.core.fixes import get_step
+
+    raw = text(s["file"])
+    e = s["expect"]
+    f = facts_with(
+        legacy=P.parse_iptables_save(raw),
+        nft_mangle=P.parse_iptables_save("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"),
+        nft_nat=P.parse_iptables_save("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
+                                      "-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n"))
+    (x,) = iptables.backend_conflict(ClusterSnapshot(), "node-a", f)
+    assert x.data.other_backend == "legacy"
+    assert x.data.stale_chains == e["stale_as_other_backend"]
+    stale = [r for rules in x.data.stale_rules.values() for r in rules]
+    assert stale and not any(re.search(r"KUBE-(ROUTER|POD-FW|NWPLCY)-", r) for r in stale)
+
+    plan = get_step("iptables").plan(_Diag([x], {"node-a": f}, {"pods": []}))
+    (cmd,) = [a.command for a in plan.actions if "-restore -T filter" in a.command]
+    words = shlex.split(cmd)
+    assert "awk" in words, cmd  # the old plan: grep -v of every KUBE-* line
+    prog = words[words.index("awk") + 1]
+    from clusterfix_tui.core.fixes.iptables import ANY_KUBE_AWK
+
+    assert AWKS, "no awk to run the planned program with"
+    router_lines = [ln for ln in raw.splitlines()
+                    if re.search(r"KUBE-(ROUTER|POD-FW|NWPLCY)-", ln)]
+    proxy_lines = [ln for ln in raw.splitlines() if ln not in router_lines and (
+        re.match(r"^(:KUBE-|-A KUBE-)", ln) or re.search(r"-[jg] KUBE-", ln))]
+    assert router_lines and proxy_lines
+    for awk in AWKS:
+        out = subprocess.run([*awk, prog], input=raw, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        assert all(ln in out for ln in router_lines), (awk, set(router_lines) - set(out))
+        assert not any(ln in out for ln in proxy_lines), awk
+        assert "-A INPUT -i wt0 -j ACCEPT" in out  # the host's own rules stay
+        # the precondition: kube-proxy lines left -> run; only kube-router's left -> done
+        assert subprocess.run([*awk, ANY_KUBE_AWK], input=raw, text=True).returncode == 0
+        assert subprocess.run([*awk, ANY_KUBE_AWK], input="\n".join(out) + "\n",
+                              text=True).returncode == 1
 
 
 def _with_shape(snap: ClusterSnapshot, facts: dict[str, NodeFacts]) -> ClusterSnapshot:

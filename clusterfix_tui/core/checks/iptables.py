@@ -53,6 +53,17 @@ READS: dict[str, tuple[str, ...]] = {
                             "kube_proxy_mode", "ip_vs"),
 }
 MARKER_CHAINS = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
+# KUBE-* chains that are not kube-proxy's: kube-router's network policy controller (its own
+# DaemonSet next to kube-proxy, or embedded in k3s/RKE2 beside the embedded kube-proxy) writes
+# these, possibly with another iptables backend than kube-proxy's (kube-router#1069, k0s#5328).
+# They are live policy, never kube-proxy's leftovers: not "stale", never removed.
+NOT_KUBE_PROXY_PREFIXES = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
+
+
+def kube_proxy_chain(name: str) -> bool:
+    """A chain kube-proxy (or kubelet) writes: KUBE-*, not a marker, not kube-router's."""
+    return name.startswith("KUBE-") and name not in MARKER_CHAINS and \
+        not name.startswith(NOT_KUBE_PROXY_PREFIXES)
 IPTABLES_NFT_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 # statements iptables-nft (1.8.x) never writes natively into its tables
 NFT_ONLY = {"log", "limit", "reject", "dnat", "snat", "masquerade", "redirect", "queue", "quota",
@@ -183,7 +194,7 @@ def _live_rules_elsewhere(facts: NodeFacts, live: str, version: int = 4) -> bool
 
 
 def _stale_rules(table: Table) -> list[str]:
-    kube = {c for c in table.chains if c.startswith("KUBE-") and c not in MARKER_CHAINS}
+    kube = {c for c in table.chains if kube_proxy_chain(c)}
     return [r.spec for r in table.rules if r.chain in kube or (r.target in kube)]
 
 
@@ -209,7 +220,7 @@ def backend_conflict(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
         t = save.table(tname)
         if t is None:
             continue
-        chains = sorted(c for c in t.chains if c.startswith("KUBE-") and c not in MARKER_CHAINS)
+        chains = sorted(c for c in t.chains if kube_proxy_chain(c))
         if chains:
             stale_chains[tname] = chains
             stale_rules[tname] = _stale_rules(t)

@@ -62,6 +62,14 @@ FORWARD_BINARIES = ("iptables-legacy", "iptables-nft", "ip6tables-legacy", "ip6t
                     "iptables", "ip6tables")
 # lines of an iptables-save table that belong to kube-proxy: its chains, their rules, jumps to them
 KUBE_LINES_RE = r"^(:KUBE-|-A KUBE-)|-[jg] KUBE-"
+# ... once kube-router's chain names are taken out of the line: its network policy chains
+# (checks.iptables.NOT_KUBE_PROXY_PREFIXES) are live, never kube-proxy's leftovers
+NOT_KUBE_PROXY_RE = r"KUBE-(ROUTER|POD-FW|NWPLCY)-[^ ]*"
+_KUBE_LINE_AWK = f"l = $0; gsub(/{NOT_KUBE_PROXY_RE}/, \"\", l); kube = (l ~ /{KUBE_LINES_RE}/)"
+# prints the lines of an iptables-save table that are not kube-proxy's
+KEEP_NON_KUBE_AWK = "{ " + _KUBE_LINE_AWK + "; if (!kube) print }"
+# exits 0 when the table holds a line of kube-proxy's, else 1
+ANY_KUBE_AWK = "{ " + _KUBE_LINE_AWK + "; if (kube) f = 1 } END { exit (f ? 0 : 1) }"
 
 
 def _other(backend: str) -> str:
@@ -117,8 +125,8 @@ def _kube_lines_present(backend: str, table: str, ip: str = "iptables") -> Any:
         guard = (f"grep -qx {q(table)} {_names_file(ip)} || "
                  f"{{ echo {q(f'no {what} {table} table any more')}; exit {pre.EXIT_DONE}; }}; ")
     return pre.shell(
-        f"{guard}if {ip}-{backend}-save -t {q(table)} 2>/dev/null | grep -qE "
-        f"{q(KUBE_LINES_RE)}; then exit 0; fi; "
+        f"{guard}if {ip}-{backend}-save -t {q(table)} 2>/dev/null | awk "
+        f"{q(ANY_KUBE_AWK)}; then exit 0; fi; "
         f"echo {q(f'no KUBE-* rules left in the {what} {table} table')}; exit {pre.EXIT_DONE}",
         f"the {what} {table} table still holds KUBE-* rules")
 
@@ -313,7 +321,7 @@ class IptablesStep:
                     kind="shell",
                     command=(
                         f"{guard}{ip}-{b}-save -t {q(t)} > {q(before)} && "
-                        f"{{ grep -v -E {q(KUBE_LINES_RE)} {q(before)} > {q(cleaned)} || true; }} && "
+                        f"awk {q(KEEP_NON_KUBE_AWK)} {q(before)} > {q(cleaned)} && "
                         f"{ip}-{b}-restore -T {q(t)} < {q(cleaned)}"
                     ),
                     why=f"remove kube-proxy's stale KUBE-* chains (and the jumps to them) from "
