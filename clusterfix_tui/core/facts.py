@@ -323,23 +323,38 @@ fi
 """
 
 # Only when iptables-nft says a table is incompatible: which chains, and their nft rules (handles).
+# Every tool under its own deadline (#14): one killed at it makes the table's incompatible_chains
+# section "timed out" (rc 137, never "no incompatible chain": its check is then not checked on
+# the node) and ends that table's reading; one `nft -a list table` gives both the chain names and
+# nft_table_text.
 _INCOMPAT_PART = r"""
 if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; then
   for cfx_th in nat:6e6174 filter:66696c746572 mangle:6d616e676c65; do
     cfx_t=${cfx_th%%:*}; cfx_h=${cfx_th#*:}
-    iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 && continue
-    nft list table ip "$cfx_t" >/dev/null 2>&1 || continue
-    : >"$T/o"; : >"$T/e"; cfx_i=0
-    for cfx_c in $(nft list table ip "$cfx_t" 2>/dev/null |
-        sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p'); do
-      cfx_i=$((cfx_i+1)); [ "$cfx_i" -gt 2000 ] && break
-      if ! iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e"; then
-        printf '%s\n' "$cfx_c" >>"$T/o"
-      fi
-    done
+    $cfx_sto iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 </dev/null; cfx_rc=$?
+    [ "$cfx_rc" -eq 0 ] && continue
+    : >"$T/o"; : >"$T/e"; : >"$T/nt"; : >"$T/ne"
+    if [ "$cfx_rc" -ne 137 ]; then
+      $cfx_sto nft -a list table ip "$cfx_t" >"$T/nt" 2>"$T/ne" </dev/null; cfx_rc=$?
+      if [ "$cfx_rc" -ne 0 ] && [ "$cfx_rc" -ne 137 ]; then continue; fi
+    fi
+    if [ "$cfx_rc" -ne 137 ]; then
+      cfx_i=0
+      for cfx_c in $(sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p' "$T/nt"); do
+        cfx_i=$((cfx_i+1)); [ "$cfx_i" -gt 2000 ] && break
+        $cfx_sto iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e" </dev/null; cfx_rc=$?
+        [ "$cfx_rc" -eq 137 ] && break
+        if [ "$cfx_rc" -ne 0 ]; then printf '%s\n' "$cfx_c" >>"$T/o"; fi
+      done
+    fi
+    if [ "$cfx_rc" -eq 137 ]; then
+      printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
+      cfx_emit "incompatible_chains $cfx_h" 137
+      continue
+    fi
     cfx_emit "incompatible_chains $cfx_h" 0
-    nft -a list table ip "$cfx_t" >"$T/o" 2>"$T/e"
-    cfx_emit "nft_table_text $cfx_h" $?
+    mv -f "$T/nt" "$T/o"; mv -f "$T/ne" "$T/e"
+    cfx_emit "nft_table_text $cfx_h" 0
   done
 fi
 """
@@ -806,7 +821,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     sysctls = " ".join(shlex.quote(f"{k}={p}") for k, p in SYSCTLS.items())
     out.append(("sysctl", _SYSCTL_PART.replace("__SYSCTLS__", sysctls)))
     out.append(("files + kubectl", files_part.replace("__KUBECONFIGS__", " ".join(KUBECONFIG_GLOBS))))
-    out.append(("incompatible", _INCOMPAT_PART))
+    out.append(("incompatible", _INCOMPAT_PART.replace("__SECTION_TIMEOUT__", str(int(SECTION_TIMEOUT)))))
     for name, cmd in SHAPE_SECTIONS:
         out.append((name, _section_call(name, cmd.split()[0], cmd)))
     out.append(("shape", _SHAPE_PART.replace("__BINARIES__", " ".join(IPTABLES_BINARIES))
