@@ -437,7 +437,54 @@ def check_mirror(s: dict[str, Any]) -> None:
     assert is_mirror_pod({"annotations": {}}) is False
 
 
-CHECKERS = {"manifests": check_manifests, "net-conf": check_net_conf,
+def check_nft_text(s: dict[str, Any]) -> None:
+    """An `nft list ruleset` excerpt: its JSON form (the DERIVED sample next to it, see its row)
+    holds the same rules in the same order."""
+    e = s["expect"]
+    rs = P.parse_nft_json(text(e["json"]))
+    lines = [ln.strip() for ln in text(s["file"]).splitlines()
+             if ln.strip() and not ln.strip().startswith(("chain ", "}"))]
+    assert len(rs.rules) == len(lines) == e["rules"]
+
+
+def check_nft_json(s: dict[str, Any]) -> None:
+    """kube-proxy's own rules written natively by a newer iptables-nft (the real 1.8.10 ruleset),
+    read by an older host iptables that calls the chain incompatible (SYNTHESISED: host iptables
+    and the incompatible chain are set by the harness; kubernetes#112477's skew): never "foreign
+    nft rules", never deleted. When kube-proxy's iptables is known to be the host's, the same
+    rules can only have come from raw nft: foreign, deleted by handle (the lab's fault)."""
+    from dataclasses import replace
+
+    from clusterfix_tui.core.fixes import get_step
+
+    e = s["expect"]
+    rs = P.parse_nft_json(text(s["file"]))
+    chain = e["incompatible_chain"]
+    f = facts_with(nft_ruleset=rs, incompatible_chains={"filter": (chain,)},
+                   iptables_version=P.parse_iptables_version(e["host_iptables"]),
+                   nft_mangle=P.parse_iptables_save("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"))
+    snap = ClusterSnapshot()
+    (x,) = iptables.incompatible_chain(snap, "node-a", f)
+    assert x.data.cause == e["cause"], x.title
+    assert x.data.foreign_rules == []
+    # the rules are named in the data and the evidence (rendered from the JSON: no `nft -a` text)
+    assert len(x.data.rules) == e["unsure_rules"] and all("ct state" in r for r in x.data.rules)
+    assert sum(ev.startswith("nft -a list table ip filter: ") for ev in x.evidence) == \
+        e["unsure_rules"]
+    plan = get_step("iptables").plan(_Diag([x], {"node-a": f}, {"pods": []}))
+    assert not [a for a in plan.actions if "nft delete rule" in a.command]
+    # the same rules with kube-proxy's iptables known to be the host's: raw nft, deleted
+    from clusterfix_tui.core.snapshot import PodInfo
+
+    pod = PodInfo("kube-system", "kube-proxy-a", "node-a", "Running", True, 0, None, None, None,
+                  None, "kube-proxy", None, log_tail=(f"I1201 Using {e['host_iptables']}",))
+    kp = replace(snap, kube_proxy_pods={"node-a": [pod]})
+    (y,) = iptables.incompatible_chain(kp, "node-a", f)
+    assert y.data.cause == "foreign-nft-rule"
+    assert len(y.data.foreign_rules) == e["unsure_rules"]
+
+
+CHECKERS = {"manifests": check_manifests, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

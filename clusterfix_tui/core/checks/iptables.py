@@ -32,7 +32,7 @@ from clusterfix_tui.core.checks._common import (
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
-from clusterfix_tui.core.parsers import NftRule, Table
+from clusterfix_tui.core.parsers import NftRule, Table, version_tuple
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
@@ -493,6 +493,49 @@ def _nft_accepts_pod_net(rules: list[NftRule], pod_net: str) -> bool:
 # -- KUBE_PROXY_INCOMPATIBLE_CHAIN ----------------------------------------------------------------
 
 
+# what a newer iptables-nft writes natively itself (no xt expression): seen in a real
+# iptables v1.8.10 ruleset (tests/data/realworld/k3s-pi-*: `-m conntrack --ctstate INVALID -j DROP`
+# listed by nft as `ct state invalid counter drop`, NFLOG as `log group`, `-m limit` as `limit rate`,
+# REJECT as `reject`, MASQUERADE as `masquerade`). An older iptables on the host cannot read these
+# back ("incompatible"), exactly as it cannot read the same expressions written with raw nft: the
+# rule alone does not tell who wrote it.
+NEWER_IPTABLES_NATIVE = {"log", "limit", "reject", "masquerade", "ct-match"}
+
+
+def _native_kinds(rule: NftRule) -> set[str]:
+    """Why _rule_is_nft_native says so: the statement kinds ("ct-match" for a ct match, "set"
+    for a set/map lookup, else the NFT_ONLY key)."""
+    out: set[str] = set()
+    for e in rule.expr:
+        if not isinstance(e, dict):
+            continue
+        for k, v in e.items():
+            if k in NFT_ONLY:
+                out.add(k)
+            if k == "match" and isinstance(v, dict):
+                left = v.get("left")
+                if isinstance(left, dict) and "ct" in left:
+                    out.add("ct-match")
+                if isinstance(left, dict) and ("set" in left or "map" in left) or \
+                        isinstance(v.get("right"), dict) and "set" in v["right"]:
+                    out.add("set")
+    return out
+
+
+def _maybe_newer_iptables(rule: NftRule, chain: str, kp_ver: str | None,
+                          host_ver: str | None) -> bool:
+    """True when a rule _rule_is_nft_native calls foreign may as well have been written by an
+    iptables newer than the host's: its native statements are all ones a newer iptables-nft
+    writes itself, and kube-proxy's iptables is not known to be as old as the host's (or the
+    chain is not kube-proxy's, so its writer is unknown)."""
+    kinds = _native_kinds(rule)
+    if not kinds or not kinds <= NEWER_IPTABLES_NATIVE:
+        return False
+    if not kube_proxy_chain(chain) or kp_ver is None or host_ver is None:
+        return True
+    return version_tuple(kp_ver) > version_tuple(host_ver)
+
+
 def _rule_is_nft_native(rule: NftRule) -> bool:
     if rule.has_xt:
         return False
@@ -602,6 +645,7 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
                             + (find_line(facts.raw(f"nft_save_{t}"), "incompatible") or "incompatible"))
     evidence.extend(f"kube-proxy log: {line}" for _, _, line in from_logs[:3])
     foreign: list[NftRuleRef] = []
+    unsure: list[NftRuleRef] = []  # raw nft, or a newer iptables: never deleted
     iptables_written: list[NftRule] = []
     rs = facts.nft_ruleset
     if rs is not None:
@@ -609,7 +653,11 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
             for r in rs.rules_in("ip", t, c):
                 if _rule_is_nft_native(r):
                     text = _rule_text(facts, t, r)
-                    foreign.append(NftRuleRef(r.family, r.table, r.chain, r.handle, text))
+                    ref = NftRuleRef(r.family, r.table, r.chain, r.handle, text)
+                    if _maybe_newer_iptables(r, c, kp_ver, host_ver):
+                        unsure.append(ref)
+                    else:
+                        foreign.append(ref)
                 elif r.has_xt:
                     iptables_written.append(r)
     chain_list = [{"table": t, "chain": c} for t, c in chains] or \
@@ -639,22 +687,39 @@ def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -
     versions = (f"host iptables {host_ver or '?'}; kube-proxy image {kp_image or '?'}, its "
                 f"iptables {kp_ver or 'not in its log'}")
     if chains:
-        evidence.append(f"host iptables {host_ver or '?'}; the unreadable rules carry xt "
-                        "expressions: written by an iptables, not by raw nft")
+        if unsure:
+            evidence.append(
+                f"host iptables {host_ver or '?'}; the unreadable rules use only statements a "
+                "newer iptables-nft writes itself (ct state, limit, log, reject, masquerade): "
+                "written by raw nft or by a newer iptables; kube-proxy's iptables version "
+                f"({kp_ver or 'unknown'}) does not tell which, so nothing is deleted")
+            evidence.extend(f"nft -a list table ip {r.table}: {r.text}" for r in unsure[:10])
+        else:
+            evidence.append(f"host iptables {host_ver or '?'}; the unreadable rules carry xt "
+                            "expressions: written by an iptables, not by raw nft")
         evidence.append(versions)
+        unsure_text = (
+            " Some unreadable rules (in the evidence) use only expressions a newer iptables-nft "
+            "writes natively: they may also have been added with raw nft. Nothing is deleted: "
+            "if you added them, delete them by handle (`nft delete rule ip TABLE CHAIN handle N`);"
+            " if kube-proxy (or kube-router) wrote them, align the versions.") if unsure else ""
         return [Finding(
             code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
             title=("iptables-nft on the node cannot read rules written by another iptables "
-                   "version (version skew)"),
+                   "version (version skew)" if not unsure else
+                   "iptables-nft on the node cannot read rules written by a newer iptables or "
+                   "by raw nft (not changed)"),
             evidence=tuple(evidence),
             explanation=("The chains were written by an iptables whose nft encoding this host's "
                          f"iptables {host_ver or ''} cannot decode (kube-proxy's image ships its own "
                          "iptables). This is a version skew, not a backend mismatch: switching "
                          "update-alternatives to legacy would split the rules over two backends and "
                          "break traffic. Align the iptables versions (upgrade the host's iptables "
-                         "or use a kube-proxy image matching it); the rules themselves work."),
+                         "or use a kube-proxy image matching it); the rules themselves work."
+                         + unsure_text),
             reference=REF_SKEW, step="iptables",
-            data=data("version-skew", writer_rules=len(iptables_written)),
+            data=data("version-skew", writer_rules=len(iptables_written),
+                      rules=[r.text for r in unsure]),
         )]
     # only kube-proxy complains; the node's own iptables-nft reads every table
     if facts.host_iptables and facts.host_iptables != live:
