@@ -61,6 +61,7 @@ from clusterfix_tui.core.ports import (
     SudoPasswordRequired,
     TransportError,
 )
+from clusterfix_tui.transports import load_deferred
 
 # paramiko's transport threads log failures (e.g. "Error reading SSH protocol banner"); with no
 # handler configured Python would print them on stderr, over the wizard's screen. Our callers get
@@ -697,6 +698,8 @@ class _Config:
             default = os.path.expanduser("~/.ssh/config")
             path = default if os.path.exists(default) else None
         self.path = path
+        # paramiko's SSHConfig runs `Match exec` lines with invoke (transports/__init__.py)
+        load_deferred("invoke")
         if path is None:
             self.config = paramiko.SSHConfig()
             return
