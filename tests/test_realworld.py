@@ -442,8 +442,14 @@ def check_nft_text(s: dict[str, Any]) -> None:
     holds the same rules in the same order."""
     e = s["expect"]
     rs = P.parse_nft_json(text(e["json"]))
-    lines = [ln.strip() for ln in text(s["file"]).splitlines()
-             if ln.strip() and not ln.strip().startswith(("chain ", "}"))]
+    lines, in_chain = [], False
+    for ln in (x.strip() for x in text(s["file"]).splitlines()):
+        if ln.startswith("chain "):
+            in_chain = True
+        elif ln == "}":
+            in_chain = False
+        elif in_chain and ln and not (ln.startswith("type ") and " hook " in ln):
+            lines.append(ln)
     assert len(rs.rules) == len(lines) == e["rules"]
 
 
@@ -484,7 +490,38 @@ def check_nft_json(s: dict[str, Any]) -> None:
     assert len(y.data.foreign_rules) == e["unsure_rules"]
 
 
-CHECKERS = {"manifests": check_manifests, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+def check_nft_json_host(s: dict[str, Any]) -> None:
+    """Another program's native nft tables on a cluster node, with its iptables-nft tables (the
+    *filter/*mangle excerpt of the same node) and the node's address on its uplink
+    (SYNTHESISED from the paste's `ip -br addr` and `kubectl get nodes -o wide`): the drops that
+    only match the program's own interface are no cluster finding, and nothing is planned."""
+    from clusterfix_tui.core.checks import firewall
+
+    e = s["expect"]
+    rs = P.parse_nft_json(text(s["file"]))
+    assert not rs.errors and len(rs.chains) == e["chains"]
+    save = P.parse_iptables_save(text(e["with"]))
+    ip = e["node_ip"]
+    f = NodeFacts(node="pi", complete=True, nft_ruleset=rs,
+                  nft_filter=P.IptablesSave({"filter": save.tables["filter"]}),
+                  nft_mangle=P.IptablesSave({"mangle": save.tables["mangle"]}),
+                  addrs=[{"ifname": ifn, "addr_info": [{"family": "inet", "local": a,
+                                                        "prefixlen": n}]}
+                         for ifn, a, n in e["addrs"]])
+    node = {"metadata": {"name": "pi", "annotations": {
+                "k3s.io/node-args": '["server"]',
+                "flannel.alpha.coreos.com/backend-type": "vxlan",
+                "flannel.alpha.coreos.com/public-ip": ip}},
+            "spec": {"podCIDR": e["pod_cidr"], "podCIDRs": [e["pod_cidr"]]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+    snap = _with_shape(_snapshot([node], ()), {"pi": f})
+    assert (snap.shape.distribution, snap.shape.cni) == ("k3s", "flannel")
+    got = [x.code for x in firewall.check(snap, {"pi": f})] + \
+        [x.code for x in iptables.forward_drop(snap, "pi", f)]
+    assert got == e["findings"]
+
+
+CHECKERS = {"manifests": check_manifests, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
