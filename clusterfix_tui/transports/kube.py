@@ -278,6 +278,9 @@ class KubeClusterAPI:
         if configuration.refresh_api_key_hook is not None:
             configuration.refresh_api_key_hook = _TokenRefresh(configuration.refresh_api_key_hook)
         self._api_client = client.ApiClient(configuration)
+        self.tls_shared = _share_tls_context(self._api_client, _named(doc, "clusters",
+                                                                      self._cluster),
+                                             _named(doc, "users", self._user))
         self._core = _Api(self._api_client, "CoreV1Api")
         self._apps = _Api(self._api_client, "AppsV1Api")
         self._version = _Api(self._api_client, "VersionApi")
@@ -501,6 +504,72 @@ class _TokenRefresh:
                 continue
             if getattr(configuration, name, _Settings) != value:
                 setattr(configuration, name, value)
+
+
+def _share_tls_context(api_client: Any, cluster: dict[str, Any], user: dict[str, Any]) -> bool:
+    """One TLS context for all of this API's connections, made once, instead of one per
+    connection. urllib3 (under the kubernetes client) makes a new SSLContext for every
+    connection it opens and loads the CA file and the client certificate and key into it
+    again: ~2.4 of the ~6 ms of our CPU a new connection costs, and a diagnosis opens up to 8
+    (the pod logs, core/fanout.py). Here the same context is made once, as urllib3 makes it
+    (create_urllib3_context with the client's cert_reqs), with the same files loaded (or the
+    system's CAs when the kubeconfig names none, as urllib3 does then), and handed to the
+    pool manager; urllib3 still sets the verification mode and checks the host name on every
+    connection as before (its own code path for a given context).
+
+    Only when every TLS file is the client's own copy of data in the kubeconfig
+    (certificate-authority-data, client-certificate-data, client-key-data: written once, never
+    changed), the server's certificate is verified, no proxy is used and no exec plugin or
+    auth provider may hand the client new certificates: a CA or client certificate read from a
+    path (a kubelet's rotated client certificate) is read again on every connection as before.
+    Anything unexpected (another client version, a file that does not load): nothing changes,
+    and urllib3 reports the problem as before on the first request. True if shared."""
+    import ssl
+
+    import urllib3
+    from urllib3.util import ssl_ as u3ssl
+
+    rest = getattr(api_client, "rest_client", None)
+    pm = getattr(rest, "pool_manager", None)
+    kw = getattr(pm, "connection_pool_kw", None)
+    if type(pm) is not urllib3.PoolManager or not isinstance(kw, dict):
+        return False  # a proxy (ProxyManager, SOCKS) or a client that builds its pool otherwise
+    if kw.get("ssl_context") is not None or kw.get("cert_reqs") != ssl.CERT_REQUIRED:
+        return False
+    if "exec" in user or "auth-provider" in user:
+        return False
+    if (cluster.get("certificate-authority") or user.get("client-certificate")
+            or user.get("client-key")):
+        return False  # read from a path: may be replaced on disk while we run
+    known = {"cert_reqs", "ca_certs", "ca_cert_data", "cert_file", "key_file",
+             "assert_hostname", "retries", "server_hostname", "socket_options", "maxsize"}
+    if set(kw) - known:
+        return False  # settings this was not written for
+    ca_certs, ca_data = kw.get("ca_certs"), kw.get("ca_cert_data")
+    cert_file, key_file = kw.get("cert_file"), kw.get("key_file")
+    if bool(cert_file) != bool(user.get("client-certificate-data")) or \
+            bool(key_file) != bool(user.get("client-key-data")) or \
+            bool(ca_certs) != bool(cluster.get("certificate-authority-data")):
+        return False
+    try:
+        if key_file and u3ssl._is_key_file_encrypted(key_file):
+            return False  # urllib3 refuses it on every connection: leave that to it
+        context = u3ssl.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+        if ca_certs or ca_data:
+            context.load_verify_locations(ca_certs, None, ca_data)
+        else:
+            context.load_default_certs()
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ValueError, ssl.SSLError, AttributeError, TypeError):
+        return False
+    shared = {k: v for k, v in kw.items() if k not in ("ca_certs", "ca_cert_data")}
+    shared["ssl_context"] = context
+    shared.pop("cert_file", None)
+    shared.pop("key_file", None)
+    pm.connection_pool_kw = shared
+    pm.clear()  # no pool was made yet: nothing is closed
+    return True
 
 
 def _scrub(text: str) -> str:
