@@ -22,6 +22,7 @@ from clusterfix_tui.core.checks.firewall_path import (
     Flow,
     cluster_flows,
     node_hits,
+    node_may_drop,
     underlay_ifaces,
 )
 from clusterfix_tui.core.facts import NodeFacts
@@ -126,9 +127,11 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     nodes = snapshot.nodes
     hosts = ClusterHosts(nodes or {})
     for node, f in sorted(facts_by_node.items()):
-        flows = cluster_flows(snapshot, node, f, hosts)
         saves = backend_saves(f)
         saves6 = backend_saves(f, 6)
+        if not node_may_drop(f, saves, saves6):
+            continue  # no rule or policy there can drop a flow: no flows to build
+        flows = cluster_flows(snapshot, node, f, hosts)
         hits = node_hits(f, flows, saves, saves6)
         if not hits:
             continue

@@ -643,6 +643,33 @@ def _index(table: Table) -> dict[str, list[Rule]]:
     return by
 
 
+def may_drop(table: Table, base: str, index: dict[str, list[Rule]] | None = None) -> bool:
+    """False only when `evaluate_iptables(table, base, flow)` is None for every flow: no
+    DROP/REJECT outside the CNIs' own chains is reachable from `base` through its jumps/gotos
+    (every rule's target is followed when it names a chain of the table: a superset of what a
+    walk can reach), and the base chain's policy is not DROP. Reads the rules' chains and
+    targets only (not their tokens): a node whose firewall holds no such rule (kube-proxy's
+    DROPs are in KUBE-* chains) is answered without matching any rule against any flow."""
+    if (table.chains.get(base) or "").upper() == "DROP":
+        return True
+    by = index if index is not None else _index(table)
+    chains = table.chains
+    seen = {base}
+    todo = [base]
+    while todo:
+        chain = todo.pop()
+        own = _own_chain(chain)
+        for r in by.get(chain, ()):
+            tgt = r.target or ""
+            if tgt in ("DROP", "REJECT"):
+                if not own:
+                    return True
+            elif tgt in chains and tgt not in seen:
+                seen.add(tgt)
+                todo.append(tgt)
+    return False
+
+
 def evaluate_iptables(table: Table, base: str, flow: Flow,
                       index: dict[str, list[Rule]] | None = None,
                       compiled: dict[int, Ops] | None = None) -> Hit | None:
@@ -911,6 +938,23 @@ def native_base_chains(rs: NftRuleset, hook: str) -> list[NftChain]:
 BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
 
 
+def node_may_drop(facts: Any, saves: dict[str, Any], saves6: dict[str, Any] | None = None) -> bool:
+    """False only when `node_hits(facts, flows, saves, saves6)` is empty whatever the flows:
+    no filter table of `saves`/`saves6` may drop from a built-in chain (may_drop), and the nft
+    ruleset has no native base chain on a hook a flow can take. Then the node's flows need not
+    be built at all (most nodes of a healthy cluster)."""
+    for views in (saves, saves6 or {}):
+        for save in views.values():
+            t = save.table("filter") if save is not None else None
+            if t is None:
+                continue
+            idx = _index(t)
+            if any(b in t.chains and may_drop(t, b, idx) for b in BUILTIN.values()):
+                return True
+    rs = getattr(facts, "nft_ruleset", None)
+    return rs is not None and any(native_base_chains(rs, hook) for hook in BUILTIN)
+
+
 def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
               saves6: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every (flow, where) the node's firewall drops: dicts with backend, table, family, chain,
@@ -923,12 +967,17 @@ def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
                 continue
             idx = _index(t)
             comp: dict[int, Ops] = {}
+            can: dict[str, bool] = {}  # base chain -> may_drop
             for fl in flows:
                 if fl.family != family:
                     continue
                 base = BUILTIN[fl.hook]
                 if base not in t.chains:
                     continue
+                if base not in can:
+                    can[base] = may_drop(t, base, idx)
+                if not can[base]:
+                    continue  # no flow can meet a DROP/REJECT there
                 hit = evaluate_iptables(t, base, fl, idx, comp)
                 if hit is not None:
                     out.append({"backend": backend, "table": "filter", "family": family,
