@@ -250,11 +250,12 @@ def check_cni_conf(s: dict[str, Any]) -> None:
 
 def check_iptables_rules(s: dict[str, Any]) -> None:
     feeder = {"cilium-pr11819-forward-rules.txt": "CILIUM_FORWARD",
-              "calico-6342-iptables-S-cali-FORWARD.txt": "cali-FORWARD"}.get(s["file"])
+              "calico-6342-iptables-S-cali-FORWARD.txt": "cali-FORWARD",
+              "centos7-binary-k8s-KUBE-FORWARD-rules.txt": "KUBE-FORWARD"}.get(s["file"])
     save = P.parse_iptables_save(rules_to_filter(text(s["file"]), feeder))
     assert not save.errors, save.errors
-    f = facts_with(legacy=save)
     e = s["expect"]
+    f = facts_with(legacy=save, **_pod_network(e))
     got = [x for x in iptables.forward_drop(ClusterSnapshot(), "node-a", f)]
     assert bool(got) == e["forward_drop"], [x.evidence for x in got]
     # the sample exercises the interface / policy-mark recognition: by address alone it would
@@ -268,6 +269,12 @@ def check_iptables_rules(s: dict[str, Any]) -> None:
         (ipt_mod.POD_IFACE_PREFIXES, ipt_mod.CNI_CHAIN_PREFIXES,
          ipt_mod.CNI_COMMENT_PREFIXES) = saved
     assert bool(only_addr) == e["forward_drop_by_address_only"]
+
+
+def _pod_network(e: dict[str, Any]) -> dict[str, Any]:
+    """The pod network a sample's cluster used (SYNTHESISED as flannel's subnet.env when the
+    row gives one), else none: the checks' default."""
+    return {"subnet_env": {"FLANNEL_NETWORK": e["pod_network"]}} if "pod_network" in e else {}
 
 
 def _save_facts(s: dict[str, Any]) -> NodeFacts:
@@ -292,7 +299,7 @@ def _save_facts(s: dict[str, Any]) -> NodeFacts:
     if e.get("with"):
         other = P.parse_iptables_save(text(e["with"]))
         kw["nft_filter"] = other
-    return facts_with(**kw)
+    return facts_with(**kw, **_pod_network(e))
 
 
 def check_iptables_save(s: dict[str, Any]) -> None:

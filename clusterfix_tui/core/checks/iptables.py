@@ -348,7 +348,11 @@ def _forward_accepts(table: Table, pod_nets: list[str]) -> tuple[bool, bool, boo
         if r.chain not in reach or r.target != "ACCEPT":
             continue
         s, d = r.opt("-s"), r.opt("-d")
-        for n in nets:
+        # by address only when nothing else narrows the rule: kube-proxy's "-s/-d <clusterCIDR>
+        # -m conntrack --ctstate RELATED,ESTABLISHED" (its pod source/destination rules) or a
+        # negated "! -s" accept no new pod connection
+        plain = (s is not None or d is not None) and not _rest(r.args, ("-s", "-d"))
+        for n in nets if plain else ():
             if _covers(s, n):
                 src_nets.add(str(n))
             if _covers(d, n):
