@@ -23,7 +23,8 @@ plain `diagnose()` (cold and warm), timed the same way.
 
 --cli-runs N also runs `python3 -m clusterfix_tui diagnose --lab-dir D --json --quiet` N times as
 its own process and prints that process's CPU (user+sys of it and its children, from wait4:
-interpreter start, imports, the diagnosis, the JSON) and wall time: what one command costs.
+interpreter start, imports, the diagnosis, the JSON) and wall time: what one command costs
+(with --compare: in every run of both trees, old against new).
 
 --compare OLD_TREE runs this benchmark alternately on an old checkout (e.g. `git worktree add
 /tmp/old <commit>`, or `git archive <commit> | tar -x -C /tmp/old`) and on this tree, --pairs
@@ -288,7 +289,8 @@ def compare(args: argparse.Namespace) -> int:
         for side in ("old", "new"):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--lab-dir", args.lab_dir,
-                       "--runs", str(args.runs), "--json", out.name]
+                       "--runs", str(args.runs), "--json", out.name,
+                       "--cli-runs", str(args.cli_runs)]
                 env = dict(os.environ, PYTHONPATH=trees[side])
                 load = os.getloadavg()[0]
                 r = subprocess.run(cmd, env=env, cwd=trees[side], capture_output=True, text=True)
@@ -297,8 +299,10 @@ def compare(args: argparse.Namespace) -> int:
                 res = json.loads(Path(out.name).read_text())
             res["load_before"] = load
             got[side].append(res)
+            cli = (f", one `diagnose --json` process {res['cli']['cpu']:.2f}s CPU"
+                   if res.get("cli") else "")
             print(f"pair {pair + 1} {side}: cold {res['cold']['per_node_ms']:.1f} ms/node, warm "
-                  f"{res['warm']['per_node_ms']:.1f} ms/node (load {load:.1f} -> "
+                  f"{res['warm']['per_node_ms']:.1f} ms/node{cli} (load {load:.1f} -> "
                   f"{res['load_end']:.1f})", flush=True)
     n = got["new"][0]["nodes"]
     print(f"\nour CPU per node, ms (median of the pairs' medians; {n} nodes; old = "
@@ -316,6 +320,15 @@ def compare(args: argparse.Namespace) -> int:
             o = statistics.median(val(r) for r in got["old"])
             w = statistics.median(val(r) for r in got["new"])
             print(f"  {'':5s} {k:10s} {o:8.2f} {w:8.2f} {w / o if o else 0:8.2f}")
+    if args.cli_runs:
+        o = statistics.median(r["cli"]["cpu"] for r in got["old"])
+        w = statistics.median(r["cli"]["cpu"] for r in got["new"])
+        print(f"  one `clusterfix-tui diagnose --json` process, CPU s (interpreter, imports, "
+              f"diagnosis, JSON, children): old {o:.3f} ({o / n * 1000:.1f} ms/node), new "
+              f"{w:.3f} ({w / n * 1000:.1f} ms/node), new/old {w / o:.2f}")
+        o = statistics.median(r["cli"]["wall"] for r in got["old"])
+        w = statistics.median(r["cli"]["wall"] for r in got["new"])
+        print(f"  its wall time: old {o:.3f}s, new {w:.3f}s")
     loads = [r["load_before"] for side in got.values() for r in side]
     print(f"  load during the runs: {min(loads):.1f} - {max(loads):.1f}")
     if args.json:
