@@ -172,6 +172,8 @@ def check_manifests(s: dict[str, Any]) -> None:
         assert shape.cni == e["cni_with_these"]
         for code in e["not_checked"]:
             assert why_not(shape, code, "n1") is not None, code
+        for code in e.get("checked", ()):
+            assert why_not(shape, code, "n1") is None, code
 
 
 def check_net_conf(s: dict[str, Any], conf: dict[str, Any] | None = None) -> None:

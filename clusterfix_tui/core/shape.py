@@ -794,6 +794,10 @@ def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> st
     if code in ("BR_NETFILTER_OFF", "BR_NETFILTER_IP6_OFF"):
         if shape.cni in ("calico", "cilium"):
             return f"the CNI is {shape.cni}: routed pod interfaces, no Linux bridge to filter"
+        if shape.cni == "flannel" and shape.cni_detail.startswith("flannel via canal"):
+            # canal: calico's CNI plugin wires the pods (cali* veths, routed), flannel only
+            # carries the traffic between nodes (its canal-config cni_network_config: "calico")
+            return "the CNI is canal: calico's routed pod interfaces, no Linux bridge to filter"
         if code == "BR_NETFILTER_IP6_OFF":
             return _no_v6(shape, node)
         return None
