@@ -26,11 +26,16 @@ def _fresh(code: str) -> str:
     return r.stdout
 
 
-def test_importing_the_ssh_transport_runs_no_invoke_code() -> None:
-    out = _fresh("""
+def test_importing_the_ssh_transport_runs_no_invoke_code(tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host node-1\n  HostName 10.9.9.9\n")
+    out = _fresh(f"""
         import sys
-        import clusterfix_tui.transports.ssh
+        import clusterfix_tui.transports.ssh as ssh
         import paramiko
+        from clusterfix_tui.runtime import build_runtime
+        ssh.SSHPool({str(cfg)!r}).close()  # `ssh -G` where installed, else paramiko's parser
+        ssh.SSHPool(None).close()
         print(sorted(m for m in sys.modules if m == "invoke" or m.startswith("invoke.")))
         print(type(sys.modules["invoke"]).__name__)
     """)

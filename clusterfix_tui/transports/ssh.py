@@ -698,8 +698,6 @@ class _Config:
             default = os.path.expanduser("~/.ssh/config")
             path = default if os.path.exists(default) else None
         self.path = path
-        # paramiko's SSHConfig runs `Match exec` lines with invoke (transports/__init__.py)
-        load_deferred("invoke")
         if path is None:
             self.config = paramiko.SSHConfig()
             return
@@ -725,6 +723,7 @@ class _Config:
 
     def resolve(self, name: str, lookup: str, *, user: str | None = None,
                 port: int | None = None, hostname: str | None = None) -> HostSpec:
+        load_deferred("invoke")  # paramiko's lookup runs `Match exec` with it (transports/)
         opts = self.config.lookup(lookup)
         host = hostname or opts.get("hostname", lookup)
         spec_user = user or opts.get("user") or _local_user()
