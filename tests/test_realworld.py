@@ -323,6 +323,8 @@ def check_iptables_save(s: dict[str, Any]) -> None:
         assert errors == [] and [x.code for x in findings] == e["findings"]
     if "stale_as_other_backend" in e:
         check_kube_router_not_stale(s)
+    if "as_hosts_backend" in e:
+        check_hosts_backend_kept(s)
     if "no_rules_missing_with_nodeports" in e:
         snap = _snapshot([node], kp, kube_proxy_mode="", kube_proxy_config_found=True,
                          nodeport_services=({"namespace": "x", "name": "y", "ports": []},))
@@ -388,6 +390,37 @@ def check_kube_router_not_stale(s: dict[str, Any]) -> None:
         assert subprocess.run([*awk, ANY_KUBE_AWK], input=raw, text=True).returncode == 0
         assert subprocess.run([*awk, ANY_KUBE_AWK], input="\n".join(out) + "\n",
                               text=True).returncode == 1
+
+
+def check_hosts_backend_kept(s: dict[str, Any]) -> None:
+    """The save as the backend the node's `iptables` points at while kube-proxy writes the other
+    (SYNTHESISED: nft holds kube-proxy's KUBE-IPTABLES-HINT and a nat KUBE-SERVICES; the
+    alternative reads legacy): docker's chains live there, so pointing `iptables` at nft is only
+    offered (opt-in), and kubelet, still writing legacy, keeps its KUBE-FIREWALL there."""
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import default_approved
+
+    e = s["expect"]["as_hosts_backend"]
+    f = facts_with(
+        legacy=P.parse_iptables_save(text(s["file"])), host_iptables="legacy",
+        alternatives=P.parse_alternatives("Name: iptables\nLink: /usr/sbin/iptables\n"
+                                          "Status: manual\nBest: /usr/sbin/iptables-nft\n"
+                                          "Value: /usr/sbin/iptables-legacy\n"),
+        nft_mangle=P.parse_iptables_save("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"),
+        nft_nat=P.parse_iptables_save("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n"
+                                      "-A PREROUTING -j KUBE-SERVICES\nCOMMIT\n"))
+    (x,) = iptables.backend_conflict(ClusterSnapshot(), "node-a", f)
+    assert x.data.stale_chains == e["stale"] and x.data.host_iptables == "legacy"
+    plan = get_step("iptables").plan(_Diag([x], {"node-a": f}, {"pods": []}))
+    approved = set(default_approved(plan))
+    alt = [a for a in plan.actions if "update-alternatives --set iptables" in a.command]
+    assert len(alt) == 1 and alt[0].id not in approved, [a.id for a in plan.actions]
+    assert any("DOCKER" in n and "opt-in" in n for n in plan.notes), plan.notes
+    from clusterfix_tui.core.fixes.engine import check_rollbacks
+
+    assert check_rollbacks(plan) == []
+    # kubelet's KUBE-FIREWALL was the only stale chain: nothing of legacy's filter is removed
+    assert not [a for a in plan.actions if "-restore -T filter" in a.command and a.id in approved]
 
 
 def _with_shape(snap: ClusterSnapshot, facts: dict[str, NodeFacts]) -> ClusterSnapshot:

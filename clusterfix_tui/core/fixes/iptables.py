@@ -65,11 +65,60 @@ KUBE_LINES_RE = r"^(:KUBE-|-A KUBE-)|-[jg] KUBE-"
 # ... once kube-router's chain names are taken out of the line: its network policy chains
 # (checks.iptables.NOT_KUBE_PROXY_PREFIXES) are live, never kube-proxy's leftovers
 NOT_KUBE_PROXY_RE = r"KUBE-(ROUTER|POD-FW|NWPLCY)-[^ ]*"
-_KUBE_LINE_AWK = f"l = $0; gsub(/{NOT_KUBE_PROXY_RE}/, \"\", l); kube = (l ~ /{KUBE_LINES_RE}/)"
-# prints the lines of an iptables-save table that are not kube-proxy's
-KEEP_NON_KUBE_AWK = "{ " + _KUBE_LINE_AWK + "; if (!kube) print }"
-# exits 0 when the table holds a line of kube-proxy's, else 1
-ANY_KUBE_AWK = "{ " + _KUBE_LINE_AWK + "; if (kube) f = 1 } END { exit (f ? 0 : 1) }"
+# ... and, in a filter table kubelet still writes (its KUBE-KUBELET-CANARY there, the node's
+# `iptables` pointing at it and left there), kubelet's own chains: it re-creates them only when
+# its canary goes, so removing them would silently drop its rules (the localnet block)
+KUBELET_FILTER_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY")
+_KUBELET_RE = r"(KUBE-FIREWALL|KUBE-KUBELET-CANARY)( |$)"
+
+
+def _kube_line_awk(keep_kubelet: bool = False) -> str:
+    keep = NOT_KUBE_PROXY_RE + (f"|{_KUBELET_RE}" if keep_kubelet else "")
+    return f"l = $0; gsub(/{keep}/, \"\", l); kube = (l ~ /{KUBE_LINES_RE}/)"
+
+
+def keep_non_kube_awk(keep_kubelet: bool = False) -> str:
+    """awk program printing the lines of an iptables-save table that are not kube-proxy's."""
+    return "{ " + _kube_line_awk(keep_kubelet) + "; if (!kube) print }"
+
+
+def any_kube_awk(keep_kubelet: bool = False) -> str:
+    """awk program exiting 0 when the table holds a line of kube-proxy's, else 1."""
+    return "{ " + _kube_line_awk(keep_kubelet) + "; if (kube) f = 1 } END { exit (f ? 0 : 1) }"
+
+
+KEEP_NON_KUBE_AWK = keep_non_kube_awk()
+ANY_KUBE_AWK = any_kube_awk()
+# the built-in chains of the iptables tables (anything else in a backend is someone's chain)
+BUILTIN_CHAINS = {"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"}
+
+
+def backend_users(facts: Any, backend: str | None) -> list[str]:
+    """What else lives in one iptables backend besides kube-proxy's and kube-router's chains:
+    other chains (docker's, firewalld's, ufw's, a CNI's, the admin's) and rules in the built-in
+    chains that jump nowhere kube-proxy's, as "table/chain" (at most 8, then "..."). These are
+    written with the host's `iptables`: pointing it at the other backend moves their next
+    writes there while their current rules stay behind."""
+    from clusterfix_tui.core.checks._common import backend_saves
+    from clusterfix_tui.core.checks.iptables import MARKER_CHAINS, NOT_KUBE_PROXY_PREFIXES
+
+    if facts is None or backend not in BACKENDS:
+        return []
+    out: list[str] = []
+    for version in (4, 6):
+        save = backend_saves(facts, version).get(backend)
+        for tname, table in sorted(((save.tables if save is not None else {}) or {}).items()):
+            mine = {c for c in table.chains
+                    if c.startswith("KUBE-") or c in MARKER_CHAINS}
+            for c in sorted(table.chains):
+                if c not in BUILTIN_CHAINS and c not in mine:
+                    out.append(f"{tname}/{c}")
+            if any(r.chain in BUILTIN_CHAINS and r.target not in mine
+                   and not str(r.target).startswith(NOT_KUBE_PROXY_PREFIXES)
+                   for r in table.rules):
+                out.append(f"{tname}: rules of its own in the built-in chains")
+    out = list(dict.fromkeys(out))
+    return out[:8] + (["..."] if len(out) > 8 else [])
 
 
 def _other(backend: str) -> str:
@@ -117,7 +166,19 @@ def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None
     return path, mode
 
 
-def _kube_lines_present(backend: str, table: str, ip: str = "iptables") -> Any:
+def _chains_of(facts: Any, backend: str, table: str, version: int = 4) -> list[str]:
+    """The chains of one table of one backend as the node's facts show them."""
+    from clusterfix_tui.core.checks._common import backend_saves
+
+    if facts is None:
+        return []
+    save = backend_saves(facts, version).get(backend)
+    t = save.table(table) if save is not None else None
+    return list(t.chains) if t is not None else []
+
+
+def _kube_lines_present(backend: str, table: str, ip: str = "iptables",
+                        keep_kubelet: bool = False) -> Any:
     """Stale KUBE-* lines are still in that backend's table (none left = already done)."""
     guard = ""
     what = f"{ip}-{backend}"
@@ -126,7 +187,7 @@ def _kube_lines_present(backend: str, table: str, ip: str = "iptables") -> Any:
                  f"{{ echo {q(f'no {what} {table} table any more')}; exit {pre.EXIT_DONE}; }}; ")
     return pre.shell(
         f"{guard}if {ip}-{backend}-save -t {q(table)} 2>/dev/null | awk "
-        f"{q(ANY_KUBE_AWK)}; then exit 0; fi; "
+        f"{q(any_kube_awk(keep_kubelet))}; then exit 0; fi; "
         f"echo {q(f'no KUBE-* rules left in the {what} {table} table')}; exit {pre.EXIT_DONE}",
         f"the {what} {table} table still holds KUBE-* rules")
 
@@ -205,13 +266,35 @@ class IptablesStep:
             kp_backend = kp_backend or _backend(d.kube_proxy_backend)
             alt_now = alt_now or _backend(d.host_iptables)
 
+        # the node's `iptables` alternative, when it disagrees with kube-proxy's backend, is
+        # pointed at kube-proxy's by default only when nothing else lives in its current backend
+        # (docker, firewalld, ufw, the admin's rules write there with the host's `iptables`):
+        # otherwise the switch is an opt-in and kubelet keeps writing that backend
+        kind_ipt = node_iptables_kind(diagnosis, node)
+        facts = diagnosis.facts.get(node) if isinstance(diagnosis.facts, dict) else None
+        switch = bool(kp_backend and alt_now and alt_now != kp_backend
+                      and kind_ipt in ("both", "unknown"))
+        users = backend_users(facts, alt_now) if switch else []
+
         for f in findings:
             if f.code == "IPTABLES_BACKEND_CONFLICT":
                 bc = f.data_as(BackendConflictData)
                 stale = _backend(bc.other_backend) or _other(kp_backend or "nft")
                 ip = "ip6tables" if bc.ip_version == 6 else "iptables"
                 for table in sorted(t for t, chains in bc.stale_chains.items() if chains):
-                    remember("remove_kube_chains", {"backend": stale, "table": table, "ip": ip}, f)
+                    params: dict[str, Any] = {"backend": stale, "table": table, "ip": ip}
+                    if users and stale == alt_now and table == "filter" and \
+                            "KUBE-KUBELET-CANARY" in (bc.stale_chains.get(table) or []) + \
+                            _chains_of(facts, stale, table, bc.ip_version):
+                        # kubelet writes this backend and keeps doing so: its chains stay
+                        rest = [c for c in bc.stale_chains[table] if c not in KUBELET_FILTER_CHAINS]
+                        notes.append(f"{node}: kubelet's {', '.join(KUBELET_FILTER_CHAINS)} in "
+                                     f"the {stale} {table} table are kept (kubelet writes that "
+                                     "backend while the node's `iptables` points at it)")
+                        if not rest:
+                            continue
+                        params["keep_kubelet"] = True
+                    remember("remove_kube_chains", params, f)
             elif f.code == "FORWARD_DROP":
                 fd = f.data_as(ForwardDropData)
                 if fd.backend == "nft-native":
@@ -261,10 +344,15 @@ class IptablesStep:
                 else:  # backend-mismatch: align the alternative (below) and restart kube-proxy
                     remember("restart", {}, f)
         alt_path_now, alt_mode = _alternative_from_facts(diagnosis, node)
-        kind_ipt = node_iptables_kind(diagnosis, node)
-        if kp_backend and alt_now and alt_now != kp_backend and kind_ipt in ("both", "unknown"):
+        if switch:
             first = findings[0]
-            remember("alternative", {"to": kp_backend, "from": alt_now}, first)
+            remember("alternative", {"to": kp_backend, "from": alt_now,
+                                     "users": ", ".join(users)}, first)
+            if users:
+                notes.append(f"{node}: the node's `iptables` stays on {alt_now} by default: "
+                             f"{', '.join(users)} live in that backend (written with the host's "
+                             f"`iptables`: docker, firewalld, ufw or the admin); pointing it at "
+                             f"{kp_backend} is offered as an opt-in")
 
         if not steps:
             return [], notes
@@ -321,7 +409,8 @@ class IptablesStep:
                     kind="shell",
                     command=(
                         f"{guard}{ip}-{b}-save -t {q(t)} > {q(before)} && "
-                        f"awk {q(KEEP_NON_KUBE_AWK)} {q(before)} > {q(cleaned)} && "
+                        f"awk {q(keep_non_kube_awk(bool(p.get('keep_kubelet'))))} "
+                        f"{q(before)} > {q(cleaned)} && "
                         f"{ip}-{b}-restore -T {q(t)} < {q(cleaned)}"
                     ),
                     why=f"remove kube-proxy's stale KUBE-* chains (and the jumps to them) from "
@@ -338,7 +427,7 @@ class IptablesStep:
                     ),
                     change={"what": f"{ip} {b} {t}: KUBE-* chains" if pfx else f"{b} {t}: KUBE-* chains",
                             "before": "present", "after": "removed"},
-                    precondition=_kube_lines_present(b, t, ip),
+                    precondition=_kube_lines_present(b, t, ip, bool(p.get("keep_kubelet"))),
                 )
                 restart_needed = True
             elif kind == "forward_accept":
@@ -514,7 +603,7 @@ class IptablesStep:
                 else:
                     rb_cmd = (f"update-alternatives --set iptables {q(prev_path)} && "
                               f"{{ update-alternatives --set ip6tables {q(prev6)} || true; }}")
-                add(
+                alt_action: dict[str, Any] = dict(
                     kind="shell",
                     command=(
                         f"update-alternatives --set iptables /usr/sbin/iptables-{to} && "
@@ -539,6 +628,19 @@ class IptablesStep:
                         f"`iptables` does not point at iptables-{to} yet",
                         f"`iptables` points at iptables-{to} already"),
                 )
+                if p.get("users"):
+                    # others write the current backend with the host's `iptables`: offered only
+                    ident = opt_in_id(self.name, node, "iptables-alternative")
+                    rb_action = alt_action["rollback"]
+                    alt_action.update(
+                        why="(opt-in) " + str(alt_action["why"]) + f"; {p['users']} live in the "
+                            f"{p['from']} backend and would be written to {to} from now on",
+                        risk=str(alt_action["risk"]) + f" (docker, firewalld, ufw, saved rules: "
+                             f"{p['users']})",
+                        rollback=dataclasses.replace(rb_action, id=ident + ":rollback"))
+                    actions.append(FixAction(id=ident, target=node, opt_in=True, **alt_action))
+                else:
+                    add(**alt_action)
         if restart_needed:
             pod = kube_proxy_pod(diagnosis, node)
             if pod is not None:
