@@ -563,7 +563,36 @@ def check_nft_json_host(s: dict[str, Any]) -> None:
     assert got == e["findings"]
 
 
-CHECKERS = {"manifests": check_manifests, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+def check_route_text(s: dict[str, Any]) -> None:
+    """A routing table in `ip route` text where `ip -j route show` was asked: what iproute2
+    4.14-4.16 (Ubuntu 18.04: 4.15) prints, rc 0, since it takes -j but has no JSON for routes
+    (SYNTHESISED: the harness gives the text as that section's answer; a flannel peer node in
+    the snapshot). The table was not read: the flannel route check says so and finds nothing,
+    never "no route to the peer" (old code: FLANNEL_MISSING_ROUTE, a flannel restart planned)."""
+    from clusterfix_tui.core.facts import parse_facts
+
+    e = s["expect"]
+    n = "N0NCE"
+    out = (f"@@CFX {n} BEGIN ip_route\n{text(s['file'])}\n@@CFX {n} ERR ip_route\n\n"
+           f"@@CFX {n} END ip_route rc=0\n")
+    f = parse_facts("pi", out, n)
+    ann = {"k3s.io/node-args": '["server"]', "flannel.alpha.coreos.com/backend-type": "vxlan"}
+    nodes = [{"metadata": {"name": name, "annotations": dict(ann, **{
+                 "flannel.alpha.coreos.com/public-ip": ip,
+                 "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"%s"}' % mac})},
+              "spec": {"podCIDR": cidr}, "status": {}}
+             for name, cidr, ip, mac in (("pi", "10.42.0.0/24", "192.168.1.105", "aa:bb:cc:00:00:01"),
+                                         ("peer", "10.42.1.0/24", "192.168.1.106", "aa:bb:cc:00:00:02"))]
+    snap = _with_shape(_snapshot(nodes, ()), {"pi": f})
+    assert snap.shape.flannel_vxlan
+    findings, errors = run_checks(snap, {"pi": f})
+    assert errors == [] and not [x.title for x in findings if x.code in e["no_findings"]]
+    assert f.routes == () and "ip_route" in f.unread_sections()
+    why = why_not(snap.shape, "FLANNEL_MISSING_ROUTE", "pi")
+    assert why is not None and e["why_contains"] in why, why
+
+
+CHECKERS = {"manifests": check_manifests, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

@@ -582,6 +582,17 @@ TIMED_OUT_MARK = "cfx: timed out after"
 # sections whose failure (any rc but 0, a missing `ip` included) means "not read", never
 # "none there": the checks would read an unlisted link/address/route table as an empty one
 FAIL_IS_UNREAD = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route"})
+# sections asked for JSON (`ip -j`, `bridge -j`) whose answer, when it is not JSON, was not read:
+# iproute2 4.14-4.16 (Ubuntu 18.04: 4.15) takes -j everywhere but prints `ip route`, `ip neigh`
+# and `ip route get` as text, rc 0; read as JSON that would be "no routes at all"
+JSON_SECTIONS = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route", "ip_neigh_flannel",
+                           "ip6_neigh_flannel", "fdb_flannel", "fdb_flannel6", "route_get"})
+NOT_JSON_WHY = "printed text, not JSON (iproute2 before 4.17 ignores -j for routes/neighbours)"
+
+
+def _not_json(text: str) -> bool:
+    head = text.lstrip()[:1]
+    return head not in ("", "[", "{")
 
 
 def section_command(name: str) -> str | None:
@@ -891,6 +902,8 @@ class Section:
         if self.rc != 0 and self.name in FAIL_IS_UNREAD:
             first = next((ln.strip() for ln in self.stderr.splitlines() if ln.strip()), "")
             return f"failed (rc {self.rc}{': ' + first[:120] if first else ''})"
+        if self.rc == 0 and self.name in JSON_SECTIONS and _not_json(self.stdout):
+            return NOT_JSON_WHY
         return None
 
 
@@ -966,7 +979,7 @@ class NodeFacts:
         either (the script runs it only on some nodes, or the facts came from elsewhere)."""
         out: dict[str, str] = {}
         for sec in self.sections.values():
-            if sec.rc == 0:
+            if sec.rc == 0 and (sec.name not in JSON_SECTIONS or not _not_json(sec.stdout)):
                 continue  # answered (the common case: one pass over thousands of route_get)
             why = sec.unread_reason()
             if why is not None and sec.name not in out:
