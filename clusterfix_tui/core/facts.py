@@ -590,6 +590,9 @@ JSON_SECTIONS = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route", "ip_ne
 NOT_JSON_WHY = "printed text, not JSON (iproute2 before 4.17 ignores -j for routes/neighbours)"
 
 
+_JSON_START = ("[", "{", "")
+
+
 def _not_json(text: str) -> bool:
     head = text.lstrip()[:1]
     return head not in ("", "[", "{")
@@ -979,7 +982,8 @@ class NodeFacts:
         either (the script runs it only on some nodes, or the facts came from elsewhere)."""
         out: dict[str, str] = {}
         for sec in self.sections.values():
-            if sec.rc == 0 and (sec.name not in JSON_SECTIONS or not _not_json(sec.stdout)):
+            if sec.rc == 0 and (sec.name not in JSON_SECTIONS or sec.stdout[:1] in _JSON_START
+                                or not _not_json(sec.stdout)):
                 continue  # answered (the common case: one pass over thousands of route_get)
             why = sec.unread_reason()
             if why is not None and sec.name not in out:
