@@ -170,14 +170,22 @@ def frozen_maker(cls: Any) -> Any:
     Only for classes whose __init__ does nothing else (no __post_init__, no default factories
     needed: every field is passed)."""
     import dataclasses as _dc
+    import inspect as _inspect
 
     params = getattr(cls, "__dataclass_params__", None)
     assert params is not None and params.frozen and not hasattr(cls, "__post_init__")
+    assert "__slots__" not in cls.__dict__  # the fields live in the instance's __dict__
     qualname = cls.__qualname__
     names = [f.name for f in _dc.fields(cls)]
     args = ", ".join(names)
-    body = "".join(f"    _set(o, {n!r}, {n})\n" for n in names)
-    src = f"def make({args}):\n    o = _new(cls)\n{body}    return o\n"
+    # each field stored in the instance's __dict__ as object.__setattr__ stores it (half the
+    # instructions: no setattr call per field); a field the class holds a data descriptor for
+    # (one with __set__) goes through it as before
+    body = "".join(f"    _set(o, {n!r}, {n})\n"
+                   if hasattr(type(_inspect.getattr_static(cls, n, None)), "__set__")
+                   else f"    d[{n!r}] = {n}\n"
+                   for n in names)
+    src = f"def make({args}):\n    o = _new(cls)\n    d = o.__dict__\n{body}    return o\n"
     ns: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
     exec(src, ns)  # noqa: S102 - built from the dataclass's own field names
     make = ns["make"]
