@@ -1019,6 +1019,47 @@ class NodeFacts:
         return d
 
 
+class _OnFirstRead:
+    """A NodeFacts field as a data descriptor, parsed on its first read. NodeFacts made by its
+    own __init__ (the field passed or defaulted) store the value as before; parse_facts stores,
+    for a field no check, plan, summary or --json output reads on most nodes, the parser and its
+    arguments instead (under "_src_<name>"), and the first read parses them and keeps the value
+    (==, repr, dataclasses.replace and pickling read it through here, so they are unchanged).
+    Only for parsers that never raise on any text (tests/test_parsers_fuzz.py): a parse error
+    would have nowhere to go but parse_errors, which is read at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.src = f"_src_{name}"
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return None  # the field's default, as the dataclass saw it
+        d = obj.__dict__
+        got = d.get(self.name, _UNSET)
+        if got is _UNSET:
+            fn, args = d[self.src]  # kept: a reader in another thread may be parsing it too
+            got = d[self.name] = fn(*args)
+        return got
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+_UNSET = object()
+# field -> (the facts sections it is parsed from): read on first use (see _OnFirstRead)
+ON_FIRST_READ = ("modules", "alternatives")
+for _name in ON_FIRST_READ:
+    setattr(NodeFacts, _name, _OnFirstRead(_name))
+del _name
+
+
+def _on_first_read(facts: NodeFacts, name: str, fn: Any, *args: Any) -> None:
+    d = facts.__dict__
+    d[f"_src_{name}"] = (fn, args)
+    del d[name]
+
+
 def split_sections(output: str, nonce: str) -> tuple[dict[str, Section], bool, list[str]]:
     """Cut the framed output into sections. Never raises; returns (sections, complete, errors).
 
@@ -1208,11 +1249,15 @@ def parse_facts(node: str, output: str, nonce: str,
     s = sec("iptables_version")
     if s is not None and s.rc == 0:
         kw["iptables_version"] = attempt("iptables -V", P.parse_iptables_version, s.stdout + s.stderr)
-    if (t := text_of("alternatives")) is not None:
-        kw["alternatives"] = attempt("alternatives", P.parse_alternatives, t)
+    alt_text = text_of("alternatives")
     link = text_of("alternatives_link") or text_of("iptables_link")
-    kw["host_iptables"] = P.host_iptables_backend(
-        kw.get("iptables_version"), kw.get("alternatives"), link)
+    version = kw.get("iptables_version")
+    lazy_alt = alt_text is not None and version is not None and bool(version.backend)
+    if alt_text is not None and not lazy_alt:
+        kw["alternatives"] = attempt("alternatives", P.parse_alternatives, alt_text)
+    # `iptables -V` names the backend: the alternatives are not read for it (parsed on first
+    # read, for the plans that name the binary)
+    kw["host_iptables"] = P.host_iptables_backend(version, kw.get("alternatives"), link)
 
     for key, name in (("legacy", "legacy_save"), ("nft_nat", "nft_save_nat"),
                       ("nft_filter", "nft_save_filter"), ("nft_mangle", "nft_save_mangle"),
@@ -1283,10 +1328,8 @@ def parse_facts(node: str, output: str, nonce: str,
     s = sec("sysctl")
     if s is not None:
         kw["sysctls"] = P.parse_sysctl_lines(s.stdout)
-    kw["modules"] = P.parse_modules(
-        text_of("proc_modules"), text_of("sys_module"),
-        (sec("lib_modules") is not None and sec("lib_modules").rc == 0),  # type: ignore[union-attr]
-    )
+    modules_args = (text_of("proc_modules"), text_of("sys_module"),
+                    (sec("lib_modules") is not None and sec("lib_modules").rc == 0))  # type: ignore[union-attr]
     s = sec("kubectl_get_nodes")
     if s is not None:
         kw["kubectl_rc"] = s.rc
@@ -1308,13 +1351,18 @@ def parse_facts(node: str, output: str, nonce: str,
     kw["flannel_confs"] = {s.arg: s.stdout for s in sections.values()
                            if s.name == "flannel_conf" and s.arg and s.rc == 0}
 
-    return NodeFacts(
+    facts = NodeFacts(
         node=node, sections=sections, complete=complete, route_get=route_get,
         subnet_env=subnet_env, cni_files=cni_files, cni_configs=cni_configs,
         kubeconfigs=kubeconfigs, incompatible_chains=incompatible,
         incompatible_stderr=incompatible_err, nft_table_text=table_text,
         parse_errors=tuple(errors), **kw,
     )
+    # read by the ipvs check and the plans only: parsed when they read them (never raise)
+    _on_first_read(facts, "modules", P.parse_modules, *modules_args)
+    if lazy_alt:
+        _on_first_read(facts, "alternatives", P.parse_alternatives, alt_text)
+    return facts
 
 
 def _detect_backend(facts: NodeFacts) -> str:
