@@ -688,3 +688,75 @@ def test_no_auto_add_policy_anywhere() -> None:
             if re.search(r"AutoAddPolicy|WarningPolicy", text):
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == [], f"host keys must always be verified: {offenders}"
+
+
+def _count_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every wait of our SSH reader (ssh._wait) is appended to the returned list."""
+    waits: list[float] = []
+    real = ssh_module._wait
+
+    def counting(*args: object, **kw: object) -> None:
+        waits.append(1.0)
+        real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssh_module, "_wait", counting)
+    return waits
+
+
+def test_a_reader_waiting_for_the_end_is_woken_by_it_not_polled(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a line callback the reader sleeps until the exit status (or the close, the
+    interrupt, the deadline), draining the channel at most once a WAIT_SLICE: a command that
+    runs 3 s costs a few wake-ups, not one every quarter second (12+)."""
+    cfg, _ = write_config(sshd, tmp_path)
+    waits = _count_waits(monkeypatch)
+    with SSHPool(cfg) as pool:
+        res = pool("cfx-node").run("echo begun; sleep 3; echo done; exit 4", timeout=60)
+    assert res.exit_code == 4 and res.stdout == "begun\ndone\n", res
+    assert len(waits) <= 3 / ssh_module.WAIT_SLICE + 3, f"{len(waits)} wake-ups in 3 s"
+
+
+def test_more_output_than_the_window_is_drained_while_waiting(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader sleeps through the output, not past a full window: a node that sends more
+    than the channel's window before it exits gets it drained each WAIT_SLICE (else it would
+    wait for window space until the deadline)."""
+    cfg, _ = write_config(sshd, tmp_path)
+    monkeypatch.setattr(ssh_module, "SESSION_WINDOW", 2**16)
+    monkeypatch.setattr(ssh_module, "WAIT_SLICE", 0.05)
+    with SSHPool(cfg) as pool:
+        res = pool("cfx-node").run("head -c 1000000 /dev/zero | tr '\\0' x; exit 6", timeout=120)
+    assert res.exit_code == 6 and not res.timed_out, res
+    assert res.stdout == "x" * 1_000_000
+
+
+def test_an_interrupt_wakes_a_reader_that_waits_for_the_end(
+        sshd: Sshd, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's interrupt sets the wake event of every command waiting on it: with waits of
+    up to a minute between drains, an interrupted `sleep` still returns as interrupted, its
+    process group killed on the node, long before the slice or the deadline."""
+    cfg, _ = write_config(sshd, tmp_path)
+    monkeypatch.setattr(ssh_module, "WAIT_SLICE", 60.0)
+    marker = f"700.{os.getpid()}{threading.get_ident() % 1000}"
+    with SSHPool(cfg) as pool:
+        shell = pool("cfx-node")
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(shell.run(f"sleep {marker}", timeout=600)))
+        t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and subprocess.run(
+                ["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False).returncode:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the reader is in its wait by now
+        pool.interrupt()
+        t.join(45)  # a deadline for the test, not a speed bound: the slice is 60 s
+        assert not t.is_alive(), "the interrupt did not wake the reader"
+    res = got[0]
+    assert res.exit_code is None and ssh_module.INTERRUPTED in (res.error or ""), res
+    left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False)
+    for _ in range(100):
+        if left.returncode == 1:
+            break
+        time.sleep(0.1)
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False)
+    assert left.returncode == 1, "the interrupted command survived on the node"
