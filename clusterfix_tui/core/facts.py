@@ -1092,49 +1092,42 @@ def _split_sections_fast(output: str, nonce: str) -> tuple[dict[str, Section], b
         new_section = _new_section
         i = 0
         while i <= last:
-            part = parts[i]
-            eol = part.find("\n")
-            if part.startswith("DONE") and (eol == 4 or len(part) == 4 or part[4] == " "):
+            # each piece cut in one call at its first newline: (marker line, newline, content)
+            line, nl, stdout = parts[i].partition("\n")
+            if line == "DONE" or line[:5] == "DONE ":
                 # the DONE line; after it only the next marker (or the output's end)
-                if eol >= 0 and (i != last or eol != len(part) - 1):
+                if nl and (i != last or stdout):
                     return None
                 complete = True
                 i += 1
                 continue
             if i + 2 > last:
                 return None  # no ERR and END markers after this BEGIN
-            if eol < 0:  # the BEGIN line, then at once the ERR marker: no stdout
-                eol = len(part)
-            words = part[:eol].split(" ")
+            words = line.split(" ")
             if words[0] != "BEGIN" or len(words) < 2:
                 return None
             name = words[1]
-            arg = _unhex(words[2]) if len(words) >= 3 else None
-            key = name if arg is None else f"{name} {arg}"
-            err = parts[i + 1]
-            e1 = err.find("\n")
-            if e1 < 0:  # the ERR line, then at once the END marker: no stderr
-                stderr, eline = "", err
+            if len(words) >= 3:
+                arg: str | None = _unhex(words[2])
+                key = f"{name} {arg}"
             else:
-                stderr, eline = err[e1 + 1:], err[:e1]
-            if not (eline == "ERR" or eline.startswith("ERR ")):
+                arg, key = None, name
+            eline, _, stderr = parts[i + 1].partition("\n")  # no newline: no stderr
+            if eline != "ERR" and eline[:4] != "ERR ":
                 return None
-            end_part = parts[i + 2]
-            e2 = end_part.find("\n")
-            if e2 >= 0:
-                if i + 2 != last or e2 != len(end_part) - 1:
-                    return None  # text after the END line that is not the next marker
-                end_part = end_part[:e2]
-            if not (end_part == "END" or end_part.startswith("END ")):
+            end_line, nl, rest = parts[i + 2].partition("\n")
+            if nl and (i + 2 != last or rest):
+                return None  # text after the END line that is not the next marker
+            if end_line != "END" and end_line[:4] != "END ":
                 return None
             rc: int | None = None
-            lw = end_part.rpartition(" ")[2]
-            if lw.startswith("rc="):
+            lw = end_line.rpartition(" ")[2]
+            if lw[:3] == "rc=":
                 try:
                     rc = int(lw[3:])
                 except ValueError:
                     errors.append(f"section {key}: bad rc {lw!r}")
-            sections[key] = new_section(name, arg, part[eol + 1:], stderr, rc)
+            sections[key] = new_section(name, arg, stdout, stderr, rc)
             i += 3
     if not complete:
         errors.append("output incomplete: no DONE marker")
