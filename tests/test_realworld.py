@@ -271,6 +271,45 @@ def check_iptables_rules(s: dict[str, Any]) -> None:
         (ipt_mod.POD_IFACE_PREFIXES, ipt_mod.CNI_CHAIN_PREFIXES,
          ipt_mod.CNI_COMMENT_PREFIXES) = saved
     assert bool(only_addr) == e["forward_drop_by_address_only"]
+    if "single_iptables" in e:
+        check_single_iptables_plan(s, rules_to_filter(text(s["file"]), feeder), "iptables")
+
+
+def check_single_iptables_plan(s: dict[str, Any], save_text: str, step: str) -> None:
+    """On an iptables without -legacy/-nft variants (the sample's own `iptables-save v1.4.21`:
+    CentOS 7) every planned iptables command runs the one `iptables`, with the wait flag that
+    version takes (a bare -w: -w <seconds> came with 1.4.22, as kube-proxy's own iptables
+    runner decides); iptables-legacy does not exist there and `-w 5` is "Bad argument"."""
+    from clusterfix_tui.core.checks import firewall
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks
+
+    e = s["expect"]["single_iptables"]
+    f = facts_with(plain_save=P.parse_iptables_save(save_text),
+                   iptables_version=P.parse_iptables_version(e["version"]),
+                   binaries={"iptables": "/sbin/iptables", "iptables-save": "/sbin/iptables-save"},
+                   addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "10.0.0.11",
+                                                            "prefixlen": 24}]}],
+                   **_pod_network(s["expect"]))
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("node-a", "10.244.0.0/24", "10.0.0.11"),
+                             ("node-b", "10.244.1.0/24", "10.0.0.12"))]
+    snap = _with_shape(_snapshot(nodes, (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                       {"node-a": f})
+    assert snap.shape.nodes["node-a"].iptables == "single"
+    xs = (iptables.forward_drop(snap, "node-a", f) if step == "iptables"
+          else firewall.check(snap, {"node-a": f}))
+    assert [x.code for x in xs] == e["findings"]
+    plan = get_step(step).plan(_Diag(xs, {"node-a": f}, snap))
+    cmds = [c for a in plan.actions for c in (a.command, a.rollback.command if a.rollback else "",
+                                               a.precondition.command if a.precondition else "")]
+    ipt = [c for c in cmds if "iptables" in c and "mkdir" not in c.split("&&")[0]]
+    assert ipt and check_rollbacks(plan) == []
+    variant = re.compile(r"(^|[\s;&|({])ip6?tables-(legacy|nft)(-save|-restore)?(\s|$)")
+    for c in ipt:
+        assert not variant.search(c) and "-w 5" not in c, c
+    assert any(c.startswith(e["tool"]) for c in ipt), ipt
 
 
 def _pod_network(e: dict[str, Any]) -> dict[str, Any]:
@@ -592,7 +631,11 @@ def check_route_text(s: dict[str, Any]) -> None:
     assert why is not None and e["why_contains"] in why, why
 
 
-CHECKERS = {"manifests": check_manifests, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+def check_iptables_save_single(s: dict[str, Any]) -> None:
+    check_single_iptables_plan(s, text(s["file"]), "host_network")
+
+
+CHECKERS = {"manifests": check_manifests, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

@@ -333,6 +333,14 @@ class HostNetworkStep:
             ))
 
         if firewall:
+            from clusterfix_tui.core.fixes.iptables import iptables_restore_wait, iptables_wait
+            from clusterfix_tui.core.shape import node_iptables_kind
+
+            facts = diagnosis.facts.get(node) if isinstance(diagnosis.facts, dict) else None
+            # an iptables without -legacy/-nft variants (< 1.8, CentOS 7's 1.4.21) has one
+            # `iptables`; its wait flag as kube-proxy gives it (1.4.21 takes no seconds)
+            self._ipt = (node_iptables_kind(diagnosis, node) == "single", iptables_wait(facts),
+                         iptables_restore_wait(facts))
             a, nts = self._firewall(node, firewall, bdir, nid, rb)
             actions.extend(a)
             notes.extend(nts)
@@ -400,6 +408,18 @@ class HostNetworkStep:
                          "dropping rule / set the policy to ACCEPT (opens everything else too)")
         return actions, notes
 
+    # (one plain `iptables`, its wait flag, iptables-restore's) of the node being planned
+    _ipt: tuple[bool, str, str] = (False, "-w 5", "-w 5")
+
+    def _binary(self, ipt: str, backend: str) -> str:
+        from clusterfix_tui.core.fixes.iptables import iptables_tool
+
+        return iptables_tool(ipt, backend, self._ipt[0])
+
+    def _tool(self, ipt: str, backend: str, table: str) -> str:
+        return " ".join(x for x in (self._binary(ipt, backend), self._ipt[1], f"-t {q(table)}")
+                        if x)
+
     def _accept_action(self, node: str, f: Finding, a: dict[str, Any], fw_running: bool,
                        zone: str, nid: Any, rb: Any, notes: list[str]) -> Action | None:
         backend = str(a.get("backend") or "")
@@ -418,7 +438,7 @@ class HostNetworkStep:
                 notes.append(f"{node}: accept for {flow} has no usable rule spec; not planned")
                 return None
             ipt = "ip6tables" if a.get("family") == "ip6" else "iptables"
-            tool = f"{ipt}-{backend} -w 5 -t {q(table)}"
+            tool = self._tool(ipt, backend, table)
             body = " ".join(q(t) for t in spec)
             ident = nid()
             return FixAction(
@@ -549,7 +569,8 @@ class HostNetworkStep:
                                  "not planned")
                     continue
                 ipt = "ip6tables" if r.get("family") == "ip6" else "iptables"
-                tool = f"{ipt}-{backend} -w 5 -t {q(table)}"
+                tool = self._tool(ipt, backend, table)
+                binary = self._binary(ipt, backend)
                 if kind == "policy":
                     ident = oid(f"policy-{backend}-{chain}")
                     actions.append(FixAction(
@@ -580,7 +601,7 @@ class HostNetworkStep:
                 actions.append(FixAction(
                     id=ident, target=node, kind="shell",
                     command=(f"mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(saved)} ] || "
-                             f"{{ {ipt}-{backend}-save -t {q(table)} > {q(tmp)} && "
+                             f"{{ {binary}-save -t {q(table)} > {q(tmp)} && "
                              f"mv -f -- {q(tmp)} {q(saved)}; }}; }} && "
                              f"{tool} " + " ".join(q(t) for t in argv)),
                     why=f"(opt-in alternative to the narrow ACCEPTs) delete this rule from "
@@ -588,8 +609,9 @@ class HostNetworkStep:
                     finding_codes=(f.code,), opt_in=True,
                     risk="the node no longer drops that traffic at all, cluster or not: review "
                          "your firewall policy",
-                    rollback=orb(ident, f"{ipt}-{backend}-restore -w 5 -T {q(table)} < "
-                                        f"{q(saved)}", f"restore the saved {backend} {table} table"),
+                    rollback=orb(ident, " ".join(x for x in (f"{binary}-restore", self._ipt[2])
+                                                  if x) + f" -T {q(table)} < {q(saved)}",
+                                 f"restore the saved {backend} {table} table"),
                     change={"what": f"{backend} {table} {argv[1]}", "before": r.get("rule"),
                             "after": "removed"},
                     precondition=pre.exists_else_done(

@@ -192,14 +192,40 @@ def _kube_lines_present(backend: str, table: str, ip: str = "iptables",
         f"the {what} {table} table still holds KUBE-* rules")
 
 
-def _forward_policy_drop(backend: str) -> Any:
+def iptables_wait(facts: Any) -> str:
+    """The wait flag this node's iptables takes, as kube-proxy decides it (kubernetes
+    pkg/util/iptables: `-w <seconds>` from 1.4.22, a bare `-w` from 1.4.20, none before):
+    CentOS 7's iptables 1.4.21 fails on `-w 5` ("Bad argument `5'"). Unknown version: -w 5."""
+    v = getattr(facts, "iptables_version", None)
+    t = v.tuple() if v is not None else ()
+    if not t or t >= (1, 4, 22):
+        return "-w 5"
+    return "-w" if t >= (1, 4, 20) else ""
+
+
+def iptables_restore_wait(facts: Any) -> str:
+    """`iptables-restore`'s wait flag: from 1.6.2 (kubernetes pkg/util/iptables
+    WaitRestoreMinVersion), none before. Unknown version: -w 5."""
+    v = getattr(facts, "iptables_version", None)
+    t = v.tuple() if v is not None else ()
+    return "-w 5" if not t or t >= (1, 6, 2) else ""
+
+
+def iptables_tool(ip: str, backend: str, single: bool) -> str:
+    """The binary that writes one backend: `iptables-legacy`/`-nft`, or on an iptables
+    without those variants (< 1.8: one `iptables`) the plain one."""
+    return ip if single else f"{ip}-{backend}"
+
+
+def _forward_policy_drop(backend: str, binary: str | None = None, wait: str = "-w 5") -> Any:
     """The FORWARD policy of that backend is still DROP (ACCEPT = already done)."""
     guard = ""
     if backend == "legacy":
         guard = ("grep -qx filter /proc/net/ip_tables_names || "
                  "{ echo 'no legacy filter table any more'; exit 4; }; ")
     return pre.shell(
-        f"{guard}p=$(iptables-{backend} -w 5 -S FORWARD 2>/dev/null | head -n 1); "
+        f"{guard}p=$({binary or 'iptables-' + backend} {wait} -S FORWARD 2>/dev/null "
+        "| head -n 1); "
         "case \"$p\" in '-P FORWARD DROP') exit 0;; "
         f"'-P FORWARD ACCEPT') echo 'the FORWARD policy is ACCEPT already'; "
         f"exit {pre.EXIT_DONE};; esac; echo \"the FORWARD policy reads: $p\"; exit 4",
@@ -434,7 +460,8 @@ class IptablesStep:
                 b, pod_net, chain = p["backend"], p.get("pod_network") or "", p.get("chain")
                 binary = p.get("binary") or f"iptables-{b}"
                 chain = chain if chain in ("FORWARD", "DOCKER-USER") else "FORWARD"
-                tool = f"{binary} -w 5 -t filter"
+                wait = iptables_wait(facts)
+                tool = " ".join(x for x in (binary, wait, "-t filter") if x)
                 fnets = [x.strip() for x in pod_net.split(",")
                          if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", x.strip())]
                 if fnets and len(fnets) == len(pod_net.split(",")):
@@ -482,7 +509,7 @@ class IptablesStep:
                 ident = opt_in_id(self.name, node, f"forward-policy-{b}")
                 actions.append(FixAction(
                     id=ident, target=node, kind="shell",
-                    command=f"{binary} -w 5 -P FORWARD ACCEPT",
+                    command=" ".join(x for x in (binary, wait, "-P FORWARD ACCEPT") if x),
                     why=f"(opt-in alternative to the narrow ACCEPTs) set the FORWARD policy of "
                         f"the {b} backend to ACCEPT",
                     finding_codes=codes, opt_in=True,
@@ -490,11 +517,12 @@ class IptablesStep:
                          "docker host this removes docker's isolation, and dockerd sets DROP "
                          "again when it restarts)",
                     rollback=Action(id=ident + ":rollback", target=node, kind="shell",
-                                    command=f"{binary} -w 5 -P FORWARD DROP",
+                                    command=" ".join(x for x in (binary, wait,
+                                                                 "-P FORWARD DROP") if x),
                                     why=f"put the {b} FORWARD policy back to DROP"),
                     change={"what": f"{b} filter FORWARD policy", "before": "DROP",
                             "after": "ACCEPT"},
-                    precondition=_forward_policy_drop(b),
+                    precondition=_forward_policy_drop(b, binary, wait),
                 ))
             elif kind == "nft_chain_accept":
                 fam, tab, ch = p["family"], p["table"], p["chain"]
