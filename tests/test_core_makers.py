@@ -58,3 +58,37 @@ def test_a_slots_dataclass_is_refused() -> None:
 
     with pytest.raises(AssertionError):
         P.frozen_maker(S)
+
+
+def test_other_ws_is_the_regex_on_ascii_lines() -> None:
+    import random
+
+    for c in range(128):
+        line = f"-A X -m comment --comment \"a{chr(c)}b\" -j ACCEPT"
+        assert P._other_ws(line) == bool(P._OTHER_WS_RE.search(line)), c
+    rnd = random.Random(7)
+    for _ in range(5000):
+        line = "".join(chr(rnd.randrange(128)) for _ in range(rnd.randint(0, 40)))
+        assert P._other_ws(line) == bool(P._OTHER_WS_RE.search(line))
+
+
+def test_tables_and_saves_are_the_dataclasses_own() -> None:
+    from diag_fakes import LAB_NONCE, load, scenarios
+
+    from clusterfix_tui.core.facts import split_sections
+
+    n = 0
+    for sc in scenarios():
+        for out in load(sc)["facts"].values():
+            for k, s in split_sections(out, LAB_NONCE)[0].items():
+                if "save" not in k:
+                    continue
+                got = P.parse_iptables_save(s.stdout)
+                ref = P.IptablesSave({t: P.Table(v.name, v.chains, v.rules) for t, v in got.tables.items()},
+                                     got.comments, got.incompatible_tables, got.errors)
+                assert type(got) is P.IptablesSave and got == ref and repr(got) == repr(ref)
+                assert vars(got) == vars(ref)
+                for t in got.tables.values():
+                    assert type(t) is P.Table and vars(t) == vars(ref.tables[t.name])
+                    n += 1
+    assert n > 50
