@@ -400,8 +400,12 @@ class IptablesStep:
             if v6:
                 saves += f"ip6tables-save > {q(nbdir + '/ip6tables.rules')} && "
         else:
-            saves = (f"iptables-legacy-save > {q(nbdir + '/legacy.rules')} && "
-                     f"iptables-nft-save > {q(nbdir + '/nft.rules')} && ")
+            # each backend the node has (RHEL 9 ships no iptables-legacy, an nft-only Alpine or
+            # k3s node may have no iptables on the PATH at all): a save that is there must work
+            saves = "".join(
+                f"{{ ! command -v {b} >/dev/null 2>&1 || {b} > {q(nbdir + '/' + f)}; }} && "
+                for b, f in (("iptables-legacy-save", "legacy.rules"),
+                             ("iptables-nft-save", "nft.rules")))
             if v6:
                 saves += (f"{{ ip6tables-legacy-save > {q(nbdir + '/ip6-legacy.rules')} || true; }} && "
                           f"{{ ip6tables-nft-save > {q(nbdir + '/ip6-nft.rules')} || true; }} && ")
