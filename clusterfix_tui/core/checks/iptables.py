@@ -480,18 +480,36 @@ def _nft_accepts_pod_net(rules: list[NftRule], pod_net: str) -> bool:
         st = r.statements()
         if "accept" not in st:
             continue
+        # as FORWARD_DROP's iptables side: only a rule that matches nothing but addresses accepts
+        # new pod connections by address ('ip saddr <pod net> ct state established,related
+        # accept', 'ip saddr != <pod net> accept' or a rate limit accept no new pod flow)
+        if not set(st) <= {"match", "counter", "accept"}:
+            continue
         matches = [e["match"] for e in r.expr if isinstance(e, dict) and isinstance(e.get("match"), dict)]
         if not matches:
             return True
-        for m in matches:
-            left, right = m.get("left"), m.get("right")
-            field = (left or {}).get("payload", {}).get("field") if isinstance(left, dict) else None
+        fields = [_nft_addr_match(m) for m in matches]
+        if not all(fields):
+            continue
+        for m, fld in zip(matches, fields, strict=True):
+            right = m.get("right")
             if isinstance(right, dict) and "prefix" in right:
                 right = f"{right['prefix'].get('addr')}/{right['prefix'].get('len')}"
-            if field in ("saddr", "daddr") and isinstance(right, str) and _covers(right, net):
-                src = src or field == "saddr"
-                dst = dst or field == "daddr"
+            if fld and isinstance(right, str) and _covers(right, net):
+                src = src or fld == "saddr"
+                dst = dst or fld == "daddr"
     return src and dst
+
+
+def _nft_addr_match(m: dict[str, Any]) -> str | None:
+    """"saddr"/"daddr" for a plain `ip[6] saddr|daddr <addr or prefix>` match, else None."""
+    left = m.get("left")
+    pl = left.get("payload") if isinstance(left, dict) else None
+    if m.get("op", "==") != "==" or not isinstance(pl, dict) or \
+            pl.get("protocol") not in ("ip", "ip6"):
+        return None
+    field = pl.get("field")
+    return field if field in ("saddr", "daddr") else None
 
 
 # -- KUBE_PROXY_INCOMPATIBLE_CHAIN ----------------------------------------------------------------
