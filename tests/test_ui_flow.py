@@ -26,11 +26,12 @@ from clusterfix_tui.ui.screens.plan import PlanScreen
 from clusterfix_tui.ui.screens.step import StepScreen
 from clusterfix_tui.ui.screens.summary import SummaryScreen
 from clusterfix_tui.ui.screens.validation import ValidationScreen
+from clusterfix_tui.ui.widgets.detail_pane import DetailPane
 from clusterfix_tui.ui.widgets.log_pane import LogPane
 from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 
-def _text(widget: Static) -> str:
+def _text(widget: Static | DetailPane) -> str:
     return str(widget.render())
 
 
@@ -122,7 +123,7 @@ async def test_whole_flow_applies_every_step_and_exports(tmp_path: Path) -> None
         titles = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
         assert {f.title for f in findings} == titles
         assert "KUBE_PROXY_INCOMPATIBLE_CHAIN" in _text(
-            app.screen.query_one("#finding-text", Static))
+            app.screen.query_one("#finding-text", DetailPane))
 
         await pilot.press("p")
         await settle(pilot)
@@ -357,11 +358,11 @@ async def test_a_finding_without_reference_shows_no_ref_line(tmp_path: Path) -> 
             screen._findings[i] = dataclasses.replace(f, reference=" " if i % 2 else "")
             screen._apply_filter()
             screen._show_finding(i)
-            assert "ref:" not in _text(screen.query_one("#finding-text", Static))
+            assert "ref:" not in _text(screen.query_one("#finding-text", DetailPane))
         screen._findings[0] = dataclasses.replace(findings[0], reference="https://example.org/x")
         screen._apply_filter()
         screen._show_finding(0)
-        assert "ref: https://example.org/x" in _text(screen.query_one("#finding-text", Static))
+        assert "ref: https://example.org/x" in _text(screen.query_one("#finding-text", DetailPane))
 
 
 async def test_rollout_wait_shows_a_progress_bar_with_its_time_out(tmp_path: Path) -> None:

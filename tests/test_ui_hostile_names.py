@@ -24,6 +24,7 @@ from clusterfix_tui.core.diagnose import Diagnosis
 from clusterfix_tui.core.facts import parse_facts
 from clusterfix_tui.core.shape import detect_shape
 from clusterfix_tui.core.snapshot import build_snapshot
+from clusterfix_tui.ui.widgets.detail_pane import DetailPane
 from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 MARKUP = "[red]x[/]"
@@ -82,7 +83,7 @@ async def test_hostile_names_are_shown_literally(tmp_path: Path, hostile) -> Non
                 seen += text
                 await pilot.press("down")
                 await pilot.pause()
-            for static in screen.query(Static):
+            for static in screen.query("Static, DetailPane"):  # the labels and detail panes
                 shown = str(static.render())
                 _assert_clean(shown)
                 seen += shown
@@ -103,7 +104,7 @@ async def test_hostile_names_are_shown_literally(tmp_path: Path, hostile) -> Non
         routes.focus()
         for _ in range(routes.row_count):
             node = routes.item_at_cursor()
-            shown = str(screen.query_one("#routes-text", Static).render())
+            shown = str(screen.query_one("#routes-text", DetailPane).render())
             # the detail panes show a control character as U+FFFD (their styles stay put)
             assert shown.startswith(node.replace("\x1b", "\ufffd").replace("\x07", ""))
             await pilot.press("down")

@@ -21,6 +21,7 @@ from clusterfix_tui.core.group import group_findings
 from clusterfix_tui.core.journal import Journal
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.plan import PlanScreen
+from clusterfix_tui.ui.widgets.detail_pane import DetailPane
 from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 
@@ -84,7 +85,7 @@ async def test_a_grouped_finding_opens_and_closes(tmp_path: Path, vtep30) -> Non
         t = screen.query_one("#findings-table", PagedTable)
         assert t.row_count == 1
         assert _cells(t, 0)[1] == "▸ 29 nodes"
-        detail = str(screen.query_one("#finding-text", Static).render())
+        detail = str(screen.query_one("#finding-text", DetailPane).render())
         assert "on 29 nodes" in detail and "node-2's VTEP MAC is stale" in detail
         t.focus()
         await pilot.press("space")
@@ -95,7 +96,7 @@ async def test_a_grouped_finding_opens_and_closes(tmp_path: Path, vtep30) -> Non
             [f"└ {f.node}" for f in vtep30.findings]
         await pilot.press("down", "down")
         await pilot.pause()
-        detail = str(screen.query_one("#finding-text", Static).render())
+        detail = str(screen.query_one("#finding-text", DetailPane).render())
         node = vtep30.findings[1].node
         assert f"on {node}" in detail and "stale VTEP MAC for node-2" in detail
         await pilot.press("up", "up", "space")
@@ -140,7 +141,7 @@ async def test_200_nodes_page_and_filter(tmp_path: Path, big200) -> None:
         await pilot.pause()
         assert ol.page == 1 and _cells(ol, 0)[0] in {n for n in big200.facts}
         assert f"nodes {p + 1}-" in str(screen.query_one("#table-info", Static).render())
-        text = str(screen.query_one("#routes-text", Static).render())
+        text = str(screen.query_one("#routes-text", DetailPane).render())
         assert text.startswith(_cells(ol, 0)[0])  # the page's first node's routes
         await pilot.press("2")
         await pilot.pause()

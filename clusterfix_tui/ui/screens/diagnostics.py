@@ -9,9 +9,11 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal
+from textual.reactive import Reactive
 from textual.widget import Widget
-from textual.widgets import Input, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane, Tabs
+from textual.widgets._tabs import Underline
 
 from clusterfix_tui.core.model import CLUSTER
 from clusterfix_tui.core.shape import shape_line
@@ -19,6 +21,7 @@ from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
 from clusterfix_tui.ui.screens.modals import RawOutputScreen
+from clusterfix_tui.ui.widgets.detail_pane import DetailPane
 from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
 # each panel's table (the routes and NAT panels: their node lists)
@@ -43,8 +46,8 @@ class StackedPane(TabPane):
     mouse, and none of its widgets takes the focus (`allow_focus_children`).
     """
 
-    def __init__(self, title: str, *, id: str) -> None:  # noqa: A002 - Textual's name
-        super().__init__(title, id=id)
+    def __init__(self, title: str, *, id: str, classes: str | None = None) -> None:  # noqa: A002
+        super().__init__(title, id=id, classes=classes)
         self.styles.layer = id
         self._shown = True
 
@@ -102,6 +105,11 @@ class FilterBox(Input):
 
 class DiagnosticsScreen(WizardScreen):
     CAN_GO_BACK = False
+    # Textual's Screen repaints the whole screen on every focus change (its `focused` reactive):
+    # at 1,000 nodes a repaint of every widget's lines (~6-30 ms) on each panel switch, `tab`
+    # and filter key. The widgets whose looks change with the focus redraw themselves (their
+    # :focus styles: Screen._update_focus_styles; the footer's keys: refresh_bindings).
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
     HELP = """\
 ## Diagnostics
 What the API and every node said, in panels: Findings (severity, evidence, the step that fixes
@@ -174,25 +182,24 @@ in the node, code and title. It applies to every panel's nodes.
             # closed (off the line, disabled: never the screen's first focus) until `/`
             yield FilterBox(placeholder="node:NAME|GLOB sev:error step:NAME words (enter)",
                             id="diag-filter", compact=True)
+        # each panel's widgets straight in its pane (its CSS lays them out, app.tcss): a wrapper
+        # container was one more layer of lines to draw and cut on every panel switch
         with TabbedContent(id="panels", initial="findings"):
-            with StackedPane("1 Findings", id="findings"), Vertical():
+            with StackedPane("1 Findings", id="findings"):
                 yield PagedTable(id="findings-table", noun="rows", zebra_stripes=True)
-                with VerticalScroll(id="finding-detail", classes="detail"):
-                    yield Static("", id="finding-text")
+                yield DetailPane(id="finding-text", classes="detail")
             with StackedPane("2 Nodes", id="nodes"):
                 yield PagedTable(id="nodes-table", noun="nodes", zebra_stripes=True)
-            with StackedPane("3 Pods", id="pods"), Vertical():
+            with StackedPane("3 Pods", id="pods"):
                 yield PagedTable(id="pods-table", noun="pods", zebra_stripes=True)
-                with VerticalScroll(id="pod-detail", classes="detail"):
-                    yield Static("Select a pod for its last log lines.", id="pod-log")
-            with StackedPane("4 Routes", id="routes"), Horizontal():
+                yield DetailPane("Select a pod for its last log lines.", id="pod-log",
+                                 classes="detail")
+            with StackedPane("4 Routes", id="routes", classes="node-panel"):
                 yield PagedTable(id="routes-nodes", classes="node-list", noun="nodes")
-                with VerticalScroll(classes="node-view"):
-                    yield Static("", id="routes-text")
-            with StackedPane("5 NAT", id="nat"), Horizontal():
+                yield DetailPane(id="routes-text", classes="node-view")
+            with StackedPane("5 NAT", id="nat", classes="node-panel"):
                 yield PagedTable(id="nat-nodes", classes="node-list", noun="nodes")
-                with VerticalScroll(classes="node-view"):
-                    yield Static("", id="nat-text")
+                yield DetailPane(id="nat-text", classes="node-view")
 
     def on_mount(self) -> None:
         t = self.query_one("#findings-table", PagedTable)
@@ -302,7 +309,7 @@ in the node, code and title. It applies to every panel's nodes.
         scrollbar on its widget's first style update after the bar shows (the table's first
         focus, i.e. a panel's first visit), and its width then asks for one more layout pass."""
         apply = self.app.stylesheet.apply
-        for widget in self.query("#panels VerticalScroll, #panels PagedTable"):
+        for widget in self.query("#panels DetailPane, #panels PagedTable"):
             for bar in (widget.vertical_scrollbar, widget.horizontal_scrollbar,
                         widget.scrollbar_corner):
                 apply(bar)
@@ -449,15 +456,15 @@ in the node, code and title. It applies to every panel's nodes.
         self._detail("#finding-text", text)
 
     def _detail(self, widget_id: str, text: Text) -> None:
-        """Show `text` in a detail pane, unless it shows it already: a Static's update lays the
-        whole screen out again, and a key often asks for the same text twice (the panel filled,
-        then its cursor's RowHighlighted)."""
+        """Show `text` in a detail pane, unless it shows it already (a key often asks for the
+        same text twice: the panel filled, then its cursor's RowHighlighted). A DetailPane's new
+        text is a redraw of the pane, not a layout pass."""
         _no_control(text)
         shown = (text.plain, tuple(text.spans), str(text.style))
         if self._details.get(widget_id) == shown:
             return
         self._details[widget_id] = shown
-        self.query_one(widget_id, Static).update(text)
+        self.query_one(widget_id, DetailPane).update(text)
 
     def _pod_log_text(self, key: str, log: str) -> Text:
         text = Text(f"{key}: last log lines\n", style="bold")
@@ -588,9 +595,23 @@ in the node, code and title. It applies to every panel's nodes.
                                                   for a in self.focused.ancestors)
         self._fill_panel(panel)  # before it shows: never a frame of the old rows
         self.query_one("#panels", TabbedContent).active = panel
+        self._underline_now()
         if inside:
             self._focus_panel()
         self._update_info()
+
+    def _underline_now(self) -> None:
+        """Move the tab underline under the active tab now, in the frame that shows its panel.
+        Textual's Tabs moves it after the next refresh (the tab's place may be unknown before a
+        layout pass): a second repaint for every panel switch. The tabs' places never change
+        here (fixed labels, laid out with the screen); Tabs' own move then finds it in place."""
+        tabs = self.query_one("#panels ContentTabs", Tabs)
+        tab = tabs.active_tab
+        if tab is None or not tab.region or self.app.animation_level != "none":
+            return  # not laid out yet, or animated: left to Tabs
+        start, end = tab.virtual_region.shrink(tab.styles.gutter).column_span
+        underline = tabs.query_one(Underline)
+        underline.highlight_start, underline.highlight_end = start, end
 
     def _focus_panel(self) -> None:
         panel = self.query_one("#panels", TabbedContent).active

@@ -247,11 +247,7 @@ class PagedTable(ScrollView, can_focus=True):
         scrollbars (by `show_vertical_scrollbar`...): the scrollbar widgets' own requests (their
         display changed) would only come after it, often late, and lay the screen out again. A
         table not laid out yet is left to its first pass."""
-        self._scroll_update(self.virtual_size)
-        if self._layout_required:  # this table's pass is still to come: it covers the bars
-            for bar in (self._vertical_scrollbar, self._horizontal_scrollbar):
-                if bar is not None:
-                    bar._layout_required = False
+        scrollbars_now(self)
 
     def _set_info(self, shown: int) -> None:
         n = len(self.items)
@@ -333,6 +329,10 @@ class PagedTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self._scroll_to_cursor()
+
+    def _size_updated(self, size: Size, virtual_size: Size, container_size: Size,
+                      layout: bool = True) -> bool:
+        return size_updated(self, size, virtual_size, container_size, layout)
 
     def _on_focus(self, event: events.Focus) -> None:
         self._refresh_row(self.cursor_row)  # the cursor's style changes: one line, not the page
@@ -455,6 +455,32 @@ class PagedTable(ScrollView, can_focus=True):
                 strip = Strip(Segment.apply_style(list(strip), post_style=cursor))
             line = self._lines[(i, cursor)] = strip.crop_extend(scroll_x, scroll_x + width, base)
         return line
+
+
+def scrollbars_now(view: ScrollView) -> None:
+    """Show or hide `view`'s scrollbars for its new virtual size now (PagedTable._scrollbars_now:
+    one layout pass when a bar comes or goes, not two)."""
+    view._scroll_update(view.virtual_size)
+    if view._layout_required:  # the view's pass is still to come: it covers the bars
+        for bar in (view._vertical_scrollbar, view._horizontal_scrollbar):
+            if bar is not None:
+                bar._layout_required = False
+
+
+def size_updated(view: ScrollView, size: Size, virtual_size: Size, container_size: Size,
+                 layout: bool = True) -> bool:
+    """ScrollView._size_updated, minus its redraw of the scrollbars on every layout pass.
+
+    The compositor hands a ScrollView the size of its content region as its virtual size, never
+    the ScrollView's own (which it keeps), so ScrollView._size_updated saw a change on every pass
+    and redrew its scrollbars from scratch (Rich renders a bar: ~0.1-0.3 ms a line), though
+    nothing of them changed. Nothing changed when the view's size and its content's size are what
+    they were: the scrollbars are updated where the virtual size changes (set_items,
+    DetailPane.update), and by ScrollView's own code when the size does.
+    """
+    if size == view._size and view._container_size == size - view.styles.gutter.totals:
+        return False
+    return bool(ScrollView._size_updated(view, size, virtual_size, container_size, layout))
 
 
 def _plain(cell: Any) -> str:
