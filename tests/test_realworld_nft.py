@@ -5,9 +5,13 @@ iptables step renders for a rule's rollback and precondition (nft must take it b
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from clusterfix_tui.core import parsers as P
 from clusterfix_tui.core.checks import iptables
@@ -96,3 +100,151 @@ def test_nft_forward_drop_plain_address_accepts_cover_it():
     rs = P.parse_nft_json(json.dumps(doc))
     assert len(rs.rules) == 2
     assert _forward_drop(rs) == []
+
+
+# -- nft rule text for a rollback / precondition -------------------------------------------------
+
+LISTINGS = {  # real `nft list ruleset` excerpts (samples.json) and their nft -j form
+    "k3s-pi-nft-ip-filter-KUBE-FORWARD-excerpt.nft": "k3s-pi-nft-ip-filter-KUBE-FORWARD-excerpt.nft.json",
+    "k3s-pi-nft-netbird-tables-excerpt.nft": "k3s-pi-nft-netbird-tables-excerpt.nft.json",
+}
+
+
+def _listed_rules(name: str) -> list[str]:
+    """The rule lines of an `nft list` text, counters as a bare `counter` (what the iptables
+    step's precondition compares)."""
+    out, in_chain = [], False
+    for ln in (x.strip() for x in (DATA / name).read_text().splitlines()):
+        if ln.startswith("chain "):
+            in_chain = True
+        elif ln == "}":
+            in_chain = False
+        elif in_chain and ln and not (ln.startswith("type ") and " hook " in ln):
+            out.append(re.sub(r"counter packets \d+ bytes \d+", "counter", ln))
+    return out
+
+
+def _flags_sorted(text: str) -> str:
+    return re.sub(r"(ct state )(\S+)", lambda m: m[1] + ",".join(sorted(m[2].split(","))), text)
+
+
+def test_rendered_nft_rules_are_nft_listing_text():
+    """Every rule nft_rule_statement renders reads exactly as nft itself lists it (the real
+    listings); what it cannot render exactly is None, never a guess. The old render printed
+    'ct state in invalid' and '& { meta mark, 16384 } 16384' (nft refuses both)."""
+    rendered = 0
+    for listing, js in LISTINGS.items():
+        rs = P.parse_nft_json((DATA / js).read_text())
+        lines = _listed_rules(listing)
+        assert len(lines) == len(rs.rules)
+        for r, line in zip(rs.rules, lines, strict=True):
+            got = P.nft_rule_statement(r)
+            # ct state flags: nft 1.0.9 (the k3s listing) printed them in the rule's order, 1.0.6
+            # (its JSON) in bit order: the same rule
+            assert got is None or _flags_sorted(got) == _flags_sorted(line), (got, line)
+            rendered += got is not None
+            assert got is None or P.render_nft_rule(r) == \
+                f"{r.family} {r.table} {r.chain}: {got} # handle {r.handle}"
+    assert rendered == 3 + 15
+
+
+def _foreign_plan(rs: P.NftRuleset, chain: str = "KUBE-FORWARD") -> tuple[Any, Any]:
+    """kube-proxy's iptables known to be the host's (its log names it): nft-native rules in its
+    chain are foreign, to be deleted by handle; `nft -a list table` NOT read (no text of it)."""
+    from test_realworld import _Diag
+
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.snapshot import PodInfo
+
+    host = "iptables v1.8.7 (nf_tables)"
+    f = NodeFacts(node="node-a", complete=True, nft_ruleset=rs,
+                  incompatible_chains={"filter": (chain,)},
+                  iptables_version=P.parse_iptables_version(host),
+                  nft_mangle=P.parse_iptables_save("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n"))
+    pod = PodInfo("kube-system", "kube-proxy-a", "node-a", "Running", True, 0, None, None, None,
+                  None, "kube-proxy", None, log_tail=(f"I1201 Using {host}",))
+    snap = ClusterSnapshot(kube_proxy_pods={"node-a": [pod]})
+    (x,) = iptables.incompatible_chain(snap, "node-a", f)
+    assert x.data.cause == "foreign-nft-rule" and f.nft_table_text == {}
+    return x, get_step("iptables").plan(_Diag([x], {"node-a": f}, {"pods": []}))
+
+
+def test_foreign_rule_rollback_is_the_rule_nft_listed():
+    """Old code: the rollback re-added 'ip filter KUBE-FORWARD: ct state in invalid counter drop'
+    (nft refuses it) and the precondition compared the handle's line with that text."""
+    rs = P.parse_nft_json((DATA / "k3s-pi-nft-ip-filter-KUBE-FORWARD-excerpt.nft.json").read_text())
+    _x, plan = _foreign_plan(rs)
+    lines = _listed_rules("k3s-pi-nft-ip-filter-KUBE-FORWARD-excerpt.nft")
+    dels = [a for a in plan.actions if "nft delete rule" in a.command]
+    # the nft-native ones (ct state; the meta mark match is what iptables-nft writes itself)
+    assert [a.command.split()[-1] for a in dels] == ["2", "4"]
+    for a, line in zip(dels, [lines[0], lines[2]], strict=True):
+        line = {"ct state related,established counter accept":
+                "ct state established,related counter accept"}.get(line, line)  # as nft 1.0.6
+        assert a.rollback is not None
+        assert a.rollback.command == f"nft add rule ip filter KUBE-FORWARD {shlex.quote(line)}"
+        assert shlex.quote(line) in a.precondition.command
+
+
+def test_foreign_rule_not_rendered_exactly_is_not_deleted():
+    """A foreign rule nft_rule_statement cannot render (a `ct mark set`, NetBird's real rule moved
+    into kube-proxy's chain) and no `nft -a list table` text: no deletion is planned (the old
+    code planned one whose rollback and precondition carried the readable, non-nft form)."""
+    doc = json.loads((DATA / "k3s-pi-nft-netbird-tables-excerpt.nft.json").read_text())
+    items = doc["nftables"]
+    ours = [i for i in items if "rule" in i and i["rule"]["handle"] == 16]
+    assert ours and "mangle" in json.dumps(ours[0]["rule"]["expr"])
+    rule = dict(ours[0]["rule"], family="ip", table="filter", chain="KUBE-FORWARD", handle=7)
+    new = [items[0], {"table": {"family": "ip", "name": "filter", "handle": 1}},
+           {"chain": {"family": "ip", "table": "filter", "name": "KUBE-FORWARD", "handle": 1}},
+           {"rule": rule}]
+    rs = P.parse_nft_json(json.dumps({"nftables": new}))
+    assert len(rs.rules) == 1 and P.nft_rule_statement(rs.rules[0]) is None
+    x, plan = _foreign_plan(rs)
+    assert [r.handle for r in x.data.foreign_rules] == [7]
+    assert not [a for a in plan.actions if "nft delete rule" in a.command]
+    assert any("not planned" in n and "handle 7" in n for n in plan.notes)
+
+
+def _same_rule(a: dict[str, Any]) -> str:
+    """A rule's expressions, counters zeroed, ct state flags in bit order (nft -j's own)."""
+    expr = json.loads(json.dumps(a["expr"]))
+    for e in expr:
+        if "counter" in e:
+            e["counter"] = {"packets": 0, "bytes": 0}
+    return json.dumps([a["family"], a["table"], a["chain"], expr, a.get("comment")], sort_keys=True)
+
+
+@pytest.mark.lab
+def test_rendered_rules_are_taken_back_by_the_real_nft(tmp_path):
+    """The real nft, in a network namespace made for the test: each real listing is loaded, its
+    chains emptied, and every rule nft_rule_statement renders is re-added with the iptables step's
+    own rollback command (`nft add rule FAMILY TABLE CHAIN <text>`): nft takes each one and lists
+    the same rule (same JSON expressions) as before."""
+    from fix_helpers import del_netns, new_netns, ns
+
+    for listing, js in LISTINGS.items():
+        rs = P.parse_nft_json((DATA / js).read_text())
+        want = [r for r in json.loads((DATA / js).read_text())["nftables"] if "rule" in r]
+        name = new_netns()
+        try:
+            src = (DATA / listing).read_text()
+            if not src.lstrip().startswith("table "):  # a chain excerpt: in its table (as derived)
+                src = "table ip filter {\n" + src + "}\n"
+            (tmp_path / listing).write_text(src)
+            ns(name, f"nft -f {shlex.quote(str(tmp_path / listing))}")
+            for fam, tab, ch in dict.fromkeys((r.family, r.table, r.chain) for r in rs.rules):
+                ns(name, f"nft flush chain {fam} {tab} {shlex.quote(ch)}")
+            readded = []
+            for r, w in zip(rs.rules, want, strict=True):
+                text = P.nft_rule_statement(r)
+                if text is None:
+                    continue
+                ns(name, f"nft add rule {shlex.quote(r.family)} {shlex.quote(r.table)} "
+                         f"{shlex.quote(r.chain)} {shlex.quote(text)}")
+                readded.append(w["rule"])
+            got = [r["rule"] for r in json.loads(ns(name, "nft -j list ruleset"))["nftables"]
+                   if "rule" in r]
+            assert [_same_rule(x) for x in got] == [_same_rule(x) for x in readded]
+        finally:
+            del_netns(name)

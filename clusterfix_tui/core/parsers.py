@@ -863,8 +863,145 @@ def _render_val(v: Any) -> str:
     return str(v)
 
 
+# nft's own text for the rule statements it lists (nftables 0.9-1.1), for a rule re-added from its
+# JSON form (`nft add rule FAMILY TABLE CHAIN <text>`, a rollback) and compared with `nft list`'s
+# line (a precondition). Only what is rendered exactly; anything else: None (never a guess).
+_NFT_UNQUALIFIED_META = {"iif", "oif", "iifname", "oifname", "iifgroup", "oifgroup"}
+_NFT_NAME_KEYS = {"iifname", "oifname"}
+_NFT_HEX_KEYS = {"mark"}  # meta mark / ct mark: nft lists them as 0x%08x
+_NFT_FLAG_KEYS = {("ct", "state"), ("ct", "status")}  # listed as a,b (no braces)
+_NFT_VERDICTS = {"accept", "drop", "return", "continue"}
+_NFT_PLAIN_STMTS = {"notrack", "masquerade"}
+_NFT_WORD = re.compile(r"[A-Za-z0-9_.:/-]+")
+_NFT_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\*?")
+
+
+def _nft_key(left: Any) -> tuple[str, str, str] | None:
+    """(text, kind, key) of a match's left side nft lists exactly, else None."""
+    if not isinstance(left, dict) or len(left) != 1:
+        return None
+    k, v = next(iter(left.items()))
+    if not isinstance(v, dict):
+        return None
+    if k == "payload" and set(v) == {"protocol", "field"} and \
+            all(isinstance(x, str) and _NFT_WORD.fullmatch(x) for x in v.values()):
+        return f"{v['protocol']} {v['field']}", "payload", str(v["field"])
+    if k in ("meta", "ct") and set(v) == {"key"} and isinstance(v["key"], str) and \
+            _NFT_WORD.fullmatch(v["key"]):
+        key = v["key"]
+        text = key if k == "meta" and key in _NFT_UNQUALIFIED_META else f"{k} {key}"
+        return text, k, key
+    return None
+
+
+def _nft_value(v: Any, kind: str, key: str) -> str | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        if key in _NFT_HEX_KEYS and kind in ("meta", "ct") and v >= 0:
+            return f"0x{v:08x}"
+        return str(v) if kind == "payload" and v >= 0 else None
+    if isinstance(v, str):
+        if key in _NFT_NAME_KEYS:
+            return f'"{v}"' if _NFT_IFNAME.fullmatch(v) else None
+        if v.startswith("@"):
+            return v if _NFT_WORD.fullmatch(v[1:]) else None
+        return v if _NFT_WORD.fullmatch(v) else None
+    if isinstance(v, dict) and set(v) == {"prefix"} and isinstance(v["prefix"], dict):
+        addr, ln = v["prefix"].get("addr"), v["prefix"].get("len")
+        if isinstance(addr, str) and _NFT_WORD.fullmatch(addr) and _i(ln) is not None:
+            return f"{addr}/{ln}"
+        return None
+    if isinstance(v, dict) and set(v) == {"range"} and isinstance(v["range"], list) and \
+            len(v["range"]) == 2:
+        a, b = (_nft_value(x, kind, key) for x in v["range"])
+        return f"{a}-{b}" if a is not None and b is not None else None
+    return None
+
+
+def _nft_match_text(m: Any) -> str | None:
+    if not isinstance(m, dict) or set(m) - {"op", "left", "right"}:
+        return None
+    op, left, right = m.get("op", "=="), m.get("left"), m.get("right")
+    mask = None
+    if isinstance(left, dict) and set(left) == {"&"} and isinstance(left["&"], list) and \
+            len(left["&"]) == 2:
+        left, mask = left["&"]
+    lk = _nft_key(left)
+    if lk is None:
+        return None
+    text, kind, key = lk
+    if mask is not None:
+        mv = _nft_value(mask, kind, key)
+        if mv is None or key not in _NFT_HEX_KEYS:
+            return None
+        text += f" & {mv}"
+    if isinstance(right, list) or isinstance(right, dict) and set(right) == {"set"}:
+        items = right if isinstance(right, list) else right["set"]
+        if not isinstance(items, list) or not items:
+            return None
+        vals = [_nft_value(x, kind, key) for x in items]
+        if any(x is None for x in vals):
+            return None
+        if (kind, key) in _NFT_FLAG_KEYS and op in ("in", "=="):
+            rv = ",".join(str(x) for x in vals)
+        elif op in ("in", "==", "!="):
+            rv = "{ " + ", ".join(str(x) for x in vals) + " }"
+        else:
+            return None
+    else:
+        one = _nft_value(right, kind, key)
+        if one is None:
+            return None
+        rv = one
+    if op in ("==", "in"):
+        return f"{text} {'== ' if mask is not None else ''}{rv}"
+    if op in ("!=", "<", ">", "<=", ">="):
+        return f"{text} {op} {rv}"
+    return None
+
+
+def nft_rule_statement(rule: NftRule) -> str | None:
+    """The rule as `nft list` prints it (counters as a bare `counter`, no handle) when every
+    expression is one rendered exactly (addresses, ports, interface names, marks, ct state,
+    set references, counter, verdicts, jump/goto, notrack, masquerade, comment), else None."""
+    parts: list[str] = []
+    for e in rule.expr:
+        if not isinstance(e, dict) or len(e) != 1:
+            return None
+        k, v = next(iter(e.items()))
+        if k == "match":
+            t = _nft_match_text(v)
+            if t is None:
+                return None
+            parts.append(t)
+        elif k == "counter" and (v is None or isinstance(v, dict)
+                                 and set(v) <= {"packets", "bytes"}):
+            parts.append("counter")
+        elif k in _NFT_VERDICTS or k in _NFT_PLAIN_STMTS:
+            if v is not None:
+                return None
+            parts.append(k)
+        elif k in ("jump", "goto") and isinstance(v, dict) and set(v) == {"target"} and \
+                isinstance(v["target"], str) and _NFT_WORD.fullmatch(v["target"]):
+            parts.append(f"{k} {v['target']}")
+        else:
+            return None
+    if not parts:
+        return None
+    if rule.comment is not None:
+        if '"' in rule.comment or "\\" in rule.comment or "\n" in rule.comment:
+            return None
+        parts.append(f'comment "{rule.comment}"')
+    return " ".join(parts)
+
+
 def render_nft_rule(rule: NftRule) -> str:
-    """A readable one-liner of a rule's JSON expressions (close to, not exactly, `nft list`)."""
+    """A readable one-liner of a rule: `nft list`'s text where nft_rule_statement knows it, else
+    a readable form of its JSON expressions (not nft syntax)."""
+    exact = nft_rule_statement(rule)
+    if exact is not None:
+        return f"{rule.family} {rule.table} {rule.chain}: {exact} # handle {rule.handle}"
     parts: list[str] = []
     for e in rule.expr:
         if not isinstance(e, dict) or not e:
@@ -872,7 +1009,7 @@ def render_nft_rule(rule: NftRule) -> str:
         k, v = next(iter(e.items()))
         if k == "match" and isinstance(v, dict):
             op = v.get("op", "==")
-            parts.append(f"{_render_val(v.get('left'))} {'' if op == '==' else op + ' '}"
+            parts.append(f"{_render_val(v.get('left'))} {'' if op in ('==', 'in') else op + ' '}"
                          f"{_render_val(v.get('right'))}")
         elif k in ("jump", "goto") and isinstance(v, dict):
             parts.append(f"{k} {v.get('target')}")

@@ -32,7 +32,7 @@ from clusterfix_tui.core.checks._common import (
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
-from clusterfix_tui.core.parsers import NftRule, Table, version_tuple
+from clusterfix_tui.core.parsers import NftRule, Table, nft_rule_statement, version_tuple
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
@@ -775,7 +775,9 @@ def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:
     for line in text.splitlines():
         if line.rstrip().endswith(f"# handle {rule.handle}") and "chain " not in line:
             return line.strip()
-    return rule.render()
+    # not listed by `nft -a list table`: nft's own text when it can be rendered exactly (then a
+    # rollback can re-add it), else the readable form (the fix plans no deletion from that)
+    return nft_rule_statement(rule) or rule.render()
 
 
 # -- KUBE_PROXY_NO_RULES -------------------------------------------------------------------------

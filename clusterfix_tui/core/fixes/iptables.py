@@ -359,6 +359,13 @@ class IptablesStep:
                             notes.append(f"{node}: nft rule handle {r.handle!r} is not a "
                                          "number; not planned (see the evidence)")
                             continue
+                        if str(r.text).startswith(f"{r.family} {r.table} {r.chain}: "):
+                            # the readable form (nft -a list table not read, a statement not
+                            # rendered exactly): no text nft would take back, none to compare
+                            notes.append(f"{node}: nft rule handle {r.handle} in {r.family} "
+                                         f"{r.table} {r.chain}: its nft text was not read "
+                                         "(nft -a list table); not planned (see the evidence)")
+                            continue
                         planned += 1
                         remember("delete_nft_rule", {
                             "family": r.family, "table": r.table, "chain": r.chain,
