@@ -92,3 +92,19 @@ def test_tables_and_saves_are_the_dataclasses_own() -> None:
                     assert type(t) is P.Table and vars(t) == vars(ref.tables[t.name])
                     n += 1
     assert n > 50
+
+
+def test_containers_stay_inline_so_no_tracked_dict_is_made() -> None:
+    """Table, IptablesSave, Rule and NftRule hold containers: made `inline` (no __dict__ object,
+    which would be one more object for the cyclic collector per instance, ~10 per node);
+    Section and NftChain hold strings and numbers only: their __dict__ is not tracked."""
+    import gc
+
+    t = P._new_table("filter", {"INPUT": "ACCEPT"}, ())
+    s = P._new_save({"filter": t}, (), (), ())
+    r = P._new_nft_rule("ip", "filter", "INPUT", 1, ({"accept": None},), None)
+    for obj, field in ((t, "chains"), (s, "tables"), (r, "expr")):
+        assert not any(isinstance(x, dict) and field in x for x in gc.get_referents(obj)), obj
+    sec = _new_section("a", None, "x", "", 0)
+    dicts = [x for x in gc.get_referents(sec) if isinstance(x, dict)]
+    assert dicts and not gc.is_tracked(dicts[0])

@@ -163,7 +163,7 @@ class Rule:
         return token in self.args
 
 
-def frozen_maker(cls: Any) -> Any:
+def frozen_maker(cls: Any, inline: bool = False) -> Any:
     """A positional constructor for the frozen dataclass `cls` that makes the same object as
     cls(...) (same class, same fields in the same order, so ==, hash and repr are unchanged)
     without the generated __init__'s call overhead: parsers make tens of thousands of these.
@@ -180,12 +180,16 @@ def frozen_maker(cls: Any) -> Any:
     args = ", ".join(names)
     # each field stored in the instance's __dict__ as object.__setattr__ stores it (half the
     # instructions: no setattr call per field); a field the class holds a data descriptor for
-    # (one with __set__) goes through it as before
+    # (one with __set__) goes through it as before. `inline`: every field set with
+    # object.__setattr__ (the values stay in the object, no dict object is made): for classes
+    # holding containers (a dict holding a tuple or dict is one more object the cyclic collector
+    # tracks and walks; a dict of strings and numbers is not tracked)
     body = "".join(f"    _set(o, {n!r}, {n})\n"
-                   if hasattr(type(_inspect.getattr_static(cls, n, None)), "__set__")
+                   if inline or hasattr(type(_inspect.getattr_static(cls, n, None)), "__set__")
                    else f"    d[{n!r}] = {n}\n"
                    for n in names)
-    src = f"def make({args}):\n    o = _new(cls)\n    d = o.__dict__\n{body}    return o\n"
+    dict_line = "" if inline else "    d = o.__dict__\n"
+    src = f"def make({args}):\n    o = _new(cls)\n{dict_line}{body}    return o\n"
     ns: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "cls": cls}
     exec(src, ns)  # noqa: S102 - built from the dataclass's own field names
     make = ns["make"]
@@ -236,9 +240,9 @@ class IptablesSave:
         return not self.tables
 
 
-_new_rule = frozen_maker(Rule)
-_new_table = frozen_maker(Table)
-_new_save = frozen_maker(IptablesSave)
+_new_rule = frozen_maker(Rule, inline=True)
+_new_table = frozen_maker(Table, inline=True)
+_new_save = frozen_maker(IptablesSave, inline=True)
 
 
 class _LazyArgs:
@@ -610,7 +614,7 @@ class _LazyRules:
 NftRuleset.rules = _LazyRules()  # type: ignore[assignment,misc]
 
 
-_new_nft_rule = frozen_maker(NftRule)
+_new_nft_rule = frozen_maker(NftRule, inline=True)
 _new_nft_chain = frozen_maker(NftChain)
 
 
