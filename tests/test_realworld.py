@@ -676,13 +676,46 @@ def check_nft_default_firewall(s: dict[str, Any], tmp: Path) -> None:
     assert run.returncode == 0, (run.returncode, run.stderr)
 
 
+def check_nft_json_kube_proxy(s: dict[str, Any]) -> None:
+    """kube-proxy's own nftables table (nftables mode) on a k3s flannel node: its rejects and
+    drops (cluster-ips-check: invalid ports of ClusterIPs, unallocated ClusterIPs) are kube-proxy's
+    by design, never a firewall finding, and no step plans anything in its table (kube-proxy
+    rewrites it; old code: FIREWALL_REJECT, accepts inserted into kube-proxy's chains)."""
+    from clusterfix_tui.core.fixes import get_step
+
+    e = s["expect"]
+    rs = P.parse_nft_json(text(s["file"]))
+    assert not rs.errors and ("ip", "kube-proxy") in rs.tables
+    ip = "10.34.4.246"
+    f = facts_with(nft_ruleset=rs, subnet_env={"FLANNEL_NETWORK": "10.42.0.0/16",
+                                               "FLANNEL_SUBNET": "10.42.4.1/24"},
+                   addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": ip,
+                                                            "prefixlen": 24}]}])
+    ann = {"k3s.io/node-args": '["server","--kube-proxy-arg","proxy-mode=nftables"]',
+           "flannel.alpha.coreos.com/backend-type": "vxlan"}
+    nodes = [{"metadata": {"name": n, "annotations": dict(
+                  ann, **{"flannel.alpha.coreos.com/public-ip": a})},
+              "spec": {"podCIDR": c, "podCIDRs": [c]},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("node-a", "10.42.4.0/24", ip), ("peer", "10.42.2.0/24", "10.34.4.142"))]
+    snap = _with_shape(_snapshot(nodes, ()), {"node-a": f})
+    assert (snap.shape.distribution, snap.shape.cni) == ("k3s", "flannel")
+    assert snap.shape.proxy_mode("node-a") == e["proxy_mode"]
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == [] and sorted(x.code for x in findings) == e["findings"], \
+        [(x.code, x.evidence) for x in findings]
+    for step in ("host_network", "iptables"):
+        plan = get_step(step).plan(_Diag(findings, {"node-a": f}, snap))
+        assert not [a.command for a in plan.actions if e["no_action_in"] in a.command]
+
+
 @pytest.mark.parametrize("name", sorted(n for n, s in BY_FILE.items()
                                         if s["kind"] == "nft-json-default-firewall"))
 def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

@@ -33,6 +33,12 @@ from clusterfix_tui.core.parsers import NftChain, NftRule, NftRuleset, Rule, Tab
 
 FULL, PARTIAL, NONE = 2, 1, 0
 OWN_CHAIN_PREFIXES = ("KUBE-", "FLANNEL-", "CILIUM", "cali-", "WEAVE", "ANTREA")
+# native nft tables the cluster's own components write whole (every chain theirs): kube-proxy's
+# nftables mode (`table ip kube-proxy` / `ip6 kube-proxy`: its cluster-ips-check rejects traffic to
+# invalid ClusterIP ports and drops unallocated ClusterIPs, by design; it rewrites the table on
+# every sync) and flannel's nftables mode (`flannel-ipv4` / `flannel-ipv6`)
+OWN_NFT_TABLES = {("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("ip", "flannel-ipv4"),
+                  ("ip6", "flannel-ipv6")}
 UNKNOWN_IF = "?"  # an interface whose name is not known
 NODEPORT_RANGE = (30000, 32767)
 DEFAULT_VXLAN_PORT = 8472
@@ -865,6 +871,7 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
                  index: dict[tuple[str, str, str], list[NftRule]] | None = None) -> Hit | None:
     by = index if index is not None else nft_index(rs)
     fam, tab = base.family, base.table
+    own_table = (fam, tab) in OWN_NFT_TABLES
     names = {c.name for c in rs.chains if c.family == fam and c.table == tab}
     steps = [0]
 
@@ -885,7 +892,7 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
                 if m == FULL:
                     return "accept", None
             elif verdict in ("drop", "reject"):
-                if _own_chain(chain):
+                if _own_chain(chain) or own_table:
                     continue
                 return "hit", Hit("rule", chain, base.name, verdict.upper(), r.render(), r.handle,
                                   (*path, chain), "full" if m == FULL else "partial",
