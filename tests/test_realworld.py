@@ -676,6 +676,51 @@ def check_nft_default_firewall(s: dict[str, Any], tmp: Path) -> None:
     assert run.returncode == 0, (run.returncode, run.stderr)
 
 
+def check_ip6tables_save_single(s: dict[str, Any]) -> None:
+    """A dual-stack node whose ip6tables has no -legacy/-nft variants (1.4.21: CentOS 7): its one
+    `ip6tables-save` is the IPv6 view (old code: no IPv6 view at all, nothing found), and every
+    planned ip6tables command runs the plain `ip6tables` with the wait flag 1.4.21 takes."""
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks
+
+    e = s["expect"]
+    v4 = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    drop = text(s["file"]).replace(":FORWARD ACCEPT", ":FORWARD DROP").replace(
+        "-A FORWARD -j REJECT --reject-with icmp6-adm-prohibited\n", "")
+    for save, want, step in ((text(s["file"]), e["findings"], "host_network"),
+                             (drop, e["with_policy_drop"], "iptables")):
+        f = facts_with(plain_save=P.parse_iptables_save(v4),
+                       plain_save6=P.parse_iptables_save(save),
+                       iptables_version=P.parse_iptables_version("iptables v1.4.21"),
+                       binaries={b: f"/sbin/{b}" for b in ("iptables", "iptables-save",
+                                                            "ip6tables", "ip6tables-save")},
+                       subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16",
+                                   "FLANNEL_IPV6_NETWORK": "fd00:10:244::/56"},
+                       addrs=[{"ifname": "eth0", "addr_info": [
+                           {"family": "inet", "local": "10.0.0.11", "prefixlen": 24},
+                           {"family": "inet6", "local": "fd00::11", "prefixlen": 64}]}])
+        nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c4, "podCIDRs": [c4, c6]},
+                  "status": {"addresses": [{"type": "InternalIP", "address": a},
+                                           {"type": "InternalIP", "address": a6}]}}
+                 for n, c4, c6, a, a6 in (
+                     ("node-a", "10.244.0.0/24", "fd00:10:244::/64", "10.0.0.11", "fd00::11"),
+                     ("node-b", "10.244.1.0/24", "fd00:10:244:1::/64", "10.0.0.12", "fd00::12"))]
+        snap = _with_shape(_snapshot(nodes, (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                           {"node-a": f})
+        assert snap.shape.nodes["node-a"].iptables == "single"
+        findings, errors = run_checks(snap, {"node-a": f})
+        assert errors == [] and sorted(x.code for x in findings) == want
+        assert all("ip6tables-save: " in " ".join(x.evidence) for x in findings)
+        plan = get_step(step).plan(_Diag(findings, {"node-a": f}, snap))
+        cmds = [c for a in plan.actions for c in (a.command, a.rollback.command if a.rollback
+                                                   else "")]
+        ipt = [c for c in cmds if c.startswith("ip6tables")]
+        assert ipt and check_rollbacks(plan) == []
+        variant = re.compile(r"(^|[\s;&|({])ip6?tables-(legacy|nft)(-save|-restore)?(\s|$)")
+        assert not [c for c in cmds if variant.search(c) or "-w 5" in c]
+        assert all(c.startswith(e["tool"]) for c in ipt if "-restore" not in c)
+
+
 def check_nft_json_kube_proxy(s: dict[str, Any]) -> None:
     """kube-proxy's own nftables table (nftables mode) on a k3s flannel node: its rejects and
     drops (cluster-ips-check: invalid ports of ClusterIPs, unallocated ClusterIPs) are kube-proxy's
@@ -715,7 +760,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

@@ -243,6 +243,13 @@ def backend_saves(facts: NodeFacts, version: int = 4) -> dict[str, IptablesSave 
 
 def _backend_saves(facts: NodeFacts, version: int) -> dict[str, IptablesSave | None]:
     if version == 6:
+        if facts.ip6_legacy is None and facts.ip6_nft_nat is None and \
+                facts.ip6_nft_filter is None and facts.plain_save6 is not None:
+            # an ip6tables without -legacy/-nft variants (< 1.8, CentOS 7): its one save, as
+            # for IPv4 (was: no IPv6 view at all, its FORWARD/INPUT rejects never seen)
+            b = single_backend(facts)
+            return {"legacy": facts.plain_save6 if b == "legacy" else None,
+                    "nft": facts.plain_save6 if b == "nft" else None}
         return {"legacy": facts.ip6_legacy,
                 "nft": _merge(facts.ip6_nft_nat, facts.ip6_nft_filter)}
     if facts.legacy is None and facts.nft_nat is None and facts.nft_filter is None \
@@ -268,11 +275,23 @@ def _merge(*saves: IptablesSave | None) -> IptablesSave | None:
     return IptablesSave(nft_tables, tuple(comments), tuple(incompatible)) if any_nft else None
 
 
+def plain_view(facts: NodeFacts, version: int = 4) -> bool:
+    """The family's view is the one `ip(6)tables-save` of an iptables without -legacy/-nft
+    variants (backend_saves)."""
+    if version == 6:
+        return facts.ip6_legacy is None and facts.ip6_nft_nat is None and \
+            facts.ip6_nft_filter is None and facts.plain_save6 is not None
+    return facts.legacy is None and facts.nft_nat is None and facts.nft_filter is None \
+        and facts.plain_save is not None
+
+
 def save_label(backend: str, table: str, version: int = 4, facts: NodeFacts | None = None) -> str:
     ip = "ip6tables" if version == 6 else "iptables"
     if facts is not None and version == 4 and facts.legacy is None and facts.nft_nat is None \
             and facts.plain_save is not None:
         return "iptables-save"
+    if facts is not None and version == 6 and plain_view(facts, 6):
+        return "ip6tables-save"
     return f"{ip}-legacy-save" if backend == "legacy" else f"{ip}-nft-save -t {table}"
 
 

@@ -16,7 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterfix_tui.core.checks._common import IPTABLES_SECTIONS, backend_saves, save_label
+from clusterfix_tui.core.checks._common import (
+    IPTABLES_SECTIONS,
+    backend_saves,
+    plain_view,
+    save_label,
+)
 from clusterfix_tui.core.checks.firewall_path import (
     ClusterHosts,
     Flow,
@@ -210,7 +215,7 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         what = r["rule"] if r["kind"] == "rule" else (
             f"chain {r['chain']} policy {r['verdict']}")
         label = ((save_label(r["backend"], "filter") if r.get("family") != "ip6" else
-                  f"ip6tables-{r['backend']}-save")
+                  "ip6tables-save" if plain_view(f, 6) else f"ip6tables-{r['backend']}-save")
                  if r["backend"] in ("legacy", "nft") else "nft list ruleset")
         evidence.append(f"{label}: {what}  [{where}, {path}]  drops: {names}"
                         + ("" if r["match"] == "full" else " (part of it)"))

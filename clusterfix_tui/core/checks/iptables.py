@@ -23,6 +23,7 @@ from clusterfix_tui.core.checks._common import (
     detect_backend,
     find_line,
     net_of,
+    plain_view,
     pod_families,
     pod_for,
     pod_networks,
@@ -403,7 +404,8 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
             src, dst, uncond, _how = _forward_accepts(t, nets)
             if uncond or (src and dst):
                 continue
-            raw = facts.raw(_RAW_SECTION[(version, backend)]) or facts.raw("iptables_save")
+            raw = facts.raw(_RAW_SECTION[(version, backend)]) or \
+                facts.raw("ip6tables_save" if version == 6 else "iptables_save")
             line = find_line(raw, ":FORWARD DROP") or ":FORWARD DROP"
             evidence = [f"{save_label(backend, 'filter', version, facts)}: {line}"]
             if not (src or dst):
@@ -468,8 +470,9 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
             backend=backend, table="filter", chain="FORWARD", policy="DROP",
             pod_network=pod_net, pod_networks=list(nets), kube_proxy_backend=live,
             host_iptables=facts.host_iptables, ip_version=version, accept_chain=accept_chain,
-            binary=(f"{ip}-{backend}" if facts.legacy is not None or facts.nft_nat is not None
-                    or version == 6 else ip)),
+            binary=(ip if plain_view(facts, version) else f"{ip}-{backend}"
+                    if facts.legacy is not None or facts.nft_nat is not None or version == 6
+                    else ip)),
     )
 
 
