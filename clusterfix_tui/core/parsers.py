@@ -947,8 +947,8 @@ def _nft_match_text(m: Any) -> str | None:
         vals = [_nft_value(x, kind, key) for x in items]
         if any(x is None for x in vals):
             return None
-        if (kind, key) in _NFT_FLAG_KEYS and op in ("in", "=="):
-            rv = ",".join(str(x) for x in vals)
+        if (kind, key) in _NFT_FLAG_KEYS and op == "in" and isinstance(right, list):
+            rv = ",".join(str(x) for x in vals)  # flags (a bitmask), not an anonymous set
         elif op in ("in", "==", "!="):
             rv = "{ " + ", ".join(str(x) for x in vals) + " }"
         else:
