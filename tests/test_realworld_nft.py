@@ -251,3 +251,50 @@ def test_rendered_rules_are_taken_back_by_the_real_nft(tmp_path):
             assert [_same_rule(x) for x in got] == [_same_rule(x) for x in readded]
         finally:
             del_netns(name)
+
+
+# the pod accepts in a chain the forward chain jumps to unconditionally (SYNTHESISED, the real nft:
+# `nft -f` of this text in an empty network namespace, then `nft -j list ruleset`, nftables 1.0.6)
+JUMP_TO_POD_ACCEPTS = """table inet filter {
+	chain forward {
+		type filter hook forward priority 0; policy drop;
+		ct state established,related accept
+		jump forward-pods
+	}
+	chain forward-pods {
+		ip saddr 10.244.0.0/16 accept
+		ip daddr 10.244.0.0/16 accept
+	}
+}
+"""
+JUMP_TO_POD_ACCEPTS_JSON = (
+    '{"nftables":[{"metainfo":{"version":"1.0.6","release_name":"Lester Gooch #5","json_schem'
+    'a_version":1}},{"table":{"family":"inet","name":"filter","handle":1}},{"chain":{"family"'
+    ':"inet","table":"filter","name":"forward","handle":1,"type":"filter","hook":"forward","p'
+    'rio":0,"policy":"drop"}},{"chain":{"family":"inet","table":"filter","name":"forward-pods'
+    '","handle":2}},{"rule":{"family":"inet","table":"filter","chain":"forward","handle":3,"e'
+    'xpr":[{"match":{"op":"in","left":{"ct":{"key":"state"}},"right":["established","related"'
+    ']}},{"accept":null}]}},{"rule":{"family":"inet","table":"filter","chain":"forward","hand'
+    'le":4,"expr":[{"jump":{"target":"forward-pods"}}]}},{"rule":{"family":"inet","table":"fi'
+    'lter","chain":"forward-pods","handle":5,"expr":[{"match":{"op":"==","left":{"payload":{"'
+    'protocol":"ip","field":"saddr"}},"right":{"prefix":{"addr":"10.244.0.0","len":16}}}},{"a'
+    'ccept":null}]}},{"rule":{"family":"inet","table":"filter","chain":"forward-pods","handle'
+    '":6,"expr":[{"match":{"op":"==","left":{"payload":{"protocol":"ip","field":"daddr"}},"ri'
+    'ght":{"prefix":{"addr":"10.244.0.0","len":16}}}},{"accept":null}]}}]}'
+)
+
+
+def test_nft_forward_drop_follows_an_unconditional_jump():
+    """Old code: only the base chain's own rules were read, so accepts for the pod network in a
+    chain it jumps to were missed (FORWARD_DROP on a healthy node, accepts planned); a
+    conditional jump is not followed (its accepts see only part of the traffic)."""
+    rs = P.parse_nft_json(JUMP_TO_POD_ACCEPTS_JSON)
+    assert not rs.errors and len(rs.rules) == 4
+    assert _forward_drop(rs) == []
+    doc = json.loads(JUMP_TO_POD_ACCEPTS_JSON)
+    for i in doc["nftables"]:
+        if "rule" in i and any("jump" in e for e in i["rule"]["expr"]):
+            i["rule"]["expr"].insert(0, {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
+                                                   "right": "cni0"}})
+    (x,) = _forward_drop(P.parse_nft_json(json.dumps(doc)))
+    assert x.code == "FORWARD_DROP"

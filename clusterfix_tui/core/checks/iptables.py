@@ -426,7 +426,7 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                 continue
             if ch.family in ("ip", "ip6") and ch.table in IPTABLES_NFT_TABLES:
                 continue  # an iptables-nft table: judged above from iptables-nft-save
-            rules = rs.rules_in(ch.family, ch.table, ch.name)
+            rules = _nft_chain_rules(rs, ch.family, ch.table, ch.name)
             vers = [v for v in fams if ch.family in ("inet", "bridge", "netdev")
                     or (ch.family == "ip") == (v == 4)]
             if not vers or all(_nft_accepts_pod_net(rules, n) for v in vers
@@ -474,6 +474,30 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
                     if facts.legacy is not None or facts.nft_nat is not None or version == 6
                     else ip)),
     )
+
+
+def _nft_chain_rules(rs: Any, family: str, table: str, chain: str) -> list[NftRule]:
+    """The chain's rules and those of the chains it jumps/goes to unconditionally (a rule with
+    no match: `jump forward-pods`), as the iptables side follows FORWARD's jumps: an accept there
+    is reached by every packet the chain sees."""
+    out: list[NftRule] = []
+    seen: set[str] = set()
+    todo = [chain]
+    while todo and len(seen) < 64:
+        c = todo.pop(0)
+        if c in seen:
+            continue
+        seen.add(c)
+        for r in rs.rules_in(family, table, c):
+            out.append(r)
+            st = set(r.statements())
+            for k in ("jump", "goto"):
+                if k in st and st <= {k, "counter"}:
+                    tgt = next((e[k].get("target") for e in r.expr if isinstance(e, dict)
+                                and isinstance(e.get(k), dict)), None)
+                    if isinstance(tgt, str):
+                        todo.append(tgt)
+    return out
 
 
 def _nft_accepts_pod_net(rules: list[NftRule], pod_net: str) -> bool:
