@@ -17,6 +17,7 @@ For each node with a CNI/flannel finding the plan:
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from clusterfix_tui.core.checks.cni import BridgeConflictData, StrayConflistData
@@ -544,16 +545,38 @@ class CniBridgeStep:
                     if not expected:
                         continue
                     spec = " ".join(q(tok) for tok in str(expected).split())
+                    actual = [str(x) for x in (m.get("actual") or ())] if isinstance(m, dict) \
+                        else []
+                    command, rollback = f"ip route replace {spec}", rb(
+                        f"ip route del {spec}", "remove the added route")
+                    if actual:
+                        # `replace` overwrites the route the node has to that subnet (a host-gw
+                        # leftover, a blackhole): it is saved first and put back on rollback
+                        dst = str(expected).split()[0]
+                        ip = "ip -6" if ":" in dst else "ip"
+                        saved = f"{nbdir}/route-{re.sub(r'[^0-9A-Za-z.]+', '_', dst)}"
+                        command = (f"mkdir -p -m 700 {q(nbdir)} && {{ [ -e {q(saved)} ] || "
+                                   f"{ip} route show to exact {q(dst)} > {q(saved)}; }} && "
+                                   f"ip route replace {spec}")
+                        rollback = rb(
+                            f"ip route del {spec}; sed -E 's/ (linkdown|dead|offload|trap|"
+                            f"rt_offload|rt_trap|pervasive)( |$)/ /g' {q(saved)} | "
+                            f"while read -r r; do [ -z \"$r\" ] || {ip} route add $r || exit 1; "
+                            "done",
+                            "remove the added route and put back the route(s) it replaced "
+                            f"({'; '.join(actual)})")
                     add(
                         f"add-route-{spec}",
                         kind="shell",
-                        command=f"ip route replace {spec}",
+                        command=command,
                         why=f"flannel's route to {m.get('peer_node', '?') if isinstance(m, dict) else '?'}'s "
-                            "pod subnet is missing: pods here cannot reach pods there",
+                            "pod subnet is missing: pods here cannot reach pods there"
+                            + (f" (it replaces: {'; '.join(actual)})" if actual else ""),
                         finding_codes=(f.code,),
-                        risk="none",
-                        rollback=rb(f"ip route del {spec}", "remove the added route"),
-                        change={"what": f"route {expected}", "before": "missing",
+                        risk="none" if not actual else "the route(s) it replaces stop applying",
+                        rollback=rollback,
+                        change={"what": f"route {expected}",
+                                "before": "; ".join(actual) if actual else "missing",
                                 "after": "present"},
                         precondition=_route_there(str(expected)),
                     )
