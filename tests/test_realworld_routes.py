@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -91,5 +92,28 @@ def test_replace_and_rollback_on_a_real_routing_table(tmp_path):
         assert "dev flannel.1" in during and "via 10.244.1.0" in during
         ns(name, rb)
         assert ns(name, "ip route show") == before
+    finally:
+        del_netns(name)
+
+
+@pytest.mark.lab
+def test_ipv6_route_precondition_sees_the_route(tmp_path):
+    """`ip route show to exact <IPv6 prefix>` prints nothing without -6 (IPv4 only): the
+    precondition of an IPv6 flannel route never saw it there (old code); now it says done."""
+    from fix_helpers import del_netns, new_netns, ns
+
+    from clusterfix_tui.core.fixes.cni_bridge import _route_there
+    from clusterfix_tui.core.fixes.preconditions import EXIT_DONE
+
+    want = "fd00:10:244:1::/64 via fd00::12 dev eth0"
+    pre = _route_there(want)
+    name = new_netns()
+    try:
+        ns(name, "ip link add eth0 type veth peer name peer0 && ip link set eth0 up && "
+                 "ip link set peer0 up && ip addr add fd00::11/64 dev eth0 nodad && "
+                 f"ip -6 route add {want}")
+        p = subprocess.run(["ip", "netns", "exec", name, "sh", "-c", pre.command],
+                           capture_output=True, text=True)
+        assert p.returncode == EXIT_DONE and "already" in p.stdout, (p.returncode, p.stdout)
     finally:
         del_netns(name)

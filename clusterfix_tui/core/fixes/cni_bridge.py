@@ -123,7 +123,8 @@ def _route_there(expected: str) -> Any:
     for key in ("via", "dev"):
         if key in rest and rest.index(key) + 1 < len(rest):
             wanted.append(f"{key} {rest[rest.index(key) + 1]}")
-    test = f"r=$(ip route show to exact {q(dst)} 2>/dev/null) && [ -n \"$r\" ]" + "".join(
+    ip = "ip -6" if ":" in dst else "ip"  # `ip route show` lists IPv4 only without -6
+    test = f"r=$({ip} route show to exact {q(dst)} 2>/dev/null) && [ -n \"$r\" ]" + "".join(
         f" && printf '%s\\n' \"$r\" | grep -qF {q(w)}" for w in wanted)
     return pre.absent_else_done(test, f"the route {expected} is still missing",
                                 f"the route {expected} is there already")
