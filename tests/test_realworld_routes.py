@@ -117,3 +117,14 @@ def test_ipv6_route_precondition_sees_the_route(tmp_path):
         assert p.returncode == EXIT_DONE and "already" in p.stdout, (p.returncode, p.stdout)
     finally:
         del_netns(name)
+
+
+def test_a_blackhole_route_is_shown_as_one():
+    """`ip -j route` gives a non-unicast route's kind in "type" (calico's `blackhole
+    10.244.1.0/26 proto bird`): the evidence and the plan name it (old code: '10.244.1.0/26',
+    read as an ordinary route)."""
+    from clusterfix_tui.core.parsers import render_route
+
+    r = {"type": "blackhole", "dst": "10.244.1.0/26", "protocol": "bird", "flags": []}
+    assert render_route(r) == "blackhole 10.244.1.0/26"
+    assert render_route(OLD_ROUTE) == "10.244.1.0/24 via 10.0.0.12 dev eth0"

@@ -1082,6 +1082,8 @@ def ipv4_addrs(addrs: Any, ifname: str) -> list[str]:
 
 def render_route(r: dict[str, Any]) -> str:
     parts = [str(r.get("dst", "?"))]
+    if r.get("type") not in (None, "", "unicast"):  # blackhole, unreachable, prohibit, ...
+        parts.insert(0, str(r["type"]))
     if r.get("gateway"):
         parts += ["via", str(r["gateway"])]
     if r.get("dev"):
