@@ -85,7 +85,9 @@ class DetailPane(ScrollView, can_focus=True):
         if scroll == "auto" and len(lines) > height and not bar:
             width = self._content_width(True)
             lines = Visual.to_strips(self, self._visual, width, None, style)
-        self._lines = lines
+        # one segment per run of one style (a NAT table's line was a segment per cell): the
+        # compositor cuts every line it draws at each widget's edges, segment by segment
+        self._lines = [line.simplify() for line in lines]
         self._wrapped_at = self.outer_size
         size = Size(width, len(lines))
         if size != self.virtual_size:
