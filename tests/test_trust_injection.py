@@ -96,8 +96,10 @@ def sc_iptables(v: dict[str, str]) -> Diag:
         value = "/usr/sbin/" + v["alt_path"]
         status = "manual"
 
-    class Facts:
+    class Facts:  # a node whose iptables saves were not read (only its alternative was)
         alternatives = Alt()
+        legacy = nft_nat = nft_filter = plain_save = None
+        ip6_legacy = ip6_nft_nat = ip6_nft_filter = plain_save6 = None
 
     findings = [
         F("IPTABLES_BACKEND_CONFLICT", n1, kube_proxy_backend="nft", host_iptables="legacy",

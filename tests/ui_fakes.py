@@ -129,9 +129,28 @@ class ReplayCluster:
                     for k in api_keys:
                         rec[k] = copy.deepcopy(src[k])
                 rec["facts"] = {n: "".join(s.values()) for n, s in facts.items()}
+                if "iptables" in broken:
+                    self._kube_proxy_sync_fails(rec)
                 self._recreate_pods(rec)
                 self._cache[key] = rec
             return self._cache[key]
+
+    def _kube_proxy_sync_fails(self, rec: dict[str, Any]) -> None:
+        """The iptables fault as kube-proxy lives it: each sync fails on the chain iptables
+        cannot read, and its log says so with its iptables' version (the recorded fault's
+        "Failed to execute iptables-restore" block, added to node-3's kube-proxy's log whatever
+        pod runs there: the healthy one, or the crash-looping one of the pods fault)."""
+        src = self._scenarios[FAULTS["iptables"][0]]
+        lines = next(v for k, v in src["logs"].items()
+                     if "kube-proxy" in k and "incompatible" in v).splitlines()
+        start = next(i for i, ln in enumerate(lines) if "Failed to execute iptables-restore" in ln)
+        block = lines[start:start + 3]
+        for node in FAULTS["iptables"][1]:
+            pod = next(p["metadata"]["name"] for p in rec["pods"]
+                       if p["metadata"]["name"].startswith("kube-proxy-")
+                       and p.get("spec", {}).get("nodeName") == node)
+            key = f"kube-system/{pod}/current"
+            rec["logs"][key] = rec["logs"].get(key, "").rstrip("\n") + "\n" + "\n".join(block) + "\n"
 
     def _recreate_pods(self, rec: dict[str, Any]) -> None:
         """A deleted pod is replaced by its DaemonSet: same spec, new name."""
