@@ -93,16 +93,7 @@ def test_without_sharing_urllib3_makes_one_per_connection(kubeconfig: pathlib.Pa
 
 
 def test_untrusted_server_is_refused_on_every_connection(kubeconfig: pathlib.Path) -> None:
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    other_ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(other_key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .sign(other_key, hashes.SHA256()))
-    pem = other_ca.public_bytes(serialization.Encoding.PEM)
+    pem, _ = _self_signed("another-ca", ca=True)
     for path in (_edit(kubeconfig, cluster={"certificate-authority-data":
                                             base64.b64encode(pem).decode()}),
                  _edit(kubeconfig, drop=("certificate-authority-data",))):  # system CAs
@@ -125,17 +116,25 @@ def test_the_host_name_is_still_checked(kubeconfig: pathlib.Path) -> None:
             api.list_nodes()
 
 
-def _client_cert() -> tuple[bytes, bytes]:
+def _self_signed(common_name: str, ca: bool = False) -> tuple[bytes, bytes]:
+    """A self-signed certificate (a CA when `ca`) and its key, both PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cfx-user")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1)))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _client_cert() -> tuple[bytes, bytes]:
+    return _self_signed("cfx-user")
 
 
 def test_client_certificate_data_is_loaded_once_and_paths_are_not_shared(
