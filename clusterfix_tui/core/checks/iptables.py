@@ -549,6 +549,13 @@ def _nft_addr_match(m: dict[str, Any]) -> str | None:
 # back ("incompatible"), exactly as it cannot read the same expressions written with raw nft: the
 # rule alone does not tell who wrote it.
 NEWER_IPTABLES_NATIVE = {"log", "limit", "reject", "masquerade", "ct-match"}
+# ... of which kube-proxy's iptables mode writes none in the nat table: its conntrack matches and
+# REJECTs are in the filter table (KUBE-FORWARD, KUBE-SERVICES, the built-in chains' jumps), it
+# logs and rate-limits nothing, and its one MASQUERADE is in KUBE-POSTROUTING. Such a statement
+# in another kube-proxy nat chain (KUBE-SEP-*, KUBE-SVC-*, ...) was not written by kube-proxy,
+# whatever iptables it runs: on a node whose kube-proxy's iptables version is not known (k3s's
+# embedded kube-proxy logs none) it is still a foreign rule.
+KUBE_PROXY_NEVER_IN_NAT = {"log", "limit", "reject", "ct-match"}
 
 
 def _native_kinds(rule: NftRule) -> set[str]:
@@ -580,6 +587,9 @@ def _maybe_newer_iptables(rule: NftRule, chain: str, kp_ver: str | None,
     kinds = _native_kinds(rule)
     if not kinds or not kinds <= NEWER_IPTABLES_NATIVE:
         return False
+    if kube_proxy_chain(chain) and rule.table == "nat" and chain != "KUBE-POSTROUTING" and \
+            kinds <= KUBE_PROXY_NEVER_IN_NAT:
+        return False  # kube-proxy writes none of these in its nat chains, whatever its iptables
     if not kube_proxy_chain(chain) or kp_ver is None or host_ver is None:
         return True
     return version_tuple(kp_ver) > version_tuple(host_ver)
