@@ -92,6 +92,14 @@ def test_without_sharing_urllib3_makes_one_per_connection(kubeconfig: pathlib.Pa
     assert len({id(c) for c in ctxs}) == len(ctxs)
 
 
+def _refused_on_each_connection(api: KubeClusterAPI) -> None:
+    """Two new connections in a row (the shared context's second use too), each refused."""
+    for _ in range(2):
+        api._api_client.rest_client.pool_manager.clear()
+        with pytest.raises(APIUnreachable, match="TLS failed"):
+            api.list_nodes()
+
+
 def test_untrusted_server_is_refused_on_every_connection(kubeconfig: pathlib.Path) -> None:
     pem, _ = _self_signed("another-ca", ca=True)
     for path in (_edit(kubeconfig, cluster={"certificate-authority-data":
@@ -99,10 +107,7 @@ def test_untrusted_server_is_refused_on_every_connection(kubeconfig: pathlib.Pat
                  _edit(kubeconfig, drop=("certificate-authority-data",))):  # system CAs
         api = KubeClusterAPI(str(path))
         assert api.tls_shared
-        for _ in range(2):
-            api._api_client.rest_client.pool_manager.clear()
-            with pytest.raises(APIUnreachable, match="TLS failed"):
-                api.list_nodes()
+        _refused_on_each_connection(api)
 
 
 def test_the_host_name_is_still_checked(kubeconfig: pathlib.Path) -> None:
@@ -110,10 +115,7 @@ def test_the_host_name_is_still_checked(kubeconfig: pathlib.Path) -> None:
     path = _edit(kubeconfig, cluster={"tls-server-name": "not-the-api.example.org"})
     api = KubeClusterAPI(str(path))
     assert api.tls_shared
-    for _ in range(2):
-        api._api_client.rest_client.pool_manager.clear()
-        with pytest.raises(APIUnreachable, match="TLS failed"):
-            api.list_nodes()
+    _refused_on_each_connection(api)
 
 
 def _self_signed(common_name: str, ca: bool = False) -> tuple[bytes, bytes]:

@@ -19,7 +19,7 @@ ERR = "iptables: NftRulesUnreadable: table ip filter: rule item unreadable (node
 
 
 def _events(before_errors: list[str] | None, after_errors: list[str] | None = None,
-            after: bool = False, changed: bool = False) -> list[dict[str, Any]]:
+            after: bool = False) -> list[dict[str, Any]]:
     evs: list[dict[str, Any]] = [
         {"seq": 1, "type": "session_start", "session_id": "s", "mode": "headless",
          "cluster": {"context": "c", "server": "https://x", "version": "v", "node_count": 2}},
