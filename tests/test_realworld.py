@@ -754,13 +754,76 @@ def check_nft_json_kube_proxy(s: dict[str, Any]) -> None:
         assert not [a.command for a in plan.actions if e["no_action_in"] in a.command]
 
 
+def iptables_s_to_save(raw: str) -> str:
+    """`iptables -S` (-P policies, -N chains, -A rules) as the *filter table of an iptables-save."""
+    pol: dict[str, str] = {}
+    chains: list[str] = []
+    rules: list[str] = []
+    for line in raw.splitlines():
+        words = line.split()
+        if line.startswith("-P ") and len(words) == 3:
+            pol[words[1]] = words[2]
+        elif line.startswith("-N "):
+            chains.append(words[1])
+        elif line.startswith("-A "):
+            rules.append(line)
+    return "\n".join(["*filter", *(f":{c} {pol.get(c, 'ACCEPT')} [0:0]"
+                                   for c in ("INPUT", "FORWARD", "OUTPUT")),
+                      *(f":{c} - [0:0]" for c in chains), *rules, "COMMIT", ""])
+
+
+def check_iptables_s_ufw(s: dict[str, Any]) -> None:
+    """A ufw host's `iptables -S` (iptables 1.8.10 nf_tables, Ubuntu 24.04) as a flannel node's
+    nft backend (SYNTHESISED: the node, a peer, its address; an empty legacy backend). ufw's
+    INPUT policy DROP drops VXLAN, kubelet and NodePorts: the finding names the policy, and the
+    opt-in is the policy; ufw-after-input's `-m addrtype --dst-type BROADCAST -j
+    ufw-skip-to-policy-input` matches no unicast cluster flow (old code: read as matching some,
+    so FIREWALL_REJECT blamed `-A ufw-skip-to-policy-input -j DROP` and offered to delete it,
+    which opens nothing: the policy still drops). With the cluster's ports allowed the ufw way
+    and routed traffic allowed (SYNTHESISED: `ufw allow` lines, FORWARD policy ACCEPT): nothing."""
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks
+
+    e = s["expect"]
+    ip = "10.0.0.11"
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("node-a", "10.244.0.0/24", ip), ("node-b", "10.244.1.0/24", "10.0.0.12"))]
+    allowed = (text(s["file"]).replace("-P FORWARD DROP", "-P FORWARD ACCEPT")
+               + "".join(f"-A ufw-user-input {r} -j ACCEPT\n" for r in e["allow"]))
+    for raw, want in ((text(s["file"]), e["findings"]), (allowed, e["allowed_findings"])):
+        save = P.parse_iptables_save(iptables_s_to_save(raw))
+        assert not save.errors
+        f = facts_with(nft_filter=save, legacy=P.parse_iptables_save(""),
+                       iptables_version=P.parse_iptables_version("iptables v1.8.10 (nf_tables)"),
+                       binaries={b: f"/usr/sbin/{b}" for b in (
+                           "iptables", "iptables-save", "iptables-legacy", "iptables-legacy-save",
+                           "iptables-nft", "iptables-nft-save")},
+                       subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16"},
+                       addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": ip,
+                                                                "prefixlen": 24}]}])
+        snap = _with_shape(_snapshot(nodes, (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                           {"node-a": f})
+        findings, errors = run_checks(snap, {"node-a": f})
+        assert errors == [] and sorted(x.code for x in findings) == want, \
+            [(x.code, x.evidence) for x in findings]
+        plan = get_step("host_network").plan(_Diag(findings, {"node-a": f}, snap))
+        assert check_rollbacks(plan) == []
+        cmds = " ".join(a.command for a in plan.actions)
+        assert "ufw-" not in cmds, cmds  # nothing planned in ufw's chains
+        if want:
+            (x,) = [x for x in findings if x.code.startswith("FIREWALL_")]
+            assert e["evidence"] in " ".join(x.evidence), x.evidence
+            assert sorted(x.data.flows) == e["flows"]
+
+
 @pytest.mark.parametrize("name", sorted(n for n, s in BY_FILE.items()
                                         if s["kind"] == "nft-json-default-firewall"))
 def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
@@ -795,3 +858,52 @@ def test_no_sample_raises_in_parsers_or_checks(name):
     snap = _with_shape(snap, {obj["metadata"]["name"]: f})
     findings, errors = run_checks(snap, {obj["metadata"]["name"]: f})
     assert errors == []
+
+
+# ufw's ufw-not-local chain as `nft -j` gives it (nftables v1.0.6, from the nft listing of the
+# ufw sample's source, search corpus file id 67596634005, `nft list ruleset`: table ip filter)
+UFW_NOT_LOCAL_NFT = [
+    '[{"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, '
+    '"right": "local"}}, {"counter": {"packets": 5948, "bytes": 319771}}, {"return": null}]',
+    '[{"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, '
+    '"right": "multicast"}}, {"counter": {"packets": 0, "bytes": 0}}, {"return": null}]',
+    '[{"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, '
+    '"right": "broadcast"}}, {"counter": {"packets": 0, "bytes": 0}}, {"return": null}]',
+]
+
+
+def test_destination_address_types_against_unicast_flows():
+    """iptables `-m addrtype --dst-type` and nft `fib daddr type` (ufw's ufw-not-local and
+    ufw-after-input): every cluster flow is unicast, to the node's own address (input) or through
+    it (forward). Old code: BROADCAST/MULTICAST and every nft fib test were PARTIAL (a DROP
+    behind them was blamed for dropping cluster traffic)."""
+    from clusterfix_tui.core.checks import firewall_path as fp
+
+    kubelet = fp.Flow("kubelet", "input", "ip", "kubelet", "tcp", (10250, 10250),
+                      ("10.0.0.12/32",), ("10.0.0.11/32",), ("eth0",), None)
+    fwd = fp.Flow("pods-forward", "forward", "ip", "pods", None, None, ("10.244.0.0/16",),
+                  ("10.0.0.0/24",), ("cni0",), ("eth0",))
+    out = fp.Flow("vxlan-out", "output", "ip", "vxlan", "udp", (8472, 8472), ("10.0.0.11/32",),
+                  ("10.0.0.12/32",), None, ("eth0",))
+
+    def ipt(args: str, flow: Any) -> int:
+        words = tuple(shlex.split(args))
+        return fp.match_iptables_rule(P.Rule("filter", "c", f"-A c {args}", words[-1], words), flow)
+
+    for t in ("BROADCAST", "MULTICAST", "BROADCAST,MULTICAST"):
+        assert [ipt(f"-m addrtype --dst-type {t} -j x", fl) for fl in (kubelet, fwd, out)] == \
+            [fp.NONE] * 3
+        assert ipt(f"-m addrtype ! --dst-type {t} -j DROP", kubelet) == fp.FULL
+    assert ipt("-m addrtype --dst-type LOCAL -j RETURN", kubelet) == fp.FULL
+    assert ipt("-m addrtype --dst-type LOCAL -j RETURN", fwd) == fp.NONE
+    assert ipt("-m addrtype --dst-type LOCAL -j RETURN", out) == fp.PARTIAL
+    assert ipt("-m addrtype --dst-type UNICAST -j x", fwd) == fp.PARTIAL
+    # looked up on one interface only: not understood, never NONE
+    assert ipt("-m addrtype ! --dst-type LOCAL --limit-iface-in -j DROP", kubelet) == fp.PARTIAL
+    rules = [P.NftRule("ip", "filter", "ufw-not-local", None, tuple(json.loads(x)))
+             for x in UFW_NOT_LOCAL_NFT]
+    assert [fp.match_nft_rule(r, kubelet) for r in rules] == [fp.FULL, fp.NONE, fp.NONE]
+    assert [fp.match_nft_rule(r, fwd) for r in rules] == [fp.NONE, fp.NONE, fp.NONE]
+    other = P.NftRule("ip", "t", "c", None, ({"match": {"op": "==", "left": {"fib": {
+        "result": "type", "flags": ["daddr", "iif"]}}, "right": "local"}},))
+    assert fp.match_nft_rule(other, kubelet) == fp.PARTIAL

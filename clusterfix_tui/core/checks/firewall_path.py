@@ -525,6 +525,29 @@ def _ctstate(flow: Flow, states: set[str]) -> int:
     return FULL if "new" in states else NONE
 
 
+# address types a destination can have (iptables -m addrtype --dst-type, nft `fib daddr type`)
+# that no cluster flow's packets have: every flow here is unicast by construction (VXLAN to a
+# peer, TCP to the node's own address, forwarded pod traffic), so a broadcast/multicast test
+# (ufw's ufw-not-local and ufw-after-input, firewalld's) never matches one
+_NOT_UNICAST_TYPES = frozenset(("broadcast", "multicast", "anycast", "blackhole", "unreachable",
+                                "prohibit", "throw", "nat", "xresolve"))
+
+
+def match_dst_type(flow: Flow, types: Any) -> int:
+    """A destination address type test (`types`: the type words; None: not understood) for one
+    flow: LOCAL is every input flow's destination (the node's own address) and no forwarded
+    flow's; the non-unicast types are no flow's; anything else (UNICAST, an output flow's LOCAL,
+    an unknown word) is PARTIAL."""
+    if not types:
+        return PARTIAL
+    ts = {str(t).lower() for t in types}
+    if ts <= _NOT_UNICAST_TYPES:
+        return NONE
+    if ts <= _NOT_UNICAST_TYPES | {"local"}:
+        return FULL if flow.hook == "input" else NONE if flow.hook == "forward" else PARTIAL
+    return PARTIAL
+
+
 # -- iptables ------------------------------------------------------------------------------------
 
 
@@ -558,6 +581,8 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
     toks = args
     n = len(toks)
     ops: list[tuple[int, Any, bool]] = []
+    # --limit-iface-in/out: the type is looked up on one interface only (not understood here)
+    limited = "--limit-iface-in" in toks or "--limit-iface-out" in toks
     neg = False
     i = 0
     while i < n:
@@ -587,8 +612,7 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
         elif kind == _OP_CTSTATUS:
             operand = {x.lower() for x in val.split(",")}
         elif kind == _OP_LOCAL:
-            if val.upper() != "LOCAL":
-                kind = _OP_PARTIAL
+            operand = None if limited else [x for x in val.split(",") if x]
         elif kind == _OP_SYN:
             step = 1
         elif t.startswith("-"):
@@ -626,7 +650,7 @@ def _match_ops(ops: Ops, flow: Flow) -> int:
             v = FULL if (flow.dnat and "dnat" in operand) else NONE if not flow.dnat and \
                 operand <= {"dnat"} else PARTIAL
         elif kind == _OP_LOCAL:
-            v = FULL if flow.hook in ("input",) else NONE if flow.hook == "forward" else PARTIAL
+            v = match_dst_type(flow, operand)
         elif kind == _OP_SYN:
             v = FULL if flow.proto == "tcp" else NONE
         else:
@@ -831,7 +855,10 @@ def match_nft_expr(m: dict[str, Any], flow: Flow) -> int:
         else:
             v = PARTIAL
     elif isinstance(left, dict) and "fib" in left:
+        fib = left["fib"] if isinstance(left["fib"], dict) else {}
         v = PARTIAL
+        if fib.get("result") == "type" and fib.get("flags") in ("daddr", ["daddr"]):
+            v = match_dst_type(flow, [str(x) for x in _nft_values(right)] or None)
     return _not(v) if neg else v
 
 
