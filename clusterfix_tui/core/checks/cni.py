@@ -83,6 +83,13 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     return out
 
 
+def _prefixlen(a: str) -> int | None:
+    try:
+        return ipaddress.ip_interface(a).network.prefixlen if "/" in a else None
+    except ValueError:
+        return None
+
+
 def _valid_iface(s: str) -> bool:
     try:
         ipaddress.ip_interface(s)
@@ -107,10 +114,14 @@ def _addrs(addrs: Any, ifname: str, version: int) -> list[str]:
 
 def _bridge(snapshot: ClusterSnapshot, node: str, f: NodeFacts, cidr: str, version: int = 4) -> list[Finding]:
     addrs = _addrs(f.addrs, "cni0", version)
-    wrong = [a for a in addrs if not in_net(a, cidr)]
+    net = ipaddress.ip_network(cidr, strict=False)
+    # outside the podCIDR, or inside it with another prefix length (10.244.1.1/16 for
+    # 10.244.1.0/24): the CNI bridge plugin compares "IP/prefix" as text and refuses both with
+    # '"cni0" already has an IP address different from 10.244.1.1/24' (plugins bridge.go
+    # ensureAddr: any other IPv4 address; an IPv6 one that overlaps the gateway's subnet)
+    wrong = [a for a in addrs if not in_net(a, cidr) or _prefixlen(a) not in (None, net.prefixlen)]
     if not wrong:
         return []
-    net = ipaddress.ip_network(cidr, strict=False)
     expected = f"{net.network_address + 1}/{net.prefixlen}"
     pod = pod_for(snapshot, "flannel_pods", node)
     evidence = [f"ip -j addr: cni0 inet {a}" for a in wrong] + [f"node podCIDR: {cidr}"]
@@ -121,7 +132,9 @@ def _bridge(snapshot: ClusterSnapshot, node: str, f: NodeFacts, cidr: str, versi
                 break
     return [Finding(
         code="CNI_BRIDGE_CONFLICT", severity="error", node=node,
-        title=f"cni0 carries {', '.join(wrong)}, outside the node's podCIDR {cidr}",
+        title=(f"cni0 carries {', '.join(wrong)}, outside the node's podCIDR {cidr}"
+               if all(not in_net(a, cidr) for a in wrong) else
+               f"cni0 carries {', '.join(wrong)}, not the node's podCIDR gateway {expected}"),
         evidence=tuple(evidence),
         explanation=("flannel sets cni0's address from the node's subnet; when cni0 already "
                      "carries another one (an old podCIDR, another CNI) flannel fails with "

@@ -156,6 +156,7 @@ class StaleVtepData(FindingData, codes=("FLANNEL_STALE_VTEP",)):
     expected_mac: str | None = None
     where: list[str] = field(default_factory=list)  # "fdb", "neigh"
     fdb_missing: bool = False
+    neigh_missing: bool = False  # no neighbour entry for the peer's subnet address
     fdb_entries: list[str] = field(default_factory=list)
     neigh_entries: list[str] = field(default_factory=list)
     device: str = "flannel.1"
@@ -203,7 +204,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             continue
         for fam in families(snapshot, me):
             p = peers[fam.version]
-            out.extend(_stale_vtep(snapshot, node, f, nodes, fam, p))
+            out.extend(_stale_vtep(snapshot, node, f, nodes, fam, p, direct))
             out.extend(_stale_subnet(snapshot, node, f, nodes, fam, p))
             out.extend(_missing_routes(node, f, nodes, fam, direct, p))
     return _merge_per_node(out)
@@ -291,7 +292,7 @@ def _merge_per_node(findings: list[Finding]) -> list[Finding]:
 
 
 def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
-                fam: Fam = V4, peers: _Peers | None = None) -> list[Finding]:
+                fam: Fam = V4, peers: _Peers | None = None, direct: bool = False) -> list[Finding]:
     out: list[Finding] = []
     DEV = fam.dev  # noqa: N806 - the device of this family
     peers = peers or _Peers(nodes, fam)
@@ -299,10 +300,19 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
     fdb_by_mac = _index(fam.fdb(f), lambda e: str(e.get("mac", "")).lower())
     fdb_by_dst = _index(fam.fdb(f), lambda e: e.get("dst"))
     fdb_sec = fam.fdb_section(f)
-    fdb_read = bool(fdb_sec is not None and fdb_sec.ok and link_by_name(f.links, DEV) is not None)
+    link_there = link_by_name(f.links, DEV) is not None
+    fdb_read = bool(fdb_sec is not None and fdb_sec.ok and link_there)
+    neigh_sec = f.section("ip_neigh_flannel" if fam.version == 4 else "ip6_neigh_flannel")
+    neigh_read = bool(neigh_sec is not None and neigh_sec.ok and link_there)
+    # DirectRouting: a peer routed via its own IP gets no neigh/fdb entry from flannel
+    direct_via = {str(r.get("gateway")) for r in fam.routes(f)
+                  if isinstance(r, dict) and r.get("gateway") and r.get("dev") != DEV} \
+        if direct else set()
     for peer, want, peer_ip, gw in peers.vteps:
         if peer.name == node:
             continue
+        if direct and peer_ip and str(peer_ip) in direct_via:
+            continue  # routed directly, not through the VTEP
         # what the kernel uses: the neighbour entry of the peer's subnet address (inner dst MAC)
         # and the fdb entry of that MAC (outer dst IP). fdb entries of other MACs towards the peer
         # are leftovers: harmless alone, cleaned up with a real fault.
@@ -311,10 +321,15 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
         fdb_want = fdb_by_mac.get(want, [])
         fdb_wrong_dst = [e for e in fdb_want if e.get("dst") and e.get("dst") != peer_ip]
         fdb_missing = fdb_read and not any(e.get("dst") == peer_ip for e in fdb_want)
+        # no neighbour entry (with a MAC) for the peer's subnet address: flannel writes it
+        # permanent; without it the kernel cannot resolve the inner destination MAC (flannel.1
+        # is nolearning, nobody answers ARP on it) and every packet to the peer's pods is lost
+        neigh_missing = bool(neigh_read and gw and not any(
+            e.get("lladdr") for e in neigh_by_dst.get(gw, ())))
         fdb_stale = [e for e in (fdb_by_dst.get(peer_ip, ()) if peer_ip is None
                                  or isinstance(peer_ip, str) else ())
                      if str(e.get("mac", "")).lower() not in (want, "00:00:00:00:00:00")]
-        if not neigh_bad and not fdb_wrong_dst and not fdb_missing:
+        if not neigh_bad and not fdb_wrong_dst and not fdb_missing and not neigh_missing:
             continue
         fdb_bad = fdb_stale + fdb_wrong_dst
         wrong = sorted({str(e.get("mac", "")).lower() for e in fdb_bad} |
@@ -328,25 +343,36 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
         if fdb_missing:
             evidence.append(f"bridge fdb show dev {DEV}: no entry {want} dst {peer_ip}")
         evidence += [f"ip neigh show dev {DEV}: {ln.strip()}" for ln in neigh_lines]
+        if neigh_missing:
+            evidence.append(f"ip neigh show dev {DEV}: no entry {gw} lladdr {want}")
         evidence.append(f"{peer.name} annotation {fam.vtep_annotation}: VtepMAC {want}")
         out.append(Finding(
             code="FLANNEL_STALE_VTEP", severity="error", node=node,
             title=(f"stale VTEP MAC for {peer.name}: {', '.join(wrong)} instead of {want}" if wrong
-                   else f"no fdb entry for {peer.name}'s VTEP MAC {want}"),
+                   else f"no {' or '.join(w for w, m in (('fdb', fdb_missing), ('neighbour', neigh_missing)) if m)}"
+                        f" entry for {peer.name}'s VTEP MAC {want}"),
             evidence=tuple(evidence),
-            explanation=(f"{node} sends vxlan traffic for {peer.name}'s pods ({fam.cidr(peer)}) "
-                         f"to a MAC that is no longer {peer.name}'s flannel.1 (as after a reboot "
-                         "recreated it): cross-node traffic to those pods is lost. Replace the "
-                         "fdb/neigh entries with the annotated VtepMAC (or restart flannel here)."),
+            explanation=((f"{node} sends vxlan traffic for {peer.name}'s pods ({fam.cidr(peer)}) "
+                          f"to a MAC that is no longer {peer.name}'s flannel.1 (as after a reboot "
+                          "recreated it): cross-node traffic to those pods is lost. Replace the "
+                          "fdb/neigh entries with the annotated VtepMAC (or restart flannel here).")
+                         if wrong else
+                         (f"flannel writes a permanent neighbour entry (the peer's subnet address "
+                          f"-> its VtepMAC) and an fdb entry (VtepMAC -> its public IP) on {DEV} "
+                          f"for every peer; {DEV} learns nothing by itself (nolearning), so "
+                          f"without them {node} cannot send vxlan traffic to {peer.name}'s pods "
+                          f"({fam.cidr(peer)}). Add the entries from the annotated VtepMAC (or "
+                          "restart flannel here).")),
             reference=REF_VXLAN, step="cni_bridge",
             data=StaleVtepData(
                 peer_node=peer.name, peer_ip=peer_ip, peer_subnet_gw=gw,
                 wrong_mac=(str(neigh_bad[0].get("lladdr")).lower() if neigh_bad
                            else wrong[0] if wrong else None), wrong_macs=wrong,
                 expected_mac=want,
-                where=[w for w, bad in (("fdb", fdb_bad or fdb_missing), ("neigh", neigh_bad))
-                       if bad],
-                fdb_missing=fdb_missing, fdb_entries=fdb_lines, neigh_entries=neigh_lines,
+                where=[w for w, bad in (("fdb", fdb_bad or fdb_missing),
+                                        ("neigh", neigh_bad or neigh_missing)) if bad],
+                fdb_missing=fdb_missing, neigh_missing=neigh_missing,
+                fdb_entries=fdb_lines, neigh_entries=neigh_lines,
                 device=DEV, ip_version=fam.version),
         ))
     return out

@@ -20,6 +20,7 @@ import ipaddress
 import re
 from typing import Any
 
+from clusterfix_tui.core.checks._common import in_net
 from clusterfix_tui.core.checks.cni import BridgeConflictData, StrayConflistData
 from clusterfix_tui.core.checks.flannel import MissingRouteData, StaleSubnetData, StaleVtepData
 from clusterfix_tui.core.fixes import engine
@@ -105,6 +106,16 @@ def _route_spec(r: dict[str, Any] | str) -> str | None:
         if r.get(flag) or flag in flags:
             parts.append(flag)
     return " ".join(parts)
+
+
+def _gateway_kept(bc: BridgeConflictData, wrong: str) -> bool:
+    """The podCIDR gateway of `wrong`'s family is on the bridge (or added before it goes)."""
+    for d in [bc.to_dict(), *bc.other_families]:
+        if wrong in (d.get("wrong_addresses") or ()):
+            exp = str(d.get("expected") or "")
+            return bool(exp) and (exp in (d.get("addresses") or ()) or any(
+                in_net(w, str(d.get("pod_cidr") or "")) for w in d.get("wrong_addresses") or ()))
+    return False
 
 
 def _addr_present(addr: str, dev: str) -> Any:
@@ -354,6 +365,36 @@ class CniBridgeStep:
                 dev = bc.device or "cni0"
                 wrong_list = list(bc.wrong_addresses)
                 if wrong_list:
+                    # A wrong address that is the gateway's own IP with another prefix length
+                    # (10.244.1.1/16 for 10.244.1.0/24): deleting it takes the pods' gateway
+                    # away, so the right one is added first (an address with another prefix
+                    # length is a separate primary address: both coexist until the wrong one
+                    # goes), as the bridge plugin would set it on an empty cni0.
+                    for fam_data in [bc.to_dict(), *bc.other_families]:
+                        exp = str(fam_data.get("expected") or "")
+                        cidr = str(fam_data.get("pod_cidr") or "")
+                        if not exp or exp in (fam_data.get("addresses") or ()):
+                            continue
+                        if not any(in_net(w, cidr) for w in fam_data.get("wrong_addresses") or ()):
+                            continue
+                        add(
+                            f"add-addr-{exp}-{dev}",
+                            kind="shell",
+                            command=f"ip addr add {q(exp)} dev {q(dev)}",
+                            why=f"{dev} carries the gateway's IP with another prefix length, not "
+                                f"{exp} (the podCIDR {cidr}'s gateway): the right address is "
+                                "added before the wrong one is removed, so the pods keep their "
+                                "gateway",
+                            finding_codes=(f.code,),
+                            risk="none: the address the CNI bridge plugin gives the bridge",
+                            rollback=rb(f"ip addr del {q(exp)} dev {q(dev)}",
+                                        f"remove {exp} from {dev}"),
+                            change={"what": f"address {exp} on {dev}", "before": "missing",
+                                    "after": "present"},
+                            precondition=pre.absent_else_done(
+                                f"ip -o addr show dev {q(dev)} | grep -qF {q(' ' + exp + ' ')}",
+                                f"{dev} does not carry {exp} yet", f"{dev} carries {exp} already"),
+                        )
                     # Remove the wrong address(es), keep the bridge: the pods' veths stay
                     # attached, and flannel (restarted below) puts the podCIDR gateway back.
                     for wrong in wrong_list:
@@ -369,9 +410,12 @@ class CniBridgeStep:
                                 "The address is removed rather than the bridge deleted, so pods "
                                 "stay attached to it",
                             finding_codes=(f.code,),
-                            risk=f"pods on {node} stay unreachable until flannel sets "
-                                 f"{(bc.expected or 'the gateway')} (restart below); pods that "
-                                 f"got addresses from {wrong} must be recreated",
+                            risk=(f"pods on {node} stay unreachable until flannel sets "
+                                  f"{(bc.expected or 'the gateway')} (restart below); pods that "
+                                  f"got addresses from {wrong} must be recreated")
+                            if not _gateway_kept(bc, wrong) else
+                            (f"none for pods in the podCIDR (the gateway stays on {dev}); pods "
+                             f"that got addresses from {wrong} must be recreated"),
                             rollback=rb(f"ip addr add {q(wrong)} dev {q(dev)}",
                                         f"put {wrong} back on {dev}"),
                             change={"what": f"address {wrong} on {dev}", "before": "present",
@@ -490,6 +534,50 @@ class CniBridgeStep:
                 wrong_mac, good_mac = sv.wrong_mac, sv.expected_mac
                 peer_ip, gw = sv.peer_ip, sv.peer_subnet_gw
                 where = sv.where or ["fdb", "neigh"]
+                if good_mac and not wrong_mac and (sv.fdb_missing or sv.neigh_missing):
+                    # entries missing, none wrong: add what flannel writes for the peer
+                    if sv.fdb_missing and peer_ip:
+                        add(
+                            f"fdb-{peer_ip}",
+                            kind="shell",
+                            command=(f"bridge fdb append {q(good_mac)} dev {q(dev)} dst {q(peer_ip)} "
+                                     "self permanent"),
+                            why=f"no fdb entry sends {(sv.peer_node or peer_ip)}'s VTEP MAC "
+                                f"{good_mac} to {peer_ip}: vxlan frames to its pods have no "
+                                "destination",
+                            finding_codes=(f.code,),
+                            risk="none: the entry becomes what flannel itself would write",
+                            rollback=rb(f"bridge fdb del {q(good_mac)} dev {q(dev)} dst {q(peer_ip)} "
+                                        "self", "remove the added fdb entry"),
+                            change={"what": f"fdb entry for {peer_ip} on {dev}", "before": "missing",
+                                    "after": good_mac},
+                            precondition=pre.absent_else_done(
+                                f"bridge fdb show dev {q(dev)} 2>/dev/null | grep -qiF "
+                                f"{q(f'{good_mac} dst {peer_ip} ')}",
+                                f"no fdb entry {good_mac} dst {peer_ip} yet",
+                                f"the fdb entry {good_mac} dst {peer_ip} is there already"),
+                        )
+                    if sv.neigh_missing and gw:
+                        add(
+                            f"neigh-{gw}",
+                            kind="shell",
+                            command=(f"ip neigh replace {q(gw)} lladdr {q(good_mac)} dev {q(dev)} "
+                                     "nud permanent"),
+                            why=f"no neighbour entry for {gw} ({(sv.peer_node or '?')}'s subnet) "
+                                f"on {dev}: the inner destination MAC {good_mac} is never resolved",
+                            finding_codes=(f.code,),
+                            risk="none: the entry becomes what flannel itself would write",
+                            rollback=rb(f"ip neigh del {q(gw)} dev {q(dev)}",
+                                        "remove the added neighbour entry"),
+                            change={"what": f"neigh {gw} on {dev}", "before": "missing",
+                                    "after": good_mac},
+                            precondition=pre.absent_else_done(
+                                f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
+                                f"{q(f'lladdr {good_mac} ')}",
+                                f"the neighbour entry for {gw} does not hold {good_mac} yet",
+                                f"the neighbour entry for {gw} holds {good_mac} already"),
+                        )
+                    continue
                 if not (wrong_mac and good_mac):
                     notes.append(f"{node}: FLANNEL_STALE_VTEP without MACs in its data")
                     continue
