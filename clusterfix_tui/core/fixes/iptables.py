@@ -14,7 +14,8 @@ forwarded pod traffic (../shared/notes/LAB-FACTS.md), so per affected node the p
      previous alternative);
   5. restarts kube-proxy on that node only (delete its pod; the DaemonSet recreates it).
 "chain ... is incompatible" with cause "foreign-nft-rule": back up `nft -a list ruleset`, delete
-the foreign rules by handle (rollback re-adds each rule from its text), restart kube-proxy.
+the foreign rules by handle (rollback re-adds each rule from its text at its place in the chain),
+restart kube-proxy.
 Cause "version-skew": report the host's and kube-proxy's iptables versions and stop.
 """
 
@@ -153,6 +154,117 @@ def _rule_text(text: str) -> str:
 
     text = re.sub(r"\s*# handle \d+\s*$", "", str(text))
     return re.sub(r"counter packets \d+ bytes \d+", "counter", text).strip()
+
+
+# awk over `nft -a list chain`: the rules' texts as `nft add rule` takes them (leading blanks,
+# the handle comment and counter values off), compared with ENVIRON["CFX_T"]. CFX_K=0: print how
+# many rules read that text; CFX_K=k: print the handle of the k-th one (nothing when fewer). The
+# table and chain lines (`... { # handle N`) are not rules.
+NFT_RULE_AWK = (
+    '{ l = $0; sub(/^[ \\t]+/, "", l); n = split(l, p, " # handle "); '
+    'if (n != 2 || p[1] ~ /[{]$/ || p[2] !~ /^[0-9]+[ \\t]*$/) next; t = p[1]; '
+    'gsub(/counter packets [0-9]+ bytes [0-9]+/, "counter", t); sub(/[ \\t]+$/, "", t); '
+    'if (t == ENVIRON["CFX_T"]) { c++; if (c == ENVIRON["CFX_K"] + 0) { print p[2] + 0; '
+    'exit } } } END { if (ENVIRON["CFX_K"] + 0 == 0) print c + 0 }')
+
+
+# one side of a rule's place in its chain: the rules next to it outwards, each (its text, how
+# many rules of the chain read that text, whether the plan deletes it too), ending with the
+# first rule the plan does not delete, or with None at the chain's end
+Side = list[tuple[str, int, bool] | None]
+Place = tuple[Side, Side, int]
+
+
+def nft_neighbours(facts: Any, family: str, table: str, chain: str, handle: int,
+                   deleted: frozenset[int] = frozenset()) -> Place | None:
+    """Where the rule at `handle` sits in its chain as the node's facts read it: (the rules
+    before it walking up, the rules after it walking down, how many rules of the chain read the
+    same text as it). A walk passes the rules the plan deletes too (`deleted`: handles) and stops
+    at the first it keeps, or at the chain's end (None). None when the chain or the rule is not
+    in the facts, or a rule of the chain has no exact nft text (its place cannot be found again
+    by text)."""
+    from clusterfix_tui.core.checks.iptables import _rule_text as listed_text
+
+    rs = getattr(facts, "nft_ruleset", None)
+    if rs is None:
+        return None
+    rules = list(rs.rules_in(family, table, chain))
+    idx = next((i for i, r in enumerate(rules) if r.handle == handle), None)
+    if idx is None:
+        return None
+    texts: list[str] = []
+    for r in rules:
+        t = listed_text(facts, table, r)
+        if t.startswith(f"{family} {table} {chain}: "):  # the readable form: not nft's text
+            return None
+        texts.append(_rule_text(t))
+
+    def walk(order: Any) -> Side:
+        out: Side = []
+        for i in order:
+            gone = rules[i].handle in deleted
+            out.append((texts[i], texts.count(texts[i]), gone))
+            if not gone:
+                return out
+        return out + [None]
+
+    return (walk(range(idx - 1, -1, -1)), walk(range(idx + 1, len(rules))),
+            texts.count(texts[idx]))
+
+
+def nft_readd_command(family: str, table: str, chain: str, text: str, place: Place,
+                      backup: str) -> str:
+    """The rollback of deleting one rule: re-add `text` at its place (`place`, nft_neighbours),
+    found again by the neighbours' texts at rollback time (kube-proxy rewrites its chains: the
+    handles change). First the rules before it, nearest first: one the plan deleted too that is
+    back (the same number of rules read its text as the plan saw) is the anchor when its text is
+    unique (`nft add rule ... position <its handle>`: right after it), ambiguous when not (stop,
+    exit 4); one that is not back is passed; the first one the plan kept is the anchor when its
+    text is in the chain exactly once now; the chain's start: `nft insert rule` (at the top).
+    No anchor there: the same from the rules after it (`nft insert rule ... position`: right
+    before it; the chain's end: `nft add rule`). None either way: nothing is added, exit 4 (re-add
+    it by hand from `backup`): a rule at a guessed place can change what the chain does. The
+    chain already holding as many rules of that text as the plan saw: it is back, nothing added."""
+    before, after, seen = place
+    ref = f"{q(family)} {q(table)} {q(chain)}"
+    rule = q(text)
+
+    def count(t: str) -> str:
+        return f"$(printf '%s\\n' \"$l\" | CFX_T={q(t)} CFX_K=0 awk {q(NFT_RULE_AWK)})"
+
+    def first(t: str) -> str:
+        return f"$(printf '%s\\n' \"$l\" | CFX_T={q(t)} CFX_K=1 awk {q(NFT_RULE_AWK)})"
+
+    ambiguous = (f"clusterfix: a rule next to it in {family} {table} {chain} reads like another: "
+                 f"its place is ambiguous; re-add it by hand where it belongs (from {backup})")
+
+    def side(walk: Side, put: str, end: str) -> str:
+        out = ""
+        for c in walk:
+            if c is None:
+                return out + f"{end} {ref} {rule}; exit $?; "
+            t, n, gone = c
+            if gone:  # deleted by this plan too: back already (rolled back first) or not
+                if n == 1:
+                    out += (f"if [ \"{count(t)}\" -ge 1 ]; then h={first(t)}; "
+                            f"nft {put} rule {ref} position \"$h\" {rule}; exit $?; fi; ")
+                else:
+                    out += (f"if [ \"{count(t)}\" -ge {int(n)} ]; then echo {q(ambiguous)} >&2; "
+                            "exit 4; fi; ")
+            elif n == 1:
+                out += (f"if [ \"{count(t)}\" -eq 1 ]; then h={first(t)}; "
+                        f"nft {put} rule {ref} position \"$h\" {rule}; exit $?; fi; ")
+        return out
+
+    gone = (f"clusterfix: the rules around it in {family} {table} {chain} are not there any "
+            f"more: re-add it by hand where it belongs (from {backup})")
+    return (f"l=$(nft -a list chain {ref}) || {{ echo "
+            f"{q(f'clusterfix: chain {family} {table} {chain} is not there: re-add the rule by hand from {backup}')}"
+            " >&2; exit 4; }; "
+            f"if [ \"{count(text)}\" -ge {int(seen)} ]; then echo "
+            f"{q('clusterfix: the rule is in the chain already (not added again)')}; exit 0; fi; "
+            + side(before, "add", "nft insert rule") + side(after, "insert", "nft add rule")
+            + f"echo {q(gone)} >&2; exit 4")
 
 
 def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None, str | None]:
@@ -607,16 +719,24 @@ class IptablesStep:
                 fam, tab, ch, h, text = p["family"], p["table"], p["chain"], p["handle"], p["rule"]
                 rb: Action | None = None
                 note = ""
-                if text:
+                deleted = frozenset(int(x["handle"]) for k2, x in steps
+                                    if k2 == "delete_nft_rule" and x["family"] == fam
+                                    and x["table"] == tab and x["chain"] == ch)
+                place = nft_neighbours(facts, fam, tab, ch, int(h), deleted) if text else None
+                if text and place is not None:
                     rb = Action(
                         id=action_id(self.name, node, n + 1) + ":rollback",
                         target=node, kind="shell",
-                        command=f"nft add rule {q(fam)} {q(tab)} {q(ch)} {q(text)}",
-                        why="re-add the foreign rule (appended: its position may differ)",
+                        command=nft_readd_command(fam, tab, ch, text, place,
+                                                  f"{nbdir}/nft.ruleset"),
+                        why="re-add the foreign rule at its place in the chain (after the rule "
+                            "that was before it, else before the one that was after it, found "
+                            "again by their text)",
                     )
                 else:
-                    note = (f"re-add the rule by hand from {nbdir}/nft.ruleset "
-                            f"(handle {h} in {fam} {tab} {ch})")
+                    note = (f"re-add the rule by hand from {nbdir}/nft.ruleset at its place "
+                            f"(handle {h} in {fam} {tab} {ch}; its neighbours in the chain were "
+                            "not read exactly, so no automatic re-add is planned)")
                 add(
                     kind="shell",
                     command=f"nft delete rule {q(fam)} {q(tab)} {q(ch)} handle {int(h)}",
