@@ -634,6 +634,63 @@ def check_route_text(s: dict[str, Any]) -> None:
     assert why is not None and e["why_contains"] in why, why
 
 
+def _route_facts(node: str, answer: str) -> NodeFacts:
+    from clusterfix_tui.core.facts import parse_facts
+
+    n = "N0NCE"
+    return parse_facts(node, f"@@CFX {n} BEGIN ip_route\n{answer}\n@@CFX {n} ERR ip_route\n\n"
+                             f"@@CFX {n} END ip_route rc=0\n", n)
+
+
+def check_route_json_bare_type(s: dict[str, Any]) -> None:
+    """`ip -j route show` of iproute2 4.17-4.20 (Debian 10: 4.20) on a table with non-unicast
+    routes: each route's type printed as a bare string (`{"blackhole",...`), not JSON
+    (SYNTHESISED: the text as a flannel node's ip_route answer, rc 0; peers whose podCIDRs are
+    the routes' destinations). Read as iproute2 5.0+ prints it ("type"): the finding names the
+    routes flannel's route would replace, and the plan saves them and its rollback puts them
+    back (old code: read as no routes at all, so the replace overwrote them unsaved and the
+    rollback could not restore them). Text still not JSON after that: the table is not read
+    (old code: FLANNEL_MISSING_ROUTE for every peer, a repair planned)."""
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks
+
+    e = s["expect"]
+    ann = {"flannel.alpha.coreos.com/backend-type": "vxlan"}
+    peers = e["peers"]
+    nodes = [{"metadata": {"name": name, "annotations": dict(ann, **{
+                 "flannel.alpha.coreos.com/public-ip": ip,
+                 "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"%s"}' % mac})},
+              "spec": {"podCIDR": cidr}, "status": {"addresses": [{"type": "InternalIP",
+                                                                   "address": ip}]}}
+             for name, cidr, ip, mac in [("node-a", "10.244.0.0/24", "10.0.0.11",
+                                          "aa:bb:cc:00:00:01")] + [tuple(p) for p in peers]]
+    ds = (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)
+    f = _route_facts("node-a", text(s["file"]))
+    assert not [x for x in f.parse_errors if "ip_route" in x] and "ip_route" not in f.unread_sections()
+    assert [(r.get("type"), r.get("dst")) for r in f.routes] == [tuple(x) for x in e["routes"]]
+    snap = _with_shape(_snapshot(nodes, ds), {"node-a": f})
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == []
+    (x,) = [x for x in findings if x.code == "FLANNEL_MISSING_ROUTE"]
+    assert {m["peer_node"]: m["actual"] for m in x.data.missing} == e["actual"]
+    plan = get_step("cni_bridge").plan(_Diag([x], {"node-a": f}, snap))
+    assert check_rollbacks(plan) == []
+    acts = [a for a in plan.actions if "ip route replace" in a.command]
+    assert len(acts) == len(peers)
+    for a in acts:
+        assert "ip route show to exact" in a.command and "ip route add $r" in a.rollback.command
+        assert a.change["before"] in {r for v in e["actual"].values() for r in v}
+    # a text that is still not JSON: not read, nothing found, and said why
+    cut = text(s["file"]).rstrip().removesuffix("]").rstrip().removesuffix("}")
+    f = _route_facts("node-a", cut)
+    assert f.routes == () and "invalid JSON" in f.unread_sections()["ip_route"]
+    snap = _with_shape(_snapshot(nodes, ds), {"node-a": f})
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == [] and not [x for x in findings if x.code == "FLANNEL_MISSING_ROUTE"]
+    why = why_not(snap.shape, "FLANNEL_MISSING_ROUTE", "node-a")
+    assert why is not None and "invalid JSON" in why, why
+
+
 def check_iptables_save_single(s: dict[str, Any]) -> None:
     check_single_iptables_plan(s, text(s["file"]), "host_network")
 
@@ -823,7 +880,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

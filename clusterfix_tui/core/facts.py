@@ -1004,6 +1004,14 @@ class NodeFacts:
             why = sec.unread_reason()
             if why is not None and sec.name not in out:
                 out[sec.name] = why
+        # a JSON section that answered, rc 0, with text that is not JSON (after the known
+        # iproute2 quirks): its view is empty because it was not read, not because there is
+        # nothing (parse_facts wrote "<name>[ <arg>]: not JSON: ..." to parse_errors)
+        for err in self.parse_errors:
+            head, sep, why = err.partition(": ")
+            name = head.split(" ", 1)[0]
+            if sep and why.startswith("not ") and name in JSON_SECTIONS and name not in out:
+                out[name] = f"printed invalid JSON ({why[:120]})"
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -1036,6 +1036,13 @@ def render_nft_rule(rule: NftRule) -> str:
 # -- ip -j / bridge -j ------------------------------------------------------------------------------
 
 
+# iproute2 4.17-4.20 (Debian 10: 4.20) print a route's type, when it is not unicast (blackhole,
+# unreachable, prohibit, local, broadcast...) or with -d, as a bare string opening the route's
+# object: `{"blackhole","dst":"10.244.1.0/24",...}`, which is not JSON (fixed in 5.0 by
+# iproute2@0736617, which prints it as "type"). Read as what 5.0+ prints: `{"type":"blackhole",`
+_IPROUTE_BARE_TYPE = re.compile(r'\{(\s*)"([a-z0-9_]+)"(\s*),')
+
+
 def parse_json_list(text: str) -> tuple[list[dict[str, Any]], str | None]:
     """`ip -j ...` / `bridge -j ...` output -> list of dicts (and an error, if any)."""
     text = (text or "").strip()
@@ -1044,6 +1051,14 @@ def parse_json_list(text: str) -> tuple[list[dict[str, Any]], str | None]:
     try:
         doc = json_loads(text)
     except ValueError as exc:
+        fixed = _IPROUTE_BARE_TYPE.sub(r'{\1"type":"\2"\3,', text)
+        if fixed != text:
+            try:
+                json_loads(fixed)
+            except ValueError:
+                pass
+            else:
+                return parse_json_list(fixed)
         # some iproute2 versions print one JSON array per line for multi-part output
         items: list[dict[str, Any]] = []
         for line in text.splitlines():
