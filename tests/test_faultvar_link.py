@@ -112,3 +112,77 @@ def test_missing_fdb_entry_is_added_not_left_as_a_note() -> None:
     act = next(a for a in plan.actions if a.target == "node-1" and a.mutating)
     assert act.rollback.command == f"bridge fdb del {mac} dev flannel.1 dst {peer_ip} self"
     assert not any("without MACs" in n for n in plan.notes)
+
+
+def test_flannel_and_bridge_devices_set_down_are_found() -> None:
+    # before: flannel.1 down showed only as missing routes / neighbour entries (whose re-adding
+    # fails on a down device: "Network is down"), cni0 down as nothing at all while the node's
+    # pods were cut off
+    d = _diag(REC2)
+    f2 = _found(d, "FLANNEL_LINK_DOWN", "node-2")
+    f3 = _found(d, "FLANNEL_LINK_DOWN", "node-3")
+    assert len(f2) == 1 and f2[0].data["devices"] == ["flannel.1"]
+    assert len(f3) == 1 and f3[0].data["devices"] == ["cni0"]
+    assert not _found(d, "FLANNEL_LINK_DOWN", "node-1")
+
+
+def test_a_device_set_down_is_set_up_before_its_routes_and_entries_are_re_added() -> None:
+    d = _diag(REC2)
+    plan = CNI_STEP.plan(d)
+    cmds = _commands(plan, "node-2")
+    assert cmds[0] == "ip link set flannel.1 up", cmds
+    assert any(c.startswith("ip route replace 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink")
+               for c in cmds[1:])
+    assert any(c.startswith("ip neigh replace 10.244.2.0 lladdr") for c in cmds[1:])
+    up = next(a for a in plan.actions if a.target == "node-2" and a.mutating)
+    assert up.rollback.command == "ip link set flannel.1 down"
+    assert _commands(plan, "node-3") == ["ip link set cni0 up"]
+
+
+def test_link_down_is_judged_on_the_admin_flag_only() -> None:
+    # cni0 on a node without pods is UP with NO-CARRIER (operstate DOWN): not a finding
+    import dataclasses
+
+    from clusterfix_tui.core.checks import cni
+
+    d = _diag(REC2)
+    facts = d.facts["node-1"]
+    links = [dict(x) for x in facts.links]
+    for x in links:
+        if x.get("ifname") == "cni0":
+            x["flags"] = ["NO-CARRIER", "BROADCAST", "MULTICAST", "UP"]
+            x["operstate"] = "DOWN"
+    f1 = dataclasses.replace(facts, links=tuple(links))
+    assert not [f for f in cni.check(d.snapshot, {"node-1": f1}) if f.code == "FLANNEL_LINK_DOWN"]
+
+
+# -- recorded: flannel.1 deleted on node-2; flannel.1 recreated by hand on node-3 with a new MAC
+# (its address, routes, neighbour and fdb entries re-added) while its annotation names the old one
+REC3 = "flannel-deleted-vtep-recreated"
+
+
+def test_deleted_flannel_device_restarts_flannel_instead_of_routing_through_nothing() -> None:
+    # before: `ip route replace ... dev flannel.1 onlink` per peer (fails: no such device)
+    d = _diag(REC3)
+    f = _found(d, "FLANNEL_MISSING_ROUTE", "node-2")
+    assert len(f) == 1 and f[0].data["link_present"] is False
+    plan = CNI_STEP.plan(d)
+    cmds = _commands(plan, "node-2")
+    assert not any("ip route" in c for c in cmds), cmds
+    assert any(a.target == "node-2" and a.kind == "api" for a in plan.actions)  # flannel pod
+    assert any("flannel.1 does not exist" in n for n in plan.notes)
+
+
+def test_own_vtep_mac_differing_from_the_annotation_is_found_on_the_node() -> None:
+    # before: nothing (the peers' entries agree with the stale annotation) while every peer's
+    # traffic to node-3's pods was dropped
+    d = _diag(REC3)
+    f = _found(d, "FLANNEL_STALE_VTEP", "node-3")
+    assert len(f) == 1 and f[0].data["self_mismatch"] is True
+    assert f[0].data["peer_node"] == "node-3"
+    assert f[0].data["wrong_mac"] != f[0].data["expected_mac"]
+    plan = CNI_STEP.plan(d)
+    # the fix is a flannel restart on node-3 only (it re-annotates the device's MAC)
+    assert not any(c.startswith(("bridge fdb", "ip neigh")) for c in _commands(plan, "node-3"))
+    assert any(a.target == "node-3" and a.kind == "api" for a in plan.actions)
+    assert not [a for a in plan.actions if a.target == "node-1"]

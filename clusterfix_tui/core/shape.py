@@ -716,6 +716,7 @@ SCOPES: dict[str, str] = {
     "FLANNEL_STALE_SUBNET": "flannel with the vxlan backend",
     "CNI_BRIDGE_CONFLICT": "flannel (its cni0 bridge)",
     "CNI_STRAY_CONFLIST": "flannel (its conflist in the CNI dir)",
+    "FLANNEL_LINK_DOWN": "flannel (its cni0 bridge; flannel.1 / flannel-v6.1 with vxlan)",
     "FLANNEL_CRASHLOOP": "flannel running as a DaemonSet",
     "KUBE_PROXY_CRASHLOOP": "kube-proxy running as pods (DaemonSet or static)",
     "KUBE_PROXY_NO_RULES": "kube-proxy present, in iptables, nftables or ipvs mode",
@@ -755,7 +756,8 @@ def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> st
     if shape is None or code not in SCOPES:
         return None
     ns = shape.nodes.get(node) if node else None
-    if code in FLANNEL_VXLAN_CODES or code in ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST"):
+    if code in FLANNEL_VXLAN_CODES or code in ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST",
+                                                 "FLANNEL_LINK_DOWN"):
         if shape.cni != "flannel":
             return f"the CNI is {shape.cni_detail or shape.cni}, not flannel"
         if code in FLANNEL_VXLAN_CODES and not shape.flannel_vxlan:

@@ -37,10 +37,10 @@ CLUSTER_SYMPTOM_OF: dict[str, tuple[str, ...]] = {
     # a probe failing with "no route to host" is what these node faults look like from kubelet
     "PROBE_NO_ROUTE": ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
                        "FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FORWARD_DROP",
-                       "IP_FORWARD_OFF", "VXLAN_UNDERLAY_BLOCKED"),
+                       "IP_FORWARD_OFF", "VXLAN_UNDERLAY_BLOCKED", "FLANNEL_LINK_DOWN"),
     # probes through flannel.1 also fail when the overlay itself is broken somewhere
     "VXLAN_UNDERLAY_BLOCKED": ("FLANNEL_STALE_VTEP", "FLANNEL_STALE_SUBNET", "FLANNEL_MISSING_ROUTE",
-                               "CNI_BRIDGE_CONFLICT"),
+                               "CNI_BRIDGE_CONFLICT", "FLANNEL_LINK_DOWN"),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from clusterfix_tui.core.checks._common import in_net, pod_for
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData
-from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs
+from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs, link_by_name
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
@@ -21,6 +21,7 @@ CNI_DIR = "/etc/cni/net.d"
 READS: dict[str, tuple[str, ...]] = {
     "CNI_BRIDGE_CONFLICT": ("ip_addr", "ip_link", "subnet_env", "cni_conf"),
     "CNI_STRAY_CONFLIST": ("cni_conf",),
+    "FLANNEL_LINK_DOWN": ("ip_link",),
 }
 CNI_EXT = (".conf", ".conflist", ".json")
 
@@ -38,6 +39,12 @@ class BridgeConflictData(FindingData, codes=("CNI_BRIDGE_CONFLICT",)):
     namespace: str = "kube-flannel"
     ip_version: int = 4
     other_families: list[dict[str, Any]] = field(default_factory=list)  # the other family's data
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkDownData(FindingData, codes=("FLANNEL_LINK_DOWN",)):
+    devices: list[str] = field(default_factory=list)  # administratively down, in order
+    flags: dict[str, list[str]] = field(default_factory=dict)  # device -> `ip -j link` flags
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,8 +86,46 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                                  for a in x.data_as(BridgeConflictData).wrong_addresses])
             found = [dataclasses.replace(first, data=merged)]
         out.extend(found)
+        out.extend(_link_down(snapshot, node, f))
         out.extend(_conflist(node, f))
     return out
+
+
+def _link_down(snapshot: ClusterSnapshot, node: str, f: NodeFacts) -> list[Finding]:
+    """flannel's devices set administratively down (`ip link set DEV down`: no UP flag). The
+    kernel then drops every route through them (and flannel.1's neighbour entries): cni0 down
+    cuts the node's pods off, flannel.1 down cuts the node off the other nodes' pods. Judged on
+    the admin flag only: cni0 without ports (no pods yet) is UP with NO-CARRIER, not down."""
+    shape = shape_of(snapshot)
+    vxlan = bool(getattr(shape, "flannel_vxlan", True)) if shape is not None else True
+    devs = ["cni0"] + (["flannel.1", "flannel-v6.1"] if vxlan else [])
+    down: list[str] = []
+    flags: dict[str, list[str]] = {}
+    for dev in devs:
+        link = link_by_name(f.links, dev)
+        if link is None:
+            continue
+        fl = [str(x) for x in (link.get("flags") or ()) if isinstance(x, str)]
+        if not isinstance(link.get("flags"), list) or "UP" in fl:
+            continue
+        down.append(dev)
+        flags[dev] = fl
+    if not down:
+        return []
+    return [Finding(
+        code="FLANNEL_LINK_DOWN", severity="error", node=node,
+        title=f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down",
+        evidence=tuple(f"ip -j link: {d} <{','.join(flags[d])}> (no UP flag: set down)"
+                       for d in down),
+        explanation=("A device flannel's pod network runs on is administratively down: the "
+                     "kernel removed every route through it. cni0 down: the node's pods are "
+                     "unreachable (their subnet's route is gone); flannel.1 down: the routes, "
+                     "neighbour entries and vxlan traffic to every other node's pods are gone. "
+                     "Set the device up (the routes and entries flannel writes are re-added "
+                     "with it)."),
+        reference=REF_BRIDGE, step="cni_bridge",
+        data=LinkDownData(devices=down, flags=flags),
+    )]
 
 
 def _prefixlen(a: str) -> int | None:

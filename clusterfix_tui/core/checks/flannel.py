@@ -157,6 +157,9 @@ class StaleVtepData(FindingData, codes=("FLANNEL_STALE_VTEP",)):
     where: list[str] = field(default_factory=list)  # "fdb", "neigh"
     fdb_missing: bool = False
     neigh_missing: bool = False  # no neighbour entry for the peer's subnet address
+    # the node's own device MAC differs from its own annotation (peer_node = the node itself,
+    # wrong_mac = the annotated MAC, expected_mac = the device's): fixed by a flannel restart
+    self_mismatch: bool = False
     fdb_entries: list[str] = field(default_factory=list)
     neigh_entries: list[str] = field(default_factory=list)
     device: str = "flannel.1"
@@ -183,6 +186,9 @@ class MissingRouteData(FlannelFamilies, codes=("FLANNEL_MISSING_ROUTE",)):
     missing: list[dict[str, Any]] = field(default_factory=list)  # {expected, actual, peer_node..}
     wrong_route_get: list[dict[str, Any]] = field(default_factory=list)
     direct_routing: bool = False
+    # False: the vxlan device itself does not exist (deleted): no route can be added through
+    # it; only a flannel restart recreates it (and then its routes and entries)
+    link_present: bool = True
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not _is_vxlan(snapshot):
@@ -308,6 +314,32 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
     direct_via = {str(r.get("gateway")) for r in fam.routes(f)
                   if isinstance(r, dict) and r.get("gateway") and r.get("dev") != DEV} \
         if direct else set()
+    me = nodes.get(node)
+    own = str(fam.vtep_mac(me) or "").lower() if me is not None else ""
+    link = link_by_name(f.links, DEV)
+    have = str((link or {}).get("address") or "").lower()
+    if own and have and have != own and fdb_read:
+        # flannel.1 was recreated (a new MAC) while the annotation, which every peer programs
+        # its entries from, still names the old one: the peers' frames for this node's pods
+        # carry a MAC this device drops
+        others = [p for p, *_ in peers.vteps if p.name != node]
+        out.append(Finding(
+            code="FLANNEL_STALE_VTEP", severity="error", node=node,
+            title=f"{DEV} has MAC {have} but this node's annotation says {own}",
+            evidence=(f"ip -j link: {DEV} link/ether {have}",
+                      f"{node} annotation {fam.vtep_annotation}: VtepMAC {own}"),
+            explanation=(f"{DEV} on {node} was recreated with a new MAC while the node's "
+                         f"annotation still names the old one. Every peer "
+                         f"({', '.join(p.name for p in others) or 'none'}) programs its "
+                         f"neighbour and fdb entries from that annotation, so their vxlan frames "
+                         f"for {node}'s pods carry a MAC {DEV} drops. Restart flannel on {node}: "
+                         "it annotates the device's MAC and the peers reprogram their entries."),
+            reference=REF_VXLAN, step="cni_bridge",
+            data=StaleVtepData(
+                peer_node=node, peer_ip=fam.public_ip(me), peer_subnet_gw=fam.gateway(me),
+                wrong_mac=own, wrong_macs=[own], expected_mac=have, where=["annotation"],
+                self_mismatch=True, device=DEV, ip_version=fam.version),
+        ))
     for peer, want, peer_ip, gw in peers.vteps:
         if peer.name == node:
             continue
@@ -490,7 +522,9 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
                               "route": render_route(r) if r else "unreachable"})
     if not missing and not wrong_get:
         return []
-    evidence = []
+    link_sec = f.section("ip_link")
+    link_present = not (link_sec is not None and link_sec.ok and link_by_name(f.links, DEV) is None)
+    evidence = [] if link_present else [f"ip -j link: no {DEV} (the vxlan device does not exist)"]
     for m in missing:
         evidence.append(f"ip {'-6 ' if fam.version == 6 else ''}-j route: no {m['expected']}"
                         + (f" (found: {'; '.join(m['actual'])})" if m["actual"] else ""))
@@ -498,8 +532,9 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
         evidence.append(f"ip route get {w['ip']} ({w['peer_node']}'s pod): {w['route']}")
     return [Finding(
         code="FLANNEL_MISSING_ROUTE", severity="error", node=node,
-        title=("no flannel route to " + ", ".join(sorted({m["peer_node"] for m in missing} |
-                                                          {w["peer_node"] for w in wrong_get}))),
+        title=(("" if link_present else f"{DEV} does not exist: ")
+               + "no flannel route to " + ", ".join(sorted({m["peer_node"] for m in missing} |
+                                                           {w["peer_node"] for w in wrong_get}))),
         evidence=tuple(evidence),
         explanation=("flannel (vxlan) routes every other node's podCIDR 'via <its network "
                      "address> dev flannel.1 onlink'. Without that route pods on this node cannot "
@@ -507,5 +542,6 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
                      "them."),
         reference=REF_VXLAN, step="cni_bridge",
         data=MissingRouteData(missing=missing, wrong_route_get=wrong_get, device=DEV,
-                              ip_version=fam.version, direct_routing=direct),
+                              ip_version=fam.version, direct_routing=direct,
+                              link_present=link_present),
     )]

@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from clusterfix_tui.core.checks._common import in_net
-from clusterfix_tui.core.checks.cni import BridgeConflictData, StrayConflistData
+from clusterfix_tui.core.checks.cni import BridgeConflictData, LinkDownData, StrayConflistData
 from clusterfix_tui.core.checks.flannel import MissingRouteData, StaleSubnetData, StaleVtepData
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
@@ -47,6 +47,7 @@ CODES = (
     "FLANNEL_STALE_VTEP",
     "FLANNEL_STALE_SUBNET",
     "FLANNEL_MISSING_ROUTE",
+    "FLANNEL_LINK_DOWN",
 )
 CNI_DIR = "/etc/cni/net.d"
 WARNING = ("restarting flannel on {nodes}: pods on those nodes lose pod networking until flannel "
@@ -316,7 +317,10 @@ class CniBridgeStep:
             needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
                                                                "FLANNEL_STALE_SUBNET")
                              or (f.code == "FLANNEL_MISSING_ROUTE"
-                                 and f.data_as(MissingRouteData).wrong_route_get)]
+                                 and (f.data_as(MissingRouteData).wrong_route_get
+                                      or not f.data_as(MissingRouteData).link_present))
+                             or (f.code == "FLANNEL_STALE_VTEP"
+                                 and f.data_as(StaleVtepData).self_mismatch)]
             if needs_restart:
                 dist = _node_distribution(diagnosis, node) or fl.distribution
                 facts = (getattr(diagnosis, "facts", None) or {}).get(node)
@@ -355,8 +359,28 @@ class CniBridgeStep:
         )
         restart = False
         flannel_from_data: tuple[str, str] | None = None
+        # a device set down first: the routes and entries the other findings re-add need it up
+        findings = sorted(findings, key=lambda x: x.code != "FLANNEL_LINK_DOWN")
         for f in findings:
             fd = f.data
+            if f.code == "FLANNEL_LINK_DOWN":
+                for dev in f.data_as(LinkDownData).devices:
+                    up_test = f"ip -o link show dev {q(dev)} | grep -qE '<([^>]*,)?UP[,>]'"
+                    add(
+                        f"link-up-{dev}",
+                        kind="shell",
+                        command=f"ip link set {q(dev)} up",
+                        why=f"{dev} is set down: the kernel dropped every route through it"
+                            + (" (the node's pods are cut off)" if dev == "cni0" else
+                               " (the other nodes' pods are unreachable from here)"),
+                        finding_codes=(f.code,),
+                        risk="none: the device comes back as flannel set it up",
+                        rollback=rb(f"ip link set {q(dev)} down", f"set {dev} down again"),
+                        change={"what": f"link {dev}", "before": "down", "after": "up"},
+                        precondition=pre.absent_else_done(
+                            up_test, f"{dev} is still down", f"{dev} is up already"),
+                    )
+                continue
             if isinstance(fd, (BridgeConflictData, StaleSubnetData)) and fd.flannel_pod \
                     and flannel_from_data is None:
                 flannel_from_data = (fd.namespace, fd.flannel_pod)
@@ -534,6 +558,11 @@ class CniBridgeStep:
                 wrong_mac, good_mac = sv.wrong_mac, sv.expected_mac
                 peer_ip, gw = sv.peer_ip, sv.peer_subnet_gw
                 where = sv.where or ["fdb", "neigh"]
+                if sv.self_mismatch:
+                    # the node's own device changed MAC: flannel re-annotates it on restart
+                    # and the peers reprogram their entries from the annotation
+                    restart = True
+                    continue
                 if good_mac and not wrong_mac and (sv.fdb_missing or sv.neigh_missing):
                     # entries missing, none wrong: add what flannel writes for the peer
                     if sv.fdb_missing and peer_ip:
@@ -629,6 +658,12 @@ class CniBridgeStep:
                     )
             elif f.code == "FLANNEL_MISSING_ROUTE":
                 mr = f.data_as(MissingRouteData)
+                if not mr.link_present:
+                    # no device to route through: only flannel recreates it (with its routes)
+                    notes.append(f"{node}: {mr.device} does not exist: no route is added through "
+                                 "it; flannel is restarted to recreate it")
+                    restart = True
+                    continue
                 for m in mr.missing:
                     expected = m.get("expected") if isinstance(m, dict) else str(m)
                     if not expected:
