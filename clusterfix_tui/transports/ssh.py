@@ -87,6 +87,16 @@ SESSION_WINDOW = 64 * 2**20
 # that streams lines (on_line) polls the channel every STREAM_SLICE for output.
 WAIT_SLICE = 1.0
 STREAM_SLICE = 0.25
+# The most one command may send us (stdout and stderr together). Past it we stop reading, close
+# the channel, kill the command's process group on the node and return what was read with the
+# error OUTPUT_TOO_LARGE: a hostile or broken node (a loop printing forever, a 1 GB file catted)
+# cannot make us buffer without bound within the command's deadline (the channel's window lets
+# it send 64 MiB/s). Far above real outputs: the facts script's whole output at 35,000-rule
+# tables (iptables-save of both backends ~6 MB each, `nft -j list ruleset` ~430 bytes a rule,
+# ~15 MB, `nft -a list table` text) is ~35 MB; the largest real iptables-save we know of is
+# a few MB.
+MAX_OUTPUT = 128 * 2**20
+OUTPUT_TOO_LARGE = "output larger than {mib} MiB: not read past that (the command was stopped)"
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
@@ -1121,7 +1131,8 @@ class SSHPool:
 
     def __init__(self, ssh_config: str | None = None, *, connect_timeout: float = 5.0,
                  command_timeout: float = 60.0,
-                 expected_host_keys: dict[str, set[str]] | None = None):
+                 expected_host_keys: dict[str, set[str]] | None = None,
+                 max_output: int = MAX_OUTPUT):
         """expected_host_keys: node name (or host) -> SHA256 fingerprints the admin verified out
         of band (`--accept-host-keys FILE`): an unknown key with one of them is added to
         known_hosts; any other unknown key is still refused; a changed key always is."""
@@ -1130,6 +1141,7 @@ class SSHPool:
         self.ssh_config = self._config.path
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self.max_output = max_output  # bytes one command may send (MAX_OUTPUT)
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         self._shells: dict[str, SSHNodeShell] = {}
@@ -1567,6 +1579,10 @@ class SSHPool:
 # one command on one channel
 
 
+# a line streamed to on_line longer than this is passed on cut (the whole output is still kept)
+LINE_CAP = 64 * 1024
+
+
 class _Lines:
     def __init__(self, stream: str, on_line: LineCallback | None, pid_marker: bool = False):
         self.stream = stream
@@ -1575,6 +1591,7 @@ class _Lines:
         self.pending = b""
         self.pid: int | None = None
         self._head: bytes | None = b"" if pid_marker else None  # until the marker line is seen
+        self.skip_line = False
 
     def feed(self, data: bytes) -> None:
         if self._head is not None:  # the wire command's first stderr line: its pid
@@ -1595,6 +1612,16 @@ class _Lines:
         self.raw += data
         if self.on_line is None:
             return
+        if len(self.pending) > LINE_CAP:  # one line this long is not a line anyone reads
+            self.on_line(self.stream, self.pending[:LINE_CAP].decode("utf-8", "replace")
+                         + f" [... line cut at {LINE_CAP} bytes]")
+            self.pending = b""
+            self.skip_line = True
+        if self.skip_line:  # the rest of a cut line is not passed on
+            head, sep, data = data.partition(b"\n")
+            if not sep:
+                return
+            self.skip_line = False
         self.pending += data
         *lines, self.pending = self.pending.split(b"\n")
         for line in lines:
@@ -1611,7 +1638,8 @@ class _Lines:
 
 
 def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | None = None,
-          stdin: bytes | None = None, pid_marker: bool = False) -> CommandResult:
+          stdin: bytes | None = None, pid_marker: bool = False,
+          max_output: int = MAX_OUTPUT) -> CommandResult:
     start = time.monotonic()
     deadline = start + timeout
     out, err = _Lines("stdout", on_line), _Lines("stderr", on_line, pid_marker)
@@ -1644,19 +1672,35 @@ def _exec(conn: _Conn, command: str, *, timeout: float, on_line: LineCallback | 
             if stdin:
                 chan.sendall(stdin)
             chan.shutdown_write()
+            def room() -> int:  # read at most one byte past the cap: then we know
+                return min(65536, max_output + 1 - len(out.raw) - len(err.raw))
+
             while True:
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
+                while chan.recv_ready() and room() > 0:
+                    out.feed(chan.recv(room()))
+                while chan.recv_stderr_ready() and room() > 0:
+                    err.feed(chan.recv_stderr(room()))
+                if room() <= 0:
+                    # a hostile or broken node: stop reading, close the channel, kill the
+                    # command on the node; what was read is returned, never as complete
+                    if err.pid is None and chan.recv_stderr_ready():  # its pid, to kill it
+                        err.feed(chan.recv_stderr(256))
+                    chan.close()
+                    killed = _kill_remote(conn, err.pid)
+                    mib = max_output / 2**20
+                    return result(exit_code=None, error=OUTPUT_TOO_LARGE.format(
+                        mib=f"{mib:g}") + f"; {killed}")
                 finished = chan.exit_status_ready() and chan.eof_received
                 if (finished and not (chan.recv_ready() or chan.recv_stderr_ready())) or (
                     chan.closed or not conn.transport.is_active()
                 ):
-                    while chan.recv_ready():
-                        out.feed(chan.recv(65536))
-                    while chan.recv_stderr_ready():
-                        err.feed(chan.recv_stderr(65536))
+                    while chan.recv_ready() and room() > 0:
+                        out.feed(chan.recv(room()))
+                    while chan.recv_stderr_ready() and room() > 0:
+                        err.feed(chan.recv_stderr(room()))
+                    if room() <= 0:  # the last of it came now
+                        return result(exit_code=None, error=OUTPUT_TOO_LARGE.format(
+                            mib=f"{max_output / 2**20:g}") + "; the command had ended")
                     # paramiko leaves -1 when no exit-status came (lost connection, exit-signal)
                     status = chan.recv_exit_status() if chan.exit_status_ready() else -1
                     if status >= 0:
@@ -1761,7 +1805,8 @@ class SSHNodeShell:
         conn = self.pool._connection(self.node)  # raises TransportError if it cannot connect
         limit = self.pool.command_timeout if timeout is None else timeout
         wire = wire_command(command, user=conn.spec.user, timeout=limit)
-        res = _exec(conn, wire, timeout=limit, on_line=on_line, stdin=stdin, pid_marker=True)
+        res = _exec(conn, wire, timeout=limit, on_line=on_line, stdin=stdin, pid_marker=True,
+                    max_output=self.pool.max_output)
         if res.error is not None and not conn.alive:
             conn.close()  # the next run() reconnects
         if conn.spec.user != "root" and is_sudo_password_prompt(res.exit_code, res.stderr):
