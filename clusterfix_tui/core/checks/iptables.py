@@ -849,9 +849,9 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
     if nat is not None and "KUBE-SERVICES" in nat.chains and "KUBE-NODEPORTS" in missing and \
             not snapshot.nodeport_services:
         missing.remove("KUBE-NODEPORTS")  # no NodePort services: the chain may legitimately lack
-    if not missing:
-        return []
     pod = pod_for(snapshot, "kube_proxy_pods", node)
+    if not missing:
+        return _missing_jumps(snapshot, node, facts, live, why, pod, shape, mode)
     label = "iptables-legacy-save" if live == "legacy" else "iptables-nft-save -t nat"
     evidence = [f"{label}: no chain {', '.join(missing)} in *nat",
                 f"kube-proxy backend {live} ({why})"]
@@ -867,6 +867,112 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
                      "table of its backend. Without them NodePorts and ClusterIPs do not work on "
                      "this node: kube-proxy is not running or cannot sync. Restart it and read its "
                      "log."),
+        reference=REF_KUBE_PROXY, step="pods",
+        data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
+                            missing),
+    )]
+
+
+# kube-proxy's own links into its nat chains (proxier.go's iptablesJumpChains, unconditional since
+# kube-proxy 1.0; re-added only on a full sync: at start, after a failed sync, once an hour from
+# 1.28, or when its canary chain goes), and the chain ends it always writes.
+NAT_JUMPS = (("PREROUTING", "KUBE-SERVICES"), ("OUTPUT", "KUBE-SERVICES"),
+             ("POSTROUTING", "KUBE-POSTROUTING"))
+
+
+def _nodeport_ports(snapshot: ClusterSnapshot, version: int) -> list[tuple[str, int]]:
+    """[(ns/name, nodePort)] of the NodePort/LoadBalancer services with a ready endpoint of this IP
+    family (kube-proxy writes their KUBE-NODEPORTS rule in that family's nat table whatever the
+    externalTrafficPolicy: with endpoints anywhere the rule jumps to KUBE-EXT-*)."""
+    out: list[tuple[str, int]] = []
+    for svc in snapshot.nodeport_services:
+        key = f"{svc.get('namespace')}/{svc.get('name')}"
+        eps = snapshot.endpoints.get(key) or []
+        nets = [net_of(str(ep).rsplit(":", 1)[0].strip("[]")) for ep in eps]
+        if not any(n is not None and n.version == version for n in nets):
+            continue
+        for p in svc.get("ports") or []:
+            try:
+                out.append((key, int(p.get("nodePort"))))
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
+    """What kube-proxy's iptables proxier always has in nat but this table lacks, although its
+    chains are there: the jumps from the built-in chains, the KUBE-SERVICES -> KUBE-NODEPORTS
+    jump, KUBE-POSTROUTING's MASQUERADE, a KUBE-NODEPORTS rule per NodePort with endpoints.
+    Empty when kube-proxy has not written KUBE-SERVICES here at all (the chain check says so)."""
+    if "KUBE-SERVICES" not in nat.chains:
+        return []
+    gaps: list[str] = []
+    for builtin, chain in NAT_JUMPS:
+        if chain not in nat.chains:
+            gaps.append(f"chain {chain}")
+        elif not any(r.target == chain for r in nat.rules_in(builtin)):
+            gaps.append(f"-A {builtin} -j {chain}")
+    if "KUBE-POSTROUTING" in nat.chains and \
+            not any(r.target == "MASQUERADE" for r in nat.rules_in("KUBE-POSTROUTING")):
+        gaps.append("-A KUBE-POSTROUTING -j MASQUERADE")
+    ports = _nodeport_ports(snapshot, version)
+    if ports and "KUBE-NODEPORTS" in nat.chains:
+        if not any(r.target == "KUBE-NODEPORTS" for r in nat.rules_in("KUBE-SERVICES")):
+            gaps.append("-A KUBE-SERVICES -j KUBE-NODEPORTS")
+        have = {r.opt("--dport") for r in nat.rules_in("KUBE-NODEPORTS")}
+        for key, port in ports:
+            if str(port) not in have:
+                gaps.append(f"-A KUBE-NODEPORTS --dport {port} ({key})")
+    return gaps
+
+
+def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live: str, why: str,
+                   pod: Any, shape: Any, mode: str | None) -> list[Finding]:
+    """kube-proxy's chains are there but part of what links them into the packet's path is gone
+    (an admin's or a firewall's `iptables -t nat -D/-F`): NodePorts/ClusterIPs (a jump from
+    PREROUTING/OUTPUT, KUBE-NODEPORTS' rules) or the masquerade of forwarded Service traffic
+    (POSTROUTING -> KUBE-POSTROUTING -> MASQUERADE) are dead on this node while kube-proxy runs
+    and reports healthy. Its next full sync puts them back (a restart forces one)."""
+    evidence: list[str] = []
+    missing: list[str] = []
+    for version in (4, 6):
+        if version == 6 and 6 not in pod_families(snapshot, node):
+            continue
+        save = backend_saves(facts, version).get(live)
+        # a save that did not parse whole (cut before COMMIT, a line not understood) may lack
+        # exactly the rules looked for: never read as "gone"
+        if save is None or "nat" in save.incompatible_tables or save.errors:
+            continue
+        nat = save.table("nat")
+        if nat is None:
+            continue
+        gaps = _nat_gaps(snapshot, nat, version)
+        ip = "ip6tables" if version == 6 else "iptables"
+        for g in gaps:
+            missing.append(g if version == 4 else f"{g} (IPv6)")
+            evidence.append(f"{save_label(live, 'nat', version, facts)}: no {g}"
+                            if not g.startswith("chain ") else
+                            f"{save_label(live, 'nat', version, facts)}: no {g} in *nat "
+                            f"(KUBE-SERVICES is there)")
+        if gaps and version == 6:
+            evidence.append(f"({ip}: kube-proxy's IPv6 proxier)")
+    if not missing:
+        return []
+    evidence.append(f"kube-proxy backend {live} ({why})")
+    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    if pod is not None and pod.mirror:
+        evidence.append(f"kube-proxy on this node is a static pod ({pod.ref}, a mirror pod): "
+                        "deleting it restarts nothing")
+    return [Finding(
+        code="KUBE_PROXY_NO_RULES", severity="error", node=node,
+        title="kube-proxy's Service/NodePort rules are cut off from the packet path on this node",
+        evidence=tuple(evidence),
+        explanation=("kube-proxy's chains are in its nat table, but rules it always writes are "
+                     "gone (" + "; ".join(missing) + "): without the jumps from PREROUTING/OUTPUT "
+                     "no ClusterIP or NodePort is translated on this node, without KUBE-NODEPORTS' "
+                     "rule a NodePort is not, without KUBE-POSTROUTING's MASQUERADE a NodePort "
+                     "routed to another node's pod gets no reply. kube-proxy re-adds them only on "
+                     "a full sync (at start; from 1.28 otherwise once an hour): restart it."),
         reference=REF_KUBE_PROXY, step="pods",
         data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
                             missing),
