@@ -691,6 +691,72 @@ def check_route_json_bare_type(s: dict[str, Any]) -> None:
     assert why is not None and "invalid JSON" in why, why
 
 
+def cis_node(s: dict[str, Any]) -> tuple[ClusterSnapshot, NodeFacts]:
+    """The flannel node of the CIS sample (SYNTHESISED: node-a 10.0.0.11 on eth0 and a peer, pods
+    10.244.0.0/16, iptables 1.8.9 nf_tables only) with its DERIVED iptables-nft-save and nft -j."""
+    e = s["expect"]
+    ip = "10.0.0.11"
+    f = facts_with(nft_filter=P.parse_iptables_save(text(e["save"])), legacy=None,
+                   nft_ruleset=P.parse_nft_json(text(e["json"])),
+                   iptables_version=P.parse_iptables_version("iptables v1.8.9 (nf_tables)"),
+                   binaries={b: f"/usr/sbin/{b}" for b in (
+                       "iptables", "iptables-save", "iptables-nft", "iptables-nft-save", "nft")},
+                   subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16"},
+                   addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": ip,
+                                                            "prefixlen": 24}]}])
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("node-a", "10.244.0.0/24", ip), ("node-b", "10.244.1.0/24", "10.0.0.12"))]
+    snap = _with_shape(_snapshot(nodes, (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                       {"node-a": f})
+    return snap, f
+
+
+def check_cis_commands(s: dict[str, Any]) -> None:
+    """The quoted commands are nft commands on `table ip filter` only (what the DERIVED rows ran)."""
+    lines = [ln for ln in text(s["file"]).splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("nft add ") and " ip filter " in ln for ln in lines)
+
+
+def check_cis_save(s: dict[str, Any]) -> None:
+    """iptables-nft-save (1.8.9) of a filter table holding native base chains: its own chains
+    only, and the comment saying the rest is not listed (no parse error, not 'incompatible')."""
+    save = P.parse_iptables_save(text(s["file"]))
+    assert sorted(save.tables) == ["filter"] and not save.errors and not save.incompatible_tables
+    assert any("contains incompatible base-chains" in c for c in save.comments)
+    assert sorted(save.table("filter").chains) == s["expect"]["chains"]
+
+
+def check_cis_ruleset(s: dict[str, Any]) -> None:
+    """A CIS hardening script's native base chains added to iptables-nft's `table ip filter`
+    (input and forward policy drop, next to iptables' INPUT/FORWARD) on a flannel node: the
+    kernel runs every base chain of a hook, so FLANNEL-FWD's accepts in FORWARD do not save pod
+    traffic from `forward`'s policy drop, nor kubelet/VXLAN/NodePorts from `input`'s. Found, and
+    the narrow accepts go into those native chains (old code: nothing found: base chains in a
+    table named filter were left to iptables-nft-save, which does not list them)."""
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks, default_approved
+
+    e = s["expect"]
+    snap, f = cis_node(s)
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == [] and sorted(x.code for x in findings) == e["findings"], \
+        [(x.code, x.evidence) for x in findings]
+    (fw,) = [x for x in findings if x.code == "FIREWALL_POLICY_DROP"]
+    assert sorted(fw.data.flows) == e["flows"]
+    assert any("chain input policy DROP" in ev for ev in fw.evidence), fw.evidence
+    for step, chain in (("host_network", "input"), ("iptables", "forward")):
+        plan = get_step(step).plan(_Diag(findings, {"node-a": f}, snap))
+        assert check_rollbacks(plan) == []
+        approved = set(default_approved(plan))
+        inserts = [a.command for a in plan.actions if a.id in approved
+                   and "nft insert rule" in a.command]
+        assert inserts and all(f"nft insert rule ip filter {chain} " in c for c in inserts), inserts
+        # nothing in iptables' own chains (iptables-nft's FORWARD accepts already)
+        assert not [a for a in plan.actions if a.id in approved
+                    and re.search(r"iptables(-nft)? .*-I (INPUT|FORWARD)", a.command)]
+
+
 def check_iptables_save_single(s: dict[str, Any]) -> None:
     check_single_iptables_plan(s, text(s["file"]), "host_network")
 
@@ -880,7 +946,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

@@ -963,10 +963,24 @@ def nft_index(rs: NftRuleset) -> dict[tuple[str, str, str], list[NftRule]]:
     return by
 
 
+# the base chains iptables-nft makes in its tables (it names them as iptables' built-in chains)
+IPTABLES_BASE_CHAINS = frozenset(("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"))
+
+
+def iptables_nft_base_chain(c: NftChain) -> bool:
+    """A base chain iptables-nft made and iptables-nft-save lists (judged from that save). Any
+    other base chain in its tables (`nft add chain ip filter forward { type filter hook forward
+    ...; policy drop; }`, as CIS hardening scripts add) is one iptables-nft-save never shows
+    (1.8.9+ only says "# Table `filter' contains incompatible base-chains"): read from nft."""
+    return c.family in ("ip", "ip6") and c.table in IPTABLES_NFT_TABLES and \
+        c.name in IPTABLES_BASE_CHAINS
+
+
 def native_base_chains(rs: NftRuleset, hook: str) -> list[NftChain]:
-    """Base chains of nft-native tables (not iptables-nft's) on `hook` of type filter."""
+    """Base chains on `hook` of type filter that iptables-nft-save does not list: those of
+    nft-native tables, and nft-native base chains added to iptables-nft's tables."""
     return [c for c in rs.chains if c.hook == hook and (c.type or "filter") == "filter"
-            and not (c.family in ("ip", "ip6") and c.table in IPTABLES_NFT_TABLES)]
+            and not iptables_nft_base_chain(c)]
 
 
 BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}

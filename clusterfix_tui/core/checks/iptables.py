@@ -30,6 +30,7 @@ from clusterfix_tui.core.checks._common import (
     reachable_chains,
     save_label,
 )
+from clusterfix_tui.core.checks.firewall_path import iptables_nft_base_chain
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
@@ -424,8 +425,8 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
         for ch in rs.chains:
             if ch.hook != "forward" or (ch.policy or "").lower() != "drop":
                 continue
-            if ch.family in ("ip", "ip6") and ch.table in IPTABLES_NFT_TABLES:
-                continue  # an iptables-nft table: judged above from iptables-nft-save
+            if iptables_nft_base_chain(ch):
+                continue  # iptables-nft's own chain: judged above from iptables-nft-save
             rules = _nft_chain_rules(rs, ch.family, ch.table, ch.name)
             vers = [v for v in fams if ch.family in ("inet", "bridge", "netdev")
                     or (ch.family == "ip") == (v == 4)]
