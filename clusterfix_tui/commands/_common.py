@@ -31,10 +31,19 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
                        help="reach every node over SSH, even the one this runs on")
 
 
+def terminal_safe(text: str) -> str:
+    """`text` as the terminal gets it: control characters other than newline and tab made
+    visible (\\x1b ...): a node's output (an ANSI/OSC escape sequence, a carriage return that
+    overwrites the line before it, NUL bytes) never drives the admin's terminal."""
+    from clusterfix_tui.core.report.text import _visible
+
+    return _visible(text)
+
+
 def out(text: str = "", file: TextIO | None = None) -> None:
     from clusterfix_tui.core.redact import redact
 
-    print(redact(text), file=file or sys.stdout, flush=True)
+    print(terminal_safe(redact(text)), file=file or sys.stdout, flush=True)
 
 
 _say = out  # for functions whose `out` parameter is the stream

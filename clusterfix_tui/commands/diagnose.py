@@ -41,6 +41,9 @@ def _progress(quiet: bool):
     def cb(event: str, node: str, detail: str) -> None:
         if quiet:
             return
+        from clusterfix_tui.commands._common import terminal_safe
+
+        node, detail = terminal_safe(str(node)), terminal_safe(str(detail))
         el = time.monotonic() - t0
         if event == "snapshot":
             print(f"[{el:5.1f}s] API: {detail}", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clusterfix_tui.commands._common import add_connection_flags
+from clusterfix_tui.commands._common import add_connection_flags, terminal_safe
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
         def on_line(node: str, stream: str, line: str) -> None:
             print(f"    [{node}]{' !' if stream == 'stderr' else ''} "
-                  f"{redact_line(line, (node, stream))}", flush=True)
+                  f"{terminal_safe(redact_line(line, (node, stream)))}", flush=True)
 
         outcome = engine.apply_plan(plan, approved, rt.runner, journal, on_line, None,
                                     precheck=make_prechecker(rt.api, rt.shells))
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         rt.close()
         journal.close()
-    print(f"rollback: {outcome.status}: {outcome.message}")
+    print(terminal_safe(f"rollback: {outcome.status}: {outcome.message}"))
     return 0 if outcome.status in ("changed", "unchanged", "dry-run") else 1
 
 
