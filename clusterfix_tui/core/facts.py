@@ -72,6 +72,10 @@ SYSCTLS: dict[str, str] = {
     "net.bridge.bridge-nf-call-iptables": "/proc/sys/net/bridge/bridge-nf-call-iptables",
     "net.ipv6.conf.all.forwarding": "/proc/sys/net/ipv6/conf/all/forwarding",
     "net.bridge.bridge-nf-call-ip6tables": "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    # IPv4 forwarding per device (the kernel checks the INPUT device's): flannel's bridge and
+    # vxlan device; "missing" where the device does not exist ("/" = the "." of a device name)
+    "net.ipv4.conf.cni0.forwarding": "/proc/sys/net/ipv4/conf/cni0/forwarding",
+    "net.ipv4.conf.flannel/1.forwarding": "/proc/sys/net/ipv4/conf/flannel.1/forwarding",
 }
 
 KUBECONFIG_GLOBS = ("/etc/kubernetes/*.conf", "/root/.kube/config",
