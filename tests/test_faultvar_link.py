@@ -186,3 +186,63 @@ def test_own_vtep_mac_differing_from_the_annotation_is_found_on_the_node() -> No
     assert not any(c.startswith(("bridge fdb", "ip neigh")) for c in _commands(plan, "node-3"))
     assert any(a.target == "node-3" and a.kind == "api" for a in plan.actions)
     assert not [a for a in plan.actions if a.target == "node-1"]
+
+
+# -- recorded: ip_forward 1, but net.ipv4.conf.cni0.forwarding=0 on node-2 (measured: every
+# NodePort to its pod and pod-to-pod into node-2 timed out) and flannel.1's forwarding 0 on node-3
+REC4 = "device-forwarding-off"
+
+
+def test_forwarding_off_on_a_pod_network_device_is_ip_forward_off() -> None:
+    # before: rc 0, "healthy"
+    d = _diag(REC4)
+    f2 = _found(d, "IP_FORWARD_OFF", "node-2")
+    f3 = _found(d, "IP_FORWARD_OFF", "node-3")
+    assert len(f2) == 1 and f2[0].data["interfaces"] == ["cni0"]
+    assert f2[0].data["sysctls"] == ["net.ipv4.conf.cni0.forwarding"]
+    assert len(f3) == 1 and f3[0].data["sysctls"] == ["net.ipv4.conf.flannel/1.forwarding"]
+    assert not _found(d, "IP_FORWARD_OFF", "node-1")
+
+
+def test_device_forwarding_is_set_at_runtime_and_not_persisted() -> None:
+    from clusterfix_tui.core.fixes.host_network import STEP as HOST_STEP
+
+    plan = HOST_STEP.plan(_diag(REC4))
+    assert _commands(plan, "node-2") == ["sysctl -w net.ipv4.conf.cni0.forwarding=1"]
+    assert _commands(plan, "node-3") == ["sysctl -w net.ipv4.conf.flannel/1.forwarding=1"]
+    a = next(a for a in plan.actions if a.target == "node-2" and a.mutating)
+    assert a.rollback.command == "sysctl -w net.ipv4.conf.cni0.forwarding=0"
+    # ip_forward itself is on: it is neither written nor persisted
+    assert not any("ip_forward" in c or "sysctl.d" in c for c in _commands(plan, "node-2"))
+
+
+# -- recorded: node-1 `blackhole 10.244.1.0/25` (half of node-2's podCIDR); node-3 a rogue
+# `10.244.0.0/26 via <lab bridge> dev eth0` inside node-1's podCIDR and node-2's route replaced by
+# `unreachable 10.244.1.0/24` -------------------------------------------------------------------
+REC5 = "routes-shadowed"
+
+
+def test_more_specific_route_inside_a_peer_podcidr_is_named() -> None:
+    d = _diag(REC5)
+    f1 = _found(d, "FLANNEL_MISSING_ROUTE", "node-1")
+    assert len(f1) == 1
+    assert [s["route"] for s in f1[0].data["shadowing"]] == ["blackhole 10.244.1.0/25"]
+    f3 = _found(d, "FLANNEL_MISSING_ROUTE", "node-3")
+    assert [s["dst"] for s in f3[0].data["shadowing"]] == ["10.244.0.0/26"]
+    assert [m["actual"] for m in f3[0].data["missing"]] == [["unreachable 10.244.1.0/24"]]
+
+
+def test_shadowing_route_is_deleted_not_papered_over_by_a_flannel_restart() -> None:
+    # before: node-1's plan was only a flannel restart, which leaves the blackhole in place
+    d = _diag(REC5)
+    plan = CNI_STEP.plan(d)
+    c1 = _commands(plan, "node-1")
+    assert c1 == ["if ip route show to exact 10.244.1.0/25 type blackhole | grep -q .; "
+                  "then ip route del blackhole 10.244.1.0/25 scope global; fi"], c1
+    a1 = next(a for a in plan.actions if a.target == "node-1" and a.mutating)
+    assert a1.rollback.command == "ip route add blackhole 10.244.1.0/25 scope global"
+    assert not any(a.target == "node-1" and a.kind == "api" for a in plan.actions)
+    c3 = _commands(plan, "node-3")
+    assert any("ip route del 10.244.0.0/26 via " in c and " dev eth0" in c for c in c3)
+    assert any("ip route replace 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in c
+               for c in c3)

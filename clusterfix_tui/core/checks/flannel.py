@@ -189,6 +189,9 @@ class MissingRouteData(FlannelFamilies, codes=("FLANNEL_MISSING_ROUTE",)):
     # False: the vxlan device itself does not exist (deleted): no route can be added through
     # it; only a flannel restart recreates it (and then its routes and entries)
     link_present: bool = True
+    # routes more specific than a current node's podCIDR that flannel did not write:
+    # {"peer_node", "pod_cidr", "dst", "route" (rendered), "json" (`ip -j route` object)}
+    shadowing: list[dict[str, Any]] = field(default_factory=list)
 
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     if not _is_vxlan(snapshot):
@@ -505,6 +508,31 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
                             "direct_routing_alternative": (f"{want} via {peer_ip}"
                                                            if direct and peer_ip else None),
                             "actual": [render_route(r) for r in mine]})
+    # a more specific route inside a current node's podCIDR (a blackhole / unreachable /
+    # prohibit, or one via another device or gateway) wins over flannel's route by longest
+    # prefix: part of that subnet is cut off whatever flannel writes (a flannel restart does not
+    # remove it). Flannel writes none: its routes are whole podCIDRs (and the node's own subnet
+    # is cni0's connected route).
+    shadowing = []
+    cidr_nets = [(peer, net_of(want), gw) for peer, want, gw, _ in peers.subnets]
+    for rt in fam.routes(f):
+        if not isinstance(rt, dict):
+            continue
+        n = net_of(rt.get("dst"))
+        if n is None or rt.get("table") not in (None, "main"):
+            continue
+        for peer, pnet, gw in cidr_nets:
+            if pnet is None or n.version != pnet.version or n.prefixlen <= pnet.prefixlen \
+                    or not n.subnet_of(pnet):  # type: ignore[arg-type]
+                continue
+            if peer.name == node:
+                if rt.get("dev") == "cni0" and rt.get("type") in (None, "unicast"):
+                    continue  # the node's own bridge
+            elif rt.get("dev") == DEV and rt.get("gateway") == gw:
+                continue
+            shadowing.append({"peer_node": peer.name, "pod_cidr": str(pnet), "dst": str(n),
+                              "route": render_route(rt), "json": dict(rt)})
+            break
     wrong_get = []
     for ip, r in sorted(f.route_get.items()):
         n_ip = net_of(ip)
@@ -520,7 +548,7 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
             wrong_get.append({"ip": ip, "peer_node": owner, "dev": (r or {}).get("dev"),
                               "gateway": (r or {}).get("gateway"),
                               "route": render_route(r) if r else "unreachable"})
-    if not missing and not wrong_get:
+    if not missing and not wrong_get and not shadowing:
         return []
     link_sec = f.section("ip_link")
     link_present = not (link_sec is not None and link_sec.ok and link_by_name(f.links, DEV) is None)
@@ -528,13 +556,18 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
     for m in missing:
         evidence.append(f"ip {'-6 ' if fam.version == 6 else ''}-j route: no {m['expected']}"
                         + (f" (found: {'; '.join(m['actual'])})" if m["actual"] else ""))
+    for sh in shadowing:
+        evidence.append(f"ip {'-6 ' if fam.version == 6 else ''}-j route: {sh['route']} "
+                        f"(inside {sh['peer_node']}'s podCIDR {sh['pod_cidr']}: more specific "
+                        "than flannel's route)")
     for w in wrong_get:
         evidence.append(f"ip route get {w['ip']} ({w['peer_node']}'s pod): {w['route']}")
     return [Finding(
         code="FLANNEL_MISSING_ROUTE", severity="error", node=node,
         title=(("" if link_present else f"{DEV} does not exist: ")
                + "no flannel route to " + ", ".join(sorted({m["peer_node"] for m in missing} |
-                                                           {w["peer_node"] for w in wrong_get}))),
+                                                           {w["peer_node"] for w in wrong_get} |
+                                                           {x["peer_node"] for x in shadowing}))),
         evidence=tuple(evidence),
         explanation=("flannel (vxlan) routes every other node's podCIDR 'via <its network "
                      "address> dev flannel.1 onlink'. Without that route pods on this node cannot "
@@ -543,5 +576,5 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
         reference=REF_VXLAN, step="cni_bridge",
         data=MissingRouteData(missing=missing, wrong_route_get=wrong_get, device=DEV,
                               ip_version=fam.version, direct_routing=direct,
-                              link_present=link_present),
+                              link_present=link_present, shadowing=shadowing),
     )]

@@ -22,6 +22,10 @@ READS: dict[str, tuple[str, ...]] = {
 }
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
+# per-device IPv4 forwarding of the pod network's devices (facts.SYSCTLS): the kernel forwards a
+# packet only when forwarding is on for the device it came in on (ip_route_input_slow)
+DEVICE_FORWARD = {"cni0": "net.ipv4.conf.cni0.forwarding",
+                  "flannel.1": "net.ipv4.conf.flannel/1.forwarding"}
 BRIDGE_NF6 = "net.bridge.bridge-nf-call-ip6tables"
 
 
@@ -36,6 +40,10 @@ class SysctlData(FindingData, codes=("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "IPV6
     # IPV6_FORWARD_OFF: interfaces whose IPv6 default route came from router advertisements
     # (`proto ra`): with forwarding on, the kernel ignores RAs unless accept_ra=2
     ra_interfaces: list[str] = field(default_factory=list)
+    # IP_FORWARD_OFF with ip_forward on: the devices whose own forwarding is 0, and their
+    # sysctl keys (net.ipv4.conf.DEV.forwarding, "/" for a "." in DEV), in the same order
+    interfaces: list[str] = field(default_factory=list)
+    sysctls: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +122,25 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                 reference=REF_FORWARD, step="host_network",
                 data=SysctlData(sysctl="net.ipv4.ip_forward", value="0"),
             ))
+        elif f.sysctls.get("net.ipv4.ip_forward") == "1":
+            off = [(dev, key) for dev, key in DEVICE_FORWARD.items() if f.sysctls.get(key) == "0"]
+            if off:
+                devs = [d for d, _ in off]
+                out.append(Finding(
+                    code="IP_FORWARD_OFF", severity="critical", node=node,
+                    title=f"IPv4 forwarding is off on {', '.join(devs)}: pod traffic coming in "
+                          "there is not routed",
+                    evidence=tuple(f"/proc/sys/net/ipv4/conf/{d}/forwarding: 0" for d in devs)
+                    + ("/proc/sys/net/ipv4/ip_forward: 1",),
+                    explanation=("net.ipv4.ip_forward is 1, but the kernel forwards a packet only "
+                                 "when forwarding is on for the device it came in on: with it "
+                                 "off on cni0 the node's pods reach nothing beyond the node "
+                                 "(replies to NodePorts and other nodes included); off on "
+                                 "flannel.1, nothing from other nodes reaches the node's pods."),
+                    reference=REF_FORWARD, step="host_network",
+                    data=SysctlData(sysctl=off[0][1], value="0", interfaces=devs,
+                                    sysctls=[k for _, k in off]),
+                ))
         key = "net.bridge.bridge-nf-call-iptables"
         if key in f.sysctls:
             val = f.sysctls[key]

@@ -59,7 +59,7 @@ WARNING = ("restarting flannel on {nodes}: pods on those nodes lose pod networki
 _ROUTE_FLAGS = ("onlink", "pervasive")
 
 
-def _route_spec(r: dict[str, Any] | str) -> str | None:
+def _route_spec(r: dict[str, Any] | str, default_dev: str | None = "flannel.1") -> str | None:
     """`ip route` arguments for a route given as `ip -j route` JSON or as text: every attribute
     the kernel shows and `ip route` can set (type, table, proto, scope, src, metric, pref, the
     route metrics such as mtu, nexthop id, onlink), so a route deleted and re-added from this
@@ -81,8 +81,9 @@ def _route_spec(r: dict[str, Any] | str) -> str | None:
     gw = r.get("gateway") or r.get("via")
     if gw:
         parts += ["via", q(str(gw))]
-    dev = r.get("dev") or "flannel.1"
-    parts += ["dev", q(str(dev))]
+    dev = r.get("dev") or default_dev
+    if dev:
+        parts += ["dev", q(str(dev))]
     table = r.get("table")
     if table and table != "main":
         parts += ["table", q(str(table))]
@@ -107,6 +108,16 @@ def _route_spec(r: dict[str, Any] | str) -> str | None:
         if r.get(flag) or flag in flags:
             parts.append(flag)
     return " ".join(parts)
+
+
+def _route_needs_restart(mr: MissingRouteData) -> bool:
+    """A wrong `ip route get` is repaired by a flannel restart, unless a shadowing route (which
+    a restart would not remove; its own action deletes it) explains it; a missing device is."""
+    if not mr.link_present:
+        return True
+    shadow_peers = {sh.get("peer_node") for sh in mr.shadowing if isinstance(sh, dict)}
+    return any(not (isinstance(w, dict) and w.get("peer_node") in shadow_peers)
+               for w in mr.wrong_route_get)
 
 
 def _gateway_kept(bc: BridgeConflictData, wrong: str) -> bool:
@@ -317,8 +328,7 @@ class CniBridgeStep:
             needs_restart = [f for f in findings if f.code in ("CNI_BRIDGE_CONFLICT",
                                                                "FLANNEL_STALE_SUBNET")
                              or (f.code == "FLANNEL_MISSING_ROUTE"
-                                 and (f.data_as(MissingRouteData).wrong_route_get
-                                      or not f.data_as(MissingRouteData).link_present))
+                                 and _route_needs_restart(f.data_as(MissingRouteData)))
                              or (f.code == "FLANNEL_STALE_VTEP"
                                  and f.data_as(StaleVtepData).self_mismatch)]
             if needs_restart:
@@ -664,6 +674,39 @@ class CniBridgeStep:
                                  "it; flannel is restarted to recreate it")
                     restart = True
                     continue
+                for sh in mr.shadowing:
+                    sj = sh.get("json") if isinstance(sh, dict) else None
+                    if not isinstance(sj, dict):
+                        continue
+                    r = sj
+                    spec = _route_spec(r, default_dev=None)
+                    dst = str(r.get("dst") or "")
+                    if not spec or not dst:
+                        continue
+                    ip = "ip -6" if ":" in dst else "ip"
+                    sel = f"{ip} route show to exact {q(dst)}"
+                    if r.get("type") not in (None, "", "unicast"):
+                        sel += f" type {q(str(r['type']))}"
+                    if r.get("gateway"):
+                        sel += f" via {q(str(r['gateway']))}"
+                    if r.get("dev"):
+                        sel += f" dev {q(str(r['dev']))}"
+                    add(
+                        f"del-shadow-{spec}",
+                        kind="shell",
+                        command=f"if {sel} | grep -q .; then {ip} route del {spec}; fi",
+                        why=f"{sh.get('route')} is inside {sh.get('peer_node')}'s podCIDR "
+                            f"{sh.get('pod_cidr')} and more specific than flannel's route, so it "
+                            "wins: that part of the subnet is cut off whatever flannel writes",
+                        finding_codes=(f.code,),
+                        risk=f"traffic to {dst} follows flannel's route again",
+                        rollback=rb(f"{ip} route add {spec}", f"re-add {sh.get('route')}"),
+                        change={"what": f"route {sh.get('route')}", "before": "present",
+                                "after": "deleted"},
+                        precondition=pre.exists_else_done(
+                            f"{sel} | grep -q .", f"{sh.get('route')} is still there",
+                            f"{sh.get('route')} is gone already"),
+                    )
                 for m in mr.missing:
                     expected = m.get("expected") if isinstance(m, dict) else str(m)
                     if not expected:
@@ -704,7 +747,7 @@ class CniBridgeStep:
                                 "after": "present"},
                         precondition=_route_there(str(expected)),
                     )
-                if mr.wrong_route_get:
+                if _route_needs_restart(mr):
                     restart = True
         if restart and service_unit is not None:
             n += 1

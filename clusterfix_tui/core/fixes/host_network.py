@@ -210,7 +210,26 @@ class HostNetworkStep:
         firewall: list[tuple[Finding, FirewallAcceptsData]] = []
 
         for f in findings:
-            if f.code == "IP_FORWARD_OFF":
+            if f.code == "IP_FORWARD_OFF" and f.data_as(SysctlData).interfaces:
+                # per device: runtime only (the device inherits net.ipv4.conf.default.forwarding
+                # when it is created, 1 once ip_forward is; a sysctl.d line for a device that
+                # does not exist at boot does nothing)
+                for dev, key in zip(f.data_as(SysctlData).interfaces,
+                                    f.data_as(SysctlData).sysctls, strict=False):
+                    if not re.match(r"^net\.ipv4\.conf\.[A-Za-z0-9_/-]{1,15}\.forwarding$", key):
+                        notes.append(f"{node}: {key}: not a device forwarding key, left alone")
+                        continue
+                    actions.append(FixAction(
+                        id=nid(), target=node, kind="shell", command=sysctl_set(key, "1"),
+                        why=f"forwarding is off on {dev}: packets coming in on {dev} are "
+                            "not routed (the kernel checks the input device's setting)",
+                        finding_codes=(f.code,),
+                        risk="the node routes packets coming in on this device (as on its others)",
+                        rollback=rb("", sysctl_set(key, "0"), f"put {key} back to 0"),
+                        change={"what": key, "before": "0", "after": "1"},
+                        precondition=_sysctl_not_one(key),
+                    ))
+            elif f.code == "IP_FORWARD_OFF":
                 sysctl_on(f, IP_FORWARD, _value(f.data_as(SysctlData).value, "0"),
                           why="IPv4 forwarding is off: the node drops pod traffic it should route",
                           risk="the node routes packets between interfaces (what every Kubernetes "
