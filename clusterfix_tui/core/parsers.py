@@ -399,6 +399,10 @@ def _tokens(line: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# the counters `iptables-save -c` prints before each rule
+_SAVE_COUNTERS_RE = re.compile(r"\[\d+:\d+\] +")
+
+
 def parse_iptables_save(text: str) -> IptablesSave:
     tables: dict[str, Table] = {}
     comments: list[str] = []
@@ -419,6 +423,11 @@ def parse_iptables_save(text: str) -> IptablesSave:
     for n, raw in enumerate((text or "").splitlines(), 1):
         if name is not None:
             c0 = raw[:1]
+            if c0 == "[":  # `iptables-save -c`: "[packets:bytes] -A ...": the rule without them
+                m = _SAVE_COUNTERS_RE.match(raw)
+                if m is not None:
+                    raw = raw[m.end():]
+                    c0 = raw[:1]
             if c0 == "-" and raw[:3] in ("-A ", "-I "):  # the bulk: rules, on the fast path
                 if '"' in raw or "'" in raw:
                     ct = _quoted_rule_head(raw)

@@ -417,14 +417,37 @@ def _node_args(info: Any) -> list[str]:
     return []
 
 
-def _arg_value(args: list[str], name: str) -> str | None:
-    """--name=value or --name value (k3s node-args is a JSON list of words)."""
+def _arg_values(args: list[str], name: str) -> list[str]:
+    """Every value of --name (--name=value or --name value), in order. k3s's node-args is a JSON
+    list of words: its command line with /etc/rancher/k3s/config.yaml and config.yaml.d/*.yaml
+    merged in (k3s nodeconfig.getNodeArgs: configfilearg.MustParse(os.Args[1:]), each
+    `--name=value` split in two), so a `kube-proxy-arg:` list there is one `--kube-proxy-arg`
+    pair per item, and the command line's own come after the file's."""
+    out: list[str] = []
     for i, a in enumerate(args):
         if a == name and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return None
+            out.append(args[i + 1])
+        elif a.startswith(name + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def _arg_value(args: list[str], name: str) -> str | None:
+    """The value of a single-valued --name: the last one given (k3s, like any flag parser, takes
+    the last; the command line's come after config.yaml's)."""
+    vals = _arg_values(args, name)
+    return vals[-1] if vals else None
+
+
+def _component_arg(args: list[str], flag: str, name: str) -> str | None:
+    """The value k3s passes to a component for `name` through a repeatable `flag`
+    (`--kube-proxy-arg proxy-mode=ipvs`, `--kube-proxy-arg=--proxy-mode=ipvs`): the last one."""
+    val = None
+    for v in _arg_values(args, flag):
+        key, sep, rest = v.lstrip("-").partition("=")
+        if sep and key == name:
+            val = rest
+    return val
 
 
 def _has_flag(args: list[str], name: str) -> bool:
@@ -580,9 +603,9 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
             mode, msrc = vals[0], ":10249/proxyMode on the nodes"
     if mode is None:
         for info in nodes.values():
-            v = _arg_value(_node_args(info), "--kube-proxy-arg")
-            if v and v.startswith("proxy-mode="):
-                mode, msrc = v.split("=", 1)[1], "k3s --kube-proxy-arg"
+            v = _component_arg(_node_args(info), "--kube-proxy-arg", "proxy-mode")
+            if v:
+                mode, msrc = v.strip().lower(), "k3s --kube-proxy-arg"
                 break
     if mode is None:
         for pods in (getattr(snapshot, "kube_proxy_pods", {}) or {}).values():
