@@ -757,6 +757,40 @@ def check_cis_ruleset(s: dict[str, Any]) -> None:
                     and re.search(r"iptables(-nft)? .*-I (INPUT|FORWARD)", a.command)]
 
 
+def check_lsmod_ipvs(s: dict[str, Any]) -> None:
+    """A node whose kube-proxy programs IPVS (ip_vs, ip_vs_rr, xt_ipvs, the dummy kube-ipvs0, the
+    KUBE-* ipsets' hash types) without ip_vs_wrr/ip_vs_sh: kube-proxy >= 1.27 checks no modules
+    (kubernetes#114669) and the kernel loads the scheduler in use on demand. With IPVS virtual
+    servers in /proc/net/ip_vs (SYNTHESISED: the two-line answer of a node with the default
+    Service) nothing is missing and nothing is planned (old code: IPVS_MODULES_MISSING and a
+    `modprobe -a ip_vs_wrr ip_vs_sh`); with /proc/net/ip_vs missing (ip_vs not loaded) the
+    finding stays."""
+    from clusterfix_tui.core.checks import host
+    from clusterfix_tui.core.facts import parse_facts
+
+    e = s["expect"]
+    n = "N0NCE"
+
+    def facts(ip_vs_rc: int, ip_vs_out: str) -> NodeFacts:
+        secs = {"proc_modules": (0, text(s["file"]), ""), "lib_modules": (0, "/lib/modules/x", ""),
+                "kube_proxy_mode": (0, "ipvs", ""),
+                "ip_vs": (ip_vs_rc, ip_vs_out, "" if ip_vs_rc == 0 else
+                          "cat: /proc/net/ip_vs: No such file or directory")}
+        out = "".join(f"@@CFX {n} BEGIN {k}\n{o}\n@@CFX {n} ERR {k}\n{err}\n@@CFX {n} END {k} rc={rc}\n"
+                      for k, (rc, o, err) in secs.items())
+        return parse_facts("node-a", out, n)
+
+    kp = (_ds("kube-system", "kube-proxy", ["kube-proxy"]),)
+    node = {"metadata": {"name": "node-a"}, "spec": {"podCIDR": "10.244.0.0/24"}}
+    for f, want in ((facts(0, e["ip_vs"]), e["findings"]),
+                    (facts(1, ""), e["without_ip_vs_findings"])):
+        assert f.modules.has("ip_vs") and f.modules.has("ip_vs_rr")
+        snap = _with_shape(_snapshot([node], kp, kube_proxy_mode="ipvs",
+                                     kube_proxy_config_found=True), {"node-a": f})
+        got = [x for x in host.check(snap, {"node-a": f}) if x.code == "IPVS_MODULES_MISSING"]
+        assert [x.data.missing for x in got] == want, [x.evidence for x in got]
+
+
 def check_iptables_save_single(s: dict[str, Any]) -> None:
     check_single_iptables_plan(s, text(s["file"]), "host_network")
 
@@ -946,7 +980,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "lsmod-ipvs": check_lsmod_ipvs, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

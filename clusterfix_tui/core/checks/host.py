@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData
+from clusterfix_tui.core.shape import ipvs_virtual_servers
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_FORWARD = ("https://kubernetes.io/docs/setup/production-environment/container-runtimes/"
@@ -18,7 +19,7 @@ READS: dict[str, tuple[str, ...]] = {
     "BR_NETFILTER_OFF": ("sysctl",),
     "IPV6_FORWARD_OFF": ("sysctl", "ip6_route"),
     "BR_NETFILTER_IP6_OFF": ("sysctl",),
-    "IPVS_MODULES_MISSING": ("proc_modules", "sys_module", "lib_modules", "kube_proxy_mode"),
+    "IPVS_MODULES_MISSING": ("proc_modules", "sys_module", "lib_modules", "kube_proxy_mode", "ip_vs"),
 }
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")
 IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
@@ -167,6 +168,11 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         if (f.kube_proxy_mode or mode) != "ipvs" or f.modules is None:
             continue
         missing = [m for m in IPVS_MODULES if f.modules.has(m) is False]
+        if missing and (ipvs_virtual_servers(f) or 0) > 0:
+            # kube-proxy programs IPVS here: what it uses is loaded (kube-proxy >= 1.27 checks no
+            # modules, kubernetes#114669, and the kernel loads the scheduler in use on demand;
+            # an older one would not have started in ipvs mode without them)
+            continue
         if missing:
             out.append(Finding(
                 code="IPVS_MODULES_MISSING", severity="warning", node=node,
