@@ -124,9 +124,13 @@ def profile(init_pid: int, parts: list[tuple[str, str]], runs: int) -> list[tupl
     for label, text in parts[1:]:
         body.append(text)
         if label == "vxlan_probe start":
-            body += ["wait", "cfx_T 'vxlan probes (background pings)'"]
+            # (the probes' jobs only where the script says which: its watchdog is a job too)
+            body += ["if command -v cfx_waitbg >/dev/null 2>&1; then cfx_waitbg; else wait; fi",
+                     "cfx_T 'vxlan probes (background pings)'"]
         else:
             body.append(f"cfx_T {shlex.quote(label)}")
+    # the sections' watchdog (one subshell and a `sleep 1` a second), where the script has one
+    body += ["if command -v cfx_wdstop >/dev/null 2>&1; then cfx_wdstop; fi", "cfx_T 'section watchdog'"]
     script = "\n".join(body)
     nonce = F.script_nonce(script)
     acc: dict[str, list[float]] = {}

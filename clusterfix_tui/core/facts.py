@@ -141,7 +141,8 @@ N=__NONCE__
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export LC_ALL=C PATH
 T=$(mktemp -d 2>/dev/null) || { T=/tmp/cfx.$$; mkdir -m 700 "$T" || exit 97; }
-trap 'rm -rf "$T"' EXIT
+cfx_wd=
+trap 'cfx_wdstop; rm -rf "$T"' EXIT
 # the hex of every argument, "HEX|HEX|...|" in cfx_hx; cfx_nexthex takes them back in order into
 # cfx_h. Any name: ONE od for all (not one pipeline per name): each name ends with a NUL byte (no
 # name holds one), od's bytes one per line, a NUL becomes "|".
@@ -183,7 +184,7 @@ cfx_x() {
   fi
   printf '@@CFX %s BEGIN %s\n' "$N" "$cfx_n"
   if [ -n "$cfx_sto" ]; then
-    $cfx_sto "$@" 2>"$T/e" </dev/null; cfx_rc=$?
+    cfx_run /dev/null "$@" 2>"$T/e"
     [ "$cfx_rc" -eq 137 ] && printf 'cfx: timed out after __SECTION_TIMEOUT__s (killed)\n' >>"$T/e"
   else
     ( "$@" ) 2>"$T/e" </dev/null; cfx_rc=$?
@@ -214,9 +215,9 @@ cfx_lsdir() {
 cfx_curl2() {
   if [ -n "$cfx_sto" ] && command -v curl >/dev/null 2>&1; then
     rm -f "$T/c1" "$T/c2"
-    $cfx_sto curl -s -m 1 -o "$T/c1" -w '%{exitcode}\n' "$2" --next -s -m 1 -o "$T/c2" \
-      -w '%{exitcode}\n' "$4" >"$T/cw" 2>"$T/e" </dev/null
-    cfx_rc=$?; cfx_r1=; cfx_r2=; cfx_r3=
+    cfx_run /dev/null curl -s -m 1 -o "$T/c1" -w '%{exitcode}\n' "$2" --next -s -m 1 -o "$T/c2" \
+      -w '%{exitcode}\n' "$4" >"$T/cw" 2>"$T/e"
+    cfx_r1=; cfx_r2=; cfx_r3=
     { IFS= read -r cfx_r1; IFS= read -r cfx_r2; IFS= read -r cfx_r3; } <"$T/cw"
     case "$cfx_rc:$cfx_r1:$cfx_r2:$cfx_r3" in
       137:*|*::*|*[!0-9:]*|*[0-9]) ;;
@@ -241,6 +242,74 @@ cfx_shq() {
 }
 cfx_sto=
 command -v timeout >/dev/null 2>&1 && cfx_sto="timeout -s KILL __SECTION_TIMEOUT__"
+# Each section's deadline (#14: a hung command costs only its own section, killed and reported
+# "timed out", rc 137 as `timeout -s KILL` gives). Where the node has `timeout`, ONE watchdog
+# (a subshell of this script, waking once a second with `sleep 1`) keeps every section run in the
+# foreground (cfx_run) to it, instead of a `timeout` process each (a `timeout` and its fork cost
+# ~1 ms of the node's CPU a section, ~26 sections, #17). cfx_run starts the command in the
+# background and waits for it; before the wait it writes "SEQ PID" to $T/wd, after it "SEQ -".
+# The watchdog reads that file at each tick; once the same section has run for
+# __SECTION_TIMEOUT__ ticks (__SECTION_TIMEOUT__ to __SECTION_TIMEOUT__+1 s) it stops and then
+# SIGKILLs that process and every process under it (as `timeout` kills its process group: a child
+# left behind could hold the script's stdout open), only if the process is still a child of this
+# shell. The watchdog ends with the script (EXIT trap) or when this shell or $T is gone. Without
+# `timeout` (or `sleep`), every section runs as before (cfx_sto: none, or `timeout` each).
+cfx_main=$$
+cfx_killtree() {
+  cfx_kp=$1; cfx_l=
+  { IFS= read -r cfx_l; } <"/proc/$cfx_kp/stat" 2>/dev/null || return 0
+  set -- ${cfx_l##*) }
+  [ "$2" = "$cfx_main" ] || return 0
+  kill -STOP "$cfx_kp" 2>/dev/null
+  cfx_tree=" $cfx_kp "; cfx_more=1
+  while [ -n "$cfx_more" ]; do
+    cfx_more=
+    for cfx_f in /proc/[0-9]*/stat; do
+      cfx_l=; { IFS= read -r cfx_l; } <"$cfx_f" 2>/dev/null || continue
+      cfx_q=${cfx_l%% *}
+      case $cfx_tree in *" $cfx_q "*) continue ;; esac
+      set -- ${cfx_l##*) }
+      case $cfx_tree in *" $2 "*) kill -STOP "$cfx_q" 2>/dev/null; cfx_tree="$cfx_tree$cfx_q "; cfx_more=1 ;; esac
+    done
+  done
+  kill -KILL $cfx_tree 2>/dev/null
+}
+cfx_wdog() {
+  cfx_sp=
+  trap 'if [ -n "$cfx_sp" ]; then kill "$cfx_sp" 2>/dev/null; wait "$cfx_sp"; fi; exit 0' TERM
+  cfx_ws=; cfx_wn=0
+  while kill -0 "$cfx_main" 2>/dev/null && [ -e "$T/wd" ]; do
+    sleep 1 & cfx_sp=$!; wait "$cfx_sp"; cfx_sp=
+    cfx_a=; cfx_b=
+    { IFS=' ' read -r cfx_a cfx_b; } <"$T/wd" 2>/dev/null
+    case "$cfx_a:$cfx_b" in *[!0-9:]*|:*|*:) cfx_ws=; cfx_wn=0; continue ;; esac
+    if [ "$cfx_a" = "$cfx_ws" ]; then cfx_wn=$((cfx_wn+1)); else cfx_ws=$cfx_a; cfx_wn=0; fi
+    if [ "$cfx_wn" -ge "$cfx_dl" ]; then cfx_killtree "$cfx_b"; cfx_wn=0; fi
+  done
+}
+cfx_wdstop() {
+  if [ -n "$cfx_wd" ]; then kill "$cfx_wd" 2>/dev/null; wait "$cfx_wd" 2>/dev/null; cfx_wd=; fi
+}
+# a section's command (stdin from $1, then the command; stdout and stderr the caller's) under
+# its deadline: its exit status in cfx_rc (137: killed at the deadline)
+cfx_seq=0
+cfx_run() {
+  cfx_in=$1; shift
+  if [ -n "$cfx_wd" ]; then
+    "$@" <"$cfx_in" &
+    cfx_p=$!; cfx_seq=$((cfx_seq+1)); printf '%s %s\n' "$cfx_seq" "$cfx_p" >"$T/wd"
+    wait "$cfx_p"; cfx_rc=$?
+    printf '%s -\n' "$cfx_seq" >"$T/wd"
+  else
+    $cfx_sto "$@" <"$cfx_in"; cfx_rc=$?
+  fi
+  return "$cfx_rc"
+}
+cfx_dl=${cfx_sto##* }  # the deadline's seconds, as `timeout` has them
+if [ -n "$cfx_sto" ] && command -v sleep >/dev/null 2>&1 && [ -r /proc/self/stat ] && : >"$T/wd"; then
+  cfx_wdog >/dev/null 2>&1 </dev/null &
+  cfx_wd=$!
+fi
 # the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
 # background while the other sections run; its section is printed where it always was. One
 # short request: Go's runtime on one P (GOMAXPROCS=1: no idle Ps spinning, one GC worker) and
@@ -352,18 +421,18 @@ _INCOMPAT_PART = r"""
 if command -v nft >/dev/null 2>&1 && command -v iptables-nft >/dev/null 2>&1; then
   for cfx_th in nat:6e6174 filter:66696c746572 mangle:6d616e676c65; do
     cfx_t=${cfx_th%%:*}; cfx_h=${cfx_th#*:}
-    $cfx_sto iptables-nft -t "$cfx_t" -S >/dev/null 2>&1 </dev/null; cfx_rc=$?
+    cfx_run /dev/null iptables-nft -t "$cfx_t" -S >/dev/null 2>&1
     [ "$cfx_rc" -eq 0 ] && continue
     : >"$T/o"; : >"$T/e"; : >"$T/nt"; : >"$T/ne"
     if [ "$cfx_rc" -ne 137 ]; then
-      $cfx_sto nft -a list table ip "$cfx_t" >"$T/nt" 2>"$T/ne" </dev/null; cfx_rc=$?
+      cfx_run /dev/null nft -a list table ip "$cfx_t" >"$T/nt" 2>"$T/ne"
       if [ "$cfx_rc" -ne 0 ] && [ "$cfx_rc" -ne 137 ]; then continue; fi
     fi
     if [ "$cfx_rc" -ne 137 ]; then
       cfx_i=0
       for cfx_c in $(sed -n 's/^[[:space:]]*chain \([^[:space:]]*\) {.*/\1/p' "$T/nt"); do
         cfx_i=$((cfx_i+1)); [ "$cfx_i" -gt 2000 ] && break
-        $cfx_sto iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e" </dev/null; cfx_rc=$?
+        cfx_run /dev/null iptables-nft -t "$cfx_t" -S "$cfx_c" >/dev/null 2>>"$T/e"
         [ "$cfx_rc" -eq 137 ] && break
         if [ "$cfx_rc" -ne 0 ]; then printf '%s\n' "$cfx_c" >>"$T/o"; fi
       done
@@ -459,7 +528,7 @@ __ROUTES__
 __DUMPS__
 cfx_rf="$T/rl"
 if command -v ip >/dev/null 2>&1 && command -v awk >/dev/null 2>&1; then
-  $cfx_sto ip -j -force -batch - <"$T/rq" >"$T/ro" 2>"$T/re"; cfx_rc=$?
+  cfx_run "$T/rq" ip -j -force -batch - >"$T/ro" 2>"$T/re"
   : >"$T/rs"; : >"$T/rf"
   if [ "$cfx_rc" -ne 137 ] && \
      awk -v m=__MARK__ -v n="$N" -v s="$T/rs" -v f="$T/rf" __AWK__ "$T/re" "$T/rl" "$T/ro" </dev/null 2>/dev/null
@@ -498,11 +567,13 @@ cfx_probe() {
     curl -sS -m 3 -o /dev/null "http://$1:10250/" 2>&1
   else echo "probe: none (no ping, no curl)"; return 127; fi
 }
+cfx_bg=
 cfx_probes() {
   cfx_pi=0
   for cfx_ip in __PROBES__; do
     cfx_pi=$((cfx_pi+1))
     ( cfx_probe "$cfx_ip" >"$T/p$cfx_pi" 2>&1 </dev/null; echo $? >"$T/p$cfx_pi.rc" ) &
+    cfx_bg="$cfx_bg $!"
   done
 }
 # No ping: every probe's connect in ONE curl, all at once (-Z, curl 7.66+; ~13 ms of node CPU a
@@ -515,6 +586,8 @@ cfx_probes() {
 # sections are printed at the end (_PROBE_END) from the bodies and -w's exit statuses: what
 # `curl -s -m 1 URL` alone prints (nothing on stderr) and exits with. If any transfer's line is
 # missing or odd, they run alone there (cfx_curl2), as the probes do.
+# (the probes' background jobs, not the watchdog's: `wait` for these pids only)
+cfx_waitbg() { for cfx_q in $cfx_pz $cfx_bg; do wait "$cfx_q"; done; cfx_bg=; }
 cfx_pz=; cfx_kp=
 if ! command -v ping >/dev/null 2>&1 && command -v curl >/dev/null 2>&1; then
   set --
@@ -536,7 +609,7 @@ fi
 # the probes' hex arguments are computed here (no od|tr pipeline per marker), their rc files read
 # by the shell
 _PROBE_END = r"""
-wait
+cfx_waitbg
 cfx_pvar=
 if [ -n "$cfx_pz" ]; then
   # one line per transfer, "URLNUM EXITCODE MESSAGE" (URLNUM from 0), kept in cfx_prI / cfx_pmI
@@ -560,7 +633,7 @@ if [ -n "$cfx_pz" ]; then
   while [ "$cfx_i" -lt "$cfx_pt" ]; do
     cfx_i=$((cfx_i+1)); case $cfx_pseen in *" $cfx_i "*) ;; *) cfx_pok= ;; esac
   done
-  if [ -n "$cfx_pok" ]; then cfx_pvar=1; else cfx_probes; wait; fi
+  if [ -n "$cfx_pok" ]; then cfx_pvar=1; else cfx_probes; cfx_waitbg; fi
 fi
 cfx_pi=0
 for cfx_h in __PROBEHEX__; do
@@ -744,7 +817,7 @@ _SPECIAL_CALLS = {
 _READLINK2 = (
     'cfx_l1=; cfx_l2=; if [ -n "$cfx_sto" ] && command -v readlink >/dev/null 2>&1 && '
     'command -v iptables >"$T/c" 2>/dev/null && IFS= read -r cfx_ipt <"$T/c" && [ -n "$cfx_ipt" ] && '
-    '$cfx_sto readlink -f /etc/alternatives/iptables "$cfx_ipt" >"$T/o" 2>"$T/e" </dev/null && '
+    'cfx_run /dev/null readlink -f /etc/alternatives/iptables "$cfx_ipt" >"$T/o" 2>"$T/e" && '
     '[ ! -s "$T/e" ] && { IFS= read -r cfx_l1 && IFS= read -r cfx_l2 && ! IFS= read -r cfx_l3; } <"$T/o" && '
     '[ -n "$cfx_l1" ] && [ -n "$cfx_l2" ]; then\n'
     '  cfx_put alternatives_link "$cfx_l1"; cfx_put iptables_link "$cfx_l2"\nelse\n{old}\nfi')
