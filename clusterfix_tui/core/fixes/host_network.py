@@ -97,6 +97,36 @@ def sysctl_set(key: str, value: str) -> str:
     return f"sysctl -w {q(f'{key}={value}')}"
 
 
+# the keys whose write the kernel copies to every device and to `default` (IPv4:
+# inet_forward_change; IPv6: addrconf_fixup_forwarding): setting them, and setting them back,
+# overwrites each device's own forwarding value
+_PROPAGATING = {IP_FORWARD: "/proc/sys/net/ipv4/conf", IPV6_FORWARD: "/proc/sys/net/ipv6/conf"}
+
+
+def forwarding_saved(key: str, bdir: str) -> str:
+    return f"{bdir}/{key}.devices"
+
+
+def save_forwarding_command(key: str, bdir: str) -> str:
+    """Before `key` is set: each device's (and `default`'s) own forwarding value, once
+    ("path value" lines), for the rollback to put back after the kernel overwrote them all."""
+    saved = forwarding_saved(key, bdir)
+    conf = _PROPAGATING[key]
+    return (f"mkdir -p -m 700 {q(bdir)} && {{ [ -e {q(saved)} ] || {{ for p in {conf}/*/forwarding; "
+            f"do case \"$p\" in {conf}/all/*) continue;; esac; "
+            "printf '%s %s\\n' \"$p\" \"$(cat \"$p\")\"; done > "
+            f"{q(saved + '.tmp')} && mv -f -- {q(saved + '.tmp')} {q(saved)}; }}; }}")
+
+
+def restore_forwarding_command(key: str, prev: str, bdir: str) -> str:
+    """`key` back to `prev` (which the kernel copies to every device), then each device's own
+    value as saved before the fix (a device gone since is left alone)."""
+    saved = forwarding_saved(key, bdir)
+    return (f"{sysctl_set(key, prev)} && if [ -e {q(saved)} ]; then while read -r p v; do "
+            "[ \"$(cat \"$p\" 2>/dev/null)\" = \"$v\" ] || { printf '%s\\n' \"$v\" > \"$p\"; } "
+            f"2>/dev/null || true; done < {q(saved)}; fi")
+
+
 def persist_sysctl_command(settings: dict[str, str], bdir: str) -> str:
     """Back up the drop-in once, then (re)write it: our keys replaced, other lines kept."""
     bad = [k for k in settings if not re.match(r"^[a-z0-9._-]+$", k)]
@@ -196,11 +226,19 @@ class HostNetworkStep:
         codes_persist: set[str] = set()
 
         def sysctl_on(f: Finding, key: str, prev: str, why: str, risk: str) -> None:
-            """Set `key` to 1 now (undone by its previous value) and persist it."""
+            """Set `key` to 1 now (undone by its previous value) and persist it. A key the
+            kernel copies to every device: the devices' own values are saved first and put
+            back by the rollback."""
+            command, undo = sysctl_set(key, "1"), sysctl_set(key, prev)
+            if key in _PROPAGATING:
+                command = f"{save_forwarding_command(key, bdir)} && {command}"
+                undo = restore_forwarding_command(key, prev, bdir)
             actions.append(FixAction(
-                id=nid(), target=node, kind="shell", command=sysctl_set(key, "1"), why=why,
+                id=nid(), target=node, kind="shell", command=command, why=why,
                 finding_codes=(f.code,), risk=risk,
-                rollback=rb("", sysctl_set(key, prev), f"put {key} back to {prev}"),
+                rollback=rb("", undo, f"put {key} back to {prev}"
+                            + (" and each device's own forwarding as it was"
+                               if key in _PROPAGATING else "")),
                 change={"what": key, "before": prev, "after": "1"},
                 precondition=_sysctl_not_one(key),
             ))
