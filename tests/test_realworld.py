@@ -791,6 +791,42 @@ def check_lsmod_ipvs(s: dict[str, Any]) -> None:
         assert [x.data.missing for x in got] == want, [x.evidence for x in got]
 
 
+def check_nft_json_0_9_0(s: dict[str, Any]) -> None:
+    """`nft -j list ruleset` in nftables 0.9.0's form (Debian 10): payloads named by "name",
+    meta keys as bare strings, no "op" for ==. Read as 0.9.1+ prints it. As a k3s flannel node's
+    ruleset (SYNTHESISED: its address 10.20.1.1 on vxbackend, a peer): `iifname "vxbackend"
+    accept` takes every VXLAN packet from the peers, so only kubelet and NodePorts (which pods
+    also reach through cni0) are found (old code: the old forms matched nothing, so VXLAN too,
+    and a redundant VXLAN accept was planned)."""
+    from clusterfix_tui.core.checks import firewall
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import default_approved
+
+    e = s["expect"]
+    rs = P.parse_nft_json(text(s["file"]))
+    assert not rs.errors and len(rs.rules) == e["rules"]
+    by = {(r.table, r.handle): r for r in rs.rules}
+    assert by[("filter", 7)].expr[0] == {"match": {"left": {"meta": {"key": "iifname"}},
+                                                   "right": "vxbackend"}}
+    assert [P.nft_rule_statement(by[("filter", h)]) for h in (6, 7, 10)] == e["rendered"]
+    ip = "10.20.1.1"
+    f = facts_with(nft_ruleset=rs, subnet_env={"FLANNEL_NETWORK": "10.42.0.0/16"},
+                   addrs=[{"ifname": "vxbackend", "addr_info": [{"family": "inet", "local": ip,
+                                                                 "prefixlen": 24}]}])
+    ann = {"k3s.io/node-args": '["server"]', "flannel.alpha.coreos.com/backend-type": "vxlan"}
+    nodes = [{"metadata": {"name": n, "annotations": dict(
+                  ann, **{"flannel.alpha.coreos.com/public-ip": a})},
+              "spec": {"podCIDR": c}, "status": {"addresses": [{"type": "InternalIP",
+                                                                "address": a}]}}
+             for n, c, a in (("node-a", "10.42.0.0/24", ip), ("node-b", "10.42.1.0/24", "10.20.1.2"))]
+    snap = _with_shape(_snapshot(nodes, ()), {"node-a": f})
+    (x,) = firewall.check(snap, {"node-a": f})
+    assert x.code == "FIREWALL_POLICY_DROP" and sorted(x.data.flows) == e["flows"], x.evidence
+    plan = get_step("host_network").plan(_Diag([x], {"node-a": f}, snap))
+    approved = set(default_approved(plan))
+    assert not [a for a in plan.actions if a.id in approved and "8472" in a.command]
+
+
 def check_iptables_save_single(s: dict[str, Any]) -> None:
     check_single_iptables_plan(s, text(s["file"]), "host_network")
 
@@ -980,7 +1016,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "lsmod-ipvs": check_lsmod_ipvs, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "nft-json-0.9.0": check_nft_json_0_9_0, "lsmod-ipvs": check_lsmod_ipvs, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

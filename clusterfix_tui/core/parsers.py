@@ -636,10 +636,51 @@ def parse_nft_json(text: str) -> NftRuleset:
     text = (text or "").strip()
     if not text:
         return NftRuleset(errors=())
+    if _nft_json_before_0_9_1(text):
+        return _modern_rules(_parse_nft_json_full(text))
     lazy = _parse_nft_json_lazy(text)
     if lazy is not None:
         return lazy
     return _parse_nft_json_full(text)
+
+
+# nft 0.9.0 (Debian 10's) wrote its JSON in an older form: a payload as {"name": "tcp", "field":
+# "dport"} (0.9.1+: "protocol"), a meta key as a bare string {"meta": "iifname"} (0.9.1+: {"key":
+# "iifname"}), a raw payload with "name": "raw" (0.9.1+: no name). Read as what 0.9.1+ prints, so
+# that rules are matched and rendered the same (nftables@v0.9.1 src/json.c)
+_NFT_HEAD_VERSION = re.compile(r'\{"nftables": \[\{"metainfo": \{"version": "(\d+)\.(\d+)\.(\d+)')
+_NFT_OLD_PAYLOAD = re.compile(r'"payload": \{[^{}]*"name": ')
+
+
+def _nft_json_before_0_9_1(text: str) -> bool:
+    m = _NFT_HEAD_VERSION.match(text)
+    if m is not None:
+        return tuple(int(x) for x in m.groups()) < (0, 9, 1)
+    # no metainfo first (a copy, or an early release): the old forms themselves
+    return '{"meta": "' in text or _NFT_OLD_PAYLOAD.search(text) is not None
+
+
+def _modern_expr(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_modern_expr(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    out: dict[str, Any] = {}
+    for k, v in x.items():
+        if k == "meta" and isinstance(v, str):
+            out[k] = {"key": v}
+        elif k == "payload" and isinstance(v, dict) and "name" in v and "protocol" not in v:
+            out[k] = {kk: vv for kk, vv in v.items() if kk != "name"} if v.get("name") == "raw" \
+                else {("protocol" if kk == "name" else kk): vv for kk, vv in v.items()}
+        else:
+            out[k] = _modern_expr(v)
+    return out
+
+
+def _modern_rules(rs: NftRuleset) -> NftRuleset:
+    return NftRuleset(rs.tables, rs.chains, tuple(
+        NftRule(r.family, r.table, r.chain, r.handle, tuple(_modern_expr(list(r.expr))),
+                r.comment) for r in rs.rules), rs.version, rs.errors)
 
 
 def _parse_nft_json_full(text: str) -> NftRuleset:
