@@ -12,6 +12,7 @@ from typing import Any
 from clusterfix_tui.core import bundle as B
 from clusterfix_tui.core.diagnose import diagnose
 from clusterfix_tui.core.fixes.cni_bridge import STEP as CNI_STEP
+from clusterfix_tui.core.fixes.engine import is_opt_in
 from clusterfix_tui.transports.replay import ReplayAPI, ReplayShells
 
 DATA = Path(__file__).parent / "data" / "faultlink"
@@ -246,3 +247,59 @@ def test_shadowing_route_is_deleted_not_papered_over_by_a_flannel_restart() -> N
     assert any("ip route del 10.244.0.0/26 via " in c and " dev eth0" in c for c in c3)
     assert any("ip route replace 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in c
                for c in c3)
+
+
+# -- recorded: the control plane's /root/.kube/config on a wrong port, node-2's server a host name
+# that does not resolve, node-3's /root/.kube/config missing -------------------------------------
+REC6 = "kubeconfig-cp-port-unresolvable-missing"
+# -- recorded: node-2's server on a wrong port, node-3's CA data another CA's (x509 unknown
+# authority with the right server) --------------------------------------------------------------
+REC7 = "kubeconfig-wrong-ca-wrong-port"
+
+
+def test_control_plane_kubeconfig_that_exists_and_fails_is_found_and_rewritten() -> None:
+    # before: control-plane nodes were never checked
+    from clusterfix_tui.core.fixes.worker_kubeconfig import STEP as KC_STEP
+
+    d = _diag(REC6)
+    f = _found(d, "WORKER_KUBECONFIG_BROKEN", "node-1")
+    assert len(f) == 1 and f[0].data["control_plane"] is True
+    assert f[0].data["reason"] == "wrong-server" and "control-plane" in f[0].title
+    plan = KC_STEP.plan(d)
+    cmds = _commands(plan, "node-1")
+    server = f[0].data["expected_server"]
+    write = next(a for a in plan.actions if a.target == "node-1" and a.mutating
+                 and "CFX_SERVER=" in a.command and not is_opt_in(a))
+    assert f"CFX_SERVER={server} " in write.command and write.precondition is not None
+    assert any(is_opt_in(a) and "admin.conf" in a.command
+               for a in plan.actions if a.target == "node-1")
+    assert cmds  # backup + write (+ the opt-in)
+    # the unresolvable host name and the missing file on the workers are still found
+    assert _found(d, "WORKER_KUBECONFIG_BROKEN", "node-2")[0].data["reason"] == "wrong-server"
+    assert _found(d, "WORKER_KUBECONFIG_BROKEN", "node-3")[0].data["reason"] == "missing"
+
+
+def test_control_plane_without_a_root_kubeconfig_is_not_a_finding() -> None:
+    import dataclasses
+
+    from clusterfix_tui.core.checks import kubeconfig
+
+    d = _diag(REC6)
+    f1 = d.facts["node-1"]
+    cfgs = {k: v for k, v in f1.kubeconfigs.items() if k != "/root/.kube/config"}
+    f1 = dataclasses.replace(f1, kubeconfigs=cfgs)
+    assert not kubeconfig.check(d.snapshot, {"node-1": f1})
+
+
+def test_wrong_ca_with_the_right_server_offers_the_nodes_own_kubeconfig_as_opt_in() -> None:
+    from clusterfix_tui.core.fixes.worker_kubeconfig import STEP as KC_STEP
+
+    d = _diag(REC7)
+    f = _found(d, "WORKER_KUBECONFIG_BROKEN", "node-3")
+    assert f and f[0].data["reason"] == "kubectl-fails"
+    plan = KC_STEP.plan(d)
+    acts = [a for a in plan.actions if a.target == "node-3"]
+    assert acts and all(is_opt_in(a) for a in acts)  # nothing by default
+    own = next(a for a in acts if "own-kubeconfig" in a.id)
+    assert "/etc/kubernetes/kubelet.conf" in own.command and own.precondition is not None
+    assert own.rollback is not None

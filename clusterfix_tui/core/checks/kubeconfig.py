@@ -57,6 +57,9 @@ class KubeconfigData(FindingData, codes=("WORKER_KUBECONFIG_BROKEN",)):
     server_candidates: list[dict[str, str]] = field(default_factory=list)  # {"server", "source"}
     source_candidates: list[str] = field(default_factory=list)  # kubeconfigs to copy from
     target: str = ""  # the kubeconfig kubectl reads
+    # a control-plane node: judged only when its /root/.kube/config exists (many are run with
+    # KUBECONFIG=/etc/kubernetes/admin.conf or as another user: no file there is no fault)
+    control_plane: bool = False
 
 def endpoint_url(ep: str) -> str | None:
     """"10.0.0.1:6443" / "fd00::1:6443" / "[fd00::1]:6443" -> an https URL."""
@@ -124,11 +127,12 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     servers: KubeletServers | None = None
     for node, f in sorted(facts_by_node.items()):
         info = nodes.get(node)
-        if info is not None and info.is_control_plane:
-            continue
+        cp = bool(info is not None and info.is_control_plane)
         rc = f.kubectl_rc
         user_cfg = f.kubeconfigs.get(TARGET)
         has_user_cfg = TARGET in f.kubeconfigs
+        if cp and not has_user_cfg:
+            continue  # the control plane's root may well use admin.conf directly
         if rc == 0 or rc == 127 or rc is None:
             continue  # works from the node (whatever the workstation uses), or no kubectl there
         if servers is None:
@@ -158,7 +162,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             code="WORKER_KUBECONFIG_BROKEN", severity="error", node=node,
             title={"missing": "kubectl on this worker has no kubeconfig",
                    "wrong-server": f"kubectl on this worker points at {user_cfg}",
-                   "kubectl-fails": "kubectl on this worker cannot reach the API"}[reason],
+                   "kubectl-fails": "kubectl on this worker cannot reach the API"}[reason]
+            .replace("this worker", "this control-plane node" if cp else "this worker"),
             evidence=tuple(evidence),
             explanation=("The runbook expects kubectl to work on workers (for its per-node "
                          "checks): ~/.kube/config must exist and point at the live API server."),
@@ -166,6 +171,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             data=KubeconfigData(
                 reason=reason, files=dict(f.kubeconfigs), kubectl_rc=rc,
                 kubectl_error=f.kubectl_error, expected_server=expected, server_candidates=cands,
-                source_candidates=[p for p in SOURCES if p in f.kubeconfigs], target=TARGET),
+                source_candidates=[p for p in SOURCES if p in f.kubeconfigs], target=TARGET,
+                control_plane=cp),
         ))
     return out

@@ -49,6 +49,10 @@ OWN_SOURCES = ("/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/kubeconfig",
 # an API server URL we are willing to write into a file: scheme, host (name, IPv4, [IPv6]), port,
 # optional path. Anything else is refused (it is quoted either way; this is about correctness).
 _SERVER_RE = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:/[\w./~-]*)?$")
+# kubectl's errors that say the file's CA or client credentials are the problem (the server
+# answered): only then is the node's own kubeconfig offered in its place
+_CREDENTIAL_ERROR = re.compile(r"x509:|certificate|Unauthorized|must be logged in|forbidden",
+                               re.IGNORECASE)
 SPRAWL_WARNING = (
     "WARNING: copying admin.conf puts cluster-admin credentials (a superuser that can do anything "
     "in the cluster) on {node}: anyone with root there becomes cluster admin, and the key cannot "
@@ -290,7 +294,30 @@ class WorkerKubeconfigStep:
             err = d.kubectl_error or f"exit {d.kubectl_rc}"
             notes.append(f"{node}: {target} already points at the right server but kubectl fails "
                          f"({err}): check its credentials (an expired client certificate?); "
-                         "nothing planned")
+                         "nothing planned by default")
+            if own is not None and own != target and server is not None and \
+                    _CREDENTIAL_ERROR.search(err):
+                # its CA or client certificate is wrong (x509, expired, Unauthorized): the
+                # node's own kubeconfig (kubelet's, rotated by kubelet) may be written instead,
+                # an opt-in: it replaces the user's credentials with the node's identity
+                actions.append(FixAction(
+                    id=opt_in_id(self.name, node, "own-kubeconfig"), target=node, kind="shell",
+                    command=backup_file_command(target, bdir) + " && "
+                    + write_kubeconfig_command(own, target, server),
+                    why=f"(opt-in) {target} fails with the right server ({err}): write it from "
+                        f"the node's own kubeconfig {own} (server {server}), checked first to "
+                        "answer from the node with that file's CA and credentials",
+                    finding_codes=CODES,
+                    risk=f"root's kubectl on this node acts with {own}'s (the node's) identity "
+                         f"instead of the credentials in {target} (kept in the backup, put back "
+                         "on rollback)",
+                    rollback=restore, opt_in=True,
+                    change={"what": target, "before": current,
+                            "after": f"copy of {own}, server {server}"},
+                    precondition=verify_server_precondition(own, server, target, False),
+                ))
+                notes.append(f"{node}: opt-in: write {target} from the node's own kubeconfig "
+                             f"{own} (off by default: it replaces the credentials in {target})")
 
         if write is not None:
             actions.append(backup)
@@ -312,7 +339,11 @@ class WorkerKubeconfigStep:
                 rollback=restore, opt_in=True,
                 change={"what": target, "before": current, "after": f"copy of {ADMIN_CONF}"},
             ))
-            notes.append(SPRAWL_WARNING.format(node=node) + " (opt-in action, off by default)")
+            notes.append((f"{node} is a control-plane node and holds {ADMIN_CONF} already: "
+                          f"copying it to {target} (what kubeadm's instructions do) gives root's "
+                          "kubectl cluster-admin there; spreads no key to another machine"
+                          if d.control_plane else SPRAWL_WARNING.format(node=node))
+                         + " (opt-in action, off by default)")
         return actions, notes
 
 
