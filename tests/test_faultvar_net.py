@@ -62,3 +62,95 @@ def test_missing_nat_jumps_restart_kube_proxy(nat_gaps) -> None:
     # nothing in iptables is touched for it (kube-proxy owns those rules)
     assert not [a for a in _actions(nat_gaps, "iptables")]
     assert not [a for a in _actions(nat_gaps, "host_network")]
+
+
+# -- drops in raw / mangle (before the filter table is asked) ----------------------------------------
+# kubeadm lab (iptables-nft); injected by hand:
+#   node-1: iptables-nft -t mangle -A PREROUTING -p tcp --dport 30000:32767 -j DROP   (NodePorts dead)
+#   node-2: iptables-nft -t raw -A PREROUTING -p tcp --dport 10250 -j DROP            (kubelet dead),
+#           plus firewalld's reverse-path drop `-t raw -A PREROUTING -m rpfilter --invert -j DROP`
+#           in iptables-legacy and ip6tables-legacy (healthy: cluster traffic passes the test)
+#   node-3: iptables-legacy -t raw -A PREROUTING -p udp --dport 8472 -j DROP            (VXLAN dead)
+# The old code walked the filter table only: node-1 and node-2 had no finding at all, node-3's
+# VXLAN drop was blamed on "outside the nodes" (a security group).
+
+
+@pytest.fixture(scope="module")
+def early():
+    return _replay("raw-mangle-drops")
+
+
+def test_raw_and_mangle_drops_are_firewall_findings(early) -> None:
+    assert _codes(early) == [("FIREWALL_REJECT", "node-1"), ("FIREWALL_REJECT", "node-2"),
+                             ("FIREWALL_REJECT", "node-3")]
+    by = {f.node: f for f in early.findings}
+    where = {n: {(r["backend"], r["table"], r["chain"], r["rule"]) for r in f.data.rules}
+             for n, f in by.items()}
+    assert where["node-1"] == {("nft", "mangle", "PREROUTING",
+                                "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j DROP")}
+    assert where["node-3"] == {("legacy", "raw", "PREROUTING",
+                                "-A PREROUTING -p udp -m udp --dport 8472 -j DROP")}
+    # iptables-nft's raw table is read from the nft ruleset (no iptables-nft-save -t raw)
+    assert [(b, t, c) for b, t, c, _ in where["node-2"]] == [("nft", "raw", "PREROUTING")]
+    assert "vxlan-in" in by["node-3"].data.flows and "kubelet" in by["node-2"].data.flows
+    # the rpfilter drop is not one (node-2's only rule is the tcp/10250 one)
+    assert not any("rpfilter" in r for *_, r in where["node-2"])
+
+
+def test_raw_and_mangle_accepts_go_right_before_the_drop(early) -> None:
+    acts = {a.target: [] for a in _actions(early, "host_network")}
+    for a in _actions(early, "host_network"):
+        acts[a.target].append(a)
+    assert sorted(acts) == ["node-1", "node-3"]  # node-2: nft raw, report-only
+    n1 = acts["node-1"]
+    assert all(" -t mangle " in a.command and "CFX_RULE='-A PREROUTING -p tcp -m tcp --dport "
+               "30000:32767 -j DROP'" in a.command for a in n1)
+    # what the drop drops, narrowed to the flow: never wider than the drop rule
+    assert any("-I PREROUTING \"$n\" -p tcp -m tcp --dport 30000:32767 -s 10.244.0.0/16 -m comment "
+               "--comment 'clusterfix: pods-forward' -j ACCEPT" in a.command for a in n1)
+    assert all(a.rollback.command.startswith("iptables-nft -w 5 -t mangle -D PREROUTING -p tcp")
+               for a in n1)
+    n3 = acts["node-3"]
+    assert any(a.command.startswith("iptables-legacy -w 5 -t raw -C PREROUTING -p udp -m udp "
+                                    "--dport 8472 -m comment --comment 'clusterfix: vxlan-in' -j ACCEPT")
+               for a in n3)
+    notes = get_step("host_network").plan(early).notes
+    assert any("node-2: iptables-nft's raw table drops cluster traffic" in n for n in notes)
+    # no accept in filter for a drop that happens before filter
+    assert not any(" -t filter " in a.command for a in (*n1, *n3))
+
+
+def _table(text: str):
+    from clusterfix_tui.core.parsers import parse_iptables_save
+    return parse_iptables_save(text)
+
+
+def _flow(name: str):
+    from clusterfix_tui.core.checks.firewall_path import Flow
+    if name == "pods-forward":
+        return Flow("pods-forward", "forward", "ip", "pods", None, None, ("10.244.0.0/16",),
+                    ("10.213.0.0/24", "10.244.0.0/16"), ("cni0",), ("eth0",), accept_on="saddr")
+    return Flow("nodeport", "input", "ip", "NodePorts", "tcp", (30000, 32767), ("10.213.0.0/24",),
+                ("10.213.0.12/32",), ("eth0",), None)
+
+
+def test_an_accept_of_the_drop_narrowed_to_the_flow_covers_it() -> None:
+    from clusterfix_tui.core.checks.firewall_path import evaluate_iptables
+    drop = "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j DROP\n"
+    t = _table("*mangle\n:PREROUTING ACCEPT [0:0]\n"
+               "-A PREROUTING -s 10.244.0.0/16 -p tcp -m tcp --dport 30000:32767 -m comment "
+               "--comment \"clusterfix: pods-forward\" -j ACCEPT\n" + drop + "COMMIT\n").table("mangle")
+    assert evaluate_iptables(t, "PREROUTING", _flow("pods-forward")) is None
+    # the nodeport flow is not covered by that accept (its sources are not all pods)
+    assert evaluate_iptables(t, "PREROUTING", _flow("nodeport")) is not None
+    # an accept narrower than the flow on another test does not cover
+    t2 = _table("*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -s 10.244.1.0/24 -p tcp -m tcp "
+                "--dport 30000:32767 -j ACCEPT\n" + drop + "COMMIT\n").table("mangle")
+    assert evaluate_iptables(t2, "PREROUTING", _flow("pods-forward")) is not None
+
+
+def test_rpfilter_invert_drop_is_not_a_cluster_drop() -> None:
+    from clusterfix_tui.core.checks.firewall_path import evaluate_iptables
+    t = _table("*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\n"
+               "COMMIT\n").table("raw")
+    assert evaluate_iptables(t, "PREROUTING", _flow("nodeport")) is None

@@ -100,6 +100,54 @@ def nft_accept_expr(flow: Flow, family: str) -> list[str]:
     return [*expr, "accept", "comment", f'"{_comment(flow)}"']
 
 
+_MATCH_ONLY_END = ("-j", "--jump", "-g", "--goto")
+
+
+def early_accept_spec(flow: Flow, args: tuple[str, ...]) -> list[str] | None:
+    """The ACCEPT for a flow a raw/mangle rule drops, to go right before that rule: the rule's
+    own matches (what it drops) narrowed to the flow (its pod network side, its protocol and
+    ports where the rule does not test them), so exactly the flow's packets the rule would drop
+    are accepted and every other packet meets the table's rules as before (a CNI's marks in raw
+    or mangle included). None when the rule's matches cannot be taken apart (a quote, an odd
+    token): no accept is planned then."""
+    matches: list[str] = []
+    i = 0
+    while i < len(args):
+        t = args[i]
+        if t in _MATCH_ONLY_END:
+            break
+        if t == "-m" and i + 1 < len(args) and args[i + 1] == "comment":
+            i += 2
+            continue
+        if t == "--comment":
+            i += 2
+            continue
+        matches.append(t)
+        i += 1
+    if any(not x or any(c in x for c in "\n\r\0") for x in matches):
+        return None
+    has = set(matches)
+    extra: list[str] = []
+    if flow.hook == "forward":
+        if flow.accept_on == "saddr" and flow.saddrs and not has & {"-s", "--source", "--src"}:
+            extra += ["-s", flow.saddrs[0]]
+        elif flow.accept_on == "daddr" and flow.daddrs and \
+                not has & {"-d", "--destination", "--dst"}:
+            extra += ["-d", flow.daddrs[0]]
+    ports = {"--dport", "--dports", "--destination-port", "--destination-ports"}
+    if flow.proto and flow.dports:
+        lo, hi = flow.dports
+        rng = str(lo) if lo == hi else f"{lo}:{hi}"
+        if not has & {"-p", "--protocol"}:
+            extra += ["-p", flow.proto, "-m", flow.proto, "--dport", rng]
+        elif not has & ports:
+            k = next(j for j, x in enumerate(matches) if x in ("-p", "--protocol"))
+            if k + 1 < len(matches) and matches[k + 1] == flow.proto and \
+                    (k == 0 or matches[k - 1] != "!"):
+                extra += ["-m", flow.proto, "--dport", rng]
+    return [*matches, *extra, "-m", "comment", "--comment", _comment(flow), "-j", "ACCEPT"]
+
+
 def _docker_user_first(table: Any) -> bool:
     rules = [r for r in table.rules if r.chain == "FORWARD"]
     return bool(rules) and rules[0].target == "DOCKER-USER" and "DOCKER-USER" in table.chains
@@ -146,7 +194,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         for h in hits:
             hit, flow = h["hit"], h["flow"]
             if hit.kind == "policy":
-                if flow.hook == "forward":
+                if flow.hook == "forward" and h["table"] == "filter" or \
+                        flow.hook == "forward" and h["backend"] == "nft-native":
                     continue  # FORWARD_DROP (checks/iptables.py) owns forward policies
                 by_code["FIREWALL_POLICY_DROP"].append(h)
             else:
@@ -161,7 +210,7 @@ def _where(h: dict[str, Any]) -> str:
     b = h["backend"]
     if b == "nft-native":
         return f"nft {h['family']} {h['table']}"
-    return f"{'ip6tables' if h.get('family') == 'ip6' else 'iptables'}-{b} filter"
+    return f"{'ip6tables' if h.get('family') == 'ip6' else 'iptables'}-{b} {h.get('table') or 'filter'}"
 
 
 def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
@@ -184,6 +233,10 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                           "json": hit.json})
             elif fam == "ip6":
                 r["family"] = "ip6"  # an ip6tables rule
+            if h.get("from_nft"):
+                # iptables-nft's raw table read from the nft ruleset: nft's text, not an
+                # iptables spec (the opt-in deletion cannot take it: a note says so)
+                r["from_nft"] = True
             rules[key] = r
         if flow.name not in [x["name"] for x in r["flows"]]:
             r["flows"].append(flow.to_dict())
@@ -194,11 +247,29 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         if b in ("legacy", "nft"):
             views = saves.get(fam) or {}
             t = views[b].table("filter") if views.get(b) is not None else None
-            if flow.hook == "forward" and t is not None and _docker_user_first(t):
+            if flow.hook == "forward" and table == "filter" and t is not None and \
+                    _docker_user_first(t):
                 chain = "DOCKER-USER"
             spec = iptables_accept_spec(flow)
-            akey: tuple[Any, ...] = (b, fam, "filter", chain, tuple(spec))
-            accepts.setdefault(akey, {"backend": b, "table": "filter", "chain": chain,
+            extra: dict[str, Any] = {}
+            if table != "filter":
+                # a raw/mangle drop is passed by an ACCEPT in that table (one in filter comes
+                # too late): right before the dropping rule, matching what it drops of the
+                # flow (early_accept_spec); a policy DROP: appended to the base chain (only
+                # what reaches the policy). iptables-nft's raw read from the nft ruleset (no
+                # iptables spec of the rule): none, a note says so.
+                if h.get("from_nft") or (hit.kind == "rule" and not h.get("position")):
+                    continue
+                if hit.kind == "rule":
+                    early = early_accept_spec(flow, tuple(h.get("args") or ()))
+                    if early is None:
+                        continue
+                    spec, chain = early, hit.chain
+                    extra = {"position": int(h["position"]), "before": hit.rule}
+                else:
+                    extra = {"append": True}
+            akey: tuple[Any, ...] = (b, fam, table, chain, tuple(spec))
+            accepts.setdefault(akey, {**extra, "backend": b, "table": table, "chain": chain,
                                       "spec": spec, "flow": flow.name, "hook": flow.hook,
                                       "describe": flow.describe, "family": fam})
         else:
@@ -214,9 +285,10 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         path = " -> ".join(r["path"])
         what = r["rule"] if r["kind"] == "rule" else (
             f"chain {r['chain']} policy {r['verdict']}")
-        label = ((save_label(r["backend"], "filter") if r.get("family") != "ip6" else
+        label = ((save_label(r["backend"], r["table"]) if r.get("family") != "ip6" else
                   "ip6tables-save" if plain_view(f, 6) else f"ip6tables-{r['backend']}-save")
-                 if r["backend"] in ("legacy", "nft") else "nft list ruleset")
+                 if r["backend"] in ("legacy", "nft") and not r.get("from_nft")
+                 else "nft list ruleset")
         evidence.append(f"{label}: {what}  [{where}, {path}]  drops: {names}"
                         + ("" if r["match"] == "full" else " (part of it)"))
     if fw.get("running"):

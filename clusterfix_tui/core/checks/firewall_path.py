@@ -21,6 +21,7 @@ a finding.
 from __future__ import annotations
 
 import bisect
+import collections
 import ipaddress
 import itertools
 import json
@@ -557,7 +558,7 @@ def match_iptables_rule(rule: Rule, flow: Flow) -> int:
 
 # what a rule's matches test, read once per rule (`compile_iptables_rule`), then answered per flow
 (_OP_PROTO, _OP_SADDR, _OP_DADDR, _OP_IIF, _OP_OIF, _OP_DPORT, _OP_CTSTATE, _OP_CTSTATUS,
- _OP_LOCAL, _OP_SYN, _OP_PARTIAL) = range(11)
+ _OP_LOCAL, _OP_SYN, _OP_PARTIAL, _OP_RPF_FAIL) = range(12)
 _OPS_OF: dict[str, int] = {
     **dict.fromkeys(("-p", "--protocol"), _OP_PROTO),
     **dict.fromkeys(("-s", "--source", "--src"), _OP_SADDR),
@@ -583,6 +584,10 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
     ops: list[tuple[int, Any, bool]] = []
     # --limit-iface-in/out: the type is looked up on one interface only (not understood here)
     limited = "--limit-iface-in" in toks or "--limit-iface-out" in toks
+    # -m rpfilter: the reverse-path test; a cluster flow comes in on the interface its source is
+    # routed through, so it passes: `--invert` (fails the test: firewalld's raw PREROUTING drop)
+    # matches none of it, the plain test all of it; its other options test nothing more
+    rpf = "rpfilter" in toks
     neg = False
     i = 0
     while i < n:
@@ -599,6 +604,9 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
         operand: Any = None
         if t in _IGNORED:
             kind = None
+        elif rpf and t in ("--invert", "--loose", "--validmark", "--accept-local"):
+            kind = _OP_RPF_FAIL if t == "--invert" else None
+            step = 1
         elif kind == _OP_PROTO:
             operand = val
         elif kind in (_OP_SADDR, _OP_DADDR):
@@ -653,6 +661,8 @@ def _match_ops(ops: Ops, flow: Flow) -> int:
             v = match_dst_type(flow, operand)
         elif kind == _OP_SYN:
             v = FULL if flow.proto == "tcp" else NONE
+        elif kind == _OP_RPF_FAIL:
+            v = NONE
         else:
             v = PARTIAL
         if neg:
@@ -700,6 +710,40 @@ def may_drop(table: Table, base: str, index: dict[str, list[Rule]] | None = None
     return False
 
 
+def _match_tokens(args: tuple[str, ...]) -> list[str]:
+    """A rule's match tokens: everything before -j/-g, comments left out."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        t = args[i]
+        if t in ("-j", "--jump", "-g", "--goto"):
+            break
+        if t == "-m" and i + 1 < len(args) and args[i + 1] == "comment" or t == "--comment":
+            i += 2
+            continue
+        out.append(t)
+        i += 1
+    return out
+
+
+def _accept_covers(accept: Rule, drop: Rule, flow: Flow) -> bool:
+    """True when an earlier ACCEPT of the same chain takes every packet of the flow the drop
+    would take: its matches are the drop's matches (token for token, in any order) plus tests
+    the whole flow passes (e.g. the drop's `-p tcp --dport 30000:32767` and `-s <pod network>`
+    for forwarded pod traffic: the narrow accept put right before a drop)."""
+    need = collections.Counter(_match_tokens(drop.args))
+    have = collections.Counter(_match_tokens(accept.args))
+    if need - have:
+        return False
+    extra: list[str] = []  # the accept's other tests, in its order
+    for t in _match_tokens(accept.args):
+        if need[t] > 0:
+            need[t] -= 1
+        else:
+            extra.append(t)
+    return not extra or _match_ops(compile_iptables_rule(tuple(extra)), flow) == FULL
+
+
 def evaluate_iptables(table: Table, base: str, flow: Flow,
                       index: dict[str, list[Rule]] | None = None,
                       compiled: dict[int, Ops] | None = None) -> Hit | None:
@@ -714,6 +758,7 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
         """("accept"|"return"|"hit"|"continue", hit)"""
         if depth > 64:
             return "continue", None
+        partial_accepts: list[Rule] = []  # ACCEPTs of this chain that matched part of the flow
         for r in by.get(chain, ()):
             steps[0] += 1
             if steps[0] > _MAX_STEPS:
@@ -728,8 +773,11 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
             if tgt == "ACCEPT":
                 if m == FULL:
                     return "accept", None
+                partial_accepts.append(r)
             elif tgt in ("DROP", "REJECT"):
                 if _own_chain(chain):
+                    continue
+                if any(_accept_covers(a, r, flow) for a in partial_accepts):
                     continue
                 return "hit", Hit("rule", chain, base, tgt, r.spec, None, (*path, chain),
                                   "full" if m == FULL else "partial")
@@ -984,6 +1032,45 @@ def native_base_chains(rs: NftRuleset, hook: str) -> list[NftChain]:
 
 
 BUILTIN = {"input": "INPUT", "forward": "FORWARD", "output": "OUTPUT"}
+# the built-in chains of raw and mangle each flow passes (netfilter's order: raw PREROUTING,
+# mangle PREROUTING, then by the routing decision mangle INPUT / FORWARD; locally sent: raw and
+# mangle OUTPUT; out: mangle POSTROUTING): a DROP there (an anti-DDoS rule, a mangle chain's
+# policy DROP) kills the flow before filter is asked, and no ACCEPT in filter lets it through
+EARLY_CHAINS: dict[str, dict[str, tuple[str, ...]]] = {
+    "raw": {"input": ("PREROUTING",), "forward": ("PREROUTING",), "output": ("OUTPUT",)},
+    "mangle": {"input": ("PREROUTING", "INPUT"), "forward": ("PREROUTING", "FORWARD", "POSTROUTING"),
+               "output": ("OUTPUT", "POSTROUTING")},
+}
+NFT_HOOK_OF = {"PREROUTING": "prerouting", "INPUT": "input", "FORWARD": "forward",
+               "OUTPUT": "output", "POSTROUTING": "postrouting"}
+
+
+def early_tables(facts: Any, family: str, views: dict[str, Any]) -> list[tuple[str, Table]]:
+    """(backend, table) of the raw and mangle tables read for the family: the legacy (or single)
+    backend's full save holds them; iptables-nft's mangle is its own save (`-t mangle`), its raw
+    is not saved (read from the nft ruleset: nft_early_chains)."""
+    out: list[tuple[str, Table]] = []
+    for backend, save in views.items():
+        if save is None:
+            continue
+        for tname in ("raw", "mangle"):
+            t = save.table(tname)
+            if t is None and backend == "nft" and tname == "mangle":
+                m = getattr(facts, "ip6_nft_mangle" if family == "ip6" else "nft_mangle", None)
+                t = m.table("mangle") if m is not None else None
+            if t is not None:
+                out.append((backend, t))
+    return out
+
+
+def nft_early_chains(facts: Any, family: str, views: dict[str, Any]) -> list[NftChain]:
+    """iptables-nft's raw base chains of the family, from the nft ruleset (when the nft backend
+    is read and its raw table is not in its saves)."""
+    rs = getattr(facts, "nft_ruleset", None)
+    nft = views.get("nft")
+    if rs is None or nft is None or nft.table("raw") is not None:
+        return []
+    return [c for c in rs.chains if c.family == family and c.table == "raw" and c.hook]
 
 
 def node_may_drop(facts: Any, saves: dict[str, Any], saves6: dict[str, Any] | None = None) -> bool:
@@ -999,6 +1086,14 @@ def node_may_drop(facts: Any, saves: dict[str, Any], saves6: dict[str, Any] | No
             idx = _index(t)
             if any(b in t.chains and may_drop(t, b, idx) for b in BUILTIN.values()):
                 return True
+    for family, views in (("ip", saves), ("ip6", saves6 or {})):
+        for _b, t in early_tables(facts, family, views):
+            idx = _index(t)
+            if any(c in t.chains and may_drop(t, c, idx)
+                   for c in {c for cs in EARLY_CHAINS[t.name].values() for c in cs}):
+                return True
+        if nft_early_chains(facts, family, views):
+            return True
     rs = getattr(facts, "nft_ruleset", None)
     return rs is not None and any(native_base_chains(rs, hook) for hook in BUILTIN)
 
@@ -1030,6 +1125,8 @@ def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
                 if hit is not None:
                     out.append({"backend": backend, "table": "filter", "family": family,
                                 "flow": fl, "hit": hit})
+    for family, views in (("ip", saves), ("ip6", saves6 or {})):
+        out.extend(_early_hits(facts, family, views, [fl for fl in flows if fl.family == family]))
     rs = getattr(facts, "nft_ruleset", None)
     if rs is not None:
         # the walk from a base chain stays in its table: only the native tables walked are
@@ -1048,4 +1145,65 @@ def node_hits(facts: Any, flows: list[Flow], saves: dict[str, Any],
                 if hit is not None:
                     out.append({"backend": "nft-native", "table": ch.table, "family": ch.family,
                                 "flow": fl, "hit": hit, "prio": ch.prio})
+    return out
+
+
+def _early_hits(facts: Any, family: str, views: dict[str, Any],
+                flows: list[Flow]) -> list[dict[str, Any]]:
+    """The flows a raw or mangle table drops (EARLY_CHAINS), as node_hits' dicts with that
+    table's name: each flow's first drop in netfilter's order (raw before mangle)."""
+    out: list[dict[str, Any]] = []
+    if not flows:
+        return out
+    done: set[tuple[str, str]] = set()  # (backend, flow name): its first drop only
+    tables = early_tables(facts, family, views)
+    tables.sort(key=lambda bt: 0 if bt[1].name == "raw" else 1)
+    for backend, t in tables:
+        idx = _index(t)
+        comp: dict[int, Ops] = {}
+        for fl in flows:
+            if (backend, fl.name) in done:
+                continue
+            for base in EARLY_CHAINS[t.name].get(fl.hook, ()):
+                if base not in t.chains or not may_drop(t, base, idx):
+                    continue
+                hit = evaluate_iptables(t, base, fl, idx, comp)
+                if hit is not None:
+                    done.add((backend, fl.name))
+                    h: dict[str, Any] = {"backend": backend, "table": t.name, "family": family,
+                                         "flow": fl, "hit": hit}
+                    if hit.kind == "rule":
+                        # where the rule is (1-based, as `iptables -S CHAIN` lists it after its
+                        # -N/-P line) and its matches: the accept goes right before it
+                        rules = idx.get(hit.chain, [])
+                        pos = next((i for i, r in enumerate(rules) if r.spec == hit.rule), None)
+                        if pos is not None:
+                            h["position"] = pos + 1
+                            h["args"] = rules[pos].args
+                    out.append(h)
+                    break
+    chains = nft_early_chains(facts, family, views)
+    if chains:
+        rs = facts.nft_ruleset
+        nidx: dict[tuple[str, str, str], list[NftRule]] = {}
+        for r in rs.table_rules(family, "raw"):
+            nidx.setdefault((r.family, r.table, r.chain), []).append(r)
+        by_hook = {c.hook: c for c in chains}
+        for fl in flows:
+            if ("nft", fl.name) in done:
+                continue
+            for base in EARLY_CHAINS["raw"].get(fl.hook, ()):
+                ch = by_hook.get(NFT_HOOK_OF[base])
+                if ch is None:
+                    continue
+                hit = evaluate_nft(rs, ch, fl, nidx)
+                if hit is not None:
+                    done.add(("nft", fl.name))
+                    # iptables-nft's own table: reported and opened with iptables-nft, never
+                    # written with nft (that would make it unreadable to iptables-nft)
+                    out.append({"backend": "nft", "table": "raw", "family": family, "flow": fl,
+                                "hit": Hit(hit.kind, hit.chain, hit.base_chain, hit.verdict,
+                                           hit.rule, None, hit.path, hit.match),
+                                "from_nft": True})
+                    break
     return out

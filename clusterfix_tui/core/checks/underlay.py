@@ -206,7 +206,7 @@ def _finding(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
             hit, flow = h["hit"], h["flow"]
             what = hit.rule if hit.kind == "rule" else f"chain {hit.chain} policy {hit.verdict}"
             label = (f"nft {h['family']} {h['table']}" if h["backend"] == "nft-native"
-                     else f"iptables-{h['backend']} filter")
+                     else f"iptables-{h['backend']} {h['table']}")
             hook = "INPUT" if flow.hook == "input" else "OUTPUT"
             evidence.append(f"{cand} {hook}: {label}: {what} drops {flow.describe}")
             drops.append({"node": cand, "hook": hook, "backend": h["backend"],
@@ -220,7 +220,7 @@ def _finding(snapshot: Any, facts_by_node: dict[str, NodeFacts], node: str,
                                     "flow": flow.name, "hook": flow.hook,
                                     "describe": flow.describe})
                 else:
-                    accepts.append({"backend": h["backend"], "table": "filter",
+                    accepts.append({"backend": h["backend"], "table": h["table"],
                                     "chain": hit.base_chain, "spec": iptables_accept_spec(flow),
                                     "flow": flow.name, "hook": flow.hook,
                                     "describe": flow.describe})

@@ -453,6 +453,17 @@ class HostNetworkStep:
                              "is dropped outside the nodes' host firewalls (a cloud security group, "
                              "a network ACL, the MTU): nothing to change on the node; open the port "
                              "between the nodes there")
+        # iptables-nft's raw table is read from the nft ruleset only (its rules in nft's text,
+        # no iptables spec): said, never changed
+        nft_raw = {k: v for k, v in rules.items() if v[1].get("from_nft")}
+        for _f, r in nft_raw.values():
+            ipt = "ip6tables" if r.get("family") == "ip6" else "iptables"
+            notes.append(f"{node}: iptables-nft's {r.get('table')} table drops cluster traffic "
+                         f"({r.get('rule')}, chain {r.get('chain')}): read from the nft ruleset "
+                         "only, so no exact iptables rule is known and nothing is planned; "
+                         f"see it with `{ipt}-nft -t {r.get('table')} -S {r.get('chain')}` and "
+                         f"remove or narrow it by hand")
+        rules = {k: v for k, v in rules.items() if k not in nft_raw}
         if rules and not accepts:
             notes.append(f"{node}: no narrow ACCEPT is known for these firewall rules; only the "
                          "opt-in alternatives (delete the rule / accept by policy) are offered")
@@ -498,6 +509,8 @@ class HostNetworkStep:
             tool = self._tool(ipt, backend, table)
             body = " ".join(q(t) for t in spec)
             ident = nid()
+            if table != "filter":
+                return self._early_accept(node, f, a, tool, body, spec, ident, rb)
             return FixAction(
                 id=ident, target=node, kind="shell",
                 command=(f"{tool} -C {q(chain)} {body} 2>/dev/null || "
@@ -554,6 +567,50 @@ class HostNetworkStep:
             )
         notes.append(f"{node}: accept for {flow} in unknown backend {backend!r}; not planned")
         return None
+
+    def _early_accept(self, node: str, f: Finding, a: dict[str, Any], tool: str, body: str,
+                      spec: list[str], ident: str, rb: Any) -> Action | None:
+        """The accept for a flow a raw/mangle table drops: right before the dropping rule (at
+        its position, which must still hold that exact rule: `iptables -S CHAIN` lists the
+        chain's -P/-N line first), matching what that rule drops of the flow; for a policy
+        DROP, appended to the base chain. Rollback: -D by the exact spec."""
+        table, chain = str(a.get("table")), str(a.get("chain"))
+        flow, what = str(a.get("flow") or ""), str(a.get("describe") or a.get("flow") or "")
+        backend = str(a.get("backend"))
+        if a.get("append"):
+            command = f"{tool} -C {q(chain)} {body} 2>/dev/null || {tool} -A {q(chain)} {body}"
+            where = f"at the end of {backend} {table} {chain}, ahead of its DROP policy"
+            after = "-A " + chain + " " + " ".join(spec)
+        else:
+            before = str(a.get("before") or "")
+            if not before or "\n" in before:
+                return None
+            # the dropping rule's place is found when the action runs (an accept planned
+            # before this one moved it down): its first line in `-S CHAIN`, less the -P/-N line
+            find = (f"{tool} -S {q(chain)} | CFX_RULE={q(before)} awk "
+                    + q('$0 == ENVIRON["CFX_RULE"] { print NR - 1; exit }'))
+            command = (f"{tool} -C {q(chain)} {body} 2>/dev/null || {{ n=$({find}); "
+                       f"[ -n \"$n\" ] && [ \"$n\" -ge 1 ] || {{ echo "
+                       f"{q(f'the dropping rule is no longer in {table} {chain}; not inserted')} >&2; "
+                       f"exit 4; }}; {tool} -I {q(chain)} \"$n\" {body}; }}")
+            where = (f"right before the dropping rule of {backend} {table} {chain} "
+                     f"({before}), matching only what it drops of that flow")
+            after = f"-I {chain} <before: {before}> " + " ".join(spec)
+        return FixAction(
+            id=ident, target=node, kind="shell", command=command,
+            why=f"the {table} table drops {what} before the filter table is asked: accept it "
+                f"{where} (the dropping rule/policy stays)",
+            finding_codes=(f.code,),
+            risk=f"opens {what} in {table} on this node, nothing else; every other packet meets "
+                 f"the {table} rules as before",
+            rollback=rb("", f"{tool} -D {q(chain)} {body}",
+                        f"remove the ACCEPT for {flow} again (by its exact spec)"),
+            precondition=pre.absent_else_done(
+                f"{tool} -C {q(chain)} {body} 2>/dev/null",
+                f"no ACCEPT for {flow} in {backend} {table} {chain} yet",
+                f"the ACCEPT for {flow} is in {backend} {table} {chain} already"),
+            change={"what": f"{backend} {table} {chain}", "before": None, "after": after},
+        )
 
     def _firewalld_action(self, node: str, f: Finding, a: dict[str, Any], zone: str, nid: Any,
                           rb: Any, notes: list[str]) -> Action | None:
