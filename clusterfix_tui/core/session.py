@@ -581,8 +581,11 @@ class RepairSession:
             return refused
         outcome: StepOutcome | None = None
         try:
+            # each rollback action's own precondition too (an ACCEPT never inserted is not
+            # there to delete: already done, not a failed rollback), as the CLI's rollback does
             outcome = engine.apply_plan(plan, approved, self.runner, self.journal, on_line,
-                                        cancel, step_end={"pass_no": self.pass_no})
+                                        cancel, step_end={"pass_no": self.pass_no},
+                                        precheck=self.precheck)
         finally:
             self._ran(outcome)
         return outcome
