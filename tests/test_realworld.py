@@ -174,6 +174,21 @@ def check_manifests(s: dict[str, Any]) -> None:
             assert why_not(shape, code, "n1") is not None, code
         for code in e.get("checked", ()):
             assert why_not(shape, code, "n1") is None, code
+    if "flows" in e:
+        # the flows a node's firewall is judged on: a CNI that is known never gets flannel's
+        # VXLAN (udp/8472) ones (an unknown CNI is assumed to be flannel's)
+        from clusterfix_tui.core.checks.firewall_path import cluster_flows
+
+        nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+                  "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+                 for n, c, a in (("n1", "10.244.0.0/24", "10.0.0.11"),
+                                 ("n2", "10.244.1.0/24", "10.0.0.12"))]
+        snap = _snapshot(nodes, tuple(_ds(d["metadata"]["namespace"], d["metadata"]["name"],
+                                          sorted(classify_daemonset(d)))
+                                      for d in docs if d.get("kind") == "DaemonSet"))
+        snap = _with_shape(snap, {})
+        assert (snap.shape.cni, snap.shape.cni_detail) == tuple(e["shape"])
+        assert sorted({fl.name for fl in cluster_flows(snap, "n1", facts_with())}) == e["flows"]
 
 
 def check_net_conf(s: dict[str, Any], conf: dict[str, Any] | None = None) -> None:

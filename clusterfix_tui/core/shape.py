@@ -82,7 +82,8 @@ def component_of_images(images: list[str], names: list[str]) -> set[str]:
             out.add("kube-router")
         if base in ("weave-kube", "weave-npc"):
             out.add("weave")
-        if base in ("antrea-agent", "antrea-ubuntu", "antrea"):
+        # antrea/antrea-ubuntu (one image, < v1.15), antrea/antrea-agent-ubuntu and -ubi (v1.15+)
+        if base in ("antrea-ubuntu", "antrea") or base.startswith("antrea-agent"):
             out.add("antrea")
         if base in ("kube-ovn",):
             out.add("kube-ovn")
