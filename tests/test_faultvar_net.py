@@ -154,3 +154,41 @@ def test_rpfilter_invert_drop_is_not_a_cluster_drop() -> None:
     t = _table("*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\n"
                "COMMIT\n").table("raw")
     assert evaluate_iptables(t, "PREROUTING", _flow("nodeport")) is None
+
+
+# -- dual stack: ip6tables and an inet table ----------------------------------------------------------
+# kubeadm lab, --ip-family dual; injected by hand:
+#   node-3: ip6tables-nft -P FORWARD DROP; ip6tables-nft -A INPUT -p udp --dport 8472 -j REJECT
+#           --reject-with icmp6-adm-prohibited   (flannel-v6.1's VXLAN runs over IPv6: IPv6 pod
+#           traffic into node-3 dies)
+#   node-2: table inet filter { input: tcp dport 10250 reject with icmpx type admin-prohibited;
+#           forward: ip6 daddr fd00:10:244::/56 drop }
+# The old code had no IPv6 VXLAN flow (its VXLAN flows were the InternalIP's family only): the
+# ip6tables REJECT of udp/8472 was no finding.
+
+
+@pytest.fixture(scope="module")
+def dual():
+    return _replay("dual-v6-netfilter")
+
+
+def test_ipv6_vxlan_reject_is_a_firewall_finding(dual) -> None:
+    fw = {f.node: f for f in dual.findings if f.code == "FIREWALL_REJECT"}
+    assert sorted(fw) == ["node-2", "node-3"]
+    assert fw["node-3"].data.flows == ["vxlan6-in"]
+    assert [r["rule"] for r in fw["node-3"].data.rules] == [
+        "-A INPUT -p udp -m udp --dport 8472 -j REJECT --reject-with icmp6-adm-prohibited"]
+    flow = fw["node-3"].data.rules[0]["flows"][0]
+    assert flow["family"] == "ip6" and flow["saddrs"] == ["fd00:213:193::11/128", "fd00:213:193::12/128"]
+    acts = [a for a in _actions(dual, "host_network") if a.target == "node-3"]
+    assert [a.command.split(" || ")[0] for a in acts] == [
+        "ip6tables-nft -w 5 -t filter -C INPUT -p udp -m udp --dport 8472 -m comment --comment "
+        "'clusterfix: vxlan6-in' -j ACCEPT 2>/dev/null"]
+
+
+def test_dual_stack_forward_drop_and_inet_table_keep_their_findings(dual) -> None:
+    fd = [f for f in dual.findings if f.code == "FORWARD_DROP"]
+    assert [(f.node, f.data.ip_version, f.data.binary) for f in fd] == [("node-3", 6, "ip6tables-nft")]
+    fw = {f.node: f for f in dual.findings if f.code == "FIREWALL_REJECT"}
+    assert sorted(fw["node-2"].data.flows) == ["kubelet", "pods-forward", "to-pods-forward"]
+    assert {r["backend"] for r in fw["node-2"].data.rules} == {"nft-native"}

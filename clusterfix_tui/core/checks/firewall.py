@@ -304,7 +304,8 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                      "route to host'. Fix: ACCEPT exactly these flows ahead of the "
                      + ("policy" if policy else "rule") + " (the default; the firewall stays); "
                      "deleting the rule or flipping the policy is an opt-in alternative."),
-        reference=REF_FLANNEL if {"vxlan-in", "vxlan-out"} & set(flows_hit) else REF_PORTS,
+        reference=REF_FLANNEL if {"vxlan-in", "vxlan-out", "vxlan6-in", "vxlan6-out"} & set(flows_hit)
+        else REF_PORTS,
         step="host_network",
         data=FirewallDropData(rules=list(rules.values()), accepts=list(accepts.values()),
                               flows=sorted(flows_hit), firewalld=fw),

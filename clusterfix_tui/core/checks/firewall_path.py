@@ -289,6 +289,8 @@ class ClusterHosts:
     """Every node's address as a host CIDR, indexed once per check run (not once per node)."""
 
     def __init__(self, nodes: dict[str, Any]) -> None:
+        # node -> its flannel IPv6 underlay address (/128) or None; made on first use
+        self.v6_underlay: dict[str, str | None] | None = None
         self.by_node: dict[str, str] = {}
         for name, n in nodes.items():
             ip = getattr(n, "internal_ip", None)
@@ -374,6 +376,45 @@ class ClusterHosts:
         return NetSet(hosts, skip, mine + ext, self, (6,) if fam == "ip6" else (4,), None, ext)
 
 
+PUBLIC_IPV6 = "flannel.alpha.coreos.com/public-ipv6"
+V6_BACKEND = "flannel.alpha.coreos.com/backend-v6-data"
+
+
+def _underlay6(n: Any) -> str | None:
+    """A node's IPv6 underlay address for flannel's IPv6 VXLAN (flannel-v6.1): its public-ipv6
+    annotation, else its IPv6 InternalIP, when flannel runs IPv6 on it (the annotations)."""
+    ann = getattr(n, "annotations", None) or {}
+    if PUBLIC_IPV6 not in ann and V6_BACKEND not in ann:
+        return None
+    ip = ann.get(PUBLIC_IPV6)
+    if not ip:
+        ip = next((str(a.get("address")) for a in getattr(n, "addresses", ()) or ()
+                   if isinstance(a, dict) and a.get("type") == "InternalIP"
+                   and ":" in str(a.get("address") or "")), None)
+    n6 = _net(ip) if ip else None
+    return f"{n6.network_address}/128" if n6 is not None and n6.version == 6 else None
+
+
+def _vxlan6_flows(nodes: dict[str, Any], node: str, facts: Any, hosts: ClusterHosts,
+                  port: int) -> list[Flow]:
+    """flannel's IPv6 VXLAN (dual stack: flannel-v6.1 encapsulates to the peers' IPv6 underlay
+    addresses, udp/<port> over IPv6): what ip6tables / an inet table must let through."""
+    cache = hosts.v6_underlay
+    if cache is None:
+        cache = hosts.v6_underlay = {name: _underlay6(n) for name, n in nodes.items()}
+    mine = cache.get(node)
+    if mine is None:
+        return []
+    peers = tuple(sorted(c for name, c in cache.items() if c is not None and name != node))
+    if not peers:
+        return []
+    under = underlay_ifaces(facts, mine.split("/")[0])
+    return [Flow("vxlan6-in", "input", "ip6", f"flannel IPv6 VXLAN from the peers (udp/{port})",
+                 "udp", (port, port), peers, (mine,), under, None),
+            Flow("vxlan6-out", "output", "ip6", f"flannel IPv6 VXLAN to the peers (udp/{port})",
+                 "udp", (port, port), (mine,), peers, None, under)]
+
+
 def cluster_flows(snapshot: Any, node: str, facts: Any,
                   hosts: ClusterHosts | None = None) -> list[Flow]:
     """The flows `node` must let through. `hosts`: the cluster's ClusterHosts, built once by a
@@ -400,6 +441,7 @@ def cluster_flows(snapshot: Any, node: str, facts: Any,
                           "udp", (port, port), peers or None, mine, under, None))
         flows.append(Flow("vxlan-out", "output", fam, f"flannel VXLAN to the peers (udp/{port})",
                           "udp", (port, port), mine, peers or None, None, under))
+        flows.extend(_vxlan6_flows(nodes, node, facts, hosts, port))
     pods = pod_networks(snapshot, facts)
     # cluster traffic comes from the cluster: the nodes and the pods (a blocklist for some
     # outside range is the admin's business, not a finding)
