@@ -824,6 +824,141 @@ def inject_unrelated_reject(handle: LabLike, node: str) -> dict:
         f"diagnosis must report nothing here and `fix --yes` must change nothing. Measured: {_measured(res)}"))
 
 
+# -- faultlink: link / route / overlay / sysctl / kubeconfig variants ---------------------------
+# Named only (NOT_IN_ALL): each is a variant of a class the catalog above injects once.
+
+def _other_peer(handle: LabLike, node: str) -> dict:
+    """The peer whose pods `node` is cut off from: the jellyfin node when it is another one."""
+    jf = jellyfin_node(handle)
+    peers = [p for p in _nodes(handle) if p["name"] != node]
+    if not peers:
+        raise FaultError(f"{node} has no peer")
+    return next((p for p in peers if p["name"] == jf), peers[0])
+
+
+def inject_flannel_neigh_missing(handle: LabLike, node: str) -> dict:
+    peer = _other_peer(handle, node)
+    gw = str(ipaddress.ip_network(peer["pod_cidr"]).network_address)
+    _run(handle, node, f"ip neigh del {shlex.quote(gw)} dev flannel.1")
+    return _record("flannel-neigh-missing", node, True, (
+        f"{node}'s permanent neighbour entry for {peer['name']}'s subnet address {gw} on flannel.1 is "
+        f"deleted (its fdb entry stays): flannel.1 is nolearning and nobody answers ARP on it, so {node} "
+        f"cannot send to {peer['name']}'s pods ({peer['pod_cidr']}): 'No route to host'. By hand: `ip neigh "
+        f"replace {gw} lladdr <{peer['name']}'s VtepMAC> dev flannel.1 nud permanent`"))
+
+
+def inject_cni0_wrong_prefix(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    subnet = ipaddress.ip_network(n["pod_cidr"])
+    gw = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+    wide = f"{subnet.network_address + 1}/{max(subnet.prefixlen - 8, 8)}"
+    _run(handle, node, f"ip addr add {shlex.quote(wide)} dev cni0 && ip addr del {shlex.quote(gw)} dev cni0")
+    res = handle.restart_pod(node, FLANNEL_DS)
+    return _record("cni0-wrong-prefix", node, not bool((res or {}).get("running")), (
+        f"cni0 on {node} carries its gateway as {wide} instead of {gw} (the right IP, a wrong prefix "
+        f"length): the CNI bridge plugin compares 'IP/len' as text and refuses ('\"cni0\" already has "
+        f"an IP address different from {gw}'); flannel there was restarted and crash-loops. By hand: "
+        f"`ip addr add {gw} dev cni0; ip addr del {wide} dev cni0`"))
+
+
+def inject_flannel_link_down(handle: LabLike, node: str) -> dict:
+    _run(handle, node, "ip link set flannel.1 down")
+    return _record("flannel-link-down", node, True, (
+        f"flannel.1 on {node} is set down: the kernel dropped its routes to every other node's "
+        f"podCIDR and its neighbour entries; {node} reaches no remote pod and no remote pod reaches "
+        f"{node}'s. By hand: `ip link set flannel.1 up`, then re-add the routes and neighbour entries "
+        f"(or restart flannel on {node})"))
+
+
+def inject_cni0_down(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    _run(handle, node, "ip link set cni0 down")
+    return _record("cni0-down", node, True, (
+        f"cni0 on {node} is set down: the route to its podCIDR {n['pod_cidr']} is gone, its pods are "
+        f"unreachable (NodePort {NODEPORT} to them, pod-to-pod into {node}). By hand: `ip link set cni0 up`"))
+
+
+def inject_route_blackhole(handle: LabLike, node: str) -> dict:
+    peer = _other_peer(handle, node)
+    net = ipaddress.ip_network(peer["pod_cidr"])
+    half = next(net.subnets(prefixlen_diff=1))
+    _run(handle, node, f"ip route add blackhole {shlex.quote(str(half))}")
+    return _record("route-blackhole", node, True, (
+        f"`blackhole {half}` on {node}: more specific than flannel's route to {peer['name']}'s "
+        f"{net}, so the pods of {peer['name']} in that half are unreachable from {node}; restarting "
+        f"flannel does not remove it. By hand: `ip route del blackhole {half}`"))
+
+
+def inject_cni0_forwarding_off(handle: LabLike, node: str) -> dict:
+    _run(handle, node, "echo 0 > /proc/sys/net/ipv4/conf/cni0/forwarding")
+    return _record("cni0-forwarding-off", node, True, (
+        f"net.ipv4.conf.cni0.forwarding=0 on {node} (ip_forward stays 1): the kernel forwards nothing "
+        f"that comes in on cni0, so {node}'s pods' replies and connections beyond the node die "
+        f"(NodePort {NODEPORT} to them, pod-to-pod into {node}). By hand: `sysctl -w "
+        f"net.ipv4.conf.cni0.forwarding=1`"))
+
+
+def inject_vtep_recreated(handle: LabLike, node: str) -> dict:
+    n = _node(handle, node)
+    r = _run(handle, node, "cat /sys/class/net/flannel.1/address; ip -j -d link show flannel.1; "
+                           "ip -j addr show dev flannel.1; ip -j route show dev flannel.1; "
+                           "ip -j neigh show dev flannel.1; bridge -j fdb show dev flannel.1")
+    lines = r.stdout.splitlines()
+    old_mac = lines[0].strip()
+    link, addrs, routes, neigh, fdb = (json.loads(x or "[]") for x in lines[1:6])
+    info = (link[0].get("linkinfo") or {}).get("info_data") or {}
+    mtu = link[0].get("mtu", 1450)
+    new_mac = _bogus_mac(f"{handle.info.get('lab_id', '')}/{node}/vtep")
+    batch = ["link del flannel.1",
+             f"link add flannel.1 address {new_mac} type vxlan id {info.get('id', 1)} local {info.get('local', n['ip'])} "
+             f"dev eth0 dstport {info.get('port', 8472)} nolearning",
+             f"link set flannel.1 mtu {mtu}"]
+    for a in (addrs[0].get("addr_info") if addrs else []) or []:
+        if a.get("family") == "inet":
+            batch.append(f"addr add {a['local']}/{a['prefixlen']} dev flannel.1")
+    batch.append("link set flannel.1 up")
+    for rt in routes:
+        if rt.get("gateway"):
+            batch.append(f"route replace {rt['dst']} via {rt['gateway']} dev flannel.1 onlink")
+    for e in neigh:
+        if e.get("lladdr"):
+            batch.append(f"neigh replace {e['dst']} lladdr {e['lladdr']} dev flannel.1 nud permanent")
+    _run(handle, node, "ip -batch -", input="\n".join(batch) + "\n")
+    fdb_lines = [f"fdb append {e['mac']} dev flannel.1 dst {e['dst']} self permanent"
+                 for e in fdb if e.get("dst") and e.get("mac")]
+    if fdb_lines:
+        _run(handle, node, "bridge -batch -", input="\n".join(fdb_lines) + "\n")
+    return _record("vtep-recreated", node, True, (
+        f"flannel.1 on {node} recreated with MAC {new_mac} (was {old_mac}; its address, routes, "
+        f"neighbour and fdb entries re-added) while the node's annotation flannel.alpha.coreos.com/"
+        f"backend-data still says {old_mac}: every peer sends {node}'s pods frames for {old_mac}, which "
+        f"the device drops. By hand: restart flannel on {node} (it annotates the new MAC; the peers "
+        f"reprogram)"))
+
+
+def inject_cp_kubeconfig(handle: LabLike, node: str) -> dict:
+    path = "/root/.kube/config"
+    r = _run(handle, node, f"cat {path}", check=False)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise FaultError(f"{node} has no {path} to break")
+    cfg = yaml.safe_load(r.stdout)
+    old, new = [], []
+    for c in cfg.get("clusters") or []:
+        server = c.get("cluster", {}).get("server", "")
+        m = re.match(r"^(https?://[^/]+?)(?::(\d+))?(/.*)?$", server)
+        if not m:
+            continue
+        port = int(m.group(2) or 443)
+        c["cluster"]["server"] = f"{m.group(1)}:{port + 1 if port < 65535 else port - 1}{m.group(3) or ''}"
+        old.append(server)
+        new.append(c["cluster"]["server"])
+    _run(handle, node, f"umask 077 && cat > {path}.tmp && mv {path}.tmp {path}",
+         input=yaml.safe_dump(cfg, sort_keys=False))
+    return _record("cp-kubeconfig", node, bool(old), (
+        f"{path} on {node} points at {', '.join(new)} (a port nothing listens on) instead of "
+        f"{', '.join(old)}: kubectl there fails (connection refused). By hand: set the server back"))
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -866,6 +1001,22 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "jellyfin", inject_firewalld_open),
     Fault("unrelated-reject", "healthy look-alike: rejects for traffic the cluster never sends", "jellyfin",
           inject_unrelated_reject),
+    # faultlink: variants of the link / route / overlay / sysctl / kubeconfig classes (named only)
+    Fault("flannel-neigh-missing", "a node's flannel.1 neighbour entry for a peer's subnet is gone: it "
+          "cannot reach that peer's pods", "other", inject_flannel_neigh_missing),
+    Fault("cni0-wrong-prefix", "cni0 carries its gateway with a wrong prefix length; flannel crash-loops",
+          "jellyfin", inject_cni0_wrong_prefix),
+    Fault("flannel-link-down", "flannel.1 set down: its routes and neighbour entries are gone", "other",
+          inject_flannel_link_down),
+    Fault("cni0-down", "cni0 set down: the node's pods are unreachable", "jellyfin", inject_cni0_down),
+    Fault("route-blackhole", "a blackhole for half of a peer's podCIDR, more specific than flannel's "
+          "route", "other", inject_route_blackhole),
+    Fault("cni0-forwarding-off", "net.ipv4.conf.cni0.forwarding=0 with ip_forward=1", "jellyfin",
+          inject_cni0_forwarding_off),
+    Fault("vtep-recreated", "flannel.1 recreated with a new MAC, the node's annotation still the old one",
+          "jellyfin", inject_vtep_recreated),
+    Fault("cp-kubeconfig", "the control plane's /root/.kube/config points at a port nothing listens on",
+          "other", inject_cp_kubeconfig),
 )}
 # Healthy look-alikes: nothing is broken, nothing may be reported or changed (not in --faults all).
 LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
@@ -875,6 +1026,10 @@ LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
 V6_ONLY = ("ipv6-forward-off", "br-netfilter-ip6-off")
 DUAL_FAMILIES = ("dual", "dual-v6-first")
 NOT_IN_ALL = (*LOOK_ALIKES, "vxlan-blocked", "input-drop", "firewalld", "underlay-blocked", *V6_ONLY)
+# faultlink: its variants are injected by name only (tests/test_faultvar_link_lab.py)
+FAULTLINK = ("flannel-neigh-missing", "cni0-wrong-prefix", "flannel-link-down", "cni0-down",
+             "route-blackhole", "cni0-forwarding-off", "vtep-recreated", "cp-kubeconfig")
+NOT_IN_ALL = (*NOT_IN_ALL, *FAULTLINK)
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel
@@ -901,6 +1056,8 @@ SHAPES_OF: dict[str, frozenset[str]] = {
     "flannel-stale-vtep": _FLANNEL,
     "flannel-stale-subnet": _FLANNEL,
     "cni-bridge-conflict": _FLANNEL,
+    # faultlink (cp-kubeconfig: kubeadm only, the k3s lab has no /root/.kube/config)
+    **{name: _FLANNEL for name in FAULTLINK if name != "cp-kubeconfig"},
 }
 WHY_NOT = {
     "kubeadm": "",
