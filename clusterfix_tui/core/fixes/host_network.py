@@ -398,6 +398,7 @@ class HostNetworkStep:
             # `iptables`; its wait flag as kube-proxy gives it (1.4.21 takes no seconds)
             self._ipt = (node_iptables_kind(diagnosis, node) == "single", iptables_wait(facts),
                          iptables_restore_wait(facts))
+            self._facts = facts  # the opt-in deletions' rollbacks: each rule's place
             a, nts = self._firewall(node, firewall, bdir, nid, rb)
             actions.extend(a)
             notes.extend(nts)
@@ -478,6 +479,7 @@ class HostNetworkStep:
 
     # (one plain `iptables`, its wait flag, iptables-restore's) of the node being planned
     _ipt: tuple[bool, str, str] = (False, "-w 5", "-w 5")
+    _facts: Any = None
 
     def _binary(self, ipt: str, backend: str) -> str:
         from clusterfix_tui.core.fixes.iptables import iptables_tool
@@ -657,6 +659,45 @@ class HostNetworkStep:
                 f"zone {z} does not have {arg[6:]} yet", f"zone {z} has {arg[6:]} already"),
         )
 
+    def _reinsert(self, ident: str, orb: Any, tool: str, backend: str, r: dict[str, Any],
+                  table: str, chain: str, restore: str) -> Action:
+        """The rollback of an opt-in iptables rule deletion: the rule inserted again at its
+        number, when the chain still reads around it as the plan saw it (iptables.py
+        iptables_reinsert_command); the rule's place not known from the facts: the saved table
+        restored whole (which also undoes whatever else changed in that table since)."""
+        from clusterfix_tui.core.fixes.iptables import (
+            iptables_reinsert_command,
+            iptables_rule_place,
+        )
+
+        spec = str(r.get("rule") or "")
+        place = iptables_rule_place(self._facts, backend, r.get("family"), table, chain, spec)
+        if place is None:
+            return orb(ident, restore, f"restore the saved {backend} {table} table")
+        return orb(ident, iptables_reinsert_command(tool, chain, spec, place, restore),
+                   f"insert the rule again at its place ({chain} rule {place[0]}), when the "
+                   "chain still reads around it as the plan saw it")
+
+    def _nft_readd(self, ident: str, orb: Any, fam: str, tab: str, ch: str, handle: int,
+                   restore: str, saved: str) -> Action:
+        """The rollback of an opt-in nft rule deletion: the rule re-added at its place in the
+        chain, found again by its neighbours' texts (iptables.py nft_readd_command); its text or
+        place not known exactly: the saved table restored whole (which also undoes whatever
+        else changed in that table since)."""
+        from clusterfix_tui.core.fixes.iptables import (
+            nft_neighbours,
+            nft_readd_command,
+            nft_rule_text,
+        )
+
+        text = nft_rule_text(self._facts, fam, tab, ch, handle)
+        place = nft_neighbours(self._facts, fam, tab, ch, handle) if text else None
+        if text is None or place is None:
+            return orb(ident, restore, f"restore the saved nft table {fam} {tab} (atomically)")
+        return orb(ident, nft_readd_command(fam, tab, ch, text, place, saved),
+                   "re-add the rule at its place in the chain (after the rule that was before "
+                   "it, else before the one after it, found again by their text)")
+
     def _opt_in_removals(self, node: str, rules: list[tuple[Finding, dict[str, Any]]],
                          bdir: str, notes: list[str]) -> list[Action]:
         """Opt-in alternatives: delete each dropping rule / set each dropping policy to ACCEPT."""
@@ -723,9 +764,10 @@ class HostNetworkStep:
                     finding_codes=(f.code,), opt_in=True,
                     risk="the node no longer drops that traffic at all, cluster or not: review "
                          "your firewall policy",
-                    rollback=orb(ident, " ".join(x for x in (f"{binary}-restore", self._ipt[2])
-                                                  if x) + f" -T {q(table)} < {q(saved)}",
-                                 f"restore the saved {backend} {table} table"),
+                    rollback=self._reinsert(ident, orb, tool, backend, r, table, argv[1],
+                                            " ".join(x for x in (f"{binary}-restore",
+                                                                 self._ipt[2]) if x)
+                                            + f" -T {q(table)} < {q(saved)}"),
                     change={"what": f"{backend} {table} {argv[1]}", "before": r.get("rule"),
                             "after": "removed"},
                     precondition=pre.exists_else_done(
@@ -784,8 +826,8 @@ class HostNetworkStep:
                     finding_codes=(f.code,), opt_in=True,
                     risk="the node no longer drops that traffic at all: review your firewall "
                          "policy",
-                    rollback=orb(ident, restore, f"restore the saved nft table {fam} {tab} "
-                                                 "(atomically)"),
+                    rollback=self._nft_readd(ident, orb, fam, tab, ch, int(handle), restore,
+                                             saved),
                     change={"what": f"nft {fam} {tab} {ch}", "before": r.get("text"),
                             "after": "removed"},
                     precondition=pre.shell(

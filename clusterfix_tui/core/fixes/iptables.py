@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from typing import Any
 
 from clusterfix_tui.core.checks.iptables import (
@@ -212,6 +213,20 @@ def nft_neighbours(facts: Any, family: str, table: str, chain: str, handle: int,
             texts.count(texts[idx]))
 
 
+def nft_rule_text(facts: Any, family: str, table: str, chain: str, handle: int) -> str | None:
+    """The rule at `handle` as `nft add rule` takes it back (nft's own listing, else an exact
+    rendering), None when neither is known."""
+    from clusterfix_tui.core.checks.iptables import _rule_text as listed_text
+
+    rs = getattr(facts, "nft_ruleset", None)
+    rule = next((r for r in (rs.rules_in(family, table, chain) if rs is not None else ())
+                 if r.handle == handle), None)
+    if rule is None:
+        return None
+    t = listed_text(facts, table, rule)
+    return None if t.startswith(f"{family} {table} {chain}: ") else _rule_text(t)
+
+
 def nft_readd_command(family: str, table: str, chain: str, text: str, place: Place,
                       backup: str) -> str:
     """The rollback of deleting one rule: re-add `text` at its place (`place`, nft_neighbours),
@@ -265,6 +280,55 @@ def nft_readd_command(family: str, table: str, chain: str, text: str, place: Pla
             f"{q('clusterfix: the rule is in the chain already (not added again)')}; exit 0; fi; "
             + side(before, "add", "nft insert rule") + side(after, "insert", "nft add rule")
             + f"echo {q(gone)} >&2; exit 4")
+
+
+def iptables_rule_place(facts: Any, backend: str, family: str | None, table: str, chain: str,
+                        spec: str) -> tuple[int, str | None, str | None] | None:
+    """Where the rule `spec` ("-A CHAIN ...") sits in its chain as the node's facts read it:
+    (its number, counted from 1 as `iptables -I CHAIN N` takes it, the rule before it, the rule
+    after it; None at an end). None when the table was not read or the rule is not in it exactly
+    once (its place could not be told)."""
+    from clusterfix_tui.core.checks._common import backend_saves
+
+    if facts is None:
+        return None
+    save = backend_saves(facts, 6 if family == "ip6" else 4).get(backend)
+    t = save.table(table) if save is not None else None
+    if t is None:
+        return None
+    specs = [r.spec.rstrip() for r in t.rules_in(chain)]
+    if specs.count(spec.rstrip()) != 1:
+        return None
+    i = specs.index(spec.rstrip())
+    return i + 1, (specs[i - 1] if i else None), (specs[i + 1] if i + 1 < len(specs) else None)
+
+
+def iptables_reinsert_command(tool: str, chain: str, spec: str,
+                              place: tuple[int, str | None, str | None], by_hand: str) -> str:
+    """The rollback of deleting one iptables rule: insert it again at its number
+    (`TOOL -I CHAIN N ...`), only when the chain still reads around that place as the plan saw
+    it (rule N-1 is the rule that was before it, rule N the one that was after it, or the chain
+    ends there): a rule at a shifted place can change what the chain does, so otherwise nothing
+    is inserted (exit 4, `by_hand` says how to put it back). Already there: nothing inserted.
+    Works with every iptables (-S and -I N are in 1.4)."""
+    n, before, after = place
+    argv = shlex.split(spec)
+    body = " ".join(q(t) for t in [argv[1], str(int(n)), *argv[2:]])
+
+    def nth(k: int) -> str:
+        return f"$(printf '%s\\n' \"$l\" | grep -e '^-A ' | sed -n {int(k)}p)"
+
+    ok = []
+    if before is not None:
+        ok.append(f"[ \"{nth(n - 1)}\" = {q(before)} ]")
+    ok.append(f"[ \"{nth(n)}\" = {q(after or '')} ]")
+    moved = (f"clusterfix: {chain} changed around the rule's place since the plan: not "
+             f"inserted; put it back by hand ({by_hand})")
+    return (f"l=$({tool} -S {q(chain)}) || exit 4; "
+            f"if printf '%s\\n' \"$l\" | grep -qxF -e {q(spec.rstrip())}; then "
+            f"echo {q('clusterfix: the rule is in the chain already (not inserted again)')}; "
+            f"exit 0; fi; if {' && '.join(ok)}; then {tool} -I {body}; else "
+            f"echo {q(moved)} >&2; exit 4; fi")
 
 
 def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None, str | None]:
