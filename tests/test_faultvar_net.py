@@ -192,3 +192,24 @@ def test_dual_stack_forward_drop_and_inet_table_keep_their_findings(dual) -> Non
     fw = {f.node: f for f in dual.findings if f.code == "FIREWALL_REJECT"}
     assert sorted(fw["node-2"].data.flows) == ["kubelet", "pods-forward", "to-pods-forward"]
     assert {r["backend"] for r in fw["node-2"].data.rules} == {"nft-native"}
+
+
+# -- a raw nft rule in kube-proxy's ip6 nat chain -----------------------------------------------------
+# kubeadm lab, --ip-family dual; injected by hand on node-2: `nft add rule ip6 nat KUBE-SERVICES ct
+# state new counter` (ip6tables-nft-save -t nat: "# Table `nat' is incompatible"; kube-proxy's IPv6
+# proxier fails on it). node-1 also has `nft add rule ip nat KUBE-NODEPORTS tcp dport 30096 limit
+# rate 10/second counter`, which iptables-nft 1.8.9 reads back (-m limit): no finding.
+# The old code tested the IPv4 chains only: no finding on node-2.
+
+
+def test_foreign_nft_rule_in_ip6_nat_is_deleted_by_handle() -> None:
+    d = _replay("dual-ip6-foreign-nft")
+    ic = [f for f in d.findings if f.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN"]
+    assert [f.node for f in ic] == ["node-2"]
+    data = ic[0].data
+    assert data.cause == "foreign-nft-rule"
+    assert [(r.family, r.table, r.chain, r.text) for r in data.foreign_rules] == [
+        ("ip6", "nat", "KUBE-SERVICES", "ct state new counter")]
+    cmds = [a.command for a in _actions(d, "iptables") if a.target == "node-2"]
+    assert any(c.startswith("nft delete rule ip6 nat KUBE-SERVICES handle ") for c in cmds)
+    assert not any("update-alternatives" in c for c in cmds)

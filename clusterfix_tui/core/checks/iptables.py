@@ -13,6 +13,7 @@ Facts of the field these rest on (LAB-FACTS.md and upstream):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -661,7 +662,74 @@ def skew_in_save(facts: NodeFacts) -> list[str]:
     return out
 
 
+def _foreign_v6(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
+                kp_ver: str | None, host_ver: str | None) -> tuple[list[str], list[NftRuleRef]]:
+    """IPv6: ip6tables-nft cannot read a table ("# Table `nat' is incompatible" in its save) and
+    kube-proxy's ip6 chains there hold rules written with raw nft (the facts test only the IPv4
+    chains one by one): (evidence, the foreign rules). kube-proxy's IPv6 proxier fails on the
+    same table, so its IPv6 Services stop syncing."""
+    if 6 not in pod_families(snapshot, node) or facts.nft_ruleset is None:
+        return [], []
+    evidence: list[str] = []
+    foreign: list[NftRuleRef] = []
+    for t, save in (("nat", facts.ip6_nft_nat), ("filter", facts.ip6_nft_filter)):
+        if save is None or t not in save.incompatible_tables:
+            continue
+        evidence.append(f"ip6tables-nft-save -t {t}: "
+                        + (find_line(facts.raw(f"ip6_nft_save_{t}"), "incompatible")
+                           or "incompatible"))
+        for c in sorted({c.name for c in facts.nft_ruleset.chains
+                         if c.family == "ip6" and c.table == t and kube_proxy_chain(c.name)}):
+            for r in facts.nft_ruleset.rules_in("ip6", t, c):
+                if _rule_is_nft_native(r) and not _maybe_newer_iptables(r, c, kp_ver, host_ver):
+                    text = nft_rule_statement(r) or r.render()
+                    foreign.append(NftRuleRef(r.family, r.table, r.chain, r.handle, text))
+    return evidence, foreign
+
+
 def incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
+    out = _incompatible_chain(snapshot, node, facts)
+    host_ver = facts.iptables_version.version if facts.iptables_version else None
+    ev6, foreign6 = _foreign_v6(snapshot, node, facts, kube_proxy_iptables_version(snapshot, node),
+                                host_ver)
+    if not foreign6:
+        return out
+    ev6 += [f"nft -a list table ip6 {r.table}: {r.text}" for r in foreign6[:10]]
+    if out:
+        f = out[0]
+        d = f.data_as(IncompatibleChainData)
+        if d.cause != "foreign-nft-rule":
+            return out  # the IPv4 finding says what it is; the IPv6 rules stay in its evidence
+        return [Finding(
+            code=f.code, severity=f.severity, node=f.node, title=f.title,
+            evidence=tuple(f.evidence) + tuple(ev6), explanation=f.explanation,
+            reference=f.reference, step=f.step,
+            data=dataclasses.replace(d, foreign_rules=[*d.foreign_rules, *foreign6],
+                                     chains=[*d.chains, *({"table": r.table, "chain": r.chain}
+                                                          for r in foreign6)]))]
+    live, _ = kube_proxy_backend(facts)
+    return [Finding(
+        code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+        title=(f"rule(s) added with raw nft in ip6 {', '.join(sorted({r.chain for r in foreign6}))}"
+               " make ip6tables-nft (and kube-proxy's IPv6 proxier) fail"),
+        evidence=tuple(ev6),
+        explanation=("ip6tables-nft reports the table as incompatible because kube-proxy's IPv6 "
+                     "chains hold rules written with the nft tool using statements ip6tables "
+                     "cannot map back. kube-proxy's IPv6 iptables-restore fails on them, so its "
+                     "IPv6 Services stop syncing. Delete the foreign rule(s) by handle; no "
+                     "backend switch is needed."),
+        reference=REF_SKEW, step="iptables",
+        data=IncompatibleChainData(
+            cause="foreign-nft-rule",
+            chains=[{"table": r.table, "chain": r.chain} for r in foreign6],
+            host_iptables_version=host_ver,
+            kube_proxy_iptables_version=kube_proxy_iptables_version(snapshot, node),
+            kube_proxy_image=_kube_proxy_image(snapshot, node), kube_proxy_backend=live,
+            host_iptables=facts.host_iptables, foreign_rules=foreign6),
+    )]
+
+
+def _incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
     live, _ = kube_proxy_backend(facts)
     host_ver = facts.iptables_version.version if facts.iptables_version else None
     chains = [(t, c) for t, cs in sorted(facts.incompatible_chains.items()) for c in cs]
