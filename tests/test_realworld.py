@@ -1115,3 +1115,38 @@ def test_destination_address_types_against_unicast_flows():
     other = P.NftRule("ip", "t", "c", None, ({"match": {"op": "==", "left": {"fib": {
         "result": "type", "flags": ["daddr", "iif"]}}, "right": "local"}},))
     assert fp.match_nft_rule(other, kubelet) == fp.PARTIAL
+
+
+@pytest.mark.parametrize("rc,out,err,why", [
+    # nft 0.9.0/0.9.1 built without JSON support print the ruleset as text for -j (rc 0)
+    (0, "alpine-aports-nftables.nft", "", "printed text, not JSON"),
+    # nft 0.9.2+ without it (nftables@6eb8bcc): the error istio#60328 quotes, rc 1
+    (1, None, "Error: JSON support not compiled-in", "JSON support not compiled-in"),
+])
+def test_nft_without_json_support_is_not_read(rc, out, err, why):
+    """A node whose `nft -j list ruleset` did not give JSON (SYNTHESISED: a k3s flannel node, no
+    iptables; its ruleset Alpine's default nftables firewall, the real text of the corpus, which
+    drops VXLAN, kubelet, NodePorts and forwarded pods): its nftables rules were not read, so the
+    firewall codes are not checked there and say why. Old code: an empty ruleset, no finding."""
+    from clusterfix_tui.core.facts import parse_facts
+
+    n = "N0NCE"
+    secs = {"nft_json": (rc, text(out) if out else "", err),
+            "binaries": (0, "nft=/usr/sbin/nft", "")}
+    f = parse_facts("node-a", "".join(
+        f"@@CFX {n} BEGIN {k}\n{o}\n@@CFX {n} ERR {k}\n{e}\n@@CFX {n} END {k} rc={c}\n"
+        for k, (c, o, e) in secs.items()), n)
+    assert why in f.unread_sections()["nft_json"]
+    ann = {"k3s.io/node-args": '["server"]', "flannel.alpha.coreos.com/backend-type": "vxlan"}
+    nodes = [{"metadata": {"name": name, "annotations": dict(
+                  ann, **{"flannel.alpha.coreos.com/public-ip": a})},
+              "spec": {"podCIDR": c}, "status": {"addresses": [{"type": "InternalIP",
+                                                                "address": a}]}}
+             for name, c, a in (("node-a", "10.42.0.0/24", "10.0.0.11"),
+                                ("node-b", "10.42.1.0/24", "10.0.0.12"))]
+    snap = _with_shape(_snapshot(nodes, ()), {"node-a": f})
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == [] and findings == []
+    for code in ("FIREWALL_POLICY_DROP", "FORWARD_DROP"):
+        w = why_not(snap.shape, code, "node-a")
+        assert w is not None and "nft_json" in w and why in w, w

@@ -692,9 +692,15 @@ FAIL_IS_UNREAD = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route"})
 # sections asked for JSON (`ip -j`, `bridge -j`) whose answer, when it is not JSON, was not read:
 # iproute2 4.14-4.16 (Ubuntu 18.04: 4.15) takes -j everywhere but prints `ip route`, `ip neigh`
 # and `ip route get` as text, rc 0; read as JSON that would be "no routes at all"
+NFT_JSON_SECTION = "nft_json"
 JSON_SECTIONS = frozenset({"ip_link", "ip_addr", "ip_route", "ip6_route", "ip_neigh_flannel",
-                           "ip6_neigh_flannel", "fdb_flannel", "fdb_flannel6", "route_get"})
+                           "ip6_neigh_flannel", "fdb_flannel", "fdb_flannel6", "route_get",
+                           NFT_JSON_SECTION})
 NOT_JSON_WHY = "printed text, not JSON (iproute2 before 4.17 ignores -j for routes/neighbours)"
+# `nft -j list ruleset` of an nft built without JSON support: 0.9.0/0.9.1 print the ruleset as text
+# (rc 0), 0.9.2+ "Error: JSON support not compiled-in" (rc 1; nftables@6eb8bcc). Either way the
+# node's nftables rules were not read (a missing nft, rc 127, is a real answer)
+NFT_NOT_JSON_WHY = "printed text, not JSON (nft 0.9.0/0.9.1 built without JSON support ignore -j)"
 
 
 _JSON_START = ("[", "{", "")
@@ -1012,8 +1018,11 @@ class Section:
         if self.rc != 0 and self.name in FAIL_IS_UNREAD:
             first = next((ln.strip() for ln in self.stderr.splitlines() if ln.strip()), "")
             return f"failed (rc {self.rc}{': ' + first[:120] if first else ''})"
+        if self.rc not in (0, 127) and self.name == NFT_JSON_SECTION:
+            first = next((ln.strip() for ln in self.stderr.splitlines() if ln.strip()), "")
+            return f"failed (rc {self.rc}{': ' + first[:120] if first else ''})"
         if self.rc == 0 and self.name in JSON_SECTIONS and _not_json(self.stdout):
-            return NOT_JSON_WHY
+            return NFT_NOT_JSON_WHY if self.name == NFT_JSON_SECTION else NOT_JSON_WHY
         return None
 
 
@@ -1100,7 +1109,7 @@ class NodeFacts:
         # nothing (parse_facts wrote "<name>[ <arg>]: not JSON: ..." to parse_errors)
         for err in self.parse_errors:
             head, sep, why = err.partition(": ")
-            name = head.split(" ", 1)[0]
+            name = NFT_JSON_SECTION if head == "nft -j" else head.split(" ", 1)[0]
             if sep and why.startswith("not ") and name in JSON_SECTIONS and name not in out:
                 out[name] = f"printed invalid JSON ({why[:120]})"
         return out
