@@ -303,3 +303,32 @@ def test_wrong_ca_with_the_right_server_offers_the_nodes_own_kubeconfig_as_opt_i
     own = next(a for a in acts if "own-kubeconfig" in a.id)
     assert "/etc/kubernetes/kubelet.conf" in own.command and own.precondition is not None
     assert own.rollback is not None
+
+
+# -- recorded on a dual-stack lab: flannel-v6.1 down on node-1, node-2 `blackhole
+# fd00:10:244::/65` (half of node-1's IPv6 podCIDR), node-3's IPv6 neighbour entry for node-2's
+# subnet deleted --------------------------------------------------------------------------------
+REC8 = "dual-v6-link-down-neigh-blackhole"
+
+
+def test_ipv6_variants_are_found_per_family() -> None:
+    d = _diag(REC8)
+    assert _found(d, "FLANNEL_LINK_DOWN", "node-1")[0].data["devices"] == ["flannel-v6.1"]
+    n3 = _found(d, "FLANNEL_STALE_VTEP", "node-3")
+    assert len(n3) == 1 and n3[0].data["device"] == "flannel-v6.1" and n3[0].data["neigh_missing"]
+    sh = _found(d, "FLANNEL_MISSING_ROUTE", "node-2")[0].data["shadowing"]
+    assert [s["dst"] for s in sh] == ["fd00:10:244::/65"]
+
+
+def test_the_kernels_own_ipv6_routes_are_never_shadowing() -> None:
+    # flannel-v6.1 carries its subnet address as /128: the kernel's `fd00:10:244:1:: dev
+    # flannel-v6.1 proto kernel` route lies inside the node's own podCIDR and is normal
+    d = _diag(REC8)
+    for f in d.findings:
+        if f.code == "FLANNEL_MISSING_ROUTE":
+            assert all(s["json"].get("protocol") != "kernel" for s in f.data["shadowing"]), f.evidence
+    assert not _found(d, "FLANNEL_MISSING_ROUTE", "node-3")
+    plan = CNI_STEP.plan(d)
+    assert _commands(plan, "node-2") == [
+        "if ip -6 route show to exact fd00:10:244::/65 type blackhole dev lo | grep -q .; "
+        "then ip -6 route del blackhole fd00:10:244::/65 dev lo metric 1024 pref medium; fi"]

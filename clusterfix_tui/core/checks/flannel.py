@@ -519,7 +519,9 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
         if not isinstance(rt, dict):
             continue
         n = net_of(rt.get("dst"))
-        if n is None or rt.get("table") not in (None, "main"):
+        if n is None or rt.get("table") not in (None, "main") or rt.get("protocol") == "kernel":
+            # (the kernel's own routes follow the devices' addresses: flannel-v6.1's /128,
+            # cni0's prefix; a wrong address is CNI_BRIDGE_CONFLICT's / FLANNEL_STALE_SUBNET's)
             continue
         for peer, pnet, gw in cidr_nets:
             if pnet is None or n.version != pnet.version or n.prefixlen <= pnet.prefixlen \
