@@ -33,6 +33,7 @@ from clusterfix_tui.core.fixes.engine import (
     node_backup_dir,
     q,
 )
+from clusterfix_tui.core.fixes.step import addr_add_args
 from clusterfix_tui.core.model import Action, Finding, Plan
 from clusterfix_tui.core.shape import (
     SERVICE_UNITS,
@@ -318,6 +319,10 @@ class CniBridgeStep:
                           kind="shell", command=cmd, why=why)
 
         codes = tuple(sorted({f.code for f in findings}))
+
+        def facts_of(name: str) -> Any:  # an address's rollback: its attributes as read
+            return (getattr(diagnosis, "facts", None) or {}).get(name)
+
         fl = getattr(shape_of(diagnosis), "flannel", None)
         service_unit: str | None = None
         if fl is not None and fl.deployment == "embedded":
@@ -450,7 +455,8 @@ class CniBridgeStep:
                             if not _gateway_kept(bc, wrong) else
                             (f"none for pods in the podCIDR (the gateway stays on {dev}); pods "
                              f"that got addresses from {wrong} must be recreated"),
-                            rollback=rb(f"ip addr add {q(wrong)} dev {q(dev)}",
+                            rollback=rb(f"ip addr add {addr_add_args(facts_of(node), dev, wrong)} "
+                                        f"dev {q(dev)}",
                                         f"put {wrong} back on {dev}"),
                             change={"what": f"address {wrong} on {dev}", "before": "present",
                                     "after": f"deleted (flannel sets {(bc.expected or '?')})"},
@@ -538,7 +544,8 @@ class CniBridgeStep:
                             "incompatible addresses'",
                         finding_codes=(f.code,),
                         risk="none for the node's current subnet",
-                        rollback=rb(f"ip addr add {q(addr)} dev {q(dev)}",
+                        rollback=rb(f"ip addr add {addr_add_args(facts_of(node), dev, addr)} "
+                                    f"dev {q(dev)}",
                                     f"put {addr} back on {dev}"),
                         change={"what": f"address {addr} on {dev}", "before": "present",
                                 "after": "deleted"},

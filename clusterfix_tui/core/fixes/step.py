@@ -96,6 +96,32 @@ class FixAction(Action):
 # helpers for step authors
 
 
+def addr_add_args(facts: Any, dev: str, cidr: str) -> str:
+    """`ip addr add` arguments that put the address `cidr` back on `dev` as the node's facts
+    (`ip -j addr`) show it: its broadcast (the CNI bridge plugin and flannel set one through
+    netlink; `ip addr add` alone sets none), scope, label and noprefixroute. Just the address
+    when the facts do not show it. Every value quoted."""
+    local, _, plen = str(cidr).partition("/")
+    info = None
+    for link in getattr(facts, "addrs", None) or ():
+        if isinstance(link, dict) and link.get("ifname") == dev:
+            info = next((a for a in link.get("addr_info") or () if isinstance(a, dict)
+                         and a.get("local") == local and str(a.get("prefixlen")) == plen), None)
+            break
+    out = [q(cidr)]
+    if info is None:
+        return out[0]
+    if info.get("broadcast"):
+        out += ["brd", q(info["broadcast"])]
+    if info.get("scope") and info.get("scope") != "global":
+        out += ["scope", q(info["scope"])]
+    if info.get("label") and info.get("label") != dev:
+        out += ["label", q(info["label"])]
+    if info.get("noprefixroute"):
+        out.append("noprefixroute")
+    return " ".join(out)
+
+
 def q(value: Any) -> str:
     """shlex.quote for any value (node names, pod names, paths, addresses)."""
     return shlex.quote(str(value))
