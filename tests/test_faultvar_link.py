@@ -332,3 +332,34 @@ def test_the_kernels_own_ipv6_routes_are_never_shadowing() -> None:
     assert _commands(plan, "node-2") == [
         "if ip -6 route show to exact fd00:10:244::/65 type blackhole dev lo | grep -q .; "
         "then ip -6 route del blackhole fd00:10:244::/65 dev lo metric 1024 pref medium; fi"]
+
+
+# -- pods stuck for a reason a restart does not change ------------------------------------------
+
+def _not_running(node: str, reason: str, comp: str = "kube-proxy") -> Any:
+    from fix_helpers import finding
+
+    ns, ds = ("kube-system", "kube-proxy") if comp == "kube-proxy" else ("kube-flannel", "kube-flannel-ds")
+    return finding("POD_NOT_RUNNING", node, "pods", namespace=ns, pod=f"{ds}-{node}", phase="Pending",
+                   reason=reason, daemonset=ds,
+                   component="kube_proxy" if comp == "kube-proxy" else "flannel")
+
+
+def test_image_pull_and_unschedulable_pods_are_not_restarted_but_explained() -> None:
+    # before: `kubectl delete pod` (the DaemonSet recreates the same pod, stuck the same way)
+    from fix_helpers import FakeDiagnosis, snapshot
+
+    from clusterfix_tui.core.fixes import get_step
+
+    step = get_step("pods")
+    for reason, words in (("ImagePullBackOff", "image cannot be pulled"),
+                          ("ErrImagePull", "image cannot be pulled"),
+                          ("CreateContainerConfigError", "ConfigMap"),
+                          ("Pending", "scheduler")):
+        plan = step.plan(FakeDiagnosis([_not_running("node-2", reason)], snapshot=snapshot()))
+        assert plan.actions == (), (reason, [a.api for a in plan.actions])
+        assert any(reason in n and words in n for n in plan.notes), plan.notes
+    # a pod that is not ready for another reason is still restarted
+    plan = step.plan(FakeDiagnosis([_not_running("node-2", "ContainersNotReady")],
+                                   snapshot=snapshot()))
+    assert [a.api["verb"] for a in plan.actions] == ["delete_pod"]

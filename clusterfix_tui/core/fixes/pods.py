@@ -29,6 +29,25 @@ CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flann
                "KUBE_PROXY_NO_RULES": "kube_proxy"}
 PROBE_CODE = "PROBE_NO_ROUTE"
 NOT_RUNNING = "POD_NOT_RUNNING"
+# a pod stuck for a reason its restart does not change: the image cannot be pulled, the container
+# cannot be created from its spec, or the scheduler does not place it (Pending with no container
+# state). Deleting it gives the same pod back: the plan says what to look at instead.
+NO_RESTART_REASONS = {
+    "ImagePullBackOff": "its image cannot be pulled (name, tag, registry access or credentials)",
+    "ErrImagePull": "its image cannot be pulled (name, tag, registry access or credentials)",
+    "InvalidImageName": "its image name is invalid",
+    "ErrImageNeverPull": "its image is not on the node and the pull policy is Never",
+    "CreateContainerConfigError": "its container spec refers to something missing (a ConfigMap, "
+                                  "Secret or key)",
+    "CreateContainerError": "the runtime cannot create its container from the spec",
+    "Pending": "the scheduler has not placed it (taints, resources, node selector)",
+}
+
+
+def _no_restart_reason(f: Finding) -> str | None:
+    if f.code != NOT_RUNNING:
+        return None
+    return NO_RESTART_REASONS.get(str(f.data_as(ComponentPodData).reason or ""))
 CODES = (*CRASH_CODES, NOT_RUNNING, PROBE_CODE)
 DEFAULT_DS = {"kube_proxy": ("kube-system", "kube-proxy"), "flannel": ("kube-flannel", "kube-flannel-ds")}
 LABELS = {"kube_proxy": "k8s-app=kube-proxy", "flannel": "app=flannel"}
@@ -106,6 +125,14 @@ class PodsStep:
             fs = [f for f in findings if CRASH_CODES.get(f.code) == component
                   or (f.code == NOT_RUNNING and _component_of(f) == component
                       and f.data_as(ComponentPodData).pod)]
+            for f in [f for f in fs if _no_restart_reason(f)]:
+                d = f.data_as(ComponentPodData)
+                notes.append(f"{f.node}: {d.namespace}/{d.pod} is {d.reason}: "
+                             f"{_no_restart_reason(f)}; restarting it gives the same pod back, "
+                             f"so it is not restarted: fix its DaemonSet"
+                             + (f" {d.daemonset}" if d.daemonset else "")
+                             + " (kubectl describe pod shows the event)")
+            fs = [f for f in fs if not _no_restart_reason(f)]
             # static (mirror) pods: deleting the API copy restarts nothing
             static = [f for f in fs if _is_static(diagnosis, component, f)]
             fs = [f for f in fs if f not in static]
