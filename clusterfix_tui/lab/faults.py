@@ -959,6 +959,92 @@ def inject_cp_kubeconfig(handle: LabLike, node: str) -> dict:
         f"{', '.join(old)}: kubectl there fails (connection refused). By hand: set the server back"))
 
 
+# -- faultnet: netfilter variants (kube-proxy's nat links, raw/mangle drops, a user chain) ---------
+# Named only (NOT_IN_ALL): each is a variant of a class the catalog above injects once.
+
+def _nodeport_from_peer(handle: LabLike, node: str) -> tuple[str, int] | None:
+    """(peer, curl exit code) of a request from a peer to `node`'s NodePort (0 = answered)."""
+    n = _node(handle, node)
+    nodeport = int(handle.info.get("nodeport") or NODEPORT)
+    peer = next((x["name"] for x in _nodes(handle) if x["name"] != node), None)
+    if peer is None:
+        return None
+    r = _run(handle, peer, f"curl -s -m 3 -o /dev/null http://{shlex.quote(n['ip'])}:{nodeport}/",
+             check=False)
+    return peer, r.returncode
+
+
+def _nodeport_measured(res: tuple[str, int] | None, node: str) -> str:
+    if res is None:
+        return "no peer to measure from"
+    peer, rc = res
+    return (f"{peer} -> {node}'s NodePort: " + ("answered" if rc == 0 else "timed out" if rc == 28
+                                                 else f"curl exit {rc}"))
+
+
+def inject_kube_proxy_jump_gone(handle: LabLike, node: str) -> dict:
+    backend = kube_proxy_backend(handle, node)
+    rule = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+    _run(handle, node, f"iptables-{backend} -w 5 -t nat -D PREROUTING {rule}")
+    res = _nodeport_from_peer(handle, node)
+    return _record("kube-proxy-jump-gone", node, res is not None and res[1] != 0, (
+        f"`iptables-{backend} -t nat -D PREROUTING {rule}` on {node}: kube-proxy's chains all stay, "
+        f"but nothing arriving at {node} is sent through KUBE-SERVICES any more, so its NodePorts "
+        f"(and ClusterIPs of forwarded pod traffic) are not translated; kube-proxy runs and reports "
+        f"healthy, and re-adds the jump only on a full sync (its start; from 1.28 otherwise once an "
+        f"hour). Measured: {_nodeport_measured(res, node)}. By hand: restart kube-proxy on {node}"))
+
+
+def inject_kube_proxy_nodeports_flushed(handle: LabLike, node: str) -> dict:
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, f"iptables-{backend} -w 5 -t nat -F KUBE-NODEPORTS")
+    res = _nodeport_from_peer(handle, node)
+    return _record("kube-proxy-nodeports-flushed", node, res is not None and res[1] != 0, (
+        f"`iptables-{backend} -t nat -F KUBE-NODEPORTS` on {node}: the chain stays (empty), "
+        f"KUBE-SERVICES still jumps to it, but no NodePort rule is left: every NodePort of {node} is "
+        f"dead until kube-proxy's next sync that writes the chain. Measured: "
+        f"{_nodeport_measured(res, node)}. By hand: restart kube-proxy on {node}"))
+
+
+def inject_mangle_nodeport_drop(handle: LabLike, node: str) -> dict:
+    backend = kube_proxy_backend(handle, node)
+    rule = "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j DROP"
+    _run(handle, node, f"iptables-{backend} -w 5 -t mangle " + shlex.join(shlex.split(rule)))
+    res = _nodeport_from_peer(handle, node)
+    return _record("mangle-nodeport-drop", node, res is not None and res[1] != 0, (
+        f"`iptables-{backend} -t mangle {rule}` on {node}: the NodePort range dropped in mangle "
+        f"PREROUTING, before nat and filter: no ACCEPT in filter can let it through, and "
+        f"`iptables -L` (filter) shows nothing. Measured: {_nodeport_measured(res, node)}. By hand: "
+        f"`iptables-{backend} -t mangle -D PREROUTING -p tcp --dport 30000:32767 -j DROP`"))
+
+
+def inject_raw_vxlan_drop(handle: LabLike, node: str) -> dict:
+    rule = f"-A PREROUTING -p udp -m udp --dport {VXLAN_PORT} -j DROP"
+    _run(handle, node, "iptables-legacy -w 5 -t raw " + shlex.join(shlex.split(rule)))
+    res = _cross_node(handle, node)
+    return _record("raw-vxlan-drop", node, _all_cross_node(res, answered=False), (
+        f"`iptables-legacy -t raw {rule}` on {node} (an anti-DDoS rule in the raw table of the "
+        f"backend the node's tools do not show: the kernel runs both): flannel's VXLAN from the peers "
+        f"dies before conntrack and filter, so pods on {node} are unreachable from other nodes. "
+        f"Measured: {_measured(res)}. By hand: `iptables-legacy -t raw -D PREROUTING -p udp --dport "
+        f"{VXLAN_PORT} -j DROP`"))
+
+
+def inject_forward_reject_chain(handle: LabLike, node: str) -> dict:
+    backend = kube_proxy_backend(handle, node)
+    net = str(FLANNEL_NETWORK)
+    rules = ("*filter\n:HOST-FWD - [0:0]\n-A FORWARD -j HOST-FWD\n"
+             f"-A HOST-FWD -d {net} -j REJECT --reject-with icmp-host-prohibited\nCOMMIT\n")
+    _run(handle, node, f"iptables-{backend}-restore --noflush -w 5", input=rules)
+    res = _cross_node(handle, node)
+    return _record("forward-reject-chain", node, _all_cross_node(res, answered=False), (
+        f"FORWARD jumps to an admin chain HOST-FWD in iptables-{backend} on {node} whose rule "
+        f"`-d {net} -j REJECT --reject-with icmp-host-prohibited` rejects everything forwarded to "
+        f"the pods: cross-node traffic to {node}'s pods gets \"No route to host\". Measured: "
+        f"{_measured(res)}. By hand: `iptables-{backend} -D HOST-FWD -d {net} -j REJECT "
+        f"--reject-with icmp-host-prohibited`"))
+
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
@@ -1017,6 +1103,17 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           "jellyfin", inject_vtep_recreated),
     Fault("cp-kubeconfig", "the control plane's /root/.kube/config points at a port nothing listens on",
           "other", inject_cp_kubeconfig),
+    # faultnet: variants of the netfilter classes (named only)
+    Fault("kube-proxy-jump-gone", "nat PREROUTING's jump to KUBE-SERVICES deleted while kube-proxy runs: "
+          "the node's NodePorts are dead", "other", inject_kube_proxy_jump_gone),
+    Fault("kube-proxy-nodeports-flushed", "kube-proxy's KUBE-NODEPORTS flushed while it runs: the node's "
+          "NodePorts are dead", "other", inject_kube_proxy_nodeports_flushed),
+    Fault("mangle-nodeport-drop", "the NodePort range dropped in mangle PREROUTING (before filter)", "other",
+          inject_mangle_nodeport_drop),
+    Fault("raw-vxlan-drop", "flannel's VXLAN dropped in iptables-legacy's raw PREROUTING", "jellyfin",
+          inject_raw_vxlan_drop),
+    Fault("forward-reject-chain", "FORWARD jumps to an admin chain rejecting traffic to the pods", "jellyfin",
+          inject_forward_reject_chain),
 )}
 # Healthy look-alikes: nothing is broken, nothing may be reported or changed (not in --faults all).
 LOOK_ALIKES = ("docker-host", "firewalld-open", "unrelated-reject")
@@ -1030,6 +1127,10 @@ NOT_IN_ALL = (*LOOK_ALIKES, "vxlan-blocked", "input-drop", "firewalld", "underla
 FAULTLINK = ("flannel-neigh-missing", "cni0-wrong-prefix", "flannel-link-down", "cni0-down",
              "route-blackhole", "cni0-forwarding-off", "vtep-recreated", "cp-kubeconfig")
 NOT_IN_ALL = (*NOT_IN_ALL, *FAULTLINK)
+# faultnet: its variants are injected by name only (tests/test_faultvar_net_lab.py)
+FAULTNET = ("kube-proxy-jump-gone", "kube-proxy-nodeports-flushed", "mangle-nodeport-drop",
+            "raw-vxlan-drop", "forward-reject-chain")
+NOT_IN_ALL = (*NOT_IN_ALL, *FAULTNET)
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel
@@ -1058,6 +1159,14 @@ SHAPES_OF: dict[str, frozenset[str]] = {
     "cni-bridge-conflict": _FLANNEL,
     # faultlink (cp-kubeconfig: kubeadm only, the k3s lab has no /root/.kube/config)
     **{name: _FLANNEL for name in FAULTLINK if name != "cp-kubeconfig"},
+    # faultnet: kube-proxy's rules as a restartable pod (k3s: its embedded kube-proxy is restarted
+    # with the k3s service, a note); the VXLAN drop needs flannel; the FORWARD reject names
+    # flannel's pod network (kubeadm and k3s keep 10.244.0.0/16)
+    "kube-proxy-jump-gone": _KUBE_PROXY_POD,
+    "kube-proxy-nodeports-flushed": _KUBE_PROXY_POD,
+    "mangle-nodeport-drop": _HOST,
+    "raw-vxlan-drop": _FLANNEL,
+    "forward-reject-chain": _FLANNEL,
 }
 WHY_NOT = {
     "kubeadm": "",
