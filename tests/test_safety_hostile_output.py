@@ -63,3 +63,20 @@ def test_facts_with_hostile_bytes_parse_without_raising() -> None:
     f = parse_facts("node-a", "\n".join(lines) + "\n", SCRATCH_NONCE)
     clean = parse_facts("node-a", text, SCRATCH_NONCE)
     assert set(f.sections) == set(clean.sections) and f.complete == clean.complete
+
+
+def test_local_transport_caps_a_commands_output() -> None:
+    """The local node's transport (this machine, no SSH) has the same cap: past it the command
+    is killed and its output is never read as complete."""
+    from clusterfix_tui.transports.limits import MAX_OUTPUT
+    from clusterfix_tui.transports.local import LocalShell
+
+    assert LocalShell.max_output == MAX_OUTPUT == 128 * 2**20
+    sh = LocalShell("me")
+    sh.max_output = 2**20
+    res = sh.run("head -c 3000000 /dev/zero; echo END", timeout=60)
+    assert res.exit_code is None and not res.ok and "END" not in res.stdout
+    assert (res.error or "").startswith("output larger than 1 MiB")
+    res = sh.run("yes", timeout=60)  # never ends by itself: stopped at the cap, not the deadline
+    assert res.exit_code is None and not res.timed_out and "output larger" in (res.error or "")
+    assert sh.run("echo ok", timeout=60).stdout == "ok\n"

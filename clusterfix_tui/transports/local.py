@@ -21,12 +21,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from clusterfix_tui.core.ports import CommandResult, LineCallback
+from clusterfix_tui.transports.limits import MAX_OUTPUT, OUTPUT_TOO_LARGE
 
 _T = TypeVar("_T")
 
 
 class LocalShell:
     """NodeShell over subprocess on this machine."""
+
+    max_output: int = MAX_OUTPUT  # bytes one command may send (limits.MAX_OUTPUT)
 
     def __init__(self, node: str = "localhost", *, shell: str = "/bin/sh",
                  interrupt: threading.Event | None = None):
@@ -60,7 +63,7 @@ class LocalShell:
         sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
         sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
         deadline = start + timeout
-        timed_out = interrupted = False
+        timed_out = interrupted = too_large = False
         open_streams = 2
         try:
             while open_streams:
@@ -71,6 +74,8 @@ class LocalShell:
                 if self.interrupt.is_set():
                     interrupted = True
                     break
+                if too_large:
+                    break
                 for key, _ in sel.select(min(remaining, 0.25)):
                     stream = key.data
                     data = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
@@ -79,6 +84,9 @@ class LocalShell:
                         open_streams -= 1
                         continue
                     bufs[stream] += data
+                    if len(bufs["stdout"]) + len(bufs["stderr"]) > self.max_output:
+                        too_large = True  # a broken command: stop reading, kill it (below)
+                        break
                     if on_line is not None:
                         pending[stream] += data
                         *lines, pending[stream] = pending[stream].split(b"\n")
@@ -86,6 +94,16 @@ class LocalShell:
                             on_line(stream, line.decode("utf-8", "replace"))
         finally:
             sel.close()
+        if too_large:
+            _kill_group(proc)
+            proc.stdout.close()
+            proc.stderr.close()
+            return CommandResult(
+                exit_code=None, stdout=bufs["stdout"].decode("utf-8", "replace"),
+                stderr=bufs["stderr"].decode("utf-8", "replace"),
+                duration=time.monotonic() - start,
+                error=OUTPUT_TOO_LARGE.format(mib=f"{self.max_output / 2**20:g}")
+                + "; its process group was killed")
         if interrupted:
             _kill_group(proc)
             proc.stdout.close()

@@ -62,6 +62,7 @@ from clusterfix_tui.core.ports import (
     TransportError,
 )
 from clusterfix_tui.transports import load_deferred
+from clusterfix_tui.transports.limits import MAX_OUTPUT, OUTPUT_TOO_LARGE
 
 # paramiko's transport threads log failures (e.g. "Error reading SSH protocol banner"); with no
 # handler configured Python would print them on stderr, over the wizard's screen. Our callers get
@@ -87,16 +88,6 @@ SESSION_WINDOW = 64 * 2**20
 # that streams lines (on_line) polls the channel every STREAM_SLICE for output.
 WAIT_SLICE = 1.0
 STREAM_SLICE = 0.25
-# The most one command may send us (stdout and stderr together). Past it we stop reading, close
-# the channel, kill the command's process group on the node and return what was read with the
-# error OUTPUT_TOO_LARGE: a hostile or broken node (a loop printing forever, a 1 GB file catted)
-# cannot make us buffer without bound within the command's deadline (the channel's window lets
-# it send 64 MiB/s). Far above real outputs: the facts script's whole output at 35,000-rule
-# tables (iptables-save of both backends ~6 MB each, `nft -j list ruleset` ~430 bytes a rule,
-# ~15 MB, `nft -a list table` text) is ~35 MB; the largest real iptables-save we know of is
-# a few MB.
-MAX_OUTPUT = 128 * 2**20
-OUTPUT_TOO_LARGE = "output larger than {mib} MiB: not read past that (the command was stopped)"
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
