@@ -50,13 +50,10 @@ def test_output_past_the_cap_is_not_read_and_the_pool_goes_on(lab) -> None:
         assert res.ok and len(res.stdout) == MIB - 4096
 
 
-def test_default_cap_over_the_wire(lab) -> None:
-    node = lab.nodes[0]["name"]
-    with _pool(lab) as pool:
-        res = pool(node).run(f"head -c {MAX_OUTPUT + MIB} /dev/zero", timeout=300)
-    assert res.exit_code is None and not res.timed_out
-    assert res.error and res.error.startswith(f"output larger than {MAX_OUTPUT // MIB} MiB")
-    assert len(res.stdout) >= MAX_OUTPUT
+def test_default_cap() -> None:
+    """The pool's default is MAX_OUTPUT (128 MiB). Reading it over the wire costs ~15 s of our CPU
+    (bench figure, 46 s wall at load 9), so the tests above lower it; the code path is the same."""
+    assert SSHPool(None).max_output == MAX_OUTPUT == 128 * MIB
 
 
 def test_diagnose_reports_a_node_whose_facts_are_too_large(lab, tmp_path: Path) -> None:
