@@ -363,3 +363,31 @@ def test_image_pull_and_unschedulable_pods_are_not_restarted_but_explained() -> 
     plan = step.plan(FakeDiagnosis([_not_running("node-2", "ContainersNotReady")],
                                    snapshot=snapshot()))
     assert [a.api["verb"] for a in plan.actions] == ["delete_pod"]
+
+
+# -- recorded: node-1 a pod's MTU raised to 1500 (flannel.1 1450), node-2's underlay eth0 lowered
+# to 1400 (flannel.1 stays 1450), node-3's subnet.env FLANNEL_MTU=1500 ---------------------------
+REC9 = "mtu"
+
+
+def test_mtu_mismatches_are_reported_and_nothing_is_planned() -> None:
+    d = _diag(REC9)
+    n2 = _found(d, "FLANNEL_MTU_MISMATCH", "node-2")
+    assert len(n2) == 1 and n2[0].data["problems"] == ["underlay"]
+    assert (n2[0].data["mtu"], n2[0].data["underlay"], n2[0].data["underlay_mtu"],
+            n2[0].data["max_mtu"]) == (1450, "eth0", 1400, 1350)
+    assert _found(d, "FLANNEL_MTU_MISMATCH", "node-1")[0].data["problems"] == ["pods"]
+    assert _found(d, "FLANNEL_MTU_MISMATCH", "node-3")[0].data["problems"] == ["subnet-env"]
+    assert all(f.step is None and f.severity == "warning"
+               for f in d.findings if f.code == "FLANNEL_MTU_MISMATCH")
+    # report only: no step plans anything for it
+    from clusterfix_tui.core.fixes import get_step
+
+    for name in ("cni_bridge", "host_network", "pods"):
+        plan = get_step(name).plan(d)
+        assert not [a for a in plan.actions if "FLANNEL_MTU_MISMATCH" in (a.finding_codes or ())]
+
+
+def test_a_healthy_mtu_is_no_finding() -> None:
+    for rec in (REC1, REC2, REC5):
+        assert not [f for f in _diag(rec).findings if f.code == "FLANNEL_MTU_MISMATCH"]

@@ -726,7 +726,8 @@ def node_iptables(f: Any) -> tuple[str, str | None, str, list[str]]:
 
 # -- applicability --------------------------------------------------------------------------------
 
-FLANNEL_VXLAN_CODES = ("FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FLANNEL_STALE_SUBNET")
+FLANNEL_VXLAN_CODES = ("FLANNEL_STALE_VTEP", "FLANNEL_MISSING_ROUTE", "FLANNEL_STALE_SUBNET",
+                       "FLANNEL_MTU_MISMATCH")
 FLANNEL_CODES = ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST", "FLANNEL_CRASHLOOP")
 KUBE_PROXY_IPTABLES_CODES = ("KUBE_PROXY_NO_RULES",)
 KUBE_PROXY_CODES = ("KUBE_PROXY_CRASHLOOP", "KUBE_PROXY_INCOMPATIBLE_CHAIN",
@@ -738,6 +739,7 @@ SCOPES: dict[str, str] = {
     "FLANNEL_STALE_VTEP": "flannel with the vxlan backend",
     "FLANNEL_MISSING_ROUTE": "flannel with the vxlan backend",
     "FLANNEL_STALE_SUBNET": "flannel with the vxlan backend",
+    "FLANNEL_MTU_MISMATCH": "flannel with the vxlan backend",
     "CNI_BRIDGE_CONFLICT": "flannel (its cni0 bridge)",
     "CNI_STRAY_CONFLIST": "flannel (its conflist in the CNI dir)",
     "FLANNEL_LINK_DOWN": "flannel (its cni0 bridge; flannel.1 / flannel-v6.1 with vxlan)",

@@ -29,7 +29,10 @@ READS: dict[str, tuple[str, ...]] = {
                            "fdb_flannel6"),
     "FLANNEL_MISSING_ROUTE": ("ip_link", "ip_route", "ip6_route", "route_get"),
     "FLANNEL_STALE_SUBNET": ("ip_link", "ip_addr", "subnet_env"),
+    "FLANNEL_MTU_MISMATCH": ("ip_link", "ip_addr", "subnet_env"),
 }
+# bytes VXLAN adds around a pod's packet: inner Ethernet 14 + VXLAN 8 + UDP 8 + outer IP header
+VXLAN_OVERHEAD = {4: 50, 6: 70}
 DEV6 = "flannel-v6.1"
 
 
@@ -216,6 +219,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             out.extend(_stale_vtep(snapshot, node, f, nodes, fam, p, direct))
             out.extend(_stale_subnet(snapshot, node, f, nodes, fam, p))
             out.extend(_missing_routes(node, f, nodes, fam, direct, p))
+            out.extend(_mtu(snapshot, node, f, fam))
     return _merge_per_node(out)
 
 
@@ -411,6 +415,84 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
                 device=DEV, ip_version=fam.version),
         ))
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class MtuData(FindingData, codes=("FLANNEL_MTU_MISMATCH",)):
+    device: str = "flannel.1"
+    mtu: int | None = None  # the vxlan device's
+    underlay: str | None = None  # the device VXLAN leaves by
+    underlay_mtu: int | None = None
+    max_mtu: int | None = None  # underlay_mtu - the VXLAN overhead
+    bridge_mtu: int | None = None  # cni0's
+    pod_mtu: int | None = None  # the largest MTU of cni0's ports (the pods' veths)
+    subnet_env_mtu: int | None = None  # FLANNEL_MTU (what new pods get)
+    problems: list[str] = field(default_factory=list)  # "underlay", "pods", "subnet-env"
+
+
+def _mtu(snapshot: ClusterSnapshot, node: str, f: NodeFacts, fam: Fam) -> list[Finding]:
+    """Report only: flannel gives flannel.1 the underlay's MTU minus the VXLAN overhead and writes
+    it to subnet.env as FLANNEL_MTU (the pods' MTU). A vxlan device larger than that makes the
+    outer packets of big inner ones larger than the underlay carries (fragmented or dropped:
+    small packets pass, big ones across nodes die); pods (cni0's ports) or FLANNEL_MTU larger
+    than the vxlan device send packets it must refuse or fragment."""
+    link = link_by_name(f.links, fam.dev)
+    if link is None or not isinstance(link.get("mtu"), int):
+        return []
+    mtu = int(link["mtu"])
+    info = ((link.get("linkinfo") or {}).get("info_data") or {}) \
+        if isinstance(link.get("linkinfo"), dict) else {}
+    under_name = info.get("link") if isinstance(info, dict) else None
+    if not under_name and isinstance(info, dict) and info.get("local"):
+        for a in f.addrs or ():
+            if isinstance(a, dict) and any(isinstance(x, dict) and x.get("local") == info.get("local")
+                                           for x in a.get("addr_info") or ()):
+                under_name = a.get("ifname")
+                break
+    under = link_by_name(f.links, str(under_name)) if under_name else None
+    under_mtu = under.get("mtu") if isinstance(under, dict) and isinstance(under.get("mtu"), int) \
+        else None
+    max_mtu = under_mtu - VXLAN_OVERHEAD[fam.version] if under_mtu else None
+    bridge = link_by_name(f.links, "cni0")
+    bridge_mtu = bridge.get("mtu") if isinstance(bridge, dict) and isinstance(bridge.get("mtu"), int) \
+        else None
+    ports = [int(x["mtu"]) for x in f.links or () if isinstance(x, dict)
+             and x.get("master") == "cni0" and isinstance(x.get("mtu"), int)]
+    pod_mtu = max(ports) if ports else None
+    env_raw = (f.subnet_env or {}).get("FLANNEL_MTU") if fam.version == 4 else None
+    env_mtu = int(env_raw) if isinstance(env_raw, str) and env_raw.isdigit() else None
+    problems, evidence = [], []
+    if max_mtu is not None and mtu > max_mtu:
+        problems.append("underlay")
+        evidence.append(f"ip -d link: {fam.dev} mtu {mtu}, vxlan over {under_name} mtu {under_mtu}: "
+                        f"at most {max_mtu} fits ({VXLAN_OVERHEAD[fam.version]} bytes of VXLAN)")
+    if fam.version == 4 and pod_mtu is not None and pod_mtu > mtu:
+        problems.append("pods")
+        evidence.append(f"ip -d link: cni0's ports (the pods' veths) mtu up to {pod_mtu} > "
+                        f"{fam.dev} mtu {mtu}")
+    if env_mtu is not None and env_mtu > mtu:
+        problems.append("subnet-env")
+        evidence.append(f"/run/flannel/subnet.env: FLANNEL_MTU={env_mtu} > {fam.dev} mtu {mtu} "
+                        "(the MTU new pods get)")
+    if not problems:
+        return []
+    return [Finding(
+        code="FLANNEL_MTU_MISMATCH", severity="warning", node=node,
+        title=(f"{fam.dev} MTU {mtu} does not fit the underlay ({under_name} {under_mtu})"
+               if "underlay" in problems else f"pods' MTU larger than {fam.dev}'s ({mtu})"),
+        evidence=tuple(evidence),
+        explanation=("Small packets pass, big ones between nodes are fragmented or dropped (TCP "
+                     "sessions hang after the handshake, large responses never arrive). flannel "
+                     "sets the vxlan device's MTU from the underlay at start (minus the VXLAN "
+                     "header) and writes it as FLANNEL_MTU for new pods: correct the MTU that was "
+                     "set by hand (or net-conf.json's MTU), restart flannel on the node, and "
+                     "recreate the pods created with the larger MTU. Not changed by this tool: "
+                     "which MTU the underlay really carries is not visible from the node."),
+        reference=REF_TROUBLE, step=None,
+        data=MtuData(device=fam.dev, mtu=mtu, underlay=str(under_name) if under_name else None,
+                     underlay_mtu=under_mtu, max_mtu=max_mtu, bridge_mtu=bridge_mtu,
+                     pod_mtu=pod_mtu, subnet_env_mtu=env_mtu, problems=problems),
+    )]
 
 
 def _stale_subnet(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[str, Any],
