@@ -299,3 +299,34 @@ def test_nft_forward_drop_follows_an_unconditional_jump():
                                                    "right": "cni0"}})
     (x,) = _forward_drop(P.parse_nft_json(json.dumps(doc)))
     assert x.code == "FORWARD_DROP"
+
+
+# calico's nftables dataplane as felix lays it out (projectcalico/calico felix/nftables/table.go:
+# one `table ip calico` per family, base chains filter-INPUT/filter-FORWARD/..., every chain of a
+# layer named <layer>-<iptables name>: filter-cali-INPUT, filter-cali-fh-<iface> for a host
+# endpoint's policy); SYNTHESISED with that layout (no public listing of one was found), the JSON
+# printed by the real `nft -j list ruleset` (nftables v1.0.6) after `nft -f` of it
+CALICO_NFT_JSON = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "calico", "handle": 1}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-INPUT", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-cali-INPUT", "handle": 2}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-cali-from-host-endpoint", "handle": 3}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-cali-fh-eth0", "handle": 4}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-FORWARD", "handle": 5, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}, {"chain": {"family": "ip", "table": "calico", "name": "filter-cali-FORWARD", "handle": 6}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-INPUT", "handle": 7, "expr": [{"jump": {"target": "filter-cali-INPUT"}}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-INPUT", "handle": 8, "expr": [{"jump": {"target": "filter-cali-from-host-endpoint"}}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-from-host-endpoint", "handle": 9, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}}, {"goto": {"target": "filter-cali-fh-eth0"}}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-fh-eth0", "handle": 10, "expr": [{"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 65536]}, "right": 65536}}, {"return": null}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-fh-eth0", "handle": 11, "expr": [{"drop": null}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-FORWARD", "handle": 12, "expr": [{"jump": {"target": "filter-cali-FORWARD"}}]}}, {"rule": {"family": "ip", "table": "calico", "chain": "filter-cali-FORWARD", "handle": 13, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}}, {"drop": null}]}}]}'
+
+
+def test_calico_nftables_dataplane_table_is_calicos_own():
+    """A host endpoint policy's drop in calico's own nft table is calico's verdict, as its
+    cali-* chains' drops are in iptables mode: no FIREWALL_* finding, nothing planned in felix's
+    table (which felix rewrites). Old code: FIREWALL_REJECT on filter-cali-fh-eth0's drop and an
+    accept inserted into calico's chain."""
+    from test_realworld import _ds, _snapshot, _with_shape, facts_with
+
+    from clusterfix_tui.core.checks import firewall
+
+    rs = P.parse_nft_json(CALICO_NFT_JSON)
+    assert not rs.errors and ("ip", "calico") in rs.tables
+    f = facts_with(nft_ruleset=rs, addrs=[{"ifname": "eth0", "addr_info": [
+        {"family": "inet", "local": "10.0.0.11", "prefixlen": 24}]}])
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("node-a", "192.168.0.0/24", "10.0.0.11"),
+                             ("node-b", "192.168.1.0/24", "10.0.0.12"))]
+    snap = _with_shape(_snapshot(nodes, (_ds("calico-system", "calico-node", ["calico"]),)),
+                       {"node-a": f})
+    assert snap.shape.cni == "calico"
+    assert firewall.check(snap, {"node-a": f}) == []

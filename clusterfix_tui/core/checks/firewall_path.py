@@ -37,9 +37,11 @@ OWN_CHAIN_PREFIXES = ("KUBE-", "FLANNEL-", "CILIUM", "cali-", "WEAVE", "ANTREA")
 # native nft tables the cluster's own components write whole (every chain theirs): kube-proxy's
 # nftables mode (`table ip kube-proxy` / `ip6 kube-proxy`: its cluster-ips-check rejects traffic to
 # invalid ClusterIP ports and drops unallocated ClusterIPs, by design; it rewrites the table on
-# every sync) and flannel's nftables mode (`flannel-ipv4` / `flannel-ipv6`)
+# every sync) and flannel's nftables mode (`flannel-ipv4` / `flannel-ipv6`); calico's nftables
+# dataplane (`ip calico` / `ip6 calico`: felix's one table per family, its chains named
+# <layer>-cali-*, the nft form of the cali-* chains; felix rewrites it)
 OWN_NFT_TABLES = {("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("ip", "flannel-ipv4"),
-                  ("ip6", "flannel-ipv6")}
+                  ("ip6", "flannel-ipv6"), ("ip", "calico"), ("ip6", "calico")}
 UNKNOWN_IF = "?"  # an interface whose name is not known
 NODEPORT_RANGE = (30000, 32767)
 DEFAULT_VXLAN_PORT = 8472
