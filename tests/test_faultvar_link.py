@@ -391,3 +391,25 @@ def test_mtu_mismatches_are_reported_and_nothing_is_planned() -> None:
 def test_a_healthy_mtu_is_no_finding() -> None:
     for rec in (REC1, REC2, REC5):
         assert not [f for f in _diag(rec).findings if f.code == "FLANNEL_MTU_MISMATCH"]
+
+
+# -- sysctl persistence: a file read after the drop-in at boot sets the value back ----------------
+
+def test_persisting_names_each_later_sysctl_file_that_wins_at_boot(tmp_path: Path) -> None:
+    # measured on the lab: /etc/sysctl.conf (Debian's /etc/sysctl.d/99-sysctl.conf link sorts
+    # after 99-clusterfix-kubernetes.conf) with net.ipv4.ip_forward = 0: fix --yes printed both
+    import subprocess
+
+    from clusterfix_tui.core.fixes import host_network as H
+
+    cmd = H.persist_sysctl_command({"net.ipv4.ip_forward": "1"}, "/var/backups/x")
+    assert cmd.endswith(H.overridden_at_boot_command({"net.ipv4.ip_forward": "1"}))
+    conf = tmp_path / "99-sysctl.conf"
+    conf.write_text("# net.ipv4.ip_forward = 0 (a comment)\nnet.ipv4.ip_forward = 0\n"
+                    " net.bridge.bridge-nf-call-iptables=1\n-net.ipv4.ip_forward=0\n")
+    out = subprocess.run(["awk", "-v", "want=net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1",
+                          "-v", f"drop={H.SYSCTL_DROPIN}", H._AWK_OVERRIDE, str(conf)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2 and all(f"{conf} sets net.ipv4.ip_forward = 0" in x for x in out), out
+    # the scan never fails the action
+    assert H.overridden_at_boot_command({"net.ipv4.ip_forward": "1"}).endswith("done; true; }")

@@ -139,7 +139,38 @@ def persist_sysctl_command(settings: dict[str, str], bdir: str) -> str:
     return (
         f"{backup_file_command(SYSCTL_DROPIN, bdir)} && mkdir -p /etc/sysctl.d && "
         f"{{ grep -v -E {q(keep)} {q(SYSCTL_DROPIN)} 2>/dev/null; printf '%s\\n' {lines}; }} "
-        f"> {q(tmp)} && chmod 644 {q(tmp)} && mv -f -- {q(tmp)} {q(SYSCTL_DROPIN)}"
+        f"> {q(tmp)} && chmod 644 {q(tmp)} && mv -f -- {q(tmp)} {q(SYSCTL_DROPIN)} && "
+        + overridden_at_boot_command(settings)
+    )
+
+
+# read by systemd-sysctl and `sysctl --system` in file-name order (then /etc/sysctl.conf, last, by
+# procps; Debian links it as /etc/sysctl.d/99-sysctl.conf, which sorts after our drop-in)
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
+               "/lib/sysctl.d")
+_AWK_OVERRIDE = (
+    'BEGIN { n = split(want, a, " "); for (i = 1; i <= n; i++) { split(a[i], kv, "="); '
+    'w[kv[1]] = kv[2] } } '
+    '/^[[:space:]]*[#;]/ { next } '
+    '/=/ { k = $0; sub(/=.*/, "", k); gsub(/[[:space:]]/, "", k); sub(/^-/, "", k); '
+    'if (!(k in w)) next; v = $0; sub(/^[^=]*=/, "", v); gsub(/[[:space:]]/, "", v); '
+    'if (v != w[k]) print "clusterfix: WARNING: " FILENAME " sets " k " = " v " and is read after " '
+    'drop ": at boot it wins (the setting does not survive a reboot until that line changes)" }')
+
+
+def overridden_at_boot_command(settings: dict[str, str]) -> str:
+    """Read-only, after the drop-in is written: every sysctl file read after it at boot that sets
+    one of `settings` to another value is named on stdout (it wins at boot: the
+    runtime value holds until the next reboot). Always exits 0: the files are the admin's."""
+    drop = SYSCTL_DROPIN.rsplit("/", 1)[-1]
+    want = " ".join(f"{k}={v}" for k, v in settings.items())
+    globs = " ".join(f"{d}/*.conf" for d in SYSCTL_DIRS)
+    return (
+        f"{{ for f in {globs} /etc/sysctl.conf; do [ -f \"$f\" ] || continue; "
+        f"case \"$f\" in /etc/sysctl.conf) ;; *) expr \"${{f##*/}}\" \\> {q(drop)} >/dev/null || continue;; "
+        "esac; printf '%s\\n' \"$f\"; done | while IFS= read -r f; do "
+        f"awk -v want={q(want)} -v drop={q(SYSCTL_DROPIN)} {q(_AWK_OVERRIDE)} \"$f\" 2>/dev/null; "
+        "done; true; }"
     )
 
 
@@ -374,7 +405,8 @@ class HostNetworkStep:
                 why=f"persist {', '.join(sysctls)} across reboots in {SYSCTL_DROPIN}",
                 finding_codes=tuple(sorted(c for c in codes_persist if c != "IPVS_MODULES_MISSING")),
                 risk="a later file in /etc/sysctl.d or /etc/sysctl.conf that sets these back "
-                     "to 0 still wins at boot",
+                     "to 0 still wins at boot: the action names each such file (a WARNING line "
+                     "in its output) and leaves it alone",
                 rollback=rb("", restore_sysctl, f"restore {SYSCTL_DROPIN} as it was (or remove it)"),
                 change={"what": SYSCTL_DROPIN, "before": None,
                         "after": "; ".join(f"{k} = {v}" for k, v in sysctls.items())},
