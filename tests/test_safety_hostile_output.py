@@ -80,3 +80,21 @@ def test_local_transport_caps_a_commands_output() -> None:
     res = sh.run("yes", timeout=60)  # never ends by itself: stopped at the cap, not the deadline
     assert res.exit_code is None and not res.timed_out and "output larger" in (res.error or "")
     assert sh.run("echo ok", timeout=60).stdout == "ok\n"
+
+
+def test_wizard_results_row_never_reads_a_command_as_markup() -> None:
+    """The step screen's results table: a command carrying a node's text (a foreign nft rule's
+    comment) with "[/x]" made Textual's DataTable raise MarkupError (a str cell is markup), and
+    "[bold]" restyled it; an ESC reached the screen. The row's command is now a plain Text."""
+    from textual.widgets._data_table import default_cell_formatter
+
+    from clusterfix_tui.core.model import ActionOutcome, CommandResult
+    from clusterfix_tui.ui.screens.step import outcome_row
+
+    cmd = f"nft add rule ip nat X ct state new comment '[/x] [bold]b {HOSTILE}'"
+    row = outcome_row(ActionOutcome(action_id="a", target="node-1", status="ok", command=cmd,
+                                    result=CommandResult(0, "")))
+    cells = [default_cell_formatter(c) for c in row]  # raised MarkupError on the old row
+    shown = cells[-1].plain
+    assert "[/x] [bold]b" in shown and not cells[-1].spans
+    _no_control(shown)

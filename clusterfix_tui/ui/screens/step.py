@@ -30,6 +30,7 @@ from clusterfix_tui.core.group import (
     plan_entries,
 )
 from clusterfix_tui.core.model import CLUSTER, STEP_ORDER
+from clusterfix_tui.core.report.text import _visible as _shown  # a command's control characters
 from clusterfix_tui.ui import messages as m
 from clusterfix_tui.ui import view as v
 from clusterfix_tui.ui.screens.base import WizardScreen
@@ -268,7 +269,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                                     f"({all_nodes_text(last)}):\n")
                     where = "    "
                 if a.rollback is not None:
-                    text.append(f"{where}$ {a.rollback.command}\n")
+                    text.append(f"{where}$ {_shown(a.rollback.command)}\n")
                 elif a.rollback_note:
                     text.append(f"{where}manual: {a.rollback_note}\n", style="dim")
                 else:
@@ -329,7 +330,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                 prompt.append("(read-only) ", style="dim")
             elif is_opt_in(a):
                 prompt.append("OPT-IN ", style="bold magenta")
-            prompt.append(f"$ {a.command}")
+            prompt.append(f"$ {_shown(a.command)}")
             sl.add_option(Selection(prompt, a.id, self._ticked(a), disabled=not a.mutating))
         self.set_class(not plan.actions, "-no-actions")
         if plan.actions:
@@ -540,10 +541,7 @@ change. While it runs the log streams every node's output; `c` stops between act
         t = self.query_one("#results", DataTable)
         t.clear()
         for a in outcome.actions:
-            r = a.result
-            t.add_row(a.target, Text(a.status, style=STATUS_STYLE.get(a.status, "")),
-                      "" if r is None or r.exit_code is None else str(r.exit_code),
-                      "" if r is None else f"{r.duration:.1f}", a.command)
+            t.add_row(*outcome_row(a))
         t.display = bool(outcome.actions)
         self._update_progress()
         self._render_plan()
@@ -588,7 +586,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                         f"{all_nodes_text(nodes)}"
                     text.append(f"\non {where}:\n", style="bold cyan")
                     last = nodes
-                text.append(f"  $ {fold.first.command}\n")
+                text.append(f"  $ {_shown(fold.first.command)}\n")
         else:
             by_node: dict[str, list[Any]] = {}
             for a in actions:
@@ -597,7 +595,7 @@ change. While it runs the log streams every node's output; `c` stops between act
                 text.append(f"\non {node if node != CLUSTER else 'the cluster (API)'}:\n",
                             style="bold cyan")
                 for a in acts:
-                    text.append(f"  $ {a.command}\n")
+                    text.append(f"  $ {_shown(a.command)}\n")
         risks = sorted({a.risk for a in actions if a.risk})
         for r in risks:
             text.append(f"\n! {r}", style="yellow")
@@ -644,7 +642,7 @@ change. While it runs the log streams every node's output; `c` stops between act
             return
         pane = self.query_one(LogPane)
         pane.border_title = "dry run: nothing was executed"
-        lines = [(a.target, "command", f"would run: $ {a.command}")
+        lines = [(a.target, "command", f"would run: $ {_shown(a.command)}")
                  for a in self._selected_actions()]
         pane.write_lines(lines)
         self.wizard.log_lines(lines, 0)
@@ -749,3 +747,13 @@ change. While it runs the log streams every node's output; `c` stops between act
             return
         self.wizard.state.run_all = False
         self.app.pop_screen()
+
+
+def outcome_row(a: Any) -> tuple[Any, ...]:
+    """One row of the step's results table. The command is a Text, never a str: a DataTable reads
+    a str cell as markup, so a command holding node-derived text (a foreign rule's comment
+    "[/x]") raised MarkupError and "[bold]" restyled it; its control characters shown visibly."""
+    r = a.result
+    return (Text(str(a.target)), Text(a.status, style=STATUS_STYLE.get(a.status, "")),
+            "" if r is None or r.exit_code is None else str(r.exit_code),
+            "" if r is None else f"{r.duration:.1f}", Text(_shown(a.command)))
