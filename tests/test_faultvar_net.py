@@ -213,3 +213,43 @@ def test_foreign_nft_rule_in_ip6_nat_is_deleted_by_handle() -> None:
     cmds = [a.command for a in _actions(d, "iptables") if a.target == "node-2"]
     assert any(c.startswith("nft delete rule ip6 nat KUBE-SERVICES handle ") for c in cmds)
     assert not any("update-alternatives" in c for c in cmds)
+
+
+# -- calico: the real pod network, calico's policy accept, its policy chains --------------------------
+# calico lab (pod network 192.168.0.0/16 from kube-proxy's clusterCIDR); injected by hand:
+#   node-1: kube-proxy-jump-gone (catalog) and `iptables-nft -A FORWARD -j REJECT --reject-with
+#           icmp-host-prohibited` AFTER felix's "Policy explicitly accepted packet." mark ACCEPT
+#           (healthy: calico accepts the pod traffic its policy allows before it; measured)
+#   node-2: `iptables-nft -I FORWARD 1 -d 192.168.0.0/16 -j REJECT` (before calico's cali-FORWARD)
+#   node-3: mangle-nodeport-drop (catalog)
+# The old code walked calico's forwarded pod flows with flannel's default 10.244.0.0/16: node-2's
+# REJECT of the real pod network was no finding, node-1's trailing REJECT was one (calico's mark
+# ACCEPT not understood), and the accepts it planned opened 10.244.0.0/16.
+
+
+@pytest.fixture(scope="module")
+def calico():
+    return _replay("calico-netfilter")
+
+
+def test_calico_pod_network_and_policy_accept(calico) -> None:
+    assert _codes(calico) == [("FIREWALL_REJECT", "node-2"), ("FIREWALL_REJECT", "node-3"),
+                              ("KUBE_PROXY_NO_RULES", "node-1")]
+    by = {f.node: f for f in calico.findings if f.code == "FIREWALL_REJECT"}
+    assert sorted(by["node-2"].data.flows) == ["pods-forward", "to-pods-forward"]
+    flows = by["node-2"].data.rules[0]["flows"]
+    assert {tuple(x["saddrs"] or ()) for x in flows if x["name"] == "pods-forward"} == {
+        ("192.168.0.0/16",)}
+    acts = _actions(calico, "host_network")
+    # mangle accepts narrowed to calico's pod network, never flannel's default
+    assert any("-s 192.168.0.0/16" in a.command for a in acts if a.target == "node-3")
+    assert not any("10.244.0.0/16" in a.command for a in acts)
+
+
+def test_no_accept_ahead_of_calicos_policy_chains(calico) -> None:
+    f = next(f for f in calico.findings if f.code == "FIREWALL_REJECT" and f.node == "node-2")
+    assert f.data.accepts == []
+    assert any("network policy chains (cali-FORWARD)" in e for e in f.evidence)
+    plan = get_step("host_network").plan(calico)
+    assert not [a for a in plan.actions if a.target == "node-2" and not a.opt_in]
+    assert [a for a in plan.actions if a.target == "node-2" and a.opt_in]  # delete it: opt-in

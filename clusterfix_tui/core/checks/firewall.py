@@ -148,6 +148,18 @@ def early_accept_spec(flow: Flow, args: tuple[str, ...]) -> list[str] | None:
     return [*matches, *extra, "-m", "comment", "--comment", _comment(flow), "-j", "ACCEPT"]
 
 
+# chains of CNIs that enforce NetworkPolicy in the filter FORWARD path (calico's felix, kube-router,
+# antrea, weave-npc); cilium enforces policy in eBPF (its CILIUM_FORWARD only accepts)
+POLICY_CHAIN_PREFIXES = ("cali-", "KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-", "ANTREA-",
+                         "WEAVE-NPC")
+
+
+def _policy_chains(table: Any) -> list[str]:
+    """The CNI policy chains FORWARD jumps to (directly: where the CNI hooks in)."""
+    return sorted({r.target for r in table.rules_in("FORWARD")
+                   if r.target and r.target.startswith(POLICY_CHAIN_PREFIXES)})
+
+
 def _docker_user_first(table: Any) -> bool:
     rules = [r for r in table.rules if r.chain == "FORWARD"]
     return bool(rules) and rules[0].target == "DOCKER-USER" and "DOCKER-USER" in table.chains
@@ -219,6 +231,7 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
     accepts: dict[tuple[Any, ...], dict[str, Any]] = {}
     evidence: list[str] = []
     flows_hit: dict[str, str] = {}
+    policy_chains: set[str] = set()
     for h in hs:
         hit, flow = h["hit"], h["flow"]
         b, table, fam = h["backend"], h["table"], h["family"]
@@ -250,6 +263,13 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
             if flow.hook == "forward" and table == "filter" and t is not None and \
                     _docker_user_first(t):
                 chain = "DOCKER-USER"
+            if flow.hook == "forward" and table == "filter" and t is not None:
+                pol = _policy_chains(t)
+                if pol:
+                    # an ACCEPT ahead of the drop runs before the CNI's NetworkPolicy chains
+                    # for that traffic: policy would no longer be enforced on this node
+                    policy_chains.update(pol)
+                    continue
             spec = iptables_accept_spec(flow)
             extra: dict[str, Any] = {}
             if table != "filter":
@@ -291,6 +311,11 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                  else "nft list ruleset")
         evidence.append(f"{label}: {what}  [{where}, {path}]  drops: {names}"
                         + ("" if r["match"] == "full" else " (part of it)"))
+    if policy_chains:
+        evidence.append("FORWARD runs the CNI's network policy chains ("
+                        + ", ".join(sorted(policy_chains)[:4]) + "): an ACCEPT for forwarded pod "
+                        "traffic ahead of the dropping rule would bypass them, so none is planned; "
+                        "delete or narrow the rule (opt-in: delete it)")
     if fw.get("running"):
         evidence.append(f"firewalld is running (zone {fw.get('zone') or '?'})")
     policy = code == "FIREWALL_POLICY_DROP"

@@ -176,25 +176,21 @@ def api_port(facts: Any) -> int:
 
 
 def pod_networks(snapshot: Any, facts: Any) -> list[str]:
-    """Every family's pod network: the cluster shape, flannel's net-conf, subnet.env."""
+    """Every family's pod network, as the FORWARD_DROP check reads it (checks._common.pod_networks:
+    flannel's Network / IPv6Network, else kube-proxy's clusterCIDR, else the nodes' podCIDRs),
+    the nodes' podCIDRs collapsed into the fewest networks covering exactly them. Was: flannel's
+    only, else 10.244.0.0/16, so on a calico or cilium cluster the forwarded pod flows were
+    flannel's default network: a FORWARD reject of the real pod network was never reached, and
+    the planned accepts opened 10.244.0.0/16."""
+    from clusterfix_tui.core.checks._common import pod_networks as by_family
+
     out: list[str] = []
-    fl = getattr(getattr(snapshot, "shape", None), "flannel", None)
-    for v in (getattr(fl, "network", None), getattr(fl, "ipv6_network", None),
-              getattr(snapshot, "flannel_network", None)):
-        if v:
-            out.append(str(v))
-    env = getattr(facts, "subnet_env", None) or {}
-    for k in ("FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"):
-        if env.get(k):
-            out.append(env[k])
-    if not out:
-        out.append("10.244.0.0/16")
-    seen: dict[str, None] = {}
-    for c in out:
-        n = _net(c)
-        if n is not None:
-            seen.setdefault(str(n), None)
-    return list(seen)
+    for v in (4, 6):
+        nets = [n for n in (_net(c) for c in by_family(snapshot, facts, v)) if n is not None]
+        if len(nets) > 1:
+            nets = list(ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
+        out.extend(str(n) for n in nets if str(n) not in out)
+    return out
 
 
 class NetSet(Sequence[str]):
@@ -770,6 +766,23 @@ def _match_tokens(args: tuple[str, ...]) -> list[str]:
     return out
 
 
+CNI_CHAIN_PREFIXES = ("cali-", "CILIUM_", "KUBE-ROUTER-", "KUBE-POD-FW-", "ANTREA-", "WEAVE-")
+CNI_COMMENT_PREFIXES = ("cali:", "cilium")
+
+
+def _cni_mark_accept(r: Rule, chain: str) -> bool:
+    """A CNI's mark-based policy ACCEPT of forwarded pod traffic (calico's "Policy explicitly
+    accepted packet." `-m mark --mark 0x10000/0x10000 -j ACCEPT` at the end of FORWARD, cilium's
+    in CILIUM_FORWARD): the CNI marks the pod traffic its policy allows, so for pod flows it is
+    the accept (as FORWARD_DROP reads it, checks/iptables._forward_accepts). Its only test is
+    the mark, in a CNI chain or carrying the CNI's comment."""
+    if not (chain.startswith(CNI_CHAIN_PREFIXES)
+            or any(str(x).startswith(CNI_COMMENT_PREFIXES) for x in r.args)):
+        return False
+    t = _match_tokens(r.args)
+    return len(t) == 4 and t[:3] == ["-m", "mark", "--mark"]
+
+
 def _accept_covers(accept: Rule, drop: Rule, flow: Flow) -> bool:
     """True when an earlier ACCEPT of the same chain takes every packet of the flow the drop
     would take: its matches are the drop's matches (token for token, in any order) plus tests
@@ -814,6 +827,8 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
             if m == NONE:
                 continue
             tgt = r.target or ""
+            if tgt == "ACCEPT" and m != FULL and flow.hook == "forward" and _cni_mark_accept(r, chain):
+                m = FULL  # the CNI's policy verdict for the pod traffic it marked
             if tgt == "ACCEPT":
                 if m == FULL:
                     return "accept", None
