@@ -842,6 +842,52 @@ def check_nft_json_0_9_0(s: dict[str, Any]) -> None:
     assert not [a for a in plan.actions if a.id in approved and "8472" in a.command]
 
 
+def check_ip6tables_save_ufw6(s: dict[str, Any]) -> None:
+    """ufw's IPv6 rules (as Alpine's ip6tables service loads them) on a dual-stack flannel node
+    (SYNTHESISED: two nodes, 10.244.0.0/16 + fd00:10:244::/56, an open IPv4 filter table,
+    iptables 1.8.10 nf_tables). ufw6's `-m rt --rt-type 0 -j DROP` (drop packets with an RH0
+    routing header) matches no cluster flow: FORWARD policy DROP is the finding (FORWARD_DROP,
+    IPv6) and nothing is planned in ufw's chains (old code: FIREWALL_REJECT blaming the RH0 rule
+    for all forwarded IPv6 pod traffic, with an opt-in deleting ufw's RH0 protection)."""
+    from clusterfix_tui.core.checks import firewall_path as fp
+    from clusterfix_tui.core.fixes import get_step
+
+    e = s["expect"]
+    v6 = P.parse_iptables_save(text(s["file"]))
+    assert not v6.errors and sorted(v6.tables) == ["filter"]
+    v4 = P.parse_iptables_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+                               ":OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    f = facts_with(nft_filter=v4, ip6_nft_filter=v6,
+                   iptables_version=P.parse_iptables_version("iptables v1.8.10 (nf_tables)"),
+                   binaries={b: f"/sbin/{b}" for b in (
+                       "iptables", "iptables-save", "iptables-nft", "iptables-nft-save",
+                       "ip6tables", "ip6tables-save", "ip6tables-nft-save")},
+                   subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16",
+                               "FLANNEL_IPV6_NETWORK": "fd00:10:244::/56"},
+                   addrs=[{"ifname": "eth0", "addr_info": [
+                       {"family": "inet", "local": "10.0.0.11", "prefixlen": 24},
+                       {"family": "inet6", "local": "fd00::11", "prefixlen": 64}]}])
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c4, "podCIDRs": [c4, c6]},
+              "status": {"addresses": [{"type": "InternalIP", "address": a},
+                                       {"type": "InternalIP", "address": a6}]}}
+             for n, c4, c6, a, a6 in (
+                 ("node-a", "10.244.0.0/24", "fd00:10:244::/64", "10.0.0.11", "fd00::11"),
+                 ("node-b", "10.244.1.0/24", "fd00:10:244:1::/64", "10.0.0.12", "fd00::12"))]
+    snap = _with_shape(_snapshot(nodes, (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                       {"node-a": f})
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == [] and sorted(x.code for x in findings) == e["findings"], \
+        [(x.code, x.evidence) for x in findings]
+    for step in ("host_network", "iptables"):
+        plan = get_step(step).plan(_Diag(findings, {"node-a": f}, snap))
+        assert not [a.id for a in plan.actions if "ufw6" in a.id or "ufw6" in a.command]
+    fwd = fp.Flow("pods-forward", "forward", "ip6", "pods", None, None, ("fd00:10:244::/56",),
+                  None, ("cni0",), ("eth0",))
+    for spec in ("-m rt --rt-type 0 -j DROP", "-m rt ! --rt-type 0 -j DROP"):
+        words = tuple(spec.split())
+        assert fp.match_iptables_rule(P.Rule("filter", "c", spec, "DROP", words), fwd) == fp.NONE
+
+
 def check_iptables_save_single(s: dict[str, Any]) -> None:
     check_single_iptables_plan(s, text(s["file"]), "host_network")
 
@@ -1031,7 +1077,7 @@ def test_default_nft_firewall_plan(name, tmp_path):
     check_nft_default_firewall(BY_FILE[name], tmp_path)
 
 
-CHECKERS = {"manifests": check_manifests, "nft-json-0.9.0": check_nft_json_0_9_0, "lsmod-ipvs": check_lsmod_ipvs, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
+CHECKERS = {"manifests": check_manifests, "ip6tables-save-ufw6": check_ip6tables_save_ufw6, "nft-json-0.9.0": check_nft_json_0_9_0, "lsmod-ipvs": check_lsmod_ipvs, "nft-commands": check_cis_commands, "iptables-nft-save-derived": check_cis_save, "nft-json-cis": check_cis_ruleset, "ip-route-json-bare-type": check_route_json_bare_type, "iptables-S-ufw": check_iptables_s_ufw, "ip6tables-save-single": check_ip6tables_save_single, "nft-json-kube-proxy": check_nft_json_kube_proxy, "nft-json-default-firewall": lambda s: None, "iptables-save-single": check_iptables_save_single, "ip-route-text": check_route_text, "nft-json-host": check_nft_json_host, "nft-text": check_nft_text, "nft-json": check_nft_json, "net-conf": check_net_conf,
             "flannel-backend": check_flannel_backend, "subnet-env": check_subnet_env,
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,

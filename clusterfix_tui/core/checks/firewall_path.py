@@ -598,7 +598,10 @@ def match_iptables_rule(rule: Rule, flow: Flow) -> int:
 
 # what a rule's matches test, read once per rule (`compile_iptables_rule`), then answered per flow
 (_OP_PROTO, _OP_SADDR, _OP_DADDR, _OP_IIF, _OP_OIF, _OP_DPORT, _OP_CTSTATE, _OP_CTSTATUS,
- _OP_LOCAL, _OP_SYN, _OP_PARTIAL, _OP_RPF_FAIL) = range(12)
+ _OP_LOCAL, _OP_SYN, _OP_PARTIAL, _OP_RPF_FAIL, _OP_NEVER) = range(13)
+# match modules that only match packets carrying an IPv6 extension header no cluster flow has:
+# rt (a Routing header; ufw6's "-m rt --rt-type 0 -j DROP" drops RH0, deprecated by RFC 5095)
+_NEVER_MODULES = frozenset(("rt",))
 _OPS_OF: dict[str, int] = {
     **dict.fromkeys(("-p", "--protocol"), _OP_PROTO),
     **dict.fromkeys(("-s", "--source", "--src"), _OP_SADDR),
@@ -644,6 +647,9 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
         operand: Any = None
         if t in _IGNORED:
             kind = None
+            if t in ("-m", "--match") and val in _NEVER_MODULES:
+                # whatever its options say (negated or not), the rule needs that header
+                kind = _OP_NEVER
         elif rpf and t in ("--invert", "--loose", "--validmark", "--accept-local"):
             kind = _OP_RPF_FAIL if t == "--invert" else None
             step = 1
@@ -701,6 +707,8 @@ def _match_ops(ops: Ops, flow: Flow) -> int:
             v = match_dst_type(flow, operand)
         elif kind == _OP_SYN:
             v = FULL if flow.proto == "tcp" else NONE
+        elif kind == _OP_NEVER:
+            v = NONE
         elif kind == _OP_RPF_FAIL:
             v = NONE
         else:
