@@ -188,7 +188,7 @@ def pod_networks(snapshot: Any, facts: Any) -> list[str]:
     for v in (4, 6):
         nets = [n for n in (_net(c) for c in by_family(snapshot, facts, v)) if n is not None]
         if len(nets) > 1:
-            nets = list(ipaddress.collapse_addresses(nets))  # type: ignore[arg-type]
+            nets = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
         out.extend(str(n) for n in nets if str(n) not in out)
     return out
 
