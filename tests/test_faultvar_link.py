@@ -413,3 +413,26 @@ def test_persisting_names_each_later_sysctl_file_that_wins_at_boot(tmp_path: Pat
     assert len(out) == 2 and all(f"{conf} sets net.ipv4.ip_forward = 0" in x for x in out), out
     # the scan never fails the action
     assert H.overridden_at_boot_command({"net.ipv4.ip_forward": "1"}).endswith("done; true; }")
+
+
+# -- recorded on a k3s lab: node-1's fdb entry for node-3's VTEP MAC sent to a wrong underlay IP --
+REC10 = "k3s-fdb-wrong-dst"
+
+
+def test_fdb_entry_to_a_wrong_underlay_ip_is_named_and_its_rollback_restores_it() -> None:
+    # before: titled "stale VTEP MAC X instead of X", and the rollback appended X dst <peer IP>
+    # (the repaired state) instead of the wrong destination it replaced
+    d = _diag(REC10)
+    f = _found(d, "FLANNEL_STALE_VTEP", "node-1")
+    assert len(f) == 1
+    mac, peer_ip = f[0].data["expected_mac"], f[0].data["peer_ip"]
+    assert f[0].data["wrong_dsts"] == ["10.213.60.99"] and f[0].data["wrong_macs"] == []
+    assert f"to 10.213.60.99 instead of {peer_ip}" in f[0].title
+    plan = CNI_STEP.plan(d)
+    act = next(a for a in plan.actions if a.target == "node-1" and a.mutating)
+    assert act.command == (f"{{ bridge fdb del {mac} dev flannel.1 dst 10.213.60.99 self || true; }}; "
+                           f"bridge fdb append {mac} dev flannel.1 dst {peer_ip} self permanent")
+    assert act.rollback.command.endswith(
+        f"bridge fdb append {mac} dev flannel.1 dst 10.213.60.99 self permanent")
+    # k3s: nothing here needs flannel restarted, so the k3s service is not restarted
+    assert not any("systemctl restart" in (a.command or "") for a in plan.actions)

@@ -159,6 +159,8 @@ class StaleVtepData(FindingData, codes=("FLANNEL_STALE_VTEP",)):
     expected_mac: str | None = None
     where: list[str] = field(default_factory=list)  # "fdb", "neigh"
     fdb_missing: bool = False
+    # fdb entries of the right MAC sending it to another underlay IP than the peer's
+    wrong_dsts: list[str] = field(default_factory=list)
     neigh_missing: bool = False  # no neighbour entry for the peer's subnet address
     # the node's own device MAC differs from its own annotation (peer_node = the node itself,
     # wrong_mac = the annotated MAC, expected_mac = the device's): fixed by a flannel restart
@@ -371,7 +373,8 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
         if not neigh_bad and not fdb_wrong_dst and not fdb_missing and not neigh_missing:
             continue
         fdb_bad = fdb_stale + fdb_wrong_dst
-        wrong = sorted({str(e.get("mac", "")).lower() for e in fdb_bad} |
+        wrong_dsts = sorted({str(e.get("dst")) for e in fdb_wrong_dst})
+        wrong = sorted({str(e.get("mac", "")).lower() for e in fdb_stale} |
                        {str(e.get("lladdr", "")).lower() for e in neigh_bad})
         fdb_lines = [f"{e.get('mac')} dev {DEV} dst {e.get('dst')} "
                      + " ".join(e.get("flags") or []) + (f" {e.get('state')}" if e.get("state") else "")
@@ -388,6 +391,8 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
         out.append(Finding(
             code="FLANNEL_STALE_VTEP", severity="error", node=node,
             title=(f"stale VTEP MAC for {peer.name}: {', '.join(wrong)} instead of {want}" if wrong
+                   else f"fdb sends {peer.name}'s VTEP MAC {want} to {', '.join(wrong_dsts)} "
+                        f"instead of {peer_ip}" if wrong_dsts
                    else f"no {' or '.join(w for w, m in (('fdb', fdb_missing), ('neighbour', neigh_missing)) if m)}"
                         f" entry for {peer.name}'s VTEP MAC {want}"),
             evidence=tuple(evidence),
@@ -410,7 +415,7 @@ def _stale_vtep(snapshot: ClusterSnapshot, node: str, f: NodeFacts, nodes: dict[
                 expected_mac=want,
                 where=[w for w, bad in (("fdb", fdb_bad or fdb_missing),
                                         ("neigh", neigh_bad or neigh_missing)) if bad],
-                fdb_missing=fdb_missing, neigh_missing=neigh_missing,
+                fdb_missing=fdb_missing, neigh_missing=neigh_missing, wrong_dsts=wrong_dsts,
                 fdb_entries=fdb_lines, neigh_entries=neigh_lines,
                 device=DEV, ip_version=fam.version),
         ))

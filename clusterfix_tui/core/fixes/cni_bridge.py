@@ -580,6 +580,55 @@ class CniBridgeStep:
                     # and the peers reprogram their entries from the annotation
                     restart = True
                     continue
+                if good_mac and peer_ip and sv.wrong_dsts and not sv.wrong_macs:
+                    # the right MAC sent to another underlay IP: each wrong remote goes, the
+                    # peer's is added; the rollback puts the wrong remotes back exactly
+                    dels = " ".join(f"{{ bridge fdb del {q(good_mac)} dev {q(dev)} dst {q(d)} self "
+                                    "|| true; };" for d in sv.wrong_dsts)
+                    back = " && ".join(f"bridge fdb append {q(good_mac)} dev {q(dev)} dst {q(d)} "
+                                       "self permanent" for d in sv.wrong_dsts)
+                    add(
+                        f"fdb-dst-{peer_ip}",
+                        kind="shell",
+                        command=(f"{dels} bridge fdb append {q(good_mac)} dev {q(dev)} "
+                                 f"dst {q(peer_ip)} self permanent"),
+                        why=f"the fdb sends {(sv.peer_node or '?')}'s VTEP MAC {good_mac} to "
+                            f"{', '.join(sv.wrong_dsts)}, not to its address {peer_ip}",
+                        finding_codes=(f.code,),
+                        risk="none: the entry becomes what flannel itself would write",
+                        rollback=rb(f"{{ bridge fdb del {q(good_mac)} dev {q(dev)} dst {q(peer_ip)} "
+                                    f"self || true; }}; {back}",
+                                    "put the old fdb entries back"),
+                        change={"what": f"fdb entry for {good_mac} on {dev}",
+                                "before": ", ".join(sv.wrong_dsts), "after": peer_ip},
+                        precondition=pre.absent_else_done(
+                            f"fdb=$(bridge fdb show dev {q(dev)} 2>/dev/null) && "
+                            f"printf '%s\\n' \"$fdb\" | grep -qiF {q(f'{good_mac} dst {peer_ip} ')}"
+                            + "".join(f" && ! printf '%s\\n' \"$fdb\" | grep -qiF "
+                                      f"{q(f'{good_mac} dst {d} ')}" for d in sv.wrong_dsts),
+                            f"{good_mac} is not yet sent only to {peer_ip}",
+                            f"{good_mac} is sent only to {peer_ip} already"),
+                    )
+                    if sv.neigh_missing and gw:
+                        add(
+                            f"neigh-{gw}",
+                            kind="shell",
+                            command=(f"ip neigh replace {q(gw)} lladdr {q(good_mac)} dev {q(dev)} "
+                                     "nud permanent"),
+                            why=f"no neighbour entry for {gw} on {dev}",
+                            finding_codes=(f.code,),
+                            risk="none: the entry becomes what flannel itself would write",
+                            rollback=rb(f"ip neigh del {q(gw)} dev {q(dev)}",
+                                        "remove the added neighbour entry"),
+                            change={"what": f"neigh {gw} on {dev}", "before": "missing",
+                                    "after": good_mac},
+                            precondition=pre.absent_else_done(
+                                f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
+                                f"{q(f'lladdr {good_mac} ')}",
+                                f"the neighbour entry for {gw} does not hold {good_mac} yet",
+                                f"the neighbour entry for {gw} holds {good_mac} already"),
+                        )
+                    continue
                 if good_mac and not wrong_mac and (sv.fdb_missing or sv.neigh_missing):
                     # entries missing, none wrong: add what flannel writes for the peer
                     if sv.fdb_missing and peer_ip:
