@@ -252,7 +252,9 @@ def test_ip6tables_conflict_plan_uses_ip6tables_and_restores_from_its_own_backup
     assert "ip6tables-legacy-save -t nat" in rm.command and "ip6tables-legacy-restore -T nat" in rm.command
     assert "iptables-legacy-restore" not in rm.command.replace("ip6tables-legacy-restore", "")
     assert rm.rollback.command.startswith("ip6tables-legacy-restore -T nat < ")
-    assert rm.rollback.command.endswith("/ip6-legacy.rules")
+    # the table as it was right before, saved by the action itself (its own ip6 file)
+    assert rm.rollback.command.endswith("/ip6-legacy-nat.before")
+    assert "ip6tables-legacy-save -t nat > " in rm.command and "/ip6-legacy-nat.before" in rm.command
     backup = plan.actions[0].command
     assert "ip6tables-legacy-save > " in backup and "/ip6-legacy.rules" in backup
     assert check_rollbacks(plan) == []

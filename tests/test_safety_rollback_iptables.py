@@ -131,3 +131,36 @@ def test_nft_rule_goes_back_at_its_place_and_others_changes_stay(netns, tmp_path
     assert rb.status == "changed", rb.to_dict()
     assert ns(netns, "nft list chain inet fw input") == before
     assert "tcp dport 9 drop" in ns(netns, "nft list chain inet fw output")
+
+
+def test_stale_chain_removal_rolls_back_to_the_table_right_before_it(netns, tmp_path) -> None:
+    """Stale KUBE-* chains in iptables-legacy's filter table and a FORWARD DROP there: the plan
+    first inserts the narrow ACCEPTs, then removes the KUBE-* lines. Its rollback (newest first)
+    restores the table as it was right before the removal (ACCEPTs included), then deletes the
+    ACCEPTs: every rollback action ok, the table back byte for byte. The old rollback restored
+    the step's first backup (no ACCEPTs yet), so deleting them then failed ('Bad rule')."""
+    from clusterfix_tui.core.fixes.iptables import STEP as IPT
+
+    ns(netns, "iptables-legacy -P FORWARD DROP && iptables-legacy -N KUBE-FORWARD && "
+              "iptables-legacy -A FORWARD -j KUBE-FORWARD && "
+              "iptables-legacy -A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT")
+    before = _save(netns, "legacy")
+    drop = finding("FORWARD_DROP", "node-1", "iptables", backend="legacy", table="filter",
+                   chain="FORWARD", policy="DROP", pod_network="10.244.0.0/16",
+                   binary="iptables-legacy", kube_proxy_backend="nft", host_iptables="nft")
+    stale = finding("IPTABLES_BACKEND_CONFLICT", "node-1", "iptables", kube_proxy_backend="nft",
+                    other_backend="legacy", host_iptables="nft",
+                    stale_chains={"filter": ["KUBE-FORWARD"]})
+    plan = IPT.plan(FakeDiagnosis([drop, stale], snapshot={"pods": []}))
+    ids = [a.id for a in plan.actions if a.kind == "shell" and not a.opt_in]
+    kinds = [a.command for a in plan.actions if a.id in ids]
+    assert any("-I FORWARD 1" in c for c in kinds) and any("-restore -T filter" in c for c in kinds)
+    assert [i for i, c in enumerate(kinds) if "-I FORWARD 1" in c][0] < \
+        [i for i, c in enumerate(kinds) if "-restore -T filter" in c][0]
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    out = apply_plan(plan, ids, runner)
+    assert out.status == "changed", out.to_dict()
+    assert "KUBE-FORWARD" not in _save(netns, "legacy")
+    rb = rollback((plan, out), runner)
+    assert {o.status for o in rb.actions} == {"ok"}, rb.to_dict()
+    assert _save(netns, "legacy") == before

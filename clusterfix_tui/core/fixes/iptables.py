@@ -616,14 +616,19 @@ class IptablesStep:
                 pfx = "ip6-" if ip == "ip6tables" else ""
                 before = f"{nbdir}/{pfx}{b}-{t}.before"
                 cleaned = f"{nbdir}/{pfx}{b}-{t}.cleaned"
-                full = f"{nbdir}/{pfx}{b}.rules"
+                now = f"{nbdir}/{pfx}{b}-{t}.now"
                 guard = _table_exists_guard(b, t, ip)
                 add(
                     kind="shell",
+                    # the table as it is right before the change, saved once (a re-run keeps
+                    # the first): what the rollback restores (the step's first backup may be
+                    # older than an earlier action of this plan on the same table)
                     command=(
-                        f"{guard}{ip}-{b}-save -t {q(t)} > {q(before)} && "
-                        f"awk {q(keep_non_kube_awk(bool(p.get('keep_kubelet'))))} "
-                        f"{q(before)} > {q(cleaned)} && "
+                        f"{guard}{{ [ -s {q(before)} ] || {{ {ip}-{b}-save -t {q(t)} > "
+                        f"{q(before + '.tmp')} && mv -f -- {q(before + '.tmp')} {q(before)}; }}; }}"
+                        f" && {ip}-{b}-save -t {q(t)} > {q(now)} && "
+                        f"awk {q(keep_non_kube_awk(bool(p.get('keep_kubelet'))))} {q(now)} "
+                        f"> {q(cleaned)} && "
                         f"{ip}-{b}-restore -T {q(t)} < {q(cleaned)}"
                     ),
                     why=f"remove kube-proxy's stale KUBE-* chains (and the jumps to them) from "
@@ -635,8 +640,8 @@ class IptablesStep:
                     rollback=Action(
                         id=action_id(self.name, node, n + 1) + ":rollback",
                         target=node, kind="shell",
-                        command=f"{ip}-{b}-restore -T {q(t)} < {q(full)}",
-                        why=f"restore the {ip} {b} {t} table from the backup",
+                        command=f"{ip}-{b}-restore -T {q(t)} < {q(before)}",
+                        why=f"restore the {ip} {b} {t} table as it was right before",
                     ),
                     change={"what": f"{ip} {b} {t}: KUBE-* chains" if pfx else f"{b} {t}: KUBE-* chains",
                             "before": "present", "after": "removed"},
