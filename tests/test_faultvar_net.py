@@ -253,3 +253,20 @@ def test_no_accept_ahead_of_calicos_policy_chains(calico) -> None:
     plan = get_step("host_network").plan(calico)
     assert not [a for a in plan.actions if a.target == "node-2" and not a.opt_in]
     assert [a for a in plan.actions if a.target == "node-2" and a.opt_in]  # delete it: opt-in
+
+
+def test_nat_gaps_of_a_whole_kube_proxy_table() -> None:
+    """kube-proxy's nat table as iptables-save prints it (the lab's, which is kube-proxy's layout):
+    whole, nothing is missing; each link removed is named."""
+    from clusterfix_tui.core.checks.iptables import _nat_gaps
+    from clusterfix_tui.core.parsers import parse_iptables_save
+    from clusterfix_tui.core.snapshot import ClusterSnapshot
+
+    d = _replay("kube-proxy-nat-gaps")
+    whole = d.facts["node-2"].nft_nat.table("nat")  # node-2: only its KUBE-NODEPORTS was flushed
+    snap = ClusterSnapshot()  # no NodePort service: the per-port check is not made
+    assert _nat_gaps(snap, whole, 4) == []
+    text = "\n".join(["*nat", *(f":{c} {p or '-'} [0:0]" for c, p in whole.chains.items()),
+                      *(r.spec for r in whole.rules if r.chain != "KUBE-MARK-MASQ"), "COMMIT", ""])
+    no_mark = parse_iptables_save(text).table("nat")
+    assert _nat_gaps(snap, no_mark, 4) == ["-A KUBE-MARK-MASQ -j MARK"]

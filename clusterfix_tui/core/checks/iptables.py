@@ -984,6 +984,9 @@ def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
     if "KUBE-POSTROUTING" in nat.chains and \
             not any(r.target == "MASQUERADE" for r in nat.rules_in("KUBE-POSTROUTING")):
         gaps.append("-A KUBE-POSTROUTING -j MASQUERADE")
+    if "KUBE-MARK-MASQ" in nat.chains and \
+            not any(r.target == "MARK" for r in nat.rules_in("KUBE-MARK-MASQ")):
+        gaps.append("-A KUBE-MARK-MASQ -j MARK")  # nothing marked: nothing masqueraded
     ports = _nodeport_ports(snapshot, version)
     if ports and "KUBE-NODEPORTS" in nat.chains:
         if not any(r.target == "KUBE-NODEPORTS" for r in nat.rules_in("KUBE-SERVICES")):
