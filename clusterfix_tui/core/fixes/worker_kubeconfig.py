@@ -121,21 +121,28 @@ def backup_name(path: str) -> str:
 
 
 def backup_file_command(path: str, bdir: str) -> str:
-    """Save `path` into bdir once (a re-run keeps the first, pre-fix copy); record its absence."""
+    """Save `path` into bdir once (a re-run keeps the first, pre-fix copy); record its absence.
+    A symlink (/root/.kube/config -> /etc/kubernetes/admin.conf, a common setup; the fix writes
+    a file in its place) is recorded as the link it is (`.symlink`: its target as written)."""
     saved = f"{bdir}/{backup_name(path)}"
     return (
         f"mkdir -p -m 700 {q(bdir)} && "
-        f"if [ -e {q(saved)} ] || [ -e {q(saved + '.absent')} ]; then :; "
+        f"if [ -e {q(saved)} ] || [ -e {q(saved + '.absent')} ] || "
+        f"[ -e {q(saved + '.symlink')} ]; then :; "
+        f"elif [ -L {q(path)} ]; then readlink -- {q(path)} > {q(saved + '.symlink')}; "
         f"elif [ -e {q(path)} ]; then cp -p -- {q(path)} {q(saved)}; "
         f"else : > {q(saved + '.absent')}; fi"
     )
 
 
 def restore_file_command(path: str, bdir: str) -> str:
-    """Put `path` back as it was before the fix: the saved copy, or no file if there was none."""
+    """Put `path` back as it was before the fix: the symlink it was, the saved copy, or no file
+    if there was none."""
     saved = f"{bdir}/{backup_name(path)}"
     return (
-        f"if [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path)}; "
+        f"if [ -e {q(saved + '.symlink')} ]; then "
+        f"ln -sfn -- \"$(cat {q(saved + '.symlink')})\" {q(path)}; "
+        f"elif [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path)}; "
         f"elif [ -e {q(saved + '.absent')} ]; then rm -f -- {q(path)}; "
         f"else echo {q('clusterfix: no backup of ' + path + ' in ' + bdir)} >&2; false; fi"
     )
