@@ -431,6 +431,7 @@ class HostNetworkStep:
             self._ipt = (node_iptables_kind(diagnosis, node) == "single", iptables_wait(facts),
                          iptables_restore_wait(facts))
             self._facts = facts  # the opt-in deletions' rollbacks: each rule's place
+            self._bdir = bdir  # firewalld: which permanent changes the fix made
             a, nts = self._firewall(node, firewall, bdir, nid, rb)
             actions.extend(a)
             notes.extend(nts)
@@ -512,6 +513,7 @@ class HostNetworkStep:
     # (one plain `iptables`, its wait flag, iptables-restore's) of the node being planned
     _ipt: tuple[bool, str, str] = (False, "-w 5", "-w 5")
     _facts: Any = None
+    _bdir: str = ""
 
     def _binary(self, ipt: str, backend: str) -> str:
         from clusterfix_tui.core.fixes.iptables import iptables_tool
@@ -673,17 +675,27 @@ class HostNetworkStep:
                          "(not planned)")
             return None
         undo = arg.replace("--add-", "--remove-")
+        query = arg.replace("--add-", "--query-")
+        # the permanent config may hold it already (an admin's, not reloaded): added only when
+        # missing, and a marker says so; the rollback removes from the permanent config only
+        # what the fix added there (it removed the admin's entry too)
+        marker = (f"{self._bdir}/firewalld-{re.sub(r'[^0-9A-Za-z.]+', '_', z + arg)}"
+                  ".permanent-added")
         return FixAction(
             id=nid(), target=node, kind="shell",
             command=(f"firewall-cmd --zone={q(z)} {q(arg)} && "
-                     f"firewall-cmd --permanent --zone={q(z)} {q(arg)}"),
+                     f"if firewall-cmd --permanent --zone={q(z)} {q(query)} >/dev/null 2>&1; "
+                     f"then :; else firewall-cmd --permanent --zone={q(z)} {q(arg)} && "
+                     f"mkdir -p -m 700 {q(self._bdir)} && : > {q(marker)}; fi"),
             why=f"firewalld drops {what}: open exactly that in zone {z} (runtime and permanent; "
                 "firewalld owns its nft table and would drop a raw rule on its next reload)",
             finding_codes=(f.code,),
             risk=f"zone {z} accepts {what}",
             rollback=rb("", f"firewall-cmd --zone={q(z)} {q(undo)}; "
-                            f"firewall-cmd --permanent --zone={q(z)} {q(undo)}",
-                        f"remove {arg[6:]} from zone {z} again"),
+                            f"if [ -e {q(marker)} ]; then firewall-cmd --permanent "
+                            f"--zone={q(z)} {q(undo)} && rm -f -- {q(marker)}; fi",
+                        f"remove {arg[6:]} from zone {z} again (from the permanent config "
+                        "only when the fix added it there)"),
             change={"what": f"firewalld zone {z}", "before": None, "after": arg},
             precondition=pre.absent_else_done(
                 f"firewall-cmd --zone={q(z)} {q(arg.replace('--add-', '--query-'))} "
