@@ -147,3 +147,36 @@ def test_a_hung_route_batch_is_killed_and_every_lookup_runs_alone(tmp_path) -> N
     rg = secs["route_get 127.0.0.1"]
     assert rg.rc == 0 and '"dst":"127.0.0.1"' in rg.stdout.replace(" ", ""), rg
     assert secs["ip_addr"].rc == 0 and secs["ip_route"].rc == 0
+
+
+SHELLS = [s for s in ("dash", "bash") if __import__("shutil").which(s)] + \
+    (["busybox sh"] if __import__("shutil").which("busybox") else [])
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_killed_and_crashed_sections_read_as_with_a_timeout_each(tmp_path, shell) -> None:
+    """A section killed at its deadline, one whose tool dies of a signal, one that exits 130:
+    the same exit status, stdout and stderr (the shell's own note on a killed command included:
+    dash and busybox print "Killed", "Segmentation fault" into the section's stderr as they did
+    for `timeout`; bash's note names a pid and a command line, taken out here)."""
+    import re
+
+    d = tmp_path / "bin"
+    _tool(d, "cfxtool-hang", "printf partial\nexec sleep 600\n")
+    _tool(d, "cfxtool-segv", "printf partial; echo msg >&2\nkill -SEGV $$\n")
+    _tool(d, "cfxtool-130", "echo m >&2; exit 130\n")
+    calls = [F._section_call(n, t, t) for n, t in (("h", "cfxtool-hang"), ("s", "cfxtool-segv"),
+                                                     ("x", "cfxtool-130"))]
+    got = []
+    for no_sleep in (False, True):
+        r = subprocess.run([*shell.split(), "-c", _script(d, calls, no_sleep)], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+        secs, complete, errors = F.split_sections(r.stdout, NONCE)
+        assert complete and not errors
+        got.append({k: (v.rc, v.stdout, re.sub(r"line \d+: +\d+ (\w[\w ]*?) {2,}.*", r"\1", v.stderr))
+                    for k, v in secs.items()})
+    assert got[0] == got[1]
+    assert got[0]["h"][0] == 137 and got[0]["s"][0] == 139 and got[0]["x"] == (130, "", "m\n")
+    if shell != "bash":
+        assert got[0]["h"][2] == "Killed\ncfx: timed out after 1s (killed)\n"
+        assert got[0]["s"][2] == "msg\nSegmentation fault\n"

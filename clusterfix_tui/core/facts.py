@@ -312,8 +312,17 @@ cfx_run() {
   if [ -n "$cfx_wd" ]; then
     "$@" <"$cfx_in" &
     cfx_p=$!; cfx_seq=$((cfx_seq+1)); printf '%s %s\n' "$cfx_seq" "$cfx_p" >"$T/wd"
-    wait "$cfx_p"; cfx_rc=$?
+    wait "$cfx_p" 2>/dev/null; cfx_rc=$?
     printf '%s -\n' "$cfx_seq" >"$T/wd"
+    # killed by a signal (rc 128+N; no section's tool exits with such a code itself): the shell's
+    # note on it ("Killed", "Segmentation fault"; bash: a line with a pid) is what the shell prints
+    # for a FOREGROUND command killed by that signal, as it did for `timeout` (which dies of its
+    # child's signal, core dumps off; its own SIGKILL at the deadline); a `sh` that kills itself
+    # with it, in the foreground, makes the shell print exactly that, where it did (or nothing).
+    # The shell's own note on the background command is left out: shells print it or not.
+    if [ "$cfx_rc" -gt 128 ] && [ "$cfx_rc" -le 192 ]; then
+      sh -c 'ulimit -c 0 2>/dev/null; kill -'"$((cfx_rc-128))"' $$' </dev/null
+    fi
   else
     $cfx_sto "$@" <"$cfx_in"; cfx_rc=$?
   fi
