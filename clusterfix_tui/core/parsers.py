@@ -8,6 +8,7 @@ tested on real output captured on this machine and in the lab (tests/data/) and 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 import shlex
@@ -571,6 +572,9 @@ class NftRuleset:
     rules: tuple[NftRule, ...] = ()  # see _LazyRules: decoded on first read when parsed lazily
     version: str | None = None
     errors: tuple[str, ...] = ()
+    # named sets of addresses: (family, table, name, elements as CIDRs, or None when they are
+    # not all read: an element nft -j gives in a form not understood here, a concatenation)
+    sets: tuple[tuple[str, str, str, tuple[str, ...] | None], ...] = ()
 
     def rules_in(self, family: str, table: str, chain: str) -> list[NftRule]:
         pending = self.__dict__.get("_pending")
@@ -680,7 +684,7 @@ def _modern_expr(x: Any) -> Any:
 def _modern_rules(rs: NftRuleset) -> NftRuleset:
     return NftRuleset(rs.tables, rs.chains, tuple(
         NftRule(r.family, r.table, r.chain, r.handle, tuple(_modern_expr(list(r.expr))),
-                r.comment) for r in rs.rules), rs.version, rs.errors)
+                r.comment) for r in rs.rules), rs.version, rs.errors, rs.sets)
 
 
 def _parse_nft_json_full(text: str) -> NftRuleset:
@@ -695,12 +699,42 @@ def _parse_nft_json_full(text: str) -> NftRuleset:
     tables: list[tuple[str, str]] = []
     chains: list[NftChain] = []
     rules: list[NftRule] = []
-    version = _nft_items(items, tables, chains, rules, None)
-    return NftRuleset(tuple(tables), tuple(chains), tuple(rules), version, tuple(errors))
+    sets: list[tuple[str, str, str, tuple[str, ...] | None]] = []
+    version = _nft_items(items, tables, chains, rules, None, sets)
+    return NftRuleset(tuple(tables), tuple(chains), tuple(rules), version, tuple(errors),
+                      tuple(sets))
+
+
+def _nft_set_elems(st: dict[str, Any]) -> tuple[str, ...] | None:
+    """A named set's elements as CIDRs (an address, a prefix, a range summarised, an element
+    with a timeout {"elem": {"val": ...}}); None when one is none of these or the set is not of
+    addresses (then it is 'not read')."""
+    if st.get("type") not in ("ipv4_addr", "ipv6_addr"):
+        return None
+    out: list[str] = []
+    elems = st.get("elem", [])
+    for e in elems if isinstance(elems, list) else [None]:
+        if isinstance(e, dict) and isinstance(e.get("elem"), dict):
+            e = e["elem"].get("val")
+        if isinstance(e, str):
+            out.append(e)
+        elif isinstance(e, dict) and isinstance(e.get("prefix"), dict):
+            out.append(f"{e['prefix'].get('addr')}/{e['prefix'].get('len')}")
+        elif isinstance(e, dict) and isinstance(e.get("range"), list) and len(e["range"]) == 2:
+            try:
+                a, b = (ipaddress.ip_address(str(x)) for x in e["range"])
+                out.extend(str(n) for n in ipaddress.summarize_address_range(a, b))  # type: ignore[arg-type]
+            except (ValueError, TypeError):
+                return None
+        else:
+            return None
+    return tuple(out)
 
 
 def _nft_items(items: list[Any], tables: list[tuple[str, str]], chains: list[NftChain],
-               rules: list[NftRule], version: str | None) -> str | None:
+               rules: list[NftRule], version: str | None,
+               sets: list[tuple[str, str, str, tuple[str, ...] | None]] | None = None
+               ) -> str | None:
     """Read decoded top-level items into tables/chains/rules; returns the version (the last
     metainfo's, else `version`)."""
     new_rule, new_chain = _new_nft_rule, _new_nft_chain
@@ -738,6 +772,10 @@ def _nft_items(items: list[Any], tables: list[tuple[str, str]], chains: list[Nft
         t = it.get("table")
         if isinstance(t, dict):
             tables.append((_s(t.get("family")) or "", _s(t.get("name")) or ""))
+        st = it.get("set")
+        if sets is not None and isinstance(st, dict):
+            sets.append((_s(st.get("family")) or "", _s(st.get("table")) or "",
+                         _s(st.get("name")) or "", _nft_set_elems(st)))
         c = it.get("chain")
         if isinstance(c, dict):
             chains.append(NftChain(_s(c.get("family")) or "", _s(c.get("table")) or "",
@@ -841,6 +879,7 @@ def _parse_nft_json_lazy(text: str) -> NftRuleset | None:
         (a, b) for a, b in zip(starts, starts[1:] + [end], strict=True)]
     tables: list[tuple[str, str]] = []
     chains: list[NftChain] = []
+    sets: list[tuple[str, str, str, tuple[str, ...] | None]] = []
     version: str | None = None
     blocks: list[tuple[tuple[str, str] | None, tuple[NftRule, ...], str | None]] = []
     for k, (a, b) in enumerate(pieces):
@@ -865,7 +904,7 @@ def _parse_nft_json_lazy(text: str) -> NftRuleset | None:
             return None
         n_tab = len(tables)
         rules: list[NftRule] = []
-        version = _nft_items(items, tables, chains, rules, version)
+        version = _nft_items(items, tables, chains, rules, version, sets)
         key = tables[n_tab] if k > 0 and len(tables) == n_tab + 1 else None
         if lazy is not None and (key is None or not _lazy_region_ok(lazy, key)):
             try:
@@ -873,7 +912,7 @@ def _parse_nft_json_lazy(text: str) -> NftRuleset | None:
             except ValueError:
                 return None
             n_tab = len(tables)
-            version = _nft_items(more, tables, chains, rules, version)
+            version = _nft_items(more, tables, chains, rules, version, sets)
             lazy = None
             if len(tables) != n_tab:
                 return None  # a table inside another's items: not nft's layout
@@ -881,6 +920,7 @@ def _parse_nft_json_lazy(text: str) -> NftRuleset | None:
     rs = object.__new__(NftRuleset)
     d = rs.__dict__
     d["tables"], d["chains"], d["version"], d["errors"] = tuple(tables), tuple(chains), version, ()
+    d["sets"] = tuple(sets)
     if any(bl[2] is not None for bl in blocks):
         d["_pending"] = _PendingRules(blocks)
     else:

@@ -232,6 +232,7 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
     evidence: list[str] = []
     flows_hit: dict[str, str] = {}
     policy_chains: set[str] = set()
+    blocklists: dict[tuple[str, str], tuple[str, list[str]]] = {}
     for h in hs:
         hit, flow = h["hit"], h["flow"]
         b, table, fam = h["backend"], h["table"], h["family"]
@@ -254,6 +255,15 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
         if flow.name not in [x["name"] for x in r["flows"]]:
             r["flows"].append(flow.to_dict())
         flows_hit[flow.name] = flow.describe
+        if hit.blocklists and not (b in ("legacy", "nft") and table != "filter"
+                                   and hit.kind == "rule"):
+            # a drop of a set's addresses (a blocklist) comes first on this flow's path: the
+            # accept at the top of the base chain would let the set's addresses in too
+            for chain_, rule_, why_ in hit.blocklists:
+                bl = blocklists.setdefault((chain_, rule_), (why_, []))
+                if flow.describe not in bl[1]:
+                    bl[1].append(flow.describe)
+            continue
         # the narrow accept: at the top of the hook's base chain of the same table (DOCKER-USER
         # for forwarded traffic on docker hosts: docker jumps there first and keeps it on restart)
         chain = hit.base_chain
@@ -316,6 +326,11 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                         + ", ".join(sorted(policy_chains)[:4]) + "): an ACCEPT for forwarded pod "
                         "traffic ahead of the dropping rule would bypass them, so none is planned; "
                         "delete or narrow the rule (opt-in: delete it)")
+    for (chain_, rule_), (why_, names_) in blocklists.items():
+        evidence.append(f"{rule_}  [chain {chain_}] drops the addresses of a set ({why_}) "
+                        f"before this: not blamed for {', '.join(names_)}, and no accept is "
+                        "planned at the top of the chain (it would let those addresses in); "
+                        "open the flow after that rule by hand, or opt in to deleting the drop")
     if fw.get("running"):
         evidence.append(f"firewalld is running (zone {fw.get('zone') or '?'})")
     policy = code == "FIREWALL_POLICY_DROP"

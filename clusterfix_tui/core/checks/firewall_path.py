@@ -105,6 +105,10 @@ class Hit:
     path: tuple[str, ...] = ()  # chains walked to get there
     match: str = "full"  # "full" | "partial"
     json: str = ""  # nft: the rule's JSON as `nft -j -a list` prints it (from "handle" on)
+    # drops of a set's addresses (blocklists: fail2ban's ipsets, crowdsec's nft sets) the flow
+    # passed before this one, not blamed (see _OP_SET): an accept at the top of the base chain
+    # would run ahead of them and let the set's addresses in: (chain, rule, why) each
+    blocklists: tuple[tuple[str, str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "chain": self.chain, "base_chain": self.base_chain,
@@ -598,7 +602,7 @@ def match_iptables_rule(rule: Rule, flow: Flow) -> int:
 
 # what a rule's matches test, read once per rule (`compile_iptables_rule`), then answered per flow
 (_OP_PROTO, _OP_SADDR, _OP_DADDR, _OP_IIF, _OP_OIF, _OP_DPORT, _OP_CTSTATE, _OP_CTSTATUS,
- _OP_LOCAL, _OP_SYN, _OP_PARTIAL, _OP_RPF_FAIL, _OP_NEVER) = range(13)
+ _OP_LOCAL, _OP_SYN, _OP_PARTIAL, _OP_RPF_FAIL, _OP_NEVER, _OP_SET) = range(14)
 # match modules that only match packets carrying an IPv6 extension header no cluster flow has:
 # rt (a Routing header; ufw6's "-m rt --rt-type 0 -j DROP" drops RH0, deprecated by RFC 5095)
 _NEVER_MODULES = frozenset(("rt",))
@@ -650,6 +654,11 @@ def compile_iptables_rule(args: tuple[str, ...]) -> Ops:
             if t in ("-m", "--match") and val in _NEVER_MODULES:
                 # whatever its options say (negated or not), the rule needs that header
                 kind = _OP_NEVER
+        elif t == "--match-set" and i + 2 < n and \
+                toks[i + 2].split(",")[0] in ("src", "dst"):
+            # -m set --match-set NAME src|dst[,...]: the first flag says which address of the
+            # packet is looked up in the ipset (whose elements are not read: _OP_SET)
+            kind, operand, step = _OP_SET, (val, toks[i + 2]), 3
         elif rpf and t in ("--invert", "--loose", "--validmark", "--accept-local"):
             kind = _OP_RPF_FAIL if t == "--invert" else None
             step = 1
@@ -711,13 +720,27 @@ def _match_ops(ops: Ops, flow: Flow) -> int:
             v = NONE
         elif kind == _OP_RPF_FAIL:
             v = NONE
-        else:
+        else:  # _OP_SET too: an ipset's elements are not read (see _set_gate)
+
             v = PARTIAL
         if neg:
             v = _not(v)
         if v < out:
             out = v
     return out
+
+
+def _set_gate(ops: Ops) -> str | None:
+    """The ipset a rule looks an address up in (`-m set --match-set NAME src|dst`, not negated),
+    else None. Its elements are not read (no ipset listing): the lookup is PARTIAL for every
+    flow, but a DROP/REJECT behind it (in the rule, or in the chain it jumps to) drops the
+    set's addresses: a blocklist (fail2ban's f2b-*, crowdsec's, an admin's), not blamed for the
+    cluster's flows (Hit.blocklists). `! --match-set` (every address not in an allowlist) is a
+    drop like any other."""
+    for k, operand, neg in ops:
+        if k == _OP_SET and not neg:
+            return str(operand[0])
+    return None
 
 
 def _own_chain(chain: str) -> bool:
@@ -818,9 +841,12 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
     by = index if index is not None else _index(table)
     comp = compiled if compiled is not None else {}
     steps = [0]
+    passed: list[tuple[str, str, str]] = []  # set-gated drops the flow passed (Hit.blocklists)
 
-    def walk(chain: str, path: tuple[str, ...], depth: int) -> tuple[str, Hit | None]:
-        """("accept"|"return"|"hit"|"continue", hit)"""
+    def walk(chain: str, path: tuple[str, ...], depth: int,
+             gate: str | None = None) -> tuple[str, Hit | None]:
+        """("accept"|"return"|"hit"|"continue", hit). `gate`: the ipset the jump here looked
+        the address up in (its drops are a blocklist's)."""
         if depth > 64:
             return "continue", None
         partial_accepts: list[Rule] = []  # ACCEPTs of this chain that matched part of the flow
@@ -846,13 +872,18 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
                     continue
                 if any(_accept_covers(a, r, flow) for a in partial_accepts):
                     continue
+                g = gate or _set_gate(ops)
+                if g is not None:
+                    passed.append((chain, r.spec, f"ipset {g}: its elements are not read"))
+                    continue
                 return "hit", Hit("rule", chain, base, tgt, r.spec, None, (*path, chain),
-                                  "full" if m == FULL else "partial")
+                                  "full" if m == FULL else "partial",
+                                  blocklists=tuple(passed))
             elif tgt == "RETURN":
                 if m == FULL:
                     return "return", None
             elif tgt in table.chains and tgt not in path and tgt != chain:
-                res, hit = walk(tgt, (*path, chain), depth + 1)
+                res, hit = walk(tgt, (*path, chain), depth + 1, gate or _set_gate(ops))
                 if res == "hit":
                     return res, hit
                 if res == "accept" and m == FULL:
@@ -868,7 +899,8 @@ def evaluate_iptables(table: Table, base: str, flow: Flow,
     if res == "accept":
         return None
     if (table.chains.get(base) or "").upper() == "DROP":
-        return Hit("policy", base, base, "DROP", f"-P {base} DROP", None, (base,), "full")
+        return Hit("policy", base, base, "DROP", f"-P {base} DROP", None, (base,), "full",
+                   blocklists=tuple(passed))
     return None
 
 
@@ -915,7 +947,11 @@ def _nft_cidrs(right: Any) -> list[str]:
     return out
 
 
-def match_nft_expr(m: dict[str, Any], flow: Flow) -> int:
+def match_nft_expr(m: dict[str, Any], flow: Flow,
+                   sets: dict[str, tuple[str, ...] | None] | None = None) -> int:
+    """`sets`: the table's named address sets (name -> elements, None: not read). A lookup in a
+    set (`ip saddr @blocklist`) matches by the set's elements when they are read, else PARTIAL
+    (evaluate_nft does not blame a drop behind a lookup it could not read: a blocklist)."""
     op = str(m.get("op", "=="))
     left, right = m.get("left"), m.get("right")
     neg = op == "!="
@@ -936,7 +972,13 @@ def match_nft_expr(m: dict[str, Any], flow: Flow) -> int:
             if proto != flow.family:
                 return NONE
             nets = flow.saddrs if fld == "saddr" else flow.daddrs
-            v = match_addr(nets, flow.family, _nft_cidrs(right))
+            if isinstance(right, str) and right.startswith("@"):
+                elems = (sets or {}).get(right[1:])
+                if elems is None:
+                    return PARTIAL
+                v = match_addr(nets, flow.family, list(elems)) if elems else NONE
+            else:
+                v = match_addr(nets, flow.family, _nft_cidrs(right))
         elif proto in ("icmp", "icmpv6", "ip6", "ip"):
             if proto in ("ip", "icmp") and flow.family != "ip":
                 return NONE
@@ -991,16 +1033,31 @@ def nft_verdict(rule: NftRule) -> tuple[str | None, str | None]:
     return None, None
 
 
-def match_nft_rule(rule: NftRule, flow: Flow) -> int:
+def match_nft_rule(rule: NftRule, flow: Flow,
+                   sets: dict[str, tuple[str, ...] | None] | None = None) -> int:
     res: list[int] = []
     for e in rule.expr:
         if not isinstance(e, dict) or not e:
             continue
         if isinstance(e.get("match"), dict):
-            res.append(match_nft_expr(e["match"], flow))
+            res.append(match_nft_expr(e["match"], flow, sets))
         elif "xt" in e or "vmap" in e:
             res.append(PARTIAL)
     return _and(*res)
+
+
+def _nft_set_lookup(rule: NftRule) -> str | None:
+    """The name of the first address set the rule looks up (`ip saddr @x`, not `!=`), else None."""
+    for e in rule.expr:
+        m = e.get("match") if isinstance(e, dict) else None
+        if not isinstance(m, dict) or str(m.get("op", "==")) not in ("==", "in"):
+            continue
+        left, right = m.get("left"), m.get("right")
+        if isinstance(right, str) and right.startswith("@") and isinstance(left, dict) and \
+                isinstance(left.get("payload"), dict) and \
+                left["payload"].get("field") in ("saddr", "daddr"):
+            return right[1:]
+    return None
 
 
 def nft_applies(chain: NftChain, flow: Flow) -> bool:
@@ -1015,9 +1072,12 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
     fam, tab = base.family, base.table
     own_table = (fam, tab) in OWN_NFT_TABLES
     names = {c.name for c in rs.chains if c.family == fam and c.table == tab}
+    sets = {n: el for f_, t_, n, el in getattr(rs, "sets", ()) if f_ == fam and t_ == tab}
     steps = [0]
+    passed: list[tuple[str, str, str]] = []  # set-gated drops the flow passed (Hit.blocklists)
 
-    def walk(chain: str, path: tuple[str, ...], depth: int) -> tuple[str, Hit | None]:
+    def walk(chain: str, path: tuple[str, ...], depth: int,
+             gate: str | None = None) -> tuple[str, Hit | None]:
         if depth > 64:
             return "continue", None
         for r in by.get((fam, tab, chain), ()):
@@ -1027,8 +1087,14 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
             verdict, tgt = nft_verdict(r)
             if verdict is None:
                 continue
-            m = match_nft_rule(r, flow)
+            m = match_nft_rule(r, flow, sets)
+            name = _nft_set_lookup(r) if verdict in ("drop", "reject", "jump", "goto") else None
             if m == NONE:
+                if name is not None and verdict in ("drop", "reject") and \
+                        not (_own_chain(chain) or own_table) and \
+                        sets.get(name) is not None and match_nft_rule(r, flow) != NONE:
+                    # the set is read and holds none of the flow's addresses: a blocklist
+                    passed.append((chain, r.render(), f"set @{name}: no cluster address in it"))
                 continue
             if verdict == "accept":
                 if m == FULL:
@@ -1036,14 +1102,19 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
             elif verdict in ("drop", "reject"):
                 if _own_chain(chain) or own_table:
                     continue
+                g = gate or (name if name is not None and sets.get(name) is None else None)
+                if g is not None:
+                    passed.append((chain, r.render(), f"set @{g}: its elements are not read"))
+                    continue
                 return "hit", Hit("rule", chain, base.name, verdict.upper(), r.render(), r.handle,
                                   (*path, chain), "full" if m == FULL else "partial",
-                                  nft_rule_json(r))
+                                  nft_rule_json(r), tuple(passed))
             elif verdict == "return":
                 if m == FULL:
                     return "return", None
             elif verdict in ("jump", "goto") and tgt in names and tgt not in path and tgt != chain:
-                res, hit = walk(tgt, (*path, chain), depth + 1)
+                res, hit = walk(tgt, (*path, chain), depth + 1, gate or (
+                    name if name is not None and sets.get(name) is None else None))
                 if res == "hit":
                     return res, hit
                 if res == "accept" and m == FULL:
@@ -1058,7 +1129,8 @@ def evaluate_nft(rs: NftRuleset, base: NftChain, flow: Flow,
     if res == "accept":
         return None
     if (base.policy or "").lower() == "drop":
-        return Hit("policy", base.name, base.name, "DROP", "policy drop", None, (base.name,), "full")
+        return Hit("policy", base.name, base.name, "DROP", "policy drop", None, (base.name,), "full",
+                   blocklists=tuple(passed))
     return None
 
 

@@ -1,0 +1,183 @@
+"""Real node outputs, fourth pass: blocklist sets (crowdsec's nft sets, fail2ban's ipsets) in the
+cluster's flow path. A drop of a set's addresses is blamed for a cluster flow only when the set is
+read and holds cluster addresses; and no accept is planned at the top of a chain ahead of such a
+drop (it would let the blocklisted addresses in)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterfix_tui.core import parsers as P
+from clusterfix_tui.core.checks import firewall
+from clusterfix_tui.core.checks import firewall_path as fp
+from clusterfix_tui.core.facts import NodeFacts
+from tests.test_realworld import (
+    BY_FILE,
+    _Diag,
+    _ds,
+    _snapshot,
+    _with_shape,
+    facts_with,
+    text,
+)
+
+IP_A, IP_B = "10.0.0.11", "10.0.0.12"
+
+
+def _nodes() -> list[dict[str, Any]]:
+    return [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+             "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+            for n, c, a in (("node-a", "10.244.0.0/24", IP_A), ("node-b", "10.244.1.0/24", IP_B))]
+
+
+def _flannel_node(**kw: Any) -> tuple[Any, NodeFacts]:
+    """SYNTHESISED: a two-node flannel cluster (10.244.0.0/16), node-a 10.0.0.11 on eth0."""
+    f = facts_with(subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16"},
+                   addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": IP_A,
+                                                            "prefixlen": 24}]}], **kw)
+    snap = _with_shape(_snapshot(_nodes(), (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)),
+                       {"node-a": f})
+    return snap, f
+
+
+def _plan(findings: list[Any], f: NodeFacts, snap: Any) -> tuple[Any, set[str]]:
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import check_rollbacks, default_approved
+
+    plan = get_step("host_network").plan(_Diag(findings, {"node-a": f}, snap))
+    assert check_rollbacks(plan) == []
+    return plan, set(default_approved(plan))
+
+
+def _crowdsec(json_text: str) -> tuple[Any, NodeFacts, list[Any]]:
+    rs = P.parse_nft_json(json_text)
+    assert not rs.errors
+    snap, f = _flannel_node(nft_ruleset=rs)
+    return snap, f, firewall.check(snap, {"node-a": f})
+
+
+def test_crowdsec_blocklist_set_is_read_and_not_blamed():
+    """A host firewall keeping crowdsec's blocklists in its own input chain (policy drop; the
+    sets' elements are in `nft -j`): the set holds no cluster address, so its drop is not blamed:
+    the input policy drop is the finding, and no accept is planned at the top of the chain (it
+    would run ahead of the blocklist); the evidence names the set. Old code: FIREWALL_REJECT on
+    `ip saddr @crowdsec-blacklists drop` (a set lookup was 'part of every flow') and the
+    default plan inserted the port accepts ahead of it."""
+    s = BY_FILE["crowdsec-nft-inet-input-policy-drop.nft.json"]
+    snap, f, xs = _crowdsec(text(s["file"]))
+    assert [x.code for x in xs] == s["expect"]["findings"], [(x.code, x.evidence) for x in xs]
+    (x,) = xs
+    assert sorted(x.data.flows) == s["expect"]["flows"]
+    assert x.data.accepts == []
+    assert any("@crowdsec-blacklists" in ev and "no cluster address in it" in ev
+               for ev in x.evidence), x.evidence
+    plan, approved = _plan(xs, f, snap)
+    assert not [a.command for a in plan.actions if a.id in approved
+                and "nft insert rule" in a.command]
+    assert ("inet", "yunpanel", "crowdsec-blacklists", ("198.51.100.10", "203.0.113.50")) in \
+        f.nft_ruleset.sets
+
+
+def test_crowdsec_blocklist_holding_a_peer_is_blamed():
+    """The same ruleset with a peer node's address banned (SYNTHESISED: 203.0.113.50 replaced by
+    node-b's 10.0.0.12): the set's drop now takes part of the cluster's flows from that peer: it
+    is the finding (FIREWALL_REJECT), as any drop of cluster addresses."""
+    s = BY_FILE["crowdsec-nft-inet-input-policy-drop.nft.json"]
+    snap, f, xs = _crowdsec(text(s["file"]).replace("203.0.113.50", IP_B))
+    rej = [x for x in xs if x.code == "FIREWALL_REJECT"]
+    assert rej and any("ip saddr @crowdsec-blacklists drop" in r["rule"]
+                       for r in rej[0].data.rules), [(x.code, x.evidence) for x in xs]
+
+
+def _ipt_node(rules: list[str], policy: str = "DROP") -> tuple[Any, NodeFacts, list[Any]]:
+    save = "\n".join(["*filter", f":INPUT {policy} [0:0]", ":FORWARD ACCEPT [0:0]",
+                      ":OUTPUT ACCEPT [0:0]", *rules, "COMMIT", ""])
+    snap, f = _flannel_node(
+        plain_save=P.parse_iptables_save(save),
+        iptables_version=P.parse_iptables_version("iptables v1.8.7 (legacy)"),
+        binaries={"iptables": "/sbin/iptables", "iptables-save": "/sbin/iptables-save"})
+    return snap, f, firewall.check(snap, {"node-a": f})
+
+
+def _command_rule(name: str) -> str:
+    """The quoted `iptables -I INPUT [1] ...` command as an iptables-save line."""
+    words = text(name).split()
+    k = words.index("-I")
+    rest = words[k + 2:]
+    if rest and rest[0].isdigit():
+        rest = rest[1:]
+    return "-A INPUT " + " ".join(rest)
+
+
+def test_fail2ban_ipset_drop_is_not_blamed_and_nothing_goes_ahead_of_it():
+    """fail2ban's ipset drop first in INPUT (its elements are not read: no ipset listing), INPUT
+    policy DROP with ssh allowed (SYNTHESISED wrapper). Not blamed (old code: FIREWALL_REJECT on
+    it, `-m set --match-set` being an unknown option, i.e. part of every flow); the policy is
+    the finding and no ACCEPT is planned at the top of INPUT, ahead of the ban list."""
+    for name in ("fail2ban-ipset-global-drop-command.txt",
+                 "nixos-fail2ban-banned-whitelist-command.txt"):
+        s = BY_FILE[name]
+        snap, f, xs = _ipt_node([_command_rule(name), "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"])
+        assert [x.code for x in xs] == s["expect"]["findings"], [(x.code, x.evidence) for x in xs]
+        assert xs[0].data.accepts == []
+        assert any("elements are not read" in ev for ev in xs[0].evidence), xs[0].evidence
+        plan, approved = _plan(xs, f, snap)
+        assert not [a.command for a in plan.actions if a.id in approved
+                    and " -I INPUT" in a.command], [a.command for a in plan.actions]
+        # the same rule alone, INPUT policy ACCEPT: nothing at all (old code: FIREWALL_REJECT)
+        _, _, xs = _ipt_node([_command_rule(name)], "ACCEPT")
+        assert xs == [], [(x.code, x.evidence) for x in xs]
+
+
+def test_set_lookups_against_cluster_flows():
+    """The matcher: a lookup in an ipset (not read) or an nft set not read is PARTIAL (an
+    accept behind it never passes a flow); an nft set whose elements are read decides by them.
+    The walk does not blame a drop behind an unread lookup (a blocklist) and keeps it as one."""
+    kubelet = fp.Flow("kubelet", "input", "ip", "kubelet", "tcp", (10250, 10250),
+                      (f"{IP_B}/32",), (f"{IP_A}/32",), ("eth0",), None)
+
+    def ipt(spec: str) -> int:
+        return fp.match_iptables_rule(P.Rule("filter", "INPUT", spec, "DROP",
+                                             tuple(spec.split())), kubelet)
+    assert ipt("-m set --match-set f2b-x src -j DROP") == fp.PARTIAL
+    assert ipt("-m set ! --match-set trusted src -j DROP") == fp.PARTIAL
+    assert ipt("-p udp -m set --match-set f2b-x src -j DROP") == fp.NONE
+    m = {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@bl"}
+    assert fp.match_nft_expr(m, kubelet) == fp.PARTIAL  # not read
+    assert fp.match_nft_expr(m, kubelet, {"bl": ("203.0.113.0/24",)}) == fp.NONE
+    assert fp.match_nft_expr(m, kubelet, {"bl": (IP_B,)}) == fp.FULL
+    assert fp.match_nft_expr(m, kubelet, {"bl": ()}) == fp.NONE
+    assert fp.match_nft_expr(dict(m, op="!="), kubelet) == fp.PARTIAL
+
+
+def check_blocklist(s: dict[str, Any]) -> None:
+    """test_realworld's per-sample entry point for this file's samples."""
+    if s["file"].endswith(".nft.json"):
+        test_crowdsec_blocklist_set_is_read_and_not_blamed()
+        test_crowdsec_blocklist_holding_a_peer_is_blamed()
+    else:
+        test_fail2ban_ipset_drop_is_not_blamed_and_nothing_goes_ahead_of_it()
+
+
+def test_walk_keeps_blocklists_and_blames_allowlists():
+    """evaluate_iptables: a DROP behind `--match-set X src` (in the rule, or in the chain a
+    set-gated jump leads to: fail2ban's older f2b-<jail> chains) is not the hit but is kept in
+    Hit.blocklists; `! --match-set` (drop what an allowlist lacks) is the hit (SYNTHESISED
+    tables of the quoted rules' forms)."""
+    kubelet = fp.Flow("kubelet", "input", "ip", "kubelet", "tcp", (10250, 10250),
+                      (f"{IP_B}/32",), (f"{IP_A}/32",), ("eth0",), None)
+    t = P.parse_iptables_save(
+        "*filter\n:INPUT DROP [0:0]\n:f2b-sshd - [0:0]\n"
+        "-A INPUT -m set --match-set f2b-sshd src -j f2b-sshd\n"
+        "-A INPUT -m set --match-set f2b-global src -j DROP\n"
+        "-A f2b-sshd -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n").table("filter")
+    hit = fp.evaluate_iptables(t, "INPUT", kubelet)
+    assert hit is not None and hit.kind == "policy"
+    assert [b[1] for b in hit.blocklists] == [
+        "-A f2b-sshd -j REJECT --reject-with icmp-port-unreachable",
+        "-A INPUT -m set --match-set f2b-global src -j DROP"]
+    t = P.parse_iptables_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n"
+        "-A INPUT -m set ! --match-set trusted src -j DROP\nCOMMIT\n").table("filter")
+    hit = fp.evaluate_iptables(t, "INPUT", kubelet)
+    assert hit is not None and hit.kind == "rule" and hit.blocklists == ()
