@@ -270,3 +270,21 @@ def test_nat_gaps_of_a_whole_kube_proxy_table() -> None:
                       *(r.spec for r in whole.rules if r.chain != "KUBE-MARK-MASQ"), "COMMIT", ""])
     no_mark = parse_iptables_save(text).table("nat")
     assert _nat_gaps(snap, no_mark, 4) == ["-A KUBE-MARK-MASQ -j MARK"]
+
+
+def test_a_foreign_verdict_in_kube_proxys_service_chains_is_a_gap() -> None:
+    """`iptables -t nat -I KUBE-NODEPORTS -p tcp --dport 30096 -j RETURN`: the NodePort skips
+    kube-proxy's DNAT; kube-proxy's next sync (its restart) flushes and rewrites the chain."""
+    from clusterfix_tui.core.checks.iptables import _nat_gaps
+    from clusterfix_tui.core.parsers import parse_iptables_save
+    from clusterfix_tui.core.snapshot import ClusterSnapshot
+
+    d = _replay("kube-proxy-nat-gaps")
+    whole = d.facts["node-2"].nft_nat.table("nat")
+    ret = "-A KUBE-NODEPORTS -p tcp -m tcp --dport 30096 -j RETURN"
+    lines = [f":{c} {p or '-'} [0:0]" for c, p in whole.chains.items()]
+    text = "\n".join(["*nat", *lines, ret, *(r.spec for r in whole.rules), "COMMIT", ""])
+    t = parse_iptables_save(text).table("nat")
+    assert _nat_gaps(ClusterSnapshot(), t, 4) == [f"foreign {ret}"]
+    # kube-proxy's own RETURN (KUBE-POSTROUTING's unmarked packets) is not one
+    assert any(r.target == "RETURN" and r.chain == "KUBE-POSTROUTING" for r in whole.rules)

@@ -987,6 +987,14 @@ def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
     if "KUBE-MARK-MASQ" in nat.chains and \
             not any(r.target == "MARK" for r in nat.rules_in("KUBE-MARK-MASQ")):
         gaps.append("-A KUBE-MARK-MASQ -j MARK")  # nothing marked: nothing masqueraded
+    # a verdict kube-proxy never writes in its iptables-mode Service chains (an admin's `-I
+    # KUBE-NODEPORTS ... -j RETURN`): the traffic it matches skips kube-proxy's DNAT. These chains
+    # are declared (so flushed and rewritten) by every kube-proxy sync: its restart removes it
+    for r in nat.rules:
+        if r.target in ("RETURN", "ACCEPT", "DROP", "REJECT") and (
+                r.chain in ("KUBE-SERVICES", "KUBE-NODEPORTS")
+                or r.chain.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-SEP-"))):
+            gaps.append(f"foreign {r.spec}")
     ports = _nodeport_ports(snapshot, version)
     if ports and "KUBE-NODEPORTS" in nat.chains:
         if not any(r.target == "KUBE-NODEPORTS" for r in nat.rules_in("KUBE-SERVICES")):
@@ -1022,10 +1030,12 @@ def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live:
         ip = "ip6tables" if version == 6 else "iptables"
         for g in gaps:
             missing.append(g if version == 4 else f"{g} (IPv6)")
-            evidence.append(f"{save_label(live, 'nat', version, facts)}: no {g}"
-                            if not g.startswith("chain ") else
-                            f"{save_label(live, 'nat', version, facts)}: no {g} in *nat "
-                            f"(KUBE-SERVICES is there)")
+            label = save_label(live, 'nat', version, facts)
+            evidence.append(f"{label}: {g[len('foreign '):]} (a verdict kube-proxy never writes "
+                            "there: the traffic it matches skips kube-proxy)"
+                            if g.startswith("foreign ") else
+                            f"{label}: no {g}" if not g.startswith("chain ") else
+                            f"{label}: no {g} in *nat (KUBE-SERVICES is there)")
         if gaps and version == 6:
             evidence.append(f"({ip}: kube-proxy's IPv6 proxier)")
     if not missing:
@@ -1043,8 +1053,10 @@ def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live:
                      "gone (" + "; ".join(missing) + "): without the jumps from PREROUTING/OUTPUT "
                      "no ClusterIP or NodePort is translated on this node, without KUBE-NODEPORTS' "
                      "rule a NodePort is not, without KUBE-POSTROUTING's MASQUERADE a NodePort "
-                     "routed to another node's pod gets no reply. kube-proxy re-adds them only on "
-                     "a full sync (at start; from 1.28 otherwise once an hour): restart it."),
+                     "routed to another node's pod gets no reply; a foreign RETURN/ACCEPT in its "
+                     "Service chains sends what it matches past kube-proxy. kube-proxy re-adds "
+                     "the jumps only on a full sync (at start; from 1.28 otherwise once an hour) "
+                     "and rewrites its Service chains whole on every sync: restart it."),
         reference=REF_KUBE_PROXY, step="pods",
         data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
                             missing),
