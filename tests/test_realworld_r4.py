@@ -181,3 +181,47 @@ def test_walk_keeps_blocklists_and_blames_allowlists():
         "-A INPUT -m set ! --match-set trusted src -j DROP\nCOMMIT\n").table("filter")
     hit = fp.evaluate_iptables(t, "INPUT", kubelet)
     assert hit is not None and hit.kind == "rule" and hit.blocklists == ()
+
+
+def _docker_nft(policy: str) -> tuple[Any, NodeFacts, list[Any]]:
+    from clusterfix_tui.core.checks import run_checks
+
+    raw = text("moby-nftables-new-daemon-docker-bridges.nft.json")
+    if policy == "drop":
+        # moby's doc: "For IPv4, the policy is `drop` if the sysctl net.ipv4.ip_forward was
+        # not set to '1', and the daemon set it itself" (SYNTHESISED: that policy)
+        raw = raw.replace('"hook": "forward", "prio": 0, "policy": "accept"',
+                          '"hook": "forward", "prio": 0, "policy": "drop"')
+        assert '"policy": "drop"' in raw
+    snap, f = _flannel_node(nft_ruleset=P.parse_nft_json(raw))
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == []
+    return snap, f, findings
+
+
+def check_docker_nft(s: dict[str, Any]) -> None:
+    test_docker_nftables_backend_table_is_dockers()
+
+
+def test_docker_nftables_backend_table_is_dockers():
+    """Docker 29's nftables firewall backend (`table ip docker-bridges`, moby's generated doc of a
+    new daemon, made into JSON by the real nft): as published (filter-FORWARD policy accept)
+    nothing is found on a flannel node; with the policy dockerd sets when it enabled IP
+    forwarding itself (drop), FORWARD_DROP says the table is docker's and how to fix it, and no
+    step plans anything into docker's table (dockerd rewrites it; there is no DOCKER-USER
+    there). Old code: `nft insert rule ip docker-bridges filter-FORWARD ... accept` by default,
+    and the opt-in policy flip in docker's chain."""
+    from clusterfix_tui.core.fixes import get_step
+
+    _, _, xs = _docker_nft("accept")
+    assert [x.code for x in xs if x.code.startswith(("FORWARD_", "FIREWALL_"))] == []
+    snap, f, xs = _docker_nft("drop")
+    fwd = [x for x in xs if x.code == "FORWARD_DROP"]
+    assert len(fwd) == 1 and "docker-bridges" in fwd[0].title, [(x.code, x.title) for x in xs]
+    assert any("ip-forward-no-drop" in ev for ev in fwd[0].evidence), fwd[0].evidence
+    for step in ("iptables", "host_network"):
+        plan = get_step(step).plan(_Diag(xs, {"node-a": f}, snap))
+        assert not [a.command for a in plan.actions if "docker-bridges" in a.command], \
+            [a.command for a in plan.actions]
+    plan = get_step("iptables").plan(_Diag(xs, {"node-a": f}, snap))
+    assert any("docker's own table" in n for n in plan.notes), plan.notes

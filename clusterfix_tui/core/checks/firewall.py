@@ -23,6 +23,8 @@ from clusterfix_tui.core.checks._common import (
     save_label,
 )
 from clusterfix_tui.core.checks.firewall_path import (
+    DOCKER_NFT_FIX,
+    DOCKER_NFT_TABLES,
     ClusterHosts,
     Flow,
     cluster_flows,
@@ -233,6 +235,7 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
     flows_hit: dict[str, str] = {}
     policy_chains: set[str] = set()
     blocklists: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    docker_tables: set[str] = set()
     for h in hs:
         hit, flow = h["hit"], h["flow"]
         b, table, fam = h["backend"], h["table"], h["family"]
@@ -302,6 +305,8 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
             accepts.setdefault(akey, {**extra, "backend": b, "table": table, "chain": chain,
                                       "spec": spec, "flow": flow.name, "hook": flow.hook,
                                       "describe": flow.describe, "family": fam})
+        elif (fam, table) in DOCKER_NFT_TABLES:
+            docker_tables.add(f"{fam} {table}")
         else:
             expr = nft_accept_expr(flow, fam)
             akey = (b, fam, table, chain, tuple(expr))
@@ -331,6 +336,9 @@ def _finding(code: str, node: str, f: NodeFacts, hs: list[dict[str, Any]],
                         f"before this: not blamed for {', '.join(names_)}, and no accept is "
                         "planned at the top of the chain (it would let those addresses in); "
                         "open the flow after that rule by hand, or opt in to deleting the drop")
+    for dt in sorted(docker_tables):
+        evidence.append(f"nft table {dt} is docker's own (its nftables firewall backend): "
+                        + DOCKER_NFT_FIX)
     if fw.get("running"):
         evidence.append(f"firewalld is running (zone {fw.get('zone') or '?'})")
     policy = code == "FIREWALL_POLICY_DROP"

@@ -42,6 +42,14 @@ OWN_CHAIN_PREFIXES = ("KUBE-", "FLANNEL-", "CILIUM", "cali-", "WEAVE", "ANTREA")
 # <layer>-cali-*, the nft form of the cali-* chains; felix rewrites it)
 OWN_NFT_TABLES = {("ip", "kube-proxy"), ("ip6", "kube-proxy"), ("ip", "flannel-ipv4"),
                   ("ip6", "flannel-ipv6"), ("ip", "calico"), ("ip6", "calico")}
+# docker's own nft tables (docker 29+ with "firewall-backend": "nftables": `table ip|ip6
+# docker-bridges`, moby's nftables firewaller): dockerd rewrites them (and sets filter-FORWARD's
+# policy to drop when it enabled IP forwarding itself); there is no DOCKER-USER in them. Nothing
+# is ever planned into them (their drops are still found, as docker's iptables chains' are)
+DOCKER_NFT_TABLES = {("ip", "docker-bridges"), ("ip6", "docker-bridges")}
+DOCKER_NFT_FIX = ("dockerd rewrites it on restart, so nothing is planned there: set "
+                  "\"ip-forward-no-drop\": true in /etc/docker/daemon.json and restart docker "
+                  "(its filter-FORWARD policy then stays accept), or accept the flow there by hand")
 UNKNOWN_IF = "?"  # an interface whose name is not known
 NODEPORT_RANGE = (30000, 32767)
 DEFAULT_VXLAN_PORT = 8472

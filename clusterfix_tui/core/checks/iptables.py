@@ -31,7 +31,11 @@ from clusterfix_tui.core.checks._common import (
     reachable_chains,
     save_label,
 )
-from clusterfix_tui.core.checks.firewall_path import iptables_nft_base_chain
+from clusterfix_tui.core.checks.firewall_path import (
+    DOCKER_NFT_FIX,
+    DOCKER_NFT_TABLES,
+    iptables_nft_base_chain,
+)
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
@@ -435,14 +439,19 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                                for n in pod_networks(snapshot, facts, v)):
                 continue
             pod_net = ", ".join(n for v in vers for n in pod_networks(snapshot, facts, v))
+            docker = (ch.family, ch.table) in DOCKER_NFT_TABLES
             out.append(Finding(
                 code="FORWARD_DROP", severity="error", node=node,
                 title=f"nft chain {ch.family} {ch.table} {ch.name} drops forwarded traffic",
                 evidence=(f"nft list ruleset: table {ch.family} {ch.table} chain {ch.name}: "
                           f"type {ch.type} hook forward priority {ch.prio}; policy drop;",
-                          f"no accept for the pod network {pod_net} in it"),
+                          f"no accept for the pod network {pod_net} in it",
+                          *(("the table is docker's own (docker's nftables firewall backend: "
+                             "dockerd sets this policy to drop when it enabled IP forwarding "
+                             "itself); " + DOCKER_NFT_FIX,) if docker else ())),
                 explanation=("A native nftables table (not one of iptables-nft's) hooks forward "
-                             "with policy drop: every forwarded pod packet must also pass it."),
+                             "with policy drop: every forwarded pod packet must also pass it."
+                             + (" It is docker's: report only." if docker else "")),
                 reference=REF_FLANNEL_FWD, step="host_network",
                 data=ForwardDropData(
                     backend="nft-native", family=ch.family, table=ch.table, chain=ch.name,

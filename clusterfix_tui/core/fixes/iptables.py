@@ -26,6 +26,7 @@ import re
 import shlex
 from typing import Any
 
+from clusterfix_tui.core.checks.firewall_path import DOCKER_NFT_FIX, DOCKER_NFT_TABLES
 from clusterfix_tui.core.checks.iptables import (
     BackendConflictData,
     ForwardDropData,
@@ -499,7 +500,11 @@ class IptablesStep:
                     remember("remove_kube_chains", params, f)
             elif f.code == "FORWARD_DROP":
                 fd = f.data_as(ForwardDropData)
-                if fd.backend == "nft-native":
+                if fd.backend == "nft-native" and \
+                        (fd.family or "inet", fd.table) in DOCKER_NFT_TABLES:
+                    notes.append(f"{node}: nft {fd.family} {fd.table} {fd.chain} is docker's own "
+                                 f"table: {DOCKER_NFT_FIX}")
+                elif fd.backend == "nft-native":
                     remember("nft_chain_accept", {"family": fd.family or "inet",
                                                   "table": fd.table, "chain": fd.chain,
                                                   "pod_network": fd.pod_network}, f)
