@@ -225,3 +225,35 @@ def test_docker_nftables_backend_table_is_dockers():
             [a.command for a in plan.actions]
     plan = get_step("iptables").plan(_Diag(xs, {"node-a": f}, snap))
     assert any("docker's own table" in n for n in plan.notes), plan.notes
+
+
+def test_unknown_cni_gets_no_vxlan_flows_without_flannel_1():
+    """A cluster whose CNI is not known (no DaemonSet recognised, no flannel annotations: EKS,
+    AKS or GKE with a CNI outside the cluster's DaemonSets, SYNTHESISED two nodes): flannel's
+    VXLAN flows are not assumed (old code: an unknown CNI was taken for flannel, so udp/8472
+    accepts were planned on clusters that never use VXLAN); with a flannel.1 VXLAN device on
+    the node (flanneld run under systemd) they are. The DaemonSets of the Amazon VPC CNI and
+    Azure CNS are recognised (their samples), ovn-kubernetes by its DaemonSet's name/label and
+    GKE Dataplane V2 by anetd's name."""
+    from clusterfix_tui.core.checks.firewall_path import cluster_flows
+    from clusterfix_tui.core.shape import classify_daemonset
+
+    snap = _with_shape(_snapshot(_nodes(), ()), {})
+    assert snap.shape.cni == "unknown"
+    names = {fl.name for fl in cluster_flows(snap, "node-a", facts_with())}
+    assert names == {"kubelet", "nodeport", "pods-forward", "to-pods-forward"}, names
+    f = facts_with(links=({"ifname": "flannel.1", "linkinfo": {"info_kind": "vxlan",
+                                                               "info_data": {"port": 8472}}},))
+    assert {"vxlan-in", "vxlan-out"} <= {fl.name for fl in cluster_flows(snap, "node-a", f)}
+    # INPUT policy DROP on such a node: no VXLAN accept planned
+    snap2, f2, xs = _ipt_node(["-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"])
+    snap2 = _with_shape(_snapshot(_nodes(), ()), {"node-a": f2})
+    xs = firewall.check(snap2, {"node-a": f2})
+    assert [x.code for x in xs] == ["FIREWALL_POLICY_DROP"]
+    assert "vxlan-in" not in xs[0].data.flows and not [
+        a for a in xs[0].data.accepts if "8472" in " ".join(a.get("spec") or ())]
+    ovn = {"metadata": {"name": "ovnkube-node", "namespace": "ovn-kubernetes",
+                        "labels": {"app": "ovnkube-node", "component": "ovn"}}}
+    assert classify_daemonset(ovn) == {"ovn-kubernetes"}
+    assert classify_daemonset({"metadata": {"name": "anetd", "namespace": "kube-system"}}) == \
+        {"gke-dataplane-v2"}

@@ -62,6 +62,11 @@ def _containers(obj: dict[str, Any], template: bool) -> list[dict[str, Any]]:
     return [c for c in cs if isinstance(c, dict)] if isinstance(cs, list) else []
 
 
+# CNIs recognised by their DaemonSet (shape cni "other": none of flannel's checks or flows)
+OTHER_CNIS = ("weave", "antrea", "kube-ovn", "aws-vpc-cni", "azure-cni", "ovn-kubernetes",
+              "gke-dataplane-v2")
+
+
 def component_of_images(images: list[str], names: list[str]) -> set[str]:
     """What a workload runs, from its (non-init) container images and names."""
     out: set[str] = set()
@@ -87,6 +92,14 @@ def component_of_images(images: list[str], names: list[str]) -> set[str]:
             out.add("antrea")
         if base in ("kube-ovn",):
             out.add("kube-ovn")
+        # CNIs of managed and other clusters that never use flannel's VXLAN: the Amazon VPC CNI
+        # (aws-node: amazon-k8s-cni), Azure's CNS (azure-cns), ovn-kubernetes (ovn-kube-*)
+        if base == "amazon-k8s-cni":
+            out.add("aws-vpc-cni")
+        if base == "azure-cns":
+            out.add("azure-cni")
+        if base.startswith("ovn-kube"):
+            out.add("ovn-kubernetes")
         if "multus" in base:
             out.add("multus")
     return out
@@ -113,6 +126,17 @@ def classify_daemonset(ds: dict[str, Any]) -> set[str]:
             out.add("cilium")
         elif v == "kube-router":
             out.add("kube-router")
+        elif v == "aws-node":
+            out.add("aws-vpc-cni")
+        elif v == "azure-cns":
+            out.add("azure-cni")
+        elif v == "ovnkube-node":
+            out.add("ovn-kubernetes")
+    name = str(meta.get("name") or "")
+    if name == "ovnkube-node":
+        out.add("ovn-kubernetes")
+    if name == "anetd":  # GKE Dataplane V2's agent
+        out.add("gke-dataplane-v2")
     if str(meta.get("name") or "") in ("canal", "rke2-canal") and "flannel" in out:
         out.add("canal")
     return out
@@ -505,10 +529,10 @@ def detect_shape(snapshot: Any, facts_by_node: dict[str, Any] | None = None) -> 
         cni = "flannel"
     elif roles.get("kube-router"):
         cni = "kube-router"
-    elif any(roles.get(k) for k in ("weave", "antrea", "kube-ovn")):
+    elif any(roles.get(k) for k in OTHER_CNIS):
         cni = "other"
     if cni in roles or (cni == "other"):
-        key = cni if cni in roles else next(k for k in ("weave", "antrea", "kube-ovn") if roles.get(k))
+        key = cni if cni in roles else next(k for k in OTHER_CNIS if roles.get(k))
         workloads = [f"{d.get('namespace')}/{d.get('name')}" for d in roles[key]]
         detail = f"{key} (DaemonSet {', '.join(workloads)})"
         if key == "flannel" and any("canal" in (d.get("components") or ()) for d in roles[key]):

@@ -443,7 +443,11 @@ def cluster_flows(snapshot: Any, node: str, facts: Any,
     flows: list[Flow] = []
     shape = getattr(snapshot, "shape", None)
     if shape is not None:
-        vxlan = bool(shape.flannel_vxlan) or shape.cni == "unknown"
+        # an unknown CNI: flannel's VXLAN only where the node has flannel.1 (flanneld run
+        # outside the cluster, e.g. under systemd); never on a CNI not known to use it
+        vxlan = bool(shape.flannel_vxlan) or shape.cni == "unknown" and any(
+            isinstance(x, dict) and x.get("ifname") == "flannel.1"
+            for x in getattr(facts, "links", ()) or ())
     else:
         vxlan = (getattr(snapshot, "flannel_backend", None) or "vxlan").lower() == "vxlan"
     if vxlan and len(nodes) != 1:
