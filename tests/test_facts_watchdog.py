@@ -180,3 +180,21 @@ def test_killed_and_crashed_sections_read_as_with_a_timeout_each(tmp_path, shell
     if shell != "bash":
         assert got[0]["h"][2] == "Killed\ncfx: timed out after 1s (killed)\n"
         assert got[0]["s"][2] == "msg\nSegmentation fault\n"
+
+
+def test_a_section_after_a_long_kubectl_wait_still_has_its_deadline(tmp_path) -> None:
+    """The watchdog stops while the script waits for a node kubectl still running and starts
+    again after it: a hung section after that wait is still killed at its deadline."""
+    d = tmp_path / "bin"
+    real_sleep = subprocess.run(["sh", "-c", "command -v sleep"], capture_output=True, text=True).stdout.strip()
+    _tool(d, "kubectl", f'{real_sleep} 1.5; echo "{{}}"\n')
+    _tool(d, "cfxtool-hang", "printf partial\nexec sleep 600\n")
+    parts = dict(F.script_parts([], NONCE, node_name="node-1"))
+    prelude = parts["prelude"].replace("PATH=/usr/local/sbin:", f"PATH={d}:/usr/local/sbin:", 1)
+    script = "\n".join([prelude, parts["files + kubectl"], F._section_call("h", "cfxtool-hang", "cfxtool-hang"),
+                        DONE])
+    assert 'cfx_wdstop; cfx_wdre=1' in script
+    secs = _run(script)
+    k = next(s for s in secs.values() if s.name == "kubectl_get_nodes")
+    assert (k.rc, k.stdout) == (0, "{}\n")
+    assert secs["h"].rc == 137 and secs["h"].timed_out

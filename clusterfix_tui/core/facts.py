@@ -329,10 +329,13 @@ cfx_run() {
   return "$cfx_rc"
 }
 cfx_dl=${cfx_sto##* }  # the deadline's seconds, as `timeout` has them
-if [ -n "$cfx_sto" ] && command -v sleep >/dev/null 2>&1 && [ -r /proc/self/stat ] && : >"$T/wd"; then
-  cfx_wdog >/dev/null 2>&1 </dev/null &
-  cfx_wd=$!
-fi
+cfx_wdstart() {
+  if [ -n "$cfx_sto" ] && command -v sleep >/dev/null 2>&1 && [ -r /proc/self/stat ] && : >"$T/wd"; then
+    cfx_wdog >/dev/null 2>&1 </dev/null &
+    cfx_wd=$!
+  fi
+}
+cfx_wdstart
 # the node's kubectl (a Go binary and an API round trip: the slowest fact) runs in the
 # background while the other sections run; its section is printed where it always was. One
 # short request: Go's runtime on one P (GOMAXPROCS=1: no idle Ps spinning, one GC worker) and
@@ -426,7 +429,11 @@ for cfx_f in "$@"; do
   fi
 done
 if [ -n "$cfx_kpid" ]; then
+  # (no section runs while the script waits for a kubectl still running, up to its own 8 s
+  # against a dead API: the watchdog stops meanwhile, not waking each second for nothing)
+  cfx_wdre=; if [ -n "$cfx_wd" ] && kill -0 "$cfx_kpid" 2>/dev/null; then cfx_wdstop; cfx_wdre=1; fi
   wait "$cfx_kpid"; cfx_rc=$?  # started at the top (it is the slowest fact): its result here
+  if [ -n "$cfx_wdre" ]; then cfx_wdstart; fi
   printf '@@CFX %s BEGIN %s\n' "$N" kubectl_get_nodes; if [ -s "$T/ko" ]; then cat "$T/ko"; fi
   printf '\n@@CFX %s ERR %s\n' "$N" kubectl_get_nodes; if [ -s "$T/ke" ]; then cfx_cate "$T/ke"; fi
   printf '\n@@CFX %s END %s rc=%s\n' "$N" kubectl_get_nodes "$cfx_rc"
