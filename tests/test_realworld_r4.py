@@ -257,3 +257,42 @@ def test_unknown_cni_gets_no_vxlan_flows_without_flannel_1():
     assert classify_daemonset(ovn) == {"ovn-kubernetes"}
     assert classify_daemonset({"metadata": {"name": "anetd", "namespace": "kube-system"}}) == \
         {"gke-dataplane-v2"}
+
+
+def test_cis_base_chains_under_iptables_1_8_7_are_not_a_version_skew():
+    """The CIS sample (base chains input/forward/output added with nft to iptables-nft's `ip
+    filter`, with their `ct state established,related accept` and `iif lo accept`) on a node
+    whose iptables is 1.8.7 (SYNTHESISED: its answer to `iptables-nft -t filter -S` and to each
+    chain, `table `filter' is incompatible, use 'nft' tool.`, and a kube-proxy DaemonSet).
+    KUBE_PROXY_INCOMPATIBLE_CHAIN says what it is (nft base chains in iptables-nft's table, cause
+    foreign-base-chain), report only: the CIS chains' rules are never 'foreign rules' to delete.
+    Old code: 'version skew' (cause version-skew), the CIS rules listed as unsure."""
+    from clusterfix_tui.core.checks import run_checks
+    from clusterfix_tui.core.checks.iptables import IncompatibleChainData
+    from clusterfix_tui.core.fixes import get_step
+
+    e = BY_FILE["cis-nftables-base-chains.nft.json"]["expect"]
+    rs = P.parse_nft_json(text(e["json"]))
+    chains = tuple(c.name for c in rs.chains if c.family == "ip" and c.table == "filter")
+    err = "iptables v1.8.7 (nf_tables): table `filter' is incompatible, use 'nft' tool.\n"
+    f = facts_with(nft_filter=P.parse_iptables_save(text(e["save"])), nft_ruleset=rs,
+                   iptables_version=P.parse_iptables_version("iptables v1.8.7 (nf_tables)"),
+                   binaries={b: f"/usr/sbin/{b}" for b in (
+                       "iptables", "iptables-save", "iptables-nft", "iptables-nft-save", "nft")},
+                   subnet_env={"FLANNEL_NETWORK": "10.244.0.0/16"},
+                   incompatible_chains={"filter": chains},
+                   incompatible_stderr={"filter": err * len(chains)},
+                   addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": IP_A,
+                                                            "prefixlen": 24}]}])
+    snap = _with_shape(_snapshot(_nodes(), (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),
+                                            _ds("kube-system", "kube-proxy", ["kube-proxy"]))),
+                       {"node-a": f})
+    findings, errors = run_checks(snap, {"node-a": f})
+    assert errors == []
+    (x,) = [x for x in findings if x.code == "KUBE_PROXY_INCOMPATIBLE_CHAIN"]
+    d = x.data_as(IncompatibleChainData)
+    assert d.cause == "foreign-base-chain" and d.foreign_rules == [], (d.cause, x.title)
+    assert "ip filter input" in x.title and "not a version skew" in x.title, x.title
+    plan = get_step("iptables").plan(_Diag(findings, {"node-a": f}, snap))
+    assert not [a.command for a in plan.actions if "nft delete rule" in a.command]
+    assert any("base chains added with nft" in n for n in plan.notes), plan.notes

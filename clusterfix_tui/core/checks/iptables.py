@@ -134,7 +134,7 @@ class NftRuleRef:
 
 @dataclass(frozen=True, kw_only=True)
 class IncompatibleChainData(FindingData, codes=("KUBE_PROXY_INCOMPATIBLE_CHAIN",)):
-    cause: str = ""  # "foreign-nft-rule" | "version-skew" | "backend-mismatch"
+    cause: str = ""  # "foreign-nft-rule" | "version-skew" | "backend-mismatch" | "foreign-base-chain"
     chains: list[dict[str, str]] = field(default_factory=list)  # [{"table", "chain"}]
     host_iptables_version: str | None = None
     kube_proxy_iptables_version: str | None = None  # from kube-proxy's log, when it says
@@ -785,8 +785,17 @@ def _incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) 
     unsure: list[NftRuleRef] = []  # raw nft, or a newer iptables: never deleted
     iptables_written: list[NftRule] = []
     rs = facts.nft_ruleset
+    # base chains added with nft to iptables-nft's own tables (`nft add chain ip filter input {
+    # type filter hook input ...}`, as CIS hardening scripts do) and the chains they jump to:
+    # an iptables-nft before 1.8.9 calls the whole table incompatible for them (1.8.9+ lists its
+    # own chains and notes "contains incompatible base-chains"). Theirs, never kube-proxy's:
+    # their rules are not "foreign rules" to delete (a CIS input chain's `ct state established
+    # accept` under policy drop is what keeps the node reachable)
+    native = _native_base_chains(rs, {t for t, _ in chains}) if rs is not None else {}
     if rs is not None:
         for t, c in chains:
+            if c in native.get(t, ()):
+                continue
             for r in rs.rules_in("ip", t, c):
                 if _rule_is_nft_native(r):
                     text = _rule_text(facts, t, r)
@@ -823,6 +832,30 @@ def _incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) 
         )]
     versions = (f"host iptables {host_ver or '?'}; kube-proxy image {kp_image or '?'}, its "
                 f"iptables {kp_ver or 'not in its log'}")
+    bases = sorted(f"ip {t} {c}" for t, cs in native.items() for c in cs
+                   if any(ch.table == t and ch.name == c and ch.hook for ch in rs.chains
+                          if ch.family == "ip")) if rs is not None else []
+    if chains and bases:
+        evidence.append(f"nft base chain(s) {', '.join(bases)} were added with nft to a table "
+                        "iptables-nft owns (iptables-nft did not create them)")
+        evidence.append(versions)
+        return [Finding(
+            code="KUBE_PROXY_INCOMPATIBLE_CHAIN", severity="error", node=node,
+            title=(f"nft base chain(s) {', '.join(bases)} in iptables-nft's own table make "
+                   f"iptables-nft {host_ver or ''} call it incompatible (not a version skew)"),
+            evidence=tuple(evidence),
+            explanation=("Base chains created with the nft tool (a CIS hardening script's `nft add "
+                         "chain ip filter input { type filter hook input ... }`) sit in a table "
+                         "iptables-nft owns; an older iptables-nft then refuses the whole table "
+                         "('table is incompatible', iptables-nft-save lists nothing of it; 1.8.9 "
+                         "lists its own chains and notes the others), "
+                         "and an iptables-restore of kube-proxy's rules into it can fail the same "
+                         "way. It is not a version skew and not a backend mismatch. Move those "
+                         "chains into a table of their own (`table inet <name>`: the kernel runs "
+                         "every base chain of a hook, so they filter as before) or upgrade iptables "
+                         "(1.8.9 reads such a table); reported only, nothing is changed."),
+            reference=REF_SKEW, step="iptables", data=data("foreign-base-chain"),
+        )]
     if chains:
         if unsure:
             evidence.append(
@@ -883,6 +916,30 @@ def _incompatible_chain(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) 
                      "problem: align the versions (kubernetes/kubernetes#112477)."),
         reference=REF_SKEW, step="iptables", data=data("version-skew"),
     )]
+
+
+def _native_base_chains(rs: Any, tables: set[str]) -> dict[str, set[str]]:
+    """table -> the base chains nft added to iptables-nft's `ip <table>` (any hook chain iptables
+    did not make: iptables_nft_base_chain) and the chains reachable from them by jump/goto."""
+    out: dict[str, set[str]] = {}
+    for t in tables:
+        todo = [c.name for c in rs.chains if c.family == "ip" and c.table == t and c.hook
+                and not iptables_nft_base_chain(c)]
+        seen: set[str] = set()
+        while todo:
+            c = todo.pop()
+            if c in seen or len(seen) > 256:
+                continue
+            seen.add(c)
+            for r in rs.rules_in("ip", t, c):
+                for e in r.expr:
+                    for k in ("jump", "goto"):
+                        tgt = e.get(k) if isinstance(e, dict) else None
+                        if isinstance(tgt, dict) and isinstance(tgt.get("target"), str):
+                            todo.append(tgt["target"])
+        if seen:
+            out[t] = seen
+    return out
 
 
 def _rule_text(facts: NodeFacts, table: str, rule: NftRule) -> str:

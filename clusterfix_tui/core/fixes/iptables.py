@@ -531,6 +531,12 @@ class IptablesStep:
                         "switching backends would not fix it: align the iptables versions "
                         "(kubernetes/kubernetes#112477). Reported only; nothing is changed."
                     )
+                elif ic.cause == "foreign-base-chain":
+                    notes.append(
+                        f"{node}: 'incompatible' table from base chains added with nft to "
+                        "iptables-nft's own table (not a version skew, not a backend mismatch): "
+                        "move them into a table of their own or upgrade iptables to 1.8.9+. "
+                        "Reported only; nothing is changed.")
                 elif ic.cause == "foreign-nft-rule":
                     planned = 0
                     for r in ic.foreign_rules:
