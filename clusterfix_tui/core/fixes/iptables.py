@@ -245,11 +245,13 @@ def nft_readd_command(family: str, table: str, chain: str, text: str, place: Pla
     ref = f"{q(family)} {q(table)} {q(chain)}"
     rule = q(text)
 
+    # the awk program once, in a shell function (cfx_n TEXT 0: how many rules read TEXT; cfx_n
+    # TEXT K: the handle of the K-th one): the command shown and run reads once, not per lookup
     def count(t: str) -> str:
-        return f"$(printf '%s\\n' \"$l\" | CFX_T={q(t)} CFX_K=0 awk {q(NFT_RULE_AWK)})"
+        return f"$(cfx_n {q(t)} 0)"
 
     def first(t: str) -> str:
-        return f"$(printf '%s\\n' \"$l\" | CFX_T={q(t)} CFX_K=1 awk {q(NFT_RULE_AWK)})"
+        return f"$(cfx_n {q(t)} 1)"
 
     ambiguous = (f"clusterfix: a rule next to it in {family} {table} {chain} reads like another: "
                  f"its place is ambiguous; re-add it by hand where it belongs (from {backup})")
@@ -277,6 +279,8 @@ def nft_readd_command(family: str, table: str, chain: str, text: str, place: Pla
     return (f"l=$(nft -a list chain {ref}) || {{ echo "
             f"{q(f'clusterfix: chain {family} {table} {chain} is not there: re-add the rule by hand from {backup}')}"
             " >&2; exit 4; }; "
+            f"cfx_a={q(NFT_RULE_AWK)}; "
+            "cfx_n() { printf '%s\\n' \"$l\" | CFX_T=\"$1\" CFX_K=\"$2\" awk \"$cfx_a\"; }; "
             f"if [ \"{count(text)}\" -ge {int(seen)} ]; then echo "
             f"{q('clusterfix: the rule is in the chain already (not added again)')}; exit 0; fi; "
             + side(before, "add", "nft insert rule") + side(after, "insert", "nft add rule")
