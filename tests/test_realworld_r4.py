@@ -296,3 +296,34 @@ def test_cis_base_chains_under_iptables_1_8_7_are_not_a_version_skew():
     plan = get_step("iptables").plan(_Diag(findings, {"node-a": f}, snap))
     assert not [a.command for a in plan.actions if "nft delete rule" in a.command]
     assert any("base chains added with nft" in n for n in plan.notes), plan.notes
+
+
+def test_flannel_leasing_its_own_subnet_is_no_bridge_conflict():
+    """flannel without its kube subnet manager (etcd mode, as the binary installs of the corpus
+    run it): subnet.env is flannel's sample (FLANNEL_SUBNET=10.1.74.1/24) and cni0 carries that
+    gateway, while the node's podCIDR (allocated by kube-controller-manager) is 10.244.0.0/24
+    and the node has no flannel.alpha.coreos.com/* annotation (SYNTHESISED node and cni0).
+    flannel decides the subnet there: no CNI_BRIDGE_CONFLICT, so cni0 is not deleted (old code:
+    conflict, cni0 deleted by default). With the kube subnet manager's annotations the same
+    subnet.env is stale and cni0 on it still a conflict."""
+    from clusterfix_tui.core.checks import cni
+
+    env = P.parse_env_file(text("flannel-sample_subnet.env"))
+    assert env["FLANNEL_SUBNET"] == "10.1.74.1/24"
+    f = facts_with(subnet_env=env, addrs=[
+        {"ifname": "eth0", "addr_info": [{"family": "inet", "local": IP_A, "prefixlen": 24}]},
+        {"ifname": "cni0", "addr_info": [{"family": "inet", "local": "10.1.74.1",
+                                          "prefixlen": 24}]}])
+    ds = (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)
+    snap = _with_shape(_snapshot(_nodes(), ds), {"node-a": f})
+    assert [x for x in cni.check(snap, {"node-a": f}) if x.code == "CNI_BRIDGE_CONFLICT"] == []
+    nodes = _nodes()
+    for n in nodes:
+        n["metadata"]["annotations"] = {"flannel.alpha.coreos.com/kube-subnet-manager": "true"}
+    snap = _with_shape(_snapshot(nodes, ds), {"node-a": f})
+    assert [x.code for x in cni.check(snap, {"node-a": f})] == ["CNI_BRIDGE_CONFLICT"]
+    # a cni0 address other than subnet.env's gateway stays a conflict without annotations too
+    f2 = facts_with(subnet_env=env, addrs=[{"ifname": "cni0", "addr_info": [
+        {"family": "inet", "local": "10.1.99.1", "prefixlen": 24}]}])
+    snap = _with_shape(_snapshot(_nodes(), ds), {"node-a": f2})
+    assert [x.code for x in cni.check(snap, {"node-a": f2})] == ["CNI_BRIDGE_CONFLICT"]

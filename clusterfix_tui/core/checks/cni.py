@@ -11,7 +11,7 @@ from clusterfix_tui.core.checks._common import in_net, pod_for
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData
 from clusterfix_tui.core.parsers import cni_plugin_types, ipv4_addrs, link_by_name
-from clusterfix_tui.core.shape import shape_of, why_not
+from clusterfix_tui.core.shape import FLANNEL_ANNOTATION_PREFIX, shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
 REF_BRIDGE = "https://github.com/flannel-io/flannel/blob/master/Documentation/troubleshooting.md"
@@ -76,7 +76,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             if v not in cidrs and f.subnet_env and f.subnet_env.get(key) and \
                     _valid_iface(f.subnet_env[key]):
                 cidrs[v] = str(ipaddress.ip_interface(f.subnet_env[key]).network)
-        found = [x for v, c in sorted(cidrs.items()) for x in _bridge(snapshot, node, f, c, v)]
+        found = [x for v, c in sorted(cidrs.items()) if not _flannel_own_subnet(info, f, c, v)
+                 for x in _bridge(snapshot, node, f, c, v)]
         if len(found) > 1:  # one finding per node: the repair (delete cni0) is one action
             first = found[0]
             data = first.data_as(BridgeConflictData)
@@ -89,6 +90,34 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         out.extend(_link_down(snapshot, node, f))
         out.extend(_conflist(node, f))
     return out
+
+
+def _flannel_own_subnet(info: Any, f: NodeFacts, cidr: str, version: int) -> bool:
+    """cni0 carries exactly the gateway of subnet.env's subnet, that subnet is not the node's
+    podCIDR, and the node has none of the annotations flannel's kube subnet manager writes
+    (flannel.alpha.coreos.com/*): flannel leases its subnets itself (etcd mode, or
+    --kube-subnet-mgr off), so the podCIDR is not what cni0 should carry and deleting cni0
+    would be wrong. With those annotations a subnet.env off the podCIDR is stale
+    (FLANNEL_STALE_SUBNET) and cni0 on it a conflict, as before."""
+    key = "FLANNEL_SUBNET" if version == 4 else "FLANNEL_IPV6_SUBNET"
+    env = (f.subnet_env or {}).get(key)
+    if not env or not _valid_iface(env):
+        return False
+    if any(str(k).startswith(FLANNEL_ANNOTATION_PREFIX)
+           for k in (getattr(info, "annotations", None) or {})):
+        return False
+    iface = ipaddress.ip_interface(env)
+    if iface.network == ipaddress.ip_network(cidr, strict=False):
+        return False
+    addrs = _addrs(f.addrs, "cni0", version)
+    return bool(addrs) and all(_same_iface(a, iface) for a in addrs)
+
+
+def _same_iface(a: str, iface: Any) -> bool:
+    try:
+        return ipaddress.ip_interface(a) == iface
+    except ValueError:
+        return False
 
 
 def _link_down(snapshot: ClusterSnapshot, node: str, f: NodeFacts) -> list[Finding]:
