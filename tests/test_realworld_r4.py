@@ -327,3 +327,31 @@ def test_flannel_leasing_its_own_subnet_is_no_bridge_conflict():
         {"family": "inet", "local": "10.1.99.1", "prefixlen": 24}]}])
     snap = _with_shape(_snapshot(_nodes(), ds), {"node-a": f2})
     assert [x.code for x in cni.check(snap, {"node-a": f2})] == ["CNI_BRIDGE_CONFLICT"]
+
+
+def test_forward_drop_accepts_never_go_ahead_of_a_blocklist():
+    """FORWARD policy DROP with fail2ban's ipset drop in FORWARD (the quoted rule, SYNTHESISED
+    placement; as fail2ban setups put it in DOCKER-USER/FORWARD for published containers):
+    FORWARD_DROP stays, its evidence names the blocklist, and the default plan inserts no
+    `-s/-d <pod network> -j ACCEPT` at the top of FORWARD (it would let banned addresses reach
+    the pods); the policy flip stays an opt-in. Old code: both accepts at FORWARD's top."""
+    from clusterfix_tui.core.checks.iptables import ForwardDropData, forward_drop
+    from clusterfix_tui.core.fixes import get_step
+    from clusterfix_tui.core.fixes.engine import default_approved
+
+    rule = _command_rule("fail2ban-ipset-global-drop-command.txt").replace("-A INPUT", "-A FORWARD")
+    save = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]",
+                      ":OUTPUT ACCEPT [0:0]", rule, "COMMIT", ""])
+    snap, f = _flannel_node(
+        plain_save=P.parse_iptables_save(save),
+        iptables_version=P.parse_iptables_version("iptables v1.8.7 (legacy)"),
+        binaries={"iptables": "/sbin/iptables", "iptables-save": "/sbin/iptables-save"})
+    xs = forward_drop(snap, "node-a", f)
+    assert [x.code for x in xs] == ["FORWARD_DROP"]
+    assert xs[0].data_as(ForwardDropData).blocklists == [rule]
+    plan = get_step("iptables").plan(_Diag(xs, {"node-a": f}, snap))
+    approved = set(default_approved(plan))
+    assert not [a.command for a in plan.actions if a.id in approved and "ACCEPT" in a.command
+                and "-P FORWARD" not in a.command], [a.command for a in plan.actions]
+    assert [a for a in plan.actions if a.opt_in and "-P FORWARD ACCEPT" in a.command]
+    assert any("blocklist" in n for n in plan.notes), plan.notes

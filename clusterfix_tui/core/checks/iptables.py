@@ -34,7 +34,11 @@ from clusterfix_tui.core.checks._common import (
 from clusterfix_tui.core.checks.firewall_path import (
     DOCKER_NFT_FIX,
     DOCKER_NFT_TABLES,
+    _nft_set_lookup,
+    _set_gate,
+    compile_iptables_rule,
     iptables_nft_base_chain,
+    nft_verdict,
 )
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
@@ -119,6 +123,9 @@ class ForwardDropData(FindingData, codes=("FORWARD_DROP",)):
     ip_version: int = 4
     binary: str | None = None  # iptables backends: the binary that writes the ACCEPT
     accept_chain: str = "FORWARD"  # where the ACCEPT goes (DOCKER-USER on docker hosts)
+    # drops of an address set's addresses (blocklists: fail2ban, crowdsec) on the forward path:
+    # an accept at the top of the chain would run ahead of them, so none is planned
+    blocklists: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -421,8 +428,16 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                 evidence.append(f"ACCEPT only for {'source' if src else 'destination'} {pod_net}")
             # where the narrow ACCEPTs go: DOCKER-USER when docker jumps there first
             first = [r.target for r in t.rules if r.chain == "FORWARD"][:1]
-            out.append(_forward_finding(node, backend, version, nets, live, facts, evidence,
-                                        "DOCKER-USER" if first == ["DOCKER-USER"] else "FORWARD"))
+            found = _forward_finding(node, backend, version, nets, live, facts, evidence,
+                                     "DOCKER-USER" if first == ["DOCKER-USER"] else "FORWARD")
+            bl = _forward_blocklists(t)
+            if bl:
+                found = dataclasses.replace(
+                    found, evidence=found.evidence + tuple(
+                        f"{r}  (drops the addresses of an ipset: an ACCEPT at the top of the "
+                        "chain would let them reach the pods; none is planned)" for r in bl[:5]),
+                    data=dataclasses.replace(found.data_as(ForwardDropData), blocklists=bl))
+            out.append(found)
     rs = facts.nft_ruleset
     if rs is not None:
         pod_net = pod_networks(snapshot, facts, fams[0])[0] if pod_networks(snapshot, facts, fams[0]) \
@@ -440,12 +455,16 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                 continue
             pod_net = ", ".join(n for v in vers for n in pod_networks(snapshot, facts, v))
             docker = (ch.family, ch.table) in DOCKER_NFT_TABLES
+            bl = [r.render() for r in rules if _nft_set_lookup(r) is not None
+                  and nft_verdict(r)[0] in ("drop", "reject", "jump", "goto")]
             out.append(Finding(
                 code="FORWARD_DROP", severity="error", node=node,
                 title=f"nft chain {ch.family} {ch.table} {ch.name} drops forwarded traffic",
                 evidence=(f"nft list ruleset: table {ch.family} {ch.table} chain {ch.name}: "
                           f"type {ch.type} hook forward priority {ch.prio}; policy drop;",
                           f"no accept for the pod network {pod_net} in it",
+                          *(f"{r}  (drops the addresses of a set: an accept at the top of the "
+                            "chain would let them through; none is planned)" for r in bl[:5]),
                           *(("the table is docker's own (docker's nftables firewall backend: "
                              "dockerd sets this policy to drop when it enabled IP forwarding "
                              "itself); " + DOCKER_NFT_FIX,) if docker else ())),
@@ -456,7 +475,7 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
                 data=ForwardDropData(
                     backend="nft-native", family=ch.family, table=ch.table, chain=ch.name,
                     policy="DROP", pod_network=pod_net, kube_proxy_backend=live,
-                    host_iptables=facts.host_iptables),
+                    host_iptables=facts.host_iptables, blocklists=bl),
             ))
     return out
 
@@ -485,6 +504,23 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
                     if facts.legacy is not None or facts.nft_nat is not None or version == 6
                     else ip)),
     )
+
+
+def _forward_blocklists(t: Table) -> list[str]:
+    """The rules reachable from FORWARD that drop (or jump for) an ipset's addresses
+    (`-m set --match-set X src|dst`, not negated: fail2ban's, crowdsec's)."""
+    out: list[str] = []
+    seen, todo = {"FORWARD"}, ["FORWARD"]
+    while todo:
+        c = todo.pop()
+        for r in t.rules_in(c):
+            tgt = r.target or ""
+            if tgt not in ("ACCEPT", "RETURN") and _set_gate(compile_iptables_rule(r.args)):
+                out.append(r.spec)
+            elif tgt in t.chains and tgt not in seen:
+                seen.add(tgt)
+                todo.append(tgt)
+    return out
 
 
 def _nft_chain_rules(rs: Any, family: str, table: str, chain: str) -> list[NftRule]:

@@ -504,6 +504,12 @@ class IptablesStep:
                     remember("remove_kube_chains", params, f)
             elif f.code == "FORWARD_DROP":
                 fd = f.data_as(ForwardDropData)
+                if fd.blocklists:
+                    notes.append(f"{node}: {fd.backend} {fd.table} {fd.chain}: an address "
+                                 "set's drop (a blocklist) is on the forward path; an accept "
+                                 "for the pod network at the top of the chain would let its "
+                                 "addresses through, so none is planned: accept the pod "
+                                 "network after that rule by hand")
                 if fd.backend == "nft-native" and \
                         (fd.family or "inet", fd.table) in DOCKER_NFT_TABLES:
                     notes.append(f"{node}: nft {fd.family} {fd.table} {fd.chain} is docker's own "
@@ -511,7 +517,8 @@ class IptablesStep:
                 elif fd.backend == "nft-native":
                     remember("nft_chain_accept", {"family": fd.family or "inet",
                                                   "table": fd.table, "chain": fd.chain,
-                                                  "pod_network": fd.pod_network}, f)
+                                                  "pod_network": fd.pod_network,
+                                                  "blocklisted": bool(fd.blocklists)}, f)
                 elif backend := _backend(fd.backend):
                     binary = fd.binary or f"iptables-{backend}"
                     if binary not in FORWARD_BINARIES:
@@ -520,6 +527,7 @@ class IptablesStep:
                     # node's podCIDR): accepting the first only leaves the others dropped
                     joined = ",".join(fd.pod_networks or [fd.pod_network])
                     remember("forward_accept", {"backend": backend,
+                                                "blocklisted": bool(fd.blocklists),
                                                 "pod_network": joined,
                                                 "chain": fd.accept_chain, "binary": binary}, f)
                 else:
@@ -671,7 +679,9 @@ class IptablesStep:
                 tool = " ".join(x for x in (binary, wait, "-t filter") if x)
                 fnets = [x.strip() for x in pod_net.split(",")
                          if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", x.strip())]
-                if fnets and len(fnets) == len(pod_net.split(",")):
+                if p.get("blocklisted"):
+                    pass  # a note says why: no accept ahead of a blocklist; the flip stays opt-in
+                elif fnets and len(fnets) == len(pod_net.split(",")):
                     # default: accept the pod network (source and destination) ahead of the
                     # DROP policy, which stays (docker hosts: in DOCKER-USER, where docker
                     # expects them and keeps them across its restarts)
@@ -737,6 +747,8 @@ class IptablesStep:
                 nets = [x.strip() for x in str(p.get("pod_network") or "").split(",")
                         if re.fullmatch(r"[0-9a-fA-F:.]{2,39}/\d{1,3}", x.strip())]
                 nets = [x for x in nets if fam == "inet" or fam == ("ip6" if ":" in x else "ip")]
+                blocked = bool(p.get("blocklisted"))  # a note says why: no accept ahead of it
+                nets = [] if blocked else nets
                 # default: accept the pod network (source, destination) at the top of the chain;
                 # its drop policy stays. The policy flip is the opt-in below.
                 for pod_net in nets:
@@ -771,7 +783,7 @@ class IptablesStep:
                                 f"no such accept in nft {fam} {tab} {ch} yet",
                                 f"the accept is in nft {fam} {tab} {ch} already"),
                         )
-                if not nets:
+                if not nets and not blocked:
                     notes.append(f"{node}: the pod network is unknown (or of another family), "
                                  f"so no narrow accept is planned in nft {fam} {tab} {ch}; the "
                                  "policy change is opt-in")
