@@ -639,6 +639,9 @@ fi
 # the probes' hex arguments are computed here (no od|tr pipeline per marker), their rc files read
 # by the shell
 _PROBE_END = r"""
+# (every section has run: the watchdog stops before the wait for the probes, up to their 3 s
+# against an unreachable peer; what may still run below has a `timeout` each, as before)
+cfx_wdstop
 cfx_waitbg
 cfx_pvar=
 if [ -n "$cfx_pz" ]; then
