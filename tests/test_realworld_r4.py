@@ -355,3 +355,33 @@ def test_forward_drop_accepts_never_go_ahead_of_a_blocklist():
                 and "-P FORWARD" not in a.command], [a.command for a in plan.actions]
     assert [a for a in plan.actions if a.opt_in and "-P FORWARD ACCEPT" in a.command]
     assert any("blocklist" in n for n in plan.notes), plan.notes
+
+
+def test_flannel_leasing_its_own_subnet_is_not_judged_against_podcidrs():
+    """The same etcd-mode node (subnet.env: flannel's sample, 10.1.74.1/24; podCIDR 10.244.0.0/24;
+    no flannel.alpha.coreos.com/* annotation; SYNTHESISED flannel.1 on 10.1.74.0/32 and a route
+    to a peer's lease 10.1.15.0/24): FLANNEL_STALE_SUBNET and FLANNEL_MISSING_ROUTE are not
+    judged against the podCIDRs (old code: subnet.env and flannel.1 'stale', the peer's lease
+    route 'not owned by any node', podCIDR routes 'missing'); with the kube subnet manager's
+    annotations the same subnet.env is stale."""
+    from clusterfix_tui.core.checks import flannel
+
+    env = P.parse_env_file(text("flannel-sample_subnet.env"))
+    f = facts_with(
+        subnet_env=env,
+        links=({"ifname": "flannel.1", "flags": ["UP"], "address": "aa:bb:cc:dd:ee:01",
+                "linkinfo": {"info_kind": "vxlan", "info_data": {"port": 8472}}},),
+        addrs=[{"ifname": "eth0", "addr_info": [{"family": "inet", "local": IP_A, "prefixlen": 24}]},
+               {"ifname": "flannel.1", "addr_info": [{"family": "inet", "local": "10.1.74.0",
+                                                      "prefixlen": 32}]}],
+        routes=({"dst": "10.1.15.0/24", "gateway": "10.1.15.0", "dev": "flannel.1",
+                 "flags": ["onlink"]},))
+    ds = (_ds("kube-flannel", "kube-flannel-ds", ["flannel"]),)
+    snap = _with_shape(_snapshot(_nodes(), ds), {"node-a": f})
+    got = [x.code for x in flannel.check(snap, {"node-a": f})]
+    assert not {"FLANNEL_STALE_SUBNET", "FLANNEL_MISSING_ROUTE"} & set(got), got
+    nodes = _nodes()
+    for n in nodes:
+        n["metadata"]["annotations"] = {"flannel.alpha.coreos.com/kube-subnet-manager": "true"}
+    snap = _with_shape(_snapshot(nodes, ds), {"node-a": f})
+    assert "FLANNEL_STALE_SUBNET" in [x.code for x in flannel.check(snap, {"node-a": f})]

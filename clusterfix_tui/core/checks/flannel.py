@@ -219,10 +219,25 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         for fam in families(snapshot, me):
             p = peers[fam.version]
             out.extend(_stale_vtep(snapshot, node, f, nodes, fam, p, direct))
+            if _leases_own_subnet(me, f, fam):
+                continue  # flannel's subnets are not the podCIDRs here: nothing to compare
             out.extend(_stale_subnet(snapshot, node, f, nodes, fam, p))
             out.extend(_missing_routes(node, f, nodes, fam, direct, p))
             out.extend(_mtu(snapshot, node, f, fam))
     return _merge_per_node(out)
+
+
+def _leases_own_subnet(me: Any, f: NodeFacts, fam: Fam) -> bool:
+    """subnet.env's subnet of the family is not the node's podCIDR and the node has none of the
+    annotations flannel's kube subnet manager writes (flannel.alpha.coreos.com/*): flannel leases
+    its subnets itself (etcd mode, --kube-subnet-mgr off), so its addresses and routes are not
+    judged against the podCIDRs (deleting them, or adding podCIDR routes, would be wrong)."""
+    env = (f.subnet_env or {}).get(fam.env_subnet)
+    cidr = fam.cidr(me)
+    if not env or not cidr or in_net(env, cidr):
+        return False
+    return not any(str(k).startswith("flannel.alpha.coreos.com/")
+                   for k in (getattr(me, "annotations", None) or {}))
 
 
 class _Peers:
