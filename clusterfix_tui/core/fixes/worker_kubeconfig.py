@@ -141,7 +141,7 @@ def restore_file_command(path: str, bdir: str) -> str:
     saved = f"{bdir}/{backup_name(path)}"
     return (
         f"if [ -e {q(saved + '.symlink')} ]; then "
-        f"ln -sfn -- \"$(cat {q(saved + '.symlink')})\" {q(path)}; "
+        f"cfx_t=$(cat -- {q(saved + '.symlink')}) && ln -sfn -- \"$cfx_t\" {q(path)}; "
         f"elif [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path)}; "
         f"elif [ -e {q(saved + '.absent')} ]; then rm -f -- {q(path)}; "
         f"else echo {q('clusterfix: no backup of ' + path + ' in ' + bdir)} >&2; false; fi"
