@@ -342,26 +342,10 @@ cfx_wdstart
 # its first collection at 16 MB of heap, not 4 (GOGC=400; a one-Node answer needs ~7 MB, so
 # none; a heap is still bounded at 5x what is live): ~10-30% less of the node's CPU, the most
 # when many processes share the cores (#17). Same request, kubeconfig, credentials, deadlines.
-# kubectl also builds, at every start, a zip of its message catalogue for the language in LC_ALL
-# (LC_MESSAGES, LANG) and parses it back: for C (ours) the full English catalogue, ~20 ms of the
-# node's CPU, a third of kubectl's start (#17). fr_FR's catalogue is 15 help strings of `kubectl
-# config`, `apply` and `annotate` (none of what `kubectl get` prints: its output, errors and
-# warnings are the same words): ~1 ms. Only kubectl reads that language (a Go binary: no libc
-# locale); it is not used when kubectl could start another program with it in its environment
-# (an exec or auth-provider credential plugin in the kubeconfig it reads), nor when that
-# kubeconfig is not /root/.kube/config (KUBECONFIG set, another HOME: not looked into; the files
-# part reads /root/.kube/config anyway), so no other program's messages change.
 cfx_kpid=
 if command -v kubectl >/dev/null 2>&1; then
   if command -v timeout >/dev/null 2>&1; then cfx_to="timeout 8"; else cfx_to=""; fi
-  cfx_kh=${HOME:-/root}; cfx_kl=C
-  if [ -z "${KUBECONFIG:-}" ] && [ "$cfx_kh" = /root ]; then
-    if [ ! -e "$cfx_kh/.kube/config" ] && [ ! -L "$cfx_kh/.kube/config" ]; then cfx_kl=fr_FR.UTF-8
-    else grep -q -e exec -e auth-provider -- "$cfx_kh/.kube/config" >/dev/null 2>&1 </dev/null
-      [ $? -eq 1 ] && cfx_kl=fr_FR.UTF-8
-    fi
-  fi
-  HOME=$cfx_kh LC_ALL=$cfx_kl GOMAXPROCS=1 GOGC=400 $cfx_to kubectl __KUBECTL_GET__ --request-timeout=5s \
+  HOME=${HOME:-/root} GOMAXPROCS=1 GOGC=400 $cfx_to kubectl __KUBECTL_GET__ --request-timeout=5s \
     >"$T/ko" 2>"$T/ke" </dev/null &
   cfx_kpid=$!
 fi
