@@ -436,3 +436,32 @@ def test_fdb_entry_to_a_wrong_underlay_ip_is_named_and_its_rollback_restores_it(
         f"bridge fdb append {mac} dev flannel.1 dst 10.213.60.99 self permanent")
     # k3s: nothing here needs flannel restarted, so the k3s service is not restarted
     assert not any("systemctl restart" in (a.command or "") for a in plan.actions)
+
+
+def test_own_pods_routes_on_their_veths_are_never_shadowing() -> None:
+    """canal (rke2's default CNI) and the ptp plugin route each pod of the node to its own veth
+    ('10.244.1.5 dev cali... scope link', /32 inside the node's podCIDR): those are the pods'
+    routes, never deleted as shadowing (before: every such route was planned for deletion, which
+    cuts every pod of the node off). A blackhole, or a route via a gateway or through the vxlan
+    device, inside the node's own podCIDR still is."""
+    import dataclasses
+
+    from clusterfix_tui.core.checks import flannel
+
+    d = _diag(REC5)
+    f = d.facts["node-2"]
+    pods = ({"dst": "10.244.1.5", "dev": "cali7d1e0a5c4b2", "scope": "link", "flags": []},
+            {"dst": "10.244.1.6", "dev": "veth0a1b2c3d", "scope": "link", "flags": []})
+    facts = dict(d.facts, **{"node-2": dataclasses.replace(f, routes=f.routes + pods)})
+    found = [x for x in flannel.check(d.snapshot, facts)
+             if x.code == "FLANNEL_MISSING_ROUTE" and x.node == "node-2"]
+    assert not any(s["peer_node"] == "node-2" for x in found for s in x.data["shadowing"]), \
+        [x.evidence for x in found]
+    rogue = ({"dst": "10.244.1.128/25", "type": "blackhole", "flags": []},
+             {"dst": "10.244.1.64/26", "dev": "flannel.1", "gateway": "10.244.0.0",
+              "flags": ["onlink"]})
+    facts["node-2"] = dataclasses.replace(f, routes=f.routes + pods + rogue)
+    found = [x for x in flannel.check(d.snapshot, facts)
+             if x.code == "FLANNEL_MISSING_ROUTE" and x.node == "node-2"]
+    assert sorted(s["dst"] for x in found for s in x.data["shadowing"]
+                  if s["peer_node"] == "node-2") == ["10.244.1.128/25", "10.244.1.64/26"]

@@ -630,8 +630,13 @@ def _missing_routes(node: str, f: NodeFacts, nodes: dict[str, Any], fam: Fam = V
                     or not n.subnet_of(pnet):  # type: ignore[arg-type]
                 continue
             if peer.name == node:
-                if rt.get("dev") == "cni0" and rt.get("type") in (None, "unicast"):
-                    continue  # the node's own bridge
+                if rt.get("type") in (None, "unicast") and not rt.get("gateway") \
+                        and rt.get("dev") != DEV:
+                    # the node's own pods, reached on a device of this node: cni0, or each
+                    # pod's own veth where the CNI plugin routes pods (canal/rke2-canal: calico's
+                    # plugin writes '10.244.1.5 dev cali... scope link' for every pod; the ptp
+                    # plugin likewise). Deleting these would cut every pod of the node off.
+                    continue
             elif rt.get("dev") == DEV and rt.get("gateway") == gw:
                 continue
             shadowing.append({"peer_node": peer.name, "pod_cidr": str(pnet), "dst": str(n),
