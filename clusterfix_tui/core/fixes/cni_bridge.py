@@ -318,6 +318,26 @@ class CniBridgeStep:
             return Action(id=action_id(self.name, node, n + 1) + ":rollback", target=node,
                           kind="shell", command=cmd, why=why)
 
+        def add_neigh(gw: str, mac: str, dev: str, code: str, why: str) -> None:
+            """The permanent neighbour entry flannel writes for a peer (its subnet address ->
+            its VtepMAC), added where it is missing."""
+            add(
+                f"neigh-{gw}",
+                kind="shell",
+                command=f"ip neigh replace {q(gw)} lladdr {q(mac)} dev {q(dev)} nud permanent",
+                why=why,
+                finding_codes=(code,),
+                risk="none: the entry becomes what flannel itself would write",
+                rollback=rb(f"ip neigh del {q(gw)} dev {q(dev)}",
+                            "remove the added neighbour entry"),
+                change={"what": f"neigh {gw} on {dev}", "before": "missing", "after": mac},
+                precondition=pre.absent_else_done(
+                    f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
+                    f"{q(f'lladdr {mac} ')}",
+                    f"the neighbour entry for {gw} does not hold {mac} yet",
+                    f"the neighbour entry for {gw} holds {mac} already"),
+            )
+
         codes = tuple(sorted({f.code for f in findings}))
 
         def facts_of(name: str) -> Any:  # an address's rollback: its attributes as read
@@ -610,24 +630,8 @@ class CniBridgeStep:
                             f"{good_mac} is sent only to {peer_ip} already"),
                     )
                     if sv.neigh_missing and gw:
-                        add(
-                            f"neigh-{gw}",
-                            kind="shell",
-                            command=(f"ip neigh replace {q(gw)} lladdr {q(good_mac)} dev {q(dev)} "
-                                     "nud permanent"),
-                            why=f"no neighbour entry for {gw} on {dev}",
-                            finding_codes=(f.code,),
-                            risk="none: the entry becomes what flannel itself would write",
-                            rollback=rb(f"ip neigh del {q(gw)} dev {q(dev)}",
-                                        "remove the added neighbour entry"),
-                            change={"what": f"neigh {gw} on {dev}", "before": "missing",
-                                    "after": good_mac},
-                            precondition=pre.absent_else_done(
-                                f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
-                                f"{q(f'lladdr {good_mac} ')}",
-                                f"the neighbour entry for {gw} does not hold {good_mac} yet",
-                                f"the neighbour entry for {gw} holds {good_mac} already"),
-                        )
+                        add_neigh(gw, good_mac, dev, f.code,
+                                  f"no neighbour entry for {gw} on {dev}")
                     continue
                 if good_mac and not wrong_mac and (sv.fdb_missing or sv.neigh_missing):
                     # entries missing, none wrong: add what flannel writes for the peer
@@ -653,25 +657,10 @@ class CniBridgeStep:
                                 f"the fdb entry {good_mac} dst {peer_ip} is there already"),
                         )
                     if sv.neigh_missing and gw:
-                        add(
-                            f"neigh-{gw}",
-                            kind="shell",
-                            command=(f"ip neigh replace {q(gw)} lladdr {q(good_mac)} dev {q(dev)} "
-                                     "nud permanent"),
-                            why=f"no neighbour entry for {gw} ({(sv.peer_node or '?')}'s subnet) "
-                                f"on {dev}: the inner destination MAC {good_mac} is never resolved",
-                            finding_codes=(f.code,),
-                            risk="none: the entry becomes what flannel itself would write",
-                            rollback=rb(f"ip neigh del {q(gw)} dev {q(dev)}",
-                                        "remove the added neighbour entry"),
-                            change={"what": f"neigh {gw} on {dev}", "before": "missing",
-                                    "after": good_mac},
-                            precondition=pre.absent_else_done(
-                                f"ip neigh show {q(gw)} dev {q(dev)} 2>/dev/null | grep -qiF "
-                                f"{q(f'lladdr {good_mac} ')}",
-                                f"the neighbour entry for {gw} does not hold {good_mac} yet",
-                                f"the neighbour entry for {gw} holds {good_mac} already"),
-                        )
+                        add_neigh(gw, good_mac, dev, f.code,
+                                  f"no neighbour entry for {gw} ({(sv.peer_node or '?')}'s subnet) "
+                                  f"on {dev}: the inner destination MAC {good_mac} is never "
+                                  "resolved")
                     continue
                 if not (wrong_mac and good_mac):
                     notes.append(f"{node}: FLANNEL_STALE_VTEP without MACs in its data")
