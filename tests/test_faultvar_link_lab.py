@@ -11,58 +11,17 @@ broke is back, and a re-diagnosis has none of the codes. The first round also ch
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from pathlib import Path
 
 import pytest
+from faultvar_helpers import _codes, _diagnose, _fix, _inject, _roles, _sh, _validate
 from lab_helpers import lab_fixture
 from test_lab_shapes import cli, wait_nodeports
 
 pytestmark = pytest.mark.lab
 
 lab = lab_fixture(nodes=3)
-
-
-def _diagnose(lab) -> list[dict]:
-    r = cli("diagnose", "--lab-dir", str(lab.dir), "--json", "-q")
-    assert r.returncode in (0, 1), r.stderr[-2000:]
-    return json.loads(r.stdout)["findings"]
-
-
-def _codes(findings: list[dict]) -> set[tuple[str, str]]:
-    return {(f["code"], f["node"]) for f in findings}
-
-
-def _fix(lab, journal: Path) -> str:
-    r = cli("fix", "--lab-dir", str(lab.dir), "--yes", "--journal", str(journal), timeout=400)
-    assert r.returncode == 0 and "verdict: fixed" in r.stdout, (r.stdout[-4000:], r.stderr[-2000:])
-    return r.stdout
-
-
-def _validate(lab) -> list[dict]:
-    r = cli("validate", "--lab-dir", str(lab.dir), "--json")
-    return [x for x in json.loads(r.stdout)["results"] if not x["passed"]]
-
-
-def _sh(lab, node: str, cmd: str) -> str:
-    return lab.exec(node, cmd, check=False).stdout
-
-
-def _roles(lab) -> tuple[str, str, str]:
-    from clusterfix_tui.lab import faults as F
-
-    jf = F.jellyfin_node(lab)
-    others = sorted(n["name"] for n in lab.nodes if n["name"] != jf)
-    return jf, others[0], others[1]
-
-
-def _inject(lab, name: str, node: str) -> dict:
-    from clusterfix_tui.lab import faults as F
-
-    rec = F.inject(lab, name, node)
-    assert isinstance(rec, dict) and rec["physical"], rec
-    return rec
 
 
 def _is_up(link_line: str) -> bool:
