@@ -139,7 +139,9 @@ def test_rollback_refuses_a_rebooted_node_and_force_skips_its_runtime_changes(la
                 and e["identity"]["node"] == "node-2")
     fwd = {e["command"]: e["action_id"] for e in evs
            if e["type"] == "command_start" and e["node"] == "node-2" and not e.get("rollback")}
-    sysctl_id = fwd["sysctl -w net.ipv4.ip_forward=1"]
+    # the runtime sysctl action (it saves each device's forwarding first since 7bfb094)
+    sysctl_id = next(i for c, i in fwd.items()
+                     if "sysctl -w net.ipv4.ip_forward=1" in c and DROPIN not in c)
     dropin_id = next(i for c, i in fwd.items() if DROPIN in c)
 
     # the reboot: new namespaces and processes, same address and host key; /run is emptied,

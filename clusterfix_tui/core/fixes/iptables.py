@@ -663,7 +663,13 @@ class IptablesStep:
                     rollback=Action(
                         id=action_id(self.name, node, n + 1) + ":rollback",
                         target=node, kind="shell",
-                        command=f"{ip}-{b}-restore -T {q(t)} < {q(before)}",
+                        # no saved table: the action never got past its save (a session
+                        # killed before it), so it removed nothing and there is nothing to put
+                        # back (the removal runs only after the save)
+                        command=(f"if [ -e {q(before)} ]; then {ip}-{b}-restore -T {q(t)} < "
+                                 f"{q(before)}; else echo "
+                                 + q(f"clusterfix: {before} was never saved: the removal did "
+                                     "not run, nothing to restore") + "; fi"),
                         why=f"restore the {ip} {b} {t} table as it was right before",
                     ),
                     change={"what": f"{ip} {b} {t}: KUBE-* chains" if pfx else f"{b} {t}: KUBE-* chains",
