@@ -8,9 +8,9 @@ process busy (the work is GIL-bound). Against a distant server (tens of millisec
 parallel requests are what hides the latency.
 
 So `fan_out` starts with `start` threads and adds one (up to `most`) whenever the requests
-answered since the last change (a thread's first answer, which may carry the set-up of its
-connection, left out) waited, on average over at least WINDOW of them, longer than
-MIN_WAIT and longer than their own CPU time times the threads running: more than waiting for
+answered last (a thread's first answer, which may carry the set-up of its connection, left out)
+waited, each of WINDOW answers in a row since the last change, longer than MIN_WAIT and longer
+than its own CPU time times the threads running: more than waiting for
 the GIL behind the others could explain, so the time went to the network or the server, and
 another connection in flight shortens the whole. One slow answer (a scheduling hiccup) does not
 add a thread; a near server keeps `start` connections, a distant one reaches `most` within the
@@ -27,7 +27,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MIN_WAIT = 0.002  # seconds a request must wait (beyond its CPU) before another thread is added
-WINDOW = 2  # answers averaged before a thread is added
+WINDOW = 2  # slow answers in a row before a thread is added
 
 
 def fan_out(fn: Callable[[T], R], items: Sequence[T], *, start: int = 2, most: int = 8,
@@ -47,7 +47,7 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T], *, start: int = 2, most: i
     errors: list[BaseException] = []
     lock = threading.Lock()
     threads: list[threading.Thread] = []
-    sums: list[float] = [0.0, 0.0, 0]  # waited, CPU, answers since the last thread was added
+    row = [0]  # slow answers in a row since the last thread was added
     nxt = 0
 
     def spawn() -> None:  # with `lock` held
@@ -77,15 +77,14 @@ def fan_out(fn: Callable[[T], R], items: Sequence[T], *, start: int = 2, most: i
                 first = False
                 continue
             with lock:
-                sums[0] += waited
-                sums[1] += spent
-                sums[2] += 1
-                if sums[2] >= WINDOW:
-                    mean_wait, mean_cpu = sums[0] / sums[2], sums[1] / sums[2]
-                    if mean_wait > MIN_WAIT and mean_wait > mean_cpu * len(threads) \
-                            and len(threads) < most and nxt < n:
-                        spawn()
-                        sums[:] = [0.0, 0.0, 0]  # judge the new number of threads afresh
+                # answers in a row that waited longer than the GIL explains (one fast answer
+                # starts the count again: a single slow answer, a scheduling hiccup, never adds
+                # a thread, whatever the answers before it)
+                slow = waited > MIN_WAIT and waited > spent * len(threads)
+                row[0] = row[0] + 1 if slow else 0
+                if row[0] >= WINDOW and len(threads) < most and nxt < n:
+                    spawn()
+                    row[0] = 0  # judge the new number of threads afresh
 
     with lock:
         for _ in range(max(1, min(start, most))):
