@@ -95,24 +95,10 @@ class LocalShell:
         finally:
             sel.close()
         if too_large:
-            _kill_group(proc)
-            proc.stdout.close()
-            proc.stderr.close()
-            return CommandResult(
-                exit_code=None, stdout=bufs["stdout"].decode("utf-8", "replace"),
-                stderr=bufs["stderr"].decode("utf-8", "replace"),
-                duration=time.monotonic() - start,
-                error=OUTPUT_TOO_LARGE.format(mib=f"{self.max_output / 2**20:g}")
-                + "; its process group was killed")
+            return _stopped(proc, bufs, start, OUTPUT_TOO_LARGE.format(
+                mib=f"{self.max_output / 2**20:g}") + "; its process group was killed")
         if interrupted:
-            _kill_group(proc)
-            proc.stdout.close()
-            proc.stderr.close()
-            return CommandResult(
-                exit_code=None, stdout=bufs["stdout"].decode("utf-8", "replace"),
-                stderr=bufs["stderr"].decode("utf-8", "replace"),
-                duration=time.monotonic() - start,
-                error=f"{INTERRUPTED}: its process group was killed")
+            return _stopped(proc, bufs, start, f"{INTERRUPTED}: its process group was killed")
         if timed_out:
             _kill_group(proc)
         else:
@@ -148,6 +134,20 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
         proc.stdin.close()
     except OSError:
         pass
+
+
+def _stopped(proc: subprocess.Popen[bytes], bufs: dict[str, bytearray], start: float,
+             error: str) -> CommandResult:
+    """A command stopped before its end (output over the cap, the user's interrupt): its process
+    group killed, its pipes closed, what it printed so far kept, `error` saying why."""
+    _kill_group(proc)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    proc.stderr.close()
+    return CommandResult(
+        exit_code=None, stdout=bufs["stdout"].decode("utf-8", "replace"),
+        stderr=bufs["stderr"].decode("utf-8", "replace"), duration=time.monotonic() - start,
+        error=error)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
