@@ -1025,11 +1025,7 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
         return _missing_jumps(snapshot, node, facts, live, why, pod, shape, mode)
     label = "iptables-legacy-save" if live == "legacy" else "iptables-nft-save -t nat"
     evidence = [f"{label}: no chain {', '.join(missing)} in *nat",
-                f"kube-proxy backend {live} ({why})"]
-    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
-    if pod is not None and pod.mirror:
-        evidence.append(f"kube-proxy on this node is a static pod ({pod.ref}, a mirror pod): "
-                        "deleting it restarts nothing")
+                *_kube_proxy_tail(facts, live, why, pod)]
     return [Finding(
         code="KUBE_PROXY_NO_RULES", severity="error", node=node,
         title="kube-proxy has programmed no Service/NodePort rules on this node",
@@ -1042,6 +1038,17 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
         data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
                             missing),
     )]
+
+
+def _kube_proxy_tail(facts: NodeFacts, live: str, why: str, pod: Any) -> list[str]:
+    """The evidence every iptables-mode KUBE_PROXY_NO_RULES ends with: kube-proxy's backend and
+    why, its healthz answer, and (a static pod) why deleting its mirror pod restarts nothing."""
+    tail = [f"kube-proxy backend {live} ({why})",
+            "kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer")]
+    if pod is not None and pod.mirror:
+        tail.append(f"kube-proxy on this node is a static pod ({pod.ref}, a mirror pod): "
+                    "deleting it restarts nothing")
+    return tail
 
 
 # kube-proxy's own links into its nat chains (proxier.go's iptablesJumpChains, unconditional since
@@ -1142,11 +1149,7 @@ def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live:
             evidence.append(f"({ip}: kube-proxy's IPv6 proxier)")
     if not missing:
         return []
-    evidence.append(f"kube-proxy backend {live} ({why})")
-    evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
-    if pod is not None and pod.mirror:
-        evidence.append(f"kube-proxy on this node is a static pod ({pod.ref}, a mirror pod): "
-                        "deleting it restarts nothing")
+    evidence.extend(_kube_proxy_tail(facts, live, why, pod))
     return [Finding(
         code="KUBE_PROXY_NO_RULES", severity="error", node=node,
         title="kube-proxy's Service/NodePort rules are cut off from the packet path on this node",
