@@ -693,7 +693,7 @@ def check_route_json_bare_type(s: dict[str, Any]) -> None:
     acts = [a for a in plan.actions if "ip route replace" in a.command]
     assert len(acts) == len(peers)
     for a in acts:
-        assert "ip route show to exact" in a.command and "ip route add $r" in a.rollback.command
+        assert "ip route save to exact" in a.command and "ip route restore <" in a.rollback.command
         assert a.change["before"] in {r for v in e["actual"].values() for r in v}
     # a text that is still not JSON: not read, nothing found, and said why
     cut = text(s["file"]).rstrip().removesuffix("]").rstrip().removesuffix("}")

@@ -64,8 +64,8 @@ def test_replaced_route_is_saved_and_put_back_by_the_rollback():
     replace overwrote was lost."""
     x, a = _plan()
     assert x.data.missing[0]["actual"] == ["10.244.1.0/24 via 10.0.0.12 dev eth0"]
-    assert re.search(r"ip route show to exact 10\.244\.1\.0/24 > \S+ \}", a.command)
-    assert "ip route add $r" in a.rollback.command
+    assert re.search(r"ip route save to exact 10\.244\.1\.0/24 > \S+ &&", a.command)
+    assert "ip route restore <" in a.rollback.command
     assert a.change["before"] == "10.244.1.0/24 via 10.0.0.12 dev eth0"
 
 

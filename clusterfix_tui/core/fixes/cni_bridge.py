@@ -35,6 +35,7 @@ from clusterfix_tui.core.fixes.engine import (
 )
 from clusterfix_tui.core.fixes.step import addr_add_args
 from clusterfix_tui.core.model import Action, Finding, Plan
+from clusterfix_tui.core.parsers import render_route
 from clusterfix_tui.core.shape import (
     SERVICE_UNITS,
     embedded_service_unit,
@@ -58,17 +59,55 @@ WARNING = ("restarting flannel on {nodes}: pods on those nodes lose pod networki
 # route flags `ip route` can set; the others (linkdown, dead, offload, trap...) are the
 # kernel's report of the route's state, not attributes
 _ROUTE_FLAGS = ("onlink", "pervasive")
+# the `ip -j route` keys _route_spec puts back (plus the product's own "reason", "cidr",
+# "subnet"); any other key (encap, expires, a cross-family "via" object, realms, tos...) is an
+# attribute it would lose: such a route is not deleted or replaced ("cannot be restored exactly")
+_ROUTE_KEYS = frozenset(("dst", "cidr", "subnet", "type", "nhid", "gateway", "via", "dev", "table",
+                         "protocol", "scope", "prefsrc", "metric", "pref", "metrics", "flags",
+                         "nexthops", "reason"))
+_NEXTHOP_KEYS = frozenset(("gateway", "dev", "weight", "flags"))
+
+
+def route_not_exact(r: dict[str, Any] | str) -> str | None:
+    """Why the route (`ip -j route` JSON) cannot be put back exactly from its JSON by `ip route
+    add`, None when it can: an attribute _route_spec does not carry, a nexthop (of a multipath
+    route) with one, a metric that is not a plain number (a locked mtu)."""
+    if isinstance(r, str):
+        return None
+    extra = sorted(set(r) - _ROUTE_KEYS)
+    if extra:
+        return f"it has attributes this tool does not restore: {', '.join(extra)}"
+    if r.get("via") is not None and not isinstance(r.get("via"), str):
+        return "its gateway is of another address family"
+    for m in r.get("metrics") or ():
+        for key, value in (m.items() if isinstance(m, dict) else (("?", m),)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"its route metric {key} is {value!r}, not a plain number"
+    nexthops = r.get("nexthops")
+    if nexthops is not None:
+        if r.get("nhid") is None and (not isinstance(nexthops, list) or not nexthops):
+            return "its nexthops are not a list"
+        for nh in nexthops if r.get("nhid") is None else ():
+            if not isinstance(nh, dict) or set(nh) - _NEXTHOP_KEYS or not nh.get("dev"):
+                return f"a nexthop has attributes this tool does not restore: {nh!r}"
+    return None
 
 
 def _route_spec(r: dict[str, Any] | str, default_dev: str | None = "flannel.1") -> str | None:
     """`ip route` arguments for a route given as `ip -j route` JSON or as text: every attribute
     the kernel shows and `ip route` can set (type, table, proto, scope, src, metric, pref, the
-    route metrics such as mtu, nexthop id, onlink), so a route deleted and re-added from this
-    spec is the route it was. `ip -j` leaves out the defaults (proto boot, scope global, table
-    main, type unicast); an IPv4 route is given `scope global` explicitly because `ip route`
-    would otherwise give a route without gateway scope link."""
+    route metrics such as mtu, onlink; a multipath route's nexthops with their weights and
+    onlink; a nexthop object's id), so a route deleted and re-added from this spec is the route
+    it was. `ip -j` leaves out the defaults (proto boot, scope global, table main, type unicast);
+    an IPv4 route is given `scope global` explicitly because `ip route` would otherwise give a
+    route without gateway scope link. A route using a nexthop object (`nhid`) is given by its id
+    only: the kernel also shows the object's gateway and device, but refuses a route given both
+    ("Nexthop specification and nexthop id are mutually exclusive"). None for a route whose JSON
+    does not carry all it is (route_not_exact)."""
     if isinstance(r, str):
         return r.strip() or None
+    if route_not_exact(r) is not None:
+        return None
     dst = r.get("dst") or r.get("cidr") or r.get("subnet")
     if not dst:
         return None
@@ -77,14 +116,16 @@ def _route_spec(r: dict[str, Any] | str, default_dev: str | None = "flannel.1") 
     if rtype and rtype != "unicast":
         parts.append(q(str(rtype)))
     parts.append(q(str(dst)))
+    nexthops = r.get("nexthops") if r.get("nhid") is None else None
+    gw = r.get("gateway") or r.get("via")
     if r.get("nhid") is not None:
         parts += ["nhid", q(str(r["nhid"]))]
-    gw = r.get("gateway") or r.get("via")
-    if gw:
-        parts += ["via", q(str(gw))]
-    dev = r.get("dev") or default_dev
-    if dev:
-        parts += ["dev", q(str(dev))]
+    elif not nexthops:
+        if gw:
+            parts += ["via", q(str(gw))]
+        dev = r.get("dev") or default_dev
+        if dev:
+            parts += ["dev", q(str(dev))]
     table = r.get("table")
     if table and table != "main":
         parts += ["table", q(str(table))]
@@ -102,12 +143,19 @@ def _route_spec(r: dict[str, Any] | str, default_dev: str | None = "flannel.1") 
         parts += ["pref", q(str(r["pref"]))]
     for m in r.get("metrics") or ():
         for key, value in (m.items() if isinstance(m, dict) else ()):
-            if isinstance(value, int) and not isinstance(value, bool):
-                parts += [q(str(key)), q(str(value))]
+            parts += [q(str(key)), q(str(value))]
     flags = r.get("flags") or []
     for flag in _ROUTE_FLAGS:
         if r.get(flag) or flag in flags:
             parts.append(flag)
+    for nh in nexthops or ():
+        parts.append("nexthop")
+        if nh.get("gateway"):
+            parts += ["via", q(str(nh["gateway"]))]
+        parts += ["dev", q(str(nh["dev"]))]
+        if nh.get("weight") is not None:
+            parts += ["weight", q(str(nh["weight"]))]
+        parts += [flag for flag in _ROUTE_FLAGS if flag in (nh.get("flags") or ())]
     return " ".join(parts)
 
 
@@ -534,6 +582,12 @@ class CniBridgeStep:
                 for r in ss.stale_routes:
                     spec = _route_spec(r)
                     dst = r.get("dst") if isinstance(r, dict) else None
+                    why_not = route_not_exact(r)
+                    if why_not is not None:
+                        notes.append(f"{node}: the stale route {render_route(r)} is not deleted: "
+                                     f"it cannot be restored exactly ({why_not}); remove it by "
+                                     "hand if it is not wanted")
+                        continue
                     if not spec or not dst:
                         continue
                     rdev = r.get("dev") or dev
@@ -726,6 +780,12 @@ class CniBridgeStep:
                     r = sj
                     spec = _route_spec(r, default_dev=None)
                     dst = str(r.get("dst") or "")
+                    why_not = route_not_exact(r)
+                    if why_not is not None:
+                        notes.append(f"{node}: the shadowing route {sh.get('route')} is not "
+                                     f"deleted: it cannot be restored exactly ({why_not}); "
+                                     "remove it by hand")
+                        continue
                     if not spec or not dst:
                         continue
                     ip = "ip -6" if ":" in dst else "ip"
@@ -766,17 +826,24 @@ class CniBridgeStep:
                         # leftover, a blackhole): it is saved first and put back on rollback
                         dst = str(expected).split()[0]
                         ip = "ip -6" if ":" in dst else "ip"
-                        saved = f"{nbdir}/route-{re.sub(r'[^0-9A-Za-z.]+', '_', dst)}"
-                        command = (f"mkdir -p -m 700 {q(nbdir)} && {{ [ -e {q(saved)} ] || "
-                                   f"{ip} route show to exact {q(dst)} > {q(saved)}; }} && "
+                        # saved as netlink messages (`ip route save`): `ip route restore`
+                        # puts back every attribute, a multipath route's nexthops included (the
+                        # text of `ip route show` spreads those over lines). A route using a
+                        # nexthop object cannot be restored so (the kernel refuses its id given
+                        # with the gateway it dumps): the action refuses to replace it.
+                        saved = f"{nbdir}/route-{re.sub(r'[^0-9A-Za-z.]+', '_', dst)}.rtsave"
+                        nhobj = (f"clusterfix: a route to {dst} uses a nexthop object (nhid): it "
+                                 "cannot be restored exactly; not replaced (remove it by hand)")
+                        command = (f"if {ip} route show to exact {q(dst)} | grep -qw nhid; then "
+                                   f"echo {q(nhobj)} >&2; exit 4; fi; "
+                                   f"mkdir -p -m 700 {q(nbdir)} && {{ [ -e {q(saved)} ] || "
+                                   f"{{ {ip} route save to exact {q(dst)} > {q(saved + '.tmp')} && "
+                                   f"mv -f -- {q(saved + '.tmp')} {q(saved)}; }}; }} && "
                                    f"ip route replace {spec}")
                         rollback = rb(
-                            f"ip route del {spec}; sed -E 's/ (linkdown|dead|offload|trap|"
-                            f"rt_offload|rt_trap|pervasive)( |$)/ /g' {q(saved)} | "
-                            f"while read -r r; do [ -z \"$r\" ] || {ip} route add $r || exit 1; "
-                            "done",
+                            f"ip route del {spec}; {ip} route restore < {q(saved)}",
                             "remove the added route and put back the route(s) it replaced "
-                            f"({'; '.join(actual)})")
+                            f"({'; '.join(actual)}) exactly as saved before")
                     add(
                         f"add-route-{spec}",
                         kind="shell",
