@@ -179,6 +179,86 @@ def _gateway_kept(bc: BridgeConflictData, wrong: str) -> bool:
     return False
 
 
+def _addr_info(facts: Any, dev: str) -> list[dict[str, Any]] | None:
+    """`dev`'s addr_info as the node's facts (`ip -j addr`) show it; None: not shown."""
+    for link in getattr(facts, "addrs", None) or ():
+        if isinstance(link, dict) and link.get("ifname") == dev:
+            return [a for a in link.get("addr_info") or () if isinstance(a, dict)]
+    return None
+
+
+def secondaries_of(facts: Any, dev: str, cidr: str) -> list[str] | None:
+    """The IPv4 secondary addresses the kernel drops with the primary `cidr` on `dev` (same
+    prefix length, same network; net.ipv4.conf.DEV.promote_secondaries=1 promotes one instead,
+    which the rollback could not undo either: the re-added address would become a secondary).
+    [] for an IPv6 address, a secondary, or a primary without any; None when the facts do not
+    show `cidr` on `dev`."""
+    try:
+        iface = ipaddress.ip_interface(str(cidr))
+    except ValueError:
+        return None
+    if iface.version != 4:
+        return []
+    info = _addr_info(facts, dev)
+    me = next((a for a in info or () if a.get("family") == "inet"
+               and a.get("local") == str(iface.ip) and str(a.get("prefixlen")) == str(
+                   iface.network.prefixlen)), None)
+    if me is None:
+        return None
+    if me.get("secondary"):
+        return []
+    out = []
+    for a in info or ():
+        if a.get("family") != "inet" or not a.get("secondary") or \
+                str(a.get("prefixlen")) != str(iface.network.prefixlen):
+            continue
+        if in_net(str(a.get("local")), str(iface.network)):
+            out.append(f"{a.get('local')}/{a.get('prefixlen')}")
+    return out
+
+
+def addr_del_command(addr: str, dev: str) -> str:
+    """`ip addr del` of `addr` when `dev` still carries it. An IPv4 primary address that still
+    has secondaries in its network when the action runs is not removed (the kernel would drop
+    them too, or promote one): the action fails and says so. The plan removes the secondaries
+    it removes before their primary, so the rollback (in reverse) puts the primary back first."""
+    present = f"ip -o addr show dev {q(dev)} | grep -qF {q(' ' + addr + ' ')}"
+    guard = ""
+    try:
+        iface = ipaddress.ip_interface(addr)
+    except ValueError:
+        iface = None
+    if iface is not None and iface.version == 4:
+        msg = (f"clusterfix: {addr} is the primary address of {iface.network} on {dev} and "
+               "secondaries are still there: removing it would drop them (or promote one); "
+               "not removed, re-run diagnose")
+        guard = (f"if ip -o -4 addr show dev {q(dev)} | grep -F {q(' ' + addr + ' ')} | "
+                 f"grep -qvw secondary && ip -o -4 addr show dev {q(dev)} to "
+                 f"{q(str(iface.network))} secondary | grep -qF {q('/' + str(iface.network.prefixlen) + ' ')}; "
+                 f"then echo {q(msg)} >&2; exit 4; fi; ")
+    return f"{guard}if {present}; then ip addr del {q(addr)} dev {q(dev)}; fi"
+
+
+def _secondaries_first(facts: Any, dev: str, addrs: list[str], node: str,
+                       notes: list[str]) -> list[str]:
+    """`addrs` to remove from `dev`, each secondary before its primary; a primary whose
+    secondaries are not all removed too is left out (said in a note): removing it would drop
+    them, and its rollback would not bring them back."""
+    keep: list[str] = []
+    for a in addrs:
+        sec = secondaries_of(facts, dev, a) or []
+        lost = [x for x in sec if x not in addrs]
+        if lost:
+            notes.append(f"{node}: {a} on {dev} is not removed: it is the primary address of its "
+                         f"network and the kernel would drop its secondaries with it "
+                         f"({', '.join(lost)}; unless promote_secondaries, which a rollback cannot "
+                         "undo either); remove them by hand if they are wrong too")
+            continue
+        keep.append(a)
+    secondary = {a for b in keep for a in secondaries_of(facts, dev, b) or ()}
+    return sorted(keep, key=lambda a: a not in secondary)
+
+
 def _addr_present(addr: str, dev: str) -> Any:
     return pre.exists_else_done(
         f"ip -o addr show dev {q(dev)} 2>/dev/null | grep -qF {q(' ' + addr + ' ')}",
@@ -504,13 +584,11 @@ class CniBridgeStep:
                         )
                     # Remove the wrong address(es), keep the bridge: the pods' veths stay
                     # attached, and flannel (restarted below) puts the podCIDR gateway back.
-                    for wrong in wrong_list:
+                    for wrong in _secondaries_first(facts_of(node), dev, wrong_list, node, notes):
                         add(
                             f"del-addr-{wrong}-{dev}",
                             kind="shell",
-                            command=f"if ip -o addr show dev {q(dev)} | grep -qF "
-                                    f"{q(' ' + wrong + ' ')}; then "
-                                    f"ip addr del {q(wrong)} dev {q(dev)}; fi",
+                            command=addr_del_command(wrong, dev),
                             why=f"{dev} carries {wrong} but the node's podCIDR is "
                                 f"{(bc.pod_cidr or '?')} (gateway {(bc.expected or '?')}): "
                                 "flannel fails with 'already has an IP address different from'. "
@@ -607,12 +685,12 @@ class CniBridgeStep:
                             f"the route to {dst} via {rdev} is still there",
                             f"no route to {dst} via {rdev} any more"),
                     )
-                for addr in ss.stale_addresses:
+                for addr in _secondaries_first(facts_of(node), dev, list(ss.stale_addresses), node,
+                                               notes):
                     add(
                         f"del-addr-{addr}-{dev}",
                         kind="shell",
-                        command=f"if ip -o addr show dev {q(dev)} | grep -qF {q(' ' + addr + ' ')}; "
-                                f"then ip addr del {q(addr)} dev {q(dev)}; fi",
+                        command=addr_del_command(addr, dev),
                         why=f"{dev} still carries {addr}, from a subnet this node no longer owns "
                             f"(podCIDR {(ss.pod_cidr or '?')}): flannel fails with 'link has "
                             "incompatible addresses'",
