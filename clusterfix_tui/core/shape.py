@@ -773,6 +773,7 @@ SCOPES: dict[str, str] = {
     "KUBE_PROXY_INCOMPATIBLE_CHAIN": "kube-proxy present (iptables/ipvs mode) and iptables-nft on the node",
     "IPTABLES_BACKEND_CONFLICT": "kube-proxy present (iptables/ipvs mode) and both iptables backends on the node",
     "IPVS_MODULES_MISSING": "kube-proxy in ipvs mode",
+    "KUBE_PROXY_SHADOWED": "kube-proxy present, in iptables mode",
     "BR_NETFILTER_OFF": "a CNI that bridges pods (flannel, kube-router, other/unknown); not calico or cilium",
     "IPV6_FORWARD_OFF": "nodes with an IPv6 podCIDR (IPv6 pod traffic)",
     "BR_NETFILTER_IP6_OFF": "a CNI that bridges pods, on nodes with an IPv6 podCIDR",
@@ -825,7 +826,7 @@ def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> st
             return f"kube-proxy is {shape.kube_proxy}: no kube-proxy pods"
         return None
     if code in ("KUBE_PROXY_NO_RULES", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "IPTABLES_BACKEND_CONFLICT",
-                "IPVS_MODULES_MISSING"):
+                "IPVS_MODULES_MISSING", "KUBE_PROXY_SHADOWED"):
         if not shape.kube_proxy_present(node):
             return f"kube-proxy is {shape.kube_proxy}" + (
                 " (a kube-proxy replacement handles Services)" if shape.cni in ("cilium", "kube-router")
@@ -833,6 +834,8 @@ def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> st
         mode = shape.proxy_mode(node)
         if code == "IPVS_MODULES_MISSING":
             return None if mode == "ipvs" else f"kube-proxy mode is {mode or 'unknown'}, not ipvs"
+        if code == "KUBE_PROXY_SHADOWED":
+            return None if mode in ("iptables", None) else f"kube-proxy mode is {mode}, not iptables"
         if code == "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "nftables", "ipvs", None):
             return f"kube-proxy mode is {mode}: its rules are not checked"
         if code != "KUBE_PROXY_NO_RULES" and mode not in ("iptables", "ipvs", None):

@@ -62,6 +62,7 @@ READS: dict[str, tuple[str, ...]] = {
                                       "nft_table_text"),
     "KUBE_PROXY_NO_RULES": (*IPTABLES_SECTIONS, "nft_json", "kube_proxy_healthz",
                             "kube_proxy_mode", "ip_vs"),
+    "KUBE_PROXY_SHADOWED": (*IPTABLES_SECTIONS, "kube_proxy_mode", "ip_addr"),
 }
 MARKER_CHAINS = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
 # KUBE-* chains that are not kube-proxy's: kube-router's network policy controller (its own
@@ -169,6 +170,19 @@ class NoRulesData(ComponentPodData, codes=("KUBE_PROXY_NO_RULES",)):
     kube_proxy: str | None = None  # the shape's kube-proxy form
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShadowedData(FindingData, codes=("KUBE_PROXY_SHADOWED",)):
+    backend: str = ""  # kube-proxy's iptables backend: "legacy" | "nft"
+    ip_version: int = 4
+    builtin: str = ""  # PREROUTING | OUTPUT (nat)
+    rule: str = ""  # the foreign rule ahead of kube-proxy's jump ("-A PREROUTING ...")
+    via: str = ""  # the rule that ends the traversal (rule itself, or one in a chain it jumps to)
+    jump: str = ""  # kube-proxy's own jump as the save prints it ("-A PREROUTING -m comment ...")
+    services: list[str] = field(default_factory=list)  # the Service ports it shadows
+    partial: bool = False  # only for some sources / interfaces
+    binary: str = ""  # the binary that writes that backend ("iptables-nft", "ip6tables-legacy")
+
+
 def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
     return detect_backend(facts)
 
@@ -186,6 +200,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
             out.extend(incompatible_chain(snapshot, node, facts))
         if why_not(shape, "KUBE_PROXY_NO_RULES", node) is None:
             out.extend(no_rules(snapshot, node, facts))
+        if why_not(shape, "KUBE_PROXY_SHADOWED", node) is None:
+            out.extend(shadowed(snapshot, node, facts))
     return out
 
 
@@ -1268,3 +1284,74 @@ def _kp_daemonset(snapshot: ClusterSnapshot, pod: Any) -> str | None:
     if shape is not None:
         return shape.kube_proxy_workload.name if shape.kube_proxy_workload else None
     return "kube-proxy"
+
+
+# -- KUBE_PROXY_SHADOWED -------------------------------------------------------------------------
+
+
+def shadowed(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Finding]:
+    """A foreign ACCEPT/RETURN ahead of kube-proxy's jump in nat PREROUTING/OUTPUT of kube-proxy's
+    own backend (core.checks.nat_shadow): the Service packets it matches are never DNATed here,
+    and a kube-proxy restart does not help (it only checks its jump exists). iptables mode only
+    (nftables mode: another base chain's accept does not stop kube-proxy's; ipvs: the nat jump
+    only marks for masquerade)."""
+    from clusterfix_tui.core.checks import nat_shadow
+
+    shape = shape_of(snapshot)
+    mode = shape.proxy_mode(node) if shape is not None else snapshot.kube_proxy_mode
+    if (mode or facts.kube_proxy_mode or "iptables") != "iptables" or \
+            (facts.kube_proxy_mode not in (None, "", "iptables")):
+        return []
+    if shape is None and not (snapshot.kube_proxy_pods or facts.kube_proxy_mode
+                              or snapshot.kube_proxy_config_found):
+        return []
+    live, why = kube_proxy_backend(facts)
+    out: list[Finding] = []
+    for version in (4, 6):
+        if version == 6 and 6 not in pod_families(snapshot, node):
+            continue
+        save = backend_saves(facts, version).get(live)
+        if save is None or "nat" in save.incompatible_tables or save.errors:
+            continue
+        if _live_rules_elsewhere(facts, live, version):
+            continue
+        nat = save.table("nat")
+        if nat is None:
+            continue
+        local = nat_shadow.node_addresses(facts, version)
+        if local is not None and version == 4:
+            local = [*local, "127.0.0.1"]
+        label = save_label(live, "nat", version, facts)
+        ip = "ip6tables" if version == 6 else "iptables"
+        single = label in ("iptables-save", "ip6tables-save")
+        for sh in nat_shadow.shadows(nat, local):
+            jump = next(r.spec for r in nat.rules_in(sh.builtin) if r.target == "KUBE-SERVICES")
+            names = sorted({d.label for d in sh.dests})
+            fam = " (IPv6)" if version == 6 else ""
+            evidence = [f"{label}: {sh.rule.spec} (ahead of kube-proxy's {jump})"]
+            if sh.via != sh.rule.spec:
+                evidence.append(f"{label}: {sh.via} (where those packets end)")
+            evidence.append("Service ports it takes past kube-proxy" + (" for some sources or "
+                            "interfaces" if sh.partial else "") + ": " + ", ".join(names[:8])
+                            + (f" (+{len(names) - 8})" if len(names) > 8 else ""))
+            evidence.append(f"kube-proxy backend {live} ({why})")
+            out.append(Finding(
+                code="KUBE_PROXY_SHADOWED", severity="error", node=node,
+                title=f"a rule ahead of kube-proxy's jump in nat {sh.builtin} takes Service "
+                      f"traffic past kube-proxy{fam}",
+                evidence=tuple(evidence),
+                explanation=(f"In the nat table kube-proxy uses ({live} backend{fam}), "
+                             f"`{sh.rule.spec}` comes before kube-proxy's jump to KUBE-SERVICES "
+                             "and ends the nat traversal (ACCEPT, or RETURN in a built-in chain) "
+                             "of the packets it matches: they are never DNATed to a Service's "
+                             "pods on this node. kube-proxy only checks that its jump exists, it "
+                             "never moves it: restarting kube-proxy does not help. The fix puts "
+                             "kube-proxy's own jump (its exact text) again ahead of that rule; "
+                             "the rule stays for every other packet."),
+                reference=REF_KUBE_PROXY, step="iptables",
+                data=ShadowedData(backend=live, ip_version=version, builtin=sh.builtin,
+                                  rule=sh.rule.spec, via=sh.via, jump=jump, services=names,
+                                  partial=sh.partial,
+                                  binary=ip if single else f"{ip}-{live}"),
+            ))
+    return out

@@ -31,6 +31,7 @@ from clusterfix_tui.core.checks.iptables import (
     BackendConflictData,
     ForwardDropData,
     IncompatibleChainData,
+    ShadowedData,
 )
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
@@ -52,6 +53,7 @@ CODES = (
     "IPTABLES_BACKEND_CONFLICT",
     "FORWARD_DROP",
     "KUBE_PROXY_INCOMPATIBLE_CHAIN",
+    "KUBE_PROXY_SHADOWED",
 )
 BACKENDS = ("legacy", "nft")
 # the binaries a FORWARD policy is set with (from the finding's data, checked against this list)
@@ -469,6 +471,8 @@ class IptablesStep:
                 codes_for[key] = codes_for[key] + (f.code,)
 
         for f in findings:
+            if f.code == "KUBE_PROXY_SHADOWED":
+                continue  # kube-proxy's own backend, not a disagreement to align
             d = f.data_as(_DATA_OF[f.code])
             kp_backend = kp_backend or _backend(d.kube_proxy_backend)
             alt_now = alt_now or _backend(d.host_iptables)
@@ -575,6 +579,8 @@ class IptablesStep:
                                      "not planned (see the evidence)")
                 else:  # backend-mismatch: align the alternative (below) and restart kube-proxy
                     remember("restart", {}, f)
+            elif f.code == "KUBE_PROXY_SHADOWED":
+                remember("kube_proxy_jump", {"i": findings.index(f)}, f)
         alt_path_now, alt_mode = _alternative_from_facts(diagnosis, node)
         if switch:
             first = findings[0]
@@ -817,6 +823,15 @@ class IptablesStep:
                 ))
             elif kind == "restart":
                 restart_needed = True
+            elif kind == "kube_proxy_jump":
+                fields, more = _kube_proxy_jump_actions(
+                    facts, node, codes, findings[p["i"]].data_as(ShadowedData), n, nbdir)
+                notes.extend(more)
+                for kw in fields:
+                    if kw.get("opt_in"):
+                        actions.append(FixAction(target=node, **kw))
+                    else:
+                        add(**kw)
             elif kind == "delete_nft_rule":
                 fam, tab, ch, h, text = p["family"], p["table"], p["chain"], p["handle"], p["rule"]
                 rb: Action | None = None
@@ -931,6 +946,29 @@ class IptablesStep:
                                  + (f" ({how})" if how else "") + "; kube-proxy re-syncs its "
                                  "rules on its own, or restart it by hand")
         return actions, notes
+
+
+def _kube_proxy_jump_actions(facts: Any, node: str, codes: tuple[str, ...], d: ShadowedData,
+                            n: int, nbdir: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """KUBE_PROXY_SHADOWED (core.fixes.kube_proxy_jump): kube-proxy's jump re-inserted ahead of
+    the shadowing rule (default), deleting that rule (opt-in)."""
+    from clusterfix_tui.core.fixes import kube_proxy_jump
+
+    wait = iptables_wait(facts)
+    fields = kube_proxy_jump.jump_ahead(d, wait, action_id("iptables", node, n + 1), node)
+    if fields is None:
+        return [], [f"{node}: {d.rule!r} shadows kube-proxy's jump in nat {d.builtin}, but the "
+                    "rule texts are not usable: nothing planned, see the evidence"]
+    out = [dict(fields, finding_codes=codes)]
+    fam = "ip6" if d.ip_version == 6 else None
+    place = iptables_rule_place(facts, d.backend, fam, "nat", d.builtin, d.rule)
+    ident = opt_in_id("iptables", node, f"delete-shadow-{d.ip_version}-{d.builtin.lower()}")
+    alt = kube_proxy_jump.delete_rule(
+        d, wait, ident, node, place,
+        f"the backup in {nbdir} ({'ip6-' if fam else ''}{d.backend}.rules) has it")
+    if alt is not None:
+        out.append(dict(alt, finding_codes=codes, id=ident))  # opt-in: its own id
+    return out, []
 
 
 def _embedded_kube_proxy_unit(diagnosis: Diagnosis, node: str) -> tuple[str | None, str]:

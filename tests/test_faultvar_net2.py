@@ -1,0 +1,195 @@
+"""KUBE_PROXY_SHADOWED: a foreign ACCEPT/RETURN ahead of kube-proxy's jump in nat PREROUTING/OUTPUT
+(silent before: kube-proxy's chains and jumps are all there). On a real node capture
+(tests/data/facts/node-a-healthy.out: kube-proxy on iptables-nft, NodePort 30096, ClusterIP
+10.96.200.10:8096) with the rule put in the save as `iptables -S` prints it, on both backends and
+IPv6; then the plan built from it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from diag_fakes import FACTS_DATA, SCRATCH_NONCE
+
+from clusterfix_tui.core.checks import iptables
+from clusterfix_tui.core.checks.nat_shadow import matches, service_dests, shadows
+from clusterfix_tui.core.facts import parse_facts
+from clusterfix_tui.core.fixes import get_step
+from clusterfix_tui.core.parsers import parse_iptables_save
+from clusterfix_tui.core.snapshot import ClusterSnapshot, NodeInfo
+
+JUMP = '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+OJUMP = '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES'
+
+
+def _facts():
+    return parse_facts("a", (FACTS_DATA / "node-a-healthy.out").read_text(), SCRATCH_NONCE)
+
+
+def _nat_text(facts, *ahead: str, v6: bool = False) -> str:
+    """The node's nat save with `ahead` lines put right before kube-proxy's jumps."""
+    text = "\n".join(r.spec for r in facts.nft_nat.tables["nat"].rules)
+    chains = "\n".join(f":{c} {p or '-'} [0:0]" for c, p in facts.nft_nat.tables["nat"].chains.items())
+    body = [x for x in text.splitlines()]
+    out: list[str] = []
+    for line in body:
+        if line in (JUMP, OJUMP):
+            out.extend(a for a in ahead if a.split()[1] == line.split()[1] and a not in out)
+        out.append(line)
+    extra = "\n".join(f":{c} - [0:0]" for c in {a.split()[1] for a in ahead} - {"PREROUTING", "OUTPUT"})
+    text = "\n".join(x for x in out if x.split()[1] in ("PREROUTING", "OUTPUT") or
+                     x.split()[1].startswith("KUBE-") or x.startswith("-A FOO"))
+    if v6:
+        text = text.replace("10.96.200.10/32", "fd00:96::10/128")
+    return f"*nat\n{chains}\n{extra}\n{text}\nCOMMIT\n"
+
+
+def _with_nat(facts, nat_text: str, backend: str = "nft", v6: bool = False):
+    save = parse_iptables_save(nat_text)
+    if v6:
+        return dataclasses.replace(facts, ip6_nft_nat=save if backend == "nft" else None,
+                                   ip6_legacy=save if backend == "legacy" else None)
+    if backend == "legacy":  # kube-proxy's rules all in legacy: the live backend is legacy
+        return dataclasses.replace(facts, legacy=save, nft_nat=None, nft_filter=None,
+                                   nft_mangle=None)
+    return dataclasses.replace(facts, nft_nat=save)
+
+
+SNAP = ClusterSnapshot(kube_proxy_config_found=True)
+
+
+def _node(name: str, *cidrs: str) -> NodeInfo:
+    return NodeInfo(name=name, internal_ip=None, addresses=(), pod_cidr=cidrs[0], conditions={},
+                    annotations={}, labels={}, kubelet_version=None, pod_cidrs=cidrs)
+
+
+def _shadowed(facts, snap=SNAP):
+    return [f for f in iptables.check(snap, {"a": facts}) if f.code == "KUBE_PROXY_SHADOWED"]
+
+
+# -- the check ------------------------------------------------------------------------------------
+
+
+def test_the_healthy_node_has_no_shadow() -> None:
+    assert _shadowed(_facts()) == []
+
+
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_an_accept_for_the_nodeport_range_ahead_of_the_jump(backend: str) -> None:
+    facts = _facts()
+    rule = "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT"
+    (f,) = _shadowed(_with_nat(facts, _nat_text(facts, rule), backend))
+    d = f.data
+    assert (d.backend, d.builtin, d.rule, d.jump, d.ip_version) == (backend, "PREROUTING", rule, JUMP, 4)
+    assert d.services == ["default/jellyfin"] and not d.partial  # the NodePort, not the ClusterIP
+    assert d.binary == f"iptables-{backend}" and f.step == "iptables" and f.severity == "error"
+    assert any(rule in e and "ahead of kube-proxy's" in e for e in f.evidence)
+
+
+def test_a_return_for_a_source_range_shadows_some_of_every_service() -> None:
+    facts = _facts()
+    rule = "-A PREROUTING -s 192.168.0.0/16 -j RETURN"
+    (f,) = _shadowed(_with_nat(facts, _nat_text(facts, rule)))
+    assert f.data.partial and sorted(f.data.services) == ["default/jellyfin",
+                                                          "default/jellyfin cluster IP"]
+
+
+def test_a_chain_that_accepts_in_output() -> None:
+    facts = _facts()
+    text = _nat_text(facts, "-A OUTPUT -j FOO").replace(
+        "COMMIT", "-A FOO -p tcp -m tcp --dport 8096 -j ACCEPT\nCOMMIT")
+    (f,) = _shadowed(_with_nat(facts, text))
+    assert (f.data.builtin, f.data.rule, f.data.via) == ("OUTPUT", "-A OUTPUT -j FOO",
+                                                         "-A FOO -p tcp -m tcp --dport 8096 -j ACCEPT")
+    assert f.data.services == ["default/jellyfin cluster IP"]
+
+
+@pytest.mark.parametrize("rule", [
+    "-A PREROUTING -p tcp -m tcp --dport 22 -j ACCEPT",  # nothing kube-proxy serves
+    "-A PREROUTING -p udp -j ACCEPT",  # the services are tcp
+    "-A PREROUTING -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",  # nat sees NEW only
+    "-A PREROUTING -m mark --mark 0x1 -j ACCEPT",  # a match not understood: not judged
+    "-A PREROUTING -j FOO",  # a chain that only RETURNs
+])
+def test_rules_that_shadow_nothing_are_silent(rule: str) -> None:
+    facts = _facts()
+    text = _nat_text(facts, rule).replace("COMMIT", "-A FOO -j RETURN\nCOMMIT")
+    assert _shadowed(_with_nat(facts, text)) == []
+
+
+def test_the_same_rule_in_the_other_backend_is_silent() -> None:
+    """The kernel runs every nat hook entry (legacy's and nft's tables) until one maps the
+    connection: an ACCEPT in the backend kube-proxy does not use stops nothing of its rules."""
+    facts = _facts()
+    other = parse_iptables_save("*nat\n:PREROUTING ACCEPT [0:0]\n"
+                                "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT\nCOMMIT\n")
+    assert _shadowed(dataclasses.replace(facts, legacy=other)) == []
+
+
+def test_ipv6_on_a_node_with_an_ipv6_podcidr() -> None:
+    facts = _facts()
+    rule = "-A PREROUTING -d fd00:96::/64 -j ACCEPT"
+    f6 = _with_nat(facts, _nat_text(facts, rule, v6=True), v6=True)
+    snap = ClusterSnapshot(kube_proxy_config_found=True,
+                           nodes={"a": _node("a", "10.244.0.0/24", "fd00:10:244::/64")})
+    (f,) = _shadowed(f6, snap)
+    assert f.data.ip_version == 6 and f.data.binary == "ip6tables-nft"
+    assert f.data.services == ["default/jellyfin cluster IP"] and "(IPv6)" in f.title
+    # an IPv4-only node: ip6tables is not read for it
+    assert _shadowed(f6) == []
+
+
+def test_not_in_nftables_or_ipvs_mode() -> None:
+    facts = _facts()
+    bad = _with_nat(facts, _nat_text(facts, "-A PREROUTING -j ACCEPT"))
+    assert len(_shadowed(bad)) == 1
+    for mode in ("nftables", "ipvs"):
+        assert iptables.shadowed(ClusterSnapshot(kube_proxy_config_found=True),
+                                 "a", dataclasses.replace(bad, kube_proxy_mode=mode)) == []
+
+
+def test_matches_per_destination() -> None:
+    nat = _facts().nft_nat.tables["nat"]
+    by = {d.label: d for d in service_dests(nat)}
+    node_port, cluster_ip = by["default/jellyfin"], by["default/jellyfin cluster IP"]
+    r = parse_iptables_save("*nat\n-A PREROUTING ! -d 10.96.0.0/12 -j ACCEPT\n"
+                            "-A PREROUTING -m multiport -p tcp --dports 80,30090:30100 -j RETURN\n"
+                            "-A PREROUTING -m addrtype --dst-type LOCAL -j ACCEPT\nCOMMIT\n"
+                            ).table("nat").rules
+    assert matches(r[0], cluster_ip, None) == "none"
+    assert matches(r[1], node_port, ["10.0.0.1"]) == "all"
+    assert matches(r[1], cluster_ip, None) == "none"
+    assert matches(r[2], node_port, None) == "all" and matches(r[2], cluster_ip, None) == "none"
+    assert shadows(nat, None) == []
+
+
+# -- the plan ------------------------------------------------------------------------------------
+
+
+class _Diag:
+    def __init__(self, findings, facts):
+        self.findings = findings
+        self.facts = {"a": facts}
+        self.snapshot = SNAP
+        self.shape = None
+
+
+def test_plan_reinserts_kube_proxys_jump_ahead_and_rolls_back_only_the_copy() -> None:
+    facts = _facts()
+    rule = "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT"
+    bad = _with_nat(facts, _nat_text(facts, rule))
+    (f,) = _shadowed(bad)
+    plan = get_step("iptables").plan(_Diag([f], bad))
+    acts = [a for a in plan.actions if not a.opt_in]
+    assert len(acts) == 2  # the backup, then the insert
+    a = acts[1]
+    assert "iptables-nft -w 5 -t nat -S PREROUTING" in a.command
+    assert ("iptables-nft -w 5 -t nat -I PREROUTING \"$n\" -m comment --comment "
+            "'kubernetes service portals' -j KUBE-SERVICES") in a.command
+    assert a.precondition is not None and a.rollback is not None and a.rollback.target == "a"
+    assert "-ge 2" in a.rollback.command and "-D PREROUTING -m comment" in a.rollback.command
+    (opt,) = [a for a in plan.actions if a.opt_in]
+    assert opt.command == "iptables-nft -w 5 -t nat -D PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT"
+    assert opt.rollback is not None and "-I PREROUTING 1" in opt.rollback.command
+    # kube-proxy is not restarted for it (its restart does not move its jump)
+    assert not [x for x in plan.actions if x.api]
