@@ -428,11 +428,12 @@ class HostNetworkStep:
             facts = diagnosis.facts.get(node) if isinstance(diagnosis.facts, dict) else None
             # an iptables without -legacy/-nft variants (< 1.8, CentOS 7's 1.4.21) has one
             # `iptables`; its wait flag as kube-proxy gives it (1.4.21 takes no seconds)
-            self._ipt = (node_iptables_kind(diagnosis, node) == "single", iptables_wait(facts),
-                         iptables_restore_wait(facts))
-            self._facts = facts  # the opt-in deletions' rollbacks: each rule's place
-            self._bdir = bdir  # firewalld: which permanent changes the fix made
-            a, nts = self._firewall(node, firewall, bdir, nid, rb)
+            # one planner per node and plan: the node's facts and backup dir never sit on the
+            # step (a module-level singleton another plan may be using at the same time)
+            planner = _NodeFirewall(self.name, (node_iptables_kind(diagnosis, node) == "single",
+                                                iptables_wait(facts), iptables_restore_wait(facts)),
+                                    facts, bdir)
+            a, nts = planner._firewall(node, firewall, bdir, nid, rb)
             actions.extend(a)
             notes.extend(nts)
 
@@ -448,6 +449,18 @@ class HostNetworkStep:
                     finding_codes=("IPVS_MODULES_MISSING",),
                 ))
         return actions, notes
+
+
+class _NodeFirewall:
+    """The firewall part of one node's plan, made for that node and plan only (HostNetworkStep
+    is a module-level singleton: what it planned with must not be shared between plans)."""
+
+    def __init__(self, name: str, ipt: tuple[bool, str, str], facts: Any, bdir: str) -> None:
+        self.name = name
+        # (one plain `iptables`, its wait flag, iptables-restore's) of the node
+        self._ipt = ipt
+        self._facts = facts  # the opt-in deletions' rollbacks: each rule's place
+        self._bdir = bdir  # firewalld: which permanent changes the fix made
 
     def _firewall(self, node: str, items: list[tuple[Finding, FirewallAcceptsData]], bdir: str,
                   nid: Any, rb: Any) -> tuple[list[Action], list[str]]:
@@ -509,11 +522,6 @@ class HostNetworkStep:
                          f"accepted ({', '.join(flows)}). Opt-in alternative: delete the "
                          "dropping rule / set the policy to ACCEPT (opens everything else too)")
         return actions, notes
-
-    # (one plain `iptables`, its wait flag, iptables-restore's) of the node being planned
-    _ipt: tuple[bool, str, str] = (False, "-w 5", "-w 5")
-    _facts: Any = None
-    _bdir: str = ""
 
     def _binary(self, ipt: str, backend: str) -> str:
         from clusterfix_tui.core.fixes.iptables import iptables_tool
