@@ -193,3 +193,63 @@ def test_plan_reinserts_kube_proxys_jump_ahead_and_rolls_back_only_the_copy() ->
     assert opt.rollback is not None and "-I PREROUTING 1" in opt.rollback.command
     # kube-proxy is not restarted for it (its restart does not move its jump)
     assert not [x for x in plan.actions if x.api]
+
+
+# -- k3s: KUBE_PROXY_NO_RULES where kube-proxy is embedded (no pod) ------------------------------
+# k3s runs kube-proxy inside the k3s (server) / k3s-agent (agent) process; restarting that unit
+# does not stop running pods (docs.k3s.io "Stopping K3s": the containers keep running, only
+# k3s-killall.sh stops them). Before: only a note "restart the k3s / rke2 service".
+
+
+def _k3s_diag(active, missing=("KUBE-SERVICES", "KUBE-NODEPORTS"), node="node-2"):
+    from fix_helpers import FakeDiagnosis, finding
+
+    from clusterfix_tui.core.facts import NodeFacts, Section
+    from clusterfix_tui.core.shape import UNIT_ORDER, ClusterShape, NodeShape
+
+    sections = {}
+    if active is not None:
+        out = "".join(("active" if u in active else "inactive") + "\n" for u in UNIT_ORDER)
+        sections["service_units"] = Section("service_units", None, out, "", 0 if active else 3)
+    f = finding("KUBE_PROXY_NO_RULES", node, "pods", backend="nft", missing_chains=list(missing),
+                proxy_mode="iptables", component="kube_proxy", kube_proxy="embedded")
+    d = FakeDiagnosis([f], facts={node: NodeFacts(node=node, sections=sections, complete=True)},
+                      snapshot={"pods": []})
+    d.shape = ClusterShape(distribution="k3s", cni="flannel", kube_proxy="embedded",
+                           nodes={node: NodeShape(name=node, pod_cidrs=("10.42.1.0/24",),
+                                                  ip_family="ipv4", distribution="k3s",
+                                                  kube_proxy="embedded")})
+    return d
+
+
+@pytest.mark.parametrize("unit", ["k3s", "k3s-agent"])
+def test_k3s_no_rules_restarts_the_nodes_unit_then_checks_the_rules(unit: str) -> None:
+    from clusterfix_tui.core.fixes.engine import check_rollbacks, default_approved
+
+    plan = get_step("pods").plan(_k3s_diag({unit}))
+    restart, check = plan.actions
+    assert restart.command == f"systemctl restart {unit}" and restart.target == "node-2"
+    assert restart.id in default_approved(plan)  # the fix itself, approved with the step
+    assert restart.rollback is None and "not rolled back" in restart.rollback_note
+    assert f"systemctl is-active --quiet {unit}" in restart.precondition.command
+    assert "does not kill running pods" in restart.why
+    assert not check.mutating and "iptables-nft-save -t nat" in check.command
+    assert "'^:KUBE-SERVICES '" in check.command and "'^:KUBE-NODEPORTS '" in check.command
+    assert check_rollbacks(plan) == []
+    assert not any("restart the k3s / rke2 service" in n for n in plan.notes)
+
+
+def test_k3s_missing_jump_is_checked_back_by_its_text() -> None:
+    plan = get_step("pods").plan(_k3s_diag({"k3s"}, missing=("-A PREROUTING -j KUBE-SERVICES",)))
+    (_restart, check) = plan.actions
+    assert "'^-A PREROUTING .*-j KUBE-SERVICES$'" in check.command
+
+
+@pytest.mark.parametrize("active,why", [(set(), "no k3s service is active"),
+                                        ({"k3s", "k3s-agent"}, "more than one"),
+                                        (None, "could not be read")])
+def test_k3s_unit_unknown_keeps_the_note(active, why: str) -> None:
+    plan = get_step("pods").plan(_k3s_diag(active))
+    assert plan.actions == ()
+    (note,) = [n for n in plan.notes if "restart the k3s / rke2 service" in n]
+    assert why in note

@@ -147,9 +147,17 @@ class PodsStep:
                 if shape is not None else None
             if fs and form == "embedded":
                 for f in fs:
+                    got = _embedded_restart(diagnosis, f, len(actions)) \
+                        if component == "kube_proxy" and f.code == "KUBE_PROXY_NO_RULES" else None
+                    if got is not None and got[0].id not in {x.id for x in actions}:
+                        actions.extend(got)
+                        continue
+                    if got is not None:
+                        continue
                     notes.append(f"{f.node}: {component.replace('_', '-')} is embedded in "
                                  f"{shape.distribution if shape else 'the distribution'}: no pod "
-                                 "to restart; restart the k3s / rke2 service on the node")
+                                 "to restart; restart the k3s / rke2 service on the node"
+                                 + _unit_why(diagnosis, f))
                 fs = []
             for f in findings:
                 if f.code == NOT_RUNNING and _component_of(f) == component \
@@ -516,3 +524,70 @@ def _static_note(diagnosis: Any, f: Finding) -> str:
 
 
 STEP = PodsStep()
+
+
+def _unit_why(diagnosis: Any, f: Finding) -> str:
+    from clusterfix_tui.core.fixes.iptables import _embedded_kube_proxy_unit
+
+    unit, how = _embedded_kube_proxy_unit(diagnosis, f.node)
+    return f" ({how})" if unit is None and how else ""
+
+
+def _embedded_restart(diagnosis: Any, f: Finding, n: int) -> list[FixAction] | None:
+    """KUBE_PROXY_NO_RULES where kube-proxy runs inside k3s/RKE2 (no pod): restart the one unit
+    the node runs (read with the facts: `systemctl is-active`, never guessed), then a read-only
+    check that kube-proxy's rules are back. Restarting k3s does not stop running pods (docs.k3s.io
+    "Stopping K3s": the containers keep running, only k3s-killall.sh stops them). None when the
+    unit is not known (a note says why)."""
+    from clusterfix_tui.core.checks.iptables import NoRulesData
+    from clusterfix_tui.core.fixes.cni_bridge import restart_service_action
+    from clusterfix_tui.core.fixes.iptables import _embedded_kube_proxy_unit
+
+    unit, _how = _embedded_kube_proxy_unit(diagnosis, f.node)
+    if unit is None:
+        return None
+    d = f.data_as(NoRulesData)
+    restart = restart_service_action(action_id("pods", f.node, 10 + n), f.node, unit,
+                                     finding_codes=(f.code,), component="kube-proxy")
+    check = verify_kube_proxy_rules(action_id("pods", f.node, 11 + n), f.node, unit, d,
+                                    finding_codes=(f.code,))
+    return [restart, check] if check is not None else [restart]
+
+
+def verify_kube_proxy_rules(id_: str, node: str, unit: str, d: Any, *,
+                            finding_codes: tuple[str, ...] = ()) -> FixAction | None:
+    """Read-only: wait (up to 90 s) for the rules kube-proxy restarted with `unit` writes again:
+    iptables mode, the chains and jumps the finding missed in its backend's nat table; nftables
+    mode, its `kube-proxy` table's services chain. None for a mode not checked here."""
+    tests: list[str] = []
+    mode = d.proxy_mode or ""
+    if d.backend in ("legacy", "nft") and mode in ("", "iptables"):
+        save = (f"{{ iptables-{d.backend}-save -t nat 2>/dev/null || iptables-save -t nat; }}")
+        for m in d.missing_chains or ["KUBE-SERVICES"]:
+            if m.endswith(" (IPv6)"):
+                continue  # ip6tables: not read back here (the next diagnose does)
+            m = m.removeprefix("chain ")
+            if re.fullmatch(r"KUBE-[A-Z0-9-]+", m):
+                tests.append(f"{save} | grep -q -e {q('^:' + m + ' ')}")
+            elif (j := re.fullmatch(r"-A (PREROUTING|OUTPUT|POSTROUTING) -j (KUBE-[A-Z0-9-]+)", m)):
+                tests.append(f"{save} | grep -qE -e {q('^-A ' + j[1] + ' .*-j ' + j[2] + '$')}")
+        if not tests:  # what it missed is not a chain or a jump: at least its main chain
+            tests.append(f"{save} | grep -q -e {q('^:KUBE-SERVICES ')}")
+    elif d.backend == "nftables":
+        tests.append("nft list chain ip kube-proxy services >/dev/null 2>&1")
+    if not tests:
+        return None
+    what = ", ".join(d.missing_chains or ["KUBE-SERVICES"])
+    return FixAction(
+        id=id_, target=node, kind="shell", mutating=False, timeout=120.0,
+        command=(f"i=0; until {{ {' && '.join(tests)}; }}; do i=$((i+1)); "
+                 "if [ \"$i\" -ge 90 ]; then "
+                 f"echo {q(f'kube-proxy in {unit} has not written its rules back: {what}')}; "
+                 "exit 1; fi; sleep 1; done; "
+                 f"echo {q(f'kube-proxy in {unit} wrote its rules back: {what}')}"),
+        why=f"check that the kube-proxy embedded in {unit} wrote back what was missing: {what}",
+        finding_codes=finding_codes,
+        risk="none (reads only)",
+        rollback_note="reads only: nothing to roll back",
+        change={"what": f"kube-proxy rules on {node}", "before": "missing", "after": "checked"},
+    )
