@@ -1189,6 +1189,8 @@ def render_route(r: dict[str, Any]) -> str:
     parts = [str(r.get("dst", "?"))]
     if r.get("type") not in (None, "", "unicast"):  # blackhole, unreachable, prohibit, ...
         parts.insert(0, str(r["type"]))
+    if r.get("nhid") is not None:  # a nexthop object (`ip nexthop`): its id, as `ip route` prints
+        parts += ["nhid", str(r["nhid"])]
     if r.get("gateway"):
         parts += ["via", str(r["gateway"])]
     if r.get("dev"):
@@ -1197,6 +1199,22 @@ def render_route(r: dict[str, Any]) -> str:
         parts.append(str(flag))
     if r.get("prefsrc"):
         parts += ["src", str(r["prefsrc"])]
+    for nh in r.get("nexthops") or ():  # multipath: no top-level gateway/dev, one entry per path
+        if isinstance(nh, dict):
+            parts.append("nexthop " + render_nexthop(nh))
+    return " ".join(parts)
+
+
+def render_nexthop(nh: dict[str, Any]) -> str:
+    """One path of a multipath route (an entry of `ip -j route`'s "nexthops"), as `ip route` shows it."""
+    parts = []
+    if nh.get("gateway"):
+        parts += ["via", str(nh["gateway"])]
+    if nh.get("dev"):
+        parts += ["dev", str(nh["dev"])]
+    if nh.get("weight") is not None:
+        parts += ["weight", str(nh["weight"])]
+    parts += [str(flag) for flag in nh.get("flags") or ()]
     return " ".join(parts)
 
 
