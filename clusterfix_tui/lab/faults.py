@@ -1177,6 +1177,46 @@ WHY_NOT = {
 }
 
 
+# faultnet2: a foreign ACCEPT/RETURN ahead of kube-proxy's jump in nat PREROUTING (KUBE_PROXY_SHADOWED).
+# kube-proxy keeps its jump (it checks it exists with -C and never moves it): the packets the rule
+# matches are never DNATed on the node, and restarting kube-proxy changes nothing. Named only.
+
+def _shadow_rule(handle: LabLike, node: str, name: str, rule: str, what: str) -> dict:
+    backend = kube_proxy_backend(handle, node)
+    _run(handle, node, f"iptables-{backend} -w 5 -t nat -I PREROUTING 1 " + shlex.join(shlex.split(rule)))
+    res = _nodeport_from_peer(handle, node)
+    return _record(name, node, res is not None and res[1] != 0, (
+        f"`iptables-{backend} -t nat -I PREROUTING 1 {rule}` on {node}: {what} ahead of kube-proxy's "
+        f"`-j KUBE-SERVICES`, so they are never DNATed there; kube-proxy keeps (and does not move) "
+        f"its jump, a restart changes nothing. Measured: {_nodeport_measured(res, node)}. By hand: "
+        f"`iptables-{backend} -t nat -D PREROUTING {rule}`"))
+
+
+def inject_nat_nodeport_accept(handle: LabLike, node: str) -> dict:
+    return _shadow_rule(handle, node, "nat-nodeport-accept", "-p tcp --dport 30000:32767 -j ACCEPT",
+                        "the NodePort range (tcp) ACCEPTed in nat PREROUTING")
+
+
+def inject_nat_source_return(handle: LabLike, node: str) -> dict:
+    peer = next((x for x in _nodes(handle) if x["name"] != node), None)
+    if peer is None:
+        raise FaultError("nat-source-return needs a peer node")
+    return _shadow_rule(handle, node, "nat-source-return", f"-s {peer['ip']}/32 -j RETURN",
+                        f"everything from {peer['name']} ({peer['ip']}) RETURNed from nat PREROUTING "
+                        "(the policy, ACCEPT)")
+
+
+FAULTS.update({f.name: f for f in (
+    Fault("nat-nodeport-accept", "the NodePort range ACCEPTed in nat PREROUTING ahead of kube-proxy's "
+          "jump: the node's NodePorts are never DNATed", "other", inject_nat_nodeport_accept),
+    Fault("nat-source-return", "a RETURN for a peer's address ahead of kube-proxy's jump in nat "
+          "PREROUTING: that peer's Service traffic is never DNATed", "other", inject_nat_source_return),
+)})
+FAULTNET2 = ("nat-nodeport-accept", "nat-source-return")
+NOT_IN_ALL = (*NOT_IN_ALL, *FAULTNET2)
+SHAPES_OF.update({name: _KUBE_PROXY for name in FAULTNET2})  # kube-proxy's iptables rules exist
+# end faultnet2
+
 def lab_shape(handle: LabLike) -> str:
     return str(handle.info.get("shape") or "kubeadm")
 
