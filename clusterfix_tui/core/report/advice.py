@@ -63,6 +63,12 @@ _CODE_ADVICE = {
         "never the workstation's, and only after the node shows the old one fails and the new one "
         "answers; copying admin.conf is an opt-in (credential sprawl).",
     ],
+    "KUBE_PROXY_SHADOWED": [
+        "Default (narrow): the iptables step puts kube-proxy's own jump to KUBE-SERVICES right "
+        "before the rule that takes Service traffic past it; the rule stays for everything else. "
+        "Opt-in alternative: delete that rule. Restarting kube-proxy does not help (it never "
+        "moves its jump).",
+    ],
     "KUBE_PROXY_INCOMPATIBLE_CHAIN": [
         "For a version skew: align the host's iptables with kube-proxy's (upgrade the host "
         "package or use a matching kube-proxy image); do not switch iptables backends.",

@@ -28,7 +28,7 @@ from clusterfix_tui.ui.widgets.paged_table import PagedTable
 _TABLES = {"findings": "#findings-table", "nodes": "#nodes-table", "pods": "#pods-table",
            "routes": "#routes-nodes", "nat": "#nat-nodes"}
 CONFLICT_CODES = ("IPTABLES_BACKEND_CONFLICT", "KUBE_PROXY_INCOMPATIBLE_CHAIN", "FORWARD_DROP",
-                  "KUBE_PROXY_NO_RULES")
+                  "KUBE_PROXY_NO_RULES", "KUBE_PROXY_SHADOWED")
 
 
 OFF_SCREEN = 100_000  # cells to the right: where a hidden panel is laid out, never drawn
