@@ -271,19 +271,24 @@ def test_firewall_findings_read_back_with_dict_data_plan_the_same() -> None:
 
 def test_firewall_nft_native_rule_by_handle() -> None:
     frag = '"handle": 42, "expr": [{"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]'
-    rules = [{"backend": "nft-native", "family": "inet", "table": "firewalld",
-              "chain": "filter_INPUT", "handle": 42, "text": "reject with icmpx admin-prohibited",
+    rules = [{"backend": "nft-native", "family": "inet", "table": "filter",
+              "chain": "input", "handle": 42, "text": "reject with icmpx admin-prohibited",
               "json": frag}]
     plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
                                             rules=rules)]))
     (a,) = plan.actions
     assert is_opt_in(a)  # never a default
     # the handle is re-read at apply time: it must still hold the diagnosed rule
-    assert a.command.startswith("nft -j -a list chain inet firewalld filter_INPUT | grep -q -F -e ")
+    assert a.command.startswith("nft -j -a list chain inet filter input | grep -q -F -e ")
     assert shlex.quote(frag) in a.command
-    assert "nft list table inet firewalld >" in a.command
-    assert a.command.endswith("nft delete rule inet firewalld filter_INPUT handle 42")
+    assert "nft list table inet filter >" in a.command
+    assert a.command.endswith("nft delete rule inet filter input handle 42")
     assert "flush table %s %s" in a.rollback.command and "| nft -f -" in a.rollback.command
+    # in firewalld's own table: never deleted (firewalld rebuilds it), said in a note (safety2)
+    owned = [dict(rules[0], table="firewalld", chain="filter_INPUT")]
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_REJECT", "node-1", "host_network",
+                                            rules=owned)]))
+    assert plan.actions == () and any("firewalld's own nft table" in n for n in plan.notes)
 
 
 def test_firewall_hostile_rule_specs() -> None:

@@ -197,6 +197,46 @@ def rule_argv(spec: str, op: str) -> list[str] | None:
     return [op, *tokens[1:]]
 
 
+# nft tables another daemon owns: it rewrites them (on restart, reload or every sync), so a rule
+# deleted or a policy flipped there comes back, or the daemon and the fix fight over it
+_OWNED_NFT_TABLES = {
+    "firewalld": "firewalld",
+    "docker-bridges": "docker (its nftables firewall backend)",
+    "kube-proxy": "kube-proxy (nftables mode)",
+    "calico": "calico (felix's nftables dataplane)",
+    "flannel-ipv4": "flannel (nftables mode)",
+    "flannel-ipv6": "flannel (nftables mode)",
+    "netavark": "podman (netavark)",
+    "libvirt_network": "libvirt",
+    "kube-network-policies": "kube-network-policies",
+}
+# iptables chains another daemon owns (prefix -> owner); DOCKER-USER and CNI-ADMIN are the admin's
+# chains those daemons leave alone
+_OWNED_CHAIN_PREFIXES = (
+    ("DOCKER", "docker"), ("KUBE-", "kube-proxy / kube-router"), ("cali-", "calico"),
+    ("CILIUM", "cilium"), ("FLANNEL", "flannel"), ("ANTREA-", "antrea"), ("WEAVE-", "weave"),
+    ("ufw-", "ufw"), ("ufw6-", "ufw"), ("f2b-", "fail2ban"), ("LIBVIRT_", "libvirt"),
+    ("NETAVARK", "podman (netavark)"), ("CNI-", "a CNI plugin (portmap / firewall)"),
+    ("IN_", "firewalld"), ("FWD_", "firewalld"), ("FWDI_", "firewalld"), ("FWDO_", "firewalld"),
+    ("INPUT_ZONES", "firewalld"), ("FORWARD_IN_ZONES", "firewalld"),
+    ("FORWARD_OUT_ZONES", "firewalld"), ("INPUT_direct", "firewalld"),
+    ("FORWARD_direct", "firewalld"), ("OUTPUT_direct", "firewalld"),
+)
+_ADMIN_CHAINS = ("DOCKER-USER", "CNI-ADMIN")
+
+
+def daemon_owner(backend: str, table: str, chain: str) -> str | None:
+    """The daemon that owns the nft table (nft-native) or the iptables chain a rule/policy is in,
+    None when none is known to: the opt-in deletions and policy flips never touch what a daemon
+    owns (see docs/findings.md)."""
+    if backend in _BACKENDS:
+        if chain in _ADMIN_CHAINS:
+            return None
+        return next((who for prefix, who in _OWNED_CHAIN_PREFIXES if chain.startswith(prefix)),
+                    None)
+    return _OWNED_NFT_TABLES.get(table)
+
+
 def _pod_network(diagnosis: Any) -> str | None:
     snap = getattr(diagnosis, "snapshot", None)
     v = snap.get("flannel_network") if isinstance(snap, dict) else getattr(snap, "flannel_network", None)
@@ -770,6 +810,16 @@ class _NodeFirewall:
             table = str(r.get("table") or "filter")
             chain = str(r.get("chain") or "")
             kind = str(r.get("kind") or "rule")
+            owner = daemon_owner(backend, table, chain)
+            if owner is not None:
+                what = (f"the {chain} policy" if kind == "policy"
+                        else repr(str(r.get("rule") or r.get("text") or "")))
+                notes.append(f"{node}: {what} is in {owner}'s own "
+                             + (f"chain {chain}" if backend in _BACKENDS else
+                                f"nft table {r.get('family') or '?'} {table}")
+                             + f": it is never deleted or changed here ({owner} re-creates it or "
+                             f"fights the change); change it through {owner}'s configuration")
+                continue
             if backend in _BACKENDS:
                 if not _NAME_RE.match(table) or (chain and not _NAME_RE.match(chain)):
                     notes.append(f"{node}: rule in an odd table/chain {table!r}/{chain!r}; "
