@@ -34,8 +34,12 @@ from clusterfix_tui.core.checks._common import (
 from clusterfix_tui.core.checks.firewall_path import (
     DOCKER_NFT_FIX,
     DOCKER_NFT_TABLES,
+    NONE,
+    Flow,
+    _match_ops,
     _nft_set_lookup,
     _set_gate,
+    cluster_flows,
     compile_iptables_rule,
     iptables_nft_base_chain,
     nft_verdict,
@@ -423,6 +427,7 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
     out: list[Finding] = []
     live, _ = kube_proxy_backend(facts)
     fams = pod_families(snapshot, node)
+    fam_of = {4: "ip", 6: "ip6"}
     for version in fams:
         nets = pod_networks(snapshot, facts, version)
         pod_net = ", ".join(nets)
@@ -446,7 +451,8 @@ def forward_drop(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list
             first = [r.target for r in t.rules if r.chain == "FORWARD"][:1]
             found = _forward_finding(node, backend, version, nets, live, facts, evidence,
                                      "DOCKER-USER" if first == ["DOCKER-USER"] else "FORWARD")
-            bl = _forward_blocklists(t)
+            bl = _forward_blocklists(t, [fl for fl in cluster_flows(snapshot, node, facts)
+                                         if fl.hook == "forward" and fl.family == fam_of[version]])
             if bl:
                 found = dataclasses.replace(
                     found, evidence=found.evidence + tuple(
@@ -522,9 +528,12 @@ def _forward_finding(node: str, backend: str, version: int, nets: list[str], liv
     )
 
 
-def _forward_blocklists(t: Table) -> list[str]:
+def _forward_blocklists(t: Table, flows: list[Flow]) -> list[str]:
     """The rules reachable from FORWARD that drop (or jump for) an ipset's addresses
-    (`-m set --match-set X src|dst`, not negated: fail2ban's, crowdsec's)."""
+    (`-m set --match-set X src|dst`, not negated: fail2ban's, crowdsec's), where the rule and
+    the drop behind it can match a forwarded cluster flow (`flows`). Docker 28's `-A FORWARD -m
+    set --match-set docker-ext-bridges-v4 dst -j DOCKER` is not one: its DOCKER chain drops only
+    `! -i docker0 -o docker0`, traffic into docker's own bridges, never the pods'."""
     out: list[str] = []
     seen, todo = {"FORWARD"}, ["FORWARD"]
     while todo:
@@ -532,11 +541,29 @@ def _forward_blocklists(t: Table) -> list[str]:
         for r in t.rules_in(c):
             tgt = r.target or ""
             if tgt not in ("ACCEPT", "RETURN") and _set_gate(compile_iptables_rule(r.args)):
-                out.append(r.spec)
+                if _may_drop_flows(t, r, flows):
+                    out.append(r.spec)
             elif tgt in t.chains and tgt not in seen:
                 seen.add(tgt)
                 todo.append(tgt)
     return out
+
+
+def _may_drop_flows(t: Table, rule: Any, flows: list[Flow], depth: int = 0) -> bool:
+    """`rule` can match one of `flows` (its set lookup aside: not read, it may hold anything) and
+    drops it, or jumps to a chain with a rule that does (followed 8 chains deep; deeper, or no
+    flows to judge by: yes, as before)."""
+    if not flows or depth > 8:
+        return True
+    ops = compile_iptables_rule(rule.args)
+    live = [fl for fl in flows if _match_ops(ops, fl) != NONE]
+    if not live:
+        return False
+    tgt = rule.target or ""
+    if tgt not in t.chains:
+        return tgt not in ("ACCEPT", "RETURN")  # DROP, REJECT, or a target not followed
+    return any(_may_drop_flows(t, r, live, depth + 1) for r in t.rules_in(tgt)
+               if (r.target or "") not in ("ACCEPT", "RETURN"))
 
 
 def _nft_chain_rules(rs: Any, family: str, table: str, chain: str) -> list[NftRule]:
