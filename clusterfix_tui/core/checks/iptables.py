@@ -1120,13 +1120,9 @@ def _nodeport_ports(snapshot: ClusterSnapshot, version: int) -> list[tuple[str, 
     return out
 
 
-def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
-    """What kube-proxy's iptables proxier always has in nat but this table lacks, although its
-    chains are there: the jumps from the built-in chains, the KUBE-SERVICES -> KUBE-NODEPORTS
-    jump, KUBE-POSTROUTING's MASQUERADE, a KUBE-NODEPORTS rule per NodePort with endpoints.
-    Empty when kube-proxy has not written KUBE-SERVICES here at all (the chain check says so)."""
-    if "KUBE-SERVICES" not in nat.chains:
-        return []
+def _link_gaps(nat: Table) -> list[str]:
+    """What links kube-proxy's nat chains into the packet path, in iptables and ipvs mode alike:
+    the jumps from the built-in chains, KUBE-POSTROUTING's MASQUERADE, KUBE-MARK-MASQ's MARK."""
     gaps: list[str] = []
     for builtin, chain in NAT_JUMPS:
         if chain not in nat.chains:
@@ -1139,6 +1135,39 @@ def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
     if "KUBE-MARK-MASQ" in nat.chains and \
             not any(r.target == "MARK" for r in nat.rules_in("KUBE-MARK-MASQ")):
         gaps.append("-A KUBE-MARK-MASQ -j MARK")  # nothing marked: nothing masqueraded
+    return gaps
+
+
+def _ipvs_nat_gaps(snapshot: ClusterSnapshot, nat: Table) -> list[str]:
+    """kube-proxy's ipvs proxier: IPVS itself DNATs (at LOCAL_IN, on the ClusterIPs bound to
+    kube-ipvs0), its nat rules only mark for masquerade what needs it, and without that mark a
+    NodePort or a node's own request to a ClusterIP answered by a pod on another node gets no
+    reply (the pod answers the client directly, or a ClusterIP source). So: the same links as the
+    iptables proxier (the jumps from PREROUTING/OUTPUT/POSTROUTING, KUBE-POSTROUTING's MASQUERADE,
+    KUBE-MARK-MASQ's MARK), and with NodePort services, KUBE-SERVICES' jump to KUBE-NODE-PORT and
+    KUBE-NODE-PORT's `-m set --match-set KUBE-NODE-PORT-<proto> dst -j KUBE-MARK-MASQ` (checked
+    only when KUBE-NODE-PORT exists: older layouts differ). KUBE-SERVICES' own `-j ACCEPT` for
+    the ClusterIP set is its way, never foreign here."""
+    if "KUBE-SERVICES" not in nat.chains:
+        return []
+    gaps = _link_gaps(nat)
+    if snapshot.nodeport_services and "KUBE-NODE-PORT" in nat.chains:
+        if not any(r.target == "KUBE-NODE-PORT" for r in nat.rules_in("KUBE-SERVICES")):
+            gaps.append("-A KUBE-SERVICES -j KUBE-NODE-PORT")
+        if not any(r.target == "KUBE-MARK-MASQ" and "--match-set" in r.args
+                   for r in nat.rules_in("KUBE-NODE-PORT")):
+            gaps.append("-A KUBE-NODE-PORT -m set --match-set KUBE-NODE-PORT-* dst -j KUBE-MARK-MASQ")
+    return gaps
+
+
+def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
+    """What kube-proxy's iptables proxier always has in nat but this table lacks, although its
+    chains are there: the jumps from the built-in chains, the KUBE-SERVICES -> KUBE-NODEPORTS
+    jump, KUBE-POSTROUTING's MASQUERADE, a KUBE-NODEPORTS rule per NodePort with endpoints.
+    Empty when kube-proxy has not written KUBE-SERVICES here at all (the chain check says so)."""
+    if "KUBE-SERVICES" not in nat.chains:
+        return []
+    gaps = _link_gaps(nat)
     # a verdict kube-proxy never writes in its iptables-mode Service chains (an admin's `-I
     # KUBE-NODEPORTS ... -j RETURN`): the traffic it matches skips kube-proxy's DNAT. These chains
     # are declared (so flushed and rewritten) by every kube-proxy sync: its restart removes it
@@ -1239,12 +1268,31 @@ def _no_ipvs_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> li
             missing.append("KUBE-SERVICES")
             evidence.append(f"{'iptables-legacy-save' if live == 'legacy' else 'iptables-nft-save -t nat'}: "
                             f"no chain KUBE-SERVICES in *nat (kube-proxy backend {live}: {why})")
+    links = not missing
+    if links:  # all there: what links kube-proxy's nat chains into the packet path
+        missing, evidence = _ipvs_link_gaps(snapshot, node, facts, live)
     if not missing:
         return []
     shape = shape_of(snapshot)
     pod = pod_for(snapshot, "kube_proxy_pods", node)
     evidence.append("kube-proxy mode: ipvs")
     evidence.append("kube-proxy healthz (:10256): " + (facts.kube_proxy_healthz or "no answer"))
+    if links:
+        evidence.append(f"kube-proxy backend {live} ({why})")
+        return [Finding(
+            code="KUBE_PROXY_NO_RULES", severity="error", node=node,
+            title="kube-proxy's (ipvs mode) masquerade links are cut off on this node",
+            evidence=tuple(evidence),
+            explanation=("kube-proxy in ipvs mode lets IPVS translate Services, but its nat rules "
+                         "mark what must be masqueraded and it re-adds their links on every sync "
+                         "(its iptablesJumpChain, prepended). Missing here: " + "; ".join(missing)
+                         + ". Without them a NodePort, or a node's own request to a ClusterIP, "
+                         "answered by a pod on another node is not masqueraded and gets no reply. "
+                         "That they stay missing means kube-proxy is not syncing: restart it and "
+                         "read its log."),
+            reference=REF_KUBE_PROXY, step="pods",
+            data=_no_rules_data(snapshot, facts, pod, shape, "ipvs", "ipvs", missing),
+        )]
     return [Finding(
         code="KUBE_PROXY_NO_RULES", severity="error", node=node,
         title="kube-proxy (ipvs mode) has programmed no Services on this node",
@@ -1257,6 +1305,29 @@ def _no_ipvs_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> li
         reference=REF_KUBE_PROXY, step="pods",
         data=_no_rules_data(snapshot, facts, pod, shape, "ipvs", "ipvs", missing),
     )]
+
+
+def _ipvs_link_gaps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
+                    live: str) -> tuple[list[str], list[str]]:
+    """(missing, evidence) of _ipvs_nat_gaps per family of the node (ip6tables with an IPv6
+    podCIDR); a save not read whole is never read as "gone"."""
+    missing: list[str] = []
+    evidence: list[str] = []
+    for version in (4, 6):
+        if version == 6 and 6 not in pod_families(snapshot, node):
+            continue
+        save = backend_saves(facts, version).get(live)
+        if save is None or "nat" in save.incompatible_tables or save.errors:
+            continue
+        nat = save.table("nat")
+        if nat is None:
+            continue
+        label = save_label(live, "nat", version, facts)
+        for g in _ipvs_nat_gaps(snapshot, nat):
+            missing.append(g if version == 4 else f"{g} (IPv6)")
+            evidence.append(f"{label}: no {g} in *nat (KUBE-SERVICES is there)"
+                            if g.startswith("chain ") else f"{label}: no {g}")
+    return missing, evidence
 
 
 def _no_rules_data(snapshot: ClusterSnapshot, facts: NodeFacts, pod: Any, shape: Any,
