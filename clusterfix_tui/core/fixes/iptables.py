@@ -338,6 +338,25 @@ def iptables_reinsert_command(tool: str, chain: str, spec: str,
             f"echo {q(moved)} >&2; exit 4; fi")
 
 
+_ALT_STATE_AWK = '/^Status: / { s = $2 } /^Value: / { v = $2 } END { if (s != "") print s, v }'
+
+
+def alternative_save_command(name: str, path: str) -> str:
+    """Save the `name` alternative's status and value ("auto /usr/sbin/ip6tables-nft") to `path`
+    once (an empty file: not read, e.g. no such alternative). Always succeeds."""
+    return (f"{{ [ -e {q(path)} ] || {{ update-alternatives --query {q(name)} 2>/dev/null | "
+            f"awk {q(_ALT_STATE_AWK)} > {q(path + '.tmp')}; mv -f -- {q(path + '.tmp')} "
+            f"{q(path)}; }}; }}")
+
+
+def alternative_restore_command(name: str, path: str, unknown: str) -> str:
+    """Put the `name` alternative back as `path` recorded it (auto, or manual on its value);
+    `unknown` when it was not recorded."""
+    return (f"if read -r s v < {q(path)} 2>/dev/null && [ -n \"$s\" ]; then "
+            f"if [ \"$s\" = auto ]; then update-alternatives --auto {q(name)}; "
+            f"else update-alternatives --set {q(name)} \"$v\"; fi; else {unknown}; fi")
+
+
 def _alternative_from_facts(diagnosis: Diagnosis, node: str) -> tuple[str | None, str | None]:
     """(current path, "auto"|"manual") of the node's `iptables` alternative, when known."""
     facts = diagnosis.facts.get(node)
@@ -872,19 +891,29 @@ class IptablesStep:
             elif kind == "alternative":
                 to = p["to"]
                 prev_path = alt_path_now or f"/usr/sbin/iptables-{p['from']}"
-                prev6 = prev_path.replace("iptables-", "ip6tables-")
+                # each alternative's own state (Status auto|manual, Value) is saved right before
+                # the change and put back from that record: ip6tables' is not inferred from
+                # iptables' (an admin may have set one by hand and left the other on auto)
+                saved = {name: f"{nbdir}/{name}.alternative-state" for name in ("iptables", "ip6tables")}
                 if alt_mode == "auto":
-                    rb_cmd = "update-alternatives --auto iptables && " \
-                             "{ update-alternatives --auto ip6tables || true; }"
+                    rb_ipt = "update-alternatives --auto iptables"
                 else:
-                    rb_cmd = (f"update-alternatives --set iptables {q(prev_path)} && "
-                              f"{{ update-alternatives --set ip6tables {q(prev6)} || true; }}")
+                    rb_ipt = f"update-alternatives --set iptables {q(prev_path)}"
+                not_read = "clusterfix: ip6tables' alternative was not read before the fix: left as it is"
+                rb_cmd = (f"{alternative_restore_command('iptables', saved['iptables'], rb_ipt)} && "
+                          + alternative_restore_command("ip6tables", saved["ip6tables"],
+                                                        f"echo {q(not_read)}"))
+                set6 = (f"if [ -s {q(saved['ip6tables'])} ]; then {{ update-alternatives --set "
+                        f"ip6tables /usr/sbin/ip6tables-{to} || true; }}; else echo "
+                        f"{q(not_read)}; fi")
                 alt_action: dict[str, Any] = dict(
                     kind="shell",
                     command=(
-                        f"update-alternatives --set iptables /usr/sbin/iptables-{to} && "
-                        f"{{ update-alternatives --set ip6tables /usr/sbin/ip6tables-{to} "
-                        "|| true; }"
+                        f"mkdir -p -m 700 {q(nbdir)} && "
+                        + " && ".join(alternative_save_command(name, path)
+                                      for name, path in saved.items())
+                        + f" && update-alternatives --set iptables /usr/sbin/iptables-{to} && "
+                        + set6
                     ),
                     why=f"the host's `iptables` points at {p['from']} but kube-proxy programs "
                         f"{to}: tools on the host (and admins) see the wrong rules",
