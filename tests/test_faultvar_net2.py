@@ -339,3 +339,43 @@ def test_ipvs_gap_is_the_pods_steps_restart() -> None:
     assert plan.actions == () and plan.notes == ("a: no kube-proxy pod owned by its DaemonSet found "
                                                  "to restart",)
     assert [a for a in get_step("iptables").plan(_Diag([f], facts)).actions] == []
+
+
+# firewalld's nat layout with its iptables backend (CentOS 7: firewalld 0.6, `iptables-save -t nat`):
+# its zone chains are entered with -g from PREROUTING_ZONES, itself entered with -j from PREROUTING:
+# their end returns to PREROUTING (not its policy), so nothing is shadowed even ahead of the jump
+FIREWALLD_NAT = """*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:PREROUTING_direct - [0:0]
+:PREROUTING_ZONES_SOURCE - [0:0]
+:PREROUTING_ZONES - [0:0]
+:PRE_public - [0:0]
+:PRE_public_log - [0:0]
+:PRE_public_deny - [0:0]
+:PRE_public_allow - [0:0]
+-A PREROUTING -j PREROUTING_direct
+-A PREROUTING -j PREROUTING_ZONES_SOURCE
+-A PREROUTING -j PREROUTING_ZONES
+-A PREROUTING_ZONES -i eth0 -g PRE_public
+-A PREROUTING_ZONES -g PRE_public
+-A PRE_public -j PRE_public_log
+-A PRE_public -j PRE_public_deny
+-A PRE_public -j PRE_public_allow
+"""
+
+
+def test_firewalld_zone_chains_entered_with_goto_shadow_nothing() -> None:
+    facts = _facts()
+    kube = _nat_text(facts).split("\n", 1)[1]  # kube-proxy's chains and rules, after "*nat"
+    kube = "\n".join(x for x in kube.splitlines() if not x.startswith(":PREROUTING ")
+                     and not x.startswith(":OUTPUT ") and not x.startswith(":INPUT ")
+                     and not x.startswith(":POSTROUTING "))
+    text = FIREWALLD_NAT + kube
+    assert _shadowed(_with_nat(facts, text)) == []
+    # the same zone chain entered with -g from PREROUTING itself: its end is PREROUTING's policy
+    direct = text.replace("-A PREROUTING -j PREROUTING_ZONES\n", "-A PREROUTING -g PRE_public\n")
+    (f,) = _shadowed(_with_nat(facts, direct))
+    assert f.data.rule == "-A PREROUTING -g PRE_public" and "the end of PRE_public" in f.data.via

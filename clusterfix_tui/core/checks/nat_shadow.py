@@ -185,12 +185,14 @@ def matches(rule: Rule, dest: Dest, local: list[str] | None) -> str | None:
     return "some" if some else "all"
 
 
-def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, goto: bool,
+def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, end_is_policy: bool,
                    depth: int) -> tuple[str, str, bool] | None:
     """What a user chain does with `dest`'s packets: ("shadow", rule, partial) when it ACCEPTs
-    them (or, entered with -g from a built-in chain, RETURNs or ends: the policy, ACCEPT),
-    ("pass", "", _) when they come back to the caller or something else ends them (a DNAT: not
-    this question), None when not judged."""
+    them, or RETURNs / ends while `end_is_policy` (entered with -g from the built-in chain, or
+    with -g from a chain so entered: its end is the built-in chain's policy, ACCEPT in nat);
+    ("return", "", _) when they come back to the chain that called it; ("done", "", _) when
+    something else ends them (a DNAT: not this question); None when not judged. A -j from a user
+    chain returns into it; a -g returns where that chain would (iptables-extensions: --goto)."""
     if depth > MAX_DEPTH or chain not in nat.chains or chain.startswith("KUBE-"):
         return None
     partial = False  # some of the packets left the chain already (a RETURN for some sources)
@@ -201,28 +203,32 @@ def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, 
         if m == "none":
             continue
         t = r.target or ""
-        if t == "ACCEPT" or (t == "RETURN" and goto):
+        if t == "ACCEPT" or (t == "RETURN" and end_is_policy):
             return "shadow", r.spec, partial or m == "some"
         if t == "RETURN":
             if m == "all":
-                return ("pass", "", False) if not partial else None
+                return ("return", "", False) if not partial else None
             partial = True
             continue
         if t in NON_TERMINAL or not t:
             continue
         if t in nat.chains and nat.chains[t] is None:
-            sub = _chain_verdict(nat, t, dest, local, "-g" in r.args or "--goto" in r.args,
-                                 depth + 1)
+            goto = "-g" in r.args or "--goto" in r.args
+            sub = _chain_verdict(nat, t, dest, local, end_is_policy and goto, depth + 1)
             if sub is None:
                 return None
             if sub[0] == "shadow":
                 return sub[0], sub[1], sub[2] or partial or m == "some"
+            if goto or sub[0] == "done":  # this chain is done for those packets
+                if m == "all":
+                    return (sub[0], "", False) if not partial else None
+                partial = True
             continue
         # DNAT, REDIRECT, MASQUERADE, DROP...: someone else's verdict, not a shadow
-        return ("pass", "", False) if m == "all" and not partial else None
-    if goto:
+        return ("done", "", False) if m == "all" and not partial else None
+    if end_is_policy:
         return "shadow", f"(the end of {chain}, entered with -g: the policy)", partial
-    return "pass", "", False
+    return "return", "", False
 
 
 def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
@@ -246,9 +252,10 @@ def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
                 break
             for d in [d for d, o in open_.items() if o]:
                 m = matches(r, d, local)
-                if m is None or m == "none":
-                    if m is None:
-                        open_[d] = False  # not judged from here on
+                if m is None:
+                    open_[d] = False  # not judged from here on
+                    continue
+                if m == "none":
                     continue
                 t = r.target or ""
                 verdict: tuple[str, str, bool] | None
@@ -260,12 +267,17 @@ def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
                     sub = _chain_verdict(nat, t, d, local, "-g" in r.args or "--goto" in r.args, 1)
                     verdict = None if sub is None else (sub[0], sub[1], sub[2] or m == "some")
                 else:
-                    verdict = ("pass", "", False) if m == "all" else None
-                if verdict is None or verdict[0] == "pass":
-                    if verdict is None or m == "all":
+                    verdict = ("done", "", False)
+                if verdict is None:
+                    open_[d] = False
+                    continue
+                if verdict[0] == "return":
+                    continue  # back in the built-in chain: on to its next rule
+                if verdict[0] == "done":
+                    if m == "all":
                         open_[d] = False
                     continue
-                hit = hits.setdefault(idx, (r, verdict[1], [], verdict[2]))
+                hit = hits.setdefault(idx, (r, verdict[1], [], True))
                 hit[2].append(d)
                 hits[idx] = (r, hit[1], hit[2], hit[3] and verdict[2])
                 if not verdict[2]:
