@@ -379,3 +379,12 @@ def test_firewalld_zone_chains_entered_with_goto_shadow_nothing() -> None:
     direct = text.replace("-A PREROUTING -j PREROUTING_ZONES\n", "-A PREROUTING -g PRE_public\n")
     (f,) = _shadowed(_with_nat(facts, direct))
     assert f.data.rule == "-A PREROUTING -g PRE_public" and "the end of PRE_public" in f.data.via
+
+
+def test_an_accept_after_a_chain_that_comes_back_is_seen() -> None:
+    facts = _facts()
+    text = _nat_text(facts, "-A PREROUTING -j FOO",
+                     "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT").replace(
+        "COMMIT", "-A FOO -i docker0 -j RETURN\nCOMMIT")
+    (f,) = _shadowed(_with_nat(facts, text))
+    assert f.data.rule == "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT"
