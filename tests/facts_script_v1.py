@@ -231,7 +231,7 @@ def script_parts(peer_pod_ips: list[str] | tuple[str, ...] = (), nonce: str | No
     if probes:
         out.append(("vxlan_probe start", _PROBE_START.replace("__PROBES__", probes)))
     for name, cmd in _SECTIONS:
-        if name in skip:
+        if name in skip or name in ("conntrack", "conntrack_stats"):  # facts added after v1
             continue
         tool = cmd.split()[0]
         if tool == "readlink" and "command -v" in cmd:

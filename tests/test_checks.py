@@ -7,6 +7,7 @@ import copy
 import dataclasses
 
 import pytest
+from conntrack_samples import full_table_output
 from diag_fakes import (
     FACTS_DATA,
     LAB_NONCE,
@@ -20,6 +21,7 @@ from diag_fakes import (
 from clusterfix_tui.core.checks import (
     all_checks,
     cni,
+    conntrack,
     firewall,
     flannel,
     fold_symptoms,
@@ -45,7 +47,7 @@ KNOWN_CODES = {
     "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED",
     "IPVS_MODULES_MISSING", "PROBE_NO_ROUTE", "NODE_NOT_READY", "POD_NOT_RUNNING",
     "SSH_UNREACHABLE", "SSH_AUTH_FAILED", "HOST_KEY_UNKNOWN", "HOST_KEY_CHANGED",
-    "SUDO_PASSWORD_REQUIRED", "FACTS_UNREADABLE", "NODE_FACTS_TIMEOUT",
+    "SUDO_PASSWORD_REQUIRED", "FACTS_UNREADABLE", "NODE_FACTS_TIMEOUT", "CONNTRACK_TABLE_FULL",
 }
 
 
@@ -490,10 +492,17 @@ def test_every_check_can_fail(monkeypatch):
         host.check: "ip-forward-off", cni.check: "cni-bridge-conflict",
         flannel.check: "flannel-stale-vtep", pods.check: "kube-proxy-crashloop",
         kubeconfig.check: "worker-kubeconfig", underlay.check: "underlay-blocked",
+        conntrack.check: "conntrack-full",
     }
     assert set(expected_by_check) == set(all_checks())
     for check, scenario in expected_by_check.items():
-        rec, snap, facts = _lab(scenario)
+        if scenario == "conntrack-full":  # the lab cannot fill a table: the healthy recording, one
+            rec, snap, facts = _lab("healthy")  # node's conntrack section full (conntrack_samples)
+            facts["node-2"] = parse_facts("node-2", full_table_output(rec["facts"]["node-2"], LAB_NONCE),
+                                          LAB_NONCE)
+            rec = {"expected": [["CONNTRACK_TABLE_FULL", "node-2"]]}
+        else:
+            rec, snap, facts = _lab(scenario)
         without = [c for c in all_checks() if c is not check]
         findings, _ = run_checks(snap, facts, without)
         assert sorted((f.code, f.node) for f in findings) != sorted(tuple(e) for e in rec["expected"])

@@ -64,6 +64,14 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
     ("firewalld", "firewall-cmd --state 2>&1 && { printf 'default-zone: %s\\n' "
                   "\"$(firewall-cmd --get-default-zone 2>/dev/null)\"; "
                   "firewall-cmd --get-active-zones 2>/dev/null; }"),
+    # conntrack: the table's fill (count, max, buckets), the per-CPU counters and the online CPUs
+    # (kube-proxy sizes the table by them) in ONE grep of five small in-memory files (never the
+    # table itself); a missing file is grep's "No such file" (no nf_conntrack: "not loaded")
+    ("conntrack", "grep -H . " + " ".join(P.CONNTRACK_FILES)),
+    # the same counters over ctnetlink, only where the kernel has no /proc/net/stat/nf_conntrack
+    # (CONFIG_NF_CONNTRACK_PROCFS off) and only when nf_conntrack_netlink is loaded already: a
+    # `conntrack` run otherwise makes the kernel load it (and nf_conntrack with it) (_SPECIAL_CALLS)
+    ("conntrack_stats", "conntrack -S"),
 )
 
 # sysctl name -> /proc path
@@ -826,6 +834,9 @@ _SPECIAL_CALLS = {
     # byte order (LC_ALL=C), as the shell's own glob gives them
     "sys_module": ('if [ -d /sys/module ] && [ -r /sys/module ] && [ -x /sys/module ] && '
                    'command -v ls >/dev/null 2>&1; then cfx_lsdir sys_module /sys/module; else {old}; fi'),
+    "conntrack_stats": (f'if [ ! -e {P.CONNTRACK_STAT} ] && [ -e {P.CONNTRACK_MAX} ] && '
+                        '[ -d /sys/module/nf_conntrack_netlink ] && command -v conntrack >/dev/null 2>&1; '
+                        'then {old}; fi'),
     "iptables_link": ('if command -v iptables >"$T/c" 2>/dev/null && IFS= read -r cfx_ipt <"$T/c" && '
                       '[ -n "$cfx_ipt" ]; then cfx_x iptables_link iptables readlink -f "$cfx_ipt"; '
                       'else {old}; fi'),
@@ -1082,6 +1093,8 @@ class NodeFacts:
     binaries: dict[str, str] = field(default_factory=dict)  # name -> path, present ones only
     paths: tuple[str, ...] = ()  # SHAPE_PATHS that exist
     flannel_confs: dict[str, str] = field(default_factory=dict)  # embedded net-conf.json path -> text
+    # the conntrack table (core/checks/conntrack.py): None when its section is not in the output
+    conntrack: P.Conntrack | None = None
 
     def section(self, name: str, arg: str | None = None) -> Section | None:
         return self.sections.get(name if arg is None else f"{name} {arg}")
@@ -1470,6 +1483,12 @@ def parse_facts(node: str, output: str, nonce: str,
         kw["paths"] = tuple(ln for ln in t.splitlines() if ln.strip())
     kw["flannel_confs"] = {s.arg: s.stdout for s in sections.values()
                            if s.name == "flannel_conf" and s.arg and s.rc == 0}
+    s = sec("conntrack")
+    if s is not None:
+        st = sec("conntrack_stats")
+        kw["conntrack"] = P.parse_conntrack(
+            None if s.unread_reason() is not None else s.stdout, s.stderr,
+            st.stdout if st is not None and st.rc == 0 else None)
 
     facts = NodeFacts(
         node=node, sections=sections, complete=complete, route_get=route_get,

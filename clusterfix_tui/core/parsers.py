@@ -1318,3 +1318,138 @@ def first_error_line(text: str | None) -> str | None:
         if line.strip():
             return line.strip()[:300]
     return None
+
+
+# -- conntrack (core/checks/conntrack.py) ----------------------------------------------------------
+# The files the facts script's `conntrack` section reads with ONE `grep -H . FILES` (each line
+# comes back as "FILE:LINE"; a missing file is grep's "FILE: No such file or directory" on
+# stderr). The sysctls exist exactly when nf_conntrack is loaded (or built in); count is the
+# reader's network namespace's, max and buckets are global (read-only in a non-initial netns).
+CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
+CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
+CONNTRACK_BUCKETS = "/proc/sys/net/netfilter/nf_conntrack_buckets"
+# per-CPU statistics: a header line naming the columns (they differ between kernels), then one
+# row per possible CPU of 8-digit hex values; "entries" is the same total on every row. Present
+# with CONFIG_NF_CONNTRACK_PROCFS; otherwise `conntrack -S` (ctnetlink) gives the same counters
+CONNTRACK_STAT = "/proc/net/stat/nf_conntrack"
+CPU_ONLINE = "/sys/devices/system/cpu/online"
+CONNTRACK_FILES = (CONNTRACK_COUNT, CONNTRACK_MAX, CONNTRACK_BUCKETS, CONNTRACK_STAT, CPU_ONLINE)
+# the counters a full table moves (drop, early_drop) and the insert race one (insert_failed)
+CONNTRACK_COUNTERS = ("drop", "early_drop", "insert_failed")
+
+
+@dataclass(frozen=True)
+class Conntrack:
+    """What the node said about its conntrack table. `state`: "read" (count and max known),
+    "not-loaded" (no nf_conntrack sysctls: the module is not loaded, nothing is tracked) or
+    "not-read" (`why` says what was missing). `counters` are summed over CPUs, since boot (or
+    since the module was loaded); empty when neither the stat file nor `conntrack -S` was read."""
+
+    state: str
+    count: int | None = None
+    max: int | None = None
+    buckets: int | None = None
+    cpus: int | None = None  # online CPUs (/sys/devices/system/cpu/online), as kube-proxy counts them
+    counters: dict[str, int] = field(default_factory=dict)
+    counters_source: str | None = None  # CONNTRACK_STAT | "conntrack -S" | None
+    why: str = ""
+
+
+def parse_cpu_list(text: str) -> int | None:
+    """How many CPUs a kernel cpu list names ("0-3,5,7-8" -> 7); None for anything else."""
+    n = 0
+    for part in text.strip().split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            return None
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            return None
+        n += b - a + 1
+    return n or None
+
+
+def parse_conntrack_stat(text: str) -> dict[str, int] | None:
+    """/proc/net/stat/nf_conntrack -> {column: sum over the CPU rows} (hex values; "entries" is
+    the first row's, it is a total). None when it is not that file's shape (no header, a row
+    whose width differs from the header's, a value that is not hex)."""
+    lines = [ln.split() for ln in text.splitlines() if ln.strip()]
+    if not lines or lines[0][:1] != ["entries"] or len(lines) < 2:
+        return None
+    head = lines[0]
+    out = dict.fromkeys(head, 0)
+    for i, row in enumerate(lines[1:]):
+        if len(row) != len(head):
+            return None
+        try:
+            vals = [int(v, 16) for v in row]
+        except ValueError:
+            return None
+        for k, v in zip(head, vals, strict=True):
+            if k == "entries":
+                if i == 0:
+                    out[k] = v
+            else:
+                out[k] += v
+    return out
+
+
+def parse_conntrack_s(text: str) -> dict[str, int] | None:
+    """`conntrack -S` (conntrack-tools 1.4: one "cpu=N key=value ..." line per CPU, decimal)
+    -> {key: sum over CPUs}. None when no line has that shape."""
+    out: dict[str, int] = {}
+    rows = 0
+    for line in text.splitlines():
+        words = line.split()
+        if not words or not words[0].startswith("cpu="):
+            continue
+        pairs = [w.partition("=") for w in words[1:]]
+        if any(not s or not v.isdigit() for _k, s, v in pairs):
+            return None
+        rows += 1
+        for k, _s, v in pairs:
+            out[k] = out.get(k, 0) + int(v)
+    return out if rows else None
+
+
+def parse_conntrack(grep_out: str | None, grep_err: str = "", stats_out: str | None = None) -> Conntrack:
+    """The `conntrack` section (`grep -H . CONNTRACK_FILES`: None when it was not read) and the
+    `conntrack_stats` one (`conntrack -S`, run only where the stat file is missing; None when it
+    did not run). Never raises."""
+    if grep_out is None:
+        return Conntrack("not-read", why="the conntrack facts were not read")
+    lines: dict[str, list[str]] = {}
+    for line in grep_out.splitlines():
+        for path in CONNTRACK_FILES:
+            if line.startswith(path + ":"):
+                lines.setdefault(path, []).append(line[len(path) + 1:])
+                break
+
+    def missing(path: str) -> bool:
+        return f"{path}: No such file or directory" in grep_err
+
+    def one_int(path: str) -> int | None:
+        got = lines.get(path, [])
+        return int(got[0].strip()) if len(got) == 1 and got[0].strip().isdigit() else None
+
+    count, cmax, buckets = one_int(CONNTRACK_COUNT), one_int(CONNTRACK_MAX), one_int(CONNTRACK_BUCKETS)
+    cpu_lines = lines.get(CPU_ONLINE, [])
+    cpus = parse_cpu_list(cpu_lines[0]) if len(cpu_lines) == 1 else None
+    counters: dict[str, int] = {}
+    source = None
+    if CONNTRACK_STAT in lines:
+        stat = parse_conntrack_stat("\n".join(lines[CONNTRACK_STAT]))
+        if stat is not None:
+            counters, source = stat, CONNTRACK_STAT
+    elif stats_out is not None:
+        stat = parse_conntrack_s(stats_out)
+        if stat is not None:
+            counters, source = stat, "conntrack -S"
+    if count is None and cmax is None and missing(CONNTRACK_MAX) and missing(CONNTRACK_COUNT):
+        return Conntrack("not-loaded", cpus=cpus, why="no nf_conntrack sysctls (nf_conntrack is not loaded)")
+    if count is None or cmax is None:
+        unread = [p.rsplit("/", 1)[-1] for p, v in ((CONNTRACK_COUNT, count), (CONNTRACK_MAX, cmax)) if v is None]
+        return Conntrack("not-read", buckets=buckets, cpus=cpus, counters=counters, counters_source=source,
+                         why=f"not read: {', '.join(unread)}")
+    return Conntrack("read", count=count, max=cmax, buckets=buckets, cpus=cpus, counters=counters,
+                     counters_source=source)

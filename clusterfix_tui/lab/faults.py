@@ -1131,6 +1131,14 @@ NOT_IN_ALL = (*NOT_IN_ALL, *FAULTLINK)
 FAULTNET = ("kube-proxy-jump-gone", "kube-proxy-nodeports-flushed", "mangle-nodeport-drop",
             "raw-vxlan-drop", "forward-reject-chain")
 NOT_IN_ALL = (*NOT_IN_ALL, *FAULTNET)
+# conntrack: no catalog fault for a full conntrack table (CONNTRACK_TABLE_FULL), measured on this
+# kernel (6.18): a lab node is a network namespace, where nf_conntrack_max is read-only (0444: the
+# limit is global, written only from the initial namespace; `sysctl -w` there exits 0 and changes
+# nothing), and nf_conntrack_count is the namespace's own. Shrinking the limit would change the
+# host's (and every other lab's); filling 262144 entries in a namespace would take ~80 MB of the
+# host's kernel memory and its shared hash table. The class is covered by unit tests on real
+# output shapes (tests/test_conntrack.py) and, in a fresh namespace, tests/test_conntrack_netns.py
+# (docs/lab-faults.md).
 
 # -- which shapes each fault applies to ------------------------------------------------------------
 # The lab's shapes (cluster.SHAPES): kubeadm (flannel DaemonSet + kube-proxy DaemonSet), k3s (flannel

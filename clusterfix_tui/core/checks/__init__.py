@@ -48,6 +48,7 @@ def _check_modules() -> tuple[Any, ...]:
     """Every check module, in the order their checks run."""
     from clusterfix_tui.core.checks import (
         cni,
+        conntrack,
         firewall,
         flannel,
         host,
@@ -57,7 +58,7 @@ def _check_modules() -> tuple[Any, ...]:
         underlay,
     )
 
-    return (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay)
+    return (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay, conntrack)
 
 
 def all_checks() -> list[CheckFn]:

@@ -35,6 +35,7 @@ from typing import Any
 from clusterfix_tui.core.checks.firewall import FirewallAcceptsData, FirewallDropData
 from clusterfix_tui.core.checks.host import IpvsModulesData, SysctlData
 from clusterfix_tui.core.checks.underlay import UnderlayBlockedData
+from clusterfix_tui.core.fixes import conntrack as conntrack_fix
 from clusterfix_tui.core.fixes import engine
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.engine import (
@@ -53,7 +54,7 @@ from clusterfix_tui.core.shape import scoped_findings
 
 FIREWALL_CODES = ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP", "VXLAN_UNDERLAY_BLOCKED")
 CODES = ("IP_FORWARD_OFF", "BR_NETFILTER_OFF", "IPV6_FORWARD_OFF", "BR_NETFILTER_IP6_OFF",
-         *FIREWALL_CODES, "IPVS_MODULES_MISSING")
+         *FIREWALL_CODES, "IPVS_MODULES_MISSING", *conntrack_fix.CODES)
 IP_FORWARD = "net.ipv4.ip_forward"
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
 IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
@@ -413,6 +414,10 @@ class HostNetworkStep:
                 firewall.append((f, f.data_as(UnderlayBlockedData
                                               if f.code == "VXLAN_UNDERLAY_BLOCKED"
                                               else FirewallDropData)))
+            elif f.code in conntrack_fix.CODES:  # core/fixes/conntrack.py
+                a, nts = conntrack_fix.plan_finding(node, f, bdir, nid, rb)
+                actions.extend(a)
+                notes.extend(nts)
             elif f.code == "IPVS_MODULES_MISSING":
                 ipvs = f.data_as(IpvsModulesData)
                 missing = [str(m) for m in (ipvs.missing or IPVS_MODULES)]
