@@ -388,7 +388,10 @@ class HostNetworkStep:
                     saved = f"{bdir}/accept_ra.{dev}"
                     actions.append(FixAction(
                         id=nid(), target=node, kind="shell",
-                        command=(f"mkdir -p -m 700 {q(bdir)} && sysctl -n {q(key)} > {q(saved)} && "
+                        # saved once: a second run (a retry) would save the 2 it set
+                        command=(f"mkdir -p -m 700 {q(bdir)} && {{ [ -s {q(saved)} ] || "
+                                 f"{{ sysctl -n {q(key)} > {q(saved + '.tmp')} && "
+                                 f"mv -f -- {q(saved + '.tmp')} {q(saved)}; }}; }} && "
                                  f"{sysctl_set(key, '2')}"),
                         why=f"the IPv6 default route on {dev} comes from router advertisements; "
                             "with forwarding on the kernel ignores them unless accept_ra=2 (the "
@@ -904,6 +907,13 @@ class _NodeFirewall:
                                      "put the chain's policy back to drop"),
                         change={"what": f"nft {fam} {tab} {ch} policy", "before": "drop",
                                 "after": "accept"},
+                        # re-read when it runs: a policy already accept is left (and its
+                        # rollback, which would set drop, never runs)
+                        precondition=pre.exists_else_done(
+                            f"nft -j list chain {ref} 2>/dev/null | grep -Eq "
+                            + q('"policy": ?"drop"'),
+                            f"the policy of nft {fam} {tab} {ch} is still drop",
+                            f"the policy of nft {fam} {tab} {ch} is not drop"),
                     ))
                     continue
                 handle = str(r.get("handle") or "")

@@ -1,0 +1,72 @@
+"""What is re-checked between the plan and the run, and what a retry keeps (safety2):
+- the opt-in nft policy flip (`policy accept`) had no precondition: run on a chain whose policy
+  was already accept, it "changed" it and its rollback then set drop (a state the node never
+  had). Now the policy is re-read when it runs: not drop = done, nothing to roll back.
+- the accept_ra=2 action saved the interface's accept_ra every time it ran: a second run (a
+  retry) saved the 2 the first had set, and the rollback put 2 back. Now saved once.
+Real nft and sysctl in a network namespace made for the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fix_helpers import FakeDiagnosis, del_netns, finding, new_netns, ns
+from test_fixes_worker_host import MountRunner
+
+from clusterfix_tui.core.fixes import preconditions as pre
+from clusterfix_tui.core.fixes.apply import apply_plan, rollback
+from clusterfix_tui.core.fixes.engine import is_opt_in
+from clusterfix_tui.core.fixes.host_network import STEP as HOST
+
+pytestmark = pytest.mark.lab  # needs root and network namespaces
+
+
+@pytest.fixture
+def netns():
+    name = new_netns()
+    try:
+        yield name
+    finally:
+        del_netns(name)
+
+
+def _policy_plan():
+    rule = {"backend": "nft-native", "family": "inet", "table": "filter", "chain": "input",
+            "kind": "policy", "verdict": "drop"}
+    plan = HOST.plan(FakeDiagnosis([finding("FIREWALL_POLICY_DROP", "node-1", "host_network",
+                                            rules=[rule])]))
+    (flip,) = [a for a in plan.actions if is_opt_in(a)]
+    return plan, flip
+
+
+@pytest.mark.parametrize("policy, status", [("drop", "changed"), ("accept", "unchanged")])
+def test_the_nft_policy_flip_rereads_the_policy(netns, tmp_path: Path, policy: str,
+                                                status: str) -> None:
+    ns(netns, "nft add table inet filter && nft add chain inet filter input "
+              f"'{{ type filter hook input priority 0; policy {policy}; }}'")
+    plan, flip = _policy_plan()
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    shells = SimpleNamespace(run=lambda command, timeout=None: runner.sh(command))
+    out = apply_plan(plan, [flip.id], runner,
+                     precheck=pre.make_prechecker(None, lambda node, addr=None: shells))
+    assert out.status == status, out.to_dict()
+    rollback((plan, out), runner)
+    assert f"policy {policy};" in ns(netns, "nft list chain inet filter input")
+
+
+def test_accept_ra_survives_a_retry(netns, tmp_path: Path) -> None:
+    ns(netns, "ip link add eth0 type veth peer name p0 && sysctl -qw net.ipv6.conf.eth0.accept_ra=1")
+    f = finding("IPV6_FORWARD_OFF", "node-1", "host_network", value="0",
+                sysctls=["net.ipv6.conf.all.forwarding"], ra_interfaces=["eth0"])
+    plan = HOST.plan(FakeDiagnosis([f]))
+    (ra,) = [a for a in plan.actions if "sysctl -n net.ipv6.conf.eth0.accept_ra" in a.command]
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    for _ in range(2):  # the action, then a retry of it
+        r = runner.sh(ra.command)
+        assert r.exit_code == 0, r.stderr
+    assert ns(netns, "sysctl -n net.ipv6.conf.eth0.accept_ra").strip() == "2"
+    r = runner.sh(ra.rollback.command)
+    assert r.exit_code == 0, r.stderr
+    assert ns(netns, "sysctl -n net.ipv6.conf.eth0.accept_ra").strip() == "1"
