@@ -136,13 +136,17 @@ def backup_file_command(path: str, bdir: str) -> str:
 
 
 def restore_file_command(path: str, bdir: str) -> str:
-    """Put `path` back as it was before the fix: the symlink it was, the saved copy, or no file
-    if there was none."""
+    """Put `path` back as it was before the fix: the symlink it was, the saved copy (renamed into
+    place: a symlink at `path` is replaced, not followed), or no file if there was none."""
     saved = f"{bdir}/{backup_name(path)}"
     return (
         f"if [ -e {q(saved + '.symlink')} ]; then "
         f"cfx_t=$(cat -- {q(saved + '.symlink')}) && ln -sfn -- \"$cfx_t\" {q(path)}; "
-        f"elif [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path)}; "
+        # copied next to it, then renamed over it: a symlink made at `path` since the fix is
+        # replaced, never written through (cp would overwrite the file it points at), and an
+        # interrupted restore leaves no half-written file
+        f"elif [ -e {q(saved)} ]; then cp -p -- {q(saved)} {q(path + '.cfx-restore')} && "
+        f"mv -f -- {q(path + '.cfx-restore')} {q(path)}; "
         f"elif [ -e {q(saved + '.absent')} ]; then rm -f -- {q(path)}; "
         f"else echo {q('clusterfix: no backup of ' + path + ' in ' + bdir)} >&2; false; fi"
     )
