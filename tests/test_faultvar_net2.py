@@ -388,3 +388,22 @@ def test_an_accept_after_a_chain_that_comes_back_is_seen() -> None:
         "COMMIT", "-A FOO -i docker0 -j RETURN\nCOMMIT")
     (f,) = _shadowed(_with_nat(facts, text))
     assert f.data.rule == "-A PREROUTING -p tcp -m tcp --dport 30000:32767 -j ACCEPT"
+
+
+def test_k3s_restart_does_not_wait_for_kube_proxy_pods_that_do_not_exist() -> None:
+    """Found on a k3s lab: after `systemctl restart k3s-agent` the step waited 120 s for kube-proxy
+    pods (there are none: it is embedded) and called the step partial."""
+    from clusterfix_tui.core.model import ActionOutcome, StepOutcome
+
+    plan = get_step("pods").plan(_k3s_diag({"k3s-agent"}))
+    out = StepOutcome(step="pods", status="changed", message="2 ok", actions=tuple(
+        ActionOutcome(action_id=a.id, target=a.target, command=a.command, result=None, status="ok")
+        for a in plan.actions))
+
+    class NoAPI:
+        def __getattr__(self, name):
+            raise AssertionError(f"the API was asked ({name}): there are no pods to wait for")
+
+    final = get_step("pods").after_apply(plan, out, NoAPI(), timeout=0.05, poll=0.01,
+                                         sleep=lambda s: None)
+    assert final == out

@@ -339,6 +339,8 @@ class PodsStep:
             return outcome
         components = set()
         for a in plan.actions:
+            if not a.mutating or a.command.startswith("systemctl "):
+                continue  # an embedded kube-proxy (k3s/RKE2 unit): no pods to wait for
             codes = set(a.finding_codes)
             for code, comp in CRASH_CODES.items():
                 if code in codes:
