@@ -83,6 +83,25 @@ class ReplayAPI:
         self._call("list_events")
         return self.rec["events"]
 
+    # cluster DNS: what the recording holds (older recordings: no kube-dns Service, no DNS add-on)
+    def get_service(self, namespace, name):
+        self._call("get_service")
+        svc = (self.rec.get("dns") or {}).get("service")
+        meta = (svc or {}).get("metadata") or {}
+        return svc if (meta.get("namespace"), meta.get("name")) == (namespace, name) else None
+
+    def list_deployments(self, namespace):
+        self._call("list_deployments")
+        return [d for d in (self.rec.get("dns") or {}).get("deployments") or ()
+                if (d.get("metadata") or {}).get("namespace") == namespace]
+
+    def list_endpointslices(self, namespace, label_selector=None):
+        self._call("list_endpointslices")
+        k, _, v = (label_selector or "").partition("=")
+        return [s for s in (self.rec.get("dns") or {}).get("endpointslices") or ()
+                if (s.get("metadata") or {}).get("namespace") == namespace
+                and (not k or ((s.get("metadata") or {}).get("labels") or {}).get(k) == v)]
+
     def pod_log(self, namespace, name, container=None, tail_lines=50, previous=False):
         self._call("pod_log")
         key = f"{namespace}/{name}/{'previous' if previous else 'current'}"

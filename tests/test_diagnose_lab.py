@@ -125,6 +125,11 @@ def _capture(name: str, runtime, lab, expected=()) -> None:
            "daemonsets": {ns: api.list_daemonsets(ns) for ns in SYSTEM_NAMESPACES},
            "configmaps": {}, "logs": {}, "facts": {}, "peer_ips": {},
            "expected": [list(e) for e in expected]}
+    if hasattr(api, "list_endpointslices"):  # cluster DNS (core/dns.py)
+        rec["dns"] = {"service": api.get_service("kube-system", "kube-dns"),
+                      "deployments": api.list_deployments("kube-system"),
+                      "endpointslices": api.list_endpointslices(
+                          "kube-system", "kubernetes.io/service-name=kube-dns")}
     for ns in SYSTEM_NAMESPACES:
         for cm in ("kube-proxy", "kube-flannel-cfg"):
             got = api.get_configmap(ns, cm)

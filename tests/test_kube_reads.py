@@ -63,6 +63,10 @@ CALLS = [
     ("list_namespaced_daemon_set", ("kube-system",), {"limit": 500}),
     ("read_namespaced_deployment", ("coredns", "kube-system"), {}),
     ("get_code", (), {}),
+    ("read_namespaced_service", ("kube-dns", "kube-system"), {}),
+    ("list_namespaced_deployment", ("kube-system",), {"limit": 500}),
+    ("list_namespaced_endpoint_slice", ("kube-system",),
+     {"limit": 500, "label_selector": "kubernetes.io/service-name=kube-dns"}),
 ]
 
 
@@ -81,8 +85,10 @@ def test_every_read_sends_the_generated_methods_request(tmp_path: pathlib.Path,
     monkeypatch.setattr(api._api_client, "call_api", capture)
     generated = {"CoreV1Api": client.CoreV1Api(api._api_client),
                  "AppsV1Api": client.AppsV1Api(api._api_client),
-                 "VersionApi": client.VersionApi(api._api_client)}
-    ours = {"CoreV1Api": api._core, "AppsV1Api": api._apps, "VersionApi": api._version}
+                 "VersionApi": client.VersionApi(api._api_client),
+                 "DiscoveryV1Api": client.DiscoveryV1Api(api._api_client)}
+    ours = {"CoreV1Api": api._core, "AppsV1Api": api._apps, "VersionApi": api._version,
+            "DiscoveryV1Api": api._discovery}
     assert set(K._READS) == {name for name, _a, _k in CALLS}
     for name, args, kwargs in CALLS:
         cls = next(c for c, g in generated.items() if hasattr(g, name))

@@ -163,6 +163,7 @@ class ClusterSnapshot:
     flannel_configmap: str | None = None  # "ns/name" it came from
     kube_proxy_static_pods: tuple[PodInfo, ...] = ()  # mirror pods of a static kube-proxy
     shape: Any = None  # core.shape.ClusterShape, set by diagnose() once the nodes are read
+    dns: Any = None  # core.dns.ClusterDNS (None: not read, an API without the DNS reads)
 
     def node_names(self) -> list[str]:
         return list(self.nodes)
@@ -222,6 +223,7 @@ class ClusterSnapshot:
             "nodeport_services": [f"{s['namespace']}/{s['name']}" for s in self.nodeport_services],
             "warning_events": len(self.warning_events),
             "errors": list(self.errors),
+            **({"dns": self.dns.summary()} if self.dns is not None else {}),
         }
 
 
@@ -594,10 +596,13 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
             "last": ev.get("lastTimestamp") or ev.get("eventTime"),
         })
 
+    from clusterfix_tui.core.dns import read_dns
+
+    dns = read_dns(api, all_pods, daemonsets)
     return ClusterSnapshot(
         api=dict(api_desc) if isinstance(api_desc, dict) else {},
         version=dict(version) if isinstance(version, dict) else {},
-        nodes=nodes, kube_proxy_pods=kube_proxy, flannel_pods=flannel, pods=tuple(all_pods),
+        dns=dns, nodes=nodes, kube_proxy_pods=kube_proxy, flannel_pods=flannel, pods=tuple(all_pods),
         kube_proxy_mode=parse_kube_proxy_mode(kp_cm) if kp_cm else None,
         kube_proxy_config_found=bool(kp_cm),
         cluster_cidrs=parse_cluster_cidrs(kp_cm) if kp_cm else (),

@@ -7,6 +7,8 @@ Checks (each failure names the step that most likely fixes it):
   cni-pod             cilium, kube-router; found by what they run, pods by owner; static
                       kube-proxy by its mirror pods; nothing for what a distribution embeds,
                       e.g. k3s's flannel and kube-proxy)                 -> pods
+  cluster-dns         kube-system/kube-dns has ready endpoints (the API's EndpointSlices, else
+                      Endpoints); "no cluster DNS found" passes (nothing to serve)  -> pods
   nodeport            every NodePort service answers on the node IPs     -> iptables
                       (real TCP/HTTP from the workstation through a Prober, in parallel under
                       one deadline; one port per service; every node for the services the user
@@ -116,6 +118,31 @@ def _key_pod_sets(api: ClusterAPI, all_pods: list[dict[str, Any]]
     return out
 
 
+def _cluster_dns(api: ClusterAPI, all_pods: list[dict[str, Any]]) -> CheckResult | None:
+    """One line: "cluster DNS: kube-dns has N ready endpoints", or why not. None when the API
+    has no DNS reads (a test double, an older recording)."""
+    from clusterfix_tui.core.dns import read_dns
+    from clusterfix_tui.core.snapshot import pod_info
+
+    try:
+        pods = [pod_info(p) for p in all_pods
+                if isinstance(p, dict) and (p.get("metadata") or {}).get("namespace")
+                == "kube-system"]
+        dns = read_dns(api, pods)
+    except Exception as exc:  # noqa: BLE001 - validation reports, never raises
+        return CheckResult("cluster-dns", CLUSTER, False, f"cluster DNS: not read: {exc}", None)
+    if dns is None:
+        return None
+    if not dns.service_read or (dns.service_found and dns.serving is None):
+        return CheckResult("cluster-dns", CLUSTER, False, dns.summary(), None)
+    if dns.serving is False:
+        return CheckResult("cluster-dns", CLUSTER, False, dns.summary(), "pods")
+    if not dns.service_found and dns.found:  # DNS pods without kube-system/kube-dns (RKE2...)
+        ok = bool(dns.pods) and all(p.phase == "Running" and p.ready for p in dns.pods)
+        return CheckResult("cluster-dns", CLUSTER, ok, dns.summary(), None if ok else "pods")
+    return CheckResult("cluster-dns", CLUSTER, True, dns.summary())
+
+
 def _node_ip(node: dict[str, Any]) -> str | None:
     for a in (node.get("status") or {}).get("addresses") or ():
         if a.get("type") == "InternalIP":
@@ -217,6 +244,11 @@ def validate(
                 emit(CheckResult(check, name, False, words, "pods"))
             else:
                 emit(CheckResult(check, name, False, f"no {label} pod on this node", "pods"))
+
+    # cluster DNS: does kube-dns have ready endpoints (core/dns.py)
+    dns_result = _cluster_dns(api, all_pods)
+    if dns_result is not None:
+        emit(dns_result)
 
     # 4. pod-to-pod across nodes and 5. worker kubectl, over each node's shell: started before
     # the NodePort probes and run alongside them (and the two checks of a node alongside each

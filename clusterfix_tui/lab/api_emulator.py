@@ -45,6 +45,7 @@ SERVED_RESOURCES = (
     "v1/pods", "v1/nodes", "v1/namespaces", "v1/services", "v1/endpoints", "v1/configmaps",
     "v1/events", "v1/secrets", "v1/serviceaccounts",
     "apps/v1/daemonsets", "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
+    "discovery.k8s.io/v1/endpointslices",
 )
 
 

@@ -227,7 +227,7 @@ class Lab:
 
         self.api = LabAPI(host=br_ip, port=0, tokens=[self.admin_token, *self.node_tokens.values()],
                           tls=bool(self.spec.get("tls")), state_dir=str(self.state_dir / "api"))
-        self.api.on_pod_deleted = lambda ns, name, pod: self.submit(self._hook_pod_deleted, ns, name)
+        self.api.on_pod_deleted = lambda ns, name, pod: self.submit(self._hook_pod_deleted, ns, name, pod)
         self.api.on_daemonset_restarted = lambda ns, name: self.submit(self._hook_ds_restarted, ns, name)
         self.api.on_deployment_patched = lambda ns, name, obj: self.submit(self._hook_deploy_patched, ns, name, obj)
         self.api.start()
@@ -652,6 +652,9 @@ class Lab:
             "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
                      "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}]},
             "status": {"loadBalancer": {}}})
+        from clusterfix_tui.lab import dns_addon
+
+        dns_addon.seed(api, self.info["nodes"])
 
     def _shape_node_meta(self, n: dict, labels: dict, annotations: dict, spec: dict, node_info: dict) -> None:
         """What k3s, calico-node and cilium put on a Node object besides kubelet's defaults."""
@@ -1099,9 +1102,12 @@ class Lab:
         return containers[0].get("readinessProbe")
 
     # -- hooks (run on the controller thread) ----------------------------------------------------
-    def _hook_pod_deleted(self, ns: str, name: str) -> None:
+    def _hook_pod_deleted(self, ns: str, name: str, before: dict | None = None) -> None:
         pod = self.pods.get((ns, name))
         if pod is None:
+            from clusterfix_tui.lab import dns_addon
+
+            dns_addon.on_pod_deleted(self.api, self.info["nodes"], ns, name, before)
             return
         log.info("pod %s/%s deleted through the API: replacing it on %s", ns, name, pod.node)
         self._replace_pod(pod)
@@ -1473,6 +1479,12 @@ class Lab:
             gone = before - len(self.info["faults"])
         self.save()
         return {"forgotten": gone}
+
+    def _op_dns_state(self, req: dict) -> dict:
+        """The cluster DNS add-on's API objects put in a state (lab/dns_addon.py, # dns faults)."""
+        from clusterfix_tui.lab import dns_addon
+
+        return dns_addon.set_state(self.api, self.info["nodes"], str(req["state"]))
 
     def _op_add_event(self, req: dict) -> dict:
         self.api.add_event(req["namespace"], req["involved"], req["reason"], req["message"],

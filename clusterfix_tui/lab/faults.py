@@ -1384,3 +1384,48 @@ def plan(names: list[Any], node_names: list[str], shape: str = "kubeadm",
     if bare:
         out.insert(0, (",".join(bare), None))
     return out
+
+
+# dns -------------------------------------------------------------------------------------------
+# Cluster DNS faults, at the API level: the lab's DNS add-on is API objects only (lab/dns_addon.py:
+# Deployment kube-system/coredns, its pods, Service kube-system/kube-dns with its Endpoints and
+# EndpointSlice); no CoreDNS process answers queries in the lab, so these faults change what the
+# API says (physical False), as the Deployment and endpoints controllers would show it.
+
+def _dns_state(handle: LabLike, state: str) -> Any:
+    request = getattr(handle, "request", None)
+    if request is None:
+        raise FaultError("the DNS faults need the lab daemon (LabHandle.request)")
+    return request("dns-state", state=state)
+
+
+def inject_dns_crashloop(handle: LabLike, node: str) -> dict:
+    got = _dns_state(handle, "crashloop") or {}
+    pods = ", ".join(got.get("pods") or []) or "(none)"
+    return _record("dns-crashloop", node, False, (
+        f"every CoreDNS pod of Deployment kube-system/coredns ({pods}) held in CrashLoopBackOff "
+        "(6 restarts, last exit 1 with CoreDNS's plugin/loop FATAL line in its log), not Ready: "
+        "Service kube-system/kube-dns has no ready endpoint (Endpoints notReadyAddresses, "
+        "EndpointSlice conditions.ready false). API-level: the lab runs no CoreDNS, so no lookup "
+        "is really made; the pod states are the lab controller's. By hand: kubectl -n kube-system "
+        "delete pod <each coredns pod> (the Deployment recreates them, Running)"))
+
+
+def inject_dns_scaled_to_zero(handle: LabLike, node: str) -> dict:
+    got = _dns_state(handle, "scaled-to-zero") or {}
+    return _record("dns-scaled-to-zero", node, False, (
+        "Deployment kube-system/coredns scaled to 0 replicas and its pods "
+        f"({', '.join(got.get('deleted') or []) or 'none'}) gone: Service kube-system/kube-dns has "
+        "no endpoint at all. API-level (no CoreDNS runs in the lab). By hand: kubectl -n "
+        "kube-system scale deployment coredns --replicas=2"))
+
+
+DNS_FAULTS = ("dns-crashloop", "dns-scaled-to-zero")
+FAULTS.update({f.name: f for f in (
+    Fault("dns-crashloop", "every CoreDNS pod in CrashLoopBackOff: kube-dns has no ready endpoint "
+          "(API-level)", "other", inject_dns_crashloop),
+    Fault("dns-scaled-to-zero", "the coredns Deployment scaled to 0: kube-dns has no endpoint "
+          "(API-level)", "other", inject_dns_scaled_to_zero),
+)})
+SHAPES_OF.update({name: _HOST for name in DNS_FAULTS})  # every lab shape seeds the DNS add-on
+NOT_IN_ALL = (*NOT_IN_ALL, *DNS_FAULTS)  # named only (tests/test_dns_lab.py)

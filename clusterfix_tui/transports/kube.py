@@ -151,6 +151,14 @@ _READS: dict[str, tuple[str, tuple[str, ...]]] = {
     "read_namespaced_deployment": ("/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
                                    ("name", "namespace")),
     "get_code": ("/version/", ()),
+    # cluster DNS (core/snapshot.py read_dns): the kube-dns Service, its EndpointSlices, the
+    # Deployments of kube-system
+    "read_namespaced_service": ("/api/v1/namespaces/{namespace}/services/{name}",
+                                ("name", "namespace")),
+    "list_namespaced_deployment": ("/apis/apps/v1/namespaces/{namespace}/deployments",
+                                   ("namespace",)),
+    "list_namespaced_endpoint_slice": (
+        "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", ("namespace",)),
 }
 
 
@@ -284,6 +292,7 @@ class KubeClusterAPI:
         self._core = _Api(self._api_client, "CoreV1Api")
         self._apps = _Api(self._api_client, "AppsV1Api")
         self._version = _Api(self._api_client, "VersionApi")
+        self._discovery = _Api(self._api_client, "DiscoveryV1Api")
 
     def __repr__(self) -> str:
         return f"KubeClusterAPI(context={self._context!r}, server={self._server!r})"
@@ -432,6 +441,25 @@ class KubeClusterAPI:
         return self._call(f"get deployment {namespace}/{name}",
                           self._apps.read_namespaced_deployment, name, namespace,
                           _not_found_ok=True)
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._call(f"get service {namespace}/{name}",
+                          self._core.read_namespaced_service, name, namespace,
+                          _not_found_ok=True)
+
+    def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
+        return self._list(f"list deployments in {namespace}",
+                          self._apps.list_namespaced_deployment, "Deployment", "apps/v1",
+                          namespace)
+
+    def list_endpointslices(self, namespace: str,
+                            label_selector: str | None = None) -> list[dict[str, Any]]:
+        """discovery.k8s.io/v1 EndpointSlices; an APIError with status 404 when the server does
+        not serve them (the caller falls back to core Endpoints)."""
+        kw = {"label_selector": label_selector} if label_selector else {}
+        return self._list(f"list endpointslices in {namespace}",
+                          self._discovery.list_namespaced_endpoint_slice, "EndpointSlice",
+                          "discovery.k8s.io/v1", namespace, **kw)
 
     def pod_log(self, namespace: str, name: str, container: str | None = None,
                 tail_lines: int = 50, previous: bool = False) -> str:

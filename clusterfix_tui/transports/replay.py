@@ -20,7 +20,8 @@ from clusterfix_tui.core.facts import script_nonce
 from clusterfix_tui.core.model import CommandResult
 
 READS = ("describe", "version", "list_nodes", "list_pods", "list_daemonsets", "get_configmap",
-         "get_namespace", "list_services", "list_endpoints", "list_events", "get_deployment", "pod_log")
+         "get_namespace", "list_services", "list_endpoints", "list_events", "get_deployment", "pod_log",
+         "get_service", "list_deployments", "list_endpointslices")
 
 
 def _error_record(exc: BaseException) -> dict[str, Any]:

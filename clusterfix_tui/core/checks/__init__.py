@@ -49,6 +49,7 @@ def _check_modules() -> tuple[Any, ...]:
     from clusterfix_tui.core.checks import (
         cni,
         conntrack,
+        dns,
         firewall,
         flannel,
         host,
@@ -58,7 +59,7 @@ def _check_modules() -> tuple[Any, ...]:
         underlay,
     )
 
-    return (iptables, firewall, host, cni, flannel, pods, kubeconfig, underlay, conntrack)
+    return (iptables, firewall, host, cni, flannel, pods, dns, kubeconfig, underlay, conntrack)
 
 
 def all_checks() -> list[CheckFn]:

@@ -48,7 +48,8 @@ def _no_restart_reason(f: Finding) -> str | None:
     if f.code != NOT_RUNNING:
         return None
     return NO_RESTART_REASONS.get(str(f.data_as(ComponentPodData).reason or ""))
-CODES = (*CRASH_CODES, NOT_RUNNING, PROBE_CODE)
+DNS_CODE = "DNS_POD_NOT_RUNNING"  # core/fixes/dns.py plans those
+CODES = (*CRASH_CODES, NOT_RUNNING, PROBE_CODE, DNS_CODE)
 DEFAULT_DS = {"kube_proxy": ("kube-system", "kube-proxy"), "flannel": ("kube-flannel", "kube-flannel-ds")}
 LABELS = {"kube_proxy": "k8s-app=kube-proxy", "flannel": "app=flannel"}
 WAIT_TIMEOUT = 120.0
@@ -194,6 +195,11 @@ class PodsStep:
                         "DaemonSet starts a fresh one",
                     finding_codes=tuple(sorted({f.code for f in fs})),
                 ))
+        from clusterfix_tui.core.fixes import dns as dns_fix
+
+        dns_actions, dns_notes = dns_fix.plan_actions(self.name, findings)
+        actions.extend(dns_actions)
+        notes.extend(dns_notes)
         for f in [f for f in findings if f.code == PROBE_CODE]:
             a = self._probe_workaround(f, (getattr(diagnosis, "extra", None) or {}).get(
                 self.name))
