@@ -260,3 +260,54 @@ def check_docker_s_r5(s: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", sorted(n for n, s in BY_FILE.items() if s["kind"] == "docker-S-r5"))
 def test_docker_28_filter_table(name):
     check_docker_s_r5(BY_FILE[name])
+
+
+# -- weave net (kubeadm 1.11, iptables 1.6.0) ------------------------------------------------------
+
+
+def check_weave_save_r5(s: dict[str, Any]) -> None:
+    """A weave node's filter table (iptables-save v1.6.0, kubeadm 1.11.5, docker 18.06) as the
+    node's only iptables (SYNTHESISED: the node master 192.168.50.101 on enp0s8 with podCIDR
+    10.200.0.0/24, a peer, the weave-net DaemonSet). Weave's ipset names (`weave-;rGq...$3]6!N`)
+    are read whole. As published (FORWARD policy ACCEPT) and with the policy DROP docker >= 1.13
+    sets: nothing. Weave ends all traffic into its bridge itself (`-o weave -j WEAVE-NPC`, then
+    `-o weave -j DROP`) and accepts what leaves it (`-i weave ! -o weave -j ACCEPT`): no pod
+    packet reaches the policy; its namespace allowlists (`--match-set weave-... src -j
+    WEAVE-NPC-EGRESS-ACCEPT`, a chain that only MARKs) are no blocklist. Old code: FORWARD_DROP,
+    with the three allowlist rules named as ipset drops (an accept at the top of FORWARD, which
+    would bypass weave's NetworkPolicy chains, was kept out only by that misreading)."""
+    from clusterfix_tui.core import parsers as P
+    from clusterfix_tui.core.checks.iptables import _forward_blocklists
+    from tests.test_realworld import facts_with
+
+    e = s["expect"]
+    ip = "192.168.50.101"
+    nodes = [{"metadata": {"name": n}, "spec": {"podCIDR": c},
+              "status": {"addresses": [{"type": "InternalIP", "address": a}]}}
+             for n, c, a in (("master", "10.200.0.0/24", ip), ("node1", "10.200.1.0/24", "192.168.50.102"))]
+    raw = text(s["file"])
+    for policy in ("ACCEPT", "DROP"):
+        save = P.parse_iptables_save(raw.replace(":FORWARD ACCEPT [0:0]", f":FORWARD {policy} [0:0]"))
+        assert not save.errors
+        sets = [r.args[r.args.index("--match-set") + 1] for r in save.table("filter").rules
+                if "--match-set" in r.args]
+        assert sets[0] == e["first_set"] and len(sets) == 9
+        f = facts_with(legacy=save, iptables_version=P.parse_iptables_version("iptables v1.6.0"),
+                       binaries={b: f"/sbin/{b}" for b in ("iptables", "iptables-save")},
+                       addrs=[{"ifname": "enp0s8", "addr_info": [{"family": "inet", "local": ip,
+                                                                  "prefixlen": 24}]}])
+        snap = _with_shape(_snapshot(nodes, (_ds("kube-system", "weave-net", ["weave"]),)),
+                           {"master": f})
+        assert snap.shape.cni == "other" and "weave" in snap.shape.cni_detail
+        findings, errors = run_checks(snap, {"master": f})
+        assert errors == [] and [x.code for x in findings] == e["findings"], \
+            [(x.code, x.evidence) for x in findings]
+        from clusterfix_tui.core.checks.firewall_path import cluster_flows
+
+        flows = [fl for fl in cluster_flows(snap, "master", f) if fl.hook == "forward"]
+        assert _forward_blocklists(save.table("filter"), flows) == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in BY_FILE.items() if s["kind"] == "weave-save-r5"))
+def test_weave_filter_table(name):
+    check_weave_save_r5(BY_FILE[name])

@@ -351,6 +351,30 @@ def _pod_iface(name: str | None) -> bool:
     return name.rstrip("+*").startswith(POD_IFACE_PREFIXES) or name.startswith(POD_IFACE_PREFIXES)
 
 
+def _iface_only(args: tuple[str, ...]) -> list[tuple[str, str, bool]] | None:
+    """[(-i|-o, name, negated)] of a rule that matches on interfaces only (comments aside), else
+    None."""
+    out: list[tuple[str, str, bool]] = []
+    neg = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-j", "--jump"):
+            break
+        if a == "!":
+            neg = True
+            i += 1
+            continue
+        if a in ("-i", "-o", "--in-interface", "--out-interface") and i + 1 < len(args):
+            out.append(("-i" if a in ("-i", "--in-interface") else "-o", args[i + 1], neg))
+        elif not (a in ("-m", "--match") and i + 1 < len(args) and args[i + 1] == "comment"
+                  or a == "--comment"):
+            return None
+        neg = False
+        i += 2
+    return out or None
+
+
 def _rest(args: tuple[str, ...], skip: tuple[str, ...]) -> list[str]:
     """args without -j ACCEPT, comments and the options in `skip` (with their values)."""
     out: list[str] = []
@@ -378,6 +402,31 @@ def _forward_accepts(table: Table, pod_nets: list[str]) -> tuple[bool, bool, boo
     dst_nets: set[str] = set()
     src = dst = uncond = False
     how: list[str] = []
+    # a CNI that ends all traffic into its pod interface itself (weave: `-o weave -j WEAVE-NPC`,
+    # its policy chain, then `-o weave -j DROP`) and accepts what leaves it (`-i weave ! -o weave
+    # -j ACCEPT`): no pod packet reaches the policy
+    ends_into: set[str] = set()
+    out_of: dict[str, str] = {}
+    policed: set[tuple[str, str]] = set()  # (chain, DEV) of `-o DEV -j <the CNI's chain>`
+    for r in table.rules:
+        if r.chain not in reach:
+            continue
+        ifs = _iface_only(r.args) or []
+        into = ifs[0][1] if len(ifs) == 1 and ifs[0][0] == "-o" and not ifs[0][2] else None
+        if into and (r.target or "").startswith(CNI_CHAIN_PREFIXES):
+            policed.add((r.chain, into))
+        elif into and r.target in ("DROP", "REJECT") and (r.chain, into) in policed \
+                and _pod_iface(into):
+            ends_into.add(into)  # the CNI's policy chain, then -o DEV -j DROP: the rest
+        elif r.target == "ACCEPT" and len(ifs) == 2 and ifs[0] == ("-i", ifs[0][1], False) \
+                and ifs[1] == ("-o", ifs[0][1], True) and _pod_iface(ifs[0][1]):
+            out_of[ifs[0][1]] = r.spec  # -i DEV ! -o DEV -j ACCEPT
+    for dev in ends_into:
+        dst = True
+        how.append(f"-o {dev} -j DROP (the CNI ends traffic into {dev} itself)")
+        if dev in out_of:
+            src = True
+            how.append(out_of[dev])
     for r in table.rules:
         if r.chain not in reach or r.target != "ACCEPT":
             continue
@@ -561,9 +610,17 @@ def _may_drop_flows(t: Table, rule: Any, flows: list[Flow], depth: int = 0) -> b
         return False
     tgt = rule.target or ""
     if tgt not in t.chains:
-        return tgt not in ("ACCEPT", "RETURN")  # DROP, REJECT, or a target not followed
+        # DROP, REJECT, or a target not known here; not one that lets the packet go on (weave's
+        # `-j WEAVE-NPC-EGRESS-ACCEPT` chain only MARKs: an allowlist, not a blocklist)
+        return tgt not in _NON_DROPPING
     return any(_may_drop_flows(t, r, live, depth + 1) for r in t.rules_in(tgt)
-               if (r.target or "") not in ("ACCEPT", "RETURN"))
+               if (r.target or "") not in _NON_DROPPING)
+
+
+# targets that never drop the packet: the verdict is ACCEPT/RETURN or the packet goes on
+_NON_DROPPING = frozenset(("", "ACCEPT", "RETURN", "MARK", "CONNMARK", "LOG", "NFLOG", "ULOG",
+                           "TRACE", "AUDIT", "SET", "CT", "NOTRACK", "CLASSIFY", "DSCP", "TOS",
+                           "TCPMSS", "CHECKSUM", "TTL", "HL", "SECMARK", "CONNSECMARK"))
 
 
 def _nft_chain_rules(rs: Any, family: str, table: str, chain: str) -> list[NftRule]:
