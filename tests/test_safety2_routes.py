@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fix_helpers import FakeDiagnosis, del_netns, finding, new_netns, ns, snapshot
 from test_fixes_worker_host import MountRunner
 
+from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.fixes.apply import apply_plan, rollback
 from clusterfix_tui.core.fixes.cni_bridge import STEP as CNI
 from clusterfix_tui.core.fixes.cni_bridge import _route_spec, route_not_exact
@@ -149,3 +151,27 @@ def test_a_route_using_a_nexthop_object_is_not_replaced(netns, tmp_path: Path) -
     assert out.status == "failed", out.to_dict()
     assert "cannot be restored exactly" in json.dumps(out.to_dict())
     assert ns(netns, "ip route show") == before
+
+
+@pytest.mark.lab
+def test_a_stale_ipv6_route_is_seen_deleted_and_put_back(netns, tmp_path: Path) -> None:
+    """`ip route show to exact <IPv6 prefix>` lists nothing without -6: the old action and its
+    precondition never saw a stale route on flannel-v6.1 (never deleted, and called done)."""
+    ns(netns, "ip link add flannel-v6.1 type veth peer name f6 && ip link set flannel-v6.1 up && "
+              "ip link set f6 up && ip -6 addr add fd00:10:244:1::/128 dev flannel-v6.1 nodad && "
+              "ip -6 route add fd00:10:244:5::/64 via fd00:10:244:5:: dev flannel-v6.1 onlink")
+    before = ns(netns, "ip -6 route show")
+    (route,) = json.loads(ns(netns, "ip -6 -j route show to exact fd00:10:244:5::/64"))
+    f = finding("FLANNEL_STALE_SUBNET", "node-1", "cni_bridge", device="flannel-v6.1",
+                pod_cidr="fd00:10:244:1::/64", stale_routes=[route | {"reason": "not owned"}])
+    plan = CNI.plan(FakeDiagnosis([f], snapshot=snapshot()))
+    (delete,) = [a for a in plan.actions if "route del" in a.command]
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    out = apply_plan(plan, [delete.id], runner,
+                     precheck=pre.make_prechecker(None, lambda node, addr=None: SimpleNamespace(
+                         run=lambda command, timeout=None: runner.sh(command))))
+    assert out.status == "changed", out.to_dict()
+    assert "fd00:10:244:5::/64" not in ns(netns, "ip -6 route show")
+    rb = rollback((plan, out), runner)
+    assert rb.status == "changed", rb.to_dict()
+    assert ns(netns, "ip -6 route show") == before

@@ -669,19 +669,22 @@ class CniBridgeStep:
                     if not spec or not dst:
                         continue
                     rdev = r.get("dev") or dev
+                    # `ip route show` lists IPv4 routes only unless given -6: an IPv6 stale
+                    # route (flannel-v6.1) was never seen, so never deleted, and called done
+                    ip = "ip -6" if ":" in str(dst) else "ip"
                     add(
                         f"del-route-{spec}",
                         kind="shell",
-                        command=f"if ip route show to exact {q(dst)} dev {q(rdev)} | grep -q .; "
-                                f"then ip route del {spec}; fi",
+                        command=f"if {ip} route show to exact {q(dst)} dev {q(rdev)} | grep -q .; "
+                                f"then {ip} route del {spec}; fi",
                         why="a route to a subnet no current node owns sends pod traffic to a "
                             "VTEP that is gone",
                         finding_codes=(f.code,),
                         risk="none for current nodes' subnets",
-                        rollback=rb(f"ip route replace {spec}", "re-add the route"),
+                        rollback=rb(f"{ip} route replace {spec}", "re-add the route"),
                         change={"what": f"route {spec}", "before": "present", "after": "deleted"},
                         precondition=pre.exists_else_done(
-                            f"ip route show to exact {q(dst)} dev {q(rdev)} | grep -q .",
+                            f"{ip} route show to exact {q(dst)} dev {q(rdev)} | grep -q .",
                             f"the route to {dst} via {rdev} is still there",
                             f"no route to {dst} via {rdev} any more"),
                     )
