@@ -66,7 +66,8 @@ READS: dict[str, tuple[str, ...]] = {
                                       "nft_table_text"),
     "KUBE_PROXY_NO_RULES": (*IPTABLES_SECTIONS, "nft_json", "kube_proxy_healthz",
                             "kube_proxy_mode", "ip_vs"),
-    "KUBE_PROXY_SHADOWED": (*IPTABLES_SECTIONS, "kube_proxy_mode", "ip_addr"),
+    # ip_addr: the node's addresses for a `-d` match on a NodePort; not read: such a rule is not judged
+    "KUBE_PROXY_SHADOWED": (*IPTABLES_SECTIONS, "kube_proxy_mode"),
 }
 MARKER_CHAINS = {"KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"}
 # KUBE-* chains that are not kube-proxy's: kube-router's network policy controller (its own
