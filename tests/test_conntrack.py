@@ -231,3 +231,36 @@ def test_rollback_without_a_saved_value_changes_nothing(tmp_path) -> None:
     (bad / "nf_conntrack_max").write_text("12; reboot\n")
     r = _sh(CF.restore_command(str(bad)))
     assert r.returncode == 1 and "not a number" in r.stderr
+
+
+def test_outputs_recorded_before_the_section_existed_give_no_conntrack_and_no_finding() -> None:
+    rec = load("healthy")
+    facts = {n: F.parse_facts(n, out, LAB_NONCE) for n, out in rec["facts"].items()}
+    assert all(f.conntrack is None for f in facts.values())
+    assert C.check(build_snapshot(ReplayAPI(rec)), facts) == []
+
+
+def test_a_journaled_finding_plans_the_same_action() -> None:
+    """A finding read back from a journal or a bundle (a plain dict) plans what the live one did."""
+    from clusterfix_tui.core.model import Finding
+
+    out, err = grep_output(131000, 131072, 65536, stat_file(HEADERS["6.x"], 131000, [{}]), cpus="0-1")
+    (live,) = C.check(None, {"node-1": _facts(out, err)})  # type: ignore[arg-type]
+    back = Finding(**{**live.__dict__, "data": live.data.to_dict()})  # type: ignore[union-attr]
+    assert back.data_as(C.ConntrackData) == live.data
+
+    def plan(f: Finding):
+        d = Diagnosis(snapshot=None, facts={}, findings=[f])  # type: ignore[arg-type]
+        return [(a.command, a.rollback.command if a.rollback else None) for a in HOST_STEP.plan(d).actions]
+
+    assert plan(back) == plan(live) and len(plan(live)) == 1
+
+
+@pytest.mark.parametrize("text", ["", "\n", ":", "x:y\n" * 3, P.CONNTRACK_MAX + ":-1\n",
+                                  P.CONNTRACK_COUNT + ":12\n" + P.CONNTRACK_COUNT + ":13\n",
+                                  P.CONNTRACK_STAT + ":entries\n" + P.CONNTRACK_STAT + ":\n",
+                                  P.CPU_ONLINE + ":3-1\n", P.CPU_ONLINE + ":,\n"])
+def test_odd_answers_never_raise_and_never_read_as_a_table(text: str) -> None:
+    ct = P.parse_conntrack(text, "")
+    assert ct.state == "not-read"
+    assert ct.cpus is None

@@ -1082,7 +1082,9 @@ CHECKERS = {"manifests": check_manifests, "route-r5": lambda s: __import__("test
             "kube-proxy-config": check_kube_proxy_config, "cni-conf": check_cni_conf,
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
             "node-text": check_node_text, "node-spec": check_node_spec,
-            "mirror-annotation": check_mirror}
+            "mirror-annotation": check_mirror,
+            "conntrack-S": lambda s: __import__("tests.test_conntrack_realworld",
+                                                fromlist=["check_conntrack_s"]).check_conntrack_s(s)}
 
 
 @pytest.mark.parametrize("name", sorted(BY_FILE))
