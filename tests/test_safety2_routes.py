@@ -147,9 +147,12 @@ def test_a_route_using_a_nexthop_object_is_not_replaced(netns, tmp_path: Path) -
                           "actual": ["10.244.2.0/24 via 10.0.0.2 dev d0"]}])
     plan = CNI.plan(FakeDiagnosis([f], snapshot=snapshot()))
     (replace,) = [a for a in plan.actions if "route replace" in a.command]
-    out = apply_plan(plan, [replace.id], MountRunner(netns, {"/var/backups": str(tmp_path)}))
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    out = apply_plan(plan, [replace.id], runner)
     assert out.status == "failed", out.to_dict()
     assert "cannot be restored exactly" in json.dumps(out.to_dict())
+    assert ns(netns, "ip route show") == before
+    rollback((plan, out), runner)  # a failed action's rollback runs too: it changes nothing here
     assert ns(netns, "ip route show") == before
 
 

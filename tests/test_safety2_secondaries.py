@@ -94,9 +94,12 @@ def test_a_secondary_added_after_the_diagnosis_stops_the_action(netns, tmp_path:
     (delete,) = [a for a in plan.actions if "ip addr del" in a.command]
     ns(netns, "ip addr add 10.244.9.7/16 dev cni0")  # between the plan and the run
     before = ns(netns, "ip -o -4 addr show dev cni0")
-    out = apply_plan(plan, [delete.id], MountRunner(netns, {"/var/backups": str(tmp_path)}))
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    out = apply_plan(plan, [delete.id], runner)
     assert out.status == "failed", out.to_dict()
     assert "secondaries are still there" in json.dumps(out.to_dict())
+    assert ns(netns, "ip -o -4 addr show dev cni0") == before
+    rollback((plan, out), runner)  # a failed action's rollback runs too: it changes nothing here
     assert ns(netns, "ip -o -4 addr show dev cni0") == before
 
 
