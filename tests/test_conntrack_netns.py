@@ -62,3 +62,36 @@ def test_the_action_fails_where_the_kernel_keeps_the_old_limit(tmp_path) -> None
     assert r.returncode == 1 and f"is not {new} after the write" in r.stderr, (r.stdout, r.stderr)
     assert (bdir / "nf_conntrack_max").read_text().strip() == str(before)  # saved before the write
     assert _host_max() == before  # the namespace could not change the host's limit
+
+
+def test_raise_then_rollback_put_back_the_exact_value(tmp_path) -> None:
+    """The success path, run for real: in a private mount and network namespace a plain file is
+    bind-mounted over nf_conntrack_max (the real one there is read-only; the host's is never
+    reached), so the real `sysctl -w` writes it. The action saves the old value once, writes N,
+    reads it back; a second run keeps the first saved value; the precondition is then "done";
+    the rollback writes the saved value back exactly."""
+    if _host_max() is None:
+        pytest.skip("nf_conntrack is not loaded on this machine")
+    require_tool("sysctl")
+    fake, bdir = tmp_path / "nf_conntrack_max", tmp_path / "backup"
+    fake.write_text("65536\n")
+    new = CF.target_max(65000, 2)  # 131072: kube-proxy's minimum
+    pre = CF.precondition(new)
+    host_before = _host_max()
+    script = (f"mount --bind {fake} {P.CONNTRACK_MAX} || exit 90\n"
+              f"({pre.command}); echo \"pre1=$?\"\n"
+              f"({CF.raise_command(new, str(bdir))}); echo \"raise1=$?\"\n"
+              f"({CF.raise_command(new, str(bdir))}); echo \"raise2=$?\"\n"
+              f"({pre.command}); echo \"pre2=$?\"\n"
+              f"({CF.restore_command(str(bdir))}); echo \"restore=$?\"\n"
+              f"echo \"after=$(cat {P.CONNTRACK_MAX})\"\n")
+    r = subprocess.run([require_tool("unshare"), "--net", "--mount", "--propagation", "private",
+                        "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    out = r.stdout
+    assert r.returncode == 0, (out, r.stderr)
+    for want in ("pre1=0", "raise1=0", "raise2=0", f"nf_conntrack_max is {new} already", "pre2=3",
+                 "restore=0", "after=65536"):
+        assert want in out, (want, out, r.stderr)
+    assert (bdir / "nf_conntrack_max").read_text().strip() == "65536"  # the first value, kept
+    assert _host_max() == host_before  # the host's limit never moved
+    assert fake.read_text().strip() == "65536"
