@@ -100,7 +100,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         else:
             out.append(Finding(
                 code=CODE, severity="warning", node=node,
-                title=f"conntrack dropped or evicted entries for want of room since boot "
+                title=f"conntrack dropped packets or evicted entries since boot "
                       f"(drop={counters.get('drop', 0)}, early_drop={counters.get('early_drop', 0)}); "
                       f"the table is at {percent}% now",
                 evidence=_evidence(ct, percent, counters),
