@@ -264,3 +264,20 @@ def test_odd_answers_never_raise_and_never_read_as_a_table(text: str) -> None:
     ct = P.parse_conntrack(text, "")
     assert ct.state == "not-read"
     assert ct.cpus is None
+
+
+def test_node_state_keeps_the_limit_and_drops_the_count_and_counters() -> None:
+    """Before/after a repair (core/nodestate.py) the conntrack section is the limit: the count
+    and counters move on an untouched node; the raise's command explains a changed limit."""
+    from clusterfix_tui.core import nodestate
+
+    def state(count: int, cmax: int, drop: int) -> dict[str, str]:
+        out, err = grep_output(count, cmax, 65536, stat_file(HEADERS["6.x"], count, [{"drop": drop}, {}]))
+        return nodestate.capture(_facts(out, err))
+
+    a, b = state(100, 131072, 0), state(120000, 131072, 9)
+    assert a == b and a["conntrack"] == (f"{P.CONNTRACK_MAX}:131072\n{P.CONNTRACK_BUCKETS}:65536\n"
+                                         f"{P.CPU_ONLINE}:0-3\n")
+    assert state(100, 262144, 0) != a
+    assert nodestate._explains("conntrack", CF.raise_command(262144, "/b"))
+    assert nodestate._explains("conntrack", CF.restore_command("/b"))

@@ -44,12 +44,17 @@ STATE_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "alternatives": ("iptables alternatives", ("update-alternatives",)),
     "alternatives_link": ("iptables alternatives", ("update-alternatives",)),
     "subnet_env": ("flannel subnet.env", ("subnet.env", "/run/flannel")),
+    # the conntrack limit (nf_conntrack_max, buckets, CPUs); its count and counters are not state
+    "conntrack": ("conntrack limit", ("nf_conntrack_max",)),
 }
 MAX_SECTION = 256 * 1024  # per section in the journal; longer state is cut (and says so)
 
 _COUNTERS = re.compile(r"^(:\S+ \S+) \[\d+:\d+\]$|^\[\d+:\d+\] ", re.M)
 _SAVE_STAMP = re.compile(r"^# (Generated|Completed) .*$", re.M)
 _NFT_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+# the conntrack section's lines that move on an untouched node: the table's count, its counters
+_CONNTRACK_VOLATILE = re.compile(r"^(/proc/sys/net/netfilter/nf_conntrack_count|/proc/net/stat/nf_conntrack):.*\n?",
+                                 re.M)
 _DURATION = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:/\d+(?:\.\d+)?)* ?ms\b")
 # kernel bookkeeping that changes on an untouched node: timers, use counters, an address's
 # remaining lifetimes (a DHCP or SLAAC address counts them down every second) and a new IPv6
@@ -81,6 +86,7 @@ def stable(text: str) -> str:
         else:
             return json.dumps(_canonical_json(doc), indent=1, sort_keys=True)
     text = _SAVE_STAMP.sub("", text)
+    text = _CONNTRACK_VOLATILE.sub("", text)
     text = _NFT_COUNTER.sub("counter", text)
     text = _DURATION.sub("N ms", text)
     return _COUNTERS.sub(lambda m: m.group(1) or "", text)
