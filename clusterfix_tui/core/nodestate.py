@@ -2,7 +2,7 @@
 
 Before its first change on a node, a session captures the state that matters there (iptables in
 both backends and families, the nft ruleset, links, addresses, routes, flannel.1's neighbours and
-fdb, the sysctls, CNI files, kubeconfig servers, alternatives): the facts script's own sections,
+fdb, the sysctls, the conntrack limit, CNI files, kubeconfig servers, alternatives): the facts script's own sections,
 read the same way as a diagnosis, made stable (no counters, timers, round-trip times). After its
 last change (and after a rollback) it captures them again. Both go into the journal as
 `node_state` events, so the report can show, per node, every section that differs, tied to the
