@@ -262,6 +262,8 @@ def test_no_dns_addon_is_no_finding_and_an_info_line() -> None:
     snap = _snap(api)
     assert snap.dns.service_read and not snap.dns.found
     assert dns_check.check(snap, {}) == []
+    # the info line of `diagnose` (text and --json "cluster.dns")
+    assert snap.summary()["dns"].startswith("cluster DNS: no cluster DNS found (no Service kube-system/kube-dns")
     r = _cluster_dns(api, api.list_pods())
     assert r.passed and r.detail.startswith("cluster DNS: no cluster DNS found")
 

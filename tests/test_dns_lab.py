@@ -42,6 +42,8 @@ def test_healthy_lab_has_dns_and_no_dns_finding(lab) -> None:
     assert not [f for f in found if f["code"] in DNS_CODES], found
     line = _dns_line(lab)
     assert line["passed"] and line["detail"] == "cluster DNS: kube-dns has 2 ready endpoints"
+    text = cli("diagnose", "--lab-dir", str(lab.dir)).stdout
+    assert "\n  cluster DNS: kube-dns has 2 ready endpoints\n" in text, text[-3000:]
 
 
 def test_crashloop_found_fixed_by_deleting_the_pods_and_reported(lab, tmp_path: Path) -> None:

@@ -120,6 +120,8 @@ def render_text(diag: Diagnosis, verbose: bool = False) -> str:
         from clusterfix_tui.core.shape import note_lines
 
         lines.extend(f"  {ln}" for ln in shape.lines() + note_lines(shape))
+    if s.get("dns"):  # core/dns.py: kube-dns and its ready endpoints, or "no cluster DNS found"
+        lines.append(f"  {s['dns']}")
     for e in snap.errors[:10]:
         lines.append(f"  API error: {e['what']}: {e['error']}")
     if len(snap.errors) > 10:

@@ -246,7 +246,8 @@ def validate(
                 emit(CheckResult(check, name, False, f"no {label} pod on this node", "pods"))
 
     # cluster DNS: does kube-dns have ready endpoints (core/dns.py)
-    dns_result = _cluster_dns(api, all_pods)
+    # (a cluster without nodes has nothing to validate: no line, as for every other check)
+    dns_result = _cluster_dns(api, all_pods) if names else None
     if dns_result is not None:
         emit(dns_result)
 
