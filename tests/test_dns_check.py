@@ -9,6 +9,7 @@ cluster/addons/dns/coredns, k3s manifests/coredns.yaml, the rke2-coredns chart).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -349,3 +350,18 @@ def test_pods_of_another_namespace_or_label_are_not_dns_pods() -> None:
     app = _pod("my-dns-cache-1", "worker-1", "10.244.1.7", labels={"app": "dns-cache"}, state="waiting")
     api.pods += [other, app]
     assert {p.name for p in _snap(api).dns.pods} == {"coredns-7db6d8ff4d-2xkqz", "coredns-7db6d8ff4d-9wm4c"}
+
+
+def test_dns_pod_on_a_node_with_a_broken_bridge_folds_into_that_root_cause() -> None:
+    from clusterfix_tui.core.checks import fold_symptoms
+    from clusterfix_tui.core.model import Finding
+
+    snap = _snap(kubeadm(crash=(0,)))
+    (pod,) = dns_check.check(snap, {})
+    root = Finding(code="CNI_BRIDGE_CONFLICT", severity="error", node="cp-1", title="cni0 foreign",
+                   evidence=("x",), explanation="x", reference="x", step="cni_bridge", data={})
+    other = dataclasses.replace(root, node="worker-1")
+    assert [f.code for f in fold_symptoms([pod, other])] == ["DNS_POD_NOT_RUNNING", "CNI_BRIDGE_CONFLICT"]
+    kept = fold_symptoms([pod, root])
+    assert [f.code for f in kept] == ["CNI_BRIDGE_CONFLICT"]
+    assert kept[0].data["symptoms"][0]["code"] == "DNS_POD_NOT_RUNNING"

@@ -28,6 +28,8 @@ SYMPTOM_OF: dict[str, tuple[str, ...]] = {
     "FLANNEL_CRASHLOOP": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET"),
     "POD_NOT_RUNNING": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET",
                         "KUBE_PROXY_INCOMPATIBLE_CHAIN"),
+    # a DNS pod on a node whose pod network is broken there (its sandbox cannot be set up)
+    "DNS_POD_NOT_RUNNING": ("CNI_BRIDGE_CONFLICT", "FLANNEL_STALE_SUBNET"),
     "FLANNEL_MISSING_ROUTE": ("FLANNEL_STALE_SUBNET", "CNI_BRIDGE_CONFLICT"),
     # the node's own firewall drops the VXLAN the probes travel in
     "VXLAN_UNDERLAY_BLOCKED": ("FIREWALL_REJECT", "FIREWALL_POLICY_DROP"),
