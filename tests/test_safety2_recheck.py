@@ -8,6 +8,7 @@ Real nft and sysctl in a network namespace made for the test."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,3 +71,35 @@ def test_accept_ra_survives_a_retry(netns, tmp_path: Path) -> None:
     r = runner.sh(ra.rollback.command)
     assert r.exit_code == 0, r.stderr
     assert ns(netns, "sysctl -n net.ipv6.conf.eth0.accept_ra").strip() == "1"
+
+
+def _forwarding_plan(netns: str):
+    from clusterfix_tui.core.facts import NodeFacts
+
+    facts = NodeFacts(node="node-1", complete=True,
+                      links=tuple(json.loads(ns(netns, "ip -j link show"))))
+    f = finding("IP_FORWARD_OFF", "node-1", "host_network", value="1", interfaces=["eth1"],
+                sysctls=["net.ipv4.conf.eth1.forwarding"])
+    plan = HOST.plan(FakeDiagnosis([f], facts={"node-1": facts}))
+    (a,) = [a for a in plan.actions if "net.ipv4.conf.eth1.forwarding=1" in a.command]
+    return plan, a
+
+
+@pytest.mark.parametrize("recreated, status, after", [(False, "changed", "1"),
+                                                      (True, "skipped", "0")])
+def test_a_device_sysctl_runs_only_on_the_device_the_diagnosis_read(
+        netns, tmp_path: Path, recreated: bool, status: str, after: str) -> None:
+    """Old code: a device re-created (or renamed) under the same name since the diagnosis got
+    the setting meant for the one that was read."""
+    ns(netns, "ip link add eth1 type veth peer name p1 && sysctl -qw net.ipv4.conf.eth1.forwarding=0")
+    plan, a = _forwarding_plan(netns)
+    if recreated:
+        ns(netns, "ip link add tmp0 type veth peer name tmp1 && ip link del eth1 && "
+                  "ip link add eth1 type veth peer name p1 && "
+                  "sysctl -qw net.ipv4.conf.eth1.forwarding=0")
+    runner = MountRunner(netns, {"/var/backups": str(tmp_path)})
+    shells = SimpleNamespace(run=lambda command, timeout=None: runner.sh(command))
+    out = apply_plan(plan, [a.id], runner,
+                     precheck=pre.make_prechecker(None, lambda node, addr=None: shells))
+    assert out.status == status, out.to_dict()
+    assert ns(netns, "sysctl -n net.ipv4.conf.eth1.forwarding").strip() == after

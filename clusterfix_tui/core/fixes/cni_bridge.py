@@ -159,6 +159,14 @@ def _route_spec(r: dict[str, Any] | str, default_dev: str | None = "flannel.1") 
     return " ".join(parts)
 
 
+def _ipv6(prefix: Any) -> bool:
+    """An IPv6 prefix (a value that is not an IP prefix at all: no)."""
+    try:
+        return ipaddress.ip_network(str(prefix), strict=False).version == 6
+    except ValueError:
+        return False
+
+
 def _route_needs_restart(mr: MissingRouteData) -> bool:
     """A wrong `ip route get` is repaired by a flannel restart, unless a shadowing route (which
     a restart would not remove; its own action deletes it) explains it; a missing device is."""
@@ -671,7 +679,7 @@ class CniBridgeStep:
                     rdev = r.get("dev") or dev
                     # `ip route show` lists IPv4 routes only unless given -6: an IPv6 stale
                     # route (flannel-v6.1) was never seen, so never deleted, and called done
-                    ip = "ip -6" if ":" in str(dst) else "ip"
+                    ip = "ip -6" if _ipv6(dst) else "ip"
                     add(
                         f"del-route-{spec}",
                         kind="shell",

@@ -80,6 +80,32 @@ def _sysctl_not_one(key: str) -> Any:
                                 f"{key} is not 1 yet", f"{key} is 1 already")
 
 
+def device_ifindex(facts: Any, dev: str) -> int | None:
+    """The ifindex of `dev` as the node's facts (`ip -j link` / `ip -j addr`) show it."""
+    for link in (getattr(facts, "links", None) or ()) + (getattr(facts, "addrs", None) or ()):
+        if isinstance(link, dict) and link.get("ifname") == dev:
+            i = link.get("ifindex")
+            return i if isinstance(i, int) and not isinstance(i, bool) else None
+    return None
+
+
+def _device_sysctl_not(key: str, value: str, dev: str, ifindex: int | None) -> Any:
+    """Preconditions of a per-device sysctl: `dev` is still the device the diagnosis read (same
+    ifindex: renamed or re-created since, the name may now be another device's: changed, not
+    run) and `key` is not `value` yet (already `value` = done)."""
+    from clusterfix_tui.core.fixes import preconditions as pre
+
+    same = ""
+    if ifindex is not None:
+        moved = f"{dev} is not the device the diagnosis read (its ifindex was {ifindex}); re-run diagnose"
+        same = (f"[ \"$(cat {q('/sys/class/net/' + dev + '/ifindex')} 2>/dev/null)\" = "
+                f"{ifindex} ] || {{ echo {q(moved)}; exit 4; }}; ")
+    return pre.shell(f"{same}if [ \"$(sysctl -n {q(key)} 2>/dev/null)\" = {q(value)} ]; then "
+                     f"echo {q(f'{key} is {value} already')}; exit {pre.EXIT_DONE}; fi; exit 0",
+                     f"{key} is not {value} yet" + (f" on {dev} (ifindex {ifindex})"
+                                                     if ifindex is not None else ""))
+
+
 def _modules_not_loaded(modules: list[str]) -> Any:
     from clusterfix_tui.core.fixes import preconditions as pre
 
@@ -293,6 +319,7 @@ class HostNetworkStep:
             return Action(id=f"{self.name}:{node}:{n}:rollback{suffix}", target=node,
                           kind="shell", command=command, why=why)
 
+        node_facts = (getattr(diagnosis, "facts", None) or {}).get(node)
         sysctls: dict[str, str] = {}
         modules: list[str] = []
         codes_persist: set[str] = set()
@@ -337,7 +364,8 @@ class HostNetworkStep:
                         risk="the node routes packets coming in on this device (as on its others)",
                         rollback=rb("", sysctl_set(key, "0"), f"put {key} back to 0"),
                         change={"what": key, "before": "0", "after": "1"},
-                        precondition=_sysctl_not_one(key),
+                        precondition=_device_sysctl_not(key, "1", dev,
+                                                        device_ifindex(node_facts, dev)),
                     ))
             elif f.code == "IP_FORWARD_OFF":
                 sysctl_on(f, IP_FORWARD, _value(f.data_as(SysctlData).value, "0"),
@@ -400,6 +428,8 @@ class HostNetworkStep:
                         rollback=rb("", f"{sysctl_set(key, '')}\"$(cat {q(saved)})\"",
                                     f"put {key} back to its saved value"),
                         change={"what": key, "before": None, "after": "2"},
+                        precondition=_device_sysctl_not(key, "2", dev,
+                                                        device_ifindex(node_facts, dev)),
                     ))
                     sysctls[key] = "2"
                 sysctl_on(f, IPV6_FORWARD, prev,
