@@ -407,3 +407,22 @@ def test_k3s_restart_does_not_wait_for_kube_proxy_pods_that_do_not_exist() -> No
     final = get_step("pods").after_apply(plan, out, NoAPI(), timeout=0.05, poll=0.01,
                                          sleep=lambda s: None)
     assert final == out
+
+
+def test_an_accept_in_another_nft_base_chain_at_the_nat_hook_is_no_shadow() -> None:
+    """`table ip foo { chain pre { type nat hook prerouting priority -110; tcp dport 30000-32767
+    accept } }`: the nat core runs every nat hook entry until one maps the connection
+    (nf_nat_inet_fn), so iptables-nft's PREROUTING, kube-proxy's jump included, still runs."""
+    import json
+
+    from clusterfix_tui.core.parsers import parse_nft_json
+
+    rs = parse_nft_json(json.dumps({"nftables": [
+        {"table": {"family": "ip", "name": "foo", "handle": 1}},
+        {"chain": {"family": "ip", "table": "foo", "name": "pre", "handle": 1, "type": "nat",
+                   "hook": "prerouting", "prio": -110, "policy": "accept"}},
+        {"rule": {"family": "ip", "table": "foo", "chain": "pre", "handle": 2, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                       "right": {"range": [30000, 32767]}}}, {"accept": None}]}}]}))
+    facts = dataclasses.replace(_facts(), nft_ruleset=rs)
+    assert _shadowed(facts) == []
