@@ -20,6 +20,7 @@ the rule is not judged, never a guess).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -88,105 +89,123 @@ def _ports(spec: str) -> list[tuple[int, int]] | None:
     return out
 
 
-def _in_ports(port: int, spec: str) -> bool | None:
-    ranges = _ports(spec)
-    return None if ranges is None else any(a <= port <= b for a, b in ranges)
+def _net(spec: str) -> Any:
+    return net_of(spec if "/" in spec else spec + ("/128" if ":" in spec else "/32"))
 
 
-def _addr_in(addr: str, spec: str) -> bool | None:
-    net = net_of(spec if "/" in spec else spec + ("/128" if ":" in spec else "/32"))
-    if net is None:
-        return None
+def _addr_in(addr: str, net: Any) -> bool:
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        return None
-    return ip.version == net.version and ip in net
+        return False
+    return bool(ip.version == net.version and ip in net)
 
 
-def matches(rule: Rule, dest: Dest, local: list[str] | None) -> str | None:
-    """How much of `dest`'s traffic `rule`'s matches take: "all", "some", "none", or None when
-    a match is not understood. `local`: the node's addresses (None when not read)."""
-    a = list(rule.args)
-    some = False
+# one match of a rule, read once per rule: (kind, negated, value)
+Match = tuple[str, bool, Any]
+
+
+@functools.lru_cache(maxsize=4096)
+def _prepared(args: tuple[str, ...]) -> tuple[Match, ...] | None:
+    """A rule's matches, read once (a rule is asked about every Service destination): None when
+    one is not understood."""
+    out: list[Match] = []
     i = 0
-    while i < len(a):
-        tok = a[i]
+    while i < len(args):
+        tok = args[i]
         neg = False
         if tok == "!":
             neg, i = True, i + 1
-            if i >= len(a):
+            if i >= len(args):
                 return None
-            tok = a[i]
-        val = a[i + 1] if i + 1 < len(a) else None
+            tok = args[i]
+        val = args[i + 1] if i + 1 < len(args) else None
         if tok in ("-j", "-g", "--jump", "--goto"):
-            i += 2
             break  # the target's own options follow: not matches
         if tok in ("-m", "--match"):
             if val not in ("tcp", "udp", "sctp", "comment", "multiport", "addrtype", "conntrack",
                            "state"):
                 return None
-            i += 2
-            continue
-        if val is None:
+        elif val is None:
             return None
-        if tok in ("-p", "--protocol"):
-            p = PROTO_NUM.get(val, val.lower())
-            hit = p in ("all", "0") or p == dest.proto
+        elif tok in ("-p", "--protocol"):
+            out.append(("proto", neg, PROTO_NUM.get(val, val.lower())))
         elif tok in ("--dport", "--destination-port", "--dports", "--destination-ports"):
-            hit_or = _in_ports(dest.port, val)
-            if hit_or is None:
+            ranges = _ports(val)
+            if ranges is None:
                 return None
-            hit = hit_or
+            out.append(("ports", neg, tuple(ranges)))
         elif tok in ("-d", "--destination"):
-            if dest.addr is not None:
-                got = _addr_in(dest.addr, val)
-                if got is None:
-                    return None
-                hit = got
-            else:
-                if local is None:
-                    return None
-                inside = [x for x in local if _addr_in(x, val)]
-                if neg:
-                    inside = [x for x in local if not _addr_in(x, val)]
-                    neg = False
-                if not inside:
-                    hit = False
-                else:
-                    hit, some = True, some or len(inside) < len(local)
+            net = _net(val)
+            if net is None:
+                return None
+            out.append(("daddr", neg, net))
         elif tok == "--dst-type":
             types = val.upper().split(",")
             if any(t not in ("LOCAL", "UNICAST") for t in types):
                 return None
-            hit = "UNICAST" in types or ("LOCAL" in types) == (dest.addr is None)
+            out.append(("dsttype", neg, tuple(types)))
         elif tok in ("-s", "--source", "-i", "--in-interface", "-o", "--out-interface", "--sport",
                      "--source-port", "--sports", "--source-ports", "--src-type"):
-            # a client's address, interface or port: some of the destination's packets
-            hit, some = True, True
-            if neg:
-                neg = False  # "not these" is some packets too
+            # a client's address, interface or port ("not these" too): some of the packets
+            out.append(("some", False, None))
         elif tok in ("--ctstate", "--state"):
             states = val.upper().split(",")
-            if any(s not in ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED")
-                   for s in states):
+            if any(x not in ("NEW", "ESTABLISHED", "RELATED", "INVALID", "UNTRACKED") for x in states):
                 return None
-            hit = "NEW" in states  # the nat table sees a connection's first packet only
-        elif tok == "--comment":
-            hit = True
-            neg = False
-        else:
+            out.append(("ctstate", neg, tuple(states)))
+        elif tok != "--comment":
             return None
-        if neg:
-            hit = not hit
-        if not hit:
-            return "none"
         i += 2
+    return tuple(out)
+
+
+_NOT_YET: Any = object()
+
+
+def matches(rule: Rule, dest: Dest, local: list[str] | None,
+            cache: dict[int, Any] | None = None) -> str | None:
+    """How much of `dest`'s traffic `rule`'s matches take: "all", "some", "none", or None when
+    a match is not understood. `local`: the node's addresses (None when not read)."""
+    # cache: id(rule) -> its prepared matches, one walk's (its table and rules live as long)
+    prepared = cache.get(id(rule), _NOT_YET) if cache is not None else _NOT_YET
+    if prepared is _NOT_YET:
+        prepared = _prepared(tuple(rule.args))
+        if cache is not None:
+            cache[id(rule)] = prepared
+    if prepared is None:
+        return None
+    some = False
+    for kind, neg, val in prepared:
+        if kind == "some":
+            some = True
+            continue
+        if kind == "proto":
+            hit = val in ("all", "0") or val == dest.proto
+        elif kind == "ports":
+            hit = any(a <= dest.port <= b for a, b in val)
+        elif kind == "daddr":
+            if dest.addr is not None:
+                hit = _addr_in(dest.addr, val)
+            else:
+                if local is None:
+                    return None
+                inside = [x for x in local if _addr_in(x, val) != neg]
+                if not inside:
+                    return "none"
+                some = some or len(inside) < len(local)
+                continue
+        elif kind == "dsttype":
+            hit = "UNICAST" in val or ("LOCAL" in val) == (dest.addr is None)
+        else:  # ctstate: the nat table sees a connection's first packet only
+            hit = "NEW" in val
+        if hit == neg:
+            return "none"
     return "some" if some else "all"
 
 
 def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, end_is_policy: bool,
-                   depth: int) -> tuple[str, str, bool] | None:
+                   depth: int, cache: dict[int, Any] | None = None) -> tuple[str, str, bool] | None:
     """What a user chain does with `dest`'s packets: ("shadow", rule, partial) when it ACCEPTs
     them, or RETURNs / ends while `end_is_policy` (entered with -g from the built-in chain, or
     with -g from a chain so entered: its end is the built-in chain's policy, ACCEPT in nat);
@@ -197,7 +216,7 @@ def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, 
         return None
     partial = False  # some of the packets left the chain already (a RETURN for some sources)
     for r in nat.rules_in(chain):
-        m = matches(r, dest, local)
+        m = matches(r, dest, local, cache)
         if m is None:
             return None
         if m == "none":
@@ -214,7 +233,7 @@ def _chain_verdict(nat: Table, chain: str, dest: Dest, local: list[str] | None, 
             continue
         if t in nat.chains and nat.chains[t] is None:
             goto = "-g" in r.args or "--goto" in r.args
-            sub = _chain_verdict(nat, t, dest, local, end_is_policy and goto, depth + 1)
+            sub = _chain_verdict(nat, t, dest, local, end_is_policy and goto, depth + 1, cache)
             if sub is None:
                 return None
             if sub[0] == "shadow":
@@ -236,8 +255,15 @@ def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
     some of its Service destinations' packets (ACCEPT/RETURN there, or a chain they jump to that
     ACCEPTs them). Nothing when the chain's policy is not ACCEPT or kube-proxy's jump is not there
     (another check's business)."""
-    dests = service_dests(nat)
     out: list[Shadow] = []
+    cache: dict[int, Any] = {}
+    ahead = False
+    for builtin in ("PREROUTING", "OUTPUT"):
+        rules = nat.rules_in(builtin)
+        ahead = ahead or bool(rules and rules[0].target != "KUBE-SERVICES")
+    if not ahead:  # kube-proxy prepends its jumps: nothing ahead of them is the usual case
+        return out
+    dests = service_dests(nat)
     if not dests:
         return out
     for builtin in ("PREROUTING", "OUTPUT"):
@@ -251,7 +277,7 @@ def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
             if r.target == "KUBE-SERVICES":
                 break
             for d in [d for d, o in open_.items() if o]:
-                m = matches(r, d, local)
+                m = matches(r, d, local, cache)
                 if m is None:
                     open_[d] = False  # not judged from here on
                     continue
@@ -264,7 +290,8 @@ def shadows(nat: Table, local: list[str] | None) -> list[Shadow]:
                 elif t in NON_TERMINAL or not t:
                     continue
                 elif t in nat.chains and nat.chains[t] is None:
-                    sub = _chain_verdict(nat, t, d, local, "-g" in r.args or "--goto" in r.args, 1)
+                    sub = _chain_verdict(nat, t, d, local, "-g" in r.args or "--goto" in r.args, 1,
+                                         cache)
                     verdict = None if sub is None else (sub[0], sub[1], sub[2] or m == "some")
                 else:
                     verdict = ("done", "", False)
