@@ -465,3 +465,55 @@ def test_own_pods_routes_on_their_veths_are_never_shadowing() -> None:
              if x.code == "FLANNEL_MISSING_ROUTE" and x.node == "node-2"]
     assert sorted(s["dst"] for x in found for s in x.data["shadowing"]
                   if s["peer_node"] == "node-2") == ["10.244.1.128/25", "10.244.1.64/26"]
+
+
+def test_an_ipv6_vtep_without_a_link_finds_its_underlay_by_local6() -> None:
+    # iproute2 prints an IPv6 VTEP's address as "local6" (ip/iplink_vxlan.c); flannel-v6.1 made
+    # without `dev` has no "link": its underlay is the device holding that address. Read as
+    # "local" only, the underlay was not found and an MTU too big for it was silent. And a
+    # dual-stack node whose two vxlan devices both outgrow the underlay failed the whole flannel
+    # check for the node (the two MTU findings were merged as family data they do not carry):
+    # its other flannel findings were lost with it.
+    import copy
+    import dataclasses
+
+    from clusterfix_tui.core.checks import run_checks
+
+    d = _diag("dual-v6-link-down-neigh-blackhole")
+    node = "node-3"
+    links = copy.deepcopy(list(d.facts[node].links or ()))
+    v6 = next(x for x in links if x.get("ifname") == "flannel-v6.1")
+    info = v6["linkinfo"]["info_data"]
+    assert info.pop("link") == "eth0" and info.get("local6") and "local" not in info
+    next(x for x in links if x.get("ifname") == "eth0")["mtu"] = 1400  # < 1450 + 50, 1430 + 70
+    facts = dict(d.facts, **{node: dataclasses.replace(d.facts[node], links=links)})
+    findings, errors = run_checks(d.snapshot, facts)
+    assert errors == []
+    got = {f.data.device: f.data for f in findings
+           if f.code == "FLANNEL_MTU_MISMATCH" and f.node == node}
+    assert set(got) == {"flannel.1", "flannel-v6.1"}, got
+    assert (got["flannel-v6.1"].underlay, got["flannel-v6.1"].max_mtu) == ("eth0", 1330)
+    assert got["flannel-v6.1"].problems == ["underlay"]
+
+
+def test_a_dual_stack_node_with_both_vxlan_mtus_too_big_keeps_its_flannel_check() -> None:
+    # the recorded devices as they are (flannel-v6.1 has its "link"): both families' MTU
+    # findings on one node made flannel's check raise for the node (check error, every other
+    # flannel finding of the node lost); each device is now its own finding
+    import copy
+    import dataclasses
+
+    from clusterfix_tui.core.checks import run_checks
+
+    d = _diag("dual-v6-link-down-neigh-blackhole")
+    node = "node-3"
+    links = copy.deepcopy(list(d.facts[node].links or ()))
+    next(x for x in links if x.get("ifname") == "eth0")["mtu"] = 1400
+    facts = dict(d.facts, **{node: dataclasses.replace(d.facts[node], links=links)})
+    findings, errors = run_checks(d.snapshot, facts)
+    assert errors == []
+    assert sorted(f.data.device for f in findings
+                  if f.code == "FLANNEL_MTU_MISMATCH" and f.node == node) == ["flannel-v6.1", "flannel.1"]
+    before = {(f.code, f.node) for f in d.findings if f.code.startswith("FLANNEL_")
+              and f.code != "FLANNEL_MTU_MISMATCH"}
+    assert before <= {(f.code, f.node) for f in findings}

@@ -293,16 +293,22 @@ def _index(entries: Any, key: Any) -> dict[Any, list[dict[str, Any]]]:
     return out
 
 
+_MERGED_PER_NODE = frozenset({"FLANNEL_STALE_SUBNET", "FLANNEL_MISSING_ROUTE"})
+
+
 def _merge_per_node(findings: list[Finding]) -> list[Finding]:
     """One FLANNEL_STALE_SUBNET / FLANNEL_MISSING_ROUTE per node (families merged: the repair
-    restarts flannel once); FLANNEL_STALE_VTEP stays one per peer and family."""
+    restarts flannel once); FLANNEL_STALE_VTEP stays one per peer and family, and
+    FLANNEL_MTU_MISMATCH one per device (its data is the device's, not a family list: merging a
+    dual-stack node's two made the whole check fail for that node)."""
     out: list[Finding] = []
     seen: dict[tuple[str, str], Finding] = {}
     where: dict[tuple[str, str], int] = {}  # key -> index in out (no out.index(): quadratic)
     for f in findings:
         key = (f.code, f.node)
-        if f.code == "FLANNEL_STALE_VTEP" or key not in seen:
-            if f.code != "FLANNEL_STALE_VTEP":
+        merged_code = f.code in _MERGED_PER_NODE
+        if not merged_code or key not in seen:
+            if merged_code:
                 seen[key] = f
                 where[key] = len(out)
             out.append(f)
@@ -463,9 +469,11 @@ def _mtu(snapshot: ClusterSnapshot, node: str, f: NodeFacts, fam: Fam) -> list[F
     info = ((link.get("linkinfo") or {}).get("info_data") or {}) \
         if isinstance(link.get("linkinfo"), dict) else {}
     under_name = info.get("link") if isinstance(info, dict) else None
-    if not under_name and isinstance(info, dict) and info.get("local"):
+    # the VTEP's own address: iproute2 names an IPv6 one "local6" (ip/iplink_vxlan.c)
+    vtep = (info.get("local") or info.get("local6")) if isinstance(info, dict) else None
+    if not under_name and vtep:
         for a in f.addrs or ():
-            if isinstance(a, dict) and any(isinstance(x, dict) and x.get("local") == info.get("local")
+            if isinstance(a, dict) and any(isinstance(x, dict) and x.get("local") == vtep
                                            for x in a.get("addr_info") or ()):
                 under_name = a.get("ifname")
                 break
