@@ -123,14 +123,18 @@ def backup_name(path: str) -> str:
 def backup_file_command(path: str, bdir: str) -> str:
     """Save `path` into bdir once (a re-run keeps the first, pre-fix copy); record its absence.
     A symlink (/root/.kube/config -> /etc/kubernetes/admin.conf, a common setup; the fix writes
-    a file in its place) is recorded as the link it is (`.symlink`: its target as written)."""
+    a file in its place) is recorded as the link it is (`.symlink`: its target as written).
+    Each record is written beside its name and renamed into place: a copy cut short (disk full,
+    a killed session) is never taken for the saved file by the next run, which copies again."""
     saved = f"{bdir}/{backup_name(path)}"
+    link, tmp = saved + ".symlink", saved + ".tmp"
     return (
         f"mkdir -p -m 700 {q(bdir)} && "
         f"if [ -e {q(saved)} ] || [ -e {q(saved + '.absent')} ] || "
-        f"[ -e {q(saved + '.symlink')} ]; then :; "
-        f"elif [ -L {q(path)} ]; then readlink -- {q(path)} > {q(saved + '.symlink')}; "
-        f"elif [ -e {q(path)} ]; then cp -p -- {q(path)} {q(saved)}; "
+        f"[ -e {q(link)} ]; then :; "
+        f"elif [ -L {q(path)} ]; then readlink -- {q(path)} > {q(tmp)} && "
+        f"mv -f -- {q(tmp)} {q(link)}; "
+        f"elif [ -e {q(path)} ]; then cp -p -- {q(path)} {q(tmp)} && mv -f -- {q(tmp)} {q(saved)}; "
         f"else : > {q(saved + '.absent')}; fi"
     )
 
