@@ -13,18 +13,21 @@ from typing import Any
 
 from clusterfix_tui.core.checks.dns import DnsPodData
 from clusterfix_tui.core.fixes.kube_actions import delete_pod_action
-from clusterfix_tui.core.fixes.step import FixAction, action_id
+from clusterfix_tui.core.fixes.step import FixAction, free_action_id
 from clusterfix_tui.core.model import Finding
 
 CODE = "DNS_POD_NOT_RUNNING"
 FIRST_ID = 10  # action numbers per node: kube-proxy 1, flannel 2, static kube-proxy 3
 
 
-def plan_actions(step: str, findings: list[Finding]) -> tuple[list[FixAction], list[str]]:
-    """(actions, notes) for the DNS_POD_NOT_RUNNING findings among `findings`."""
+def plan_actions(step: str, findings: list[Finding], taken: set[str] | None = None
+                 ) -> tuple[list[FixAction], list[str]]:
+    """(actions, notes) for the DNS_POD_NOT_RUNNING findings among `findings`; `taken`: the ids
+    the step's other actions use (a DNS action never shares one)."""
     actions: list[FixAction] = []
     notes: list[str] = []
-    per_node: dict[str, int] = {}
+    taken = set(taken or ())
+    seen: set[tuple[str, str, str]] = set()
     for f in sorted((f for f in findings if f.code == CODE), key=lambda f: (f.node, f.title)):
         d = f.data_as(DnsPodData)
         if not d.pod:
@@ -32,10 +35,11 @@ def plan_actions(step: str, findings: list[Finding]) -> tuple[list[FixAction], l
         if not d.restartable:
             notes.append(_why_not(f.node, d))
             continue
-        n = per_node.get(f.node, FIRST_ID)
-        per_node[f.node] = n + 1
+        if (f.node, d.namespace, d.pod) in seen:
+            continue  # one pod, one delete
+        seen.add((f.node, d.namespace, d.pod))
         a = delete_pod_action(
-            action_id(step, f.node, n), f.node, d.namespace, d.pod,
+            free_action_id(step, f.node, FIRST_ID, taken), f.node, d.namespace, d.pod,
             why=f"DNS pod {d.namespace}/{d.pod} is {d.reason} ({d.restart_count} restarts): "
                 f"delete it so its Deployment {d.deployment} starts a fresh one",
             finding_codes=(CODE,),

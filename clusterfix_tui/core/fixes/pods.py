@@ -13,6 +13,7 @@ validation passes. It hides the network problem; it does not fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from clusterfix_tui.core.checks.pods import ComponentPodData, ProbeNoRouteData
 from clusterfix_tui.core.fixes import engine, preconditions
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
+from clusterfix_tui.core.fixes.step import free_action_id
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
 from clusterfix_tui.core.shape import scoped_findings, shape_of
 
@@ -121,6 +123,7 @@ class PodsStep:
         actions: list[Action] = []
         notes: list[str] = list(scope_notes)
         n_cluster = 0
+        restarted: set[str] = set()  # nodes whose k3s/RKE2 unit is restarted for kube-proxy
         shape = shape_of(diagnosis)
         for component in ("kube_proxy", "flannel"):
             fs = [f for f in findings if CRASH_CODES.get(f.code) == component
@@ -148,9 +151,10 @@ class PodsStep:
                 if shape is not None else None
             if fs and form == "embedded":
                 for f in fs:
-                    got = _embedded_restart(diagnosis, f, len(actions)) \
+                    got = _embedded_restart(diagnosis, f, {x.id for x in actions}) \
                         if component == "kube_proxy" and f.code == "KUBE_PROXY_NO_RULES" else None
-                    if got is not None and got[0].id not in {x.id for x in actions}:
+                    if got is not None and f.node not in restarted:
+                        restarted.add(f.node)  # one restart of the node's unit per session
                         actions.extend(got)
                         continue
                     if got is not None:
@@ -197,7 +201,7 @@ class PodsStep:
                 ))
         from clusterfix_tui.core.fixes import dns as dns_fix
 
-        dns_actions, dns_notes = dns_fix.plan_actions(self.name, findings)
+        dns_actions, dns_notes = dns_fix.plan_actions(self.name, findings, {x.id for x in actions})
         actions.extend(dns_actions)
         notes.extend(dns_notes)
         for f in [f for f in findings if f.code == PROBE_CODE]:
@@ -541,7 +545,7 @@ def _unit_why(diagnosis: Any, f: Finding) -> str:
     return f" ({how})" if unit is None and how else ""
 
 
-def _embedded_restart(diagnosis: Any, f: Finding, n: int) -> list[FixAction] | None:
+def _embedded_restart(diagnosis: Any, f: Finding, taken: set[str]) -> list[FixAction] | None:
     """KUBE_PROXY_NO_RULES where kube-proxy runs inside k3s/RKE2 (no pod): restart the one unit
     the node runs (read with the facts: `systemctl is-active`, never guessed), then a read-only
     check that kube-proxy's rules are back. Restarting k3s does not stop running pods (docs.k3s.io
@@ -555,18 +559,28 @@ def _embedded_restart(diagnosis: Any, f: Finding, n: int) -> list[FixAction] | N
     if unit is None:
         return None
     d = f.data_as(NoRulesData)
-    restart = restart_service_action(action_id("pods", f.node, 10 + n), f.node, unit,
+    restart = restart_service_action(free_action_id("pods", f.node, 10, taken), f.node, unit,
                                      finding_codes=(f.code,), component="kube-proxy")
-    check = verify_kube_proxy_rules(action_id("pods", f.node, 11 + n), f.node, unit, d,
+    tests = _rules_back_tests(d)
+    if tests and restart.precondition is not None:
+        # the precondition re-checks what the restart is for: rules written back meanwhile
+        # (kube-proxy's own re-sync, or an earlier step restarted the same unit) = done, and the
+        # unit is not restarted a second time
+        what = ", ".join(d.missing_chains or ["KUBE-SERVICES"])
+        restart = dataclasses.replace(restart, precondition=preconditions.shell(
+            f"if {{ {' && '.join(tests)}; }}; then "
+            f"echo {q(f'kube-proxy rules are there (again): {what}: not restarted')}; "
+            f"exit {preconditions.EXIT_DONE}; fi; " + restart.precondition.command,
+            f"{unit} is active and kube-proxy's rules are still missing: {what}"))
+    check = verify_kube_proxy_rules(free_action_id("pods", f.node, 10, taken), f.node, unit, d,
                                     finding_codes=(f.code,))
     return [restart, check] if check is not None else [restart]
 
 
-def verify_kube_proxy_rules(id_: str, node: str, unit: str, d: Any, *,
-                            finding_codes: tuple[str, ...] = ()) -> FixAction | None:
-    """Read-only: wait (up to 90 s) for the rules kube-proxy restarted with `unit` writes again:
-    iptables mode, the chains and jumps the finding missed in its backend's nat table; nftables
-    mode, its `kube-proxy` table's services chain. None for a mode not checked here."""
+def _rules_back_tests(d: Any) -> list[str]:
+    """Read-only shell tests, all true once kube-proxy has written back what the finding missed
+    (iptables mode: its chains and jumps in its backend's nat table; nftables mode: its table's
+    services chain); [] for a mode not checked here."""
     tests: list[str] = []
     mode = d.proxy_mode or ""
     if d.backend in ("legacy", "nft") and mode in ("", "iptables"):
@@ -583,6 +597,15 @@ def verify_kube_proxy_rules(id_: str, node: str, unit: str, d: Any, *,
             tests.append(f"{save} | grep -q -e {q('^:KUBE-SERVICES ')}")
     elif d.backend == "nftables":
         tests.append("nft list chain ip kube-proxy services >/dev/null 2>&1")
+    return tests
+
+
+def verify_kube_proxy_rules(id_: str, node: str, unit: str, d: Any, *,
+                            finding_codes: tuple[str, ...] = ()) -> FixAction | None:
+    """Read-only: wait (up to 90 s) for the rules kube-proxy restarted with `unit` writes again:
+    iptables mode, the chains and jumps the finding missed in its backend's nat table; nftables
+    mode, its `kube-proxy` table's services chain. None for a mode not checked here."""
+    tests = _rules_back_tests(d)
     if not tests:
         return None
     what = ", ".join(d.missing_chains or ["KUBE-SERVICES"])

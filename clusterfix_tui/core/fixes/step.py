@@ -131,6 +131,17 @@ def action_id(step: str, target: str, n: int) -> str:
     return f"{step}:{target}:{n}"
 
 
+def free_action_id(step: str, node: str, start: int, taken: set[str]) -> str:
+    """The first `step:node:N` (N >= start) not in `taken`, which it joins: the pods step numbers
+    actions of different kinds on one node (kube-proxy, flannel, a k3s unit, DNS pods), and two
+    actions with one id would be approved, run and rolled back as one."""
+    n = start
+    while action_id(step, node, n) in taken:
+        n += 1
+    taken.add(action_id(step, node, n))
+    return action_id(step, node, n)
+
+
 def opt_in_id(step: str, target: str, name: str) -> str:
     return f"{step}:{target}:{OPT_IN_PREFIX}-{name}"
 
