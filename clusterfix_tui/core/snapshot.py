@@ -157,7 +157,9 @@ class ClusterSnapshot:
     endpoints: dict[str, list[str]] = field(default_factory=dict)  # ns/name -> ["ip:port"]
     warning_events: tuple[dict[str, Any], ...] = ()
     daemonsets: tuple[dict[str, Any], ...] = ()  # {namespace, name, desired, ready, uid, labels,
-    #   components (core.shape.classify_daemonset), configmaps (volume ConfigMap names)}
+    #   components (core.shape.classify_daemonset), configmaps (volume ConfigMap names),
+    #   node_selector (the pod template's nodeSelector), node_affinity (its required
+    #   nodeSelectorTerms, None: none)}
     errors: tuple[dict[str, str], ...] = ()
     flannel_net_conf: dict[str, Any] | None = None  # the parsed net-conf.json
     flannel_configmap: str | None = None  # "ns/name" it came from
@@ -445,6 +447,9 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
         seen_ds.add(key)
         st = _d(ds.get("status"))
         vols = _l(_d(_d(_d(ds.get("spec")).get("template")).get("spec")).get("volumes"))
+        pod_spec = _d(_d(_d(ds.get("spec")).get("template")).get("spec"))
+        required = _d(_d(_d(pod_spec.get("affinity")).get("nodeAffinity"))
+                      .get("requiredDuringSchedulingIgnoredDuringExecution"))
         daemonsets.append({"namespace": _s(m.get("namespace")), "name": _s(m.get("name")),
                            "desired": st.get("desiredNumberScheduled"),
                            "ready": st.get("numberReady"), "uid": _s(m.get("uid")),
@@ -452,7 +457,10 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                            "components": sorted(classify_daemonset(ds)),
                            "configmaps": [str(_d(v.get("configMap")).get("name"))
                                           for v in vols if isinstance(v, dict)
-                                          and _d(v.get("configMap")).get("name")]})
+                                          and _d(v.get("configMap")).get("name")],
+                           "node_selector": _strmap(pod_spec.get("nodeSelector")),
+                           "node_affinity": (_l(required.get("nodeSelectorTerms"))
+                                             if "nodeSelectorTerms" in required else None)})
 
     def owned_pods(component: str, container: str) -> dict[str, list[PodInfo]] | None:
         """Pods of the DaemonSet(s) running `component`, through their ownerReferences: the

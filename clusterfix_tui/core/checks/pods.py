@@ -96,7 +96,7 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         for name in sorted(nodes):
             pods = by_node.get(name) or []
             if not pods:
-                if present:
+                if present and _expects_pod(snapshot, default_ns, ds, nodes[name]):
                     out.append(Finding(
                         code="POD_NOT_RUNNING", severity="error", node=name,
                         title=f"no {label} pod on this node",
@@ -112,6 +112,58 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                 out.extend(_pod_findings(p, code, None if p.mirror else ds, label))
     out.extend(_probe_no_route(snapshot))
     return out
+
+
+OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+
+
+def _expects_pod(snapshot: ClusterSnapshot, namespace: str, name: str, node: Any) -> bool:
+    """Whether the node should run a pod of the (Linux) DaemonSet namespace/name: not on a node
+    labelled another OS (Windows nodes run no Linux kube-proxy/flannel pod), and not on a node its
+    nodeSelector or required node affinity leaves out. An expression it cannot evaluate: False
+    (no "missing pod" finding rather than a wrong one)."""
+    labels = getattr(node, "labels", {}) or {}
+    os_label = next((labels[k] for k in OS_LABELS if k in labels), None)
+    if os_label is not None and os_label != "linux":
+        return False
+    ds = next((d for d in snapshot.daemonsets
+               if d.get("namespace") == namespace and d.get("name") == name), None)
+    if ds is None:
+        return True
+    if any(labels.get(k) != v for k, v in (ds.get("node_selector") or {}).items()):
+        return False
+    terms = ds.get("node_affinity")
+    if terms is None:
+        return True
+    return any(_term_matches(t, labels) for t in terms)
+
+
+def _term_matches(term: Any, labels: dict[str, str]) -> bool:
+    """One nodeSelectorTerm (its matchExpressions ANDed); matchFields or an unknown operator:
+    False (not evaluated)."""
+    if not isinstance(term, dict) or term.get("matchFields"):
+        return False
+    exprs = term.get("matchExpressions") or []
+    if not exprs:
+        return False  # an empty term matches no node
+    for e in exprs:
+        if not isinstance(e, dict):
+            return False
+        key, op = str(e.get("key") or ""), e.get("operator")
+        values = [str(v) for v in (e.get("values") or [])]
+        if op == "In":
+            ok = key in labels and labels[key] in values
+        elif op == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif op == "Exists":
+            ok = key in labels
+        elif op == "DoesNotExist":
+            ok = key not in labels
+        else:
+            return False
+        if not ok:
+            return False
+    return True
 
 
 def _comp(code: str) -> str:

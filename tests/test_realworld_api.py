@@ -1,0 +1,103 @@
+"""Real Kubernetes API objects (tests/data/realworld/, rows of kind "describe-node-api" in
+samples.json) through build_snapshot (the replay API the diagnosis tests use) and the pods check."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from diag_fakes import ReplayAPI, load  # noqa: E402
+
+from clusterfix_tui.core.checks.pods import check as pods_check  # noqa: E402
+from clusterfix_tui.core.snapshot import build_snapshot  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "realworld"
+SAMPLES = [s for s in json.loads((DATA / "samples.json").read_text()) if s["kind"] == "describe-node-api"]
+
+
+def node_from_describe(text: str) -> dict[str, Any]:
+    """SYNTHESISED WRAPPER: the Node object a `kubectl describe node` excerpt shows (its name and
+    labels; Ready True, an InternalIP from the documentation range)."""
+    name, labels, in_labels = "", {}, False
+    for ln in text.splitlines():
+        if ln.startswith("Name:"):
+            name = ln.split(":", 1)[1].strip()
+        if ln.startswith("Labels:"):
+            in_labels, ln = True, ln[len("Labels:"):]
+        elif ln[:1].strip():
+            in_labels = False
+        if in_labels and "=" in ln:
+            k, v = ln.strip().split("=", 1)
+            labels[k] = v
+    return {"metadata": {"name": name, "labels": labels}, "spec": {},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.50"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def flannel_daemonset() -> dict[str, Any]:
+    """flannel's own manifest's DaemonSet (its nodeAffinity: kubernetes.io/os In [linux])."""
+    docs = yaml.safe_load_all((DATA / "flannel-kube-flannel.yml").read_text())
+    return next(d for d in docs if isinstance(d, dict) and d.get("kind") == "DaemonSet")
+
+
+def cluster_with(node: dict[str, Any], real_flannel_ds: bool) -> Any:
+    """The healthy lab recording (3 Linux nodes, kube-proxy and flannel DaemonSets) plus the node;
+    with real_flannel_ds, flannel's DaemonSet carries the placement of flannel's real manifest."""
+    rec = copy.deepcopy(load("healthy"))
+    rec["nodes"].append(node)
+    if real_flannel_ds:
+        spec = flannel_daemonset()["spec"]["template"]["spec"]
+        for ds in rec["daemonsets"].get("kube-flannel", []):
+            ds["spec"]["template"]["spec"]["affinity"] = copy.deepcopy(spec["affinity"])
+    return build_snapshot(ReplayAPI(rec), with_logs=False)
+
+
+def check_describe_node_api(s: dict[str, Any]) -> None:
+    node = node_from_describe((DATA / s["file"]).read_text())
+    e = s["expect"]
+    assert node["metadata"]["name"] == e["name"]
+    snap = cluster_with(node, real_flannel_ds=True)
+    codes = sorted(f.code for f in pods_check(snap, {}) if f.node == e["name"])
+    assert codes == e["findings"]
+
+
+@pytest.mark.parametrize("name", [s["file"] for s in SAMPLES])
+def test_describe_node_sample(name):
+    check_describe_node_api(next(s for s in SAMPLES if s["file"] == name))
+
+
+def test_windows_node_no_missing_linux_pod_even_without_placement():
+    """A Windows node (real labels) in a cluster whose DaemonSets carry no nodeSelector: still no
+    'no kube-proxy/flannel pod on this node' (the pods step would restart pods for it).
+    Old code: two POD_NOT_RUNNING findings with step 'pods'."""
+    node = node_from_describe((DATA / "aks-engine-4176-describe-windows-node-excerpt.txt").read_text())
+    snap = cluster_with(node, real_flannel_ds=False)
+    assert [f.code for f in pods_check(snap, {}) if f.node == "6837k8s00000000"] == []
+
+
+def test_linux_node_outside_flannel_affinity():
+    """A Linux node with only the pre-1.14 beta.kubernetes.io/os label: flannel's manifest's
+    required affinity (kubernetes.io/os In [linux]) does not select it, so no flannel pod is
+    expected there; kube-proxy (no selector in the recording) still is."""
+    node = node_from_describe((DATA / "kubespray-2588-describe-windows-node-excerpt.txt").read_text())
+    node["metadata"]["labels"]["beta.kubernetes.io/os"] = "linux"
+    snap = cluster_with(node, real_flannel_ds=True)
+    assert snap.daemonsets and any(d.get("node_affinity") for d in snap.daemonsets)
+    found = [(f.code, f.title) for f in pods_check(snap, {}) if f.node == "win-ah6pqb767nf"]
+    assert found == [("POD_NOT_RUNNING", "no kube-proxy pod on this node")]
+
+
+def test_linux_node_selected_still_reported():
+    """The same node with kubernetes.io/os=linux: the missing flannel pod is reported."""
+    node = node_from_describe((DATA / "kubespray-2588-describe-windows-node-excerpt.txt").read_text())
+    node["metadata"]["labels"]["kubernetes.io/os"] = "linux"
+    snap = cluster_with(node, real_flannel_ds=True)
+    codes = sorted(f.title for f in pods_check(snap, {}) if f.node == "win-ah6pqb767nf")
+    assert codes == ["no flannel pod on this node", "no kube-proxy pod on this node"]
