@@ -199,7 +199,7 @@ def test_plan_raises_max_saving_the_old_value_and_restoring_it_exactly() -> None
     assert save < a.command.index("sysctl -w") and "[ -e " in a.command[:save]
     assert '[ "$(cat /proc/sys/net/netfilter/nf_conntrack_max)" = 262144 ]' in a.command  # read back
     assert a.rollback is not None and 'sysctl -w "net.netfilter.nf_conntrack_max=$v"' in a.rollback.command
-    assert CF.saved_path("X") in CF.restore_command("X")
+    assert CF.saved_path("X") in CF.restore_command("X", 262144)
     assert a.change == {"what": "net.netfilter.nf_conntrack_max", "before": "131072", "after": "262144"}
     assert "max(32768 x CPUs, 131072) = 131072 (2 CPUs)" in a.why and "2 x the current count = 262000" in a.why
     assert "kube-proxy writes nf_conntrack_max again" in a.risk and "/etc/sysctl.d" in a.risk
@@ -218,18 +218,19 @@ def _sh(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_precondition_and_commands_are_valid_shell() -> None:
     a = _plan(131000, 131072, "0-1").actions[0]
-    for cmd in (a.command, a.rollback.command, a.precondition.command):  # type: ignore[union-attr]
+    for cmd in (a.command, a.rollback.command, a.precondition.command,  # type: ignore[union-attr]
+                a.rollback.precondition.command):  # type: ignore[union-attr]
         r = subprocess.run(["sh", "-n", "-c", cmd], capture_output=True, text=True)
         assert r.returncode == 0, (cmd, r.stderr)
 
 
 def test_rollback_without_a_saved_value_changes_nothing(tmp_path) -> None:
-    r = _sh(CF.restore_command(str(tmp_path / "none")))
+    r = _sh(CF.restore_command(str(tmp_path / "none"), 262144))
     assert r.returncode == 0 and "nothing saved" in r.stdout
     bad = tmp_path / "b"
     bad.mkdir()
     (bad / "nf_conntrack_max").write_text("12; reboot\n")
-    r = _sh(CF.restore_command(str(bad)))
+    r = _sh(CF.restore_command(str(bad), 262144))
     assert r.returncode == 1 and "not a number" in r.stderr
 
 
@@ -280,4 +281,4 @@ def test_node_state_keeps_the_limit_and_drops_the_count_and_counters() -> None:
                                          f"{P.CPU_ONLINE}:0-3\n")
     assert state(100, 262144, 0) != a
     assert nodestate._explains("conntrack", CF.raise_command(262144, "/b"))
-    assert nodestate._explains("conntrack", CF.restore_command("/b"))
+    assert nodestate._explains("conntrack", CF.restore_command("/b", 262144))

@@ -83,7 +83,7 @@ def test_raise_then_rollback_put_back_the_exact_value(tmp_path) -> None:
               f"({CF.raise_command(new, str(bdir))}); echo \"raise1=$?\"\n"
               f"({CF.raise_command(new, str(bdir))}); echo \"raise2=$?\"\n"
               f"({pre.command}); echo \"pre2=$?\"\n"
-              f"({CF.restore_command(str(bdir))}); echo \"restore=$?\"\n"
+              f"({CF.restore_command(str(bdir), new)}); echo \"restore=$?\"\n"
               f"echo \"after=$(cat {P.CONNTRACK_MAX})\"\n")
     r = subprocess.run([require_tool("unshare"), "--net", "--mount", "--propagation", "private",
                         "sh", "-c", script], capture_output=True, text=True, timeout=60)

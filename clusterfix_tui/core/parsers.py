@@ -1355,12 +1355,17 @@ class Conntrack:
     why: str = ""
 
 
+def _digits(s: str) -> bool:
+    """ASCII decimal digits only: str.isdigit() also takes '²' (int() refuses it) and '١٢'."""
+    return bool(s) and s.isascii() and s.isdigit()
+
+
 def parse_cpu_list(text: str) -> int | None:
     """How many CPUs a kernel cpu list names ("0-3,5,7-8" -> 7); None for anything else."""
     n = 0
     for part in text.strip().split(","):
         lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not _digits(lo) or (sep and not _digits(hi)):
             return None
         a, b = int(lo), int(hi) if sep else int(lo)
         if b < a:
@@ -1381,6 +1386,8 @@ def parse_conntrack_stat(text: str) -> dict[str, int] | None:
     for i, row in enumerate(lines[1:]):
         if len(row) != len(head):
             return None
+        if not all(v.isascii() and v.isalnum() for v in row):
+            return None  # int(v, 16) also takes '١٢' and '1_0'
         try:
             vals = [int(v, 16) for v in row]
         except ValueError:
@@ -1404,7 +1411,7 @@ def parse_conntrack_s(text: str) -> dict[str, int] | None:
         if not words or not words[0].startswith("cpu="):
             continue
         pairs = [w.partition("=") for w in words[1:]]
-        if any(not s or not v.isdigit() for _k, s, v in pairs):
+        if any(not s or not _digits(v) for _k, s, v in pairs):
             return None
         rows += 1
         for k, _s, v in pairs:
@@ -1430,7 +1437,7 @@ def parse_conntrack(grep_out: str | None, grep_err: str = "", stats_out: str | N
 
     def one_int(path: str) -> int | None:
         got = lines.get(path, [])
-        return int(got[0].strip()) if len(got) == 1 and got[0].strip().isdigit() else None
+        return int(got[0].strip()) if len(got) == 1 and _digits(got[0].strip()) else None
 
     count, cmax, buckets = one_int(CONNTRACK_COUNT), one_int(CONNTRACK_MAX), one_int(CONNTRACK_BUCKETS)
     cpu_lines = lines.get(CPU_ONLINE, [])

@@ -66,7 +66,7 @@ def service_dests(nat: Table) -> list[Dest]:
                 continue
             proto, port = r.opt("-p"), r.opt("--dport")
             addr = None if local else (r.opt("-d") or "").split("/")[0]
-            if not proto or not port or not port.isdigit() or (not local and not addr):
+            if not proto or not port or not (port.isascii() and port.isdigit()) or (not local and not addr):
                 continue
             if "!" in r.args:
                 continue

@@ -15,6 +15,7 @@ saved value back exactly. Runtime only: kube-proxy writes nf_conntrack_max again
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from clusterfix_tui.core import parsers as P
@@ -29,6 +30,8 @@ ROUND = 1024
 # what one tracked connection costs the kernel, roughly (struct nf_conn with its extensions): the
 # limit costs nothing until entries exist; a table filled to N costs about N x this
 ENTRY_BYTES = 320
+# nf_conntrack_max is an int sysctl (proc_dointvec_minmax, 0..INT_MAX): more is refused
+SYSCTL_INT_MAX = 2**31 - 1
 
 
 def target_max(count: int, cpus: int | None) -> int:
@@ -51,13 +54,32 @@ def raise_command(new: int, bdir: str) -> str:
             "exit 1; }; }")
 
 
-def restore_command(bdir: str) -> str:
-    """Put the saved limit back exactly (nothing saved: the action changed nothing)."""
+def restore_command(bdir: str, new: int) -> str:
+    """Put the saved limit back exactly (nothing saved: the action changed nothing), only while
+    the limit is still the `new` the action wrote: a value written since by someone else
+    (kube-proxy sets its own at its start) is theirs, never lowered back."""
     saved = saved_path(bdir)
+    changed = (f"clusterfix: {KEY} is not the {new} this session wrote (changed since, e.g. by "
+               "kube-proxy at its start): left as it is, not restored to ")
     return (f"if [ -e {q(saved)} ]; then v=$(cat {q(saved)}) && case $v in ''|*[!0-9]*) "
             f"echo {q('clusterfix: the saved nf_conntrack_max is not a number: not restored')} >&2; "
-            f"exit 1;; esac && sysctl -w \"{KEY}=$v\"; "
+            f"exit 1;; esac && cur=$(cat {P.CONNTRACK_MAX}) && {{ [ \"$cur\" = {new} ] || "
+            f"{{ echo {q(changed)}\"$v (now $cur)\" >&2; exit 1; }}; }} && sysctl -w \"{KEY}=$v\"; "
             f"else echo {q('nothing saved: nf_conntrack_max was not changed')}; fi")
+
+
+def restore_precondition(bdir: str, new: int) -> Any:
+    """The rollback's: holds while the limit is the `new` the action wrote; done when it is the
+    saved value again (or nothing was saved); changed otherwise (someone else wrote it)."""
+    saved = saved_path(bdir)
+    return pre.shell(
+        f"[ -e {q(saved)} ] || {{ echo 'nothing saved: not changed'; exit {pre.EXIT_DONE}; }}; "
+        f"v=$(cat {q(saved)}); cur=$(cat {P.CONNTRACK_MAX} 2>/dev/null) || {{ echo "
+        "'nf_conntrack_max cannot be read'; exit 1; }; "
+        f"if [ \"$cur\" = \"$v\" ]; then echo \"nf_conntrack_max is $v already\"; exit {pre.EXIT_DONE}; fi; "
+        f"if [ \"$cur\" = {new} ]; then exit 0; fi; echo \"nf_conntrack_max is $cur now, not the "
+        f"{new} written: changed since by someone else (kube-proxy at its start?): not restored\"; exit 1",
+        f"nf_conntrack_max still the {new} written")
 
 
 def precondition(new: int) -> Any:
@@ -79,6 +101,9 @@ def plan_finding(node: str, f: Finding, bdir: str, nid: Any, rb: Any) -> tuple[l
     if not d.full:
         return [], []
     new = target_max(d.count, d.cpus)
+    if new > SYSCTL_INT_MAX:  # the kernel refuses it (proc_dointvec_minmax): values not real
+        return [], [f"{node}: nf_conntrack_max would be {new}, more than the kernel takes "
+                    f"({SYSCTL_INT_MAX}): the values read are not plausible; not changed"]
     if new <= d.max:  # cannot happen for a full table (2 x count > max); never lower it
         return [], [f"{node}: nf_conntrack_max is {d.max} already; not changed"]
     cpus = f"{d.cpus} CPUs" if d.cpus else "CPUs not read: its minimum"
@@ -97,7 +122,10 @@ def plan_finding(node: str, f: Finding, bdir: str, nid: Any, rb: Any) -> tuple[l
               "conntrack.min) and a reboot resets it: the lasting fix is kube-proxy's "
               f"conntrack.maxPerCore/min, or a {KEY} line in /etc/sysctl.d where kube-proxy does "
               "not manage it (nothing is written there)"),
-        rollback=rb("", restore_command(bdir), f"put {KEY} back to the value saved before the change"),
+        rollback=dataclasses.replace(
+            rb("", restore_command(bdir, new), f"put {KEY} back to the value saved before the "
+               f"change, only while it is still the {new} written"),
+            precondition=restore_precondition(bdir, new)),
         change={"what": KEY, "before": str(d.max), "after": str(new)},
         precondition=precondition(new),
     )
