@@ -73,3 +73,91 @@ def test_kube_router_chains_are_not_kube_proxys():
     assert guess_owner(["KUBE-SERVICES", "KUBE-FORWARD", "KUBE-NODEPORTS"]) == "kube-proxy"
     (e,) = [e for e in _map(plain_save=save) if e["table"] == "filter"]
     assert e["owner"] == "kube-router"
+
+
+# -- the node state a session captures before and after its changes --------------------------------
+
+
+def _facts_of(sections: dict[str, tuple[str, int]]):
+    """NodeFacts from the facts script's output holding these sections (stdout, rc)."""
+    from clusterfix_tui.core.facts import parse_facts
+
+    n = "N0NCE"
+    out = "".join(f"@@CFX {n} BEGIN {k}\n{o}\n@@CFX {n} ERR {k}\n\n@@CFX {n} END {k} rc={rc}\n"
+                  for k, (o, rc) in sections.items())
+    return parse_facts("node-a", out, n)
+
+
+def _session(before: dict[str, str], after: dict[str, str], command: str) -> list[dict]:
+    return [{"type": "node_state", "node": "node-a", "phase": "before", "sections": before},
+            {"type": "command_start", "node": "node-a", "action_id": "a1", "command": command,
+             "kind": "shell"},
+            {"type": "command_end", "action_id": "a1", "exit_code": 0},
+            {"type": "node_state", "node": "node-a", "phase": "after", "sections": after}]
+
+
+@pytest.mark.parametrize("section, name, command", [
+    # CentOS 7, iptables 1.4.21: the firewall step's ACCEPT goes through the one `iptables`
+    ("iptables_save", "centos7-firewalld-iptables-filter-excerpt.save",
+     "iptables -w -I INPUT 1 -p udp --dport 8472 -j ACCEPT"),
+    ("iptables_save", "centos7-binary-k8s-ipvs-docker-filter.save",
+     "iptables -w -I FORWARD 1 -s 172.7.0.0/16 -j ACCEPT"),
+    # its ip6tables-save (CentOS iptables-services)
+    ("ip6tables_save", "centos-iptables-services-ip6tables.save",
+     "ip6tables -w -I INPUT 1 -p udp --dport 8472 -j ACCEPT"),
+    # firewalld on its iptables backend: the port opened with firewall-cmd lands in the same save
+    ("iptables_save", "centos7-firewalld-iptables-filter-excerpt.save",
+     "firewall-cmd --zone=public --add-port=8472/udp"),
+])
+def test_plain_iptables_save_is_node_state(section, name, command):
+    """On an iptables without -legacy/-nft variants its one `iptables-save` (`ip6tables-save`) is
+    the node's iptables state: captured before and after a session, and a rule the session added
+    is a difference its action explains (old code: not state at all, so the report showed no
+    iptables change on such a node, and one made by something else went unflagged)."""
+    from clusterfix_tui.core.nodestate import capture, node_changes
+
+    raw = text(name)
+    assert raw.startswith("*filter") or raw.startswith("#")
+    before = capture(_facts_of({section: (raw, 0)}))
+    assert section in before and "-A INPUT" in before[section]
+    added = "-A INPUT -p udp -m udp --dport 8472 -j ACCEPT"
+    lines = raw.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith("-A "))
+    after = capture(_facts_of({section: ("\n".join(lines[:i] + [added] + lines[i:]), 0)}))
+    (entry,) = node_changes(_session(before, after, command))
+    (ch,) = entry["sections"]
+    assert ch["section"] == section and f"+{added}" in ch["diff"]
+    assert ch["actions"] == ["a1"] and ch["unexplained"] is False
+    # a change no action of the session explains is flagged
+    (entry,) = node_changes(_session(before, after, "sysctl -w net.ipv4.ip_forward=1"))
+    assert entry["sections"][0]["unexplained"] is True
+
+
+def test_firewall_cmd_explains_firewalld_changes():
+    """firewalld's rules live in whichever backend it uses (nft on RHEL 8/9, iptables on CentOS 7):
+    a `firewall-cmd --add-source` of the session explains the difference in its active zones
+    and in the iptables-nft view (old code: flagged as changed by something else)."""
+    from clusterfix_tui.core.nodestate import node_changes
+
+    zones = "running\ndefault-zone: public\npublic\n  interfaces: eth0\n"
+    trusted = zones + "trusted\n  sources: 10.244.0.0/16\n"
+    before = {"firewalld": zones, "nft_save_filter": "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"}
+    after = {"firewalld": trusted,
+             "nft_save_filter": "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 10.244.0.0/16 -j ACCEPT\nCOMMIT\n"}
+    (entry,) = node_changes(_session(before, after,
+                                     "firewall-cmd --zone=trusted --add-source=10.244.0.0/16"))
+    assert {c["section"]: c["unexplained"] for c in entry["sections"]} == \
+        {"firewalld": False, "nft_save_filter": False}
+
+
+def test_flannel_v6_entries_are_node_state():
+    """A dual-stack flannel node's flannel-v6.1 neighbours and fdb are repaired like flannel.1's:
+    they are captured (old code: not state, the IPv6 entries a session replaced never shown).
+    The entries are SYNTHESISED in `ip -j neigh` / `bridge -j fdb` form."""
+    from clusterfix_tui.core.nodestate import capture
+
+    neigh = '[{"dst":"fd00:10:244:1::","dev":"flannel-v6.1","lladdr":"aa:bb:cc:00:00:02","state":["PERMANENT"]}]'
+    fdb = '[{"mac":"aa:bb:cc:00:00:02","dev":"flannel-v6.1","dst":"fd00::12","flags":["self"],"state":"permanent"}]'
+    got = capture(_facts_of({"ip6_neigh_flannel": (neigh, 0), "fdb_flannel6": (fdb, 0)}))
+    assert set(got) == {"ip6_neigh_flannel", "fdb_flannel6"}
+    assert '"lladdr": "aa:bb:cc:00:00:02"' in got["ip6_neigh_flannel"]

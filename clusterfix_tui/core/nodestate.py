@@ -1,10 +1,12 @@
 """Node state before and after a repair, and which journaled action explains each difference.
 
 Before its first change on a node, a session captures the state that matters there (iptables in
-both backends and families, the nft ruleset, links, addresses, routes, flannel.1's neighbours and
-fdb, the sysctls, the conntrack limit, CNI files, kubeconfig servers, alternatives): the facts script's own sections,
-read the same way as a diagnosis, made stable (no counters, timers, round-trip times). After its
-last change (and after a rollback) it captures them again. Both go into the journal as
+both backends and families, or the one `iptables-save` of an iptables without -legacy/-nft
+variants, the nft ruleset, firewalld's zones, links, addresses, routes, flannel.1's (and
+flannel-v6.1's) neighbours and fdb, the sysctls, the conntrack limit, CNI files, kubeconfig
+servers, alternatives): the facts script's own sections, read the same way as a diagnosis, made
+stable (no counters, timers, round-trip times). After its last change (and after a rollback) it
+captures them again. Both go into the journal as
 `node_state` events, so the report can show, per node, every section that differs, tied to the
 actions that ran on that node and touch that kind of state; a difference no action explains is
 flagged "changed during the session by something else".
@@ -22,14 +24,21 @@ from typing import Any
 # section name (before any " arg") -> what kind of state it is, and the words in a command that
 # change it (an action whose command has one of them can explain a difference in that section)
 STATE_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "legacy_save": ("iptables (legacy)", ("iptables", "-legacy")),
-    "nft_save_nat": ("iptables-nft nat", ("iptables", "-nft", "nft ")),
-    "nft_save_filter": ("iptables-nft filter", ("iptables", "-nft", "nft ")),
-    "nft_save_mangle": ("iptables-nft mangle", ("iptables", "-nft", "nft ")),
-    "ip6_legacy_save": ("ip6tables (legacy)", ("ip6tables",)),
-    "ip6_nft_save_nat": ("ip6tables-nft nat", ("ip6tables", "nft ")),
-    "ip6_nft_save_filter": ("ip6tables-nft filter", ("ip6tables", "nft ")),
-    "ip6_nft_save_mangle": ("ip6tables-nft mangle", ("ip6tables", "nft ")),
+    # (firewall-cmd writes firewalld's rules into whichever backend firewalld uses)
+    "legacy_save": ("iptables (legacy)", ("iptables", "-legacy", "firewall-cmd")),
+    "nft_save_nat": ("iptables-nft nat", ("iptables", "-nft", "nft ", "firewall-cmd")),
+    "nft_save_filter": ("iptables-nft filter", ("iptables", "-nft", "nft ", "firewall-cmd")),
+    "nft_save_mangle": ("iptables-nft mangle", ("iptables", "-nft", "nft ", "firewall-cmd")),
+    "ip6_legacy_save": ("ip6tables (legacy)", ("ip6tables", "firewall-cmd")),
+    # the one `iptables-save` / `ip6tables-save` of an iptables without -legacy/-nft variants
+    # (1.4.21 on CentOS 7, 1.6.x on Ubuntu 18.04): the only iptables state such a node has
+    "iptables_save": ("iptables", ("iptables", "firewall-cmd")),
+    "ip6tables_save": ("ip6tables", ("ip6tables", "firewall-cmd")),
+    # firewalld's active zones (`firewall-cmd --get-active-zones`: a trusted source it was given)
+    "firewalld": ("firewalld zones", ("firewall-cmd",)),
+    "ip6_nft_save_nat": ("ip6tables-nft nat", ("ip6tables", "nft ", "firewall-cmd")),
+    "ip6_nft_save_filter": ("ip6tables-nft filter", ("ip6tables", "nft ", "firewall-cmd")),
+    "ip6_nft_save_mangle": ("ip6tables-nft mangle", ("ip6tables", "nft ", "firewall-cmd")),
     "nft_json": ("nft ruleset", ("nft ", "iptables", "firewall-cmd")),
     "ip_link": ("links", ("ip link", "ip -6 link", "ip -d link")),
     "ip_addr": ("addresses", ("ip addr", "ip address", "ip -6 addr")),
@@ -37,6 +46,9 @@ STATE_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ip6_route": ("IPv6 routes", ("ip -6 route", "ip route")),
     "ip_neigh_flannel": ("flannel.1 neighbours", ("ip neigh", "neigh ")),
     "fdb_flannel": ("flannel.1 fdb", ("bridge fdb", "fdb ")),
+    # a dual-stack flannel node's IPv6 vxlan device (its entries are repaired like flannel.1's)
+    "ip6_neigh_flannel": ("flannel-v6.1 neighbours", ("ip neigh", "ip -6 neigh", "neigh ")),
+    "fdb_flannel6": ("flannel-v6.1 fdb", ("bridge fdb", "fdb ")),
     "sysctl": ("sysctls", ("sysctl", "/proc/sys")),
     "proc_modules": ("kernel modules", ("modprobe", "insmod", "rmmod")),
     "cni_conf": ("CNI config", ("/etc/cni", "net.d", "conflist")),
