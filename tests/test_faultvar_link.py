@@ -212,7 +212,12 @@ def test_device_forwarding_is_set_at_runtime_and_not_persisted() -> None:
     assert _commands(plan, "node-2") == ["sysctl -w net.ipv4.conf.cni0.forwarding=1"]
     assert _commands(plan, "node-3") == ["sysctl -w net.ipv4.conf.flannel/1.forwarding=1"]
     a = next(a for a in plan.actions if a.target == "node-2" and a.mutating)
-    assert a.rollback.command == "sysctl -w net.ipv4.conf.cni0.forwarding=0"
+    # the rollback sets 0 back on the device the fix changed only (its ifindex from the facts)
+    idx = next(x["ifindex"] for x in _diag(REC4).facts["node-2"].links if x.get("ifname") == "cni0")
+    assert a.rollback.command == (f'if [ "$(cat /sys/class/net/cni0/ifindex 2>/dev/null)" = {idx} ]; '
+                                  "then sysctl -w net.ipv4.conf.cni0.forwarding=0; else echo 'cni0 is "
+                                  f"not the device this session changed (its ifindex was {idx}): left "
+                                  "as it is'; fi")
     # ip_forward itself is on: it is neither written nor persisted
     assert not any("ip_forward" in c or "sysctl.d" in c for c in _commands(plan, "node-2"))
 

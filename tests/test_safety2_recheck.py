@@ -103,3 +103,39 @@ def test_a_device_sysctl_runs_only_on_the_device_the_diagnosis_read(
                      precheck=pre.make_prechecker(None, lambda node, addr=None: shells))
     assert out.status == status, out.to_dict()
     assert ns(netns, "sysctl -n net.ipv4.conf.eth1.forwarding").strip() == after
+
+
+def test_a_per_device_rollback_leaves_a_device_re_created_since_alone() -> None:
+    # flannel re-creates cni0 / flannel.1: the rollback of "forwarding=1 on cni0" set 0 on the
+    # NEW device (whose setting this session never changed), cutting the node's pods off again.
+    # Real sysctls in a network namespace of this test's own.
+    import subprocess
+    import uuid
+
+    from clusterfix_tui.core.fixes.host_network import _on_the_same_device, sysctl_set
+
+    ns = f"cfx-rb-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        def sh(cmd: str) -> str:
+            return subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", cmd], check=True,
+                                  capture_output=True, text=True).stdout
+
+        sh("ip link add cfx0 type bridge && sysctl -qw net.ipv4.conf.cfx0.forwarding=0")
+        idx = int(sh("cat /sys/class/net/cfx0/ifindex"))
+        key = "net.ipv4.conf.cfx0.forwarding"
+        rollback = _on_the_same_device("cfx0", idx, sysctl_set(key, "0"))
+        sh(sysctl_set(key, "1"))  # the fix
+        # re-created since, by its owner, with forwarding on
+        sh("ip link del cfx0 && sysctl -qw net.ipv4.conf.default.forwarding=1 && "
+           "ip link add cfx0 type bridge")
+        assert int(sh("cat /sys/class/net/cfx0/ifindex")) != idx
+        out = sh(rollback)
+        assert "not the device this session changed" in out
+        assert sh(f"sysctl -n {key}").strip() == "1"
+        # the same device: the rollback does put 0 back
+        idx2 = int(sh("cat /sys/class/net/cfx0/ifindex"))
+        sh(_on_the_same_device("cfx0", idx2, sysctl_set(key, "0")))
+        assert sh(f"sysctl -n {key}").strip() == "0"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

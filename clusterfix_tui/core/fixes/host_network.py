@@ -89,6 +89,18 @@ def device_ifindex(facts: Any, dev: str) -> int | None:
     return None
 
 
+def _on_the_same_device(dev: str, ifindex: int | None, command: str) -> str:
+    """A per-device rollback runs on the device the fix changed only: renamed or re-created
+    since (another ifindex: flannel re-creates cni0 and flannel.1), the name is another device's,
+    whose setting this session never changed: left as it is, and said."""
+    if ifindex is None:
+        return command
+    gone = (f"{dev} is not the device this session changed (its ifindex was {ifindex}): "
+            "left as it is")
+    return (f"if [ \"$(cat {q('/sys/class/net/' + dev + '/ifindex')} 2>/dev/null)\" = {ifindex} ]; "
+            f"then {command}; else echo {q(gone)}; fi")
+
+
 def _device_sysctl_not(key: str, value: str, dev: str, ifindex: int | None) -> Any:
     """Preconditions of a per-device sysctl: `dev` is still the device the diagnosis read (same
     ifindex: renamed or re-created since, the name may now be another device's: changed, not
@@ -362,7 +374,9 @@ class HostNetworkStep:
                             "not routed (the kernel checks the input device's setting)",
                         finding_codes=(f.code,),
                         risk="the node routes packets coming in on this device (as on its others)",
-                        rollback=rb("", sysctl_set(key, "0"), f"put {key} back to 0"),
+                        rollback=rb("", _on_the_same_device(dev, device_ifindex(node_facts, dev),
+                                                            sysctl_set(key, "0")),
+                                    f"put {key} back to 0"),
                         change={"what": key, "before": "0", "after": "1"},
                         precondition=_device_sysctl_not(key, "1", dev,
                                                         device_ifindex(node_facts, dev)),
@@ -425,7 +439,9 @@ class HostNetworkStep:
                             "with forwarding on the kernel ignores them unless accept_ra=2 (the "
                             "node would lose its IPv6 default route when it expires)",
                         finding_codes=(f.code,), risk="none: RAs keep being accepted as now",
-                        rollback=rb("", f"{sysctl_set(key, '')}\"$(cat {q(saved)})\"",
+                        rollback=rb("", _on_the_same_device(
+                            dev, device_ifindex(node_facts, dev),
+                            f"{sysctl_set(key, '')}\"$(cat {q(saved)})\""),
                                     f"put {key} back to its saved value"),
                         change={"what": key, "before": None, "after": "2"},
                         precondition=_device_sysctl_not(key, "2", dev,
