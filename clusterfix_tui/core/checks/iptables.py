@@ -1481,7 +1481,11 @@ def shadowed(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
         ip = "ip6tables" if version == 6 else "iptables"
         single = label in ("iptables-save", "ip6tables-save")
         for sh in nat_shadow.shadows(nat, local):
-            jump = next(r.spec for r in nat.rules_in(sh.builtin) if r.target == "KUBE-SERVICES")
+            # kube-proxy's own jump (its form), not a narrower one someone put to KUBE-SERVICES
+            # (the walk stops at the first: a copy of that one would repair only its packets)
+            jumps = [r for r in nat.rules_in(sh.builtin) if r.target == "KUBE-SERVICES"]
+            jump = next((r.spec for r in jumps if nat_shadow.is_kube_proxy_jump(r.args)),
+                        jumps[0].spec)
             names = sorted({d.label for d in sh.dests})
             fam = " (IPv6)" if version == 6 else ""
             evidence = [f"{label}: {sh.rule.spec} (ahead of kube-proxy's {jump})"]

@@ -57,6 +57,16 @@ class Shadow:
     partial: bool  # only some sources / interfaces of those destinations
 
 
+def is_kube_proxy_jump(args: tuple[str, ...] | list[str]) -> bool:
+    """The form kube-proxy writes its jump from PREROUTING/OUTPUT in (pkg/proxy/iptables:
+    `-m comment --comment "kubernetes service portals" -j KUBE-SERVICES`; no comment with
+    --masquerade-all=false on very old versions): no match but the comment. Any other rule
+    jumping to KUBE-SERVICES (`-s NET -j KUBE-SERVICES`, `-g KUBE-SERVICES`) is someone else's."""
+    a = tuple(args)
+    return a == ("-j", "KUBE-SERVICES") or (
+        len(a) == 6 and a[:3] == ("-m", "comment", "--comment") and a[4:] == ("-j", "KUBE-SERVICES"))
+
+
 def service_dests(nat: Table) -> list[Dest]:
     """kube-proxy's Service destinations, from its own KUBE-SERVICES and KUBE-NODEPORTS rules."""
     out: dict[tuple[str | None, str, int], Dest] = {}

@@ -18,6 +18,7 @@ import shlex
 from typing import Any
 
 from clusterfix_tui.core.checks.iptables import ShadowedData
+from clusterfix_tui.core.checks.nat_shadow import is_kube_proxy_jump
 from clusterfix_tui.core.fixes import preconditions as pre
 from clusterfix_tui.core.model import Action
 
@@ -52,6 +53,8 @@ def jump_ahead(d: ShadowedData, wait: str, id_: str, node: str) -> dict[str, Any
         argv = shlex.split(d.jump)
     except ValueError:
         return None
+    if argv[:2] != ["-A", chain] or not is_kube_proxy_jump(argv[2:]):
+        return None  # only kube-proxy's own form is copied (a narrower jump repairs nothing)
     tool = tool_of(d, wait)
     body = " ".join(_q(t) for t in argv[2:])
     rule, jump = d.rule.rstrip(), d.jump.rstrip()
