@@ -1083,6 +1083,8 @@ CHECKERS = {"manifests": check_manifests, "route-r5": lambda s: __import__("test
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
             "node-text": check_node_text, "node-spec": check_node_spec,
             "mirror-annotation": check_mirror,
+            "pod-api": lambda s: __import__("tests.test_realworld_api",
+                                            fromlist=["check_pod_api"]).check_pod_api(s),
             "describe-node-api": lambda s: __import__("tests.test_realworld_api",
                                                       fromlist=["check_describe_node_api"]).check_describe_node_api(s),
             "conntrack-S": lambda s: __import__("tests.test_conntrack_realworld",

@@ -101,3 +101,56 @@ def test_linux_node_selected_still_reported():
     snap = cluster_with(node, real_flannel_ds=True)
     codes = sorted(f.title for f in pods_check(snap, {}) if f.node == "win-ah6pqb767nf")
     assert codes == ["no flannel pod on this node", "no kube-proxy pod on this node"]
+
+
+POD_SAMPLES = [s for s in json.loads((DATA / "samples.json").read_text()) if s["kind"] == "pod-api"]
+
+
+def cluster_with_old_pod(sample: str, component: str, node: str = "node-1") -> tuple[Any, str]:
+    """SYNTHESISED WRAPPER: the healthy recording, plus a second pod of the component's DaemonSet
+    on `node` (a copy of the one serving there) carrying the sample: its status (an Evicted pod)
+    or its metadata's deletion fields (a Terminating pod, containers no longer ready)."""
+    rec = copy.deepcopy(load("healthy"))
+    serving = next(p for p in rec["pods"] if p["metadata"]["name"].startswith(component)
+                   and p["spec"].get("nodeName") == node)
+    old = copy.deepcopy(serving)
+    old["metadata"]["name"] += "-old"
+    doc = yaml.safe_load((DATA / sample).read_text())
+    if "status" in doc:
+        old["status"] = doc["status"]
+    for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        if k in doc.get("metadata", {}):
+            old["metadata"][k] = doc["metadata"][k]
+            for c in old["status"].get("conditions") or []:
+                if c.get("type") == "Ready":
+                    c["status"] = "False"
+            for cs in old["status"].get("containerStatuses") or []:
+                cs["ready"] = False
+    rec["pods"].append(old)
+    return build_snapshot(ReplayAPI(rec), with_logs=False), old["metadata"]["name"]
+
+
+def check_pod_api(s: dict[str, Any]) -> None:
+    e = s["expect"]
+    for component in ("kube-proxy", "kube-flannel"):
+        snap, old = cluster_with_old_pod(s["file"], component)
+        pods = [p for ps in (snap.kube_proxy_pods, snap.flannel_pods) for p in ps.get("node-1", [])
+                if p.name == old]
+        assert len(pods) == 1 and pods[0].deleting == e["deleting"] and pods[0].phase == e["phase"]
+        assert [f.code for f in pods_check(snap, {}) if f.node == "node-1"] == e["findings_beside_serving"]
+
+
+@pytest.mark.parametrize("name", [s["file"] for s in POD_SAMPLES])
+def test_pod_sample(name):
+    check_pod_api(next(s for s in POD_SAMPLES if s["file"] == name))
+
+
+def test_evicted_pod_alone_still_reported():
+    """The evicted pod is the node's only kube-proxy pod: POD_NOT_RUNNING (nothing serves)."""
+    rec = copy.deepcopy(load("healthy"))
+    kp = next(p for p in rec["pods"] if p["metadata"]["name"].startswith("kube-proxy")
+              and p["spec"].get("nodeName") == "node-1")
+    kp["status"] = yaml.safe_load((DATA / "k8s-48632-evicted-pod-status.yaml").read_text())["status"]
+    snap = build_snapshot(ReplayAPI(rec), with_logs=False)
+    found = [f for f in pods_check(snap, {}) if f.node == "node-1"]
+    assert [f.code for f in found] == ["POD_NOT_RUNNING"] and found[0].data.phase == "Failed"

@@ -51,6 +51,7 @@ class PodInfo:
     owner_uid: str | None = None  # the controller ownerReference's uid
     mirror: bool = False  # a static pod's mirror (kubernetes.io/config.mirror / owner kind Node)
     images: tuple[str, ...] = ()
+    deleting: bool = False  # metadata.deletionTimestamp set (Terminating)
 
     @property
     def crash_looping(self) -> bool:
@@ -335,6 +336,7 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None,
         owner_uid=_s(owner.get("uid")),
         mirror=is_mirror_pod(meta),
         images=tuple(str(c.get("image") or "") for c in containers),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 

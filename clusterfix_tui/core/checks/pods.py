@@ -108,7 +108,10 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
                                                component=_comp(code)),
                     ))
                 continue
+            serving = any(p.phase == "Running" and p.ready and not p.deleting for p in pods)
             for p in pods:
+                if serving and (p.deleting or p.phase in ("Failed", "Succeeded")):
+                    continue  # a finished (Evicted) or Terminating pod beside the one serving
                 out.extend(_pod_findings(p, code, None if p.mirror else ds, label))
     out.extend(_probe_no_route(snapshot))
     return out
