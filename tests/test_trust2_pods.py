@@ -71,3 +71,28 @@ def test_k3s_restart_precondition_rechecks_that_the_rules_are_still_missing(
     assert restart.command == "systemctl restart k3s"
     got = _run(restart.precondition.command, str(tmp_path), active=active, nat=nat)
     assert got.returncode == rc, (got.stdout, got.stderr)
+
+
+def _labelled(*control_planes: str):
+    from clusterfix_tui.core.snapshot import ClusterSnapshot, NodeInfo
+
+    def info(name: str) -> NodeInfo:
+        labels = {"node-role.kubernetes.io/control-plane": "true",
+                  "node-role.kubernetes.io/master": "true"} if name in control_planes else {}
+        return NodeInfo(name=name, internal_ip=None, addresses=(), pod_cidr=None, conditions={},
+                        annotations={}, labels=labels, kubelet_version=None)
+
+    return ClusterSnapshot(nodes={n: info(n) for n in ("node-1", "node-2", "node-3")})
+
+
+@pytest.mark.parametrize("servers,said", [(("node-2",), True), (("node-2", "node-1"), False),
+                                          ((), False)])
+def test_restarting_the_only_k3s_server_says_the_api_goes_down(servers, said: bool) -> None:
+    """`systemctl restart k3s` on a single-server cluster takes the Kubernetes API down for
+    everyone (and the session's own next reads): the risk shown before approval says so."""
+    d = _k3s_diag({"k3s"})
+    d.snapshot = _labelled(*servers)
+    restart = get_step("pods").plan(d).actions[0]
+    assert restart.command == "systemctl restart k3s"
+    assert ("only control-plane node" in restart.risk) is said, restart.risk
+    assert "the API server (and embedded etcd) restart too" in restart.risk

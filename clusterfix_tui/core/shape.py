@@ -997,6 +997,25 @@ def embedded_service_unit(f: Any, distribution: str | None) -> tuple[str | None,
     return None, f"more than one service is active on the node ({seen}): which one runs flannel is unclear"
 
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def sole_control_plane(diagnosis: Any, node: str) -> bool:
+    """`node` is the cluster's only control-plane node as the API's node labels show it (k3s and
+    RKE2 label their servers node-role.kubernetes.io/control-plane and master): restarting its
+    k3s/RKE2 server unit takes the Kubernetes API down for everyone. False when not known."""
+    snap = getattr(diagnosis, "snapshot", None)
+    nodes = getattr(snap, "nodes", None)
+    if not isinstance(nodes, dict) or node not in nodes:
+        return False
+
+    def cp(info: Any) -> bool:
+        labels = getattr(info, "labels", None) or {}
+        return any(k in labels for k in CONTROL_PLANE_LABELS)
+
+    return cp(nodes[node]) and sum(1 for info in nodes.values() if cp(info)) == 1
+
+
 def node_iptables_kind(diagnosis: Any, node: str) -> str:
     """The node's iptables kind from the diagnosis' shape ("unknown" without one)."""
     shape = shape_of(diagnosis)

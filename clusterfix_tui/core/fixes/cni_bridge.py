@@ -41,6 +41,7 @@ from clusterfix_tui.core.shape import (
     embedded_service_unit,
     scoped_findings,
     shape_of,
+    sole_control_plane,
 )
 
 CODES = (
@@ -328,7 +329,7 @@ def _expected_flannel(diagnosis: Any, node: str, findings: list[Finding],
 
 def restart_service_action(id_: str, node: str, unit: str, *,
                            finding_codes: tuple[str, ...] = (),
-                           component: str = "flannel") -> FixAction:
+                           component: str = "flannel", only_control_plane: bool = False) -> FixAction:
     """Restart the k3s/RKE2 unit that runs the node's embedded flannel (and kube-proxy): the
     counterpart of deleting the flannel (or kube-proxy) pod where it is a DaemonSet, with the
     same rollback semantics (a restart has nothing to put back). `component`: "flannel" or
@@ -351,7 +352,10 @@ def restart_service_action(id_: str, node: str, unit: str, *,
         risk=(f"kubelet, kube-proxy and flannel inside {unit} are down for the seconds the restart "
               f"takes; pods on {node} lose pod networking until flannel has recreated the bridge "
               "and routes" + ("; on this server the API server (and embedded etcd) restart too"
-                               if server else "")),
+                               if server else "")
+              + (f". {node} is the cluster's only control-plane node: the Kubernetes API is "
+                 f"unreachable for everyone (kubectl, controllers, this session's next reads) "
+                 f"until {unit} is back" if server and only_control_plane else "")),
         rollback_note=f"a restarted service is not rolled back: systemd starts the same {unit} "
                       "with the same configuration (like a restarted flannel pod, nothing to put "
                       f"back); if it does not come back: `journalctl -u {unit}`, "
@@ -952,8 +956,9 @@ class CniBridgeStep:
                     restart = True
         if restart and service_unit is not None:
             n += 1
-            actions.append(restart_service_action(action_id(self.name, node, n), node, service_unit,
-                                                  finding_codes=codes))
+            actions.append(restart_service_action(
+                action_id(self.name, node, n), node, service_unit, finding_codes=codes,
+                only_control_plane=sole_control_plane(diagnosis, node)))
             n += 1
             actions.append(verify_embedded_flannel_action(
                 action_id(self.name, node, n), node, service_unit,

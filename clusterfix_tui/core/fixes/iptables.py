@@ -47,7 +47,7 @@ from clusterfix_tui.core.fixes.engine import (
     q,
 )
 from clusterfix_tui.core.model import Action, Finding, Plan
-from clusterfix_tui.core.shape import node_iptables_kind, scoped_findings
+from clusterfix_tui.core.shape import node_iptables_kind, scoped_findings, sole_control_plane
 
 CODES = (
     "IPTABLES_BACKEND_CONFLICT",
@@ -965,7 +965,8 @@ class IptablesStep:
 
                     act = restart_service_action(
                         opt_in_id(self.name, node, f"restart-{unit}"), node, unit,
-                        finding_codes=all_codes, component="kube-proxy")
+                        finding_codes=all_codes, component="kube-proxy",
+                        only_control_plane=sole_control_plane(diagnosis, node))
                     actions.append(dataclasses.replace(
                         act, why=act.why + ". Opt-in (not run unless selected): kube-proxy "
                                  "re-syncs its rules on its own within its sync period; restart "

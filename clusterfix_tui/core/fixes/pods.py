@@ -25,7 +25,7 @@ from clusterfix_tui.core.fixes import engine, preconditions
 from clusterfix_tui.core.fixes.engine import FixAction, action_id, opt_in_id, q
 from clusterfix_tui.core.fixes.step import free_action_id
 from clusterfix_tui.core.model import CLUSTER, Action, Finding, Plan, StepOutcome
-from clusterfix_tui.core.shape import scoped_findings, shape_of
+from clusterfix_tui.core.shape import scoped_findings, shape_of, sole_control_plane
 
 CRASH_CODES = {"KUBE_PROXY_CRASHLOOP": "kube_proxy", "FLANNEL_CRASHLOOP": "flannel",
                "KUBE_PROXY_NO_RULES": "kube_proxy"}
@@ -560,7 +560,8 @@ def _embedded_restart(diagnosis: Any, f: Finding, taken: set[str]) -> list[FixAc
         return None
     d = f.data_as(NoRulesData)
     restart = restart_service_action(free_action_id("pods", f.node, 10, taken), f.node, unit,
-                                     finding_codes=(f.code,), component="kube-proxy")
+                                     finding_codes=(f.code,), component="kube-proxy",
+                                     only_control_plane=sole_control_plane(diagnosis, f.node))
     tests = _rules_back_tests(d)
     if tests and restart.precondition is not None:
         # the precondition re-checks what the restart is for: rules written back meanwhile
