@@ -173,6 +173,10 @@ def sc_pods(v: dict[str, str]) -> Diag:
         F("PROBE_NO_ROUTE", n1, namespace=v["app_ns"], deployment=v["deploy"],
           container=v["container"], probe={"httpGet": {"port": 8096, "path": v["probe_path"]},
                                            "periodSeconds": 5}),
+        # cluster DNS (core/fixes/dns.py): names from the API reach a delete_pod api action
+        F("DNS_POD_NOT_RUNNING", n3, namespace=v["dns_ns"], pod=v["dns_pod"],
+          deployment=v["dns_deploy"], replicas=2, reason="CrashLoopBackOff", restart_count=9,
+          restartable=True),
     ]
     return Diag(findings, snapshot=ClusterSnapshot())
 
@@ -205,7 +209,8 @@ SCENARIOS: dict[str, tuple[Callable[[dict[str, str]], Diag], tuple[str, ...], se
                                "nft_table", "chain", "rule_text", "ipt_table", "module",
                                "mode", "pod_network", "kp_ns", "kp_pod"), set()),
     "pods": (sc_pods, ("node_a", "node_b", "node_c", "kp_pod", "kp_ns", "fl_ns", "fl_ds",
-                       "app_ns", "deploy", "container", "probe_path"), set()),
+                       "app_ns", "deploy", "container", "probe_path", "dns_ns", "dns_pod",
+                       "dns_deploy"), set()),
     "worker_kubeconfig": (sc_kubeconfig, ("node_a", "node_b", "node_c", "fname", "current",
                                           "server", "fname2", "fname3", "err"), set()),
 }
