@@ -116,3 +116,22 @@ def test_hostile_rule_and_jump_texts_reach_iptables_as_exactly_their_argv(tmp_pa
     chain.write_text(f"-P PREROUTING ACCEPT\n{rule}\n{jump}\n")
     assert run(rb.command).returncode == 0 and len(logged()) == 2
     assert not canary.exists() and not os.path.exists(str(canary))
+
+
+def test_two_rules_shadowing_one_chain_get_two_opt_in_ids() -> None:
+    """Two foreign ACCEPTs ahead of kube-proxy's jump in PREROUTING are two findings, each with
+    an opt-in 'delete this rule': both were `iptables:a:opt-in-delete-shadow-4-prerouting`
+    (selecting one selected both; the journal and the rollback took them as one)."""
+    from test_faultvar_net2 import _Diag as Diag
+
+    facts = _facts()
+    other = "-A PREROUTING -d 10.96.0.0/12 -j ACCEPT"
+    bad = _with_nat(facts, _nat_text(facts, ACCEPT, other))
+    fs = _shadowed(bad)
+    assert len(fs) == 2
+    plan = get_step("iptables").plan(Diag(fs, bad))
+    ids = [a.id for a in plan.actions] + [a.rollback.id for a in plan.actions if a.rollback]
+    assert len(ids) == len(set(ids)), ids
+    opts = [a for a in plan.actions if a.opt_in]
+    assert sorted(a.command.split(" -D PREROUTING ")[1] for a in opts) == sorted(
+        r.split(" ", 2)[2] for r in (ACCEPT, other))

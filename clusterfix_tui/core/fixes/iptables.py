@@ -992,7 +992,9 @@ def _kube_proxy_jump_actions(facts: Any, node: str, codes: tuple[str, ...], d: S
     out = [dict(fields, finding_codes=codes)]
     fam = "ip6" if d.ip_version == 6 else None
     place = iptables_rule_place(facts, d.backend, fam, "nat", d.builtin, d.rule)
-    ident = opt_in_id("iptables", node, f"delete-shadow-{d.ip_version}-{d.builtin.lower()}")
+    # numbered as the default action it stands beside: two rules shadowing one chain are two
+    # opt-ins (one id would be approved, journaled and rolled back as one)
+    ident = opt_in_id("iptables", node, f"delete-shadow-{d.ip_version}-{d.builtin.lower()}-{n + 1}")
     alt = kube_proxy_jump.delete_rule(
         d, wait, ident, node, place,
         f"the backup in {nbdir} ({'ip6-' if fam else ''}{d.backend}.rules) has it")
