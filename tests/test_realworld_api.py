@@ -154,3 +154,22 @@ def test_evicted_pod_alone_still_reported():
     snap = build_snapshot(ReplayAPI(rec), with_logs=False)
     found = [f for f in pods_check(snap, {}) if f.node == "node-1"]
     assert [f.code for f in found] == ["POD_NOT_RUNNING"] and found[0].data.phase == "Failed"
+
+
+def test_windows_node_gets_no_linux_facts_script():
+    """diagnose() opens no shell on a node labelled kubernetes.io/os=windows (the facts script is
+    a Linux shell script) and says so in not_checked; old code ran it there and reported
+    FACTS_UNREADABLE (error) for the node."""
+    from diag_fakes import ReplayShells
+
+    from clusterfix_tui.core.diagnose import diagnose
+
+    rec = copy.deepcopy(load("healthy"))
+    name = "6837k8s00000000"
+    rec["nodes"].append(node_from_describe((DATA / "aks-engine-4176-describe-windows-node-excerpt.txt").read_text()))
+    shells = ReplayShells(rec, outputs={name: "'#' is not recognized as an internal or external command,\r\n"})
+    d = diagnose(ReplayAPI(rec), shells)
+    assert name not in shells.opened and sorted(shells.opened) == ["node-1", "node-2", "node-3"]
+    assert [f.code for f in d.findings if f.node == name] == []
+    notes = [x for x in d.not_checked if name in x["nodes"] and not x["codes"]]
+    assert len(notes) == 1 and f"{name}=windows" in notes[0]["why"]

@@ -306,6 +306,9 @@ def read_node(shells: ShellFactory, node: str, address: str | None, peer_ips: li
     return facts, None, dt
 
 
+OTHER_OS_WHY = "node-side facts not read on nodes labelled another OS than linux (kubernetes.io/os: "
+
+
 def diagnose(
     api: ClusterAPI,
     shells: ShellFactory,
@@ -341,6 +344,12 @@ def diagnose(
     if unknown and api_err is None:
         diag.node_errors.update({n: "not a node of this cluster" for n in unknown})
         targets = [n for n in targets if n in snapshot.nodes]
+    # a node labelled another OS (Windows): the facts script is a Linux shell script, not run there
+    other_os = [n for n in targets if n in snapshot.nodes and snapshot.nodes[n].other_os]
+    if other_os:
+        targets = [n for n in targets if n not in other_os]
+        diag.not_checked.append({"codes": [], "nodes": other_os, "why": OTHER_OS_WHY + ", ".join(
+            f"{n}={snapshot.nodes[n].os}" for n in other_os) + ")"})
     unreadable: list[Finding] = []
     # snapshot.peer_pod_ips(node), with the pods scanned once for all nodes (not once per node)
     first_ip = {n: sorted(ips)[:1] for n, ips in snapshot.pod_ips_by_node().items()}
@@ -428,7 +437,8 @@ def _read_and_check(diag: Diagnosis, snapshot: ClusterSnapshot, targets: list[st
         snapshot = replace(snapshot, shape=shape)
         diag.snapshot = snapshot
         diag.shape = shape
-        diag.not_checked = not_checked(shape)
+        diag.not_checked = not_checked(shape) + [x for x in diag.not_checked
+                                                 if str(x.get("why")).startswith(OTHER_OS_WHY)]
     findings, errors = run_checks(snapshot, readable)
     # API-side findings about nodes we could not read stay (they come from the API, not the node)
     diag.findings = sort_findings(unreadable + findings)

@@ -24,6 +24,7 @@ FLANNEL_SELECTOR = "app=flannel"
 SYSTEM_NAMESPACES = ("kube-system", "kube-flannel")
 VTEP_ANNOTATION = "flannel.alpha.coreos.com/backend-data"
 PUBLIC_IP_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
 LOG_TAIL = 30
 
 
@@ -106,6 +107,17 @@ class NodeInfo:
     def ready(self) -> bool | None:
         c = self.conditions.get("Ready")
         return None if c is None else c.get("status") == "True"
+
+    @property
+    def os(self) -> str | None:
+        """The node's OS label (kubernetes.io/os, else the older beta.kubernetes.io/os): "linux",
+        "windows", or None when unlabelled."""
+        return next((self.labels[k] for k in OS_LABELS if k in self.labels), None)
+
+    @property
+    def other_os(self) -> bool:
+        """Labelled an OS other than Linux (a Windows node): no Linux command runs there."""
+        return self.os is not None and self.os != "linux"
 
     @property
     def is_control_plane(self) -> bool:

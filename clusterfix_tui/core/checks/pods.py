@@ -117,17 +117,13 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
     return out
 
 
-OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
-
-
 def _expects_pod(snapshot: ClusterSnapshot, namespace: str, name: str, node: Any) -> bool:
     """Whether the node should run a pod of the (Linux) DaemonSet namespace/name: not on a node
     labelled another OS (Windows nodes run no Linux kube-proxy/flannel pod), and not on a node its
     nodeSelector or required node affinity leaves out. An expression it cannot evaluate: False
     (no "missing pod" finding rather than a wrong one)."""
     labels = getattr(node, "labels", {}) or {}
-    os_label = next((labels[k] for k in OS_LABELS if k in labels), None)
-    if os_label is not None and os_label != "linux":
+    if node.other_os:
         return False
     ds = next((d for d in snapshot.daemonsets
                if d.get("namespace") == namespace and d.get("name") == name), None)
