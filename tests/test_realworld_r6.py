@@ -161,3 +161,105 @@ def test_flannel_v6_entries_are_node_state():
     got = capture(_facts_of({"ip6_neigh_flannel": (neigh, 0), "fdb_flannel6": (fdb, 0)}))
     assert set(got) == {"ip6_neigh_flannel", "fdb_flannel6"}
     assert '"lladdr": "aa:bb:cc:00:00:02"' in got["ip6_neigh_flannel"]
+
+
+# -- iptables-nft's "iptables-legacy tables present" on a node without iptables-legacy-save ------
+
+
+def _s_blocks(raw: str) -> dict[str, list[str]]:
+    """The sample's `iptables -t TABLE -S` blocks: table -> its output lines (prompt lines out)."""
+    out: dict[str, list[str]] = {}
+    cur = None
+    for line in raw.splitlines():
+        if line.startswith("[root@"):
+            cur = line.split("-t", 1)[1].split()[0]
+            out[cur] = []
+        elif cur is not None:
+            out[cur].append(line)
+    return out
+
+
+def _s_to_save(table: str, lines: list[str]) -> tuple[str, str]:
+    """One `iptables -t TABLE -S` as `iptables-nft-save -t TABLE` prints it (SYNTHESISED: -P/-N
+    become chain lines, the -A rules stay as they are), and the warning it printed (stderr)."""
+    warn = "\n".join(ln for ln in lines if ln.startswith("# Warning"))
+    pol = {w[1]: w[2] for w in (ln.split() for ln in lines) if len(w) == 3 and w[0] == "-P"}
+    chains = [ln.split()[1] for ln in lines if ln.startswith("-N ")]
+    rules = [ln for ln in lines if ln.startswith("-A ")]
+    save = "\n".join([f"*{table}", *(f":{c} {p} [0:0]" for c, p in pol.items()),
+                      *(f":{c} - [0:0]" for c in chains), *rules, "COMMIT", ""])
+    return save, warn
+
+
+def _rhel_node(warning_on: str | None):
+    """The node's facts: its nat/filter/mangle as iptables-nft-save (iptables v1.8.4 nf_tables),
+    no iptables-legacy-save (rc 127: RHEL 8/9 ship none); the warning on stderr (iptables 1.8.3+),
+    on stdout (the first 1.8 releases), or left out."""
+    from clusterfix_tui.core.facts import parse_facts
+
+    n = "N0NCE"
+    blocks = _s_blocks(text("server4-iptables-nft-S-legacy-warning.txt"))
+    secs = {"iptables_version": ("iptables v1.8.4 (nf_tables)", "", 0),
+            "legacy_save": ("", "sh: iptables-legacy-save: command not found", 127)}
+    for t in ("nat", "filter", "mangle"):
+        save, warn = _s_to_save(t, blocks[t])
+        assert warn.startswith("# Warning: iptables-legacy tables present")
+        if warning_on == "stdout":
+            save += warn + "\n"
+        secs[f"nft_save_{t}"] = (save, warn if warning_on == "stderr" else "", 0)
+    out = "".join(f"@@CFX {n} BEGIN {k}\n{o}\n@@CFX {n} ERR {k}\n{e}\n@@CFX {n} END {k} rc={rc}\n"
+                  for k, (o, e, rc) in secs.items())
+    return parse_facts("node-a", out, n)
+
+
+def check_legacy_warning_r6(s: dict, warning_on: str = "stderr") -> None:
+    """A RHEL-8-like node (the sample: kubelet's KUBE-FIREWALL/KUBE-KUBELET-CANARY/KUBE-MARK-* in
+    iptables-nft, no KUBE-SERVICES there, and iptables-nft warning that iptables-legacy tables are
+    present) without iptables-legacy-save: the rules a proxy on legacy iptables wrote are in tables
+    nothing listed. KUBE_PROXY_NO_RULES is not checked there and says why (old code: 'kube-proxy
+    has programmed no Service/NodePort rules', a kube-proxy restart planned); without the warning
+    it is found as before."""
+    from clusterfix_tui.core.checks import run_checks
+    from clusterfix_tui.core.shape import not_checked, why_not
+    from tests.test_realworld import _ds, _snapshot, _with_shape
+
+    e = s["expect"]
+    node = {"metadata": {"name": "node-a"}, "spec": {"podCIDR": "10.244.0.0/24"}}
+    kp = (_ds("kube-system", "kube-proxy", ["kube-proxy"]),)
+    for warn, want in ((warning_on, e["findings_with_warning"]), (None, e["findings_without_warning"])):
+        f = _rhel_node(warn)
+        assert f.legacy is None and f.nft_nat is not None
+        assert "KUBE-SERVICES" not in f.nft_nat.tables["nat"].chains
+        snap = _with_shape(_snapshot([node], kp, kube_proxy_mode="", kube_proxy_config_found=True,
+                                     nodeport_services=({"namespace": "x", "name": "y", "ports": []},)),
+                           {"node-a": f})
+        findings, errors = run_checks(snap, {"node-a": f})
+        assert errors == [] and [x.code for x in findings] == want
+        why = why_not(snap.shape, "KUBE_PROXY_NO_RULES", "node-a")
+        if warn is None:
+            assert why is None and e["unread"] not in f.unread_sections()
+            continue
+        assert e["unread"] in f.unread_sections()
+        assert why is not None and e["why_contains"] in why, why
+        assert any(e["why_contains"] in str(x) for x in not_checked(snap.shape))
+        # the other iptables checks still read the node (the warning says nothing about them)
+        for code in e["still_checked"]:
+            assert why_not(snap.shape, code, "node-a") is None, code
+
+
+@pytest.mark.parametrize("warning_on", ["stderr", "stdout"])
+def test_unlisted_legacy_tables_are_not_read(warning_on):
+    """The sample, its warning where iptables 1.8.3+ (stderr) and the first 1.8 releases (stdout)
+    print it."""
+    from tests.test_realworld import BY_FILE
+
+    check_legacy_warning_r6(BY_FILE["server4-iptables-nft-S-legacy-warning.txt"], warning_on)
+
+
+def test_legacy_tables_warning_is_read_per_family():
+    """The warning names its family; a listing without it says nothing."""
+    assert P.legacy_tables_warning("# Warning: iptables-legacy tables present, use "
+                                   "iptables-legacy-save to see them\n").endswith("to see them")
+    six = "# Warning: ip6tables-legacy tables present, use ip6tables-legacy-save to see them"
+    assert P.legacy_tables_warning(six) is None and P.legacy_tables_warning(six, 6) == six
+    assert P.legacy_tables_warning("*nat\nCOMMIT\n") is None

@@ -1128,6 +1128,17 @@ class NodeFacts:
             name = NFT_JSON_SECTION if head == "nft -j" else head.split(" ", 1)[0]
             if sep and why.startswith("not ") and name in JSON_SECTIONS and name not in out:
                 out[name] = f"printed invalid JSON ({why[:120]})"
+        # iptables-nft says the kernel holds iptables-legacy tables that nothing listed (no
+        # iptables-legacy-save: RHEL 8/9): what they hold is unknown ("legacy_tables" is no
+        # section of its own; the checks that conclude from kube-proxy's rules being absent read it)
+        if self.legacy is None:
+            for name in ("nft_save_nat", "nft_save_filter", "nft_save_mangle"):
+                sec = self.sections.get(name)
+                line = P.legacy_tables_warning(f"{sec.stdout}\n{sec.stderr}") if sec is not None else None
+                if line:
+                    out["legacy_tables"] = (f"not listed: iptables-nft says '{line.lstrip('# ')}', and "
+                                            "no iptables-legacy-save read them")
+                    break
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -506,6 +506,23 @@ def parse_iptables_save(text: str) -> IptablesSave:
     return _new_save(tables, tuple(comments), tuple(incompatible), tuple(errors))
 
 
+# iptables-nft 1.8+ (nft_check_xt_legacy) when /proc/net/ip(6)_tables_names lists a table: the
+# kernel holds iptables-legacy tables this listing does not show. Printed on stdout as a comment by
+# the first 1.8 releases and on stderr later: "# Warning: iptables-legacy tables present, use
+# iptables-legacy-save to see them" (`iptables -S` / `-L`: "... use iptables-legacy to see them")
+_LEGACY_WARNING_RE = re.compile(r"^\s*# Warning: (ip6?tables)-legacy tables present\b.*$", re.M)
+
+
+def legacy_tables_warning(text: str | None, family: int = 4) -> str | None:
+    """The line of an iptables-nft output (stdout or stderr) saying the kernel also holds
+    iptables-legacy tables of that family (4: iptables, 6: ip6tables), else None."""
+    want = "ip6tables" if family == 6 else "iptables"
+    for m in _LEGACY_WARNING_RE.finditer(text or ""):
+        if m.group(1) == want:
+            return m.group(0).strip()
+    return None
+
+
 def detect_kube_proxy_backend(nft_mangle: IptablesSave | None, ip6_nft_mangle: IptablesSave | None,
                               legacy: IptablesSave | None) -> tuple[str, str]:
     """kubernetes-sigs/iptables-wrappers' rule: KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY in

@@ -47,7 +47,7 @@ from clusterfix_tui.core.checks.firewall_path import (
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
-from clusterfix_tui.core.parsers import NftRule, Table, nft_rule_statement, version_tuple
+from clusterfix_tui.core.parsers import NftRule, Table, legacy_tables_warning, nft_rule_statement, version_tuple
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
@@ -64,8 +64,10 @@ READS: dict[str, tuple[str, ...]] = {
     "IPTABLES_BACKEND_CONFLICT": (*IPTABLES_SECTIONS, "kube_proxy_mode"),
     "KUBE_PROXY_INCOMPATIBLE_CHAIN": (*IPTABLES_SECTIONS, "nft_json", "incompatible_chains",
                                       "nft_table_text"),
+    # legacy_tables: not a section of its own, the kernel's iptables-legacy tables that
+    # iptables-nft says exist when no iptables-legacy-save listed them (NodeFacts.unread_sections)
     "KUBE_PROXY_NO_RULES": (*IPTABLES_SECTIONS, "nft_json", "kube_proxy_healthz",
-                            "kube_proxy_mode", "ip_vs"),
+                            "kube_proxy_mode", "ip_vs", "legacy_tables"),
     # ip_addr: the node's addresses for a `-d` match on a NodePort; not read: such a rule is not judged
     "KUBE_PROXY_SHADOWED": (*IPTABLES_SECTIONS, "kube_proxy_mode"),
 }
@@ -1124,6 +1126,11 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
     pod = pod_for(snapshot, "kube_proxy_pods", node)
     if not missing:
         return _missing_jumps(snapshot, node, facts, live, why, pod, shape, mode)
+    if live == "nft" and unlisted_legacy_tables(facts):
+        # the kernel holds iptables-legacy tables this node could not list (no
+        # iptables-legacy-save: RHEL 8/9): kube-proxy's chains may be there (a kube-proxy image
+        # on legacy iptables). Not read: no "kube-proxy has no rules", no restart
+        return []
     label = "iptables-legacy-save" if live == "legacy" else "iptables-nft-save -t nat"
     evidence = [f"{label}: no chain {', '.join(missing)} in *nat",
                 *_kube_proxy_tail(facts, live, why, pod)]
@@ -1139,6 +1146,20 @@ def no_rules(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
         data=_no_rules_data(snapshot, facts, pod, shape, live, facts.kube_proxy_mode or mode,
                             missing),
     )]
+
+
+def unlisted_legacy_tables(facts: NodeFacts) -> str | None:
+    """iptables-nft's warning that the kernel holds iptables-legacy tables, when the node's legacy
+    view was not read (iptables-legacy-save absent or failed): the warning line, else None."""
+    if facts.legacy is not None:
+        return None
+    for name in ("nft_save_nat", "nft_save_filter", "nft_save_mangle"):
+        sec = facts.section(name)
+        if sec is not None:
+            line = legacy_tables_warning(f"{sec.stdout}\n{sec.stderr}")
+            if line:
+                return line
+    return None
 
 
 def _kube_proxy_tail(facts: NodeFacts, live: str, why: str, pod: Any) -> list[str]:
