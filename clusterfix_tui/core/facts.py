@@ -1131,10 +1131,11 @@ class NodeFacts:
         # iptables-nft says the kernel holds iptables-legacy tables that nothing listed (no
         # iptables-legacy-save: RHEL 8/9): what they hold is unknown ("legacy_tables" is no
         # section of its own; the checks that conclude from kube-proxy's rules being absent read it)
-        if self.legacy is None:
+        if self.legacy is None and "legacy_save" not in out:  # (a legacy_save not read says so)
             for name in ("nft_save_nat", "nft_save_filter", "nft_save_mangle"):
-                sec = self.sections.get(name)
-                line = P.legacy_tables_warning(f"{sec.stdout}\n{sec.stderr}") if sec is not None else None
+                nft_sec = self.sections.get(name)
+                line = (P.legacy_tables_warning(f"{nft_sec.stdout}\n{nft_sec.stderr}")
+                        if nft_sec is not None else None)
                 if line:
                     out["legacy_tables"] = (f"not listed: iptables-nft says '{line.lstrip('# ')}', and "
                                             "no iptables-legacy-save read them")

@@ -47,7 +47,13 @@ from clusterfix_tui.core.checks.firewall_path import (
 from clusterfix_tui.core.checks.pods import ComponentPodData
 from clusterfix_tui.core.facts import NodeFacts
 from clusterfix_tui.core.model import Finding, FindingData, Severity
-from clusterfix_tui.core.parsers import NftRule, Table, legacy_tables_warning, nft_rule_statement, version_tuple
+from clusterfix_tui.core.parsers import (
+    NftRule,
+    Table,
+    legacy_tables_warning,
+    nft_rule_statement,
+    version_tuple,
+)
 from clusterfix_tui.core.shape import shape_of, why_not
 from clusterfix_tui.core.snapshot import ClusterSnapshot
 
