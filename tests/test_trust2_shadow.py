@@ -135,3 +135,19 @@ def test_two_rules_shadowing_one_chain_get_two_opt_in_ids() -> None:
     opts = [a for a in plan.actions if a.opt_in]
     assert sorted(a.command.split(" -D PREROUTING ")[1] for a in opts) == sorted(
         r.split(" ", 2)[2] for r in (ACCEPT, other))
+
+
+@pytest.mark.parametrize("backend,binary", [("nft; touch /tmp/x", ""), ("$(id)", "iptables-$(id)"),
+                                            ("legacy", "/tmp/iptables")])
+def test_an_unknown_backend_or_binary_never_reaches_the_command(backend: str, binary: str) -> None:
+    """The iptables binary is put in the command unquoted (it is a command name): a finding read
+    back from a journal with any other backend or binary made it shell text; now no action."""
+    d = ShadowedData(backend=backend, ip_version=4, builtin="PREROUTING", rule=ACCEPT, via=ACCEPT,
+                     jump=JUMP, services=["default/x"], binary=binary)
+    got = kube_proxy_jump.jump_ahead(d, "-w 5", "iptables:a:1", "a")
+    if backend == "legacy":  # a binary that is not one of the known names: the backend's own
+        assert got is not None and got["command"].count("iptables-legacy -w 5 -t nat") == 2
+        assert "/tmp/iptables" not in got["command"]
+    else:
+        assert got is None
+        assert kube_proxy_jump.delete_rule(d, "-w 5", "x", "a", (1, None, None), "b") is None

@@ -30,9 +30,17 @@ def _q(v: str) -> str:
     return shlex.quote(v)
 
 
-def tool_of(d: ShadowedData, wait: str) -> str:
-    binary = d.binary if d.binary in BINARIES else (
-        f"{'ip6tables' if d.ip_version == 6 else 'iptables'}-{d.backend}")
+def tool_of(d: ShadowedData, wait: str) -> str | None:
+    """The iptables command for the finding's backend; None when neither its binary nor its
+    backend is one this tool knows (a value from a journal read back goes unquoted here)."""
+    if d.binary in BINARIES:
+        binary = d.binary
+    elif d.backend in ("legacy", "nft") and d.ip_version in (4, 6):
+        binary = f"{'ip6tables' if d.ip_version == 6 else 'iptables'}-{d.backend}"
+    else:
+        return None
+    if wait not in ("", "-w", "-w 5"):  # iptables_wait's answers
+        return None
     return " ".join(x for x in (binary, wait, "-t nat") if x)
 
 
@@ -56,6 +64,8 @@ def jump_ahead(d: ShadowedData, wait: str, id_: str, node: str) -> dict[str, Any
     if argv[:2] != ["-A", chain] or not is_kube_proxy_jump(argv[2:]):
         return None  # only kube-proxy's own form is copied (a narrower jump repairs nothing)
     tool = tool_of(d, wait)
+    if tool is None:
+        return None
     body = " ".join(_q(t) for t in argv[2:])
     rule, jump = d.rule.rstrip(), d.jump.rstrip()
     read = f"l=$({tool} -S {_q(chain)}) || exit 4; n={_lineno(rule)}; j={_lineno(jump)}; "
@@ -115,6 +125,8 @@ def delete_rule(d: ShadowedData, wait: str, id_: str, node: str,
     except ValueError:
         return None
     tool = tool_of(d, wait)
+    if tool is None:
+        return None
     body = " ".join(_q(t) for t in argv[2:])
     fam = "ip6tables" if d.ip_version == 6 else "iptables"
     where = f"{fam} {d.backend} nat {chain}"
