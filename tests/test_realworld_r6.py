@@ -263,3 +263,18 @@ def test_legacy_tables_warning_is_read_per_family():
     six = "# Warning: ip6tables-legacy tables present, use ip6tables-legacy-save to see them"
     assert P.legacy_tables_warning(six) is None and P.legacy_tables_warning(six, 6) == six
     assert P.legacy_tables_warning("*nat\nCOMMIT\n") is None
+
+
+def test_unlisted_legacy_tables_are_in_the_map_as_not_read():
+    """The netfilter map of the RHEL-8-like node: its iptables-nft tables, and a legacy entry saying
+    tables exist that nothing listed (old code: no legacy entry, as if no legacy table existed);
+    without the warning, none. The wizard's rows say "(not read)" and "?" rules for it."""
+    from clusterfix_tui.ui.screens.netfilter import map_rows
+
+    for warn in ("stderr", "stdout"):
+        m = netfilter_map(_rhel_node(warn))
+        (e,) = [x for x in m if x["backend"] == "iptables-legacy"]
+        assert e["family"] == "ip" and e["chains"] == [] and "iptables-legacy tables present" in e["not_read"]
+        (row,) = [r for r in map_rows(m) if r[2] == "legacy"]
+        assert row[5:] == ("(not read)", "-", "?")
+    assert not [x for x in netfilter_map(_rhel_node(None)) if x["backend"] == "iptables-legacy"]

@@ -78,6 +78,14 @@ def netfilter_map(facts: Any) -> list[dict[str, Any]]:
         save = getattr(facts, attr, None)
         if save is not None:
             out.extend(_save_entries(save, family, "iptables-legacy"))
+    # iptables-legacy tables the kernel holds but no iptables-legacy-save listed (RHEL 8/9 ship
+    # none): iptables-nft's warning says they exist; what they hold was not read
+    for attr, family, version in (("legacy", "ip", 4), ("ip6_legacy", "ip6", 6)):
+        warned = None if getattr(facts, attr, None) is not None else _legacy_warning(facts, version)
+        if warned:
+            out.append({"backend": "iptables-legacy", "family": family, "table": "(not listed)",
+                        "owner": "unknown", "chains": [], "chain_count": 0, "rules": 0,
+                        "not_read": f"{warned.lstrip('# ')} (no {family}tables-legacy-save listed them)"})
     # `iptables-save` of an iptables without -legacy/-nft variants (1.4.21 on CentOS 7, 1.6.x on
     # Ubuntu 18.04: the facts' plain_save): its tables are legacy unless it says nf_tables, and
     # then they are the nft ruleset's own ip/ip6 tables (listed above when that was read)
@@ -95,6 +103,23 @@ def netfilter_map(facts: Any) -> list[dict[str, Any]]:
                   _num(c["priority"])) for c in e["chains"]]
         return min(hooks) if hooks else (10, 0.0)
     return sorted(out, key=order)
+
+
+def _legacy_warning(facts: Any, version: int) -> str | None:
+    """iptables-nft's "iptables-legacy tables present" line in the facts' nft saves (stdout or
+    stderr) of that IP version, else None."""
+    from clusterfix_tui.core.parsers import legacy_tables_warning
+
+    names = (("nft_save_nat", "nft_save_filter", "nft_save_mangle") if version == 4 else
+             ("ip6_nft_save_nat", "ip6_nft_save_filter", "ip6_nft_save_mangle"))
+    sections = getattr(facts, "sections", None) or {}
+    for name in names:
+        sec = sections.get(name)
+        if sec is not None:
+            line = legacy_tables_warning(f"{sec.stdout}\n{sec.stderr}", version)
+            if line:
+                return line
+    return None
 
 
 def _plain_backend(facts: Any, save: Any) -> str:

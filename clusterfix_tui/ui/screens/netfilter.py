@@ -35,10 +35,12 @@ def map_rows(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                          f"{e['family']} {e['table']}", e.get("owner") or "unknown",
                          str(c.get("chain")), str(c.get("policy") or "-"), str(c.get("rules"))))
         if not e.get("chains"):
+            unread = bool(e.get("not_read"))  # present but not listed: nothing known of its chains
             rows.append((10, 0.0, "-", "-", BACKEND.get(e["backend"], e["backend"]),
                          f"{e['family']} {e['table']}",
-                         e.get("owner") or "unknown", f"({e.get('chain_count', 0)} chains)", "-",
-                         str(e.get("rules", 0))))
+                         e.get("owner") or "unknown",
+                         "(not read)" if unread else f"({e.get('chain_count', 0)} chains)", "-",
+                         "?" if unread else str(e.get("rules", 0))))
     rows.sort(key=lambda r: (r[0], r[1]))
     return [tuple(r[2:]) for r in rows]
 
