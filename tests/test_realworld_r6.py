@@ -278,3 +278,15 @@ def test_unlisted_legacy_tables_are_in_the_map_as_not_read():
         (row,) = [r for r in map_rows(m) if r[2] == "legacy"]
         assert row[5:] == ("(not read)", "-", "?")
     assert not [x for x in netfilter_map(_rhel_node(None)) if x["backend"] == "iptables-legacy"]
+
+
+def test_weave_and_antrea_chains_have_their_owner():
+    """weave-npc's chains of the real weave sample and antrea's chains and rule comments, as
+    antrea's own route test expects `iptables-save -t nat/mangle` (public Go test, search corpus
+    file id 6704956274): their CNI's (old code: 'unknown', not a known prefix)."""
+    save = P.parse_iptables_save(text("weave-kubeadm-1.11-iptables-1.6.0-filter.save"))
+    weave = [c for c in save.tables["filter"].chains if c.startswith("WEAVE-")]
+    assert len(weave) == 7 and guess_owner(weave) == "weave"
+    antrea = ["ANTREA-MANGLE", "ANTREA-OUTPUT", "ANTREA-POSTROUTING",
+              "Antrea: jump to Antrea postrouting rules", "Antrea: masquerade Pod to external packets"]
+    assert {guess_owner([n]) for n in antrea} == {"antrea"}

@@ -30,6 +30,9 @@ OWNERS: tuple[tuple[str, str], ...] = (
     (r"^firewalld$|_public|^filter_|^nat_|^mangle_", "firewalld"),
     (r"^f2b-|fail2ban", "fail2ban"),
     (r"^ufw-", "ufw"),
+    # weave-npc's WEAVE-NPC*/WEAVE-* chains, antrea's ANTREA-* chains
+    (r"^WEAVE-|^WEAVE$", "weave"),
+    (r"^ANTREA-|^antrea", "antrea"),
     (r"^LIBVIRT|libvirt", "libvirt"),
 )
 
