@@ -173,3 +173,28 @@ def test_windows_node_gets_no_linux_facts_script():
     assert [f.code for f in d.findings if f.node == name] == []
     notes = [x for x in d.not_checked if name in x["nodes"] and not x["codes"]]
     assert len(notes) == 1 and f"{name}=windows" in notes[0]["why"]
+
+
+def test_v6_first_dual_stack_flannel_gateway_is_ipv4():
+    """k3s#8794's node s1 (dual-stack, --cluster-cidr fda5:8888:9999:311::0/64,10.3.128.0/17:
+    IPv6 first). SYNTHESISED: spec.podCIDRs as kube-controller-manager allocates them from those
+    node-args (IPv6 /80 first, IPv4 /24), for s1 and a peer s2. flannel.1's address (the vxlan
+    probe's target) is the IPv4 subnet's; old code: the IPv6 podCIDR's network address, so no
+    peer was probed over the underlay."""
+    from test_realworld import node_from_text
+
+    from clusterfix_tui.core.checks.underlay import probe_targets
+    from clusterfix_tui.core.snapshot import ClusterSnapshot, node_info
+
+    raw = (DATA / "k3s-8794-dualstack-v6-first-node-excerpt.yaml").read_text()
+    assert '"--cluster-cidr","fda5:8888:9999:311::0/64,10.3.128.0/17"' in raw
+    nodes = {}
+    for i, name in enumerate(("s1", "s2")):
+        obj = node_from_text(raw)
+        obj["metadata"]["name"] = name
+        cidrs = [f"fda5:8888:9999:311:0:{i}::/80", f"10.3.{128 + i}.0/24"]
+        obj["spec"] = {"podCIDR": cidrs[0], "podCIDRs": cidrs}
+        nodes[name] = node_info(obj)
+    assert nodes["s2"].flannel_gateway == "10.3.129.0"
+    snap = ClusterSnapshot(nodes=nodes, flannel_backend="vxlan")
+    assert probe_targets(snap, "s1") == ["10.3.129.0"]

@@ -142,7 +142,13 @@ class NodeInfo:
 
     @property
     def flannel_gateway(self) -> str | None:
-        """The subnet's network address: flannel.1's /32 and the peers' onlink gateway."""
+        """The subnet's network address: flannel.1's /32 and the peers' onlink gateway. flannel.1
+        is the IPv4 device: on a dual-stack node listing its IPv6 podCIDR first (k3s/kubeadm
+        --cluster-cidr v6,v4) it is the IPv4 podCIDR's, not spec.podCIDR's (IPv6 there); a node
+        without an IPv4 podCIDR keeps spec.podCIDR's."""
+        v4 = self.gateway_for(4)
+        if v4 is not None:
+            return v4
         try:
             return str(ipaddress.ip_network(self.pod_cidr or "", strict=False).network_address)
         except ValueError:
