@@ -517,7 +517,9 @@ def legacy_tables_warning(text: str | None, family: int = 4) -> str | None:
     """The line of an iptables-nft output (stdout or stderr) saying the kernel also holds
     iptables-legacy tables of that family (4: iptables, 6: ip6tables), else None."""
     want = "ip6tables" if family == 6 else "iptables"
-    for m in _LEGACY_WARNING_RE.finditer(text or ""):
+    if not text or "-legacy tables present" not in text:  # (a save can be megabytes: one scan)
+        return None
+    for m in _LEGACY_WARNING_RE.finditer(text):
         if m.group(1) == want:
             return m.group(0).strip()
     return None
