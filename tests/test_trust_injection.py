@@ -157,10 +157,21 @@ def sc_host(v: dict[str, str]) -> Diag:
              "rule": "-A FORWARD -j REJECT"},
         ]),
         F("IPVS_MODULES_MISSING", n2, missing=["ip_vs", v["module"]], mode=v["mode"]),
+        # a per-device sysctl (the device name from the node's sysctl output): its own
+        # forwarding; the device's ifindex pins precondition and rollback to it. (accept_ra=2 is
+        # not swept here: a refused device leaves its line out of the sysctl.d file's text, which
+        # this checker cannot tell from a changed structure; its name is checked by _IFACE_RE)
+        F("IP_FORWARD_OFF", n2, value="1", interfaces=[v["fwd_dev"]],
+          sysctls=[f"net.ipv4.conf.{v['fwd_dev']}.forwarding"]),
     ]
     snap = ClusterSnapshot(flannel_network=v["pod_network"], kube_proxy_pods={
         n2: [podinfo(v["kp_ns"], v["kp_pod"], n2, {"k8s-app": "kube-proxy"})]})
-    return Diag(findings, snapshot=snap)
+
+    class Links:  # the node's links as `ip -j link` shows them
+        links = ({"ifname": v["fwd_dev"], "ifindex": 7},)
+        addrs: tuple[Any, ...] = ()
+
+    return Diag(findings, facts={n2: Links()}, snapshot=snap)
 
 
 def sc_pods(v: dict[str, str]) -> Diag:
@@ -207,7 +218,8 @@ SCENARIOS: dict[str, tuple[Callable[[dict[str, str]], Diag], tuple[str, ...], se
                             "route_spec", "fl_ns", "fl_pod_a", "fl_pod_b"), {"route_spec"}),
     "host_network": (sc_host, ("node_a", "node_b", "sysval", "sysval2", "comment",
                                "nft_table", "chain", "rule_text", "ipt_table", "module",
-                               "mode", "pod_network", "kp_ns", "kp_pod"), set()),
+                               "mode", "pod_network", "kp_ns", "kp_pod", "fwd_dev"),
+                     set()),
     "pods": (sc_pods, ("node_a", "node_b", "node_c", "kp_pod", "kp_ns", "fl_ns", "fl_ds",
                        "app_ns", "deploy", "container", "probe_path", "dns_ns", "dns_pod",
                        "dns_deploy"), set()),
