@@ -74,6 +74,47 @@ def _save_quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _fake_iptables(tmp_path):
+    """(run(script), logged(), chain file): sh with a fake iptables-nft on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / "iptables-nft").write_text(FAKE)
+    (bindir / "iptables-nft").chmod(0o755)
+    chain, log = tmp_path / "chain", tmp_path / "log"
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "CFX_CHAIN": str(chain), "CFX_LOG": str(log)}
+
+    def run(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    def logged() -> list[list[str]]:
+        text = log.read_text() if log.exists() else ""
+        return [ln.split("\037")[:-1] for ln in text.splitlines() if ln]
+
+    return run, logged, chain
+
+
+def test_rollback_never_removes_a_copy_of_the_jump_that_was_there_before(tmp_path) -> None:
+    """A chain that held kube-proxy's jump twice already (an admin's `iptables-restore --noflush`
+    of a saved ruleset) when the plan read it: the rollback removed a copy whenever it saw two,
+    so one of the node's own copies went even when the action had inserted nothing (it failed,
+    or found the rule gone). It now removes one only past the copies the plan saw."""
+    facts = _facts()
+    text = _nat_text(facts, ACCEPT).replace(JUMP, f"{JUMP}\n{JUMP}", 1)
+    (f,) = _shadowed(_with_nat(facts, text))
+    assert f.data.jump == JUMP and f.data.jump_copies == 2
+    fields = kube_proxy_jump.jump_ahead(f.data, "-w", "iptables:a:1", "a")
+    assert fields is not None
+    run, logged, chain = _fake_iptables(tmp_path)
+    rb = fields["rollback"]
+    chain.write_text(f"-P PREROUTING ACCEPT\n{ACCEPT}\n{JUMP}\n{JUMP}\n")  # nothing inserted
+    assert run(rb.precondition.command).returncode == 3  # done: nothing of ours to remove
+    assert run(rb.command).returncode == 0 and logged() == []
+    chain.write_text(f"-P PREROUTING ACCEPT\n{JUMP}\n{ACCEPT}\n{JUMP}\n{JUMP}\n")  # inserted
+    assert run(rb.precondition.command).returncode == 0
+    assert run(rb.command).returncode == 0 and logged() == [["-D", "PREROUTING", *shlex.split(JUMP)[2:]]]
+
+
 @pytest.mark.parametrize("i", range(len(HOSTILE)))
 def test_hostile_rule_and_jump_texts_reach_iptables_as_exactly_their_argv(tmp_path, i: int) -> None:
     canary = tmp_path / "canary"

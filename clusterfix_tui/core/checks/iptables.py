@@ -194,6 +194,7 @@ class ShadowedData(FindingData, codes=("KUBE_PROXY_SHADOWED",)):
     services: list[str] = field(default_factory=list)  # the Service ports it shadows
     partial: bool = False  # only for some sources / interfaces
     binary: str = ""  # the binary that writes that backend ("iptables-nft", "ip6tables-legacy")
+    jump_copies: int = 1  # how many rules of the chain read exactly `jump` (the rollback's base)
 
 
 def kube_proxy_backend(facts: NodeFacts) -> tuple[str, str]:
@@ -1513,6 +1514,7 @@ def shadowed(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
             jumps = [r for r in nat.rules_in(sh.builtin) if r.target == "KUBE-SERVICES"]
             jump = next((r.spec for r in jumps if nat_shadow.is_kube_proxy_jump(r.args)),
                         jumps[0].spec)
+            copies = sum(1 for r in jumps if r.spec == jump)
             names = sorted({d.label for d in sh.dests})
             fam = " (IPv6)" if version == 6 else ""
             evidence = [f"{label}: {sh.rule.spec} (ahead of kube-proxy's {jump})"]
@@ -1538,7 +1540,7 @@ def shadowed(snapshot: ClusterSnapshot, node: str, facts: NodeFacts) -> list[Fin
                 reference=REF_KUBE_PROXY, step="iptables",
                 data=ShadowedData(backend=live, ip_version=version, builtin=sh.builtin,
                                   rule=sh.rule.spec, via=sh.via, jump=jump, services=names,
-                                  partial=sh.partial,
+                                  partial=sh.partial, jump_copies=copies,
                                   binary=ip if single else f"{ip}-{live}"),
             ))
     return out

@@ -77,18 +77,22 @@ def jump_ahead(d: ShadowedData, wait: str, id_: str, node: str) -> dict[str, Any
                + _q("clusterfix: kube-proxy's jump is ahead of the rule already (not inserted)")
                + f"; exit 0; fi; {tool} -I {_q(chain)} \"$n\" {body}")
     count = f"$(printf '%s\\n' \"$l\" | grep -cxF -e {_q(jump)})"
+    # the copies the chain held when the plan read it (kube-proxy's own, and any an admin's
+    # restore doubled): only one more than those is the tool's to remove
+    base = d.jump_copies if isinstance(d.jump_copies, int) and d.jump_copies >= 1 else 1
     rollback = Action(
         id=id_ + ":rollback", target=node, kind="shell",
-        command=(f"l=$({tool} -S {_q(chain)}) || exit 4; if [ \"{count}\" -ge 2 ]; then "
+        command=(f"l=$({tool} -S {_q(chain)}) || exit 4; if [ \"{count}\" -gt {base} ]; then "
                  f"{tool} -D {_q(chain)} {body}; else echo "
-                 + _q("clusterfix: only kube-proxy's own jump is there: nothing to remove")
+                 + _q("clusterfix: only the copies of kube-proxy's jump the plan saw are there: nothing to remove")
                  + "; fi"),
         why="delete the inserted copy of kube-proxy's jump (the first of the two: `-D` with a "
             "rule's text deletes the first match); kube-proxy's own stays",
         precondition=pre.exists_else_done(
-            f"l=$({tool} -S {_q(chain)}) && [ \"{count}\" -ge 2 ]",
-            f"two copies of kube-proxy's jump in {where}",
-            f"one copy of kube-proxy's jump in {where}: the inserted one is not there"),
+            f"l=$({tool} -S {_q(chain)}) && [ \"{count}\" -gt {base} ]",
+            f"{base + 1} copies of kube-proxy's jump in {where}",
+            f"{base} cop{'y' if base == 1 else 'ies'} of kube-proxy's jump in {where}, as the "
+            "plan saw: the inserted one is not there"),
     )
     shadowed = ", ".join(d.services[:6]) + (" ..." if len(d.services) > 6 else "")
     return dict(
