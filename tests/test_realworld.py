@@ -1083,6 +1083,9 @@ CHECKERS = {"manifests": check_manifests, "iptables-S-legacy-warning-r6": lambda
             "iptables-rules": check_iptables_rules, "iptables-save": check_iptables_save,
             "node-text": check_node_text, "node-spec": check_node_spec,
             "mirror-annotation": check_mirror,
+            "pod-init-api": lambda s: __import__("tests.test_realworld_api",
+                                                 fromlist=["test_init_container_crashloop_is_the_pods_crash"]
+                                                 ).test_init_container_crashloop_is_the_pods_crash(),
             "pod-api": lambda s: __import__("tests.test_realworld_api",
                                             fromlist=["check_pod_api"]).check_pod_api(s),
             "describe-node-api": lambda s: __import__("tests.test_realworld_api",

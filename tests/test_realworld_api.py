@@ -198,3 +198,35 @@ def test_v6_first_dual_stack_flannel_gateway_is_ipv4():
     assert nodes["s2"].flannel_gateway == "10.3.129.0"
     snap = ClusterSnapshot(nodes=nodes, flannel_backend="vxlan")
     assert probe_targets(snap, "s1") == ["10.3.129.0"]
+
+
+def test_init_container_crashloop_is_the_pods_crash():
+    """flannel#2069: kube-flannel-ds-42k6p in Init:CrashLoopBackOff, 9 restarts, its init container
+    install-cni-plugin logging "exec /bin/cp: exec format error". SYNTHESISED: the status kubelet
+    reports for that line (phase Pending, install-cni-plugin waiting CrashLoopBackOff with 9
+    restarts, kube-flannel waiting PodInitializing) on node-1's flannel pod of the healthy
+    recording, the log as its log. FLANNEL_CRASHLOOP on install-cni-plugin with its log; old
+    code: POD_NOT_RUNNING 'Pending' reason PodInitializing, the failing container unnamed."""
+    raw = (DATA / "flannel-2069-init-crashloop-excerpt.txt").read_text().splitlines()
+    row = raw[-1].split()
+    name, status, restarts = row[1], row[3], int(row[4])
+    assert status == "Init:CrashLoopBackOff"
+    rec = copy.deepcopy(load("healthy"))
+    pod = next(p for p in rec["pods"] if p["metadata"]["name"].startswith("kube-flannel")
+               and p["spec"].get("nodeName") == "node-1")
+    pod["status"]["phase"] = "Pending"
+    for c in pod["status"].get("conditions") or []:
+        if c.get("type") in ("Ready", "ContainersReady", "Initialized"):
+            c["status"] = "False"
+    for cs in pod["status"]["containerStatuses"]:
+        cs.update(ready=False, restartCount=0, state={"waiting": {"reason": "PodInitializing"}})
+        cs.pop("lastState", None)
+    pod["status"]["initContainerStatuses"] = [
+        {"name": "install-cni-plugin", "ready": False, "restartCount": restarts,
+         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+         "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]
+    snap = build_snapshot(ReplayAPI(rec), with_logs=False)
+    found = [f for f in pods_check(snap, {}) if f.node == "node-1"]
+    assert [f.code for f in found] == ["FLANNEL_CRASHLOOP"], [(f.code, f.title) for f in found]
+    assert found[0].data.container == "install-cni-plugin" and found[0].data.restart_count == restarts
+    assert name.startswith("kube-flannel-ds-")

@@ -316,6 +316,15 @@ def _container_status(obj: dict[str, Any], container_hint: str | None) -> dict[s
         # the worst container: waiting first, then most restarts
         cs = sorted(statuses, key=lambda x: (not _d(_d(x.get("state")).get("waiting")),
                                              -_i(x.get("restartCount"))))[0]
+    # the pod is still initializing (Init:CrashLoopBackOff, Init:Error): the init container
+    # that is failing is what describes it, not the main one waiting in PodInitializing
+    if not cs or _d(_d(cs.get("state")).get("waiting")).get("reason") == "PodInitializing":
+        inits = [x for x in _l(_d(obj.get("status")).get("initContainerStatuses")) if isinstance(x, dict)]
+        failing = next((x for x in inits if not x.get("ready") and (
+            _d(_d(x.get("state")).get("waiting")).get("reason") not in (None, "PodInitializing")
+            or _i(_d(_d(x.get("state")).get("terminated")).get("exitCode")) != 0)), None)
+        if failing is not None:
+            cs = failing
     return cs
 
 
