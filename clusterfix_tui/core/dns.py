@@ -110,6 +110,12 @@ def _matches(labels: dict[str, Any], selector: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def _count(v: Any) -> int:
+    """A count from the API (status.readyReplicas): an int, else 0 (int() of an odd value
+    raised out of the snapshot and the whole diagnosis was lost)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
 def _err(what: str, exc: BaseException) -> str:
     return f"{what}: {type(exc).__name__}: {exc}"[:300]
 
@@ -233,7 +239,7 @@ def read_dns(api: Any, pods: list[Any] | tuple[Any, ...],
         found_deps.append(DnsDeployment(
             namespace=str(meta.get("namespace") or DNS_NAMESPACE), name=name,
             replicas=reps if isinstance(reps, int) and not isinstance(reps, bool) else None,
-            ready=int(_d(d.get("status")).get("readyReplicas") or 0)))
+            ready=_count(_d(d.get("status")).get("readyReplicas"))))
 
     node_local = tuple(f"{d.get('namespace')}/{d.get('name')}" for d in daemonsets or ()
                        if d.get("name") in NODELOCAL_NAMES
