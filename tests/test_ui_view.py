@@ -93,7 +93,7 @@ def test_nodes_and_pods_from_the_snapshot() -> None:
     diagnosis = _Diagnosis(snap, {"node-2": _facts()})
     assert v.node_rows(diagnosis, {"node-2": "connected"}) == [
         ("node-2", "worker", "False", "10.213.7.12", "10.244.1.0/24", "v1.31.2", "nft",
-         "connected")]
+         "not read", "connected")]
     assert v.is_network_pod(pod)
     assert v.pod_row(pod) == ("kube-system/kube-proxy-7xk2p", "node-2", "CrashLoopBackOff",
                               "12", "CrashLoopBackOff")

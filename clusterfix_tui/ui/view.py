@@ -180,6 +180,20 @@ def iptables_mode(facts: Any) -> str:
     return str(mode or "?")
 
 
+def conntrack_cell(facts: Any) -> str:
+    """A node's conntrack fill for the nodes panel: "count/max pct%", "not loaded" (no
+    nf_conntrack: nothing tracked) or "not read" (no facts, or the section unread/unparsed)."""
+    ct = pick(facts, "conntrack", default=None)
+    state = pick(ct, "state", default=None)
+    if state == "not-loaded":
+        return "not loaded"
+    count, most = pick(ct, "count", default=None), pick(ct, "max", default=None)
+    if state != "read" or not isinstance(count, int) or not isinstance(most, int):
+        return "not read"
+    pct = f" {count * 100 // most}%" if most > 0 else ""
+    return f"{count:,}/{most:,}{pct}"
+
+
 def node_rows(diagnosis: Any, ssh_states: dict[str, str]) -> list[tuple[str, ...]]:
     facts = facts_of(diagnosis)
     rows = []
@@ -189,11 +203,12 @@ def node_rows(diagnosis: Any, ssh_states: dict[str, str]) -> list[tuple[str, ...
         seen.add(name)
         rows.append((
             name, node_roles(node), node_ready(node), node_internal_ip(node), node_pod_cidr(node),
-            node_kubelet(node), iptables_mode(facts.get(name)), ssh_states.get(name, "?"),
+            node_kubelet(node), iptables_mode(facts.get(name)), conntrack_cell(facts.get(name)),
+            ssh_states.get(name, "?"),
         ))
     for name in sorted(set(ssh_states) - seen):
         rows.append((name, "", "Unknown", "", "", "", iptables_mode(facts.get(name)),
-                     ssh_states[name]))
+                     conntrack_cell(facts.get(name)), ssh_states[name]))
     return rows
 
 
@@ -203,7 +218,34 @@ def is_network_pod(pod: Any) -> bool:
     return (
         "kube-proxy" in name or "flannel" in name
         or labels.get("k8s-app") == "kube-proxy" or labels.get("app") in ("flannel", "kube-flannel")
+        or is_dns_pod(pod)
     )
+
+
+def is_dns_pod(pod: Any) -> bool:
+    """A cluster DNS pod (CoreDNS / kube-dns: k8s-app=kube-dns, as core/dns.py reads them)."""
+    labels = pick(pod, "metadata.labels", "labels", default={}) or {}
+    return isinstance(labels, dict) and labels.get("k8s-app") == "kube-dns"
+
+
+def dns_line(diagnosis: Any) -> tuple[str, str]:
+    """The cluster DNS line of the diagnostics status, and its style: ("", "") when the API
+    gave no DNS reads (an old journal, a fake API)."""
+    dns = pick(pick(diagnosis, "snapshot", default=None), "dns", default=None)
+    summary = getattr(dns, "summary", None)
+    if not callable(summary):
+        return "", ""
+    if getattr(dns, "service_read", False) and not getattr(dns, "found", True):
+        # core.dns's sentence names the label too: too long for one line of an 80-column screen
+        return "cluster DNS: none found (no kube-dns Service, DNS pods or Deployments)", "yellow"
+    line = str(summary())
+    deps = getattr(dns, "deployments", ()) or ()
+    if deps:
+        line += "; " + ", ".join(f"{d.ref} {d.ready}/{1 if d.replicas is None else d.replicas} ready"
+                                 for d in deps[:3]) + (f" +{len(deps) - 3}" if len(deps) > 3 else "")
+    if getattr(dns, "serving", None) is False:
+        return line, "bold red"
+    return line, "yellow" if not getattr(dns, "service_read", False) else "dim"
 
 
 def pod_key(pod: Any) -> str:

@@ -103,6 +103,18 @@ class FilterBox(Input):
             self.styles.offset = (OFF_SCREEN, 0)
 
 
+def _conntrack_style(cell: str) -> str:
+    """The nodes panel's conntrack cell: red from 90% full (new flows are dropped at 100%),
+    yellow from 75%, dim when not read."""
+    if cell == "not read":
+        return "dim"
+    pct = cell.rpartition(" ")[2]
+    if pct.endswith("%") and pct[:-1].isdigit():
+        n = int(pct[:-1])
+        return "bold red" if n >= 90 else "yellow" if n >= 75 else ""
+    return ""
+
+
 class DiagnosticsScreen(WizardScreen):
     CAN_GO_BACK = False
     # Textual's Screen repaints the whole screen on every focus change (its `focused` reactive):
@@ -113,8 +125,10 @@ class DiagnosticsScreen(WizardScreen):
     HELP = """\
 ## Diagnostics
 What the API and every node said, in panels: Findings (severity, evidence, the step that fixes
-it), Nodes, kube-proxy and flannel Pods (select one for its last log lines), Routes and NAT chains
-per node (select the node on the left).
+it), Nodes (with each node's conntrack fill: count/max, `not loaded`, `not read`), kube-proxy,
+flannel and cluster DNS Pods (select one for its last log lines), Routes and NAT chains per node
+(select the node on the left). The status line above says the cluster shape and cluster DNS
+(kube-dns's ready endpoints, its Deployments).
 
 Findings that share one cause across nodes (a node's VTEP stale on all its peers, the same
 setting wrong everywhere) are one row naming the cause and counting the nodes (`▸ 29 nodes`);
@@ -208,7 +222,7 @@ in the node, code and title. It applies to every panel's nodes.
             t.add_column(label, key=key, width=width)
         t = self.query_one("#nodes-table", PagedTable)
         for label in ("node", "roles", "Ready", "InternalIP", "podCIDR", "kubelet", "iptables",
-                      "SSH"):
+                      "conntrack", "SSH"):
             t.add_column(label, key=label)
         t = self.query_one("#pods-table", PagedTable)
         for label in ("pod", "node", "status", "restarts", "reason"):
@@ -284,6 +298,9 @@ in the node, code and title. It applies to every panel's nodes.
         shape = shape_line(getattr(diagnosis, "shape", None))
         if shape:
             status.append("\n" + shape, style="dim")
+        dns, dns_style = v.dns_line(diagnosis)
+        if dns:
+            status.append("\n" + dns, style=dns_style)
         self.query_one("#diag-status", Static).update(_no_control(status))
         ssh = {n: ("left-out" if n in self.wizard.state.left_out else c.state)
                for n, c in self.wizard.state.conns.items()}
@@ -391,7 +408,8 @@ in the node, code and title. It applies to every panel's nodes.
     def _node_cells(row: tuple[str, ...]) -> tuple[str, list[Any]]:
         cells: list[Any] = list(row)
         cells[2] = Text(row[2], style="green" if row[2] == "True" else "bold red")
-        cells[7] = Text(row[7], style=v.SSH_STATE_STYLE.get(row[7], ""))
+        cells[7] = Text(row[7], style=_conntrack_style(row[7]))
+        cells[8] = Text(row[8], style=v.SSH_STATE_STYLE.get(row[8], ""))
         return row[0], cells
 
     @staticmethod
