@@ -167,11 +167,11 @@ def sc_host(v: dict[str, str]) -> Diag:
     snap = ClusterSnapshot(flannel_network=v["pod_network"], kube_proxy_pods={
         n2: [podinfo(v["kp_ns"], v["kp_pod"], n2, {"k8s-app": "kube-proxy"})]})
 
-    class Links:  # the node's links as `ip -j link` shows them
-        links = ({"ifname": v["fwd_dev"], "ifindex": 7},)
-        addrs: tuple[Any, ...] = ()
+    from clusterfix_tui.core.facts import NodeFacts
 
-    return Diag(findings, facts={n2: Links()}, snapshot=snap)
+    # the node's links as `ip -j link` shows them (real facts: every step reads them as such)
+    links = NodeFacts(node=n2, links=({"ifname": v["fwd_dev"], "ifindex": 7},))
+    return Diag(findings, facts={n2: links}, snapshot=snap)
 
 
 def sc_pods(v: dict[str, str]) -> Diag:
