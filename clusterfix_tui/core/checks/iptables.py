@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1273,6 +1274,22 @@ def _nat_gaps(snapshot: ClusterSnapshot, nat: Table, version: int) -> list[str]:
     return gaps
 
 
+def _whole_nat_tables(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
+                      live: str) -> Iterator[tuple[int, Table, str]]:
+    """(IP version, nat table, its save's label) of the node's `live` backend, per family the node
+    has (ip6tables with an IPv6 podCIDR), for the saves read whole only: a save cut before COMMIT
+    or with a line not understood may lack exactly the rules looked for, never read as "gone"."""
+    for version in (4, 6):
+        if version == 6 and 6 not in pod_families(snapshot, node):
+            continue
+        save = backend_saves(facts, version).get(live)
+        if save is None or "nat" in save.incompatible_tables or save.errors:
+            continue
+        nat = save.table("nat")
+        if nat is not None:
+            yield version, nat, save_label(live, "nat", version, facts)
+
+
 def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live: str, why: str,
                    pod: Any, shape: Any, mode: str | None) -> list[Finding]:
     """kube-proxy's chains are there but part of what links them into the packet's path is gone
@@ -1282,22 +1299,11 @@ def _missing_jumps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts, live:
     and reports healthy. Its next full sync puts them back (a restart forces one)."""
     evidence: list[str] = []
     missing: list[str] = []
-    for version in (4, 6):
-        if version == 6 and 6 not in pod_families(snapshot, node):
-            continue
-        save = backend_saves(facts, version).get(live)
-        # a save that did not parse whole (cut before COMMIT, a line not understood) may lack
-        # exactly the rules looked for: never read as "gone"
-        if save is None or "nat" in save.incompatible_tables or save.errors:
-            continue
-        nat = save.table("nat")
-        if nat is None:
-            continue
+    for version, nat, label in _whole_nat_tables(snapshot, node, facts, live):
         gaps = _nat_gaps(snapshot, nat, version)
         ip = "ip6tables" if version == 6 else "iptables"
         for g in gaps:
             missing.append(g if version == 4 else f"{g} (IPv6)")
-            label = save_label(live, 'nat', version, facts)
             evidence.append(f"{label}: {g[len('foreign '):]} (a verdict kube-proxy never writes "
                             "there: the traffic it matches skips kube-proxy)"
                             if g.startswith("foreign ") else
@@ -1399,16 +1405,7 @@ def _ipvs_link_gaps(snapshot: ClusterSnapshot, node: str, facts: NodeFacts,
     podCIDR); a save not read whole is never read as "gone"."""
     missing: list[str] = []
     evidence: list[str] = []
-    for version in (4, 6):
-        if version == 6 and 6 not in pod_families(snapshot, node):
-            continue
-        save = backend_saves(facts, version).get(live)
-        if save is None or "nat" in save.incompatible_tables or save.errors:
-            continue
-        nat = save.table("nat")
-        if nat is None:
-            continue
-        label = save_label(live, "nat", version, facts)
+    for version, nat, label in _whole_nat_tables(snapshot, node, facts, live):
         for g in _ipvs_nat_gaps(snapshot, nat):
             missing.append(g if version == 4 else f"{g} (IPv6)")
             evidence.append(f"{label}: no {g} in *nat (KUBE-SERVICES is there)"
