@@ -230,3 +230,49 @@ def test_init_container_crashloop_is_the_pods_crash():
     assert [f.code for f in found] == ["FLANNEL_CRASHLOOP"], [(f.code, f.title) for f in found]
     assert found[0].data.container == "install-cni-plugin" and found[0].data.restart_count == restarts
     assert name.startswith("kube-flannel-ds-")
+
+
+def _tainted(taints: list[dict[str, str]], flannel_tolerations: Any = None) -> list[str]:
+    """A Linux node (real labels of kubespray#2588's excerpt, kubernetes.io/os=linux) with
+    `taints`, in the healthy recording whose kube-proxy DaemonSet tolerates everything (kubeadm's
+    `operator: Exists`) and whose flannel DaemonSet carries flannel's real manifest's placement
+    and, unless given, its tolerations (NoSchedule only): the titles of its pod findings."""
+    node = node_from_describe((DATA / "kubespray-2588-describe-windows-node-excerpt.txt").read_text())
+    node["metadata"]["labels"]["kubernetes.io/os"] = "linux"
+    node["spec"]["taints"] = taints
+    rec = copy.deepcopy(load("healthy"))
+    rec["nodes"].append(node)
+    real = flannel_daemonset()["spec"]["template"]["spec"]
+    for ds in rec["daemonsets"]["kube-flannel"]:
+        ds["spec"]["template"]["spec"]["tolerations"] = copy.deepcopy(
+            real["tolerations"] if flannel_tolerations is None else flannel_tolerations)
+    snap = build_snapshot(ReplayAPI(rec), with_logs=False)
+    return sorted(f.title for f in pods_check(snap, {}) if f.node == "win-ah6pqb767nf")
+
+
+def test_a_taint_the_daemonset_does_not_tolerate_expects_no_pod():
+    """flannel's real manifest tolerates NoSchedule taints only: on a node tainted NoExecute
+    (a dedicated node pool) its DaemonSet places no pod, so none is missing there (old code: 'no
+    flannel pod on this node', an error with step pods); kube-proxy (tolerates all) still is."""
+    got = _tainted([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}])
+    assert got == ["no kube-proxy pod on this node"]
+
+
+def test_taints_tolerated_or_added_by_the_controller_still_expect_the_pod():
+    # NoSchedule: tolerated by flannel's `operator: Exists, effect: NoSchedule`; unreachable
+    # NoExecute: every DaemonSet pod tolerates it (the controller adds it); PreferNoSchedule:
+    # never keeps a DaemonSet pod away
+    both = ["no flannel pod on this node", "no kube-proxy pod on this node"]
+    assert _tainted([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]) == both
+    assert _tainted([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}],
+                    flannel_tolerations=[]) == both
+    assert _tainted([{"key": "x", "value": "y", "effect": "PreferNoSchedule"}],
+                    flannel_tolerations=[]) == both
+    # a DaemonSet without tolerations on a control-plane node tainted NoSchedule: no pod there
+    assert _tainted([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+                    flannel_tolerations=[]) == ["no kube-proxy pod on this node"]
+    # Equal needs the value: dedicated=gpu tolerated, dedicated=db not
+    tol = [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}]
+    assert _tainted([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}], tol) == both
+    assert _tainted([{"key": "dedicated", "value": "db", "effect": "NoExecute"}], tol) == \
+        ["no kube-proxy pod on this node"]

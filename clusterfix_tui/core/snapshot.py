@@ -75,6 +75,8 @@ class NodeInfo:
     kubelet_version: str | None
     pod_cidrs: tuple[str, ...] = ()  # spec.podCIDRs in order (dual stack: both families)
     container_runtime: str | None = None  # status.nodeInfo.containerRuntimeVersion
+    # spec.taints: {key, value, effect} each (strings; a missing one "")
+    taints: tuple[dict[str, str], ...] = ()
 
     def pod_cidr_for(self, version: int) -> str | None:
         """The podCIDR of one IP family (4 or 6), whatever the order of podCIDRs."""
@@ -178,7 +180,8 @@ class ClusterSnapshot:
     daemonsets: tuple[dict[str, Any], ...] = ()  # {namespace, name, desired, ready, uid, labels,
     #   components (core.shape.classify_daemonset), configmaps (volume ConfigMap names),
     #   node_selector (the pod template's nodeSelector), node_affinity (its required
-    #   nodeSelectorTerms, None: none)}
+    #   nodeSelectorTerms, None: none), tolerations ({key, operator, value, effect}),
+    #   host_network}
     errors: tuple[dict[str, str], ...] = ()
     flannel_net_conf: dict[str, Any] | None = None  # the parsed net-conf.json
     flannel_configmap: str | None = None  # "ns/name" it came from
@@ -303,6 +306,8 @@ def node_info(obj: dict[str, Any]) -> NodeInfo:
         kubelet_version=_s(_d(status.get("nodeInfo")).get("kubeletVersion")),
         pod_cidrs=tuple(cidrs) or tuple(c for c in (_s(spec.get("podCIDR")),) if c),
         container_runtime=_s(_d(status.get("nodeInfo")).get("containerRuntimeVersion")),
+        taints=tuple({k: _s(t.get(k)) or "" for k in ("key", "value", "effect")}
+                     for t in _l(spec.get("taints")) if isinstance(t, dict)),
     )
 
 
@@ -489,7 +494,12 @@ def build_snapshot(api: Any, *, with_logs: bool = True, log_workers: int = 8) ->
                                           and _d(v.get("configMap")).get("name")],
                            "node_selector": _strmap(pod_spec.get("nodeSelector")),
                            "node_affinity": (_l(required.get("nodeSelectorTerms"))
-                                             if "nodeSelectorTerms" in required else None)})
+                                             if "nodeSelectorTerms" in required else None),
+                           "tolerations": [{k: _s(t.get(k)) or "" for k in
+                                            ("key", "operator", "value", "effect")}
+                                           for t in _l(pod_spec.get("tolerations"))
+                                           if isinstance(t, dict)],
+                           "host_network": pod_spec.get("hostNetwork") is True})
 
     def owned_pods(component: str, container: str) -> dict[str, list[PodInfo]] | None:
         """Pods of the DaemonSet(s) running `component`, through their ownerReferences: the

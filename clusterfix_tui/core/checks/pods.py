@@ -120,8 +120,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
 def _expects_pod(snapshot: ClusterSnapshot, namespace: str, name: str, node: Any) -> bool:
     """Whether the node should run a pod of the (Linux) DaemonSet namespace/name: not on a node
     labelled another OS (Windows nodes run no Linux kube-proxy/flannel pod), and not on a node its
-    nodeSelector or required node affinity leaves out. An expression it cannot evaluate: False
-    (no "missing pod" finding rather than a wrong one)."""
+    nodeSelector or required node affinity leaves out or whose taints it does not tolerate. An
+    expression it cannot evaluate: False (no "missing pod" finding rather than a wrong one)."""
     labels = getattr(node, "labels", {}) or {}
     if node.other_os:
         return False
@@ -131,10 +131,54 @@ def _expects_pod(snapshot: ClusterSnapshot, namespace: str, name: str, node: Any
         return True
     if any(labels.get(k) != v for k, v in (ds.get("node_selector") or {}).items()):
         return False
+    if not _tolerates(ds, getattr(node, "taints", ()) or ()):
+        return False
     terms = ds.get("node_affinity")
     if terms is None:
         return True
     return any(_term_matches(t, labels) for t in terms)
+
+
+# the tolerations the DaemonSet controller adds to every DaemonSet pod (kubernetes
+# pkg/controller/daemon/util AddOrUpdateDaemonPodTolerations): (key, effect); the last one only
+# for pods on the host's network (kube-proxy's and flannel's are)
+_DS_TOLERATIONS = (("node.kubernetes.io/not-ready", "NoExecute"),
+                   ("node.kubernetes.io/unreachable", "NoExecute"),
+                   ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+                   ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+                   ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+                   ("node.kubernetes.io/unschedulable", "NoSchedule"))
+_DS_HOST_NETWORK_TOLERATION = ("node.kubernetes.io/network-unavailable", "NoSchedule")
+
+
+def _tolerates(ds: dict[str, Any], taints: Any) -> bool:
+    """Whether the DaemonSet's pods tolerate every NoSchedule/NoExecute taint of the node (the
+    controller places no pod on a node whose such taint it does not tolerate: then no pod is
+    missing there). PreferNoSchedule never keeps a DaemonSet pod away."""
+    tols = list(ds.get("tolerations") or [])
+    auto = _DS_TOLERATIONS + ((_DS_HOST_NETWORK_TOLERATION,) if ds.get("host_network") else ())
+    for t in taints:
+        effect = str(t.get("effect") or "")
+        if effect not in ("NoSchedule", "NoExecute"):
+            continue
+        key, value = str(t.get("key") or ""), str(t.get("value") or "")
+        if (key, effect) in auto:
+            continue
+        if not any(_toleration_matches(tol, key, value, effect) for tol in tols):
+            return False
+    return True
+
+
+def _toleration_matches(tol: dict[str, str], key: str, value: str, effect: str) -> bool:
+    """A pod toleration against one taint (core/v1 Toleration.ToleratesTaint): the effect empty
+    or equal; operator Exists (an empty key: every taint) or Equal (the default) with the key and
+    value equal."""
+    if tol.get("effect") and tol.get("effect") != effect:
+        return False
+    op = tol.get("operator") or "Equal"
+    if op == "Exists":
+        return not tol.get("key") or tol.get("key") == key
+    return op == "Equal" and tol.get("key") == key and (tol.get("value") or "") == value
 
 
 def _term_matches(term: Any, labels: dict[str, str]) -> bool:
