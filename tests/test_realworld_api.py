@@ -276,3 +276,25 @@ def test_taints_tolerated_or_added_by_the_controller_still_expect_the_pod():
     assert _tainted([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}], tol) == both
     assert _tainted([{"key": "dedicated", "value": "db", "effect": "NoExecute"}], tol) == \
         ["no kube-proxy pod on this node"]
+
+
+def test_kube_proxy_config_is_read_as_yaml():
+    """config.conf is a KubeProxyConfiguration in YAML (JSON is YAML too): read by its `mode:`
+    line, a config written as JSON was taken for the default (iptables) mode, and a comment after
+    the value was part of the mode; clusterCIDR likewise."""
+    from clusterfix_tui.core.snapshot import parse_cluster_cidrs, parse_kube_proxy_mode
+
+    def cm(text: str) -> dict[str, Any]:
+        return {"data": {"config.conf": text}}
+
+    as_json = json.dumps({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                          "kind": "KubeProxyConfiguration", "mode": "ipvs",
+                          "clusterCIDR": "10.244.0.0/16,fd00:10:244::/56"}, indent=2)
+    assert parse_kube_proxy_mode(cm(as_json)) == "ipvs"
+    assert parse_cluster_cidrs(cm(as_json)) == ("10.244.0.0/16", "fd00:10:244::/56")
+    commented = "kind: KubeProxyConfiguration\nmode: \"nftables\"  # since 1.31\nclusterCIDR: 10.42.0.0/16 # pods\n"
+    assert parse_kube_proxy_mode(cm(commented)) == "nftables"
+    assert parse_cluster_cidrs(cm(commented)) == ("10.42.0.0/16",)
+    # kubeadm's default: mode "" (iptables on Linux); no YAML mapping: its lines, as before
+    assert parse_kube_proxy_mode(cm('kind: KubeProxyConfiguration\nmode: ""\n')) == ""
+    assert parse_kube_proxy_mode(cm("mode: ipvs\n\tbroken: [\n")) == "ipvs"

@@ -372,11 +372,29 @@ def pod_info(obj: dict[str, Any], container_hint: str | None = None,
     )
 
 
-def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
-    """The `mode:` of config.conf in ConfigMap kube-proxy ("" = default, iptables on Linux)."""
+def _kube_proxy_config(cm: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """config.conf of ConfigMap kube-proxy: (its text, the KubeProxyConfiguration it holds as a
+    mapping, None when it is not one: YAML, or JSON, which is YAML too, that does not parse)."""
     data = _d(_d(cm).get("data"))
-    text = data.get("config.conf") or data.get("config") or ""
-    for line in str(text).splitlines():
+    text = str(data.get("config.conf") or data.get("config") or "")
+    try:
+        import yaml
+
+        doc = yaml.safe_load(text) if text.strip() else None
+    except Exception:  # noqa: BLE001 - a ConfigMap's text: not YAML = read by lines below
+        doc = None
+    return text, doc if isinstance(doc, dict) else None
+
+
+def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
+    """The `mode` of config.conf in ConfigMap kube-proxy ("" = default, iptables on Linux), read
+    as YAML (a comment after the value, quotes, a config written as JSON); text that is no YAML
+    mapping: its `mode:` line."""
+    text, doc = _kube_proxy_config(cm)
+    if doc is not None:
+        mode = doc.get("mode")
+        return mode.strip() if isinstance(mode, str) else ""
+    for line in text.splitlines():
         m = re.match(r"^mode:\s*(.*?)\s*$", line)
         if m:
             return m.group(1).strip("'\"")
@@ -384,20 +402,28 @@ def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
 
 
 def parse_cluster_cidrs(cm: dict[str, Any] | None) -> tuple[str, ...]:
-    """`clusterCIDR:` of config.conf in ConfigMap kube-proxy, as a tuple of valid CIDRs."""
-    data = _d(_d(cm).get("data"))
-    text = data.get("config.conf") or data.get("config") or ""
-    for line in str(text).splitlines():
-        m = re.match(r"^clusterCIDR:\s*(.*?)\s*$", line)
-        if m:
-            out = []
-            for part in m.group(1).strip("'\"").split(","):
-                try:
-                    out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
-                except ValueError:
-                    continue
-            return tuple(out)
-    return ()
+    """`clusterCIDR` of config.conf in ConfigMap kube-proxy, as a tuple of valid CIDRs (YAML as
+    for the mode; else its `clusterCIDR:` line)."""
+    text, doc = _kube_proxy_config(cm)
+    value: str | None = None
+    if doc is not None:
+        v = doc.get("clusterCIDR")
+        value = v if isinstance(v, str) else None
+    else:
+        for line in text.splitlines():
+            m = re.match(r"^clusterCIDR:\s*(.*?)\s*$", line)
+            if m:
+                value = m.group(1).strip("'\"")
+                break
+    if value is None:
+        return ()
+    out = []
+    for part in value.split(","):
+        try:
+            out.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+        except ValueError:
+            continue
+    return tuple(out)
 
 
 def parse_flannel_net_conf(cm: dict[str, Any] | None) -> tuple[str | None, str | None]:
