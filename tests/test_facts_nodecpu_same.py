@@ -31,7 +31,8 @@ def digest(facts: F.NodeFacts) -> str:
             continue
         h.update(repr((key, s.rc, _norm(s.stdout), _norm(s.stderr))).encode())
     h.update(repr(sorted(facts.route_get.items())).encode())
-    h.update(repr((facts.parse_errors, facts.summary())).encode())
+    summary = {k: v for k, v in facts.summary().items() if k != "conntrack"}  # NEW_SINCE_V1
+    h.update(repr((facts.parse_errors, summary)).encode())
     return h.hexdigest()
 
 

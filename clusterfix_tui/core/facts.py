@@ -1163,12 +1163,29 @@ class NodeFacts:
             "cni_files": sorted(self.cni_files),
             "parse_errors": list(self.parse_errors),
             "unread_sections": self.unread_sections(),
+            "conntrack": _conntrack_summary(self.conntrack),
         }
 
     def to_dict(self) -> dict[str, Any]:
         d = self.summary()
         d["node"] = self.node
         return d
+
+
+def _conntrack_summary(ct: P.Conntrack | None) -> dict[str, Any]:
+    """The conntrack table's fill for the journal and the report: state "read" | "not-loaded" |
+    "not-read" (section not in the output or not parsed: `why`), count/max/buckets and the drop
+    counters since boot when read."""
+    if ct is None:
+        return {"state": "not-read", "why": "no conntrack section in the node's output"}
+    out: dict[str, Any] = {"state": ct.state}
+    if ct.state == "read":
+        out.update(count=ct.count, max=ct.max, buckets=ct.buckets)
+        out.update({k: ct.counters[k] for k in P.CONNTRACK_COUNTERS
+                    if k in ct.counters})
+    elif ct.why:
+        out["why"] = ct.why
+    return out
 
 
 class _OnFirstRead:

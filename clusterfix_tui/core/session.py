@@ -338,6 +338,7 @@ class RepairSession:
             error=getattr(diagnosis, "error", None),
             node_errors=dict(getattr(diagnosis, "node_errors", {}) or {}),
             **_shape_fields(diagnosis),
+            **_dns_field(diagnosis),
             **({"sections_left_out": left} if left else {}),
             **({"check_errors": list(diagnosis.check_errors)}
                if getattr(diagnosis, "check_errors", None) else {}),
@@ -747,6 +748,13 @@ def _node_summaries(diagnosis: Any) -> dict[str, Any]:
                 pass
         out[name] = {"findings": sum(1 for f in diagnosis.findings if f.node == name)}
     return out
+
+
+def _dns_field(diagnosis: Any) -> dict[str, Any]:
+    """Cluster DNS as the API said it (core/dns.py's one line), for the journal and the report."""
+    dns = getattr(getattr(diagnosis, "snapshot", None), "dns", None)
+    summary = getattr(dns, "summary", None)
+    return {"dns": summary()} if callable(summary) else {}
 
 
 def _shape_fields(diagnosis: Any) -> dict[str, Any]:

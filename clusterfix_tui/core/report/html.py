@@ -72,6 +72,8 @@ def render_html(report: dict[str, Any]) -> str:
         *([("Local node", f"{cl['local_node']} (the tool ran on it: read and repaired "
                           "without SSH)")] if cl.get("local_node") else []),
         *([("Cluster shape", "; ".join(r["shape_lines"]))] if r.get("shape_lines") else []),
+        *([("Cluster DNS", r["dns_line"])] if r.get("dns_line") else []),
+        *([("Conntrack", r["conntrack_line"])] if r.get("conntrack_line") else []),
         *([("Not checked", "; ".join(r["not_checked"]))] if r.get("not_checked") else []),
         ("Run by", f"{s['user'] or '?'} on {s['host'] or '?'}"),
         ("When", f"{s['started_at'] or '?'} to {s['ended_at'] or 'no end recorded'}"),

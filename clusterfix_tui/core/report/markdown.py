@@ -92,6 +92,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                  f"repaired without SSH) |")
     if r.get("shape_lines"):
         L.append(f"| Cluster shape | {'<br>'.join(md_text(x) for x in r['shape_lines'])} |")
+    if r.get("dns_line"):
+        L.append(f"| Cluster DNS | {md_text(r['dns_line'])} |")
+    if r.get("conntrack_line"):
+        L.append(f"| Conntrack | {md_text(r['conntrack_line'])} |")
     if r.get("not_checked"):
         L.append(f"| Not checked | {'<br>'.join(md_text(x) for x in r['not_checked'])} |")
     L.append(f"| Run by | {md_code(s['user'] or '?', True)} on {md_code(s['host'] or '?', True)} |")

@@ -16,7 +16,7 @@ from clusterfix_tui.core.redact import Anonymizer, redact_obj
 from clusterfix_tui.core.report.advice import _still_failing
 from clusterfix_tui.core.shape import summary_lines
 
-SCHEMA_VERSION = "1.2"  # 1.1: finding_groups; 1.2: steps[].plan.entries
+SCHEMA_VERSION = "1.3"  # 1.1: finding_groups; 1.2: steps[].plan.entries; 1.3: dns_line, conntrack_line
 
 
 VERDICT_TEXT = {
@@ -123,7 +123,57 @@ def build_report(
         "shape_lines": summary_lines(shape_ev.get("shape")) if shape_ev else [],
         "not_checked": [_s(x) for x in (shape_ev or {}).get("not_checked") or []
                         if isinstance(x, str)],
+        # cluster DNS as the first diagnosis read it (core/dns.py's line); null: not journaled
+        "dns_line": next((_s(e["dns"]) for e in evs if e.get("type") == "diagnosis"
+                          and isinstance(e.get("dns"), str)), None),
+        # every node's conntrack fill in one line (the fullest first); null: not journaled
+        "conntrack_line": conntrack_line(node_summaries if isinstance(node_summaries, dict) else {}),
     }
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def conntrack_line(node_summaries: dict[str, Any], shown: int = 3) -> str | None:
+    """The nodes' conntrack tables in one line: the `shown` fullest (count/max and percent), the
+    nodes whose drop/early_drop counters are not zero, how many have nf_conntrack not loaded and
+    how many were not read. None when no node summary says anything about conntrack (a journal
+    from before it was read). One pass over the nodes: a 1,000-node report stays one line."""
+    read: list[tuple[int, str, int, int]] = []
+    dropping: list[str] = []
+    not_loaded = not_read = 0
+    for node, summary in node_summaries.items():
+        facts = summary.get("facts") if isinstance(summary, dict) else None
+        ct = facts.get("conntrack") if isinstance(facts, dict) else None
+        if not isinstance(ct, dict):
+            continue
+        count, most = _int(ct.get("count")), _int(ct.get("max"))
+        if ct.get("state") == "not-loaded":
+            not_loaded += 1
+        elif ct.get("state") != "read" or count is None or most is None:
+            not_read += 1
+        else:
+            read.append((count * 100 // most if most else 0, _s(node), count, most))
+            if (_int(ct.get("drop")) or 0) + (_int(ct.get("early_drop")) or 0) > 0:
+                dropping.append(_s(node))
+    if not (read or not_loaded or not_read):
+        return None
+    parts = []
+    if read:
+        read.sort(key=lambda r: (-r[0], -r[2], r[1]))
+        parts.append(("fullest: " if len(read) > 1 else "") + ", ".join(
+            f"{n} {c:,}/{m:,} ({p}%)" for p, n, c, m in read[:shown])
+            + (f" (+{len(read) - shown} more read)" if len(read) > shown else ""))
+    if dropping:
+        dropping.sort()
+        parts.append("drop counters not zero since boot on " + ", ".join(dropping[:shown])
+                     + (f" +{len(dropping) - shown}" if len(dropping) > shown else ""))
+    if not_loaded:
+        parts.append(f"nf_conntrack not loaded on {not_loaded} node{'s' if not_loaded != 1 else ''}")
+    if not_read:
+        parts.append(f"not read on {not_read} node{'s' if not_read != 1 else ''}")
+    return "; ".join(parts)
 
 
 def _plan_entries(plan: dict[str, Any]) -> list[dict[str, Any]]:
