@@ -52,12 +52,21 @@ class Shooter:
         print(f"  {filename}", flush=True)
 
 
+def _pick_row(table: Any, first_cell: str) -> None:
+    """Put `table`'s cursor on the row (of its page) whose first cell is `first_cell`."""
+    for i in range(table.row_count):
+        if str(table.get_row_at(i)[0]) == first_cell:
+            table.move_cursor(row=i)
+            return
+
+
 async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: Path) -> None:
-    from textual.widgets import DataTable, OptionList
+    from textual.widgets import DataTable
 
     from clusterfix_tui.ui.screens.modals import ConfirmationModal, HostKeysModal
     from clusterfix_tui.ui.screens.plan import PlanScreen
     from clusterfix_tui.ui.screens.step import StepScreen
+    from clusterfix_tui.ui.widgets.paged_table import PagedTable
 
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
@@ -77,7 +86,7 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
         await shot(pilot, "diagnostics-nodes")
         await pilot.press("3")
         await settle(pilot)
-        pods = app.screen.query_one("#pods-table", DataTable)
+        pods = app.screen.query_one("#pods-table", PagedTable)
         for i in range(pods.row_count):  # a crash-looping pod, with its last log lines
             if "CrashLoop" in str(pods.get_row_at(i)[2]):
                 pods.move_cursor(row=i)
@@ -86,18 +95,17 @@ async def drive(app: Any, shooter: Shooter, size: tuple[int, int], report_dir: P
         diagnosis = app.state.diagnosis
         anomalous = sorted({f.node for f in diagnosis.findings
                             if f.step == "cni_bridge" and f.node in diagnosis.facts})
-        nodes = sorted(diagnosis.facts)
         await pilot.press("4")
         await settle(pilot)
         if anomalous:
-            app.screen.query_one("#routes-nodes", OptionList).highlighted = nodes.index(anomalous[0])
+            _pick_row(app.screen.query_one("#routes-nodes", PagedTable), anomalous[0])
         await shot(pilot, "diagnostics-routes")
         nat_nodes = sorted({f.node for f in diagnosis.findings if f.step == "iptables"
                             and f.node in diagnosis.facts})
         await pilot.press("5")
         await settle(pilot)
         if nat_nodes:
-            app.screen.query_one("#nat-nodes", OptionList).highlighted = nodes.index(nat_nodes[0])
+            _pick_row(app.screen.query_one("#nat-nodes", PagedTable), nat_nodes[0])
         await shot(pilot, "diagnostics-nat")
         await pilot.press("o")
         await shot(pilot, "raw-output")
