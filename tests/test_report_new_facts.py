@@ -70,6 +70,10 @@ def test_dns_and_conntrack_reach_the_report(tmp_path: Path) -> None:
     assert "<th>Cluster DNS</th><td>cluster DNS: kube-dns has no ready endpoints" in html
     assert "<th>Conntrack</th><td>fullest: node-1 245,000/262,144 (93%)" in html
 
+    anon = report.build_report(events, anonymize=True)  # the node names replaced there too
+    assert anon["conntrack_line"].startswith("fullest: node-a 245,000/262,144 (93%)")
+    assert "node-1" not in anon["conntrack_line"]
+
 
 def test_an_api_error_in_the_dns_line_stays_text(tmp_path: Path) -> None:
     """An API error (its text from the server) in the DNS line: escaped in HTML, its '|' no
