@@ -196,7 +196,7 @@ def conntrack_cell(facts: Any) -> str:
 
 def node_rows(diagnosis: Any, ssh_states: dict[str, str]) -> list[tuple[str, ...]]:
     facts = facts_of(diagnosis)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     seen = set()
     for node in snapshot_nodes(diagnosis):
         name = node_name(node)
