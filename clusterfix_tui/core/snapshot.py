@@ -26,6 +26,8 @@ VTEP_ANNOTATION = "flannel.alpha.coreos.com/backend-data"
 PUBLIC_IP_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
 OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
 LOG_TAIL = 30
+# config.conf of ConfigMap kube-proxy parsed as YAML up to this size (real ones: 1-3 KiB)
+KUBE_PROXY_CONFIG_YAML_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,19 @@ class NodeInfo:
     def os(self) -> str | None:
         """The node's OS label (kubernetes.io/os, else the older beta.kubernetes.io/os): "linux",
         "windows", or None when unlabelled."""
-        return next((self.labels[k] for k in OS_LABELS if k in self.labels), None)
+        return next((self.labels[k] for k in OS_LABELS
+                     if isinstance(self.labels.get(k), str) and self.labels[k].strip()), None)
 
     @property
     def other_os(self) -> bool:
-        """Labelled an OS other than Linux (a Windows node): no Linux command runs there."""
-        return self.os is not None and self.os != "linux"
+        """Labelled an OS other than Linux (a Windows node): no Linux command runs there. Read
+        as the kubelet writes it (GOOS: lower case); a label that names no OS (empty, blank) or
+        writes linux another way ("Linux", " linux") is no other OS: the node is read."""
+        os_ = self.os
+        if not isinstance(os_, str):
+            return False
+        norm = os_.strip().lower()
+        return bool(norm) and norm != "linux"
 
     @property
     def is_control_plane(self) -> bool:
@@ -274,7 +283,7 @@ def _s(v: Any) -> str | None:
 def _i(v: Any) -> int:
     try:
         return int(v) if not isinstance(v, bool) else 0
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is inf
         return 0
 
 
@@ -377,6 +386,10 @@ def _kube_proxy_config(cm: dict[str, Any] | None) -> tuple[str, dict[str, Any] |
     mapping, None when it is not one: YAML, or JSON, which is YAML too, that does not parse)."""
     data = _d(_d(cm).get("data"))
     text = str(data.get("config.conf") or data.get("config") or "")
+    if len(text) > KUBE_PROXY_CONFIG_YAML_MAX:
+        # PyYAML (pure Python) takes ~4 s per MiB, twice per diagnosis (mode, clusterCIDR): a
+        # config.conf is a few KiB; one this large is read by its lines only (bounded cost)
+        return text, None
     try:
         import yaml
 
@@ -393,7 +406,11 @@ def parse_kube_proxy_mode(cm: dict[str, Any] | None) -> str | None:
     text, doc = _kube_proxy_config(cm)
     if doc is not None:
         mode = doc.get("mode")
-        return mode.strip() if isinstance(mode, str) else ""
+        if mode is None:
+            return ""  # absent or `mode:` / `mode: null`: the default
+        # a mode that is no string (`mode: [ipvs]`, `mode: 1`) is no mode kube-proxy runs in:
+        # not read (None), never the default iptables mode
+        return mode.strip() if isinstance(mode, str) else None
     for line in text.splitlines():
         m = re.match(r"^mode:\s*(.*?)\s*$", line)
         if m:
