@@ -1374,9 +1374,16 @@ class Conntrack:
     why: str = ""
 
 
+# the kernel's conntrack values are 32/64-bit: at most 20 decimal or 16 hex digits. More is not
+# such a value, and int() of over 4,300 decimal digits raises (Python 3.11's int_max_str_digits),
+# as does str()/json.dumps() of such an int (the journal): never parsed
+_MAX_DEC_DIGITS, _MAX_HEX_DIGITS = 20, 16
+
+
 def _digits(s: str) -> bool:
-    """ASCII decimal digits only: str.isdigit() also takes '²' (int() refuses it) and '١٢'."""
-    return bool(s) and s.isascii() and s.isdigit()
+    """ASCII decimal digits only (at most 20: a 64-bit value): str.isdigit() also takes '²'
+    (int() refuses it) and '١٢'."""
+    return bool(s) and len(s) <= _MAX_DEC_DIGITS and s.isascii() and s.isdigit()
 
 
 def parse_cpu_list(text: str) -> int | None:
@@ -1405,8 +1412,8 @@ def parse_conntrack_stat(text: str) -> dict[str, int] | None:
     for i, row in enumerate(lines[1:]):
         if len(row) != len(head):
             return None
-        if not all(v.isascii() and v.isalnum() for v in row):
-            return None  # int(v, 16) also takes '١٢' and '1_0'
+        if not all(v.isascii() and v.isalnum() and len(v) <= _MAX_HEX_DIGITS for v in row):
+            return None  # int(v, 16) also takes '١٢' and '1_0'; more than 64 bits is no counter
         try:
             vals = [int(v, 16) for v in row]
         except ValueError:
