@@ -1091,7 +1091,10 @@ CHECKERS = {"manifests": check_manifests, "iptables-S-legacy-warning-r6": lambda
             "describe-node-api": lambda s: __import__("tests.test_realworld_api",
                                                       fromlist=["check_describe_node_api"]).check_describe_node_api(s),
             "conntrack-S": lambda s: __import__("tests.test_conntrack_realworld",
-                                                fromlist=["check_conntrack_s"]).check_conntrack_s(s)}
+                                                fromlist=["check_conntrack_s"]).check_conntrack_s(s),
+            # realapi2
+            "node-conditions-api2": lambda s: __import__(
+                "tests.test_realworld_api2", fromlist=["check_node_conditions"]).check_node_conditions(s)}
 
 
 @pytest.mark.parametrize("name", sorted(BY_FILE))

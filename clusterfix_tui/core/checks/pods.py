@@ -72,14 +72,24 @@ class ProbeNoRouteData(FindingData, codes=("PROBE_NO_ROUTE",)):
 def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> list[Finding]:
     out: list[Finding] = []
     nodes = snapshot.nodes
+    stale: set[str] = set()  # nodes whose kubelet stopped posting: their pods' status is stale
     for name, info in sorted(nodes.items()):
         ready = info.conditions.get("Ready")
         if ready is not None and ready.get("status") != "True":
+            ev = [f"condition Ready={ready.get('status')} reason={ready.get('reason')} "
+                  f"message={ready.get('message')}"]
+            if ready.get("status") != "False":
+                # Ready Unknown (NodeStatusUnknown, "Kubelet stopped posting node status."): the
+                # node controller wrote it, the kubelet is silent. Its pods' status is what the
+                # kubelet last posted (or the controller's Ready=False): not read, and deleting
+                # a pod there leaves it Terminating until the kubelet answers (no restart planned)
+                stale.add(name)
+                ev.append("the kubelet is not posting status: the kube-proxy/flannel pods on "
+                          "this node are not judged (their status is stale) and none is restarted")
             out.append(Finding(
                 code="NODE_NOT_READY", severity="error", node=name,
                 title=f"node is NotReady ({ready.get('reason') or ready.get('status')})",
-                evidence=(f"condition Ready={ready.get('status')} reason={ready.get('reason')} "
-                          f"message={ready.get('message')}",),
+                evidence=tuple(ev),
                 explanation="kubelet reports the node not Ready; pods there are not scheduled or served.",
                 reference=REF_NODE, step=None,
                 data=NodeNotReadyData(conditions=dict(info.conditions)),
@@ -94,6 +104,8 @@ def check(snapshot: ClusterSnapshot, facts_by_node: dict[str, NodeFacts]) -> lis
         by_node = getattr(snapshot, attr, {}) or {}
         present = any(by_node.values())
         for name in sorted(nodes):
+            if name in stale:
+                continue
             pods = by_node.get(name) or []
             if not pods:
                 if present and _expects_pod(snapshot, default_ns, ds, nodes[name]):
