@@ -117,3 +117,33 @@ def test_an_init_container_exit_code_of_1e999_does_not_raise():
            "spec": {"nodeName": "n1", "containers": [{"name": "kube-flannel"}]}, "status": status}
     info = S.pod_info(pod)
     assert info.name == "kube-flannel-ds-x"
+
+
+@pytest.mark.parametrize("values", [5, "linux", {"linux": 1}, True])
+def test_a_node_affinity_whose_values_are_no_list_does_not_lose_the_pods_check(values):
+    """A DaemonSet's required node affinity with `values` that is no list (a recorded bundle, a
+    proxy; the API server's schema says []string): the term is not evaluated (no "missing pod"
+    finding on that DaemonSet's nodes) and the pods check still runs: a crashlooping kube-proxy
+    pod on node-1 is still found. Old code: `values: 5` raised TypeError out of the pods check
+    (every pod finding lost, a check error)."""
+    from clusterfix_tui.core.checks import run_checks
+
+    rec = copy.deepcopy(load("healthy"))
+    for ds in rec["daemonsets"]["kube-flannel"]:
+        ds["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In",
+                                       "values": values}]}]}}}
+    # node-3's flannel pod gone: a finding only if the (unevaluable) term were taken to match
+    rec["pods"] = [p for p in rec["pods"] if not (p["metadata"]["name"].startswith("kube-flannel")
+                                                  and p["spec"].get("nodeName") == "node-3")]
+    kp = next(p for p in rec["pods"] if p["metadata"]["name"].startswith("kube-proxy")
+              and p["spec"].get("nodeName") == "node-1")
+    kp["status"]["phase"] = "Running"
+    for cs in kp["status"]["containerStatuses"]:
+        cs.update(ready=False, restartCount=7, state={"waiting": {"reason": "CrashLoopBackOff"}})
+    snap = S.build_snapshot(ReplayAPI(rec), with_logs=False)
+    findings, errors = run_checks(snap, {})
+    assert errors == []
+    got = sorted((f.code, f.node) for f in findings if f.code in ("KUBE_PROXY_CRASHLOOP", "POD_NOT_RUNNING"))
+    assert got == [("KUBE_PROXY_CRASHLOOP", "node-1")]

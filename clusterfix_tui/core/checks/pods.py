@@ -205,7 +205,10 @@ def _term_matches(term: Any, labels: dict[str, str]) -> bool:
         if not isinstance(e, dict):
             return False
         key, op = str(e.get("key") or ""), e.get("operator")
-        values = [str(v) for v in (e.get("values") or [])]
+        raw = e.get("values")
+        if raw is not None and not isinstance(raw, list):
+            return False  # the API's values are a list of strings: anything else is not evaluated
+        values = [str(v) for v in raw or []]
         if op == "In":
             ok = key in labels and labels[key] in values
         elif op == "NotIn":
