@@ -513,6 +513,9 @@ def parse_iptables_save(text: str) -> IptablesSave:
 _LEGACY_WARNING_RE = re.compile(r"^\s*# Warning: (ip6?tables)-legacy tables present\b.*$", re.M)
 
 
+LEGACY_WARNING_MAX = 160  # the real line is ~80 characters
+
+
 def legacy_tables_warning(text: str | None, family: int = 4) -> str | None:
     """The line of an iptables-nft output (stdout or stderr) saying the kernel also holds
     iptables-legacy tables of that family (4: iptables, 6: ip6tables), else None."""
@@ -521,7 +524,9 @@ def legacy_tables_warning(text: str | None, family: int = 4) -> str | None:
         return None
     for m in _LEGACY_WARNING_RE.finditer(text):
         if m.group(1) == want:
-            return m.group(0).strip()
+            # (the line is quoted in unread_sections, the journal, the report and the wizard:
+            # bounded, whatever follows the warning on a hostile node's line)
+            return m.group(0).strip()[:LEGACY_WARNING_MAX]
     return None
 
 
