@@ -79,7 +79,9 @@ def jump_ahead(d: ShadowedData, wait: str, id_: str, node: str) -> dict[str, Any
     count = f"$(printf '%s\\n' \"$l\" | grep -cxF -e {_q(jump)})"
     # the copies the chain held when the plan read it (kube-proxy's own, and any an admin's
     # restore doubled): only one more than those is the tool's to remove
-    base = d.jump_copies if isinstance(d.jump_copies, int) and d.jump_copies >= 1 else 1
+    # (a journal's `true` is an int too: it would put "-gt True" in the test, a shell error)
+    base = d.jump_copies if (isinstance(d.jump_copies, int) and not isinstance(d.jump_copies, bool)
+                             and d.jump_copies >= 1) else 1
     rollback = Action(
         id=id_ + ":rollback", target=node, kind="shell",
         command=(f"l=$({tool} -S {_q(chain)}) || exit 4; if [ \"{count}\" -gt {base} ]; then "
