@@ -56,6 +56,10 @@ def test_a_huge_config_conf_is_not_parsed_as_yaml(monkeypatch):
     assert S.parse_kube_proxy_mode(cm(big)) == "ipvs"
     assert S.parse_cluster_cidrs(cm(big)) == ("10.244.0.0/16",)
     assert sizes == []
+    # nesting PyYAML recurses into (1.3 s per call to its RecursionError at 64 KiB)
+    deep = "mode: ipvs\nx: " + "[" * 60_000 + "\n"
+    assert len(deep) < S.KUBE_PROXY_CONFIG_YAML_MAX
+    assert S.parse_kube_proxy_mode(cm(deep)) == "ipvs" and sizes == []
     # a real-sized one still is YAML
     assert S.parse_kube_proxy_mode(cm('{"mode": "ipvs"}')) == "ipvs" and sizes == [16]
 

@@ -386,9 +386,10 @@ def _kube_proxy_config(cm: dict[str, Any] | None) -> tuple[str, dict[str, Any] |
     mapping, None when it is not one: YAML, or JSON, which is YAML too, that does not parse)."""
     data = _d(_d(cm).get("data"))
     text = str(data.get("config.conf") or data.get("config") or "")
-    if len(text) > KUBE_PROXY_CONFIG_YAML_MAX:
-        # PyYAML (pure Python) takes ~4 s per MiB, twice per diagnosis (mode, clusterCIDR): a
-        # config.conf is a few KiB; one this large is read by its lines only (bounded cost)
+    if len(text) > KUBE_PROXY_CONFIG_YAML_MAX or text.count("[") + text.count("{") > 256:
+        # PyYAML (pure Python) takes ~4 s per MiB, twice per diagnosis (mode, clusterCIDR), and
+        # recurses per nesting level (64 KiB of '[': 1.3 s to its RecursionError): a config.conf
+        # is a few KiB with a handful of [] / {}; anything else is read by its lines only
         return text, None
     try:
         import yaml
