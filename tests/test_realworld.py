@@ -1094,7 +1094,9 @@ CHECKERS = {"manifests": check_manifests, "iptables-S-legacy-warning-r6": lambda
                                                 fromlist=["check_conntrack_s"]).check_conntrack_s(s),
             # realapi2
             "node-conditions-api2": lambda s: __import__(
-                "tests.test_realworld_api2", fromlist=["check_node_conditions"]).check_node_conditions(s)}
+                "tests.test_realworld_api2", fromlist=["check_node_conditions"]).check_node_conditions(s),
+            "kubeconfig-api2": lambda s: __import__(
+                "tests.test_realworld_api2", fromlist=["check_kubeconfig_api2_tmp"]).check_kubeconfig_api2_tmp(s)}
 
 
 @pytest.mark.parametrize("name", sorted(BY_FILE))

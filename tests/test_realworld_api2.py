@@ -77,3 +77,93 @@ def test_ready_false_kubelet_posting_still_judges_pods():
     got = pods_check(cluster_with_conditions(conds), {})
     codes = sorted(f.code for f in got if f.node == "node-1")
     assert codes == ["NODE_NOT_READY", "POD_NOT_RUNNING", "POD_NOT_RUNNING"], codes
+
+
+# -- kubeconfigs (checks/kubeconfig.py, fixes/worker_kubeconfig.py) -------------------------------
+KC_SAMPLES = [s for s in ALL if s["kind"] == "kubeconfig-api2"]
+
+
+def _kc_facts(node: str, user: str | None, rc: int, kubelet: str | None) -> Any:
+    from clusterfix_tui.core.facts import NodeFacts
+
+    files = {}
+    if kubelet:
+        files["/etc/kubernetes/kubelet.conf"] = kubelet
+    if user:
+        files["/root/.kube/config"] = user
+    return NodeFacts(node=node, complete=True, kubeconfigs=files, kubectl_rc=rc,
+                     kubectl_error=None if rc == 0 else "dial tcp: connect: no route to host")
+
+
+def _kc_snap() -> Any:
+    from clusterfix_tui.core.snapshot import ClusterSnapshot, NodeInfo
+
+    def n(name: str, ip: str) -> NodeInfo:
+        return NodeInfo(name, ip, (), None, {"Ready": {"status": "True"}}, {}, {}, "v1.30")
+    return ClusterSnapshot(api={"server": "https://127.0.0.1:16443"},
+                           nodes={"w1": n("w1", "10.0.0.11", ), "w2": n("w2", "10.0.0.12")})
+
+
+def _server_lines(text: str) -> str:
+    """What the facts script sends of a kubeconfig: its `server:` lines only (core/facts.py)."""
+    import re
+
+    return "\n".join(ln for ln in text.splitlines()
+                     if re.match(r"^\s*-?\s*server:", ln))
+
+
+def check_kubeconfig_api2(s: dict[str, Any], tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from clusterfix_tui.core import parsers as P
+    from clusterfix_tui.core.checks import kubeconfig
+    from clusterfix_tui.core.fixes import get_step
+
+    text = (DATA / s["file"]).read_text()
+    e = s["expect"]
+    user = P.parse_kubeconfig_server(_server_lines(text))
+    assert user == e["first_server"]
+    good = "https://10.0.0.10:6443"
+    facts = {"w1": _kc_facts("w1", user, 1, good), "w2": _kc_facts("w2", good, 0, good)}
+    (f,) = kubeconfig.check(_kc_snap(), facts)
+    assert f.data["reason"] == "wrong-server"
+    step = get_step("worker_kubeconfig")
+    from types import SimpleNamespace
+
+    plan = step.plan(SimpleNamespace(findings=[f], facts=facts, snapshot=_kc_snap()))
+    write = next(a for a in plan.actions if a.change and a.change.get("after") == good)
+    # run the precondition on a copy of the sample, with a kubectl that fails for the file's own
+    # server and answers for the --server override (what the precondition probes)
+    cfg = tmp_path / "config"
+    cfg.write_text(text)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    kubectl = bindir / "kubectl"
+    kubectl.write_text('#!/bin/sh\ncase "$*" in *--server*) exit 0;; esac\nexit 1\n')
+    kubectl.chmod(0o755)
+    script = write.precondition.command.replace("/root/.kube/config", str(cfg))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '')}")
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=20)
+    assert res.returncode == e["precondition_exit"], (res.returncode, res.stdout, res.stderr)
+    assert e["precondition_says"] in res.stdout
+    # a one-cluster file (its first cluster only) still passes the same precondition
+    one = text.split("- cluster:\n    insecure-skip-tls-verify")[0] + "contexts: []\n"
+    cfg.write_text(one)
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=20)
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr)
+
+
+@pytest.mark.parametrize("name", [s["file"] for s in KC_SAMPLES])
+def test_kubeconfig_sample(name, tmp_path):
+    """Old code: the precondition passes (exit 0) and the write sets EVERY `server:` of the
+    file, the other cluster's included, to this cluster's address."""
+    check_kubeconfig_api2(next(s for s in KC_SAMPLES if s["file"] == name), tmp_path)
+
+
+def check_kubeconfig_api2_tmp(s: dict[str, Any]) -> None:
+    """check_kubeconfig_api2 in a temporary directory of its own (tests/test_realworld.py)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cfx-realapi2-") as d:
+        check_kubeconfig_api2(s, Path(d))

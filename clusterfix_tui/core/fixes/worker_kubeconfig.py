@@ -93,19 +93,31 @@ def _expected_server(diagnosis: Any, data: KubeconfigData, node: str = "") -> st
     return None
 
 
-def verify_server_precondition(config: str, server: str, target: str, missing: bool
-                               ) -> Precondition:
+def one_server_script(target: str) -> str:
+    """Shell: exit 4 when `target` names more than one distinct `server:` (a kubeconfig of several
+    clusters, e.g. kubernetes.io's config-demo: the diagnosis read its first server only, kubectl
+    uses its current-context's, and every `server:` of it would be rewritten)."""
+    return (f"if [ \"$(grep -E '^[[:space:]]*-?[[:space:]]*server:' -- {q(target)} 2>/dev/null | "
+            "sed -e 's/^[^:]*:[[:space:]]*//' -e 's/[[:space:]]*$//' | sort -u | wc -l)\" -gt 1 ]; "
+            f"then echo {q(target + ' names several clusters (server: lines): not rewritten')}; "
+            "exit 4; fi; ")
+
+
+def verify_server_precondition(config: str, server: str, target: str, missing: bool,
+                               one_server: bool = False) -> Precondition:
     """Read-only, on the node, right before the write: the worker's current server fails from
     the node (or the file is still missing) AND `server` answers from the node, TLS checked with
     the CA and credentials of `config` (kubectl's --server override). Exit 0 = write; 3 = the
-    current file works already (nothing to do); 4 = the new server does not answer from here."""
+    current file works already (nothing to do); 4 = the new server does not answer from here
+    (or, with one_server, `target` names several clusters: its servers are not all rewritten)."""
     probe = "get --raw /version --request-timeout=5s >/dev/null 2>&1"
     first = (f"if [ -e {q(target)} ]; then echo {q(target + ' exists now')}; exit 4; fi; "
              if missing else
              f"if kubectl --kubeconfig {q(target)} {probe}; then "
              f"echo {q(target + ' answers from this node: not rewritten')}; exit 3; fi; ")
     script = (
-        "if ! command -v kubectl >/dev/null 2>&1; then "
+        (one_server_script(target) if one_server else "")
+        + "if ! command -v kubectl >/dev/null 2>&1; then "
         "echo 'no kubectl on the node: the servers cannot be checked from here'; exit 4; fi; "
         + first
         + f"if kubectl --kubeconfig {q(config)} --server {q(server)} {probe}; then exit 0; fi; "
@@ -283,7 +295,8 @@ class WorkerKubeconfigStep:
                     finding_codes=CODES, risk="kubectl on this node talks to the new server",
                     rollback=restore,
                     change={"what": f"{target}: server", "before": current, "after": server},
-                    precondition=verify_server_precondition(target, server, target, False),
+                    precondition=verify_server_precondition(target, server, target, False,
+                                                            one_server=True),
                 )
         elif reason == "missing" or target not in files:
             if own is None:
