@@ -167,3 +167,56 @@ def check_kubeconfig_api2_tmp(s: dict[str, Any]) -> None:
 
     with tempfile.TemporaryDirectory(prefix="cfx-realapi2-") as d:
         check_kubeconfig_api2(s, Path(d))
+
+
+# -- canal (shape.py scope) ------------------------------------------------------------------------
+def _canal_case() -> tuple[Any, dict[str, Any]]:
+    """SYNTHESISED WRAPPER: a canal cluster (calico's canal.yaml, real) with one node n1 whose
+    /etc/cni/net.d holds canal's conflist (canal-config's cni_network_config as install-cni
+    writes it: its placeholders filled) and a leftover of flannel's (kube-flannel.yml's
+    cni-conf.json, real), e.g. after a flannel -> canal migration."""
+    from dataclasses import replace
+
+    from clusterfix_tui.core import parsers as P
+    from clusterfix_tui.core.facts import NodeFacts
+    from clusterfix_tui.core.shape import classify_daemonset, detect_shape
+    from clusterfix_tui.core.snapshot import ClusterSnapshot, node_info
+
+    canal = [d for d in yaml.safe_load_all((DATA / "calico-canal-configmap-daemonset.yaml").read_text())
+             if isinstance(d, dict)]
+    flannel = [d for d in yaml.safe_load_all((DATA / "flannel-kube-flannel.yml").read_text())
+               if isinstance(d, dict)]
+    cm = next(d for d in canal if d.get("kind") == "ConfigMap")
+    ds = next(d for d in canal if d.get("kind") == "DaemonSet")
+    canal_conf = (cm["data"]["cni_network_config"].replace("__KUBERNETES_NODE_NAME__", "n1")
+                  .replace("__CNI_MTU__", "1450")
+                  .replace("__KUBECONFIG_FILEPATH__", "/etc/cni/net.d/calico-kubeconfig"))
+    fl_cm = next(d for d in flannel if d.get("kind") == "ConfigMap")
+    flannel_conf = fl_cm["data"]["cni-conf.json"]
+    files = {"/etc/cni/net.d/10-canal.conflist": canal_conf,
+             "/etc/cni/net.d/10-flannel.conflist": flannel_conf}
+    facts = {"n1": NodeFacts(node="n1", complete=True, cni_files=files,
+                             cni_configs={p: P.parse_cni_conf(t)[0] for p, t in files.items()})}
+    n1 = node_info({"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.244.0.0/24"},
+                    "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.11"}]}})
+    snap = ClusterSnapshot(nodes={"n1": n1}, daemonsets=({
+        "namespace": ds["metadata"]["namespace"], "name": ds["metadata"]["name"], "uid": "uid-canal",
+        "labels": {}, "components": sorted(classify_daemonset(ds)), "configmaps": []},),
+        flannel_net_conf=json.loads(cm["data"]["net-conf.json"]), flannel_configmap="kube-system/canal-config")
+    snap = replace(snap, shape=detect_shape(snap, facts))
+    return snap, facts
+
+
+def test_canal_own_conflist_is_not_stray_beside_a_flannel_leftover():
+    """Old code: CNI_STRAY_CONFLIST naming canal's own 10-canal.conflist (it sorts before
+    10-flannel.conflist), step cni: the cluster's live CNI config moved away."""
+    from clusterfix_tui.core.checks import cni
+    from clusterfix_tui.core.shape import why_not
+
+    snap, facts = _canal_case()
+    assert snap.shape.cni_detail.startswith("flannel via canal"), snap.shape.cni_detail
+    assert [(f.code, f.title) for f in cni.check(snap, facts)] == []
+    for code in ("CNI_STRAY_CONFLIST", "CNI_BRIDGE_CONFLICT"):
+        assert "canal" in (why_not(snap.shape, code, "n1") or ""), code
+    # flannel's VXLAN between the nodes is canal's too: still checked
+    assert why_not(snap.shape, "FLANNEL_MISSING_ROUTE", "n1") is None

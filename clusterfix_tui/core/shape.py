@@ -811,6 +811,13 @@ def _out_of_scope(shape: ClusterShape | None, code: str, node: str | None) -> st
                                                  "FLANNEL_LINK_DOWN"):
         if shape.cni != "flannel":
             return f"the CNI is {shape.cni_detail or shape.cni}, not flannel"
+        if code in ("CNI_BRIDGE_CONFLICT", "CNI_STRAY_CONFLIST") and \
+                shape.cni_detail.startswith("flannel via canal"):
+            # canal: calico's CNI plugin wires the pods from its own 10-canal.conflist (routed
+            # cali* veths, no cni0); flannel's conflist and bridge are not in use, and a leftover
+            # 10-flannel.conflist would make canal's own config look "stray" before it
+            return ("the CNI is canal: calico's CNI plugin and its 10-canal.conflist, no flannel "
+                    "bridge or conflist in use")
         if code in FLANNEL_VXLAN_CODES and not shape.flannel_vxlan:
             return (f"flannel runs the {shape.flannel.backend if shape.flannel else '?'} backend, "
                     "not vxlan")
